@@ -1,0 +1,115 @@
+//! The command line every binary shares: `<binary> [--config FILE] [serve|migrate]`.
+
+use crate::config::{self, ServiceSettings};
+use crate::db::Migrations;
+use crate::service::Application;
+use clap::{Parser, Subcommand};
+use hopsbridge_contracts::Service;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(version, about = "A Hopsbridge service")]
+pub struct Cli {
+    /// A TOML file layered over the built-in defaults (environment variables still win).
+    #[arg(long, env = "HOPSBRIDGE_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Serve HTTP and process events until SIGTERM or SIGINT.
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+}
+
+/// Exit code for a configuration error.
+const EXIT_CONFIG: u8 = 2;
+
+/// Runs a binary: installs the TLS provider, parses the command line, loads and validates the
+/// configuration (exiting 2 with the bad key's name if it is wrong), starts telemetry, then
+/// migrates or serves until a signal. Exits 0 after a clean shutdown.
+pub fn run<C, F>(
+    service: Service,
+    defaults: &[&str],
+    migrations: Option<Migrations>,
+    serve: F,
+) -> ExitCode
+where
+    C: ServiceSettings,
+    F: AsyncFnOnce(C) -> anyhow::Result<Application>,
+{
+    crate::install_crypto_provider();
+    let cli = Cli::parse();
+    let cfg: C = match config::load(service, defaults, cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            report(&format!("hopsbridge-{service}: {e}"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&format!(
+                "hopsbridge-{service}: cannot start the runtime: {e}"
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let telemetry = match crate::telemetry::init(service.name(), cfg.telemetry()) {
+            Ok(t) => t,
+            Err(e) => {
+                report(&format!("hopsbridge-{service}: telemetry: {e:#}"));
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let outcome = match cli.command.unwrap_or(Command::Serve) {
+            Command::Migrate => migrate(cfg.database(), migrations).await,
+            Command::Serve => match serve(cfg).await {
+                Ok(app) => app.run_until_stopped(crate::shutdown::on_signal()).await,
+                Err(e) => Err(e),
+            },
+        };
+        let code = match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "hopsbridge-{service} failed");
+                ExitCode::FAILURE
+            }
+        };
+        telemetry.shutdown();
+        code
+    })
+}
+
+async fn migrate(
+    db: Option<&config::DatabaseConfig>,
+    migrations: Option<Migrations>,
+) -> anyhow::Result<()> {
+    let (Some(db), Some(migrations)) = (db, migrations) else {
+        tracing::info!("this service has no database; nothing to migrate");
+        return Ok(());
+    };
+    let applied = migrations.run(db.url.expose()).await?;
+    tracing::info!(schema = migrations.schema, applied = ?applied, "migrations applied");
+    Ok(())
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "configuration errors are reported before logging exists"
+)]
+fn report(message: &str) {
+    eprintln!("{message}");
+}

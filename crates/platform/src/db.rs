@@ -1,0 +1,333 @@
+//! Postgres: the connection pool, migrations and database errors.
+//!
+//! Each service owns one Postgres schema named after it (`identity`, `billing`, …) and every
+//! connection it opens has `search_path` set to that schema, so its SQL and its diesel tables
+//! are unqualified and it cannot touch another service's tables by accident. The migrations in
+//! the top-level `migrations/` are embedded in the binaries: `migrations/platform` (the outbox
+//! and inbox every service has) and then `migrations/<service>`, applied by the `migrate`
+//! subcommand, or at start when `database.migrate_on_start` is set.
+
+use crate::config::DatabaseConfig;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::time::Duration;
+
+/// A pool of connections to one service's schema.
+pub type PgPool = Pool<AsyncPgConnection>;
+/// A connection taken from the pool.
+pub type PooledConnection = Object<AsyncPgConnection>;
+
+/// What a database call can fail with, classified so callers can react.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A row that must exist does not.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the write.
+    #[error("unique violation on {constraint}")]
+    UniqueViolation {
+        /// The constraint's name, when Postgres gave it.
+        constraint: String,
+    },
+    /// A foreign key refused the write.
+    #[error("foreign key violation")]
+    ForeignKeyViolation,
+    /// A serializable transaction lost a conflict (SQLSTATE 40001), or a deadlock was broken;
+    /// the transaction may simply be run again.
+    #[error("serialization failure")]
+    SerializationFailure,
+    /// No connection could be had in time, or the connection broke.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(DieselError),
+}
+
+impl From<DieselError> for DbError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::NotFound => Self::NotFound,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                Self::UniqueViolation {
+                    constraint: info.constraint_name().unwrap_or_default().to_owned(),
+                }
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                Self::ForeignKeyViolation
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                Self::SerializationFailure
+            }
+            // diesel has no kind for deadlocks (40P01); Postgres' message is stable.
+            DieselError::DatabaseError(_, ref info)
+                if info.message().contains("deadlock detected") =>
+            {
+                Self::SerializationFailure
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                Self::Unavailable(info.message().to_owned())
+            }
+            DieselError::BrokenTransactionManager => {
+                Self::Unavailable("broken transaction".to_owned())
+            }
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// A connection URL whose every session uses `schema` as its `search_path`.
+#[must_use]
+pub fn url_for_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// The service's pool and schema.
+#[derive(Clone)]
+pub struct Database {
+    pool: PgPool,
+    schema: &'static str,
+    acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Builds the pool. No connection is opened until one is needed.
+    ///
+    /// # Errors
+    /// When the pool cannot be built.
+    pub fn new(cfg: &DatabaseConfig, schema: &'static str) -> anyhow::Result<Self> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_for_schema(
+            cfg.url.expose(),
+            schema,
+        ));
+        let pool = Pool::builder(manager)
+            .max_size(cfg.max_connections)
+            .build()?;
+        Ok(Self {
+            pool,
+            schema,
+            acquire_timeout: Duration::from_secs(cfg.acquire_timeout_secs),
+        })
+    }
+
+    /// The pool.
+    #[must_use]
+    pub const fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema this service owns.
+    #[must_use]
+    pub const fn schema(&self) -> &'static str {
+        self.schema
+    }
+
+    /// A connection, waiting at most `database.acquire_timeout_secs`.
+    ///
+    /// # Errors
+    /// [`DbError::Unavailable`] when none can be had in time.
+    pub async fn conn(&self) -> Result<PooledConnection, DbError> {
+        match tokio::time::timeout(self.acquire_timeout, self.pool.get()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(DbError::Unavailable(e.to_string())),
+            Err(_) => Err(DbError::Unavailable(
+                "timed out waiting for a connection".to_owned(),
+            )),
+        }
+    }
+
+    /// Runs `f` in a transaction, again (up to 5 times, with a growing pause) when it fails
+    /// with a serialization failure or a deadlock. `f` returns a boxed future so that the
+    /// transaction can run on any thread: `db.transaction(|c| Box::pin(async move { … }))`.
+    ///
+    /// # Errors
+    /// The last error.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> futures::future::BoxFuture<'c, Result<T, E>>
+            + Send
+            + Sync,
+        T: Send,
+        E: From<DbError> + From<DieselError> + RetryableError + Send,
+    {
+        let mut attempt = 0_u32;
+        loop {
+            let mut conn = self.conn().await?;
+            let result = conn.transaction(async |c| f(c).await).await;
+            match result {
+                Err(e) if e.is_retryable() && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Errors that know whether a transaction that failed with them may be run again.
+pub trait RetryableError {
+    /// True for serialization failures and deadlocks.
+    fn is_retryable(&self) -> bool;
+}
+
+impl RetryableError for DbError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::SerializationFailure)
+    }
+}
+
+impl RetryableError for DieselError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+            DieselError::DatabaseError(_, info) => info.message().contains("deadlock detected"),
+            _ => false,
+        }
+    }
+}
+
+impl RetryableError for anyhow::Error {
+    fn is_retryable(&self) -> bool {
+        self.downcast_ref::<DbError>()
+            .is_some_and(RetryableError::is_retryable)
+            || self
+                .downcast_ref::<DieselError>()
+                .is_some_and(RetryableError::is_retryable)
+    }
+}
+
+/// The migrations of `service`: the platform's tables in its schema, then its own (added to
+/// this function as each service gains tables in `migrations/<service>`).
+#[must_use]
+pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migrations {
+    Migrations {
+        schema: service.name(),
+        own: None,
+    }
+}
+
+/// The outbox and inbox tables every service has.
+pub const PLATFORM_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/platform");
+
+/// The migrations of one service: the platform's, then its own.
+#[derive(Clone, Copy)]
+pub struct Migrations {
+    /// The schema they are applied to.
+    pub schema: &'static str,
+    /// The service's own migrations, applied after the platform's.
+    pub own: Option<&'static EmbeddedMigrations>,
+}
+
+impl std::fmt::Debug for Migrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrations")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MigrationSource<diesel::pg::Pg> for Migrations {
+    fn migrations(
+        &self,
+    ) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<diesel::pg::Pg>>>> {
+        let mut all = MigrationSource::migrations(&PLATFORM_MIGRATIONS)?;
+        if let Some(own) = self.own {
+            all.extend(MigrationSource::migrations(own)?);
+        }
+        Ok(all)
+    }
+}
+
+use diesel::migration::MigrationSource;
+
+impl Migrations {
+    /// Creates the schema if needed and applies every pending migration. Returns the versions
+    /// applied.
+    ///
+    /// # Errors
+    /// When Postgres cannot be reached or a migration fails (that migration is rolled back).
+    pub async fn run(self, url: &str) -> anyhow::Result<Vec<String>> {
+        let mut conn = AsyncPgConnection::establish(url).await?;
+        diesel::sql_query(format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema))
+            .execute(&mut conn)
+            .await?;
+        drop(conn);
+        let url = url_for_schema(url, self.schema);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            use diesel::Connection;
+            let mut c = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
+            let applied = c
+                .run_pending_migrations(self)
+                .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+            Ok(applied.iter().map(ToString::to_string).collect())
+        })
+        .await?
+    }
+
+    /// Reverts every applied migration of this set, newest first (used to prove each one
+    /// reverts).
+    ///
+    /// # Errors
+    /// When a `down.sql` fails.
+    pub async fn revert_all(self, url: &str) -> anyhow::Result<usize> {
+        let url = url_for_schema(url, self.schema);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            use diesel::Connection;
+            let mut c = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
+            let reverted = c
+                .revert_all_migrations(self)
+                .map_err(|e| anyhow::anyhow!("revert failed: {e}"))?;
+            Ok(reverted.len())
+        })
+        .await?
+    }
+}
+
+/// Runs `f` with a fresh connection outside the pool (for LISTEN, which needs a connection of
+/// its own for as long as it listens).
+///
+/// # Errors
+/// When the connection cannot be opened.
+pub async fn dedicated_connection(
+    cfg: &DatabaseConfig,
+    schema: &str,
+) -> Result<AsyncPgConnection, DbError> {
+    AsyncPgConnection::establish(&url_for_schema(cfg.url.expose(), schema))
+        .await
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// A readiness check that runs `SELECT 1` on a pooled connection.
+#[derive(Debug, Clone)]
+pub struct PostgresCheck(pub Database);
+
+impl crate::http::ReadinessCheck for PostgresCheck {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn check(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut conn = self.0.conn().await.map_err(|_| "unreachable".to_owned())?;
+            diesel::sql_query("SELECT 1")
+                .execute(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|_| "query failed".to_owned())
+        })
+    }
+}

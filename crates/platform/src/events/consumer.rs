@@ -1,0 +1,544 @@
+//! The idempotent consumer runner.
+//!
+//! One [`Consumer`] is one durable JetStream pull consumer feeding one [`Handler`]. Messages
+//! are handled in batches: the runner claims the batch's event ids in the inbox and runs the
+//! handler for each newly claimed one, all in one transaction, commits, then acks. When a
+//! handler fails, the batch is rolled back and its messages are handled one transaction each,
+//! so one bad message cannot hold up or undo the others.
+//!
+//! | outcome | what happens |
+//! |---|---|
+//! | handled | effect and inbox row committed together, then ack |
+//! | already in the inbox | ack, no effect |
+//! | [`HandlerError::Retry`] | nak with the configured backoff; after `max_deliver` deliveries, dead letter |
+//! | [`HandlerError::Reject`], undecodable, wrong type | dead letter with the reason, then term |
+//! | Postgres unavailable | the batch is held (in-progress acks) and tried again until it is back |
+
+use super::{EventBus, Hook, headers};
+use crate::config::EventsConfig;
+use crate::db::{Database, DbError};
+use crate::telemetry;
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use diesel::prelude::*;
+use diesel::upsert::on_constraint;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::StreamExt;
+use hopsbridge_contracts::Event;
+use hopsbridge_contracts::events::Envelope;
+use hopsbridge_domain::EventId;
+use prost::Message as _;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+diesel::table! {
+    /// Events each consumer has handled.
+    inbox (consumer, event_id) {
+        consumer -> Text,
+        event_id -> Uuid,
+        event_type -> Text,
+        processed_at -> Timestamptz,
+    }
+}
+
+/// An event as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent<E> {
+    /// The event's id.
+    pub id: EventId,
+    /// The event whose handling caused this one, if any.
+    pub causation: Option<EventId>,
+    /// When the change happened.
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// Which delivery this is (1 for the first).
+    pub delivered: i64,
+    /// The payload.
+    pub payload: E,
+}
+
+/// Why a handler did not handle an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// It may work later (a dependency was down): redeliver with backoff.
+    #[error("retry: {0:#}")]
+    Retry(anyhow::Error),
+    /// It can never work (the event refers to something that cannot exist): dead letter.
+    #[error("rejected: {0}")]
+    Reject(String),
+}
+
+impl From<DbError> for HandlerError {
+    fn from(e: DbError) -> Self {
+        Self::Retry(e.into())
+    }
+}
+
+impl From<diesel::result::Error> for HandlerError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Retry(DbError::from(e).into())
+    }
+}
+
+/// Handles one event type. The effect must be written through `conn`: it is committed together
+/// with the inbox record, or not at all.
+pub trait Handler<E: Event>: Send + Sync + 'static {
+    /// Applies the event.
+    fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<E>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Test seams of a consumer.
+#[derive(Clone, Default)]
+pub struct ConsumerHooks {
+    /// Runs after a transaction with effects committed and before its messages are acked.
+    pub after_commit: Option<Hook>,
+}
+
+impl std::fmt::Debug for ConsumerHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerHooks")
+            .field("after_commit", &self.after_commit.is_some())
+            .finish()
+    }
+}
+
+/// A durable consumer of one event type.
+pub struct Consumer<E, H> {
+    name: String,
+    db: Database,
+    bus: EventBus,
+    cfg: EventsConfig,
+    handler: Arc<H>,
+    hooks: ConsumerHooks,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E, H> std::fmt::Debug for Consumer<E, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message taken apart: the ack handle, and the event if it decoded.
+struct Delivery<E> {
+    message: async_nats::jetstream::Message,
+    delivered: i64,
+    decoded: Result<(ReceivedEvent<E>, HashMap<String, String>), String>,
+}
+
+impl<E: Event, H: Handler<E>> Consumer<E, H> {
+    /// A consumer named `name` (the durable name and the inbox key; unique per service and
+    /// event type, e.g. `billing-user_created`).
+    #[must_use]
+    pub fn new(
+        name: impl Into<String>,
+        db: Database,
+        bus: EventBus,
+        cfg: EventsConfig,
+        handler: H,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            db,
+            bus,
+            cfg,
+            handler: Arc::new(handler),
+            hooks: ConsumerHooks::default(),
+            _event: PhantomData,
+        }
+    }
+
+    /// Installs test seams.
+    #[must_use]
+    pub fn with_hooks(mut self, hooks: ConsumerHooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    fn consumer_config(&self) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.name.clone()),
+            filter_subject: self.bus.subjects().event::<E>(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: Duration::from_secs(self.cfg.ack_wait_secs),
+            max_deliver: self.cfg.max_deliver,
+            backoff: self
+                .cfg
+                .backoff_secs
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        }
+    }
+
+    /// Consumes until `cancel` fires; the batch in hand is finished first. Reconnects after
+    /// NATS outages.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut failures = 0_u32;
+        while !cancel.is_cancelled() {
+            match self.consume(&cancel).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(consumer = %self.name, error = %e, "consumer interrupted; resubscribing");
+                }
+            }
+            let pause = Duration::from_millis((100_u64 << failures.min(6)).min(5_000));
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn consume(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(self.bus.subjects().stream(E::PRODUCER))
+            .await?;
+        let consumer = stream
+            .get_or_create_consumer(&self.name, self.consumer_config())
+            .await?;
+        let batch = self.cfg.consumer_batch_size;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .expires(Duration::from_secs(30))
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await?;
+        let mut chunks = messages.ready_chunks(batch);
+        loop {
+            let chunk = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                chunk = chunks.next() => chunk,
+            };
+            let Some(chunk) = chunk else { return Ok(()) };
+            let mut deliveries = Vec::with_capacity(chunk.len());
+            let mut broken = None;
+            for m in chunk {
+                match m {
+                    Ok(message) => deliveries.push(self.decode(message)),
+                    Err(e) => broken = Some(e),
+                }
+            }
+            if !deliveries.is_empty() {
+                self.process(deliveries, cancel).await;
+            }
+            if let Some(e) = broken {
+                return Err(e.into());
+            }
+        }
+    }
+
+    fn decode(&self, message: async_nats::jetstream::Message) -> Delivery<E> {
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        let decoded = Envelope::decode(message.payload.as_ref())
+            .map_err(|e| format!("undecodable envelope: {e}"))
+            .and_then(|env| {
+                if env.event_type != E::TYPE || env.schema_version != E::VERSION {
+                    return Err(format!(
+                        "expected {}V{}, got {}V{}",
+                        E::TYPE,
+                        E::VERSION,
+                        env.event_type,
+                        env.schema_version
+                    ));
+                }
+                let id: EventId = env
+                    .event_id
+                    .parse()
+                    .map_err(|e| format!("bad event id: {e}"))?;
+                let payload = E::decode(env.payload.as_slice())
+                    .map_err(|e| format!("undecodable payload: {e}"))?;
+                let causation = env.causation_id.parse().ok();
+                let occurred_at =
+                    chrono::DateTime::from_timestamp_micros(env.occurred_at_unix_micros)
+                        .unwrap_or_default();
+                Ok((
+                    ReceivedEvent {
+                        id,
+                        causation,
+                        occurred_at,
+                        delivered,
+                        payload,
+                    },
+                    env.trace_context.into_iter().collect(),
+                ))
+            });
+        Delivery {
+            message,
+            delivered,
+            decoded,
+        }
+    }
+
+    async fn process(&self, deliveries: Vec<Delivery<E>>, cancel: &CancellationToken) {
+        let (good, bad): (Vec<_>, Vec<_>) = deliveries.into_iter().partition(|d| d.decoded.is_ok());
+        for d in bad {
+            let reason = d.decoded.as_ref().err().cloned().unwrap_or_default();
+            self.dead_letter(&d, &reason).await;
+        }
+        if good.is_empty() {
+            return;
+        }
+        // Fast path: the whole batch in one transaction.
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.handle_together(&good).await {
+                Ok(()) => {
+                    self.ack_all(&good).await;
+                    return;
+                }
+                Err(BatchFailure::Handler) => break,
+                Err(BatchFailure::Database(e)) => {
+                    // Postgres is away: keep the messages (no redelivery is counted) and wait.
+                    tracing::warn!(consumer = %self.name, error = %e, "database unavailable; holding batch");
+                    for d in &good {
+                        let _ = d.message.ack_with(AckKind::Progress).await;
+                    }
+                    tokio::select! {
+                        () = cancel.cancelled() => {
+                            for d in &good {
+                                let _ = d.message.ack_with(AckKind::Nak(None)).await;
+                            }
+                            return;
+                        }
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Slow path: one transaction per message.
+        for d in &good {
+            match self.handle_one(d).await {
+                Ok(()) => self.ack(d).await,
+                Err(HandlerError::Reject(reason)) => self.dead_letter(d, &reason).await,
+                Err(HandlerError::Retry(e)) if d.delivered >= self.cfg.max_deliver - 1 => {
+                    self.dead_letter(
+                        d,
+                        &format!("gave up after {} deliveries: {e:#}", d.delivered),
+                    )
+                    .await;
+                }
+                Err(HandlerError::Retry(e)) => {
+                    tracing::warn!(consumer = %self.name, error = format!("{e:#}"), delivered = d.delivered, "handler failed; will retry");
+                    let _ = d
+                        .message
+                        .ack_with(AckKind::Nak(Some(self.backoff(d.delivered))))
+                        .await;
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, delivered: i64) -> Duration {
+        let steps = &self.cfg.backoff_secs;
+        let i = usize::try_from(delivered.saturating_sub(1))
+            .unwrap_or(0)
+            .min(steps.len().saturating_sub(1));
+        Duration::from_secs(steps.get(i).copied().unwrap_or(1))
+    }
+
+    async fn handle_together(&self, batch: &[Delivery<E>]) -> Result<(), BatchFailure> {
+        let mut conn = self.db.conn().await.map_err(BatchFailure::Database)?;
+        let committed = conn
+            .transaction(async |c| -> Result<Vec<EventId>, BatchFailure> {
+                let claimed = claim(
+                    c,
+                    &self.name,
+                    E::TYPE,
+                    batch.iter().filter_map(|d| d.event().map(|e| e.id)),
+                )
+                .await?;
+                let mut done = Vec::with_capacity(claimed.len());
+                for d in batch {
+                    let Some(event) = d.event() else { continue };
+                    if !claimed.contains(&event.id) {
+                        continue;
+                    }
+                    self.call_handler(c, d)
+                        .await
+                        .map_err(|_| BatchFailure::Handler)?;
+                    done.push(event.id);
+                }
+                Ok(done)
+            })
+            .await?;
+        self.after_commit(committed).await;
+        Ok(())
+    }
+
+    async fn handle_one(&self, d: &Delivery<E>) -> Result<(), HandlerError> {
+        let Some(event) = d.event() else {
+            return Ok(());
+        };
+        let mut conn = self.db.conn().await?;
+        let handled = conn
+            .transaction(async |c| -> Result<bool, HandlerError> {
+                let claimed = claim(c, &self.name, E::TYPE, std::iter::once(event.id)).await?;
+                if claimed.is_empty() {
+                    return Ok(false);
+                }
+                self.call_handler(c, d).await?;
+                Ok(true)
+            })
+            .await?;
+        if handled {
+            self.after_commit(vec![event.id]).await;
+        }
+        Ok(())
+    }
+
+    async fn call_handler(
+        &self,
+        conn: &mut AsyncPgConnection,
+        d: &Delivery<E>,
+    ) -> Result<(), HandlerError> {
+        let Ok((event, trace_context)) = &d.decoded else {
+            return Ok(());
+        };
+        let span = tracing::info_span!("handle_event", consumer = %self.name, event_id = %event.id, event_type = E::TYPE, delivered = d.delivered);
+        telemetry::set_remote_parent(&span, trace_context);
+        self.handler.handle(conn, event).instrument(span).await
+    }
+
+    async fn after_commit(&self, ids: Vec<EventId>) {
+        if let Some(hook) = &self.hooks.after_commit {
+            hook(ids).await;
+        }
+    }
+
+    async fn ack(&self, d: &Delivery<E>) {
+        if let Err(e) = d.message.ack().await {
+            // The effect is committed; a redelivery will find the inbox record.
+            tracing::warn!(consumer = %self.name, error = %e, "ack failed");
+        }
+    }
+
+    async fn ack_all(&self, batch: &[Delivery<E>]) {
+        for d in batch {
+            self.ack(d).await;
+        }
+    }
+
+    /// Publishes the message to the dead-letter subject with its reason, then terminates it.
+    /// If the dead letter cannot be published, the message is left to be redelivered.
+    async fn dead_letter(&self, d: &Delivery<E>, reason: &str) {
+        let subjects = self.bus.subjects();
+        let mut h = d.message.headers.clone().unwrap_or_default();
+        let event_id = h
+            .get(headers::MSG_ID)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        h.insert(
+            headers::MSG_ID,
+            format!("{event_id}:{}", self.name).as_str(),
+        );
+        h.insert(headers::DEAD_LETTER_REASON, reason);
+        h.insert(headers::ORIGINAL_SUBJECT, d.message.subject.as_str());
+        h.insert(headers::CONSUMER, self.name.as_str());
+        h.insert(headers::DELIVERED, d.delivered.to_string().as_str());
+        let published = async {
+            self.bus
+                .jetstream()
+                .publish_with_headers(
+                    subjects.dead_letter(&self.name),
+                    h,
+                    d.message.payload.clone(),
+                )
+                .await?
+                .await?;
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        match published {
+            Ok(()) => {
+                tracing::error!(consumer = %self.name, event_id, reason, "message dead-lettered");
+                let _ = d.message.ack_with(AckKind::Term).await;
+            }
+            Err(e) => {
+                tracing::error!(consumer = %self.name, error = %e, "dead letter could not be published; will retry");
+                let _ = d
+                    .message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await;
+            }
+        }
+    }
+}
+
+impl<E> Delivery<E> {
+    fn event(&self) -> Option<&ReceivedEvent<E>> {
+        self.decoded.as_ref().ok().map(|(e, _)| e)
+    }
+}
+
+enum BatchFailure {
+    Handler,
+    Database(DbError),
+}
+
+impl From<diesel::result::Error> for BatchFailure {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Database(e.into())
+    }
+}
+
+/// Records `ids` as handled by `consumer`; returns those that were not recorded before.
+async fn claim(
+    conn: &mut AsyncPgConnection,
+    consumer: &str,
+    event_type: &str,
+    ids: impl Iterator<Item = EventId>,
+) -> Result<HashSet<EventId>, diesel::result::Error> {
+    let rows: Vec<_> = ids
+        .map(|id| {
+            (
+                inbox::consumer.eq(consumer),
+                inbox::event_id.eq(id.as_uuid()),
+                inbox::event_type.eq(event_type),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let claimed: Vec<uuid::Uuid> = diesel::insert_into(inbox::table)
+        .values(rows)
+        .on_conflict(on_constraint("inbox_pkey"))
+        .do_nothing()
+        .returning(inbox::event_id)
+        .get_results(conn)
+        .await?;
+    Ok(claimed.into_iter().map(EventId::from).collect())
+}
+
+/// Deletes inbox records older than `retention`.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn prune_inbox(db: &Database, retention: Duration) -> Result<usize, DbError> {
+    let mut conn = db.conn().await?;
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+    Ok(
+        diesel::delete(inbox::table.filter(inbox::processed_at.lt(cutoff)))
+            .execute(&mut conn)
+            .await?,
+    )
+}

@@ -1,0 +1,75 @@
+//! Writing events into the outbox, inside the caller's transaction.
+
+use crate::db::DbError;
+use crate::telemetry;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hopsbridge_contracts::Event;
+use hopsbridge_contracts::events::Envelope;
+use hopsbridge_domain::EventId;
+use prost::Message as _;
+
+diesel::table! {
+    /// Events waiting to be published, and published ones until they are pruned.
+    outbox (id) {
+        id -> Uuid,
+        subject -> Text,
+        event_type -> Text,
+        schema_version -> Int4,
+        envelope -> Bytea,
+        trace_context -> Jsonb,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+    }
+}
+
+/// The NOTIFY channel a producer's relay listens on.
+#[must_use]
+pub fn channel(producer: hopsbridge_contracts::Service) -> String {
+    format!("hopsbridge_outbox_{}", producer.name())
+}
+
+/// Writes `event` to the outbox. Call it inside the transaction that makes the change the event
+/// describes: the event is then published if and only if the change commits. The current
+/// span's trace context travels with it. `causation` is the event being handled, if any.
+///
+/// # Errors
+/// A [`DbError`] from the insert.
+#[tracing::instrument(skip_all, err, fields(event_type = E::TYPE))]
+pub async fn enqueue<E: Event>(
+    conn: &mut AsyncPgConnection,
+    event: &E,
+    causation: Option<EventId>,
+) -> Result<EventId, DbError> {
+    let id = EventId::new();
+    let trace_context = telemetry::trace_context_of(&tracing::Span::current());
+    let envelope = Envelope {
+        event_id: id.to_string(),
+        event_type: E::TYPE.to_owned(),
+        schema_version: E::VERSION,
+        occurred_at_unix_micros: chrono::Utc::now().timestamp_micros(),
+        causation_id: causation.map(|c| c.to_string()).unwrap_or_default(),
+        producer: E::PRODUCER.name().to_owned(),
+        trace_context: trace_context.clone().into_iter().collect(),
+        payload: event.encode_to_vec(),
+    };
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::id.eq(id.as_uuid()),
+            outbox::subject.eq(E::subject_suffix()),
+            outbox::event_type.eq(E::TYPE),
+            outbox::schema_version.eq(i32::try_from(E::VERSION).unwrap_or(i32::MAX)),
+            outbox::envelope.eq(envelope.encode_to_vec()),
+            outbox::trace_context.eq(serde_json::to_value(&trace_context).unwrap_or_default()),
+        ))
+        .execute(conn)
+        .await?;
+    // Delivered at commit, and only if the transaction commits; wakes the relay at once.
+    diesel::sql_query("SELECT pg_notify($1, '')")
+        .bind::<diesel::sql_types::Text, _>(channel(E::PRODUCER))
+        .execute(conn)
+        .await?;
+    Ok(id)
+}

@@ -1,0 +1,390 @@
+//! HTTP plumbing shared by every service: the server, request ids, the error envelope and the
+//! health endpoints.
+//!
+//! - Every response carries `x-request-id`: the caller's, when it sent a sane one, or a new
+//!   UUIDv7. The same id is in the request's log span and in every error body.
+//! - Every error body is `{"code", "message", "request_id"}` (plus `details` where useful).
+//!   5xx bodies say nothing internal; the cause goes to the log.
+//! - `GET /healthz` answers 200 while the process runs; `GET /readyz` answers 200 when every
+//!   dependency check passes and 503 naming the ones that fail.
+
+use crate::config::HttpConfig;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::fmt;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request being handled, as stored in the request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The request id of the request this task is handling, if any.
+#[must_use]
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?;
+    let ok = (1..=128).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    ok.then(|| s.to_owned())
+}
+
+async fn request_id_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(acceptable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    // Handlers turn their errors into responses inside this scope, so error bodies can carry
+    // the id. (No clone of the request may be held across the call: routing needs it unique.)
+    let mut res = CURRENT_REQUEST_ID.scope(id.clone(), next.call(req)).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(res)
+}
+
+/// Root span of every request: tracing-actix-web's standard fields plus our request id.
+#[derive(Debug)]
+pub struct RootSpan;
+
+impl tracing_actix_web::RootSpanBuilder for RootSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        tracing_actix_web::root_span!(request, x_request_id = %id)
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// An error answered to an HTTP caller: a status, a stable snake_case code and a message.
+pub struct ApiError {
+    status: StatusCode,
+    code: Cow<'static, str>,
+    message: String,
+    details: Option<serde_json::Value>,
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    /// An error with a status, a stable code and a message meant for the caller.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            details: None,
+            cause: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: the caller is not authenticated.
+    pub fn unauthorized(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// 403: the caller may not do this.
+    pub fn forbidden(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    /// 404: nothing the caller may see is there.
+    pub fn not_found(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 409: the request conflicts with the current state.
+    pub fn conflict(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 503: a dependency is unavailable; the message may name it, never its address.
+    pub fn unavailable(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    /// 500: something broke. The caller sees only `internal_error`; `cause` goes to the log.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            )
+        }
+    }
+
+    /// Adds structured details to the body.
+    #[must_use]
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// The stable code.
+    #[must_use]
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiError")
+            .field("status", &self.status.as_u16())
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .field("cause", &self.cause)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// Stable snake_case code.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// The request's id, for support.
+    pub request_id: String,
+    /// Structured details, when the error has any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub details: Option<serde_json::Value>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Some(cause) = &self.cause {
+            tracing::error!(code = %self.code, error = format!("{cause:#}"), "request failed");
+        }
+        HttpResponse::build(self.status).json(ErrorBody {
+            code: self.code.to_string(),
+            message: self.message.clone(),
+            request_id: current_request_id().unwrap_or_default(),
+            details: self.details.clone(),
+        })
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        match e {
+            crate::db::DbError::NotFound => Self::not_found("not_found", "not found"),
+            crate::db::DbError::UniqueViolation { .. } => {
+                Self::conflict("conflict", "already exists")
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+async fn not_found_handler() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("route_not_found", "no such route"))
+}
+
+fn extractor_configs(
+    max_body_bytes: usize,
+) -> (web::JsonConfig, web::QueryConfig, web::PathConfig) {
+    let json = web::JsonConfig::default()
+        .limit(max_body_bytes)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError;
+            let api = match &err {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body too large",
+                ),
+                JsonPayloadError::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "expected application/json",
+                ),
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::bad_request("invalid_body", e.to_string())
+                }
+                _ => ApiError::bad_request("invalid_body", "request body could not be read"),
+            };
+            api.into()
+        });
+    let query = web::QueryConfig::default()
+        .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into());
+    let path = web::PathConfig::default()
+        .error_handler(|err, _req| ApiError::bad_request("invalid_path", err.to_string()).into());
+    (json, query, path)
+}
+
+/// One dependency `/readyz` checks.
+pub trait ReadinessCheck: Send + Sync {
+    /// The dependency's name as the 503 body names it, e.g. `postgres`.
+    fn name(&self) -> &'static str;
+    /// Ok when the dependency answers; otherwise a short reason (no addresses or secrets).
+    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Checks run by `/readyz`.
+pub type ReadinessChecks = Arc<Vec<Arc<dyn ReadinessCheck>>>;
+
+/// How long one readiness check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(checks: web::Data<ReadinessChecks>) -> Result<HttpResponse, ApiError> {
+    let results = futures::future::join_all(checks.iter().map(|c| async move {
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, c.check()).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_owned()),
+        };
+        (c.name(), outcome)
+    }))
+    .await;
+    let mut report = serde_json::Map::new();
+    let mut failed = Vec::new();
+    for (name, outcome) in results {
+        match outcome {
+            Ok(()) => {
+                report.insert(name.to_owned(), "ok".into());
+            }
+            Err(reason) => {
+                report.insert(name.to_owned(), reason.into());
+                failed.push(name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "checks": report})))
+    } else {
+        Err(ApiError::unavailable(
+            "not_ready",
+            format!("not ready: {} unreachable", failed.join(", ")),
+        )
+        .with_details(serde_json::json!({"checks": report})))
+    }
+}
+
+/// A bound, not yet running HTTP server.
+pub struct BoundServer {
+    /// The port actually bound (useful when the configured port is 0).
+    pub port: u16,
+    /// The server; drive it to completion, stop it through its handle.
+    pub server: Server,
+}
+
+impl fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the HTTP server: request ids, tracing, the error envelope, `/healthz`, `/readyz`, the
+/// service's own routes from `configure`, and JSON 404s for everything else. Signals are not
+/// handled here: [`crate::shutdown`] owns them and stops the server through its handle.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind<F>(
+    cfg: &HttpConfig,
+    shutdown_timeout: Duration,
+    checks: ReadinessChecks,
+    configure: F,
+) -> std::io::Result<BoundServer>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))?;
+    let port = listener.local_addr()?.port();
+    let max_body = cfg.max_body_bytes;
+    let checks = web::Data::new(checks);
+    let server = HttpServer::new(move || {
+        let (json, query, path) = extractor_configs(max_body);
+        App::new()
+            .app_data(json)
+            .app_data(query)
+            .app_data(path)
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(checks.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .configure(configure.clone())
+            .default_service(web::to(not_found_handler))
+            .wrap(tracing_actix_web::TracingLogger::<RootSpan>::new())
+            .wrap(from_fn(request_id_middleware))
+    })
+    .workers(cfg.workers)
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(BoundServer { port, server })
+}
+
+/// The request id of `req`, as set by the middleware.
+#[must_use]
+pub fn request_id_of(req: &HttpRequest) -> Option<String> {
+    req.extensions().get::<RequestId>().map(|r| r.0.clone())
+}

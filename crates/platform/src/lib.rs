@@ -1,0 +1,28 @@
+//! What every Hopsbridge binary needs, in one place, so that each service is only its own
+//! domain logic:
+//!
+//! - [`config`]: layered, validated settings with redacted secrets;
+//! - [`telemetry`]: JSON logs, OpenTelemetry traces, trace context propagation;
+//! - [`http`]: the actix-web server, request ids, the error envelope, `/healthz` and `/readyz`;
+//! - [`shutdown`] and [`service`]: one graceful shutdown path and the [`service::Application`]
+//!   that `main` and the tests run;
+//! - [`db`]: the Postgres pool, embedded migrations, classified errors;
+//! - [`events`]: JetStream streams, the transactional outbox and relay, idempotent consumers.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod http;
+pub mod secret;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use secret::Secret;
+
+/// Installs ring as the process's rustls crypto provider. Every binary and every test that
+/// makes TLS or HTTP client calls runs this first; calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,250 @@
+//! Assembling a service: HTTP server, background tasks and the shutdown that stops them.
+//!
+//! [`Application`] is what `main` runs and what tests start on port 0. A service that owns
+//! data is built with [`DataService`]: it connects Postgres and NATS, ensures the streams,
+//! starts its outbox relay, and lets the service add routes and consumers.
+
+use crate::config::{DataServiceConfig, HttpConfig, ShutdownConfig};
+use crate::db::{Database, Migrations, PostgresCheck};
+use crate::events::{Consumer, EventBus, Handler, NatsCheck, Relay};
+use crate::http::{self, ReadinessCheck};
+use actix_web::web;
+use futures::future::BoxFuture;
+use hopsbridge_contracts::{Event, Service};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Routes a service adds to the HTTP server.
+pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+type Task = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// A running service: its HTTP port and its background tasks.
+pub struct Application {
+    service: Service,
+    port: u16,
+    server: actix_web::dev::Server,
+    tasks: Vec<(String, Task)>,
+    cancel: CancellationToken,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("service", &self.service)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds the HTTP server of `service` with `checks` behind `/readyz` and `routes`.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub fn new(
+        service: Service,
+        http_cfg: &HttpConfig,
+        shutdown: &ShutdownConfig,
+        checks: Vec<Arc<dyn ReadinessCheck>>,
+        routes: Routes,
+    ) -> anyhow::Result<Self> {
+        let bound = http::bind(http_cfg, shutdown.timeout(), Arc::new(checks), move |c| {
+            routes(c)
+        })?;
+        Ok(Self {
+            service,
+            port: bound.port,
+            server: bound.server,
+            tasks: Vec::new(),
+            cancel: CancellationToken::new(),
+            shutdown_timeout: shutdown.timeout(),
+        })
+    }
+
+    /// Adds a background task; it gets a token that is cancelled at shutdown and must return
+    /// soon after.
+    #[must_use]
+    pub fn with_task<F, Fut>(mut self, name: impl Into<String>, task: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .push((name.into(), Box::new(move |c| Box::pin(task(c)))));
+        self
+    }
+
+    /// The bound port.
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The token that stops the application when cancelled (also cancelled by signals when
+    /// [`Application::run_until_stopped`] is given [`crate::shutdown::on_signal`]).
+    #[must_use]
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Serves until `stop` (or the application's own token) is cancelled, then shuts down:
+    /// stops accepting, lets in-flight requests and the tasks' current work finish within the
+    /// shutdown bound.
+    ///
+    /// # Errors
+    /// When the HTTP server fails, or the tasks do not finish within the bound.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            service,
+            port,
+            server,
+            tasks,
+            cancel,
+            shutdown_timeout,
+        } = self;
+        let tracker = TaskTracker::new();
+        for (name, task) in tasks {
+            let token = cancel.child_token();
+            tracker.spawn(async move {
+                task(token).await;
+                tracing::debug!(task = %name, "task stopped");
+            });
+        }
+        tracker.close();
+        let handle = server.handle();
+        let mut server = tokio::spawn(server);
+        tracing::info!(service = %service, port, "listening");
+        let served = tokio::select! {
+            () = stop.cancelled() => None,
+            () = cancel.cancelled() => None,
+            r = &mut server => Some(r),
+        };
+        cancel.cancel();
+        if let Some(result) = served {
+            tracker.wait().await;
+            result??;
+            anyhow::bail!("HTTP server stopped on its own");
+        }
+        tracing::info!(service = %service, "shutting down");
+        let drained = tokio::time::timeout(shutdown_timeout, async {
+            handle.stop(true).await;
+            let _ = server.await;
+            tracker.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            anyhow::bail!("shutdown took longer than {}s", shutdown_timeout.as_secs());
+        }
+        tracing::info!(service = %service, "stopped");
+        Ok(())
+    }
+}
+
+/// What a service that owns data is given to wire its routes and consumers.
+#[derive(Clone, Debug)]
+pub struct DataService {
+    /// Which service this is.
+    pub service: Service,
+    /// Its settings.
+    pub config: DataServiceConfig,
+    /// Its schema's pool.
+    pub db: Database,
+    /// NATS.
+    pub bus: EventBus,
+}
+
+impl DataService {
+    /// Connects Postgres and NATS, applies migrations when `database.migrate_on_start` is set,
+    /// and ensures the streams.
+    ///
+    /// # Errors
+    /// When Postgres or NATS cannot be reached, or a migration fails.
+    pub async fn connect(
+        service: Service,
+        config: DataServiceConfig,
+        migrations: Migrations,
+    ) -> anyhow::Result<Self> {
+        if config.database.migrate_on_start {
+            let applied = migrations.run(config.database.url.expose()).await?;
+            tracing::info!(count = applied.len(), "migrations applied");
+        }
+        let db = Database::new(&config.database, migrations.schema)?;
+        let bus = EventBus::connect(&config.nats, service).await?;
+        bus.ensure_streams().await?;
+        Ok(Self {
+            service,
+            config,
+            db,
+            bus,
+        })
+    }
+
+    /// A consumer of `E` for this service, named `<service>-<event token>`.
+    #[must_use]
+    pub fn consumer<E: Event, H: Handler<E>>(&self, handler: H) -> Consumer<E, H> {
+        Consumer::new(
+            format!("{}-{}", self.service.name(), E::TOKEN),
+            self.db.clone(),
+            self.bus.clone(),
+            self.config.events.clone(),
+            handler,
+        )
+    }
+
+    /// The relay of this service's outbox.
+    #[must_use]
+    pub fn relay(&self) -> Relay {
+        Relay::new(
+            self.db.clone(),
+            self.config.database.clone(),
+            self.bus.clone(),
+            self.service,
+            self.config.events.clone(),
+        )
+    }
+
+    /// The HTTP server with Postgres and NATS readiness checks, `routes`, and the outbox relay
+    /// and inbox pruning running in the background. Add consumers with
+    /// [`Application::with_task`].
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub fn application(&self, routes: Routes) -> anyhow::Result<Application> {
+        let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
+            Arc::new(PostgresCheck(self.db.clone())),
+            Arc::new(NatsCheck(self.bus.client().clone())),
+        ];
+        let relay = self.relay();
+        let db = self.db.clone();
+        let retention = Duration::from_secs(self.config.events.retention_hours * 3600);
+        Ok(Application::new(
+            self.service,
+            &self.config.http,
+            &self.config.shutdown,
+            checks,
+            routes,
+        )?
+        .with_task("outbox-relay", move |c| relay.run(c))
+        .with_task("inbox-pruning", move |c| {
+            prune_inbox_periodically(db, retention, c)
+        }))
+    }
+}
+
+async fn prune_inbox_periodically(db: Database, retention: Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+        match crate::events::consumer::prune_inbox(&db, retention).await {
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "inbox pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "inbox pruning failed"),
+        }
+    }
+}

@@ -359,7 +359,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         let mut conn = self.db.conn().await.map_err(BatchFailure::Database)?;
         let committed = conn
             .transaction(async |c| -> Result<Vec<EventId>, BatchFailure> {
-                let claimed = claim(
+                let mut claimed = claim(
                     c,
                     &self.name,
                     E::TYPE,
@@ -369,7 +369,8 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                 let mut done = Vec::with_capacity(claimed.len());
                 for d in batch {
                     let Some(event) = d.event() else { continue };
-                    if !claimed.contains(&event.id) {
+                    // `remove`: the same event twice in one batch is handled once.
+                    if !claimed.remove(&event.id) {
                         continue;
                     }
                     self.call_handler(c, d)

@@ -18,6 +18,7 @@
     reason = "a test harness fails the test loudly"
 )]
 
+pub mod binary_checks;
 mod bus;
 mod db;
 mod process;

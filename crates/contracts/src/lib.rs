@@ -11,13 +11,7 @@ mod subjects;
 pub use subjects::{InvalidPrefix, Subjects};
 
 /// Event payloads and the envelope, generated from `proto/`.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    unused_qualifications,
-    reason = "generated code"
-)]
+#[allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications, reason = "generated code")]
 pub mod events {
     include!(concat!(env!("OUT_DIR"), "/hopsbridge.events.v1.rs"));
 }
@@ -41,23 +35,11 @@ pub enum Service {
 
 impl Service {
     /// Every service.
-    pub const ALL: [Self; 6] = [
-        Self::Gateway,
-        Self::Identity,
-        Self::Team,
-        Self::Provisioning,
-        Self::Metering,
-        Self::Billing,
-    ];
+    pub const ALL: [Self; 6] =
+        [Self::Gateway, Self::Identity, Self::Team, Self::Provisioning, Self::Metering, Self::Billing];
 
     /// The services that own a Postgres schema and publish events.
-    pub const WITH_DATA: [Self; 5] = [
-        Self::Identity,
-        Self::Team,
-        Self::Provisioning,
-        Self::Metering,
-        Self::Billing,
-    ];
+    pub const WITH_DATA: [Self; 5] = [Self::Identity, Self::Team, Self::Provisioning, Self::Metering, Self::Billing];
 
     /// The lowercase name: the binary's suffix, the Postgres schema, the subject token.
     #[must_use]
@@ -94,12 +76,7 @@ pub trait Event: prost::Message + Default + Clone + Send + Sync + 'static {
     /// the outbox stores, so rows do not depend on the prefix.
     #[must_use]
     fn subject_suffix() -> String {
-        format!(
-            "{}.{}.v{}",
-            Self::PRODUCER.name(),
-            Self::TOKEN,
-            Self::VERSION
-        )
+        format!("{}.{}.v{}", Self::PRODUCER.name(), Self::TOKEN, Self::VERSION)
     }
 }
 
@@ -140,14 +117,8 @@ mod tests {
 
     #[test]
     fn subjects_name_the_producer_event_and_version() {
-        assert_eq!(
-            events::UserCreatedV1::subject_suffix(),
-            "identity.user_created.v1"
-        );
-        assert_eq!(
-            events::UsageRecordedV1::subject_suffix(),
-            "metering.usage_recorded.v1"
-        );
+        assert_eq!(events::UserCreatedV1::subject_suffix(), "identity.user_created.v1");
+        assert_eq!(events::UsageRecordedV1::subject_suffix(), "metering.usage_recorded.v1");
     }
 
     #[test]

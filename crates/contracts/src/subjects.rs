@@ -19,11 +19,7 @@ impl std::error::Error for InvalidPrefix {}
 
 impl std::fmt::Display for InvalidPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "subject prefix {:?} must be 1-32 characters of a-z, 0-9 and _, starting with a letter",
-            self.0
-        )
+        write!(f, "subject prefix {:?} must be 1-32 characters of a-z, 0-9 and _, starting with a letter", self.0)
     }
 }
 
@@ -45,16 +41,8 @@ impl Subjects {
     pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
         let ok = (1..=32).contains(&prefix.len())
             && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-            && prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if ok {
-            Ok(Self {
-                prefix: prefix.to_owned(),
-            })
-        } else {
-            Err(InvalidPrefix(prefix.to_owned()))
-        }
+            && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok { Ok(Self { prefix: prefix.to_owned() }) } else { Err(InvalidPrefix(prefix.to_owned())) }
     }
 
     /// The prefix.
@@ -108,9 +96,7 @@ impl Subjects {
 
 impl Default for Subjects {
     fn default() -> Self {
-        Self {
-            prefix: Self::DEFAULT_PREFIX.to_owned(),
-        }
+        Self { prefix: Self::DEFAULT_PREFIX.to_owned() }
     }
 }
 
@@ -122,10 +108,7 @@ mod tests {
     #[test]
     fn names_hang_off_the_prefix() {
         let s = Subjects::new("t_1a2b").unwrap();
-        assert_eq!(
-            s.event::<UserCreatedV1>(),
-            "t_1a2b.identity.user_created.v1"
-        );
+        assert_eq!(s.event::<UserCreatedV1>(), "t_1a2b.identity.user_created.v1");
         assert_eq!(s.stream(Service::Identity), "T_1A2B_IDENTITY");
         assert_eq!(s.stream_subjects(Service::Identity), "t_1a2b.identity.>");
         assert_eq!(s.dead_letter("billing"), "t_1a2b.deadletter.billing");

@@ -67,10 +67,7 @@ impl Money {
         if self.currency != other.currency {
             return Err(MoneyError::CurrencyMismatch(self.currency, other.currency));
         }
-        let minor = self
-            .minor
-            .checked_add(other.minor)
-            .ok_or(MoneyError::Overflow)?;
+        let minor = self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?;
         Ok(Self::new(minor, self.currency))
     }
 }
@@ -99,10 +96,7 @@ mod tests {
     #[test]
     fn adds_in_one_currency_only() {
         let a = Money::new(1_050, Currency::Usd);
-        assert_eq!(
-            a.checked_add(Money::new(-50, Currency::Usd)),
-            Ok(Money::new(1_000, Currency::Usd))
-        );
+        assert_eq!(a.checked_add(Money::new(-50, Currency::Usd)), Ok(Money::new(1_000, Currency::Usd)));
         assert_eq!(
             a.checked_add(Money::new(1, Currency::Eur)),
             Err(MoneyError::CurrencyMismatch(Currency::Usd, Currency::Eur))

@@ -38,11 +38,7 @@ impl Email {
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
             });
-        if valid {
-            Ok(Self(value))
-        } else {
-            Err(ParseError::InvalidEmail)
-        }
+        if valid { Ok(Self(value)) } else { Err(ParseError::InvalidEmail) }
     }
 
     /// The normalised address.
@@ -93,14 +89,8 @@ impl AuthSubject {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let valid = raw.len() <= 255
             && !raw.chars().any(char::is_whitespace)
-            && raw
-                .split_once('|')
-                .is_some_and(|(provider, id)| !provider.is_empty() && !id.is_empty());
-        if valid {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(ParseError::InvalidSubject)
-        }
+            && raw.split_once('|').is_some_and(|(provider, id)| !provider.is_empty() && !id.is_empty());
+        if valid { Ok(Self(raw.to_owned())) } else { Err(ParseError::InvalidSubject) }
     }
 
     /// The subject as Auth0 wrote it.
@@ -143,16 +133,7 @@ mod tests {
 
     #[test]
     fn malformed_emails_are_rejected() {
-        for bad in [
-            "",
-            "ada",
-            "ada@",
-            "@example.com",
-            "ada@example",
-            "a b@example.com",
-            "a@b@c.com",
-            "ada@.com",
-        ] {
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com", "ada@.com"] {
             assert_eq!(Email::parse(bad), Err(ParseError::InvalidEmail), "{bad}");
         }
     }
@@ -162,11 +143,7 @@ mod tests {
         assert!(AuthSubject::parse("auth0|64f0c0ffee").is_ok());
         assert!(AuthSubject::parse("google-oauth2|103456").is_ok());
         for bad in ["", "auth0", "auth0|", "|123", "auth0|a b"] {
-            assert_eq!(
-                AuthSubject::parse(bad),
-                Err(ParseError::InvalidSubject),
-                "{bad}"
-            );
+            assert_eq!(AuthSubject::parse(bad), Err(ParseError::InvalidSubject), "{bad}");
         }
     }
 }

@@ -35,12 +35,7 @@ const EXIT_CONFIG: u8 = 2;
 /// Runs a binary: installs the TLS provider, parses the command line, loads and validates the
 /// configuration (exiting 2 with the bad key's name if it is wrong), starts telemetry, then
 /// migrates or serves until a signal. Exits 0 after a clean shutdown.
-pub fn run<C, F>(
-    service: Service,
-    defaults: &[&str],
-    migrations: Option<Migrations>,
-    serve: F,
-) -> ExitCode
+pub fn run<C, F>(service: Service, defaults: &[&str], migrations: Option<Migrations>, serve: F) -> ExitCode
 where
     C: ServiceSettings,
     F: AsyncFnOnce(C) -> anyhow::Result<Application>,
@@ -54,15 +49,10 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            report(&format!(
-                "hopsbridge-{service}: cannot start the runtime: {e}"
-            ));
+            report(&format!("hopsbridge-{service}: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -93,10 +83,7 @@ where
     })
 }
 
-async fn migrate(
-    db: Option<&config::DatabaseConfig>,
-    migrations: Option<Migrations>,
-) -> anyhow::Result<()> {
+async fn migrate(db: Option<&config::DatabaseConfig>, migrations: Option<Migrations>) -> anyhow::Result<()> {
     let (Some(db), Some(migrations)) = (db, migrations) else {
         tracing::info!("this service has no database; nothing to migrate");
         return Ok(());
@@ -106,10 +93,7 @@ async fn migrate(
     Ok(())
 }
 
-#[expect(
-    clippy::print_stderr,
-    reason = "configuration errors are reported before logging exists"
-)]
+#[expect(clippy::print_stderr, reason = "configuration errors are reported before logging exists")]
 fn report(message: &str) {
     eprintln!("{message}");
 }

@@ -32,11 +32,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about `key` of `service`'s configuration.
     pub fn new(service: Service, key: &str, reason: impl Into<String>) -> Self {
-        Self {
-            key: key.to_owned(),
-            env: env_var(service, key),
-            reason: reason.into(),
-        }
+        Self { key: key.to_owned(), env: env_var(service, key), reason: reason.into() }
     }
 }
 
@@ -71,9 +67,7 @@ pub fn load<T: DeserializeOwned + Validate>(
     file: Option<&Path>,
 ) -> Result<T, ConfigError> {
     let prefix = env_prefix(service);
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .collect();
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(&prefix)).collect();
     load_from(service, defaults, file, env)
 }
 
@@ -98,19 +92,10 @@ pub fn load_from<T: DeserializeOwned + Validate>(
         builder = builder.add_source(config::File::from_str(layer, config::FileFormat::Toml));
     }
     if let Some(path) = file {
-        builder = builder.add_source(
-            config::File::from(path)
-                .format(config::FileFormat::Toml)
-                .required(true),
-        );
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
     }
-    let settings = builder
-        .add_source(source)
-        .build()
-        .map_err(|e| from_config_error(service, &e))?;
-    let value: T = settings
-        .try_deserialize()
-        .map_err(|e| from_config_error(service, &e))?;
+    let settings = builder.add_source(source).build().map_err(|e| from_config_error(service, &e))?;
+    let value: T = settings.try_deserialize().map_err(|e| from_config_error(service, &e))?;
     value.validate(service)?;
     Ok(value)
 }
@@ -229,18 +214,10 @@ pub struct EventsConfig {
 impl Validate for HttpConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
         if self.host.parse::<std::net::IpAddr>().is_err() && self.host != "localhost" {
-            return Err(ConfigError::new(
-                service,
-                "http.host",
-                "must be an IP address or localhost",
-            ));
+            return Err(ConfigError::new(service, "http.host", "must be an IP address or localhost"));
         }
         if self.workers == 0 {
-            return Err(ConfigError::new(
-                service,
-                "http.workers",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new(service, "http.workers", "must be at least 1"));
         }
         Ok(())
     }
@@ -253,18 +230,10 @@ impl Validate for DatabaseConfig {
             return Err(ConfigError::new(service, "database.url", "missing"));
         }
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(ConfigError::new(
-                service,
-                "database.url",
-                "must start with postgres://",
-            ));
+            return Err(ConfigError::new(service, "database.url", "must start with postgres://"));
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::new(
-                service,
-                "database.max_connections",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new(service, "database.max_connections", "must be at least 1"));
         }
         Ok(())
     }
@@ -273,20 +242,11 @@ impl Validate for DatabaseConfig {
 impl Validate for NatsConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
         if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
-            return Err(ConfigError::new(
-                service,
-                "nats.url",
-                "must start with nats:// or tls://",
-            ));
+            return Err(ConfigError::new(service, "nats.url", "must start with nats:// or tls://"));
         }
-        Subjects::new(&self.prefix)
-            .map_err(|e| ConfigError::new(service, "nats.prefix", e.to_string()))?;
+        Subjects::new(&self.prefix).map_err(|e| ConfigError::new(service, "nats.prefix", e.to_string()))?;
         if self.stream_replicas == 0 {
-            return Err(ConfigError::new(
-                service,
-                "nats.stream_replicas",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new(service, "nats.stream_replicas", "must be at least 1"));
         }
         Ok(())
     }
@@ -295,18 +255,10 @@ impl Validate for NatsConfig {
 impl Validate for EventsConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
         if self.relay_batch_size < 1 {
-            return Err(ConfigError::new(
-                service,
-                "events.relay_batch_size",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new(service, "events.relay_batch_size", "must be at least 1"));
         }
         if self.consumer_batch_size == 0 {
-            return Err(ConfigError::new(
-                service,
-                "events.consumer_batch_size",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new(service, "events.consumer_batch_size", "must be at least 1"));
         }
         // nats-server 2.9 rejects max_deliver <= len(backoff) (error 10116).
         let backoff_len = i64::try_from(self.backoff_secs.len()).unwrap_or(i64::MAX);
@@ -351,15 +303,30 @@ impl Validate for DataServiceConfig {
 /// Defaults shared by every service that owns data; each binary adds its own port on top.
 pub const DATA_SERVICE_DEFAULTS: &str = include_str!("../config/data-service.toml");
 
+/// Settings every binary has.
+pub trait ServiceSettings: DeserializeOwned + Validate + Send + 'static {
+    /// Logs and traces.
+    fn telemetry(&self) -> &TelemetryConfig;
+    /// Postgres, for services that own data.
+    fn database(&self) -> Option<&DatabaseConfig>;
+}
+
+impl ServiceSettings for DataServiceConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn database(&self) -> Option<&DatabaseConfig> {
+        Some(&self.database)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn load_billing(pairs: &[(&str, &str)]) -> Result<DataServiceConfig, ConfigError> {
@@ -369,10 +336,7 @@ mod tests {
     #[test]
     fn environment_overrides_defaults() {
         let cfg = load_billing(&[
-            (
-                "HOPSBRIDGE_BILLING__DATABASE__URL",
-                "postgres://postgres@127.0.0.1/x",
-            ),
+            ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
             ("HOPSBRIDGE_BILLING__HTTP__PORT", "9090"),
             ("HOPSBRIDGE_BILLING__EVENTS__MAX_DELIVER", "9"),
         ])
@@ -392,58 +356,27 @@ mod tests {
     #[test]
     fn a_malformed_port_names_the_key() {
         let err = load_billing(&[
-            (
-                "HOPSBRIDGE_BILLING__DATABASE__URL",
-                "postgres://postgres@127.0.0.1/x",
-            ),
+            ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
             ("HOPSBRIDGE_BILLING__HTTP__PORT", "eighty"),
         ])
         .unwrap_err();
         assert_eq!(err.key, "http.port", "{err}");
-        assert!(
-            err.to_string().contains("HOPSBRIDGE_BILLING__HTTP__PORT"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("HOPSBRIDGE_BILLING__HTTP__PORT"), "{err}");
     }
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        let cfg = load_billing(&[(
-            "HOPSBRIDGE_BILLING__DATABASE__URL",
-            "postgres://app:hunter2@db/app",
-        )])
-        .unwrap();
+        let cfg = load_billing(&[("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://app:hunter2@db/app")]).unwrap();
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }
 
     #[test]
     fn backoff_longer_than_max_deliver_is_refused() {
         let err = load_billing(&[
-            (
-                "HOPSBRIDGE_BILLING__DATABASE__URL",
-                "postgres://postgres@127.0.0.1/x",
-            ),
+            ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
             ("HOPSBRIDGE_BILLING__EVENTS__MAX_DELIVER", "2"),
         ])
         .unwrap_err();
         assert_eq!(err.key, "events.max_deliver");
-    }
-}
-
-/// Settings every binary has.
-pub trait ServiceSettings: DeserializeOwned + Validate + Send + 'static {
-    /// Logs and traces.
-    fn telemetry(&self) -> &TelemetryConfig;
-    /// Postgres, for services that own data.
-    fn database(&self) -> Option<&DatabaseConfig>;
-}
-
-impl ServiceSettings for DataServiceConfig {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
     }
 }

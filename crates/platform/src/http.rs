@@ -43,8 +43,7 @@ pub fn current_request_id() -> Option<String> {
 fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
     let ok = (1..=128).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
     ok.then(|| s.to_owned())
 }
 
@@ -73,18 +72,11 @@ pub struct RootSpan;
 
 impl tracing_actix_web::RootSpanBuilder for RootSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
-        let id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         tracing_actix_web::root_span!(request, x_request_id = %id)
     }
 
-    fn on_request_end<B: MessageBody>(
-        span: tracing::Span,
-        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
-    ) {
+    fn on_request_end<B: MessageBody>(span: tracing::Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
         tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }
@@ -100,18 +92,8 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status, a stable code and a message meant for the caller.
-    pub fn new(
-        status: StatusCode,
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-            details: None,
-            cause: None,
-        }
+    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self { status, code: code.into(), message: message.into(), details: None, cause: None }
     }
 
     /// 400: the request is malformed.
@@ -148,11 +130,7 @@ impl ApiError {
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             cause: Some(cause.into()),
-            ..Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "internal error",
-            )
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
         }
     }
 
@@ -183,13 +161,7 @@ impl fmt::Debug for ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -229,9 +201,7 @@ impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         match e {
             crate::db::DbError::NotFound => Self::not_found("not_found", "not found"),
-            crate::db::DbError::UniqueViolation { .. } => {
-                Self::conflict("conflict", "already exists")
-            }
+            crate::db::DbError::UniqueViolation { .. } => Self::conflict("conflict", "already exists"),
             other => Self::internal(other),
         }
     }
@@ -241,32 +211,21 @@ async fn not_found_handler() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("route_not_found", "no such route"))
 }
 
-fn extractor_configs(
-    max_body_bytes: usize,
-) -> (web::JsonConfig, web::QueryConfig, web::PathConfig) {
-    let json = web::JsonConfig::default()
-        .limit(max_body_bytes)
-        .error_handler(|err, _req| {
-            use actix_web::error::JsonPayloadError;
-            let api = match &err {
-                JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body too large",
-                ),
-                JsonPayloadError::ContentType => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "expected application/json",
-                ),
-                JsonPayloadError::Deserialize(e) => {
-                    ApiError::bad_request("invalid_body", e.to_string())
-                }
-                _ => ApiError::bad_request("invalid_body", "request body could not be read"),
-            };
-            api.into()
-        });
+fn extractor_configs(max_body_bytes: usize) -> (web::JsonConfig, web::QueryConfig, web::PathConfig) {
+    let json = web::JsonConfig::default().limit(max_body_bytes).error_handler(|err, _req| {
+        use actix_web::error::JsonPayloadError;
+        let api = match &err {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+            }
+            JsonPayloadError::ContentType => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "expected application/json")
+            }
+            JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid_body", e.to_string()),
+            _ => ApiError::bad_request("invalid_body", "request body could not be read"),
+        };
+        api.into()
+    });
     let query = web::QueryConfig::default()
         .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into());
     let path = web::PathConfig::default()
@@ -317,11 +276,8 @@ async fn readyz(checks: web::Data<ReadinessChecks>) -> Result<HttpResponse, ApiE
     if failed.is_empty() {
         Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "checks": report})))
     } else {
-        Err(ApiError::unavailable(
-            "not_ready",
-            format!("not ready: {} unreachable", failed.join(", ")),
-        )
-        .with_details(serde_json::json!({"checks": report})))
+        Err(ApiError::unavailable("not_ready", format!("not ready: {} unreachable", failed.join(", ")))
+            .with_details(serde_json::json!({"checks": report})))
     }
 }
 
@@ -335,9 +291,7 @@ pub struct BoundServer {
 
 impl fmt::Debug for BoundServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundServer")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
+        f.debug_struct("BoundServer").field("port", &self.port).finish_non_exhaustive()
     }
 }
 

@@ -33,10 +33,7 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("service", &self.service)
-            .field("port", &self.port)
-            .finish_non_exhaustive()
+        f.debug_struct("Application").field("service", &self.service).field("port", &self.port).finish_non_exhaustive()
     }
 }
 
@@ -52,9 +49,7 @@ impl Application {
         checks: Vec<Arc<dyn ReadinessCheck>>,
         routes: Routes,
     ) -> anyhow::Result<Self> {
-        let bound = http::bind(http_cfg, shutdown.timeout(), Arc::new(checks), move |c| {
-            routes(c)
-        })?;
+        let bound = http::bind(http_cfg, shutdown.timeout(), Arc::new(checks), move |c| routes(c))?;
         Ok(Self {
             service,
             port: bound.port,
@@ -73,8 +68,7 @@ impl Application {
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.tasks
-            .push((name.into(), Box::new(move |c| Box::pin(task(c)))));
+        self.tasks.push((name.into(), Box::new(move |c| Box::pin(task(c)))));
         self
     }
 
@@ -98,14 +92,7 @@ impl Application {
     /// # Errors
     /// When the HTTP server fails, or the tasks do not finish within the bound.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let Self {
-            service,
-            port,
-            server,
-            tasks,
-            cancel,
-            shutdown_timeout,
-        } = self;
+        let Self { service, port, server, tasks, cancel, shutdown_timeout } = self;
         let tracker = TaskTracker::new();
         for (name, task) in tasks {
             let token = cancel.child_token();
@@ -163,11 +150,7 @@ impl DataService {
     ///
     /// # Errors
     /// When Postgres or NATS cannot be reached, or a migration fails.
-    pub async fn connect(
-        service: Service,
-        config: DataServiceConfig,
-        migrations: Migrations,
-    ) -> anyhow::Result<Self> {
+    pub async fn connect(service: Service, config: DataServiceConfig, migrations: Migrations) -> anyhow::Result<Self> {
         if config.database.migrate_on_start {
             let applied = migrations.run(config.database.url.expose()).await?;
             tracing::info!(count = applied.len(), "migrations applied");
@@ -175,12 +158,7 @@ impl DataService {
         let db = Database::new(&config.database, migrations.schema)?;
         let bus = EventBus::connect(&config.nats, service).await?;
         bus.ensure_streams().await?;
-        Ok(Self {
-            service,
-            config,
-            db,
-            bus,
-        })
+        Ok(Self { service, config, db, bus })
     }
 
     /// A consumer of `E` for this service, named `<service>-<event token>`.
@@ -214,24 +192,14 @@ impl DataService {
     /// # Errors
     /// When the port cannot be bound.
     pub fn application(&self, routes: Routes) -> anyhow::Result<Application> {
-        let checks: Vec<Arc<dyn ReadinessCheck>> = vec![
-            Arc::new(PostgresCheck(self.db.clone())),
-            Arc::new(NatsCheck(self.bus.client().clone())),
-        ];
+        let checks: Vec<Arc<dyn ReadinessCheck>> =
+            vec![Arc::new(PostgresCheck(self.db.clone())), Arc::new(NatsCheck(self.bus.client().clone()))];
         let relay = self.relay();
         let db = self.db.clone();
         let retention = Duration::from_secs(self.config.events.retention_hours * 3600);
-        Ok(Application::new(
-            self.service,
-            &self.config.http,
-            &self.config.shutdown,
-            checks,
-            routes,
-        )?
-        .with_task("outbox-relay", move |c| relay.run(c))
-        .with_task("inbox-pruning", move |c| {
-            prune_inbox_periodically(db, retention, c)
-        }))
+        Ok(Application::new(self.service, &self.config.http, &self.config.shutdown, checks, routes)?
+            .with_task("outbox-relay", move |c| relay.run(c))
+            .with_task("inbox-pruning", move |c| prune_inbox_periodically(db, retention, c)))
     }
 }
 

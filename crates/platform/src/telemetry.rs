@@ -46,26 +46,20 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder()
-            .with_service_name(format!("hopsbridge-{service}"))
-            .build(),
+        opentelemetry_sdk::Resource::builder().with_service_name(format!("hopsbridge-{service}")).build(),
     );
     if !cfg.otlp_endpoint.is_empty() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_endpoint(format!(
-                "{}/v1/traces",
-                cfg.otlp_endpoint.trim_end_matches('/')
-            ))
+            .with_endpoint(format!("{}/v1/traces", cfg.otlp_endpoint.trim_end_matches('/')))
             .build()?;
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
     let tracer = provider.tracer(format!("hopsbridge-{service}"));
 
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .map_or_else(|| EnvFilter::try_new(&cfg.log_filter), EnvFilter::try_new)?;
+    let filter =
+        std::env::var("RUST_LOG").ok().map_or_else(|| EnvFilter::try_new(&cfg.log_filter), EnvFilter::try_new)?;
     let fmt = if cfg.json_logs {
         tracing_subscriber::fmt::layer()
             .json()
@@ -80,18 +74,12 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     // context, so propagation does not depend on the log level.
     let installed = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(LevelFilter::INFO),
-        )
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
         .try_init()
         .is_ok();
     if installed {
         opentelemetry::global::set_tracer_provider(provider.clone());
-        Ok(Telemetry {
-            provider: Some(provider),
-        })
+        Ok(Telemetry { provider: Some(provider) })
     } else {
         Ok(Telemetry { provider: None })
     }

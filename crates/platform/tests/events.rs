@@ -1,12 +1,7 @@
 //! The event backbone against the real Postgres and NATS: every event written through the
 //! outbox reaches its consumer's effect exactly once, whatever fails in between.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -17,8 +12,7 @@ use hopsbridge_contracts::{Event, Service};
 use hopsbridge_platform::config::EventsConfig;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::events::{
-    Consumer, ConsumerHooks, EventBus, Handler, HandlerError, Hook, ReceivedEvent, Relay,
-    RelayHooks, enqueue, headers,
+    Consumer, ConsumerHooks, EventBus, Handler, HandlerError, Hook, ReceivedEvent, Relay, RelayHooks, enqueue, headers,
 };
 use hopsbridge_platform::telemetry;
 use hopsbridge_testkit::{NatsServer, TestBus, TestDb, eventually};
@@ -67,18 +61,9 @@ impl World {
             .unwrap();
         let identity = Database::new(&db.config(), "identity").unwrap();
         let billing = Database::new(&db.config(), "billing").unwrap();
-        let events = EventBus::connect(&bus.config(), Service::Identity)
-            .await
-            .unwrap();
+        let events = EventBus::connect(&bus.config(), Service::Identity).await.unwrap();
         events.ensure_streams().await.unwrap();
-        Self {
-            db,
-            bus,
-            identity,
-            billing,
-            events,
-            written: AtomicUsize::new(0),
-        }
+        Self { db, bus, identity, billing, events, written: AtomicUsize::new(0) }
     }
 
     fn relay(&self) -> Relay {
@@ -86,23 +71,11 @@ impl World {
     }
 
     fn relay_on(&self, db: Database) -> Relay {
-        Relay::new(
-            db,
-            self.db.config(),
-            self.events.clone(),
-            Service::Identity,
-            events_config(),
-        )
+        Relay::new(db, self.db.config(), self.events.clone(), Service::Identity, events_config())
     }
 
     fn consumer<H: Handler<UserCreatedV1>>(&self, handler: H) -> Consumer<UserCreatedV1, H> {
-        Consumer::new(
-            CONSUMER,
-            self.billing.clone(),
-            self.events.clone(),
-            events_config(),
-            handler,
-        )
+        Consumer::new(CONSUMER, self.billing.clone(), self.events.clone(), events_config(), handler)
     }
 
     /// Writes `n` events (user0@…, user1@…, numbered on across calls), each in its own
@@ -119,9 +92,7 @@ impl World {
                 email: email.clone(),
                 name: String::new(),
             };
-            conn.transaction(async |c| enqueue(c, &event, None).await)
-                .await
-                .unwrap();
+            conn.transaction(async |c| enqueue(c, &event, None).await).await.unwrap();
             emails.push(email);
         }
         emails
@@ -149,25 +120,15 @@ impl World {
 
     async fn stream_messages(&self) -> u64 {
         let js = self.bus.jetstream().await;
-        let mut stream = js
-            .get_stream(self.bus.subjects().stream(Service::Identity))
-            .await
-            .unwrap();
+        let mut stream = js.get_stream(self.bus.subjects().stream(Service::Identity)).await.unwrap();
         stream.info().await.unwrap().state.messages
     }
 
     /// Waits until `effects` holds exactly `want` rows (and stays there for a moment, so a
     /// late duplicate would be seen).
     async fn assert_effects_settle_at(&self, want: usize) {
-        let reached = eventually(Duration::from_secs(20), || async {
-            self.effects().await.len() >= want
-        })
-        .await;
-        assert!(
-            reached,
-            "only {} of {want} effects",
-            self.effects().await.len()
-        );
+        let reached = eventually(Duration::from_secs(20), || async { self.effects().await.len() >= want }).await;
+        assert!(reached, "only {} of {want} effects", self.effects().await.len());
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let effects = self.effects().await;
         let mut unique = effects.clone();
@@ -211,9 +172,7 @@ impl Handler<UserCreatedV1> for Record {
     }
 }
 
-fn run<E: Event, H: Handler<E>>(
-    consumer: Consumer<E, H>,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+fn run<E: Event, H: Handler<E>>(consumer: Consumer<E, H>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let cancel = CancellationToken::new();
     let task = tokio::spawn(consumer.run(cancel.clone()));
     (cancel, task)
@@ -260,10 +219,7 @@ async fn every_event_written_through_the_outbox_has_exactly_one_effect() {
 async fn a_rolled_back_transaction_publishes_nothing() {
     let world = World::new().await;
     let mut conn = world.identity.conn().await.unwrap();
-    let event = UserCreatedV1 {
-        email: "ghost@example.com".into(),
-        ..Default::default()
-    };
+    let event = UserCreatedV1 { email: "ghost@example.com".into(), ..Default::default() };
     let result: Result<(), diesel::result::Error> = conn
         .transaction(async |c| {
             enqueue(c, &event, None).await.unwrap();
@@ -284,18 +240,12 @@ async fn a_relay_killed_between_publishing_and_marking_sent_causes_no_second_eff
     // The first relay publishes, gets its PubAcks, and dies before marking the rows sent.
     let doomed_pool = Database::new(&world.db.config(), "identity").unwrap();
     let (hook, mut fired) = stall_once();
-    let doomed = world.relay_on(doomed_pool.clone()).with_hooks(RelayHooks {
-        after_publish: Some(hook),
-    });
+    let doomed = world.relay_on(doomed_pool.clone()).with_hooks(RelayHooks { after_publish: Some(hook) });
     let task = tokio::spawn(async move { doomed.relay_once().await });
     fired.recv().await.unwrap();
     task.abort();
     drop(doomed_pool); // the process is gone: its connection closes and its row locks go
-    assert_eq!(
-        world.stream_messages().await,
-        10,
-        "the events did reach JetStream"
-    );
+    assert_eq!(world.stream_messages().await, 10, "the events did reach JetStream");
     assert_eq!(world.unpublished().await, 10, "but the outbox never heard");
 
     // A new relay publishes the same rows again; JetStream drops the duplicates by Nats-Msg-Id.
@@ -320,9 +270,7 @@ async fn a_consumer_killed_after_its_effect_but_before_its_ack_does_not_repeat_t
 
     let (hook, mut fired) = stall_once();
     let first = Record::default();
-    let doomed = world.consumer(first.clone()).with_hooks(ConsumerHooks {
-        after_commit: Some(hook),
-    });
+    let doomed = world.consumer(first.clone()).with_hooks(ConsumerHooks { after_commit: Some(hook) });
     let (_cancel, task) = run(doomed);
     fired.recv().await.unwrap();
     task.abort();
@@ -334,10 +282,8 @@ async fn a_consumer_killed_after_its_effect_but_before_its_ack_does_not_repeat_t
     let (_c, _t) = run(world.consumer(second.clone()));
     let js = world.bus.jetstream().await;
     let redelivered = eventually(Duration::from_secs(15), || async {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream(CONSUMER, world.bus.subjects().stream(Service::Identity))
-            .await
-            .unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            js.get_consumer_from_stream(CONSUMER, world.bus.subjects().stream(Service::Identity)).await.unwrap();
         let info = consumer.info().await.unwrap();
         // Every delivery, first or again, takes a consumer sequence number: 5 messages
         // delivered twice reach 10.
@@ -346,11 +292,7 @@ async fn a_consumer_killed_after_its_effect_but_before_its_ack_does_not_repeat_t
     .await;
     assert!(redelivered, "the messages were redelivered and acked");
     world.assert_effects_settle_at(5).await;
-    assert_eq!(
-        AtomicUsize::load(&second.calls, Ordering::SeqCst),
-        0,
-        "the handler never ran again"
-    );
+    assert_eq!(AtomicUsize::load(&second.calls, Ordering::SeqCst), 0, "the handler never ran again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,23 +305,13 @@ async fn the_same_event_published_twice_has_one_effect() {
     // the duplicate window JetStream drops it) and once with another id (as a republish after
     // the window would arrive), which only the inbox can catch.
     let js = world.bus.jetstream().await;
-    let stream = js
-        .get_stream(world.bus.subjects().stream(Service::Identity))
-        .await
-        .unwrap();
+    let stream = js.get_stream(world.bus.subjects().stream(Service::Identity)).await.unwrap();
     let original = stream.get_raw_message(1).await.unwrap();
-    let id = original
-        .headers
-        .get(headers::MSG_ID)
-        .unwrap()
-        .as_str()
-        .to_owned();
+    let id = original.headers.get(headers::MSG_ID).unwrap().as_str().to_owned();
     let ack = js
         .send_publish(
             original.subject.clone(),
-            async_nats::jetstream::message::PublishMessage::build()
-                .payload(original.payload.clone())
-                .message_id(&id),
+            async_nats::jetstream::message::PublishMessage::build().payload(original.payload.clone()).message_id(&id),
         )
         .await
         .unwrap()
@@ -416,10 +348,7 @@ async fn events_written_while_nats_is_down_are_delivered_once_it_returns() {
     nats.stop();
     world.write_events(20).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        world.unpublished().await > 0,
-        "the outbox holds the events while NATS is down"
-    );
+    assert!(world.unpublished().await > 0, "the outbox holds the events while NATS is down");
     assert_eq!(world.effects().await.len(), 5);
 
     nats.resume().await;
@@ -432,10 +361,7 @@ async fn several_relays_publish_each_event_once() {
     let world = World::new().await;
     world.write_events(300).await;
     let relays: Vec<_> = (0..3).map(|_| spawn_relay(world.relay())).collect();
-    let drained = eventually(Duration::from_secs(20), || async {
-        world.unpublished().await == 0
-    })
-    .await;
+    let drained = eventually(Duration::from_secs(20), || async { world.unpublished().await == 0 }).await;
     assert!(drained);
     drop(relays);
     // Each row was taken by exactly one relay, so each was published once.
@@ -470,21 +396,14 @@ async fn a_failing_handler_is_retried_with_backoff_and_its_partial_work_rolled_b
     let world = World::new().await;
     world.write_events(1).await;
     world.relay().relay_once().await.unwrap();
-    let flaky = Flaky {
-        failures: 2,
-        seen: Arc::default(),
-        inner: Record::default(),
-    };
+    let flaky = Flaky { failures: 2, seen: Arc::default(), inner: Record::default() };
     let started = tokio::time::Instant::now();
     let (_c, _t) = run(world.consumer(flaky.clone()));
     world.assert_effects_settle_at(1).await;
     // Three deliveries: the first fails, the second (batch retried one by one) fails and is
     // nakked with the 1 s backoff, the third succeeds.
     assert!(AtomicUsize::load(&flaky.seen, Ordering::SeqCst) >= 3);
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "the retry waited for its backoff"
-    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "the retry waited for its backoff");
 }
 
 /// Rejects events for one address; records the rest.
@@ -511,45 +430,23 @@ impl Handler<UserCreatedV1> for RejectBlocked {
 async fn messages_that_can_never_succeed_go_to_the_dead_letter_subject_with_their_reason() {
     let world = World::new().await;
     let client = async_nats::connect(world.bus.url()).await.unwrap();
-    let mut dead = client
-        .subscribe(world.bus.subjects().dead_letter(CONSUMER))
-        .await
-        .unwrap();
+    let mut dead = client.subscribe(world.bus.subjects().dead_letter(CONSUMER)).await.unwrap();
     client.flush().await.unwrap();
 
     world.write_events(4).await; // user1 is rejected, user2 always fails, user0 and user3 pass
     world.relay().relay_once().await.unwrap();
     // And one message that is not an event at all.
     let js = world.bus.jetstream().await;
-    js.publish(
-        world.bus.subjects().event::<UserCreatedV1>(),
-        "not protobuf".into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    js.publish(world.bus.subjects().event::<UserCreatedV1>(), "not protobuf".into()).await.unwrap().await.unwrap();
 
     let (_c, _t) = run(world.consumer(RejectBlocked::default()));
     let mut reasons = Vec::new();
     for _ in 0..3 {
-        let m = tokio::time::timeout(Duration::from_secs(20), dead.next())
-            .await
-            .expect("a dead letter")
-            .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), dead.next()).await.expect("a dead letter").unwrap();
         let h = m.headers.clone().unwrap();
-        let reason = h
-            .get(headers::DEAD_LETTER_REASON)
-            .unwrap()
-            .as_str()
-            .to_owned();
+        let reason = h.get(headers::DEAD_LETTER_REASON).unwrap().as_str().to_owned();
         assert_eq!(h.get(headers::CONSUMER).unwrap().as_str(), CONSUMER);
-        assert!(
-            h.get(headers::ORIGINAL_SUBJECT)
-                .unwrap()
-                .as_str()
-                .ends_with("identity.user_created.v1")
-        );
+        assert!(h.get(headers::ORIGINAL_SUBJECT).unwrap().as_str().ends_with("identity.user_created.v1"));
         if let Ok(env) = Envelope::decode(m.payload.as_ref()) {
             let payload = UserCreatedV1::decode(env.payload.as_slice()).unwrap();
             reasons.push(format!("{}: {reason}", payload.email));
@@ -558,18 +455,9 @@ async fn messages_that_can_never_succeed_go_to_the_dead_letter_subject_with_thei
         }
     }
     reasons.sort();
-    assert!(
-        reasons[0].starts_with("raw: undecodable envelope"),
-        "{reasons:?}"
-    );
-    assert_eq!(
-        reasons[1], "user1@example.com: blocked address",
-        "{reasons:?}"
-    );
-    assert!(
-        reasons[2].starts_with("user2@example.com: gave up after 3 deliveries"),
-        "{reasons:?}"
-    );
+    assert!(reasons[0].starts_with("raw: undecodable envelope"), "{reasons:?}");
+    assert_eq!(reasons[1], "user1@example.com: blocked address", "{reasons:?}");
+    assert!(reasons[2].starts_with("user2@example.com: gave up after 3 deliveries"), "{reasons:?}");
     world.assert_effects_settle_at(2).await;
 }
 
@@ -595,23 +483,15 @@ async fn one_trace_follows_an_event_from_the_writer_to_the_handler() {
     let trace_id = telemetry::trace_id_of(&span).expect("spans carry trace context");
     async {
         let mut conn = world.identity.conn().await.unwrap();
-        let event = UserCreatedV1 {
-            email: "traced@example.com".into(),
-            ..Default::default()
-        };
-        conn.transaction(async |c| enqueue(c, &event, None).await)
-            .await
-            .unwrap();
+        let event = UserCreatedV1 { email: "traced@example.com".into(), ..Default::default() };
+        conn.transaction(async |c| enqueue(c, &event, None).await).await.unwrap();
     }
     .instrument(span)
     .await;
     world.relay().relay_once().await.unwrap();
     let probe = TraceProbe::default();
     let (_c, _t) = run(world.consumer(probe.clone()));
-    let seen = eventually(Duration::from_secs(10), || async {
-        probe.0.lock().unwrap().is_some()
-    })
-    .await;
+    let seen = eventually(Duration::from_secs(10), || async { probe.0.lock().unwrap().is_some() }).await;
     assert!(seen);
     assert_eq!(probe.0.lock().unwrap().clone(), Some(trace_id));
 }

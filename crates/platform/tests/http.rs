@@ -22,20 +22,12 @@ impl ReadinessCheck for Switch {
     }
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         let up = self.0.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if up {
-                Ok(())
-            } else {
-                Err("unreachable".into())
-            }
-        })
+        Box::pin(async move { if up { Ok(()) } else { Err("unreachable".into()) } })
     }
 }
 
 async fn boom() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::internal(anyhow::anyhow!(
-        "connection to 10.0.0.7 refused, password=hunter2"
-    )))
+    Err(ApiError::internal(anyhow::anyhow!("connection to 10.0.0.7 refused, password=hunter2")))
 }
 
 async fn echo(body: web::Json<serde_json::Value>) -> HttpResponse {
@@ -57,12 +49,7 @@ struct Server {
 async fn start() -> Server {
     hopsbridge_testkit::init();
     let ledger = Arc::new(AtomicBool::new(true));
-    let http = HttpConfig {
-        host: "127.0.0.1".into(),
-        port: 0,
-        workers: 1,
-        max_body_bytes: 1024,
-    };
+    let http = HttpConfig { host: "127.0.0.1".into(), port: 0, workers: 1, max_body_bytes: 1024 };
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(Switch(Arc::clone(&ledger)))];
     let app = Application::new(
         Service::Identity,
@@ -79,12 +66,7 @@ async fn start() -> Server {
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     let done = tokio::spawn(app.run_until_stopped(stop.clone()));
-    Server {
-        base,
-        stop,
-        ledger,
-        done,
-    }
+    Server { base, stop, ledger, done }
 }
 
 fn client() -> reqwest::Client {
@@ -94,32 +76,15 @@ fn client() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sane_request_id_is_echoed_and_a_missing_or_hostile_one_replaced() {
     let s = start().await;
-    let r = client()
-        .get(format!("{}/healthz", s.base))
-        .header("x-request-id", "req-42.a_b")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/healthz", s.base)).header("x-request-id", "req-42.a_b").send().await.unwrap();
     assert_eq!(r.headers()["x-request-id"], "req-42.a_b");
 
-    let r = client()
-        .get(format!("{}/healthz", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/healthz", s.base)).send().await.unwrap();
     let generated = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert_eq!(
-        uuid::Uuid::parse_str(&generated).unwrap().get_version_num(),
-        7
-    );
+    assert_eq!(uuid::Uuid::parse_str(&generated).unwrap().get_version_num(), 7);
 
     for hostile in ["a b", "<script>", &"x".repeat(129)] {
-        let r = client()
-            .get(format!("{}/healthz", s.base))
-            .header("x-request-id", hostile)
-            .send()
-            .await
-            .unwrap();
+        let r = client().get(format!("{}/healthz", s.base)).header("x-request-id", hostile).send().await.unwrap();
         assert_ne!(r.headers()["x-request-id"], hostile);
     }
 }
@@ -127,18 +92,10 @@ async fn a_sane_request_id_is_echoed_and_a_missing_or_hostile_one_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_share_one_envelope_carrying_the_request_id() {
     let s = start().await;
-    let r = client()
-        .get(format!("{}/no/such/route", s.base))
-        .header("x-request-id", "r-1")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/no/such/route", s.base)).header("x-request-id", "r-1").send().await.unwrap();
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"code": "route_not_found", "message": "no such route", "request_id": "r-1"})
-    );
+    assert_eq!(body, serde_json::json!({"code": "route_not_found", "message": "no such route", "request_id": "r-1"}));
 
     let r = client()
         .post(format!("{}/echo", s.base))
@@ -150,10 +107,7 @@ async fn errors_share_one_envelope_carrying_the_request_id() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(
-        (body["code"].as_str(), body["request_id"].as_str()),
-        (Some("invalid_body"), Some("r-2"))
-    );
+    assert_eq!((body["code"].as_str(), body["request_id"].as_str()), (Some("invalid_body"), Some("r-2")));
 
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(2048));
     let r = client()
@@ -171,35 +125,19 @@ async fn errors_share_one_envelope_carrying_the_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_reveals_nothing_internal() {
     let s = start().await;
-    let r = client()
-        .get(format!("{}/boom", s.base))
-        .header("x-request-id", "r-3")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/boom", s.base)).header("x-request-id", "r-3").send().await.unwrap();
     assert_eq!(r.status(), 500);
     let text = r.text().await.unwrap();
-    assert_eq!(
-        text,
-        r#"{"code":"internal_error","message":"internal error","request_id":"r-3"}"#
-    );
+    assert_eq!(text, r#"{"code":"internal_error","message":"internal error","request_id":"r-3"}"#);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_names_the_failing_dependency() {
     let s = start().await;
-    let r = client()
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/readyz", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     s.ledger.store(false, Ordering::SeqCst);
-    let r = client()
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/readyz", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "not_ready");
@@ -211,26 +149,10 @@ async fn readiness_names_the_failing_dependency() {
 async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
     let s = start().await;
     let url = format!("{}/slow", s.base);
-    let in_flight = tokio::spawn(async move {
-        client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let in_flight = tokio::spawn(async move { client().get(url).send().await.unwrap().text().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.stop.cancel();
     assert_eq!(in_flight.await.unwrap(), "finished");
     s.done.await.unwrap().unwrap();
-    assert!(
-        client()
-            .get(format!("{}/healthz", s.base))
-            .send()
-            .await
-            .is_err(),
-        "no longer accepting"
-    );
+    assert!(client().get(format!("{}/healthz", s.base)).send().await.is_err(), "no longer accepting");
 }

@@ -11,10 +11,7 @@ fn var(service: Service, key: &str, value: impl Into<String>) -> (String, String
 
 /// `GET url` → (status, JSON body).
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let response = client.get(url).send().await.expect("request");
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
@@ -30,10 +27,7 @@ pub async fn readyz_becomes(base: &str, want: u16) -> serde_json::Value {
         if status == want {
             return body;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never answered {want}; last: {status} {body}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "/readyz never answered {want}; last: {status} {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -42,13 +36,8 @@ pub async fn readyz_becomes(base: &str, want: u16) -> serde_json::Value {
 pub fn assert_names_failed_dependency(body: &serde_json::Value, dependency: &str) {
     assert_eq!(body["code"], "not_ready", "{body}");
     let message = body["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(dependency),
-        "message {message:?} should name {dependency}"
-    );
-    let checks = body["details"]["checks"]
-        .as_object()
-        .expect("checks in details");
+    assert!(message.contains(dependency), "message {message:?} should name {dependency}");
+    let checks = body["details"]["checks"].as_object().expect("checks in details");
     for (name, state) in checks {
         if name == dependency {
             assert_ne!(state, "ok", "{body}");
@@ -56,10 +45,7 @@ pub fn assert_names_failed_dependency(body: &serde_json::Value, dependency: &str
             assert_eq!(state, "ok", "{body}");
         }
     }
-    assert!(
-        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
-        "{body}"
-    );
+    assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
 }
 
 /// The environment a data service needs to run against `db` and `bus` through proxies.
@@ -72,11 +58,7 @@ pub fn data_service_env(
     bus: &TestBus,
 ) -> Vec<(String, String)> {
     vec![
-        var(
-            service,
-            "database.url",
-            format!("postgres://postgres@{}/{}", postgres.addr(), db.name()),
-        ),
+        var(service, "database.url", format!("postgres://postgres@{}/{}", postgres.addr(), db.name())),
         var(service, "database.migrate_on_start", "true"),
         var(service, "database.acquire_timeout_secs", "1"),
         var(service, "nats.url", format!("nats://{}", nats.addr())),
@@ -100,10 +82,7 @@ pub async fn data_service_lifecycle(binary: &str, service: Service) {
     let bus = TestBus::new().await;
     let postgres = TcpProxy::start(&host_port(&crate::admin_database_url())).await;
     let nats = TcpProxy::start(&host_port(&crate::nats_url())).await;
-    let mut process = ServiceProcess::start(
-        binary,
-        &data_service_env(service, &db, &postgres, &nats, &bus),
-    );
+    let mut process = ServiceProcess::start(binary, &data_service_env(service, &db, &postgres, &nats, &bus));
     let base = process.url();
 
     let (status, body) = get_json(&format!("{base}/healthz")).await;
@@ -125,12 +104,7 @@ pub async fn data_service_lifecycle(binary: &str, service: Service) {
     readyz_becomes(&base, 200).await;
 
     let status = process.terminate(Duration::from_secs(15));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM; output:\n{}",
-        process.output()
-    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit after SIGTERM; output:\n{}", process.output());
 }
 
 /// A data service's binary refuses to start without a database URL, or with a malformed
@@ -138,25 +112,13 @@ pub async fn data_service_lifecycle(binary: &str, service: Service) {
 pub fn data_service_bad_configuration(binary: &str, service: Service) {
     let (status, output) = ServiceProcess::run_to_exit(binary, &["serve"], &[]);
     assert_eq!(status.code(), Some(2), "{output}");
-    assert!(
-        output.contains("database.url") && output.contains(&env_var(service, "database.url")),
-        "{output}"
-    );
+    assert!(output.contains("database.url") && output.contains(&env_var(service, "database.url")), "{output}");
 
-    let env = [
-        var(
-            service,
-            "database.url",
-            "postgres://postgres@127.0.0.1:5432/x",
-        ),
-        var(service, "http.port", "eighty"),
-    ];
+    let env =
+        [var(service, "database.url", "postgres://postgres@127.0.0.1:5432/x"), var(service, "http.port", "eighty")];
     let (status, output) = ServiceProcess::run_to_exit(binary, &["serve"], &env);
     assert_eq!(status.code(), Some(2), "{output}");
-    assert!(
-        output.contains("http.port") && output.contains(&env_var(service, "http.port")),
-        "{output}"
-    );
+    assert!(output.contains("http.port") && output.contains(&env_var(service, "http.port")), "{output}");
 }
 
 /// The gateway's binary: `/readyz` follows the services it routes to.
@@ -165,26 +127,17 @@ pub async fn gateway_lifecycle(gateway_binary: &str, upstream_binary: &str) {
     let bus = TestBus::new().await;
     let postgres = TcpProxy::start(&host_port(&crate::admin_database_url())).await;
     let nats = TcpProxy::start(&host_port(&crate::nats_url())).await;
-    let upstream = ServiceProcess::start(
-        upstream_binary,
-        &data_service_env(Service::Identity, &db, &postgres, &nats, &bus),
-    );
+    let upstream =
+        ServiceProcess::start(upstream_binary, &data_service_env(Service::Identity, &db, &postgres, &nats, &bus));
     let target = host_port(&upstream.url());
     let names = ["identity", "team", "provisioning", "metering", "billing"];
     let mut proxies = Vec::new();
     for _ in names {
         proxies.push(TcpProxy::start(&target).await);
     }
-    let mut env = vec![
-        var(Service::Gateway, "http.port", "0"),
-        var(Service::Gateway, "shutdown.timeout_secs", "10"),
-    ];
+    let mut env = vec![var(Service::Gateway, "http.port", "0"), var(Service::Gateway, "shutdown.timeout_secs", "10")];
     for (name, proxy) in names.iter().zip(&proxies) {
-        env.push(var(
-            Service::Gateway,
-            &format!("upstreams.{name}"),
-            format!("http://{}", proxy.addr()),
-        ));
+        env.push(var(Service::Gateway, &format!("upstreams.{name}"), format!("http://{}", proxy.addr())));
     }
     let mut gateway = ServiceProcess::start(gateway_binary, &env);
     let base = gateway.url();
@@ -200,29 +153,19 @@ pub async fn gateway_lifecycle(gateway_binary: &str, upstream_binary: &str) {
     readyz_becomes(&base, 200).await;
 
     let status = gateway.terminate(Duration::from_secs(15));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exit after SIGTERM; output:\n{}",
-        gateway.output()
-    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit after SIGTERM; output:\n{}", gateway.output());
 }
 
 /// The gateway refuses a malformed port or upstream URL, naming the key.
 pub fn gateway_bad_configuration(binary: &str) {
-    let (status, output) =
-        ServiceProcess::run_to_exit(binary, &[], &[var(Service::Gateway, "http.port", "99999")]);
+    let (status, output) = ServiceProcess::run_to_exit(binary, &[], &[var(Service::Gateway, "http.port", "99999")]);
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("http.port"), "{output}");
-    let (status, output) = ServiceProcess::run_to_exit(
-        binary,
-        &[],
-        &[var(Service::Gateway, "upstreams.billing", "billing:8085")],
-    );
+    let (status, output) =
+        ServiceProcess::run_to_exit(binary, &[], &[var(Service::Gateway, "upstreams.billing", "billing:8085")]);
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(
-        output.contains("upstreams.billing")
-            && output.contains("HOPSBRIDGE_GATEWAY__UPSTREAMS__BILLING"),
+        output.contains("upstreams.billing") && output.contains("HOPSBRIDGE_GATEWAY__UPSTREAMS__BILLING"),
         "{output}"
     );
 }

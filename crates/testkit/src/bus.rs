@@ -25,10 +25,7 @@ impl TestBus {
         // t<unix seconds>_<random>: the time lets a later run sweep leftovers.
         let prefix = format!("t{}_{}", crate::unix_now(), crate::random_suffix());
         sweep(url).await;
-        Self {
-            url: url.to_owned(),
-            prefix,
-        }
+        Self { url: url.to_owned(), prefix }
     }
 
     /// The server's URL.
@@ -63,11 +60,7 @@ impl TestBus {
 
     /// A JetStream context on the server.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
-        async_nats::jetstream::new(
-            async_nats::connect(&self.url)
-                .await
-                .expect("connect to NATS"),
-        )
+        async_nats::jetstream::new(async_nats::connect(&self.url).await.expect("connect to NATS"))
     }
 }
 
@@ -80,11 +73,7 @@ impl Drop for TestBus {
                 return;
             };
             let js = async_nats::jetstream::new(client);
-            let names: Vec<String> = js
-                .stream_names()
-                .filter_map(|n| async move { n.ok() })
-                .collect()
-                .await;
+            let names: Vec<String> = js.stream_names().filter_map(|n| async move { n.ok() }).collect().await;
             for name in names.into_iter().filter(|n| n.starts_with(&upper)) {
                 let _ = js.delete_stream(&name).await;
             }
@@ -98,11 +87,7 @@ async fn sweep(url: &str) {
         return;
     };
     let js = async_nats::jetstream::new(client);
-    let names: Vec<String> = js
-        .stream_names()
-        .filter_map(|n| async move { n.ok() })
-        .collect()
-        .await;
+    let names: Vec<String> = js.stream_names().filter_map(|n| async move { n.ok() }).collect().await;
     let cutoff = crate::unix_now().saturating_sub(3600);
     for name in names {
         let Some(rest) = name.strip_prefix('T') else {
@@ -132,11 +117,7 @@ impl NatsServer {
         crate::init();
         let port = free_port();
         let store = std::env::temp_dir().join(format!("hb-nats-{}", crate::random_suffix()));
-        let mut server = Self {
-            port,
-            store,
-            child: None,
-        };
+        let mut server = Self { port, store, child: None };
         server.resume().await;
         server
     }
@@ -161,14 +142,7 @@ impl NatsServer {
             return;
         }
         let child = Command::new(binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -203,18 +177,11 @@ fn binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let sbin = PathBuf::from("/usr/sbin/nats-server");
-    if sbin.exists() {
-        sbin
-    } else {
-        PathBuf::from("nats-server")
-    }
+    if sbin.exists() { sbin } else { PathBuf::from("nats-server") }
 }
 
 /// A port that was free a moment ago.
 #[must_use]
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

@@ -22,17 +22,12 @@ impl TestDb {
         let admin = crate::admin_database_url();
         let template = ensure_template(&admin).await;
         let name = format!("t_{}_{}", crate::unix_now(), crate::random_suffix());
-        let mut conn = AsyncPgConnection::establish(&admin)
-            .await
-            .expect("connect to the test Postgres");
+        let mut conn = AsyncPgConnection::establish(&admin).await.expect("connect to the test Postgres");
         // CREATE DATABASE ... TEMPLATE fails while another session is connected to the template
         // (a concurrent clone); a short retry covers it.
         let mut attempt = 0;
         loop {
-            match diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
-                .execute(&mut conn)
-                .await
-            {
+            match diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut conn).await {
                 Ok(_) => break,
                 Err(e) if attempt < 50 => {
                     attempt += 1;
@@ -82,18 +77,15 @@ impl Drop for TestDb {
         let name = self.name.clone();
         crate::block_on_side(async move {
             if let Ok(mut conn) = AsyncPgConnection::establish(&crate::admin_database_url()).await {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
+                let _ =
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
             }
         });
     }
 }
 
 fn replace_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
     match query {
         Some(q) => format!("{base}/{db}?{q}"),
@@ -132,30 +124,17 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 /// processes wait for one builder; sweeps leftovers of earlier runs.
 async fn ensure_template(admin: &str) -> String {
     let name = format!("hb_tpl_{}", migrations_fingerprint());
-    let mut conn = AsyncPgConnection::establish(admin)
-        .await
-        .expect("connect to the test Postgres (is it running?)");
-    diesel::sql_query("SELECT pg_advisory_lock(727274)")
-        .execute(&mut conn)
-        .await
-        .expect("advisory lock");
+    let mut conn = AsyncPgConnection::establish(admin).await.expect("connect to the test Postgres (is it running?)");
+    diesel::sql_query("SELECT pg_advisory_lock(727274)").execute(&mut conn).await.expect("advisory lock");
     let exists = database_exists(&mut conn, &name).await;
     if !exists {
         sweep(&mut conn).await;
         let building = format!("{name}_building");
-        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-        diesel::sql_query(format!("CREATE DATABASE {building}"))
-            .execute(&mut conn)
-            .await
-            .expect("create template");
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut conn).await;
+        diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut conn).await.expect("create template");
         let url = replace_database(admin, &building);
         for service in Service::WITH_DATA {
-            migrations_for(service)
-                .run(&url)
-                .await
-                .expect("migrate the template");
+            migrations_for(service).run(&url).await.expect("migrate the template");
         }
         // No session may stay connected to a template.
         let _ = diesel::sql_query(format!(
@@ -168,10 +147,7 @@ async fn ensure_template(admin: &str) -> String {
             .await
             .expect("publish template");
     }
-    diesel::sql_query("SELECT pg_advisory_unlock(727274)")
-        .execute(&mut conn)
-        .await
-        .expect("advisory unlock");
+    diesel::sql_query("SELECT pg_advisory_unlock(727274)").execute(&mut conn).await.expect("advisory unlock");
     name
 }
 
@@ -192,27 +168,20 @@ async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
 
 /// Drops test databases older than an hour and templates of older migrations.
 async fn sweep(conn: &mut AsyncPgConnection) {
-    let rows: Vec<DbName> = diesel::sql_query(
-        "SELECT datname FROM pg_database WHERE datname LIKE 't\\_%' OR datname LIKE 'hb\\_tpl\\_%'",
-    )
-    .load(conn)
-    .await
-    .unwrap_or_default();
+    let rows: Vec<DbName> =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%' OR datname LIKE 'hb\\_tpl\\_%'")
+            .load(conn)
+            .await
+            .unwrap_or_default();
     let cutoff = crate::unix_now().saturating_sub(3600);
     for DbName { datname } in rows {
         let stale = if datname.starts_with("hb_tpl_") {
             true
         } else {
-            datname
-                .split('_')
-                .nth(1)
-                .and_then(|t| t.parse::<u64>().ok())
-                .is_some_and(|t| t < cutoff)
+            datname.split('_').nth(1).and_then(|t| t.parse::<u64>().ok()).is_some_and(|t| t < cutoff)
         };
         if stale {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)"))
-                .execute(conn)
-                .await;
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)")).execute(conn).await;
         }
     }
 }

@@ -12,11 +12,7 @@
 //! Leftovers of crashed runs (databases and streams older than an hour) are swept away the
 //! next time a test starts, since CI reuses the same servers.
 
-#![allow(
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test harness fails the test loudly"
-)]
+#![allow(clippy::expect_used, clippy::panic, reason = "a test harness fails the test loudly")]
 
 pub mod binary_checks;
 mod bus;
@@ -69,10 +65,7 @@ pub fn random_suffix() -> String {
 /// Seconds since the Unix epoch.
 #[must_use]
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
@@ -100,10 +93,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let joined = std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
             rt.block_on(f);
         }
     })

@@ -28,14 +28,8 @@ impl ServiceProcess {
         let mut child = cmd.spawn().expect("start service binary");
         let (tx, lines) = mpsc::channel();
         for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -49,15 +43,8 @@ impl ServiceProcess {
                 }
             });
         }
-        let mut process = Self {
-            child,
-            port: 0,
-            lines,
-            seen: Vec::new(),
-        };
-        let line = process.wait_for_log(Duration::from_secs(30), |l| {
-            l.contains("\"message\":\"listening\"")
-        });
+        let mut process = Self { child, port: 0, lines, seen: Vec::new() };
+        let line = process.wait_for_log(Duration::from_secs(30), |l| l.contains("\"message\":\"listening\""));
         let port = line
             .as_deref()
             .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -65,21 +52,14 @@ impl ServiceProcess {
             .and_then(|p| u16::try_from(p).ok());
         match port {
             Some(p) => process.port = p,
-            None => panic!(
-                "{binary} did not start; its output:\n{}",
-                process.seen.join("\n")
-            ),
+            None => panic!("{binary} did not start; its output:\n{}", process.seen.join("\n")),
         }
         process
     }
 
     /// Runs `binary` to completion with `env` and `args`; returns its exit status and
     /// everything it printed.
-    pub fn run_to_exit(
-        binary: &str,
-        args: &[&str],
-        env: &[(String, String)],
-    ) -> (ExitStatus, String) {
+    pub fn run_to_exit(binary: &str, args: &[&str], env: &[(String, String)]) -> (ExitStatus, String) {
         let out = Command::new(binary)
             .args(args)
             .env_clear()
@@ -87,11 +67,7 @@ impl ServiceProcess {
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("run service binary");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status, text)
     }
 
@@ -102,11 +78,7 @@ impl ServiceProcess {
     }
 
     /// Waits for a log line matching `pred`.
-    pub fn wait_for_log(
-        &mut self,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> Option<String> {
+    pub fn wait_for_log(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -50,12 +50,7 @@ impl TcpProxy {
                 }
             })
         };
-        Self {
-            addr,
-            up,
-            generation,
-            task,
-        }
+        Self { addr, up, generation, task }
     }
 
     /// `127.0.0.1:<port>`.

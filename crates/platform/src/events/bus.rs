@@ -31,12 +31,7 @@ impl EventBus {
             .await
             .with_context(|| format!("connecting to NATS at {}", cfg.url))?;
         let js = jetstream::new(client.clone());
-        Ok(Self {
-            client,
-            js,
-            subjects,
-            cfg: cfg.clone(),
-        })
+        Ok(Self { client, js, subjects, cfg: cfg.clone() })
     }
 
     /// The core NATS client.
@@ -79,14 +74,9 @@ impl EventBus {
     pub async fn ensure_streams(&self) -> anyhow::Result<()> {
         let mut wanted: Vec<stream::Config> = Service::WITH_DATA
             .iter()
-            .map(|p| {
-                self.stream_config(self.subjects.stream(*p), self.subjects.stream_subjects(*p))
-            })
+            .map(|p| self.stream_config(self.subjects.stream(*p), self.subjects.stream_subjects(*p)))
             .collect();
-        wanted.push(self.stream_config(
-            self.subjects.dead_letter_stream(),
-            self.subjects.dead_letter_subjects(),
-        ));
+        wanted.push(self.stream_config(self.subjects.dead_letter_stream(), self.subjects.dead_letter_subjects()));
         for config in wanted {
             let name = config.name.clone();
             let mut attempt = 0;

@@ -24,9 +24,7 @@ pub struct RelayHooks {
 
 impl std::fmt::Debug for RelayHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayHooks")
-            .field("after_publish", &self.after_publish.is_some())
-            .finish()
+        f.debug_struct("RelayHooks").field("after_publish", &self.after_publish.is_some()).finish()
     }
 }
 
@@ -63,21 +61,8 @@ pub struct RelayPass {
 impl Relay {
     /// A relay for `producer`'s outbox.
     #[must_use]
-    pub fn new(
-        db: Database,
-        db_cfg: DatabaseConfig,
-        bus: EventBus,
-        producer: Service,
-        cfg: EventsConfig,
-    ) -> Self {
-        Self {
-            db,
-            db_cfg,
-            bus,
-            producer,
-            cfg,
-            hooks: RelayHooks::default(),
-        }
+    pub fn new(db: Database, db_cfg: DatabaseConfig, bus: EventBus, producer: Service, cfg: EventsConfig) -> Self {
+        Self { db, db_cfg, bus, producer, cfg, hooks: RelayHooks::default() }
     }
 
     /// Installs test seams.
@@ -114,10 +99,7 @@ impl Relay {
                 }
                 Ok(pass) => {
                     failures += 1;
-                    tracing::warn!(
-                        failed = pass.failed,
-                        "some outbox events could not be published"
-                    );
+                    tracing::warn!(failed = pass.failed, "some outbox events could not be published");
                     true
                 }
                 Err(e) => {
@@ -133,11 +115,7 @@ impl Relay {
                 }
             }
             if idle {
-                let pause = if failures > 0 {
-                    backoff(failures)
-                } else {
-                    poll
-                };
+                let pause = if failures > 0 { backoff(failures) } else { poll };
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     () = wake.notified() => {}
@@ -183,13 +161,7 @@ impl Relay {
                     hook(ids.clone()).await;
                 }
                 mark(c, &acked, &failed).await?;
-                Ok((
-                    RelayPass {
-                        published: acked.len(),
-                        failed: failed.len(),
-                    },
-                    ids,
-                ))
+                Ok((RelayPass { published: acked.len(), failed: failed.len() }, ids))
             })
             .await?;
         if !ids.is_empty() {
@@ -206,31 +178,19 @@ impl Relay {
             let mut message = async_nats::jetstream::message::PublishMessage::build()
                 .payload(row.envelope.into())
                 .message_id(row.id.to_string())
-                .header(
-                    headers::EVENT_TYPE,
-                    format!("{}V{}", row.event_type, row.schema_version),
-                );
-            if let Ok(context) =
-                serde_json::from_value::<HashMap<String, String>>(row.trace_context)
-            {
+                .header(headers::EVENT_TYPE, format!("{}V{}", row.event_type, row.schema_version));
+            if let Ok(context) = serde_json::from_value::<HashMap<String, String>>(row.trace_context) {
                 for (k, v) in context {
                     message = message.header(k.as_str(), v.as_str());
                 }
             }
-            match js
-                .send_publish(self.bus.subjects().subject(&row.subject), message)
-                .await
-            {
+            match js.send_publish(self.bus.subjects().subject(&row.subject), message).await {
                 Ok(ack) => pending.push((row.id, ack)),
                 Err(e) => failed.push((row.id, e.to_string())),
             }
         }
-        let results = futures::future::join_all(
-            pending
-                .into_iter()
-                .map(|(id, ack)| async move { (id, ack.await) }),
-        )
-        .await;
+        let results =
+            futures::future::join_all(pending.into_iter().map(|(id, ack)| async move { (id, ack.await) })).await;
         let mut acked = Vec::with_capacity(results.len());
         for (id, result) in results {
             match result {
@@ -247,13 +207,9 @@ impl Relay {
     /// When Postgres fails.
     pub async fn prune(&self) -> Result<usize, DbError> {
         let mut conn = self.db.conn().await?;
-        let cutoff = chrono::Utc::now()
-            - chrono::Duration::hours(i64::try_from(self.cfg.retention_hours).unwrap_or(i64::MAX));
-        Ok(
-            diesel::delete(table::table.filter(table::published_at.lt(cutoff)))
-                .execute(&mut conn)
-                .await?,
-        )
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::hours(i64::try_from(self.cfg.retention_hours).unwrap_or(i64::MAX));
+        Ok(diesel::delete(table::table.filter(table::published_at.lt(cutoff))).execute(&mut conn).await?)
     }
 }
 
@@ -274,10 +230,7 @@ async fn mark(
     }
     for (id, error) in failed {
         diesel::update(table::table.find(id))
-            .set((
-                table::attempts.eq(table::attempts + 1),
-                table::last_error.eq(error),
-            ))
+            .set((table::attempts.eq(table::attempts + 1), table::last_error.eq(error)))
             .execute(conn)
             .await?;
     }
@@ -300,10 +253,7 @@ async fn listen(
     while !cancel.is_cancelled() {
         match crate::db::dedicated_connection(&cfg, schema).await {
             Ok(mut conn) => {
-                if let Err(e) = diesel::sql_query(format!("LISTEN {channel}"))
-                    .execute(&mut conn)
-                    .await
-                {
+                if let Err(e) = diesel::sql_query(format!("LISTEN {channel}")).execute(&mut conn).await {
                     tracing::debug!(error = %e, "LISTEN failed");
                 } else {
                     // Rows committed while nobody listened are found by the next pass.

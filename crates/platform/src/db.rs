@@ -53,28 +53,18 @@ impl From<DieselError> for DbError {
         match e {
             DieselError::NotFound => Self::NotFound,
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                Self::UniqueViolation {
-                    constraint: info.constraint_name().unwrap_or_default().to_owned(),
-                }
+                Self::UniqueViolation { constraint: info.constraint_name().unwrap_or_default().to_owned() }
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
-                Self::ForeignKeyViolation
-            }
-            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
-                Self::SerializationFailure
-            }
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => Self::ForeignKeyViolation,
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => Self::SerializationFailure,
             // diesel has no kind for deadlocks (40P01); Postgres' message is stable.
-            DieselError::DatabaseError(_, ref info)
-                if info.message().contains("deadlock detected") =>
-            {
+            DieselError::DatabaseError(_, ref info) if info.message().contains("deadlock detected") => {
                 Self::SerializationFailure
             }
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 Self::Unavailable(info.message().to_owned())
             }
-            DieselError::BrokenTransactionManager => {
-                Self::Unavailable("broken transaction".to_owned())
-            }
+            DieselError::BrokenTransactionManager => Self::Unavailable("broken transaction".to_owned()),
             other => Self::Other(other),
         }
     }
@@ -97,9 +87,7 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database")
-            .field("schema", &self.schema)
-            .finish_non_exhaustive()
+        f.debug_struct("Database").field("schema", &self.schema).finish_non_exhaustive()
     }
 }
 
@@ -109,18 +97,9 @@ impl Database {
     /// # Errors
     /// When the pool cannot be built.
     pub fn new(cfg: &DatabaseConfig, schema: &'static str) -> anyhow::Result<Self> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_for_schema(
-            cfg.url.expose(),
-            schema,
-        ));
-        let pool = Pool::builder(manager)
-            .max_size(cfg.max_connections)
-            .build()?;
-        Ok(Self {
-            pool,
-            schema,
-            acquire_timeout: Duration::from_secs(cfg.acquire_timeout_secs),
-        })
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_for_schema(cfg.url.expose(), schema));
+        let pool = Pool::builder(manager).max_size(cfg.max_connections).build()?;
+        Ok(Self { pool, schema, acquire_timeout: Duration::from_secs(cfg.acquire_timeout_secs) })
     }
 
     /// The pool.
@@ -143,9 +122,7 @@ impl Database {
         match tokio::time::timeout(self.acquire_timeout, self.pool.get()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(DbError::Unavailable(e.to_string())),
-            Err(_) => Err(DbError::Unavailable(
-                "timed out waiting for a connection".to_owned(),
-            )),
+            Err(_) => Err(DbError::Unavailable("timed out waiting for a connection".to_owned())),
         }
     }
 
@@ -157,9 +134,7 @@ impl Database {
     /// The last error.
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: for<'c> Fn(&'c mut AsyncPgConnection) -> futures::future::BoxFuture<'c, Result<T, E>>
-            + Send
-            + Sync,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> futures::future::BoxFuture<'c, Result<T, E>> + Send + Sync,
         T: Send,
         E: From<DbError> + From<DieselError> + RetryableError + Send,
     {
@@ -202,11 +177,8 @@ impl RetryableError for DieselError {
 
 impl RetryableError for anyhow::Error {
     fn is_retryable(&self) -> bool {
-        self.downcast_ref::<DbError>()
-            .is_some_and(RetryableError::is_retryable)
-            || self
-                .downcast_ref::<DieselError>()
-                .is_some_and(RetryableError::is_retryable)
+        self.downcast_ref::<DbError>().is_some_and(RetryableError::is_retryable)
+            || self.downcast_ref::<DieselError>().is_some_and(RetryableError::is_retryable)
     }
 }
 
@@ -214,10 +186,7 @@ impl RetryableError for anyhow::Error {
 /// this function as each service gains tables in `migrations/<service>`).
 #[must_use]
 pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migrations {
-    Migrations {
-        schema: service.name(),
-        own: None,
-    }
+    Migrations { schema: service.name(), own: None }
 }
 
 /// The outbox and inbox tables every service has.
@@ -234,16 +203,12 @@ pub struct Migrations {
 
 impl std::fmt::Debug for Migrations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Migrations")
-            .field("schema", &self.schema)
-            .finish_non_exhaustive()
+        f.debug_struct("Migrations").field("schema", &self.schema).finish_non_exhaustive()
     }
 }
 
 impl MigrationSource<diesel::pg::Pg> for Migrations {
-    fn migrations(
-        &self,
-    ) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<diesel::pg::Pg>>>> {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<diesel::pg::Pg>>>> {
         let mut all = MigrationSource::migrations(&PLATFORM_MIGRATIONS)?;
         if let Some(own) = self.own {
             all.extend(MigrationSource::migrations(own)?);
@@ -255,25 +220,30 @@ impl MigrationSource<diesel::pg::Pg> for Migrations {
 use diesel::migration::MigrationSource;
 
 impl Migrations {
-    /// Creates the schema if needed and applies every pending migration. Returns the versions
-    /// applied.
+    /// Creates the schema if needed and applies every pending migration, under an advisory lock
+    /// so concurrent runs take turns. Returns the versions applied.
     ///
     /// # Errors
     /// When Postgres cannot be reached or a migration fails (that migration is rolled back).
     pub async fn run(self, url: &str) -> anyhow::Result<Vec<String>> {
-        let mut conn = AsyncPgConnection::establish(url).await?;
-        diesel::sql_query(format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema))
-            .execute(&mut conn)
-            .await?;
-        drop(conn);
         let url = url_for_schema(url, self.schema);
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
             use diesel::Connection;
             let mut c = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
-            let applied = c
-                .run_pending_migrations(self)
-                .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-            Ok(applied.iter().map(ToString::to_string).collect())
+            // Replicas starting together (Kubernetes init containers) take turns; the second
+            // finds nothing pending.
+            let lock = format!("hashtext('hopsbridge_migrate_{}')", self.schema);
+            diesel::RunQueryDsl::execute(diesel::sql_query(format!("SELECT pg_advisory_lock({lock})")), &mut c)?;
+            let result = diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema)),
+                &mut c,
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|_| c.run_pending_migrations(self).map_err(|e| anyhow::anyhow!("migration failed: {e}")))
+            .map(|applied| applied.iter().map(ToString::to_string).collect());
+            let _ =
+                diesel::RunQueryDsl::execute(diesel::sql_query(format!("SELECT pg_advisory_unlock({lock})")), &mut c);
+            result
         })
         .await?
     }
@@ -288,9 +258,7 @@ impl Migrations {
         tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
             use diesel::Connection;
             let mut c = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
-            let reverted = c
-                .revert_all_migrations(self)
-                .map_err(|e| anyhow::anyhow!("revert failed: {e}"))?;
+            let reverted = c.revert_all_migrations(self).map_err(|e| anyhow::anyhow!("revert failed: {e}"))?;
             Ok(reverted.len())
         })
         .await?
@@ -302,10 +270,7 @@ impl Migrations {
 ///
 /// # Errors
 /// When the connection cannot be opened.
-pub async fn dedicated_connection(
-    cfg: &DatabaseConfig,
-    schema: &str,
-) -> Result<AsyncPgConnection, DbError> {
+pub async fn dedicated_connection(cfg: &DatabaseConfig, schema: &str) -> Result<AsyncPgConnection, DbError> {
     AsyncPgConnection::establish(&url_for_schema(cfg.url.expose(), schema))
         .await
         .map_err(|e| DbError::Unavailable(e.to_string()))
@@ -323,11 +288,7 @@ impl crate::http::ReadinessCheck for PostgresCheck {
     fn check(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let mut conn = self.0.conn().await.map_err(|_| "unreachable".to_owned())?;
-            diesel::sql_query("SELECT 1")
-                .execute(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(|_| "query failed".to_owned())
+            diesel::sql_query("SELECT 1").execute(&mut conn).await.map(|_| ()).map_err(|_| "query failed".to_owned())
         })
     }
 }

@@ -14,32 +14,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 async fn every_migration_applies_reverts_and_applies_again() {
     hopsbridge_testkit::init();
     let admin = hopsbridge_testkit::admin_database_url();
-    let name = format!(
-        "t_{}_{}",
-        hopsbridge_testkit::unix_now(),
-        hopsbridge_testkit::random_suffix()
-    );
+    let name = format!("t_{}_{}", hopsbridge_testkit::unix_now(), hopsbridge_testkit::random_suffix());
     let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     for service in Service::WITH_DATA {
         let m = migrations_for(service);
         let applied = m.run(&url).await.unwrap();
         assert!(!applied.is_empty(), "{service}");
-        assert!(
-            m.run(&url).await.unwrap().is_empty(),
-            "a second run applies nothing"
-        );
+        assert!(m.run(&url).await.unwrap().is_empty(), "a second run applies nothing");
         assert_eq!(m.revert_all(&url).await.unwrap(), applied.len());
         assert_eq!(m.run(&url).await.unwrap(), applied);
     }
-    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,15 +34,9 @@ async fn each_service_sees_only_its_own_schema() {
     let db = TestDb::new().await;
     let billing = Database::new(&db.config(), "billing").unwrap();
     let mut conn = billing.conn().await.unwrap();
-    diesel::sql_query("CREATE TABLE customers (id int PRIMARY KEY)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    diesel::sql_query("CREATE TABLE customers (id int PRIMARY KEY)").execute(&mut conn).await.unwrap();
     let mut identity = db.connect("identity").await;
-    let err = diesel::sql_query("SELECT * FROM customers")
-        .execute(&mut identity)
-        .await
-        .unwrap_err();
+    let err = diesel::sql_query("SELECT * FROM customers").execute(&mut identity).await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
 
@@ -64,32 +45,16 @@ async fn database_errors_are_classified() {
     let db = TestDb::new().await;
     let database = Database::new(&db.config(), "billing").unwrap();
     let mut conn = database.conn().await.unwrap();
-    diesel::sql_query(
-        "CREATE TABLE accounts (id int PRIMARY KEY, owner int REFERENCES accounts(id))",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    diesel::sql_query("INSERT INTO accounts VALUES (1, NULL)")
+    diesel::sql_query("CREATE TABLE accounts (id int PRIMARY KEY, owner int REFERENCES accounts(id))")
         .execute(&mut conn)
         .await
         .unwrap();
-    let dup = diesel::sql_query("INSERT INTO accounts VALUES (1, NULL)")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(DbError::from(dup), DbError::UniqueViolation { constraint } if constraint == "accounts_pkey")
-    );
-    let fk = diesel::sql_query("INSERT INTO accounts VALUES (2, 99)")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
+    diesel::sql_query("INSERT INTO accounts VALUES (1, NULL)").execute(&mut conn).await.unwrap();
+    let dup = diesel::sql_query("INSERT INTO accounts VALUES (1, NULL)").execute(&mut conn).await.unwrap_err();
+    assert!(matches!(DbError::from(dup), DbError::UniqueViolation { constraint } if constraint == "accounts_pkey"));
+    let fk = diesel::sql_query("INSERT INTO accounts VALUES (2, 99)").execute(&mut conn).await.unwrap_err();
     assert!(matches!(DbError::from(fk), DbError::ForeignKeyViolation));
-    assert!(matches!(
-        DbError::from(diesel::result::Error::NotFound),
-        DbError::NotFound
-    ));
+    assert!(matches!(DbError::from(diesel::result::Error::NotFound), DbError::NotFound));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,75 +62,63 @@ async fn a_serialization_failure_is_retried_until_the_transaction_commits() {
     let db = TestDb::new().await;
     let database = Database::new(&db.config(), "billing").unwrap();
     let mut conn = database.conn().await.unwrap();
-    diesel::sql_query("CREATE TABLE totals (n int NOT NULL)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    diesel::sql_query("CREATE TABLE totals (n int NOT NULL)").execute(&mut conn).await.unwrap();
     drop(conn);
 
     // Two transactions each read the sum and insert sum + 1. Under SERIALIZABLE, with both
     // reading before either writes, one of them must fail with 40001 and run again.
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let attempts = Arc::new(AtomicUsize::new(0));
-    let run = |database: Database,
-               barrier: Arc<tokio::sync::Barrier>,
-               attempts: Arc<AtomicUsize>| async move {
+    let run = |database: Database, barrier: Arc<tokio::sync::Barrier>, attempts: Arc<AtomicUsize>| async move {
         database
             .transaction(|c| {
                 let barrier = Arc::clone(&barrier);
                 let attempts = Arc::clone(&attempts);
                 Box::pin(async move {
                     let first = attempts.fetch_add(1, Ordering::SeqCst) < 2;
-                    diesel::sql_query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-                        .execute(c)
-                        .await?;
-                    diesel::sql_query("SELECT coalesce(sum(n), 0)::int AS n FROM totals")
-                        .execute(c)
-                        .await?;
+                    diesel::sql_query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").execute(c).await?;
+                    diesel::sql_query("SELECT coalesce(sum(n), 0)::int AS n FROM totals").execute(c).await?;
                     if first {
                         barrier.wait().await;
                     }
-                    diesel::sql_query(
-                        "INSERT INTO totals SELECT coalesce(sum(n), 0) + 1 FROM totals",
-                    )
-                    .execute(c)
-                    .await?;
+                    diesel::sql_query("INSERT INTO totals SELECT coalesce(sum(n), 0) + 1 FROM totals")
+                        .execute(c)
+                        .await?;
                     Ok::<(), DbError>(())
                 })
             })
             .await
     };
     let (a, b) = tokio::join!(
-        run(
-            database.clone(),
-            Arc::clone(&barrier),
-            Arc::clone(&attempts)
-        ),
-        run(
-            database.clone(),
-            Arc::clone(&barrier),
-            Arc::clone(&attempts)
-        )
+        run(database.clone(), Arc::clone(&barrier), Arc::clone(&attempts)),
+        run(database.clone(), Arc::clone(&barrier), Arc::clone(&attempts))
     );
     a.unwrap();
     b.unwrap();
-    assert!(
-        AtomicUsize::load(&attempts, Ordering::SeqCst) >= 3,
-        "one transaction ran again"
-    );
+    assert!(AtomicUsize::load(&attempts, Ordering::SeqCst) >= 3, "one transaction ran again");
     let mut conn = database.conn().await.unwrap();
     #[derive(diesel::QueryableByName)]
     struct Sum {
         #[diesel(sql_type = diesel::sql_types::Integer)]
         n: i32,
     }
-    let sum: Sum = diesel::sql_query("SELECT sum(n)::int AS n FROM totals")
-        .get_result(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(
-        sum.n,
-        1 + 2,
-        "the retried transaction saw the first one's row"
-    );
+    let sum: Sum = diesel::sql_query("SELECT sum(n)::int AS n FROM totals").get_result(&mut conn).await.unwrap();
+    assert_eq!(sum.n, 1 + 2, "the retried transaction saw the first one's row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_at_once_take_turns() {
+    hopsbridge_testkit::init();
+    let admin = hopsbridge_testkit::admin_database_url();
+    let name = format!("t_{}_{}", hopsbridge_testkit::unix_now(), hopsbridge_testkit::random_suffix());
+    let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let m = migrations_for(Service::Billing);
+    let (a, b, c) = tokio::join!(m.run(&url), m.run(&url), m.run(&url));
+    let mut applied: Vec<usize> = [a, b, c].into_iter().map(|r| r.unwrap().len()).collect();
+    applied.sort_unstable();
+    assert_eq!(applied[..2], [0, 0], "only one of them applied anything");
+    assert!(applied[2] > 0);
+    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
 }

@@ -104,9 +104,7 @@ pub struct ConsumerHooks {
 
 impl std::fmt::Debug for ConsumerHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsumerHooks")
-            .field("after_commit", &self.after_commit.is_some())
-            .finish()
+        f.debug_struct("ConsumerHooks").field("after_commit", &self.after_commit.is_some()).finish()
     }
 }
 
@@ -123,9 +121,7 @@ pub struct Consumer<E, H> {
 
 impl<E, H> std::fmt::Debug for Consumer<E, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Consumer").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -140,13 +136,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
     /// A consumer named `name` (the durable name and the inbox key; unique per service and
     /// event type, e.g. `billing-user_created`).
     #[must_use]
-    pub fn new(
-        name: impl Into<String>,
-        db: Database,
-        bus: EventBus,
-        cfg: EventsConfig,
-        handler: H,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, db: Database, bus: EventBus, cfg: EventsConfig, handler: H) -> Self {
         Self {
             name: name.into(),
             db,
@@ -173,12 +163,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
             deliver_policy: DeliverPolicy::All,
             ack_wait: Duration::from_secs(self.cfg.ack_wait_secs),
             max_deliver: self.cfg.max_deliver,
-            backoff: self
-                .cfg
-                .backoff_secs
-                .iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect(),
+            backoff: self.cfg.backoff_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
             max_ack_pending: 10_000,
             ..Default::default()
         }
@@ -205,14 +190,8 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
     }
 
     async fn consume(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
-        let stream = self
-            .bus
-            .jetstream()
-            .get_stream(self.bus.subjects().stream(E::PRODUCER))
-            .await?;
-        let consumer = stream
-            .get_or_create_consumer(&self.name, self.consumer_config())
-            .await?;
+        let stream = self.bus.jetstream().get_stream(self.bus.subjects().stream(E::PRODUCER)).await?;
+        let consumer = stream.get_or_create_consumer(&self.name, self.consumer_config()).await?;
         let batch = self.cfg.consumer_batch_size;
         let messages = consumer
             .stream()
@@ -259,32 +238,17 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                         env.schema_version
                     ));
                 }
-                let id: EventId = env
-                    .event_id
-                    .parse()
-                    .map_err(|e| format!("bad event id: {e}"))?;
-                let payload = E::decode(env.payload.as_slice())
-                    .map_err(|e| format!("undecodable payload: {e}"))?;
+                let id: EventId = env.event_id.parse().map_err(|e| format!("bad event id: {e}"))?;
+                let payload = E::decode(env.payload.as_slice()).map_err(|e| format!("undecodable payload: {e}"))?;
                 let causation = env.causation_id.parse().ok();
                 let occurred_at =
-                    chrono::DateTime::from_timestamp_micros(env.occurred_at_unix_micros)
-                        .unwrap_or_default();
+                    chrono::DateTime::from_timestamp_micros(env.occurred_at_unix_micros).unwrap_or_default();
                 Ok((
-                    ReceivedEvent {
-                        id,
-                        causation,
-                        occurred_at,
-                        delivered,
-                        payload,
-                    },
+                    ReceivedEvent { id, causation, occurred_at, delivered, payload },
                     env.trace_context.into_iter().collect(),
                 ))
             });
-        Delivery {
-            message,
-            delivered,
-            decoded,
-        }
+        Delivery { message, delivered, decoded }
     }
 
     async fn process(&self, deliveries: Vec<Delivery<E>>, cancel: &CancellationToken) {
@@ -330,18 +294,11 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                 Ok(()) => self.ack(d).await,
                 Err(HandlerError::Reject(reason)) => self.dead_letter(d, &reason).await,
                 Err(HandlerError::Retry(e)) if d.delivered >= self.cfg.max_deliver - 1 => {
-                    self.dead_letter(
-                        d,
-                        &format!("gave up after {} deliveries: {e:#}", d.delivered),
-                    )
-                    .await;
+                    self.dead_letter(d, &format!("gave up after {} deliveries: {e:#}", d.delivered)).await;
                 }
                 Err(HandlerError::Retry(e)) => {
                     tracing::warn!(consumer = %self.name, error = format!("{e:#}"), delivered = d.delivered, "handler failed; will retry");
-                    let _ = d
-                        .message
-                        .ack_with(AckKind::Nak(Some(self.backoff(d.delivered))))
-                        .await;
+                    let _ = d.message.ack_with(AckKind::Nak(Some(self.backoff(d.delivered)))).await;
                 }
             }
         }
@@ -349,9 +306,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
 
     fn backoff(&self, delivered: i64) -> Duration {
         let steps = &self.cfg.backoff_secs;
-        let i = usize::try_from(delivered.saturating_sub(1))
-            .unwrap_or(0)
-            .min(steps.len().saturating_sub(1));
+        let i = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0).min(steps.len().saturating_sub(1));
         Duration::from_secs(steps.get(i).copied().unwrap_or(1))
     }
 
@@ -359,13 +314,8 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         let mut conn = self.db.conn().await.map_err(BatchFailure::Database)?;
         let committed = conn
             .transaction(async |c| -> Result<Vec<EventId>, BatchFailure> {
-                let mut claimed = claim(
-                    c,
-                    &self.name,
-                    E::TYPE,
-                    batch.iter().filter_map(|d| d.event().map(|e| e.id)),
-                )
-                .await?;
+                let mut claimed =
+                    claim(c, &self.name, E::TYPE, batch.iter().filter_map(|d| d.event().map(|e| e.id))).await?;
                 let mut done = Vec::with_capacity(claimed.len());
                 for d in batch {
                     let Some(event) = d.event() else { continue };
@@ -373,9 +323,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                     if !claimed.remove(&event.id) {
                         continue;
                     }
-                    self.call_handler(c, d)
-                        .await
-                        .map_err(|_| BatchFailure::Handler)?;
+                    self.call_handler(c, d).await.map_err(|_| BatchFailure::Handler)?;
                     done.push(event.id);
                 }
                 Ok(done)
@@ -406,11 +354,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         Ok(())
     }
 
-    async fn call_handler(
-        &self,
-        conn: &mut AsyncPgConnection,
-        d: &Delivery<E>,
-    ) -> Result<(), HandlerError> {
+    async fn call_handler(&self, conn: &mut AsyncPgConnection, d: &Delivery<E>) -> Result<(), HandlerError> {
         let Ok((event, trace_context)) = &d.decoded else {
             return Ok(());
         };
@@ -443,14 +387,8 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
     async fn dead_letter(&self, d: &Delivery<E>, reason: &str) {
         let subjects = self.bus.subjects();
         let mut h = d.message.headers.clone().unwrap_or_default();
-        let event_id = h
-            .get(headers::MSG_ID)
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
-        h.insert(
-            headers::MSG_ID,
-            format!("{event_id}:{}", self.name).as_str(),
-        );
+        let event_id = h.get(headers::MSG_ID).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        h.insert(headers::MSG_ID, format!("{event_id}:{}", self.name).as_str());
         h.insert(headers::DEAD_LETTER_REASON, reason);
         h.insert(headers::ORIGINAL_SUBJECT, d.message.subject.as_str());
         h.insert(headers::CONSUMER, self.name.as_str());
@@ -458,11 +396,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         let published = async {
             self.bus
                 .jetstream()
-                .publish_with_headers(
-                    subjects.dead_letter(&self.name),
-                    h,
-                    d.message.payload.clone(),
-                )
+                .publish_with_headers(subjects.dead_letter(&self.name), h, d.message.payload.clone())
                 .await?
                 .await?;
             Ok::<(), anyhow::Error>(())
@@ -475,10 +409,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
             }
             Err(e) => {
                 tracing::error!(consumer = %self.name, error = %e, "dead letter could not be published; will retry");
-                let _ = d
-                    .message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                    .await;
+                let _ = d.message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
             }
         }
     }
@@ -509,13 +440,7 @@ async fn claim(
     ids: impl Iterator<Item = EventId>,
 ) -> Result<HashSet<EventId>, diesel::result::Error> {
     let rows: Vec<_> = ids
-        .map(|id| {
-            (
-                inbox::consumer.eq(consumer),
-                inbox::event_id.eq(id.as_uuid()),
-                inbox::event_type.eq(event_type),
-            )
-        })
+        .map(|id| (inbox::consumer.eq(consumer), inbox::event_id.eq(id.as_uuid()), inbox::event_type.eq(event_type)))
         .collect();
     if rows.is_empty() {
         return Ok(HashSet::new());
@@ -537,9 +462,5 @@ async fn claim(
 pub async fn prune_inbox(db: &Database, retention: Duration) -> Result<usize, DbError> {
     let mut conn = db.conn().await?;
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-    Ok(
-        diesel::delete(inbox::table.filter(inbox::processed_at.lt(cutoff)))
-            .execute(&mut conn)
-            .await?,
-    )
+    Ok(diesel::delete(inbox::table.filter(inbox::processed_at.lt(cutoff))).execute(&mut conn).await?)
 }

@@ -20,7 +20,7 @@ pub mod relay;
 
 pub use bus::{EventBus, NatsCheck};
 pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, ReceivedEvent};
-pub use outbox::enqueue;
+pub use outbox::{enqueue, enqueue_all};
 pub use relay::{Relay, RelayHooks};
 
 use futures::future::BoxFuture;
@@ -28,8 +28,7 @@ use std::sync::Arc;
 
 /// A test seam: an async callback run at a named point of the relay or a consumer, so a test
 /// can stop the task exactly there (as if the process were killed) or observe timings.
-pub type Hook =
-    Arc<dyn Fn(Vec<hopsbridge_domain::EventId>) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type Hook = Arc<dyn Fn(Vec<hopsbridge_domain::EventId>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// NATS header names Hopsbridge sets on every event.
 pub mod headers {

@@ -37,39 +37,65 @@ pub fn channel(producer: hopsbridge_contracts::Service) -> String {
 ///
 /// # Errors
 /// A [`DbError`] from the insert.
-#[tracing::instrument(skip_all, err, fields(event_type = E::TYPE))]
 pub async fn enqueue<E: Event>(
     conn: &mut AsyncPgConnection,
     event: &E,
     causation: Option<EventId>,
 ) -> Result<EventId, DbError> {
-    let id = EventId::new();
+    let ids = enqueue_all(conn, std::slice::from_ref(event), causation).await?;
+    ids.into_iter().next().ok_or(DbError::NotFound)
+}
+
+/// Writes several events of one type to the outbox in one statement (a metering window's
+/// samples, say), with the same guarantees as [`enqueue`]. Returns their ids in order.
+///
+/// # Errors
+/// A [`DbError`] from the insert.
+#[tracing::instrument(skip_all, err, fields(event_type = E::TYPE, count = events.len()))]
+pub async fn enqueue_all<E: Event>(
+    conn: &mut AsyncPgConnection,
+    events: &[E],
+    causation: Option<EventId>,
+) -> Result<Vec<EventId>, DbError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let trace_context = telemetry::trace_context_of(&tracing::Span::current());
-    let envelope = Envelope {
-        event_id: id.to_string(),
-        event_type: E::TYPE.to_owned(),
-        schema_version: E::VERSION,
-        occurred_at_unix_micros: chrono::Utc::now().timestamp_micros(),
-        causation_id: causation.map(|c| c.to_string()).unwrap_or_default(),
-        producer: E::PRODUCER.name().to_owned(),
-        trace_context: trace_context.clone().into_iter().collect(),
-        payload: event.encode_to_vec(),
-    };
-    diesel::insert_into(outbox::table)
-        .values((
-            outbox::id.eq(id.as_uuid()),
-            outbox::subject.eq(E::subject_suffix()),
-            outbox::event_type.eq(E::TYPE),
-            outbox::schema_version.eq(i32::try_from(E::VERSION).unwrap_or(i32::MAX)),
-            outbox::envelope.eq(envelope.encode_to_vec()),
-            outbox::trace_context.eq(serde_json::to_value(&trace_context).unwrap_or_default()),
-        ))
-        .execute(conn)
-        .await?;
-    // Delivered at commit, and only if the transaction commits; wakes the relay at once.
+    let trace_json = serde_json::to_value(&trace_context).unwrap_or_default();
+    let occurred_at = chrono::Utc::now().timestamp_micros();
+    let subject = E::subject_suffix();
+    let version = i32::try_from(E::VERSION).unwrap_or(i32::MAX);
+    let mut ids = Vec::with_capacity(events.len());
+    let rows: Vec<_> = events
+        .iter()
+        .map(|event| {
+            let id = EventId::new();
+            ids.push(id);
+            let envelope = Envelope {
+                event_id: id.to_string(),
+                event_type: E::TYPE.to_owned(),
+                schema_version: E::VERSION,
+                occurred_at_unix_micros: occurred_at,
+                causation_id: causation.map(|c| c.to_string()).unwrap_or_default(),
+                producer: E::PRODUCER.name().to_owned(),
+                trace_context: trace_context.clone().into_iter().collect(),
+                payload: event.encode_to_vec(),
+            };
+            (
+                outbox::id.eq(id.as_uuid()),
+                outbox::subject.eq(subject.clone()),
+                outbox::event_type.eq(E::TYPE),
+                outbox::schema_version.eq(version),
+                outbox::envelope.eq(envelope.encode_to_vec()),
+                outbox::trace_context.eq(trace_json.clone()),
+            )
+        })
+        .collect();
+    diesel::insert_into(outbox::table).values(rows).execute(conn).await?;
+    // Postgres delivers this at commit, and only if the transaction commits; it wakes the relay.
     diesel::sql_query("SELECT pg_notify($1, '')")
         .bind::<diesel::sql_types::Text, _>(channel(E::PRODUCER))
         .execute(conn)
         .await?;
-    Ok(id)
+    Ok(ids)
 }

@@ -1,0 +1,50 @@
+# Hopsbridge tasks; `just` lists them. Each recipe wraps a plain command or script, so nothing
+# here needs just to work.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
+
+# Lists the recipes.
+default:
+    @just --list
+
+# Runs the whole platform locally (Postgres, NATS and the six services); `just dev --release`.
+dev *ARGS:
+    ./scripts/dev.sh "$@"
+
+# Runs the whole test suite; extra arguments go to cargo test.
+test *ARGS:
+    ./scripts/test.sh "$@"
+
+# Checks formatting and runs clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Formats the code.
+fmt:
+    cargo fmt --all
+
+# Runs one benchmark against the local Postgres and NATS: `just bench outbox`.
+bench TARGET:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "$1" in
+        outbox) package=hopsbridge-platform ;;
+        *)
+            echo "unknown benchmark '$1'; valid benchmarks: outbox" >&2
+            exit 2
+            ;;
+    esac
+    source scripts/lib/services.sh
+    ensure_postgres
+    ensure_nats
+    exec cargo bench -p "${package}" --bench "$1"
+
+# Runs the CI script as CI does.
+ci:
+    bash .ci/run
+
+# Validates docker-compose.yml.
+compose-check:
+    docker-compose -f docker-compose.yml config -q

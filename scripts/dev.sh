@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+#
+# Runs the whole Hopsbridge platform on this machine.
+#
+#   ./scripts/dev.sh [--release]
+#
+# Makes sure PostgreSQL and NATS (JetStream) run locally (installing them with apt-get when
+# missing), creates the database `hopsbridge`, builds the six binaries, starts them with
+# migrations applied at start and text logs in .local/logs/<service>.log, waits until each
+# answers GET /readyz, prints the URLs, and then runs until Ctrl-C or SIGTERM, which stops
+# every service gracefully.
+#
+# The script sets each service's HTTP address, database URL, NATS URL and log format through
+# HOPSBRIDGE_<SERVICE>__<SECTION>__<KEY> variables; any other such variable in the calling
+# environment (for example HOPSBRIDGE_BILLING__TELEMETRY__OTLP_ENDPOINT) is passed on.
+#
+# Environment:
+#   HOPSBRIDGE_DEV_READY_TIMEOUT  seconds each service gets to become ready (default 90)
+
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "${root}"
+# shellcheck source=scripts/lib/services.sh
+source "${root}/scripts/lib/services.sh"
+
+if ((BASH_VERSINFO[0] < 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] < 1))); then
+    hb_die "bash 5.1 or newer is needed (this is ${BASH_VERSION})"
+fi
+
+usage() {
+    printf 'usage: %s [--release]\n' "$0"
+}
+
+profile=debug
+cargo_flags=()
+case "${1:-}" in
+"") ;;
+--release)
+    profile=release
+    cargo_flags=(--release)
+    ;;
+-h | --help)
+    usage
+    exit 0
+    ;;
+*)
+    usage >&2
+    exit 2
+    ;;
+esac
+
+DATABASE=hopsbridge
+DATABASE_URL="postgres://postgres@${HB_PG_HOST}:${HB_PG_PORT}/${DATABASE}"
+NATS_URL="nats://${HB_NATS_HOST}:${HB_NATS_PORT}"
+HOST=127.0.0.1
+READY_TIMEOUT=${HOPSBRIDGE_DEV_READY_TIMEOUT:-90}
+# Each service gets shutdown.timeout_secs (20 by default) to finish; this is the outer bound.
+STOP_TIMEOUT=30
+LOG_DIR="${root}/.local/logs"
+TARGET_DIR=${CARGO_TARGET_DIR:-${root}/target}
+BIN_DIR="${TARGET_DIR}/${profile}"
+
+# Start order; they stop in the reverse order, the gateway first.
+DATA_SERVICES=(identity team provisioning metering billing)
+SERVICES=("${DATA_SERVICES[@]}" gateway)
+declare -A PORT=(
+    [gateway]=8080
+    [identity]=8081
+    [team]=8082
+    [provisioning]=8083
+    [metering]=8084
+    [billing]=8085
+)
+# Process id of each running service.
+declare -A PID=()
+
+is_data_service() {
+    [[ $1 != gateway ]]
+}
+
+# Sends SIGTERM to the given services and waits for them; SIGKILL after STOP_TIMEOUT.
+stop_services() {
+    local svc pid code i
+    for svc in "$@"; do
+        pid=${PID[${svc}]:-}
+        if [[ -n ${pid} ]]; then
+            kill -TERM "${pid}" 2>/dev/null || true
+        fi
+    done
+    for svc in "$@"; do
+        pid=${PID[${svc}]:-}
+        [[ -n ${pid} ]] || continue
+        for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+            kill -0 "${pid}" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "${pid}" 2>/dev/null; then
+            hb_log "${svc} did not stop within ${STOP_TIMEOUT} s; killing it"
+            kill -KILL "${pid}" 2>/dev/null || true
+        fi
+        code=0
+        wait "${pid}" 2>/dev/null || code=$?
+        if ((code != 0)); then
+            hb_log "${svc} exited with status ${code} (log: ${LOG_DIR}/${svc}.log)"
+            STOP_STATUS=1
+        fi
+        unset "PID[${svc}]"
+    done
+}
+
+# Stops every running service: the gateway first, then the data services.
+STOP_STATUS=0
+stop_all() {
+    ((${#PID[@]} > 0)) || return 0
+    hb_log "stopping the services"
+    stop_services gateway
+    local reversed=() i
+    for ((i = ${#DATA_SERVICES[@]} - 1; i >= 0; i--)); do
+        reversed+=("${DATA_SERVICES[i]}")
+    done
+    stop_services "${reversed[@]}"
+}
+
+# shellcheck disable=SC2317 # called by the trap below
+on_signal() {
+    trap - INT TERM HUP
+    stop_all
+    hb_log "stopped"
+    exit "${STOP_STATUS}"
+}
+
+trap stop_all EXIT
+trap on_signal INT TERM HUP
+
+# Prints the last lines of a service's log, then stops everything and exits 1.
+fail_service() {
+    local svc=$1 message=$2
+    printf 'error: %s\n' "${message}" >&2
+    printf -- '--- last lines of %s ---\n' "${LOG_DIR}/${svc}.log" >&2
+    tail -n 40 "${LOG_DIR}/${svc}.log" >&2 || true
+    printf -- '---\n' >&2
+    stop_all
+    exit 1
+}
+
+start_service() {
+    local svc=$1
+    local upper=${svc^^}
+    local prefix="HOPSBRIDGE_${upper}__"
+    local -a vars=(
+        NO_COLOR=1
+        "${prefix}HTTP__HOST=${HOST}"
+        "${prefix}HTTP__PORT=${PORT[${svc}]}"
+        "${prefix}TELEMETRY__JSON_LOGS=false"
+    )
+    if is_data_service "${svc}"; then
+        vars+=(
+            "${prefix}DATABASE__URL=${DATABASE_URL}"
+            "${prefix}DATABASE__MIGRATE_ON_START=true"
+            "${prefix}NATS__URL=${NATS_URL}"
+        )
+    else
+        local upstream
+        for upstream in "${DATA_SERVICES[@]}"; do
+            vars+=("${prefix}UPSTREAMS__${upstream^^}=http://${HOST}:${PORT[${upstream}]}")
+        done
+    fi
+    # A session of its own keeps the terminal's Ctrl-C away from the service: this script
+    # catches it and stops the services in order.
+    setsid env "${vars[@]}" "${BIN_DIR}/hopsbridge-${svc}" serve >"${LOG_DIR}/${svc}.log" 2>&1 &
+    PID[${svc}]=$!
+}
+
+# Waits until the service answers 200 on /readyz.
+wait_ready() {
+    local svc=$1 pid=${PID[$1]} port=${PORT[$1]} status="" code i
+    for ((i = 0; i < READY_TIMEOUT * 4; i++)); do
+        if ! kill -0 "${pid}" 2>/dev/null; then
+            code=0
+            wait "${pid}" 2>/dev/null || code=$?
+            unset "PID[${svc}]"
+            fail_service "${svc}" "${svc} exited with status ${code} while starting"
+        fi
+        status=$(http_status "${HOST}" "${port}" /readyz)
+        [[ ${status} == 200 ]] && return 0
+        sleep 0.25
+    done
+    fail_service "${svc}" "${svc} was not ready within ${READY_TIMEOUT} s (last GET http://${HOST}:${port}/readyz: ${status:-no answer})"
+}
+
+# --- Infrastructure ---------------------------------------------------------------------------
+
+ensure_postgres
+ensure_nats
+ensure_database "${DATABASE}"
+
+for svc in "${SERVICES[@]}"; do
+    if tcp_open "${HOST}" "${PORT[${svc}]}"; then
+        hb_die "port ${PORT[${svc}]} (${svc}) is already in use; is the platform already running?"
+    fi
+done
+
+# --- Build ------------------------------------------------------------------------------------
+
+hb_log "building the services (cargo build --workspace --bins ${cargo_flags[*]})"
+cargo build --workspace --bins "${cargo_flags[@]}"
+
+mkdir -p "${LOG_DIR}"
+
+# --- Sandbox ----------------------------------------------------------------------------------
+# hopsbridge-sandbox (simulated Auth0, Stripe, Hopsworks and Kubernetes APIs) starts here,
+# before the services, once it exists; the services' settings for those external APIs then
+# point at it.
+
+# --- Services ---------------------------------------------------------------------------------
+
+for svc in "${SERVICES[@]}"; do
+    hb_log "starting ${svc} on http://${HOST}:${PORT[${svc}]}"
+    start_service "${svc}"
+done
+for svc in "${SERVICES[@]}"; do
+    wait_ready "${svc}"
+done
+
+printf '\nHopsbridge is running.\n\n'
+for svc in "${SERVICES[@]}"; do
+    printf '  %-13s http://%s:%s   log: %s\n' "${svc}" "${HOST}" "${PORT[${svc}]}" ".local/logs/${svc}.log"
+done
+printf '\n  database      %s\n' "${DATABASE_URL}"
+printf '  nats          %s\n' "${NATS_URL}"
+printf '\n  Every service answers GET /healthz and GET /readyz. Press Ctrl-C to stop.\n\n'
+
+# Runs until a signal (on_signal exits) or until a service stops by itself.
+pids=()
+for svc in "${SERVICES[@]}"; do
+    pids+=("${PID[${svc}]}")
+done
+exited=""
+code=0
+wait -n -p exited "${pids[@]}" || code=$?
+for svc in "${SERVICES[@]}"; do
+    if [[ ${PID[${svc}]:-} == "${exited}" ]]; then
+        unset "PID[${svc}]"
+        fail_service "${svc}" "${svc} stopped unexpectedly with status ${code}"
+    fi
+done
+hb_die "a service stopped unexpectedly (logs: ${LOG_DIR})"

@@ -66,11 +66,7 @@ impl Validate for GatewayConfig {
         self.http.validate(service)?;
         for (name, url) in self.upstreams.all() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::new(
-                    service,
-                    &format!("upstreams.{name}"),
-                    "must be an http(s) URL",
-                ));
+                return Err(ConfigError::new(service, &format!("upstreams.{name}"), "must be an http(s) URL"));
             }
         }
         Ok(())
@@ -115,9 +111,7 @@ impl ReadinessCheck for UpstreamCheck {
 /// # Errors
 /// When the HTTP client or the port cannot be set up.
 pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let checks: Vec<Arc<dyn ReadinessCheck>> = config
         .upstreams
         .all()
@@ -130,11 +124,5 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
             }) as Arc<dyn ReadinessCheck>
         })
         .collect();
-    Application::new(
-        SERVICE,
-        &config.http,
-        &config.shutdown,
-        checks,
-        Arc::new(|_routes| {}),
-    )
+    Application::new(SERVICE, &config.http, &config.shutdown, checks, Arc::new(|_routes| {}))
 }

@@ -6,15 +6,9 @@ const BINARY: &str = env!("CARGO_BIN_EXE_hopsbridge-gateway");
 
 /// The gateway's readiness is checked against a real identity binary behind five proxies.
 fn identity_binary() -> String {
-    let dir = std::path::Path::new(BINARY)
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = std::path::Path::new(BINARY).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let path = dir.join("hopsbridge-identity");
-    assert!(
-        path.exists(),
-        "build hopsbridge-identity first (cargo test --workspace does)"
-    );
+    assert!(path.exists(), "build hopsbridge-identity first (cargo test --workspace does)");
     path.to_string_lossy().into_owned()
 }
 

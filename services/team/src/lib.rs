@@ -13,10 +13,7 @@ use std::sync::Arc;
 pub const SERVICE: Service = Service::Team;
 
 /// Built-in configuration layers, later wins.
-pub const DEFAULTS: [&str; 2] = [
-    DATA_SERVICE_DEFAULTS,
-    include_str!("../config/default.toml"),
-];
+pub const DEFAULTS: [&str; 2] = [DATA_SERVICE_DEFAULTS, include_str!("../config/default.toml")];
 
 /// The migrations this binary applies.
 pub const MIGRATIONS: Migrations = migrations_for(SERVICE);

@@ -8,7 +8,8 @@
 # drop databases of their own), NATS with JetStream at nats://127.0.0.1:4222, and the
 # nats-server executable (some tests start, kill and restart private servers). This script
 # installs and starts whatever is missing (apt-get, as root or through sudo), then runs
-# `cargo test --workspace --locked` with the given arguments and exits with its status.
+# `cargo test --workspace --locked` with the given arguments, prints the total, and exits with
+# cargo's status.
 #
 # HOPSBRIDGE_TEST_DATABASE_URL or HOPSBRIDGE_TEST_NATS_URL point the tests at other servers;
 # when one is set, the script leaves the matching local service alone.
@@ -32,4 +33,14 @@ else
     ensure_nats
 fi
 
-exec cargo test --workspace --locked "$@"
+# Doc tests are left out (the crates' examples are in their tests); the total of every test
+# binary is printed last, since cargo's own last line belongs to whichever binary ran last.
+log=$(mktemp)
+trap 'rm -f "${log}"' EXIT
+set +e
+cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "${log}"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "${log}"
+exit "${status}"

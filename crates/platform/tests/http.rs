@@ -34,6 +34,10 @@ async fn echo(body: web::Json<serde_json::Value>) -> HttpResponse {
     HttpResponse::Ok().json(body.into_inner())
 }
 
+async fn trace() -> HttpResponse {
+    HttpResponse::Ok().body(hopsbridge_platform::telemetry::trace_id_of(&tracing::Span::current()).unwrap_or_default())
+}
+
 async fn slow() -> HttpResponse {
     tokio::time::sleep(Duration::from_millis(800)).await;
     HttpResponse::Ok().body("finished")
@@ -59,7 +63,8 @@ async fn start() -> Server {
         Arc::new(|c: &mut web::ServiceConfig| {
             c.route("/boom", web::get().to(boom))
                 .route("/echo", web::post().to(echo))
-                .route("/slow", web::get().to(slow));
+                .route("/slow", web::get().to(slow))
+                .route("/trace", web::get().to(trace));
         }),
     )
     .unwrap();
@@ -155,4 +160,17 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
     assert_eq!(in_flight.await.unwrap(), "finished");
     s.done.await.unwrap().unwrap();
     assert!(client().get(format!("{}/healthz", s.base)).send().await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_continues_the_callers_trace() {
+    let s = start().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = client()
+        .get(format!("{}/trace", s.base))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), trace_id);
 }

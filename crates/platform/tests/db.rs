@@ -10,14 +10,21 @@ use hopsbridge_testkit::TestDb;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_migration_applies_reverts_and_applies_again() {
+/// A database with nothing in it (not cloned from the migrated template): its URL, an admin
+/// connection and its name, for dropping.
+async fn empty_database() -> (String, AsyncPgConnection, String) {
     hopsbridge_testkit::init();
     let admin = hopsbridge_testkit::admin_database_url();
     let name = format!("t_{}_{}", hopsbridge_testkit::unix_now(), hopsbridge_testkit::random_suffix());
     let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
     diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    (url, conn, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_migration_applies_reverts_and_applies_again() {
+    let (url, mut conn, name) = empty_database().await;
     for service in Service::WITH_DATA {
         let m = migrations_for(service);
         let applied = m.run(&url).await.unwrap();
@@ -108,12 +115,7 @@ async fn a_serialization_failure_is_retried_until_the_transaction_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_migrating_at_once_take_turns() {
-    hopsbridge_testkit::init();
-    let admin = hopsbridge_testkit::admin_database_url();
-    let name = format!("t_{}_{}", hopsbridge_testkit::unix_now(), hopsbridge_testkit::random_suffix());
-    let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let (url, mut conn, name) = empty_database().await;
     let m = migrations_for(Service::Billing);
     let (a, b, c) = tokio::join!(m.run(&url), m.run(&url), m.run(&url));
     let mut applied: Vec<usize> = [a, b, c].into_iter().map(|r| r.unwrap().len()).collect();

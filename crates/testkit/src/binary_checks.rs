@@ -169,3 +169,22 @@ pub fn gateway_bad_configuration(binary: &str) {
         "{output}"
     );
 }
+
+/// The tests every data service binary gets, for `tests/binary.rs` of its crate:
+/// `hopsbridge_testkit::data_service_binary_tests!(Service::Billing, "hopsbridge-billing");`
+#[macro_export]
+macro_rules! data_service_binary_tests {
+    ($service:expr, $binary:literal) => {
+        const BINARY: &str = env!(concat!("CARGO_BIN_EXE_", $binary));
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn serves_health_reports_each_unreachable_dependency_and_exits_zero_on_sigterm() {
+            $crate::binary_checks::data_service_lifecycle(BINARY, $service).await;
+        }
+
+        #[test]
+        fn refuses_bad_configuration_naming_the_key() {
+            $crate::binary_checks::data_service_bad_configuration(BINARY, $service);
+        }
+    };
+}

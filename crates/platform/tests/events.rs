@@ -15,7 +15,7 @@ use hopsbridge_platform::events::{
     Consumer, ConsumerHooks, EventBus, Handler, HandlerError, Hook, ReceivedEvent, Relay, RelayHooks, enqueue, headers,
 };
 use hopsbridge_platform::telemetry;
-use hopsbridge_testkit::{NatsServer, TestBus, TestDb, eventually};
+use hopsbridge_testkit::{NatsServer, TcpProxy, TestBus, TestDb, eventually};
 use prost::Message as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -541,4 +541,35 @@ async fn a_consumer_told_to_stop_finishes_and_acks_the_batch_in_hand() {
     // The next run handles the rest, and only the rest.
     let (_c, _t) = run(world.consumer(Record::default()));
     world.assert_effects_settle_at(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_while_consuming_holds_the_messages_and_loses_nothing() {
+    let world = World::new().await;
+    let admin = hopsbridge_testkit::admin_database_url();
+    let server = admin.split_once('@').unwrap().1.split('/').next().unwrap().to_owned();
+    let proxy = TcpProxy::start(&server).await;
+    let mut cfg = world.db.config();
+    cfg.url = format!("postgres://postgres@{}/{}", proxy.addr(), world.db.name()).into();
+    cfg.acquire_timeout_secs = 1;
+    let billing_behind_proxy = Database::new(&cfg, "billing").unwrap();
+    let consumer =
+        Consumer::new(CONSUMER, billing_behind_proxy, world.events.clone(), events_config(), Record::default());
+    let (_c, _ct) = run(consumer);
+    let (_r, _rt) = spawn_relay(world.relay());
+    world.write_events(5).await;
+    world.assert_effects_settle_at(5).await;
+
+    proxy.cut();
+    world.write_events(20).await;
+    // Three times ack_wait, and longer than max_deliver x ack_wait: without the in-progress
+    // acks the messages would have been redelivered until they ran out of deliveries.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(world.effects().await.len(), 5);
+    proxy.restore();
+    world.assert_effects_settle_at(25).await;
+
+    let js = world.bus.jetstream().await;
+    let mut dead = js.get_stream(world.bus.subjects().dead_letter_stream()).await.unwrap();
+    assert_eq!(dead.info().await.unwrap().state.messages, 0, "nothing was dead-lettered");
 }

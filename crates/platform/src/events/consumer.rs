@@ -261,7 +261,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
             return;
         }
         // Fast path: the whole batch in one transaction.
-        let mut pause = Duration::from_millis(100);
+        let mut outage = Outage::new(Duration::from_secs(self.cfg.ack_wait_secs));
         loop {
             match self.handle_together(&good).await {
                 Ok(()) => {
@@ -270,37 +270,59 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                 }
                 Err(BatchFailure::Handler) => break,
                 Err(BatchFailure::Database(e)) => {
-                    // Postgres is away: keep the messages (no redelivery is counted) and wait.
-                    tracing::warn!(consumer = %self.name, error = %e, "database unavailable; holding batch");
-                    for d in &good {
-                        let _ = d.message.ack_with(AckKind::Progress).await;
+                    if !self.hold(&good, &e, &mut outage, cancel).await {
+                        return;
                     }
-                    tokio::select! {
-                        () = cancel.cancelled() => {
-                            for d in &good {
-                                let _ = d.message.ack_with(AckKind::Nak(None)).await;
-                            }
-                            return;
-                        }
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
         }
         // Slow path: one transaction per message.
-        for d in &good {
-            match self.handle_one(d).await {
-                Ok(()) => self.ack(d).await,
-                Err(HandlerError::Reject(reason)) => self.dead_letter(d, &reason).await,
-                Err(HandlerError::Retry(e)) if d.delivered >= self.cfg.max_deliver - 1 => {
-                    self.dead_letter(d, &format!("gave up after {} deliveries: {e:#}", d.delivered)).await;
+        for (i, d) in good.iter().enumerate() {
+            loop {
+                match self.handle_one(d).await {
+                    Ok(()) => self.ack(d).await,
+                    Err(HandlerError::Retry(e)) if is_outage(&e) => {
+                        if !self.hold(&good[i..], &e, &mut outage, cancel).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(HandlerError::Reject(reason)) => self.dead_letter(d, &reason).await,
+                    Err(HandlerError::Retry(e)) if d.delivered >= self.cfg.max_deliver - 1 => {
+                        self.dead_letter(d, &format!("gave up after {} deliveries: {e:#}", d.delivered)).await;
+                    }
+                    Err(HandlerError::Retry(e)) => {
+                        tracing::warn!(consumer = %self.name, error = format!("{e:#}"), delivered = d.delivered, "handler failed; will retry");
+                        let _ = d.message.ack_with(AckKind::Nak(Some(self.backoff(d.delivered)))).await;
+                    }
                 }
-                Err(HandlerError::Retry(e)) => {
-                    tracing::warn!(consumer = %self.name, error = format!("{e:#}"), delivered = d.delivered, "handler failed; will retry");
-                    let _ = d.message.ack_with(AckKind::Nak(Some(self.backoff(d.delivered)))).await;
-                }
+                break;
             }
+        }
+    }
+
+    /// Postgres is away: keeps `held` from being redelivered (in-progress acks count no
+    /// delivery) and waits with backoff. Returns false when told to stop meanwhile; the held
+    /// messages are then released for redelivery.
+    async fn hold(
+        &self,
+        held: &[Delivery<E>],
+        error: &(dyn std::fmt::Display + Sync),
+        outage: &mut Outage,
+        cancel: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(consumer = %self.name, error = %error, "database unavailable; holding {} messages", held.len());
+        for d in held {
+            let _ = d.message.ack_with(AckKind::Progress).await;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => {
+                for d in held {
+                    let _ = d.message.ack_with(AckKind::Nak(None)).await;
+                }
+                false
+            }
+            () = tokio::time::sleep(outage.next_pause()) => true,
         }
     }
 
@@ -323,7 +345,12 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                     if !claimed.remove(&event.id) {
                         continue;
                     }
-                    self.call_handler(c, d).await.map_err(|_| BatchFailure::Handler)?;
+                    self.call_handler(c, d).await.map_err(|e| match e {
+                        HandlerError::Retry(e) if is_outage(&e) => {
+                            BatchFailure::Database(DbError::Unavailable(format!("{e:#}")))
+                        }
+                        _ => BatchFailure::Handler,
+                    })?;
                     done.push(event.id);
                 }
                 Ok(done)
@@ -419,6 +446,29 @@ impl<E> Delivery<E> {
     fn event(&self) -> Option<&ReceivedEvent<E>> {
         self.decoded.as_ref().ok().map(|(e, _)| e)
     }
+}
+
+/// The growing pause while Postgres is away: 100 ms doubling to 5 s, and never longer than
+/// half of `ack_wait`, so the in-progress acks arrive before JetStream would redeliver.
+struct Outage {
+    pauses: u32,
+    ceiling: Duration,
+}
+
+impl Outage {
+    fn new(ack_wait: Duration) -> Self {
+        Self { pauses: 0, ceiling: (ack_wait / 2).min(Duration::from_secs(5)) }
+    }
+
+    fn next_pause(&mut self) -> Duration {
+        self.pauses += 1;
+        Duration::from_millis(50_u64 << self.pauses.min(7)).min(self.ceiling)
+    }
+}
+
+/// True when a handler failed because Postgres went away (not because of the event).
+fn is_outage(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| matches!(cause.downcast_ref::<DbError>(), Some(DbError::Unavailable(_))))
 }
 
 enum BatchFailure {

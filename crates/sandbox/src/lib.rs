@@ -1,0 +1,10 @@
+//! The outside world Hopsbridge depends on, simulated on loopback: Auth0, Stripe, the
+//! Hopsworks admin API of each cluster and the Kubernetes API server of each cluster.
+//!
+//! Tests start the simulators in-process; local development runs the `hopsbridge-sandbox`
+//! binary. Each simulator follows `../shared/guides/external-apis.md`: the same paths,
+//! payloads, authentication, errors and limits as the real system, because a simulator that
+//! accepts what the real one rejects hides the bugs tests exist to find.
+
+pub mod server;
+pub mod tls;

@@ -1,0 +1,818 @@
+//! Auth0, as Hopsbridge uses it: OIDC discovery, a JWKS with key rotation, RS256 access and ID
+//! tokens, the authorization code flow with PKCE, logout, and the post-registration Action.
+//!
+//! Facts kept from the real tenant: the issuer is the tenant URL with a trailing slash; the
+//! JWKS lists the signing key and the next one; access tokens carry `aud` as a string or, when
+//! `openid` was asked for, an array with the userinfo URL; custom claims live under a
+//! namespaced key; authorization codes are single-use and bound to the PKCE challenge and the
+//! redirect URI; unknown clients and unregistered callback URLs are refused.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::server::Served;
+
+/// The namespace of Hopsbridge's custom claims (`https://hopsbridge.example/email`).
+pub const CLAIM_NAMESPACE: &str = "https://hopsbridge.example/";
+
+/// The tenant's settings.
+#[derive(Clone, Debug)]
+pub struct Auth0Config {
+    /// The API identifier access tokens are issued for (`aud`).
+    pub audience: String,
+    /// The frontend application: its client id and secret, callback and logout URLs.
+    pub client_id: String,
+    /// The application's secret (confidential client).
+    pub client_secret: String,
+    /// Allowed callback URLs (exact match, as Auth0 checks them).
+    pub callback_urls: Vec<String>,
+    /// Allowed logout return URLs.
+    pub logout_urls: Vec<String>,
+    /// Access token lifetime in seconds.
+    pub token_lifetime_secs: i64,
+}
+
+impl Default for Auth0Config {
+    fn default() -> Self {
+        Self {
+            audience: "https://api.hopsbridge.example".to_owned(),
+            client_id: "hopsbridge-frontend".to_owned(),
+            client_secret: "sandbox-client-secret".to_owned(),
+            callback_urls: Vec::new(),
+            logout_urls: Vec::new(),
+            token_lifetime_secs: 86_400,
+        }
+    }
+}
+
+/// A person in the tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestUser {
+    /// `auth0|…`, `google-oauth2|…`.
+    pub sub: String,
+    /// Email address as the identity provider gives it.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Whether the address was verified.
+    pub email_verified: bool,
+    /// The connection: `Username-Password-Authentication`, `google-oauth2`, …
+    pub connection: String,
+}
+
+impl TestUser {
+    /// A database-connection user `auth0|<id>`.
+    #[must_use]
+    pub fn database(id: &str, email: &str, name: &str) -> Self {
+        Self {
+            sub: format!("auth0|{id}"),
+            email: email.to_owned(),
+            name: name.to_owned(),
+            email_verified: true,
+            connection: "Username-Password-Authentication".to_owned(),
+        }
+    }
+
+    /// A Google user `google-oauth2|<id>` (social: no post-registration Action fires).
+    #[must_use]
+    pub fn google(id: &str, email: &str, name: &str) -> Self {
+        Self {
+            sub: format!("google-oauth2|{id}"),
+            email: email.to_owned(),
+            name: name.to_owned(),
+            email_verified: true,
+            connection: "google-oauth2".to_owned(),
+        }
+    }
+}
+
+/// `aud` as Auth0 writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Just the API.
+    One(String),
+    /// The API and the userinfo URL (when `openid` was requested), or any list.
+    Many(Vec<String>),
+}
+
+/// The `typ` header of an access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    /// `JWT`, Auth0's default profile.
+    Jwt,
+    /// `at+jwt`, the RFC 9068 profile.
+    AtJwt,
+}
+
+/// What to put in an access token.
+#[derive(Clone, Debug)]
+pub struct TokenSpec {
+    /// `sub`.
+    pub sub: String,
+    /// `aud`; `None` means the tenant's API as a string.
+    pub audience: Option<Audience>,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// `permissions` (RBAC); omitted when `None`.
+    pub permissions: Option<Vec<String>>,
+    /// The namespaced email claim; omitted when `None`.
+    pub email: Option<String>,
+    /// Header `typ`.
+    pub typ: TokenType,
+    /// Seconds until `exp` (negative for an expired token).
+    pub expires_in: i64,
+    /// Seconds until `nbf`, when the token should carry one.
+    pub not_before_in: Option<i64>,
+}
+
+impl TokenSpec {
+    /// A user's access token for the tenant's API with the email claim.
+    #[must_use]
+    pub fn user(user: &TestUser) -> Self {
+        Self {
+            sub: user.sub.clone(),
+            audience: None,
+            scope: "openid profile email".to_owned(),
+            permissions: None,
+            email: Some(user.email.clone()),
+            typ: TokenType::Jwt,
+            expires_in: 3600,
+            not_before_in: None,
+        }
+    }
+}
+
+/// Tokens that a resource server must refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadToken {
+    /// `exp` two minutes in the past (beyond a 60 s leeway).
+    Expired,
+    /// `nbf` five minutes in the future.
+    NotYetValid,
+    /// `aud` is another API.
+    WrongAudience,
+    /// `iss` is another tenant.
+    WrongIssuer,
+    /// Signed by a key the JWKS never listed.
+    UnknownKid,
+    /// `alg: none`, no signature.
+    AlgNone,
+    /// HS256, with the tenant's public key (PEM) as the HMAC secret.
+    Hs256WithPublicKey,
+    /// A valid token whose payload was changed after signing.
+    TamperedPayload,
+}
+
+/// The body the post-registration Action posts to identity's webhook, as Hopsbridge's Action
+/// code builds it from `event.user` and `event.connection`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostRegistration {
+    /// `event.user.user_id`.
+    pub user_id: String,
+    /// `event.user.email`.
+    pub email: String,
+    /// `event.user.email_verified`.
+    pub email_verified: bool,
+    /// `event.user.name`.
+    pub name: String,
+    /// `event.connection.name`.
+    pub connection: String,
+    /// `event.user.created_at`, RFC 3339.
+    pub created_at: String,
+}
+
+/// The header carrying the shared secret of the post-registration call.
+pub const WEBHOOK_SECRET_HEADER: &str = "x-auth0-webhook-secret";
+
+struct SigningKey {
+    kid: String,
+    private: rsa::RsaPrivateKey,
+    encoding: EncodingKey,
+}
+
+impl SigningKey {
+    fn generate() -> anyhow::Result<Self> {
+        let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)?;
+        let der = private.to_pkcs1_der()?;
+        let encoding = EncodingKey::from_rsa_der(der.as_bytes());
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(private.n().to_bytes_be())[..12]);
+        Ok(Self { kid, private, encoding })
+    }
+
+    fn jwk(&self) -> Value {
+        let public = self.private.to_public_key();
+        json!({
+            "kty": "RSA",
+            "use": "sig",
+            "alg": "RS256",
+            "kid": self.kid,
+            "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+        })
+    }
+
+    fn public_pem(&self) -> String {
+        use rsa::pkcs8::EncodePublicKey;
+        self.private.to_public_key().to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap_or_default()
+    }
+}
+
+struct PendingCode {
+    user: TestUser,
+    client_id: String,
+    redirect_uri: String,
+    challenge: Option<(String, String)>,
+    nonce: Option<String>,
+    scope: String,
+    audience: Option<String>,
+    issued_at: i64,
+}
+
+struct State {
+    config: Auth0Config,
+    /// Published keys, oldest first; the signing key is `keys[signing]`.
+    keys: Vec<SigningKey>,
+    signing: usize,
+    users: HashMap<String, TestUser>,
+    next_login: Option<String>,
+    codes: HashMap<String, PendingCode>,
+    used_codes: Vec<String>,
+    jwks_fetches: usize,
+}
+
+/// A running Auth0 tenant.
+#[derive(Clone)]
+pub struct Auth0Sim {
+    state: Arc<Mutex<State>>,
+    base: String,
+    served: Arc<Served>,
+}
+
+impl std::fmt::Debug for Auth0Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth0Sim").field("issuer", &self.issuer()).finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Auth0Sim {
+    /// Starts a tenant on loopback with two published keys (the signing key and the next one).
+    ///
+    /// # Errors
+    /// When keys cannot be generated or the port cannot be bound.
+    pub fn start(config: Auth0Config) -> anyhow::Result<Self> {
+        let keys = vec![SigningKey::generate()?, SigningKey::generate()?];
+        let state = Arc::new(Mutex::new(State {
+            config,
+            keys,
+            signing: 0,
+            users: HashMap::new(),
+            next_login: None,
+            codes: HashMap::new(),
+            used_codes: Vec::new(),
+            jwks_fetches: 0,
+        }));
+        let shared = web::Data::new(Arc::clone(&state));
+        let served = Served::start(
+            move |c: &mut web::ServiceConfig| {
+                c.app_data(shared.clone())
+                    .route("/.well-known/openid-configuration", web::get().to(discovery))
+                    .route("/.well-known/jwks.json", web::get().to(jwks))
+                    .route("/authorize", web::get().to(authorize))
+                    .route("/oauth/token", web::post().to(token))
+                    .route("/userinfo", web::get().to(userinfo))
+                    .route("/v2/logout", web::get().to(logout));
+            },
+            None,
+        )?;
+        let base = served.url();
+        Ok(Self { state, base, served: Arc::new(served) })
+    }
+
+    /// The issuer: the tenant URL with its trailing slash.
+    #[must_use]
+    pub fn issuer(&self) -> String {
+        format!("{}/", self.base)
+    }
+
+    /// The API identifier tokens are issued for.
+    #[must_use]
+    pub fn audience(&self) -> String {
+        lock(&self.state).config.audience.clone()
+    }
+
+    /// The JWKS URL.
+    #[must_use]
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.base)
+    }
+
+    /// How many times the JWKS was fetched (to check a client's caching).
+    #[must_use]
+    pub fn jwks_fetches(&self) -> usize {
+        lock(&self.state).jwks_fetches
+    }
+
+    /// Adds callback and logout URLs for the frontend application.
+    pub fn allow_urls(&self, callback: &str, logout: &str) {
+        let mut s = lock(&self.state);
+        s.config.callback_urls.push(callback.to_owned());
+        s.config.logout_urls.push(logout.to_owned());
+    }
+
+    /// Registers a user; [`Auth0Sim::sign_in_as`] or `login_hint` picks who `/authorize` signs in.
+    pub fn add_user(&self, user: TestUser) {
+        lock(&self.state).users.insert(user.sub.clone(), user);
+    }
+
+    /// The next `/authorize` signs in this user (registering them if needed), as if they had
+    /// typed their password.
+    pub fn sign_in_as(&self, user: &TestUser) {
+        let mut s = lock(&self.state);
+        s.users.insert(user.sub.clone(), user.clone());
+        s.next_login = Some(user.sub.clone());
+    }
+
+    /// Publishes a brand-new key and signs with it from now on; older keys stay published
+    /// (Auth0 keeps the previous key until it is revoked).
+    ///
+    /// # Errors
+    /// When key generation fails.
+    pub fn rotate_keys(&self) -> anyhow::Result<String> {
+        let key = SigningKey::generate()?;
+        let kid = key.kid.clone();
+        let mut s = lock(&self.state);
+        s.keys.push(key);
+        s.signing = s.keys.len() - 1;
+        Ok(kid)
+    }
+
+    /// Removes a key from the JWKS (tokens it signed stop validating).
+    pub fn revoke_key(&self, kid: &str) {
+        let mut s = lock(&self.state);
+        let signing_kid = s.keys[s.signing].kid.clone();
+        s.keys.retain(|k| k.kid != kid || k.kid == signing_kid);
+        s.signing = s.keys.iter().position(|k| k.kid == signing_kid).unwrap_or(0);
+    }
+
+    /// The kid tokens are signed with now.
+    #[must_use]
+    pub fn signing_kid(&self) -> String {
+        let s = lock(&self.state);
+        s.keys[s.signing].kid.clone()
+    }
+
+    /// An RS256 access token with the given claims.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn access_token(&self, spec: &TokenSpec) -> anyhow::Result<String> {
+        let s = lock(&self.state);
+        let claims = self.access_claims(&s, spec);
+        sign(&s.keys[s.signing], spec.typ, &claims)
+    }
+
+    /// A client-credentials (machine) token: `sub` is `<client_id>@clients`, `gty` is
+    /// `client-credentials`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn machine_token(&self, client_id: &str, scope: &str) -> anyhow::Result<String> {
+        let s = lock(&self.state);
+        let mut claims = self.access_claims(
+            &s,
+            &TokenSpec {
+                sub: format!("{client_id}@clients"),
+                audience: None,
+                scope: scope.to_owned(),
+                permissions: None,
+                email: None,
+                typ: TokenType::Jwt,
+                expires_in: 86_400,
+                not_before_in: None,
+            },
+        );
+        claims["azp"] = json!(client_id);
+        claims["gty"] = json!("client-credentials");
+        sign(&s.keys[s.signing], TokenType::Jwt, &claims)
+    }
+
+    /// A token a resource server must refuse, otherwise like `spec`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn bad_token(&self, kind: BadToken, spec: &TokenSpec) -> anyhow::Result<String> {
+        let s = lock(&self.state);
+        let mut claims = self.access_claims(&s, spec);
+        let key = &s.keys[s.signing];
+        match kind {
+            BadToken::Expired => {
+                claims["iat"] = json!(now() - 3600);
+                claims["exp"] = json!(now() - 120);
+                sign(key, spec.typ, &claims)
+            }
+            BadToken::NotYetValid => {
+                claims["nbf"] = json!(now() + 300);
+                sign(key, spec.typ, &claims)
+            }
+            BadToken::WrongAudience => {
+                claims["aud"] = json!("https://another-api.example");
+                sign(key, spec.typ, &claims)
+            }
+            BadToken::WrongIssuer => {
+                claims["iss"] = json!("https://another-tenant.eu.auth0.com/");
+                sign(key, spec.typ, &claims)
+            }
+            BadToken::UnknownKid => sign(&SigningKey::generate()?, spec.typ, &claims),
+            BadToken::AlgNone => {
+                let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": key.kid}).to_string());
+                let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+                Ok(format!("{header}.{payload}."))
+            }
+            BadToken::Hs256WithPublicKey => {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some(key.kid.clone());
+                let secret = EncodingKey::from_secret(key.public_pem().as_bytes());
+                Ok(jsonwebtoken::encode(&header, &claims, &secret)?)
+            }
+            BadToken::TamperedPayload => {
+                let token = sign(key, spec.typ, &claims)?;
+                let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+                claims["sub"] = json!("auth0|someone-else");
+                if let Some(payload) = parts.get_mut(1) {
+                    *payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+                }
+                Ok(parts.join("."))
+            }
+        }
+    }
+
+    fn access_claims(&self, s: &State, spec: &TokenSpec) -> Value {
+        let iat = now();
+        let aud = match &spec.audience {
+            None => json!(s.config.audience),
+            Some(Audience::One(a)) => json!(a),
+            Some(Audience::Many(list)) => json!(list),
+        };
+        let mut claims = json!({
+            "iss": self.issuer(),
+            "sub": spec.sub,
+            "aud": aud,
+            "iat": iat,
+            "exp": iat + spec.expires_in,
+            "scope": spec.scope,
+            "azp": s.config.client_id,
+        });
+        if let Some(p) = &spec.permissions {
+            claims["permissions"] = json!(p);
+        }
+        if let Some(e) = &spec.email {
+            claims[format!("{CLAIM_NAMESPACE}email")] = json!(e);
+        }
+        if let Some(nbf) = spec.not_before_in {
+            claims["nbf"] = json!(iat + nbf);
+        }
+        claims
+    }
+
+    /// The post-registration Action of this tenant, pointed at identity's webhook.
+    #[must_use]
+    pub fn post_registration_action(url: &str, secret: &str) -> PostRegistrationAction {
+        PostRegistrationAction { url: url.to_owned(), secret: secret.to_owned() }
+    }
+
+    /// Stops the tenant's server.
+    pub async fn stop(&self) {
+        self.served.stop().await;
+    }
+}
+
+/// Drives identity's webhook the way Hopsbridge's post-user-registration Action does: a JSON
+/// POST with the shared secret in [`WEBHOOK_SECRET_HEADER`]. Auth0 runs the Action only for
+/// database and passwordless signups, does not wait for it and does not retry it.
+#[derive(Clone, Debug)]
+pub struct PostRegistrationAction {
+    url: String,
+    secret: String,
+}
+
+impl PostRegistrationAction {
+    /// The body the Action sends for `user`.
+    #[must_use]
+    pub fn body(user: &TestUser) -> PostRegistration {
+        PostRegistration {
+            user_id: user.sub.clone(),
+            email: user.email.clone(),
+            email_verified: user.email_verified,
+            name: user.name.clone(),
+            connection: user.connection.clone(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+        }
+    }
+
+    /// Fires the Action for `user`; returns the webhook's status. Social connections never
+    /// fire it, so calling this for one is an error.
+    ///
+    /// # Errors
+    /// For a social user, or when the webhook cannot be reached.
+    pub async fn fire(&self, client: &reqwest::Client, user: &TestUser) -> anyhow::Result<u16> {
+        anyhow::ensure!(
+            !user.sub.starts_with("google-oauth2|"),
+            "Auth0 does not run post-registration Actions for social connections"
+        );
+        let response = client
+            .post(&self.url)
+            .header(WEBHOOK_SECRET_HEADER, &self.secret)
+            .json(&Self::body(user))
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+}
+
+fn sign(key: &SigningKey, typ: TokenType, claims: &Value) -> anyhow::Result<String> {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some(match typ {
+        TokenType::Jwt => "JWT".to_owned(),
+        TokenType::AtJwt => "at+jwt".to_owned(),
+    });
+    Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
+}
+
+type Shared = web::Data<Arc<Mutex<State>>>;
+
+fn base_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
+}
+
+async fn discovery(req: HttpRequest) -> HttpResponse {
+    let base = base_url(&req);
+    HttpResponse::Ok().json(json!({
+        "issuer": format!("{base}/"),
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/oauth/token"),
+        "device_authorization_endpoint": format!("{base}/oauth/device/code"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
+        "mfa_challenge_endpoint": format!("{base}/mfa/challenge"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "registration_endpoint": format!("{base}/oidc/register"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "end_session_endpoint": format!("{base}/oidc/logout"),
+        "scopes_supported": ["openid", "profile", "offline_access", "name", "given_name", "family_name", "nickname", "email", "email_verified", "picture", "created_at", "identities", "phone", "address"],
+        "response_types_supported": ["code", "token", "id_token", "code token", "code id_token", "token id_token", "code token id_token"],
+        "code_challenge_methods_supported": ["S256", "plain"],
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["public"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "claims_supported": ["aud", "auth_time", "created_at", "email", "email_verified", "exp", "family_name", "given_name", "iat", "identities", "iss", "name", "nickname", "phone_number", "picture", "sub"],
+        "request_uri_parameter_supported": false,
+        "request_parameter_supported": false,
+        "id_token_signing_alg_values_supported": ["HS256", "RS256", "PS256"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "PS256"],
+    }))
+}
+
+async fn jwks(state: Shared) -> HttpResponse {
+    let mut s = lock(&state);
+    s.jwks_fetches += 1;
+    let keys: Vec<Value> = s.keys.iter().map(SigningKey::jwk).collect();
+    HttpResponse::Ok().json(json!({ "keys": keys }))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": error, "error_description": description}))
+}
+
+fn redirect(location: &str) -> HttpResponse {
+    HttpResponse::Found().insert_header(("location", location)).finish()
+}
+
+fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    format!("{url}{sep}{query}")
+}
+
+async fn authorize(state: Shared, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let q = query.into_inner();
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let mut s = lock(&state);
+    if get("client_id") != s.config.client_id {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Unknown client.");
+    }
+    let redirect_uri = get("redirect_uri");
+    if !s.config.callback_urls.contains(&redirect_uri) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("The redirect_uri MUST match the registered callback URL for this application: {redirect_uri}"),
+        );
+    }
+    let state_param = get("state");
+    let fail = |error: &str, description: &str| {
+        redirect(&with_query(
+            &redirect_uri,
+            &[("error", error), ("error_description", description), ("state", &state_param)],
+        ))
+    };
+    if get("response_type") != "code" {
+        return fail("unsupported_response_type", "Unsupported response type: only code is enabled for this sandbox");
+    }
+    let challenge = match (q.get("code_challenge"), q.get("code_challenge_method").map(String::as_str)) {
+        (Some(c), Some("S256") | None) => Some((c.clone(), "S256".to_owned())),
+        (Some(c), Some("plain")) => Some((c.clone(), "plain".to_owned())),
+        (Some(_), Some(_)) => return fail("invalid_request", "Unsupported code_challenge_method"),
+        (None, _) => None,
+    };
+    let login = q.get("login_hint").filter(|h| s.users.contains_key(*h)).cloned().or_else(|| s.next_login.take());
+    let Some(user) = login.and_then(|sub| s.users.get(&sub).cloned()) else {
+        return fail("login_required", "No test user was chosen to sign in");
+    };
+    let code = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    s.codes.insert(
+        code.clone(),
+        PendingCode {
+            user,
+            client_id: get("client_id"),
+            redirect_uri: redirect_uri.clone(),
+            challenge,
+            nonce: q.get("nonce").cloned(),
+            scope: q.get("scope").cloned().unwrap_or_else(|| "openid".to_owned()),
+            audience: q.get("audience").cloned(),
+            issued_at: now(),
+        },
+    );
+    let mut pairs = vec![("code", code.as_str())];
+    if !state_param.is_empty() {
+        pairs.push(("state", state_param.as_str()));
+    }
+    redirect(&with_query(&redirect_uri, &pairs))
+}
+
+fn token_params(req: &HttpRequest, body: &[u8]) -> HashMap<String, String> {
+    let json = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let mut params: HashMap<String, String> = if json {
+        serde_json::from_slice::<HashMap<String, Value>>(body)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect()
+    } else {
+        serde_urlencoded::from_bytes(body).unwrap_or_default()
+    };
+    // client_secret_basic
+    if let Some(basic) =
+        req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic)
+        && let Ok(text) = String::from_utf8(decoded)
+        && let Some((id, secret)) = text.split_once(':')
+    {
+        let decode = |s: &str| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .map(|(_, v)| v)
+        };
+        params.entry("client_id".to_owned()).or_insert_with(|| decode(id).unwrap_or_else(|| id.to_owned()));
+        params.entry("client_secret".to_owned()).or_insert_with(|| decode(secret).unwrap_or_else(|| secret.to_owned()));
+    }
+    params
+}
+
+async fn token(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let p = token_params(&req, &body);
+    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    let base = base_url(&req);
+    let mut s = lock(&state);
+    if get("client_id") != s.config.client_id || get("client_secret") != s.config.client_secret {
+        return oauth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
+    }
+    match get("grant_type").as_str() {
+        "authorization_code" => {
+            let code = get("code");
+            if s.used_codes.contains(&code) {
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Invalid authorization code");
+            }
+            let Some(pending) = s.codes.remove(&code) else {
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Invalid authorization code");
+            };
+            s.used_codes.push(code);
+            if now() - pending.issued_at > 600 {
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Invalid authorization code");
+            }
+            if pending.redirect_uri != get("redirect_uri") || pending.client_id != get("client_id") {
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Invalid redirect_uri");
+            }
+            if let Some((challenge, method)) = &pending.challenge {
+                let verifier = get("code_verifier");
+                let computed = if method == "S256" {
+                    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+                } else {
+                    verifier
+                };
+                if &computed != challenge {
+                    return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Failed to verify code verifier");
+                }
+            }
+            let lifetime = s.config.token_lifetime_secs;
+            let iat = now();
+            let issuer = format!("{base}/");
+            let api = pending.audience.clone().unwrap_or_else(|| s.config.audience.clone());
+            let wants_openid = pending.scope.split(' ').any(|x| x == "openid");
+            let mut access = json!({
+                "iss": issuer, "sub": pending.user.sub,
+                "aud": if wants_openid { json!([api, format!("{base}/userinfo")]) } else { json!(api) },
+                "iat": iat, "exp": iat + lifetime, "scope": pending.scope, "azp": pending.client_id,
+            });
+            access[format!("{CLAIM_NAMESPACE}email")] = json!(pending.user.email);
+            let mut id = json!({
+                "iss": issuer, "sub": pending.user.sub, "aud": pending.client_id, "iat": iat, "exp": iat + 36_000,
+                "email": pending.user.email, "email_verified": pending.user.email_verified, "name": pending.user.name,
+                "sid": uuid::Uuid::new_v4().simple().to_string(),
+            });
+            if let Some(nonce) = &pending.nonce {
+                id["nonce"] = json!(nonce);
+            }
+            let key = &s.keys[s.signing];
+            match (sign(key, TokenType::Jwt, &access), sign(key, TokenType::Jwt, &id)) {
+                (Ok(access_token), Ok(id_token)) => HttpResponse::Ok().json(json!({
+                    "access_token": access_token,
+                    "id_token": id_token,
+                    "scope": pending.scope,
+                    "expires_in": lifetime,
+                    "token_type": "Bearer",
+                })),
+                _ => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed"),
+            }
+        }
+        "client_credentials" => {
+            let iat = now();
+            let claims = json!({
+                "iss": format!("{base}/"), "sub": format!("{}@clients", get("client_id")),
+                "aud": p.get("audience").cloned().unwrap_or_else(|| s.config.audience.clone()),
+                "iat": iat, "exp": iat + 86_400, "azp": get("client_id"), "gty": "client-credentials",
+            });
+            match sign(&s.keys[s.signing], TokenType::Jwt, &claims) {
+                Ok(t) => {
+                    HttpResponse::Ok().json(json!({"access_token": t, "expires_in": 86_400, "token_type": "Bearer"}))
+                }
+                Err(_) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed"),
+            }
+        }
+        other => oauth_error(
+            StatusCode::FORBIDDEN,
+            "unsupported_grant_type",
+            &format!("Grant type '{other}' not allowed for the client."),
+        ),
+    }
+}
+
+async fn userinfo(state: Shared, req: HttpRequest) -> HttpResponse {
+    let bearer =
+        req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = bearer else { return HttpResponse::Unauthorized().body("Unauthorized") };
+    let Some(payload) = token.split('.').nth(1).and_then(|p| URL_SAFE_NO_PAD.decode(p).ok()) else {
+        return HttpResponse::Unauthorized().body("Unauthorized");
+    };
+    let sub = serde_json::from_slice::<Value>(&payload).ok().and_then(|v| v["sub"].as_str().map(str::to_owned));
+    let s = lock(&state);
+    match sub.and_then(|sub| s.users.get(&sub).cloned()) {
+        Some(u) => HttpResponse::Ok()
+            .json(json!({"sub": u.sub, "email": u.email, "email_verified": u.email_verified, "name": u.name})),
+        None => HttpResponse::Unauthorized().body("Unauthorized"),
+    }
+}
+
+async fn logout(state: Shared, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let s = lock(&state);
+    match query.get("returnTo") {
+        Some(to) if s.config.logout_urls.contains(to) => redirect(to),
+        Some(_) => HttpResponse::BadRequest()
+            .body("Oops!, something went wrong: the returnTo URL is not in the Allowed Logout URLs"),
+        None => HttpResponse::Ok().body("OK"),
+    }
+}

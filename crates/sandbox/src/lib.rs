@@ -9,3 +9,4 @@
 pub mod auth0;
 pub mod server;
 pub mod tls;
+pub mod world;

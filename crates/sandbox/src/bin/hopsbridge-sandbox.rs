@@ -1,0 +1,78 @@
+//! `hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL]`: starts the simulated Auth0,
+//! Stripe, Hopsworks clusters and Kubernetes API servers on loopback, seeds a demo world,
+//! writes their settings under the state directory, prints where everything is, and serves
+//! until SIGINT or SIGTERM.
+
+use hopsbridge_sandbox::world::{World, WorldConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+struct Args {
+    state_dir: PathBuf,
+    gateway_url: String,
+}
+
+fn args() -> Result<Args, String> {
+    let mut out = Args { state_dir: PathBuf::from(".local/sandbox"), gateway_url: WorldConfig::default().gateway_url };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--state-dir" => out.state_dir = it.next().ok_or("--state-dir needs a directory")?.into(),
+            "--gateway-url" => out.gateway_url = it.next().ok_or("--gateway-url needs a URL")?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; usage: hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL]"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "the binary reports where the sandbox is")]
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hopsbridge-sandbox: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        eprintln!("hopsbridge-sandbox: cannot start the runtime");
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async move {
+        let world = match World::start(&WorldConfig { gateway_url: args.gateway_url }) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("hopsbridge-sandbox: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = world.write_files(&args.state_dir) {
+            eprintln!("hopsbridge-sandbox: writing {}: {e:#}", args.state_dir.display());
+            return ExitCode::FAILURE;
+        }
+        println!("hopsbridge-sandbox is running\n\n{}", world.summary(&args.state_dir));
+        println!("Ready.");
+        wait_for_signal().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -109,17 +109,24 @@ stop_services() {
     done
 }
 
-# Stops every running service: the gateway first, then the data services.
+# Stops every running service: the gateway first, then the data services, the sandbox last.
 STOP_STATUS=0
+SANDBOX_PID=""
 stop_all() {
-    ((${#PID[@]} > 0)) || return 0
-    hb_log "stopping the services"
-    stop_services gateway
-    local reversed=() i
-    for ((i = ${#DATA_SERVICES[@]} - 1; i >= 0; i--)); do
-        reversed+=("${DATA_SERVICES[i]}")
-    done
-    stop_services "${reversed[@]}"
+    if ((${#PID[@]} > 0)); then
+        hb_log "stopping the services"
+        stop_services gateway
+        local reversed=() i
+        for ((i = ${#DATA_SERVICES[@]} - 1; i >= 0; i--)); do
+            reversed+=("${DATA_SERVICES[i]}")
+        done
+        stop_services "${reversed[@]}"
+    fi
+    if [[ -n ${SANDBOX_PID} ]]; then
+        kill -TERM "${SANDBOX_PID}" 2>/dev/null || true
+        wait "${SANDBOX_PID}" 2>/dev/null || true
+        SANDBOX_PID=""
+    fi
 }
 
 # shellcheck disable=SC2317 # called by the trap below
@@ -209,9 +216,29 @@ cargo build --workspace --bins "${cargo_flags[@]}"
 mkdir -p "${LOG_DIR}"
 
 # --- Sandbox ----------------------------------------------------------------------------------
-# hopsbridge-sandbox (simulated Auth0, Stripe, Hopsworks and Kubernetes APIs) starts here,
-# before the services, once it exists; the services' settings for those external APIs then
-# point at it.
+# hopsbridge-sandbox (simulated Auth0, Stripe, Hopsworks and Kubernetes APIs) starts before the
+# services. It writes where everything is to .local/sandbox/sandbox.env, which is exported
+# here so the services' settings for the outside world can point at it.
+
+SANDBOX_DIR="${root}/.local/sandbox"
+rm -f "${SANDBOX_DIR}/sandbox.env"
+hb_log "starting the sandbox (simulated Auth0, Stripe, Hopsworks, Kubernetes)"
+setsid "${BIN_DIR}/hopsbridge-sandbox" --state-dir "${SANDBOX_DIR}" --gateway-url "http://${HOST}:${PORT[gateway]}" \
+    >"${LOG_DIR}/sandbox.log" 2>&1 &
+SANDBOX_PID=$!
+for ((i = 0; i < READY_TIMEOUT * 4; i++)); do
+    grep -q '^Ready\.$' "${LOG_DIR}/sandbox.log" 2>/dev/null && break
+    if ! kill -0 "${SANDBOX_PID}" 2>/dev/null; then
+        SANDBOX_PID=""
+        fail_service sandbox "the sandbox exited while starting"
+    fi
+    sleep 0.25
+done
+grep -q '^Ready\.$' "${LOG_DIR}/sandbox.log" || fail_service sandbox "the sandbox was not ready within ${READY_TIMEOUT} s"
+set -a
+# shellcheck source=/dev/null
+source "${SANDBOX_DIR}/sandbox.env"
+set +a
 
 # --- Services ---------------------------------------------------------------------------------
 
@@ -227,6 +254,8 @@ printf '\nHopsbridge is running.\n\n'
 for svc in "${SERVICES[@]}"; do
     printf '  %-13s http://%s:%s   log: %s\n' "${svc}" "${HOST}" "${PORT[${svc}]}" ".local/logs/${svc}.log"
 done
+printf '\n  sandbox       log: .local/logs/sandbox.log, settings: .local/sandbox/sandbox.env\n'
+sed -n '/^Auth0 tenant/,/^Ready\.$/p' "${LOG_DIR}/sandbox.log" | sed '/^Ready\.$/d; s/^/    /'
 printf '\n  database      %s\n' "${DATABASE_URL}"
 printf '  nats          %s\n' "${NATS_URL}"
 printf '\n  Every service answers GET /healthz and GET /readyz. Press Ctrl-C to stop.\n\n'

@@ -2,6 +2,8 @@
 //! tokens, rate-limit and route each request to the service that owns it. Today it serves its
 //! health endpoints, and `/readyz` checks that every service it routes to answers.
 
+pub mod tokens;
+
 use futures::future::BoxFuture;
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::config::{

@@ -1,0 +1,235 @@
+//! Validating Auth0 access tokens, as a resource server must.
+//!
+//! - RS256 only: the algorithm is fixed here, never taken from the token (so `none` and HS256
+//!   signed with the public key are refused).
+//! - `iss` equals the configured issuer exactly (with its trailing slash); `aud` contains our API
+//!   identifier (a string or an array); `exp` and `nbf` with at most 60 s leeway.
+//! - Header `typ` absent, `JWT` or `at+jwt`.
+//! - Keys come from the tenant's JWKS, found through OIDC discovery and cached by `kid`. A token
+//!   with an unknown `kid` triggers one refetch, at most once per `refetch_interval`, which is
+//!   how key rotation is absorbed without a restart; if the refetch fails the cached keys stay.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hopsbridge_domain::{AuthSubject, Email};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+/// The namespace of Hopsbridge's custom claims in Auth0 tokens.
+pub const CLAIM_NAMESPACE: &str = "https://hopsbridge.example/";
+
+/// Why a token was refused. Each maps to 401 `invalid_token`; the variant is logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is not RS256 (includes `none` and HS256).
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    /// `typ` is neither JWT nor at+jwt.
+    #[error("unsupported token type")]
+    UnsupportedType,
+    /// No key with the token's `kid`, even after refetching the JWKS.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    InvalidSignature,
+    /// `exp` passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` not reached.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is not our tenant.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not contain our API.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// `sub` is missing or not a person's Auth0 subject (`provider|id`); machine tokens
+    /// (`<client>@clients`) do not open the public API.
+    #[error("invalid subject")]
+    InvalidSubject,
+}
+
+/// What Hopsbridge takes from a valid access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// The person (or machine client) the token speaks for.
+    pub subject: AuthSubject,
+    /// The namespaced email claim, when the tenant's Action adds it.
+    pub email: Option<Email>,
+    /// Scopes.
+    pub scope: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    scope: String,
+    #[serde(flatten)]
+    rest: HashMap<String, serde_json::Value>,
+}
+
+/// Validates access tokens of one Auth0 tenant for one API.
+#[derive(Debug)]
+pub struct TokenValidator {
+    issuer: String,
+    audience: String,
+    jwks_uri: String,
+    http: reqwest::Client,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: Mutex<Option<Instant>>,
+    refetch_interval: Duration,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl TokenValidator {
+    /// Reads the tenant's discovery document and JWKS.
+    ///
+    /// # Errors
+    /// When discovery or the JWKS cannot be fetched, or discovery names another issuer.
+    pub async fn discover(issuer: &str, audience: &str, refetch_interval: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let discovery: Discovery = http
+            .get(format!("{issuer}.well-known/openid-configuration"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::ensure!(discovery.issuer == issuer, "discovery names issuer {}, expected {issuer}", discovery.issuer);
+        let validator = Self {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            jwks_uri: discovery.jwks_uri,
+            http,
+            keys: RwLock::default(),
+            last_fetch: Mutex::new(None),
+            refetch_interval,
+        };
+        validator.refresh().await?;
+        Ok(validator)
+    }
+
+    /// Fetches the JWKS and replaces the cached keys.
+    ///
+    /// # Errors
+    /// When the JWKS cannot be fetched or parsed.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        if let Ok(mut last) = self.last_fetch.lock() {
+            *last = Some(Instant::now());
+        }
+        let set: JwkSet = self.http.get(&self.jwks_uri).send().await?.error_for_status()?.json().await?;
+        let keys: HashMap<String, DecodingKey> =
+            set.keys.iter().filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?))).collect();
+        *self.keys.write().await = keys;
+        Ok(())
+    }
+
+    /// True when the last fetch is older than the refetch interval (and claims the slot).
+    fn may_refetch(&self) -> bool {
+        let Ok(mut last) = self.last_fetch.lock() else { return false };
+        let allowed = last.is_none_or(|t| t.elapsed() >= self.refetch_interval);
+        if allowed {
+            *last = Some(Instant::now());
+        }
+        allowed
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
+        if let Some(k) = self.keys.read().await.get(kid) {
+            return Ok(k.clone());
+        }
+        if self.may_refetch() {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "JWKS refetch failed; keeping the cached keys");
+            }
+            if let Some(k) = self.keys.read().await.get(kid) {
+                return Ok(k.clone());
+            }
+        }
+        Err(TokenError::UnknownKey)
+    }
+
+    /// Validates `token` and returns its claims.
+    ///
+    /// # Errors
+    /// The first reason the token is refused.
+    pub async fn validate(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        // The algorithm is checked on the raw header first: jsonwebtoken cannot even parse
+        // `none`, and the answer to any algorithm but RS256 is the same.
+        let raw_alg = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+            .ok_or(TokenError::Malformed)?
+            .get("alg")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        if raw_alg.as_deref() != Some("RS256") {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        if let Some(typ) = &header.typ
+            && !typ.eq_ignore_ascii_case("JWT")
+            && !typ.eq_ignore_ascii_case("at+jwt")
+        {
+            return Err(TokenError::UnsupportedType);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 60;
+        validation.validate_nbf = true;
+        let data = jsonwebtoken::decode::<RawClaims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => TokenError::Expired,
+                K::ImmatureSignature => TokenError::NotYetValid,
+                K::InvalidIssuer => TokenError::WrongIssuer,
+                K::InvalidAudience => TokenError::WrongAudience,
+                K::InvalidSignature => TokenError::InvalidSignature,
+                K::InvalidAlgorithm => TokenError::UnsupportedAlgorithm,
+                K::MissingRequiredClaim(c) if c == "sub" => TokenError::InvalidSubject,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        let subject = AuthSubject::parse(&claims.sub).map_err(|_| TokenError::InvalidSubject)?;
+        let email = claims
+            .rest
+            .get(&format!("{CLAIM_NAMESPACE}email"))
+            .and_then(serde_json::Value::as_str)
+            .and_then(|e| Email::parse(e).ok());
+        Ok(AccessClaims {
+            subject,
+            email,
+            scope: claims.scope.split_whitespace().map(str::to_owned).collect(),
+            expires_at: claims.exp,
+        })
+    }
+}

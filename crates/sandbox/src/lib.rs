@@ -6,5 +6,6 @@
 //! payloads, authentication, errors and limits as the real system, because a simulator that
 //! accepts what the real one rejects hides the bugs tests exist to find.
 
+pub mod hopsworks;
 pub mod server;
 pub mod tls;

@@ -6,6 +6,19 @@
 //! names (`my_project` lives in `my-project`), `{errorCode, usrMsg, errorMsg}` error bodies.
 //! Tests switch on faults (5xx answers, slow answers, answers held past a client's timeout) and
 //! inspect the request log.
+//!
+//! Where the contract is silent the simulator follows observed Hopsworks 4.x behaviour:
+//! - an existing email (case-insensitive) or OAuth uuid is answered 409 with `errorCode` 160003
+//!   (`USER_EXISTS`); a missing `accountType` 422 with 160046 and `usrMsg` "Account type not
+//!   provided"; a missing `Authorization` header 401 with 200003, a wrong key 401 with 320004;
+//! - a path or query parameter that is not a number (`/admin/users/meb10000`, `limit=two`) is
+//!   answered 404, as JAX-RS does;
+//! - lists carry `count` (the total) and omit `items` when the page is empty;
+//! - user and creator `href`s point at `/users/{id}`; `sort_by=id` is refused, as Hopsworks does;
+//! - `add-to-projects` answers 200 with an empty body and leaves existing members as they are;
+//! - usernames are up to three letters of the email's local part and the first free number from
+//!   10000 (`meb10000`), deterministic for a given order of creation;
+//! - every cluster holds its local admin, `admin@hopsworks.ai` with id 10000.
 
 use crate::server::Served;
 use crate::tls::Ca;
@@ -35,6 +48,8 @@ pub const DEFAULT_MAX_NUM_PROJECTS: u32 = 10;
 pub const ROLE_DATA_OWNER: &str = "Data owner";
 /// Role of a project member who works with the data.
 pub const ROLE_DATA_SCIENTIST: &str = "Data scientist";
+/// Role of a project member who only reads.
+pub const ROLE_OBSERVER: &str = "Observer";
 
 const FIRST_USER_ID: u64 = 10_000;
 const FIRST_PROJECT_ID: u64 = 119;
@@ -48,7 +63,7 @@ mod code {
     pub const USER_NOT_FOUND: u32 = 160_002;
     pub const USER_EXISTS: u32 = 160_003;
     pub const INVALID_STATUS: u32 = 160_023;
-    pub const ACCOUNT_TYPE_NOT_PROVIDED: u32 = 160_054;
+    pub const ACCOUNT_TYPE_NOT_PROVIDED: u32 = 160_046;
     pub const PROJECT_NOT_FOUND: u32 = 150_004;
     pub const PROJECT_EXISTS: u32 = 150_001;
     pub const PROJECT_NAME_INVALID: u32 = 150_003;
@@ -125,7 +140,7 @@ pub struct User {
     pub surname: String,
     /// `REMOTE_ACCOUNT_TYPE` for OAuth users, `M_ACCOUNT_TYPE` for the local admin.
     pub account_type: String,
-    /// 2 activated, 3 deactivated, 4 blocked.
+    /// Hopsworks account status, 0 to 7: 2 activated, 3 deactivated, 4 blocked.
     pub status: u8,
     /// Limit on projects ever created.
     pub max_num_projects: u32,
@@ -438,6 +453,7 @@ fn routes(c: &mut web::ServiceConfig, data: web::Data<Inner>) {
         .route(&format!("{BASE_PATH}/admin/users"), web::post().to(create_user))
         .route(&format!("{BASE_PATH}/admin/users"), web::get().to(list_users))
         .route(&format!("{BASE_PATH}/admin/users/{{id}}"), web::get().to(get_user))
+        .route(&format!("{BASE_PATH}/admin/user/{{uuid}}"), web::get().to(get_user_by_uuid))
         .route(&format!("{BASE_PATH}/admin/users/{{id}}"), web::put().to(update_user))
         .route(&format!("{BASE_PATH}/admin/projects"), web::get().to(list_projects))
         .route(&format!("{BASE_PATH}/admin/projects/add-to-projects"), web::post().to(add_to_projects))
@@ -537,14 +553,23 @@ fn require_json(req: &HttpRequest) -> Result<(), HopsworksError> {
     }
 }
 
-fn timestamp(t: DateTime<Utc>) -> String {
+fn timestamp_millis(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn timestamp_secs(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn user_json(base: &str, state: &State, user: &User) -> Value {
     let active = state.projects.iter().filter(|p| p.owner_id == user.id).count();
+    let group = if user.account_type == "M_ACCOUNT_TYPE" {
+        json!({"groupName": "HOPS_ADMIN", "groupDesc": "System administrator", "gid": 1005})
+    } else {
+        json!({"groupName": "HOPS_USER", "groupDesc": "Registered users in the system", "gid": 1006})
+    };
     json!({
-        "href": format!("{base}/admin/users/{}", user.id),
+        "href": format!("{base}/users/{}", user.id),
         "id": user.id,
         "username": user.username,
         "email": user.email,
@@ -555,7 +580,10 @@ fn user_json(base: &str, state: &State, user: &User) -> Value {
         "maxNumProjects": user.max_num_projects,
         "numCreatedProjects": user.num_created_projects,
         "numActiveProjects": active,
-        "activated": timestamp(user.activated),
+        "activated": timestamp_millis(user.activated),
+        "twoFactor": false,
+        "toursState": 0,
+        "role": [group],
     })
 }
 
@@ -613,7 +641,10 @@ async fn create_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>)
         if !email.contains('@') {
             return Err(HopsworksError::illegal_argument("Invalid email"));
         }
-        let max_num_projects = numeric_param::<u32>(&params, "maxNumProjects")?.unwrap_or(DEFAULT_MAX_NUM_PROJECTS);
+        // A negative or missing limit takes the cluster's default.
+        let max_num_projects = numeric_param::<i64>(&params, "maxNumProjects")?
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_NUM_PROJECTS);
         if client_id != inner.config.oauth_client_id {
             return Err(HopsworksError::new(400, code::OAUTH_CLIENT_NOT_FOUND, "OAuth client not found."));
         }
@@ -669,6 +700,10 @@ async fn list_users(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) 
         for (_, filter) in params.iter().filter(|(k, _)| k == "filter_by") {
             let (field, value) = filter.split_once(':').unwrap_or((filter, ""));
             match field.to_ascii_lowercase().as_str() {
+                "type" => {
+                    let wanted = value.to_ascii_uppercase();
+                    users.retain(|u| u.account_type == wanted);
+                }
                 "status" => {
                     let status: u8 = value.parse().map_err(|_| HopsworksError::illegal_argument("Invalid status"))?;
                     users.retain(|u| u.status == status);
@@ -687,7 +722,6 @@ async fn list_users(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) 
         if let Some(sort_by) = param(&params, "sort_by") {
             let (field, descending) = sort_key(sort_by)?;
             match field.as_str() {
-                "id" => users.sort_by_key(|u| u.id),
                 "email" => users.sort_by_key(|u| u.email.to_lowercase()),
                 "first_name" => users.sort_by(|a, b| a.given_name.cmp(&b.given_name)),
                 "last_name" => users.sort_by(|a, b| a.surname.cmp(&b.surname)),
@@ -731,6 +765,22 @@ async fn get_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) ->
     .await
 }
 
+async fn get_user_by_uuid(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, |inner| {
+        let uuid = req.match_info().get("uuid").unwrap_or_default();
+        let state = lock(&inner.state);
+        let user =
+            state.users.iter().find(|u| u.uuid.as_deref() == Some(uuid)).ok_or_else(HopsworksError::user_not_found)?;
+        Ok(HttpResponse::Ok().json(json!({
+            "uuid": uuid,
+            "givenName": user.given_name,
+            "surname": user.surname,
+            "email": user.email,
+        })))
+    })
+    .await
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UserUpdate {
@@ -753,7 +803,7 @@ async fn update_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>)
         let status = update
             .status
             .map(|s| match s.as_u64() {
-                Some(s @ 2..=4) => Ok(u8::try_from(s).unwrap_or(STATUS_ACTIVATED)),
+                Some(s @ 0..=7) => Ok(u8::try_from(s).unwrap_or(STATUS_ACTIVATED)),
                 _ => Err(HopsworksError::new(400, code::INVALID_STATUS, "Invalid status.").user("Status not valid")),
             })
             .transpose()?;
@@ -789,7 +839,7 @@ async fn list_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner
             .skip(offset)
             .take(limit.unwrap_or(usize::MAX))
             .map(|p| {
-                let href = format!("{base}/admin/users/{}", p.owner_id);
+                let href = format!("{base}/users/{}", p.owner_id);
                 let creator = match state.users.iter().find(|u| u.id == p.owner_id) {
                     Some(u) if expand_creator => json!({
                         "href": href,
@@ -805,7 +855,7 @@ async fn list_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner
                     "id": p.id,
                     "name": p.name,
                     "namespace": p.namespace,
-                    "created": timestamp(p.created),
+                    "created": timestamp_secs(p.created),
                     "creator": creator,
                 })
             })
@@ -834,7 +884,7 @@ async fn add_to_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inn
         require_json(&req)?;
         let add: AddToProjects =
             serde_json::from_slice(&body).map_err(|_| HopsworksError::illegal_argument("Malformed JSON body"))?;
-        if add.role != ROLE_DATA_OWNER && add.role != ROLE_DATA_SCIENTIST {
+        if ![ROLE_DATA_OWNER, ROLE_DATA_SCIENTIST, ROLE_OBSERVER].contains(&add.role.as_str()) {
             return Err(HopsworksError::new(400, code::ROLE_NOT_FOUND, "Role not found.").user("Invalid project role"));
         }
         if add.project_ids.is_empty() {
@@ -857,7 +907,7 @@ async fn add_to_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inn
                 });
             }
         }
-        Ok(HttpResponse::NoContent().finish())
+        Ok(HttpResponse::Ok().finish())
     })
     .await
 }

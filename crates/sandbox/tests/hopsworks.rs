@@ -110,6 +110,25 @@ async fn creating_a_user_with_query_parameters_answers_201_without_a_numeric_id(
     assert_eq!(user.uuid.as_deref(), Some("hopsbridge-oauth.google-oauth2|1234567890"));
     assert_eq!(user.max_num_projects, 5);
     assert_eq!(user.status, 2);
+    let (status, by_uuid) = get(&sim, &format!("/admin/user/{CLIENT_ID}.google-oauth2%7C1234567890")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(by_uuid["email"], "Meb.Brown@Example.com");
+    assert!(by_uuid.get("id").is_none(), "the uuid look-up has no numeric id either");
+
+    let negative = client_trusting(sim.ca_pem())
+        .post(format!(
+            "{}/admin/users?{}",
+            sim.url(),
+            create_query("neg@example.com", "N", "G", "auth0|neg").replace("maxNumProjects=5", "maxNumProjects=-1")
+        ))
+        .header("Authorization", format!("ApiKey {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(negative.status(), StatusCode::CREATED);
+    let neg = sim.users().into_iter().find(|u| u.email == "neg@example.com").unwrap();
+    assert_eq!(neg.max_num_projects, hopsbridge_sandbox::hopsworks::DEFAULT_MAX_NUM_PROJECTS);
+
     let log = sim.requests();
     assert!(log[0].query.contains("subject=google-oauth2%7C1234567890"), "{:?}", log[0]);
     sim.stop().await;
@@ -173,7 +192,7 @@ async fn users_are_found_by_paging_the_listing_and_comparing_emails_case_insensi
     let mut offset = 0;
     let mut pages = 0;
     loop {
-        let (status, page) = get(&sim, &format!("/admin/users?offset={offset}&limit=2&sort_by=id:asc")).await;
+        let (status, page) = get(&sim, &format!("/admin/users?offset={offset}&limit=2")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(page["count"], 6, "count is the total, not the page size");
         let items = page["items"].as_array().unwrap();
@@ -207,6 +226,12 @@ async fn users_are_found_by_paging_the_listing_and_comparing_emails_case_insensi
     assert!(beyond.get("items").is_none(), "an empty page has no items: {beyond}");
     let (status, _) = get(&sim, "/admin/users?limit=two").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, error) = get(&sim, "/admin/users?sort_by=id:asc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "Hopsworks does not sort users by id");
+    assert!(error["errorCode"].is_u64());
+    let (_, sorted) = get(&sim, "/admin/users?sort_by=email:desc&filter_by=type:REMOTE_ACCOUNT_TYPE").await;
+    assert_eq!(sorted["count"], 5, "the local admin is not a remote account");
+    assert_eq!(sorted["items"][0]["email"], "User4@Example.COM");
     sim.stop().await;
 }
 
@@ -240,7 +265,7 @@ async fn users_are_read_and_updated_by_numeric_id_only() {
         assert_eq!(user["status"], s);
         assert_eq!(sim.users().iter().find(|u| u.id == id).unwrap().status, s);
     }
-    for bad in [json!({"status": 7}), json!({"status": "ACTIVATED"}), json!({"maxNumProjects": -1}), json!({})] {
+    for bad in [json!({"status": 8}), json!({"status": "ACTIVATED"}), json!({"maxNumProjects": -1}), json!({})] {
         let (status, error) = put_json(&sim, &format!("/admin/users/{id}"), &bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(error["errorCode"].is_u64(), "{error}");
@@ -272,13 +297,18 @@ async fn projects_live_in_namespaces_derived_from_their_names_and_take_members()
     assert!(first["created"].is_string());
     assert_eq!(first["creator"]["username"], owner);
     assert_eq!(first["creator"]["email"], "owner@example.com");
+    let owner_id = id_of(&sim, owner);
+    assert!(first["creator"]["href"].as_str().unwrap().ends_with(&format!("/hopsworks-api/api/users/{owner_id}")));
     let (_, unexpanded) = get(&sim, "/admin/projects").await;
     assert!(unexpanded["items"][0]["creator"].get("username").is_none(), "creator is expanded on request only");
+    let (_, paged) = get(&sim, "/admin/projects?offset=1&limit=1").await;
+    assert_eq!((paged["count"].as_u64(), paged["items"][0]["name"].as_str()), (Some(2), Some("second")));
 
     let add = json!({"username": member, "role": ROLE_DATA_SCIENTIST, "projectIds": [project.id, other.id]});
     let response = post_json(&sim, "/admin/projects/add-to-projects", &add).await;
-    assert!(response.status().is_success(), "{}", response.status());
-    assert_eq!(post_json(&sim, "/admin/projects/add-to-projects", &add).await.status(), response.status());
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap().is_empty(), "add-to-projects answers an empty body");
+    assert_eq!(post_json(&sim, "/admin/projects/add-to-projects", &add).await.status(), StatusCode::OK);
     let memberships = sim.memberships();
     let of_member: Vec<_> = memberships.iter().filter(|m| m.username == member).collect();
     assert_eq!(of_member.len(), 2, "a retried add records nothing twice");
@@ -294,6 +324,13 @@ async fn projects_live_in_namespaces_derived_from_their_names_and_take_members()
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(response.json::<Value>().await.unwrap()["errorCode"].is_u64());
     assert_eq!(sim.memberships().len(), memberships.len());
+    let observer: Value = create_user(&sim, "observer@example.com", "auth0|observer").await.json().await.unwrap();
+    let observe = json!({"username": observer["username"], "role": "Observer", "projectIds": [project.id]});
+    assert_eq!(post_json(&sim, "/admin/projects/add-to-projects", &observe).await.status(), StatusCode::OK);
+    let unknown_user = json!({"username": "nobody10000", "role": ROLE_DATA_SCIENTIST, "projectIds": [project.id]});
+    let response = post_json(&sim, "/admin/projects/add-to-projects", &unknown_user).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(response.json::<Value>().await.unwrap()["errorCode"], 160_002);
 
     let (_, owner_item) = get(&sim, &format!("/admin/users/{}", id_of(&sim, owner))).await;
     assert_eq!(owner_item["numActiveProjects"], 2);

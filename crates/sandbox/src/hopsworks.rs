@@ -18,6 +18,8 @@
 //! - `add-to-projects` answers 200 with an empty body and leaves existing members as they are;
 //! - usernames are up to three letters of the email's local part and the first free number from
 //!   10000 (`meb10000`), deterministic for a given order of creation;
+//! - unknown paths answer 404 and known paths with another method 405, before the API key is
+//!   checked;
 //! - every cluster holds its local admin, `admin@hopsworks.ai` with id 10000.
 
 use crate::server::Served;
@@ -448,22 +450,30 @@ fn project_not_found() -> HopsworksError {
 }
 
 fn routes(c: &mut web::ServiceConfig, data: web::Data<Inner>) {
+    let resource =
+        |path: &str| web::resource(format!("{BASE_PATH}{path}")).default_service(web::to(method_not_allowed));
     c.app_data(data)
         .app_data(web::PayloadConfig::new(1 << 20))
-        .route(&format!("{BASE_PATH}/admin/users"), web::post().to(create_user))
-        .route(&format!("{BASE_PATH}/admin/users"), web::get().to(list_users))
-        .route(&format!("{BASE_PATH}/admin/users/{{id}}"), web::get().to(get_user))
-        .route(&format!("{BASE_PATH}/admin/user/{{uuid}}"), web::get().to(get_user_by_uuid))
-        .route(&format!("{BASE_PATH}/admin/users/{{id}}"), web::put().to(update_user))
-        .route(&format!("{BASE_PATH}/admin/projects"), web::get().to(list_projects))
-        .route(&format!("{BASE_PATH}/admin/projects/add-to-projects"), web::post().to(add_to_projects))
+        .service(resource("/admin/users").route(web::post().to(create_user)).route(web::get().to(list_users)))
+        .service(resource("/admin/users/{id}").route(web::get().to(get_user)).route(web::put().to(update_user)))
+        .service(resource("/admin/user/{uuid}").route(web::get().to(get_user_by_uuid)))
+        .service(resource("/admin/projects").route(web::get().to(list_projects)))
+        .service(resource("/admin/projects/add-to-projects").route(web::post().to(add_to_projects)))
         .default_service(web::to(not_found));
 }
 
 type Outcome = Result<HttpResponse, HopsworksError>;
 
+/// Whether a request must carry the API key. Requests that match no resource method are
+/// answered before authentication, as JAX-RS matches before Hopsworks' filter runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    ApiKey,
+    Unmatched,
+}
+
 /// Logs the request, applies faults and the API key check, then runs `op`.
-async fn serve<F>(inner: &Inner, req: &HttpRequest, body: &web::Bytes, op: F) -> HttpResponse
+async fn serve<F>(inner: &Inner, req: &HttpRequest, body: &web::Bytes, access: Access, op: F) -> HttpResponse
 where
     F: FnOnce(&Inner) -> Outcome,
 {
@@ -491,7 +501,8 @@ where
     if let Some(status) = fail {
         return server_error(status).response();
     }
-    let response = match authorize(inner, req).and_then(|()| op(inner)) {
+    let authorized = if access == Access::ApiKey { authorize(inner, req) } else { Ok(()) };
+    let response = match authorized.and_then(|()| op(inner)) {
         Ok(response) => response,
         Err(e) => e.response(),
     };
@@ -523,7 +534,14 @@ fn authorize(inner: &Inner, req: &HttpRequest) -> Result<(), HopsworksError> {
 }
 
 async fn not_found(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |_| Err(HopsworksError::unconvertible_param())).await
+    serve(&data, &req, &body, Access::Unmatched, |_| Err(HopsworksError::unconvertible_param())).await
+}
+
+async fn method_not_allowed(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::Unmatched, |_| {
+        Err(HopsworksError::new(405, code::NOT_FOUND, "HTTP 405 Method Not Allowed"))
+    })
+    .await
 }
 
 fn query_params(req: &HttpRequest) -> Result<Vec<(String, String)>, HopsworksError> {
@@ -616,7 +634,7 @@ fn generate_username(state: &State, email: &str, given_name: &str, surname: &str
 }
 
 async fn create_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |inner| {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
         let params = query_params(&req)?;
         let Some(account_type) = param(&params, "accountType") else {
             return Err(HopsworksError::new(422, code::ACCOUNT_TYPE_NOT_PROVIDED, "Account type not provided.")
@@ -691,7 +709,7 @@ fn sort_key(sort_by: &str) -> Result<(String, bool), HopsworksError> {
 }
 
 async fn list_users(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |inner| {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
         let params = query_params(&req)?;
         let offset = numeric_param::<usize>(&params, "offset")?.unwrap_or(0);
         let limit = numeric_param::<usize>(&params, "limit")?;
@@ -756,7 +774,7 @@ fn user_id(req: &HttpRequest) -> Result<u64, HopsworksError> {
 }
 
 async fn get_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |inner| {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
         let id = user_id(&req)?;
         let state = lock(&inner.state);
         let user = state.users.iter().find(|u| u.id == id).ok_or_else(HopsworksError::user_not_found)?;
@@ -766,7 +784,7 @@ async fn get_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) ->
 }
 
 async fn get_user_by_uuid(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |inner| {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
         let uuid = req.match_info().get("uuid").unwrap_or_default();
         let state = lock(&inner.state);
         let user =
@@ -789,7 +807,7 @@ struct UserUpdate {
 }
 
 async fn update_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |inner| {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
         let id = user_id(&req)?;
         require_json(&req)?;
         let update: UserUpdate =
@@ -825,7 +843,7 @@ async fn update_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>)
 }
 
 async fn list_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |inner| {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
         let params = query_params(&req)?;
         let offset = numeric_param::<usize>(&params, "offset")?.unwrap_or(0);
         let limit = numeric_param::<usize>(&params, "limit")?;
@@ -880,7 +898,7 @@ struct AddToProjects {
 }
 
 async fn add_to_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, |inner| {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
         require_json(&req)?;
         let add: AddToProjects =
             serde_json::from_slice(&body).map_err(|_| HopsworksError::illegal_argument("Malformed JSON body"))?;

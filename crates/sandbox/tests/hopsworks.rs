@@ -419,3 +419,21 @@ async fn the_api_is_trusted_through_the_cluster_ca_only() {
     assert_eq!(status, StatusCode::OK);
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_methods_are_answered_before_the_api_key_is_checked() {
+    let sim = start();
+    let client = client_trusting(sim.ca_pem());
+    let unknown = client.get(format!("{}/admin/clusters", sim.url())).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert!(unknown.json::<Value>().await.unwrap()["errorCode"].is_u64());
+    let patch = client.patch(format!("{}/admin/users/10000", sim.url())).send().await.unwrap();
+    assert_eq!(patch.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(patch.json::<Value>().await.unwrap()["errorCode"].is_u64());
+    let unauthorized = client.get(format!("{}/admin/users/10000", sim.url())).send().await.unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    let (status, admin) = get(&sim, "/admin/users/10000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(admin["email"], "admin@hopsworks.ai");
+    sim.stop().await;
+}

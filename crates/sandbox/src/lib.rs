@@ -7,6 +7,7 @@
 //! accepts what the real one rejects hides the bugs tests exist to find.
 
 pub mod auth0;
+pub mod hopsworks;
 pub mod server;
 pub mod tls;
 pub mod world;

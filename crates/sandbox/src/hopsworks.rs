@@ -1,0 +1,931 @@
+//! The Hopsworks admin REST API of one cluster: OAuth users, projects and project members,
+//! served over HTTPS with the cluster's own CA under `/hopsworks-api/api`.
+//!
+//! Faithful to the contract in `external-apis.md`: query-parameter user creation answered
+//! without a numeric id, numeric ids only on `/admin/users/{id}`, namespaces taken from project
+//! names (`my_project` lives in `my-project`), `{errorCode, usrMsg, errorMsg}` error bodies.
+//! Tests switch on faults (5xx answers, slow answers, answers held past a client's timeout) and
+//! inspect the request log.
+//!
+//! Where the contract is silent the simulator follows observed Hopsworks 4.x behaviour:
+//! - an existing email (case-insensitive) or OAuth uuid is answered 409 with `errorCode` 160003
+//!   (`USER_EXISTS`); a missing `accountType` 422 with 160046 and `usrMsg` "Account type not
+//!   provided"; a missing `Authorization` header 401 with 200003, a wrong key 401 with 320004;
+//! - a path or query parameter that is not a number (`/admin/users/meb10000`, `limit=two`) is
+//!   answered 404, as JAX-RS does;
+//! - lists carry `count` (the total) and omit `items` when the page is empty;
+//! - user and creator `href`s point at `/users/{id}`; `sort_by=id` is refused, as Hopsworks does;
+//! - `add-to-projects` answers 200 with an empty body and leaves existing members as they are;
+//! - usernames are up to three letters of the email's local part and the first free number from
+//!   10000 (`meb10000`), deterministic for a given order of creation;
+//! - unknown paths answer 404 and known paths with another method 405, before the API key is
+//!   checked;
+//! - every cluster holds its local admin, `admin@hopsworks.ai` with id 10000.
+
+use crate::server::Served;
+use crate::tls::Ca;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// The path every route of the API is served under.
+pub const BASE_PATH: &str = "/hopsworks-api/api";
+
+/// Status of an activated account.
+pub const STATUS_ACTIVATED: u8 = 2;
+/// Status of a deactivated account.
+pub const STATUS_DEACTIVATED: u8 = 3;
+/// Status of a blocked account.
+pub const STATUS_BLOCKED: u8 = 4;
+
+/// `maxNumProjects` of a user created without one (the Hopsworks default setting).
+pub const DEFAULT_MAX_NUM_PROJECTS: u32 = 10;
+
+/// Role of a project member who owns data.
+pub const ROLE_DATA_OWNER: &str = "Data owner";
+/// Role of a project member who works with the data.
+pub const ROLE_DATA_SCIENTIST: &str = "Data scientist";
+/// Role of a project member who only reads.
+pub const ROLE_OBSERVER: &str = "Observer";
+
+const FIRST_USER_ID: u64 = 10_000;
+const FIRST_PROJECT_ID: u64 = 119;
+const FIRST_USERNAME_NUMBER: u32 = 10_000;
+
+mod code {
+    pub const GENERIC: u32 = 120_000;
+    pub const NOT_FOUND: u32 = 120_001;
+    pub const ILLEGAL_ARGUMENT: u32 = 120_004;
+    pub const UNSUPPORTED_MEDIA_TYPE: u32 = 120_005;
+    pub const USER_NOT_FOUND: u32 = 160_002;
+    pub const USER_EXISTS: u32 = 160_003;
+    pub const INVALID_STATUS: u32 = 160_023;
+    pub const ACCOUNT_TYPE_NOT_PROVIDED: u32 = 160_046;
+    pub const PROJECT_NOT_FOUND: u32 = 150_004;
+    pub const PROJECT_EXISTS: u32 = 150_001;
+    pub const PROJECT_NAME_INVALID: u32 = 150_003;
+    pub const NUM_PROJECTS_LIMIT: u32 = 150_027;
+    pub const ROLE_NOT_FOUND: u32 = 150_046;
+    pub const AUTH_HEADER_MISSING: u32 = 200_003;
+    pub const API_KEY_INVALID: u32 = 320_004;
+    pub const OAUTH_CLIENT_NOT_FOUND: u32 = 330_005;
+}
+
+/// How a simulated cluster is set up.
+#[derive(Clone)]
+pub struct HopsworksConfig {
+    /// Cluster name, also the name of its CA.
+    pub cluster: String,
+    /// The admin user's API key, expected as `Authorization: ApiKey <key>`.
+    pub api_key: String,
+    /// The OAuth client id registered on the cluster; user creation must name it.
+    pub oauth_client_id: String,
+    /// Faults active from the start.
+    pub faults: Faults,
+}
+
+impl std::fmt::Debug for HopsworksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HopsworksConfig")
+            .field("cluster", &self.cluster)
+            .field("oauth_client_id", &self.oauth_client_id)
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HopsworksConfig {
+    /// A cluster without faults.
+    #[must_use]
+    pub fn new(cluster: &str, api_key: &str, oauth_client_id: &str) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            api_key: api_key.to_owned(),
+            oauth_client_id: oauth_client_id.to_owned(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Faults the simulator injects, consumed request by request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// The next this-many requests are answered with `fail_status` and do nothing.
+    pub fail_next: u32,
+    /// The 5xx status of failed requests (500 when unset or not a server error).
+    pub fail_status: u16,
+    /// Every request waits this long before it is handled.
+    pub delay: Option<Duration>,
+    /// The next this-many requests are handled, then their answer is held for `hold`.
+    pub hold_next: u32,
+    /// How long a held answer is held.
+    pub hold: Duration,
+}
+
+/// A user account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Numeric id, used by `/admin/users/{id}`.
+    pub id: u64,
+    /// Generated username; pods carry it as their `owner` label.
+    pub username: String,
+    /// Email as given at creation.
+    pub email: String,
+    /// First name.
+    pub given_name: String,
+    /// Last name.
+    pub surname: String,
+    /// `REMOTE_ACCOUNT_TYPE` for OAuth users, `M_ACCOUNT_TYPE` for the local admin.
+    pub account_type: String,
+    /// Hopsworks account status, 0 to 7: 2 activated, 3 deactivated, 4 blocked.
+    pub status: u8,
+    /// Limit on projects ever created.
+    pub max_num_projects: u32,
+    /// Projects ever created by the user.
+    pub num_created_projects: u32,
+    /// `<clientId>.<subject>` of OAuth users.
+    pub uuid: Option<String>,
+    /// When the account was activated.
+    pub activated: DateTime<Utc>,
+}
+
+/// A project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    /// Numeric id.
+    pub id: u64,
+    /// Name as created (`my_project`).
+    pub name: String,
+    /// Kubernetes namespace (`my-project`).
+    pub namespace: String,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Id of the creating user.
+    pub owner_id: u64,
+}
+
+/// A user's membership of a project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// Project id.
+    pub project_id: u64,
+    /// Member's username.
+    pub username: String,
+    /// `Data owner` or `Data scientist`.
+    pub role: String,
+}
+
+/// One request as it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path, including the base path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Whether the request carried a non-empty body.
+    pub had_body: bool,
+}
+
+/// An error the API answers with, as Hopsworks shapes it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {error_code}: {error_msg}")]
+pub struct HopsworksError {
+    /// HTTP status.
+    pub status: u16,
+    /// Hopsworks `errorCode`.
+    pub error_code: u32,
+    /// Hopsworks `errorMsg`.
+    pub error_msg: String,
+    /// Hopsworks `usrMsg`, omitted when absent.
+    pub usr_msg: Option<String>,
+}
+
+impl HopsworksError {
+    fn new(status: u16, error_code: u32, error_msg: &str) -> Self {
+        Self { status, error_code, error_msg: error_msg.to_owned(), usr_msg: None }
+    }
+
+    fn user(mut self, usr_msg: &str) -> Self {
+        self.usr_msg = Some(usr_msg.to_owned());
+        self
+    }
+
+    fn response(&self) -> HttpResponse {
+        let mut body = json!({ "errorCode": self.error_code, "errorMsg": self.error_msg });
+        if let (Some(msg), Some(map)) = (&self.usr_msg, body.as_object_mut()) {
+            map.insert("usrMsg".to_owned(), Value::String(msg.clone()));
+        }
+        HttpResponse::build(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)).json(body)
+    }
+
+    fn user_not_found() -> Self {
+        Self::new(404, code::USER_NOT_FOUND, "User not found")
+    }
+
+    fn illegal_argument(usr_msg: &str) -> Self {
+        Self::new(400, code::ILLEGAL_ARGUMENT, "A wrong argument was provided.").user(usr_msg)
+    }
+
+    /// JAX-RS answers a path or query parameter that does not convert to its type with 404.
+    fn unconvertible_param() -> Self {
+        Self::new(404, code::NOT_FOUND, "HTTP 404 Not Found")
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: Vec<User>,
+    projects: Vec<Project>,
+    memberships: Vec<Membership>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: HopsworksConfig,
+    state: Mutex<State>,
+    faults: Mutex<Faults>,
+    log: Mutex<Vec<LoggedRequest>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running simulated Hopsworks cluster.
+#[derive(Debug)]
+pub struct HopsworksSim {
+    inner: Arc<Inner>,
+    ca: Ca,
+    served: Served,
+}
+
+impl HopsworksSim {
+    /// Starts the cluster on loopback over HTTPS with a new CA. The cluster holds its local
+    /// admin user (`admin@hopsworks.ai`, id 10000), as every Hopsworks installation does.
+    ///
+    /// # Errors
+    /// When the CA cannot be made or the port cannot be bound.
+    pub fn start(config: HopsworksConfig) -> anyhow::Result<Self> {
+        let ca = Ca::new(&config.cluster)?;
+        let mut state = State::default();
+        state.users.push(User {
+            id: FIRST_USER_ID,
+            username: "admin".to_owned(),
+            email: "admin@hopsworks.ai".to_owned(),
+            given_name: "Admin".to_owned(),
+            surname: "Admin".to_owned(),
+            account_type: "M_ACCOUNT_TYPE".to_owned(),
+            status: STATUS_ACTIVATED,
+            max_num_projects: DEFAULT_MAX_NUM_PROJECTS,
+            num_created_projects: 0,
+            uuid: None,
+            activated: Utc::now(),
+        });
+        let inner = Arc::new(Inner {
+            faults: Mutex::new(config.faults.clone()),
+            config,
+            state: Mutex::new(state),
+            log: Mutex::new(Vec::new()),
+        });
+        let data = web::Data::from(Arc::clone(&inner));
+        let served =
+            Served::start(move |c: &mut web::ServiceConfig| routes(c, data.clone()), Some(ca.server_config()?))?;
+        Ok(Self { inner, ca, served })
+    }
+
+    /// `https://127.0.0.1:<port>/hopsworks-api/api`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("{}{BASE_PATH}", self.served.url())
+    }
+
+    /// `https://127.0.0.1:<port>`, the cluster address as configured in Hopsbridge.
+    #[must_use]
+    pub fn origin(&self) -> String {
+        self.served.url()
+    }
+
+    /// The cluster CA in PEM.
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// The admin API key.
+    #[must_use]
+    pub fn api_key(&self) -> &str {
+        &self.inner.config.api_key
+    }
+
+    /// The OAuth client id registered on the cluster.
+    #[must_use]
+    pub fn oauth_client_id(&self) -> &str {
+        &self.inner.config.oauth_client_id
+    }
+
+    /// All users, by id.
+    #[must_use]
+    pub fn users(&self) -> Vec<User> {
+        lock(&self.inner.state).users.clone()
+    }
+
+    /// All projects, by id.
+    #[must_use]
+    pub fn projects(&self) -> Vec<Project> {
+        lock(&self.inner.state).projects.clone()
+    }
+
+    /// All memberships, in the order they were made.
+    #[must_use]
+    pub fn memberships(&self) -> Vec<Membership> {
+        lock(&self.inner.state).memberships.clone()
+    }
+
+    /// Creates a project as `owner_username` does in the Hopsworks UI: the owner becomes its
+    /// `Data owner` and uses up one of their `maxNumProjects`.
+    ///
+    /// # Errors
+    /// Unknown owner, invalid or taken name, or the owner's project limit reached.
+    pub fn create_project(&self, owner_username: &str, name: &str) -> Result<Project, HopsworksError> {
+        let mut state = lock(&self.inner.state);
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.starts_with(|c: char| c.is_ascii_alphabetic());
+        if !valid {
+            return Err(HopsworksError::new(400, code::PROJECT_NAME_INVALID, "Invalid project name."));
+        }
+        if state.projects.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+            return Err(HopsworksError::new(409, code::PROJECT_EXISTS, "Project with the same name already exists."));
+        }
+        let owner =
+            state.users.iter_mut().find(|u| u.username == owner_username).ok_or_else(HopsworksError::user_not_found)?;
+        if owner.num_created_projects >= owner.max_num_projects {
+            return Err(HopsworksError::new(
+                400,
+                code::NUM_PROJECTS_LIMIT,
+                "The user has reached the maximum number of projects they can create.",
+            ));
+        }
+        owner.num_created_projects += 1;
+        let owner_id = owner.id;
+        let id = state.projects.last().map_or(FIRST_PROJECT_ID, |p| p.id + 1);
+        let project = Project {
+            id,
+            name: name.to_owned(),
+            namespace: name.to_ascii_lowercase().replace('_', "-"),
+            created: Utc::now(),
+            owner_id,
+        };
+        state.projects.push(project.clone());
+        state.memberships.push(Membership {
+            project_id: id,
+            username: owner_username.to_owned(),
+            role: ROLE_DATA_OWNER.to_owned(),
+        });
+        Ok(project)
+    }
+
+    /// Deletes a project and its memberships; the owner's created-projects count stays.
+    ///
+    /// # Errors
+    /// Unknown project.
+    pub fn delete_project(&self, project_id: u64) -> Result<(), HopsworksError> {
+        let mut state = lock(&self.inner.state);
+        let before = state.projects.len();
+        state.projects.retain(|p| p.id != project_id);
+        if state.projects.len() == before {
+            return Err(project_not_found());
+        }
+        state.memberships.retain(|m| m.project_id != project_id);
+        Ok(())
+    }
+
+    /// Requests received so far, faulted ones included.
+    #[must_use]
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        lock(&self.inner.log).clone()
+    }
+
+    /// Answers the next `n` requests with `status` (a 5xx) without handling them.
+    pub fn fail_next(&self, n: u32, status: u16) {
+        let mut faults = lock(&self.inner.faults);
+        faults.fail_next = n;
+        faults.fail_status = status;
+    }
+
+    /// Delays every request by `delay`, or stops delaying.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        lock(&self.inner.faults).delay = delay;
+    }
+
+    /// Handles the next `n` requests, then holds each answer for `hold`, past a client's
+    /// timeout: the change is made although the client sees no answer.
+    pub fn hold_next(&self, n: u32, hold: Duration) {
+        let mut faults = lock(&self.inner.faults);
+        faults.hold_next = n;
+        faults.hold = hold;
+    }
+
+    /// Switches every fault off.
+    pub fn clear_faults(&self) {
+        *lock(&self.inner.faults) = Faults::default();
+    }
+
+    /// Stops the server.
+    pub async fn stop(&self) {
+        self.served.stop().await;
+    }
+}
+
+fn project_not_found() -> HopsworksError {
+    HopsworksError::new(404, code::PROJECT_NOT_FOUND, "Project wasn't found.")
+}
+
+fn routes(c: &mut web::ServiceConfig, data: web::Data<Inner>) {
+    let resource =
+        |path: &str| web::resource(format!("{BASE_PATH}{path}")).default_service(web::to(method_not_allowed));
+    c.app_data(data)
+        .app_data(web::PayloadConfig::new(1 << 20))
+        .service(resource("/admin/users").route(web::post().to(create_user)).route(web::get().to(list_users)))
+        .service(resource("/admin/users/{id}").route(web::get().to(get_user)).route(web::put().to(update_user)))
+        .service(resource("/admin/user/{uuid}").route(web::get().to(get_user_by_uuid)))
+        .service(resource("/admin/projects").route(web::get().to(list_projects)))
+        .service(resource("/admin/projects/add-to-projects").route(web::post().to(add_to_projects)))
+        .default_service(web::to(not_found));
+}
+
+type Outcome = Result<HttpResponse, HopsworksError>;
+
+/// Whether a request must carry the API key. Requests that match no resource method are
+/// answered before authentication, as JAX-RS matches before Hopsworks' filter runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    ApiKey,
+    Unmatched,
+}
+
+/// Logs the request, applies faults and the API key check, then runs `op`.
+async fn serve<F>(inner: &Inner, req: &HttpRequest, body: &web::Bytes, access: Access, op: F) -> HttpResponse
+where
+    F: FnOnce(&Inner) -> Outcome,
+{
+    lock(&inner.log).push(LoggedRequest {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+        query: req.query_string().to_owned(),
+        had_body: !body.is_empty(),
+    });
+    let (delay, fail, hold) = {
+        let mut faults = lock(&inner.faults);
+        let fail = (faults.fail_next > 0).then(|| {
+            faults.fail_next -= 1;
+            faults.fail_status
+        });
+        let hold = (faults.hold_next > 0).then(|| {
+            faults.hold_next -= 1;
+            faults.hold
+        });
+        (faults.delay, fail, hold)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = fail {
+        return server_error(status).response();
+    }
+    let authorized = if access == Access::ApiKey { authorize(inner, req) } else { Ok(()) };
+    let response = match authorized.and_then(|()| op(inner)) {
+        Ok(response) => response,
+        Err(e) => e.response(),
+    };
+    if let Some(hold) = hold {
+        tokio::time::sleep(hold).await;
+    }
+    response
+}
+
+fn server_error(status: u16) -> HopsworksError {
+    if status == 503 {
+        HopsworksError::new(503, code::GENERIC, "Service unavailable.")
+    } else if (500..600).contains(&status) {
+        HopsworksError::new(status, code::GENERIC, "A generic error occurred.")
+    } else {
+        HopsworksError::new(500, code::GENERIC, "A generic error occurred.")
+    }
+}
+
+fn authorize(inner: &Inner, req: &HttpRequest) -> Result<(), HopsworksError> {
+    let Some(header) = req.headers().get(AUTHORIZATION) else {
+        return Err(HopsworksError::new(401, code::AUTH_HEADER_MISSING, "Authorization header not set."));
+    };
+    let key = header.to_str().ok().and_then(|h| h.strip_prefix("ApiKey "));
+    match key {
+        Some(key) if key == inner.config.api_key => Ok(()),
+        _ => Err(HopsworksError::new(401, code::API_KEY_INVALID, "Invalid API key.")),
+    }
+}
+
+async fn not_found(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::Unmatched, |_| Err(HopsworksError::unconvertible_param())).await
+}
+
+async fn method_not_allowed(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::Unmatched, |_| {
+        Err(HopsworksError::new(405, code::NOT_FOUND, "HTTP 405 Method Not Allowed"))
+    })
+    .await
+}
+
+fn query_params(req: &HttpRequest) -> Result<Vec<(String, String)>, HopsworksError> {
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|_| HopsworksError::illegal_argument("Malformed query string"))
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn numeric_param<T: std::str::FromStr>(params: &[(String, String)], name: &str) -> Result<Option<T>, HopsworksError> {
+    param(params, name).map(|v| v.parse::<T>().map_err(|_| HopsworksError::unconvertible_param())).transpose()
+}
+
+fn require_json(req: &HttpRequest) -> Result<(), HopsworksError> {
+    let json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if json {
+        Ok(())
+    } else {
+        Err(HopsworksError::new(415, code::UNSUPPORTED_MEDIA_TYPE, "HTTP 415 Unsupported Media Type"))
+    }
+}
+
+fn timestamp_millis(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn timestamp_secs(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn user_json(base: &str, state: &State, user: &User) -> Value {
+    let active = state.projects.iter().filter(|p| p.owner_id == user.id).count();
+    let group = if user.account_type == "M_ACCOUNT_TYPE" {
+        json!({"groupName": "HOPS_ADMIN", "groupDesc": "System administrator", "gid": 1005})
+    } else {
+        json!({"groupName": "HOPS_USER", "groupDesc": "Registered users in the system", "gid": 1006})
+    };
+    json!({
+        "href": format!("{base}/users/{}", user.id),
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "firstname": user.given_name,
+        "lastname": user.surname,
+        "accountType": user.account_type,
+        "status": user.status,
+        "maxNumProjects": user.max_num_projects,
+        "numCreatedProjects": user.num_created_projects,
+        "numActiveProjects": active,
+        "activated": timestamp_millis(user.activated),
+        "twoFactor": false,
+        "toursState": 0,
+        "role": [group],
+    })
+}
+
+fn base_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}{BASE_PATH}", info.scheme(), info.host())
+}
+
+/// Hopsworks usernames: up to three lowercase letters from the email's local part (the name
+/// when it has none) and the first free number from 10000, e.g. `meb10000`.
+fn generate_username(state: &State, email: &str, given_name: &str, surname: &str) -> String {
+    let letters =
+        |s: &str| s.chars().filter(char::is_ascii_alphabetic).map(|c| c.to_ascii_lowercase()).collect::<String>();
+    let local = email.split('@').next().unwrap_or_default();
+    let mut prefix: String = letters(local).chars().take(3).collect();
+    if prefix.is_empty() {
+        prefix = letters(&format!("{given_name}{surname}")).chars().take(3).collect();
+    }
+    if prefix.is_empty() {
+        "usr".clone_into(&mut prefix);
+    }
+    let mut n = FIRST_USERNAME_NUMBER;
+    loop {
+        let candidate = format!("{prefix}{n}");
+        if !state.users.iter().any(|u| u.username == candidate) {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
+async fn create_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
+        let params = query_params(&req)?;
+        let Some(account_type) = param(&params, "accountType") else {
+            return Err(HopsworksError::new(422, code::ACCOUNT_TYPE_NOT_PROVIDED, "Account type not provided.")
+                .user("Account type not provided"));
+        };
+        if account_type != "REMOTE_ACCOUNT_TYPE" {
+            return Err(HopsworksError::illegal_argument("Only remote accounts can be created by an administrator"));
+        }
+        if param(&params, "type") != Some("OAUTH2") {
+            return Err(HopsworksError::illegal_argument("Remote user type not provided or not supported"));
+        }
+        let required = |name: &str| {
+            param(&params, name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| HopsworksError::illegal_argument(&format!("{name} not provided")))
+        };
+        let email = required("email")?;
+        let given_name = required("givenName")?;
+        let surname = required("surname")?;
+        let subject = required("subject")?;
+        let client_id = required("clientId")?;
+        if !email.contains('@') {
+            return Err(HopsworksError::illegal_argument("Invalid email"));
+        }
+        // A negative or missing limit takes the cluster's default.
+        let max_num_projects = numeric_param::<i64>(&params, "maxNumProjects")?
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_NUM_PROJECTS);
+        if client_id != inner.config.oauth_client_id {
+            return Err(HopsworksError::new(400, code::OAUTH_CLIENT_NOT_FOUND, "OAuth client not found."));
+        }
+        let uuid = format!("{client_id}.{subject}");
+        let mut state = lock(&inner.state);
+        if state.users.iter().any(|u| u.email.eq_ignore_ascii_case(email) || u.uuid.as_deref() == Some(&uuid)) {
+            return Err(HopsworksError::new(409, code::USER_EXISTS, "User already exists.")
+                .user("There is an existing account associated with this email"));
+        }
+        let username = generate_username(&state, email, given_name, surname);
+        let id = state.users.last().map_or(FIRST_USER_ID, |u| u.id + 1);
+        state.users.push(User {
+            id,
+            username: username.clone(),
+            email: email.to_owned(),
+            given_name: given_name.to_owned(),
+            surname: surname.to_owned(),
+            account_type: "REMOTE_ACCOUNT_TYPE".to_owned(),
+            status: STATUS_ACTIVATED,
+            max_num_projects,
+            num_created_projects: 0,
+            uuid: Some(uuid.clone()),
+            activated: Utc::now(),
+        });
+        Ok(HttpResponse::Created().json(json!({
+            "uuid": uuid,
+            "givenName": given_name,
+            "surname": surname,
+            "email": email,
+            "username": username,
+        })))
+    })
+    .await
+}
+
+fn sort_key(sort_by: &str) -> Result<(String, bool), HopsworksError> {
+    let (field, order) = sort_by.split_once(':').unwrap_or((sort_by, "asc"));
+    let descending = match order.to_ascii_lowercase().as_str() {
+        "asc" => false,
+        "desc" => true,
+        _ => return Err(HopsworksError::illegal_argument("Sort order must be asc or desc")),
+    };
+    Ok((field.to_ascii_lowercase(), descending))
+}
+
+async fn list_users(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
+        let params = query_params(&req)?;
+        let offset = numeric_param::<usize>(&params, "offset")?.unwrap_or(0);
+        let limit = numeric_param::<usize>(&params, "limit")?;
+        let state = lock(&inner.state);
+        let mut users: Vec<&User> = state.users.iter().collect();
+        for (_, filter) in params.iter().filter(|(k, _)| k == "filter_by") {
+            let (field, value) = filter.split_once(':').unwrap_or((filter, ""));
+            match field.to_ascii_lowercase().as_str() {
+                "type" => {
+                    let wanted = value.to_ascii_uppercase();
+                    users.retain(|u| u.account_type == wanted);
+                }
+                "status" => {
+                    let status: u8 = value.parse().map_err(|_| HopsworksError::illegal_argument("Invalid status"))?;
+                    users.retain(|u| u.status == status);
+                }
+                "user_like" => {
+                    let needle = value.to_lowercase();
+                    users.retain(|u| {
+                        [&u.username, &u.email, &u.given_name, &u.surname]
+                            .iter()
+                            .any(|f| f.to_lowercase().contains(&needle))
+                    });
+                }
+                _ => return Err(HopsworksError::illegal_argument("Filter by need to set a valid filter parameter")),
+            }
+        }
+        if let Some(sort_by) = param(&params, "sort_by") {
+            let (field, descending) = sort_key(sort_by)?;
+            match field.as_str() {
+                "email" => users.sort_by_key(|u| u.email.to_lowercase()),
+                "first_name" => users.sort_by(|a, b| a.given_name.cmp(&b.given_name)),
+                "last_name" => users.sort_by(|a, b| a.surname.cmp(&b.surname)),
+                "date_created" => users.sort_by_key(|u| (u.activated, u.id)),
+                _ => return Err(HopsworksError::illegal_argument("Sort by need to set a valid sort parameter")),
+            }
+            if descending {
+                users.reverse();
+            }
+        }
+        let count = users.len();
+        let base = base_url(&req);
+        let items: Vec<Value> = users
+            .into_iter()
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|u| user_json(&base, &state, u))
+            .collect();
+        let mut answer = json!({ "href": format!("{base}/admin/users"), "count": count });
+        if !items.is_empty()
+            && let Some(map) = answer.as_object_mut()
+        {
+            map.insert("items".to_owned(), Value::Array(items));
+        }
+        Ok(HttpResponse::Ok().json(answer))
+    })
+    .await
+}
+
+fn user_id(req: &HttpRequest) -> Result<u64, HopsworksError> {
+    req.match_info().get("id").and_then(|id| id.parse().ok()).ok_or_else(HopsworksError::unconvertible_param)
+}
+
+async fn get_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
+        let id = user_id(&req)?;
+        let state = lock(&inner.state);
+        let user = state.users.iter().find(|u| u.id == id).ok_or_else(HopsworksError::user_not_found)?;
+        Ok(HttpResponse::Ok().json(user_json(&base_url(&req), &state, user)))
+    })
+    .await
+}
+
+async fn get_user_by_uuid(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
+        let uuid = req.match_info().get("uuid").unwrap_or_default();
+        let state = lock(&inner.state);
+        let user =
+            state.users.iter().find(|u| u.uuid.as_deref() == Some(uuid)).ok_or_else(HopsworksError::user_not_found)?;
+        Ok(HttpResponse::Ok().json(json!({
+            "uuid": uuid,
+            "givenName": user.given_name,
+            "surname": user.surname,
+            "email": user.email,
+        })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserUpdate {
+    max_num_projects: Option<i64>,
+    status: Option<Value>,
+}
+
+async fn update_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
+        let id = user_id(&req)?;
+        require_json(&req)?;
+        let update: UserUpdate =
+            serde_json::from_slice(&body).map_err(|_| HopsworksError::illegal_argument("Malformed JSON body"))?;
+        let max_num_projects = update
+            .max_num_projects
+            .map(|n| {
+                u32::try_from(n).map_err(|_| HopsworksError::illegal_argument("maxNumProjects must not be negative"))
+            })
+            .transpose()?;
+        let status = update
+            .status
+            .map(|s| match s.as_u64() {
+                Some(s @ 0..=7) => Ok(u8::try_from(s).unwrap_or(STATUS_ACTIVATED)),
+                _ => Err(HopsworksError::new(400, code::INVALID_STATUS, "Invalid status.").user("Status not valid")),
+            })
+            .transpose()?;
+        if max_num_projects.is_none() && status.is_none() {
+            return Err(HopsworksError::illegal_argument("Nothing to update"));
+        }
+        let mut state = lock(&inner.state);
+        let user = state.users.iter_mut().find(|u| u.id == id).ok_or_else(HopsworksError::user_not_found)?;
+        if let Some(n) = max_num_projects {
+            user.max_num_projects = n;
+        }
+        if let Some(s) = status {
+            user.status = s;
+        }
+        let user = user.clone();
+        Ok(HttpResponse::Ok().json(user_json(&base_url(&req), &state, &user)))
+    })
+    .await
+}
+
+async fn list_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
+        let params = query_params(&req)?;
+        let offset = numeric_param::<usize>(&params, "offset")?.unwrap_or(0);
+        let limit = numeric_param::<usize>(&params, "limit")?;
+        let expand_creator =
+            params.iter().any(|(k, v)| k == "expand" && v.split(',').any(|e| e.trim().eq_ignore_ascii_case("creator")));
+        let base = base_url(&req);
+        let state = lock(&inner.state);
+        let items: Vec<Value> = state
+            .projects
+            .iter()
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|p| {
+                let href = format!("{base}/users/{}", p.owner_id);
+                let creator = match state.users.iter().find(|u| u.id == p.owner_id) {
+                    Some(u) if expand_creator => json!({
+                        "href": href,
+                        "username": u.username,
+                        "email": u.email,
+                        "firstname": u.given_name,
+                        "lastname": u.surname,
+                    }),
+                    _ => json!({ "href": href }),
+                };
+                json!({
+                    "href": format!("{base}/admin/projects/{}", p.id),
+                    "id": p.id,
+                    "name": p.name,
+                    "namespace": p.namespace,
+                    "created": timestamp_secs(p.created),
+                    "creator": creator,
+                })
+            })
+            .collect();
+        let mut answer = json!({ "href": format!("{base}/admin/projects"), "count": state.projects.len() });
+        if !items.is_empty()
+            && let Some(map) = answer.as_object_mut()
+        {
+            map.insert("items".to_owned(), Value::Array(items));
+        }
+        Ok(HttpResponse::Ok().json(answer))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddToProjects {
+    username: String,
+    role: String,
+    project_ids: Vec<u64>,
+}
+
+async fn add_to_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
+    serve(&data, &req, &body, Access::ApiKey, |inner| {
+        require_json(&req)?;
+        let add: AddToProjects =
+            serde_json::from_slice(&body).map_err(|_| HopsworksError::illegal_argument("Malformed JSON body"))?;
+        if ![ROLE_DATA_OWNER, ROLE_DATA_SCIENTIST, ROLE_OBSERVER].contains(&add.role.as_str()) {
+            return Err(HopsworksError::new(400, code::ROLE_NOT_FOUND, "Role not found.").user("Invalid project role"));
+        }
+        if add.project_ids.is_empty() {
+            return Err(HopsworksError::illegal_argument("No project ids provided"));
+        }
+        let mut state = lock(&inner.state);
+        if !state.users.iter().any(|u| u.username == add.username) {
+            return Err(HopsworksError::user_not_found());
+        }
+        if let Some(missing) = add.project_ids.iter().find(|id| !state.projects.iter().any(|p| p.id == **id)) {
+            return Err(project_not_found().user(&format!("Project {missing} wasn't found")));
+        }
+        for project_id in add.project_ids {
+            // Members already in a project keep their role, so a retried request changes nothing.
+            if !state.memberships.iter().any(|m| m.project_id == project_id && m.username == add.username) {
+                state.memberships.push(Membership {
+                    project_id,
+                    username: add.username.clone(),
+                    role: add.role.clone(),
+                });
+            }
+        }
+        Ok(HttpResponse::Ok().finish())
+    })
+    .await
+}

@@ -2,6 +2,7 @@
 //! end-to-end tests start it, with a small demo population.
 
 use crate::auth0::{Auth0Config, Auth0Sim, TestUser};
+use crate::hopsworks::{HopsworksConfig, HopsworksSim};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -10,12 +11,23 @@ use std::path::Path;
 pub struct WorldConfig {
     /// The gateway's public URL, whose callback and logout URLs Auth0 must allow.
     pub gateway_url: String,
+    /// How many clusters to simulate.
+    pub clusters: usize,
 }
 
 impl Default for WorldConfig {
     fn default() -> Self {
-        Self { gateway_url: "http://127.0.0.1:8080".to_owned() }
+        Self { gateway_url: "http://127.0.0.1:8080".to_owned(), clusters: 2 }
     }
+}
+
+/// One simulated Hopsworks cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Its name, e.g. `eu-1`.
+    pub name: String,
+    /// Its Hopsworks admin API.
+    pub hopsworks: HopsworksSim,
 }
 
 /// Every simulator, running.
@@ -25,6 +37,8 @@ pub struct World {
     pub auth0: Auth0Sim,
     /// The demo people registered in the tenant.
     pub users: Vec<TestUser>,
+    /// The clusters.
+    pub clusters: Vec<Cluster>,
 }
 
 impl World {
@@ -43,7 +57,16 @@ impl World {
         for u in &users {
             auth0.add_user(u.clone());
         }
-        Ok(Self { auth0, users })
+        let client_id = Auth0Config::default().client_id;
+        let clusters = (1..=config.clusters)
+            .map(|i| {
+                let name = format!("eu-{i}");
+                let api_key = format!("hw-admin-key-{i}-{}", uuid::Uuid::new_v4().simple());
+                let hopsworks = HopsworksSim::start(HopsworksConfig::new(&name, &api_key, &client_id))?;
+                Ok(Cluster { name, hopsworks })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self { auth0, users, clusters })
     }
 
     /// Shell-sourceable settings (`SANDBOX_…=…`) describing where everything is.
@@ -55,6 +78,17 @@ impl World {
         let _ = writeln!(out, "SANDBOX_AUTH0_AUDIENCE={}", self.auth0.audience());
         let _ = writeln!(out, "SANDBOX_AUTH0_CLIENT_ID={}", cfg.client_id);
         let _ = writeln!(out, "SANDBOX_AUTH0_CLIENT_SECRET={}", cfg.client_secret);
+        let _ = writeln!(
+            out,
+            "SANDBOX_CLUSTERS=\"{}\"",
+            self.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(" ")
+        );
+        for c in &self.clusters {
+            let key = c.name.to_uppercase().replace('-', "_");
+            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_URL={}", c.hopsworks.origin());
+            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_API_KEY={}", c.hopsworks.api_key());
+            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_CA={}/{}-hopsworks-ca.pem", "${SANDBOX_DIR}", c.name);
+        }
         out
     }
 
@@ -69,6 +103,12 @@ impl World {
         for u in &self.users {
             let _ = writeln!(out, "  user         {} <{}> ({})", u.sub, u.email, u.connection);
         }
+        for c in &self.clusters {
+            let _ = writeln!(out, "Cluster        {}", c.name);
+            let _ = writeln!(out, "  hopsworks    {} (ApiKey {})", c.hopsworks.url(), c.hopsworks.api_key());
+            let _ =
+                writeln!(out, "  CA bundle    {}", state_dir.join(format!("{}-hopsworks-ca.pem", c.name)).display());
+        }
         let _ = writeln!(out, "Settings       {}", state_dir.join("sandbox.env").display());
         out
     }
@@ -80,7 +120,12 @@ impl World {
     /// When the files cannot be written.
     pub fn write_files(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("sandbox.env"), self.env_file())?;
+        let absolute = std::path::absolute(dir)?;
+        let env = self.env_file().replace("${SANDBOX_DIR}", &absolute.display().to_string());
+        std::fs::write(dir.join("sandbox.env"), env)?;
+        for c in &self.clusters {
+            std::fs::write(dir.join(format!("{}-hopsworks-ca.pem", c.name)), c.hopsworks.ca_pem())?;
+        }
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! `hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL]`: starts the simulated Auth0,
+//! `hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N]`: starts the simulated Auth0,
 //! Stripe, Hopsworks clusters and Kubernetes API servers on loopback, seeds a demo world,
 //! writes their settings under the state directory, prints where everything is, and serves
 //! until SIGINT or SIGTERM.
@@ -10,18 +10,27 @@ use std::process::ExitCode;
 struct Args {
     state_dir: PathBuf,
     gateway_url: String,
+    clusters: usize,
 }
 
 fn args() -> Result<Args, String> {
-    let mut out = Args { state_dir: PathBuf::from(".local/sandbox"), gateway_url: WorldConfig::default().gateway_url };
+    let defaults = WorldConfig::default();
+    let mut out = Args {
+        state_dir: PathBuf::from(".local/sandbox"),
+        gateway_url: defaults.gateway_url,
+        clusters: defaults.clusters,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--state-dir" => out.state_dir = it.next().ok_or("--state-dir needs a directory")?.into(),
             "--gateway-url" => out.gateway_url = it.next().ok_or("--gateway-url needs a URL")?,
+            "--clusters" => {
+                out.clusters = it.next().and_then(|n| n.parse().ok()).ok_or("--clusters needs a number")?;
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; usage: hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL]"
+                    "unknown argument {other}; usage: hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N]"
                 ));
             }
         }
@@ -44,7 +53,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        let world = match World::start(&WorldConfig { gateway_url: args.gateway_url }) {
+        let world = match World::start(&WorldConfig { gateway_url: args.gateway_url, clusters: args.clusters }) {
             Ok(w) => w,
             Err(e) => {
                 eprintln!("hopsbridge-sandbox: {e:#}");

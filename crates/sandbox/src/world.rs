@@ -87,7 +87,7 @@ impl World {
             let key = c.name.to_uppercase().replace('-', "_");
             let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_URL={}", c.hopsworks.origin());
             let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_API_KEY={}", c.hopsworks.api_key());
-            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_CA={}/{}-hopsworks-ca.pem", "${SANDBOX_DIR}", c.name);
+            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_CA=${{SANDBOX_DIR}}/{}-hopsworks-ca.pem", c.name);
         }
         out
     }

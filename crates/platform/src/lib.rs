@@ -1,6 +1,7 @@
 //! What every Hopsbridge binary needs, in one place, so that each service is only its own
 //! domain logic:
 //!
+//! - [`caller`]: the caller identity the gateway vouches for, in signed headers;
 //! - [`config`]: layered, validated settings with redacted secrets;
 //! - [`telemetry`]: JSON logs, OpenTelemetry traces, trace context propagation;
 //! - [`http`]: the actix-web server, request ids, the error envelope, `/healthz` and `/readyz`;
@@ -9,6 +10,7 @@
 //! - [`db`]: the Postgres pool, embedded migrations, classified errors;
 //! - [`events`]: JetStream streams, the transactional outbox and relay, idempotent consumers.
 
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod db;

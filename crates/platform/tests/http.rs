@@ -38,6 +38,12 @@ async fn trace() -> HttpResponse {
     HttpResponse::Ok().body(hopsbridge_platform::telemetry::trace_id_of(&tracing::Span::current()).unwrap_or_default())
 }
 
+async fn whoami(caller: hopsbridge_platform::caller::Caller) -> HttpResponse {
+    HttpResponse::Ok().body(caller.subject)
+}
+
+const CALLER_KEY: &str = "a-shared-gateway-key-of-32-bytes!";
+
 async fn slow() -> HttpResponse {
     tokio::time::sleep(Duration::from_millis(800)).await;
     HttpResponse::Ok().body("finished")
@@ -64,7 +70,11 @@ async fn start() -> Server {
             c.route("/boom", web::get().to(boom))
                 .route("/echo", web::post().to(echo))
                 .route("/slow", web::get().to(slow))
-                .route("/trace", web::get().to(trace));
+                .route("/trace", web::get().to(trace))
+                .route("/whoami", web::get().to(whoami))
+                .app_data(web::Data::new(
+                    hopsbridge_platform::caller::CallerKey::new(&CALLER_KEY.to_owned().into()).unwrap(),
+                ));
         }),
     )
     .unwrap();
@@ -173,4 +183,25 @@ async fn a_request_continues_the_callers_trace() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), trace_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_trusts_only_callers_signed_by_the_gateway() {
+    use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+    let s = start().await;
+    let r =
+        client().get(format!("{}/whoami", s.base)).header("x-hopsbridge-subject", "auth0|ada").send().await.unwrap();
+    assert_eq!(r.status(), 401, "unsigned identity headers are ignored");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "unauthenticated");
+
+    let caller = Caller { subject: "auth0|ada".into(), user_id: None, roles: vec![Role::User], email: None };
+    let key = CallerKey::new(&CALLER_KEY.to_owned().into()).unwrap();
+    let mut request = client().get(format!("{}/whoami", s.base));
+    for (name, value) in key.sign("GET", "/whoami", &caller, chrono::Utc::now().timestamp()) {
+        request = request.header(name, value);
+    }
+    let r = request.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "auth0|ada");
 }

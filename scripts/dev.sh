@@ -165,6 +165,7 @@ start_service() {
         vars+=(
             "${prefix}DATABASE__URL=${DATABASE_URL}"
             "${prefix}DATABASE__MIGRATE_ON_START=true"
+            "${prefix}AUTH__GATEWAY_SIGNING_KEY=${GATEWAY_SIGNING_KEY}"
             "${prefix}NATS__URL=${NATS_URL}"
         )
     else
@@ -214,6 +215,14 @@ hb_log "building the services (cargo build --workspace --bins ${cargo_flags[*]})
 cargo build --workspace --bins "${cargo_flags[@]}"
 
 mkdir -p "${LOG_DIR}"
+
+# The key the gateway signs caller headers with; made once per checkout, kept in .local/.
+GATEWAY_KEY_FILE="${root}/.local/gateway-signing-key"
+if [[ ! -s ${GATEWAY_KEY_FILE} ]]; then
+    mkdir -p "${root}/.local"
+    (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"${GATEWAY_KEY_FILE}")
+fi
+GATEWAY_SIGNING_KEY=$(<"${GATEWAY_KEY_FILE}")
 
 # --- Sandbox ----------------------------------------------------------------------------------
 # hopsbridge-sandbox (simulated Auth0, Stripe, Hopsworks and Kubernetes APIs) starts before the

@@ -274,8 +274,10 @@ impl Validate for EventsConfig {
 }
 
 /// The settings of a service that owns data: HTTP, Postgres, NATS and the event machinery.
+///
+/// A service with settings of its own flattens this into its configuration struct, so unknown
+/// keys are refused inside each section rather than at the top level.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DataServiceConfig {
     /// The HTTP listener.
     pub http: HttpConfig,
@@ -289,6 +291,8 @@ pub struct DataServiceConfig {
     pub nats: NatsConfig,
     /// Outbox relay and consumers.
     pub events: EventsConfig,
+    /// Trust in the gateway.
+    pub auth: AuthConfig,
 }
 
 impl Validate for DataServiceConfig {
@@ -296,7 +300,25 @@ impl Validate for DataServiceConfig {
         self.http.validate(service)?;
         self.database.validate(service)?;
         self.nats.validate(service)?;
-        self.events.validate(service)
+        self.events.validate(service)?;
+        self.auth.validate(service)
+    }
+}
+
+/// How a service recognises requests forwarded by the gateway.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The key the gateway signs caller headers with (at least 32 bytes), shared by the gateway
+    /// and every service. Required; comes from the environment or a secret store.
+    pub gateway_signing_key: Secret<String>,
+}
+
+impl Validate for AuthConfig {
+    fn validate(&self, service: Service) -> Result<(), ConfigError> {
+        crate::caller::CallerKey::new(&self.gateway_signing_key)
+            .map(|_| ())
+            .map_err(|e| ConfigError::new(service, "auth.gateway_signing_key", e))
     }
 }
 
@@ -330,7 +352,11 @@ mod tests {
     }
 
     fn load_billing(pairs: &[(&str, &str)]) -> Result<DataServiceConfig, ConfigError> {
-        load_from(Service::Billing, &[DATA_SERVICE_DEFAULTS], None, env(pairs))
+        let mut all = env(pairs);
+        if !pairs.iter().any(|(k, _)| k.ends_with("GATEWAY_SIGNING_KEY")) {
+            all.push(("HOPSBRIDGE_BILLING__AUTH__GATEWAY_SIGNING_KEY".into(), "k".repeat(32)));
+        }
+        load_from(Service::Billing, &[DATA_SERVICE_DEFAULTS], None, all)
     }
 
     #[test]
@@ -368,6 +394,17 @@ mod tests {
     fn secrets_are_redacted_in_debug_output() {
         let cfg = load_billing(&[("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://app:hunter2@db/app")]).unwrap();
         assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_short_gateway_key_is_refused() {
+        let err = load_billing(&[
+            ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
+            ("HOPSBRIDGE_BILLING__AUTH__GATEWAY_SIGNING_KEY", "short"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "auth.gateway_signing_key");
+        assert!(!err.to_string().contains("short"), "the secret is not echoed");
     }
 
     #[test]

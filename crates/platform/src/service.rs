@@ -4,6 +4,7 @@
 //! data is built with [`DataService`]: it connects Postgres and NATS, ensures the streams,
 //! starts its outbox relay, and lets the service add routes and consumers.
 
+use crate::caller::CallerKey;
 use crate::config::{DataServiceConfig, HttpConfig, ShutdownConfig};
 use crate::db::{Database, Migrations, PostgresCheck};
 use crate::events::{Consumer, EventBus, Handler, NatsCheck, Relay};
@@ -185,8 +186,9 @@ impl DataService {
         )
     }
 
-    /// The HTTP server with Postgres and NATS readiness checks, `routes`, and the outbox relay
-    /// and inbox pruning running in the background. Add consumers with
+    /// The HTTP server with Postgres and NATS readiness checks, `routes` (which may extract a
+    /// gateway-signed [`crate::caller::Caller`]), and the outbox relay and inbox pruning running
+    /// in the background. Add consumers with
     /// [`Application::with_task`].
     ///
     /// # Errors
@@ -197,6 +199,14 @@ impl DataService {
         let relay = self.relay();
         let db = self.db.clone();
         let retention = Duration::from_secs(self.config.events.retention_hours * 3600);
+        let key = web::Data::new(
+            CallerKey::new(&self.config.auth.gateway_signing_key).map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?,
+        );
+        // Every route can take a `Caller`, verified with the gateway's key.
+        let routes: Routes = Arc::new(move |c: &mut web::ServiceConfig| {
+            c.app_data(key.clone());
+            routes(c);
+        });
         Ok(Application::new(self.service, &self.config.http, &self.config.shutdown, checks, routes)?
             .with_task("outbox-relay", move |c| relay.run(c))
             .with_task("inbox-pruning", move |c| prune_inbox_periodically(db, retention, c)))

@@ -63,6 +63,7 @@ pub fn data_service_env(
         var(service, "database.acquire_timeout_secs", "1"),
         var(service, "nats.url", format!("nats://{}", nats.addr())),
         var(service, "nats.prefix", bus.prefix()),
+        var(service, "auth.gateway_signing_key", crate::GATEWAY_SIGNING_KEY),
         var(service, "http.port", "0"),
         var(service, "shutdown.timeout_secs", "10"),
     ]

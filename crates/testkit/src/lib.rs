@@ -42,6 +42,9 @@ pub fn init() {
     });
 }
 
+/// The key tests sign gateway caller headers with.
+pub const GATEWAY_SIGNING_KEY: &str = "test-gateway-signing-key-0123456789abcdef";
+
 /// The admin URL of the test Postgres server (`HOPSBRIDGE_TEST_DATABASE_URL`, default the
 /// local server as user postgres).
 #[must_use]

@@ -275,9 +275,10 @@ impl Validate for EventsConfig {
 
 /// The settings of a service that owns data: HTTP, Postgres, NATS and the event machinery.
 ///
-/// A service with settings of its own flattens this into its configuration struct, so unknown
-/// keys are refused inside each section rather than at the top level.
+/// A service with settings of its own repeats these sections in its own struct (serde's
+/// flatten would lose the names of bad keys in errors) and builds this from them.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DataServiceConfig {
     /// The HTTP listener.
     pub http: HttpConfig,

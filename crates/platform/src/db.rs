@@ -186,8 +186,16 @@ impl RetryableError for anyhow::Error {
 /// this function as each service gains tables in `migrations/<service>`).
 #[must_use]
 pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migrations {
-    Migrations { schema: service.name(), own: None }
+    use hopsbridge_contracts::Service;
+    let own = match service {
+        Service::Identity => Some(&IDENTITY_MIGRATIONS),
+        Service::Gateway | Service::Team | Service::Provisioning | Service::Metering | Service::Billing => None,
+    };
+    Migrations { schema: service.name(), own }
 }
+
+/// identity's own tables.
+pub const IDENTITY_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/identity");
 
 /// The outbox and inbox tables every service has.
 pub const PLATFORM_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/platform");

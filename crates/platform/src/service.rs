@@ -200,7 +200,8 @@ impl DataService {
         let db = self.db.clone();
         let retention = Duration::from_secs(self.config.events.retention_hours * 3600);
         let key = web::Data::new(
-            CallerKey::new(&self.config.auth.gateway_signing_key).map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?,
+            CallerKey::new(&self.config.auth.gateway_signing_key)
+                .map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?,
         );
         // Every route can take a `Caller`, verified with the gateway's key.
         let routes: Routes = Arc::new(move |c: &mut web::ServiceConfig| {

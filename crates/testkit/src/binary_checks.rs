@@ -57,7 +57,7 @@ pub fn data_service_env(
     nats: &TcpProxy,
     bus: &TestBus,
 ) -> Vec<(String, String)> {
-    vec![
+    let mut env = vec![
         var(service, "database.url", format!("postgres://postgres@{}/{}", postgres.addr(), db.name())),
         var(service, "database.migrate_on_start", "true"),
         var(service, "database.acquire_timeout_secs", "1"),
@@ -66,7 +66,11 @@ pub fn data_service_env(
         var(service, "auth.gateway_signing_key", crate::GATEWAY_SIGNING_KEY),
         var(service, "http.port", "0"),
         var(service, "shutdown.timeout_secs", "10"),
-    ]
+    ];
+    if service == Service::Identity {
+        env.push(var(service, "webhook.secret", crate::WEBHOOK_SECRET));
+    }
+    env
 }
 
 fn host_port(url: &str) -> String {

@@ -45,6 +45,9 @@ pub fn init() {
 /// The key tests sign gateway caller headers with.
 pub const GATEWAY_SIGNING_KEY: &str = "test-gateway-signing-key-0123456789abcdef";
 
+/// The secret tests' Auth0 Action sends to identity's webhook.
+pub const WEBHOOK_SECRET: &str = "test-auth0-webhook-secret";
+
 /// The admin URL of the test Postgres server (`HOPSBRIDGE_TEST_DATABASE_URL`, default the
 /// local server as user postgres).
 #[must_use]

@@ -1,10 +1,19 @@
-//! The identity service: who people are: users keyed by their Auth0 subject, and their lifecycle.
-//!
-//! Its features arrive with their issues; today it is a complete service shell: configuration,
-//! its Postgres schema with outbox and inbox, NATS, health endpoints and graceful shutdown.
+//! The identity service: who people are. Users are keyed by their Auth0 subject, created once
+//! (by the post-registration webhook or on their first authenticated call, whichever comes
+//! first), and move between active, suspended and deleted; each change is announced through
+//! the outbox (`UserCreatedV1`, `UserSuspendedV1`, `UserReactivatedV1`, `UserDeletedV1`).
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod routes;
+pub mod users;
+
+pub use config::IdentityConfig;
 
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::{DATA_SERVICE_DEFAULTS, DataServiceConfig};
+use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
+use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
 use hopsbridge_platform::service::{Application, DataService};
 use std::sync::Arc;
@@ -23,7 +32,13 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 ///
 /// # Errors
 /// When Postgres or NATS cannot be reached, a migration fails, or the port cannot be bound.
-pub async fn build(config: DataServiceConfig) -> anyhow::Result<Application> {
-    let service = DataService::connect(SERVICE, config, MIGRATIONS).await?;
-    service.application(Arc::new(|_routes| {}))
+pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
+    let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    let state = routes::State { db: service.db.clone(), webhook_secret: config.webhook.secret.clone() };
+    let joined = service.consumer::<TeamMemberJoinedV1, _>(events::MemberJoined);
+    let removed = service.consumer::<TeamMemberRemovedV1, _>(events::MemberRemoved);
+    Ok(service
+        .application(Arc::new(move |c| routes::configure(c, state.clone())))?
+        .with_task("team-member-joined", move |cancel| joined.run(cancel))
+        .with_task("team-member-removed", move |cancel| removed.run(cancel)))
 }

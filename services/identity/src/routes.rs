@@ -1,0 +1,297 @@
+//! identity's HTTP API.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `POST /webhooks/auth0/post-registration` | Auth0's Action (shared secret) | create the person once |
+//! | `POST /internal/callers/resolve` | the gateway | find or create the caller, record the login |
+//! | `GET /api/me`, `PATCH /api/me`, `DELETE /api/me` | the signed-in person | their account |
+//! | `GET /api/admin/users`, `GET /api/admin/users/{id}` | admins | list, search, view |
+//! | `POST /api/admin/users/{id}/suspend`, `…/reactivate` | admins | lifecycle |
+//! | `PUT` and `DELETE /api/admin/users/{id}/admin` | admins | grant and revoke admin |
+
+use crate::error::IdentityError;
+use crate::users::{self, NewPerson, User, status};
+use actix_web::{HttpRequest, HttpResponse, web};
+use hopsbridge_domain::{AuthSubject, Email};
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::caller::Caller;
+use hopsbridge_platform::db::Database;
+use hopsbridge_platform::http::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+/// The header carrying the Action's shared secret.
+pub const WEBHOOK_SECRET_HEADER: &str = "x-auth0-webhook-secret";
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// identity's schema.
+    pub db: Database,
+    /// The Action's shared secret.
+    pub webhook_secret: Secret<String>,
+}
+
+/// Registers the routes.
+pub fn configure(c: &mut web::ServiceConfig, state: State) {
+    c.app_data(web::Data::new(state))
+        .route("/webhooks/auth0/post-registration", web::post().to(post_registration))
+        .route("/internal/callers/resolve", web::post().to(resolve_caller))
+        .route("/api/me", web::get().to(get_me))
+        .route("/api/me", web::patch().to(update_me))
+        .route("/api/me", web::delete().to(delete_me))
+        .route("/api/admin/users", web::get().to(list_users))
+        .route("/api/admin/users/{id}", web::get().to(get_user))
+        .route("/api/admin/users/{id}/suspend", web::post().to(suspend_user))
+        .route("/api/admin/users/{id}/reactivate", web::post().to(reactivate_user))
+        .route("/api/admin/users/{id}/admin", web::put().to(grant_admin))
+        .route("/api/admin/users/{id}/admin", web::delete().to(revoke_admin));
+}
+
+type Data = web::Data<State>;
+
+/// A user as the API shows them.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    #[serde(flatten)]
+    user: User,
+    /// The owner whose account this person's usage is billed to (themselves for an owner).
+    account_owner_id: Uuid,
+}
+
+async fn view(conn: &mut diesel_async::AsyncPgConnection, user: User) -> Result<UserView, IdentityError> {
+    let owner = users::owner_of(conn, user.id).await?.unwrap_or(user.id);
+    Ok(UserView { user, account_owner_id: owner })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The body Hopsbridge's post-registration Action sends.
+#[derive(Debug, Deserialize)]
+struct PostRegistration {
+    user_id: String,
+    email: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let given = req.headers().get(WEBHOOK_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !constant_time_eq(given, state.webhook_secret.expose().as_bytes()) {
+        return Err(ApiError::unauthorized("invalid_webhook_secret", "missing or wrong webhook secret"));
+    }
+    let body: PostRegistration =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let person = NewPerson {
+        subject: AuthSubject::parse(&body.user_id)
+            .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?,
+        email: Email::parse(&body.email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?,
+        name: clean_name(&body.name).map_err(|e| ApiError::bad_request("invalid_name", e))?,
+    };
+    let (user, created) = state
+        .db
+        .transaction(|c| {
+            let person = person.clone();
+            Box::pin(async move { users::create_if_absent(c, &person).await })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"user_id": user.id, "created": created})))
+}
+
+async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let subject =
+        AuthSubject::parse(&caller.subject).map_err(|e| ApiError::bad_request("invalid_subject", e.to_string()))?;
+    let email = caller
+        .email
+        .as_deref()
+        .map(Email::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
+    let view = state
+        .db
+        .transaction(|c| {
+            let (subject, email) = (subject.clone(), email.clone());
+            Box::pin(async move {
+                let user = match users::by_subject(c, subject.as_str()).await {
+                    Ok(user) => user,
+                    Err(IdentityError::NotFound) => {
+                        let email = email.ok_or(IdentityError::EmailRequired)?;
+                        users::create_if_absent(c, &NewPerson { subject, email, name: String::new() }).await?.0
+                    }
+                    Err(e) => return Err(e),
+                };
+                if user.status == status::ACTIVE {
+                    users::touch_login(c, user.id).await?;
+                }
+                view(c, user).await
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// The caller's own id: the gateway resolves every person before forwarding.
+fn me(caller: &Caller) -> Result<Uuid, ApiError> {
+    caller.user_id.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))
+}
+
+/// Loads the caller's account and refuses one that is not active.
+async fn active(conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
+    let user = users::get(conn, id).await?;
+    match user.status.as_str() {
+        status::ACTIVE => Ok(user),
+        status::SUSPENDED => Err(IdentityError::Forbidden("account_suspended", "the account is suspended".into())),
+        _ => Err(IdentityError::Forbidden("account_deleted", "the account is deleted".into())),
+    }
+}
+
+async fn get_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let id = me(&caller)?;
+    let mut conn = state.db.conn().await?;
+    let user = active(&mut conn, id).await?;
+    Ok(HttpResponse::Ok().json(view(&mut conn, user).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMe {
+    name: String,
+}
+
+fn clean_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    if name.chars().count() > 200 {
+        return Err("name must be at most 200 characters".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name must not contain control characters".into());
+    }
+    Ok(name.to_owned())
+}
+
+async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Result<HttpResponse, ApiError> {
+    let id = me(&caller)?;
+    let name = clean_name(&body.name).map_err(|e| ApiError::bad_request("invalid_name", e))?;
+    if name.is_empty() {
+        return Err(ApiError::bad_request("invalid_name", "name must not be empty"));
+    }
+    let view = state
+        .db
+        .transaction(|c| {
+            let name = name.clone();
+            Box::pin(async move {
+                active(c, id).await?;
+                let user = users::rename(c, id, &name).await?;
+                view(c, user).await
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn delete_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let id = me(&caller)?;
+    let view = state
+        .db
+        .transaction(|c| {
+            Box::pin(async move {
+                active(c, id).await?;
+                let user = users::delete_account(c, id).await?;
+                view(c, user).await
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Admin comes from identity's own record, never from a header or a token.
+async fn require_admin(state: &State, caller: &Caller) -> Result<Uuid, ApiError> {
+    let id = me(caller)?;
+    let mut conn = state.db.conn().await?;
+    let user = active(&mut conn, id).await?;
+    if user.is_admin { Ok(id) } else { Err(ApiError::forbidden("admin_only", "administrators only")) }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    q: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn list_users(state: Data, caller: Caller, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &caller).await?;
+    let limit = query.limit.unwrap_or(50);
+    let offset = query.offset.unwrap_or(0);
+    if !(1..=200).contains(&limit) || offset < 0 {
+        return Err(ApiError::bad_request("invalid_query", "limit must be 1-200 and offset at least 0"));
+    }
+    let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let mut conn = state.db.conn().await?;
+    let (items, total) = users::list(&mut conn, q, limit, offset).await?;
+    Ok(HttpResponse::Ok().json(json!({"items": items, "total": total, "limit": limit, "offset": offset})))
+}
+
+async fn get_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &caller).await?;
+    let mut conn = state.db.conn().await?;
+    let user = users::get(&mut conn, *id).await?;
+    Ok(HttpResponse::Ok().json(view(&mut conn, user).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Suspend {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn suspend_user(
+    state: Data,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    body: Option<web::Json<Suspend>>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = require_admin(&state, &caller).await?;
+    let id = *id;
+    if id == admin {
+        return Err(ApiError::conflict("cannot_suspend_self", "administrators cannot suspend themselves"));
+    }
+    let reason = body.map(|b| b.into_inner().reason).unwrap_or_default();
+    let user = state
+        .db
+        .transaction(|c| {
+            let reason = reason.clone();
+            Box::pin(async move { users::suspend(c, id, &reason).await })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+async fn reactivate_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &caller).await?;
+    let id = *id;
+    let user = state.db.transaction(|c| Box::pin(async move { users::reactivate(c, id).await })).await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+async fn grant_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &caller).await?;
+    let id = *id;
+    let user = state.db.transaction(|c| Box::pin(async move { users::set_admin(c, id, true).await })).await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+async fn revoke_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    let admin = require_admin(&state, &caller).await?;
+    let id = *id;
+    if id == admin {
+        return Err(ApiError::conflict("cannot_revoke_self", "administrators cannot revoke their own rights"));
+    }
+    let user = state.db.transaction(|c| Box::pin(async move { users::set_admin(c, id, false).await })).await?;
+    Ok(HttpResponse::Ok().json(user))
+}

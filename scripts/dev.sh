@@ -168,6 +168,9 @@ start_service() {
             "${prefix}AUTH__GATEWAY_SIGNING_KEY=${GATEWAY_SIGNING_KEY}"
             "${prefix}NATS__URL=${NATS_URL}"
         )
+        if [[ ${svc} == identity ]]; then
+            vars+=("${prefix}WEBHOOK__SECRET=${AUTH0_WEBHOOK_SECRET}")
+        fi
     else
         local upstream
         for upstream in "${DATA_SERVICES[@]}"; do
@@ -223,6 +226,12 @@ if [[ ! -s ${GATEWAY_KEY_FILE} ]]; then
     (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"${GATEWAY_KEY_FILE}")
 fi
 GATEWAY_SIGNING_KEY=$(<"${GATEWAY_KEY_FILE}")
+# The secret the Auth0 Action sends to identity's webhook; made the same way.
+WEBHOOK_SECRET_FILE="${root}/.local/auth0-webhook-secret"
+if [[ ! -s ${WEBHOOK_SECRET_FILE} ]]; then
+    (umask 077 && head -c 24 /dev/urandom | base64 -w0 >"${WEBHOOK_SECRET_FILE}")
+fi
+AUTH0_WEBHOOK_SECRET=$(<"${WEBHOOK_SECRET_FILE}")
 
 # --- Sandbox ----------------------------------------------------------------------------------
 # hopsbridge-sandbox (simulated Auth0, Stripe, Hopsworks and Kubernetes APIs) starts before the

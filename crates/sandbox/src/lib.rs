@@ -6,5 +6,7 @@
 //! payloads, authentication, errors and limits as the real system, because a simulator that
 //! accepts what the real one rejects hides the bugs tests exist to find.
 
+pub mod kubernetes;
 pub mod server;
 pub mod tls;
+pub mod workload;

@@ -110,9 +110,9 @@ impl CpuGrain {
             v = step;
         }
         match self {
-            Self::Nano if v % 1_000 == 0 => v + 7,
-            Self::Micro if v % 1_000_000 == 0 => v + 3_000,
-            Self::Milli if v % NANOS_PER_CORE == 0 => v + 5_000_000,
+            Self::Nano if v.is_multiple_of(1_000) => v + 7,
+            Self::Micro if v.is_multiple_of(1_000_000) => v + 3_000,
+            Self::Milli if v.is_multiple_of(NANOS_PER_CORE) => v + 5_000_000,
             _ => v,
         }
     }
@@ -139,7 +139,7 @@ impl MemFormat {
     pub const fn snap(self, bytes: u64) -> u64 {
         match self {
             Self::Bytes => {
-                if bytes % 1024 == 0 {
+                if bytes.is_multiple_of(1024) {
                     bytes + 1
                 } else {
                     bytes
@@ -147,15 +147,15 @@ impl MemFormat {
             }
             Self::Kibi => {
                 let v = bytes / 1024 * 1024;
-                if v % MIB == 0 { v + 1024 } else { v }
+                if v.is_multiple_of(MIB) { v + 1024 } else { v }
             }
             Self::Mebi => {
                 let v = bytes / MIB * MIB;
-                if v % (1 << 30) == 0 { v + MIB } else { v }
+                if v.is_multiple_of(1 << 30) { v + MIB } else { v }
             }
             Self::Exponent | Self::DecimalSi => {
                 let v = bytes / 1_000_000 * 1_000_000;
-                let v = if v % 1_000_000_000 == 0 { v + 1_000_000 } else { v };
+                let v = if v.is_multiple_of(1_000_000_000) { v + 1_000_000 } else { v };
                 if v % 1024 == 0 { v + 1_000_000 } else { v }
             }
         }
@@ -503,7 +503,7 @@ impl Workload {
             };
             let gpus = if rng.chance(config.gpu_pods_permille) { rng.range(1, 2) } else { 0 };
             let cpu_grain = pick(&CPU_GRAINS, i).unwrap_or(CpuGrain::Milli);
-            let memory_format = pick(&MEM_FORMATS, i / 4 + i).unwrap_or(MemFormat::Mebi);
+            let memory_format = pick(&MEM_FORMATS, i / 4).unwrap_or(MemFormat::Mebi);
             let cpu_request_millis = rng.range(1, 8) * 500;
             let memory_request_bytes = rng.range(1, 16) * 512 * MIB;
             let cpu = |rng: &mut SplitMix64, max_millis: u64| {

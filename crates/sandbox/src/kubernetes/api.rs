@@ -293,7 +293,11 @@ fn pod_json(pod: &SimPod, t: i64) -> Vec<u8> {
             if c.gpus > 0 {
                 requests.insert("nvidia.com/gpu", c.gpus.to_string());
             }
-            ContainerJson { name: &c.name, image: &c.image, resources: Resources { limits: requests.clone(), requests } }
+            ContainerJson {
+                name: &c.name,
+                image: &c.image,
+                resources: Resources { limits: requests.clone(), requests },
+            }
         })
         .collect();
     let body = PodJson {
@@ -374,7 +378,12 @@ fn metrics_json(pod: &SimPod, ts: i64, stamp: &str, created: &str) -> Vec<u8> {
         })
         .collect();
     let body = MetricsJson {
-        metadata: MetricsMeta { name: &pod.name, namespace: &pod.namespace, creation_timestamp: created, labels: &pod.labels },
+        metadata: MetricsMeta {
+            name: &pod.name,
+            namespace: &pod.namespace,
+            creation_timestamp: created,
+            labels: &pod.labels,
+        },
         timestamp: stamp,
         window: "15s",
         containers,
@@ -429,11 +438,8 @@ struct ContinueToken {
 }
 
 fn encode_continue(rv: i64, pod: &SimPod) -> String {
-    let token = ContinueToken {
-        v: "meta.k8s.io/v1".to_owned(),
-        rv,
-        start: format!("{}/{}\u{0}", pod.namespace, pod.name),
-    };
+    let token =
+        ContinueToken { v: "meta.k8s.io/v1".to_owned(), rv, start: format!("{}/{}\u{0}", pod.namespace, pod.name) };
     base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
@@ -441,8 +447,7 @@ fn decode_continue(token: &str) -> Result<(i64, String, String), String> {
     let bytes = base64::engine::general_purpose::URL_SAFE
         .decode(token)
         .map_err(|e| format!("continue key is not valid: {e}"))?;
-    let t: ContinueToken =
-        serde_json::from_slice(&bytes).map_err(|e| format!("continue key is not valid: {e}"))?;
+    let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|e| format!("continue key is not valid: {e}"))?;
     if t.v != "meta.k8s.io/v1" {
         return Err("continue key is not valid: server does not recognize this encoded key".to_owned());
     }
@@ -543,9 +548,7 @@ fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>,
     });
     let accept = |i: usize| {
         pods.get(i).is_some_and(|p| {
-            namespace.is_none_or(|ns| p.namespace == ns)
-                && selector.matches(&p.labels)
-                && field_matches(&fields, p, rv)
+            namespace.is_none_or(|ns| p.namespace == ns) && selector.matches(&p.labels) && field_matches(&fields, p, rv)
         })
     };
     let mut body = Vec::with_capacity(1024);

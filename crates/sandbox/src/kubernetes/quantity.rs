@@ -19,7 +19,7 @@ pub fn write_memory(out: &mut String, bytes: u64, format: MemFormat) {
     let _ = match format {
         MemFormat::Bytes | MemFormat::Kibi | MemFormat::Mebi => {
             let suffixes = [(1_u64 << 40, "Ti"), (1 << 30, "Gi"), (1 << 20, "Mi"), (1 << 10, "Ki")];
-            match suffixes.iter().find(|(m, _)| bytes != 0 && bytes % m == 0) {
+            match suffixes.iter().find(|(m, _)| bytes != 0 && bytes.is_multiple_of(*m)) {
                 Some((m, s)) => write!(out, "{}{s}", bytes / m),
                 None => write!(out, "{bytes}"),
             }
@@ -27,7 +27,7 @@ pub fn write_memory(out: &mut String, bytes: u64, format: MemFormat) {
         MemFormat::Exponent | MemFormat::DecimalSi => {
             let mut mantissa = bytes;
             let mut exp = 0;
-            while mantissa != 0 && mantissa % 1000 == 0 && exp < 18 {
+            while mantissa != 0 && mantissa.is_multiple_of(1000) && exp < 18 {
                 mantissa /= 1000;
                 exp += 3;
             }

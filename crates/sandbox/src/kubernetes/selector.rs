@@ -48,12 +48,12 @@ fn split_top(s: &str) -> Result<Vec<&str>, String> {
             }
             _ => {}
         }
-        if depth < 0 || depth > 1 {
+        if !(0..=1).contains(&depth) {
             return Err(format!("unable to parse requirement: unbalanced parentheses in {s:?}"));
         }
     }
     if depth != 0 {
-        return Err(format!("unable to parse requirement: found '', expected: ')'"));
+        return Err("unable to parse requirement: found '', expected: ')'".to_string());
     }
     parts.push(s.get(start..).unwrap_or_default());
     Ok(parts)

@@ -128,9 +128,26 @@ async fn kube_lists_pods_by_owner_across_pages_as_the_workload_has_them() {
     assert_eq!(gpu_pod.metadata.labels.as_ref().unwrap()["owner"], sim.owner().unwrap());
     assert!(gpu_pod.metadata.labels.as_ref().unwrap().contains_key("project-id"));
 
+    // Later pages come from the snapshot of the first, though the clock moves on.
+    let t = clock.now();
+    let first = api.list(&ListParams::default().labels("owner").limit(100)).await.unwrap();
+    clock.advance(250);
+    let mut keys = keys_of(&first.items);
+    let mut token = first.metadata.continue_.unwrap();
+    while !token.is_empty() {
+        let page = api.list(&ListParams::default().labels("owner").limit(100).continue_token(&token)).await.unwrap();
+        keys.extend(keys_of(&page.items));
+        token = page.metadata.continue_.unwrap_or_default();
+    }
+    assert_eq!(keys, expected(cluster.workload(), t, |p| p.owner().is_some()));
+    assert_ne!(keys, expected(cluster.workload(), clock.now(), |p| p.owner().is_some()), "the workload moved");
+    let fresh = api.list(&ListParams::default().labels("owner").limit(100)).await.unwrap();
+    assert_eq!(fresh.metadata.resource_version, Some(clock.now().to_string()));
+
     // Without a selector the server says how many items remain.
     let page = api.list(&ListParams::default().limit(10)).await.unwrap();
-    assert_eq!(page.metadata.remaining_item_count, Some(i64::try_from(want.len()).unwrap() - 10));
+    let all = expected(cluster.workload(), clock.now(), |_| true);
+    assert_eq!(page.metadata.remaining_item_count, Some(i64::try_from(all.len()).unwrap() - 10));
     let ns = &cluster.workload().projects()[0].namespace;
     let (in_ns, _) = list_all_pods(&Api::namespaced(api.clone().into_client(), ns), "", 7).await;
     assert_eq!(keys_of(&in_ns), expected(cluster.workload(), clock.now(), |p| &p.namespace == ns));
@@ -174,11 +191,14 @@ async fn label_selectors_of_every_form_select_what_kubernetes_would() {
         assert_ne!(want.len(), w.pods().len(), "{selector} leaves something out");
         assert_eq!(keys_of(&pods), want, "{selector}");
     }
-    let err = api.list(&ListParams::default().labels("owner in (a")).await.unwrap_err();
-    match err {
-        kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest")),
-        other => panic!("{other:?}"),
+    for bad in ["owner in (a", "owner notin a", "owner=a b", "=a", "!"] {
+        match api.list(&ListParams::default().labels(bad)).await.map(|l| l.items.len()) {
+            Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"), "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
     }
+    let (code, _) = get_json(&cluster, "/api/v1/pods?watch=true").await;
+    assert_eq!(code, 405, "watches are refused, not answered with a list");
     cluster.stop().await;
 }
 
@@ -329,6 +349,34 @@ async fn podmetrics_cover_only_running_pods_in_every_quantity_format() {
     assert_eq!(phases["done"], "Succeeded");
     assert!(!got.contains(&("zz-fixed".to_owned(), "pending".to_owned())));
     assert!(!got.contains(&("zz-fixed".to_owned(), "done".to_owned())));
+
+    // PodMetrics page like pods, across all namespaces and within one.
+    let api = Api::<PodMetrics>::all(client_from(&cluster.kubeconfig()).await);
+    let mut paged = BTreeSet::new();
+    let mut lp = ListParams::default().labels("owner").limit(64);
+    let mut pages = 0;
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 64);
+        paged.extend(
+            page.items.iter().map(|m| (m.metadata.namespace.clone().unwrap(), m.metadata.name.clone().unwrap())),
+        );
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+            _ => break,
+        }
+    }
+    assert!(pages > 3);
+    assert_eq!(paged, got);
+    let ns = want.iter().next().unwrap().0.clone();
+    let in_ns = Api::<PodMetrics>::namespaced(client_from(&cluster.kubeconfig()).await, &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let in_ns: BTreeSet<_> =
+        in_ns.items.iter().map(|m| (m.metadata.namespace.clone().unwrap(), m.metadata.name.clone().unwrap())).collect();
+    assert_eq!(in_ns, want.iter().filter(|(n, _)| *n == ns).cloned().collect());
 
     // The usage is the model's rate over the last scrape window, written in every canonical form.
     let by_key: BTreeMap<(&str, &str), &SimPod> =

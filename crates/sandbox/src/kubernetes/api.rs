@@ -494,6 +494,15 @@ fn field_matches(fields: &[(String, bool, String)], pod: &SimPod, at: i64) -> bo
 }
 
 fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>, kind: Kind) -> HttpResponse {
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        // Watches are not simulated; answering them with a list would be a shape the real
+        // server never uses.
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        );
+    }
     let selector = match Selector::parse(query.get("labelSelector").map_or("", String::as_str)) {
         Ok(s) => s,
         Err(e) => return bad_request(&e),

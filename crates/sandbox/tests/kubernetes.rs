@@ -173,6 +173,11 @@ async fn label_selectors_of_every_form_select_what_kubernetes_would() {
             Box::new(|p: &SimPod| matches!(label(p, "app").as_deref(), Some("jupyter" | "spark-driver"))),
         ),
         ("app notin (jupyter)".to_owned(), Box::new(|p: &SimPod| label(p, "app").as_deref() != Some("jupyter"))),
+        ("accelerator!=nvidia".to_owned(), Box::new(|p: &SimPod| label(p, "accelerator").as_deref() != Some("nvidia"))),
+        (
+            "accelerator notin (nvidia)".to_owned(),
+            Box::new(|p: &SimPod| label(p, "accelerator").as_deref() != Some("nvidia")),
+        ),
         ("accelerator".to_owned(), Box::new(|p: &SimPod| p.labels.contains_key("accelerator"))),
         ("!accelerator".to_owned(), Box::new(|p: &SimPod| !p.labels.contains_key("accelerator"))),
         (

@@ -495,6 +495,20 @@ async fn kubectl_gets_pods_by_owner_and_tops_them() {
     assert!(got.len() > 500, "more than one 500-item chunk: {}", got.len());
     assert_eq!(got, expected(cluster.workload(), clock.now(), |p| p.owner().is_some()));
 
+    let printed = kubectl(&cluster, &dir, &["get", "pods", "-A", "-l", "owner"]).await;
+    assert_eq!(printed.lines().count(), got.len() + 1, "a header and one line per pod");
+    assert!(printed.lines().next().unwrap().starts_with("NAMESPACE"), "{printed:.200}");
+    assert_eq!(clock.now() % SCRAPE_SECS, 0, "now is a scrape");
+    let owner = &cluster.workload().projects()[0].owner;
+    let top_one = kubectl(&cluster, &dir, &["top", "pods", "-A", "-l", &format!("owner={owner}")]).await;
+    let want_one = cluster
+        .workload()
+        .pods()
+        .iter()
+        .filter(|p| p.owner() == Some(owner.as_str()) && p.running_at(clock.now() - 1) && p.running_at(clock.now()))
+        .count();
+    assert_eq!(top_one.lines().count(), want_one + 1, "{top_one}");
+
     let table = kubectl(&cluster, &dir, &["top", "pods", "-A"]).await;
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

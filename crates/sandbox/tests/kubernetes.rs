@@ -582,24 +582,27 @@ async fn sampling_every_15_minutes_is_close_for_steady_and_far_for_bursty() {
     let api = Api::<PodMetrics>::all(client_from(&cluster.kubeconfig()).await);
     let (from, to, step) = (T0, T0 + 6 * 3600, 900);
     for (owner, close) in [(&steady_owner, true), (&bursty_owner, false)] {
-        let mut estimate = 0_u128;
+        let (mut cpu, mut memory) = (0_u128, 0_u128);
         let mut t = from;
         while t < to {
             clock.set(t);
             let list = api.list(&ListParams::default().labels(&format!("owner={owner}"))).await.unwrap();
             for m in &list.items {
                 for c in &m.containers {
-                    estimate += parse_quantity(&c.usage.cpu.0, 1_000_000_000) * step as u128;
+                    cpu += parse_quantity(&c.usage.cpu.0, 1_000_000_000) * step as u128;
+                    memory += parse_quantity(&c.usage.memory.0, 1) * step as u128;
                 }
             }
             t += step;
         }
-        let truth = w.usage_of_owner(owner, from, to).cpu_nanocore_seconds;
-        let error = estimate.abs_diff(truth) * 1000 / truth;
+        let truth = w.usage_of_owner(owner, from, to);
+        let cpu_error = cpu.abs_diff(truth.cpu_nanocore_seconds) * 1000 / truth.cpu_nanocore_seconds;
+        let memory_error = memory.abs_diff(truth.memory_byte_seconds) * 1000 / truth.memory_byte_seconds;
         if close {
-            assert_eq!(error, 0, "steady: estimate {estimate} truth {truth}");
+            assert_eq!((cpu, memory), (truth.cpu_nanocore_seconds, truth.memory_byte_seconds), "steady");
         } else {
-            assert!(error > 100, "bursty: estimate {estimate} truth {truth}, error {error}‰");
+            assert!(cpu_error > 50, "bursty CPU: estimate {cpu} truth {truth:?}, error {cpu_error}‰");
+            assert!(memory_error > 50, "bursty memory: estimate {memory} truth {truth:?}, error {memory_error}‰");
         }
     }
     cluster.stop().await;

@@ -6,7 +6,8 @@
 #
 # The tests need PostgreSQL at postgres://postgres@127.0.0.1:5432/postgres (they create and
 # drop databases of their own), NATS with JetStream at nats://127.0.0.1:4222, and the
-# nats-server executable (some tests start, kill and restart private servers). This script
+# nats-server executable (some tests start, kill and restart private servers), and kubectl (the
+# Kubernetes simulator is driven with it). This script
 # installs and starts whatever is missing (apt-get, as root or through sudo), then runs
 # `cargo test --workspace --locked` with the given arguments, prints the total, and exits with
 # cargo's status.
@@ -22,6 +23,7 @@ cd "${root}"
 source "${root}/scripts/lib/services.sh"
 
 ensure_nats_server_binary
+ensure_kubectl
 if [[ -n ${HOPSBRIDGE_TEST_DATABASE_URL:-} ]]; then
     hb_log "using the PostgreSQL server in HOPSBRIDGE_TEST_DATABASE_URL"
 else

@@ -197,6 +197,16 @@ ensure_database() {
     fi
 }
 
+# --- kubectl ---------------------------------------------------------------------------------
+
+# The Kubernetes tests drive the simulated API servers with kubectl as well as with the kube crate.
+ensure_kubectl() {
+    if ! command -v kubectl >/dev/null 2>&1; then
+        apt_install kubernetes-client
+    fi
+    command -v kubectl >/dev/null 2>&1 || hb_die "kubectl is not installed"
+}
+
 # --- NATS ------------------------------------------------------------------------------------
 
 # The nats-server executable the tests use: /usr/sbin/nats-server, else the one on PATH.

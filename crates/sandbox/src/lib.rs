@@ -8,6 +8,8 @@
 
 pub mod auth0;
 pub mod hopsworks;
+pub mod kubernetes;
 pub mod server;
 pub mod tls;
+pub mod workload;
 pub mod world;

@@ -1,0 +1,191 @@
+//! A Kubernetes API server per simulated cluster, with metrics-server behind it: HTTPS with
+//! the cluster's own CA, bearer tokens, discovery, pods and PodMetrics with label selectors and
+//! `limit`/`continue` paging, and fault modes a test switches on.
+//!
+//! The pods come from a [`Workload`] read at a [`SimClock`]'s current time. Lists are
+//! serialized once per clock second (pods) or per scrape (PodMetrics) and cached, so a page is
+//! a copy of ready bytes.
+
+mod api;
+pub mod quantity;
+pub mod selector;
+
+use crate::server::Served;
+use crate::tls::Ca;
+use crate::workload::{SimClock, Workload};
+use actix_web::web;
+use base64::Engine as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Faults a test switches on for a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Answer 429 with this `Retry-After` (seconds), as API Priority and Fairness does.
+    pub too_many_requests: Option<u64>,
+    /// Answer this 5xx status.
+    pub server_error: Option<u16>,
+    /// Hold every answer this long.
+    pub delay: Option<Duration>,
+    /// How many requests the faults apply to (`None`: until changed).
+    pub times: Option<u32>,
+}
+
+/// Settings of a simulated API server.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// How long (simulated seconds) a continue token stays valid; older ones get 410 Expired.
+    pub continue_ttl_secs: i64,
+    /// The bearer token clients must present (a random one when `None`).
+    pub token: Option<String>,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        Self { continue_ttl_secs: 300, token: None }
+    }
+}
+
+struct State {
+    name: String,
+    token: String,
+    clock: Arc<SimClock>,
+    workload: Arc<Workload>,
+    continue_ttl_secs: i64,
+    faults: Mutex<Faults>,
+    cache: api::Cache,
+    address: Mutex<String>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// The faults to apply to the next request, counting it.
+    fn take_faults(&self) -> Faults {
+        let mut f = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = f.clone();
+        match f.times {
+            Some(0) => return Faults::default(),
+            Some(n) => f.times = Some(n - 1),
+            None => {}
+        }
+        current
+    }
+}
+
+/// A running simulated Kubernetes API server.
+#[derive(Debug)]
+pub struct KubeCluster {
+    served: Served,
+    ca: Ca,
+    state: Arc<State>,
+}
+
+impl KubeCluster {
+    /// Starts the API server of cluster `name` on `127.0.0.1:0` over HTTPS with a new CA.
+    ///
+    /// # Errors
+    /// When the CA cannot be made or the port bound.
+    pub fn start(
+        name: &str,
+        workload: Arc<Workload>,
+        clock: Arc<SimClock>,
+        options: KubeOptions,
+    ) -> anyhow::Result<Self> {
+        let ca = Ca::new(name)?;
+        let state = Arc::new(State {
+            name: name.to_owned(),
+            token: options.token.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            clock,
+            workload,
+            continue_ttl_secs: options.continue_ttl_secs,
+            faults: Mutex::new(Faults::default()),
+            cache: api::Cache::default(),
+            address: Mutex::new(String::new()),
+        });
+        let shared = web::Data::from(Arc::clone(&state));
+        let served = Served::start(
+            move |c: &mut web::ServiceConfig| {
+                c.app_data(shared.clone()).default_service(web::to(api::dispatch));
+            },
+            Some(ca.server_config()?),
+        )?;
+        *state.address.lock().unwrap_or_else(PoisonError::into_inner) = served.addr().to_string();
+        Ok(Self { served, ca, state })
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        self.served.url()
+    }
+
+    /// The cluster's name (also its kubeconfig context).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The CA certificate (PEM) clients must trust.
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// The bearer token the server accepts.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        &self.state.token
+    }
+
+    /// The workload behind the cluster.
+    #[must_use]
+    pub fn workload(&self) -> &Workload {
+        &self.state.workload
+    }
+
+    /// Switches faults on (or off, with `Faults::default()`).
+    pub fn set_faults(&self, faults: Faults) {
+        *self.state.faults.lock().unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// A kubeconfig with one cluster, one token user and one context, all named after the
+    /// cluster.
+    #[must_use]
+    pub fn kubeconfig(&self) -> String {
+        let name = &self.state.name;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca.cert_pem());
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: {name}
+  cluster:
+    server: {url}
+    certificate-authority-data: {ca}
+users:
+- name: {name}-admin
+  user:
+    token: {token}
+contexts:
+- name: {name}
+  context:
+    cluster: {name}
+    user: {name}-admin
+current-context: {name}
+preferences: {{}}
+",
+            url = self.url(),
+            token = self.state.token,
+        )
+    }
+
+    /// Stops the server.
+    pub async fn stop(&self) {
+        self.served.stop().await;
+    }
+}

@@ -32,7 +32,7 @@ use stripe_core::customer::{
     CreateCustomer, ListPaymentMethodsCustomer, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
     UpdateCustomerInvoiceSettings,
 };
-use stripe_core::setup_intent::{CreateSetupIntent, RetrieveSetupIntent};
+use stripe_core::setup_intent::{ConfirmSetupIntent, CreateSetupIntent, RetrieveSetupIntent};
 use stripe_payment::payment_method::{AttachPaymentMethod, DetachPaymentMethod};
 use stripe_product::price::{
     CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval, CreatePriceRecurringUsageType,
@@ -528,8 +528,11 @@ async fn a_failed_delivery_is_retried_with_backoff_until_the_endpoint_answers_2x
     tokio::time::sleep(Duration::from_millis(50)).await;
     let deliveries = sim.deliveries();
     assert_eq!(deliveries.len(), 1);
-    assert_eq!(deliveries[0].attempts, vec![Some(500), Some(500), Some(200)]);
+    assert_eq!(deliveries[0].statuses(), vec![Some(500), Some(500), Some(200)]);
     assert!(deliveries[0].succeeded);
+    let at: Vec<_> = deliveries[0].attempts.iter().map(|a| a.at).collect();
+    assert!(at[1] - at[0] >= Duration::from_millis(20), "first retry after the backoff");
+    assert!(at[2] - at[1] >= Duration::from_millis(40), "the backoff doubles");
 
     // Attempts are bounded.
     let failing = Receiver::start(usize::MAX);
@@ -544,7 +547,7 @@ async fn a_failed_delivery_is_retried_with_backoff_until_the_endpoint_answers_2x
     failing.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(failing.received().len(), 3);
-    assert_eq!(sim.deliveries()[0].attempts, vec![Some(500); 3]);
+    assert_eq!(sim.deliveries()[0].statuses(), vec![Some(500); 3]);
     assert!(!sim.deliveries()[0].succeeded);
 }
 
@@ -590,19 +593,35 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
     let receiver = Receiver::start(0);
     let customer = customer(&client, "invoice@example.com").await;
     let (_, prices) = metered_catalog(&client).await;
-    let mut item = CreateSubscriptionItems::new();
-    item.price = Some(prices[0].clone());
-    let subscription =
-        CreateSubscription::new().customer(customer.as_str()).items(vec![item]).send(&client).await.unwrap();
+    let items: Vec<CreateSubscriptionItems> = prices[..2]
+        .iter()
+        .map(|p| {
+            let mut item = CreateSubscriptionItems::new();
+            item.price = Some(p.clone());
+            item
+        })
+        .collect();
+    let subscription = CreateSubscription::new().customer(customer.as_str()).items(items).send(&client).await.unwrap();
     sim.add_webhook_endpoint(&receiver.url(), "whsec_invoice");
 
-    let paid = sim.create_invoice(subscription.id.as_str(), 1250, true).unwrap();
-    let failed = sim.create_invoice(subscription.id.as_str(), 990, false).unwrap();
+    assert!(sim.create_invoice(subscription.id.as_str(), &[1250], true).is_err(), "one amount per item");
+    let paid = sim.create_invoice(subscription.id.as_str(), &[1000, 250], true).unwrap();
+    let failed = sim.create_invoice(subscription.id.as_str(), &[900, 90], false).unwrap();
     let listed = ListInvoice::new().customer(customer.as_str()).send(&client).await.unwrap();
     assert_eq!(listed.data.len(), 2);
     let fetched = RetrieveInvoice::new(paid["id"].as_str().unwrap()).send(&client).await.unwrap();
     assert_eq!(fetched.amount_paid, 1250);
     assert_eq!(fetched.status, Some(stripe_billing::InvoiceStatus::Paid));
+    let amounts: Vec<i64> = fetched.lines.data.iter().map(|l| l.amount).collect();
+    assert_eq!(amounts, [1000, 250]);
+    let line_items: Vec<String> = fetched
+        .lines
+        .data
+        .iter()
+        .map(|l| l.parent.as_ref().unwrap().subscription_item_details.as_ref().unwrap().subscription_item.clone())
+        .collect();
+    let item_ids: Vec<String> = subscription.items.data.iter().map(|i| i.id.to_string()).collect();
+    assert_eq!(line_items, item_ids);
     let fetched = RetrieveInvoice::new(failed["id"].as_str().unwrap()).send(&client).await.unwrap();
     assert_eq!((fetched.amount_remaining, fetched.status), (990, Some(stripe_billing::InvoiceStatus::Open)));
 
@@ -626,4 +645,120 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
     assert!(matches!(event.data.object, EventObject::InvoicePaymentFailed(ref i) if i.amount_due == 990));
     let updated = RetrieveSubscription::new(subscription.id.as_str()).send(&client).await.unwrap();
     assert_eq!(updated.status, stripe_billing::SubscriptionStatus::PastDue);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declining_test_card_is_answered_402_card_declined_and_a_good_one_succeeds() {
+    let (sim, client) = start();
+    let customer = customer(&client, "decline@example.com").await;
+    let intent = CreateSetupIntent::new().customer(customer.as_str()).send(&client).await.unwrap();
+
+    let (status, error) = api_error(
+        ConfirmSetupIntent::new(intent.id.as_str()).payment_method("pm_card_visa_chargeDeclined").send(&client).await,
+    );
+    assert_eq!(status, 402);
+    assert_eq!(error.type_, ApiErrorsType::CardError);
+    assert_eq!(error.code, Some(ApiErrorsCode::CardDeclined));
+    assert_eq!(error.decline_code.as_deref(), Some("generic_decline"));
+    let failed = error.setup_intent.unwrap();
+    assert_eq!(failed.status, SetupIntentStatus::RequiresPaymentMethod);
+    assert!(failed.last_setup_error.is_some());
+    assert!(sim.payment_methods().is_empty());
+
+    let confirmed =
+        ConfirmSetupIntent::new(intent.id.as_str()).payment_method("pm_card_visa").send(&client).await.unwrap();
+    assert_eq!(confirmed.status, SetupIntentStatus::Succeeded);
+    assert_eq!(sim.payment_methods().len(), 1);
+    assert_eq!(sim.payment_methods()[0]["customer"], customer.as_str());
+
+    // A test card attaches as a new payment method.
+    let attached = AttachPaymentMethod::new("pm_card_visa").customer(customer.as_str()).send(&client).await.unwrap();
+    assert!(attached.id.as_str().starts_with("pm_"));
+    assert_ne!(attached.id.as_str(), "pm_card_visa");
+    let cards = ListPaymentMethodsCustomer::new(customer.as_str()).send(&client).await.unwrap();
+    assert_eq!(cards.data.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_endpoint_created_through_the_api_gets_only_its_enabled_events() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/v1/webhook_endpoints", sim.url()))
+        .bearer_auth(sim.secret_key())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("url={}&enabled_events[]=customer.created", receiver.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created["id"].as_str().unwrap().starts_with("we_"));
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+
+    let customer = customer(&client, "hooks@example.com").await;
+    CreateSetupIntent::new().customer(customer.as_str()).send(&client).await.unwrap();
+    let intent = CreateSetupIntent::new().customer(customer.as_str()).send(&client).await.unwrap();
+    sim.confirm_setup_intent(intent.id.as_str()).unwrap();
+    let received = receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.types(), ["customer.created"]);
+    assert_signed(&received[0], &secret);
+    let event = event_json(&received[0]);
+    assert!(event["request"]["id"].as_str().unwrap().starts_with("req_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_bad_versions_and_unknown_parameters_are_refused_and_not_remembered_by_a_key() {
+    let (sim, client) = start();
+    let http = reqwest::Client::new();
+    let post = |body: &str, content_type: &str| {
+        http.post(format!("{}/v1/customers", sim.url()))
+            .bearer_auth(sim.secret_key())
+            .header("content-type", content_type)
+            .header("idempotency-key", "same-key")
+            .body(body.to_owned())
+            .send()
+    };
+    let json = post(r#"{"email":"a@example.com"}"#, "application/json").await.unwrap();
+    assert_eq!(json.status(), 400);
+    let body: Value = json.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("unsupported Content-Type application/json"));
+
+    let unknown = post("emial=a%40example.com", "application/x-www-form-urlencoded").await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "emial");
+
+    // The failed validation was not saved under the key: a corrected request runs.
+    let fixed = post("email=a%40example.com", "application/x-www-form-urlencoded").await.unwrap();
+    assert_eq!(fixed.status(), 200);
+    assert!(fixed.headers().get("idempotent-replayed").is_none());
+    assert_eq!(sim.customers().len(), 1);
+
+    let versioned = http
+        .get(format!("{}/v1/customers", sim.url()))
+        .bearer_auth(sim.secret_key())
+        .header("stripe-version", "2025-03-31.basil")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versioned.headers().get("stripe-version").unwrap(), "2025-03-31.basil");
+    let bad = http
+        .get(format!("{}/v1/customers", sim.url()))
+        .bearer_auth(sim.secret_key())
+        .header("stripe-version", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let unknown_route =
+        http.get(format!("{}/v1/usage_records", sim.url())).bearer_auth(sim.secret_key()).send().await.unwrap();
+    assert_eq!(unknown_route.status(), 404);
+    let listed = stripe_core::customer::ListCustomer::new().email("a@example.com").send(&client).await.unwrap();
+    assert_eq!(listed.data.len(), 1);
 }

@@ -17,9 +17,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, shared: Arc<Shared>) {
     cfg.app_data(web::Data::from(shared)).default_service(web::to(handle));
 }
 
-fn reply(status: u16, body: &Value, request_id: &str, replayed: bool) -> HttpResponse {
+fn reply(status: u16, body: &Value, request_id: &str, version: &str, replayed: bool) -> HttpResponse {
     let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    response.insert_header(("request-id", request_id.to_owned())).insert_header(("stripe-version", API_VERSION));
+    response.insert_header(("request-id", request_id.to_owned())).insert_header(("stripe-version", version.to_owned()));
     if replayed {
         response.insert_header(("idempotent-replayed", "true"));
     }
@@ -28,7 +28,9 @@ fn reply(status: u16, body: &Value, request_id: &str, replayed: bool) -> HttpRes
 
 async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let request_id = random_id("req_", 14);
-    let error = |e: &ApiError| reply(e.status, &e.body(), &request_id, false);
+    // The version pinned by `Stripe-Version`, else the account's default.
+    let version = req.headers().get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or(API_VERSION).to_owned();
+    let error = |e: &ApiError| reply(e.status, &e.body(), &request_id, &version, false);
     let mut state = shared.lock();
 
     let bearer = req
@@ -77,7 +79,20 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         }
     }
 
+    if version.get(..10).is_none_or(|date| chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err()) {
+        return error(&ApiError::invalid(format!("Invalid Stripe API version: {version}"), None));
+    }
     let method = req.method().clone();
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if method == Method::POST && !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
+        return error(&ApiError::invalid(
+            format!(
+                "Invalid request: unsupported Content-Type {content_type}. If error persists and you need assistance, \
+                 please contact support@stripe.com."
+            ),
+            None,
+        ));
+    }
     let raw = if method == Method::POST {
         String::from_utf8_lossy(&body).into_owned()
     } else {
@@ -111,7 +126,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                     )
                 });
             }
-            return reply(record.status, &record.body, &request_id, true);
+            return reply(record.status, &record.body, &request_id, &version, true);
         }
     }
 
@@ -120,11 +135,13 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         Ok(value) => (200, value),
         Err(e) => (e.status, e.body()),
     };
-    if let Some(key) = idempotency_key {
+    // Stripe saves a result only once the endpoint started executing: not for parameters that
+    // failed validation, which is where every 4xx here except a card error comes from.
+    if let Some(key) = idempotency_key.filter(|_| status == 200 || status == 402) {
         let at = state.now();
         state.idempotency.insert(key, IdempotencyRecord { request: fingerprint, status, body: answer.clone(), at });
     }
-    reply(status, &answer, &request_id, false)
+    reply(status, &answer, &request_id, &version, false)
 }
 
 fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &RequestCtx) -> Answer {
@@ -177,12 +194,22 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
         ["subscriptions", id] if delete => cancel_subscription(state, id, ctx),
         ["setup_intents"] if post => create_setup_intent(state, p),
         ["setup_intents", id] if get => state.get("setup_intent", "setupintent", id, "intent"),
+        ["setup_intents", id, "confirm"] if post => {
+            known(p, &["mandate_data", "payment_method", "return_url", "use_stripe_sdk"])?;
+            let current = state.get("setup_intent", "setupintent", id, "intent")?;
+            let pm = s(p, "payment_method").or_else(|| current["payment_method"].as_str()).map(str::to_owned);
+            let pm = pm.ok_or_else(|| ApiError::missing_param("payment_method"))?;
+            confirm_setup_intent(state, id, &pm, ctx)
+        }
         ["payment_methods"] if get => {
             let items = payment_methods_of(state, s(p, "customer"), s(p, "type"));
             list("/v1/payment_methods", items, p)
         }
         ["payment_methods", id] if get => state.get("payment_method", "PaymentMethod", id, "id"),
-        ["payment_methods", id, "attach"] if post => attach_payment_method(state, id, p, ctx),
+        ["payment_methods", id, "attach"] if post => {
+            let id = resolve_test_card(state, id, "payment_method")?;
+            attach_payment_method(state, &id, p, ctx)
+        }
         ["payment_methods", id, "detach"] if post => detach_payment_method(state, id, ctx),
         ["checkout", "sessions"] if post => create_checkout_session(state, p),
         ["checkout", "sessions", id] if get => state.get("checkout.session", "checkout.session", id, "session"),
@@ -938,7 +965,43 @@ fn detach_payment_method(state: &mut State, id: &str, ctx: &RequestCtx) -> Answe
     Ok(method)
 }
 
-pub fn confirm_setup_intent(state: &mut State, id: &str, ctx: &RequestCtx) -> Answer {
+/// Stripe's test payment methods: `pm_card_visa` makes a new Visa card; a declining one is
+/// answered with Stripe's 402 card error.
+const DECLINING_CARDS: [(&str, &str); 3] = [
+    ("pm_card_visa_chargeDeclined", "generic_decline"),
+    ("pm_card_visa_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+    ("pm_card_visa_chargeDeclinedExpiredCard", "expired_card"),
+];
+
+fn resolve_test_card(state: &mut State, pm: &str, param: &str) -> Result<String, ApiError> {
+    if pm == "pm_card_visa" {
+        return Ok(new_card(state)["id"].as_str().unwrap_or_default().to_owned());
+    }
+    if let Some((_, decline)) = DECLINING_CARDS.iter().find(|(name, _)| *name == pm) {
+        return Err(card_declined(decline));
+    }
+    state
+        .get("payment_method", "PaymentMethod", pm, param)
+        .map_err(|_| ApiError::no_such_param("PaymentMethod", pm, param))?;
+    Ok(pm.to_owned())
+}
+
+fn card_declined(decline_code: &str) -> ApiError {
+    let message = match decline_code {
+        "insufficient_funds" => "Your card has insufficient funds.",
+        "expired_card" => "Your card has expired.",
+        _ => "Your card was declined.",
+    };
+    ApiError {
+        status: 402,
+        kind: "card_error",
+        code: Some(if decline_code == "expired_card" { "expired_card" } else { "card_declined" }),
+        extra: vec![("decline_code", json!(decline_code))],
+        ..ApiError::invalid(message, None)
+    }
+}
+
+pub fn confirm_setup_intent(state: &mut State, id: &str, pm: &str, ctx: &RequestCtx) -> Answer {
     let mut intent = state.get("setup_intent", "setupintent", id, "intent")?;
     if intent["status"] == "succeeded" || intent["status"] == "canceled" {
         return Err(ApiError {
@@ -952,12 +1015,23 @@ pub fn confirm_setup_intent(state: &mut State, id: &str, ctx: &RequestCtx) -> An
             )
         });
     }
-    let card = new_card(state);
-    let pm = card["id"].as_str().unwrap_or_default().to_owned();
+    let pm = match resolve_test_card(state, pm, "payment_method") {
+        Ok(pm) => pm,
+        Err(mut error) if error.status == 402 => {
+            intent["last_setup_error"] = error.body()["error"].clone();
+            intent["status"] = json!("requires_payment_method");
+            state.put(intent.clone());
+            state.emit("setup_intent.setup_failed", intent.clone(), None, ctx);
+            error.extra.push(("setup_intent", intent));
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
     if let Some(customer) = intent["customer"].as_str().map(str::to_owned) {
         attach(state, &pm, &customer, ctx)?;
     }
     intent["payment_method"] = json!(pm);
+    intent["last_setup_error"] = Value::Null;
     intent["status"] = json!("succeeded");
     state.put(intent.clone());
     state.emit("setup_intent.succeeded", intent.clone(), None, ctx);
@@ -1128,15 +1202,64 @@ pub fn complete_checkout_session(state: &mut State, id: &str) -> Answer {
     Ok(session)
 }
 
-pub fn create_invoice(state: &mut State, subscription_id: &str, amount_due: i64, paid: bool) -> Answer {
+pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64], paid: bool) -> Answer {
     let ctx = RequestCtx::default();
     let mut subscription = state.get("subscription", "subscription", subscription_id, "subscription")?;
+    let items = subscription["items"]["data"].as_array().cloned().unwrap_or_default();
+    if items.len() != amounts.len() {
+        return Err(ApiError::invalid(
+            format!("The subscription has {} items but {} amounts were given.", items.len(), amounts.len()),
+            None,
+        ));
+    }
+    let amount_due: i64 = amounts.iter().sum();
     let customer = subscription["customer"].as_str().unwrap_or_default().to_owned();
     let email =
         state.get("customer", "customer", &customer, "customer").map(|c| c["email"].clone()).unwrap_or(Value::Null);
     let now = state.now();
     let id = State::new_id("in_");
     let number = state.all("invoice").len() + 1;
+    let period_start = items.first().map_or(json!(now), |i| i["current_period_start"].clone());
+    let lines: Vec<Value> = items
+        .iter()
+        .zip(amounts)
+        .map(|(item, amount)| {
+            json!({
+                "id": State::new_id("il_"),
+                "object": "line_item",
+                "amount": amount,
+                "currency": subscription["currency"],
+                "description": item["price"]["nickname"],
+                "discount_amounts": [],
+                "discountable": true,
+                "discounts": [],
+                "invoice": id,
+                "livemode": false,
+                "metadata": {},
+                "parent": {
+                    "invoice_item_details": null,
+                    "subscription_item_details": {
+                        "invoice_item": null,
+                        "proration": false,
+                        "proration_details": {"credited_items": null},
+                        "subscription": subscription_id,
+                        "subscription_item": item["id"],
+                    },
+                    "type": "subscription_item_details",
+                },
+                "period": {"end": now, "start": period_start},
+                "pretax_credit_amounts": [],
+                "pricing": {
+                    "price_details": {"price": item["price"]["id"], "product": item["price"]["product"]},
+                    "type": "price_details",
+                    "unit_amount_decimal": item["price"]["unit_amount_decimal"],
+                },
+                "quantity": item.get("quantity").cloned().unwrap_or(Value::Null),
+                "subtotal": amount,
+                "taxes": [],
+            })
+        })
+        .collect();
     let mut invoice = json!({
         "id": id,
         "object": "invoice",
@@ -1167,7 +1290,7 @@ pub fn create_invoice(state: &mut State, subscription_id: &str, amount_due: i64,
         "invoice_pdf": null,
         "issuer": {"type": "self"},
         "last_finalization_error": null,
-        "lines": {"object": "list", "data": [], "has_more": false, "total_count": 0, "url": format!("/v1/invoices/{id}/lines")},
+        "lines": {"object": "list", "data": lines, "has_more": false, "total_count": amounts.len(), "url": format!("/v1/invoices/{id}/lines")},
         "livemode": false,
         "metadata": {},
         "next_payment_attempt": null,
@@ -1175,7 +1298,7 @@ pub fn create_invoice(state: &mut State, subscription_id: &str, amount_due: i64,
         "parent": {"quote_details": null, "subscription_details": {"metadata": {}, "subscription": subscription_id}, "type": "subscription_details"},
         "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
         "period_end": now,
-        "period_start": subscription["items"]["data"][0]["current_period_start"],
+        "period_start": period_start,
         "post_payment_credit_notes_amount": 0,
         "pre_payment_credit_notes_amount": 0,
         "starting_balance": 0,

@@ -11,7 +11,7 @@ mod form;
 mod state;
 mod webhooks;
 
-pub use state::{Delivery, WebhookFaults};
+pub use state::{Attempt, Delivery, WebhookFaults};
 pub use webhooks::signature_header;
 
 use crate::server::Served;
@@ -86,6 +86,11 @@ impl StripeSim {
     #[must_use]
     pub fn url(&self) -> String {
         self.served.url()
+    }
+
+    /// Stops serving; the webhook sender stops when the handle is dropped.
+    pub async fn stop(&self) {
+        self.served.stop().await;
     }
 
     /// The secret key requests must carry.
@@ -187,16 +192,17 @@ impl StripeSim {
     /// When the SetupIntent is missing or already succeeded.
     pub fn confirm_setup_intent(&self, id: &str) -> ControlResult<Value> {
         let mut state = self.shared.lock();
-        api::confirm_setup_intent(&mut state, id, &RequestCtx::default()).map_err(|e| e.message)
+        api::confirm_setup_intent(&mut state, id, "pm_card_visa", &RequestCtx::default()).map_err(|e| e.message)
     }
 
-    /// Creates a finalized invoice for a subscription, `amount_due` in the minor unit, then paid
-    /// or with a failed payment; emits `invoice.created`, `invoice.finalized` and `invoice.paid`
-    /// or `invoice.payment_failed`.
+    /// Creates a finalized invoice for a subscription with one line per subscription item
+    /// (`amounts` in item order, in the minor unit), then paid or with a failed payment; emits
+    /// `invoice.created`, `invoice.finalized` and `invoice.paid`, or `invoice.payment_failed` and
+    /// `customer.subscription.updated` (the subscription turns `past_due`).
     ///
     /// # Errors
-    /// When the subscription is missing.
-    pub fn create_invoice(&self, subscription: &str, amount_due: i64, paid: bool) -> ControlResult<Value> {
-        api::create_invoice(&mut self.shared.lock(), subscription, amount_due, paid).map_err(|e| e.message)
+    /// When the subscription is missing or `amounts` does not match its items.
+    pub fn create_invoice(&self, subscription: &str, amounts: &[i64], paid: bool) -> ControlResult<Value> {
+        api::create_invoice(&mut self.shared.lock(), subscription, amounts, paid).map_err(|e| e.message)
     }
 }

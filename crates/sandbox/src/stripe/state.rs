@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     pub message: String,
     pub param: Option<String>,
+    /// More fields of the error object, e.g. `decline_code` and `setup_intent` of a card error.
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             code: None,
             message: message.into(),
             param: param.map(str::to_owned),
+            extra: Vec::new(),
         }
     }
 
@@ -60,6 +63,9 @@ impl ApiError {
         }
         if let Some(param) = &self.param {
             error["param"] = json!(param);
+        }
+        for (key, value) in &self.extra {
+            error[*key] = value.clone();
         }
         json!({ "error": error })
     }
@@ -95,6 +101,23 @@ impl Default for WebhookFaults {
     }
 }
 
+/// One attempt to deliver an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// The HTTP status answered, or `None` when the request failed.
+    pub status: Option<u16>,
+    /// When the attempt was made.
+    pub at: Instant,
+}
+
+impl Delivery {
+    /// The status of each attempt (`None`: no answer).
+    #[must_use]
+    pub fn statuses(&self) -> Vec<Option<u16>> {
+        self.attempts.iter().map(|a| a.status).collect()
+    }
+}
+
 /// One event sent to one endpoint, with the outcome of each attempt.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -104,8 +127,8 @@ pub struct Delivery {
     pub event_type: String,
     /// The endpoint's URL.
     pub url: String,
-    /// Per attempt: the HTTP status answered, or `None` when the request failed.
-    pub attempts: Vec<Option<u16>>,
+    /// Each attempt, in order.
+    pub attempts: Vec<Attempt>,
     /// Whether an attempt got a 2xx answer.
     pub succeeded: bool,
     pub(crate) secret: String,

@@ -2,7 +2,7 @@
 //! modes a test switches on.
 
 use super::Shared;
-use super::state::Pending;
+use super::state::{Attempt, Pending};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ pub async fn run(shared: Arc<Shared>) {
                 continue;
             };
             let signature = signature_header(&body, &secret, chrono::Utc::now().timestamp());
+            let at = Instant::now();
             let answer = client
                 .post(&url)
                 .header("content-type", "application/json; charset=utf-8")
@@ -52,7 +53,7 @@ pub async fn run(shared: Arc<Shared>) {
             let mut state = shared.lock();
             let faults = state.faults.clone();
             let Some(delivery) = state.deliveries.get_mut(pending.delivery) else { continue };
-            delivery.attempts.push(status);
+            delivery.attempts.push(Attempt { status, at });
             if status.is_some_and(|s| (200..300).contains(&s)) {
                 delivery.succeeded = true;
             } else if u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX) < faults.max_attempts {

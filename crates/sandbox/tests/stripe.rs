@@ -25,8 +25,10 @@ use stripe_billing::invoice::{ListInvoice, RetrieveInvoice};
 use stripe_billing::subscription::{
     CancelSubscription, CreateSubscription, CreateSubscriptionItems, ListSubscription, RetrieveSubscription,
 };
-use stripe_checkout::checkout_session::{CreateCheckoutSession, RetrieveCheckoutSession};
-use stripe_checkout::{CheckoutSessionMode, CheckoutSessionStatus};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, RetrieveCheckoutSession,
+};
+use stripe_checkout::{CheckoutSessionMode, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
 use stripe_core::SetupIntentStatus;
 use stripe_core::customer::{
     CreateCustomer, ListPaymentMethodsCustomer, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
@@ -761,4 +763,63 @@ async fn json_bodies_bad_versions_and_unknown_parameters_are_refused_and_not_rem
     assert_eq!(unknown_route.status(), 404);
     let listed = stripe_core::customer::ListCustomer::new().email("a@example.com").send(&client).await.unwrap();
     assert_eq!(listed.data.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_checkout_for_credits_totals_its_lines_and_completes_paid() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    let customer = customer(&client, "credits@example.com").await;
+    sim.add_webhook_endpoint(&receiver.url(), "whsec_credits");
+    let product = CreateProduct::new("Compute credits").send(&client).await.unwrap();
+    let price =
+        CreatePrice::new(Currency::USD).product(product.id.as_str()).unit_amount(2000).send(&client).await.unwrap();
+    assert_eq!(price.type_, stripe_product::PriceType::OneTime);
+
+    let mut line = CreateCheckoutSessionLineItems::new();
+    line.price = Some(price.id.to_string());
+    line.quantity = Some(3);
+    let session = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Payment)
+        .customer(customer.as_str())
+        .line_items(vec![line])
+        .success_url("https://app.example.com/ok")
+        .send(&client)
+        .await
+        .unwrap();
+    assert_eq!(session.amount_total, Some(6000));
+    assert_eq!(session.payment_status, CheckoutSessionPaymentStatus::Unpaid);
+    assert!(session.payment_intent.is_none(), "created when the customer pays");
+
+    sim.complete_checkout_session(session.id.as_str()).unwrap();
+    let received = receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.types(), ["checkout.session.completed"], "a one-off payment saves no card");
+    let event = Webhook::construct_event(&received[0].body, &received[0].signature, "whsec_credits").unwrap();
+    let EventObject::CheckoutSessionCompleted(done) = event.data.object else { panic!("a completed session") };
+    assert_eq!(done.payment_status, CheckoutSessionPaymentStatus::Paid);
+    assert_eq!(done.amount_total, Some(6000));
+    assert!(sim.complete_checkout_session(session.id.as_str()).is_err(), "a session completes once");
+    let saved = ListPaymentMethodsCustomer::new(customer.as_str()).send(&client).await.unwrap();
+    assert!(saved.data.is_empty());
+
+    // Stripe refuses a payment-mode session without line items or with a recurring price.
+    let no_lines = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Payment)
+        .customer(customer.as_str())
+        .success_url("https://app.example.com/ok")
+        .send(&client)
+        .await;
+    assert_eq!(api_error(no_lines).1.param.as_deref(), Some("line_items"));
+    let (_, prices) = metered_catalog(&client).await;
+    let mut line = CreateCheckoutSessionLineItems::new();
+    line.price = Some(prices[0].clone());
+    line.quantity = Some(1);
+    let recurring = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Payment)
+        .line_items(vec![line])
+        .success_url("https://app.example.com/ok")
+        .send(&client)
+        .await;
+    assert_eq!(api_error(recurring).0, 400);
 }

@@ -1093,10 +1093,22 @@ fn create_checkout_session(state: &mut State, p: &Value) -> Answer {
                 let price = state
                     .get("price", "price", price_id, &param)
                     .map_err(|_| ApiError::no_such_param("price", price_id, &param))?;
+                if price["type"] == "recurring" {
+                    return Err(ApiError::invalid(
+                        "You specified `payment` mode but passed a recurring price. Either switch to `subscription` \
+                         mode or use only one-time prices.",
+                        Some(&param),
+                    ));
+                }
                 (price["unit_amount"].as_i64(), price["currency"].as_str().map(str::to_owned))
             } else if let Some(data) = item.get("price_data") {
-                let param = format!("line_items[{i}][price_data][unit_amount]");
-                (integer(data, "unit_amount", &param)?, s(data, "currency").map(str::to_lowercase))
+                let prefix = format!("line_items[{i}][price_data]");
+                let currency =
+                    required(data, "currency").map_err(|_| ApiError::missing_param(&format!("{prefix}[currency]")))?;
+                if s(data, "product").is_none() && s(&data["product_data"], "name").is_none() {
+                    return Err(ApiError::missing_param(&format!("{prefix}[product_data][name]")));
+                }
+                (integer(data, "unit_amount", &format!("{prefix}[unit_amount]"))?, Some(currency.to_lowercase()))
             } else {
                 return Err(ApiError::missing_param(&format!("line_items[{i}][price]")));
             };
@@ -1176,8 +1188,9 @@ pub fn complete_checkout_session(state: &mut State, id: &str) -> Answer {
     };
     let card = new_card(state);
     let pm = card["id"].as_str().unwrap_or_default().to_owned();
-    attach(state, &pm, &customer, &ctx)?;
     if session["mode"] == "setup" {
+        // Setup mode saves the card on the customer; a one-off payment does not.
+        attach(state, &pm, &customer, &ctx)?;
         let intent = new_setup_intent(state, Some(&customer), &json!(["card"]), "off_session", None, json!({}));
         let intent_id = intent["id"].as_str().unwrap_or_default().to_owned();
         state.emit("setup_intent.created", intent.clone(), None, &ctx);
@@ -1192,8 +1205,9 @@ pub fn complete_checkout_session(state: &mut State, id: &str) -> Answer {
         session["payment_status"] = json!("paid");
     }
     session["customer"] = json!(customer);
+    let email = state.get("customer", "customer", &customer, "customer").map_or(Value::Null, |c| c["email"].clone());
     session["customer_details"] = json!({
-        "address": null, "email": null, "name": null, "phone": null, "tax_exempt": "none", "tax_ids": []
+        "address": null, "email": email, "name": null, "phone": null, "tax_exempt": "none", "tax_ids": []
     });
     session["status"] = json!("complete");
     session["url"] = Value::Null;

@@ -459,6 +459,8 @@ async fn a_setup_checkout_completed_by_the_customer_sends_signed_events_and_save
         .unwrap();
     assert!(portal.id.as_str().starts_with("bps_"));
     assert!(portal.url.starts_with(&sim.url()));
+    let page = reqwest::get(&portal.url).await.unwrap().text().await.unwrap();
+    assert!(page.contains("href=\"https://app.example.com/billing\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -822,4 +824,33 @@ async fn a_payment_checkout_for_credits_totals_its_lines_and_completes_paid() {
         .send(&client)
         .await;
     assert_eq!(api_error(recurring).0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_checkout_page_pays_and_redirects_to_the_success_url_with_the_session_id() {
+    let (sim, client) = start();
+    let customer = customer(&client, "browser@example.com").await;
+    let session = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Setup)
+        .customer(customer.as_str())
+        .currency(Currency::USD)
+        .success_url("https://app.example.com/ok?session={CHECKOUT_SESSION_ID}")
+        .send(&client)
+        .await
+        .unwrap();
+    let url = session.url.unwrap();
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = browser.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<form method=\"post\">"));
+
+    let paid = browser.post(&url).send().await.unwrap();
+    assert_eq!(paid.status(), 303);
+    let location = paid.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(location, format!("https://app.example.com/ok?session={}", session.id));
+    let done = RetrieveCheckoutSession::new(session.id.as_str()).send(&client).await.unwrap();
+    assert_eq!(done.status, Some(CheckoutSessionStatus::Complete));
+    assert!(done.url.is_none());
+    assert_eq!(browser.get(&url).send().await.unwrap().status(), 404, "a completed session's page is gone");
+    assert_eq!(sim.payment_methods().len(), 1);
 }

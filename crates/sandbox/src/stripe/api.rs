@@ -14,7 +14,59 @@ const DAY: i64 = 86_400;
 type Answer = Result<Value, ApiError>;
 
 pub fn configure(cfg: &mut web::ServiceConfig, shared: Arc<Shared>) {
-    cfg.app_data(web::Data::from(shared)).default_service(web::to(handle));
+    cfg.app_data(web::Data::from(shared))
+        .route("/c/pay/{id}", web::get().to(checkout_page))
+        .route("/c/pay/{id}", web::post().to(checkout_pay))
+        .route("/p/session/{id}", web::get().to(portal_page))
+        .default_service(web::to(handle));
+}
+
+/// The hosted Checkout page a session's `url` points at: one button that pays as the customer.
+async fn checkout_page(id: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let state = shared.lock();
+    match state.get("checkout.session", "checkout.session", &id, "session") {
+        Ok(session) if session["status"] == "open" => {
+            HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+                "<!doctype html><title>Sandbox Checkout</title><form method=\"post\"><p>Checkout {id} ({mode})</p>\
+             <button type=\"submit\">Pay with Visa 4242</button></form>",
+                mode = session["mode"].as_str().unwrap_or_default()
+            ))
+        }
+        _ => HttpResponse::NotFound()
+            .content_type("text/html; charset=utf-8")
+            .body("This Checkout Session is no longer available."),
+    }
+}
+
+/// The billing portal page a portal session's `url` points at, linking back to its `return_url`.
+async fn portal_page(id: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let state = shared.lock();
+    match state.get("billing_portal.session", "billing_portal.session", &id, "session") {
+        Ok(session) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+            "<!doctype html><title>Sandbox billing portal</title><p>Billing portal for {customer}</p>\
+             <a href=\"{back}\">Return</a>",
+            customer = session["customer"].as_str().unwrap_or_default(),
+            back = escape_html(session["return_url"].as_str().unwrap_or_default()),
+        )),
+        Err(_) => HttpResponse::NotFound().finish(),
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Completes the session as the customer and redirects to its `success_url`, with
+/// `{CHECKOUT_SESSION_ID}` replaced as Stripe replaces it.
+async fn checkout_pay(id: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let mut state = shared.lock();
+    match complete_checkout_session(&mut state, &id) {
+        Ok(session) => {
+            let target = session["success_url"].as_str().unwrap_or_default().replace("{CHECKOUT_SESSION_ID}", &id);
+            HttpResponse::SeeOther().insert_header(("location", target)).finish()
+        }
+        Err(e) => HttpResponse::NotFound().content_type("text/html; charset=utf-8").body(e.message),
+    }
 }
 
 fn reply(status: u16, body: &Value, request_id: &str, version: &str, replayed: bool) -> HttpResponse {

@@ -614,7 +614,14 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
     let paid = sim.create_invoice(subscription.id.as_str(), &[1000, 250], true).unwrap();
     let failed = sim.create_invoice(subscription.id.as_str(), &[900, 90], false).unwrap();
     let listed = ListInvoice::new().customer(customer.as_str()).send(&client).await.unwrap();
-    assert_eq!(listed.data.len(), 2);
+    assert_eq!(listed.data.len(), 3);
+    let first = &listed.data[2];
+    assert_eq!(
+        first.id.as_ref().map(|i| i.as_str()),
+        subscription.latest_invoice.as_ref().and_then(|i| i.id().as_ref()).map(|i| i.as_str())
+    );
+    assert_eq!(first.billing_reason, Some(stripe_billing::InvoiceBillingReason::SubscriptionCreate));
+    assert_eq!((first.amount_due, first.status.clone()), (0, Some(stripe_billing::InvoiceStatus::Paid)));
     let fetched = RetrieveInvoice::new(paid["id"].as_str().unwrap()).send(&client).await.unwrap();
     assert_eq!(fetched.amount_paid, 1250);
     assert_eq!(fetched.status, Some(stripe_billing::InvoiceStatus::Paid));
@@ -631,13 +638,14 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
     let fetched = RetrieveInvoice::new(failed["id"].as_str().unwrap()).send(&client).await.unwrap();
     assert_eq!((fetched.amount_remaining, fetched.status), (990, Some(stripe_billing::InvoiceStatus::Open)));
 
-    let received = receiver.wait_for(7).await;
+    let received = receiver.wait_for(8).await;
     assert_eq!(
         receiver.types(),
         [
             "invoice.created",
             "invoice.finalized",
             "invoice.paid",
+            "invoice.payment_succeeded",
             "invoice.created",
             "invoice.finalized",
             "invoice.payment_failed",
@@ -647,7 +655,7 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
     for r in &received {
         assert_signed(r, "whsec_invoice");
     }
-    let event = Webhook::construct_event(&received[5].body, &received[5].signature, "whsec_invoice").unwrap();
+    let event = Webhook::construct_event(&received[6].body, &received[6].signature, "whsec_invoice").unwrap();
     assert!(matches!(event.data.object, EventObject::InvoicePaymentFailed(ref i) if i.amount_due == 990));
     let updated = RetrieveSubscription::new(subscription.id.as_str()).send(&client).await.unwrap();
     assert_eq!(updated.status, stripe_billing::SubscriptionStatus::PastDue);

@@ -724,6 +724,7 @@ fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> Answer
     let mut data = Vec::new();
     let mut currency: Option<Value> = None;
     let mut charged_now = 0_i64;
+    let mut first_amounts = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let param = format!("items[{i}][price]");
         let price_id = s(item, "price").ok_or_else(|| ApiError::missing_param(&param))?;
@@ -769,6 +770,7 @@ fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> Answer
             "subscription": id,
             "tax_rates": [],
         });
+        first_amounts.push(0);
         if metered {
             if quantity.is_some() {
                 return Err(ApiError::invalid(
@@ -781,7 +783,11 @@ fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> Answer
         } else {
             let quantity = quantity.unwrap_or(1);
             entry["quantity"] = json!(quantity);
-            charged_now += entry["price"]["unit_amount"].as_i64().unwrap_or(0).saturating_mul(quantity);
+            let amount = entry["price"]["unit_amount"].as_i64().unwrap_or(0).saturating_mul(quantity);
+            charged_now += amount;
+            if let Some(last) = first_amounts.last_mut() {
+                *last = amount;
+            }
         }
         data.push(entry);
     }
@@ -853,7 +859,11 @@ fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> Answer
     });
     state.put(subscription.clone());
     state.emit("customer.subscription.created", subscription.clone(), None, ctx);
-    Ok(subscription)
+    if status == "active" {
+        // The first invoice: licensed items in advance, metered items at zero until usage.
+        invoice(state, &id, &first_amounts, true, "subscription_create", ctx)?;
+    }
+    state.get("subscription", "subscription", &id, "id")
 }
 
 fn cancel_subscription(state: &mut State, id: &str, ctx: &RequestCtx) -> Answer {
@@ -1269,7 +1279,17 @@ pub fn complete_checkout_session(state: &mut State, id: &str) -> Answer {
 }
 
 pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64], paid: bool) -> Answer {
-    let ctx = RequestCtx::default();
+    invoice(state, subscription_id, amounts, paid, "subscription_cycle", &RequestCtx::default())
+}
+
+fn invoice(
+    state: &mut State,
+    subscription_id: &str,
+    amounts: &[i64],
+    paid: bool,
+    reason: &str,
+    ctx: &RequestCtx,
+) -> Answer {
     let mut subscription = state.get("subscription", "subscription", subscription_id, "subscription")?;
     let items = subscription["items"]["data"].as_array().cloned().unwrap_or_default();
     if items.len() != amounts.len() {
@@ -1285,7 +1305,10 @@ pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64],
     let now = state.now();
     let id = State::new_id("in_");
     let number = state.all("invoice").len() + 1;
-    let period_start = items.first().map_or(json!(now), |i| i["current_period_start"].clone());
+    let period_start = match items.first() {
+        Some(item) if reason == "subscription_cycle" => item["current_period_start"].clone(),
+        _ => json!(now),
+    };
     let lines: Vec<Value> = items
         .iter()
         .zip(amounts)
@@ -1340,7 +1363,7 @@ pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64],
         "attempted": false,
         "auto_advance": true,
         "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null, "provider": null, "status": null},
-        "billing_reason": "subscription_cycle",
+        "billing_reason": reason,
         "collection_method": subscription["collection_method"],
         "created": now,
         "currency": subscription["currency"],
@@ -1375,12 +1398,12 @@ pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64],
         "total_discount_amounts": [],
         "total_taxes": [],
     });
-    state.emit("invoice.created", invoice.clone(), None, &ctx);
+    state.emit("invoice.created", invoice.clone(), None, ctx);
     invoice["status"] = json!("open");
     invoice["number"] = json!(format!("SANDBOX-{number:04}"));
     invoice["status_transitions"]["finalized_at"] = json!(now);
     invoice["hosted_invoice_url"] = json!(format!("{}/i/{id}", state.base_url));
-    state.emit("invoice.finalized", invoice.clone(), None, &ctx);
+    state.emit("invoice.finalized", invoice.clone(), None, ctx);
     invoice["attempt_count"] = json!(1);
     invoice["attempted"] = json!(true);
     if paid {
@@ -1389,16 +1412,17 @@ pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64],
         invoice["amount_remaining"] = json!(0);
         invoice["status_transitions"]["paid_at"] = json!(now);
         state.put(invoice.clone());
-        state.emit("invoice.paid", invoice.clone(), None, &ctx);
+        state.emit("invoice.paid", invoice.clone(), None, ctx);
+        state.emit("invoice.payment_succeeded", invoice.clone(), None, ctx);
     } else {
         invoice["next_payment_attempt"] = json!(now + 3 * DAY);
         state.put(invoice.clone());
-        state.emit("invoice.payment_failed", invoice.clone(), None, &ctx);
+        state.emit("invoice.payment_failed", invoice.clone(), None, ctx);
         if subscription["status"] == "active" {
             subscription["status"] = json!("past_due");
             subscription["latest_invoice"] = json!(id);
             state.put(subscription.clone());
-            state.emit("customer.subscription.updated", subscription.clone(), Some(json!({"status": "active"})), &ctx);
+            state.emit("customer.subscription.updated", subscription.clone(), Some(json!({"status": "active"})), ctx);
         }
     }
     if let Ok(mut subscription) = state.get("subscription", "subscription", subscription_id, "subscription") {

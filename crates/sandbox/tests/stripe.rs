@@ -371,6 +371,14 @@ async fn meter_events_are_deduplicated_and_kept_within_35_days_back_and_5_minute
 
     let (status, error) = api_error(CreateBillingMeterEvent::new("compute_usage", payload("lots")).send(&client).await);
     assert_eq!((status, error.param.as_deref()), (400, Some("payload[value]")));
+    let (status, error) =
+        api_error(CreateBillingMeterEvent::new("compute_usage", payload("1234567890.123456")).send(&client).await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("payload[value]")), "at most 15 significant digits");
+    CreateBillingMeterEvent::new("compute_usage", payload("0.000012345678901230"))
+        .identifier("usage-5")
+        .send(&client)
+        .await
+        .unwrap();
     let stranger = HashMap::from([
         ("stripe_customer_id".to_owned(), "cus_nobody".to_owned()),
         ("value".to_owned(), "1".to_owned()),
@@ -379,12 +387,12 @@ async fn meter_events_are_deduplicated_and_kept_within_35_days_back_and_5_minute
     assert_eq!((status, error.code), (400, Some(ApiErrorsCode::ResourceMissing)));
 
     let identifiers: Vec<Value> = sim.meter_events().iter().map(|e| e["identifier"].clone()).collect();
-    assert_eq!(identifiers, vec![Value::from("usage-1"), Value::from("usage-4")]);
+    assert_eq!(identifiers, vec![Value::from("usage-1"), Value::from("usage-4"), Value::from("usage-5")]);
 
     // After 24 hours an identifier may be used again.
     sim.advance_clock(DAY + 1);
     CreateBillingMeterEvent::new("compute_usage", payload("3")).identifier("usage-1").send(&client).await.unwrap();
-    assert_eq!(sim.meter_events().len(), 3);
+    assert_eq!(sim.meter_events().len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -635,6 +635,12 @@ fn create_meter_event(state: &mut State, p: &Value) -> Answer {
         if !value.parse::<f64>().is_ok_and(f64::is_finite) {
             return Err(ApiError::invalid(format!("The value `{value}` is not a valid number."), Some(&value_param)));
         }
+        if significant_digits(value) > 15 {
+            return Err(ApiError::invalid(
+                format!("The value in the event payload can have at most 15 digits. Received `{value}`."),
+                Some(&value_param),
+            ));
+        }
     }
     let now = state.now();
     let timestamp = integer(p, "timestamp", "timestamp")?.unwrap_or(now);
@@ -667,6 +673,14 @@ fn create_meter_event(state: &mut State, p: &Value) -> Answer {
     });
     state.meter_events.push(event.clone());
     Ok(event)
+}
+
+/// Digits of a decimal number from its first non-zero digit, without trailing fractional zeros.
+fn significant_digits(value: &str) -> usize {
+    let unsigned = value.trim_start_matches(['-', '+']);
+    let (mantissa, _) = unsigned.split_once(['e', 'E']).unwrap_or((unsigned, ""));
+    let trimmed = if mantissa.contains('.') { mantissa.trim_end_matches('0') } else { mantissa };
+    trimmed.chars().filter(char::is_ascii_digit).skip_while(|c| *c == '0').count()
 }
 
 fn plan_of(price: &Value) -> Value {

@@ -345,6 +345,7 @@ async fn meter_events_are_deduplicated_and_kept_within_35_days_back_and_5_minute
         CreateBillingMeterEvent::new("compute_usage", payload("3")).identifier("usage-1").send(&client).await,
     );
     assert_eq!((status, error.param.as_deref()), (400, Some("identifier")));
+    assert_eq!(error.message.as_deref(), Some("An event already exists with identifier usage-1."));
 
     let (status, error) = api_error(
         CreateBillingMeterEvent::new("compute_usage", payload("1"))
@@ -752,6 +753,7 @@ async fn json_bodies_bad_versions_and_unknown_parameters_are_refused_and_not_rem
 
     let unknown = post("emial=a%40example.com", "application/x-www-form-urlencoded").await.unwrap();
     assert_eq!(unknown.status(), 400);
+    assert_eq!(unknown.headers().get("stripe-should-retry").unwrap(), "false");
     let body: Value = unknown.json().await.unwrap();
     assert_eq!(body["error"]["param"], "emial");
 

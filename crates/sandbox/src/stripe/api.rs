@@ -75,6 +75,10 @@ fn reply(status: u16, body: &Value, request_id: &str, version: &str, replayed: b
     if replayed {
         response.insert_header(("idempotent-replayed", "true"));
     }
+    // Errors that a retry cannot fix say so; lock conflicts, rate limits and 5xx leave the choice to the client.
+    if (400..=404).contains(&status) {
+        response.insert_header(("stripe-should-retry", "false"));
+    }
     response.json(body)
 }
 
@@ -657,7 +661,7 @@ fn create_meter_event(state: &mut State, p: &Value) -> Answer {
     state.meter_identifiers.retain(|_, at| now - *at < DAY);
     if state.meter_identifiers.contains_key(&identifier) {
         return Err(ApiError::invalid(
-            format!("An event with identifier `{identifier}` was already received within the last 24 hours."),
+            format!("An event already exists with identifier {identifier}."),
             Some("identifier"),
         ));
     }

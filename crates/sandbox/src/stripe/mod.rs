@@ -7,8 +7,14 @@
 //! limits and webhook faults (duplicates, reordering, delays, retries) behave as Stripe's do.
 
 mod api;
+mod catalog;
+mod checkout;
+mod customers;
 mod form;
+mod params;
+mod payments;
 mod state;
+mod subscriptions;
 mod webhooks;
 
 pub use state::{Attempt, Delivery, WebhookFaults};
@@ -182,7 +188,7 @@ impl StripeSim {
     /// # Errors
     /// When the session is missing, not open, or has no customer.
     pub fn complete_checkout_session(&self, id: &str) -> ControlResult<Value> {
-        api::complete_checkout_session(&mut self.shared.lock(), id).map_err(|e| e.message)
+        checkout::complete_checkout_session(&mut self.shared.lock(), id).map_err(|e| e.message)
     }
 
     /// Confirms a SetupIntent as a customer would with a Visa card ending 4242 and emits
@@ -192,7 +198,7 @@ impl StripeSim {
     /// When the SetupIntent is missing or already succeeded.
     pub fn confirm_setup_intent(&self, id: &str) -> ControlResult<Value> {
         let mut state = self.shared.lock();
-        api::confirm_setup_intent(&mut state, id, "pm_card_visa", &RequestCtx::default()).map_err(|e| e.message)
+        payments::confirm_setup_intent(&mut state, id, "pm_card_visa", &RequestCtx::default()).map_err(|e| e.message)
     }
 
     /// Creates a finalized invoice for a subscription with one line per subscription item
@@ -203,6 +209,6 @@ impl StripeSim {
     /// # Errors
     /// When the subscription is missing or `amounts` does not match its items.
     pub fn create_invoice(&self, subscription: &str, amounts: &[i64], paid: bool) -> ControlResult<Value> {
-        api::create_invoice(&mut self.shared.lock(), subscription, amounts, paid).map_err(|e| e.message)
+        subscriptions::create_invoice(&mut self.shared.lock(), subscription, amounts, paid).map_err(|e| e.message)
     }
 }

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 /// The API version events are rendered with (the one async-stripe 1.0.0-rc.10 pins).
 pub const API_VERSION: &str = "2026-09-30.endive";
 
+/// Seconds in a day: idempotency keys and meter event identifiers are kept this long.
+pub const DAY: i64 = 86_400;
+
+/// An object in Stripe's JSON shape, or the error to answer.
+pub type Answer = Result<Value, ApiError>;
+
 /// An error answered in Stripe's shape.
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -2,8 +2,10 @@
 //! modes a test switches on.
 
 use super::Shared;
-use super::state::{Attempt, Pending};
+use super::params::{known, metadata, required, s};
+use super::state::{Answer, ApiError, Attempt, Endpoint, Pending, State, random_id};
 use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
 use sha2::Sha256;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,4 +77,32 @@ fn take_due(shared: &Shared) -> Vec<Pending> {
         due.reverse();
     }
     due
+}
+
+pub fn create_webhook_endpoint(state: &mut State, p: &Value) -> Answer {
+    known(p, &["api_version", "description", "enabled_events", "metadata", "url"])?;
+    let url = required(p, "url")?;
+    let events: Vec<String> = p
+        .get("enabled_events")
+        .and_then(Value::as_array)
+        .map(|e| e.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .filter(|e: &Vec<String>| !e.is_empty())
+        .ok_or_else(|| ApiError::missing_param("enabled_events"))?;
+    let endpoint = Endpoint { id: State::new_id("we_"), url: url.to_owned(), secret: random_id("whsec_", 32), events };
+    let answer = json!({
+        "id": endpoint.id,
+        "object": "webhook_endpoint",
+        "api_version": s(p, "api_version"),
+        "application": null,
+        "created": state.now(),
+        "description": s(p, "description"),
+        "enabled_events": endpoint.events,
+        "livemode": false,
+        "metadata": metadata(p),
+        "secret": endpoint.secret,
+        "status": "enabled",
+        "url": url,
+    });
+    state.endpoints.push(endpoint);
+    Ok(answer)
 }

@@ -30,13 +30,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub struct StripeConfig {
     /// The secret key requests must carry (`sk_test_…`).
     pub secret_key: String,
-    /// Requests per second allowed per key; `None` for no limit.
+    /// Requests per second allowed per key; `None` for no limit. Defaults to Stripe's test-mode
+    /// limit of 25.
     pub rate_limit: Option<u32>,
 }
 
 impl Default for StripeConfig {
     fn default() -> Self {
-        Self { secret_key: state::random_id("sk_test_", 32), rate_limit: None }
+        Self { secret_key: state::random_id("sk_test_", 32), rate_limit: Some(25) }
     }
 }
 

@@ -666,8 +666,24 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
     }
     let event = Webhook::construct_event(&received[6].body, &received[6].signature, "whsec_invoice").unwrap();
     assert!(matches!(event.data.object, EventObject::InvoicePaymentFailed(ref i) if i.amount_due == 990));
-    let updated = RetrieveSubscription::new(subscription.id.as_str()).send(&client).await.unwrap();
+    let updated = RetrieveSubscription::new(subscription.id.as_str())
+        .expand(["latest_invoice".to_owned(), "customer".to_owned(), "items.data.price.product".to_owned()])
+        .send(&client)
+        .await
+        .unwrap();
     assert_eq!(updated.status, stripe_billing::SubscriptionStatus::PastDue);
+    let latest = updated.latest_invoice.unwrap().into_object().expect("an expanded invoice");
+    assert_eq!(latest.id.as_ref().map(|i| i.as_str()), failed["id"].as_str());
+    assert_eq!(
+        updated.customer.into_object().expect("an expanded customer").email.as_deref(),
+        Some("invoice@example.com")
+    );
+    let product = updated.items.data[0].price.product.clone().into_object().expect("an expanded product");
+    assert_eq!(product.name, "Hopsworks compute");
+    let (status, error) = api_error(
+        RetrieveSubscription::new(subscription.id.as_str()).expand(["status".to_owned()]).send(&client).await,
+    );
+    assert_eq!((status, error.param.as_deref()), (400, Some("expand")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

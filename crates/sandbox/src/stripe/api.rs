@@ -183,7 +183,13 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     }
 
     let ctx = RequestCtx { id: Some(request_id.clone()), idempotency_key: idempotency_key.clone() };
-    let (status, answer) = match route(&mut state, &method, req.path(), &params, &ctx) {
+    let answer = route(&mut state, &method, req.path(), &params, &ctx).and_then(|mut value| {
+        for path in params.get("expand").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            expand(&state, &mut value, path, &path.split('.').collect::<Vec<_>>())?;
+        }
+        Ok(value)
+    });
+    let (status, answer) = match answer {
         Ok(value) => (200, value),
         Err(e) => (e.status, e.body()),
     };
@@ -194,6 +200,25 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         state.idempotency.insert(key, IdempotencyRecord { request: fingerprint, status, body: answer.clone(), at });
     }
     reply(status, &answer, &request_id, &version, false)
+}
+
+/// Replaces the id at a dotted `expand` path (`latest_invoice`, `items.data.price.product`) with
+/// the stored object; lists along the path are expanded element by element.
+fn expand(state: &State, value: &mut Value, full: &str, path: &[&str]) -> Result<(), ApiError> {
+    let cannot = || ApiError::invalid(format!("This property cannot be expanded ({full})."), Some("expand"));
+    let Some((field, rest)) = path.split_first() else { return Ok(()) };
+    let child = value.get_mut(*field).ok_or_else(cannot)?;
+    match child {
+        Value::Null => Ok(()),
+        Value::String(id) if rest.is_empty() => {
+            *child = state.objects.get(id.as_str()).cloned().ok_or_else(cannot)?;
+            Ok(())
+        }
+        Value::Object(_) if rest.is_empty() => Ok(()),
+        Value::Array(items) => items.iter_mut().try_for_each(|item| expand(state, item, full, rest)),
+        _ if rest.is_empty() => Err(cannot()),
+        _ => expand(state, child, full, rest),
+    }
 }
 
 fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &RequestCtx) -> Answer {

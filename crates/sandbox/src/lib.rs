@@ -6,10 +6,13 @@
 //! payloads, authentication, errors and limits as the real system, because a simulator that
 //! accepts what the real one rejects hides the bugs tests exist to find.
 
+#![recursion_limit = "256"]
+
 pub mod auth0;
 pub mod hopsworks;
 pub mod kubernetes;
 pub mod server;
+pub mod stripe;
 pub mod tls;
 pub mod workload;
 pub mod world;

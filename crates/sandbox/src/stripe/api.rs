@@ -1,0 +1,322 @@
+//! The HTTP surface: authentication, rate limits, API versions, idempotency keys, routing to
+//! the resources, and the hosted Checkout and portal pages.
+
+use super::params::{list, s};
+use super::state::{API_VERSION, Answer, ApiError, DAY, IdempotencyRecord, RequestCtx, State, random_id};
+use super::{Shared, catalog, checkout, customers, form, payments, subscriptions, webhooks};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub fn configure(cfg: &mut web::ServiceConfig, shared: Arc<Shared>) {
+    cfg.app_data(web::Data::from(shared))
+        .route("/c/pay/{id}", web::get().to(checkout_page))
+        .route("/c/pay/{id}", web::post().to(checkout_pay))
+        .route("/p/session/{id}", web::get().to(portal_page))
+        .default_service(web::to(handle));
+}
+
+/// The hosted Checkout page a session's `url` points at: one button that pays as the customer.
+async fn checkout_page(id: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let state = shared.lock();
+    match state.get("checkout.session", "checkout.session", &id, "session") {
+        Ok(session) if session["status"] == "open" => {
+            HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+                "<!doctype html><title>Sandbox Checkout</title><form method=\"post\"><p>Checkout {id} ({mode})</p>\
+             <button type=\"submit\">Pay with Visa 4242</button></form>",
+                mode = session["mode"].as_str().unwrap_or_default()
+            ))
+        }
+        _ => HttpResponse::NotFound()
+            .content_type("text/html; charset=utf-8")
+            .body("This Checkout Session is no longer available."),
+    }
+}
+
+/// The billing portal page a portal session's `url` points at, linking back to its `return_url`.
+async fn portal_page(id: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let state = shared.lock();
+    match state.get("billing_portal.session", "billing_portal.session", &id, "session") {
+        Ok(session) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+            "<!doctype html><title>Sandbox billing portal</title><p>Billing portal for {customer}</p>\
+             <a href=\"{back}\">Return</a>",
+            customer = session["customer"].as_str().unwrap_or_default(),
+            back = escape_html(session["return_url"].as_str().unwrap_or_default()),
+        )),
+        Err(_) => HttpResponse::NotFound().finish(),
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Completes the session as the customer and redirects to its `success_url`, with
+/// `{CHECKOUT_SESSION_ID}` replaced as Stripe replaces it.
+async fn checkout_pay(id: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let mut state = shared.lock();
+    match checkout::complete_checkout_session(&mut state, &id) {
+        Ok(session) => {
+            let target = session["success_url"].as_str().unwrap_or_default().replace("{CHECKOUT_SESSION_ID}", &id);
+            HttpResponse::SeeOther().insert_header(("location", target)).finish()
+        }
+        Err(e) => HttpResponse::NotFound().content_type("text/html; charset=utf-8").body(e.message),
+    }
+}
+
+fn reply(status: u16, body: &Value, request_id: &str, version: &str, replayed: bool) -> HttpResponse {
+    let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    response.insert_header(("request-id", request_id.to_owned())).insert_header(("stripe-version", version.to_owned()));
+    if replayed {
+        response.insert_header(("idempotent-replayed", "true"));
+    }
+    // Errors that a retry cannot fix say so; lock conflicts, rate limits and 5xx leave the choice to the client.
+    if (400..=404).contains(&status) {
+        response.insert_header(("stripe-should-retry", "false"));
+    }
+    response.json(body)
+}
+
+async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let request_id = random_id("req_", 14);
+    // The version pinned by `Stripe-Version`, else the account's default.
+    let version = req.headers().get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or(API_VERSION).to_owned();
+    let error = |e: &ApiError| reply(e.status, &e.body(), &request_id, &version, false);
+    let mut state = shared.lock();
+
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let key = match bearer {
+        None | Some("") => {
+            return error(&ApiError {
+                status: 401,
+                ..ApiError::invalid(
+                    "You did not provide an API key. You need to provide your API key in the Authorization header, \
+                     using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+                    None,
+                )
+            });
+        }
+        Some(key) if key != state.secret_key => {
+            let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            return error(&ApiError {
+                status: 401,
+                ..ApiError::invalid(format!("Invalid API Key provided: sk_test_****{tail}"), None)
+            });
+        }
+        Some(key) => key.to_owned(),
+    };
+
+    if let Some(limit) = state.rate_limit {
+        let second = chrono::Utc::now().timestamp();
+        let window = state.rate_window.entry(key).or_insert((second, 0));
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        window.1 += 1;
+        if window.1 > limit {
+            return error(&ApiError {
+                status: 429,
+                code: Some("rate_limit"),
+                ..ApiError::invalid(
+                    "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                    None,
+                )
+            });
+        }
+    }
+
+    if version.get(..10).is_none_or(|date| chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err()) {
+        return error(&ApiError::invalid(format!("Invalid Stripe API version: {version}"), None));
+    }
+    let method = req.method().clone();
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if method == Method::POST && !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
+        return error(&ApiError::invalid(
+            format!(
+                "Invalid request: unsupported Content-Type {content_type}. If error persists and you need assistance, \
+                 please contact support@stripe.com."
+            ),
+            None,
+        ));
+    }
+    let raw = if method == Method::POST {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        req.query_string().to_owned()
+    };
+    let params = match form::parse(&raw) {
+        Ok(params) => params,
+        Err(e) => return error(&e),
+    };
+
+    let idempotency_key = (method == Method::POST)
+        .then(|| req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .flatten();
+    let fingerprint = format!("{method} {} {params}", req.path());
+    if let Some(key) = &idempotency_key {
+        if key.len() > 255 {
+            return error(&ApiError::invalid("Idempotency keys may be at most 255 characters long.", None));
+        }
+        let now = state.now();
+        state.idempotency.retain(|_, r| now - r.at < DAY);
+        if let Some(record) = state.idempotency.get(key) {
+            if record.request != fingerprint {
+                return error(&ApiError {
+                    kind: "idempotency_error",
+                    ..ApiError::invalid(
+                        format!(
+                            "Keys for idempotent requests can only be used with the same parameters they were first \
+                             used with. Try using a key other than '{key}' if you meant to execute a different request."
+                        ),
+                        None,
+                    )
+                });
+            }
+            return reply(record.status, &record.body, &request_id, &version, true);
+        }
+    }
+
+    let ctx = RequestCtx { id: Some(request_id.clone()), idempotency_key: idempotency_key.clone() };
+    let answer = route(&mut state, &method, req.path(), &params, &ctx).and_then(|mut value| {
+        for path in params.get("expand").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            expand(&state, &mut value, path, &path.split('.').collect::<Vec<_>>())?;
+        }
+        Ok(value)
+    });
+    let (status, answer) = match answer {
+        Ok(value) => (200, value),
+        Err(e) => (e.status, e.body()),
+    };
+    // Stripe saves a result only once the endpoint started executing: not for parameters that
+    // failed validation, which is where every 4xx here except a card error comes from.
+    if let Some(key) = idempotency_key.filter(|_| status == 200 || status == 402) {
+        let at = state.now();
+        state.idempotency.insert(key, IdempotencyRecord { request: fingerprint, status, body: answer.clone(), at });
+    }
+    reply(status, &answer, &request_id, &version, false)
+}
+
+/// Replaces the id at a dotted `expand` path (`latest_invoice`, `items.data.price.product`) with
+/// the stored object; lists along the path are expanded element by element.
+fn expand(state: &State, value: &mut Value, full: &str, path: &[&str]) -> Result<(), ApiError> {
+    let cannot = || ApiError::invalid(format!("This property cannot be expanded ({full})."), Some("expand"));
+    let Some((field, rest)) = path.split_first() else { return Ok(()) };
+    let child = value.get_mut(*field).ok_or_else(cannot)?;
+    match child {
+        Value::Null => Ok(()),
+        Value::String(id) if rest.is_empty() => {
+            *child = state.objects.get(id.as_str()).cloned().ok_or_else(cannot)?;
+            Ok(())
+        }
+        Value::Object(_) if rest.is_empty() => Ok(()),
+        Value::Array(items) => items.iter_mut().try_for_each(|item| expand(state, item, full, rest)),
+        _ if rest.is_empty() => Err(cannot()),
+        _ => expand(state, child, full, rest),
+    }
+}
+
+fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &RequestCtx) -> Answer {
+    let segments: Vec<&str> = path.strip_prefix("/v1/").unwrap_or("").split('/').collect();
+    let (get, post, delete) = (method == Method::GET, method == Method::POST, method == Method::DELETE);
+    match segments.as_slice() {
+        ["customers"] if post => customers::create_customer(state, p, ctx),
+        ["customers"] if get => {
+            let email = s(p, "email");
+            let items = state.all("customer").into_iter().filter(|c| email.is_none_or(|e| c["email"] == e)).collect();
+            list("/v1/customers", items, p)
+        }
+        ["customers", id] if get => state.get("customer", "customer", id, "id"),
+        ["customers", id] if post => customers::update_customer(state, id, p, ctx),
+        ["customers", id, "payment_methods"] if get => {
+            state.get("customer", "customer", id, "customer")?;
+            list(
+                &format!("/v1/customers/{id}/payment_methods"),
+                payments::payment_methods_of(state, Some(id), s(p, "type")),
+                p,
+            )
+        }
+        ["products"] if post => catalog::create_product(state, p),
+        ["products"] if get => list("/v1/products", state.all("product"), p),
+        ["products", id] if get => state.get("product", "product", id, "id"),
+        ["prices"] if post => catalog::create_price(state, p),
+        ["prices"] if get => {
+            let product = s(p, "product");
+            let items = state.all("price").into_iter().filter(|x| product.is_none_or(|v| x["product"] == v)).collect();
+            list("/v1/prices", items, p)
+        }
+        ["prices", id] if get => state.get("price", "price", id, "id"),
+        ["billing", "meters"] if post => catalog::create_meter(state, p),
+        ["billing", "meters"] if get => list("/v1/billing/meters", state.all("billing.meter"), p),
+        ["billing", "meters", id] if get => state.get("billing.meter", "billing.meter", id, "id"),
+        ["billing", "meter_events"] if post => catalog::create_meter_event(state, p),
+        ["subscriptions"] if post => subscriptions::create_subscription(state, p, ctx),
+        ["subscriptions"] if get => {
+            let customer = s(p, "customer");
+            let status = s(p, "status");
+            let items = state
+                .all("subscription")
+                .into_iter()
+                .filter(|x| customer.is_none_or(|c| x["customer"] == c))
+                .filter(|x| match status {
+                    Some("all") => true,
+                    Some(status) => x["status"] == status,
+                    None => x["status"] != "canceled",
+                })
+                .collect();
+            list("/v1/subscriptions", items, p)
+        }
+        ["subscriptions", id] if get => state.get("subscription", "subscription", id, "id"),
+        ["subscriptions", id] if delete => subscriptions::cancel_subscription(state, id, ctx),
+        ["setup_intents"] if post => payments::create_setup_intent(state, p),
+        ["setup_intents", id] if get => state.get("setup_intent", "setupintent", id, "intent"),
+        ["setup_intents", id, "confirm"] if post => {
+            super::params::known(p, &["mandate_data", "payment_method", "return_url", "use_stripe_sdk"])?;
+            let current = state.get("setup_intent", "setupintent", id, "intent")?;
+            let pm = s(p, "payment_method").or_else(|| current["payment_method"].as_str()).map(str::to_owned);
+            let pm = pm.ok_or_else(|| ApiError::missing_param("payment_method"))?;
+            payments::confirm_setup_intent(state, id, &pm, ctx)
+        }
+        ["payment_methods"] if get => {
+            let items = payments::payment_methods_of(state, s(p, "customer"), s(p, "type"));
+            list("/v1/payment_methods", items, p)
+        }
+        ["payment_methods", id] if get => state.get("payment_method", "PaymentMethod", id, "id"),
+        ["payment_methods", id, "attach"] if post => {
+            let id = payments::resolve_test_card(state, id, "payment_method")?;
+            payments::attach_payment_method(state, &id, p, ctx)
+        }
+        ["payment_methods", id, "detach"] if post => payments::detach_payment_method(state, id, ctx),
+        ["checkout", "sessions"] if post => checkout::create_checkout_session(state, p),
+        ["checkout", "sessions", id] if get => state.get("checkout.session", "checkout.session", id, "session"),
+        ["invoices"] if get => {
+            let customer = s(p, "customer");
+            let subscription = s(p, "subscription");
+            let items = state
+                .all("invoice")
+                .into_iter()
+                .filter(|x| customer.is_none_or(|c| x["customer"] == c))
+                .filter(|x| subscription.is_none_or(|c| x["parent"]["subscription_details"]["subscription"] == c))
+                .collect();
+            list("/v1/invoices", items, p)
+        }
+        ["invoices", id] if get => state.get("invoice", "invoice", id, "invoice"),
+        ["billing_portal", "sessions"] if post => checkout::create_portal_session(state, p),
+        ["webhook_endpoints"] if post => webhooks::create_webhook_endpoint(state, p),
+        _ => Err(ApiError {
+            status: 404,
+            ..ApiError::invalid(
+                format!(
+                    "Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help \
+                     at https://support.stripe.com/."
+                ),
+                None,
+            )
+        }),
+    }
+}

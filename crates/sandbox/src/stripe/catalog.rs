@@ -1,0 +1,257 @@
+//! Products, prices, billing meters and meter events.
+
+use super::params::{integer, known, metadata, one_of, required, s};
+use super::state::{Answer, ApiError, DAY, State, random_id};
+use serde_json::{Value, json};
+
+pub fn create_product(state: &mut State, p: &Value) -> Answer {
+    known(p, &["active", "description", "id", "metadata", "name", "tax_code", "unit_label", "url"])?;
+    let name = required(p, "name")?;
+    let now = state.now();
+    let product = json!({
+        "id": s(p, "id").map_or_else(|| State::new_id("prod_"), str::to_owned),
+        "object": "product",
+        "active": s(p, "active") != Some("false"),
+        "created": now,
+        "default_price": null,
+        "description": s(p, "description"),
+        "images": [],
+        "livemode": false,
+        "marketing_features": [],
+        "metadata": metadata(p),
+        "name": name,
+        "package_dimensions": null,
+        "shippable": null,
+        "statement_descriptor": null,
+        "tax_code": s(p, "tax_code"),
+        "type": "service",
+        "unit_label": s(p, "unit_label"),
+        "updated": now,
+        "url": s(p, "url"),
+    });
+    if state.objects.contains_key(product["id"].as_str().unwrap_or_default()) {
+        return Err(ApiError {
+            code: Some("resource_already_exists"),
+            ..ApiError::invalid("Product already exists.", Some("id"))
+        });
+    }
+    state.put(product.clone());
+    Ok(product)
+}
+
+pub fn create_price(state: &mut State, p: &Value) -> Answer {
+    known(
+        p,
+        &[
+            "active",
+            "billing_scheme",
+            "currency",
+            "lookup_key",
+            "metadata",
+            "nickname",
+            "product",
+            "recurring",
+            "tax_behavior",
+            "unit_amount",
+            "unit_amount_decimal",
+        ],
+    )?;
+    let currency = required(p, "currency")?.to_lowercase();
+    let product = required(p, "product")?;
+    state
+        .get("product", "product", product, "product")
+        .map_err(|_| ApiError::no_such_param("product", product, "product"))?;
+    let unit_amount = integer(p, "unit_amount", "unit_amount")?;
+    let decimal = s(p, "unit_amount_decimal");
+    let decimal = match (unit_amount, decimal) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
+                Some("unit_amount"),
+            ));
+        }
+        (Some(amount), None) if amount >= 0 => amount.to_string(),
+        (None, Some(d)) if d.parse::<f64>().is_ok_and(|x| x.is_finite() && x >= 0.0) => d.to_owned(),
+        (None, None) => return Err(ApiError::missing_param("unit_amount")),
+        _ => return Err(ApiError::invalid("Invalid unit amount: must be a non-negative number", Some("unit_amount"))),
+    };
+    let recurring = match p.get("recurring") {
+        None => Value::Null,
+        Some(r) => {
+            let interval = one_of(r, "interval", "recurring[interval]", &["day", "week", "month", "year"])?
+                .ok_or_else(|| ApiError::missing_param("recurring[interval]"))?;
+            let count = integer(r, "interval_count", "recurring[interval_count]")?.unwrap_or(1);
+            let usage =
+                one_of(r, "usage_type", "recurring[usage_type]", &["licensed", "metered"])?.unwrap_or("licensed");
+            let meter = s(r, "meter");
+            match (usage, meter) {
+                ("metered", None) => return Err(ApiError::missing_param("recurring[meter]")),
+                ("licensed", Some(_)) => {
+                    return Err(ApiError::invalid(
+                        "A meter can only be set on a price with `recurring[usage_type]=metered`.",
+                        Some("recurring[meter]"),
+                    ));
+                }
+                (_, Some(meter)) => {
+                    state
+                        .get("billing.meter", "billing.meter", meter, "recurring[meter]")
+                        .map_err(|_| ApiError::no_such_param("billing.meter", meter, "recurring[meter]"))?;
+                }
+                _ => {}
+            }
+            json!({"interval": interval, "interval_count": count, "meter": meter, "trial_period_days": null, "usage_type": usage})
+        }
+    };
+    let price = json!({
+        "id": State::new_id("price_"),
+        "object": "price",
+        "active": s(p, "active") != Some("false"),
+        "billing_scheme": "per_unit",
+        "created": state.now(),
+        "currency": currency,
+        "custom_unit_amount": null,
+        "livemode": false,
+        "lookup_key": s(p, "lookup_key"),
+        "metadata": metadata(p),
+        "nickname": s(p, "nickname"),
+        "product": product,
+        "recurring": recurring,
+        "tax_behavior": s(p, "tax_behavior").unwrap_or("unspecified"),
+        "tiers_mode": null,
+        "transform_quantity": null,
+        "type": if recurring.is_null() { "one_time" } else { "recurring" },
+        "unit_amount": unit_amount,
+        "unit_amount_decimal": decimal,
+    });
+    state.put(price.clone());
+    Ok(price)
+}
+
+pub fn create_meter(state: &mut State, p: &Value) -> Answer {
+    known(
+        p,
+        &[
+            "customer_mapping",
+            "default_aggregation",
+            "display_name",
+            "event_name",
+            "event_time_window",
+            "value_settings",
+        ],
+    )?;
+    let display_name = required(p, "display_name")?;
+    let event_name = required(p, "event_name")?;
+    let formula =
+        one_of(&p["default_aggregation"], "formula", "default_aggregation[formula]", &["count", "last", "sum"])?
+            .ok_or_else(|| ApiError::missing_param("default_aggregation[formula]"))?;
+    let mapping_type = one_of(&p["customer_mapping"], "type", "customer_mapping[type]", &["by_id"])?;
+    let mapping_key = s(&p["customer_mapping"], "event_payload_key");
+    if p.get("customer_mapping").is_some() && (mapping_type.is_none() || mapping_key.is_none()) {
+        return Err(ApiError::missing_param(if mapping_type.is_none() {
+            "customer_mapping[type]"
+        } else {
+            "customer_mapping[event_payload_key]"
+        }));
+    }
+    if state.all("billing.meter").iter().any(|m| m["event_name"] == event_name && m["status"] == "active") {
+        return Err(ApiError::invalid(
+            format!("An active meter with event_name `{event_name}` already exists."),
+            Some("event_name"),
+        ));
+    }
+    let now = state.now();
+    let meter = json!({
+        "id": State::new_id("mtr_"),
+        "object": "billing.meter",
+        "created": now,
+        "customer_mapping": {"event_payload_key": mapping_key.unwrap_or("stripe_customer_id"), "type": "by_id"},
+        "default_aggregation": {"formula": formula},
+        "display_name": display_name,
+        "event_name": event_name,
+        "event_time_window": s(p, "event_time_window"),
+        "livemode": false,
+        "status": "active",
+        "status_transitions": {"deactivated_at": null},
+        "updated": now,
+        "value_settings": {"event_payload_key": s(&p["value_settings"], "event_payload_key").unwrap_or("value")},
+    });
+    state.put(meter.clone());
+    Ok(meter)
+}
+
+pub fn create_meter_event(state: &mut State, p: &Value) -> Answer {
+    known(p, &["event_name", "identifier", "payload", "timestamp"])?;
+    let event_name = required(p, "event_name")?;
+    let payload = p.get("payload").and_then(Value::as_object).ok_or_else(|| ApiError::missing_param("payload"))?;
+    let meter = state
+        .all("billing.meter")
+        .into_iter()
+        .find(|m| m["event_name"] == event_name && m["status"] == "active")
+        .ok_or_else(|| {
+            ApiError::invalid(format!("No active meter was found for event_name `{event_name}`."), Some("event_name"))
+        })?;
+    let customer_key = meter["customer_mapping"]["event_payload_key"].as_str().unwrap_or("stripe_customer_id");
+    let value_key = meter["value_settings"]["event_payload_key"].as_str().unwrap_or("value");
+    let customer_param = format!("payload[{customer_key}]");
+    let customer = payload
+        .get(customer_key)
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::missing_param(&customer_param))?;
+    state
+        .get("customer", "customer", customer, &customer_param)
+        .map_err(|_| ApiError::no_such_param("customer", customer, &customer_param))?;
+    let value_param = format!("payload[{value_key}]");
+    if meter["default_aggregation"]["formula"] != "count" {
+        let value =
+            payload.get(value_key).and_then(Value::as_str).ok_or_else(|| ApiError::missing_param(&value_param))?;
+        if !value.parse::<f64>().is_ok_and(f64::is_finite) {
+            return Err(ApiError::invalid(format!("The value `{value}` is not a valid number."), Some(&value_param)));
+        }
+        if significant_digits(value) > 15 {
+            return Err(ApiError::invalid(
+                format!("The value in the event payload can have at most 15 digits. Received `{value}`."),
+                Some(&value_param),
+            ));
+        }
+    }
+    let now = state.now();
+    let timestamp = integer(p, "timestamp", "timestamp")?.unwrap_or(now);
+    if timestamp < now - 35 * DAY {
+        return Err(ApiError::invalid(
+            "Timestamp must be within the past 35 days. Meter events with older timestamps are rejected.",
+            Some("timestamp"),
+        ));
+    }
+    if timestamp > now + 300 {
+        return Err(ApiError::invalid("Timestamp must not be more than 5 minutes in the future.", Some("timestamp")));
+    }
+    let identifier = s(p, "identifier").map_or_else(|| random_id("", 24), str::to_owned);
+    state.meter_identifiers.retain(|_, at| now - *at < DAY);
+    if state.meter_identifiers.contains_key(&identifier) {
+        return Err(ApiError::invalid(
+            format!("An event already exists with identifier {identifier}."),
+            Some("identifier"),
+        ));
+    }
+    state.meter_identifiers.insert(identifier.clone(), now);
+    let event = json!({
+        "object": "billing.meter_event",
+        "created": now,
+        "event_name": event_name,
+        "identifier": identifier,
+        "livemode": false,
+        "payload": payload,
+        "timestamp": timestamp,
+    });
+    state.meter_events.push(event.clone());
+    Ok(event)
+}
+
+/// Digits of a decimal number from its first non-zero digit, without trailing fractional zeros.
+fn significant_digits(value: &str) -> usize {
+    let unsigned = value.trim_start_matches(['-', '+']);
+    let (mantissa, _) = unsigned.split_once(['e', 'E']).unwrap_or((unsigned, ""));
+    let trimmed = if mantissa.contains('.') { mantissa.trim_end_matches('0') } else { mantissa };
+    trimmed.chars().filter(char::is_ascii_digit).skip_while(|c| *c == '0').count()
+}

@@ -1,0 +1,287 @@
+//! The simulator's state: stored objects, idempotency records, meter events, webhook endpoints,
+//! events and their deliveries, and Stripe's error answers.
+
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// The API version events are rendered with (the one async-stripe 1.0.0-rc.10 pins).
+pub const API_VERSION: &str = "2026-09-30.endive";
+
+/// Seconds in a day: idempotency keys and meter event identifiers are kept this long.
+pub const DAY: i64 = 86_400;
+
+/// An object in Stripe's JSON shape, or the error to answer.
+pub type Answer = Result<Value, ApiError>;
+
+/// An error answered in Stripe's shape.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub message: String,
+    pub param: Option<String>,
+    /// More fields of the error object, e.g. `decline_code` and `setup_intent` of a card error.
+    pub extra: Vec<(&'static str, Value)>,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self {
+            status: 400,
+            kind: "invalid_request_error",
+            code: None,
+            message: message.into(),
+            param: param.map(str::to_owned),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn missing_param(param: &str) -> Self {
+        Self {
+            code: Some("parameter_missing"),
+            ..Self::invalid(format!("Missing required param: {param}."), Some(param))
+        }
+    }
+
+    /// A referenced object (in a parameter) that does not exist: 400 `resource_missing`.
+    pub fn no_such_param(what: &str, id: &str, param: &str) -> Self {
+        Self { status: 400, ..Self::no_such(what, id, param) }
+    }
+
+    /// An object in the path that does not exist: 404 `resource_missing`.
+    pub fn no_such(what: &str, id: &str, param: &str) -> Self {
+        Self {
+            status: 404,
+            code: Some("resource_missing"),
+            ..Self::invalid(format!("No such {what}: '{id}'"), Some(param))
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let mut error = json!({"type": self.kind, "message": self.message});
+        if let Some(code) = self.code {
+            error["code"] = json!(code);
+            error["doc_url"] = json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-")));
+        }
+        if let Some(param) = &self.param {
+            error["param"] = json!(param);
+        }
+        for (key, value) in &self.extra {
+            error[*key] = value.clone();
+        }
+        json!({ "error": error })
+    }
+}
+
+/// How webhook deliveries misbehave, as a test sets it.
+#[derive(Debug, Clone)]
+pub struct WebhookFaults {
+    /// Deliver every event twice.
+    pub duplicate: bool,
+    /// Hold deliveries back for `hold` and send each held batch newest first.
+    pub out_of_order: bool,
+    /// How long out-of-order deliveries are held back to collect a batch.
+    pub hold: Duration,
+    /// Extra delay before the first attempt.
+    pub delay: Duration,
+    /// Attempts per delivery before giving up (at least 1).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled for each further retry.
+    pub backoff: Duration,
+}
+
+impl Default for WebhookFaults {
+    fn default() -> Self {
+        Self {
+            duplicate: false,
+            out_of_order: false,
+            hold: Duration::from_millis(300),
+            delay: Duration::ZERO,
+            max_attempts: 5,
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// One attempt to deliver an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// The HTTP status answered, or `None` when the request failed.
+    pub status: Option<u16>,
+    /// When the attempt was made.
+    pub at: Instant,
+}
+
+impl Delivery {
+    /// The status of each attempt (`None`: no answer).
+    #[must_use]
+    pub fn statuses(&self) -> Vec<Option<u16>> {
+        self.attempts.iter().map(|a| a.status).collect()
+    }
+}
+
+/// One event sent to one endpoint, with the outcome of each attempt.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event's `evt_` id.
+    pub event_id: String,
+    /// The event's type, e.g. `checkout.session.completed`.
+    pub event_type: String,
+    /// The endpoint's URL.
+    pub url: String,
+    /// Each attempt, in order.
+    pub attempts: Vec<Attempt>,
+    /// Whether an attempt got a 2xx answer.
+    pub succeeded: bool,
+    pub(crate) secret: String,
+    pub(crate) body: String,
+}
+
+#[derive(Debug)]
+pub struct Pending {
+    pub delivery: usize,
+    pub due: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub secret: String,
+    /// Event types sent to the endpoint; `*` for all.
+    pub events: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct IdempotencyRecord {
+    pub request: String,
+    pub status: u16,
+    pub body: Value,
+    pub at: i64,
+}
+
+/// The context of the API request that caused an event.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCtx {
+    pub id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub secret_key: String,
+    pub base_url: String,
+    /// Seconds added to the real clock.
+    pub clock_offset: i64,
+    pub rate_limit: Option<u32>,
+    pub rate_window: HashMap<String, (i64, u32)>,
+    pub objects: BTreeMap<String, Value>,
+    pub order: Vec<String>,
+    pub idempotency: HashMap<String, IdempotencyRecord>,
+    pub meter_events: Vec<Value>,
+    pub meter_identifiers: HashMap<String, i64>,
+    pub endpoints: Vec<Endpoint>,
+    pub events: Vec<Value>,
+    pub deliveries: Vec<Delivery>,
+    pub pending: Vec<Pending>,
+    pub faults: WebhookFaults,
+    pub hold_until: Option<Instant>,
+}
+
+pub fn random_id(prefix: &str, len: usize) -> String {
+    let tail: String = rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect();
+    format!("{prefix}{tail}")
+}
+
+impl State {
+    pub fn now(&self) -> i64 {
+        chrono::Utc::now().timestamp() + self.clock_offset
+    }
+
+    pub fn new_id(prefix: &str) -> String {
+        random_id(prefix, 24)
+    }
+
+    pub fn put(&mut self, object: Value) {
+        if let Some(id) = object["id"].as_str() {
+            if !self.objects.contains_key(id) {
+                self.order.push(id.to_owned());
+            }
+            self.objects.insert(id.to_owned(), object);
+        }
+    }
+
+    /// The stored object `id` of type `object`, or Stripe's 404.
+    pub fn get(&self, object: &str, what: &str, id: &str, param: &str) -> Result<Value, ApiError> {
+        self.objects
+            .get(id)
+            .filter(|o| o["object"] == object)
+            .cloned()
+            .ok_or_else(|| ApiError::no_such(what, id, param))
+    }
+
+    /// Objects of one type, newest first.
+    pub fn all(&self, object: &str) -> Vec<Value> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|id| self.objects.get(id))
+            .filter(|o| o["object"] == object)
+            .cloned()
+            .collect()
+    }
+
+    /// Records an event and queues its delivery to every endpoint.
+    pub fn emit(&mut self, kind: &str, object: Value, previous: Option<Value>, ctx: &RequestCtx) {
+        let mut data = json!({ "object": object });
+        if let Some(previous) = previous {
+            data["previous_attributes"] = previous;
+        }
+        let event = json!({
+            "id": Self::new_id("evt_"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": self.now(),
+            "data": data,
+            "livemode": false,
+            "pending_webhooks": self.endpoints.iter().filter(|e| e.events.iter().any(|t| t == "*" || t == kind)).count(),
+            "request": {"id": ctx.id, "idempotency_key": ctx.idempotency_key},
+            "type": kind,
+        });
+        let body = event.to_string();
+        let now = Instant::now();
+        let due = if self.faults.out_of_order {
+            // One shared deadline, so events emitted together leave together, in reverse.
+            let until = match self.hold_until {
+                Some(until) if until > now => until,
+                _ => now + self.faults.hold + self.faults.delay,
+            };
+            self.hold_until = Some(until);
+            until
+        } else {
+            now + self.faults.delay
+        };
+        let copies = if self.faults.duplicate { 2 } else { 1 };
+        let endpoints: Vec<Endpoint> =
+            self.endpoints.iter().filter(|e| e.events.iter().any(|t| t == "*" || t == kind)).cloned().collect();
+        for endpoint in endpoints {
+            for _ in 0..copies {
+                self.deliveries.push(Delivery {
+                    event_id: event["id"].as_str().unwrap_or_default().to_owned(),
+                    event_type: kind.to_owned(),
+                    url: endpoint.url.clone(),
+                    attempts: Vec::new(),
+                    succeeded: false,
+                    secret: endpoint.secret.clone(),
+                    body: body.clone(),
+                });
+                self.pending.push(Pending { delivery: self.deliveries.len() - 1, due });
+            }
+        }
+        self.events.push(event);
+    }
+}

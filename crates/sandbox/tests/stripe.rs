@@ -1,0 +1,892 @@
+//! The Stripe simulator driven by the real async-stripe client: answers decode, errors carry
+//! Stripe's types and codes, and webhooks arrive signed and misbehave on request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use hmac::{Hmac, Mac};
+use hopsbridge_sandbox::server::Served;
+use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim, WebhookFaults};
+use serde_json::Value;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stripe::{ApiErrorsCode, ApiErrorsType, Client, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_billing::billing_meter::{
+    CreateBillingMeter, CreateBillingMeterCustomerMapping, CreateBillingMeterCustomerMappingType,
+    CreateBillingMeterDefaultAggregation, CreateBillingMeterDefaultAggregationFormula, CreateBillingMeterValueSettings,
+    ListBillingMeter,
+};
+use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::invoice::{ListInvoice, RetrieveInvoice};
+use stripe_billing::subscription::{
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems, ListSubscription, RetrieveSubscription,
+};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, RetrieveCheckoutSession,
+};
+use stripe_checkout::{CheckoutSessionMode, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
+use stripe_core::SetupIntentStatus;
+use stripe_core::customer::{
+    CreateCustomer, ListPaymentMethodsCustomer, RetrieveCustomer, RetrieveCustomerReturned, UpdateCustomer,
+    UpdateCustomerInvoiceSettings,
+};
+use stripe_core::setup_intent::{ConfirmSetupIntent, CreateSetupIntent, RetrieveSetupIntent};
+use stripe_payment::payment_method::{AttachPaymentMethod, DetachPaymentMethod};
+use stripe_product::price::{
+    CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval, CreatePriceRecurringUsageType,
+};
+use stripe_product::product::CreateProduct;
+use stripe_types::Currency;
+use stripe_webhook::{EventObject, Webhook};
+
+const DAY: i64 = 86_400;
+
+fn start() -> (StripeSim, Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = StripeSim::start(StripeConfig::default()).unwrap();
+    let client = stripe::ClientBuilder::new(sim.secret_key()).url(format!("{}/", sim.url())).build().unwrap();
+    (sim, client)
+}
+
+/// The status and error of a failed call.
+fn api_error<T: std::fmt::Debug>(result: Result<T, StripeError>) -> (u16, Box<stripe::ApiErrors>) {
+    match result {
+        Err(StripeError::Stripe(error, status)) => (status, error),
+        other => panic!("expected a Stripe error, got {other:?}"),
+    }
+}
+
+/// One webhook request as the endpoint saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    signature: String,
+    body: String,
+}
+
+/// A webhook endpoint on loopback recording requests; answers 500 to the first `fail_first`.
+struct Receiver {
+    served: Served,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let store = received.clone();
+        let served = Served::start(
+            move |cfg: &mut web::ServiceConfig| {
+                let store = store.clone();
+                let seen = seen.clone();
+                cfg.route(
+                    "/hook",
+                    web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                        let store = store.clone();
+                        let seen = seen.clone();
+                        async move {
+                            let signature = req
+                                .headers()
+                                .get("stripe-signature")
+                                .map(|v| v.to_str().unwrap().to_owned())
+                                .unwrap_or_default();
+                            let body = String::from_utf8(body.to_vec()).unwrap();
+                            store.lock().unwrap().push(Received { signature, body });
+                            if seen.fetch_add(1, Ordering::SeqCst) < fail_first {
+                                HttpResponse::InternalServerError().finish()
+                            } else {
+                                HttpResponse::Ok().finish()
+                            }
+                        }
+                    }),
+                );
+            },
+            None,
+        )
+        .unwrap();
+        Self { served, received }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/hook", self.served.url())
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.received().iter().map(|r| event_json(r)["type"].as_str().unwrap().to_owned()).collect()
+    }
+
+    async fn wait_for(&self, count: usize) -> Vec<Received> {
+        for _ in 0..1000 {
+            if self.received().len() >= count {
+                return self.received();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {count} webhook requests, got {:?}", self.types());
+    }
+}
+
+fn event_json(received: &Received) -> Value {
+    serde_json::from_str(&received.body).unwrap()
+}
+
+/// Checks `t=…,v1=…` with an HMAC computed here, independently of the simulator.
+fn assert_signed(received: &Received, secret: &str) {
+    let parts: HashMap<&str, &str> = received.signature.split(',').filter_map(|kv| kv.split_once('=')).collect();
+    let t: i64 = parts["t"].parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - t).abs() < 60, "timestamp is now");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{}", received.body).as_bytes());
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(parts["v1"], expected, "v1 is HMAC-SHA256 over t.body");
+    Webhook::construct_event(&received.body, &received.signature, secret).unwrap();
+    assert!(Webhook::construct_event(&received.body, &received.signature, "whsec_other").is_err());
+}
+
+async fn customer(client: &Client, email: &str) -> String {
+    CreateCustomer::new().email(email).send(client).await.unwrap().id.to_string()
+}
+
+/// A meter `compute_usage`, product and three metered monthly prices on it.
+async fn metered_catalog(client: &Client) -> (String, Vec<String>) {
+    let meter = CreateBillingMeter::new(
+        CreateBillingMeterDefaultAggregation::new(CreateBillingMeterDefaultAggregationFormula::Sum),
+        "Compute usage",
+        "compute_usage",
+    )
+    .customer_mapping(CreateBillingMeterCustomerMapping::new(
+        "stripe_customer_id",
+        CreateBillingMeterCustomerMappingType::ById,
+    ))
+    .value_settings(CreateBillingMeterValueSettings::new("value"))
+    .send(client)
+    .await
+    .unwrap();
+    let product = CreateProduct::new("Hopsworks compute").send(client).await.unwrap();
+    let mut prices = Vec::new();
+    for decimal in ["0.5", "0.05", "12.5"] {
+        let mut recurring = CreatePriceRecurring::new(CreatePriceRecurringInterval::Month);
+        recurring.usage_type = Some(CreatePriceRecurringUsageType::Metered);
+        recurring.meter = Some(meter.id.to_string());
+        let price = CreatePrice::new(Currency::USD)
+            .product(product.id.as_str())
+            .recurring(recurring)
+            .unit_amount_decimal(decimal)
+            .send(client)
+            .await
+            .unwrap();
+        assert_eq!(price.recurring.as_ref().unwrap().meter.as_deref(), Some(meter.id.as_str()));
+        assert_eq!(price.unit_amount_decimal.as_deref(), Some(decimal));
+        prices.push(price.id.to_string());
+    }
+    (meter.id.to_string(), prices)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_the_same_customer_and_refuses_different_parameters() {
+    let (sim, client) = start();
+    let key = || RequestStrategy::Idempotent(IdempotencyKey::new("customer-team-1").unwrap());
+    let first =
+        CreateCustomer::new().email("a@example.com").customize().request_strategy(key()).send(&client).await.unwrap();
+    let again =
+        CreateCustomer::new().email("a@example.com").customize().request_strategy(key()).send(&client).await.unwrap();
+    assert_eq!(first.id, again.id);
+    assert!(first.id.as_str().starts_with("cus_"));
+    assert_eq!(sim.customers().len(), 1, "the replay created nothing");
+
+    let (status, error) =
+        api_error(CreateCustomer::new().email("b@example.com").customize().request_strategy(key()).send(&client).await);
+    assert_eq!(status, 400);
+    assert_eq!(error.type_, ApiErrorsType::IdempotencyError);
+    assert_eq!(sim.customers().len(), 1);
+
+    // The replay is marked, as Stripe marks it.
+    let http = reqwest::Client::new();
+    let replay = http
+        .post(format!("{}/v1/customers", sim.url()))
+        .bearer_auth(sim.secret_key())
+        .header("idempotency-key", "customer-team-1")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=a%40example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.headers().get("idempotent-replayed").unwrap(), "true");
+    let body: Value = replay.json().await.unwrap();
+    assert_eq!(body["id"], first.id.as_str());
+
+    // Keys are kept 24 hours.
+    sim.advance_clock(DAY + 1);
+    let later =
+        CreateCustomer::new().email("b@example.com").customize().request_strategy(key()).send(&client).await.unwrap();
+    assert_ne!(later.id, first.id);
+
+    let fetched = RetrieveCustomer::new(first.id.as_str()).send(&client).await.unwrap();
+    let RetrieveCustomerReturned::Customer(fetched) = fetched else { panic!("a live customer") };
+    assert_eq!(fetched.email.as_deref(), Some("a@example.com"));
+    let (status, error) = api_error(RetrieveCustomer::new("cus_missing").send(&client).await);
+    assert_eq!((status, error.code), (404, Some(ApiErrorsCode::ResourceMissing)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_secret_key_are_refused_with_401() {
+    let (sim, _client) = start();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/customers", sim.url());
+    let missing = http.get(&url).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("did not provide an API key"));
+
+    let wrong = http.get(&url).bearer_auth("sk_test_wrong1234").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let body: Value = wrong.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("Invalid API Key provided: sk_test_****1234"));
+
+    let other = stripe::ClientBuilder::new("sk_test_nope").url(format!("{}/", sim.url())).build().unwrap();
+    let (status, _) = api_error(CreateCustomer::new().send(&other).await);
+    assert_eq!(status, 401);
+    assert!(sim.customers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_with_three_metered_items_on_one_meter_decodes_and_cancels() {
+    let (sim, client) = start();
+    let customer = customer(&client, "team@example.com").await;
+    let (meter, prices) = metered_catalog(&client).await;
+    let meters = ListBillingMeter::new().send(&client).await.unwrap();
+    assert_eq!(meters.data.len(), 1);
+    assert_eq!(meters.data[0].id.as_str(), meter);
+
+    let items: Vec<CreateSubscriptionItems> = prices
+        .iter()
+        .map(|p| {
+            let mut item = CreateSubscriptionItems::new();
+            item.price = Some(p.clone());
+            item
+        })
+        .collect();
+    let subscription = CreateSubscription::new().customer(customer.as_str()).items(items).send(&client).await.unwrap();
+    assert!(subscription.id.as_str().starts_with("sub_"));
+    assert_eq!(subscription.items.data.len(), 3);
+    for (item, price) in subscription.items.data.iter().zip(&prices) {
+        assert!(item.id.as_str().starts_with("si_"));
+        assert_eq!(item.price.id.as_str(), price);
+        assert_eq!(item.price.recurring.as_ref().unwrap().meter.as_deref(), Some(meter.as_str()));
+        assert!(item.quantity.is_none(), "metered items carry no quantity");
+    }
+
+    let fetched = RetrieveSubscription::new(subscription.id.as_str()).send(&client).await.unwrap();
+    assert_eq!(fetched.items.data.len(), 3);
+    let listed = ListSubscription::new().customer(customer.as_str()).send(&client).await.unwrap();
+    assert_eq!(listed.data.len(), 1);
+
+    let canceled = CancelSubscription::new(subscription.id.as_str()).send(&client).await.unwrap();
+    assert_eq!(canceled.status, stripe_billing::SubscriptionStatus::Canceled);
+    let listed = ListSubscription::new().customer(customer.as_str()).send(&client).await.unwrap();
+    assert!(listed.data.is_empty(), "canceled subscriptions are not listed by default");
+    assert_eq!(sim.subscriptions()[0]["status"], "canceled");
+
+    // What Stripe refuses: a metered price without a meter, an unknown price, a quantity on a metered item.
+    let product = CreateProduct::new("Other").send(&client).await.unwrap();
+    let mut recurring = CreatePriceRecurring::new(CreatePriceRecurringInterval::Month);
+    recurring.usage_type = Some(CreatePriceRecurringUsageType::Metered);
+    let (status, error) = api_error(
+        CreatePrice::new(Currency::USD)
+            .product(product.id.as_str())
+            .recurring(recurring)
+            .unit_amount(1)
+            .send(&client)
+            .await,
+    );
+    assert_eq!((status, error.param.as_deref()), (400, Some("recurring[meter]")));
+    let mut item = CreateSubscriptionItems::new();
+    item.price = Some("price_missing".into());
+    let (status, error) =
+        api_error(CreateSubscription::new().customer(customer.as_str()).items(vec![item]).send(&client).await);
+    assert_eq!((status, error.code), (400, Some(ApiErrorsCode::ResourceMissing)));
+    let mut item = CreateSubscriptionItems::new();
+    item.price = Some(prices[0].clone());
+    item.quantity = Some(2);
+    let (status, _) =
+        api_error(CreateSubscription::new().customer(customer.as_str()).items(vec![item]).send(&client).await);
+    assert_eq!(status, 400);
+    assert_eq!(sim.subscriptions().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_events_are_deduplicated_and_kept_within_35_days_back_and_5_minutes_ahead() {
+    let (sim, client) = start();
+    let customer = customer(&client, "usage@example.com").await;
+    metered_catalog(&client).await;
+    let payload = |value: &str| {
+        HashMap::from([("stripe_customer_id".to_owned(), customer.clone()), ("value".to_owned(), value.to_owned())])
+    };
+    let now = sim.now();
+
+    let event = CreateBillingMeterEvent::new("compute_usage", payload("3"))
+        .identifier("usage-1")
+        .timestamp(now - 34 * DAY)
+        .send(&client)
+        .await
+        .unwrap();
+    assert_eq!(event.identifier, "usage-1");
+    assert_eq!(event.payload["value"], "3");
+
+    let (status, error) = api_error(
+        CreateBillingMeterEvent::new("compute_usage", payload("3")).identifier("usage-1").send(&client).await,
+    );
+    assert_eq!((status, error.param.as_deref()), (400, Some("identifier")));
+    assert_eq!(error.message.as_deref(), Some("An event already exists with identifier usage-1."));
+
+    let (status, error) = api_error(
+        CreateBillingMeterEvent::new("compute_usage", payload("1"))
+            .identifier("usage-2")
+            .timestamp(now - 36 * DAY)
+            .send(&client)
+            .await,
+    );
+    assert_eq!((status, error.param.as_deref()), (400, Some("timestamp")));
+    let (status, error) = api_error(
+        CreateBillingMeterEvent::new("compute_usage", payload("1"))
+            .identifier("usage-3")
+            .timestamp(now + 6 * 60)
+            .send(&client)
+            .await,
+    );
+    assert_eq!((status, error.param.as_deref()), (400, Some("timestamp")));
+    CreateBillingMeterEvent::new("compute_usage", payload("1.5"))
+        .identifier("usage-4")
+        .timestamp(now + 4 * 60)
+        .send(&client)
+        .await
+        .unwrap();
+
+    let (status, error) = api_error(CreateBillingMeterEvent::new("compute_usage", payload("lots")).send(&client).await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("payload[value]")));
+    let (status, error) =
+        api_error(CreateBillingMeterEvent::new("compute_usage", payload("1234567890.123456")).send(&client).await);
+    assert_eq!((status, error.param.as_deref()), (400, Some("payload[value]")), "at most 15 significant digits");
+    CreateBillingMeterEvent::new("compute_usage", payload("0.000012345678901230"))
+        .identifier("usage-5")
+        .send(&client)
+        .await
+        .unwrap();
+    let stranger = HashMap::from([
+        ("stripe_customer_id".to_owned(), "cus_nobody".to_owned()),
+        ("value".to_owned(), "1".to_owned()),
+    ]);
+    let (status, error) = api_error(CreateBillingMeterEvent::new("compute_usage", stranger).send(&client).await);
+    assert_eq!((status, error.code), (400, Some(ApiErrorsCode::ResourceMissing)));
+
+    let identifiers: Vec<Value> = sim.meter_events().iter().map(|e| e["identifier"].clone()).collect();
+    assert_eq!(identifiers, vec![Value::from("usage-1"), Value::from("usage-4"), Value::from("usage-5")]);
+
+    // After 24 hours an identifier may be used again.
+    sim.advance_clock(DAY + 1);
+    CreateBillingMeterEvent::new("compute_usage", payload("3")).identifier("usage-1").send(&client).await.unwrap();
+    assert_eq!(sim.meter_events().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_checkout_completed_by_the_customer_sends_signed_events_and_saves_the_card() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    sim.add_webhook_endpoint(&receiver.url(), "whsec_test_secret");
+    let customer = customer(&client, "buyer@example.com").await;
+
+    let session = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Setup)
+        .customer(customer.as_str())
+        .currency(Currency::USD)
+        .success_url("https://app.example.com/ok")
+        .cancel_url("https://app.example.com/cancel")
+        .send(&client)
+        .await
+        .unwrap();
+    assert!(session.id.as_str().starts_with("cs_test_"));
+    assert!(session.url.as_deref().unwrap().starts_with(&sim.url()));
+    assert_eq!(session.status, Some(CheckoutSessionStatus::Open));
+
+    sim.complete_checkout_session(session.id.as_str()).unwrap();
+    let expected = [
+        "customer.created",
+        "payment_method.attached",
+        "setup_intent.created",
+        "setup_intent.succeeded",
+        "checkout.session.completed",
+    ];
+    let received = receiver.wait_for(expected.len()).await;
+    assert_eq!(receiver.types(), expected);
+    for r in &received {
+        assert_signed(r, "whsec_test_secret");
+        let event = event_json(r);
+        assert!(event["id"].as_str().unwrap().starts_with("evt_"));
+        assert_eq!(event["object"], "event");
+        assert_eq!(event["livemode"], false);
+    }
+    let completed = Webhook::construct_event(&received[4].body, &received[4].signature, "whsec_test_secret").unwrap();
+    let EventObject::CheckoutSessionCompleted(done) = completed.data.object else { panic!("a completed session") };
+    assert_eq!(done.status, Some(CheckoutSessionStatus::Complete));
+    let setup_intent = done.setup_intent.unwrap().id().to_string();
+
+    let intent = RetrieveSetupIntent::new(setup_intent.as_str()).send(&client).await.unwrap();
+    assert_eq!(intent.status, SetupIntentStatus::Succeeded);
+    let retrieved = RetrieveCheckoutSession::new(session.id.as_str()).send(&client).await.unwrap();
+    assert_eq!(retrieved.status, Some(CheckoutSessionStatus::Complete));
+
+    let cards = ListPaymentMethodsCustomer::new(customer.as_str()).send(&client).await.unwrap();
+    assert_eq!(cards.data.len(), 1);
+    let card = cards.data[0].card.as_ref().unwrap();
+    assert_eq!((card.brand.as_str(), card.last4.as_str()), ("visa", "4242"));
+    let pm = cards.data[0].id.to_string();
+
+    let mut settings = UpdateCustomerInvoiceSettings::new();
+    settings.default_payment_method = Some(pm.clone());
+    let updated = UpdateCustomer::new(customer.as_str()).invoice_settings(settings).send(&client).await.unwrap();
+    let default = updated.invoice_settings.unwrap().default_payment_method.unwrap();
+    assert_eq!(default.id().as_str(), pm);
+
+    let mut unknown = UpdateCustomerInvoiceSettings::new();
+    unknown.default_payment_method = Some("pm_not_attached".into());
+    let (status, _) = api_error(UpdateCustomer::new(customer.as_str()).invoice_settings(unknown).send(&client).await);
+    assert_eq!(status, 400);
+
+    let portal = CreateBillingPortalSession::new()
+        .customer(customer.as_str())
+        .return_url("https://app.example.com/billing")
+        .send(&client)
+        .await
+        .unwrap();
+    assert!(portal.id.as_str().starts_with("bps_"));
+    assert!(portal.url.starts_with(&sim.url()));
+    let page = reqwest::get(&portal.url).await.unwrap().text().await.unwrap();
+    assert!(page.contains("href=\"https://app.example.com/billing\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_payment_method_names_its_customer_only_in_previous_attributes() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    sim.add_webhook_endpoint(&receiver.url(), "whsec_detach");
+    let customer = customer(&client, "card@example.com").await;
+    let intent = CreateSetupIntent::new().customer(customer.as_str()).send(&client).await.unwrap();
+    assert!(intent.id.as_str().starts_with("seti_"));
+    assert_eq!(intent.status, SetupIntentStatus::RequiresPaymentMethod);
+    let confirmed = sim.confirm_setup_intent(intent.id.as_str()).unwrap();
+    let pm = confirmed["payment_method"].as_str().unwrap().to_owned();
+
+    let detached = DetachPaymentMethod::new(pm.as_str()).send(&client).await.unwrap();
+    assert!(detached.customer.is_none());
+    let received = receiver.wait_for(4).await;
+    let last = event_json(&received[3]);
+    assert_eq!(last["type"], "payment_method.detached");
+    assert!(last["data"]["object"]["customer"].is_null());
+    assert_eq!(last["data"]["previous_attributes"]["customer"], customer.as_str());
+    assert_signed(&received[3], "whsec_detach");
+    let event = Webhook::construct_event(&received[3].body, &received[3].signature, "whsec_detach").unwrap();
+    assert!(matches!(event.data.object, EventObject::PaymentMethodDetached(ref m) if m.customer.is_none()));
+
+    let (status, _) = api_error(DetachPaymentMethod::new(pm.as_str()).send(&client).await);
+    assert_eq!(status, 400, "a detached method cannot be detached again");
+
+    let attached = AttachPaymentMethod::new(pm.as_str()).customer(customer.as_str()).send(&client).await.unwrap();
+    assert_eq!(attached.customer.unwrap().id().as_str(), customer);
+    receiver.wait_for(5).await;
+    assert_eq!(receiver.types()[4], "payment_method.attached");
+    let other = self::customer(&client, "other@example.com").await;
+    let (status, _) = api_error(AttachPaymentMethod::new(pm.as_str()).customer(other.as_str()).send(&client).await);
+    assert_eq!(status, 400, "a method attached to one customer cannot be attached to another");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_rate_limit_are_answered_429_rate_limit() {
+    let (sim, client) = start();
+    sim.set_rate_limit(Some(3));
+    let mut limited = 0;
+    for _ in 0..10 {
+        match CreateCustomer::new().send(&client).await {
+            Ok(_) => {}
+            Err(StripeError::Stripe(error, 429)) => {
+                assert_eq!(error.code, Some(ApiErrorsCode::RateLimit));
+                limited += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(limited >= 4, "at most 3 per second pass, {limited} limited");
+    assert_eq!(sim.customers().len(), 10 - limited);
+    sim.set_rate_limit(None);
+    CreateCustomer::new().send(&client).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_is_retried_with_backoff_until_the_endpoint_answers_2xx() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(2);
+    sim.set_webhook_faults(WebhookFaults { backoff: Duration::from_millis(20), ..WebhookFaults::default() });
+    sim.add_webhook_endpoint(&receiver.url(), "whsec_retry");
+    customer(&client, "retry@example.com").await;
+    let received = receiver.wait_for(3).await;
+    let ids: Vec<Value> = received.iter().map(|r| event_json(r)["id"].clone()).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "the same event is retried");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deliveries = sim.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].statuses(), vec![Some(500), Some(500), Some(200)]);
+    assert!(deliveries[0].succeeded);
+    let at: Vec<_> = deliveries[0].attempts.iter().map(|a| a.at).collect();
+    assert!(at[1] - at[0] >= Duration::from_millis(20), "first retry after the backoff");
+    assert!(at[2] - at[1] >= Duration::from_millis(40), "the backoff doubles");
+
+    // Attempts are bounded.
+    let failing = Receiver::start(usize::MAX);
+    let (sim, client) = start();
+    sim.set_webhook_faults(WebhookFaults {
+        backoff: Duration::from_millis(10),
+        max_attempts: 3,
+        ..WebhookFaults::default()
+    });
+    sim.add_webhook_endpoint(&failing.url(), "whsec_retry");
+    customer(&client, "never@example.com").await;
+    failing.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(failing.received().len(), 3);
+    assert_eq!(sim.deliveries()[0].statuses(), vec![Some(500); 3]);
+    assert!(!sim.deliveries()[0].succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_delayed_and_out_of_order_deliveries_happen_when_switched_on() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    sim.add_webhook_endpoint(&receiver.url(), "whsec_faults");
+
+    sim.set_webhook_faults(WebhookFaults { duplicate: true, ..WebhookFaults::default() });
+    customer(&client, "twice@example.com").await;
+    let received = receiver.wait_for(2).await;
+    assert_eq!(event_json(&received[0])["id"], event_json(&received[1])["id"]);
+
+    sim.set_webhook_faults(WebhookFaults { delay: Duration::from_millis(800), ..WebhookFaults::default() });
+    customer(&client, "late@example.com").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), 2, "not delivered before the delay");
+    receiver.wait_for(3).await;
+
+    sim.set_webhook_faults(WebhookFaults::default());
+    let buyer = customer(&client, "shuffle@example.com").await;
+    receiver.wait_for(4).await;
+    let session = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Setup)
+        .customer(buyer.as_str())
+        .currency(Currency::USD)
+        .success_url("https://app.example.com/ok")
+        .send(&client)
+        .await
+        .unwrap();
+    sim.set_webhook_faults(WebhookFaults { out_of_order: true, ..WebhookFaults::default() });
+    sim.complete_checkout_session(session.id.as_str()).unwrap();
+    receiver.wait_for(8).await;
+    let emitted: Vec<String> = sim.events()[3..].iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(emitted.len(), 4);
+    let mut reversed = emitted.clone();
+    reversed.reverse();
+    assert_eq!(receiver.types()[4..].to_vec(), reversed, "a held batch arrives newest first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_and_failed_invoices_are_listed_and_announced() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    let customer = customer(&client, "invoice@example.com").await;
+    let (_, prices) = metered_catalog(&client).await;
+    let items: Vec<CreateSubscriptionItems> = prices[..2]
+        .iter()
+        .map(|p| {
+            let mut item = CreateSubscriptionItems::new();
+            item.price = Some(p.clone());
+            item
+        })
+        .collect();
+    let subscription = CreateSubscription::new().customer(customer.as_str()).items(items).send(&client).await.unwrap();
+    sim.add_webhook_endpoint(&receiver.url(), "whsec_invoice");
+
+    assert!(sim.create_invoice(subscription.id.as_str(), &[1250], true).is_err(), "one amount per item");
+    let paid = sim.create_invoice(subscription.id.as_str(), &[1000, 250], true).unwrap();
+    let failed = sim.create_invoice(subscription.id.as_str(), &[900, 90], false).unwrap();
+    let listed = ListInvoice::new().customer(customer.as_str()).send(&client).await.unwrap();
+    assert_eq!(listed.data.len(), 3);
+    let first = &listed.data[2];
+    assert_eq!(
+        first.id.as_ref().map(|i| i.as_str()),
+        subscription.latest_invoice.as_ref().and_then(|i| i.id().as_ref()).map(|i| i.as_str())
+    );
+    assert_eq!(first.billing_reason, Some(stripe_billing::InvoiceBillingReason::SubscriptionCreate));
+    assert_eq!((first.amount_due, first.status.clone()), (0, Some(stripe_billing::InvoiceStatus::Paid)));
+    let fetched = RetrieveInvoice::new(paid["id"].as_str().unwrap()).send(&client).await.unwrap();
+    assert_eq!(fetched.amount_paid, 1250);
+    assert_eq!(fetched.status, Some(stripe_billing::InvoiceStatus::Paid));
+    let amounts: Vec<i64> = fetched.lines.data.iter().map(|l| l.amount).collect();
+    assert_eq!(amounts, [1000, 250]);
+    let line_items: Vec<String> = fetched
+        .lines
+        .data
+        .iter()
+        .map(|l| l.parent.as_ref().unwrap().subscription_item_details.as_ref().unwrap().subscription_item.clone())
+        .collect();
+    let item_ids: Vec<String> = subscription.items.data.iter().map(|i| i.id.to_string()).collect();
+    assert_eq!(line_items, item_ids);
+    let fetched = RetrieveInvoice::new(failed["id"].as_str().unwrap()).send(&client).await.unwrap();
+    assert_eq!((fetched.amount_remaining, fetched.status), (990, Some(stripe_billing::InvoiceStatus::Open)));
+
+    let received = receiver.wait_for(8).await;
+    assert_eq!(
+        receiver.types(),
+        [
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.payment_failed",
+            "customer.subscription.updated"
+        ]
+    );
+    for r in &received {
+        assert_signed(r, "whsec_invoice");
+    }
+    let event = Webhook::construct_event(&received[6].body, &received[6].signature, "whsec_invoice").unwrap();
+    assert!(matches!(event.data.object, EventObject::InvoicePaymentFailed(ref i) if i.amount_due == 990));
+    let updated = RetrieveSubscription::new(subscription.id.as_str())
+        .expand(["latest_invoice".to_owned(), "customer".to_owned(), "items.data.price.product".to_owned()])
+        .send(&client)
+        .await
+        .unwrap();
+    assert_eq!(updated.status, stripe_billing::SubscriptionStatus::PastDue);
+    let latest = updated.latest_invoice.unwrap().into_object().expect("an expanded invoice");
+    assert_eq!(latest.id.as_ref().map(|i| i.as_str()), failed["id"].as_str());
+    assert_eq!(
+        updated.customer.into_object().expect("an expanded customer").email.as_deref(),
+        Some("invoice@example.com")
+    );
+    let product = updated.items.data[0].price.product.clone().into_object().expect("an expanded product");
+    assert_eq!(product.name, "Hopsworks compute");
+    let (status, error) = api_error(
+        RetrieveSubscription::new(subscription.id.as_str()).expand(["status".to_owned()]).send(&client).await,
+    );
+    assert_eq!((status, error.param.as_deref()), (400, Some("expand")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declining_test_card_is_answered_402_card_declined_and_a_good_one_succeeds() {
+    let (sim, client) = start();
+    let customer = customer(&client, "decline@example.com").await;
+    let intent = CreateSetupIntent::new().customer(customer.as_str()).send(&client).await.unwrap();
+
+    let (status, error) = api_error(
+        ConfirmSetupIntent::new(intent.id.as_str()).payment_method("pm_card_visa_chargeDeclined").send(&client).await,
+    );
+    assert_eq!(status, 402);
+    assert_eq!(error.type_, ApiErrorsType::CardError);
+    assert_eq!(error.code, Some(ApiErrorsCode::CardDeclined));
+    assert_eq!(error.decline_code.as_deref(), Some("generic_decline"));
+    let failed = error.setup_intent.unwrap();
+    assert_eq!(failed.status, SetupIntentStatus::RequiresPaymentMethod);
+    assert!(failed.last_setup_error.is_some());
+    assert!(sim.payment_methods().is_empty());
+
+    let confirmed =
+        ConfirmSetupIntent::new(intent.id.as_str()).payment_method("pm_card_visa").send(&client).await.unwrap();
+    assert_eq!(confirmed.status, SetupIntentStatus::Succeeded);
+    assert_eq!(sim.payment_methods().len(), 1);
+    assert_eq!(sim.payment_methods()[0]["customer"], customer.as_str());
+
+    // A test card attaches as a new payment method.
+    let attached = AttachPaymentMethod::new("pm_card_visa").customer(customer.as_str()).send(&client).await.unwrap();
+    assert!(attached.id.as_str().starts_with("pm_"));
+    assert_ne!(attached.id.as_str(), "pm_card_visa");
+    let cards = ListPaymentMethodsCustomer::new(customer.as_str()).send(&client).await.unwrap();
+    assert_eq!(cards.data.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_endpoint_created_through_the_api_gets_only_its_enabled_events() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/v1/webhook_endpoints", sim.url()))
+        .bearer_auth(sim.secret_key())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("url={}&enabled_events[]=customer.created", receiver.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created["id"].as_str().unwrap().starts_with("we_"));
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+
+    let customer = customer(&client, "hooks@example.com").await;
+    CreateSetupIntent::new().customer(customer.as_str()).send(&client).await.unwrap();
+    let intent = CreateSetupIntent::new().customer(customer.as_str()).send(&client).await.unwrap();
+    sim.confirm_setup_intent(intent.id.as_str()).unwrap();
+    let received = receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.types(), ["customer.created"]);
+    assert_signed(&received[0], &secret);
+    let event = event_json(&received[0]);
+    assert!(event["request"]["id"].as_str().unwrap().starts_with("req_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_bad_versions_and_unknown_parameters_are_refused_and_not_remembered_by_a_key() {
+    let (sim, client) = start();
+    let http = reqwest::Client::new();
+    let post = |body: &str, content_type: &str| {
+        http.post(format!("{}/v1/customers", sim.url()))
+            .bearer_auth(sim.secret_key())
+            .header("content-type", content_type)
+            .header("idempotency-key", "same-key")
+            .body(body.to_owned())
+            .send()
+    };
+    let json = post(r#"{"email":"a@example.com"}"#, "application/json").await.unwrap();
+    assert_eq!(json.status(), 400);
+    let body: Value = json.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("unsupported Content-Type application/json"));
+
+    let unknown = post("emial=a%40example.com", "application/x-www-form-urlencoded").await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert_eq!(unknown.headers().get("stripe-should-retry").unwrap(), "false");
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "emial");
+
+    // The failed validation was not saved under the key: a corrected request runs.
+    let fixed = post("email=a%40example.com", "application/x-www-form-urlencoded").await.unwrap();
+    assert_eq!(fixed.status(), 200);
+    assert!(fixed.headers().get("idempotent-replayed").is_none());
+    assert_eq!(sim.customers().len(), 1);
+
+    let versioned = http
+        .get(format!("{}/v1/customers", sim.url()))
+        .bearer_auth(sim.secret_key())
+        .header("stripe-version", "2025-03-31.basil")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versioned.headers().get("stripe-version").unwrap(), "2025-03-31.basil");
+    let bad = http
+        .get(format!("{}/v1/customers", sim.url()))
+        .bearer_auth(sim.secret_key())
+        .header("stripe-version", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let unknown_route =
+        http.get(format!("{}/v1/usage_records", sim.url())).bearer_auth(sim.secret_key()).send().await.unwrap();
+    assert_eq!(unknown_route.status(), 404);
+    let listed = stripe_core::customer::ListCustomer::new().email("a@example.com").send(&client).await.unwrap();
+    assert_eq!(listed.data.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_checkout_for_credits_totals_its_lines_and_completes_paid() {
+    let (sim, client) = start();
+    let receiver = Receiver::start(0);
+    let customer = customer(&client, "credits@example.com").await;
+    sim.add_webhook_endpoint(&receiver.url(), "whsec_credits");
+    let product = CreateProduct::new("Compute credits").send(&client).await.unwrap();
+    let price =
+        CreatePrice::new(Currency::USD).product(product.id.as_str()).unit_amount(2000).send(&client).await.unwrap();
+    assert_eq!(price.type_, stripe_product::PriceType::OneTime);
+
+    let mut line = CreateCheckoutSessionLineItems::new();
+    line.price = Some(price.id.to_string());
+    line.quantity = Some(3);
+    let session = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Payment)
+        .customer(customer.as_str())
+        .line_items(vec![line])
+        .success_url("https://app.example.com/ok")
+        .send(&client)
+        .await
+        .unwrap();
+    assert_eq!(session.amount_total, Some(6000));
+    assert_eq!(session.payment_status, CheckoutSessionPaymentStatus::Unpaid);
+    assert!(session.payment_intent.is_none(), "created when the customer pays");
+
+    sim.complete_checkout_session(session.id.as_str()).unwrap();
+    let received = receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.types(), ["checkout.session.completed"], "a one-off payment saves no card");
+    let event = Webhook::construct_event(&received[0].body, &received[0].signature, "whsec_credits").unwrap();
+    let EventObject::CheckoutSessionCompleted(done) = event.data.object else { panic!("a completed session") };
+    assert_eq!(done.payment_status, CheckoutSessionPaymentStatus::Paid);
+    assert_eq!(done.amount_total, Some(6000));
+    assert!(sim.complete_checkout_session(session.id.as_str()).is_err(), "a session completes once");
+    let saved = ListPaymentMethodsCustomer::new(customer.as_str()).send(&client).await.unwrap();
+    assert!(saved.data.is_empty());
+
+    // Stripe refuses a payment-mode session without line items or with a recurring price.
+    let no_lines = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Payment)
+        .customer(customer.as_str())
+        .success_url("https://app.example.com/ok")
+        .send(&client)
+        .await;
+    assert_eq!(api_error(no_lines).1.param.as_deref(), Some("line_items"));
+    let (_, prices) = metered_catalog(&client).await;
+    let mut line = CreateCheckoutSessionLineItems::new();
+    line.price = Some(prices[0].clone());
+    line.quantity = Some(1);
+    let recurring = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Payment)
+        .line_items(vec![line])
+        .success_url("https://app.example.com/ok")
+        .send(&client)
+        .await;
+    assert_eq!(api_error(recurring).0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_checkout_page_pays_and_redirects_to_the_success_url_with_the_session_id() {
+    let (sim, client) = start();
+    let customer = customer(&client, "browser@example.com").await;
+    let session = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Setup)
+        .customer(customer.as_str())
+        .currency(Currency::USD)
+        .success_url("https://app.example.com/ok?session={CHECKOUT_SESSION_ID}")
+        .send(&client)
+        .await
+        .unwrap();
+    let url = session.url.unwrap();
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = browser.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<form method=\"post\">"));
+
+    let paid = browser.post(&url).send().await.unwrap();
+    assert_eq!(paid.status(), 303);
+    let location = paid.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(location, format!("https://app.example.com/ok?session={}", session.id));
+    let done = RetrieveCheckoutSession::new(session.id.as_str()).send(&client).await.unwrap();
+    assert_eq!(done.status, Some(CheckoutSessionStatus::Complete));
+    assert!(done.url.is_none());
+    assert_eq!(browser.get(&url).send().await.unwrap().status(), 404, "a completed session's page is gone");
+    assert_eq!(sim.payment_methods().len(), 1);
+}

@@ -3,8 +3,11 @@
 
 use crate::auth0::{Auth0Config, Auth0Sim, TestUser};
 use crate::hopsworks::{HopsworksConfig, HopsworksSim};
-use std::fmt::Write as _;
+use crate::kubernetes::{KubeCluster, KubeOptions};
+use crate::stripe::{StripeConfig, StripeSim};
+use crate::workload::{SimClock, Workload, WorkloadConfig};
 use std::path::Path;
+use std::sync::Arc;
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -28,6 +31,8 @@ pub struct Cluster {
     pub name: String,
     /// Its Hopsworks admin API.
     pub hopsworks: HopsworksSim,
+    /// Its Kubernetes API server and metrics, over a generated workload.
+    pub kubernetes: KubeCluster,
 }
 
 /// Every simulator, running.
@@ -37,8 +42,12 @@ pub struct World {
     pub auth0: Auth0Sim,
     /// The demo people registered in the tenant.
     pub users: Vec<TestUser>,
+    /// Stripe.
+    pub stripe: StripeSim,
     /// The clusters.
     pub clusters: Vec<Cluster>,
+    /// The clock the clusters' workloads run on; [`World::follow_real_time`] keeps it at now.
+    pub clock: Arc<SimClock>,
 }
 
 impl World {
@@ -58,63 +67,102 @@ impl World {
             auth0.add_user(u.clone());
         }
         let client_id = Auth0Config::default().client_id;
+        let stripe = StripeSim::start(StripeConfig::default())?;
+        let now = chrono::Utc::now().timestamp();
+        let clock = Arc::new(SimClock::new(now));
         let clusters = (1..=config.clusters)
             .map(|i| {
                 let name = format!("eu-{i}");
                 let api_key = format!("hw-admin-key-{i}-{}", uuid::Uuid::new_v4().simple());
                 let hopsworks = HopsworksSim::start(HopsworksConfig::new(&name, &api_key, &client_id))?;
-                Ok(Cluster { name, hopsworks })
+                // A small demo population: a few users with steady and bursty projects, for a week.
+                let workload = Workload::generate(&WorkloadConfig {
+                    seed: u64::try_from(i).unwrap_or(1),
+                    users: 4,
+                    projects_per_user: 2,
+                    long_running_pods: 24,
+                    short_lived_pods: 40,
+                    start: now - 3600,
+                    horizon_secs: 7 * 86_400,
+                    ..WorkloadConfig::default()
+                });
+                let kubernetes =
+                    KubeCluster::start(&name, Arc::new(workload), Arc::clone(&clock), KubeOptions::default())?;
+                Ok(Cluster { name, hopsworks, kubernetes })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self { auth0, users, clusters })
+        Ok(Self { auth0, users, stripe, clusters, clock })
+    }
+
+    /// Keeps the simulated clock at the wall clock, once a second, until the task is dropped
+    /// (local development runs in real time; tests move the clock themselves).
+    #[must_use]
+    pub fn follow_real_time(&self) -> tokio::task::JoinHandle<()> {
+        let clock = Arc::clone(&self.clock);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                clock.set(chrono::Utc::now().timestamp());
+            }
+        })
     }
 
     /// Shell-sourceable settings (`SANDBOX_…=…`) describing where everything is.
     #[must_use]
     pub fn env_file(&self) -> String {
         let cfg = Auth0Config::default();
-        let mut out = String::new();
-        let _ = writeln!(out, "SANDBOX_AUTH0_ISSUER={}", self.auth0.issuer());
-        let _ = writeln!(out, "SANDBOX_AUTH0_AUDIENCE={}", self.auth0.audience());
-        let _ = writeln!(out, "SANDBOX_AUTH0_CLIENT_ID={}", cfg.client_id);
-        let _ = writeln!(out, "SANDBOX_AUTH0_CLIENT_SECRET={}", cfg.client_secret);
-        let _ = writeln!(
-            out,
-            "SANDBOX_CLUSTERS=\"{}\"",
-            self.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(" ")
-        );
+        let names: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut lines = vec![
+            format!("SANDBOX_AUTH0_ISSUER={}", self.auth0.issuer()),
+            format!("SANDBOX_AUTH0_AUDIENCE={}", self.auth0.audience()),
+            format!("SANDBOX_AUTH0_CLIENT_ID={}", cfg.client_id),
+            format!("SANDBOX_AUTH0_CLIENT_SECRET={}", cfg.client_secret),
+            format!("SANDBOX_STRIPE_URL={}", self.stripe.url()),
+            format!("SANDBOX_STRIPE_SECRET_KEY={}", self.stripe.secret_key()),
+            format!("SANDBOX_CLUSTERS=\"{}\"", names.join(" ")),
+        ];
         for c in &self.clusters {
             let key = c.name.to_uppercase().replace('-', "_");
-            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_URL={}", c.hopsworks.origin());
-            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_API_KEY={}", c.hopsworks.api_key());
-            let _ = writeln!(out, "SANDBOX_{key}_HOPSWORKS_CA=${{SANDBOX_DIR}}/{}-hopsworks-ca.pem", c.name);
+            lines.push(format!("SANDBOX_{key}_HOPSWORKS_URL={}", c.hopsworks.origin()));
+            lines.push(format!("SANDBOX_{key}_HOPSWORKS_API_KEY={}", c.hopsworks.api_key()));
+            lines.push(format!("SANDBOX_{key}_HOPSWORKS_CA=${{SANDBOX_DIR}}/{}-hopsworks-ca.pem", c.name));
+            lines.push(format!("SANDBOX_{key}_KUBERNETES_URL={}", c.kubernetes.url()));
+            lines.push(format!("SANDBOX_{key}_KUBECONFIG=${{SANDBOX_DIR}}/{}-kubeconfig.yaml", c.name));
         }
-        out
+        lines.join("\n") + "\n"
     }
 
     /// A human-readable summary: URLs, credentials and files.
     #[must_use]
     pub fn summary(&self, state_dir: &Path) -> String {
         let cfg = Auth0Config::default();
-        let mut out = String::new();
-        let _ = writeln!(out, "Auth0 tenant   {}", self.auth0.issuer());
-        let _ = writeln!(out, "  audience     {}", self.auth0.audience());
-        let _ = writeln!(out, "  client       {} / {}", cfg.client_id, cfg.client_secret);
+        let file = |name: String| state_dir.join(name).display().to_string();
+        let mut lines = vec![
+            format!("Auth0 tenant   {}", self.auth0.issuer()),
+            format!("  audience     {}", self.auth0.audience()),
+            format!("  client       {} / {}", cfg.client_id, cfg.client_secret),
+        ];
         for u in &self.users {
-            let _ = writeln!(out, "  user         {} <{}> ({})", u.sub, u.email, u.connection);
+            lines.push(format!("  user         {} <{}> ({})", u.sub, u.email, u.connection));
         }
+        lines.push(format!("Stripe         {} (secret key {})", self.stripe.url(), self.stripe.secret_key()));
         for c in &self.clusters {
-            let _ = writeln!(out, "Cluster        {}", c.name);
-            let _ = writeln!(out, "  hopsworks    {} (ApiKey {})", c.hopsworks.url(), c.hopsworks.api_key());
-            let _ =
-                writeln!(out, "  CA bundle    {}", state_dir.join(format!("{}-hopsworks-ca.pem", c.name)).display());
+            lines.push(format!("Cluster        {}", c.name));
+            lines.push(format!("  hopsworks    {} (ApiKey {})", c.hopsworks.url(), c.hopsworks.api_key()));
+            lines.push(format!("  CA bundle    {}", file(format!("{}-hopsworks-ca.pem", c.name))));
+            lines.push(format!(
+                "  kubernetes   {} ({} pods in the workload)",
+                c.kubernetes.url(),
+                c.kubernetes.workload().pods().len()
+            ));
+            lines.push(format!("  kubeconfig   {}", file(format!("{}-kubeconfig.yaml", c.name))));
         }
-        let _ = writeln!(out, "Settings       {}", state_dir.join("sandbox.env").display());
-        out
+        lines.push(format!("Settings       {}", file("sandbox.env".to_owned())));
+        lines.join("\n") + "\n"
     }
 
-    /// Writes the env file (and, as simulators are added, CA bundles and kubeconfigs) under
-    /// `dir`.
+    /// Writes the env file and each cluster's Hopsworks CA bundle and kubeconfig under `dir`.
     ///
     /// # Errors
     /// When the files cannot be written.
@@ -125,6 +173,7 @@ impl World {
         std::fs::write(dir.join("sandbox.env"), env)?;
         for c in &self.clusters {
             std::fs::write(dir.join(format!("{}-hopsworks-ca.pem", c.name)), c.hopsworks.ca_pem())?;
+            std::fs::write(dir.join(format!("{}-kubeconfig.yaml", c.name)), c.kubernetes.kubeconfig())?;
         }
         Ok(())
     }

@@ -46,6 +46,24 @@ async fn the_binary_starts_the_world_writes_its_settings_and_stops_on_sigterm() 
         assert_eq!(users.status(), 200, "{cluster} answers through the CA bundle written for it");
     }
 
+    let stripe = reqwest::Client::new()
+        .get(format!("{}/v1/customers", env["SANDBOX_STRIPE_URL"]))
+        .bearer_auth(&env["SANDBOX_STRIPE_SECRET_KEY"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stripe.status(), 200);
+
+    for cluster in ["EU_1", "EU_2", "EU_3"] {
+        let yaml = std::fs::read_to_string(&env[&format!("SANDBOX_{cluster}_KUBECONFIG")]).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.unwrap();
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(kube::Client::try_from(config).unwrap());
+        let list = pods.list(&kube::api::ListParams::default().labels("owner")).await.unwrap();
+        assert!(!list.items.is_empty(), "{cluster} runs a demo workload");
+    }
+
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
             eprintln!("hopsbridge-sandbox: writing {}: {e:#}", args.state_dir.display());
             return ExitCode::FAILURE;
         }
+        let _clock = world.follow_real_time();
         println!("hopsbridge-sandbox is running\n\n{}", world.summary(&args.state_dir));
         println!("Ready.");
         wait_for_signal().await;

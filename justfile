@@ -25,14 +25,15 @@ lint:
 fmt:
     cargo fmt --all
 
-# Runs one benchmark against the local Postgres and NATS: `just bench outbox`.
+# Runs one benchmark: `just bench outbox` (local Postgres and NATS), `just bench podmetrics` (the sandbox).
 bench TARGET:
     #!/usr/bin/env bash
     set -euo pipefail
     case "$1" in
         outbox) package=hopsbridge-platform ;;
+        podmetrics) package=hopsbridge-sandbox ;;
         *)
-            echo "unknown benchmark '$1'; valid benchmarks: outbox" >&2
+            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics" >&2
             exit 2
             ;;
     esac

@@ -176,6 +176,11 @@ start_service() {
         for upstream in "${DATA_SERVICES[@]}"; do
             vars+=("${prefix}UPSTREAMS__${upstream^^}=http://${HOST}:${PORT[${upstream}]}")
         done
+        vars+=(
+            "${prefix}AUTH0__ISSUER=${SANDBOX_AUTH0_ISSUER}"
+            "${prefix}AUTH0__AUDIENCE=${SANDBOX_AUTH0_AUDIENCE}"
+            "${prefix}AUTH__GATEWAY_SIGNING_KEY=${GATEWAY_SIGNING_KEY}"
+        )
     fi
     # A session of its own keeps the terminal's Ctrl-C away from the service: this script
     # catches it and stops the services in order.

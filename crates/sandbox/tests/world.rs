@@ -57,8 +57,9 @@ async fn the_binary_starts_the_world_writes_its_settings_and_stops_on_sigterm() 
     for cluster in ["EU_1", "EU_2", "EU_3"] {
         let yaml = std::fs::read_to_string(&env[&format!("SANDBOX_{cluster}_KUBECONFIG")]).unwrap();
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(kube::Client::try_from(config).unwrap());
         let list = pods.list(&kube::api::ListParams::default().labels("owner")).await.unwrap();
         assert!(!list.items.is_empty(), "{cluster} runs a demo workload");

@@ -140,7 +140,14 @@ pub async fn gateway_lifecycle(gateway_binary: &str, upstream_binary: &str) {
     for _ in names {
         proxies.push(TcpProxy::start(&target).await);
     }
-    let mut env = vec![var(Service::Gateway, "http.port", "0"), var(Service::Gateway, "shutdown.timeout_secs", "10")];
+    let tenant = hopsbridge_sandbox::auth0::Auth0Sim::start(hopsbridge_sandbox::auth0::Auth0Config::default())
+        .expect("start the Auth0 tenant");
+    let mut env = vec![
+        var(Service::Gateway, "http.port", "0"),
+        var(Service::Gateway, "shutdown.timeout_secs", "10"),
+        var(Service::Gateway, "auth0.issuer", tenant.issuer()),
+        var(Service::Gateway, "auth.gateway_signing_key", crate::GATEWAY_SIGNING_KEY),
+    ];
     for (name, proxy) in names.iter().zip(&proxies) {
         env.push(var(Service::Gateway, &format!("upstreams.{name}"), format!("http://{}", proxy.addr())));
     }
@@ -163,11 +170,23 @@ pub async fn gateway_lifecycle(gateway_binary: &str, upstream_binary: &str) {
 
 /// The gateway refuses a malformed port or upstream URL, naming the key.
 pub fn gateway_bad_configuration(binary: &str) {
-    let (status, output) = ServiceProcess::run_to_exit(binary, &[], &[var(Service::Gateway, "http.port", "99999")]);
+    let (status, output) = ServiceProcess::run_to_exit(binary, &[], &[]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("auth0.issuer") && output.contains("HOPSBRIDGE_GATEWAY__AUTH0__ISSUER"), "{output}");
+    let valid = vec![
+        var(Service::Gateway, "auth0.issuer", "https://hopsbridge.eu.auth0.com/"),
+        var(Service::Gateway, "auth.gateway_signing_key", crate::GATEWAY_SIGNING_KEY),
+    ];
+    let with = |extra: (String, String)| {
+        let mut env = valid.clone();
+        env.push(extra);
+        env
+    };
+    let (status, output) = ServiceProcess::run_to_exit(binary, &[], &with(var(Service::Gateway, "http.port", "99999")));
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("http.port"), "{output}");
     let (status, output) =
-        ServiceProcess::run_to_exit(binary, &[], &[var(Service::Gateway, "upstreams.billing", "billing:8085")]);
+        ServiceProcess::run_to_exit(binary, &[], &with(var(Service::Gateway, "upstreams.billing", "billing:8085")));
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(
         output.contains("upstreams.billing") && output.contains("HOPSBRIDGE_GATEWAY__UPSTREAMS__BILLING"),

@@ -1,13 +1,18 @@
-//! The gateway: the one public HTTP entry point. It owns no data; it will validate Auth0
-//! tokens, rate-limit and route each request to the service that owns it. Today it serves its
-//! health endpoints, and `/readyz` checks that every service it routes to answers.
+//! The gateway: the one public HTTP entry point. It owns no data. It validates Auth0 access
+//! tokens, resolves the person through identity, rate-limits, and forwards each `/api/…`
+//! request to the service that owns it with the caller's identity in signed headers
+//! ([`proxy`]). `/readyz` checks the tenant and every service it routes to.
 
+pub mod limits;
+pub mod proxy;
 pub mod tokens;
 
+use actix_web::web;
 use futures::future::BoxFuture;
 use hopsbridge_contracts::Service;
+use hopsbridge_platform::caller::CallerKey;
 use hopsbridge_platform::config::{
-    ConfigError, HttpConfig, ServiceSettings, ShutdownConfig, TelemetryConfig, Validate,
+    AuthConfig, ConfigError, HttpConfig, ServiceSettings, ShutdownConfig, TelemetryConfig, Validate,
 };
 use hopsbridge_platform::http::ReadinessCheck;
 use hopsbridge_platform::service::Application;
@@ -61,11 +66,63 @@ pub struct GatewayConfig {
     pub shutdown: ShutdownConfig,
     /// The services behind the gateway.
     pub upstreams: Upstreams,
+    /// The Auth0 tenant whose access tokens open the API.
+    pub auth0: Auth0Config,
+    /// The key caller headers are signed with.
+    pub auth: AuthConfig,
+    /// Rate limits and caching.
+    pub limits: LimitsConfig,
+    /// Cross-origin requests from the frontend.
+    pub cors: CorsConfig,
+}
+
+/// The Auth0 tenant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth0Config {
+    /// The tenant's issuer, with its trailing slash, e.g. `https://hopsbridge.eu.auth0.com/`.
+    pub issuer: String,
+    /// Our API identifier, which access tokens must carry in `aud`.
+    pub audience: String,
+    /// Least seconds between JWKS refetches caused by unknown key ids.
+    pub jwks_refetch_interval_secs: u64,
+}
+
+/// Rate limits and the caller cache.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests a minute per person (bursts of a sixth of it).
+    pub per_user_per_minute: u64,
+    /// Requests a minute per client address, before authentication.
+    pub per_ip_per_minute: u64,
+    /// Seconds a resolved caller (status, roles) is reused before asking identity again.
+    pub caller_cache_secs: u64,
+}
+
+/// CORS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// The frontend's origin, e.g. `https://app.hopsbridge.example`; empty allows none.
+    pub allowed_origin: String,
 }
 
 impl Validate for GatewayConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
         self.http.validate(service)?;
+        if !(self.auth0.issuer.starts_with("https://") || self.auth0.issuer.starts_with("http://"))
+            || !self.auth0.issuer.ends_with('/')
+        {
+            return Err(ConfigError::new(service, "auth0.issuer", "must be the tenant URL with its trailing slash"));
+        }
+        self.auth.validate(service)?;
+        if self.auth0.audience.is_empty() {
+            return Err(ConfigError::new(service, "auth0.audience", "missing"));
+        }
+        if self.limits.per_user_per_minute == 0 || self.limits.per_ip_per_minute == 0 {
+            return Err(ConfigError::new(service, "limits.per_user_per_minute", "limits must be at least 1"));
+        }
         for (name, url) in self.upstreams.all() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::new(service, &format!("upstreams.{name}"), "must be an http(s) URL"));
@@ -108,13 +165,26 @@ impl ReadinessCheck for UpstreamCheck {
     }
 }
 
+/// Readiness of the Auth0 tenant: discovery and the JWKS were read.
+struct TenantCheck(Arc<proxy::Proxy>);
+
+impl ReadinessCheck for TenantCheck {
+    fn name(&self) -> &'static str {
+        "auth0"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.tokens.get().await.map(|_| ()).map_err(|_| "unreachable".to_owned()) })
+    }
+}
+
 /// Binds the gateway; run it with [`Application::run_until_stopped`].
 ///
 /// # Errors
 /// When the HTTP client or the port cannot be set up.
 pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let checks: Vec<Arc<dyn ReadinessCheck>> = config
+    let mut checks: Vec<Arc<dyn ReadinessCheck>> = config
         .upstreams
         .all()
         .into_iter()
@@ -126,5 +196,44 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
             }) as Arc<dyn ReadinessCheck>
         })
         .collect();
-    Application::new(SERVICE, &config.http, &config.shutdown, checks, Arc::new(|_routes| {}))
+    let key =
+        CallerKey::new(&config.auth.gateway_signing_key).map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?;
+    let upstream_client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let proxy = Arc::new(proxy::Proxy::new(
+        proxy::Routes::new(&config.upstreams),
+        tokens::LazyValidator::new(
+            &config.auth0.issuer,
+            &config.auth0.audience,
+            Duration::from_secs(config.auth0.jwks_refetch_interval_secs),
+        ),
+        key,
+        &config.limits,
+        config.http.max_body_bytes,
+        upstream_client,
+    ));
+    checks.push(Arc::new(TenantCheck(Arc::clone(&proxy))));
+    let data = web::Data::from(proxy);
+    let origin = config.cors.allowed_origin.clone();
+    Application::new(
+        SERVICE,
+        &config.http,
+        &config.shutdown,
+        checks,
+        Arc::new(move |c: &mut web::ServiceConfig| {
+            let mut cors = actix_cors::Cors::default()
+                .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+                .allowed_headers(["authorization", "content-type", "x-request-id", "x-csrf-token"])
+                .expose_headers(["x-request-id", "retry-after"])
+                .supports_credentials()
+                .max_age(3600);
+            if !origin.is_empty() {
+                cors = cors.allowed_origin(&origin);
+            }
+            c.app_data(data.clone()).service(web::scope("/api").wrap(cors).default_service(web::to(proxy::forward)));
+        }),
+    )
 }

@@ -233,3 +233,53 @@ impl TokenValidator {
         })
     }
 }
+
+/// A [`TokenValidator`] made on first use, so the gateway starts (and reports not ready)
+/// while the tenant is unreachable; failed discoveries are retried at most every 5 seconds.
+#[derive(Debug)]
+pub struct LazyValidator {
+    issuer: String,
+    audience: String,
+    refetch_interval: Duration,
+    cell: tokio::sync::OnceCell<TokenValidator>,
+    last_failure: Mutex<Option<Instant>>,
+}
+
+impl LazyValidator {
+    /// A validator for `issuer` (with its trailing slash) and `audience`.
+    #[must_use]
+    pub fn new(issuer: &str, audience: &str, refetch_interval: Duration) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            refetch_interval,
+            cell: tokio::sync::OnceCell::new(),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// The validator, discovering the tenant first if needed.
+    ///
+    /// # Errors
+    /// When discovery fails (now, or less than 5 seconds ago).
+    pub async fn get(&self) -> anyhow::Result<&TokenValidator> {
+        if let Some(v) = self.cell.get() {
+            return Ok(v);
+        }
+        if let Ok(last) = self.last_failure.lock()
+            && last.is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            anyhow::bail!("Auth0 discovery failed moments ago");
+        }
+        let result = self
+            .cell
+            .get_or_try_init(|| TokenValidator::discover(&self.issuer, &self.audience, self.refetch_interval))
+            .await;
+        if result.is_err()
+            && let Ok(mut last) = self.last_failure.lock()
+        {
+            *last = Some(Instant::now());
+        }
+        result
+    }
+}

@@ -1,0 +1,312 @@
+//! Forwarding the public API to the service that owns each route.
+//!
+//! For every `/api/…` request: rate-limit by client IP; require `Authorization: Bearer <Auth0
+//! access token>` and validate it; rate-limit by person; resolve the person through identity
+//! (cached for `limits.caller_cache_secs`), refusing suspended and deleted accounts; then
+//! forward the request to the owning service with the caller's identity in headers signed with
+//! the key the services share, the request id and the trace context. Client-sent
+//! `x-hopsbridge-*` headers, cookies and the token itself never reach a service.
+
+use crate::limits::RateLimiter;
+use crate::tokens::{AccessClaims, LazyValidator};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::http::ApiError;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Which service owns which path prefix.
+#[derive(Clone, Debug)]
+pub struct Routes {
+    table: Vec<(&'static str, String)>,
+    identity: String,
+}
+
+impl Routes {
+    /// The routing table over the configured upstream base URLs.
+    #[must_use]
+    pub fn new(upstreams: &crate::Upstreams) -> Self {
+        let base = |u: &str| u.trim_end_matches('/').to_owned();
+        Self {
+            table: vec![
+                ("/api/me", base(&upstreams.identity)),
+                ("/api/admin/users", base(&upstreams.identity)),
+                ("/api/team", base(&upstreams.team)),
+                ("/api/invitations", base(&upstreams.team)),
+                ("/api/billing", base(&upstreams.billing)),
+                ("/api/credits", base(&upstreams.billing)),
+                ("/api/cluster", base(&upstreams.provisioning)),
+                ("/api/admin/clusters", base(&upstreams.provisioning)),
+                ("/api/usage", base(&upstreams.metering)),
+                ("/api/admin/metering", base(&upstreams.metering)),
+            ],
+            identity: base(&upstreams.identity),
+        }
+    }
+
+    fn upstream(&self, path: &str) -> Option<&str> {
+        self.table
+            .iter()
+            .find(|(prefix, _)| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
+            .map(|(_, base)| base.as_str())
+    }
+}
+
+/// The person behind a request, as identity knows them.
+#[derive(Clone, Debug, Deserialize)]
+struct Resolved {
+    id: Uuid,
+    status: String,
+    is_admin: bool,
+    email: String,
+    account_owner_id: Uuid,
+}
+
+/// What the forwarding handler needs.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The routing table.
+    pub routes: Routes,
+    /// Auth0 token validation.
+    pub tokens: LazyValidator,
+    /// The key caller headers are signed with.
+    pub key: CallerKey,
+    /// Requests a minute per person.
+    pub per_user: RateLimiter,
+    /// Requests a minute per client address.
+    pub per_ip: RateLimiter,
+    /// How long a resolved caller is reused.
+    pub cache_ttl: Duration,
+    /// Largest request body forwarded.
+    pub max_body_bytes: usize,
+    /// Client for the services.
+    pub http: reqwest::Client,
+    callers: Mutex<HashMap<String, (Instant, Resolved)>>,
+}
+
+impl Proxy {
+    /// A proxy over `routes`.
+    #[must_use]
+    pub fn new(
+        routes: Routes,
+        tokens: LazyValidator,
+        key: CallerKey,
+        limits: &crate::LimitsConfig,
+        max_body_bytes: usize,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            routes,
+            tokens,
+            key,
+            per_user: RateLimiter::per_minute(limits.per_user_per_minute),
+            per_ip: RateLimiter::per_minute(limits.per_ip_per_minute),
+            cache_ttl: Duration::from_secs(limits.caller_cache_secs),
+            max_body_bytes,
+            http,
+            callers: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn too_many(wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests")
+        .with_details(serde_json::json!({"retry_after_seconds": secs}))
+}
+
+fn limited(wait: Duration) -> HttpResponse {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = actix_web::ResponseError::error_response(&too_many(wait));
+    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+        response.headers_mut().insert(HeaderName::from_static("retry-after"), v);
+    }
+    response
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Headers that describe one hop, not the message, and never cross a proxy; plus what must not
+/// reach a service from the client.
+fn forwardable(name: &str) -> bool {
+    !matches!(
+        name,
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "authorization"
+            | "cookie"
+            | "x-request-id"
+            | "traceparent"
+            | "tracestate"
+    ) && !name.starts_with("x-hopsbridge-")
+}
+
+/// The `/api/…` handler.
+pub async fn forward(
+    proxy: web::Data<Proxy>,
+    req: HttpRequest,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let now = Instant::now();
+    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if let Err(wait) = proxy.per_ip.check(&ip, now) {
+        return Ok(limited(wait));
+    }
+    let path = req.uri().path();
+    let Some(upstream) = proxy.routes.upstream(path) else {
+        return Err(ApiError::not_found("route_not_found", "no such route"));
+    };
+    let Some(token) = bearer(&req) else {
+        return Err(ApiError::unauthorized("unauthenticated", "authentication required"));
+    };
+    let claims = match proxy.tokens.get().await {
+        Ok(validator) => validator.validate(token).await.map_err(|e| {
+            tracing::info!(reason = %e, "access token refused");
+            ApiError::unauthorized("invalid_token", "the access token is not valid")
+        })?,
+        Err(e) => {
+            tracing::warn!(error = %e, "Auth0 discovery unavailable");
+            return Err(ApiError::unavailable("auth_unavailable", "authentication is unavailable; try again shortly"));
+        }
+    };
+    if let Err(wait) = proxy.per_user.check(claims.subject.as_str(), now) {
+        return Ok(limited(wait));
+    }
+    let person = resolve(&proxy, &claims).await?;
+    match person.status.as_str() {
+        "active" => {}
+        "suspended" => return Err(ApiError::forbidden("account_suspended", "the account is suspended")),
+        _ => return Err(ApiError::forbidden("account_deleted", "the account is deleted")),
+    }
+    let mut roles = vec![Role::User, if person.account_owner_id == person.id { Role::Owner } else { Role::Member }];
+    if person.is_admin {
+        roles.push(Role::Admin);
+    }
+    let caller = Caller {
+        subject: claims.subject.to_string(),
+        user_id: Some(person.id),
+        roles,
+        email: Some(person.email.clone()),
+    };
+
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "the request body could not be read"))?;
+        if body.len() + chunk.len() > proxy.max_body_bytes {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
+    send(&proxy, &req, upstream, path_and_query, &caller, body.freeze()).await
+}
+
+async fn send(
+    proxy: &Proxy,
+    req: &HttpRequest,
+    upstream: &str,
+    path_and_query: &str,
+    caller: &Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| ApiError::bad_request("invalid_method", "unsupported method"))?;
+    let mut outgoing = proxy.http.request(method, format!("{upstream}{path_and_query}"));
+    for (name, value) in req.headers() {
+        if forwardable(name.as_str()) {
+            outgoing = outgoing.header(name.as_str(), value.as_bytes());
+        }
+    }
+    for (name, value) in proxy.key.sign(req.method().as_str(), path_and_query, caller, chrono::Utc::now().timestamp()) {
+        outgoing = outgoing.header(name, value);
+    }
+    if let Some(id) = hopsbridge_platform::http::current_request_id() {
+        outgoing = outgoing.header("x-request-id", id);
+    }
+    for (name, value) in hopsbridge_platform::telemetry::trace_context_of(&tracing::Span::current()) {
+        outgoing = outgoing.header(name, value);
+    }
+    let response = outgoing.body(body).send().await.map_err(|e| {
+        tracing::warn!(error = %e, upstream, "upstream unreachable");
+        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the service behind this route is unavailable")
+    })?;
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut answer = HttpResponse::build(status);
+    for (name, value) in response.headers() {
+        if forwardable(name.as_str()) && name.as_str() != "date" {
+            answer.insert_header((name.as_str(), value.as_bytes()));
+        }
+    }
+    let bytes = response.bytes().await.map_err(|e| {
+        tracing::warn!(error = %e, upstream, "upstream answer cut short");
+        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the service behind this route is unavailable")
+    })?;
+    Ok(answer.body(bytes))
+}
+
+/// Asks identity who the token's person is (creating them on their first call), with a short
+/// cache so a burst of requests costs one call.
+async fn resolve(proxy: &Proxy, claims: &AccessClaims) -> Result<Resolved, ApiError> {
+    let subject = claims.subject.as_str();
+    if let Ok(cache) = proxy.callers.lock()
+        && let Some((at, person)) = cache.get(subject)
+        && at.elapsed() < proxy.cache_ttl
+    {
+        return Ok(person.clone());
+    }
+    let path = "/internal/callers/resolve";
+    let caller = Caller {
+        subject: subject.to_owned(),
+        user_id: None,
+        roles: vec![Role::User],
+        email: claims.email.as_ref().map(|e| e.as_str().to_owned()),
+    };
+    let mut request = proxy.http.post(format!("{}{path}", proxy.routes.identity));
+    for (name, value) in proxy.key.sign("POST", path, &caller, chrono::Utc::now().timestamp()) {
+        request = request.header(name, value);
+    }
+    if let Some(id) = hopsbridge_platform::http::current_request_id() {
+        request = request.header("x-request-id", id);
+    }
+    let response = request.send().await.map_err(|e| {
+        tracing::warn!(error = %e, "identity unreachable");
+        ApiError::unavailable("identity_unavailable", "sign-in is unavailable; try again shortly")
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        let person: Resolved = response.json().await.map_err(ApiError::internal)?;
+        if let Ok(mut cache) = proxy.callers.lock() {
+            if cache.len() > 100_000 {
+                cache.retain(|_, (at, _)| at.elapsed() < proxy.cache_ttl);
+            }
+            cache.insert(subject.to_owned(), (Instant::now(), person.clone()));
+        }
+        return Ok(person);
+    }
+    // identity's own refusals (no email on a first login, an address already in use) reach the
+    // client as identity worded them.
+    let body: hopsbridge_platform::http::ErrorBody = response.json().await.map_err(ApiError::internal)?;
+    let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if code.is_server_error() {
+        return Err(ApiError::unavailable("identity_unavailable", "sign-in is unavailable; try again shortly"));
+    }
+    Err(ApiError::new(code, body.code, body.message))
+}

@@ -180,6 +180,11 @@ start_service() {
             "${prefix}AUTH0__ISSUER=${SANDBOX_AUTH0_ISSUER}"
             "${prefix}AUTH0__AUDIENCE=${SANDBOX_AUTH0_AUDIENCE}"
             "${prefix}AUTH__GATEWAY_SIGNING_KEY=${GATEWAY_SIGNING_KEY}"
+            "${prefix}LOGIN__CLIENT_ID=${SANDBOX_AUTH0_CLIENT_ID}"
+            "${prefix}LOGIN__CLIENT_SECRET=${SANDBOX_AUTH0_CLIENT_SECRET}"
+            "${prefix}LOGIN__CALLBACK_URL=http://${HOST}:${PORT[gateway]}/api/auth/callback"
+            "${prefix}LOGIN__POST_LOGOUT_URL=http://${HOST}:${PORT[gateway]}/"
+            "${prefix}LOGIN__COOKIE_KEY=${GATEWAY_SIGNING_KEY}-cookies"
         )
     fi
     # A session of its own keeps the terminal's Ctrl-C away from the service: this script

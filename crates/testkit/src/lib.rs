@@ -20,7 +20,7 @@ mod db;
 mod process;
 mod proxy;
 
-pub use bus::{NatsServer, TestBus};
+pub use bus::{NatsServer, TestBus, free_port};
 pub use db::TestDb;
 pub use process::ServiceProcess;
 pub use proxy::TcpProxy;

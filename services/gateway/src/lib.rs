@@ -5,6 +5,7 @@
 
 pub mod limits;
 pub mod proxy;
+pub mod session;
 pub mod tokens;
 
 use actix_web::web;
@@ -74,6 +75,8 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     /// Cross-origin requests from the frontend.
     pub cors: CorsConfig,
+    /// Browser login.
+    pub login: session::LoginConfig,
 }
 
 /// The Auth0 tenant.
@@ -119,6 +122,14 @@ impl Validate for GatewayConfig {
         self.auth.validate(service)?;
         if self.auth0.audience.is_empty() {
             return Err(ConfigError::new(service, "auth0.audience", "missing"));
+        }
+        if !self.login.client_id.is_empty() {
+            if self.login.cookie_key.expose().len() < 32 {
+                return Err(ConfigError::new(service, "login.cookie_key", "must be at least 32 characters"));
+            }
+            if !(self.login.callback_url.starts_with("https://") || self.login.callback_url.starts_with("http://")) {
+                return Err(ConfigError::new(service, "login.callback_url", "must be an http(s) URL"));
+            }
         }
         if self.limits.per_user_per_minute == 0 || self.limits.per_ip_per_minute == 0 {
             return Err(ConfigError::new(service, "limits.per_user_per_minute", "limits must be at least 1"));
@@ -203,6 +214,14 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         .pool_max_idle_per_host(64)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
+    let login = (!config.login.client_id.is_empty()).then(|| {
+        Arc::new(session::Login::new(
+            config.login.clone(),
+            &config.auth0.issuer,
+            &config.auth0.audience,
+            upstream_client.clone(),
+        ))
+    });
     let proxy = Arc::new(proxy::Proxy::new(
         proxy::Routes::new(&config.upstreams),
         tokens::LazyValidator::new(
@@ -214,6 +233,7 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         &config.limits,
         config.http.max_body_bytes,
         upstream_client,
+        login.clone(),
     ));
     checks.push(Arc::new(TenantCheck(Arc::clone(&proxy))));
     let data = web::Data::from(proxy);
@@ -233,7 +253,16 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
             if !origin.is_empty() {
                 cors = cors.allowed_origin(&origin);
             }
-            c.app_data(data.clone()).service(web::scope("/api").wrap(cors).default_service(web::to(proxy::forward)));
+            let mut api = web::scope("/api").wrap(cors);
+            if let Some(login) = &login {
+                api = api
+                    .app_data(web::Data::from(Arc::clone(login)))
+                    .route("/auth/login", web::get().to(session::login))
+                    .route("/auth/callback", web::get().to(session::callback))
+                    .route("/auth/session", web::get().to(session::current))
+                    .route("/auth/logout", web::get().to(session::logout));
+            }
+            c.app_data(data.clone()).service(api.default_service(web::to(proxy::forward)));
         }),
     )
 }

@@ -87,6 +87,8 @@ pub struct Proxy {
     pub max_body_bytes: usize,
     /// Client for the services.
     pub http: reqwest::Client,
+    /// Browser sessions, when login is configured.
+    pub login: Option<std::sync::Arc<crate::session::Login>>,
     callers: Mutex<HashMap<String, (Instant, Resolved)>>,
 }
 
@@ -100,6 +102,7 @@ impl Proxy {
         limits: &crate::LimitsConfig,
         max_body_bytes: usize,
         http: reqwest::Client,
+        login: Option<std::sync::Arc<crate::session::Login>>,
     ) -> Self {
         Self {
             routes,
@@ -110,6 +113,7 @@ impl Proxy {
             cache_ttl: Duration::from_secs(limits.caller_cache_secs),
             max_body_bytes,
             http,
+            login,
             callers: Mutex::new(HashMap::new()),
         }
     }
@@ -174,9 +178,23 @@ pub async fn forward(
     let Some(upstream) = proxy.routes.upstream(path) else {
         return Err(ApiError::not_found("route_not_found", "no such route"));
     };
-    let Some(token) = bearer(&req) else {
-        return Err(ApiError::unauthorized("unauthenticated", "authentication required"));
+    // A bearer token (API clients), else the browser's session cookie (then changes need the
+    // session's CSRF token).
+    let session = match bearer(&req) {
+        Some(_) => None,
+        None => proxy.login.as_ref().and_then(|login| crate::session::session_of(&login.sealer, &req)),
     };
+    let token = match (bearer(&req), &session) {
+        (Some(token), _) => token.to_owned(),
+        (None, Some(session)) => {
+            if !crate::session::csrf_ok(&req, session) {
+                return Err(ApiError::forbidden("csrf_failed", "missing or wrong x-csrf-token"));
+            }
+            session.access_token.clone()
+        }
+        (None, None) => return Err(ApiError::unauthorized("unauthenticated", "authentication required")),
+    };
+    let token = token.as_str();
     let claims = match proxy.tokens.get().await {
         Ok(validator) => validator.validate(token).await.map_err(|e| {
             tracing::info!(reason = %e, "access token refused");

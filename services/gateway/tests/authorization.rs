@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::env_var;
-use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, TestUser, TokenSpec};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, WEBHOOK_SECRET};
+mod common;
+
+use common::{Options, Platform};
+use hopsbridge_sandbox::auth0::{TestUser, TokenSpec};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
@@ -25,40 +24,8 @@ const EVERYONE: [Who; 5] = [Who::Anonymous, Who::AnotherUser, Who::Owner, Who::M
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_each_kind_of_caller_as_it_should() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let stop = CancellationToken::new();
-    let id = |k: &str, v: &str| (env_var(Service::Identity, k), v.to_owned());
-    let env = vec![
-        id("database.url", db.url()),
-        id("nats.url", bus.url()),
-        id("nats.prefix", bus.prefix()),
-        id("http.port", "0"),
-        id("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        id("webhook.secret", WEBHOOK_SECRET),
-    ];
-    let config =
-        hopsbridge_platform::config::load_from(Service::Identity, &hopsbridge_identity::DEFAULTS, None, env).unwrap();
-    let identity = hopsbridge_identity::build(config).await.unwrap();
-    let identity_url = format!("http://127.0.0.1:{}", identity.port());
-    tokio::spawn(identity.run_until_stopped(stop.clone()));
-    let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
-    let gw = |k: &str, v: &str| (env_var(Service::Gateway, k), v.to_owned());
-    let mut env = vec![
-        gw("http.port", "0"),
-        gw("auth0.issuer", &tenant.issuer()),
-        gw("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        gw("limits.caller_cache_secs", "0"),
-    ];
-    for name in ["identity", "team", "provisioning", "metering", "billing"] {
-        env.push(gw(&format!("upstreams.{name}"), &identity_url));
-    }
-    let config =
-        hopsbridge_platform::config::load_from(Service::Gateway, &hopsbridge_gateway::DEFAULTS, None, env).unwrap();
-    let gateway = hopsbridge_gateway::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", gateway.port());
-    tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    let platform = Platform::start(Options::default()).await;
+    let (tenant, base, db) = (&platform.tenant, platform.gateway.clone(), &platform.db);
 
     let people = [
         (Who::AnotherUser, TestUser::database("another", "another@example.com", "Another")),
@@ -143,6 +110,5 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             }
         }
     }
-    stop.cancel();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

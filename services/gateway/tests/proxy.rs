@@ -2,91 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::env_var;
-use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, BadToken, TestUser, TokenSpec};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, WEBHOOK_SECRET};
+use hopsbridge_sandbox::auth0::{BadToken, TestUser, TokenSpec};
 use reqwest::StatusCode;
-use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-struct Platform {
-    gateway: String,
-    tenant: Auth0Sim,
-    db: TestDb,
-    _bus: TestBus,
-    stop: CancellationToken,
-}
+mod common;
 
-impl Drop for Platform {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+use common::{Options, Platform};
 
 async fn start(per_user_per_minute: u64) -> Platform {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let stop = CancellationToken::new();
-
-    let id = |k: &str, v: &str| (env_var(Service::Identity, k), v.to_owned());
-    let env = vec![
-        id("database.url", db.url()),
-        id("nats.url", bus.url()),
-        id("nats.prefix", bus.prefix()),
-        id("http.port", "0"),
-        id("http.workers", "1"),
-        id("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        id("webhook.secret", WEBHOOK_SECRET),
-    ];
-    let config =
-        hopsbridge_platform::config::load_from(Service::Identity, &hopsbridge_identity::DEFAULTS, None, env).unwrap();
-    let identity = hopsbridge_identity::build(config).await.unwrap();
-    let identity_url = format!("http://127.0.0.1:{}", identity.port());
-    tokio::spawn(identity.run_until_stopped(stop.clone()));
-
-    let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
-    let gw = |k: &str, v: &str| (env_var(Service::Gateway, k), v.to_owned());
-    let mut env = vec![
-        gw("http.port", "0"),
-        gw("auth0.issuer", &tenant.issuer()),
-        gw("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        gw("limits.per_user_per_minute", &per_user_per_minute.to_string()),
-        gw("limits.caller_cache_secs", "0"),
-        gw("cors.allowed_origin", "https://app.hopsbridge.example"),
-    ];
-    for name in ["identity", "team", "provisioning", "metering", "billing"] {
-        env.push(gw(&format!("upstreams.{name}"), &identity_url));
-    }
-    let config =
-        hopsbridge_platform::config::load_from(Service::Gateway, &hopsbridge_gateway::DEFAULTS, None, env).unwrap();
-    let gateway = hopsbridge_gateway::build(config).await.unwrap();
-    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
-    tokio::spawn(gateway.run_until_stopped(stop.clone()));
-    Platform { gateway: gateway_url, tenant, db, _bus: bus, stop }
-}
-
-impl Platform {
-    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let mut request = reqwest::Client::new().get(format!("{}{path}", self.gateway)).header("x-request-id", "req-7");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let (status, headers) = (response.status(), response.headers().clone());
-        (status, response.json().await.unwrap_or(Value::Null), headers)
-    }
-
-    fn token(&self, user: &TestUser) -> String {
-        self.tenant.access_token(&TokenSpec::user(user)).unwrap()
-    }
-
-    async fn sql(&self, statement: &str) {
-        use diesel_async::RunQueryDsl;
-        let mut conn = self.db.connect("identity").await;
-        diesel::sql_query(statement).execute(&mut conn).await.unwrap();
-    }
+    Platform::start(Options { per_user_per_minute, login: false }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,413 @@
+//! Browser sessions: the login flow and the encrypted cookies it leaves.
+//!
+//! `GET /api/auth/login?returnTo=/path` starts Auth0's authorization code flow with PKCE, a
+//! random `state` and `nonce`, kept in a short-lived encrypted cookie. `GET /api/auth/callback`
+//! checks the state, exchanges the code with the PKCE verifier, validates the ID token
+//! (signature, issuer, audience, nonce) and the access token, then sets the session cookie and
+//! redirects to the relative path the login started from (anything else goes to `/`).
+//! `GET /api/auth/session` tells the frontend who is signed in and its CSRF token;
+//! `GET /api/auth/logout` clears the session and signs out of Auth0.
+//!
+//! Cookies are AES-256-GCM sealed (the cookie name is the associated data, so one cannot stand
+//! in for the other) and `HttpOnly; Secure; SameSite=Lax`. A request authenticated by the
+//! session cookie that changes something must carry the session's CSRF token in
+//! `x-csrf-token`.
+
+use crate::tokens::LazyValidator;
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::{HttpRequest, HttpResponse, web};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce as AesNonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::http::ApiError;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "hb_session";
+/// The cookie that carries a login in progress.
+pub const LOGIN_COOKIE: &str = "hb_login";
+/// The header a cookie-authenticated change must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+const LOGIN_TTL_SECS: i64 = 600;
+
+/// Seals and opens cookie values.
+pub struct CookieSealer(Aes256Gcm);
+
+impl std::fmt::Debug for CookieSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieSealer")
+    }
+}
+
+impl CookieSealer {
+    /// A sealer whose key is derived from `secret` (at least 32 characters).
+    #[must_use]
+    pub fn new(secret: &Secret<String>) -> Self {
+        let key = Sha256::digest(secret.expose().as_bytes());
+        Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)))
+    }
+
+    /// `value` as the sealed content of cookie `name`.
+    #[must_use]
+    pub fn seal<T: Serialize>(&self, name: &str, value: &T) -> String {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let plain = serde_json::to_vec(value).unwrap_or_default();
+        let Ok(sealed) = self.0.encrypt(&nonce, Payload { msg: &plain, aad: name.as_bytes() }) else {
+            return String::new();
+        };
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The content of cookie `name`, if it was sealed by this key for this name.
+    #[must_use]
+    pub fn open<T: DeserializeOwned>(&self, name: &str, sealed: &str) -> Option<T> {
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < 12 {
+            return None;
+        }
+        let (nonce, body) = bytes.split_at(12);
+        let plain = self.0.decrypt(AesNonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() }).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+}
+
+/// A signed-in browser.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// The Auth0 access token the session stands for.
+    pub access_token: String,
+    /// The person's Auth0 subject.
+    pub subject: String,
+    /// The CSRF token changes must echo.
+    pub csrf: String,
+    /// When the session ends (the access token's expiry), Unix seconds.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LoginInProgress {
+    state: String,
+    nonce: String,
+    verifier: String,
+    return_to: String,
+    expires_at: i64,
+}
+
+/// The login settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// The frontend application's Auth0 client id; empty turns browser login off.
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: Secret<String>,
+    /// This gateway's callback URL, as registered with Auth0, e.g.
+    /// `https://app.hopsbridge.example/api/auth/callback`.
+    pub callback_url: String,
+    /// Where Auth0 sends the browser after logout (registered as an allowed logout URL).
+    pub post_logout_url: String,
+    /// The key session cookies are sealed with (at least 32 characters). Required with login.
+    pub cookie_key: Secret<String>,
+}
+
+type Client =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+
+/// What the login routes share.
+#[derive(Debug)]
+pub struct Login {
+    config: LoginConfig,
+    issuer: String,
+    audience: String,
+    http: reqwest::Client,
+    /// Seals cookies.
+    pub sealer: CookieSealer,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+/// An HTTP failure as openidconnect's client interface wants it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);
+
+impl Login {
+    /// Login for the tenant at `issuer`, issuing access tokens for `audience`.
+    #[must_use]
+    pub fn new(config: LoginConfig, issuer: &str, audience: &str, http: reqwest::Client) -> Self {
+        let sealer = CookieSealer::new(&config.cookie_key);
+        Self {
+            config,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            http,
+            sealer,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn http_client(
+        &self,
+    ) -> impl Fn(
+        openidconnect::HttpRequest,
+    ) -> futures::future::BoxFuture<'static, Result<openidconnect::HttpResponse, HttpError>>
+    + use<> {
+        let http = self.http.clone();
+        move |request: openidconnect::HttpRequest| {
+            let http = http.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+                    .map_err(|e| HttpError(e.to_string()))?;
+                let mut outgoing = http.request(method, parts.uri.to_string()).body(body);
+                for (name, value) in &parts.headers {
+                    outgoing = outgoing.header(name.as_str(), value.as_bytes());
+                }
+                let response = outgoing.send().await.map_err(|e| HttpError(e.to_string()))?;
+                let mut builder = http::Response::builder().status(response.status().as_u16());
+                for (name, value) in response.headers() {
+                    builder = builder.header(name.as_str(), value.as_bytes());
+                }
+                let body = response.bytes().await.map_err(|e| HttpError(e.to_string()))?;
+                builder.body(body.to_vec()).map_err(|e| HttpError(e.to_string()))
+            })
+        }
+    }
+
+    async fn client(&self) -> Result<&Client, ApiError> {
+        self.client
+            .get_or_try_init(|| async {
+                let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| anyhow::anyhow!("issuer: {e}"))?;
+                let metadata = CoreProviderMetadata::discover_async(issuer, &self.http_client())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("discovery: {e}"))?;
+                let client = CoreClient::from_provider_metadata(
+                    metadata,
+                    ClientId::new(self.config.client_id.clone()),
+                    Some(ClientSecret::new(self.config.client_secret.expose().clone())),
+                )
+                .set_redirect_uri(
+                    RedirectUrl::new(self.config.callback_url.clone()).map_err(|e| anyhow::anyhow!("callback: {e}"))?,
+                );
+                Ok::<_, anyhow::Error>(client)
+            })
+            .await
+            .map_err(|e: anyhow::Error| {
+                tracing::warn!(error = %e, "Auth0 login unavailable");
+                ApiError::unavailable("login_unavailable", "sign-in is unavailable; try again shortly")
+            })
+    }
+}
+
+fn cookie(name: &'static str, value: String, max_age_secs: i64, path: &'static str) -> Cookie<'static> {
+    Cookie::build(name, value)
+        .path(path)
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Lax)
+        .max_age(CookieDuration::seconds(max_age_secs))
+        .finish()
+}
+
+/// The relative path to return to, or `/`: never another origin (`//host`, `/\host`,
+/// `https://…`).
+#[must_use]
+pub fn safe_return_to(raw: Option<&str>) -> String {
+    match raw {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.starts_with("/\\")
+                && !p.chars().any(|c| c.is_control() || c == '\\') =>
+        {
+            p.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+/// `?returnTo=` of the login route.
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    /// Where to go after signing in: a relative path, else `/`.
+    #[serde(rename = "returnTo")]
+    pub return_to: Option<String>,
+}
+
+/// `GET /api/auth/login`.
+pub async fn login(state: web::Data<Login>, query: web::Query<LoginQuery>) -> Result<HttpResponse, ApiError> {
+    let client = state.client().await?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf, nonce) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .add_extra_param("audience", state.audience.clone())
+        .set_pkce_challenge(challenge)
+        .url();
+    let pending = LoginInProgress {
+        state: csrf.secret().clone(),
+        nonce: nonce.secret().clone(),
+        verifier: verifier.secret().clone(),
+        return_to: safe_return_to(query.return_to.as_deref()),
+        expires_at: chrono::Utc::now().timestamp() + LOGIN_TTL_SECS,
+    };
+    let sealed = state.sealer.seal(LOGIN_COOKIE, &pending);
+    Ok(HttpResponse::Found()
+        .insert_header(("location", url.to_string()))
+        .cookie(cookie(LOGIN_COOKIE, sealed, LOGIN_TTL_SECS, "/api/auth"))
+        .finish())
+}
+
+/// What Auth0 appends to the callback URL.
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    /// The authorization code.
+    pub code: Option<String>,
+    /// The state the login started with.
+    pub state: Option<String>,
+    /// Auth0's error, when it refused.
+    pub error: Option<String>,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /api/auth/callback`.
+pub async fn callback(
+    state: web::Data<Login>,
+    tokens: web::Data<crate::proxy::Proxy>,
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let bad_state =
+        || ApiError::bad_request("invalid_login_state", "the sign-in could not be matched to one this browser started");
+    let pending: LoginInProgress =
+        req.cookie(LOGIN_COOKIE).and_then(|c| state.sealer.open(LOGIN_COOKIE, c.value())).ok_or_else(bad_state)?;
+    if pending.expires_at < chrono::Utc::now().timestamp()
+        || !constant_time_eq(query.state.as_deref().unwrap_or_default().as_bytes(), pending.state.as_bytes())
+    {
+        return Err(bad_state());
+    }
+    if let Some(error) = &query.error {
+        return Err(ApiError::bad_request("login_failed", format!("Auth0 refused the sign-in: {error}")));
+    }
+    let code = query.code.clone().ok_or_else(|| ApiError::bad_request("login_failed", "no authorization code"))?;
+    let client = state.client().await?;
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::info!(error = %e, "sign-in failed");
+        ApiError::bad_request("login_failed", "the sign-in could not be completed; start again")
+    };
+    let response = client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| failed(&e))?
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+        .request_async(&state.http_client())
+        .await
+        .map_err(|e| failed(&e))?;
+    let id_token = response.id_token().ok_or_else(|| failed(&"no ID token"))?;
+    let claims =
+        id_token.claims(&client.id_token_verifier(), &Nonce::new(pending.nonce.clone())).map_err(|e| failed(&e))?;
+    let access_token = response.access_token().secret().clone();
+    let validator: &LazyValidator = &tokens.tokens;
+    let access =
+        validator.get().await.map_err(|e| failed(&e))?.validate(&access_token).await.map_err(|e| failed(&e))?;
+    if access.subject.as_str() != claims.subject().as_str() {
+        return Err(failed(&"the ID and access tokens name different people"));
+    }
+    let session = Session {
+        access_token,
+        subject: access.subject.to_string(),
+        csrf: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>()),
+        expires_at: access.expires_at,
+    };
+    let max_age = (session.expires_at - chrono::Utc::now().timestamp()).max(0);
+    let sealed = state.sealer.seal(SESSION_COOKIE, &session);
+    Ok(HttpResponse::Found()
+        .insert_header(("location", pending.return_to.clone()))
+        .cookie(cookie(SESSION_COOKIE, sealed, max_age, "/"))
+        .cookie(cookie(LOGIN_COOKIE, String::new(), 0, "/api/auth"))
+        .finish())
+}
+
+/// The session a request's cookie carries, if it is valid and unexpired.
+#[must_use]
+pub fn session_of(sealer: &CookieSealer, req: &HttpRequest) -> Option<Session> {
+    let session: Session = sealer.open(SESSION_COOKIE, req.cookie(SESSION_COOKIE)?.value())?;
+    (session.expires_at > chrono::Utc::now().timestamp()).then_some(session)
+}
+
+/// True when a cookie-authenticated request may go ahead: safe methods always, changes only
+/// with the session's CSRF token.
+#[must_use]
+pub fn csrf_ok(req: &HttpRequest, session: &Session) -> bool {
+    let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    safe || req.headers().get(CSRF_HEADER).is_some_and(|v| constant_time_eq(v.as_bytes(), session.csrf.as_bytes()))
+}
+
+/// `GET /api/auth/session`.
+pub async fn current(state: web::Data<Login>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let session =
+        session_of(&state.sealer, &req).ok_or_else(|| ApiError::unauthorized("unauthenticated", "not signed in"))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "subject": session.subject,
+        "csrf_token": session.csrf,
+        "expires_at": session.expires_at,
+    })))
+}
+
+/// `GET /api/auth/logout`: clears the session and signs out of Auth0.
+pub async fn logout(state: web::Data<Login>) -> HttpResponse {
+    let target = format!(
+        "{}v2/logout?{}",
+        state.issuer,
+        serde_urlencoded::to_string([
+            ("client_id", state.config.client_id.as_str()),
+            ("returnTo", state.config.post_logout_url.as_str())
+        ])
+        .unwrap_or_default()
+    );
+    HttpResponse::Found()
+        .insert_header(("location", target))
+        .cookie(cookie(SESSION_COOKIE, String::new(), 0, "/"))
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_never_leaves_the_origin() {
+        assert_eq!(safe_return_to(Some("/billing?tab=1")), "/billing?tab=1");
+        for hostile in ["https://evil.example/", "//evil.example", "/\\evil.example", "evil", "/a\\b", "/a\nb"] {
+            assert_eq!(safe_return_to(Some(hostile)), "/", "{hostile:?}");
+        }
+        assert_eq!(safe_return_to(None), "/");
+    }
+
+    #[test]
+    fn a_cookie_opens_only_under_its_own_name_and_key() {
+        let key = Secret::new("k".repeat(32));
+        let sealer = CookieSealer::new(&key);
+        let sealed = sealer.seal(SESSION_COOKIE, &"hello");
+        assert_eq!(sealer.open::<String>(SESSION_COOKIE, &sealed).as_deref(), Some("hello"));
+        assert!(sealer.open::<String>(LOGIN_COOKIE, &sealed).is_none(), "bound to its name");
+        assert!(CookieSealer::new(&Secret::new("x".repeat(32))).open::<String>(SESSION_COOKIE, &sealed).is_none());
+        let mut tampered = sealed.into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(sealer.open::<String>(SESSION_COOKIE, &String::from_utf8(tampered).unwrap()).is_none());
+    }
+}

@@ -262,7 +262,9 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
                     .route("/auth/session", web::get().to(session::current))
                     .route("/auth/logout", web::get().to(session::logout));
             }
-            c.app_data(data.clone()).service(api.default_service(web::to(proxy::forward)));
+            c.app_data(data.clone())
+                .route("/webhooks/auth0/post-registration", web::post().to(proxy::forward_auth0_webhook))
+                .service(api.default_service(web::to(proxy::forward)));
         }),
     )
 }

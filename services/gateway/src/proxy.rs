@@ -163,6 +163,37 @@ fn forwardable(name: &str) -> bool {
     ) && !name.starts_with("x-hopsbridge-")
 }
 
+/// Auth0's post-registration Action calls identity's webhook through the gateway. It carries
+/// no token: identity checks its shared secret. Only the per-address limit applies here.
+pub async fn forward_auth0_webhook(
+    proxy: web::Data<Proxy>,
+    req: HttpRequest,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if let Err(wait) = proxy.per_ip.check(&ip, Instant::now()) {
+        return Ok(limited(wait));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "the request body could not be read"))?;
+        if body.len() + chunk.len() > proxy.max_body_bytes {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut outgoing = proxy.http.post(format!("{}{}", proxy.routes.identity, req.uri().path()));
+    for (name, value) in req.headers() {
+        if forwardable(name.as_str()) {
+            outgoing = outgoing.header(name.as_str(), value.as_bytes());
+        }
+    }
+    if let Some(id) = hopsbridge_platform::http::current_request_id() {
+        outgoing = outgoing.header("x-request-id", id);
+    }
+    relay_answer(outgoing.body(body.freeze()), &proxy.routes.identity).await
+}
+
 /// The `/api/…` handler.
 pub async fn forward(
     proxy: web::Data<Proxy>,
@@ -262,7 +293,12 @@ async fn send(
     for (name, value) in hopsbridge_platform::telemetry::trace_context_of(&tracing::Span::current()) {
         outgoing = outgoing.header(name, value);
     }
-    let response = outgoing.body(body).send().await.map_err(|e| {
+    relay_answer(outgoing.body(body), upstream).await
+}
+
+/// Sends a prepared request and hands its answer back to the client.
+async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Result<HttpResponse, ApiError> {
+    let response = outgoing.send().await.map_err(|e| {
         tracing::warn!(error = %e, upstream, "upstream unreachable");
         ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the service behind this route is unavailable")
     })?;

@@ -114,3 +114,18 @@ async fn only_the_configured_frontend_origin_may_call_across_origins() {
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(refused.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth0s_action_reaches_identitys_webhook_through_the_gateway() {
+    let p = start(600).await;
+    let url = format!("{}/webhooks/auth0/post-registration", p.gateway);
+    let client = reqwest::Client::new();
+    let ada = TestUser::database("ada", "ada@example.com", "Ada");
+    let wrong = hopsbridge_sandbox::auth0::Auth0Sim::post_registration_action(&url, "not-the-webhook-secret");
+    assert_eq!(wrong.fire(&client, &ada).await.unwrap(), 401);
+    let action =
+        hopsbridge_sandbox::auth0::Auth0Sim::post_registration_action(&url, hopsbridge_testkit::WEBHOOK_SECRET);
+    assert_eq!(action.fire(&client, &ada).await.unwrap(), 200);
+    let (status, me, _) = p.get("/api/me", Some(&p.token(&ada))).await;
+    assert_eq!((status.as_u16(), me["name"].as_str()), (200, Some("Ada")), "the Action's user is the token's person");
+}

@@ -42,6 +42,10 @@ bench TARGET:
     ensure_nats
     exec cargo bench -p "${package}" --bench "$1"
 
+# Regenerates services/gateway/openapi.json from the handlers' descriptions.
+openapi:
+    HOPSBRIDGE_UPDATE_OPENAPI=1 cargo test -p hopsbridge-gateway --test openapi
+
 # Runs the CI script as CI does.
 ci:
     bash .ci/run

@@ -166,7 +166,7 @@ impl fmt::Display for ApiError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable snake_case code.
     pub code: String,
@@ -176,6 +176,7 @@ pub struct ErrorBody {
     pub request_id: String,
     /// Structured details, when the error has any.
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
 }
 

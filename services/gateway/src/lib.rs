@@ -3,6 +3,7 @@
 //! request to the service that owns it with the caller's identity in signed headers
 //! ([`proxy`]). `/readyz` checks the tenant and every service it routes to.
 
+pub mod api_doc;
 pub mod limits;
 pub mod proxy;
 pub mod session;
@@ -253,7 +254,12 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
             if !origin.is_empty() {
                 cors = cors.allowed_origin(&origin);
             }
-            let mut api = web::scope("/api").wrap(cors);
+            let mut api = web::scope("/api").wrap(cors).route(
+                "/openapi.json",
+                web::get().to(|| async {
+                    actix_web::HttpResponse::Ok().content_type("application/json").body(api_doc::OPENAPI_JSON)
+                }),
+            );
             if let Some(login) = &login {
                 api = api
                     .app_data(web::Data::from(Arc::clone(login)))

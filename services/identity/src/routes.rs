@@ -16,7 +16,7 @@ use hopsbridge_domain::{AuthSubject, Email};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::Caller;
 use hopsbridge_platform::db::Database;
-use hopsbridge_platform::http::ApiError;
+use hopsbridge_platform::http::{ApiError, ErrorBody};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -52,7 +52,7 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
 type Data = web::Data<State>;
 
 /// A user as the API shows them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     #[serde(flatten)]
     user: User,
@@ -148,6 +148,9 @@ async fn active(conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<
     }
 }
 
+#[utoipa::path(get, path = "/api/me", tag = "account",
+    responses((status = 200, description = "the caller's account", body = UserView), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "account suspended or deleted", body = ErrorBody)))]
 async fn get_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let mut conn = state.db.conn().await?;
@@ -155,9 +158,11 @@ async fn get_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(view(&mut conn, user).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to one's own account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateMe {
+pub struct UpdateMe {
+    /// Display name, 1-200 characters.
     name: String,
 }
 
@@ -172,6 +177,8 @@ fn clean_name(raw: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
+#[utoipa::path(patch, path = "/api/me", tag = "account", request_body = UpdateMe,
+    responses((status = 200, description = "renamed", body = UserView), (status = 400, description = "invalid name", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody)))]
 async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let name = clean_name(&body.name).map_err(|e| ApiError::bad_request("invalid_name", e))?;
@@ -192,6 +199,9 @@ async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Re
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(delete, path = "/api/me", tag = "account",
+    responses((status = 200, description = "the account, now deleted", body = UserView), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 409, description = "a member's account, or an owner who still has members", body = ErrorBody)))]
 async fn delete_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let view = state
@@ -215,14 +225,31 @@ async fn require_admin(state: &State, caller: &Caller) -> Result<Uuid, ApiError>
     if user.is_admin { Ok(id) } else { Err(ApiError::forbidden("admin_only", "administrators only")) }
 }
 
-#[derive(Debug, Deserialize)]
+/// Paging and search of the user list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Text to find in the email or name (case-insensitive).
     q: Option<String>,
+    /// Page size, 1-200 (50).
     limit: Option<i64>,
+    /// Users to skip (0).
     offset: Option<i64>,
 }
 
+/// A page of users.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserPage {
+    items: Vec<User>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+#[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(ListQuery),
+    responses((status = 200, description = "a page of users, newest first", body = UserPage), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody)))]
 async fn list_users(state: Data, caller: Caller, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let limit = query.limit.unwrap_or(50);
@@ -233,9 +260,12 @@ async fn list_users(state: Data, caller: Caller, query: web::Query<ListQuery>) -
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let mut conn = state.db.conn().await?;
     let (items, total) = users::list(&mut conn, q, limit, offset).await?;
-    Ok(HttpResponse::Ok().json(json!({"items": items, "total": total, "limit": limit, "offset": offset})))
+    Ok(HttpResponse::Ok().json(UserPage { items, total, limit, offset }))
 }
 
+#[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "the user", body = UserView), (status = 401, description = "not signed in", body = ErrorBody), (status = 403, description = "administrators only", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody)))]
 async fn get_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let mut conn = state.db.conn().await?;
@@ -243,13 +273,20 @@ async fn get_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<Ht
     Ok(HttpResponse::Ok().json(view(&mut conn, user).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Why an account is suspended.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Suspend {
+pub struct Suspend {
+    /// Shown to admins and carried by UserSuspended.
     #[serde(default)]
     reason: String,
 }
 
+#[utoipa::path(post, path = "/api/admin/users/{id}/suspend", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
+    request_body(content = Option<Suspend>, description = "why"),
+    responses((status = 200, description = "suspended (UserSuspended announced once)", body = User), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody),
+        (status = 409, description = "deleted account, or oneself", body = ErrorBody)))]
 async fn suspend_user(
     state: Data,
     caller: Caller,
@@ -272,6 +309,10 @@ async fn suspend_user(
     Ok(HttpResponse::Ok().json(user))
 }
 
+#[utoipa::path(post, path = "/api/admin/users/{id}/reactivate", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "active again (UserReactivated announced once)", body = User), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody),
+        (status = 409, description = "deleted account", body = ErrorBody)))]
 async fn reactivate_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let id = *id;
@@ -279,6 +320,9 @@ async fn reactivate_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Re
     Ok(HttpResponse::Ok().json(user))
 }
 
+#[utoipa::path(put, path = "/api/admin/users/{id}/admin", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "now an administrator", body = User), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody)))]
 async fn grant_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let id = *id;
@@ -286,6 +330,10 @@ async fn grant_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result
     Ok(HttpResponse::Ok().json(user))
 }
 
+#[utoipa::path(delete, path = "/api/admin/users/{id}/admin", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "no longer an administrator", body = User), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody),
+        (status = 409, description = "oneself", body = ErrorBody)))]
 async fn revoke_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let admin = require_admin(&state, &caller).await?;
     let id = *id;
@@ -295,3 +343,12 @@ async fn revoke_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Resul
     let user = state.db.transaction(|c| Box::pin(async move { users::set_admin(c, id, false).await })).await?;
     Ok(HttpResponse::Ok().json(user))
 }
+
+/// identity's part of the public API's OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(get_me, update_me, delete_me, list_users, get_user, suspend_user, reactivate_user, grant_admin, revoke_admin),
+    components(schemas(User, UserView, UserPage, UpdateMe, Suspend, ErrorBody)),
+    tags((name = "account", description = "the signed-in person's own account"), (name = "admin", description = "user administration"))
+)]
+pub struct ApiDoc;

@@ -46,7 +46,7 @@ pub mod status {
 }
 
 /// A user as stored and as answered.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = users)]
 pub struct User {
     /// Hopsbridge's id.

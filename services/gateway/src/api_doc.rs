@@ -1,0 +1,70 @@
+//! The public API's OpenAPI document.
+//!
+//! Each service describes its routes next to their handlers (utoipa); [`document`] merges them
+//! with the gateway's own. The merged document is committed as `services/gateway/openapi.json`,
+//! served at `GET /api/openapi.json`, and a test fails when the code and the file disagree
+//! (`HOPSBRIDGE_UPDATE_OPENAPI=1 cargo test -p hopsbridge-gateway --test openapi` rewrites it).
+
+use hopsbridge_platform::http::ErrorBody;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, OpenApi};
+
+/// The committed document the gateway serves.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// `GET /api/auth/login`: starts signing in.
+#[utoipa::path(get, path = "/api/auth/login", tag = "session",
+    params(("returnTo" = Option<String>, Query, description = "relative path to return to after signing in")),
+    responses((status = 302, description = "to Auth0's sign-in page; sets the login cookie")))]
+#[expect(dead_code, reason = "documents the route served by session::login")]
+fn login() {}
+
+/// `GET /api/auth/callback`: where Auth0 returns.
+#[utoipa::path(get, path = "/api/auth/callback", tag = "session",
+    params(("code" = Option<String>, Query, description = "authorization code"), ("state" = Option<String>, Query, description = "the login's state")),
+    responses((status = 302, description = "signed in: to the path the login started from, with the session cookie"),
+        (status = 400, description = "invalid_login_state or login_failed", body = ErrorBody)))]
+#[expect(dead_code, reason = "documents the route served by session::callback")]
+fn callback() {}
+
+/// `GET /api/auth/session`: the signed-in browser's session.
+#[utoipa::path(get, path = "/api/auth/session", tag = "session",
+    responses((status = 200, description = "{subject, csrf_token, expires_at}; send csrf_token as x-csrf-token with changes"),
+        (status = 401, description = "not signed in", body = ErrorBody)))]
+#[expect(dead_code, reason = "documents the route served by session::current")]
+fn session() {}
+
+/// `GET /api/auth/logout`: signs out.
+#[utoipa::path(get, path = "/api/auth/logout", tag = "session",
+    responses((status = 302, description = "to Auth0's logout; clears the session cookie")))]
+#[expect(dead_code, reason = "documents the route served by session::logout")]
+fn logout() {}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(login, callback, session, logout), components(schemas(ErrorBody)),
+    tags((name = "session", description = "browser sign-in through Auth0")))]
+struct GatewayApi;
+
+/// The whole public API: the gateway's routes and every service's.
+#[must_use]
+pub fn document(services: Vec<OpenApi>) -> OpenApi {
+    let mut doc = <GatewayApi as utoipa::OpenApi>::openapi();
+    for part in services {
+        doc.merge(part);
+    }
+    doc.info = InfoBuilder::new()
+        .title("Hopsbridge API")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "Every route needs an Auth0 access token (Authorization: Bearer) or the browser session cookie; \
+             changes made with the cookie need the x-csrf-token header. Errors are {code, message, request_id}.",
+        ))
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+    );
+    components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("hb_session"))));
+    doc
+}

@@ -40,8 +40,16 @@ fn session() {}
 #[expect(dead_code, reason = "documents the route served by session::logout")]
 fn logout() {}
 
+/// `GET /api/auth/caller`: who the gateway takes the caller to be.
+#[utoipa::path(get, path = "/api/auth/caller", tag = "session",
+    responses((status = 200, description = "{subject, user_id, email, roles, account_owner_id}"),
+        (status = 401, description = "no valid token or session", body = ErrorBody),
+        (status = 403, description = "account suspended or deleted", body = ErrorBody)))]
+#[expect(dead_code, reason = "documents the route served by proxy::caller")]
+fn caller() {}
+
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(login, callback, session, logout), components(schemas(ErrorBody)),
+#[openapi(paths(login, callback, session, logout, caller), components(schemas(ErrorBody)),
     tags((name = "session", description = "browser sign-in through Auth0")))]
 struct GatewayApi;
 

@@ -260,6 +260,7 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
                     actix_web::HttpResponse::Ok().content_type("application/json").body(api_doc::OPENAPI_JSON)
                 }),
             );
+            api = api.route("/auth/caller", web::get().to(proxy::caller));
             if let Some(login) = &login {
                 api = api
                     .app_data(web::Data::from(Arc::clone(login)))

@@ -200,34 +200,78 @@ pub async fn forward(
     req: HttpRequest,
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let now = Instant::now();
-    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    if let Err(wait) = proxy.per_ip.check(&ip, now) {
-        return Ok(limited(wait));
-    }
     let path = req.uri().path();
     let Some(upstream) = proxy.routes.upstream(path) else {
         return Err(ApiError::not_found("route_not_found", "no such route"));
     };
+    let (caller, _) = match authenticate(&proxy, &req).await? {
+        Ok(who) => who,
+        Err(limited) => return Ok(limited),
+    };
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "the request body could not be read"))?;
+        if body.len() + chunk.len() > proxy.max_body_bytes {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
+    send(&proxy, &req, upstream, path_and_query, &caller, body.freeze()).await
+}
+
+/// `GET /api/auth/caller`: who the gateway takes the caller to be (subject, user id, roles),
+/// answered by the gateway itself from the token and the cached resolution.
+pub async fn caller(proxy: web::Data<Proxy>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let (caller, person) = match authenticate(&proxy, &req).await? {
+        Ok(who) => who,
+        Err(limited) => return Ok(limited),
+    };
+    let roles: Vec<&str> = caller
+        .roles
+        .iter()
+        .map(|r| match r {
+            Role::User => "user",
+            Role::Owner => "owner",
+            Role::Member => "member",
+            Role::Admin => "admin",
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "subject": caller.subject,
+        "user_id": person.id,
+        "email": person.email,
+        "roles": roles,
+        "account_owner_id": person.account_owner_id,
+    })))
+}
+
+/// Rate limits, the token (bearer, or the session cookie with CSRF for changes), the person
+/// behind it and their roles. `Ok(Err(response))` is a rate-limit answer.
+async fn authenticate(proxy: &Proxy, req: &HttpRequest) -> Result<Result<(Caller, Resolved), HttpResponse>, ApiError> {
+    let now = Instant::now();
+    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if let Err(wait) = proxy.per_ip.check(&ip, now) {
+        return Ok(Err(limited(wait)));
+    }
     // A bearer token (API clients), else the browser's session cookie (then changes need the
     // session's CSRF token).
-    let session = match bearer(&req) {
+    let session = match bearer(req) {
         Some(_) => None,
-        None => proxy.login.as_ref().and_then(|login| crate::session::session_of(&login.sealer, &req)),
+        None => proxy.login.as_ref().and_then(|login| crate::session::session_of(&login.sealer, req)),
     };
-    let token = match (bearer(&req), &session) {
+    let token = match (bearer(req), &session) {
         (Some(token), _) => token.to_owned(),
         (None, Some(session)) => {
-            if !crate::session::csrf_ok(&req, session) {
+            if !crate::session::csrf_ok(req, session) {
                 return Err(ApiError::forbidden("csrf_failed", "missing or wrong x-csrf-token"));
             }
             session.access_token.clone()
         }
         (None, None) => return Err(ApiError::unauthorized("unauthenticated", "authentication required")),
     };
-    let token = token.as_str();
     let claims = match proxy.tokens.get().await {
-        Ok(validator) => validator.validate(token).await.map_err(|e| {
+        Ok(validator) => validator.validate(&token).await.map_err(|e| {
             tracing::info!(reason = %e, "access token refused");
             ApiError::unauthorized("invalid_token", "the access token is not valid")
         })?,
@@ -237,9 +281,9 @@ pub async fn forward(
         }
     };
     if let Err(wait) = proxy.per_user.check(claims.subject.as_str(), now) {
-        return Ok(limited(wait));
+        return Ok(Err(limited(wait)));
     }
-    let person = resolve(&proxy, &claims).await?;
+    let person = resolve(proxy, &claims).await?;
     match person.status.as_str() {
         "active" => {}
         "suspended" => return Err(ApiError::forbidden("account_suspended", "the account is suspended")),
@@ -255,17 +299,7 @@ pub async fn forward(
         roles,
         email: Some(person.email.clone()),
     };
-
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "the request body could not be read"))?;
-        if body.len() + chunk.len() > proxy.max_body_bytes {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
-    send(&proxy, &req, upstream, path_and_query, &caller, body.freeze()).await
+    Ok(Ok((caller, person)))
 }
 
 async fn send(

@@ -8,6 +8,8 @@
 //! - Keys come from the tenant's JWKS, found through OIDC discovery and cached by `kid`. A token
 //!   with an unknown `kid` triggers one refetch, at most once per `refetch_interval`, which is
 //!   how key rotation is absorbed without a restart; if the refetch fails the cached keys stay.
+//! - A token that passed is remembered (by its SHA-256) for a minute, never past its expiry, so
+//!   a client's repeated requests cost one signature check a minute.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -92,7 +94,15 @@ pub struct TokenValidator {
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: Mutex<Option<Instant>>,
     refetch_interval: Duration,
+    /// Tokens already verified, by SHA-256, with the Unix second their verdict expires.
+    verified: Mutex<HashMap<[u8; 32], (AccessClaims, i64)>>,
 }
+
+/// How long a verified token is taken on trust before it is checked again (never past its
+/// `exp` plus the leeway).
+const VERIFIED_FOR_SECS: i64 = 60;
+/// Most verified tokens remembered.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 #[derive(Deserialize)]
 struct Discovery {
@@ -123,6 +133,7 @@ impl TokenValidator {
             keys: RwLock::default(),
             last_fetch: Mutex::new(None),
             refetch_interval,
+            verified: Mutex::new(HashMap::new()),
         };
         validator.refresh().await?;
         Ok(validator)
@@ -168,11 +179,36 @@ impl TokenValidator {
         Err(TokenError::UnknownKey)
     }
 
-    /// Validates `token` and returns its claims.
+    /// Validates `token` and returns its claims. A token verified in the last minute is not
+    /// verified again (a signature check costs tens of microseconds; requests repeat tokens).
     ///
     /// # Errors
     /// The first reason the token is refused.
     pub async fn validate(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(verified) = self.verified.lock()
+            && let Some((claims, until)) = verified.get(&digest)
+            && now < *until
+        {
+            return Ok(claims.clone());
+        }
+        let claims = self.verify(token).await?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.retain(|_, (_, until)| now < *until);
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.clear();
+                }
+            }
+            let until = (now + VERIFIED_FOR_SECS).min(claims.expires_at + 60);
+            verified.insert(digest, (claims.clone(), until));
+        }
+        Ok(claims)
+    }
+
+    async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
         // The algorithm is checked on the raw header first: jsonwebtoken cannot even parse
         // `none`, and the answer to any algorithm but RS256 is the same.
         let raw_alg = token

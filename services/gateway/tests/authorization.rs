@@ -85,6 +85,7 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
 
     // (method, path, body, expected status for Anonymous, AnotherUser, Owner, Member, Admin)
     let table: Vec<(Method, String, Option<Value>, [u16; 5])> = vec![
+        (Method::GET, "/api/auth/caller".into(), None, [401, 200, 200, 200, 200]),
         (Method::GET, "/api/me".into(), None, [401, 200, 200, 200, 200]),
         (Method::PATCH, "/api/me".into(), Some(json!({"name": "Renamed"})), [401, 200, 200, 200, 200]),
         (Method::GET, "/api/admin/users".into(), None, [401, 403, 403, 403, 200]),

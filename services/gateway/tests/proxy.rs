@@ -129,3 +129,14 @@ async fn auth0s_action_reaches_identitys_webhook_through_the_gateway() {
     let (status, me, _) = p.get("/api/me", Some(&p.token(&ada))).await;
     assert_eq!((status.as_u16(), me["name"].as_str()), (200, Some("Ada")), "the Action's user is the token's person");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_says_who_it_takes_the_caller_to_be() {
+    let p = start(600).await;
+    let ada = TestUser::database("ada", "ada@example.com", "Ada");
+    let (status, caller, _) = p.get("/api/auth/caller", Some(&p.token(&ada))).await;
+    assert_eq!(status, 200);
+    assert_eq!(caller["subject"], "auth0|ada");
+    assert_eq!(caller["roles"], serde_json::json!(["user", "owner"]));
+    assert_eq!(caller["account_owner_id"], caller["user_id"]);
+}

@@ -25,15 +25,20 @@ lint:
 fmt:
     cargo fmt --all
 
-# Runs one benchmark: `just bench outbox` (local Postgres and NATS), `just bench podmetrics` (the sandbox).
+# Runs one benchmark: `just bench outbox` (local Postgres and NATS), `just bench podmetrics` (the sandbox),
+# `just bench gateway` (installs oha from crates.io when missing).
 bench TARGET:
     #!/usr/bin/env bash
     set -euo pipefail
     case "$1" in
         outbox) package=hopsbridge-platform ;;
         podmetrics) package=hopsbridge-sandbox ;;
+        gateway)
+            package=hopsbridge-gateway
+            command -v oha >/dev/null 2>&1 || [ -x "${HOME}/.cargo/bin/oha" ] || cargo install oha --locked
+            ;;
         *)
-            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics" >&2
+            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics, gateway" >&2
             exit 2
             ;;
     esac

@@ -1,0 +1,193 @@
+//! `just bench gateway`: what the gateway costs, measured with oha against in-process services.
+//!
+//! Setup (one process, release build): identity on a template-cloned database and the local
+//! NATS, the sandbox's Auth0 tenant, and the gateway in front (2 workers each, rate limits out
+//! of the way). oha runs as a separate process on the same 2-core machine.
+//!
+//! 1. `GET /api/me` straight to identity (with headers signed as the gateway signs them) and
+//!    the same request through the gateway with an Auth0 bearer token, each at a steady
+//!    2,000 req/s for 10 s: p50/p99 of both and the difference (target: the gateway adds at
+//!    most 1 ms at p99).
+//! 2. `GET /api/auth/caller` through the gateway (authenticated, answered without a database)
+//!    as fast as 64 connections go for 10 s (target: at least 10,000 req/s), against the
+//!    baseline of identity's `GET /healthz` (no authentication, no database) in the same run.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::float_arithmetic,
+    clippy::panic,
+    reason = "a benchmark reporting on stdout"
+)]
+
+use hopsbridge_contracts::Service;
+use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::config::env_var;
+use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, TestUser, TokenSpec};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, WEBHOOK_SECRET};
+use std::path::PathBuf;
+use std::process::Command;
+use tokio_util::sync::CancellationToken;
+
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ok: u64,
+    total: u64,
+}
+
+fn oha() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo_bin = PathBuf::from(home).join(".cargo/bin/oha");
+    if cargo_bin.exists() { cargo_bin } else { PathBuf::from("oha") }
+}
+
+fn run_oha(url: &str, headers: &[(String, String)], rate: Option<u32>, connections: u32) -> Load {
+    let mut cmd = Command::new(oha());
+    cmd.args(["-z", "10s", "-c", &connections.to_string(), "--no-tui", "--output-format", "json"]);
+    if let Some(rate) = rate {
+        cmd.args(["-q", &rate.to_string()]);
+    }
+    for (k, v) in headers {
+        cmd.args(["-H", &format!("{k}: {v}")]);
+    }
+    cmd.arg(url);
+    let out = cmd.output().expect("run oha (just bench gateway installs it with cargo install oha)");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("oha output: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let total: u64 = json["statusCodeDistribution"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(serde_json::Value::as_u64).sum());
+    let ok = json["statusCodeDistribution"]["200"].as_u64().unwrap_or(0);
+    Load {
+        rps: json["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
+        p50_ms: json["latencyPercentiles"]["p50"].as_f64().unwrap_or(0.0) * 1000.0,
+        p99_ms: json["latencyPercentiles"]["p99"].as_f64().unwrap_or(0.0) * 1000.0,
+        ok,
+        total,
+    }
+}
+
+fn report(name: &str, l: &Load) {
+    println!(
+        "{name:<44} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} answered 200)",
+        l.rps, l.p50_ms, l.p99_ms, l.ok, l.total
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let stop = CancellationToken::new();
+    let id = |k: &str, v: &str| (env_var(Service::Identity, k), v.to_owned());
+    let env = vec![
+        id("database.url", db.url()),
+        id("nats.url", bus.url()),
+        id("nats.prefix", bus.prefix()),
+        id("http.port", "0"),
+        id("http.workers", "2"),
+        id("telemetry.log_filter", "error"),
+        id("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+        id("webhook.secret", WEBHOOK_SECRET),
+    ];
+    let config =
+        hopsbridge_platform::config::load_from(Service::Identity, &hopsbridge_identity::DEFAULTS, None, env).unwrap();
+    let identity = hopsbridge_identity::build(config).await.unwrap();
+    let identity_url = format!("http://127.0.0.1:{}", identity.port());
+    tokio::spawn(identity.run_until_stopped(stop.clone()));
+
+    let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
+    let gw = |k: &str, v: &str| (env_var(Service::Gateway, k), v.to_owned());
+    let mut env = vec![
+        gw("http.port", "0"),
+        gw("http.workers", "2"),
+        gw("telemetry.log_filter", "error"),
+        gw("auth0.issuer", &tenant.issuer()),
+        gw("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+        gw("limits.per_user_per_minute", "1000000000"),
+        gw("limits.per_ip_per_minute", "1000000000"),
+    ];
+    for name in ["identity", "team", "provisioning", "metering", "billing"] {
+        env.push(gw(&format!("upstreams.{name}"), &identity_url));
+    }
+    let config =
+        hopsbridge_platform::config::load_from(Service::Gateway, &hopsbridge_gateway::DEFAULTS, None, env).unwrap();
+    let gateway = hopsbridge_gateway::build(config).await.unwrap();
+    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+    tokio::spawn(gateway.run_until_stopped(stop.clone()));
+
+    let ada = TestUser::database("ada", "ada@example.com", "Ada");
+    let token = tenant.access_token(&TokenSpec::user(&ada)).unwrap();
+    let bearer = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(format!("{gateway_url}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_id = me["id"].as_str().unwrap().parse().unwrap();
+    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let caller = Caller {
+        subject: "auth0|ada".into(),
+        user_id: Some(user_id),
+        roles: vec![Role::User, Role::Owner],
+        email: Some("ada@example.com".into()),
+    };
+    let signed = |at: i64| -> Vec<(String, String)> {
+        key.sign("GET", "/api/me", &caller, at).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    };
+
+    println!("gateway benchmark: oha, 10 s per case, 2 cores shared by oha, the gateway, identity, Postgres and NATS");
+    let direct = tokio::task::spawn_blocking({
+        let url = format!("{identity_url}/api/me");
+        let headers = signed(chrono::Utc::now().timestamp() + 20);
+        move || run_oha(&url, &headers, Some(2_000), 16)
+    })
+    .await
+    .unwrap();
+    report("GET /api/me straight to identity @2000/s", &direct);
+    let through = tokio::task::spawn_blocking({
+        let url = format!("{gateway_url}/api/me");
+        let headers = bearer.clone();
+        move || run_oha(&url, &headers, Some(2_000), 16)
+    })
+    .await
+    .unwrap();
+    report("GET /api/me through the gateway @2000/s", &through);
+    let added = through.p99_ms - direct.p99_ms;
+    println!(
+        "gateway adds at p99: {added:.2} ms (p50 {:.2} ms); target at most 1 ms: {}",
+        through.p50_ms - direct.p50_ms,
+        if added <= 1.0 { "met" } else { "NOT met" }
+    );
+
+    let baseline = tokio::task::spawn_blocking({
+        let url = format!("{identity_url}/healthz");
+        move || run_oha(&url, &[], None, 64)
+    })
+    .await
+    .unwrap();
+    report("GET /healthz on identity (baseline), max", &baseline);
+    let caller_route = tokio::task::spawn_blocking({
+        let url = format!("{gateway_url}/api/auth/caller");
+        let headers = bearer.clone();
+        move || run_oha(&url, &headers, None, 64)
+    })
+    .await
+    .unwrap();
+    report("GET /api/auth/caller through the gateway, max", &caller_route);
+    println!(
+        "authenticated no-database route: {:.0} req/s = {:.2}x the unauthenticated baseline; target at least 10000 req/s: {}",
+        caller_route.rps,
+        caller_route.rps / baseline.rps.max(1.0),
+        if caller_route.rps >= 10_000.0 { "met" } else { "NOT met" }
+    );
+    stop.cancel();
+}

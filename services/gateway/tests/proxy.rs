@@ -140,3 +140,21 @@ async fn the_gateway_says_who_it_takes_the_caller_to_be() {
     assert_eq!(caller["roles"], serde_json::json!(["user", "owner"]));
     assert_eq!(caller["account_owner_id"], caller["user_id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_is_refused_at_the_gateway() {
+    let p = start(600).await;
+    let token = p.token(&TestUser::database("ada", "ada@example.com", "Ada"));
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(300 * 1024));
+    let response = reqwest::Client::new()
+        .patch(format!("{}/api/me", p.gateway))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large");
+}

@@ -17,8 +17,9 @@ pub fn on_signal() -> CancellationToken {
     token
 }
 
+/// Returns at the first SIGTERM or SIGINT.
 #[cfg(unix)]
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
@@ -33,7 +34,8 @@ async fn wait_for_signal() {
     }
 }
 
+/// Returns at the first Ctrl-C.
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -2,7 +2,8 @@
 //!
 //! Setup (one process, release build): identity on a template-cloned database and the local
 //! NATS, the sandbox's Auth0 tenant, and the gateway in front (2 workers each, rate limits out
-//! of the way). oha runs as a separate process on the same 2-core machine.
+//! of the way, callers cached for the default 10 s). oha runs as a separate process on the
+//! same 2-core machine.
 //!
 //! 1. `GET /api/me` straight to identity (with headers signed as the gateway signs them) and
 //!    the same request through the gateway with an Auth0 bearer token, each at a steady
@@ -21,14 +22,15 @@
     reason = "a benchmark reporting on stdout"
 )]
 
-use hopsbridge_contracts::Service;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Options, Platform};
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
-use hopsbridge_platform::config::env_var;
-use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, TestUser, TokenSpec};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, WEBHOOK_SECRET};
+use hopsbridge_sandbox::auth0::{TestUser, TokenSpec};
+use hopsbridge_testkit::GATEWAY_SIGNING_KEY;
 use std::path::PathBuf;
 use std::process::Command;
-use tokio_util::sync::CancellationToken;
 
 struct Load {
     rps: f64,
@@ -79,46 +81,16 @@ fn report(name: &str, l: &Load) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let stop = CancellationToken::new();
-    let id = |k: &str, v: &str| (env_var(Service::Identity, k), v.to_owned());
-    let env = vec![
-        id("database.url", db.url()),
-        id("nats.url", bus.url()),
-        id("nats.prefix", bus.prefix()),
-        id("http.port", "0"),
-        id("http.workers", "2"),
-        id("telemetry.log_filter", "error"),
-        id("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        id("webhook.secret", WEBHOOK_SECRET),
-    ];
-    let config =
-        hopsbridge_platform::config::load_from(Service::Identity, &hopsbridge_identity::DEFAULTS, None, env).unwrap();
-    let identity = hopsbridge_identity::build(config).await.unwrap();
-    let identity_url = format!("http://127.0.0.1:{}", identity.port());
-    tokio::spawn(identity.run_until_stopped(stop.clone()));
-
-    let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
-    let gw = |k: &str, v: &str| (env_var(Service::Gateway, k), v.to_owned());
-    let mut env = vec![
-        gw("http.port", "0"),
-        gw("http.workers", "2"),
-        gw("telemetry.log_filter", "error"),
-        gw("auth0.issuer", &tenant.issuer()),
-        gw("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        gw("limits.per_user_per_minute", "1000000000"),
-        gw("limits.per_ip_per_minute", "1000000000"),
-    ];
-    for name in ["identity", "team", "provisioning", "metering", "billing"] {
-        env.push(gw(&format!("upstreams.{name}"), &identity_url));
-    }
-    let config =
-        hopsbridge_platform::config::load_from(Service::Gateway, &hopsbridge_gateway::DEFAULTS, None, env).unwrap();
-    let gateway = hopsbridge_gateway::build(config).await.unwrap();
-    let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
-    tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    let platform = Platform::start(Options {
+        per_user_per_minute: 1_000_000_000,
+        per_ip_per_minute: 1_000_000_000,
+        workers: 2,
+        log_filter: "error",
+        caller_cache_secs: 10,
+        ..Options::default()
+    })
+    .await;
+    let (tenant, gateway_url, identity_url) = (&platform.tenant, platform.gateway.clone(), platform.identity.clone());
 
     let ada = TestUser::database("ada", "ada@example.com", "Ada");
     let token = tenant.access_token(&TokenSpec::user(&ada)).unwrap();
@@ -189,5 +161,5 @@ async fn main() {
         caller_route.rps / baseline.rps.max(1.0),
         if caller_route.rps >= 10_000.0 { "met" } else { "NOT met" }
     );
-    stop.cancel();
+    drop(platform);
 }

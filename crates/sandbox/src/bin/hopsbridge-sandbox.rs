@@ -67,22 +67,7 @@ fn main() -> ExitCode {
         let _clock = world.follow_real_time();
         println!("hopsbridge-sandbox is running\n\n{}", world.summary(&args.state_dir));
         println!("Ready.");
-        wait_for_signal().await;
+        hopsbridge_platform::shutdown::wait_for_signal().await;
         ExitCode::SUCCESS
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

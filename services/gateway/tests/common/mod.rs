@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Platform {
     /// The gateway's base URL.
     pub gateway: String,
+    /// identity's base URL (reached directly only by tests of the trust between them).
+    pub identity: String,
     /// The Auth0 tenant.
     pub tenant: Auth0Sim,
     /// identity's database.
@@ -27,17 +29,33 @@ impl Drop for Platform {
     }
 }
 
-/// Gateway settings a test changes.
+/// Settings a test or the benchmark changes.
 pub struct Options {
     /// Requests a minute per person.
     pub per_user_per_minute: u64,
+    /// Requests a minute per client address.
+    pub per_ip_per_minute: u64,
     /// Browser login on.
     pub login: bool,
+    /// actix workers of identity and of the gateway.
+    pub workers: u16,
+    /// The log filter of both.
+    pub log_filter: &'static str,
+    /// Seconds the gateway reuses a resolved caller (0: ask identity every time, so tests see
+    /// changes at once).
+    pub caller_cache_secs: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { per_user_per_minute: 600, login: false }
+        Self {
+            per_user_per_minute: 600,
+            per_ip_per_minute: 1200,
+            login: false,
+            workers: 1,
+            log_filter: "info",
+            caller_cache_secs: 0,
+        }
     }
 }
 
@@ -58,7 +76,8 @@ impl Platform {
             id("nats.url", bus.url()),
             id("nats.prefix", bus.prefix()),
             id("http.port", "0"),
-            id("http.workers", "1"),
+            id("http.workers", &options.workers.to_string()),
+            id("telemetry.log_filter", options.log_filter),
             id("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
             id("webhook.secret", WEBHOOK_SECRET),
         ];
@@ -77,8 +96,11 @@ impl Platform {
             gw("http.port", &port.to_string()),
             gw("auth0.issuer", &tenant.issuer()),
             gw("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+            gw("http.workers", &options.workers.to_string()),
+            gw("telemetry.log_filter", options.log_filter),
             gw("limits.per_user_per_minute", &options.per_user_per_minute.to_string()),
-            gw("limits.caller_cache_secs", "0"),
+            gw("limits.per_ip_per_minute", &options.per_ip_per_minute.to_string()),
+            gw("limits.caller_cache_secs", &options.caller_cache_secs.to_string()),
             gw("cors.allowed_origin", "https://app.hopsbridge.example"),
         ];
         if options.login {
@@ -99,7 +121,7 @@ impl Platform {
             hopsbridge_platform::config::load_from(Service::Gateway, &hopsbridge_gateway::DEFAULTS, None, env).unwrap();
         let gateway = hopsbridge_gateway::build(config).await.unwrap();
         tokio::spawn(gateway.run_until_stopped(stop.clone()));
-        Self { gateway: gateway_url, tenant, db, _bus: bus, stop }
+        Self { gateway: gateway_url, identity: identity_url, tenant, db, _bus: bus, stop }
     }
 
     /// `GET path` with request id `req-7` and an optional bearer token.

@@ -10,7 +10,7 @@ mod common;
 use common::{Options, Platform};
 
 async fn start(per_user_per_minute: u64) -> Platform {
-    Platform::start(Options { per_user_per_minute, login: false }).await
+    Platform::start(Options { per_user_per_minute, ..Options::default() }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

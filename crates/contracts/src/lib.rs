@@ -34,10 +34,6 @@ pub enum Service {
 }
 
 impl Service {
-    /// Every service.
-    pub const ALL: [Self; 6] =
-        [Self::Gateway, Self::Identity, Self::Team, Self::Provisioning, Self::Metering, Self::Billing];
-
     /// The services that own a Postgres schema and publish events.
     pub const WITH_DATA: [Self; 5] = [Self::Identity, Self::Team, Self::Provisioning, Self::Metering, Self::Billing];
 

@@ -14,7 +14,7 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use actix_web::{App, HttpMessage, HttpResponse, HttpServer, ResponseError, web};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -336,10 +336,4 @@ where
     .listen(listener)?
     .run();
     Ok(BoundServer { port, server })
-}
-
-/// The request id of `req`, as set by the middleware.
-#[must_use]
-pub fn request_id_of(req: &HttpRequest) -> Option<String> {
-    req.extensions().get::<RequestId>().map(|r| r.0.clone())
 }

@@ -21,7 +21,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use secret::Secret;
+pub use secret::{Secret, constant_time_eq};
 
 /// Installs ring as the process's rustls crypto provider. Every binary and every test that
 /// makes TLS or HTTP client calls runs this first; calling it again is harmless.

@@ -45,6 +45,13 @@ impl From<String> for Secret<String> {
     }
 }
 
+/// Compares two secrets without letting the time taken depend on where they differ (only on
+/// their lengths).
+#[must_use]
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +61,12 @@ mod tests {
         let s = Secret::new("postgres://app:hunter2@db/app".to_owned());
         assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
         assert_eq!(s.expose(), "postgres://app:hunter2@db/app");
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
     }
 }

@@ -155,6 +155,18 @@ async fn customer(client: &Client, email: &str) -> String {
 }
 
 /// A meter `compute_usage`, product and three metered monthly prices on it.
+/// One subscription item per price.
+fn subscription_items(prices: &[String]) -> Vec<CreateSubscriptionItems> {
+    prices
+        .iter()
+        .map(|p| {
+            let mut item = CreateSubscriptionItems::new();
+            item.price = Some(p.clone());
+            item
+        })
+        .collect()
+}
+
 async fn metered_catalog(client: &Client) -> (String, Vec<String>) {
     let meter = CreateBillingMeter::new(
         CreateBillingMeterDefaultAggregation::new(CreateBillingMeterDefaultAggregationFormula::Sum),
@@ -266,14 +278,7 @@ async fn a_subscription_with_three_metered_items_on_one_meter_decodes_and_cancel
     assert_eq!(meters.data.len(), 1);
     assert_eq!(meters.data[0].id.as_str(), meter);
 
-    let items: Vec<CreateSubscriptionItems> = prices
-        .iter()
-        .map(|p| {
-            let mut item = CreateSubscriptionItems::new();
-            item.price = Some(p.clone());
-            item
-        })
-        .collect();
+    let items = subscription_items(&prices);
     let subscription = CreateSubscription::new().customer(customer.as_str()).items(items).send(&client).await.unwrap();
     assert!(subscription.id.as_str().starts_with("sub_"));
     assert_eq!(subscription.items.data.len(), 3);
@@ -608,14 +613,7 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
     let receiver = Receiver::start(0);
     let customer = customer(&client, "invoice@example.com").await;
     let (_, prices) = metered_catalog(&client).await;
-    let items: Vec<CreateSubscriptionItems> = prices[..2]
-        .iter()
-        .map(|p| {
-            let mut item = CreateSubscriptionItems::new();
-            item.price = Some(p.clone());
-            item
-        })
-        .collect();
+    let items = subscription_items(&prices[..2]);
     let subscription = CreateSubscription::new().customer(customer.as_str()).items(items).send(&client).await.unwrap();
     sim.add_webhook_endpoint(&receiver.url(), "whsec_invoice");
 

@@ -119,16 +119,13 @@ impl Proxy {
     }
 }
 
-fn too_many(wait: Duration) -> ApiError {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests")
-        .with_details(serde_json::json!({"retry_after_seconds": secs}))
-}
-
+/// 429 `rate_limited` with `Retry-After` in whole seconds (at least 1).
 fn limited(wait: Duration) -> HttpResponse {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = actix_web::ResponseError::error_response(&too_many(wait));
-    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests")
+        .with_details(serde_json::json!({"retry_after_seconds": secs}));
+    let mut response = actix_web::ResponseError::error_response(&error);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         response.headers_mut().insert(HeaderName::from_static("retry-after"), v);
     }
     response
@@ -256,19 +253,17 @@ async fn authenticate(proxy: &Proxy, req: &HttpRequest) -> Result<Result<(Caller
     }
     // A bearer token (API clients), else the browser's session cookie (then changes need the
     // session's CSRF token).
-    let session = match bearer(req) {
-        Some(_) => None,
-        None => proxy.login.as_ref().and_then(|login| crate::session::session_of(&login.sealer, req)),
-    };
-    let token = match (bearer(req), &session) {
-        (Some(token), _) => token.to_owned(),
-        (None, Some(session)) => {
-            if !crate::session::csrf_ok(req, session) {
+    let token = match bearer(req) {
+        Some(token) => token.to_owned(),
+        None => {
+            let session = proxy.login.as_ref().and_then(|login| crate::session::session_of(&login.sealer, req));
+            let session =
+                session.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))?;
+            if !crate::session::csrf_ok(req, &session) {
                 return Err(ApiError::forbidden("csrf_failed", "missing or wrong x-csrf-token"));
             }
-            session.access_token.clone()
+            session.access_token
         }
-        (None, None) => return Err(ApiError::unauthorized("unauthenticated", "authentication required")),
     };
     let claims = match proxy.tokens.get().await {
         Ok(validator) => validator.validate(&token).await.map_err(|e| {

@@ -26,6 +26,11 @@ fn location(headers: &HeaderMap) -> String {
     headers[LOCATION].to_str().unwrap().to_owned()
 }
 
+/// `GET path` as a browser holding `cookie`, answered in JSON.
+async fn get_with_cookie(p: &Platform, path: &str, cookie: &str) -> Value {
+    browser().get(format!("{}{path}", p.gateway)).header("cookie", cookie).send().await.unwrap().json().await.unwrap()
+}
+
 struct Started {
     authorize_url: String,
     login_cookie: String,
@@ -73,15 +78,7 @@ async fn a_browser_signs_in_uses_the_api_with_its_session_and_signs_out() {
     assert!(attributes.contains("HttpOnly") && attributes.contains("Secure") && attributes.contains("SameSite=Lax"));
     let cookie = format!("hb_session={session}");
 
-    let me: Value = browser()
-        .get(format!("{}/api/me", p.gateway))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = get_with_cookie(&p, "/api/me", &cookie).await;
     assert_eq!(me["email"], "ada@example.com");
 
     // Changes made with the cookie need the session's CSRF token.
@@ -97,15 +94,7 @@ async fn a_browser_signs_in_uses_the_api_with_its_session_and_signs_out() {
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.json::<Value>().await.unwrap()["code"], "csrf_failed");
     assert_eq!(patch(Some("guessed".into())).await.unwrap().status(), 403);
-    let session_info: Value = browser()
-        .get(format!("{}/api/auth/session", p.gateway))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session_info = get_with_cookie(&p, "/api/auth/session", &cookie).await;
     let csrf = session_info["csrf_token"].as_str().unwrap().to_owned();
     let renamed: Value = patch(Some(csrf)).await.unwrap().json().await.unwrap();
     assert_eq!(renamed["name"], "Ada L.");

@@ -13,10 +13,10 @@ use crate::error::IdentityError;
 use crate::users::{self, NewPerson, User, status};
 use actix_web::{HttpRequest, HttpResponse, web};
 use hopsbridge_domain::{AuthSubject, Email};
-use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::Caller;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, ErrorBody};
+use hopsbridge_platform::{Secret, constant_time_eq};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -63,10 +63,6 @@ pub struct UserView {
 async fn view(conn: &mut diesel_async::AsyncPgConnection, user: User) -> Result<UserView, IdentityError> {
     let owner = users::owner_of(conn, user.id).await?.unwrap_or(user.id);
     Ok(UserView { user, account_owner_id: owner })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The body Hopsbridge's post-registration Action sends.

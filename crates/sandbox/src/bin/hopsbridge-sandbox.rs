@@ -40,7 +40,7 @@ fn args() -> Result<Args, String> {
 
 #[allow(clippy::print_stdout, clippy::print_stderr, reason = "the binary reports where the sandbox is")]
 fn main() -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    hopsbridge_platform::install_crypto_provider();
     let args = match args() {
         Ok(a) => a,
         Err(e) => {

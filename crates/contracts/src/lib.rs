@@ -103,6 +103,7 @@ events! {
     ClusterAssignedV1 => ("ClusterAssigned", 1, "cluster_assigned", Provisioning),
     ClusterRegisteredV1 => ("ClusterRegistered", 1, "cluster_registered", Provisioning),
     ClusterUpdatedV1 => ("ClusterUpdated", 1, "cluster_updated", Provisioning),
+    ClusterUnassignedV1 => ("ClusterUnassigned", 1, "cluster_unassigned", Provisioning),
     UsageRecordedV1 => ("UsageRecorded", 1, "usage_recorded", Metering),
 }
 

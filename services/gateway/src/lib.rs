@@ -210,18 +210,14 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         .collect();
     let key =
         CallerKey::new(&config.auth.gateway_signing_key).map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?;
-    let upstream_client = reqwest::Client::builder()
+    let login_client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
+    // Checked once here, so that building one per worker below cannot fail.
+    proxy::WorkerClient::build()?;
     let login = (!config.login.client_id.is_empty()).then(|| {
-        Arc::new(session::Login::new(
-            config.login.clone(),
-            &config.auth0.issuer,
-            &config.auth0.audience,
-            upstream_client.clone(),
-        ))
+        Arc::new(session::Login::new(config.login.clone(), &config.auth0.issuer, &config.auth0.audience, login_client))
     });
     let proxy = Arc::new(proxy::Proxy::new(
         proxy::Routes::new(&config.upstreams),
@@ -233,7 +229,6 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         key,
         &config.limits,
         config.http.max_body_bytes,
-        upstream_client,
         login.clone(),
     ));
     checks.push(Arc::new(TenantCheck(Arc::clone(&proxy))));
@@ -269,8 +264,13 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
                     .route("/auth/session", web::get().to(session::current))
                     .route("/auth/logout", web::get().to(session::logout));
             }
+            // This closure runs once per worker thread: each gets its own client.
+            if let Ok(client) = proxy::WorkerClient::build() {
+                c.app_data(web::Data::new(client));
+            }
             c.app_data(data.clone())
-                .route("/webhooks/auth0/post-registration", web::post().to(proxy::forward_auth0_webhook))
+                .route("/webhooks/auth0/post-registration", web::post().to(proxy::forward_webhook))
+                .route("/webhooks/stripe", web::post().to(proxy::forward_webhook))
                 .service(api.default_service(web::to(proxy::forward)));
         }),
     )

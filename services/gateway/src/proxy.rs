@@ -26,6 +26,7 @@ use uuid::Uuid;
 pub struct Routes {
     table: Vec<(&'static str, String)>,
     identity: String,
+    billing: String,
 }
 
 impl Routes {
@@ -43,10 +44,12 @@ impl Routes {
                 ("/api/credits", base(&upstreams.billing)),
                 ("/api/cluster", base(&upstreams.provisioning)),
                 ("/api/admin/clusters", base(&upstreams.provisioning)),
+                ("/api/admin/assignments", base(&upstreams.provisioning)),
                 ("/api/usage", base(&upstreams.metering)),
                 ("/api/admin/metering", base(&upstreams.metering)),
             ],
             identity: base(&upstreams.identity),
+            billing: base(&upstreams.billing),
         }
     }
 
@@ -55,6 +58,28 @@ impl Routes {
             .iter()
             .find(|(prefix, _)| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
             .map(|(_, base)| base.as_str())
+    }
+}
+
+/// The HTTP client one actix worker forwards with. Every worker builds its own, so a pooled
+/// connection's I/O runs on the worker thread that uses it instead of waking another thread
+/// for each forwarded request (a shared client hands a connection opened by one worker to the
+/// others, and every request on it then crosses threads twice).
+#[derive(Clone, Debug)]
+pub struct WorkerClient(reqwest::Client);
+
+impl WorkerClient {
+    /// A client for the services: no redirects, a 30 s bound, a pool per worker.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be set up.
+    pub fn build() -> reqwest::Result<Self> {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map(Self)
     }
 }
 
@@ -85,8 +110,6 @@ pub struct Proxy {
     pub cache_ttl: Duration,
     /// Largest request body forwarded.
     pub max_body_bytes: usize,
-    /// Client for the services.
-    pub http: reqwest::Client,
     /// Browser sessions, when login is configured.
     pub login: Option<std::sync::Arc<crate::session::Login>>,
     callers: Mutex<HashMap<String, (Instant, Resolved)>>,
@@ -101,7 +124,6 @@ impl Proxy {
         key: CallerKey,
         limits: &crate::LimitsConfig,
         max_body_bytes: usize,
-        http: reqwest::Client,
         login: Option<std::sync::Arc<crate::session::Login>>,
     ) -> Self {
         Self {
@@ -112,7 +134,6 @@ impl Proxy {
             per_ip: RateLimiter::per_minute(limits.per_ip_per_minute),
             cache_ttl: Duration::from_secs(limits.caller_cache_secs),
             max_body_bytes,
-            http,
             login,
             callers: Mutex::new(HashMap::new()),
         }
@@ -160,13 +181,20 @@ fn forwardable(name: &str) -> bool {
     ) && !name.starts_with("x-hopsbridge-")
 }
 
-/// Auth0's post-registration Action calls identity's webhook through the gateway. It carries
-/// no token: identity checks its shared secret. Only the per-address limit applies here.
-pub async fn forward_auth0_webhook(
+/// Webhooks from outside carry no token: the service that owns each one checks its signature
+/// (identity the Auth0 Action's shared secret, billing the `Stripe-Signature`). The gateway
+/// forwards the raw body untouched, under the per-address limit only.
+pub async fn forward_webhook(
     proxy: web::Data<Proxy>,
+    client: web::Data<WorkerClient>,
     req: HttpRequest,
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let upstream = match req.uri().path() {
+        "/webhooks/auth0/post-registration" => &proxy.routes.identity,
+        "/webhooks/stripe" => &proxy.routes.billing,
+        _ => return Err(ApiError::not_found("route_not_found", "no such route")),
+    };
     let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     if let Err(wait) = proxy.per_ip.check(&ip, Instant::now()) {
         return Ok(limited(wait));
@@ -179,7 +207,7 @@ pub async fn forward_auth0_webhook(
         }
         body.extend_from_slice(&chunk);
     }
-    let mut outgoing = proxy.http.post(format!("{}{}", proxy.routes.identity, req.uri().path()));
+    let mut outgoing = client.0.post(format!("{upstream}{}", req.uri().path()));
     for (name, value) in req.headers() {
         if forwardable(name.as_str()) {
             outgoing = outgoing.header(name.as_str(), value.as_bytes());
@@ -188,12 +216,13 @@ pub async fn forward_auth0_webhook(
     if let Some(id) = hopsbridge_platform::http::current_request_id() {
         outgoing = outgoing.header("x-request-id", id);
     }
-    relay_answer(outgoing.body(body.freeze()), &proxy.routes.identity).await
+    relay_answer(outgoing.body(body.freeze()), upstream).await
 }
 
 /// The `/api/…` handler.
 pub async fn forward(
     proxy: web::Data<Proxy>,
+    client: web::Data<WorkerClient>,
     req: HttpRequest,
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -201,7 +230,7 @@ pub async fn forward(
     let Some(upstream) = proxy.routes.upstream(path) else {
         return Err(ApiError::not_found("route_not_found", "no such route"));
     };
-    let (caller, _) = match authenticate(&proxy, &req).await? {
+    let (caller, _) = match authenticate(&proxy, &client, &req).await? {
         Ok(who) => who,
         Err(limited) => return Ok(limited),
     };
@@ -214,13 +243,17 @@ pub async fn forward(
         body.extend_from_slice(&chunk);
     }
     let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
-    send(&proxy, &req, upstream, path_and_query, &caller, body.freeze()).await
+    send(&proxy, &client, &req, upstream, path_and_query, &caller, body.freeze()).await
 }
 
 /// `GET /api/auth/caller`: who the gateway takes the caller to be (subject, user id, roles),
 /// answered by the gateway itself from the token and the cached resolution.
-pub async fn caller(proxy: web::Data<Proxy>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let (caller, person) = match authenticate(&proxy, &req).await? {
+pub async fn caller(
+    proxy: web::Data<Proxy>,
+    client: web::Data<WorkerClient>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, person) = match authenticate(&proxy, &client, &req).await? {
         Ok(who) => who,
         Err(limited) => return Ok(limited),
     };
@@ -245,7 +278,11 @@ pub async fn caller(proxy: web::Data<Proxy>, req: HttpRequest) -> Result<HttpRes
 
 /// Rate limits, the token (bearer, or the session cookie with CSRF for changes), the person
 /// behind it and their roles. `Ok(Err(response))` is a rate-limit answer.
-async fn authenticate(proxy: &Proxy, req: &HttpRequest) -> Result<Result<(Caller, Resolved), HttpResponse>, ApiError> {
+async fn authenticate(
+    proxy: &Proxy,
+    client: &WorkerClient,
+    req: &HttpRequest,
+) -> Result<Result<(Caller, Resolved), HttpResponse>, ApiError> {
     let now = Instant::now();
     let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     if let Err(wait) = proxy.per_ip.check(&ip, now) {
@@ -278,7 +315,7 @@ async fn authenticate(proxy: &Proxy, req: &HttpRequest) -> Result<Result<(Caller
     if let Err(wait) = proxy.per_user.check(claims.subject.as_str(), now) {
         return Ok(Err(limited(wait)));
     }
-    let person = resolve(proxy, &claims).await?;
+    let person = resolve(proxy, client, &claims).await?;
     match person.status.as_str() {
         "active" => {}
         "suspended" => return Err(ApiError::forbidden("account_suspended", "the account is suspended")),
@@ -299,6 +336,7 @@ async fn authenticate(proxy: &Proxy, req: &HttpRequest) -> Result<Result<(Caller
 
 async fn send(
     proxy: &Proxy,
+    client: &WorkerClient,
     req: &HttpRequest,
     upstream: &str,
     path_and_query: &str,
@@ -307,7 +345,7 @@ async fn send(
 ) -> Result<HttpResponse, ApiError> {
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::bad_request("invalid_method", "unsupported method"))?;
-    let mut outgoing = proxy.http.request(method, format!("{upstream}{path_and_query}"));
+    let mut outgoing = client.0.request(method, format!("{upstream}{path_and_query}"));
     for (name, value) in req.headers() {
         if forwardable(name.as_str()) {
             outgoing = outgoing.header(name.as_str(), value.as_bytes());
@@ -347,7 +385,7 @@ async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Resu
 
 /// Asks identity who the token's person is (creating them on their first call), with a short
 /// cache so a burst of requests costs one call.
-async fn resolve(proxy: &Proxy, claims: &AccessClaims) -> Result<Resolved, ApiError> {
+async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) -> Result<Resolved, ApiError> {
     let subject = claims.subject.as_str();
     if let Ok(cache) = proxy.callers.lock()
         && let Some((at, person)) = cache.get(subject)
@@ -362,7 +400,7 @@ async fn resolve(proxy: &Proxy, claims: &AccessClaims) -> Result<Resolved, ApiEr
         roles: vec![Role::User],
         email: claims.email.as_ref().map(|e| e.as_str().to_owned()),
     };
-    let mut request = proxy.http.post(format!("{}{path}", proxy.routes.identity));
+    let mut request = client.0.post(format!("{}{path}", proxy.routes.identity));
     for (name, value) in proxy.key.sign("POST", path, &caller, chrono::Utc::now().timestamp()) {
         request = request.header(name, value);
     }

@@ -231,6 +231,15 @@ impl Webhooks {
         Ok(n > 0)
     }
 
+    async fn knows_customer(&self, customer: &str) -> anyhow::Result<bool> {
+        use crate::accounts::accounts as a;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.db.conn().await?;
+        let n: i64 = a::table.filter(a::stripe_customer_id.eq(customer)).count().get_result(&mut conn).await?;
+        Ok(n > 0)
+    }
+
     async fn prepare(&self, event: &Event) -> anyhow::Result<Effect> {
         let o = &event.data.object;
         let effect = match event.kind.as_str() {
@@ -290,6 +299,10 @@ impl Webhooks {
         let (Some(intent), Some(customer)) = (id_of(&o["setup_intent"]), id_of(&o["customer"])) else {
             return Ok(Effect::Nothing);
         };
+        if !self.knows_customer(&customer).await? {
+            // Not one of ours: no Stripe write on its behalf.
+            return Ok(Effect::Nothing);
+        }
         #[derive(Deserialize)]
         struct Intent {
             payment_method: Option<Value>,
@@ -314,7 +327,9 @@ async fn apply_effect(c: &mut AsyncPgConnection, stripe: &Stripe, effect: &Effec
     match effect {
         Effect::Nothing => Ok(()),
         Effect::Invoice(invoice) => {
-            accounts::record_invoice(c, invoice, at).await?;
+            if accounts::lock_by_customer(c, &invoice.customer).await?.is_some() {
+                accounts::record_invoice(c, invoice, at).await?;
+            }
             Ok(())
         }
         Effect::Subscription { id, customer } => {

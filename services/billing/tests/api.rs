@@ -302,6 +302,17 @@ async fn cards_come_and_go_with_one_event_per_change_whatever_the_order() {
     let stranger = event("payment_method.attached", t, card("pm_x", Some("cus_stranger"), "9999"), None);
     assert_eq!(billing.webhook(&stranger).await.0, 200);
     assert_eq!(count(&billing.db, "payment_methods WHERE id = 'pm_x'").await, 0);
+    let invoice = json!({"id": "in_x", "object": "invoice", "customer": "cus_stranger", "status": "paid",
+        "amount_due": 100, "currency": "usd", "number": "X-1", "hosted_invoice_url": null, "created": t});
+    assert_eq!(billing.webhook(&event("invoice.paid", t, invoice, None)).await.0, 200);
+    assert_eq!(count(&billing.db, "invoices").await, 0);
+    let session = json!({"id": "cs_x", "object": "checkout.session", "mode": "setup", "customer": "cus_stranger", "setup_intent": "seti_x"});
+    assert_eq!(
+        billing.webhook(&event("checkout.session.completed", t, session, None)).await.0,
+        200,
+        "no Stripe call for a stranger"
+    );
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,4 +354,34 @@ async fn subscription_events_out_of_order_end_in_stripes_latest_state() {
     })
     .await;
     assert!(done, "canceled in the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_stripe_fails_routes_answer_503_and_webhooks_are_left_for_stripe_to_deliver_again() {
+    let billing = start().await;
+    let (user, account) = billing.new_owner().await;
+    let owner = caller(user, &[Role::Owner]);
+    billing.sim.fail_next(1, 429);
+    let (status, body) = billing.call(Method::POST, "/api/billing/payment-method", Some(&owner)).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
+    billing.sim.fail_next(1, 500);
+    let (status, body) = billing.call(Method::POST, "/api/billing/portal", Some(&owner)).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
+
+    let subscription = account.stripe_subscription_id.unwrap();
+    billing.sim.create_invoice(&subscription, &[1, 0, 0], false).unwrap();
+    let object = json!({"id": subscription, "object": "subscription", "customer": account.stripe_customer_id, "status": "past_due"});
+    let body = event("customer.subscription.updated", chrono::Utc::now().timestamp(), object, None);
+    let before = footprint(&billing).await;
+    billing.sim.fail_next(1, 503);
+    let (status, answer) = billing.webhook(&body).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
+    assert_eq!(footprint(&billing).await, before, "the event is not claimed, so Stripe's retry applies it");
+    let (status, answer) = billing.webhook(&body).await;
+    assert_eq!((status, answer["duplicate"].as_bool()), (StatusCode::OK, None));
+    assert_eq!(account_status(&billing, user).await, "past_due");
+}
+
+async fn account_status(billing: &Billing, user: Uuid) -> String {
+    account(&billing.db, user).await.unwrap().subscription_status.unwrap()
 }

@@ -171,6 +171,17 @@ start_service() {
         if [[ ${svc} == identity ]]; then
             vars+=("${prefix}WEBHOOK__SECRET=${AUTH0_WEBHOOK_SECRET}")
         fi
+        if [[ ${svc} == billing ]]; then
+            # The sandbox's Stripe, which sends its webhooks to the gateway's /webhooks/stripe.
+            vars+=(
+                "${prefix}STRIPE__API_BASE=${SANDBOX_STRIPE_URL}"
+                "${prefix}STRIPE__SECRET_KEY=${SANDBOX_STRIPE_SECRET_KEY}"
+                "${prefix}STRIPE__WEBHOOK_SECRET=${SANDBOX_STRIPE_WEBHOOK_SECRET}"
+                "${prefix}CHECKOUT__SUCCESS_URL=http://${HOST}:${PORT[gateway]}/billing?card=added"
+                "${prefix}CHECKOUT__CANCEL_URL=http://${HOST}:${PORT[gateway]}/billing?card=cancelled"
+                "${prefix}PORTAL__RETURN_URL=http://${HOST}:${PORT[gateway]}/billing"
+            )
+        fi
     else
         local upstream
         for upstream in "${DATA_SERVICES[@]}"; do

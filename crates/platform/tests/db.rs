@@ -52,14 +52,16 @@ async fn database_errors_are_classified() {
     let db = TestDb::new().await;
     let database = Database::new(&db.config(), "billing").unwrap();
     let mut conn = database.conn().await.unwrap();
-    diesel::sql_query("CREATE TABLE accounts (id int PRIMARY KEY, owner int REFERENCES accounts(id))")
+    diesel::sql_query("CREATE TABLE scratch_accounts (id int PRIMARY KEY, owner int REFERENCES scratch_accounts(id))")
         .execute(&mut conn)
         .await
         .unwrap();
-    diesel::sql_query("INSERT INTO accounts VALUES (1, NULL)").execute(&mut conn).await.unwrap();
-    let dup = diesel::sql_query("INSERT INTO accounts VALUES (1, NULL)").execute(&mut conn).await.unwrap_err();
-    assert!(matches!(DbError::from(dup), DbError::UniqueViolation { constraint } if constraint == "accounts_pkey"));
-    let fk = diesel::sql_query("INSERT INTO accounts VALUES (2, 99)").execute(&mut conn).await.unwrap_err();
+    diesel::sql_query("INSERT INTO scratch_accounts VALUES (1, NULL)").execute(&mut conn).await.unwrap();
+    let dup = diesel::sql_query("INSERT INTO scratch_accounts VALUES (1, NULL)").execute(&mut conn).await.unwrap_err();
+    assert!(
+        matches!(DbError::from(dup), DbError::UniqueViolation { constraint } if constraint == "scratch_accounts_pkey")
+    );
+    let fk = diesel::sql_query("INSERT INTO scratch_accounts VALUES (2, 99)").execute(&mut conn).await.unwrap_err();
     assert!(matches!(DbError::from(fk), DbError::ForeignKeyViolation));
     assert!(matches!(DbError::from(diesel::result::Error::NotFound), DbError::NotFound));
 }

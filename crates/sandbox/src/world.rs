@@ -44,6 +44,9 @@ pub struct World {
     pub users: Vec<TestUser>,
     /// Stripe.
     pub stripe: StripeSim,
+    /// The signing secret of the Stripe webhook endpoint registered at the gateway's
+    /// `/webhooks/stripe` (billing verifies deliveries with it).
+    pub stripe_webhook_secret: String,
     /// The clusters.
     pub clusters: Vec<Cluster>,
     /// The clock the clusters' workloads run on; [`World::follow_real_time`] keeps it at now.
@@ -68,6 +71,9 @@ impl World {
         }
         let client_id = Auth0Config::default().client_id;
         let stripe = StripeSim::start(StripeConfig::default())?;
+        // Stripe delivers its events to the gateway, which forwards them to billing.
+        let stripe_webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
+        stripe.add_webhook_endpoint(&format!("{gateway}/webhooks/stripe"), &stripe_webhook_secret);
         let now = chrono::Utc::now().timestamp();
         let clock = Arc::new(SimClock::new(now));
         let clusters = (1..=config.clusters)
@@ -91,7 +97,7 @@ impl World {
                 Ok(Cluster { name, hopsworks, kubernetes })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self { auth0, users, stripe, clusters, clock })
+        Ok(Self { auth0, users, stripe, stripe_webhook_secret, clusters, clock })
     }
 
     /// Keeps the simulated clock at the wall clock, once a second, until the task is dropped
@@ -120,6 +126,7 @@ impl World {
             format!("SANDBOX_AUTH0_CLIENT_SECRET={}", cfg.client_secret),
             format!("SANDBOX_STRIPE_URL={}", self.stripe.url()),
             format!("SANDBOX_STRIPE_SECRET_KEY={}", self.stripe.secret_key()),
+            format!("SANDBOX_STRIPE_WEBHOOK_SECRET={}", self.stripe_webhook_secret),
             format!("SANDBOX_CLUSTERS=\"{}\"", names.join(" ")),
         ];
         for c in &self.clusters {
@@ -147,6 +154,10 @@ impl World {
             lines.push(format!("  user         {} <{}> ({})", u.sub, u.email, u.connection));
         }
         lines.push(format!("Stripe         {} (secret key {})", self.stripe.url(), self.stripe.secret_key()));
+        lines.push(format!(
+            "  webhooks     to the gateway's /webhooks/stripe, signed with {}",
+            self.stripe_webhook_secret
+        ));
         for c in &self.clusters {
             lines.push(format!("Cluster        {}", c.name));
             lines.push(format!("  hopsworks    {} (ApiKey {})", c.hopsworks.url(), c.hopsworks.api_key()));

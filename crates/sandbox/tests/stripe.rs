@@ -888,3 +888,58 @@ async fn the_hosted_checkout_page_pays_and_redirects_to_the_success_url_with_the
     assert_eq!(browser.get(&url).send().await.unwrap().status(), 404, "a completed session's page is gone");
     assert_eq!(sim.payment_methods().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_are_found_by_lookup_key_and_meters_by_status() {
+    use stripe_product::price::ListPrice;
+    let (_sim, client) = start();
+    let (meter, _) = metered_catalog(&client).await;
+    let product = CreateProduct::new("GPU hours").send(&client).await.unwrap();
+    let mut recurring = CreatePriceRecurring::new(CreatePriceRecurringInterval::Month);
+    recurring.usage_type = Some(CreatePriceRecurringUsageType::Metered);
+    recurring.meter = Some(meter.clone());
+    let keyed = CreatePrice::new(Currency::USD)
+        .product(product.id.as_str())
+        .recurring(recurring)
+        .unit_amount_decimal("350")
+        .lookup_key("gpu_hour_v1")
+        .send(&client)
+        .await
+        .unwrap();
+    let found = ListPrice::new().lookup_keys(vec!["gpu_hour_v1".to_owned()]).active(true).send(&client).await.unwrap();
+    assert_eq!(found.data.iter().map(|p| p.id.to_string()).collect::<Vec<_>>(), vec![keyed.id.to_string()]);
+    assert_eq!(found.data[0].lookup_key.as_deref(), Some("gpu_hour_v1"));
+    let none = ListPrice::new().lookup_keys(vec!["cpu_hour_v1".to_owned()]).send(&client).await.unwrap();
+    assert!(none.data.is_empty());
+    assert_eq!(ListPrice::new().send(&client).await.unwrap().data.len(), 4, "no filter: every price");
+    let eleven: Vec<String> = (0..11).map(|i| format!("k{i}")).collect();
+    let (status, _) = api_error(ListPrice::new().lookup_keys(eleven).send(&client).await);
+    assert_eq!(status, 400, "at most 10 lookup keys");
+
+    let active =
+        ListBillingMeter::new().status(stripe_billing::BillingMeterStatus::Active).send(&client).await.unwrap();
+    assert_eq!(active.data.len(), 1);
+    let inactive =
+        ListBillingMeter::new().status(stripe_billing::BillingMeterStatus::Inactive).send(&client).await.unwrap();
+    assert!(inactive.data.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_429s_and_5xxs_change_nothing_and_then_requests_succeed() {
+    let (sim, client) = start();
+    sim.fail_next(2, 429);
+    sim.fail_next(1, 503);
+    let key = || RequestStrategy::Idempotent(IdempotencyKey::new("hb-customer-evt-1").unwrap());
+    let create = || CreateCustomer::new().email("ada@example.com").customize().request_strategy(key());
+    let (status, error) = api_error(create().send(&client).await);
+    assert_eq!((status, error.code), (429, Some(ApiErrorsCode::RateLimit)));
+    assert_eq!(api_error(create().send(&client).await).0, 429);
+    let (status, error) = api_error(create().send(&client).await);
+    assert_eq!((status, error.type_), (503, ApiErrorsType::ApiError));
+    assert_eq!(sim.failures_left(), 0);
+    assert!(sim.customers().is_empty(), "a failed request changes nothing");
+    let first = create().send(&client).await.unwrap();
+    let again = create().send(&client).await.unwrap();
+    assert_eq!(first.id, again.id, "the key was not spent by the failures");
+    assert_eq!(sim.customers().len(), 1);
+}

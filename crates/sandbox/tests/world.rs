@@ -53,6 +53,7 @@ async fn the_binary_starts_the_world_writes_its_settings_and_stops_on_sigterm() 
         .await
         .unwrap();
     assert_eq!(stripe.status(), 200);
+    assert!(env["SANDBOX_STRIPE_WEBHOOK_SECRET"].starts_with("whsec_"), "billing's webhook secret is written");
 
     for cluster in ["EU_1", "EU_2", "EU_3"] {
         let yaml = std::fs::read_to_string(&env[&format!("SANDBOX_{cluster}_KUBECONFIG")]).unwrap();

@@ -70,6 +70,13 @@ pub fn data_service_env(
     if service == Service::Identity {
         env.push(var(service, "webhook.secret", crate::WEBHOOK_SECRET));
     }
+    if service == Service::Billing {
+        // Stripe itself is not needed for the lifecycle: billing finds its prices in the
+        // background and /readyz does not depend on Stripe.
+        env.push(var(service, "stripe.secret_key", crate::STRIPE_SECRET_KEY));
+        env.push(var(service, "stripe.webhook_secret", crate::STRIPE_WEBHOOK_SECRET));
+        env.push(var(service, "stripe.api_base", "http://127.0.0.1:9"));
+    }
     env
 }
 

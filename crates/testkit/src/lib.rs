@@ -48,6 +48,12 @@ pub const GATEWAY_SIGNING_KEY: &str = "test-gateway-signing-key-0123456789abcdef
 /// The secret tests' Auth0 Action sends to identity's webhook.
 pub const WEBHOOK_SECRET: &str = "test-auth0-webhook-secret";
 
+/// The Stripe secret key tests configure billing with (the sandbox is started with it).
+pub const STRIPE_SECRET_KEY: &str = "sk_test_hopsbridge_0123456789abcdef";
+
+/// The webhook signing secret tests configure billing and the Stripe sandbox with.
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_test_hopsbridge_0123456789";
+
 /// The admin URL of the test Postgres server (`HOPSBRIDGE_TEST_DATABASE_URL`, default the
 /// local server as user postgres).
 #[must_use]

@@ -1,13 +1,29 @@
-//! The billing service: Stripe customers and subscriptions, payment methods, credits and usage sync.
+//! The billing service: Stripe customers and subscriptions, payment methods and webhooks.
 //!
-//! Its features arrive with their issues; today it is a complete service shell: configuration,
-//! its Postgres schema with outbox and inbox, NATS, health endpoints and graceful shutdown.
+//! - On `UserCreatedV1` ([`events::UserCreated`]): one Stripe customer and one subscription of
+//!   metered prices (CPU core-hours, RAM GiB-hours, GPU hours), safe to repeat.
+//! - `GET /api/billing`, `POST /api/billing/payment-method`, `POST /api/billing/portal` for the
+//!   account owner ([`routes`]).
+//! - `POST /webhooks/stripe` ([`webhooks`]): signed events applied once; the first usable card
+//!   publishes `PaymentMethodAddedV1`, losing the last one `PaymentMethodRemovedV1`.
+
+pub mod accounts;
+pub mod catalog;
+pub mod config;
+pub mod events;
+pub mod routes;
+pub mod stripe;
+pub mod webhooks;
+
+pub use config::BillingConfig;
 
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::{DATA_SERVICE_DEFAULTS, DataServiceConfig};
+use hopsbridge_contracts::events::UserCreatedV1;
+use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
 use hopsbridge_platform::service::{Application, DataService};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// This service.
 pub const SERVICE: Service = Service::Billing;
@@ -23,7 +39,55 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 ///
 /// # Errors
 /// When Postgres or NATS cannot be reached, a migration fails, or the port cannot be bound.
-pub async fn build(config: DataServiceConfig) -> anyhow::Result<Application> {
-    let service = DataService::connect(SERVICE, config, MIGRATIONS).await?;
-    service.application(Arc::new(|_routes| {}))
+pub async fn build(config: BillingConfig) -> anyhow::Result<Application> {
+    build_with_hooks(config, events::UserCreatedHooks::default()).await
+}
+
+/// [`build`] with test seams in the `UserCreated` handler.
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedHooks) -> anyhow::Result<Application> {
+    let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    let stripe = stripe::Stripe::new(&config.stripe.api_base, config.stripe.secret_key.clone())?;
+    let prices = catalog::Prices::new(stripe.clone(), config.rates.clone(), config.stripe.currency.clone());
+    let state = routes::State {
+        db: service.db.clone(),
+        stripe: stripe.clone(),
+        webhook_secret: config.stripe.webhook_secret.clone(),
+        currency: config.stripe.currency.clone(),
+        checkout: config.checkout.clone(),
+        portal: config.portal.clone(),
+        webhooks: webhooks::Webhooks::new(service.db.clone(), stripe.clone()),
+    };
+    let created = service.consumer::<UserCreatedV1, _>(events::UserCreated::new(
+        service.db.clone(),
+        stripe,
+        prices.clone(),
+        hooks,
+    ));
+    Ok(service
+        .application(Arc::new(move |c| routes::configure(c, state.clone())))?
+        .with_task("stripe-catalog", move |cancel| ensure_catalog(prices, cancel))
+        .with_task("user-created", move |cancel| created.run(cancel)))
+}
+
+/// Finds or creates the meters and prices at start, retrying with backoff while Stripe is
+/// unreachable (the service serves meanwhile; a new person's subscription waits for it).
+async fn ensure_catalog(prices: catalog::Prices, cancel: tokio_util::sync::CancellationToken) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match prices.get().await {
+            Ok(catalog) => {
+                tracing::info!(prices = ?catalog.prices, "Stripe meters and prices ready");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in_secs = pause.as_secs(), "Stripe meters and prices not ready"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(300));
+    }
 }

@@ -112,6 +112,10 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         Some(key) => key.to_owned(),
     };
 
+    if let Some(status) = state.failures.pop_front() {
+        return error(&injected_failure(status));
+    }
+
     if let Some(limit) = state.rate_limit {
         let second = chrono::Utc::now().timestamp();
         let window = state.rate_window.entry(key).or_insert((second, 0));
@@ -202,6 +206,27 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     reply(status, &answer, &request_id, &version, false)
 }
 
+/// The answer to a request a test made fail: Stripe's 429 `rate_limit`, or its `api_error` for
+/// a 5xx. Nothing is changed.
+fn injected_failure(status: u16) -> ApiError {
+    if status == 429 {
+        ApiError {
+            status: 429,
+            code: Some("rate_limit"),
+            ..ApiError::invalid(
+                "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+                None,
+            )
+        }
+    } else {
+        ApiError {
+            status,
+            kind: "api_error",
+            ..ApiError::invalid("An unknown error occurred. Please retry the request.", None)
+        }
+    }
+}
+
 /// Replaces the id at a dotted `expand` path (`latest_invoice`, `items.data.price.product`) with
 /// the stored object; lists along the path are expanded element by element.
 fn expand(state: &State, value: &mut Value, full: &str, path: &[&str]) -> Result<(), ApiError> {
@@ -247,12 +272,31 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
         ["prices"] if post => catalog::create_price(state, p),
         ["prices"] if get => {
             let product = s(p, "product");
-            let items = state.all("price").into_iter().filter(|x| product.is_none_or(|v| x["product"] == v)).collect();
+            let active = s(p, "active");
+            let lookup_keys: Option<Vec<&str>> = p
+                .get("lookup_keys")
+                .and_then(Value::as_array)
+                .map(|keys| keys.iter().filter_map(Value::as_str).collect());
+            if lookup_keys.as_ref().is_some_and(|k| k.len() > 10) {
+                return Err(ApiError::invalid("You may only specify up to 10 lookup_keys.", Some("lookup_keys")));
+            }
+            let items = state
+                .all("price")
+                .into_iter()
+                .filter(|x| product.is_none_or(|v| x["product"] == v))
+                .filter(|x| active.is_none_or(|a| x["active"] == (a == "true")))
+                .filter(|x| lookup_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| x["lookup_key"] == *k)))
+                .collect();
             list("/v1/prices", items, p)
         }
         ["prices", id] if get => state.get("price", "price", id, "id"),
         ["billing", "meters"] if post => catalog::create_meter(state, p),
-        ["billing", "meters"] if get => list("/v1/billing/meters", state.all("billing.meter"), p),
+        ["billing", "meters"] if get => {
+            let status = super::params::one_of(p, "status", "status", &["active", "inactive"])?;
+            let items =
+                state.all("billing.meter").into_iter().filter(|m| status.is_none_or(|st| m["status"] == st)).collect();
+            list("/v1/billing/meters", items, p)
+        }
         ["billing", "meters", id] if get => state.get("billing.meter", "billing.meter", id, "id"),
         ["billing", "meter_events"] if post => catalog::create_meter_event(state, p),
         ["subscriptions"] if post => subscriptions::create_subscription(state, p, ctx),

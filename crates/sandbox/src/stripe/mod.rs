@@ -111,6 +111,19 @@ impl StripeSim {
         self.shared.lock().rate_limit = per_second;
     }
 
+    /// Answers the next `n` authenticated API requests with `status` and changes nothing:
+    /// 429 is Stripe's `rate_limit` error, a 5xx its `api_error`. Hosted pages are not affected.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut state = self.shared.lock();
+        state.failures.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// How many injected failures are still to be answered.
+    #[must_use]
+    pub fn failures_left(&self) -> usize {
+        self.shared.lock().failures.len()
+    }
+
     /// Moves the simulated clock forward (or back) by `seconds`.
     pub fn advance_clock(&self, seconds: i64) {
         self.shared.lock().clock_offset += seconds;

@@ -178,6 +178,8 @@ pub struct State {
     /// Seconds added to the real clock.
     pub clock_offset: i64,
     pub rate_limit: Option<u32>,
+    /// Statuses the next API requests are answered with (a test's faults), first first.
+    pub failures: std::collections::VecDeque<u16>,
     pub rate_window: HashMap<String, (i64, u32)>,
     pub objects: BTreeMap<String, Value>,
     pub order: Vec<String>,

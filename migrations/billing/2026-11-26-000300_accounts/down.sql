@@ -1,0 +1,4 @@
+DROP TABLE processed_stripe_events;
+DROP TABLE invoices;
+DROP TABLE payment_methods;
+DROP TABLE accounts;

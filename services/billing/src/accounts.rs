@@ -1,0 +1,433 @@
+//! billing's tables and the queries on them.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+use uuid::Uuid;
+
+diesel::table! {
+    /// One billing account per person.
+    accounts (user_id) {
+        user_id -> Uuid,
+        email -> Text,
+        name -> Text,
+        billing_mode -> Text,
+        stripe_customer_id -> Nullable<Text>,
+        stripe_subscription_id -> Nullable<Text>,
+        subscription_status -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Payment methods Stripe told us about.
+    payment_methods (id) {
+        id -> Text,
+        stripe_customer_id -> Text,
+        brand -> Nullable<Text>,
+        last4 -> Nullable<Text>,
+        exp_month -> Nullable<Int4>,
+        exp_year -> Nullable<Int4>,
+        attached_at -> Nullable<Int8>,
+        detached_at -> Nullable<Int8>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Invoices from invoice.* webhooks.
+    invoices (id) {
+        id -> Text,
+        stripe_customer_id -> Text,
+        number -> Nullable<Text>,
+        status -> Text,
+        amount_due -> Int8,
+        currency -> Text,
+        hosted_invoice_url -> Nullable<Text>,
+        created -> Int8,
+        event_created -> Int8,
+        status_rank -> Int4,
+    }
+}
+
+diesel::table! {
+    /// Stripe events already applied.
+    processed_stripe_events (event_id) {
+        event_id -> Text,
+        event_type -> Text,
+        created -> Int8,
+        processed_at -> Timestamptz,
+    }
+}
+
+/// Billing modes.
+pub mod mode {
+    /// Usage billed monthly through Stripe; a card is required before access.
+    pub const POSTPAID: &str = "postpaid";
+}
+
+/// A billing account.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+pub struct Account {
+    /// The person.
+    pub user_id: Uuid,
+    /// Their email when the account was opened.
+    pub email: String,
+    /// Their name.
+    pub name: String,
+    /// `free`, `postpaid` or `prepaid`.
+    pub billing_mode: String,
+    /// `cus_…` once created.
+    pub stripe_customer_id: Option<String>,
+    /// `sub_…` once created.
+    pub stripe_subscription_id: Option<String>,
+    /// The subscription's status as Stripe last reported it.
+    pub subscription_status: Option<String>,
+}
+
+/// A card as `GET /api/billing` shows it.
+#[derive(Debug, Clone, Queryable, Serialize, utoipa::ToSchema)]
+pub struct CardSummary {
+    /// `visa`, `mastercard`, …
+    pub brand: Option<String>,
+    /// The last four digits.
+    pub last4: Option<String>,
+    /// Expiry month, 1-12.
+    pub exp_month: Option<i32>,
+    /// Expiry year.
+    pub exp_year: Option<i32>,
+}
+
+/// An invoice as `GET /api/billing` shows it.
+#[derive(Debug, Clone, Queryable, Serialize, utoipa::ToSchema)]
+pub struct InvoiceSummary {
+    /// The invoice number.
+    pub number: Option<String>,
+    /// `open`, `paid`, `void`, `uncollectible`.
+    pub status: String,
+    /// What is due, in the currency's minor unit.
+    pub amount_due: i64,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// Stripe's hosted page for the invoice.
+    pub hosted_invoice_url: Option<String>,
+    /// When Stripe created it (unix seconds).
+    pub created: i64,
+}
+
+/// The account of `user`, if opened.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn get(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<Option<Account>> {
+    accounts::table.find(user).select(Account::as_select()).first(conn).await.optional()
+}
+
+/// Opens the account of `user` unless it exists; returns it either way.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn open(conn: &mut AsyncPgConnection, user: Uuid, email: &str, name: &str) -> QueryResult<Account> {
+    diesel::insert_into(accounts::table)
+        .values((
+            accounts::user_id.eq(user),
+            accounts::email.eq(email),
+            accounts::name.eq(name),
+            accounts::billing_mode.eq(mode::POSTPAID),
+        ))
+        .on_conflict(accounts::user_id)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    accounts::table.find(user).select(Account::as_select()).first(conn).await
+}
+
+/// Records the Stripe customer of `user` (only if none is recorded yet; returns the one kept).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn set_customer(conn: &mut AsyncPgConnection, user: Uuid, customer: &str) -> QueryResult<String> {
+    diesel::update(accounts::table.find(user).filter(accounts::stripe_customer_id.is_null()))
+        .set((accounts::stripe_customer_id.eq(customer), accounts::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    let kept: Option<String> = accounts::table.find(user).select(accounts::stripe_customer_id).first(conn).await?;
+    Ok(kept.unwrap_or_else(|| customer.to_owned()))
+}
+
+/// Records the subscription of `user` (only if none is recorded yet).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn set_subscription(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    subscription: &str,
+    status: &str,
+) -> QueryResult<()> {
+    diesel::update(accounts::table.find(user).filter(accounts::stripe_subscription_id.is_null()))
+        .set((
+            accounts::stripe_subscription_id.eq(subscription),
+            accounts::subscription_status.eq(status),
+            accounts::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The account whose Stripe customer is `customer`, locked for the rest of the transaction.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn lock_by_customer(conn: &mut AsyncPgConnection, customer: &str) -> QueryResult<Option<Account>> {
+    accounts::table
+        .filter(accounts::stripe_customer_id.eq(customer))
+        .select(Account::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Sets the subscription status (and id, when the account has none yet or it is this one).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn set_subscription_status(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    subscription: &str,
+    status: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        accounts::table
+            .find(user)
+            .filter(accounts::stripe_subscription_id.is_null().or(accounts::stripe_subscription_id.eq(subscription))),
+    )
+    .set((
+        accounts::stripe_subscription_id.eq(subscription),
+        accounts::subscription_status.eq(status),
+        accounts::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)
+    .await
+}
+
+/// How many usable (attached, not detached) payment methods `customer` has.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn usable_payment_methods(conn: &mut AsyncPgConnection, customer: &str) -> QueryResult<i64> {
+    payment_methods::table
+        .filter(payment_methods::stripe_customer_id.eq(customer))
+        .filter(payment_methods::attached_at.is_not_null())
+        .filter(payment_methods::detached_at.is_null())
+        .count()
+        .get_result(conn)
+        .await
+}
+
+/// A card's details, when the event carried them.
+#[derive(Debug, Clone, Default)]
+pub struct Card {
+    /// Brand.
+    pub brand: Option<String>,
+    /// Last four digits.
+    pub last4: Option<String>,
+    /// Expiry month.
+    pub exp_month: Option<i32>,
+    /// Expiry year.
+    pub exp_year: Option<i32>,
+}
+
+/// Records that payment method `id` is attached to `customer` (at `at`, the event's time),
+/// unless it was detached already: a detached payment method cannot be attached again.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn attach(conn: &mut AsyncPgConnection, id: &str, customer: &str, card: &Card, at: i64) -> QueryResult<()> {
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+    diesel::sql_query(
+        "INSERT INTO payment_methods (id, stripe_customer_id, brand, last4, exp_month, exp_year, attached_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE SET \
+           attached_at = COALESCE(payment_methods.attached_at, EXCLUDED.attached_at), \
+           brand = COALESCE(EXCLUDED.brand, payment_methods.brand), \
+           last4 = COALESCE(EXCLUDED.last4, payment_methods.last4), \
+           exp_month = COALESCE(EXCLUDED.exp_month, payment_methods.exp_month), \
+           exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year), \
+           updated_at = now() \
+         WHERE payment_methods.detached_at IS NULL",
+    )
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(customer)
+    .bind::<Nullable<Text>, _>(&card.brand)
+    .bind::<Nullable<Text>, _>(&card.last4)
+    .bind::<Nullable<Integer>, _>(card.exp_month)
+    .bind::<Nullable<Integer>, _>(card.exp_year)
+    .bind::<BigInt, _>(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that payment method `id` was detached from `customer` at `at`. Final.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn detach(conn: &mut AsyncPgConnection, id: &str, customer: &str, at: i64) -> QueryResult<()> {
+    diesel::insert_into(payment_methods::table)
+        .values((
+            payment_methods::id.eq(id),
+            payment_methods::stripe_customer_id.eq(customer),
+            payment_methods::detached_at.eq(at),
+        ))
+        .on_conflict(payment_methods::id)
+        .do_update()
+        .set((payment_methods::detached_at.eq(at), payment_methods::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The card shown for `customer`: the most recently attached usable one.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn card(conn: &mut AsyncPgConnection, customer: &str) -> QueryResult<Option<CardSummary>> {
+    payment_methods::table
+        .filter(payment_methods::stripe_customer_id.eq(customer))
+        .filter(payment_methods::attached_at.is_not_null())
+        .filter(payment_methods::detached_at.is_null())
+        .order((payment_methods::attached_at.desc(), payment_methods::updated_at.desc()))
+        .select((payment_methods::brand, payment_methods::last4, payment_methods::exp_month, payment_methods::exp_year))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// An invoice as a webhook reports it.
+#[derive(Debug, Clone)]
+pub struct InvoiceRecord {
+    /// `in_…`.
+    pub id: String,
+    /// `cus_…`.
+    pub customer: String,
+    /// Number.
+    pub number: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Amount due, minor units.
+    pub amount_due: i64,
+    /// Currency.
+    pub currency: String,
+    /// Hosted page.
+    pub hosted_invoice_url: Option<String>,
+    /// Stripe's creation time of the invoice.
+    pub created: i64,
+}
+
+/// How far along an invoice's life a status is: a later status is never overwritten by an
+/// earlier one delivered late.
+#[must_use]
+pub fn status_rank(status: &str) -> i32 {
+    match status {
+        "draft" => 0,
+        "open" => 1,
+        "uncollectible" => 2,
+        "paid" | "void" => 3,
+        _ => 0,
+    }
+}
+
+/// Records an invoice unless a newer state of it is recorded already.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn record_invoice(
+    conn: &mut AsyncPgConnection,
+    invoice: &InvoiceRecord,
+    event_created: i64,
+) -> QueryResult<()> {
+    let rank = status_rank(&invoice.status);
+    let values = (
+        invoices::id.eq(&invoice.id),
+        invoices::stripe_customer_id.eq(&invoice.customer),
+        invoices::number.eq(&invoice.number),
+        invoices::status.eq(&invoice.status),
+        invoices::amount_due.eq(invoice.amount_due),
+        invoices::currency.eq(&invoice.currency),
+        invoices::hosted_invoice_url.eq(&invoice.hosted_invoice_url),
+        invoices::created.eq(invoice.created),
+        invoices::event_created.eq(event_created),
+        invoices::status_rank.eq(rank),
+    );
+    let inserted = diesel::insert_into(invoices::table)
+        .values(values)
+        .on_conflict(invoices::id)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    if inserted == 0 {
+        // Newer wins: a later event, or the same second with a later status.
+        diesel::update(
+            invoices::table.find(&invoice.id).filter(
+                invoices::event_created
+                    .lt(event_created)
+                    .or(invoices::event_created.eq(event_created).and(invoices::status_rank.lt(rank))),
+            ),
+        )
+        .set(values)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The newest invoices of `customer`.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn recent_invoices(
+    conn: &mut AsyncPgConnection,
+    customer: &str,
+    limit: i64,
+) -> QueryResult<Vec<InvoiceSummary>> {
+    invoices::table
+        .filter(invoices::stripe_customer_id.eq(customer))
+        .filter(invoices::status.ne("draft"))
+        .order((invoices::created.desc(), invoices::id.desc()))
+        .limit(limit)
+        .select((
+            invoices::number,
+            invoices::status,
+            invoices::amount_due,
+            invoices::currency,
+            invoices::hosted_invoice_url,
+            invoices::created,
+        ))
+        .load(conn)
+        .await
+}
+
+/// Claims a Stripe event id; false when it was claimed before (a duplicate). Concurrent claims
+/// of one id wait for each other on the primary key, so exactly one gets true.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn claim_event(conn: &mut AsyncPgConnection, id: &str, kind: &str, created: i64) -> QueryResult<bool> {
+    let n = diesel::insert_into(processed_stripe_events::table)
+        .values((
+            processed_stripe_events::event_id.eq(id),
+            processed_stripe_events::event_type.eq(kind),
+            processed_stripe_events::created.eq(created),
+        ))
+        .on_conflict(processed_stripe_events::event_id)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}

@@ -1,0 +1,287 @@
+//! billing's settings: the shared data-service settings plus Stripe, Checkout, the portal and
+//! the usage rates.
+
+use hopsbridge_contracts::Service;
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::config::{
+    AuthConfig, ConfigError, DataServiceConfig, DatabaseConfig, EventsConfig, HttpConfig, NatsConfig, ServiceSettings,
+    ShutdownConfig, TelemetryConfig, Validate,
+};
+use serde::Deserialize;
+
+/// billing's settings: the sections every data service has, plus `stripe`, `checkout`,
+/// `portal` and `rates`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// The HTTP listener.
+    pub http: HttpConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Postgres.
+    pub database: DatabaseConfig,
+    /// NATS.
+    pub nats: NatsConfig,
+    /// Outbox relay and consumers.
+    pub events: EventsConfig,
+    /// Trust in the gateway.
+    pub auth: AuthConfig,
+    /// The Stripe account.
+    pub stripe: StripeConfig,
+    /// Where Stripe Checkout sends the customer back to.
+    pub checkout: CheckoutConfig,
+    /// Where Stripe's billing portal sends the customer back to.
+    pub portal: PortalConfig,
+    /// What each metered resource costs.
+    pub rates: Rates,
+}
+
+impl BillingConfig {
+    /// The sections every data service has.
+    #[must_use]
+    pub fn base(&self) -> DataServiceConfig {
+        DataServiceConfig {
+            http: self.http.clone(),
+            telemetry: self.telemetry.clone(),
+            shutdown: self.shutdown.clone(),
+            database: self.database.clone(),
+            nats: self.nats.clone(),
+            events: self.events.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The Stripe account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// `https://api.stripe.com` in production; the sandbox's URL in development and tests.
+    pub api_base: String,
+    /// The secret API key (`sk_…` or a restricted `rk_…`). Required.
+    pub secret_key: Secret<String>,
+    /// The webhook endpoint's signing secret (`whsec_…`). Required.
+    pub webhook_secret: Secret<String>,
+    /// The currency prices are created in (ISO 4217, lowercase).
+    pub currency: String,
+}
+
+/// Stripe Checkout's return addresses.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutConfig {
+    /// Where the customer lands after adding a card (`{CHECKOUT_SESSION_ID}` is replaced by Stripe).
+    pub success_url: String,
+    /// Where the customer lands after giving up.
+    pub cancel_url: String,
+}
+
+/// The billing portal's return address.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    /// Where the portal's "return" link goes.
+    pub return_url: String,
+}
+
+/// The metered resources.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rates {
+    /// CPU core-hours.
+    pub cpu: Rate,
+    /// RAM GiB-hours.
+    pub ram: Rate,
+    /// GPU hours.
+    pub gpu: Rate,
+}
+
+impl Rates {
+    /// Each resource with its configuration key.
+    #[must_use]
+    pub fn all(&self) -> [(&'static str, &Rate); 3] {
+        [("cpu", &self.cpu), ("ram", &self.ram), ("gpu", &self.gpu)]
+    }
+}
+
+/// One metered resource: its Stripe meter and price.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// The product's name on invoices, e.g. "CPU core-hours".
+    pub product_name: String,
+    /// The billing meter's `event_name`; the meter is found by it.
+    pub meter_event_name: String,
+    /// The price's `lookup_key`; the price is found by it. A new rate needs a new key.
+    pub lookup_key: String,
+    /// The price per unit in the currency's minor unit, as a decimal string (`"3.5"` = 3.5 cents),
+    /// at most 12 decimal places as Stripe allows.
+    pub unit_amount_decimal: String,
+}
+
+/// True for a non-negative decimal number written as Stripe's `unit_amount_decimal` takes it.
+#[must_use]
+pub fn is_unit_amount_decimal(s: &str) -> bool {
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    !whole.is_empty()
+        && whole.len() <= 12
+        && whole.chars().all(|c| c.is_ascii_digit())
+        && fraction.len() <= 12
+        && fraction.chars().all(|c| c.is_ascii_digit())
+        && (!s.contains('.') || !fraction.is_empty())
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.chars().any(char::is_whitespace))
+}
+
+impl Validate for BillingConfig {
+    fn validate(&self, service: Service) -> Result<(), ConfigError> {
+        self.base().validate(service)?;
+        let err = |key: &str, reason: &str| Err(ConfigError::new(service, key, reason));
+        if !is_http_url(&self.stripe.api_base) {
+            return err("stripe.api_base", "must be an http:// or https:// URL");
+        }
+        let key = self.stripe.secret_key.expose();
+        if key.is_empty() {
+            return err("stripe.secret_key", "missing");
+        }
+        if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+            return err("stripe.secret_key", "must be a Stripe secret key (sk_… or rk_…)");
+        }
+        if self.stripe.webhook_secret.expose().len() < 16 {
+            return err("stripe.webhook_secret", "missing or shorter than 16 characters");
+        }
+        let currency = &self.stripe.currency;
+        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_lowercase()) {
+            return err("stripe.currency", "must be a lowercase ISO 4217 code such as usd");
+        }
+        for (key, value) in [
+            ("checkout.success_url", &self.checkout.success_url),
+            ("checkout.cancel_url", &self.checkout.cancel_url),
+            ("portal.return_url", &self.portal.return_url),
+        ] {
+            if !is_http_url(value) {
+                return err(key, "must be an http:// or https:// URL");
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (resource, rate) in self.rates.all() {
+            let key = |field: &str| format!("rates.{resource}.{field}");
+            if rate.product_name.trim().is_empty() {
+                return err(&key("product_name"), "must not be empty");
+            }
+            let token = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 100
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            };
+            if !token(&rate.meter_event_name) || !names.insert(rate.meter_event_name.clone()) {
+                return err(&key("meter_event_name"), "must be a unique name of letters, digits, _ - .");
+            }
+            if !token(&rate.lookup_key) || !keys.insert(rate.lookup_key.clone()) {
+                return err(&key("lookup_key"), "must be a unique key of letters, digits, _ - .");
+            }
+            if !is_unit_amount_decimal(&rate.unit_amount_decimal) {
+                return err(
+                    &key("unit_amount_decimal"),
+                    "must be a non-negative decimal in minor units with at most 12 decimal places",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSettings for BillingConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn database(&self) -> Option<&DatabaseConfig> {
+        Some(&self.database)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn load(extra: &[(&str, &str)]) -> Result<BillingConfig, ConfigError> {
+        let mut env: Vec<(String, String)> = [
+            ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
+            ("HOPSBRIDGE_BILLING__AUTH__GATEWAY_SIGNING_KEY", "k".repeat(32).as_str()),
+            ("HOPSBRIDGE_BILLING__STRIPE__SECRET_KEY", "sk_test_123"),
+            ("HOPSBRIDGE_BILLING__STRIPE__WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        hopsbridge_platform::config::load_from(Service::Billing, &crate::DEFAULTS, None, env)
+    }
+
+    #[test]
+    fn defaults_carry_the_predecessors_rates() {
+        let cfg = load(&[]).unwrap();
+        assert_eq!(cfg.stripe.api_base, "https://api.stripe.com");
+        assert_eq!(cfg.stripe.currency, "usd");
+        assert_eq!(cfg.rates.cpu.unit_amount_decimal, "35");
+        assert_eq!(cfg.rates.gpu.unit_amount_decimal, "350");
+        assert_eq!(cfg.rates.ram.unit_amount_decimal, "3.5");
+        assert!(!format!("{cfg:?}").contains("sk_test_123"), "the key is redacted");
+    }
+
+    #[test]
+    fn the_environment_sets_stripe_and_rates() {
+        let cfg = load(&[
+            ("HOPSBRIDGE_BILLING__STRIPE__API_BASE", "http://127.0.0.1:9999"),
+            ("HOPSBRIDGE_BILLING__CHECKOUT__SUCCESS_URL", "https://app.example/billing?ok"),
+            ("HOPSBRIDGE_BILLING__RATES__RAM__UNIT_AMOUNT_DECIMAL", "4.25"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.stripe.api_base, "http://127.0.0.1:9999");
+        assert_eq!(cfg.checkout.success_url, "https://app.example/billing?ok");
+        assert_eq!(cfg.rates.ram.unit_amount_decimal, "4.25");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (var, value, key) in [
+            ("HOPSBRIDGE_BILLING__STRIPE__SECRET_KEY", "", "stripe.secret_key"),
+            ("HOPSBRIDGE_BILLING__STRIPE__SECRET_KEY", "pk_test_public", "stripe.secret_key"),
+            ("HOPSBRIDGE_BILLING__STRIPE__WEBHOOK_SECRET", "", "stripe.webhook_secret"),
+            ("HOPSBRIDGE_BILLING__STRIPE__API_BASE", "api.stripe.com", "stripe.api_base"),
+            ("HOPSBRIDGE_BILLING__STRIPE__CURRENCY", "dollars", "stripe.currency"),
+            ("HOPSBRIDGE_BILLING__CHECKOUT__CANCEL_URL", "not a url", "checkout.cancel_url"),
+            ("HOPSBRIDGE_BILLING__PORTAL__RETURN_URL", "", "portal.return_url"),
+            ("HOPSBRIDGE_BILLING__RATES__CPU__UNIT_AMOUNT_DECIMAL", "-1", "rates.cpu.unit_amount_decimal"),
+            ("HOPSBRIDGE_BILLING__RATES__GPU__UNIT_AMOUNT_DECIMAL", "3,5", "rates.gpu.unit_amount_decimal"),
+            ("HOPSBRIDGE_BILLING__RATES__GPU__LOOKUP_KEY", "hopsbridge_cpu_core_hour_v1", "rates.gpu.lookup_key"),
+        ] {
+            let e = load(&[(var, value)]).unwrap_err();
+            assert_eq!(e.key, key, "{var}={value}: {e}");
+            assert_eq!(e.env, var.to_owned(), "{e}");
+            assert!(!e.to_string().contains("sk_test_123"), "{e}");
+        }
+    }
+
+    #[test]
+    fn unit_amounts_are_decimals_in_minor_units() {
+        for ok in ["0", "35", "3.5", "0.000000000001"] {
+            assert!(is_unit_amount_decimal(ok), "{ok}");
+        }
+        for bad in ["", "-1", "1.", ".5", "1e3", "1.0000000000001", "3,5", "NaN"] {
+            assert!(!is_unit_amount_decimal(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! What billing does when a person is created: one Stripe customer and one subscription of
+//! metered prices, made safe to repeat.
+//!
+//! Each Stripe id is committed the moment Stripe answers (on a connection of its own, outside
+//! the consumer's transaction), so a crash between two calls reuses what was made. Creates
+//! carry an `Idempotency-Key` derived from the event id, which covers a retry within Stripe's
+//! 24 hours; before creating, the customer is looked up by email and the
+//! `hopsbridge_user_id` metadata, and the subscription by customer and metadata, which covers a
+//! retry after the keys expired. A 429, a 5xx or no answer from Stripe is a
+//! [`HandlerError::Retry`]: JetStream redelivers with the consumer's backoff.
+
+use crate::accounts;
+use crate::catalog::Prices;
+use crate::stripe::{Customer, List, Stripe, StripeError, Subscription, params};
+use diesel_async::AsyncPgConnection;
+use hopsbridge_contracts::events::UserCreatedV1;
+use hopsbridge_platform::db::Database;
+use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The metadata key naming the Hopsbridge user on Stripe objects.
+pub const USER_ID_METADATA: &str = "hopsbridge_user_id";
+
+/// A test seam run right after Stripe created a customer and before its id is stored; an error
+/// stops the handler there, as if the process had been killed.
+pub type AfterCustomerCreated = Arc<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
+
+/// Test seams of the `UserCreated` handler.
+#[derive(Clone, Default)]
+pub struct UserCreatedHooks {
+    /// See [`AfterCustomerCreated`].
+    pub after_customer_created: Option<AfterCustomerCreated>,
+}
+
+impl std::fmt::Debug for UserCreatedHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreatedHooks")
+            .field("after_customer_created", &self.after_customer_created.is_some())
+            .finish()
+    }
+}
+
+/// Opens the billing account of a new person.
+#[derive(Debug, Clone)]
+pub struct UserCreated {
+    db: Database,
+    stripe: Stripe,
+    prices: Prices,
+    hooks: UserCreatedHooks,
+}
+
+impl UserCreated {
+    /// The handler.
+    #[must_use]
+    pub fn new(db: Database, stripe: Stripe, prices: Prices, hooks: UserCreatedHooks) -> Self {
+        Self { db, stripe, prices, hooks }
+    }
+}
+
+fn stripe_failure(what: &str, e: StripeError) -> HandlerError {
+    if e.is_retryable() {
+        HandlerError::Retry(anyhow::Error::new(e).context(what.to_owned()))
+    } else {
+        HandlerError::Reject(format!("{what}: {e}"))
+    }
+}
+
+fn db_failure(e: impl Into<anyhow::Error>) -> HandlerError {
+    HandlerError::Retry(e.into())
+}
+
+impl UserCreated {
+    /// The customer made for `user` earlier (found by email, then by metadata).
+    async fn find_customer(&self, user: Uuid, email: &str) -> Result<Option<String>, StripeError> {
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = params([("email", email), ("limit", "100")]);
+            if let Some(a) = &after {
+                query.push(("starting_after".into(), a.clone()));
+            }
+            let page: List<Customer> = self.stripe.get("customers", &query).await?;
+            let user = user.to_string();
+            if let Some(c) = page.data.iter().find(|c| c.metadata.get(USER_ID_METADATA) == Some(&user)) {
+                return Ok(Some(c.id.clone()));
+            }
+            match page.data.last() {
+                Some(last) if page.has_more => after = Some(last.id.clone()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// The live subscription made for `user` earlier.
+    async fn find_subscription(&self, user: Uuid, customer: &str) -> Result<Option<Subscription>, StripeError> {
+        let query = params([("customer", customer), ("limit", "100")]);
+        let page: List<Subscription> = self.stripe.get("subscriptions", &query).await?;
+        let user = user.to_string();
+        Ok(page.data.into_iter().find(|s| s.status != "canceled" && s.metadata.get(USER_ID_METADATA) == Some(&user)))
+    }
+
+    async fn customer(&self, event: &ReceivedEvent<UserCreatedV1>, user: Uuid) -> Result<String, HandlerError> {
+        let p = &event.payload;
+        if let Some(found) =
+            self.find_customer(user, &p.email).await.map_err(|e| stripe_failure("looking up the customer", e))?
+        {
+            return Ok(found);
+        }
+        let user_id = user.to_string();
+        let mut form = params([("email", p.email.as_str()), (&format!("metadata[{USER_ID_METADATA}]"), &user_id)]);
+        if !p.name.is_empty() {
+            form.push(("name".into(), p.name.clone()));
+        }
+        let key = format!("hb-customer-{}", event.id);
+        let created: Customer = self
+            .stripe
+            .post("customers", &form, Some(&key))
+            .await
+            .map_err(|e| stripe_failure("creating the customer", e))?;
+        Ok(created.id)
+    }
+
+    async fn subscription(
+        &self,
+        event: &ReceivedEvent<UserCreatedV1>,
+        user: Uuid,
+        customer: &str,
+    ) -> Result<Subscription, HandlerError> {
+        if let Some(found) = self
+            .find_subscription(user, customer)
+            .await
+            .map_err(|e| stripe_failure("looking up the subscription", e))?
+        {
+            return Ok(found);
+        }
+        let catalog = self.prices.get().await.map_err(|e| HandlerError::Retry(e.into()))?;
+        let user_id = user.to_string();
+        let mut form = params([("customer", customer), (&format!("metadata[{USER_ID_METADATA}]"), &user_id)]);
+        for (i, price) in catalog.prices.iter().enumerate() {
+            form.push((format!("items[{i}][price]"), price.clone()));
+        }
+        let key = format!("hb-subscription-{}", event.id);
+        self.stripe
+            .post("subscriptions", &form, Some(&key))
+            .await
+            .map_err(|e| stripe_failure("creating the subscription", e))
+    }
+}
+
+impl Handler<UserCreatedV1> for UserCreated {
+    async fn handle(
+        &self,
+        _conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserCreatedV1>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let user: Uuid =
+            p.user_id.parse().map_err(|_| HandlerError::Reject(format!("user_id is not a UUID: {:?}", p.user_id)))?;
+        if p.email.is_empty() {
+            return Err(HandlerError::Reject("the person has no email".to_owned()));
+        }
+        // Each write below commits on its own: what Stripe made is never lost with a rollback.
+        let mut conn = self.db.conn().await.map_err(db_failure)?;
+        let account = accounts::open(&mut conn, user, &p.email, &p.name).await.map_err(db_failure)?;
+        drop(conn);
+
+        let customer = match account.stripe_customer_id {
+            Some(c) => c,
+            None => {
+                let created = self.customer(event, user).await?;
+                if let Some(hook) = &self.hooks.after_customer_created {
+                    hook(&created).map_err(HandlerError::Retry)?;
+                }
+                let mut conn = self.db.conn().await.map_err(db_failure)?;
+                accounts::set_customer(&mut conn, user, &created).await.map_err(db_failure)?
+            }
+        };
+
+        if account.stripe_subscription_id.is_none() {
+            let subscription = self.subscription(event, user, &customer).await?;
+            let mut conn = self.db.conn().await.map_err(db_failure)?;
+            accounts::set_subscription(&mut conn, user, &subscription.id, &subscription.status)
+                .await
+                .map_err(db_failure)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! billing's HTTP API.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /api/billing` | the account owner | billing mode, card, subscription status, recent invoices |
+//! | `POST /api/billing/payment-method` | the account owner | a Checkout Session in setup mode to add a card |
+//! | `POST /api/billing/portal` | the account owner | a Stripe billing portal session |
+//! | `POST /webhooks/stripe` | Stripe (signed) | payment methods, subscriptions, invoices |
+
+use crate::accounts::{self, CardSummary, InvoiceSummary};
+use crate::config::{CheckoutConfig, PortalConfig};
+use crate::stripe::{Object, Stripe, StripeError, params};
+use crate::webhooks::{self, Event, Outcome, SUPPORTED_EVENTS, Webhooks};
+use actix_web::{HttpRequest, HttpResponse, web};
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::caller::{Caller, Role};
+use hopsbridge_platform::db::Database;
+use hopsbridge_platform::http::{ApiError, ErrorBody};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+/// How many invoices `GET /api/billing` shows.
+pub const RECENT_INVOICES: i64 = 12;
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// billing's schema.
+    pub db: Database,
+    /// The Stripe API.
+    pub stripe: Stripe,
+    /// The webhook endpoint's signing secret.
+    pub webhook_secret: Secret<String>,
+    /// The currency Checkout collects cards for.
+    pub currency: String,
+    /// Checkout's return addresses.
+    pub checkout: CheckoutConfig,
+    /// The portal's return address.
+    pub portal: PortalConfig,
+    /// Applies webhook events.
+    pub webhooks: Webhooks,
+}
+
+/// Registers the routes.
+pub fn configure(c: &mut web::ServiceConfig, state: State) {
+    c.app_data(web::Data::new(state))
+        .route("/api/billing", web::get().to(get_billing))
+        .route("/api/billing/payment-method", web::post().to(add_payment_method))
+        .route("/api/billing/portal", web::post().to(portal))
+        .route("/webhooks/stripe", web::post().to(stripe_webhook));
+}
+
+type Data = web::Data<State>;
+
+/// Billing is the owner's business: members and everyone else are refused.
+fn owner(caller: &Caller) -> Result<Uuid, ApiError> {
+    let id = caller.user_id.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))?;
+    if !caller.has(Role::Owner) {
+        return Err(ApiError::forbidden("owner_only", "only the account owner can see or change billing"));
+    }
+    Ok(id)
+}
+
+fn stripe_error(e: &StripeError) -> ApiError {
+    tracing::warn!(error = %e, "Stripe call failed");
+    if e.is_retryable() {
+        ApiError::unavailable("stripe_unavailable", "the payment provider is unavailable; try again shortly")
+    } else {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            "stripe_error",
+            "the payment provider refused the request",
+        )
+    }
+}
+
+/// The owner's billing overview.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BillingView {
+    /// `free`, `postpaid` or `prepaid`.
+    pub billing_mode: String,
+    /// The card invoices are charged to; null until one is added.
+    pub payment_method: Option<CardSummary>,
+    /// The subscription's status as Stripe last reported it (`active`, `past_due`, `canceled`, …).
+    pub subscription_status: Option<String>,
+    /// The newest invoices, newest first.
+    pub invoices: Vec<InvoiceSummary>,
+}
+
+#[utoipa::path(get, path = "/api/billing", tag = "billing",
+    responses((status = 200, description = "the owner's billing", body = BillingView), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not the account owner", body = ErrorBody), (status = 404, description = "billing not set up yet", body = ErrorBody)))]
+async fn get_billing(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let user = owner(&caller)?;
+    // A read: no Stripe call and no write.
+    let mut conn = state.db.conn().await?;
+    let account = accounts::get(&mut conn, user).await.map_err(ApiError::internal)?.ok_or_else(|| {
+        ApiError::not_found("billing_account_not_found", "billing is not set up for this account yet")
+    })?;
+    let (payment_method, invoices) = match &account.stripe_customer_id {
+        Some(customer) => (
+            accounts::card(&mut conn, customer).await.map_err(ApiError::internal)?,
+            accounts::recent_invoices(&mut conn, customer, RECENT_INVOICES).await.map_err(ApiError::internal)?,
+        ),
+        None => (None, Vec::new()),
+    };
+    Ok(HttpResponse::Ok().json(BillingView {
+        billing_mode: account.billing_mode,
+        payment_method,
+        subscription_status: account.subscription_status,
+        invoices,
+    }))
+}
+
+async fn customer_of(state: &State, user: Uuid) -> Result<String, ApiError> {
+    let mut conn = state.db.conn().await?;
+    accounts::get(&mut conn, user)
+        .await
+        .map_err(ApiError::internal)?
+        .and_then(|a| a.stripe_customer_id)
+        .ok_or_else(|| ApiError::conflict("billing_not_ready", "billing is still being set up for this account"))
+}
+
+/// A hosted Stripe page.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutSession {
+    /// `cs_…`.
+    pub id: String,
+    /// Where to send the owner.
+    pub url: String,
+}
+
+#[utoipa::path(post, path = "/api/billing/payment-method", tag = "billing",
+    responses((status = 200, description = "a Checkout Session in setup mode", body = CheckoutSession), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not the account owner", body = ErrorBody), (status = 409, description = "billing not set up yet", body = ErrorBody),
+        (status = 503, description = "Stripe unavailable", body = ErrorBody)))]
+async fn add_payment_method(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let user = owner(&caller)?;
+    let customer = customer_of(&state, user).await?;
+    let user_id = user.to_string();
+    let form = params([
+        ("mode", "setup"),
+        ("customer", customer.as_str()),
+        ("currency", state.currency.as_str()),
+        ("success_url", state.checkout.success_url.as_str()),
+        ("cancel_url", state.checkout.cancel_url.as_str()),
+        ("client_reference_id", user_id.as_str()),
+    ]);
+    let session: Object = state.stripe.post("checkout/sessions", &form, None).await.map_err(|e| stripe_error(&e))?;
+    let url = session.url.ok_or_else(|| ApiError::internal(anyhow::anyhow!("Checkout Session without a url")))?;
+    Ok(HttpResponse::Ok().json(CheckoutSession { id: session.id, url }))
+}
+
+/// A link to Stripe's billing portal.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PortalSession {
+    /// Where to send the owner.
+    pub url: String,
+}
+
+#[utoipa::path(post, path = "/api/billing/portal", tag = "billing",
+    responses((status = 200, description = "a billing portal session", body = PortalSession), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not the account owner", body = ErrorBody), (status = 409, description = "billing not set up yet", body = ErrorBody),
+        (status = 503, description = "Stripe unavailable", body = ErrorBody)))]
+async fn portal(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let user = owner(&caller)?;
+    let customer = customer_of(&state, user).await?;
+    let form = params([("customer", customer.as_str()), ("return_url", state.portal.return_url.as_str())]);
+    let session: Object =
+        state.stripe.post("billing_portal/sessions", &form, None).await.map_err(|e| stripe_error(&e))?;
+    let url = session.url.ok_or_else(|| ApiError::internal(anyhow::anyhow!("portal session without a url")))?;
+    Ok(HttpResponse::Ok().json(PortalSession { url }))
+}
+
+async fn stripe_webhook(state: Data, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let header = req.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
+    webhooks::verify(header, &body, state.webhook_secret.expose().as_bytes(), chrono::Utc::now().timestamp())
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let event: Event = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_payload", format!("not a Stripe event: {e}")))?;
+    if !SUPPORTED_EVENTS.contains(&event.kind.as_str()) {
+        return Err(ApiError::bad_request(
+            "unsupported_event_type",
+            format!("billing does not handle {}; enable only the events it handles", event.kind),
+        ));
+    }
+    match state.webhooks.apply(&event).await {
+        Ok(Outcome::Applied) => Ok(HttpResponse::Ok().json(json!({"received": true}))),
+        Ok(Outcome::Duplicate) => Ok(HttpResponse::Ok().json(json!({"received": true, "duplicate": true}))),
+        Err(e) => {
+            tracing::warn!(event_id = %event.id, event_type = %event.kind, error = format!("{e:#}"), "webhook not applied; Stripe will retry");
+            if e.downcast_ref::<StripeError>().is_some() {
+                Err(ApiError::unavailable("stripe_unavailable", "try again later"))
+            } else {
+                Err(ApiError::unavailable("database_unavailable", "try again later"))
+            }
+        }
+    }
+}
+
+/// billing's part of the public API's OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(get_billing, add_payment_method, portal),
+    components(schemas(BillingView, CardSummary, InvoiceSummary, CheckoutSession, PortalSession, ErrorBody)),
+    tags((name = "billing", description = "the account owner's billing"))
+)]
+pub struct ApiDoc;

@@ -1,0 +1,258 @@
+//! A small typed Stripe client over reqwest: form-encoded requests, `Idempotency-Key` where a
+//! POST must be safe to repeat, and errors classified so that callers know what a retry can fix
+//! (see docs/decisions/0010-billing-stripe-client.md for why not async-stripe).
+
+use hopsbridge_platform::Secret;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// The API version every request is pinned to (the one the sandbox and async-stripe rc.10 use).
+pub const API_VERSION: &str = "2026-09-30.endive";
+
+/// A Stripe call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeError {
+    /// Stripe answered with an error object.
+    #[error("stripe answered {status}: {message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// `error.type`, e.g. `invalid_request_error`.
+        kind: String,
+        /// `error.code`, e.g. `resource_missing`, when present.
+        code: Option<String>,
+        /// `error.message`.
+        message: String,
+    },
+    /// Stripe could not be reached, or its answer could not be read.
+    #[error("stripe unreachable: {0}")]
+    Transport(String),
+}
+
+impl StripeError {
+    /// True when the same request may succeed later: 429, 5xx, a lock conflict (409) or no
+    /// answer at all. Authentication failures (401, 403) also count: they are an operator's
+    /// mistake that a corrected key fixes, not a property of the request.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Api { status, .. } => matches!(status, 401 | 403 | 409 | 429) || *status >= 500,
+        }
+    }
+
+    /// The `error.code`, when Stripe gave one.
+    #[must_use]
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => code.as_deref(),
+            Self::Transport(_) => None,
+        }
+    }
+
+    /// The HTTP status, when Stripe answered.
+    #[must_use]
+    pub const fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            Self::Transport(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorObject,
+}
+
+#[derive(Deserialize)]
+struct ErrorObject {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: String,
+}
+
+/// A Stripe list page.
+#[derive(Debug, Deserialize)]
+pub struct List<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Whether more follow.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// The Stripe API at one base URL with one key.
+#[derive(Clone)]
+pub struct Stripe {
+    http: reqwest::Client,
+    base: String,
+    key: Secret<String>,
+}
+
+impl std::fmt::Debug for Stripe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stripe").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Form parameters in Stripe's nested-key encoding, in order.
+pub type Params = Vec<(String, String)>;
+
+/// Builds [`Params`] from `(key, value)` pairs.
+#[must_use]
+pub fn params<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Params {
+    pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+impl Stripe {
+    /// A client for `base` (e.g. `https://api.stripe.com`) authenticating with `key`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(base: &str, key: Secret<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), key })
+    }
+
+    /// `GET /v1/<path>?<query>`.
+    ///
+    /// # Errors
+    /// [`StripeError`].
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &Params) -> Result<T, StripeError> {
+        let mut url = format!("{}/v1/{path}", self.base);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&encode(query)?);
+        }
+        self.send(self.http.get(url)).await
+    }
+
+    /// `POST /v1/<path>` with a form body, and an `Idempotency-Key` when given.
+    ///
+    /// # Errors
+    /// [`StripeError`].
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: &Params,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, StripeError> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(form)?);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        self.send(request).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, StripeError> {
+        let response = request
+            .bearer_auth(self.key.expose())
+            .header("stripe-version", API_VERSION)
+            .send()
+            .await
+            .map_err(|e| StripeError::Transport(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| StripeError::Transport(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&body)
+                .map_err(|e| StripeError::Transport(format!("unexpected answer from Stripe: {e}")));
+        }
+        let error = serde_json::from_slice::<ErrorEnvelope>(&body).map(|e| e.error).unwrap_or(ErrorObject {
+            kind: "api_error".to_owned(),
+            code: None,
+            message: format!("HTTP {status}"),
+        });
+        Err(StripeError::Api { status, kind: error.kind, code: error.code, message: error.message })
+    }
+}
+
+fn encode(params: &Params) -> Result<String, StripeError> {
+    serde_urlencoded::to_string(params).map_err(|e| StripeError::Transport(e.to_string()))
+}
+
+/// The fields of a customer billing reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Customer {
+    /// `cus_…`.
+    pub id: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// The fields of a subscription billing reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Subscription {
+    /// `sub_…`.
+    pub id: String,
+    /// `cus_…`.
+    pub customer: String,
+    /// `active`, `past_due`, `canceled`, …
+    pub status: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// An object with an id (meters, prices, products, sessions).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Object {
+    /// The id.
+    pub id: String,
+    /// The hosted URL, for Checkout and portal sessions.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The fields of a billing meter billing reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Meter {
+    /// `mtr_…`.
+    pub id: String,
+    /// The event name usage is reported under.
+    pub event_name: String,
+    /// `active` or `inactive`.
+    pub status: String,
+}
+
+/// The fields of a price billing reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Price {
+    /// `price_…`.
+    pub id: String,
+    /// Whether it can be used.
+    pub active: bool,
+    /// Lowercase currency.
+    pub currency: String,
+    /// The lookup key.
+    #[serde(default)]
+    pub lookup_key: Option<String>,
+    /// The amount as a decimal string.
+    #[serde(default)]
+    pub unit_amount_decimal: Option<String>,
+    /// The recurring terms.
+    #[serde(default)]
+    pub recurring: Option<Recurring>,
+}
+
+/// A price's recurring terms.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Recurring {
+    /// `metered` or `licensed`.
+    pub usage_type: String,
+    /// The meter of a metered price.
+    #[serde(default)]
+    pub meter: Option<String>,
+}

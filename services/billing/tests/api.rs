@@ -1,0 +1,387 @@
+//! The owner's billing routes and Stripe's webhooks, against the running service, the real
+//! Postgres and NATS and the Stripe sandbox.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use common::*;
+use hopsbridge_contracts::events::PaymentMethodAddedV1;
+use hopsbridge_platform::caller::Role;
+use hopsbridge_sandbox::stripe::{WebhookFaults, signature_header};
+use hopsbridge_testkit::STRIPE_WEBHOOK_SECRET;
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn event(kind: &str, created: i64, object: Value, previous: Option<Value>) -> String {
+    let mut data = json!({ "object": object });
+    if let Some(p) = previous {
+        data["previous_attributes"] = p;
+    }
+    json!({
+        "id": format!("evt_{}", Uuid::new_v4().simple()),
+        "object": "event",
+        "api_version": "2026-09-30.endive",
+        "created": created,
+        "data": data,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": kind,
+    })
+    .to_string()
+}
+
+fn card(id: &str, customer: Option<&str>, last4: &str) -> Value {
+    json!({
+        "id": id, "object": "payment_method", "type": "card", "customer": customer, "created": 1,
+        "card": {"brand": "mastercard", "last4": last4, "exp_month": 4, "exp_year": 2031},
+    })
+}
+
+/// Counts of everything a webhook can change.
+async fn footprint(billing: &Billing) -> [i64; 5] {
+    [
+        count(&billing.db, "processed_stripe_events").await,
+        count(&billing.db, "payment_methods").await,
+        count(&billing.db, "invoices").await,
+        count(&billing.db, "outbox").await,
+        count(&billing.db, "accounts WHERE subscription_status IS DISTINCT FROM 'active'").await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_sees_billing_members_and_others_get_403_and_strangers_401() {
+    let billing = start().await;
+    let (user, _) = billing.new_owner().await;
+    for path in ["/api/billing", "/api/billing/payment-method", "/api/billing/portal"] {
+        let method = if path == "/api/billing" { Method::GET } else { Method::POST };
+        let (status, body) = billing.call(method.clone(), path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {body}");
+        for roles in [vec![Role::User, Role::Member], vec![Role::User], vec![Role::User, Role::Admin]] {
+            let (status, body) = billing.call(method.clone(), path, Some(&caller(user, &roles))).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (StatusCode::FORBIDDEN, Some("owner_only")),
+                "{path} {roles:?}"
+            );
+        }
+    }
+    let (status, body) =
+        billing.call(Method::GET, "/api/billing", Some(&caller(user, &[Role::User, Role::Owner]))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["billing_mode"], "postpaid");
+    assert_eq!(body["payment_method"], Value::Null, "no card yet");
+    assert_eq!(body["subscription_status"], "active");
+    assert_eq!(body["invoices"], json!([]), "no invoice webhooks delivered in this test: {body}");
+
+    // An owner whose account is not opened yet.
+    let (status, body) =
+        billing.call(Method::GET, "/api/billing", Some(&caller(Uuid::now_v7(), &[Role::User, Role::Owner]))).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("billing_account_not_found")));
+    let (status, body) =
+        billing.call(Method::POST, "/api/billing/payment-method", Some(&caller(Uuid::now_v7(), &[Role::Owner]))).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("billing_not_ready")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_card_through_checkout_publishes_payment_method_added_once_and_shows_card_and_invoices() {
+    let billing = start().await;
+    billing.deliver_webhooks();
+    // Stripe delivers every event twice.
+    billing.sim.set_webhook_faults(WebhookFaults { duplicate: true, ..WebhookFaults::default() });
+    let (user, account) = billing.new_owner().await;
+    let owner = caller(user, &[Role::User, Role::Owner]);
+    let customer = account.stripe_customer_id.clone().unwrap();
+
+    let (status, session) = billing.call(Method::POST, "/api/billing/payment-method", Some(&owner)).await;
+    assert_eq!(status, 200, "{session}");
+    let id = session["id"].as_str().unwrap();
+    assert!(id.starts_with("cs_"), "{session}");
+    assert!(session["url"].as_str().unwrap().starts_with(&billing.sim.url()));
+    let stored = stripe_get(&billing.sim, &format!("checkout/sessions/{id}")).await;
+    assert_eq!((stored["mode"].as_str(), stored["customer"].as_str()), (Some("setup"), Some(customer.as_str())));
+    assert_eq!(stored["success_url"], "https://app.hopsbridge.test/billing?done={CHECKOUT_SESSION_ID}");
+
+    // The customer completes Checkout; Stripe sends signed events to the running service.
+    billing.sim.complete_checkout_session(id).unwrap();
+    let subject = billing.bus.subjects().event::<PaymentMethodAddedV1>();
+    let announced = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
+        !published(&billing.bus, &subject).await.is_empty()
+    })
+    .await;
+    assert!(announced, "PaymentMethodAddedV1 published");
+    // Let every duplicate and every other event land.
+    let settled = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
+        billing
+            .sim
+            .deliveries()
+            .iter()
+            .filter(|d| {
+                d.event_type.starts_with("payment_method")
+                    || d.event_type.starts_with("setup_intent.succeeded")
+                    || d.event_type.starts_with("checkout")
+            })
+            .all(|d| d.succeeded)
+    })
+    .await;
+    assert!(settled);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let messages = published(&billing.bus, &subject).await;
+    assert_eq!(messages.len(), 1, "published once");
+    let envelope = hopsbridge_contracts::events::Envelope::decode(messages[0].payload.as_ref()).unwrap();
+    let added = PaymentMethodAddedV1::decode(envelope.payload.as_slice()).unwrap();
+    assert_eq!(
+        (added.user_id.as_str(), added.stripe_customer_id.as_str()),
+        (user.to_string().as_str(), customer.as_str())
+    );
+
+    // The card became the customer's default for invoices.
+    let stripe_customer = stripe_get(&billing.sim, &format!("customers/{customer}")).await;
+    let pm = billing.sim.payment_methods()[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(stripe_customer["invoice_settings"]["default_payment_method"], pm.as_str());
+
+    // Invoices: one paid, one failed (which makes the subscription past due).
+    let subscription = account.stripe_subscription_id.clone().unwrap();
+    let paid = billing.sim.create_invoice(&subscription, &[1234, 56, 0], true).unwrap();
+    let failed = billing.sim.create_invoice(&subscription, &[700, 0, 3500], false).unwrap();
+    let shown = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
+        let (_, body) = billing.call(Method::GET, "/api/billing", Some(&owner)).await;
+        body["invoices"].as_array().is_some_and(|i| i.len() == 3) && body["subscription_status"] == "past_due"
+    })
+    .await;
+    assert!(shown, "invoices and the past-due status arrived");
+    let before = footprint(&billing).await;
+    let (status, body) = billing.call(Method::GET, "/api/billing", Some(&owner)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["payment_method"],
+        json!({"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": billing.sim.payment_methods()[0]["card"]["exp_year"]})
+    );
+    let invoices = body["invoices"].as_array().unwrap();
+    let by_id =
+        |inv: &Value| invoices.iter().find(|i| i["hosted_invoice_url"] == inv["hosted_invoice_url"]).cloned().unwrap();
+    let p = by_id(&paid);
+    assert_eq!(
+        (p["status"].as_str(), p["amount_due"].as_i64(), p["currency"].as_str()),
+        (Some("paid"), Some(1290), Some("usd"))
+    );
+    assert_eq!(p["number"], paid["number"]);
+    assert_eq!(p["created"], paid["created"]);
+    let f = by_id(&failed);
+    assert_eq!((f["status"].as_str(), f["amount_due"].as_i64()), (Some("open"), Some(4200)));
+    assert!(f["hosted_invoice_url"].as_str().unwrap().starts_with("http"));
+    // Reading changed nothing, in Postgres or in Stripe.
+    let stripe_events = billing.sim.events().len();
+    billing.call(Method::GET, "/api/billing", Some(&owner)).await;
+    assert_eq!(footprint(&billing).await, before);
+    assert_eq!(billing.sim.events().len(), stripe_events);
+
+    // The billing portal.
+    let (status, body) = billing.call(Method::POST, "/api/billing/portal", Some(&owner)).await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["url"].as_str().unwrap();
+    let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert!(page.contains(&customer) && page.contains("https://app.hopsbridge.test/billing"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stale_and_unsigned_webhooks_get_400_and_change_nothing() {
+    let billing = start().await;
+    let (_, account) = billing.new_owner().await;
+    let customer = account.stripe_customer_id.unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let body = event("payment_method.attached", now, card("pm_forged", Some(&customer), "0005"), None);
+    let before = footprint(&billing).await;
+
+    let cases = [
+        (None, "missing_signature"),
+        (Some(signature_header(&body, "whsec_somebody_else_entirely", now)), "invalid_signature"),
+        (Some(signature_header(&body, STRIPE_WEBHOOK_SECRET, now - 301)), "signature_expired"),
+        (Some(signature_header(&body, STRIPE_WEBHOOK_SECRET, now + 301)), "signature_expired"),
+        (Some("t=abc,v1=00".to_owned()), "invalid_signature"),
+        (Some(format!("t={now}")), "invalid_signature"),
+    ];
+    for (signature, code) in cases {
+        let (status, answer) = billing.webhook_raw(&body, signature.clone()).await;
+        assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{signature:?}");
+    }
+    // A valid signature over a different body.
+    let other = body.replace("0005", "0006");
+    let (status, answer) = billing.webhook_raw(&other, Some(signature_header(&body, STRIPE_WEBHOOK_SECRET, now))).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_signature")));
+    // A signed body that is not an event.
+    let (status, answer) = billing.webhook("{\"hello\": 1}").await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_payload")));
+    // An event type billing does not handle.
+    let unsupported = event("customer.updated", now, json!({"id": customer, "object": "customer"}), None);
+    let (status, answer) = billing.webhook(&unsupported).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_event_type")));
+    assert_eq!(footprint(&billing).await, before, "nothing changed");
+
+    // The same event, properly signed, is applied.
+    let (status, _) = billing.webhook(&body).await;
+    assert_eq!(status, 200);
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_delivered_concurrently_has_one_effect_and_one_event() {
+    let billing = start().await;
+    let (_, account) = billing.new_owner().await;
+    let customer = account.stripe_customer_id.unwrap();
+    let body =
+        event("payment_method.attached", chrono::Utc::now().timestamp(), card("pm_dup", Some(&customer), "4444"), None);
+    let answers = futures::future::join_all((0..8).map(|_| billing.webhook(&body))).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+    }
+    assert_eq!(answers.iter().filter(|(_, a)| a["duplicate"] == true).count(), 7, "{answers:?}");
+    assert_eq!(count(&billing.db, "processed_stripe_events").await, 1);
+    assert_eq!(count(&billing.db, "payment_methods").await, 1);
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 1);
+    // Later again: still once.
+    assert_eq!(billing.webhook(&body).await.1["duplicate"], true);
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_come_and_go_with_one_event_per_change_whatever_the_order() {
+    let billing = start().await;
+    let (user, account) = billing.new_owner().await;
+    let owner = caller(user, &[Role::Owner]);
+    let customer = account.stripe_customer_id.unwrap();
+    let t = chrono::Utc::now().timestamp();
+    let card_shown = async || billing.call(Method::GET, "/api/billing", Some(&owner)).await.1["payment_method"].clone();
+
+    // Detached delivered before attached (same second, as Stripe often stamps them).
+    let detached = event("payment_method.detached", t, card("pm_a", None, "1111"), Some(json!({"customer": customer})));
+    let attached = event("payment_method.attached", t, card("pm_a", Some(&customer), "1111"), None);
+    assert_eq!(billing.webhook(&detached).await.0, 200);
+    assert_eq!(billing.webhook(&attached).await.0, 200);
+    assert_eq!(card_shown().await, Value::Null, "a detached card stays detached");
+    assert_eq!((billing.outbox("PaymentMethodAdded").await, billing.outbox("PaymentMethodRemoved").await), (0, 0));
+
+    // A card, then a second one: Added once.
+    let b = event("payment_method.attached", t + 1, card("pm_b", Some(&customer), "2222"), None);
+    assert_eq!(billing.webhook(&b).await.0, 200);
+    let c = event("payment_method.attached", t + 2, card("pm_c", Some(&customer), "3333"), None);
+    assert_eq!(billing.webhook(&c).await.0, 200);
+    assert_eq!(card_shown().await["last4"], "3333", "the newest card is shown");
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 1);
+
+    // The first of two goes: nothing to announce. The last goes: Removed.
+    let bye_b =
+        event("payment_method.detached", t + 3, card("pm_b", None, "2222"), Some(json!({"customer": customer})));
+    assert_eq!(billing.webhook(&bye_b).await.0, 200);
+    assert_eq!(billing.outbox("PaymentMethodRemoved").await, 0);
+    let bye_c =
+        event("payment_method.detached", t + 4, card("pm_c", None, "3333"), Some(json!({"customer": customer})));
+    assert_eq!(billing.webhook(&bye_c).await.0, 200);
+    assert_eq!(billing.outbox("PaymentMethodRemoved").await, 1);
+    assert_eq!(card_shown().await, Value::Null);
+
+    // A late, older attached for a detached card changes nothing.
+    let late = event("payment_method.attached", t + 1, card("pm_b", Some(&customer), "2222"), None);
+    assert_eq!(billing.webhook(&late).await.0, 200);
+    assert_eq!(card_shown().await, Value::Null);
+
+    // A new card later: Added again (a setup_intent.succeeded names it before its attached event).
+    let intent = json!({"id": "seti_1", "object": "setup_intent", "status": "succeeded", "customer": customer, "payment_method": "pm_d"});
+    assert_eq!(billing.webhook(&event("setup_intent.succeeded", t + 5, intent, None)).await.0, 200);
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 2);
+    let d = event("payment_method.attached", t + 5, card("pm_d", Some(&customer), "4444"), None);
+    assert_eq!(billing.webhook(&d).await.0, 200);
+    assert_eq!(card_shown().await["last4"], "4444", "the details filled in");
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 2);
+
+    // Events about a customer that is not ours are acknowledged and change nothing.
+    let stranger = event("payment_method.attached", t, card("pm_x", Some("cus_stranger"), "9999"), None);
+    assert_eq!(billing.webhook(&stranger).await.0, 200);
+    assert_eq!(count(&billing.db, "payment_methods WHERE id = 'pm_x'").await, 0);
+    let invoice = json!({"id": "in_x", "object": "invoice", "customer": "cus_stranger", "status": "paid",
+        "amount_due": 100, "currency": "usd", "number": "X-1", "hosted_invoice_url": null, "created": t});
+    assert_eq!(billing.webhook(&event("invoice.paid", t, invoice, None)).await.0, 200);
+    assert_eq!(count(&billing.db, "invoices").await, 0);
+    let session = json!({"id": "cs_x", "object": "checkout.session", "mode": "setup", "customer": "cus_stranger", "setup_intent": "seti_x"});
+    assert_eq!(
+        billing.webhook(&event("checkout.session.completed", t, session, None)).await.0,
+        200,
+        "no Stripe call for a stranger"
+    );
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_events_out_of_order_end_in_stripes_latest_state() {
+    let billing = start().await;
+    let (user, account) = billing.new_owner().await;
+    let owner = caller(user, &[Role::Owner]);
+    let customer = account.stripe_customer_id.unwrap();
+    let subscription = account.stripe_subscription_id.unwrap();
+    // Stripe moves the subscription to past_due (a failed invoice); its events arrive newest first.
+    billing.sim.create_invoice(&subscription, &[100, 0, 0], false).unwrap();
+    let t = chrono::Utc::now().timestamp();
+    let object =
+        |status: &str| json!({"id": subscription, "object": "subscription", "customer": customer, "status": status});
+    let updated = event("customer.subscription.updated", t, object("past_due"), Some(json!({"status": "active"})));
+    let created = event("customer.subscription.created", t - 5, object("active"), None);
+    assert_eq!(billing.webhook(&updated).await.0, 200);
+    assert_eq!(billing.webhook(&created).await.0, 200);
+    let (_, body) = billing.call(Method::GET, "/api/billing", Some(&owner)).await;
+    assert_eq!(body["subscription_status"], "past_due", "{body}");
+
+    // Stripe's own deliveries, reordered, of a cancellation.
+    billing.deliver_webhooks();
+    billing.sim.set_webhook_faults(WebhookFaults { out_of_order: true, ..WebhookFaults::default() });
+    let cancelled: Value = reqwest::Client::new()
+        .delete(format!("{}/v1/subscriptions/{subscription}", billing.sim.url()))
+        .bearer_auth(hopsbridge_testkit::STRIPE_SECRET_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], "canceled");
+    // The late `created` of the beginning arrives after the deletion.
+    assert_eq!(billing.webhook(&created.replace("evt_", "evt_late")).await.0, 200);
+    let done = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
+        billing.call(Method::GET, "/api/billing", Some(&owner)).await.1["subscription_status"] == "canceled"
+    })
+    .await;
+    assert!(done, "canceled in the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_stripe_fails_routes_answer_503_and_webhooks_are_left_for_stripe_to_deliver_again() {
+    let billing = start().await;
+    let (user, account) = billing.new_owner().await;
+    let owner = caller(user, &[Role::Owner]);
+    billing.sim.fail_next(1, 429);
+    let (status, body) = billing.call(Method::POST, "/api/billing/payment-method", Some(&owner)).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
+    billing.sim.fail_next(1, 500);
+    let (status, body) = billing.call(Method::POST, "/api/billing/portal", Some(&owner)).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
+
+    let subscription = account.stripe_subscription_id.unwrap();
+    billing.sim.create_invoice(&subscription, &[1, 0, 0], false).unwrap();
+    let object = json!({"id": subscription, "object": "subscription", "customer": account.stripe_customer_id, "status": "past_due"});
+    let body = event("customer.subscription.updated", chrono::Utc::now().timestamp(), object, None);
+    let before = footprint(&billing).await;
+    billing.sim.fail_next(1, 503);
+    let (status, answer) = billing.webhook(&body).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
+    assert_eq!(footprint(&billing).await, before, "the event is not claimed, so Stripe's retry applies it");
+    let (status, answer) = billing.webhook(&body).await;
+    assert_eq!((status, answer["duplicate"].as_bool()), (StatusCode::OK, None));
+    assert_eq!(account_status(&billing, user).await, "past_due");
+}
+
+async fn account_status(billing: &Billing, user: Uuid) -> String {
+    account(&billing.db, user).await.unwrap().subscription_status.unwrap()
+}

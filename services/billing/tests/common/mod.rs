@@ -1,0 +1,258 @@
+//! billing run in-process against the real Postgres and NATS and the Stripe sandbox, with
+//! requests signed as the gateway signs them and webhooks signed as Stripe signs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code, reason = "tests")]
+
+use diesel_async::RunQueryDsl;
+use futures::StreamExt;
+use hopsbridge_billing::BillingConfig;
+use hopsbridge_billing::events::UserCreatedHooks;
+use hopsbridge_contracts::events::{Envelope, UserCreatedV1};
+use hopsbridge_contracts::{Event, Service};
+use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::config::env_var;
+use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim, signature_header};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, TestBus, TestDb};
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Fast redelivery for tests: a Retry comes back after a second.
+pub const TEST_EVENTS: &str = "[events]\nbackoff_secs = [1]\nmax_deliver = 10\nack_wait_secs = 10\n";
+
+pub struct Billing {
+    pub base: String,
+    pub db: TestDb,
+    pub bus: TestBus,
+    pub sim: StripeSim,
+    pub key: CallerKey,
+    pub config: BillingConfig,
+    stop: CancellationToken,
+}
+
+impl Drop for Billing {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub fn start_sim() -> StripeSim {
+    hopsbridge_testkit::init();
+    StripeSim::start(StripeConfig { secret_key: STRIPE_SECRET_KEY.to_owned(), rate_limit: None }).unwrap()
+}
+
+pub fn config(db: &TestDb, bus: &TestBus, sim: &StripeSim) -> BillingConfig {
+    let var = |k: &str, v: &str| (env_var(Service::Billing, k), v.to_owned());
+    let env = vec![
+        var("database.url", db.url()),
+        var("nats.url", bus.url()),
+        var("nats.prefix", bus.prefix()),
+        var("http.port", "0"),
+        var("http.workers", "2"),
+        var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+        var("stripe.api_base", &sim.url()),
+        var("stripe.secret_key", STRIPE_SECRET_KEY),
+        var("stripe.webhook_secret", STRIPE_WEBHOOK_SECRET),
+        var("checkout.success_url", "https://app.hopsbridge.test/billing?done={CHECKOUT_SESSION_ID}"),
+        var("checkout.cancel_url", "https://app.hopsbridge.test/billing?cancelled"),
+        var("portal.return_url", "https://app.hopsbridge.test/billing"),
+    ];
+    let layers = [hopsbridge_billing::DEFAULTS[0], hopsbridge_billing::DEFAULTS[1], TEST_EVENTS];
+    hopsbridge_platform::config::load_from(Service::Billing, &layers, None, env).unwrap()
+}
+
+pub async fn start() -> Billing {
+    start_with(UserCreatedHooks::default()).await
+}
+
+pub async fn start_with(hooks: UserCreatedHooks) -> Billing {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let sim = start_sim();
+    let config = config(&db, &bus, &sim);
+    let app = hopsbridge_billing::build_with_hooks(config.clone(), hooks).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    Billing { base, db, bus, sim, key, config, stop }
+}
+
+pub fn caller(user: Uuid, roles: &[Role]) -> Caller {
+    Caller {
+        subject: format!("auth0|{}", user.simple()),
+        user_id: Some(user),
+        roles: roles.to_vec(),
+        email: Some(format!("{}@example.com", user.simple())),
+    }
+}
+
+#[derive(diesel::QueryableByName, Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub billing_mode: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub stripe_customer_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub stripe_subscription_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub subscription_status: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+pub async fn account(db: &TestDb, user: Uuid) -> Option<AccountRow> {
+    let mut conn = db.connect("billing").await;
+    diesel::sql_query(
+        "SELECT billing_mode, stripe_customer_id, stripe_subscription_id, subscription_status FROM accounts WHERE user_id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(user)
+    .get_result(&mut conn)
+    .await
+    .ok()
+}
+
+pub async fn count(db: &TestDb, sql: &str) -> i64 {
+    let mut conn = db.connect("billing").await;
+    diesel::sql_query(format!("SELECT count(*) AS n FROM {sql}")).get_result::<Count>(&mut conn).await.unwrap().n
+}
+
+pub async fn sql(db: &TestDb, statement: &str) {
+    let mut conn = db.connect("billing").await;
+    diesel::sql_query(statement).execute(&mut conn).await.unwrap();
+}
+
+/// A UserCreatedV1 as identity's relay publishes it (`Nats-Msg-Id` is given separately, so a
+/// test can make JetStream store the same event twice).
+pub async fn publish_user_created(bus: &TestBus, event_id: Uuid, msg_id: &str, payload: &UserCreatedV1) {
+    let envelope = Envelope {
+        event_id: event_id.to_string(),
+        event_type: UserCreatedV1::TYPE.into(),
+        schema_version: 1,
+        producer: "identity".into(),
+        payload: payload.encode_to_vec(),
+        occurred_at_unix_micros: chrono::Utc::now().timestamp_micros(),
+        ..Default::default()
+    };
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(envelope.encode_to_vec().into())
+        .message_id(msg_id);
+    bus.jetstream().await.send_publish(bus.subjects().event::<UserCreatedV1>(), message).await.unwrap().await.unwrap();
+}
+
+pub fn person(user: Uuid) -> UserCreatedV1 {
+    UserCreatedV1 {
+        user_id: user.to_string(),
+        auth_subject: format!("auth0|{}", user.simple()),
+        email: format!("{}@example.com", user.simple()),
+        name: "Ada Lovelace".into(),
+    }
+}
+
+/// Raw GET on the sandbox's API (for checks the inspection methods do not cover).
+pub async fn stripe_get(sim: &StripeSim, path_and_query: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}/v1/{path_and_query}", sim.url()))
+        .bearer_auth(STRIPE_SECRET_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until the service has found or created its meters and prices.
+pub async fn catalog_ready(sim: &StripeSim) {
+    let ready = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
+        stripe_get(sim, "prices?lookup_keys[0]=hopsbridge_gpu_hour_v1").await["data"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    assert!(ready, "billing created its prices");
+}
+
+impl Billing {
+    pub async fn call(&self, method: Method, path: &str, caller: Option<&Caller>) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new().request(method.clone(), format!("{}{path}", self.base));
+        if let Some(caller) = caller {
+            for (name, value) in self.key.sign(method.as_str(), path, caller, chrono::Utc::now().timestamp()) {
+                request = request.header(name, value);
+            }
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a webhook body with the given `Stripe-Signature` (none when `None`).
+    pub async fn webhook_raw(&self, body: &str, signature: Option<String>) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/webhooks/stripe", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(s) = signature {
+            request = request.header("stripe-signature", s);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a webhook body signed with the endpoint secret, now.
+    pub async fn webhook(&self, body: &str) -> (StatusCode, Value) {
+        let signature = signature_header(body, STRIPE_WEBHOOK_SECRET, chrono::Utc::now().timestamp());
+        self.webhook_raw(body, Some(signature)).await
+    }
+
+    /// Opens the account of a new person through the real consumer and waits for its
+    /// subscription.
+    pub async fn new_owner(&self) -> (Uuid, AccountRow) {
+        let user = Uuid::now_v7();
+        let event = Uuid::now_v7();
+        publish_user_created(&self.bus, event, &event.to_string(), &person(user)).await;
+        let ready = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
+            account(&self.db, user).await.is_some_and(|a| a.stripe_subscription_id.is_some())
+        })
+        .await;
+        assert!(ready, "the account was opened");
+        (user, account(&self.db, user).await.unwrap())
+    }
+
+    /// Lets Stripe's own deliveries reach the service.
+    pub fn deliver_webhooks(&self) {
+        self.sim.add_webhook_endpoint(&format!("{}/webhooks/stripe", self.base), STRIPE_WEBHOOK_SECRET);
+    }
+
+    /// How many events of `event_type` are in billing's outbox.
+    pub async fn outbox(&self, event_type: &str) -> i64 {
+        count(&self.db, &format!("outbox WHERE event_type = '{event_type}'")).await
+    }
+}
+
+/// Every message on `subject` in the billing stream of `bus`, read by an ephemeral consumer.
+pub async fn published(bus: &TestBus, subject: &str) -> Vec<async_nats::jetstream::Message> {
+    let js = bus.jetstream().await;
+    let stream = js.get_stream(bus.subjects().stream(Service::Billing)).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: subject.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(100).expires(Duration::from_secs(1)).messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = batch.next().await {
+        out.push(m.unwrap());
+    }
+    out
+}

@@ -189,13 +189,17 @@ pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migration
     use hopsbridge_contracts::Service;
     let own = match service {
         Service::Identity => Some(&IDENTITY_MIGRATIONS),
-        Service::Gateway | Service::Team | Service::Provisioning | Service::Metering | Service::Billing => None,
+        Service::Provisioning => Some(&PROVISIONING_MIGRATIONS),
+        Service::Gateway | Service::Team | Service::Metering | Service::Billing => None,
     };
     Migrations { schema: service.name(), own }
 }
 
 /// identity's own tables.
 pub const IDENTITY_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/identity");
+
+/// provisioning's own tables.
+pub const PROVISIONING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/provisioning");
 
 /// The outbox and inbox tables every service has.
 pub const PLATFORM_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/platform");

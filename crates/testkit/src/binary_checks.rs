@@ -70,6 +70,10 @@ pub fn data_service_env(
     if service == Service::Identity {
         env.push(var(service, "webhook.secret", crate::WEBHOOK_SECRET));
     }
+    if service == Service::Provisioning {
+        env.push(var(service, "encryption.keys", crate::PROVISIONING_ENCRYPTION_KEYS));
+        env.push(var(service, "encryption.active_key", "test1"));
+    }
     env
 }
 

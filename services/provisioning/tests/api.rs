@@ -836,3 +836,48 @@ async fn rotate_keys_reencrypts_everything_so_the_old_key_can_be_removed() {
     assert!(status.success(), "{output}");
     assert!(output.contains("\"rotated\":0"), "{output}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real process
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let mut vars = env(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1");
+    vars.push((env_var(Service::Provisioning, "database.migrate_on_start"), "true".into()));
+    vars.push(("RUST_LOG".into(), "info,hopsbridge_provisioning=debug,hopsbridge_platform=debug".into()));
+    let binary = env!("CARGO_BIN_EXE_hopsbridge-provisioning");
+    let mut process = hopsbridge_testkit::ServiceProcess::start(binary, &vars);
+    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let p = Provisioning { base: process.url(), db, bus, key, stops: Vec::new() };
+    let sim = hopsworks("proc");
+    let id = p.register("eu-1", &sim, 3).await;
+    let new_key = format!("patched-api-key-{}", Uuid::new_v4().simple());
+    let (status, _) = p
+        .call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"api_key": new_key})))
+        .await;
+    assert_eq!(status, 200);
+    // The patched key is wrong for the cluster: the failure is reported without the key.
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "proc@example.com", "Ada").await;
+    p.paid(ada).await;
+    p.wait_for(ada, "failed with 401", |a| a["last_error"].as_str().is_some_and(|e| e.contains("401"))).await;
+    let (status, _) = p
+        .call(
+            Method::PATCH,
+            &format!("/api/admin/clusters/{id}"),
+            Some(&admin()),
+            Some(json!({"api_key": sim.api_key()})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    p.wait_status(ada, "complete").await;
+    let status = process.terminate(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let output = process.output();
+    assert!(output.contains("Hopsworks account ready"), "{output}");
+    for secret in [sim.api_key(), new_key.as_str(), "kube-token-very-secret", "dGVzdC1rZXkt"] {
+        assert!(!output.contains(secret), "a log line holds a secret ({secret})");
+    }
+}

@@ -1,6 +1,7 @@
 //! What provisioning learns from other services: people (identity) and paying owners (billing).
 
 use crate::assignments::{self, Requested};
+use crate::error::ProvisioningError;
 use crate::users::{self, Person, status};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
@@ -70,12 +71,20 @@ impl Handler<UserReactivatedV1> for UserStatus {
 }
 
 impl Handler<UserDeletedV1> for UserStatus {
+    /// A deleted person keeps no seat: their assignment is released like an admin's
+    /// unassignment (the account deactivated, ClusterUnassigned announced).
     async fn handle(
         &self,
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserDeletedV1>,
     ) -> Result<(), HandlerError> {
-        users::set_status(conn, id("user_id", &event.payload.user_id)?, status::DELETED).await?;
+        let user_id = id("user_id", &event.payload.user_id)?;
+        users::set_status(conn, user_id, status::DELETED).await?;
+        match assignments::unassign(conn, user_id).await {
+            Ok(a) => tracing::info!(%user_id, status = %a.status, "deleted user's seat released"),
+            Err(ProvisioningError::NotFound(..)) => {}
+            Err(e) => return Err(HandlerError::Retry(e.into())),
+        }
         Ok(())
     }
 }

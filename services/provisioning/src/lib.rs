@@ -76,7 +76,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated).with_hooks(hooks.clone());
     let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus);
     let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus);
-    let deleted = service.consumer::<UserDeletedV1, _>(events::UserStatus);
+    let deleted = service.consumer::<UserDeletedV1, _>(events::UserStatus).with_hooks(hooks.clone());
     let paid =
         service.consumer::<PaymentMethodAddedV1, _>(events::PaymentMethodAdded { max_num_projects }).with_hooks(hooks);
     let worker =

@@ -770,6 +770,37 @@ async fn admins_move_and_unassign_users_and_the_old_accounts_are_deactivated() {
     assert_eq!(p.call(Method::DELETE, &path, Some(&stranger), None).await.0, StatusCode::FORBIDDEN);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_gives_up_their_seat_to_the_one_waiting() {
+    use hopsbridge_contracts::events::UserDeletedV1;
+    let p = start().await;
+    let sim = hopsworks("del");
+    let cluster = p.register("eu-1", &sim, 1).await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    p.user_created(ada, "deleted@example.com", "Ada").await;
+    p.user_created(bob, "next@example.com", "Bob").await;
+    p.paid(ada).await;
+    p.wait_status(ada, "complete").await;
+    p.paid(bob).await;
+    p.wait_status(bob, "waiting_for_capacity").await;
+    let (_, mine) = p.call(Method::GET, "/api/cluster", Some(&person(bob)), None).await;
+    assert_eq!((mine["status"].as_str(), mine["cluster"].is_null()), (Some("waiting_for_capacity"), true), "{mine}");
+
+    p.publish(&UserDeletedV1 { user_id: ada.to_string() }, None).await;
+    p.wait_status(ada, "unassigned").await;
+    let done = p.wait_status(bob, "complete").await;
+    assert_eq!(done["cluster_id"], cluster.as_str());
+    let gone = sim.users().into_iter().find(|u| u.email == "deleted@example.com").unwrap();
+    assert_eq!(gone.status, STATUS_DEACTIVATED);
+    let events = p.outbox("ClusterUnassigned").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(ClusterUnassignedV1::decode(events[0].payload.as_slice()).unwrap().reason, "unassigned");
+    // A deleted person's later payment method seats nobody.
+    p.paid(ada).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(p.assignment(ada).await["status"], "unassigned");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Key rotation
 

@@ -308,8 +308,14 @@ pub async fn move_to(
     placement_lock(conn).await?;
     let cluster: ClusterRow = clusters::lock(conn, target).await?;
     let existing = lock_row(conn, user).await?;
-    if users::get(conn, user).await?.is_none() {
-        return Err(ProvisioningError::NotFound("user_not_found", "provisioning does not know this user".into()));
+    match users::get(conn, user).await? {
+        None => {
+            return Err(ProvisioningError::NotFound("user_not_found", "provisioning does not know this user".into()));
+        }
+        Some(p) if p.status == user_status::DELETED => {
+            return Err(ProvisioningError::Conflict("user_deleted", "the user's account is deleted".into()));
+        }
+        Some(_) => {}
     }
     if let Some(a) = &existing {
         if a.cluster_id == Some(target) && SEATED.contains(&a.status.as_str()) {

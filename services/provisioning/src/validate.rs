@@ -67,7 +67,10 @@ pub fn api_url(raw: &str) -> Result<String, Invalid> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("api_url must not have a query or fragment"));
     }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    // The address users open; the admin API's path is added by the client, so a URL given with
+    // it is taken without it.
+    let text = url.as_str().trim_end_matches('/');
+    Ok(text.strip_suffix(crate::hopsworks::BASE_PATH).unwrap_or(text).to_owned())
 }
 
 /// A non-empty secret or identifier of at most `max` bytes.
@@ -223,6 +226,7 @@ users:
     fn urls_must_be_https_without_extras() {
         assert_eq!(api_url("https://hw.example.com/").unwrap(), "https://hw.example.com");
         assert_eq!(api_url("https://127.0.0.1:8181").unwrap(), "https://127.0.0.1:8181");
+        assert_eq!(api_url("https://hw.example.com/hopsworks-api/api/").unwrap(), "https://hw.example.com");
         for bad in ["http://hw.example.com", "hw.example.com", "https://u:p@hw.example.com", "https://hw?x=1", ""] {
             assert!(api_url(bad).is_err(), "{bad}");
         }

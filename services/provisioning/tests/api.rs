@@ -795,7 +795,16 @@ async fn a_deleted_user_gives_up_their_seat_to_the_one_waiting() {
     let events = p.outbox("ClusterUnassigned").await;
     assert_eq!(events.len(), 1);
     assert_eq!(ClusterUnassignedV1::decode(events[0].payload.as_slice()).unwrap().reason, "unassigned");
-    // A deleted person's later payment method seats nobody.
+    // A deleted person cannot be moved, and their later payment method seats nobody.
+    let (status, err) = p
+        .call(
+            Method::PUT,
+            &format!("/api/admin/assignments/{ada}"),
+            Some(&admin()),
+            Some(json!({"cluster_id": cluster})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("user_deleted")));
     p.paid(ada).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(p.assignment(ada).await["status"], "unassigned");

@@ -684,6 +684,30 @@ async fn forty_owners_racing_for_thirty_seats_never_overfill_and_the_rest_wait_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_events_and_the_work_without_overfilling_or_duplicating() {
+    let mut p = start().await;
+    let (_, second) = launch(&p.db, &p.bus, PROVISIONING_ENCRYPTION_KEYS, "test1").await;
+    p.stops.push(second);
+    let sim = hopsworks("replicas");
+    p.register("eu-1", &sim, 12).await;
+    let users: Vec<Uuid> = (0..16).map(|_| Uuid::now_v7()).collect();
+    for (i, u) in users.iter().enumerate() {
+        p.user_created(*u, &format!("replica{i}@example.com"), "Rep Lica").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for u in &users {
+        p.paid(*u).await;
+    }
+    let done = "SELECT count(*) AS n FROM assignments WHERE status = 'complete'";
+    assert!(eventually(Duration::from_secs(60), || async { p.count(done).await == 12 }).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(p.count(done).await, 12, "never more than the capacity");
+    assert_eq!(p.count("SELECT count(*) AS n FROM assignments WHERE status = 'waiting_for_capacity'").await, 4);
+    assert_eq!(sim.users().len(), 12 + 1, "one account per seated user, plus the admin");
+    assert_eq!(p.outbox("ClusterAssigned").await.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_move_and_unassign_users_and_the_old_accounts_are_deactivated() {
     let p = start().await;
     let (a, b, c) = (hopsworks("mv-a"), hopsworks("mv-b"), hopsworks("mv-c"));

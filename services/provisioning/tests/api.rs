@@ -708,6 +708,38 @@ async fn two_replicas_share_the_events_and_the_work_without_overfilling_or_dupli
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_users_are_seated_in_the_order_they_started_waiting() {
+    let p = start().await;
+    let sim = hopsworks("order");
+    let cluster = p.register("eu-1", &sim, 1).await;
+    let users: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    for (i, u) in users.iter().enumerate() {
+        p.user_created(*u, &format!("queue{i}@example.com"), "Queue").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.paid(users[0]).await;
+    p.wait_status(users[0], "complete").await;
+    for u in &users[1..] {
+        p.paid(*u).await;
+        p.wait_status(*u, "waiting_for_capacity").await;
+    }
+    // One more seat: the first to wait gets it, the others keep waiting.
+    p.call(Method::PATCH, &format!("/api/admin/clusters/{cluster}"), Some(&admin()), Some(json!({"capacity": 2})))
+        .await;
+    p.wait_status(users[1], "complete").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for u in &users[2..] {
+        assert_eq!(p.assignment(*u).await["status"], "waiting_for_capacity");
+    }
+    // A newly registered cluster takes the next one.
+    let other = hopsworks("order-2");
+    let second = p.register("eu-2", &other, 1).await;
+    p.wait_status(users[2], "complete").await;
+    assert_eq!(p.assignment(users[2]).await["cluster_id"], second.as_str());
+    assert_eq!(p.assignment(users[3]).await["status"], "waiting_for_capacity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_move_and_unassign_users_and_the_old_accounts_are_deactivated() {
     let p = start().await;
     let (a, b, c) = (hopsworks("mv-a"), hopsworks("mv-b"), hopsworks("mv-c"));

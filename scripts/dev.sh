@@ -182,6 +182,12 @@ start_service() {
                 "${prefix}PORTAL__RETURN_URL=http://${HOST}:${PORT[gateway]}/billing"
             )
         fi
+        if [[ ${svc} == provisioning ]]; then
+            vars+=(
+                "${prefix}ENCRYPTION__KEYS=${PROVISIONING_ENCRYPTION_KEYS}"
+                "${prefix}ENCRYPTION__ACTIVE_KEY=dev"
+            )
+        fi
     else
         local upstream
         for upstream in "${DATA_SERVICES[@]}"; do
@@ -253,6 +259,12 @@ if [[ ! -s ${WEBHOOK_SECRET_FILE} ]]; then
     (umask 077 && head -c 24 /dev/urandom | base64 -w0 >"${WEBHOOK_SECRET_FILE}")
 fi
 AUTH0_WEBHOOK_SECRET=$(<"${WEBHOOK_SECRET_FILE}")
+# The key that seals provisioning's cluster secrets at rest (id "dev"); made the same way.
+ENCRYPTION_KEY_FILE="${root}/.local/provisioning-encryption-key"
+if [[ ! -s ${ENCRYPTION_KEY_FILE} ]]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 -w0 >"${ENCRYPTION_KEY_FILE}")
+fi
+PROVISIONING_ENCRYPTION_KEYS="dev:$(<"${ENCRYPTION_KEY_FILE}")"
 
 # --- Sandbox ----------------------------------------------------------------------------------
 # hopsbridge-sandbox (simulated Auth0, Stripe, Hopsworks and Kubernetes APIs) starts before the

@@ -1,9 +1,11 @@
-//! The command line every binary shares: `<binary> [--config FILE] [serve|migrate]`.
+//! The command line every binary shares: `<binary> [--config FILE] [serve|migrate]`, plus any
+//! subcommands of a service's own ([`run_with`], e.g. provisioning's `rotate-keys`).
 
 use crate::config::{self, ServiceSettings};
 use crate::db::Migrations;
 use crate::service::Application;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use futures::future::BoxFuture;
 use hopsbridge_contracts::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,46 @@ pub enum Command {
 /// Exit code for a configuration error.
 const EXIT_CONFIG: u8 = 2;
 
+/// A subcommand of one service's own, run with the loaded and validated configuration after
+/// telemetry has started (e.g. provisioning's `rotate-keys`).
+pub struct ExtraCommand<C> {
+    /// The subcommand's name on the command line.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// What it does; the process exits 0 when it returns `Ok`, 1 otherwise.
+    pub run: fn(C) -> BoxFuture<'static, anyhow::Result<()>>,
+}
+
+impl<C> std::fmt::Debug for ExtraCommand<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraCommand").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+enum Chosen<C> {
+    Builtin(Command),
+    Extra(fn(C) -> BoxFuture<'static, anyhow::Result<()>>),
+}
+
+/// Parses the command line: the shared arguments and subcommands plus `extra`.
+fn parse<C>(extra: &[ExtraCommand<C>]) -> (Option<PathBuf>, Chosen<C>) {
+    let mut command = Cli::command();
+    for e in extra {
+        command = command.subcommand(clap::Command::new(e.name).about(e.about));
+    }
+    let matches = command.get_matches();
+    if let Some(name) = matches.subcommand_name()
+        && let Some(e) = extra.iter().find(|e| e.name == name)
+    {
+        return (matches.get_one::<PathBuf>("config").cloned(), Chosen::Extra(e.run));
+    }
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => (cli.config, Chosen::Builtin(cli.command.unwrap_or(Command::Serve))),
+        Err(e) => e.exit(),
+    }
+}
+
 /// Runs a binary: installs the TLS provider, parses the command line, loads and validates the
 /// configuration (exiting 2 with the bad key's name if it is wrong), starts telemetry, then
 /// migrates or serves until a signal. Exits 0 after a clean shutdown.
@@ -40,9 +82,24 @@ where
     C: ServiceSettings,
     F: AsyncFnOnce(C) -> anyhow::Result<Application>,
 {
+    run_with(service, defaults, migrations, serve, &[])
+}
+
+/// [`run`] with subcommands of the service's own besides `serve` and `migrate`.
+pub fn run_with<C, F>(
+    service: Service,
+    defaults: &[&str],
+    migrations: Option<Migrations>,
+    serve: F,
+    extra: &[ExtraCommand<C>],
+) -> ExitCode
+where
+    C: ServiceSettings,
+    F: AsyncFnOnce(C) -> anyhow::Result<Application>,
+{
     crate::install_crypto_provider();
-    let cli = Cli::parse();
-    let cfg: C = match config::load(service, defaults, cli.config.as_deref()) {
+    let (config_file, chosen) = parse(extra);
+    let cfg: C = match config::load(service, defaults, config_file.as_deref()) {
         Ok(cfg) => cfg,
         Err(e) => {
             report(&format!("hopsbridge-{service}: {e}"));
@@ -64,12 +121,13 @@ where
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let outcome = match cli.command.unwrap_or(Command::Serve) {
-            Command::Migrate => migrate(cfg.database(), migrations).await,
-            Command::Serve => match serve(cfg).await {
+        let outcome = match chosen {
+            Chosen::Builtin(Command::Migrate) => migrate(cfg.database(), migrations).await,
+            Chosen::Builtin(Command::Serve) => match serve(cfg).await {
                 Ok(app) => app.run_until_stopped(crate::shutdown::on_signal()).await,
                 Err(e) => Err(e),
             },
+            Chosen::Extra(run) => run(cfg).await,
         };
         let code = match outcome {
             Ok(()) => ExitCode::SUCCESS,

@@ -190,7 +190,8 @@ pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migration
     let own = match service {
         Service::Identity => Some(&IDENTITY_MIGRATIONS),
         Service::Billing => Some(&BILLING_MIGRATIONS),
-        Service::Gateway | Service::Team | Service::Provisioning | Service::Metering => None,
+        Service::Provisioning => Some(&PROVISIONING_MIGRATIONS),
+        Service::Gateway | Service::Team | Service::Metering => None,
     };
     Migrations { schema: service.name(), own }
 }
@@ -200,6 +201,9 @@ pub const IDENTITY_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../mig
 
 /// billing's own tables.
 pub const BILLING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/billing");
+
+/// provisioning's own tables.
+pub const PROVISIONING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/provisioning");
 
 /// The outbox and inbox tables every service has.
 pub const PLATFORM_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/platform");

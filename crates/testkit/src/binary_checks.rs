@@ -77,6 +77,10 @@ pub fn data_service_env(
         env.push(var(service, "stripe.webhook_secret", crate::STRIPE_WEBHOOK_SECRET));
         env.push(var(service, "stripe.api_base", "http://127.0.0.1:9"));
     }
+    if service == Service::Provisioning {
+        env.push(var(service, "encryption.keys", crate::PROVISIONING_ENCRYPTION_KEYS));
+        env.push(var(service, "encryption.active_key", "test1"));
+    }
     env
 }
 

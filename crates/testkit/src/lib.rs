@@ -45,6 +45,10 @@ pub fn init() {
 /// The key tests sign gateway caller headers with.
 pub const GATEWAY_SIGNING_KEY: &str = "test-gateway-signing-key-0123456789abcdef";
 
+/// The keys tests seal provisioning's cluster secrets with (`test1` is the one to make active).
+pub const PROVISIONING_ENCRYPTION_KEYS: &str =
+    "test1:dGVzdC1rZXktb25lLTMyLWJ5dGVzLWxvbmctLS0tLS0=,test2:dGVzdC1rZXktdHdvLTMyLWJ5dGVzLWxvbmctLS0tLS0=";
+
 /// The secret tests' Auth0 Action sends to identity's webhook.
 pub const WEBHOOK_SECRET: &str = "test-auth0-webhook-secret";
 

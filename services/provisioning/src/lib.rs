@@ -1,13 +1,41 @@
-//! The provisioning service: the cluster registry and the assignment of users to Hopsworks clusters.
+//! The provisioning service: the cluster registry (with its secrets sealed at rest), the
+//! assignment of paying owners to Hopsworks clusters, and their Hopsworks accounts.
 //!
-//! Its features arrive with their issues; today it is a complete service shell: configuration,
-//! its Postgres schema with outbox and inbox, NATS, health endpoints and graceful shutdown.
+//! - Admins register and change clusters; the Hopsworks API key and the kubeconfig are sealed
+//!   with AES-256-GCM under a configured key and never answered or announced.
+//! - `PaymentMethodAddedV1` seats the owner on the active cluster with the most free seats
+//!   (counted from assignments under lock, never kept in a counter), or lets them wait for
+//!   capacity; a background task creates the Hopsworks OAuth user, then marks the assignment
+//!   complete and announces `ClusterAssignedV1` in one transaction.
+//! - Admins move and unassign users; old accounts are deactivated (status 3) and
+//!   `ClusterUnassignedV1` announced.
+
+pub mod assignments;
+pub mod clusters;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod events;
+pub mod hopsworks;
+pub mod rotate;
+pub mod routes;
+pub mod users;
+pub mod validate;
+pub mod worker;
+
+pub use config::ProvisioningConfig;
 
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::{DATA_SERVICE_DEFAULTS, DataServiceConfig};
+use hopsbridge_contracts::events::{
+    PaymentMethodAddedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1,
+};
+use hopsbridge_platform::cli::ExtraCommand;
+use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
+use hopsbridge_platform::events::ConsumerHooks;
 use hopsbridge_platform::service::{Application, DataService};
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// This service.
 pub const SERVICE: Service = Service::Provisioning;
@@ -18,12 +46,47 @@ pub const DEFAULTS: [&str; 2] = [DATA_SERVICE_DEFAULTS, include_str!("../config/
 /// The migrations this binary applies.
 pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 
+/// Subcommands of this binary besides `serve` and `migrate`.
+pub const COMMANDS: [ExtraCommand<ProvisioningConfig>; 1] = [ExtraCommand {
+    name: "rotate-keys",
+    about: "Re-encrypt every cluster secret under encryption.active_key, then exit",
+    run: rotate::command,
+}];
+
 /// Connects everything and binds the HTTP server; run it with
 /// [`Application::run_until_stopped`].
 ///
 /// # Errors
 /// When Postgres or NATS cannot be reached, a migration fails, or the port cannot be bound.
-pub async fn build(config: DataServiceConfig) -> anyhow::Result<Application> {
-    let service = DataService::connect(SERVICE, config, MIGRATIONS).await?;
-    service.application(Arc::new(|_routes| {}))
+pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
+    let vault =
+        crypto::Vault::from_config(&config.encryption).map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
+    let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    let wake = Arc::new(Notify::new());
+    let max_num_projects = config.hopsworks.max_num_projects_paying;
+    let state = routes::State { db: service.db.clone(), vault: vault.clone(), wake: wake.clone(), max_num_projects };
+    // Consumers wake the background task once their transaction has committed.
+    let woken = wake.clone();
+    let hooks = ConsumerHooks {
+        after_commit: Some(Arc::new(move |_| {
+            woken.notify_one();
+            Box::pin(async {})
+        })),
+    };
+    let created = service.consumer::<UserCreatedV1, _>(events::UserCreated).with_hooks(hooks.clone());
+    let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus);
+    let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus);
+    let deleted = service.consumer::<UserDeletedV1, _>(events::UserStatus).with_hooks(hooks.clone());
+    let paid =
+        service.consumer::<PaymentMethodAddedV1, _>(events::PaymentMethodAdded { max_num_projects }).with_hooks(hooks);
+    let worker =
+        worker::Worker::new(service.db.clone(), vault, config.hopsworks.clone(), config.assignments.clone(), wake);
+    Ok(service
+        .application(Arc::new(move |c| routes::configure(c, state.clone())))?
+        .with_task("user-created", move |cancel| created.run(cancel))
+        .with_task("user-suspended", move |cancel| suspended.run(cancel))
+        .with_task("user-reactivated", move |cancel| reactivated.run(cancel))
+        .with_task("user-deleted", move |cancel| deleted.run(cancel))
+        .with_task("payment-method-added", move |cancel| paid.run(cancel))
+        .with_task("assignments", move |cancel| worker.run(cancel)))
 }

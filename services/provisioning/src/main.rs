@@ -1,12 +1,13 @@
-//! `hopsbridge-provisioning [--config FILE] [serve|migrate]`
+//! `hopsbridge-provisioning [--config FILE] [serve|migrate|rotate-keys]`
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    hopsbridge_platform::cli::run(
+    hopsbridge_platform::cli::run_with(
         hopsbridge_provisioning::SERVICE,
         &hopsbridge_provisioning::DEFAULTS,
         Some(hopsbridge_provisioning::MIGRATIONS),
         hopsbridge_provisioning::build,
+        &hopsbridge_provisioning::COMMANDS,
     )
 }

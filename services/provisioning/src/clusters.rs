@@ -1,0 +1,398 @@
+//! The cluster registry. Secrets are sealed before they reach a row and opened only in memory,
+//! by the code that calls the cluster; nothing here ever answers or announces them.
+
+use crate::crypto::{OpenError, Sealed, Vault};
+use crate::error::ProvisioningError;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hopsbridge_contracts::events::{ClusterRegisteredV1, ClusterUpdatedV1};
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::events::enqueue;
+use serde::Serialize;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+diesel::table! {
+    /// Hopsworks clusters.
+    clusters (id) {
+        id -> Uuid,
+        name -> Text,
+        api_url -> Text,
+        api_key_ciphertext -> Bytea,
+        api_key_key_id -> Text,
+        kubeconfig_ciphertext -> Bytea,
+        kubeconfig_key_id -> Text,
+        ca_bundle -> Text,
+        oauth_client_id -> Text,
+        capacity -> Int4,
+        region -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+/// The field names secrets are bound to.
+pub mod field {
+    /// The Hopsworks admin API key.
+    pub const API_KEY: &str = "api_key";
+    /// The kubeconfig.
+    pub const KUBECONFIG: &str = "kubeconfig";
+}
+
+/// Cluster statuses.
+pub mod status {
+    /// Takes new users.
+    pub const ACTIVE: &str = "active";
+}
+
+/// A cluster row.
+#[derive(Clone, Queryable, Selectable)]
+#[diesel(table_name = clusters)]
+pub struct ClusterRow {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Hopsworks base URL.
+    pub api_url: String,
+    /// Sealed API key.
+    pub api_key_ciphertext: Vec<u8>,
+    /// Its key id.
+    pub api_key_key_id: String,
+    /// Sealed kubeconfig.
+    pub kubeconfig_ciphertext: Vec<u8>,
+    /// Its key id.
+    pub kubeconfig_key_id: String,
+    /// PEM CA bundle.
+    pub ca_bundle: String,
+    /// OAuth client id.
+    pub oauth_client_id: String,
+    /// Seats.
+    pub capacity: i32,
+    /// Region.
+    pub region: String,
+    /// Status.
+    pub status: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for ClusterRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRow").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl ClusterRow {
+    /// The sealed API key.
+    #[must_use]
+    pub fn api_key(&self) -> Sealed {
+        Sealed { key_id: self.api_key_key_id.clone(), bytes: self.api_key_ciphertext.clone() }
+    }
+
+    /// The sealed kubeconfig.
+    #[must_use]
+    pub fn kubeconfig(&self) -> Sealed {
+        Sealed { key_id: self.kubeconfig_key_id.clone(), bytes: self.kubeconfig_ciphertext.clone() }
+    }
+
+    /// What the service needs to call the cluster's Hopsworks, secrets opened.
+    ///
+    /// # Errors
+    /// When the API key does not open.
+    pub fn access(&self, vault: &Vault) -> Result<ClusterAccess, OpenError> {
+        Ok(ClusterAccess {
+            id: self.id,
+            api_url: self.api_url.clone(),
+            api_key: Secret::new(vault.open_text(self.id, field::API_KEY, &self.api_key())?),
+            ca_bundle: self.ca_bundle.clone(),
+            oauth_client_id: self.oauth_client_id.clone(),
+        })
+    }
+}
+
+/// How to reach one cluster's Hopsworks admin API (in memory only).
+#[derive(Clone, Debug)]
+pub struct ClusterAccess {
+    /// Cluster id.
+    pub id: Uuid,
+    /// Base URL.
+    pub api_url: String,
+    /// The admin API key.
+    pub api_key: Secret<String>,
+    /// CA bundle to trust (and nothing else).
+    pub ca_bundle: String,
+    /// OAuth client id of the cluster.
+    pub oauth_client_id: String,
+}
+
+/// A cluster as admins see it: never a secret, at most that it has one and which key sealed it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Hopsworks base URL (also the endpoint users open).
+    pub api_url: String,
+    /// The OAuth client id used when creating Hopsworks users.
+    pub oauth_client_id: String,
+    /// PEM CA bundle the service trusts for this cluster.
+    pub ca_bundle: String,
+    /// Seats.
+    pub capacity: i32,
+    /// Seats taken (assignments provisioning or complete).
+    pub used: i64,
+    /// Region.
+    pub region: String,
+    /// `active`, `maintenance`, `full` or `inactive`.
+    pub status: String,
+    /// Always true: an API key is required.
+    pub has_api_key: bool,
+    /// The id of the key the API key is sealed with.
+    pub api_key_key_id: String,
+    /// Always true: a kubeconfig is required.
+    pub has_kubeconfig: bool,
+    /// The id of the key the kubeconfig is sealed with.
+    pub kubeconfig_key_id: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ClusterView {
+    fn of(row: ClusterRow, used: i64) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            api_url: row.api_url,
+            oauth_client_id: row.oauth_client_id,
+            ca_bundle: row.ca_bundle,
+            capacity: row.capacity,
+            used,
+            region: row.region,
+            status: row.status,
+            has_api_key: true,
+            api_key_key_id: row.api_key_key_id,
+            has_kubeconfig: true,
+            kubeconfig_key_id: row.kubeconfig_key_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A validated registration.
+#[derive(Clone, Debug)]
+pub struct NewCluster {
+    /// Name.
+    pub name: String,
+    /// Base URL.
+    pub api_url: String,
+    /// API key.
+    pub api_key: Secret<String>,
+    /// Kubeconfig YAML.
+    pub kubeconfig: Secret<String>,
+    /// CA bundle.
+    pub ca_bundle: String,
+    /// OAuth client id.
+    pub oauth_client_id: String,
+    /// Seats.
+    pub capacity: i32,
+    /// Region.
+    pub region: String,
+    /// Status.
+    pub status: String,
+}
+
+/// A validated change; absent fields stay as they are.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterChange {
+    /// Name.
+    pub name: Option<String>,
+    /// Base URL.
+    pub api_url: Option<String>,
+    /// API key.
+    pub api_key: Option<Secret<String>>,
+    /// Kubeconfig YAML.
+    pub kubeconfig: Option<Secret<String>>,
+    /// CA bundle.
+    pub ca_bundle: Option<String>,
+    /// OAuth client id.
+    pub oauth_client_id: Option<String>,
+    /// Seats.
+    pub capacity: Option<i32>,
+    /// Region.
+    pub region: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+}
+
+/// Seats taken per cluster.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn occupancy(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, diesel::result::Error> {
+    use crate::assignments::{SEATED, assignments};
+    let rows: Vec<(Option<Uuid>, i64)> = assignments::table
+        .filter(assignments::cluster_id.eq_any(ids))
+        .filter(assignments::status.eq_any(SEATED))
+        .group_by(assignments::cluster_id)
+        .select((assignments::cluster_id, diesel::dsl::count_star()))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(id, n)| id.map(|id| (id, n))).collect())
+}
+
+async fn view(conn: &mut AsyncPgConnection, row: ClusterRow) -> Result<ClusterView, ProvisioningError> {
+    let used = occupancy(conn, &[row.id]).await?.get(&row.id).copied().unwrap_or(0);
+    Ok(ClusterView::of(row, used))
+}
+
+/// Registers a cluster and announces it (without secrets).
+///
+/// # Errors
+/// [`ProvisioningError::NameTaken`].
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    vault: &Vault,
+    new: &NewCluster,
+) -> Result<ClusterView, ProvisioningError> {
+    let id = Uuid::now_v7();
+    let api_key = vault.seal(id, field::API_KEY, new.api_key.expose().as_bytes())?;
+    let kubeconfig = vault.seal(id, field::KUBECONFIG, new.kubeconfig.expose().as_bytes())?;
+    let row: ClusterRow = diesel::insert_into(clusters::table)
+        .values((
+            clusters::id.eq(id),
+            clusters::name.eq(&new.name),
+            clusters::api_url.eq(&new.api_url),
+            clusters::api_key_ciphertext.eq(&api_key.bytes),
+            clusters::api_key_key_id.eq(&api_key.key_id),
+            clusters::kubeconfig_ciphertext.eq(&kubeconfig.bytes),
+            clusters::kubeconfig_key_id.eq(&kubeconfig.key_id),
+            clusters::ca_bundle.eq(&new.ca_bundle),
+            clusters::oauth_client_id.eq(&new.oauth_client_id),
+            clusters::capacity.eq(new.capacity),
+            clusters::region.eq(&new.region),
+            clusters::status.eq(&new.status),
+        ))
+        .returning(ClusterRow::as_returning())
+        .get_result(conn)
+        .await?;
+    let event = ClusterRegisteredV1 {
+        cluster_id: id.to_string(),
+        name: row.name.clone(),
+        region: row.region.clone(),
+        status: row.status.clone(),
+        capacity: row.capacity,
+    };
+    enqueue(conn, &event, None).await?;
+    view(conn, row).await
+}
+
+/// Changes a cluster and announces it (without secrets).
+///
+/// # Errors
+/// [`ProvisioningError::NotFound`], [`ProvisioningError::NameTaken`].
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    vault: &Vault,
+    id: Uuid,
+    change: &ClusterChange,
+) -> Result<ClusterView, ProvisioningError> {
+    let current = lock(conn, id).await?;
+    let api_key = change.api_key.as_ref().map(|k| vault.seal(id, field::API_KEY, k.expose().as_bytes())).transpose()?;
+    let kubeconfig =
+        change.kubeconfig.as_ref().map(|k| vault.seal(id, field::KUBECONFIG, k.expose().as_bytes())).transpose()?;
+    let api_key = api_key.unwrap_or_else(|| current.api_key());
+    let kubeconfig = kubeconfig.unwrap_or_else(|| current.kubeconfig());
+    let row: ClusterRow = diesel::update(clusters::table.find(id))
+        .set((
+            clusters::name.eq(change.name.as_ref().unwrap_or(&current.name)),
+            clusters::api_url.eq(change.api_url.as_ref().unwrap_or(&current.api_url)),
+            clusters::api_key_ciphertext.eq(&api_key.bytes),
+            clusters::api_key_key_id.eq(&api_key.key_id),
+            clusters::kubeconfig_ciphertext.eq(&kubeconfig.bytes),
+            clusters::kubeconfig_key_id.eq(&kubeconfig.key_id),
+            clusters::ca_bundle.eq(change.ca_bundle.as_ref().unwrap_or(&current.ca_bundle)),
+            clusters::oauth_client_id.eq(change.oauth_client_id.as_ref().unwrap_or(&current.oauth_client_id)),
+            clusters::capacity.eq(change.capacity.unwrap_or(current.capacity)),
+            clusters::region.eq(change.region.as_ref().unwrap_or(&current.region)),
+            clusters::status.eq(change.status.as_ref().unwrap_or(&current.status)),
+            clusters::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(ClusterRow::as_returning())
+        .get_result(conn)
+        .await?;
+    let event = ClusterUpdatedV1 {
+        cluster_id: id.to_string(),
+        name: row.name.clone(),
+        region: row.region.clone(),
+        status: row.status.clone(),
+        capacity: row.capacity,
+    };
+    enqueue(conn, &event, None).await?;
+    view(conn, row).await
+}
+
+fn not_found() -> ProvisioningError {
+    ProvisioningError::NotFound("cluster_not_found", "no such cluster".into())
+}
+
+/// One cluster.
+///
+/// # Errors
+/// [`ProvisioningError::NotFound`].
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterView, ProvisioningError> {
+    let row = row(conn, id).await?;
+    view(conn, row).await
+}
+
+/// One cluster's row.
+///
+/// # Errors
+/// [`ProvisioningError::NotFound`].
+pub async fn row(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterRow, ProvisioningError> {
+    clusters::table.find(id).select(ClusterRow::as_select()).first(conn).await.optional()?.ok_or_else(not_found)
+}
+
+/// One cluster's row, locked for the rest of the transaction.
+///
+/// # Errors
+/// [`ProvisioningError::NotFound`].
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterRow, ProvisioningError> {
+    clusters::table
+        .find(id)
+        .select(ClusterRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(not_found)
+}
+
+/// Every cluster, by name.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ClusterView>, ProvisioningError> {
+    let rows: Vec<ClusterRow> =
+        clusters::table.order(clusters::name.asc()).select(ClusterRow::as_select()).load(conn).await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let used = occupancy(conn, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let n = used.get(&r.id).copied().unwrap_or(0);
+            ClusterView::of(r, n)
+        })
+        .collect())
+}

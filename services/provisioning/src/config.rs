@@ -1,0 +1,170 @@
+//! provisioning's settings: the shared data-service settings plus the keys that seal cluster
+//! secrets, the Hopsworks client and the background task.
+
+use crate::crypto::Vault;
+use hopsbridge_contracts::Service;
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::config::{
+    AuthConfig, ConfigError, DataServiceConfig, DatabaseConfig, EventsConfig, HttpConfig, NatsConfig, ServiceSettings,
+    ShutdownConfig, TelemetryConfig, Validate,
+};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// provisioning's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisioningConfig {
+    /// The HTTP listener.
+    pub http: HttpConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Postgres.
+    pub database: DatabaseConfig,
+    /// NATS.
+    pub nats: NatsConfig,
+    /// Outbox relay and consumers.
+    pub events: EventsConfig,
+    /// Trust in the gateway.
+    pub auth: AuthConfig,
+    /// The keys cluster secrets are sealed with.
+    pub encryption: EncryptionConfig,
+    /// Calls to the clusters' Hopsworks admin API.
+    pub hopsworks: HopsworksConfig,
+    /// The background task that places waiting users and retries Hopsworks work.
+    pub assignments: AssignmentsConfig,
+}
+
+impl ProvisioningConfig {
+    /// The sections every data service has.
+    #[must_use]
+    pub fn base(&self) -> DataServiceConfig {
+        DataServiceConfig {
+            http: self.http.clone(),
+            telemetry: self.telemetry.clone(),
+            shutdown: self.shutdown.clone(),
+            database: self.database.clone(),
+            nats: self.nats.clone(),
+            events: self.events.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The AES-256-GCM keys that seal cluster API keys and kubeconfigs.
+///
+/// Environment variables are lowercased by the configuration loader, so the keys are one
+/// string rather than a map: `keys = "<id>:<base64 of 32 bytes>,<id>:<base64>"` (ids are
+/// 1-32 characters of `a-z`, `0-9`, `-`, `_`), and `active_key` names the one new secrets are
+/// sealed with. Rotation: add a key, make it active, run `hopsbridge-provisioning rotate-keys`,
+/// then remove the old key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// The id of the key new secrets are sealed with.
+    pub active_key: String,
+    /// Every key that may still be needed to open a stored secret, active one included.
+    pub keys: Secret<String>,
+}
+
+/// Calls to a cluster's Hopsworks admin API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HopsworksConfig {
+    /// Timeout of one HTTP request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Timeout of establishing a connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Tries of one call before the operation is left for the background task (5xx, 429,
+    /// timeouts and connection errors are tried again).
+    pub max_attempts: u32,
+    /// The pause after the first failed try, in milliseconds; it doubles each time.
+    pub initial_backoff_ms: u64,
+    /// The longest pause between tries, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// `maxNumProjects` of a paying owner's Hopsworks account.
+    pub max_num_projects_paying: i32,
+}
+
+impl HopsworksConfig {
+    /// One request's timeout.
+    #[must_use]
+    pub const fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// The background task.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentsConfig {
+    /// How often the task looks for waiting users and due work, in milliseconds (it is also
+    /// woken when something changes).
+    pub retry_interval_ms: u64,
+    /// The delay before retrying failed Hopsworks work, in milliseconds; it doubles with each
+    /// failed attempt up to `max_retry_delay_ms`.
+    pub initial_retry_delay_ms: u64,
+    /// The longest delay between attempts, in milliseconds.
+    pub max_retry_delay_ms: u64,
+    /// How long a replica may hold one piece of work before another may take it over, in
+    /// seconds.
+    pub lease_secs: u64,
+    /// Pieces of Hopsworks work done at once.
+    pub concurrency: usize,
+}
+
+impl Validate for ProvisioningConfig {
+    fn validate(&self, service: Service) -> Result<(), ConfigError> {
+        self.base().validate(service)?;
+        Vault::from_config(&self.encryption).map_err(|(key, reason)| ConfigError::new(service, key, reason))?;
+        let h = &self.hopsworks;
+        let positive = [
+            ("hopsworks.request_timeout_ms", h.request_timeout_ms),
+            ("hopsworks.connect_timeout_ms", h.connect_timeout_ms),
+            ("hopsworks.initial_backoff_ms", h.initial_backoff_ms),
+            ("hopsworks.max_backoff_ms", h.max_backoff_ms),
+            ("assignments.retry_interval_ms", self.assignments.retry_interval_ms),
+            ("assignments.initial_retry_delay_ms", self.assignments.initial_retry_delay_ms),
+            ("assignments.max_retry_delay_ms", self.assignments.max_retry_delay_ms),
+            ("assignments.lease_secs", self.assignments.lease_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(service, key, "must be at least 1"));
+            }
+        }
+        if h.max_attempts == 0 {
+            return Err(ConfigError::new(service, "hopsworks.max_attempts", "must be at least 1"));
+        }
+        if h.max_num_projects_paying < 0 {
+            return Err(ConfigError::new(service, "hopsworks.max_num_projects_paying", "must not be negative"));
+        }
+        if self.assignments.concurrency == 0 {
+            return Err(ConfigError::new(service, "assignments.concurrency", "must be at least 1"));
+        }
+        // A replica must finish a piece of work (every try of every call) before its lease ends.
+        let worst_ms = u64::from(h.max_attempts)
+            .saturating_mul(h.request_timeout_ms.saturating_add(h.connect_timeout_ms).saturating_add(h.max_backoff_ms))
+            .saturating_mul(6);
+        if self.assignments.lease_secs.saturating_mul(1000) < worst_ms {
+            return Err(ConfigError::new(
+                service,
+                "assignments.lease_secs",
+                format!("must cover the worst case of one piece of Hopsworks work ({} s)", worst_ms.div_ceil(1000)),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSettings for ProvisioningConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+
+    fn database(&self) -> Option<&DatabaseConfig> {
+        Some(&self.database)
+    }
+}

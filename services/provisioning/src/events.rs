@@ -1,0 +1,114 @@
+//! What provisioning learns from other services: people (identity) and paying owners (billing).
+
+use crate::assignments::{self, Requested};
+use crate::error::ProvisioningError;
+use crate::users::{self, Person, status};
+use diesel_async::AsyncPgConnection;
+use hopsbridge_contracts::events::{
+    PaymentMethodAddedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1,
+};
+use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
+use uuid::Uuid;
+
+fn id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
+    value.parse().map_err(|_| HandlerError::Reject(format!("{field} is not a UUID: {value:?}")))
+}
+
+/// Records a new person, and seats them if their payment method arrived first.
+#[derive(Debug, Clone, Copy)]
+pub struct UserCreated;
+
+impl Handler<UserCreatedV1> for UserCreated {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserCreatedV1>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let user_id = id("user_id", &p.user_id)?;
+        if p.auth_subject.is_empty() || !p.email.contains('@') {
+            return Err(HandlerError::Reject("UserCreated without a subject or an email".into()));
+        }
+        let person = Person {
+            user_id,
+            auth_subject: p.auth_subject.clone(),
+            email: p.email.clone(),
+            name: p.name.clone(),
+            status: status::ACTIVE.to_owned(),
+        };
+        users::upsert(conn, &person).await?;
+        if let Some(outcome) = assignments::user_known(conn, user_id).await? {
+            tracing::info!(%user_id, ?outcome, "waiting request placed now that the user is known");
+        }
+        Ok(())
+    }
+}
+
+/// Records a status change announced by identity.
+#[derive(Debug, Clone, Copy)]
+pub struct UserStatus;
+
+impl Handler<UserSuspendedV1> for UserStatus {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserSuspendedV1>,
+    ) -> Result<(), HandlerError> {
+        users::set_status(conn, id("user_id", &event.payload.user_id)?, status::SUSPENDED).await?;
+        Ok(())
+    }
+}
+
+impl Handler<UserReactivatedV1> for UserStatus {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserReactivatedV1>,
+    ) -> Result<(), HandlerError> {
+        users::set_status(conn, id("user_id", &event.payload.user_id)?, status::ACTIVE).await?;
+        Ok(())
+    }
+}
+
+impl Handler<UserDeletedV1> for UserStatus {
+    /// A deleted person keeps no seat: their assignment is released like an admin's
+    /// unassignment (the account deactivated, ClusterUnassigned announced).
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserDeletedV1>,
+    ) -> Result<(), HandlerError> {
+        let user_id = id("user_id", &event.payload.user_id)?;
+        users::set_status(conn, user_id, status::DELETED).await?;
+        match assignments::unassign(conn, user_id).await {
+            Ok(a) => tracing::info!(%user_id, status = %a.status, "deleted user's seat released"),
+            Err(ProvisioningError::NotFound(..)) => {}
+            Err(e) => return Err(HandlerError::Retry(e.into())),
+        }
+        Ok(())
+    }
+}
+
+/// Seats a paying owner on a cluster (or lets them wait for capacity, or for their UserCreated).
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentMethodAdded {
+    /// `maxNumProjects` of a paying owner.
+    pub max_num_projects: i32,
+}
+
+impl Handler<PaymentMethodAddedV1> for PaymentMethodAdded {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<PaymentMethodAddedV1>,
+    ) -> Result<(), HandlerError> {
+        let user_id = id("user_id", &event.payload.user_id)?;
+        let outcome = assignments::request(conn, user_id, self.max_num_projects).await?;
+        match outcome {
+            Requested::AlreadyAssigned => tracing::debug!(%user_id, "already assigned; nothing to do"),
+            Requested::UserDeleted => tracing::info!(%user_id, "payment method of a deleted user; not assigned"),
+            other => tracing::info!(%user_id, outcome = ?other, "cluster requested"),
+        }
+        Ok(())
+    }
+}

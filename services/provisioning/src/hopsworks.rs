@@ -1,0 +1,346 @@
+//! A cluster's Hopsworks admin API: find, create, update and deactivate OAuth users.
+//!
+//! TLS trusts the cluster's CA bundle and nothing else. Every call is tried again with
+//! exponential backoff and jitter on 5xx, 429, timeouts and connection errors; user creation is
+//! made safe to repeat by looking the email up (case-insensitively, through the list's filter)
+//! before creating and after a lost answer.
+
+use crate::clusters::ClusterAccess;
+use crate::config::HopsworksConfig;
+use crate::users::Person;
+use hopsbridge_platform::Secret;
+use rand::Rng as _;
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+/// The path every admin route is served under.
+pub const BASE_PATH: &str = "/hopsworks-api/api";
+
+/// Hopsworks account status of an activated account.
+pub const STATUS_ACTIVATED: i64 = 2;
+/// Hopsworks account status of a deactivated account.
+pub const STATUS_DEACTIVATED: i64 = 3;
+
+/// A call that did not succeed. The message names the step and the answer, never the key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CallError(pub String);
+
+/// A Hopsworks user as the list answers it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HopsworksUser {
+    /// Numeric id.
+    pub id: i64,
+    /// Username (pods carry it as their `owner` label).
+    pub username: String,
+    /// Email as stored.
+    pub email: String,
+    /// 2 activated, 3 deactivated, 4 blocked, …
+    #[serde(default)]
+    pub status: i64,
+    /// Limit on projects ever created.
+    #[serde(default)]
+    pub max_num_projects: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserList {
+    #[serde(default)]
+    items: Vec<HopsworksUser>,
+    #[serde(default)]
+    count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "errorCode")]
+    error_code: Option<i64>,
+    #[serde(rename = "errorMsg")]
+    error_msg: Option<String>,
+    #[serde(rename = "usrMsg")]
+    usr_msg: Option<String>,
+}
+
+/// `errorCode` of "user exists".
+const USER_EXISTS: i64 = 160_003;
+
+/// A client of one cluster.
+#[derive(Debug, Clone)]
+pub struct Hopsworks {
+    http: reqwest::Client,
+    base: Url,
+    api_key: Secret<String>,
+    oauth_client_id: String,
+    cfg: HopsworksConfig,
+}
+
+impl Hopsworks {
+    /// A client that trusts only `access.ca_bundle`.
+    ///
+    /// # Errors
+    /// When the CA bundle or the URL is unusable.
+    pub fn new(access: &ClusterAccess, cfg: &HopsworksConfig) -> Result<Self, CallError> {
+        let certs = reqwest::Certificate::from_pem_bundle(access.ca_bundle.as_bytes())
+            .map_err(|_| CallError("the cluster's CA bundle cannot be read".into()))?;
+        if certs.is_empty() {
+            return Err(CallError("the cluster's CA bundle holds no certificate".into()));
+        }
+        let http = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .tls_certs_only(certs)
+            .https_only(true)
+            .timeout(cfg.request_timeout())
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| CallError(format!("cannot build the HTTP client: {e}")))?;
+        let base = Url::parse(&format!("{}{BASE_PATH}/", access.api_url.trim_end_matches('/')))
+            .map_err(|_| CallError("the cluster's API URL is not a URL".into()))?;
+        Ok(Self {
+            http,
+            base,
+            api_key: access.api_key.clone(),
+            oauth_client_id: access.oauth_client_id.clone(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, CallError> {
+        self.base.join(path).map_err(|_| CallError(format!("bad path {path}")))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.cfg.initial_backoff_ms.saturating_mul(1_u64 << attempt.min(16)).min(self.cfg.max_backoff_ms);
+        let jitter = rand::thread_rng().gen_range(0..=exp / 4);
+        Duration::from_millis(exp.saturating_sub(exp / 8) + jitter)
+    }
+
+    /// Sends one request, trying again on 5xx, 429, timeouts and connection errors. Answers the
+    /// final status and body.
+    async fn send(
+        &self,
+        what: &str,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, bytes::Bytes), CallError> {
+        let mut attempt = 0_u32;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(reqwest::header::AUTHORIZATION, format!("ApiKey {}", self.api_key.expose()))
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.bytes().await {
+                        Ok(bytes) => Ok((status, bytes)),
+                        Err(e) => Err(transport(what, &e)),
+                    }
+                }
+                Err(e) => Err(transport(what, &e)),
+            };
+            let retryable = match &outcome {
+                Ok((status, _)) => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+                Err(_) => true,
+            };
+            if !retryable || attempt >= self.cfg.max_attempts {
+                return match outcome {
+                    Ok((status, body)) if retryable => {
+                        Err(CallError(format!("{what}: {} (after {attempt} tries)", describe(status, &body))))
+                    }
+                    Ok(ok) => Ok(ok),
+                    Err(e) => Err(CallError(format!("{} (after {attempt} tries)", e.0))),
+                };
+            }
+            tracing::debug!(step = what, attempt, "Hopsworks call failed; trying again");
+            tokio::time::sleep(self.backoff(attempt - 1)).await;
+        }
+    }
+
+    /// The user whose email is `email` (case-insensitively), found through the list's filter.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<HopsworksUser>, CallError> {
+        let page = 100_u64;
+        let mut offset = 0_u64;
+        loop {
+            let mut url = self.url("admin/users")?;
+            url.query_pairs_mut()
+                .append_pair("filter_by", &format!("user_like:{email}"))
+                .append_pair("offset", &offset.to_string())
+                .append_pair("limit", &page.to_string());
+            let (status, body) = self.send("look up the user", Method::GET, url, None).await?;
+            if !status.is_success() {
+                return Err(CallError(format!("look up the user: {}", describe(status, &body))));
+            }
+            let list: UserList = serde_json::from_slice(&body)
+                .map_err(|e| CallError(format!("look up the user: unexpected answer: {e}")))?;
+            if let Some(user) = list.items.iter().find(|u| u.email.eq_ignore_ascii_case(email)) {
+                return Ok(Some(user.clone()));
+            }
+            offset += page;
+            if list.items.is_empty() || offset >= list.count {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Creates the OAuth user of `person` with query parameters. A 409 "user exists" (an
+    /// earlier answer was lost) counts as success: the caller looks the user up next.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn create(&self, person: &Person, max_num_projects: i32) -> Result<(), CallError> {
+        let (given, surname) = split_name(&person.name, &person.email);
+        let mut url = self.url("admin/users")?;
+        url.query_pairs_mut()
+            .append_pair("accountType", "REMOTE_ACCOUNT_TYPE")
+            .append_pair("type", "OAUTH2")
+            .append_pair("email", &person.email)
+            .append_pair("givenName", &given)
+            .append_pair("surname", &surname)
+            .append_pair("maxNumProjects", &max_num_projects.to_string())
+            .append_pair("subject", &person.auth_subject)
+            .append_pair("clientId", &self.oauth_client_id);
+        let (status, body) = self.send("create the user", Method::POST, url, None).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        let exists = status == StatusCode::CONFLICT
+            && serde_json::from_slice::<ErrorBody>(&body).is_ok_and(|e| e.error_code == Some(USER_EXISTS));
+        if exists { Ok(()) } else { Err(CallError(format!("create the user: {}", describe(status, &body)))) }
+    }
+
+    /// Sets fields of user `id` (`{"maxNumProjects": n}` or `{"status": s}`).
+    ///
+    /// # Errors
+    /// [`CallError`]; a user that does not exist is [`UpdateOutcome::Gone`].
+    pub async fn update(&self, id: i64, what: &str, body: serde_json::Value) -> Result<UpdateOutcome, CallError> {
+        let url = self.url(&format!("admin/users/{id}"))?;
+        let (status, answer) = self.send(what, Method::PUT, url, Some(&body)).await?;
+        if status.is_success() {
+            Ok(UpdateOutcome::Done)
+        } else if status == StatusCode::NOT_FOUND {
+            Ok(UpdateOutcome::Gone)
+        } else {
+            Err(CallError(format!("{what}: {}", describe(status, &answer))))
+        }
+    }
+
+    /// Makes sure `person` has a usable account: found by email or created, `maxNumProjects`
+    /// as given, reactivated if it was deactivated. Answers its username and numeric id.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn ensure_account(&self, person: &Person, max_num_projects: i32) -> Result<(String, i64), CallError> {
+        let user = match self.find_by_email(&person.email).await? {
+            Some(user) => user,
+            None => {
+                self.create(person, max_num_projects).await?;
+                self.find_by_email(&person.email)
+                    .await?
+                    .ok_or_else(|| CallError("the created user is not in the user list".into()))?
+            }
+        };
+        if user.max_num_projects != Some(i64::from(max_num_projects)) {
+            self.update(user.id, "set maxNumProjects", json!({"maxNumProjects": max_num_projects})).await?;
+        }
+        if user.status == STATUS_DEACTIVATED {
+            self.update(user.id, "reactivate the user", json!({"status": STATUS_ACTIVATED})).await?;
+        }
+        Ok((user.username, user.id))
+    }
+
+    /// Deactivates the account `id` (or, when unknown, the account of `email`). Answers whether
+    /// there was an account.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn deactivate(&self, id: Option<i64>, email: &str) -> Result<bool, CallError> {
+        let id = match id {
+            Some(id) => id,
+            None => match self.find_by_email(email).await? {
+                Some(user) => user.id,
+                None => return Ok(false),
+            },
+        };
+        match self.update(id, "deactivate the user", json!({"status": STATUS_DEACTIVATED})).await? {
+            UpdateOutcome::Done => Ok(true),
+            UpdateOutcome::Gone => Ok(false),
+        }
+    }
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Changed.
+    Done,
+    /// No such user.
+    Gone,
+}
+
+fn transport(what: &str, e: &reqwest::Error) -> CallError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    // reqwest's own text holds the URL (with the email in it); only the cause is kept.
+    let cause = std::error::Error::source(e).map(ToString::to_string).unwrap_or_default();
+    CallError(format!("{what}: {kind}: {cause}"))
+}
+
+fn describe(status: StatusCode, body: &[u8]) -> String {
+    let detail = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|e| {
+            let msg = e.usr_msg.or(e.error_msg).unwrap_or_default();
+            match e.error_code {
+                Some(code) => format!(" (errorCode {code}: {msg})"),
+                None => format!(" ({msg})"),
+            }
+        })
+        .unwrap_or_default();
+    format!("Hopsworks answered {status}{detail}")
+}
+
+/// Hopsworks wants a given name and a surname, both non-empty: the first word of the name and
+/// the rest, falling back to the email's local part.
+fn split_name(name: &str, email: &str) -> (String, String) {
+    let mut words = name.split_whitespace();
+    let local = email.split('@').next().filter(|l| !l.is_empty()).unwrap_or("user").to_owned();
+    match words.next() {
+        Some(first) => {
+            let rest = words.collect::<Vec<_>>().join(" ");
+            let surname = if rest.is_empty() { first.to_owned() } else { rest };
+            (first.to_owned(), surname)
+        }
+        None => (local.clone(), local),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_name;
+
+    #[test]
+    fn names_split_into_two_non_empty_parts() {
+        assert_eq!(split_name("Ada Lovelace", "a@x"), ("Ada".into(), "Lovelace".into()));
+        assert_eq!(split_name("Ada King Lovelace", "a@x"), ("Ada".into(), "King Lovelace".into()));
+        assert_eq!(split_name("Ada", "a@x"), ("Ada".into(), "Ada".into()));
+        assert_eq!(split_name("  ", "ada@x"), ("ada".into(), "ada".into()));
+    }
+}

@@ -1,0 +1,87 @@
+//! `hopsbridge-provisioning rotate-keys`: re-encrypts every cluster secret under the active key,
+//! one cluster per transaction, so that older keys can then be removed from the configuration.
+
+use crate::clusters::{self, ClusterRow, clusters as table, field};
+use crate::config::ProvisioningConfig;
+use crate::crypto::Vault;
+use crate::error::ProvisioningError;
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use hopsbridge_platform::db::Database;
+use uuid::Uuid;
+
+/// Re-seals one cluster's secrets under the active key; answers whether anything changed.
+///
+/// # Errors
+/// When a secret does not open with the configured keys, or Postgres fails.
+pub async fn rotate_cluster(conn: &mut AsyncPgConnection, vault: &Vault, id: Uuid) -> Result<bool, ProvisioningError> {
+    let row: ClusterRow = clusters::lock(conn, id).await?;
+    let active = vault.active_key();
+    if row.api_key_key_id == active && row.kubeconfig_key_id == active {
+        return Ok(false);
+    }
+    let open = |f: &str, sealed: &crate::crypto::Sealed| {
+        vault.open(id, f, sealed).map_err(|e| ProvisioningError::Other(anyhow::anyhow!("cluster {id}: {f}: {e}")))
+    };
+    let (old_key, old_kubeconfig) = (row.api_key(), row.kubeconfig());
+    let api_key = vault.seal(id, field::API_KEY, &open(field::API_KEY, &old_key)?)?;
+    let kubeconfig = vault.seal(id, field::KUBECONFIG, &open(field::KUBECONFIG, &old_kubeconfig)?)?;
+    diesel::update(table::table.find(id))
+        .set((
+            table::api_key_ciphertext.eq(&api_key.bytes),
+            table::api_key_key_id.eq(&api_key.key_id),
+            table::kubeconfig_ciphertext.eq(&kubeconfig.bytes),
+            table::kubeconfig_key_id.eq(&kubeconfig.key_id),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Re-seals every cluster's secrets under the active key.
+///
+/// # Errors
+/// When a secret does not open with the configured keys (the others are still rotated), or
+/// Postgres fails.
+pub async fn rotate_all(db: &Database, vault: &Vault) -> anyhow::Result<(usize, usize)> {
+    let ids: Vec<Uuid> = {
+        let mut conn = db.conn().await?;
+        table::table.select(table::id).order(table::id.asc()).load(&mut conn).await?
+    };
+    let (mut rotated, mut failed) = (0, Vec::new());
+    for id in &ids {
+        let id = *id;
+        let outcome = db
+            .transaction(|c| {
+                let vault = vault.clone();
+                Box::pin(async move { rotate_cluster(c, &vault, id).await })
+            })
+            .await;
+        match outcome {
+            Ok(true) => rotated += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(cluster_id = %id, error = %e, "cannot re-encrypt this cluster's secrets");
+                failed.push(id);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok((rotated, ids.len()))
+    } else {
+        anyhow::bail!("{} of {} clusters could not be re-encrypted (see above)", failed.len(), ids.len())
+    }
+}
+
+/// The `rotate-keys` subcommand.
+pub fn command(config: ProvisioningConfig) -> BoxFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move {
+        let vault =
+            Vault::from_config(&config.encryption).map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
+        let db = Database::new(&config.database, crate::SERVICE.name())?;
+        let (rotated, total) = rotate_all(&db, &vault).await?;
+        tracing::info!(rotated, clusters = total, active_key = %vault.active_key(), "cluster secrets re-encrypted");
+        Ok(())
+    })
+}

@@ -1,0 +1,414 @@
+//! provisioning's HTTP API.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `POST /api/admin/clusters`, `GET /api/admin/clusters` | admins | register, list |
+//! | `GET /api/admin/clusters/{id}`, `PATCH /api/admin/clusters/{id}` | admins | view, change |
+//! | `GET /api/admin/assignments?status=…` | admins | list, paged |
+//! | `GET`, `PUT`, `DELETE /api/admin/assignments/{user_id}` | admins | view, move, unassign |
+//! | `GET /api/cluster` | any signed-in person | their cluster and its state |
+
+use crate::assignments::{self, Assignment, status as a_status};
+use crate::clusters::{self, ClusterChange, ClusterView, NewCluster};
+use crate::crypto::Vault;
+use crate::error::ProvisioningError;
+use crate::validate::{self, Invalid};
+use actix_web::{HttpResponse, web};
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::caller::{Caller, Role};
+use hopsbridge_platform::db::Database;
+use hopsbridge_platform::http::{ApiError, ErrorBody};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct State {
+    /// provisioning's schema.
+    pub db: Database,
+    /// The keys cluster secrets are sealed with.
+    pub vault: Vault,
+    /// Wakes the background task after a change that may free seats or add work.
+    pub wake: Arc<Notify>,
+    /// `maxNumProjects` of a paying owner (for admin placements of users without a request).
+    pub max_num_projects: i32,
+}
+
+/// Registers the routes.
+pub fn configure(c: &mut web::ServiceConfig, state: State) {
+    c.app_data(web::Data::new(state))
+        .route("/api/admin/clusters", web::post().to(create_cluster))
+        .route("/api/admin/clusters", web::get().to(list_clusters))
+        .route("/api/admin/clusters/{id}", web::get().to(get_cluster))
+        .route("/api/admin/clusters/{id}", web::patch().to(update_cluster))
+        .route("/api/admin/assignments", web::get().to(list_assignments))
+        .route("/api/admin/assignments/{user_id}", web::get().to(get_assignment))
+        .route("/api/admin/assignments/{user_id}", web::put().to(move_assignment))
+        .route("/api/admin/assignments/{user_id}", web::delete().to(delete_assignment))
+        .route("/api/cluster", web::get().to(my_cluster));
+}
+
+type Data = web::Data<State>;
+
+/// 401 without caller headers (the extractor), 403 for anyone but an admin.
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.has(Role::Admin) { Ok(()) } else { Err(ApiError::forbidden("admin_only", "administrators only")) }
+}
+
+fn invalid(e: Invalid) -> ApiError {
+    ProvisioningError::Invalid(e).into()
+}
+
+/// A cluster registration or change as sent: every field read by hand so each bad one gets its
+/// own code.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterBody {
+    /// Unique name, 1-100 characters.
+    #[schema(value_type = Option<String>)]
+    name: Option<Value>,
+    /// The Hopsworks base URL (https).
+    #[schema(value_type = Option<String>)]
+    api_url: Option<Value>,
+    /// The Hopsworks admin API key (secret; never answered).
+    #[schema(value_type = Option<String>)]
+    api_key: Option<Value>,
+    /// The cluster's kubeconfig YAML (secret; never answered).
+    #[schema(value_type = Option<String>)]
+    kubeconfig: Option<Value>,
+    /// PEM CA bundle of the cluster's TLS.
+    #[schema(value_type = Option<String>)]
+    ca_bundle: Option<Value>,
+    /// The cluster's OAuth client id.
+    #[schema(value_type = Option<String>)]
+    oauth_client_id: Option<Value>,
+    /// Seats, 0-1000000.
+    #[schema(value_type = Option<i32>)]
+    capacity: Option<Value>,
+    /// Region.
+    #[schema(value_type = Option<String>)]
+    region: Option<Value>,
+    /// active, maintenance, full or inactive.
+    #[schema(value_type = Option<String>)]
+    status: Option<Value>,
+}
+
+fn text<'a>(v: &'a Value, code: &'static str, field: &str) -> Result<&'a str, ApiError> {
+    v.as_str().ok_or_else(|| invalid(Invalid { code, message: format!("{field} must be a string") }))
+}
+
+/// The change a body asks for, validated. With `required`, every field must be present.
+fn parse_body(body: &ClusterBody, required: bool) -> Result<ClusterChange, ApiError> {
+    let missing = |field: &str, code: &'static str| -> Result<(), ApiError> {
+        if required { Err(invalid(Invalid { code, message: format!("{field} is required") })) } else { Ok(()) }
+    };
+    let mut change = ClusterChange::default();
+    match &body.name {
+        Some(v) => change.name = Some(validate::name(text(v, "invalid_name", "name")?).map_err(invalid)?),
+        None => missing("name", "invalid_name")?,
+    }
+    match &body.api_url {
+        Some(v) => {
+            change.api_url = Some(validate::api_url(text(v, "invalid_api_url", "api_url")?).map_err(invalid)?);
+        }
+        None => missing("api_url", "invalid_api_url")?,
+    }
+    match &body.api_key {
+        Some(v) => {
+            let key =
+                validate::required_text(text(v, "invalid_api_key", "api_key")?, "api_key", "invalid_api_key", 4096)
+                    .map_err(invalid)?;
+            change.api_key = Some(Secret::new(key));
+        }
+        None => missing("api_key", "invalid_api_key")?,
+    }
+    match &body.kubeconfig {
+        Some(v) => {
+            let yaml = text(v, "invalid_kubeconfig", "kubeconfig")?;
+            if yaml.len() > 256 * 1024 {
+                return Err(invalid(Invalid { code: "invalid_kubeconfig", message: "kubeconfig is too large".into() }));
+            }
+            validate::kubeconfig(yaml).map_err(invalid)?;
+            change.kubeconfig = Some(Secret::new(yaml.to_owned()));
+        }
+        None => missing("kubeconfig", "invalid_kubeconfig")?,
+    }
+    match &body.ca_bundle {
+        Some(v) => {
+            change.ca_bundle = Some(validate::ca_bundle(text(v, "invalid_ca_bundle", "ca_bundle")?).map_err(invalid)?)
+        }
+        None => missing("ca_bundle", "invalid_ca_bundle")?,
+    }
+    match &body.oauth_client_id {
+        Some(v) => {
+            let id = text(v, "invalid_oauth_client_id", "oauth_client_id")?;
+            change.oauth_client_id =
+                Some(validate::required_text(id, "oauth_client_id", "invalid_oauth_client_id", 256).map_err(invalid)?);
+        }
+        None => missing("oauth_client_id", "invalid_oauth_client_id")?,
+    }
+    match &body.capacity {
+        Some(v) => change.capacity = Some(validate::capacity(v).map_err(invalid)?),
+        None => missing("capacity", "invalid_capacity")?,
+    }
+    match &body.region {
+        Some(v) => change.region = Some(validate::region(text(v, "invalid_region", "region")?).map_err(invalid)?),
+        None => missing("region", "invalid_region")?,
+    }
+    match &body.status {
+        Some(v) => change.status = Some(validate::status(text(v, "invalid_status", "status")?).map_err(invalid)?),
+        None => missing("status", "invalid_status")?,
+    }
+    Ok(change)
+}
+
+fn body_of(bytes: &[u8]) -> Result<ClusterBody, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+}
+
+#[utoipa::path(post, path = "/api/admin/clusters", tag = "clusters", request_body = ClusterBody,
+    responses((status = 201, description = "registered (ClusterRegistered announced, without secrets)", body = ClusterView),
+        (status = 400, description = "a field is invalid", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 409, description = "name taken", body = ErrorBody)))]
+async fn create_cluster(state: Data, caller: Caller, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let change = parse_body(&body_of(&body)?, true)?;
+    let new = NewCluster {
+        name: change.name.unwrap_or_default(),
+        api_url: change.api_url.unwrap_or_default(),
+        api_key: change.api_key.unwrap_or_else(|| Secret::new(String::new())),
+        kubeconfig: change.kubeconfig.unwrap_or_else(|| Secret::new(String::new())),
+        ca_bundle: change.ca_bundle.unwrap_or_default(),
+        oauth_client_id: change.oauth_client_id.unwrap_or_default(),
+        capacity: change.capacity.unwrap_or_default(),
+        region: change.region.unwrap_or_default(),
+        status: change.status.unwrap_or_default(),
+    };
+    let vault = state.vault.clone();
+    let view = state
+        .db
+        .transaction(|c| {
+            let (vault, new) = (vault.clone(), new.clone());
+            Box::pin(async move { clusters::create(c, &vault, &new).await })
+        })
+        .await?;
+    tracing::info!(cluster_id = %view.id, name = %view.name, "cluster registered");
+    state.wake.notify_one();
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[utoipa::path(get, path = "/api/admin/clusters", tag = "clusters",
+    responses((status = 200, description = "every cluster, by name", body = Vec<ClusterView>), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody)))]
+async fn list_clusters(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let mut conn = state.db.conn().await?;
+    Ok(HttpResponse::Ok().json(clusters::list(&mut conn).await?))
+}
+
+#[utoipa::path(get, path = "/api/admin/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path, description = "cluster id")),
+    responses((status = 200, description = "the cluster", body = ClusterView), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such cluster", body = ErrorBody)))]
+async fn get_cluster(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let mut conn = state.db.conn().await?;
+    Ok(HttpResponse::Ok().json(clusters::get(&mut conn, *id).await?))
+}
+
+#[utoipa::path(patch, path = "/api/admin/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path, description = "cluster id")), request_body = ClusterBody,
+    responses((status = 200, description = "changed (ClusterUpdated announced, without secrets)", body = ClusterView),
+        (status = 400, description = "a field is invalid", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such cluster", body = ErrorBody),
+        (status = 409, description = "name taken", body = ErrorBody)))]
+async fn update_cluster(
+    state: Data,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let change = parse_body(&body_of(&body)?, false)?;
+    let id = *id;
+    let vault = state.vault.clone();
+    let view = state
+        .db
+        .transaction(|c| {
+            let (vault, change) = (vault.clone(), change.clone());
+            Box::pin(async move { clusters::update(c, &vault, id, &change).await })
+        })
+        .await?;
+    tracing::info!(cluster_id = %view.id, status = %view.status, capacity = view.capacity, "cluster changed");
+    state.wake.notify_one();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Paging and filtering of assignments.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AssignmentQuery {
+    /// Only assignments in this status.
+    status: Option<String>,
+    /// Page size, 1-500 (100).
+    limit: Option<i64>,
+    /// Rows to skip (0).
+    offset: Option<i64>,
+}
+
+/// A page of assignments.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AssignmentPage {
+    items: Vec<Assignment>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+#[utoipa::path(get, path = "/api/admin/assignments", tag = "clusters", params(AssignmentQuery),
+    responses((status = 200, description = "a page of assignments, oldest first", body = AssignmentPage),
+        (status = 400, description = "bad status or paging", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody)))]
+async fn list_assignments(
+    state: Data,
+    caller: Caller,
+    query: web::Query<AssignmentQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let limit = query.limit.unwrap_or(100);
+    let offset = query.offset.unwrap_or(0);
+    if !(1..=500).contains(&limit) || offset < 0 {
+        return Err(ApiError::bad_request("invalid_query", "limit must be 1-500 and offset at least 0"));
+    }
+    let status = query.status.as_deref().filter(|s| !s.is_empty());
+    if let Some(s) = status
+        && !a_status::ALL.contains(&s)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_status",
+            format!("status must be one of {}", a_status::ALL.join(", ")),
+        ));
+    }
+    let mut conn = state.db.conn().await?;
+    let (items, total) = assignments::list(&mut conn, status, limit, offset).await.map_err(ProvisioningError::from)?;
+    Ok(HttpResponse::Ok().json(AssignmentPage { items, total, limit, offset }))
+}
+
+#[utoipa::path(get, path = "/api/admin/assignments/{user_id}", tag = "clusters", params(("user_id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "the assignment", body = Assignment), (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no assignment", body = ErrorBody)))]
+async fn get_assignment(state: Data, caller: Caller, user: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let mut conn = state.db.conn().await?;
+    let a = assignments::get(&mut conn, *user)
+        .await
+        .map_err(ProvisioningError::from)?
+        .ok_or_else(|| ApiError::not_found("assignment_not_found", "the user has no assignment"))?;
+    Ok(HttpResponse::Ok().json(a))
+}
+
+/// Where to move a user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveBody {
+    /// The target cluster.
+    cluster_id: Uuid,
+}
+
+#[utoipa::path(put, path = "/api/admin/assignments/{user_id}", tag = "clusters", params(("user_id" = Uuid, Path, description = "user id")), request_body = MoveBody,
+    responses((status = 200, description = "seated on the cluster; the account is made (and the old one deactivated) in the background", body = Assignment),
+        (status = 401, description = "not signed in", body = ErrorBody), (status = 403, description = "administrators only", body = ErrorBody),
+        (status = 404, description = "no such user or cluster", body = ErrorBody),
+        (status = 409, description = "cluster_full, cluster_not_active or assignment_busy", body = ErrorBody)))]
+async fn move_assignment(
+    state: Data,
+    caller: Caller,
+    user: web::Path<Uuid>,
+    body: web::Json<MoveBody>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let (user, target, default_projects) = (*user, body.cluster_id, state.max_num_projects);
+    let a = state
+        .db
+        .transaction(|c| Box::pin(async move { assignments::move_to(c, user, target, default_projects).await }))
+        .await?;
+    tracing::info!(user_id = %user, cluster_id = %target, "assignment moved by an admin");
+    state.wake.notify_one();
+    Ok(HttpResponse::Ok().json(a))
+}
+
+#[utoipa::path(delete, path = "/api/admin/assignments/{user_id}", tag = "clusters", params(("user_id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "seat released; the account is deactivated in the background", body = Assignment),
+        (status = 401, description = "not signed in", body = ErrorBody), (status = 403, description = "administrators only", body = ErrorBody),
+        (status = 404, description = "not assigned", body = ErrorBody)))]
+async fn delete_assignment(state: Data, caller: Caller, user: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let user = *user;
+    let a = state.db.transaction(|c| Box::pin(async move { assignments::unassign(c, user).await })).await?;
+    tracing::info!(user_id = %user, "assignment released by an admin");
+    state.wake.notify_one();
+    Ok(HttpResponse::Ok().json(a))
+}
+
+/// The caller's cluster as they see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MyCluster {
+    /// The cluster, once one is chosen.
+    cluster: Option<ClusterSummary>,
+    /// complete, provisioning or waiting_for_capacity.
+    status: String,
+    /// Why it is not complete yet.
+    reason: Option<String>,
+}
+
+/// A cluster as a user sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClusterSummary {
+    id: Uuid,
+    name: String,
+    region: String,
+    /// The Hopsworks URL to open.
+    endpoint: String,
+}
+
+#[utoipa::path(get, path = "/api/cluster", tag = "clusters",
+    responses((status = 200, description = "the caller's cluster and its state", body = MyCluster),
+        (status = 401, description = "not signed in", body = ErrorBody), (status = 404, description = "not_assigned", body = ErrorBody)))]
+async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let user = caller.user_id.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))?;
+    let not_assigned = || ApiError::not_found("not_assigned", "you are not assigned to a cluster");
+    let mut conn = state.db.conn().await?;
+    let a = assignments::get(&mut conn, user).await.map_err(ProvisioningError::from)?.ok_or_else(not_assigned)?;
+    let (status, reason) = match a.status.as_str() {
+        a_status::COMPLETE => (a_status::COMPLETE, None),
+        a_status::PROVISIONING => (
+            a_status::PROVISIONING,
+            Some(a.last_error.clone().unwrap_or_else(|| "your Hopsworks account is being created".to_owned())),
+        ),
+        a_status::WAITING_FOR_CAPACITY => (
+            a_status::WAITING_FOR_CAPACITY,
+            Some("every cluster is full; you will be assigned when one has room".into()),
+        ),
+        _ => return Err(not_assigned()),
+    };
+    let cluster = match a.cluster_id {
+        Some(id) => {
+            let row = clusters::row(&mut conn, id).await?;
+            Some(ClusterSummary { id: row.id, name: row.name, region: row.region, endpoint: row.api_url })
+        }
+        None => None,
+    };
+    Ok(HttpResponse::Ok().json(MyCluster { cluster, status: status.to_owned(), reason }))
+}
+
+/// provisioning's part of the public API's OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(create_cluster, list_clusters, get_cluster, update_cluster, list_assignments, get_assignment, move_assignment,
+        delete_assignment, my_cluster),
+    components(schemas(ClusterBody, ClusterView, Assignment, AssignmentPage, MoveBody, MyCluster, ClusterSummary, ErrorBody)),
+    tags((name = "clusters", description = "Hopsworks clusters and who is on which"))
+)]
+pub struct ApiDoc;

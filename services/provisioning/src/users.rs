@@ -1,0 +1,90 @@
+//! The projection of people provisioning needs to create their Hopsworks accounts, kept from
+//! identity's events.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+diesel::table! {
+    /// People, as identity announces them.
+    users (user_id) {
+        user_id -> Uuid,
+        auth_subject -> Text,
+        email -> Text,
+        name -> Text,
+        status -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+/// Account statuses as identity names them.
+pub mod status {
+    /// May use Hopsbridge.
+    pub const ACTIVE: &str = "active";
+    /// Blocked for now.
+    pub const SUSPENDED: &str = "suspended";
+    /// Gone for good.
+    pub const DELETED: &str = "deleted";
+}
+
+/// A person.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct Person {
+    /// Hopsbridge id.
+    pub user_id: Uuid,
+    /// Auth0 subject.
+    pub auth_subject: String,
+    /// Email.
+    pub email: String,
+    /// Display name (may be empty).
+    pub name: String,
+    /// `active`, `suspended` or `deleted`.
+    pub status: String,
+}
+
+/// Records a person from UserCreatedV1; a repeat changes nothing but the details.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn upsert(conn: &mut AsyncPgConnection, person: &Person) -> Result<(), diesel::result::Error> {
+    diesel::insert_into(users::table)
+        .values((
+            users::user_id.eq(person.user_id),
+            users::auth_subject.eq(&person.auth_subject),
+            users::email.eq(&person.email),
+            users::name.eq(&person.name),
+        ))
+        .on_conflict(users::user_id)
+        .do_update()
+        .set((
+            users::auth_subject.eq(&person.auth_subject),
+            users::email.eq(&person.email),
+            users::name.eq(&person.name),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a status change. A person not yet known is recorded once UserCreatedV1 arrives; a
+/// deleted person stays deleted. Returns whether a row changed.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn set_status(conn: &mut AsyncPgConnection, id: Uuid, to: &str) -> Result<bool, diesel::result::Error> {
+    let n = diesel::update(users::table.find(id).filter(users::status.ne(status::DELETED)))
+        .set((users::status.eq(to), users::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// The person with `id`, if known.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Person>, diesel::result::Error> {
+    users::table.find(id).select(Person::as_select()).first(conn).await.optional()
+}

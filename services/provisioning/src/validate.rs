@@ -1,0 +1,249 @@
+//! Checks of what an admin registers: each failure has a stable code and a message that never
+//! repeats a secret.
+
+use kube::config::Kubeconfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// A rejected field: the stable code and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid { code, message: message.into() }
+}
+
+/// The cluster statuses.
+pub const STATUSES: [&str; 4] = ["active", "maintenance", "full", "inactive"];
+
+/// A name: 1-100 characters, no control characters, trimmed.
+///
+/// # Errors
+/// `invalid_name`.
+pub fn name(raw: &str) -> Result<String, Invalid> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(invalid("invalid_name", "name must be 1-100 characters without control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A region: 1-64 characters of letters, digits, `-`, `_` and `.`.
+///
+/// # Errors
+/// `invalid_region`.
+pub fn region(raw: &str) -> Result<String, Invalid> {
+    let region = raw.trim();
+    let ok = (1..=64).contains(&region.len())
+        && region.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(invalid("invalid_region", "region must be 1-64 of letters, digits, '-', '_' and '.'"));
+    }
+    Ok(region.to_owned())
+}
+
+/// The Hopsworks base URL: `https://host[:port]` with an optional path, no query, fragment or
+/// credentials. Returned without a trailing slash.
+///
+/// # Errors
+/// `invalid_api_url`.
+pub fn api_url(raw: &str) -> Result<String, Invalid> {
+    let bad = |m: &str| invalid("invalid_api_url", m.to_owned());
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("api_url is not a URL"))?;
+    if url.scheme() != "https" {
+        return Err(bad("api_url must use https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("api_url must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("api_url must not carry credentials"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("api_url must not have a query or fragment"));
+    }
+    // The address users open; the admin API's path is added by the client, so a URL given with
+    // it is taken without it.
+    let text = url.as_str().trim_end_matches('/');
+    Ok(text.strip_suffix(crate::hopsworks::BASE_PATH).unwrap_or(text).to_owned())
+}
+
+/// A non-empty secret or identifier of at most `max` bytes.
+///
+/// # Errors
+/// `code`.
+pub fn required_text(raw: &str, field: &str, code: &'static str, max: usize) -> Result<String, Invalid> {
+    let v = raw.trim();
+    if v.is_empty() || v.len() > max || v.chars().any(char::is_control) {
+        return Err(invalid(code, format!("{field} must be 1-{max} characters without control characters")));
+    }
+    Ok(v.to_owned())
+}
+
+/// A PEM bundle of one or more X.509 certificates, each a usable trust anchor.
+///
+/// # Errors
+/// `invalid_ca_bundle`.
+pub fn ca_bundle(raw: &str) -> Result<String, Invalid> {
+    let bad = |m: &str| invalid("invalid_ca_bundle", m.to_owned());
+    if !raw.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(bad("ca_bundle must hold PEM certificates (-----BEGIN CERTIFICATE-----)"));
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(raw.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("ca_bundle is not valid PEM"))?;
+    if certs.is_empty() || certs.len() != raw.matches("-----BEGIN CERTIFICATE-----").count() {
+        return Err(bad("ca_bundle is not valid PEM"));
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for cert in certs {
+        store.add(cert).map_err(|_| bad("ca_bundle holds a certificate that cannot be parsed"))?;
+    }
+    Ok(raw.trim().to_owned() + "\n")
+}
+
+/// A kubeconfig (YAML) whose current context (or only context) names a cluster with an
+/// https server and a user with credentials (a token or a client certificate and key).
+///
+/// # Errors
+/// `invalid_kubeconfig`, with a message that never quotes the file.
+pub fn kubeconfig(raw: &str) -> Result<(), Invalid> {
+    let bad = |m: &str| invalid("invalid_kubeconfig", m.to_owned());
+    if raw.trim().is_empty() {
+        return Err(bad("kubeconfig is empty"));
+    }
+    let config = Kubeconfig::from_yaml(raw).map_err(|_| bad("kubeconfig is not a valid kubeconfig YAML document"))?;
+    let context_name = match (&config.current_context, config.contexts.as_slice()) {
+        (Some(name), _) if !name.is_empty() => name.clone(),
+        (_, [only]) => only.name.clone(),
+        _ => return Err(bad("kubeconfig must set current-context or hold exactly one context")),
+    };
+    let context = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .ok_or_else(|| bad("kubeconfig's current context is not defined"))?;
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| bad("kubeconfig's context names a cluster that is not defined"))?;
+    let server = cluster.server.as_deref().unwrap_or_default();
+    let server_ok = reqwest::Url::parse(server).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
+    if !server_ok {
+        return Err(bad("kubeconfig's cluster must have an https server"));
+    }
+    if cluster.insecure_skip_tls_verify == Some(true) {
+        return Err(bad("kubeconfig must not skip TLS verification"));
+    }
+    let user_name = context.user.as_deref().unwrap_or_default();
+    let user = config
+        .auth_infos
+        .iter()
+        .find(|u| u.name == user_name)
+        .and_then(|u| u.auth_info.as_ref())
+        .ok_or_else(|| bad("kubeconfig's context names a user that is not defined"))?;
+    let has_token = user.token.is_some();
+    let has_cert = (user.client_certificate_data.is_some() || user.client_certificate.is_some())
+        && (user.client_key_data.is_some() || user.client_key.is_some());
+    if !has_token && !has_cert {
+        return Err(bad("kubeconfig's user must have a token or a client certificate and key"));
+    }
+    Ok(())
+}
+
+/// A capacity: an integer from 0 to 1,000,000.
+///
+/// # Errors
+/// `invalid_capacity`.
+pub fn capacity(value: &serde_json::Value) -> Result<i32, Invalid> {
+    value
+        .as_i64()
+        .filter(|n| (0..=1_000_000).contains(n))
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| invalid("invalid_capacity", "capacity must be an integer from 0 to 1000000"))
+}
+
+/// A status.
+///
+/// # Errors
+/// `invalid_status`.
+pub fn status(raw: &str) -> Result<String, Invalid> {
+    if STATUSES.contains(&raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err(invalid("invalid_status", format!("status must be one of {}", STATUSES.join(", "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+current-context: main
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:6443
+    certificate-authority-data: AAAA
+contexts:
+- name: main
+  context:
+    cluster: c
+    user: u
+users:
+- name: u
+  user:
+    token: abc
+";
+
+    #[test]
+    fn a_complete_kubeconfig_passes_and_incomplete_ones_do_not() {
+        assert_eq!(kubeconfig(KUBECONFIG), Ok(()));
+        for broken in [
+            "",
+            "not: [valid",
+            "just a string",
+            &KUBECONFIG.replace("https://127.0.0.1:6443", "http://127.0.0.1:6443"),
+            &KUBECONFIG.replace("    token: abc\n", "    username: x\n"),
+            &KUBECONFIG.replace("cluster: c\n", "cluster: other\n"),
+            &KUBECONFIG.replace("current-context: main", "current-context: nope"),
+        ] {
+            assert_eq!(kubeconfig(broken).map_err(|e| e.code), Err("invalid_kubeconfig"), "{broken}");
+        }
+    }
+
+    #[test]
+    fn urls_must_be_https_without_extras() {
+        assert_eq!(api_url("https://hw.example.com/").unwrap(), "https://hw.example.com");
+        assert_eq!(api_url("https://127.0.0.1:8181").unwrap(), "https://127.0.0.1:8181");
+        assert_eq!(api_url("https://hw.example.com/hopsworks-api/api/").unwrap(), "https://hw.example.com");
+        for bad in ["http://hw.example.com", "hw.example.com", "https://u:p@hw.example.com", "https://hw?x=1", ""] {
+            assert!(api_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capacities_are_small_non_negative_integers() {
+        assert_eq!(capacity(&serde_json::json!(0)), Ok(0));
+        assert_eq!(capacity(&serde_json::json!(15)), Ok(15));
+        for bad in [serde_json::json!(-1), serde_json::json!(1.5), serde_json::json!("10"), serde_json::json!(null)] {
+            assert!(capacity(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_not_a_ca_bundle() {
+        assert!(ca_bundle("hello").is_err());
+        assert!(ca_bundle("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+    }
+}

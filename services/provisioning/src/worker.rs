@@ -1,0 +1,198 @@
+//! The background task: seats users waiting for capacity (longest waiting first) and does the
+//! Hopsworks work of assignments (create accounts, deactivate old ones), retrying failures with
+//! backoff. It runs every `assignments.retry_interval_ms` and whenever something changes.
+
+use crate::assignments::{self, Work, status};
+use crate::clusters::ClusterRow;
+use crate::config::{AssignmentsConfig, HopsworksConfig};
+use crate::crypto::Vault;
+use crate::hopsworks::Hopsworks;
+use diesel_async::AsyncPgConnection;
+use futures::StreamExt as _;
+use hopsbridge_platform::db::{Database, DbError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The background task.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    db: Database,
+    vault: Vault,
+    hopsworks: HopsworksConfig,
+    cfg: AssignmentsConfig,
+    wake: Arc<Notify>,
+}
+
+type Tx<T> = Result<T, DbError>;
+
+impl Worker {
+    /// A task over `db`, woken early through `wake`.
+    #[must_use]
+    pub const fn new(
+        db: Database,
+        vault: Vault,
+        hopsworks: HopsworksConfig,
+        cfg: AssignmentsConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self { db, vault, hopsworks, cfg, wake }
+    }
+
+    /// Runs until `cancel` fires; the work in hand is finished first.
+    pub async fn run(self, cancel: CancellationToken) {
+        let interval = Duration::from_millis(self.cfg.retry_interval_ms);
+        loop {
+            let busy = match self.tick().await {
+                Ok(busy) => busy,
+                Err(e) => {
+                    tracing::warn!(error = %e, "assignment task pass failed");
+                    false
+                }
+            };
+            if cancel.is_cancelled() {
+                return;
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One pass: seat waiting users, then do due work. Answers whether more may be waiting.
+    ///
+    /// # Errors
+    /// When Postgres fails.
+    pub async fn tick(&self) -> Result<bool, DbError> {
+        let placed =
+            self.db.transaction(|c| Box::pin(async move { Tx::Ok(assignments::place_waiting(c).await?) })).await?;
+        if placed > 0 {
+            tracing::info!(placed, "waiting users seated");
+        }
+        let limit = i64::try_from(self.cfg.concurrency.saturating_mul(4)).unwrap_or(i64::MAX);
+        let lease = i64::try_from(self.cfg.lease_secs).unwrap_or(i64::MAX);
+        let work = self
+            .db
+            .transaction(|c| Box::pin(async move { Tx::Ok(assignments::claim_due(c, limit, lease).await?) }))
+            .await?;
+        let taken = work.len();
+        futures::stream::iter(work)
+            .for_each_concurrent(self.cfg.concurrency, |w| async move { self.process(w).await })
+            .await;
+        Ok(placed > 0 || i64::try_from(taken).unwrap_or(0) >= limit)
+    }
+
+    async fn process(&self, work: Work) {
+        match self.attempt(&work).await {
+            Ok(()) => {}
+            Err(reason) => {
+                tracing::warn!(user_id = %work.user_id, cluster_id = %work.cluster_id, attempts = work.attempts,
+                    reason = %reason, "Hopsworks work failed; will try again");
+                let delay = self.retry_delay(work.attempts);
+                let w = work.clone();
+                let recorded = self
+                    .db
+                    .transaction(|c| {
+                        let (w, reason) = (w.clone(), reason.clone());
+                        Box::pin(async move { Tx::Ok(assignments::failed(c, &w, &reason, delay).await?) })
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "could not record a failed attempt; the lease will run out");
+                }
+            }
+        }
+    }
+
+    fn retry_delay(&self, attempts: i32) -> chrono::Duration {
+        let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+        let ms = self.cfg.initial_retry_delay_ms.saturating_mul(1_u64 << exp).min(self.cfg.max_retry_delay_ms);
+        chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
+    async fn client(&self, conn: &mut AsyncPgConnection, cluster: Uuid) -> Result<Hopsworks, String> {
+        let rows = assignments::cluster_rows(conn, &[cluster]).await.map_err(|e| format!("database: {e}"))?;
+        let row: &ClusterRow = rows.get(&cluster).ok_or_else(|| format!("cluster {cluster} is gone"))?;
+        let access = row.access(&self.vault).map_err(|e| format!("cluster {}: API key: {e}", row.name))?;
+        Hopsworks::new(&access, &self.hopsworks).map_err(|e| e.0)
+    }
+
+    /// Does the work; answers why not when it could not.
+    async fn attempt(&self, work: &Work) -> Result<(), String> {
+        let mut conn = self.db.conn().await.map_err(|e| format!("database: {e}"))?;
+        let person = assignments::person(&mut conn, work.user_id)
+            .await
+            .map_err(|e| format!("database: {e}"))?
+            .ok_or_else(|| "the user is not known yet".to_owned())?;
+        let current = self.client(&mut conn, work.cluster_id).await?;
+        let previous = match work.previous_cluster_id {
+            Some(id) => Some(self.client(&mut conn, id).await?),
+            None => None,
+        };
+        drop(conn);
+        let written = if work.status == status::UNASSIGNING {
+            let had = current.deactivate(work.hopsworks_user_id, &person.email).await.map_err(|e| e.0)?;
+            let had = had || work.hopsworks_user_id.is_some();
+            self.write(work, Step::Released { had }).await?
+        } else {
+            if let Some(previous) = previous {
+                let had = previous
+                    .deactivate(work.previous_hopsworks_user_id, &person.email)
+                    .await
+                    .map_err(|e| format!("deactivate the account on the previous cluster: {}", e.0))?;
+                let had = had || work.previous_hopsworks_user_id.is_some();
+                if !self.write(work, Step::MovedOff { had }).await? {
+                    return self.release(work).await;
+                }
+            }
+            let (username, id) = current.ensure_account(&person, work.max_num_projects).await.map_err(|e| e.0)?;
+            tracing::info!(user_id = %work.user_id, cluster_id = %work.cluster_id, hopsworks_username = %username,
+                "Hopsworks account ready");
+            self.write(work, Step::Complete { username, id }).await?
+        };
+        if written { Ok(()) } else { self.release(work).await }
+    }
+
+    /// Writes a finished step back, if the assignment is still the one the work was for.
+    async fn write(&self, work: &Work, step: Step) -> Result<bool, String> {
+        self.db
+            .transaction(|c| {
+                let (w, step) = (work.clone(), step.clone());
+                Box::pin(async move {
+                    Tx::Ok(match step {
+                        Step::Released { had } => assignments::released(c, &w, had).await?,
+                        Step::MovedOff { had } => assignments::moved_off(c, &w, had).await?,
+                        Step::Complete { username, id } => assignments::complete(c, &w, &username, id).await?,
+                    })
+                })
+            })
+            .await
+            .map_err(|e| format!("database: {e}"))
+    }
+
+    async fn release(&self, work: &Work) -> Result<(), String> {
+        let user = work.user_id;
+        self.db
+            .transaction(|c| Box::pin(async move { Tx::Ok(assignments::release_lease(c, user).await?) }))
+            .await
+            .map_err(|e| format!("database: {e}"))
+    }
+}
+
+/// A finished piece of Hopsworks work to write back.
+#[derive(Debug, Clone)]
+enum Step {
+    /// The unassigned user's account is deactivated.
+    Released { had: bool },
+    /// The moved user's old account is deactivated.
+    MovedOff { had: bool },
+    /// The account exists.
+    Complete { username: String, id: i64 },
+}

@@ -1,0 +1,979 @@
+//! provisioning against the real Postgres and NATS and the Hopsworks sandbox: the cluster
+//! registry, assignment on PaymentMethodAdded, Hopsworks faults, capacity races, moves and
+//! unassignments, and key rotation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::Event;
+use hopsbridge_contracts::Service;
+use hopsbridge_contracts::events::{
+    ClusterAssignedV1, ClusterUnassignedV1, Envelope, PaymentMethodAddedV1, UserCreatedV1,
+};
+use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::config::env_var;
+use hopsbridge_provisioning::ProvisioningConfig;
+use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim, STATUS_ACTIVATED, STATUS_DEACTIVATED};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb, eventually};
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const CLIENT_ID: &str = "hopsbridge-oauth-client";
+const WAIT: Duration = Duration::from_secs(30);
+
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+current-context: main
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: main
+  context:
+    cluster: c
+    user: u
+users:
+- name: u
+  user:
+    token: kube-token-very-secret-0123
+";
+
+fn admin() -> Caller {
+    Caller {
+        subject: "auth0|admin".into(),
+        user_id: Some(Uuid::now_v7()),
+        roles: vec![Role::User, Role::Admin],
+        email: Some("admin@example.com".into()),
+    }
+}
+
+fn person(user_id: Uuid) -> Caller {
+    Caller {
+        subject: format!("auth0|{user_id}"),
+        user_id: Some(user_id),
+        roles: vec![Role::User, Role::Owner],
+        email: None,
+    }
+}
+
+struct Provisioning {
+    base: String,
+    db: TestDb,
+    bus: TestBus,
+    key: CallerKey,
+    stops: Vec<CancellationToken>,
+}
+
+impl Drop for Provisioning {
+    fn drop(&mut self) {
+        for s in &self.stops {
+            s.cancel();
+        }
+    }
+}
+
+fn env(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> Vec<(String, String)> {
+    let var = |k: &str, v: &str| (env_var(Service::Provisioning, k), v.to_owned());
+    vec![
+        var("database.url", db.url()),
+        var("nats.url", bus.url()),
+        var("nats.prefix", bus.prefix()),
+        var("http.port", "0"),
+        var("http.workers", "2"),
+        var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+        var("encryption.keys", keys),
+        var("encryption.active_key", active),
+        var("hopsworks.request_timeout_ms", "1000"),
+        var("hopsworks.connect_timeout_ms", "1000"),
+        var("hopsworks.initial_backoff_ms", "20"),
+        var("hopsworks.max_backoff_ms", "100"),
+        var("assignments.retry_interval_ms", "100"),
+        var("assignments.initial_retry_delay_ms", "200"),
+        var("assignments.max_retry_delay_ms", "500"),
+        var("assignments.lease_secs", "60"),
+    ]
+}
+
+async fn launch(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> (String, CancellationToken) {
+    let config: ProvisioningConfig = hopsbridge_platform::config::load_from(
+        Service::Provisioning,
+        &hopsbridge_provisioning::DEFAULTS,
+        None,
+        env(db, bus, keys, active),
+    )
+    .unwrap();
+    let app = hopsbridge_provisioning::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    (base, stop)
+}
+
+async fn start() -> Provisioning {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let (base, stop) = launch(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1").await;
+    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    Provisioning { base, db, bus, key, stops: vec![stop] }
+}
+
+fn hopsworks(name: &str) -> HopsworksSim {
+    HopsworksSim::start(HopsworksConfig::new(name, &format!("hw-key-{name}-{}", Uuid::new_v4().simple()), CLIENT_ID))
+        .unwrap()
+}
+
+fn cluster_body(name: &str, sim: &HopsworksSim, capacity: i64) -> Value {
+    json!({
+        "name": name,
+        "api_url": sim.origin(),
+        "api_key": sim.api_key(),
+        "kubeconfig": KUBECONFIG,
+        "ca_bundle": sim.ca_pem(),
+        "oauth_client_id": CLIENT_ID,
+        "capacity": capacity,
+        "region": "eu-north-1",
+        "status": "active",
+    })
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Bytes {
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    b: Vec<u8>,
+}
+
+impl Provisioning {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        caller: Option<&Caller>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new().request(method.clone(), format!("{}{path}", self.base));
+        if let Some(caller) = caller {
+            for (name, value) in self.key.sign(method.as_str(), path, caller, chrono::Utc::now().timestamp()) {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn register(&self, name: &str, sim: &HopsworksSim, capacity: i64) -> String {
+        let (status, body) = self
+            .call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(cluster_body(name, sim, capacity)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let mut conn = self.db.connect("provisioning").await;
+        diesel::sql_query(sql).get_result::<Count>(&mut conn).await.unwrap().n
+    }
+
+    /// Every outbox envelope of `event_type`, oldest first.
+    async fn outbox(&self, event_type: &str) -> Vec<Envelope> {
+        let mut conn = self.db.connect("provisioning").await;
+        let rows: Vec<Bytes> =
+            diesel::sql_query("SELECT envelope AS b FROM outbox WHERE event_type = $1 ORDER BY created_at, id")
+                .bind::<diesel::sql_types::Text, _>(event_type)
+                .load(&mut conn)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| Envelope::decode(r.b.as_slice()).unwrap()).collect()
+    }
+
+    async fn publish<E: Event>(&self, event: &E, id: Option<String>) -> String {
+        let js = self.bus.jetstream().await;
+        let id = id.unwrap_or_else(|| Uuid::now_v7().to_string());
+        let envelope = Envelope {
+            event_id: id.clone(),
+            event_type: E::TYPE.into(),
+            schema_version: 1,
+            producer: E::PRODUCER.name().into(),
+            payload: event.encode_to_vec(),
+            ..Default::default()
+        };
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(envelope.encode_to_vec().into())
+            .message_id(id.clone());
+        js.send_publish(self.bus.subjects().event::<E>(), message).await.unwrap().await.unwrap();
+        id
+    }
+
+    async fn user_created(&self, user: Uuid, email: &str, name: &str) {
+        let event = UserCreatedV1 {
+            user_id: user.to_string(),
+            auth_subject: format!("auth0|{user}"),
+            email: email.into(),
+            name: name.into(),
+        };
+        self.publish(&event, None).await;
+    }
+
+    async fn paid(&self, user: Uuid) -> String {
+        let event =
+            PaymentMethodAddedV1 { user_id: user.to_string(), stripe_customer_id: format!("cus_{}", user.simple()) };
+        self.publish(&event, None).await
+    }
+
+    async fn assignment(&self, user: Uuid) -> Value {
+        let (status, body) =
+            self.call(Method::GET, &format!("/api/admin/assignments/{user}"), Some(&admin()), None).await;
+        if status == StatusCode::NOT_FOUND { Value::Null } else { body }
+    }
+
+    /// Polls the assignment of `user` until `pred` holds; answers it.
+    async fn wait_for(&self, user: Uuid, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let last = self.assignment(user).await;
+            if pred(&last) {
+                return last;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "assignment of {user} never {what}; last: {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_status(&self, user: Uuid, want: &str) -> Value {
+        self.wait_for(user, &format!("became {want}"), |a| a["status"] == want).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_register_list_view_and_change_clusters_and_secrets_never_leave() {
+    let p = start().await;
+    let sim = hopsworks("reg");
+    let body = cluster_body("eu-1", &sim, 15);
+    let (status, created) = p.call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], "eu-1");
+    assert_eq!(created["capacity"], 15);
+    assert_eq!(created["used"], 0);
+    assert_eq!(created["has_api_key"], true);
+    assert_eq!(created["api_key_key_id"], "test1");
+    assert_eq!(created["api_url"], sim.origin());
+    let leaked = |v: &Value| {
+        let text = v.to_string();
+        text.contains(sim.api_key()) || text.contains("kube-token-very-secret") || v.get("api_key").is_some()
+    };
+    assert!(!leaked(&created), "{created}");
+
+    let (status, list) = p.call(Method::GET, "/api/admin/clusters", Some(&admin()), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(!leaked(&list));
+    let (status, one) = p.call(Method::GET, &format!("/api/admin/clusters/{id}"), Some(&admin()), None).await;
+    assert_eq!((status, one["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    assert!(!leaked(&one));
+
+    let new_key = format!("rotated-api-key-{}", Uuid::new_v4().simple());
+    let (status, changed) = p
+        .call(
+            Method::PATCH,
+            &format!("/api/admin/clusters/{id}"),
+            Some(&admin()),
+            Some(json!({"capacity": 20, "status": "maintenance", "api_key": new_key})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!((changed["capacity"].as_i64(), changed["status"].as_str()), (Some(20), Some("maintenance")));
+    assert_eq!(changed["name"], "eu-1", "untouched fields stay");
+    assert!(!changed.to_string().contains(&new_key));
+
+    // Stored secrets are ciphertexts, and no event carries them.
+    let mut conn = p.db.connect("provisioning").await;
+    let stored: Vec<Bytes> = diesel::sql_query(
+        "SELECT api_key_ciphertext AS b FROM clusters UNION ALL SELECT kubeconfig_ciphertext FROM clusters",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    for needle in [new_key.as_bytes(), sim.api_key().as_bytes(), b"kube-token-very-secret".as_slice(), b"apiVersion"] {
+        assert!(stored.iter().all(|s| !s.b.windows(needle.len()).any(|w| w == needle)), "plaintext stored");
+    }
+    let events: Vec<Envelope> = [p.outbox("ClusterRegistered").await, p.outbox("ClusterUpdated").await].concat();
+    assert_eq!(events.len(), 2);
+    for e in &events {
+        let bytes = e.encode_to_vec();
+        for needle in [new_key.as_bytes(), sim.api_key().as_bytes(), b"kube-token-very-secret".as_slice()] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "secret in {}", e.event_type);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_reach_the_registry() {
+    let p = start().await;
+    let sim = hopsworks("auth");
+    let body = cluster_body("eu-1", &sim, 1);
+    let (status, err) = p.call(Method::POST, "/api/admin/clusters", None, Some(body.clone())).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+    let stranger = person(Uuid::now_v7());
+    let (status, err) = p.call(Method::POST, "/api/admin/clusters", Some(&stranger), Some(body)).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")));
+    for path in ["/api/admin/clusters", "/api/admin/assignments"] {
+        assert_eq!(p.call(Method::GET, path, Some(&stranger), None).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(p.call(Method::GET, path, None, None).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(p.count("SELECT count(*) AS n FROM clusters").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_registration_is_refused_with_its_code_and_changes_nothing() {
+    let p = start().await;
+    let sim = hopsworks("bad");
+    let id = p.register("eu-1", &sim, 5).await;
+    let good = cluster_body("eu-2", &sim, 5);
+    let with = |field: &str, value: Value| {
+        let mut b = good.clone();
+        b[field] = value;
+        b
+    };
+    let without = |field: &str| {
+        let mut b = good.clone();
+        b.as_object_mut().unwrap().remove(field);
+        b
+    };
+    let cases = [
+        (with("kubeconfig", json!("not: [yaml")), "invalid_kubeconfig"),
+        (
+            with(
+                "kubeconfig",
+                json!(KUBECONFIG.replace("    token: kube-token-very-secret-0123\n", "    username: x\n")),
+            ),
+            "invalid_kubeconfig",
+        ),
+        (
+            with(
+                "kubeconfig",
+                json!(KUBECONFIG.replace("server: https://127.0.0.1:6443", "certificate-authority-data: AAAA")),
+            ),
+            "invalid_kubeconfig",
+        ),
+        (
+            with("ca_bundle", json!("-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n")),
+            "invalid_ca_bundle",
+        ),
+        (with("ca_bundle", json!("hello")), "invalid_ca_bundle"),
+        (with("api_url", json!("http://hopsworks.example.com")), "invalid_api_url"),
+        (with("api_url", json!("not a url")), "invalid_api_url"),
+        (with("capacity", json!(-1)), "invalid_capacity"),
+        (with("capacity", json!(2.5)), "invalid_capacity"),
+        (with("capacity", json!("ten")), "invalid_capacity"),
+        (with("status", json!("broken")), "invalid_status"),
+        (with("region", json!("")), "invalid_region"),
+        (with("name", json!("  ")), "invalid_name"),
+        (with("api_key", json!("")), "invalid_api_key"),
+        (with("oauth_client_id", json!(7)), "invalid_oauth_client_id"),
+        (without("kubeconfig"), "invalid_kubeconfig"),
+        (with("surprise", json!(1)), "invalid_body"),
+    ];
+    for (body, code) in cases {
+        let (status, err) = p.call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(body.clone())).await;
+        assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body} → {err}");
+        assert!(!err.to_string().contains("kube-token-very-secret"), "{err}");
+    }
+    let (status, err) =
+        p.call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(with("name", json!("EU-1")))).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("cluster_name_taken")));
+    // Changes are checked the same way, and a refused one changes nothing.
+    for (body, code) in [
+        (json!({"capacity": -3}), "invalid_capacity"),
+        (json!({"status": "gone"}), "invalid_status"),
+        (json!({"kubeconfig": "users: []"}), "invalid_kubeconfig"),
+        (json!({"api_url": "ftp://x"}), "invalid_api_url"),
+    ] {
+        let (status, err) =
+            p.call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(body)).await;
+        assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{err}");
+    }
+    let missing = Uuid::now_v7();
+    let (status, err) = p
+        .call(Method::PATCH, &format!("/api/admin/clusters/{missing}"), Some(&admin()), Some(json!({"capacity": 1})))
+        .await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("cluster_not_found")));
+    assert_eq!(p.count("SELECT count(*) AS n FROM clusters").await, 1);
+    assert_eq!(p.count("SELECT count(*) AS n FROM clusters WHERE capacity = 5 AND status = 'active'").await, 1);
+    assert_eq!(p.count("SELECT count(*) AS n FROM outbox").await, 1, "only the one registration was announced");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assignment
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_method_gives_the_owner_a_hopsworks_account_once() {
+    let p = start().await;
+    let sim = hopsworks("pay");
+    let cluster = p.register("eu-1", &sim, 10).await;
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "ada@example.com", "Ada Lovelace").await;
+    let event = p.paid(ada).await;
+    let done = p.wait_status(ada, "complete").await;
+    assert_eq!(done["cluster_id"], cluster.as_str());
+    let users: Vec<_> = sim.users().into_iter().filter(|u| u.email == "ada@example.com").collect();
+    assert_eq!(users.len(), 1);
+    let hw = &users[0];
+    assert_eq!(hw.uuid.as_deref(), Some(format!("{CLIENT_ID}.auth0|{ada}").as_str()), "subject and client id");
+    assert_eq!(hw.max_num_projects, 5);
+    assert_eq!((hw.given_name.as_str(), hw.surname.as_str()), ("Ada", "Lovelace"));
+    assert_eq!(done["hopsworks_username"], hw.username.as_str());
+    assert_eq!(done["hopsworks_user_id"].as_u64(), Some(hw.id));
+    assert!(sim.requests().iter().all(|r| r.method != "GET" || r.query.contains("filter_by")), "no unfiltered listing");
+
+    // The same event again (redelivered) and a second PaymentMethodAdded change nothing.
+    p.publish(&PaymentMethodAddedV1 { user_id: ada.to_string(), stripe_customer_id: "cus_x".into() }, Some(event))
+        .await;
+    p.paid(ada).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.users().iter().filter(|u| u.email == "ada@example.com").count(), 1);
+    assert_eq!(p.count("SELECT count(*) AS n FROM assignments").await, 1);
+    let assigned = p.outbox("ClusterAssigned").await;
+    assert_eq!(assigned.len(), 1);
+    let payload = ClusterAssignedV1::decode(assigned[0].payload.as_slice()).unwrap();
+    assert_eq!(payload.user_id, ada.to_string());
+    assert_eq!(payload.cluster_id, cluster);
+    assert_eq!(payload.hopsworks_username, hw.username);
+    assert_eq!(u64::try_from(payload.hopsworks_user_id).ok(), Some(hw.id));
+
+    // The owner sees their cluster; a stranger is not assigned.
+    let (status, mine) = p.call(Method::GET, "/api/cluster", Some(&person(ada)), None).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["status"], "complete");
+    assert_eq!(mine["cluster"]["id"], cluster.as_str());
+    assert_eq!(mine["cluster"]["endpoint"], sim.origin());
+    assert_eq!(mine["cluster"]["region"], "eu-north-1");
+    let (status, err) = p.call(Method::GET, "/api/cluster", Some(&person(Uuid::now_v7())), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_assigned")));
+    assert_eq!(p.call(Method::GET, "/api/cluster", None, None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_method_before_the_user_is_known_waits_for_the_user() {
+    let p = start().await;
+    let sim = hopsworks("early");
+    p.register("eu-1", &sim, 10).await;
+    let ada = Uuid::now_v7();
+    p.paid(ada).await;
+    p.wait_status(ada, "waiting_for_user").await;
+    p.user_created(ada, "early@example.com", "Early Bird").await;
+    p.wait_status(ada, "complete").await;
+    assert_eq!(sim.users().iter().filter(|u| u.email == "early@example.com").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hopsworks_errors_and_timeouts_leave_the_assignment_pending_until_it_completes_by_itself() {
+    let p = start().await;
+    let sim = hopsworks("flaky");
+    p.register("eu-1", &sim, 10).await;
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "flaky@example.com", "Ada").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // More 503s than one pass tries: the assignment is visibly pending with its reason.
+    sim.fail_next(7, 503);
+    p.paid(ada).await;
+    let pending = p
+        .wait_for(ada, "pending with the reason", |a| {
+            a["status"] == "provisioning" && a["last_error"].as_str().is_some_and(|e| e.contains("503"))
+        })
+        .await;
+    assert!(pending["next_attempt_at"].is_string() && pending["attempts"].as_i64() >= Some(1), "{pending}");
+    let (_, mine) = p.call(Method::GET, "/api/cluster", Some(&person(ada)), None).await;
+    assert_eq!(mine["status"], "provisioning");
+    assert!(mine["reason"].as_str().unwrap().contains("503"), "{mine}");
+    p.wait_status(ada, "complete").await;
+    assert_eq!(sim.users().iter().filter(|u| u.email == "flaky@example.com").count(), 1);
+
+    // Answers held past the 1 s timeout: pending with the reason, then complete.
+    let bob = Uuid::now_v7();
+    p.user_created(bob, "slow@example.com", "Bob").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.hold_next(3, Duration::from_millis(1500));
+    p.paid(bob).await;
+    p.wait_for(bob, "pending with the reason", |a| {
+        a["status"] == "provisioning" && a["last_error"].as_str().is_some_and(|e| e.contains("timed out"))
+    })
+    .await;
+    p.wait_status(bob, "complete").await;
+    assert_eq!(sim.users().iter().filter(|u| u.email == "slow@example.com").count(), 1);
+    assert_eq!(p.outbox("ClusterAssigned").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_whose_answer_is_lost_is_not_repeated() {
+    hopsbridge_testkit::init();
+    let sim = hopsworks("lost");
+    let access = hopsbridge_provisioning::clusters::ClusterAccess {
+        id: Uuid::now_v7(),
+        api_url: sim.origin(),
+        api_key: sim.api_key().to_owned().into(),
+        ca_bundle: sim.ca_pem().to_owned(),
+        oauth_client_id: CLIENT_ID.into(),
+    };
+    let cfg = hopsbridge_provisioning::config::HopsworksConfig {
+        request_timeout_ms: 500,
+        connect_timeout_ms: 500,
+        max_attempts: 3,
+        initial_backoff_ms: 10,
+        max_backoff_ms: 50,
+        max_num_projects_paying: 5,
+    };
+    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&access, &cfg).unwrap();
+    let ada = hopsbridge_provisioning::users::Person {
+        user_id: Uuid::now_v7(),
+        auth_subject: "auth0|lost".into(),
+        email: "lost@example.com".into(),
+        name: "Ada Lost".into(),
+        status: "active".into(),
+    };
+    // The creation is made, but its answer never arrives in time; the retry is told the user
+    // exists, and the account is then found, not made twice.
+    sim.hold_next(1, Duration::from_millis(1000));
+    hw.create(&ada, 5).await.unwrap();
+    let (username, id) = hw.ensure_account(&ada, 5).await.unwrap();
+    let made: Vec<_> = sim.users().into_iter().filter(|u| u.email == "lost@example.com").collect();
+    assert_eq!(made.len(), 1);
+    assert_eq!((made[0].username.clone(), made[0].id), (username, u64::try_from(id).unwrap()));
+    let posts = sim.requests().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posts, 2, "one creation, tried again once");
+
+    // A client trusts the cluster's CA only: another cluster's certificate is refused.
+    let other = hopsworks("other");
+    let wrong = hopsbridge_provisioning::clusters::ClusterAccess { ca_bundle: other.ca_pem().to_owned(), ..access };
+    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&wrong, &cfg).unwrap();
+    let err = hw.find_by_email("lost@example.com").await.unwrap_err();
+    assert!(!err.0.contains(sim.api_key()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_hopsworks_user_with_the_same_email_in_another_case_is_reused() {
+    let p = start().await;
+    let sim = hopsworks("reuse");
+    p.register("eu-1", &sim, 10).await;
+    // Made by hand on the cluster earlier, with another case, the default project limit, and
+    // deactivated since.
+    let client = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(sim.ca_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let created = client
+        .post(format!(
+            "{}/admin/users?accountType=REMOTE_ACCOUNT_TYPE&type=OAUTH2&email=Grace.Hopper@Example.COM&givenName=G&surname=H&subject=auth0%7Cold&clientId={CLIENT_ID}",
+            sim.url()
+        ))
+        .header("Authorization", format!("ApiKey {}", sim.api_key()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let existing = sim.users().into_iter().find(|u| u.email == "Grace.Hopper@Example.COM").unwrap();
+    let put = client
+        .put(format!("{}/admin/users/{}", sim.url(), existing.id))
+        .header("Authorization", format!("ApiKey {}", sim.api_key()))
+        .json(&json!({"status": STATUS_DEACTIVATED}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    let grace = Uuid::now_v7();
+    p.user_created(grace, "grace.hopper@example.com", "Grace Hopper").await;
+    p.paid(grace).await;
+    let done = p.wait_status(grace, "complete").await;
+    let matching: Vec<_> =
+        sim.users().into_iter().filter(|u| u.email.eq_ignore_ascii_case("grace.hopper@example.com")).collect();
+    assert_eq!(matching.len(), 1, "reused, not duplicated");
+    assert_eq!(done["hopsworks_user_id"].as_u64(), Some(existing.id));
+    assert_eq!(matching[0].max_num_projects, 5, "limit set from the plan");
+    assert_eq!(matching[0].status, STATUS_ACTIVATED, "reactivated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_owners_racing_for_thirty_seats_never_overfill_and_the_rest_wait_in_order() {
+    let p = start().await;
+    let (a, b) = (hopsworks("race-a"), hopsworks("race-b"));
+    let ca = p.register("eu-a", &a, 15).await;
+    let cb = p.register("eu-b", &b, 15).await;
+    let users: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    {
+        let mut conn = p.db.connect("provisioning").await;
+        for (i, u) in users.iter().enumerate() {
+            diesel::sql_query("INSERT INTO users (user_id, auth_subject, email, name) VALUES ($1, $2, $3, $4)")
+                .bind::<diesel::sql_types::Uuid, _>(*u)
+                .bind::<diesel::sql_types::Text, _>(format!("auth0|{u}"))
+                .bind::<diesel::sql_types::Text, _>(format!("racer{i}@example.com"))
+                .bind::<diesel::sql_types::Text, _>(format!("Racer {i}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    // Forty transactions at once, each on its own connection, as forty replicas would.
+    let db = hopsbridge_platform::db::Database::new(&p.db.config(), "provisioning").unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(users.len()));
+    let racers: Vec<_> = users
+        .iter()
+        .map(|u| {
+            let (db, u, barrier) = (db.clone(), *u, barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                db.transaction(|c| {
+                    Box::pin(async move {
+                        Ok::<_, hopsbridge_platform::db::DbError>(
+                            hopsbridge_provisioning::assignments::request(c, u, 5).await?,
+                        )
+                    })
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for r in racers {
+        r.await.unwrap();
+    }
+    let seated = "SELECT count(*) AS n FROM assignments WHERE status IN ('provisioning', 'complete')";
+    assert_eq!(p.count(seated).await, 30);
+    assert_eq!(p.count("SELECT count(*) AS n FROM assignments WHERE status = 'waiting_for_capacity'").await, 10);
+    for c in [&ca, &cb] {
+        let per = format!("{seated} AND cluster_id = '{c}'");
+        assert_eq!(p.count(&per).await, 15, "cluster {c} filled exactly");
+    }
+    let done = "SELECT count(*) AS n FROM assignments WHERE status = 'complete'";
+    let all_made = eventually(Duration::from_secs(60), || async { p.count(done).await == 30 }).await;
+    assert!(all_made, "the 30 seated get accounts");
+    assert_eq!(a.users().len() + b.users().len(), 30 + 2, "30 accounts plus each cluster's admin");
+    let (status, page) =
+        p.call(Method::GET, "/api/admin/assignments?status=waiting_for_capacity&limit=5", Some(&admin()), None).await;
+    assert_eq!(status, 200);
+    assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(10), 5));
+    let (status, err) = p.call(Method::GET, "/api/admin/assignments?status=bogus", Some(&admin()), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_status")));
+
+    // More room: the waiting ones are seated by the background task.
+    let (status, _) = p
+        .call(Method::PATCH, &format!("/api/admin/clusters/{ca}"), Some(&admin()), Some(json!({"capacity": 25})))
+        .await;
+    assert_eq!(status, 200);
+    let all_done = eventually(Duration::from_secs(60), || async { p.count(done).await == 40 }).await;
+    assert!(all_done, "everyone assigned after the capacity grew");
+    assert_eq!(p.count(&format!("{seated} AND cluster_id = '{ca}'")).await, 25);
+    assert_eq!(p.outbox("ClusterAssigned").await.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_events_and_the_work_without_overfilling_or_duplicating() {
+    let mut p = start().await;
+    let (_, second) = launch(&p.db, &p.bus, PROVISIONING_ENCRYPTION_KEYS, "test1").await;
+    p.stops.push(second);
+    let sim = hopsworks("replicas");
+    p.register("eu-1", &sim, 12).await;
+    let users: Vec<Uuid> = (0..16).map(|_| Uuid::now_v7()).collect();
+    for (i, u) in users.iter().enumerate() {
+        p.user_created(*u, &format!("replica{i}@example.com"), "Rep Lica").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for u in &users {
+        p.paid(*u).await;
+    }
+    let done = "SELECT count(*) AS n FROM assignments WHERE status = 'complete'";
+    assert!(eventually(Duration::from_secs(60), || async { p.count(done).await == 12 }).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(p.count(done).await, 12, "never more than the capacity");
+    assert_eq!(p.count("SELECT count(*) AS n FROM assignments WHERE status = 'waiting_for_capacity'").await, 4);
+    assert_eq!(sim.users().len(), 12 + 1, "one account per seated user, plus the admin");
+    assert_eq!(p.outbox("ClusterAssigned").await.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_users_are_seated_in_the_order_they_started_waiting() {
+    let p = start().await;
+    let sim = hopsworks("order");
+    let cluster = p.register("eu-1", &sim, 1).await;
+    let users: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    for (i, u) in users.iter().enumerate() {
+        p.user_created(*u, &format!("queue{i}@example.com"), "Queue").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.paid(users[0]).await;
+    p.wait_status(users[0], "complete").await;
+    for u in &users[1..] {
+        p.paid(*u).await;
+        p.wait_status(*u, "waiting_for_capacity").await;
+    }
+    // One more seat: the first to wait gets it, the others keep waiting.
+    p.call(Method::PATCH, &format!("/api/admin/clusters/{cluster}"), Some(&admin()), Some(json!({"capacity": 2})))
+        .await;
+    p.wait_status(users[1], "complete").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for u in &users[2..] {
+        assert_eq!(p.assignment(*u).await["status"], "waiting_for_capacity");
+    }
+    // A newly registered cluster takes the next one.
+    let other = hopsworks("order-2");
+    let second = p.register("eu-2", &other, 1).await;
+    p.wait_status(users[2], "complete").await;
+    assert_eq!(p.assignment(users[2]).await["cluster_id"], second.as_str());
+    assert_eq!(p.assignment(users[3]).await["status"], "waiting_for_capacity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_move_and_unassign_users_and_the_old_accounts_are_deactivated() {
+    let p = start().await;
+    let (a, b, c) = (hopsworks("mv-a"), hopsworks("mv-b"), hopsworks("mv-c"));
+    let ca = p.register("eu-a", &a, 5).await;
+    let cb = p.register("eu-b", &b, 1).await;
+    let cc = p.register("eu-c", &c, 5).await;
+    // Only eu-a takes new users at first.
+    for id in [&cb, &cc] {
+        p.call(
+            Method::PATCH,
+            &format!("/api/admin/clusters/{id}"),
+            Some(&admin()),
+            Some(json!({"status": "inactive"})),
+        )
+        .await;
+    }
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "mover@example.com", "Ada Mover").await;
+    p.paid(ada).await;
+    let first = p.wait_status(ada, "complete").await;
+    assert_eq!(first["cluster_id"], ca.as_str());
+    let old_id = first["hopsworks_user_id"].as_u64().unwrap();
+
+    let path = format!("/api/admin/assignments/{ada}");
+    let (status, err) = p.call(Method::PUT, &path, Some(&admin()), Some(json!({"cluster_id": cc}))).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("cluster_not_active")));
+    p.call(Method::PATCH, &format!("/api/admin/clusters/{cb}"), Some(&admin()), Some(json!({"status": "active"})))
+        .await;
+    // Fill eu-b's only seat with someone else, then try to move onto it.
+    let bob = Uuid::now_v7();
+    p.user_created(bob, "bob@example.com", "Bob").await;
+    p.call(Method::PATCH, &format!("/api/admin/clusters/{ca}"), Some(&admin()), Some(json!({"status": "full"}))).await;
+    p.paid(bob).await;
+    let bob_done = p.wait_status(bob, "complete").await;
+    assert_eq!(bob_done["cluster_id"], cb.as_str());
+    let (status, err) = p.call(Method::PUT, &path, Some(&admin()), Some(json!({"cluster_id": cb}))).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("cluster_full")));
+    assert_eq!(p.assignment(ada).await["cluster_id"], ca.as_str(), "a refused move changes nothing");
+
+    p.call(Method::PATCH, &format!("/api/admin/clusters/{cc}"), Some(&admin()), Some(json!({"status": "active"})))
+        .await;
+    let (status, moved) = p.call(Method::PUT, &path, Some(&admin()), Some(json!({"cluster_id": cc}))).await;
+    assert_eq!(status, 200, "{moved}");
+    let done = p.wait_status(ada, "complete").await;
+    assert_eq!(done["cluster_id"], cc.as_str());
+    let old = a.users().into_iter().find(|u| u.id == old_id).unwrap();
+    assert_eq!(old.status, STATUS_DEACTIVATED, "the old account is deactivated");
+    let new = c.users().into_iter().find(|u| u.email == "mover@example.com").unwrap();
+    assert_eq!((new.status, new.max_num_projects), (STATUS_ACTIVATED, 5));
+    // ClusterUnassigned (moved) comes before the new ClusterAssigned.
+    let unassigned = p.outbox("ClusterUnassigned").await;
+    assert_eq!(unassigned.len(), 1);
+    let u = ClusterUnassignedV1::decode(unassigned[0].payload.as_slice()).unwrap();
+    assert_eq!((u.cluster_id.as_str(), u.reason.as_str()), (ca.as_str(), "moved"));
+    let assigned = p.outbox("ClusterAssigned").await;
+    let last = assigned.last().unwrap();
+    assert_eq!(ClusterAssignedV1::decode(last.payload.as_slice()).unwrap().cluster_id, cc);
+    assert!(unassigned[0].occurred_at_unix_micros <= last.occurred_at_unix_micros);
+    assert!(
+        p.count(&format!(
+            "SELECT count(*) AS n FROM outbox u, outbox a WHERE u.event_type = 'ClusterUnassigned'
+               AND a.event_type = 'ClusterAssigned' AND a.id = '{}' AND u.created_at < a.created_at",
+            Uuid::parse_str(&last.event_id).unwrap()
+        ))
+        .await
+            == 1
+    );
+
+    // Unassign: the seat is free at once, the account is deactivated, the user sees nothing.
+    let (status, body) = p.call(Method::DELETE, &path, Some(&admin()), None).await;
+    assert_eq!(status, 200, "{body}");
+    p.wait_status(ada, "unassigned").await;
+    let gone = c.users().into_iter().find(|u| u.email == "mover@example.com").unwrap();
+    assert_eq!(gone.status, STATUS_DEACTIVATED);
+    let unassigned = p.outbox("ClusterUnassigned").await;
+    assert_eq!(unassigned.len(), 2);
+    let u = ClusterUnassignedV1::decode(unassigned[1].payload.as_slice()).unwrap();
+    assert_eq!((u.cluster_id.as_str(), u.reason.as_str()), (cc.as_str(), "unassigned"));
+    let (status, err) = p.call(Method::GET, "/api/cluster", Some(&person(ada)), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_assigned")));
+    let (status, err) = p.call(Method::DELETE, &path, Some(&admin()), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_assigned")));
+    let stranger = person(Uuid::now_v7());
+    assert_eq!(p.call(Method::DELETE, &path, Some(&stranger), None).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_gives_up_their_seat_to_the_one_waiting() {
+    use hopsbridge_contracts::events::UserDeletedV1;
+    let p = start().await;
+    let sim = hopsworks("del");
+    let cluster = p.register("eu-1", &sim, 1).await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    p.user_created(ada, "deleted@example.com", "Ada").await;
+    p.user_created(bob, "next@example.com", "Bob").await;
+    p.paid(ada).await;
+    p.wait_status(ada, "complete").await;
+    p.paid(bob).await;
+    p.wait_status(bob, "waiting_for_capacity").await;
+    let (_, mine) = p.call(Method::GET, "/api/cluster", Some(&person(bob)), None).await;
+    assert_eq!((mine["status"].as_str(), mine["cluster"].is_null()), (Some("waiting_for_capacity"), true), "{mine}");
+
+    p.publish(&UserDeletedV1 { user_id: ada.to_string() }, None).await;
+    p.wait_status(ada, "unassigned").await;
+    let done = p.wait_status(bob, "complete").await;
+    assert_eq!(done["cluster_id"], cluster.as_str());
+    let gone = sim.users().into_iter().find(|u| u.email == "deleted@example.com").unwrap();
+    assert_eq!(gone.status, STATUS_DEACTIVATED);
+    let events = p.outbox("ClusterUnassigned").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(ClusterUnassignedV1::decode(events[0].payload.as_slice()).unwrap().reason, "unassigned");
+    // A deleted person cannot be moved, and their later payment method seats nobody.
+    let (status, err) = p
+        .call(
+            Method::PUT,
+            &format!("/api/admin/assignments/{ada}"),
+            Some(&admin()),
+            Some(json!({"cluster_id": cluster})),
+        )
+        .await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::CONFLICT, Some("user_deleted")));
+    p.paid(ada).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(p.assignment(ada).await["status"], "unassigned");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key rotation
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_keys_reencrypts_everything_so_the_old_key_can_be_removed() {
+    let mut p = start().await;
+    let sim = hopsworks("rot");
+    let id = p.register("eu-1", &sim, 10).await;
+    p.register("eu-2", &hopsworks("rot2"), 10).await;
+    let before: Vec<Bytes> = {
+        let mut conn = p.db.connect("provisioning").await;
+        diesel::sql_query("SELECT api_key_ciphertext AS b FROM clusters ORDER BY id").load(&mut conn).await.unwrap()
+    };
+    let binary = env!("CARGO_BIN_EXE_hopsbridge-provisioning");
+    let (status, output) = hopsbridge_testkit::ServiceProcess::run_to_exit(
+        binary,
+        &["rotate-keys"],
+        &env(&p.db, &p.bus, PROVISIONING_ENCRYPTION_KEYS, "test2"),
+    );
+    assert!(status.success(), "{output}");
+    assert!(output.contains("cluster secrets re-encrypted"), "{output}");
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM clusters WHERE api_key_key_id = 'test2' AND kubeconfig_key_id = 'test2'")
+            .await,
+        2
+    );
+    let after: Vec<Bytes> = {
+        let mut conn = p.db.connect("provisioning").await;
+        diesel::sql_query("SELECT api_key_ciphertext AS b FROM clusters ORDER BY id").load(&mut conn).await.unwrap()
+    };
+    assert!(before.iter().zip(&after).all(|(x, y)| x.b != y.b));
+    assert!(!output.contains(sim.api_key()), "no secret in the output");
+
+    // With only the new key configured, the secrets still open: the kubeconfig directly, and
+    // the API key by provisioning an account on the cluster.
+    let only_new = PROVISIONING_ENCRYPTION_KEYS.split(',').find(|k| k.starts_with("test2:")).unwrap();
+    let vault =
+        hopsbridge_provisioning::crypto::Vault::from_config(&hopsbridge_provisioning::config::EncryptionConfig {
+            active_key: "test2".into(),
+            keys: only_new.to_owned().into(),
+        })
+        .unwrap();
+    let mut conn = p.db.connect("provisioning").await;
+    let row = hopsbridge_provisioning::clusters::row(&mut conn, id.parse().unwrap()).await.unwrap();
+    assert_eq!(vault.open_text(row.id, "kubeconfig", &row.kubeconfig()).unwrap(), KUBECONFIG);
+    for s in &p.stops {
+        s.cancel();
+    }
+    let (base, stop) = launch(&p.db, &p.bus, only_new, "test2").await;
+    p.base = base;
+    p.stops = vec![stop];
+    p.call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"capacity": 50}))).await;
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "rotated@example.com", "Ada").await;
+    p.paid(ada).await;
+    let done = p.wait_status(ada, "complete").await;
+    assert!(done["hopsworks_username"].is_string());
+    // A second run has nothing left to do.
+    let (status, output) = hopsbridge_testkit::ServiceProcess::run_to_exit(
+        binary,
+        &["rotate-keys"],
+        &env(&p.db, &p.bus, only_new, "test2"),
+    );
+    assert!(status.success(), "{output}");
+    assert!(output.contains("\"rotated\":0"), "{output}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real process
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let mut vars = env(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1");
+    vars.push((env_var(Service::Provisioning, "database.migrate_on_start"), "true".into()));
+    vars.push(("RUST_LOG".into(), "info,hopsbridge_provisioning=debug,hopsbridge_platform=debug".into()));
+    let binary = env!("CARGO_BIN_EXE_hopsbridge-provisioning");
+    let mut process = hopsbridge_testkit::ServiceProcess::start(binary, &vars);
+    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let p = Provisioning { base: process.url(), db, bus, key, stops: Vec::new() };
+    let sim = hopsworks("proc");
+    let id = p.register("eu-1", &sim, 3).await;
+    let new_key = format!("patched-api-key-{}", Uuid::new_v4().simple());
+    let (status, _) = p
+        .call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"api_key": new_key})))
+        .await;
+    assert_eq!(status, 200);
+    // The patched key is wrong for the cluster: the failure is reported without the key.
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "proc@example.com", "Ada").await;
+    p.paid(ada).await;
+    p.wait_for(ada, "failed with 401", |a| a["last_error"].as_str().is_some_and(|e| e.contains("401"))).await;
+    let (status, _) = p
+        .call(
+            Method::PATCH,
+            &format!("/api/admin/clusters/{id}"),
+            Some(&admin()),
+            Some(json!({"api_key": sim.api_key()})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    p.wait_status(ada, "complete").await;
+    let status = process.terminate(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let output = process.output();
+    assert!(output.contains("Hopsworks account ready"), "{output}");
+    for secret in [sim.api_key(), new_key.as_str(), "kube-token-very-secret", "dGVzdC1rZXkt"] {
+        assert!(!output.contains(secret), "a log line holds a secret ({secret})");
+    }
+}

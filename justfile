@@ -26,19 +26,21 @@ fmt:
     cargo fmt --all
 
 # Runs one benchmark: `just bench outbox` (local Postgres and NATS), `just bench podmetrics` (the sandbox),
-# `just bench gateway` (installs oha from crates.io when missing).
+# `just bench gateway` (installs oha from crates.io when missing), `just bench journey` (every service as a
+# process, 500 people from card to cluster).
 bench TARGET:
     #!/usr/bin/env bash
     set -euo pipefail
     case "$1" in
         outbox) package=hopsbridge-platform ;;
         podmetrics) package=hopsbridge-sandbox ;;
+        journey) package=hopsbridge-journey ;;
         gateway)
             package=hopsbridge-gateway
             command -v oha >/dev/null 2>&1 || [ -x "${HOME}/.cargo/bin/oha" ] || cargo install oha --locked
             ;;
         *)
-            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics, gateway" >&2
+            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics, gateway, journey" >&2
             exit 2
             ;;
     esac

@@ -7,10 +7,11 @@ mod common;
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
 
 fn generated() -> String {
-    let doc =
-        hopsbridge_gateway::api_doc::document(
-            vec![<hopsbridge_identity::routes::ApiDoc as utoipa::OpenApi>::openapi()],
-        );
+    let doc = hopsbridge_gateway::api_doc::document(vec![
+        <hopsbridge_identity::routes::ApiDoc as utoipa::OpenApi>::openapi(),
+        <hopsbridge_billing::routes::ApiDoc as utoipa::OpenApi>::openapi(),
+        <hopsbridge_provisioning::routes::ApiDoc as utoipa::OpenApi>::openapi(),
+    ]);
     format!("{}\n", doc.to_pretty_json().unwrap())
 }
 

@@ -1,0 +1,156 @@
+//! `just bench journey`: 500 people through the whole journey at once.
+//!
+//! Setup (debug-free release build, one machine): every service as its own process (2 actix
+//! workers each) on the local Postgres and NATS, the sandbox answering without delay (Auth0,
+//! Stripe, 4 Hopsworks clusters of 150 places each), one process for the sandbox and the load.
+//!
+//! 1. Baseline: 5 people, one after another, alone on the platform.
+//! 2. Load: 500 people sign up and get their Stripe customer and subscription (not timed), each
+//!    asks for a Checkout Session (not timed), then all 500 sessions are completed in the
+//!    sandbox at once, which sends the signed webhooks.
+//!
+//! Timed for each person: from completing their Checkout Session (the moment Stripe sends the
+//! webhook) to their ClusterAssignedV1 on NATS. Printed: journeys/s, p50 and p99 of both runs,
+//! the ratio of the loaded p99 to the baseline p50, and the audit (one customer, subscription,
+//! Hopsworks user and assignment per person; no cluster over capacity).
+//! Target: all 500 complete, p99 under 500 ms, no cluster over capacity.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::float_arithmetic,
+    clippy::cast_precision_loss,
+    clippy::panic,
+    reason = "a benchmark reporting on stdout"
+)]
+
+use futures::StreamExt;
+use hopsbridge_journey::{Options, Person, Platform, binaries};
+use std::time::{Duration, Instant};
+
+const PEOPLE: usize = 500;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn wait_event(platform: &Platform, person: &Person, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(at) = platform.assigned_at.lock().unwrap().get(&person.user_id) {
+            return *at;
+        }
+        assert!(Instant::now() < deadline, "no ClusterAssignedV1 for {}", person.auth0.email);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let options = Options { clusters: 4, capacity: 150, log_filter: "warn", workers: 2 };
+    let platform = Platform::start(binaries!(), &options).await;
+    println!(
+        "journey benchmark: {PEOPLE} people, {} clusters x {} places, every service its own process, sandbox without delay",
+        options.clusters, options.capacity
+    );
+
+    // 1. Baseline: one person at a time.
+    let mut alone = Vec::new();
+    for i in 0..5 {
+        let person = platform.sign_up(&format!("alone{i}")).await;
+        platform.wait_billing_account(&person, Duration::from_secs(30)).await;
+        let session = platform.retry_call("POST", "/api/billing/payment-method", &person.token).await;
+        let id = session["id"].as_str().unwrap().to_owned();
+        let start = Instant::now();
+        platform.world.stripe.complete_checkout_session(&id).unwrap();
+        alone.push(wait_event(&platform, &person, Duration::from_secs(30)).await - start);
+    }
+    alone.sort();
+
+    // 2. Everyone at once.
+    let setup = Instant::now();
+    let people: Vec<Person> = futures::stream::iter(0..PEOPLE)
+        .map(|i| {
+            let platform = &platform;
+            async move {
+                let person = platform.sign_up(&format!("p{i:04}")).await;
+                platform.wait_billing_account(&person, Duration::from_secs(300)).await;
+                person
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let sessions: Vec<String> = futures::stream::iter(&people)
+        .map(|person| {
+            let platform = &platform;
+            async move {
+                let session = platform.retry_call("POST", "/api/billing/payment-method", &person.token).await;
+                session["id"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    println!(
+        "setup: {PEOPLE} sign-ups with Stripe customers and checkout sessions in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
+
+    let begin = Instant::now();
+    let mut started = Vec::with_capacity(PEOPLE);
+    for id in &sessions {
+        started.push(Instant::now());
+        platform.world.stripe.complete_checkout_session(id).unwrap();
+    }
+    let mut latencies = Vec::with_capacity(PEOPLE);
+    let mut last = begin;
+    for (person, start) in people.iter().zip(&started) {
+        let at = wait_event(&platform, person, Duration::from_secs(300)).await;
+        last = last.max(at);
+        latencies.push(at - *start);
+    }
+    let wall = last - begin;
+    latencies.sort();
+
+    let mut everyone = people.clone();
+    everyone.truncate(PEOPLE);
+    let audit = platform.audit(&everyone).await;
+    let complete = audit.assignments.iter().filter(|n| **n == 1).count();
+
+    println!();
+    println!("| run | journeys | journeys/s | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| alone (baseline) | {} | - | {:.1} | {:.1} | {:.1} |",
+        alone.len(),
+        ms(percentile(&alone, 50.0)),
+        ms(percentile(&alone, 99.0)),
+        ms(*alone.last().unwrap())
+    );
+    println!(
+        "| {PEOPLE} at once | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+        latencies.len(),
+        PEOPLE as f64 / wall.as_secs_f64(),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(*latencies.last().unwrap())
+    );
+    println!();
+    println!(
+        "loaded p99 / baseline p50: {:.1}x",
+        percentile(&latencies, 99.0).as_secs_f64() / percentile(&alone, 50.0).as_secs_f64()
+    );
+    println!(
+        "complete: {complete}/{PEOPLE}; clusters over capacity: {}; target p99 < 500 ms: {}",
+        audit.clusters_over_capacity,
+        if percentile(&latencies, 99.0) < Duration::from_millis(500) { "met" } else { "NOT met" }
+    );
+    audit.assert_exactly_once();
+}

@@ -1,0 +1,497 @@
+//! The signup journey end to end, as a person lives it: every Hopsbridge service runs as its
+//! own process against the real Postgres and NATS, and the sandbox stands in for Auth0, Stripe
+//! and the Hopsworks clusters.
+//!
+//! [`Platform::start`] brings everything up and registers the sandbox's clusters through the
+//! admin API. A [`Person`] then signs up ([`Platform::sign_up`]), adds a card
+//! ([`Platform::add_card`]: a Checkout Session in setup mode, completed in the sandbox, whose
+//! signed webhook reaches billing through the gateway) and is given a Hopsworks account
+//! ([`Platform::wait_assigned`]). [`Platform::audit`] checks what must hold afterwards, however
+//! many faults were on: one Stripe customer and one subscription per person, one Hopsworks user
+//! and one assignment per person, and no cluster over capacity.
+//!
+//! The test (`tests/journey.rs`) and the benchmark (`benches/journey.rs`, `just bench journey`)
+//! share this harness.
+
+#![allow(clippy::expect_used, clippy::panic, reason = "a test harness fails the test loudly")]
+
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::Service;
+use hopsbridge_contracts::events::{ClusterAssignedV1, Envelope};
+use hopsbridge_platform::config::env_var;
+use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
+use hopsbridge_sandbox::world::{World, WorldConfig};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, ServiceProcess, TestBus, TestDb, WEBHOOK_SECRET, free_port};
+use prost::Message;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The encryption key provisioning keeps cluster secrets under (32 bytes, base64).
+pub const CLUSTER_KEY: &str = "journey:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Paths of the service binaries; [`binaries!`] fills them in a test or benchmark of this
+/// package.
+#[derive(Clone, Copy, Debug)]
+pub struct Binaries {
+    /// The gateway.
+    pub gateway: &'static str,
+    /// identity.
+    pub identity: &'static str,
+    /// team.
+    pub team: &'static str,
+    /// billing.
+    pub billing: &'static str,
+    /// provisioning.
+    pub provisioning: &'static str,
+    /// metering.
+    pub metering: &'static str,
+}
+
+impl Binaries {
+    fn of(&self, service: Service) -> &'static str {
+        match service {
+            Service::Gateway => self.gateway,
+            Service::Identity => self.identity,
+            Service::Team => self.team,
+            Service::Billing => self.billing,
+            Service::Provisioning => self.provisioning,
+            Service::Metering => self.metering,
+        }
+    }
+}
+
+/// The service binaries built by this package (use it in its tests and benchmarks).
+#[macro_export]
+macro_rules! binaries {
+    () => {
+        $crate::Binaries {
+            gateway: env!("CARGO_BIN_EXE_journey-gateway"),
+            identity: env!("CARGO_BIN_EXE_journey-identity"),
+            team: env!("CARGO_BIN_EXE_journey-team"),
+            billing: env!("CARGO_BIN_EXE_journey-billing"),
+            provisioning: env!("CARGO_BIN_EXE_journey-provisioning"),
+            metering: env!("CARGO_BIN_EXE_journey-metering"),
+        }
+    };
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Simulated Hopsworks clusters.
+    pub clusters: usize,
+    /// Users each cluster takes.
+    pub capacity: u32,
+    /// The services' log filter.
+    pub log_filter: &'static str,
+    /// actix workers per service.
+    pub workers: u16,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { clusters: 2, capacity: 50, log_filter: "info", workers: 1 }
+    }
+}
+
+/// A person going through the journey.
+#[derive(Clone, Debug)]
+pub struct Person {
+    /// Who they are in Auth0.
+    pub auth0: TestUser,
+    /// Their access token.
+    pub token: String,
+    /// Their Hopsbridge user id.
+    pub user_id: Uuid,
+}
+
+/// Everything, running.
+#[derive(Debug)]
+pub struct Platform {
+    /// The sandbox: Auth0, Stripe, the clusters.
+    pub world: World,
+    /// The one database (a schema per service).
+    pub db: TestDb,
+    /// The subject prefix.
+    pub bus: TestBus,
+    /// The gateway's base URL.
+    pub gateway: String,
+    /// Provisioning's ids of the sandbox's clusters, in the world's order.
+    pub cluster_ids: Vec<Uuid>,
+    /// The admin's token.
+    pub admin_token: String,
+    /// When each user's ClusterAssignedV1 went by on NATS.
+    pub assigned_at: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    binaries: Binaries,
+    processes: Mutex<BTreeMap<&'static str, ServiceProcess>>,
+    env: BTreeMap<&'static str, Vec<(String, String)>>,
+    http: reqwest::Client,
+    _listener: tokio::task::JoinHandle<()>,
+}
+
+const SERVICES: [Service; 6] =
+    [Service::Identity, Service::Team, Service::Billing, Service::Provisioning, Service::Metering, Service::Gateway];
+
+impl Platform {
+    /// Starts the sandbox, every service as a process, registers the sandbox's clusters and an
+    /// admin.
+    pub async fn start(binaries: Binaries, options: &Options) -> Self {
+        hopsbridge_testkit::init();
+        let db = TestDb::new().await;
+        let bus = TestBus::new().await;
+        let ports: BTreeMap<&'static str, u16> = SERVICES.iter().map(|s| (s.name(), free_port())).collect();
+        let url = |s: Service| format!("http://127.0.0.1:{}", ports[s.name()]);
+        let gateway = url(Service::Gateway);
+        let world =
+            World::start(&WorldConfig { gateway_url: gateway.clone(), clusters: options.clusters }).expect("sandbox");
+
+        let mut env = BTreeMap::new();
+        for service in SERVICES {
+            let var = |k: &str, v: &str| (env_var(service, k), v.to_owned());
+            let mut vars = vec![
+                var("http.port", &ports[service.name()].to_string()),
+                var("http.workers", &options.workers.to_string()),
+                var("telemetry.log_filter", options.log_filter),
+                var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+            ];
+            if service != Service::Gateway {
+                vars.extend([
+                    var("database.url", db.url()),
+                    var("nats.url", bus.url()),
+                    var("nats.prefix", bus.prefix()),
+                    var("shutdown.timeout_secs", "10"),
+                ]);
+            }
+            match service {
+                Service::Identity => vars.push(var("webhook.secret", WEBHOOK_SECRET)),
+                Service::Billing => vars.extend([
+                    var("stripe.api_base", &world.stripe.url()),
+                    var("stripe.secret_key", &world.stripe.secret_key()),
+                    var("stripe.webhook_secret", &world.stripe_webhook_secret),
+                    var("checkout.success_url", &format!("{gateway}/billing?added=1")),
+                    var("checkout.cancel_url", &format!("{gateway}/billing")),
+                    var("portal.return_url", &format!("{gateway}/billing")),
+                ]),
+                Service::Provisioning => vars.extend(provisioning_env(service)),
+                Service::Gateway => {
+                    vars.extend([
+                        var("auth0.issuer", &world.auth0.issuer()),
+                        var("limits.per_user_per_minute", "100000"),
+                        var("limits.per_ip_per_minute", "10000000"),
+                        var("limits.caller_cache_secs", "0"),
+                    ]);
+                    for upstream in SERVICES.iter().filter(|s| **s != Service::Gateway) {
+                        vars.push(var(&format!("upstreams.{}", upstream.name()), &url(*upstream)));
+                    }
+                }
+                Service::Team | Service::Metering => {}
+            }
+            env.insert(service.name(), vars);
+        }
+
+        // Watch ClusterAssignedV1 go by, to time each journey's last step.
+        let assigned_at = Arc::new(Mutex::new(HashMap::new()));
+        let nats = async_nats::connect(bus.url()).await.expect("connect to NATS");
+        let mut sub =
+            nats.subscribe(bus.subjects().event::<ClusterAssignedV1>()).await.expect("subscribe to ClusterAssignedV1");
+        let seen = Arc::clone(&assigned_at);
+        let listener = tokio::spawn(async move {
+            use futures::StreamExt;
+            let _keep = nats;
+            while let Some(msg) = sub.next().await {
+                let at = Instant::now();
+                let Ok(envelope) = Envelope::decode(msg.payload.as_ref()) else { continue };
+                let Ok(event) = ClusterAssignedV1::decode(envelope.payload.as_slice()) else { continue };
+                if let Ok(id) = event.user_id.parse::<Uuid>() {
+                    seen.lock().expect("lock").entry(id).or_insert(at);
+                }
+            }
+        });
+
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        let mut platform = Self {
+            world,
+            db,
+            bus,
+            gateway,
+            cluster_ids: Vec::new(),
+            admin_token: String::new(),
+            assigned_at,
+            binaries,
+            processes: Mutex::new(BTreeMap::new()),
+            env,
+            http,
+            _listener: listener,
+        };
+        for service in SERVICES {
+            platform.start_service(service);
+        }
+        platform.bootstrap_admin().await;
+        platform.register_clusters(options.capacity).await;
+        platform
+    }
+
+    /// Starts (or restarts) one service's process on its port.
+    pub fn start_service(&self, service: Service) {
+        let process = ServiceProcess::start(self.binaries.of(service), &self.env[service.name()]);
+        self.processes.lock().expect("lock").insert(service.name(), process);
+    }
+
+    /// Kills one service's process at once (SIGKILL: no graceful shutdown).
+    pub fn kill_service(&self, service: Service) {
+        // Dropping a ServiceProcess kills it.
+        drop(self.processes.lock().expect("lock").remove(service.name()));
+    }
+
+    /// The log lines a service printed so far.
+    pub fn output(&self, service: Service) -> String {
+        self.processes.lock().expect("lock").get_mut(service.name()).map(ServiceProcess::output).unwrap_or_default()
+    }
+
+    async fn bootstrap_admin(&mut self) {
+        let admin = TestUser::database("journey-admin", "admin@hopsbridge.example", "Journey Admin");
+        self.world.auth0.add_user(admin.clone());
+        let token = token_for(&self.world.auth0, &admin);
+        let (status, me) = self.call("GET", "/api/me", &token, None).await;
+        assert_eq!(status, 200, "the admin's first call: {me}");
+        let mut conn = self.db.connect("identity").await;
+        diesel::sql_query("UPDATE users SET is_admin = true WHERE auth_subject = $1")
+            .bind::<Text, _>(&admin.sub)
+            .execute(&mut conn)
+            .await
+            .expect("grant admin");
+        self.admin_token = token;
+    }
+
+    async fn register_clusters(&mut self, capacity: u32) {
+        let mut ids = Vec::new();
+        for cluster in &self.world.clusters {
+            let body = json!({
+                "name": cluster.name,
+                "api_url": cluster.hopsworks.origin(),
+                "api_key": cluster.hopsworks.api_key(),
+                "kubeconfig": cluster.kubernetes.kubeconfig(),
+                "ca_bundle": cluster.hopsworks.ca_pem(),
+                "oauth_client_id": cluster.hopsworks.oauth_client_id(),
+                "capacity": capacity,
+                "region": "eu-north",
+                "status": "active",
+            });
+            let (status, answer) = self.call("POST", "/api/admin/clusters", &self.admin_token, Some(body)).await;
+            assert_eq!(status, 201, "register {}: {answer}", cluster.name);
+            ids.push(answer["id"].as_str().and_then(|s| s.parse().ok()).expect("cluster id"));
+        }
+        self.cluster_ids = ids;
+    }
+
+    /// Calls the public API through the gateway; answers the status and the JSON body (null
+    /// when there is none).
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.gateway)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            // A service being restarted: the caller retries.
+            Err(e) => (0, json!({ "error": e.to_string() })),
+        }
+    }
+
+    /// Step 1: signs `handle` up in Auth0 (a database connection, so Auth0's post-registration
+    /// Action calls identity's webhook through the gateway), then makes their first call.
+    pub async fn sign_up(&self, handle: &str) -> Person {
+        let auth0 = TestUser::database(handle, &format!("{handle}@example.com"), &format!("Person {handle}"));
+        self.world.auth0.add_user(auth0.clone());
+        let action = Auth0Sim::post_registration_action(
+            &format!("{}/webhooks/auth0/post-registration", self.gateway),
+            WEBHOOK_SECRET,
+        );
+        let fired = action.fire(&self.http, &auth0).await.expect("the post-registration Action");
+        assert!(fired == 200 || fired == 201, "post-registration answered {fired}");
+        let token = token_for(&self.world.auth0, &auth0);
+        let me = self.retry_call("GET", "/api/me", &token).await;
+        let user_id = me["id"].as_str().and_then(|s| s.parse().ok()).expect("user id");
+        Person { auth0, token, user_id }
+    }
+
+    /// Calls until the answer is 2xx (services may be restarting), for at most 60 s.
+    pub async fn retry_call(&self, method: &str, path: &str, token: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.call(method, path, token, None).await;
+            if (200..300).contains(&status) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{method} {path} kept failing: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until billing has stored the person's Stripe customer and subscription.
+    pub async fn wait_billing_account(&self, person: &Person, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut conn = self.db.connect("billing").await;
+            let row: Option<Ids> = diesel::sql_query(
+                "SELECT stripe_customer_id AS a, stripe_subscription_id AS b FROM accounts WHERE user_id = $1",
+            )
+            .bind::<diesel::sql_types::Uuid, _>(person.user_id)
+            .get_result(&mut conn)
+            .await
+            .ok();
+            if row.is_some_and(|r| r.a.is_some() && r.b.is_some()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no Stripe customer and subscription for {}", person.auth0.email);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Step 2: asks billing for a Checkout Session in setup mode and completes it in the
+    /// sandbox as the person would; Stripe then sends its signed webhooks. Answers when the
+    /// sandbox accepted the card.
+    pub async fn add_card(&self, person: &Person) -> Instant {
+        let session = self.retry_call("POST", "/api/billing/payment-method", &person.token).await;
+        let id = session["id"].as_str().expect("checkout session id").to_owned();
+        assert!(session["url"].as_str().is_some_and(|u| u.starts_with("http")), "{session}");
+        let at = Instant::now();
+        self.world.stripe.complete_checkout_session(&id).expect("complete the checkout session");
+        at
+    }
+
+    /// Step 3: waits until `GET /api/cluster` shows a complete assignment; answers it.
+    pub async fn wait_assigned(&self, person: &Person, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.call("GET", "/api/cluster", &person.token, None).await;
+            if status == 200 && body["status"] == "complete" {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{} not assigned: {status} {body}", person.auth0.email);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Checks what must hold for `people` however the journey went.
+    pub async fn audit(&self, people: &[Person]) -> Audit {
+        let mut audit = Audit::default();
+        let customers = self.world.stripe.customers();
+        let subscriptions = self.world.stripe.subscriptions();
+        let hopsworks_users: Vec<_> = self.world.clusters.iter().flat_map(|c| c.hopsworks.users()).collect();
+        let mut conn = self.db.connect("provisioning").await;
+        for person in people {
+            let id = person.user_id.to_string();
+            let theirs: Vec<&Value> =
+                customers.iter().filter(|c| c["metadata"]["hopsbridge_user_id"] == id.as_str()).collect();
+            audit.customers.push(theirs.len());
+            let subs = subscriptions
+                .iter()
+                .filter(|s| theirs.iter().any(|c| c["id"] == s["customer"]) && s["status"] != "canceled")
+                .count();
+            audit.subscriptions.push(subs);
+            let accounts = hopsworks_users
+                .iter()
+                .filter(|u| u.email.eq_ignore_ascii_case(&person.auth0.email) && u.status == 2)
+                .collect::<Vec<_>>();
+            audit.hopsworks_users.push(accounts.len());
+            if let Some(account) = <[_]>::first(&accounts) {
+                let expected = format!(".{}", person.auth0.sub);
+                audit.subject_matches.push(account.uuid.as_deref().is_some_and(|u| u.ends_with(&expected)));
+            }
+            let n: Count = diesel::sql_query("SELECT count(*) AS n FROM assignments WHERE user_id = $1")
+                .bind::<diesel::sql_types::Uuid, _>(person.user_id)
+                .get_result(&mut conn)
+                .await
+                .expect("count assignments");
+            audit.assignments.push(n.n);
+        }
+        let over: Vec<Count> = diesel::sql_query(
+            "SELECT count(*) AS n FROM clusters c WHERE c.capacity < \
+             (SELECT count(*) FROM assignments a WHERE a.cluster_id = c.id)",
+        )
+        .load(&mut conn)
+        .await
+        .expect("cluster occupancy");
+        audit.clusters_over_capacity = <[_]>::first(&over).map_or(0, |c| c.n);
+        audit
+    }
+}
+
+/// What [`Platform::audit`] found, one entry per person.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// Stripe customers carrying the person's user id.
+    pub customers: Vec<usize>,
+    /// Their subscriptions that are not cancelled.
+    pub subscriptions: Vec<usize>,
+    /// Active Hopsworks accounts with their email, over every cluster.
+    pub hopsworks_users: Vec<usize>,
+    /// Whether their Hopsworks account's uuid ends with their Auth0 subject.
+    pub subject_matches: Vec<bool>,
+    /// Their assignments in provisioning.
+    pub assignments: Vec<i64>,
+    /// Clusters with more assignments than capacity.
+    pub clusters_over_capacity: i64,
+}
+
+impl Audit {
+    /// Every person has exactly one of everything and no cluster is over capacity.
+    pub fn assert_exactly_once(&self) {
+        assert!(self.customers.iter().all(|n| *n == 1), "Stripe customers per person: {:?}", self.customers);
+        assert!(self.subscriptions.iter().all(|n| *n == 1), "subscriptions per person: {:?}", self.subscriptions);
+        assert!(self.hopsworks_users.iter().all(|n| *n == 1), "Hopsworks users per person: {:?}", self.hopsworks_users);
+        assert!(self.subject_matches.iter().all(|m| *m), "Hopsworks subjects: {:?}", self.subject_matches);
+        assert!(self.assignments.iter().all(|n| *n == 1), "assignments per person: {:?}", self.assignments);
+        assert_eq!(self.clusters_over_capacity, 0, "clusters over capacity");
+    }
+}
+
+fn token_for(auth0: &Auth0Sim, user: &TestUser) -> String {
+    auth0.access_token(&TokenSpec::user(user)).expect("access token")
+}
+
+/// provisioning's key, and Hopsworks timeouts and retry delays short enough that a test sees a
+/// timed-out call retried and work left by a killed process taken over (its lease runs out
+/// after 30 s, the least these timeouts allow) within a minute.
+fn provisioning_env(service: Service) -> Vec<(String, String)> {
+    [
+        ("encryption.keys", CLUSTER_KEY),
+        ("encryption.active_key", "journey"),
+        ("hopsworks.request_timeout_ms", "1500"),
+        ("hopsworks.connect_timeout_ms", "500"),
+        ("hopsworks.max_attempts", "2"),
+        ("hopsworks.initial_backoff_ms", "100"),
+        ("hopsworks.max_backoff_ms", "500"),
+        ("assignments.lease_secs", "30"),
+        ("assignments.retry_interval_ms", "500"),
+        ("assignments.initial_retry_delay_ms", "500"),
+        ("assignments.max_retry_delay_ms", "2000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (env_var(service, k), v.to_owned()))
+    .collect()
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Ids {
+    #[diesel(sql_type = Nullable<Text>)]
+    a: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    b: Option<String>,
+}

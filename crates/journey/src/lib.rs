@@ -22,6 +22,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{ClusterAssignedV1, Envelope};
 use hopsbridge_platform::config::env_var;
 use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
+use hopsbridge_sandbox::stripe::WebhookFaults;
 use hopsbridge_sandbox::world::{World, WorldConfig};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, ServiceProcess, TestBus, TestDb, WEBHOOK_SECRET, free_port};
 use prost::Message;
@@ -231,6 +232,8 @@ impl Platform {
         for service in SERVICES {
             platform.start_service(service);
         }
+        // Stripe delivers webhooks concurrently and in no particular order.
+        platform.world.stripe.set_webhook_faults(WebhookFaults { concurrent: true, ..WebhookFaults::default() });
         platform.bootstrap_admin().await;
         platform.register_clusters(options.capacity).await;
         platform

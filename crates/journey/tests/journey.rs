@@ -47,7 +47,12 @@ async fn the_journey_survives_faults_without_doing_anything_twice() {
     // Eight people for eight places: any double assignment or overfill shows.
     let platform = Platform::start(binaries!(), &Options { capacity: 4, ..Options::default() }).await;
     let stripe = &platform.world.stripe;
-    stripe.set_webhook_faults(WebhookFaults { duplicate: true, out_of_order: true, ..WebhookFaults::default() });
+    stripe.set_webhook_faults(WebhookFaults {
+        duplicate: true,
+        out_of_order: true,
+        concurrent: true,
+        ..WebhookFaults::default()
+    });
     stripe.set_rate_limit(Some(8));
     platform.world.clusters[0].hopsworks.fail_next(4, 503);
     platform.world.clusters[1].hopsworks.hold_next(2, Duration::from_secs(12));

@@ -943,3 +943,47 @@ async fn injected_429s_and_5xxs_change_nothing_and_then_requests_succeed() {
     assert_eq!(first.id, again.id, "the key was not spent by the failures");
     assert_eq!(sim.customers().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_delivery_lets_a_slow_endpoint_answer_hold_up_only_its_own_event() {
+    // An endpoint that takes a second to answer each request and counts arrivals.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&arrived);
+    let served = Served::start(
+        move |cfg: &mut web::ServiceConfig| {
+            let counter = Arc::clone(&counter);
+            cfg.route(
+                "/slow",
+                web::post().to(move || {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        HttpResponse::Ok().finish()
+                    }
+                }),
+            );
+        },
+        None,
+    )
+    .unwrap();
+    let (sim, client) = start();
+    sim.add_webhook_endpoint(&format!("{}/slow", served.url()), "whsec_slow");
+    let count_after = |faults: WebhookFaults| {
+        let (sim, client, arrived) = (&sim, &client, Arc::clone(&arrived));
+        async move {
+            sim.set_webhook_faults(faults);
+            arrived.store(0, Ordering::SeqCst);
+            for i in 0..6 {
+                customer(client, &format!("slow{i}@example.com")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            arrived.load(Ordering::SeqCst)
+        }
+    };
+    // One at a time: only the first request has arrived after 600 ms.
+    assert_eq!(count_after(WebhookFaults::default()).await, 1);
+    // Wait out the sequential backlog (6 s from the first) before the concurrent round.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(count_after(WebhookFaults { concurrent: true, ..WebhookFaults::default() }).await, 6);
+}

@@ -66,6 +66,9 @@ pub struct StripeConfig {
     pub webhook_secret: Secret<String>,
     /// The currency prices are created in (ISO 4217, lowercase).
     pub currency: String,
+    /// The most requests a second billing sends to Stripe (Stripe allows about 100 in live mode
+    /// and 25 in test mode, fewer on some endpoints).
+    pub max_requests_per_second: u32,
 }
 
 /// Stripe Checkout's return addresses.
@@ -154,6 +157,9 @@ impl Validate for BillingConfig {
         }
         if self.stripe.webhook_secret.expose().len() < 16 {
             return err("stripe.webhook_secret", "missing or shorter than 16 characters");
+        }
+        if self.stripe.max_requests_per_second == 0 {
+            return err("stripe.max_requests_per_second", "must be at least 1");
         }
         let currency = &self.stripe.currency;
         if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_lowercase()) {

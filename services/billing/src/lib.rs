@@ -49,8 +49,14 @@ pub async fn build(config: BillingConfig) -> anyhow::Result<Application> {
 /// As [`build`].
 pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedHooks) -> anyhow::Result<Application> {
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
-    let stripe = stripe::Stripe::new(&config.stripe.api_base, config.stripe.secret_key.clone())?;
+    let stripe = stripe::Stripe::new(
+        &config.stripe.api_base,
+        config.stripe.secret_key.clone(),
+        config.stripe.max_requests_per_second,
+    )?;
     let prices = catalog::Prices::new(stripe.clone(), config.rates.clone(), config.stripe.currency.clone());
+    let webhooks = webhooks::Webhooks::new(service.db.clone(), stripe.clone());
+    let follow_ups = (service.db.clone(), stripe.clone(), webhooks.follow_up_signal());
     let state = routes::State {
         db: service.db.clone(),
         stripe: stripe.clone(),
@@ -58,7 +64,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         currency: config.stripe.currency.clone(),
         checkout: config.checkout.clone(),
         portal: config.portal.clone(),
-        webhooks: webhooks::Webhooks::new(service.db.clone(), stripe.clone()),
+        webhooks,
     };
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated::new(
         service.db.clone(),
@@ -69,7 +75,11 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
     Ok(service
         .application(Arc::new(move |c| routes::configure(c, state.clone())))?
         .with_task("stripe-catalog", move |cancel| ensure_catalog(prices, cancel))
-        .with_task("user-created", move |cancel| created.run(cancel)))
+        .with_task("user-created", move |cancel| created.run(cancel))
+        .with_task("checkout-follow-ups", move |cancel| {
+            let (db, stripe, wake) = follow_ups;
+            webhooks::run_follow_ups(db, stripe, wake, cancel)
+        }))
 }
 
 /// Finds or creates the meters and prices at start, retrying with backoff while Stripe is

@@ -5,7 +5,10 @@
 use hopsbridge_platform::Secret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// The API version every request is pinned to (the one the sandbox and async-stripe rc.10 use).
 pub const API_VERSION: &str = "2026-09-30.endive";
@@ -86,12 +89,22 @@ pub struct List<T> {
     pub has_more: bool,
 }
 
+/// How many times one request is sent again after a 429 before the 429 reaches the caller.
+const RATE_LIMITED_TRIES: u32 = 4;
+
 /// The Stripe API at one base URL with one key.
+///
+/// Requests are paced to at most `requests_per_second` (spread evenly, shared by every clone), so
+/// a burst of work (hundreds of sign-ups at once) queues here instead of running into Stripe's
+/// rate limit. A 429 that comes anyway is sent again after a short, growing, jittered pause (safe:
+/// every POST that creates something carries an idempotency key); only a lasting 429 is returned.
 #[derive(Clone)]
 pub struct Stripe {
     http: reqwest::Client,
     base: String,
     key: Secret<String>,
+    spacing: Duration,
+    next_slot: Arc<Mutex<Instant>>,
 }
 
 impl std::fmt::Debug for Stripe {
@@ -110,16 +123,34 @@ pub fn params<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = 
 }
 
 impl Stripe {
-    /// A client for `base` (e.g. `https://api.stripe.com`) authenticating with `key`.
+    /// A client for `base` (e.g. `https://api.stripe.com`) authenticating with `key`, sending
+    /// at most `requests_per_second` (at least 1).
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(base: &str, key: Secret<String>) -> anyhow::Result<Self> {
+    pub fn new(base: &str, key: Secret<String>, requests_per_second: u32) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), key })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            spacing: Duration::from_secs(1) / requests_per_second.max(1),
+            next_slot: Arc::new(Mutex::new(Instant::now())),
+        })
+    }
+
+    /// Waits for this request's turn under the pace.
+    async fn pace(&self) {
+        let slot = {
+            let mut next = self.next_slot.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.spacing;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
     }
 
     /// `GET /v1/<path>?<query>`.
@@ -157,12 +188,23 @@ impl Stripe {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, StripeError> {
-        let response = request
-            .bearer_auth(self.key.expose())
-            .header("stripe-version", API_VERSION)
-            .send()
-            .await
-            .map_err(|e| StripeError::Transport(e.without_url().to_string()))?;
+        let request = request.bearer_auth(self.key.expose()).header("stripe-version", API_VERSION);
+        let mut pause = Duration::from_millis(250);
+        let mut tries = 1;
+        let response = loop {
+            self.pace().await;
+            // Bodies here are always in memory, so the request can be cloned for another try.
+            let Some(attempt) = request.try_clone() else {
+                return Err(StripeError::Transport("request cannot be repeated".to_owned()));
+            };
+            let response = attempt.send().await.map_err(|e| StripeError::Transport(e.without_url().to_string()))?;
+            if response.status().as_u16() != 429 || tries >= RATE_LIMITED_TRIES {
+                break response;
+            }
+            tries += 1;
+            tokio::time::sleep(pause + jitter(pause)).await;
+            pause *= 2;
+        };
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| StripeError::Transport(e.to_string()))?;
         if (200..300).contains(&status) {
@@ -176,6 +218,12 @@ impl Stripe {
         });
         Err(StripeError::Api { status, kind: error.kind, code: error.code, message: error.message })
     }
+}
+
+/// Up to half of `pause`, so clients that were limited together do not come back together.
+fn jitter(pause: Duration) -> Duration {
+    let half = u64::try_from(pause.as_millis() / 2).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 0..=half))
 }
 
 fn encode(params: &Params) -> Result<String, StripeError> {

@@ -12,6 +12,12 @@
 //!
 //! The first usable payment method of an account publishes `PaymentMethodAddedV1` and losing
 //! the last one `PaymentMethodRemovedV1`, through the outbox in the same transaction.
+//!
+//! A webhook is answered without waiting on Stripe wherever the payload says enough (Stripe
+//! gives an endpoint a few seconds, and billing paces its own Stripe calls): a completed
+//! setup-mode Checkout Session only records a follow-up (`checkout_follow_ups`) in the claiming
+//! transaction, and [`run_follow_ups`] reads the saved card and makes it the customer's default
+//! in the background, retrying until Stripe agrees.
 
 use crate::accounts::{self, Card, InvoiceRecord};
 use crate::stripe::{Stripe, StripeError, Subscription, params};
@@ -24,6 +30,10 @@ use hopsbridge_platform::events::enqueue;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// How far a signature's timestamp may be from now, in seconds (Stripe's default).
 pub const TOLERANCE_SECS: i64 = 300;
@@ -172,6 +182,7 @@ fn card_of(pm: &Value) -> Card {
 pub struct Webhooks {
     db: Database,
     stripe: Stripe,
+    follow_ups: Arc<Notify>,
 }
 
 /// A change to a payment method an event asks for.
@@ -186,7 +197,16 @@ enum PmChange {
 #[derive(Debug, Clone)]
 enum Effect {
     PaymentMethod(PmChange),
-    Subscription { id: String, customer: String },
+    /// A completed setup-mode Checkout Session: record the follow-up work.
+    CheckoutFollowUp {
+        event_id: String,
+        customer: String,
+        setup_intent: String,
+    },
+    Subscription {
+        id: String,
+        customer: String,
+    },
     Invoice(InvoiceRecord),
     Nothing,
 }
@@ -194,8 +214,14 @@ enum Effect {
 impl Webhooks {
     /// Applies events to `db`, reading from and writing to `stripe` where an event needs it.
     #[must_use]
-    pub const fn new(db: Database, stripe: Stripe) -> Self {
-        Self { db, stripe }
+    pub fn new(db: Database, stripe: Stripe) -> Self {
+        Self { db, stripe, follow_ups: Arc::new(Notify::new()) }
+    }
+
+    /// Wakes the follow-up task whenever a webhook records work for it.
+    #[must_use]
+    pub fn follow_up_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.follow_ups)
     }
 
     /// Applies a verified event of a supported type exactly once.
@@ -207,19 +233,25 @@ impl Webhooks {
             return Ok(Outcome::Duplicate);
         }
         let effect = self.prepare(event).await?;
+        let follow_up = matches!(effect, Effect::CheckoutFollowUp { .. });
         let (event, effect, stripe) = (event.clone(), effect, self.stripe.clone());
-        self.db
+        let outcome: Outcome = self
+            .db
             .transaction(move |c| {
                 let (event, effect, stripe) = (event.clone(), effect.clone(), stripe.clone());
                 Box::pin(async move {
                     if !accounts::claim_event(c, &event.id, &event.kind, event.created).await? {
-                        return Ok(Outcome::Duplicate);
+                        return Ok::<_, anyhow::Error>(Outcome::Duplicate);
                     }
                     apply_effect(c, &stripe, &effect, event.created).await?;
                     Ok(Outcome::Applied)
                 })
             })
-            .await
+            .await?;
+        if follow_up && matches!(outcome, Outcome::Applied) {
+            self.follow_ups.notify_one();
+        }
+        Ok(outcome)
     }
 
     async fn seen(&self, id: &str) -> anyhow::Result<bool> {
@@ -289,37 +321,162 @@ impl Webhooks {
         Ok(effect)
     }
 
-    /// A setup-mode Checkout Session saved a card: it becomes the customer's default for
-    /// invoices (an idempotent Stripe write keyed by the event) and counts as attached.
+    /// A setup-mode Checkout Session saved a card: it is to become the customer's default for
+    /// invoices and count as attached. Both need Stripe, so they are left to the follow-up task.
     async fn completed_checkout(&self, event: &Event) -> anyhow::Result<Effect> {
         let o = &event.data.object;
         if o["mode"] != "setup" {
             return Ok(Effect::Nothing);
         }
-        let (Some(intent), Some(customer)) = (id_of(&o["setup_intent"]), id_of(&o["customer"])) else {
+        let (Some(setup_intent), Some(customer)) = (id_of(&o["setup_intent"]), id_of(&o["customer"])) else {
             return Ok(Effect::Nothing);
         };
         if !self.knows_customer(&customer).await? {
             // Not one of ours: no Stripe write on its behalf.
             return Ok(Effect::Nothing);
         }
-        #[derive(Deserialize)]
-        struct Intent {
-            payment_method: Option<Value>,
-        }
-        let intent: Intent = self.stripe.get(&format!("setup_intents/{intent}"), &Vec::new()).await?;
-        let Some(pm) = intent.payment_method.as_ref().and_then(id_of) else {
-            return Ok(Effect::Nothing);
+        Ok(Effect::CheckoutFollowUp { event_id: event.id.clone(), customer, setup_intent })
+    }
+}
+
+/// One recorded follow-up of a completed Checkout Session.
+#[derive(Debug, diesel::QueryableByName)]
+struct FollowUp {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    stripe_customer_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    setup_intent_id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    event_created: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempts: i32,
+}
+
+/// Follow-ups a task takes at once.
+const FOLLOW_UP_BATCH: i64 = 16;
+/// How long a taken follow-up is left to its task before another may take it.
+const FOLLOW_UP_LEASE_SECS: i64 = 120;
+
+/// Does the follow-ups of completed Checkout Sessions until `cancel`: reads the card the
+/// session saved, makes it the customer's invoice default (idempotency key from the event) and
+/// records it as attached (publishing `PaymentMethodAddedV1` if it is the account's first usable
+/// one). A failure is retried after a growing pause (1 s doubling to 5 minutes); several
+/// replicas share the work through leases.
+pub async fn run_follow_ups(db: Database, stripe: Stripe, wake: Arc<Notify>, cancel: CancellationToken) {
+    loop {
+        let taken = take_follow_ups(&db).await;
+        let idle = match taken {
+            Ok(batch) => {
+                let idle = batch.is_empty();
+                for work in batch {
+                    let result = follow_up(&stripe, &work).await;
+                    if let Err(e) = finish_follow_up(&db, &work, result).await {
+                        tracing::warn!(error = %e, event = %work.event_id, "could not record a follow-up's outcome");
+                    }
+                }
+                idle
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take checkout follow-ups");
+                true
+            }
         };
-        let form = params([("invoice_settings[default_payment_method]", pm.as_str())]);
-        let key = format!("hb-default-pm-{}", event.id);
-        match self.stripe.post::<Value>(&format!("customers/{customer}"), &form, Some(&key)).await {
-            Ok(_) => {}
-            // Detached meanwhile: then it is not the default, and the detach event says so.
-            Err(StripeError::Api { status: 400, .. }) => {}
-            Err(e) => return Err(e.into()),
+        if idle {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        } else if cancel.is_cancelled() {
+            return;
         }
-        Ok(Effect::PaymentMethod(PmChange::Attach { pm, customer, card: Card::default() }))
+    }
+}
+
+async fn take_follow_ups(db: &Database) -> anyhow::Result<Vec<FollowUp>> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = db.conn().await?;
+    Ok(diesel::sql_query(
+        "UPDATE checkout_follow_ups SET attempts = attempts + 1, \
+           next_attempt_at = now() + make_interval(secs => $2) \
+         WHERE event_id IN (SELECT event_id FROM checkout_follow_ups \
+           WHERE done_at IS NULL AND next_attempt_at <= now() \
+           ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING event_id, stripe_customer_id, setup_intent_id, event_created, attempts",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(FOLLOW_UP_BATCH)
+    .bind::<diesel::sql_types::BigInt, _>(FOLLOW_UP_LEASE_SECS)
+    .load(&mut conn)
+    .await?)
+}
+
+/// The Stripe side of one follow-up; answers the saved card, if the session saved one.
+async fn follow_up(stripe: &Stripe, work: &FollowUp) -> anyhow::Result<Option<String>> {
+    #[derive(Deserialize)]
+    struct Intent {
+        payment_method: Option<Value>,
+    }
+    let intent: Intent = stripe.get(&format!("setup_intents/{}", work.setup_intent_id), &Vec::new()).await?;
+    let Some(pm) = intent.payment_method.as_ref().and_then(id_of) else {
+        return Ok(None);
+    };
+    let form = params([("invoice_settings[default_payment_method]", pm.as_str())]);
+    let key = format!("hb-default-pm-{}", work.event_id);
+    match stripe.post::<Value>(&format!("customers/{}", work.stripe_customer_id), &form, Some(&key)).await {
+        Ok(_) => {}
+        // Detached meanwhile: then it is not the default, and the detach event says so.
+        Err(StripeError::Api { status: 400, .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some(pm))
+}
+
+async fn finish_follow_up(
+    db: &Database,
+    work: &FollowUp,
+    result: anyhow::Result<Option<String>>,
+) -> anyhow::Result<()> {
+    use diesel_async::RunQueryDsl;
+    let event_id = work.event_id.clone();
+    match result {
+        Ok(pm) => {
+            let (customer, at) = (work.stripe_customer_id.clone(), work.event_created);
+            db.transaction(move |c| {
+                let (event_id, customer, pm) = (event_id.clone(), customer.clone(), pm.clone());
+                Box::pin(async move {
+                    if let Some(pm) = pm {
+                        let attach = PmChange::Attach { pm, customer, card: Card::default() };
+                        apply_payment_method(c, &attach, at).await?;
+                    }
+                    diesel::sql_query(
+                        "UPDATE checkout_follow_ups SET done_at = now(), last_error = NULL WHERE event_id = $1",
+                    )
+                    .bind::<diesel::sql_types::Text, _>(&event_id)
+                    .execute(c)
+                    .await?;
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
+            .await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, event = %work.event_id, attempts = work.attempts, "checkout follow-up failed; will retry");
+            let exponent = u32::try_from(work.attempts.clamp(1, 10) - 1).unwrap_or(0);
+            let delay = (1_i64 << exponent).min(300);
+            let mut conn = db.conn().await?;
+            diesel::sql_query(
+                "UPDATE checkout_follow_ups SET last_error = $2, next_attempt_at = now() + make_interval(secs => $3) \
+                 WHERE event_id = $1",
+            )
+            .bind::<diesel::sql_types::Text, _>(&work.event_id)
+            .bind::<diesel::sql_types::Text, _>(e.to_string())
+            .bind::<diesel::sql_types::BigInt, _>(delay)
+            .execute(&mut conn)
+            .await?;
+            Ok(())
+        }
     }
 }
 
@@ -342,28 +499,46 @@ async fn apply_effect(c: &mut AsyncPgConnection, stripe: &Stripe, effect: &Effec
             accounts::set_subscription_status(c, account.user_id, &current.id, &current.status).await?;
             Ok(())
         }
-        Effect::PaymentMethod(change) => {
-            let customer = match change {
-                PmChange::Attach { customer, .. } | PmChange::Detach { customer, .. } => customer,
-            };
-            let Some(account) = accounts::lock_by_customer(c, customer).await? else {
-                return Ok(());
-            };
-            let before = accounts::usable_payment_methods(c, customer).await?;
-            match change {
-                PmChange::Attach { pm, customer, card } => accounts::attach(c, pm, customer, card, at).await?,
-                PmChange::Detach { pm, customer } => accounts::detach(c, pm, customer, at).await?,
-            }
-            let after = accounts::usable_payment_methods(c, customer).await?;
-            let user_id = account.user_id.to_string();
-            if before == 0 && after > 0 {
-                enqueue(c, &PaymentMethodAddedV1 { user_id, stripe_customer_id: customer.clone() }, None).await?;
-            } else if before > 0 && after == 0 {
-                enqueue(c, &PaymentMethodRemovedV1 { user_id, stripe_customer_id: customer.clone() }, None).await?;
-            }
+        Effect::CheckoutFollowUp { event_id, customer, setup_intent } => {
+            use diesel_async::RunQueryDsl;
+            diesel::sql_query(
+                "INSERT INTO checkout_follow_ups (event_id, stripe_customer_id, setup_intent_id, event_created) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind::<diesel::sql_types::Text, _>(event_id)
+            .bind::<diesel::sql_types::Text, _>(customer)
+            .bind::<diesel::sql_types::Text, _>(setup_intent)
+            .bind::<diesel::sql_types::BigInt, _>(at)
+            .execute(c)
+            .await?;
             Ok(())
         }
+        Effect::PaymentMethod(change) => apply_payment_method(c, change, at).await,
     }
+}
+
+/// Records an attached or detached payment method, announcing the account's first usable one
+/// and the loss of its last.
+async fn apply_payment_method(c: &mut AsyncPgConnection, change: &PmChange, at: i64) -> anyhow::Result<()> {
+    let customer = match change {
+        PmChange::Attach { customer, .. } | PmChange::Detach { customer, .. } => customer,
+    };
+    let Some(account) = accounts::lock_by_customer(c, customer).await? else {
+        return Ok(());
+    };
+    let before = accounts::usable_payment_methods(c, customer).await?;
+    match change {
+        PmChange::Attach { pm, customer, card } => accounts::attach(c, pm, customer, card, at).await?,
+        PmChange::Detach { pm, customer } => accounts::detach(c, pm, customer, at).await?,
+    }
+    let after = accounts::usable_payment_methods(c, customer).await?;
+    let user_id = account.user_id.to_string();
+    if before == 0 && after > 0 {
+        enqueue(c, &PaymentMethodAddedV1 { user_id, stripe_customer_id: customer.clone() }, None).await?;
+    } else if before > 0 && after == 0 {
+        enqueue(c, &PaymentMethodRemovedV1 { user_id, stripe_customer_id: customer.clone() }, None).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -128,7 +128,14 @@ async fn adding_a_card_through_checkout_publishes_payment_method_added_once_and_
             .all(|d| d.succeeded)
     })
     .await;
-    assert!(settled);
+    let unsettled: Vec<_> = billing
+        .sim
+        .deliveries()
+        .into_iter()
+        .filter(|d| !d.succeeded)
+        .map(|d| (d.event_type, d.attempts.iter().map(|a| a.status).collect::<Vec<_>>()))
+        .collect();
+    assert!(settled, "deliveries not answered 2xx: {unsettled:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let messages = published(&billing.bus, &subject).await;
     assert_eq!(messages.len(), 1, "published once");
@@ -139,10 +146,14 @@ async fn adding_a_card_through_checkout_publishes_payment_method_added_once_and_
         (user.to_string().as_str(), customer.as_str())
     );
 
-    // The card became the customer's default for invoices.
-    let stripe_customer = stripe_get(&billing.sim, &format!("customers/{customer}")).await;
+    // The card becomes the customer's default for invoices (in the background, just after).
     let pm = billing.sim.payment_methods()[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(stripe_customer["invoice_settings"]["default_payment_method"], pm.as_str());
+    let made_default = hopsbridge_testkit::eventually(Duration::from_secs(10), || async {
+        let stripe_customer = stripe_get(&billing.sim, &format!("customers/{customer}")).await;
+        stripe_customer["invoice_settings"]["default_payment_method"] == pm.as_str()
+    })
+    .await;
+    assert!(made_default, "the card is the invoice default");
 
     // Invoices: one paid, one failed (which makes the subscription past due).
     let subscription = account.stripe_subscription_id.clone().unwrap();
@@ -361,7 +372,11 @@ async fn when_stripe_fails_routes_answer_503_and_webhooks_are_left_for_stripe_to
     let billing = start().await;
     let (user, account) = billing.new_owner().await;
     let owner = caller(user, &[Role::Owner]);
+    // A lone 429 is absorbed by the client's own retry; a lasting one reaches the caller.
     billing.sim.fail_next(1, 429);
+    let (status, body) = billing.call(Method::POST, "/api/billing/payment-method", Some(&owner)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    billing.sim.fail_next(4, 429);
     let (status, body) = billing.call(Method::POST, "/api/billing/payment-method", Some(&owner)).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
     billing.sim.fail_next(1, 500);
@@ -384,4 +399,45 @@ async fn when_stripe_fails_routes_answer_503_and_webhooks_are_left_for_stripe_to
 
 async fn account_status(billing: &Billing, user: Uuid) -> String {
     account(&billing.db, user).await.unwrap().subscription_status.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_checkout_is_answered_at_once_and_its_stripe_work_retried_until_it_succeeds() {
+    let billing = start().await;
+    billing.deliver_webhooks();
+    let (user, account) = billing.new_owner().await;
+    let owner = caller(user, &[Role::User, Role::Owner]);
+    let customer = account.stripe_customer_id.clone().unwrap();
+    let (status, session) = billing.call(Method::POST, "/api/billing/payment-method", Some(&owner)).await;
+    assert_eq!(status, 200, "{session}");
+
+    // Stripe fails billing's next three calls: the follow-up's reads and writes.
+    billing.sim.fail_next(3, 500);
+    billing.sim.complete_checkout_session(session["id"].as_str().unwrap()).unwrap();
+    let answered = hopsbridge_testkit::eventually(Duration::from_secs(10), || async {
+        billing.sim.deliveries().iter().filter(|d| d.event_type == "checkout.session.completed").all(|d| d.succeeded)
+    })
+    .await;
+    assert!(answered, "the webhook was answered 2xx although Stripe was failing");
+    let pm = billing.sim.payment_methods().into_iter().find(|p| p["customer"] == customer.as_str()).unwrap();
+    let made_default = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
+        let c = stripe_get(&billing.sim, &format!("customers/{customer}")).await;
+        c["invoice_settings"]["default_payment_method"] == pm["id"]
+    })
+    .await;
+    assert!(made_default, "the saved card became the invoice default once Stripe answered");
+    assert_eq!(billing.sim.failures_left(), 0);
+    let mut conn = billing.db.connect("billing").await;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        attempts: i32,
+    }
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<Row> = diesel::sql_query("SELECT attempts FROM checkout_follow_ups WHERE done_at IS NOT NULL")
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].attempts >= 2, "retried after the failures: {}", rows[0].attempts);
 }

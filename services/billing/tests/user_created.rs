@@ -117,7 +117,7 @@ async fn direct() -> Direct {
     let sim = start_sim();
     let config = config(&db, &bus, &sim);
     let database = Database::new(&db.config(), "billing").unwrap();
-    let stripe = Stripe::new(&sim.url(), STRIPE_SECRET_KEY.to_owned().into()).unwrap();
+    let stripe = Stripe::new(&sim.url(), STRIPE_SECRET_KEY.to_owned().into(), 20).unwrap();
     let prices = Prices::new(stripe.clone(), config.rates.clone(), "usd".into());
     Direct { db, _bus: bus, sim, database, stripe, prices }
 }
@@ -215,7 +215,8 @@ async fn bad_events_are_rejected_and_stripe_refusals_are_retried_or_rejected() {
     let user = Uuid::now_v7();
     d.sim.fail_next(1, 500);
     assert!(matches!(d.deliver(&handler, &received(EventId::new(), user, 1)).await, Err(HandlerError::Retry(_))));
-    d.sim.fail_next(1, 429);
+    // Four 429s in a row outlast the client's own retries.
+    d.sim.fail_next(4, 429);
     assert!(matches!(d.deliver(&handler, &received(EventId::new(), user, 2)).await, Err(HandlerError::Retry(_))));
     assert!(d.sim.customers().is_empty());
     d.deliver(&handler, &received(EventId::new(), user, 3)).await.unwrap();

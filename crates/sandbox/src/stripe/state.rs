@@ -82,6 +82,10 @@ impl ApiError {
 pub struct WebhookFaults {
     /// Deliver every event twice.
     pub duplicate: bool,
+    /// Send up to 64 deliveries at once, as Stripe does (it keeps no order, and a slow answer
+    /// holds up only its own delivery). Off, deliveries go one at a time in the order the
+    /// events happened, which keeps a test's expectations simple.
+    pub concurrent: bool,
     /// Hold deliveries back for `hold` and send each held batch newest first.
     pub out_of_order: bool,
     /// How long out-of-order deliveries are held back to collect a batch.
@@ -98,6 +102,7 @@ impl Default for WebhookFaults {
     fn default() -> Self {
         Self {
             duplicate: false,
+            concurrent: false,
             out_of_order: false,
             hold: Duration::from_millis(300),
             delay: Duration::ZERO,

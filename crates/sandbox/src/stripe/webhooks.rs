@@ -23,47 +23,63 @@ pub fn signature_header(body: &str, secret: &str, timestamp: i64) -> String {
     format!("t={timestamp},v1={v1}")
 }
 
+/// The most deliveries in flight at once when [`super::WebhookFaults::concurrent`] is on.
+const CONCURRENT_DELIVERIES: usize = 64;
+
 /// Sends due deliveries until the simulator is dropped.
 pub async fn run(shared: Arc<Shared>) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DELIVERIES));
     loop {
         let batch = take_due(&shared);
         if batch.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        let concurrent = shared.lock().faults.concurrent;
         for pending in batch {
-            let Some((url, secret, body)) = shared
-                .lock()
-                .deliveries
-                .get(pending.delivery)
-                .map(|d| (d.url.clone(), d.secret.clone(), d.body.clone()))
-            else {
+            if !concurrent {
+                deliver(&shared, &client, pending).await;
                 continue;
-            };
-            let signature = signature_header(&body, &secret, chrono::Utc::now().timestamp());
-            let at = Instant::now();
-            let answer = client
-                .post(&url)
-                .header("content-type", "application/json; charset=utf-8")
-                .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
-                .header("stripe-signature", signature)
-                .body(body)
-                .send()
-                .await;
-            let status = answer.ok().map(|r| r.status().as_u16());
-            let mut state = shared.lock();
-            let faults = state.faults.clone();
-            let Some(delivery) = state.deliveries.get_mut(pending.delivery) else { continue };
-            delivery.attempts.push(Attempt { status, at });
-            if status.is_some_and(|s| (200..300).contains(&s)) {
-                delivery.succeeded = true;
-            } else if u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX) < faults.max_attempts {
-                let exponent = u32::try_from(delivery.attempts.len().saturating_sub(1)).unwrap_or(16).min(16);
-                let wait = faults.backoff.saturating_mul(2_u32.saturating_pow(exponent));
-                state.pending.push(Pending { delivery: pending.delivery, due: Instant::now() + wait });
             }
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+            let (shared, client) = (Arc::clone(&shared), client.clone());
+            tokio::spawn(async move {
+                deliver(&shared, &client, pending).await;
+                drop(slot);
+            });
         }
+    }
+}
+
+/// One attempt of one delivery; a failed attempt is scheduled again with backoff.
+async fn deliver(shared: &Shared, client: &reqwest::Client, pending: Pending) {
+    let Some((url, secret, body)) =
+        shared.lock().deliveries.get(pending.delivery).map(|d| (d.url.clone(), d.secret.clone(), d.body.clone()))
+    else {
+        return;
+    };
+    let signature = signature_header(&body, &secret, chrono::Utc::now().timestamp());
+    let at = Instant::now();
+    let answer = client
+        .post(&url)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    let status = answer.ok().map(|r| r.status().as_u16());
+    let mut state = shared.lock();
+    let faults = state.faults.clone();
+    let Some(delivery) = state.deliveries.get_mut(pending.delivery) else { return };
+    delivery.attempts.push(Attempt { status, at });
+    if status.is_some_and(|s| (200..300).contains(&s)) {
+        delivery.succeeded = true;
+    } else if u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX) < faults.max_attempts {
+        let exponent = u32::try_from(delivery.attempts.len().saturating_sub(1)).unwrap_or(16).min(16);
+        let wait = faults.backoff.saturating_mul(2_u32.saturating_pow(exponent));
+        state.pending.push(Pending { delivery: pending.delivery, due: Instant::now() + wait });
     }
 }
 

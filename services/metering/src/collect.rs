@@ -1,0 +1,800 @@
+//! Collecting one cluster's usage for one window: PodMetrics and pods listed across all
+//! namespaces by label, page by page, joined on (namespace, name) and aggregated per
+//! (namespace, owner) as exact integers.
+//!
+//! The cluster is reached with the kube crate's client built from the kubeconfig text in
+//! memory (decision 0021): TLS verified against the kubeconfig's CA, its credentials applied
+//! by the client. Requests go out raw (`Client::send`) so every status is handled here: a 410
+//! on a continue token restarts that list, a 429 waits its `Retry-After`, 5xx and connection
+//! failures are retried with exponential backoff a bounded number of times, anything else fails
+//! the collection with its reason. Requests to one cluster share a concurrency bound and a
+//! minimum spacing (the rate bound); nothing is shared between clusters.
+
+use crate::quantity::{self, QuantityError};
+use crate::usage::Usage;
+use crate::window::Window;
+use bytes::Bytes;
+use hopsbridge_contracts::Service;
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::config::ConfigError;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+/// The PodMetrics list, across all namespaces.
+pub const METRICS_PATH: &str = "/apis/metrics.k8s.io/v1beta1/pods";
+/// The pod list, across all namespaces.
+pub const PODS_PATH: &str = "/api/v1/pods";
+/// The extended resource GPUs are requested as.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// How a cluster is collected. Every field has a default; durations are milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectConfig {
+    /// The label whose value is the Hopsworks username owning a pod (`owner`).
+    pub label_key: String,
+    /// Items per page (`limit`); 1000 keeps a 2,000-pod cluster at about 2.5 calls per 1,000
+    /// pods.
+    pub page_size: u32,
+    /// Requests in flight to one cluster at once.
+    pub max_concurrency: u32,
+    /// Requests started per second against one cluster, at most.
+    pub requests_per_second: u32,
+    /// Attempts of one request that fails with a 5xx, a timeout or a connection error.
+    pub max_attempts: u32,
+    /// First backoff after such a failure; doubles each time.
+    pub backoff_initial_ms: u64,
+    /// Longest backoff.
+    pub backoff_max_ms: u64,
+    /// 429 answers to one request before the collection gives up.
+    pub max_throttled: u32,
+    /// Longest `Retry-After` honoured; a longer one fails the collection rather than blocking
+    /// the window.
+    pub max_retry_after_ms: u64,
+    /// Times one list may restart after its continue token expired (410).
+    pub max_restarts: u32,
+    /// Longest wait for one answer.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        Self {
+            label_key: "owner".to_owned(),
+            page_size: 1000,
+            max_concurrency: 2,
+            requests_per_second: 5,
+            max_attempts: 5,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 10_000,
+            max_throttled: 10,
+            max_retry_after_ms: 60_000,
+            max_restarts: 3,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl CollectConfig {
+    /// Checks the values, naming the key (under `section`, e.g. `collect`) of the first bad one.
+    ///
+    /// # Errors
+    /// The first invalid value.
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        let err =
+            |key: &str, reason: &str| Err(ConfigError::new(Service::Metering, &format!("{section}.{key}"), reason));
+        if !valid_label_key(&self.label_key) {
+            return err("label_key", "must be a Kubernetes label key such as `owner` or `example.com/owner`");
+        }
+        if self.page_size == 0 {
+            return err("page_size", "must be at least 1");
+        }
+        if self.max_concurrency == 0 {
+            return err("max_concurrency", "must be at least 1");
+        }
+        if self.requests_per_second == 0 {
+            return err("requests_per_second", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return err("max_attempts", "must be at least 1");
+        }
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            return err("backoff_max_ms", "must not be below backoff_initial_ms");
+        }
+        if self.request_timeout_ms == 0 {
+            return err("request_timeout_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of up to 63 characters
+/// of alphanumerics, `-`, `_`, `.`, beginning and ending with an alphanumeric.
+fn valid_label_key(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    });
+    name_ok && prefix_ok
+}
+
+/// Why a collection failed. [`CollectError::reason`] is the stable code a gap records.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The kubeconfig cannot be used (no secret is echoed).
+    #[error("the kubeconfig cannot be used: {0}")]
+    Kubeconfig(String),
+    /// The server's certificate is not trusted by the kubeconfig's CA.
+    #[error("{what}: TLS verification failed: {message}")]
+    Tls {
+        /// The request.
+        what: String,
+        /// The TLS error.
+        message: String,
+    },
+    /// 5xx, timeouts or connection failures on every attempt.
+    #[error("{what}: failed {attempts} times, last: {last}")]
+    Exhausted {
+        /// The request.
+        what: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// 429 more often than allowed, or a `Retry-After` longer than allowed.
+    #[error("{what}: throttled (429) {times} times, last Retry-After {retry_after_secs} s")]
+    Throttled {
+        /// The request.
+        what: String,
+        /// 429s received.
+        times: u32,
+        /// The last `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// An answer that retrying cannot change (401, 403, 404, 400, …).
+    #[error("{what}: answered {status} {reason}: {message}")]
+    Refused {
+        /// The request.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The Status reason.
+        reason: String,
+        /// The Status message.
+        message: String,
+    },
+    /// The continue token kept expiring.
+    #[error("{what}: the list restarted {restarts} times after its continue token expired (410)")]
+    Expired {
+        /// The list.
+        what: String,
+        /// Restarts made.
+        restarts: u32,
+    },
+    /// A 200 whose body is not the expected list.
+    #[error("{what}: unreadable answer: {message}")]
+    Malformed {
+        /// The request.
+        what: String,
+        /// The decoding error.
+        message: String,
+    },
+    /// A pod's usage or request is not a valid quantity.
+    #[error("pod {namespace}/{name}: {source}")]
+    Quantity {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The refused quantity.
+        source: QuantityError,
+    },
+}
+
+impl CollectError {
+    /// A stable snake_case code for the failure.
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::Kubeconfig(_) => "kubeconfig_invalid",
+            Self::Tls { .. } => "tls_verification_failed",
+            Self::Exhausted { .. } => "cluster_unavailable",
+            Self::Throttled { .. } => "throttled",
+            Self::Refused { .. } => "request_refused",
+            Self::Expired { .. } => "continue_token_expired",
+            Self::Malformed { .. } => "malformed_answer",
+            Self::Quantity { .. } => "malformed_quantity",
+        }
+    }
+}
+
+/// Usage of one (namespace, owner) in a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerUsage {
+    /// The window's usage, exact.
+    pub usage: Usage,
+    /// Pods measured.
+    pub pods: u64,
+}
+
+/// Counters of one collection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectStats {
+    /// HTTP requests sent, retries and restarts included.
+    pub api_calls: u64,
+    /// Pods listed (every phase, last complete pass of the list).
+    pub pods_listed: u64,
+    /// Of those, Running.
+    pub pods_running: u64,
+    /// PodMetrics listed.
+    pub metrics_listed: u64,
+    /// Running pods with an owner and metrics: the ones aggregated.
+    pub pods_measured: u64,
+    /// Running pods with an owner but no PodMetrics (skipped).
+    pub pods_without_metrics: u64,
+    /// Running pods whose owner label is empty (skipped).
+    pub pods_without_owner: u64,
+    /// PodMetrics without a Running pod in the pod list (skipped).
+    pub metrics_without_pod: u64,
+    /// Items listed twice (ignored after the first).
+    pub duplicates: u64,
+    /// Lists restarted after a 410.
+    pub list_restarts: u64,
+    /// 429 answers waited out.
+    pub throttled: u64,
+    /// Requests retried after a 5xx, timeout or connection failure.
+    pub retries: u64,
+}
+
+/// One cluster's usage in one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    /// The window.
+    pub window: Window,
+    /// Usage per (namespace, owner).
+    pub usage: BTreeMap<(String, String), OwnerUsage>,
+    /// What it took.
+    pub stats: CollectStats,
+}
+
+impl Collection {
+    /// The sum over every (namespace, owner).
+    #[must_use]
+    pub fn total(&self) -> Usage {
+        self.usage.values().fold(Usage::default(), |acc, u| acc + u.usage)
+    }
+}
+
+/// Bounds on one cluster's requests: at most `max_concurrency` in flight, starts spaced by
+/// `1 / requests_per_second`, and a cluster-wide pause after a 429.
+#[derive(Debug)]
+struct Limiter {
+    permits: Semaphore,
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Limiter {
+    fn new(config: &CollectConfig) -> Self {
+        Self {
+            permits: Semaphore::new(usize::try_from(config.max_concurrency).unwrap_or(1).max(1)),
+            interval: Duration::from_secs(1) / config.requests_per_second.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+        let permit = self.permits.acquire().await.ok()?;
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+        Some(permit)
+    }
+
+    /// No request starts before `until`.
+    async fn pause_until(&self, until: Instant) {
+        let mut next = self.next.lock().await;
+        *next = (*next).max(until);
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    api_calls: AtomicU64,
+    throttled: AtomicU64,
+    retries: AtomicU64,
+    restarts: AtomicU64,
+}
+
+/// What one GET came back with, short of success.
+enum Failure {
+    Gone,
+    Fatal(CollectError),
+}
+
+/// A connection to one cluster's API server.
+pub struct ClusterClient {
+    name: String,
+    client: kube::Client,
+    config: CollectConfig,
+    limiter: Limiter,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: DeserializeOwned"))]
+struct List<T> {
+    #[serde(default = "Vec::new")]
+    items: Vec<T>,
+    #[serde(default)]
+    metadata: ListMeta,
+}
+
+#[derive(Default, Deserialize)]
+struct ListMeta {
+    #[serde(default, rename = "continue")]
+    continue_: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ObjectMeta {
+    name: String,
+    namespace: String,
+    #[serde(default)]
+    labels: Option<HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct PodItem {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<PodSpec>,
+    #[serde(default)]
+    status: Option<PodStatus>,
+}
+
+#[derive(Deserialize)]
+struct PodSpec {
+    #[serde(default)]
+    containers: Vec<Container>,
+}
+
+#[derive(Deserialize)]
+struct Container {
+    #[serde(default)]
+    resources: Option<Resources>,
+}
+
+#[derive(Deserialize)]
+struct Resources {
+    #[serde(default)]
+    requests: Option<HashMap<String, String>>,
+    #[serde(default)]
+    limits: Option<HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct PodStatus {
+    #[serde(default)]
+    phase: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MetricsItem {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    containers: Vec<ContainerUsage>,
+}
+
+#[derive(Deserialize)]
+struct ContainerUsage {
+    #[serde(default)]
+    usage: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    details: Option<StatusDetails>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusDetails {
+    #[serde(default)]
+    retry_after_seconds: Option<u64>,
+}
+
+/// A running pod's owner and GPUs.
+struct RunningPod {
+    owner: String,
+    gpus: u64,
+    measured: bool,
+}
+
+fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if text.contains("certificate") || text.contains("UnknownIssuer") || text.contains("tls handshake") {
+            return Some(text);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+impl ClusterClient {
+    /// A client for cluster `name` from its kubeconfig (YAML, current context), which stays in
+    /// memory. Refuses a kubeconfig that turns TLS verification off.
+    ///
+    /// # Errors
+    /// [`CollectError::Kubeconfig`] when the text is not a usable kubeconfig.
+    pub async fn connect(name: &str, kubeconfig: &Secret<String>, config: CollectConfig) -> Result<Self, CollectError> {
+        // The YAML parser's messages can quote the document, which holds credentials.
+        let kc = Kubeconfig::from_yaml(kubeconfig.expose())
+            .map_err(|_| CollectError::Kubeconfig("not a kubeconfig document (YAML)".to_owned()))?;
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| CollectError::Kubeconfig(e.to_string()))?;
+        if cfg.accept_invalid_certs {
+            return Err(CollectError::Kubeconfig(
+                "insecure-skip-tls-verify is set; metering verifies every cluster's certificate".to_owned(),
+            ));
+        }
+        cfg.default_retry = false;
+        cfg.read_timeout = Some(Duration::from_millis(config.request_timeout_ms));
+        let client = kube::Client::try_from(cfg).map_err(|e| CollectError::Kubeconfig(e.to_string()))?;
+        let limiter = Limiter::new(&config);
+        Ok(Self { name: name.to_owned(), client, config, limiter })
+    }
+
+    /// The cluster's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1_u64.checked_shl(failures.saturating_sub(1)).unwrap_or(u64::MAX);
+        Duration::from_millis(self.config.backoff_initial_ms.saturating_mul(factor).min(self.config.backoff_max_ms))
+    }
+
+    async fn send_once(&self, path: &str) -> Result<(http::StatusCode, http::HeaderMap, Bytes), kube::Error> {
+        let request = http::Request::get(path).body(kube::client::Body::empty()).map_err(kube::Error::HttpError)?;
+        let (parts, body) = self.client.send(request).await?.into_parts();
+        let bytes = body.collect_bytes().await?;
+        Ok((parts.status, parts.headers, bytes))
+    }
+
+    /// GETs `path` (with its query) within the cluster's bounds, retrying what can be
+    /// retried. A 410 comes back as [`Failure::Gone`].
+    async fn get(&self, path: &str, what: &str, counters: &Counters) -> Result<Bytes, Failure> {
+        let mut failures = 0_u32;
+        let mut throttled = 0_u32;
+        let timeout = Duration::from_millis(self.config.request_timeout_ms);
+        loop {
+            let Some(permit) = self.limiter.acquire().await else {
+                return Err(Failure::Fatal(CollectError::Exhausted {
+                    what: what.to_owned(),
+                    attempts: failures,
+                    last: "the client was shut down".to_owned(),
+                }));
+            };
+            counters.api_calls.fetch_add(1, Ordering::Relaxed);
+            let outcome = tokio::time::timeout(timeout, self.send_once(path)).await;
+            drop(permit);
+            let last = match outcome {
+                Ok(Ok((status, _, body))) if status.is_success() => return Ok(body),
+                Ok(Ok((status, headers, body))) => {
+                    let parsed: Option<Status> = serde_json::from_slice(&body).ok();
+                    let (reason, message) =
+                        parsed.as_ref().map_or_else(Default::default, |s| (s.reason.clone(), s.message.clone()));
+                    if status == http::StatusCode::GONE {
+                        return Err(Failure::Gone);
+                    }
+                    if status == http::StatusCode::TOO_MANY_REQUESTS {
+                        throttled += 1;
+                        counters.throttled.fetch_add(1, Ordering::Relaxed);
+                        let secs = headers
+                            .get(http::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .or_else(|| parsed.and_then(|s| s.details).and_then(|d| d.retry_after_seconds))
+                            .unwrap_or(1);
+                        let wait = Duration::from_secs(secs);
+                        if throttled > self.config.max_throttled
+                            || wait > Duration::from_millis(self.config.max_retry_after_ms)
+                        {
+                            return Err(Failure::Fatal(CollectError::Throttled {
+                                what: what.to_owned(),
+                                times: throttled,
+                                retry_after_secs: secs,
+                            }));
+                        }
+                        tracing::info!(cluster = %self.name, what, retry_after_secs = secs, "throttled; waiting");
+                        self.limiter.pause_until(Instant::now() + wait).await;
+                        continue;
+                    }
+                    if !status.is_server_error() {
+                        return Err(Failure::Fatal(CollectError::Refused {
+                            what: what.to_owned(),
+                            status: status.as_u16(),
+                            reason,
+                            message,
+                        }));
+                    }
+                    format!("{} {reason}: {message}", status.as_u16())
+                }
+                Ok(Err(e)) => {
+                    if let Some(message) = is_tls_failure(&e) {
+                        return Err(Failure::Fatal(CollectError::Tls { what: what.to_owned(), message }));
+                    }
+                    chain(&e)
+                }
+                Err(_) => format!("no answer within {} ms", self.config.request_timeout_ms),
+            };
+            failures += 1;
+            if failures >= self.config.max_attempts {
+                return Err(Failure::Fatal(CollectError::Exhausted {
+                    what: what.to_owned(),
+                    attempts: failures,
+                    last,
+                }));
+            }
+            counters.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(cluster = %self.name, what, failures, last, "request failed; retrying");
+            tokio::time::sleep(self.backoff(failures)).await;
+        }
+    }
+
+    /// Every item of the list at `path` with the owner label selector, page by page; restarts
+    /// from the first page when a continue token has expired.
+    async fn list_all<T: DeserializeOwned>(&self, path: &str, counters: &Counters) -> Result<Vec<T>, CollectError> {
+        let what = format!("GET {path}");
+        let mut restarts = 0_u32;
+        'restart: loop {
+            let mut items = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut query = vec![
+                    ("labelSelector", self.config.label_key.clone()),
+                    ("limit", self.config.page_size.to_string()),
+                ];
+                if let Some(t) = &token {
+                    query.push(("continue", t.clone()));
+                }
+                let query = serde_urlencoded::to_string(&query)
+                    .map_err(|e| CollectError::Malformed { what: what.clone(), message: e.to_string() })?;
+                let body = match self.get(&format!("{path}?{query}"), &what, counters).await {
+                    Ok(body) => body,
+                    Err(Failure::Gone) if token.is_some() => {
+                        restarts += 1;
+                        counters.restarts.fetch_add(1, Ordering::Relaxed);
+                        if restarts > self.config.max_restarts {
+                            return Err(CollectError::Expired { what, restarts: restarts - 1 });
+                        }
+                        tracing::info!(cluster = %self.name, what, restarts, "continue token expired; listing again");
+                        continue 'restart;
+                    }
+                    Err(Failure::Gone) => {
+                        return Err(CollectError::Refused {
+                            what,
+                            status: 410,
+                            reason: "Gone".to_owned(),
+                            message: "410 without a continue token".to_owned(),
+                        });
+                    }
+                    Err(Failure::Fatal(e)) => return Err(e),
+                };
+                let page: List<T> = serde_json::from_slice(&body)
+                    .map_err(|e| CollectError::Malformed { what: what.clone(), message: e.to_string() })?;
+                items.extend(page.items);
+                match page.metadata.continue_ {
+                    Some(t) if !t.is_empty() => token = Some(t),
+                    _ => return Ok(items),
+                }
+            }
+        }
+    }
+
+    /// The usage of `window`: both lists read now, each pod's current rate held for the
+    /// window's length. Only Running pods with a non-empty owner label and PodMetrics count.
+    ///
+    /// # Errors
+    /// The first failure that retries could not overcome; nothing partial is returned.
+    pub async fn collect(&self, window: Window) -> Result<Collection, CollectError> {
+        let counters = Counters::default();
+        let (pods, metrics) = tokio::join!(
+            self.list_all::<PodItem>(PODS_PATH, &counters),
+            self.list_all::<MetricsItem>(METRICS_PATH, &counters),
+        );
+        let (pods, metrics) = (pods?, metrics?);
+        let mut stats = CollectStats {
+            api_calls: counters.api_calls.load(Ordering::Relaxed),
+            throttled: counters.throttled.load(Ordering::Relaxed),
+            retries: counters.retries.load(Ordering::Relaxed),
+            list_restarts: counters.restarts.load(Ordering::Relaxed),
+            pods_listed: pods.len() as u64,
+            metrics_listed: metrics.len() as u64,
+            ..CollectStats::default()
+        };
+        let mut running: HashMap<(String, String), RunningPod> = HashMap::with_capacity(pods.len());
+        for pod in pods {
+            if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
+                continue;
+            }
+            stats.pods_running += 1;
+            let owner = pod.metadata.labels.as_ref().and_then(|l| l.get(&self.config.label_key)).cloned();
+            let Some(owner) = owner.filter(|o| !o.is_empty()) else {
+                stats.pods_without_owner += 1;
+                continue;
+            };
+            let gpus = gpus_of(&pod)?;
+            let key = (pod.metadata.namespace, pod.metadata.name);
+            if running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
+                stats.duplicates += 1;
+            }
+        }
+        let mut usage: BTreeMap<(String, String), OwnerUsage> = BTreeMap::new();
+        let secs = window.secs();
+        for m in metrics {
+            let key = (m.metadata.namespace, m.metadata.name);
+            let Some(pod) = running.get_mut(&key) else {
+                stats.metrics_without_pod += 1;
+                continue;
+            };
+            if pod.measured {
+                stats.duplicates += 1;
+                continue;
+            }
+            let (mut cpu, mut memory) = (0_u128, 0_u128);
+            for c in &m.containers {
+                let q = |resource: &str| {
+                    let text = c.usage.get(resource).map_or("", String::as_str);
+                    let parsed =
+                        if resource == "cpu" { quantity::cpu_nanocores(text) } else { quantity::memory_bytes(text) };
+                    parsed.map_err(|source| CollectError::Quantity {
+                        namespace: key.0.clone(),
+                        name: key.1.clone(),
+                        source,
+                    })
+                };
+                cpu = cpu.saturating_add(q("cpu")?);
+                memory = memory.saturating_add(q("memory")?);
+            }
+            pod.measured = true;
+            stats.pods_measured += 1;
+            let entry = usage.entry((key.0, pod.owner.clone())).or_default();
+            entry.usage += Usage::of_rates(cpu, memory, u128::from(pod.gpus), secs);
+            entry.pods += 1;
+        }
+        stats.pods_without_metrics = running.values().filter(|p| !p.measured).count() as u64;
+        tracing::debug!(cluster = %self.name, window = %window, ?stats, "collected");
+        Ok(Collection { window, usage, stats })
+    }
+
+    /// GETs one path within this cluster's bounds and retries (for callers outside the
+    /// collection, such as the benchmark's per-pod baseline); a 410 is refused like any 4xx.
+    ///
+    /// # Errors
+    /// As for a collection's requests.
+    pub async fn get_raw(&self, path: &str, api_calls: &AtomicU64) -> Result<Bytes, CollectError> {
+        let counters = Counters::default();
+        let out = self.get(path, &format!("GET {path}"), &counters).await;
+        api_calls.fetch_add(counters.api_calls.load(Ordering::Relaxed), Ordering::Relaxed);
+        out.map_err(|f| match f {
+            Failure::Fatal(e) => e,
+            Failure::Gone => CollectError::Refused {
+                what: format!("GET {path}"),
+                status: 410,
+                reason: "Gone".to_owned(),
+                message: String::new(),
+            },
+        })
+    }
+}
+
+/// GPUs a pod holds: per container, its `nvidia.com/gpu` request, or its limit when no request
+/// is given (Kubernetes then sets the request to the limit).
+fn gpus_of(pod: &PodItem) -> Result<u64, CollectError> {
+    let mut total = 0_u64;
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let Some(r) = &c.resources else { continue };
+        let text = r
+            .requests
+            .as_ref()
+            .and_then(|m| m.get(GPU_RESOURCE))
+            .or_else(|| r.limits.as_ref().and_then(|m| m.get(GPU_RESOURCE)));
+        if let Some(text) = text {
+            let n = quantity::count(text).map_err(|source| CollectError::Quantity {
+                namespace: pod.metadata.namespace.clone(),
+                name: pod.metadata.name.clone(),
+                source,
+            })?;
+            total = total.saturating_add(n);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn label_keys_follow_kubernetes_rules() {
+        for ok in ["owner", "hopsworks.ai/owner", "a", "app.kubernetes.io/name", "Owner_1"] {
+            assert!(valid_label_key(ok), "{ok}");
+        }
+        for bad in ["", "/owner", "owner/", "-owner", "owner-", "a b", "Example.com/owner", "owner=x", &"x".repeat(64)]
+        {
+            assert!(!valid_label_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_key() {
+        assert!(CollectConfig::default().validate("collect").is_ok());
+        let cases: [(&str, CollectConfig); 6] = [
+            ("collect.label_key", CollectConfig { label_key: "a b".into(), ..CollectConfig::default() }),
+            ("collect.page_size", CollectConfig { page_size: 0, ..CollectConfig::default() }),
+            ("collect.max_concurrency", CollectConfig { max_concurrency: 0, ..CollectConfig::default() }),
+            ("collect.requests_per_second", CollectConfig { requests_per_second: 0, ..CollectConfig::default() }),
+            ("collect.max_attempts", CollectConfig { max_attempts: 0, ..CollectConfig::default() }),
+            ("collect.backoff_max_ms", CollectConfig { backoff_max_ms: 1, ..CollectConfig::default() }),
+        ];
+        for (key, config) in cases {
+            let err = config.validate("collect").unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+}

@@ -19,7 +19,7 @@ use hopsbridge_platform::Secret;
 use hopsbridge_platform::config::ConfigError;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,8 +44,10 @@ pub struct CollectConfig {
     pub page_size: u32,
     /// Requests in flight to one cluster at once.
     pub max_concurrency: u32,
-    /// Requests started per second against one cluster, at most.
+    /// Requests started per second against one cluster, on average.
     pub requests_per_second: u32,
+    /// Requests that may start at once before the rate applies (client-go's QPS 5, burst 10).
+    pub burst: u32,
     /// Attempts of one request that fails with a 5xx, a timeout or a connection error.
     pub max_attempts: u32,
     /// First backoff after such a failure; doubles each time.
@@ -70,6 +72,7 @@ impl Default for CollectConfig {
             page_size: 1000,
             max_concurrency: 2,
             requests_per_second: 5,
+            burst: 10,
             max_attempts: 5,
             backoff_initial_ms: 500,
             backoff_max_ms: 10_000,
@@ -100,6 +103,9 @@ impl CollectConfig {
         }
         if self.requests_per_second == 0 {
             return err("requests_per_second", "must be at least 1");
+        }
+        if self.burst == 0 {
+            return err("burst", "must be at least 1");
         }
         if self.max_attempts == 0 {
             return err("max_attempts", "must be at least 1");
@@ -284,30 +290,36 @@ impl Collection {
     }
 }
 
-/// Bounds on one cluster's requests: at most `max_concurrency` in flight, starts spaced by
-/// `1 / requests_per_second`, and a cluster-wide pause after a 429.
+/// Bounds on one cluster's requests: at most `max_concurrency` in flight, starts at
+/// `requests_per_second` on average with bursts of up to `burst` (a token bucket kept as its
+/// theoretical arrival time, GCRA, in integer time), and a cluster-wide pause after a 429.
 #[derive(Debug)]
 struct Limiter {
     permits: Semaphore,
     interval: Duration,
-    next: Mutex<Instant>,
+    tolerance: Duration,
+    /// When the bucket would be full again if no request came.
+    tat: Mutex<Instant>,
 }
 
 impl Limiter {
     fn new(config: &CollectConfig) -> Self {
+        let interval = Duration::from_secs(1) / config.requests_per_second.max(1);
         Self {
             permits: Semaphore::new(usize::try_from(config.max_concurrency).unwrap_or(1).max(1)),
-            interval: Duration::from_secs(1) / config.requests_per_second.max(1),
-            next: Mutex::new(Instant::now()),
+            interval,
+            tolerance: interval * config.burst.max(1).saturating_sub(1),
+            tat: Mutex::new(Instant::now()),
         }
     }
 
     async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
         let permit = self.permits.acquire().await.ok()?;
         let at = {
-            let mut next = self.next.lock().await;
-            let at = (*next).max(Instant::now());
-            *next = at + self.interval;
+            let mut tat = self.tat.lock().await;
+            let now = Instant::now();
+            let at = now.max(tat.checked_sub(self.tolerance).unwrap_or(now));
+            *tat = (*tat).max(at) + self.interval;
             at
         };
         tokio::time::sleep_until(at).await;
@@ -316,8 +328,8 @@ impl Limiter {
 
     /// No request starts before `until`.
     async fn pause_until(&self, until: Instant) {
-        let mut next = self.next.lock().await;
-        *next = (*next).max(until);
+        let mut tat = self.tat.lock().await;
+        *tat = (*tat).max(until + self.tolerance);
     }
 }
 
@@ -349,8 +361,10 @@ impl std::fmt::Debug for ClusterClient {
     }
 }
 
+// The list items, borrowing their strings from the page's bytes where JSON allows (no
+// escapes), so a page costs few allocations.
+
 #[derive(Deserialize)]
-#[serde(bound(deserialize = "T: DeserializeOwned"))]
 struct List<T> {
     #[serde(default = "Vec::new")]
     items: Vec<T>,
@@ -364,60 +378,71 @@ struct ListMeta {
     continue_: Option<String>,
 }
 
+type Text<'a> = Cow<'a, str>;
+type Map<'a> = HashMap<Text<'a>, Text<'a>>;
+
 #[derive(Deserialize)]
-struct ObjectMeta {
-    name: String,
-    namespace: String,
-    #[serde(default)]
-    labels: Option<HashMap<String, String>>,
+struct ObjectMeta<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    namespace: Text<'a>,
+    #[serde(default, borrow)]
+    labels: Option<Map<'a>>,
 }
 
 #[derive(Deserialize)]
-struct PodItem {
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: Option<PodSpec>,
-    #[serde(default)]
-    status: Option<PodStatus>,
+struct PodItem<'a> {
+    #[serde(borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    spec: Option<PodSpec<'a>>,
+    #[serde(default, borrow)]
+    status: Option<PodStatus<'a>>,
 }
 
 #[derive(Deserialize)]
-struct PodSpec {
-    #[serde(default)]
-    containers: Vec<Container>,
+struct PodSpec<'a> {
+    #[serde(default, borrow)]
+    containers: Vec<Container<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Container {
-    #[serde(default)]
-    resources: Option<Resources>,
+struct Container<'a> {
+    #[serde(default, borrow)]
+    resources: Option<Resources<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Resources {
-    #[serde(default)]
-    requests: Option<HashMap<String, String>>,
-    #[serde(default)]
-    limits: Option<HashMap<String, String>>,
+struct Resources<'a> {
+    #[serde(default, borrow)]
+    requests: Option<Map<'a>>,
+    #[serde(default, borrow)]
+    limits: Option<Map<'a>>,
 }
 
 #[derive(Deserialize)]
-struct PodStatus {
-    #[serde(default)]
-    phase: Option<String>,
+struct PodStatus<'a> {
+    #[serde(default, borrow)]
+    phase: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
-struct MetricsItem {
-    metadata: ObjectMeta,
-    #[serde(default)]
-    containers: Vec<ContainerUsage>,
+struct MetricsItem<'a> {
+    #[serde(borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    containers: Vec<ContainerUsage<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ContainerUsage {
-    #[serde(default)]
-    usage: HashMap<String, String>,
+struct ContainerUsage<'a> {
+    #[serde(default, borrow)]
+    usage: Map<'a>,
+}
+
+fn decode<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<List<T>, CollectError> {
+    serde_json::from_slice(body).map_err(|e| CollectError::Malformed { what: what.to_owned(), message: e.to_string() })
 }
 
 #[derive(Deserialize)]
@@ -435,6 +460,23 @@ struct Status {
 struct StatusDetails {
     #[serde(default)]
     retry_after_seconds: Option<u64>,
+}
+
+/// The pod list folded: Running pods with an owner, and counts.
+#[derive(Default)]
+struct PodFold {
+    running: HashMap<(String, String), RunningPod>,
+    listed: u64,
+    running_count: u64,
+    without_owner: u64,
+    duplicates: u64,
+}
+
+/// One PodMetrics item reduced to its sums.
+struct Measured {
+    key: (String, String),
+    cpu: u128,
+    memory: u128,
 }
 
 /// A running pod's owner and GPUs.
@@ -594,13 +636,20 @@ impl ClusterClient {
         }
     }
 
-    /// Every item of the list at `path` with the owner label selector, page by page; restarts
-    /// from the first page when a continue token has expired.
-    async fn list_all<T: DeserializeOwned>(&self, path: &str, counters: &Counters) -> Result<Vec<T>, CollectError> {
+    /// Folds every page of the list at `path` (owner label selector) into a fresh `S` with
+    /// `fold`, which returns the page's continue token; when a continue token has expired the
+    /// list starts again from a fresh `S`, so no item counts twice.
+    async fn list_all<S>(
+        &self,
+        path: &str,
+        counters: &Counters,
+        fresh: impl Fn() -> S,
+        mut fold: impl FnMut(&mut S, &str, &[u8]) -> Result<Option<String>, CollectError>,
+    ) -> Result<S, CollectError> {
         let what = format!("GET {path}");
         let mut restarts = 0_u32;
         'restart: loop {
-            let mut items = Vec::new();
+            let mut state = fresh();
             let mut token: Option<String> = None;
             loop {
                 let mut query = vec![
@@ -633,12 +682,9 @@ impl ClusterClient {
                     }
                     Err(Failure::Fatal(e)) => return Err(e),
                 };
-                let page: List<T> = serde_json::from_slice(&body)
-                    .map_err(|e| CollectError::Malformed { what: what.clone(), message: e.to_string() })?;
-                items.extend(page.items);
-                match page.metadata.continue_ {
+                match fold(&mut state, &what, &body)? {
                     Some(t) if !t.is_empty() => token = Some(t),
-                    _ => return Ok(items),
+                    _ => return Ok(state),
                 }
             }
         }
@@ -651,42 +697,72 @@ impl ClusterClient {
     /// The first failure that retries could not overcome; nothing partial is returned.
     pub async fn collect(&self, window: Window) -> Result<Collection, CollectError> {
         let counters = Counters::default();
-        let (pods, metrics) = tokio::join!(
-            self.list_all::<PodItem>(PODS_PATH, &counters),
-            self.list_all::<MetricsItem>(METRICS_PATH, &counters),
-        );
-        let (pods, metrics) = (pods?, metrics?);
+        let label_key = self.config.label_key.as_str();
+        let pods = self.list_all(PODS_PATH, &counters, PodFold::default, |acc, what, body| {
+            let page: List<PodItem<'_>> = decode(what, body)?;
+            for pod in page.items {
+                acc.listed += 1;
+                if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
+                    continue;
+                }
+                acc.running_count += 1;
+                let owner = pod.metadata.labels.as_ref().and_then(|l| l.get(label_key)).filter(|o| !o.is_empty());
+                let Some(owner) = owner.map(|o| o.clone().into_owned()) else {
+                    acc.without_owner += 1;
+                    continue;
+                };
+                let gpus = gpus_of(&pod)?;
+                let key = (pod.metadata.namespace.into_owned(), pod.metadata.name.into_owned());
+                if acc.running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
+                    acc.duplicates += 1;
+                }
+            }
+            Ok(page.metadata.continue_)
+        });
+        let metrics = self.list_all(METRICS_PATH, &counters, Vec::new, |acc: &mut Vec<Measured>, what, body| {
+            let page: List<MetricsItem<'_>> = decode(what, body)?;
+            for m in page.items {
+                let (mut cpu, mut memory) = (0_u128, 0_u128);
+                for c in &m.containers {
+                    let q = |resource: &str| {
+                        let text = c.usage.get(resource).map_or("", |t| t.as_ref());
+                        let parsed = if resource == "cpu" {
+                            quantity::cpu_nanocores(text)
+                        } else {
+                            quantity::memory_bytes(text)
+                        };
+                        parsed.map_err(|source| CollectError::Quantity {
+                            namespace: m.metadata.namespace.clone().into_owned(),
+                            name: m.metadata.name.clone().into_owned(),
+                            source,
+                        })
+                    };
+                    cpu = cpu.saturating_add(q("cpu")?);
+                    memory = memory.saturating_add(q("memory")?);
+                }
+                let key = (m.metadata.namespace.into_owned(), m.metadata.name.into_owned());
+                acc.push(Measured { key, cpu, memory });
+            }
+            Ok(page.metadata.continue_)
+        });
+        let (pods, metrics) = tokio::join!(pods, metrics);
+        let (mut pods, metrics) = (pods?, metrics?);
         let mut stats = CollectStats {
             api_calls: counters.api_calls.load(Ordering::Relaxed),
             throttled: counters.throttled.load(Ordering::Relaxed),
             retries: counters.retries.load(Ordering::Relaxed),
             list_restarts: counters.restarts.load(Ordering::Relaxed),
-            pods_listed: pods.len() as u64,
+            pods_listed: pods.listed,
+            pods_running: pods.running_count,
+            pods_without_owner: pods.without_owner,
+            duplicates: pods.duplicates,
             metrics_listed: metrics.len() as u64,
             ..CollectStats::default()
         };
-        let mut running: HashMap<(String, String), RunningPod> = HashMap::with_capacity(pods.len());
-        for pod in pods {
-            if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
-                continue;
-            }
-            stats.pods_running += 1;
-            let owner = pod.metadata.labels.as_ref().and_then(|l| l.get(&self.config.label_key)).cloned();
-            let Some(owner) = owner.filter(|o| !o.is_empty()) else {
-                stats.pods_without_owner += 1;
-                continue;
-            };
-            let gpus = gpus_of(&pod)?;
-            let key = (pod.metadata.namespace, pod.metadata.name);
-            if running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
-                stats.duplicates += 1;
-            }
-        }
         let mut usage: BTreeMap<(String, String), OwnerUsage> = BTreeMap::new();
         let secs = window.secs();
         for m in metrics {
-            let key = (m.metadata.namespace, m.metadata.name);
-            let Some(pod) = running.get_mut(&key) else {
+            let Some(pod) = pods.running.get_mut(&m.key) else {
                 stats.metrics_without_pod += 1;
                 continue;
             };
@@ -694,28 +770,13 @@ impl ClusterClient {
                 stats.duplicates += 1;
                 continue;
             }
-            let (mut cpu, mut memory) = (0_u128, 0_u128);
-            for c in &m.containers {
-                let q = |resource: &str| {
-                    let text = c.usage.get(resource).map_or("", String::as_str);
-                    let parsed =
-                        if resource == "cpu" { quantity::cpu_nanocores(text) } else { quantity::memory_bytes(text) };
-                    parsed.map_err(|source| CollectError::Quantity {
-                        namespace: key.0.clone(),
-                        name: key.1.clone(),
-                        source,
-                    })
-                };
-                cpu = cpu.saturating_add(q("cpu")?);
-                memory = memory.saturating_add(q("memory")?);
-            }
             pod.measured = true;
             stats.pods_measured += 1;
-            let entry = usage.entry((key.0, pod.owner.clone())).or_default();
-            entry.usage += Usage::of_rates(cpu, memory, u128::from(pod.gpus), secs);
+            let entry = usage.entry((m.key.0, pod.owner.clone())).or_default();
+            entry.usage += Usage::of_rates(m.cpu, m.memory, u128::from(pod.gpus), secs);
             entry.pods += 1;
         }
-        stats.pods_without_metrics = running.values().filter(|p| !p.measured).count() as u64;
+        stats.pods_without_metrics = pods.running.values().filter(|p| !p.measured).count() as u64;
         tracing::debug!(cluster = %self.name, window = %window, ?stats, "collected");
         Ok(Collection { window, usage, stats })
     }
@@ -743,7 +804,7 @@ impl ClusterClient {
 
 /// GPUs a pod holds: per container, its `nvidia.com/gpu` request, or its limit when no request
 /// is given (Kubernetes then sets the request to the limit).
-fn gpus_of(pod: &PodItem) -> Result<u64, CollectError> {
+fn gpus_of(pod: &PodItem<'_>) -> Result<u64, CollectError> {
     let mut total = 0_u64;
     for c in pod.spec.iter().flat_map(|s| &s.containers) {
         let Some(r) = &c.resources else { continue };
@@ -754,8 +815,8 @@ fn gpus_of(pod: &PodItem) -> Result<u64, CollectError> {
             .or_else(|| r.limits.as_ref().and_then(|m| m.get(GPU_RESOURCE)));
         if let Some(text) = text {
             let n = quantity::count(text).map_err(|source| CollectError::Quantity {
-                namespace: pod.metadata.namespace.clone(),
-                name: pod.metadata.name.clone(),
+                namespace: pod.metadata.namespace.clone().into_owned(),
+                name: pod.metadata.name.clone().into_owned(),
                 source,
             })?;
             total = total.saturating_add(n);

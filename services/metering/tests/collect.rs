@@ -278,12 +278,20 @@ async fn requests_to_a_cluster_keep_to_its_rate_and_concurrency() {
     init();
     let (_clock, cluster) = start(workload(300, 0));
     // 10 requests per second: about 8 pages are spread over at least 0.7 s.
-    let c = client(&cluster, CollectConfig { page_size: 80, requests_per_second: 10, ..fast() }).await;
+    let c = client(&cluster, CollectConfig { page_size: 80, requests_per_second: 10, burst: 1, ..fast() }).await;
     let started = Instant::now();
     let got = c.collect(window()).await.unwrap();
     let calls = got.stats.api_calls;
     assert!(calls >= 8, "{calls}");
     assert!(started.elapsed() >= Duration::from_millis(100 * (calls - 1)), "{calls} calls in {:?}", started.elapsed());
+
+    // A burst of 4 lets four calls start at once, then the rate applies.
+    let c = client(&cluster, CollectConfig { page_size: 80, requests_per_second: 10, burst: 4, ..fast() }).await;
+    let started = Instant::now();
+    let calls = c.collect(window()).await.unwrap().stats.api_calls;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(100 * (calls - 4)), "{calls} calls in {took:?}");
+    assert!(took < Duration::from_millis(100 * (calls - 1)), "{calls} calls in {took:?}");
 
     // One request at a time: two one-page lists answered in 300 ms each take 600 ms.
     cluster.set_faults(Faults { delay: Some(Duration::from_millis(300)), ..Faults::default() });

@@ -463,7 +463,7 @@ struct StatusDetails {
 }
 
 /// The pod list folded: Running pods with an owner, and counts.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct PodFold {
     running: HashMap<(String, String), RunningPod>,
     listed: u64,
@@ -480,6 +480,7 @@ struct Measured {
 }
 
 /// A running pod's owner and GPUs.
+#[derive(Debug)]
 struct RunningPod {
     owner: String,
     gpus: u64,
@@ -698,53 +699,9 @@ impl ClusterClient {
     pub async fn collect(&self, window: Window) -> Result<Collection, CollectError> {
         let counters = Counters::default();
         let label_key = self.config.label_key.as_str();
-        let pods = self.list_all(PODS_PATH, &counters, PodFold::default, |acc, what, body| {
-            let page: List<PodItem<'_>> = decode(what, body)?;
-            for pod in page.items {
-                acc.listed += 1;
-                if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
-                    continue;
-                }
-                acc.running_count += 1;
-                let owner = pod.metadata.labels.as_ref().and_then(|l| l.get(label_key)).filter(|o| !o.is_empty());
-                let Some(owner) = owner.map(|o| o.clone().into_owned()) else {
-                    acc.without_owner += 1;
-                    continue;
-                };
-                let gpus = gpus_of(&pod)?;
-                let key = (pod.metadata.namespace.into_owned(), pod.metadata.name.into_owned());
-                if acc.running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
-                    acc.duplicates += 1;
-                }
-            }
-            Ok(page.metadata.continue_)
-        });
-        let metrics = self.list_all(METRICS_PATH, &counters, Vec::new, |acc: &mut Vec<Measured>, what, body| {
-            let page: List<MetricsItem<'_>> = decode(what, body)?;
-            for m in page.items {
-                let (mut cpu, mut memory) = (0_u128, 0_u128);
-                for c in &m.containers {
-                    let q = |resource: &str| {
-                        let text = c.usage.get(resource).map_or("", |t| t.as_ref());
-                        let parsed = if resource == "cpu" {
-                            quantity::cpu_nanocores(text)
-                        } else {
-                            quantity::memory_bytes(text)
-                        };
-                        parsed.map_err(|source| CollectError::Quantity {
-                            namespace: m.metadata.namespace.clone().into_owned(),
-                            name: m.metadata.name.clone().into_owned(),
-                            source,
-                        })
-                    };
-                    cpu = cpu.saturating_add(q("cpu")?);
-                    memory = memory.saturating_add(q("memory")?);
-                }
-                let key = (m.metadata.namespace.into_owned(), m.metadata.name.into_owned());
-                acc.push(Measured { key, cpu, memory });
-            }
-            Ok(page.metadata.continue_)
-        });
+        let pods = self
+            .list_all(PODS_PATH, &counters, PodFold::default, |acc, what, body| fold_pods(acc, label_key, what, body));
+        let metrics = self.list_all(METRICS_PATH, &counters, Vec::new, fold_metrics);
         let (pods, metrics) = tokio::join!(pods, metrics);
         let (mut pods, metrics) = (pods?, metrics?);
         let mut stats = CollectStats {
@@ -802,6 +759,56 @@ impl ClusterClient {
     }
 }
 
+/// Folds one page of the pod list: Running pods with a non-empty `label_key` label, with
+/// their GPUs; returns the continue token.
+fn fold_pods(acc: &mut PodFold, label_key: &str, what: &str, body: &[u8]) -> Result<Option<String>, CollectError> {
+    let page: List<PodItem<'_>> = decode(what, body)?;
+    for pod in page.items {
+        acc.listed += 1;
+        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
+            continue;
+        }
+        acc.running_count += 1;
+        let owner = pod.metadata.labels.as_ref().and_then(|l| l.get(label_key)).filter(|o| !o.is_empty());
+        let Some(owner) = owner.map(|o| o.clone().into_owned()) else {
+            acc.without_owner += 1;
+            continue;
+        };
+        let gpus = gpus_of(&pod)?;
+        let key = (pod.metadata.namespace.into_owned(), pod.metadata.name.into_owned());
+        if acc.running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
+            acc.duplicates += 1;
+        }
+    }
+    Ok(page.metadata.continue_)
+}
+
+/// Folds one page of the PodMetrics list into (pod, CPU nanocores, bytes); returns the
+/// continue token.
+fn fold_metrics(acc: &mut Vec<Measured>, what: &str, body: &[u8]) -> Result<Option<String>, CollectError> {
+    let page: List<MetricsItem<'_>> = decode(what, body)?;
+    for m in page.items {
+        let (mut cpu, mut memory) = (0_u128, 0_u128);
+        for c in &m.containers {
+            let q = |resource: &str| {
+                let text = c.usage.get(resource).map_or("", |t| t.as_ref());
+                let parsed =
+                    if resource == "cpu" { quantity::cpu_nanocores(text) } else { quantity::memory_bytes(text) };
+                parsed.map_err(|source| CollectError::Quantity {
+                    namespace: m.metadata.namespace.clone().into_owned(),
+                    name: m.metadata.name.clone().into_owned(),
+                    source,
+                })
+            };
+            cpu = cpu.saturating_add(q("cpu")?);
+            memory = memory.saturating_add(q("memory")?);
+        }
+        let key = (m.metadata.namespace.into_owned(), m.metadata.name.into_owned());
+        acc.push(Measured { key, cpu, memory });
+    }
+    Ok(page.metadata.continue_)
+}
+
 /// GPUs a pod holds: per container, its `nvidia.com/gpu` request, or its limit when no request
 /// is given (Kubernetes then sets the request to the limit).
 fn gpus_of(pod: &PodItem<'_>) -> Result<u64, CollectError> {
@@ -830,6 +837,72 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    fn pods_page(items: &str) -> Result<(PodFold, Option<String>), CollectError> {
+        let mut acc = PodFold::default();
+        let body = format!(r#"{{"kind":"PodList","items":[{items}],"metadata":{{"continue":"next"}}}}"#);
+        let token = fold_pods(&mut acc, "owner", "GET /api/v1/pods", body.as_bytes())?;
+        Ok((acc, token))
+    }
+
+    fn pod_json(name: &str, owner: &str, phase: &str, resources: &str) -> String {
+        format!(
+            r#"{{"metadata":{{"name":"{name}","namespace":"ns","labels":{{"owner":"{owner}"}}}},
+                "spec":{{"containers":[{{"name":"main","resources":{resources}}}]}},"status":{{"phase":"{phase}"}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_pods_page_keeps_running_owned_pods_with_their_gpus() {
+        let items = [
+            pod_json("a", "alice", "Running", r#"{"requests":{"nvidia.com/gpu":"2"},"limits":{"nvidia.com/gpu":"2"}}"#),
+            pod_json("b", "bob", "Running", r#"{"limits":{"nvidia.com/gpu":"1"}}"#),
+            pod_json("c", "carol", "Pending", "{}"),
+            pod_json("d", "", "Running", "{}"),
+            pod_json("e\\u0065", "\\u0065ve", "Running", "{}"),
+            r#"{"metadata":{"name":"f","namespace":"ns"},"status":{"phase":"Running"}}"#.to_owned(),
+        ]
+        .join(",");
+        let (acc, token) = pods_page(&items).unwrap();
+        assert_eq!(token.as_deref(), Some("next"));
+        assert_eq!((acc.listed, acc.running_count, acc.without_owner), (6, 5, 2));
+        let get = |n: &str| acc.running.get(&("ns".to_owned(), n.to_owned())).map(|p| (p.owner.as_str(), p.gpus));
+        assert_eq!(get("a"), Some(("alice", 2)));
+        assert_eq!(get("b"), Some(("bob", 1)), "a limit alone is the request");
+        assert_eq!(get("c"), None);
+        assert_eq!(get("ee"), Some(("eve", 0)), "escaped strings are decoded");
+    }
+
+    #[test]
+    fn a_bad_gpu_count_or_a_bad_page_is_an_error_naming_it() {
+        let bad = pod_json("a", "alice", "Running", r#"{"requests":{"nvidia.com/gpu":"half"}}"#);
+        let err = pods_page(&bad).unwrap_err();
+        assert_eq!(err.reason(), "malformed_quantity");
+        assert_eq!(err.to_string(), "pod ns/a: invalid quantity \"half\": not a Kubernetes quantity");
+        let err = fold_pods(&mut PodFold::default(), "owner", "GET /api/v1/pods", b"<html>").unwrap_err();
+        assert_eq!(err.reason(), "malformed_answer");
+        assert!(err.to_string().starts_with("GET /api/v1/pods: unreadable answer"), "{err}");
+    }
+
+    #[test]
+    fn a_metrics_page_sums_containers_and_refuses_a_bad_quantity() {
+        let body = br#"{"kind":"PodMetricsList","items":[
+            {"metadata":{"name":"a","namespace":"ns"},"timestamp":"2027-01-01T06:00:00Z","window":"15s",
+             "containers":[{"name":"x","usage":{"cpu":"250m","memory":"1Gi"}},{"name":"y","usage":{"cpu":"1500000n","memory":"129e6"}}]}
+        ],"metadata":{}}"#;
+        let mut acc = Vec::new();
+        assert_eq!(fold_metrics(&mut acc, "GET m", body).unwrap(), None);
+        assert_eq!(acc.len(), 1);
+        assert_eq!((acc[0].cpu, acc[0].memory), (251_500_000, (1 << 30) + 129_000_000));
+        for usage in [r#"{"cpu":"1.5.0","memory":"1Gi"}"#, r#"{"cpu":"1","memory":"-5Mi"}"#, r#"{"memory":"1Gi"}"#] {
+            let body = format!(
+                r#"{{"items":[{{"metadata":{{"name":"a","namespace":"ns"}},"containers":[{{"name":"x","usage":{usage}}}]}}]}}"#
+            );
+            let err = fold_metrics(&mut Vec::new(), "GET m", body.as_bytes()).unwrap_err();
+            assert_eq!(err.reason(), "malformed_quantity", "{usage}");
+            assert!(err.to_string().starts_with("pod ns/a: invalid quantity"), "{err}");
+        }
+    }
 
     #[test]
     fn label_keys_follow_kubernetes_rules() {

@@ -351,3 +351,25 @@ async fn errors_say_what_failed() {
     };
     assert_eq!(e.to_string(), "GET /api/v1/pods: answered 403 Forbidden: no");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cluster_does_not_hold_up_another() {
+    init();
+    let (clock, healthy) = start(workload(200, 0));
+    let slow =
+        KubeCluster::start("eu-2", Arc::new(workload(200, 0)), Arc::clone(&clock), KubeOptions::default()).unwrap();
+    slow.set_faults(Faults { delay: Some(Duration::from_secs(3)), ..Faults::default() });
+    let (a, b) = (client(&healthy, fast()).await, client(&slow, CollectConfig { page_size: 1000, ..fast() }).await);
+    let timed = |c: ClusterClient| async move {
+        let started = Instant::now();
+        let r = c.collect(window()).await;
+        (r, started.elapsed())
+    };
+    let ((fast_result, fast_took), (slow_result, slow_took)) = tokio::join!(timed(a), timed(b));
+    assert_eq!(fast_result.unwrap().usage, expected(healthy.workload(), clock.now(), window()));
+    assert!(fast_took < Duration::from_secs(1), "{fast_took:?}");
+    assert!(slow_result.is_ok());
+    assert!(slow_took >= Duration::from_secs(3), "{slow_took:?}");
+    healthy.stop().await;
+    slow.stop().await;
+}

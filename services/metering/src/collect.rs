@@ -416,9 +416,16 @@ struct Container<'a> {
 #[derive(Deserialize)]
 struct Resources<'a> {
     #[serde(default, borrow)]
-    requests: Option<Map<'a>>,
+    requests: Option<Gpus<'a>>,
     #[serde(default, borrow)]
-    limits: Option<Map<'a>>,
+    limits: Option<Gpus<'a>>,
+}
+
+/// The one resource of requests or limits metering reads; the others are skipped unread.
+#[derive(Deserialize)]
+struct Gpus<'a> {
+    #[serde(default, borrow, rename = "nvidia.com/gpu")]
+    gpu: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -438,7 +445,15 @@ struct MetricsItem<'a> {
 #[derive(Deserialize)]
 struct ContainerUsage<'a> {
     #[serde(default, borrow)]
-    usage: Map<'a>,
+    usage: UsageQuantities<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct UsageQuantities<'a> {
+    #[serde(default, borrow)]
+    cpu: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    memory: Option<Text<'a>>,
 }
 
 fn decode<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<List<T>, CollectError> {
@@ -791,7 +806,8 @@ fn fold_metrics(acc: &mut Vec<Measured>, what: &str, body: &[u8]) -> Result<Opti
         let (mut cpu, mut memory) = (0_u128, 0_u128);
         for c in &m.containers {
             let q = |resource: &str| {
-                let text = c.usage.get(resource).map_or("", |t| t.as_ref());
+                let text = if resource == "cpu" { &c.usage.cpu } else { &c.usage.memory };
+                let text = text.as_deref().unwrap_or("");
                 let parsed =
                     if resource == "cpu" { quantity::cpu_nanocores(text) } else { quantity::memory_bytes(text) };
                 parsed.map_err(|source| CollectError::Quantity {
@@ -815,11 +831,8 @@ fn gpus_of(pod: &PodItem<'_>) -> Result<u64, CollectError> {
     let mut total = 0_u64;
     for c in pod.spec.iter().flat_map(|s| &s.containers) {
         let Some(r) = &c.resources else { continue };
-        let text = r
-            .requests
-            .as_ref()
-            .and_then(|m| m.get(GPU_RESOURCE))
-            .or_else(|| r.limits.as_ref().and_then(|m| m.get(GPU_RESOURCE)));
+        let text =
+            r.requests.as_ref().and_then(|m| m.gpu.as_ref()).or_else(|| r.limits.as_ref().and_then(|m| m.gpu.as_ref()));
         if let Some(text) = text {
             let n = quantity::count(text).map_err(|source| CollectError::Quantity {
                 namespace: pod.metadata.namespace.clone().into_owned(),

@@ -27,11 +27,14 @@ fmt:
 
 # Runs one benchmark: `just bench outbox` (local Postgres and NATS), `just bench podmetrics` (the sandbox),
 # `just bench gateway` (installs oha from crates.io when missing), `just bench journey` (every service as a
-# process, 500 people from card to cluster).
+# process, 500 people from card to cluster), `just bench metering` (one window of 200 sandbox clusters x 2,000
+# pods, and the per-user baseline).
 bench TARGET:
     #!/usr/bin/env bash
     set -euo pipefail
+    target="$1"
     case "$1" in
+        metering) package=hopsbridge-metering; target=collect ;;
         outbox) package=hopsbridge-platform ;;
         podmetrics) package=hopsbridge-sandbox ;;
         journey) package=hopsbridge-journey ;;
@@ -40,14 +43,14 @@ bench TARGET:
             command -v oha >/dev/null 2>&1 || [ -x "${HOME}/.cargo/bin/oha" ] || cargo install oha --locked
             ;;
         *)
-            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics, gateway, journey" >&2
+            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics, gateway, journey, metering" >&2
             exit 2
             ;;
     esac
     source scripts/lib/services.sh
     ensure_postgres
     ensure_nats
-    exec cargo bench -p "${package}" --bench "$1"
+    exec cargo bench -p "${package}" --bench "${target}"
 
 # Regenerates services/gateway/openapi.json from the handlers' descriptions.
 openapi:

@@ -607,3 +607,60 @@ async fn sampling_every_15_minutes_is_close_for_steady_and_far_for_bursty() {
     }
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_tokens_can_be_made_to_expire_and_requests_are_counted() {
+    init();
+    let (_clock, cluster) = start(&WorkloadConfig::default(), KubeOptions::default());
+    assert_eq!(cluster.requests(), 0);
+    let api: Api<Pod> = Api::all(client_from(&cluster.kubeconfig()).await);
+    let first = api.list(&ListParams::default().labels("owner").limit(20)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    cluster.expire_next_continue_tokens(2);
+    // A list without a token is not affected and does not use up the count.
+    assert!(api.list(&ListParams::default().labels("owner").limit(20)).await.is_ok());
+    for _ in 0..2 {
+        match api.list(&ListParams::default().labels("owner").limit(20).continue_token(&token)).await {
+            Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (410, "Expired")),
+            other => panic!("expected 410, got {other:?}"),
+        }
+    }
+    let third = api.list(&ListParams::default().labels("owner").limit(20).continue_token(&token)).await.unwrap();
+    assert_eq!(third.items.len(), 20, "valid again once the count is used up");
+    assert_eq!(cluster.requests(), 5);
+    let _ = http(&cluster).get(format!("{}/version", cluster.url())).send().await.unwrap();
+    assert_eq!(cluster.requests(), 6, "refused requests count too");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pods_metrics_are_read_by_name_as_in_the_list() {
+    init();
+    let (clock, cluster) = start(&WorkloadConfig::default(), KubeOptions::default());
+    clock.advance(3600);
+    let client = client_from(&cluster.kubeconfig()).await;
+    let list = Api::<PodMetrics>::all(client.clone()).list(&ListParams::default().labels("owner")).await.unwrap();
+    assert!(list.items.len() > 100);
+    for m in list.items.iter().step_by(37) {
+        let ns = m.metadata.namespace.clone().unwrap();
+        let name = m.metadata.name.clone().unwrap();
+        let one = Api::<PodMetrics>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
+        assert_eq!(one.metadata.name, m.metadata.name);
+        assert_eq!(one.metadata.namespace, m.metadata.namespace);
+        assert_eq!(one.containers.len(), m.containers.len());
+        for (a, b) in one.containers.iter().zip(&m.containers) {
+            assert_eq!((&a.usage.cpu.0, &a.usage.memory.0), (&b.usage.cpu.0, &b.usage.memory.0));
+        }
+    }
+    let (code, body) = get_json(&cluster, "/apis/metrics.k8s.io/v1beta1/namespaces/nowhere/pods/nothing").await;
+    assert_eq!((code, body["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(body["message"], "podmetrics.metrics.k8s.io \"nothing\" not found");
+    // A pod that exists but is not running has no metrics.
+    let now = clock.now();
+    let pending = cluster.workload().pods().iter().find(|p| p.exists_at(now) && !p.running_at(now));
+    if let Some(p) = pending {
+        let path = format!("/apis/metrics.k8s.io/v1beta1/namespaces/{}/pods/{}", p.namespace, p.name);
+        assert_eq!(get_json(&cluster, &path).await.0, 404);
+    }
+    cluster.stop().await;
+}

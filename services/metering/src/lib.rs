@@ -1,7 +1,14 @@
 //! The metering service: usage samples per cluster, namespace, user and UTC window.
 //!
-//! Its features arrive with their issues; today it is a complete service shell: configuration,
-//! its Postgres schema with outbox and inbox, NATS, health endpoints and graceful shutdown.
+//! Its features arrive with their issues; today it is a complete service shell (configuration,
+//! its Postgres schema with outbox and inbox, NATS, health endpoints and graceful shutdown) and
+//! the core of collection as library modules: exact [`quantity`] parsing, exact [`usage`],
+//! UTC-aligned [`window`]s and [`collect`]ing one cluster's window.
+
+pub mod collect;
+pub mod quantity;
+pub mod usage;
+pub mod window;
 
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::config::{DATA_SERVICE_DEFAULTS, DataServiceConfig};

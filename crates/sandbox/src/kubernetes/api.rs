@@ -67,6 +67,7 @@ fn not_found() -> HttpResponse {
 
 /// Every request: authentication, then faults, then the route.
 pub(super) async fn dispatch(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    state.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let authorized = req
         .headers()
         .get(AUTHORIZATION)
@@ -133,6 +134,7 @@ pub(super) async fn dispatch(req: HttpRequest, state: web::Data<State>) -> HttpR
         ["apis", "metrics.k8s.io", "v1beta1", "namespaces", ns, "pods"] => {
             list(&state, &query, Some(ns), Kind::Metrics)
         }
+        ["apis", "metrics.k8s.io", "v1beta1", "namespaces", ns, "pods", name] => get_pod_metrics(&state, ns, name),
         ["apis", "metrics.k8s.io", "v1beta1", "nodes"] => json_ok(&node_metrics(&state)),
         _ => not_found(),
     }
@@ -526,7 +528,7 @@ fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>,
         None => (now, None),
         Some(token) => match decode_continue(token) {
             Err(e) => return bad_request(&e),
-            Ok((rv, ..)) if now - rv > state.continue_ttl_secs => {
+            Ok((rv, ..)) if now - rv > state.continue_ttl_secs || state.force_expired() => {
                 let fresh = ContinueToken { v: "meta.k8s.io/v1".to_owned(), rv: now, start: String::new() };
                 let inconsistent = decode_continue(token)
                     .map(|(_, ns, name)| ContinueToken { start: format!("{ns}/{name}\u{0}"), ..fresh })
@@ -624,6 +626,32 @@ fn get_pod(state: &State, ns: &str, name: &str) -> HttpResponse {
             &format!("pods \"{name}\" not found"),
             json!({}),
             json!({"name": name, "kind": "pods"}),
+        ),
+    }
+}
+
+/// One pod's PodMetrics from the latest scrape, as `kubectl top pod NAME` reads it.
+fn get_pod_metrics(state: &State, ns: &str, name: &str) -> HttpResponse {
+    let ts = scrape_at(state.clock.now());
+    let snap = snapshot(state, Kind::Metrics, ts);
+    let pods = state.workload.pods();
+    let key = (ns, name);
+    let at = snap
+        .items
+        .partition_point(|(i, _)| pods.get(*i).is_some_and(|p| (p.namespace.as_str(), p.name.as_str()) < key));
+    match snap.items.get(at).filter(|(i, _)| pods.get(*i).is_some_and(|p| p.namespace == ns && p.name == name)) {
+        Some((_, item)) => {
+            let mut body = Vec::with_capacity(item.len() + 64);
+            body.extend_from_slice(br#"{"kind":"PodMetrics","apiVersion":"metrics.k8s.io/v1beta1","#);
+            body.extend_from_slice(item.get(1..).unwrap_or_default());
+            HttpResponse::Ok().insert_header((CONTENT_TYPE, "application/json")).body(body)
+        }
+        None => status_with(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("podmetrics.metrics.k8s.io \"{name}\" not found"),
+            json!({}),
+            json!({"name": name, "group": "metrics.k8s.io", "kind": "pods"}),
         ),
     }
 }

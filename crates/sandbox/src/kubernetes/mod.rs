@@ -15,6 +15,7 @@ use crate::tls::Ca;
 use crate::workload::{SimClock, Workload};
 use actix_web::web;
 use base64::Engine as _;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +56,10 @@ struct State {
     faults: Mutex<Faults>,
     cache: api::Cache,
     address: Mutex<String>,
+    /// Requests received (authenticated or not).
+    requests: AtomicU64,
+    /// Requests carrying a continue token still to be answered 410 Expired.
+    expire_continues: AtomicU32,
 }
 
 impl std::fmt::Debug for State {
@@ -64,6 +69,11 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
+    /// Whether this continue token is to be treated as expired (counting it).
+    fn force_expired(&self) -> bool {
+        self.expire_continues.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    }
+
     /// The faults to apply to the next request, counting it.
     fn take_faults(&self) -> Faults {
         let mut f = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
@@ -106,6 +116,8 @@ impl KubeCluster {
             faults: Mutex::new(Faults::default()),
             cache: api::Cache::default(),
             address: Mutex::new(String::new()),
+            requests: AtomicU64::new(0),
+            expire_continues: AtomicU32::new(0),
         });
         let shared = web::Data::from(Arc::clone(&state));
         let served = Served::start(
@@ -151,6 +163,18 @@ impl KubeCluster {
     /// Switches faults on (or off, with `Faults::default()`).
     pub fn set_faults(&self, faults: Faults) {
         *self.state.faults.lock().unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// How many requests the server has received, answered or refused alike.
+    #[must_use]
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Answers the next `n` list requests that carry a continue token with 410 Expired, as a
+    /// real server does once the token is older than etcd's compaction, whatever the clock.
+    pub fn expire_next_continue_tokens(&self, n: u32) {
+        self.state.expire_continues.store(n, Ordering::SeqCst);
     }
 
     /// A kubeconfig with one cluster, one token user and one context, all named after the

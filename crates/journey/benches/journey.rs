@@ -117,6 +117,21 @@ async fn main() {
         latencies.push(at - *start);
     }
     let wall = last - begin;
+    // The journey's two halves: billing (webhook to PaymentMethodAddedV1 on NATS) and
+    // provisioning (from there to ClusterAssignedV1).
+    let (mut billing_part, mut provisioning_part) = (Vec::new(), Vec::new());
+    {
+        let added = platform.card_added_at.lock().unwrap();
+        let assigned = platform.assigned_at.lock().unwrap();
+        for (person, start) in people.iter().zip(&started) {
+            if let (Some(a), Some(c)) = (added.get(&person.user_id), assigned.get(&person.user_id)) {
+                billing_part.push(a.saturating_duration_since(*start));
+                provisioning_part.push(c.saturating_duration_since(*a));
+            }
+        }
+    }
+    billing_part.sort();
+    provisioning_part.sort();
     latencies.sort();
 
     let mut everyone = people.clone();
@@ -142,6 +157,18 @@ async fn main() {
         ms(percentile(&latencies, 99.0)),
         ms(*latencies.last().unwrap())
     );
+    for (name, part) in [
+        ("  of which webhook -> PaymentMethodAdded", &billing_part),
+        ("  of which PaymentMethodAdded -> ClusterAssigned", &provisioning_part),
+    ] {
+        println!(
+            "| {name} | {} | - | {:.1} | {:.1} | {:.1} |",
+            part.len(),
+            ms(percentile(part, 50.0)),
+            ms(percentile(part, 99.0)),
+            ms(*part.last().unwrap())
+        );
+    }
     println!();
     println!(
         "loaded p99 / baseline p50: {:.1}x",

@@ -19,7 +19,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::{ClusterAssignedV1, Envelope};
+use hopsbridge_contracts::events::{ClusterAssignedV1, Envelope, PaymentMethodAddedV1};
 use hopsbridge_platform::config::env_var;
 use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
 use hopsbridge_sandbox::stripe::WebhookFaults;
@@ -128,6 +128,8 @@ pub struct Platform {
     pub admin_token: String,
     /// When each user's ClusterAssignedV1 went by on NATS.
     pub assigned_at: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    /// When each user's PaymentMethodAddedV1 went by on NATS.
+    pub card_added_at: Arc<Mutex<HashMap<Uuid, Instant>>>,
     binaries: Binaries,
     processes: Mutex<BTreeMap<&'static str, ServiceProcess>>,
     env: BTreeMap<&'static str, Vec<(String, String)>>,
@@ -195,21 +197,40 @@ impl Platform {
             env.insert(service.name(), vars);
         }
 
-        // Watch ClusterAssignedV1 go by, to time each journey's last step.
+        // Watch PaymentMethodAddedV1 and ClusterAssignedV1 go by, to time each journey's steps.
         let assigned_at = Arc::new(Mutex::new(HashMap::new()));
+        let card_added_at = Arc::new(Mutex::new(HashMap::new()));
         let nats = async_nats::connect(bus.url()).await.expect("connect to NATS");
-        let mut sub =
+        let mut assigned =
             nats.subscribe(bus.subjects().event::<ClusterAssignedV1>()).await.expect("subscribe to ClusterAssignedV1");
-        let seen = Arc::clone(&assigned_at);
+        let mut added = nats
+            .subscribe(bus.subjects().event::<PaymentMethodAddedV1>())
+            .await
+            .expect("subscribe to PaymentMethodAdded");
+        let (seen_assigned, seen_added) = (Arc::clone(&assigned_at), Arc::clone(&card_added_at));
         let listener = tokio::spawn(async move {
             use futures::StreamExt;
             let _keep = nats;
-            while let Some(msg) = sub.next().await {
-                let at = Instant::now();
-                let Ok(envelope) = Envelope::decode(msg.payload.as_ref()) else { continue };
-                let Ok(event) = ClusterAssignedV1::decode(envelope.payload.as_slice()) else { continue };
-                if let Ok(id) = event.user_id.parse::<Uuid>() {
+            let record = |seen: &Mutex<HashMap<Uuid, Instant>>, user_id: &str, at: Instant| {
+                if let Ok(id) = user_id.parse::<Uuid>() {
                     seen.lock().expect("lock").entry(id).or_insert(at);
+                }
+            };
+            loop {
+                tokio::select! {
+                    Some(msg) = assigned.next() => {
+                        let at = Instant::now();
+                        let Ok(envelope) = Envelope::decode(msg.payload.as_ref()) else { continue };
+                        let Ok(event) = ClusterAssignedV1::decode(envelope.payload.as_slice()) else { continue };
+                        record(&seen_assigned, &event.user_id, at);
+                    }
+                    Some(msg) = added.next() => {
+                        let at = Instant::now();
+                        let Ok(envelope) = Envelope::decode(msg.payload.as_ref()) else { continue };
+                        let Ok(event) = PaymentMethodAddedV1::decode(envelope.payload.as_slice()) else { continue };
+                        record(&seen_added, &event.user_id, at);
+                    }
+                    else => return,
                 }
             }
         });
@@ -223,6 +244,7 @@ impl Platform {
             cluster_ids: Vec::new(),
             admin_token: String::new(),
             assigned_at,
+            card_added_at,
             binaries,
             processes: Mutex::new(BTreeMap::new()),
             env,

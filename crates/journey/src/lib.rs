@@ -273,11 +273,6 @@ impl Platform {
         drop(self.processes.lock().expect("lock").remove(service.name()));
     }
 
-    /// The log lines a service printed so far.
-    pub fn output(&self, service: Service) -> String {
-        self.processes.lock().expect("lock").get_mut(service.name()).map(ServiceProcess::output).unwrap_or_default()
-    }
-
     async fn bootstrap_admin(&mut self) {
         let admin = TestUser::database("journey-admin", "admin@hopsbridge.example", "Journey Admin");
         self.world.auth0.add_user(admin.clone());

@@ -87,8 +87,9 @@ pub struct Account {
     pub subscription_status: Option<String>,
 }
 
-/// A card as `GET /api/billing` shows it.
-#[derive(Debug, Clone, Queryable, Serialize, utoipa::ToSchema)]
+/// A card as `GET /api/billing` shows it, and as much of it as a webhook carried (every field
+/// may be missing).
+#[derive(Debug, Clone, Default, Queryable, Serialize, utoipa::ToSchema)]
 pub struct CardSummary {
     /// `visa`, `mastercard`, …
     pub brand: Option<String>,
@@ -230,25 +231,18 @@ pub async fn usable_payment_methods(conn: &mut AsyncPgConnection, customer: &str
         .await
 }
 
-/// A card's details, when the event carried them.
-#[derive(Debug, Clone, Default)]
-pub struct Card {
-    /// Brand.
-    pub brand: Option<String>,
-    /// Last four digits.
-    pub last4: Option<String>,
-    /// Expiry month.
-    pub exp_month: Option<i32>,
-    /// Expiry year.
-    pub exp_year: Option<i32>,
-}
-
 /// Records that payment method `id` is attached to `customer` (at `at`, the event's time),
 /// unless it was detached already: a detached payment method cannot be attached again.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn attach(conn: &mut AsyncPgConnection, id: &str, customer: &str, card: &Card, at: i64) -> QueryResult<()> {
+pub async fn attach(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    customer: &str,
+    card: &CardSummary,
+    at: i64,
+) -> QueryResult<()> {
     use diesel::sql_types::{BigInt, Integer, Nullable, Text};
     diesel::sql_query(
         "INSERT INTO payment_methods (id, stripe_customer_id, brand, last4, exp_month, exp_year, attached_at) \

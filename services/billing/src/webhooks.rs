@@ -19,7 +19,7 @@
 //! transaction, and [`run_follow_ups`] reads the saved card and makes it the customer's default
 //! in the background, retrying until Stripe agrees.
 
-use crate::accounts::{self, Card, InvoiceRecord};
+use crate::accounts::{self, CardSummary, InvoiceRecord};
 use crate::stripe::{Stripe, StripeError, Subscription, params};
 use diesel_async::AsyncPgConnection;
 use hmac::{Hmac, Mac};
@@ -166,10 +166,10 @@ fn id_of(v: &Value) -> Option<String> {
     }
 }
 
-fn card_of(pm: &Value) -> Card {
+fn card_of(pm: &Value) -> CardSummary {
     let card = &pm["card"];
     let int = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
-    Card {
+    CardSummary {
         brand: card["brand"].as_str().map(str::to_owned),
         last4: card["last4"].as_str().map(str::to_owned),
         exp_month: int(&card["exp_month"]),
@@ -188,7 +188,7 @@ pub struct Webhooks {
 /// A change to a payment method an event asks for.
 #[derive(Debug, Clone)]
 enum PmChange {
-    Attach { pm: String, customer: String, card: Card },
+    Attach { pm: String, customer: String, card: CardSummary },
     Detach { pm: String, customer: String },
 }
 
@@ -290,8 +290,11 @@ impl Webhooks {
             }
             "setup_intent.succeeded" => match (id_of(&o["payment_method"]), id_of(&o["customer"])) {
                 (Some(pm), Some(customer)) => {
-                    let card =
-                        if o["payment_method"].is_object() { card_of(&o["payment_method"]) } else { Card::default() };
+                    let card = if o["payment_method"].is_object() {
+                        card_of(&o["payment_method"])
+                    } else {
+                        CardSummary::default()
+                    };
                     Effect::PaymentMethod(PmChange::Attach { pm, customer, card })
                 }
                 _ => Effect::Nothing,
@@ -447,7 +450,7 @@ async fn finish_follow_up(
                 let (event_id, customer, pm) = (event_id.clone(), customer.clone(), pm.clone());
                 Box::pin(async move {
                     if let Some(pm) = pm {
-                        let attach = PmChange::Attach { pm, customer, card: Card::default() };
+                        let attach = PmChange::Attach { pm, customer, card: CardSummary::default() };
                         apply_payment_method(c, &attach, at).await?;
                     }
                     diesel::sql_query(

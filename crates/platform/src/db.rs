@@ -191,7 +191,8 @@ pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migration
         Service::Identity => Some(&IDENTITY_MIGRATIONS),
         Service::Billing => Some(&BILLING_MIGRATIONS),
         Service::Provisioning => Some(&PROVISIONING_MIGRATIONS),
-        Service::Gateway | Service::Team | Service::Metering => None,
+        Service::Metering => Some(&METERING_MIGRATIONS),
+        Service::Gateway | Service::Team => None,
     };
     Migrations { schema: service.name(), own }
 }
@@ -204,6 +205,9 @@ pub const BILLING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migr
 
 /// provisioning's own tables.
 pub const PROVISIONING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/provisioning");
+
+/// metering's own tables.
+pub const METERING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/metering");
 
 /// The outbox and inbox tables every service has.
 pub const PLATFORM_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/platform");

@@ -243,7 +243,7 @@ pub struct OwnerUsage {
 }
 
 /// Counters of one collection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CollectStats {
     /// HTTP requests sent, retries and restarts included.
     pub api_calls: u64,

@@ -1,20 +1,40 @@
-//! The metering service: usage samples per cluster, namespace, user and UTC window.
+//! The metering service: usage samples per cluster, namespace, user and UTC window, exactly
+//! once, and usage per user, project and day derived from them.
 //!
-//! Its features arrive with their issues; today it is a complete service shell (configuration,
-//! its Postgres schema with outbox and inbox, NATS, health endpoints and graceful shutdown) and
-//! the core of collection as library modules: exact [`quantity`] parsing, exact [`usage`],
-//! UTC-aligned [`window`]s and [`collect`]ing one cluster's window.
+//! - It learns clusters, Hopsworks accounts and team memberships from provisioning's and
+//!   team's events ([`projection`]), and asks provisioning for each cluster's kubeconfig and
+//!   Hopsworks projects ([`access`]).
+//! - Every UTC-aligned window, each measured cluster gets a run ([`runs`]) that one replica
+//!   leases and collects ([`collect`], [`scheduler`]); the samples, `usage_daily` and one
+//!   `UsageRecordedV1` per attributed sample are written in one transaction.
+//! - A window that cannot be measured in time is a gap with its reason; admins see runs, gaps
+//!   and usage, and can collect a cluster now ([`routes`]).
 
+pub mod access;
+pub mod attribution;
 pub mod collect;
+pub mod config;
+pub mod projection;
 pub mod quantity;
+pub mod routes;
+pub mod runs;
+pub mod scheduler;
 pub mod usage;
 pub mod window;
 
+pub use config::MeteringConfig;
+
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::{DATA_SERVICE_DEFAULTS, DataServiceConfig};
+use hopsbridge_contracts::events::{
+    ClusterAssignedV1, ClusterRegisteredV1, ClusterUnassignedV1, ClusterUpdatedV1, TeamMemberJoinedV1,
+    TeamMemberRemovedV1,
+};
+use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
+use hopsbridge_platform::events::ConsumerHooks;
 use hopsbridge_platform::service::{Application, DataService};
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// This service.
 pub const SERVICE: Service = Service::Metering;
@@ -30,7 +50,41 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 ///
 /// # Errors
 /// When Postgres or NATS cannot be reached, a migration fails, or the port cannot be bound.
-pub async fn build(config: DataServiceConfig) -> anyhow::Result<Application> {
-    let service = DataService::connect(SERVICE, config, MIGRATIONS).await?;
-    service.application(Arc::new(|_routes| {}))
+pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
+    let key = hopsbridge_platform::caller::CallerKey::new(&config.auth.gateway_signing_key)
+        .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key: {e}"))?;
+    let provisioning = access::Provisioning::new(&config.provisioning, key)?;
+    let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    let wake = Arc::new(Notify::new());
+    // A newly known cluster is scheduled at once rather than at the next tick.
+    let woken = wake.clone();
+    let hooks = ConsumerHooks {
+        after_commit: Some(Arc::new(move |_| {
+            woken.notify_one();
+            Box::pin(async {})
+        })),
+    };
+    let registered = service.consumer::<ClusterRegisteredV1, _>(projection::Clusters).with_hooks(hooks.clone());
+    let updated = service.consumer::<ClusterUpdatedV1, _>(projection::Clusters).with_hooks(hooks);
+    let assigned = service.consumer::<ClusterAssignedV1, _>(projection::Accounts);
+    let unassigned = service.consumer::<ClusterUnassignedV1, _>(projection::Accounts);
+    let joined = service.consumer::<TeamMemberJoinedV1, _>(projection::Memberships);
+    let removed = service.consumer::<TeamMemberRemovedV1, _>(projection::Memberships);
+    let state = routes::State {
+        db: service.db.clone(),
+        wake: wake.clone(),
+        window_secs: i64::from(config.schedule.window_secs),
+        deadline_secs: i64::from(config.schedule.deadline_secs),
+    };
+    let meter =
+        scheduler::Meter::new(service.db.clone(), provisioning, config.collect.clone(), config.schedule.clone(), wake);
+    Ok(service
+        .application(Arc::new(move |c| routes::configure(c, state.clone())))?
+        .with_task("cluster-registered", move |cancel| registered.run(cancel))
+        .with_task("cluster-updated", move |cancel| updated.run(cancel))
+        .with_task("cluster-assigned", move |cancel| assigned.run(cancel))
+        .with_task("cluster-unassigned", move |cancel| unassigned.run(cancel))
+        .with_task("team-member-joined", move |cancel| joined.run(cancel))
+        .with_task("team-member-removed", move |cancel| removed.run(cancel))
+        .with_task("meter", move |cancel| meter.run(cancel)))
 }

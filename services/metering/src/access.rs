@@ -1,0 +1,136 @@
+//! What metering asks provisioning for over its internal API: a cluster's kubeconfig (held
+//! only in memory here) and its Hopsworks projects. Requests are signed with the key shared by
+//! the services, as the metering service (decision 0026).
+
+use crate::attribution::Project;
+use crate::config::ProvisioningApiConfig;
+use hopsbridge_contracts::Service;
+use hopsbridge_platform::Secret;
+use hopsbridge_platform::caller::{Caller, CallerKey};
+use serde::Deserialize;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Why provisioning could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// provisioning does not know the cluster.
+    #[error("provisioning does not know cluster {0}")]
+    UnknownCluster(Uuid),
+    /// Any other answer or failure; the message carries no secret.
+    #[error("{what}: {message}")]
+    Failed {
+        /// The request.
+        what: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl AccessError {
+    /// A stable snake_case code for the failure.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownCluster(_) => "cluster_unknown",
+            Self::Failed { what: "kubeconfig", .. } => "kubeconfig_unavailable",
+            Self::Failed { .. } => "projects_unavailable",
+        }
+    }
+}
+
+/// A client of provisioning's internal API.
+#[derive(Clone, Debug)]
+pub struct Provisioning {
+    http: reqwest::Client,
+    base: String,
+    key: CallerKey,
+}
+
+#[derive(Deserialize)]
+struct KubeconfigAnswer {
+    kubeconfig: String,
+}
+
+#[derive(Deserialize)]
+struct ProjectsAnswer {
+    projects: Vec<ProjectItem>,
+}
+
+#[derive(Deserialize)]
+struct ProjectItem {
+    id: i64,
+    name: String,
+    namespace: String,
+    creator_username: String,
+}
+
+impl Provisioning {
+    /// A client of the API at `cfg.url`, signing with `key`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(cfg: &ProvisioningApiConfig, key: CallerKey) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.timeout_ms)).build()?;
+        Ok(Self { http, base: cfg.url.trim_end_matches('/').to_owned(), key })
+    }
+
+    async fn get(&self, what: &'static str, path: String) -> Result<reqwest::Response, AccessError> {
+        let caller = Caller::service(Service::Metering);
+        let headers = self.key.sign("GET", &path, &caller, chrono::Utc::now().timestamp());
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let failed = |message: String| AccessError::Failed { what, message };
+        let response = request.send().await.map_err(|e| failed(format!("provisioning unreachable: {e}")))?;
+        match response.status().as_u16() {
+            200 => Ok(response),
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                let code = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
+                    .unwrap_or_default();
+                if status == 404 && code == "cluster_not_found" {
+                    return Err(AccessError::UnknownCluster(Uuid::nil()));
+                }
+                Err(failed(format!("provisioning answered {status} {code}")))
+            }
+        }
+    }
+
+    /// The cluster's kubeconfig.
+    ///
+    /// # Errors
+    /// When provisioning does not know the cluster or does not answer.
+    pub async fn kubeconfig(&self, cluster: Uuid) -> Result<Secret<String>, AccessError> {
+        let answer = self.get("kubeconfig", format!("/internal/clusters/{cluster}/kubeconfig")).await.map_err(|e| {
+            if matches!(e, AccessError::UnknownCluster(_)) { AccessError::UnknownCluster(cluster) } else { e }
+        })?;
+        let body: KubeconfigAnswer = answer.json().await.map_err(|e| AccessError::Failed {
+            what: "kubeconfig",
+            message: format!("unreadable answer: {}", e.without_url()),
+        })?;
+        Ok(Secret::new(body.kubeconfig))
+    }
+
+    /// The cluster's Hopsworks projects, by namespace.
+    ///
+    /// # Errors
+    /// When provisioning does not know the cluster, or it or Hopsworks does not answer.
+    pub async fn projects(&self, cluster: Uuid) -> Result<Vec<(String, Project)>, AccessError> {
+        let answer = self.get("projects", format!("/internal/clusters/{cluster}/projects")).await.map_err(|e| {
+            if matches!(e, AccessError::UnknownCluster(_)) { AccessError::UnknownCluster(cluster) } else { e }
+        })?;
+        let body: ProjectsAnswer = answer.json().await.map_err(|e| AccessError::Failed {
+            what: "projects",
+            message: format!("unreadable answer: {}", e.without_url()),
+        })?;
+        Ok(body
+            .projects
+            .into_iter()
+            .map(|p| (p.namespace, Project { id: p.id, name: p.name, creator_username: p.creator_username }))
+            .collect())
+    }
+}

@@ -1,0 +1,735 @@
+//! The metering service in-process with provisioning, against the real Postgres and NATS and
+//! the sandbox's Hopsworks and Kubernetes: windows measured once, attributed by (cluster,
+//! namespace) to the right user and owner, announced once; replays, a second replica and a
+//! replica killed mid-window add nothing twice; failing clusters and a metering outage leave
+//! gaps with reasons; the admin API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::events::{
+    Envelope, PaymentMethodAddedV1, TeamMemberJoinedV1, UsageRecordedV1, UserCreatedV1,
+};
+use hopsbridge_contracts::{Event, Service};
+use hopsbridge_metering::MeteringConfig;
+use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::config::env_var;
+use hopsbridge_provisioning::ProvisioningConfig;
+use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
+use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
+use hopsbridge_sandbox::workload::{MemFormat, Profile, SimClock, SimContainer, SimPod, Workload};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb};
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const CLIENT_ID: &str = "hopsbridge-oauth-client";
+/// Window length of these tests, seconds.
+const WINDOW: i64 = 2;
+const WAIT: Duration = Duration::from_secs(60);
+/// CPU of ada's pod, nanocores (500m), memory 1 GiB; bob's pod: 250m, 512 MiB, one GPU.
+const ADA_CPU: i64 = 500_000_000;
+const ADA_MEM: i64 = 1 << 30;
+const BOB_CPU: i64 = 250_000_000;
+const BOB_MEM: i64 = 512 << 20;
+
+fn container(cpu: u64, mem: u64, gpus: u64) -> SimContainer {
+    SimContainer {
+        name: "main".to_owned(),
+        image: "docker.hops.works/jupyter:4.1.0".to_owned(),
+        cpu_request_millis: 1000,
+        memory_request_bytes: 1 << 30,
+        gpus,
+        profile: Profile::Steady { cpu_nanocores: cpu, memory_bytes: mem },
+        memory_format: MemFormat::Kibi,
+    }
+}
+
+fn pod(ns: &str, name: &str, owner: &str, c: SimContainer) -> SimPod {
+    SimPod {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        uid: format!("uid-{ns}-{name}"),
+        labels: [("owner".to_owned(), owner.to_owned())].into(),
+        node: "node-1".to_owned(),
+        created: 1_700_000_000,
+        started: 1_700_000_000,
+        finished: None,
+        deleted: None,
+        containers: vec![c],
+    }
+}
+
+/// ada's and bob's pods in ada's project, a stranger's pod there, and ada's pod in a namespace
+/// that is no project of this cluster. Usernames are what the Hopsworks sandbox generates for
+/// ada@… and bob@… (`ada10000`, `bob10000`).
+fn workload() -> Workload {
+    let (a, b) = (u64::try_from(ADA_CPU).unwrap(), u64::try_from(BOB_CPU).unwrap());
+    let (am, bm) = (u64::try_from(ADA_MEM).unwrap(), u64::try_from(BOB_MEM).unwrap());
+    Workload::new(
+        vec![],
+        vec![
+            pod("ada-lab", "jupyter-ada", "ada10000", container(a, am, 0)),
+            pod("ada-lab", "train-bob", "bob10000", container(b, bm, 1)),
+            pod("ada-lab", "miner", "eve10000", container(a, am, 0)),
+            pod("elsewhere", "side-job", "ada10000", container(a, am, 0)),
+        ],
+    )
+}
+
+fn admin() -> Caller {
+    Caller {
+        subject: "auth0|admin".into(),
+        user_id: Some(Uuid::now_v7()),
+        roles: vec![Role::User, Role::Admin],
+        email: None,
+    }
+}
+
+fn person(user: Uuid) -> Caller {
+    Caller { subject: format!("auth0|{user}"), user_id: Some(user), roles: vec![Role::User, Role::Owner], email: None }
+}
+
+struct Sim {
+    hopsworks: HopsworksSim,
+    kube: KubeCluster,
+}
+
+fn sim(name: &str, clock: &Arc<SimClock>) -> Sim {
+    let hopsworks = HopsworksSim::start(HopsworksConfig::new(
+        name,
+        &format!("hw-key-{name}-{}", Uuid::new_v4().simple()),
+        CLIENT_ID,
+    ))
+    .unwrap();
+    let kube = KubeCluster::start(name, Arc::new(workload()), Arc::clone(clock), KubeOptions::default()).unwrap();
+    Sim { hopsworks, kube }
+}
+
+struct Env {
+    db: TestDb,
+    bus: TestBus,
+    key: CallerKey,
+    provisioning: String,
+    clock: Arc<SimClock>,
+    stops: Vec<CancellationToken>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for s in &self.stops {
+            s.cancel();
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct S {
+    #[diesel(sql_type = Text)]
+    s: String,
+}
+
+impl Env {
+    async fn start() -> Self {
+        hopsbridge_testkit::init();
+        let db = TestDb::new().await;
+        let bus = TestBus::new().await;
+        let clock = Arc::new(SimClock::new(chrono::Utc::now().timestamp()));
+        let follow = Arc::clone(&clock);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            while !stopped.is_cancelled() {
+                follow.set(chrono::Utc::now().timestamp());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let var = |k: &str, v: &str| (env_var(Service::Provisioning, k), v.to_owned());
+        let env = vec![
+            var("database.url", db.url()),
+            var("nats.url", bus.url()),
+            var("nats.prefix", bus.prefix()),
+            var("http.port", "0"),
+            var("http.workers", "2"),
+            var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+            var("encryption.keys", PROVISIONING_ENCRYPTION_KEYS),
+            var("encryption.active_key", "test1"),
+            var("hopsworks.request_timeout_ms", "2000"),
+            var("hopsworks.connect_timeout_ms", "1000"),
+            var("hopsworks.initial_backoff_ms", "20"),
+            var("hopsworks.max_backoff_ms", "100"),
+            var("assignments.retry_interval_ms", "100"),
+            var("assignments.initial_retry_delay_ms", "200"),
+            var("assignments.max_retry_delay_ms", "500"),
+            var("assignments.lease_secs", "60"),
+        ];
+        let config: ProvisioningConfig = hopsbridge_platform::config::load_from(
+            Service::Provisioning,
+            &hopsbridge_provisioning::DEFAULTS,
+            None,
+            env,
+        )
+        .unwrap();
+        let app = hopsbridge_provisioning::build(config).await.unwrap();
+        let provisioning = format!("http://127.0.0.1:{}", app.port());
+        let p_stop = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(p_stop.clone()));
+        let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+        Self { db, bus, key, provisioning, clock, stops: vec![stop, p_stop] }
+    }
+
+    /// Starts a metering replica; `deadline` is seconds after a window's end it may be measured.
+    async fn metering(&mut self, deadline: u32, extra: &[(&str, &str)]) -> (String, CancellationToken) {
+        let var = |k: &str, v: &str| (env_var(Service::Metering, k), v.to_owned());
+        let mut env = vec![
+            var("database.url", self.db.url()),
+            var("nats.url", self.bus.url()),
+            var("nats.prefix", self.bus.prefix()),
+            var("http.port", "0"),
+            var("http.workers", "2"),
+            var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
+            var("provisioning.url", &self.provisioning),
+            var("schedule.window_secs", &WINDOW.to_string()),
+            var("schedule.settle_secs", "0"),
+            var("schedule.deadline_secs", &deadline.to_string()),
+            var("schedule.lookback_secs", "60"),
+            var("schedule.max_attempts", "2"),
+            var("schedule.retry_delay_ms", "100"),
+            var("schedule.lease_secs", "20"),
+            var("schedule.tick_ms", "100"),
+            var("collect.requests_per_second", "1000"),
+            var("collect.max_attempts", "2"),
+            var("collect.backoff_initial_ms", "10"),
+            var("collect.backoff_max_ms", "50"),
+            var("collect.request_timeout_ms", "3000"),
+        ];
+        env.extend(extra.iter().map(|(k, v)| var(k, v)));
+        let config: MeteringConfig =
+            hopsbridge_platform::config::load_from(Service::Metering, &hopsbridge_metering::DEFAULTS, None, env)
+                .unwrap();
+        let app = hopsbridge_metering::build(config).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(stop.clone()));
+        self.stops.push(stop.clone());
+        (base, stop)
+    }
+
+    async fn call(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        caller: Option<&Caller>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new().request(method.clone(), format!("{base}{path}"));
+        if let Some(caller) = caller {
+            for (name, value) in self.key.sign(method.as_str(), path, caller, chrono::Utc::now().timestamp()) {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers a cluster with provisioning (ClusterRegistered reaches metering).
+    async fn register(&self, name: &str, sim: &Sim) -> Uuid {
+        let body = json!({
+            "name": name,
+            "api_url": sim.hopsworks.origin(),
+            "api_key": sim.hopsworks.api_key(),
+            "kubeconfig": sim.kube.kubeconfig(),
+            "ca_bundle": sim.hopsworks.ca_pem(),
+            "oauth_client_id": CLIENT_ID,
+            "capacity": 10,
+            "region": "eu-north-1",
+            "status": "active",
+        });
+        let (status, body) =
+            self.call(&self.provisioning, Method::POST, "/api/admin/clusters", Some(&admin()), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn publish<E: Event>(&self, event: &E) {
+        let js = self.bus.jetstream().await;
+        let id = Uuid::now_v7().to_string();
+        let envelope = Envelope {
+            event_id: id.clone(),
+            event_type: E::TYPE.into(),
+            schema_version: 1,
+            producer: E::PRODUCER.name().into(),
+            payload: event.encode_to_vec(),
+            ..Default::default()
+        };
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(envelope.encode_to_vec().into())
+            .message_id(id);
+        js.send_publish(self.bus.subjects().event::<E>(), message).await.unwrap().await.unwrap();
+    }
+
+    /// A paying person: identity's and billing's events, so provisioning makes their
+    /// Hopsworks account and announces ClusterAssigned.
+    async fn paying(&self, email: &str) -> Uuid {
+        let user = Uuid::now_v7();
+        self.publish(&UserCreatedV1 {
+            user_id: user.to_string(),
+            auth_subject: format!("auth0|{user}"),
+            email: email.into(),
+            name: email.into(),
+        })
+        .await;
+        self.publish(&PaymentMethodAddedV1 {
+            user_id: user.to_string(),
+            stripe_customer_id: format!("cus_{}", user.simple()),
+        })
+        .await;
+        user
+    }
+
+    async fn n(&self, sql: &str) -> i64 {
+        let mut conn = self.db.connect("metering").await;
+        diesel::sql_query(sql).get_result::<N>(&mut conn).await.unwrap().n
+    }
+
+    async fn s(&self, sql: &str) -> Vec<String> {
+        let mut conn = self.db.connect("metering").await;
+        diesel::sql_query(sql).load::<S>(&mut conn).await.unwrap().into_iter().map(|r| r.s).collect()
+    }
+
+    async fn exec(&self, sql: &str) -> usize {
+        let mut conn = self.db.connect("metering").await;
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap()
+    }
+
+    async fn until(&self, what: &str, sql: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.n(sql).await > 0 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn usage_events(&self) -> Vec<UsageRecordedV1> {
+        #[derive(QueryableByName)]
+        struct B {
+            #[diesel(sql_type = diesel::sql_types::Bytea)]
+            b: Vec<u8>,
+        }
+        let mut conn = self.db.connect("metering").await;
+        let rows: Vec<B> = diesel::sql_query("SELECT envelope AS b FROM outbox WHERE event_type = 'UsageRecorded'")
+            .load(&mut conn)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|r| UsageRecordedV1::decode(Envelope::decode(r.b.as_slice()).unwrap().payload.as_slice()).unwrap())
+            .collect()
+    }
+
+    /// Everything stored adds up, each figure read in one snapshot: every usage_daily row is
+    /// the sum of its attributed samples, there is one UsageRecorded per attributed sample, and
+    /// no sample is announced twice.
+    async fn assert_consistent(&self) {
+        let mismatched = self
+            .n("SELECT count(*) AS n FROM usage_daily d FULL JOIN (
+                    SELECT (window_start AT TIME ZONE 'UTC')::date AS day, user_id, owner_user_id, cluster_id, namespace,
+                           sum(cpu_nanocore_seconds) AS cpu, sum(memory_byte_seconds) AS mem, sum(gpu_seconds) AS gpu,
+                           count(*) AS samples
+                    FROM samples WHERE attribution = 'attributed' GROUP BY 1, 2, 3, 4, 5) s
+                USING (day, user_id, owner_user_id, cluster_id, namespace)
+                WHERE d.cpu_nanocore_seconds IS DISTINCT FROM s.cpu OR d.memory_byte_seconds IS DISTINCT FROM s.mem
+                   OR d.gpu_seconds IS DISTINCT FROM s.gpu OR d.samples IS DISTINCT FROM s.samples")
+            .await;
+        assert_eq!(mismatched, 0, "usage_daily is the sum of the attributed samples");
+        let unannounced = self
+            .n("SELECT (SELECT count(*) FROM samples WHERE attribution = 'attributed')
+                     - (SELECT count(*) FROM outbox WHERE event_type = 'UsageRecorded') AS n")
+            .await;
+        assert_eq!(unannounced, 0, "one UsageRecorded per attributed sample");
+        let events = self.usage_events().await;
+        let ids: std::collections::HashSet<_> = events.iter().map(|e| e.sample_id.clone()).collect();
+        assert_eq!(ids.len(), events.len(), "no sample announced twice");
+    }
+}
+
+/// Sets up one cluster with ada (owner) and bob (member of ada's team) assigned and ada's
+/// project created; answers (ada, bob, cluster, when everything was in place).
+async fn populated(env: &mut Env, sim: &Sim) -> (Uuid, Uuid, Uuid, i64) {
+    let cluster = env.register("eu-1", sim).await;
+    let ada = env.paying("ada@example.com").await;
+    let bob = env.paying("bob@example.com").await;
+    env.until(
+        "both accounts are known to metering",
+        "SELECT (count(*) = 2)::int::bigint AS n FROM accounts WHERE assigned_at IS NOT NULL",
+    )
+    .await;
+    let names: Vec<String> = sim.hopsworks.users().into_iter().map(|u| u.username).collect();
+    assert!(names.contains(&"ada10000".to_owned()) && names.contains(&"bob10000".to_owned()), "{names:?}");
+    let project = sim.hopsworks.create_project("ada10000", "ada_lab").unwrap();
+    assert_eq!(project.namespace, "ada-lab");
+    env.publish(&TeamMemberJoinedV1 {
+        owner_user_id: ada.to_string(),
+        member_user_id: bob.to_string(),
+        project_role: "Data scientist".into(),
+    })
+    .await;
+    env.until("bob's membership is known", "SELECT count(*) AS n FROM memberships").await;
+    // Runs for windows starting from now on see everything in place.
+    let ready = (chrono::Utc::now().timestamp() / WINDOW + 1) * WINDOW;
+    (ada, bob, cluster, ready)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_announced_once() {
+    let mut env = Env::start().await;
+    let sim = sim("eu-1", &env.clock);
+    let (base, _stop) = env.metering(30, &[]).await;
+    let (ada, bob, cluster, ready) = populated(&mut env, &sim).await;
+    env.until(
+        "three windows measured after setup",
+        &format!(
+            "SELECT (count(*) >= 3)::int::bigint AS n FROM runs WHERE status = 'complete' AND window_start >= to_timestamp({ready})"
+        ),
+    )
+    .await;
+    let first = env
+        .s(&format!(
+            "SELECT extract(epoch FROM window_start)::bigint::text AS s FROM runs
+             WHERE status = 'complete' AND window_start >= to_timestamp({ready}) ORDER BY window_start LIMIT 1"
+        ))
+        .await
+        .remove(0);
+    // Exact: the steady rates held for the 2 s window, to the nanocore-second.
+    let sample = |user: &str, ns: &str| {
+        format!(
+            "SELECT cpu_nanocore_seconds AS n FROM samples WHERE hopsworks_username = '{user}' AND namespace = '{ns}'
+             AND window_start = to_timestamp({first})"
+        )
+    };
+    assert_eq!(env.n(&sample("ada10000", "ada-lab")).await, ADA_CPU * WINDOW);
+    assert_eq!(env.n(&sample("bob10000", "ada-lab")).await, BOB_CPU * WINDOW);
+    let of = |col: &str, user: &str| {
+        format!(
+            "SELECT {col}::bigint AS n FROM samples WHERE hopsworks_username = '{user}' AND namespace = 'ada-lab'
+             AND window_start = to_timestamp({first})"
+        )
+    };
+    assert_eq!(env.n(&of("memory_byte_seconds", "ada10000")).await, ADA_MEM * WINDOW);
+    assert_eq!(env.n(&of("gpu_seconds", "bob10000")).await, WINDOW);
+    // Attribution: ada's own, bob's billed to ada, the stranger and the foreign namespace kept
+    // but billed to nobody.
+    let who = env
+        .s(&format!(
+            "SELECT hopsworks_username || '/' || namespace || '/' || attribution || '/' ||
+                    coalesce(user_id::text, '-') || '/' || coalesce(owner_user_id::text, '-') AS s
+             FROM samples WHERE window_start = to_timestamp({first}) ORDER BY 1"
+        ))
+        .await;
+    assert_eq!(
+        who,
+        vec![
+            format!("ada10000/ada-lab/attributed/{ada}/{ada}"),
+            "ada10000/elsewhere/unknown_project/-/-".to_owned(),
+            format!("bob10000/ada-lab/attributed/{bob}/{ada}"),
+            "eve10000/ada-lab/unknown_user/-/-".to_owned(),
+        ]
+    );
+    env.assert_consistent().await;
+    let event = env
+        .usage_events()
+        .await
+        .into_iter()
+        .find(|e| e.hopsworks_username == "bob10000" && e.window_start_unix_seconds.to_string() == first)
+        .expect("bob's sample announced");
+    assert_eq!((event.user_id, event.owner_user_id), (bob.to_string(), ada.to_string()));
+    assert_eq!(event.cluster_id, cluster.to_string());
+    assert!(event.gpu_hours.starts_with("0.000555555555"), "2 GPU-seconds in hours: {}", event.gpu_hours);
+    assert_eq!((event.gpu_seconds, event.pods), (2, 1));
+    assert_eq!(event.cpu_nanocore_seconds, u64::try_from(BOB_CPU * WINDOW).unwrap());
+
+    // A replay of a measured window adds nothing: its samples exist already.
+    let window_sum = format!(
+        "SELECT sum(cpu_nanocore_seconds)::bigint AS n FROM samples WHERE window_start = to_timestamp({first})"
+    );
+    let before = env.n(&window_sum).await;
+    let replayed = env
+        .exec(&format!(
+            "UPDATE runs SET status = 'pending', next_attempt_at = now(), attempts = 0, deadline = now() + interval '30 s'
+             WHERE window_start = to_timestamp({first})"
+        ))
+        .await;
+    assert_eq!(replayed, 1);
+    env.until(
+        "the replayed window measured again, adding nothing",
+        &format!(
+            "SELECT count(*) AS n FROM runs WHERE window_start = to_timestamp({first}) AND status = 'complete'
+             AND (stats->>'added')::int = 0 AND (stats->>'attributed')::int = 2"
+        ),
+    )
+    .await;
+    assert_eq!(env.n(&window_sum).await, before);
+    env.assert_consistent().await;
+
+    // An inactive cluster is no longer measured: once its last runs are done, nothing changes.
+    let (status, body) = env
+        .call(
+            &env.provisioning,
+            Method::PATCH,
+            &format!("/api/admin/clusters/{cluster}"),
+            Some(&admin()),
+            Some(json!({"status": "inactive"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.until("metering knows the cluster is inactive", "SELECT count(*) AS n FROM clusters WHERE status = 'inactive'")
+        .await;
+    env.until(
+        "no run left in hand",
+        "SELECT (count(*) = 0)::int::bigint AS n FROM runs WHERE status IN ('pending', 'running')",
+    )
+    .await;
+    let settled = env.n("SELECT count(*) AS n FROM runs").await;
+    tokio::time::sleep(Duration::from_secs(u64::try_from(2 * WINDOW).unwrap())).await;
+    assert_eq!(env.n("SELECT count(*) AS n FROM runs").await, settled, "no window scheduled for an inactive cluster");
+    env.assert_consistent().await;
+
+    // The admin and self-service views.
+    let (status, runs) = env
+        .call(
+            &base,
+            Method::GET,
+            &format!("/api/admin/metering/runs?cluster_id={cluster}&status=complete"),
+            Some(&admin()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    assert!(runs["total"].as_i64().unwrap() >= 3);
+    assert_eq!(runs["items"][0]["stats"]["attributed"], 2, "{runs}");
+    assert_eq!(runs["items"][0]["stats"]["unknown_user"], 1);
+    let today = chrono::Utc::now().date_naive();
+    let (status, mine) = env.call(&base, Method::GET, "/api/usage", Some(&person(ada)), None).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    let users: std::collections::BTreeSet<_> =
+        mine.as_array().unwrap().iter().map(|r| r["user_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(users.len(), 2, "an owner sees their own usage and their member's: {mine}");
+    let (_, bobs) = env.call(&base, Method::GET, "/api/usage", Some(&person(bob)), None).await;
+    assert!(bobs.as_array().unwrap().iter().all(|r| r["user_id"] == bob.to_string()), "a member sees only their own");
+    let (_, strangers) = env.call(&base, Method::GET, "/api/usage", Some(&person(Uuid::now_v7())), None).await;
+    assert_eq!(strangers, json!([]));
+    let (status, _) = env.call(&base, Method::GET, "/api/admin/usage", Some(&person(ada)), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = env.call(&base, Method::GET, "/api/admin/usage", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, daily) = env
+        .call(
+            &base,
+            Method::GET,
+            &format!("/api/admin/usage?owner_user_id={ada}&from={today}&to={today}"),
+            Some(&admin()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{daily}");
+    assert!(
+        daily
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["user_id"] == bob.to_string() && r["owner_user_id"] == ada.to_string())
+    );
+    let (status, samples) = env
+        .call(&base, Method::GET, &format!("/api/admin/usage/samples?user_id={ada}&day={today}"), Some(&admin()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let traced: i64 = samples.as_array().unwrap().iter().map(|s| s["cpu_nanocore_seconds"].as_i64().unwrap()).sum();
+    let own: i64 = daily
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["user_id"] == ada.to_string())
+        .map(|r| r["cpu_nanocore_seconds"].as_i64().unwrap())
+        .sum();
+    assert_eq!(traced, own, "the day's figure is the sum of the samples behind it");
+    let (status, bad) = env.call(&base, Method::GET, "/api/admin/usage?from=2026-02-30", Some(&admin()), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_cluster_leaves_gaps_with_reasons_and_holds_up_no_other() {
+    let mut env = Env::start().await;
+    let good = sim("eu-1", &env.clock);
+    let bad = sim("eu-2", &env.clock);
+    bad.kube.set_faults(Faults { server_error: Some(503), ..Faults::default() });
+    let (base, _stop) = env.metering(30, &[]).await;
+    let good_id = env.register("eu-1", &good).await;
+    let bad_id = env.register("eu-2", &bad).await;
+    env.until(
+        "a gap on the failing cluster",
+        &format!("SELECT count(*) AS n FROM runs WHERE cluster_id = '{bad_id}' AND status = 'gap'"),
+    )
+    .await;
+    env.until(
+        "windows measured on the healthy one",
+        &format!(
+            "SELECT (count(*) >= 2)::int::bigint AS n FROM runs WHERE cluster_id = '{good_id}' AND status = 'complete'"
+        ),
+    )
+    .await;
+    let reasons = env
+        .s(&format!("SELECT DISTINCT gap_reason || ': ' || gap_detail AS s FROM runs WHERE cluster_id = '{bad_id}' AND status = 'gap'"))
+        .await;
+    assert!(reasons.iter().all(|r| r.starts_with("cluster_unavailable: ")), "{reasons:?}");
+    assert!(reasons[0].contains("503"), "{reasons:?}");
+    assert_eq!(
+        env.n(&format!("SELECT count(*) AS n FROM samples WHERE cluster_id = '{bad_id}'")).await,
+        0,
+        "nothing invented"
+    );
+    let tries = env
+        .n(&format!("SELECT min(attempts)::bigint AS n FROM runs WHERE cluster_id = '{bad_id}' AND status = 'gap'"))
+        .await;
+    assert_eq!(tries, 2, "each gap was tried schedule.max_attempts times");
+
+    let (status, gaps) = env
+        .call(&base, Method::GET, &format!("/api/admin/metering/gaps?cluster_id={bad_id}"), Some(&admin()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{gaps}");
+    assert!(gaps["total"].as_i64().unwrap() >= 1);
+    assert_eq!(gaps["items"][0]["gap_reason"], "cluster_unavailable");
+    let (status, none) = env
+        .call(&base, Method::GET, &format!("/api/admin/metering/gaps?cluster_id={good_id}"), Some(&admin()), None)
+        .await;
+    assert_eq!((status, none["total"].as_i64()), (StatusCode::OK, Some(0)), "{none}");
+    let (status, body) =
+        env.call(&base, Method::GET, "/api/admin/metering/runs?status=lost", Some(&admin()), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_status")));
+    let (status, body) =
+        env.call(&base, Method::GET, "/api/admin/metering/gaps", Some(&person(Uuid::now_v7())), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")));
+
+    // Collect now: once the cluster answers again, its last window is measured on request.
+    bad.kube.set_faults(Faults::default());
+    let path = format!("/api/admin/metering/clusters/{bad_id}/collect");
+    let (status, run) = env.call(&base, Method::POST, &path, Some(&admin()), None).await;
+    assert!(status == StatusCode::ACCEPTED || status == StatusCode::CONFLICT, "{status} {run}");
+    env.until(
+        "a window of the recovered cluster measured",
+        &format!("SELECT count(*) AS n FROM runs WHERE cluster_id = '{bad_id}' AND status = 'complete'"),
+    )
+    .await;
+    let (status, body) = env.call(&base, Method::POST, &path, Some(&person(Uuid::now_v7())), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = env
+        .call(
+            &base,
+            Method::POST,
+            &format!("/api/admin/metering/clusters/{}/collect", Uuid::now_v7()),
+            Some(&admin()),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("cluster_not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_windows_a_killed_one_is_taken_over_and_an_outage_is_recorded_as_gaps() {
+    let mut env = Env::start().await;
+    let one = sim("eu-1", &env.clock);
+    let two = sim("eu-2", &env.clock);
+    // One cluster at a time per replica, so both replicas must take part.
+    let (_a, stop_a) = env.metering(8, &[("schedule.clusters_in_flight", "1")]).await;
+    let (_b, stop_b) = env.metering(8, &[("schedule.clusters_in_flight", "1")]).await;
+    let (ada, _bob, c1, ready) = populated(&mut env, &one).await;
+    let c2 = env.register("eu-2", &two).await;
+    env.until(
+        "six windows per cluster measured",
+        &format!(
+            "SELECT (min(n) >= 6)::int::bigint AS n FROM (SELECT count(*) AS n FROM runs
+             WHERE status = 'complete' AND window_start >= to_timestamp({ready}) GROUP BY cluster_id HAVING count(*) > 0) c
+             WHERE (SELECT count(DISTINCT cluster_id) FROM runs WHERE status = 'complete') = 2"
+        ),
+    )
+    .await;
+    let replicas = env.n("SELECT count(DISTINCT claimed_by) AS n FROM runs WHERE status = 'complete'").await;
+    assert_eq!(replicas, 2, "both replicas measured windows");
+    // Every window after setup was measured exactly once: ada's usage is her rate times the
+    // windows measured, not more.
+    let windows = env
+        .n(&format!("SELECT count(*) AS n FROM runs WHERE cluster_id = '{c1}' AND status = 'complete' AND window_start >= to_timestamp({ready})"))
+        .await;
+    let ada_cpu = env
+        .n(&format!(
+            "SELECT sum(cpu_nanocore_seconds)::bigint AS n FROM samples WHERE user_id = '{ada}' AND namespace = 'ada-lab'
+             AND window_start >= to_timestamp({ready}) AND window_start IN (SELECT window_start FROM runs WHERE cluster_id = '{c1}' AND status = 'complete')"
+        ))
+        .await;
+    assert_eq!(ada_cpu, windows * ADA_CPU * WINDOW);
+    env.assert_consistent().await;
+
+    // A replica killed mid-window leaves its run leased; once the lease runs out another
+    // replica takes it over. (This is the state a killed process leaves behind.)
+    let killed = (chrono::Utc::now().timestamp() / WINDOW + 2) * WINDOW;
+    let taken = env
+        .exec(&format!(
+            "INSERT INTO runs (cluster_id, window_start, window_end, status, attempts, next_attempt_at, deadline,
+                               claimed_by, lease_until, started_at)
+             VALUES ('{c2}', to_timestamp({killed}), to_timestamp({killed} + {WINDOW}), 'running', 1,
+                     to_timestamp({killed} + {WINDOW}), to_timestamp({killed} + {WINDOW} + 8), 'killed-replica',
+                     to_timestamp({killed} + {WINDOW}) + interval '1 s', now())"
+        ))
+        .await;
+    assert_eq!(taken, 1);
+    env.until(
+        "the killed replica's run completed by another once its lease ran out",
+        &format!(
+            "SELECT count(*) AS n FROM runs WHERE cluster_id = '{c2}' AND window_start = to_timestamp({killed})
+             AND status = 'complete' AND claimed_by <> 'killed-replica' AND attempts = 2"
+        ),
+    )
+    .await;
+
+    // Metering down for longer than the deadline: the windows it missed become gaps when it
+    // comes back, and measuring resumes.
+    stop_a.cancel();
+    stop_b.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let down_from = chrono::Utc::now().timestamp();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (_c, _stop_c) = env.metering(8, &[]).await;
+    env.until(
+        "missed windows recorded as gaps",
+        &format!(
+            "SELECT (count(*) >= 2)::int::bigint AS n FROM runs WHERE cluster_id = '{c1}' AND status = 'gap'
+             AND gap_reason = 'not_collected' AND window_start > to_timestamp({down_from})"
+        ),
+    )
+    .await;
+    let resumed_from = chrono::Utc::now().timestamp();
+    env.until(
+        "measuring resumed",
+        &format!("SELECT count(*) AS n FROM runs WHERE cluster_id = '{c1}' AND status = 'complete' AND window_start >= to_timestamp({resumed_from})"),
+    )
+    .await;
+    env.assert_consistent().await;
+}

@@ -257,16 +257,7 @@ pub async fn caller(
         Ok(who) => who,
         Err(limited) => return Ok(limited),
     };
-    let roles: Vec<&str> = caller
-        .roles
-        .iter()
-        .map(|r| match r {
-            Role::User => "user",
-            Role::Owner => "owner",
-            Role::Member => "member",
-            Role::Admin => "admin",
-        })
-        .collect();
+    let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "subject": caller.subject,
         "user_id": person.id,

@@ -6,6 +6,11 @@
 //! the services. A service trusts those headers only when the signature verifies (in constant
 //! time) and the timestamp is within a minute; the [`Caller`] extractor answers 401 otherwise.
 //! Binding the method and path means a captured set of headers opens no other route.
+//!
+//! Services call each other's `/internal/...` routes the same way: the calling service signs
+//! with the same key, as [`Caller::service`] (subject `service:<name>`, role
+//! [`Role::Service`], no user id, no email). The gateway never gives a person that role and
+//! never forwards `/internal/...` paths, so only a holder of the key can present it.
 
 use crate::http::ApiError;
 use crate::secret::Secret;
@@ -13,6 +18,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header::HeaderMap;
 use actix_web::{FromRequest, HttpRequest, web};
 use hmac::{Hmac, Mac};
+use hopsbridge_contracts::Service;
 use sha2::Sha256;
 use std::future::{Ready, ready};
 
@@ -32,7 +38,8 @@ pub const SIGNATURE: &str = "x-hopsbridge-signature";
 /// How far a signature's timestamp may be from the service's clock, in seconds.
 pub const MAX_SKEW_SECS: i64 = 60;
 
-/// A caller's role. Admin comes from identity's `is_admin`, never from a token.
+/// A caller's role. Admin comes from identity's `is_admin`, never from a token; Service only
+/// from a service signing its own request, never from the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Any signed-in person.
@@ -43,15 +50,20 @@ pub enum Role {
     Member,
     /// Operates the platform.
     Admin,
+    /// Another Hopsbridge service calling an `/internal/...` route; never a person.
+    Service,
 }
 
 impl Role {
-    const fn as_str(self) -> &'static str {
+    /// The role's name in the roles header.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
             Self::Owner => "owner",
             Self::Member => "member",
             Self::Admin => "admin",
+            Self::Service => "service",
         }
     }
 
@@ -61,10 +73,14 @@ impl Role {
             "owner" => Some(Self::Owner),
             "member" => Some(Self::Member),
             "admin" => Some(Self::Admin),
+            "service" => Some(Self::Service),
             _ => None,
         }
     }
 }
+
+/// The subject prefix of a service caller.
+pub const SERVICE_SUBJECT_PREFIX: &str = "service:";
 
 /// The caller of a request, as the gateway vouched for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +96,28 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// `service` calling another service: subject `service:<name>`, role [`Role::Service`] only,
+    /// no user id and no email.
+    #[must_use]
+    pub fn service(service: Service) -> Self {
+        Self {
+            subject: format!("{SERVICE_SUBJECT_PREFIX}{}", service.name()),
+            user_id: None,
+            roles: vec![Role::Service],
+            email: None,
+        }
+    }
+
+    /// True when the caller is exactly `service` as [`Caller::service`] makes it: its subject,
+    /// the service role and nothing else, no person.
+    #[must_use]
+    pub fn is_service(&self, service: Service) -> bool {
+        self.roles == [Role::Service]
+            && self.user_id.is_none()
+            && self.email.is_none()
+            && self.subject.strip_prefix(SERVICE_SUBJECT_PREFIX) == Some(service.name())
+    }
+
     /// True when the caller has `role`.
     #[must_use]
     pub fn has(&self, role: Role) -> bool {
@@ -273,6 +311,69 @@ mod tests {
         assert_eq!(k.verify("GET", "/api/me", &headers(&escalated), 1_000), Err(CallerError::BadSignature));
         let other = key("another-key-of-thirty-two-bytes!!");
         assert_eq!(other.verify("GET", "/api/me", &headers(&signed), 1_000), Err(CallerError::BadSignature));
+    }
+
+    #[test]
+    fn a_service_caller_signs_and_verifies_as_exactly_that_service() {
+        let k = key(KEY);
+        let metering = Caller::service(Service::Metering);
+        assert_eq!(metering.subject, "service:metering");
+        assert_eq!(
+            (metering.user_id, metering.roles.as_slice(), metering.email.as_deref()),
+            (None, [Role::Service].as_slice(), None)
+        );
+        let path = "/internal/clusters/0193a000-0000-7000-8000-000000000001/kubeconfig";
+        let signed = k.sign("GET", path, &metering, 1_000);
+        let roles = signed.iter().find(|(n, _)| *n == ROLES).map(|(_, v)| v.as_str());
+        assert_eq!(roles, Some("service"));
+        assert!(signed.iter().all(|(n, _)| *n != USER_ID && *n != EMAIL), "a service has no user id or email");
+        let verified = k.verify("GET", path, &headers(&signed), 1_010).unwrap();
+        assert_eq!(verified, metering);
+        assert!(verified.is_service(Service::Metering));
+        assert!(!verified.is_service(Service::Billing));
+        assert!(!verified.has(Role::Admin) && !verified.has(Role::User));
+
+        // Another service's name, an added role or another key does not pass for metering.
+        let mut renamed = signed.clone();
+        for (name, value) in &mut renamed {
+            if *name == SUBJECT {
+                *value = "service:billing".into();
+            }
+        }
+        assert_eq!(k.verify("GET", path, &headers(&renamed), 1_000), Err(CallerError::BadSignature));
+        let mut escalated = signed.clone();
+        for (name, value) in &mut escalated {
+            if *name == ROLES {
+                *value = "service,admin".into();
+            }
+        }
+        assert_eq!(k.verify("GET", path, &headers(&escalated), 1_000), Err(CallerError::BadSignature));
+        let other = key("another-key-of-thirty-two-bytes!!");
+        assert_eq!(other.verify("GET", path, &headers(&signed), 1_000), Err(CallerError::BadSignature));
+        assert_eq!(
+            k.verify("GET", "/internal/clusters/x/projects", &headers(&signed), 1_000),
+            Err(CallerError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn only_the_exact_service_shape_counts_as_a_service() {
+        let metering = Caller::service(Service::Metering);
+        assert!(metering.is_service(Service::Metering));
+        let variants = [
+            Caller { roles: vec![Role::Service, Role::Admin], ..metering.clone() },
+            Caller { roles: vec![Role::Admin], ..metering.clone() },
+            Caller { roles: vec![], ..metering.clone() },
+            Caller { user_id: Some(uuid::Uuid::from_u128(1)), ..metering.clone() },
+            Caller { email: Some("metering@example.com".into()), ..metering.clone() },
+            Caller { subject: "metering".into(), ..metering.clone() },
+            Caller { subject: "service:metering|x".into(), ..metering.clone() },
+            Caller { subject: "auth0|service:metering".into(), ..metering.clone() },
+            Caller { roles: vec![Role::User, Role::Owner, Role::Admin], ..ada() },
+        ];
+        for caller in variants {
+            assert!(!caller.is_service(Service::Metering), "{caller:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! forward the request to the owning service with the caller's identity in headers signed with
 //! the key the services share, the request id and the trace context. Client-sent
 //! `x-hopsbridge-*` headers, cookies and the token itself never reach a service.
+//!
+//! Only the prefixes in [`Routes`] are forwarded, and only when the path arrives as it will be
+//! sent (no dot segments, nothing the URL parser would rewrite), so no request reaches a
+//! service's `/internal/...` routes, which are for the services themselves (decision 0026).
 
 use crate::limits::RateLimiter;
 use crate::tokens::{AccessClaims, LazyValidator};
@@ -230,6 +234,13 @@ pub async fn forward(
     let Some(upstream) = proxy.routes.upstream(path) else {
         return Err(ApiError::not_found("route_not_found", "no such route"));
     };
+    let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
+    let target = Target::new(upstream, path_and_query).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_path",
+            "the path must be sent as it is meant: no dot segments, and special characters percent-encoded",
+        )
+    })?;
     let (caller, _) = match authenticate(&proxy, &client, &req).await? {
         Ok(who) => who,
         Err(limited) => return Ok(limited),
@@ -242,8 +253,33 @@ pub async fn forward(
         }
         body.extend_from_slice(&chunk);
     }
-    let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
-    send(&proxy, &client, &req, upstream, path_and_query, &caller, body.freeze()).await
+    send(&proxy, &client, &req, &target, &caller, body.freeze()).await
+}
+
+/// Where a request is forwarded: the upstream, the path and query the gateway routed on and
+/// signs, and the URL that carries exactly them.
+#[derive(Debug)]
+struct Target<'a> {
+    upstream: &'a str,
+    path_and_query: &'a str,
+    url: reqwest::Url,
+}
+
+impl<'a> Target<'a> {
+    /// `None` when the URL would not carry `path_and_query` unchanged. Parsing a URL resolves
+    /// dot segments (`..`, `%2e%2e`, `.%2E`), reads `\` as `/` and percent-encodes some
+    /// characters, so such a path would reach another route than the one the gateway chose:
+    /// `/api/me/../../internal/…` would leave `/api` for a service's internal routes.
+    fn new(upstream: &'a str, path_and_query: &'a str) -> Option<Self> {
+        let base = reqwest::Url::parse(upstream).ok()?;
+        let url = reqwest::Url::parse(&format!("{upstream}{path_and_query}")).ok()?;
+        let sent = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let unchanged = sent.strip_prefix(base.path().trim_end_matches('/')) == Some(path_and_query);
+        unchanged.then_some(Self { upstream, path_and_query, url })
+    }
 }
 
 /// `GET /api/auth/caller`: who the gateway takes the caller to be (subject, user id, roles),
@@ -257,16 +293,7 @@ pub async fn caller(
         Ok(who) => who,
         Err(limited) => return Ok(limited),
     };
-    let roles: Vec<&str> = caller
-        .roles
-        .iter()
-        .map(|r| match r {
-            Role::User => "user",
-            Role::Owner => "owner",
-            Role::Member => "member",
-            Role::Admin => "admin",
-        })
-        .collect();
+    let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "subject": caller.subject,
         "user_id": person.id,
@@ -321,37 +348,43 @@ async fn authenticate(
         "suspended" => return Err(ApiError::forbidden("account_suspended", "the account is suspended")),
         _ => return Err(ApiError::forbidden("account_deleted", "the account is deleted")),
     }
+    let caller = Caller {
+        subject: claims.subject.to_string(),
+        user_id: Some(person.id),
+        roles: roles_of(&person),
+        email: Some(person.email.clone()),
+    };
+    Ok(Ok((caller, person)))
+}
+
+/// A person's roles: user, owner or member, and admin when identity says so. Never
+/// [`Role::Service`]: that role is only ever signed by a service for itself.
+fn roles_of(person: &Resolved) -> Vec<Role> {
     let mut roles = vec![Role::User, if person.account_owner_id == person.id { Role::Owner } else { Role::Member }];
     if person.is_admin {
         roles.push(Role::Admin);
     }
-    let caller = Caller {
-        subject: claims.subject.to_string(),
-        user_id: Some(person.id),
-        roles,
-        email: Some(person.email.clone()),
-    };
-    Ok(Ok((caller, person)))
+    roles
 }
 
 async fn send(
     proxy: &Proxy,
     client: &WorkerClient,
     req: &HttpRequest,
-    upstream: &str,
-    path_and_query: &str,
+    target: &Target<'_>,
     caller: &Caller,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::bad_request("invalid_method", "unsupported method"))?;
-    let mut outgoing = client.0.request(method, format!("{upstream}{path_and_query}"));
+    let mut outgoing = client.0.request(method, target.url.clone());
     for (name, value) in req.headers() {
         if forwardable(name.as_str()) {
             outgoing = outgoing.header(name.as_str(), value.as_bytes());
         }
     }
-    for (name, value) in proxy.key.sign(req.method().as_str(), path_and_query, caller, chrono::Utc::now().timestamp()) {
+    let now = chrono::Utc::now().timestamp();
+    for (name, value) in proxy.key.sign(req.method().as_str(), target.path_and_query, caller, now) {
         outgoing = outgoing.header(name, value);
     }
     if let Some(id) = hopsbridge_platform::http::current_request_id() {
@@ -360,7 +393,7 @@ async fn send(
     for (name, value) in hopsbridge_platform::telemetry::trace_context_of(&tracing::Span::current()) {
         outgoing = outgoing.header(name, value);
     }
-    relay_answer(outgoing.body(body), upstream).await
+    relay_answer(outgoing.body(body), target.upstream).await
 }
 
 /// Sends a prepared request and hands its answer back to the client.
@@ -430,4 +463,50 @@ async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) ->
         return Err(ApiError::unavailable("identity_unavailable", "sign-in is unavailable; try again shortly"));
     }
     Err(ApiError::new(code, body.code, body.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_person_never_gets_the_service_role() {
+        let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for (owner, is_admin, want) in [
+            (me, false, vec![Role::User, Role::Owner]),
+            (me, true, vec![Role::User, Role::Owner, Role::Admin]),
+            (other, false, vec![Role::User, Role::Member]),
+            (other, true, vec![Role::User, Role::Member, Role::Admin]),
+        ] {
+            let person = Resolved {
+                id: me,
+                status: "active".into(),
+                is_admin,
+                email: "ada@example.com".into(),
+                account_owner_id: owner,
+            };
+            let roles = roles_of(&person);
+            assert_eq!(roles, want);
+            assert!(!roles.contains(&Role::Service));
+        }
+    }
+
+    #[test]
+    fn a_request_is_forwarded_only_with_the_path_it_was_routed_on() {
+        let target = Target::new("http://identity:8081", "/api/me?x=a%40b&y=..").unwrap();
+        assert_eq!(target.url.as_str(), "http://identity:8081/api/me?x=a%40b&y=..");
+        let prefixed = Target::new("http://10.0.0.7/identity", "/api/admin/users/7").unwrap();
+        assert_eq!(prefixed.url.as_str(), "http://10.0.0.7/identity/api/admin/users/7");
+        for rewritten in [
+            "/api/me/../../internal/callers/resolve",
+            "/api/me/%2e%2E/%2E%2e/internal/callers/resolve",
+            "/api/me/.%2e/internal",
+            "/api/me/./",
+            "/api/me/\\..\\..\\internal",
+            "/api/me#fragment",
+            "/api/me/{x}",
+        ] {
+            assert!(Target::new("http://identity:8081", rewritten).is_none(), "{rewritten}");
+        }
+    }
 }

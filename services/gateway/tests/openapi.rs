@@ -34,6 +34,8 @@ fn the_committed_openapi_document_matches_the_code() {
     for path in ["/api/me", "/api/admin/users", "/api/admin/users/{id}/suspend", "/api/auth/login"] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.keys().all(|p| p.starts_with("/api/")), "only public routes are documented: {:?}", paths.keys());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

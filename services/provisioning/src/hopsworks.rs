@@ -1,4 +1,5 @@
-//! A cluster's Hopsworks admin API: find, create, update and deactivate OAuth users.
+//! A cluster's Hopsworks admin API: find, create, update and deactivate OAuth users, and list
+//! the cluster's projects with their creators.
 //!
 //! TLS trusts the cluster's CA bundle and nothing else. Every call is tried again with
 //! exponential backoff and jitter on 5xx, 429, timeouts and connection errors; user creation is
@@ -53,6 +54,39 @@ struct UserList {
     #[serde(default)]
     count: u64,
 }
+
+/// A project as the admin list answers it with `expand=creator`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HopsworksProject {
+    /// Numeric id (pods carry it as their `project-id` label).
+    pub id: i64,
+    /// Name as created (`my_project`).
+    pub name: String,
+    /// The Kubernetes namespace the project's pods run in (`my-project`).
+    pub namespace: String,
+    /// Who created it; absent when Hopsworks does not expand it.
+    #[serde(default)]
+    pub creator: Option<ProjectCreator>,
+}
+
+/// A project's creator, expanded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProjectCreator {
+    /// Hopsworks username; absent when the creator is not expanded.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProjectList {
+    #[serde(default)]
+    items: Vec<HopsworksProject>,
+    #[serde(default)]
+    count: u64,
+}
+
+/// Projects asked for per page of the admin list.
+pub const PROJECT_PAGE: u64 = 500;
 
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
@@ -259,6 +293,41 @@ impl Hopsworks {
             self.update(user.id, "reactivate the user", json!({"status": STATUS_ACTIVATED})).await?;
         }
         Ok((user.username, user.id))
+    }
+
+    /// Every project of the cluster with its creator, by id. Pages through the list with
+    /// `offset` and `limit = page_size` ([`PROJECT_PAGE`] outside tests), moving on by the items
+    /// actually answered (so a server that ignores `limit` and answers everything at once is
+    /// read once), until `count` is reached or a page is empty; a project seen twice (the list
+    /// shifted between pages) is kept once.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn projects(&self, page_size: u64) -> Result<Vec<HopsworksProject>, CallError> {
+        const WHAT: &str = "list the projects";
+        let mut projects: std::collections::BTreeMap<i64, HopsworksProject> = std::collections::BTreeMap::new();
+        let mut offset = 0_u64;
+        loop {
+            let mut url = self.url("admin/projects")?;
+            url.query_pairs_mut()
+                .append_pair("expand", "creator")
+                .append_pair("offset", &offset.to_string())
+                .append_pair("limit", &page_size.max(1).to_string());
+            let (status, body) = self.send(WHAT, Method::GET, url, None).await?;
+            if !status.is_success() {
+                return Err(CallError(format!("{WHAT}: {}", describe(status, &body))));
+            }
+            let page: ProjectList =
+                serde_json::from_slice(&body).map_err(|e| CallError(format!("{WHAT}: unexpected answer: {e}")))?;
+            let received = u64::try_from(page.items.len()).unwrap_or(u64::MAX);
+            for project in page.items {
+                projects.entry(project.id).or_insert(project);
+            }
+            offset = offset.saturating_add(received);
+            if received == 0 || offset >= page.count {
+                return Ok(projects.into_values().collect());
+            }
+        }
     }
 
     /// Deactivates the account `id` (or, when unknown, the account of `email`). Answers whether

@@ -64,7 +64,13 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
     let wake = Arc::new(Notify::new());
     let max_num_projects = config.hopsworks.max_num_projects_paying;
-    let state = routes::State { db: service.db.clone(), vault: vault.clone(), wake: wake.clone(), max_num_projects };
+    let state = routes::State {
+        db: service.db.clone(),
+        vault: vault.clone(),
+        wake: wake.clone(),
+        max_num_projects,
+        hopsworks: config.hopsworks.clone(),
+    };
     // Consumers wake the background task once their transaction has committed.
     let woken = wake.clone();
     let hooks = ConsumerHooks {

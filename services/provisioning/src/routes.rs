@@ -7,13 +7,24 @@
 //! | `GET /api/admin/assignments?status=…` | admins | list, paged |
 //! | `GET`, `PUT`, `DELETE /api/admin/assignments/{user_id}` | admins | view, move, unassign |
 //! | `GET /api/cluster` | any signed-in person | their cluster and its state |
+//! | `GET /internal/clusters/{id}/kubeconfig` | the metering service only | the cluster's kubeconfig, opened |
+//! | `GET /internal/clusters/{id}/projects` | the metering service only | the cluster's Hopsworks projects |
+//!
+//! `/internal/...` routes are for other services, never forwarded by the gateway and absent
+//! from the public OpenAPI document: the caller signs as a service
+//! (`hopsbridge_platform::caller::Caller::service`), and any other caller, an admin included,
+//! is answered 403 (decision 0026).
 
 use crate::assignments::{self, Assignment, status as a_status};
 use crate::clusters::{self, ClusterChange, ClusterView, NewCluster};
+use crate::config::HopsworksConfig;
 use crate::crypto::Vault;
 use crate::error::ProvisioningError;
+use crate::hopsworks::{Hopsworks, PROJECT_PAGE};
 use crate::validate::{self, Invalid};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use hopsbridge_contracts::Service;
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_platform::db::Database;
@@ -35,6 +46,8 @@ pub struct State {
     pub wake: Arc<Notify>,
     /// `maxNumProjects` of a paying owner (for admin placements of users without a request).
     pub max_num_projects: i32,
+    /// Calls to the clusters' Hopsworks (timeouts and retries).
+    pub hopsworks: HopsworksConfig,
 }
 
 /// Registers the routes.
@@ -48,7 +61,9 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/assignments/{user_id}", web::get().to(get_assignment))
         .route("/api/admin/assignments/{user_id}", web::put().to(move_assignment))
         .route("/api/admin/assignments/{user_id}", web::delete().to(delete_assignment))
-        .route("/api/cluster", web::get().to(my_cluster));
+        .route("/api/cluster", web::get().to(my_cluster))
+        .route("/internal/clusters/{id}/kubeconfig", web::get().to(cluster_kubeconfig))
+        .route("/internal/clusters/{id}/projects", web::get().to(cluster_projects));
 }
 
 type Data = web::Data<State>;
@@ -401,6 +416,116 @@ async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiErro
         None => None,
     };
     Ok(HttpResponse::Ok().json(MyCluster { cluster, status: status.to_owned(), reason }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// For the metering service
+
+/// 401 without caller headers (the extractor), 403 for anyone but the metering service signing
+/// as itself: no person, admins included, and no other service.
+fn require_metering(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_service(Service::Metering) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("metering_only", "only the metering service may call this route"))
+    }
+}
+
+/// The cluster id of an internal route, read after the caller is known to be allowed, so a
+/// refused caller learns nothing from how the id is judged.
+fn cluster_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("invalid_path", "the cluster id must be a UUID"))
+}
+
+/// A cluster's kubeconfig, opened, for the metering service. Never logged.
+#[derive(Serialize)]
+struct ClusterKubeconfig {
+    cluster_id: Uuid,
+    name: String,
+    status: String,
+    kubeconfig: String,
+}
+
+impl std::fmt::Debug for ClusterKubeconfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterKubeconfig").field("cluster_id", &self.cluster_id).finish_non_exhaustive()
+    }
+}
+
+/// `GET /internal/clusters/{id}/kubeconfig`: the kubeconfig as registered, opened in memory.
+/// The answer is marked `no-store`.
+async fn cluster_kubeconfig(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_metering(&caller)?;
+    let id = cluster_id(&id)?;
+    let row = {
+        let mut conn = state.db.conn().await?;
+        clusters::row(&mut conn, id).await?
+    };
+    let kubeconfig = state
+        .vault
+        .open_text(row.id, clusters::field::KUBECONFIG, &row.kubeconfig())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("cluster {id}: the kubeconfig does not open: {e}")))?;
+    tracing::info!(cluster_id = %id, caller = %caller.subject, "kubeconfig handed out");
+    let answer = ClusterKubeconfig { cluster_id: row.id, name: row.name, status: row.status, kubeconfig };
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(answer))
+}
+
+/// One Hopsworks project of a cluster.
+#[derive(Debug, Serialize)]
+struct ClusterProject {
+    /// Hopsworks' numeric project id.
+    id: i64,
+    /// Name as created.
+    name: String,
+    /// The Kubernetes namespace its pods run in.
+    namespace: String,
+    /// The creator's Hopsworks username; null when Hopsworks names none.
+    creator_username: Option<String>,
+}
+
+/// A cluster's Hopsworks projects.
+#[derive(Debug, Serialize)]
+struct ClusterProjects {
+    cluster_id: Uuid,
+    projects: Vec<ClusterProject>,
+}
+
+fn hopsworks_unavailable(detail: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "hopsworks_unavailable",
+        format!("the cluster's Hopsworks is unavailable: {detail}"),
+    )
+}
+
+/// `GET /internal/clusters/{id}/projects`: the projects the cluster's Hopsworks admin API lists
+/// now, with the service's usual client (the cluster's CA only, its API key, timeouts and
+/// retries). 502 `hopsworks_unavailable` when Hopsworks cannot answer.
+async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_metering(&caller)?;
+    let id = cluster_id(&id)?;
+    let row = {
+        let mut conn = state.db.conn().await?;
+        clusters::row(&mut conn, id).await?
+    };
+    let access = row
+        .access(&state.vault)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("cluster {id}: the API key does not open: {e}")))?;
+    let client = Hopsworks::new(&access, &state.hopsworks).map_err(|e| hopsworks_unavailable(&e.0))?;
+    let listed = client.projects(PROJECT_PAGE).await.map_err(|e| {
+        tracing::warn!(cluster_id = %id, error = %e.0, "Hopsworks projects unavailable");
+        hopsworks_unavailable(&e.0)
+    })?;
+    let projects = listed
+        .into_iter()
+        .map(|p| ClusterProject {
+            id: p.id,
+            name: p.name,
+            namespace: p.namespace,
+            creator_username: p.creator.and_then(|c| c.username),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ClusterProjects { cluster_id: row.id, projects }))
 }
 
 /// provisioning's part of the public API's OpenAPI document.

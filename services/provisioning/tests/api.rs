@@ -1,6 +1,6 @@
 //! provisioning against the real Postgres and NATS and the Hopsworks sandbox: the cluster
 //! registry, assignment on PaymentMethodAdded, Hopsworks faults, capacity races, moves and
-//! unassignments, and key rotation.
+//! unassignments, key rotation, and the internal routes the metering service reads clusters by.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -418,6 +418,196 @@ async fn every_bad_registration_is_refused_with_its_code_and_changes_nothing() {
     assert_eq!(p.count("SELECT count(*) AS n FROM clusters").await, 1);
     assert_eq!(p.count("SELECT count(*) AS n FROM clusters WHERE capacity = 5 AND status = 'active'").await, 1);
     assert_eq!(p.count("SELECT count(*) AS n FROM outbox").await, 1, "only the one registration was announced");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The internal routes of the metering service
+
+fn metering() -> Caller {
+    Caller::service(Service::Metering)
+}
+
+const INTERNAL: [&str; 2] = ["kubeconfig", "projects"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metering_service_reads_a_clusters_kubeconfig_exactly_as_registered() {
+    let p = start().await;
+    let sim = hopsworks("kube");
+    let id = p.register("eu-1", &sim, 5).await;
+    let path = format!("/internal/clusters/{id}/kubeconfig");
+    let (status, body) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"cluster_id": id, "name": "eu-1", "status": "active", "kubeconfig": KUBECONFIG}));
+
+    // A changed kubeconfig and status are answered as they now are, and the answer is not stored.
+    let changed = KUBECONFIG.replace("kube-token-very-secret-0123", "kube-token-rotated-4567");
+    let (status, _) = p
+        .call(
+            Method::PATCH,
+            &format!("/api/admin/clusters/{id}"),
+            Some(&admin()),
+            Some(json!({"kubeconfig": changed, "status": "maintenance"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut request = reqwest::Client::new().get(format!("{}{path}", p.base));
+    for (name, value) in p.key.sign("GET", &path, &metering(), chrono::Utc::now().timestamp()) {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"cluster_id": id, "name": "eu-1", "status": "maintenance", "kubeconfig": changed}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_metering_service_reaches_the_internal_routes() {
+    let p = start().await;
+    let sim = hopsworks("guard");
+    let id = p.register("eu-1", &sim, 5).await;
+    let other_key = CallerKey::new(&"another-signing-key-of-32-bytes-or-more".to_owned().into()).unwrap();
+    let forged = [
+        Caller { roles: vec![Role::User, Role::Admin], ..metering() },
+        Caller { user_id: Some(Uuid::now_v7()), ..metering() },
+        Caller { subject: "auth0|metering".into(), ..metering() },
+    ];
+    for route in INTERNAL {
+        let path = format!("/internal/clusters/{id}/{route}");
+        let (status, err) = p.call(Method::GET, &path, None, None).await;
+        assert_eq!((status, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "{path}");
+        let mut request = reqwest::Client::new().get(format!("{}{path}", p.base));
+        for (name, value) in other_key.sign("GET", &path, &metering(), chrono::Utc::now().timestamp()) {
+            request = request.header(name, value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "signed with another key");
+        let refused =
+            [admin(), person(Uuid::now_v7()), Caller::service(Service::Billing), Caller::service(Service::Gateway)];
+        for caller in refused.iter().chain(&forged) {
+            let (status, err) = p.call(Method::GET, &path, Some(caller), None).await;
+            assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("metering_only")), "{caller:?}");
+            assert!(!err.to_string().contains("kube-token-very-secret"), "{err}");
+        }
+        // A refused caller is refused before its cluster id is judged.
+        let (status, _) = p.call(Method::GET, &format!("/internal/clusters/nope/{route}"), Some(&admin()), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, err) = p
+            .call(Method::GET, &format!("/internal/clusters/{}/{route}", Uuid::now_v7()), Some(&metering()), None)
+            .await;
+        assert_eq!((status, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("cluster_not_found")), "{route}");
+        let (status, err) =
+            p.call(Method::GET, &format!("/internal/clusters/not-a-uuid/{route}"), Some(&metering()), None).await;
+        assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")), "{route}");
+        assert!(err["message"].is_string() && err.get("request_id").is_some(), "the usual error shape: {err}");
+    }
+    assert!(sim.requests().is_empty(), "no refused call reached the cluster's Hopsworks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metering_service_lists_a_clusters_projects_with_their_namespaces_and_creators() {
+    let p = start().await;
+    let sim = hopsworks("projects");
+    let id = p.register("eu-1", &sim, 5).await;
+    let path = format!("/internal/clusters/{id}/projects");
+    let (status, body) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"cluster_id": id, "projects": []}), "a cluster without projects");
+
+    // An owner provisioned through Hopsbridge creates projects, and so does the local admin.
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "ada@example.com", "Ada Lovelace").await;
+    p.paid(ada).await;
+    let seated = p.wait_status(ada, "complete").await;
+    let username = seated["hopsworks_username"].as_str().unwrap().to_owned();
+    let first = sim.create_project(&username, "My_Project").unwrap();
+    let second = sim.create_project(&username, "churn_model").unwrap();
+    let third = sim.create_project("admin", "demo").unwrap();
+    let (status, body) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"cluster_id": id, "projects": [
+            {"id": first.id, "name": "My_Project", "namespace": "my-project", "creator_username": username},
+            {"id": second.id, "name": "churn_model", "namespace": "churn-model", "creator_username": username},
+            {"id": third.id, "name": "demo", "namespace": "demo", "creator_username": "admin"},
+        ]})
+    );
+    let lists: Vec<_> = sim.requests().into_iter().filter(|r| r.path == "/hopsworks-api/api/admin/projects").collect();
+    assert_eq!(lists.len(), 2, "one call per listing");
+    assert!(lists.iter().all(|r| r.method == "GET" && r.query.split('&').any(|q| q == "expand=creator")), "{lists:?}");
+
+    // The client pages through the list and keeps every project once.
+    let access = hopsbridge_provisioning::clusters::ClusterAccess {
+        id: Uuid::parse_str(&id).unwrap(),
+        api_url: sim.origin(),
+        api_key: sim.api_key().to_owned().into(),
+        ca_bundle: sim.ca_pem().to_owned(),
+        oauth_client_id: CLIENT_ID.into(),
+    };
+    let cfg = hopsbridge_provisioning::config::HopsworksConfig {
+        request_timeout_ms: 1000,
+        connect_timeout_ms: 1000,
+        max_attempts: 1,
+        initial_backoff_ms: 10,
+        max_backoff_ms: 50,
+        max_num_projects_paying: 5,
+    };
+    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&access, &cfg).unwrap();
+    for page in [1, 2, 3, 500] {
+        let before = sim.requests().len();
+        let listed = hw.projects(page).await.unwrap();
+        let ids: Vec<i64> = listed.iter().map(|p| p.id).collect();
+        let want: Vec<i64> = [first.id, second.id, third.id].iter().map(|i| i64::try_from(*i).unwrap()).collect();
+        assert_eq!(ids, want, "page size {page}");
+        assert_eq!(sim.requests().len() - before, usize::try_from(3_u64.div_ceil(page)).unwrap(), "page size {page}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_hopsworks_is_answered_502_with_a_stable_code_and_no_secret() {
+    let p = start().await;
+    let sim = hopsworks("down");
+    let id = p.register("eu-1", &sim, 5).await;
+    sim.create_project("admin", "demo").unwrap();
+    let path = format!("/internal/clusters/{id}/projects");
+    let lists = || sim.requests().iter().filter(|r| r.path.ends_with("/admin/projects")).count();
+
+    // As many 503s as the client tries (3): 502, after the same retries as every Hopsworks call.
+    sim.fail_next(3, 503);
+    let (status, err) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("hopsworks_unavailable")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("503"), "{err}");
+    assert_eq!(lists(), 3);
+    // Fewer failures than tries: the retries hide them.
+    sim.fail_next(2, 500);
+    let (status, body) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!((status, body["projects"][0]["name"].as_str()), (StatusCode::OK, Some("demo")), "{body}");
+    assert_eq!(lists(), 6);
+    // Answers held past the request timeout on every try.
+    sim.hold_next(3, Duration::from_millis(1500));
+    let (status, err) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("hopsworks_unavailable")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("timed out"), "{err}");
+
+    // A key the cluster refuses: 401 is not tried again, and the message holds no key.
+    let wrong_key = format!("wrong-api-key-{}", Uuid::new_v4().simple());
+    let (status, _) = p
+        .call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"api_key": wrong_key})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let before = lists();
+    let (status, err) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("hopsworks_unavailable")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("401"), "{err}");
+    assert_eq!(lists() - before, 1);
+    for secret in [wrong_key.as_str(), sim.api_key(), "kube-token-very-secret"] {
+        assert!(!err.to_string().contains(secret), "{err}");
+    }
+
+    // A cluster whose Hopsworks is gone altogether.
+    sim.stop().await;
+    let (status, err) = p.call(Method::GET, &path, Some(&metering()), None).await;
+    assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("hopsworks_unavailable")), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1139,6 +1139,10 @@ async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
     let p = Provisioning { base: process.url(), db, bus, key, stops: Vec::new() };
     let sim = hopsworks("proc");
     let id = p.register("eu-1", &sim, 3).await;
+    // The metering service is handed the kubeconfig; no log line carries it.
+    let (status, body) =
+        p.call(Method::GET, &format!("/internal/clusters/{id}/kubeconfig"), Some(&metering()), None).await;
+    assert_eq!((status, body["kubeconfig"].as_str()), (StatusCode::OK, Some(KUBECONFIG)));
     let new_key = format!("patched-api-key-{}", Uuid::new_v4().simple());
     let (status, _) = p
         .call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"api_key": new_key})))
@@ -1163,6 +1167,7 @@ async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
     assert_eq!(status.and_then(|s| s.code()), Some(0));
     let output = process.output();
     assert!(output.contains("Hopsworks account ready"), "{output}");
+    assert!(output.contains("kubeconfig handed out"), "{output}");
     for secret in [sim.api_key(), new_key.as_str(), "kube-token-very-secret", "dGVzdC1rZXkt"] {
         assert!(!output.contains(secret), "a log line holds a secret ({secret})");
     }

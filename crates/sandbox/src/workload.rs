@@ -245,6 +245,56 @@ impl Profile {
     }
 }
 
+/// The lowest and highest rates a profile takes over an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateRange {
+    /// Lowest CPU rate, nanocores.
+    pub cpu_min: u64,
+    /// Highest CPU rate, nanocores.
+    pub cpu_max: u64,
+    /// Lowest working set, bytes.
+    pub memory_min: u64,
+    /// Highest working set, bytes.
+    pub memory_max: u64,
+}
+
+impl Profile {
+    /// The lowest and highest rates during `[from, to)`; `None` when the interval is empty.
+    /// A rate sampled anywhere in the interval lies in this range, and so does the interval's
+    /// mean rate.
+    #[must_use]
+    pub fn range(&self, from: i64, to: i64) -> Option<RateRange> {
+        if to <= from {
+            return None;
+        }
+        let one = |(cpu, memory): (u64, u64)| RateRange {
+            cpu_min: cpu,
+            cpu_max: cpu,
+            memory_min: memory,
+            memory_max: memory,
+        };
+        match *self {
+            Self::Steady { cpu_nanocores, memory_bytes } => Some(one((cpu_nanocores, memory_bytes))),
+            Self::Bursty { cpu_low, cpu_high, memory_low, memory_high, period_secs, burst_secs, phase_secs } => {
+                let burst = Self::burst_seconds(period_secs, burst_secs, phase_secs, from, to);
+                let (low, high) = (one((cpu_low, memory_low)), one((cpu_high, memory_high)));
+                Some(if burst == 0 {
+                    low
+                } else if burst == to - from {
+                    high
+                } else {
+                    RateRange {
+                        cpu_min: cpu_low.min(cpu_high),
+                        cpu_max: cpu_low.max(cpu_high),
+                        memory_min: memory_low.min(memory_high),
+                        memory_max: memory_low.max(memory_high),
+                    }
+                })
+            }
+        }
+    }
+}
+
 /// A container of a simulated pod.
 #[derive(Debug, Clone)]
 pub struct SimContainer {
@@ -626,5 +676,66 @@ impl Workload {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2027-01-01T00:00:00Z.
+    const T0: i64 = 1_798_761_600;
+
+    #[test]
+    fn a_rate_range_holds_every_second_of_its_interval_and_nothing_more() {
+        let steady = Profile::Steady { cpu_nanocores: 7, memory_bytes: 11 };
+        let one = RateRange { cpu_min: 7, cpu_max: 7, memory_min: 11, memory_max: 11 };
+        assert_eq!(steady.range(T0, T0 + 900), Some(one));
+        assert_eq!(steady.range(T0, T0), None);
+        assert_eq!(steady.range(T0 + 1, T0), None);
+
+        // Bursts of 60 s every 300 s, starting 120 s into each cycle (counted from the epoch;
+        // T0 is a multiple of 300).
+        let bursty = Profile::Bursty {
+            cpu_low: 100,
+            cpu_high: 900,
+            memory_low: 5,
+            memory_high: 50,
+            period_secs: 300,
+            burst_secs: 60,
+            phase_secs: 120,
+        };
+        let low = RateRange { cpu_min: 100, cpu_max: 100, memory_min: 5, memory_max: 5 };
+        let high = RateRange { cpu_min: 900, cpu_max: 900, memory_min: 50, memory_max: 50 };
+        let both = RateRange { cpu_min: 100, cpu_max: 900, memory_min: 5, memory_max: 50 };
+        assert_eq!(bursty.range(T0, T0 + 120), Some(low));
+        assert_eq!(bursty.range(T0 + 120, T0 + 180), Some(high));
+        assert_eq!(bursty.range(T0 + 179, T0 + 180), Some(high));
+        assert_eq!(bursty.range(T0 + 180, T0 + 420), Some(low));
+        assert_eq!(bursty.range(T0 + 119, T0 + 121), Some(both));
+        assert_eq!(bursty.range(T0 + 179, T0 + 181), Some(both));
+        assert_eq!(bursty.range(T0, T0 + 900), Some(both));
+
+        // Against the second-by-second rates of generated profiles, over intervals that start
+        // and end anywhere.
+        let workload = Workload::generate(&WorkloadConfig { bursty_users_permille: 1000, ..WorkloadConfig::default() });
+        let mut rng = SplitMix64::new(3);
+        let mut mixed = 0;
+        for profile in workload.pods().iter().take(40).flat_map(|p| p.containers.iter().map(|c| &c.profile)) {
+            for _ in 0..20 {
+                let from = T0 + rng.range(0, 86_400) as i64;
+                let to = from + rng.range(1, 1200) as i64;
+                let rates: Vec<(u64, u64)> = (from..to).map(|t| profile.at(t)).collect();
+                let want = RateRange {
+                    cpu_min: rates.iter().map(|r| r.0).min().unwrap_or(0),
+                    cpu_max: rates.iter().map(|r| r.0).max().unwrap_or(0),
+                    memory_min: rates.iter().map(|r| r.1).min().unwrap_or(0),
+                    memory_max: rates.iter().map(|r| r.1).max().unwrap_or(0),
+                };
+                assert_eq!(profile.range(from, to), Some(want), "{profile:?} over [{from}, {to})");
+                mixed += usize::from(want.cpu_min < want.cpu_max);
+            }
+        }
+        assert!(mixed > 100, "the intervals cover bursts and quiet spells: {mixed}");
     }
 }

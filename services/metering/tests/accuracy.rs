@@ -1,0 +1,522 @@
+//! Metering accuracy: how far a day of 15-minute point samples is from the true integrated usage.
+//!
+//! A sandbox cluster serves a generated workload over a simulated clock. For each of the 96
+//! windows of one UTC day the clock is set to the collection moment (the window's end plus
+//! [`COLLECT_AFTER_END`]) and the window is collected with `collect::ClusterClient`, as the
+//! service will. The samples are summed per (owner, day) and compared with the workload
+//! model's exact integral over the day, CPU, memory and GPUs separately. All quantities are
+//! integers (nanocore-seconds, byte-seconds, GPU-seconds); relative errors are integer parts
+//! per million.
+//!
+//! `cargo test -p hopsbridge-metering --test accuracy -- --nocapture` prints the report.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    reason = "tests print their report"
+)]
+
+use chrono::NaiveDate;
+use hopsbridge_metering::collect::{ClusterClient, CollectConfig, CollectStats, OwnerUsage};
+use hopsbridge_metering::usage::{
+    BYTE_SECONDS_PER_GIB_HOUR, GPU_SECONDS_PER_GPU_HOUR, NANOCORE_SECONDS_PER_CORE_HOUR, Usage,
+};
+use hopsbridge_metering::window::{DAY_SECS, Window, WindowLength};
+use hopsbridge_platform::Secret;
+use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
+use hopsbridge_sandbox::workload::{Profile, SCRAPE_SECS, SimClock, SimPod, Workload, WorkloadConfig};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// 2027-01-01T00:00:00Z: the day measured.
+const DAY: i64 = 1_798_761_600;
+
+/// Seconds after a window's end at which it is collected. metrics-server reports the rate of
+/// its last scrape, which lies on a multiple of [`SCRAPE_SECS`]; window ends are multiples of
+/// it too, so any offset below it reads the scrape taken at the window's end, whose rate is
+/// that of the window's last 15 s. A longer offset would read a later scrape and book the
+/// next window's rate in this one. A few seconds leave room for the service's and the
+/// cluster's clocks to differ (decision 0025).
+const COLLECT_AFTER_END: i64 = 3;
+const _: () = assert!(0 <= COLLECT_AFTER_END && COLLECT_AFTER_END < SCRAPE_SECS);
+
+/// Parts per million.
+const PPM: i128 = 1_000_000;
+
+fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn fast() -> CollectConfig {
+    CollectConfig {
+        page_size: 100,
+        requests_per_second: 1000,
+        backoff_initial_ms: 10,
+        backoff_max_ms: 50,
+        ..CollectConfig::default()
+    }
+}
+
+/// Every pod runs from before the day to after it, at a constant rate.
+fn steady() -> WorkloadConfig {
+    WorkloadConfig {
+        seed: 11,
+        users: 12,
+        long_running_pods: 150,
+        short_lived_pods: 0,
+        start: DAY,
+        horizon_secs: i64::from(DAY_SECS),
+        bursty_users_permille: 0,
+        gpu_pods_permille: 200,
+        ..WorkloadConfig::default()
+    }
+}
+
+/// Every pod's rate is a square wave (bursts of 30 s to a quarter of a 5 to 40 minute cycle),
+/// and short jobs of 30 s to 20 min start all through the day.
+fn bursty() -> WorkloadConfig {
+    WorkloadConfig { seed: 12, short_lived_pods: 300, bursty_users_permille: 1000, ..steady() }
+}
+
+/// One of a usage's quantities.
+type Quantity = fn(&Usage) -> u128;
+
+/// The three quantities, with their names and units per hour.
+const RESOURCES: [(&str, Quantity, u128); 3] = [
+    ("core-h", |u| u.cpu_nanocore_seconds, NANOCORE_SECONDS_PER_CORE_HOUR),
+    ("GiB-h", |u| u.memory_byte_seconds, BYTE_SECONDS_PER_GIB_HOUR),
+    ("GPU-h", |u| u.gpu_seconds, GPU_SECONDS_PER_GPU_HOUR),
+];
+
+/// The workload model's exact usage as the metering type.
+fn from_model(u: hopsbridge_sandbox::workload::Usage) -> Usage {
+    Usage {
+        cpu_nanocore_seconds: u.cpu_nanocore_seconds,
+        memory_byte_seconds: u.memory_byte_seconds,
+        gpu_seconds: u.gpu_seconds,
+    }
+}
+
+/// What a point sample of `window` taken at its collection moment books for `pod`, from the
+/// workload model alone (decision 0023): nothing unless the pod list shows it Running and
+/// metrics-server has a rate for it; else its containers' rate in the scrape read, and its
+/// GPUs, held for the whole window.
+fn sample_of(pod: &SimPod, window: Window) -> Option<Usage> {
+    let now = window.end() + COLLECT_AFTER_END;
+    let scrape = now - now.rem_euclid(SCRAPE_SECS);
+    let listed_running = pod.exists_at(now) && pod.running_at(now);
+    let has_metrics = pod.exists_at(scrape) && pod.running_at(scrape) && pod.running_at(scrape - 1);
+    if !(listed_running && has_metrics) || pod.owner().is_none_or(str::is_empty) {
+        return None;
+    }
+    let mut u = Usage::default();
+    for c in &pod.containers {
+        let (cpu, memory) = c.profile.at(scrape - 1);
+        u += Usage::of_rates(cpu.into(), memory.into(), c.gpus.into(), window.secs());
+    }
+    Some(u)
+}
+
+/// The most a window's point sample of `pod` can differ from the pod's true usage in that
+/// window, per quantity.
+///
+/// The true usage is the integral of the rate over the part of the window the pod runs. The
+/// sample is either nothing, or the rate the pod had in the window's last second, held for the
+/// window.
+/// Let `hi` be the highest rate the pod has in the window (0 if it does not run). If the pod
+/// runs through the whole window and is still Running when collected, the sample is taken
+/// and both it and the true usage lie in `[lo, hi] × secs` with `lo` the window's lowest
+/// rate. Otherwise both lie in `[0, hi] × secs`. Either way their distance is at most
+/// `(hi − lo) × secs` with `lo = 0` in the second case. So a pod whose rate does not change in
+/// a window it lives through is sampled exactly there, and the bound for a day is the sum over
+/// its windows of how much its rate varies in each.
+fn bound_of(pod: &SimPod, window: Window) -> Usage {
+    let (from, to) = (window.start().max(pod.started), pod.finished.map_or(window.end(), |f| f.min(window.end())));
+    let now = window.end() + COLLECT_AFTER_END;
+    let whole = pod.started <= window.start() && pod.exists_at(now) && pod.running_at(now);
+    let mut b = Usage::default();
+    for c in &pod.containers {
+        let Some(r) = c.profile.range(from, to) else { continue };
+        let (cpu_lo, memory_lo, gpu_lo) = if whole { (r.cpu_min, r.memory_min, c.gpus) } else { (0, 0, 0) };
+        b += Usage::of_rates(
+            (r.cpu_max - cpu_lo).into(),
+            (r.memory_max - memory_lo).into(),
+            (c.gpus - gpu_lo).into(),
+            window.secs(),
+        );
+    }
+    b
+}
+
+/// What the model says the collection of `window` finds, per (namespace, owner).
+fn expected(workload: &Workload, window: Window) -> BTreeMap<(String, String), OwnerUsage> {
+    let mut out: BTreeMap<(String, String), OwnerUsage> = BTreeMap::new();
+    for pod in workload.pods() {
+        if let (Some(u), Some(owner)) = (sample_of(pod, window), pod.owner()) {
+            let e = out.entry((pod.namespace.clone(), owner.to_owned())).or_default();
+            e.usage += u;
+            e.pods += 1;
+        }
+    }
+    out
+}
+
+/// One user-day: the truth, the sum of the samples and the bound on their distance.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct UserDay {
+    truth: Usage,
+    sampled: Usage,
+    bound: Usage,
+}
+
+type Days = BTreeMap<(String, NaiveDate), UserDay>;
+
+/// The day's windows of `secs` seconds.
+fn windows(secs: u32) -> Vec<Window> {
+    WindowLength::new(secs).unwrap().between(DAY, DAY + i64::from(DAY_SECS)).collect()
+}
+
+/// The user-days of `workload` sampled from the model alone with windows of `secs` seconds:
+/// the true usage, the point samples summed per (owner, day), and the bound.
+fn model_days(workload: &Workload, secs: u32) -> Days {
+    let mut days = Days::new();
+    for w in windows(secs) {
+        for pod in workload.pods() {
+            let Some(owner) = pod.owner().filter(|o| !o.is_empty()) else { continue };
+            let d = days.entry((owner.to_owned(), w.day())).or_default();
+            d.bound += bound_of(pod, w);
+            if let Some(u) = sample_of(pod, w) {
+                d.sampled += u;
+            }
+        }
+    }
+    // The windows tile one UTC day, so the day's truth is per (owner, that day).
+    let day = windows(secs).first().unwrap().day();
+    for (owner, truth) in workload.usage_by_owner(DAY, DAY + i64::from(DAY_SECS)) {
+        days.entry((owner, day)).or_default().truth = from_model(truth);
+    }
+    days
+}
+
+/// Collects every 15-minute window of the day from a sandbox cluster serving `workload`, at
+/// each window's collection moment, and sums the samples per (owner, day). Each collection is
+/// checked against the model's point sample, so the error measured is the sampling method's
+/// alone. Returns the user-days and the summed counters.
+async fn collect_day(workload: &Workload) -> (Days, CollectStats) {
+    let clock = Arc::new(SimClock::new(DAY));
+    let cluster =
+        KubeCluster::start("eu-1", Arc::new(workload.clone()), Arc::clone(&clock), KubeOptions::default()).unwrap();
+    let client = ClusterClient::connect(cluster.name(), &Secret::new(cluster.kubeconfig()), fast()).await.unwrap();
+    let day = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+    let windows = windows(WindowLength::default().secs());
+    assert_eq!(windows.len(), 96);
+    let mut sampled: BTreeMap<(String, NaiveDate), Usage> = BTreeMap::new();
+    let mut stats = CollectStats::default();
+    for &w in &windows {
+        clock.set(w.end() + COLLECT_AFTER_END);
+        assert_eq!(WindowLength::default().previous_complete(clock.now()), w, "the moment collects this window");
+        let got = client.collect(w).await.unwrap();
+        assert_eq!(got.window, w);
+        assert_eq!(w.day(), day, "every window of the day is booked on it");
+        assert_eq!(got.usage, expected(workload, w), "{w}");
+        for ((_, owner), u) in got.usage {
+            *sampled.entry((owner, w.day())).or_default() += u.usage;
+        }
+        let s = got.stats;
+        stats.api_calls += s.api_calls;
+        stats.pods_measured += s.pods_measured;
+        stats.pods_without_metrics += s.pods_without_metrics;
+        stats.metrics_without_pod += s.metrics_without_pod;
+        stats.pods_without_owner += s.pods_without_owner;
+    }
+    cluster.stop().await;
+    // The truth and the bound come from the model; the samples are the collector's.
+    let mut days = model_days(workload, WindowLength::default().secs());
+    for (key, d) in &mut days {
+        let got = sampled.remove(key).unwrap_or_default();
+        assert_eq!(got, d.sampled, "{key:?}");
+        d.sampled = got;
+    }
+    assert!(sampled.is_empty(), "samples of users the model does not know: {sampled:?}");
+    (days, stats)
+}
+
+/// `sampled − truth` relative to `truth` in parts per million (truncated toward zero); `None`
+/// when the truth is zero.
+fn error_ppm(truth: u128, sampled: u128) -> Option<i128> {
+    let (t, s) = (i128::try_from(truth).unwrap(), i128::try_from(sampled).unwrap());
+    (t != 0).then(|| (s - t) * PPM / t)
+}
+
+/// `ppm` as a signed percentage with two decimals, by integer arithmetic (truncated).
+fn percent(ppm: i128) -> String {
+    let sign = if ppm < 0 { "-" } else { "+" };
+    let a = ppm.unsigned_abs() / 100;
+    format!("{sign}{}.{:02}%", a / 100, a % 100)
+}
+
+/// `numerator / denominator` with three decimals, rounded half up.
+fn hours(numerator: u128, denominator: u128) -> String {
+    let milli = (numerator * 2000 / denominator).div_ceil(2);
+    format!("{}.{:03}", milli / 1000, milli % 1000)
+}
+
+/// Over the user-days with a non-zero truth, per quantity, in ppm: the worst relative error,
+/// the mean absolute and mean signed ones, the error of the whole cluster-day, and the worst
+/// bound relative to the truth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Summary {
+    user_days: usize,
+    worst: i128,
+    mean_abs: i128,
+    mean_signed: i128,
+    total: i128,
+    worst_bound: i128,
+}
+
+fn summarise(days: &Days, quantity: Quantity) -> Summary {
+    let measured: Vec<&UserDay> = days.values().filter(|d| quantity(&d.truth) > 0).collect();
+    let errors: Vec<i128> =
+        measured.iter().filter_map(|d| error_ppm(quantity(&d.truth), quantity(&d.sampled))).collect();
+    let n = i128::try_from(errors.len()).unwrap().max(1);
+    let (truth, sampled) = days.values().fold((0, 0), |(t, s), d| (t + quantity(&d.truth), s + quantity(&d.sampled)));
+    let bound = |d: &&UserDay| error_ppm(quantity(&d.truth), quantity(&d.truth) + quantity(&d.bound)).unwrap_or(0);
+    Summary {
+        user_days: errors.len(),
+        worst: errors.iter().copied().max_by_key(|e| e.abs()).unwrap_or(0),
+        mean_abs: errors.iter().map(|e| e.abs()).sum::<i128>() / n,
+        mean_signed: errors.iter().sum::<i128>() / n,
+        total: error_ppm(truth, sampled).unwrap_or(0),
+        worst_bound: measured.iter().map(bound).max().unwrap_or(0),
+    }
+}
+
+/// One line per quantity: the summary of `days`.
+fn summary_lines(days: &Days) -> String {
+    let mut out = String::new();
+    for (unit, quantity, _) in RESOURCES {
+        let s = summarise(days, quantity);
+        let _ = writeln!(
+            out,
+            "  {unit:<6} {:>2} user-days: worst {:>8}, mean |error| {:>7}, mean signed {:>7}, cluster-day {:>7}, worst bound {:>9}",
+            s.user_days,
+            percent(s.worst),
+            percent(s.mean_abs),
+            percent(s.mean_signed),
+            percent(s.total),
+            percent(s.worst_bound),
+        );
+    }
+    out
+}
+
+/// The report: a row per user-day, then the summary per quantity.
+fn report(title: &str, days: &Days, stats: &CollectStats) -> String {
+    let mut out = format!("\n{title}\n");
+    let mut head = format!("{:<12} {:>10}", "owner", "day");
+    for (unit, _, _) in RESOURCES {
+        let _ = write!(head, " | {:>11} {:>11} {:>8}", format!("true {unit}"), "sampled", "error");
+    }
+    let _ = writeln!(out, "{head}");
+    for ((owner, day), d) in days {
+        let _ = write!(out, "{owner:<12} {day:>10}");
+        for (_, quantity, per_hour) in RESOURCES {
+            let (t, s) = (quantity(&d.truth), quantity(&d.sampled));
+            let e = error_ppm(t, s).map_or_else(|| "-".to_owned(), percent);
+            let _ = write!(out, " | {:>11} {:>11} {e:>8}", hours(t, per_hour), hours(s, per_hour));
+        }
+        out.push('\n');
+    }
+    out.push_str(&summary_lines(days));
+    let _ = writeln!(
+        out,
+        "  96 collections: {} API calls, {} pod samples, {} Running pods without metrics, {} metrics without a Running pod",
+        stats.api_calls, stats.pods_measured, stats.pods_without_metrics, stats.metrics_without_pod
+    );
+    out
+}
+
+/// Every user-day's error lies within its bound, per quantity.
+fn assert_within_bounds(days: &Days, what: &str) {
+    for ((owner, _), d) in days {
+        for (unit, quantity, _) in RESOURCES {
+            let (t, s, b) = (quantity(&d.truth), quantity(&d.sampled), quantity(&d.bound));
+            assert!(t.abs_diff(s) <= b, "{what}, {owner} {unit}: true {t}, sampled {s}, bound {b}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_workload_is_metered_exactly() {
+    init();
+    let started = Instant::now();
+    let workload = Workload::generate(&steady());
+    let (days, stats) = collect_day(&workload).await;
+    println!("{}took {:?}", report("Steady workload, 15-minute windows", &days, &stats), started.elapsed());
+
+    assert!(workload.pods().iter().all(|p| p.started < DAY && p.finished.is_none()), "all pods live the whole day");
+    assert_eq!(days.len(), 12, "every user has pods");
+    assert_eq!((stats.pods_without_metrics, stats.metrics_without_pod), (0, 0), "{stats:?}");
+    assert_eq!(stats.pods_measured, 96 * 150, "every pod in every window");
+    // A pod that runs through a window at a constant rate is sampled at that rate, and the
+    // rate held for the window is its integral over the window; its GPUs are held throughout.
+    // The 96 windows tile the day, so each user-day is exact, CPU, memory and GPUs alike, and
+    // the bound (no rate changes, no starts or stops) says so too.
+    for ((owner, _), d) in &days {
+        assert_eq!(d.bound, Usage::default(), "{owner}");
+        assert_eq!(d.sampled, d.truth, "{owner}");
+        assert!(d.truth.cpu_nanocore_seconds > 0 && d.truth.memory_byte_seconds > 0, "{owner}");
+    }
+    let with_gpus = days.values().filter(|d| d.truth.gpu_seconds > 0).count();
+    assert!(with_gpus >= 6, "GPU hours are checked for several users: {with_gpus}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bursty_workload_errs_within_the_bound_its_rates_allow() {
+    init();
+    let started = Instant::now();
+    // Bursts alone: every pod lives through the day.
+    let long_only = Workload::generate(&WorkloadConfig { short_lived_pods: 0, ..bursty() });
+    let (days, stats) = collect_day(&long_only).await;
+    println!("{}", report("Bursty workload, long-running pods only, 15-minute windows", &days, &stats));
+    assert_within_bounds(&days, "bursts");
+    for ((owner, _), d) in &days {
+        assert_eq!(d.sampled.gpu_seconds, d.truth.gpu_seconds, "GPUs do not burst: {owner}");
+    }
+    assert!(days.values().filter(|d| d.truth.gpu_seconds > 0).count() >= 6);
+    // The test measures something: point samples of bursts do miss.
+    for (unit, quantity, _) in &RESOURCES[..2] {
+        let s = summarise(&days, *quantity);
+        assert!(s.worst != 0 && s.mean_abs > 0 && s.total != 0, "{unit}: {s:?}");
+    }
+
+    // Bursts and short jobs.
+    let workload = Workload::generate(&bursty());
+    assert!(workload.pods().iter().filter(|p| p.finished.is_some() && p.containers[0].gpus > 0).count() >= 20);
+    let (days, stats) = collect_day(&workload).await;
+    println!(
+        "{}took {:?}",
+        report("Bursty workload with short jobs, 15-minute windows", &days, &stats),
+        started.elapsed()
+    );
+    assert_within_bounds(&days, "bursts and short jobs");
+    for (unit, quantity, _) in RESOURCES {
+        let s = summarise(&days, quantity);
+        assert!(s.worst != 0 && s.mean_abs > 0, "{unit}: {s:?}");
+    }
+}
+
+#[test]
+fn shorter_windows_err_less_on_the_same_bursty_day() {
+    // The model's point samples (`collect_day` checks them against the collector, window by
+    // window, at 900 s) over the bursty day with short jobs, at four window lengths.
+    let workload = Workload::generate(&bursty());
+    let mut out = String::from("\nBursty workload with short jobs, by window length (model point samples)\n");
+    let mut previous: Option<Days> = None;
+    for secs in [900, 300, 60, 15] {
+        let days = model_days(&workload, secs);
+        assert_within_bounds(&days, &format!("{secs} s windows"));
+        let _ = writeln!(out, "{secs} s windows ({} a day):", windows(secs).len());
+        out.push_str(&summary_lines(&days));
+        // Each length divides the one before, so each window splits into shorter ones whose
+        // rates range within the longer one's: the bound can only shrink.
+        if let Some(longer) = &previous {
+            for (key, d) in &days {
+                let l = longer[key].bound;
+                for (unit, quantity, _) in RESOURCES {
+                    assert!(quantity(&d.bound) <= quantity(&l), "{key:?} {unit} at {secs} s");
+                }
+            }
+            let total = |days: &Days| days.values().map(|d| d.bound.cpu_nanocore_seconds).sum::<u128>();
+            assert!(total(&days) < total(longer), "the cluster-day's CPU bound shrinks at {secs} s");
+        }
+        previous = Some(days);
+    }
+    // Sandbox rates change only on 15 s scrape boundaries, so a 15 s window's sample is the
+    // window's exact integral for a pod that lives through it: what error is left at 15 s comes
+    // from short jobs starting and stopping within a window.
+    let long_running =
+        Workload::new(Vec::new(), workload.pods().iter().filter(|p| p.finished.is_none()).cloned().collect());
+    for ((owner, _), d) in model_days(&long_running, 15) {
+        assert_eq!((d.sampled, d.bound), (d.truth, Usage::default()), "{owner}");
+    }
+    println!("{out}");
+}
+
+/// Greatest common divisor.
+const fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[test]
+fn a_point_sample_is_unbiased_over_phases_and_errs_most_in_step_with_the_windows() {
+    // Long-running bursty pods only, so every error is a burst's. Model point samples, which
+    // `collect_day` checks against the collector window by window.
+    let workload = Workload::generate(&WorkloadConfig { short_lived_pods: 0, ..bursty() });
+    let day_windows = windows(900);
+    // (sampled − true) over the day, (CPU, memory), and the truth.
+    let error = |pod: &SimPod| {
+        let sampled = day_windows.iter().filter_map(|&w| sample_of(pod, w)).fold(Usage::default(), |a, u| a + u);
+        let truth = from_model(pod.usage(DAY, DAY + i64::from(DAY_SECS)));
+        let diff = |q: Quantity| i128::try_from(q(&sampled)).unwrap() - i128::try_from(q(&truth)).unwrap();
+        ((diff(RESOURCES[0].1), diff(RESOURCES[1].1)), truth)
+    };
+    // Pods by how many points of their cycle the window ends visit: m = P / gcd(P, 900) for a
+    // period of P seconds. (pods, Σ CPU error, Σ true CPU, Σ |relative CPU error| in ppm)
+    let mut classes: BTreeMap<(i64, i64), (i128, i128, i128, i128)> = BTreeMap::new();
+    let mut bursty_pods = 0;
+    for pod in workload.pods() {
+        let Some(period) = pod.containers.iter().find_map(|c| match c.profile {
+            Profile::Bursty { period_secs, .. } => Some(period_secs),
+            Profile::Steady { .. } => None,
+        }) else {
+            continue;
+        };
+        bursty_pods += 1;
+        // Averaged over every phase of the cycle (on the 15 s grid, each once) the error is
+        // exactly zero: each second of the day, and each sampled second, is in a burst for
+        // the same share of phases (burst / period), and the 96 samples held 900 s stand for
+        // the 86,400 seconds.
+        let mut over_phases = (0_i128, 0_i128);
+        for phase in (0..period).step_by(15) {
+            let mut shifted = pod.clone();
+            for c in &mut shifted.containers {
+                if let Profile::Bursty { phase_secs, .. } = &mut c.profile {
+                    *phase_secs = phase;
+                }
+            }
+            let ((cpu, memory), _) = error(&shifted);
+            over_phases = (over_phases.0 + cpu, over_phases.1 + memory);
+        }
+        assert_eq!(over_phases, (0, 0), "{}: a point sample is unbiased over phases", pod.name);
+
+        let m = period / gcd(period, 900);
+        let class =
+            [(1, 4), (5, 16), (17, 96), (97, i64::MAX)].into_iter().find(|&(lo, hi)| lo <= m && m <= hi).unwrap();
+        let ((cpu, _), truth) = error(pod);
+        let truth = i128::try_from(truth.cpu_nanocore_seconds).unwrap();
+        let c = classes.entry(class).or_default();
+        *c = (c.0 + 1, c.1 + cpu, c.2 + truth, c.3 + (cpu * PPM / truth).abs());
+    }
+    assert_eq!(bursty_pods, 150);
+    let mut out = String::from("\nBursty pods by the points of their cycle that 15-minute window ends sample (CPU)\n");
+    for (&(lo, hi), &(pods, error, truth, abs)) in &classes {
+        let m = if hi == i64::MAX { format!("{lo}+") } else { format!("{lo}-{hi}") };
+        let _ = writeln!(
+            out,
+            "  {m:>6} points: {pods:>3} pods, their error {:>8}, mean |error| per pod {:>8}",
+            percent(error * PPM / truth),
+            percent(abs / pods)
+        );
+    }
+    println!("{out}");
+    // A pod whose cycle the window ends visit at m equally spaced points samples a share of
+    // bursts within 1/m of the true one for each full visit: pods in step with the windows
+    // (m ≤ 4) err far more than those visited at many points.
+    let mean = |class: (i64, i64)| classes[&class].3 / classes[&class].0;
+    assert!(mean((1, 4)) > 3 * mean((17, 96)).max(mean((97, i64::MAX))), "{out}");
+}

@@ -192,7 +192,8 @@ impl Platform {
                         vars.push(var(&format!("upstreams.{}", upstream.name()), &url(*upstream)));
                     }
                 }
-                Service::Team | Service::Metering => {}
+                Service::Metering => vars.push(var("provisioning.url", &url(Service::Provisioning))),
+                Service::Team => {}
             }
             env.insert(service.name(), vars);
         }

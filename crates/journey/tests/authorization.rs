@@ -54,6 +54,7 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
         }
     }
     let owner = ids[&Who::Owner].clone();
+    let today = chrono::Utc::now().date_naive();
     let (cluster, other_cluster) = (platform.cluster_ids[0], platform.cluster_ids[1]);
     let new_cluster = |name: &str| {
         let c = &platform.world.clusters[0];
@@ -99,6 +100,14 @@ async fn every_route_answers_each_kind_of_caller_as_it_should() {
             [401, 403, 403, 403, 200],
         ),
         ("DELETE", format!("/api/admin/assignments/{owner}"), None, [401, 403, 403, 403, 200]),
+        // metering: a person sees their own usage (an owner their team's too); the rest is for admins
+        ("GET", "/api/usage".into(), None, [401, 200, 200, 200, 200]),
+        ("GET", format!("/api/usage?from={today}&to={today}"), None, [401, 200, 200, 200, 200]),
+        ("GET", format!("/api/admin/usage?owner_user_id={owner}"), None, [401, 403, 403, 403, 200]),
+        ("GET", format!("/api/admin/usage/samples?user_id={owner}&day={today}"), None, [401, 403, 403, 403, 200]),
+        ("GET", format!("/api/admin/metering/runs?cluster_id={cluster}"), None, [401, 403, 403, 403, 200]),
+        ("GET", "/api/admin/metering/gaps".into(), None, [401, 403, 403, 403, 200]),
+        ("POST", format!("/api/admin/metering/clusters/{cluster}/collect"), None, [401, 403, 403, 403, 202]),
         // Deleting an account: a member cannot, an owner with members cannot; run last.
         ("DELETE", "/api/me".into(), None, [401, 200, 409, 409, 200]),
     ];

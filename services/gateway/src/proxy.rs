@@ -51,6 +51,7 @@ impl Routes {
                 ("/api/admin/assignments", base(&upstreams.provisioning)),
                 ("/api/usage", base(&upstreams.metering)),
                 ("/api/admin/metering", base(&upstreams.metering)),
+                ("/api/admin/usage", base(&upstreams.metering)),
             ],
             identity: base(&upstreams.identity),
             billing: base(&upstreams.billing),

@@ -11,6 +11,7 @@ fn generated() -> String {
         <hopsbridge_identity::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         <hopsbridge_billing::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         <hopsbridge_provisioning::routes::ApiDoc as utoipa::OpenApi>::openapi(),
+        <hopsbridge_metering::routes::ApiDoc as utoipa::OpenApi>::openapi(),
     ]);
     format!("{}\n", doc.to_pretty_json().unwrap())
 }

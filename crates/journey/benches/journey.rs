@@ -53,7 +53,7 @@ async fn wait_event(platform: &Platform, person: &Person, timeout: Duration) -> 
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let options = Options { clusters: 4, capacity: 150, log_filter: "warn", workers: 2 };
+    let options = Options { clusters: 4, capacity: 150, log_filter: "warn", workers: 2, ..Options::default() };
     let platform = Platform::start(binaries!(), &options).await;
     println!(
         "journey benchmark: {PEOPLE} people, {} clusters x {} places, every service its own process, sandbox without delay",

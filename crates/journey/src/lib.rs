@@ -92,11 +92,22 @@ pub struct Options {
     pub log_filter: &'static str,
     /// actix workers per service.
     pub workers: u16,
+    /// metering's window, seconds.
+    pub metering_window_secs: u32,
+    /// Hopsworks usernames with a lab of running pods on every cluster (`WorldConfig::lab_owners`).
+    pub lab_owners: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { clusters: 2, capacity: 50, log_filter: "info", workers: 1 }
+        Self {
+            clusters: 2,
+            capacity: 50,
+            log_filter: "info",
+            workers: 1,
+            metering_window_secs: 900,
+            lab_owners: Vec::new(),
+        }
     }
 }
 
@@ -150,8 +161,12 @@ impl Platform {
         let ports: BTreeMap<&'static str, u16> = SERVICES.iter().map(|s| (s.name(), free_port())).collect();
         let url = |s: Service| format!("http://127.0.0.1:{}", ports[s.name()]);
         let gateway = url(Service::Gateway);
-        let world =
-            World::start(&WorldConfig { gateway_url: gateway.clone(), clusters: options.clusters }).expect("sandbox");
+        let world = World::start(&WorldConfig {
+            gateway_url: gateway.clone(),
+            clusters: options.clusters,
+            lab_owners: options.lab_owners.clone(),
+        })
+        .expect("sandbox");
 
         let mut env = BTreeMap::new();
         for service in SERVICES {
@@ -192,7 +207,11 @@ impl Platform {
                         vars.push(var(&format!("upstreams.{}", upstream.name()), &url(*upstream)));
                     }
                 }
-                Service::Metering => vars.push(var("provisioning.url", &url(Service::Provisioning))),
+                Service::Metering => vars.extend([
+                    var("provisioning.url", &url(Service::Provisioning)),
+                    var("schedule.window_secs", &options.metering_window_secs.to_string()),
+                    var("schedule.tick_ms", "200"),
+                ]),
                 Service::Team => {}
             }
             env.insert(service.name(), vars);

@@ -87,6 +87,10 @@ pub struct HopsworksConfig {
     pub oauth_client_id: String,
     /// Faults active from the start.
     pub faults: Faults,
+    /// Projects a person creates as soon as their account exists, as (username, project name):
+    /// the demo population's habit, so their pods on the cluster's Kubernetes belong to a
+    /// project of theirs once provisioning has made the account.
+    pub projects_on_signup: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for HopsworksConfig {
@@ -108,6 +112,7 @@ impl HopsworksConfig {
             api_key: api_key.to_owned(),
             oauth_client_id: oauth_client_id.to_owned(),
             faults: Faults::default(),
+            projects_on_signup: Vec::new(),
         }
     }
 }
@@ -354,43 +359,7 @@ impl HopsworksSim {
     /// # Errors
     /// Unknown owner, invalid or taken name, or the owner's project limit reached.
     pub fn create_project(&self, owner_username: &str, name: &str) -> Result<Project, HopsworksError> {
-        let mut state = lock(&self.inner.state);
-        let valid = !name.is_empty()
-            && name.len() <= 63
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && name.starts_with(|c: char| c.is_ascii_alphabetic());
-        if !valid {
-            return Err(HopsworksError::new(400, code::PROJECT_NAME_INVALID, "Invalid project name."));
-        }
-        if state.projects.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
-            return Err(HopsworksError::new(409, code::PROJECT_EXISTS, "Project with the same name already exists."));
-        }
-        let owner =
-            state.users.iter_mut().find(|u| u.username == owner_username).ok_or_else(HopsworksError::user_not_found)?;
-        if owner.num_created_projects >= owner.max_num_projects {
-            return Err(HopsworksError::new(
-                400,
-                code::NUM_PROJECTS_LIMIT,
-                "The user has reached the maximum number of projects they can create.",
-            ));
-        }
-        owner.num_created_projects += 1;
-        let owner_id = owner.id;
-        let id = state.projects.last().map_or(FIRST_PROJECT_ID, |p| p.id + 1);
-        let project = Project {
-            id,
-            name: name.to_owned(),
-            namespace: name.to_ascii_lowercase().replace('_', "-"),
-            created: Utc::now(),
-            owner_id,
-        };
-        state.projects.push(project.clone());
-        state.memberships.push(Membership {
-            project_id: id,
-            username: owner_username.to_owned(),
-            role: ROLE_DATA_OWNER.to_owned(),
-        });
-        Ok(project)
+        create_project(&mut lock(&self.inner.state), owner_username, name)
     }
 
     /// Deletes a project and its memberships; the owner's created-projects count stays.
@@ -687,6 +656,10 @@ async fn create_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>)
             uuid: Some(uuid.clone()),
             activated: Utc::now(),
         });
+        for (owner, project) in inner.config.projects_on_signup.iter().filter(|(owner, _)| *owner == username) {
+            // The habit may outrun the limit or repeat a name; the account is made either way.
+            let _made = create_project(&mut state, owner, project);
+        }
         Ok(HttpResponse::Created().json(json!({
             "uuid": uuid,
             "givenName": given_name,
@@ -928,4 +901,45 @@ async fn add_to_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inn
         Ok(HttpResponse::Ok().finish())
     })
     .await
+}
+
+/// Creates a project as `owner_username` does in the Hopsworks UI (see
+/// [`HopsworksSim::create_project`]).
+fn create_project(state: &mut State, owner_username: &str, name: &str) -> Result<Project, HopsworksError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphabetic());
+    if !valid {
+        return Err(HopsworksError::new(400, code::PROJECT_NAME_INVALID, "Invalid project name."));
+    }
+    if state.projects.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+        return Err(HopsworksError::new(409, code::PROJECT_EXISTS, "Project with the same name already exists."));
+    }
+    let owner =
+        state.users.iter_mut().find(|u| u.username == owner_username).ok_or_else(HopsworksError::user_not_found)?;
+    if owner.num_created_projects >= owner.max_num_projects {
+        return Err(HopsworksError::new(
+            400,
+            code::NUM_PROJECTS_LIMIT,
+            "The user has reached the maximum number of projects they can create.",
+        ));
+    }
+    owner.num_created_projects += 1;
+    let owner_id = owner.id;
+    let id = state.projects.last().map_or(FIRST_PROJECT_ID, |p| p.id + 1);
+    let project = Project {
+        id,
+        name: name.to_owned(),
+        namespace: name.to_ascii_lowercase().replace('_', "-"),
+        created: Utc::now(),
+        owner_id,
+    };
+    state.projects.push(project.clone());
+    state.memberships.push(Membership {
+        project_id: id,
+        username: owner_username.to_owned(),
+        role: ROLE_DATA_OWNER.to_owned(),
+    });
+    Ok(project)
 }

@@ -5,7 +5,7 @@ use crate::auth0::{Auth0Config, Auth0Sim, TestUser};
 use crate::hopsworks::{HopsworksConfig, HopsworksSim};
 use crate::kubernetes::{KubeCluster, KubeOptions};
 use crate::stripe::{StripeConfig, StripeSim};
-use crate::workload::{SimClock, Workload, WorkloadConfig};
+use crate::workload::{MemFormat, Profile, SimClock, SimContainer, SimPod, Workload, WorkloadConfig};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,12 +16,61 @@ pub struct WorldConfig {
     pub gateway_url: String,
     /// How many clusters to simulate.
     pub clusters: usize,
+    /// Hopsworks usernames whose owners run a project of their own on every cluster: when
+    /// provisioning makes the account, the project `<username>_lab` (namespace `<username>-lab`)
+    /// is created with it, and its pods ([`lab_pods`]) run there from the start. The defaults are
+    /// the usernames the demo people (ada@, grace@) get.
+    pub lab_owners: Vec<String>,
 }
 
 impl Default for WorldConfig {
     fn default() -> Self {
-        Self { gateway_url: "http://127.0.0.1:8080".to_owned(), clusters: 2 }
+        Self {
+            gateway_url: "http://127.0.0.1:8080".to_owned(),
+            clusters: 2,
+            lab_owners: vec!["ada10000".to_owned(), "gra10000".to_owned()],
+        }
     }
+}
+
+/// CPU of a lab's notebook pod, nanocores (500m), and its working set (1 GiB).
+pub const LAB_NOTEBOOK_CPU_NANOCORES: u64 = 500_000_000;
+/// Working set of a lab's notebook pod, bytes.
+pub const LAB_NOTEBOOK_MEMORY_BYTES: u64 = 1 << 30;
+/// CPU of a lab's training pod, nanocores (250m); it also holds one GPU.
+pub const LAB_TRAINING_CPU_NANOCORES: u64 = 250_000_000;
+/// Working set of a lab's training pod, bytes (512 MiB).
+pub const LAB_TRAINING_MEMORY_BYTES: u64 = 512 << 20;
+
+/// The steady pods of `username`'s lab, running since `since`: a notebook, and a training job
+/// holding one GPU.
+#[must_use]
+pub fn lab_pods(username: &str, since: i64) -> Vec<SimPod> {
+    let namespace = format!("{username}-lab");
+    let pod = |name: &str, cpu: u64, memory: u64, gpus: u64| SimPod {
+        namespace: namespace.clone(),
+        name: format!("{name}-{username}"),
+        uid: format!("uid-{namespace}-{name}"),
+        labels: [("owner".to_owned(), username.to_owned())].into(),
+        node: "node-1".to_owned(),
+        created: since - 10,
+        started: since,
+        finished: None,
+        deleted: None,
+        containers: vec![SimContainer {
+            name: "main".to_owned(),
+            image: "docker.hops.works/python:4.1.0".to_owned(),
+            cpu_request_millis: 1000,
+            memory_request_bytes: 2 << 30,
+            gpus,
+            profile: Profile::Steady { cpu_nanocores: cpu, memory_bytes: memory },
+            memory_format: MemFormat::Mebi,
+        }],
+    };
+    vec![
+        pod("notebook", LAB_NOTEBOOK_CPU_NANOCORES, LAB_NOTEBOOK_MEMORY_BYTES, 0),
+        pod("training", LAB_TRAINING_CPU_NANOCORES, LAB_TRAINING_MEMORY_BYTES, 1),
+    ]
 }
 
 /// One simulated Hopsworks cluster.
@@ -80,7 +129,10 @@ impl World {
             .map(|i| {
                 let name = format!("eu-{i}");
                 let api_key = format!("hw-admin-key-{i}-{}", uuid::Uuid::new_v4().simple());
-                let hopsworks = HopsworksSim::start(HopsworksConfig::new(&name, &api_key, &client_id))?;
+                let mut hopsworks_config = HopsworksConfig::new(&name, &api_key, &client_id);
+                hopsworks_config.projects_on_signup =
+                    config.lab_owners.iter().map(|u| (u.clone(), format!("{u}_lab"))).collect();
+                let hopsworks = HopsworksSim::start(hopsworks_config)?;
                 // A small demo population: a few users with steady and bursty projects, for a week.
                 let workload = Workload::generate(&WorkloadConfig {
                     seed: u64::try_from(i).unwrap_or(1),
@@ -92,6 +144,9 @@ impl World {
                     horizon_secs: 7 * 86_400,
                     ..WorkloadConfig::default()
                 });
+                let mut pods = workload.pods().to_vec();
+                pods.extend(config.lab_owners.iter().flat_map(|u| lab_pods(u, now - 3600)));
+                let workload = Workload::new(workload.projects().to_vec(), pods);
                 let kubernetes =
                     KubeCluster::start(&name, Arc::new(workload), Arc::clone(&clock), KubeOptions::default())?;
                 Ok(Cluster { name, hopsworks, kubernetes })

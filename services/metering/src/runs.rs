@@ -371,7 +371,8 @@ pub async fn complete(
             .bind::<Timestamptz, _>(run.window_start)
             .load(conn)
             .await?;
-    if !<[Held]>::first(&held).is_some_and(|h| h.status == status::RUNNING && h.claimed_by.as_deref() == Some(replica)) {
+    if !<[Held]>::first(&held).is_some_and(|h| h.status == status::RUNNING && h.claimed_by.as_deref() == Some(replica))
+    {
         return Ok(None);
     }
     let known = known(conn, run.cluster_id).await?;

@@ -53,7 +53,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        let world = match World::start(&WorldConfig { gateway_url: args.gateway_url, clusters: args.clusters }) {
+        let world = match World::start(&WorldConfig {
+            gateway_url: args.gateway_url,
+            clusters: args.clusters,
+            ..WorldConfig::default()
+        }) {
             Ok(w) => w,
             Err(e) => {
                 eprintln!("hopsbridge-sandbox: {e:#}");

@@ -207,11 +207,23 @@ impl Platform {
                         vars.push(var(&format!("upstreams.{}", upstream.name()), &url(*upstream)));
                     }
                 }
-                Service::Metering => vars.extend([
-                    var("provisioning.url", &url(Service::Provisioning)),
-                    var("schedule.window_secs", &options.metering_window_secs.to_string()),
-                    var("schedule.tick_ms", "200"),
-                ]),
+                Service::Metering => {
+                    vars.extend([
+                        var("provisioning.url", &url(Service::Provisioning)),
+                        var("schedule.window_secs", &options.metering_window_secs.to_string()),
+                        var("schedule.tick_ms", "200"),
+                    ]);
+                    if options.metering_window_secs < 60 {
+                        // Seconds-long windows: collected at once, leased briefly, a gap after six windows.
+                        let deadline = (options.metering_window_secs * 6).to_string();
+                        vars.extend([
+                            var("schedule.settle_secs", "0"),
+                            var("schedule.deadline_secs", &deadline),
+                            var("schedule.lease_secs", "5"),
+                            var("schedule.retry_delay_ms", "200"),
+                        ]);
+                    }
+                }
                 Service::Team => {}
             }
             env.insert(service.name(), vars);

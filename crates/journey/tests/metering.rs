@@ -6,6 +6,7 @@
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::Service;
 use hopsbridge_journey::{Options, Platform, binaries};
 use hopsbridge_sandbox::world::{
     LAB_NOTEBOOK_CPU_NANOCORES, LAB_NOTEBOOK_MEMORY_BYTES, LAB_TRAINING_CPU_NANOCORES, LAB_TRAINING_MEMORY_BYTES,
@@ -92,14 +93,11 @@ async fn a_paying_persons_pods_are_measured_attributed_and_shown_to_them() {
     // The samples left through the outbox to NATS.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut conn = platform.db.connect("metering").await;
-        let published = diesel::sql_query(
+        let published = metering_count(
+            &platform,
             "SELECT count(*) AS n FROM outbox WHERE event_type = 'UsageRecorded' AND published_at IS NOT NULL",
         )
-        .get_result::<N>(&mut conn)
-        .await
-        .unwrap()
-        .n;
+        .await;
         if published > 0 {
             break;
         }
@@ -112,4 +110,73 @@ async fn a_paying_persons_pods_are_measured_attributed_and_shown_to_them() {
     assert!(runs["total"].as_i64().unwrap() >= 1, "{runs}");
     let gaps: Value = platform.call("GET", "/api/admin/metering/gaps", &platform.admin_token, None).await.1;
     assert_eq!(gaps["total"], 0, "no window missed: {gaps}");
+
+    // metering killed (no graceful shutdown) for longer than a window's deadline, then back:
+    // the windows it missed are gaps with their reason, a run it held is taken over or becomes
+    // a gap, every window in between has exactly one run, and nothing is counted twice.
+    platform.kill_service(Service::Metering);
+    tokio::time::sleep(Duration::from_secs(u64::from(WINDOW) * 9)).await;
+    platform.start_service(Service::Metering);
+    let restarted = chrono::Utc::now().timestamp();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let measured = metering_count(
+            &platform,
+            &format!(
+                "SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_start >= to_timestamp({restarted})"
+            ),
+        )
+        .await;
+        if measured >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "measuring did not resume");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let missed = metering_count(
+        &platform,
+        "SELECT count(*) AS n FROM runs WHERE status = 'gap' AND gap_reason IN ('not_collected', 'abandoned')",
+    )
+    .await;
+    assert!(missed >= 1, "the outage is recorded as gaps");
+    let holes = metering_count(
+        &platform,
+        &format!(
+            "SELECT ((extract(epoch FROM max(window_start) - min(window_start))::bigint / {WINDOW}) + 1 - count(*))::bigint AS n
+             FROM runs"
+        ),
+    )
+    .await;
+    assert_eq!(holes, 0, "every window since the cluster was registered has its run");
+    let mismatched = metering_count(
+        &platform,
+        "SELECT count(*) AS n FROM usage_daily d FULL JOIN (
+             SELECT (window_start AT TIME ZONE 'UTC')::date AS day, user_id, owner_user_id, cluster_id, namespace,
+                    sum(cpu_nanocore_seconds) AS cpu, count(*) AS samples
+             FROM samples WHERE attribution = 'attributed' GROUP BY 1, 2, 3, 4, 5) s
+         USING (day, user_id, owner_user_id, cluster_id, namespace)
+         WHERE d.cpu_nanocore_seconds IS DISTINCT FROM s.cpu OR d.samples IS DISTINCT FROM s.samples",
+    )
+    .await;
+    assert_eq!(mismatched, 0, "usage_daily is the sum of its samples");
+    let unannounced = metering_count(
+        &platform,
+        "SELECT (SELECT count(*) FROM samples WHERE attribution = 'attributed')
+              - (SELECT count(*) FROM outbox WHERE event_type = 'UsageRecorded') AS n",
+    )
+    .await;
+    assert_eq!(unannounced, 0, "one UsageRecorded per attributed sample");
+    let wrong = metering_count(
+        &platform,
+        &format!(
+            "SELECT count(*) AS n FROM samples WHERE attribution = 'attributed' AND cpu_nanocore_seconds <> {cpu}"
+        ),
+    )
+    .await;
+    assert_eq!(wrong, 0, "every sample is one window's usage, never two");
+}
+
+async fn metering_count(platform: &Platform, sql: &str) -> i64 {
+    let mut conn = platform.db.connect("metering").await;
+    diesel::sql_query(sql).get_result::<N>(&mut conn).await.unwrap().n
 }

@@ -47,7 +47,14 @@ async fn upsert_cluster(
          ON CONFLICT (cluster_id) DO UPDATE SET
              name = CASE WHEN excluded.updated_at >= clusters.updated_at THEN excluded.name ELSE clusters.name END,
              status = CASE WHEN excluded.updated_at >= clusters.updated_at THEN excluded.status ELSE clusters.status END,
-             measured_from = least(clusters.measured_from, excluded.measured_from),
+             -- Back from inactive: measured again from now on; the inactive time is no gap.
+             measured_from = CASE WHEN clusters.status = 'inactive' AND excluded.status <> 'inactive'
+                                   AND excluded.updated_at >= clusters.updated_at
+                              THEN excluded.measured_from
+                              ELSE least(clusters.measured_from, excluded.measured_from) END,
+             scheduled_through = CASE WHEN clusters.status = 'inactive' AND excluded.status <> 'inactive'
+                                      AND excluded.updated_at >= clusters.updated_at
+                                 THEN NULL ELSE clusters.scheduled_through END,
              updated_at = greatest(clusters.updated_at, excluded.updated_at)",
     )
     .bind::<SqlUuid, _>(cluster_id)

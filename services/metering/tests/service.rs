@@ -512,6 +512,33 @@ async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_annou
     tokio::time::sleep(Duration::from_secs(u64::try_from(2 * WINDOW).unwrap())).await;
     assert_eq!(env.n("SELECT count(*) AS n FROM runs").await, settled, "no window scheduled for an inactive cluster");
     env.assert_consistent().await;
+    // Back to active: measured again at once, and the inactive time is neither measured nor a gap.
+    let last_before = env.n("SELECT extract(epoch FROM max(window_start))::bigint AS n FROM runs").await;
+    let quiet_until = chrono::Utc::now().timestamp();
+    let (status, body) = env
+        .call(
+            &env.provisioning,
+            Method::PATCH,
+            &format!("/api/admin/clusters/{cluster}"),
+            Some(&admin()),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let back = chrono::Utc::now().timestamp();
+    env.until(
+        "measured again after reactivation",
+        &format!("SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_start >= to_timestamp({back})"),
+    )
+    .await;
+    assert_eq!(env.n("SELECT count(*) AS n FROM runs WHERE status = 'gap'").await, 0, "no gap for the inactive time");
+    let inside = env
+        .n(&format!(
+            "SELECT count(*) AS n FROM runs WHERE window_start > to_timestamp({last_before})
+             AND window_start < to_timestamp({quiet_until} - {WINDOW})"
+        ))
+        .await;
+    assert_eq!(inside, 0, "no window of the inactive time scheduled");
 
     // The admin and self-service views.
     let (status, runs) = env

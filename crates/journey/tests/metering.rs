@@ -3,6 +3,8 @@
 //! measured each window, attributed to them, announced as UsageRecorded, and shown to them and
 //! to admins through the gateway, every sample exact.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;

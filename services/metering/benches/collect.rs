@@ -470,6 +470,8 @@ async fn main() {
     );
     // Clusters not measured take the measured clusters' mean seconds per call.
     let mean_secs_per_call = bounded.iter().map(secs_per_call).sum::<f64>() / bounded.len() as f64;
+    let secs_per_any_call = |b: &BoundedRun| b.elapsed.as_secs_f64() / b.calls as f64;
+    let mean_secs_per_any_call = bounded.iter().map(secs_per_any_call).sum::<f64>() / bounded.len() as f64;
     let per_cluster: Vec<(f64, f64, f64)> = targets
         .iter()
         .map(|t| {
@@ -478,7 +480,7 @@ async fn main() {
             let spc = run.map_or(mean_secs_per_call, secs_per_call);
             let extrapolated = spc * all.saturating_sub(burst) as f64;
             // The plainer linear figure, spreading the burst's free start over every call.
-            let linear = run.map_or(extrapolated, |b| b.elapsed.as_secs_f64() / b.calls as f64 * all as f64);
+            let linear = run.map_or(mean_secs_per_any_call, secs_per_any_call) * all as f64;
             let lower = all.saturating_sub(burst) as f64 / rate;
             (extrapolated, linear, lower)
         })

@@ -219,7 +219,7 @@ impl Platform {
                         vars.extend([
                             var("schedule.settle_secs", "0"),
                             var("schedule.deadline_secs", &deadline),
-                            var("schedule.lease_secs", "5"),
+                            var("schedule.lease_secs", "8"),
                             var("schedule.retry_delay_ms", "200"),
                         ]);
                     }

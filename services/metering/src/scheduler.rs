@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 type Tx<T> = Result<T, DbError>;
 
-/// Seconds kept between the end of a collection's time budget and its lease's end.
+/// Seconds kept between the end of a collection's time budget and its lease's end (at most a
+/// third of the lease).
 const LEASE_MARGIN_SECS: u64 = 5;
 
 /// Why a run failed: a stable code and a message without secrets.
@@ -205,8 +206,8 @@ impl Meter {
 
     /// Collects and stores one run, or records why not.
     pub async fn process(&self, run: Claimed) {
-        let budget =
-            Duration::from_secs(u64::from(self.inner.schedule.lease_secs).saturating_sub(LEASE_MARGIN_SECS).max(1));
+        let lease = u64::from(self.inner.schedule.lease_secs);
+        let budget = Duration::from_secs(lease.saturating_sub(LEASE_MARGIN_SECS.min(lease / 3)).max(1));
         let outcome = match tokio::time::timeout(budget, self.attempt(&run)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure {

@@ -10,9 +10,10 @@ use crate::hopsworks::Hopsworks;
 use diesel_async::AsyncPgConnection;
 use futures::StreamExt as _;
 use hopsbridge_platform::db::{Database, DbError};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,6 +25,16 @@ pub struct Worker {
     hopsworks: HopsworksConfig,
     cfg: AssignmentsConfig,
     wake: Arc<Notify>,
+    clients: Arc<Mutex<HashMap<Uuid, (Fingerprint, Hopsworks)>>>,
+}
+
+/// What a cluster's Hopsworks client was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    api_url: String,
+    ca_bundle: String,
+    oauth_client_id: String,
+    api_key_ciphertext: Vec<u8>,
 }
 
 type Tx<T> = Result<T, DbError>;
@@ -31,14 +42,14 @@ type Tx<T> = Result<T, DbError>;
 impl Worker {
     /// A task over `db`, woken early through `wake`.
     #[must_use]
-    pub const fn new(
+    pub fn new(
         db: Database,
         vault: Vault,
         hopsworks: HopsworksConfig,
         cfg: AssignmentsConfig,
         wake: Arc<Notify>,
     ) -> Self {
-        Self { db, vault, hopsworks, cfg, wake }
+        Self { db, vault, hopsworks, cfg, wake, clients: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Runs until `cancel` fires; the work in hand is finished first.
@@ -117,11 +128,27 @@ impl Worker {
         chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 
+    /// The cluster's Hopsworks client. One is kept per cluster, so its connections (and their
+    /// TLS sessions) serve every piece of work; it is made again when the cluster's URL, CA
+    /// bundle, OAuth client or sealed API key changed.
     async fn client(&self, conn: &mut AsyncPgConnection, cluster: Uuid) -> Result<Hopsworks, String> {
         let rows = assignments::cluster_rows(conn, &[cluster]).await.map_err(|e| format!("database: {e}"))?;
         let row: &ClusterRow = rows.get(&cluster).ok_or_else(|| format!("cluster {cluster} is gone"))?;
+        let made_from = Fingerprint {
+            api_url: row.api_url.clone(),
+            ca_bundle: row.ca_bundle.clone(),
+            oauth_client_id: row.oauth_client_id.clone(),
+            api_key_ciphertext: row.api_key_ciphertext.clone(),
+        };
+        if let Some((fingerprint, client)) = self.clients.lock().await.get(&cluster)
+            && *fingerprint == made_from
+        {
+            return Ok(client.clone());
+        }
         let access = row.access(&self.vault).map_err(|e| format!("cluster {}: API key: {e}", row.name))?;
-        Hopsworks::new(&access, &self.hopsworks).map_err(|e| e.0)
+        let client = Hopsworks::new(&access, &self.hopsworks).map_err(|e| e.0)?;
+        self.clients.lock().await.insert(cluster, (made_from, client.clone()));
+        Ok(client)
     }
 
     /// Does the work; answers why not when it could not.

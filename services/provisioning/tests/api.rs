@@ -1143,6 +1143,12 @@ async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
     let (status, body) =
         p.call(Method::GET, &format!("/internal/clusters/{id}/kubeconfig"), Some(&metering()), None).await;
     assert_eq!((status, body["kubeconfig"].as_str()), (StatusCode::OK, Some(KUBECONFIG)));
+    // A first account while the key is right: the worker keeps this cluster's client ...
+    let grace = Uuid::now_v7();
+    p.user_created(grace, "grace-proc@example.com", "Grace").await;
+    p.paid(grace).await;
+    p.wait_status(grace, "complete").await;
+    // ... until the cluster changes: the next account is made with the patched key.
     let new_key = format!("patched-api-key-{}", Uuid::new_v4().simple());
     let (status, _) = p
         .call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"api_key": new_key})))

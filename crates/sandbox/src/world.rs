@@ -33,6 +33,21 @@ impl Default for WorldConfig {
     }
 }
 
+/// The events the gateway's Stripe endpoint is registered for (its `enabled_events`), as an
+/// operator registers it: exactly the ones billing handles (billing's tests check the two
+/// lists agree), so Stripe does not deliver, and retry, events billing would refuse.
+pub const STRIPE_ENDPOINT_EVENTS: [&str; 9] = [
+    "checkout.session.completed",
+    "setup_intent.succeeded",
+    "payment_method.attached",
+    "payment_method.detached",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+];
+
 /// CPU of a lab's notebook pod, nanocores (500m), and its working set (1 GiB).
 pub const LAB_NOTEBOOK_CPU_NANOCORES: u64 = 500_000_000;
 /// Working set of a lab's notebook pod, bytes.
@@ -122,7 +137,11 @@ impl World {
         let stripe = StripeSim::start(StripeConfig::default())?;
         // Stripe delivers its events to the gateway, which forwards them to billing.
         let stripe_webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
-        stripe.add_webhook_endpoint(&format!("{gateway}/webhooks/stripe"), &stripe_webhook_secret);
+        stripe.add_webhook_endpoint_for(
+            &format!("{gateway}/webhooks/stripe"),
+            &stripe_webhook_secret,
+            &STRIPE_ENDPOINT_EVENTS,
+        );
         let now = chrono::Utc::now().timestamp();
         let clock = Arc::new(SimClock::new(now));
         let clusters = (1..=config.clusters)

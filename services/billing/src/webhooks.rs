@@ -557,6 +557,15 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_registers_the_stripe_endpoint_for_exactly_the_events_billing_handles() {
+        let mut ours = SUPPORTED_EVENTS.to_vec();
+        ours.sort_unstable();
+        let mut registered = hopsbridge_sandbox::world::STRIPE_ENDPOINT_EVENTS.to_vec();
+        registered.sort_unstable();
+        assert_eq!(ours, registered);
+    }
+
+    #[test]
     fn a_matching_signature_within_the_tolerance_verifies() {
         let body = r#"{"id":"evt_1"}"#;
         let now = 1_800_000_000;

@@ -184,12 +184,18 @@ impl StripeSim {
 
     /// Registers a webhook endpoint receiving every event, signed with `secret`; answers its `we_` id.
     pub fn add_webhook_endpoint(&self, url: &str, secret: &str) -> String {
+        self.add_webhook_endpoint_for(url, secret, &["*"])
+    }
+
+    /// Registers a webhook endpoint receiving only `events` (Stripe's `enabled_events`; `*`
+    /// for all), signed with `secret`; answers its `we_` id.
+    pub fn add_webhook_endpoint_for(&self, url: &str, secret: &str, events: &[&str]) -> String {
         let id = State::new_id("we_");
         self.shared.lock().endpoints.push(Endpoint {
             id: id.clone(),
             url: url.to_owned(),
             secret: secret.to_owned(),
-            events: vec!["*".to_owned()],
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
         });
         id
     }

@@ -103,6 +103,7 @@ async fn main() {
         setup.elapsed().as_secs_f64()
     );
 
+    let cpu_before = cpu_by_part(&platform);
     let begin = Instant::now();
     let mut started = Vec::with_capacity(PEOPLE);
     for id in &sessions {
@@ -117,6 +118,7 @@ async fn main() {
         latencies.push(at - *start);
     }
     let wall = last - begin;
+    let cpu_after = cpu_by_part(&platform);
     // The journey's two halves: billing (webhook to PaymentMethodAddedV1 on NATS) and
     // provisioning (from there to ClusterAssignedV1).
     let (mut billing_part, mut provisioning_part) = (Vec::new(), Vec::new());
@@ -168,6 +170,21 @@ async fn main() {
         );
     }
     println!();
+    let spent: Vec<(String, f64)> = cpu_after
+        .iter()
+        .map(|(part, after)| {
+            (part.clone(), after - cpu_before.iter().find(|(p, _)| p == part).map_or(0.0, |(_, b)| *b))
+        })
+        .collect();
+    let total: f64 = spent.iter().map(|(_, s)| s).sum();
+    println!(
+        "CPU seconds from the first completed Checkout to the last ClusterAssigned ({:.2} s wall, {:.2} cores busy, {:.1} ms per journey):",
+        wall.as_secs_f64(),
+        total / wall.as_secs_f64(),
+        total * 1000.0 / PEOPLE as f64
+    );
+    println!("{}", spent.iter().map(|(part, s)| format!("{part} {s:.2}")).collect::<Vec<_>>().join(", "));
+    println!();
     println!(
         "loaded p99 / baseline p50: {:.1}x",
         percentile(&latencies, 99.0).as_secs_f64() / percentile(&alone, 50.0).as_secs_f64()
@@ -178,4 +195,33 @@ async fn main() {
         if percentile(&latencies, 99.0) < Duration::from_millis(500) { "met" } else { "NOT met" }
     );
     audit.assert_exactly_once();
+}
+
+/// CPU seconds (user + system) used so far by process `pid`, from /proc (100 ticks a second).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU seconds so far of each service process, of this process (the sandbox and the load),
+/// and of every `postgres` and `nats-server` process on the machine.
+fn cpu_by_part(platform: &Platform) -> Vec<(String, f64)> {
+    let mut parts: Vec<(String, f64)> =
+        platform.service_pids().into_iter().map(|(name, pid)| (name.to_owned(), cpu_secs(pid))).collect();
+    parts.push(("sandbox+load".to_owned(), cpu_secs(std::process::id())));
+    for comm in ["postgres", "nats-server"] {
+        let total = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+            .map(cpu_secs)
+            .sum();
+        parts.push((comm.to_owned(), total));
+    }
+    parts
 }

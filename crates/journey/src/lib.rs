@@ -299,6 +299,11 @@ impl Platform {
         self.processes.lock().expect("lock").insert(service.name(), process);
     }
 
+    /// Each running service's process id.
+    pub fn service_pids(&self) -> Vec<(&'static str, u32)> {
+        self.processes.lock().expect("lock").iter().map(|(name, p)| (*name, p.pid())).collect()
+    }
+
     /// Kills one service's process at once (SIGKILL: no graceful shutdown).
     pub fn kill_service(&self, service: Service) {
         // Dropping a ServiceProcess kills it.

@@ -71,6 +71,12 @@ impl ServiceProcess {
         (out.status, text)
     }
 
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:<port>`.
     #[must_use]
     pub fn url(&self) -> String {

@@ -274,7 +274,11 @@ PROVISIONING_ENCRYPTION_KEYS="dev:$(<"${ENCRYPTION_KEY_FILE}")"
 SANDBOX_DIR="${root}/.local/sandbox"
 rm -f "${SANDBOX_DIR}/sandbox.env"
 hb_log "starting the sandbox (simulated Auth0, Stripe, Hopsworks, Kubernetes)"
-setsid "${BIN_DIR}/hopsbridge-sandbox" --state-dir "${SANDBOX_DIR}" --gateway-url "http://${HOST}:${PORT[gateway]}" \
+# It also registers its clusters with provisioning once provisioning answers, as an operator
+# would through the admin API, so a person who signs up and adds a card is given one.
+HOPSBRIDGE_SANDBOX_SIGNING_KEY="${GATEWAY_SIGNING_KEY}" setsid "${BIN_DIR}/hopsbridge-sandbox" \
+    --state-dir "${SANDBOX_DIR}" --gateway-url "http://${HOST}:${PORT[gateway]}" \
+    --register-clusters-at "http://${HOST}:${PORT[provisioning]}" \
     >"${LOG_DIR}/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 for ((i = 0; i < READY_TIMEOUT * 4; i++)); do

@@ -328,17 +328,7 @@ impl Platform {
     async fn register_clusters(&mut self, capacity: u32) {
         let mut ids = Vec::new();
         for cluster in &self.world.clusters {
-            let body = json!({
-                "name": cluster.name,
-                "api_url": cluster.hopsworks.origin(),
-                "api_key": cluster.hopsworks.api_key(),
-                "kubeconfig": cluster.kubernetes.kubeconfig(),
-                "ca_bundle": cluster.hopsworks.ca_pem(),
-                "oauth_client_id": cluster.hopsworks.oauth_client_id(),
-                "capacity": capacity,
-                "region": "eu-north",
-                "status": "active",
-            });
+            let body = World::registration(cluster, capacity, "eu-north");
             let (status, answer) = self.call("POST", "/api/admin/clusters", &self.admin_token, Some(body)).await;
             assert_eq!(status, 201, "register {}: {answer}", cluster.name);
             ids.push(answer["id"].as_str().and_then(|s| s.parse().ok()).expect("cluster id"));

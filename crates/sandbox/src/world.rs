@@ -174,6 +174,93 @@ impl World {
         Ok(Self { auth0, users, stripe, stripe_webhook_secret, clusters, clock })
     }
 
+    /// What an admin sends provisioning to register `cluster` (`POST /api/admin/clusters`).
+    #[must_use]
+    pub fn registration(cluster: &Cluster, capacity: u32, region: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": cluster.name,
+            "api_url": cluster.hopsworks.origin(),
+            "api_key": cluster.hopsworks.api_key(),
+            "kubeconfig": cluster.kubernetes.kubeconfig(),
+            "ca_bundle": cluster.hopsworks.ca_pem(),
+            "oauth_client_id": cluster.hopsworks.oauth_client_id(),
+            "capacity": capacity,
+            "region": region,
+            "status": "active",
+        })
+    }
+
+    /// Plays the operator for local development: registers every cluster with provisioning's
+    /// admin API at `provisioning` (as an admin, signing with the key the services share),
+    /// waiting for provisioning to answer. A cluster of the same name registered by an earlier
+    /// run (whose sandbox had other addresses and keys) is updated to this one's.
+    ///
+    /// # Errors
+    /// When provisioning refuses a cluster, or does not answer within `patience`.
+    pub async fn register_clusters_with(
+        &self,
+        provisioning: &str,
+        key: &hopsbridge_platform::caller::CallerKey,
+        patience: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        use hopsbridge_platform::caller::{Caller, Role};
+        let admin = Caller {
+            subject: "sandbox|operator".to_owned(),
+            user_id: None,
+            roles: vec![Role::User, Role::Admin],
+            email: None,
+        };
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+        let base = provisioning.trim_end_matches('/');
+        let send = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
+            let mut request = http.request(method.clone(), format!("{base}{path}"));
+            for (name, value) in key.sign(method.as_str(), &path, &admin, chrono::Utc::now().timestamp()) {
+                request = request.header(name, value);
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            request.send()
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        for cluster in &self.clusters {
+            let body = Self::registration(cluster, 100, "local");
+            loop {
+                match send(reqwest::Method::POST, "/api/admin/clusters".to_owned(), Some(body.clone())).await {
+                    Ok(r) if r.status() == 201 => break,
+                    Ok(r) if r.status() == 409 => {
+                        let listed = send(reqwest::Method::GET, "/api/admin/clusters".to_owned(), None).await?;
+                        let clusters: Vec<serde_json::Value> = listed.json().await?;
+                        let id = clusters
+                            .iter()
+                            .find(|c| c["name"] == cluster.name.as_str())
+                            .and_then(|c| c["id"].as_str())
+                            .ok_or_else(|| anyhow::anyhow!("{}: taken, but not listed", cluster.name))?
+                            .to_owned();
+                        let patched =
+                            send(reqwest::Method::PATCH, format!("/api/admin/clusters/{id}"), Some(body.clone()))
+                                .await?;
+                        anyhow::ensure!(
+                            patched.status() == 200,
+                            "{}: update answered {}",
+                            cluster.name,
+                            patched.status()
+                        );
+                        break;
+                    }
+                    Ok(r) if r.status().is_client_error() => {
+                        anyhow::bail!("{}: provisioning answered {}", cluster.name, r.status());
+                    }
+                    _ if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    _ => anyhow::bail!("provisioning did not answer at {base}"),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps the simulated clock at the wall clock, once a second, until the task is dropped
     /// (local development runs in real time; tests move the clock themselves).
     #[must_use]

@@ -1178,3 +1178,49 @@ async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
         assert!(!output.contains(secret), "a log line holds a secret ({secret})");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Local development: the sandbox plays the operator
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_registers_its_clusters_and_a_later_sandbox_updates_them() {
+    use hopsbridge_sandbox::world::{World, WorldConfig};
+    let p = start().await;
+    let config = WorldConfig { clusters: 2, ..WorldConfig::default() };
+    let first = World::start(&config).unwrap();
+    first.register_clusters_with(&p.base, &p.key, Duration::from_secs(10)).await.unwrap();
+    let listed = |v: &Value| -> Vec<(String, String)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap().to_owned(), c["api_url"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let (status, clusters) = p.call(Method::GET, "/api/admin/clusters", Some(&admin()), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let want: Vec<_> = first.clusters.iter().map(|c| (c.name.clone(), c.hopsworks.origin())).collect();
+    assert_eq!(listed(&clusters), want);
+    assert_eq!(p.outbox("ClusterRegistered").await.len(), 2);
+
+    // dev.sh run again: a new sandbox with the same cluster names and new addresses and keys.
+    let second = World::start(&config).unwrap();
+    second.register_clusters_with(&p.base, &p.key, Duration::from_secs(10)).await.unwrap();
+    let (_, clusters) = p.call(Method::GET, "/api/admin/clusters", Some(&admin()), None).await;
+    let want: Vec<_> = second.clusters.iter().map(|c| (c.name.clone(), c.hopsworks.origin())).collect();
+    assert_eq!(listed(&clusters), want, "updated in place, not added");
+    // The new API key works: an owner is given an account on the new sandbox's cluster.
+    let ada = Uuid::now_v7();
+    p.user_created(ada, "ada-local@example.com", "Ada").await;
+    p.paid(ada).await;
+    p.wait_status(ada, "complete").await;
+    assert_eq!(
+        second.clusters.iter().map(|c| c.hopsworks.users().len()).sum::<usize>(),
+        2 + 1,
+        "each cluster's local admin, and ada"
+    );
+
+    // Nothing answering: it gives up after its patience.
+    let err =
+        second.register_clusters_with("http://127.0.0.1:9", &p.key, Duration::from_millis(300)).await.unwrap_err();
+    assert!(err.to_string().contains("did not answer"), "{err}");
+}

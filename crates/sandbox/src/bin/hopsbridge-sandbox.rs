@@ -1,7 +1,11 @@
-//! `hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N]`: starts the simulated Auth0,
-//! Stripe, Hopsworks clusters and Kubernetes API servers on loopback, seeds a demo world,
-//! writes their settings under the state directory, prints where everything is, and serves
-//! until SIGINT or SIGTERM.
+//! `hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N] [--register-clusters-at URL]`:
+//! starts the simulated Auth0, Stripe, Hopsworks clusters and Kubernetes API servers on
+//! loopback, seeds a demo world, writes their settings under the state directory, prints where
+//! everything is, and serves until SIGINT or SIGTERM.
+//!
+//! With `--register-clusters-at`, it also plays the operator: once provisioning answers at that
+//! URL, it registers every simulated cluster there as an admin, signing with the key in
+//! `HOPSBRIDGE_SANDBOX_SIGNING_KEY` (the services' shared `auth.gateway_signing_key`).
 
 use hopsbridge_sandbox::world::{World, WorldConfig};
 use std::path::PathBuf;
@@ -11,7 +15,11 @@ struct Args {
     state_dir: PathBuf,
     gateway_url: String,
     clusters: usize,
+    register_at: Option<String>,
 }
+
+const USAGE: &str =
+    "usage: hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N] [--register-clusters-at URL]";
 
 fn args() -> Result<Args, String> {
     let defaults = WorldConfig::default();
@@ -19,6 +27,7 @@ fn args() -> Result<Args, String> {
         state_dir: PathBuf::from(".local/sandbox"),
         gateway_url: defaults.gateway_url,
         clusters: defaults.clusters,
+        register_at: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -28,11 +37,10 @@ fn args() -> Result<Args, String> {
             "--clusters" => {
                 out.clusters = it.next().and_then(|n| n.parse().ok()).ok_or("--clusters needs a number")?;
             }
-            other => {
-                return Err(format!(
-                    "unknown argument {other}; usage: hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N]"
-                ));
+            "--register-clusters-at" => {
+                out.register_at = Some(it.next().ok_or("--register-clusters-at needs provisioning's URL")?);
             }
+            other => return Err(format!("unknown argument {other}; {USAGE}")),
         }
     }
     Ok(out)
@@ -69,8 +77,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         let _clock = world.follow_real_time();
+        let key = match args.register_at.as_ref().map(|_| std::env::var("HOPSBRIDGE_SANDBOX_SIGNING_KEY")) {
+            Some(Ok(k)) => match hopsbridge_platform::caller::CallerKey::new(&k.into()) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    eprintln!("hopsbridge-sandbox: HOPSBRIDGE_SANDBOX_SIGNING_KEY {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            Some(Err(_)) => {
+                eprintln!("hopsbridge-sandbox: --register-clusters-at needs HOPSBRIDGE_SANDBOX_SIGNING_KEY");
+                return ExitCode::from(2);
+            }
+            None => None,
+        };
         println!("hopsbridge-sandbox is running\n\n{}", world.summary(&args.state_dir));
         println!("Ready.");
+        let world = std::sync::Arc::new(world);
+        if let (Some(url), Some(key)) = (args.register_at, key) {
+            let world = std::sync::Arc::clone(&world);
+            tokio::spawn(async move {
+                match world.register_clusters_with(&url, &key, std::time::Duration::from_secs(300)).await {
+                    Ok(()) => println!("Clusters registered with provisioning at {url}."),
+                    Err(e) => eprintln!("hopsbridge-sandbox: registering the clusters: {e:#}"),
+                }
+            });
+        }
         hopsbridge_platform::shutdown::wait_for_signal().await;
         ExitCode::SUCCESS
     })

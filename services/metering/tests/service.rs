@@ -20,7 +20,7 @@ use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
 use hopsbridge_sandbox::workload::{MemFormat, Profile, SimClock, SimContainer, SimPod, Workload};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TcpProxy, TestBus, TestDb};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -215,7 +215,11 @@ impl Env {
             var("collect.backoff_max_ms", "50"),
             var("collect.request_timeout_ms", "3000"),
         ];
-        env.extend(extra.iter().map(|(k, v)| var(k, v)));
+        for (k, v) in extra {
+            let (key, value) = var(k, v);
+            env.retain(|(existing, _)| *existing != key);
+            env.push((key, value));
+        }
         let config: MeteringConfig =
             hopsbridge_platform::config::load_from(Service::Metering, &hopsbridge_metering::DEFAULTS, None, env)
                 .unwrap();
@@ -758,5 +762,49 @@ async fn replicas_share_windows_a_killed_one_is_taken_over_and_an_outage_is_reco
         &format!("SELECT count(*) AS n FROM runs WHERE cluster_id = '{c1}' AND status = 'complete' AND window_start >= to_timestamp({resumed_from})"),
     )
     .await;
+    env.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_lost_for_longer_than_a_deadline_leaves_gaps_and_counts_nothing_twice() {
+    let mut env = Env::start().await;
+    let sim = sim("eu-1", &env.clock);
+    // metering reaches Postgres through a proxy the test can cut.
+    let url = env.db.url().to_owned();
+    let (head, tail) = url.split_once('@').unwrap();
+    let (host_port, database) = tail.split_once('/').unwrap();
+    let proxy = TcpProxy::start(host_port).await;
+    let through_proxy = format!("{head}@{}/{database}", proxy.addr());
+    let (_base, _stop) = env.metering(6, &[("database.url", &through_proxy)]).await;
+    let (_ada, _bob, cluster, ready) = populated(&mut env, &sim).await;
+    env.until(
+        "two windows measured",
+        &format!("SELECT (count(*) >= 2)::int::bigint AS n FROM runs WHERE status = 'complete' AND window_start >= to_timestamp({ready})"),
+    )
+    .await;
+
+    proxy.cut();
+    let cut_at = chrono::Utc::now().timestamp();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    proxy.restore();
+    let restored = chrono::Utc::now().timestamp();
+    env.until(
+        "measuring resumed",
+        &format!("SELECT (count(*) >= 2)::int::bigint AS n FROM runs WHERE status = 'complete' AND window_start >= to_timestamp({restored})"),
+    )
+    .await;
+    let gaps = env
+        .s(&format!(
+            "SELECT DISTINCT gap_reason AS s FROM runs WHERE status = 'gap' AND window_start >= to_timestamp({cut_at} - {WINDOW})"
+        ))
+        .await;
+    assert!(!gaps.is_empty(), "the windows Postgres was away for are gaps");
+    let holes = env
+        .n(&format!(
+            "SELECT ((extract(epoch FROM max(window_start) - min(window_start))::bigint / {WINDOW}) + 1 - count(*))::bigint AS n
+             FROM runs WHERE cluster_id = '{cluster}'"
+        ))
+        .await;
+    assert_eq!(holes, 0, "every window has its run: measured or a gap with its reason ({gaps:?})");
     env.assert_consistent().await;
 }

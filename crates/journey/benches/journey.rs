@@ -103,6 +103,7 @@ async fn main() {
         setup.elapsed().as_secs_f64()
     );
 
+    let tables_before = table_stats(&platform).await;
     let cpu_before = cpu_by_part(&platform);
     let begin = Instant::now();
     let mut started = Vec::with_capacity(PEOPLE);
@@ -119,6 +120,7 @@ async fn main() {
     }
     let wall = last - begin;
     let cpu_after = cpu_by_part(&platform);
+    let tables_after = table_stats(&platform).await;
     // The journey's two halves: billing (webhook to PaymentMethodAddedV1 on NATS) and
     // provisioning (from there to ClusterAssignedV1).
     let (mut billing_part, mut provisioning_part) = (Vec::new(), Vec::new());
@@ -184,6 +186,21 @@ async fn main() {
         total * 1000.0 / PEOPLE as f64
     );
     println!("{}", spent.iter().map(|(part, s)| format!("{part} {s:.2}")).collect::<Vec<_>>().join(", "));
+    let mut busiest: Vec<(String, [i64; 5])> = tables_after
+        .iter()
+        .map(|(table, after)| {
+            let before = tables_before.iter().find(|(t, _)| t == table).map_or([0; 5], |(_, b)| *b);
+            (table.clone(), std::array::from_fn(|i| after[i] - before[i]))
+        })
+        .filter(|(_, d)| d.iter().any(|v| *v != 0))
+        .collect();
+    busiest.sort_by_key(|(_, d)| std::cmp::Reverse(d[1] + d[3]));
+    println!(
+        "Postgres tables during the burst (seq scans, rows they read, index scans, rows fetched by index, rows written):"
+    );
+    for (table, d) in busiest.iter().take(12) {
+        println!("  {table}: {} / {} / {} / {} / {}", d[0], d[1], d[2], d[3], d[4]);
+    }
     println!();
     println!(
         "loaded p99 / baseline p50: {:.1}x",
@@ -224,4 +241,38 @@ fn cpu_by_part(platform: &Platform) -> Vec<(String, f64)> {
         parts.push((comm.to_owned(), total));
     }
     parts
+}
+
+#[derive(diesel::QueryableByName)]
+struct TableStat {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq_scan: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq_tup_read: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    idx_scan: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    idx_tup_fetch: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    written: i64,
+}
+
+/// Postgres's counters for every table of the platform's database (they lag by up to the
+/// statistics collector's flush interval, a second or so).
+async fn table_stats(platform: &Platform) -> Vec<(String, [i64; 5])> {
+    use diesel_async::RunQueryDsl;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut conn = platform.db.connect("public").await;
+    let rows: Vec<TableStat> = diesel::sql_query(
+        "SELECT schemaname || '.' || relname AS name, coalesce(seq_scan, 0) AS seq_scan,
+                coalesce(seq_tup_read, 0) AS seq_tup_read, coalesce(idx_scan, 0) AS idx_scan,
+                coalesce(idx_tup_fetch, 0) AS idx_tup_fetch, n_tup_ins + n_tup_upd + n_tup_del AS written
+         FROM pg_stat_user_tables",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap_or_default();
+    rows.into_iter().map(|r| (r.name, [r.seq_scan, r.seq_tup_read, r.idx_scan, r.idx_tup_fetch, r.written])).collect()
 }

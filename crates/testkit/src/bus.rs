@@ -62,6 +62,27 @@ impl TestBus {
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         async_nats::jetstream::new(async_nats::connect(&self.url).await.expect("connect to NATS"))
     }
+
+    /// Publishes `event` in its envelope as its producer would (`Nats-Msg-Id` = the event id,
+    /// a new one when `id` is `None`), waits for the PubAck, and answers the event id.
+    pub async fn publish<E: hopsbridge_contracts::Event>(&self, event: &E, id: Option<String>) -> String {
+        use prost::Message as _;
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let envelope = hopsbridge_contracts::events::Envelope {
+            event_id: id.clone(),
+            event_type: E::TYPE.into(),
+            schema_version: 1,
+            producer: E::PRODUCER.name().into(),
+            payload: event.encode_to_vec(),
+            ..Default::default()
+        };
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(envelope.encode_to_vec().into())
+            .message_id(id.clone());
+        let js = self.jetstream().await;
+        js.send_publish(self.subjects().event::<E>(), message).await.expect("publish").await.expect("PubAck");
+        id
+    }
 }
 
 impl Drop for TestBus {

@@ -3,12 +3,7 @@
 use crate::users;
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
-use uuid::Uuid;
-
-fn id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    value.parse().map_err(|_| HandlerError::Reject(format!("{field} is not a UUID: {value:?}")))
-}
+use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
 
 /// Records that a member joined an owner's team.
 #[derive(Debug, Clone, Copy)]
@@ -20,8 +15,8 @@ impl Handler<TeamMemberJoinedV1> for MemberJoined {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<TeamMemberJoinedV1>,
     ) -> Result<(), HandlerError> {
-        let owner = id("owner_user_id", &event.payload.owner_user_id)?;
-        let member = id("member_user_id", &event.payload.member_user_id)?;
+        let owner = parse_uuid("owner_user_id", &event.payload.owner_user_id)?;
+        let member = parse_uuid("member_user_id", &event.payload.member_user_id)?;
         users::record_membership(conn, owner, member).await.map_err(|e| HandlerError::Retry(e.into()))
     }
 }
@@ -36,8 +31,8 @@ impl Handler<TeamMemberRemovedV1> for MemberRemoved {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<TeamMemberRemovedV1>,
     ) -> Result<(), HandlerError> {
-        let owner = id("owner_user_id", &event.payload.owner_user_id)?;
-        let member = id("member_user_id", &event.payload.member_user_id)?;
+        let owner = parse_uuid("owner_user_id", &event.payload.owner_user_id)?;
+        let member = parse_uuid("member_user_id", &event.payload.member_user_id)?;
         users::remove_membership(conn, owner, member).await.map_err(|e| HandlerError::Retry(e.into()))
     }
 }

@@ -63,18 +63,7 @@ impl Identity {
         caller: Option<&Caller>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = reqwest::Client::new().request(method.clone(), format!("{}{path}", self.base));
-        if let Some(caller) = caller {
-            for (name, value) in self.key.sign(method.as_str(), path, caller, chrono::Utc::now().timestamp()) {
-                request = request.header(name, value);
-            }
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, body).await
     }
 
     /// Resolves a person as the gateway does before forwarding, and returns them with their id.

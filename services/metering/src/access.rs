@@ -8,6 +8,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::{Caller, CallerKey};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -75,7 +76,10 @@ impl Provisioning {
         Ok(Self { http, base: cfg.url.trim_end_matches('/').to_owned(), key })
     }
 
-    async fn get(&self, what: &'static str, path: String) -> Result<reqwest::Response, AccessError> {
+    /// GETs `/internal/clusters/{cluster}/{what}` signed as the metering service and reads
+    /// the answer.
+    async fn get<T: DeserializeOwned>(&self, what: &'static str, cluster: Uuid) -> Result<T, AccessError> {
+        let path = format!("/internal/clusters/{cluster}/{what}");
         let caller = Caller::service(Service::Metering);
         let headers = self.key.sign("GET", &path, &caller, chrono::Utc::now().timestamp());
         let mut request = self.http.get(format!("{}{path}", self.base));
@@ -84,20 +88,19 @@ impl Provisioning {
         }
         let failed = |message: String| AccessError::Failed { what, message };
         let response = request.send().await.map_err(|e| failed(format!("provisioning unreachable: {e}")))?;
-        match response.status().as_u16() {
-            200 => Ok(response),
-            status => {
-                let body = response.text().await.unwrap_or_default();
-                let code = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
-                    .unwrap_or_default();
-                if status == 404 && code == "cluster_not_found" {
-                    return Err(AccessError::UnknownCluster(Uuid::nil()));
-                }
-                Err(failed(format!("provisioning answered {status} {code}")))
-            }
+        let status = response.status().as_u16();
+        if status == 200 {
+            return response.json().await.map_err(|e| failed(format!("unreadable answer: {}", e.without_url())));
         }
+        let body = response.text().await.unwrap_or_default();
+        let code = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        if status == 404 && code == "cluster_not_found" {
+            return Err(AccessError::UnknownCluster(cluster));
+        }
+        Err(failed(format!("provisioning answered {status} {code}")))
     }
 
     /// The cluster's kubeconfig.
@@ -105,13 +108,7 @@ impl Provisioning {
     /// # Errors
     /// When provisioning does not know the cluster or does not answer.
     pub async fn kubeconfig(&self, cluster: Uuid) -> Result<Secret<String>, AccessError> {
-        let answer = self.get("kubeconfig", format!("/internal/clusters/{cluster}/kubeconfig")).await.map_err(|e| {
-            if matches!(e, AccessError::UnknownCluster(_)) { AccessError::UnknownCluster(cluster) } else { e }
-        })?;
-        let body: KubeconfigAnswer = answer.json().await.map_err(|e| AccessError::Failed {
-            what: "kubeconfig",
-            message: format!("unreadable answer: {}", e.without_url()),
-        })?;
+        let body: KubeconfigAnswer = self.get("kubeconfig", cluster).await?;
         Ok(Secret::new(body.kubeconfig))
     }
 
@@ -120,13 +117,7 @@ impl Provisioning {
     /// # Errors
     /// When provisioning does not know the cluster, or it or Hopsworks does not answer.
     pub async fn projects(&self, cluster: Uuid) -> Result<Vec<(String, Project)>, AccessError> {
-        let answer = self.get("projects", format!("/internal/clusters/{cluster}/projects")).await.map_err(|e| {
-            if matches!(e, AccessError::UnknownCluster(_)) { AccessError::UnknownCluster(cluster) } else { e }
-        })?;
-        let body: ProjectsAnswer = answer.json().await.map_err(|e| AccessError::Failed {
-            what: "projects",
-            message: format!("unreadable answer: {}", e.without_url()),
-        })?;
+        let body: ProjectsAnswer = self.get("projects", cluster).await?;
         Ok(body
             .projects
             .into_iter()

@@ -13,15 +13,27 @@ use hopsbridge_contracts::events::{
     ClusterAssignedV1, ClusterRegisteredV1, ClusterUnassignedV1, ClusterUpdatedV1, TeamMemberJoinedV1,
     TeamMemberRemovedV1,
 };
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
-use uuid::Uuid;
-
-fn id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    value.parse().map_err(|_| HandlerError::Reject(format!("{field} is not a UUID: {value:?}")))
-}
+use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
 
 fn db(e: diesel::result::Error) -> HandlerError {
     HandlerError::Retry(e.into())
+}
+
+/// Runs an upsert whose parameters are two ids and when the change happened.
+async fn record(
+    conn: &mut AsyncPgConnection,
+    sql: &str,
+    (first, second): (uuid::Uuid, uuid::Uuid),
+    at: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(first)
+        .bind::<SqlUuid, _>(second)
+        .bind::<Timestamptz, _>(at)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
 /// The cluster statuses provisioning announces.
@@ -38,7 +50,7 @@ async fn upsert_cluster(
     status: &str,
     at: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
-    let cluster_id = id("cluster_id", cluster_id)?;
+    let cluster_id = parse_uuid("cluster_id", cluster_id)?;
     if !CLUSTER_STATUSES.contains(&status) {
         return Err(HandlerError::Reject(format!("unknown cluster status {status:?}")));
     }
@@ -110,8 +122,8 @@ impl Handler<ClusterAssignedV1> for Accounts {
                                       THEN excluded.hopsworks_username ELSE accounts.hopsworks_username END,
                  assigned_at = greatest(accounts.assigned_at, excluded.assigned_at)",
         )
-        .bind::<SqlUuid, _>(id("cluster_id", &p.cluster_id)?)
-        .bind::<SqlUuid, _>(id("user_id", &p.user_id)?)
+        .bind::<SqlUuid, _>(parse_uuid("cluster_id", &p.cluster_id)?)
+        .bind::<SqlUuid, _>(parse_uuid("user_id", &p.user_id)?)
         .bind::<Text, _>(&p.hopsworks_username)
         .bind::<Timestamptz, _>(event.occurred_at)
         .execute(conn)
@@ -128,18 +140,15 @@ impl Handler<ClusterUnassignedV1> for Accounts {
         event: &ReceivedEvent<ClusterUnassignedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        diesel::sql_query(
+        record(
+            conn,
             "INSERT INTO accounts (cluster_id, user_id, unassigned_at) VALUES ($1, $2, $3)
              ON CONFLICT (cluster_id, user_id) DO UPDATE SET
                  unassigned_at = greatest(accounts.unassigned_at, excluded.unassigned_at)",
+            (parse_uuid("cluster_id", &p.cluster_id)?, parse_uuid("user_id", &p.user_id)?),
+            event.occurred_at,
         )
-        .bind::<SqlUuid, _>(id("cluster_id", &p.cluster_id)?)
-        .bind::<SqlUuid, _>(id("user_id", &p.user_id)?)
-        .bind::<Timestamptz, _>(event.occurred_at)
-        .execute(conn)
         .await
-        .map_err(db)?;
-        Ok(())
     }
 }
 
@@ -154,20 +163,17 @@ impl Handler<TeamMemberJoinedV1> for Memberships {
         event: &ReceivedEvent<TeamMemberJoinedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        diesel::sql_query(
+        record(
+            conn,
             "INSERT INTO memberships (member_user_id, owner_user_id, joined_at) VALUES ($1, $2, $3)
              ON CONFLICT (member_user_id) DO UPDATE SET
                  owner_user_id = CASE WHEN memberships.joined_at IS NULL OR excluded.joined_at >= memberships.joined_at
                                  THEN excluded.owner_user_id ELSE memberships.owner_user_id END,
                  joined_at = greatest(memberships.joined_at, excluded.joined_at)",
+            (parse_uuid("member_user_id", &p.member_user_id)?, parse_uuid("owner_user_id", &p.owner_user_id)?),
+            event.occurred_at,
         )
-        .bind::<SqlUuid, _>(id("member_user_id", &p.member_user_id)?)
-        .bind::<SqlUuid, _>(id("owner_user_id", &p.owner_user_id)?)
-        .bind::<Timestamptz, _>(event.occurred_at)
-        .execute(conn)
         .await
-        .map_err(db)?;
-        Ok(())
     }
 }
 
@@ -178,17 +184,14 @@ impl Handler<TeamMemberRemovedV1> for Memberships {
         event: &ReceivedEvent<TeamMemberRemovedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        diesel::sql_query(
+        record(
+            conn,
             "INSERT INTO memberships (member_user_id, owner_user_id, removed_at) VALUES ($1, $2, $3)
              ON CONFLICT (member_user_id) DO UPDATE SET
                  removed_at = greatest(memberships.removed_at, excluded.removed_at)",
+            (parse_uuid("member_user_id", &p.member_user_id)?, parse_uuid("owner_user_id", &p.owner_user_id)?),
+            event.occurred_at,
         )
-        .bind::<SqlUuid, _>(id("member_user_id", &p.member_user_id)?)
-        .bind::<SqlUuid, _>(id("owner_user_id", &p.owner_user_id)?)
-        .bind::<Timestamptz, _>(event.occurred_at)
-        .execute(conn)
         .await
-        .map_err(db)?;
-        Ok(())
     }
 }

@@ -19,6 +19,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamp
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::UsageRecordedV1;
+use hopsbridge_platform::db::{DbError, RetryableError};
 use hopsbridge_platform::events::enqueue_all;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -343,7 +344,19 @@ pub enum StoreError {
     Overflow(String),
     /// Postgres failed.
     #[error(transparent)]
-    Db(#[from] diesel::result::Error),
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl RetryableError for StoreError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Db(e) if e.is_retryable())
+    }
 }
 
 /// Stores a run's measurement, if the run is still leased to `replica` (see the module
@@ -409,7 +422,7 @@ pub async fn complete(
         .execute(conn)
         .await?;
         let events: Vec<UsageRecordedV1> = billed.iter().map(|(id, s)| event(*id, run, s)).collect();
-        enqueue_all(conn, &events, None).await.map_err(|e| StoreError::Db(db_error(e)))?;
+        enqueue_all(conn, &events, None).await?;
     }
     let stats_json = serde_json::to_value(&stats).unwrap_or_default();
     sql_query(
@@ -424,10 +437,6 @@ pub async fn complete(
     .execute(conn)
     .await?;
     Ok(Some(stats))
-}
-
-fn db_error(e: hopsbridge_platform::db::DbError) -> diesel::result::Error {
-    diesel::result::Error::QueryBuilderError(e.to_string().into())
 }
 
 fn event(id: Uuid, run: &Claimed, s: &Attributed) -> UsageRecordedV1 {

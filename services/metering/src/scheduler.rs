@@ -248,11 +248,9 @@ impl Meter {
             .db
             .transaction(|c| {
                 let (run, replica, collection) = (run.clone(), replica.clone(), Arc::clone(&collection));
-                Box::pin(async move {
-                    runs::complete(c, &run, &replica, &collection, projects_from_earlier_listing)
-                        .await
-                        .map_err(StoreFailure::from)
-                })
+                Box::pin(
+                    async move { runs::complete(c, &run, &replica, &collection, projects_from_earlier_listing).await },
+                )
             })
             .await;
         match result {
@@ -267,8 +265,8 @@ impl Meter {
                     "run no longer ours (its lease ran out and another replica took it); measurement dropped");
                 Ok(())
             }
-            Err(StoreFailure::Overflow(message)) => Err(Failure { code: "usage_overflow", message }),
-            Err(StoreFailure::Db(e)) => Err(Failure { code: "database_unavailable", message: e.to_string() }),
+            Err(StoreError::Overflow(message)) => Err(Failure { code: "usage_overflow", message }),
+            Err(StoreError::Db(e)) => Err(Failure { code: "database_unavailable", message: e.to_string() }),
         }
     }
 
@@ -342,35 +340,5 @@ impl Meter {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not record a failed run; its lease will run out"),
         }
-    }
-}
-
-/// A store failure, as the transaction helper needs it.
-#[derive(Debug, thiserror::Error)]
-enum StoreFailure {
-    #[error("{0}")]
-    Overflow(String),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<StoreError> for StoreFailure {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Overflow(m) => Self::Overflow(m),
-            StoreError::Db(e) => Self::Db(e.into()),
-        }
-    }
-}
-
-impl From<diesel::result::Error> for StoreFailure {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Db(e.into())
-    }
-}
-
-impl hopsbridge_platform::db::RetryableError for StoreFailure {
-    fn is_retryable(&self) -> bool {
-        matches!(self, Self::Db(e) if e.is_retryable())
     }
 }

@@ -18,8 +18,11 @@
     reason = "tests print their report"
 )]
 
+mod common;
+
 use chrono::NaiveDate;
-use hopsbridge_metering::collect::{ClusterClient, CollectConfig, CollectStats, OwnerUsage};
+use common::{fast, init};
+use hopsbridge_metering::collect::{ClusterClient, CollectStats, OwnerUsage};
 use hopsbridge_metering::usage::{
     BYTE_SECONDS_PER_GIB_HOUR, GPU_SECONDS_PER_GPU_HOUR, NANOCORE_SECONDS_PER_CORE_HOUR, Usage,
 };
@@ -46,20 +49,6 @@ const _: () = assert!(0 <= COLLECT_AFTER_END && COLLECT_AFTER_END < SCRAPE_SECS)
 
 /// Parts per million.
 const PPM: i128 = 1_000_000;
-
-fn init() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn fast() -> CollectConfig {
-    CollectConfig {
-        page_size: 100,
-        requests_per_second: 1000,
-        backoff_initial_ms: 10,
-        backoff_max_ms: 50,
-        ..CollectConfig::default()
-    }
-}
 
 /// Every pod runs from before the day to after it, at a constant rate.
 fn steady() -> WorkloadConfig {

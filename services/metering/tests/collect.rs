@@ -4,59 +4,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+mod common;
+
+use common::{container, fast, init, pod};
 use hopsbridge_metering::collect::{ClusterClient, CollectConfig, CollectError, OwnerUsage};
 use hopsbridge_metering::usage::Usage;
 use hopsbridge_metering::window::{Window, WindowLength};
 use hopsbridge_platform::Secret;
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
-use hopsbridge_sandbox::workload::{MemFormat, Profile, SimClock, SimContainer, SimPod, Workload, WorkloadConfig};
+use hopsbridge_sandbox::workload::{SimClock, Workload, WorkloadConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// 2027-01-01T06:00:00Z, on a scrape boundary.
 const NOW: i64 = 1_798_761_600 + 6 * 3600;
-
-fn init() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn fast() -> CollectConfig {
-    CollectConfig {
-        page_size: 100,
-        requests_per_second: 1000,
-        backoff_initial_ms: 10,
-        backoff_max_ms: 50,
-        ..CollectConfig::default()
-    }
-}
-
-fn container(cpu: u64, mem: u64, gpus: u64) -> SimContainer {
-    SimContainer {
-        name: "main".to_owned(),
-        image: "docker.hops.works/jupyter:4.1.0".to_owned(),
-        cpu_request_millis: 1000,
-        memory_request_bytes: 1 << 30,
-        gpus,
-        profile: Profile::Steady { cpu_nanocores: cpu, memory_bytes: mem },
-        memory_format: MemFormat::Kibi,
-    }
-}
-
-fn pod(ns: &str, name: &str, owner: &str, started: i64, containers: Vec<SimContainer>) -> SimPod {
-    SimPod {
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-        uid: format!("uid-{ns}-{name}"),
-        labels: [("owner".to_owned(), owner.to_owned())].into(),
-        node: "node-1".to_owned(),
-        created: started - 5,
-        started,
-        finished: None,
-        deleted: None,
-        containers,
-    }
-}
 
 /// A generated workload plus pods the collector must skip: one with an empty owner, one that
 /// started this second (Running, no metrics yet), and a hand-made GPU pod.

@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+mod common;
+
+use common::{container, pod};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
@@ -19,7 +22,7 @@ use hopsbridge_platform::config::env_var;
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
-use hopsbridge_sandbox::workload::{MemFormat, Profile, SimClock, SimContainer, SimPod, Workload};
+use hopsbridge_sandbox::workload::{SimClock, Workload};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TcpProxy, TestBus, TestDb};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
@@ -38,33 +41,8 @@ const ADA_CPU: i64 = 500_000_000;
 const ADA_MEM: i64 = 1 << 30;
 const BOB_CPU: i64 = 250_000_000;
 const BOB_MEM: i64 = 512 << 20;
-
-fn container(cpu: u64, mem: u64, gpus: u64) -> SimContainer {
-    SimContainer {
-        name: "main".to_owned(),
-        image: "docker.hops.works/jupyter:4.1.0".to_owned(),
-        cpu_request_millis: 1000,
-        memory_request_bytes: 1 << 30,
-        gpus,
-        profile: Profile::Steady { cpu_nanocores: cpu, memory_bytes: mem },
-        memory_format: MemFormat::Kibi,
-    }
-}
-
-fn pod(ns: &str, name: &str, owner: &str, c: SimContainer) -> SimPod {
-    SimPod {
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-        uid: format!("uid-{ns}-{name}"),
-        labels: [("owner".to_owned(), owner.to_owned())].into(),
-        node: "node-1".to_owned(),
-        created: 1_700_000_000,
-        started: 1_700_000_000,
-        finished: None,
-        deleted: None,
-        containers: vec![c],
-    }
-}
+/// When the tests' pods started: long before any window measured.
+const STARTED: i64 = 1_700_000_000;
 
 /// ada's and bob's pods in ada's project, a stranger's pod there, and ada's pod in a namespace
 /// that is no project of this cluster. Usernames are what the Hopsworks sandbox generates for
@@ -75,10 +53,10 @@ fn workload() -> Workload {
     Workload::new(
         vec![],
         vec![
-            pod("ada-lab", "jupyter-ada", "ada10000", container(a, am, 0)),
-            pod("ada-lab", "train-bob", "bob10000", container(b, bm, 1)),
-            pod("ada-lab", "miner", "eve10000", container(a, am, 0)),
-            pod("elsewhere", "side-job", "ada10000", container(a, am, 0)),
+            pod("ada-lab", "jupyter-ada", "ada10000", STARTED, vec![container(a, am, 0)]),
+            pod("ada-lab", "train-bob", "bob10000", STARTED, vec![container(b, bm, 1)]),
+            pod("ada-lab", "miner", "eve10000", STARTED, vec![container(a, am, 0)]),
+            pod("elsewhere", "side-job", "ada10000", STARTED, vec![container(a, am, 0)]),
         ],
     )
 }
@@ -239,18 +217,15 @@ impl Env {
         caller: Option<&Caller>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = reqwest::Client::new().request(method.clone(), format!("{base}{path}"));
-        if let Some(caller) = caller {
-            for (name, value) in self.key.sign(method.as_str(), path, caller, chrono::Utc::now().timestamp()) {
-                request = request.header(name, value);
-            }
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        hopsbridge_testkit::signed_call(&self.key, base, method, path, caller, body).await
+    }
+
+    /// Changes a cluster's status through provisioning's admin API (ClusterUpdated reaches metering).
+    async fn set_cluster_status(&self, cluster: Uuid, status: &str) {
+        let path = format!("/api/admin/clusters/{cluster}");
+        let (code, body) =
+            self.call(&self.provisioning, Method::PATCH, &path, Some(&admin()), Some(json!({"status": status}))).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
     }
 
     /// Registers a cluster with provisioning (ClusterRegistered reaches metering).
@@ -273,20 +248,7 @@ impl Env {
     }
 
     async fn publish<E: Event>(&self, event: &E) {
-        let js = self.bus.jetstream().await;
-        let id = Uuid::now_v7().to_string();
-        let envelope = Envelope {
-            event_id: id.clone(),
-            event_type: E::TYPE.into(),
-            schema_version: 1,
-            producer: E::PRODUCER.name().into(),
-            payload: event.encode_to_vec(),
-            ..Default::default()
-        };
-        let message = async_nats::jetstream::message::PublishMessage::build()
-            .payload(envelope.encode_to_vec().into())
-            .message_id(id);
-        js.send_publish(self.bus.subjects().event::<E>(), message).await.unwrap().await.unwrap();
+        self.bus.publish(event, None).await;
     }
 
     /// A paying person: identity's and billing's events, so provisioning makes their
@@ -495,16 +457,7 @@ async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_annou
     env.assert_consistent().await;
 
     // An inactive cluster is no longer measured: once its last runs are done, nothing changes.
-    let (status, body) = env
-        .call(
-            &env.provisioning,
-            Method::PATCH,
-            &format!("/api/admin/clusters/{cluster}"),
-            Some(&admin()),
-            Some(json!({"status": "inactive"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    env.set_cluster_status(cluster, "inactive").await;
     env.until("metering knows the cluster is inactive", "SELECT count(*) AS n FROM clusters WHERE status = 'inactive'")
         .await;
     env.until(
@@ -519,16 +472,7 @@ async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_annou
     // Back to active: measured again at once, and the inactive time is neither measured nor a gap.
     let last_before = env.n("SELECT extract(epoch FROM max(window_start))::bigint AS n FROM runs").await;
     let quiet_until = chrono::Utc::now().timestamp();
-    let (status, body) = env
-        .call(
-            &env.provisioning,
-            Method::PATCH,
-            &format!("/api/admin/clusters/{cluster}"),
-            Some(&admin()),
-            Some(json!({"status": "active"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    env.set_cluster_status(cluster, "active").await;
     let back = chrono::Utc::now().timestamp();
     env.until(
         "measured again after reactivation",

@@ -7,12 +7,7 @@ use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
     PaymentMethodAddedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1,
 };
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
-use uuid::Uuid;
-
-fn id(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    value.parse().map_err(|_| HandlerError::Reject(format!("{field} is not a UUID: {value:?}")))
-}
+use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
 
 /// Records a new person, and seats them if their payment method arrived first.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +20,7 @@ impl Handler<UserCreatedV1> for UserCreated {
         event: &ReceivedEvent<UserCreatedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let user_id = id("user_id", &p.user_id)?;
+        let user_id = parse_uuid("user_id", &p.user_id)?;
         if p.auth_subject.is_empty() || !p.email.contains('@') {
             return Err(HandlerError::Reject("UserCreated without a subject or an email".into()));
         }
@@ -54,7 +49,7 @@ impl Handler<UserSuspendedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserSuspendedV1>,
     ) -> Result<(), HandlerError> {
-        users::set_status(conn, id("user_id", &event.payload.user_id)?, status::SUSPENDED).await?;
+        users::set_status(conn, parse_uuid("user_id", &event.payload.user_id)?, status::SUSPENDED).await?;
         Ok(())
     }
 }
@@ -65,7 +60,7 @@ impl Handler<UserReactivatedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserReactivatedV1>,
     ) -> Result<(), HandlerError> {
-        users::set_status(conn, id("user_id", &event.payload.user_id)?, status::ACTIVE).await?;
+        users::set_status(conn, parse_uuid("user_id", &event.payload.user_id)?, status::ACTIVE).await?;
         Ok(())
     }
 }
@@ -78,7 +73,7 @@ impl Handler<UserDeletedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserDeletedV1>,
     ) -> Result<(), HandlerError> {
-        let user_id = id("user_id", &event.payload.user_id)?;
+        let user_id = parse_uuid("user_id", &event.payload.user_id)?;
         users::set_status(conn, user_id, status::DELETED).await?;
         match assignments::unassign(conn, user_id).await {
             Ok(a) => tracing::info!(%user_id, status = %a.status, "deleted user's seat released"),
@@ -102,7 +97,7 @@ impl Handler<PaymentMethodAddedV1> for PaymentMethodAdded {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<PaymentMethodAddedV1>,
     ) -> Result<(), HandlerError> {
-        let user_id = id("user_id", &event.payload.user_id)?;
+        let user_id = parse_uuid("user_id", &event.payload.user_id)?;
         let outcome = assignments::request(conn, user_id, self.max_num_projects).await?;
         match outcome {
             Requested::AlreadyAssigned => tracing::debug!(%user_id, "already assigned; nothing to do"),

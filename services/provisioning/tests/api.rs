@@ -161,18 +161,7 @@ impl Provisioning {
         caller: Option<&Caller>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = reqwest::Client::new().request(method.clone(), format!("{}{path}", self.base));
-        if let Some(caller) = caller {
-            for (name, value) in self.key.sign(method.as_str(), path, caller, chrono::Utc::now().timestamp()) {
-                request = request.header(name, value);
-            }
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, body).await
     }
 
     async fn register(&self, name: &str, sim: &HopsworksSim, capacity: i64) -> String {
@@ -201,21 +190,7 @@ impl Provisioning {
     }
 
     async fn publish<E: Event>(&self, event: &E, id: Option<String>) -> String {
-        let js = self.bus.jetstream().await;
-        let id = id.unwrap_or_else(|| Uuid::now_v7().to_string());
-        let envelope = Envelope {
-            event_id: id.clone(),
-            event_type: E::TYPE.into(),
-            schema_version: 1,
-            producer: E::PRODUCER.name().into(),
-            payload: event.encode_to_vec(),
-            ..Default::default()
-        };
-        let message = async_nats::jetstream::message::PublishMessage::build()
-            .payload(envelope.encode_to_vec().into())
-            .message_id(id.clone());
-        js.send_publish(self.bus.subjects().event::<E>(), message).await.unwrap().await.unwrap();
-        id
+        self.bus.publish(event, id).await
     }
 
     async fn user_created(&self, user: Uuid, email: &str, name: &str) {

@@ -72,6 +72,15 @@ pub enum HandlerError {
     Reject(String),
 }
 
+/// Parses an event's id field, rejecting the event (it can never be handled) when the field
+/// is not a UUID.
+///
+/// # Errors
+/// [`HandlerError::Reject`] naming the field and the value.
+pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, HandlerError> {
+    value.parse().map_err(|_| HandlerError::Reject(format!("{field} is not a UUID: {value:?}")))
+}
+
 impl From<DbError> for HandlerError {
     fn from(e: DbError) -> Self {
         Self::Retry(e.into())

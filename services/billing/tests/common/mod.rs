@@ -182,15 +182,7 @@ pub async fn catalog_ready(sim: &StripeSim) {
 
 impl Billing {
     pub async fn call(&self, method: Method, path: &str, caller: Option<&Caller>) -> (StatusCode, Value) {
-        let mut request = reqwest::Client::new().request(method.clone(), format!("{}{path}", self.base));
-        if let Some(caller) = caller {
-            for (name, value) in self.key.sign(method.as_str(), path, caller, chrono::Utc::now().timestamp()) {
-                request = request.header(name, value);
-            }
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, None).await
     }
 
     /// Posts a webhook body with the given `Stripe-Signature` (none when `None`).

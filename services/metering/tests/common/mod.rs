@@ -1,0 +1,53 @@
+//! What the metering test files share: the crypto provider, a collection configuration without
+//! waiting, and the steady pods the tests run on the sandbox's Kubernetes.
+
+#![allow(dead_code, reason = "each test file uses part of it")]
+
+use hopsbridge_metering::collect::CollectConfig;
+use hopsbridge_sandbox::workload::{MemFormat, Profile, SimContainer, SimPod};
+
+/// Installs the process's one rustls provider.
+pub fn init() {
+    hopsbridge_platform::install_crypto_provider();
+}
+
+/// The production collection settings without their pacing: small pages, no rate bound,
+/// short backoffs.
+pub fn fast() -> CollectConfig {
+    CollectConfig {
+        page_size: 100,
+        requests_per_second: 1000,
+        backoff_initial_ms: 10,
+        backoff_max_ms: 50,
+        ..CollectConfig::default()
+    }
+}
+
+/// A container using `cpu` nanocores and `mem` bytes steadily, holding `gpus` GPUs.
+pub fn container(cpu: u64, mem: u64, gpus: u64) -> SimContainer {
+    SimContainer {
+        name: "main".to_owned(),
+        image: "docker.hops.works/jupyter:4.1.0".to_owned(),
+        cpu_request_millis: 1000,
+        memory_request_bytes: 1 << 30,
+        gpus,
+        profile: Profile::Steady { cpu_nanocores: cpu, memory_bytes: mem },
+        memory_format: MemFormat::Kibi,
+    }
+}
+
+/// A pod of `owner` in `ns`, Running from `started` on.
+pub fn pod(ns: &str, name: &str, owner: &str, started: i64, containers: Vec<SimContainer>) -> SimPod {
+    SimPod {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        uid: format!("uid-{ns}-{name}"),
+        labels: [("owner".to_owned(), owner.to_owned())].into(),
+        node: "node-1".to_owned(),
+        created: started - 5,
+        started,
+        finished: None,
+        deleted: None,
+        containers,
+    }
+}

@@ -413,15 +413,37 @@ pub async fn recent_invoices(
 /// # Errors
 /// When Postgres fails.
 pub async fn claim_event(conn: &mut AsyncPgConnection, id: &str, kind: &str, created: i64) -> QueryResult<bool> {
-    let n = diesel::insert_into(processed_stripe_events::table)
-        .values((
-            processed_stripe_events::event_id.eq(id),
-            processed_stripe_events::event_type.eq(kind),
-            processed_stripe_events::created.eq(created),
-        ))
+    Ok(!claim_events(conn, vec![(id, kind, created)]).await?.is_empty())
+}
+
+/// [`claim_event`] for several events (id, type, created) in one statement: answers the ids
+/// claimed now. Rows are inserted in id order, so two transactions claiming overlapping sets
+/// wait on each other in one direction only.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn claim_events(
+    conn: &mut AsyncPgConnection,
+    mut events: Vec<(&str, &str, i64)>,
+) -> QueryResult<std::collections::HashSet<String>> {
+    events.sort_unstable();
+    events.dedup_by_key(|e| e.0);
+    let rows: Vec<_> = events
+        .into_iter()
+        .map(|(id, kind, created)| {
+            (
+                processed_stripe_events::event_id.eq(id),
+                processed_stripe_events::event_type.eq(kind),
+                processed_stripe_events::created.eq(created),
+            )
+        })
+        .collect();
+    let claimed: Vec<String> = diesel::insert_into(processed_stripe_events::table)
+        .values(rows)
         .on_conflict(processed_stripe_events::event_id)
         .do_nothing()
-        .execute(conn)
+        .returning(processed_stripe_events::event_id)
+        .get_results(conn)
         .await?;
-    Ok(n == 1)
+    Ok(claimed.into_iter().collect())
 }

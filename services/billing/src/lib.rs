@@ -57,6 +57,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
     let prices = catalog::Prices::new(stripe.clone(), config.rates.clone(), config.stripe.currency.clone());
     let webhooks = webhooks::Webhooks::new(service.db.clone(), stripe.clone());
     let follow_ups = (service.db.clone(), stripe.clone(), webhooks.follow_up_signal());
+    let writers: Vec<_> = (0..webhooks::GROUP_WRITERS).map(|_| webhooks.clone()).collect();
     let state = routes::State {
         db: service.db.clone(),
         stripe: stripe.clone(),
@@ -72,8 +73,11 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         prices.clone(),
         hooks,
     ));
-    Ok(service
-        .application(Arc::new(move |c| routes::configure(c, state.clone())))?
+    let mut application = service.application(Arc::new(move |c| routes::configure(c, state.clone())))?;
+    for writer in writers {
+        application = application.with_task("webhook-groups", move |cancel| writer.write_groups(cancel));
+    }
+    Ok(application
         .with_task("stripe-catalog", move |cancel| ensure_catalog(prices, cancel))
         .with_task("user-created", move |cancel| created.run(cancel))
         .with_task("checkout-follow-ups", move |cancel| {

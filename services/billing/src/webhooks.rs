@@ -13,6 +13,14 @@
 //! The first usable payment method of an account publishes `PaymentMethodAddedV1` and losing
 //! the last one `PaymentMethodRemovedV1`, through the outbox in the same transaction.
 //!
+//! Events whose effect needs nothing from Stripe are written in groups ([`Webhooks::write_groups`]):
+//! every such event that arrives while a group is being written joins the next one, and the
+//! whole group is claimed and applied in one transaction, so a burst of deliveries costs a few
+//! commits instead of one each. Each delivery is still answered only once its event is committed.
+//! If a group's transaction fails, its events are applied again one transaction each, so one
+//! event's failure is only that event's. Subscription events, which re-read Stripe under the
+//! account's lock, always take a transaction of their own.
+//!
 //! A webhook is answered without waiting on Stripe wherever the payload says enough (Stripe
 //! gives an endpoint a few seconds, and billing paces its own Stripe calls): a completed
 //! setup-mode Checkout Session only records a follow-up (`checkout_follow_ups`) in the claiming
@@ -32,7 +40,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How far a signature's timestamp may be from now, in seconds (Stripe's default).
@@ -177,12 +185,27 @@ fn card_of(pm: &Value) -> CardSummary {
     }
 }
 
+/// The most events one group transaction applies.
+pub const GROUP_SIZE: usize = 64;
+/// How many group transactions may be open at once (each a task of [`Webhooks::write_groups`]).
+pub const GROUP_WRITERS: usize = 2;
+
 /// Applies verified events.
 #[derive(Debug, Clone)]
 pub struct Webhooks {
     db: Database,
     stripe: Stripe,
     follow_ups: Arc<Notify>,
+    queue: mpsc::Sender<Job>,
+    inbox: Arc<Mutex<mpsc::Receiver<Job>>>,
+}
+
+/// An event waiting for its group, and where to answer.
+#[derive(Debug)]
+struct Job {
+    event: Event,
+    effect: Effect,
+    reply: oneshot::Sender<anyhow::Result<Outcome>>,
 }
 
 /// A change to a payment method an event asks for.
@@ -211,11 +234,32 @@ enum Effect {
     Nothing,
 }
 
+impl Effect {
+    /// The customer whose account the effect locks, if any: groups lock accounts in this order,
+    /// so two groups never wait on each other in a cycle.
+    fn customer(&self) -> Option<&str> {
+        match self {
+            Self::PaymentMethod(PmChange::Attach { customer, .. } | PmChange::Detach { customer, .. })
+            | Self::CheckoutFollowUp { customer, .. }
+            | Self::Subscription { customer, .. } => Some(customer),
+            Self::Invoice(invoice) => Some(&invoice.customer),
+            Self::Nothing => None,
+        }
+    }
+
+    /// Whether applying it calls Stripe (inside its transaction).
+    const fn calls_stripe(&self) -> bool {
+        matches!(self, Self::Subscription { .. })
+    }
+}
+
 impl Webhooks {
     /// Applies events to `db`, reading from and writing to `stripe` where an event needs it.
+    /// Grouped events wait for a task running [`Webhooks::write_groups`].
     #[must_use]
     pub fn new(db: Database, stripe: Stripe) -> Self {
-        Self { db, stripe, follow_ups: Arc::new(Notify::new()) }
+        let (queue, inbox) = mpsc::channel(GROUP_SIZE * GROUP_WRITERS * 4);
+        Self { db, stripe, follow_ups: Arc::new(Notify::new()), queue, inbox: Arc::new(Mutex::new(inbox)) }
     }
 
     /// Wakes the follow-up task whenever a webhook records work for it.
@@ -224,17 +268,28 @@ impl Webhooks {
         Arc::clone(&self.follow_ups)
     }
 
-    /// Applies a verified event of a supported type exactly once.
+    /// Applies a verified event of a supported type exactly once: in the next group, or in a
+    /// transaction of its own when its effect calls Stripe or no group writer is running.
     ///
     /// # Errors
     /// When Postgres or Stripe fails (Stripe will deliver the event again).
     pub async fn apply(&self, event: &Event) -> anyhow::Result<Outcome> {
-        if self.seen(&event.id).await? {
-            return Ok(Outcome::Duplicate);
+        let effect = prepare(event);
+        if effect.calls_stripe() {
+            return self.apply_alone(event.clone(), effect).await;
         }
-        let effect = self.prepare(event).await?;
+        let (reply, answer) = oneshot::channel();
+        match self.queue.send(Job { event: event.clone(), effect, reply }).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the webhook group writer stopped"))),
+            // Shutting down: the writers are gone.
+            Err(mpsc::error::SendError(job)) => self.apply_alone(job.event, job.effect).await,
+        }
+    }
+
+    /// Claims `event` and applies `effect` in a transaction of their own.
+    async fn apply_alone(&self, event: Event, effect: Effect) -> anyhow::Result<Outcome> {
         let follow_up = matches!(effect, Effect::CheckoutFollowUp { .. });
-        let (event, effect, stripe) = (event.clone(), effect, self.stripe.clone());
+        let stripe = self.stripe.clone();
         let outcome: Outcome = self
             .db
             .transaction(move |c| {
@@ -254,92 +309,167 @@ impl Webhooks {
         Ok(outcome)
     }
 
-    async fn seen(&self, id: &str) -> anyhow::Result<bool> {
-        use crate::accounts::processed_stripe_events as p;
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        let mut conn = self.db.conn().await?;
-        let n: i64 = p::table.filter(p::event_id.eq(id)).count().get_result(&mut conn).await?;
-        Ok(n > 0)
+    /// Writes groups of events until `cancel`; then takes no more, and writes what is queued.
+    /// Run [`GROUP_WRITERS`] of these.
+    pub async fn write_groups(self, cancel: CancellationToken) {
+        loop {
+            let group = {
+                let mut inbox = self.inbox.lock().await;
+                let first = tokio::select! {
+                    () = cancel.cancelled() => None,
+                    job = inbox.recv() => job,
+                };
+                let Some(first) = first else {
+                    // Later deliveries get a transaction each; the queued ones are written now.
+                    inbox.close();
+                    let mut rest = Vec::new();
+                    while let Ok(job) = inbox.try_recv() {
+                        rest.push(job);
+                    }
+                    drop(inbox);
+                    if !rest.is_empty() {
+                        self.write_group(rest).await;
+                    }
+                    return;
+                };
+                let mut group = vec![first];
+                while group.len() < GROUP_SIZE {
+                    match inbox.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
+                }
+                group
+            };
+            self.write_group(group).await;
+        }
     }
 
-    async fn knows_customer(&self, customer: &str) -> anyhow::Result<bool> {
-        use crate::accounts::accounts as a;
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        let mut conn = self.db.conn().await?;
-        let n: i64 = a::table.filter(a::stripe_customer_id.eq(customer)).count().get_result(&mut conn).await?;
-        Ok(n > 0)
+    /// Claims and applies `group` in one transaction, answering each delivery; if that fails,
+    /// applies each event on its own.
+    async fn write_group(&self, mut group: Vec<Job>) {
+        group.sort_by(|a, b| {
+            (a.effect.customer(), a.event.created, &a.event.id).cmp(&(
+                b.effect.customer(),
+                b.event.created,
+                &b.event.id,
+            ))
+        });
+        let work: Vec<(Event, Effect)> = group.iter().map(|j| (j.event.clone(), j.effect.clone())).collect();
+        let stripe = self.stripe.clone();
+        let written = self
+            .db
+            .transaction(move |c| {
+                let (work, stripe) = (work.clone(), stripe.clone());
+                Box::pin(async move {
+                    let mut claimed = accounts::claim_events(
+                        c,
+                        work.iter().map(|(e, _)| (e.id.as_str(), e.kind.as_str(), e.created)).collect(),
+                    )
+                    .await?;
+                    let mut outcomes = Vec::with_capacity(work.len());
+                    for (event, effect) in &work {
+                        // `remove`: the same event twice in a group is applied once.
+                        if claimed.remove(&event.id) {
+                            apply_effect(c, &stripe, effect, event.created).await?;
+                            outcomes.push(Outcome::Applied);
+                        } else {
+                            outcomes.push(Outcome::Duplicate);
+                        }
+                    }
+                    Ok::<_, anyhow::Error>(outcomes)
+                })
+            })
+            .await;
+        match written {
+            Ok(outcomes) => {
+                tracing::debug!(events = group.len(), "webhook group written");
+                let mut follow_up = false;
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    follow_up |= outcome == Outcome::Applied && matches!(job.effect, Effect::CheckoutFollowUp { .. });
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                if follow_up {
+                    self.follow_ups.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    events = group.len(),
+                    error = format!("{e:#}"),
+                    "webhook group failed; applying its events one by one"
+                );
+                futures::future::join_all(group.into_iter().map(|job| async move {
+                    let outcome = self.apply_alone(job.event, job.effect).await;
+                    let _ = job.reply.send(outcome);
+                }))
+                .await;
+            }
+        }
     }
+}
 
-    async fn prepare(&self, event: &Event) -> anyhow::Result<Effect> {
-        let o = &event.data.object;
-        let effect = match event.kind.as_str() {
-            "payment_method.attached" => match (id_of(&o["id"]), id_of(&o["customer"])) {
-                (Some(pm), Some(customer)) => {
-                    Effect::PaymentMethod(PmChange::Attach { pm, customer, card: card_of(o) })
-                }
-                _ => Effect::Nothing,
-            },
-            "payment_method.detached" => {
-                let previous = event.data.previous_attributes.as_ref().map_or(&Value::Null, |p| &p["customer"]);
-                match (id_of(&o["id"]), id_of(previous)) {
-                    (Some(pm), Some(customer)) => Effect::PaymentMethod(PmChange::Detach { pm, customer }),
-                    _ => Effect::Nothing,
-                }
-            }
-            "setup_intent.succeeded" => match (id_of(&o["payment_method"]), id_of(&o["customer"])) {
-                (Some(pm), Some(customer)) => {
-                    let card = if o["payment_method"].is_object() {
-                        card_of(&o["payment_method"])
-                    } else {
-                        CardSummary::default()
-                    };
-                    Effect::PaymentMethod(PmChange::Attach { pm, customer, card })
-                }
-                _ => Effect::Nothing,
-            },
-            "checkout.session.completed" => self.completed_checkout(event).await?,
-            "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
-                match (id_of(&o["id"]), id_of(&o["customer"])) {
-                    (Some(id), Some(customer)) => Effect::Subscription { id, customer },
-                    _ => Effect::Nothing,
-                }
-            }
-            "invoice.paid" | "invoice.payment_failed" => match (id_of(&o["id"]), id_of(&o["customer"])) {
-                (Some(id), Some(customer)) => Effect::Invoice(InvoiceRecord {
-                    id,
-                    customer,
-                    number: o["number"].as_str().map(str::to_owned),
-                    status: o["status"].as_str().unwrap_or("open").to_owned(),
-                    amount_due: o["amount_due"].as_i64().unwrap_or(0),
-                    currency: o["currency"].as_str().unwrap_or_default().to_owned(),
-                    hosted_invoice_url: o["hosted_invoice_url"].as_str().map(str::to_owned),
-                    created: o["created"].as_i64().unwrap_or(event.created),
-                }),
-                _ => Effect::Nothing,
-            },
+/// What `event` asks for, from its payload alone.
+fn prepare(event: &Event) -> Effect {
+    let o = &event.data.object;
+    match event.kind.as_str() {
+        "payment_method.attached" => match (id_of(&o["id"]), id_of(&o["customer"])) {
+            (Some(pm), Some(customer)) => Effect::PaymentMethod(PmChange::Attach { pm, customer, card: card_of(o) }),
             _ => Effect::Nothing,
-        };
-        Ok(effect)
+        },
+        "payment_method.detached" => {
+            let previous = event.data.previous_attributes.as_ref().map_or(&Value::Null, |p| &p["customer"]);
+            match (id_of(&o["id"]), id_of(previous)) {
+                (Some(pm), Some(customer)) => Effect::PaymentMethod(PmChange::Detach { pm, customer }),
+                _ => Effect::Nothing,
+            }
+        }
+        "setup_intent.succeeded" => match (id_of(&o["payment_method"]), id_of(&o["customer"])) {
+            (Some(pm), Some(customer)) => {
+                let card = if o["payment_method"].is_object() {
+                    card_of(&o["payment_method"])
+                } else {
+                    CardSummary::default()
+                };
+                Effect::PaymentMethod(PmChange::Attach { pm, customer, card })
+            }
+            _ => Effect::Nothing,
+        },
+        "checkout.session.completed" => completed_checkout(o, &event.id),
+        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+            match (id_of(&o["id"]), id_of(&o["customer"])) {
+                (Some(id), Some(customer)) => Effect::Subscription { id, customer },
+                _ => Effect::Nothing,
+            }
+        }
+        "invoice.paid" | "invoice.payment_failed" => match (id_of(&o["id"]), id_of(&o["customer"])) {
+            (Some(id), Some(customer)) => Effect::Invoice(InvoiceRecord {
+                id,
+                customer,
+                number: o["number"].as_str().map(str::to_owned),
+                status: o["status"].as_str().unwrap_or("open").to_owned(),
+                amount_due: o["amount_due"].as_i64().unwrap_or(0),
+                currency: o["currency"].as_str().unwrap_or_default().to_owned(),
+                hosted_invoice_url: o["hosted_invoice_url"].as_str().map(str::to_owned),
+                created: o["created"].as_i64().unwrap_or(event.created),
+            }),
+            _ => Effect::Nothing,
+        },
+        _ => Effect::Nothing,
     }
+}
 
-    /// A setup-mode Checkout Session saved a card: it is to become the customer's default for
-    /// invoices and count as attached. Both need Stripe, so they are left to the follow-up task.
-    async fn completed_checkout(&self, event: &Event) -> anyhow::Result<Effect> {
-        let o = &event.data.object;
-        if o["mode"] != "setup" {
-            return Ok(Effect::Nothing);
-        }
-        let (Some(setup_intent), Some(customer)) = (id_of(&o["setup_intent"]), id_of(&o["customer"])) else {
-            return Ok(Effect::Nothing);
-        };
-        if !self.knows_customer(&customer).await? {
-            // Not one of ours: no Stripe write on its behalf.
-            return Ok(Effect::Nothing);
-        }
-        Ok(Effect::CheckoutFollowUp { event_id: event.id.clone(), customer, setup_intent })
+/// A setup-mode Checkout Session saved a card: it is to become the customer's default for
+/// invoices and count as attached. Both need Stripe, so they are left to the follow-up task
+/// (recorded only for a customer billing knows: no Stripe write on anyone else's behalf).
+fn completed_checkout(session: &Value, event_id: &str) -> Effect {
+    if session["mode"] != "setup" {
+        return Effect::Nothing;
     }
+    let (Some(setup_intent), Some(customer)) = (id_of(&session["setup_intent"]), id_of(&session["customer"])) else {
+        return Effect::Nothing;
+    };
+    Effect::CheckoutFollowUp { event_id: event_id.to_owned(), customer, setup_intent }
 }
 
 /// One recorded follow-up of a completed Checkout Session.
@@ -506,7 +636,8 @@ async fn apply_effect(c: &mut AsyncPgConnection, stripe: &Stripe, effect: &Effec
             use diesel_async::RunQueryDsl;
             diesel::sql_query(
                 "INSERT INTO checkout_follow_ups (event_id, stripe_customer_id, setup_intent_id, event_created) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM accounts WHERE stripe_customer_id = $2) \
+                 ON CONFLICT (event_id) DO NOTHING",
             )
             .bind::<diesel::sql_types::Text, _>(event_id)
             .bind::<diesel::sql_types::Text, _>(customer)

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use futures::StreamExt as _;
 use hopsbridge_contracts::events::PaymentMethodAddedV1;
 use hopsbridge_platform::caller::Role;
 use hopsbridge_sandbox::stripe::{WebhookFaults, signature_header};
@@ -262,6 +263,46 @@ async fn a_duplicate_delivered_concurrently_has_one_effect_and_one_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_deliveries_is_written_in_groups_and_each_event_counts_once() {
+    let billing = start().await;
+    let owners = futures::future::join_all((0..20).map(|_| billing.new_owner())).await;
+    let t = chrono::Utc::now().timestamp();
+    let mut bodies = Vec::new();
+    for (i, (_, account)) in owners.iter().enumerate() {
+        let customer = account.stripe_customer_id.clone().unwrap();
+        let pm = format!("pm_burst_{i}");
+        bodies.push(event("payment_method.attached", t, card(&pm, Some(&customer), "4242"), None));
+        let intent = json!({"id": format!("seti_burst_{i}"), "object": "setup_intent", "status": "succeeded",
+            "customer": customer, "payment_method": pm});
+        bodies.push(event("setup_intent.succeeded", t, intent, None));
+        let invoice = json!({"id": format!("in_burst_{i}"), "object": "invoice", "customer": customer, "status": "paid",
+            "amount_due": 100 + i, "currency": "usd", "number": format!("B-{i}"), "hosted_invoice_url": null, "created": t});
+        bodies.push(event("invoice.paid", t, invoice, None));
+    }
+    // Every event delivered twice, 32 deliveries at a time: forwards, then backwards.
+    let answers: Vec<_> = futures::stream::iter(bodies.iter().chain(bodies.iter().rev()))
+        .map(|b| billing.webhook(b))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+    }
+    assert_eq!(
+        answers.iter().filter(|(_, a)| a["duplicate"] == true).count(),
+        bodies.len(),
+        "one of each pair applied"
+    );
+    assert_eq!(count(&billing.db, "processed_stripe_events").await, 60);
+    assert_eq!(count(&billing.db, "payment_methods WHERE attached_at IS NOT NULL").await, 20);
+    assert_eq!(count(&billing.db, "invoices").await, 20);
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 20, "one per owner, though two events name each card");
+    // Rows claimed in one transaction share its start time.
+    let transactions = count(&billing.db, "(SELECT DISTINCT processed_at FROM processed_stripe_events) AS t").await;
+    assert!(transactions < 60, "60 events were written in {transactions} transactions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cards_come_and_go_with_one_event_per_change_whatever_the_order() {
     let billing = start().await;
     let (user, account) = billing.new_owner().await;
@@ -436,6 +477,12 @@ async fn a_completed_checkout_is_answered_at_once_and_its_stripe_work_retried_un
         attempts: i32,
     }
     use diesel_async::RunQueryDsl;
+    // Stripe answers before billing records the follow-up as done.
+    let recorded = hopsbridge_testkit::eventually(Duration::from_secs(10), || async {
+        count(&billing.db, "checkout_follow_ups WHERE done_at IS NOT NULL").await == 1
+    })
+    .await;
+    assert!(recorded, "the follow-up was recorded as done");
     let rows: Vec<Row> = diesel::sql_query("SELECT attempts FROM checkout_follow_ups WHERE done_at IS NOT NULL")
         .load(&mut conn)
         .await

@@ -295,6 +295,17 @@ pub async fn place_waiting(conn: &mut AsyncPgConnection) -> Result<usize, diesel
     Ok(placed)
 }
 
+/// Whether any user is waiting for capacity (read without the placement lock: a user who starts
+/// waiting just after is seen on the next pass).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn anyone_waiting(conn: &mut AsyncPgConnection) -> Result<bool, diesel::result::Error> {
+    diesel::select(diesel::dsl::exists(assignments::table.filter(assignments::status.eq(status::WAITING_FOR_CAPACITY))))
+        .get_result(conn)
+        .await
+}
+
 /// How an admin's move ended.
 ///
 /// # Errors

@@ -82,8 +82,13 @@ impl Worker {
     /// # Errors
     /// When Postgres fails.
     pub async fn tick(&self) -> Result<bool, DbError> {
-        let placed =
-            self.db.transaction(|c| Box::pin(async move { Tx::Ok(assignments::place_waiting(c).await?) })).await?;
+        // Placing takes the placement lock, which PaymentMethodAdded's handler needs too: only
+        // when someone is waiting for a seat.
+        let placed = if assignments::anyone_waiting(&mut *self.db.conn().await?).await? {
+            self.db.transaction(|c| Box::pin(async move { Tx::Ok(assignments::place_waiting(c).await?) })).await?
+        } else {
+            0
+        };
         if placed > 0 {
             tracing::info!(placed, "waiting users seated");
         }

@@ -672,14 +672,6 @@ fn db_to_diesel(e: hopsbridge_platform::db::DbError) -> diesel::result::Error {
     }
 }
 
-/// Who the user is, for creating their account.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn person(conn: &mut AsyncPgConnection, user: Uuid) -> Result<Option<users::Person>, diesel::result::Error> {
-    users::get(conn, user).await
-}
-
 /// Rows by cluster, for the background task: each cluster's row once.
 ///
 /// # Errors

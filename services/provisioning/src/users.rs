@@ -88,3 +88,16 @@ pub async fn set_status(conn: &mut AsyncPgConnection, id: Uuid, to: &str) -> Res
 pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Person>, diesel::result::Error> {
     users::table.find(id).select(Person::as_select()).first(conn).await.optional()
 }
+
+/// The known people among `ids`, by id.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn get_many(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Person>, diesel::result::Error> {
+    let people: Vec<Person> =
+        users::table.filter(users::user_id.eq_any(ids)).select(Person::as_select()).load(conn).await?;
+    Ok(people.into_iter().map(|p| (p.user_id, p)).collect())
+}

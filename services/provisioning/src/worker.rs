@@ -7,7 +7,7 @@ use crate::clusters::ClusterRow;
 use crate::config::{AssignmentsConfig, HopsworksConfig};
 use crate::crypto::Vault;
 use crate::hopsworks::Hopsworks;
-use diesel_async::AsyncPgConnection;
+use crate::users::{self, Person};
 use futures::StreamExt as _;
 use hopsbridge_platform::db::{Database, DbError};
 use std::collections::HashMap;
@@ -99,14 +99,26 @@ impl Worker {
             .transaction(|c| Box::pin(async move { Tx::Ok(assignments::claim_due(c, limit, lease).await?) }))
             .await?;
         let taken = work.len();
+        if work.is_empty() {
+            return Ok(placed > 0);
+        }
+        // Who and where, read once for the whole pass.
+        let (people, clusters) = {
+            let mut conn = self.db.conn().await?;
+            let users: Vec<Uuid> = work.iter().map(|w| w.user_id).collect();
+            let ids: Vec<Uuid> =
+                work.iter().flat_map(|w| std::iter::once(w.cluster_id).chain(w.previous_cluster_id)).collect();
+            (users::get_many(&mut conn, &users).await?, assignments::cluster_rows(&mut conn, &ids).await?)
+        };
+        let pass = Pass { people: &people, clusters: &clusters };
         futures::stream::iter(work)
-            .for_each_concurrent(self.cfg.concurrency, |w| async move { self.process(w).await })
+            .for_each_concurrent(self.cfg.concurrency, |w| async move { self.process(w, pass).await })
             .await;
         Ok(placed > 0 || i64::try_from(taken).unwrap_or(0) >= limit)
     }
 
-    async fn process(&self, work: Work) {
-        match self.attempt(&work).await {
+    async fn process(&self, work: Work, pass: Pass<'_>) {
+        match self.attempt(&work, pass).await {
             Ok(()) => {}
             Err(reason) => {
                 tracing::warn!(user_id = %work.user_id, cluster_id = %work.cluster_id, attempts = work.attempts,
@@ -136,9 +148,8 @@ impl Worker {
     /// The cluster's Hopsworks client. One is kept per cluster, so its connections (and their
     /// TLS sessions) serve every piece of work; it is made again when the cluster's URL, CA
     /// bundle, OAuth client or sealed API key changed.
-    async fn client(&self, conn: &mut AsyncPgConnection, cluster: Uuid) -> Result<Hopsworks, String> {
-        let rows = assignments::cluster_rows(conn, &[cluster]).await.map_err(|e| format!("database: {e}"))?;
-        let row: &ClusterRow = rows.get(&cluster).ok_or_else(|| format!("cluster {cluster} is gone"))?;
+    async fn client(&self, pass: Pass<'_>, cluster: Uuid) -> Result<Hopsworks, String> {
+        let row: &ClusterRow = pass.clusters.get(&cluster).ok_or_else(|| format!("cluster {cluster} is gone"))?;
         let made_from = Fingerprint {
             api_url: row.api_url.clone(),
             ca_bundle: row.ca_bundle.clone(),
@@ -157,18 +168,13 @@ impl Worker {
     }
 
     /// Does the work; answers why not when it could not.
-    async fn attempt(&self, work: &Work) -> Result<(), String> {
-        let mut conn = self.db.conn().await.map_err(|e| format!("database: {e}"))?;
-        let person = assignments::person(&mut conn, work.user_id)
-            .await
-            .map_err(|e| format!("database: {e}"))?
-            .ok_or_else(|| "the user is not known yet".to_owned())?;
-        let current = self.client(&mut conn, work.cluster_id).await?;
+    async fn attempt(&self, work: &Work, pass: Pass<'_>) -> Result<(), String> {
+        let person = pass.people.get(&work.user_id).ok_or_else(|| "the user is not known yet".to_owned())?;
+        let current = self.client(pass, work.cluster_id).await?;
         let previous = match work.previous_cluster_id {
-            Some(id) => Some(self.client(&mut conn, id).await?),
+            Some(id) => Some(self.client(pass, id).await?),
             None => None,
         };
-        drop(conn);
         let written = if work.status == status::UNASSIGNING {
             let had = current.deactivate(work.hopsworks_user_id, &person.email).await.map_err(|e| e.0)?;
             let had = had || work.hopsworks_user_id.is_some();
@@ -184,7 +190,7 @@ impl Worker {
                     return self.release(work).await;
                 }
             }
-            let (username, id) = current.ensure_account(&person, work.max_num_projects).await.map_err(|e| e.0)?;
+            let (username, id) = current.ensure_account(person, work.max_num_projects).await.map_err(|e| e.0)?;
             tracing::info!(user_id = %work.user_id, cluster_id = %work.cluster_id, hopsworks_username = %username,
                 "Hopsworks account ready");
             self.write(work, Step::Complete { username, id }).await?
@@ -216,6 +222,13 @@ impl Worker {
             .await
             .map_err(|e| format!("database: {e}"))
     }
+}
+
+/// What one pass read for all its work: the people and the clusters.
+#[derive(Debug, Clone, Copy)]
+struct Pass<'a> {
+    people: &'a HashMap<Uuid, Person>,
+    clusters: &'a HashMap<Uuid, ClusterRow>,
 }
 
 /// A finished piece of Hopsworks work to write back.

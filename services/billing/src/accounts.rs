@@ -179,18 +179,26 @@ pub async fn set_subscription(
     Ok(())
 }
 
-/// The account whose Stripe customer is `customer`, locked for the rest of the transaction.
+/// Locks the accounts of `customers` for the rest of the transaction, in customer order (so
+/// two transactions locking overlapping sets wait on each other in one direction only), and
+/// answers their users by customer; customers without an account are left out.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn lock_by_customer(conn: &mut AsyncPgConnection, customer: &str) -> QueryResult<Option<Account>> {
-    accounts::table
-        .filter(accounts::stripe_customer_id.eq(customer))
-        .select(Account::as_select())
+pub async fn lock_by_customers(
+    conn: &mut AsyncPgConnection,
+    mut customers: Vec<&str>,
+) -> QueryResult<std::collections::HashMap<String, Uuid>> {
+    customers.sort_unstable();
+    customers.dedup();
+    let rows: Vec<(Option<String>, Uuid)> = accounts::table
+        .filter(accounts::stripe_customer_id.eq_any(customers))
+        .order(accounts::stripe_customer_id.asc())
+        .select((accounts::stripe_customer_id, accounts::user_id))
         .for_update()
-        .first(conn)
-        .await
-        .optional()
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(customer, user)| Some((customer?, user))).collect())
 }
 
 /// Sets the subscription status (and id, when the account has none yet or it is this one).
@@ -229,6 +237,28 @@ pub async fn usable_payment_methods(conn: &mut AsyncPgConnection, customer: &str
         .count()
         .get_result(conn)
         .await
+}
+
+/// [`usable_payment_methods`] of several customers at once; customers with none are left out.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn usable_payment_methods_of(
+    conn: &mut AsyncPgConnection,
+    customers: Vec<&str>,
+) -> QueryResult<std::collections::HashMap<String, i64>> {
+    if customers.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let rows: Vec<(String, i64)> = payment_methods::table
+        .filter(payment_methods::stripe_customer_id.eq_any(customers))
+        .filter(payment_methods::attached_at.is_not_null())
+        .filter(payment_methods::detached_at.is_null())
+        .group_by(payment_methods::stripe_customer_id)
+        .select((payment_methods::stripe_customer_id, diesel::dsl::count_star()))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Records that payment method `id` is attached to `customer` (at `at`, the event's time),
@@ -407,18 +437,11 @@ pub async fn recent_invoices(
         .await
 }
 
-/// Claims a Stripe event id; false when it was claimed before (a duplicate). Concurrent claims
-/// of one id wait for each other on the primary key, so exactly one gets true.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn claim_event(conn: &mut AsyncPgConnection, id: &str, kind: &str, created: i64) -> QueryResult<bool> {
-    Ok(!claim_events(conn, vec![(id, kind, created)]).await?.is_empty())
-}
-
-/// [`claim_event`] for several events (id, type, created) in one statement: answers the ids
-/// claimed now. Rows are inserted in id order, so two transactions claiming overlapping sets
-/// wait on each other in one direction only.
+/// Claims Stripe event ids (with their type and created time) in one statement, answering the
+/// ids claimed now: an id claimed before (a duplicate) is not among them. Concurrent claims of
+/// one id wait for each other on the primary key, so exactly one transaction gets it. Rows are
+/// inserted in id order, so two transactions claiming overlapping sets wait on each other in
+/// one direction only.
 ///
 /// # Errors
 /// When Postgres fails.

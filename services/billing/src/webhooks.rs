@@ -295,11 +295,8 @@ impl Webhooks {
             .transaction(move |c| {
                 let (event, effect, stripe) = (event.clone(), effect.clone(), stripe.clone());
                 Box::pin(async move {
-                    if !accounts::claim_event(c, &event.id, &event.kind, event.created).await? {
-                        return Ok::<_, anyhow::Error>(Outcome::Duplicate);
-                    }
-                    apply_effect(c, &stripe, &effect, event.created).await?;
-                    Ok(Outcome::Applied)
+                    let outcomes = apply_all(c, &stripe, &[(event, effect)]).await?;
+                    Ok::<_, anyhow::Error>(outcomes.first().copied().unwrap_or(Outcome::Duplicate))
                 })
             })
             .await?;
@@ -361,24 +358,7 @@ impl Webhooks {
             .db
             .transaction(move |c| {
                 let (work, stripe) = (work.clone(), stripe.clone());
-                Box::pin(async move {
-                    let mut claimed = accounts::claim_events(
-                        c,
-                        work.iter().map(|(e, _)| (e.id.as_str(), e.kind.as_str(), e.created)).collect(),
-                    )
-                    .await?;
-                    let mut outcomes = Vec::with_capacity(work.len());
-                    for (event, effect) in &work {
-                        // `remove`: the same event twice in a group is applied once.
-                        if claimed.remove(&event.id) {
-                            apply_effect(c, &stripe, effect, event.created).await?;
-                            outcomes.push(Outcome::Applied);
-                        } else {
-                            outcomes.push(Outcome::Duplicate);
-                        }
-                    }
-                    Ok::<_, anyhow::Error>(outcomes)
-                })
+                Box::pin(async move { apply_all(c, &stripe, &work).await })
             })
             .await;
         match written {
@@ -580,8 +560,9 @@ async fn finish_follow_up(
                 let (event_id, customer, pm) = (event_id.clone(), customer.clone(), pm.clone());
                 Box::pin(async move {
                     if let Some(pm) = pm {
-                        let attach = PmChange::Attach { pm, customer, card: CardSummary::default() };
-                        apply_payment_method(c, &attach, at).await?;
+                        let mut locked = Locked::take(c, vec![&customer], vec![&customer]).await?;
+                        let attach = PmChange::Attach { pm, customer: customer.clone(), card: CardSummary::default() };
+                        apply_payment_method(c, &mut locked, &attach, at).await?;
                     }
                     diesel::sql_query(
                         "UPDATE checkout_follow_ups SET done_at = now(), last_error = NULL WHERE event_id = $1",
@@ -613,23 +594,88 @@ async fn finish_follow_up(
     }
 }
 
-async fn apply_effect(c: &mut AsyncPgConnection, stripe: &Stripe, effect: &Effect, at: i64) -> anyhow::Result<()> {
+/// Claims the events of `work` and applies the effects of those claimed now, in the caller's
+/// transaction: every account involved is locked first (in customer order), and payment
+/// methods are counted once per account, then kept up to date as the effects apply. Answers
+/// each event's outcome, in order; an event twice in `work` is applied once.
+async fn apply_all(
+    c: &mut AsyncPgConnection,
+    stripe: &Stripe,
+    work: &[(Event, Effect)],
+) -> anyhow::Result<Vec<Outcome>> {
+    let mut claimed =
+        accounts::claim_events(c, work.iter().map(|(e, _)| (e.id.as_str(), e.kind.as_str(), e.created)).collect())
+            .await?;
+    let applied: Vec<bool> = work.iter().map(|(event, _)| claimed.remove(&event.id)).collect();
+    let effects = || work.iter().zip(&applied).filter(|(_, applied)| **applied).map(|((_, effect), _)| effect);
+    let locks = effects().filter(|e| !matches!(e, Effect::CheckoutFollowUp { .. })).filter_map(Effect::customer);
+    let counts = effects().filter(|e| matches!(e, Effect::PaymentMethod(_))).filter_map(Effect::customer);
+    let mut locked = Locked::take(c, locks.collect(), counts.collect()).await?;
+    let mut outcomes = Vec::with_capacity(work.len());
+    for ((event, effect), applied) in work.iter().zip(applied) {
+        if applied {
+            apply_effect(c, stripe, &mut locked, effect, event.created).await?;
+            outcomes.push(Outcome::Applied);
+        } else {
+            outcomes.push(Outcome::Duplicate);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The accounts a transaction has locked, by Stripe customer: the user, and how many usable
+/// payment methods the account has (counted after locking, for the customers asked).
+#[derive(Debug, Default)]
+struct Locked(std::collections::HashMap<String, (uuid::Uuid, i64)>);
+
+impl Locked {
+    /// Locks the accounts of `customers` (unknown ones are left out) and counts the usable
+    /// payment methods of those in `counted`.
+    async fn take(c: &mut AsyncPgConnection, customers: Vec<&str>, counted: Vec<&str>) -> anyhow::Result<Self> {
+        if customers.is_empty() {
+            return Ok(Self::default());
+        }
+        let users = accounts::lock_by_customers(c, customers).await?;
+        let counts = accounts::usable_payment_methods_of(c, counted).await?;
+        Ok(Self(
+            users
+                .into_iter()
+                .map(|(customer, user)| {
+                    let n = counts.get(&customer).copied().unwrap_or(0);
+                    (customer, (user, n))
+                })
+                .collect(),
+        ))
+    }
+
+    fn user(&self, customer: &str) -> Option<uuid::Uuid> {
+        self.0.get(customer).map(|(user, _)| *user)
+    }
+}
+
+async fn apply_effect(
+    c: &mut AsyncPgConnection,
+    stripe: &Stripe,
+    locked: &mut Locked,
+    effect: &Effect,
+    at: i64,
+) -> anyhow::Result<()> {
     match effect {
         Effect::Nothing => Ok(()),
         Effect::Invoice(invoice) => {
-            if accounts::lock_by_customer(c, &invoice.customer).await?.is_some() {
+            if locked.user(&invoice.customer).is_some() {
                 accounts::record_invoice(c, invoice, at).await?;
             }
             Ok(())
         }
         Effect::Subscription { id, customer } => {
-            let Some(account) = accounts::lock_by_customer(c, customer).await? else {
+            let Some(user) = locked.user(customer) else {
                 return Ok(());
             };
             // Stripe's current state, read while the account is locked: order of delivery
             // does not matter.
             let current: Subscription = stripe.get(&format!("subscriptions/{id}"), &Vec::new()).await?;
-            accounts::set_subscription_status(c, account.user_id, &current.id, &current.status).await?;
+            accounts::set_subscription_status(c, user, &current.id, &current.status).await?;
             Ok(())
         }
         Effect::CheckoutFollowUp { event_id, customer, setup_intent } => {
@@ -647,26 +693,32 @@ async fn apply_effect(c: &mut AsyncPgConnection, stripe: &Stripe, effect: &Effec
             .await?;
             Ok(())
         }
-        Effect::PaymentMethod(change) => apply_payment_method(c, change, at).await,
+        Effect::PaymentMethod(change) => apply_payment_method(c, locked, change, at).await,
     }
 }
 
-/// Records an attached or detached payment method, announcing the account's first usable one
-/// and the loss of its last.
-async fn apply_payment_method(c: &mut AsyncPgConnection, change: &PmChange, at: i64) -> anyhow::Result<()> {
+/// Records an attached or detached payment method of an account in `locked`, announcing the
+/// account's first usable one and the loss of its last.
+async fn apply_payment_method(
+    c: &mut AsyncPgConnection,
+    locked: &mut Locked,
+    change: &PmChange,
+    at: i64,
+) -> anyhow::Result<()> {
     let customer = match change {
         PmChange::Attach { customer, .. } | PmChange::Detach { customer, .. } => customer,
     };
-    let Some(account) = accounts::lock_by_customer(c, customer).await? else {
+    let Some((user, usable)) = locked.0.get_mut(customer.as_str()) else {
         return Ok(());
     };
-    let before = accounts::usable_payment_methods(c, customer).await?;
+    let before = *usable;
     match change {
         PmChange::Attach { pm, customer, card } => accounts::attach(c, pm, customer, card, at).await?,
         PmChange::Detach { pm, customer } => accounts::detach(c, pm, customer, at).await?,
     }
     let after = accounts::usable_payment_methods(c, customer).await?;
-    let user_id = account.user_id.to_string();
+    *usable = after;
+    let user_id = user.to_string();
     if before == 0 && after > 0 {
         enqueue(c, &PaymentMethodAddedV1 { user_id, stripe_customer_id: customer.clone() }, None).await?;
     } else if before > 0 && after == 0 {

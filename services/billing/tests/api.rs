@@ -303,6 +303,41 @@ async fn a_burst_of_deliveries_is_written_in_groups_and_each_event_counts_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_postgres_refuses_fails_alone_and_the_rest_of_its_burst_is_applied() {
+    let billing = start().await;
+    let (_, account) = billing.new_owner().await;
+    let customer = account.stripe_customer_id.unwrap();
+    let t = chrono::Utc::now().timestamp();
+    // Postgres cannot store a NUL character in text: this event's transaction always fails.
+    let poisoned = event("payment_method.attached", t, card("pm_nul", Some(&customer), "00\u{0}0"), None);
+    let invoices: Vec<String> = (0..40)
+        .map(|i| {
+            let invoice = json!({"id": format!("in_ok_{i}"), "object": "invoice", "customer": customer, "status": "paid",
+                "amount_due": 100, "currency": "usd", "number": format!("OK-{i}"), "hosted_invoice_url": null, "created": t});
+            event("invoice.paid", t, invoice, None)
+        })
+        .collect();
+    let deliveries: Vec<&String> =
+        invoices[..20].iter().chain(std::iter::once(&poisoned)).chain(invoices[20..].iter()).collect();
+    let answers: Vec<_> = futures::stream::iter(deliveries)
+        .map(|b| {
+            let billing = &billing;
+            async move { (b, billing.webhook(b).await) }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for (body, (status, answer)) in &answers {
+        let expected = if *body == &poisoned { 503 } else { 200 };
+        assert_eq!(*status, expected, "{answer}");
+    }
+    assert_eq!(count(&billing.db, "invoices").await, 40, "every other event of the burst applied");
+    assert_eq!(count(&billing.db, "processed_stripe_events").await, 40, "the failed event is not claimed");
+    assert_eq!(count(&billing.db, "payment_methods").await, 0);
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cards_come_and_go_with_one_event_per_change_whatever_the_order() {
     let billing = start().await;
     let (user, account) = billing.new_owner().await;

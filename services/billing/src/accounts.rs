@@ -225,25 +225,12 @@ pub async fn set_subscription_status(
     .await
 }
 
-/// How many usable (attached, not detached) payment methods `customer` has.
+/// How many usable (attached, not detached) payment methods each of `customers` has;
+/// customers with none are left out.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn usable_payment_methods(conn: &mut AsyncPgConnection, customer: &str) -> QueryResult<i64> {
-    payment_methods::table
-        .filter(payment_methods::stripe_customer_id.eq(customer))
-        .filter(payment_methods::attached_at.is_not_null())
-        .filter(payment_methods::detached_at.is_null())
-        .count()
-        .get_result(conn)
-        .await
-}
-
-/// [`usable_payment_methods`] of several customers at once; customers with none are left out.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn usable_payment_methods_of(
+pub async fn usable_payment_methods(
     conn: &mut AsyncPgConnection,
     customers: Vec<&str>,
 ) -> QueryResult<std::collections::HashMap<String, i64>> {

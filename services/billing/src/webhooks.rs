@@ -288,47 +288,43 @@ impl Webhooks {
 
     /// Claims `event` and applies `effect` in a transaction of their own.
     async fn apply_alone(&self, event: Event, effect: Effect) -> anyhow::Result<Outcome> {
-        let follow_up = matches!(effect, Effect::CheckoutFollowUp { .. });
-        let stripe = self.stripe.clone();
-        let outcome: Outcome = self
-            .db
-            .transaction(move |c| {
-                let (event, effect, stripe) = (event.clone(), effect.clone(), stripe.clone());
-                Box::pin(async move {
-                    let outcomes = apply_all(c, &stripe, &[(event, effect)]).await?;
-                    Ok::<_, anyhow::Error>(outcomes.first().copied().unwrap_or(Outcome::Duplicate))
-                })
-            })
-            .await?;
-        if follow_up && matches!(outcome, Outcome::Applied) {
-            self.follow_ups.notify_one();
-        }
-        Ok(outcome)
+        let outcomes = self.write(vec![(event, effect)]).await?;
+        Ok(outcomes.first().copied().unwrap_or(Outcome::Duplicate))
     }
 
-    /// Writes groups of events until `cancel`; then takes no more, and writes what is queued.
-    /// Run [`GROUP_WRITERS`] of these.
+    /// Claims and applies `work` in one transaction, answering each event's outcome in order,
+    /// and wakes the follow-up task if a completed Checkout was recorded.
+    async fn write(&self, work: Vec<(Event, Effect)>) -> anyhow::Result<Vec<Outcome>> {
+        let checkouts: Vec<bool> = work.iter().map(|(_, e)| matches!(e, Effect::CheckoutFollowUp { .. })).collect();
+        let stripe = self.stripe.clone();
+        let outcomes = self
+            .db
+            .transaction(move |c| {
+                let (work, stripe) = (work.clone(), stripe.clone());
+                Box::pin(async move { apply_all(c, &stripe, &work).await })
+            })
+            .await?;
+        if checkouts.iter().zip(&outcomes).any(|(checkout, outcome)| *checkout && *outcome == Outcome::Applied) {
+            self.follow_ups.notify_one();
+        }
+        Ok(outcomes)
+    }
+
+    /// Writes groups of events until `cancel`; then takes no more, and writes what is queued
+    /// (later deliveries get a transaction each). Run [`GROUP_WRITERS`] of these.
     pub async fn write_groups(self, cancel: CancellationToken) {
         loop {
             let group = {
                 let mut inbox = self.inbox.lock().await;
                 let first = tokio::select! {
-                    () = cancel.cancelled() => None,
                     job = inbox.recv() => job,
-                };
-                let Some(first) = first else {
-                    // Later deliveries get a transaction each; the queued ones are written now.
-                    inbox.close();
-                    let mut rest = Vec::new();
-                    while let Ok(job) = inbox.try_recv() {
-                        rest.push(job);
+                    () = cancel.cancelled() => {
+                        // A closed queue still hands out what it holds, then None.
+                        inbox.close();
+                        inbox.recv().await
                     }
-                    drop(inbox);
-                    if !rest.is_empty() {
-                        self.write_group(rest).await;
-                    }
-                    return;
                 };
+                let Some(first) = first else { return };
                 let mut group = vec![first];
                 while group.len() < GROUP_SIZE {
                     match inbox.try_recv() {
@@ -342,8 +338,8 @@ impl Webhooks {
         }
     }
 
-    /// Claims and applies `group` in one transaction, answering each delivery; if that fails,
-    /// applies each event on its own.
+    /// Writes `group` in one transaction, answering each delivery; if that fails, applies each
+    /// event on its own.
     async fn write_group(&self, mut group: Vec<Job>) {
         group.sort_by(|a, b| {
             (a.effect.customer(), a.event.created, &a.event.id).cmp(&(
@@ -353,24 +349,11 @@ impl Webhooks {
             ))
         });
         let work: Vec<(Event, Effect)> = group.iter().map(|j| (j.event.clone(), j.effect.clone())).collect();
-        let stripe = self.stripe.clone();
-        let written = self
-            .db
-            .transaction(move |c| {
-                let (work, stripe) = (work.clone(), stripe.clone());
-                Box::pin(async move { apply_all(c, &stripe, &work).await })
-            })
-            .await;
-        match written {
+        match self.write(work).await {
             Ok(outcomes) => {
                 tracing::debug!(events = group.len(), "webhook group written");
-                let mut follow_up = false;
                 for (job, outcome) in group.into_iter().zip(outcomes) {
-                    follow_up |= outcome == Outcome::Applied && matches!(job.effect, Effect::CheckoutFollowUp { .. });
                     let _ = job.reply.send(Ok(outcome));
-                }
-                if follow_up {
-                    self.follow_ups.notify_one();
                 }
             }
             Err(e) => {
@@ -636,7 +619,7 @@ impl Locked {
             return Ok(Self::default());
         }
         let users = accounts::lock_by_customers(c, customers).await?;
-        let counts = accounts::usable_payment_methods_of(c, counted).await?;
+        let counts = accounts::usable_payment_methods(c, counted).await?;
         Ok(Self(
             users
                 .into_iter()
@@ -716,7 +699,7 @@ async fn apply_payment_method(
         PmChange::Attach { pm, customer, card } => accounts::attach(c, pm, customer, card, at).await?,
         PmChange::Detach { pm, customer } => accounts::detach(c, pm, customer, at).await?,
     }
-    let after = accounts::usable_payment_methods(c, customer).await?;
+    let after = accounts::usable_payment_methods(c, vec![customer]).await?.get(customer).copied().unwrap_or(0);
     *usable = after;
     let user_id = user.to_string();
     if before == 0 && after > 0 {

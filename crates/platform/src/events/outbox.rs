@@ -91,11 +91,14 @@ pub async fn enqueue_all<E: Event>(
             )
         })
         .collect();
-    diesel::insert_into(outbox::table).values(rows).execute(conn).await?;
-    // Postgres delivers this at commit, and only if the transaction commits; it wakes the relay.
-    diesel::sql_query("SELECT pg_notify($1, '')")
-        .bind::<diesel::sql_types::Text, _>(channel(E::PRODUCER))
-        .execute(conn)
-        .await?;
+    // Both statements go to Postgres together (pipelined). The notification is delivered at
+    // commit, and only if the transaction commits; it wakes the relay.
+    let (mut inserting, mut notifying): (&AsyncPgConnection, &AsyncPgConnection) = (conn, conn);
+    let insert = diesel::insert_into(outbox::table).values(rows).execute(&mut inserting);
+    let channel = channel(E::PRODUCER);
+    let notify = diesel::sql_query("SELECT pg_notify($1, '')")
+        .bind::<diesel::sql_types::Text, _>(&channel)
+        .execute(&mut notifying);
+    futures::try_join!(insert, notify)?;
     Ok(ids)
 }

@@ -206,7 +206,7 @@ pub async fn lock_by_customers(
 /// # Errors
 /// When Postgres fails.
 pub async fn set_subscription_status(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     user: Uuid,
     subscription: &str,
     status: &str,
@@ -221,11 +221,11 @@ pub async fn set_subscription_status(
         accounts::subscription_status.eq(status),
         accounts::updated_at.eq(diesel::dsl::now),
     ))
-    .execute(conn)
+    .execute(&mut conn)
     .await
 }
 
-/// How many usable (attached, not detached) payment methods each of `customers` has;
+/// The usable (attached, not detached) payment methods of each of `customers`, by id;
 /// customers with none are left out.
 ///
 /// # Errors
@@ -233,33 +233,49 @@ pub async fn set_subscription_status(
 pub async fn usable_payment_methods(
     conn: &mut AsyncPgConnection,
     customers: Vec<&str>,
-) -> QueryResult<std::collections::HashMap<String, i64>> {
+) -> QueryResult<std::collections::HashMap<String, std::collections::HashSet<String>>> {
+    let mut usable: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
     if customers.is_empty() {
-        return Ok(std::collections::HashMap::new());
+        return Ok(usable);
     }
-    let rows: Vec<(String, i64)> = payment_methods::table
+    let rows: Vec<(String, String)> = payment_methods::table
         .filter(payment_methods::stripe_customer_id.eq_any(customers))
         .filter(payment_methods::attached_at.is_not_null())
         .filter(payment_methods::detached_at.is_null())
-        .group_by(payment_methods::stripe_customer_id)
-        .select((payment_methods::stripe_customer_id, diesel::dsl::count_star()))
+        .select((payment_methods::stripe_customer_id, payment_methods::id))
         .load(conn)
         .await?;
-    Ok(rows.into_iter().collect())
+    for (customer, id) in rows {
+        usable.entry(customer).or_default().insert(id);
+    }
+    Ok(usable)
+}
+
+/// A payment method's row after a change: whose it is, and whether it is usable now.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct PaymentMethodState {
+    /// The customer the row belongs to.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub customer: String,
+    /// Attached and not detached.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub usable: bool,
 }
 
 /// Records that payment method `id` is attached to `customer` (at `at`, the event's time),
 /// unless it was detached already: a detached payment method cannot be attached again.
+/// Answers the row as it is now, or `None` when it was detached already (nothing changed).
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn attach(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     id: &str,
     customer: &str,
     card: &CardSummary,
     at: i64,
-) -> QueryResult<()> {
+) -> QueryResult<Option<PaymentMethodState>> {
     use diesel::sql_types::{BigInt, Integer, Nullable, Text};
     diesel::sql_query(
         "INSERT INTO payment_methods (id, stripe_customer_id, brand, last4, exp_month, exp_year, attached_at) \
@@ -271,7 +287,8 @@ pub async fn attach(
            exp_month = COALESCE(EXCLUDED.exp_month, payment_methods.exp_month), \
            exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year), \
            updated_at = now() \
-         WHERE payment_methods.detached_at IS NULL",
+         WHERE payment_methods.detached_at IS NULL \
+         RETURNING stripe_customer_id AS customer, (attached_at IS NOT NULL AND detached_at IS NULL) AS usable",
     )
     .bind::<Text, _>(id)
     .bind::<Text, _>(customer)
@@ -280,16 +297,17 @@ pub async fn attach(
     .bind::<Nullable<Integer>, _>(card.exp_month)
     .bind::<Nullable<Integer>, _>(card.exp_year)
     .bind::<BigInt, _>(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .get_result(&mut conn)
+    .await
+    .optional()
 }
 
-/// Records that payment method `id` was detached from `customer` at `at`. Final.
+/// Records that payment method `id` was detached from `customer` at `at`. Final. Answers the
+/// customer the row belongs to.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn detach(conn: &mut AsyncPgConnection, id: &str, customer: &str, at: i64) -> QueryResult<()> {
+pub async fn detach(mut conn: &AsyncPgConnection, id: &str, customer: &str, at: i64) -> QueryResult<String> {
     diesel::insert_into(payment_methods::table)
         .values((
             payment_methods::id.eq(id),
@@ -299,9 +317,9 @@ pub async fn detach(conn: &mut AsyncPgConnection, id: &str, customer: &str, at: 
         .on_conflict(payment_methods::id)
         .do_update()
         .set((payment_methods::detached_at.eq(at), payment_methods::updated_at.eq(diesel::dsl::now)))
-        .execute(conn)
-        .await?;
-    Ok(())
+        .returning(payment_methods::stripe_customer_id)
+        .get_result(&mut conn)
+        .await
 }
 
 /// The card shown for `customer`: the most recently attached usable one.
@@ -359,7 +377,7 @@ pub fn status_rank(status: &str) -> i32 {
 /// # Errors
 /// When Postgres fails.
 pub async fn record_invoice(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     invoice: &InvoiceRecord,
     event_created: i64,
 ) -> QueryResult<()> {
@@ -380,7 +398,7 @@ pub async fn record_invoice(
         .values(values)
         .on_conflict(invoices::id)
         .do_nothing()
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     if inserted == 0 {
         // Newer wins: a later event, or the same second with a later status.
@@ -392,7 +410,7 @@ pub async fn record_invoice(
             ),
         )
         .set(values)
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     }
     Ok(())

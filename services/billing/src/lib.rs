@@ -57,7 +57,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
     let prices = catalog::Prices::new(stripe.clone(), config.rates.clone(), config.stripe.currency.clone());
     let webhooks = webhooks::Webhooks::new(service.db.clone(), stripe.clone());
     let follow_ups = (service.db.clone(), stripe.clone(), webhooks.follow_up_signal());
-    let writers: Vec<_> = (0..webhooks::GROUP_WRITERS).map(|_| webhooks.clone()).collect();
+    let writers: Vec<_> = (0..webhooks::GROUP_WRITERS).map(|i| (i, webhooks.clone())).collect();
     let state = routes::State {
         db: service.db.clone(),
         stripe: stripe.clone(),
@@ -74,8 +74,8 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         hooks,
     ));
     let mut application = service.application(Arc::new(move |c| routes::configure(c, state.clone())))?;
-    for writer in writers {
-        application = application.with_task("webhook-groups", move |cancel| writer.write_groups(cancel));
+    for (i, writer) in writers {
+        application = application.with_task("webhook-groups", move |cancel| writer.write_groups(i, cancel));
     }
     Ok(application
         .with_task("stripe-catalog", move |cancel| ensure_catalog(prices, cancel))

@@ -34,7 +34,7 @@ use hmac::{Hmac, Mac};
 use hopsbridge_contracts::events::{PaymentMethodAddedV1, PaymentMethodRemovedV1};
 use hopsbridge_platform::constant_time_eq;
 use hopsbridge_platform::db::Database;
-use hopsbridge_platform::events::enqueue;
+use hopsbridge_platform::events::{enqueue, enqueue_all};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
@@ -196,8 +196,10 @@ pub struct Webhooks {
     db: Database,
     stripe: Stripe,
     follow_ups: Arc<Notify>,
-    queue: mpsc::Sender<Job>,
-    inbox: Arc<Mutex<mpsc::Receiver<Job>>>,
+    /// One queue per group writer. An event goes to its customer's queue, so two groups written
+    /// at the same time never touch the same account and never wait on each other's locks.
+    queues: Arc<[mpsc::Sender<Job>]>,
+    inboxes: Arc<[Mutex<mpsc::Receiver<Job>>]>,
 }
 
 /// An event waiting for its group, and where to answer.
@@ -213,6 +215,22 @@ struct Job {
 enum PmChange {
     Attach { pm: String, customer: String, card: CardSummary },
     Detach { pm: String, customer: String },
+}
+
+impl PmChange {
+    /// The payment method.
+    fn pm(&self) -> &str {
+        match self {
+            Self::Attach { pm, .. } | Self::Detach { pm, .. } => pm,
+        }
+    }
+
+    /// The customer the event names.
+    fn customer(&self) -> &str {
+        match self {
+            Self::Attach { customer, .. } | Self::Detach { customer, .. } => customer,
+        }
+    }
 }
 
 /// What an event needs done in the transaction, prepared from its payload (and, for a completed
@@ -239,9 +257,8 @@ impl Effect {
     /// so two groups never wait on each other in a cycle.
     fn customer(&self) -> Option<&str> {
         match self {
-            Self::PaymentMethod(PmChange::Attach { customer, .. } | PmChange::Detach { customer, .. })
-            | Self::CheckoutFollowUp { customer, .. }
-            | Self::Subscription { customer, .. } => Some(customer),
+            Self::PaymentMethod(change) => Some(change.customer()),
+            Self::CheckoutFollowUp { customer, .. } | Self::Subscription { customer, .. } => Some(customer),
             Self::Invoice(invoice) => Some(&invoice.customer),
             Self::Nothing => None,
         }
@@ -258,8 +275,9 @@ impl Webhooks {
     /// Grouped events wait for a task running [`Webhooks::write_groups`].
     #[must_use]
     pub fn new(db: Database, stripe: Stripe) -> Self {
-        let (queue, inbox) = mpsc::channel(GROUP_SIZE * GROUP_WRITERS * 4);
-        Self { db, stripe, follow_ups: Arc::new(Notify::new()), queue, inbox: Arc::new(Mutex::new(inbox)) }
+        let (queues, inboxes): (Vec<_>, Vec<_>) =
+            (0..GROUP_WRITERS).map(|_| mpsc::channel(GROUP_SIZE * 4)).map(|(tx, rx)| (tx, Mutex::new(rx))).unzip();
+        Self { db, stripe, follow_ups: Arc::new(Notify::new()), queues: queues.into(), inboxes: inboxes.into() }
     }
 
     /// Wakes the follow-up task whenever a webhook records work for it.
@@ -279,7 +297,8 @@ impl Webhooks {
             return self.apply_alone(event.clone(), effect).await;
         }
         let (reply, answer) = oneshot::channel();
-        match self.queue.send(Job { event: event.clone(), effect, reply }).await {
+        let queue = &self.queues[writer_of(&effect)];
+        match queue.send(Job { event: event.clone(), effect, reply }).await {
             Ok(()) => answer.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the webhook group writer stopped"))),
             // Shutting down: the writers are gone.
             Err(mpsc::error::SendError(job)) => self.apply_alone(job.event, job.effect).await,
@@ -310,12 +329,14 @@ impl Webhooks {
         Ok(outcomes)
     }
 
-    /// Writes groups of events until `cancel`; then takes no more, and writes what is queued
-    /// (later deliveries get a transaction each). Run [`GROUP_WRITERS`] of these.
-    pub async fn write_groups(self, cancel: CancellationToken) {
+    /// Writes groups of the events queued for writer `writer` (below [`GROUP_WRITERS`]) until
+    /// `cancel`; then takes no more, and writes what is queued (later deliveries get a
+    /// transaction each). Run one for each writer.
+    pub async fn write_groups(self, writer: usize, cancel: CancellationToken) {
+        let Some(inbox) = self.inboxes.get(writer) else { return };
         loop {
             let group = {
-                let mut inbox = self.inbox.lock().await;
+                let mut inbox = inbox.lock().await;
                 let first = tokio::select! {
                     job = inbox.recv() => job,
                     () = cancel.cancelled() => {
@@ -370,6 +391,15 @@ impl Webhooks {
             }
         }
     }
+}
+
+/// The writer whose queue an effect goes to: the same for every event of one customer.
+fn writer_of(effect: &Effect) -> usize {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let Some(customer) = effect.customer() else { return 0 };
+    let mut hasher = DefaultHasher::new();
+    customer.hash(&mut hasher);
+    usize::try_from(hasher.finish() % GROUP_WRITERS as u64).unwrap_or(0)
 }
 
 /// What `event` asks for, from its payload alone.
@@ -468,7 +498,7 @@ pub async fn run_follow_ups(db: Database, stripe: Stripe, wake: Arc<Notify>, can
                 let idle = batch.is_empty();
                 for work in batch {
                     let result = follow_up(&stripe, &work).await;
-                    if let Err(e) = finish_follow_up(&db, &work, result).await {
+                    if let Err(e) = finish_follow_up(&db, &stripe, &work, result).await {
                         tracing::warn!(error = %e, event = %work.event_id, "could not record a follow-up's outcome");
                     }
                 }
@@ -531,6 +561,7 @@ async fn follow_up(stripe: &Stripe, work: &FollowUp) -> anyhow::Result<Option<St
 
 async fn finish_follow_up(
     db: &Database,
+    stripe: &Stripe,
     work: &FollowUp,
     result: anyhow::Result<Option<String>>,
 ) -> anyhow::Result<()> {
@@ -540,12 +571,16 @@ async fn finish_follow_up(
         Ok(pm) => {
             let (customer, at) = (work.stripe_customer_id.clone(), work.event_created);
             db.transaction(move |c| {
-                let (event_id, customer, pm) = (event_id.clone(), customer.clone(), pm.clone());
+                let (event_id, customer, pm, stripe) = (event_id.clone(), customer.clone(), pm.clone(), stripe.clone());
                 Box::pin(async move {
                     if let Some(pm) = pm {
                         let mut locked = Locked::take(c, vec![&customer], vec![&customer]).await?;
-                        let attach = PmChange::Attach { pm, customer: customer.clone(), card: CardSummary::default() };
-                        apply_payment_method(c, &mut locked, &attach, at).await?;
+                        let attach = Effect::PaymentMethod(PmChange::Attach {
+                            pm,
+                            customer: customer.clone(),
+                            card: CardSummary::default(),
+                        });
+                        apply_effects(c, &stripe, &mut locked, &[(&attach, at)]).await?;
                     }
                     diesel::sql_query(
                         "UPDATE checkout_follow_ups SET done_at = now(), last_error = NULL WHERE event_id = $1",
@@ -594,38 +629,37 @@ async fn apply_all(
     let locks = effects().filter(|e| !matches!(e, Effect::CheckoutFollowUp { .. })).filter_map(Effect::customer);
     let counts = effects().filter(|e| matches!(e, Effect::PaymentMethod(_))).filter_map(Effect::customer);
     let mut locked = Locked::take(c, locks.collect(), counts.collect()).await?;
-    let mut outcomes = Vec::with_capacity(work.len());
-    for ((event, effect), applied) in work.iter().zip(applied) {
-        if applied {
-            apply_effect(c, stripe, &mut locked, effect, event.created).await?;
-            outcomes.push(Outcome::Applied);
-        } else {
-            outcomes.push(Outcome::Duplicate);
-        }
-    }
-    Ok(outcomes)
+    let claimed: Vec<(&Effect, i64)> = work
+        .iter()
+        .zip(&applied)
+        .filter(|(_, applied)| **applied)
+        .map(|((event, effect), _)| (effect, event.created))
+        .collect();
+    apply_effects(c, stripe, &mut locked, &claimed).await?;
+    Ok(applied.into_iter().map(|applied| if applied { Outcome::Applied } else { Outcome::Duplicate }).collect())
 }
 
-/// The accounts a transaction has locked, by Stripe customer: the user, and how many usable
-/// payment methods the account has (counted after locking, for the customers asked).
+/// The accounts a transaction has locked, by Stripe customer: the user, and the account's usable
+/// payment methods (read after locking, for the customers asked, then kept up to date by each
+/// change the transaction makes: nobody else changes a locked account's payment methods).
 #[derive(Debug, Default)]
-struct Locked(std::collections::HashMap<String, (uuid::Uuid, i64)>);
+struct Locked(std::collections::HashMap<String, (uuid::Uuid, std::collections::HashSet<String>)>);
 
 impl Locked {
-    /// Locks the accounts of `customers` (unknown ones are left out) and counts the usable
+    /// Locks the accounts of `customers` (unknown ones are left out) and reads the usable
     /// payment methods of those in `counted`.
     async fn take(c: &mut AsyncPgConnection, customers: Vec<&str>, counted: Vec<&str>) -> anyhow::Result<Self> {
         if customers.is_empty() {
             return Ok(Self::default());
         }
         let users = accounts::lock_by_customers(c, customers).await?;
-        let counts = accounts::usable_payment_methods(c, counted).await?;
+        let mut usable = accounts::usable_payment_methods(c, counted).await?;
         Ok(Self(
             users
                 .into_iter()
                 .map(|(customer, user)| {
-                    let n = counts.get(&customer).copied().unwrap_or(0);
-                    (customer, (user, n))
+                    let cards = usable.remove(&customer).unwrap_or_default();
+                    (customer, (user, cards))
                 })
                 .collect(),
         ))
@@ -636,30 +670,122 @@ impl Locked {
     }
 }
 
-async fn apply_effect(
+/// What one effect's statements found, for replaying the payment method changes in order.
+#[derive(Debug)]
+enum Done {
+    Other,
+    /// The payment method's row after an attach; `None` when it was detached already.
+    Attached(Option<accounts::PaymentMethodState>),
+    /// The customer a detached payment method's row belongs to.
+    Detached(String),
+}
+
+/// The row an effect writes, if any: effects on different rows give the same results in any
+/// order, so their statements may go to Postgres together.
+fn row_of(effect: &Effect) -> Option<(&'static str, &str)> {
+    match effect {
+        Effect::PaymentMethod(change) => Some(("pm", change.pm())),
+        Effect::Invoice(invoice) => Some(("invoice", &invoice.id)),
+        Effect::CheckoutFollowUp { event_id, .. } => Some(("checkout", event_id)),
+        Effect::Subscription { customer, .. } => Some(("account", customer)),
+        Effect::Nothing => None,
+    }
+}
+
+/// Splits `effects` into runs, in order, in which no two effects write the same row.
+fn waves<'a, T>(effects: &'a [(&'a Effect, T)]) -> Vec<&'a [(&'a Effect, T)]> {
+    let mut waves = Vec::new();
+    let (mut start, mut rows) = (0, std::collections::HashSet::new());
+    for (i, (effect, _)) in effects.iter().enumerate() {
+        if let Some(row) = row_of(effect)
+            && !rows.insert(row)
+        {
+            waves.push(&effects[start..i]);
+            start = i;
+            rows.clear();
+            rows.insert(row);
+        }
+    }
+    if start < effects.len() {
+        waves.push(&effects[start..]);
+    }
+    waves
+}
+
+/// Applies `effects` (each with its event's time) on the accounts in `locked`, as if one after
+/// another in order. The statements of a wave (no two on the same row) are sent to Postgres
+/// together, pipelined on the transaction's connection, so a group costs a few round trips
+/// instead of one per effect. Then the changes to each account's usable payment methods are
+/// replayed in order: the first usable one announces `PaymentMethodAddedV1` and losing the last
+/// `PaymentMethodRemovedV1`, written to the outbox together.
+async fn apply_effects(
     c: &mut AsyncPgConnection,
     stripe: &Stripe,
     locked: &mut Locked,
+    effects: &[(&Effect, i64)],
+) -> anyhow::Result<()> {
+    let mut done = Vec::with_capacity(effects.len());
+    {
+        let (shared, known): (&AsyncPgConnection, &Locked) = (c, locked);
+        for wave in waves(effects) {
+            let results = futures::future::try_join_all(
+                wave.iter().map(|(effect, at)| run_effect(shared, stripe, known, effect, *at)),
+            )
+            .await?;
+            done.extend(results);
+        }
+    }
+    let mut announced = Vec::new();
+    for ((effect, _), done) in effects.iter().zip(done) {
+        let Effect::PaymentMethod(change) = effect else { continue };
+        let customer = change.customer();
+        let Some((user, usable)) = locked.0.get_mut(customer) else { continue };
+        let before = usable.len();
+        // The row says whose the payment method is: only the account's own rows count for it.
+        match done {
+            Done::Attached(Some(row)) if row.usable && row.customer == customer => {
+                usable.insert(change.pm().to_owned());
+            }
+            Done::Detached(owner) if owner == customer => {
+                usable.remove(change.pm());
+            }
+            _ => {}
+        }
+        let (after, user_id, stripe_customer_id) = (usable.len(), user.to_string(), customer.to_owned());
+        if before == 0 && after > 0 {
+            announced.push(Announcement::Added(PaymentMethodAddedV1 { user_id, stripe_customer_id }));
+        } else if before > 0 && after == 0 {
+            announced.push(Announcement::Removed(PaymentMethodRemovedV1 { user_id, stripe_customer_id }));
+        }
+    }
+    announce(c, announced).await
+}
+
+/// An effect's statements, on a connection other effects' statements share.
+async fn run_effect(
+    mut c: &AsyncPgConnection,
+    stripe: &Stripe,
+    locked: &Locked,
     effect: &Effect,
     at: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Done> {
     match effect {
-        Effect::Nothing => Ok(()),
+        Effect::Nothing => Ok(Done::Other),
         Effect::Invoice(invoice) => {
             if locked.user(&invoice.customer).is_some() {
                 accounts::record_invoice(c, invoice, at).await?;
             }
-            Ok(())
+            Ok(Done::Other)
         }
         Effect::Subscription { id, customer } => {
             let Some(user) = locked.user(customer) else {
-                return Ok(());
+                return Ok(Done::Other);
             };
             // Stripe's current state, read while the account is locked: order of delivery
             // does not matter.
             let current: Subscription = stripe.get(&format!("subscriptions/{id}"), &Vec::new()).await?;
             accounts::set_subscription_status(c, user, &current.id, &current.status).await?;
-            Ok(())
+            Ok(Done::Other)
         }
         Effect::CheckoutFollowUp { event_id, customer, setup_intent } => {
             use diesel_async::RunQueryDsl;
@@ -672,40 +798,53 @@ async fn apply_effect(
             .bind::<diesel::sql_types::Text, _>(customer)
             .bind::<diesel::sql_types::Text, _>(setup_intent)
             .bind::<diesel::sql_types::BigInt, _>(at)
-            .execute(c)
+            .execute(&mut c)
             .await?;
-            Ok(())
+            Ok(Done::Other)
         }
-        Effect::PaymentMethod(change) => apply_payment_method(c, locked, change, at).await,
+        Effect::PaymentMethod(change) => {
+            // Only a locked account's payment methods are written.
+            if !locked.0.contains_key(change.customer()) {
+                return Ok(Done::Other);
+            }
+            Ok(match change {
+                PmChange::Attach { pm, customer, card } => {
+                    Done::Attached(accounts::attach(c, pm, customer, card, at).await?)
+                }
+                PmChange::Detach { pm, customer } => Done::Detached(accounts::detach(c, pm, customer, at).await?),
+            })
+        }
     }
 }
 
-/// Records an attached or detached payment method of an account in `locked`, announcing the
-/// account's first usable one and the loss of its last.
-async fn apply_payment_method(
-    c: &mut AsyncPgConnection,
-    locked: &mut Locked,
-    change: &PmChange,
-    at: i64,
-) -> anyhow::Result<()> {
-    let customer = match change {
-        PmChange::Attach { customer, .. } | PmChange::Detach { customer, .. } => customer,
-    };
-    let Some((user, usable)) = locked.0.get_mut(customer.as_str()) else {
-        return Ok(());
-    };
-    let before = *usable;
-    match change {
-        PmChange::Attach { pm, customer, card } => accounts::attach(c, pm, customer, card, at).await?,
-        PmChange::Detach { pm, customer } => accounts::detach(c, pm, customer, at).await?,
+/// An account gained its first usable payment method, or lost its last.
+#[derive(Debug)]
+enum Announcement {
+    Added(PaymentMethodAddedV1),
+    Removed(PaymentMethodRemovedV1),
+}
+
+/// Writes a transaction's announcements to the outbox in order: in one insert when they are all
+/// of one type (the usual case), otherwise one by one.
+async fn announce(c: &mut AsyncPgConnection, announced: Vec<Announcement>) -> anyhow::Result<()> {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    for a in &announced {
+        match a {
+            Announcement::Added(e) => added.push(e.clone()),
+            Announcement::Removed(e) => removed.push(e.clone()),
+        }
     }
-    let after = accounts::usable_payment_methods(c, vec![customer]).await?.get(customer).copied().unwrap_or(0);
-    *usable = after;
-    let user_id = user.to_string();
-    if before == 0 && after > 0 {
-        enqueue(c, &PaymentMethodAddedV1 { user_id, stripe_customer_id: customer.clone() }, None).await?;
-    } else if before > 0 && after == 0 {
-        enqueue(c, &PaymentMethodRemovedV1 { user_id, stripe_customer_id: customer.clone() }, None).await?;
+    if removed.is_empty() {
+        enqueue_all(c, &added, None).await?;
+    } else if added.is_empty() {
+        enqueue_all(c, &removed, None).await?;
+    } else {
+        for a in announced {
+            match a {
+                Announcement::Added(e) => enqueue(c, &e, None).await?,
+                Announcement::Removed(e) => enqueue(c, &e, None).await?,
+            };
+        }
     }
     Ok(())
 }
@@ -720,6 +859,53 @@ mod tests {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(format!("{t}.{body}").as_bytes());
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn attach(pm: &str, customer: &str) -> Effect {
+        Effect::PaymentMethod(PmChange::Attach {
+            pm: pm.into(),
+            customer: customer.into(),
+            card: CardSummary::default(),
+        })
+    }
+
+    fn detach(pm: &str, customer: &str) -> Effect {
+        Effect::PaymentMethod(PmChange::Detach { pm: pm.into(), customer: customer.into() })
+    }
+
+    fn checkout(event_id: &str, customer: &str) -> Effect {
+        Effect::CheckoutFollowUp { event_id: event_id.into(), customer: customer.into(), setup_intent: "seti_1".into() }
+    }
+
+    #[test]
+    fn a_wave_never_writes_one_row_twice_and_waves_keep_the_events_order() {
+        let (detach, checkout) = (detach("pm_1", "cus_a"), checkout("evt_3", "cus_a"));
+        let effects = [
+            (&attach("pm_1", "cus_a"), 1),
+            (&attach("pm_2", "cus_b"), 2),
+            (&checkout, 3),
+            (&Effect::Nothing, 4),
+            // pm_1 again: a new wave, after everything before it.
+            (&attach("pm_1", "cus_a"), 5),
+            (&detach, 6),
+            (&attach("pm_2", "cus_b"), 7),
+        ];
+        let split = waves(&effects);
+        let times: Vec<Vec<i32>> = split.iter().map(|w| w.iter().map(|(_, t)| *t).collect()).collect();
+        assert_eq!(times, vec![vec![1, 2, 3, 4], vec![5], vec![6, 7]]);
+        assert!(waves(&effects[..0]).is_empty());
+    }
+
+    #[test]
+    fn every_event_of_one_customer_goes_to_the_same_writer() {
+        let writer = writer_of(&attach("pm_1", "cus_a"));
+        assert!(writer < GROUP_WRITERS);
+        assert_eq!(writer_of(&detach("pm_9", "cus_a")), writer);
+        assert_eq!(writer_of(&checkout("evt_1", "cus_a")), writer);
+        // Customers spread over the writers.
+        let used: std::collections::HashSet<usize> =
+            (0..64).map(|i| writer_of(&attach("pm_1", &format!("cus_{i}")))).collect();
+        assert_eq!(used.len(), GROUP_WRITERS);
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use futures::StreamExt as _;
-use hopsbridge_contracts::events::PaymentMethodAddedV1;
+use hopsbridge_contracts::events::{PaymentMethodAddedV1, PaymentMethodRemovedV1};
 use hopsbridge_platform::caller::Role;
 use hopsbridge_sandbox::stripe::{WebhookFaults, signature_header};
 use hopsbridge_testkit::STRIPE_WEBHOOK_SECRET;
@@ -335,6 +335,67 @@ async fn an_event_postgres_refuses_fails_alone_and_the_rest_of_its_burst_is_appl
     assert_eq!(count(&billing.db, "processed_stripe_events").await, 40, "the failed event is not claimed");
     assert_eq!(count(&billing.db, "payment_methods").await, 0);
     assert_eq!(billing.outbox("PaymentMethodAdded").await, 0);
+}
+
+#[derive(diesel::QueryableByName)]
+struct OutboxRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    envelope: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_added_and_removed_in_one_burst_is_announced_in_order() {
+    let billing = start().await;
+    let owners = futures::future::join_all((0..24).map(|_| billing.new_owner())).await;
+    let t = chrono::Utc::now().timestamp();
+    // Each owner's card is attached, then detached a second later, and a second card attached
+    // after that: all delivered at once, so groups hold several events of one account.
+    let mut bodies = Vec::new();
+    for (i, (_, account)) in owners.iter().enumerate() {
+        let customer = account.stripe_customer_id.clone().unwrap();
+        let (first, second) = (format!("pm_come_{i}"), format!("pm_stay_{i}"));
+        bodies.push(event("payment_method.attached", t, card(&first, Some(&customer), "1111"), None));
+        let gone = Some(json!({"customer": customer}));
+        bodies.push(event("payment_method.detached", t + 1, card(&first, None, "1111"), gone));
+        bodies.push(event("payment_method.attached", t + 2, card(&second, Some(&customer), "2222"), None));
+    }
+    let answers: Vec<_> =
+        futures::stream::iter(&bodies).map(|b| billing.webhook(b)).buffer_unordered(48).collect().await;
+    assert!(answers.iter().all(|(status, _)| *status == 200), "{answers:?}");
+    assert_eq!(count(&billing.db, "payment_methods WHERE detached_at IS NULL AND attached_at IS NOT NULL").await, 24);
+    // Whatever the grouping, each account's announcements, in the order the relay sends them,
+    // alternate Added, Removed, ... and end on Added: it has a card.
+    let mut conn = billing.db.connect("billing").await;
+    let rows: Vec<OutboxRow> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query("SELECT event_type, envelope FROM outbox ORDER BY created_at, id"),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    let mut seen: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for row in rows {
+        let envelope = hopsbridge_contracts::events::Envelope::decode(row.envelope.as_slice()).unwrap();
+        let customer = match row.event_type.as_str() {
+            "PaymentMethodAdded" => {
+                PaymentMethodAddedV1::decode(envelope.payload.as_slice()).unwrap().stripe_customer_id
+            }
+            "PaymentMethodRemoved" => {
+                PaymentMethodRemovedV1::decode(envelope.payload.as_slice()).unwrap().stripe_customer_id
+            }
+            _ => continue,
+        };
+        seen.entry(customer).or_default().push(row.event_type);
+    }
+    assert_eq!(seen.len(), 24);
+    for (customer, announced) in &seen {
+        let alternating = announced
+            .iter()
+            .enumerate()
+            .all(|(i, kind)| kind == if i % 2 == 0 { "PaymentMethodAdded" } else { "PaymentMethodRemoved" });
+        assert!(alternating && announced.len() % 2 == 1, "{customer}: {announced:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

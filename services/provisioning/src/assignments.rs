@@ -116,24 +116,35 @@ pub enum Requested {
 }
 
 /// Serialises every placement (seat counting) across replicas for the rest of the transaction.
-async fn placement_lock(conn: &mut AsyncPgConnection) -> Result<(), diesel::result::Error> {
+async fn placement_lock(mut conn: &AsyncPgConnection) -> Result<(), diesel::result::Error> {
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('hopsbridge_provisioning_placement'))")
-        .execute(conn)
+        .execute(&mut conn)
         .await?;
     Ok(())
 }
 
-/// Locks the active clusters and answers each one's free seats.
-async fn free_seats(conn: &mut AsyncPgConnection) -> Result<Vec<(Uuid, i64)>, diesel::result::Error> {
-    let active: Vec<(Uuid, i32)> = clusters_table::table
+/// Locks the active clusters and answers each one's free seats. The two statements go to
+/// Postgres together; it runs them in order, so the seats are counted once the clusters are
+/// locked.
+async fn free_seats(conn: &AsyncPgConnection) -> Result<Vec<(Uuid, i64)>, diesel::result::Error> {
+    let (mut locking, mut counting) = (conn, conn);
+    let active = clusters_table::table
         .filter(clusters_table::status.eq(clusters::status::ACTIVE))
         .order(clusters_table::id.asc())
         .select((clusters_table::id, clusters_table::capacity))
         .for_update()
-        .load(conn)
-        .await?;
-    let ids: Vec<Uuid> = active.iter().map(|(id, _)| *id).collect();
-    let used = clusters::occupancy(conn, &ids).await?;
+        .load::<(Uuid, i32)>(&mut locking);
+    let active_ids = clusters_table::table
+        .filter(clusters_table::status.eq(clusters::status::ACTIVE))
+        .select(clusters_table::id.nullable());
+    let used = assignments::table
+        .filter(assignments::cluster_id.eq_any(active_ids))
+        .filter(assignments::status.eq_any(SEATED))
+        .group_by(assignments::cluster_id)
+        .select((assignments::cluster_id, diesel::dsl::count_star()))
+        .load::<(Option<Uuid>, i64)>(&mut counting);
+    let (active, used) = futures::try_join!(active, used)?;
+    let used: HashMap<Uuid, i64> = used.into_iter().filter_map(|(id, n)| id.map(|id| (id, n))).collect();
     Ok(active.into_iter().map(|(id, cap)| (id, i64::from(cap) - used.get(&id).copied().unwrap_or(0))).collect())
 }
 
@@ -144,8 +155,8 @@ fn take_best(free: &mut [(Uuid, i64)]) -> Option<Uuid> {
     Some(best.0)
 }
 
-async fn lock_row(conn: &mut AsyncPgConnection, user: Uuid) -> Result<Option<Assignment>, diesel::result::Error> {
-    assignments::table.find(user).select(Assignment::as_select()).for_update().first(conn).await.optional()
+async fn lock_row(mut conn: &AsyncPgConnection, user: Uuid) -> Result<Option<Assignment>, diesel::result::Error> {
+    assignments::table.find(user).select(Assignment::as_select()).for_update().first(&mut conn).await.optional()
 }
 
 /// The assignment of `user`, if any.
@@ -213,15 +224,22 @@ pub async fn request(
     user: Uuid,
     max_num_projects: i32,
 ) -> Result<Requested, diesel::result::Error> {
-    placement_lock(conn).await?;
-    let existing = lock_row(conn, user).await?;
+    // Everything the decision needs, sent to Postgres together and run in this order: the
+    // placement lock first, so the rest is read under it.
+    let shared: &AsyncPgConnection = conn;
+    let (_, existing, person, mut free) = futures::try_join!(
+        placement_lock(shared),
+        lock_row(shared, user),
+        users::get(shared, user),
+        free_seats(shared)
+    )?;
     if let Some(a) = &existing
         && a.status != status::UNASSIGNED
         && a.status != status::WAITING_FOR_USER
     {
         return Ok(Requested::AlreadyAssigned);
     }
-    let Some(person) = users::get(conn, user).await? else {
+    let Some(person) = person else {
         if existing.is_none() {
             diesel::insert_into(assignments::table)
                 .values((
@@ -237,7 +255,6 @@ pub async fn request(
     if person.status == user_status::DELETED {
         return Ok(Requested::UserDeleted);
     }
-    let mut free = free_seats(conn).await?;
     let cluster = take_best(&mut free);
     seat(conn, user, cluster, existing.as_ref().map_or(max_num_projects, |a| a.max_num_projects), existing.is_some())
         .await?;
@@ -557,10 +574,14 @@ pub async fn complete(
     username: &str,
     hopsworks_id: i64,
 ) -> Result<bool, diesel::result::Error> {
-    if !still_current(conn, work).await? {
-        return Ok(false);
-    }
-    diesel::update(assignments::table.find(work.user_id))
+    // Written only if it is still the work that was taken (the update waits for a concurrent
+    // change of the row and checks again).
+    let current = assignments::table
+        .find(work.user_id)
+        .filter(assignments::status.eq(&work.status))
+        .filter(assignments::cluster_id.eq(work.cluster_id))
+        .filter(assignments::version.eq(work.version));
+    let updated = diesel::update(current)
         .set((
             assignments::status.eq(status::COMPLETE),
             assignments::hopsworks_username.eq(Some(username)),
@@ -573,6 +594,9 @@ pub async fn complete(
         ))
         .execute(conn)
         .await?;
+    if updated == 0 {
+        return Ok(false);
+    }
     let event = ClusterAssignedV1 {
         user_id: work.user_id.to_string(),
         cluster_id: work.cluster_id.to_string(),

@@ -85,8 +85,8 @@ pub async fn set_status(conn: &mut AsyncPgConnection, id: Uuid, to: &str) -> Res
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Person>, diesel::result::Error> {
-    users::table.find(id).select(Person::as_select()).first(conn).await.optional()
+pub async fn get(mut conn: &AsyncPgConnection, id: Uuid) -> Result<Option<Person>, diesel::result::Error> {
+    users::table.find(id).select(Person::as_select()).first(&mut conn).await.optional()
 }
 
 /// The known people among `ids`, by id.

@@ -12,7 +12,9 @@
 //! Timed for each person: from completing their Checkout Session (the moment Stripe sends the
 //! webhook) to their ClusterAssignedV1 on NATS. Printed: journeys/s, p50 and p99 of both runs,
 //! the ratio of the loaded p99 to the baseline p50, and the audit (one customer, subscription,
-//! Hopsworks user and assignment per person; no cluster over capacity).
+//! Hopsworks user and assignment per person; no cluster over capacity). Also printed for the
+//! burst: CPU per process, Postgres's table counters and, when Postgres has
+//! `pg_stat_statements` loaded, its statements by execution time.
 //! Target: all 500 complete, p99 under 500 ms, no cluster over capacity.
 
 #![allow(
@@ -104,6 +106,7 @@ async fn main() {
     );
 
     let tables_before = table_stats(&platform).await;
+    let statements_tracked = reset_statements(&platform).await;
     let cpu_before = cpu_by_part(&platform);
     let begin = Instant::now();
     let mut started = Vec::with_capacity(PEOPLE);
@@ -201,6 +204,12 @@ async fn main() {
     for (table, d) in busiest.iter().take(12) {
         println!("  {table}: {} / {} / {} / {} / {}", d[0], d[1], d[2], d[3], d[4]);
     }
+    if statements_tracked {
+        println!("Postgres statements during the burst, by execution time (calls, ms, rows):");
+        for s in statement_stats(&platform).await.iter().take(15) {
+            println!("  {} / {:.0} / {}: {}", s.calls, s.total_ms, s.rows, s.query);
+        }
+    }
     println!();
     println!(
         "loaded p99 / baseline p50: {:.1}x",
@@ -224,22 +233,41 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// CPU seconds so far of each service process, of this process (the sandbox and the load),
-/// and of every `postgres` and `nats-server` process on the machine.
+/// of the `postgres` processes serving connections ("postgres"; a backend's title names its
+/// client, `127.0.0.1(port)` or `[local]`) and of Postgres's own background processes (WAL
+/// writer, checkpointer, autovacuum, ...), and of every `nats-server` process on the machine.
 fn cpu_by_part(platform: &Platform) -> Vec<(String, f64)> {
     let mut parts: Vec<(String, f64)> =
         platform.service_pids().into_iter().map(|(name, pid)| (name.to_owned(), cpu_secs(pid))).collect();
     parts.push(("sandbox+load".to_owned(), cpu_secs(std::process::id())));
-    for comm in ["postgres", "nats-server"] {
-        let total = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
-            .map(cpu_secs)
-            .sum();
-        parts.push((comm.to_owned(), total));
+    // Each process of interest, by the part it counts for.
+    let part_of = |pid: u32| -> Option<&'static str> {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        match comm.trim() {
+            "nats-server" => Some("nats-server"),
+            "postgres" => {
+                let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let session = title.contains('(') || title.contains("[local]");
+                Some(if session { "postgres" } else { "postgres-background" })
+            }
+            _ => None,
+        }
+    };
+    let mut others: Vec<(String, f64)> =
+        ["postgres", "postgres-background", "nats-server"].iter().map(|p| ((*p).to_owned(), 0.0)).collect();
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+    for pid in pids {
+        if let Some(part) = part_of(pid)
+            && let Some((_, total)) = others.iter_mut().find(|(p, _)| p == part)
+        {
+            *total += cpu_secs(pid);
+        }
     }
+    parts.extend(others);
     parts
 }
 
@@ -275,4 +303,42 @@ async fn table_stats(platform: &Platform) -> Vec<(String, [i64; 5])> {
     .await
     .unwrap_or_default();
     rows.into_iter().map(|r| (r.name, [r.seq_scan, r.seq_tup_read, r.idx_scan, r.idx_tup_fetch, r.written])).collect()
+}
+
+#[derive(diesel::QueryableByName)]
+struct StatementStat {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    query: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    calls: i64,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    total_ms: f64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    rows: i64,
+}
+
+/// Starts counting statements afresh when Postgres has `pg_stat_statements` loaded
+/// (`shared_preload_libraries`); answers whether it does. Without it the benchmark prints no
+/// statement report.
+async fn reset_statements(platform: &Platform) -> bool {
+    use diesel_async::RunQueryDsl;
+    let mut conn = platform.db.connect("public").await;
+    if diesel::sql_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await.is_err() {
+        return false;
+    }
+    diesel::sql_query("SELECT pg_stat_statements_reset()").execute(&mut conn).await.is_ok()
+}
+
+/// The platform database's statements since [`reset_statements`], most execution time first.
+async fn statement_stats(platform: &Platform) -> Vec<StatementStat> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = platform.db.connect("public").await;
+    diesel::sql_query(
+        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query, calls, total_exec_time AS total_ms, rows
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+         ORDER BY total_exec_time DESC LIMIT 40",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap_or_default()
 }

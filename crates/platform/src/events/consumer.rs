@@ -1,10 +1,11 @@
 //! The idempotent consumer runner.
 //!
 //! One [`Consumer`] is one durable JetStream pull consumer feeding one [`Handler`]. Messages
-//! are handled in batches: the runner claims the batch's event ids in the inbox and runs the
-//! handler for each newly claimed one, all in one transaction, commits, then acks. When a
-//! handler fails, the batch is rolled back and its messages are handled one transaction each,
-//! so one bad message cannot hold up or undo the others.
+//! are handled in batches: the runner claims the batch's event ids in the inbox and hands the
+//! newly claimed ones to the handler (one by one, unless it handles batches itself), all in one
+//! transaction, commits, then acks. When a handler fails, the batch is rolled back and its
+//! messages are handled one transaction each, so one bad message cannot hold up or undo the
+//! others.
 //!
 //! | outcome | what happens |
 //! |---|---|
@@ -93,6 +94,16 @@ impl From<diesel::result::Error> for HandlerError {
     }
 }
 
+/// An event of a batch, with the span its handling is traced in (a child of the span that
+/// published it).
+#[derive(Debug)]
+pub struct InBatch<'a, E> {
+    /// The event.
+    pub event: &'a ReceivedEvent<E>,
+    /// Its span: enter it (or instrument with it) for the event's own work and logs.
+    pub span: tracing::Span,
+}
+
 /// Handles one event type. The effect must be written through `conn`: it is committed together
 /// with the inbox record, or not at all.
 pub trait Handler<E: Event>: Send + Sync + 'static {
@@ -102,6 +113,24 @@ pub trait Handler<E: Event>: Send + Sync + 'static {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<E>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Applies a batch's newly claimed events, in order, in one transaction, with the same
+    /// effect as [`Handler::handle`] on each in turn. The default does exactly that; a handler
+    /// whose events can share work (one read for the whole batch) overrides it. When it fails,
+    /// the batch is rolled back and each event goes to [`Handler::handle`] in a transaction of
+    /// its own, so a failure is still judged event by event.
+    fn handle_batch(
+        &self,
+        conn: &mut AsyncPgConnection,
+        events: &[InBatch<'_, E>],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for e in events {
+                self.handle(conn, e.event).instrument(e.span.clone()).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Test seams of a consumer.
@@ -347,22 +376,23 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
             .transaction(async |c| -> Result<Vec<EventId>, BatchFailure> {
                 let mut claimed =
                     claim(c, &self.name, E::TYPE, batch.iter().filter_map(|d| d.event().map(|e| e.id))).await?;
-                let mut done = Vec::with_capacity(claimed.len());
+                let mut todo = Vec::with_capacity(claimed.len());
                 for d in batch {
-                    let Some(event) = d.event() else { continue };
+                    let Some((event, _)) = d.decoded.as_ref().ok() else { continue };
                     // `remove`: the same event twice in one batch is handled once.
-                    if !claimed.remove(&event.id) {
-                        continue;
+                    if claimed.remove(&event.id) {
+                        todo.push(InBatch { event, span: self.span_of(d) });
                     }
-                    self.call_handler(c, d).await.map_err(|e| match e {
+                }
+                if !todo.is_empty() {
+                    self.handler.handle_batch(c, &todo).await.map_err(|e| match e {
                         HandlerError::Retry(e) if is_outage(&e) => {
                             BatchFailure::Database(DbError::Unavailable(format!("{e:#}")))
                         }
                         _ => BatchFailure::Handler,
                     })?;
-                    done.push(event.id);
                 }
-                Ok(done)
+                Ok(todo.iter().map(|e| e.event.id).collect())
             })
             .await?;
         self.after_commit(committed).await;
@@ -391,12 +421,20 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
     }
 
     async fn call_handler(&self, conn: &mut AsyncPgConnection, d: &Delivery<E>) -> Result<(), HandlerError> {
-        let Ok((event, trace_context)) = &d.decoded else {
+        let Ok((event, _)) = &d.decoded else {
             return Ok(());
+        };
+        self.handler.handle(conn, event).instrument(self.span_of(d)).await
+    }
+
+    /// The span an event is handled in: a child of the span that published it.
+    fn span_of(&self, d: &Delivery<E>) -> tracing::Span {
+        let Ok((event, trace_context)) = &d.decoded else {
+            return tracing::Span::none();
         };
         let span = tracing::info_span!("handle_event", consumer = %self.name, event_id = %event.id, event_type = E::TYPE, delivered = d.delivered);
         telemetry::set_remote_parent(&span, trace_context);
-        self.handler.handle(conn, event).instrument(span).await
+        span
     }
 
     async fn after_commit(&self, ids: Vec<EventId>) {

@@ -19,7 +19,7 @@ pub mod outbox;
 pub mod relay;
 
 pub use bus::{EventBus, NatsCheck};
-pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, ReceivedEvent, parse_uuid};
+pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, InBatch, ReceivedEvent, parse_uuid};
 pub use outbox::{enqueue, enqueue_all};
 pub use relay::{Relay, RelayHooks};
 

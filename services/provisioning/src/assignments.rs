@@ -224,41 +224,125 @@ pub async fn request(
     user: Uuid,
     max_num_projects: i32,
 ) -> Result<Requested, diesel::result::Error> {
-    // Everything the decision needs, sent to Postgres together and run in this order: the
+    let outcomes = request_all(conn, &[(user, max_num_projects)]).await?;
+    // One outcome per request.
+    Ok(outcomes.into_iter().next().unwrap_or(Requested::AlreadyAssigned))
+}
+
+/// [`request`] for several owners (each with the `maxNumProjects` of a new assignment), in
+/// order, as if one after another: the same outcomes, one per request. The placement lock is
+/// taken and the seats counted once for all of them, and their new rows are written in one
+/// insert.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn request_all(
+    conn: &mut AsyncPgConnection,
+    requests: &[(Uuid, i32)],
+) -> Result<Vec<Requested>, diesel::result::Error> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<Uuid> = requests.iter().map(|(user, _)| *user).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Everything the decisions need, sent to Postgres together and run in this order: the
     // placement lock first, so the rest is read under it.
     let shared: &AsyncPgConnection = conn;
-    let (_, existing, person, mut free) = futures::try_join!(
+    let (_, existing, people, mut free) = futures::try_join!(
         placement_lock(shared),
-        lock_row(shared, user),
-        users::get(shared, user),
+        lock_rows(shared, &ids),
+        users::get_many(shared, &ids),
         free_seats(shared)
     )?;
-    if let Some(a) = &existing
-        && a.status != status::UNASSIGNED
-        && a.status != status::WAITING_FOR_USER
-    {
-        return Ok(Requested::AlreadyAssigned);
-    }
-    let Some(person) = person else {
-        if existing.is_none() {
-            diesel::insert_into(assignments::table)
-                .values((
-                    assignments::user_id.eq(user),
-                    assignments::status.eq(status::WAITING_FOR_USER),
-                    assignments::max_num_projects.eq(max_num_projects),
-                ))
-                .execute(conn)
-                .await?;
+    // Each user's row as the requests before leave it: (status, maxNumProjects, in Postgres).
+    let mut rows: HashMap<Uuid, (&str, i32, bool)> =
+        existing.iter().map(|a| (a.user_id, (a.status.as_str(), a.max_num_projects, true))).collect();
+    let (mut new_rows, mut seated_again) = (Vec::new(), Vec::new());
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for &(user, max_num_projects) in requests {
+        let row = rows.get(&user).copied();
+        if let Some((status, ..)) = row
+            && status != status::UNASSIGNED
+            && status != status::WAITING_FOR_USER
+        {
+            outcomes.push(Requested::AlreadyAssigned);
+            continue;
         }
-        return Ok(Requested::WaitingForUser);
-    };
-    if person.status == user_status::DELETED {
-        return Ok(Requested::UserDeleted);
+        let Some(person) = people.get(&user) else {
+            if row.is_none() {
+                new_rows.push(NewRow { user, cluster: None, status: status::WAITING_FOR_USER, max_num_projects });
+                rows.insert(user, (status::WAITING_FOR_USER, max_num_projects, false));
+            }
+            outcomes.push(Requested::WaitingForUser);
+            continue;
+        };
+        if person.status == user_status::DELETED {
+            outcomes.push(Requested::UserDeleted);
+            continue;
+        }
+        let cluster = take_best(&mut free);
+        let status = if cluster.is_some() { status::PROVISIONING } else { status::WAITING_FOR_CAPACITY };
+        let max_num_projects = row.map_or(max_num_projects, |(_, n, _)| n);
+        match row {
+            Some((.., true)) => seated_again.push((user, cluster, max_num_projects)),
+            // Waiting for this user earlier in the same batch: not written yet.
+            Some((.., false)) => {
+                if let Some(new) = new_rows.iter_mut().find(|r| r.user == user) {
+                    *new = NewRow { user, cluster, status, max_num_projects };
+                }
+            }
+            None => new_rows.push(NewRow { user, cluster, status, max_num_projects }),
+        }
+        rows.insert(user, (status, max_num_projects, row.is_some_and(|(.., stored)| stored)));
+        outcomes.push(if cluster.is_some() { Requested::Seated } else { Requested::WaitingForCapacity });
     }
-    let cluster = take_best(&mut free);
-    seat(conn, user, cluster, existing.as_ref().map_or(max_num_projects, |a| a.max_num_projects), existing.is_some())
-        .await?;
-    Ok(if cluster.is_some() { Requested::Seated } else { Requested::WaitingForCapacity })
+    insert_rows(conn, &new_rows).await?;
+    for (user, cluster, max_num_projects) in seated_again {
+        seat(conn, user, cluster, max_num_projects, true).await?;
+    }
+    Ok(outcomes)
+}
+
+/// An assignment row a placement creates.
+#[derive(Debug)]
+struct NewRow {
+    user: Uuid,
+    cluster: Option<Uuid>,
+    status: &'static str,
+    max_num_projects: i32,
+}
+
+async fn lock_rows(mut conn: &AsyncPgConnection, users: &[Uuid]) -> Result<Vec<Assignment>, diesel::result::Error> {
+    assignments::table
+        .filter(assignments::user_id.eq_any(users))
+        .order(assignments::user_id.asc())
+        .select(Assignment::as_select())
+        .for_update()
+        .load(&mut conn)
+        .await
+}
+
+/// Writes new assignment rows in one insert; a seated one's Hopsworks work is due now.
+async fn insert_rows(conn: &mut AsyncPgConnection, rows: &[NewRow]) -> Result<(), diesel::result::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                assignments::user_id.eq(r.user),
+                assignments::cluster_id.eq(r.cluster),
+                assignments::status.eq(r.status),
+                assignments::max_num_projects.eq(r.max_num_projects),
+                assignments::next_attempt_at.eq(r.cluster.map(|_| now)),
+            )
+        })
+        .collect();
+    diesel::insert_into(assignments::table).values(values).execute(conn).await?;
+    Ok(())
 }
 
 /// A person became known (UserCreatedV1): place them if their request was waiting for it.

@@ -7,7 +7,8 @@ use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
     PaymentMethodAddedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1,
 };
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
+use hopsbridge_platform::events::{Handler, HandlerError, InBatch, ReceivedEvent, parse_uuid};
+use tracing::Instrument as _;
 
 /// Records a new person, and seats them if their payment method arrived first.
 #[derive(Debug, Clone, Copy)]
@@ -99,11 +100,34 @@ impl Handler<PaymentMethodAddedV1> for PaymentMethodAdded {
     ) -> Result<(), HandlerError> {
         let user_id = parse_uuid("user_id", &event.payload.user_id)?;
         let outcome = assignments::request(conn, user_id, self.max_num_projects).await?;
-        match outcome {
-            Requested::AlreadyAssigned => tracing::debug!(%user_id, "already assigned; nothing to do"),
-            Requested::UserDeleted => tracing::info!(%user_id, "payment method of a deleted user; not assigned"),
-            other => tracing::info!(%user_id, outcome = ?other, "cluster requested"),
+        log_request(user_id, outcome);
+        Ok(())
+    }
+
+    /// A batch is placed together: one placement lock and one seat count for all of it.
+    async fn handle_batch(
+        &self,
+        conn: &mut AsyncPgConnection,
+        events: &[InBatch<'_, PaymentMethodAddedV1>],
+    ) -> Result<(), HandlerError> {
+        let mut requests = Vec::with_capacity(events.len());
+        for e in events {
+            requests.push((parse_uuid("user_id", &e.event.payload.user_id)?, self.max_num_projects));
+        }
+        let outcomes = assignments::request_all(conn, &requests)
+            .instrument(tracing::info_span!("place", requests = requests.len()))
+            .await?;
+        for ((e, (user_id, _)), outcome) in events.iter().zip(&requests).zip(outcomes) {
+            e.span.in_scope(|| log_request(*user_id, outcome));
         }
         Ok(())
+    }
+}
+
+fn log_request(user_id: uuid::Uuid, outcome: Requested) {
+    match outcome {
+        Requested::AlreadyAssigned => tracing::debug!(%user_id, "already assigned; nothing to do"),
+        Requested::UserDeleted => tracing::info!(%user_id, "payment method of a deleted user; not assigned"),
+        other => tracing::info!(%user_id, outcome = ?other, "cluster requested"),
     }
 }

@@ -94,10 +94,10 @@ pub async fn get(mut conn: &AsyncPgConnection, id: Uuid) -> Result<Option<Person
 /// # Errors
 /// When Postgres fails.
 pub async fn get_many(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, Person>, diesel::result::Error> {
     let people: Vec<Person> =
-        users::table.filter(users::user_id.eq_any(ids)).select(Person::as_select()).load(conn).await?;
+        users::table.filter(users::user_id.eq_any(ids)).select(Person::as_select()).load(&mut conn).await?;
     Ok(people.into_iter().map(|p| (p.user_id, p)).collect())
 }

@@ -108,7 +108,7 @@ impl Worker {
             let user_ids: Vec<Uuid> = work.iter().map(|w| w.user_id).collect();
             let cluster_ids: Vec<Uuid> =
                 work.iter().flat_map(|w| std::iter::once(w.cluster_id).chain(w.previous_cluster_id)).collect();
-            (users::get_many(&mut conn, &user_ids).await?, assignments::cluster_rows(&mut conn, &cluster_ids).await?)
+            (users::get_many(&conn, &user_ids).await?, assignments::cluster_rows(&mut conn, &cluster_ids).await?)
         };
         let pass = Pass { people: &people, clusters: &clusters };
         futures::stream::iter(work)

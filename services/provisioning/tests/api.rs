@@ -172,6 +172,20 @@ impl Provisioning {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// Records a person straight in provisioning's projection, as UserCreatedV1 would.
+    async fn insert_person(&self, user: Uuid, email: &str, status: &str) {
+        let mut conn = self.db.connect("provisioning").await;
+        diesel::sql_query("INSERT INTO users (user_id, auth_subject, email, name, status) VALUES ($1, $2, $3, $4, $5)")
+            .bind::<diesel::sql_types::Uuid, _>(user)
+            .bind::<diesel::sql_types::Text, _>(format!("auth0|{user}"))
+            .bind::<diesel::sql_types::Text, _>(email)
+            .bind::<diesel::sql_types::Text, _>(email)
+            .bind::<diesel::sql_types::Text, _>(status)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         let mut conn = self.db.connect("provisioning").await;
         diesel::sql_query(sql).get_result::<Count>(&mut conn).await.unwrap().n
@@ -782,18 +796,8 @@ async fn forty_owners_racing_for_thirty_seats_never_overfill_and_the_rest_wait_i
     let ca = p.register("eu-a", &a, 15).await;
     let cb = p.register("eu-b", &b, 15).await;
     let users: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
-    {
-        let mut conn = p.db.connect("provisioning").await;
-        for (i, u) in users.iter().enumerate() {
-            diesel::sql_query("INSERT INTO users (user_id, auth_subject, email, name) VALUES ($1, $2, $3, $4)")
-                .bind::<diesel::sql_types::Uuid, _>(*u)
-                .bind::<diesel::sql_types::Text, _>(format!("auth0|{u}"))
-                .bind::<diesel::sql_types::Text, _>(format!("racer{i}@example.com"))
-                .bind::<diesel::sql_types::Text, _>(format!("Racer {i}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
+    for (i, u) in users.iter().enumerate() {
+        p.insert_person(*u, &format!("racer{i}@example.com"), "active").await;
     }
     // Forty transactions at once, each on its own connection, as forty replicas would.
     let db = hopsbridge_platform::db::Database::new(&p.db.config(), "provisioning").unwrap();
@@ -846,6 +850,68 @@ async fn forty_owners_racing_for_thirty_seats_never_overfill_and_the_rest_wait_i
     assert!(all_done, "everyone assigned after the capacity grew");
     assert_eq!(p.count(&format!("{seated} AND cluster_id = '{ca}'")).await, 25);
     assert_eq!(p.outbox("ClusterAssigned").await.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_requests_is_placed_as_if_one_after_another() {
+    use hopsbridge_provisioning::assignments::Requested::{
+        AlreadyAssigned, Seated, UserDeleted, WaitingForCapacity, WaitingForUser,
+    };
+    use hopsbridge_provisioning::assignments::{request, request_all};
+    let p = start().await;
+    let sim = hopsworks("batch");
+    let cluster = p.register("eu-1", &sim, 3).await;
+    let [seated, k1, k2, k3, k4, unknown, deleted] = std::array::from_fn(|_| Uuid::now_v7());
+    for (i, u) in [seated, k1, k2, k3, k4].iter().enumerate() {
+        p.insert_person(*u, &format!("batch{i}@example.com"), "active").await;
+    }
+    p.insert_person(deleted, "gone@example.com", "deleted").await;
+    let db = hopsbridge_platform::db::Database::new(&p.db.config(), "provisioning").unwrap();
+    let place = |requests: Vec<Uuid>, alone: bool| {
+        db.transaction(move |c| {
+            let requests = requests.clone();
+            Box::pin(async move {
+                if alone {
+                    return Ok::<_, hopsbridge_platform::db::DbError>(vec![request(c, requests[0], 5).await?]);
+                }
+                let asks: Vec<(Uuid, i32)> = requests.iter().map(|u| (*u, 5)).collect();
+                Ok(request_all(c, &asks).await?)
+            })
+        })
+    };
+    assert_eq!(place(vec![seated], true).await.unwrap(), vec![Seated]);
+
+    // Two seats left. The same owner twice, an unknown and a deleted person, and one seated
+    // already, all in one batch.
+    let batch = vec![k1, k2, unknown, k1, deleted, k3, k4, unknown, seated];
+    let outcomes = place(batch, false).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            Seated,
+            Seated,
+            WaitingForUser,
+            AlreadyAssigned,
+            UserDeleted,
+            WaitingForCapacity,
+            WaitingForCapacity,
+            WaitingForUser,
+            AlreadyAssigned
+        ]
+    );
+    let status_of = |u: Uuid| format!("SELECT count(*) AS n FROM assignments WHERE user_id = '{u}' AND status");
+    for u in [seated, k1, k2] {
+        assert_eq!(
+            p.count(&format!("{} IN ('provisioning', 'complete') AND cluster_id = '{cluster}'", status_of(u))).await,
+            1
+        );
+    }
+    for u in [k3, k4] {
+        assert_eq!(p.count(&format!("{} = 'waiting_for_capacity'", status_of(u))).await, 1);
+    }
+    assert_eq!(p.count(&format!("{} = 'waiting_for_user'", status_of(unknown))).await, 1);
+    assert_eq!(p.count(&format!("SELECT count(*) AS n FROM assignments WHERE user_id = '{deleted}'")).await, 0);
+    assert_eq!(p.count("SELECT count(*) AS n FROM assignments").await, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

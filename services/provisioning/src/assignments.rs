@@ -124,27 +124,17 @@ async fn placement_lock(mut conn: &AsyncPgConnection) -> Result<(), diesel::resu
 }
 
 /// Locks the active clusters and answers each one's free seats. The two statements go to
-/// Postgres together; it runs them in order, so the seats are counted once the clusters are
-/// locked.
+/// Postgres together; it runs them in order, so the seats (of every cluster: the active ones
+/// are not known when the count is sent) are counted once the clusters are locked.
 async fn free_seats(conn: &AsyncPgConnection) -> Result<Vec<(Uuid, i64)>, diesel::result::Error> {
-    let (mut locking, mut counting) = (conn, conn);
+    let mut locking = conn;
     let active = clusters_table::table
         .filter(clusters_table::status.eq(clusters::status::ACTIVE))
         .order(clusters_table::id.asc())
         .select((clusters_table::id, clusters_table::capacity))
         .for_update()
         .load::<(Uuid, i32)>(&mut locking);
-    let active_ids = clusters_table::table
-        .filter(clusters_table::status.eq(clusters::status::ACTIVE))
-        .select(clusters_table::id.nullable());
-    let used = assignments::table
-        .filter(assignments::cluster_id.eq_any(active_ids))
-        .filter(assignments::status.eq_any(SEATED))
-        .group_by(assignments::cluster_id)
-        .select((assignments::cluster_id, diesel::dsl::count_star()))
-        .load::<(Option<Uuid>, i64)>(&mut counting);
-    let (active, used) = futures::try_join!(active, used)?;
-    let used: HashMap<Uuid, i64> = used.into_iter().filter_map(|(id, n)| id.map(|id| (id, n))).collect();
+    let (active, used) = futures::try_join!(active, clusters::occupancy(conn, None))?;
     Ok(active.into_iter().map(|(id, cap)| (id, i64::from(cap) - used.get(&id).copied().unwrap_or(0))).collect())
 }
 
@@ -255,9 +245,9 @@ pub async fn request_all(
         users::get_many(shared, &ids),
         free_seats(shared)
     )?;
-    // Each user's row as the requests before leave it: (status, maxNumProjects, in Postgres).
-    let mut rows: HashMap<Uuid, (&str, i32, bool)> =
-        existing.iter().map(|a| (a.user_id, (a.status.as_str(), a.max_num_projects, true))).collect();
+    // Each user's row as the requests before leave it: (status, maxNumProjects).
+    let mut rows: HashMap<Uuid, (&str, i32)> =
+        existing.iter().map(|a| (a.user_id, (a.status.as_str(), a.max_num_projects))).collect();
     let (mut new_rows, mut seated_again) = (Vec::new(), Vec::new());
     let mut outcomes = Vec::with_capacity(requests.len());
     for &(user, max_num_projects) in requests {
@@ -272,7 +262,7 @@ pub async fn request_all(
         let Some(person) = people.get(&user) else {
             if row.is_none() {
                 new_rows.push(NewRow { user, cluster: None, status: status::WAITING_FOR_USER, max_num_projects });
-                rows.insert(user, (status::WAITING_FOR_USER, max_num_projects, false));
+                rows.insert(user, (status::WAITING_FOR_USER, max_num_projects));
             }
             outcomes.push(Requested::WaitingForUser);
             continue;
@@ -283,18 +273,14 @@ pub async fn request_all(
         }
         let cluster = take_best(&mut free);
         let status = if cluster.is_some() { status::PROVISIONING } else { status::WAITING_FOR_CAPACITY };
-        let max_num_projects = row.map_or(max_num_projects, |(_, n, _)| n);
+        // A row this batch made only waits for an unknown person, who stays unknown for the
+        // whole batch; so a known person's row, if any, is in Postgres already.
         match row {
-            Some((.., true)) => seated_again.push((user, cluster, max_num_projects)),
-            // Waiting for this user earlier in the same batch: not written yet.
-            Some((.., false)) => {
-                if let Some(new) = new_rows.iter_mut().find(|r| r.user == user) {
-                    *new = NewRow { user, cluster, status, max_num_projects };
-                }
-            }
+            Some((_, kept)) => seated_again.push((user, cluster, kept)),
             None => new_rows.push(NewRow { user, cluster, status, max_num_projects }),
         }
-        rows.insert(user, (status, max_num_projects, row.is_some_and(|(.., stored)| stored)));
+        let max_num_projects = row.map_or(max_num_projects, |(_, kept)| kept);
+        rows.insert(user, (status, max_num_projects));
         outcomes.push(if cluster.is_some() { Requested::Seated } else { Requested::WaitingForCapacity });
     }
     insert_rows(conn, &new_rows).await?;
@@ -446,7 +432,7 @@ pub async fn move_to(
             format!("the cluster is {}, not active", cluster.status),
         ));
     }
-    let used = clusters::occupancy(conn, &[target]).await?.get(&target).copied().unwrap_or(0);
+    let used = clusters::occupancy(conn, Some(&[target])).await?.get(&target).copied().unwrap_or(0);
     if used >= i64::from(cluster.capacity) {
         return Err(ProvisioningError::Conflict("cluster_full", "the cluster has no free seat".into()));
     }

@@ -233,27 +233,30 @@ pub struct ClusterChange {
     pub status: Option<String>,
 }
 
-/// Seats taken per cluster.
+/// Seats taken per cluster: of the clusters `of`, or of every cluster. Clusters with none are
+/// left out.
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn occupancy(
-    conn: &mut AsyncPgConnection,
-    ids: &[Uuid],
+    mut conn: &AsyncPgConnection,
+    of: Option<&[Uuid]>,
 ) -> Result<HashMap<Uuid, i64>, diesel::result::Error> {
     use crate::assignments::{SEATED, assignments};
-    let rows: Vec<(Option<Uuid>, i64)> = assignments::table
-        .filter(assignments::cluster_id.eq_any(ids))
+    let mut seated = assignments::table
         .filter(assignments::status.eq_any(SEATED))
         .group_by(assignments::cluster_id)
         .select((assignments::cluster_id, diesel::dsl::count_star()))
-        .load(conn)
-        .await?;
+        .into_boxed();
+    if let Some(ids) = of {
+        seated = seated.filter(assignments::cluster_id.eq_any(ids));
+    }
+    let rows: Vec<(Option<Uuid>, i64)> = seated.load(&mut conn).await?;
     Ok(rows.into_iter().filter_map(|(id, n)| id.map(|id| (id, n))).collect())
 }
 
 async fn view(conn: &mut AsyncPgConnection, row: ClusterRow) -> Result<ClusterView, ProvisioningError> {
-    let used = occupancy(conn, &[row.id]).await?.get(&row.id).copied().unwrap_or(0);
+    let used = occupancy(conn, Some(&[row.id])).await?.get(&row.id).copied().unwrap_or(0);
     Ok(ClusterView::of(row, used))
 }
 
@@ -386,8 +389,7 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterRow, 
 pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ClusterView>, ProvisioningError> {
     let rows: Vec<ClusterRow> =
         clusters::table.order(clusters::name.asc()).select(ClusterRow::as_select()).load(conn).await?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let used = occupancy(conn, &ids).await?;
+    let used = occupancy(conn, None).await?;
     Ok(rows
         .into_iter()
         .map(|r| {

@@ -378,7 +378,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                     claim(c, &self.name, E::TYPE, batch.iter().filter_map(|d| d.event().map(|e| e.id))).await?;
                 let mut todo = Vec::with_capacity(claimed.len());
                 for d in batch {
-                    let Some((event, _)) = d.decoded.as_ref().ok() else { continue };
+                    let Some(event) = d.event() else { continue };
                     // `remove`: the same event twice in one batch is handled once.
                     if claimed.remove(&event.id) {
                         todo.push(InBatch { event, span: self.span_of(d) });

@@ -201,8 +201,28 @@ fn binary() -> PathBuf {
     if sbin.exists() { sbin } else { PathBuf::from("nats-server") }
 }
 
-/// A port that was free a moment ago.
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768–60999), from which
+/// the kernel picks the local port of every outgoing connection and of every `:0` bind.
+const FREE_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A port that was free a moment ago, for a server a test starts later.
+///
+/// A port the kernel chose for a `:0` bind could be given to an outgoing connection before
+/// the server binds it (a test opens hundreds), so ports come from [`FREE_PORTS`] instead. Each
+/// process starts at a random place in it and counts on, so one process never hands out the
+/// same port twice and two test processes rarely meet; a port something already listens on is
+/// skipped.
 #[must_use]
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: std::sync::OnceLock<AtomicU16> = std::sync::OnceLock::new();
+    let span = FREE_PORTS.end - FREE_PORTS.start;
+    let next = NEXT.get_or_init(|| AtomicU16::new((uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u16));
+    for _ in 0..span {
+        let port = FREE_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FREE_PORTS:?}")
 }

@@ -253,7 +253,7 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
         ["customers"] if post => customers::create_customer(state, p, ctx),
         ["customers"] if get => {
             let email = s(p, "email");
-            let items = state.all("customer").into_iter().filter(|c| email.is_none_or(|e| c["email"] == e)).collect();
+            let items = state.all_where("customer", |c| email.is_none_or(|e| c["email"] == e));
             list("/v1/customers", items, p)
         }
         ["customers", id] if get => state.get("customer", "customer", id, "id"),
@@ -280,21 +280,18 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
             if lookup_keys.as_ref().is_some_and(|k| k.len() > 10) {
                 return Err(ApiError::invalid("You may only specify up to 10 lookup_keys.", Some("lookup_keys")));
             }
-            let items = state
-                .all("price")
-                .into_iter()
-                .filter(|x| product.is_none_or(|v| x["product"] == v))
-                .filter(|x| active.is_none_or(|a| x["active"] == (a == "true")))
-                .filter(|x| lookup_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| x["lookup_key"] == *k)))
-                .collect();
+            let items = state.all_where("price", |x| {
+                product.is_none_or(|v| x["product"] == v)
+                    && active.is_none_or(|a| x["active"] == (a == "true"))
+                    && lookup_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| x["lookup_key"] == *k))
+            });
             list("/v1/prices", items, p)
         }
         ["prices", id] if get => state.get("price", "price", id, "id"),
         ["billing", "meters"] if post => catalog::create_meter(state, p),
         ["billing", "meters"] if get => {
             let status = super::params::one_of(p, "status", "status", &["active", "inactive"])?;
-            let items =
-                state.all("billing.meter").into_iter().filter(|m| status.is_none_or(|st| m["status"] == st)).collect();
+            let items = state.all_where("billing.meter", |m| status.is_none_or(|st| m["status"] == st));
             list("/v1/billing/meters", items, p)
         }
         ["billing", "meters", id] if get => state.get("billing.meter", "billing.meter", id, "id"),
@@ -303,16 +300,14 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
         ["subscriptions"] if get => {
             let customer = s(p, "customer");
             let status = s(p, "status");
-            let items = state
-                .all("subscription")
-                .into_iter()
-                .filter(|x| customer.is_none_or(|c| x["customer"] == c))
-                .filter(|x| match status {
-                    Some("all") => true,
-                    Some(status) => x["status"] == status,
-                    None => x["status"] != "canceled",
-                })
-                .collect();
+            let items = state.all_where("subscription", |x| {
+                customer.is_none_or(|c| x["customer"] == c)
+                    && match status {
+                        Some("all") => true,
+                        Some(status) => x["status"] == status,
+                        None => x["status"] != "canceled",
+                    }
+            });
             list("/v1/subscriptions", items, p)
         }
         ["subscriptions", id] if get => state.get("subscription", "subscription", id, "id"),
@@ -341,12 +336,10 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
         ["invoices"] if get => {
             let customer = s(p, "customer");
             let subscription = s(p, "subscription");
-            let items = state
-                .all("invoice")
-                .into_iter()
-                .filter(|x| customer.is_none_or(|c| x["customer"] == c))
-                .filter(|x| subscription.is_none_or(|c| x["parent"]["subscription_details"]["subscription"] == c))
-                .collect();
+            let items = state.all_where("invoice", |x| {
+                customer.is_none_or(|c| x["customer"] == c)
+                    && subscription.is_none_or(|c| x["parent"]["subscription_details"]["subscription"] == c)
+            });
             list("/v1/invoices", items, p)
         }
         ["invoices", id] if get => state.get("invoice", "invoice", id, "invoice"),

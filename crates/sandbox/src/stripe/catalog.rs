@@ -153,7 +153,7 @@ pub fn create_meter(state: &mut State, p: &Value) -> Answer {
             "customer_mapping[event_payload_key]"
         }));
     }
-    if state.all("billing.meter").iter().any(|m| m["event_name"] == event_name && m["status"] == "active") {
+    if !state.all_where("billing.meter", |m| m["event_name"] == event_name && m["status"] == "active").is_empty() {
         return Err(ApiError::invalid(
             format!("An active meter with event_name `{event_name}` already exists."),
             Some("event_name"),

@@ -92,12 +92,9 @@ pub fn new_card(state: &mut State) -> Value {
 }
 
 pub fn payment_methods_of(state: &State, customer: Option<&str>, kind: Option<&str>) -> Vec<Value> {
-    state
-        .all("payment_method")
-        .into_iter()
-        .filter(|m| customer.is_none_or(|c| m["customer"] == c))
-        .filter(|m| kind.is_none_or(|k| m["type"] == k))
-        .collect()
+    state.all_where("payment_method", |m| {
+        customer.is_none_or(|c| m["customer"] == c) && kind.is_none_or(|k| m["type"] == k)
+    })
 }
 
 pub fn attach(state: &mut State, pm: &str, customer: &str, ctx: &RequestCtx) -> Answer {

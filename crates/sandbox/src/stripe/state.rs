@@ -187,7 +187,8 @@ pub struct State {
     pub failures: std::collections::VecDeque<u16>,
     pub rate_window: HashMap<String, (i64, u32)>,
     pub objects: BTreeMap<String, Value>,
-    pub order: Vec<String>,
+    /// The ids of each type of object (`"customer"`, …), oldest first.
+    pub order: HashMap<String, Vec<String>>,
     pub idempotency: HashMap<String, IdempotencyRecord>,
     pub meter_events: Vec<Value>,
     pub meter_identifiers: HashMap<String, i64>,
@@ -216,7 +217,8 @@ impl State {
     pub fn put(&mut self, object: Value) {
         if let Some(id) = object["id"].as_str() {
             if !self.objects.contains_key(id) {
-                self.order.push(id.to_owned());
+                let kind = object["object"].as_str().unwrap_or_default().to_owned();
+                self.order.entry(kind).or_default().push(id.to_owned());
             }
             self.objects.insert(id.to_owned(), object);
         }
@@ -231,15 +233,23 @@ impl State {
             .ok_or_else(|| ApiError::no_such(what, id, param))
     }
 
-    /// Objects of one type, newest first.
-    pub fn all(&self, object: &str) -> Vec<Value> {
+    /// Objects of one type that `keep` accepts, newest first. Only those are copied: a list
+    /// filtered by customer or email costs a look at each object of the type, not a copy.
+    pub fn all_where(&self, object: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
         self.order
-            .iter()
+            .get(object)
+            .into_iter()
+            .flatten()
             .rev()
             .filter_map(|id| self.objects.get(id))
-            .filter(|o| o["object"] == object)
+            .filter(|o| keep(o))
             .cloned()
             .collect()
+    }
+
+    /// Objects of one type, newest first.
+    pub fn all(&self, object: &str) -> Vec<Value> {
+        self.all_where(object, |_| true)
     }
 
     /// Records an event and queues its delivery to every endpoint.

@@ -245,7 +245,7 @@ fn invoice(
         state.get("customer", "customer", &customer, "customer").map(|c| c["email"].clone()).unwrap_or(Value::Null);
     let now = state.now();
     let id = State::new_id("in_");
-    let number = state.all("invoice").len() + 1;
+    let number = state.order.get("invoice").map_or(0, Vec::len) + 1;
     let period_start = match items.first() {
         Some(item) if reason == "subscription_cycle" => item["current_period_start"].clone(),
         _ => json!(now),

@@ -27,7 +27,7 @@ use hopsbridge_sandbox::world::{World, WorldConfig};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, ServiceProcess, TestBus, TestDb, WEBHOOK_SECRET, free_port};
 use prost::Message;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -96,6 +96,10 @@ pub struct Options {
     pub metering_window_secs: u32,
     /// Hopsworks usernames with a lab of running pods on every cluster (`WorldConfig::lab_owners`).
     pub lab_owners: Vec<String>,
+    /// Stripe in live mode: the sandbox allows 100 requests a second instead of test mode's
+    /// 25, and billing paces itself at 90 instead of its default 20, as a live deployment is
+    /// configured.
+    pub stripe_live_mode: bool,
 }
 
 impl Default for Options {
@@ -107,6 +111,7 @@ impl Default for Options {
             workers: 1,
             metering_window_secs: 900,
             lab_owners: Vec::new(),
+            stripe_live_mode: false,
         }
     }
 }
@@ -187,14 +192,19 @@ impl Platform {
             }
             match service {
                 Service::Identity => vars.push(var("webhook.secret", WEBHOOK_SECRET)),
-                Service::Billing => vars.extend([
-                    var("stripe.api_base", &world.stripe.url()),
-                    var("stripe.secret_key", &world.stripe.secret_key()),
-                    var("stripe.webhook_secret", &world.stripe_webhook_secret),
-                    var("checkout.success_url", &format!("{gateway}/billing?added=1")),
-                    var("checkout.cancel_url", &format!("{gateway}/billing")),
-                    var("portal.return_url", &format!("{gateway}/billing")),
-                ]),
+                Service::Billing => {
+                    vars.extend([
+                        var("stripe.api_base", &world.stripe.url()),
+                        var("stripe.secret_key", &world.stripe.secret_key()),
+                        var("stripe.webhook_secret", &world.stripe_webhook_secret),
+                        var("checkout.success_url", &format!("{gateway}/billing?added=1")),
+                        var("checkout.cancel_url", &format!("{gateway}/billing")),
+                        var("portal.return_url", &format!("{gateway}/billing")),
+                    ]);
+                    if options.stripe_live_mode {
+                        vars.push(var("stripe.max_requests_per_second", "90"));
+                    }
+                }
                 Service::Provisioning => vars.extend(provisioning_env(service)),
                 Service::Gateway => {
                     vars.extend([
@@ -288,6 +298,9 @@ impl Platform {
         }
         // Stripe delivers webhooks concurrently and in no particular order.
         platform.world.stripe.set_webhook_faults(WebhookFaults { concurrent: true, ..WebhookFaults::default() });
+        if options.stripe_live_mode {
+            platform.world.stripe.set_rate_limit(Some(100));
+        }
         platform.bootstrap_admin().await;
         platform.register_clusters(options.capacity).await;
         platform
@@ -402,6 +415,19 @@ impl Platform {
             assert!(Instant::now() < deadline, "no Stripe customer and subscription for {}", person.auth0.email);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The people whose billing account has its Stripe customer and subscription, read in one
+    /// query (for a harness waiting on many people at once).
+    pub async fn billing_ready(&self) -> HashSet<Uuid> {
+        let mut conn = self.db.connect("billing").await;
+        let rows: Vec<UserId> = diesel::sql_query(
+            "SELECT user_id FROM accounts WHERE stripe_customer_id IS NOT NULL AND stripe_subscription_id IS NOT NULL",
+        )
+        .load(&mut conn)
+        .await
+        .unwrap_or_default();
+        rows.into_iter().map(|r| r.user_id).collect()
     }
 
     /// Step 2: asks billing for a Checkout Session in setup mode and completes it in the
@@ -533,6 +559,12 @@ fn provisioning_env(service: Service) -> Vec<(String, String)> {
 struct Count {
     #[diesel(sql_type = BigInt)]
     n: i64,
+}
+
+#[derive(QueryableByName)]
+struct UserId {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    user_id: Uuid,
 }
 
 #[derive(QueryableByName)]

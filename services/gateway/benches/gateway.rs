@@ -14,6 +14,8 @@
 //! 2. `GET /api/auth/caller` through the gateway (authenticated, answered without a database)
 //!    as fast as 64 connections go for 10 s (target: at least 10,000 req/s), against the
 //!    baseline of identity's `GET /healthz` (no authentication, no database) in the same run.
+//!
+//! `WORKERS=n` gives identity and the gateway n actix workers each instead of 2.
 
 #![allow(
     clippy::print_stdout,
@@ -92,7 +94,7 @@ async fn main() {
     let platform = Platform::start(Options {
         per_user_per_minute: 1_000_000_000,
         per_ip_per_minute: 1_000_000_000,
-        workers: 2,
+        workers: std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2),
         log_filter: "error",
         caller_cache_secs: 10,
         ..Options::default()

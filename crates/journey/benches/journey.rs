@@ -149,12 +149,7 @@ async fn concurrent(platform: &Platform) {
     let (people, started): (Vec<Person>, Vec<Instant>) = journeys.into_iter().map(|(p, s, _)| (p, s)).unzip();
     let timings = Timings::of(platform, &people, &started);
 
-    println!();
-    println!("| run | journeys | journeys/s | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|");
-    row("alone (baseline)", &alone, None);
-    row(&format!("{PEOPLE} concurrent"), &timings.latencies, Some(PEOPLE as f64 / wall.as_secs_f64()));
-    timings.print_parts();
+    timings.print(&alone, &format!("{PEOPLE} concurrent"), wall);
     row("  start -> Checkout completed (not the target)", &to_checkout, None);
     println!();
     print_cpu(&cpu_before, &cpu_after, wall, "from the first sign-up to the last ClusterAssigned");
@@ -207,12 +202,7 @@ async fn burst(platform: &Platform) {
     let tables_after = table_stats(platform).await;
     let timings = Timings::of(platform, &people, &started);
 
-    println!();
-    println!("| run | journeys | journeys/s | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|");
-    row("alone (baseline)", &alone, None);
-    row(&format!("{PEOPLE} at once"), &timings.latencies, Some(PEOPLE as f64 / wall.as_secs_f64()));
-    timings.print_parts();
+    timings.print(&alone, &format!("{PEOPLE} at once"), wall);
     println!();
     print_cpu(&cpu_before, &cpu_after, wall, "from the first completed Checkout to the last ClusterAssigned");
     let mut busiest: Vec<(String, [i64; 5])> = tables_after
@@ -266,7 +256,13 @@ impl Timings {
         Self { latencies, billing, provisioning }
     }
 
-    fn print_parts(&self) {
+    /// The table: the baseline, then the loaded run (`label`, over `wall`) and its halves.
+    fn print(&self, alone: &[Duration], label: &str, wall: Duration) {
+        println!();
+        println!("| run | journeys | journeys/s | p50 ms | p99 ms | max ms |");
+        println!("|---|---|---|---|---|---|");
+        row("alone (baseline)", alone, None);
+        row(label, &self.latencies, Some(PEOPLE as f64 / wall.as_secs_f64()));
         row("  of which webhook -> PaymentMethodAdded", &self.billing, None);
         row("  of which PaymentMethodAdded -> ClusterAssigned", &self.provisioning, None);
     }

@@ -134,14 +134,20 @@ fn me(caller: &Caller) -> Result<Uuid, ApiError> {
     caller.user_id.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))
 }
 
-/// Loads the caller's account and refuses one that is not active.
-async fn active(conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
-    let user = users::get(conn, id).await?;
+/// Refuses an account that is not active.
+fn ensure_active(user: &User) -> Result<(), IdentityError> {
     match user.status.as_str() {
-        status::ACTIVE => Ok(user),
+        status::ACTIVE => Ok(()),
         status::SUSPENDED => Err(IdentityError::Forbidden("account_suspended", "the account is suspended".into())),
         _ => Err(IdentityError::Forbidden("account_deleted", "the account is deleted".into())),
     }
+}
+
+/// Loads the caller's account and refuses one that is not active.
+async fn active(conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
+    let user = users::get(conn, id).await?;
+    ensure_active(&user)?;
+    Ok(user)
 }
 
 #[utoipa::path(get, path = "/api/me", tag = "account",
@@ -150,8 +156,9 @@ async fn active(conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<
 async fn get_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let mut conn = state.db.conn().await?;
-    let user = active(&mut conn, id).await?;
-    Ok(HttpResponse::Ok().json(view(&mut conn, user).await?))
+    let (user, account_owner_id) = users::get_with_owner(&mut conn, id).await?;
+    ensure_active(&user)?;
+    Ok(HttpResponse::Ok().json(UserView { user, account_owner_id }))
 }
 
 /// A change to one's own account.
@@ -265,8 +272,8 @@ async fn list_users(state: Data, caller: Caller, query: web::Query<ListQuery>) -
 async fn get_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let mut conn = state.db.conn().await?;
-    let user = users::get(&mut conn, *id).await?;
-    Ok(HttpResponse::Ok().json(view(&mut conn, user).await?))
+    let (user, account_owner_id) = users::get_with_owner(&mut conn, *id).await?;
+    Ok(HttpResponse::Ok().json(UserView { user, account_owner_id }))
 }
 
 /// Why an account is suspended.

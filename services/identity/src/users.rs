@@ -35,6 +35,8 @@ diesel::table! {
     }
 }
 
+diesel::allow_tables_to_appear_in_same_query!(users, team_members);
+
 /// An account's state.
 pub mod status {
     /// May use Hopsbridge.
@@ -150,6 +152,22 @@ pub async fn rename(conn: &mut AsyncPgConnection, id: Uuid, name: &str) -> Resul
         .returning(User::as_returning())
         .get_result(conn)
         .await?)
+}
+
+/// The user with `id` and the owner whose account they are billed to (themselves unless they
+/// are a team member), in one statement.
+///
+/// # Errors
+/// [`IdentityError::NotFound`].
+pub async fn get_with_owner(conn: &mut AsyncPgConnection, id: Uuid) -> Result<(User, Uuid), IdentityError> {
+    let (user, owner): (User, Option<Uuid>) = users::table
+        .left_join(team_members::table.on(team_members::member_user_id.eq(users::id)))
+        .filter(users::id.eq(id))
+        .select((User::as_select(), team_members::owner_user_id.nullable()))
+        .first(conn)
+        .await?;
+    let owner = owner.unwrap_or(user.id);
+    Ok((user, owner))
 }
 
 /// The owner whose team `member` belongs to, if any.

@@ -19,7 +19,7 @@
 //! Timed for each person in both: from completing their Checkout Session (the moment Stripe
 //! sends the webhooks) to their ClusterAssignedV1 on NATS, split at PaymentMethodAddedV1.
 //! Printed: journeys/s, p50 and p99, the ratio of the loaded p99 to the baseline p50, CPU per
-//! process, and the audit (one customer, subscription, Hopsworks user and assignment per
+//! process, the webhook deliveries Stripe had to send again, and the audit (one customer, subscription, Hopsworks user and assignment per
 //! person; no cluster over capacity). The burst also prints Postgres's table counters and, when
 //! Postgres has `pg_stat_statements` loaded, its statements by execution time.
 //! `JOURNEY_SCENARIOS=concurrent` or `=burst` runs one of them.
@@ -37,7 +37,7 @@
 
 use futures::StreamExt;
 use hopsbridge_journey::{Options, Person, Platform, binaries};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -300,7 +300,18 @@ async fn conclude(platform: &Platform, people: &[Person], alone: &[Duration], la
     let audit = platform.audit(people).await;
     let complete = audit.assignments.iter().filter(|n| **n == 1).count();
     let p99 = percentile(latencies, 99.0);
+    // A delivery Stripe had to send again waited at least its backoff (50 ms, doubling).
+    let deliveries = platform.world.stripe.deliveries();
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    for attempt in deliveries.iter().flat_map(|d| &d.attempts).filter(|a| a.status.is_none_or(|s| s >= 300)) {
+        *refused.entry(attempt.status.map_or_else(|| "no answer".to_owned(), |s| s.to_string())).or_default() += 1;
+    }
     println!();
+    println!(
+        "webhook deliveries: {}, sent again: {} (refused attempts by answer: {refused:?})",
+        deliveries.len(),
+        deliveries.iter().filter(|d| d.attempts.len() > 1).count()
+    );
     println!("loaded p99 / baseline p50: {:.1}x", p99.as_secs_f64() / percentile(alone, 50.0).as_secs_f64());
     println!(
         "complete: {complete}/{PEOPLE}; clusters over capacity: {}; target p99 < 500 ms: {}",

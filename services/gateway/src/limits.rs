@@ -46,11 +46,21 @@ impl RateLimiter {
             let full_after = Duration::from_millis(self.capacity_milli * 1000 / self.refill_milli_per_sec.max(1));
             buckets.retain(|_, b| now.duration_since(b.at) < full_after);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { milli: self.capacity_milli, at: now });
-        let elapsed_ms = u64::try_from(now.saturating_duration_since(bucket.at).as_millis()).unwrap_or(u64::MAX);
-        let refilled = elapsed_ms.saturating_mul(self.refill_milli_per_sec) / 1000;
-        bucket.milli = bucket.milli.saturating_add(refilled).min(self.capacity_milli);
-        bucket.at = now;
+        if !buckets.contains_key(key) {
+            buckets.insert(key.to_owned(), Bucket { milli: self.capacity_milli, at: now });
+        }
+        let Some(bucket) = buckets.get_mut(key) else { return Ok(()) };
+        // Refill by whole thousandths and move `at` on only by the time those took, so the
+        // remainder is not lost when requests come faster than a thousandth refills.
+        let elapsed_us = u64::try_from(now.saturating_duration_since(bucket.at).as_micros()).unwrap_or(u64::MAX);
+        let refilled = elapsed_us.saturating_mul(self.refill_milli_per_sec) / 1_000_000;
+        if bucket.milli.saturating_add(refilled) >= self.capacity_milli {
+            bucket.milli = self.capacity_milli;
+            bucket.at = now;
+        } else if refilled > 0 {
+            bucket.milli += refilled;
+            bucket.at += Duration::from_micros(refilled * 1_000_000 / self.refill_milli_per_sec.max(1));
+        }
         if bucket.milli >= 1000 {
             bucket.milli -= 1000;
             Ok(())
@@ -77,5 +87,20 @@ mod tests {
         assert!(limiter.check("grace", t0).is_ok(), "keys are independent");
         assert!(limiter.check("ada", t0 + Duration::from_secs(1)).is_ok(), "one token a second comes back");
         assert!(limiter.check("ada", t0 + Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn frequent_requests_still_refill_at_the_configured_rate() {
+        // 6,000 a minute is 100 a second, a token every 10 ms. Asking every 0.7 ms after the
+        // burst is spent must still be allowed about 100 times a second, not fewer because each
+        // call's fraction of a token is thrown away.
+        let limiter = RateLimiter::per_minute(6_000);
+        let t0 = Instant::now();
+        let burst = (0..2_000).take_while(|_| limiter.check("ada", t0).is_ok()).count();
+        assert_eq!(burst, 1_000);
+        let allowed =
+            (1..=10_000u64).filter(|i| limiter.check("ada", t0 + Duration::from_micros(i * 700)).is_ok()).count();
+        // 7 s at 100 a second.
+        assert!((699..=700).contains(&allowed), "{allowed}");
     }
 }

@@ -10,11 +10,14 @@
 use crate::config::DatabaseConfig;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::deadpool::{Hook, HookError, Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::time::Duration;
+
+/// How long a pooled connection may sit unused before it is checked with a query on checkout.
+pub const VERIFY_IDLE_AFTER: Duration = Duration::from_millis(500);
 
 /// A pool of connections to one service's schema.
 pub type PgPool = Pool<AsyncPgConnection>;
@@ -97,8 +100,29 @@ impl Database {
     /// # Errors
     /// When the pool cannot be built.
     pub fn new(cfg: &DatabaseConfig, schema: &'static str) -> anyhow::Result<Self> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url_for_schema(cfg.url.expose(), schema));
-        let pool = Pool::builder(manager).max_size(cfg.max_connections).build()?;
+        // Every checkout drops a connection whose session has ended (its closed flag, set when
+        // Postgres closes the socket, as a restart does). A connection idle for longer than
+        // `VERIFY_IDLE_AFTER` is also asked `SELECT 1` first; one in steady use is not, which
+        // spares each request a round trip to Postgres.
+        let mut manager_config = ManagerConfig::default();
+        manager_config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            url_for_schema(cfg.url.expose(), schema),
+            manager_config,
+        );
+        let verify_idle = Hook::async_fn(|conn: &mut AsyncPgConnection, metrics| {
+            let idle = metrics.last_used() >= VERIFY_IDLE_AFTER;
+            Box::pin(async move {
+                if idle {
+                    diesel::sql_query("SELECT 1")
+                        .execute(conn)
+                        .await
+                        .map_err(|e| HookError::Backend(diesel_async::pooled_connection::PoolError::QueryError(e)))?;
+                }
+                Ok(())
+            })
+        });
+        let pool = Pool::builder(manager).max_size(cfg.max_connections).pre_recycle(verify_idle).build()?;
         Ok(Self { pool, schema, acquire_timeout: Duration::from_secs(cfg.acquire_timeout_secs) })
     }
 

@@ -126,3 +126,94 @@ async fn replicas_migrating_at_once_take_turns() {
     assert!(applied[2] > 0);
     diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
 }
+
+#[derive(diesel::QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+#[derive(diesel::QueryableByName)]
+struct LastQuery {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    query: String,
+}
+
+async fn backend_pid(conn: &mut AsyncPgConnection) -> Result<i32, diesel::result::Error> {
+    diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(conn).await.map(|p| p.pid)
+}
+
+async fn last_query(admin: &mut AsyncPgConnection, pid: i32) -> String {
+    diesel::sql_query("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind::<diesel::sql_types::Integer, _>(pid)
+        .get_result::<LastQuery>(admin)
+        .await
+        .unwrap()
+        .query
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_is_checked_with_a_query_only_after_sitting_idle() {
+    let db = TestDb::new().await;
+    let database = Database::new(&db.config(), "identity").unwrap();
+    let mut admin = db.connect("identity").await;
+    let pid = backend_pid(&mut database.conn().await.unwrap()).await.unwrap();
+
+    // Taken again at once: no check query ran before the caller's own.
+    let mut conn = database.conn().await.unwrap();
+    assert_eq!(last_query(&mut admin, pid).await, "SELECT pg_backend_pid() AS pid");
+    assert_eq!(backend_pid(&mut conn).await.unwrap(), pid, "the pool reuses its one connection");
+    drop(conn);
+
+    // Taken again after sitting idle for longer than the window: checked first.
+    tokio::time::sleep(hopsbridge_platform::db::VERIFY_IDLE_AFTER + std::time::Duration::from_millis(100)).await;
+    let mut conn = database.conn().await.unwrap();
+    assert_eq!(last_query(&mut admin, pid).await, "SELECT 1");
+    assert_eq!(backend_pid(&mut conn).await.unwrap(), pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_whose_sessions_ended_are_never_handed_out_again() {
+    let db = TestDb::new().await;
+    let database = Database::new(&db.config(), "identity").unwrap();
+    let mut admin = db.connect("identity").await;
+    let (mut a, mut b) = (database.conn().await.unwrap(), database.conn().await.unwrap());
+    let ended = [backend_pid(&mut a).await.unwrap(), backend_pid(&mut b).await.unwrap()];
+    drop((a, b));
+
+    // What a restart of Postgres does to every session: it ends with FATAL 57P01 and the
+    // socket is closed.
+    for pid in ended {
+        diesel::sql_query("SELECT pg_terminate_backend($1)")
+            .bind::<diesel::sql_types::Integer, _>(pid)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let mut gone = false;
+    for _ in 0..100 {
+        let left: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+            "(SELECT count(*) FROM pg_stat_activity WHERE pid IN ({}, {}))",
+            ended[0], ended[1]
+        )))
+        .get_result(&mut admin)
+        .await
+        .unwrap();
+        if left == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(gone, "the sessions ended");
+    // Well inside the idle window, so no check query runs: only the connections' closed flag
+    // (set when their tasks read the closed socket, which takes a moment) keeps them out.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        let mut conn = database.conn().await.unwrap();
+        let pid = backend_pid(&mut conn).await.expect("a working connection on the first try");
+        assert!(!ended.contains(&pid), "{pid} was handed out again");
+        taken.push(conn);
+    }
+}

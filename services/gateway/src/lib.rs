@@ -4,6 +4,7 @@
 //! ([`proxy`]). `/readyz` checks the tenant and every service it routes to.
 
 pub mod api_doc;
+pub mod callers;
 pub mod limits;
 pub mod proxy;
 pub mod session;

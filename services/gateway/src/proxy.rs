@@ -11,6 +11,7 @@
 //! sent (no dot segments, nothing the URL parser would rewrite), so no request reaches a
 //! service's `/internal/...` routes, which are for the services themselves (decision 0026).
 
+use crate::callers::{CallerCache, Resolved};
 use crate::limits::RateLimiter;
 use crate::tokens::{AccessClaims, LazyValidator};
 use actix_web::http::StatusCode;
@@ -19,25 +20,38 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
 use hopsbridge_platform::http::ApiError;
-use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// Which service owns which path prefix.
 #[derive(Clone, Debug)]
 pub struct Routes {
-    table: Vec<(&'static str, String)>,
-    identity: String,
-    billing: String,
+    table: Vec<(&'static str, Upstream)>,
+    identity: Upstream,
+    billing: Upstream,
+}
+
+/// One service's base URL, and the path in it (without a trailing slash) that every forwarded
+/// path is appended to, read once here instead of for every request.
+#[derive(Clone, Debug)]
+struct Upstream {
+    base: String,
+    /// `None` when the configured URL does not parse: then nothing is forwarded to it.
+    base_path: Option<String>,
+}
+
+impl Upstream {
+    fn new(base: &str) -> Self {
+        let base = base.trim_end_matches('/').to_owned();
+        let base_path = reqwest::Url::parse(&base).ok().map(|u| u.path().trim_end_matches('/').to_owned());
+        Self { base, base_path }
+    }
 }
 
 impl Routes {
     /// The routing table over the configured upstream base URLs.
     #[must_use]
     pub fn new(upstreams: &crate::Upstreams) -> Self {
-        let base = |u: &str| u.trim_end_matches('/').to_owned();
+        let base = Upstream::new;
         Self {
             table: vec![
                 ("/api/me", base(&upstreams.identity)),
@@ -58,11 +72,11 @@ impl Routes {
         }
     }
 
-    fn upstream(&self, path: &str) -> Option<&str> {
+    fn upstream(&self, path: &str) -> Option<&Upstream> {
         self.table
             .iter()
             .find(|(prefix, _)| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
-            .map(|(_, base)| base.as_str())
+            .map(|(_, upstream)| upstream)
     }
 }
 
@@ -88,16 +102,6 @@ impl WorkerClient {
     }
 }
 
-/// The person behind a request, as identity knows them.
-#[derive(Clone, Debug, Deserialize)]
-struct Resolved {
-    id: Uuid,
-    status: String,
-    is_admin: bool,
-    email: String,
-    account_owner_id: Uuid,
-}
-
 /// What the forwarding handler needs.
 #[derive(Debug)]
 pub struct Proxy {
@@ -111,13 +115,12 @@ pub struct Proxy {
     pub per_user: RateLimiter,
     /// Requests a minute per client address.
     pub per_ip: RateLimiter,
-    /// How long a resolved caller is reused.
-    pub cache_ttl: Duration,
     /// Largest request body forwarded.
     pub max_body_bytes: usize,
     /// Browser sessions, when login is configured.
     pub login: Option<std::sync::Arc<crate::session::Login>>,
-    callers: Mutex<HashMap<String, (Instant, Resolved)>>,
+    /// Who each person is, as identity last answered.
+    callers: CallerCache,
 }
 
 impl Proxy {
@@ -137,10 +140,9 @@ impl Proxy {
             key,
             per_user: RateLimiter::per_minute(limits.per_user_per_minute),
             per_ip: RateLimiter::per_minute(limits.per_ip_per_minute),
-            cache_ttl: Duration::from_secs(limits.caller_cache_secs),
             max_body_bytes,
             login,
-            callers: Mutex::new(HashMap::new()),
+            callers: CallerCache::new(Duration::from_secs(limits.caller_cache_secs)),
         }
     }
 }
@@ -196,8 +198,8 @@ pub async fn forward_webhook(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let upstream = match req.uri().path() {
-        "/webhooks/auth0/post-registration" => &proxy.routes.identity,
-        "/webhooks/stripe" => &proxy.routes.billing,
+        "/webhooks/auth0/post-registration" => proxy.routes.identity.base.as_str(),
+        "/webhooks/stripe" => proxy.routes.billing.base.as_str(),
         _ => return Err(ApiError::not_found("route_not_found", "no such route")),
     };
     let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
@@ -271,15 +273,14 @@ impl<'a> Target<'a> {
     /// dot segments (`..`, `%2e%2e`, `.%2E`), reads `\` as `/` and percent-encodes some
     /// characters, so such a path would reach another route than the one the gateway chose:
     /// `/api/me/../../internal/…` would leave `/api` for a service's internal routes.
-    fn new(upstream: &'a str, path_and_query: &'a str) -> Option<Self> {
-        let base = reqwest::Url::parse(upstream).ok()?;
-        let url = reqwest::Url::parse(&format!("{upstream}{path_and_query}")).ok()?;
-        let sent = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
+    fn new(upstream: &'a Upstream, path_and_query: &'a str) -> Option<Self> {
+        let url = reqwest::Url::parse(&format!("{}{path_and_query}", upstream.base)).ok()?;
+        let (path, query) = url.path().strip_prefix(upstream.base_path.as_deref()?).map(|p| (p, url.query()))?;
+        let unchanged = match query {
+            Some(query) => path_and_query.strip_prefix(path).and_then(|rest| rest.strip_prefix('?')) == Some(query),
+            None => path == path_and_query,
         };
-        let unchanged = sent.strip_prefix(base.path().trim_end_matches('/')) == Some(path_and_query);
-        unchanged.then_some(Self { upstream, path_and_query, url })
+        unchanged.then_some(Self { upstream: upstream.base.as_str(), path_and_query, url })
     }
 }
 
@@ -417,25 +418,33 @@ async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Resu
     Ok(answer.body(bytes))
 }
 
-/// Asks identity who the token's person is (creating them on their first call), with a short
-/// cache so a burst of requests costs one call.
+/// Who the token's person is: from the caller cache, else asked of identity (which creates
+/// them on their first call).
 async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) -> Result<Resolved, ApiError> {
     let subject = claims.subject.as_str();
-    if let Ok(cache) = proxy.callers.lock()
-        && let Some((at, person)) = cache.get(subject)
-        && at.elapsed() < proxy.cache_ttl
-    {
-        return Ok(person.clone());
-    }
-    let path = "/internal/callers/resolve";
-    let caller = Caller {
-        subject: subject.to_owned(),
-        user_id: None,
-        roles: vec![Role::User],
-        email: claims.email.as_ref().map(|e| e.as_str().to_owned()),
-    };
-    let mut request = client.0.post(format!("{}{path}", proxy.routes.identity));
-    for (name, value) in proxy.key.sign("POST", path, &caller, chrono::Utc::now().timestamp()) {
+    let email = claims.email.as_ref().map(|e| e.as_str().to_owned());
+    proxy
+        .callers
+        .get(subject, || {
+            let url = format!("{}{RESOLVE_PATH}", proxy.routes.identity.base);
+            ask_identity(client.0.clone(), url, proxy.key.clone(), subject.to_owned(), email.clone())
+        })
+        .await
+}
+
+const RESOLVE_PATH: &str = "/internal/callers/resolve";
+
+/// identity's `POST /internal/callers/resolve`, signed for the person.
+async fn ask_identity(
+    client: reqwest::Client,
+    url: String,
+    key: CallerKey,
+    subject: String,
+    email: Option<String>,
+) -> Result<Resolved, ApiError> {
+    let caller = Caller { subject, user_id: None, roles: vec![Role::User], email };
+    let mut request = client.post(url);
+    for (name, value) in key.sign("POST", RESOLVE_PATH, &caller, chrono::Utc::now().timestamp()) {
         request = request.header(name, value);
     }
     if let Some(id) = hopsbridge_platform::http::current_request_id() {
@@ -447,14 +456,7 @@ async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) ->
     })?;
     let status = response.status();
     if status.is_success() {
-        let person: Resolved = response.json().await.map_err(ApiError::internal)?;
-        if let Ok(mut cache) = proxy.callers.lock() {
-            if cache.len() > 100_000 {
-                cache.retain(|_, (at, _)| at.elapsed() < proxy.cache_ttl);
-            }
-            cache.insert(subject.to_owned(), (Instant::now(), person.clone()));
-        }
-        return Ok(person);
+        return response.json().await.map_err(ApiError::internal);
     }
     // identity's own refusals (no email on a first login, an address already in use) reach the
     // client as identity worded them.
@@ -469,6 +471,7 @@ async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn a_person_never_gets_the_service_role() {
@@ -494,10 +497,13 @@ mod tests {
 
     #[test]
     fn a_request_is_forwarded_only_with_the_path_it_was_routed_on() {
-        let target = Target::new("http://identity:8081", "/api/me?x=a%40b&y=..").unwrap();
+        let identity = Upstream::new("http://identity:8081");
+        let target = Target::new(&identity, "/api/me?x=a%40b&y=..").unwrap();
         assert_eq!(target.url.as_str(), "http://identity:8081/api/me?x=a%40b&y=..");
-        let prefixed = Target::new("http://10.0.0.7/identity", "/api/admin/users/7").unwrap();
-        assert_eq!(prefixed.url.as_str(), "http://10.0.0.7/identity/api/admin/users/7");
+        let prefixed = Upstream::new("http://10.0.0.7/identity/");
+        let target = Target::new(&prefixed, "/api/admin/users/7").unwrap();
+        assert_eq!(target.url.as_str(), "http://10.0.0.7/identity/api/admin/users/7");
+        assert!(Target::new(&prefixed, "/api/me?a b").is_none(), "a space in the query would be encoded");
         for rewritten in [
             "/api/me/../../internal/callers/resolve",
             "/api/me/%2e%2E/%2E%2e/internal/callers/resolve",
@@ -507,7 +513,8 @@ mod tests {
             "/api/me#fragment",
             "/api/me/{x}",
         ] {
-            assert!(Target::new("http://identity:8081", rewritten).is_none(), "{rewritten}");
+            assert!(Target::new(&identity, rewritten).is_none(), "{rewritten}");
+            assert!(Target::new(&prefixed, rewritten).is_none(), "{rewritten}");
         }
     }
 }

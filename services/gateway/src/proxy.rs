@@ -30,20 +30,24 @@ pub struct Routes {
     billing: Upstream,
 }
 
-/// One service's base URL, and the path in it (without a trailing slash) that every forwarded
-/// path is appended to, read once here instead of for every request.
+/// One service's base URL, parsed once here: a forwarded request's URL is this one with its
+/// path and query replaced, which does not parse the scheme and host again.
 #[derive(Clone, Debug)]
 struct Upstream {
     base: String,
-    /// `None` when the configured URL does not parse: then nothing is forwarded to it.
-    base_path: Option<String>,
+    /// The parsed base and its path without a trailing slash; `None` when the configured URL
+    /// does not parse: then nothing is forwarded to it.
+    parsed: Option<(reqwest::Url, String)>,
 }
 
 impl Upstream {
     fn new(base: &str) -> Self {
         let base = base.trim_end_matches('/').to_owned();
-        let base_path = reqwest::Url::parse(&base).ok().map(|u| u.path().trim_end_matches('/').to_owned());
-        Self { base, base_path }
+        let parsed = reqwest::Url::parse(&base).ok().map(|u| {
+            let path = u.path().trim_end_matches('/').to_owned();
+            (u, path)
+        });
+        Self { base, parsed }
     }
 }
 
@@ -274,12 +278,15 @@ impl<'a> Target<'a> {
     /// characters, so such a path would reach another route than the one the gateway chose:
     /// `/api/me/../../internal/…` would leave `/api` for a service's internal routes.
     fn new(upstream: &'a Upstream, path_and_query: &'a str) -> Option<Self> {
-        let url = reqwest::Url::parse(&format!("{}{path_and_query}", upstream.base)).ok()?;
-        let (path, query) = url.path().strip_prefix(upstream.base_path.as_deref()?).map(|p| (p, url.query()))?;
-        let unchanged = match query {
-            Some(query) => path_and_query.strip_prefix(path).and_then(|rest| rest.strip_prefix('?')) == Some(query),
-            None => path == path_and_query,
+        let (base, base_path) = upstream.parsed.as_ref()?;
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
         };
+        let mut url = base.clone();
+        url.set_path(&format!("{base_path}{path}"));
+        url.set_query(query);
+        let unchanged = url.path().strip_prefix(base_path.as_str()) == Some(path) && url.query() == query;
         unchanged.then_some(Self { upstream: upstream.base.as_str(), path_and_query, url })
     }
 }

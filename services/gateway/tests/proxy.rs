@@ -84,6 +84,30 @@ async fn suspended_and_deleted_accounts_are_refused_at_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_caller_cache_on_a_suspension_reaches_a_busy_person_within_its_time() {
+    let p = Platform::start(Options { caller_cache_secs: 2, ..Options::default() }).await;
+    let ada = TestUser::database("ada", "ada@example.com", "Ada");
+    let token = p.token(&ada);
+    assert_eq!(p.get("/api/me", Some(&token)).await.0, 200);
+    // Requests keep coming every 50 ms, so the cached answer is refreshed in the background
+    // instead of expiring; the suspension must still be seen within the 2 s.
+    p.sql("UPDATE users SET status = 'suspended' WHERE auth_subject = 'auth0|ada'").await;
+    let suspended_at = std::time::Instant::now();
+    let refused_after = loop {
+        let (status, body, _) = p.get("/api/me", Some(&token)).await;
+        if status == StatusCode::FORBIDDEN {
+            assert_eq!(body["code"], "account_suspended");
+            break suspended_at.elapsed();
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(suspended_at.elapsed() < std::time::Duration::from_secs(4), "still let in after 4 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // The 2 s, plus one pause between requests and some slack for a slow machine.
+    assert!(refused_after <= std::time::Duration::from_millis(2_500), "refused only after {refused_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_over_their_rate_is_told_when_to_come_back() {
     let p = start(60).await;
     let token = p.token(&TestUser::database("ada", "ada@example.com", "Ada"));

@@ -37,8 +37,10 @@ pub struct Options {
     pub per_ip_per_minute: u64,
     /// Browser login on.
     pub login: bool,
-    /// actix workers of identity and of the gateway.
+    /// actix workers of identity.
     pub workers: u16,
+    /// actix workers of the gateway.
+    pub gateway_workers: u16,
     /// The log filter of both.
     pub log_filter: &'static str,
     /// Seconds the gateway reuses a resolved caller (0: ask identity every time, so tests see
@@ -53,6 +55,7 @@ impl Default for Options {
             per_ip_per_minute: 1200,
             login: false,
             workers: 1,
+            gateway_workers: 1,
             log_filter: "info",
             caller_cache_secs: 0,
         }
@@ -96,7 +99,7 @@ impl Platform {
             gw("http.port", &port.to_string()),
             gw("auth0.issuer", &tenant.issuer()),
             gw("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-            gw("http.workers", &options.workers.to_string()),
+            gw("http.workers", &options.gateway_workers.to_string()),
             gw("telemetry.log_filter", options.log_filter),
             gw("limits.per_user_per_minute", &options.per_user_per_minute.to_string()),
             gw("limits.per_ip_per_minute", &options.per_ip_per_minute.to_string()),

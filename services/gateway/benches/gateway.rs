@@ -40,7 +40,7 @@ use hopsbridge_testkit::GATEWAY_SIGNING_KEY;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// What one oha run saw: every answered request's duration, in milliseconds.
+/// What one oha run saw: every answered request's duration, in milliseconds, sorted.
 struct Load {
     secs: f64,
     durations_ms: Vec<f64>,
@@ -52,19 +52,23 @@ impl Load {
         self.durations_ms.len() as f64 / self.secs
     }
 
+    fn new(secs: f64, mut durations_ms: Vec<f64>, ok: usize) -> Self {
+        durations_ms.sort_by(f64::total_cmp);
+        Self { secs, durations_ms, ok }
+    }
+
     /// Pools the requests of several runs.
     fn pooled(runs: &[Self]) -> Self {
-        Self {
-            secs: runs.iter().map(|l| l.secs).sum(),
-            durations_ms: runs.iter().flat_map(|l| l.durations_ms.iter().copied()).collect(),
-            ok: runs.iter().map(|l| l.ok).sum(),
-        }
+        Self::new(
+            runs.iter().map(|l| l.secs).sum(),
+            runs.iter().flat_map(|l| l.durations_ms.iter().copied()).collect(),
+            runs.iter().map(|l| l.ok).sum(),
+        )
     }
 
     /// The `q` quantile (0..=1) of the durations, by nearest rank.
     fn quantile(&self, q: f64) -> f64 {
-        let mut sorted = self.durations_ms.clone();
-        sorted.sort_by(f64::total_cmp);
+        let sorted = &self.durations_ms;
         if sorted.is_empty() {
             return f64::NAN;
         }
@@ -110,7 +114,7 @@ fn run_oha(url: &str, headers: &[(String, String)], rate: Option<u32>, connectio
         durations_ms.push(fields[duration].parse::<f64>().expect("a duration in seconds") * 1000.0);
         ok += usize::from(fields[status] == "200");
     }
-    Load { secs: millis as f64 / 1000.0, durations_ms, ok }
+    Load::new(millis as f64 / 1000.0, durations_ms, ok)
 }
 
 fn report(name: &str, l: &Load) {

@@ -429,12 +429,12 @@ async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Resu
 /// them on their first call).
 async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) -> Result<Resolved, ApiError> {
     let subject = claims.subject.as_str();
-    let email = claims.email.as_ref().map(|e| e.as_str().to_owned());
     proxy
         .callers
         .get(subject, || {
             let url = format!("{}{RESOLVE_PATH}", proxy.routes.identity.base);
-            ask_identity(client.0.clone(), url, proxy.key.clone(), subject.to_owned(), email.clone())
+            let email = claims.email.as_ref().map(|e| e.as_str().to_owned());
+            ask_identity(client.0.clone(), url, proxy.key.clone(), subject.to_owned(), email)
         })
         .await
 }

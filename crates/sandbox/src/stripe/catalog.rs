@@ -184,9 +184,9 @@ pub fn create_meter_event(state: &mut State, p: &Value) -> Answer {
     let event_name = required(p, "event_name")?;
     let payload = p.get("payload").and_then(Value::as_object).ok_or_else(|| ApiError::missing_param("payload"))?;
     let meter = state
-        .all("billing.meter")
+        .all_where("billing.meter", |m| m["event_name"] == event_name && m["status"] == "active")
         .into_iter()
-        .find(|m| m["event_name"] == event_name && m["status"] == "active")
+        .next()
         .ok_or_else(|| {
             ApiError::invalid(format!("No active meter was found for event_name `{event_name}`."), Some("event_name"))
         })?;

@@ -137,7 +137,7 @@ impl Validate for GatewayConfig {
             return Err(ConfigError::new(service, "limits.per_user_per_minute", "limits must be at least 1"));
         }
         for (name, url) in self.upstreams.all() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if proxy::Upstream::new(url).is_none() {
                 return Err(ConfigError::new(service, &format!("upstreams.{name}"), "must be an http(s) URL"));
             }
         }
@@ -221,7 +221,8 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         Arc::new(session::Login::new(config.login.clone(), &config.auth0.issuer, &config.auth0.audience, login_client))
     });
     let proxy = Arc::new(proxy::Proxy::new(
-        proxy::Routes::new(&config.upstreams),
+        proxy::Routes::new(&config.upstreams)
+            .ok_or_else(|| anyhow::anyhow!("an upstream URL does not parse (validated at load)"))?,
         tokens::LazyValidator::new(
             &config.auth0.issuer,
             &config.auth0.audience,

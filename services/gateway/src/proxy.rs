@@ -33,47 +33,47 @@ pub struct Routes {
 /// One service's base URL, parsed once here: a forwarded request's URL is this one with its
 /// path and query replaced, which does not parse the scheme and host again.
 #[derive(Clone, Debug)]
-struct Upstream {
+pub(crate) struct Upstream {
     base: String,
-    /// The parsed base and its path without a trailing slash; `None` when the configured URL
-    /// does not parse: then nothing is forwarded to it.
-    parsed: Option<(reqwest::Url, String)>,
+    url: reqwest::Url,
+    /// The base URL's path without a trailing slash.
+    path: String,
 }
 
 impl Upstream {
-    fn new(base: &str) -> Self {
+    /// `None` unless `base` is an http(s) URL with a host (configuration is checked with this).
+    pub(crate) fn new(base: &str) -> Option<Self> {
         let base = base.trim_end_matches('/').to_owned();
-        let parsed = reqwest::Url::parse(&base).ok().map(|u| {
-            let path = u.path().trim_end_matches('/').to_owned();
-            (u, path)
-        });
-        Self { base, parsed }
+        let url = reqwest::Url::parse(&base).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())?;
+        let path = url.path().trim_end_matches('/').to_owned();
+        Some(Self { base, url, path })
     }
 }
 
 impl Routes {
-    /// The routing table over the configured upstream base URLs.
+    /// The routing table over the configured upstream base URLs; `None` when one of them is
+    /// not an http(s) URL.
     #[must_use]
-    pub fn new(upstreams: &crate::Upstreams) -> Self {
+    pub fn new(upstreams: &crate::Upstreams) -> Option<Self> {
         let base = Upstream::new;
-        Self {
+        Some(Self {
             table: vec![
-                ("/api/me", base(&upstreams.identity)),
-                ("/api/admin/users", base(&upstreams.identity)),
-                ("/api/team", base(&upstreams.team)),
-                ("/api/invitations", base(&upstreams.team)),
-                ("/api/billing", base(&upstreams.billing)),
-                ("/api/credits", base(&upstreams.billing)),
-                ("/api/cluster", base(&upstreams.provisioning)),
-                ("/api/admin/clusters", base(&upstreams.provisioning)),
-                ("/api/admin/assignments", base(&upstreams.provisioning)),
-                ("/api/usage", base(&upstreams.metering)),
-                ("/api/admin/metering", base(&upstreams.metering)),
-                ("/api/admin/usage", base(&upstreams.metering)),
+                ("/api/me", base(&upstreams.identity)?),
+                ("/api/admin/users", base(&upstreams.identity)?),
+                ("/api/team", base(&upstreams.team)?),
+                ("/api/invitations", base(&upstreams.team)?),
+                ("/api/billing", base(&upstreams.billing)?),
+                ("/api/credits", base(&upstreams.billing)?),
+                ("/api/cluster", base(&upstreams.provisioning)?),
+                ("/api/admin/clusters", base(&upstreams.provisioning)?),
+                ("/api/admin/assignments", base(&upstreams.provisioning)?),
+                ("/api/usage", base(&upstreams.metering)?),
+                ("/api/admin/metering", base(&upstreams.metering)?),
+                ("/api/admin/usage", base(&upstreams.metering)?),
             ],
-            identity: base(&upstreams.identity),
-            billing: base(&upstreams.billing),
-        }
+            identity: base(&upstreams.identity)?,
+            billing: base(&upstreams.billing)?,
+        })
     }
 
     fn upstream(&self, path: &str) -> Option<&Upstream> {
@@ -278,12 +278,12 @@ impl<'a> Target<'a> {
     /// characters, so such a path would reach another route than the one the gateway chose:
     /// `/api/me/../../internal/…` would leave `/api` for a service's internal routes.
     fn new(upstream: &'a Upstream, path_and_query: &'a str) -> Option<Self> {
-        let (base, base_path) = upstream.parsed.as_ref()?;
+        let base_path = &upstream.path;
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
         };
-        let mut url = base.clone();
+        let mut url = upstream.url.clone();
         url.set_path(&format!("{base_path}{path}"));
         url.set_query(query);
         let unchanged = url.path().strip_prefix(base_path.as_str()) == Some(path) && url.query() == query;
@@ -503,11 +503,19 @@ mod tests {
     }
 
     #[test]
+    fn only_http_urls_with_a_host_are_upstreams() {
+        for bad in ["http://", "ftp://identity:8081", "identity:8081", "/identity", ""] {
+            assert!(Upstream::new(bad).is_none(), "{bad}");
+        }
+        assert!(Upstream::new("https://identity.internal/").is_some());
+    }
+
+    #[test]
     fn a_request_is_forwarded_only_with_the_path_it_was_routed_on() {
-        let identity = Upstream::new("http://identity:8081");
+        let identity = Upstream::new("http://identity:8081").unwrap();
         let target = Target::new(&identity, "/api/me?x=a%40b&y=..").unwrap();
         assert_eq!(target.url.as_str(), "http://identity:8081/api/me?x=a%40b&y=..");
-        let prefixed = Upstream::new("http://10.0.0.7/identity/");
+        let prefixed = Upstream::new("http://10.0.0.7/identity/").unwrap();
         let target = Target::new(&prefixed, "/api/admin/users/7").unwrap();
         assert_eq!(target.url.as_str(), "http://10.0.0.7/identity/api/admin/users/7");
         assert!(Target::new(&prefixed, "/api/me?a b").is_none(), "a space in the query would be encoded");

@@ -1,13 +1,19 @@
-//! The words every Hopsbridge service shares: typed ids, validated values and money.
+//! The words every Hopsbridge service shares: typed ids, statuses, validated values and money.
 //!
-//! This crate does no I/O and depends on no framework (no diesel, actix or tokio); CI checks
-//! that it stays that way. Values are parsed once at the edge and carried as these types, so a
+//! This crate does no I/O, and its default build depends on no framework (no diesel, actix or
+//! tokio); CI checks that it stays that way. Values are parsed once at the edge and carried as these types, so a
 //! function that takes an [`Email`] never has to ask whether it is valid.
+//!
+//! Features: `diesel` stores every id, status and text value in Postgres (`ToSql`/`FromSql`);
+//! `openapi` describes them in the OpenAPI document. Services turn both on; the crate's own
+//! default build has neither.
 
 mod ids;
 mod money;
+mod status;
 mod text;
 
-pub use ids::{ClusterId, EventId, UserId};
+pub use ids::{ClusterId, EventId, OwnerId, ProjectId, SampleId, UserId};
 pub use money::{Currency, Money, MoneyError};
+pub use status::{AccountStatus, AssignmentState, Attribution, BillingMode, ClusterStatus, RunState};
 pub use text::{AuthSubject, Email, ParseError};

@@ -13,13 +13,49 @@ pub enum ParseError {
     /// The Auth0 subject is not of the form `provider|id`.
     #[error("not a valid Auth0 subject (expected provider|id)")]
     InvalidSubject,
+    /// The text names no value of the kind (a status, a mode).
+    #[error("'{value}' is not a known {what}")]
+    Unknown {
+        /// The kind of value, such as `AccountStatus`.
+        what: &'static str,
+        /// The text, cut to 64 characters.
+        value: String,
+    },
+}
+
+/// Stores a validated text value as Postgres `text`, and checks it again when read back.
+macro_rules! text_sql {
+    ($name:ident) => {
+        #[cfg(feature = "diesel")]
+        impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+            ) -> diesel::serialize::Result {
+                std::io::Write::write_all(out, self.0.as_bytes())?;
+                Ok(diesel::serialize::IsNull::No)
+            }
+        }
+
+        #[cfg(feature = "diesel")]
+        impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+                Ok(Self::parse(std::str::from_utf8(bytes.as_bytes())?)?)
+            }
+        }
+    };
 }
 
 /// An email address, trimmed and lowercased, so that comparisons and uniqueness are
 /// case-insensitive everywhere (Hopsworks look-ups included).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "diesel", derive(diesel::expression::AsExpression, diesel::deserialize::FromSqlRow))]
+#[cfg_attr(feature = "diesel", diesel(sql_type = diesel::sql_types::Text))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Email))]
 #[serde(try_from = "String", into = "String")]
 pub struct Email(String);
+
+text_sql!(Email);
 
 impl Email {
     /// Parses and normalises an address.
@@ -77,8 +113,13 @@ impl From<Email> for String {
 /// An Auth0 user id (the token's `sub`), such as `auth0|64f…` or `google-oauth2|1034…`.
 /// It is the stable key of a person; it is kept exactly as Auth0 wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "diesel", derive(diesel::expression::AsExpression, diesel::deserialize::FromSqlRow))]
+#[cfg_attr(feature = "diesel", diesel(sql_type = diesel::sql_types::Text))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
 #[serde(try_from = "String", into = "String")]
 pub struct AuthSubject(String);
+
+text_sql!(AuthSubject);
 
 impl AuthSubject {
     /// Parses a subject.

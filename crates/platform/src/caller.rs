@@ -12,7 +12,7 @@
 //! [`Role::Service`], no user id, no email). The gateway never gives a person that role and
 //! never forwards `/internal/...` paths, so only a holder of the key can present it.
 
-use crate::http::ApiError;
+use crate::http::{ApiError, ErrorCode, PlatformCode};
 use crate::secret::Secret;
 use actix_web::dev::Payload;
 use actix_web::http::header::HeaderMap;
@@ -182,7 +182,7 @@ impl CallerKey {
     /// The headers the gateway adds to a request for `method` and `path` (with its query).
     #[must_use]
     pub fn sign(&self, method: &str, path: &str, caller: &Caller, now: i64) -> Vec<(&'static str, String)> {
-        let signature = hex(&self.mac(now, method, path, caller).finalize().into_bytes());
+        let signature = hex::encode(self.mac(now, method, path, caller).finalize().into_bytes());
         let mut headers = vec![
             (SUBJECT, caller.subject.clone()),
             (ROLES, caller.roles_header()),
@@ -205,7 +205,8 @@ impl CallerKey {
     pub fn verify(&self, method: &str, path: &str, headers: &HeaderMap, now: i64) -> Result<Caller, CallerError> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let signature = get(SIGNATURE).ok_or(CallerError::Unsigned)?;
-        let signature = signature.strip_prefix("v1=").and_then(unhex).ok_or(CallerError::Malformed)?;
+        let signature =
+            signature.strip_prefix("v1=").and_then(|hex| hex::decode(hex).ok()).ok_or(CallerError::Malformed)?;
         let timestamp: i64 = get(TIMESTAMP).and_then(|t| t.parse().ok()).ok_or(CallerError::Malformed)?;
         let subject = get(SUBJECT).filter(|s| !s.is_empty()).ok_or(CallerError::Malformed)?.to_owned();
         let user_id = match get(USER_ID) {
@@ -233,17 +234,6 @@ fn unreachable_mac() -> HmacSha256 {
     panic!("HMAC-SHA256 refused a key")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Self, Self::Error>>;
@@ -256,7 +246,7 @@ impl FromRequest for Caller {
         let result = key.verify(req.method().as_str(), &path, req.headers(), chrono::Utc::now().timestamp());
         ready(result.map_err(|e| {
             tracing::warn!(reason = %e, "request refused: caller headers not trusted");
-            ApiError::unauthorized("unauthenticated", "authentication required")
+            PlatformCode::Unauthenticated.error()
         }))
     }
 }

@@ -128,10 +128,7 @@ impl ApiError {
 
     /// 500: something broke. The caller sees only `internal_error`; `cause` goes to the log.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        Self {
-            cause: Some(cause.into()),
-            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
-        }
+        Self { cause: Some(cause.into()), ..PlatformCode::InternalError.error() }
     }
 
     /// Adds structured details to the body.
@@ -162,6 +159,117 @@ impl fmt::Debug for ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+/// A service's catalogue of error codes. Each code has one status and one description, so the
+/// codes a service answers with are written once, listed in the OpenAPI document, and tested.
+/// Declare a catalogue with [`error_codes!`](crate::error_codes).
+pub trait ErrorCode: Copy + fmt::Debug + Send + Sync + 'static {
+    /// Every code of the catalogue.
+    const ALL: &'static [Self];
+
+    /// The stable snake_case code.
+    fn code(self) -> &'static str;
+
+    /// The HTTP status it is answered with.
+    fn status(self) -> StatusCode;
+
+    /// When it is answered; also the message when none more precise is given.
+    fn description(self) -> &'static str;
+
+    /// The error, with a message for the caller.
+    fn with_message(self, message: impl Into<String>) -> ApiError {
+        ApiError::new(self.status(), self.code(), message)
+    }
+
+    /// The error, with the code's description as its message.
+    fn error(self) -> ApiError {
+        self.with_message(self.description())
+    }
+}
+
+impl<C: ErrorCode> From<C> for ApiError {
+    fn from(code: C) -> Self {
+        code.error()
+    }
+}
+
+/// Declares a catalogue of error codes: an enum whose variants each name a status, a stable
+/// code and a description, with its [`ErrorCode`] implementation.
+///
+/// ```
+/// hopsbridge_platform::error_codes! {
+///     /// What the example answers.
+///     pub enum ExampleCode {
+///         /// Nothing of the caller's has the id.
+///         NotFound = (NOT_FOUND, "example_not_found", "no such example"),
+///     }
+/// }
+/// use hopsbridge_platform::http::ErrorCode;
+/// assert_eq!(ExampleCode::NotFound.code(), "example_not_found");
+/// ```
+#[macro_export]
+macro_rules! error_codes {
+    (
+        $(#[$doc:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vdoc:meta])* $variant:ident = ($status:ident, $code:literal, $description:literal), )+
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$vdoc])* $variant, )+
+        }
+
+        impl $crate::http::ErrorCode for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            fn code(self) -> &'static str {
+                match self { $(Self::$variant => $code,)+ }
+            }
+
+            fn status(self) -> ::actix_web::http::StatusCode {
+                match self { $(Self::$variant => ::actix_web::http::StatusCode::$status,)+ }
+            }
+
+            fn description(self) -> &'static str {
+                match self { $(Self::$variant => $description,)+ }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The codes the platform answers with for every service, before a handler runs or when
+    /// one fails unexpectedly.
+    pub enum PlatformCode {
+        /// No route has the path.
+        RouteNotFound = (NOT_FOUND, "route_not_found", "no such route"),
+        /// The JSON body is malformed or does not match the operation's schema.
+        InvalidBody = (BAD_REQUEST, "invalid_body", "the request body is not valid for this operation"),
+        /// A query parameter is missing or malformed.
+        InvalidQuery = (BAD_REQUEST, "invalid_query", "the query string is not valid for this operation"),
+        /// A path parameter is malformed.
+        InvalidPath = (BAD_REQUEST, "invalid_path", "the path is not valid for this operation"),
+        /// The body is larger than the service accepts.
+        PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"),
+        /// The body is not JSON.
+        UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "expected application/json"),
+        /// No trusted caller identity came with the request.
+        Unauthenticated = (UNAUTHORIZED, "unauthenticated", "authentication required"),
+        /// A record the operation needed is not there (a handler that names its own code is
+        /// more precise; this is the fallback).
+        NotFound = (NOT_FOUND, "not_found", "not found"),
+        /// The change conflicts with a record that already exists (the fallback, as above).
+        Conflict = (CONFLICT, "conflict", "already exists"),
+        /// Postgres cannot be reached; the request changed nothing.
+        DatabaseUnavailable = (SERVICE_UNAVAILABLE, "database_unavailable", "try again shortly"),
+        /// A dependency `/readyz` checks does not answer.
+        NotReady = (SERVICE_UNAVAILABLE, "not_ready", "a dependency is unavailable"),
+        /// Something broke; the cause is in the service's log under the request id.
+        InternalError = (INTERNAL_SERVER_ERROR, "internal_error", "internal error"),
     }
 }
 
@@ -201,15 +309,16 @@ impl ResponseError for ApiError {
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         match e {
-            crate::db::DbError::NotFound => Self::not_found("not_found", "not found"),
-            crate::db::DbError::UniqueViolation { .. } => Self::conflict("conflict", "already exists"),
+            crate::db::DbError::NotFound => PlatformCode::NotFound.error(),
+            crate::db::DbError::UniqueViolation { .. } => PlatformCode::Conflict.error(),
+            crate::db::DbError::Unavailable(_) => PlatformCode::DatabaseUnavailable.error(),
             other => Self::internal(other),
         }
     }
 }
 
 async fn not_found_handler() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("route_not_found", "no such route"))
+    Err(PlatformCode::RouteNotFound.error())
 }
 
 fn extractor_configs(max_body_bytes: usize) -> (web::JsonConfig, web::QueryConfig, web::PathConfig) {
@@ -217,20 +326,18 @@ fn extractor_configs(max_body_bytes: usize) -> (web::JsonConfig, web::QueryConfi
         use actix_web::error::JsonPayloadError;
         let api = match &err {
             JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+                PlatformCode::PayloadTooLarge.error()
             }
-            JsonPayloadError::ContentType => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "expected application/json")
-            }
-            JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid_body", e.to_string()),
-            _ => ApiError::bad_request("invalid_body", "request body could not be read"),
+            JsonPayloadError::ContentType => PlatformCode::UnsupportedMediaType.error(),
+            JsonPayloadError::Deserialize(e) => PlatformCode::InvalidBody.with_message(e.to_string()),
+            _ => PlatformCode::InvalidBody.with_message("request body could not be read"),
         };
         api.into()
     });
     let query = web::QueryConfig::default()
-        .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into());
+        .error_handler(|err, _req| PlatformCode::InvalidQuery.with_message(err.to_string()).into());
     let path = web::PathConfig::default()
-        .error_handler(|err, _req| ApiError::bad_request("invalid_path", err.to_string()).into());
+        .error_handler(|err, _req| PlatformCode::InvalidPath.with_message(err.to_string()).into());
     (json, query, path)
 }
 
@@ -277,7 +384,8 @@ async fn readyz(checks: web::Data<ReadinessChecks>) -> Result<HttpResponse, ApiE
     if failed.is_empty() {
         Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "checks": report})))
     } else {
-        Err(ApiError::unavailable("not_ready", format!("not ready: {} unreachable", failed.join(", ")))
+        Err(PlatformCode::NotReady
+            .with_message(format!("not ready: {} unreachable", failed.join(", ")))
             .with_details(serde_json::json!({"checks": report})))
     }
 }

@@ -52,6 +52,10 @@ bench TARGET:
     ensure_nats
     exec cargo bench -p "${package}" --bench "${target}"
 
+# Regenerates each service's src/schema.rs from its migrations (`just schema --check` compares).
+schema *ARGS:
+    ./scripts/schema.sh "$@"
+
 # Regenerates services/gateway/openapi.json from the handlers' descriptions.
 openapi:
     HOPSBRIDGE_UPDATE_OPENAPI=1 cargo test -p hopsbridge-gateway --test openapi

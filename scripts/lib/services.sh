@@ -265,3 +265,22 @@ ensure_nats() {
     nats_has_jetstream "${HB_NATS_HOST}" "${HB_NATS_PORT}" ||
         hb_die "the NATS server on ${HB_NATS_HOST}:${HB_NATS_PORT} does not have JetStream enabled (restart it with -js)"
 }
+
+# --- diesel CLI ------------------------------------------------------------------------------
+
+# The diesel CLI that prints `schema.rs` from a migrated database (scripts/schema.sh). Its
+# version follows the diesel in Cargo.lock; it links libpq.
+HB_DIESEL_CLI_VERSION=2.3.14
+
+ensure_diesel_cli() {
+    if ! dpkg -s libpq-dev >/dev/null 2>&1; then
+        apt_install libpq-dev
+    fi
+    local installed
+    installed=$(diesel --version 2>/dev/null | awk '/Version:/ { print $2 }' || true)
+    if [[ ${installed} != "${HB_DIESEL_CLI_VERSION}" ]]; then
+        hb_log "installing diesel_cli ${HB_DIESEL_CLI_VERSION} (cargo install)"
+        cargo install diesel_cli --version "=${HB_DIESEL_CLI_VERSION}" --no-default-features \
+            --features postgres --locked --quiet || hb_die "could not install diesel_cli"
+    fi
+}

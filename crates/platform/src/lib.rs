@@ -8,6 +8,7 @@
 //! - [`shutdown`] and [`service`]: one graceful shutdown path and the [`service::Application`]
 //!   that `main` and the tests run;
 //! - [`db`]: the Postgres pool, embedded migrations, classified errors;
+//! - [`retry`]: the one backoff policy (exponential, with jitter) every retry uses;
 //! - [`events`]: JetStream streams, the transactional outbox and relay, idempotent consumers.
 
 pub mod caller;
@@ -16,6 +17,8 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod http;
+pub mod retry;
+pub mod schema;
 pub mod secret;
 pub mod service;
 pub mod shutdown;

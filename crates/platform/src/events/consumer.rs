@@ -37,15 +37,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-diesel::table! {
-    /// Events each consumer has handled.
-    inbox (consumer, event_id) {
-        consumer -> Text,
-        event_id -> Uuid,
-        event_type -> Text,
-        processed_at -> Timestamptz,
-    }
-}
+use crate::schema::inbox;
 
 /// An event as a handler sees it.
 #[derive(Debug, Clone)]

@@ -9,21 +9,7 @@ use hopsbridge_contracts::events::Envelope;
 use hopsbridge_domain::EventId;
 use prost::Message as _;
 
-diesel::table! {
-    /// Events waiting to be published, and published ones until they are pruned.
-    outbox (id) {
-        id -> Uuid,
-        subject -> Text,
-        event_type -> Text,
-        schema_version -> Int4,
-        envelope -> Bytea,
-        trace_context -> Jsonb,
-        created_at -> Timestamptz,
-        published_at -> Nullable<Timestamptz>,
-        attempts -> Int4,
-        last_error -> Nullable<Text>,
-    }
-}
+use crate::schema::outbox;
 
 /// The NOTIFY channel a producer's relay listens on.
 #[must_use]

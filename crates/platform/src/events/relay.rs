@@ -1,9 +1,10 @@
 //! The outbox relay: publishes outbox rows to JetStream and marks them published.
 
-use super::outbox::{self, outbox as table};
+use super::outbox;
 use super::{EventBus, Hook, headers};
 use crate::config::{DatabaseConfig, EventsConfig};
 use crate::db::{Database, DbError};
+use crate::schema::outbox as table;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::StreamExt;

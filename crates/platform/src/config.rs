@@ -275,8 +275,9 @@ impl Validate for EventsConfig {
 
 /// The settings of a service that owns data: HTTP, Postgres, NATS and the event machinery.
 ///
-/// A service with settings of its own repeats these sections in its own struct (serde's
-/// flatten would lose the names of bad keys in errors) and builds this from them.
+/// A service with settings of its own declares its struct with
+/// [`data_service_config!`](crate::data_service_config), which adds these sections to it
+/// (serde's flatten would lose the names of bad keys in errors).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataServiceConfig {
@@ -294,6 +295,66 @@ pub struct DataServiceConfig {
     pub events: EventsConfig,
     /// Trust in the gateway.
     pub auth: AuthConfig,
+}
+
+/// Declares a data service's settings: the sections of [`DataServiceConfig`] followed by the
+/// service's own, with `base()` (the shared sections) and [`ServiceSettings`]. The service
+/// implements [`Validate`], starting with `self.base().validate(service)`.
+#[macro_export]
+macro_rules! data_service_config {
+    (
+        $(#[$doc:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fdoc:meta])* $fvis:vis $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        $vis struct $name {
+            /// The HTTP listener.
+            pub http: $crate::config::HttpConfig,
+            /// Logs and traces.
+            pub telemetry: $crate::config::TelemetryConfig,
+            /// Shutdown.
+            pub shutdown: $crate::config::ShutdownConfig,
+            /// Postgres.
+            pub database: $crate::config::DatabaseConfig,
+            /// NATS.
+            pub nats: $crate::config::NatsConfig,
+            /// Outbox relay and consumers.
+            pub events: $crate::config::EventsConfig,
+            /// Trust in the gateway, and the key internal calls are signed with.
+            pub auth: $crate::config::AuthConfig,
+            $( $(#[$fdoc])* $fvis $field: $ty, )*
+        }
+
+        impl $name {
+            /// The sections every data service has.
+            #[must_use]
+            pub fn base(&self) -> $crate::config::DataServiceConfig {
+                $crate::config::DataServiceConfig {
+                    http: self.http.clone(),
+                    telemetry: self.telemetry.clone(),
+                    shutdown: self.shutdown.clone(),
+                    database: self.database.clone(),
+                    nats: self.nats.clone(),
+                    events: self.events.clone(),
+                    auth: self.auth.clone(),
+                }
+            }
+        }
+
+        impl $crate::config::ServiceSettings for $name {
+            fn telemetry(&self) -> &$crate::config::TelemetryConfig {
+                &self.telemetry
+            }
+
+            fn database(&self) -> Option<&$crate::config::DatabaseConfig> {
+                Some(&self.database)
+            }
+        }
+    };
 }
 
 impl Validate for DataServiceConfig {

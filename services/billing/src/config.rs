@@ -3,54 +3,21 @@
 
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::Secret;
-use hopsbridge_platform::config::{
-    AuthConfig, ConfigError, DataServiceConfig, DatabaseConfig, EventsConfig, HttpConfig, NatsConfig, ServiceSettings,
-    ShutdownConfig, TelemetryConfig, Validate,
-};
+use hopsbridge_platform::config::{ConfigError, Validate};
 use serde::Deserialize;
 
-/// billing's settings: the sections every data service has, plus `stripe`, `checkout`,
-/// `portal` and `rates`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BillingConfig {
-    /// The HTTP listener.
-    pub http: HttpConfig,
-    /// Logs and traces.
-    pub telemetry: TelemetryConfig,
-    /// Shutdown.
-    pub shutdown: ShutdownConfig,
-    /// Postgres.
-    pub database: DatabaseConfig,
-    /// NATS.
-    pub nats: NatsConfig,
-    /// Outbox relay and consumers.
-    pub events: EventsConfig,
-    /// Trust in the gateway.
-    pub auth: AuthConfig,
-    /// The Stripe account.
-    pub stripe: StripeConfig,
-    /// Where Stripe Checkout sends the customer back to.
-    pub checkout: CheckoutConfig,
-    /// Where Stripe's billing portal sends the customer back to.
-    pub portal: PortalConfig,
-    /// What each metered resource costs.
-    pub rates: Rates,
-}
-
-impl BillingConfig {
-    /// The sections every data service has.
-    #[must_use]
-    pub fn base(&self) -> DataServiceConfig {
-        DataServiceConfig {
-            http: self.http.clone(),
-            telemetry: self.telemetry.clone(),
-            shutdown: self.shutdown.clone(),
-            database: self.database.clone(),
-            nats: self.nats.clone(),
-            events: self.events.clone(),
-            auth: self.auth.clone(),
-        }
+hopsbridge_platform::data_service_config! {
+    /// billing's settings: the sections every data service has, plus `stripe`, `checkout`,
+    /// `portal` and `rates`.
+    pub struct BillingConfig {
+        /// The Stripe account.
+        pub stripe: StripeConfig,
+        /// Where Stripe Checkout sends the customer back to.
+        pub checkout: CheckoutConfig,
+        /// Where Stripe's billing portal sends the customer back to.
+        pub portal: PortalConfig,
+        /// What each metered resource costs.
+        pub rates: Rates,
     }
 }
 
@@ -200,16 +167,6 @@ impl Validate for BillingConfig {
             }
         }
         Ok(())
-    }
-}
-
-impl ServiceSettings for BillingConfig {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
     }
 }
 

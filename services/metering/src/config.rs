@@ -5,53 +5,22 @@
 use crate::collect::CollectConfig;
 use crate::window::WindowLength;
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::{
-    AuthConfig, ConfigError, DataServiceConfig, DatabaseConfig, EventsConfig, HttpConfig, NatsConfig, ServiceSettings,
-    ShutdownConfig, TelemetryConfig, Validate,
-};
+use hopsbridge_platform::config::{ConfigError, Validate};
 use serde::Deserialize;
 
-/// metering's settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MeteringConfig {
-    /// The HTTP listener.
-    pub http: HttpConfig,
-    /// Logs and traces.
-    pub telemetry: TelemetryConfig,
-    /// Shutdown.
-    pub shutdown: ShutdownConfig,
-    /// Postgres.
-    pub database: DatabaseConfig,
-    /// NATS.
-    pub nats: NatsConfig,
-    /// Outbox relay and consumers.
-    pub events: EventsConfig,
-    /// Trust in the gateway, and the key internal calls are signed with.
-    pub auth: AuthConfig,
-    /// How one cluster is read.
-    pub collect: CollectConfig,
-    /// Windows and runs.
-    pub schedule: ScheduleConfig,
-    /// provisioning's internal API.
-    pub provisioning: ProvisioningApiConfig,
+hopsbridge_platform::data_service_config! {
+    /// metering's settings.
+    pub struct MeteringConfig {
+        /// How one cluster is read.
+        pub collect: CollectConfig,
+        /// Windows and runs.
+        pub schedule: ScheduleConfig,
+        /// provisioning's internal API.
+        pub provisioning: ProvisioningApiConfig,
+    }
 }
 
 impl MeteringConfig {
-    /// The sections every data service has.
-    #[must_use]
-    pub fn base(&self) -> DataServiceConfig {
-        DataServiceConfig {
-            http: self.http.clone(),
-            telemetry: self.telemetry.clone(),
-            shutdown: self.shutdown.clone(),
-            database: self.database.clone(),
-            nats: self.nats.clone(),
-            events: self.events.clone(),
-            auth: self.auth.clone(),
-        }
-    }
-
     /// The window length (validated at load).
     #[must_use]
     pub fn window(&self) -> WindowLength {
@@ -131,15 +100,5 @@ impl Validate for MeteringConfig {
             return Err(ConfigError::new(service, "provisioning.url", "must be an http(s) URL"));
         }
         Ok(())
-    }
-}
-
-impl ServiceSettings for MeteringConfig {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
     }
 }

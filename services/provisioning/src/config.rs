@@ -4,52 +4,19 @@
 use crate::crypto::Vault;
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::Secret;
-use hopsbridge_platform::config::{
-    AuthConfig, ConfigError, DataServiceConfig, DatabaseConfig, EventsConfig, HttpConfig, NatsConfig, ServiceSettings,
-    ShutdownConfig, TelemetryConfig, Validate,
-};
+use hopsbridge_platform::config::{ConfigError, Validate};
 use serde::Deserialize;
 use std::time::Duration;
 
-/// provisioning's settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvisioningConfig {
-    /// The HTTP listener.
-    pub http: HttpConfig,
-    /// Logs and traces.
-    pub telemetry: TelemetryConfig,
-    /// Shutdown.
-    pub shutdown: ShutdownConfig,
-    /// Postgres.
-    pub database: DatabaseConfig,
-    /// NATS.
-    pub nats: NatsConfig,
-    /// Outbox relay and consumers.
-    pub events: EventsConfig,
-    /// Trust in the gateway.
-    pub auth: AuthConfig,
-    /// The keys cluster secrets are sealed with.
-    pub encryption: EncryptionConfig,
-    /// Calls to the clusters' Hopsworks admin API.
-    pub hopsworks: HopsworksConfig,
-    /// The background task that places waiting users and retries Hopsworks work.
-    pub assignments: AssignmentsConfig,
-}
-
-impl ProvisioningConfig {
-    /// The sections every data service has.
-    #[must_use]
-    pub fn base(&self) -> DataServiceConfig {
-        DataServiceConfig {
-            http: self.http.clone(),
-            telemetry: self.telemetry.clone(),
-            shutdown: self.shutdown.clone(),
-            database: self.database.clone(),
-            nats: self.nats.clone(),
-            events: self.events.clone(),
-            auth: self.auth.clone(),
-        }
+hopsbridge_platform::data_service_config! {
+    /// provisioning's settings.
+    pub struct ProvisioningConfig {
+        /// The keys cluster secrets are sealed with.
+        pub encryption: EncryptionConfig,
+        /// Calls to the clusters' Hopsworks admin API.
+        pub hopsworks: HopsworksConfig,
+        /// The background task that places waiting users and retries Hopsworks work.
+        pub assignments: AssignmentsConfig,
     }
 }
 
@@ -156,15 +123,5 @@ impl Validate for ProvisioningConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl ServiceSettings for ProvisioningConfig {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-
-    fn database(&self) -> Option<&DatabaseConfig> {
-        Some(&self.database)
     }
 }

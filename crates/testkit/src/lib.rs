@@ -8,6 +8,8 @@
 //! - [`TcpProxy`]: a TCP forwarder a test can cut and restore, to make Postgres or NATS
 //!   unreachable for one service only.
 //! - [`ServiceProcess`]: a service binary run as a real process.
+//! - [`TestSettings`]: a service's settings for a test, loaded in process or passed to a
+//!   process.
 //!
 //! Leftovers of crashed runs (databases and streams older than an hour) are swept away the
 //! next time a test starts, since CI reuses the same servers.
@@ -19,11 +21,13 @@ mod bus;
 mod db;
 mod process;
 mod proxy;
+mod settings;
 
 pub use bus::{NatsServer, TestBus, free_port};
 pub use db::TestDb;
 pub use process::ServiceProcess;
 pub use proxy::TcpProxy;
+pub use settings::TestSettings;
 
 use std::sync::Once;
 

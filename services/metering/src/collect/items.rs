@@ -1,0 +1,258 @@
+//! What a collection reads from each page, and how a page is folded into it: Running pods
+//! with their owner label and GPUs, and PodMetrics with their CPU and memory rates. Items
+//! borrow their strings from the page's bytes where JSON allows (no escapes), so a page costs
+//! few allocations.
+
+use super::CollectError;
+use super::pages::{List, decode};
+use crate::quantity;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+type Text<'a> = Cow<'a, str>;
+type Map<'a> = HashMap<Text<'a>, Text<'a>>;
+
+#[derive(Deserialize)]
+struct ObjectMeta<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    namespace: Text<'a>,
+    #[serde(default, borrow)]
+    labels: Option<Map<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PodItem<'a> {
+    #[serde(borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    spec: Option<PodSpec<'a>>,
+    #[serde(default, borrow)]
+    status: Option<PodStatus<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PodSpec<'a> {
+    #[serde(default, borrow)]
+    containers: Vec<Container<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Container<'a> {
+    #[serde(default, borrow)]
+    resources: Option<Resources<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Resources<'a> {
+    #[serde(default, borrow)]
+    requests: Option<Gpus<'a>>,
+    #[serde(default, borrow)]
+    limits: Option<Gpus<'a>>,
+}
+
+/// The one resource of requests or limits metering reads; the others are skipped unread.
+#[derive(Deserialize)]
+struct Gpus<'a> {
+    #[serde(default, borrow, rename = "nvidia.com/gpu")]
+    gpu: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PodStatus<'a> {
+    #[serde(default, borrow)]
+    phase: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MetricsItem<'a> {
+    #[serde(borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    containers: Vec<ContainerUsage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ContainerUsage<'a> {
+    #[serde(default, borrow)]
+    usage: UsageQuantities<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct UsageQuantities<'a> {
+    #[serde(default, borrow)]
+    cpu: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    memory: Option<Text<'a>>,
+}
+
+/// The pod list folded: Running pods with an owner, and counts.
+#[derive(Debug, Default)]
+pub(super) struct PodFold {
+    pub(super) running: HashMap<(String, String), RunningPod>,
+    pub(super) listed: u64,
+    pub(super) running_count: u64,
+    pub(super) without_owner: u64,
+    pub(super) duplicates: u64,
+}
+
+/// One PodMetrics item reduced to its sums.
+pub(super) struct Measured {
+    pub(super) key: (String, String),
+    pub(super) cpu: u128,
+    pub(super) memory: u128,
+}
+
+/// A running pod's owner and GPUs.
+#[derive(Debug)]
+pub(super) struct RunningPod {
+    pub(super) owner: String,
+    pub(super) gpus: u64,
+    pub(super) measured: bool,
+}
+
+/// Folds one page of the pod list: Running pods with a non-empty `label_key` label, with
+/// their GPUs; returns the continue token.
+pub(super) fn fold_pods(acc: &mut PodFold, label_key: &str, what: &str, body: &[u8]) -> Result<Option<String>, CollectError> {
+    let page: List<PodItem<'_>> = decode(what, body)?;
+    for pod in page.items {
+        acc.listed += 1;
+        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
+            continue;
+        }
+        acc.running_count += 1;
+        let owner = pod.metadata.labels.as_ref().and_then(|l| l.get(label_key)).filter(|o| !o.is_empty());
+        let Some(owner) = owner.map(|o| o.clone().into_owned()) else {
+            acc.without_owner += 1;
+            continue;
+        };
+        let gpus = gpus_of(&pod)?;
+        let key = (pod.metadata.namespace.into_owned(), pod.metadata.name.into_owned());
+        if acc.running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
+            acc.duplicates += 1;
+        }
+    }
+    Ok(page.metadata.continue_)
+}
+
+/// Folds one page of the PodMetrics list into (pod, CPU nanocores, bytes); returns the
+/// continue token.
+pub(super) fn fold_metrics(acc: &mut Vec<Measured>, what: &str, body: &[u8]) -> Result<Option<String>, CollectError> {
+    let page: List<MetricsItem<'_>> = decode(what, body)?;
+    for m in page.items {
+        let (mut cpu, mut memory) = (0_u128, 0_u128);
+        for c in &m.containers {
+            let q = |resource: &str| {
+                let text = if resource == "cpu" { &c.usage.cpu } else { &c.usage.memory };
+                let text = text.as_deref().unwrap_or("");
+                let parsed =
+                    if resource == "cpu" { quantity::cpu_nanocores(text) } else { quantity::memory_bytes(text) };
+                parsed.map_err(|source| CollectError::Quantity {
+                    namespace: m.metadata.namespace.clone().into_owned(),
+                    name: m.metadata.name.clone().into_owned(),
+                    source,
+                })
+            };
+            cpu = cpu.saturating_add(q("cpu")?);
+            memory = memory.saturating_add(q("memory")?);
+        }
+        let key = (m.metadata.namespace.into_owned(), m.metadata.name.into_owned());
+        acc.push(Measured { key, cpu, memory });
+    }
+    Ok(page.metadata.continue_)
+}
+
+/// GPUs a pod holds: per container, its `nvidia.com/gpu` request, or its limit when no request
+/// is given (Kubernetes then sets the request to the limit).
+fn gpus_of(pod: &PodItem<'_>) -> Result<u64, CollectError> {
+    let mut total = 0_u64;
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let Some(r) = &c.resources else { continue };
+        let text =
+            r.requests.as_ref().and_then(|m| m.gpu.as_ref()).or_else(|| r.limits.as_ref().and_then(|m| m.gpu.as_ref()));
+        if let Some(text) = text {
+            let n = quantity::count(text).map_err(|source| CollectError::Quantity {
+                namespace: pod.metadata.namespace.clone().into_owned(),
+                name: pod.metadata.name.clone().into_owned(),
+                source,
+            })?;
+            total = total.saturating_add(n);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn pods_page(items: &str) -> Result<(PodFold, Option<String>), CollectError> {
+        let mut acc = PodFold::default();
+        let body = format!(r#"{{"kind":"PodList","items":[{items}],"metadata":{{"continue":"next"}}}}"#);
+        let token = fold_pods(&mut acc, "owner", "GET /api/v1/pods", body.as_bytes())?;
+        Ok((acc, token))
+    }
+
+    fn pod_json(name: &str, owner: &str, phase: &str, resources: &str) -> String {
+        format!(
+            r#"{{"metadata":{{"name":"{name}","namespace":"ns","labels":{{"owner":"{owner}"}}}},
+                "spec":{{"containers":[{{"name":"main","resources":{resources}}}]}},"status":{{"phase":"{phase}"}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_pods_page_keeps_running_owned_pods_with_their_gpus() {
+        let items = [
+            pod_json("a", "alice", "Running", r#"{"requests":{"nvidia.com/gpu":"2"},"limits":{"nvidia.com/gpu":"2"}}"#),
+            pod_json("b", "bob", "Running", r#"{"limits":{"nvidia.com/gpu":"1"}}"#),
+            pod_json("c", "carol", "Pending", "{}"),
+            pod_json("d", "", "Running", "{}"),
+            pod_json("e\\u0065", "\\u0065ve", "Running", "{}"),
+            r#"{"metadata":{"name":"f","namespace":"ns"},"status":{"phase":"Running"}}"#.to_owned(),
+        ]
+        .join(",");
+        let (acc, token) = pods_page(&items).unwrap();
+        assert_eq!(token.as_deref(), Some("next"));
+        assert_eq!((acc.listed, acc.running_count, acc.without_owner), (6, 5, 2));
+        let get = |n: &str| acc.running.get(&("ns".to_owned(), n.to_owned())).map(|p| (p.owner.as_str(), p.gpus));
+        assert_eq!(get("a"), Some(("alice", 2)));
+        assert_eq!(get("b"), Some(("bob", 1)), "a limit alone is the request");
+        assert_eq!(get("c"), None);
+        assert_eq!(get("ee"), Some(("eve", 0)), "escaped strings are decoded");
+    }
+
+    #[test]
+    fn a_bad_gpu_count_or_a_bad_page_is_an_error_naming_it() {
+        let bad = pod_json("a", "alice", "Running", r#"{"requests":{"nvidia.com/gpu":"half"}}"#);
+        let err = pods_page(&bad).unwrap_err();
+        assert_eq!(err.reason(), "malformed_quantity");
+        assert_eq!(err.to_string(), "pod ns/a: invalid quantity \"half\": not a Kubernetes quantity");
+        let err = fold_pods(&mut PodFold::default(), "owner", "GET /api/v1/pods", b"<html>").unwrap_err();
+        assert_eq!(err.reason(), "malformed_answer");
+        assert!(err.to_string().starts_with("GET /api/v1/pods: unreadable answer"), "{err}");
+    }
+
+    #[test]
+    fn a_metrics_page_sums_containers_and_refuses_a_bad_quantity() {
+        let body = br#"{"kind":"PodMetricsList","items":[
+            {"metadata":{"name":"a","namespace":"ns"},"timestamp":"2027-01-01T06:00:00Z","window":"15s",
+             "containers":[{"name":"x","usage":{"cpu":"250m","memory":"1Gi"}},{"name":"y","usage":{"cpu":"1500000n","memory":"129e6"}}]}
+        ],"metadata":{}}"#;
+        let mut acc = Vec::new();
+        assert_eq!(fold_metrics(&mut acc, "GET m", body).unwrap(), None);
+        assert_eq!(acc.len(), 1);
+        assert_eq!((acc[0].cpu, acc[0].memory), (251_500_000, (1 << 30) + 129_000_000));
+        for usage in [r#"{"cpu":"1.5.0","memory":"1Gi"}"#, r#"{"cpu":"1","memory":"-5Mi"}"#, r#"{"memory":"1Gi"}"#] {
+            let body = format!(
+                r#"{{"items":[{{"metadata":{{"name":"a","namespace":"ns"}},"containers":[{{"name":"x","usage":{usage}}}]}}]}}"#
+            );
+            let err = fold_metrics(&mut Vec::new(), "GET m", body.as_bytes()).unwrap_err();
+            assert_eq!(err.reason(), "malformed_quantity", "{usage}");
+            assert!(err.to_string().starts_with("pod ns/a: invalid quantity"), "{err}");
+        }
+    }
+}

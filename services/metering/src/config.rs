@@ -45,7 +45,8 @@ pub struct ScheduleConfig {
     pub lookback_secs: u32,
     /// Tries of one run; between tries the run waits `retry_delay_ms`, doubling.
     pub max_attempts: u32,
-    /// The pause after a failed try, in milliseconds.
+    /// The pause after the first failed try, in milliseconds; each pause doubles the one
+    /// before and adds a random part of up to its own length (jitter).
     pub retry_delay_ms: u64,
     /// How long a replica holds a run before another may take it over, in seconds. A
     /// collection that takes longer is abandoned by its replica.

@@ -11,12 +11,12 @@ use crate::config::ScheduleConfig;
 use crate::runs::{self, Claimed, StoreError, Timing};
 use crate::window::WindowLength;
 use hopsbridge_platform::db::{Database, DbError};
-use std::collections::HashMap;
+use hopsbridge_platform::retry::Backoff;
+use moka::future::Cache;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -61,7 +61,11 @@ struct Inner {
     window: WindowLength,
     replica: String,
     wake: Arc<Notify>,
-    clients: Mutex<HashMap<Uuid, (Arc<ClusterClient>, Instant)>>,
+    /// Each cluster's client, built from a kubeconfig asked of provisioning at most every
+    /// `access_ttl_secs`; concurrent runs of one cluster share one request.
+    clients: Cache<Uuid, Arc<ClusterClient>>,
+    /// The pause before a failed run's next try.
+    retries: Backoff,
 }
 
 impl std::fmt::Debug for Meter {
@@ -84,18 +88,11 @@ impl Meter {
         let window = WindowLength::new(schedule.window_secs).unwrap_or_default();
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "metering".to_owned());
         let replica = format!("{host}-{}", Uuid::new_v4().simple());
-        Self {
-            inner: Arc::new(Inner {
-                db,
-                provisioning,
-                collect,
-                schedule,
-                window,
-                replica,
-                wake,
-                clients: Mutex::new(HashMap::new()),
-            }),
-        }
+        let clients = Cache::builder().time_to_live(Duration::from_secs(u64::from(schedule.access_ttl_secs))).build();
+        let first = Duration::from_millis(schedule.retry_delay_ms);
+        // Doubling without a cap of its own: a retry past the run's deadline makes it a gap.
+        let retries = Backoff::new(first, first.saturating_mul(1 << 16));
+        Self { inner: Arc::new(Inner { db, provisioning, collect, schedule, window, replica, wake, clients, retries }) }
     }
 
     /// This replica's name, as runs record it while it holds them.
@@ -236,7 +233,7 @@ impl Meter {
             Err(e) => {
                 // Credentials may have been rotated: ask for the kubeconfig again next time.
                 if matches!(e, CollectError::Refused { status: 401 | 403, .. } | CollectError::Tls { .. }) {
-                    self.inner.clients.lock().await.remove(&run.cluster_id);
+                    self.inner.clients.invalidate(&run.cluster_id).await;
                 }
                 return Err(e.into());
             }
@@ -273,17 +270,12 @@ impl Meter {
     /// The cluster's client, built from a kubeconfig asked of provisioning at most every
     /// `access_ttl_secs`.
     async fn client(&self, cluster: Uuid) -> Result<Arc<ClusterClient>, Failure> {
-        let ttl = Duration::from_secs(u64::from(self.inner.schedule.access_ttl_secs));
-        if let Some((client, at)) = self.inner.clients.lock().await.get(&cluster)
-            && at.elapsed() < ttl
-        {
-            return Ok(Arc::clone(client));
-        }
-        let kubeconfig = self.inner.provisioning.kubeconfig(cluster).await?;
-        let client =
-            Arc::new(ClusterClient::connect(&cluster.to_string(), &kubeconfig, self.inner.collect.clone()).await?);
-        self.inner.clients.lock().await.insert(cluster, (Arc::clone(&client), Instant::now()));
-        Ok(client)
+        let connect = async {
+            let kubeconfig = self.inner.provisioning.kubeconfig(cluster).await?;
+            let client = ClusterClient::connect(&cluster.to_string(), &kubeconfig, self.inner.collect.clone()).await?;
+            Ok::<_, Failure>(Arc::new(client))
+        };
+        self.inner.clients.try_get_with(cluster, connect).await.map_err(|e| Failure::clone(&e))
     }
 
     /// Lists the cluster's projects and stores them. When Hopsworks does not answer, an earlier
@@ -317,11 +309,11 @@ impl Meter {
 
     async fn record_failure(&self, run: &Claimed, failure: Failure) {
         let s = &self.inner.schedule;
-        let retry_at = (run.attempts < i32::try_from(s.max_attempts).unwrap_or(i32::MAX)).then(|| {
-            let exp = u32::try_from(run.attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
-            let delay = s.retry_delay_ms.saturating_mul(1_u64 << exp);
-            chrono::Utc::now() + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX))
-        });
+        // No retry when the tries are used up (or the pause is beyond any date): a gap.
+        let retry_at = (run.attempts < i32::try_from(s.max_attempts).unwrap_or(i32::MAX))
+            .then(|| self.inner.retries.delay(u32::try_from(run.attempts.saturating_sub(1)).unwrap_or(0)))
+            .and_then(|delay| chrono::Duration::from_std(delay).ok())
+            .and_then(|delay| chrono::Utc::now().checked_add_signed(delay));
         let replica = self.inner.replica.clone();
         let recorded = self
             .inner

@@ -91,9 +91,11 @@ impl ClusterClient {
         let client = kube::Client::try_from(cfg).map_err(|e| CollectError::Kubeconfig(e.to_string()))?;
         let limiter = Limiter::new(&config);
         let retries = usize::try_from(config.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
-        let backoff =
-            Backoff::new(Duration::from_millis(config.backoff_initial_ms), Duration::from_millis(config.backoff_max_ms))
-                .with_max_attempts(retries);
+        let backoff = Backoff::new(
+            Duration::from_millis(config.backoff_initial_ms),
+            Duration::from_millis(config.backoff_max_ms),
+        )
+        .with_max_attempts(retries);
         Ok(Self { name: name.to_owned(), client, config, limiter, backoff })
     }
 

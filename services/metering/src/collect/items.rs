@@ -115,7 +115,12 @@ pub(super) struct RunningPod {
 
 /// Folds one page of the pod list: Running pods with a non-empty `label_key` label, with
 /// their GPUs; returns the continue token.
-pub(super) fn fold_pods(acc: &mut PodFold, label_key: &str, what: &str, body: &[u8]) -> Result<Option<String>, CollectError> {
+pub(super) fn fold_pods(
+    acc: &mut PodFold,
+    label_key: &str,
+    what: &str,
+    body: &[u8],
+) -> Result<Option<String>, CollectError> {
     let page: List<PodItem<'_>> = decode(what, body)?;
     for pod in page.items {
         acc.listed += 1;

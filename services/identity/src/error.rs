@@ -1,7 +1,50 @@
-//! identity's errors and how each is answered.
+//! identity's errors: the precise [`IdentityError`] its stores return, the catalogue of codes
+//! it answers with ([`IdentityCode`]), and how one becomes the other.
 
 use hopsbridge_platform::db::DbError;
-use hopsbridge_platform::http::ApiError;
+use hopsbridge_platform::http::{ApiError, ErrorCode, PlatformCode};
+
+hopsbridge_platform::error_codes! {
+    /// Every code identity answers with, besides the platform's own
+    /// ([`PlatformCode`]: `unauthenticated`, `invalid_body`, `invalid_query`, `invalid_path`,
+    /// `database_unavailable`, `internal_error`, ...).
+    pub enum IdentityCode {
+        /// No such user, or not one the caller may see.
+        UserNotFound = (NOT_FOUND, "user_not_found", "no such user"),
+        /// Another account (not deleted) already uses the email address.
+        EmailInUse = (CONFLICT, "email_in_use", "another account uses this email address"),
+        /// A person seen for the first time has no email address in their token.
+        EmailRequired = (UNPROCESSABLE_ENTITY, "email_required", "the access token carries no email address"),
+        /// The name is empty, longer than 200 characters or has control characters.
+        InvalidName = (BAD_REQUEST, "invalid_name", "the name is empty, longer than 200 characters or has control characters"),
+        /// The webhook's `user_id` is not an Auth0 subject (`provider|id`).
+        InvalidUserId = (BAD_REQUEST, "invalid_user_id", "the user_id is not an Auth0 subject (provider|id)"),
+        /// The email address is not of the form `local@domain`.
+        InvalidEmail = (BAD_REQUEST, "invalid_email", "the email address is not valid"),
+        /// The caller's subject is not an Auth0 subject (`provider|id`).
+        InvalidSubject = (BAD_REQUEST, "invalid_subject", "the caller's subject is not an Auth0 subject (provider|id)"),
+        /// The post-registration webhook came without the shared secret, or with another one.
+        InvalidWebhookSecret = (UNAUTHORIZED, "invalid_webhook_secret", "missing or wrong webhook secret"),
+        /// The route is for administrators, and the caller is not one in identity's records.
+        AdminOnly = (FORBIDDEN, "admin_only", "administrators only"),
+        /// The caller's account is suspended.
+        AccountSuspended = (FORBIDDEN, "account_suspended", "the account is suspended"),
+        /// The caller's account is deleted.
+        AccountDeleted = (FORBIDDEN, "account_deleted", "the account is deleted"),
+        /// The account to change is deleted, and a deleted account never changes again (the
+        /// same code as [`IdentityCode::AccountDeleted`], answered with 409 because the caller is
+        /// not the one refused).
+        AccountDeletedConflict = (CONFLICT, "account_deleted", "the account is deleted"),
+        /// A team member tried to delete their account; their owner removes them instead.
+        MemberAccount = (CONFLICT, "member_account", "a team member's account is removed by its owner"),
+        /// An owner tried to delete their account while their team still has members.
+        TeamNotEmpty = (CONFLICT, "team_not_empty", "remove your team members before deleting the account"),
+        /// An administrator tried to suspend themselves.
+        CannotSuspendSelf = (CONFLICT, "cannot_suspend_self", "administrators cannot suspend themselves"),
+        /// An administrator tried to revoke their own rights.
+        CannotRevokeSelf = (CONFLICT, "cannot_revoke_self", "administrators cannot revoke their own rights"),
+    }
+}
 
 /// What an identity operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -15,15 +58,10 @@ pub enum IdentityError {
     /// A new person's token carried no email.
     #[error("email required")]
     EmailRequired,
-    /// The request is malformed.
-    #[error("{0}")]
-    Invalid(String),
-    /// The caller may not do this.
-    #[error("{1}")]
-    Forbidden(&'static str, String),
-    /// The request conflicts with the account's state.
-    #[error("{1}")]
-    Conflict(&'static str, String),
+    /// The account's state refuses the operation; the code says which state and how it is
+    /// answered ([`IdentityCode::AccountSuspended`], [`IdentityCode::TeamNotEmpty`], ...).
+    #[error("refused: {}", .0.description())]
+    Refused(IdentityCode),
     /// Postgres failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -48,20 +86,55 @@ impl hopsbridge_platform::db::RetryableError for IdentityError {
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         match e {
-            IdentityError::NotFound => Self::not_found("user_not_found", "no such user"),
-            IdentityError::EmailInUse => Self::conflict("email_in_use", "another account uses this email address"),
-            IdentityError::EmailRequired => Self::new(
-                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "email_required",
-                "the access token carries no email address",
-            ),
-            IdentityError::Invalid(m) => Self::bad_request("invalid_input", m),
-            IdentityError::Forbidden(code, m) => Self::forbidden(code, m),
-            IdentityError::Conflict(code, m) => Self::conflict(code, m),
-            IdentityError::Db(DbError::Unavailable(_)) => {
-                Self::unavailable("database_unavailable", "try again shortly")
-            }
+            IdentityError::NotFound => IdentityCode::UserNotFound.error(),
+            IdentityError::EmailInUse => IdentityCode::EmailInUse.error(),
+            IdentityError::EmailRequired => IdentityCode::EmailRequired.error(),
+            IdentityError::Refused(code) => code.error(),
+            IdentityError::Db(DbError::Unavailable(_)) => PlatformCode::DatabaseUnavailable.error(),
             IdentityError::Db(e) => Self::internal(e),
         }
     }
+}
+
+/// Adds identity's catalogue to the OpenAPI document as the schema `IdentityErrorCode`: every
+/// code with its status and description, those of routes outside the public document (the
+/// Auth0 webhook, the gateway's caller resolution) included.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCatalogue;
+
+impl utoipa::Modify for ErrorCatalogue {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let mut codes: Vec<&str> = Vec::new();
+        for code in IdentityCode::ALL.iter().map(|c| c.code()) {
+            if !codes.contains(&code) {
+                codes.push(code);
+            }
+        }
+        let lines: Vec<String> = IdentityCode::ALL
+            .iter()
+            .map(|c| format!("- `{}` ({}): {}", c.code(), c.status().as_u16(), c.description()))
+            .collect();
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(codes))
+            .description(Some(format!(
+                "The codes identity answers with, besides the platform's.\n\n{}",
+                lines.join("\n")
+            )))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .insert("IdentityErrorCode".into(), schema.into());
+    }
+}
+
+/// The description of an error response in the OpenAPI document: each code it may carry, with
+/// its description (`code: description; …`), so the document says what the catalogue says.
+pub(crate) fn answers(identity: &[IdentityCode], platform: &[PlatformCode]) -> String {
+    let identity = identity.iter().map(|c| (c.code(), c.description()));
+    let platform = platform.iter().map(|c| (c.code(), c.description()));
+    identity.chain(platform).map(|(code, description)| format!("{code}: {description}")).collect::<Vec<_>>().join("; ")
 }

@@ -6,7 +6,9 @@
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod memberships;
 pub mod routes;
+mod schema;
 pub mod users;
 
 pub use config::IdentityConfig;

@@ -9,17 +9,18 @@
 //! | `POST /api/admin/users/{id}/suspend`, `…/reactivate` | admins | lifecycle |
 //! | `PUT` and `DELETE /api/admin/users/{id}/admin` | admins | grant and revoke admin |
 
-use crate::error::IdentityError;
-use crate::users::{self, NewPerson, User, status};
+use crate::error::{ErrorCatalogue, IdentityCode, IdentityError, answers};
+use crate::memberships;
+use crate::users::{self, NewPerson, User};
 use actix_web::{HttpRequest, HttpResponse, web};
-use hopsbridge_domain::{AuthSubject, Email};
+use diesel_async::AsyncPgConnection;
+use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
 use hopsbridge_platform::caller::Caller;
 use hopsbridge_platform::db::Database;
-use hopsbridge_platform::http::{ApiError, ErrorBody};
+use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
 use hopsbridge_platform::{Secret, constant_time_eq};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
 /// The header carrying the Action's shared secret.
 pub const WEBHOOK_SECRET_HEADER: &str = "x-auth0-webhook-secret";
@@ -57,11 +58,11 @@ pub struct UserView {
     #[serde(flatten)]
     user: User,
     /// The owner whose account this person's usage is billed to (themselves for an owner).
-    account_owner_id: Uuid,
+    account_owner_id: OwnerId,
 }
 
-async fn view(conn: &mut diesel_async::AsyncPgConnection, user: User) -> Result<UserView, IdentityError> {
-    let owner = users::owner_of(conn, user.id).await?.unwrap_or(user.id);
+async fn view(conn: &mut AsyncPgConnection, user: User) -> Result<UserView, IdentityError> {
+    let owner = memberships::owner_of(conn, user.id).await?.unwrap_or(user.id.as_owner());
     Ok(UserView { user, account_owner_id: owner })
 }
 
@@ -77,15 +78,15 @@ struct PostRegistration {
 async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let given = req.headers().get(WEBHOOK_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !constant_time_eq(given, state.webhook_secret.expose().as_bytes()) {
-        return Err(ApiError::unauthorized("invalid_webhook_secret", "missing or wrong webhook secret"));
+        return Err(IdentityCode::InvalidWebhookSecret.error());
     }
     let body: PostRegistration =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|e| PlatformCode::InvalidBody.with_message(e.to_string()))?;
     let person = NewPerson {
         subject: AuthSubject::parse(&body.user_id)
-            .map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))?,
-        email: Email::parse(&body.email).map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?,
-        name: clean_name(&body.name).map_err(|e| ApiError::bad_request("invalid_name", e))?,
+            .map_err(|e| IdentityCode::InvalidUserId.with_message(e.to_string()))?,
+        email: Email::parse(&body.email).map_err(|e| IdentityCode::InvalidEmail.with_message(e.to_string()))?,
+        name: clean_name(&body.name)?,
     };
     let (user, created) = state
         .db
@@ -99,19 +100,19 @@ async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> R
 
 async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let subject =
-        AuthSubject::parse(&caller.subject).map_err(|e| ApiError::bad_request("invalid_subject", e.to_string()))?;
+        AuthSubject::parse(&caller.subject).map_err(|e| IdentityCode::InvalidSubject.with_message(e.to_string()))?;
     let email = caller
         .email
         .as_deref()
         .map(Email::parse)
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_email", e.to_string()))?;
+        .map_err(|e| IdentityCode::InvalidEmail.with_message(e.to_string()))?;
     let view = state
         .db
         .transaction(|c| {
             let (subject, email) = (subject.clone(), email.clone());
             Box::pin(async move {
-                let user = match users::by_subject(c, subject.as_str()).await {
+                let user = match users::by_subject(c, &subject).await {
                     Ok(user) => user,
                     Err(IdentityError::NotFound) => {
                         let email = email.ok_or(IdentityError::EmailRequired)?;
@@ -119,7 +120,7 @@ async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, Api
                     }
                     Err(e) => return Err(e),
                 };
-                if user.status == status::ACTIVE {
+                if user.status == AccountStatus::Active {
                     users::touch_login(c, user.id).await?;
                 }
                 view(c, user).await
@@ -130,29 +131,30 @@ async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, Api
 }
 
 /// The caller's own id: the gateway resolves every person before forwarding.
-fn me(caller: &Caller) -> Result<Uuid, ApiError> {
-    caller.user_id.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))
+fn me(caller: &Caller) -> Result<UserId, ApiError> {
+    caller.user_id.map(UserId::from_uuid).ok_or_else(|| PlatformCode::Unauthenticated.error())
 }
 
 /// Refuses an account that is not active.
 fn ensure_active(user: &User) -> Result<(), IdentityError> {
-    match user.status.as_str() {
-        status::ACTIVE => Ok(()),
-        status::SUSPENDED => Err(IdentityError::Forbidden("account_suspended", "the account is suspended".into())),
-        _ => Err(IdentityError::Forbidden("account_deleted", "the account is deleted".into())),
+    match user.status {
+        AccountStatus::Active => Ok(()),
+        AccountStatus::Suspended => Err(IdentityError::Refused(IdentityCode::AccountSuspended)),
+        AccountStatus::Deleted => Err(IdentityError::Refused(IdentityCode::AccountDeleted)),
     }
 }
 
 /// Loads the caller's account and refuses one that is not active.
-async fn active(conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
+async fn active(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
     let user = users::get(conn, id).await?;
     ensure_active(&user)?;
     Ok(user)
 }
 
 #[utoipa::path(get, path = "/api/me", tag = "account",
-    responses((status = 200, description = "the caller's account", body = UserView), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "account suspended or deleted", body = ErrorBody)))]
+    responses((status = 200, description = "the caller's account", body = UserView),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = not_active(), body = ErrorBody)))]
 async fn get_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let mut conn = state.db.conn().await?;
@@ -169,24 +171,28 @@ pub struct UpdateMe {
     name: String,
 }
 
-fn clean_name(raw: &str) -> Result<String, String> {
+/// The name trimmed, refused when too long or with control characters (it may be empty).
+fn clean_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     if name.chars().count() > 200 {
-        return Err("name must be at most 200 characters".into());
+        return Err(IdentityCode::InvalidName.with_message("name must be at most 200 characters"));
     }
     if name.chars().any(char::is_control) {
-        return Err("name must not contain control characters".into());
+        return Err(IdentityCode::InvalidName.with_message("name must not contain control characters"));
     }
     Ok(name.to_owned())
 }
 
 #[utoipa::path(patch, path = "/api/me", tag = "account", request_body = UpdateMe,
-    responses((status = 200, description = "renamed", body = UserView), (status = 400, description = "invalid name", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody)))]
+    responses((status = 200, description = "renamed", body = UserView),
+        (status = 400, description = answers(&[IdentityCode::InvalidName], &[PlatformCode::InvalidBody]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = not_active(), body = ErrorBody)))]
 async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
-    let name = clean_name(&body.name).map_err(|e| ApiError::bad_request("invalid_name", e))?;
+    let name = clean_name(&body.name)?;
     if name.is_empty() {
-        return Err(ApiError::bad_request("invalid_name", "name must not be empty"));
+        return Err(IdentityCode::InvalidName.with_message("name must not be empty"));
     }
     let view = state
         .db
@@ -203,8 +209,10 @@ async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Re
 }
 
 #[utoipa::path(delete, path = "/api/me", tag = "account",
-    responses((status = 200, description = "the account, now deleted", body = UserView), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 409, description = "a member's account, or an owner who still has members", body = ErrorBody)))]
+    responses((status = 200, description = "the account, now deleted", body = UserView),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = not_active(), body = ErrorBody),
+        (status = 409, description = answers(&[IdentityCode::MemberAccount, IdentityCode::TeamNotEmpty], &[]), body = ErrorBody)))]
 async fn delete_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let view = state
@@ -221,11 +229,11 @@ async fn delete_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError
 }
 
 /// Admin comes from identity's own record, never from a header or a token.
-async fn require_admin(state: &State, caller: &Caller) -> Result<Uuid, ApiError> {
+async fn require_admin(state: &State, caller: &Caller) -> Result<UserId, ApiError> {
     let id = me(caller)?;
     let mut conn = state.db.conn().await?;
     let user = active(&mut conn, id).await?;
-    if user.is_admin { Ok(id) } else { Err(ApiError::forbidden("admin_only", "administrators only")) }
+    if user.is_admin { Ok(id) } else { Err(IdentityCode::AdminOnly.error()) }
 }
 
 /// Paging and search of the user list.
@@ -251,14 +259,16 @@ pub struct UserPage {
 }
 
 #[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(ListQuery),
-    responses((status = 200, description = "a page of users, newest first", body = UserPage), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody)))]
+    responses((status = 200, description = "a page of users, newest first", body = UserPage),
+        (status = 400, description = answers(&[], &[PlatformCode::InvalidQuery]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody)))]
 async fn list_users(state: Data, caller: Caller, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let limit = query.limit.unwrap_or(50);
     let offset = query.offset.unwrap_or(0);
     if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(ApiError::bad_request("invalid_query", "limit must be 1-200 and offset at least 0"));
+        return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-200 and offset at least 0"));
     }
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let mut conn = state.db.conn().await?;
@@ -266,10 +276,13 @@ async fn list_users(state: Data, caller: Caller, query: web::Query<ListQuery>) -
     Ok(HttpResponse::Ok().json(UserPage { items, total, limit, offset }))
 }
 
-#[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
-    responses((status = 200, description = "the user", body = UserView), (status = 401, description = "not signed in", body = ErrorBody), (status = 403, description = "administrators only", body = ErrorBody),
-        (status = 404, description = "no such user", body = ErrorBody)))]
-async fn get_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/admin/users/{id}", tag = "admin", params(("id" = UserId, Path, description = "user id")),
+    responses((status = 200, description = "the user", body = UserView),
+        (status = 400, description = answers(&[], &[PlatformCode::InvalidPath]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers(&[IdentityCode::UserNotFound], &[]), body = ErrorBody)))]
+async fn get_user(state: Data, caller: Caller, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let mut conn = state.db.conn().await?;
     let (user, account_owner_id) = users::get_with_owner(&mut conn, *id).await?;
@@ -285,21 +298,24 @@ pub struct Suspend {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/api/admin/users/{id}/suspend", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
+#[utoipa::path(post, path = "/api/admin/users/{id}/suspend", tag = "admin", params(("id" = UserId, Path, description = "user id")),
     request_body(content = Option<Suspend>, description = "why"),
-    responses((status = 200, description = "suspended (UserSuspended announced once)", body = User), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody),
-        (status = 409, description = "deleted account, or oneself", body = ErrorBody)))]
+    responses((status = 200, description = "suspended (UserSuspended announced once)", body = User),
+        (status = 400, description = answers(&[], &[PlatformCode::InvalidPath, PlatformCode::InvalidBody]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers(&[IdentityCode::UserNotFound], &[]), body = ErrorBody),
+        (status = 409, description = answers(&[IdentityCode::AccountDeletedConflict, IdentityCode::CannotSuspendSelf], &[]), body = ErrorBody)))]
 async fn suspend_user(
     state: Data,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: web::Path<UserId>,
     body: Option<web::Json<Suspend>>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = require_admin(&state, &caller).await?;
     let id = *id;
     if id == admin {
-        return Err(ApiError::conflict("cannot_suspend_self", "administrators cannot suspend themselves"));
+        return Err(IdentityCode::CannotSuspendSelf.error());
     }
     let reason = body.map(|b| b.into_inner().reason).unwrap_or_default();
     let user = state
@@ -312,46 +328,71 @@ async fn suspend_user(
     Ok(HttpResponse::Ok().json(user))
 }
 
-#[utoipa::path(post, path = "/api/admin/users/{id}/reactivate", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
-    responses((status = 200, description = "active again (UserReactivated announced once)", body = User), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody),
-        (status = 409, description = "deleted account", body = ErrorBody)))]
-async fn reactivate_user(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(post, path = "/api/admin/users/{id}/reactivate", tag = "admin", params(("id" = UserId, Path, description = "user id")),
+    responses((status = 200, description = "active again (UserReactivated announced once)", body = User),
+        (status = 400, description = answers(&[], &[PlatformCode::InvalidPath]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers(&[IdentityCode::UserNotFound], &[]), body = ErrorBody),
+        (status = 409, description = answers(&[IdentityCode::AccountDeletedConflict], &[]), body = ErrorBody)))]
+async fn reactivate_user(state: Data, caller: Caller, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let id = *id;
     let user = state.db.transaction(|c| Box::pin(async move { users::reactivate(c, id).await })).await?;
     Ok(HttpResponse::Ok().json(user))
 }
 
-#[utoipa::path(put, path = "/api/admin/users/{id}/admin", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
-    responses((status = 200, description = "now an administrator", body = User), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody)))]
-async fn grant_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(put, path = "/api/admin/users/{id}/admin", tag = "admin", params(("id" = UserId, Path, description = "user id")),
+    responses((status = 200, description = "now an administrator", body = User),
+        (status = 400, description = answers(&[], &[PlatformCode::InvalidPath]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers(&[IdentityCode::UserNotFound], &[]), body = ErrorBody)))]
+async fn grant_admin(state: Data, caller: Caller, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let id = *id;
     let user = state.db.transaction(|c| Box::pin(async move { users::set_admin(c, id, true).await })).await?;
     Ok(HttpResponse::Ok().json(user))
 }
 
-#[utoipa::path(delete, path = "/api/admin/users/{id}/admin", tag = "admin", params(("id" = Uuid, Path, description = "user id")),
-    responses((status = 200, description = "no longer an administrator", body = User), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody),
-        (status = 409, description = "oneself", body = ErrorBody)))]
-async fn revoke_admin(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(delete, path = "/api/admin/users/{id}/admin", tag = "admin", params(("id" = UserId, Path, description = "user id")),
+    responses((status = 200, description = "no longer an administrator", body = User),
+        (status = 400, description = answers(&[], &[PlatformCode::InvalidPath]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers(&[IdentityCode::UserNotFound], &[]), body = ErrorBody),
+        (status = 409, description = answers(&[IdentityCode::CannotRevokeSelf], &[]), body = ErrorBody)))]
+async fn revoke_admin(state: Data, caller: Caller, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     let admin = require_admin(&state, &caller).await?;
     let id = *id;
     if id == admin {
-        return Err(ApiError::conflict("cannot_revoke_self", "administrators cannot revoke their own rights"));
+        return Err(IdentityCode::CannotRevokeSelf.error());
     }
     let user = state.db.transaction(|c| Box::pin(async move { users::set_admin(c, id, false).await })).await?;
     Ok(HttpResponse::Ok().json(user))
 }
 
-/// identity's part of the public API's OpenAPI document.
+/// 401 on every route for people.
+fn not_signed_in() -> String {
+    answers(&[], &[PlatformCode::Unauthenticated])
+}
+
+/// 403 on the routes for one's own account.
+fn not_active() -> String {
+    answers(&[IdentityCode::AccountSuspended, IdentityCode::AccountDeleted], &[])
+}
+
+/// 403 on the admin routes: not an admin, or the admin's own account is not active.
+fn admins_only() -> String {
+    answers(&[IdentityCode::AdminOnly, IdentityCode::AccountSuspended, IdentityCode::AccountDeleted], &[])
+}
+
+/// identity's part of the public API's OpenAPI document, with its error catalogue.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(get_me, update_me, delete_me, list_users, get_user, suspend_user, reactivate_user, grant_admin, revoke_admin),
     components(schemas(User, UserView, UserPage, UpdateMe, Suspend, ErrorBody)),
+    modifiers(&ErrorCatalogue),
     tags((name = "account", description = "the signed-in person's own account"), (name = "admin", description = "user administration"))
 )]
 pub struct ApiDoc;

@@ -1,68 +1,33 @@
 //! The users table and everything that changes it. Each change that others must hear about
 //! writes its event to the outbox in the same transaction.
 
-use crate::error::IdentityError;
+use crate::error::{IdentityCode, IdentityError};
+use crate::memberships;
+use crate::schema::{team_members, users};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::{UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1};
-use hopsbridge_domain::{AuthSubject, Email};
+use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
 use hopsbridge_platform::events::enqueue;
 use serde::Serialize;
-use uuid::Uuid;
-
-diesel::table! {
-    /// People.
-    users (id) {
-        id -> Uuid,
-        auth_subject -> Text,
-        email -> Text,
-        name -> Text,
-        is_admin -> Bool,
-        status -> Text,
-        created_at -> Timestamptz,
-        last_login_at -> Nullable<Timestamptz>,
-        updated_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
-    /// Team memberships, as the team service announces them.
-    team_members (member_user_id) {
-        member_user_id -> Uuid,
-        owner_user_id -> Uuid,
-        joined_at -> Timestamptz,
-    }
-}
-
-diesel::allow_tables_to_appear_in_same_query!(users, team_members);
-
-/// An account's state.
-pub mod status {
-    /// May use Hopsbridge.
-    pub const ACTIVE: &str = "active";
-    /// Blocked by an admin (or by billing); may be reactivated.
-    pub const SUSPENDED: &str = "suspended";
-    /// Deleted by its owner; kept for the record, never reactivated.
-    pub const DELETED: &str = "deleted";
-}
 
 /// A user as stored and as answered.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = users)]
 pub struct User {
     /// Hopsbridge's id.
-    pub id: Uuid,
+    pub id: UserId,
     /// The Auth0 subject.
-    pub auth_subject: String,
+    pub auth_subject: AuthSubject,
     /// Lowercased email.
-    pub email: String,
+    pub email: Email,
     /// Display name.
     pub name: String,
     /// Operates the platform.
     pub is_admin: bool,
     /// `active`, `suspended` or `deleted`.
-    pub status: String,
+    pub status: AccountStatus,
     /// When the account was created.
     pub created_at: DateTime<Utc>,
     /// The last authenticated call.
@@ -91,9 +56,9 @@ pub struct NewPerson {
 pub async fn create_if_absent(conn: &mut AsyncPgConnection, person: &NewPerson) -> Result<(User, bool), IdentityError> {
     let inserted: Option<User> = diesel::insert_into(users::table)
         .values((
-            users::id.eq(Uuid::now_v7()),
-            users::auth_subject.eq(person.subject.as_str()),
-            users::email.eq(person.email.as_str()),
+            users::id.eq(UserId::new()),
+            users::auth_subject.eq(&person.subject),
+            users::email.eq(&person.email),
             users::name.eq(&person.name),
         ))
         .on_conflict(users::auth_subject)
@@ -106,14 +71,14 @@ pub async fn create_if_absent(conn: &mut AsyncPgConnection, person: &NewPerson) 
         Some(user) => {
             let event = UserCreatedV1 {
                 user_id: user.id.to_string(),
-                auth_subject: user.auth_subject.clone(),
-                email: user.email.clone(),
+                auth_subject: user.auth_subject.to_string(),
+                email: user.email.to_string(),
                 name: user.name.clone(),
             };
             enqueue(conn, &event, None).await?;
             Ok((user, true))
         }
-        None => Ok((by_subject(conn, person.subject.as_str()).await?, false)),
+        None => Ok((by_subject(conn, &person.subject).await?, false)),
     }
 }
 
@@ -121,7 +86,7 @@ pub async fn create_if_absent(conn: &mut AsyncPgConnection, person: &NewPerson) 
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
-pub async fn by_subject(conn: &mut AsyncPgConnection, subject: &str) -> Result<User, IdentityError> {
+pub async fn by_subject(conn: &mut AsyncPgConnection, subject: &AuthSubject) -> Result<User, IdentityError> {
     Ok(users::table.filter(users::auth_subject.eq(subject)).select(User::as_select()).first(conn).await?)
 }
 
@@ -129,7 +94,7 @@ pub async fn by_subject(conn: &mut AsyncPgConnection, subject: &str) -> Result<U
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
-pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
+pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
     Ok(users::table.find(id).select(User::as_select()).first(conn).await?)
 }
 
@@ -137,7 +102,7 @@ pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, Identit
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn touch_login(conn: &mut AsyncPgConnection, id: Uuid) -> Result<(), IdentityError> {
+pub async fn touch_login(conn: &mut AsyncPgConnection, id: UserId) -> Result<(), IdentityError> {
     diesel::update(users::table.find(id)).set(users::last_login_at.eq(diesel::dsl::now)).execute(conn).await?;
     Ok(())
 }
@@ -146,7 +111,7 @@ pub async fn touch_login(conn: &mut AsyncPgConnection, id: Uuid) -> Result<(), I
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
-pub async fn rename(conn: &mut AsyncPgConnection, id: Uuid, name: &str) -> Result<User, IdentityError> {
+pub async fn rename(conn: &mut AsyncPgConnection, id: UserId, name: &str) -> Result<User, IdentityError> {
     Ok(diesel::update(users::table.find(id))
         .set((users::name.eq(name), users::updated_at.eq(diesel::dsl::now)))
         .returning(User::as_returning())
@@ -159,56 +124,34 @@ pub async fn rename(conn: &mut AsyncPgConnection, id: Uuid, name: &str) -> Resul
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
-pub async fn get_with_owner(conn: &mut AsyncPgConnection, id: Uuid) -> Result<(User, Uuid), IdentityError> {
-    let (user, owner): (User, Option<Uuid>) = users::table
+pub async fn get_with_owner(conn: &mut AsyncPgConnection, id: UserId) -> Result<(User, OwnerId), IdentityError> {
+    let (user, owner): (User, Option<OwnerId>) = users::table
         .left_join(team_members::table.on(team_members::member_user_id.eq(users::id)))
         .filter(users::id.eq(id))
         .select((User::as_select(), team_members::owner_user_id.nullable()))
         .first(conn)
         .await?;
-    let owner = owner.unwrap_or(user.id);
+    let owner = owner.unwrap_or(user.id.as_owner());
     Ok((user, owner))
-}
-
-/// The owner whose team `member` belongs to, if any.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn owner_of(conn: &mut AsyncPgConnection, member: Uuid) -> Result<Option<Uuid>, IdentityError> {
-    Ok(team_members::table.find(member).select(team_members::owner_user_id).first(conn).await.optional()?)
-}
-
-/// How many members `owner`'s team has.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn member_count(conn: &mut AsyncPgConnection, owner: Uuid) -> Result<i64, IdentityError> {
-    Ok(team_members::table.filter(team_members::owner_user_id.eq(owner)).count().get_result(conn).await?)
 }
 
 /// Marks an owner's account deleted and publishes `UserDeletedV1`. Refused for a team member
 /// (their owner removes them) and for an owner who still has members.
 ///
 /// # Errors
-/// [`IdentityError::Conflict`] as above.
-pub async fn delete_account(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
+/// [`IdentityError::Refused`] as above.
+pub async fn delete_account(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
-    if user.status == status::DELETED {
+    if user.status == AccountStatus::Deleted {
         return Ok(user);
     }
-    if owner_of(conn, id).await?.is_some() {
-        return Err(IdentityError::Conflict(
-            "member_account",
-            "a team member's account is removed by its owner".into(),
-        ));
+    if memberships::owner_of(conn, id).await?.is_some() {
+        return Err(IdentityError::Refused(IdentityCode::MemberAccount));
     }
-    if member_count(conn, id).await? > 0 {
-        return Err(IdentityError::Conflict(
-            "team_not_empty",
-            "remove your team members before deleting the account".into(),
-        ));
+    if memberships::member_count(conn, id.as_owner()).await? > 0 {
+        return Err(IdentityError::Refused(IdentityCode::TeamNotEmpty));
     }
-    let user = set_status(conn, id, status::DELETED).await?;
+    let user = set_status(conn, id, AccountStatus::Deleted).await?;
     enqueue(conn, &UserDeletedV1 { user_id: id.to_string() }, None).await?;
     Ok(user)
 }
@@ -217,14 +160,14 @@ pub async fn delete_account(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Us
 /// changes nothing.
 ///
 /// # Errors
-/// [`IdentityError::Conflict`] for a deleted account.
-pub async fn suspend(conn: &mut AsyncPgConnection, id: Uuid, reason: &str) -> Result<User, IdentityError> {
+/// [`IdentityError::Refused`] for a deleted account.
+pub async fn suspend(conn: &mut AsyncPgConnection, id: UserId, reason: &str) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
-    match user.status.as_str() {
-        status::SUSPENDED => Ok(user),
-        status::DELETED => Err(IdentityError::Conflict("account_deleted", "the account is deleted".into())),
-        _ => {
-            let user = set_status(conn, id, status::SUSPENDED).await?;
+    match user.status {
+        AccountStatus::Suspended => Ok(user),
+        AccountStatus::Deleted => Err(IdentityError::Refused(IdentityCode::AccountDeletedConflict)),
+        AccountStatus::Active => {
+            let user = set_status(conn, id, AccountStatus::Suspended).await?;
             enqueue(conn, &UserSuspendedV1 { user_id: id.to_string(), reason: reason.to_owned() }, None).await?;
             Ok(user)
         }
@@ -235,14 +178,14 @@ pub async fn suspend(conn: &mut AsyncPgConnection, id: Uuid, reason: &str) -> Re
 /// as it is.
 ///
 /// # Errors
-/// [`IdentityError::Conflict`] for a deleted account.
-pub async fn reactivate(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
+/// [`IdentityError::Refused`] for a deleted account.
+pub async fn reactivate(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
-    match user.status.as_str() {
-        status::ACTIVE => Ok(user),
-        status::DELETED => Err(IdentityError::Conflict("account_deleted", "the account is deleted".into())),
-        _ => {
-            let user = set_status(conn, id, status::ACTIVE).await?;
+    match user.status {
+        AccountStatus::Active => Ok(user),
+        AccountStatus::Deleted => Err(IdentityError::Refused(IdentityCode::AccountDeletedConflict)),
+        AccountStatus::Suspended => {
+            let user = set_status(conn, id, AccountStatus::Active).await?;
             enqueue(conn, &UserReactivatedV1 { user_id: id.to_string() }, None).await?;
             Ok(user)
         }
@@ -253,7 +196,7 @@ pub async fn reactivate(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, 
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
-pub async fn set_admin(conn: &mut AsyncPgConnection, id: Uuid, admin: bool) -> Result<User, IdentityError> {
+pub async fn set_admin(conn: &mut AsyncPgConnection, id: UserId, admin: bool) -> Result<User, IdentityError> {
     Ok(diesel::update(users::table.find(id))
         .set((users::is_admin.eq(admin), users::updated_at.eq(diesel::dsl::now)))
         .returning(User::as_returning())
@@ -290,41 +233,11 @@ pub async fn list(
     Ok((items, total))
 }
 
-/// Adds or moves a member to `owner`'s team (from TeamMemberJoinedV1).
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn record_membership(conn: &mut AsyncPgConnection, owner: Uuid, member: Uuid) -> Result<(), IdentityError> {
-    diesel::insert_into(team_members::table)
-        .values((team_members::member_user_id.eq(member), team_members::owner_user_id.eq(owner)))
-        .on_conflict(team_members::member_user_id)
-        .do_update()
-        .set(team_members::owner_user_id.eq(owner))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Removes a member from `owner`'s team (from TeamMemberRemovedV1).
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn remove_membership(conn: &mut AsyncPgConnection, owner: Uuid, member: Uuid) -> Result<(), IdentityError> {
-    diesel::delete(
-        team_members::table
-            .filter(team_members::member_user_id.eq(member))
-            .filter(team_members::owner_user_id.eq(owner)),
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<User, IdentityError> {
+async fn lock(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
     Ok(users::table.find(id).select(User::as_select()).for_update().first(conn).await?)
 }
 
-async fn set_status(conn: &mut AsyncPgConnection, id: Uuid, to: &str) -> Result<User, IdentityError> {
+async fn set_status(conn: &mut AsyncPgConnection, id: UserId, to: AccountStatus) -> Result<User, IdentityError> {
     Ok(diesel::update(users::table.find(id))
         .set((users::status.eq(to), users::updated_at.eq(diesel::dsl::now)))
         .returning(User::as_returning())

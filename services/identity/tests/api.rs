@@ -3,112 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use diesel_async::RunQueryDsl;
-use hopsbridge_contracts::Service;
-use hopsbridge_identity::IdentityConfig;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
-use hopsbridge_platform::config::env_var;
-use hopsbridge_sandbox::auth0::{Auth0Sim, PostRegistrationAction, TestUser};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, WEBHOOK_SECRET};
+mod common;
+
+use common::{person, start};
+use hopsbridge_platform::caller::Role;
+use hopsbridge_sandbox::auth0::TestUser;
+use hopsbridge_testkit::WEBHOOK_SECRET;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-
-struct Identity {
-    base: String,
-    db: TestDb,
-    _bus: TestBus,
-    key: CallerKey,
-    stop: CancellationToken,
-}
-
-impl Drop for Identity {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn start() -> Identity {
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let var = |k: &str, v: &str| (env_var(Service::Identity, k), v.to_owned());
-    let env = vec![
-        var("database.url", db.url()),
-        var("nats.url", bus.url()),
-        var("nats.prefix", bus.prefix()),
-        var("http.port", "0"),
-        var("http.workers", "1"),
-        var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        var("webhook.secret", WEBHOOK_SECRET),
-    ];
-    let config: IdentityConfig =
-        hopsbridge_platform::config::load_from(Service::Identity, &hopsbridge_identity::DEFAULTS, None, env).unwrap();
-    let app = hopsbridge_identity::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
-    Identity { base, db, _bus: bus, key, stop }
-}
-
-fn person(subject: &str, email: Option<&str>) -> Caller {
-    Caller { subject: subject.into(), user_id: None, roles: vec![Role::User], email: email.map(str::to_owned) }
-}
-
-impl Identity {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        caller: Option<&Caller>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, body).await
-    }
-
-    /// Resolves a person as the gateway does before forwarding, and returns them with their id.
-    async fn sign_in(&self, subject: &str, email: &str) -> Caller {
-        let mut caller = person(subject, Some(email));
-        let (status, body) = self.call(Method::POST, "/internal/callers/resolve", Some(&caller), None).await;
-        assert_eq!(status, 200, "{body}");
-        caller.user_id = Some(body["id"].as_str().unwrap().parse().unwrap());
-        caller
-    }
-
-    async fn events(&self, event_type: &str) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut conn = self.db.connect("identity").await;
-        diesel::sql_query("SELECT count(*) AS n FROM outbox WHERE event_type = $1")
-            .bind::<diesel::sql_types::Text, _>(event_type)
-            .get_result::<N>(&mut conn)
-            .await
-            .unwrap()
-            .n
-    }
-
-    async fn users(&self) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut conn = self.db.connect("identity").await;
-        diesel::sql_query("SELECT count(*) AS n FROM users").get_result::<N>(&mut conn).await.unwrap().n
-    }
-
-    async fn sql(&self, statement: &str) {
-        let mut conn = self.db.connect("identity").await;
-        diesel::sql_query(statement).execute(&mut conn).await.unwrap();
-    }
-
-    fn webhook(&self, secret: &str) -> PostRegistrationAction {
-        Auth0Sim::post_registration_action(&format!("{}/webhooks/auth0/post-registration", self.base), secret)
-    }
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_refuses_a_missing_or_wrong_secret_and_changes_nothing() {
@@ -321,7 +223,7 @@ async fn team_events_tell_identity_whose_account_a_member_belongs_to() {
     let member = identity.sign_in("auth0|member", "member@example.com").await;
     let (o, m) = (owner.user_id.unwrap().to_string(), member.user_id.unwrap().to_string());
 
-    let js = identity._bus.jetstream().await;
+    let js = identity.bus.jetstream().await;
     let publish = |event_type: &'static str, subject: String, payload: Vec<u8>| {
         let js = js.clone();
         async move {
@@ -340,7 +242,7 @@ async fn team_events_tell_identity_whose_account_a_member_belongs_to() {
             js.send_publish(subject, message).await.unwrap().await.unwrap();
         }
     };
-    let subjects = identity._bus.subjects();
+    let subjects = identity.bus.subjects();
     let joined = TeamMemberJoinedV1 {
         owner_user_id: o.clone(),
         member_user_id: m.clone(),

@@ -20,6 +20,9 @@ macro_rules! text_enum {
         #[cfg_attr(feature = "diesel", derive(diesel::expression::AsExpression, diesel::deserialize::FromSqlRow))]
         #[cfg_attr(feature = "diesel", diesel(sql_type = diesel::sql_types::Text))]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        // Every name is its variant in snake_case; saying so once lets utoipa, which does not
+        // see a `rename` whose value comes through the macro, list the names in the document.
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $(
                 $(#[$vdoc])*
@@ -194,6 +197,33 @@ mod tests {
         check(AssignmentState::ALL, AssignmentState::as_str);
         check(RunState::ALL, RunState::as_str);
         check(Attribution::ALL, Attribution::as_str);
+    }
+
+    #[test]
+    fn every_name_is_its_variant_in_snake_case() {
+        // The OpenAPI schemas take the names from `rename_all = "snake_case"`.
+        fn snake(debug: &str) -> String {
+            let mut out = String::new();
+            for (i, c) in debug.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        }
+        let names: Vec<(String, &str)> = [
+            AccountStatus::ALL.iter().map(|s| (format!("{s:?}"), s.as_str())).collect::<Vec<_>>(),
+            BillingMode::ALL.iter().map(|s| (format!("{s:?}"), s.as_str())).collect(),
+            ClusterStatus::ALL.iter().map(|s| (format!("{s:?}"), s.as_str())).collect(),
+            AssignmentState::ALL.iter().map(|s| (format!("{s:?}"), s.as_str())).collect(),
+            RunState::ALL.iter().map(|s| (format!("{s:?}"), s.as_str())).collect(),
+            Attribution::ALL.iter().map(|s| (format!("{s:?}"), s.as_str())).collect(),
+        ]
+        .concat();
+        for (variant, name) in names {
+            assert_eq!(snake(&variant), name);
+        }
     }
 
     #[test]

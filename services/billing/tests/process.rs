@@ -7,13 +7,9 @@
 mod common;
 
 use common::*;
-use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::PaymentMethodAddedV1;
 use hopsbridge_platform::caller::{CallerKey, Role};
-use hopsbridge_platform::config::env_var;
-use hopsbridge_testkit::{
-    GATEWAY_SIGNING_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, ServiceProcess, TestBus, TestDb,
-};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, STRIPE_WEBHOOK_SECRET, ServiceProcess, TestBus, TestDb};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -24,21 +20,11 @@ async fn the_binary_opens_an_account_and_announces_a_card_added_through_checkout
     let db = TestDb::new().await;
     let bus = TestBus::new().await;
     let sim = start_sim();
-    let var = |k: &str, v: &str| (env_var(Service::Billing, k), v.to_owned());
-    let env = vec![
-        var("database.url", db.url()),
-        var("database.migrate_on_start", "true"),
-        var("nats.url", bus.url()),
-        var("nats.prefix", bus.prefix()),
-        var("http.port", "0"),
-        var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        var("stripe.api_base", &sim.url()),
-        var("stripe.secret_key", STRIPE_SECRET_KEY),
-        var("stripe.webhook_secret", STRIPE_WEBHOOK_SECRET),
-        var("checkout.success_url", "https://app.hopsbridge.test/billing?ok"),
-        var("checkout.cancel_url", "https://app.hopsbridge.test/billing?no"),
-        var("portal.return_url", "https://app.hopsbridge.test/billing"),
-    ];
+    let env = settings(&db, &bus, &sim)
+        .set("database.migrate_on_start", "true")
+        .set("checkout.success_url", "https://app.hopsbridge.test/billing?ok")
+        .set("checkout.cancel_url", "https://app.hopsbridge.test/billing?no")
+        .env();
     let mut process = ServiceProcess::start(BINARY, &env);
     let base = process.url();
     sim.add_webhook_endpoint(&format!("{base}/webhooks/stripe"), STRIPE_WEBHOOK_SECRET);

@@ -10,9 +10,10 @@ use hopsbridge_billing::events::UserCreatedHooks;
 use hopsbridge_contracts::events::{Envelope, UserCreatedV1};
 use hopsbridge_contracts::{Event, Service};
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
-use hopsbridge_platform::config::env_var;
 use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim, signature_header};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, TestBus, TestDb};
+use hopsbridge_testkit::{
+    GATEWAY_SIGNING_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, TestBus, TestDb, TestSettings,
+};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -44,24 +45,22 @@ pub fn start_sim() -> StripeSim {
     StripeSim::start(StripeConfig { secret_key: STRIPE_SECRET_KEY.to_owned(), rate_limit: None }).unwrap()
 }
 
+/// billing's settings on the test's database, NATS prefix and Stripe sandbox (without the
+/// fast redelivery of [`TEST_EVENTS`], which only an in-process service can take).
+pub fn settings(db: &TestDb, bus: &TestBus, sim: &StripeSim) -> TestSettings {
+    TestSettings::data_service(Service::Billing, db, bus)
+        .set("stripe.api_base", sim.url())
+        .set("stripe.secret_key", STRIPE_SECRET_KEY)
+        .set("stripe.webhook_secret", STRIPE_WEBHOOK_SECRET)
+        .set("checkout.success_url", "https://app.hopsbridge.test/billing?done={CHECKOUT_SESSION_ID}")
+        .set("checkout.cancel_url", "https://app.hopsbridge.test/billing?cancelled")
+        .set("portal.return_url", "https://app.hopsbridge.test/billing")
+}
+
 pub fn config(db: &TestDb, bus: &TestBus, sim: &StripeSim) -> BillingConfig {
-    let var = |k: &str, v: &str| (env_var(Service::Billing, k), v.to_owned());
-    let env = vec![
-        var("database.url", db.url()),
-        var("nats.url", bus.url()),
-        var("nats.prefix", bus.prefix()),
-        var("http.port", "0"),
-        var("http.workers", "2"),
-        var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        var("stripe.api_base", &sim.url()),
-        var("stripe.secret_key", STRIPE_SECRET_KEY),
-        var("stripe.webhook_secret", STRIPE_WEBHOOK_SECRET),
-        var("checkout.success_url", "https://app.hopsbridge.test/billing?done={CHECKOUT_SESSION_ID}"),
-        var("checkout.cancel_url", "https://app.hopsbridge.test/billing?cancelled"),
-        var("portal.return_url", "https://app.hopsbridge.test/billing"),
-    ];
-    let layers = [hopsbridge_billing::DEFAULTS[0], hopsbridge_billing::DEFAULTS[1], TEST_EVENTS];
-    hopsbridge_platform::config::load_from(Service::Billing, &layers, None, env).unwrap()
+    let settings = settings(db, bus, sim).set("http.workers", "2").layer(TEST_EVENTS);
+    // Named in full: diesel-async's `load` is in scope too.
+    TestSettings::load(&settings, &hopsbridge_billing::DEFAULTS)
 }
 
 pub async fn start() -> Billing {

@@ -5,7 +5,7 @@
 use crate::config::{Rate, Rates};
 use crate::stripe::{List, Meter, Object, Price, Stripe, StripeError, params};
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 /// The price ids of the three metered resources, in subscription item order (CPU, RAM, GPU).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,33 +42,32 @@ pub struct Prices {
     stripe: Stripe,
     rates: Rates,
     currency: String,
-    ready: Arc<Mutex<Option<Catalog>>>,
+    ready: Arc<OnceCell<Catalog>>,
 }
 
 impl Prices {
     /// The catalog of `rates` in `currency`, ensured on first use.
     #[must_use]
     pub fn new(stripe: Stripe, rates: Rates, currency: String) -> Self {
-        Self { stripe, rates, currency, ready: Arc::new(Mutex::new(None)) }
+        Self { stripe, rates, currency, ready: Arc::new(OnceCell::new()) }
     }
 
-    /// The catalog, finding or creating its meters and prices the first time.
+    /// The catalog, finding or creating its meters and prices the first time (one caller does
+    /// it while the others wait).
     ///
     /// # Errors
     /// [`CatalogError`]; nothing is remembered, so the next call tries again.
     pub async fn get(&self) -> Result<Catalog, CatalogError> {
-        let mut ready = self.ready.lock().await;
-        if let Some(catalog) = ready.as_ref() {
-            return Ok(catalog.clone());
-        }
+        self.ready.get_or_try_init(|| self.ensure()).await.cloned()
+    }
+
+    async fn ensure(&self) -> Result<Catalog, CatalogError> {
         let mut prices = Vec::with_capacity(3);
         for (_, rate) in self.rates.all() {
             let meter = self.meter(rate).await?;
             prices.push(self.price(rate, &meter).await?);
         }
-        let catalog = Catalog { prices };
-        *ready = Some(catalog.clone());
-        Ok(catalog)
+        Ok(Catalog { prices })
     }
 
     async fn find_meter(&self, event_name: &str) -> Result<Option<Meter>, StripeError> {

@@ -2,13 +2,14 @@
 //! POST must be safe to repeat, and errors classified so that callers know what a retry can fix
 //! (see docs/decisions/0010-billing-stripe-client.md for why not async-stripe).
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hopsbridge_platform::Secret;
+use hopsbridge_platform::retry::Backoff;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 /// The API version every request is pinned to (the one the sandbox and async-stripe rc.10 use).
 pub const API_VERSION: &str = "2026-09-30.endive";
@@ -89,22 +90,27 @@ pub struct List<T> {
     pub has_more: bool,
 }
 
-/// How many times one request is sent again after a 429 before the 429 reaches the caller.
-const RATE_LIMITED_TRIES: u32 = 4;
+/// The pauses before a request is sent again after a 429: three more tries, 250 ms doubling,
+/// with jitter; a fourth 429 reaches the caller.
+const RATE_LIMITED: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(1)).with_max_attempts(3);
 
 /// The Stripe API at one base URL with one key.
 ///
-/// Requests are paced to at most `requests_per_second` (spread evenly, shared by every clone), so
-/// a burst of work (hundreds of sign-ups at once) queues here instead of running into Stripe's
-/// rate limit. A 429 that comes anyway is sent again after a short, growing, jittered pause (safe:
-/// every POST that creates something carries an idempotency key); only a lasting 429 is returned.
+/// Requests are paced to at most `requests_per_second` (spread evenly: one at a time, never a
+/// burst; shared by every clone), so a burst of work (hundreds of sign-ups at once) queues here
+/// instead of running into Stripe's rate limit. A 429 that comes anyway is sent again after
+/// [`RATE_LIMITED`]'s pauses (safe: every POST that creates something carries an idempotency
+/// key); only a lasting 429 is returned.
 #[derive(Clone)]
 pub struct Stripe {
     http: reqwest::Client,
     base: String,
     key: Secret<String>,
-    spacing: Duration,
-    next_slot: Arc<Mutex<Instant>>,
+    pace: Arc<DefaultDirectRateLimiter>,
+    /// Requests waiting for the pace, in arrival order: governor wakes every waiter at each
+    /// turn and lets an arbitrary one through, so a busy burst could starve a request; tokio's
+    /// mutex is fair, so only the oldest waits on the limiter.
+    queue: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Stripe {
@@ -137,20 +143,15 @@ impl Stripe {
             http,
             base: base.trim_end_matches('/').to_owned(),
             key,
-            spacing: Duration::from_secs(1) / requests_per_second.max(1),
-            next_slot: Arc::new(Mutex::new(Instant::now())),
+            pace: Arc::new(pace(requests_per_second)),
+            queue: Arc::default(),
         })
     }
 
-    /// Waits for this request's turn under the pace.
-    async fn pace(&self) {
-        let slot = {
-            let mut next = self.next_slot.lock().await;
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.spacing;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+    /// Waits for this request's turn under the pace, after the requests that came before it.
+    async fn turn(&self) {
+        let _first_in_line = self.queue.lock().await;
+        self.pace.until_ready().await;
     }
 
     /// `GET /v1/<path>?<query>`.
@@ -189,21 +190,21 @@ impl Stripe {
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, StripeError> {
         let request = request.bearer_auth(self.key.expose()).header("stripe-version", API_VERSION);
-        let mut pause = Duration::from_millis(250);
-        let mut tries = 1;
+        let mut pauses = RATE_LIMITED.delays();
         let response = loop {
-            self.pace().await;
+            self.turn().await;
             // Bodies here are always in memory, so the request can be cloned for another try.
             let Some(attempt) = request.try_clone() else {
                 return Err(StripeError::Transport("request cannot be repeated".to_owned()));
             };
             let response = attempt.send().await.map_err(|e| StripeError::Transport(e.without_url().to_string()))?;
-            if response.status().as_u16() != 429 || tries >= RATE_LIMITED_TRIES {
+            if response.status().as_u16() != 429 {
                 break response;
             }
-            tries += 1;
-            tokio::time::sleep(pause + jitter(pause)).await;
-            pause *= 2;
+            match pauses.next() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => break response,
+            }
         };
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| StripeError::Transport(e.to_string()))?;
@@ -220,10 +221,12 @@ impl Stripe {
     }
 }
 
-/// Up to half of `pause`, so clients that were limited together do not come back together.
-fn jitter(pause: Duration) -> Duration {
-    let half = u64::try_from(pause.as_millis() / 2).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 0..=half))
+/// One request every `1 / requests_per_second` seconds (at least one a second), with no
+/// burst: a request waits for its turn rather than going out with others.
+fn pace(requests_per_second: u32) -> DefaultDirectRateLimiter {
+    let rate = NonZeroU32::new(requests_per_second).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(Duration::from_secs(1) / rate.get()).unwrap_or_else(|| Quota::per_second(rate));
+    RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))
 }
 
 fn encode(params: &Params) -> Result<String, StripeError> {

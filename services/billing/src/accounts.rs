@@ -1,84 +1,26 @@
-//! billing's tables and the queries on them.
+//! billing's store of accounts, payment methods, invoices and claimed Stripe events: the
+//! queries on those tables (the checkout follow-ups have their own store,
+//! [`crate::checkout_follow_ups`]).
 
+use crate::schema::{accounts, invoices, payment_methods, processed_stripe_events};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hopsbridge_domain::{BillingMode, Email, UserId};
 use serde::Serialize;
-use uuid::Uuid;
-
-diesel::table! {
-    /// One billing account per person.
-    accounts (user_id) {
-        user_id -> Uuid,
-        email -> Text,
-        name -> Text,
-        billing_mode -> Text,
-        stripe_customer_id -> Nullable<Text>,
-        stripe_subscription_id -> Nullable<Text>,
-        subscription_status -> Nullable<Text>,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
-    /// Payment methods Stripe told us about.
-    payment_methods (id) {
-        id -> Text,
-        stripe_customer_id -> Text,
-        brand -> Nullable<Text>,
-        last4 -> Nullable<Text>,
-        exp_month -> Nullable<Int4>,
-        exp_year -> Nullable<Int4>,
-        attached_at -> Nullable<Int8>,
-        detached_at -> Nullable<Int8>,
-        updated_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
-    /// Invoices from invoice.* webhooks.
-    invoices (id) {
-        id -> Text,
-        stripe_customer_id -> Text,
-        number -> Nullable<Text>,
-        status -> Text,
-        amount_due -> Int8,
-        currency -> Text,
-        hosted_invoice_url -> Nullable<Text>,
-        created -> Int8,
-        event_created -> Int8,
-        status_rank -> Int4,
-    }
-}
-
-diesel::table! {
-    /// Stripe events already applied.
-    processed_stripe_events (event_id) {
-        event_id -> Text,
-        event_type -> Text,
-        created -> Int8,
-        processed_at -> Timestamptz,
-    }
-}
-
-/// Billing modes.
-pub mod mode {
-    /// Usage billed monthly through Stripe; a card is required before access.
-    pub const POSTPAID: &str = "postpaid";
-}
+use std::collections::{HashMap, HashSet};
 
 /// A billing account.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = accounts)]
 pub struct Account {
     /// The person.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Their email when the account was opened.
-    pub email: String,
+    pub email: Email,
     /// Their name.
     pub name: String,
-    /// `free`, `postpaid` or `prepaid`.
-    pub billing_mode: String,
+    /// How they pay.
+    pub billing_mode: BillingMode,
     /// `cus_…` once created.
     pub stripe_customer_id: Option<String>,
     /// `sub_…` once created.
@@ -122,21 +64,22 @@ pub struct InvoiceSummary {
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn get(conn: &mut AsyncPgConnection, user: Uuid) -> QueryResult<Option<Account>> {
+pub async fn get(conn: &mut AsyncPgConnection, user: UserId) -> QueryResult<Option<Account>> {
     accounts::table.find(user).select(Account::as_select()).first(conn).await.optional()
 }
 
-/// Opens the account of `user` unless it exists; returns it either way.
+/// Opens the account of `user` unless it exists, postpaid (a card is required before access);
+/// returns it either way.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn open(conn: &mut AsyncPgConnection, user: Uuid, email: &str, name: &str) -> QueryResult<Account> {
+pub async fn open(conn: &mut AsyncPgConnection, user: UserId, email: &Email, name: &str) -> QueryResult<Account> {
     diesel::insert_into(accounts::table)
         .values((
             accounts::user_id.eq(user),
             accounts::email.eq(email),
             accounts::name.eq(name),
-            accounts::billing_mode.eq(mode::POSTPAID),
+            accounts::billing_mode.eq(BillingMode::Postpaid),
         ))
         .on_conflict(accounts::user_id)
         .do_nothing()
@@ -149,7 +92,7 @@ pub async fn open(conn: &mut AsyncPgConnection, user: Uuid, email: &str, name: &
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn set_customer(conn: &mut AsyncPgConnection, user: Uuid, customer: &str) -> QueryResult<String> {
+pub async fn set_customer(conn: &mut AsyncPgConnection, user: UserId, customer: &str) -> QueryResult<String> {
     diesel::update(accounts::table.find(user).filter(accounts::stripe_customer_id.is_null()))
         .set((accounts::stripe_customer_id.eq(customer), accounts::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
@@ -164,7 +107,7 @@ pub async fn set_customer(conn: &mut AsyncPgConnection, user: Uuid, customer: &s
 /// When Postgres fails.
 pub async fn set_subscription(
     conn: &mut AsyncPgConnection,
-    user: Uuid,
+    user: UserId,
     subscription: &str,
     status: &str,
 ) -> QueryResult<()> {
@@ -188,10 +131,10 @@ pub async fn set_subscription(
 pub async fn lock_by_customers(
     conn: &mut AsyncPgConnection,
     mut customers: Vec<&str>,
-) -> QueryResult<std::collections::HashMap<String, Uuid>> {
+) -> QueryResult<HashMap<String, UserId>> {
     customers.sort_unstable();
     customers.dedup();
-    let rows: Vec<(Option<String>, Uuid)> = accounts::table
+    let rows: Vec<(Option<String>, UserId)> = accounts::table
         .filter(accounts::stripe_customer_id.eq_any(customers))
         .order(accounts::stripe_customer_id.asc())
         .select((accounts::stripe_customer_id, accounts::user_id))
@@ -207,7 +150,7 @@ pub async fn lock_by_customers(
 /// When Postgres fails.
 pub async fn set_subscription_status(
     mut conn: &AsyncPgConnection,
-    user: Uuid,
+    user: UserId,
     subscription: &str,
     status: &str,
 ) -> QueryResult<usize> {
@@ -233,9 +176,8 @@ pub async fn set_subscription_status(
 pub async fn usable_payment_methods(
     conn: &mut AsyncPgConnection,
     customers: Vec<&str>,
-) -> QueryResult<std::collections::HashMap<String, std::collections::HashSet<String>>> {
-    let mut usable: std::collections::HashMap<String, std::collections::HashSet<String>> =
-        std::collections::HashMap::new();
+) -> QueryResult<HashMap<String, HashSet<String>>> {
+    let mut usable: HashMap<String, HashSet<String>> = HashMap::new();
     if customers.is_empty() {
         return Ok(usable);
     }
@@ -253,19 +195,26 @@ pub async fn usable_payment_methods(
 }
 
 /// A payment method's row after a change: whose it is, and whether it is usable now.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct PaymentMethodState {
     /// The customer the row belongs to.
-    #[diesel(sql_type = diesel::sql_types::Text)]
     pub customer: String,
     /// Attached and not detached.
-    #[diesel(sql_type = diesel::sql_types::Bool)]
     pub usable: bool,
+}
+
+diesel::define_sql_function! {
+    /// SQL's `COALESCE` of two values: the first that is not null.
+    fn coalesce<T: diesel::sql_types::SingleValue>(
+        first: diesel::sql_types::Nullable<T>,
+        second: diesel::sql_types::Nullable<T>,
+    ) -> diesel::sql_types::Nullable<T>;
 }
 
 /// Records that payment method `id` is attached to `customer` (at `at`, the event's time),
 /// unless it was detached already: a detached payment method cannot be attached again.
-/// Answers the row as it is now, or `None` when it was detached already (nothing changed).
+/// Details the event leaves out keep their stored values. Answers the row as it is now, or
+/// `None` when it was detached already (nothing changed).
 ///
 /// # Errors
 /// When Postgres fails.
@@ -276,30 +225,35 @@ pub async fn attach(
     card: &CardSummary,
     at: i64,
 ) -> QueryResult<Option<PaymentMethodState>> {
-    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-    diesel::sql_query(
-        "INSERT INTO payment_methods (id, stripe_customer_id, brand, last4, exp_month, exp_year, attached_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (id) DO UPDATE SET \
-           attached_at = COALESCE(payment_methods.attached_at, EXCLUDED.attached_at), \
-           brand = COALESCE(EXCLUDED.brand, payment_methods.brand), \
-           last4 = COALESCE(EXCLUDED.last4, payment_methods.last4), \
-           exp_month = COALESCE(EXCLUDED.exp_month, payment_methods.exp_month), \
-           exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year), \
-           updated_at = now() \
-         WHERE payment_methods.detached_at IS NULL \
-         RETURNING stripe_customer_id AS customer, (attached_at IS NOT NULL AND detached_at IS NULL) AS usable",
-    )
-    .bind::<Text, _>(id)
-    .bind::<Text, _>(customer)
-    .bind::<Nullable<Text>, _>(&card.brand)
-    .bind::<Nullable<Text>, _>(&card.last4)
-    .bind::<Nullable<Integer>, _>(card.exp_month)
-    .bind::<Nullable<Integer>, _>(card.exp_year)
-    .bind::<BigInt, _>(at)
-    .get_result(&mut conn)
-    .await
-    .optional()
+    // The upsert's WHERE: diesel offers it as FilterDsl, which the prelude does not bring.
+    use diesel::query_dsl::methods::FilterDsl;
+    use diesel::upsert::excluded;
+    use payment_methods as pm;
+    diesel::insert_into(pm::table)
+        .values((
+            pm::id.eq(id),
+            pm::stripe_customer_id.eq(customer),
+            pm::brand.eq(&card.brand),
+            pm::last4.eq(&card.last4),
+            pm::exp_month.eq(card.exp_month),
+            pm::exp_year.eq(card.exp_year),
+            pm::attached_at.eq(at),
+        ))
+        .on_conflict(pm::id)
+        .do_update()
+        .set((
+            pm::attached_at.eq(coalesce(pm::attached_at, excluded(pm::attached_at))),
+            pm::brand.eq(coalesce(excluded(pm::brand), pm::brand)),
+            pm::last4.eq(coalesce(excluded(pm::last4), pm::last4)),
+            pm::exp_month.eq(coalesce(excluded(pm::exp_month), pm::exp_month)),
+            pm::exp_year.eq(coalesce(excluded(pm::exp_year), pm::exp_year)),
+            pm::updated_at.eq(diesel::dsl::now),
+        ))
+        .filter(pm::detached_at.is_null())
+        .returning((pm::stripe_customer_id, pm::attached_at.is_not_null().and(pm::detached_at.is_null())))
+        .get_result(&mut conn)
+        .await
+        .optional()
 }
 
 /// Records that payment method `id` was detached from `customer` at `at`. Final. Answers the
@@ -453,7 +407,7 @@ pub async fn recent_invoices(
 pub async fn claim_events(
     conn: &mut AsyncPgConnection,
     mut events: Vec<(&str, &str, i64)>,
-) -> QueryResult<std::collections::HashSet<String>> {
+) -> QueryResult<HashSet<String>> {
     events.sort_unstable();
     events.dedup_by_key(|e| e.0);
     let rows: Vec<_> = events

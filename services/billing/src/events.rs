@@ -14,10 +14,10 @@ use crate::catalog::Prices;
 use crate::stripe::{Customer, List, Stripe, StripeError, Subscription, params};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::UserCreatedV1;
+use hopsbridge_domain::{Email, EventId, UserId};
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// The metadata key naming the Hopsbridge user on Stripe objects.
 pub const USER_ID_METADATA: &str = "hopsbridge_user_id";
@@ -70,12 +70,37 @@ fn db_failure(e: impl Into<anyhow::Error>) -> HandlerError {
     HandlerError::Retry(e.into())
 }
 
+/// The `Idempotency-Key` of a Stripe create made for `event` (`hb-customer-<event id>`), so
+/// every delivery of the event asks for the same object.
+fn idempotency_key(object: &str, event: EventId) -> String {
+    format!("hb-{object}-{event}")
+}
+
+/// A new person as billing takes them from the event: parsed once, here.
+struct Person {
+    user: UserId,
+    email: Email,
+    name: String,
+}
+
+impl Person {
+    fn parse(p: &UserCreatedV1) -> Result<Self, HandlerError> {
+        let user =
+            p.user_id.parse().map_err(|_| HandlerError::Reject(format!("user_id is not a UUID: {:?}", p.user_id)))?;
+        if p.email.is_empty() {
+            return Err(HandlerError::Reject("the person has no email".to_owned()));
+        }
+        let email = Email::parse(&p.email).map_err(|e| HandlerError::Reject(format!("email {:?}: {e}", p.email)))?;
+        Ok(Self { user, email, name: p.name.clone() })
+    }
+}
+
 impl UserCreated {
     /// The customer made for `user` earlier (found by email, then by metadata).
-    async fn find_customer(&self, user: Uuid, email: &str) -> Result<Option<String>, StripeError> {
+    async fn find_customer(&self, user: UserId, email: &Email) -> Result<Option<String>, StripeError> {
         let mut after: Option<String> = None;
         loop {
-            let mut query = params([("email", email), ("limit", "100")]);
+            let mut query = params([("email", email.as_str()), ("limit", "100")]);
             if let Some(a) = &after {
                 query.push(("starting_after".into(), a.clone()));
             }
@@ -92,26 +117,26 @@ impl UserCreated {
     }
 
     /// The live subscription made for `user` earlier.
-    async fn find_subscription(&self, user: Uuid, customer: &str) -> Result<Option<Subscription>, StripeError> {
+    async fn find_subscription(&self, user: UserId, customer: &str) -> Result<Option<Subscription>, StripeError> {
         let query = params([("customer", customer), ("limit", "100")]);
         let page: List<Subscription> = self.stripe.get("subscriptions", &query).await?;
         let user = user.to_string();
         Ok(page.data.into_iter().find(|s| s.status != "canceled" && s.metadata.get(USER_ID_METADATA) == Some(&user)))
     }
 
-    async fn customer(&self, event: &ReceivedEvent<UserCreatedV1>, user: Uuid) -> Result<String, HandlerError> {
-        let p = &event.payload;
+    async fn customer(&self, event: EventId, person: &Person) -> Result<String, HandlerError> {
+        let user = person.user;
         if let Some(found) =
-            self.find_customer(user, &p.email).await.map_err(|e| stripe_failure("looking up the customer", e))?
+            self.find_customer(user, &person.email).await.map_err(|e| stripe_failure("looking up the customer", e))?
         {
             return Ok(found);
         }
         let user_id = user.to_string();
-        let mut form = params([("email", p.email.as_str()), (&format!("metadata[{USER_ID_METADATA}]"), &user_id)]);
-        if !p.name.is_empty() {
-            form.push(("name".into(), p.name.clone()));
+        let mut form = params([("email", person.email.as_str()), (&format!("metadata[{USER_ID_METADATA}]"), &user_id)]);
+        if !person.name.is_empty() {
+            form.push(("name".into(), person.name.clone()));
         }
-        let key = format!("hb-customer-{}", event.id);
+        let key = idempotency_key("customer", event);
         let created: Customer = self
             .stripe
             .post("customers", &form, Some(&key))
@@ -120,12 +145,7 @@ impl UserCreated {
         Ok(created.id)
     }
 
-    async fn subscription(
-        &self,
-        event: &ReceivedEvent<UserCreatedV1>,
-        user: Uuid,
-        customer: &str,
-    ) -> Result<Subscription, HandlerError> {
+    async fn subscription(&self, event: EventId, user: UserId, customer: &str) -> Result<Subscription, HandlerError> {
         if let Some(found) = self
             .find_subscription(user, customer)
             .await
@@ -139,7 +159,7 @@ impl UserCreated {
         for (i, price) in catalog.prices.iter().enumerate() {
             form.push((format!("items[{i}][price]"), price.clone()));
         }
-        let key = format!("hb-subscription-{}", event.id);
+        let key = idempotency_key("subscription", event);
         self.stripe
             .post("subscriptions", &form, Some(&key))
             .await
@@ -153,21 +173,17 @@ impl Handler<UserCreatedV1> for UserCreated {
         _conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserCreatedV1>,
     ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        let user: Uuid =
-            p.user_id.parse().map_err(|_| HandlerError::Reject(format!("user_id is not a UUID: {:?}", p.user_id)))?;
-        if p.email.is_empty() {
-            return Err(HandlerError::Reject("the person has no email".to_owned()));
-        }
+        let person = Person::parse(&event.payload)?;
+        let user = person.user;
         // Each write below commits on its own: what Stripe made is never lost with a rollback.
         let mut conn = self.db.conn().await.map_err(db_failure)?;
-        let account = accounts::open(&mut conn, user, &p.email, &p.name).await.map_err(db_failure)?;
+        let account = accounts::open(&mut conn, user, &person.email, &person.name).await.map_err(db_failure)?;
         drop(conn);
 
         let customer = match account.stripe_customer_id {
             Some(c) => c,
             None => {
-                let created = self.customer(event, user).await?;
+                let created = self.customer(event.id, &person).await?;
                 if let Some(hook) = &self.hooks.after_customer_created {
                     hook(&created).map_err(HandlerError::Retry)?;
                 }
@@ -177,7 +193,7 @@ impl Handler<UserCreatedV1> for UserCreated {
         };
 
         if account.stripe_subscription_id.is_none() {
-            let subscription = self.subscription(event, user, &customer).await?;
+            let subscription = self.subscription(event.id, user, &customer).await?;
             let mut conn = self.db.conn().await.map_err(db_failure)?;
             accounts::set_subscription(&mut conn, user, &subscription.id, &subscription.status)
                 .await

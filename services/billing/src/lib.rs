@@ -9,9 +9,12 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod checkout_follow_ups;
 pub mod config;
+pub mod error;
 pub mod events;
 pub mod routes;
+mod schema;
 pub mod stripe;
 pub mod webhooks;
 
@@ -21,6 +24,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::UserCreatedV1;
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
+use hopsbridge_platform::retry::Backoff;
 use hopsbridge_platform::service::{Application, DataService};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,22 +90,29 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         }))
 }
 
-/// Finds or creates the meters and prices at start, retrying with backoff while Stripe is
-/// unreachable (the service serves meanwhile; a new person's subscription waits for it).
+/// The pauses between tries of the catalog at start: 1 s doubling to 5 minutes, with jitter.
+const CATALOG_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+
+/// Finds or creates the meters and prices at start, retrying with [`CATALOG_RETRY`] while
+/// Stripe is unreachable (the service serves meanwhile; a new person's subscription waits for
+/// it).
 async fn ensure_catalog(prices: catalog::Prices, cancel: tokio_util::sync::CancellationToken) {
-    let mut pause = Duration::from_secs(1);
+    let mut pauses = CATALOG_RETRY.delays();
     loop {
-        match prices.get().await {
+        let pause = match prices.get().await {
             Ok(catalog) => {
                 tracing::info!(prices = ?catalog.prices, "Stripe meters and prices ready");
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, retry_in_secs = pause.as_secs(), "Stripe meters and prices not ready"),
-        }
+            Err(e) => {
+                let pause = pauses.next().unwrap_or(CATALOG_RETRY.max);
+                tracing::warn!(error = %e, retry_in_secs = pause.as_secs(), "Stripe meters and prices not ready");
+                pause
+            }
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(300));
     }
 }

@@ -9,16 +9,17 @@
 
 use crate::accounts::{self, CardSummary, InvoiceSummary};
 use crate::config::{CheckoutConfig, PortalConfig};
-use crate::stripe::{Object, Stripe, StripeError, params};
-use crate::webhooks::{self, Event, Outcome, SUPPORTED_EVENTS, Webhooks};
+use crate::error::{BillingCode, describe};
+use crate::stripe::{Object, Stripe, params};
+use crate::webhooks::{self, ApplyError, Event, Outcome, SUPPORTED_EVENTS, Webhooks};
 use actix_web::{HttpRequest, HttpResponse, web};
+use hopsbridge_domain::{BillingMode, UserId};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_platform::db::Database;
-use hopsbridge_platform::http::{ApiError, ErrorBody};
+use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
 use serde::Serialize;
 use serde_json::json;
-use uuid::Uuid;
 
 /// How many invoices `GET /api/billing` shows.
 pub const RECENT_INVOICES: i64 = 12;
@@ -54,32 +55,19 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
 type Data = web::Data<State>;
 
 /// Billing is the owner's business: members and everyone else are refused.
-fn owner(caller: &Caller) -> Result<Uuid, ApiError> {
-    let id = caller.user_id.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))?;
+fn owner(caller: &Caller) -> Result<UserId, ApiError> {
+    let id = caller.user_id.ok_or_else(|| PlatformCode::Unauthenticated.error())?;
     if !caller.has(Role::Owner) {
-        return Err(ApiError::forbidden("owner_only", "only the account owner can see or change billing"));
+        return Err(BillingCode::OwnerOnly.error());
     }
-    Ok(id)
-}
-
-fn stripe_error(e: &StripeError) -> ApiError {
-    tracing::warn!(error = %e, "Stripe call failed");
-    if e.is_retryable() {
-        ApiError::unavailable("stripe_unavailable", "the payment provider is unavailable; try again shortly")
-    } else {
-        ApiError::new(
-            actix_web::http::StatusCode::BAD_GATEWAY,
-            "stripe_error",
-            "the payment provider refused the request",
-        )
-    }
+    Ok(UserId::from_uuid(id))
 }
 
 /// The owner's billing overview.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BillingView {
-    /// `free`, `postpaid` or `prepaid`.
-    pub billing_mode: String,
+    /// How the owner pays.
+    pub billing_mode: BillingMode,
     /// The card invoices are charged to; null until one is added.
     pub payment_method: Option<CardSummary>,
     /// The subscription's status as Stripe last reported it (`active`, `past_due`, `canceled`, …).
@@ -89,15 +77,16 @@ pub struct BillingView {
 }
 
 #[utoipa::path(get, path = "/api/billing", tag = "billing",
-    responses((status = 200, description = "the owner's billing", body = BillingView), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "not the account owner", body = ErrorBody), (status = 404, description = "billing not set up yet", body = ErrorBody)))]
+    responses((status = 200, description = "the owner's billing", body = BillingView),
+        (status = 401, description = describe(&[PlatformCode::Unauthenticated]), body = ErrorBody),
+        (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
+        (status = 404, description = describe(&[BillingCode::AccountNotFound]), body = ErrorBody)))]
 async fn get_billing(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let user = owner(&caller)?;
     // A read: no Stripe call and no write.
     let mut conn = state.db.conn().await?;
-    let account = accounts::get(&mut conn, user).await.map_err(ApiError::internal)?.ok_or_else(|| {
-        ApiError::not_found("billing_account_not_found", "billing is not set up for this account yet")
-    })?;
+    let account =
+        accounts::get(&mut conn, user).await.map_err(ApiError::internal)?.ok_or(BillingCode::AccountNotFound)?;
     let (payment_method, invoices) = match &account.stripe_customer_id {
         Some(customer) => (
             accounts::card(&mut conn, customer).await.map_err(ApiError::internal)?,
@@ -113,13 +102,10 @@ async fn get_billing(state: Data, caller: Caller) -> Result<HttpResponse, ApiErr
     }))
 }
 
-async fn customer_of(state: &State, user: Uuid) -> Result<String, ApiError> {
+async fn customer_of(state: &State, user: UserId) -> Result<String, ApiError> {
     let mut conn = state.db.conn().await?;
-    accounts::get(&mut conn, user)
-        .await
-        .map_err(ApiError::internal)?
-        .and_then(|a| a.stripe_customer_id)
-        .ok_or_else(|| ApiError::conflict("billing_not_ready", "billing is still being set up for this account"))
+    let account = accounts::get(&mut conn, user).await.map_err(ApiError::internal)?;
+    Ok(account.and_then(|a| a.stripe_customer_id).ok_or(BillingCode::NotReady)?)
 }
 
 /// A hosted Stripe page.
@@ -132,9 +118,12 @@ pub struct CheckoutSession {
 }
 
 #[utoipa::path(post, path = "/api/billing/payment-method", tag = "billing",
-    responses((status = 200, description = "a Checkout Session in setup mode", body = CheckoutSession), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "not the account owner", body = ErrorBody), (status = 409, description = "billing not set up yet", body = ErrorBody),
-        (status = 503, description = "Stripe unavailable", body = ErrorBody)))]
+    responses((status = 200, description = "a Checkout Session in setup mode", body = CheckoutSession),
+        (status = 401, description = describe(&[PlatformCode::Unauthenticated]), body = ErrorBody),
+        (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
+        (status = 409, description = describe(&[BillingCode::NotReady]), body = ErrorBody),
+        (status = 502, description = describe(&[BillingCode::StripeError]), body = ErrorBody),
+        (status = 503, description = describe(&[BillingCode::StripeUnavailable]), body = ErrorBody)))]
 async fn add_payment_method(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let user = owner(&caller)?;
     let customer = customer_of(&state, user).await?;
@@ -147,7 +136,7 @@ async fn add_payment_method(state: Data, caller: Caller) -> Result<HttpResponse,
         ("cancel_url", state.checkout.cancel_url.as_str()),
         ("client_reference_id", user_id.as_str()),
     ]);
-    let session: Object = state.stripe.post("checkout/sessions", &form, None).await.map_err(|e| stripe_error(&e))?;
+    let session: Object = state.stripe.post("checkout/sessions", &form, None).await?;
     let url = session.url.ok_or_else(|| ApiError::internal(anyhow::anyhow!("Checkout Session without a url")))?;
     Ok(HttpResponse::Ok().json(CheckoutSession { id: session.id, url }))
 }
@@ -160,41 +149,54 @@ pub struct PortalSession {
 }
 
 #[utoipa::path(post, path = "/api/billing/portal", tag = "billing",
-    responses((status = 200, description = "a billing portal session", body = PortalSession), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "not the account owner", body = ErrorBody), (status = 409, description = "billing not set up yet", body = ErrorBody),
-        (status = 503, description = "Stripe unavailable", body = ErrorBody)))]
+    responses((status = 200, description = "a billing portal session", body = PortalSession),
+        (status = 401, description = describe(&[PlatformCode::Unauthenticated]), body = ErrorBody),
+        (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
+        (status = 409, description = describe(&[BillingCode::NotReady]), body = ErrorBody),
+        (status = 502, description = describe(&[BillingCode::StripeError]), body = ErrorBody),
+        (status = 503, description = describe(&[BillingCode::StripeUnavailable]), body = ErrorBody)))]
 async fn portal(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let user = owner(&caller)?;
     let customer = customer_of(&state, user).await?;
     let form = params([("customer", customer.as_str()), ("return_url", state.portal.return_url.as_str())]);
-    let session: Object =
-        state.stripe.post("billing_portal/sessions", &form, None).await.map_err(|e| stripe_error(&e))?;
+    let session: Object = state.stripe.post("billing_portal/sessions", &form, None).await?;
     let url = session.url.ok_or_else(|| ApiError::internal(anyhow::anyhow!("portal session without a url")))?;
     Ok(HttpResponse::Ok().json(PortalSession { url }))
 }
 
+/// The 503 a webhook gets when its event could not be applied: Stripe delivers it again.
+fn not_applied(e: &ApplyError) -> ApiError {
+    match e {
+        ApplyError::Stripe(_) => BillingCode::StripeUnavailable.with_message("try again later"),
+        ApplyError::Database(_) | ApplyError::WriterStopped => {
+            PlatformCode::DatabaseUnavailable.with_message("try again later")
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "billing",
+    description = "Stripe's events, signed with the endpoint's secret (`Stripe-Signature`); no Auth0 token.",
+    request_body(content = Object, description = "a Stripe event", content_type = "application/json"),
+    responses((status = 200, description = "applied: {received: true}, or applied before: {received: true, duplicate: true}"),
+        (status = 400, description = describe(&[BillingCode::MissingSignature, BillingCode::InvalidSignature,
+            BillingCode::SignatureExpired, BillingCode::InvalidPayload, BillingCode::UnsupportedEventType]), body = ErrorBody),
+        (status = 503, description = format!("{}; {}: nothing applied, Stripe delivers the event again",
+            describe(&[BillingCode::StripeUnavailable]), describe(&[PlatformCode::DatabaseUnavailable])), body = ErrorBody)))]
 async fn stripe_webhook(state: Data, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let header = req.headers().get("stripe-signature").and_then(|v| v.to_str().ok());
-    webhooks::verify(header, &body, state.webhook_secret.expose().as_bytes(), chrono::Utc::now().timestamp())
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    webhooks::verify(header, &body, state.webhook_secret.expose().as_bytes(), chrono::Utc::now().timestamp())?;
     let event: Event = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_payload", format!("not a Stripe event: {e}")))?;
+        .map_err(|e| BillingCode::InvalidPayload.with_message(format!("not a Stripe event: {e}")))?;
     if !SUPPORTED_EVENTS.contains(&event.kind.as_str()) {
-        return Err(ApiError::bad_request(
-            "unsupported_event_type",
-            format!("billing does not handle {}; enable only the events it handles", event.kind),
-        ));
+        return Err(BillingCode::UnsupportedEventType
+            .with_message(format!("billing does not handle {}; enable only the events it handles", event.kind)));
     }
     match state.webhooks.apply(&event).await {
         Ok(Outcome::Applied) => Ok(HttpResponse::Ok().json(json!({"received": true}))),
         Ok(Outcome::Duplicate) => Ok(HttpResponse::Ok().json(json!({"received": true, "duplicate": true}))),
         Err(e) => {
             tracing::warn!(event_id = %event.id, event_type = %event.kind, error = format!("{e:#}"), "webhook not applied; Stripe will retry");
-            if e.downcast_ref::<StripeError>().is_some() {
-                Err(ApiError::unavailable("stripe_unavailable", "try again later"))
-            } else {
-                Err(ApiError::unavailable("database_unavailable", "try again later"))
-            }
+            Err(not_applied(&e))
         }
     }
 }
@@ -202,8 +204,8 @@ async fn stripe_webhook(state: Data, req: HttpRequest, body: web::Bytes) -> Resu
 /// billing's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(get_billing, add_payment_method, portal),
-    components(schemas(BillingView, CardSummary, InvoiceSummary, CheckoutSession, PortalSession, ErrorBody)),
+    paths(get_billing, add_payment_method, portal, stripe_webhook),
+    components(schemas(BillingView, BillingMode, CardSummary, InvoiceSummary, CheckoutSession, PortalSession, ErrorBody)),
     tags((name = "billing", description = "the account owner's billing"))
 )]
 pub struct ApiDoc;

@@ -1,0 +1,60 @@
+//! The codes billing answers with, besides the platform's own (`unauthenticated`,
+//! `database_unavailable`, `internal_error`, …): one catalogue, documented in the OpenAPI
+//! document and each reached by a test.
+
+use crate::stripe::StripeError;
+use crate::webhooks::SignatureError;
+use hopsbridge_platform::http::{ApiError, ErrorCode};
+
+hopsbridge_platform::error_codes! {
+    /// billing's error codes.
+    pub enum BillingCode {
+        /// The caller is signed in but owns no account: billing is the owner's business.
+        OwnerOnly = (FORBIDDEN, "owner_only", "only the account owner can see or change billing"),
+        /// The owner's billing account is not opened yet.
+        AccountNotFound = (NOT_FOUND, "billing_account_not_found", "billing is not set up for this account yet"),
+        /// The owner's Stripe customer is not made yet.
+        NotReady = (CONFLICT, "billing_not_ready", "billing is still being set up for this account"),
+        /// Stripe did not answer, rate-limited billing, or failed; trying again may work.
+        StripeUnavailable = (SERVICE_UNAVAILABLE, "stripe_unavailable", "the payment provider is unavailable; try again shortly"),
+        /// Stripe refused the request.
+        StripeError = (BAD_GATEWAY, "stripe_error", "the payment provider refused the request"),
+        /// A webhook came without a `Stripe-Signature` header.
+        MissingSignature = (BAD_REQUEST, "missing_signature", "the Stripe-Signature header is missing"),
+        /// A webhook's `Stripe-Signature` is malformed or matches no signature of the body.
+        InvalidSignature = (BAD_REQUEST, "invalid_signature", "no signature matches the payload"),
+        /// A webhook's signature is older or newer than the tolerance (300 s).
+        SignatureExpired = (BAD_REQUEST, "signature_expired", "the signature's timestamp is outside the tolerance"),
+        /// A signed webhook body is not a Stripe event.
+        InvalidPayload = (BAD_REQUEST, "invalid_payload", "not a Stripe event"),
+        /// A webhook of an event type billing does not handle.
+        UnsupportedEventType = (BAD_REQUEST, "unsupported_event_type", "billing does not handle this event type"),
+    }
+}
+
+impl From<SignatureError> for ApiError {
+    fn from(e: SignatureError) -> Self {
+        let code = match e {
+            SignatureError::Missing => BillingCode::MissingSignature,
+            SignatureError::Malformed | SignatureError::Mismatch => BillingCode::InvalidSignature,
+            SignatureError::Expired => BillingCode::SignatureExpired,
+        };
+        code.with_message(e.to_string())
+    }
+}
+
+impl From<StripeError> for ApiError {
+    /// A Stripe call a route made failed: `stripe_unavailable` when trying again may work,
+    /// `stripe_error` when Stripe refused.
+    fn from(e: StripeError) -> Self {
+        tracing::warn!(error = %e, "Stripe call failed");
+        if e.is_retryable() { BillingCode::StripeUnavailable.error() } else { BillingCode::StripeError.error() }
+    }
+}
+
+/// An OpenAPI response description naming `codes`, each with its description
+/// (`owner_only: only the account owner …`).
+#[must_use]
+pub fn describe<C: ErrorCode>(codes: &[C]) -> String {
+    codes.iter().map(|c| format!("{}: {}", c.code(), c.description())).collect::<Vec<_>>().join("; ")
+}

@@ -1,0 +1,252 @@
+//! What each event type asks for, decided from its payload alone ([`prepare`]), and the
+//! statements that carry it out ([`run`]).
+//!
+//! Out-of-order delivery is handled per object type:
+//! - payment methods: a detached payment method can never be attached again (Stripe's rule), so
+//!   detachment is final and a late `attached` or `setup_intent.succeeded` for it is ignored;
+//! - subscriptions: the subscription is re-read from Stripe while the account row is locked,
+//!   so whatever order events arrive in, the stored status is Stripe's latest;
+//! - invoices: a state is replaced only by one from a later event, or from an event of the same
+//!   second with a later status (`draft` < `open` < `uncollectible` < `paid`/`void`);
+//! - a completed setup-mode Checkout Session only records its follow-up
+//!   ([`crate::checkout_follow_ups`]), which the follow-up task does with Stripe later.
+
+use super::apply::Locked;
+use super::{ApplyError, Event};
+use crate::accounts::{self, CardSummary, InvoiceRecord, PaymentMethodState};
+use crate::checkout_follow_ups;
+use crate::stripe::{Stripe, Subscription};
+use diesel_async::AsyncPgConnection;
+use serde_json::Value;
+
+/// A change to a payment method an event asks for.
+#[derive(Debug, Clone)]
+pub(super) enum PmChange {
+    Attach { pm: String, customer: String, card: CardSummary },
+    Detach { pm: String, customer: String },
+}
+
+impl PmChange {
+    /// The payment method.
+    pub(super) fn pm(&self) -> &str {
+        match self {
+            Self::Attach { pm, .. } | Self::Detach { pm, .. } => pm,
+        }
+    }
+
+    /// The customer the event names.
+    pub(super) fn customer(&self) -> &str {
+        match self {
+            Self::Attach { customer, .. } | Self::Detach { customer, .. } => customer,
+        }
+    }
+}
+
+/// What an event needs done in the transaction, prepared from its payload.
+#[derive(Debug, Clone)]
+pub(super) enum Effect {
+    PaymentMethod(PmChange),
+    /// A completed setup-mode Checkout Session: record the follow-up work.
+    CheckoutFollowUp {
+        event_id: String,
+        customer: String,
+        setup_intent: String,
+    },
+    Subscription {
+        id: String,
+        customer: String,
+    },
+    Invoice(InvoiceRecord),
+    Nothing,
+}
+
+impl Effect {
+    /// The customer whose account the effect locks, if any: groups lock accounts in this order,
+    /// so two groups never wait on each other in a cycle.
+    pub(super) fn customer(&self) -> Option<&str> {
+        match self {
+            Self::PaymentMethod(change) => Some(change.customer()),
+            Self::CheckoutFollowUp { customer, .. } | Self::Subscription { customer, .. } => Some(customer),
+            Self::Invoice(invoice) => Some(&invoice.customer),
+            Self::Nothing => None,
+        }
+    }
+
+    /// Whether applying it calls Stripe (inside its transaction).
+    pub(super) const fn calls_stripe(&self) -> bool {
+        matches!(self, Self::Subscription { .. })
+    }
+
+    /// The row the effect writes, if any: effects on different rows give the same results in
+    /// any order, so their statements may go to Postgres together.
+    pub(super) fn row(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Self::PaymentMethod(change) => Some(("pm", change.pm())),
+            Self::Invoice(invoice) => Some(("invoice", &invoice.id)),
+            Self::CheckoutFollowUp { event_id, .. } => Some(("checkout", event_id)),
+            Self::Subscription { customer, .. } => Some(("account", customer)),
+            Self::Nothing => None,
+        }
+    }
+}
+
+/// A Stripe id, given as the id itself or as the expanded object.
+pub(super) fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn card_of(pm: &Value) -> CardSummary {
+    let card = &pm["card"];
+    let int = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
+    CardSummary {
+        brand: card["brand"].as_str().map(str::to_owned),
+        last4: card["last4"].as_str().map(str::to_owned),
+        exp_month: int(&card["exp_month"]),
+        exp_year: int(&card["exp_year"]),
+    }
+}
+
+/// What `event` asks for, from its payload alone.
+pub(super) fn prepare(event: &Event) -> Effect {
+    let o = &event.data.object;
+    match event.kind.as_str() {
+        "payment_method.attached" => match (id_of(&o["id"]), id_of(&o["customer"])) {
+            (Some(pm), Some(customer)) => Effect::PaymentMethod(PmChange::Attach { pm, customer, card: card_of(o) }),
+            _ => Effect::Nothing,
+        },
+        "payment_method.detached" => {
+            let previous = event.data.previous_attributes.as_ref().map_or(&Value::Null, |p| &p["customer"]);
+            match (id_of(&o["id"]), id_of(previous)) {
+                (Some(pm), Some(customer)) => Effect::PaymentMethod(PmChange::Detach { pm, customer }),
+                _ => Effect::Nothing,
+            }
+        }
+        "setup_intent.succeeded" => match (id_of(&o["payment_method"]), id_of(&o["customer"])) {
+            (Some(pm), Some(customer)) => {
+                let card = if o["payment_method"].is_object() {
+                    card_of(&o["payment_method"])
+                } else {
+                    CardSummary::default()
+                };
+                Effect::PaymentMethod(PmChange::Attach { pm, customer, card })
+            }
+            _ => Effect::Nothing,
+        },
+        "checkout.session.completed" => completed_checkout(o, &event.id),
+        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+            match (id_of(&o["id"]), id_of(&o["customer"])) {
+                (Some(id), Some(customer)) => Effect::Subscription { id, customer },
+                _ => Effect::Nothing,
+            }
+        }
+        "invoice.paid" | "invoice.payment_failed" => match (id_of(&o["id"]), id_of(&o["customer"])) {
+            (Some(id), Some(customer)) => Effect::Invoice(InvoiceRecord {
+                id,
+                customer,
+                number: o["number"].as_str().map(str::to_owned),
+                status: o["status"].as_str().unwrap_or("open").to_owned(),
+                amount_due: o["amount_due"].as_i64().unwrap_or(0),
+                currency: o["currency"].as_str().unwrap_or_default().to_owned(),
+                hosted_invoice_url: o["hosted_invoice_url"].as_str().map(str::to_owned),
+                created: o["created"].as_i64().unwrap_or(event.created),
+            }),
+            _ => Effect::Nothing,
+        },
+        _ => Effect::Nothing,
+    }
+}
+
+/// A setup-mode Checkout Session saved a card: it is to become the customer's default for
+/// invoices and count as attached. Both need Stripe, so they are left to the follow-up task
+/// (recorded only for a customer billing knows: no Stripe write on anyone else's behalf).
+fn completed_checkout(session: &Value, event_id: &str) -> Effect {
+    if session["mode"] != "setup" {
+        return Effect::Nothing;
+    }
+    let (Some(setup_intent), Some(customer)) = (id_of(&session["setup_intent"]), id_of(&session["customer"])) else {
+        return Effect::Nothing;
+    };
+    Effect::CheckoutFollowUp { event_id: event_id.to_owned(), customer, setup_intent }
+}
+
+/// What one effect's statements found, for replaying the payment method changes in order.
+#[derive(Debug)]
+pub(super) enum Done {
+    Other,
+    /// The payment method's row after an attach; `None` when it was detached already.
+    Attached(Option<PaymentMethodState>),
+    /// The customer a detached payment method's row belongs to.
+    Detached(String),
+}
+
+/// An effect's statements (at `at`, its event's time), on a connection other effects'
+/// statements share, for the accounts in `locked` only.
+pub(super) async fn run(
+    c: &AsyncPgConnection,
+    stripe: &Stripe,
+    locked: &Locked,
+    effect: &Effect,
+    at: i64,
+) -> Result<Done, ApplyError> {
+    match effect {
+        Effect::Nothing => Ok(Done::Other),
+        Effect::Invoice(invoice) => {
+            if locked.user(&invoice.customer).is_some() {
+                accounts::record_invoice(c, invoice, at).await?;
+            }
+            Ok(Done::Other)
+        }
+        Effect::Subscription { id, customer } => {
+            let Some(user) = locked.user(customer) else {
+                return Ok(Done::Other);
+            };
+            // Stripe's current state, read while the account is locked: order of delivery
+            // does not matter.
+            let current: Subscription = stripe.get(&format!("subscriptions/{id}"), &Vec::new()).await?;
+            accounts::set_subscription_status(c, user, &current.id, &current.status).await?;
+            Ok(Done::Other)
+        }
+        Effect::CheckoutFollowUp { event_id, customer, setup_intent } => {
+            checkout_follow_ups::record(c, event_id, customer, setup_intent, at).await?;
+            Ok(Done::Other)
+        }
+        Effect::PaymentMethod(change) => {
+            // Only a locked account's payment methods are written.
+            if !locked.holds(change.customer()) {
+                return Ok(Done::Other);
+            }
+            Ok(match change {
+                PmChange::Attach { pm, customer, card } => {
+                    Done::Attached(accounts::attach(c, pm, customer, card, at).await?)
+                }
+                PmChange::Detach { pm, customer } => Done::Detached(accounts::detach(c, pm, customer, at).await?),
+            })
+        }
+    }
+}
+
+/// Effects for the unit tests of the modules that group and apply them.
+#[cfg(test)]
+pub(super) mod samples {
+    use super::{CardSummary, Effect, PmChange};
+
+    pub(in super::super) fn attach(pm: &str, customer: &str) -> Effect {
+        Effect::PaymentMethod(PmChange::Attach {
+            pm: pm.into(),
+            customer: customer.into(),
+            card: CardSummary::default(),
+        })
+    }
+
+    pub(in super::super) fn detach(pm: &str, customer: &str) -> Effect {
+        Effect::PaymentMethod(PmChange::Detach { pm: pm.into(), customer: customer.into() })
+    }
+
+    pub(in super::super) fn checkout(event_id: &str, customer: &str) -> Effect {
+        Effect::CheckoutFollowUp { event_id: event_id.into(), customer: customer.into(), setup_intent: "seti_1".into() }
+    }
+}

@@ -1,0 +1,78 @@
+//! billing's error catalogue: every code is documented in the OpenAPI document, and every code
+//! is answered, with its status, to a real request against the running service.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use common::*;
+use hopsbridge_billing::error::BillingCode;
+use hopsbridge_platform::caller::Role;
+use hopsbridge_platform::http::{ErrorCode, PlatformCode};
+use hopsbridge_sandbox::stripe::signature_header;
+use hopsbridge_testkit::STRIPE_WEBHOOK_SECRET;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+#[test]
+fn the_openapi_document_names_every_code() {
+    let doc = serde_json::to_string(&<hopsbridge_billing::routes::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+    for code in BillingCode::ALL {
+        assert!(doc.contains(&format!("{}: {}", code.code(), code.description())), "{code:?} is not documented");
+    }
+    for code in [PlatformCode::Unauthenticated, PlatformCode::DatabaseUnavailable] {
+        assert!(doc.contains(code.code()), "{code:?} is not documented");
+    }
+}
+
+fn event(kind: &str, object: Value) -> String {
+    json!({"id": format!("evt_{}", Uuid::new_v4().simple()), "object": "event", "type": kind,
+        "created": chrono::Utc::now().timestamp(), "data": {"object": object}})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_code_is_answered_with_its_status() {
+    let billing = start().await;
+    let (user, _) = billing.new_owner().await;
+    let owner = caller(user, &[Role::User, Role::Owner]);
+    let stranger = caller(Uuid::now_v7(), &[Role::User, Role::Owner]);
+    let mut answered = HashSet::new();
+    let mut expect = |code: BillingCode, (status, body): (StatusCode, Value)| {
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (code.status().as_u16(), Some(code.code())),
+            "{code:?}: {body}"
+        );
+        answered.insert(code);
+    };
+
+    let member = caller(user, &[Role::User, Role::Member]);
+    expect(BillingCode::OwnerOnly, billing.call(Method::GET, "/api/billing", Some(&member)).await);
+    expect(BillingCode::AccountNotFound, billing.call(Method::GET, "/api/billing", Some(&stranger)).await);
+    expect(BillingCode::NotReady, billing.call(Method::POST, "/api/billing/portal", Some(&stranger)).await);
+    billing.sim.fail_next(1, 500);
+    expect(BillingCode::StripeUnavailable, billing.call(Method::POST, "/api/billing/portal", Some(&owner)).await);
+    billing.sim.fail_next(1, 400);
+    expect(BillingCode::StripeError, billing.call(Method::POST, "/api/billing/payment-method", Some(&owner)).await);
+
+    let body = event("invoice.paid", json!({"id": "in_1", "object": "invoice", "customer": "cus_x", "status": "paid"}));
+    let now = chrono::Utc::now().timestamp();
+    expect(BillingCode::MissingSignature, billing.webhook_raw(&body, None).await);
+    let forged = signature_header(&body, "whsec_somebody_else_entirely", now);
+    expect(BillingCode::InvalidSignature, billing.webhook_raw(&body, Some(forged)).await);
+    let stale = signature_header(&body, STRIPE_WEBHOOK_SECRET, now - 3600);
+    expect(BillingCode::SignatureExpired, billing.webhook_raw(&body, Some(stale)).await);
+    expect(BillingCode::InvalidPayload, billing.webhook("[1, 2]").await);
+    let unsupported = event("customer.updated", json!({"id": "cus_x", "object": "customer"}));
+    expect(BillingCode::UnsupportedEventType, billing.webhook(&unsupported).await);
+
+    let every: HashSet<BillingCode> = BillingCode::ALL.iter().copied().collect();
+    assert_eq!(answered, every, "each code of the catalogue is exercised here");
+
+    // The platform's codes billing's own handlers answer with.
+    let (status, body) = billing.call(Method::GET, "/api/billing", None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+}

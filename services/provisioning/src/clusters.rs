@@ -2,36 +2,18 @@
 //! by the code that calls the cluster; nothing here ever answers or announces them.
 
 use crate::crypto::{OpenError, Sealed, Vault};
-use crate::error::ProvisioningError;
+use crate::error::{ProvisioningCode, ProvisioningError};
+use crate::schema::clusters;
+use crate::seats;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::{ClusterRegisteredV1, ClusterUpdatedV1};
+use hopsbridge_domain::{ClusterId, ClusterStatus};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::events::enqueue;
 use serde::Serialize;
 use std::collections::HashMap;
-use uuid::Uuid;
-
-diesel::table! {
-    /// Hopsworks clusters.
-    clusters (id) {
-        id -> Uuid,
-        name -> Text,
-        api_url -> Text,
-        api_key_ciphertext -> Bytea,
-        api_key_key_id -> Text,
-        kubeconfig_ciphertext -> Bytea,
-        kubeconfig_key_id -> Text,
-        ca_bundle -> Text,
-        oauth_client_id -> Text,
-        capacity -> Int4,
-        region -> Text,
-        status -> Text,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-    }
-}
 
 /// The field names secrets are bound to.
 pub mod field {
@@ -41,18 +23,12 @@ pub mod field {
     pub const KUBECONFIG: &str = "kubeconfig";
 }
 
-/// Cluster statuses.
-pub mod status {
-    /// Takes new users.
-    pub const ACTIVE: &str = "active";
-}
-
 /// A cluster row.
 #[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = clusters)]
 pub struct ClusterRow {
     /// Id.
-    pub id: Uuid,
+    pub id: ClusterId,
     /// Unique name.
     pub name: String,
     /// Hopsworks base URL.
@@ -74,7 +50,7 @@ pub struct ClusterRow {
     /// Region.
     pub region: String,
     /// Status.
-    pub status: String,
+    pub status: ClusterStatus,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -119,7 +95,7 @@ impl ClusterRow {
 #[derive(Clone, Debug)]
 pub struct ClusterAccess {
     /// Cluster id.
-    pub id: Uuid,
+    pub id: ClusterId,
     /// Base URL.
     pub api_url: String,
     /// The admin API key.
@@ -134,7 +110,7 @@ pub struct ClusterAccess {
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// Id.
-    pub id: Uuid,
+    pub id: ClusterId,
     /// Unique name.
     pub name: String,
     /// Hopsworks base URL (also the endpoint users open).
@@ -149,8 +125,8 @@ pub struct ClusterView {
     pub used: i64,
     /// Region.
     pub region: String,
-    /// `active`, `maintenance`, `full` or `inactive`.
-    pub status: String,
+    /// Whether it takes new users and is measured.
+    pub status: ClusterStatus,
     /// Always true: an API key is required.
     pub has_api_key: bool,
     /// The id of the key the API key is sealed with.
@@ -207,7 +183,7 @@ pub struct NewCluster {
     /// Region.
     pub region: String,
     /// Status.
-    pub status: String,
+    pub status: ClusterStatus,
 }
 
 /// A validated change; absent fields stay as they are.
@@ -230,46 +206,42 @@ pub struct ClusterChange {
     /// Region.
     pub region: Option<String>,
     /// Status.
-    pub status: Option<String>,
-}
-
-/// Seats taken per cluster: of the clusters `of`, or of every cluster. Clusters with none are
-/// left out.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn occupancy(
-    mut conn: &AsyncPgConnection,
-    of: Option<&[Uuid]>,
-) -> Result<HashMap<Uuid, i64>, diesel::result::Error> {
-    use crate::assignments::{SEATED, assignments};
-    let mut seated = assignments::table
-        .filter(assignments::status.eq_any(SEATED))
-        .group_by(assignments::cluster_id)
-        .select((assignments::cluster_id, diesel::dsl::count_star()))
-        .into_boxed();
-    if let Some(ids) = of {
-        seated = seated.filter(assignments::cluster_id.eq_any(ids));
-    }
-    let rows: Vec<(Option<Uuid>, i64)> = seated.load(&mut conn).await?;
-    Ok(rows.into_iter().filter_map(|(id, n)| id.map(|id| (id, n))).collect())
+    pub status: Option<ClusterStatus>,
 }
 
 async fn view(conn: &mut AsyncPgConnection, row: ClusterRow) -> Result<ClusterView, ProvisioningError> {
-    let used = occupancy(conn, Some(&[row.id])).await?.get(&row.id).copied().unwrap_or(0);
+    let used = seats::taken(conn, row.id).await?;
     Ok(ClusterView::of(row, used))
+}
+
+impl ClusterChange {
+    /// The registration this change describes, when every field is given.
+    #[must_use]
+    pub fn complete(self) -> Option<NewCluster> {
+        Some(NewCluster {
+            name: self.name?,
+            api_url: self.api_url?,
+            api_key: self.api_key?,
+            kubeconfig: self.kubeconfig?,
+            ca_bundle: self.ca_bundle?,
+            oauth_client_id: self.oauth_client_id?,
+            capacity: self.capacity?,
+            region: self.region?,
+            status: self.status?,
+        })
+    }
 }
 
 /// Registers a cluster and announces it (without secrets).
 ///
 /// # Errors
-/// [`ProvisioningError::NameTaken`].
+/// `cluster_name_taken`.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     vault: &Vault,
     new: &NewCluster,
 ) -> Result<ClusterView, ProvisioningError> {
-    let id = Uuid::now_v7();
+    let id = ClusterId::new();
     let api_key = vault.seal(id, field::API_KEY, new.api_key.expose().as_bytes())?;
     let kubeconfig = vault.seal(id, field::KUBECONFIG, new.kubeconfig.expose().as_bytes())?;
     let row: ClusterRow = diesel::insert_into(clusters::table)
@@ -285,7 +257,7 @@ pub async fn create(
             clusters::oauth_client_id.eq(&new.oauth_client_id),
             clusters::capacity.eq(new.capacity),
             clusters::region.eq(&new.region),
-            clusters::status.eq(&new.status),
+            clusters::status.eq(new.status),
         ))
         .returning(ClusterRow::as_returning())
         .get_result(conn)
@@ -294,7 +266,7 @@ pub async fn create(
         cluster_id: id.to_string(),
         name: row.name.clone(),
         region: row.region.clone(),
-        status: row.status.clone(),
+        status: row.status.to_string(),
         capacity: row.capacity,
     };
     enqueue(conn, &event, None).await?;
@@ -304,11 +276,11 @@ pub async fn create(
 /// Changes a cluster and announces it (without secrets).
 ///
 /// # Errors
-/// [`ProvisioningError::NotFound`], [`ProvisioningError::NameTaken`].
+/// `cluster_not_found`, `cluster_name_taken`.
 pub async fn update(
     conn: &mut AsyncPgConnection,
     vault: &Vault,
-    id: Uuid,
+    id: ClusterId,
     change: &ClusterChange,
 ) -> Result<ClusterView, ProvisioningError> {
     let current = lock(conn, id).await?;
@@ -329,7 +301,7 @@ pub async fn update(
             clusters::oauth_client_id.eq(change.oauth_client_id.as_ref().unwrap_or(&current.oauth_client_id)),
             clusters::capacity.eq(change.capacity.unwrap_or(current.capacity)),
             clusters::region.eq(change.region.as_ref().unwrap_or(&current.region)),
-            clusters::status.eq(change.status.as_ref().unwrap_or(&current.status)),
+            clusters::status.eq(change.status.unwrap_or(current.status)),
             clusters::updated_at.eq(diesel::dsl::now),
         ))
         .returning(ClusterRow::as_returning())
@@ -339,7 +311,7 @@ pub async fn update(
         cluster_id: id.to_string(),
         name: row.name.clone(),
         region: row.region.clone(),
-        status: row.status.clone(),
+        status: row.status.to_string(),
         capacity: row.capacity,
     };
     enqueue(conn, &event, None).await?;
@@ -347,14 +319,14 @@ pub async fn update(
 }
 
 fn not_found() -> ProvisioningError {
-    ProvisioningError::NotFound("cluster_not_found", "no such cluster".into())
+    ProvisioningCode::ClusterNotFound.into()
 }
 
 /// One cluster.
 ///
 /// # Errors
-/// [`ProvisioningError::NotFound`].
-pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterView, ProvisioningError> {
+/// `cluster_not_found`.
+pub async fn get(conn: &mut AsyncPgConnection, id: ClusterId) -> Result<ClusterView, ProvisioningError> {
     let row = row(conn, id).await?;
     view(conn, row).await
 }
@@ -362,16 +334,16 @@ pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterView, 
 /// One cluster's row.
 ///
 /// # Errors
-/// [`ProvisioningError::NotFound`].
-pub async fn row(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterRow, ProvisioningError> {
+/// `cluster_not_found`.
+pub async fn row(conn: &mut AsyncPgConnection, id: ClusterId) -> Result<ClusterRow, ProvisioningError> {
     clusters::table.find(id).select(ClusterRow::as_select()).first(conn).await.optional()?.ok_or_else(not_found)
 }
 
 /// One cluster's row, locked for the rest of the transaction.
 ///
 /// # Errors
-/// [`ProvisioningError::NotFound`].
-pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterRow, ProvisioningError> {
+/// `cluster_not_found`.
+pub async fn lock(conn: &mut AsyncPgConnection, id: ClusterId) -> Result<ClusterRow, ProvisioningError> {
     clusters::table
         .find(id)
         .select(ClusterRow::as_select())
@@ -389,7 +361,7 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ClusterRow, 
 pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ClusterView>, ProvisioningError> {
     let rows: Vec<ClusterRow> =
         clusters::table.order(clusters::name.asc()).select(ClusterRow::as_select()).load(conn).await?;
-    let used = occupancy(conn, None).await?;
+    let used = seats::occupancy(conn, None).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -397,4 +369,17 @@ pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ClusterView>, Prov
             ClusterView::of(r, n)
         })
         .collect())
+}
+
+/// The rows of the clusters `ids`, by id (each once).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn rows(
+    conn: &mut AsyncPgConnection,
+    ids: &[ClusterId],
+) -> Result<HashMap<ClusterId, ClusterRow>, diesel::result::Error> {
+    let rows: Vec<ClusterRow> =
+        clusters::table.filter(clusters::id.eq_any(ids)).select(ClusterRow::as_select()).load(conn).await?;
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
 }

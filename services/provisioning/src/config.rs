@@ -1,10 +1,11 @@
 //! provisioning's settings: the shared data-service settings plus the keys that seal cluster
 //! secrets, the Hopsworks client and the background task.
 
+pub use crate::crypto::EncryptionConfig;
 use crate::crypto::Vault;
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::Secret;
 use hopsbridge_platform::config::{ConfigError, Validate};
+use hopsbridge_platform::retry::Backoff;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -20,22 +21,6 @@ hopsbridge_platform::data_service_config! {
     }
 }
 
-/// The AES-256-GCM keys that seal cluster API keys and kubeconfigs.
-///
-/// Environment variables are lowercased by the configuration loader, so the keys are one
-/// string rather than a map: `keys = "<id>:<base64 of 32 bytes>,<id>:<base64>"` (ids are
-/// 1-32 characters of `a-z`, `0-9`, `-`, `_`), and `active_key` names the one new secrets are
-/// sealed with. Rotation: add a key, make it active, run `hopsbridge-provisioning rotate-keys`,
-/// then remove the old key.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncryptionConfig {
-    /// The id of the key new secrets are sealed with.
-    pub active_key: String,
-    /// Every key that may still be needed to open a stored secret, active one included.
-    pub keys: Secret<String>,
-}
-
 /// Calls to a cluster's Hopsworks admin API.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,9 +32,10 @@ pub struct HopsworksConfig {
     /// Tries of one call before the operation is left for the background task (5xx, 429,
     /// timeouts and connection errors are tried again).
     pub max_attempts: u32,
-    /// The pause after the first failed try, in milliseconds; it doubles each time.
+    /// The pause after the first failed try, in milliseconds; it doubles each time (jitter adds
+    /// up to as much again).
     pub initial_backoff_ms: u64,
-    /// The longest pause between tries, in milliseconds.
+    /// The longest pause between tries before jitter, in milliseconds.
     pub max_backoff_ms: u64,
     /// `maxNumProjects` of a paying owner's Hopsworks account.
     pub max_num_projects_paying: i32,
@@ -61,6 +47,15 @@ impl HopsworksConfig {
     pub const fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+
+    /// The pauses between the tries of one call: `max_attempts` tries are `max_attempts - 1`
+    /// retries.
+    #[must_use]
+    pub fn backoff(&self) -> Backoff {
+        let retries = usize::try_from(self.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+        Backoff::new(Duration::from_millis(self.initial_backoff_ms), Duration::from_millis(self.max_backoff_ms))
+            .with_max_attempts(retries)
+    }
 }
 
 /// The background task.
@@ -71,15 +66,23 @@ pub struct AssignmentsConfig {
     /// woken when something changes).
     pub retry_interval_ms: u64,
     /// The delay before retrying failed Hopsworks work, in milliseconds; it doubles with each
-    /// failed attempt up to `max_retry_delay_ms`.
+    /// failed attempt up to `max_retry_delay_ms` (jitter adds up to as much again).
     pub initial_retry_delay_ms: u64,
-    /// The longest delay between attempts, in milliseconds.
+    /// The longest delay between attempts before jitter, in milliseconds.
     pub max_retry_delay_ms: u64,
     /// How long a replica may hold one piece of work before another may take it over, in
     /// seconds.
     pub lease_secs: u64,
     /// Pieces of Hopsworks work done at once.
     pub concurrency: usize,
+}
+
+impl AssignmentsConfig {
+    /// The delays before failed Hopsworks work is tried again, stored as `next_attempt_at`.
+    #[must_use]
+    pub const fn retry_backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_millis(self.initial_retry_delay_ms), Duration::from_millis(self.max_retry_delay_ms))
+    }
 }
 
 impl Validate for ProvisioningConfig {

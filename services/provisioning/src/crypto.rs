@@ -2,15 +2,33 @@
 //! and the field as associated data, so a ciphertext copied into another row or column does not
 //! open.
 
-use crate::config::EncryptionConfig;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
+use hopsbridge_domain::ClusterId;
+use hopsbridge_platform::Secret;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use uuid::Uuid;
 
 const NONCE_LEN: usize = 12;
+
+/// The AES-256-GCM keys that seal cluster API keys and kubeconfigs (the `encryption` section of
+/// provisioning's settings).
+///
+/// Environment variables are lowercased by the configuration loader, so the keys are one
+/// string rather than a map: `keys = "<id>:<base64 of 32 bytes>,<id>:<base64>"` (ids are
+/// 1-32 characters of `a-z`, `0-9`, `-`, `_`), and `active_key` names the one new secrets are
+/// sealed with. Rotation: add a key, make it active, run `hopsbridge-provisioning rotate-keys`,
+/// then remove the old key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// The id of the key new secrets are sealed with.
+    pub active_key: String,
+    /// Every key that may still be needed to open a stored secret, active one included.
+    pub keys: Secret<String>,
+}
 
 /// A secret sealed under one key.
 #[derive(Clone, PartialEq, Eq)]
@@ -105,7 +123,7 @@ impl Vault {
         &self.active
     }
 
-    fn aad(cluster: Uuid, field: &str, key_id: &str) -> Vec<u8> {
+    fn aad(cluster: ClusterId, field: &str, key_id: &str) -> Vec<u8> {
         format!("hopsbridge/provisioning/v1/{cluster}/{field}/{key_id}").into_bytes()
     }
 
@@ -113,7 +131,7 @@ impl Vault {
     ///
     /// # Errors
     /// Only if the cipher refuses, which AES-GCM does for inputs beyond 64 GiB.
-    pub fn seal(&self, cluster: Uuid, field: &str, plaintext: &[u8]) -> anyhow::Result<Sealed> {
+    pub fn seal(&self, cluster: ClusterId, field: &str, plaintext: &[u8]) -> anyhow::Result<Sealed> {
         let cipher = self.keys.get(&self.active).ok_or_else(|| anyhow::anyhow!("active key missing"))?;
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = Self::aad(cluster, field, &self.active);
@@ -129,7 +147,7 @@ impl Vault {
     ///
     /// # Errors
     /// [`OpenError`].
-    pub fn open(&self, cluster: Uuid, field: &str, sealed: &Sealed) -> Result<Vec<u8>, OpenError> {
+    pub fn open(&self, cluster: ClusterId, field: &str, sealed: &Sealed) -> Result<Vec<u8>, OpenError> {
         let cipher = self.keys.get(&sealed.key_id).ok_or_else(|| OpenError::UnknownKey(sealed.key_id.clone()))?;
         if sealed.bytes.len() < NONCE_LEN {
             return Err(OpenError::Corrupt);
@@ -143,7 +161,7 @@ impl Vault {
     ///
     /// # Errors
     /// [`OpenError`], also for a value that is not UTF-8.
-    pub fn open_text(&self, cluster: Uuid, field: &str, sealed: &Sealed) -> Result<String, OpenError> {
+    pub fn open_text(&self, cluster: ClusterId, field: &str, sealed: &Sealed) -> Result<String, OpenError> {
         String::from_utf8(self.open(cluster, field, sealed)?).map_err(|_| OpenError::Corrupt)
     }
 }
@@ -151,7 +169,6 @@ impl Vault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hopsbridge_platform::Secret;
 
     fn key(byte: u8) -> String {
         base64::engine::general_purpose::STANDARD.encode([byte; 32])
@@ -164,7 +181,7 @@ mod tests {
     #[test]
     fn sealed_values_open_only_for_their_cluster_and_field() {
         let v = vault(&format!("k1:{}", key(1)), "k1").unwrap();
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (ClusterId::new(), ClusterId::new());
         let sealed = v.seal(a, "api_key", b"s3cret").unwrap();
         assert_eq!(sealed.key_id, "k1");
         assert!(!sealed.bytes.windows(6).any(|w| w == b"s3cret"));
@@ -184,7 +201,7 @@ mod tests {
     fn an_old_key_still_opens_after_a_new_one_becomes_active() {
         let old = vault(&format!("k1:{}", key(1)), "k1").unwrap();
         let both = vault(&format!("k1:{},k2:{}", key(1), key(2)), "k2").unwrap();
-        let id = Uuid::now_v7();
+        let id = ClusterId::new();
         let sealed = old.seal(id, "kubeconfig", b"yaml").unwrap();
         assert_eq!(both.open(id, "kubeconfig", &sealed).unwrap(), b"yaml");
         assert_eq!(both.seal(id, "kubeconfig", b"yaml").unwrap().key_id, "k2");

@@ -1,14 +1,20 @@
 //! What provisioning learns from other services: people (identity) and paying owners (billing).
 
 use crate::assignments::{self, Requested};
-use crate::error::ProvisioningError;
-use crate::users::{self, Person, status};
+use crate::error::ProvisioningCode;
+use crate::users::{self, Person};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
     PaymentMethodAddedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1,
 };
+use hopsbridge_domain::{AccountStatus, UserId};
 use hopsbridge_platform::events::{Handler, HandlerError, InBatch, ReceivedEvent, parse_uuid};
 use tracing::Instrument as _;
+
+/// The `user_id` of an event.
+fn user_id(raw: &str) -> Result<UserId, HandlerError> {
+    parse_uuid("user_id", raw).map(UserId::from_uuid)
+}
 
 /// Records a new person, and seats them if their payment method arrived first.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +27,7 @@ impl Handler<UserCreatedV1> for UserCreated {
         event: &ReceivedEvent<UserCreatedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let user_id = parse_uuid("user_id", &p.user_id)?;
+        let user_id = user_id(&p.user_id)?;
         if p.auth_subject.is_empty() || !p.email.contains('@') {
             return Err(HandlerError::Reject("UserCreated without a subject or an email".into()));
         }
@@ -30,7 +36,7 @@ impl Handler<UserCreatedV1> for UserCreated {
             auth_subject: p.auth_subject.clone(),
             email: p.email.clone(),
             name: p.name.clone(),
-            status: status::ACTIVE.to_owned(),
+            status: AccountStatus::Active,
         };
         users::upsert(conn, &person).await?;
         if let Some(outcome) = assignments::user_known(conn, user_id).await? {
@@ -50,7 +56,7 @@ impl Handler<UserSuspendedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserSuspendedV1>,
     ) -> Result<(), HandlerError> {
-        users::set_status(conn, parse_uuid("user_id", &event.payload.user_id)?, status::SUSPENDED).await?;
+        users::set_status(conn, user_id(&event.payload.user_id)?, AccountStatus::Suspended).await?;
         Ok(())
     }
 }
@@ -61,7 +67,7 @@ impl Handler<UserReactivatedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserReactivatedV1>,
     ) -> Result<(), HandlerError> {
-        users::set_status(conn, parse_uuid("user_id", &event.payload.user_id)?, status::ACTIVE).await?;
+        users::set_status(conn, user_id(&event.payload.user_id)?, AccountStatus::Active).await?;
         Ok(())
     }
 }
@@ -74,11 +80,11 @@ impl Handler<UserDeletedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserDeletedV1>,
     ) -> Result<(), HandlerError> {
-        let user_id = parse_uuid("user_id", &event.payload.user_id)?;
-        users::set_status(conn, user_id, status::DELETED).await?;
+        let user_id = user_id(&event.payload.user_id)?;
+        users::set_status(conn, user_id, AccountStatus::Deleted).await?;
         match assignments::unassign(conn, user_id).await {
             Ok(a) => tracing::info!(%user_id, status = %a.status, "deleted user's seat released"),
-            Err(ProvisioningError::NotFound(..)) => {}
+            Err(e) if e.code() == Some(ProvisioningCode::NotAssigned) => {}
             Err(e) => return Err(HandlerError::Retry(e.into())),
         }
         Ok(())
@@ -98,7 +104,7 @@ impl Handler<PaymentMethodAddedV1> for PaymentMethodAdded {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<PaymentMethodAddedV1>,
     ) -> Result<(), HandlerError> {
-        let user_id = parse_uuid("user_id", &event.payload.user_id)?;
+        let user_id = user_id(&event.payload.user_id)?;
         let outcome = assignments::request(conn, user_id, self.max_num_projects).await?;
         log_request(user_id, outcome);
         Ok(())
@@ -112,7 +118,7 @@ impl Handler<PaymentMethodAddedV1> for PaymentMethodAdded {
     ) -> Result<(), HandlerError> {
         let mut requests = Vec::with_capacity(events.len());
         for e in events {
-            requests.push((parse_uuid("user_id", &e.event.payload.user_id)?, self.max_num_projects));
+            requests.push((user_id(&e.event.payload.user_id)?, self.max_num_projects));
         }
         let outcomes = assignments::request_all(conn, &requests)
             .instrument(tracing::info_span!("place", requests = requests.len()))
@@ -124,7 +130,7 @@ impl Handler<PaymentMethodAddedV1> for PaymentMethodAdded {
     }
 }
 
-fn log_request(user_id: uuid::Uuid, outcome: Requested) {
+fn log_request(user_id: UserId, outcome: Requested) {
     match outcome {
         Requested::AlreadyAssigned => tracing::debug!(%user_id, "already assigned; nothing to do"),
         Requested::UserDeleted => tracing::info!(%user_id, "payment method of a deleted user; not assigned"),

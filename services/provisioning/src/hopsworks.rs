@@ -1,16 +1,15 @@
 //! A cluster's Hopsworks admin API: find, create, update and deactivate OAuth users, and list
 //! the cluster's projects with their creators.
 //!
-//! TLS trusts the cluster's CA bundle and nothing else. Every call is tried again with
-//! exponential backoff and jitter on 5xx, 429, timeouts and connection errors; user creation is
-//! made safe to repeat by looking the email up (case-insensitively, through the list's filter)
-//! before creating and after a lost answer.
+//! TLS trusts the cluster's CA bundle and nothing else. Every call is tried again with the
+//! shared backoff policy (exponential, with jitter) on 5xx, 429, timeouts and connection
+//! errors; user creation is made safe to repeat by looking the email up (case-insensitively,
+//! through the list's filter) before creating and after a lost answer.
 
 use crate::clusters::ClusterAccess;
 use crate::config::HopsworksConfig;
 use crate::users::Person;
 use hopsbridge_platform::Secret;
-use rand::Rng as _;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
@@ -146,12 +145,6 @@ impl Hopsworks {
         self.base.join(path).map_err(|_| CallError(format!("bad path {path}")))
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.cfg.initial_backoff_ms.saturating_mul(1_u64 << attempt.min(16)).min(self.cfg.max_backoff_ms);
-        let jitter = rand::thread_rng().gen_range(0..=exp / 4);
-        Duration::from_millis(exp.saturating_sub(exp / 8) + jitter)
-    }
-
     /// Sends one request, trying again on 5xx, 429, timeouts and connection errors. Answers the
     /// final status and body.
     async fn send(
@@ -161,6 +154,7 @@ impl Hopsworks {
         url: Url,
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, bytes::Bytes), CallError> {
+        let mut pauses = self.cfg.backoff().delays();
         let mut attempt = 0_u32;
         loop {
             attempt += 1;
@@ -186,7 +180,8 @@ impl Hopsworks {
                 Ok((status, _)) => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
                 Err(_) => true,
             };
-            if !retryable || attempt >= self.cfg.max_attempts {
+            let pause = if retryable { pauses.next() } else { None };
+            let Some(pause) = pause else {
                 return match outcome {
                     Ok((status, body)) if retryable => {
                         Err(CallError(format!("{what}: {} (after {attempt} tries)", describe(status, &body))))
@@ -194,9 +189,9 @@ impl Hopsworks {
                     Ok(ok) => Ok(ok),
                     Err(e) => Err(CallError(format!("{} (after {attempt} tries)", e.0))),
                 };
-            }
+            };
             tracing::debug!(step = what, attempt, "Hopsworks call failed; trying again");
-            tokio::time::sleep(self.backoff(attempt - 1)).await;
+            tokio::time::sleep(pause).await;
         }
     }
 

@@ -9,6 +9,21 @@
 //!   complete and announces `ClusterAssignedV1` in one transaction.
 //! - Admins move and unassign users; old accounts are deactivated (status 3) and
 //!   `ClusterUnassignedV1` announced.
+//!
+//! Modules are layered: each imports only modules of the layers before it (the `layers` test
+//! checks this), so none is part of an import circle.
+//!
+//! | layer | modules | what they own |
+//! |---|---|---|
+//! | 1 | [`schema`], [`error`], [`crypto`] | tables, the error catalogue, sealing (with its keys' settings) |
+//! | 2 | [`config`] | settings |
+//! | 3 | [`users`], [`seats`], [`work`] | the people projection, seat counting and the placement lock, leased Hopsworks work |
+//! | 4 | [`clusters`] | the registry |
+//! | 5 | [`hopsworks`] | a cluster's Hopsworks admin API |
+//! | 6 | [`validate`] | checks of registrations |
+//! | 7 | [`assignments`] | placement, moves and unassignments |
+//! | 8 | [`events`], [`worker`], [`rotate`] | consumers, the background task, `rotate-keys` |
+//! | 9 | [`routes`] | the HTTP API |
 
 pub mod assignments;
 pub mod clusters;
@@ -19,8 +34,12 @@ pub mod events;
 pub mod hopsworks;
 pub mod rotate;
 pub mod routes;
+/// provisioning's tables, generated from its migrations by `scripts/schema.sh`.
+pub mod schema;
+pub mod seats;
 pub mod users;
 pub mod validate;
+pub mod work;
 pub mod worker;
 
 pub use config::ProvisioningConfig;

@@ -1,27 +1,32 @@
 //! `hopsbridge-provisioning rotate-keys`: re-encrypts every cluster secret under the active key,
 //! one cluster per transaction, so that older keys can then be removed from the configuration.
 
-use crate::clusters::{self, ClusterRow, clusters as table, field};
+use crate::clusters::{self, ClusterRow, field};
 use crate::config::ProvisioningConfig;
-use crate::crypto::Vault;
+use crate::crypto::{Sealed, Vault};
 use crate::error::ProvisioningError;
+use crate::schema::clusters as table;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
+use hopsbridge_domain::ClusterId;
 use hopsbridge_platform::db::Database;
-use uuid::Uuid;
 
 /// Re-seals one cluster's secrets under the active key; answers whether anything changed.
 ///
 /// # Errors
 /// When a secret does not open with the configured keys, or Postgres fails.
-pub async fn rotate_cluster(conn: &mut AsyncPgConnection, vault: &Vault, id: Uuid) -> Result<bool, ProvisioningError> {
+pub async fn rotate_cluster(
+    conn: &mut AsyncPgConnection,
+    vault: &Vault,
+    id: ClusterId,
+) -> Result<bool, ProvisioningError> {
     let row: ClusterRow = clusters::lock(conn, id).await?;
     let active = vault.active_key();
     if row.api_key_key_id == active && row.kubeconfig_key_id == active {
         return Ok(false);
     }
-    let open = |f: &str, sealed: &crate::crypto::Sealed| {
+    let open = |f: &str, sealed: &Sealed| {
         vault.open(id, f, sealed).map_err(|e| ProvisioningError::Other(anyhow::anyhow!("cluster {id}: {f}: {e}")))
     };
     let (old_key, old_kubeconfig) = (row.api_key(), row.kubeconfig());
@@ -45,7 +50,7 @@ pub async fn rotate_cluster(conn: &mut AsyncPgConnection, vault: &Vault, id: Uui
 /// When a secret does not open with the configured keys (the others are still rotated), or
 /// Postgres fails.
 pub async fn rotate_all(db: &Database, vault: &Vault) -> anyhow::Result<(usize, usize)> {
-    let ids: Vec<Uuid> = {
+    let ids: Vec<ClusterId> = {
         let mut conn = db.conn().await?;
         table::table.select(table::id).order(table::id.asc()).load(&mut conn).await?
     };

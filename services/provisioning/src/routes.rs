@@ -11,29 +11,31 @@
 //! | `GET /internal/clusters/{id}/projects` | the metering service only | the cluster's Hopsworks projects |
 //!
 //! `/internal/...` routes are for other services, never forwarded by the gateway and absent
-//! from the public OpenAPI document: the caller signs as a service
-//! (`hopsbridge_platform::caller::Caller::service`), and any other caller, an admin included,
-//! is answered 403 (decision 0026).
+//! from the public OpenAPI document ([`ApiDoc`]; they have their own, [`InternalApiDoc`]): the
+//! caller signs as a service (`hopsbridge_platform::caller::Caller::service`), and any other
+//! caller, an admin included, is answered 403 (decision 0026).
+//!
+//! Each response's description names the codes it is answered with, from the catalogues
+//! ([`ProvisioningCode`] and the platform's).
 
-use crate::assignments::{self, Assignment, status as a_status};
-use crate::clusters::{self, ClusterChange, ClusterView, NewCluster};
+use crate::assignments::{self, Assignment};
+use crate::clusters::{self, ClusterChange, ClusterView};
 use crate::config::HopsworksConfig;
 use crate::crypto::Vault;
-use crate::error::ProvisioningError;
+use crate::error::{ProvisioningCode, ProvisioningError};
 use crate::hopsworks::{Hopsworks, PROJECT_PAGE};
-use crate::validate::{self, Invalid};
-use actix_web::http::StatusCode;
+use crate::validate::{self, Invalid, invalid};
 use actix_web::{HttpResponse, web};
 use hopsbridge_contracts::Service;
+use hopsbridge_domain::{AssignmentState, ClusterId, ClusterStatus, UserId};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_platform::db::Database;
-use hopsbridge_platform::http::{ApiError, ErrorBody};
+use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -70,11 +72,52 @@ type Data = web::Data<State>;
 
 /// 401 without caller headers (the extractor), 403 for anyone but an admin.
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.has(Role::Admin) { Ok(()) } else { Err(ApiError::forbidden("admin_only", "administrators only")) }
+    if caller.has(Role::Admin) { Ok(()) } else { Err(ProvisioningCode::AdminOnly.error()) }
 }
 
-fn invalid(e: Invalid) -> ApiError {
-    ProvisioningError::Invalid(e).into()
+fn refused(e: Invalid) -> ApiError {
+    ProvisioningError::from(e).into()
+}
+
+/// A response's description naming the codes it is answered with: `what. code: description; …`.
+fn answers(what: &str, platform: &[PlatformCode], own: &[ProvisioningCode]) -> String {
+    let platform = platform.iter().map(|c| (c.code(), c.description()));
+    let own = own.iter().map(|c| (c.code(), c.description()));
+    let codes: Vec<String> = platform.chain(own).map(|(code, description)| format!("{code}: {description}")).collect();
+    format!("{what}. {}", codes.join("; "))
+}
+
+/// 401, from the caller extractor.
+fn not_signed_in() -> String {
+    answers("not signed in", &[PlatformCode::Unauthenticated], &[])
+}
+
+/// 403 for anyone but an admin.
+fn admins_only() -> String {
+    answers("administrators only", &[], &[ProvisioningCode::AdminOnly])
+}
+
+/// 400 for a cluster registration or change.
+fn invalid_cluster() -> String {
+    use ProvisioningCode::{
+        InvalidApiKey, InvalidApiUrl, InvalidCaBundle, InvalidCapacity, InvalidKubeconfig, InvalidName,
+        InvalidOauthClientId, InvalidRegion, InvalidStatus,
+    };
+    answers(
+        "a field is invalid",
+        &[PlatformCode::InvalidBody],
+        &[
+            InvalidName,
+            InvalidApiUrl,
+            InvalidApiKey,
+            InvalidKubeconfig,
+            InvalidCaBundle,
+            InvalidOauthClientId,
+            InvalidCapacity,
+            InvalidRegion,
+            InvalidStatus,
+        ],
+    )
 }
 
 /// A cluster registration or change as sent: every field read by hand so each bad one gets its
@@ -111,97 +154,93 @@ pub struct ClusterBody {
     status: Option<Value>,
 }
 
-fn text<'a>(v: &'a Value, code: &'static str, field: &str) -> Result<&'a str, ApiError> {
-    v.as_str().ok_or_else(|| invalid(Invalid { code, message: format!("{field} must be a string") }))
+fn text<'a>(v: &'a Value, code: ProvisioningCode, field: &str) -> Result<&'a str, ApiError> {
+    v.as_str().ok_or_else(|| refused(invalid(code, format!("{field} must be a string"))))
 }
 
 /// The change a body asks for, validated. With `required`, every field must be present.
 fn parse_body(body: &ClusterBody, required: bool) -> Result<ClusterChange, ApiError> {
-    let missing = |field: &str, code: &'static str| -> Result<(), ApiError> {
-        if required { Err(invalid(Invalid { code, message: format!("{field} is required") })) } else { Ok(()) }
+    use ProvisioningCode::{
+        InvalidApiKey, InvalidApiUrl, InvalidCaBundle, InvalidCapacity, InvalidKubeconfig, InvalidName,
+        InvalidOauthClientId, InvalidRegion, InvalidStatus,
+    };
+    let missing = |field: &str, code: ProvisioningCode| -> Result<(), ApiError> {
+        if required { Err(refused(invalid(code, format!("{field} is required")))) } else { Ok(()) }
     };
     let mut change = ClusterChange::default();
     match &body.name {
-        Some(v) => change.name = Some(validate::name(text(v, "invalid_name", "name")?).map_err(invalid)?),
-        None => missing("name", "invalid_name")?,
+        Some(v) => change.name = Some(validate::name(text(v, InvalidName, "name")?).map_err(refused)?),
+        None => missing("name", InvalidName)?,
     }
     match &body.api_url {
         Some(v) => {
-            change.api_url = Some(validate::api_url(text(v, "invalid_api_url", "api_url")?).map_err(invalid)?);
+            change.api_url = Some(validate::api_url(text(v, InvalidApiUrl, "api_url")?).map_err(refused)?);
         }
-        None => missing("api_url", "invalid_api_url")?,
+        None => missing("api_url", InvalidApiUrl)?,
     }
     match &body.api_key {
         Some(v) => {
-            let key =
-                validate::required_text(text(v, "invalid_api_key", "api_key")?, "api_key", "invalid_api_key", 4096)
-                    .map_err(invalid)?;
+            let key = validate::required_text(text(v, InvalidApiKey, "api_key")?, "api_key", InvalidApiKey, 4096)
+                .map_err(refused)?;
             change.api_key = Some(Secret::new(key));
         }
-        None => missing("api_key", "invalid_api_key")?,
+        None => missing("api_key", InvalidApiKey)?,
     }
     match &body.kubeconfig {
         Some(v) => {
-            let yaml = text(v, "invalid_kubeconfig", "kubeconfig")?;
+            let yaml = text(v, InvalidKubeconfig, "kubeconfig")?;
             if yaml.len() > 256 * 1024 {
-                return Err(invalid(Invalid { code: "invalid_kubeconfig", message: "kubeconfig is too large".into() }));
+                return Err(refused(invalid(InvalidKubeconfig, "kubeconfig is too large")));
             }
-            validate::kubeconfig(yaml).map_err(invalid)?;
+            validate::kubeconfig(yaml).map_err(refused)?;
             change.kubeconfig = Some(Secret::new(yaml.to_owned()));
         }
-        None => missing("kubeconfig", "invalid_kubeconfig")?,
+        None => missing("kubeconfig", InvalidKubeconfig)?,
     }
     match &body.ca_bundle {
         Some(v) => {
-            change.ca_bundle = Some(validate::ca_bundle(text(v, "invalid_ca_bundle", "ca_bundle")?).map_err(invalid)?)
+            change.ca_bundle = Some(validate::ca_bundle(text(v, InvalidCaBundle, "ca_bundle")?).map_err(refused)?)
         }
-        None => missing("ca_bundle", "invalid_ca_bundle")?,
+        None => missing("ca_bundle", InvalidCaBundle)?,
     }
     match &body.oauth_client_id {
         Some(v) => {
-            let id = text(v, "invalid_oauth_client_id", "oauth_client_id")?;
+            let id = text(v, InvalidOauthClientId, "oauth_client_id")?;
             change.oauth_client_id =
-                Some(validate::required_text(id, "oauth_client_id", "invalid_oauth_client_id", 256).map_err(invalid)?);
+                Some(validate::required_text(id, "oauth_client_id", InvalidOauthClientId, 256).map_err(refused)?);
         }
-        None => missing("oauth_client_id", "invalid_oauth_client_id")?,
+        None => missing("oauth_client_id", InvalidOauthClientId)?,
     }
     match &body.capacity {
-        Some(v) => change.capacity = Some(validate::capacity(v).map_err(invalid)?),
-        None => missing("capacity", "invalid_capacity")?,
+        Some(v) => change.capacity = Some(validate::capacity(v).map_err(refused)?),
+        None => missing("capacity", InvalidCapacity)?,
     }
     match &body.region {
-        Some(v) => change.region = Some(validate::region(text(v, "invalid_region", "region")?).map_err(invalid)?),
-        None => missing("region", "invalid_region")?,
+        Some(v) => change.region = Some(validate::region(text(v, InvalidRegion, "region")?).map_err(refused)?),
+        None => missing("region", InvalidRegion)?,
     }
     match &body.status {
-        Some(v) => change.status = Some(validate::status(text(v, "invalid_status", "status")?).map_err(invalid)?),
-        None => missing("status", "invalid_status")?,
+        Some(v) => change.status = Some(validate::status(text(v, InvalidStatus, "status")?).map_err(refused)?),
+        None => missing("status", InvalidStatus)?,
     }
     Ok(change)
 }
 
 fn body_of(bytes: &[u8]) -> Result<ClusterBody, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| PlatformCode::InvalidBody.with_message(e.to_string()))
 }
 
 #[utoipa::path(post, path = "/api/admin/clusters", tag = "clusters", request_body = ClusterBody,
     responses((status = 201, description = "registered (ClusterRegistered announced, without secrets)", body = ClusterView),
-        (status = 400, description = "a field is invalid", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 409, description = "name taken", body = ErrorBody)))]
+        (status = 400, description = invalid_cluster(), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody)))]
 async fn create_cluster(state: Data, caller: Caller, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
-    let change = parse_body(&body_of(&body)?, true)?;
-    let new = NewCluster {
-        name: change.name.unwrap_or_default(),
-        api_url: change.api_url.unwrap_or_default(),
-        api_key: change.api_key.unwrap_or_else(|| Secret::new(String::new())),
-        kubeconfig: change.kubeconfig.unwrap_or_else(|| Secret::new(String::new())),
-        ca_bundle: change.ca_bundle.unwrap_or_default(),
-        oauth_client_id: change.oauth_client_id.unwrap_or_default(),
-        capacity: change.capacity.unwrap_or_default(),
-        region: change.region.unwrap_or_default(),
-        status: change.status.unwrap_or_default(),
-    };
+    let new = parse_body(&body_of(&body)?, true)?
+        .complete()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a registration passed its checks with a field missing")))?;
     let vault = state.vault.clone();
     let view = state
         .db
@@ -216,8 +255,9 @@ async fn create_cluster(state: Data, caller: Caller, body: web::Bytes) -> Result
 }
 
 #[utoipa::path(get, path = "/api/admin/clusters", tag = "clusters",
-    responses((status = 200, description = "every cluster, by name", body = Vec<ClusterView>), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody)))]
+    responses((status = 200, description = "every cluster, by name", body = Vec<ClusterView>),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody)))]
 async fn list_clusters(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let mut conn = state.db.conn().await?;
@@ -225,9 +265,11 @@ async fn list_clusters(state: Data, caller: Caller) -> Result<HttpResponse, ApiE
 }
 
 #[utoipa::path(get, path = "/api/admin/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path, description = "cluster id")),
-    responses((status = 200, description = "the cluster", body = ClusterView), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such cluster", body = ErrorBody)))]
-async fn get_cluster(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    responses((status = 200, description = "the cluster", body = ClusterView),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody)))]
+async fn get_cluster(state: Data, caller: Caller, id: web::Path<ClusterId>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let mut conn = state.db.conn().await?;
     Ok(HttpResponse::Ok().json(clusters::get(&mut conn, *id).await?))
@@ -235,13 +277,15 @@ async fn get_cluster(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result
 
 #[utoipa::path(patch, path = "/api/admin/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path, description = "cluster id")), request_body = ClusterBody,
     responses((status = 200, description = "changed (ClusterUpdated announced, without secrets)", body = ClusterView),
-        (status = 400, description = "a field is invalid", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no such cluster", body = ErrorBody),
-        (status = 409, description = "name taken", body = ErrorBody)))]
+        (status = 400, description = invalid_cluster(), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody),
+        (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody)))]
 async fn update_cluster(
     state: Data,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: web::Path<ClusterId>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -284,8 +328,9 @@ pub struct AssignmentPage {
 
 #[utoipa::path(get, path = "/api/admin/assignments", tag = "clusters", params(AssignmentQuery),
     responses((status = 200, description = "a page of assignments, oldest first", body = AssignmentPage),
-        (status = 400, description = "bad status or paging", body = ErrorBody), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody)))]
+        (status = 400, description = answers("bad status or paging", &[PlatformCode::InvalidQuery], &[ProvisioningCode::InvalidStatus]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody)))]
 async fn list_assignments(
     state: Data,
     caller: Caller,
@@ -295,32 +340,32 @@ async fn list_assignments(
     let limit = query.limit.unwrap_or(100);
     let offset = query.offset.unwrap_or(0);
     if !(1..=500).contains(&limit) || offset < 0 {
-        return Err(ApiError::bad_request("invalid_query", "limit must be 1-500 and offset at least 0"));
+        return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-500 and offset at least 0"));
     }
-    let status = query.status.as_deref().filter(|s| !s.is_empty());
-    if let Some(s) = status
-        && !a_status::ALL.contains(&s)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_status",
-            format!("status must be one of {}", a_status::ALL.join(", ")),
-        ));
-    }
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<AssignmentState>)
+        .transpose()
+        .map_err(|_| ProvisioningCode::InvalidStatus.with_message(validate::one_of(AssignmentState::ALL)))?;
     let mut conn = state.db.conn().await?;
     let (items, total) = assignments::list(&mut conn, status, limit, offset).await.map_err(ProvisioningError::from)?;
     Ok(HttpResponse::Ok().json(AssignmentPage { items, total, limit, offset }))
 }
 
 #[utoipa::path(get, path = "/api/admin/assignments/{user_id}", tag = "clusters", params(("user_id" = Uuid, Path, description = "user id")),
-    responses((status = 200, description = "the assignment", body = Assignment), (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "administrators only", body = ErrorBody), (status = 404, description = "no assignment", body = ErrorBody)))]
-async fn get_assignment(state: Data, caller: Caller, user: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+    responses((status = 200, description = "the assignment", body = Assignment),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers("no assignment", &[], &[ProvisioningCode::AssignmentNotFound]), body = ErrorBody)))]
+async fn get_assignment(state: Data, caller: Caller, user: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let mut conn = state.db.conn().await?;
     let a = assignments::get(&mut conn, *user)
         .await
         .map_err(ProvisioningError::from)?
-        .ok_or_else(|| ApiError::not_found("assignment_not_found", "the user has no assignment"))?;
+        .ok_or_else(|| ProvisioningCode::AssignmentNotFound.error())?;
     Ok(HttpResponse::Ok().json(a))
 }
 
@@ -329,18 +374,22 @@ async fn get_assignment(state: Data, caller: Caller, user: web::Path<Uuid>) -> R
 #[serde(deny_unknown_fields)]
 pub struct MoveBody {
     /// The target cluster.
-    cluster_id: Uuid,
+    cluster_id: ClusterId,
 }
 
 #[utoipa::path(put, path = "/api/admin/assignments/{user_id}", tag = "clusters", params(("user_id" = Uuid, Path, description = "user id")), request_body = MoveBody,
     responses((status = 200, description = "seated on the cluster; the account is made (and the old one deactivated) in the background", body = Assignment),
-        (status = 401, description = "not signed in", body = ErrorBody), (status = 403, description = "administrators only", body = ErrorBody),
-        (status = 404, description = "no such user or cluster", body = ErrorBody),
-        (status = 409, description = "cluster_full, cluster_not_active or assignment_busy", body = ErrorBody)))]
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers("no such user or cluster", &[],
+            &[ProvisioningCode::UserNotFound, ProvisioningCode::ClusterNotFound]), body = ErrorBody),
+        (status = 409, description = answers("the move is refused", &[], &[ProvisioningCode::ClusterFull,
+            ProvisioningCode::ClusterNotActive, ProvisioningCode::AssignmentBusy, ProvisioningCode::UserDeleted]),
+            body = ErrorBody)))]
 async fn move_assignment(
     state: Data,
     caller: Caller,
-    user: web::Path<Uuid>,
+    user: web::Path<UserId>,
     body: web::Json<MoveBody>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -356,9 +405,10 @@ async fn move_assignment(
 
 #[utoipa::path(delete, path = "/api/admin/assignments/{user_id}", tag = "clusters", params(("user_id" = Uuid, Path, description = "user id")),
     responses((status = 200, description = "seat released; the account is deactivated in the background", body = Assignment),
-        (status = 401, description = "not signed in", body = ErrorBody), (status = 403, description = "administrators only", body = ErrorBody),
-        (status = 404, description = "not assigned", body = ErrorBody)))]
-async fn delete_assignment(state: Data, caller: Caller, user: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = answers("not assigned", &[], &[ProvisioningCode::NotAssigned]), body = ErrorBody)))]
+async fn delete_assignment(state: Data, caller: Caller, user: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let user = *user;
     let a = state.db.transaction(|c| Box::pin(async move { assignments::unassign(c, user).await })).await?;
@@ -373,7 +423,7 @@ pub struct MyCluster {
     /// The cluster, once one is chosen.
     cluster: Option<ClusterSummary>,
     /// complete, provisioning or waiting_for_capacity.
-    status: String,
+    status: AssignmentState,
     /// Why it is not complete yet.
     reason: Option<String>,
 }
@@ -381,7 +431,7 @@ pub struct MyCluster {
 /// A cluster as a user sees it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClusterSummary {
-    id: Uuid,
+    id: ClusterId,
     name: String,
     region: String,
     /// The Hopsworks URL to open.
@@ -390,23 +440,24 @@ pub struct ClusterSummary {
 
 #[utoipa::path(get, path = "/api/cluster", tag = "clusters",
     responses((status = 200, description = "the caller's cluster and its state", body = MyCluster),
-        (status = 401, description = "not signed in", body = ErrorBody), (status = 404, description = "not_assigned", body = ErrorBody)))]
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 404, description = answers("not assigned", &[], &[ProvisioningCode::NotAssigned]), body = ErrorBody)))]
 async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let user = caller.user_id.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))?;
-    let not_assigned = || ApiError::not_found("not_assigned", "you are not assigned to a cluster");
+    let user = caller.user_id.map(UserId::from_uuid).ok_or_else(|| PlatformCode::Unauthenticated.error())?;
+    let not_assigned = || ProvisioningCode::NotAssigned.with_message("you are not assigned to a cluster");
     let mut conn = state.db.conn().await?;
     let a = assignments::get(&mut conn, user).await.map_err(ProvisioningError::from)?.ok_or_else(not_assigned)?;
-    let (status, reason) = match a.status.as_str() {
-        a_status::COMPLETE => (a_status::COMPLETE, None),
-        a_status::PROVISIONING => (
-            a_status::PROVISIONING,
-            Some(a.last_error.clone().unwrap_or_else(|| "your Hopsworks account is being created".to_owned())),
-        ),
-        a_status::WAITING_FOR_CAPACITY => (
-            a_status::WAITING_FOR_CAPACITY,
-            Some("every cluster is full; you will be assigned when one has room".into()),
-        ),
-        _ => return Err(not_assigned()),
+    let reason = match a.status {
+        AssignmentState::Complete => None,
+        AssignmentState::Provisioning => {
+            Some(a.last_error.clone().unwrap_or_else(|| "your Hopsworks account is being created".to_owned()))
+        }
+        AssignmentState::WaitingForCapacity => {
+            Some("every cluster is full; you will be assigned when one has room".to_owned())
+        }
+        AssignmentState::WaitingForUser | AssignmentState::Unassigning | AssignmentState::Unassigned => {
+            return Err(not_assigned());
+        }
     };
     let cluster = match a.cluster_id {
         Some(id) => {
@@ -415,7 +466,7 @@ async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiErro
         }
         None => None,
     };
-    Ok(HttpResponse::Ok().json(MyCluster { cluster, status: status.to_owned(), reason }))
+    Ok(HttpResponse::Ok().json(MyCluster { cluster, status: a.status, reason }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,25 +475,27 @@ async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiErro
 /// 401 without caller headers (the extractor), 403 for anyone but the metering service signing
 /// as itself: no person, admins included, and no other service.
 fn require_metering(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_service(Service::Metering) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("metering_only", "only the metering service may call this route"))
-    }
+    if caller.is_service(Service::Metering) { Ok(()) } else { Err(ProvisioningCode::MeteringOnly.error()) }
 }
 
 /// The cluster id of an internal route, read after the caller is known to be allowed, so a
 /// refused caller learns nothing from how the id is judged.
-fn cluster_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("invalid_path", "the cluster id must be a UUID"))
+fn cluster_id(raw: &str) -> Result<ClusterId, ApiError> {
+    raw.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the cluster id must be a UUID"))
+}
+
+/// 403 for anyone but the metering service.
+fn metering_only() -> String {
+    answers("the metering service only", &[], &[ProvisioningCode::MeteringOnly])
 }
 
 /// A cluster's kubeconfig, opened, for the metering service. Never logged.
-#[derive(Serialize)]
-struct ClusterKubeconfig {
-    cluster_id: Uuid,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClusterKubeconfig {
+    cluster_id: ClusterId,
     name: String,
-    status: String,
+    status: ClusterStatus,
+    /// The kubeconfig YAML as registered.
     kubeconfig: String,
 }
 
@@ -452,8 +505,14 @@ impl std::fmt::Debug for ClusterKubeconfig {
     }
 }
 
-/// `GET /internal/clusters/{id}/kubeconfig`: the kubeconfig as registered, opened in memory.
-/// The answer is marked `no-store`.
+/// The kubeconfig as registered, opened in memory. The answer is marked `no-store`.
+#[utoipa::path(get, path = "/internal/clusters/{id}/kubeconfig", tag = "internal",
+    params(("id" = Uuid, Path, description = "cluster id")),
+    responses((status = 200, description = "the cluster's kubeconfig", body = ClusterKubeconfig),
+        (status = 400, description = answers("the id is not a UUID", &[PlatformCode::InvalidPath], &[]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = metering_only(), body = ErrorBody),
+        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody)))]
 async fn cluster_kubeconfig(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     require_metering(&caller)?;
     let id = cluster_id(&id)?;
@@ -471,8 +530,8 @@ async fn cluster_kubeconfig(state: Data, caller: Caller, id: web::Path<String>) 
 }
 
 /// One Hopsworks project of a cluster.
-#[derive(Debug, Serialize)]
-struct ClusterProject {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClusterProject {
     /// Hopsworks' numeric project id.
     id: i64,
     /// Name as created.
@@ -484,23 +543,27 @@ struct ClusterProject {
 }
 
 /// A cluster's Hopsworks projects.
-#[derive(Debug, Serialize)]
-struct ClusterProjects {
-    cluster_id: Uuid,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClusterProjects {
+    cluster_id: ClusterId,
     projects: Vec<ClusterProject>,
 }
 
 fn hopsworks_unavailable(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "hopsworks_unavailable",
-        format!("the cluster's Hopsworks is unavailable: {detail}"),
-    )
+    ProvisioningCode::HopsworksUnavailable.with_message(format!("the cluster's Hopsworks is unavailable: {detail}"))
 }
 
-/// `GET /internal/clusters/{id}/projects`: the projects the cluster's Hopsworks admin API lists
-/// now, with the service's usual client (the cluster's CA only, its API key, timeouts and
-/// retries). 502 `hopsworks_unavailable` when Hopsworks cannot answer.
+/// The projects the cluster's Hopsworks admin API lists now, with the service's usual client
+/// (the cluster's CA only, its API key, timeouts and retries).
+#[utoipa::path(get, path = "/internal/clusters/{id}/projects", tag = "internal",
+    params(("id" = Uuid, Path, description = "cluster id")),
+    responses((status = 200, description = "the cluster's Hopsworks projects", body = ClusterProjects),
+        (status = 400, description = answers("the id is not a UUID", &[PlatformCode::InvalidPath], &[]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = metering_only(), body = ErrorBody),
+        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody),
+        (status = 502, description = answers("Hopsworks cannot answer", &[], &[ProvisioningCode::HopsworksUnavailable]),
+            body = ErrorBody)))]
 async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     require_metering(&caller)?;
     let id = cluster_id(&id)?;
@@ -537,3 +600,13 @@ async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) ->
     tags((name = "clusters", description = "Hopsworks clusters and who is on which"))
 )]
 pub struct ApiDoc;
+
+/// The routes other services call (`/internal/...`), kept out of the public document: the
+/// gateway never forwards them.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(cluster_kubeconfig, cluster_projects),
+    components(schemas(ClusterKubeconfig, ClusterProjects, ClusterProject, ErrorBody)),
+    tags((name = "internal", description = "Routes for other Hopsbridge services"))
+)]
+pub struct InternalApiDoc;

@@ -1,46 +1,26 @@
 //! The projection of people provisioning needs to create their Hopsworks accounts, kept from
 //! identity's events.
 
+use crate::schema::users;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
-
-diesel::table! {
-    /// People, as identity announces them.
-    users (user_id) {
-        user_id -> Uuid,
-        auth_subject -> Text,
-        email -> Text,
-        name -> Text,
-        status -> Text,
-        updated_at -> Timestamptz,
-    }
-}
-
-/// Account statuses as identity names them.
-pub mod status {
-    /// May use Hopsbridge.
-    pub const ACTIVE: &str = "active";
-    /// Blocked for now.
-    pub const SUSPENDED: &str = "suspended";
-    /// Gone for good.
-    pub const DELETED: &str = "deleted";
-}
+use hopsbridge_domain::{AccountStatus, UserId};
+use std::collections::HashMap;
 
 /// A person.
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct Person {
     /// Hopsbridge id.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Auth0 subject.
     pub auth_subject: String,
     /// Email.
     pub email: String,
     /// Display name (may be empty).
     pub name: String,
-    /// `active`, `suspended` or `deleted`.
-    pub status: String,
+    /// Whether they may use Hopsbridge.
+    pub status: AccountStatus,
 }
 
 /// Records a person from UserCreatedV1; a repeat changes nothing but the details.
@@ -73,8 +53,12 @@ pub async fn upsert(conn: &mut AsyncPgConnection, person: &Person) -> Result<(),
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn set_status(conn: &mut AsyncPgConnection, id: Uuid, to: &str) -> Result<bool, diesel::result::Error> {
-    let n = diesel::update(users::table.find(id).filter(users::status.ne(status::DELETED)))
+pub async fn set_status(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    to: AccountStatus,
+) -> Result<bool, diesel::result::Error> {
+    let n = diesel::update(users::table.find(id).filter(users::status.ne(AccountStatus::Deleted)))
         .set((users::status.eq(to), users::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
         .await?;
@@ -85,7 +69,7 @@ pub async fn set_status(conn: &mut AsyncPgConnection, id: Uuid, to: &str) -> Res
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn get(mut conn: &AsyncPgConnection, id: Uuid) -> Result<Option<Person>, diesel::result::Error> {
+pub async fn get(mut conn: &AsyncPgConnection, id: UserId) -> Result<Option<Person>, diesel::result::Error> {
     users::table.find(id).select(Person::as_select()).first(&mut conn).await.optional()
 }
 
@@ -95,8 +79,8 @@ pub async fn get(mut conn: &AsyncPgConnection, id: Uuid) -> Result<Option<Person
 /// When Postgres fails.
 pub async fn get_many(
     mut conn: &AsyncPgConnection,
-    ids: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, Person>, diesel::result::Error> {
+    ids: &[UserId],
+) -> Result<HashMap<UserId, Person>, diesel::result::Error> {
     let people: Vec<Person> =
         users::table.filter(users::user_id.eq_any(ids)).select(Person::as_select()).load(&mut conn).await?;
     Ok(people.into_iter().map(|p| (p.user_id, p)).collect())

@@ -1,25 +1,31 @@
-//! Checks of what an admin registers: each failure has a stable code and a message that never
-//! repeats a secret.
+//! Checks of what an admin registers: each failure has its code of the catalogue and a message
+//! that never repeats a secret.
 
+use crate::error::{ProvisioningCode, ProvisioningError};
+use hopsbridge_domain::ClusterStatus;
 use kube::config::Kubeconfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-/// A rejected field: the stable code and a message.
+/// A rejected field: its code and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    /// Stable snake_case code.
-    pub code: &'static str,
+    /// The code answered.
+    pub code: ProvisioningCode,
     /// What is wrong.
     pub message: String,
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid { code, message: message.into() }
+impl From<Invalid> for ProvisioningError {
+    fn from(e: Invalid) -> Self {
+        Self::refused(e.code, e.message)
+    }
 }
 
-/// The cluster statuses.
-pub const STATUSES: [&str; 4] = ["active", "maintenance", "full", "inactive"];
+/// A rejected field.
+pub fn invalid(code: ProvisioningCode, message: impl Into<String>) -> Invalid {
+    Invalid { code, message: message.into() }
+}
 
 /// A name: 1-100 characters, no control characters, trimmed.
 ///
@@ -28,7 +34,7 @@ pub const STATUSES: [&str; 4] = ["active", "maintenance", "full", "inactive"];
 pub fn name(raw: &str) -> Result<String, Invalid> {
     let name = raw.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(invalid("invalid_name", "name must be 1-100 characters without control characters"));
+        return Err(invalid(ProvisioningCode::InvalidName, "name must be 1-100 characters without control characters"));
     }
     Ok(name.to_owned())
 }
@@ -42,7 +48,10 @@ pub fn region(raw: &str) -> Result<String, Invalid> {
     let ok = (1..=64).contains(&region.len())
         && region.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
-        return Err(invalid("invalid_region", "region must be 1-64 of letters, digits, '-', '_' and '.'"));
+        return Err(invalid(
+            ProvisioningCode::InvalidRegion,
+            "region must be 1-64 of letters, digits, '-', '_' and '.'",
+        ));
     }
     Ok(region.to_owned())
 }
@@ -53,7 +62,7 @@ pub fn region(raw: &str) -> Result<String, Invalid> {
 /// # Errors
 /// `invalid_api_url`.
 pub fn api_url(raw: &str) -> Result<String, Invalid> {
-    let bad = |m: &str| invalid("invalid_api_url", m.to_owned());
+    let bad = |m: &str| invalid(ProvisioningCode::InvalidApiUrl, m.to_owned());
     let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("api_url is not a URL"))?;
     if url.scheme() != "https" {
         return Err(bad("api_url must use https"));
@@ -77,7 +86,7 @@ pub fn api_url(raw: &str) -> Result<String, Invalid> {
 ///
 /// # Errors
 /// `code`.
-pub fn required_text(raw: &str, field: &str, code: &'static str, max: usize) -> Result<String, Invalid> {
+pub fn required_text(raw: &str, field: &str, code: ProvisioningCode, max: usize) -> Result<String, Invalid> {
     let v = raw.trim();
     if v.is_empty() || v.len() > max || v.chars().any(char::is_control) {
         return Err(invalid(code, format!("{field} must be 1-{max} characters without control characters")));
@@ -90,7 +99,7 @@ pub fn required_text(raw: &str, field: &str, code: &'static str, max: usize) -> 
 /// # Errors
 /// `invalid_ca_bundle`.
 pub fn ca_bundle(raw: &str) -> Result<String, Invalid> {
-    let bad = |m: &str| invalid("invalid_ca_bundle", m.to_owned());
+    let bad = |m: &str| invalid(ProvisioningCode::InvalidCaBundle, m.to_owned());
     if !raw.contains("-----BEGIN CERTIFICATE-----") {
         return Err(bad("ca_bundle must hold PEM certificates (-----BEGIN CERTIFICATE-----)"));
     }
@@ -113,7 +122,7 @@ pub fn ca_bundle(raw: &str) -> Result<String, Invalid> {
 /// # Errors
 /// `invalid_kubeconfig`, with a message that never quotes the file.
 pub fn kubeconfig(raw: &str) -> Result<(), Invalid> {
-    let bad = |m: &str| invalid("invalid_kubeconfig", m.to_owned());
+    let bad = |m: &str| invalid(ProvisioningCode::InvalidKubeconfig, m.to_owned());
     if raw.trim().is_empty() {
         return Err(bad("kubeconfig is empty"));
     }
@@ -168,24 +177,27 @@ pub fn capacity(value: &serde_json::Value) -> Result<i32, Invalid> {
         .as_i64()
         .filter(|n| (0..=1_000_000).contains(n))
         .and_then(|n| i32::try_from(n).ok())
-        .ok_or_else(|| invalid("invalid_capacity", "capacity must be an integer from 0 to 1000000"))
+        .ok_or_else(|| invalid(ProvisioningCode::InvalidCapacity, "capacity must be an integer from 0 to 1000000"))
 }
 
-/// A status.
+/// A cluster status.
 ///
 /// # Errors
 /// `invalid_status`.
-pub fn status(raw: &str) -> Result<String, Invalid> {
-    if STATUSES.contains(&raw) {
-        Ok(raw.to_owned())
-    } else {
-        Err(invalid("invalid_status", format!("status must be one of {}", STATUSES.join(", "))))
-    }
+pub fn status(raw: &str) -> Result<ClusterStatus, Invalid> {
+    raw.parse().map_err(|_| invalid(ProvisioningCode::InvalidStatus, one_of(ClusterStatus::ALL)))
+}
+
+/// "status must be one of a, b, c".
+pub fn one_of<S: std::fmt::Display>(statuses: &[S]) -> String {
+    let names: Vec<String> = statuses.iter().map(ToString::to_string).collect();
+    format!("status must be one of {}", names.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hopsbridge_platform::http::ErrorCode as _;
 
     const KUBECONFIG: &str = "apiVersion: v1
 kind: Config
@@ -218,7 +230,7 @@ users:
             &KUBECONFIG.replace("cluster: c\n", "cluster: other\n"),
             &KUBECONFIG.replace("current-context: main", "current-context: nope"),
         ] {
-            assert_eq!(kubeconfig(broken).map_err(|e| e.code), Err("invalid_kubeconfig"), "{broken}");
+            assert_eq!(kubeconfig(broken).map_err(|e| e.code.code()), Err("invalid_kubeconfig"), "{broken}");
         }
     }
 

@@ -2,20 +2,21 @@
 //! Hopsworks work of assignments (create accounts, deactivate old ones), retrying failures with
 //! backoff. It runs every `assignments.retry_interval_ms` and whenever something changes.
 
-use crate::assignments::{self, Work, status};
-use crate::clusters::ClusterRow;
+use crate::assignments;
+use crate::clusters::{self, ClusterRow};
 use crate::config::{AssignmentsConfig, HopsworksConfig};
 use crate::crypto::Vault;
 use crate::hopsworks::Hopsworks;
 use crate::users::{self, Person};
+use crate::work::{self, Work};
 use futures::StreamExt as _;
+use hopsbridge_domain::{AssignmentState, ClusterId, UserId};
 use hopsbridge_platform::db::{Database, DbError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// The background task.
 #[derive(Debug, Clone)]
@@ -25,7 +26,7 @@ pub struct Worker {
     hopsworks: HopsworksConfig,
     cfg: AssignmentsConfig,
     wake: Arc<Notify>,
-    clients: Arc<Mutex<HashMap<Uuid, (Fingerprint, Hopsworks)>>>,
+    clients: Arc<Mutex<HashMap<ClusterId, (Fingerprint, Hopsworks)>>>,
 }
 
 /// What a cluster's Hopsworks client was made from.
@@ -94,10 +95,8 @@ impl Worker {
         }
         let limit = i64::try_from(self.cfg.concurrency.saturating_mul(4)).unwrap_or(i64::MAX);
         let lease = i64::try_from(self.cfg.lease_secs).unwrap_or(i64::MAX);
-        let work = self
-            .db
-            .transaction(|c| Box::pin(async move { Tx::Ok(assignments::claim_due(c, limit, lease).await?) }))
-            .await?;
+        let work =
+            self.db.transaction(|c| Box::pin(async move { Tx::Ok(work::claim_due(c, limit, lease).await?) })).await?;
         let taken = work.len();
         if work.is_empty() {
             return Ok(placed > 0);
@@ -105,10 +104,10 @@ impl Worker {
         // Who and where, read once for the whole pass.
         let (people, clusters) = {
             let mut conn = self.db.conn().await?;
-            let user_ids: Vec<Uuid> = work.iter().map(|w| w.user_id).collect();
-            let cluster_ids: Vec<Uuid> =
+            let user_ids: Vec<UserId> = work.iter().map(|w| w.user_id).collect();
+            let cluster_ids: Vec<ClusterId> =
                 work.iter().flat_map(|w| std::iter::once(w.cluster_id).chain(w.previous_cluster_id)).collect();
-            (users::get_many(&conn, &user_ids).await?, assignments::cluster_rows(&mut conn, &cluster_ids).await?)
+            (users::get_many(&conn, &user_ids).await?, clusters::rows(&mut conn, &cluster_ids).await?)
         };
         let pass = Pass { people: &people, clusters: &clusters };
         futures::stream::iter(work)
@@ -123,13 +122,15 @@ impl Worker {
             Err(reason) => {
                 tracing::warn!(user_id = %work.user_id, cluster_id = %work.cluster_id, attempts = work.attempts,
                     reason = %reason, "Hopsworks work failed; will try again");
-                let delay = self.retry_delay(work.attempts);
+                // `attempts` counts this one: the first failure waits the first delay.
+                let retry = u32::try_from(work.attempts.saturating_sub(1)).unwrap_or(0);
+                let delay = self.cfg.retry_backoff().delay(retry);
                 let w = work.clone();
                 let recorded = self
                     .db
                     .transaction(|c| {
                         let (w, reason) = (w.clone(), reason.clone());
-                        Box::pin(async move { Tx::Ok(assignments::failed(c, &w, &reason, delay).await?) })
+                        Box::pin(async move { Tx::Ok(work::failed(c, &w, &reason, delay).await?) })
                     })
                     .await;
                 if let Err(e) = recorded {
@@ -139,16 +140,10 @@ impl Worker {
         }
     }
 
-    fn retry_delay(&self, attempts: i32) -> chrono::Duration {
-        let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-        let ms = self.cfg.initial_retry_delay_ms.saturating_mul(1_u64 << exp).min(self.cfg.max_retry_delay_ms);
-        chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
-    }
-
     /// The cluster's Hopsworks client. One is kept per cluster, so its connections (and their
     /// TLS sessions) serve every piece of work; it is made again when the cluster's URL, CA
     /// bundle, OAuth client or sealed API key changed.
-    async fn client(&self, pass: Pass<'_>, cluster: Uuid) -> Result<Hopsworks, String> {
+    async fn client(&self, pass: Pass<'_>, cluster: ClusterId) -> Result<Hopsworks, String> {
         let row: &ClusterRow = pass.clusters.get(&cluster).ok_or_else(|| format!("cluster {cluster} is gone"))?;
         let made_from = Fingerprint {
             api_url: row.api_url.clone(),
@@ -175,7 +170,7 @@ impl Worker {
             Some(id) => Some(self.client(pass, id).await?),
             None => None,
         };
-        let written = if work.status == status::UNASSIGNING {
+        let written = if work.status == AssignmentState::Unassigning {
             let had = current.deactivate(work.hopsworks_user_id, &person.email).await.map_err(|e| e.0)?;
             let had = had || work.hopsworks_user_id.is_some();
             self.write(work, Step::Released { had }).await?
@@ -205,9 +200,9 @@ impl Worker {
                 let (w, step) = (work.clone(), step.clone());
                 Box::pin(async move {
                     Tx::Ok(match step {
-                        Step::Released { had } => assignments::released(c, &w, had).await?,
-                        Step::MovedOff { had } => assignments::moved_off(c, &w, had).await?,
-                        Step::Complete { username, id } => assignments::complete(c, &w, &username, id).await?,
+                        Step::Released { had } => work::released(c, &w, had).await?,
+                        Step::MovedOff { had } => work::moved_off(c, &w, had).await?,
+                        Step::Complete { username, id } => work::complete(c, &w, &username, id).await?,
                     })
                 })
             })
@@ -218,7 +213,7 @@ impl Worker {
     async fn release(&self, work: &Work) -> Result<(), String> {
         let user = work.user_id;
         self.db
-            .transaction(|c| Box::pin(async move { Tx::Ok(assignments::release_lease(c, user).await?) }))
+            .transaction(|c| Box::pin(async move { Tx::Ok(work::release_lease(c, user).await?) }))
             .await
             .map_err(|e| format!("database: {e}"))
     }
@@ -227,8 +222,8 @@ impl Worker {
 /// What one pass read for all its work: the people and the clusters.
 #[derive(Debug, Clone, Copy)]
 struct Pass<'a> {
-    people: &'a HashMap<Uuid, Person>,
-    clusters: &'a HashMap<Uuid, ClusterRow>,
+    people: &'a HashMap<UserId, Person>,
+    clusters: &'a HashMap<ClusterId, ClusterRow>,
 }
 
 /// A finished piece of Hopsworks work to write back.

@@ -4,248 +4,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use diesel_async::RunQueryDsl;
-use hopsbridge_contracts::Event;
-use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::{
-    ClusterAssignedV1, ClusterUnassignedV1, Envelope, PaymentMethodAddedV1, UserCreatedV1,
+mod common;
+
+use common::{
+    Bytes, CLIENT_ID, KUBECONFIG, Provisioning, admin, cluster_body, hopsworks, launch, metering, person, settings,
+    start,
 };
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::Service;
+use hopsbridge_contracts::events::{ClusterAssignedV1, ClusterUnassignedV1, Envelope, PaymentMethodAddedV1};
+use hopsbridge_domain::{AccountStatus, ClusterId, UserId};
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
-use hopsbridge_platform::config::env_var;
-use hopsbridge_provisioning::ProvisioningConfig;
-use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim, STATUS_ACTIVATED, STATUS_DEACTIVATED};
+use hopsbridge_sandbox::hopsworks::{STATUS_ACTIVATED, STATUS_DEACTIVATED};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb, eventually};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-const CLIENT_ID: &str = "hopsbridge-oauth-client";
-const WAIT: Duration = Duration::from_secs(30);
-
-const KUBECONFIG: &str = "apiVersion: v1
-kind: Config
-current-context: main
-clusters:
-- name: c
-  cluster:
-    server: https://127.0.0.1:6443
-contexts:
-- name: main
-  context:
-    cluster: c
-    user: u
-users:
-- name: u
-  user:
-    token: kube-token-very-secret-0123
-";
-
-fn admin() -> Caller {
-    Caller {
-        subject: "auth0|admin".into(),
-        user_id: Some(Uuid::now_v7()),
-        roles: vec![Role::User, Role::Admin],
-        email: Some("admin@example.com".into()),
-    }
-}
-
-fn person(user_id: Uuid) -> Caller {
-    Caller {
-        subject: format!("auth0|{user_id}"),
-        user_id: Some(user_id),
-        roles: vec![Role::User, Role::Owner],
-        email: None,
-    }
-}
-
-struct Provisioning {
-    base: String,
-    db: TestDb,
-    bus: TestBus,
-    key: CallerKey,
-    stops: Vec<CancellationToken>,
-}
-
-impl Drop for Provisioning {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.cancel();
-        }
-    }
-}
-
-fn env(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> Vec<(String, String)> {
-    let var = |k: &str, v: &str| (env_var(Service::Provisioning, k), v.to_owned());
-    vec![
-        var("database.url", db.url()),
-        var("nats.url", bus.url()),
-        var("nats.prefix", bus.prefix()),
-        var("http.port", "0"),
-        var("http.workers", "2"),
-        var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-        var("encryption.keys", keys),
-        var("encryption.active_key", active),
-        var("hopsworks.request_timeout_ms", "1000"),
-        var("hopsworks.connect_timeout_ms", "1000"),
-        var("hopsworks.initial_backoff_ms", "20"),
-        var("hopsworks.max_backoff_ms", "100"),
-        var("assignments.retry_interval_ms", "100"),
-        var("assignments.initial_retry_delay_ms", "200"),
-        var("assignments.max_retry_delay_ms", "500"),
-        var("assignments.lease_secs", "60"),
-    ]
-}
-
-async fn launch(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> (String, CancellationToken) {
-    let config: ProvisioningConfig = hopsbridge_platform::config::load_from(
-        Service::Provisioning,
-        &hopsbridge_provisioning::DEFAULTS,
-        None,
-        env(db, bus, keys, active),
-    )
-    .unwrap();
-    let app = hopsbridge_provisioning::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-    (base, stop)
-}
-
-async fn start() -> Provisioning {
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let (base, stop) = launch(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1").await;
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
-    Provisioning { base, db, bus, key, stops: vec![stop] }
-}
-
-fn hopsworks(name: &str) -> HopsworksSim {
-    HopsworksSim::start(HopsworksConfig::new(name, &format!("hw-key-{name}-{}", Uuid::new_v4().simple()), CLIENT_ID))
-        .unwrap()
-}
-
-fn cluster_body(name: &str, sim: &HopsworksSim, capacity: i64) -> Value {
-    json!({
-        "name": name,
-        "api_url": sim.origin(),
-        "api_key": sim.api_key(),
-        "kubeconfig": KUBECONFIG,
-        "ca_bundle": sim.ca_pem(),
-        "oauth_client_id": CLIENT_ID,
-        "capacity": capacity,
-        "region": "eu-north-1",
-        "status": "active",
-    })
-}
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Bytes {
-    #[diesel(sql_type = diesel::sql_types::Bytea)]
-    b: Vec<u8>,
-}
-
-impl Provisioning {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        caller: Option<&Caller>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, body).await
-    }
-
-    async fn register(&self, name: &str, sim: &HopsworksSim, capacity: i64) -> String {
-        let (status, body) = self
-            .call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(cluster_body(name, sim, capacity)))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Records a person straight in provisioning's projection, as UserCreatedV1 would.
-    async fn insert_person(&self, user: Uuid, email: &str, status: &str) {
-        let mut conn = self.db.connect("provisioning").await;
-        diesel::sql_query("INSERT INTO users (user_id, auth_subject, email, name, status) VALUES ($1, $2, $3, $4, $5)")
-            .bind::<diesel::sql_types::Uuid, _>(user)
-            .bind::<diesel::sql_types::Text, _>(format!("auth0|{user}"))
-            .bind::<diesel::sql_types::Text, _>(email)
-            .bind::<diesel::sql_types::Text, _>(email)
-            .bind::<diesel::sql_types::Text, _>(status)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        let mut conn = self.db.connect("provisioning").await;
-        diesel::sql_query(sql).get_result::<Count>(&mut conn).await.unwrap().n
-    }
-
-    /// Every outbox envelope of `event_type`, oldest first.
-    async fn outbox(&self, event_type: &str) -> Vec<Envelope> {
-        let mut conn = self.db.connect("provisioning").await;
-        let rows: Vec<Bytes> =
-            diesel::sql_query("SELECT envelope AS b FROM outbox WHERE event_type = $1 ORDER BY created_at, id")
-                .bind::<diesel::sql_types::Text, _>(event_type)
-                .load(&mut conn)
-                .await
-                .unwrap();
-        rows.into_iter().map(|r| Envelope::decode(r.b.as_slice()).unwrap()).collect()
-    }
-
-    async fn publish<E: Event>(&self, event: &E, id: Option<String>) -> String {
-        self.bus.publish(event, id).await
-    }
-
-    async fn user_created(&self, user: Uuid, email: &str, name: &str) {
-        let event = UserCreatedV1 {
-            user_id: user.to_string(),
-            auth_subject: format!("auth0|{user}"),
-            email: email.into(),
-            name: name.into(),
-        };
-        self.publish(&event, None).await;
-    }
-
-    async fn paid(&self, user: Uuid) -> String {
-        let event =
-            PaymentMethodAddedV1 { user_id: user.to_string(), stripe_customer_id: format!("cus_{}", user.simple()) };
-        self.publish(&event, None).await
-    }
-
-    async fn assignment(&self, user: Uuid) -> Value {
-        let (status, body) =
-            self.call(Method::GET, &format!("/api/admin/assignments/{user}"), Some(&admin()), None).await;
-        if status == StatusCode::NOT_FOUND { Value::Null } else { body }
-    }
-
-    /// Polls the assignment of `user` until `pred` holds; answers it.
-    async fn wait_for(&self, user: Uuid, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let last = self.assignment(user).await;
-            if pred(&last) {
-                return last;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "assignment of {user} never {what}; last: {last}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_status(&self, user: Uuid, want: &str) -> Value {
-        self.wait_for(user, &format!("became {want}"), |a| a["status"] == want).await
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The registry
@@ -412,10 +188,6 @@ async fn every_bad_registration_is_refused_with_its_code_and_changes_nothing() {
 // ---------------------------------------------------------------------------------------------
 // The internal routes of the metering service
 
-fn metering() -> Caller {
-    Caller::service(Service::Metering)
-}
-
 const INTERNAL: [&str; 2] = ["kubeconfig", "projects"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,7 +299,7 @@ async fn the_metering_service_lists_a_clusters_projects_with_their_namespaces_an
 
     // The client pages through the list and keeps every project once.
     let access = hopsbridge_provisioning::clusters::ClusterAccess {
-        id: Uuid::parse_str(&id).unwrap(),
+        id: id.parse().unwrap(),
         api_url: sim.origin(),
         api_key: sim.api_key().to_owned().into(),
         ca_bundle: sim.ca_pem().to_owned(),
@@ -705,7 +477,7 @@ async fn a_creation_whose_answer_is_lost_is_not_repeated() {
     hopsbridge_testkit::init();
     let sim = hopsworks("lost");
     let access = hopsbridge_provisioning::clusters::ClusterAccess {
-        id: Uuid::now_v7(),
+        id: ClusterId::new(),
         api_url: sim.origin(),
         api_key: sim.api_key().to_owned().into(),
         ca_bundle: sim.ca_pem().to_owned(),
@@ -721,11 +493,11 @@ async fn a_creation_whose_answer_is_lost_is_not_repeated() {
     };
     let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&access, &cfg).unwrap();
     let ada = hopsbridge_provisioning::users::Person {
-        user_id: Uuid::now_v7(),
+        user_id: UserId::new(),
         auth_subject: "auth0|lost".into(),
         email: "lost@example.com".into(),
         name: "Ada Lost".into(),
-        status: "active".into(),
+        status: AccountStatus::Active,
     };
     // The creation is made, but its answer never arrives in time; the retry is told the user
     // exists, and the account is then found, not made twice.
@@ -811,7 +583,7 @@ async fn forty_owners_racing_for_thirty_seats_never_overfill_and_the_rest_wait_i
                 db.transaction(|c| {
                     Box::pin(async move {
                         Ok::<_, hopsbridge_platform::db::DbError>(
-                            hopsbridge_provisioning::assignments::request(c, u, 5).await?,
+                            hopsbridge_provisioning::assignments::request(c, UserId::from_uuid(u), 5).await?,
                         )
                     })
                 })
@@ -872,9 +644,10 @@ async fn a_batch_of_requests_is_placed_as_if_one_after_another() {
             let requests = requests.clone();
             Box::pin(async move {
                 if alone {
-                    return Ok::<_, hopsbridge_platform::db::DbError>(vec![request(c, requests[0], 5).await?]);
+                    let user = UserId::from_uuid(requests[0]);
+                    return Ok::<_, hopsbridge_platform::db::DbError>(vec![request(c, user, 5).await?]);
                 }
-                let asks: Vec<(Uuid, i32)> = requests.iter().map(|u| (*u, 5)).collect();
+                let asks: Vec<(UserId, i32)> = requests.iter().map(|u| (UserId::from_uuid(*u), 5)).collect();
                 Ok(request_all(c, &asks).await?)
             })
         })
@@ -1114,7 +887,7 @@ async fn rotate_keys_reencrypts_everything_so_the_old_key_can_be_removed() {
     let (status, output) = hopsbridge_testkit::ServiceProcess::run_to_exit(
         binary,
         &["rotate-keys"],
-        &env(&p.db, &p.bus, PROVISIONING_ENCRYPTION_KEYS, "test2"),
+        &settings(&p.db, &p.bus, PROVISIONING_ENCRYPTION_KEYS, "test2").env(),
     );
     assert!(status.success(), "{output}");
     assert!(output.contains("cluster secrets re-encrypted"), "{output}");
@@ -1158,7 +931,7 @@ async fn rotate_keys_reencrypts_everything_so_the_old_key_can_be_removed() {
     let (status, output) = hopsbridge_testkit::ServiceProcess::run_to_exit(
         binary,
         &["rotate-keys"],
-        &env(&p.db, &p.bus, only_new, "test2"),
+        &settings(&p.db, &p.bus, only_new, "test2").env(),
     );
     assert!(status.success(), "{output}");
     assert!(output.contains("\"rotated\":0"), "{output}");
@@ -1171,8 +944,8 @@ async fn rotate_keys_reencrypts_everything_so_the_old_key_can_be_removed() {
 async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
     let db = TestDb::new().await;
     let bus = TestBus::new().await;
-    let mut vars = env(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1");
-    vars.push((env_var(Service::Provisioning, "database.migrate_on_start"), "true".into()));
+    let mut vars =
+        settings(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1").set("database.migrate_on_start", "true").env();
     vars.push(("RUST_LOG".into(), "info,hopsbridge_provisioning=debug,hopsbridge_platform=debug".into()));
     let binary = env!("CARGO_BIN_EXE_hopsbridge-provisioning");
     let mut process = hopsbridge_testkit::ServiceProcess::start(binary, &vars);

@@ -1,0 +1,246 @@
+//! provisioning in process against the real Postgres and NATS, with clusters played by the
+//! Hopsworks sandbox: start it, call it as the gateway would, publish what other services
+//! announce, and read its tables and outbox.
+
+#![allow(dead_code, reason = "each test binary uses part of the harness")]
+
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::Event;
+use hopsbridge_contracts::Service;
+use hopsbridge_contracts::events::{Envelope, PaymentMethodAddedV1, UserCreatedV1};
+use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_provisioning::ProvisioningConfig;
+use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb, TestSettings};
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const CLIENT_ID: &str = "hopsbridge-oauth-client";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+current-context: main
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: main
+  context:
+    cluster: c
+    user: u
+users:
+- name: u
+  user:
+    token: kube-token-very-secret-0123
+";
+
+pub fn admin() -> Caller {
+    Caller {
+        subject: "auth0|admin".into(),
+        user_id: Some(Uuid::now_v7()),
+        roles: vec![Role::User, Role::Admin],
+        email: Some("admin@example.com".into()),
+    }
+}
+
+pub fn person(user_id: Uuid) -> Caller {
+    Caller {
+        subject: format!("auth0|{user_id}"),
+        user_id: Some(user_id),
+        roles: vec![Role::User, Role::Owner],
+        email: None,
+    }
+}
+
+/// A running provisioning (or several replicas of it) and what it runs against.
+pub struct Provisioning {
+    /// Its base URL.
+    pub base: String,
+    /// Its database.
+    pub db: TestDb,
+    /// Its NATS prefix.
+    pub bus: TestBus,
+    /// The gateway's signing key, to call it as the gateway would.
+    pub key: CallerKey,
+    /// Stops every replica started in process.
+    pub stops: Vec<CancellationToken>,
+}
+
+impl Drop for Provisioning {
+    fn drop(&mut self) {
+        for s in &self.stops {
+            s.cancel();
+        }
+    }
+}
+
+/// provisioning's test settings: sealing `keys` with `active`, and Hopsworks timeouts and
+/// retry delays short enough for a test to see failures retried.
+pub fn settings(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> TestSettings {
+    TestSettings::data_service(Service::Provisioning, db, bus)
+        .set("http.workers", "2")
+        .set("encryption.keys", keys)
+        .set("encryption.active_key", active)
+        .set("hopsworks.request_timeout_ms", "1000")
+        .set("hopsworks.connect_timeout_ms", "1000")
+        .set("hopsworks.initial_backoff_ms", "20")
+        .set("hopsworks.max_backoff_ms", "100")
+        .set("assignments.retry_interval_ms", "100")
+        .set("assignments.initial_retry_delay_ms", "200")
+        .set("assignments.max_retry_delay_ms", "500")
+        .set("assignments.lease_secs", "60")
+}
+
+pub async fn launch(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> (String, CancellationToken) {
+    // Named in full: diesel's RunQueryDsl, in scope here, also has a `load`.
+    let config: ProvisioningConfig =
+        TestSettings::load(&settings(db, bus, keys, active), &hopsbridge_provisioning::DEFAULTS);
+    let app = hopsbridge_provisioning::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    (base, stop)
+}
+
+pub fn metering() -> Caller {
+    Caller::service(Service::Metering)
+}
+
+pub async fn start() -> Provisioning {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let (base, stop) = launch(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1").await;
+    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    Provisioning { base, db, bus, key, stops: vec![stop] }
+}
+
+pub fn hopsworks(name: &str) -> HopsworksSim {
+    HopsworksSim::start(HopsworksConfig::new(name, &format!("hw-key-{name}-{}", Uuid::new_v4().simple()), CLIENT_ID))
+        .unwrap()
+}
+
+pub fn cluster_body(name: &str, sim: &HopsworksSim, capacity: i64) -> Value {
+    json!({
+        "name": name,
+        "api_url": sim.origin(),
+        "api_key": sim.api_key(),
+        "kubeconfig": KUBECONFIG,
+        "ca_bundle": sim.ca_pem(),
+        "oauth_client_id": CLIENT_ID,
+        "capacity": capacity,
+        "region": "eu-north-1",
+        "status": "active",
+    })
+}
+
+#[derive(diesel::QueryableByName)]
+pub struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+pub struct Bytes {
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    pub b: Vec<u8>,
+}
+
+impl Provisioning {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        caller: Option<&Caller>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, body).await
+    }
+
+    pub async fn register(&self, name: &str, sim: &HopsworksSim, capacity: i64) -> String {
+        let (status, body) = self
+            .call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(cluster_body(name, sim, capacity)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Records a person straight in provisioning's projection, as UserCreatedV1 would.
+    pub async fn insert_person(&self, user: Uuid, email: &str, status: &str) {
+        let mut conn = self.db.connect("provisioning").await;
+        diesel::sql_query("INSERT INTO users (user_id, auth_subject, email, name, status) VALUES ($1, $2, $3, $4, $5)")
+            .bind::<diesel::sql_types::Uuid, _>(user)
+            .bind::<diesel::sql_types::Text, _>(format!("auth0|{user}"))
+            .bind::<diesel::sql_types::Text, _>(email)
+            .bind::<diesel::sql_types::Text, _>(email)
+            .bind::<diesel::sql_types::Text, _>(status)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let mut conn = self.db.connect("provisioning").await;
+        diesel::sql_query(sql).get_result::<Count>(&mut conn).await.unwrap().n
+    }
+
+    /// Every outbox envelope of `event_type`, oldest first.
+    pub async fn outbox(&self, event_type: &str) -> Vec<Envelope> {
+        let mut conn = self.db.connect("provisioning").await;
+        let rows: Vec<Bytes> =
+            diesel::sql_query("SELECT envelope AS b FROM outbox WHERE event_type = $1 ORDER BY created_at, id")
+                .bind::<diesel::sql_types::Text, _>(event_type)
+                .load(&mut conn)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| Envelope::decode(r.b.as_slice()).unwrap()).collect()
+    }
+
+    pub async fn publish<E: Event>(&self, event: &E, id: Option<String>) -> String {
+        self.bus.publish(event, id).await
+    }
+
+    pub async fn user_created(&self, user: Uuid, email: &str, name: &str) {
+        let event = UserCreatedV1 {
+            user_id: user.to_string(),
+            auth_subject: format!("auth0|{user}"),
+            email: email.into(),
+            name: name.into(),
+        };
+        self.publish(&event, None).await;
+    }
+
+    pub async fn paid(&self, user: Uuid) -> String {
+        let event =
+            PaymentMethodAddedV1 { user_id: user.to_string(), stripe_customer_id: format!("cus_{}", user.simple()) };
+        self.publish(&event, None).await
+    }
+
+    pub async fn assignment(&self, user: Uuid) -> Value {
+        let (status, body) =
+            self.call(Method::GET, &format!("/api/admin/assignments/{user}"), Some(&admin()), None).await;
+        if status == StatusCode::NOT_FOUND { Value::Null } else { body }
+    }
+
+    /// Polls the assignment of `user` until `pred` holds; answers it.
+    pub async fn wait_for(&self, user: Uuid, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let last = self.assignment(user).await;
+            if pred(&last) {
+                return last;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "assignment of {user} never {what}; last: {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, user: Uuid, want: &str) -> Value {
+        self.wait_for(user, &format!("became {want}"), |a| a["status"] == want).await
+    }
+}

@@ -5,19 +5,19 @@
 use crate::attribution::Project;
 use crate::config::ProvisioningApiConfig;
 use hopsbridge_contracts::Service;
+use hopsbridge_domain::{ClusterId, ProjectId};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::{Caller, CallerKey};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Why provisioning could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     /// provisioning does not know the cluster.
     #[error("provisioning does not know cluster {0}")]
-    UnknownCluster(Uuid),
+    UnknownCluster(ClusterId),
     /// Any other answer or failure; the message carries no secret.
     #[error("{what}: {message}")]
     Failed {
@@ -60,7 +60,7 @@ struct ProjectsAnswer {
 
 #[derive(Deserialize)]
 struct ProjectItem {
-    id: i64,
+    id: ProjectId,
     name: String,
     namespace: String,
     creator_username: String,
@@ -78,7 +78,7 @@ impl Provisioning {
 
     /// GETs `/internal/clusters/{cluster}/{what}` signed as the metering service and reads
     /// the answer.
-    async fn get<T: DeserializeOwned>(&self, what: &'static str, cluster: Uuid) -> Result<T, AccessError> {
+    async fn get<T: DeserializeOwned>(&self, what: &'static str, cluster: ClusterId) -> Result<T, AccessError> {
         let path = format!("/internal/clusters/{cluster}/{what}");
         let caller = Caller::service(Service::Metering);
         let headers = self.key.sign("GET", &path, &caller, chrono::Utc::now().timestamp());
@@ -107,7 +107,7 @@ impl Provisioning {
     ///
     /// # Errors
     /// When provisioning does not know the cluster or does not answer.
-    pub async fn kubeconfig(&self, cluster: Uuid) -> Result<Secret<String>, AccessError> {
+    pub async fn kubeconfig(&self, cluster: ClusterId) -> Result<Secret<String>, AccessError> {
         let body: KubeconfigAnswer = self.get("kubeconfig", cluster).await?;
         Ok(Secret::new(body.kubeconfig))
     }
@@ -116,7 +116,7 @@ impl Provisioning {
     ///
     /// # Errors
     /// When provisioning does not know the cluster, or it or Hopsworks does not answer.
-    pub async fn projects(&self, cluster: Uuid) -> Result<Vec<(String, Project)>, AccessError> {
+    pub async fn projects(&self, cluster: ClusterId) -> Result<Vec<(String, Project)>, AccessError> {
         let body: ProjectsAnswer = self.get("projects", cluster).await?;
         Ok(body
             .projects

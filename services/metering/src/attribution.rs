@@ -10,14 +10,14 @@
 //! and billed to nobody.
 
 use crate::collect::OwnerUsage;
+use hopsbridge_domain::{Attribution, OwnerId, ProjectId, UserId};
 use std::collections::{BTreeMap, HashMap};
-use uuid::Uuid;
 
 /// One of the cluster's Hopsworks projects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {
     /// Hopsworks project id.
-    pub id: i64,
+    pub id: ProjectId,
     /// Its name (`my_project`).
     pub name: String,
     /// Its creator's Hopsworks username.
@@ -30,20 +30,20 @@ pub struct Known {
     /// Projects by namespace.
     pub projects: HashMap<String, Project>,
     /// Current accounts: Hopsworks username to user id.
-    pub accounts: HashMap<String, Uuid>,
-    /// Current memberships: member user id to owner user id.
-    pub owners: HashMap<Uuid, Uuid>,
+    pub accounts: HashMap<String, UserId>,
+    /// Current memberships: member to their team's owner.
+    pub owners: HashMap<UserId, OwnerId>,
 }
 
-/// Why a sample is or is not billed to someone.
+/// Whose a sample's usage is: a user's, billed to their owner, or nobody's for a reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Attribution {
+pub enum Whose {
     /// To `user`, billed to `owner`.
-    Attributed {
+    User {
         /// The person whose pods they were.
-        user: Uuid,
+        user: UserId,
         /// Their account owner.
-        owner: Uuid,
+        owner: OwnerId,
     },
     /// The username holds no account on this cluster.
     UnknownUser,
@@ -51,14 +51,23 @@ pub enum Attribution {
     UnknownProject,
 }
 
-impl Attribution {
-    /// The stored code.
+impl Whose {
+    /// The attribution stored with the sample.
     #[must_use]
-    pub const fn code(&self) -> &'static str {
+    pub const fn attribution(&self) -> Attribution {
         match self {
-            Self::Attributed { .. } => "attributed",
-            Self::UnknownUser => "unknown_user",
-            Self::UnknownProject => "unknown_project",
+            Self::User { .. } => Attribution::Attributed,
+            Self::UnknownUser => Attribution::UnknownUser,
+            Self::UnknownProject => Attribution::UnknownProject,
+        }
+    }
+
+    /// The user and the owner billed, when the sample is attributed.
+    #[must_use]
+    pub const fn billed(&self) -> Option<(UserId, OwnerId)> {
+        match *self {
+            Self::User { user, owner } => Some((user, owner)),
+            Self::UnknownUser | Self::UnknownProject => None,
         }
     }
 }
@@ -71,7 +80,7 @@ pub struct Attributed {
     /// The Hopsworks username from the pods' label.
     pub username: String,
     /// Whose it is.
-    pub attribution: Attribution,
+    pub whose: Whose,
     /// The project, when the namespace is one of the cluster's.
     pub project: Option<Project>,
     /// The usage.
@@ -86,14 +95,12 @@ pub fn attribute(usage: &BTreeMap<(String, String), OwnerUsage>, known: &Known) 
         .map(|((namespace, username), u)| {
             let project = known.projects.get(namespace).cloned();
             let ours = project.as_ref().is_some_and(|p| known.accounts.contains_key(&p.creator_username));
-            let attribution = match known.accounts.get(username) {
-                _ if !ours => Attribution::UnknownProject,
-                None => Attribution::UnknownUser,
-                Some(&user) => {
-                    Attribution::Attributed { user, owner: known.owners.get(&user).copied().unwrap_or(user) }
-                }
+            let whose = match known.accounts.get(username) {
+                _ if !ours => Whose::UnknownProject,
+                None => Whose::UnknownUser,
+                Some(&user) => Whose::User { user, owner: known.owners.get(&user).copied().unwrap_or(user.as_owner()) },
             };
-            Attributed { namespace: namespace.clone(), username: username.clone(), attribution, project, usage: *u }
+            Attributed { namespace: namespace.clone(), username: username.clone(), whose, project, usage: *u }
         })
         .collect()
 }
@@ -108,12 +115,12 @@ mod tests {
     }
 
     fn project(id: i64, creator: &str) -> Project {
-        Project { id, name: format!("p{id}"), creator_username: creator.to_owned() }
+        Project { id: ProjectId::new(id), name: format!("p{id}"), creator_username: creator.to_owned() }
     }
 
     #[test]
     fn usage_goes_to_the_user_and_bills_to_their_owner_only_inside_our_projects() {
-        let (ada, bob, owner) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (ada, bob, owner) = (UserId::new(), UserId::new(), OwnerId::new());
         let known = Known {
             projects: [
                 ("ada-lab".to_owned(), project(1, "ada000")),
@@ -132,16 +139,15 @@ mod tests {
             (("kube-system".to_owned(), "ada000".to_owned()), u(5)),
         ]
         .into();
-        let got: Vec<_> =
-            attribute(&usage, &known).into_iter().map(|a| (a.username, a.namespace, a.attribution)).collect();
+        let got: Vec<_> = attribute(&usage, &known).into_iter().map(|a| (a.username, a.namespace, a.whose)).collect();
         assert_eq!(
             got,
             vec![
-                ("ada000".to_owned(), "ada-lab".to_owned(), Attribution::Attributed { user: ada, owner: ada }),
-                ("bob000".to_owned(), "ada-lab".to_owned(), Attribution::Attributed { user: bob, owner }),
-                ("eve000".to_owned(), "ada-lab".to_owned(), Attribution::UnknownUser),
-                ("ada000".to_owned(), "foreign".to_owned(), Attribution::UnknownProject),
-                ("ada000".to_owned(), "kube-system".to_owned(), Attribution::UnknownProject),
+                ("ada000".to_owned(), "ada-lab".to_owned(), Whose::User { user: ada, owner: ada.as_owner() }),
+                ("bob000".to_owned(), "ada-lab".to_owned(), Whose::User { user: bob, owner }),
+                ("eve000".to_owned(), "ada-lab".to_owned(), Whose::UnknownUser),
+                ("ada000".to_owned(), "foreign".to_owned(), Whose::UnknownProject),
+                ("ada000".to_owned(), "kube-system".to_owned(), Whose::UnknownProject),
             ]
         );
     }

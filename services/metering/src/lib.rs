@@ -7,19 +7,25 @@
 //! - Every UTC-aligned window, each measured cluster gets a run ([`runs`]) that one replica
 //!   leases and collects ([`collect`], [`scheduler`]); the samples, `usage_daily` and one
 //!   `UsageRecordedV1` per attributed sample are written in one transaction.
+//! - The samples ([`samples`]) and the usage per day ([`usage_daily`]) are read back for
+//!   people and admins.
 //! - A window that cannot be measured in time is a gap with its reason; admins see runs, gaps
-//!   and usage, and can collect a cluster now ([`routes`]).
+//!   and usage, and can collect a cluster now ([`routes`], answering [`error`]'s codes).
 
 pub mod access;
 pub mod attribution;
 pub mod collect;
 pub mod config;
+pub mod error;
 pub mod projection;
 pub mod quantity;
 pub mod routes;
 pub mod runs;
+pub mod samples;
 pub mod scheduler;
+mod schema;
 pub mod usage;
+pub mod usage_daily;
 pub mod window;
 
 pub use config::MeteringConfig;

@@ -11,35 +11,27 @@
 //!   nothing. The samples' unique key (cluster, namespace, username, window) is the last guard.
 //! - [`failed`] puts a run back to pending with a backoff, or makes it a gap; [`sweep`] makes a
 //!   gap of every run that can no longer be measured in time.
+//! - [`collect_now`] makes a cluster's last window due at once; [`list`] pages through runs.
+//!
+//! Queries use diesel's DSL; the raw SQL ones say why.
 
-use crate::attribution::{self, Attributed, Attribution, Known, Project};
+use crate::attribution::{self, Attributed};
 use crate::collect::{CollectStats, Collection};
+use crate::projection;
+use crate::samples::{self, StoreError};
+use crate::schema::{clusters, runs};
+use crate::usage_daily;
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
-use diesel::{QueryableByName, sql_query};
+use diesel::dsl;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::UsageRecordedV1;
-use hopsbridge_platform::db::{DbError, RetryableError};
+use hopsbridge_domain::{Attribution, ClusterId, ClusterStatus, RunState, SampleId};
 use hopsbridge_platform::events::enqueue_all;
 use serde::Serialize;
-use std::collections::HashMap;
-use uuid::Uuid;
-
-type Result<T> = std::result::Result<T, diesel::result::Error>;
-
-/// Run statuses.
-pub mod status {
-    /// Waiting for its time, or for a retry.
-    pub const PENDING: &str = "pending";
-    /// Leased to a replica that is collecting it.
-    pub const RUNNING: &str = "running";
-    /// Measured and stored.
-    pub const COMPLETE: &str = "complete";
-    /// Could not be measured; see the reason.
-    pub const GAP: &str = "gap";
-    /// Every status.
-    pub const ALL: [&str; 4] = [PENDING, RUNNING, COMPLETE, GAP];
-}
 
 /// When windows are scheduled and how long they stay collectable.
 #[derive(Debug, Clone, Copy)]
@@ -55,15 +47,13 @@ pub struct Timing {
 }
 
 /// Adds the runs of every window that has ended and settled at `now` (Unix seconds) for every
-/// measured cluster. Returns how many were added.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> Result<usize> {
+pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> QueryResult<usize> {
     let len = t.window_secs;
     // The end of the last window whose settling time has passed, and the earliest start looked at.
     let last_end = (now - t.settle_secs).div_euclid(len) * len;
     let earliest = (now - t.lookback_secs).div_euclid(len) * len;
+    // Raw SQL: one statement of CTEs over generate_series schedules every cluster's windows and
+    // moves its scheduled_through; the DSL has neither CTEs nor generate_series.
     sql_query(
         "WITH measured AS (
              SELECT cluster_id,
@@ -110,7 +100,9 @@ struct Count {
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn sweep(conn: &mut AsyncPgConnection) -> Result<usize> {
+pub async fn sweep(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+    // Raw SQL: each run's reason and detail depend on its own status (CASE, coalesce), which
+    // the DSL cannot put in an UPDATE's SET.
     sql_query(
         "UPDATE runs SET status = 'gap',
              gap_reason = coalesce(last_error_code, CASE WHEN status = 'running' THEN 'abandoned' ELSE 'not_collected' END),
@@ -127,21 +119,17 @@ pub async fn sweep(conn: &mut AsyncPgConnection) -> Result<usize> {
 
 /// A run leased to this replica.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[diesel(table_name = runs, check_for_backend(Pg))]
 pub struct Claimed {
     /// The cluster.
-    #[diesel(sql_type = SqlUuid)]
-    pub cluster_id: Uuid,
+    pub cluster_id: ClusterId,
     /// The window's start.
-    #[diesel(sql_type = Timestamptz)]
     pub window_start: DateTime<Utc>,
     /// The window's end.
-    #[diesel(sql_type = Timestamptz)]
     pub window_end: DateTime<Utc>,
     /// Tries so far, this one included.
-    #[diesel(sql_type = Integer)]
     pub attempts: i32,
     /// After this the run is a gap.
-    #[diesel(sql_type = Timestamptz)]
     pub deadline: DateTime<Utc>,
 }
 
@@ -149,7 +137,14 @@ pub struct Claimed {
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn claim(conn: &mut AsyncPgConnection, replica: &str, limit: i64, lease_secs: i64) -> Result<Vec<Claimed>> {
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    replica: &str,
+    limit: i64,
+    lease_secs: i64,
+) -> QueryResult<Vec<Claimed>> {
+    // Raw SQL: make_interval and a row-locking subquery (FOR UPDATE SKIP LOCKED) in the WHERE
+    // of an UPDATE, neither of which the DSL can say.
     sql_query(
         "UPDATE runs SET status = 'running', claimed_by = $1, lease_until = now() + make_interval(secs => $3),
              attempts = attempts + 1, started_at = coalesce(started_at, now())
@@ -173,14 +168,16 @@ pub async fn claim(conn: &mut AsyncPgConnection, replica: &str, limit: i64, leas
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn release(conn: &mut AsyncPgConnection, replica: &str) -> Result<usize> {
-    sql_query(
-        "UPDATE runs SET status = 'pending', claimed_by = NULL, lease_until = NULL, next_attempt_at = now()
-         WHERE status = 'running' AND claimed_by = $1",
-    )
-    .bind::<Text, _>(replica)
-    .execute(conn)
-    .await
+pub async fn release(conn: &mut AsyncPgConnection, replica: &str) -> QueryResult<usize> {
+    diesel::update(runs::table.filter(runs::status.eq(RunState::Running)).filter(runs::claimed_by.eq(replica)))
+        .set((
+            runs::status.eq(RunState::Pending),
+            runs::claimed_by.eq(None::<String>),
+            runs::lease_until.eq(None::<DateTime<Utc>>),
+            runs::next_attempt_at.eq(dsl::now),
+        ))
+        .execute(conn)
+        .await
 }
 
 /// Records a failed try: back to pending at `retry_at` when that is before the deadline and
@@ -196,12 +193,14 @@ pub async fn failed(
     code: &str,
     message: &str,
     retry_at: Option<DateTime<Utc>>,
-) -> Result<Option<String>> {
+) -> QueryResult<Option<RunState>> {
     #[derive(QueryableByName)]
     struct Status {
         #[diesel(sql_type = Text)]
-        status: String,
+        status: RunState,
     }
+    // Raw SQL: whether the run is retried or becomes a gap depends on its own deadline (CASE in
+    // SET), which the DSL cannot say.
     let rows: Vec<Status> = sql_query(
         "UPDATE runs SET
              status = CASE WHEN $5::timestamptz IS NOT NULL AND $5 < deadline THEN 'pending' ELSE 'gap' END,
@@ -225,100 +224,6 @@ pub async fn failed(
     Ok(rows.into_iter().next().map(|r| r.status))
 }
 
-/// What is known about `cluster` now: its projects and current accounts, and the current
-/// owners of those account holders.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn known(conn: &mut AsyncPgConnection, cluster: Uuid) -> Result<Known> {
-    #[derive(QueryableByName)]
-    struct P {
-        #[diesel(sql_type = Text)]
-        namespace: String,
-        #[diesel(sql_type = BigInt)]
-        project_id: i64,
-        #[diesel(sql_type = Text)]
-        name: String,
-        #[diesel(sql_type = Text)]
-        creator_username: String,
-    }
-    #[derive(QueryableByName)]
-    struct A {
-        #[diesel(sql_type = Text)]
-        hopsworks_username: String,
-        #[diesel(sql_type = SqlUuid)]
-        user_id: Uuid,
-        #[diesel(sql_type = Nullable<SqlUuid>)]
-        owner_user_id: Option<Uuid>,
-    }
-    let projects: Vec<P> =
-        sql_query("SELECT namespace, project_id, name, creator_username FROM projects WHERE cluster_id = $1")
-            .bind::<SqlUuid, _>(cluster)
-            .load(conn)
-            .await?;
-    let accounts: Vec<A> = sql_query(
-        "SELECT a.hopsworks_username, a.user_id,
-                CASE WHEN m.removed_at IS NULL OR m.removed_at < m.joined_at THEN m.owner_user_id END AS owner_user_id
-         FROM accounts a LEFT JOIN memberships m ON m.member_user_id = a.user_id AND m.joined_at IS NOT NULL
-         WHERE a.cluster_id = $1 AND a.hopsworks_username IS NOT NULL AND a.assigned_at IS NOT NULL
-           AND (a.unassigned_at IS NULL OR a.unassigned_at < a.assigned_at)",
-    )
-    .bind::<SqlUuid, _>(cluster)
-    .load(conn)
-    .await?;
-    Ok(Known {
-        projects: projects
-            .into_iter()
-            .map(|p| (p.namespace, Project { id: p.project_id, name: p.name, creator_username: p.creator_username }))
-            .collect(),
-        owners: accounts.iter().filter_map(|a| Some((a.user_id, a.owner_user_id?))).collect(),
-        accounts: accounts.into_iter().map(|a| (a.hopsworks_username, a.user_id)).collect(),
-    })
-}
-
-/// Replaces the stored project list of `cluster` with a fresh one from Hopsworks.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn store_projects(conn: &mut AsyncPgConnection, cluster: Uuid, projects: &[(String, Project)]) -> Result<()> {
-    sql_query("DELETE FROM projects WHERE cluster_id = $1").bind::<SqlUuid, _>(cluster).execute(conn).await?;
-    let (namespaces, ids, names, creators): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = projects
-        .iter()
-        .map(|(ns, p)| (ns.clone(), p.id, p.name.clone(), p.creator_username.clone()))
-        .fold((vec![], vec![], vec![], vec![]), |mut acc, (a, b, c, d)| {
-            acc.0.push(a);
-            acc.1.push(b);
-            acc.2.push(c);
-            acc.3.push(d);
-            acc
-        });
-    sql_query(
-        "INSERT INTO projects (cluster_id, namespace, project_id, name, creator_username)
-         SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[])
-         ON CONFLICT (cluster_id, namespace) DO NOTHING",
-    )
-    .bind::<SqlUuid, _>(cluster)
-    .bind::<Array<Text>, _>(namespaces)
-    .bind::<Array<BigInt>, _>(ids)
-    .bind::<Array<Text>, _>(names)
-    .bind::<Array<Text>, _>(creators)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Whether any project of `cluster` was ever listed.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn has_projects(conn: &mut AsyncPgConnection, cluster: Uuid) -> Result<bool> {
-    sql_query("SELECT count(*) AS count FROM projects WHERE cluster_id = $1")
-        .bind::<SqlUuid, _>(cluster)
-        .get_result::<Count>(conn)
-        .await
-        .map(|c| c.count > 0)
-}
-
 /// What a completed run records about itself (the `stats` column).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct RunStats {
@@ -336,29 +241,6 @@ pub struct RunStats {
     pub projects_from_earlier_listing: bool,
 }
 
-/// Why a measurement could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A quantity does not fit the store (far beyond any real cluster).
-    #[error("{0}")]
-    Overflow(String),
-    /// Postgres failed.
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<diesel::result::Error> for StoreError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Db(e.into())
-    }
-}
-
-impl RetryableError for StoreError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, Self::Db(e) if e.is_retryable())
-    }
-}
-
 /// Stores a run's measurement, if the run is still leased to `replica` (see the module
 /// documentation). Returns the stats recorded, or `None` when the run was not ours any more.
 ///
@@ -370,87 +252,59 @@ pub async fn complete(
     replica: &str,
     collection: &Collection,
     projects_from_earlier_listing: bool,
-) -> std::result::Result<Option<RunStats>, StoreError> {
-    #[derive(QueryableByName)]
-    struct Held {
-        #[diesel(sql_type = Text)]
-        status: String,
-        #[diesel(sql_type = Nullable<Text>)]
-        claimed_by: Option<String>,
-    }
-    let held: Vec<Held> =
-        sql_query("SELECT status, claimed_by FROM runs WHERE cluster_id = $1 AND window_start = $2 FOR UPDATE")
-            .bind::<SqlUuid, _>(run.cluster_id)
-            .bind::<Timestamptz, _>(run.window_start)
-            .load(conn)
-            .await?;
-    if !<[Held]>::first(&held).is_some_and(|h| h.status == status::RUNNING && h.claimed_by.as_deref() == Some(replica))
-    {
+) -> Result<Option<RunStats>, StoreError> {
+    let key = (run.cluster_id, run.window_start);
+    let held: Option<(RunState, Option<String>)> =
+        runs::table.find(key).select((runs::status, runs::claimed_by)).for_update().first(conn).await.optional()?;
+    if !held.is_some_and(|(status, by)| status == RunState::Running && by.as_deref() == Some(replica)) {
         return Ok(None);
     }
-    let known = known(conn, run.cluster_id).await?;
-    let samples = attribution::attribute(&collection.usage, &known);
+    let known = projection::known(conn, run.cluster_id).await?;
+    let measured = attribution::attribute(&collection.usage, &known);
     let mut stats = RunStats { collect: collection.stats, projects_from_earlier_listing, ..RunStats::default() };
-    for s in &samples {
-        match s.attribution {
-            Attribution::Attributed { .. } => stats.attributed += 1,
+    for s in &measured {
+        match s.whose.attribution() {
+            Attribution::Attributed => stats.attributed += 1,
             Attribution::UnknownUser => stats.unknown_user += 1,
             Attribution::UnknownProject => stats.unknown_project += 1,
         }
     }
-    let added = insert_samples(conn, run, &samples).await?;
+    let added = samples::insert(conn, run.cluster_id, run.window_start, run.window_end, &measured).await?;
     stats.added = u64::try_from(added.len()).unwrap_or(u64::MAX);
-    let billed: Vec<&(Uuid, &Attributed)> =
-        added.iter().filter(|(_, s)| matches!(s.attribution, Attribution::Attributed { .. })).collect();
+    let billed: Vec<&(SampleId, &Attributed)> = added.iter().filter(|(_, s)| s.whose.billed().is_some()).collect();
     if !billed.is_empty() {
-        let ids: Vec<Uuid> = billed.iter().map(|(id, _)| *id).collect();
-        sql_query(
-            "INSERT INTO usage_daily (day, user_id, owner_user_id, cluster_id, namespace,
-                                      cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, samples)
-             SELECT (window_start AT TIME ZONE 'UTC')::date, user_id, owner_user_id, cluster_id, namespace,
-                    sum(cpu_nanocore_seconds), sum(memory_byte_seconds), sum(gpu_seconds), count(*)
-             FROM samples WHERE id = ANY($1)
-             GROUP BY 1, 2, 3, 4, 5
-             ON CONFLICT (day, user_id, owner_user_id, cluster_id, namespace) DO UPDATE SET
-                 cpu_nanocore_seconds = usage_daily.cpu_nanocore_seconds + excluded.cpu_nanocore_seconds,
-                 memory_byte_seconds = usage_daily.memory_byte_seconds + excluded.memory_byte_seconds,
-                 gpu_seconds = usage_daily.gpu_seconds + excluded.gpu_seconds,
-                 samples = usage_daily.samples + excluded.samples,
-                 updated_at = now()",
-        )
-        .bind::<Array<SqlUuid>, _>(ids)
-        .execute(conn)
-        .await?;
+        let ids: Vec<SampleId> = billed.iter().map(|(id, _)| *id).collect();
+        usage_daily::add(conn, &ids).await?;
         let events: Vec<UsageRecordedV1> = billed.iter().map(|(id, s)| event(*id, run, s)).collect();
         enqueue_all(conn, &events, None).await?;
     }
     let stats_json = serde_json::to_value(&stats).unwrap_or_default();
-    sql_query(
-        "UPDATE runs SET status = 'complete', stats = $3, sample_count = $4, finished_at = now(),
-             lease_until = NULL, last_error = NULL, last_error_code = NULL
-         WHERE cluster_id = $1 AND window_start = $2",
-    )
-    .bind::<SqlUuid, _>(run.cluster_id)
-    .bind::<Timestamptz, _>(run.window_start)
-    .bind::<Jsonb, _>(stats_json)
-    .bind::<Integer, _>(i32::try_from(samples.len()).unwrap_or(i32::MAX))
-    .execute(conn)
-    .await?;
+    diesel::update(runs::table.find(key))
+        .set((
+            runs::status.eq(RunState::Complete),
+            runs::stats.eq(stats_json),
+            runs::sample_count.eq(i32::try_from(measured.len()).unwrap_or(i32::MAX)),
+            runs::finished_at.eq(dsl::now),
+            runs::lease_until.eq(None::<DateTime<Utc>>),
+            runs::last_error.eq(None::<String>),
+            runs::last_error_code.eq(None::<String>),
+        ))
+        .execute(conn)
+        .await?;
     Ok(Some(stats))
 }
 
-fn event(id: Uuid, run: &Claimed, s: &Attributed) -> UsageRecordedV1 {
-    let (user, owner) = match s.attribution {
-        Attribution::Attributed { user, owner } => (user, owner),
-        Attribution::UnknownUser | Attribution::UnknownProject => (Uuid::nil(), Uuid::nil()),
-    };
+/// The UsageRecorded announcing an attributed sample.
+fn event(id: SampleId, run: &Claimed, s: &Attributed) -> UsageRecordedV1 {
+    let (user, owner) =
+        s.whose.billed().map_or_else(|| (String::new(), String::new()), |(u, o)| (u.to_string(), o.to_string()));
     let u = s.usage.usage;
     UsageRecordedV1 {
         sample_id: id.to_string(),
         cluster_id: run.cluster_id.to_string(),
         namespace: s.namespace.clone(),
-        user_id: user.to_string(),
-        owner_user_id: owner.to_string(),
+        user_id: user,
+        owner_user_id: owner,
         window_start_unix_seconds: run.window_start.timestamp(),
         window_end_unix_seconds: run.window_end.timestamp(),
         cpu_core_hours: u.cpu_core_hours().to_decimal().text,
@@ -458,7 +312,7 @@ fn event(id: Uuid, run: &Claimed, s: &Attributed) -> UsageRecordedV1 {
         gpu_hours: u.gpu_hours().to_decimal().text,
         estimated: false,
         hopsworks_username: s.username.clone(),
-        project_id: s.project.as_ref().map_or(0, |p| p.id),
+        project_id: s.project.as_ref().map_or(0, |p| p.id.get()),
         cpu_nanocore_seconds: u64::try_from(u.cpu_nanocore_seconds).unwrap_or(u64::MAX),
         memory_byte_seconds: u64::try_from(u.memory_byte_seconds).unwrap_or(u64::MAX),
         gpu_seconds: u64::try_from(u.gpu_seconds).unwrap_or(u64::MAX),
@@ -466,101 +320,149 @@ fn event(id: Uuid, run: &Claimed, s: &Attributed) -> UsageRecordedV1 {
     }
 }
 
-fn fit(what: &str, value: u128, s: &Attributed) -> std::result::Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| {
-        StoreError::Overflow(format!("{}/{}: {what} of {value} does not fit a 64-bit integer", s.namespace, s.username))
-    })
+/// A collection run of one cluster and window.
+#[derive(Debug, Serialize, Queryable, QueryableByName, Selectable, utoipa::ToSchema)]
+#[diesel(table_name = runs, check_for_backend(Pg))]
+pub struct Run {
+    /// The cluster.
+    pub cluster_id: ClusterId,
+    /// The window's start (inclusive), UTC.
+    pub window_start: DateTime<Utc>,
+    /// The window's end (exclusive), UTC.
+    pub window_end: DateTime<Utc>,
+    /// pending, running, complete or gap.
+    pub status: RunState,
+    /// Tries so far.
+    pub attempts: i32,
+    /// After this the window can no longer be measured.
+    pub deadline: DateTime<Utc>,
+    /// For a gap: the stable code of why.
+    pub gap_reason: Option<String>,
+    /// For a gap: what happened.
+    pub gap_detail: Option<String>,
+    /// The last failed try's code, while it is retried.
+    pub last_error_code: Option<String>,
+    /// The last failed try's message.
+    pub last_error: Option<String>,
+    /// Samples stored by the run.
+    pub sample_count: Option<i32>,
+    /// The collection's counters (API calls, pods, skipped items, attribution).
+    #[schema(value_type = Option<Object>)]
+    pub stats: Option<serde_json::Value>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Inserts the samples not stored yet; returns the new ones with their ids.
-async fn insert_samples<'a>(
-    conn: &mut AsyncPgConnection,
-    run: &Claimed,
-    samples: &'a [Attributed],
-) -> std::result::Result<Vec<(Uuid, &'a Attributed)>, StoreError> {
-    #[derive(QueryableByName)]
-    struct Added {
-        #[diesel(sql_type = SqlUuid)]
-        id: Uuid,
-        #[diesel(sql_type = Text)]
-        namespace: String,
-        #[diesel(sql_type = Text)]
-        hopsworks_username: String,
-    }
-    let mut added = Vec::new();
-    for chunk in samples.chunks(5000) {
-        let mut cols = SampleColumns::default();
-        for s in chunk {
-            let (user, owner) = match s.attribution {
-                Attribution::Attributed { user, owner } => (Some(user), Some(owner)),
-                Attribution::UnknownUser | Attribution::UnknownProject => (None, None),
-            };
-            cols.id.push(Uuid::now_v7());
-            cols.namespace.push(s.namespace.clone());
-            cols.username.push(s.username.clone());
-            cols.attribution.push(s.attribution.code().to_owned());
-            cols.user.push(user);
-            cols.owner.push(owner);
-            cols.project_id.push(s.project.as_ref().map(|p| p.id));
-            cols.project_name.push(s.project.as_ref().map(|p| p.name.clone()));
-            cols.cpu.push(fit("CPU nanocore-seconds", s.usage.usage.cpu_nanocore_seconds, s)?);
-            cols.memory.push(fit("memory byte-seconds", s.usage.usage.memory_byte_seconds, s)?);
-            cols.gpu.push(fit("GPU-seconds", s.usage.usage.gpu_seconds, s)?);
-            cols.pods.push(i32::try_from(s.usage.pods).unwrap_or(i32::MAX));
+/// A page of runs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunPage {
+    /// Newest window first.
+    pub items: Vec<Run>,
+    /// Runs matching the filter.
+    pub total: i64,
+}
+
+/// Which runs [`list`] answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFilter {
+    /// Only this cluster.
+    pub cluster: Option<ClusterId>,
+    /// Only runs in this state.
+    pub status: Option<RunState>,
+    /// Windows starting at or after this instant.
+    pub from: Option<DateTime<Utc>>,
+    /// Windows starting before this instant.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl RunFilter {
+    fn query(&self) -> runs::BoxedQuery<'static, Pg> {
+        let mut q = runs::table.into_boxed();
+        if let Some(cluster) = self.cluster {
+            q = q.filter(runs::cluster_id.eq(cluster));
         }
-        let rows: Vec<Added> = sql_query(
-            "INSERT INTO samples (id, cluster_id, window_start, window_end, namespace, hopsworks_username, attribution,
-                                  user_id, owner_user_id, project_id, project_name,
-                                  cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, pods)
-             SELECT u.id, $1, $2, $3, u.namespace, u.username, u.attribution, u.user_id, u.owner_user_id,
-                    u.project_id, u.project_name, u.cpu, u.memory, u.gpu, u.pods
-             FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::bigint[],
-                         $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::int[])
-                  AS u(id, namespace, username, attribution, user_id, owner_user_id, project_id, project_name,
-                       cpu, memory, gpu, pods)
-             ON CONFLICT (cluster_id, namespace, hopsworks_username, window_start) DO NOTHING
-             RETURNING id, namespace, hopsworks_username",
-        )
-        .bind::<SqlUuid, _>(run.cluster_id)
-        .bind::<Timestamptz, _>(run.window_start)
-        .bind::<Timestamptz, _>(run.window_end)
-        .bind::<Array<SqlUuid>, _>(cols.id)
-        .bind::<Array<Text>, _>(cols.namespace)
-        .bind::<Array<Text>, _>(cols.username)
-        .bind::<Array<Text>, _>(cols.attribution)
-        .bind::<Array<Nullable<SqlUuid>>, _>(cols.user)
-        .bind::<Array<Nullable<SqlUuid>>, _>(cols.owner)
-        .bind::<Array<Nullable<BigInt>>, _>(cols.project_id)
-        .bind::<Array<Nullable<Text>>, _>(cols.project_name)
-        .bind::<Array<BigInt>, _>(cols.cpu)
-        .bind::<Array<BigInt>, _>(cols.memory)
-        .bind::<Array<BigInt>, _>(cols.gpu)
-        .bind::<Array<Integer>, _>(cols.pods)
+        if let Some(status) = self.status {
+            q = q.filter(runs::status.eq(status));
+        }
+        if let Some(from) = self.from {
+            q = q.filter(runs::window_start.ge(from));
+        }
+        if let Some(to) = self.to {
+            q = q.filter(runs::window_start.lt(to));
+        }
+        q
+    }
+}
+
+/// Up to `limit` runs matching `filter`, newest window first, and how many match.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn list(conn: &mut AsyncPgConnection, filter: &RunFilter, limit: i64) -> QueryResult<RunPage> {
+    let items = filter
+        .query()
+        .order((runs::window_start.desc(), runs::cluster_id))
+        .limit(limit)
+        .select(Run::as_select())
         .load(conn)
         .await?;
-        let by_key: HashMap<(&str, &str), &Attributed> =
-            chunk.iter().map(|s| ((s.namespace.as_str(), s.username.as_str()), s)).collect();
-        for r in rows {
-            if let Some(s) = by_key.get(&(r.namespace.as_str(), r.hopsworks_username.as_str())) {
-                added.push((r.id, *s));
-            }
-        }
-    }
-    Ok(added)
+    let total = filter.query().count().get_result(conn).await?;
+    Ok(RunPage { items, total })
 }
 
-#[derive(Default)]
-struct SampleColumns {
-    id: Vec<Uuid>,
-    namespace: Vec<String>,
-    username: Vec<String>,
-    attribution: Vec<String>,
-    user: Vec<Option<Uuid>>,
-    owner: Vec<Option<Uuid>>,
-    project_id: Vec<Option<i64>>,
-    project_name: Vec<Option<String>>,
-    cpu: Vec<i64>,
-    memory: Vec<i64>,
-    gpu: Vec<i64>,
-    pods: Vec<i32>,
+/// What asking to collect a cluster now came to.
+#[derive(Debug)]
+pub enum CollectNow {
+    /// metering knows no such cluster.
+    UnknownCluster,
+    /// The cluster is inactive and is not measured.
+    Inactive,
+    /// The window's deadline has passed: it stays a gap.
+    Closed,
+    /// The run of the cluster's last window, due at once (or already measured or running).
+    Due(Box<Run>),
+}
+
+/// Makes the last window of `cluster` that has ended at `now_secs` (Unix seconds) due at once:
+/// scheduled now if it was not, due at once if pending, and tried again from scratch if it
+/// became a gap while it can still be measured.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn collect_now(
+    conn: &mut AsyncPgConnection,
+    cluster: ClusterId,
+    (window_secs, deadline_secs): (i64, i64),
+    now_secs: i64,
+) -> QueryResult<CollectNow> {
+    let status: Option<ClusterStatus> =
+        clusters::table.find(cluster).select(clusters::status).first(conn).await.optional()?;
+    match status {
+        None => return Ok(CollectNow::UnknownCluster),
+        Some(ClusterStatus::Inactive) => return Ok(CollectNow::Inactive),
+        Some(_) => {}
+    }
+    let end = now_secs.div_euclid(window_secs) * window_secs;
+    // Raw SQL: ON CONFLICT DO UPDATE whose every value depends on the stored run (CASE over
+    // its status and deadline), which the DSL cannot say.
+    let run: Run = sql_query(
+        "INSERT INTO runs (cluster_id, window_start, window_end, status, next_attempt_at, deadline)
+         VALUES ($1, to_timestamp($2 - $3), to_timestamp($2), 'pending', now(), to_timestamp($2 + $4))
+         ON CONFLICT (cluster_id, window_start) DO UPDATE SET
+             status = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN 'pending' ELSE runs.status END,
+             attempts = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN 0 ELSE runs.attempts END,
+             gap_reason = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN NULL ELSE runs.gap_reason END,
+             gap_detail = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN NULL ELSE runs.gap_detail END,
+             finished_at = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN NULL ELSE runs.finished_at END,
+             next_attempt_at = CASE WHEN runs.status IN ('pending', 'gap') THEN now() ELSE runs.next_attempt_at END
+         RETURNING cluster_id, window_start, window_end, status, attempts, deadline, gap_reason, gap_detail,
+             last_error_code, last_error, sample_count, stats, finished_at",
+    )
+    .bind::<SqlUuid, _>(cluster)
+    .bind::<BigInt, _>(end)
+    .bind::<BigInt, _>(window_secs)
+    .bind::<BigInt, _>(deadline_secs)
+    .get_result(conn)
+    .await?;
+    Ok(if run.status == RunState::Gap { CollectNow::Closed } else { CollectNow::Due(Box::new(run)) })
 }

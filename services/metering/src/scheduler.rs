@@ -8,8 +8,11 @@
 use crate::access::{AccessError, Provisioning};
 use crate::collect::{ClusterClient, CollectConfig, CollectError};
 use crate::config::ScheduleConfig;
-use crate::runs::{self, Claimed, StoreError, Timing};
+use crate::projection;
+use crate::runs::{self, Claimed, Timing};
+use crate::samples::StoreError;
 use crate::window::WindowLength;
+use hopsbridge_domain::ClusterId;
 use hopsbridge_platform::db::{Database, DbError};
 use hopsbridge_platform::retry::Backoff;
 use moka::future::Cache;
@@ -63,7 +66,7 @@ struct Inner {
     wake: Arc<Notify>,
     /// Each cluster's client, built from a kubeconfig asked of provisioning at most every
     /// `access_ttl_secs`; concurrent runs of one cluster share one request.
-    clients: Cache<Uuid, Arc<ClusterClient>>,
+    clients: Cache<ClusterId, Arc<ClusterClient>>,
     /// The pause before a failed run's next try.
     retries: Backoff,
 }
@@ -269,7 +272,7 @@ impl Meter {
 
     /// The cluster's client, built from a kubeconfig asked of provisioning at most every
     /// `access_ttl_secs`.
-    async fn client(&self, cluster: Uuid) -> Result<Arc<ClusterClient>, Failure> {
+    async fn client(&self, cluster: ClusterId) -> Result<Arc<ClusterClient>, Failure> {
         let connect = async {
             let kubeconfig = self.inner.provisioning.kubeconfig(cluster).await?;
             let client = ClusterClient::connect(&cluster.to_string(), &kubeconfig, self.inner.collect.clone()).await?;
@@ -280,7 +283,7 @@ impl Meter {
 
     /// Lists the cluster's projects and stores them. When Hopsworks does not answer, an earlier
     /// listing is used (answers true); without one the run fails.
-    async fn refresh_projects(&self, cluster: Uuid) -> Result<bool, Failure> {
+    async fn refresh_projects(&self, cluster: ClusterId) -> Result<bool, Failure> {
         let db_failure = |e: DbError| Failure { code: "database_unavailable", message: e.to_string() };
         match self.inner.provisioning.projects(cluster).await {
             Ok(projects) => {
@@ -289,7 +292,7 @@ impl Meter {
                     .db
                     .transaction(|c| {
                         let projects = Arc::clone(&projects);
-                        Box::pin(async move { Tx::Ok(runs::store_projects(c, cluster, &projects).await?) })
+                        Box::pin(async move { Tx::Ok(projection::store_projects(c, cluster, &projects).await?) })
                     })
                     .await
                     .map_err(db_failure)?;
@@ -297,7 +300,7 @@ impl Meter {
             }
             Err(e) => {
                 let mut conn = self.inner.db.conn().await.map_err(db_failure)?;
-                if runs::has_projects(&mut conn, cluster).await.map_err(|e| db_failure(e.into()))? {
+                if projection::has_projects(&mut conn, cluster).await.map_err(|e| db_failure(e.into()))? {
                     tracing::warn!(cluster_id = %cluster, error = %e, "project list unavailable; using the last one");
                     Ok(true)
                 } else {

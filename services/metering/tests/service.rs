@@ -18,12 +18,11 @@ use hopsbridge_contracts::events::{
 use hopsbridge_contracts::{Event, Service};
 use hopsbridge_metering::MeteringConfig;
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
-use hopsbridge_platform::config::env_var;
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
 use hopsbridge_sandbox::workload::{SimClock, Workload};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TcpProxy, TestBus, TestDb};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TcpProxy, TestBus, TestDb, TestSettings};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -134,32 +133,20 @@ impl Env {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
-        let var = |k: &str, v: &str| (env_var(Service::Provisioning, k), v.to_owned());
-        let env = vec![
-            var("database.url", db.url()),
-            var("nats.url", bus.url()),
-            var("nats.prefix", bus.prefix()),
-            var("http.port", "0"),
-            var("http.workers", "2"),
-            var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-            var("encryption.keys", PROVISIONING_ENCRYPTION_KEYS),
-            var("encryption.active_key", "test1"),
-            var("hopsworks.request_timeout_ms", "2000"),
-            var("hopsworks.connect_timeout_ms", "1000"),
-            var("hopsworks.initial_backoff_ms", "20"),
-            var("hopsworks.max_backoff_ms", "100"),
-            var("assignments.retry_interval_ms", "100"),
-            var("assignments.initial_retry_delay_ms", "200"),
-            var("assignments.max_retry_delay_ms", "500"),
-            var("assignments.lease_secs", "60"),
-        ];
-        let config: ProvisioningConfig = hopsbridge_platform::config::load_from(
-            Service::Provisioning,
-            &hopsbridge_provisioning::DEFAULTS,
-            None,
-            env,
-        )
-        .unwrap();
+        let settings = TestSettings::data_service(Service::Provisioning, &db, &bus)
+            .set("http.workers", "2")
+            .set("encryption.keys", PROVISIONING_ENCRYPTION_KEYS)
+            .set("encryption.active_key", "test1")
+            .set("hopsworks.request_timeout_ms", "2000")
+            .set("hopsworks.connect_timeout_ms", "1000")
+            .set("hopsworks.initial_backoff_ms", "20")
+            .set("hopsworks.max_backoff_ms", "100")
+            .set("assignments.retry_interval_ms", "100")
+            .set("assignments.initial_retry_delay_ms", "200")
+            .set("assignments.max_retry_delay_ms", "500")
+            .set("assignments.lease_secs", "60");
+        // TestSettings::load by name: diesel_async's RunQueryDsl::load is in scope too.
+        let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
         let app = hopsbridge_provisioning::build(config).await.unwrap();
         let provisioning = format!("http://127.0.0.1:{}", app.port());
         let p_stop = CancellationToken::new();
@@ -170,37 +157,26 @@ impl Env {
 
     /// Starts a metering replica; `deadline` is seconds after a window's end it may be measured.
     async fn metering(&mut self, deadline: u32, extra: &[(&str, &str)]) -> (String, CancellationToken) {
-        let var = |k: &str, v: &str| (env_var(Service::Metering, k), v.to_owned());
-        let mut env = vec![
-            var("database.url", self.db.url()),
-            var("nats.url", self.bus.url()),
-            var("nats.prefix", self.bus.prefix()),
-            var("http.port", "0"),
-            var("http.workers", "2"),
-            var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-            var("provisioning.url", &self.provisioning),
-            var("schedule.window_secs", &WINDOW.to_string()),
-            var("schedule.settle_secs", "0"),
-            var("schedule.deadline_secs", &deadline.to_string()),
-            var("schedule.lookback_secs", "60"),
-            var("schedule.max_attempts", "2"),
-            var("schedule.retry_delay_ms", "100"),
-            var("schedule.lease_secs", "20"),
-            var("schedule.tick_ms", "100"),
-            var("collect.requests_per_second", "1000"),
-            var("collect.max_attempts", "2"),
-            var("collect.backoff_initial_ms", "10"),
-            var("collect.backoff_max_ms", "50"),
-            var("collect.request_timeout_ms", "3000"),
-        ];
-        for (k, v) in extra {
-            let (key, value) = var(k, v);
-            env.retain(|(existing, _)| *existing != key);
-            env.push((key, value));
+        let mut settings = TestSettings::data_service(Service::Metering, &self.db, &self.bus)
+            .set("http.workers", "2")
+            .set("provisioning.url", &self.provisioning)
+            .set("schedule.window_secs", WINDOW.to_string())
+            .set("schedule.settle_secs", "0")
+            .set("schedule.deadline_secs", deadline.to_string())
+            .set("schedule.lookback_secs", "60")
+            .set("schedule.max_attempts", "2")
+            .set("schedule.retry_delay_ms", "100")
+            .set("schedule.lease_secs", "20")
+            .set("schedule.tick_ms", "100")
+            .set("collect.requests_per_second", "1000")
+            .set("collect.max_attempts", "2")
+            .set("collect.backoff_initial_ms", "10")
+            .set("collect.backoff_max_ms", "50")
+            .set("collect.request_timeout_ms", "3000");
+        for (key, value) in extra {
+            settings = settings.set(key, *value);
         }
-        let config: MeteringConfig =
-            hopsbridge_platform::config::load_from(Service::Metering, &hopsbridge_metering::DEFAULTS, None, env)
-                .unwrap();
+        let config: MeteringConfig = TestSettings::load(&settings, &hopsbridge_metering::DEFAULTS);
         let app = hopsbridge_metering::build(config).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         let stop = CancellationToken::new();

@@ -1,0 +1,21 @@
+//! The error codes metering's handlers answer with. Codes every service shares (invalid_query,
+//! invalid_path, unauthenticated, database_unavailable, …) are the platform's
+//! [`PlatformCode`](hopsbridge_platform::http::PlatformCode).
+
+hopsbridge_platform::error_codes! {
+    /// metering's error codes.
+    pub enum MeteringCode {
+        /// The operation is for administrators.
+        AdminOnly = (FORBIDDEN, "admin_only", "administrators only"),
+        /// A runs filter names no run state.
+        InvalidStatus = (BAD_REQUEST, "invalid_status", "status must be one of pending, running, complete, gap"),
+        /// A usage range runs backwards or spans more than 366 days.
+        InvalidRange = (BAD_REQUEST, "invalid_range", "from must not be after to, and at most 366 days before it"),
+        /// metering has not heard of the cluster.
+        ClusterNotFound = (NOT_FOUND, "cluster_not_found", "metering knows no such cluster"),
+        /// The cluster is inactive, so it is not measured.
+        ClusterInactive = (CONFLICT, "cluster_inactive", "the cluster is inactive and is not measured"),
+        /// The window's deadline has passed.
+        WindowClosed = (CONFLICT, "window_closed", "the window can no longer be measured; it stays a gap"),
+    }
+}

@@ -19,7 +19,7 @@
 //! ([`ProvisioningCode`] and the platform's).
 
 use crate::assignments::{self, Assignment};
-use crate::clusters::{self, ClusterChange, ClusterView};
+use crate::clusters::{self, ClusterChange, ClusterRow, ClusterView};
 use crate::config::HopsworksConfig;
 use crate::crypto::Vault;
 use crate::error::{ProvisioningCode, ProvisioningError};
@@ -95,6 +95,16 @@ fn not_signed_in() -> String {
 /// 403 for anyone but an admin.
 fn admins_only() -> String {
     answers("administrators only", &[], &[ProvisioningCode::AdminOnly])
+}
+
+/// 404 for a cluster id.
+fn no_such_cluster() -> String {
+    answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound])
+}
+
+/// 400 for an internal route's cluster id.
+fn not_a_cluster_id() -> String {
+    answers("the id is not a UUID", &[PlatformCode::InvalidPath], &[])
 }
 
 /// 400 for a cluster registration or change.
@@ -268,7 +278,7 @@ async fn list_clusters(state: Data, caller: Caller) -> Result<HttpResponse, ApiE
     responses((status = 200, description = "the cluster", body = ClusterView),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = admins_only(), body = ErrorBody),
-        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody)))]
+        (status = 404, description = no_such_cluster(), body = ErrorBody)))]
 async fn get_cluster(state: Data, caller: Caller, id: web::Path<ClusterId>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let mut conn = state.db.conn().await?;
@@ -280,7 +290,7 @@ async fn get_cluster(state: Data, caller: Caller, id: web::Path<ClusterId>) -> R
         (status = 400, description = invalid_cluster(), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = admins_only(), body = ErrorBody),
-        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody),
+        (status = 404, description = no_such_cluster(), body = ErrorBody),
         (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody)))]
 async fn update_cluster(
     state: Data,
@@ -478,10 +488,14 @@ fn require_metering(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_service(Service::Metering) { Ok(()) } else { Err(ProvisioningCode::MeteringOnly.error()) }
 }
 
-/// The cluster id of an internal route, read after the caller is known to be allowed, so a
-/// refused caller learns nothing from how the id is judged.
-fn cluster_id(raw: &str) -> Result<ClusterId, ApiError> {
-    raw.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the cluster id must be a UUID"))
+/// The cluster of an internal route, for the metering service only. The id is read after the
+/// caller is known to be allowed, so a refused caller learns nothing from how it is judged.
+async fn metering_cluster(state: &State, caller: &Caller, raw: &str) -> Result<ClusterRow, ApiError> {
+    require_metering(caller)?;
+    let id: ClusterId =
+        raw.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the cluster id must be a UUID"))?;
+    let mut conn = state.db.conn().await?;
+    Ok(clusters::row(&mut conn, id).await?)
 }
 
 /// 403 for anyone but the metering service.
@@ -509,17 +523,13 @@ impl std::fmt::Debug for ClusterKubeconfig {
 #[utoipa::path(get, path = "/internal/clusters/{id}/kubeconfig", tag = "internal",
     params(("id" = Uuid, Path, description = "cluster id")),
     responses((status = 200, description = "the cluster's kubeconfig", body = ClusterKubeconfig),
-        (status = 400, description = answers("the id is not a UUID", &[PlatformCode::InvalidPath], &[]), body = ErrorBody),
+        (status = 400, description = not_a_cluster_id(), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = metering_only(), body = ErrorBody),
-        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody)))]
+        (status = 404, description = no_such_cluster(), body = ErrorBody)))]
 async fn cluster_kubeconfig(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    require_metering(&caller)?;
-    let id = cluster_id(&id)?;
-    let row = {
-        let mut conn = state.db.conn().await?;
-        clusters::row(&mut conn, id).await?
-    };
+    let row = metering_cluster(&state, &caller, &id).await?;
+    let id = row.id;
     let kubeconfig = state
         .vault
         .open_text(row.id, clusters::field::KUBECONFIG, &row.kubeconfig())
@@ -558,19 +568,15 @@ fn hopsworks_unavailable(detail: &str) -> ApiError {
 #[utoipa::path(get, path = "/internal/clusters/{id}/projects", tag = "internal",
     params(("id" = Uuid, Path, description = "cluster id")),
     responses((status = 200, description = "the cluster's Hopsworks projects", body = ClusterProjects),
-        (status = 400, description = answers("the id is not a UUID", &[PlatformCode::InvalidPath], &[]), body = ErrorBody),
+        (status = 400, description = not_a_cluster_id(), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = metering_only(), body = ErrorBody),
-        (status = 404, description = answers("no such cluster", &[], &[ProvisioningCode::ClusterNotFound]), body = ErrorBody),
+        (status = 404, description = no_such_cluster(), body = ErrorBody),
         (status = 502, description = answers("Hopsworks cannot answer", &[], &[ProvisioningCode::HopsworksUnavailable]),
             body = ErrorBody)))]
 async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    require_metering(&caller)?;
-    let id = cluster_id(&id)?;
-    let row = {
-        let mut conn = state.db.conn().await?;
-        clusters::row(&mut conn, id).await?
-    };
+    let row = metering_cluster(&state, &caller, &id).await?;
+    let id = row.id;
     let access = row
         .access(&state.vault)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("cluster {id}: the API key does not open: {e}")))?;

@@ -120,12 +120,7 @@ pub async fn moved_off(
         .execute(conn)
         .await?;
     if let (true, Some(previous)) = (had_account, work.previous_cluster_id) {
-        let event = ClusterUnassignedV1 {
-            user_id: work.user_id.to_string(),
-            cluster_id: previous.to_string(),
-            reason: "moved".to_owned(),
-        };
-        enqueue(conn, &event, None).await.map_err(db_to_diesel)?;
+        announce_unassigned(conn, work.user_id, previous, "moved").await?;
     }
     Ok(true)
 }
@@ -202,12 +197,7 @@ pub async fn released(
         .execute(conn)
         .await?;
     if had_account {
-        let event = ClusterUnassignedV1 {
-            user_id: work.user_id.to_string(),
-            cluster_id: work.cluster_id.to_string(),
-            reason: "unassigned".to_owned(),
-        };
-        enqueue(conn, &event, None).await.map_err(db_to_diesel)?;
+        announce_unassigned(conn, work.user_id, work.cluster_id, "unassigned").await?;
     }
     Ok(true)
 }
@@ -255,6 +245,19 @@ pub async fn release_lease(conn: &mut AsyncPgConnection, user: UserId) -> Result
         .set((assignments::lease_until.eq(None::<DateTime<Utc>>), assignments::next_attempt_at.eq(Some(Utc::now()))))
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Announces that `user` no longer has an account on `cluster` (`reason`: moved or unassigned).
+async fn announce_unassigned(
+    conn: &mut AsyncPgConnection,
+    user: UserId,
+    cluster: ClusterId,
+    reason: &str,
+) -> Result<(), diesel::result::Error> {
+    let event =
+        ClusterUnassignedV1 { user_id: user.to_string(), cluster_id: cluster.to_string(), reason: reason.to_owned() };
+    enqueue(conn, &event, None).await.map_err(db_to_diesel)?;
     Ok(())
 }
 

@@ -5,9 +5,8 @@
 //!
 //! Events of different types may arrive in any order, so every row keeps when the change it
 //! reflects happened, and an older event never overwrites a newer one. The upserts that keep
-//! the newer of two rows are raw SQL: their conflict updates compare the stored row with the
-//! incoming one column by column (`CASE`, `greatest`, `least` over `excluded`), which diesel's
-//! DSL has no words for.
+//! the newer of two rows are raw SQL: their conflict updates keep the later or earlier of the
+//! stored and incoming times (`greatest`, `least`), functions diesel's DSL does not have.
 //!
 //! It also keeps each cluster's Hopsworks projects as provisioning last listed them, and reads
 //! what a run needs to attribute usage ([`known`]).

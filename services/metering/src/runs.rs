@@ -23,10 +23,11 @@ use crate::schema::{clusters, runs};
 use crate::usage_daily;
 use chrono::{DateTime, Utc};
 use diesel::dsl;
+use diesel::dsl::case_when;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::UsageRecordedV1;
 use hopsbridge_domain::{Attribution, ClusterId, ClusterStatus, RunState, SampleId};
@@ -101,18 +102,29 @@ struct Count {
 /// # Errors
 /// When Postgres fails.
 pub async fn sweep(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
-    // Raw SQL: each run's reason and detail depend on its own status (CASE, coalesce), which
-    // the DSL cannot put in an UPDATE's SET.
-    sql_query(
-        "UPDATE runs SET status = 'gap',
-             gap_reason = coalesce(last_error_code, CASE WHEN status = 'running' THEN 'abandoned' ELSE 'not_collected' END),
-             gap_detail = coalesce(last_error, CASE WHEN status = 'running'
-                 THEN 'the replica collecting it stopped and no other took it over before the deadline'
-                 ELSE 'no replica collected it before the deadline (metering was down or overloaded)' END),
-             claimed_by = NULL, lease_until = NULL, finished_at = now()
-         WHERE status IN ('pending', 'running') AND deadline <= now()
-           AND (status = 'pending' OR lease_until < now())",
+    let running = || runs::status.eq(RunState::Running);
+    diesel::update(
+        runs::table
+            .filter(runs::status.eq_any([RunState::Pending, RunState::Running]))
+            .filter(runs::deadline.le(dsl::now))
+            .filter(runs::status.eq(RunState::Pending).or(runs::lease_until.lt(dsl::now))),
     )
+    .set((
+        runs::status.eq(RunState::Gap),
+        // The last failure's code and message when there was one, or why nobody measured it.
+        runs::gap_reason.eq(case_when::<_, _, Nullable<Text>>(
+            runs::last_error_code.is_not_null(),
+            runs::last_error_code,
+        )
+        .when(running(), "abandoned")
+        .otherwise("not_collected")),
+        runs::gap_detail.eq(case_when::<_, _, Nullable<Text>>(runs::last_error.is_not_null(), runs::last_error)
+            .when(running(), "the replica collecting it stopped and no other took it over before the deadline")
+            .otherwise("no replica collected it before the deadline (metering was down or overloaded)")),
+        runs::claimed_by.eq(None::<String>),
+        runs::lease_until.eq(None::<DateTime<Utc>>),
+        runs::finished_at.eq(dsl::now),
+    ))
     .execute(conn)
     .await
 }
@@ -194,34 +206,35 @@ pub async fn failed(
     message: &str,
     retry_at: Option<DateTime<Utc>>,
 ) -> QueryResult<Option<RunState>> {
-    #[derive(QueryableByName)]
-    struct Status {
-        #[diesel(sql_type = Text)]
-        status: RunState,
-    }
-    // Raw SQL: whether the run is retried or becomes a gap depends on its own deadline (CASE in
-    // SET), which the DSL cannot say.
-    let rows: Vec<Status> = sql_query(
-        "UPDATE runs SET
-             status = CASE WHEN $5::timestamptz IS NOT NULL AND $5 < deadline THEN 'pending' ELSE 'gap' END,
-             next_attempt_at = coalesce($5, next_attempt_at),
-             last_error_code = $3, last_error = $4,
-             gap_reason = CASE WHEN $5::timestamptz IS NOT NULL AND $5 < deadline THEN NULL ELSE $3 END,
-             gap_detail = CASE WHEN $5::timestamptz IS NOT NULL AND $5 < deadline THEN NULL ELSE $4 END,
-             finished_at = CASE WHEN $5::timestamptz IS NOT NULL AND $5 < deadline THEN NULL ELSE now() END,
-             claimed_by = NULL, lease_until = NULL
-         WHERE cluster_id = $1 AND window_start = $2 AND status = 'running' AND claimed_by = $6
-         RETURNING status",
-    )
-    .bind::<SqlUuid, _>(run.cluster_id)
-    .bind::<Timestamptz, _>(run.window_start)
-    .bind::<Text, _>(code)
-    .bind::<Text, _>(message)
-    .bind::<Nullable<Timestamptz>, _>(retry_at)
-    .bind::<Text, _>(replica)
-    .load(conn)
-    .await?;
-    Ok(rows.into_iter().next().map(|r| r.status))
+    // Retried when a retry time is given and falls before the run's deadline (NULL otherwise,
+    // which CASE takes as false): a gap otherwise.
+    let retried = || runs::deadline.nullable().gt(retry_at);
+    let ours = runs::table
+        .find((run.cluster_id, run.window_start))
+        .filter(runs::status.eq(RunState::Running))
+        .filter(runs::claimed_by.eq(replica));
+    let states: Vec<RunState> = diesel::update(ours)
+        .set((
+            runs::status.eq(case_when::<_, _, Text>(retried(), RunState::Pending).otherwise(RunState::Gap)),
+            // The retry time when one is given (the placeholder is never chosen).
+            runs::next_attempt_at.eq(case_when::<_, _, Timestamptz>(
+                retry_at.is_some().into_sql::<Bool>(),
+                retry_at.unwrap_or_default(),
+            )
+            .otherwise(runs::next_attempt_at)),
+            runs::last_error_code.eq(code),
+            runs::last_error.eq(message),
+            runs::gap_reason.eq(case_when::<_, _, Nullable<Text>>(retried(), None::<&str>).otherwise(code)),
+            runs::gap_detail.eq(case_when::<_, _, Nullable<Text>>(retried(), None::<&str>).otherwise(message)),
+            runs::finished_at
+                .eq(case_when::<_, _, Nullable<Timestamptz>>(retried(), None::<DateTime<Utc>>).otherwise(dsl::now)),
+            runs::claimed_by.eq(None::<String>),
+            runs::lease_until.eq(None::<DateTime<Utc>>),
+        ))
+        .returning(runs::status)
+        .get_results(conn)
+        .await?;
+    Ok(states.into_iter().next())
 }
 
 /// What a completed run records about itself (the `stats` column).
@@ -321,7 +334,7 @@ fn event(id: SampleId, run: &Claimed, s: &Attributed) -> UsageRecordedV1 {
 }
 
 /// A collection run of one cluster and window.
-#[derive(Debug, Serialize, Queryable, QueryableByName, Selectable, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Queryable, Selectable, utoipa::ToSchema)]
 #[diesel(table_name = runs, check_for_backend(Pg))]
 pub struct Run {
     /// The cluster.
@@ -443,26 +456,38 @@ pub async fn collect_now(
         Some(_) => {}
     }
     let end = now_secs.div_euclid(window_secs) * window_secs;
-    // Raw SQL: ON CONFLICT DO UPDATE whose every value depends on the stored run (CASE over
-    // its status and deadline), which the DSL cannot say.
-    let run: Run = sql_query(
-        "INSERT INTO runs (cluster_id, window_start, window_end, status, next_attempt_at, deadline)
-         VALUES ($1, to_timestamp($2 - $3), to_timestamp($2), 'pending', now(), to_timestamp($2 + $4))
-         ON CONFLICT (cluster_id, window_start) DO UPDATE SET
-             status = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN 'pending' ELSE runs.status END,
-             attempts = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN 0 ELSE runs.attempts END,
-             gap_reason = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN NULL ELSE runs.gap_reason END,
-             gap_detail = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN NULL ELSE runs.gap_detail END,
-             finished_at = CASE WHEN runs.status = 'gap' AND runs.deadline > now() THEN NULL ELSE runs.finished_at END,
-             next_attempt_at = CASE WHEN runs.status IN ('pending', 'gap') THEN now() ELSE runs.next_attempt_at END
-         RETURNING cluster_id, window_start, window_end, status, attempts, deadline, gap_reason, gap_detail,
-             last_error_code, last_error, sample_count, stats, finished_at",
-    )
-    .bind::<SqlUuid, _>(cluster)
-    .bind::<BigInt, _>(end)
-    .bind::<BigInt, _>(window_secs)
-    .bind::<BigInt, _>(deadline_secs)
-    .get_result(conn)
-    .await?;
+    let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or_default();
+    // A gap that can still be measured starts again from scratch.
+    let reopened = || runs::status.eq(RunState::Gap).and(runs::deadline.gt(dsl::now));
+    let run: Run = diesel::insert_into(runs::table)
+        .values((
+            runs::cluster_id.eq(cluster),
+            runs::window_start.eq(at(end - window_secs)),
+            runs::window_end.eq(at(end)),
+            runs::status.eq(RunState::Pending),
+            runs::next_attempt_at.eq(dsl::now),
+            runs::deadline.eq(at(end + deadline_secs)),
+        ))
+        .on_conflict((runs::cluster_id, runs::window_start))
+        .do_update()
+        .set((
+            runs::status.eq(case_when::<_, _, Text>(reopened(), RunState::Pending).otherwise(runs::status)),
+            runs::attempts.eq(case_when::<_, _, Integer>(reopened(), 0).otherwise(runs::attempts)),
+            runs::gap_reason
+                .eq(case_when::<_, _, Nullable<Text>>(reopened(), None::<String>).otherwise(runs::gap_reason)),
+            runs::gap_detail
+                .eq(case_when::<_, _, Nullable<Text>>(reopened(), None::<String>).otherwise(runs::gap_detail)),
+            runs::finished_at.eq(case_when::<_, _, Nullable<Timestamptz>>(reopened(), None::<DateTime<Utc>>)
+                .otherwise(runs::finished_at)),
+            // Due at once unless it is running or measured.
+            runs::next_attempt_at.eq(case_when::<_, _, Timestamptz>(
+                runs::status.eq_any([RunState::Pending, RunState::Gap]),
+                dsl::now,
+            )
+            .otherwise(runs::next_attempt_at)),
+        ))
+        .returning(Run::as_returning())
+        .get_result(conn)
+        .await?;
     Ok(if run.status == RunState::Gap { CollectNow::Closed } else { CollectNow::Due(Box::new(run)) })
 }

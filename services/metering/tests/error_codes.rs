@@ -3,11 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
+mod common;
+
+use common::{admin, person};
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::ClusterRegisteredV1;
 use hopsbridge_metering::MeteringConfig;
 use hopsbridge_metering::error::MeteringCode;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerKey};
 use hopsbridge_platform::http::ErrorCode;
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings};
 use reqwest::Method;
@@ -22,20 +25,6 @@ fn the_openapi_document_names_every_code() {
     for code in MeteringCode::ALL {
         assert!(doc.contains(code.code()), "{} is not documented", code.code());
     }
-}
-
-fn admin() -> Caller {
-    Caller {
-        subject: "auth0|admin".into(),
-        user_id: Some(Uuid::now_v7()),
-        roles: vec![Role::User, Role::Admin],
-        email: None,
-    }
-}
-
-fn person() -> Caller {
-    let user = Uuid::now_v7();
-    Caller { subject: format!("auth0|{user}"), user_id: Some(user), roles: vec![Role::User], email: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +84,7 @@ async fn every_code_is_answered_with_its_status() {
     .unwrap();
 
     let cases: Vec<(MeteringCode, Method, String, Caller)> = vec![
-        (MeteringCode::AdminOnly, Method::GET, "/api/admin/metering/runs".into(), person()),
+        (MeteringCode::AdminOnly, Method::GET, "/api/admin/metering/runs".into(), person(Uuid::now_v7())),
         (MeteringCode::InvalidStatus, Method::GET, "/api/admin/metering/runs?status=lost".into(), admin()),
         (MeteringCode::InvalidRange, Method::GET, "/api/admin/usage?from=2026-03-01&to=2026-01-01".into(), admin()),
         (MeteringCode::ClusterNotFound, Method::POST, collect(Uuid::now_v7()), admin()),

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{container, pod};
+use common::{admin, container, person, pod};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
@@ -17,7 +17,7 @@ use hopsbridge_contracts::events::{
 };
 use hopsbridge_contracts::{Event, Service};
 use hopsbridge_metering::MeteringConfig;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerKey};
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
@@ -58,19 +58,6 @@ fn workload() -> Workload {
             pod("elsewhere", "side-job", "ada10000", STARTED, vec![container(a, am, 0)]),
         ],
     )
-}
-
-fn admin() -> Caller {
-    Caller {
-        subject: "auth0|admin".into(),
-        user_id: Some(Uuid::now_v7()),
-        roles: vec![Role::User, Role::Admin],
-        email: None,
-    }
-}
-
-fn person(user: Uuid) -> Caller {
-    Caller { subject: format!("auth0|{user}"), user_id: Some(user), roles: vec![Role::User, Role::Owner], email: None }
 }
 
 struct Sim {

@@ -4,7 +4,23 @@
 #![allow(dead_code, reason = "each test file uses part of it")]
 
 use hopsbridge_metering::collect::CollectConfig;
+use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_sandbox::workload::{MemFormat, Profile, SimContainer, SimPod};
+
+/// An administrator, as the gateway vouches for them.
+pub fn admin() -> Caller {
+    Caller {
+        subject: "auth0|admin".into(),
+        user_id: Some(uuid::Uuid::now_v7()),
+        roles: vec![Role::User, Role::Admin],
+        email: None,
+    }
+}
+
+/// A signed-in owner who is no administrator.
+pub fn person(user: uuid::Uuid) -> Caller {
+    Caller { subject: format!("auth0|{user}"), user_id: Some(user), roles: vec![Role::User, Role::Owner], email: None }
+}
 
 /// Installs the process's one rustls provider.
 pub fn init() {

@@ -1,4 +1,5 @@
-//! The gateway's short cache of who each person is (status, roles, owner), as identity answers.
+//! Who each person is (status, roles, owner), as identity answers, and the gateway's short
+//! cache of those answers (decision 0008).
 //!
 //! An answer is used for at most `ttl` from the moment its request to identity started, so a
 //! suspension reaches every request within `ttl` (`limits.caller_cache_secs`). Within that bound:
@@ -10,48 +11,108 @@
 //!   it, a burst of requests arriving after the answer expired (a page loading its data after
 //!   a pause) would each ask identity, and each of those records a login on the same row.
 //!
+//! The answers are held in a moka cache: its per-entry expiry drops an answer `ttl` after its
+//! request started, its bound keeps memory in check, and its per-key compute lock gives the
+//! turns. moka has no refresh-ahead (a background reload before expiry that still serves the old
+//! value), so that part is written here on top of it.
+//!
 //! A `ttl` of zero turns the cache off: every request asks identity.
 
-use hopsbridge_platform::http::ApiError;
-use std::collections::HashMap;
+use crate::error::GatewayCode;
+use actix_web::http::StatusCode;
+use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
+use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::http::{ApiError, ErrorCode as _};
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
-/// Most people remembered before answers past their `ttl` are dropped.
-const CAPACITY: usize = 100_000;
+/// Most people remembered; past it moka evicts the least likely to be asked for again.
+const CAPACITY: u64 = 100_000;
 
 /// The person behind a request, as identity knows them.
-#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, serde::Deserialize, PartialEq, Eq)]
 pub struct Resolved {
     /// Their Hopsbridge user id.
-    pub id: Uuid,
-    /// `active`, `suspended` or `deleted`.
-    pub status: String,
+    pub id: UserId,
+    /// Whether they may use Hopsbridge.
+    pub status: AccountStatus,
     /// Whether they are an admin.
     pub is_admin: bool,
     /// Their email address.
-    pub email: String,
+    pub email: Email,
     /// The account owner their usage is billed to (themselves for an owner).
-    pub account_owner_id: Uuid,
+    pub account_owner_id: OwnerId,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("is_admin", &self.is_admin)
+            .field("account_owner_id", &self.account_owner_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One answer of identity's, and when the request for it started.
+#[derive(Debug)]
+struct Answer {
+    started: Instant,
+    person: Resolved,
+    /// A background refresh of this answer is running.
+    refreshing: AtomicBool,
+}
+
+impl Answer {
+    fn new(started: Instant, person: Resolved) -> Arc<Self> {
+        Arc::new(Self { started, person, refreshing: AtomicBool::new(false) })
+    }
+
+    /// Lets the next request due start another refresh.
+    fn refresh_failed(&self) {
+        self.refreshing.store(false, Ordering::SeqCst);
+    }
+}
+
+/// moka's expiry for answers: `ttl` after the request for the answer started, not after it
+/// was stored.
+struct FromRequestStart(Duration);
+
+impl Expiry<AuthSubject, Arc<Answer>> for FromRequestStart {
+    fn expire_after_create(&self, _: &AuthSubject, answer: &Arc<Answer>, created_at: Instant) -> Option<Duration> {
+        Some(self.0.saturating_sub(created_at.saturating_duration_since(answer.started)))
+    }
+
+    fn expire_after_update(
+        &self,
+        subject: &AuthSubject,
+        answer: &Arc<Answer>,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(subject, answer, updated_at)
+    }
 }
 
 /// Cached answers by Auth0 subject.
-#[derive(Debug)]
 pub struct CallerCache {
     ttl: Duration,
-    entries: Arc<Entries>,
+    answers: Cache<AuthSubject, Arc<Answer>>,
 }
 
-#[derive(Debug, Default)]
-struct Entry {
-    /// The answer, and when the request for it started.
-    answer: Option<(Instant, Resolved)>,
-    /// A background refresh is running.
-    refreshing: bool,
-    /// Held by the one request asking identity while no answer is usable.
-    turn: Arc<tokio::sync::Mutex<()>>,
+impl std::fmt::Debug for CallerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerCache")
+            .field("ttl", &self.ttl)
+            .field("people", &self.answers.entry_count())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the cache holds for a person at one moment.
@@ -69,7 +130,7 @@ impl CallerCache {
     /// A cache whose answers are used for at most `ttl`.
     #[must_use]
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Arc::default() }
+        Self { ttl, answers: Cache::builder().max_capacity(CAPACITY).expire_after(FromRequestStart(ttl)).build() }
     }
 
     /// The person behind `subject`: from the cache when it may be used, else from `fetch`.
@@ -77,7 +138,7 @@ impl CallerCache {
     ///
     /// # Errors
     /// What `fetch` fails with when there is no usable answer.
-    pub async fn get<F, Fut>(&self, subject: &str, fetch: F) -> Result<Resolved, ApiError>
+    pub async fn get<F, Fut>(&self, subject: &AuthSubject, fetch: F) -> Result<Resolved, ApiError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Resolved, ApiError>> + Send + 'static,
@@ -85,98 +146,149 @@ impl CallerCache {
         if self.ttl.is_zero() {
             return fetch().await;
         }
-        match self.lookup(subject, Instant::now()) {
+        let held = self.answers.get(subject).await;
+        match self.judge(held.as_deref(), Instant::now()) {
             Lookup::Fresh(person) => return Ok(person),
             Lookup::RefreshDue(person) => {
                 let (started, refresh) = (Instant::now(), fetch());
-                let (entries, subject) = (Arc::clone(&self.entries), subject.to_owned());
+                let (answers, subject) = (self.answers.clone(), subject.clone());
                 tokio::spawn(async move {
-                    let person =
-                        refresh.await.inspect_err(|e| tracing::warn!(error = %e, "caller refresh failed")).ok();
-                    keep(&entries, &subject, started, person, true);
+                    match refresh.await {
+                        Ok(person) => keep(&answers, subject, started, person).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "caller refresh failed");
+                            if let Some(due) = held {
+                                due.refresh_failed();
+                            }
+                        }
+                    }
                 });
                 return Ok(person);
             }
             Lookup::Missing => {}
         }
-        let turn = self.turn(subject);
-        let _turn = turn.lock().await;
-        // Whoever held the turn before may have just fetched it.
-        if let Lookup::Fresh(person) | Lookup::RefreshDue(person) = self.lookup(subject, Instant::now()) {
-            return Ok(person);
+        // moka runs compute calls on one key one at a time: whoever held the turn before may
+        // have just fetched the answer, which the next one then uses as it is.
+        let ttl = self.ttl;
+        let outcome = self
+            .answers
+            .entry_by_ref(subject)
+            .and_try_compute_with(|current| async move {
+                if current.is_some_and(|c| Instant::now().saturating_duration_since(c.value().started) < ttl) {
+                    return Ok(Op::Nop);
+                }
+                let started = Instant::now();
+                let person = fetch().await?;
+                Ok::<_, ApiError>(Op::Put(Answer::new(started, person)))
+            })
+            .await?;
+        match outcome {
+            CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) | CompResult::Unchanged(entry) => {
+                Ok(entry.into_value().person.clone())
+            }
+            CompResult::StillNone(_) | CompResult::Removed(_) => {
+                Err(ApiError::internal(anyhow::anyhow!("the caller cache lost an answer it just kept")))
+            }
         }
-        let started = Instant::now();
-        let person = fetch().await?;
-        keep(&self.entries, subject, started, Some(person.clone()), false);
-        Ok(person)
     }
 
-    fn lookup(&self, subject: &str, now: Instant) -> Lookup {
-        let Ok(mut entries) = self.entries.lock() else { return Lookup::Missing };
-        let Some(entry) = entries.get_mut(subject) else { return Lookup::Missing };
-        let Some((started, person)) = &entry.answer else { return Lookup::Missing };
-        let age = now.saturating_duration_since(*started);
+    /// What `answer` is good for at `now`; claims the refresh when one is due.
+    fn judge(&self, answer: Option<&Answer>, now: Instant) -> Lookup {
+        let Some(answer) = answer else { return Lookup::Missing };
+        let age = now.saturating_duration_since(answer.started);
         if age >= self.ttl {
             Lookup::Missing
-        } else if age >= self.ttl / 2 && !entry.refreshing {
-            entry.refreshing = true;
-            Lookup::RefreshDue(person.clone())
+        } else if age >= self.ttl / 2 && !answer.refreshing.swap(true, Ordering::SeqCst) {
+            Lookup::RefreshDue(answer.person.clone())
         } else {
-            Lookup::Fresh(person.clone())
+            Lookup::Fresh(answer.person.clone())
         }
     }
 
-    fn turn(&self, subject: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let Ok(mut entries) = self.entries.lock() else { return Arc::default() };
-        if entries.len() >= CAPACITY && !entries.contains_key(subject) {
-            let (now, ttl) = (Instant::now(), self.ttl);
-            entries.retain(|_, e| {
-                Arc::strong_count(&e.turn) > 1
-                    || e.refreshing
-                    || e.answer.as_ref().is_some_and(|(started, _)| now.saturating_duration_since(*started) < ttl)
-            });
-        }
-        Arc::clone(&entries.entry(subject.to_owned()).or_default().turn)
+    #[cfg(test)]
+    async fn lookup(&self, subject: &AuthSubject, now: Instant) -> Lookup {
+        self.judge(self.answers.get(subject).await.as_deref(), now)
     }
 }
 
-type Entries = Mutex<HashMap<String, Entry>>;
-
 /// Keeps `person`, fetched by a request that started at `started`, unless the cache holds an
-/// answer to a later request (a slow refresh must not overwrite a newer status). `refreshed`
-/// ends the background refresh, so the next request due may start another.
-fn keep(entries: &Entries, subject: &str, started: Instant, person: Option<Resolved>, refreshed: bool) {
-    let Ok(mut entries) = entries.lock() else { return };
-    let entry = entries.entry(subject.to_owned()).or_default();
-    if refreshed {
-        entry.refreshing = false;
+/// answer to a later request (a slow refresh must not overwrite a newer status).
+async fn keep(answers: &Cache<AuthSubject, Arc<Answer>>, subject: AuthSubject, started: Instant, person: Resolved) {
+    answers
+        .entry(subject)
+        .and_compute_with(|current| async move {
+            if current.is_some_and(|c| c.value().started > started) {
+                Op::Nop
+            } else {
+                Op::Put(Answer::new(started, person))
+            }
+        })
+        .await;
+}
+
+/// The path of identity's route that finds or creates the caller.
+pub const RESOLVE_PATH: &str = "/internal/callers/resolve";
+
+/// identity's `POST /internal/callers/resolve` at `url`, signed for the person.
+///
+/// # Errors
+/// `identity_unavailable` when identity cannot be reached or fails; identity's own refusals
+/// (no email on a first login, an address already in use) as identity worded them.
+pub async fn ask_identity(
+    client: reqwest::Client,
+    url: String,
+    key: CallerKey,
+    subject: AuthSubject,
+    email: Option<Email>,
+) -> Result<Resolved, ApiError> {
+    let caller =
+        Caller { subject: subject.into(), user_id: None, roles: vec![Role::User], email: email.map(Into::into) };
+    let mut request = client.post(url);
+    for (name, value) in key.sign("POST", RESOLVE_PATH, &caller, chrono::Utc::now().timestamp()) {
+        request = request.header(name, value);
     }
-    if let Some(person) = person
-        && entry.answer.as_ref().is_none_or(|(kept, _)| *kept <= started)
-    {
-        entry.answer = Some((started, person));
+    if let Some(id) = hopsbridge_platform::http::current_request_id() {
+        request = request.header("x-request-id", id);
     }
+    let response = request.send().await.map_err(|e| {
+        tracing::warn!(error = %e, "identity unreachable");
+        GatewayCode::IdentityUnavailable.error()
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return response.json().await.map_err(ApiError::internal);
+    }
+    let body: hopsbridge_platform::http::ErrorBody = response.json().await.map_err(ApiError::internal)?;
+    let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if code.is_server_error() {
+        return Err(GatewayCode::IdentityUnavailable.error());
+    }
+    Err(ApiError::new(code, body.code, body.message))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
-    fn person(status: &str) -> Resolved {
+    fn person(status: AccountStatus) -> Resolved {
         Resolved {
-            id: Uuid::from_u128(1),
-            status: status.into(),
+            id: UserId::from_uuid(uuid::Uuid::from_u128(1)),
+            status,
             is_admin: false,
-            email: "ada@example.com".into(),
-            account_owner_id: Uuid::from_u128(1),
+            email: Email::parse("ada@example.com").unwrap(),
+            account_owner_id: OwnerId::from_uuid(uuid::Uuid::from_u128(1)),
         }
+    }
+
+    fn subject(name: &str) -> AuthSubject {
+        AuthSubject::parse(&format!("auth0|{name}")).unwrap()
     }
 
     /// A fetch that counts its calls and answers `status` after `delay`.
     fn counting(
         calls: &Arc<AtomicUsize>,
-        status: &'static str,
+        status: AccountStatus,
         delay: Duration,
     ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Resolved, ApiError>> + Send>> {
         let calls = Arc::clone(calls);
@@ -189,41 +301,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_answer_is_fresh_then_due_for_one_refresh_then_unusable() {
+    #[tokio::test]
+    async fn an_answer_is_fresh_then_due_for_one_refresh_then_unusable() {
+        use AccountStatus::Active;
         let cache = CallerCache::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        keep(&cache.entries, "auth0|ada", t0, Some(person("active")), false);
-        assert_eq!(cache.lookup("auth0|ada", t0 + Duration::from_secs(4)), Lookup::Fresh(person("active")));
-        assert_eq!(cache.lookup("auth0|ada", t0 + Duration::from_secs(5)), Lookup::RefreshDue(person("active")));
+        let (ada, t0) = (subject("ada"), Instant::now());
+        keep(&cache.answers, ada.clone(), t0, person(Active)).await;
+        assert_eq!(cache.lookup(&ada, t0 + Duration::from_secs(4)).await, Lookup::Fresh(person(Active)));
+        assert_eq!(cache.lookup(&ada, t0 + Duration::from_secs(5)).await, Lookup::RefreshDue(person(Active)));
         assert_eq!(
-            cache.lookup("auth0|ada", t0 + Duration::from_secs(6)),
-            Lookup::Fresh(person("active")),
+            cache.lookup(&ada, t0 + Duration::from_secs(6)).await,
+            Lookup::Fresh(person(Active)),
             "one refresh at a time"
         );
-        assert_eq!(cache.lookup("auth0|ada", t0 + Duration::from_secs(10)), Lookup::Missing, "never past the ttl");
-        assert_eq!(cache.lookup("auth0|grace", t0), Lookup::Missing);
+        assert_eq!(cache.lookup(&ada, t0 + Duration::from_secs(10)).await, Lookup::Missing, "never past the ttl");
+        assert_eq!(cache.lookup(&subject("grace"), t0).await, Lookup::Missing);
         // A refresh that failed lets the next request due try again.
-        keep(&cache.entries, "auth0|ada", t0, None, true);
-        assert_eq!(cache.lookup("auth0|ada", t0 + Duration::from_secs(7)), Lookup::RefreshDue(person("active")));
+        cache.answers.get(&ada).await.unwrap().refresh_failed();
+        assert_eq!(cache.lookup(&ada, t0 + Duration::from_secs(7)).await, Lookup::RefreshDue(person(Active)));
     }
 
-    #[test]
-    fn a_slow_answer_never_replaces_one_asked_for_later() {
+    #[tokio::test]
+    async fn a_slow_answer_never_replaces_one_asked_for_later() {
         let cache = CallerCache::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        keep(&cache.entries, "auth0|ada", t0 + Duration::from_secs(2), Some(person("suspended")), false);
-        keep(&cache.entries, "auth0|ada", t0 + Duration::from_secs(1), Some(person("active")), true);
-        assert_eq!(cache.lookup("auth0|ada", t0 + Duration::from_secs(3)), Lookup::Fresh(person("suspended")));
+        let (ada, t0) = (subject("ada"), Instant::now());
+        keep(&cache.answers, ada.clone(), t0 + Duration::from_secs(2), person(AccountStatus::Suspended)).await;
+        keep(&cache.answers, ada.clone(), t0 + Duration::from_secs(1), person(AccountStatus::Active)).await;
+        assert_eq!(
+            cache.lookup(&ada, t0 + Duration::from_secs(3)).await,
+            Lookup::Fresh(person(AccountStatus::Suspended))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_without_a_usable_answer_ask_identity_once_between_them() {
         let cache = Arc::new(CallerCache::new(Duration::from_secs(10)));
         let calls = Arc::new(AtomicUsize::new(0));
-        let fetch = counting(&calls, "active", Duration::from_millis(50));
-        let answers = futures::future::join_all((0..8).map(|_| cache.get("auth0|ada", &fetch))).await;
-        assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|p| *p == person("active"))));
+        let fetch = counting(&calls, AccountStatus::Active, Duration::from_millis(50));
+        let ada = subject("ada");
+        let answers = futures::future::join_all((0..8).map(|_| cache.get(&ada, &fetch))).await;
+        assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|p| *p == person(AccountStatus::Active))));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -232,17 +349,18 @@ mod tests {
         let ttl = Duration::from_millis(400);
         let cache = CallerCache::new(ttl);
         let calls = Arc::new(AtomicUsize::new(0));
-        keep(&cache.entries, "auth0|ada", Instant::now(), Some(person("active")), false);
+        let ada = subject("ada");
+        keep(&cache.answers, ada.clone(), Instant::now(), person(AccountStatus::Active)).await;
         tokio::time::sleep(ttl / 2).await;
-        let refresh = counting(&calls, "suspended", Duration::from_millis(50));
+        let refresh = counting(&calls, AccountStatus::Suspended, Duration::from_millis(50));
         for _ in 0..5 {
-            let answer = cache.get("auth0|ada", &refresh).await.unwrap();
-            assert_eq!(answer, person("active"), "answered from the cache, without waiting");
+            let answer = cache.get(&ada, &refresh).await.unwrap();
+            assert_eq!(answer, person(AccountStatus::Active), "answered from the cache, without waiting");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let answer = cache.get("auth0|ada", &refresh).await.unwrap();
-        assert_eq!(answer, person("suspended"), "the refreshed answer is used");
+        let answer = cache.get(&ada, &refresh).await.unwrap();
+        assert_eq!(answer, person(AccountStatus::Suspended), "the refreshed answer is used");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -250,9 +368,9 @@ mod tests {
     async fn a_zero_ttl_asks_identity_every_time() {
         let cache = CallerCache::new(Duration::ZERO);
         let calls = Arc::new(AtomicUsize::new(0));
-        let fetch = counting(&calls, "active", Duration::ZERO);
+        let fetch = counting(&calls, AccountStatus::Active, Duration::ZERO);
         for _ in 0..3 {
-            cache.get("auth0|ada", &fetch).await.unwrap();
+            cache.get(&subject("ada"), &fetch).await.unwrap();
         }
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }

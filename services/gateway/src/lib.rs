@@ -5,6 +5,7 @@
 
 pub mod api_doc;
 pub mod callers;
+pub mod error;
 pub mod limits;
 pub mod proxy;
 pub mod session;
@@ -179,7 +180,7 @@ impl ReadinessCheck for UpstreamCheck {
 }
 
 /// Readiness of the Auth0 tenant: discovery and the JWKS were read.
-struct TenantCheck(Arc<proxy::Proxy>);
+struct TenantCheck(Arc<tokens::LazyValidator>);
 
 impl ReadinessCheck for TenantCheck {
     fn name(&self) -> &'static str {
@@ -187,7 +188,7 @@ impl ReadinessCheck for TenantCheck {
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.0.tokens.get().await.map(|_| ()).map_err(|_| "unreachable".to_owned()) })
+        Box::pin(async move { self.0.get().await.map(|_| ()).map_err(|_| "unreachable".to_owned()) })
     }
 }
 
@@ -217,23 +218,27 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         .build()?;
     // Checked once here, so that building one per worker below cannot fail.
     proxy::WorkerClient::build()?;
-    let login = (!config.login.client_id.is_empty()).then(|| {
-        Arc::new(session::Login::new(config.login.clone(), &config.auth0.issuer, &config.auth0.audience, login_client))
-    });
+    let tokens = Arc::new(tokens::LazyValidator::new(
+        &config.auth0.issuer,
+        &config.auth0.audience,
+        Duration::from_secs(config.auth0.jwks_refetch_interval_secs),
+    ));
+    let login = if config.login.client_id.is_empty() {
+        None
+    } else {
+        let (issuer, audience) = (&config.auth0.issuer, &config.auth0.audience);
+        Some(Arc::new(session::Login::new(config.login.clone(), issuer, audience, login_client, Arc::clone(&tokens))?))
+    };
     let proxy = Arc::new(proxy::Proxy::new(
         proxy::Routes::new(&config.upstreams)
             .ok_or_else(|| anyhow::anyhow!("an upstream URL does not parse (validated at load)"))?,
-        tokens::LazyValidator::new(
-            &config.auth0.issuer,
-            &config.auth0.audience,
-            Duration::from_secs(config.auth0.jwks_refetch_interval_secs),
-        ),
+        Arc::clone(&tokens),
         key,
         &config.limits,
         config.http.max_body_bytes,
-        login.clone(),
+        login.as_ref().map(|login| login.sealer.clone()),
     ));
-    checks.push(Arc::new(TenantCheck(Arc::clone(&proxy))));
+    checks.push(Arc::new(TenantCheck(tokens)));
     let data = web::Data::from(proxy);
     let origin = config.cors.allowed_origin.clone();
     Application::new(

@@ -1,92 +1,102 @@
-//! Per-user and per-IP rate limits: a token bucket per key, in memory.
+//! Per-person and per-address rate limits: governor's keyed GCRA limiters, in memory.
 //!
-//! Each key may spend `per_minute` requests a minute, in bursts of up to a sixth of that
-//! (at least 10); a refused request learns how many seconds until it may try again
-//! (`Retry-After`). Buckets idle long enough to be full again are dropped.
+//! Each key may make `per_minute` requests a minute, in bursts of up to a sixth of that (at
+//! least 10); a refused request learns how long until it may try again, which the client reads
+//! in `Retry-After` ([`too_many_requests`]). Once many keys are held, those whose budget is full
+//! again (indistinguishable from a key never seen) are dropped, so memory stays bounded.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use crate::error::GatewayCode;
+use actix_web::HttpResponse;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as Governor};
+use hopsbridge_platform::http::ErrorCode as _;
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-/// A set of buckets, one per key.
-#[derive(Debug)]
-pub struct RateLimiter {
-    /// Tokens added per second, in thousandths.
-    refill_milli_per_sec: u64,
-    /// Bucket size, in thousandths of a token.
-    capacity_milli: u64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+/// Keys held before the ones with a full budget are dropped.
+const PRUNE_ABOVE: usize = 100_000;
+/// Checks between two looks at how many keys are held (counting them takes the map's lock).
+const PRUNE_EVERY: u32 = 1_024;
+
+/// A budget per key, on `C`'s clock (the process's monotonic clock outside tests).
+pub struct RateLimiter<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
+    limiter: Governor<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<C::Instant>>,
+    checks: AtomicU32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    milli: u64,
-    at: Instant,
+impl<K: Hash + Eq + Clone, C: Clock> std::fmt::Debug for RateLimiter<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter").field("keys", &self.limiter.len()).finish_non_exhaustive()
+    }
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `per_minute` requests a minute per key.
     #[must_use]
     pub fn per_minute(per_minute: u64) -> Self {
-        let per_minute = per_minute.max(1);
-        Self {
-            refill_milli_per_sec: per_minute * 1000 / 60,
-            capacity_milli: (per_minute / 6).max(10) * 1000,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        Self::with_clock(per_minute, DefaultClock::default())
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock> RateLimiter<K, C> {
+    /// `per_minute` requests a minute per key, timed by `clock`.
+    #[must_use]
+    pub fn with_clock(per_minute: u64, clock: C) -> Self {
+        let rate = u32::try_from(per_minute).unwrap_or(u32::MAX).max(1);
+        let burst = (rate / 6).max(10);
+        let quota = Quota::per_minute(NonZeroU32::MIN.saturating_add(rate - 1))
+            .allow_burst(NonZeroU32::MIN.saturating_add(burst - 1));
+        Self { limiter: Governor::new(quota, DefaultKeyedStateStore::default(), clock), checks: AtomicU32::new(0) }
     }
 
     /// Takes one request for `key`: `Ok` when allowed, or the wait before the next allowed one.
     ///
     /// # Errors
-    /// The time until a token is available.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
-        if buckets.len() > 100_000 {
-            let full_after = Duration::from_millis(self.capacity_milli * 1000 / self.refill_milli_per_sec.max(1));
-            buckets.retain(|_, b| now.duration_since(b.at) < full_after);
+    /// The time until the key may make a request again.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(PRUNE_EVERY) && self.limiter.len() > PRUNE_ABOVE {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
         }
-        if !buckets.contains_key(key) {
-            buckets.insert(key.to_owned(), Bucket { milli: self.capacity_milli, at: now });
-        }
-        let Some(bucket) = buckets.get_mut(key) else { return Ok(()) };
-        // Refill by whole thousandths and move `at` on only by the time those took, so the
-        // remainder is not lost when requests come faster than a thousandth refills.
-        let elapsed_us = u64::try_from(now.saturating_duration_since(bucket.at).as_micros()).unwrap_or(u64::MAX);
-        let refilled = elapsed_us.saturating_mul(self.refill_milli_per_sec) / 1_000_000;
-        if bucket.milli.saturating_add(refilled) >= self.capacity_milli {
-            bucket.milli = self.capacity_milli;
-            bucket.at = now;
-        } else if refilled > 0 {
-            bucket.milli += refilled;
-            bucket.at += Duration::from_micros(refilled * 1_000_000 / self.refill_milli_per_sec.max(1));
-        }
-        if bucket.milli >= 1000 {
-            bucket.milli -= 1000;
-            Ok(())
-        } else {
-            let missing = 1000 - bucket.milli;
-            Err(Duration::from_millis(missing * 1000 / self.refill_milli_per_sec.max(1) + 1))
-        }
+        self.limiter.check_key(key).map_err(|refused| refused.wait_time_from(self.limiter.clock().now()))
     }
+}
+
+/// 429 `rate_limited` with `Retry-After` in whole seconds (at least 1).
+#[must_use]
+pub fn too_many_requests(wait: Duration) -> HttpResponse {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let error = GatewayCode::RateLimited.error().with_details(serde_json::json!({"retry_after_seconds": secs}));
+    let mut response = actix_web::ResponseError::error_response(&error);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(HeaderName::from_static("retry-after"), v);
+    }
+    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn a_burst_is_allowed_then_refused_until_the_bucket_refills() {
-        let limiter = RateLimiter::per_minute(60);
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(60, clock.clone());
         for _ in 0..10 {
-            assert!(limiter.check("ada", t0).is_ok());
+            assert!(limiter.check(&"ada").is_ok());
         }
-        let wait = limiter.check("ada", t0).unwrap_err();
+        let wait = limiter.check(&"ada").unwrap_err();
         assert!(wait <= Duration::from_millis(1001) && wait >= Duration::from_millis(999), "{wait:?}");
-        assert!(limiter.check("grace", t0).is_ok(), "keys are independent");
-        assert!(limiter.check("ada", t0 + Duration::from_secs(1)).is_ok(), "one token a second comes back");
-        assert!(limiter.check("ada", t0 + Duration::from_secs(1)).is_err());
+        assert!(limiter.check(&"grace").is_ok(), "keys are independent");
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.check(&"ada").is_ok(), "one token a second comes back");
+        assert!(limiter.check(&"ada").is_err());
     }
 
     #[test]
@@ -94,13 +104,33 @@ mod tests {
         // 6,000 a minute is 100 a second, a token every 10 ms. Asking every 0.7 ms after the
         // burst is spent must still be allowed about 100 times a second, not fewer because each
         // call's fraction of a token is thrown away.
-        let limiter = RateLimiter::per_minute(6_000);
-        let t0 = Instant::now();
-        let burst = (0..2_000).take_while(|_| limiter.check("ada", t0).is_ok()).count();
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(6_000, clock.clone());
+        let burst = (0..2_000).take_while(|_| limiter.check(&"ada").is_ok()).count();
         assert_eq!(burst, 1_000);
-        let allowed =
-            (1..=10_000u64).filter(|i| limiter.check("ada", t0 + Duration::from_micros(i * 700)).is_ok()).count();
+        let allowed = (1..=10_000u64)
+            .filter(|_| {
+                clock.advance(Duration::from_micros(700));
+                limiter.check(&"ada").is_ok()
+            })
+            .count();
         // 7 s at 100 a second.
         assert!((699..=700).contains(&allowed), "{allowed}");
+    }
+
+    #[test]
+    fn keys_with_a_full_budget_are_dropped_once_many_are_held() {
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(60, clock.clone());
+        for key in 0..=PRUNE_ABOVE {
+            assert!(limiter.check(&key).is_ok());
+        }
+        clock.advance(Duration::from_secs(60));
+        // Up to the next check that looks at the size, which prunes.
+        while !limiter.checks.load(Ordering::Relaxed).is_multiple_of(PRUNE_EVERY) {
+            let _ = limiter.check(&0);
+        }
+        let _ = limiter.check(&0);
+        assert!(limiter.limiter.len() <= 1, "{}", limiter.limiter.len());
     }
 }

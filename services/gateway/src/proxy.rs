@@ -12,15 +12,19 @@
 //! service's `/internal/...` routes, which are for the services themselves (decision 0026).
 
 use crate::callers::{CallerCache, Resolved};
-use crate::limits::RateLimiter;
+use crate::error::GatewayCode;
+use crate::limits::{RateLimiter, too_many_requests};
+use crate::session::CookieSealer;
 use crate::tokens::{AccessClaims, LazyValidator};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
+use hopsbridge_domain::{AccountStatus, AuthSubject};
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
-use hopsbridge_platform::http::ApiError;
-use std::time::{Duration, Instant};
+use hopsbridge_platform::http::{ApiError, ErrorCode as _};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Which service owns which path prefix.
 #[derive(Clone, Debug)]
@@ -112,17 +116,17 @@ pub struct Proxy {
     /// The routing table.
     pub routes: Routes,
     /// Auth0 token validation.
-    pub tokens: LazyValidator,
+    pub tokens: Arc<LazyValidator>,
     /// The key caller headers are signed with.
     pub key: CallerKey,
     /// Requests a minute per person.
-    pub per_user: RateLimiter,
-    /// Requests a minute per client address.
-    pub per_ip: RateLimiter,
+    pub per_user: RateLimiter<AuthSubject>,
+    /// Requests a minute per client address (requests without one share a budget).
+    pub per_ip: RateLimiter<Option<IpAddr>>,
     /// Largest request body forwarded.
     pub max_body_bytes: usize,
-    /// Browser sessions, when login is configured.
-    pub login: Option<std::sync::Arc<crate::session::Login>>,
+    /// Opens session cookies, when browser login is configured.
+    pub sessions: Option<CookieSealer>,
     /// Who each person is, as identity last answered.
     callers: CallerCache,
 }
@@ -132,11 +136,11 @@ impl Proxy {
     #[must_use]
     pub fn new(
         routes: Routes,
-        tokens: LazyValidator,
+        tokens: Arc<LazyValidator>,
         key: CallerKey,
         limits: &crate::LimitsConfig,
         max_body_bytes: usize,
-        login: Option<std::sync::Arc<crate::session::Login>>,
+        sessions: Option<CookieSealer>,
     ) -> Self {
         Self {
             routes,
@@ -145,22 +149,10 @@ impl Proxy {
             per_user: RateLimiter::per_minute(limits.per_user_per_minute),
             per_ip: RateLimiter::per_minute(limits.per_ip_per_minute),
             max_body_bytes,
-            login,
+            sessions,
             callers: CallerCache::new(Duration::from_secs(limits.caller_cache_secs)),
         }
     }
-}
-
-/// 429 `rate_limited` with `Retry-After` in whole seconds (at least 1).
-fn limited(wait: Duration) -> HttpResponse {
-    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests")
-        .with_details(serde_json::json!({"retry_after_seconds": secs}));
-    let mut response = actix_web::ResponseError::error_response(&error);
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        response.headers_mut().insert(HeaderName::from_static("retry-after"), v);
-    }
-    response
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -204,20 +196,12 @@ pub async fn forward_webhook(
     let upstream = match req.uri().path() {
         "/webhooks/auth0/post-registration" => proxy.routes.identity.base.as_str(),
         "/webhooks/stripe" => proxy.routes.billing.base.as_str(),
-        _ => return Err(ApiError::not_found("route_not_found", "no such route")),
+        _ => return Err(GatewayCode::RouteNotFound.error()),
     };
-    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    if let Err(wait) = proxy.per_ip.check(&ip, Instant::now()) {
-        return Ok(limited(wait));
+    if let Err(wait) = proxy.per_ip.check(&req.peer_addr().map(|a| a.ip())) {
+        return Ok(too_many_requests(wait));
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "the request body could not be read"))?;
-        if body.len() + chunk.len() > proxy.max_body_bytes {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_body(&mut payload, proxy.max_body_bytes).await?;
     let mut outgoing = client.0.post(format!("{upstream}{}", req.uri().path()));
     for (name, value) in req.headers() {
         if forwardable(name.as_str()) {
@@ -227,7 +211,20 @@ pub async fn forward_webhook(
     if let Some(id) = hopsbridge_platform::http::current_request_id() {
         outgoing = outgoing.header("x-request-id", id);
     }
-    relay_answer(outgoing.body(body.freeze()), upstream).await
+    relay_answer(outgoing.body(body), upstream).await
+}
+
+/// The whole request body, up to `max_bytes`.
+async fn read_body(payload: &mut web::Payload, max_bytes: usize) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| GatewayCode::InvalidBody.error())?;
+        if body.len() + chunk.len() > max_bytes {
+            return Err(GatewayCode::PayloadTooLarge.error());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The `/api/…` handler.
@@ -239,28 +236,16 @@ pub async fn forward(
 ) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path();
     let Some(upstream) = proxy.routes.upstream(path) else {
-        return Err(ApiError::not_found("route_not_found", "no such route"));
+        return Err(GatewayCode::RouteNotFound.error());
     };
     let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
-    let target = Target::new(upstream, path_and_query).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_path",
-            "the path must be sent as it is meant: no dot segments, and special characters percent-encoded",
-        )
-    })?;
+    let target = Target::new(upstream, path_and_query).ok_or_else(|| GatewayCode::InvalidPath.error())?;
     let (caller, _) = match authenticate(&proxy, &client, &req).await? {
         Ok(who) => who,
         Err(limited) => return Ok(limited),
     };
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "the request body could not be read"))?;
-        if body.len() + chunk.len() > proxy.max_body_bytes {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    send(&proxy, &client, &req, &target, &caller, body.freeze()).await
+    let body = read_body(&mut payload, proxy.max_body_bytes).await?;
+    send(&proxy, &client, &req, &target, &caller, body).await
 }
 
 /// Where a request is forwarded: the upstream, the path and query the gateway routed on and
@@ -319,21 +304,18 @@ async fn authenticate(
     client: &WorkerClient,
     req: &HttpRequest,
 ) -> Result<Result<(Caller, Resolved), HttpResponse>, ApiError> {
-    let now = Instant::now();
-    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    if let Err(wait) = proxy.per_ip.check(&ip, now) {
-        return Ok(Err(limited(wait)));
+    if let Err(wait) = proxy.per_ip.check(&req.peer_addr().map(|a| a.ip())) {
+        return Ok(Err(too_many_requests(wait)));
     }
     // A bearer token (API clients), else the browser's session cookie (then changes need the
     // session's CSRF token).
     let token = match bearer(req) {
         Some(token) => token.to_owned(),
         None => {
-            let session = proxy.login.as_ref().and_then(|login| crate::session::session_of(&login.sealer, req));
-            let session =
-                session.ok_or_else(|| ApiError::unauthorized("unauthenticated", "authentication required"))?;
+            let session = proxy.sessions.as_ref().and_then(|sealer| crate::session::session_of(sealer, req));
+            let session = session.ok_or_else(|| GatewayCode::Unauthenticated.error())?;
             if !crate::session::csrf_ok(req, &session) {
-                return Err(ApiError::forbidden("csrf_failed", "missing or wrong x-csrf-token"));
+                return Err(GatewayCode::CsrfFailed.error());
             }
             session.access_token
         }
@@ -341,27 +323,27 @@ async fn authenticate(
     let claims = match proxy.tokens.get().await {
         Ok(validator) => validator.validate(&token).await.map_err(|e| {
             tracing::info!(reason = %e, "access token refused");
-            ApiError::unauthorized("invalid_token", "the access token is not valid")
+            GatewayCode::InvalidToken.error()
         })?,
         Err(e) => {
             tracing::warn!(error = %e, "Auth0 discovery unavailable");
-            return Err(ApiError::unavailable("auth_unavailable", "authentication is unavailable; try again shortly"));
+            return Err(GatewayCode::AuthUnavailable.error());
         }
     };
-    if let Err(wait) = proxy.per_user.check(claims.subject.as_str(), now) {
-        return Ok(Err(limited(wait)));
+    if let Err(wait) = proxy.per_user.check(&claims.subject) {
+        return Ok(Err(too_many_requests(wait)));
     }
     let person = resolve(proxy, client, &claims).await?;
-    match person.status.as_str() {
-        "active" => {}
-        "suspended" => return Err(ApiError::forbidden("account_suspended", "the account is suspended")),
-        _ => return Err(ApiError::forbidden("account_deleted", "the account is deleted")),
+    match person.status {
+        AccountStatus::Active => {}
+        AccountStatus::Suspended => return Err(GatewayCode::AccountSuspended.error()),
+        AccountStatus::Deleted => return Err(GatewayCode::AccountDeleted.error()),
     }
     let caller = Caller {
         subject: claims.subject.to_string(),
-        user_id: Some(person.id),
+        user_id: Some(person.id.as_uuid()),
         roles: roles_of(&person),
-        email: Some(person.email.clone()),
+        email: Some(person.email.to_string()),
     };
     Ok(Ok((caller, person)))
 }
@@ -369,7 +351,8 @@ async fn authenticate(
 /// A person's roles: user, owner or member, and admin when identity says so. Never
 /// [`Role::Service`]: that role is only ever signed by a service for itself.
 fn roles_of(person: &Resolved) -> Vec<Role> {
-    let mut roles = vec![Role::User, if person.account_owner_id == person.id { Role::Owner } else { Role::Member }];
+    let owner = if person.account_owner_id == person.id.as_owner() { Role::Owner } else { Role::Member };
+    let mut roles = vec![Role::User, owner];
     if person.is_admin {
         roles.push(Role::Admin);
     }
@@ -385,7 +368,7 @@ async fn send(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-        .map_err(|_| ApiError::bad_request("invalid_method", "unsupported method"))?;
+        .map_err(|_| GatewayCode::InvalidMethod.error())?;
     let mut outgoing = client.0.request(method, target.url.clone());
     for (name, value) in req.headers() {
         if forwardable(name.as_str()) {
@@ -409,7 +392,7 @@ async fn send(
 async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Result<HttpResponse, ApiError> {
     let response = outgoing.send().await.map_err(|e| {
         tracing::warn!(error = %e, upstream, "upstream unreachable");
-        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the service behind this route is unavailable")
+        GatewayCode::UpstreamUnavailable.error()
     })?;
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut answer = HttpResponse::build(status);
@@ -420,7 +403,7 @@ async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Resu
     }
     let bytes = response.bytes().await.map_err(|e| {
         tracing::warn!(error = %e, upstream, "upstream answer cut short");
-        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the service behind this route is unavailable")
+        GatewayCode::UpstreamUnavailable.error()
     })?;
     Ok(answer.body(bytes))
 }
@@ -428,72 +411,43 @@ async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Resu
 /// Who the token's person is: from the caller cache, else asked of identity (which creates
 /// them on their first call).
 async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) -> Result<Resolved, ApiError> {
-    let subject = claims.subject.as_str();
+    let subject = &claims.subject;
     proxy
         .callers
         .get(subject, || {
-            let url = format!("{}{RESOLVE_PATH}", proxy.routes.identity.base);
-            let email = claims.email.as_ref().map(|e| e.as_str().to_owned());
-            ask_identity(client.0.clone(), url, proxy.key.clone(), subject.to_owned(), email)
+            let url = format!("{}{}", proxy.routes.identity.base, crate::callers::RESOLVE_PATH);
+            crate::callers::ask_identity(
+                client.0.clone(),
+                url,
+                proxy.key.clone(),
+                subject.clone(),
+                claims.email.clone(),
+            )
         })
         .await
-}
-
-const RESOLVE_PATH: &str = "/internal/callers/resolve";
-
-/// identity's `POST /internal/callers/resolve`, signed for the person.
-async fn ask_identity(
-    client: reqwest::Client,
-    url: String,
-    key: CallerKey,
-    subject: String,
-    email: Option<String>,
-) -> Result<Resolved, ApiError> {
-    let caller = Caller { subject, user_id: None, roles: vec![Role::User], email };
-    let mut request = client.post(url);
-    for (name, value) in key.sign("POST", RESOLVE_PATH, &caller, chrono::Utc::now().timestamp()) {
-        request = request.header(name, value);
-    }
-    if let Some(id) = hopsbridge_platform::http::current_request_id() {
-        request = request.header("x-request-id", id);
-    }
-    let response = request.send().await.map_err(|e| {
-        tracing::warn!(error = %e, "identity unreachable");
-        ApiError::unavailable("identity_unavailable", "sign-in is unavailable; try again shortly")
-    })?;
-    let status = response.status();
-    if status.is_success() {
-        return response.json().await.map_err(ApiError::internal);
-    }
-    // identity's own refusals (no email on a first login, an address already in use) reach the
-    // client as identity worded them.
-    let body: hopsbridge_platform::http::ErrorBody = response.json().await.map_err(ApiError::internal)?;
-    let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    if code.is_server_error() {
-        return Err(ApiError::unavailable("identity_unavailable", "sign-in is unavailable; try again shortly"));
-    }
-    Err(ApiError::new(code, body.code, body.message))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hopsbridge_domain::{Email, OwnerId, UserId};
     use uuid::Uuid;
 
     #[test]
     fn a_person_never_gets_the_service_role() {
-        let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let me = UserId::from_uuid(Uuid::from_u128(1));
+        let (mine, other) = (me.as_owner(), OwnerId::from_uuid(Uuid::from_u128(2)));
         for (owner, is_admin, want) in [
-            (me, false, vec![Role::User, Role::Owner]),
-            (me, true, vec![Role::User, Role::Owner, Role::Admin]),
+            (mine, false, vec![Role::User, Role::Owner]),
+            (mine, true, vec![Role::User, Role::Owner, Role::Admin]),
             (other, false, vec![Role::User, Role::Member]),
             (other, true, vec![Role::User, Role::Member, Role::Admin]),
         ] {
             let person = Resolved {
                 id: me,
-                status: "active".into(),
+                status: AccountStatus::Active,
                 is_admin,
-                email: "ada@example.com".into(),
+                email: Email::parse("ada@example.com").unwrap(),
                 account_owner_id: owner,
             };
             let roles = roles_of(&person);

@@ -8,19 +8,19 @@
 //! `GET /api/auth/session` tells the frontend who is signed in and its CSRF token;
 //! `GET /api/auth/logout` clears the session and signs out of Auth0.
 //!
-//! Cookies are AES-256-GCM sealed (the cookie name is the associated data, so one cannot stand
-//! in for the other) and `HttpOnly; Secure; SameSite=Lax`. A request authenticated by the
-//! session cookie that changes something must carry the session's CSRF token in
-//! `x-csrf-token`.
+//! Cookies are sealed by the `cookie` crate's private jar (AES-256-GCM with a random nonce; the
+//! cookie name is the associated data, so one cannot stand in for the other) and are
+//! `HttpOnly; Secure; SameSite=Lax`. A request authenticated by the session cookie that changes
+//! something must carry the session's CSRF token in `x-csrf-token`.
 
+use crate::error::GatewayCode;
 use crate::tokens::LazyValidator;
-use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::cookie::{Cookie, CookieJar, Key, SameSite, time::Duration as CookieDuration};
 use actix_web::{HttpRequest, HttpResponse, web};
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce as AesNonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hopsbridge_platform::http::ApiError;
+use hopsbridge_domain::AuthSubject;
+use hopsbridge_platform::http::{ApiError, ErrorCode as _};
 use hopsbridge_platform::{Secret, constant_time_eq};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
@@ -29,7 +29,7 @@ use openidconnect::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "hb_session";
@@ -39,8 +39,9 @@ pub const LOGIN_COOKIE: &str = "hb_login";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 const LOGIN_TTL_SECS: i64 = 600;
 
-/// Seals and opens cookie values.
-pub struct CookieSealer(Aes256Gcm);
+/// Seals and opens cookie values with the `cookie` crate's private jar.
+#[derive(Clone)]
+pub struct CookieSealer(Key);
 
 impl std::fmt::Debug for CookieSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,36 +50,35 @@ impl std::fmt::Debug for CookieSealer {
 }
 
 impl CookieSealer {
-    /// A sealer whose key is derived from `secret` (at least 32 characters).
-    #[must_use]
-    pub fn new(secret: &Secret<String>) -> Self {
-        let key = Sha256::digest(secret.expose().as_bytes());
-        Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)))
+    /// A sealer whose key is derived from `secret` (`login.cookie_key`, at least 32 bytes) by
+    /// [`Key::derive_from`]: HKDF-SHA256 over the secret, of which the private jar uses 32
+    /// bytes as its AES-256-GCM key. Cookies sealed before the gateway used the private jar (an
+    /// AES-256-GCM key that was the secret's SHA-256) no longer open: their holders sign in
+    /// again.
+    ///
+    /// # Errors
+    /// When `secret` is shorter than 32 bytes.
+    pub fn new(secret: &Secret<String>) -> anyhow::Result<Self> {
+        let secret = secret.expose().as_bytes();
+        anyhow::ensure!(secret.len() >= 32, "the cookie key must be at least 32 bytes");
+        Ok(Self(Key::derive_from(secret)))
     }
 
     /// `value` as the sealed content of cookie `name`.
     #[must_use]
     pub fn seal<T: Serialize>(&self, name: &str, value: &T) -> String {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let plain = serde_json::to_vec(value).unwrap_or_default();
-        let Ok(sealed) = self.0.encrypt(&nonce, Payload { msg: &plain, aad: name.as_bytes() }) else {
-            return String::new();
-        };
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        URL_SAFE_NO_PAD.encode(out)
+        let plain = serde_json::to_string(value).unwrap_or_default();
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.0).add(Cookie::new(name.to_owned(), plain));
+        jar.get(name).map(|sealed| sealed.value().to_owned()).unwrap_or_default()
     }
 
     /// The content of cookie `name`, if it was sealed by this key for this name.
     #[must_use]
     pub fn open<T: DeserializeOwned>(&self, name: &str, sealed: &str) -> Option<T> {
-        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-        if bytes.len() < 12 {
-            return None;
-        }
-        let (nonce, body) = bytes.split_at(12);
-        let plain = self.0.decrypt(AesNonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() }).ok()?;
-        serde_json::from_slice(&plain).ok()
+        let jar = CookieJar::new();
+        let plain = jar.private(&self.0).decrypt(Cookie::new(name.to_owned(), sealed.to_owned()))?;
+        serde_json::from_str(plain.value()).ok()
     }
 }
 
@@ -88,7 +88,7 @@ pub struct Session {
     /// The Auth0 access token the session stands for.
     pub access_token: String,
     /// The person's Auth0 subject.
-    pub subject: String,
+    pub subject: AuthSubject,
     /// The CSRF token changes must echo.
     pub csrf: String,
     /// When the session ends (the access token's expiry), Unix seconds.
@@ -133,6 +133,8 @@ pub struct Login {
     http: reqwest::Client,
     /// Seals cookies.
     pub sealer: CookieSealer,
+    /// Checks the access token Auth0 hands over before it becomes a session.
+    tokens: Arc<LazyValidator>,
     client: tokio::sync::OnceCell<Client>,
 }
 
@@ -142,18 +144,28 @@ pub struct Login {
 pub struct HttpError(String);
 
 impl Login {
-    /// Login for the tenant at `issuer`, issuing access tokens for `audience`.
-    #[must_use]
-    pub fn new(config: LoginConfig, issuer: &str, audience: &str, http: reqwest::Client) -> Self {
-        let sealer = CookieSealer::new(&config.cookie_key);
-        Self {
+    /// Login for the tenant at `issuer`, issuing access tokens for `audience`, which `tokens`
+    /// validates.
+    ///
+    /// # Errors
+    /// When `login.cookie_key` is shorter than 32 bytes.
+    pub fn new(
+        config: LoginConfig,
+        issuer: &str,
+        audience: &str,
+        http: reqwest::Client,
+        tokens: Arc<LazyValidator>,
+    ) -> anyhow::Result<Self> {
+        let sealer = CookieSealer::new(&config.cookie_key)?;
+        Ok(Self {
             config,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             http,
             sealer,
+            tokens,
             client: tokio::sync::OnceCell::new(),
-        }
+        })
     }
 
     fn http_client(
@@ -204,7 +216,7 @@ impl Login {
             .await
             .map_err(|e: anyhow::Error| {
                 tracing::warn!(error = %e, "Auth0 login unavailable");
-                ApiError::unavailable("login_unavailable", "sign-in is unavailable; try again shortly")
+                GatewayCode::LoginUnavailable.error()
             })
     }
 }
@@ -283,12 +295,10 @@ pub struct CallbackQuery {
 /// `GET /api/auth/callback`.
 pub async fn callback(
     state: web::Data<Login>,
-    tokens: web::Data<crate::proxy::Proxy>,
     req: HttpRequest,
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let bad_state =
-        || ApiError::bad_request("invalid_login_state", "the sign-in could not be matched to one this browser started");
+    let bad_state = || GatewayCode::InvalidLoginState.error();
     let pending: LoginInProgress =
         req.cookie(LOGIN_COOKIE).and_then(|c| state.sealer.open(LOGIN_COOKIE, c.value())).ok_or_else(bad_state)?;
     if pending.expires_at < chrono::Utc::now().timestamp()
@@ -297,13 +307,13 @@ pub async fn callback(
         return Err(bad_state());
     }
     if let Some(error) = &query.error {
-        return Err(ApiError::bad_request("login_failed", format!("Auth0 refused the sign-in: {error}")));
+        return Err(GatewayCode::LoginFailed.with_message(format!("Auth0 refused the sign-in: {error}")));
     }
-    let code = query.code.clone().ok_or_else(|| ApiError::bad_request("login_failed", "no authorization code"))?;
+    let code = query.code.clone().ok_or_else(|| GatewayCode::LoginFailed.with_message("no authorization code"))?;
     let client = state.client().await?;
     let failed = |e: &dyn std::fmt::Display| {
         tracing::info!(error = %e, "sign-in failed");
-        ApiError::bad_request("login_failed", "the sign-in could not be completed; start again")
+        GatewayCode::LoginFailed.error()
     };
     let response = client
         .exchange_code(AuthorizationCode::new(code))
@@ -316,15 +326,14 @@ pub async fn callback(
     let claims =
         id_token.claims(&client.id_token_verifier(), &Nonce::new(pending.nonce.clone())).map_err(|e| failed(&e))?;
     let access_token = response.access_token().secret().clone();
-    let validator: &LazyValidator = &tokens.tokens;
     let access =
-        validator.get().await.map_err(|e| failed(&e))?.validate(&access_token).await.map_err(|e| failed(&e))?;
+        state.tokens.get().await.map_err(|e| failed(&e))?.validate(&access_token).await.map_err(|e| failed(&e))?;
     if access.subject.as_str() != claims.subject().as_str() {
         return Err(failed(&"the ID and access tokens name different people"));
     }
     let session = Session {
         access_token,
-        subject: access.subject.to_string(),
+        subject: access.subject.clone(),
         csrf: URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>()),
         expires_at: access.expires_at,
     };
@@ -355,7 +364,7 @@ pub fn csrf_ok(req: &HttpRequest, session: &Session) -> bool {
 /// `GET /api/auth/session`.
 pub async fn current(state: web::Data<Login>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let session =
-        session_of(&state.sealer, &req).ok_or_else(|| ApiError::unauthorized("unauthenticated", "not signed in"))?;
+        session_of(&state.sealer, &req).ok_or_else(|| GatewayCode::Unauthenticated.with_message("not signed in"))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "subject": session.subject,
         "csrf_token": session.csrf,
@@ -396,11 +405,13 @@ mod tests {
     #[test]
     fn a_cookie_opens_only_under_its_own_name_and_key() {
         let key = Secret::new("k".repeat(32));
-        let sealer = CookieSealer::new(&key);
+        let sealer = CookieSealer::new(&key).unwrap();
         let sealed = sealer.seal(SESSION_COOKIE, &"hello");
         assert_eq!(sealer.open::<String>(SESSION_COOKIE, &sealed).as_deref(), Some("hello"));
         assert!(sealer.open::<String>(LOGIN_COOKIE, &sealed).is_none(), "bound to its name");
-        assert!(CookieSealer::new(&Secret::new("x".repeat(32))).open::<String>(SESSION_COOKIE, &sealed).is_none());
+        assert!(
+            CookieSealer::new(&Secret::new("x".repeat(32))).unwrap().open::<String>(SESSION_COOKIE, &sealed).is_none()
+        );
         let mut tampered = sealed.into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };

@@ -6,18 +6,25 @@
 //!   identifier (a string or an array); `exp` and `nbf` with at most 60 s leeway.
 //! - Header `typ` absent, `JWT` or `at+jwt`.
 //! - Keys come from the tenant's JWKS, found through OIDC discovery and cached by `kid`. A token
-//!   with an unknown `kid` triggers one refetch, at most once per `refetch_interval`, which is
-//!   how key rotation is absorbed without a restart; if the refetch fails the cached keys stay.
+//!   with an unknown `kid` triggers one refetch, at most once per `refetch_interval` (a governor
+//!   limiter), which is how key rotation is absorbed without a restart; if the refetch fails the
+//!   cached keys stay.
 //! - A token that passed is remembered (by its SHA-256) for a minute, never past its expiry, so
-//!   a client's repeated requests cost one signature check a minute.
+//!   a client's repeated requests cost one signature check a minute. The verdicts are held in a
+//!   moka cache (expiry per token, bounded size), and requests that bring the same token at once
+//!   share one check.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter as GovernorLimiter};
 use hopsbridge_domain::{AuthSubject, Email};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use moka::Expiry;
+use moka::future::Cache;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
@@ -85,24 +92,50 @@ struct RawClaims {
 }
 
 /// Validates access tokens of one Auth0 tenant for one API.
-#[derive(Debug)]
 pub struct TokenValidator {
     issuer: String,
     audience: String,
     jwks_uri: String,
     http: reqwest::Client,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    last_fetch: Mutex<Option<Instant>>,
-    refetch_interval: Duration,
-    /// Tokens already verified, by SHA-256, with the Unix second their verdict expires.
-    verified: Mutex<HashMap<[u8; 32], (AccessClaims, i64)>>,
+    /// One JWKS fetch per `refetch_interval`; `None` when the interval is zero (no bound).
+    fetches: Option<DefaultDirectRateLimiter>,
+    /// Tokens already verified, by SHA-256.
+    verified: Cache<[u8; 32], Verdict>,
+}
+
+impl std::fmt::Debug for TokenValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenValidator")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("verified", &self.verified.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token that passed, and the Unix second until which it is taken on trust.
+#[derive(Clone, Debug)]
+struct Verdict {
+    claims: AccessClaims,
+    until: i64,
+}
+
+/// moka's expiry for verdicts: at their `until`.
+struct UntilSecond;
+
+impl Expiry<[u8; 32], Verdict> for UntilSecond {
+    fn expire_after_create(&self, _: &[u8; 32], verdict: &Verdict, _: Instant) -> Option<Duration> {
+        let left = verdict.until.saturating_sub(chrono::Utc::now().timestamp());
+        Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+    }
 }
 
 /// How long a verified token is taken on trust before it is checked again (never past its
 /// `exp` plus the leeway).
 const VERIFIED_FOR_SECS: i64 = 60;
 /// Most verified tokens remembered.
-const VERIFIED_CAPACITY: usize = 10_000;
+const VERIFIED_CAPACITY: u64 = 10_000;
 
 #[derive(Deserialize)]
 struct Discovery {
@@ -131,9 +164,9 @@ impl TokenValidator {
             jwks_uri: discovery.jwks_uri,
             http,
             keys: RwLock::default(),
-            last_fetch: Mutex::new(None),
-            refetch_interval,
-            verified: Mutex::new(HashMap::new()),
+            fetches: Quota::with_period(refetch_interval)
+                .map(|q| GovernorLimiter::direct(q.allow_burst(NonZeroU32::MIN))),
+            verified: Cache::builder().max_capacity(VERIFIED_CAPACITY).expire_after(UntilSecond).build(),
         };
         validator.refresh().await?;
         Ok(validator)
@@ -144,9 +177,8 @@ impl TokenValidator {
     /// # Errors
     /// When the JWKS cannot be fetched or parsed.
     pub async fn refresh(&self) -> anyhow::Result<()> {
-        if let Ok(mut last) = self.last_fetch.lock() {
-            *last = Some(Instant::now());
-        }
+        // Every fetch starts the interval, whoever asked for it.
+        let _ = self.may_refetch();
         let set: JwkSet = self.http.get(&self.jwks_uri).send().await?.error_for_status()?.json().await?;
         let keys: HashMap<String, DecodingKey> =
             set.keys.iter().filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?))).collect();
@@ -156,12 +188,7 @@ impl TokenValidator {
 
     /// True when the last fetch is older than the refetch interval (and claims the slot).
     fn may_refetch(&self) -> bool {
-        let Ok(mut last) = self.last_fetch.lock() else { return false };
-        let allowed = last.is_none_or(|t| t.elapsed() >= self.refetch_interval);
-        if allowed {
-            *last = Some(Instant::now());
-        }
-        allowed
+        self.fetches.as_ref().is_none_or(|fetches| fetches.check().is_ok())
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
@@ -188,24 +215,29 @@ impl TokenValidator {
         use sha2::{Digest, Sha256};
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = chrono::Utc::now().timestamp();
-        if let Ok(verified) = self.verified.lock()
-            && let Some((claims, until)) = verified.get(&digest)
-            && now < *until
-        {
-            return Ok(claims.clone());
+        let entry = self
+            .verified
+            .entry(digest)
+            .or_try_insert_with(self.verdict(token, now))
+            .await
+            .map_err(|e| TokenError::clone(&e))?;
+        if entry.is_fresh() || now < entry.value().until {
+            return Ok(entry.into_value().claims);
         }
+        // moka keeps time by the monotonic clock and `until` is wall-clock time: when the wall
+        // clock moved ahead, the verdict is over although moka still holds it.
+        self.verified.invalidate(&digest).await;
+        let verdict = self.verdict(token, now).await?;
+        self.verified.insert(digest, verdict.clone()).await;
+        Ok(verdict.claims)
+    }
+
+    /// Verifies `token` at Unix second `now`; the verdict holds for a minute, never past the
+    /// token's `exp` plus the leeway.
+    async fn verdict(&self, token: &str, now: i64) -> Result<Verdict, TokenError> {
         let claims = self.verify(token).await?;
-        if let Ok(mut verified) = self.verified.lock() {
-            if verified.len() >= VERIFIED_CAPACITY {
-                verified.retain(|_, (_, until)| now < *until);
-                if verified.len() >= VERIFIED_CAPACITY {
-                    verified.clear();
-                }
-            }
-            let until = (now + VERIFIED_FOR_SECS).min(claims.expires_at + 60);
-            verified.insert(digest, (claims.clone(), until));
-        }
-        Ok(claims)
+        let until = (now + VERIFIED_FOR_SECS).min(claims.expires_at + 60);
+        Ok(Verdict { claims, until })
     }
 
     async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
@@ -278,6 +310,8 @@ pub struct LazyValidator {
     audience: String,
     refetch_interval: Duration,
     cell: tokio::sync::OnceCell<TokenValidator>,
+    /// When discovery last failed. Only failures hold the next attempt back, which a rate
+    /// limiter (counting every attempt) does not express; so it is a timestamp.
     last_failure: Mutex<Option<Instant>>,
 }
 

@@ -183,24 +183,6 @@ async fn an_oversized_body_is_refused_at_the_gateway() {
     assert_eq!(body["code"], "payload_too_large");
 }
 
-/// Sends `request_line` as written (no client-side path normalization) and answers the status
-/// and the JSON body.
-async fn raw(gateway: &str, request_line: &str, token: &str) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let address = gateway.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!(
-        "{request_line} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_routes_are_never_reached_through_the_gateway() {
     let p = start(600).await;
@@ -238,11 +220,11 @@ async fn internal_routes_are_never_reached_through_the_gateway() {
         "GET /api/me/./".to_owned(),
         "POST /api/me/\\..\\..\\internal/callers/resolve".to_owned(),
     ] {
-        let (status, body) = raw(&p.gateway, &line, &token).await;
+        let (status, body) = common::raw(&p.gateway, &line, &token).await;
         assert_eq!((status, body["code"].as_str()), (400, Some("invalid_path")), "{line}: {body}");
     }
     for line in ["GET /api/me", "GET /api/me?x=a%40b&y=..", "GET /api/me?"] {
-        let (status, body) = raw(&p.gateway, line, &token).await;
+        let (status, body) = common::raw(&p.gateway, line, &token).await;
         assert_eq!((status, body["auth_subject"].as_str()), (200, Some("auth0|ada")), "{line} passes: {body}");
     }
 }

@@ -4,9 +4,8 @@
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::config::env_var;
 use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, TestUser, TokenSpec};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, WEBHOOK_SECRET};
+use hopsbridge_testkit::{TcpProxy, TestBus, TestDb, TestSettings, WEBHOOK_SECRET};
 use tokio_util::sync::CancellationToken;
 
 /// The running pieces.
@@ -19,6 +18,11 @@ pub struct Platform {
     pub tenant: Auth0Sim,
     /// identity's database.
     pub db: TestDb,
+    /// With [`Options::cuttable_upstreams`], the link the gateway reaches identity through.
+    pub identity_link: Option<TcpProxy>,
+    /// With [`Options::cuttable_upstreams`], the link the gateway reaches every other
+    /// upstream through (all of them identity in these tests).
+    pub services_link: Option<TcpProxy>,
     _bus: TestBus,
     stop: CancellationToken,
 }
@@ -46,6 +50,9 @@ pub struct Options {
     /// Seconds the gateway reuses a resolved caller (0: ask identity every time, so tests see
     /// changes at once).
     pub caller_cache_secs: u64,
+    /// Upstreams reached through links a test can cut ([`Platform::identity_link`],
+    /// [`Platform::services_link`]).
+    pub cuttable_upstreams: bool,
 }
 
 impl Default for Options {
@@ -58,6 +65,7 @@ impl Default for Options {
             gateway_workers: 1,
             log_filter: "info",
             caller_cache_secs: 0,
+            cuttable_upstreams: false,
         }
     }
 }
@@ -73,20 +81,11 @@ impl Platform {
         let bus = TestBus::new().await;
         let stop = CancellationToken::new();
 
-        let id = |k: &str, v: &str| (env_var(Service::Identity, k), v.to_owned());
-        let env = vec![
-            id("database.url", db.url()),
-            id("nats.url", bus.url()),
-            id("nats.prefix", bus.prefix()),
-            id("http.port", "0"),
-            id("http.workers", &options.workers.to_string()),
-            id("telemetry.log_filter", options.log_filter),
-            id("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-            id("webhook.secret", WEBHOOK_SECRET),
-        ];
-        let config =
-            hopsbridge_platform::config::load_from(Service::Identity, &hopsbridge_identity::DEFAULTS, None, env)
-                .unwrap();
+        let config = TestSettings::data_service(Service::Identity, &db, &bus)
+            .set("http.workers", options.workers.to_string())
+            .set("telemetry.log_filter", options.log_filter)
+            .set("webhook.secret", WEBHOOK_SECRET)
+            .load(&hopsbridge_identity::DEFAULTS);
         let identity = hopsbridge_identity::build(config).await.unwrap();
         let identity_url = format!("http://127.0.0.1:{}", identity.port());
         tokio::spawn(identity.run_until_stopped(stop.clone()));
@@ -94,37 +93,40 @@ impl Platform {
         let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
         let port = hopsbridge_testkit::free_port();
         let gateway_url = format!("http://127.0.0.1:{port}");
-        let gw = |k: &str, v: &str| (env_var(Service::Gateway, k), v.to_owned());
-        let mut env = vec![
-            gw("http.port", &port.to_string()),
-            gw("auth0.issuer", &tenant.issuer()),
-            gw("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-            gw("http.workers", &options.gateway_workers.to_string()),
-            gw("telemetry.log_filter", options.log_filter),
-            gw("limits.per_user_per_minute", &options.per_user_per_minute.to_string()),
-            gw("limits.per_ip_per_minute", &options.per_ip_per_minute.to_string()),
-            gw("limits.caller_cache_secs", &options.caller_cache_secs.to_string()),
-            gw("cors.allowed_origin", "https://app.hopsbridge.example"),
-        ];
+        let mut settings = TestSettings::new(Service::Gateway)
+            .set("http.port", port.to_string())
+            .set("auth0.issuer", tenant.issuer())
+            .set("http.workers", options.gateway_workers.to_string())
+            .set("telemetry.log_filter", options.log_filter)
+            .set("limits.per_user_per_minute", options.per_user_per_minute.to_string())
+            .set("limits.per_ip_per_minute", options.per_ip_per_minute.to_string())
+            .set("limits.caller_cache_secs", options.caller_cache_secs.to_string())
+            .set("cors.allowed_origin", "https://app.hopsbridge.example");
         if options.login {
             let cfg = Auth0Config::default();
             tenant.allow_urls(&format!("{gateway_url}/api/auth/callback"), &format!("{gateway_url}/"));
-            env.extend([
-                gw("login.client_id", &cfg.client_id),
-                gw("login.client_secret", &cfg.client_secret),
-                gw("login.callback_url", &format!("{gateway_url}/api/auth/callback")),
-                gw("login.post_logout_url", &format!("{gateway_url}/")),
-                gw("login.cookie_key", "a-cookie-sealing-key-of-32-bytes-or-more"),
-            ]);
+            settings = settings
+                .set("login.client_id", cfg.client_id)
+                .set("login.client_secret", cfg.client_secret)
+                .set("login.callback_url", format!("{gateway_url}/api/auth/callback"))
+                .set("login.post_logout_url", format!("{gateway_url}/"))
+                .set("login.cookie_key", "a-cookie-sealing-key-of-32-bytes-or-more");
         }
-        for name in ["identity", "team", "provisioning", "metering", "billing"] {
-            env.push(gw(&format!("upstreams.{name}"), &identity_url));
+        let (identity_link, services_link) = if options.cuttable_upstreams {
+            let target = identity_url.trim_start_matches("http://");
+            (Some(TcpProxy::start(target).await), Some(TcpProxy::start(target).await))
+        } else {
+            (None, None)
+        };
+        let through =
+            |link: &Option<TcpProxy>| link.as_ref().map_or(identity_url.clone(), |l| format!("http://{}", l.addr()));
+        settings = settings.set("upstreams.identity", through(&identity_link));
+        for name in ["team", "provisioning", "metering", "billing"] {
+            settings = settings.set(&format!("upstreams.{name}"), through(&services_link));
         }
-        let config =
-            hopsbridge_platform::config::load_from(Service::Gateway, &hopsbridge_gateway::DEFAULTS, None, env).unwrap();
-        let gateway = hopsbridge_gateway::build(config).await.unwrap();
+        let gateway = hopsbridge_gateway::build(settings.load(&hopsbridge_gateway::DEFAULTS)).await.unwrap();
         tokio::spawn(gateway.run_until_stopped(stop.clone()));
-        Self { gateway: gateway_url, identity: identity_url, tenant, db, _bus: bus, stop }
+        Self { gateway: gateway_url, identity: identity_url, tenant, db, identity_link, services_link, _bus: bus, stop }
     }
 
     /// `GET path` with request id `req-7` and an optional bearer token.
@@ -153,4 +155,38 @@ impl Platform {
         let mut conn = self.db.connect("identity").await;
         diesel::sql_query(statement).execute(&mut conn).await.unwrap();
     }
+}
+
+/// Sends `request_line` as written (no client-side path normalization) with a bearer token and
+/// answers the status and the JSON body.
+pub async fn raw(gateway: &str, request_line: &str, token: &str) -> (u16, serde_json::Value) {
+    let headers = format!("authorization: Bearer {token}\r\ncontent-length: 0\r\n");
+    raw_request(gateway, request_line, &headers, b"", false).await
+}
+
+/// Sends `request_line`, `headers` (each ending in CRLF) and `body` exactly as written, then
+/// with `hang_up` closes the sending side (a body shorter than its content-length is then cut
+/// short), and answers the status and the JSON body.
+pub async fn raw_request(
+    gateway: &str,
+    request_line: &str,
+    headers: &str,
+    body: &[u8],
+    hang_up: bool,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = gateway.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!("{request_line} HTTP/1.1\r\nhost: {address}\r\n{headers}connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    if hang_up {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }

@@ -30,7 +30,7 @@ use diesel::sql_query;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::UsageRecordedV1;
-use hopsbridge_domain::{Attribution, ClusterId, ClusterStatus, RunState, SampleId};
+use hopsbridge_domain::{Attribution, ClusterId, ClusterStatus, OwnerId, RunState, SampleId, UserId};
 use hopsbridge_platform::events::enqueue_all;
 use serde::Serialize;
 
@@ -284,11 +284,12 @@ pub async fn complete(
     }
     let added = samples::insert(conn, run.cluster_id, run.window_start, run.window_end, &measured).await?;
     stats.added = u64::try_from(added.len()).unwrap_or(u64::MAX);
-    let billed: Vec<&(SampleId, &Attributed)> = added.iter().filter(|(_, s)| s.whose.billed().is_some()).collect();
-    if !billed.is_empty() {
-        let ids: Vec<SampleId> = billed.iter().map(|(id, _)| *id).collect();
+    let (ids, events): (Vec<SampleId>, Vec<UsageRecordedV1>) = added
+        .iter()
+        .filter_map(|(id, s)| s.whose.billed().map(|(user, owner)| (*id, event(*id, run, s, user, owner))))
+        .unzip();
+    if !ids.is_empty() {
         usage_daily::add(conn, &ids).await?;
-        let events: Vec<UsageRecordedV1> = billed.iter().map(|(id, s)| event(*id, run, s)).collect();
         enqueue_all(conn, &events, None).await?;
     }
     let stats_json = serde_json::to_value(&stats).unwrap_or_default();
@@ -307,17 +308,15 @@ pub async fn complete(
     Ok(Some(stats))
 }
 
-/// The UsageRecorded announcing an attributed sample.
-fn event(id: SampleId, run: &Claimed, s: &Attributed) -> UsageRecordedV1 {
-    let (user, owner) =
-        s.whose.billed().map_or_else(|| (String::new(), String::new()), |(u, o)| (u.to_string(), o.to_string()));
+/// The UsageRecorded announcing a sample attributed to `user`, billed to `owner`.
+fn event(id: SampleId, run: &Claimed, s: &Attributed, user: UserId, owner: OwnerId) -> UsageRecordedV1 {
     let u = s.usage.usage;
     UsageRecordedV1 {
         sample_id: id.to_string(),
         cluster_id: run.cluster_id.to_string(),
         namespace: s.namespace.clone(),
-        user_id: user,
-        owner_user_id: owner,
+        user_id: user.to_string(),
+        owner_user_id: owner.to_string(),
         window_start_unix_seconds: run.window_start.timestamp(),
         window_end_unix_seconds: run.window_end.timestamp(),
         cpu_core_hours: u.cpu_core_hours().to_decimal().text,

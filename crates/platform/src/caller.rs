@@ -19,6 +19,7 @@ use actix_web::http::header::HeaderMap;
 use actix_web::{FromRequest, HttpRequest, web};
 use hmac::{Hmac, Mac};
 use hopsbridge_contracts::Service;
+use hopsbridge_domain::{Email, UserId};
 use sha2::Sha256;
 use std::future::{Ready, ready};
 
@@ -88,11 +89,11 @@ pub struct Caller {
     /// The Auth0 subject.
     pub subject: String,
     /// The Hopsbridge user id, when identity already knows the person.
-    pub user_id: Option<uuid::Uuid>,
+    pub user_id: Option<UserId>,
     /// Roles.
     pub roles: Vec<Role>,
     /// Email from the token, lowercased.
-    pub email: Option<String>,
+    pub email: Option<Email>,
 }
 
 impl Caller {
@@ -122,6 +123,15 @@ impl Caller {
     #[must_use]
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// The person calling: their user id.
+    ///
+    /// # Errors
+    /// `401 unauthenticated` when the caller is no person identity knows (a service, or a
+    /// token identity has not resolved).
+    pub fn person(&self) -> Result<UserId, ApiError> {
+        self.user_id.ok_or_else(|| PlatformCode::Unauthenticated.error())
     }
 
     fn roles_header(&self) -> String {
@@ -173,7 +183,7 @@ impl CallerKey {
             "v1\n{timestamp}\n{method}\n{path}\n{}\n{user_id}\n{}\n{}",
             caller.subject,
             caller.roles_header(),
-            caller.email.as_deref().unwrap_or_default()
+            caller.email.as_ref().map(Email::as_str).unwrap_or_default()
         );
         mac.update(canonical.as_bytes());
         mac
@@ -193,7 +203,7 @@ impl CallerKey {
             headers.push((USER_ID, id.to_string()));
         }
         if let Some(email) = &caller.email {
-            headers.push((EMAIL, email.clone()));
+            headers.push((EMAIL, email.to_string()));
         }
         headers
     }
@@ -219,7 +229,11 @@ impl CallerKey {
             .filter(|r| !r.is_empty())
             .map(|r| Role::parse(r).ok_or(CallerError::Malformed))
             .collect::<Result<Vec<_>, _>>()?;
-        let caller = Caller { subject, user_id, roles, email: get(EMAIL).map(str::to_owned) };
+        let email = match get(EMAIL) {
+            Some(e) => Some(Email::parse(e).map_err(|_| CallerError::Malformed)?),
+            None => None,
+        };
+        let caller = Caller { subject, user_id, roles, email };
         // Checked before the timestamp so a forger learns nothing from the answer.
         self.mac(timestamp, method, path, &caller).verify_slice(&signature).map_err(|_| CallerError::BadSignature)?;
         if (now - timestamp).abs() > MAX_SKEW_SECS {
@@ -263,9 +277,9 @@ mod tests {
     fn ada() -> Caller {
         Caller {
             subject: "auth0|ada".into(),
-            user_id: Some(uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001)),
+            user_id: Some(UserId::from_uuid(uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001))),
             roles: vec![Role::User, Role::Owner],
-            email: Some("ada@example.com".into()),
+            email: Email::parse("ada@example.com").ok(),
         }
     }
 
@@ -309,7 +323,7 @@ mod tests {
         let metering = Caller::service(Service::Metering);
         assert_eq!(metering.subject, "service:metering");
         assert_eq!(
-            (metering.user_id, metering.roles.as_slice(), metering.email.as_deref()),
+            (metering.user_id, metering.roles.as_slice(), metering.email.as_ref()),
             (None, [Role::Service].as_slice(), None)
         );
         let path = "/internal/clusters/0193a000-0000-7000-8000-000000000001/kubeconfig";
@@ -354,8 +368,8 @@ mod tests {
             Caller { roles: vec![Role::Service, Role::Admin], ..metering.clone() },
             Caller { roles: vec![Role::Admin], ..metering.clone() },
             Caller { roles: vec![], ..metering.clone() },
-            Caller { user_id: Some(uuid::Uuid::from_u128(1)), ..metering.clone() },
-            Caller { email: Some("metering@example.com".into()), ..metering.clone() },
+            Caller { user_id: Some(UserId::from_uuid(uuid::Uuid::from_u128(1))), ..metering.clone() },
+            Caller { email: Email::parse("metering@example.com").ok(), ..metering.clone() },
             Caller { subject: "metering".into(), ..metering.clone() },
             Caller { subject: "service:metering|x".into(), ..metering.clone() },
             Caller { subject: "auth0|service:metering".into(), ..metering.clone() },

@@ -56,11 +56,11 @@ type Data = web::Data<State>;
 
 /// Billing is the owner's business: members and everyone else are refused.
 fn owner(caller: &Caller) -> Result<UserId, ApiError> {
-    let id = caller.user_id.ok_or_else(|| PlatformCode::Unauthenticated.error())?;
+    let id = caller.person()?;
     if !caller.has(Role::Owner) {
         return Err(BillingCode::OwnerOnly.error());
     }
-    Ok(UserId::from_uuid(id))
+    Ok(id)
 }
 
 /// The owner's billing overview.

@@ -161,7 +161,7 @@ async fn main() {
         subject: "auth0|ada".into(),
         user_id: Some(user_id),
         roles: vec![Role::User, Role::Owner],
-        email: Some("ada@example.com".into()),
+        email: hopsbridge_domain::Email::parse("ada@example.com").ok(),
     };
     let signed = |at: i64| -> Vec<(String, String)> {
         key.sign("GET", "/api/me", &caller, at).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()

@@ -241,8 +241,7 @@ pub async fn ask_identity(
     subject: AuthSubject,
     email: Option<Email>,
 ) -> Result<Resolved, ApiError> {
-    let caller =
-        Caller { subject: subject.into(), user_id: None, roles: vec![Role::User], email: email.map(Into::into) };
+    let caller = Caller { subject: subject.into(), user_id: None, roles: vec![Role::User], email };
     let mut request = client.post(url);
     for (name, value) in key.sign("POST", RESOLVE_PATH, &caller, chrono::Utc::now().timestamp()) {
         request = request.header(name, value);

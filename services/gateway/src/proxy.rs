@@ -341,9 +341,9 @@ async fn authenticate(
     }
     let caller = Caller {
         subject: claims.subject.to_string(),
-        user_id: Some(person.id.as_uuid()),
+        user_id: Some(person.id),
         roles: roles_of(&person),
-        email: Some(person.email.to_string()),
+        email: Some(person.email.clone()),
     };
     Ok(Ok((caller, person)))
 }

@@ -212,7 +212,7 @@ pub struct MyUsageQuery {
         (status = 401, description = "unauthenticated: not signed in as a person", body = ErrorBody),
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
 async fn my_usage(state: Data, caller: Caller, q: web::Query<MyUsageQuery>) -> Result<HttpResponse, ApiError> {
-    let person = caller.user_id.map(UserId::from_uuid).ok_or_else(|| PlatformCode::Unauthenticated.error())?;
+    let person = caller.person()?;
     let (from, to) = days(q.from, q.to)?;
     let filter = UsageFilter { from, to, user: None, owner: None, person: Some(person), cluster: None };
     Ok(HttpResponse::Ok().json(daily(&state, &filter).await?))

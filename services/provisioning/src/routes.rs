@@ -453,7 +453,7 @@ pub struct ClusterSummary {
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 404, description = answers("not assigned", &[], &[ProvisioningCode::NotAssigned]), body = ErrorBody)))]
 async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let user = caller.user_id.map(UserId::from_uuid).ok_or_else(|| PlatformCode::Unauthenticated.error())?;
+    let user = caller.person()?;
     let not_assigned = || ProvisioningCode::NotAssigned.with_message("you are not assigned to a cluster");
     let mut conn = state.db.conn().await?;
     let a = assignments::get(&mut conn, user).await.map_err(ProvisioningError::from)?.ok_or_else(not_assigned)?;

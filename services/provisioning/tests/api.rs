@@ -230,7 +230,7 @@ async fn only_the_metering_service_reaches_the_internal_routes() {
     let other_key = CallerKey::new(&"another-signing-key-of-32-bytes-or-more".to_owned().into()).unwrap();
     let forged = [
         Caller { roles: vec![Role::User, Role::Admin], ..metering() },
-        Caller { user_id: Some(Uuid::now_v7()), ..metering() },
+        Caller { user_id: Some(Uuid::now_v7().into()), ..metering() },
         Caller { subject: "auth0|metering".into(), ..metering() },
     ];
     for route in INTERNAL {

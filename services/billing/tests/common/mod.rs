@@ -83,9 +83,9 @@ pub async fn start_with(hooks: UserCreatedHooks) -> Billing {
 pub fn caller(user: Uuid, roles: &[Role]) -> Caller {
     Caller {
         subject: format!("auth0|{}", user.simple()),
-        user_id: Some(user),
+        user_id: Some(user.into()),
         roles: roles.to_vec(),
-        email: Some(format!("{}@example.com", user.simple())),
+        email: hopsbridge_domain::Email::parse(&format!("{}@example.com", user.simple())).ok(),
     }
 }
 

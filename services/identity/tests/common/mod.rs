@@ -41,7 +41,12 @@ pub async fn start() -> Identity {
 }
 
 pub fn person(subject: &str, email: Option<&str>) -> Caller {
-    Caller { subject: subject.into(), user_id: None, roles: vec![Role::User], email: email.map(str::to_owned) }
+    Caller {
+        subject: subject.into(),
+        user_id: None,
+        roles: vec![Role::User],
+        email: email.map(|e| hopsbridge_domain::Email::parse(e).expect("a valid email")),
+    }
 }
 
 impl Identity {

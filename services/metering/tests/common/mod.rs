@@ -11,7 +11,7 @@ use hopsbridge_sandbox::workload::{MemFormat, Profile, SimContainer, SimPod};
 pub fn admin() -> Caller {
     Caller {
         subject: "auth0|admin".into(),
-        user_id: Some(uuid::Uuid::now_v7()),
+        user_id: Some(uuid::Uuid::now_v7().into()),
         roles: vec![Role::User, Role::Admin],
         email: None,
     }
@@ -19,7 +19,12 @@ pub fn admin() -> Caller {
 
 /// A signed-in owner who is no administrator.
 pub fn person(user: uuid::Uuid) -> Caller {
-    Caller { subject: format!("auth0|{user}"), user_id: Some(user), roles: vec![Role::User, Role::Owner], email: None }
+    Caller {
+        subject: format!("auth0|{user}"),
+        user_id: Some(user.into()),
+        roles: vec![Role::User, Role::Owner],
+        email: None,
+    }
 }
 
 /// Installs the process's one rustls provider.

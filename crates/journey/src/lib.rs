@@ -20,11 +20,10 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{ClusterAssignedV1, Envelope, PaymentMethodAddedV1};
-use hopsbridge_platform::config::env_var;
 use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
 use hopsbridge_sandbox::stripe::WebhookFaults;
 use hopsbridge_sandbox::world::{World, WorldConfig};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, ServiceProcess, TestBus, TestDb, WEBHOOK_SECRET, free_port};
+use hopsbridge_testkit::{ServiceProcess, TestBus, TestDb, TestSettings, WEBHOOK_SECRET, free_port};
 use prost::Message;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -175,68 +174,60 @@ impl Platform {
 
         let mut env = BTreeMap::new();
         for service in SERVICES {
-            let var = |k: &str, v: &str| (env_var(service, k), v.to_owned());
-            let mut vars = vec![
-                var("http.port", &ports[service.name()].to_string()),
-                var("http.workers", &options.workers.to_string()),
-                var("telemetry.log_filter", options.log_filter),
-                var("auth.gateway_signing_key", GATEWAY_SIGNING_KEY),
-            ];
-            if service != Service::Gateway {
-                vars.extend([
-                    var("database.url", db.url()),
-                    var("nats.url", bus.url()),
-                    var("nats.prefix", bus.prefix()),
-                    var("shutdown.timeout_secs", "10"),
-                ]);
+            let mut settings = if service == Service::Gateway {
+                TestSettings::new(service)
+            } else {
+                TestSettings::data_service(service, &db, &bus).set("shutdown.timeout_secs", "10")
+            };
+            if service == Service::Provisioning {
+                settings = journey_provisioning(&db, &bus);
             }
-            match service {
-                Service::Identity => vars.push(var("webhook.secret", WEBHOOK_SECRET)),
+            settings = settings
+                .set("http.port", ports[service.name()].to_string())
+                .set("http.workers", options.workers.to_string())
+                .set("telemetry.log_filter", options.log_filter);
+            settings = match service {
+                Service::Identity => settings.set("webhook.secret", WEBHOOK_SECRET),
                 Service::Billing => {
-                    vars.extend([
-                        var("stripe.api_base", &world.stripe.url()),
-                        var("stripe.secret_key", &world.stripe.secret_key()),
-                        var("stripe.webhook_secret", &world.stripe_webhook_secret),
-                        var("checkout.success_url", &format!("{gateway}/billing?added=1")),
-                        var("checkout.cancel_url", &format!("{gateway}/billing")),
-                        var("portal.return_url", &format!("{gateway}/billing")),
-                    ]);
-                    if options.stripe_live_mode {
-                        vars.push(var("stripe.max_requests_per_second", "90"));
-                    }
+                    let billing = settings
+                        .set("stripe.api_base", world.stripe.url())
+                        .set("stripe.secret_key", world.stripe.secret_key())
+                        .set("stripe.webhook_secret", &world.stripe_webhook_secret)
+                        .set("checkout.success_url", format!("{gateway}/billing?added=1"))
+                        .set("checkout.cancel_url", format!("{gateway}/billing"))
+                        .set("portal.return_url", format!("{gateway}/billing"));
+                    if options.stripe_live_mode { billing.set("stripe.max_requests_per_second", "90") } else { billing }
                 }
-                Service::Provisioning => vars.extend(provisioning_env(service)),
                 Service::Gateway => {
-                    vars.extend([
-                        var("auth0.issuer", &world.auth0.issuer()),
-                        var("limits.per_user_per_minute", "100000"),
-                        var("limits.per_ip_per_minute", "10000000"),
-                        var("limits.caller_cache_secs", "0"),
-                    ]);
+                    let mut gw = settings
+                        .set("auth0.issuer", world.auth0.issuer())
+                        .set("limits.per_user_per_minute", "100000")
+                        .set("limits.per_ip_per_minute", "10000000")
+                        .set("limits.caller_cache_secs", "0");
                     for upstream in SERVICES.iter().filter(|s| **s != Service::Gateway) {
-                        vars.push(var(&format!("upstreams.{}", upstream.name()), &url(*upstream)));
+                        gw = gw.set(&format!("upstreams.{}", upstream.name()), url(*upstream));
                     }
+                    gw
                 }
                 Service::Metering => {
-                    vars.extend([
-                        var("provisioning.url", &url(Service::Provisioning)),
-                        var("schedule.window_secs", &options.metering_window_secs.to_string()),
-                        var("schedule.tick_ms", "200"),
-                    ]);
+                    let metering = settings
+                        .set("provisioning.url", url(Service::Provisioning))
+                        .set("schedule.window_secs", options.metering_window_secs.to_string())
+                        .set("schedule.tick_ms", "200");
                     if options.metering_window_secs < 60 {
                         // Seconds-long windows: collected at once, leased briefly, a gap after six windows.
-                        let deadline = (options.metering_window_secs * 6).to_string();
-                        vars.extend([
-                            var("schedule.settle_secs", "0"),
-                            var("schedule.deadline_secs", &deadline),
-                            var("schedule.lease_secs", "8"),
-                            var("schedule.retry_delay_ms", "200"),
-                        ]);
+                        metering
+                            .set("schedule.settle_secs", "0")
+                            .set("schedule.deadline_secs", (options.metering_window_secs * 6).to_string())
+                            .set("schedule.lease_secs", "8")
+                            .set("schedule.retry_delay_ms", "200")
+                    } else {
+                        metering
                     }
                 }
-                Service::Team => {}
-            }
-            env.insert(service.name(), vars);
+                Service::Provisioning | Service::Team => settings,
+            };
+            env.insert(service.name(), settings.env());
         }
 
         // Watch PaymentMethodAddedV1 and ClusterAssignedV1 go by, to time each journey's steps.
@@ -536,23 +527,20 @@ fn token_for(auth0: &Auth0Sim, user: &TestUser) -> String {
 /// provisioning's key, and Hopsworks timeouts and retry delays short enough that a test sees a
 /// timed-out call retried and work left by a killed process taken over (its lease runs out
 /// after 30 s, the least these timeouts allow) within a minute.
-fn provisioning_env(service: Service) -> Vec<(String, String)> {
-    [
-        ("encryption.keys", CLUSTER_KEY),
-        ("encryption.active_key", "journey"),
-        ("hopsworks.request_timeout_ms", "1500"),
-        ("hopsworks.connect_timeout_ms", "500"),
-        ("hopsworks.max_attempts", "2"),
-        ("hopsworks.initial_backoff_ms", "100"),
-        ("hopsworks.max_backoff_ms", "500"),
-        ("assignments.lease_secs", "30"),
-        ("assignments.retry_interval_ms", "500"),
-        ("assignments.initial_retry_delay_ms", "500"),
-        ("assignments.max_retry_delay_ms", "2000"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (env_var(service, k), v.to_owned()))
-    .collect()
+fn journey_provisioning(db: &TestDb, bus: &TestBus) -> TestSettings {
+    TestSettings::provisioning(db, bus)
+        .set("shutdown.timeout_secs", "10")
+        .set("encryption.keys", CLUSTER_KEY)
+        .set("encryption.active_key", "journey")
+        .set("hopsworks.request_timeout_ms", "1500")
+        .set("hopsworks.connect_timeout_ms", "500")
+        .set("hopsworks.max_attempts", "2")
+        .set("hopsworks.initial_backoff_ms", "100")
+        .set("hopsworks.max_backoff_ms", "500")
+        .set("assignments.lease_secs", "30")
+        .set("assignments.retry_interval_ms", "500")
+        .set("assignments.initial_retry_delay_ms", "500")
+        .set("assignments.max_retry_delay_ms", "2000")
 }
 
 #[derive(QueryableByName)]

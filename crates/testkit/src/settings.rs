@@ -36,6 +36,25 @@ impl TestSettings {
         Self::new(service).set("database.url", db.url()).set("nats.url", bus.url()).set("nats.prefix", bus.prefix())
     }
 
+    /// provisioning on the test's database and NATS prefix, sealing secrets with the test keys
+    /// (`test1` active), with Hopsworks timeouts and retry delays short enough for a test to
+    /// see failures retried.
+    #[must_use]
+    pub fn provisioning(db: &TestDb, bus: &TestBus) -> Self {
+        Self::data_service(Service::Provisioning, db, bus)
+            .set("http.workers", "2")
+            .set("encryption.keys", crate::PROVISIONING_ENCRYPTION_KEYS)
+            .set("encryption.active_key", "test1")
+            .set("hopsworks.request_timeout_ms", "1000")
+            .set("hopsworks.connect_timeout_ms", "1000")
+            .set("hopsworks.initial_backoff_ms", "20")
+            .set("hopsworks.max_backoff_ms", "100")
+            .set("assignments.retry_interval_ms", "100")
+            .set("assignments.initial_retry_delay_ms", "200")
+            .set("assignments.max_retry_delay_ms", "500")
+            .set("assignments.lease_secs", "60")
+    }
+
     /// Sets `key` (such as `stripe.api_base`), replacing an earlier value.
     #[must_use]
     pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {

@@ -22,7 +22,7 @@ use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
 use hopsbridge_sandbox::workload::{SimClock, Workload};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TcpProxy, TestBus, TestDb, TestSettings};
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TcpProxy, TestBus, TestDb, TestSettings};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -120,18 +120,7 @@ impl Env {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
-        let settings = TestSettings::data_service(Service::Provisioning, &db, &bus)
-            .set("http.workers", "2")
-            .set("encryption.keys", PROVISIONING_ENCRYPTION_KEYS)
-            .set("encryption.active_key", "test1")
-            .set("hopsworks.request_timeout_ms", "2000")
-            .set("hopsworks.connect_timeout_ms", "1000")
-            .set("hopsworks.initial_backoff_ms", "20")
-            .set("hopsworks.max_backoff_ms", "100")
-            .set("assignments.retry_interval_ms", "100")
-            .set("assignments.initial_retry_delay_ms", "200")
-            .set("assignments.max_retry_delay_ms", "500")
-            .set("assignments.lease_secs", "60");
+        let settings = TestSettings::provisioning(&db, &bus).set("hopsworks.request_timeout_ms", "2000");
         // TestSettings::load by name: diesel_async's RunQueryDsl::load is in scope too.
         let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
         let app = hopsbridge_provisioning::build(config).await.unwrap();

@@ -43,16 +43,16 @@ users:
 pub fn admin() -> Caller {
     Caller {
         subject: "auth0|admin".into(),
-        user_id: Some(Uuid::now_v7()),
+        user_id: Some(Uuid::now_v7().into()),
         roles: vec![Role::User, Role::Admin],
-        email: Some("admin@example.com".into()),
+        email: hopsbridge_domain::Email::parse("admin@example.com").ok(),
     }
 }
 
 pub fn person(user_id: Uuid) -> Caller {
     Caller {
         subject: format!("auth0|{user_id}"),
-        user_id: Some(user_id),
+        user_id: Some(user_id.into()),
         roles: vec![Role::User, Role::Owner],
         email: None,
     }
@@ -83,18 +83,7 @@ impl Drop for Provisioning {
 /// provisioning's test settings: sealing `keys` with `active`, and Hopsworks timeouts and
 /// retry delays short enough for a test to see failures retried.
 pub fn settings(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> TestSettings {
-    TestSettings::data_service(Service::Provisioning, db, bus)
-        .set("http.workers", "2")
-        .set("encryption.keys", keys)
-        .set("encryption.active_key", active)
-        .set("hopsworks.request_timeout_ms", "1000")
-        .set("hopsworks.connect_timeout_ms", "1000")
-        .set("hopsworks.initial_backoff_ms", "20")
-        .set("hopsworks.max_backoff_ms", "100")
-        .set("assignments.retry_interval_ms", "100")
-        .set("assignments.initial_retry_delay_ms", "200")
-        .set("assignments.max_retry_delay_ms", "500")
-        .set("assignments.lease_secs", "60")
+    TestSettings::provisioning(db, bus).set("encryption.keys", keys).set("encryption.active_key", active)
 }
 
 pub async fn launch(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> (String, CancellationToken) {

@@ -247,6 +247,7 @@ async fn team_events_tell_identity_whose_account_a_member_belongs_to() {
         owner_user_id: o.clone(),
         member_user_id: m.clone(),
         project_role: "Data scientist".into(),
+        ..TeamMemberJoinedV1::default()
     };
     publish(TeamMemberJoinedV1::TYPE, subjects.event::<TeamMemberJoinedV1>(), joined.encode_to_vec()).await;
     let belongs = hopsbridge_testkit::eventually(std::time::Duration::from_secs(15), || async {
@@ -256,7 +257,8 @@ async fn team_events_tell_identity_whose_account_a_member_belongs_to() {
     assert!(belongs, "the member's account belongs to the owner");
     assert_eq!(identity.call(Method::DELETE, "/api/me", Some(&owner), None).await.1["code"], "team_not_empty");
 
-    let removed = TeamMemberRemovedV1 { owner_user_id: o.clone(), member_user_id: m.clone() };
+    let removed =
+        TeamMemberRemovedV1 { owner_user_id: o.clone(), member_user_id: m.clone(), ..TeamMemberRemovedV1::default() };
     publish(TeamMemberRemovedV1::TYPE, subjects.event::<TeamMemberRemovedV1>(), removed.encode_to_vec()).await;
     let own = hopsbridge_testkit::eventually(std::time::Duration::from_secs(15), || async {
         identity.call(Method::GET, "/api/me", Some(&member), None).await.1["account_owner_id"] == m.as_str()

@@ -309,6 +309,7 @@ async fn populated(env: &mut Env, sim: &Sim) -> (Uuid, Uuid, Uuid, i64) {
         owner_user_id: ada.to_string(),
         member_user_id: bob.to_string(),
         project_role: "Data scientist".into(),
+        ..TeamMemberJoinedV1::default()
     })
     .await;
     env.until("bob's membership is known", "SELECT count(*) AS n FROM memberships").await;

@@ -167,6 +167,11 @@ start_service() {
             "${prefix}DATABASE__MIGRATE_ON_START=true"
             "${prefix}AUTH__GATEWAY_SIGNING_KEY=${GATEWAY_SIGNING_KEY}"
             "${prefix}NATS__URL=${NATS_URL}"
+            # Mail goes to the sandbox's mail catcher; links in it point at the gateway.
+            "${prefix}MAIL__SMTP_URL=${SANDBOX_SMTP_URL}"
+            "${prefix}MAIL__PUBLIC_BASE_URL=http://${HOST}:${PORT[gateway]}"
+            "${prefix}MAIL__ADMIN_ADDRESSES=ops@hopsbridge.local"
+            "${prefix}MAIL__ADMIN_WEBHOOK_URL=${SANDBOX_ALERT_WEBHOOK_URL}"
         )
         if [[ ${svc} == identity ]]; then
             vars+=("${prefix}WEBHOOK__SECRET=${AUTH0_WEBHOOK_SECRET}")
@@ -311,6 +316,7 @@ for svc in "${SERVICES[@]}"; do
 done
 printf '\n  sandbox       log: .local/logs/sandbox.log, settings: .local/sandbox/sandbox.env\n'
 sed -n '/^Auth0 tenant/,/^Ready\.$/p' "${LOG_DIR}/sandbox.log" | sed '/^Ready\.$/d; s/^/    /'
+printf '\n  mail inbox    %s/api/v1/messages (every mail the services send)\n' "${SANDBOX_MAIL_INBOX_URL}"
 printf '\n  database      %s\n' "${DATABASE_URL}"
 printf '  nats          %s\n' "${NATS_URL}"
 printf '\n  Every service answers GET /healthz and GET /readyz. Press Ctrl-C to stop.\n\n'

@@ -177,10 +177,16 @@ impl Platform {
             let mut settings = if service == Service::Gateway {
                 TestSettings::new(service)
             } else {
-                TestSettings::data_service(service, &db, &bus).set("shutdown.timeout_secs", "10")
+                TestSettings::data_service(service, &db, &bus)
+                    .set("shutdown.timeout_secs", "10")
+                    .set("mail.smtp_url", world.mail.smtp_url())
+                    .set("mail.public_base_url", &gateway)
+                    .set("mail.admin_addresses", "ops@hopsbridge.test")
+                    .set("mail.admin_webhook_url", world.mail.webhook_url())
+                    .set("mail.poll_interval_ms", "200")
             };
             if service == Service::Provisioning {
-                settings = journey_provisioning(&db, &bus);
+                settings = journey_provisioning(&db, &bus, &world, &gateway);
             }
             settings = settings
                 .set("http.port", ports[service.name()].to_string())
@@ -527,9 +533,14 @@ fn token_for(auth0: &Auth0Sim, user: &TestUser) -> String {
 /// provisioning's key, and Hopsworks timeouts and retry delays short enough that a test sees a
 /// timed-out call retried and work left by a killed process taken over (its lease runs out
 /// after 30 s, the least these timeouts allow) within a minute.
-fn journey_provisioning(db: &TestDb, bus: &TestBus) -> TestSettings {
+fn journey_provisioning(db: &TestDb, bus: &TestBus, world: &World, gateway: &str) -> TestSettings {
     TestSettings::provisioning(db, bus)
         .set("shutdown.timeout_secs", "10")
+        .set("mail.smtp_url", world.mail.smtp_url())
+        .set("mail.public_base_url", gateway)
+        .set("mail.admin_addresses", "ops@hopsbridge.test")
+        .set("mail.admin_webhook_url", world.mail.webhook_url())
+        .set("mail.poll_interval_ms", "200")
         .set("encryption.keys", CLUSTER_KEY)
         .set("encryption.active_key", "journey")
         .set("hopsworks.request_timeout_ms", "1500")

@@ -295,6 +295,8 @@ pub struct DataServiceConfig {
     pub events: EventsConfig,
     /// Trust in the gateway.
     pub auth: AuthConfig,
+    /// Email and admin alerts.
+    pub mail: crate::mail::MailConfig,
 }
 
 /// Declares a data service's settings: the sections of [`DataServiceConfig`] followed by the
@@ -326,6 +328,8 @@ macro_rules! data_service_config {
             pub events: $crate::config::EventsConfig,
             /// Trust in the gateway, and the key internal calls are signed with.
             pub auth: $crate::config::AuthConfig,
+            /// Email and admin alerts.
+            pub mail: $crate::mail::MailConfig,
             $( $(#[$fdoc])* $fvis $field: $ty, )*
         }
 
@@ -341,6 +345,7 @@ macro_rules! data_service_config {
                     nats: self.nats.clone(),
                     events: self.events.clone(),
                     auth: self.auth.clone(),
+                    mail: self.mail.clone(),
                 }
             }
         }
@@ -363,7 +368,8 @@ impl Validate for DataServiceConfig {
         self.database.validate(service)?;
         self.nats.validate(service)?;
         self.events.validate(service)?;
-        self.auth.validate(service)
+        self.auth.validate(service)?;
+        self.mail.validate(service)
     }
 }
 

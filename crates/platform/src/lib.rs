@@ -9,7 +9,8 @@
 //!   that `main` and the tests run;
 //! - [`db`]: the Postgres pool, embedded migrations, classified errors;
 //! - [`retry`]: the one backoff policy (exponential, with jitter) every retry uses;
-//! - [`events`]: JetStream streams, the transactional outbox and relay, idempotent consumers.
+//! - [`events`]: JetStream streams, the transactional outbox and relay, idempotent consumers;
+//! - [`mail`]: email and admin alerts from a mail outbox, sent over SMTP with retries.
 
 pub mod caller;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod http;
+pub mod mail;
 pub mod retry;
 pub mod schema;
 pub mod secret;

@@ -187,8 +187,8 @@ impl DataService {
     }
 
     /// The HTTP server with Postgres and NATS readiness checks, `routes` (which may extract a
-    /// gateway-signed [`crate::caller::Caller`]), and the outbox relay and inbox pruning running
-    /// in the background. Add consumers with
+    /// gateway-signed [`crate::caller::Caller`]) and the admin mail routes, and the outbox relay,
+    /// the mail relay and inbox pruning running in the background. Add consumers with
     /// [`Application::with_task`].
     ///
     /// # Errors
@@ -197,19 +197,24 @@ impl DataService {
         let checks: Vec<Arc<dyn ReadinessCheck>> =
             vec![Arc::new(PostgresCheck(self.db.clone())), Arc::new(NatsCheck(self.bus.client().clone()))];
         let relay = self.relay();
+        let mail_relay =
+            crate::mail::MailRelay::new(self.db.clone(), self.config.database.clone(), self.config.mail.clone())?;
         let db = self.db.clone();
         let retention = Duration::from_secs(self.config.events.retention_hours * 3600);
         let key = web::Data::new(
             CallerKey::new(&self.config.auth.gateway_signing_key)
                 .map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?,
         );
+        let (service, mail_db, mail_cfg) = (self.service.name(), self.db.clone(), self.config.mail.clone());
         // Every route can take a `Caller`, verified with the gateway's key.
         let routes: Routes = Arc::new(move |c: &mut web::ServiceConfig| {
             c.app_data(key.clone());
+            crate::mail::configure_routes(c, service, mail_db.clone(), &mail_cfg);
             routes(c);
         });
         Ok(Application::new(self.service, &self.config.http, &self.config.shutdown, checks, routes)?
             .with_task("outbox-relay", move |c| relay.run(c))
+            .with_task("mail-relay", move |c| mail_relay.run(c))
             .with_task("inbox-pruning", move |c| prune_inbox_periodically(db, retention, c)))
     }
 }

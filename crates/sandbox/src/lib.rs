@@ -1,5 +1,6 @@
 //! The outside world Hopsbridge depends on, simulated on loopback: Auth0, Stripe, the
-//! Hopsworks admin API of each cluster and the Kubernetes API server of each cluster.
+//! Hopsworks admin API of each cluster, the Kubernetes API server of each cluster, and a mail
+//! catcher (SMTP in, an HTTP inbox out, and a Slack-style webhook receiver).
 //!
 //! Tests start the simulators in-process; local development runs the `hopsbridge-sandbox`
 //! binary. Each simulator follows `../shared/guides/external-apis.md`: the same paths,
@@ -11,6 +12,7 @@
 pub mod auth0;
 pub mod hopsworks;
 pub mod kubernetes;
+pub mod mail;
 pub mod server;
 pub mod stripe;
 pub mod tls;

@@ -4,6 +4,7 @@
 use crate::auth0::{Auth0Config, Auth0Sim, TestUser};
 use crate::hopsworks::{HopsworksConfig, HopsworksSim};
 use crate::kubernetes::{KubeCluster, KubeOptions};
+use crate::mail::MailSim;
 use crate::stripe::{StripeConfig, StripeSim};
 use crate::workload::{MemFormat, Profile, SimClock, SimContainer, SimPod, Workload, WorkloadConfig};
 use std::path::Path;
@@ -113,6 +114,8 @@ pub struct World {
     pub stripe_webhook_secret: String,
     /// The clusters.
     pub clusters: Vec<Cluster>,
+    /// The mail catcher every service sends through, and the admin alert webhook.
+    pub mail: MailSim,
     /// The clock the clusters' workloads run on; [`World::follow_real_time`] keeps it at now.
     pub clock: Arc<SimClock>,
 }
@@ -171,7 +174,8 @@ impl World {
                 Ok(Cluster { name, hopsworks, kubernetes })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self { auth0, users, stripe, stripe_webhook_secret, clusters, clock })
+        let mail = MailSim::start()?;
+        Ok(Self { auth0, users, stripe, stripe_webhook_secret, clusters, mail, clock })
     }
 
     /// What an admin sends provisioning to register `cluster` (`POST /api/admin/clusters`).
@@ -289,6 +293,9 @@ impl World {
             format!("SANDBOX_STRIPE_SECRET_KEY={}", self.stripe.secret_key()),
             format!("SANDBOX_STRIPE_WEBHOOK_SECRET={}", self.stripe_webhook_secret),
             format!("SANDBOX_CLUSTERS=\"{}\"", names.join(" ")),
+            format!("SANDBOX_SMTP_URL={}", self.mail.smtp_url()),
+            format!("SANDBOX_MAIL_INBOX_URL={}", self.mail.url()),
+            format!("SANDBOX_ALERT_WEBHOOK_URL={}", self.mail.webhook_url()),
         ];
         for c in &self.clusters {
             let key = c.name.to_uppercase().replace('-', "_");
@@ -330,6 +337,9 @@ impl World {
             ));
             lines.push(format!("  kubeconfig   {}", file(format!("{}-kubeconfig.yaml", c.name))));
         }
+        lines.push(format!("Mail           SMTP {}", self.mail.smtp_url()));
+        lines.push(format!("  inbox        {}/api/v1/messages", self.mail.url()));
+        lines.push(format!("  alerts       {} (admin alert webhook, Slack's format)", self.mail.webhook_url()));
         lines.push(format!("Settings       {}", file("sandbox.env".to_owned())));
         lines.join("\n") + "\n"
     }

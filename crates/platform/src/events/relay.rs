@@ -244,7 +244,7 @@ fn backoff(failures: u32) -> Duration {
 
 /// Holds a connection that LISTENs on the producer's channel and wakes the relay on every
 /// notification; reconnects when the connection drops.
-async fn listen(
+pub(crate) async fn listen(
     cfg: DatabaseConfig,
     schema: &'static str,
     channel: String,

@@ -177,13 +177,8 @@ impl Platform {
             let mut settings = if service == Service::Gateway {
                 TestSettings::new(service)
             } else {
-                TestSettings::data_service(service, &db, &bus)
+                with_mail(TestSettings::data_service(service, &db, &bus), &world, &gateway)
                     .set("shutdown.timeout_secs", "10")
-                    .set("mail.smtp_url", world.mail.smtp_url())
-                    .set("mail.public_base_url", &gateway)
-                    .set("mail.admin_addresses", "ops@hopsbridge.test")
-                    .set("mail.admin_webhook_url", world.mail.webhook_url())
-                    .set("mail.poll_interval_ms", "200")
             };
             if service == Service::Provisioning {
                 settings = journey_provisioning(&db, &bus, &world, &gateway);
@@ -530,17 +525,23 @@ fn token_for(auth0: &Auth0Sim, user: &TestUser) -> String {
     auth0.access_token(&TokenSpec::user(user)).expect("access token")
 }
 
-/// provisioning's key, and Hopsworks timeouts and retry delays short enough that a test sees a
-/// timed-out call retried and work left by a killed process taken over (its lease runs out
-/// after 30 s, the least these timeouts allow) within a minute.
-fn journey_provisioning(db: &TestDb, bus: &TestBus, world: &World, gateway: &str) -> TestSettings {
-    TestSettings::provisioning(db, bus)
-        .set("shutdown.timeout_secs", "10")
+/// Mail through the sandbox's mail catcher, with links to the gateway and admin alerts to an
+/// address and the catcher's webhook.
+fn with_mail(settings: TestSettings, world: &World, gateway: &str) -> TestSettings {
+    settings
         .set("mail.smtp_url", world.mail.smtp_url())
         .set("mail.public_base_url", gateway)
         .set("mail.admin_addresses", "ops@hopsbridge.test")
         .set("mail.admin_webhook_url", world.mail.webhook_url())
         .set("mail.poll_interval_ms", "200")
+}
+
+/// provisioning's key, and Hopsworks timeouts and retry delays short enough that a test sees a
+/// timed-out call retried and work left by a killed process taken over (its lease runs out
+/// after 30 s, the least these timeouts allow) within a minute.
+fn journey_provisioning(db: &TestDb, bus: &TestBus, world: &World, gateway: &str) -> TestSettings {
+    with_mail(TestSettings::provisioning(db, bus), world, gateway)
+        .set("shutdown.timeout_secs", "10")
         .set("encryption.keys", CLUSTER_KEY)
         .set("encryption.active_key", "journey")
         .set("hopsworks.request_timeout_ms", "1500")

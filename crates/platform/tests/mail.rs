@@ -229,9 +229,9 @@ async fn admins_list_failing_mail_and_retry_it_and_nobody_else_may() {
     let signed = |method: &str, path: &str, roles: Vec<Role>| {
         let caller = Caller {
             subject: "auth0|admin".to_owned(),
-            user_id: Some(uuid::Uuid::now_v7()),
+            user_id: Some(hopsbridge_domain::UserId::new()),
             roles,
-            email: Some("admin@hopsbridge.test".to_owned()),
+            email: Email::parse("admin@hopsbridge.test").ok(),
         };
         let mut req = if method == "GET" { test::TestRequest::get() } else { test::TestRequest::post() }.uri(path);
         for (name, value) in key.sign(method, path, &caller, chrono::Utc::now().timestamp()) {

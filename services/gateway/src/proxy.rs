@@ -74,6 +74,12 @@ impl Routes {
                 ("/api/usage", base(&upstreams.metering)?),
                 ("/api/admin/metering", base(&upstreams.metering)?),
                 ("/api/admin/usage", base(&upstreams.metering)?),
+                // Each service's own mail outbox (platform::mail).
+                ("/api/admin/mail/identity", base(&upstreams.identity)?),
+                ("/api/admin/mail/team", base(&upstreams.team)?),
+                ("/api/admin/mail/billing", base(&upstreams.billing)?),
+                ("/api/admin/mail/provisioning", base(&upstreams.provisioning)?),
+                ("/api/admin/mail/metering", base(&upstreams.metering)?),
             ],
             identity: base(&upstreams.identity)?,
             billing: base(&upstreams.billing)?,

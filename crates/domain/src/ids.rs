@@ -103,6 +103,11 @@ uuid_id!(
     ClusterId
 );
 uuid_id!(
+    /// The id of one team membership: a person who leaves a team and joins one again has a new
+    /// membership.
+    MembershipId
+);
+uuid_id!(
     /// The id of one measured sample: usage of one (cluster, namespace, Hopsworks user, window).
     /// Billing's ledger is keyed by it, so a sample is counted once however often it arrives.
     SampleId

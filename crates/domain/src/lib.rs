@@ -9,11 +9,12 @@
 //! default build has neither.
 
 mod ids;
+pub mod membership;
 mod money;
 mod status;
 mod text;
 
-pub use ids::{ClusterId, EventId, OwnerId, ProjectId, SampleId, UserId};
+pub use ids::{ClusterId, EventId, MembershipId, OwnerId, ProjectId, SampleId, UserId};
 pub use money::{Currency, Money, MoneyError};
-pub use status::{AccountStatus, AssignmentState, Attribution, BillingMode, ClusterStatus, RunState};
+pub use status::{AccountStatus, AssignmentState, Attribution, BillingMode, ClusterStatus, ProjectRole, RunState};
 pub use text::{AuthSubject, Email, ParseError};

@@ -175,6 +175,67 @@ text_enum!(
     }
 );
 
+/// The role a team member is given in their owner's Hopsworks projects, named as Hopsworks
+/// names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "diesel", derive(diesel::expression::AsExpression, diesel::deserialize::FromSqlRow))]
+#[cfg_attr(feature = "diesel", diesel(sql_type = diesel::sql_types::Text))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ProjectRole {
+    /// Manages the project: members, datasets, jobs.
+    #[serde(rename = "Data owner")]
+    DataOwner,
+    /// Works in the project: datasets and jobs.
+    #[serde(rename = "Data scientist")]
+    DataScientist,
+}
+
+impl ProjectRole {
+    /// Every role.
+    pub const ALL: &'static [Self] = &[Self::DataOwner, Self::DataScientist];
+
+    /// The name Hopsworks uses, as stored and written in JSON.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DataOwner => "Data owner",
+            Self::DataScientist => "Data scientist",
+        }
+    }
+}
+
+impl fmt::Display for ProjectRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProjectRole {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| ParseError::Unknown { what: "ProjectRole", value: s.chars().take(64).collect() })
+    }
+}
+
+#[cfg(feature = "diesel")]
+impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for ProjectRole {
+    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>) -> diesel::serialize::Result {
+        std::io::Write::write_all(out, self.as_str().as_bytes())?;
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
+
+#[cfg(feature = "diesel")]
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for ProjectRole {
+    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(std::str::from_utf8(bytes.as_bytes())?.parse()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +285,15 @@ mod tests {
         for (variant, name) in names {
             assert_eq!(snake(&variant), name);
         }
+    }
+
+    #[test]
+    fn project_roles_are_named_as_hopsworks_names_them() {
+        for role in ProjectRole::ALL {
+            assert_eq!(role.as_str().parse::<ProjectRole>().ok(), Some(*role));
+            assert_eq!(serde_json::to_string(role).unwrap_or_default(), format!("\"{}\"", role.as_str()));
+        }
+        assert!("Observer".parse::<ProjectRole>().is_err(), "Hopsbridge gives members no other role");
     }
 
     #[test]

@@ -122,6 +122,8 @@ text_enum!(
         WaitingForUser = "waiting_for_user",
         /// No active cluster had room: placed in order of waiting.
         WaitingForCapacity = "waiting_for_capacity",
+        /// A team member whose owner has no cluster yet: placed on it when the owner is.
+        WaitingForOwner = "waiting_for_owner",
         /// A seat is taken; the Hopsworks account is being made.
         Provisioning = "provisioning",
         /// The Hopsworks account exists.

@@ -465,6 +465,9 @@ async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiErro
         AssignmentState::WaitingForCapacity => {
             Some("every cluster is full; you will be assigned when one has room".to_owned())
         }
+        AssignmentState::WaitingForOwner => {
+            Some("your team's owner has no cluster yet; you will join theirs when they do".to_owned())
+        }
         AssignmentState::WaitingForUser | AssignmentState::Unassigning | AssignmentState::Unassigned => {
             return Err(not_assigned());
         }

@@ -284,3 +284,24 @@ ensure_diesel_cli() {
             --features postgres --locked --quiet || hb_die "could not install diesel_cli"
     fi
 }
+
+# --- dependency checks -----------------------------------------------------------------------
+
+# cargo-deny (licenses, bans, sources) and cargo-machete (unused dependencies), at the versions
+# CI was written against.
+HB_CARGO_DENY_VERSION=0.20.2
+HB_CARGO_MACHETE_VERSION=0.9.2
+
+ensure_cargo_tool() {
+    local crate=$1 version=$2 binary=$3
+    # `cargo-deny --version` prints "cargo-deny 0.20.2", `cargo-machete --version` "0.9.2".
+    if ! "${binary}" --version 2>/dev/null | grep -qw -- "${version}"; then
+        hb_log "installing ${crate} ${version} (cargo install)"
+        cargo install "${crate}" --version "=${version}" --locked --quiet || hb_die "could not install ${crate}"
+    fi
+}
+
+ensure_dependency_checkers() {
+    ensure_cargo_tool cargo-deny "${HB_CARGO_DENY_VERSION}" cargo-deny
+    ensure_cargo_tool cargo-machete "${HB_CARGO_MACHETE_VERSION}" cargo-machete
+}

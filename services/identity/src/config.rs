@@ -1,4 +1,5 @@
-//! identity's settings: the shared data-service settings plus the Auth0 webhook secret.
+//! identity's settings: the shared data-service settings plus the Auth0 webhook secret and
+//! where the team service answers.
 
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::Secret;
@@ -6,10 +7,12 @@ use hopsbridge_platform::config::{ConfigError, Validate};
 use serde::Deserialize;
 
 hopsbridge_platform::data_service_config! {
-    /// identity's settings: the sections every data service has, plus `webhook`.
+    /// identity's settings: the sections every data service has, plus `webhook` and `team`.
     pub struct IdentityConfig {
         /// The post-registration webhook.
         pub webhook: WebhookConfig,
+        /// The team service's internal API.
+        pub team: TeamApiConfig,
     }
 }
 
@@ -22,11 +25,28 @@ pub struct WebhookConfig {
     pub secret: Secret<String>,
 }
 
+/// The team service's internal API, asked before an owner's account is deleted.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamApiConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8082`.
+    pub url: String,
+    /// One request, in milliseconds.
+    pub timeout_ms: u64,
+}
+
 impl Validate for IdentityConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
         self.base().validate(service)?;
         if self.webhook.secret.expose().len() < 16 {
             return Err(ConfigError::new(service, "webhook.secret", "must be at least 16 characters"));
+        }
+        let url = &self.team.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::new(service, "team.url", "must be an http(s) URL"));
+        }
+        if self.team.timeout_ms == 0 {
+            return Err(ConfigError::new(service, "team.timeout_ms", "must be at least 1"));
         }
         Ok(())
     }

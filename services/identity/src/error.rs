@@ -39,6 +39,9 @@ hopsbridge_platform::error_codes! {
         MemberAccount = (CONFLICT, "member_account", "a team member's account is removed by its owner"),
         /// An owner tried to delete their account while their team still has members.
         TeamNotEmpty = (CONFLICT, "team_not_empty", "remove your team members before deleting the account"),
+        /// The team service, which says whether an owner still has members, did not answer; the
+        /// account is left as it was.
+        TeamUnavailable = (SERVICE_UNAVAILABLE, "team_unavailable", "the team service did not answer and nothing was changed, try again shortly"),
         /// An administrator tried to suspend themselves.
         CannotSuspendSelf = (CONFLICT, "cannot_suspend_self", "administrators cannot suspend themselves"),
         /// An administrator tried to revoke their own rights.

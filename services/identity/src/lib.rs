@@ -2,6 +2,10 @@
 //! (by the post-registration webhook or on their first authenticated call, whichever comes
 //! first), and move between active, suspended and deleted; each change is announced through
 //! the outbox (`UserCreatedV1`, `UserSuspendedV1`, `UserReactivatedV1`, `UserDeletedV1`).
+//!
+//! It keeps each person's team membership as the team service announces it ([`memberships`],
+//! [`events`]) to answer whose account a person belongs to, and asks the team service before
+//! an owner's account is deleted ([`team`]).
 
 pub mod config;
 pub mod error;
@@ -9,6 +13,7 @@ pub mod events;
 pub mod memberships;
 pub mod routes;
 mod schema;
+pub mod team;
 pub mod users;
 
 pub use config::IdentityConfig;
@@ -35,8 +40,11 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 /// # Errors
 /// When Postgres or NATS cannot be reached, a migration fails, or the port cannot be bound.
 pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
+    let key = hopsbridge_platform::caller::CallerKey::new(&config.auth.gateway_signing_key)
+        .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key: {e}"))?;
+    let team = team::Team::new(&config.team, key)?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
-    let state = routes::State { db: service.db.clone(), webhook_secret: config.webhook.secret.clone() };
+    let state = routes::State { db: service.db.clone(), webhook_secret: config.webhook.secret.clone(), team };
     let joined = service.consumer::<TeamMemberJoinedV1, _>(events::MemberJoined);
     let removed = service.consumer::<TeamMemberRemovedV1, _>(events::MemberRemoved);
     Ok(service

@@ -4,13 +4,14 @@
 //! |---|---|---|
 //! | `POST /webhooks/auth0/post-registration` | Auth0's Action (shared secret) | create the person once |
 //! | `POST /internal/callers/resolve` | the gateway | find or create the caller, record the login |
-//! | `GET /api/me`, `PATCH /api/me`, `DELETE /api/me` | the signed-in person | their account |
+//! | `GET /api/me`, `PATCH /api/me`, `DELETE /api/me` | the signed-in person | their account (deleting it asks the team service first) |
 //! | `GET /api/admin/users`, `GET /api/admin/users/{id}` | admins | list, search, view |
 //! | `POST /api/admin/users/{id}/suspend`, `…/reactivate` | admins | lifecycle |
 //! | `PUT` and `DELETE /api/admin/users/{id}/admin` | admins | grant and revoke admin |
 
 use crate::error::{ErrorCatalogue, IdentityCode, IdentityError, answers};
 use crate::memberships;
+use crate::team::Team;
 use crate::users::{self, NewPerson, User};
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel_async::AsyncPgConnection;
@@ -32,6 +33,8 @@ pub struct State {
     pub db: Database,
     /// The Action's shared secret.
     pub webhook_secret: Secret<String>,
+    /// The team service, asked before an owner's account is deleted.
+    pub team: Team,
 }
 
 /// Registers the routes.
@@ -62,7 +65,7 @@ pub struct UserView {
 }
 
 async fn view(conn: &mut AsyncPgConnection, user: User) -> Result<UserView, IdentityError> {
-    let owner = memberships::owner_of(conn, user.id).await?.unwrap_or(user.id.as_owner());
+    let owner = memberships::owner_now(conn, user.id).await?.unwrap_or(user.id.as_owner());
     Ok(UserView { user, account_owner_id: owner })
 }
 
@@ -205,12 +208,31 @@ async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Re
 }
 
 #[utoipa::path(delete, path = "/api/me", tag = "account",
+    description = "Deletes an owner's account. A team member is refused; an owner is refused while the team \
+        service counts members in their team, and when it does not answer (nothing is changed).",
     responses((status = 200, description = "the account, now deleted", body = UserView),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = not_active(), body = ErrorBody),
-        (status = 409, description = answers(&[IdentityCode::MemberAccount, IdentityCode::TeamNotEmpty], &[]), body = ErrorBody)))]
+        (status = 409, description = answers(&[IdentityCode::MemberAccount, IdentityCode::TeamNotEmpty], &[]), body = ErrorBody),
+        (status = 503, description = answers(&[IdentityCode::TeamUnavailable], &[]), body = ErrorBody)))]
 async fn delete_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
+    // Refusals identity can tell alone come first, without asking team; the transaction below
+    // checks them again under the account's lock.
+    {
+        let mut conn = state.db.conn().await?;
+        active(&mut conn, id).await?;
+        if memberships::owner_now(&mut conn, id).await?.is_some() {
+            return Err(IdentityCode::MemberAccount.error());
+        }
+    }
+    let members = state.team.member_count(id.as_owner()).await.map_err(|e| {
+        tracing::warn!(error = %e, "account not deleted: the team service did not say whether the owner has members");
+        IdentityCode::TeamUnavailable.error()
+    })?;
+    if members > 0 {
+        return Err(IdentityCode::TeamNotEmpty.error());
+    }
     let view = state
         .db
         .transaction(|c| {

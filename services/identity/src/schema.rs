@@ -6,7 +6,9 @@ diesel::table! {
     team_members (member_user_id) {
         member_user_id -> Uuid,
         owner_user_id -> Uuid,
-        joined_at -> Timestamptz,
+        joined_at -> Nullable<Timestamptz>,
+        membership_id -> Uuid,
+        removed_at -> Nullable<Timestamptz>,
     }
 }
 

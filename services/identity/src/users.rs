@@ -3,7 +3,7 @@
 
 use crate::error::{IdentityCode, IdentityError};
 use crate::memberships;
-use crate::schema::{team_members, users};
+use crate::schema::users;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -119,24 +119,20 @@ pub async fn rename(conn: &mut AsyncPgConnection, id: UserId, name: &str) -> Res
         .await?)
 }
 
-/// The user with `id` and the owner whose account they are billed to (themselves unless they
-/// are a team member), in one statement.
+/// The user with `id` and the owner whose account they are billed to now (themselves unless
+/// they are a team member).
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
 pub async fn get_with_owner(conn: &mut AsyncPgConnection, id: UserId) -> Result<(User, OwnerId), IdentityError> {
-    let (user, owner): (User, Option<OwnerId>) = users::table
-        .left_join(team_members::table.on(team_members::member_user_id.eq(users::id)))
-        .filter(users::id.eq(id))
-        .select((User::as_select(), team_members::owner_user_id.nullable()))
-        .first(conn)
-        .await?;
-    let owner = owner.unwrap_or(user.id.as_owner());
+    let user = get(conn, id).await?;
+    let owner = memberships::owner_now(conn, id).await?.unwrap_or(user.id.as_owner());
     Ok((user, owner))
 }
 
 /// Marks an owner's account deleted and publishes `UserDeletedV1`. Refused for a team member
-/// (their owner removes them) and for an owner who still has members.
+/// (their owner removes them). The caller has asked the team service first that the owner has
+/// no members (identity does not keep owners' teams whole: it keeps each member's owner).
 ///
 /// # Errors
 /// [`IdentityError::Refused`] as above.
@@ -145,11 +141,8 @@ pub async fn delete_account(conn: &mut AsyncPgConnection, id: UserId) -> Result<
     if user.status == AccountStatus::Deleted {
         return Ok(user);
     }
-    if memberships::owner_of(conn, id).await?.is_some() {
+    if memberships::owner_now(conn, id).await?.is_some() {
         return Err(IdentityError::Refused(IdentityCode::MemberAccount));
-    }
-    if memberships::member_count(conn, id.as_owner()).await? > 0 {
-        return Err(IdentityError::Refused(IdentityCode::TeamNotEmpty));
     }
     let user = set_status(conn, id, AccountStatus::Deleted).await?;
     enqueue(conn, &UserDeletedV1 { user_id: id.to_string() }, None).await?;

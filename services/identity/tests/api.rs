@@ -142,7 +142,8 @@ async fn an_owner_deletes_their_account_once_their_team_is_empty() {
     let owner = identity.sign_in("auth0|owner", "owner@example.com").await;
     let member = identity.sign_in("auth0|member", "member@example.com").await;
     let (o, m) = (owner.user_id.unwrap(), member.user_id.unwrap());
-    identity.sql(&format!("INSERT INTO team_members (member_user_id, owner_user_id) VALUES ('{m}', '{o}')")).await;
+    identity.member_of(m, o).await;
+    identity.team.set_members(o, 1);
 
     let (_, me) = identity.call(Method::GET, "/api/me", Some(&member), None).await;
     assert_eq!(me["account_owner_id"], o.to_string(), "a member's usage belongs to the owner");
@@ -153,11 +154,51 @@ async fn an_owner_deletes_their_account_once_their_team_is_empty() {
     assert_eq!(identity.events("UserDeleted").await, 0);
 
     identity.sql(&format!("DELETE FROM team_members WHERE member_user_id = '{m}'")).await;
+    identity.team.set_members(o, 0);
     let (status, body) = identity.call(Method::DELETE, "/api/me", Some(&owner), None).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("deleted")));
     assert_eq!(identity.events("UserDeleted").await, 1);
     let (status, body) = identity.call(Method::GET, "/api/me", Some(&owner), None).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_deleted")));
+}
+
+/// The owner's account as stored, and the UserDeleted events: what a refused deletion must
+/// leave as it was.
+async fn untouched(identity: &common::Identity, owner: &hopsbridge_platform::caller::Caller) {
+    let (status, me) = identity.call(Method::GET, "/api/me", Some(owner), None).await;
+    assert_eq!((status, me["status"].as_str()), (StatusCode::OK, Some("active")), "{me}");
+    assert_eq!(identity.events("UserDeleted").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_is_not_deleted_while_the_team_service_fails_or_cannot_be_reached() {
+    let identity = start().await;
+    let owner = identity.sign_in("auth0|owner", "owner@example.com").await;
+    identity.team.set_failing(true);
+    let (status, body) = identity.call(Method::DELETE, "/api/me", Some(&owner), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("team_unavailable")));
+    assert_eq!(identity.team.asked(), 1, "identity asked team, signed as itself");
+    untouched(&identity, &owner).await;
+    // A member is refused by identity alone: team is not asked.
+    let member = identity.sign_in("auth0|member", "member@example.com").await;
+    identity.member_of(member.user_id.unwrap(), owner.user_id.unwrap()).await;
+    let (status, body) = identity.call(Method::DELETE, "/api/me", Some(&member), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("member_account")));
+    assert_eq!(identity.team.asked(), 1);
+    identity.sql(&format!("DELETE FROM team_members WHERE member_user_id = '{}'", member.user_id.unwrap())).await;
+
+    identity.team.set_failing(false);
+    let (status, body) = identity.call(Method::DELETE, "/api/me", Some(&owner), None).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("deleted")), "{body}");
+    assert_eq!(identity.events("UserDeleted").await, 1);
+
+    // Nothing listens where this identity looks for team.
+    let nowhere = format!("http://127.0.0.1:{}", hopsbridge_testkit::free_port());
+    let identity = common::start_with_team(common::TeamStub::start(), Some(nowhere)).await;
+    let owner = identity.sign_in("auth0|owner", "owner@example.com").await;
+    let (status, body) = identity.call(Method::DELETE, "/api/me", Some(&owner), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("team_unavailable")));
+    untouched(&identity, &owner).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,6 +296,7 @@ async fn team_events_tell_identity_whose_account_a_member_belongs_to() {
     })
     .await;
     assert!(belongs, "the member's account belongs to the owner");
+    identity.team.set_members(owner.user_id.unwrap(), 1);
     assert_eq!(identity.call(Method::DELETE, "/api/me", Some(&owner), None).await.1["code"], "team_not_empty");
 
     let removed =

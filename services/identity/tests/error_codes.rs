@@ -126,11 +126,15 @@ async fn every_code_of_the_catalogue_is_answered_with_its_status() {
     seen.answered(IdentityCode::AccountSuspended, identity.call(Method::GET, "/api/me", Some(&ada), None).await);
 
     let (o, m) = (admin.user_id.unwrap(), ada.user_id.unwrap());
-    identity.sql(&format!("INSERT INTO team_members (member_user_id, owner_user_id) VALUES ('{m}', '{o}')")).await;
+    identity.member_of(m, o).await;
+    identity.team.set_members(o, 1);
     seen.answered(IdentityCode::TeamNotEmpty, identity.call(Method::DELETE, "/api/me", Some(&admin), None).await);
     assert_eq!(identity.call(Method::POST, &format!("{ada_path}/reactivate"), Some(&admin), None).await.0, 200);
     seen.answered(IdentityCode::MemberAccount, identity.call(Method::DELETE, "/api/me", Some(&ada), None).await);
 
+    identity.team.set_failing(true);
+    seen.answered(IdentityCode::TeamUnavailable, identity.call(Method::DELETE, "/api/me", Some(&grace), None).await);
+    identity.team.set_failing(false);
     assert_eq!(identity.call(Method::DELETE, "/api/me", Some(&grace), None).await.0, 200);
     seen.answered(IdentityCode::AccountDeleted, identity.call(Method::GET, "/api/me", Some(&grace), None).await);
     let grace_path = format!("/api/admin/users/{}", grace.user_id.unwrap());

@@ -1,5 +1,6 @@
-//! The Hopsworks admin REST API of one cluster: OAuth users, projects and project members,
-//! served over HTTPS with the cluster's own CA under `/hopsworks-api/api`.
+//! The Hopsworks REST API of one cluster: the admin routes for OAuth users, projects and
+//! project members, the API key's own profile and the project-membership routes
+//! ([`members`]), served over HTTPS with the cluster's own CA under `/hopsworks-api/api`.
 //!
 //! Faithful to the contract in `external-apis.md`: query-parameter user creation answered
 //! without a numeric id, numeric ids only on `/admin/users/{id}`, namespaces taken from project
@@ -20,7 +21,10 @@
 //!   10000 (`meb10000`), deterministic for a given order of creation;
 //! - unknown paths answer 404 and known paths with another method 405, before the API key is
 //!   checked;
-//! - every cluster holds its local admin, `admin@hopsworks.ai` with id 10000.
+//! - every cluster holds its local admin, `admin@hopsworks.ai` with id 10000, and the configured
+//!   admin API key is that user's key; other users' keys are made with
+//!   [`HopsworksSim::create_api_key`]. A key of a user who is no administrator is refused on
+//!   `/admin` routes with 403 and `errorCode` 200014, as Hopsworks' role check does.
 
 use crate::server::Served;
 use crate::tls::Ca;
@@ -30,8 +34,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+mod faults;
+mod members;
+
+use faults::RouteFaults;
+pub use faults::{Faults, Route};
 
 /// The path every route of the API is served under.
 pub const BASE_PATH: &str = "/hopsworks-api/api";
@@ -54,6 +65,9 @@ pub const ROLE_DATA_SCIENTIST: &str = "Data scientist";
 pub const ROLE_OBSERVER: &str = "Observer";
 
 const FIRST_USER_ID: u64 = 10_000;
+/// The account type of local accounts; the local admin's is the only one here, and it makes
+/// its holder an administrator (`HOPS_ADMIN`).
+const LOCAL_ACCOUNT_TYPE: &str = "M_ACCOUNT_TYPE";
 const FIRST_PROJECT_ID: u64 = 119;
 const FIRST_USERNAME_NUMBER: u32 = 10_000;
 
@@ -71,7 +85,13 @@ mod code {
     pub const PROJECT_NAME_INVALID: u32 = 150_003;
     pub const NUM_PROJECTS_LIMIT: u32 = 150_027;
     pub const ROLE_NOT_FOUND: u32 = 150_046;
+    pub const MEMBER_REMOVAL_NOT_ALLOWED: u32 = 150_012;
+    pub const PROJECT_OWNER_NOT_ALLOWED: u32 = 150_013;
+    pub const TEAM_MEMBER_NOT_FOUND: u32 = 150_023;
+    pub const PROJECT_ROLE_FORBIDDEN: u32 = 150_068;
+    pub const NO_ROLE_FOUND: u32 = 160_000;
     pub const AUTH_HEADER_MISSING: u32 = 200_003;
+    pub const REST_ACCESS_CONTROL: u32 = 200_014;
     pub const API_KEY_INVALID: u32 = 320_004;
     pub const OAUTH_CLIENT_NOT_FOUND: u32 = 330_005;
 }
@@ -115,21 +135,6 @@ impl HopsworksConfig {
             projects_on_signup: Vec::new(),
         }
     }
-}
-
-/// Faults the simulator injects, consumed request by request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Faults {
-    /// The next this-many requests are answered with `fail_status` and do nothing.
-    pub fail_next: u32,
-    /// The 5xx status of failed requests (500 when unset or not a server error).
-    pub fail_status: u16,
-    /// Every request waits this long before it is handled.
-    pub delay: Option<Duration>,
-    /// The next this-many requests are handled, then their answer is held for `hold`.
-    pub hold_next: u32,
-    /// How long a held answer is held.
-    pub hold: Duration,
 }
 
 /// A user account.
@@ -183,6 +188,8 @@ pub struct Membership {
     pub username: String,
     /// `Data owner` or `Data scientist`.
     pub role: String,
+    /// When the user was added.
+    pub added: DateTime<Utc>,
 }
 
 /// One request as it arrived.
@@ -249,6 +256,14 @@ struct State {
     users: Vec<User>,
     projects: Vec<Project>,
     memberships: Vec<Membership>,
+    /// API keys and the id of the user each belongs to.
+    api_keys: Vec<(String, u64)>,
+}
+
+impl State {
+    fn user(&self, id: u64) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
 }
 
 #[derive(Debug)]
@@ -256,6 +271,7 @@ struct Inner {
     config: HopsworksConfig,
     state: Mutex<State>,
     faults: Mutex<Faults>,
+    route_faults: Mutex<HashMap<Route, RouteFaults>>,
     log: Mutex<Vec<LoggedRequest>>,
 }
 
@@ -273,7 +289,8 @@ pub struct HopsworksSim {
 
 impl HopsworksSim {
     /// Starts the cluster on loopback over HTTPS with a new CA. The cluster holds its local
-    /// admin user (`admin@hopsworks.ai`, id 10000), as every Hopsworks installation does.
+    /// admin user (`admin@hopsworks.ai`, id 10000), as every Hopsworks installation does; the
+    /// configured API key is that user's.
     ///
     /// # Errors
     /// When the CA cannot be made or the port cannot be bound.
@@ -286,15 +303,17 @@ impl HopsworksSim {
             email: "admin@hopsworks.ai".to_owned(),
             given_name: "Admin".to_owned(),
             surname: "Admin".to_owned(),
-            account_type: "M_ACCOUNT_TYPE".to_owned(),
+            account_type: LOCAL_ACCOUNT_TYPE.to_owned(),
             status: STATUS_ACTIVATED,
             max_num_projects: DEFAULT_MAX_NUM_PROJECTS,
             num_created_projects: 0,
             uuid: None,
             activated: Utc::now(),
         });
+        state.api_keys.push((config.api_key.clone(), FIRST_USER_ID));
         let inner = Arc::new(Inner {
             faults: Mutex::new(config.faults.clone()),
+            route_faults: Mutex::new(HashMap::new()),
             config,
             state: Mutex::new(state),
             log: Mutex::new(Vec::new()),
@@ -323,10 +342,28 @@ impl HopsworksSim {
         self.ca.cert_pem()
     }
 
-    /// The admin API key.
+    /// The admin API key: the local admin's.
     #[must_use]
     pub fn api_key(&self) -> &str {
         &self.inner.config.api_key
+    }
+
+    /// The user the admin API key belongs to: the local admin (made at start, never deleted).
+    #[must_use]
+    pub fn admin(&self) -> Option<User> {
+        lock(&self.inner.state).user(FIRST_USER_ID).cloned()
+    }
+
+    /// Makes an API key for `username`, as a user does in their account settings.
+    ///
+    /// # Errors
+    /// Unknown user.
+    pub fn create_api_key(&self, username: &str) -> Result<String, HopsworksError> {
+        let mut state = lock(&self.inner.state);
+        let id = state.users.iter().find(|u| u.username == username).ok_or_else(HopsworksError::user_not_found)?.id;
+        let key = format!("{username}.{}", uuid::Uuid::new_v4().simple());
+        state.api_keys.push((key.clone(), id));
+        Ok(key)
     }
 
     /// The OAuth client id registered on the cluster.
@@ -403,9 +440,28 @@ impl HopsworksSim {
         faults.hold = hold;
     }
 
-    /// Switches every fault off.
+    /// Answers the next `n` requests to `route` with `status` (a 5xx) without handling them;
+    /// other routes are not affected.
+    pub fn fail_next_on(&self, route: Route, n: u32, status: u16) {
+        let mut faults = lock(&self.inner.route_faults);
+        let faults = faults.entry(route).or_default();
+        faults.fail_next = n;
+        faults.fail_status = status;
+    }
+
+    /// Handles the next `n` requests to `route`, then holds each answer for `hold`, past a
+    /// client's timeout; other routes are not affected.
+    pub fn hold_next_on(&self, route: Route, n: u32, hold: Duration) {
+        let mut faults = lock(&self.inner.route_faults);
+        let faults = faults.entry(route).or_default();
+        faults.hold_next = n;
+        faults.hold = hold;
+    }
+
+    /// Switches every fault off, the routes' own included.
     pub fn clear_faults(&self) {
         *lock(&self.inner.faults) = Faults::default();
+        lock(&self.inner.route_faults).clear();
     }
 
     /// Stops the server.
@@ -428,23 +484,21 @@ fn routes(c: &mut web::ServiceConfig, data: web::Data<Inner>) {
         .service(resource("/admin/user/{uuid}").route(web::get().to(get_user_by_uuid)))
         .service(resource("/admin/projects").route(web::get().to(list_projects)))
         .service(resource("/admin/projects/add-to-projects").route(web::post().to(add_to_projects)))
+        .service(resource("/users/profile").route(web::get().to(members::profile)))
+        .service(resource("/project/{project}/projectMembers").route(web::get().to(members::list_members)))
+        .service(resource("/project/{project}/projectMembers/{email}").route(web::delete().to(members::remove_member)))
         .default_service(web::to(not_found));
 }
 
 type Outcome = Result<HttpResponse, HopsworksError>;
 
-/// Whether a request must carry the API key. Requests that match no resource method are
-/// answered before authentication, as JAX-RS matches before Hopsworks' filter runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
-    ApiKey,
-    Unmatched,
-}
-
-/// Logs the request, applies faults and the API key check, then runs `op`.
-async fn serve<F>(inner: &Inner, req: &HttpRequest, body: &web::Bytes, access: Access, op: F) -> HttpResponse
+/// Logs the request, applies faults (the simulator's, then the route's) and the API key check,
+/// then runs `op` with the id of the key's user. A request that matches no route (`route`
+/// `None`) is answered before authentication, as JAX-RS matches before Hopsworks' filter runs;
+/// its `op` gets no user.
+async fn serve<F>(inner: &Inner, req: &HttpRequest, body: &web::Bytes, route: Option<Route>, op: F) -> HttpResponse
 where
-    F: FnOnce(&Inner) -> Outcome,
+    F: FnOnce(&Inner, Option<u64>) -> Outcome,
 {
     lock(&inner.log).push(LoggedRequest {
         method: req.method().to_string(),
@@ -452,26 +506,18 @@ where
         query: req.query_string().to_owned(),
         had_body: !body.is_empty(),
     });
-    let (delay, fail, hold) = {
-        let mut faults = lock(&inner.faults);
-        let fail = (faults.fail_next > 0).then(|| {
-            faults.fail_next -= 1;
-            faults.fail_status
-        });
-        let hold = (faults.hold_next > 0).then(|| {
-            faults.hold_next -= 1;
-            faults.hold
-        });
-        (faults.delay, fail, hold)
-    };
+    let (delay, fail, hold) = faults::consume(&mut lock(&inner.faults), &mut lock(&inner.route_faults), route);
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
     if let Some(status) = fail {
         return server_error(status).response();
     }
-    let authorized = if access == Access::ApiKey { authorize(inner, req) } else { Ok(()) };
-    let response = match authorized.and_then(|()| op(inner)) {
+    let authorized = match route {
+        Some(route) => authorize(inner, req, route).map(Some),
+        None => Ok(None),
+    };
+    let response = match authorized.and_then(|caller| op(inner, caller)) {
         Ok(response) => response,
         Err(e) => e.response(),
     };
@@ -491,23 +537,30 @@ fn server_error(status: u16) -> HopsworksError {
     }
 }
 
-fn authorize(inner: &Inner, req: &HttpRequest) -> Result<(), HopsworksError> {
+/// The id of the user whose API key the request carries; `/admin` routes take administrators'
+/// keys only.
+fn authorize(inner: &Inner, req: &HttpRequest, route: Route) -> Result<u64, HopsworksError> {
     let Some(header) = req.headers().get(AUTHORIZATION) else {
         return Err(HopsworksError::new(401, code::AUTH_HEADER_MISSING, "Authorization header not set."));
     };
     let key = header.to_str().ok().and_then(|h| h.strip_prefix("ApiKey "));
-    match key {
-        Some(key) if key == inner.config.api_key => Ok(()),
-        _ => Err(HopsworksError::new(401, code::API_KEY_INVALID, "Invalid API key.")),
+    let state = lock(&inner.state);
+    let user = key
+        .and_then(|key| state.api_keys.iter().find(|(k, _)| k == key))
+        .and_then(|(_, id)| state.user(*id))
+        .ok_or_else(|| HopsworksError::new(401, code::API_KEY_INVALID, "Invalid API key."))?;
+    if route.is_admin() && user.account_type != LOCAL_ACCOUNT_TYPE {
+        return Err(HopsworksError::new(403, code::REST_ACCESS_CONTROL, "Client not authorized for this invocation."));
     }
+    Ok(user.id)
 }
 
 async fn not_found(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::Unmatched, |_| Err(HopsworksError::unconvertible_param())).await
+    serve(&data, &req, &body, None, |_, _| Err(HopsworksError::unconvertible_param())).await
 }
 
 async fn method_not_allowed(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::Unmatched, |_| {
+    serve(&data, &req, &body, None, |_, _| {
         Err(HopsworksError::new(405, code::NOT_FOUND, "HTTP 405 Method Not Allowed"))
     })
     .await
@@ -550,7 +603,7 @@ fn timestamp_secs(t: DateTime<Utc>) -> String {
 
 fn user_json(base: &str, state: &State, user: &User) -> Value {
     let active = state.projects.iter().filter(|p| p.owner_id == user.id).count();
-    let group = if user.account_type == "M_ACCOUNT_TYPE" {
+    let group = if user.account_type == LOCAL_ACCOUNT_TYPE {
         json!({"groupName": "HOPS_ADMIN", "groupDesc": "System administrator", "gid": 1005})
     } else {
         json!({"groupName": "HOPS_USER", "groupDesc": "Registered users in the system", "gid": 1006})
@@ -603,7 +656,7 @@ fn generate_username(state: &State, email: &str, given_name: &str, surname: &str
 }
 
 async fn create_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::ApiKey, |inner| {
+    serve(&data, &req, &body, Some(Route::CreateUser), |inner, _| {
         let params = query_params(&req)?;
         let Some(account_type) = param(&params, "accountType") else {
             return Err(HopsworksError::new(422, code::ACCOUNT_TYPE_NOT_PROVIDED, "Account type not provided.")
@@ -682,7 +735,7 @@ fn sort_key(sort_by: &str) -> Result<(String, bool), HopsworksError> {
 }
 
 async fn list_users(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::ApiKey, |inner| {
+    serve(&data, &req, &body, Some(Route::ListUsers), |inner, _| {
         let params = query_params(&req)?;
         let offset = numeric_param::<usize>(&params, "offset")?.unwrap_or(0);
         let limit = numeric_param::<usize>(&params, "limit")?;
@@ -747,7 +800,7 @@ fn user_id(req: &HttpRequest) -> Result<u64, HopsworksError> {
 }
 
 async fn get_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::ApiKey, |inner| {
+    serve(&data, &req, &body, Some(Route::GetUser), |inner, _| {
         let id = user_id(&req)?;
         let state = lock(&inner.state);
         let user = state.users.iter().find(|u| u.id == id).ok_or_else(HopsworksError::user_not_found)?;
@@ -757,7 +810,7 @@ async fn get_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) ->
 }
 
 async fn get_user_by_uuid(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::ApiKey, |inner| {
+    serve(&data, &req, &body, Some(Route::GetUserByUuid), |inner, _| {
         let uuid = req.match_info().get("uuid").unwrap_or_default();
         let state = lock(&inner.state);
         let user =
@@ -780,7 +833,7 @@ struct UserUpdate {
 }
 
 async fn update_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::ApiKey, |inner| {
+    serve(&data, &req, &body, Some(Route::UpdateUser), |inner, _| {
         let id = user_id(&req)?;
         require_json(&req)?;
         let update: UserUpdate =
@@ -816,7 +869,7 @@ async fn update_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>)
 }
 
 async fn list_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::ApiKey, |inner| {
+    serve(&data, &req, &body, Some(Route::ListProjects), |inner, _| {
         let params = query_params(&req)?;
         let offset = numeric_param::<usize>(&params, "offset")?.unwrap_or(0);
         let limit = numeric_param::<usize>(&params, "limit")?;
@@ -871,7 +924,7 @@ struct AddToProjects {
 }
 
 async fn add_to_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Access::ApiKey, |inner| {
+    serve(&data, &req, &body, Some(Route::AddToProjects), |inner, _| {
         require_json(&req)?;
         let add: AddToProjects =
             serde_json::from_slice(&body).map_err(|_| HopsworksError::illegal_argument("Malformed JSON body"))?;
@@ -895,6 +948,7 @@ async fn add_to_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inn
                     project_id,
                     username: add.username.clone(),
                     role: add.role.clone(),
+                    added: Utc::now(),
                 });
             }
         }
@@ -940,6 +994,7 @@ fn create_project(state: &mut State, owner_username: &str, name: &str) -> Result
         project_id: id,
         username: owner_username.to_owned(),
         role: ROLE_DATA_OWNER.to_owned(),
+        added: Utc::now(),
     });
     Ok(project)
 }

@@ -1,9 +1,10 @@
-//! The simulated Hopsworks admin API, driven by an independent HTTPS client.
+//! The simulated Hopsworks API (admin routes, the profile and project members), driven by an
+//! independent HTTPS client.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use hopsbridge_sandbox::hopsworks::{
-    HopsworksConfig, HopsworksSim, LoggedRequest, ROLE_DATA_OWNER, ROLE_DATA_SCIENTIST,
+    HopsworksConfig, HopsworksSim, LoggedRequest, ROLE_DATA_OWNER, ROLE_DATA_SCIENTIST, Route,
 };
 use hopsbridge_sandbox::tls::Ca;
 use reqwest::StatusCode;
@@ -435,5 +436,203 @@ async fn unknown_paths_and_methods_are_answered_before_the_api_key_is_checked() 
     let (status, admin) = get(&sim, "/admin/users/10000").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(admin["email"], "admin@hopsworks.ai");
+    sim.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys of their own, and project members
+
+async fn call(sim: &HopsworksSim, method: reqwest::Method, key: &str, path: &str) -> (StatusCode, Value) {
+    let response = client_trusting(sim.ca_pem())
+        .request(method, format!("{}{path}", sim.url()))
+        .header("Authorization", format!("ApiKey {key}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+}
+
+/// A cluster with an owner who created `analytics`, and people to add to it; answers the
+/// project id and the usernames (owner, then the others).
+async fn project_with_people(sim: &HopsworksSim, others: &[&str]) -> (u64, Vec<String>) {
+    let mut names = Vec::new();
+    for who in std::iter::once(&"owner").chain(others) {
+        let made: Value =
+            create_user(sim, &format!("{who}@example.com"), &format!("auth0|{who}")).await.json().await.unwrap();
+        names.push(made["username"].as_str().unwrap().to_owned());
+    }
+    let project = sim.create_project(&names[0], "analytics").unwrap();
+    (project.id, names)
+}
+
+fn roles_in(sim: &HopsworksSim, project: u64) -> Vec<(String, String)> {
+    sim.memberships().into_iter().filter(|m| m.project_id == project).map(|m| (m.username, m.role)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_is_the_api_keys_own_user_and_only_admins_keys_reach_admin_routes() {
+    let sim = start();
+    let admin = sim.admin().unwrap();
+    let (status, me) = call(&sim, reqwest::Method::GET, KEY, "/users/profile").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((me["id"].as_u64(), me["username"].as_str()), (Some(admin.id), Some(admin.username.as_str())));
+    assert_eq!(me["email"], "admin@hopsworks.ai");
+
+    let made: Value = create_user(&sim, "ada@example.com", "auth0|ada").await.json().await.unwrap();
+    let ada = made["username"].as_str().unwrap();
+    let key = sim.create_api_key(ada).unwrap();
+    let (status, me) = call(&sim, reqwest::Method::GET, &key, "/users/profile").await;
+    assert_eq!(
+        (status, me["username"].as_str(), me["email"].as_str()),
+        (StatusCode::OK, Some(ada), Some("ada@example.com"))
+    );
+    let (status, error) = call(&sim, reqwest::Method::GET, &key, "/admin/users").await;
+    assert_eq!((status, error["errorCode"].as_u64()), (StatusCode::FORBIDDEN, Some(200_014)), "{error}");
+    let (status, error) = call(&sim, reqwest::Method::GET, "no-such-key", "/users/profile").await;
+    assert_eq!((status, error["errorCode"].as_u64()), (StatusCode::UNAUTHORIZED, Some(320_004)));
+    assert!(sim.create_api_key("nobody10000").is_err());
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_members_are_listed_to_its_data_owners_and_data_scientists_only() {
+    let sim = start();
+    let (project, names) = project_with_people(&sim, &["member", "watcher"]).await;
+    for (who, role) in [(&names[1], ROLE_DATA_SCIENTIST), (&names[2], "Observer")] {
+        let add = json!({"username": who, "role": role, "projectIds": [project]});
+        assert_eq!(post_json(&sim, "/admin/projects/add-to-projects", &add).await.status(), StatusCode::OK);
+    }
+    let path = format!("/project/{project}/projectMembers");
+    let (status, error) = call(&sim, reqwest::Method::GET, KEY, &path).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the admin is no member: {error}");
+    assert_eq!(
+        (error["errorCode"].as_u64(), error["errorMsg"].as_str()),
+        (Some(160_000), Some("No valid role found for this user"))
+    );
+
+    for who in [&names[0], &names[1]] {
+        let (status, members) = call(&sim, reqwest::Method::GET, &sim.create_api_key(who).unwrap(), &path).await;
+        assert_eq!(status, StatusCode::OK, "{members}");
+        let listed: Vec<(&str, &str, &str)> = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m["projectTeamPK"]["projectId"], project);
+                (
+                    m["user"]["username"].as_str().unwrap(),
+                    m["projectTeamPK"]["teamMember"].as_str().unwrap(),
+                    m["teamRole"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (names[0].as_str(), "owner@example.com", ROLE_DATA_OWNER),
+                (names[1].as_str(), "member@example.com", ROLE_DATA_SCIENTIST),
+                (names[2].as_str(), "watcher@example.com", "Observer"),
+            ]
+        );
+    }
+    let (status, error) = call(&sim, reqwest::Method::GET, &sim.create_api_key(&names[2]).unwrap(), &path).await;
+    assert_eq!((status, error["errorCode"].as_u64()), (StatusCode::FORBIDDEN, Some(150_068)), "an observer may not");
+    let (status, error) = call(&sim, reqwest::Method::GET, KEY, "/project/987654/projectMembers").await;
+    assert_eq!((status, error["errorCode"].as_u64()), (StatusCode::NOT_FOUND, Some(150_004)));
+    let (status, _) = call(&sim, reqwest::Method::GET, KEY, "/project/analytics/projectMembers").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the id is a number");
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_removed_only_as_hopsworks_allows_and_a_refusal_changes_nothing() {
+    let sim = start();
+    let (project, names) = project_with_people(&sim, &["first", "second"]).await;
+    for who in [&names[1], &names[2]] {
+        let add = json!({"username": who, "role": ROLE_DATA_SCIENTIST, "projectIds": [project]});
+        assert_eq!(post_json(&sim, "/admin/projects/add-to-projects", &add).await.status(), StatusCode::OK);
+    }
+    let remove = |email: &str| format!("/project/{project}/projectMembers/{email}");
+    let delete = reqwest::Method::DELETE;
+    let before = roles_in(&sim, project);
+
+    let (status, error) = call(&sim, delete.clone(), KEY, &remove("first@example.com")).await;
+    assert_eq!((status, error["errorCode"].as_u64()), (StatusCode::FORBIDDEN, Some(160_000)), "the admin is no member");
+    let first = sim.create_api_key(&names[1]).unwrap();
+    let (status, error) = call(&sim, delete.clone(), &first, &remove("second@example.com")).await;
+    assert_eq!(
+        (status, error["errorCode"].as_u64()),
+        (StatusCode::FORBIDDEN, Some(150_012)),
+        "a data scientist removes only themselves"
+    );
+    let (status, error) = call(&sim, delete.clone(), &first, &remove("stranger@example.com")).await;
+    assert_eq!((status, error["errorCode"].as_u64()), (StatusCode::NOT_FOUND, Some(150_023)));
+    assert_eq!(roles_in(&sim, project), before, "refusals change nothing");
+
+    // The admin's own user, made a Data owner, removes a member and then itself.
+    let admin = sim.admin().unwrap();
+    let add = json!({"username": admin.username, "role": ROLE_DATA_OWNER, "projectIds": [project]});
+    assert_eq!(post_json(&sim, "/admin/projects/add-to-projects", &add).await.status(), StatusCode::OK);
+    let (status, error) = call(&sim, delete.clone(), KEY, &remove("OWNER@example.com")).await;
+    assert_eq!(
+        (status, error["errorCode"].as_u64()),
+        (StatusCode::FORBIDDEN, Some(150_013)),
+        "nobody removes the creator"
+    );
+    let (status, done) = call(&sim, delete.clone(), KEY, &remove("Second@Example.com")).await;
+    assert_eq!((status, done["successMessage"].as_str()), (StatusCode::OK, Some("Member removed from team.")));
+    let (status, error) = call(&sim, delete.clone(), KEY, &remove("second@example.com")).await;
+    assert_eq!(
+        (status, error["errorCode"].as_u64()),
+        (StatusCode::NOT_FOUND, Some(150_023)),
+        "a second removal finds nobody"
+    );
+    let (status, _) = call(&sim, delete.clone(), &first, &remove("first@example.com")).await;
+    assert_eq!(status, StatusCode::OK, "a data scientist leaves");
+    let (status, _) = call(&sim, delete.clone(), KEY, &remove("admin@hopsworks.ai")).await;
+    assert_eq!(status, StatusCode::OK, "the admin leaves");
+    assert_eq!(roles_in(&sim, project), vec![(names[0].clone(), ROLE_DATA_OWNER.to_owned())]);
+    let (status, error) = call(&sim, delete, KEY, &remove("admin@hopsworks.ai")).await;
+    assert_eq!((status, error["errorCode"].as_u64()), (StatusCode::FORBIDDEN, Some(160_000)), "gone, it has no role");
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_aimed_at_one_route_leave_the_others_alone() {
+    let sim = start();
+    let (project, names) = project_with_people(&sim, &["member"]).await;
+    sim.fail_next_on(Route::AddToProjects, 2, 503);
+    let add = json!({"username": names[1], "role": ROLE_DATA_SCIENTIST, "projectIds": [project]});
+    for _ in 0..2 {
+        assert_eq!(get(&sim, "/admin/users").await.0, StatusCode::OK, "other routes answer");
+        let failed = post_json(&sim, "/admin/projects/add-to-projects", &add).await;
+        assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(failed.json::<Value>().await.unwrap()["errorCode"], 120_000);
+    }
+    assert_eq!(roles_in(&sim, project).len(), 1, "a failed request adds nobody");
+    assert_eq!(post_json(&sim, "/admin/projects/add-to-projects", &add).await.status(), StatusCode::OK);
+    assert_eq!(roles_in(&sim, project).len(), 2);
+
+    // A held removal is made although the client gives up waiting.
+    sim.hold_next_on(Route::RemoveMember, 1, Duration::from_secs(5));
+    let owner_key = sim.create_api_key(&names[0]).unwrap();
+    let impatient = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap()])
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let lost = impatient
+        .delete(format!("{}/project/{project}/projectMembers/member@example.com", sim.url()))
+        .header("Authorization", format!("ApiKey {owner_key}"))
+        .send()
+        .await;
+    assert!(lost.unwrap_err().is_timeout());
+    assert_eq!(roles_in(&sim, project).len(), 1, "the member was removed");
+
+    sim.fail_next_on(Route::Profile, 5, 500);
+    sim.clear_faults();
+    assert_eq!(call(&sim, reqwest::Method::GET, KEY, "/users/profile").await.0, StatusCode::OK, "cleared");
     sim.stop().await;
 }

@@ -216,7 +216,8 @@ pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migration
         Service::Billing => Some(&BILLING_MIGRATIONS),
         Service::Provisioning => Some(&PROVISIONING_MIGRATIONS),
         Service::Metering => Some(&METERING_MIGRATIONS),
-        Service::Gateway | Service::Team => None,
+        Service::Team => Some(&TEAM_MIGRATIONS),
+        Service::Gateway => None,
     };
     Migrations { schema: service.name(), own }
 }
@@ -232,6 +233,9 @@ pub const PROVISIONING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../..
 
 /// metering's own tables.
 pub const METERING_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/metering");
+
+/// team's own tables.
+pub const TEAM_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/team");
 
 /// The outbox and inbox tables every service has.
 pub const PLATFORM_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/platform");

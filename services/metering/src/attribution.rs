@@ -5,8 +5,8 @@
 //!   never the namespace alone) whose creator holds an account on that cluster, and
 //! - the username holds an account on that cluster.
 //!
-//! Its owner is the user's account owner at measurement time: the team owner while they are a
-//! member, themselves otherwise. Anything else is kept as an unattributed sample with the reason,
+//! Its owner is the user's account owner at the window's start: the team owner while they are
+//! a member, themselves otherwise. Anything else is kept as an unattributed sample with the reason,
 //! and billed to nobody.
 
 use crate::collect::OwnerUsage;
@@ -31,7 +31,7 @@ pub struct Known {
     pub projects: HashMap<String, Project>,
     /// Current accounts: Hopsworks username to user id.
     pub accounts: HashMap<String, UserId>,
-    /// Current memberships: member to their team's owner.
+    /// Memberships at the window's start: member to their team's owner.
     pub owners: HashMap<UserId, OwnerId>,
 }
 

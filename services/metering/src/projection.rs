@@ -7,6 +7,8 @@
 //! reflects happened, and an older event never overwrites a newer one. The upserts that keep
 //! the newer of two rows are raw SQL: their conflict updates keep the later or earlier of the
 //! stored and incoming times (`greatest`, `least`), functions diesel's DSL does not have.
+//! Memberships follow the one rule of [`hopsbridge_domain::membership`]: the member's row is
+//! read for update, the rule decides what to keep, and that is written back.
 //!
 //! It also keeps each cluster's Hopsworks projects as provisioning last listed them, and reads
 //! what a run needs to attribute usage ([`known`]).
@@ -21,7 +23,8 @@ use hopsbridge_contracts::events::{
     ClusterAssignedV1, ClusterRegisteredV1, ClusterUnassignedV1, ClusterUpdatedV1, TeamMemberJoinedV1,
     TeamMemberRemovedV1,
 };
-use hopsbridge_domain::{ClusterId, ClusterStatus, OwnerId, ProjectId, UserId};
+use hopsbridge_domain::membership::{self, Change, Membership};
+use hopsbridge_domain::{ClusterId, ClusterStatus, MembershipId, OwnerId, ProjectId, UserId};
 use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
 
 fn db(e: diesel::result::Error) -> HandlerError {
@@ -166,6 +169,97 @@ impl Handler<ClusterUnassignedV1> for Accounts {
     }
 }
 
+/// A member's row in `memberships`: what the rule keeps of their latest membership.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = memberships, treat_none_as_null = true)]
+struct MembershipRow {
+    member_user_id: UserId,
+    membership_id: MembershipId,
+    owner_user_id: OwnerId,
+    joined_at: Option<DateTime<Utc>>,
+    removed_at: Option<DateTime<Utc>>,
+}
+
+/// A membership's id, owner, join and removal as stored.
+type Stored = (MembershipId, OwnerId, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// What the rule keeps, from what is stored.
+fn kept(&(id, owner, joined_at, removed_at): &Stored) -> Membership {
+    Membership {
+        id,
+        owner,
+        joined_at: joined_at.map(|t| t.timestamp_micros()),
+        removed_at: removed_at.map(|t| t.timestamp_micros()),
+    }
+}
+
+impl MembershipRow {
+    fn kept(&self) -> Membership {
+        kept(&(self.membership_id, self.owner_user_id, self.joined_at, self.removed_at))
+    }
+
+    fn of(member: UserId, m: Membership) -> Self {
+        Self {
+            member_user_id: member,
+            membership_id: m.id,
+            owner_user_id: m.owner,
+            joined_at: m.joined_at.and_then(DateTime::from_timestamp_micros),
+            removed_at: m.removed_at.and_then(DateTime::from_timestamp_micros),
+        }
+    }
+}
+
+/// The member a team event names and what it says, with the membership's own time, or the
+/// envelope's when the event carries none; an event without a membership id names the nil one
+/// (events from before memberships had ids).
+fn change(
+    member: &str,
+    owner: &str,
+    membership: &str,
+    at: i64,
+    occurred: DateTime<Utc>,
+) -> Result<(UserId, MembershipId, OwnerId, i64), HandlerError> {
+    let membership = if membership.is_empty() { uuid::Uuid::nil() } else { parse_uuid("membership_id", membership)? };
+    let at = if at == 0 { occurred.timestamp_micros() } else { at };
+    if DateTime::from_timestamp_micros(at).is_none() {
+        return Err(HandlerError::Reject(format!("the membership's time {at} is out of range")));
+    }
+    Ok((id("member_user_id", member)?, MembershipId::from_uuid(membership), id("owner_user_id", owner)?, at))
+}
+
+/// Applies `change` to what is kept of `member`'s membership, in the handler's transaction. A
+/// first row inserted meanwhile by another transaction is read again and the rule applied to it.
+async fn apply(conn: &mut AsyncPgConnection, member: UserId, change: Change) -> Result<(), HandlerError> {
+    loop {
+        let row: Option<MembershipRow> = memberships::table
+            .find(member)
+            .select(MembershipRow::as_select())
+            .for_update()
+            .first(conn)
+            .await
+            .optional()
+            .map_err(db)?;
+        let before = row.map(|r| r.kept());
+        let Some(after) = membership::apply(before, change) else { return Ok(()) };
+        let row = MembershipRow::of(member, after);
+        if before.is_some() {
+            if before != Some(after) {
+                diesel::update(memberships::table.find(member)).set(&row).execute(conn).await.map_err(db)?;
+            }
+            return Ok(());
+        }
+        let inserted = diesel::insert_into(memberships::table)
+            .values(&row)
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        if inserted == 1 {
+            return Ok(());
+        }
+    }
+}
+
 /// Records whose team a member is in.
 #[derive(Debug, Clone, Copy)]
 pub struct Memberships;
@@ -177,17 +271,9 @@ impl Handler<TeamMemberJoinedV1> for Memberships {
         event: &ReceivedEvent<TeamMemberJoinedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        record(
-            conn,
-            "INSERT INTO memberships (member_user_id, owner_user_id, joined_at) VALUES ($1, $2, $3)
-             ON CONFLICT (member_user_id) DO UPDATE SET
-                 owner_user_id = CASE WHEN memberships.joined_at IS NULL OR excluded.joined_at >= memberships.joined_at
-                                 THEN excluded.owner_user_id ELSE memberships.owner_user_id END,
-                 joined_at = greatest(memberships.joined_at, excluded.joined_at)",
-            (id::<UserId>("member_user_id", &p.member_user_id)?, id::<OwnerId>("owner_user_id", &p.owner_user_id)?),
-            event.occurred_at,
-        )
-        .await
+        let (member, id, owner, at) =
+            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.joined_at_unix_micros, event.occurred_at)?;
+        apply(conn, member, Change::Joined { id, owner, at }).await
     }
 }
 
@@ -198,35 +284,25 @@ impl Handler<TeamMemberRemovedV1> for Memberships {
         event: &ReceivedEvent<TeamMemberRemovedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        record(
-            conn,
-            "INSERT INTO memberships (member_user_id, owner_user_id, removed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (member_user_id) DO UPDATE SET
-                 removed_at = greatest(memberships.removed_at, excluded.removed_at)",
-            (id::<UserId>("member_user_id", &p.member_user_id)?, id::<OwnerId>("owner_user_id", &p.owner_user_id)?),
-            event.occurred_at,
-        )
-        .await
+        let (member, id, owner, at) =
+            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.removed_at_unix_micros, event.occurred_at)?;
+        apply(conn, member, Change::Removed { id, owner, at }).await
     }
 }
 
-/// What is known about `cluster` now: its projects and current accounts, and the current
-/// owners of those account holders.
+/// What is known about `cluster` for the window starting `at`: its projects and current
+/// accounts, and the owners those account holders belonged to at `at` (the one rule's answer).
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn known(conn: &mut AsyncPgConnection, cluster: ClusterId) -> QueryResult<Known> {
+pub async fn known(conn: &mut AsyncPgConnection, cluster: ClusterId, at: DateTime<Utc>) -> QueryResult<Known> {
     let listed: Vec<(String, ProjectId, String, String)> = projects::table
         .filter(projects::cluster_id.eq(cluster))
         .select((projects::namespace, projects::project_id, projects::name, projects::creator_username))
         .load(conn)
         .await?;
-    type Membership = (OwnerId, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-    let current: Vec<(String, UserId, Option<Membership>)> = accounts::table
-        .left_join(
-            memberships::table
-                .on(memberships::member_user_id.eq(accounts::user_id).and(memberships::joined_at.is_not_null())),
-        )
+    let current: Vec<(String, UserId, Option<Stored>)> = accounts::table
+        .left_join(memberships::table.on(memberships::member_user_id.eq(accounts::user_id)))
         .filter(accounts::cluster_id.eq(cluster))
         .filter(accounts::hopsworks_username.is_not_null())
         .filter(accounts::assigned_at.is_not_null())
@@ -234,22 +310,18 @@ pub async fn known(conn: &mut AsyncPgConnection, cluster: ClusterId) -> QueryRes
         .select((
             accounts::hopsworks_username.assume_not_null(),
             accounts::user_id,
-            (memberships::owner_user_id, memberships::joined_at, memberships::removed_at).nullable(),
+            (memberships::membership_id, memberships::owner_user_id, memberships::joined_at, memberships::removed_at)
+                .nullable(),
         ))
         .load(conn)
         .await?;
-    // A member's owner is current unless they were removed after they last joined.
-    let owner = |m: &Option<Membership>| match *m {
-        Some((owner, _, None)) => Some(owner),
-        Some((owner, Some(joined), Some(removed))) if removed < joined => Some(owner),
-        _ => None,
-    };
+    let at = at.timestamp_micros();
     Ok(Known {
         projects: listed
             .into_iter()
             .map(|(namespace, id, name, creator_username)| (namespace, Project { id, name, creator_username }))
             .collect(),
-        owners: current.iter().filter_map(|(_, user, m)| Some((*user, owner(m)?))).collect(),
+        owners: current.iter().filter_map(|(_, user, m)| Some((*user, kept(m.as_ref()?).owner_at(at)?))).collect(),
         accounts: current.into_iter().map(|(username, user, _)| (username, user)).collect(),
     })
 }

@@ -272,7 +272,7 @@ pub async fn complete(
     if !held.is_some_and(|(status, by)| status == RunState::Running && by.as_deref() == Some(replica)) {
         return Ok(None);
     }
-    let known = projection::known(conn, run.cluster_id).await?;
+    let known = projection::known(conn, run.cluster_id, run.window_start).await?;
     let measured = attribution::attribute(&collection.usage, &known);
     let mut stats = RunStats { collect: collection.stats, projects_from_earlier_listing, ..RunStats::default() };
     for s in &measured {

@@ -29,6 +29,7 @@ diesel::table! {
         owner_user_id -> Uuid,
         joined_at -> Nullable<Timestamptz>,
         removed_at -> Nullable<Timestamptz>,
+        membership_id -> Uuid,
     }
 }
 

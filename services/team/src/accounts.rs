@@ -62,13 +62,16 @@ pub async fn record(
         accounts::assigned.eq(assigned),
         accounts::changed_at.eq(at),
     );
-    let upsert = diesel::insert_into(accounts::table).values(values).on_conflict((accounts::user_id, accounts::cluster_id));
+    let upsert =
+        diesel::insert_into(accounts::table).values(values).on_conflict((accounts::user_id, accounts::cluster_id));
     let newer = accounts::changed_at.le(excluded(accounts::changed_at));
     // ON CONFLICT … DO UPDATE … WHERE: the trait is named because QueryDsl's filter is in scope.
     use diesel::query_dsl::methods::FilterDsl as Where;
-    let state = (accounts::assigned.eq(excluded(accounts::assigned)), accounts::changed_at.eq(excluded(accounts::changed_at)));
+    let state =
+        (accounts::assigned.eq(excluded(accounts::assigned)), accounts::changed_at.eq(excluded(accounts::changed_at)));
     if username.is_some() {
-        let set = upsert.do_update().set((accounts::hopsworks_username.eq(excluded(accounts::hopsworks_username)), state));
+        let set =
+            upsert.do_update().set((accounts::hopsworks_username.eq(excluded(accounts::hopsworks_username)), state));
         Where::filter(set, newer).execute(conn).await?;
     } else {
         Where::filter(upsert.do_update().set(state), newer).execute(conn).await?;

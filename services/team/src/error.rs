@@ -10,7 +10,7 @@ hopsbridge_platform::error_codes! {
     pub enum TeamCode {
         /// The caller is a member of a team; only owners manage a team (decided from team's
         /// own memberships, not from the gateway's roles).
-        OwnerOnly = (FORBIDDEN, "owner_only", "only a team's owner may do this; team members may not"),
+        OwnerOnly = (FORBIDDEN, "owner_only", "only a team's owner may do this, and team members may not"),
         /// An internal route called by anyone but the identity service signing as itself.
         IdentityOnly = (FORBIDDEN, "identity_only", "only the identity service may call this route"),
         /// The address to invite is not of the form `local@domain`.
@@ -27,14 +27,14 @@ hopsbridge_platform::error_codes! {
         /// replaced by a newer one.
         InvitationNotFound = (NOT_FOUND, "invitation_not_found", "no such invitation, or it was used, cancelled or replaced"),
         /// The invitation's link expired; the owner can resend it.
-        InvitationExpired = (GONE, "invitation_expired", "the invitation has expired; ask the owner to send it again"),
+        InvitationExpired = (GONE, "invitation_expired", "the invitation has expired, and its owner can send it again"),
         /// The signed-in person's email is not the invited address.
         EmailMismatch = (FORBIDDEN, "email_mismatch", "the invitation was sent to another email address"),
         /// The caller is already a member of a team (also a second tab accepting the same
         /// invitation).
         AlreadyInTeam = (CONFLICT, "already_in_team", "you are already a member of a team"),
         /// The caller has members of their own and cannot join another team.
-        OwnerHasMembers = (CONFLICT, "owner_has_members", "you have team members of your own; remove them before joining another team"),
+        OwnerHasMembers = (CONFLICT, "owner_has_members", "you have team members of your own and must remove them before joining another team"),
         /// The caller is the owner who sent the invitation.
         CannotJoinOwnTeam = (CONFLICT, "cannot_join_own_team", "you cannot join your own team"),
         /// The terms were not accepted, or not in their current version.

@@ -27,10 +27,15 @@ fn user(field: &str, value: &str) -> Result<UserId, HandlerError> {
 pub struct UserCreated;
 
 impl Handler<UserCreatedV1> for UserCreated {
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &ReceivedEvent<UserCreatedV1>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserCreatedV1>,
+    ) -> Result<(), HandlerError> {
         let e = &event.payload;
         let id = user("user_id", &e.user_id)?;
-        let email = Email::parse(&e.email).map_err(|_| HandlerError::Reject(format!("email is not valid: {:?}", e.email)))?;
+        let email =
+            Email::parse(&e.email).map_err(|_| HandlerError::Reject(format!("email is not valid: {:?}", e.email)))?;
         people::created(conn, id, &email, &e.name).await.map_err(retry)
     }
 }
@@ -40,7 +45,11 @@ impl Handler<UserCreatedV1> for UserCreated {
 pub struct UserStatus;
 
 impl Handler<UserSuspendedV1> for UserStatus {
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &ReceivedEvent<UserSuspendedV1>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserSuspendedV1>,
+    ) -> Result<(), HandlerError> {
         let id = user("user_id", &event.payload.user_id)?;
         people::set_status(conn, id, AccountStatus::Suspended, event.occurred_at).await.map_err(retry)
     }
@@ -63,7 +72,11 @@ impl Handler<UserReactivatedV1> for UserStatus {
 pub struct UserDeleted;
 
 impl Handler<UserDeletedV1> for UserDeleted {
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &ReceivedEvent<UserDeletedV1>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserDeletedV1>,
+    ) -> Result<(), HandlerError> {
         let id = user("user_id", &event.payload.user_id)?;
         members::account_deleted(conn, id, event.occurred_at, event.id).await.map_err(retry)
     }
@@ -75,7 +88,11 @@ impl Handler<UserDeletedV1> for UserDeleted {
 pub struct Accounts;
 
 impl Handler<ClusterAssignedV1> for Accounts {
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &ReceivedEvent<ClusterAssignedV1>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<ClusterAssignedV1>,
+    ) -> Result<(), HandlerError> {
         let e = &event.payload;
         let id = user("user_id", &e.user_id)?;
         let cluster = ClusterId::from_uuid(parse_uuid("cluster_id", &e.cluster_id)?);
@@ -101,7 +118,11 @@ impl Handler<ClusterUnassignedV1> for Accounts {
 pub struct UsageRecorded;
 
 impl Handler<UsageRecordedV1> for UsageRecorded {
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &ReceivedEvent<UsageRecordedV1>) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UsageRecordedV1>,
+    ) -> Result<(), HandlerError> {
         let e = &event.payload;
         let id = user("user_id", &e.user_id)?;
         let owner = OwnerId::from_uuid(parse_uuid("owner_user_id", &e.owner_user_id)?);

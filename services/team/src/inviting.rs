@@ -104,21 +104,16 @@ pub async fn invite(
             return Err(TeamCode::CannotInviteSelf.into());
         }
         if let Some(m) = memberships::current_of(conn, person).await? {
-            let code = if m.owner_user_id == me.as_owner() { TeamCode::AlreadyMember } else { TeamCode::MemberOfAnotherTeam };
+            let code =
+                if m.owner_user_id == me.as_owner() { TeamCode::AlreadyMember } else { TeamCode::MemberOfAnotherTeam };
             return Err(code.into());
         }
     }
     let now = now();
     invitations::close_pending(conn, me.as_owner(), Some(email), InvitationStatus::Replaced, now).await?;
     let token = draw()?;
-    let new = NewInvitation {
-        owner: me.as_owner(),
-        email,
-        role,
-        token_hash: &token.hash,
-        now,
-        expires_at: now + rules.ttl,
-    };
+    let new =
+        NewInvitation { owner: me.as_owner(), email, role, token_hash: &token.hash, now, expires_at: now + rules.ttl };
     let invitation = invitations::insert(conn, &new).await?;
     send(conn, rules, invitation, &token).await
 }

@@ -3,8 +3,8 @@
 
 use crate::accounts::{self, AccountView};
 use crate::error::{TeamCode, TeamError};
-use crate::inviting::{now, require_owner};
 use crate::invitations;
+use crate::inviting::{now, require_owner};
 use crate::memberships::{self, Membership, lock_people};
 use crate::people;
 use crate::states::{InvitationStatus, RemovalReason};

@@ -160,11 +160,12 @@ pub async fn end(
     at: DateTime<Utc>,
     causation: Option<EventId>,
 ) -> Result<Membership, TeamError> {
-    let ended: Membership = diesel::update(memberships::table.find(membership).filter(memberships::removed_at.is_null()))
-        .set((memberships::removed_at.eq(at), memberships::removal_reason.eq(reason)))
-        .returning(Membership::as_returning())
-        .get_result(conn)
-        .await?;
+    let ended: Membership =
+        diesel::update(memberships::table.find(membership).filter(memberships::removed_at.is_null()))
+            .set((memberships::removed_at.eq(at), memberships::removal_reason.eq(reason)))
+            .returning(Membership::as_returning())
+            .get_result(conn)
+            .await?;
     let event = TeamMemberRemovedV1 {
         owner_user_id: ended.owner_user_id.to_string(),
         member_user_id: ended.member_user_id.to_string(),

@@ -222,7 +222,8 @@ async fn owner_members(state: Data, caller: Caller, raw: web::Path<String>) -> R
     if !caller.is_service(Service::Identity) {
         return Err(TeamCode::IdentityOnly.error());
     }
-    let owner: UserId = raw.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the user id must be a UUID"))?;
+    let owner: UserId =
+        raw.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the user id must be a UUID"))?;
     let mut conn = state.db.conn().await?;
     Ok(HttpResponse::Ok().json(members::of_owner(&mut conn, owner.as_owner()).await?))
 }

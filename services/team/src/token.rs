@@ -76,7 +76,8 @@ mod tests {
     #[test]
     fn anything_else_has_no_hash() {
         let a = Token::generate().unwrap();
-        for bad in ["", "abc", &format!("{}=", a.text), &a.text[..42], &format!("{}A", a.text), &a.text.replace(|_| true, "+")]
+        for bad in
+            ["", "abc", &format!("{}=", a.text), &a.text[..42], &format!("{}A", a.text), &a.text.replace(|_| true, "+")]
         {
             assert_eq!(parse(bad), None, "{bad}");
         }

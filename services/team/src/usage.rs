@@ -181,14 +181,14 @@ mod tests {
     #[test]
     fn hours_are_exact_decimals() {
         // 250 millicores for 900 s, 1 GiB for 900 s, one GPU for 900 s.
-        let t = Totals {
-            cpu_nanocore_seconds: 250_000_000 * 900,
-            memory_byte_seconds: (1 << 30) * 900,
-            gpu_seconds: 900,
-        };
+        let t =
+            Totals { cpu_nanocore_seconds: 250_000_000 * 900, memory_byte_seconds: (1 << 30) * 900, gpu_seconds: 900 };
         let month = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap_or_default();
         let h = t.hours(month);
-        assert_eq!((h.cpu_core_hours.as_str(), h.memory_gib_hours.as_str(), h.gpu_hours.as_str()), ("0.0625", "0.25", "0.25"));
+        assert_eq!(
+            (h.cpu_core_hours.as_str(), h.memory_gib_hours.as_str(), h.gpu_hours.as_str()),
+            ("0.0625", "0.25", "0.25")
+        );
         assert_eq!(decimal(0, GPU_SECONDS_PER_HOUR), "0");
         assert_eq!(decimal(7200, GPU_SECONDS_PER_HOUR), "2");
         // One byte for 900 s needs all 32 places.

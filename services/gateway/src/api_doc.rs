@@ -101,8 +101,9 @@ pub fn document(services: Vec<OpenApi>) -> OpenApi {
         .title("Hopsbridge API")
         .version(env!("CARGO_PKG_VERSION"))
         .description(Some(format!(
-            "Every route needs an Auth0 access token (Authorization: Bearer) or the browser session cookie; \
-             changes made with the cookie need the x-csrf-token header. Errors are {{code, message, request_id}}.\n\n\
+            "Every route needs an Auth0 access token (Authorization: Bearer) or the browser session cookie, \
+             except an invitation's preview (GET /api/invitations/{{token}}), which its link's holder opens before \
+             signing in; changes made with the cookie need the x-csrf-token header. Errors are {{code, message, request_id}}.\n\n\
              Besides each operation's own answers, the gateway itself may answer any forwarded route with: {}.",
             forwarding_codes()
         )))

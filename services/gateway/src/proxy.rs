@@ -10,6 +10,12 @@
 //! Only the prefixes in [`Routes`] are forwarded, and only when the path arrives as it will be
 //! sent (no dot segments, nothing the URL parser would rewrite), so no request reaches a
 //! service's `/internal/...` routes, which are for the services themselves (decision 0026).
+//!
+//! One `/api/…` route is public: `GET /api/invitations/{token}`, an invitation's preview, which
+//! its link's holder opens before signing in (decision 0035). Exactly that method and that
+//! path shape (one segment of base64url characters, no query) is forwarded without a token,
+//! under the per-address limit only and with no caller headers; every other invitation route,
+//! accepting one included, needs a token as usual.
 
 use crate::callers::{CallerCache, Resolved};
 use crate::error::GatewayCode;
@@ -246,12 +252,30 @@ pub async fn forward(
     };
     let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
     let target = Target::new(upstream, path_and_query).ok_or_else(|| GatewayCode::InvalidPath.error())?;
+    if is_public(req.method(), path_and_query) {
+        if let Err(wait) = proxy.per_ip.check(&req.peer_addr().map(|a| a.ip())) {
+            return Ok(too_many_requests(wait));
+        }
+        return send(&proxy, &client, &req, &target, None, web::Bytes::new()).await;
+    }
     let (caller, _) = match authenticate(&proxy, &client, &req).await? {
         Ok(who) => who,
         Err(limited) => return Ok(limited),
     };
     let body = read_body(&mut payload, proxy.max_body_bytes).await?;
-    send(&proxy, &client, &req, &target, &caller, body).await
+    send(&proxy, &client, &req, &target, Some(&caller), body).await
+}
+
+/// The longest invitation token the public preview route takes (team's are 43 characters).
+const MAX_PUBLIC_TOKEN: usize = 64;
+
+/// True for the one public `/api/…` request: `GET /api/invitations/{token}`, with the token one
+/// segment of base64url characters and no query.
+fn is_public(method: &actix_web::http::Method, path_and_query: &str) -> bool {
+    let token = path_and_query.strip_prefix("/api/invitations/").unwrap_or_default();
+    method == actix_web::http::Method::GET
+        && (1..=MAX_PUBLIC_TOKEN).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Where a request is forwarded: the upstream, the path and query the gateway routed on and
@@ -370,7 +394,7 @@ async fn send(
     client: &WorkerClient,
     req: &HttpRequest,
     target: &Target<'_>,
-    caller: &Caller,
+    caller: Option<&Caller>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
@@ -381,9 +405,11 @@ async fn send(
             outgoing = outgoing.header(name.as_str(), value.as_bytes());
         }
     }
-    let now = chrono::Utc::now().timestamp();
-    for (name, value) in proxy.key.sign(req.method().as_str(), target.path_and_query, caller, now) {
-        outgoing = outgoing.header(name, value);
+    if let Some(caller) = caller {
+        let now = chrono::Utc::now().timestamp();
+        for (name, value) in proxy.key.sign(req.method().as_str(), target.path_and_query, caller, now) {
+            outgoing = outgoing.header(name, value);
+        }
     }
     if let Some(id) = hopsbridge_platform::http::current_request_id() {
         outgoing = outgoing.header("x-request-id", id);
@@ -459,6 +485,30 @@ mod tests {
             let roles = roles_of(&person);
             assert_eq!(roles, want);
             assert!(!roles.contains(&Role::Service));
+        }
+    }
+
+    #[test]
+    fn only_an_invitation_preview_is_public() {
+        use actix_web::http::Method;
+        let token = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
+        assert!(is_public(&Method::GET, &format!("/api/invitations/{token}")));
+        for (method, path) in [
+            (Method::POST, format!("/api/invitations/{token}/accept")),
+            (Method::GET, format!("/api/invitations/{token}/accept")),
+            (Method::POST, format!("/api/invitations/{token}")),
+            (Method::DELETE, format!("/api/invitations/{token}")),
+            (Method::HEAD, format!("/api/invitations/{token}")),
+            (Method::GET, format!("/api/invitations/{token}?x=1")),
+            (Method::GET, "/api/invitations/".to_owned()),
+            (Method::GET, "/api/invitations".to_owned()),
+            (Method::GET, "/api/invitations/a.b".to_owned()),
+            (Method::GET, "/api/invitations/%2e%2e".to_owned()),
+            (Method::GET, format!("/api/invitations/{}", "a".repeat(65))),
+            (Method::GET, format!("/api/team/invitations/{token}")),
+            (Method::GET, format!("/api/me/invitations/{token}")),
+        ] {
+            assert!(!is_public(&method, &path), "{method} {path}");
         }
     }
 

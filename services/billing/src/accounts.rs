@@ -3,9 +3,11 @@
 //! [`crate::checkout_follow_ups`]).
 
 use crate::schema::{accounts, invoices, payment_methods, processed_stripe_events};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use hopsbridge_domain::{BillingMode, Email, UserId};
+use hopsbridge_domain::membership::Membership;
+use hopsbridge_domain::{BillingMode, Email, MembershipId, OwnerId, UserId};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +29,68 @@ pub struct Account {
     pub stripe_subscription_id: Option<String>,
     /// The subscription's status as Stripe last reported it.
     pub subscription_status: Option<String>,
+    /// The person's latest team membership, as the one membership rule keeps it.
+    #[diesel(embed)]
+    pub team: TeamColumns,
+}
+
+/// The person's latest team membership as stored (all empty when they never joined a team).
+#[derive(Debug, Clone, Default, Queryable, Selectable, AsChangeset)]
+#[diesel(table_name = accounts, treat_none_as_null = true)]
+pub struct TeamColumns {
+    /// The membership.
+    pub team_membership_id: Option<MembershipId>,
+    /// Whose team it is.
+    pub team_owner_id: Option<OwnerId>,
+    /// When it began; unknown while only its removal has arrived.
+    pub team_joined_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub team_removed_at: Option<DateTime<Utc>>,
+}
+
+impl TeamColumns {
+    /// What the rule keeps, if anything.
+    #[must_use]
+    pub fn kept(&self) -> Option<Membership> {
+        Some(Membership {
+            id: self.team_membership_id?,
+            owner: self.team_owner_id?,
+            joined_at: self.team_joined_at.map(|t| t.timestamp_micros()),
+            removed_at: self.team_removed_at.map(|t| t.timestamp_micros()),
+        })
+    }
+
+    /// The columns holding `kept`.
+    #[must_use]
+    pub fn of(kept: Membership) -> Self {
+        Self {
+            team_membership_id: Some(kept.id),
+            team_owner_id: Some(kept.owner),
+            team_joined_at: kept.joined_at.and_then(DateTime::from_timestamp_micros),
+            team_removed_at: kept.removed_at.and_then(DateTime::from_timestamp_micros),
+        }
+    }
+}
+
+/// Subscription statuses after which Stripe bills nothing more on the subscription.
+pub const ENDED: [&str; 2] = ["canceled", "incomplete_expired"];
+
+impl Account {
+    /// The owner whose team the person is in at `now` (microseconds), as billing heard it: a
+    /// membership whose join has arrived and that has not ended by then. A join billing has
+    /// heard of is in force even while billing's clock is behind the team service's.
+    #[must_use]
+    pub fn team_owner(&self, now: i64) -> Option<OwnerId> {
+        let kept = self.team.kept()?;
+        kept.owner_at(now.max(kept.joined_at?))
+    }
+
+    /// The recorded subscription, while Stripe may still bill on it.
+    #[must_use]
+    pub fn live_subscription(&self) -> Option<&str> {
+        let ended = self.subscription_status.as_deref().is_some_and(|s| ENDED.contains(&s));
+        self.stripe_subscription_id.as_deref().filter(|_| !ended)
+    }
 }
 
 /// A card as `GET /api/billing` shows it, and as much of it as a webhook carried (every field
@@ -68,6 +132,48 @@ pub async fn get(conn: &mut AsyncPgConnection, user: UserId) -> QueryResult<Opti
     accounts::table.find(user).select(Account::as_select()).first(conn).await.optional()
 }
 
+/// The account of `user`, locked for the rest of the transaction, if opened.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn lock(conn: &mut AsyncPgConnection, user: UserId) -> QueryResult<Option<Account>> {
+    accounts::table.find(user).select(Account::as_select()).for_update().first(conn).await.optional()
+}
+
+/// Records what is kept of `user`'s latest team membership.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn set_team(conn: &mut AsyncPgConnection, user: UserId, team: &TeamColumns) -> QueryResult<()> {
+    diesel::update(accounts::table.find(user))
+        .set((team, accounts::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records `subscription` as `user`'s, replacing an ended one (a member's own subscription is
+/// cancelled when they join a team, and another opened when they leave it).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn replace_subscription(
+    conn: &mut AsyncPgConnection,
+    user: UserId,
+    subscription: &str,
+    status: &str,
+) -> QueryResult<()> {
+    diesel::update(accounts::table.find(user))
+        .set((
+            accounts::stripe_subscription_id.eq(subscription),
+            accounts::subscription_status.eq(status),
+            accounts::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Opens the account of `user` unless it exists, postpaid (a card is required before access);
 /// returns it either way.
 ///
@@ -99,27 +205,6 @@ pub async fn set_customer(conn: &mut AsyncPgConnection, user: UserId, customer: 
         .await?;
     let kept: Option<String> = accounts::table.find(user).select(accounts::stripe_customer_id).first(conn).await?;
     Ok(kept.unwrap_or_else(|| customer.to_owned()))
-}
-
-/// Records the subscription of `user` (only if none is recorded yet).
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn set_subscription(
-    conn: &mut AsyncPgConnection,
-    user: UserId,
-    subscription: &str,
-    status: &str,
-) -> QueryResult<()> {
-    diesel::update(accounts::table.find(user).filter(accounts::stripe_subscription_id.is_null()))
-        .set((
-            accounts::stripe_subscription_id.eq(subscription),
-            accounts::subscription_status.eq(status),
-            accounts::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Locks the accounts of `customers` for the rest of the transaction, in customer order (so

@@ -1,16 +1,19 @@
 //! What billing does when a person is created: one Stripe customer and one subscription of
 //! metered prices, made safe to repeat.
 //!
-//! Each Stripe id is committed the moment Stripe answers (on a connection of its own, outside
-//! the consumer's transaction), so a crash between two calls reuses what was made. Creates
-//! carry an `Idempotency-Key` derived from the event id, which covers a retry within Stripe's
-//! 24 hours; before creating, the customer is looked up by email and the
-//! `hopsbridge_user_id` metadata, and the subscription by customer and metadata, which covers a
-//! retry after the keys expired. A 429, a 5xx or no answer from Stripe is a
-//! [`HandlerError::Retry`]: JetStream redelivers with the consumer's backoff.
+//! The account and the customer's id are committed the moment they exist (on a connection of
+//! their own, outside the consumer's transaction), so a crash between two calls reuses what was
+//! made. The subscription is made last, in the consumer's transaction under the account's
+//! lock, by the same step a team change takes ([`crate::memberships::settle`]): a person who
+//! joined a team meanwhile gets none. Creates carry an `Idempotency-Key` derived from the event
+//! id, which covers a retry within Stripe's 24 hours; before creating, the customer is looked
+//! up by email and the `hopsbridge_user_id` metadata, and the subscription by customer and
+//! metadata, which covers a retry after the keys expired. A 429, a 5xx or no answer from Stripe
+//! is a [`HandlerError::Retry`]: JetStream redelivers with the consumer's backoff.
 
 use crate::accounts;
 use crate::catalog::Prices;
+use crate::memberships;
 use crate::stripe::{Customer, List, Stripe, StripeError, Subscription, params};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::UserCreatedV1;
@@ -58,7 +61,9 @@ impl UserCreated {
     }
 }
 
-fn stripe_failure(what: &str, e: StripeError) -> HandlerError {
+/// A failed Stripe call as the consumer takes it: retried when trying again may work,
+/// rejected when Stripe refused.
+pub(crate) fn stripe_failure(what: &str, e: StripeError) -> HandlerError {
     if e.is_retryable() {
         HandlerError::Retry(anyhow::Error::new(e).context(what.to_owned()))
     } else {
@@ -66,13 +71,14 @@ fn stripe_failure(what: &str, e: StripeError) -> HandlerError {
     }
 }
 
-fn db_failure(e: impl Into<anyhow::Error>) -> HandlerError {
+/// A failed Postgres call: retried.
+pub(crate) fn db_failure(e: impl Into<anyhow::Error>) -> HandlerError {
     HandlerError::Retry(e.into())
 }
 
 /// The `Idempotency-Key` of a Stripe create made for `event` (`hb-customer-<event id>`), so
 /// every delivery of the event asks for the same object.
-fn idempotency_key(object: &str, event: EventId) -> String {
+pub(crate) fn idempotency_key(object: &str, event: EventId) -> String {
     format!("hb-{object}-{event}")
 }
 
@@ -116,14 +122,6 @@ impl UserCreated {
         }
     }
 
-    /// The live subscription made for `user` earlier.
-    async fn find_subscription(&self, user: UserId, customer: &str) -> Result<Option<Subscription>, StripeError> {
-        let query = params([("customer", customer), ("limit", "100")]);
-        let page: List<Subscription> = self.stripe.get("subscriptions", &query).await?;
-        let user = user.to_string();
-        Ok(page.data.into_iter().find(|s| s.status != "canceled" && s.metadata.get(USER_ID_METADATA) == Some(&user)))
-    }
-
     async fn customer(&self, event: EventId, person: &Person) -> Result<String, HandlerError> {
         let user = person.user;
         if let Some(found) =
@@ -144,60 +142,83 @@ impl UserCreated {
             .map_err(|e| stripe_failure("creating the customer", e))?;
         Ok(created.id)
     }
+}
 
-    async fn subscription(&self, event: EventId, user: UserId, customer: &str) -> Result<Subscription, HandlerError> {
-        if let Some(found) = self
-            .find_subscription(user, customer)
-            .await
-            .map_err(|e| stripe_failure("looking up the subscription", e))?
-        {
-            return Ok(found);
-        }
-        let catalog = self.prices.get().await.map_err(|e| HandlerError::Retry(e.into()))?;
-        let user_id = user.to_string();
-        let mut form = params([("customer", customer), (&format!("metadata[{USER_ID_METADATA}]"), &user_id)]);
-        for (i, price) in catalog.prices.iter().enumerate() {
-            form.push((format!("items[{i}][price]"), price.clone()));
-        }
-        let key = idempotency_key("subscription", event);
-        self.stripe
-            .post("subscriptions", &form, Some(&key))
-            .await
-            .map_err(|e| stripe_failure("creating the subscription", e))
+/// The live subscription made for `user` earlier on `customer`.
+async fn find_subscription(stripe: &Stripe, user: UserId, customer: &str) -> Result<Option<Subscription>, StripeError> {
+    let query = params([("customer", customer), ("limit", "100")]);
+    let page: List<Subscription> = stripe.get("subscriptions", &query).await?;
+    let user = user.to_string();
+    Ok(page.data.into_iter().find(|s| s.status != "canceled" && s.metadata.get(USER_ID_METADATA) == Some(&user)))
+}
+
+/// The live subscription of `user` on `customer` that Stripe knows of though billing may not
+/// have recorded it (a try whose record was lost made it).
+///
+/// # Errors
+/// [`HandlerError`] when Stripe fails.
+pub(crate) async fn unrecorded_subscription(
+    stripe: &Stripe,
+    user: UserId,
+    customer: &str,
+) -> Result<Option<Subscription>, HandlerError> {
+    find_subscription(stripe, user, customer).await.map_err(|e| stripe_failure("looking up the subscription", e))
+}
+
+/// A live subscription of the metered prices for `user` on `customer`: one made earlier, or a
+/// new one created with the idempotency key `key`.
+///
+/// # Errors
+/// [`HandlerError`] when Stripe fails or the prices are not ready.
+pub(crate) async fn open_subscription(
+    stripe: &Stripe,
+    prices: &Prices,
+    user: UserId,
+    customer: &str,
+    key: &str,
+) -> Result<Subscription, HandlerError> {
+    if let Some(found) = unrecorded_subscription(stripe, user, customer).await? {
+        return Ok(found);
     }
+    let catalog = prices.get().await.map_err(|e| HandlerError::Retry(e.into()))?;
+    let user_id = user.to_string();
+    let mut form = params([("customer", customer), (&format!("metadata[{USER_ID_METADATA}]"), &user_id)]);
+    for (i, price) in catalog.prices.iter().enumerate() {
+        form.push((format!("items[{i}][price]"), price.clone()));
+    }
+    stripe.post("subscriptions", &form, Some(key)).await.map_err(|e| stripe_failure("creating the subscription", e))
 }
 
 impl Handler<UserCreatedV1> for UserCreated {
     async fn handle(
         &self,
-        _conn: &mut AsyncPgConnection,
+        conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserCreatedV1>,
     ) -> Result<(), HandlerError> {
         let person = Person::parse(&event.payload)?;
         let user = person.user;
-        // Each write below commits on its own: what Stripe made is never lost with a rollback.
-        let mut conn = self.db.conn().await.map_err(db_failure)?;
-        let account = accounts::open(&mut conn, user, &person.email, &person.name).await.map_err(db_failure)?;
-        drop(conn);
+        // The account and the customer commit on their own: what Stripe made is never lost
+        // with a rollback.
+        let mut own = self.db.conn().await.map_err(db_failure)?;
+        let account = accounts::open(&mut own, user, &person.email, &person.name).await.map_err(db_failure)?;
+        drop(own);
 
-        let customer = match account.stripe_customer_id {
-            Some(c) => c,
-            None => {
-                let created = self.customer(event.id, &person).await?;
-                if let Some(hook) = &self.hooks.after_customer_created {
-                    hook(&created).map_err(HandlerError::Retry)?;
-                }
-                let mut conn = self.db.conn().await.map_err(db_failure)?;
-                accounts::set_customer(&mut conn, user, &created).await.map_err(db_failure)?
+        if account.stripe_customer_id.is_none() {
+            let created = self.customer(event.id, &person).await?;
+            if let Some(hook) = &self.hooks.after_customer_created {
+                hook(&created).map_err(HandlerError::Retry)?;
             }
-        };
+            let mut own = self.db.conn().await.map_err(db_failure)?;
+            accounts::set_customer(&mut own, user, &created).await.map_err(db_failure)?;
+        }
 
         if account.stripe_subscription_id.is_none() {
-            let subscription = self.subscription(event.id, user, &customer).await?;
-            let mut conn = self.db.conn().await.map_err(db_failure)?;
-            accounts::set_subscription(&mut conn, user, &subscription.id, &subscription.status)
+            let account = accounts::lock(conn, user)
                 .await
-                .map_err(db_failure)?;
+                .map_err(db_failure)?
+                .ok_or_else(|| HandlerError::Retry(anyhow::anyhow!("the account of {user} is gone")))?;
+            let key = idempotency_key("subscription", event.id);
+            memberships::settle(conn, &self.stripe, &self.prices, &account, &key).await?;
         }
         Ok(())
     }

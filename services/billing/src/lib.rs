@@ -2,8 +2,10 @@
 //!
 //! - On `UserCreatedV1` ([`events::UserCreated`]): one Stripe customer and one subscription of
 //!   metered prices (CPU core-hours, RAM GiB-hours, GPU hours), safe to repeat.
+//! - On `TeamMemberJoinedV1` and `TeamMemberRemovedV1` ([`memberships`]): a member's own
+//!   subscription is cancelled and billing refuses them; a removed member gets a new one.
 //! - `GET /api/billing`, `POST /api/billing/payment-method`, `POST /api/billing/portal` for the
-//!   account owner ([`routes`]).
+//!   account owner, never a team member ([`routes`]).
 //! - `POST /webhooks/stripe` ([`webhooks`]): signed events applied once; the first usable card
 //!   publishes `PaymentMethodAddedV1`, losing the last one `PaymentMethodRemovedV1`.
 
@@ -13,6 +15,7 @@ pub mod checkout_follow_ups;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod memberships;
 pub mod routes;
 mod schema;
 pub mod stripe;
@@ -21,7 +24,7 @@ pub mod webhooks;
 pub use config::BillingConfig;
 
 use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::UserCreatedV1;
+use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1};
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
 use hopsbridge_platform::retry::Backoff;
@@ -71,6 +74,9 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         portal: config.portal.clone(),
         webhooks,
     };
+    let teams = memberships::Memberships::new(stripe.clone(), prices.clone());
+    let joined = service.consumer::<TeamMemberJoinedV1, _>(teams.clone());
+    let removed = service.consumer::<TeamMemberRemovedV1, _>(teams);
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated::new(
         service.db.clone(),
         stripe,
@@ -84,6 +90,8 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
     Ok(application
         .with_task("stripe-catalog", move |cancel| ensure_catalog(prices, cancel))
         .with_task("user-created", move |cancel| created.run(cancel))
+        .with_task("team-member-joined", move |cancel| joined.run(cancel))
+        .with_task("team-member-removed", move |cancel| removed.run(cancel))
         .with_task("checkout-follow-ups", move |cancel| {
             let (db, stripe, wake) = follow_ups;
             webhooks::run_follow_ups(db, stripe, wake, cancel)

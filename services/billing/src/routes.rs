@@ -6,6 +6,9 @@
 //! | `POST /api/billing/payment-method` | the account owner | a Checkout Session in setup mode to add a card |
 //! | `POST /api/billing/portal` | the account owner | a Stripe billing portal session |
 //! | `POST /webhooks/stripe` | Stripe (signed) | payment methods, subscriptions, invoices |
+//!
+//! A team member is refused every route for the account owner, from billing's own record of
+//! their membership ([`crate::memberships`]), whatever roles the gateway gave them.
 
 use crate::accounts::{self, CardSummary, InvoiceSummary};
 use crate::config::{CheckoutConfig, PortalConfig};
@@ -63,6 +66,18 @@ fn owner(caller: &Caller) -> Result<UserId, ApiError> {
     Ok(id)
 }
 
+/// The caller's account, if opened; refused when the caller is no owner, or when billing's own
+/// record makes them a team member (the gateway's roles may not know yet).
+async fn owners_account(state: &State, caller: &Caller) -> Result<Option<accounts::Account>, ApiError> {
+    let user = owner(caller)?;
+    let mut conn = state.db.conn().await?;
+    let account = accounts::get(&mut conn, user).await.map_err(ApiError::internal)?;
+    if account.as_ref().is_some_and(|a| a.team_owner(chrono::Utc::now().timestamp_micros()).is_some()) {
+        return Err(BillingCode::OwnerOnly.error());
+    }
+    Ok(account)
+}
+
 /// The owner's billing overview.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BillingView {
@@ -82,11 +97,9 @@ pub struct BillingView {
         (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
         (status = 404, description = describe(&[BillingCode::AccountNotFound]), body = ErrorBody)))]
 async fn get_billing(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let user = owner(&caller)?;
     // A read: no Stripe call and no write.
+    let account = owners_account(&state, &caller).await?.ok_or(BillingCode::AccountNotFound)?;
     let mut conn = state.db.conn().await?;
-    let account =
-        accounts::get(&mut conn, user).await.map_err(ApiError::internal)?.ok_or(BillingCode::AccountNotFound)?;
     let (payment_method, invoices) = match &account.stripe_customer_id {
         Some(customer) => (
             accounts::card(&mut conn, customer).await.map_err(ApiError::internal)?,
@@ -102,9 +115,9 @@ async fn get_billing(state: Data, caller: Caller) -> Result<HttpResponse, ApiErr
     }))
 }
 
-async fn customer_of(state: &State, user: UserId) -> Result<String, ApiError> {
-    let mut conn = state.db.conn().await?;
-    let account = accounts::get(&mut conn, user).await.map_err(ApiError::internal)?;
+/// The caller's Stripe customer, once made.
+async fn customer_of(state: &State, caller: &Caller) -> Result<String, ApiError> {
+    let account = owners_account(state, caller).await?;
     Ok(account.and_then(|a| a.stripe_customer_id).ok_or(BillingCode::NotReady)?)
 }
 
@@ -125,9 +138,8 @@ pub struct CheckoutSession {
         (status = 502, description = describe(&[BillingCode::StripeError]), body = ErrorBody),
         (status = 503, description = describe(&[BillingCode::StripeUnavailable]), body = ErrorBody)))]
 async fn add_payment_method(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let user = owner(&caller)?;
-    let customer = customer_of(&state, user).await?;
-    let user_id = user.to_string();
+    let customer = customer_of(&state, &caller).await?;
+    let user_id = caller.person()?.to_string();
     let form = params([
         ("mode", "setup"),
         ("customer", customer.as_str()),
@@ -156,8 +168,7 @@ pub struct PortalSession {
         (status = 502, description = describe(&[BillingCode::StripeError]), body = ErrorBody),
         (status = 503, description = describe(&[BillingCode::StripeUnavailable]), body = ErrorBody)))]
 async fn portal(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let user = owner(&caller)?;
-    let customer = customer_of(&state, user).await?;
+    let customer = customer_of(&state, &caller).await?;
     let form = params([("customer", customer.as_str()), ("return_url", state.portal.return_url.as_str())]);
     let session: Object = state.stripe.post("billing_portal/sessions", &form, None).await?;
     let url = session.url.ok_or_else(|| ApiError::internal(anyhow::anyhow!("portal session without a url")))?;

@@ -13,6 +13,10 @@ diesel::table! {
         subscription_status -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        team_membership_id -> Nullable<Uuid>,
+        team_owner_id -> Nullable<Uuid>,
+        team_joined_at -> Nullable<Timestamptz>,
+        team_removed_at -> Nullable<Timestamptz>,
     }
 }
 

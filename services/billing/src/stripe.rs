@@ -188,6 +188,16 @@ impl Stripe {
         self.send(request).await
     }
 
+    /// `DELETE /v1/<path>`. Stripe takes no `Idempotency-Key` on a DELETE (a DELETE is
+    /// idempotent by its nature); deleting what is gone already is answered with an error the
+    /// caller recognises.
+    ///
+    /// # Errors
+    /// [`StripeError`].
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, StripeError> {
+        self.send(self.http.delete(format!("{}/v1/{path}", self.base))).await
+    }
+
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, StripeError> {
         let request = request.bearer_auth(self.key.expose()).header("stripe-version", API_VERSION);
         let mut pauses = RATE_LIMITED.delays();

@@ -1,0 +1,162 @@
+//! What billing does when a person joins or leaves a team (decision 0035).
+//!
+//! Each account keeps the person's latest membership under the one rule of
+//! [`hopsbridge_domain::membership`] (`accounts.team_*`), so `TeamMemberJoinedV1` and
+//! `TeamMemberRemovedV1` may arrive in any order and more than once. After each, in the
+//! consumer's transaction and under the account's lock, billing settles Stripe with what the
+//! rule keeps ([`settle`]):
+//! - a member is billed to their owner: their own subscription is cancelled at once (a new
+//!   member has no usage: they joined before adding a card), and billing's routes refuse them;
+//! - anyone else has a live subscription of the metered prices: one is opened after a removal,
+//!   as for a new person (its `Idempotency-Key` comes from the event's id).
+//!
+//! A duplicate or a late event leaves what the rule keeps as it was, and settling finds Stripe
+//! already as it should be: nothing is cancelled or opened twice. A cancellation or a
+//! subscription whose record rolled back is found again in Stripe on the next try.
+
+use crate::accounts::{self, Account, TeamColumns};
+use crate::catalog::Prices;
+use crate::events::{db_failure, idempotency_key, open_subscription, stripe_failure, unrecorded_subscription};
+use crate::stripe::{Stripe, Subscription};
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
+use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
+use hopsbridge_domain::membership::{self, Change};
+use hopsbridge_domain::{MembershipId, OwnerId, UserId};
+use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
+
+/// Applies team changes to billing accounts.
+#[derive(Debug, Clone)]
+pub struct Memberships {
+    stripe: Stripe,
+    prices: Prices,
+}
+
+impl Memberships {
+    /// The handler.
+    #[must_use]
+    pub fn new(stripe: Stripe, prices: Prices) -> Self {
+        Self { stripe, prices }
+    }
+
+    /// Records `change` on `member`'s account and settles Stripe with it. The event (`event`)
+    /// names the subscription a removal opens.
+    async fn apply(
+        &self,
+        conn: &mut AsyncPgConnection,
+        member: UserId,
+        change: Change,
+        event: &str,
+    ) -> Result<(), HandlerError> {
+        // identity announces a person before anyone can invite them, so the account is opened
+        // soon: until then the event waits.
+        let mut account = accounts::lock(conn, member)
+            .await
+            .map_err(db_failure)?
+            .ok_or_else(|| HandlerError::Retry(anyhow::anyhow!("the billing account of {member} is not opened yet")))?;
+        let before = account.team.kept();
+        if let Some(after) = membership::apply(before, change).filter(|after| Some(*after) != before) {
+            account.team = TeamColumns::of(after);
+            accounts::set_team(conn, member, &account.team).await.map_err(db_failure)?;
+        }
+        settle(conn, &self.stripe, &self.prices, &account, event).await
+    }
+}
+
+/// The member a team event names and what it says, with the membership's own time, or the
+/// envelope's when the event carries none; an event without a membership id names the nil one
+/// (events from before memberships had ids).
+fn change(
+    member: &str,
+    owner: &str,
+    membership: &str,
+    at: i64,
+    occurred: DateTime<Utc>,
+) -> Result<(UserId, MembershipId, OwnerId, i64), HandlerError> {
+    let membership = if membership.is_empty() { uuid::Uuid::nil() } else { parse_uuid("membership_id", membership)? };
+    let at = if at == 0 { occurred.timestamp_micros() } else { at };
+    if DateTime::from_timestamp_micros(at).is_none() {
+        return Err(HandlerError::Reject(format!("the membership's time {at} is out of range")));
+    }
+    let member = UserId::from_uuid(parse_uuid("member_user_id", member)?);
+    Ok((member, MembershipId::from_uuid(membership), OwnerId::from_uuid(parse_uuid("owner_user_id", owner)?), at))
+}
+
+impl Handler<TeamMemberJoinedV1> for Memberships {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<TeamMemberJoinedV1>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let (member, id, owner, at) =
+            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.joined_at_unix_micros, event.occurred_at)?;
+        let key = idempotency_key("subscription", event.id);
+        self.apply(conn, member, Change::Joined { id, owner, at }, &key).await
+    }
+}
+
+impl Handler<TeamMemberRemovedV1> for Memberships {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<TeamMemberRemovedV1>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let (member, id, owner, at) =
+            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.removed_at_unix_micros, event.occurred_at)?;
+        let key = idempotency_key("subscription", event.id);
+        self.apply(conn, member, Change::Removed { id, owner, at }, &key).await
+    }
+}
+
+/// Makes Stripe agree with `account` (locked by the caller): a team member has no live
+/// subscription of their own, anyone else has one (a new one is created with the idempotency
+/// key `key`). Nothing is done before the account has a Stripe customer: opening the account
+/// settles it then.
+///
+/// # Errors
+/// [`HandlerError`] when Stripe or Postgres fails.
+pub(crate) async fn settle(
+    conn: &mut AsyncPgConnection,
+    stripe: &Stripe,
+    prices: &Prices,
+    account: &Account,
+    key: &str,
+) -> Result<(), HandlerError> {
+    let user = account.user_id;
+    let Some(customer) = account.stripe_customer_id.as_deref() else { return Ok(()) };
+    let member = account.team_owner(Utc::now().timestamp_micros()).is_some();
+    let settled = match (member, account.live_subscription()) {
+        (true, Some(live)) => Some(cancel(stripe, live).await?),
+        (true, None) => match unrecorded_subscription(stripe, user, customer).await? {
+            Some(found) => Some(cancel(stripe, &found.id).await?),
+            None => None,
+        },
+        (false, Some(_)) => None,
+        (false, None) => Some(open_subscription(stripe, prices, user, customer, key).await?),
+    };
+    if let Some(s) = settled {
+        accounts::replace_subscription(conn, user, &s.id, &s.status).await.map_err(db_failure)?;
+    }
+    Ok(())
+}
+
+/// Cancels subscription `id` at once. A subscription cancelled already (by a try whose record
+/// rolled back) is answered as it is: Stripe refuses to cancel it twice.
+async fn cancel(stripe: &Stripe, id: &str) -> Result<Subscription, HandlerError> {
+    let path = format!("subscriptions/{id}");
+    match stripe.delete::<Subscription>(&path).await {
+        Ok(cancelled) => Ok(cancelled),
+        Err(e) if !e.is_retryable() => {
+            let current: Subscription =
+                stripe.get(&path, &Vec::new()).await.map_err(|e| stripe_failure("reading the subscription", e))?;
+            if current.status == "canceled" {
+                Ok(current)
+            } else {
+                Err(stripe_failure("cancelling the subscription", e))
+            }
+        }
+        Err(e) => Err(stripe_failure("cancelling the subscription", e)),
+    }
+}

@@ -12,7 +12,7 @@ use hopsbridge_contracts::events::{
     UserReactivatedV1, UserSuspendedV1,
 };
 use hopsbridge_platform::caller::Caller;
-use hopsbridge_testkit::eventually;
+use hopsbridge_testkit::{TcpProxy, eventually};
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
@@ -169,6 +169,33 @@ async fn two_tabs_accepting_at_once_make_one_member_and_one_event() {
     }
     assert_eq!(team.count("SELECT count(*) AS n FROM memberships").await, 1);
     assert_eq!(team.count("SELECT count(*) AS n FROM outbox WHERE event_type = 'TeamMemberJoined'").await, 1);
+    team.published_exactly::<TeamMemberJoinedV1>(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_stopped_between_the_claim_and_the_publish_makes_one_member_and_one_event() {
+    let nats = hopsbridge_testkit::nats_url();
+    let link = TcpProxy::start(nats.trim_start_matches("nats://")).await;
+    let mut team = common::start_on(&format!("nats://{}", link.addr())).await;
+    let ada = team.person("Ada", "ada@example.com").await;
+    let grace = team.person("Grace", "grace@example.com").await;
+    let sent = team.invite(&ada, "grace@example.com", "Data owner").await;
+
+    // NATS is out of team's reach: the claim commits, its event waits in the outbox, and team
+    // stops before it can publish.
+    link.cut();
+    let (status, membership) = team.accept(&grace, &sent.token).await;
+    assert_eq!(status, 200, "{membership}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(team.published::<TeamMemberJoinedV1>().await, 0);
+    team.restart(&nats).await;
+
+    team.published_exactly::<TeamMemberJoinedV1>(1).await;
+    let joined = team.payloads::<TeamMemberJoinedV1>().await;
+    assert_eq!(joined[0].membership_id, membership["id"].as_str().unwrap());
+    assert_eq!(team.count("SELECT count(*) AS n FROM memberships").await, 1);
+    let (status, again) = team.accept(&grace, &sent.token).await;
+    assert_eq!((status.as_u16(), again["code"].as_str()), (409, Some("already_in_team")));
     team.published_exactly::<TeamMemberJoinedV1>(1).await;
 }
 

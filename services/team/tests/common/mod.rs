@@ -41,11 +41,24 @@ impl Drop for Team {
 
 /// team with its mail going to a fresh catcher, retried after a second when SMTP fails.
 pub async fn start() -> Team {
+    start_on(&hopsbridge_testkit::nats_url()).await
+}
+
+/// [`start`], reaching NATS at `nats_url` (a link a test can cut, say).
+pub async fn start_on(nats_url: &str) -> Team {
     let db = TestDb::new().await;
     let bus = TestBus::new().await;
     let mail = MailSim::start().unwrap();
-    let config: TeamConfig = TestSettings::data_service(Service::Team, &db, &bus)
+    let (base, stop) = launch(&db, &bus, &mail, nats_url).await;
+    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    Team { base, db, bus, mail, key, stop }
+}
+
+async fn launch(db: &TestDb, bus: &TestBus, mail: &MailSim, nats_url: &str) -> (String, CancellationToken) {
+    let config: TeamConfig = TestSettings::data_service(Service::Team, db, bus)
+        .set("nats.url", nats_url)
         .set("http.workers", "2")
+        .set("shutdown.timeout_secs", "2")
         .set("mail.smtp_url", mail.smtp_url())
         .set("mail.public_base_url", PUBLIC_BASE_URL)
         .set("mail.poll_interval_ms", "100")
@@ -58,8 +71,7 @@ pub async fn start() -> Team {
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
-    Team { base, db, bus, mail, key, stop }
+    (base, stop)
 }
 
 /// An invitation as the owner got it: its id, its link and the token in the link.
@@ -76,6 +88,14 @@ pub fn terms() -> Value {
 }
 
 impl Team {
+    /// Stops this instance, as a crash would leave its tables, and starts another on the same
+    /// database and stream prefix, reaching NATS at `nats_url`.
+    pub async fn restart(&mut self, nats_url: &str) {
+        self.stop.cancel();
+        let (base, stop) = launch(&self.db, &self.bus, &self.mail, nats_url).await;
+        (self.base, self.stop) = (base, stop);
+    }
+
     pub async fn call(
         &self,
         method: Method,

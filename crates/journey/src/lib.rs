@@ -188,7 +188,7 @@ impl Platform {
                 .set("http.workers", options.workers.to_string())
                 .set("telemetry.log_filter", options.log_filter);
             settings = match service {
-                Service::Identity => settings.set("webhook.secret", WEBHOOK_SECRET),
+                Service::Identity => settings.set("webhook.secret", WEBHOOK_SECRET).set("team.url", url(Service::Team)),
                 Service::Billing => {
                     let billing = settings
                         .set("stripe.api_base", world.stripe.url())

@@ -222,6 +222,10 @@ pub const fn migrations_for(service: hopsbridge_contracts::Service) -> Migration
     Migrations { schema: service.name(), own }
 }
 
+/// A fingerprint of the migrations embedded in this build (every file under `migrations/`,
+/// taken when the crate was compiled): equal fingerprints mean the same migrations.
+pub const MIGRATIONS_FINGERPRINT: &str = env!("HOPSBRIDGE_MIGRATIONS_FINGERPRINT");
+
 /// identity's own tables.
 pub const IDENTITY_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/identity");
 

@@ -3,8 +3,6 @@
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::db::migrations_for;
-use std::hash::{Hash, Hasher};
-use std::path::Path;
 use std::time::Duration;
 
 /// A database of its own, with every service's schema migrated; dropped with the value.
@@ -93,37 +91,12 @@ fn replace_database(url: &str, db: &str) -> String {
     }
 }
 
-/// A fingerprint of every file under `migrations/`, so a changed migration gets a new template.
-fn migrations_fingerprint() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    let mut files = Vec::new();
-    collect(&root, &mut files);
-    files.sort();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for f in files {
-        f.strip_prefix(&root).unwrap_or(&f).hash(&mut hasher);
-        std::fs::read(&f).unwrap_or_default().hash(&mut hasher);
-    }
-    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
-}
-
-fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                collect(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-}
-
 /// Builds `hb_tpl_<fingerprint>` once, under an advisory lock so that concurrent test
 /// processes wait for one builder; sweeps leftovers of earlier runs.
 async fn ensure_template(admin: &str) -> String {
-    let name = format!("hb_tpl_{}", migrations_fingerprint());
+    // Named after the migrations this binary embeds: a binary built before a migration changed
+    // builds (or uses) its own template, never one named after files it does not apply.
+    let name = format!("hb_tpl_{}", hopsbridge_platform::db::MIGRATIONS_FINGERPRINT);
     let mut conn = AsyncPgConnection::establish(admin).await.expect("connect to the test Postgres (is it running?)");
     diesel::sql_query("SELECT pg_advisory_lock(727274)").execute(&mut conn).await.expect("advisory lock");
     let exists = database_exists(&mut conn, &name).await;

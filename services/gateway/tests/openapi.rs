@@ -12,6 +12,7 @@ fn generated() -> String {
         <hopsbridge_billing::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         <hopsbridge_provisioning::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         <hopsbridge_metering::routes::ApiDoc as utoipa::OpenApi>::openapi(),
+        <hopsbridge_team::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         hopsbridge_platform::mail::api_doc(),
     ]);
     format!("{}\n", doc.to_pretty_json().unwrap())

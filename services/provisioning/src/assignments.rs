@@ -1,5 +1,6 @@
 //! Who is on which cluster: placing paying owners (on request, once they are known, or when a
-//! seat frees up), admins' moves and unassignments, and the admin listing.
+//! seat frees up), placing team members on their owner's cluster ([`place_member`]), admins'
+//! moves and unassignments, and the admin listing.
 //!
 //! Every placement counts seats under the placement lock ([`crate::seats`]). The Hopsworks work
 //! a placement leaves behind is done by the background task ([`crate::work`]).
@@ -76,6 +77,171 @@ async fn lock_row(mut conn: &AsyncPgConnection, user: UserId) -> Result<Option<A
 /// When Postgres fails.
 pub async fn get(conn: &mut AsyncPgConnection, user: UserId) -> Result<Option<Assignment>, diesel::result::Error> {
     assignments::table.find(user).select(Assignment::as_select()).first(conn).await.optional()
+}
+
+/// The assignments of those of `users` who have one, by user.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn get_many(
+    mut conn: &AsyncPgConnection,
+    users: &[UserId],
+) -> Result<HashMap<UserId, Assignment>, diesel::result::Error> {
+    let rows: Vec<Assignment> = assignments::table
+        .filter(assignments::user_id.eq_any(users))
+        .select(Assignment::as_select())
+        .load(&mut conn)
+        .await?;
+    Ok(rows.into_iter().map(|a| (a.user_id, a)).collect())
+}
+
+/// What [`place_member`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberPlaced {
+    /// Nothing to change.
+    Unchanged,
+    /// The owner has no cluster yet: the member waits for it.
+    WaitingForOwner,
+    /// Seated on the owner's cluster; the account is made in the background.
+    Seated,
+    /// Moved from another cluster; the old account is deactivated and the new one made in the
+    /// background.
+    Moved,
+    /// Already on the owner's cluster: the account is made again (`maxNumProjects` 0, the
+    /// owner's projects), in the background.
+    Redone,
+    /// A previous move or unassignment is still deactivating an account; placed once it is
+    /// done.
+    Busy,
+}
+
+/// Places a team member on their owner's cluster `target` (None: the owner has none yet),
+/// with `maxNumProjects` 0 and whatever the cluster's capacity: a team stays together, and the
+/// seat still counts in occupancy. `synced` says whether the member was already given the
+/// owner's projects on `target`. A member who holds a seat elsewhere keeps it until the
+/// owner's cluster is ready, then is moved. Takes the placement lock.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn place_member(
+    conn: &mut AsyncPgConnection,
+    member: UserId,
+    target: Option<ClusterId>,
+    synced: bool,
+) -> Result<MemberPlaced, diesel::result::Error> {
+    placement_lock(conn).await?;
+    let existing = lock_row(conn, member).await?;
+    let Some(target) = target else {
+        return match existing {
+            Some(a) if a.status.holds_seat() || a.status == AssignmentState::Unassigning => Ok(MemberPlaced::Unchanged),
+            Some(a) if a.status == AssignmentState::WaitingForOwner => Ok(MemberPlaced::Unchanged),
+            Some(_) => {
+                diesel::update(assignments::table.find(member))
+                    .set((
+                        assignments::status.eq(AssignmentState::WaitingForOwner),
+                        assignments::cluster_id.eq(None::<ClusterId>),
+                        assignments::max_num_projects.eq(0),
+                        assignments::next_attempt_at.eq(None::<DateTime<Utc>>),
+                        assignments::version.eq(assignments::version + 1),
+                        assignments::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                Ok(MemberPlaced::WaitingForOwner)
+            }
+            None => {
+                let row = NewRow {
+                    user: member,
+                    cluster: None,
+                    status: AssignmentState::WaitingForOwner,
+                    max_num_projects: 0,
+                };
+                insert_rows(conn, &[row]).await?;
+                Ok(MemberPlaced::WaitingForOwner)
+            }
+        };
+    };
+    let Some(a) = existing else {
+        let row =
+            NewRow { user: member, cluster: Some(target), status: AssignmentState::Provisioning, max_num_projects: 0 };
+        insert_rows(conn, &[row]).await?;
+        return Ok(MemberPlaced::Seated);
+    };
+    let busy = a.status == AssignmentState::Unassigning || (a.status.holds_seat() && a.previous_cluster_id.is_some());
+    if busy {
+        return Ok(MemberPlaced::Busy);
+    }
+    if !a.status.holds_seat() {
+        seat(conn, member, Some(target), 0, true).await?;
+        return Ok(MemberPlaced::Seated);
+    }
+    if a.cluster_id == Some(target) {
+        let done = a.max_num_projects == 0 && (a.status == AssignmentState::Provisioning || synced);
+        if done {
+            return Ok(MemberPlaced::Unchanged);
+        }
+        diesel::update(assignments::table.find(member))
+            .set((
+                assignments::status.eq(AssignmentState::Provisioning),
+                assignments::max_num_projects.eq(0),
+                assignments::attempts.eq(0),
+                assignments::last_error.eq(None::<String>),
+                assignments::next_attempt_at.eq(Some(Utc::now())),
+                assignments::version.eq(assignments::version + 1),
+                assignments::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        return Ok(MemberPlaced::Redone);
+    }
+    start_move(conn, &a, target, 0).await?;
+    Ok(MemberPlaced::Moved)
+}
+
+/// Moves a seated user to `target`: the old account is deactivated first, then the new one is
+/// made, with `max_num_projects` (the background task does both, announcing
+/// ClusterUnassigned, then ClusterAssigned). The caller holds the placement lock and the row.
+async fn start_move(
+    conn: &mut AsyncPgConnection,
+    a: &Assignment,
+    target: ClusterId,
+    max_num_projects: i32,
+) -> Result<(), diesel::result::Error> {
+    diesel::update(assignments::table.find(a.user_id))
+        .set((
+            assignments::previous_cluster_id.eq(a.cluster_id),
+            assignments::previous_hopsworks_user_id.eq(a.hopsworks_user_id),
+            assignments::cluster_id.eq(Some(target)),
+            assignments::status.eq(AssignmentState::Provisioning),
+            assignments::hopsworks_username.eq(None::<String>),
+            assignments::hopsworks_user_id.eq(None::<i64>),
+            assignments::max_num_projects.eq(max_num_projects),
+            assignments::attempts.eq(0),
+            assignments::last_error.eq(None::<String>),
+            assignments::next_attempt_at.eq(Some(Utc::now())),
+            assignments::version.eq(assignments::version + 1),
+            assignments::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets the `maxNumProjects` the user's next account gets (a former member's, back to a
+/// paying owner's).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn set_max_num_projects(
+    conn: &mut AsyncPgConnection,
+    user: UserId,
+    max_num_projects: i32,
+) -> Result<(), diesel::result::Error> {
+    diesel::update(assignments::table.find(user))
+        .set(assignments::max_num_projects.eq(max_num_projects))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Seats `user` on `cluster` (status provisioning, work due now) or leaves them waiting for
@@ -360,26 +526,7 @@ pub async fn move_to(
     }
     let max_num_projects = existing.as_ref().map_or(default_max_num_projects, |a| a.max_num_projects);
     match &existing {
-        Some(a) if a.status.holds_seat() => {
-            // The old account is deactivated first, then the new one is made (the background
-            // task does both, announcing ClusterUnassigned, then ClusterAssigned).
-            diesel::update(assignments::table.find(user))
-                .set((
-                    assignments::previous_cluster_id.eq(a.cluster_id),
-                    assignments::previous_hopsworks_user_id.eq(a.hopsworks_user_id),
-                    assignments::cluster_id.eq(Some(target)),
-                    assignments::status.eq(AssignmentState::Provisioning),
-                    assignments::hopsworks_username.eq(None::<String>),
-                    assignments::hopsworks_user_id.eq(None::<i64>),
-                    assignments::attempts.eq(0),
-                    assignments::last_error.eq(None::<String>),
-                    assignments::next_attempt_at.eq(Some(Utc::now())),
-                    assignments::version.eq(assignments::version + 1),
-                    assignments::updated_at.eq(diesel::dsl::now),
-                ))
-                .execute(conn)
-                .await?;
-        }
+        Some(a) if a.status.holds_seat() => start_move(conn, a, target, max_num_projects).await?,
         _ => seat(conn, user, Some(target), max_num_projects, existing.is_some()).await?,
     }
     get(conn, user).await?.ok_or_else(|| ProvisioningCode::AssignmentNotFound.into())

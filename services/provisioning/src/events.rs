@@ -1,13 +1,17 @@
-//! What provisioning learns from other services: people (identity) and paying owners (billing).
+//! What provisioning learns from other services: people (identity), paying owners (billing)
+//! and team members (team).
 
 use crate::assignments::{self, Requested};
 use crate::error::ProvisioningCode;
+use crate::teams::{self, Announced};
 use crate::users::{self, Person};
+use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
-    PaymentMethodAddedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1,
+    PaymentMethodAddedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1,
+    UserSuspendedV1,
 };
-use hopsbridge_domain::{AccountStatus, UserId};
+use hopsbridge_domain::{AccountStatus, MembershipId, OwnerId, ProjectRole, UserId};
 use hopsbridge_platform::events::{Handler, HandlerError, InBatch, ReceivedEvent, parse_uuid};
 use tracing::Instrument as _;
 
@@ -135,5 +139,67 @@ fn log_request(user_id: UserId, outcome: Requested) {
         Requested::AlreadyAssigned => tracing::debug!(%user_id, "already assigned; nothing to do"),
         Requested::UserDeleted => tracing::info!(%user_id, "payment method of a deleted user; not assigned"),
         other => tracing::info!(%user_id, outcome = ?other, "cluster requested"),
+    }
+}
+
+/// Places team members on their owner's cluster and projects, and takes them out again, under
+/// the one membership rule ([`teams`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TeamMembers {
+    /// `maxNumProjects` of a paying owner, which a former member's next account gets.
+    pub max_num_projects: i32,
+}
+
+/// The member, owner and membership of a team event; a member who is their own owner can never
+/// be handled.
+fn team_ids(member: &str, owner: &str, membership: &str) -> Result<(UserId, OwnerId, MembershipId), HandlerError> {
+    let member = user_id(member)?;
+    let owner = OwnerId::from_uuid(parse_uuid("owner_user_id", owner)?);
+    let membership = MembershipId::from_uuid(parse_uuid("membership_id", membership)?);
+    if owner.as_user() == member {
+        return Err(HandlerError::Reject("a member of their own team".into()));
+    }
+    Ok((member, owner, membership))
+}
+
+fn event_time(field: &str, micros: i64) -> Result<DateTime<Utc>, HandlerError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| HandlerError::Reject(format!("{field} is out of range: {micros}")))
+}
+
+impl Handler<TeamMemberJoinedV1> for TeamMembers {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<TeamMemberJoinedV1>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let (member, owner, membership) = team_ids(&p.member_user_id, &p.owner_user_id, &p.membership_id)?;
+        let role: ProjectRole = p
+            .project_role
+            .parse()
+            .map_err(|_| HandlerError::Reject(format!("project_role is not a role: {:?}", p.project_role)))?;
+        let at = event_time("joined_at_unix_micros", p.joined_at_unix_micros)?;
+        let news = Announced::Joined { membership, owner, role, at };
+        let applied = teams::apply(conn, member, news, self.max_num_projects).await?;
+        tracing::info!(member_id = %member, owner_id = %owner, %membership, ?applied, "team member joined");
+        Ok(())
+    }
+}
+
+impl Handler<TeamMemberRemovedV1> for TeamMembers {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<TeamMemberRemovedV1>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let (member, owner, membership) = team_ids(&p.member_user_id, &p.owner_user_id, &p.membership_id)?;
+        let at = event_time("removed_at_unix_micros", p.removed_at_unix_micros)?;
+        let news = Announced::Removed { membership, owner, at };
+        let applied = teams::apply(conn, member, news, self.max_num_projects).await?;
+        tracing::info!(member_id = %member, owner_id = %owner, %membership, reason = %p.reason, ?applied,
+            "team member removed");
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
-//! A cluster's Hopsworks admin API: find, create, update and deactivate OAuth users, and list
-//! the cluster's projects with their creators.
+//! A cluster's Hopsworks API: find, create, update and deactivate OAuth users, list the
+//! cluster's projects with their creators, add users to projects, and, as the admin key's own
+//! user ([`Hopsworks::me`]), list a project's members and remove one.
 //!
 //! TLS trusts the cluster's CA bundle and nothing else. Every call is tried again with the
 //! shared backoff policy (exponential, with jitter) on 5xx, 429, timeouts and connection
@@ -13,7 +14,9 @@ use hopsbridge_platform::Secret;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// The path every admin route is served under.
 pub const BASE_PATH: &str = "/hopsworks-api/api";
@@ -99,6 +102,60 @@ struct ErrorBody {
 
 /// `errorCode` of "user exists".
 const USER_EXISTS: i64 = 160_003;
+/// `errorCode` of "the project wasn't found".
+const PROJECT_NOT_FOUND: i64 = 150_004;
+/// `errorCode` of "the user is not a member of the project".
+const TEAM_MEMBER_NOT_FOUND: i64 = 150_023;
+/// `errorCode` of "the caller has no role in the project".
+const NO_ROLE_FOUND: i64 = 160_000;
+
+/// A member of a project, as the members route answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Hopsworks username.
+    pub username: String,
+    /// Email as stored.
+    pub email: String,
+    /// `Data owner`, `Data scientist`, …
+    pub role: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberEntry {
+    #[serde(rename = "teamRole")]
+    team_role: String,
+    user: MemberUser,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberUser {
+    username: String,
+    email: String,
+}
+
+/// What the members route answered the admin key's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// The members (the caller is one, as a Data owner or a Data scientist).
+    Listed(Vec<Member>),
+    /// The caller is no member of the project.
+    NotAMember,
+    /// The project does not exist.
+    ProjectGone,
+}
+
+/// How a change to a project's members ended, short of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Made (or, for an addition, already so).
+    Done,
+    /// A removal: the user is no member of the project (removed before).
+    NotMember,
+    /// A removal: the caller (the admin key's user) is no member of the project.
+    CallerNotMember,
+    /// The project does not exist.
+    ProjectGone,
+}
 
 /// A client of one cluster.
 #[derive(Debug, Clone)]
@@ -108,6 +165,8 @@ pub struct Hopsworks {
     api_key: Secret<String>,
     oauth_client_id: String,
     cfg: HopsworksConfig,
+    /// The admin key's own user, once asked.
+    me: Arc<OnceCell<HopsworksUser>>,
 }
 
 impl Hopsworks {
@@ -138,6 +197,7 @@ impl Hopsworks {
             api_key: access.api_key.clone(),
             oauth_client_id: access.oauth_client_id.clone(),
             cfg: cfg.clone(),
+            me: Arc::new(OnceCell::new()),
         })
     }
 
@@ -267,11 +327,11 @@ impl Hopsworks {
     }
 
     /// Makes sure `person` has a usable account: found by email or created, `maxNumProjects`
-    /// as given, reactivated if it was deactivated. Answers its username and numeric id.
+    /// as given, reactivated if it was deactivated. Answers the account as listed.
     ///
     /// # Errors
     /// [`CallError`].
-    pub async fn ensure_account(&self, person: &Person, max_num_projects: i32) -> Result<(String, i64), CallError> {
+    pub async fn ensure_account(&self, person: &Person, max_num_projects: i32) -> Result<HopsworksUser, CallError> {
         let user = match self.find_by_email(&person.email).await? {
             Some(user) => user,
             None => {
@@ -287,7 +347,108 @@ impl Hopsworks {
         if user.status == STATUS_DEACTIVATED {
             self.update(user.id, "reactivate the user", json!({"status": STATUS_ACTIVATED})).await?;
         }
-        Ok((user.username, user.id))
+        Ok(user)
+    }
+
+    /// The user the API key belongs to (`GET /users/profile`), asked once per client.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn me(&self) -> Result<HopsworksUser, CallError> {
+        const WHAT: &str = "read the API key's user";
+        let user = self
+            .me
+            .get_or_try_init(|| async {
+                let (status, body) = self.send(WHAT, Method::GET, self.url("users/profile")?, None).await?;
+                if !status.is_success() {
+                    return Err(CallError(format!("{WHAT}: {}", describe(status, &body))));
+                }
+                serde_json::from_slice::<HopsworksUser>(&body)
+                    .map_err(|e| CallError(format!("{WHAT}: unexpected answer: {e}")))
+            })
+            .await?;
+        Ok(user.clone())
+    }
+
+    /// Adds `username` to the projects `project_ids` with `role` (`POST
+    /// /admin/projects/add-to-projects`). A member already in a project keeps their role, so a
+    /// repeat changes nothing.
+    ///
+    /// # Errors
+    /// [`CallError`]; a project that does not exist is [`MemberChange::ProjectGone`].
+    pub async fn add_to_projects(
+        &self,
+        username: &str,
+        role: &str,
+        project_ids: &[i64],
+    ) -> Result<MemberChange, CallError> {
+        const WHAT: &str = "add the user to the projects";
+        let body = json!({"username": username, "role": role, "projectIds": project_ids});
+        let (status, answer) =
+            self.send(WHAT, Method::POST, self.url("admin/projects/add-to-projects")?, Some(&body)).await?;
+        if status.is_success() {
+            Ok(MemberChange::Done)
+        } else if error_code(&answer) == Some(PROJECT_NOT_FOUND) {
+            Ok(MemberChange::ProjectGone)
+        } else {
+            Err(CallError(format!("{WHAT}: {}", describe(status, &answer))))
+        }
+    }
+
+    fn members_url(&self, project_id: i64, email: Option<&str>) -> Result<Url, CallError> {
+        let mut url = self.url(&format!("project/{project_id}/projectMembers"))?;
+        if let Some(email) = email {
+            url.path_segments_mut()
+                .map_err(|()| CallError("the cluster's API URL cannot take a path".into()))?
+                .push(email);
+        }
+        Ok(url)
+    }
+
+    /// The members of project `project_id`, as the admin key's user sees them (`GET
+    /// /project/{id}/projectMembers`): Hopsworks answers only its Data owners and Data
+    /// scientists.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn project_members(&self, project_id: i64) -> Result<Members, CallError> {
+        const WHAT: &str = "list the project's members";
+        let (status, body) = self.send(WHAT, Method::GET, self.members_url(project_id, None)?, None).await?;
+        if status.is_success() {
+            let entries: Vec<MemberEntry> =
+                serde_json::from_slice(&body).map_err(|e| CallError(format!("{WHAT}: unexpected answer: {e}")))?;
+            let members = entries
+                .into_iter()
+                .map(|e| Member { username: e.user.username, email: e.user.email, role: e.team_role })
+                .collect();
+            return Ok(Members::Listed(members));
+        }
+        match error_code(&body) {
+            Some(PROJECT_NOT_FOUND) => Ok(Members::ProjectGone),
+            Some(NO_ROLE_FOUND) if status == StatusCode::FORBIDDEN => Ok(Members::NotAMember),
+            _ => Err(CallError(format!("{WHAT}: {}", describe(status, &body)))),
+        }
+    }
+
+    /// Removes the user of `email` from project `project_id` as the admin key's user (`DELETE
+    /// /project/{id}/projectMembers/{email}`), which must be a Data owner of the project to
+    /// remove anyone but itself.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn remove_member(&self, project_id: i64, email: &str) -> Result<MemberChange, CallError> {
+        const WHAT: &str = "remove the user from the project";
+        let url = self.members_url(project_id, Some(email))?;
+        let (status, body) = self.send(WHAT, Method::DELETE, url, None).await?;
+        if status.is_success() {
+            return Ok(MemberChange::Done);
+        }
+        match error_code(&body) {
+            Some(PROJECT_NOT_FOUND) => Ok(MemberChange::ProjectGone),
+            Some(TEAM_MEMBER_NOT_FOUND) => Ok(MemberChange::NotMember),
+            Some(NO_ROLE_FOUND) if status == StatusCode::FORBIDDEN => Ok(MemberChange::CallerNotMember),
+            _ => Err(CallError(format!("{WHAT}: {}", describe(status, &body)))),
+        }
     }
 
     /// Every project of the cluster with its creator, by id. Pages through the list with
@@ -365,6 +526,11 @@ fn transport(what: &str, e: &reqwest::Error) -> CallError {
     // reqwest's own text holds the URL (with the email in it); only the cause is kept.
     let cause = std::error::Error::source(e).map(ToString::to_string).unwrap_or_default();
     CallError(format!("{what}: {kind}: {cause}"))
+}
+
+/// The `errorCode` of a Hopsworks error body, if it is one.
+fn error_code(body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<ErrorBody>(body).ok().and_then(|e| e.error_code)
 }
 
 fn describe(status: StatusCode, body: &[u8]) -> String {

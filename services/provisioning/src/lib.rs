@@ -9,6 +9,10 @@
 //!   complete and announces `ClusterAssignedV1` in one transaction.
 //! - Admins move and unassign users; old accounts are deactivated (status 3) and
 //!   `ClusterUnassignedV1` announced.
+//! - `TeamMemberJoinedV1` places the member on the owner's cluster (`maxNumProjects` 0, whatever
+//!   its capacity; or waiting for the owner's cluster) and the background task adds them to
+//!   each of the owner's Hopsworks projects; `TeamMemberRemovedV1` takes them out of those
+//!   projects, then unassigns them ([`teams`]).
 //!
 //! Modules are layered: each imports only modules of the layers before it (the `layers` test
 //! checks this), so none is part of an import circle.
@@ -17,13 +21,14 @@
 //! |---|---|---|
 //! | 1 | [`schema`], [`error`], [`crypto`] | tables, the error catalogue, sealing (with its keys' settings) |
 //! | 2 | [`config`] | settings |
-//! | 3 | [`users`], [`seats`], [`work`] | the people projection, seat counting and the placement lock, leased Hopsworks work |
+//! | 3 | [`users`], [`seats`], [`work`], [`team_members`], [`project_members`] | the people projection, seat counting and the placement lock, leased Hopsworks work, team memberships, members' places in projects |
 //! | 4 | [`clusters`] | the registry |
-//! | 5 | [`hopsworks`] | a cluster's Hopsworks admin API |
+//! | 5 | [`hopsworks`] | a cluster's Hopsworks API |
 //! | 6 | [`validate`] | checks of registrations |
 //! | 7 | [`assignments`] | placement, moves and unassignments |
-//! | 8 | [`events`], [`worker`], [`rotate`] | consumers, the background task, `rotate-keys` |
-//! | 9 | [`routes`] | the HTTP API |
+//! | 8 | [`teams`] | what joining and leaving a team do |
+//! | 9 | [`events`], [`worker`], [`rotate`] | consumers, the background task, `rotate-keys` |
+//! | 10 | [`routes`] | the HTTP API |
 
 pub mod assignments;
 pub mod clusters;
@@ -32,11 +37,14 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod hopsworks;
+pub mod project_members;
 pub mod rotate;
 pub mod routes;
 /// provisioning's tables, generated from its migrations by `scripts/schema.sh`.
 pub mod schema;
 pub mod seats;
+pub mod team_members;
+pub mod teams;
 pub mod users;
 pub mod validate;
 pub mod work;
@@ -46,7 +54,8 @@ pub use config::ProvisioningConfig;
 
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
-    PaymentMethodAddedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1,
+    PaymentMethodAddedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1,
+    UserSuspendedV1,
 };
 use hopsbridge_platform::cli::ExtraCommand;
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
@@ -102,8 +111,12 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus);
     let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus);
     let deleted = service.consumer::<UserDeletedV1, _>(events::UserStatus).with_hooks(hooks.clone());
-    let paid =
-        service.consumer::<PaymentMethodAddedV1, _>(events::PaymentMethodAdded { max_num_projects }).with_hooks(hooks);
+    let paid = service
+        .consumer::<PaymentMethodAddedV1, _>(events::PaymentMethodAdded { max_num_projects })
+        .with_hooks(hooks.clone());
+    let team = events::TeamMembers { max_num_projects };
+    let joined = service.consumer::<TeamMemberJoinedV1, _>(team).with_hooks(hooks.clone());
+    let removed = service.consumer::<TeamMemberRemovedV1, _>(team).with_hooks(hooks);
     let worker =
         worker::Worker::new(service.db.clone(), vault, config.hopsworks.clone(), config.assignments.clone(), wake);
     Ok(service
@@ -113,5 +126,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         .with_task("user-reactivated", move |cancel| reactivated.run(cancel))
         .with_task("user-deleted", move |cancel| deleted.run(cancel))
         .with_task("payment-method-added", move |cancel| paid.run(cancel))
+        .with_task("team-member-joined", move |cancel| joined.run(cancel))
+        .with_task("team-member-removed", move |cancel| removed.run(cancel))
         .with_task("assignments", move |cancel| worker.run(cancel)))
 }

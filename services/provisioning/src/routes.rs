@@ -6,6 +6,7 @@
 //! | `GET /api/admin/clusters/{id}`, `PATCH /api/admin/clusters/{id}` | admins | view, change |
 //! | `GET /api/admin/assignments?status=…` | admins | list, paged |
 //! | `GET`, `PUT`, `DELETE /api/admin/assignments/{user_id}` | admins | view, move, unassign |
+//! | `GET /api/admin/assignments/{user_id}/projects` | admins | a team member's membership and their place in each of the owner's projects |
 //! | `GET /api/cluster` | any signed-in person | their cluster and its state |
 //! | `GET /internal/clusters/{id}/kubeconfig` | the metering service only | the cluster's kubeconfig, opened |
 //! | `GET /internal/clusters/{id}/projects` | the metering service only | the cluster's Hopsworks projects |
@@ -24,6 +25,8 @@ use crate::config::HopsworksConfig;
 use crate::crypto::Vault;
 use crate::error::{ProvisioningCode, ProvisioningError};
 use crate::hopsworks::{Hopsworks, PROJECT_PAGE};
+use crate::project_members::{self, AccessState, ProjectMember};
+use crate::team_members::{self, TeamMember, TeamState};
 use crate::validate::{self, Invalid, invalid};
 use actix_web::{HttpResponse, web};
 use hopsbridge_contracts::Service;
@@ -63,6 +66,7 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/assignments/{user_id}", web::get().to(get_assignment))
         .route("/api/admin/assignments/{user_id}", web::put().to(move_assignment))
         .route("/api/admin/assignments/{user_id}", web::delete().to(delete_assignment))
+        .route("/api/admin/assignments/{user_id}/projects", web::get().to(member_projects))
         .route("/api/cluster", web::get().to(my_cluster))
         .route("/internal/clusters/{id}/kubeconfig", web::get().to(cluster_kubeconfig))
         .route("/internal/clusters/{id}/projects", web::get().to(cluster_projects));
@@ -427,6 +431,33 @@ async fn delete_assignment(state: Data, caller: Caller, user: web::Path<UserId>)
     Ok(HttpResponse::Ok().json(a))
 }
 
+/// A person's team membership as provisioning keeps it, and their place in each of their
+/// owner's projects.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberProjects {
+    user_id: UserId,
+    /// The latest membership provisioning heard of, if any.
+    team: Option<TeamMember>,
+    /// One per (membership, cluster, project), oldest first: adding and removing are retried
+    /// by the background task until Hopsworks agrees.
+    projects: Vec<ProjectMember>,
+}
+
+#[utoipa::path(get, path = "/api/admin/assignments/{user_id}/projects", tag = "clusters", params(("user_id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "the person's team membership and their place in each of the owner's projects (empty for a person in no team)", body = MemberProjects),
+        (status = 400, description = answers("the id is not a UUID", &[PlatformCode::InvalidPath], &[]), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody)))]
+async fn member_projects(state: Data, caller: Caller, user: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let user: UserId =
+        user.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the user id must be a UUID"))?;
+    let mut conn = state.db.conn().await?;
+    let team = team_members::get(&conn, user).await.map_err(ProvisioningError::from)?;
+    let projects = project_members::of_member(&mut conn, user).await.map_err(ProvisioningError::from)?;
+    Ok(HttpResponse::Ok().json(MemberProjects { user_id: user, team, projects }))
+}
+
 /// The caller's cluster as they see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MyCluster {
@@ -604,8 +635,9 @@ async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) ->
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(create_cluster, list_clusters, get_cluster, update_cluster, list_assignments, get_assignment, move_assignment,
-        delete_assignment, my_cluster),
-    components(schemas(ClusterBody, ClusterView, Assignment, AssignmentPage, MoveBody, MyCluster, ClusterSummary, ErrorBody)),
+        delete_assignment, member_projects, my_cluster),
+    components(schemas(ClusterBody, ClusterView, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
+        TeamState, ProjectMember, AccessState, MyCluster, ClusterSummary, ErrorBody)),
     tags((name = "clusters", description = "Hopsworks clusters and who is on which"))
 )]
 pub struct ApiDoc;

@@ -43,6 +43,44 @@ diesel::table! {
 }
 
 diesel::table! {
+    project_members (id) {
+        id -> Int8,
+        membership_id -> Uuid,
+        cluster_id -> Uuid,
+        project_id -> Int8,
+        member_id -> Uuid,
+        project_name -> Text,
+        hopsworks_username -> Text,
+        hopsworks_email -> Text,
+        project_role -> Text,
+        state -> Text,
+        admin_added -> Nullable<Bool>,
+        member_removed -> Bool,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Nullable<Timestamptz>,
+        lease_until -> Nullable<Timestamptz>,
+        version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    team_members (member_id) {
+        member_id -> Uuid,
+        membership_id -> Uuid,
+        owner_id -> Uuid,
+        project_role -> Nullable<Text>,
+        joined_at -> Nullable<Timestamptz>,
+        removed_at -> Nullable<Timestamptz>,
+        state -> Text,
+        synced_cluster_id -> Nullable<Uuid>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (user_id) {
         user_id -> Uuid,
         auth_subject -> Text,
@@ -53,4 +91,7 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(assignments, clusters, users,);
+diesel::joinable!(project_members -> clusters (cluster_id));
+diesel::joinable!(team_members -> clusters (synced_cluster_id));
+
+diesel::allow_tables_to_appear_in_same_query!(assignments, clusters, project_members, team_members, users,);

@@ -503,7 +503,8 @@ async fn a_creation_whose_answer_is_lost_is_not_repeated() {
     // exists, and the account is then found, not made twice.
     sim.hold_next(1, Duration::from_millis(1000));
     hw.create(&ada, 5).await.unwrap();
-    let (username, id) = hw.ensure_account(&ada, 5).await.unwrap();
+    let account = hw.ensure_account(&ada, 5).await.unwrap();
+    let (username, id) = (account.username, account.id);
     let made: Vec<_> = sim.users().into_iter().filter(|u| u.email == "lost@example.com").collect();
     assert_eq!(made.len(), 1);
     assert_eq!((made[0].username.clone(), made[0].id), (username, u64::try_from(id).unwrap()));

@@ -4,14 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 /// The layers, lowest first, as in the table of lib.rs.
-const LAYERS: [&[&str]; 9] = [
+const LAYERS: [&[&str]; 10] = [
     &["schema", "error", "crypto"],
     &["config"],
-    &["users", "seats", "work"],
+    &["users", "seats", "work", "team_members", "project_members"],
     &["clusters"],
     &["hopsworks"],
     &["validate"],
     &["assignments"],
+    &["teams"],
     &["events", "worker", "rotate"],
     &["routes"],
 ];

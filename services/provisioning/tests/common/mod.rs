@@ -7,7 +7,9 @@
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Event;
 use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::{Envelope, PaymentMethodAddedV1, UserCreatedV1};
+use hopsbridge_contracts::events::{
+    Envelope, PaymentMethodAddedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1,
+};
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
@@ -87,9 +89,13 @@ pub fn settings(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> TestSet
 }
 
 pub async fn launch(db: &TestDb, bus: &TestBus, keys: &str, active: &str) -> (String, CancellationToken) {
+    launch_with(settings(db, bus, keys, active)).await
+}
+
+/// Starts provisioning with `settings`.
+pub async fn launch_with(settings: TestSettings) -> (String, CancellationToken) {
     // Named in full: diesel's RunQueryDsl, in scope here, also has a `load`.
-    let config: ProvisioningConfig =
-        TestSettings::load(&settings(db, bus, keys, active), &hopsbridge_provisioning::DEFAULTS);
+    let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
     let app = hopsbridge_provisioning::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
@@ -102,9 +108,14 @@ pub fn metering() -> Caller {
 }
 
 pub async fn start() -> Provisioning {
+    start_with(|s| s).await
+}
+
+/// Starts provisioning with its test settings changed by `change`.
+pub async fn start_with(change: impl FnOnce(TestSettings) -> TestSettings) -> Provisioning {
     let db = TestDb::new().await;
     let bus = TestBus::new().await;
-    let (base, stop) = launch(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1").await;
+    let (base, stop) = launch_with(change(settings(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1"))).await;
     let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     Provisioning { base, db, bus, key, stops: vec![stop] }
 }
@@ -208,6 +219,62 @@ impl Provisioning {
         let event =
             PaymentMethodAddedV1 { user_id: user.to_string(), stripe_customer_id: format!("cus_{}", user.simple()) };
         self.publish(&event, None).await
+    }
+
+    /// Announces, as the team service does, that `member` joined `owner`'s team with `role`
+    /// at `at` (microseconds since the Unix epoch); answers the event id.
+    pub async fn joined(&self, owner: Uuid, member: Uuid, membership: Uuid, role: &str, at: i64) -> String {
+        let event = TeamMemberJoinedV1 {
+            owner_user_id: owner.to_string(),
+            member_user_id: member.to_string(),
+            project_role: role.into(),
+            membership_id: membership.to_string(),
+            joined_at_unix_micros: at,
+        };
+        self.publish(&event, None).await
+    }
+
+    /// Announces, as the team service does, that `member`'s membership ended at `at`.
+    pub async fn removed(&self, owner: Uuid, member: Uuid, membership: Uuid, at: i64) -> String {
+        let event = TeamMemberRemovedV1 {
+            owner_user_id: owner.to_string(),
+            member_user_id: member.to_string(),
+            membership_id: membership.to_string(),
+            removed_at_unix_micros: at,
+            reason: "removed".into(),
+        };
+        self.publish(&event, None).await
+    }
+
+    /// Waits until the event `id` was handled (or found handled before).
+    pub async fn handled(&self, id: &str) {
+        let sql = format!("SELECT count(*) AS n FROM inbox WHERE event_id = '{id}'");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.count(&sql).await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "event {id} was never handled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A person's team membership and their places in the owner's projects, as admins see them.
+    pub async fn member_projects(&self, user: Uuid) -> Value {
+        let (status, body) =
+            self.call(Method::GET, &format!("/api/admin/assignments/{user}/projects"), Some(&admin()), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Polls a person's places in projects until `pred` holds; answers them.
+    pub async fn wait_projects(&self, user: Uuid, what: &str, pred: impl Fn(&[Value]) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let last = self.member_projects(user).await;
+            if pred(last["projects"].as_array().map_or(&[][..], Vec::as_slice)) {
+                return last;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "projects of {user} never {what}; last: {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn assignment(&self, user: Uuid) -> Value {

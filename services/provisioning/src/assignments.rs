@@ -176,22 +176,12 @@ pub async fn place_member(
         return Ok(MemberPlaced::Seated);
     }
     if a.cluster_id == Some(target) {
-        let done = a.max_num_projects == 0 && (a.status == AssignmentState::Provisioning || synced);
-        if done {
+        // An account being made gets maxNumProjects 0 and the owner's projects (one whose work
+        // began before the member joined is made again when it completes).
+        if a.max_num_projects == 0 && (a.status == AssignmentState::Provisioning || synced) {
             return Ok(MemberPlaced::Unchanged);
         }
-        diesel::update(assignments::table.find(member))
-            .set((
-                assignments::status.eq(AssignmentState::Provisioning),
-                assignments::max_num_projects.eq(0),
-                assignments::attempts.eq(0),
-                assignments::last_error.eq(None::<String>),
-                assignments::next_attempt_at.eq(Some(Utc::now())),
-                assignments::version.eq(assignments::version + 1),
-                assignments::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
+        seat(conn, member, Some(target), 0, true).await?;
         return Ok(MemberPlaced::Redone);
     }
     start_move(conn, &a, target, 0).await?;

@@ -150,21 +150,26 @@ pub struct TeamMembers {
     pub max_num_projects: i32,
 }
 
-/// The member, owner and membership of a team event; a member who is their own owner can never
-/// be handled.
-fn team_ids(member: &str, owner: &str, membership: &str) -> Result<(UserId, OwnerId, MembershipId), HandlerError> {
+/// The member, owner and membership a team event names, and when it happened, read as the
+/// other projections of memberships read them: the event's own time, or the envelope's when it
+/// carries none, and the nil membership for an event from before memberships had ids. A member
+/// of their own team, or a time no calendar holds, can never be handled.
+fn named(
+    member: &str,
+    owner: &str,
+    membership: &str,
+    at: i64,
+    occurred: DateTime<Utc>,
+) -> Result<(UserId, OwnerId, MembershipId, DateTime<Utc>), HandlerError> {
     let member = user_id(member)?;
     let owner = OwnerId::from_uuid(parse_uuid("owner_user_id", owner)?);
-    let membership = MembershipId::from_uuid(parse_uuid("membership_id", membership)?);
+    let membership = if membership.is_empty() { uuid::Uuid::nil() } else { parse_uuid("membership_id", membership)? };
     if owner.as_user() == member {
         return Err(HandlerError::Reject("a member of their own team".into()));
     }
-    Ok((member, owner, membership))
-}
-
-fn event_time(field: &str, micros: i64) -> Result<DateTime<Utc>, HandlerError> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| HandlerError::Reject(format!("{field} is out of range: {micros}")))
+    let at = if at == 0 { Some(occurred) } else { DateTime::from_timestamp_micros(at) };
+    let at = at.ok_or_else(|| HandlerError::Reject(format!("the membership's time {at:?} is out of range")))?;
+    Ok((member, owner, MembershipId::from_uuid(membership), at))
 }
 
 impl Handler<TeamMemberJoinedV1> for TeamMembers {
@@ -174,12 +179,12 @@ impl Handler<TeamMemberJoinedV1> for TeamMembers {
         event: &ReceivedEvent<TeamMemberJoinedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let (member, owner, membership) = team_ids(&p.member_user_id, &p.owner_user_id, &p.membership_id)?;
+        let (member, owner, membership, at) =
+            named(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.joined_at_unix_micros, event.occurred_at)?;
         let role: ProjectRole = p
             .project_role
             .parse()
             .map_err(|_| HandlerError::Reject(format!("project_role is not a role: {:?}", p.project_role)))?;
-        let at = event_time("joined_at_unix_micros", p.joined_at_unix_micros)?;
         let news = Announced::Joined { membership, owner, role, at };
         let applied = teams::apply(conn, member, news, self.max_num_projects).await?;
         tracing::info!(member_id = %member, owner_id = %owner, %membership, ?applied, "team member joined");
@@ -194,8 +199,8 @@ impl Handler<TeamMemberRemovedV1> for TeamMembers {
         event: &ReceivedEvent<TeamMemberRemovedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let (member, owner, membership) = team_ids(&p.member_user_id, &p.owner_user_id, &p.membership_id)?;
-        let at = event_time("removed_at_unix_micros", p.removed_at_unix_micros)?;
+        let (member, owner, membership, at) =
+            named(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.removed_at_unix_micros, event.occurred_at)?;
         let news = Announced::Removed { membership, owner, at };
         let applied = teams::apply(conn, member, news, self.max_num_projects).await?;
         tracing::info!(member_id = %member, owner_id = %owner, %membership, reason = %p.reason, ?applied,

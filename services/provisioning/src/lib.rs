@@ -19,7 +19,7 @@
 //!
 //! | layer | modules | what they own |
 //! |---|---|---|
-//! | 1 | [`schema`], [`error`], [`crypto`] | tables, the error catalogue, sealing (with its keys' settings) |
+//! | 1 | [`schema`], [`error`], [`crypto`], [`states`] | tables, the error catalogue, sealing (with its keys' settings), the states of team records |
 //! | 2 | [`config`] | settings |
 //! | 3 | [`users`], [`seats`], [`work`], [`team_members`], [`project_members`] | the people projection, seat counting and the placement lock, leased Hopsworks work, team memberships, members' places in projects |
 //! | 4 | [`clusters`] | the registry |
@@ -43,6 +43,7 @@ pub mod routes;
 /// provisioning's tables, generated from its migrations by `scripts/schema.sh`.
 pub mod schema;
 pub mod seats;
+pub mod states;
 pub mod team_members;
 pub mod teams;
 pub mod users;

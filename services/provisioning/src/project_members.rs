@@ -5,6 +5,7 @@
 //! adding to removing: `version`).
 
 use crate::schema::project_members;
+pub use crate::states::AccessState;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::dsl::{IntervalDsl as _, exists, not};
 use diesel::prelude::*;
@@ -14,76 +15,20 @@ use hopsbridge_domain::{ClusterId, MembershipId, ProjectRole, UserId};
 use serde::Serialize;
 use std::time::Duration;
 
-/// Where a member's place in one project is.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    utoipa::ToSchema,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessState {
-    /// add-to-projects is due (retried until Hopsworks agrees).
-    Adding,
-    /// Hopsworks agreed: the member is in the project.
-    Added,
-    /// The membership ended: the member is being taken out of the project.
-    Removing,
-    /// The member is out of the project.
-    Removed,
-    /// The project no longer exists.
-    Gone,
-}
-
-impl AccessState {
-    /// The name stored.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Adding => "adding",
-            Self::Added => "added",
-            Self::Removing => "removing",
-            Self::Removed => "removed",
-            Self::Gone => "gone",
-        }
-    }
-}
-
-impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for AccessState {
-    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>) -> diesel::serialize::Result {
-        std::io::Write::write_all(out, self.as_str().as_bytes())?;
-        Ok(diesel::serialize::IsNull::No)
-    }
-}
-
-impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for AccessState {
-    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
-        match bytes.as_bytes() {
-            b"adding" => Ok(Self::Adding),
-            b"added" => Ok(Self::Added),
-            b"removing" => Ok(Self::Removing),
-            b"removed" => Ok(Self::Removed),
-            b"gone" => Ok(Self::Gone),
-            other => Err(format!("unknown project member state {:?}", String::from_utf8_lossy(other)).into()),
-        }
-    }
-}
-
 /// The states with Hopsworks work to do.
 pub const WORKING: [AccessState; 2] = [AccessState::Adding, AccessState::Removing];
 
-/// A member's place in one project, as stored and as admins see it.
+/// A member's place in one project, as stored, as admins see it and as the background task
+/// takes it.
 #[derive(Clone, Debug, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = project_members)]
 pub struct ProjectMember {
+    /// The row.
+    pub id: i64,
     /// The membership it is for.
     pub membership_id: MembershipId,
+    /// The member.
+    pub member_id: UserId,
     /// The cluster of the project.
     pub cluster_id: ClusterId,
     /// Hopsworks' project id.
@@ -92,6 +37,8 @@ pub struct ProjectMember {
     pub project_name: String,
     /// The member's Hopsworks username on the cluster.
     pub hopsworks_username: String,
+    /// The member's email as their Hopsworks account has it.
+    pub hopsworks_email: String,
     /// The role in the project.
     pub project_role: ProjectRole,
     /// Where it is.
@@ -100,12 +47,17 @@ pub struct ProjectMember {
     pub admin_added: Option<bool>,
     /// Removal: whether the member is out already.
     pub member_removed: bool,
-    /// Background attempts so far (since it was last turned to removing).
+    /// Background attempts so far (since it was last turned to removing), including one under
+    /// way.
     pub attempts: i32,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
     /// When the next attempt is due.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Bumped when the row is turned to removing, so an attempt started before is not written
+    /// back.
+    #[serde(skip)]
+    pub version: i32,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -230,39 +182,6 @@ pub async fn of_member(
         .await
 }
 
-/// A row the background task took.
-#[derive(Clone, Debug, Queryable)]
-pub struct ProjectWork {
-    /// The row.
-    pub id: i64,
-    /// The membership.
-    pub membership_id: MembershipId,
-    /// The member.
-    pub member_id: UserId,
-    /// The cluster.
-    pub cluster_id: ClusterId,
-    /// Hopsworks' project id.
-    pub project_id: i64,
-    /// The project's name.
-    pub project_name: String,
-    /// The member's Hopsworks username.
-    pub hopsworks_username: String,
-    /// The member's email as their Hopsworks account has it.
-    pub hopsworks_email: String,
-    /// The role.
-    pub project_role: ProjectRole,
-    /// adding or removing.
-    pub state: AccessState,
-    /// Removal: whether the admin key's user is made a member for it.
-    pub admin_added: Option<bool>,
-    /// Removal: whether the member is out already.
-    pub member_removed: bool,
-    /// The row's version when taken.
-    pub version: i32,
-    /// Attempts including this one.
-    pub attempts: i32,
-}
-
 /// Takes up to `limit` due rows under a lease of `lease_secs`; replicas claiming at the same
 /// time skip each other's rows. A member is not added to a project while a removal of an
 /// earlier membership of theirs from the same project is under way (it would take them out
@@ -274,7 +193,7 @@ pub async fn claim_due(
     conn: &mut AsyncPgConnection,
     limit: i64,
     lease_secs: i64,
-) -> Result<Vec<ProjectWork>, diesel::result::Error> {
+) -> Result<Vec<ProjectMember>, diesel::result::Error> {
     let now = diesel::dsl::now;
     let (candidates, earlier) = diesel::alias!(project_members as candidates, project_members as earlier);
     let removal_under_way = earlier
@@ -302,22 +221,7 @@ pub async fn claim_due(
             project_members::lease_until.eq((now.into_sql::<Timestamptz>() + lease_secs.seconds()).nullable()),
             project_members::attempts.eq(project_members::attempts + 1),
         ))
-        .returning((
-            project_members::id,
-            project_members::membership_id,
-            project_members::member_id,
-            project_members::cluster_id,
-            project_members::project_id,
-            project_members::project_name,
-            project_members::hopsworks_username,
-            project_members::hopsworks_email,
-            project_members::project_role,
-            project_members::state,
-            project_members::admin_added,
-            project_members::member_removed,
-            project_members::version,
-            project_members::attempts,
-        ))
+        .returning(ProjectMember::as_returning())
         .load(conn)
         .await
 }
@@ -329,7 +233,7 @@ pub async fn claim_due(
 /// When Postgres fails.
 pub async fn progress(
     conn: &mut AsyncPgConnection,
-    work: &ProjectWork,
+    work: &ProjectMember,
     admin_added: Option<bool>,
     member_removed: bool,
 ) -> Result<bool, diesel::result::Error> {
@@ -356,7 +260,7 @@ pub async fn progress(
 /// When Postgres fails.
 pub async fn finish(
     conn: &mut AsyncPgConnection,
-    work: &ProjectWork,
+    work: &ProjectMember,
     to: AccessState,
 ) -> Result<bool, diesel::result::Error> {
     let n = diesel::update(
@@ -384,7 +288,7 @@ pub async fn finish(
 /// When Postgres fails.
 pub async fn failed(
     conn: &mut AsyncPgConnection,
-    work: &ProjectWork,
+    work: &ProjectMember,
     reason: &str,
     retry_in: Duration,
 ) -> Result<(), diesel::result::Error> {

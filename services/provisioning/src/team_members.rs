@@ -4,6 +4,7 @@
 //! [`crate::teams`]'; this module only reads and writes the rows.
 
 use crate::schema::team_members;
+pub use crate::states::TeamState;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -11,61 +12,6 @@ use hopsbridge_domain::membership::Membership;
 use hopsbridge_domain::{ClusterId, MembershipId, OwnerId, ProjectRole, UserId};
 use serde::Serialize;
 use std::collections::HashMap;
-
-/// What provisioning does about a member's kept membership.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    utoipa::ToSchema,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "snake_case")]
-pub enum TeamState {
-    /// The membership is current: the member is on the owner's cluster (or waits for it) and is
-    /// added to the owner's projects.
-    Member,
-    /// A membership provisioning acted on has ended: the member is being taken out of the
-    /// owner's projects, then unassigned.
-    Leaving,
-    /// Nothing to do.
-    Left,
-}
-
-impl TeamState {
-    /// The name stored.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Member => "member",
-            Self::Leaving => "leaving",
-            Self::Left => "left",
-        }
-    }
-}
-
-impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for TeamState {
-    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>) -> diesel::serialize::Result {
-        std::io::Write::write_all(out, self.as_str().as_bytes())?;
-        Ok(diesel::serialize::IsNull::No)
-    }
-}
-
-impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for TeamState {
-    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
-        match bytes.as_bytes() {
-            b"member" => Ok(Self::Member),
-            b"leaving" => Ok(Self::Leaving),
-            b"left" => Ok(Self::Left),
-            other => Err(format!("unknown team state {:?}", String::from_utf8_lossy(other)).into()),
-        }
-    }
-}
 
 /// A member's row.
 #[derive(Clone, Debug, Queryable, Selectable, Insertable, AsChangeset, Serialize, utoipa::ToSchema)]

@@ -14,7 +14,7 @@ use crate::clusters::{self, ClusterRow};
 use crate::config::{AssignmentsConfig, HopsworksConfig};
 use crate::crypto::Vault;
 use crate::hopsworks::{Hopsworks, HopsworksUser, MemberChange, Members, PROJECT_PAGE};
-use crate::project_members::{self, AccessState, ProjectWork};
+use crate::project_members::{self, AccessState, ProjectMember};
 use crate::seats::placement_lock;
 use crate::team_members::{self, TeamMember};
 use crate::teams::{self, OwnerProjects};
@@ -322,7 +322,7 @@ impl Worker {
         }
         let cluster_ids: Vec<ClusterId> = work.iter().map(|w| w.cluster_id).collect();
         let clusters = clusters::rows(&mut *self.db.conn().await?, &cluster_ids).await?;
-        let mut by_project: BTreeMap<(ClusterId, i64), Vec<ProjectWork>> = BTreeMap::new();
+        let mut by_project: BTreeMap<(ClusterId, i64), Vec<ProjectMember>> = BTreeMap::new();
         for w in work {
             by_project.entry((w.cluster_id, w.project_id)).or_default().push(w);
         }
@@ -337,7 +337,7 @@ impl Worker {
         Ok(i64::try_from(taken).unwrap_or(0) >= limit)
     }
 
-    async fn process_project(&self, work: ProjectWork, clusters: &HashMap<ClusterId, ClusterRow>) {
+    async fn process_project(&self, work: ProjectMember, clusters: &HashMap<ClusterId, ClusterRow>) {
         let outcome = match self.client(clusters, work.cluster_id).await {
             Ok(client) => match work.state {
                 AccessState::Adding => self.add_to_project(&client, &work).await,
@@ -363,7 +363,7 @@ impl Worker {
     }
 
     /// Adds the member to the project with their role.
-    async fn add_to_project(&self, client: &Hopsworks, work: &ProjectWork) -> Result<(), String> {
+    async fn add_to_project(&self, client: &Hopsworks, work: &ProjectMember) -> Result<(), String> {
         let role = work.project_role.as_str();
         let added =
             client.add_to_projects(&work.hopsworks_username, role, &[work.project_id]).await.map_err(|e| e.0)?;
@@ -375,7 +375,7 @@ impl Worker {
 
     /// Takes the member out of the project, step by step: find out whether the admin key's
     /// user must be made a member for it, make it one, remove the member, remove it again.
-    async fn remove_from_project(&self, client: &Hopsworks, work: &ProjectWork) -> Result<(), String> {
+    async fn remove_from_project(&self, client: &Hopsworks, work: &ProjectMember) -> Result<(), String> {
         let admin = client.me().await.map_err(|e| e.0)?;
         let mut admin_added = work.admin_added;
         if admin_added.is_none() && !work.member_removed {
@@ -440,7 +440,7 @@ impl Worker {
     /// was turned meanwhile.
     async fn progress(
         &self,
-        work: &ProjectWork,
+        work: &ProjectMember,
         admin_added: Option<bool>,
         member_removed: bool,
     ) -> Result<bool, String> {
@@ -461,7 +461,7 @@ impl Worker {
     /// The row is `to`; a removal done may leave the member out of every project of the team
     /// they left, and so unassigned (in the same transaction, after the member's team row and
     /// the placement lock).
-    async fn finish_project(&self, work: &ProjectWork, to: AccessState) -> Result<(), String> {
+    async fn finish_project(&self, work: &ProjectMember, to: AccessState) -> Result<(), String> {
         let paying = self.hopsworks.max_num_projects_paying;
         let written = self
             .db
@@ -485,7 +485,7 @@ impl Worker {
         if written { Ok(()) } else { self.release_project(work).await }
     }
 
-    async fn release_project(&self, work: &ProjectWork) -> Result<(), String> {
+    async fn release_project(&self, work: &ProjectMember) -> Result<(), String> {
         let id = work.id;
         self.db
             .transaction(|c| Box::pin(async move { Tx::Ok(project_members::release_lease(c, id).await?) }))

@@ -5,7 +5,7 @@
 
 /// The layers, lowest first, as in the table of lib.rs.
 const LAYERS: [&[&str]; 10] = [
-    &["schema", "error", "crypto"],
+    &["schema", "error", "crypto", "states"],
     &["config"],
     &["users", "seats", "work", "team_members", "project_members"],
     &["clusters"],

@@ -365,3 +365,72 @@ async fn a_member_with_a_cluster_of_their_own_is_moved_to_the_owners() {
     assert_eq!(unassigned_from(&p, member).await, vec![(cb.clone(), "moved".to_owned())]);
     assert_eq!(assigned_to(&p, member).await, vec![cb, ca]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_events_that_can_never_be_handled_change_nothing() {
+    let p = start().await;
+    let sim = hopsworks("bad-team");
+    p.register("eu-1", &sim, 5).await;
+    let (owner, _) = owner_with_projects(&p, &sim, "olivia@example.com", &["alpha"]).await;
+    let member = Uuid::now_v7();
+    p.user_created(member, "mia@example.com", "Mia Member").await;
+    let observer = p.joined(owner, member, Uuid::now_v7(), "Observer", now()).await;
+    let own_team = p.joined(owner, owner, Uuid::now_v7(), ROLE_DATA_SCIENTIST, now()).await;
+    let no_time = TeamMemberRemovedV1 {
+        owner_user_id: owner.to_string(),
+        member_user_id: member.to_string(),
+        membership_id: Uuid::now_v7().to_string(),
+        removed_at_unix_micros: i64::MAX,
+        reason: "removed".into(),
+    };
+    let no_time = p.publish(&no_time, None).await;
+    // Events after them are handled; they are not.
+    let later = Uuid::now_v7();
+    p.user_created(later, "leo@example.com", "Leo Later").await;
+    p.handled(&p.joined(owner, later, Uuid::now_v7(), ROLE_DATA_SCIENTIST, now()).await).await;
+    for id in [observer, own_team, no_time] {
+        assert_eq!(p.count(&format!("SELECT count(*) AS n FROM inbox WHERE event_id = '{id}'")).await, 0);
+    }
+    assert_eq!(p.count(&format!("SELECT count(*) AS n FROM team_members WHERE member_id = '{member}'")).await, 0);
+    assert_eq!(p.count(&format!("SELECT count(*) AS n FROM team_members WHERE member_id = '{owner}'")).await, 0);
+    assert_eq!(p.assignment(member).await, Value::Null);
+    assert_eq!(p.assignment(owner).await["max_num_projects"], 5, "the owner is still a paying owner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_rejoins_while_being_taken_out_is_added_back_only_once_the_removal_is_done() {
+    let p = start().await;
+    let sim = hopsworks("rejoin");
+    let cluster = p.register("eu-1", &sim, 5).await;
+    let (owner, _) = owner_with_projects(&p, &sim, "olivia@example.com", &["alpha"]).await;
+    let member = Uuid::now_v7();
+    p.user_created(member, "mia@example.com", "Mia Member").await;
+    let first = Uuid::now_v7();
+    p.joined(owner, member, first, ROLE_DATA_SCIENTIST, now()).await;
+    p.wait_projects(member, "were added", |rows| all_in(rows, 1, "added")).await;
+    // The removal keeps failing for a while; the member rejoins meanwhile, with another role.
+    sim.fail_next_on(Route::RemoveMember, 6, 500);
+    p.handled(&p.removed(owner, member, first, now()).await).await;
+    let second = Uuid::now_v7();
+    p.joined(owner, member, second, ROLE_DATA_OWNER, now()).await;
+
+    let view = p
+        .wait_projects(member, "settled", |rows| {
+            rows.len() == 2
+                && rows.iter().any(|r| r["membership_id"] == first.to_string() && r["state"] == "removed")
+                && rows.iter().any(|r| r["membership_id"] == second.to_string() && r["state"] == "added")
+        })
+        .await;
+    assert_eq!(view["team"]["state"], "member");
+    let mia = account(&sim, "mia@example.com");
+    assert_eq!(
+        memberships_of(&sim, &mia.username),
+        vec![("alpha".to_owned(), ROLE_DATA_OWNER.to_owned())],
+        "the removal did not undo the new membership"
+    );
+    assert!(memberships_of(&sim, &sim.admin().unwrap().username).is_empty());
+    let a = p.assignment(member).await;
+    assert_eq!((a["status"].as_str(), a["cluster_id"].as_str()), (Some("complete"), Some(cluster.as_str())));
+    assert!(unassigned_from(&p, member).await.is_empty(), "never taken off the cluster");
+    assert_eq!(mia.status, STATUS_ACTIVATED);
+}

@@ -18,13 +18,10 @@ use std::time::Duration;
 /// The states with Hopsworks work to do.
 pub const WORKING: [AccessState; 2] = [AccessState::Adding, AccessState::Removing];
 
-/// A member's place in one project, as stored, as admins see it and as the background task
-/// takes it.
-#[derive(Clone, Debug, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+/// What a row is about: the member's place in one project of their owner's.
+#[derive(Clone, Debug, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = project_members)]
-pub struct ProjectMember {
-    /// The row.
-    pub id: i64,
+pub struct Place {
     /// The membership it is for.
     pub membership_id: MembershipId,
     /// The member.
@@ -41,6 +38,19 @@ pub struct ProjectMember {
     pub hopsworks_email: String,
     /// The role in the project.
     pub project_role: ProjectRole,
+}
+
+/// A member's place in one project with where it is, as stored, as admins see it and as the
+/// background task takes it.
+#[derive(Clone, Debug, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+#[diesel(table_name = project_members)]
+pub struct ProjectMember {
+    /// The row.
+    pub id: i64,
+    /// What it is about.
+    #[diesel(embed)]
+    #[serde(flatten)]
+    pub place: Place,
     /// Where it is.
     pub state: AccessState,
     /// Removal: whether the admin key's user is made a member for it (null: not yet known).
@@ -64,53 +74,19 @@ pub struct ProjectMember {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A row to record: the member is to be added to a project of their owner's.
-#[derive(Clone, Debug)]
-pub struct NewProjectMember {
-    /// The membership.
-    pub membership_id: MembershipId,
-    /// The member.
-    pub member_id: UserId,
-    /// The cluster.
-    pub cluster_id: ClusterId,
-    /// Hopsworks' project id.
-    pub project_id: i64,
-    /// The project's name.
-    pub project_name: String,
-    /// The member's Hopsworks username on the cluster.
-    pub hopsworks_username: String,
-    /// The member's email as their Hopsworks account has it.
-    pub hopsworks_email: String,
-    /// The role.
-    pub project_role: ProjectRole,
-}
-
 /// Records rows (adding, due now); one already recorded for the same (membership, cluster,
 /// project) is left as it is. Answers how many are new.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn add_all(conn: &mut AsyncPgConnection, rows: &[NewProjectMember]) -> Result<usize, diesel::result::Error> {
+pub async fn add_all(conn: &mut AsyncPgConnection, rows: &[Place]) -> Result<usize, diesel::result::Error> {
     if rows.is_empty() {
         return Ok(0);
     }
     let now = Utc::now();
     let values: Vec<_> = rows
         .iter()
-        .map(|r| {
-            (
-                project_members::membership_id.eq(r.membership_id),
-                project_members::member_id.eq(r.member_id),
-                project_members::cluster_id.eq(r.cluster_id),
-                project_members::project_id.eq(r.project_id),
-                project_members::project_name.eq(&r.project_name),
-                project_members::hopsworks_username.eq(&r.hopsworks_username),
-                project_members::hopsworks_email.eq(&r.hopsworks_email),
-                project_members::project_role.eq(r.project_role),
-                project_members::state.eq(AccessState::Adding),
-                project_members::next_attempt_at.eq(Some(now)),
-            )
-        })
+        .map(|r| (r, project_members::state.eq(AccessState::Adding), project_members::next_attempt_at.eq(Some(now))))
         .collect();
     diesel::insert_into(project_members::table)
         .values(values)

@@ -19,7 +19,7 @@
 
 use crate::assignments::{self, MemberPlaced};
 use crate::error::ProvisioningCode;
-use crate::project_members::{self, NewProjectMember};
+use crate::project_members::{self, Place};
 use crate::seats::placement_lock;
 use crate::team_members::{self, TeamMember, TeamState};
 use crate::users;
@@ -244,10 +244,10 @@ pub async fn synced(
     if owner_cluster(conn, team.owner_id).await? != Some(read.cluster) {
         return Ok(0);
     }
-    let rows: Vec<NewProjectMember> = read
+    let rows: Vec<Place> = read
         .projects
         .iter()
-        .map(|(id, name)| NewProjectMember {
+        .map(|(id, name)| Place {
             membership_id: read.membership,
             member_id: member,
             cluster_id: read.cluster,

@@ -320,11 +320,11 @@ impl Worker {
         if work.is_empty() {
             return Ok(false);
         }
-        let cluster_ids: Vec<ClusterId> = work.iter().map(|w| w.cluster_id).collect();
+        let cluster_ids: Vec<ClusterId> = work.iter().map(|w| w.place.cluster_id).collect();
         let clusters = clusters::rows(&mut *self.db.conn().await?, &cluster_ids).await?;
         let mut by_project: BTreeMap<(ClusterId, i64), Vec<ProjectMember>> = BTreeMap::new();
         for w in work {
-            by_project.entry((w.cluster_id, w.project_id)).or_default().push(w);
+            by_project.entry((w.place.cluster_id, w.place.project_id)).or_default().push(w);
         }
         let clusters = &clusters;
         futures::stream::iter(by_project.into_values())
@@ -338,7 +338,7 @@ impl Worker {
     }
 
     async fn process_project(&self, work: ProjectMember, clusters: &HashMap<ClusterId, ClusterRow>) {
-        let outcome = match self.client(clusters, work.cluster_id).await {
+        let outcome = match self.client(clusters, work.place.cluster_id).await {
             Ok(client) => match work.state {
                 AccessState::Adding => self.add_to_project(&client, &work).await,
                 _ => self.remove_from_project(&client, &work).await,
@@ -346,7 +346,7 @@ impl Worker {
             Err(e) => Err(e),
         };
         let Err(reason) = outcome else { return };
-        tracing::warn!(member_id = %work.member_id, cluster_id = %work.cluster_id, project_id = work.project_id,
+        tracing::warn!(member_id = %work.place.member_id, cluster_id = %work.place.cluster_id, project_id = work.place.project_id,
             state = work.state.as_str(), attempts = work.attempts, reason = %reason,
             "Hopsworks project membership work failed; will try again");
         let delay = self.retry_delay(work.attempts);
@@ -364,11 +364,13 @@ impl Worker {
 
     /// Adds the member to the project with their role.
     async fn add_to_project(&self, client: &Hopsworks, work: &ProjectMember) -> Result<(), String> {
-        let role = work.project_role.as_str();
-        let added =
-            client.add_to_projects(&work.hopsworks_username, role, &[work.project_id]).await.map_err(|e| e.0)?;
+        let role = work.place.project_role.as_str();
+        let added = client
+            .add_to_projects(&work.place.hopsworks_username, role, &[work.place.project_id])
+            .await
+            .map_err(|e| e.0)?;
         let to = if added == MemberChange::ProjectGone { AccessState::Gone } else { AccessState::Added };
-        tracing::info!(member_id = %work.member_id, project_id = work.project_id, state = to.as_str(),
+        tracing::info!(member_id = %work.place.member_id, project_id = work.place.project_id, state = to.as_str(),
             "team member added to a project of their owner's");
         self.finish_project(work, to).await
     }
@@ -379,11 +381,11 @@ impl Worker {
         let admin = client.me().await.map_err(|e| e.0)?;
         let mut admin_added = work.admin_added;
         if admin_added.is_none() && !work.member_removed {
-            match client.project_members(work.project_id).await.map_err(|e| e.0)? {
+            match client.project_members(work.place.project_id).await.map_err(|e| e.0)? {
                 Members::ProjectGone => return self.finish_project(work, AccessState::Gone).await,
                 Members::NotAMember => admin_added = Some(true),
                 Members::Listed(members) => {
-                    if !members.iter().any(|m| m.email.eq_ignore_ascii_case(&work.hopsworks_email)) {
+                    if !members.iter().any(|m| m.email.eq_ignore_ascii_case(&work.place.hopsworks_email)) {
                         return self.finish_project(work, AccessState::Removed).await;
                     }
                     let own = members.iter().find(|m| m.username == admin.username).map(|m| m.role.as_str());
@@ -392,7 +394,7 @@ impl Worker {
                             "the API key's user {} is a {} of project {}, not a Data owner: it cannot remove members",
                             admin.username,
                             own.unwrap_or("member"),
-                            work.project_name
+                            work.place.project_name
                         ));
                     }
                     admin_added = Some(false);
@@ -405,14 +407,14 @@ impl Worker {
         if !work.member_removed {
             if admin_added == Some(true) {
                 let made = client
-                    .add_to_projects(&admin.username, ProjectRole::DataOwner.as_str(), &[work.project_id])
+                    .add_to_projects(&admin.username, ProjectRole::DataOwner.as_str(), &[work.place.project_id])
                     .await
                     .map_err(|e| format!("make the API key's user a Data owner: {}", e.0))?;
                 if made == MemberChange::ProjectGone {
                     return self.finish_project(work, AccessState::Gone).await;
                 }
             }
-            match client.remove_member(work.project_id, &work.hopsworks_email).await.map_err(|e| e.0)? {
+            match client.remove_member(work.place.project_id, &work.place.hopsworks_email).await.map_err(|e| e.0)? {
                 MemberChange::Done | MemberChange::NotMember => {}
                 MemberChange::ProjectGone => return self.finish_project(work, AccessState::Gone).await,
                 MemberChange::CallerNotMember => {
@@ -426,12 +428,12 @@ impl Worker {
             }
         }
         if admin_added == Some(true) {
-            match client.remove_member(work.project_id, &admin.email).await.map_err(|e| e.0)? {
+            match client.remove_member(work.place.project_id, &admin.email).await.map_err(|e| e.0)? {
                 MemberChange::Done | MemberChange::NotMember | MemberChange::CallerNotMember => {}
                 MemberChange::ProjectGone => return self.finish_project(work, AccessState::Gone).await,
             }
         }
-        tracing::info!(member_id = %work.member_id, project_id = work.project_id,
+        tracing::info!(member_id = %work.place.member_id, project_id = work.place.project_id,
             "former team member taken out of a project of their owner's");
         self.finish_project(work, AccessState::Removed).await
     }
@@ -471,11 +473,11 @@ impl Worker {
                     if to == AccessState::Added {
                         return Tx::Ok(project_members::finish(c, &w, to).await?);
                     }
-                    team_members::lock(c, w.member_id).await?;
+                    team_members::lock(c, w.place.member_id).await?;
                     placement_lock(c).await?;
                     let written = project_members::finish(c, &w, to).await?;
-                    if written && teams::removal_done(c, w.member_id, paying).await? {
-                        tracing::info!(member_id = %w.member_id, "former team member out of every project; unassigned");
+                    if written && teams::removal_done(c, w.place.member_id, paying).await? {
+                        tracing::info!(member_id = %w.place.member_id, "former team member out of every project; unassigned");
                     }
                     Tx::Ok(written)
                 })

@@ -202,6 +202,19 @@ pub async fn claim_due(
         .await
 }
 
+/// The row `work` was taken as: found only if it was not turned meanwhile.
+type AsTaken = diesel::dsl::Filter<
+    diesel::dsl::Filter<diesel::dsl::Find<project_members::table, i64>, diesel::dsl::Eq<project_members::version, i32>>,
+    diesel::dsl::Eq<project_members::state, AccessState>,
+>;
+
+fn as_taken(work: &ProjectMember) -> AsTaken {
+    project_members::table
+        .find(work.id)
+        .filter(project_members::version.eq(work.version))
+        .filter(project_members::state.eq(work.state))
+}
+
 /// Records a removal's progress: whether the admin key's user is made a member for it, and
 /// whether the member is out. Answers false when the row was turned meanwhile.
 ///
@@ -213,19 +226,14 @@ pub async fn progress(
     admin_added: Option<bool>,
     member_removed: bool,
 ) -> Result<bool, diesel::result::Error> {
-    let n = diesel::update(
-        project_members::table
-            .find(work.id)
-            .filter(project_members::version.eq(work.version))
-            .filter(project_members::state.eq(work.state)),
-    )
-    .set((
-        project_members::admin_added.eq(admin_added),
-        project_members::member_removed.eq(member_removed),
-        project_members::updated_at.eq(diesel::dsl::now),
-    ))
-    .execute(conn)
-    .await?;
+    let n = diesel::update(as_taken(work))
+        .set((
+            project_members::admin_added.eq(admin_added),
+            project_members::member_removed.eq(member_removed),
+            project_members::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
     Ok(n == 1)
 }
 
@@ -239,21 +247,16 @@ pub async fn finish(
     work: &ProjectMember,
     to: AccessState,
 ) -> Result<bool, diesel::result::Error> {
-    let n = diesel::update(
-        project_members::table
-            .find(work.id)
-            .filter(project_members::version.eq(work.version))
-            .filter(project_members::state.eq(work.state)),
-    )
-    .set((
-        project_members::state.eq(to),
-        project_members::last_error.eq(None::<String>),
-        project_members::next_attempt_at.eq(None::<DateTime<Utc>>),
-        project_members::lease_until.eq(None::<DateTime<Utc>>),
-        project_members::updated_at.eq(diesel::dsl::now),
-    ))
-    .execute(conn)
-    .await?;
+    let n = diesel::update(as_taken(work))
+        .set((
+            project_members::state.eq(to),
+            project_members::last_error.eq(None::<String>),
+            project_members::next_attempt_at.eq(None::<DateTime<Utc>>),
+            project_members::lease_until.eq(None::<DateTime<Utc>>),
+            project_members::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
     Ok(n == 1)
 }
 
@@ -272,20 +275,15 @@ pub async fn failed(
     let next =
         TimeDelta::from_std(retry_in).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let reason: String = reason.chars().take(1000).collect();
-    let same = diesel::update(
-        project_members::table
-            .find(work.id)
-            .filter(project_members::version.eq(work.version))
-            .filter(project_members::state.eq(work.state)),
-    )
-    .set((
-        project_members::last_error.eq(Some(reason)),
-        project_members::next_attempt_at.eq(Some(next)),
-        project_members::lease_until.eq(None::<DateTime<Utc>>),
-        project_members::updated_at.eq(diesel::dsl::now),
-    ))
-    .execute(conn)
-    .await?;
+    let same = diesel::update(as_taken(work))
+        .set((
+            project_members::last_error.eq(Some(reason)),
+            project_members::next_attempt_at.eq(Some(next)),
+            project_members::lease_until.eq(None::<DateTime<Utc>>),
+            project_members::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
     if same == 0 {
         release_lease(conn, work.id).await?;
     }

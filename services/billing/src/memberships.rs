@@ -18,12 +18,12 @@ use crate::accounts::{self, Account, TeamColumns};
 use crate::catalog::Prices;
 use crate::events::{db_failure, idempotency_key, open_subscription, stripe_failure, unrecorded_subscription};
 use crate::stripe::{Stripe, Subscription};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
+use hopsbridge_domain::UserId;
 use hopsbridge_domain::membership::{self, Change};
-use hopsbridge_domain::{MembershipId, OwnerId, UserId};
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
+use hopsbridge_platform::events::{Handler, HandlerError, MembershipEvent as _, ReceivedEvent};
 
 /// Applies team changes to billing accounts.
 #[derive(Debug, Clone)]
@@ -63,36 +63,15 @@ impl Memberships {
     }
 }
 
-/// The member a team event names and what it says, with the membership's own time, or the
-/// envelope's when the event carries none; an event without a membership id names the nil one
-/// (events from before memberships had ids).
-fn change(
-    member: &str,
-    owner: &str,
-    membership: &str,
-    at: i64,
-    occurred: DateTime<Utc>,
-) -> Result<(UserId, MembershipId, OwnerId, i64), HandlerError> {
-    let membership = if membership.is_empty() { uuid::Uuid::nil() } else { parse_uuid("membership_id", membership)? };
-    let at = if at == 0 { occurred.timestamp_micros() } else { at };
-    if DateTime::from_timestamp_micros(at).is_none() {
-        return Err(HandlerError::Reject(format!("the membership's time {at} is out of range")));
-    }
-    let member = UserId::from_uuid(parse_uuid("member_user_id", member)?);
-    Ok((member, MembershipId::from_uuid(membership), OwnerId::from_uuid(parse_uuid("owner_user_id", owner)?), at))
-}
-
 impl Handler<TeamMemberJoinedV1> for Memberships {
     async fn handle(
         &self,
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<TeamMemberJoinedV1>,
     ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        let (member, id, owner, at) =
-            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.joined_at_unix_micros, event.occurred_at)?;
+        let news = TeamMemberJoinedV1::news(event)?;
         let key = idempotency_key("subscription", event.id);
-        self.apply(conn, member, Change::Joined { id, owner, at }, &key).await
+        self.apply(conn, news.member, news.change, &key).await
     }
 }
 
@@ -102,11 +81,9 @@ impl Handler<TeamMemberRemovedV1> for Memberships {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<TeamMemberRemovedV1>,
     ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        let (member, id, owner, at) =
-            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.removed_at_unix_micros, event.occurred_at)?;
+        let news = TeamMemberRemovedV1::news(event)?;
         let key = idempotency_key("subscription", event.id);
-        self.apply(conn, member, Change::Removed { id, owner, at }, &key).await
+        self.apply(conn, news.member, news.change, &key).await
     }
 }
 

@@ -25,15 +25,10 @@ use hopsbridge_contracts::events::{
 };
 use hopsbridge_domain::membership::{self, Change, Membership};
 use hopsbridge_domain::{ClusterId, ClusterStatus, MembershipId, OwnerId, ProjectId, UserId};
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
+use hopsbridge_platform::events::{Handler, HandlerError, MembershipEvent as _, ReceivedEvent, parse_id};
 
 fn db(e: diesel::result::Error) -> HandlerError {
     HandlerError::Retry(e.into())
-}
-
-/// Reads the id in an event's `field`.
-fn id<T: From<uuid::Uuid>>(field: &str, value: &str) -> Result<T, HandlerError> {
-    parse_uuid(field, value).map(T::from)
 }
 
 /// Runs an upsert whose parameters are two ids and when the change happened.
@@ -68,7 +63,7 @@ async fn upsert_cluster(
     status: &str,
     at: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
-    let cluster_id: ClusterId = id("cluster_id", cluster_id)?;
+    let cluster_id: ClusterId = parse_id("cluster_id", cluster_id)?;
     let status: ClusterStatus =
         status.parse().map_err(|_| HandlerError::Reject(format!("unknown cluster status {status:?}")))?;
     diesel::sql_query(
@@ -139,8 +134,8 @@ impl Handler<ClusterAssignedV1> for Accounts {
                                       THEN excluded.hopsworks_username ELSE accounts.hopsworks_username END,
                  assigned_at = greatest(accounts.assigned_at, excluded.assigned_at)",
         )
-        .bind::<SqlUuid, _>(id::<ClusterId>("cluster_id", &p.cluster_id)?)
-        .bind::<SqlUuid, _>(id::<UserId>("user_id", &p.user_id)?)
+        .bind::<SqlUuid, _>(parse_id::<ClusterId>("cluster_id", &p.cluster_id)?)
+        .bind::<SqlUuid, _>(parse_id::<UserId>("user_id", &p.user_id)?)
         .bind::<Text, _>(&p.hopsworks_username)
         .bind::<Timestamptz, _>(event.occurred_at)
         .execute(conn)
@@ -162,7 +157,7 @@ impl Handler<ClusterUnassignedV1> for Accounts {
             "INSERT INTO accounts (cluster_id, user_id, unassigned_at) VALUES ($1, $2, $3)
              ON CONFLICT (cluster_id, user_id) DO UPDATE SET
                  unassigned_at = greatest(accounts.unassigned_at, excluded.unassigned_at)",
-            (id::<ClusterId>("cluster_id", &p.cluster_id)?, id::<UserId>("user_id", &p.user_id)?),
+            (parse_id::<ClusterId>("cluster_id", &p.cluster_id)?, parse_id::<UserId>("user_id", &p.user_id)?),
             event.occurred_at,
         )
         .await
@@ -209,24 +204,6 @@ impl MembershipRow {
     }
 }
 
-/// The member a team event names and what it says, with the membership's own time, or the
-/// envelope's when the event carries none; an event without a membership id names the nil one
-/// (events from before memberships had ids).
-fn change(
-    member: &str,
-    owner: &str,
-    membership: &str,
-    at: i64,
-    occurred: DateTime<Utc>,
-) -> Result<(UserId, MembershipId, OwnerId, i64), HandlerError> {
-    let membership = if membership.is_empty() { uuid::Uuid::nil() } else { parse_uuid("membership_id", membership)? };
-    let at = if at == 0 { occurred.timestamp_micros() } else { at };
-    if DateTime::from_timestamp_micros(at).is_none() {
-        return Err(HandlerError::Reject(format!("the membership's time {at} is out of range")));
-    }
-    Ok((id("member_user_id", member)?, MembershipId::from_uuid(membership), id("owner_user_id", owner)?, at))
-}
-
 /// Applies `change` to what is kept of `member`'s membership, in the handler's transaction. A
 /// first row inserted meanwhile by another transaction is read again and the rule applied to it.
 async fn apply(conn: &mut AsyncPgConnection, member: UserId, change: Change) -> Result<(), HandlerError> {
@@ -270,10 +247,8 @@ impl Handler<TeamMemberJoinedV1> for Memberships {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<TeamMemberJoinedV1>,
     ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        let (member, id, owner, at) =
-            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.joined_at_unix_micros, event.occurred_at)?;
-        apply(conn, member, Change::Joined { id, owner, at }).await
+        let news = TeamMemberJoinedV1::news(event)?;
+        apply(conn, news.member, news.change).await
     }
 }
 
@@ -283,10 +258,8 @@ impl Handler<TeamMemberRemovedV1> for Memberships {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<TeamMemberRemovedV1>,
     ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        let (member, id, owner, at) =
-            change(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.removed_at_unix_micros, event.occurred_at)?;
-        apply(conn, member, Change::Removed { id, owner, at }).await
+        let news = TeamMemberRemovedV1::news(event)?;
+        apply(conn, news.member, news.change).await
     }
 }
 

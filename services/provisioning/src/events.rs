@@ -5,14 +5,13 @@ use crate::assignments::{self, Requested};
 use crate::error::ProvisioningCode;
 use crate::teams::{self, Announced};
 use crate::users::{self, Person};
-use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
     PaymentMethodAddedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1,
     UserSuspendedV1,
 };
-use hopsbridge_domain::{AccountStatus, MembershipId, OwnerId, ProjectRole, UserId};
-use hopsbridge_platform::events::{Handler, HandlerError, InBatch, ReceivedEvent, parse_uuid};
+use hopsbridge_domain::{AccountStatus, ProjectRole, UserId};
+use hopsbridge_platform::events::{Handler, HandlerError, InBatch, MembershipEvent as _, ReceivedEvent, parse_uuid};
 use tracing::Instrument as _;
 
 /// The `user_id` of an event.
@@ -150,28 +149,6 @@ pub struct TeamMembers {
     pub max_num_projects: i32,
 }
 
-/// The member, owner and membership a team event names, and when it happened, read as the
-/// other projections of memberships read them: the event's own time, or the envelope's when it
-/// carries none, and the nil membership for an event from before memberships had ids. A member
-/// of their own team, or a time no calendar holds, can never be handled.
-fn named(
-    member: &str,
-    owner: &str,
-    membership: &str,
-    at: i64,
-    occurred: DateTime<Utc>,
-) -> Result<(UserId, OwnerId, MembershipId, DateTime<Utc>), HandlerError> {
-    let member = user_id(member)?;
-    let owner = OwnerId::from_uuid(parse_uuid("owner_user_id", owner)?);
-    let membership = if membership.is_empty() { uuid::Uuid::nil() } else { parse_uuid("membership_id", membership)? };
-    if owner.as_user() == member {
-        return Err(HandlerError::Reject("a member of their own team".into()));
-    }
-    let at = if at == 0 { Some(occurred) } else { DateTime::from_timestamp_micros(at) };
-    let at = at.ok_or_else(|| HandlerError::Reject(format!("the membership's time {at:?} is out of range")))?;
-    Ok((member, owner, MembershipId::from_uuid(membership), at))
-}
-
 impl Handler<TeamMemberJoinedV1> for TeamMembers {
     async fn handle(
         &self,
@@ -179,8 +156,8 @@ impl Handler<TeamMemberJoinedV1> for TeamMembers {
         event: &ReceivedEvent<TeamMemberJoinedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let (member, owner, membership, at) =
-            named(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.joined_at_unix_micros, event.occurred_at)?;
+        let news = TeamMemberJoinedV1::news(event)?;
+        let (member, owner, membership, at) = (news.member, news.owner(), news.membership(), news.at());
         let role: ProjectRole = p
             .project_role
             .parse()
@@ -199,8 +176,8 @@ impl Handler<TeamMemberRemovedV1> for TeamMembers {
         event: &ReceivedEvent<TeamMemberRemovedV1>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let (member, owner, membership, at) =
-            named(&p.member_user_id, &p.owner_user_id, &p.membership_id, p.removed_at_unix_micros, event.occurred_at)?;
+        let news = TeamMemberRemovedV1::news(event)?;
+        let (member, owner, membership, at) = (news.member, news.owner(), news.membership(), news.at());
         let news = Announced::Removed { membership, owner, at };
         let applied = teams::apply(conn, member, news, self.max_num_projects).await?;
         tracing::info!(member_id = %member, owner_id = %owner, %membership, reason = %p.reason, ?applied,

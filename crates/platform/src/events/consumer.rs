@@ -74,6 +74,14 @@ pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, HandlerError> 
     value.parse().map_err(|_| HandlerError::Reject(format!("{field} is not a UUID: {value:?}")))
 }
 
+/// Parses `value`, the field `field` of an event, as a typed id.
+///
+/// # Errors
+/// [`HandlerError::Reject`] when it is not a UUID.
+pub fn parse_id<T: From<uuid::Uuid>>(field: &str, value: &str) -> Result<T, HandlerError> {
+    parse_uuid(field, value).map(T::from)
+}
+
 impl From<DbError> for HandlerError {
     fn from(e: DbError) -> Self {
         Self::Retry(e.into())

@@ -15,11 +15,13 @@
 
 pub mod bus;
 pub mod consumer;
+pub mod membership;
 pub mod outbox;
 pub mod relay;
 
 pub use bus::{EventBus, NatsCheck};
-pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, InBatch, ReceivedEvent, parse_uuid};
+pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, InBatch, ReceivedEvent, parse_id, parse_uuid};
+pub use membership::{MembershipEvent, MembershipNews};
 pub use outbox::{enqueue, enqueue_all};
 pub use relay::{Relay, RelayHooks};
 

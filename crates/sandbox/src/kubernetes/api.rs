@@ -1,8 +1,8 @@
 //! Routes, authentication, faults and the JSON the API server and metrics-server answer.
 
-use super::State;
 use super::quantity::{cpu_millis, memory_request, write_cpu, write_memory};
 use super::selector::Selector;
+use super::{Pods, State};
 use crate::workload::{Phase, SCRAPE_SECS, SimPod};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -205,8 +205,9 @@ fn metrics_resources() -> Value {
 }
 
 fn namespaces(state: &State) -> Value {
+    let current = state.pods();
     let mut names: Vec<(&str, i64)> = vec![("default", 0), ("kube-system", 0)];
-    for p in state.workload.pods() {
+    for p in current.workload.pods() {
         match names.iter_mut().find(|(n, _)| *n == p.namespace) {
             Some((_, created)) => *created = (*created).min(p.created),
             None => names.push((&p.namespace, p.created)),
@@ -393,8 +394,8 @@ fn metrics_json(pod: &SimPod, ts: i64, stamp: &str, created: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-fn build(state: &State, kind: Kind, at: i64) -> Snapshot {
-    let pods = state.workload.pods();
+fn build(current: &Pods, kind: Kind, at: i64) -> Snapshot {
+    let pods = current.workload.pods();
     let items = match kind {
         Kind::Pods => pods
             .iter()
@@ -416,16 +417,16 @@ fn build(state: &State, kind: Kind, at: i64) -> Snapshot {
 
 /// The snapshot of `kind` at `at` (a clock second for pods, a scrape for metrics): the cached
 /// one when it matches, else built (and cached when it is the newest).
-fn snapshot(state: &State, kind: Kind, at: i64) -> Arc<Snapshot> {
+fn snapshot(current: &Pods, kind: Kind, at: i64) -> Arc<Snapshot> {
     let slot = match kind {
-        Kind::Pods => &state.cache.pods,
-        Kind::Metrics => &state.cache.metrics,
+        Kind::Pods => &current.cache.pods,
+        Kind::Metrics => &current.cache.metrics,
     };
     let mut cached = slot.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(s) = cached.as_ref().filter(|s| s.at == at) {
         return Arc::clone(s);
     }
-    let fresh = Arc::new(build(state, kind, at));
+    let fresh = Arc::new(build(current, kind, at));
     if cached.as_ref().is_none_or(|s| s.at < at) {
         *cached = Some(Arc::clone(&fresh));
     }
@@ -523,7 +524,8 @@ fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>,
         Some(Err(_)) => return bad_request("limit: Invalid value: must be an integer"),
     };
     let now = state.clock.now();
-    let pods = state.workload.pods();
+    let current = state.pods();
+    let pods = current.workload.pods();
     let (rv, after) = match query.get("continue").filter(|c| !c.is_empty()) {
         None => (now, None),
         Some(token) => match decode_continue(token) {
@@ -551,7 +553,7 @@ fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>,
         Kind::Pods => rv,
         Kind::Metrics => scrape_at(rv),
     };
-    let snap = snapshot(state, kind, at);
+    let snap = snapshot(&current, kind, at);
     let first = after.as_ref().map_or(0, |(ns, name)| {
         snap.items.partition_point(|(i, _)| {
             pods.get(*i).is_some_and(|p| (p.namespace.as_str(), p.name.as_str()) <= (ns.as_str(), name.as_str()))
@@ -611,7 +613,7 @@ fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>,
 
 fn get_pod(state: &State, ns: &str, name: &str) -> HttpResponse {
     let now = state.clock.now();
-    match state.workload.pods().iter().find(|p| p.namespace == ns && p.name == name && p.exists_at(now)) {
+    match state.pods().workload.pods().iter().find(|p| p.namespace == ns && p.name == name && p.exists_at(now)) {
         Some(pod) => {
             let mut v: Value = serde_json::from_slice(&pod_json(pod, now)).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
@@ -633,8 +635,9 @@ fn get_pod(state: &State, ns: &str, name: &str) -> HttpResponse {
 /// One pod's PodMetrics from the latest scrape, as `kubectl top pod NAME` reads it.
 fn get_pod_metrics(state: &State, ns: &str, name: &str) -> HttpResponse {
     let ts = scrape_at(state.clock.now());
-    let snap = snapshot(state, Kind::Metrics, ts);
-    let pods = state.workload.pods();
+    let current = state.pods();
+    let snap = snapshot(&current, Kind::Metrics, ts);
+    let pods = current.workload.pods();
     let key = (ns, name);
     let at = snap
         .items
@@ -659,7 +662,8 @@ fn get_pod_metrics(state: &State, ns: &str, name: &str) -> HttpResponse {
 fn node_metrics(state: &State) -> Value {
     let ts = scrape_at(state.clock.now());
     let mut nodes: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for pod in state.workload.pods().iter().filter(|p| has_metrics(p, ts)) {
+    let current = state.pods();
+    for pod in current.workload.pods().iter().filter(|p| has_metrics(p, ts)) {
         let e = nodes.entry(&pod.node).or_default();
         for c in &pod.containers {
             let (cpu, mem) = c.profile.at(ts - 1);

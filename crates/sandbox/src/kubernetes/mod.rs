@@ -2,9 +2,10 @@
 //! the cluster's own CA, bearer tokens, discovery, pods and PodMetrics with label selectors and
 //! `limit`/`continue` paging, and fault modes a test switches on.
 //!
-//! The pods come from a [`Workload`] read at a [`SimClock`]'s current time. Lists are
-//! serialized once per clock second (pods) or per scrape (PodMetrics) and cached, so a page is
-//! a copy of ready bytes.
+//! The pods come from a [`Workload`] read at a [`SimClock`]'s current time, and from the pods
+//! a test starts while the cluster runs ([`KubeCluster::run_pods`]). Lists are serialized once
+//! per clock second (pods) or per scrape (PodMetrics) and cached, so a page is a copy of ready
+//! bytes.
 
 mod api;
 pub mod quantity;
@@ -12,11 +13,11 @@ pub mod selector;
 
 use crate::server::Served;
 use crate::tls::Ca;
-use crate::workload::{SimClock, Workload};
+use crate::workload::{SimClock, SimPod, Workload};
 use actix_web::web;
 use base64::Engine as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Faults a test switches on for a cluster.
@@ -47,14 +48,24 @@ impl Default for KubeOptions {
     }
 }
 
+/// The pods the server answers from and the lists serialized from them, replaced together
+/// when pods are started, so that a request reads one pair whatever starts meanwhile.
+#[derive(Debug)]
+struct Pods {
+    workload: Arc<Workload>,
+    cache: api::Cache,
+}
+
 struct State {
     name: String,
     token: String,
     clock: Arc<SimClock>,
-    workload: Arc<Workload>,
+    /// The workload the cluster started with.
+    started_with: Arc<Workload>,
+    /// It, with the pods started since.
+    pods: RwLock<Arc<Pods>>,
     continue_ttl_secs: i64,
     faults: Mutex<Faults>,
-    cache: api::Cache,
     address: Mutex<String>,
     /// Requests received (authenticated or not).
     requests: AtomicU64,
@@ -69,6 +80,11 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
+    /// The pods now.
+    fn pods(&self) -> Arc<Pods> {
+        Arc::clone(&self.pods.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Whether this continue token is to be treated as expired (counting it).
     fn force_expired(&self) -> bool {
         self.expire_continues.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
@@ -111,10 +127,10 @@ impl KubeCluster {
             name: name.to_owned(),
             token: options.token.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             clock,
-            workload,
+            pods: RwLock::new(Arc::new(Pods { workload: Arc::clone(&workload), cache: api::Cache::default() })),
+            started_with: workload,
             continue_ttl_secs: options.continue_ttl_secs,
             faults: Mutex::new(Faults::default()),
-            cache: api::Cache::default(),
             address: Mutex::new(String::new()),
             requests: AtomicU64::new(0),
             expire_continues: AtomicU32::new(0),
@@ -154,10 +170,38 @@ impl KubeCluster {
         &self.state.token
     }
 
-    /// The workload behind the cluster.
+    /// The workload the cluster started with (without the pods of [`KubeCluster::run_pods`]).
     #[must_use]
     pub fn workload(&self) -> &Workload {
-        &self.state.workload
+        &self.state.started_with
+    }
+
+    /// The workload now: the one the cluster started with and the pods started since.
+    #[must_use]
+    pub fn workload_now(&self) -> Arc<Workload> {
+        Arc::clone(&self.state.pods().workload)
+    }
+
+    /// Starts `pods` on the running cluster, as a person starting a notebook or a job does:
+    /// every request answered from now on sees them, as their times say at the clock's time.
+    ///
+    /// # Errors
+    /// When a pod has the namespace and name of one the cluster has, or of another of `pods`.
+    pub fn run_pods(&self, pods: Vec<SimPod>) -> anyhow::Result<()> {
+        let mut current = self.state.pods.write().unwrap_or_else(PoisonError::into_inner);
+        let mut all = current.workload.pods().to_vec();
+        for pod in pods {
+            anyhow::ensure!(
+                !all.iter().any(|p| p.namespace == pod.namespace && p.name == pod.name),
+                "pod {}/{} exists already",
+                pod.namespace,
+                pod.name
+            );
+            all.push(pod);
+        }
+        let workload = Arc::new(Workload::new(current.workload.projects().to_vec(), all));
+        *current = Arc::new(Pods { workload, cache: api::Cache::default() });
+        Ok(())
     }
 
     /// Switches faults on (or off, with `Faults::default()`).
@@ -211,5 +255,49 @@ preferences: {{}}
     /// Stops the server.
     pub async fn stop(&self) {
         self.served.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::world::lab_pods;
+
+    const T0: i64 = 1_798_761_600;
+
+    async fn names(cluster: &KubeCluster, path: &str) -> Vec<String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(cluster.ca_pem().as_bytes()).unwrap()])
+            .build()
+            .unwrap();
+        let answer = http.get(format!("{}{path}", cluster.url())).bearer_auth(cluster.token()).send().await.unwrap();
+        let list: serde_json::Value = answer.json().await.unwrap();
+        list["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pods_started_while_the_cluster_runs_are_listed_and_measured_from_the_next_request() {
+        let workload = Arc::new(Workload::new(Vec::new(), lab_pods("ada", T0 - 60)));
+        let clock = Arc::new(SimClock::new(T0));
+        let cluster = KubeCluster::start("run", workload, clock, KubeOptions::default()).unwrap();
+        let ada = ["notebook-ada", "training-ada"];
+        assert_eq!(names(&cluster, "/api/v1/pods").await, ada);
+        assert_eq!(names(&cluster, "/apis/metrics.k8s.io/v1beta1/pods").await, ada);
+
+        // At the same clock second, whose lists are cached.
+        cluster.run_pods(lab_pods("mia", T0 - 60)).unwrap();
+        let mia = ["notebook-mia", "training-mia"];
+        assert_eq!(names(&cluster, "/api/v1/namespaces/mia-lab/pods?labelSelector=owner%3Dmia").await, mia);
+        assert_eq!(names(&cluster, "/apis/metrics.k8s.io/v1beta1/pods").await, [ada, mia].concat());
+        assert_eq!(cluster.workload_now().pods().len(), 4);
+        assert_eq!(cluster.workload().pods().len(), 2, "the workload it started with");
+
+        let taken = cluster.run_pods(lab_pods("mia", T0)).unwrap_err();
+        assert!(taken.to_string().contains("mia-lab/notebook-mia"), "{taken}");
+        assert_eq!(cluster.workload_now().pods().len(), 4, "a refused start changes nothing");
+        cluster.stop().await;
     }
 }

@@ -8,9 +8,10 @@
 //! signed webhook reaches billing through the gateway) and is given a Hopsworks account
 //! ([`Platform::wait_assigned`]). [`Platform::audit`] checks what must hold afterwards, however
 //! many faults were on: one Stripe customer and one subscription per person, one Hopsworks user
-//! and one assignment per person, and no cluster over capacity.
+//! and one assignment per person, and no cluster over capacity. An owner makes a team through
+//! the team API: [`Platform::invite`], and [`Platform::join`] as the invited person does it.
 //!
-//! The test (`tests/journey.rs`) and the benchmark (`benches/journey.rs`, `just bench journey`)
+//! The tests (`tests/*.rs`) and the benchmark (`benches/journey.rs`, `just bench journey`)
 //! share this harness.
 
 #![allow(clippy::expect_used, clippy::panic, reason = "a test harness fails the test loudly")]
@@ -18,8 +19,8 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
-use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{ClusterAssignedV1, Envelope, PaymentMethodAddedV1};
+use hopsbridge_contracts::{Event, Service};
 use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
 use hopsbridge_sandbox::stripe::WebhookFaults;
 use hopsbridge_sandbox::world::{World, WorldConfig};
@@ -124,6 +125,34 @@ pub struct Person {
     pub token: String,
     /// Their Hopsbridge user id.
     pub user_id: Uuid,
+}
+
+/// An invitation as the inviting owner was answered.
+#[derive(Clone, Debug)]
+pub struct Invitation {
+    /// Its id.
+    pub id: String,
+    /// The link its mail carries, `<public base URL>/invitations/<token>`.
+    pub link: String,
+    /// The link's token.
+    pub token: String,
+}
+
+/// Polls `check` until it answers `Some`, for at most `timeout`, and answers what it found;
+/// fails the test naming `what` when it never does.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Everything, running.
@@ -344,8 +373,17 @@ impl Platform {
     /// Calls the public API through the gateway; answers the status and the JSON body (null
     /// when there is none).
     pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(method, path, Some(token), body).await
+    }
+
+    /// Calls the public API through the gateway as the holder of `token`, or without one
+    /// (`None`) as someone who is not signed in; answers as [`Platform::call`] does.
+    pub async fn call_as(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, format!("{}{path}", self.gateway)).bearer_auth(token);
+        let mut request = self.http.request(method, format!("{}{path}", self.gateway));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -445,6 +483,57 @@ impl Platform {
             assert!(Instant::now() < deadline, "{} not assigned: {status} {body}", person.auth0.email);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `owner` invites `email` into their team with `project_role` (`Data owner` or `Data
+    /// scientist`) through `POST /api/team/invitations`; answers the invitation and its link.
+    pub async fn invite(&self, owner: &Person, email: &str, project_role: &str) -> Invitation {
+        let body = json!({ "email": email, "project_role": project_role });
+        let (status, issued) = self.call("POST", "/api/team/invitations", &owner.token, Some(body)).await;
+        assert_eq!(status, 201, "{} invites {email}: {issued}", owner.auth0.email);
+        let link = issued["link"].as_str().expect("the invitation's link").to_owned();
+        let token = link.rsplit('/').next().expect("the link's token").to_owned();
+        let id = issued["invitation"]["id"].as_str().expect("the invitation's id").to_owned();
+        Invitation { id, link, token }
+    }
+
+    /// `person` opens the invitation link of `token` as the console does, reading its preview
+    /// without signing in (`GET /api/invitations/{token}`), and accepts it signed in with the
+    /// terms version the preview names; answers the membership.
+    pub async fn join(&self, person: &Person, token: &str) -> Value {
+        let (status, preview) = self.call_as("GET", &format!("/api/invitations/{token}"), None, None).await;
+        assert_eq!(status, 200, "the preview of {}'s invitation: {preview}", person.auth0.email);
+        let terms = json!({ "accept_terms": true, "terms_version": preview["terms_version"] });
+        let (status, membership) =
+            self.call("POST", &format!("/api/invitations/{token}/accept"), &person.token, Some(terms)).await;
+        assert_eq!(status, 200, "{} accepts: {membership}", person.auth0.email);
+        membership
+    }
+
+    /// metering's samples of `person`'s usage in windows starting today (UTC), as an admin
+    /// reads them (`GET /api/admin/usage/samples`).
+    pub async fn samples_today(&self, person: &Person) -> Vec<Value> {
+        let today = chrono::Utc::now().date_naive();
+        let path = format!("/api/admin/usage/samples?user_id={}&day={today}", person.user_id);
+        let (status, samples) = self.call("GET", &path, &self.admin_token, None).await;
+        assert_eq!(status, 200, "{samples}");
+        samples.as_array().expect("a list of samples").clone()
+    }
+
+    /// How many messages of `E` are on its producer's stream: each publish the stream kept,
+    /// so a second event for one change shows as two.
+    pub async fn published<E: Event>(&self) -> usize {
+        use futures::StreamExt;
+        let js = self.bus.jetstream().await;
+        let Ok(stream) = js.get_stream(self.bus.subjects().stream(E::PRODUCER)).await else {
+            return 0;
+        };
+        let subject = self.bus.subjects().event::<E>();
+        let Ok(counts) = stream.info_with_subjects(&subject).await else {
+            return 0;
+        };
+        let counts: Vec<(String, usize)> = counts.filter_map(|r| async move { r.ok() }).collect().await;
+        counts.into_iter().filter(|(s, _)| *s == subject).map(|(_, n)| n).sum()
     }
 
     /// Checks what must hold for `people` however the journey went.

@@ -56,16 +56,7 @@ async fn a_paying_persons_pods_are_measured_attributed_and_shown_to_them() {
 
     // Every sample is the lab's two steady pods held for the window, exactly.
     let today = chrono::Utc::now().date_naive();
-    let (status, samples) = platform
-        .call(
-            "GET",
-            &format!("/api/admin/usage/samples?user_id={}&day={today}", person.user_id),
-            &platform.admin_token,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{samples}");
-    let samples = samples.as_array().unwrap();
+    let samples = platform.samples_today(&person).await;
     assert!(!samples.is_empty());
     let secs = i64::from(WINDOW);
     let cpu = i64::try_from(LAB_NOTEBOOK_CPU_NANOCORES + LAB_TRAINING_CPU_NANOCORES).unwrap() * secs;

@@ -364,6 +364,22 @@ impl Auth0Sim {
         Ok(kid)
     }
 
+    /// Replaces the key published under `kid` with a brand-new one under the same `kid` (a
+    /// tenant whose key was re-created, or a JWKS served by a misbehaving proxy); tokens signed
+    /// before no longer validate, tokens signed from now on do with the new key. Returns
+    /// whether a key had that `kid`.
+    ///
+    /// # Errors
+    /// When key generation fails.
+    pub fn replace_key(&self, kid: &str) -> anyhow::Result<bool> {
+        let mut fresh = SigningKey::generate()?;
+        let mut s = lock(&self.state);
+        let Some(key) = s.keys.iter_mut().find(|k| k.kid == kid) else { return Ok(false) };
+        fresh.kid = kid.to_owned();
+        *key = fresh;
+        Ok(true)
+    }
+
     /// Removes a key from the JWKS (tokens it signed stop validating).
     pub fn revoke_key(&self, kid: &str) {
         let mut s = lock(&self.state);

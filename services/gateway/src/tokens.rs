@@ -6,9 +6,10 @@
 //!   identifier (a string or an array); `exp` and `nbf` with at most 60 s leeway.
 //! - Header `typ` absent, `JWT` or `at+jwt`.
 //! - Keys come from the tenant's JWKS, found through OIDC discovery and cached by `kid`. A token
-//!   with an unknown `kid` triggers one refetch, at most once per `refetch_interval` (a governor
-//!   limiter), which is how key rotation is absorbed without a restart; if the refetch fails the
-//!   cached keys stay.
+//!   with an unknown `kid`, or whose signature fails under the key cached for its `kid` (a key
+//!   replaced under the same `kid`), triggers one refetch, at most once per `refetch_interval`
+//!   (a governor limiter) whatever the cause, which is how key rotation is absorbed without a
+//!   restart; if the refetch fails the cached keys stay.
 //! - A token that passed is remembered (by its SHA-256) for a minute, never past its expiry, so
 //!   a client's repeated requests cost one signature check a minute. The verdicts are held in a
 //!   moka cache (expiry per token, bounded size), and requests that bring the same token at once
@@ -71,6 +72,9 @@ pub enum TokenError {
 /// What Hopsbridge takes from a valid access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessClaims {
+    /// The tenant that issued the token (`iss`, the configured issuer: no other passes). A
+    /// subject is unique only within its issuer, so a person is the pair.
+    pub issuer: String,
     /// The person (or machine client) the token speaks for.
     pub subject: AuthSubject,
     /// The namespaced email claim, when the tenant's Action adds it.
@@ -144,6 +148,12 @@ struct Discovery {
 }
 
 impl TokenValidator {
+    /// The issuer whose tokens pass, with its trailing slash.
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// Reads the tenant's discovery document and JWKS.
     ///
     /// # Errors
@@ -195,15 +205,18 @@ impl TokenValidator {
         if let Some(k) = self.keys.read().await.get(kid) {
             return Ok(k.clone());
         }
-        if self.may_refetch() {
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "JWKS refetch failed; keeping the cached keys");
-            }
-            if let Some(k) = self.keys.read().await.get(kid) {
-                return Ok(k.clone());
-            }
+        self.refetched(kid).await.ok_or(TokenError::UnknownKey)
+    }
+
+    /// The key of `kid` after one more JWKS fetch, when the refetch interval allows one.
+    async fn refetched(&self, kid: &str) -> Option<DecodingKey> {
+        if !self.may_refetch() {
+            return None;
         }
-        Err(TokenError::UnknownKey)
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "JWKS refetch failed; keeping the cached keys");
+        }
+        self.keys.read().await.get(kid).cloned()
     }
 
     /// Validates `token` and returns its claims. A token verified in the last minute is not
@@ -240,6 +253,30 @@ impl TokenValidator {
         Ok(Verdict { claims, until })
     }
 
+    /// The claims of `token` if `key` signed it and they are ours and current.
+    fn decode(&self, token: &str, key: &DecodingKey) -> Result<RawClaims, TokenError> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 60;
+        validation.validate_nbf = true;
+        let data = jsonwebtoken::decode::<RawClaims>(token, key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => TokenError::Expired,
+                K::ImmatureSignature => TokenError::NotYetValid,
+                K::InvalidIssuer => TokenError::WrongIssuer,
+                K::InvalidAudience => TokenError::WrongAudience,
+                K::InvalidSignature => TokenError::InvalidSignature,
+                K::InvalidAlgorithm => TokenError::UnsupportedAlgorithm,
+                K::MissingRequiredClaim(c) if c == "sub" => TokenError::InvalidSubject,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        Ok(data.claims)
+    }
+
     async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
         // The algorithm is checked on the raw header first: jsonwebtoken cannot even parse
         // `none`, and the answer to any algorithm but RS256 is the same.
@@ -267,26 +304,15 @@ impl TokenValidator {
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let key = self.key(&kid).await?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 60;
-        validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<RawClaims>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            match e.kind() {
-                K::ExpiredSignature => TokenError::Expired,
-                K::ImmatureSignature => TokenError::NotYetValid,
-                K::InvalidIssuer => TokenError::WrongIssuer,
-                K::InvalidAudience => TokenError::WrongAudience,
-                K::InvalidSignature => TokenError::InvalidSignature,
-                K::InvalidAlgorithm => TokenError::UnsupportedAlgorithm,
-                K::MissingRequiredClaim(c) if c == "sub" => TokenError::InvalidSubject,
-                _ => TokenError::Malformed,
-            }
-        })?;
-        let claims = data.claims;
+        let claims = match self.decode(token, &key) {
+            // The tenant may have replaced the key under the same kid: fetch the keys again
+            // (within the same bound as for unknown kids) and try the key now published.
+            Err(TokenError::InvalidSignature) => match self.refetched(&kid).await {
+                Some(key) => self.decode(token, &key)?,
+                None => return Err(TokenError::InvalidSignature),
+            },
+            decoded => decoded?,
+        };
         let subject = AuthSubject::parse(&claims.sub).map_err(|_| TokenError::InvalidSubject)?;
         let email = claims
             .rest
@@ -294,6 +320,7 @@ impl TokenValidator {
             .and_then(serde_json::Value::as_str)
             .and_then(|e| Email::parse(e).ok());
         Ok(AccessClaims {
+            issuer: self.issuer.clone(),
             subject,
             email,
             scope: claims.scope.split_whitespace().map(str::to_owned).collect(),
@@ -326,6 +353,12 @@ impl LazyValidator {
             cell: tokio::sync::OnceCell::new(),
             last_failure: Mutex::new(None),
         }
+    }
+
+    /// The issuer whose tokens pass, with its trailing slash.
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// The validator, discovering the tenant first if needed.

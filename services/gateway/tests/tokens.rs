@@ -97,3 +97,30 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_force_refetches()
     assert!(started.elapsed() < Duration::from_millis(500), "the burst fits in one interval");
     assert_eq!(sim.jwks_fetches(), before_burst + 1, "one refetch for the whole burst");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_replaced_under_the_same_kid_is_fetched_again_at_most_once_per_interval() {
+    let (sim, v) = tenant(Duration::from_millis(500)).await;
+    let spec = TokenSpec::user(&ada());
+    let before = sim.access_token(&spec).unwrap();
+    v.validate(&before).await.unwrap();
+    let kid = sim.signing_kid();
+    assert!(sim.replace_key(&kid).unwrap());
+    let after = sim.access_token(&spec).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let fetches = sim.jwks_fetches();
+    assert!(v.validate(&after).await.is_ok(), "a token signed by the replaced key opens without a restart");
+    assert_eq!(sim.jwks_fetches(), fetches + 1, "one refetch found the new key");
+    assert!(v.validate(&after).await.is_ok());
+
+    // Tokens that fail under a known kid cost at most one fetch per interval between them, and
+    // stay refused.
+    let tampered: Vec<String> = (0..20).map(|_| sim.bad_token(BadToken::TamperedPayload, &spec).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before_burst = sim.jwks_fetches();
+    for token in &tampered {
+        assert_eq!(v.validate(token).await, Err(TokenError::InvalidSignature));
+    }
+    assert!(sim.jwks_fetches() <= before_burst + 2, "the refetches are rate-limited, not one per token");
+    assert!(sim.jwks_fetches() > before_burst, "a signature failure with a known kid refetches");
+}

@@ -1,9 +1,10 @@
 //! Who is calling: the identity the gateway vouches for, carried in signed headers.
 //!
 //! Only the gateway faces the internet. After validating a token and resolving the person, it
-//! forwards the request with `x-hopsbridge-*` headers describing the caller and an HMAC-SHA256
-//! signature over them, the method, the path and a timestamp, made with a key it shares with
-//! the services. A service trusts those headers only when the signature verifies (in constant
+//! forwards the request with `x-hopsbridge-*` headers describing the caller (a person is the
+//! token's issuer and subject together: a subject is unique only within its issuer) and an
+//! HMAC-SHA256 signature over them, the method, the path and a timestamp, made with a key it
+//! shares with the services. A service trusts those headers only when the signature verifies (in constant
 //! time) and the timestamp is within a minute; the [`Caller`] extractor answers 401 otherwise.
 //! Binding the method and path means a captured set of headers opens no other route.
 //!
@@ -25,6 +26,8 @@ use std::future::{Ready, ready};
 
 /// The Auth0 subject of the caller.
 pub const SUBJECT: &str = "x-hopsbridge-subject";
+/// The issuer of the caller's token (the Auth0 tenant), with its trailing slash.
+pub const ISSUER: &str = "x-hopsbridge-issuer";
 /// The caller's Hopsbridge user id, once identity knows them.
 pub const USER_ID: &str = "x-hopsbridge-user-id";
 /// The caller's roles, comma-separated.
@@ -33,7 +36,7 @@ pub const ROLES: &str = "x-hopsbridge-roles";
 pub const EMAIL: &str = "x-hopsbridge-email";
 /// Unix seconds when the gateway signed.
 pub const TIMESTAMP: &str = "x-hopsbridge-timestamp";
-/// `v1=<hex HMAC-SHA256>`.
+/// `v2=<hex HMAC-SHA256>`.
 pub const SIGNATURE: &str = "x-hopsbridge-signature";
 
 /// How far a signature's timestamp may be from the service's clock, in seconds.
@@ -88,6 +91,8 @@ pub const SERVICE_SUBJECT_PREFIX: &str = "service:";
 pub struct Caller {
     /// The Auth0 subject.
     pub subject: String,
+    /// The issuer of the person's token: a person is (issuer, subject). `None` for a service.
+    pub issuer: Option<String>,
     /// The Hopsbridge user id, when identity already knows the person.
     pub user_id: Option<UserId>,
     /// Roles.
@@ -98,11 +103,12 @@ pub struct Caller {
 
 impl Caller {
     /// `service` calling another service: subject `service:<name>`, role [`Role::Service`] only,
-    /// no user id and no email.
+    /// no issuer, no user id and no email.
     #[must_use]
     pub fn service(service: Service) -> Self {
         Self {
             subject: format!("{SERVICE_SUBJECT_PREFIX}{}", service.name()),
+            issuer: None,
             user_id: None,
             roles: vec![Role::Service],
             email: None,
@@ -114,6 +120,7 @@ impl Caller {
     #[must_use]
     pub fn is_service(&self, service: Service) -> bool {
         self.roles == [Role::Service]
+            && self.issuer.is_none()
             && self.user_id.is_none()
             && self.email.is_none()
             && self.subject.strip_prefix(SERVICE_SUBJECT_PREFIX) == Some(service.name())
@@ -180,7 +187,8 @@ impl CallerKey {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(self.0.expose()).unwrap_or_else(|_| unreachable_mac());
         let user_id = caller.user_id.map(|u| u.to_string()).unwrap_or_default();
         let canonical = format!(
-            "v1\n{timestamp}\n{method}\n{path}\n{}\n{user_id}\n{}\n{}",
+            "v2\n{timestamp}\n{method}\n{path}\n{}\n{}\n{user_id}\n{}\n{}",
+            caller.issuer.as_deref().unwrap_or_default(),
             caller.subject,
             caller.roles_header(),
             caller.email.as_ref().map(Email::as_str).unwrap_or_default()
@@ -197,8 +205,11 @@ impl CallerKey {
             (SUBJECT, caller.subject.clone()),
             (ROLES, caller.roles_header()),
             (TIMESTAMP, now.to_string()),
-            (SIGNATURE, format!("v1={signature}")),
+            (SIGNATURE, format!("v2={signature}")),
         ];
+        if let Some(issuer) = &caller.issuer {
+            headers.push((ISSUER, issuer.clone()));
+        }
         if let Some(id) = caller.user_id {
             headers.push((USER_ID, id.to_string()));
         }
@@ -216,9 +227,14 @@ impl CallerKey {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let signature = get(SIGNATURE).ok_or(CallerError::Unsigned)?;
         let signature =
-            signature.strip_prefix("v1=").and_then(|hex| hex::decode(hex).ok()).ok_or(CallerError::Malformed)?;
+            signature.strip_prefix("v2=").and_then(|hex| hex::decode(hex).ok()).ok_or(CallerError::Malformed)?;
         let timestamp: i64 = get(TIMESTAMP).and_then(|t| t.parse().ok()).ok_or(CallerError::Malformed)?;
         let subject = get(SUBJECT).filter(|s| !s.is_empty()).ok_or(CallerError::Malformed)?.to_owned();
+        let issuer = match get(ISSUER) {
+            Some(i) if !i.is_empty() => Some(i.to_owned()),
+            Some(_) => return Err(CallerError::Malformed),
+            None => None,
+        };
         let user_id = match get(USER_ID) {
             Some(id) => Some(id.parse().map_err(|_| CallerError::Malformed)?),
             None => None,
@@ -233,7 +249,7 @@ impl CallerKey {
             Some(e) => Some(Email::parse(e).map_err(|_| CallerError::Malformed)?),
             None => None,
         };
-        let caller = Caller { subject, user_id, roles, email };
+        let caller = Caller { subject, issuer, user_id, roles, email };
         // Checked before the timestamp so a forger learns nothing from the answer.
         self.mac(timestamp, method, path, &caller).verify_slice(&signature).map_err(|_| CallerError::BadSignature)?;
         if (now - timestamp).abs() > MAX_SKEW_SECS {
@@ -277,6 +293,7 @@ mod tests {
     fn ada() -> Caller {
         Caller {
             subject: "auth0|ada".into(),
+            issuer: Some("https://tenant.example/".into()),
             user_id: Some(UserId::from_uuid(uuid::Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001))),
             roles: vec![Role::User, Role::Owner],
             email: Email::parse("ada@example.com").ok(),
@@ -318,19 +335,44 @@ mod tests {
     }
 
     #[test]
+    fn the_issuer_is_signed_so_the_same_subject_of_another_tenant_is_another_caller() {
+        let k = key(KEY);
+        let signed = k.sign("GET", "/api/me", &ada(), 1_000);
+        assert!(signed.contains(&(ISSUER, "https://tenant.example/".to_owned())), "{signed:?}");
+        for forged in ["https://other-tenant.example/", ""] {
+            let mut moved = signed.clone();
+            for (name, value) in &mut moved {
+                if *name == ISSUER {
+                    *value = forged.to_owned();
+                }
+            }
+            assert_ne!(k.verify("GET", "/api/me", &headers(&moved), 1_000), Ok(ada()), "{forged:?}");
+        }
+        let mut dropped = signed.clone();
+        dropped.retain(|(name, _)| *name != ISSUER);
+        assert_eq!(k.verify("GET", "/api/me", &headers(&dropped), 1_000), Err(CallerError::BadSignature));
+        let other = Caller { issuer: Some("https://other-tenant.example/".into()), ..ada() };
+        let verified = k.verify("GET", "/api/me", &headers(&k.sign("GET", "/api/me", &other, 1_000)), 1_000);
+        assert_eq!(verified.map(|c| c.issuer), Ok(Some("https://other-tenant.example/".to_owned())));
+    }
+
+    #[test]
     fn a_service_caller_signs_and_verifies_as_exactly_that_service() {
         let k = key(KEY);
         let metering = Caller::service(Service::Metering);
         assert_eq!(metering.subject, "service:metering");
         assert_eq!(
-            (metering.user_id, metering.roles.as_slice(), metering.email.as_ref()),
-            (None, [Role::Service].as_slice(), None)
+            (metering.issuer.as_ref(), metering.user_id, metering.roles.as_slice(), metering.email.as_ref()),
+            (None, None, [Role::Service].as_slice(), None)
         );
         let path = "/internal/clusters/0193a000-0000-7000-8000-000000000001/kubeconfig";
         let signed = k.sign("GET", path, &metering, 1_000);
         let roles = signed.iter().find(|(n, _)| *n == ROLES).map(|(_, v)| v.as_str());
         assert_eq!(roles, Some("service"));
-        assert!(signed.iter().all(|(n, _)| *n != USER_ID && *n != EMAIL), "a service has no user id or email");
+        assert!(
+            signed.iter().all(|(n, _)| *n != USER_ID && *n != EMAIL && *n != ISSUER),
+            "a service has no issuer, user id or email"
+        );
         let verified = k.verify("GET", path, &headers(&signed), 1_010).unwrap();
         assert_eq!(verified, metering);
         assert!(verified.is_service(Service::Metering));
@@ -373,6 +415,7 @@ mod tests {
             Caller { subject: "metering".into(), ..metering.clone() },
             Caller { subject: "service:metering|x".into(), ..metering.clone() },
             Caller { subject: "auth0|service:metering".into(), ..metering.clone() },
+            Caller { issuer: Some("https://tenant.example/".into()), ..metering.clone() },
             Caller { roles: vec![Role::User, Role::Owner, Role::Admin], ..ada() },
         ];
         for caller in variants {

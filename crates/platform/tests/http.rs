@@ -195,7 +195,13 @@ async fn a_service_trusts_only_callers_signed_by_the_gateway() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "unauthenticated");
 
-    let caller = Caller { subject: "auth0|ada".into(), user_id: None, roles: vec![Role::User], email: None };
+    let caller = Caller {
+        subject: "auth0|ada".into(),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
+        user_id: None,
+        roles: vec![Role::User],
+        email: None,
+    };
     let key = CallerKey::new(&CALLER_KEY.to_owned().into()).unwrap();
     let mut request = client().get(format!("{}/whoami", s.base));
     for (name, value) in key.sign("GET", "/whoami", &caller, chrono::Utc::now().timestamp()) {

@@ -229,6 +229,7 @@ async fn admins_list_failing_mail_and_retry_it_and_nobody_else_may() {
     let signed = |method: &str, path: &str, roles: Vec<Role>| {
         let caller = Caller {
             subject: "auth0|admin".to_owned(),
+            issuer: Some("https://tenant.hopsbridge.test/".into()),
             user_id: Some(hopsbridge_domain::UserId::new()),
             roles,
             email: Email::parse("admin@hopsbridge.test").ok(),

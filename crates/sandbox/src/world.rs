@@ -210,6 +210,7 @@ impl World {
         use hopsbridge_platform::caller::{Caller, Role};
         let admin = Caller {
             subject: "sandbox|operator".to_owned(),
+            issuer: None,
             user_id: None,
             roles: vec![Role::User, Role::Admin],
             email: None,

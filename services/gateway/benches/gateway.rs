@@ -159,6 +159,7 @@ async fn main() {
     let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let caller = Caller {
         subject: "auth0|ada".into(),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
         user_id: Some(user_id),
         roles: vec![Role::User, Role::Owner],
         email: hopsbridge_domain::Email::parse("ada@example.com").ok(),

@@ -34,6 +34,16 @@ use std::time::{Duration, Instant};
 /// Most people remembered; past it moka evicts the least likely to be asked for again.
 const CAPACITY: u64 = 100_000;
 
+/// Who a token speaks for: its issuer and subject together (a subject is unique only within the
+/// tenant that issued it, so `auth0|abc` of another tenant is another person).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PersonKey {
+    /// The token's issuer, with its trailing slash.
+    pub issuer: String,
+    /// The token's subject.
+    pub subject: AuthSubject,
+}
+
 /// The person behind a request, as identity knows them.
 #[derive(Clone, serde::Deserialize, PartialEq, Eq)]
 pub struct Resolved {
@@ -84,14 +94,14 @@ impl Answer {
 /// was stored.
 struct FromRequestStart(Duration);
 
-impl Expiry<AuthSubject, Arc<Answer>> for FromRequestStart {
-    fn expire_after_create(&self, _: &AuthSubject, answer: &Arc<Answer>, created_at: Instant) -> Option<Duration> {
+impl Expiry<PersonKey, Arc<Answer>> for FromRequestStart {
+    fn expire_after_create(&self, _: &PersonKey, answer: &Arc<Answer>, created_at: Instant) -> Option<Duration> {
         Some(self.0.saturating_sub(created_at.saturating_duration_since(answer.started)))
     }
 
     fn expire_after_update(
         &self,
-        subject: &AuthSubject,
+        subject: &PersonKey,
         answer: &Arc<Answer>,
         updated_at: Instant,
         _: Option<Duration>,
@@ -100,10 +110,10 @@ impl Expiry<AuthSubject, Arc<Answer>> for FromRequestStart {
     }
 }
 
-/// Cached answers by Auth0 subject.
+/// Cached answers by person (issuer and subject).
 pub struct CallerCache {
     ttl: Duration,
-    answers: Cache<AuthSubject, Arc<Answer>>,
+    answers: Cache<PersonKey, Arc<Answer>>,
 }
 
 impl std::fmt::Debug for CallerCache {
@@ -138,7 +148,7 @@ impl CallerCache {
     ///
     /// # Errors
     /// What `fetch` fails with when there is no usable answer.
-    pub async fn get<F, Fut>(&self, subject: &AuthSubject, fetch: F) -> Result<Resolved, ApiError>
+    pub async fn get<F, Fut>(&self, subject: &PersonKey, fetch: F) -> Result<Resolved, ApiError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Resolved, ApiError>> + Send + 'static,
@@ -206,14 +216,14 @@ impl CallerCache {
     }
 
     #[cfg(test)]
-    async fn lookup(&self, subject: &AuthSubject, now: Instant) -> Lookup {
+    async fn lookup(&self, subject: &PersonKey, now: Instant) -> Lookup {
         self.judge(self.answers.get(subject).await.as_deref(), now)
     }
 }
 
 /// Keeps `person`, fetched by a request that started at `started`, unless the cache holds an
 /// answer to a later request (a slow refresh must not overwrite a newer status).
-async fn keep(answers: &Cache<AuthSubject, Arc<Answer>>, subject: AuthSubject, started: Instant, person: Resolved) {
+async fn keep(answers: &Cache<PersonKey, Arc<Answer>>, subject: PersonKey, started: Instant, person: Resolved) {
     answers
         .entry(subject)
         .and_compute_with(|current| async move {
@@ -229,7 +239,8 @@ async fn keep(answers: &Cache<AuthSubject, Arc<Answer>>, subject: AuthSubject, s
 /// The path of identity's route that finds or creates the caller.
 pub const RESOLVE_PATH: &str = "/internal/callers/resolve";
 
-/// identity's `POST /internal/callers/resolve` at `url`, signed for the person.
+/// identity's `POST /internal/callers/resolve` at `url`, signed for the person (their issuer
+/// and subject).
 ///
 /// # Errors
 /// `identity_unavailable` when identity cannot be reached or fails; identity's own refusals
@@ -238,10 +249,16 @@ pub async fn ask_identity(
     client: reqwest::Client,
     url: String,
     key: CallerKey,
-    subject: AuthSubject,
+    person: PersonKey,
     email: Option<Email>,
 ) -> Result<Resolved, ApiError> {
-    let caller = Caller { subject: subject.into(), user_id: None, roles: vec![Role::User], email };
+    let caller = Caller {
+        subject: person.subject.into(),
+        issuer: Some(person.issuer),
+        user_id: None,
+        roles: vec![Role::User],
+        email,
+    };
     let mut request = client.post(url);
     for (name, value) in key.sign("POST", RESOLVE_PATH, &caller, chrono::Utc::now().timestamp()) {
         request = request.header(name, value);
@@ -280,8 +297,11 @@ mod tests {
         }
     }
 
-    fn subject(name: &str) -> AuthSubject {
-        AuthSubject::parse(&format!("auth0|{name}")).unwrap()
+    fn subject(name: &str) -> PersonKey {
+        PersonKey {
+            issuer: "https://tenant.hopsbridge.test/".into(),
+            subject: AuthSubject::parse(&format!("auth0|{name}")).unwrap(),
+        }
     }
 
     /// A fetch that counts its calls and answers `status` after `delay`.
@@ -361,6 +381,15 @@ mod tests {
         let answer = cache.get(&ada, &refresh).await.unwrap();
         assert_eq!(answer, person(AccountStatus::Suspended), "the refreshed answer is used");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_subject_of_another_issuer_is_another_person() {
+        let cache = CallerCache::new(Duration::from_secs(10));
+        let (ada, t0) = (subject("ada"), Instant::now());
+        keep(&cache.answers, ada.clone(), t0, person(AccountStatus::Active)).await;
+        let elsewhere = PersonKey { issuer: "https://other-tenant.example/".into(), ..ada };
+        assert_eq!(cache.lookup(&elsewhere, t0).await, Lookup::Missing, "never answered from the first one's entry");
     }
 
     #[tokio::test]

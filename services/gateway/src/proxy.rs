@@ -17,15 +17,16 @@
 //! under the per-address limit only and with no caller headers; every other invitation route,
 //! accepting one included, needs a token as usual.
 
-use crate::callers::{CallerCache, Resolved};
+use crate::callers::{CallerCache, PersonKey, Resolved};
 use crate::error::GatewayCode;
 use crate::limits::{RateLimiter, too_many_requests};
 use crate::session::CookieSealer;
-use crate::tokens::{AccessClaims, LazyValidator};
+use crate::tokens::LazyValidator;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
-use hopsbridge_domain::{AccountStatus, AuthSubject};
+use hopsbridge_domain::AccountStatus;
+use hopsbridge_contracts::Service;
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
 use hopsbridge_platform::http::{ApiError, ErrorCode as _};
 use std::net::IpAddr;
@@ -131,8 +132,8 @@ pub struct Proxy {
     pub tokens: Arc<LazyValidator>,
     /// The key caller headers are signed with.
     pub key: CallerKey,
-    /// Requests a minute per person.
-    pub per_user: RateLimiter<AuthSubject>,
+    /// Requests a minute per person (issuer and subject).
+    pub per_user: RateLimiter<PersonKey>,
     /// Requests a minute per client address (requests without one share a budget).
     pub per_ip: RateLimiter<Option<IpAddr>>,
     /// Largest request body forwarded.
@@ -196,9 +197,14 @@ fn forwardable(name: &str) -> bool {
     ) && !name.starts_with("x-hopsbridge-")
 }
 
+/// The Auth0 post-registration Action's route.
+const AUTH0_WEBHOOK: &str = "/webhooks/auth0/post-registration";
+
 /// Webhooks from outside carry no token: the service that owns each one checks its signature
 /// (identity the Auth0 Action's shared secret, billing the `Stripe-Signature`). The gateway
-/// forwards the raw body untouched, under the per-address limit only.
+/// forwards the raw body untouched, under the per-address limit only. To the Auth0 Action's
+/// call it adds, signed as the gateway, the issuer of the tenant it trusts: the people the
+/// Action announces are that tenant's, and identity keys people by issuer and subject.
 pub async fn forward_webhook(
     proxy: web::Data<Proxy>,
     client: web::Data<WorkerClient>,
@@ -206,7 +212,7 @@ pub async fn forward_webhook(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let upstream = match req.uri().path() {
-        "/webhooks/auth0/post-registration" => proxy.routes.identity.base.as_str(),
+        AUTH0_WEBHOOK => proxy.routes.identity.base.as_str(),
         "/webhooks/stripe" => proxy.routes.billing.base.as_str(),
         _ => return Err(GatewayCode::RouteNotFound.error()),
     };
@@ -222,6 +228,13 @@ pub async fn forward_webhook(
     }
     if let Some(id) = hopsbridge_platform::http::current_request_id() {
         outgoing = outgoing.header("x-request-id", id);
+    }
+    if req.uri().path() == AUTH0_WEBHOOK {
+        let tenant = Caller { issuer: Some(proxy.tokens.issuer().to_owned()), ..Caller::service(Service::Gateway) };
+        let now = chrono::Utc::now().timestamp();
+        for (name, value) in proxy.key.sign("POST", req.uri().path(), &tenant, now) {
+            outgoing = outgoing.header(name, value);
+        }
     }
     relay_answer(outgoing.body(body), upstream).await
 }
@@ -320,6 +333,7 @@ pub async fn caller(
     let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "subject": caller.subject,
+        "issuer": caller.issuer,
         "user_id": person.id,
         "email": person.email,
         "roles": roles,
@@ -360,10 +374,11 @@ async fn authenticate(
             return Err(GatewayCode::AuthUnavailable.error());
         }
     };
-    if let Err(wait) = proxy.per_user.check(&claims.subject) {
+    let key = PersonKey { issuer: claims.issuer.clone(), subject: claims.subject.clone() };
+    if let Err(wait) = proxy.per_user.check(&key) {
         return Ok(Err(too_many_requests(wait)));
     }
-    let person = resolve(proxy, client, &claims).await?;
+    let person = resolve(proxy, client, key, claims.email.clone()).await?;
     match person.status {
         AccountStatus::Active => {}
         AccountStatus::Suspended => return Err(GatewayCode::AccountSuspended.error()),
@@ -371,6 +386,7 @@ async fn authenticate(
     }
     let caller = Caller {
         subject: claims.subject.to_string(),
+        issuer: Some(claims.issuer.clone()),
         user_id: Some(person.id),
         roles: roles_of(&person),
         email: Some(person.email.clone()),
@@ -442,19 +458,17 @@ async fn relay_answer(outgoing: reqwest::RequestBuilder, upstream: &str) -> Resu
 
 /// Who the token's person is: from the caller cache, else asked of identity (which creates
 /// them on their first call).
-async fn resolve(proxy: &Proxy, client: &WorkerClient, claims: &AccessClaims) -> Result<Resolved, ApiError> {
-    let subject = &claims.subject;
+async fn resolve(
+    proxy: &Proxy,
+    client: &WorkerClient,
+    person: PersonKey,
+    email: Option<hopsbridge_domain::Email>,
+) -> Result<Resolved, ApiError> {
     proxy
         .callers
-        .get(subject, || {
+        .get(&person, || {
             let url = format!("{}{}", proxy.routes.identity.base, crate::callers::RESOLVE_PATH);
-            crate::callers::ask_identity(
-                client.0.clone(),
-                url,
-                proxy.key.clone(),
-                subject.clone(),
-                claims.email.clone(),
-            )
+            crate::callers::ask_identity(client.0.clone(), url, proxy.key.clone(), person.clone(), email.clone())
         })
         .await
 }

@@ -21,8 +21,9 @@ hopsbridge_platform::error_codes! {
         InvalidUserId = (BAD_REQUEST, "invalid_user_id", "the user_id is not an Auth0 subject (provider|id)"),
         /// The email address is not of the form `local@domain`.
         InvalidEmail = (BAD_REQUEST, "invalid_email", "the email address is not valid"),
-        /// The caller's subject is not an Auth0 subject (`provider|id`).
-        InvalidSubject = (BAD_REQUEST, "invalid_subject", "the caller's subject is not an Auth0 subject (provider|id)"),
+        /// The caller's subject is not an Auth0 subject (`provider|id`), or the gateway named no
+        /// issuer for it.
+        InvalidSubject = (BAD_REQUEST, "invalid_subject", "the caller's subject is not an Auth0 subject (provider|id), or comes without its issuer"),
         /// The post-registration webhook came without the shared secret, or with another one.
         InvalidWebhookSecret = (UNAUTHORIZED, "invalid_webhook_secret", "missing or wrong webhook secret"),
         /// The route is for administrators, and the caller is not one in identity's records.

@@ -1,4 +1,5 @@
-//! The identity service: who people are. Users are keyed by their Auth0 subject, created once
+//! The identity service: who people are. Users are keyed by their Auth0 issuer and subject
+//! (a subject is unique only within its tenant), created once
 //! (by the post-registration webhook or on their first authenticated call, whichever comes
 //! first), and move between active, suspended and deleted; each change is announced through
 //! the outbox (`UserCreatedV1`, `UserSuspendedV1`, `UserReactivatedV1`, `UserDeletedV1`).
@@ -44,7 +45,12 @@ pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
         .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key: {e}"))?;
     let team = team::Team::new(&config.team, key)?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
-    let state = routes::State { db: service.db.clone(), webhook_secret: config.webhook.secret.clone(), team };
+    let state = routes::State {
+        db: service.db.clone(),
+        webhook_secret: config.webhook.secret.clone(),
+        tenant: config.auth0.issuer().map(str::to_owned),
+        team,
+    };
     let joined = service.consumer::<TeamMemberJoinedV1, _>(events::MemberJoined);
     let removed = service.consumer::<TeamMemberRemovedV1, _>(events::MemberRemoved);
     Ok(service

@@ -16,7 +16,8 @@ use crate::users::{self, NewPerson, User};
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
-use hopsbridge_platform::caller::Caller;
+use hopsbridge_contracts::Service;
+use hopsbridge_platform::caller::{Caller, CallerKey};
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
 use hopsbridge_platform::{Secret, constant_time_eq};
@@ -33,6 +34,9 @@ pub struct State {
     pub db: Database,
     /// The Action's shared secret.
     pub webhook_secret: Secret<String>,
+    /// The issuer of the tenant whose people the Action announces, when configured
+    /// (`auth0.issuer`); otherwise the one the forwarding gateway vouches for.
+    pub tenant: Option<String>,
     /// The team service, asked before an owner's account is deleted.
     pub team: Team,
 }
@@ -83,9 +87,11 @@ async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> R
     if !constant_time_eq(given, state.webhook_secret.expose().as_bytes()) {
         return Err(IdentityCode::InvalidWebhookSecret.error());
     }
+    let issuer = webhook_tenant(&state, &req)?;
     let body: PostRegistration =
         serde_json::from_slice(&body).map_err(|e| PlatformCode::InvalidBody.with_message(e.to_string()))?;
     let person = NewPerson {
+        issuer,
         subject: AuthSubject::parse(&body.user_id)
             .map_err(|e| IdentityCode::InvalidUserId.with_message(e.to_string()))?,
         email: Email::parse(&body.email).map_err(|e| IdentityCode::InvalidEmail.with_message(e.to_string()))?,
@@ -101,21 +107,48 @@ async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> R
     Ok(HttpResponse::Ok().json(json!({"user_id": user.id, "created": created})))
 }
 
+/// The tenant whose people the webhook announces: identity's `auth0.issuer`, else the issuer
+/// the gateway vouched for when it forwarded the call (signed as the gateway). When both are
+/// there they must agree.
+fn webhook_tenant(state: &State, req: &HttpRequest) -> Result<String, ApiError> {
+    let vouched = req.app_data::<web::Data<CallerKey>>().and_then(|key| {
+        let path = req.uri().path_and_query().map_or_else(|| req.path().to_owned(), ToString::to_string);
+        let gateway = key.verify("POST", &path, req.headers(), chrono::Utc::now().timestamp()).ok()?;
+        let as_gateway = Caller { issuer: None, ..gateway.clone() };
+        as_gateway.is_service(Service::Gateway).then_some(gateway.issuer).flatten()
+    });
+    match (&state.tenant, vouched) {
+        (Some(configured), Some(vouched)) if *configured != vouched => {
+            tracing::warn!(configured, vouched, "the gateway forwarded the Auth0 webhook for another tenant");
+            Err(PlatformCode::Unauthenticated.with_message("the webhook came for another Auth0 tenant than identity's"))
+        }
+        (Some(configured), _) => Ok(configured.clone()),
+        (None, Some(vouched)) => Ok(vouched),
+        (None, None) => Err(PlatformCode::Unauthenticated
+            .with_message("the webhook's Auth0 tenant is unknown: it did not come through the gateway")),
+    }
+}
+
 async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let subject =
         AuthSubject::parse(&caller.subject).map_err(|e| IdentityCode::InvalidSubject.with_message(e.to_string()))?;
+    let issuer = caller
+        .issuer
+        .clone()
+        .ok_or_else(|| IdentityCode::InvalidSubject.with_message("the caller's subject comes without its issuer"))?;
     // The platform parsed the email the gateway vouched for; an invalid one never gets here.
     let email = caller.email.clone();
     let view = state
         .db
         .transaction(|c| {
-            let (subject, email) = (subject.clone(), email.clone());
+            let (issuer, subject, email) = (issuer.clone(), subject.clone(), email.clone());
             Box::pin(async move {
-                let user = match users::by_subject(c, &subject).await {
+                let user = match users::by_identity(c, &issuer, &subject).await {
                     Ok(user) => user,
                     Err(IdentityError::NotFound) => {
                         let email = email.ok_or(IdentityError::EmailRequired)?;
-                        users::create_if_absent(c, &NewPerson { subject, email, name: String::new() }).await?.0
+                        let person = NewPerson { issuer, subject, email, name: String::new() };
+                        users::create_if_absent(c, &person).await?.0
                     }
                     Err(e) => return Err(e),
                 };

@@ -23,6 +23,7 @@ diesel::table! {
         created_at -> Timestamptz,
         last_login_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        auth_issuer -> Text,
     }
 }
 

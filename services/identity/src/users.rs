@@ -18,6 +18,9 @@ use serde::Serialize;
 pub struct User {
     /// Hopsbridge's id.
     pub id: UserId,
+    /// The Auth0 tenant that issued the subject (its issuer, with the trailing slash): a person
+    /// is the pair, a subject being unique only within its tenant.
+    pub auth_issuer: String,
     /// The Auth0 subject.
     pub auth_subject: AuthSubject,
     /// Lowercased email.
@@ -39,6 +42,8 @@ pub struct User {
 /// Someone to create: what the Action or the first token says about them.
 #[derive(Clone, Debug)]
 pub struct NewPerson {
+    /// The tenant that issued the subject.
+    pub issuer: String,
     /// The Auth0 subject.
     pub subject: AuthSubject,
     /// Their email.
@@ -47,21 +52,26 @@ pub struct NewPerson {
     pub name: String,
 }
 
-/// Finds the user with `subject`, creating them (and their `UserCreatedV1`) if they do not
-/// exist yet. Safe to race: the subject's unique key lets one insert win and the other find it.
-/// Returns the user and whether this call created them.
+/// Finds the user with the person's issuer and subject, creating them (and their
+/// `UserCreatedV1`) if they do not exist yet. Safe to race: the (issuer, subject) unique key
+/// lets one insert win and the other find it. Returns the user and whether this call created
+/// them.
 ///
 /// # Errors
 /// [`IdentityError::EmailInUse`] when another account has the email.
 pub async fn create_if_absent(conn: &mut AsyncPgConnection, person: &NewPerson) -> Result<(User, bool), IdentityError> {
+    if let Some(user) = adopt(conn, &person.issuer, &person.subject).await? {
+        return Ok((user, false));
+    }
     let inserted: Option<User> = diesel::insert_into(users::table)
         .values((
             users::id.eq(UserId::new()),
+            users::auth_issuer.eq(&person.issuer),
             users::auth_subject.eq(&person.subject),
             users::email.eq(&person.email),
             users::name.eq(&person.name),
         ))
-        .on_conflict(users::auth_subject)
+        .on_conflict((users::auth_issuer, users::auth_subject))
         .do_nothing()
         .returning(User::as_returning())
         .get_result(conn)
@@ -78,16 +88,42 @@ pub async fn create_if_absent(conn: &mut AsyncPgConnection, person: &NewPerson) 
             enqueue(conn, &event, None).await?;
             Ok((user, true))
         }
-        None => Ok((by_subject(conn, &person.subject).await?, false)),
+        None => Ok((by_identity(conn, &person.issuer, &person.subject).await?, false)),
     }
 }
 
-/// The user with `subject`.
+/// The user `subject` of `issuer` is: the one recorded with both, or an account made before
+/// issuers were kept (issuer `''`) with that subject, which is bound to `issuer` from now on.
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
-pub async fn by_subject(conn: &mut AsyncPgConnection, subject: &AuthSubject) -> Result<User, IdentityError> {
-    Ok(users::table.filter(users::auth_subject.eq(subject)).select(User::as_select()).first(conn).await?)
+pub async fn by_identity(
+    conn: &mut AsyncPgConnection,
+    issuer: &str,
+    subject: &AuthSubject,
+) -> Result<User, IdentityError> {
+    let found = users::table
+        .filter(users::auth_issuer.eq(issuer))
+        .filter(users::auth_subject.eq(subject))
+        .select(User::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    match found {
+        Some(user) => Ok(user),
+        None => adopt(conn, issuer, subject).await?.ok_or(IdentityError::NotFound),
+    }
+}
+
+/// Binds the account made before issuers were kept that has `subject` to `issuer`, and returns
+/// it. Only the first issuer to name the subject gets it: after that it is no longer `''`.
+async fn adopt(conn: &mut AsyncPgConnection, issuer: &str, subject: &AuthSubject) -> Result<Option<User>, IdentityError> {
+    Ok(diesel::update(users::table.filter(users::auth_issuer.eq("")).filter(users::auth_subject.eq(subject)))
+        .set(users::auth_issuer.eq(issuer))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
 }
 
 /// The user with `id`.

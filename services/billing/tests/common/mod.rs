@@ -83,6 +83,7 @@ pub async fn start_with(hooks: UserCreatedHooks) -> Billing {
 pub fn caller(user: Uuid, roles: &[Role]) -> Caller {
     Caller {
         subject: format!("auth0|{}", user.simple()),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
         user_id: Some(user.into()),
         roles: roles.to_vec(),
         email: hopsbridge_domain::Email::parse(&format!("{}@example.com", user.simple())).ok(),

@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+/// The Auth0 tenant identity is configured with: the issuer of the people its webhook creates,
+/// and of the tokens of the people these tests sign in.
+pub const ISSUER: &str = "https://tenant.hopsbridge.test/";
+
 pub struct Identity {
     pub base: String,
     pub db: TestDb,
@@ -118,6 +122,7 @@ pub async fn start_with_team(team: TeamStub, team_url: Option<String>) -> Identi
     let bus = TestBus::new().await;
     let config: IdentityConfig = TestSettings::data_service(Service::Identity, &db, &bus)
         .set("webhook.secret", WEBHOOK_SECRET)
+        .set("auth0.issuer", ISSUER)
         .set("team.url", team_url.unwrap_or_else(|| team.url()))
         .set("team.timeout_ms", "2000")
         .load(&hopsbridge_identity::DEFAULTS);
@@ -132,6 +137,7 @@ pub async fn start_with_team(team: TeamStub, team_url: Option<String>) -> Identi
 pub fn person(subject: &str, email: Option<&str>) -> Caller {
     Caller {
         subject: subject.into(),
+        issuer: Some(ISSUER.into()),
         user_id: None,
         roles: vec![Role::User],
         email: email.map(|e| hopsbridge_domain::Email::parse(e).expect("a valid email")),

@@ -11,6 +11,7 @@ use hopsbridge_sandbox::workload::{MemFormat, Profile, SimContainer, SimPod};
 pub fn admin() -> Caller {
     Caller {
         subject: "auth0|admin".into(),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
         user_id: Some(uuid::Uuid::now_v7().into()),
         roles: vec![Role::User, Role::Admin],
         email: None,
@@ -21,6 +22,7 @@ pub fn admin() -> Caller {
 pub fn person(user: uuid::Uuid) -> Caller {
     Caller {
         subject: format!("auth0|{user}"),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
         user_id: Some(user.into()),
         roles: vec![Role::User, Role::Owner],
         email: None,

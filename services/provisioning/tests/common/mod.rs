@@ -45,6 +45,7 @@ users:
 pub fn admin() -> Caller {
     Caller {
         subject: "auth0|admin".into(),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
         user_id: Some(Uuid::now_v7().into()),
         roles: vec![Role::User, Role::Admin],
         email: hopsbridge_domain::Email::parse("admin@example.com").ok(),
@@ -54,6 +55,7 @@ pub fn admin() -> Caller {
 pub fn person(user_id: Uuid) -> Caller {
     Caller {
         subject: format!("auth0|{user_id}"),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
         user_id: Some(user_id.into()),
         roles: vec![Role::User, Role::Owner],
         email: None,

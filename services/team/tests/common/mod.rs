@@ -124,6 +124,7 @@ impl Team {
         assert!(known, "team learnt of {name}");
         Caller {
             subject: format!("auth0|{name}"),
+            issuer: Some("https://tenant.hopsbridge.test/".into()),
             user_id: Some(id),
             roles: vec![Role::User, Role::Owner],
             email: Some(Email::parse(email).unwrap()),

@@ -134,7 +134,7 @@ async fn list_gaps(state: Data, caller: Caller, q: web::Query<RunQuery>) -> Resu
         (status = 403, description = NOT_ADMIN, body = ErrorBody),
         (status = 404, description = "cluster_not_found: no such cluster", body = ErrorBody),
         (status = 409, description = "cluster_inactive: the cluster is inactive and is not measured; \
-            window_closed: the window can no longer be measured", body = ErrorBody),
+            window_closed: the window's deadline has passed; nothing is scheduled and it stays a gap", body = ErrorBody),
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
 async fn collect_now(state: Data, caller: Caller, id: web::Path<ClusterId>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;

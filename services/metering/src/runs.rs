@@ -437,7 +437,8 @@ pub enum CollectNow {
 
 /// Makes the last window of `cluster` that has ended at `now_secs` (Unix seconds) due at once:
 /// scheduled now if it was not, due at once if pending, and tried again from scratch if it
-/// became a gap while it can still be measured.
+/// became a gap while it can still be measured. A window past its deadline is
+/// [`CollectNow::Closed`] and nothing is written (it is answered as measured when it was).
 ///
 /// # Errors
 /// When Postgres fails.
@@ -456,6 +457,22 @@ pub async fn collect_now(
     }
     let end = now_secs.div_euclid(window_secs) * window_secs;
     let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or_default();
+    // Past its deadline the window can only stay what it is: a run made or made due now would
+    // be swept into a gap before anyone measured it.
+    let existing: Option<Run> = runs::table
+        .filter(runs::cluster_id.eq(cluster))
+        .filter(runs::window_start.eq(at(end - window_secs)))
+        .select(Run::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let deadline = existing.as_ref().map_or(end + deadline_secs, |run| run.deadline.timestamp());
+    if deadline <= now_secs {
+        return Ok(match existing {
+            Some(run) if run.status == RunState::Complete => CollectNow::Due(Box::new(run)),
+            _ => CollectNow::Closed,
+        });
+    }
     // A gap that can still be measured starts again from scratch.
     let reopened = || runs::status.eq(RunState::Gap).and(runs::deadline.gt(dsl::now));
     let run: Run = diesel::insert_into(runs::table)

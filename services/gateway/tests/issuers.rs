@@ -45,7 +45,8 @@ async fn the_same_subject_from_another_issuer_never_opens_the_first_persons_acco
 
     // Another tenant signs a token for the same subject.
     let other = Auth0Sim::start(Auth0Config::default()).unwrap();
-    let theirs = |email: &str| other.access_token(&TokenSpec::user(&TestUser::database("ada", email, "Not Ada"))).unwrap();
+    let theirs =
+        |email: &str| other.access_token(&TokenSpec::user(&TestUser::database("ada", email, "Not Ada"))).unwrap();
     // The gateway trusts one issuer: the other tenant's token is refused outright.
     let (status, body) = caller(&p.gateway, &theirs("ada@example.com")).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")), "{body}");
@@ -78,10 +79,15 @@ async fn the_same_subject_from_another_issuer_never_opens_the_first_persons_acco
     // The Auth0 Action's webhook through each gateway makes people of that gateway's tenant.
     let client = reqwest::Client::new();
     let grace = TestUser::database("grace", "grace@example.com", "Grace");
-    let action = Auth0Sim::post_registration_action(&format!("{second}/webhooks/auth0/post-registration"), WEBHOOK_SECRET);
+    let action =
+        Auth0Sim::post_registration_action(&format!("{second}/webhooks/auth0/post-registration"), WEBHOOK_SECRET);
     assert_eq!(action.fire(&client, &grace).await.unwrap(), 200);
     let (status, body) = caller(&p.gateway, &p.token(&grace)).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("email_in_use")), "the first tenant's grace is not the webhook's: {body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("email_in_use")),
+        "the first tenant's grace is not the webhook's: {body}"
+    );
     let graces = other.access_token(&TokenSpec::user(&grace)).unwrap();
     let (status, body) = caller(&second, &graces).await;
     assert_eq!(status, 200, "{body}");
@@ -92,8 +98,10 @@ async fn the_same_subject_from_another_issuer_never_opens_the_first_persons_acco
 async fn a_webhook_sent_to_identity_without_the_gateway_is_refused_when_identity_knows_no_tenant() {
     let p = Platform::start(Options::default()).await;
     let grace = TestUser::database("grace", "grace@example.com", "Grace");
-    let direct = Auth0Sim::post_registration_action(&format!("{}/webhooks/auth0/post-registration", p.identity), WEBHOOK_SECRET);
+    let direct =
+        Auth0Sim::post_registration_action(&format!("{}/webhooks/auth0/post-registration", p.identity), WEBHOOK_SECRET);
     assert_eq!(direct.fire(&reqwest::Client::new(), &grace).await.unwrap(), 401, "no tenant is known for it");
-    let through = Auth0Sim::post_registration_action(&format!("{}/webhooks/auth0/post-registration", p.gateway), WEBHOOK_SECRET);
+    let through =
+        Auth0Sim::post_registration_action(&format!("{}/webhooks/auth0/post-registration", p.gateway), WEBHOOK_SECRET);
     assert_eq!(through.fire(&reqwest::Client::new(), &grace).await.unwrap(), 200, "the gateway vouches for its tenant");
 }

@@ -117,7 +117,11 @@ pub async fn by_identity(
 
 /// Binds the account made before issuers were kept that has `subject` to `issuer`, and returns
 /// it. Only the first issuer to name the subject gets it: after that it is no longer `''`.
-async fn adopt(conn: &mut AsyncPgConnection, issuer: &str, subject: &AuthSubject) -> Result<Option<User>, IdentityError> {
+async fn adopt(
+    conn: &mut AsyncPgConnection,
+    issuer: &str,
+    subject: &AuthSubject,
+) -> Result<Option<User>, IdentityError> {
     Ok(diesel::update(users::table.filter(users::auth_issuer.eq("")).filter(users::auth_subject.eq(subject)))
         .set(users::auth_issuer.eq(issuer))
         .returning(User::as_returning())

@@ -7,6 +7,14 @@
 //!   5xx bodies say nothing internal; the cause goes to the log.
 //! - `GET /healthz` answers 200 while the process runs; `GET /readyz` answers 200 when every
 //!   dependency check passes and 503 naming the ones that fail.
+//! - Before any handler runs ([`input_guard`]): a method this server does not implement for
+//!   any path (none of RFC 9110's methods nor PATCH) answers 501 `method_not_implemented`
+//!   (RFC 9110 §15.6.2), and a NUL character in the path, the query (`%00`) or the body (a raw
+//!   0x00 byte, or the JSON escape `\u0000`) answers 400 `nul_character`: no field takes one,
+//!   and Postgres cannot store one in text.
+//! - A path that exists with other methods answers 405 `method_not_allowed` with `Allow` naming
+//!   them (RFC 9110 §15.5.6; TRACE included, which is never echoed); a path that does not
+//!   exist answers 404 `route_not_found`.
 
 use crate::config::HttpConfig;
 use actix_web::body::MessageBody;
@@ -247,6 +255,17 @@ error_codes! {
     pub enum PlatformCode {
         /// No route has the path.
         RouteNotFound = (NOT_FOUND, "route_not_found", "no such route"),
+        /// The path exists, but not with this method; `Allow` names the methods it takes.
+        MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed",
+            "the path does not take this method; Allow lists the methods it takes"),
+        /// The method is none this server implements for any path (RFC 9110's methods and
+        /// PATCH are known; a known method a path does not take is `method_not_allowed`).
+        MethodNotImplemented = (NOT_IMPLEMENTED, "method_not_implemented",
+            "the method is not implemented by this server"),
+        /// The path, the query (`%00`) or the JSON body (a raw 0x00 byte or `\u0000`) carries a
+        /// NUL character, which no field accepts; nothing was read or changed.
+        NulCharacter = (BAD_REQUEST, "nul_character",
+            "the request carries a NUL character (%00 or \\u0000), which no field accepts"),
         /// The JSON body is malformed or does not match the operation's schema.
         InvalidBody = (BAD_REQUEST, "invalid_body", "the request body is not valid for this operation"),
         /// A query parameter is missing or malformed.
@@ -319,6 +338,103 @@ impl From<crate::db::DbError> for ApiError {
 
 async fn not_found_handler() -> Result<HttpResponse, ApiError> {
     Err(PlatformCode::RouteNotFound.error())
+}
+
+/// The methods this server knows: RFC 9110's and PATCH (RFC 5789). A path that does not take
+/// one of them answers 405; any other method 501, whatever the path.
+pub const KNOWN_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+
+/// True for a method in [`KNOWN_METHODS`].
+#[must_use]
+pub fn is_known_method(method: &actix_web::http::Method) -> bool {
+    KNOWN_METHODS.contains(&method.as_str())
+}
+
+/// True when `text` (a path or query as sent) carries a percent-encoded NUL.
+#[must_use]
+pub fn has_encoded_nul(text: &str) -> bool {
+    text.contains("%00")
+}
+
+/// True when `body` carries a NUL character: a raw 0x00 byte, or the JSON escape `\u0000`
+/// (`\U0000` too). An escaped backslash followed by `u0000` (`\\u0000`) is text, not a NUL.
+#[must_use]
+pub fn has_json_nul(body: &[u8]) -> bool {
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            0 => return true,
+            b'\\' => {
+                if matches!(body.get(i + 1), Some(b'u' | b'U')) && body.get(i + 2..i + 6) == Some(b"0000".as_slice()) {
+                    return true;
+                }
+                // Whatever is escaped is skipped with its backslash.
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// The refusal of a request before any handler: a method no path implements (501), a NUL
+/// character in the path, query or body (400), or a body over `max_body_bytes` (413). A body
+/// that passes is put back for the handler, unchanged.
+async fn input_guard(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    max_body_bytes: usize,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody + 'static>>, actix_web::Error> {
+    use futures::StreamExt as _;
+    let refuse =
+        |req: ServiceRequest, error: ApiError| Ok(req.into_response(error.error_response()).map_into_right_body());
+    if !is_known_method(req.method()) {
+        return refuse(req, PlatformCode::MethodNotImplemented.error());
+    }
+    if has_encoded_nul(req.uri().path()) || req.uri().query().is_some_and(has_encoded_nul) {
+        return refuse(req, PlatformCode::NulCharacter.error());
+    }
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return refuse(req, PlatformCode::InvalidBody.with_message("the request body could not be read"));
+        };
+        if body.len() + chunk.len() > max_body_bytes {
+            return refuse(req, PlatformCode::PayloadTooLarge.error());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if has_json_nul(&body) {
+        return refuse(req, PlatformCode::NulCharacter.error());
+    }
+    req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// What the last resource of every service ([`bind`] adds it after the service's routes, so it
+/// takes every path no route took) answers. actix records the methods of the routes whose path
+/// matched as it tries them, and a resource without routes answers 405 with those methods in
+/// `Allow`, or without `Allow` when none were recorded (no route has the path). This turns that
+/// answer into the error envelope: 405 `method_not_allowed` with the same `Allow`, or 404
+/// `route_not_found`.
+async fn unrouted(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::http::header::ALLOW;
+    let response = next.call(req).await?;
+    let allow = response.headers().get(ALLOW).filter(|methods| !methods.is_empty()).cloned();
+    let (req, _) = response.into_parts();
+    let mut answer = match &allow {
+        Some(_) => PlatformCode::MethodNotAllowed.error(),
+        None => PlatformCode::RouteNotFound.error(),
+    }
+    .error_response();
+    if let Some(methods) = allow {
+        answer.headers_mut().insert(ALLOW, methods);
+    }
+    Ok(ServiceResponse::new(req, answer))
 }
 
 fn extractor_configs(max_body_bytes: usize) -> (web::JsonConfig, web::QueryConfig, web::PathConfig) {
@@ -434,7 +550,9 @@ where
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .configure(configure.clone())
+            .service(web::resource("/{unrouted:.*}").wrap(from_fn(unrouted)))
             .default_service(web::to(not_found_handler))
+            .wrap(from_fn(move |req, next| input_guard(req, next, max_body)))
             .wrap(tracing_actix_web::TracingLogger::<RootSpan>::new())
             .wrap(from_fn(request_id_middleware))
     })

@@ -69,6 +69,7 @@ async fn start() -> Server {
         Arc::new(|c: &mut web::ServiceConfig| {
             c.route("/boom", web::get().to(boom))
                 .route("/echo", web::post().to(echo))
+                .route("/echo", web::put().to(echo))
                 .route("/slow", web::get().to(slow))
                 .route("/trace", web::get().to(trace))
                 .route("/whoami", web::get().to(whoami))
@@ -210,4 +211,72 @@ async fn a_service_trusts_only_callers_signed_by_the_gateway() {
     let r = request.send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "auth0|ada");
+}
+
+/// Sends `method path` as written, with `body`, and answers the status, the `Allow` header and
+/// the JSON body.
+async fn raw(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Option<String>, serde_json::Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    let allow = head.lines().find_map(|l| {
+        l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("allow")).map(|(_, v)| v.trim().to_owned())
+    });
+    (status, allow, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_path_answers_405_with_allow_an_unknown_method_501_and_trace_is_never_echoed() {
+    let s = start().await;
+    for method in ["GET", "DELETE", "PATCH", "TRACE", "OPTIONS", "HEAD"] {
+        let (status, allow, body) = raw(&s.base, method, "/echo", b"").await;
+        assert_eq!(status, 405, "{method} /echo");
+        assert_eq!(allow.as_deref(), Some("POST, PUT"), "{method} /echo names the methods the path takes");
+        if method != "HEAD" {
+            assert_eq!(body["code"], "method_not_allowed", "{method} /echo: {body}");
+        }
+    }
+    let (status, allow, body) = raw(&s.base, "TRACE", "/healthz", b"secret-cookie=1").await;
+    assert_eq!((status, allow.as_deref(), body["code"].as_str()), (405, Some("GET"), Some("method_not_allowed")));
+    assert!(!body.to_string().contains("secret-cookie"), "TRACE echoes nothing: {body}");
+    let (status, allow, body) = raw(&s.base, "TRACE", "/no/such/route", b"").await;
+    assert_eq!((status, allow, body["code"].as_str()), (404, None, Some("route_not_found")));
+    for path in ["/echo", "/no/such/route"] {
+        let (status, _, body) = raw(&s.base, "BREW", path, b"").await;
+        assert_eq!((status, body["code"].as_str()), (501, Some("method_not_implemented")), "BREW {path}");
+    }
+    let (status, _, body) = raw(&s.base, "PUT", "/echo", b"{\"a\": 1}").await;
+    assert_eq!((status, body), (200, serde_json::json!({"a": 1})), "a route still takes its own methods");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_the_path_query_or_body_is_refused_before_any_handler() {
+    let s = start().await;
+    for (method, path, body) in [
+        ("GET", "/whoami?q=a%00b", &b""[..]),
+        ("GET", "/who%00ami", b""),
+        ("POST", "/echo?x=%00", b"{}"),
+        ("POST", "/echo", b"{\"name\": \"a\\u0000b\"}"),
+        ("POST", "/echo", b"{\"name\": \"a\\U0000b\"}"),
+        ("POST", "/echo", b"{\"a\\u0000\": 1}"),
+        ("POST", "/echo", b"{\"name\": \"a\x00b\"}"),
+    ] {
+        let (status, _, answer) = raw(&s.base, method, path, body).await;
+        assert_eq!((status, answer["code"].as_str()), (400, Some("nul_character")), "{method} {path} {body:?}");
+    }
+    // An escaped backslash before `u0000` is text, and reaches the handler unchanged.
+    let text = b"{\"name\": \"a\\\\u0000b\"}";
+    let (status, _, answer) = raw(&s.base, "POST", "/echo", text).await;
+    assert_eq!((status, answer["name"].as_str()), (200, Some("a\\u0000b")));
 }

@@ -308,8 +308,22 @@ async fn an_event_postgres_refuses_fails_alone_and_the_rest_of_its_burst_is_appl
     let (_, account) = billing.new_owner().await;
     let customer = account.stripe_customer_id.unwrap();
     let t = chrono::Utc::now().timestamp();
-    // Postgres cannot store a NUL character in text: this event's transaction always fails.
-    let poisoned = event("payment_method.attached", t, card("pm_nul", Some(&customer), "00\u{0}0"), None);
+    // Postgres refuses this card (a trigger raises an error for it; a NUL character, which
+    // Postgres cannot store either, is now refused as bad input before any handler runs): this
+    // event's transaction always fails.
+    sql(
+        &billing.db,
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.id = 'pm_poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$",
+    )
+    .await;
+    sql(
+        &billing.db,
+        "CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON payment_methods \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .await;
+    let poisoned = event("payment_method.attached", t, card("pm_poison", Some(&customer), "0000"), None);
     let invoices: Vec<String> = (0..40)
         .map(|i| {
             let invoice = json!({"id": format!("in_ok_{i}"), "object": "invoice", "customer": customer, "status": "paid",
@@ -585,4 +599,28 @@ async fn a_completed_checkout_is_answered_at_once_and_its_stripe_work_retried_un
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].attempts >= 2, "retried after the failures: {}", rows[0].attempts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_webhook_or_a_query_is_refused_as_bad_input_and_nothing_is_applied() {
+    let billing = start().await;
+    let (user, before) = billing.new_owner().await;
+    let customer = before.stripe_customer_id.clone().unwrap();
+    // A correctly signed event whose card id carries a NUL: refused before it is read, so
+    // nothing about it is recorded (it would have been a card added to the customer).
+    let object = card("pm_nul\u{0}", Some(&customer), "4242");
+    let body = event("payment_method.attached", chrono::Utc::now().timestamp(), object, None);
+    assert!(body.contains("\\u0000"), "the JSON escapes the NUL: {body}");
+    let (status, answer) = billing.webhook(&body).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("nul_character")), "{answer}");
+    let raw = body.replace("\\u0000", "\0");
+    let (status, answer) = billing.webhook(&raw).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("nul_character")), "{answer}");
+    assert_eq!(count(&billing.db, "processed_stripe_events").await, 0, "no event was applied");
+    assert_eq!(count(&billing.db, "payment_methods").await, 0, "no card was recorded");
+    assert_eq!(billing.outbox("PaymentMethodAdded").await, 0);
+
+    let owner = caller(user, &[Role::User, Role::Owner]);
+    let (status, answer) = billing.call(Method::GET, "/api/billing?x=%00", Some(&owner)).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("nul_character")), "{answer}");
 }

@@ -308,3 +308,38 @@ async fn team_events_tell_identity_whose_account_a_member_belongs_to() {
     .await;
     assert!(own, "after removal the member owns their account again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_the_search_or_the_webhook_is_refused_as_bad_input_and_writes_nothing() {
+    let identity = start().await;
+    let admin = identity.sign_in("auth0|admin", "admin@example.com").await;
+    identity.sql(&format!("UPDATE users SET is_admin = true WHERE id = '{}'", admin.user_id.unwrap())).await;
+    let (status, body) = identity.call(Method::GET, "/api/admin/users?q=a%00b", Some(&admin), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("nul_character")), "{body}");
+    let (status, _) = identity.call(Method::GET, "/api/admin/users?q=a%2500b", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "an encoded percent sign is text");
+
+    for body in [
+        r#"{"user_id": "auth0|a\u0000b", "email": "nul@example.com"}"#,
+        r#"{"user_id": "auth0|nul", "email": "n\u0000ul@example.com"}"#,
+        "{\"user_id\": \"auth0|nul\", \"email\": \"nul@example.com\", \"name\": \"N\0\"}",
+    ] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/webhooks/auth0/post-registration", identity.base))
+            .header(hopsbridge_identity::routes::WEBHOOK_SECRET_HEADER, WEBHOOK_SECRET)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("nul_character")), "{body}");
+    }
+    let patched = identity.call(Method::PATCH, "/api/me", Some(&admin), Some(json!({"name": "A\u{0}B"}))).await;
+    assert_eq!((patched.0, patched.1["code"].as_str()), (StatusCode::BAD_REQUEST, Some("nul_character")));
+    assert_eq!(identity.users().await, 1, "only the admin exists");
+    assert_eq!(identity.events("UserCreated").await, 1, "nothing announced for the refused webhooks");
+    let (_, me) = identity.call(Method::GET, "/api/me", Some(&admin), None).await;
+    assert_eq!(me["name"].as_str(), Some(""), "the name did not change");
+}

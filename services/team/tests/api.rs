@@ -600,3 +600,21 @@ async fn identity_alone_may_count_an_owners_members() {
     }
     assert_eq!(team.call(Method::GET, &path, None, None).await.0, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_an_invitation_or_a_query_is_refused_as_bad_input_and_nothing_is_written() {
+    let team = start().await;
+    let ada = team.person("ada", "ada@example.com").await;
+    for body in [
+        json!({"email": "grace\u{0}@example.com", "project_role": "Data scientist"}),
+        json!({"email": "grace@example.com", "project_role": "Data\u{0} scientist"}),
+    ] {
+        let (status, answer) = team.call(Method::POST, "/api/team/invitations", Some(&ada), Some(body)).await;
+        assert_eq!((status.as_u16(), answer["code"].as_str()), (400, Some("nul_character")), "{answer}");
+    }
+    let (status, answer) = team.call(Method::GET, "/api/team/invitations?x=%00", Some(&ada), None).await;
+    assert_eq!((status.as_u16(), answer["code"].as_str()), (400, Some("nul_character")), "{answer}");
+    assert_eq!(team.count("SELECT count(*) AS n FROM invitations").await, 0, "no invitation was made");
+    assert_eq!(team.count("SELECT count(*) AS n FROM mail_outbox").await, 0, "no mail was queued");
+    assert_eq!(team.count("SELECT count(*) AS n FROM outbox").await, 0, "nothing was announced");
+}

@@ -12,6 +12,17 @@ hopsbridge_platform::error_codes! {
             "the path must be sent as it is meant: no dot segments, and special characters percent-encoded"),
         /// The method cannot be forwarded.
         InvalidMethod = (BAD_REQUEST, "invalid_method", "unsupported method"),
+        /// The path is documented, but not with this method; `Allow` names the methods it
+        /// takes (TRACE is never forwarded nor echoed).
+        MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed",
+            "the path does not take this method; Allow lists the methods it takes"),
+        /// The method is none the server implements for any path (RFC 9110's methods and PATCH
+        /// are known).
+        MethodNotImplemented = (NOT_IMPLEMENTED, "method_not_implemented", "the method is not implemented by this server"),
+        /// The path, the query or the body carries a NUL character (`%00`, `\u0000`); refused
+        /// before anything is forwarded.
+        NulCharacter = (BAD_REQUEST, "nul_character",
+            "the request carries a NUL character (%00 or \\u0000), which no field accepts"),
         /// The request body broke off or was malformed on the wire.
         InvalidBody = (BAD_REQUEST, "invalid_body", "the request body could not be read"),
         /// The body is larger than `http.max_body_bytes`.

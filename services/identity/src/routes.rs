@@ -15,8 +15,8 @@ use crate::team::Team;
 use crate::users::{self, NewPerson, User};
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel_async::AsyncPgConnection;
-use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
 use hopsbridge_contracts::Service;
+use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
 use hopsbridge_platform::caller::{Caller, CallerKey};
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
@@ -199,7 +199,13 @@ async fn get_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
-    /// Display name, 1-200 characters.
+    /// Display name: 1-200 characters once trimmed, at least one of them not a space, none a
+    /// control character.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
 }
 
@@ -219,7 +225,8 @@ fn clean_name(raw: &str) -> Result<String, ApiError> {
     responses((status = 200, description = "renamed", body = UserView),
         (status = 400, description = answers(&[IdentityCode::InvalidName], &[PlatformCode::InvalidBody]), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
-        (status = 403, description = not_active(), body = ErrorBody)))]
+        (status = 403, description = not_active(), body = ErrorBody),
+        (status = 415, description = answers(&[], &[PlatformCode::UnsupportedMediaType]), body = ErrorBody)))]
 async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let name = clean_name(&body.name)?;

@@ -64,6 +64,7 @@ fn db(e: diesel::result::Error) -> ApiError {
 /// Filters of the runs and gaps lists.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunQuery {
     /// Only this cluster.
     cluster_id: Option<ClusterId>,
@@ -154,6 +155,7 @@ async fn collect_now(state: Data, caller: Caller, id: web::Path<ClusterId>) -> R
 /// Filters of the admin usage list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Only this user's pods.
     user_id: Option<UserId>,
@@ -198,6 +200,7 @@ async fn admin_usage(state: Data, caller: Caller, q: web::Query<UsageQuery>) -> 
 /// The caller's usage filter.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MyUsageQuery {
     /// First UTC day (default: 30 days before `to`).
     from: Option<NaiveDate>,
@@ -221,6 +224,7 @@ async fn my_usage(state: Data, caller: Caller, q: web::Query<MyUsageQuery>) -> R
 /// Which user-day's samples.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SampleQuery {
     /// The user.
     user_id: UserId,

@@ -134,38 +134,93 @@ fn invalid_cluster() -> String {
     )
 }
 
-/// A cluster registration or change as sent: every field read by hand so each bad one gets its
-/// own code.
+/// A cluster change as sent (`PATCH`; a registration, [`ClusterRegistration`], sends every
+/// field): every field read by hand so each bad one gets its own code. A field sent as `null`
+/// is refused like any other value that is not of its type; a field left out is unchanged.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterBody {
-    /// Unique name, 1-100 characters.
-    #[schema(value_type = Option<String>)]
+    /// Unique name, 1-100 characters once trimmed, no control characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     name: Option<Value>,
     /// The Hopsworks base URL (https).
-    #[schema(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, pattern = "^https://")]
     api_url: Option<Value>,
-    /// The Hopsworks admin API key (secret; never answered).
-    #[schema(value_type = Option<String>)]
+    /// The Hopsworks admin API key (secret; never answered), 1-4096 characters, no control
+    /// characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     api_key: Option<Value>,
-    /// The cluster's kubeconfig YAML (secret; never answered).
-    #[schema(value_type = Option<String>)]
+    /// The cluster's kubeconfig YAML (secret; never answered), at most 256 KiB.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1)]
     kubeconfig: Option<Value>,
     /// PEM CA bundle of the cluster's TLS.
-    #[schema(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, pattern = "-----BEGIN CERTIFICATE-----")]
     ca_bundle: Option<Value>,
-    /// The cluster's OAuth client id.
-    #[schema(value_type = Option<String>)]
+    /// The cluster's OAuth client id, 1-256 characters, no control characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     oauth_client_id: Option<Value>,
     /// Seats, 0-1000000.
-    #[schema(value_type = Option<i32>)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = i32, minimum = 0, maximum = 1_000_000)]
     capacity: Option<Value>,
-    /// Region.
-    #[schema(value_type = Option<String>)]
+    /// Region: 1-64 letters, digits, `-`, `_` and `.`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     region: Option<Value>,
-    /// active, maintenance, full or inactive.
-    #[schema(value_type = Option<String>)]
+    /// The cluster's status.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = ClusterStatus)]
     status: Option<Value>,
+}
+
+/// A cluster registration (`POST`): a [`ClusterBody`] with every field. Documents the body
+/// only: it is read as a [`ClusterBody`] and each missing field refused with its own code.
+#[derive(Debug, utoipa::ToSchema)]
+#[expect(dead_code, reason = "documents the registration body, read as a ClusterBody")]
+pub struct ClusterRegistration {
+    /// Unique name, 1-100 characters once trimmed, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    name: String,
+    /// The Hopsworks base URL (https).
+    #[schema(pattern = "^https://")]
+    api_url: String,
+    /// The Hopsworks admin API key (secret; never answered), 1-4096 characters, no control
+    /// characters.
+    #[schema(min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    api_key: String,
+    /// The cluster's kubeconfig YAML (secret; never answered), at most 256 KiB.
+    #[schema(min_length = 1)]
+    kubeconfig: String,
+    /// PEM CA bundle of the cluster's TLS.
+    #[schema(pattern = "-----BEGIN CERTIFICATE-----")]
+    ca_bundle: String,
+    /// The cluster's OAuth client id, 1-256 characters, no control characters.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    oauth_client_id: String,
+    /// Seats, 0-1000000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    capacity: i32,
+    /// Region: 1-64 letters, digits, `-`, `_` and `.`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    region: String,
+    /// The cluster's status.
+    status: ClusterStatus,
+}
+
+/// A field that was sent, `null` included (which then fails its type check); a field left out
+/// stays `None` through `#[serde(default)]`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 fn text<'a>(v: &'a Value, code: ProvisioningCode, field: &str) -> Result<&'a str, ApiError> {
@@ -244,7 +299,7 @@ fn body_of(bytes: &[u8]) -> Result<ClusterBody, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| PlatformCode::InvalidBody.with_message(e.to_string()))
 }
 
-#[utoipa::path(post, path = "/api/admin/clusters", tag = "clusters", request_body = ClusterBody,
+#[utoipa::path(post, path = "/api/admin/clusters", tag = "clusters", request_body = ClusterRegistration,
     responses((status = 201, description = "registered (ClusterRegistered announced, without secrets)", body = ClusterView),
         (status = 400, description = invalid_cluster(), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
@@ -399,7 +454,8 @@ pub struct MoveBody {
             &[ProvisioningCode::UserNotFound, ProvisioningCode::ClusterNotFound]), body = ErrorBody),
         (status = 409, description = answers("the move is refused", &[], &[ProvisioningCode::ClusterFull,
             ProvisioningCode::ClusterNotActive, ProvisioningCode::AssignmentBusy, ProvisioningCode::UserDeleted]),
-            body = ErrorBody)))]
+            body = ErrorBody),
+        (status = 415, description = answers("not JSON", &[PlatformCode::UnsupportedMediaType], &[]), body = ErrorBody)))]
 async fn move_assignment(
     state: Data,
     caller: Caller,
@@ -636,7 +692,7 @@ async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) ->
 #[openapi(
     paths(create_cluster, list_clusters, get_cluster, update_cluster, list_assignments, get_assignment, move_assignment,
         delete_assignment, member_projects, my_cluster),
-    components(schemas(ClusterBody, ClusterView, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
+    components(schemas(ClusterBody, ClusterRegistration, ClusterView, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
         TeamState, ProjectMember, AccessState, MyCluster, ClusterSummary, ErrorBody)),
     tags((name = "clusters", description = "Hopsworks clusters and who is on which"))
 )]

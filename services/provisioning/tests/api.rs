@@ -151,6 +151,12 @@ async fn every_bad_registration_is_refused_with_its_code_and_changes_nothing() {
         (with("status", json!("broken")), "invalid_status"),
         (with("region", json!("")), "invalid_region"),
         (with("name", json!("  ")), "invalid_name"),
+        // What the document refuses too (a control character in the name, an empty status, a
+        // null field): the service refuses them with the field's code.
+        (with("name", json!("EU\u{7}2")), "invalid_name"),
+        (with("status", json!("")), "invalid_status"),
+        (with("name", Value::Null), "invalid_name"),
+        (with("capacity", Value::Null), "invalid_capacity"),
         (with("api_key", json!("")), "invalid_api_key"),
         (with("oauth_client_id", json!(7)), "invalid_oauth_client_id"),
         (without("kubeconfig"), "invalid_kubeconfig"),
@@ -168,6 +174,10 @@ async fn every_bad_registration_is_refused_with_its_code_and_changes_nothing() {
     for (body, code) in [
         (json!({"capacity": -3}), "invalid_capacity"),
         (json!({"status": "gone"}), "invalid_status"),
+        (json!({"status": ""}), "invalid_status"),
+        (json!({"name": null}), "invalid_name"),
+        (json!({"region": null}), "invalid_region"),
+        (json!({"name": "EU\u{1b}[31m"}), "invalid_name"),
         (json!({"kubeconfig": "users: []"}), "invalid_kubeconfig"),
         (json!({"api_url": "ftp://x"}), "invalid_api_url"),
     ] {

@@ -75,7 +75,8 @@ pub struct Invite {
         (status = 400, description = answers(&[TeamCode::InvalidEmail, TeamCode::InvalidProjectRole, TeamCode::CannotInviteSelf], &[PlatformCode::InvalidBody]), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = owners_only(), body = ErrorBody),
-        (status = 409, description = answers(&[TeamCode::AlreadyMember, TeamCode::MemberOfAnotherTeam], &[]), body = ErrorBody)))]
+        (status = 409, description = answers(&[TeamCode::AlreadyMember, TeamCode::MemberOfAnotherTeam], &[]), body = ErrorBody),
+        (status = 415, description = answers(&[], &[PlatformCode::UnsupportedMediaType]), body = ErrorBody)))]
 async fn invite_member(state: Data, caller: Caller, body: web::Json<Invite>) -> Result<HttpResponse, ApiError> {
     let me = caller.person()?;
     let mine = my_email(&caller)?;
@@ -153,7 +154,8 @@ async fn preview_invitation(state: Data, token: web::Path<String>) -> Result<Htt
         (status = 403, description = answers(&[TeamCode::EmailMismatch], &[]), body = ErrorBody),
         (status = 404, description = answers(&[TeamCode::InvitationNotFound], &[]), body = ErrorBody),
         (status = 409, description = answers(&[TeamCode::AlreadyInTeam, TeamCode::OwnerHasMembers, TeamCode::CannotJoinOwnTeam], &[]), body = ErrorBody),
-        (status = 410, description = answers(&[TeamCode::InvitationExpired], &[]), body = ErrorBody)))]
+        (status = 410, description = answers(&[TeamCode::InvitationExpired], &[]), body = ErrorBody),
+        (status = 415, description = answers(&[], &[PlatformCode::UnsupportedMediaType]), body = ErrorBody)))]
 async fn accept_invitation(
     state: Data,
     caller: Caller,

@@ -25,8 +25,8 @@ use crate::tokens::LazyValidator;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
-use hopsbridge_domain::AccountStatus;
 use hopsbridge_contracts::Service;
+use hopsbridge_domain::AccountStatus;
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
 use hopsbridge_platform::http::{ApiError, ErrorCode as _};
 use std::net::IpAddr;
@@ -260,6 +260,11 @@ pub async fn forward(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path();
+    if let Some(allowed) = crate::api_doc::methods_of(path)
+        && !allowed.contains(&req.method().as_str())
+    {
+        return Ok(method_not_allowed(&allowed));
+    }
     let Some(upstream) = proxy.routes.upstream(path) else {
         return Err(GatewayCode::RouteNotFound.error());
     };
@@ -277,6 +282,17 @@ pub async fn forward(
     };
     let body = read_body(&mut payload, proxy.max_body_bytes).await?;
     send(&proxy, &client, &req, &target, Some(&caller), body).await
+}
+
+/// 405 for a documented path asked with another method (TRACE included: nothing is forwarded
+/// or echoed), with `Allow` naming the methods the document gives it.
+fn method_not_allowed(allowed: &[&str]) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    let mut answer = GatewayCode::MethodNotAllowed.error().error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        answer.headers_mut().insert(actix_web::http::header::ALLOW, value);
+    }
+    answer
 }
 
 /// The longest invitation token the public preview route takes (team's are 43 characters).

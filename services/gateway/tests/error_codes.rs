@@ -70,6 +70,12 @@ async fn every_code_is_answered_by_a_request_with_its_status() {
     let api = |path: &str| format!("{}{path}", p.gateway);
 
     seen.answered(GatewayCode::RouteNotFound, get(&browser, api("/api/nowhere"), &[]).await);
+    seen.answered(GatewayCode::MethodNotAllowed, common::raw(&p.gateway, "TRACE /api/me", &token("ada")).await);
+    seen.answered(GatewayCode::MethodNotImplemented, common::raw(&p.gateway, "BREW /api/me", &token("ada")).await);
+    seen.answered(
+        GatewayCode::NulCharacter,
+        common::raw(&p.gateway, "GET /api/admin/users?q=a%00b", &token("ada")).await,
+    );
     seen.answered(GatewayCode::InvalidPath, common::raw(&p.gateway, "GET /api/me/../me", &token("ada")).await);
     let cut_short = common::raw_request(
         &p.gateway,

@@ -86,20 +86,21 @@ async fn an_invitation_preview_is_forwarded_without_a_token_and_nothing_else_is(
         }
     }
 
-    // Everything else about an invitation needs a token, and reaches nobody without one.
-    for (method, path) in [
-        (reqwest::Method::POST, format!("/api/invitations/{TOKEN}/accept")),
-        (reqwest::Method::GET, format!("/api/invitations/{TOKEN}/accept")),
-        (reqwest::Method::POST, preview.clone()),
-        (reqwest::Method::DELETE, preview.clone()),
-        (reqwest::Method::GET, format!("{preview}?email=ada%40example.com")),
-        (reqwest::Method::GET, "/api/team/invitations".to_owned()),
-        (reqwest::Method::GET, format!("/api/team/invitations/{TOKEN}")),
+    // Everything else about an invitation needs a token, and reaches nobody without one; a
+    // method the path does not take is refused as such before any token is looked at.
+    for (method, path, answer) in [
+        (reqwest::Method::POST, format!("/api/invitations/{TOKEN}/accept"), (401, "unauthenticated")),
+        (reqwest::Method::GET, format!("/api/invitations/{TOKEN}/accept"), (405, "method_not_allowed")),
+        (reqwest::Method::POST, preview.clone(), (405, "method_not_allowed")),
+        (reqwest::Method::DELETE, preview.clone(), (405, "method_not_allowed")),
+        (reqwest::Method::GET, format!("{preview}?email=ada%40example.com"), (401, "unauthenticated")),
+        (reqwest::Method::GET, "/api/team/invitations".to_owned(), (401, "unauthenticated")),
+        (reqwest::Method::GET, format!("/api/team/invitations/{TOKEN}"), (405, "method_not_allowed")),
     ] {
         let response = client.request(method.clone(), format!("{base}{path}")).send().await.unwrap();
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!((status.as_u16(), body["code"].as_str()), (401, Some("unauthenticated")), "{method} {path}");
+        assert_eq!((status.as_u16(), body["code"].as_str()), (answer.0, Some(answer.1)), "{method} {path}");
     }
     assert_eq!(seen.lock().unwrap().len(), 1, "nothing else reached team");
 

@@ -99,39 +99,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with a status, a stable code and a message meant for the caller.
+    /// An error with a status, a stable code and a message meant for the caller. A service
+    /// builds its own errors from its catalogue ([`ErrorCode`]); this is for passing on an
+    /// answer another service gave, code and all.
     pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self { status, code: code.into(), message: message.into(), details: None, cause: None }
-    }
-
-    /// 400: the request is malformed.
-    pub fn bad_request(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// 401: the caller is not authenticated.
-    pub fn unauthorized(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, message)
-    }
-
-    /// 403: the caller may not do this.
-    pub fn forbidden(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
-    }
-
-    /// 404: nothing the caller may see is there.
-    pub fn not_found(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    /// 409: the request conflicts with the current state.
-    pub fn conflict(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
-    /// 503: a dependency is unavailable; the message may name it, never its address.
-    pub fn unavailable(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
     /// 500: something broke. The caller sees only `internal_error`; `cause` goes to the log.
@@ -289,6 +261,56 @@ error_codes! {
         NotReady = (SERVICE_UNAVAILABLE, "not_ready", "a dependency is unavailable"),
         /// Something broke; the cause is in the service's log under the request id.
         InternalError = (INTERNAL_SERVER_ERROR, "internal_error", "internal error"),
+    }
+}
+
+/// Describes error responses in the OpenAPI document: each code with its description
+/// (`code: description; …`), so the document says what the catalogues say.
+#[must_use]
+pub fn describe(codes: &[(&'static str, &'static str)]) -> String {
+    codes.iter().map(|(code, description)| format!("{code}: {description}")).collect::<Vec<_>>().join("; ")
+}
+
+/// A catalogue's entry for [`describe`].
+#[must_use]
+pub fn entry<C: ErrorCode>(code: C) -> (&'static str, &'static str) {
+    (code.code(), code.description())
+}
+
+/// Adds catalogue `C` to the OpenAPI document as the string schema `name`: every code, with its
+/// status and description, those answered only by routes outside the public document included.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogueSchema<C> {
+    name: &'static str,
+    intro: &'static str,
+    catalogue: std::marker::PhantomData<C>,
+}
+
+impl<C: ErrorCode> CatalogueSchema<C> {
+    /// The schema `name`, introduced by `intro`.
+    #[must_use]
+    pub const fn new(name: &'static str, intro: &'static str) -> Self {
+        Self { name, intro, catalogue: std::marker::PhantomData }
+    }
+}
+
+impl<C: ErrorCode> utoipa::Modify for CatalogueSchema<C> {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let mut codes: Vec<&str> = Vec::new();
+        for code in C::ALL.iter().map(|c| c.code()) {
+            if !codes.contains(&code) {
+                codes.push(code);
+            }
+        }
+        let lines: Vec<String> =
+            C::ALL.iter().map(|c| format!("- `{}` ({}): {}", c.code(), c.status().as_u16(), c.description())).collect();
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(codes))
+            .description(Some(format!("{}\n\n{}", self.intro, lines.join("\n"))))
+            .build();
+        openapi.components.get_or_insert_with(Default::default).schemas.insert(self.name.into(), schema.into());
     }
 }
 
@@ -463,6 +485,10 @@ pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
     /// Ok when the dependency answers; otherwise a short reason (no addresses or secrets).
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// What the report says when the check passes.
+    fn ready_as(&self) -> &'static str {
+        "ok"
+    }
 }
 
 /// Checks run by `/readyz`.
@@ -481,15 +507,15 @@ async fn readyz(checks: web::Data<ReadinessChecks>) -> Result<HttpResponse, ApiE
             Ok(r) => r,
             Err(_) => Err("timed out".to_owned()),
         };
-        (c.name(), outcome)
+        (c.name(), c.ready_as(), outcome)
     }))
     .await;
     let mut report = serde_json::Map::new();
     let mut failed = Vec::new();
-    for (name, outcome) in results {
+    for (name, ready_as, outcome) in results {
         match outcome {
             Ok(()) => {
-                report.insert(name.to_owned(), "ok".into());
+                report.insert(name.to_owned(), ready_as.into());
             }
             Err(reason) => {
                 report.insert(name.to_owned(), reason.into());

@@ -44,6 +44,33 @@ async fn whoami(caller: hopsbridge_platform::caller::Caller) -> HttpResponse {
 
 const CALLER_KEY: &str = "a-shared-gateway-key-of-32-bytes!";
 
+/// Handlers that let a storage error through unmapped: the platform's fallbacks answer them.
+async fn missing() -> Result<HttpResponse, ApiError> {
+    Err(hopsbridge_platform::db::DbError::NotFound.into())
+}
+
+async fn taken() -> Result<HttpResponse, ApiError> {
+    Err(hopsbridge_platform::db::DbError::UniqueViolation { constraint: "x_unique".into() }.into())
+}
+
+async fn down() -> Result<HttpResponse, ApiError> {
+    Err(hopsbridge_platform::db::DbError::Unavailable("no connection".into()).into())
+}
+
+async fn query(_: web::Query<Page>) -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+async fn path(_: web::Path<u32>) -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    #[expect(dead_code, reason = "read only to be parsed")]
+    limit: u32,
+}
+
 async fn slow() -> HttpResponse {
     tokio::time::sleep(Duration::from_millis(800)).await;
     HttpResponse::Ok().body("finished")
@@ -73,6 +100,11 @@ async fn start() -> Server {
                 .route("/slow", web::get().to(slow))
                 .route("/trace", web::get().to(trace))
                 .route("/whoami", web::get().to(whoami))
+                .route("/missing", web::get().to(missing))
+                .route("/taken", web::get().to(taken))
+                .route("/down", web::get().to(down))
+                .route("/query", web::get().to(query))
+                .route("/path/{n}", web::get().to(path))
                 .app_data(web::Data::new(
                     hopsbridge_platform::caller::CallerKey::new(&CALLER_KEY.to_owned().into()).unwrap(),
                 ));
@@ -279,4 +311,35 @@ async fn a_nul_in_the_path_query_or_body_is_refused_before_any_handler() {
     let text = b"{\"name\": \"a\\\\u0000b\"}";
     let (status, _, answer) = raw(&s.base, "POST", "/echo", text).await;
     assert_eq!((status, answer["name"].as_str()), (200, Some("a\\u0000b")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_platform_code_is_answered_by_the_shared_pipeline_with_its_status() {
+    use hopsbridge_platform::http::{ErrorCode, PlatformCode};
+    let s = start().await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut answered = |code: PlatformCode, (status, _, body): (u16, Option<String>, serde_json::Value)| {
+        assert_eq!((status, body["code"].as_str()), (code.status().as_u16(), Some(code.code())), "{code:?}: {body}");
+        seen.insert(code.code());
+    };
+    answered(PlatformCode::RouteNotFound, raw(&s.base, "GET", "/no/such/route", b"").await);
+    answered(PlatformCode::InvalidBody, raw(&s.base, "POST", "/echo", b"{not json").await);
+    answered(PlatformCode::InvalidQuery, raw(&s.base, "GET", "/query?limit=many", b"").await);
+    answered(PlatformCode::InvalidPath, raw(&s.base, "GET", "/path/seven", b"").await);
+    answered(PlatformCode::PayloadTooLarge, raw(&s.base, "POST", "/echo", "x".repeat(2048).as_bytes()).await);
+    let r =
+        client().post(format!("{}/echo", s.base)).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    answered(PlatformCode::UnsupportedMediaType, (r.status().as_u16(), None, r.json().await.unwrap()));
+    answered(PlatformCode::Unauthenticated, raw(&s.base, "GET", "/whoami", b"").await);
+    answered(PlatformCode::NotFound, raw(&s.base, "GET", "/missing", b"").await);
+    answered(PlatformCode::Conflict, raw(&s.base, "GET", "/taken", b"").await);
+    answered(PlatformCode::DatabaseUnavailable, raw(&s.base, "GET", "/down", b"").await);
+    s.ledger.store(false, Ordering::SeqCst);
+    answered(PlatformCode::NotReady, raw(&s.base, "GET", "/readyz", b"").await);
+    answered(PlatformCode::InternalError, raw(&s.base, "GET", "/boom", b"").await);
+    answered(PlatformCode::NulCharacter, raw(&s.base, "GET", "/query?limit=%00", b"").await);
+    answered(PlatformCode::MethodNotAllowed, raw(&s.base, "DELETE", "/echo", b"").await);
+    answered(PlatformCode::MethodNotImplemented, raw(&s.base, "BREW", "/echo", b"").await);
+    let all: std::collections::BTreeSet<_> = PlatformCode::ALL.iter().map(|c| c.code()).collect();
+    assert_eq!(seen, all, "every platform code has a request that gets it");
 }

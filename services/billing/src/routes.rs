@@ -212,11 +212,19 @@ async fn stripe_webhook(state: Data, req: HttpRequest, body: web::Bytes) -> Resu
     }
 }
 
+/// billing's catalogue in the document, the codes of routes outside it included.
+const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<BillingCode> =
+    hopsbridge_platform::http::CatalogueSchema::new(
+        "BillingErrorCode",
+        "The codes billing answers with, besides the platform's.",
+    );
+
 /// billing's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(get_billing, add_payment_method, portal, stripe_webhook),
     components(schemas(BillingView, BillingMode, CardSummary, InvoiceSummary, CheckoutSession, PortalSession, ErrorBody)),
+    modifiers(&CATALOGUE),
     tags((name = "billing", description = "the account owner's billing"))
 )]
 pub struct ApiDoc;

@@ -15,7 +15,7 @@
 //! method it does not take is 405 `method_not_allowed`, with `Allow`.
 
 use crate::error::GatewayCode;
-use hopsbridge_platform::http::{ErrorBody, ErrorCode, PlatformCode};
+use hopsbridge_platform::http::{CatalogueSchema, ErrorBody, ErrorCode, PlatformCode};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -136,6 +136,17 @@ pub fn document(services: Vec<OpenApi>) -> OpenApi {
     );
     components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("hb_session"))));
     complete(&mut doc);
+    utoipa::Modify::modify(
+        &CatalogueSchema::<PlatformCode>::new(
+            "PlatformErrorCode",
+            "The codes every service answers with, before its handlers run or when one fails unexpectedly.",
+        ),
+        &mut doc,
+    );
+    utoipa::Modify::modify(
+        &CatalogueSchema::<GatewayCode>::new("GatewayErrorCode", "The codes the gateway itself answers with."),
+        &mut doc,
+    );
     doc
 }
 

@@ -2,7 +2,7 @@
 //! it answers with ([`IdentityCode`]), and how one becomes the other.
 
 use hopsbridge_platform::db::DbError;
-use hopsbridge_platform::http::{ApiError, ErrorCode, PlatformCode};
+use hopsbridge_platform::http::{ApiError, ErrorCode, PlatformCode, describe, entry};
 
 hopsbridge_platform::error_codes! {
     /// Every code identity answers with, besides the platform's own
@@ -100,45 +100,9 @@ impl From<IdentityError> for ApiError {
     }
 }
 
-/// Adds identity's catalogue to the OpenAPI document as the schema `IdentityErrorCode`: every
-/// code with its status and description, those of routes outside the public document (the
-/// Auth0 webhook, the gateway's caller resolution) included.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCatalogue;
-
-impl utoipa::Modify for ErrorCatalogue {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
-        let mut codes: Vec<&str> = Vec::new();
-        for code in IdentityCode::ALL.iter().map(|c| c.code()) {
-            if !codes.contains(&code) {
-                codes.push(code);
-            }
-        }
-        let lines: Vec<String> = IdentityCode::ALL
-            .iter()
-            .map(|c| format!("- `{}` ({}): {}", c.code(), c.status().as_u16(), c.description()))
-            .collect();
-        let schema = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(codes))
-            .description(Some(format!(
-                "The codes identity answers with, besides the platform's.\n\n{}",
-                lines.join("\n")
-            )))
-            .build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .schemas
-            .insert("IdentityErrorCode".into(), schema.into());
-    }
-}
-
 /// The description of an error response in the OpenAPI document: each code it may carry, with
 /// its description (`code: description; …`), so the document says what the catalogue says.
 pub(crate) fn answers(identity: &[IdentityCode], platform: &[PlatformCode]) -> String {
-    let identity = identity.iter().map(|c| (c.code(), c.description()));
-    let platform = platform.iter().map(|c| (c.code(), c.description()));
-    identity.chain(platform).map(|(code, description)| format!("{code}: {description}")).collect::<Vec<_>>().join("; ")
+    let entries: Vec<_> = identity.iter().map(|c| entry(*c)).chain(platform.iter().map(|c| entry(*c))).collect();
+    describe(&entries)
 }

@@ -9,7 +9,7 @@
 //! | `POST /api/admin/users/{id}/suspend`, `…/reactivate` | admins | lifecycle |
 //! | `PUT` and `DELETE /api/admin/users/{id}/admin` | admins | grant and revoke admin |
 
-use crate::error::{ErrorCatalogue, IdentityCode, IdentityError, answers};
+use crate::error::{IdentityCode, IdentityError, answers};
 use crate::memberships;
 use crate::team::Team;
 use crate::users::{self, NewPerson, User};
@@ -19,7 +19,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
 use hopsbridge_platform::caller::{Caller, CallerKey};
 use hopsbridge_platform::db::Database;
-use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
+use hopsbridge_platform::http::{ApiError, CatalogueSchema, ErrorBody, ErrorCode, PlatformCode};
 use hopsbridge_platform::{Secret, constant_time_eq};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -445,12 +445,17 @@ fn admins_only() -> String {
     answers(&[IdentityCode::AdminOnly, IdentityCode::AccountSuspended, IdentityCode::AccountDeleted], &[])
 }
 
+/// identity's catalogue in the document, the codes of routes outside it (the Auth0 webhook, the
+/// gateway's caller resolution) included.
+const CATALOGUE: CatalogueSchema<IdentityCode> =
+    CatalogueSchema::new("IdentityErrorCode", "The codes identity answers with, besides the platform's.");
+
 /// identity's part of the public API's OpenAPI document, with its error catalogue.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(get_me, update_me, delete_me, list_users, get_user, suspend_user, reactivate_user, grant_admin, revoke_admin),
     components(schemas(User, UserView, UserPage, UpdateMe, Suspend, ErrorBody)),
-    modifiers(&ErrorCatalogue),
+    modifiers(&CATALOGUE),
     tags((name = "account", description = "the signed-in person's own account"), (name = "admin", description = "user administration"))
 )]
 pub struct ApiDoc;

@@ -245,11 +245,19 @@ async fn admin_samples(state: Data, caller: Caller, q: web::Query<SampleQuery>) 
     Ok(HttpResponse::Ok().json(rows))
 }
 
+/// metering's catalogue in the document, the codes of routes outside it included.
+const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<MeteringCode> =
+    hopsbridge_platform::http::CatalogueSchema::new(
+        "MeteringErrorCode",
+        "The codes metering answers with, besides the platform's.",
+    );
+
 /// metering's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(list_runs, list_gaps, collect_now, admin_usage, admin_samples, my_usage),
     components(schemas(Run, RunPage, DailyUsage, Sample, ErrorBody)),
+    modifiers(&CATALOGUE),
     tags((name = "metering", description = "Usage measured on the clusters, collection runs and gaps"))
 )]
 pub struct ApiDoc;

@@ -687,6 +687,13 @@ async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) ->
     Ok(HttpResponse::Ok().json(ClusterProjects { cluster_id: row.id, projects }))
 }
 
+/// provisioning's catalogue in the document, the codes of routes outside it included.
+const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<ProvisioningCode> =
+    hopsbridge_platform::http::CatalogueSchema::new(
+        "ProvisioningErrorCode",
+        "The codes provisioning answers with, besides the platform's.",
+    );
+
 /// provisioning's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
@@ -694,6 +701,7 @@ async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) ->
         delete_assignment, member_projects, my_cluster),
     components(schemas(ClusterBody, ClusterRegistration, ClusterView, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
         TeamState, ProjectMember, AccessState, MyCluster, ClusterSummary, ErrorBody)),
+    modifiers(&CATALOGUE),
     tags((name = "clusters", description = "Hopsworks clusters and who is on which"))
 )]
 pub struct ApiDoc;

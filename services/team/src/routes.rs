@@ -240,12 +240,19 @@ fn owners_only() -> String {
     answers(&[TeamCode::OwnerOnly], &[])
 }
 
+/// team's catalogue in the document, the codes of routes outside it included.
+const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<TeamCode> = hopsbridge_platform::http::CatalogueSchema::new(
+    "TeamErrorCode",
+    "The codes team answers with, besides the platform's.",
+);
+
 /// team's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(invite_member, list_invitations, resend_invitation, cancel_invitation, preview_invitation, accept_invitation,
         get_team, get_membership, remove_member, leave_team),
     components(schemas(Invite, Issued, Invitation, Preview, Acceptance, Membership, Team, MyMembership, ErrorBody)),
+    modifiers(&CATALOGUE),
     tags((name = "team", description = "an owner's team: invitations and members"),
         (name = "invitations", description = "an invitation as its link's holder sees and accepts it"))
 )]

@@ -297,6 +297,8 @@ pub struct DataServiceConfig {
     pub auth: AuthConfig,
     /// Email and admin alerts.
     pub mail: crate::mail::MailConfig,
+    /// The calendar clock: the machine's, or a simulated one to follow.
+    pub clock: crate::clock::ClockConfig,
 }
 
 /// Declares a data service's settings: the sections of [`DataServiceConfig`] followed by the
@@ -330,6 +332,8 @@ macro_rules! data_service_config {
             pub auth: $crate::config::AuthConfig,
             /// Email and admin alerts.
             pub mail: $crate::mail::MailConfig,
+            /// The calendar clock: the machine's, or a simulated one to follow.
+            pub clock: $crate::clock::ClockConfig,
             $( $(#[$fdoc])* $fvis $field: $ty, )*
         }
 
@@ -346,6 +350,7 @@ macro_rules! data_service_config {
                     events: self.events.clone(),
                     auth: self.auth.clone(),
                     mail: self.mail.clone(),
+                    clock: self.clock.clone(),
                 }
             }
         }
@@ -369,7 +374,8 @@ impl Validate for DataServiceConfig {
         self.nats.validate(service)?;
         self.events.validate(service)?;
         self.auth.validate(service)?;
-        self.mail.validate(service)
+        self.mail.validate(service)?;
+        self.clock.validate(service)
     }
 }
 
@@ -473,6 +479,20 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.key, "auth.gateway_signing_key");
         assert!(!err.to_string().contains("short"), "the secret is not echoed");
+    }
+
+    #[test]
+    fn the_clock_is_the_machines_unless_a_simulated_one_is_named() {
+        let url = ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x");
+        let cfg = load_billing(&[url]).unwrap();
+        assert_eq!((cfg.clock.follow_url.as_str(), cfg.clock.poll_ms), ("", 100));
+        let cfg =
+            load_billing(&[url, ("HOPSBRIDGE_BILLING__CLOCK__FOLLOW_URL", "http://127.0.0.1:4000/clock")]).unwrap();
+        assert_eq!(cfg.clock.follow_url, "http://127.0.0.1:4000/clock");
+        let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__CLOCK__FOLLOW_URL", "sandbox")]).unwrap_err();
+        assert_eq!(err.key, "clock.follow_url");
+        let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__CLOCK__POLL_MS", "0")]).unwrap_err();
+        assert_eq!(err.key, "clock.poll_ms");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! domain logic:
 //!
 //! - [`caller`]: the caller identity the gateway vouches for, in signed headers;
+//! - [`clock`]: the calendar clock, the machine's or a simulated one tests can move;
 //! - [`config`]: layered, validated settings with redacted secrets;
 //! - [`telemetry`]: JSON logs, OpenTelemetry traces, trace context propagation;
 //! - [`http`]: the actix-web server, request ids, the error envelope, `/healthz` and `/readyz`;
@@ -14,6 +15,7 @@
 
 pub mod caller;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -5,6 +5,7 @@
 //! starts its outbox relay, and lets the service add routes and consumers.
 
 use crate::caller::CallerKey;
+use crate::clock::Clock;
 use crate::config::{DataServiceConfig, HttpConfig, ShutdownConfig};
 use crate::db::{Database, Migrations, PostgresCheck};
 use crate::events::{Consumer, EventBus, Handler, NatsCheck, Relay};
@@ -143,15 +144,18 @@ pub struct DataService {
     pub db: Database,
     /// NATS.
     pub bus: EventBus,
+    /// The calendar clock (`[clock]`).
+    pub clock: Clock,
 }
 
 impl DataService {
     /// Connects Postgres and NATS, applies migrations when `database.migrate_on_start` is set,
-    /// and ensures the streams.
+    /// ensures the streams, and reads the calendar clock.
     ///
     /// # Errors
-    /// When Postgres or NATS cannot be reached, or a migration fails.
+    /// When Postgres, NATS or a simulated clock to follow cannot be reached, or a migration fails.
     pub async fn connect(service: Service, config: DataServiceConfig, migrations: Migrations) -> anyhow::Result<Self> {
+        let clock = Clock::from_config(&config.clock).await?;
         if config.database.migrate_on_start {
             let applied = migrations.run(config.database.url.expose()).await?;
             tracing::info!(count = applied.len(), "migrations applied");
@@ -159,7 +163,7 @@ impl DataService {
         let db = Database::new(&config.database, migrations.schema)?;
         let bus = EventBus::connect(&config.nats, service).await?;
         bus.ensure_streams().await?;
-        Ok(Self { service, config, db, bus })
+        Ok(Self { service, config, db, bus, clock })
     }
 
     /// A consumer of `E` for this service, named `<service>-<event token>`.
@@ -186,7 +190,8 @@ impl DataService {
         )
     }
 
-    /// The HTTP server with Postgres and NATS readiness checks, `routes` (which may extract a
+    /// The HTTP server with Postgres and NATS readiness checks (and `"clock": "simulated"` when
+    /// the clock follows a simulated one), `routes` (which may extract a
     /// gateway-signed [`crate::caller::Caller`]) and the admin mail routes, and the outbox relay,
     /// the mail relay and inbox pruning running in the background. Add consumers with
     /// [`Application::with_task`].
@@ -194,8 +199,9 @@ impl DataService {
     /// # Errors
     /// When the port cannot be bound.
     pub fn application(&self, routes: Routes) -> anyhow::Result<Application> {
-        let checks: Vec<Arc<dyn ReadinessCheck>> =
+        let mut checks: Vec<Arc<dyn ReadinessCheck>> =
             vec![Arc::new(PostgresCheck(self.db.clone())), Arc::new(NatsCheck(self.bus.client().clone()))];
+        checks.extend(self.clock.readiness());
         let relay = self.relay();
         let mail_relay =
             crate::mail::MailRelay::new(self.db.clone(), self.config.database.clone(), self.config.mail.clone())?;

@@ -80,6 +80,10 @@ pub struct GatewayConfig {
     pub cors: CorsConfig,
     /// Browser login.
     pub login: session::LoginConfig,
+    /// The calendar clock. The gateway has no calendar logic: token, session and login expiry
+    /// are Auth0's and the browser's, in real time (decision 0037); it follows a simulated
+    /// clock only to say so at `/readyz`, as every service does.
+    pub clock: hopsbridge_platform::clock::ClockConfig,
 }
 
 /// The Auth0 tenant.
@@ -123,6 +127,7 @@ impl Validate for GatewayConfig {
             return Err(ConfigError::new(service, "auth0.issuer", "must be the tenant URL with its trailing slash"));
         }
         self.auth.validate(service)?;
+        self.clock.validate(service)?;
         if self.auth0.audience.is_empty() {
             return Err(ConfigError::new(service, "auth0.audience", "missing"));
         }
@@ -239,6 +244,7 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         login.as_ref().map(|login| login.sealer.clone()),
     ));
     checks.push(Arc::new(TenantCheck(tokens)));
+    checks.extend(hopsbridge_platform::clock::Clock::from_config(&config.clock).await?.readiness());
     let data = web::Data::from(proxy);
     let origin = config.cors.allowed_origin.clone();
     Application::new(

@@ -6,44 +6,14 @@
 //! deterministic from a seed. Profile boundaries are multiples of [`SCRAPE_SECS`] (in Unix
 //! time), so a metrics-server window never straddles a change and reports the rate exactly.
 
+pub use crate::clock::SimClock;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Seconds between metrics-server scrapes, and the window it reports.
 pub const SCRAPE_SECS: i64 = 15;
 
 const NANOS_PER_CORE: u64 = 1_000_000_000;
 const MIB: u64 = 1 << 20;
-
-/// The simulated clock, in Unix seconds, shared by the clusters of a test, which advances it.
-#[derive(Debug)]
-pub struct SimClock {
-    now: AtomicI64,
-}
-
-impl SimClock {
-    /// A clock standing at `unix_secs`.
-    #[must_use]
-    pub const fn new(unix_secs: i64) -> Self {
-        Self { now: AtomicI64::new(unix_secs) }
-    }
-
-    /// The current simulated time in Unix seconds.
-    #[must_use]
-    pub fn now(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
-    }
-
-    /// Moves the clock forward by `secs`.
-    pub fn advance(&self, secs: i64) {
-        self.now.fetch_add(secs, Ordering::SeqCst);
-    }
-
-    /// Sets the clock to `unix_secs`.
-    pub fn set(&self, unix_secs: i64) {
-        self.now.store(unix_secs, Ordering::SeqCst);
-    }
-}
 
 /// splitmix64: a small deterministic generator, enough for workload shapes.
 #[derive(Debug, Clone)]

@@ -2,11 +2,12 @@
 //! end-to-end tests start it, with a small demo population.
 
 use crate::auth0::{Auth0Config, Auth0Sim, TestUser};
+use crate::clock::{ClockServer, REAL_TIME_RATE_MILLI, SimClock};
 use crate::hopsworks::{HopsworksConfig, HopsworksSim};
 use crate::kubernetes::{KubeCluster, KubeOptions};
 use crate::mail::MailSim;
 use crate::stripe::{StripeConfig, StripeSim};
-use crate::workload::{MemFormat, Profile, SimClock, SimContainer, SimPod, Workload, WorkloadConfig};
+use crate::workload::{MemFormat, Profile, SimContainer, SimPod, Workload, WorkloadConfig};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -116,8 +117,12 @@ pub struct World {
     pub clusters: Vec<Cluster>,
     /// The mail catcher every service sends through, and the admin alert webhook.
     pub mail: MailSim,
-    /// The clock the clusters' workloads run on; [`World::follow_real_time`] keeps it at now.
+    /// The simulated clock: the clusters' workloads run on it and the services follow it
+    /// ([`World::clock_url`]). It starts at the wall clock's time and runs at real time until
+    /// a test moves it ([`World::set_time`], [`World::advance`], [`World::set_rate`]).
     pub clock: Arc<SimClock>,
+    /// The clock served over HTTP.
+    pub clock_server: ClockServer,
 }
 
 impl World {
@@ -145,8 +150,9 @@ impl World {
             &stripe_webhook_secret,
             &STRIPE_ENDPOINT_EVENTS,
         );
-        let now = chrono::Utc::now().timestamp();
-        let clock = Arc::new(SimClock::new(now));
+        let clock = Arc::new(SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI));
+        let now = clock.now();
+        let clock_server = ClockServer::start(Arc::clone(&clock))?;
         let clusters = (1..=config.clusters)
             .map(|i| {
                 let name = format!("eu-{i}");
@@ -175,7 +181,7 @@ impl World {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mail = MailSim::start()?;
-        Ok(Self { auth0, users, stripe, stripe_webhook_secret, clusters, mail, clock })
+        Ok(Self { auth0, users, stripe, stripe_webhook_secret, clusters, mail, clock, clock_server })
     }
 
     /// What an admin sends provisioning to register `cluster` (`POST /api/admin/clusters`).
@@ -266,18 +272,34 @@ impl World {
         Ok(())
     }
 
-    /// Keeps the simulated clock at the wall clock, once a second, until the task is dropped
-    /// (local development runs in real time; tests move the clock themselves).
+    /// Where the services read the simulated clock (`clock.follow_url`).
     #[must_use]
-    pub fn follow_real_time(&self) -> tokio::task::JoinHandle<()> {
-        let clock = Arc::clone(&self.clock);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                clock.set(chrono::Utc::now().timestamp());
-            }
-        })
+    pub fn clock_url(&self) -> String {
+        self.clock_server.url()
+    }
+
+    /// Jumps the simulated clock forward to `at` (never back: the services' clocks hold until
+    /// the simulated time passes what they have shown).
+    pub fn set_time(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.clock.set_micros(at.timestamp_micros().max(self.clock.now_micros()));
+    }
+
+    /// Jumps the simulated clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.clock.advance_micros(i64::try_from(by.as_micros()).unwrap_or(i64::MAX));
+    }
+
+    /// Runs the simulated clock at `rate_milli` thousandths of real time (1000: real time,
+    /// 60000: an hour a minute, 0: standing still).
+    pub fn set_rate(&self, rate_milli: u32) {
+        self.clock.set_rate(rate_milli);
+    }
+
+    /// Puts the simulated clock back on the wall clock: at the wall clock's time (if that is
+    /// ahead), at real time.
+    pub fn follow_real_time(&self) {
+        self.set_time(chrono::Utc::now());
+        self.clock.set_rate(REAL_TIME_RATE_MILLI);
     }
 
     /// Shell-sourceable settings (`SANDBOX_…=…`) describing where everything is.
@@ -297,6 +319,7 @@ impl World {
             format!("SANDBOX_SMTP_URL={}", self.mail.smtp_url()),
             format!("SANDBOX_MAIL_INBOX_URL={}", self.mail.url()),
             format!("SANDBOX_ALERT_WEBHOOK_URL={}", self.mail.webhook_url()),
+            format!("SANDBOX_CLOCK_URL={}", self.clock_url()),
         ];
         for c in &self.clusters {
             let key = c.name.to_uppercase().replace('-', "_");
@@ -341,6 +364,7 @@ impl World {
         lines.push(format!("Mail           SMTP {}", self.mail.smtp_url()));
         lines.push(format!("  inbox        {}/api/v1/messages", self.mail.url()));
         lines.push(format!("  alerts       {} (admin alert webhook, Slack's format)", self.mail.webhook_url()));
+        lines.push(format!("Clock          {} (GET to read, POST to move forward or change the rate)", self.clock_url()));
         lines.push(format!("Settings       {}", file("sandbox.env".to_owned())));
         lines.join("\n") + "\n"
     }

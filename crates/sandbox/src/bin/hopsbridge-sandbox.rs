@@ -76,7 +76,6 @@ fn main() -> ExitCode {
             eprintln!("hopsbridge-sandbox: writing {}: {e:#}", args.state_dir.display());
             return ExitCode::FAILURE;
         }
-        let _clock = world.follow_real_time();
         let key = match args.register_at.as_ref().map(|_| std::env::var("HOPSBRIDGE_SANDBOX_SIGNING_KEY")) {
             Some(Ok(k)) => match hopsbridge_platform::caller::CallerKey::new(&k.into()) {
                 Ok(key) => Some(key),

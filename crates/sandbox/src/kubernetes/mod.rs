@@ -13,7 +13,8 @@ pub mod selector;
 
 use crate::server::Served;
 use crate::tls::Ca;
-use crate::workload::{SimClock, SimPod, Workload};
+use crate::clock::SimClock;
+use crate::workload::{SimPod, Workload};
 use actix_web::web;
 use base64::Engine as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

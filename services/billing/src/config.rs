@@ -18,7 +18,87 @@ hopsbridge_platform::data_service_config! {
         pub portal: PortalConfig,
         /// What each metered resource costs.
         pub rates: Rates,
+        /// The usage ledger's windows.
+        pub ledger: LedgerConfig,
+        /// The price book.
+        pub prices: PricesConfig,
+        /// Prepaid credits.
+        pub credits: CreditsConfig,
+        /// Spending caps.
+        pub caps: CapsConfig,
+        /// metering's internal API, for backfill and reconciliation.
+        pub metering: MeteringApiConfig,
+        /// The daily comparison of the ledger with metering.
+        pub reconciliation: ReconciliationConfig,
     }
+}
+
+/// The usage ledger's windows.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Window length in seconds, as metering's `schedule.window_secs`: a billing mode changes
+    /// at the start of the next window.
+    pub window_secs: u32,
+}
+
+/// The price book.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesConfig {
+    /// How far ahead a new price must start, in seconds: the Stripe catalogue must be in place
+    /// before the first window it prices.
+    pub min_lead_secs: u64,
+}
+
+/// Prepaid credits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsConfig {
+    /// The smallest purchase, in minor units.
+    pub min_purchase: i64,
+    /// The largest purchase, in minor units.
+    pub max_purchase: i64,
+    /// The largest promotional grant an admin makes at once, in minor units.
+    pub max_grant: i64,
+    /// Balances (minor units) at which the owner is mailed, each once per crossing.
+    pub alert_thresholds_minor: Vec<i64>,
+    /// Where Checkout returns the owner after paying (`{CHECKOUT_SESSION_ID}` is replaced).
+    pub success_url: String,
+    /// Where Checkout returns the owner after giving up.
+    pub cancel_url: String,
+}
+
+/// Spending caps.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsConfig {
+    /// The largest monthly cap an owner may set, in minor units.
+    pub max_minor: i64,
+}
+
+/// metering's internal API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringApiConfig {
+    /// Its base URL.
+    pub url: String,
+    /// How long one request may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Samples asked for per page.
+    pub page_size: u32,
+}
+
+/// The daily comparison of the ledger with metering's usage per day.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationConfig {
+    /// How many closed UTC days back are compared.
+    pub days: u32,
+    /// Seconds between two runs (a day in production).
+    pub interval_secs: u64,
+    /// Seconds after a day's end before it is compared (late samples land first).
+    pub grace_secs: u64,
 }
 
 /// The Stripe account.
@@ -103,6 +183,10 @@ pub fn is_unit_amount_decimal(s: &str) -> bool {
         && (!s.contains('.') || !fraction.is_empty())
 }
 
+/// The largest amount in minor units any setting or request takes (10^10: a hundred million
+/// dollars), so every sum of them fits the money arithmetic with room to spare.
+pub const MAX_AMOUNT_MINOR: i64 = 10_000_000_000;
+
 fn is_http_url(s: &str) -> bool {
     let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
     rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.chars().any(char::is_whitespace))
@@ -140,6 +224,36 @@ impl Validate for BillingConfig {
             if !is_http_url(value) {
                 return err(key, "must be an http:// or https:// URL");
             }
+        }
+        if self.ledger.window_secs == 0 || 86_400 % self.ledger.window_secs != 0 {
+            return err("ledger.window_secs", "must divide a day");
+        }
+        let c = &self.credits;
+        if c.min_purchase < 1 || c.max_purchase < c.min_purchase || c.max_purchase > MAX_AMOUNT_MINOR {
+            return err("credits.max_purchase", "need 1 <= min_purchase <= max_purchase <= 10^10");
+        }
+        if c.max_grant < 1 || c.max_grant > MAX_AMOUNT_MINOR {
+            return err("credits.max_grant", "must be between 1 and 10^10");
+        }
+        if c.alert_thresholds_minor.iter().any(|t| *t < 0 || *t > MAX_AMOUNT_MINOR) {
+            return err("credits.alert_thresholds_minor", "each threshold must be between 0 and 10^10");
+        }
+        for (key, value) in [("credits.success_url", &c.success_url), ("credits.cancel_url", &c.cancel_url)] {
+            if !is_http_url(value) {
+                return err(key, "must be an http:// or https:// URL");
+            }
+        }
+        if self.caps.max_minor < 1 || self.caps.max_minor > MAX_AMOUNT_MINOR {
+            return err("caps.max_minor", "must be between 1 and 10^10");
+        }
+        if !is_http_url(&self.metering.url) {
+            return err("metering.url", "must be an http:// or https:// URL");
+        }
+        if self.metering.timeout_ms == 0 || !(1..=10_000).contains(&self.metering.page_size) {
+            return err("metering.page_size", "timeout_ms must be positive and page_size 1-10000");
+        }
+        if self.reconciliation.interval_secs == 0 || self.reconciliation.days > 60 {
+            return err("reconciliation.days", "days must be at most 60 and interval_secs positive");
         }
         let mut names = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

@@ -21,6 +21,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    backfills (id) {
+        id -> Uuid,
+        range_start -> Timestamptz,
+        range_end -> Timestamptz,
+        requested_by -> Nullable<Uuid>,
+        status -> Text,
+        samples_seen -> Int8,
+        samples_added -> Int8,
+        error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    billing_modes (owner_id, effective_from) {
+        owner_id -> Uuid,
+        effective_from -> Timestamptz,
+        mode -> Text,
+        changed_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    cap_alerts (owner_id, month, percent) {
+        owner_id -> Uuid,
+        month -> Date,
+        percent -> Int4,
+        sent_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     checkout_follow_ups (event_id) {
         event_id -> Text,
         stripe_customer_id -> Text,
@@ -31,6 +65,52 @@ diesel::table! {
         last_error -> Nullable<Text>,
         done_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_deductions (sample_id, day, grant_id) {
+        sample_id -> Uuid,
+        day -> Date,
+        grant_id -> Uuid,
+        owner_id -> Uuid,
+        amount -> Numeric,
+        window_start -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_grants (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        category -> Text,
+        amount -> Numeric,
+        remaining -> Numeric,
+        priority -> Int4,
+        expires_at -> Nullable<Timestamptz>,
+        source -> Text,
+        created_at -> Timestamptz,
+        created_by -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    credit_purchases (session_id) {
+        session_id -> Text,
+        owner_id -> Uuid,
+        amount_minor -> Int8,
+        currency -> Text,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    credit_states (owner_id) {
+        owner_id -> Uuid,
+        exhausted_at -> Nullable<Timestamptz>,
+        exhaustions -> Int4,
     }
 }
 
@@ -50,6 +130,55 @@ diesel::table! {
 }
 
 diesel::table! {
+    ledger_entries (sample_id, day) {
+        sample_id -> Uuid,
+        day -> Date,
+        event_id -> Nullable<Uuid>,
+        user_id -> Uuid,
+        owner_id -> Uuid,
+        cluster_id -> Uuid,
+        namespace -> Text,
+        project_id -> Nullable<Int8>,
+        window_start -> Timestamptz,
+        window_end -> Timestamptz,
+        cpu_nanocore_seconds -> Int8,
+        memory_byte_seconds -> Int8,
+        gpu_seconds -> Int8,
+        estimated -> Bool,
+        billing_mode -> Text,
+        cpu_price_id -> Uuid,
+        memory_price_id -> Uuid,
+        gpu_price_id -> Uuid,
+        cpu_cost -> Numeric,
+        memory_cost -> Numeric,
+        gpu_cost -> Numeric,
+        credits_paid -> Numeric,
+        unpaid -> Numeric,
+        cpu_over_quanta -> Int8,
+        memory_over_quanta -> Int8,
+        gpu_over_quanta -> Int8,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    low_balance_alerts (owner_id, threshold_minor) {
+        owner_id -> Uuid,
+        threshold_minor -> Int8,
+        armed -> Bool,
+        crossings -> Int4,
+    }
+}
+
+diesel::table! {
+    monthly_costs (owner_id, month) {
+        owner_id -> Uuid,
+        month -> Date,
+        cost -> Numeric,
+    }
+}
+
+diesel::table! {
     payment_methods (id) {
         id -> Text,
         stripe_customer_id -> Text,
@@ -64,6 +193,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    prices (id) {
+        id -> Uuid,
+        resource -> Text,
+        currency -> Text,
+        unit_amount_decimal -> Numeric,
+        effective_from -> Timestamptz,
+        created_at -> Timestamptz,
+        created_by -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
     processed_stripe_events (event_id) {
         event_id -> Text,
         event_type -> Text,
@@ -72,10 +213,46 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    reconciliation_findings (id) {
+        id -> Uuid,
+        kind -> Text,
+        owner_id -> Uuid,
+        day -> Date,
+        ours -> Text,
+        theirs -> Text,
+        found_at -> Timestamptz,
+        resolved_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    spending_caps (owner_id) {
+        owner_id -> Uuid,
+        monthly_cap_minor -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(credit_deductions -> credit_grants (grant_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    backfills,
+    billing_modes,
+    cap_alerts,
     checkout_follow_ups,
+    credit_deductions,
+    credit_grants,
+    credit_purchases,
+    credit_states,
     invoices,
+    ledger_entries,
+    low_balance_alerts,
+    monthly_costs,
     payment_methods,
+    prices,
     processed_stripe_events,
+    reconciliation_findings,
+    spending_caps,
 );

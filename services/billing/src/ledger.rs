@@ -1,0 +1,728 @@
+//! The usage ledger (`ledger_entries`): every `UsageRecordedV1` sample, once, with the billing
+//! mode and the price of each resource in force at its window's start, and what it costs
+//! (decision 0038).
+//!
+//! A batch of samples is ingested in the consumer's transaction ([`ingest`]):
+//! 1. each sample becomes one entry per UTC day its window touches (a window across midnight is
+//!    split pro rata by seconds, the remainder to the later day), priced per resource;
+//! 2. the entries go in with one multi-row insert, `ON CONFLICT (sample_id, day) DO NOTHING`,
+//!    so a redelivered or republished sample changes nothing: only the entries inserted now go
+//!    on;
+//! 3. prepaid entries are paid from the owner's grants, window by window in window order
+//!    ([`crate::credits`]'s spending order); what the credits cannot pay is billed postpaid
+//!    by the hybrid rule ([`money::overflow`]) when a card is on file, and is otherwise
+//!    recorded unpaid with one `CreditsExhaustedV1` per exhaustion; low-balance thresholds
+//!    crossed mail the owner once per crossing;
+//! 4. the month's cost (every mode but free) is added up, and 80, 90 and 100 % of a spending
+//!    cap mail the owner once per month (and the admins at 100 %).
+
+use crate::credits::{self, Grant};
+use crate::mail::{CapMail, LowBalanceMail, major};
+use crate::modes;
+use crate::money::{self, Resource};
+use crate::prices::{self, Price};
+use crate::schema::{accounts, low_balance_alerts, spending_caps};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Date, Integer, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hopsbridge_contracts::events::{CreditsExhaustedV1, UsageRecordedV1};
+use hopsbridge_domain::{BillingMode, ClusterId, Email, EventId, OwnerId, UserId};
+use hopsbridge_platform::clock::Clock;
+use hopsbridge_platform::db::DbError;
+use hopsbridge_platform::events::{Handler, HandlerError, InBatch, ReceivedEvent};
+use hopsbridge_platform::mail::{self, Alert, MailConfig, MailTemplate};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The longest window the ledger takes: a sample claiming more is refused.
+pub const MAX_WINDOW_SECS: i64 = 31 * 86_400;
+
+/// The shares of a spending cap that alert, in percent.
+pub const CAP_ALERTS: [i32; 3] = [80, 90, 100];
+
+/// A measured sample, from a `UsageRecordedV1` or from metering's backfill route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// metering's id: the ledger's key.
+    pub sample_id: Uuid,
+    /// The event that announced it; none when backfilled.
+    pub event_id: Option<EventId>,
+    /// Whose pods.
+    pub user: UserId,
+    /// Who pays (the owner at measurement time).
+    pub owner: OwnerId,
+    /// Where.
+    pub cluster: ClusterId,
+    /// The project's namespace.
+    pub namespace: String,
+    /// Hopsworks' project id, when known.
+    pub project_id: Option<i64>,
+    /// The window.
+    pub window_start: DateTime<Utc>,
+    /// Its end.
+    pub window_end: DateTime<Utc>,
+    /// Nanocore-seconds, byte-seconds, GPU-seconds (in [`Resource::ALL`] order).
+    pub usage: [u64; 3],
+    /// Estimated rather than measured.
+    pub estimated: bool,
+}
+
+impl Sample {
+    /// The sample a `UsageRecordedV1` announces.
+    ///
+    /// # Errors
+    /// Why the event can never be ledgered.
+    pub fn from_event(id: Option<EventId>, e: &UsageRecordedV1) -> Result<Self, String> {
+        let uuid = |field: &str, v: &str| v.parse::<Uuid>().map_err(|_| format!("{field} is not a UUID: {v:?}"));
+        let at = |field: &str, secs: i64| {
+            DateTime::from_timestamp(secs, 0).ok_or_else(|| format!("{field} {secs} is no time"))
+        };
+        let int = |field: &str, v: u64| {
+            i64::try_from(v).map(|_| v).map_err(|_| format!("{field} {v} does not fit the ledger"))
+        };
+        let sample = Self {
+            sample_id: uuid("sample_id", &e.sample_id)?,
+            event_id: id,
+            user: uuid("user_id", &e.user_id)?.into(),
+            owner: uuid("owner_user_id", &e.owner_user_id)?.into(),
+            cluster: uuid("cluster_id", &e.cluster_id)?.into(),
+            namespace: e.namespace.clone(),
+            project_id: (e.project_id != 0).then_some(e.project_id),
+            window_start: at("window_start", e.window_start_unix_seconds)?,
+            window_end: at("window_end", e.window_end_unix_seconds)?,
+            usage: [
+                int("cpu_nanocore_seconds", e.cpu_nanocore_seconds)?,
+                int("memory_byte_seconds", e.memory_byte_seconds)?,
+                int("gpu_seconds", e.gpu_seconds)?,
+            ],
+            estimated: e.estimated,
+        };
+        let secs = (sample.window_end - sample.window_start).num_seconds();
+        if !(1..=MAX_WINDOW_SECS).contains(&secs) {
+            return Err(format!("the window of sample {} lasts {secs} s", sample.sample_id));
+        }
+        Ok(sample)
+    }
+
+    /// The UTC days the window touches, with the seconds it spends in each.
+    #[must_use]
+    pub fn days(&self) -> Vec<(NaiveDate, u64)> {
+        let mut days = Vec::new();
+        let mut t = self.window_start;
+        while t < self.window_end {
+            let day = t.date_naive();
+            let midnight = (day + TimeDelta::days(1)).and_time(NaiveTime::MIN).and_utc();
+            let until = midnight.min(self.window_end);
+            days.push((day, u64::try_from((until - t).num_seconds()).unwrap_or(0)));
+            t = until;
+        }
+        days
+    }
+}
+
+/// One ledger entry as computed before it is inserted.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The sample.
+    pub sample: Arc<Sample>,
+    /// The UTC day of this part of the window.
+    pub day: NaiveDate,
+    /// This day's share of the usage.
+    pub usage: [u64; 3],
+    /// The mode in force at the window's start.
+    pub mode: BillingMode,
+    /// The price ids in force at the window's start.
+    pub price_ids: [Uuid; 3],
+    /// The prices.
+    pub prices: [Decimal; 3],
+    /// This day's cost of each resource.
+    pub costs: [Decimal; 3],
+}
+
+impl Entry {
+    /// The cost of every resource.
+    #[must_use]
+    pub fn cost(&self) -> Decimal {
+        self.costs.iter().sum()
+    }
+}
+
+/// Why a batch was not ingested.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Postgres failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A mail did not render.
+    #[error(transparent)]
+    Mail(#[from] mail::MailError),
+    /// The price book has no version for a resource at a window's start (not seeded yet).
+    #[error("no price in force at {0}")]
+    NoPrice(DateTime<Utc>),
+    /// An amount beyond any real usage.
+    #[error(transparent)]
+    Overflow(#[from] money::Overflow),
+}
+
+impl From<diesel::result::Error> for IngestError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl From<IngestError> for HandlerError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Overflow(o) => Self::Reject(o.to_string()),
+            e => Self::Retry(e.into()),
+        }
+    }
+}
+
+/// What ingestion needs besides the connection.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Low-balance thresholds, minor units.
+    pub thresholds: Vec<i64>,
+    /// The currency amounts are in.
+    pub currency: String,
+    /// Mail settings (admin alerts, links).
+    pub mail: MailConfig,
+    /// The calendar clock.
+    pub clock: Clock,
+}
+
+impl Settings {
+    fn billing_link(&self) -> String {
+        self.mail.links().map(|l| l.to(&["billing"], &[]).to_string()).unwrap_or_default()
+    }
+}
+
+/// The `UsageRecordedV1` consumer.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    settings: Arc<Settings>,
+}
+
+impl Ledger {
+    /// The consumer's handler.
+    #[must_use]
+    pub fn new(settings: Settings) -> Self {
+        Self { settings: Arc::new(settings) }
+    }
+}
+
+impl Handler<UsageRecordedV1> for Ledger {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UsageRecordedV1>,
+    ) -> Result<(), HandlerError> {
+        let sample = Sample::from_event(Some(event.id), &event.payload).map_err(HandlerError::Reject)?;
+        ingest(conn, &self.settings, vec![sample]).await?;
+        Ok(())
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut AsyncPgConnection,
+        events: &[InBatch<'_, UsageRecordedV1>],
+    ) -> Result<(), HandlerError> {
+        let samples = events
+            .iter()
+            .map(|e| Sample::from_event(Some(e.event.id), &e.event.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandlerError::Reject)?;
+        ingest(conn, &self.settings, samples).await?;
+        Ok(())
+    }
+}
+
+/// Ingests `samples` in the caller's transaction; answers how many entries were new.
+///
+/// # Errors
+/// [`IngestError`]; nothing is kept then (the caller rolls back).
+pub async fn ingest(
+    conn: &mut AsyncPgConnection,
+    settings: &Settings,
+    mut samples: Vec<Sample>,
+) -> Result<usize, IngestError> {
+    samples.sort_by(|a, b| (a.window_start, a.sample_id).cmp(&(b.window_start, b.sample_id)));
+    samples.dedup_by_key(|s| s.sample_id);
+    if samples.is_empty() {
+        return Ok(0);
+    }
+    let book = prices::book(conn).await?;
+    let mut owners: Vec<OwnerId> = samples.iter().map(|s| s.owner).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let history = modes::history(conn, &owners).await?;
+    let mut entries = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let sample = Arc::new(sample);
+        let in_force = book.all_in_force(sample.window_start).ok_or(IngestError::NoPrice(sample.window_start))?;
+        let mode = history.at(sample.owner, sample.window_start);
+        let days = sample.days();
+        let secs: Vec<u64> = days.iter().map(|(_, s)| *s).collect();
+        let shares: Vec<Vec<u64>> = sample.usage.iter().map(|n| money::pro_rata(*n, &secs)).collect();
+        for (i, (day, _)) in days.iter().enumerate() {
+            let usage = [shares[0][i], shares[1][i], shares[2][i]];
+            let price = |p: &Price| p.unit_amount_decimal;
+            let prices = [price(in_force[0]), price(in_force[1]), price(in_force[2])];
+            let mut costs = [Decimal::ZERO; 3];
+            for r in Resource::ALL {
+                costs[r.index()] = money::cost(r, usage[r.index()], prices[r.index()])?;
+            }
+            entries.push(Entry {
+                sample: Arc::clone(&sample),
+                day: *day,
+                usage,
+                mode,
+                price_ids: [in_force[0].id, in_force[1].id, in_force[2].id],
+                prices,
+                costs,
+            });
+        }
+    }
+    let added = insert(conn, &entries).await?;
+    let new: Vec<&Entry> = entries.iter().filter(|e| added.contains(&(e.sample.sample_id, e.day))).collect();
+    let prepaid: Vec<&Entry> = new.iter().copied().filter(|e| e.mode == BillingMode::Prepaid).collect();
+    let mut mails = Mails::default();
+    if !prepaid.is_empty() {
+        settle_prepaid(conn, settings, &prepaid, &mut mails).await?;
+    }
+    track_costs(conn, &new, &mut mails).await?;
+    mails.send(conn, settings).await?;
+    Ok(new.len())
+}
+
+#[derive(QueryableByName)]
+struct Key {
+    #[diesel(sql_type = SqlUuid)]
+    sample_id: Uuid,
+    #[diesel(sql_type = Date)]
+    day: NaiveDate,
+}
+
+/// Inserts `entries` in one statement (each column bound as one array), answering the keys
+/// inserted now.
+async fn insert(conn: &mut AsyncPgConnection, entries: &[Entry]) -> Result<HashSet<(Uuid, NaiveDate)>, IngestError> {
+    let mut added = HashSet::with_capacity(entries.len());
+    for chunk in entries.chunks(5000) {
+        let col = |f: &dyn Fn(&Entry) -> Uuid| chunk.iter().map(f).collect::<Vec<_>>();
+        let num = |f: &dyn Fn(&Entry) -> i64| chunk.iter().map(f).collect::<Vec<_>>();
+        let dec = |r: usize| chunk.iter().map(|e| e.costs[r]).collect::<Vec<_>>();
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let keys: Vec<Key> = diesel::sql_query(
+            "INSERT INTO ledger_entries (sample_id, day, event_id, user_id, owner_id, cluster_id, namespace, project_id,
+                 window_start, window_end, cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, estimated,
+                 billing_mode, cpu_price_id, memory_price_id, gpu_price_id, cpu_cost, memory_cost, gpu_cost)
+             SELECT * FROM unnest($1::uuid[], $2::date[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], $7::text[],
+                 $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::bigint[], $13::bigint[],
+                 $14::boolean[], $15::text[], $16::uuid[], $17::uuid[], $18::uuid[], $19::numeric[], $20::numeric[],
+                 $21::numeric[])
+             ON CONFLICT (sample_id, day) DO NOTHING
+             RETURNING sample_id, day",
+        )
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.sample.sample_id))
+        .bind::<Array<Date>, _>(chunk.iter().map(|e| e.day).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(chunk.iter().map(|e| e.sample.event_id.map(|i| i.as_uuid())).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.sample.user.as_uuid()))
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.sample.owner.as_uuid()))
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.sample.cluster.as_uuid()))
+        .bind::<Array<Text>, _>(chunk.iter().map(|e| e.sample.namespace.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(chunk.iter().map(|e| e.sample.project_id).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(chunk.iter().map(|e| e.sample.window_start).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(chunk.iter().map(|e| e.sample.window_end).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(num(&|e| signed(e.usage[0])))
+        .bind::<Array<BigInt>, _>(num(&|e| signed(e.usage[1])))
+        .bind::<Array<BigInt>, _>(num(&|e| signed(e.usage[2])))
+        .bind::<Array<Bool>, _>(chunk.iter().map(|e| e.sample.estimated).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|e| e.mode.as_str()).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.price_ids[0]))
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.price_ids[1]))
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.price_ids[2]))
+        .bind::<Array<Numeric>, _>(dec(0))
+        .bind::<Array<Numeric>, _>(dec(1))
+        .bind::<Array<Numeric>, _>(dec(2))
+        .load(conn)
+        .await?;
+        added.extend(keys.into_iter().map(|k| (k.sample_id, k.day)));
+    }
+    Ok(added)
+}
+
+/// What a prepaid entry came to.
+#[derive(Debug, Clone, Default)]
+struct Settled {
+    credits: Decimal,
+    unpaid: Decimal,
+    over: [u64; 3],
+}
+
+/// Mails and announcements a batch owes, written once it is settled.
+#[derive(Debug, Default)]
+struct Mails {
+    /// (owner, threshold, crossing, balance, has card).
+    low: Vec<(OwnerId, i64, i32, Decimal, bool)>,
+    /// (owner, month, percent, spent, cap).
+    cap: Vec<(OwnerId, NaiveDate, i32, Decimal, i64)>,
+}
+
+impl Mails {
+    async fn send(self, conn: &mut AsyncPgConnection, settings: &Settings) -> Result<(), IngestError> {
+        if self.low.is_empty() && self.cap.is_empty() {
+            return Ok(());
+        }
+        let owners: Vec<UserId> =
+            self.low.iter().map(|m| m.0.as_user()).chain(self.cap.iter().map(|m| m.0.as_user())).collect();
+        let emails: HashMap<UserId, Email> = accounts::table
+            .filter(accounts::user_id.eq_any(owners))
+            .select((accounts::user_id, accounts::email))
+            .load::<(UserId, Email)>(conn)
+            .await?
+            .into_iter()
+            .collect();
+        let currency = settings.currency.to_uppercase();
+        let link = settings.billing_link();
+        let render = |e: askama::Error| mail::MailError::Render(e.to_string());
+        for (owner, threshold, crossing, balance, has_card) in self.low {
+            let Some(to) = emails.get(&owner.as_user()) else { continue };
+            let rendered = LowBalanceMail {
+                balance: major(balance),
+                threshold: major(Decimal::from(threshold)),
+                currency: currency.clone(),
+                has_card,
+                link: link.clone(),
+            }
+            .render()
+            .map_err(render)?;
+            mail::enqueue(conn, &LowBalanceMail::dedup_key(owner, threshold, crossing), to, &rendered).await?;
+        }
+        for (owner, month, percent, spent, cap) in self.cap {
+            let month = month.format("%Y-%m").to_string();
+            let key = CapMail::dedup_key(owner, &month, percent);
+            let body = CapMail {
+                month: month.clone(),
+                percent,
+                spent: major(spent),
+                cap: major(Decimal::from(cap)),
+                currency: currency.clone(),
+                link: link.clone(),
+            };
+            if let Some(to) = emails.get(&owner.as_user()) {
+                mail::enqueue(conn, &key, to, &body.render().map_err(render)?).await?;
+            }
+            if percent >= 100 {
+                let alert = Alert {
+                    title: format!("Owner {owner} reached their spending cap for {month}"),
+                    lines: vec![
+                        format!("Owner: {owner}"),
+                        format!("Spent this month: {} of a {} {currency} cap", body.spent, body.cap),
+                        "The cap is soft: nothing was stopped.".to_owned(),
+                    ],
+                    link: None,
+                };
+                mail::enqueue_alert(conn, &settings.mail, &key, &alert).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The owners among `owners` with a usable card on file.
+async fn with_card(conn: &mut AsyncPgConnection, owners: &[OwnerId]) -> QueryResult<HashSet<OwnerId>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        user_id: Uuid,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT a.user_id FROM accounts a WHERE a.user_id = ANY($1) AND EXISTS (
+             SELECT 1 FROM payment_methods p WHERE p.stripe_customer_id = a.stripe_customer_id
+             AND p.attached_at IS NOT NULL AND p.detached_at IS NULL)",
+    )
+    .bind::<Array<SqlUuid>, _>(owners.iter().map(|o| o.as_uuid()).collect::<Vec<_>>())
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| OwnerId::from(r.user_id)).collect())
+}
+
+/// Pays the new prepaid entries from their owners' grants, in window order.
+async fn settle_prepaid(
+    conn: &mut AsyncPgConnection,
+    settings: &Settings,
+    entries: &[&Entry],
+    mails: &mut Mails,
+) -> Result<(), IngestError> {
+    let mut owners: Vec<OwnerId> = entries.iter().map(|e| e.sample.owner).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let carded = with_card(conn, &owners).await?;
+    let mut grants: BTreeMap<OwnerId, Vec<Grant>> = BTreeMap::new();
+    for g in credits::lock_spendable(conn, &owners).await? {
+        grants.entry(g.owner_id).or_default().push(g);
+    }
+    let now = settings.clock.now();
+    let usable_now = |gs: &[Grant]| gs.iter().filter(|g| g.usable_at(now)).map(|g| g.remaining).sum::<Decimal>();
+    let before: HashMap<OwnerId, Decimal> = grants.iter().map(|(o, gs)| (*o, usable_now(gs))).collect();
+    let mut settled = Vec::with_capacity(entries.len());
+    let mut deductions: Vec<(&Entry, Uuid, Decimal)> = Vec::new();
+    let mut exhausted: Vec<OwnerId> = Vec::new();
+    let mut changed: HashSet<Uuid> = HashSet::new();
+    for e in entries {
+        let owner = e.sample.owner;
+        let at = e.sample.window_start;
+        let owned = grants.entry(owner).or_default();
+        let available: Decimal = owned.iter().filter(|g| g.usable_at(at)).map(|g| g.remaining).sum();
+        let cost = e.cost();
+        let outcome = if available >= cost {
+            Settled { credits: cost, ..Settled::default() }
+        } else if carded.contains(&owner) {
+            let split = money::overflow(e.costs, e.prices, available)?;
+            Settled { credits: split.credits, unpaid: Decimal::ZERO, over: split.over_quanta }
+        } else {
+            exhausted.push(owner);
+            Settled { credits: available, unpaid: cost - available, over: [0; 3] }
+        };
+        let mut left = outcome.credits;
+        for g in owned.iter_mut().filter(|g| g.usable_at(at)) {
+            if left.is_zero() {
+                break;
+            }
+            let take = left.min(g.remaining);
+            g.remaining -= take;
+            left -= take;
+            changed.insert(g.id);
+            deductions.push((*e, g.id, take));
+        }
+        settled.push((*e, outcome));
+    }
+    record_settled(conn, &settled).await?;
+    let changed: Vec<&Grant> = grants.values().flatten().filter(|g| changed.contains(&g.id)).collect();
+    if !changed.is_empty() {
+        diesel::sql_query(
+            "UPDATE credit_grants g SET remaining = u.remaining
+             FROM unnest($1::uuid[], $2::numeric[]) AS u(id, remaining) WHERE g.id = u.id",
+        )
+        .bind::<Array<SqlUuid>, _>(changed.iter().map(|g| g.id).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(changed.iter().map(|g| g.remaining).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+        diesel::sql_query(
+            "INSERT INTO credit_deductions (sample_id, day, grant_id, owner_id, amount, window_start)
+             SELECT * FROM unnest($1::uuid[], $2::date[], $3::uuid[], $4::uuid[], $5::numeric[], $6::timestamptz[])",
+        )
+        .bind::<Array<SqlUuid>, _>(deductions.iter().map(|d| d.0.sample.sample_id).collect::<Vec<_>>())
+        .bind::<Array<Date>, _>(deductions.iter().map(|d| d.0.day).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(deductions.iter().map(|d| d.1).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(deductions.iter().map(|d| d.0.sample.owner.as_uuid()).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(deductions.iter().map(|d| d.2).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(deductions.iter().map(|d| d.0.sample.window_start).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    }
+    if !exhausted.is_empty() {
+        announce_exhaustion(conn, exhausted).await?;
+    }
+    // Low balances: every armed threshold the balance fell to is crossed once.
+    let after: HashMap<OwnerId, Decimal> = grants.iter().map(|(o, gs)| (*o, usable_now(gs))).collect();
+    let fallen: Vec<OwnerId> =
+        after.iter().filter(|(o, b)| before.get(o).is_some_and(|was| *b < was)).map(|(o, _)| *o).collect();
+    if !fallen.is_empty() {
+        let armed: Vec<(OwnerId, i64)> = low_balance_alerts::table
+            .filter(low_balance_alerts::owner_id.eq_any(&fallen))
+            .filter(low_balance_alerts::armed.eq(true))
+            .select((low_balance_alerts::owner_id, low_balance_alerts::threshold_minor))
+            .load(conn)
+            .await?;
+        for (owner, threshold) in armed {
+            let balance = after.get(&owner).copied().unwrap_or_default();
+            if balance > Decimal::from(threshold) {
+                continue;
+            }
+            let crossing: i32 = diesel::update(low_balance_alerts::table.find((owner, threshold)))
+                .set((
+                    low_balance_alerts::armed.eq(false),
+                    low_balance_alerts::crossings.eq(low_balance_alerts::crossings + 1),
+                ))
+                .returning(low_balance_alerts::crossings)
+                .get_result(conn)
+                .await?;
+            mails.low.push((owner, threshold, crossing, balance, carded.contains(&owner)));
+        }
+    }
+    Ok(())
+}
+
+/// Records what each prepaid entry came to.
+async fn record_settled(conn: &mut AsyncPgConnection, settled: &[(&Entry, Settled)]) -> Result<(), IngestError> {
+    let over = |r: usize| settled.iter().map(|(_, s)| i64::try_from(s.over[r]).unwrap_or(i64::MAX)).collect::<Vec<_>>();
+    diesel::sql_query(
+        "UPDATE ledger_entries l SET credits_paid = u.credits, unpaid = u.unpaid,
+             cpu_over_quanta = u.cpu, memory_over_quanta = u.memory, gpu_over_quanta = u.gpu
+         FROM unnest($1::uuid[], $2::date[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[], $7::bigint[])
+             AS u(sample_id, day, credits, unpaid, cpu, memory, gpu)
+         WHERE l.sample_id = u.sample_id AND l.day = u.day",
+    )
+    .bind::<Array<SqlUuid>, _>(settled.iter().map(|(e, _)| e.sample.sample_id).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(settled.iter().map(|(e, _)| e.day).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(settled.iter().map(|(_, s)| s.credits).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(settled.iter().map(|(_, s)| s.unpaid).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(over(0))
+    .bind::<Array<BigInt>, _>(over(1))
+    .bind::<Array<BigInt>, _>(over(2))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks `owners` exhausted; those not exhausted already (since their last grant) announce
+/// `CreditsExhaustedV1`.
+async fn announce_exhaustion(conn: &mut AsyncPgConnection, mut owners: Vec<OwnerId>) -> Result<(), IngestError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        owner_id: Uuid,
+    }
+    owners.sort_unstable();
+    owners.dedup();
+    let newly: Vec<Row> = diesel::sql_query(
+        "INSERT INTO credit_states (owner_id, exhausted_at, exhaustions) SELECT o, now(), 1 FROM unnest($1::uuid[]) AS o
+         ON CONFLICT (owner_id) DO UPDATE SET exhausted_at = now(), exhaustions = credit_states.exhaustions + 1
+             WHERE credit_states.exhausted_at IS NULL
+         RETURNING owner_id",
+    )
+    .bind::<Array<SqlUuid>, _>(owners.iter().map(|o| o.as_uuid()).collect::<Vec<_>>())
+    .load(conn)
+    .await?;
+    let events: Vec<CreditsExhaustedV1> =
+        newly.iter().map(|r| CreditsExhaustedV1 { user_id: r.owner_id.to_string() }).collect();
+    hopsbridge_platform::events::enqueue_all(conn, &events, None).await?;
+    Ok(())
+}
+
+/// The first day of `day`'s month.
+#[must_use]
+pub fn month_of(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).unwrap_or(day)
+}
+
+/// Adds the new entries' cost (every mode but free) to their owners' months, and records the
+/// spending-cap shares reached, once per owner, month and share.
+async fn track_costs(conn: &mut AsyncPgConnection, entries: &[&Entry], mails: &mut Mails) -> Result<(), IngestError> {
+    let mut added: BTreeMap<(OwnerId, NaiveDate), Decimal> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.mode != BillingMode::Free) {
+        *added.entry((e.sample.owner, month_of(e.day))).or_default() += e.cost();
+    }
+    if added.is_empty() {
+        return Ok(());
+    }
+    #[derive(QueryableByName)]
+    struct Total {
+        #[diesel(sql_type = SqlUuid)]
+        owner_id: Uuid,
+        #[diesel(sql_type = Date)]
+        month: NaiveDate,
+        #[diesel(sql_type = Numeric)]
+        cost: Decimal,
+    }
+    let totals: Vec<Total> = diesel::sql_query(
+        "INSERT INTO monthly_costs (owner_id, month, cost) SELECT * FROM unnest($1::uuid[], $2::date[], $3::numeric[])
+         ON CONFLICT (owner_id, month) DO UPDATE SET cost = monthly_costs.cost + excluded.cost
+         RETURNING owner_id, month, cost",
+    )
+    .bind::<Array<SqlUuid>, _>(added.keys().map(|(o, _)| o.as_uuid()).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(added.keys().map(|(_, m)| *m).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(added.values().copied().collect::<Vec<_>>())
+    .load(conn)
+    .await?;
+    let owners: Vec<OwnerId> = added.keys().map(|(o, _)| *o).collect();
+    let caps: HashMap<OwnerId, i64> = spending_caps::table
+        .filter(spending_caps::owner_id.eq_any(&owners))
+        .select((spending_caps::owner_id, spending_caps::monthly_cap_minor))
+        .load::<(OwnerId, i64)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    if caps.is_empty() {
+        return Ok(());
+    }
+    let mut reached = Vec::new();
+    for t in &totals {
+        let owner = OwnerId::from(t.owner_id);
+        let Some(cap) = caps.get(&owner) else { continue };
+        for percent in CAP_ALERTS {
+            if t.cost * Decimal::ONE_HUNDRED >= Decimal::from(*cap) * Decimal::from(percent) {
+                reached.push((owner, t.month, percent, t.cost, *cap));
+            }
+        }
+    }
+    if reached.is_empty() {
+        return Ok(());
+    }
+    #[derive(QueryableByName)]
+    struct Sent {
+        #[diesel(sql_type = SqlUuid)]
+        owner_id: Uuid,
+        #[diesel(sql_type = Date)]
+        month: NaiveDate,
+        #[diesel(sql_type = Integer)]
+        percent: i32,
+    }
+    let sent: Vec<Sent> = diesel::sql_query(
+        "INSERT INTO cap_alerts (owner_id, month, percent) SELECT * FROM unnest($1::uuid[], $2::date[], $3::int[])
+         ON CONFLICT DO NOTHING RETURNING owner_id, month, percent",
+    )
+    .bind::<Array<SqlUuid>, _>(reached.iter().map(|r| r.0.as_uuid()).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(reached.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(reached.iter().map(|r| r.2).collect::<Vec<_>>())
+    .load(conn)
+    .await?;
+    let sent: HashSet<(Uuid, NaiveDate, i32)> = sent.into_iter().map(|s| (s.owner_id, s.month, s.percent)).collect();
+    mails.cap.extend(reached.into_iter().filter(|r| sent.contains(&(r.0.as_uuid(), r.1, r.2))));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn event(start: i64, end: i64) -> UsageRecordedV1 {
+        UsageRecordedV1 {
+            sample_id: Uuid::now_v7().to_string(),
+            cluster_id: Uuid::now_v7().to_string(),
+            namespace: "lab".into(),
+            user_id: Uuid::now_v7().to_string(),
+            owner_user_id: Uuid::now_v7().to_string(),
+            window_start_unix_seconds: start,
+            window_end_unix_seconds: end,
+            cpu_nanocore_seconds: 10,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_window_across_midnight_touches_both_days() {
+        let midnight = 1_798_761_600;
+        let s = Sample::from_event(None, &event(midnight - 300, midnight + 600)).unwrap();
+        let days = s.days();
+        assert_eq!(days.len(), 2);
+        assert_eq!((days[0].1, days[1].1), (300, 600));
+        assert_eq!(days[1].0, DateTime::from_timestamp(midnight, 0).unwrap().date_naive());
+        assert_eq!(Sample::from_event(None, &event(midnight, midnight + 900)).unwrap().days().len(), 1);
+        assert!(Sample::from_event(None, &event(midnight, midnight)).is_err());
+        let mut bad = event(midnight, midnight + 900);
+        bad.owner_user_id = "nobody".into();
+        assert!(Sample::from_event(None, &bad).unwrap_err().contains("owner_user_id"));
+        assert_eq!(
+            month_of(NaiveDate::from_ymd_opt(2026, 12, 9).unwrap()),
+            NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The owner's billing mails, each a plain-text and an HTML part rendered by askama from typed
+//! data: a low credit balance (`billing.low_balance`) and a share of the spending cap reached
+//! (`billing.spending_cap`). Amounts are shown in the currency's major unit.
+
+use askama::Template;
+use hopsbridge_platform::mail::MailTemplate;
+use rust_decimal::Decimal;
+
+/// `minor` minor units in the major unit, to the cent (`1234` → `12.34`).
+#[must_use]
+pub fn major(minor: Decimal) -> String {
+    let cents = minor.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    format!("{:.2}", cents / Decimal::ONE_HUNDRED)
+}
+
+/// The credit balance fell to a threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowBalanceMail {
+    /// The balance now, major units.
+    pub balance: String,
+    /// The threshold crossed, major units.
+    pub threshold: String,
+    /// Uppercase ISO 4217.
+    pub currency: String,
+    /// Whether overflow is charged to a card.
+    pub has_card: bool,
+    /// The billing page.
+    pub link: String,
+}
+
+impl LowBalanceMail {
+    /// The deduplication key of the `crossing`th crossing of `threshold` by `owner`.
+    #[must_use]
+    pub fn dedup_key(owner: impl std::fmt::Display, threshold: i64, crossing: i32) -> String {
+        format!("billing.low_balance:{owner}:{threshold}:{crossing}")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mail/low_balance.txt")]
+struct LowBalanceText<'a> {
+    m: &'a LowBalanceMail,
+}
+
+#[derive(Template)]
+#[template(path = "mail/low_balance.html")]
+struct LowBalanceHtml<'a> {
+    m: &'a LowBalanceMail,
+}
+
+impl MailTemplate for LowBalanceMail {
+    const KIND: &'static str = "billing.low_balance";
+
+    fn subject(&self) -> String {
+        format!("Your Hopsbridge credit balance is {} {}", self.balance, self.currency)
+    }
+
+    fn text(&self) -> askama::Result<String> {
+        LowBalanceText { m: self }.render()
+    }
+
+    fn html(&self) -> askama::Result<String> {
+        LowBalanceHtml { m: self }.render()
+    }
+}
+
+/// A share of the monthly spending cap was reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapMail {
+    /// The UTC month, `2026-12`.
+    pub month: String,
+    /// 80, 90 or 100.
+    pub percent: i32,
+    /// The month's cost so far, major units.
+    pub spent: String,
+    /// The cap, major units.
+    pub cap: String,
+    /// Uppercase ISO 4217.
+    pub currency: String,
+    /// The billing page.
+    pub link: String,
+}
+
+impl CapMail {
+    /// The deduplication key of `percent` of `owner`'s cap in `month`.
+    #[must_use]
+    pub fn dedup_key(owner: impl std::fmt::Display, month: &str, percent: i32) -> String {
+        format!("billing.cap:{owner}:{month}:{percent}")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mail/spending_cap.txt")]
+struct CapText<'a> {
+    m: &'a CapMail,
+}
+
+#[derive(Template)]
+#[template(path = "mail/spending_cap.html")]
+struct CapHtml<'a> {
+    m: &'a CapMail,
+}
+
+impl MailTemplate for CapMail {
+    const KIND: &'static str = "billing.spending_cap";
+
+    fn subject(&self) -> String {
+        format!("You have used {} % of your Hopsbridge spending cap for {}", self.percent, self.month)
+    }
+
+    fn text(&self) -> askama::Result<String> {
+        CapText { m: self }.render()
+    }
+
+    fn html(&self) -> askama::Result<String> {
+        CapHtml { m: self }.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn both_mails_render_and_escape() {
+        assert_eq!(major(Decimal::from_str("1234.5").unwrap()), "12.35");
+        assert_eq!(major(Decimal::ZERO), "0.00");
+        let low = LowBalanceMail {
+            balance: "4.99".into(),
+            threshold: "5.00".into(),
+            currency: "USD".into(),
+            has_card: false,
+            link: "https://app.example/billing?a=1&b=2".into(),
+        };
+        let r = low.render().unwrap();
+        assert_eq!(r.kind, "billing.low_balance");
+        assert!(r.text.contains("4.99 USD") && r.text.contains("not paid for"), "{}", r.text);
+        assert!(r.html.contains("a=1&#38;b=2"), "{}", r.html);
+        let cap = CapMail {
+            month: "2026-12".into(),
+            percent: 90,
+            spent: "90.00".into(),
+            cap: "100.00".into(),
+            currency: "USD".into(),
+            link: "https://app.example/billing".into(),
+        };
+        let r = cap.render().unwrap();
+        assert!(r.subject.contains("90 %") && r.text.contains("90.00 of 100.00 USD"), "{}", r.text);
+        assert_eq!(CapMail::dedup_key("o", "2026-12", 80), "billing.cap:o:2026-12:80");
+    }
+}

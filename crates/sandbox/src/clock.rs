@@ -13,8 +13,8 @@
 
 use crate::server::Served;
 use actix_web::{HttpResponse, web};
-use hopsbridge_platform::clock::Reading;
 pub use hopsbridge_platform::clock::REAL_TIME_RATE_MILLI;
+use hopsbridge_platform::clock::Reading;
 use serde::Deserialize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;

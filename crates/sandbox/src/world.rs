@@ -364,7 +364,10 @@ impl World {
         lines.push(format!("Mail           SMTP {}", self.mail.smtp_url()));
         lines.push(format!("  inbox        {}/api/v1/messages", self.mail.url()));
         lines.push(format!("  alerts       {} (admin alert webhook, Slack's format)", self.mail.webhook_url()));
-        lines.push(format!("Clock          {} (GET to read, POST to move forward or change the rate)", self.clock_url()));
+        lines.push(format!(
+            "Clock          {} (GET to read, POST to move forward or change the rate)",
+            self.clock_url()
+        ));
         lines.push(format!("Settings       {}", file("sandbox.env".to_owned())));
         lines.join("\n") + "\n"
     }

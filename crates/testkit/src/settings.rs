@@ -55,6 +55,14 @@ impl TestSettings {
             .set("assignments.lease_secs", "60")
     }
 
+    /// Points the service's calendar clock at a simulated clock (`clock.follow_url`, e.g. a
+    /// sandbox `World::clock_url()` or `ClockServer::url()`), so the test can move calendar
+    /// time.
+    #[must_use]
+    pub fn clock(self, url: &str) -> Self {
+        self.set("clock.follow_url", url)
+    }
+
     /// Sets `key` (such as `stripe.api_base`), replacing an earlier value.
     #[must_use]
     pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {

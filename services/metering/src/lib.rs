@@ -78,12 +78,18 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
     let removed = service.consumer::<TeamMemberRemovedV1, _>(projection::Memberships);
     let state = routes::State {
         db: service.db.clone(),
+        clock: service.clock.clone(),
         wake: wake.clone(),
         window_secs: i64::from(config.schedule.window_secs),
         deadline_secs: i64::from(config.schedule.deadline_secs),
     };
-    let meter =
-        scheduler::Meter::new(service.db.clone(), provisioning, config.collect.clone(), config.schedule.clone(), wake);
+    let meter = scheduler::Meter::new(
+        (service.db.clone(), service.clock.clone()),
+        provisioning,
+        config.collect.clone(),
+        config.schedule.clone(),
+        wake,
+    );
     Ok(service
         .application(Arc::new(move |c| routes::configure(c, state.clone())))?
         .with_task("cluster-registered", move |cancel| registered.run(cancel))

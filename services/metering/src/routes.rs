@@ -21,6 +21,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use hopsbridge_domain::{ClusterId, OwnerId, RunState, UserId};
 use hopsbridge_platform::caller::{Caller, Role};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::{Database, DbError};
 use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
 use serde::Deserialize;
@@ -32,6 +33,8 @@ use tokio::sync::Notify;
 pub struct State {
     /// metering's schema.
     pub db: Database,
+    /// Calendar time: which window has just ended, which day is today.
+    pub clock: Clock,
     /// Wakes the metering loop.
     pub wake: Arc<Notify>,
     /// Window length, seconds.
@@ -141,7 +144,7 @@ async fn collect_now(state: Data, caller: Caller, id: web::Path<ClusterId>) -> R
     require_admin(&caller)?;
     let mut conn = state.db.conn().await?;
     let timing = (state.window_secs, state.deadline_secs);
-    match runs::collect_now(&mut conn, *id, timing, Utc::now().timestamp()).await.map_err(db)? {
+    match runs::collect_now(&mut conn, *id, timing, state.clock.now()).await.map_err(db)? {
         CollectNow::UnknownCluster => Err(MeteringCode::ClusterNotFound.error()),
         CollectNow::Inactive => Err(MeteringCode::ClusterInactive.error()),
         CollectNow::Closed => Err(MeteringCode::WindowClosed.error()),
@@ -169,8 +172,8 @@ pub struct UsageQuery {
     to: Option<NaiveDate>,
 }
 
-fn days(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(NaiveDate, NaiveDate), ApiError> {
-    let to = to.unwrap_or_else(|| Utc::now().date_naive());
+fn days(clock: &Clock, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let to = to.unwrap_or_else(|| clock.now().date_naive());
     let from = from.unwrap_or_else(|| to - chrono::Days::new(30));
     if from > to || (to - from).num_days() > 366 {
         return Err(MeteringCode::InvalidRange.error());
@@ -192,7 +195,7 @@ async fn daily(state: &State, filter: &UsageFilter) -> Result<Vec<DailyUsage>, A
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
 async fn admin_usage(state: Data, caller: Caller, q: web::Query<UsageQuery>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
-    let (from, to) = days(q.from, q.to)?;
+    let (from, to) = days(&state.clock, q.from, q.to)?;
     let filter = UsageFilter { from, to, user: q.user_id, owner: q.owner_user_id, person: None, cluster: q.cluster_id };
     Ok(HttpResponse::Ok().json(daily(&state, &filter).await?))
 }
@@ -216,7 +219,7 @@ pub struct MyUsageQuery {
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
 async fn my_usage(state: Data, caller: Caller, q: web::Query<MyUsageQuery>) -> Result<HttpResponse, ApiError> {
     let person = caller.person()?;
-    let (from, to) = days(q.from, q.to)?;
+    let (from, to) = days(&state.clock, q.from, q.to)?;
     let filter = UsageFilter { from, to, user: None, owner: None, person: Some(person), cluster: None };
     Ok(HttpResponse::Ok().json(daily(&state, &filter).await?))
 }

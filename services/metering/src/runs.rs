@@ -13,7 +13,9 @@
 //!   gap of every run that can no longer be measured in time.
 //! - [`collect_now`] makes a cluster's last window due at once; [`list`] pages through runs.
 //!
-//! Queries use diesel's DSL; the raw SQL ones say why.
+//! Calendar comparisons (which windows have ended, deadlines, when a run finished) use the
+//! calendar clock's `now`, passed in; leases and retry times are compared with Postgres'
+//! `now()`, on real time (decision 0037). Queries use diesel's DSL; the raw SQL ones say why.
 
 use crate::attribution::{self, Attributed};
 use crate::collect::{CollectStats, Collection};
@@ -47,7 +49,12 @@ pub struct Timing {
     pub lookback_secs: i64,
 }
 
-/// Adds the runs of every window that has ended and settled at `now` (Unix seconds) for every
+/// Adds the runs of every window that has ended and settled at `now` (calendar Unix seconds)
+/// for every measured cluster, due at once: a window is only scheduled once its settling time
+/// has passed.
+///
+/// # Errors
+/// When Postgres fails.
 pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> QueryResult<usize> {
     let len = t.window_secs;
     // The end of the last window whose settling time has passed, and the earliest start looked at.
@@ -68,7 +75,7 @@ pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> Quer
          ), added AS (
              INSERT INTO runs (cluster_id, window_start, window_end, status, next_attempt_at, deadline)
              SELECT cluster_id, to_timestamp(start), to_timestamp(start + $1), 'pending',
-                    to_timestamp(start + $1 + $4), to_timestamp(start + $1 + $5)
+                    now(), to_timestamp(start + $1 + $4)
              FROM due
              ON CONFLICT (cluster_id, window_start) DO NOTHING
              RETURNING 1
@@ -83,7 +90,6 @@ pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> Quer
     .bind::<BigInt, _>(len)
     .bind::<BigInt, _>(last_end)
     .bind::<BigInt, _>(earliest)
-    .bind::<BigInt, _>(t.settle_secs)
     .bind::<BigInt, _>(t.deadline_secs)
     .get_result::<Count>(conn)
     .await
@@ -96,17 +102,17 @@ struct Count {
     count: i64,
 }
 
-/// Makes a gap of every run that can no longer be measured in time: pending past its deadline,
-/// or running past its deadline with its lease run out. Returns how many.
+/// Makes a gap of every run that can no longer be measured in time: pending past its deadline
+/// at calendar time `now`, or running past it with its lease run out. Returns how many.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn sweep(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+pub async fn sweep(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> QueryResult<usize> {
     let running = || runs::status.eq(RunState::Running);
     diesel::update(
         runs::table
             .filter(runs::status.eq_any([RunState::Pending, RunState::Running]))
-            .filter(runs::deadline.le(dsl::now))
+            .filter(runs::deadline.le(now))
             .filter(runs::status.eq(RunState::Pending).or(runs::lease_until.lt(dsl::now))),
     )
     .set((
@@ -123,7 +129,7 @@ pub async fn sweep(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
             .otherwise("no replica collected it before the deadline (metering was down or overloaded)")),
         runs::claimed_by.eq(None::<String>),
         runs::lease_until.eq(None::<DateTime<Utc>>),
-        runs::finished_at.eq(dsl::now),
+        runs::finished_at.eq(now),
     ))
     .execute(conn)
     .await
@@ -145,7 +151,8 @@ pub struct Claimed {
     pub deadline: DateTime<Utc>,
 }
 
-/// Leases up to `limit` due runs to `replica` for `lease_secs`, oldest window first.
+/// Leases up to `limit` due runs still measurable at calendar time `now` to `replica` for
+/// `lease_secs` (real time), oldest window first.
 ///
 /// # Errors
 /// When Postgres fails.
@@ -154,16 +161,18 @@ pub async fn claim(
     replica: &str,
     limit: i64,
     lease_secs: i64,
+    now: DateTime<Utc>,
 ) -> QueryResult<Vec<Claimed>> {
     // Raw SQL: make_interval and a row-locking subquery (FOR UPDATE SKIP LOCKED) in the WHERE
-    // of an UPDATE, neither of which the DSL can say.
+    // of an UPDATE, neither of which the DSL can say. Leases and retries run on Postgres'
+    // now(), the deadline on the calendar's ($4).
     sql_query(
         "UPDATE runs SET status = 'running', claimed_by = $1, lease_until = now() + make_interval(secs => $3),
-             attempts = attempts + 1, started_at = coalesce(started_at, now())
+             attempts = attempts + 1, started_at = coalesce(started_at, $4)
          WHERE (cluster_id, window_start) IN (
              SELECT cluster_id, window_start FROM runs
              WHERE (status = 'pending' OR (status = 'running' AND lease_until < now()))
-               AND next_attempt_at <= now() AND deadline > now()
+               AND next_attempt_at <= now() AND deadline > $4
              ORDER BY window_start, cluster_id
              LIMIT $2
              FOR UPDATE SKIP LOCKED)
@@ -172,6 +181,7 @@ pub async fn claim(
     .bind::<Text, _>(replica)
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(lease_secs)
+    .bind::<Timestamptz, _>(now)
     .load(conn)
     .await
 }
@@ -192,9 +202,19 @@ pub async fn release(conn: &mut AsyncPgConnection, replica: &str) -> QueryResult
         .await
 }
 
-/// Records a failed try: back to pending at `retry_at` when that is before the deadline and
-/// tries remain, a gap with the failure as its reason otherwise. Nothing happens when the run
-/// is no longer leased to `replica`. Returns the run's new status, if it was still ours.
+/// When a failed run is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAt {
+    /// The real time it is due (compared with Postgres' `now()`, like every retry).
+    pub due: DateTime<Utc>,
+    /// The calendar time it will then be (compared with the run's deadline).
+    pub calendar: DateTime<Utc>,
+}
+
+/// Records a failed try at calendar time `now`: back to pending at `retry` when that is
+/// before the deadline and tries remain, a gap with the failure as its reason otherwise.
+/// Nothing happens when the run is no longer leased to `replica`. Returns the run's new status,
+/// if it was still ours.
 ///
 /// # Errors
 /// When Postgres fails.
@@ -202,13 +222,14 @@ pub async fn failed(
     conn: &mut AsyncPgConnection,
     run: &Claimed,
     replica: &str,
-    code: &str,
-    message: &str,
-    retry_at: Option<DateTime<Utc>>,
+    (code, message): (&str, &str),
+    retry: Option<RetryAt>,
+    now: DateTime<Utc>,
 ) -> QueryResult<Option<RunState>> {
-    // Retried when a retry time is given and falls before the run's deadline (NULL otherwise,
-    // which CASE takes as false): a gap otherwise.
-    let retried = || runs::deadline.nullable().gt(retry_at);
+    // Retried when a retry is given and falls before the run's deadline (NULL otherwise, which
+    // CASE takes as false): a gap otherwise.
+    let retry_at = retry.map(|r| r.due);
+    let retried = || runs::deadline.nullable().gt(retry.map(|r| r.calendar));
     let ours = runs::table
         .find((run.cluster_id, run.window_start))
         .filter(runs::status.eq(RunState::Running))
@@ -227,7 +248,7 @@ pub async fn failed(
             runs::gap_reason.eq(case_when::<_, _, Nullable<Text>>(retried(), None::<&str>).otherwise(code)),
             runs::gap_detail.eq(case_when::<_, _, Nullable<Text>>(retried(), None::<&str>).otherwise(message)),
             runs::finished_at
-                .eq(case_when::<_, _, Nullable<Timestamptz>>(retried(), None::<DateTime<Utc>>).otherwise(dsl::now)),
+                .eq(case_when::<_, _, Nullable<Timestamptz>>(retried(), None::<DateTime<Utc>>).otherwise(now)),
             runs::claimed_by.eq(None::<String>),
             runs::lease_until.eq(None::<DateTime<Utc>>),
         ))
@@ -254,8 +275,9 @@ pub struct RunStats {
     pub projects_from_earlier_listing: bool,
 }
 
-/// Stores a run's measurement, if the run is still leased to `replica` (see the module
-/// documentation). Returns the stats recorded, or `None` when the run was not ours any more.
+/// Stores a run's measurement, finished at calendar time `now`, if the run is still leased to
+/// `replica` (see the module documentation). Returns the stats recorded, or `None` when the
+/// run was not ours any more.
 ///
 /// # Errors
 /// When Postgres fails or a quantity overflows.
@@ -263,8 +285,8 @@ pub async fn complete(
     conn: &mut AsyncPgConnection,
     run: &Claimed,
     replica: &str,
-    collection: &Collection,
-    projects_from_earlier_listing: bool,
+    (collection, projects_from_earlier_listing): (&Collection, bool),
+    now: DateTime<Utc>,
 ) -> Result<Option<RunStats>, StoreError> {
     let key = (run.cluster_id, run.window_start);
     let held: Option<(RunState, Option<String>)> =
@@ -298,7 +320,7 @@ pub async fn complete(
             runs::status.eq(RunState::Complete),
             runs::stats.eq(stats_json),
             runs::sample_count.eq(i32::try_from(measured.len()).unwrap_or(i32::MAX)),
-            runs::finished_at.eq(dsl::now),
+            runs::finished_at.eq(now),
             runs::lease_until.eq(None::<DateTime<Utc>>),
             runs::last_error.eq(None::<String>),
             runs::last_error_code.eq(None::<String>),
@@ -435,7 +457,7 @@ pub enum CollectNow {
     Due(Box<Run>),
 }
 
-/// Makes the last window of `cluster` that has ended at `now_secs` (Unix seconds) due at once:
+/// Makes the last window of `cluster` that has ended at calendar time `now` due at once:
 /// scheduled now if it was not, due at once if pending, and tried again from scratch if it
 /// became a gap while it can still be measured. A window past its deadline is
 /// [`CollectNow::Closed`] and nothing is written (it is answered as measured when it was).
@@ -446,8 +468,9 @@ pub async fn collect_now(
     conn: &mut AsyncPgConnection,
     cluster: ClusterId,
     (window_secs, deadline_secs): (i64, i64),
-    now_secs: i64,
+    now: DateTime<Utc>,
 ) -> QueryResult<CollectNow> {
+    let now_secs = now.timestamp();
     let status: Option<ClusterStatus> =
         clusters::table.find(cluster).select(clusters::status).first(conn).await.optional()?;
     match status {
@@ -474,7 +497,7 @@ pub async fn collect_now(
         });
     }
     // A gap that can still be measured starts again from scratch.
-    let reopened = || runs::status.eq(RunState::Gap).and(runs::deadline.gt(dsl::now));
+    let reopened = || runs::status.eq(RunState::Gap).and(runs::deadline.gt(now));
     let run: Run = diesel::insert_into(runs::table)
         .values((
             runs::cluster_id.eq(cluster),

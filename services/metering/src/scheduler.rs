@@ -1,6 +1,9 @@
 //! The metering loop of one replica: schedule the windows that have ended, make gaps of the
 //! ones that can no longer be measured, lease due runs and collect each on its own task.
 //!
+//! Windows, deadlines and sweeps run on the calendar clock (which tests move through the
+//! sandbox's); the tick, leases, retries and the collection's time budget on real time.
+//!
 //! Each claimed run is collected on a task of its own, at most `clusters_in_flight` at once,
 //! so a slow or failing cluster holds up nobody else; a collection is cut off before its lease
 //! runs out. Stopping cancels the collections in hand and gives their runs back at once.
@@ -9,10 +12,11 @@ use crate::access::{AccessError, Provisioning};
 use crate::collect::{ClusterClient, CollectConfig, CollectError};
 use crate::config::ScheduleConfig;
 use crate::projection;
-use crate::runs::{self, Claimed, Timing};
+use crate::runs::{self, Claimed, RetryAt, Timing};
 use crate::samples::StoreError;
 use crate::window::WindowLength;
 use hopsbridge_domain::ClusterId;
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::{Database, DbError};
 use hopsbridge_platform::retry::Backoff;
 use moka::future::Cache;
@@ -64,6 +68,8 @@ struct Inner {
     window: WindowLength,
     replica: String,
     wake: Arc<Notify>,
+    /// Calendar time.
+    clock: Clock,
     /// Each cluster's client, built from a kubeconfig asked of provisioning at most every
     /// `access_ttl_secs`; concurrent runs of one cluster share one request.
     clients: Cache<ClusterId, Arc<ClusterClient>>,
@@ -78,11 +84,11 @@ impl std::fmt::Debug for Meter {
 }
 
 impl Meter {
-    /// A loop over `db`, reaching clusters with what `provisioning` answers; woken early
-    /// through `wake`.
+    /// A loop over `db`, reaching clusters with what `provisioning` answers, on calendar time
+    /// `clock`; woken early through `wake`.
     #[must_use]
     pub fn new(
-        db: Database,
+        (db, clock): (Database, Clock),
         provisioning: Provisioning,
         collect: CollectConfig,
         schedule: ScheduleConfig,
@@ -95,7 +101,20 @@ impl Meter {
         let first = Duration::from_millis(schedule.retry_delay_ms);
         // Doubling without a cap of its own: a retry past the run's deadline makes it a gap.
         let retries = Backoff::new(first, first.saturating_mul(1 << 16));
-        Self { inner: Arc::new(Inner { db, provisioning, collect, schedule, window, replica, wake, clients, retries }) }
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                provisioning,
+                collect,
+                schedule,
+                window,
+                replica,
+                wake,
+                clock,
+                clients,
+                retries,
+            }),
+        }
     }
 
     /// This replica's name, as runs record it while it holds them.
@@ -124,16 +143,17 @@ impl Meter {
             if let Err(e) = self.pass(&slots, &mut tasks).await {
                 tracing::warn!(error = %e, "metering pass failed");
             }
-            let now = chrono::Utc::now().timestamp();
-            let len = i64::from(self.inner.window.secs());
-            let next_due = (now - i64::from(self.inner.schedule.settle_secs)).div_euclid(len) * len
-                + len
-                + i64::from(self.inner.schedule.settle_secs);
-            let until_due = Duration::from_secs(u64::try_from(next_due - now).unwrap_or(0).max(1));
+            // The next window is due once it has ended and settled, in calendar time; the
+            // clock wakes this at once when the calendar jumps or runs fast.
+            let now = self.inner.clock.now().timestamp();
+            let (len, settle) = (i64::from(self.inner.window.secs()), i64::from(self.inner.schedule.settle_secs));
+            let next_due = (now - settle).div_euclid(len) * len + len + settle;
+            let next_due = chrono::DateTime::from_timestamp(next_due, 0).unwrap_or_default();
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = self.inner.wake.notified() => {}
-                () = tokio::time::sleep(tick.min(until_due)) => {}
+                () = tokio::time::sleep(tick) => {}
+                () = self.inner.clock.sleep_until(next_due) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
@@ -160,14 +180,14 @@ impl Meter {
     /// When Postgres fails.
     async fn pass(&self, slots: &Arc<Semaphore>, tasks: &mut JoinSet<()>) -> Result<(), DbError> {
         let timing = self.timing();
-        let now = chrono::Utc::now().timestamp();
+        let now = self.inner.clock.now();
         let (added, gaps) = self
             .inner
             .db
             .transaction(|c| {
                 Box::pin(async move {
-                    let added = runs::schedule(c, timing, now).await?;
-                    let gaps = runs::sweep(c).await?;
+                    let added = runs::schedule(c, timing, now.timestamp()).await?;
+                    let gaps = runs::sweep(c, now).await?;
                     Tx::Ok((added, gaps))
                 })
             })
@@ -190,7 +210,7 @@ impl Meter {
             .db
             .transaction(|c| {
                 let replica = replica.clone();
-                Box::pin(async move { Tx::Ok(runs::claim(c, &replica, limit, lease).await?) })
+                Box::pin(async move { Tx::Ok(runs::claim(c, &replica, limit, lease, now).await?) })
             })
             .await?;
         for run in claimed {
@@ -248,9 +268,11 @@ impl Meter {
             .db
             .transaction(|c| {
                 let (run, replica, collection) = (run.clone(), replica.clone(), Arc::clone(&collection));
-                Box::pin(
-                    async move { runs::complete(c, &run, &replica, &collection, projects_from_earlier_listing).await },
-                )
+                let clock = self.inner.clock.clone();
+                Box::pin(async move {
+                    let measured = (&*collection, projects_from_earlier_listing);
+                    runs::complete(c, &run, &replica, measured, clock.now()).await
+                })
             })
             .await;
         match result {
@@ -312,19 +334,25 @@ impl Meter {
 
     async fn record_failure(&self, run: &Claimed, failure: Failure) {
         let s = &self.inner.schedule;
-        // No retry when the tries are used up (or the pause is beyond any date): a gap.
-        let retry_at = (run.attempts < i32::try_from(s.max_attempts).unwrap_or(i32::MAX))
+        // No retry when the tries are used up (or the pause is beyond any date): a gap. The
+        // pause is real time; the deadline it is held against is calendar time.
+        let clock = &self.inner.clock;
+        let retry = (run.attempts < i32::try_from(s.max_attempts).unwrap_or(i32::MAX))
             .then(|| self.inner.retries.delay(u32::try_from(run.attempts.saturating_sub(1)).unwrap_or(0)))
-            .and_then(|delay| chrono::Duration::from_std(delay).ok())
-            .and_then(|delay| chrono::Utc::now().checked_add_signed(delay));
+            .and_then(|delay| {
+                let due = chrono::Utc::now().checked_add_signed(chrono::Duration::from_std(delay).ok()?)?;
+                Some(RetryAt { due, calendar: clock.after(delay) })
+            });
         let replica = self.inner.replica.clone();
         let recorded = self
             .inner
             .db
             .transaction(|c| {
                 let (run, replica, failure) = (run.clone(), replica.clone(), failure.clone());
+                let clock = clock.clone();
                 Box::pin(async move {
-                    Tx::Ok(runs::failed(c, &run, &replica, failure.code, &failure.message, retry_at).await?)
+                    let why = (failure.code, failure.message.as_str());
+                    Tx::Ok(runs::failed(c, &run, &replica, why, retry, clock.now()).await?)
                 })
             })
             .await;

@@ -2,7 +2,9 @@
 //! the sandbox's Hopsworks and Kubernetes: windows measured once, attributed by (cluster,
 //! namespace) to the right user and owner, announced once; replays, a second replica and a
 //! replica killed mid-window add nothing twice; failing clusters and a metering outage leave
-//! gaps with reasons; the admin API.
+//! gaps with reasons; the admin API. Following the sandbox's clock, metering measures every
+//! window of a simulated hour run at 60× at its own time, and after a jump of an hour leaves
+//! gaps only where the jump passed a deadline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -19,9 +21,10 @@ use hopsbridge_contracts::{Event, Service};
 use hopsbridge_metering::MeteringConfig;
 use hopsbridge_platform::caller::{Caller, CallerKey};
 use hopsbridge_provisioning::ProvisioningConfig;
+use hopsbridge_sandbox::clock::{ClockServer, REAL_TIME_RATE_MILLI, SimClock};
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
-use hopsbridge_sandbox::workload::{SimClock, Workload};
+use hopsbridge_sandbox::workload::{Profile, SimContainer, Workload};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TcpProxy, TestBus, TestDb, TestSettings};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
@@ -66,13 +69,17 @@ struct Sim {
 }
 
 fn sim(name: &str, clock: &Arc<SimClock>) -> Sim {
+    sim_of(name, clock, workload())
+}
+
+fn sim_of(name: &str, clock: &Arc<SimClock>, workload: Workload) -> Sim {
     let hopsworks = HopsworksSim::start(HopsworksConfig::new(
         name,
         &format!("hw-key-{name}-{}", Uuid::new_v4().simple()),
         CLIENT_ID,
     ))
     .unwrap();
-    let kube = KubeCluster::start(name, Arc::new(workload()), Arc::clone(clock), KubeOptions::default()).unwrap();
+    let kube = KubeCluster::start(name, Arc::new(workload), Arc::clone(clock), KubeOptions::default()).unwrap();
     Sim { hopsworks, kube }
 }
 
@@ -81,7 +88,9 @@ struct Env {
     bus: TestBus,
     key: CallerKey,
     provisioning: String,
+    /// The sandbox's clock, at real time unless a test moves it, and where it is served.
     clock: Arc<SimClock>,
+    clock_server: ClockServer,
     stops: Vec<CancellationToken>,
 }
 
@@ -110,17 +119,11 @@ impl Env {
         hopsbridge_testkit::init();
         let db = TestDb::new().await;
         let bus = TestBus::new().await;
-        let clock = Arc::new(SimClock::new(chrono::Utc::now().timestamp()));
-        let follow = Arc::clone(&clock);
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            while !stopped.is_cancelled() {
-                follow.set(chrono::Utc::now().timestamp());
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-        let settings = TestSettings::provisioning(&db, &bus).set("hopsworks.request_timeout_ms", "2000");
+        let clock = Arc::new(SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI));
+        let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
+        let settings = TestSettings::provisioning(&db, &bus)
+            .set("hopsworks.request_timeout_ms", "2000")
+            .clock(&clock_server.url());
         // TestSettings::load by name: diesel_async's RunQueryDsl::load is in scope too.
         let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
         let app = hopsbridge_provisioning::build(config).await.unwrap();
@@ -128,7 +131,7 @@ impl Env {
         let p_stop = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(p_stop.clone()));
         let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
-        Self { db, bus, key, provisioning, clock, stops: vec![stop, p_stop] }
+        Self { db, bus, key, provisioning, clock, clock_server, stops: vec![p_stop] }
     }
 
     /// Starts a metering replica; `deadline` is seconds after a window's end it may be measured.
@@ -703,5 +706,213 @@ async fn postgres_lost_for_longer_than_a_deadline_leaves_gaps_and_counts_nothing
         ))
         .await;
     assert_eq!(holes, 0, "every window has its run: measured or a gap with its reason ({gaps:?})");
+    env.assert_consistent().await;
+}
+
+/// CPU of ada's bursty pod in the calendar tests, nanocores: high from 5 minutes into every
+/// other window to 5 minutes into the next, low otherwise, so a point sample read within 5
+/// minutes of a window's end is that window's own, and the next window's differs.
+const BURST_HIGH: u64 = 800_000_000;
+const BURST_LOW: u64 = 100_000_000;
+/// The default window, settling time and deadline, seconds.
+const QUARTER: i64 = 900;
+const DEADLINE: i64 = 180;
+
+fn bursty_workload() -> Workload {
+    let mut pod = pod("ada-lab", "jupyter-ada", "ada10000", STARTED, vec![container(0, 1 << 30, 0)]);
+    pod.containers = vec![SimContainer {
+        profile: Profile::Bursty {
+            cpu_low: BURST_LOW,
+            cpu_high: BURST_HIGH,
+            memory_low: 1 << 30,
+            memory_high: 1 << 30,
+            period_secs: 2 * QUARTER,
+            burst_secs: QUARTER,
+            phase_secs: 300,
+        },
+        ..pod.containers.remove(0)
+    }];
+    Workload::new(vec![], vec![pod])
+}
+
+/// ada's CPU in the window ending at `end`, as the workload gives it at the window's own time:
+/// the rate metrics-server reports at its end, held for the window.
+fn own_time_cpu(workload: &Workload, end: i64) -> i64 {
+    let rate = workload.pods()[0].containers[0].profile.at(end - 1).0;
+    i64::try_from(rate).unwrap() * QUARTER
+}
+
+/// One cluster with ada paying and her project, metering following the sandbox's clock with
+/// the production window, settling time and deadline; answers the cluster, the first window
+/// start metering measures, and metering's base URL.
+async fn on_the_sandbox_clock(env: &mut Env, sim: &Sim) -> (Uuid, i64, String) {
+    let url = env.clock_server.url();
+    let (base, _) = env
+        .metering(
+            u32::try_from(DEADLINE).unwrap(),
+            &[
+                ("clock.follow_url", &url),
+                ("schedule.window_secs", "900"),
+                ("schedule.settle_secs", "3"),
+                ("schedule.lookback_secs", "86400"),
+            ],
+        )
+        .await;
+    let (status, ready) = env.call(&base, Method::GET, "/readyz", None, None).await;
+    assert_eq!((status, &ready["checks"]["clock"]), (StatusCode::OK, &json!("simulated")), "{ready}");
+    let cluster = env.register("eu-1", sim).await;
+    env.paying("ada@example.com").await;
+    env.until("ada's account is known", "SELECT count(*) AS n FROM accounts WHERE assigned_at IS NOT NULL").await;
+    sim.hopsworks.create_project("ada10000", "ada_lab").unwrap();
+    let from = env.n("SELECT extract(epoch FROM min(measured_from))::bigint AS n FROM clusters").await;
+    (cluster, (from + QUARTER - 1).div_euclid(QUARTER) * QUARTER, base)
+}
+
+/// Waits (in real time) until the sandbox's clock has passed `t`.
+async fn until_calendar(env: &Env, t: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while env.clock.now() < t {
+        assert!(tokio::time::Instant::now() < deadline, "the sandbox clock never reached {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(QueryableByName, Debug)]
+struct WindowRun {
+    #[diesel(sql_type = BigInt)]
+    start: i64,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    gap_reason: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    cpu: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    finished: Option<i64>,
+}
+
+/// Every run of the cluster, oldest window first, with ada's sample and when it finished.
+async fn window_runs(env: &Env, cluster: Uuid) -> Vec<WindowRun> {
+    let mut conn = env.db.connect("metering").await;
+    diesel::sql_query(format!(
+        "SELECT extract(epoch FROM r.window_start)::bigint AS start, r.status, r.gap_reason,
+                s.cpu_nanocore_seconds::bigint AS cpu, extract(epoch FROM r.finished_at)::bigint AS finished
+         FROM runs r LEFT JOIN samples s ON s.cluster_id = r.cluster_id AND s.window_start = r.window_start
+              AND s.hopsworks_username = 'ada10000'
+         WHERE r.cluster_id = '{cluster}' ORDER BY r.window_start"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// Every window from `first` to the last scheduled has exactly one run, none left pending.
+fn assert_no_holes(runs: &[WindowRun], first: i64) {
+    let starts: Vec<i64> = runs.iter().map(|r| r.start).collect();
+    let want: Vec<i64> = (0..i64::try_from(runs.len()).unwrap()).map(|i| first + i * QUARTER).collect();
+    assert_eq!(starts, want, "one run per window from the first measured on: {runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_simulated_hour_at_60x_has_every_window_measured_at_its_own_time() {
+    let mut env = Env::start().await;
+    let workload = bursty_workload();
+    let sim = sim_of("eu-1", &env.clock, workload.clone());
+    let (cluster, first, _base) = on_the_sandbox_clock(&mut env, &sim).await;
+
+    // An hour of calendar time in a minute of real time.
+    let from = env.clock.now();
+    env.clock.set_rate(60 * REAL_TIME_RATE_MILLI);
+    until_calendar(&env, from + 3600 + DEADLINE).await;
+    env.clock.set_rate(0);
+    let last_end = (from + 3600).div_euclid(QUARTER) * QUARTER;
+    env.until(
+        "the hour's last window measured",
+        &format!("SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_end = to_timestamp({last_end})"),
+    )
+    .await;
+
+    let runs = window_runs(&env, cluster).await;
+    assert_no_holes(&runs, first);
+    let hour: Vec<&WindowRun> =
+        runs.iter().filter(|r| r.start + QUARTER > from && r.start + QUARTER <= last_end).collect();
+    assert!(hour.len() >= 3, "the hour's windows after the cluster was registered: {runs:?}");
+    for r in &runs {
+        let end = r.start + QUARTER;
+        assert_eq!(r.status, "complete", "no gap a real-time hour would not have: {r:?}");
+        assert_eq!(r.cpu, Some(own_time_cpu(&workload, end)), "measured at its own time: {r:?}");
+        let finished = r.finished.unwrap();
+        assert!((end..end + DEADLINE).contains(&finished), "finished on the calendar, within its deadline: {r:?}");
+    }
+    let rates: std::collections::BTreeSet<i64> = hour.iter().filter_map(|r| r.cpu).collect();
+    assert_eq!(rates.len(), 2, "the windows differ, so each was read at its own time: {hour:?}");
+    env.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jump_of_an_hour_leaves_gaps_only_where_it_passed_a_deadline_and_measuring_goes_on_from_there() {
+    let mut env = Env::start().await;
+    let workload = bursty_workload();
+    let sim = sim_of("eu-1", &env.clock, workload.clone());
+    let (cluster, first, base) = on_the_sandbox_clock(&mut env, &sim).await;
+
+    // Everything due before the jump measured, the clock stopped a moment so the test knows
+    // where it jumps from and lands.
+    env.clock.set_rate(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.until(
+        "nothing due left",
+        "SELECT (count(*) = 0)::int::bigint AS n FROM runs WHERE status IN ('pending', 'running')",
+    )
+    .await;
+    let from = env.clock.now();
+    env.clock.advance(3600);
+    let landed = from + 3600;
+    // Noticed at once: the windows whose deadline the jump passed are gaps straight away.
+    let passed = (first..)
+        .step_by(usize::try_from(QUARTER).unwrap())
+        .take_while(|start| start + QUARTER + DEADLINE <= landed)
+        .filter(|start| start + QUARTER + 3 > from)
+        .count();
+    assert!(passed >= 2, "the jump passes the deadlines of the hour's windows but the last one or two");
+    let soon = tokio::time::Instant::now() + Duration::from_secs(3);
+    let (status, gaps) = loop {
+        let (status, gaps) = env.call(&base, Method::GET, "/api/admin/metering/gaps", Some(&admin()), None).await;
+        if gaps["total"].as_u64() >= Some(u64::try_from(passed).unwrap()) || tokio::time::Instant::now() > soon {
+            break (status, gaps);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((status, gaps["total"].as_u64()), (StatusCode::OK, Some(u64::try_from(passed).unwrap())), "{gaps}");
+    // Then the clock runs at 60× through the next two windows.
+    env.clock.set_rate(60 * REAL_TIME_RATE_MILLI);
+    let after = (landed.div_euclid(QUARTER) + 2) * QUARTER;
+    until_calendar(&env, after + DEADLINE).await;
+    env.clock.set_rate(0);
+    env.until(
+        "the windows after the jump measured",
+        &format!("SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_end = to_timestamp({after})"),
+    )
+    .await;
+
+    let runs = window_runs(&env, cluster).await;
+    assert_no_holes(&runs, first);
+    assert!(
+        runs.iter().filter(|r| r.start + QUARTER <= landed).count() >= 3,
+        "the skipped hour is scheduled: {runs:?}"
+    );
+    for r in &runs {
+        let end = r.start + QUARTER;
+        if end + 3 > from && end + DEADLINE <= landed {
+            // The jump passed its deadline before anyone could measure it: at real speed, an
+            // hour in which metering measured nothing leaves the same gap.
+            assert_eq!((r.status.as_str(), r.gap_reason.as_deref()), ("gap", Some("not_collected")), "{r:?}");
+            assert_eq!(r.cpu, None, "nothing invented for a skipped window");
+        } else {
+            assert_eq!(r.status, "complete", "no other gap: {r:?}");
+            assert_eq!(r.cpu, Some(own_time_cpu(&workload, end)), "measured within 5 minutes of its end: {r:?}");
+        }
+    }
+    assert!(runs.iter().filter(|r| r.start >= landed).count() >= 1, "measuring goes on after the jump: {runs:?}");
     env.assert_consistent().await;
 }

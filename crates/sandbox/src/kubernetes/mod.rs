@@ -11,9 +11,9 @@ mod api;
 pub mod quantity;
 pub mod selector;
 
+use crate::clock::SimClock;
 use crate::server::Served;
 use crate::tls::Ca;
-use crate::clock::SimClock;
 use crate::workload::{SimPod, Workload};
 use actix_web::web;
 use base64::Engine as _;

@@ -12,6 +12,7 @@ use hopsbridge_contracts::events::{
     UserSuspendedV1,
 };
 use hopsbridge_domain::{AccountStatus, ClusterId, Email, OwnerId, UserId};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
 
 fn retry(e: TeamError) -> HandlerError {
@@ -67,9 +68,12 @@ impl Handler<UserReactivatedV1> for UserStatus {
 }
 
 /// A deleted account (`UserDeletedV1`) leaves its team (reason `account_deleted`, with its
-/// `TeamMemberRemovedV1`) and its pending invitations.
-#[derive(Debug, Clone, Copy)]
-pub struct UserDeleted;
+/// `TeamMemberRemovedV1`) and its pending invitations, at the calendar time it is handled.
+#[derive(Debug, Clone)]
+pub struct UserDeleted {
+    /// Calendar time.
+    pub clock: Clock,
+}
 
 impl Handler<UserDeletedV1> for UserDeleted {
     async fn handle(
@@ -78,7 +82,7 @@ impl Handler<UserDeletedV1> for UserDeleted {
         event: &ReceivedEvent<UserDeletedV1>,
     ) -> Result<(), HandlerError> {
         let id = user("user_id", &event.payload.user_id)?;
-        members::account_deleted(conn, id, event.occurred_at, event.id).await.map_err(retry)
+        members::account_deleted(conn, id, (event.occurred_at, event.id), self.clock.now()).await.map_err(retry)
     }
 }
 

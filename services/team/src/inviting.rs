@@ -9,9 +9,10 @@ use crate::memberships::{self, Joining, Membership, lock_people};
 use crate::people;
 use crate::states::InvitationStatus;
 use crate::token::{self, Token};
-use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_domain::{Email, ProjectRole, UserId};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::mail::{self, Links, MailTemplate as _};
 use serde::Serialize;
 use uuid::Uuid;
@@ -25,12 +26,9 @@ pub struct Rules {
     pub terms_version: String,
     /// Links into the console.
     pub links: Links,
-}
-
-/// Now, to the microsecond Postgres keeps, so what is stored and what is announced agree.
-#[must_use]
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
+    /// Calendar time (to the microsecond Postgres keeps, so what is stored and what is
+    /// announced agree): when links expire, when people join.
+    pub clock: Clock,
 }
 
 /// An invitation with the link that carries its token: answered once, to the invitation and to
@@ -109,7 +107,7 @@ pub async fn invite(
             return Err(code.into());
         }
     }
-    let now = now();
+    let now = rules.clock.now();
     invitations::close_pending(conn, me.as_owner(), Some(email), InvitationStatus::Replaced, now).await?;
     let token = draw()?;
     let new =
@@ -139,22 +137,27 @@ pub async fn resend(conn: &mut AsyncPgConnection, rules: &Rules, me: UserId, id:
         return Err(TeamCode::InvitationNotFound.into());
     };
     let token = draw()?;
-    let now = now();
+    let now = rules.clock.now();
     let invitation = invitations::reissue(conn, invitation.id, &token.hash, now, now + rules.ttl).await?;
     send(conn, rules, invitation, &token).await
 }
 
-/// Cancels pending invitation `id` of `me`; its link stops working.
+/// Cancels pending invitation `id` of `me` at calendar time `now`; its link stops working.
 ///
 /// # Errors
 /// [`TeamCode::OwnerOnly`], [`TeamCode::InvitationNotFound`].
-pub async fn cancel(conn: &mut AsyncPgConnection, me: UserId, id: Uuid) -> Result<Invitation, TeamError> {
+pub async fn cancel(
+    conn: &mut AsyncPgConnection,
+    me: UserId,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Invitation, TeamError> {
     lock_people(conn, &[me]).await?;
     require_owner(conn, me).await?;
     let Some(invitation) = invitations::pending_for_update(conn, me.as_owner(), id).await? else {
         return Err(TeamCode::InvitationNotFound.into());
     };
-    invitations::close(conn, invitation.id, InvitationStatus::Cancelled, None, now()).await
+    invitations::close(conn, invitation.id, InvitationStatus::Cancelled, None, now).await
 }
 
 /// What the link `token` shows: who invited, whom, for which role, until when.
@@ -168,7 +171,7 @@ pub async fn preview(conn: &mut AsyncPgConnection, rules: &Rules, token: &str) -
     if invitation.status != InvitationStatus::Pending {
         return Err(TeamCode::InvitationNotFound.into());
     }
-    if invitation.is_expired(now()) {
+    if invitation.is_expired(rules.clock.now()) {
         return Err(TeamCode::InvitationExpired.into());
     }
     let inviter = people::find(conn, invitation.owner_user_id.as_user()).await?;
@@ -221,7 +224,7 @@ pub async fn accept(
         InvitationStatus::Accepted if accepted_by == Some(me) => return Err(TeamCode::AlreadyInTeam.into()),
         _ => return Err(TeamCode::InvitationNotFound.into()),
     }
-    let now = now();
+    let now = rules.clock.now();
     if invitation.is_expired(now) {
         return Err(TeamCode::InvitationExpired.into());
     }

@@ -67,12 +67,17 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 pub async fn build(config: TeamConfig) -> anyhow::Result<Application> {
     let links = config.mail.links().map_err(|e| anyhow::anyhow!("mail.public_base_url: {e}"))?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
-    let rules = inviting::Rules { ttl: config.invitations.ttl(), terms_version: config.terms.version.clone(), links };
+    let rules = inviting::Rules {
+        ttl: config.invitations.ttl(),
+        terms_version: config.terms.version.clone(),
+        links,
+        clock: service.clock.clone(),
+    };
     let state = routes::State { db: service.db.clone(), rules: Arc::new(rules) };
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated);
     let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus);
     let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus);
-    let deleted = service.consumer::<UserDeletedV1, _>(events::UserDeleted);
+    let deleted = service.consumer::<UserDeletedV1, _>(events::UserDeleted { clock: service.clock.clone() });
     let assigned = service.consumer::<ClusterAssignedV1, _>(events::Accounts);
     let unassigned = service.consumer::<ClusterUnassignedV1, _>(events::Accounts);
     let usage = service.consumer::<UsageRecordedV1, _>(events::UsageRecorded);

@@ -4,7 +4,7 @@
 use crate::accounts::{self, AccountView};
 use crate::error::{TeamCode, TeamError};
 use crate::invitations;
-use crate::inviting::{now, require_owner};
+use crate::inviting::require_owner;
 use crate::memberships::{self, Membership, lock_people};
 use crate::people;
 use crate::states::{InvitationStatus, RemovalReason};
@@ -74,17 +74,17 @@ pub struct OwnerMembers {
     pub member_ids: Vec<UserId>,
 }
 
-/// `me`'s team, with each member's account and usage this month.
+/// `me`'s team, with each member's account and usage in the calendar month of `now`.
 ///
 /// # Errors
 /// [`TeamCode::OwnerOnly`].
-pub async fn team(conn: &mut AsyncPgConnection, me: UserId) -> Result<Team, TeamError> {
+pub async fn team(conn: &mut AsyncPgConnection, me: UserId, now: DateTime<Utc>) -> Result<Team, TeamError> {
     require_owner(conn, me).await?;
     let owner = me.as_owner();
     let current = memberships::members_of(conn, owner).await?;
     let ids: Vec<UserId> = current.iter().map(|m| m.member_user_id).collect();
     let mut accounts = accounts::of(conn, &ids).await?;
-    let month = usage::month_of(now());
+    let month = usage::month_of(now);
     let mut used = usage::of_month(conn, owner, month, &ids).await?;
     let mut members = Vec::with_capacity(current.len());
     for m in current {
@@ -121,45 +121,50 @@ pub async fn membership(conn: &mut AsyncPgConnection, me: UserId) -> Result<MyMe
     })
 }
 
-/// `me` removes `member` from their team.
+/// `me` removes `member` from their team at calendar time `now`.
 ///
 /// # Errors
 /// [`TeamCode::OwnerOnly`], [`TeamCode::MemberNotFound`].
-pub async fn remove(conn: &mut AsyncPgConnection, me: UserId, member: UserId) -> Result<Membership, TeamError> {
+pub async fn remove(
+    conn: &mut AsyncPgConnection,
+    me: UserId,
+    member: UserId,
+    now: DateTime<Utc>,
+) -> Result<Membership, TeamError> {
     lock_people(conn, &[me, member]).await?;
     require_owner(conn, me).await?;
     let m = memberships::current_of(conn, member)
         .await?
         .filter(|m| m.owner_user_id == me.as_owner())
         .ok_or(TeamCode::MemberNotFound)?;
-    memberships::end(conn, m.id, RemovalReason::Removed, now(), None).await
+    memberships::end(conn, m.id, RemovalReason::Removed, now, None).await
 }
 
-/// `me` leaves the team they are a member of.
+/// `me` leaves the team they are a member of at calendar time `now`.
 ///
 /// # Errors
 /// [`TeamCode::NotAMember`].
-pub async fn leave(conn: &mut AsyncPgConnection, me: UserId) -> Result<Membership, TeamError> {
+pub async fn leave(conn: &mut AsyncPgConnection, me: UserId, now: DateTime<Utc>) -> Result<Membership, TeamError> {
     lock_people(conn, &[me]).await?;
     let m = memberships::current_of(conn, me).await?.ok_or(TeamCode::NotAMember)?;
-    memberships::end(conn, m.id, RemovalReason::Left, now(), None).await
+    memberships::end(conn, m.id, RemovalReason::Left, now, None).await
 }
 
 /// `user`'s account was deleted (`cause`, a `UserDeletedV1` that happened at `at`): they are
-/// marked deleted, removed from the team they are a member of, and their pending invitations
-/// are cancelled. Once per event; a second delivery finds nothing left to do.
+/// marked deleted, removed from the team they are a member of and their pending invitations
+/// are cancelled, at calendar time `now`. Once per event; a second delivery finds nothing left
+/// to do.
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn account_deleted(
     conn: &mut AsyncPgConnection,
     user: UserId,
-    at: DateTime<Utc>,
-    cause: EventId,
+    (at, cause): (DateTime<Utc>, EventId),
+    now: DateTime<Utc>,
 ) -> Result<(), TeamError> {
     lock_people(conn, &[user]).await?;
     people::set_status(conn, user, AccountStatus::Deleted, at).await?;
-    let now = now();
     if let Some(m) = memberships::current_of(conn, user).await? {
         memberships::end(conn, m.id, RemovalReason::AccountDeleted, now, Some(cause)).await?;
     }

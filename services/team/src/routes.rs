@@ -130,7 +130,13 @@ async fn resend_invitation(state: Data, caller: Caller, id: web::Path<Uuid>) -> 
 async fn cancel_invitation(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let me = caller.person()?;
     let id = *id;
-    let cancelled = state.db.transaction(|c| Box::pin(async move { inviting::cancel(c, me, id).await })).await?;
+    let cancelled = state
+        .db
+        .transaction(|c| {
+            let now = state.rules.clock.now();
+            Box::pin(async move { inviting::cancel(c, me, id, now).await })
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(cancelled))
 }
 
@@ -182,7 +188,7 @@ async fn accept_invitation(
 async fn get_team(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let me = caller.person()?;
     let mut conn = state.db.conn().await?;
-    Ok(HttpResponse::Ok().json(members::team(&mut conn, me).await?))
+    Ok(HttpResponse::Ok().json(members::team(&mut conn, me, state.rules.clock.now()).await?))
 }
 
 #[utoipa::path(get, path = "/api/team/membership", tag = "team",
@@ -204,7 +210,13 @@ async fn get_membership(state: Data, caller: Caller) -> Result<HttpResponse, Api
 async fn remove_member(state: Data, caller: Caller, member: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     let me = caller.person()?;
     let member = *member;
-    let ended = state.db.transaction(|c| Box::pin(async move { members::remove(c, me, member).await })).await?;
+    let ended = state
+        .db
+        .transaction(|c| {
+            let now = state.rules.clock.now();
+            Box::pin(async move { members::remove(c, me, member, now).await })
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(ended))
 }
 
@@ -214,7 +226,13 @@ async fn remove_member(state: Data, caller: Caller, member: web::Path<UserId>) -
         (status = 404, description = answers(&[TeamCode::NotAMember], &[]), body = ErrorBody)))]
 async fn leave_team(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let me = caller.person()?;
-    let ended = state.db.transaction(|c| Box::pin(async move { members::leave(c, me).await })).await?;
+    let ended = state
+        .db
+        .transaction(|c| {
+            let now = state.rules.clock.now();
+            Box::pin(async move { members::leave(c, me, now).await })
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(ended))
 }
 

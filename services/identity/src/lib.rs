@@ -50,6 +50,7 @@ pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
         webhook_secret: config.webhook.secret.clone(),
         tenant: config.auth0.issuer().map(str::to_owned),
         team,
+        clock: service.clock.clone(),
     };
     let joined = service.consumer::<TeamMemberJoinedV1, _>(events::MemberJoined);
     let removed = service.consumer::<TeamMemberRemovedV1, _>(events::MemberRemoved);

@@ -77,14 +77,6 @@ pub async fn owner_at(
     Ok(membership::owner_at(kept(conn, member).await?, micros(at)))
 }
 
-/// The owner whose team `member` belongs to now, if any.
-///
-/// # Errors
-/// When Postgres fails.
-pub async fn owner_now(conn: &mut AsyncPgConnection, member: UserId) -> Result<Option<OwnerId>, IdentityError> {
-    owner_at(conn, member, Utc::now()).await
-}
-
 /// Applies what the team service announced about `member`: the row is read for update, the
 /// rule decides what to keep, and that is written back, in the caller's transaction. A first
 /// row inserted meanwhile by another transaction is read again and the rule applied to it.

@@ -14,10 +14,12 @@ use crate::memberships;
 use crate::team::Team;
 use crate::users::{self, NewPerson, User};
 use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
 use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, CatalogueSchema, ErrorBody, ErrorCode, PlatformCode};
 use hopsbridge_platform::{Secret, constant_time_eq};
@@ -39,6 +41,8 @@ pub struct State {
     pub tenant: Option<String>,
     /// The team service, asked before an owner's account is deleted.
     pub team: Team,
+    /// Calendar time: whose team a member is in now.
+    pub clock: Clock,
 }
 
 /// Registers the routes.
@@ -68,8 +72,8 @@ pub struct UserView {
     account_owner_id: OwnerId,
 }
 
-async fn view(conn: &mut AsyncPgConnection, user: User) -> Result<UserView, IdentityError> {
-    let owner = memberships::owner_now(conn, user.id).await?.unwrap_or(user.id.as_owner());
+async fn view(conn: &mut AsyncPgConnection, user: User, now: DateTime<Utc>) -> Result<UserView, IdentityError> {
+    let owner = memberships::owner_at(conn, user.id, now).await?.unwrap_or(user.id.as_owner());
     Ok(UserView { user, account_owner_id: owner })
 }
 
@@ -113,7 +117,7 @@ async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> R
 fn webhook_tenant(state: &State, req: &HttpRequest) -> Result<String, ApiError> {
     let vouched = req.app_data::<web::Data<CallerKey>>().and_then(|key| {
         let path = req.uri().path_and_query().map_or_else(|| req.path().to_owned(), ToString::to_string);
-        let gateway = key.verify("POST", &path, req.headers(), chrono::Utc::now().timestamp()).ok()?;
+        let gateway = key.verify("POST", &path, req.headers(), Utc::now().timestamp()).ok()?;
         let as_gateway = Caller { issuer: None, ..gateway.clone() };
         as_gateway.is_service(Service::Gateway).then_some(gateway.issuer).flatten()
     });
@@ -142,6 +146,7 @@ async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, Api
         .db
         .transaction(|c| {
             let (issuer, subject, email) = (issuer.clone(), subject.clone(), email.clone());
+            let now = state.clock.now();
             Box::pin(async move {
                 let user = match users::by_identity(c, &issuer, &subject).await {
                     Ok(user) => user,
@@ -155,7 +160,7 @@ async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, Api
                 if user.status == AccountStatus::Active {
                     users::touch_login(c, user.id).await?;
                 }
-                view(c, user).await
+                view(c, user, now).await
             })
         })
         .await?;
@@ -190,7 +195,7 @@ async fn active(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, Identi
 async fn get_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let id = me(&caller)?;
     let mut conn = state.db.conn().await?;
-    let (user, account_owner_id) = users::get_with_owner(&mut conn, id).await?;
+    let (user, account_owner_id) = users::get_with_owner(&mut conn, id, state.clock.now()).await?;
     ensure_active(&user)?;
     Ok(HttpResponse::Ok().json(UserView { user, account_owner_id }))
 }
@@ -236,11 +241,11 @@ async fn update_me(state: Data, caller: Caller, body: web::Json<UpdateMe>) -> Re
     let view = state
         .db
         .transaction(|c| {
-            let name = name.clone();
+            let (name, now) = (name.clone(), state.clock.now());
             Box::pin(async move {
                 active(c, id).await?;
                 let user = users::rename(c, id, &name).await?;
-                view(c, user).await
+                view(c, user, now).await
             })
         })
         .await?;
@@ -262,7 +267,7 @@ async fn delete_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError
     {
         let mut conn = state.db.conn().await?;
         active(&mut conn, id).await?;
-        if memberships::owner_now(&mut conn, id).await?.is_some() {
+        if memberships::owner_at(&mut conn, id, state.clock.now()).await?.is_some() {
             return Err(IdentityCode::MemberAccount.error());
         }
     }
@@ -276,10 +281,11 @@ async fn delete_me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError
     let view = state
         .db
         .transaction(|c| {
+            let now = state.clock.now();
             Box::pin(async move {
                 active(c, id).await?;
-                let user = users::delete_account(c, id).await?;
-                view(c, user).await
+                let user = users::delete_account(c, id, now).await?;
+                view(c, user, now).await
             })
         })
         .await?;
@@ -343,7 +349,7 @@ async fn list_users(state: Data, caller: Caller, query: web::Query<ListQuery>) -
 async fn get_user(state: Data, caller: Caller, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let mut conn = state.db.conn().await?;
-    let (user, account_owner_id) = users::get_with_owner(&mut conn, *id).await?;
+    let (user, account_owner_id) = users::get_with_owner(&mut conn, *id, state.clock.now()).await?;
     Ok(HttpResponse::Ok().json(UserView { user, account_owner_id }))
 }
 

@@ -159,29 +159,37 @@ pub async fn rename(conn: &mut AsyncPgConnection, id: UserId, name: &str) -> Res
         .await?)
 }
 
-/// The user with `id` and the owner whose account they are billed to now (themselves unless
-/// they are a team member).
+/// The user with `id` and the owner whose account they are billed to at calendar time `now`
+/// (themselves unless they are a team member).
 ///
 /// # Errors
 /// [`IdentityError::NotFound`].
-pub async fn get_with_owner(conn: &mut AsyncPgConnection, id: UserId) -> Result<(User, OwnerId), IdentityError> {
+pub async fn get_with_owner(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    now: DateTime<Utc>,
+) -> Result<(User, OwnerId), IdentityError> {
     let user = get(conn, id).await?;
-    let owner = memberships::owner_now(conn, id).await?.unwrap_or(user.id.as_owner());
+    let owner = memberships::owner_at(conn, id, now).await?.unwrap_or(user.id.as_owner());
     Ok((user, owner))
 }
 
 /// Marks an owner's account deleted and publishes `UserDeletedV1`. Refused for a team member
-/// (their owner removes them). The caller has asked the team service first that the owner has
+/// at calendar time `now` (their owner removes them). The caller has asked the team service first that the owner has
 /// no members (identity does not keep owners' teams whole: it keeps each member's owner).
 ///
 /// # Errors
 /// [`IdentityError::Refused`] as above.
-pub async fn delete_account(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
+pub async fn delete_account(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    now: DateTime<Utc>,
+) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
     if user.status == AccountStatus::Deleted {
         return Ok(user);
     }
-    if memberships::owner_now(conn, id).await?.is_some() {
+    if memberships::owner_at(conn, id, now).await?.is_some() {
         return Err(IdentityError::Refused(IdentityCode::MemberAccount));
     }
     let user = set_status(conn, id, AccountStatus::Deleted).await?;

@@ -118,8 +118,13 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let team = events::TeamMembers { max_num_projects };
     let joined = service.consumer::<TeamMemberJoinedV1, _>(team).with_hooks(hooks.clone());
     let removed = service.consumer::<TeamMemberRemovedV1, _>(team).with_hooks(hooks);
-    let worker =
-        worker::Worker::new(service.db.clone(), vault, config.hopsworks.clone(), config.assignments.clone(), wake);
+    let worker = worker::Worker::new(
+        (service.db.clone(), service.clock.clone()),
+        vault,
+        config.hopsworks.clone(),
+        config.assignments.clone(),
+        wake,
+    );
     Ok(service
         .application(Arc::new(move |c| routes::configure(c, state.clone())))?
         .with_task("user-created", move |cancel| created.run(cancel))

@@ -125,16 +125,16 @@ pub async fn moved_off(
     Ok(true)
 }
 
-/// The Hopsworks account exists: the assignment is complete and ClusterAssigned is announced,
-/// in one transaction. Returns false when an admin changed the assignment meanwhile.
+/// The Hopsworks account exists: the assignment is complete (at calendar time `now`) and
+/// ClusterAssigned is announced, in one transaction. Returns false when an admin changed the assignment meanwhile.
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn complete(
     conn: &mut AsyncPgConnection,
     work: &Work,
-    username: &str,
-    hopsworks_id: i64,
+    (username, hopsworks_id): (&str, i64),
+    now: DateTime<Utc>,
 ) -> Result<bool, diesel::result::Error> {
     // Written only if it is still the work that was taken (the update waits for a concurrent
     // change of the row and checks again).
@@ -151,7 +151,7 @@ pub async fn complete(
             assignments::last_error.eq(None::<String>),
             assignments::next_attempt_at.eq(None::<DateTime<Utc>>),
             assignments::lease_until.eq(None::<DateTime<Utc>>),
-            assignments::completed_at.eq(Some(Utc::now())),
+            assignments::completed_at.eq(Some(now)),
             assignments::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)

@@ -22,6 +22,7 @@ use crate::users::{self, Person};
 use crate::work::{self, Work};
 use futures::StreamExt as _;
 use hopsbridge_domain::{AssignmentState, ClusterId, ProjectRole, UserId};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::{Database, DbError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Worker {
     hopsworks: HopsworksConfig,
     cfg: AssignmentsConfig,
     wake: Arc<Notify>,
+    /// Calendar time: when an assignment completed.
+    clock: Clock,
     clients: Arc<Mutex<HashMap<ClusterId, (Fingerprint, Hopsworks)>>>,
 }
 
@@ -52,16 +55,16 @@ struct Fingerprint {
 type Tx<T> = Result<T, DbError>;
 
 impl Worker {
-    /// A task over `db`, woken early through `wake`.
+    /// A task over `db` on calendar time `clock`, woken early through `wake`.
     #[must_use]
     pub fn new(
-        db: Database,
+        (db, clock): (Database, Clock),
         vault: Vault,
         hopsworks: HopsworksConfig,
         cfg: AssignmentsConfig,
         wake: Arc<Notify>,
     ) -> Self {
-        Self { db, vault, hopsworks, cfg, wake, clients: Arc::new(Mutex::new(HashMap::new())) }
+        Self { db, vault, hopsworks, cfg, wake, clock, clients: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// Runs until `cancel` fires; the work in hand is finished first.
@@ -264,7 +267,7 @@ impl Worker {
     async fn write(&self, work: &Work, step: Step) -> Result<bool, String> {
         self.db
             .transaction(|c| {
-                let (w, step) = (work.clone(), step.clone());
+                let (w, step, now) = (work.clone(), step.clone(), self.clock.now());
                 Box::pin(async move {
                     team_members::lock(c, w.user_id).await?;
                     placement_lock(c).await?;
@@ -278,7 +281,7 @@ impl Worker {
                         }
                         Step::MovedOff { had } => work::moved_off(c, &w, had).await?,
                         Step::Complete { username, id, projects } => {
-                            let written = work::complete(c, &w, &username, id).await?;
+                            let written = work::complete(c, &w, (&username, id), now).await?;
                             if written {
                                 if let Some(read) = &projects {
                                     let added = teams::synced(c, w.user_id, read).await?;

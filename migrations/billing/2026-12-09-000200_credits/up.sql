@@ -48,12 +48,12 @@ CREATE TABLE credit_states (
     exhaustions integer NOT NULL DEFAULT 0
 );
 
--- Low-balance alerts: a threshold is armed while the balance is above it; crossing it sends
--- one mail and disarms it until the balance rises above it again.
+-- Low-balance alerts: how many times the balance fell from above a threshold to it or below
+-- (only a grant raises it again), each crossing mailed once.
 CREATE TABLE low_balance_alerts (
     owner_id uuid NOT NULL,
     threshold_minor bigint NOT NULL,
-    armed boolean NOT NULL,
-    crossings integer NOT NULL DEFAULT 0,
+    crossings integer NOT NULL,
+    last_crossed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (owner_id, threshold_minor)
 );

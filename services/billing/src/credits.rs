@@ -1,12 +1,12 @@
 //! Prepaid credits' store: grants (`credit_grants`), what each grant paid (`credit_deductions`),
-//! Checkout purchases (`credit_purchases`), exhaustion (`credit_states`) and low-balance
-//! alerts (`low_balance_alerts`). The ledger spends grants as usage arrives
-//! ([`crate::ledger`]); this module grants, reads and re-arms.
+//! Checkout purchases (`credit_purchases`) and exhaustion (`credit_states`). The ledger spends
+//! grants as usage arrives, and mails low balances ([`crate::ledger`]); this module grants and
+//! reads.
 //!
 //! Spending order: promotional credit first, then the lower priority number, then the earliest
 //! expiry (none last), then the oldest grant.
 
-use crate::schema::{credit_deductions, credit_grants, credit_purchases, credit_states, low_balance_alerts};
+use crate::schema::{credit_deductions, credit_grants, credit_purchases, credit_states};
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -74,18 +74,12 @@ pub struct NewGrant<'a> {
     pub by: Option<Uuid>,
 }
 
-/// Grants `new` unless its source granted already (`None`), in the caller's transaction: a new
-/// grant ends the owner's exhaustion and re-arms every low-balance threshold the balance is now
-/// above.
+/// Grants `new` unless its source granted already (`None`), in the caller's transaction; a new
+/// grant ends the owner's exhaustion (the next one announces `CreditsExhaustedV1` again).
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn grant(
-    mut conn: &AsyncPgConnection,
-    new: &NewGrant<'_>,
-    thresholds: &[i64],
-    now: DateTime<Utc>,
-) -> Result<Option<Grant>, DbError> {
+pub async fn grant(mut conn: &AsyncPgConnection, new: &NewGrant<'_>) -> Result<Option<Grant>, DbError> {
     let amount = Decimal::from(new.amount);
     let made = diesel::insert_into(credit_grants::table)
         .values((
@@ -105,31 +99,9 @@ pub async fn grant(
         .get_result(&mut conn)
         .await
         .optional()?;
-    if made.is_none() {
-        return Ok(None);
-    }
-    diesel::update(credit_states::table.find(new.owner))
-        .set(credit_states::exhausted_at.eq(None::<DateTime<Utc>>))
-        .execute(&mut conn)
-        .await?;
-    let balance = balance(conn, new.owner, now).await?;
-    let above: Vec<_> = thresholds
-        .iter()
-        .filter(|t| Decimal::from(**t) < balance)
-        .map(|t| {
-            (
-                low_balance_alerts::owner_id.eq(new.owner),
-                low_balance_alerts::threshold_minor.eq(*t),
-                low_balance_alerts::armed.eq(true),
-            )
-        })
-        .collect();
-    if !above.is_empty() {
-        diesel::insert_into(low_balance_alerts::table)
-            .values(above)
-            .on_conflict((low_balance_alerts::owner_id, low_balance_alerts::threshold_minor))
-            .do_update()
-            .set(low_balance_alerts::armed.eq(true))
+    if made.is_some() {
+        diesel::update(credit_states::table.find(new.owner))
+            .set(credit_states::exhausted_at.eq(None::<DateTime<Utc>>))
             .execute(&mut conn)
             .await?;
     }

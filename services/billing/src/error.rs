@@ -29,6 +29,26 @@ hopsbridge_platform::error_codes! {
         InvalidPayload = (BAD_REQUEST, "invalid_payload", "not a Stripe event"),
         /// A webhook of an event type billing does not handle.
         UnsupportedEventType = (BAD_REQUEST, "unsupported_event_type", "billing does not handle this event type"),
+        /// The operation is for administrators.
+        AdminOnly = (FORBIDDEN, "admin_only", "administrators only"),
+        /// A price names no metered resource.
+        UnknownResource = (BAD_REQUEST, "unknown_resource", "resource must be cpu, memory or gpu"),
+        /// A price is not a decimal string Stripe takes.
+        InvalidPrice = (BAD_REQUEST, "invalid_price", "unit_amount_decimal must be a string: a non-negative decimal in minor units with at most 12 decimal places"),
+        /// A price starts too soon for the Stripe catalogue to be ready.
+        PriceTooSoon = (BAD_REQUEST, "price_too_soon", "effective_from must be at least prices.min_lead_secs ahead"),
+        /// The resource has a price starting at that instant already.
+        PriceExists = (CONFLICT, "price_exists", "a price of this resource already starts at that instant"),
+        /// A billing mode that does not exist.
+        InvalidMode = (BAD_REQUEST, "invalid_mode", "mode must be free, postpaid or prepaid"),
+        /// A purchase or grant amount out of bounds or not a whole number of minor units.
+        InvalidAmount = (BAD_REQUEST, "invalid_amount", "amount_minor must be a whole number of minor units within the allowed bounds"),
+        /// A grant's expiry or priority is unusable.
+        InvalidGrant = (BAD_REQUEST, "invalid_grant", "expires_at must be in the future and priority between 0 and 1000"),
+        /// A spending cap out of bounds.
+        InvalidCap = (BAD_REQUEST, "invalid_cap", "monthly_cap_minor must be null or a whole number from 1 to caps.max_minor"),
+        /// A range runs backwards or is too long.
+        InvalidRange = (BAD_REQUEST, "invalid_range", "from must be before to, within 366 days (31 for a backfill)"),
     }
 }
 

@@ -11,8 +11,8 @@
 //! 3. prepaid entries are paid from the owner's grants, window by window in window order
 //!    ([`crate::credits`]'s spending order); what the credits cannot pay is billed postpaid
 //!    by the hybrid rule ([`money::overflow`]) when a card is on file, and is otherwise
-//!    recorded unpaid with one `CreditsExhaustedV1` per exhaustion; low-balance thresholds
-//!    crossed mail the owner once per crossing;
+//!    recorded unpaid with one `CreditsExhaustedV1` per exhaustion; a low-balance threshold
+//!    the balance falls to from above mails the owner, once per crossing;
 //! 4. the month's cost (every mode but free) is added up, and 80, 90 and 100 % of a spending
 //!    cap mail the owner once per month (and the admins at 100 %).
 
@@ -21,7 +21,7 @@ use crate::mail::{CapMail, LowBalanceMail, major};
 use crate::modes;
 use crate::money::{self, Resource};
 use crate::prices::{self, Price};
-use crate::schema::{accounts, low_balance_alerts, spending_caps};
+use crate::schema::{accounts, spending_caps};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Date, Integer, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid};
@@ -528,31 +528,43 @@ async fn settle_prepaid(
     if !exhausted.is_empty() {
         announce_exhaustion(conn, exhausted).await?;
     }
-    // Low balances: every armed threshold the balance fell to is crossed once.
-    let after: HashMap<OwnerId, Decimal> = grants.iter().map(|(o, gs)| (*o, usable_now(gs))).collect();
-    let fallen: Vec<OwnerId> =
-        after.iter().filter(|(o, b)| before.get(o).is_some_and(|was| *b < was)).map(|(o, _)| *o).collect();
-    if !fallen.is_empty() {
-        let armed: Vec<(OwnerId, i64)> = low_balance_alerts::table
-            .filter(low_balance_alerts::owner_id.eq_any(&fallen))
-            .filter(low_balance_alerts::armed.eq(true))
-            .select((low_balance_alerts::owner_id, low_balance_alerts::threshold_minor))
-            .load(conn)
-            .await?;
-        for (owner, threshold) in armed {
-            let balance = after.get(&owner).copied().unwrap_or_default();
-            if balance > Decimal::from(threshold) {
-                continue;
+    // Low balances: a threshold the balance fell from above to at or below is crossed, once.
+    let mut crossed: Vec<(OwnerId, i64, Decimal)> = Vec::new();
+    for (owner, gs) in &grants {
+        let (was, now) = (before.get(owner).copied().unwrap_or_default(), usable_now(gs));
+        for t in &settings.thresholds {
+            let t_minor = Decimal::from(*t);
+            if was > t_minor && now <= t_minor {
+                crossed.push((*owner, *t, now));
             }
-            let crossing: i32 = diesel::update(low_balance_alerts::table.find((owner, threshold)))
-                .set((
-                    low_balance_alerts::armed.eq(false),
-                    low_balance_alerts::crossings.eq(low_balance_alerts::crossings + 1),
-                ))
-                .returning(low_balance_alerts::crossings)
-                .get_result(conn)
-                .await?;
-            mails.low.push((owner, threshold, crossing, balance, carded.contains(&owner)));
+        }
+    }
+    if !crossed.is_empty() {
+        #[derive(QueryableByName)]
+        struct Crossing {
+            #[diesel(sql_type = SqlUuid)]
+            owner_id: Uuid,
+            #[diesel(sql_type = BigInt)]
+            threshold_minor: i64,
+            #[diesel(sql_type = Integer)]
+            crossings: i32,
+        }
+        let counted: Vec<Crossing> = diesel::sql_query(
+            "INSERT INTO low_balance_alerts (owner_id, threshold_minor, crossings)
+             SELECT o, t, 1 FROM unnest($1::uuid[], $2::bigint[]) AS u(o, t)
+             ON CONFLICT (owner_id, threshold_minor) DO UPDATE
+                 SET crossings = low_balance_alerts.crossings + 1, last_crossed_at = now()
+             RETURNING owner_id, threshold_minor, crossings",
+        )
+        .bind::<Array<SqlUuid>, _>(crossed.iter().map(|c| c.0.as_uuid()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(crossed.iter().map(|c| c.1).collect::<Vec<_>>())
+        .load(conn)
+        .await?;
+        for c in counted {
+            let owner = OwnerId::from(c.owner_id);
+            let balance =
+                crossed.iter().find(|x| x.0 == owner && x.1 == c.threshold_minor).map(|x| x.2).unwrap_or_default();
+            mails.low.push((owner, c.threshold_minor, c.crossings, balance, carded.contains(&owner)));
         }
     }
     Ok(())

@@ -7,9 +7,15 @@
 //! - `GET /api/billing`, `POST /api/billing/payment-method`, `POST /api/billing/portal` for the
 //!   account owner, never a team member ([`routes`]).
 //! - `POST /webhooks/stripe` ([`webhooks`]): signed events applied once; the first usable card
-//!   publishes `PaymentMethodAddedV1`, losing the last one `PaymentMethodRemovedV1`.
+//!   publishes `PaymentMethodAddedV1`, losing the last one `PaymentMethodRemovedV1`; a paid
+//!   credit purchase grants its credit.
+//! - Usage becomes money (decision 0038): the price book ([`prices`]), the usage ledger fed by
+//!   `UsageRecordedV1` ([`ledger`]) with billing modes ([`modes`]), prepaid credits
+//!   ([`credits`]) and spending caps, the owner's views ([`usage`], [`quantise`]), backfill and
+//!   reconciliation with metering ([`reconciliation`], [`metering`]) and their routes ([`api`]).
 
 pub mod accounts;
+pub mod api;
 pub mod catalog;
 pub mod checkout_follow_ups;
 pub mod config;
@@ -19,19 +25,22 @@ pub mod events;
 pub mod ledger;
 pub mod mail;
 pub mod memberships;
+pub mod metering;
 pub mod modes;
 pub mod money;
 pub mod prices;
 pub mod quantise;
+pub mod reconciliation;
 pub mod routes;
 mod schema;
 pub mod stripe;
+pub mod usage;
 pub mod webhooks;
 
 pub use config::BillingConfig;
 
 use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1};
+use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1};
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
 use hopsbridge_platform::retry::Backoff;
@@ -81,6 +90,35 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         portal: config.portal.clone(),
         webhooks,
     };
+    prices::seed(&mut *service.db.conn().await?, &config.rates, &config.stripe.currency).await?;
+    let settings = ledger::Settings {
+        thresholds: config.credits.alert_thresholds_minor.clone(),
+        currency: config.stripe.currency.clone(),
+        mail: config.mail.clone(),
+        clock: service.clock.clone(),
+    };
+    let usage = service.consumer::<UsageRecordedV1, _>(ledger::Ledger::new(settings.clone()));
+    let key = hopsbridge_platform::caller::CallerKey::new(&config.auth.gateway_signing_key)
+        .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key: {e}"))?;
+    let reconciler = reconciliation::Reconciler {
+        db: service.db.clone(),
+        metering: metering::Metering::new(&config.metering, key)?,
+        settings: Arc::new(settings),
+        days: config.reconciliation.days,
+        grace_secs: config.reconciliation.grace_secs,
+    };
+    let money = api::Api {
+        db: service.db.clone(),
+        stripe: stripe.clone(),
+        clock: service.clock.clone(),
+        currency: config.stripe.currency.clone(),
+        window_secs: config.ledger.window_secs,
+        min_lead_secs: config.prices.min_lead_secs,
+        credits: config.credits.clone(),
+        caps: config.caps.clone(),
+        reconciler: reconciler.clone(),
+    };
+    let reconcile_every = Duration::from_secs(config.reconciliation.interval_secs);
     let teams = memberships::Memberships::new(stripe.clone(), prices.clone());
     let joined = service.consumer::<TeamMemberJoinedV1, _>(teams.clone());
     let removed = service.consumer::<TeamMemberRemovedV1, _>(teams);
@@ -90,7 +128,8 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         prices.clone(),
         hooks,
     ));
-    let mut application = service.application(Arc::new(move |c| routes::configure(c, state.clone())))?;
+    let mut application =
+        service.application(Arc::new(move |c| routes::configure_all(c, state.clone(), money.clone())))?;
     for (i, writer) in writers {
         application = application.with_task("webhook-groups", move |cancel| writer.write_groups(i, cancel));
     }
@@ -99,6 +138,8 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         .with_task("user-created", move |cancel| created.run(cancel))
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))
+        .with_task("usage-ledger", move |cancel| usage.run(cancel))
+        .with_task("reconciliation", move |cancel| reconciler.run(reconcile_every, cancel))
         .with_task("checkout-follow-ups", move |cancel| {
             let (db, stripe, wake) = follow_ups;
             webhooks::run_follow_ups(db, stripe, wake, cancel)

@@ -11,6 +11,7 @@
 //! their membership ([`crate::memberships`]), whatever roles the gateway gave them.
 
 use crate::accounts::{self, CardSummary, InvoiceSummary};
+use crate::api::MONEY_DOC;
 use crate::config::{CheckoutConfig, PortalConfig};
 use crate::error::{BillingCode, describe};
 use crate::stripe::{Object, Stripe, params};
@@ -55,6 +56,12 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/webhooks/stripe", web::post().to(stripe_webhook));
 }
 
+/// Registers billing's routes: these and the money routes ([`crate::api`]).
+pub fn configure_all(c: &mut web::ServiceConfig, state: State, money: crate::api::Api) {
+    configure(c, state);
+    crate::api::configure(c, money);
+}
+
 type Data = web::Data<State>;
 
 /// Billing is the owner's business: members and everyone else are refused.
@@ -69,8 +76,13 @@ fn owner(caller: &Caller) -> Result<UserId, ApiError> {
 /// The caller's account, if opened; refused when the caller is no owner, or when billing's own
 /// record makes them a team member (the gateway's roles may not know yet).
 async fn owners_account(state: &State, caller: &Caller) -> Result<Option<accounts::Account>, ApiError> {
+    owner_account(&state.db, caller).await
+}
+
+/// The caller's account, as [`owners_account`] finds it.
+pub(crate) async fn owner_account(db: &Database, caller: &Caller) -> Result<Option<accounts::Account>, ApiError> {
     let user = owner(caller)?;
-    let mut conn = state.db.conn().await?;
+    let mut conn = db.conn().await?;
     let account = accounts::get(&mut conn, user).await.map_err(ApiError::internal)?;
     if account.as_ref().is_some_and(|a| a.team_owner(chrono::Utc::now().timestamp_micros()).is_some()) {
         return Err(BillingCode::OwnerOnly.error());
@@ -224,7 +236,7 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<BillingCode> =
 #[openapi(
     paths(get_billing, add_payment_method, portal, stripe_webhook),
     components(schemas(BillingView, BillingMode, CardSummary, InvoiceSummary, CheckoutSession, PortalSession, ErrorBody)),
-    modifiers(&CATALOGUE),
+    modifiers(&MONEY_DOC, &CATALOGUE),
     tags((name = "billing", description = "the account owner's billing"))
 )]
 pub struct ApiDoc;

@@ -165,8 +165,8 @@ diesel::table! {
     low_balance_alerts (owner_id, threshold_minor) {
         owner_id -> Uuid,
         threshold_minor -> Int8,
-        armed -> Bool,
         crossings -> Int4,
+        last_crossed_at -> Timestamptz,
     }
 }
 

@@ -9,12 +9,15 @@
 //! - invoices: a state is replaced only by one from a later event, or from an event of the same
 //!   second with a later status (`draft` < `open` < `uncollectible` < `paid`/`void`);
 //! - a completed setup-mode Checkout Session only records its follow-up
-//!   ([`crate::checkout_follow_ups`]), which the follow-up task does with Stripe later.
+//!   ([`crate::checkout_follow_ups`]), which the follow-up task does with Stripe later;
+//! - a completed and paid payment-mode Checkout Session of a credit purchase grants the
+//!   purchase's credit, once: the grant's source is the session.
 
 use super::apply::Locked;
 use super::{ApplyError, Event};
 use crate::accounts::{self, CardSummary, InvoiceRecord, PaymentMethodState};
 use crate::checkout_follow_ups;
+use crate::credits;
 use crate::stripe::{Stripe, Subscription};
 use diesel_async::AsyncPgConnection;
 use serde_json::Value;
@@ -56,6 +59,11 @@ pub(super) enum Effect {
         id: String,
         customer: String,
     },
+    /// A paid payment-mode Checkout Session: grant the credit it bought.
+    CreditPurchase {
+        session: String,
+        customer: String,
+    },
     Invoice(InvoiceRecord),
     Nothing,
 }
@@ -66,7 +74,9 @@ impl Effect {
     pub(super) fn customer(&self) -> Option<&str> {
         match self {
             Self::PaymentMethod(change) => Some(change.customer()),
-            Self::CheckoutFollowUp { customer, .. } | Self::Subscription { customer, .. } => Some(customer),
+            Self::CheckoutFollowUp { customer, .. }
+            | Self::Subscription { customer, .. }
+            | Self::CreditPurchase { customer, .. } => Some(customer),
             Self::Invoice(invoice) => Some(&invoice.customer),
             Self::Nothing => None,
         }
@@ -85,6 +95,7 @@ impl Effect {
             Self::Invoice(invoice) => Some(("invoice", &invoice.id)),
             Self::CheckoutFollowUp { event_id, .. } => Some(("checkout", event_id)),
             Self::Subscription { customer, .. } => Some(("account", customer)),
+            Self::CreditPurchase { session, .. } => Some(("credits", session)),
             Self::Nothing => None,
         }
     }
@@ -164,6 +175,14 @@ pub(super) fn prepare(event: &Event) -> Effect {
 /// invoices and count as attached. Both need Stripe, so they are left to the follow-up task
 /// (recorded only for a customer billing knows: no Stripe write on anyone else's behalf).
 fn completed_checkout(session: &Value, event_id: &str) -> Effect {
+    if session["mode"] == "payment" {
+        return match (id_of(&session["id"]), id_of(&session["customer"])) {
+            (Some(session_id), Some(customer)) if session["payment_status"] == "paid" => {
+                Effect::CreditPurchase { session: session_id, customer }
+            }
+            _ => Effect::Nothing,
+        };
+    }
     if session["mode"] != "setup" {
         return Effect::Nothing;
     }
@@ -208,6 +227,28 @@ pub(super) async fn run(
             // does not matter.
             let current: Subscription = stripe.get(&format!("subscriptions/{id}"), &Vec::new()).await?;
             accounts::set_subscription_status(c, user, &current.id, &current.status).await?;
+            Ok(Done::Other)
+        }
+        Effect::CreditPurchase { session, customer } => {
+            // Only a purchase billing made, for the locked account of the customer who paid.
+            let Some(user) = locked.user(customer) else { return Ok(Done::Other) };
+            let Some((owner, amount)) = credits::purchase(c, session).await? else { return Ok(Done::Other) };
+            if owner.as_user() != user {
+                tracing::warn!(session, customer, "a credit purchase completed by another customer; nothing granted");
+                return Ok(Done::Other);
+            }
+            let source = format!("checkout:{session}");
+            let new = credits::NewGrant {
+                owner,
+                category: credits::PURCHASED,
+                amount,
+                priority: 0,
+                expires_at: None,
+                source,
+                by: None,
+            };
+            credits::grant(c, &new).await?;
+            credits::complete_purchase(c, session).await?;
             Ok(Done::Other)
         }
         Effect::CheckoutFollowUp { event_id, customer, setup_intent } => {

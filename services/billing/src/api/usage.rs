@@ -1,0 +1,387 @@
+//! What the owner sees: usage and cost per day, resource, project and member; month to date;
+//! the upcoming invoice as Stripe will compute it; the entries behind a day; the spending cap.
+
+use super::{Data, owner, whole_number};
+use crate::error::{BillingCode, describe};
+use crate::ledger::month_of;
+use crate::money::{self, Resource, round_minor};
+use crate::prices;
+use crate::quantise;
+use crate::schema::spending_caps;
+use crate::usage;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Months, NaiveDate, TimeDelta, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use hopsbridge_domain::OwnerId;
+use hopsbridge_platform::caller::Caller;
+use hopsbridge_platform::db::DbError;
+use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+fn db(e: diesel::result::Error) -> ApiError {
+    ApiError::from(DbError::from(e))
+}
+
+/// The longest range `GET /api/billing/usage` answers, in days.
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+/// The cap to set.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapBody {
+    /// Minor units a month, from 1 to `caps.max_minor`; null removes the cap.
+    #[schema(value_type = Option<i64>)]
+    monthly_cap_minor: serde_json::Value,
+}
+
+/// The spending cap.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cap {
+    /// Minor units a month; null when none is set.
+    monthly_cap_minor: Option<i64>,
+}
+
+#[utoipa::path(put, path = "/api/billing/cap", tag = "billing", request_body = CapBody,
+    description = "A soft cap: reaching 80, 90 and 100 % of it in a UTC month mails the owner once each (and the admins at 100 %); nothing is stopped.",
+    responses((status = 200, description = "the cap", body = Cap),
+        (status = 400, description = describe(&[BillingCode::InvalidCap]), body = ErrorBody),
+        (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
+        (status = 404, description = describe(&[BillingCode::AccountNotFound]), body = ErrorBody)))]
+pub(super) async fn set_cap(state: Data, caller: Caller, body: web::Json<CapBody>) -> Result<HttpResponse, ApiError> {
+    let account = owner(&state, &caller).await?;
+    let owner = OwnerId::of(account.user_id);
+    let mut conn = state.db.conn().await?;
+    if body.monthly_cap_minor.is_null() {
+        diesel::delete(spending_caps::table.find(owner)).execute(&mut conn).await.map_err(db)?;
+        return Ok(HttpResponse::Ok().json(Cap { monthly_cap_minor: None }));
+    }
+    let cap = whole_number(&body.monthly_cap_minor, BillingCode::InvalidCap)?;
+    if !(1..=state.caps.max_minor).contains(&cap) {
+        return Err(BillingCode::InvalidCap
+            .with_message(format!("monthly_cap_minor must be from 1 to {}", state.caps.max_minor)));
+    }
+    diesel::insert_into(spending_caps::table)
+        .values((spending_caps::owner_id.eq(owner), spending_caps::monthly_cap_minor.eq(cap)))
+        .on_conflict(spending_caps::owner_id)
+        .do_update()
+        .set((spending_caps::monthly_cap_minor.eq(cap), spending_caps::updated_at.eq(diesel::dsl::now)))
+        .execute(&mut conn)
+        .await
+        .map_err(db)?;
+    Ok(HttpResponse::Ok().json(Cap { monthly_cap_minor: Some(cap) }))
+}
+
+/// Which days.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RangeQuery {
+    /// First UTC day (default: the first of this month).
+    from: Option<NaiveDate>,
+    /// Last UTC day, inclusive (default: today).
+    to: Option<NaiveDate>,
+}
+
+/// One day's usage of one resource in one project by one member, in one mode.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageLine {
+    /// The UTC day.
+    day: NaiveDate,
+    /// The resource.
+    resource: Resource,
+    /// Hopsworks' project id; null when the namespace is no known project.
+    project_id: Option<i64>,
+    /// Whose pods (the owner or a member).
+    user_id: Uuid,
+    /// `free` (shown, never charged), `postpaid` or `prepaid`.
+    billing_mode: String,
+    /// Billed units (core-hours, GiB-hours, GPU-hours), exact decimal.
+    quantity: String,
+    /// The cost in minor units, unrounded.
+    cost: String,
+    /// The cost rounded half up to whole minor units.
+    cost_minor: i64,
+}
+
+/// Costs added up.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Totals {
+    /// First day.
+    from: NaiveDate,
+    /// Last day.
+    to: NaiveDate,
+    /// Cost, every mode but free, minor units unrounded.
+    cost: String,
+    /// Rounded half up.
+    cost_minor: i64,
+    /// Paid with credits, unrounded.
+    credits_paid: String,
+    /// Unpaid (prepaid without credit or card), unrounded.
+    unpaid: String,
+}
+
+/// One line of the upcoming invoice.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InvoiceLine {
+    /// The resource.
+    resource: Resource,
+    /// The price version.
+    price_id: Uuid,
+    /// Its unit amount.
+    #[schema(value_type = String)]
+    unit_amount_decimal: Decimal,
+    /// The sum of the quantised days (9 decimal places), as Stripe is told them.
+    quantity: String,
+    /// Quantity × price, unrounded.
+    amount: String,
+    /// Rounded half up once, as Stripe rounds the line.
+    amount_minor: i64,
+}
+
+/// The invoice of the current billing period (the UTC month) as Stripe will compute it from
+/// what billing reports: postpaid windows and the overflow of prepaid ones.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Invoice {
+    /// The period's first day.
+    period_start: NaiveDate,
+    /// Its last day.
+    period_end: NaiveDate,
+    /// One line per resource and price version.
+    lines: Vec<InvoiceLine>,
+    /// The lines' amounts added up.
+    total_minor: i64,
+}
+
+/// The owner's usage.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageView {
+    /// Per day, resource, project, member and mode; every figure links to its samples at
+    /// `GET /api/billing/usage/samples?day=`.
+    lines: Vec<UsageLine>,
+    /// The range asked for.
+    range: Totals,
+    /// This UTC month so far (also the current billing period).
+    month_to_date: Totals,
+    /// The upcoming invoice.
+    upcoming_invoice: Invoice,
+    /// The spending cap, minor units a month.
+    monthly_cap_minor: Option<i64>,
+}
+
+async fn totals(
+    conn: &mut diesel_async::AsyncPgConnection,
+    owner: OwnerId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Totals, ApiError> {
+    let s = usage::sums(conn, owner, from, to).await.map_err(db)?;
+    Ok(Totals {
+        from,
+        to,
+        cost: s.cost.normalize().to_string(),
+        cost_minor: round_minor(s.cost),
+        credits_paid: s.credits_paid.normalize().to_string(),
+        unpaid: s.unpaid.normalize().to_string(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/billing/usage", tag = "billing", params(RangeQuery),
+    responses((status = 200, description = "usage and cost per day, resource, project and member; month to date; the upcoming invoice", body = UsageView),
+        (status = 400, description = describe(&[BillingCode::InvalidRange]), body = ErrorBody),
+        (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
+        (status = 404, description = describe(&[BillingCode::AccountNotFound]), body = ErrorBody)))]
+pub(super) async fn get_usage(
+    state: Data,
+    caller: Caller,
+    q: web::Query<RangeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let account = owner(&state, &caller).await?;
+    let owner = OwnerId::of(account.user_id);
+    let today = state.clock.now().date_naive();
+    let month = month_of(today);
+    let (from, to) = (q.from.unwrap_or(month), q.to.unwrap_or(today));
+    if to < from || to - from > TimeDelta::days(MAX_RANGE_DAYS) {
+        return Err(BillingCode::InvalidRange.with_message("from must not be after to, at most 366 days before it"));
+    }
+    let mut conn = state.db.conn().await?;
+    let mut lines = Vec::new();
+    for g in usage::groups(&mut conn, owner, from, to).await.map_err(db)? {
+        for (resource, n, cost) in [
+            (Resource::Cpu, g.cpu, g.cpu_cost),
+            (Resource::Memory, g.memory, g.memory_cost),
+            (Resource::Gpu, g.gpu, g.gpu_cost),
+        ] {
+            let n = u128::try_from(n.trunc().mantissa()).unwrap_or(0);
+            if n == 0 {
+                continue;
+            }
+            lines.push(UsageLine {
+                day: g.day,
+                resource,
+                project_id: g.project_id,
+                user_id: g.user_id,
+                billing_mode: g.billing_mode.clone(),
+                quantity: money::quantity_text(resource, n),
+                cost: cost.normalize().to_string(),
+                cost_minor: round_minor(cost),
+            });
+        }
+    }
+    let range = totals(&mut conn, owner, from, to).await?;
+    let month_to_date = totals(&mut conn, owner, month, today).await?;
+    let period_end = month.checked_add_months(Months::new(1)).map_or(month, |m| m - TimeDelta::days(1));
+    let day_totals = usage::day_totals(&mut conn, owner, month, period_end).await.map_err(db)?;
+    let book = prices::book(&mut conn).await.map_err(db)?;
+    let mut per_line: BTreeMap<(Resource, Uuid), u128> = BTreeMap::new();
+    for d in &day_totals {
+        *per_line.entry((d.resource, d.price_id)).or_default() += d.quanta();
+    }
+    let mut invoice_lines = Vec::new();
+    for ((resource, price_id), quanta) in per_line {
+        let Some(price) = book.iter().find(|p| p.id == price_id) else { continue };
+        let exact = quantise::line_exact(quanta, price.unit_amount_decimal).unwrap_or_default();
+        invoice_lines.push(InvoiceLine {
+            resource,
+            price_id,
+            unit_amount_decimal: price.unit_amount_decimal,
+            quantity: quantise::quanta_text(quanta),
+            amount: exact.normalize().to_string(),
+            amount_minor: quantise::line_amount(quanta, price.unit_amount_decimal).unwrap_or(i64::MAX),
+        });
+    }
+    let total_minor = invoice_lines.iter().map(|l| l.amount_minor).sum();
+    let cap: Option<i64> = spending_caps::table
+        .find(owner)
+        .select(spending_caps::monthly_cap_minor)
+        .first(&mut conn)
+        .await
+        .optional()
+        .map_err(db)?;
+    Ok(HttpResponse::Ok().json(UsageView {
+        lines,
+        range,
+        month_to_date,
+        upcoming_invoice: Invoice { period_start: month, period_end, lines: invoice_lines, total_minor },
+        monthly_cap_minor: cap,
+    }))
+}
+
+/// Which entries.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SamplesQuery {
+    /// The UTC day.
+    day: NaiveDate,
+    /// The previous page's `next`.
+    after: Option<String>,
+    /// At most this many (1-10000, default 1000).
+    limit: Option<i64>,
+}
+
+/// One ledger entry: a sample's share of the day.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SampleLine {
+    /// metering's sample id.
+    sample_id: Uuid,
+    /// Whose pods.
+    user_id: Uuid,
+    /// Where.
+    cluster_id: Uuid,
+    /// The namespace.
+    namespace: String,
+    /// The project.
+    project_id: Option<i64>,
+    /// The window.
+    window_start: DateTime<Utc>,
+    /// Its end.
+    window_end: DateTime<Utc>,
+    /// The mode.
+    billing_mode: String,
+    /// Core-hours, exact.
+    cpu_core_hours: String,
+    /// GiB-hours, exact.
+    memory_gib_hours: String,
+    /// GPU-hours, exact.
+    gpu_hours: String,
+    /// The integers behind them.
+    cpu_nanocore_seconds: i64,
+    /// Byte-seconds.
+    memory_byte_seconds: i64,
+    /// GPU-seconds.
+    gpu_seconds: i64,
+    /// Its cost, unrounded minor units.
+    cost: String,
+    /// Paid with credits.
+    credits_paid: String,
+}
+
+/// The entries behind an owner-day.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SamplesView {
+    /// The day.
+    day: NaiveDate,
+    /// By window and sample.
+    samples: Vec<SampleLine>,
+    /// The `after` of the next page; null on the last.
+    next: Option<String>,
+}
+
+fn parse_after(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (secs, id) = raw.split_once('_')?;
+    Some((DateTime::from_timestamp(secs.parse().ok()?, 0)?, id.parse().ok()?))
+}
+
+#[utoipa::path(get, path = "/api/billing/usage/samples", tag = "billing", params(SamplesQuery),
+    responses((status = 200, description = "the samples behind the owner's day", body = SamplesView),
+        (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
+        (status = 404, description = describe(&[BillingCode::AccountNotFound]), body = ErrorBody)))]
+pub(super) async fn get_samples(
+    state: Data,
+    caller: Caller,
+    q: web::Query<SamplesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let account = owner(&state, &caller).await?;
+    let owner = OwnerId::of(account.user_id);
+    let limit = q.limit.unwrap_or(1000);
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(a) => {
+            Some(parse_after(a).ok_or_else(|| PlatformCode::InvalidQuery.with_message("after is not a cursor"))?)
+        }
+    };
+    if !(1..=10_000).contains(&limit) {
+        return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-10000"));
+    }
+    let mut conn = state.db.conn().await?;
+    let rows = usage::entries(&mut conn, owner, q.day, after, limit).await.map_err(db)?;
+    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit;
+    let next = rows.last().filter(|_| full).map(|r| format!("{}_{}", r.window_start.timestamp(), r.sample_id));
+    let exact = |v: i64| u128::try_from(v).unwrap_or(0);
+    let samples = rows
+        .into_iter()
+        .map(|r| SampleLine {
+            sample_id: r.sample_id,
+            user_id: r.user_id,
+            cluster_id: r.cluster_id,
+            namespace: r.namespace,
+            project_id: r.project_id,
+            window_start: r.window_start,
+            window_end: r.window_end,
+            billing_mode: r.billing_mode,
+            cpu_core_hours: money::quantity_text(Resource::Cpu, exact(r.cpu_nanocore_seconds)),
+            memory_gib_hours: money::quantity_text(Resource::Memory, exact(r.memory_byte_seconds)),
+            gpu_hours: money::quantity_text(Resource::Gpu, exact(r.gpu_seconds)),
+            cpu_nanocore_seconds: r.cpu_nanocore_seconds,
+            memory_byte_seconds: r.memory_byte_seconds,
+            gpu_seconds: r.gpu_seconds,
+            cost: r.cost.normalize().to_string(),
+            credits_paid: r.credits_paid.normalize().to_string(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SamplesView { day: q.day, samples, next }))
+}

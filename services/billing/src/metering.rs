@@ -1,0 +1,157 @@
+//! What billing asks metering for over its internal API (decision 0038): attributed samples
+//! by window, for backfill, and usage per owner and day, for reconciliation. Requests are
+//! signed with the key the services share, as the billing service (decision 0026).
+
+use crate::config::MeteringApiConfig;
+use crate::ledger::Sample;
+use chrono::{DateTime, NaiveDate, Utc};
+use hopsbridge_contracts::Service;
+use hopsbridge_domain::{ClusterId, OwnerId, UserId};
+use hopsbridge_platform::caller::{Caller, CallerKey};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// metering did not answer as asked.
+#[derive(Debug, thiserror::Error)]
+#[error("metering: {0}")]
+pub struct MeteringError(pub String);
+
+/// A client of metering's internal API.
+#[derive(Clone, Debug)]
+pub struct Metering {
+    http: reqwest::Client,
+    base: String,
+    key: CallerKey,
+    /// Samples asked for per page.
+    pub page_size: u32,
+}
+
+/// One sample as metering's `/internal/samples` answers it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SampleRecord {
+    sample_id: Uuid,
+    cluster_id: ClusterId,
+    namespace: String,
+    user_id: UserId,
+    owner_user_id: OwnerId,
+    window_start_unix_seconds: i64,
+    window_end_unix_seconds: i64,
+    estimated: bool,
+    project_id: i64,
+    cpu_nanocore_seconds: u64,
+    memory_byte_seconds: u64,
+    gpu_seconds: u64,
+}
+
+impl SampleRecord {
+    /// The sample the ledger takes.
+    ///
+    /// # Errors
+    /// When the record cannot be ledgered (as a bad event is rejected).
+    pub fn to_sample(&self) -> Result<Sample, String> {
+        let event = hopsbridge_contracts::events::UsageRecordedV1 {
+            sample_id: self.sample_id.to_string(),
+            cluster_id: self.cluster_id.to_string(),
+            namespace: self.namespace.clone(),
+            user_id: self.user_id.to_string(),
+            owner_user_id: self.owner_user_id.to_string(),
+            window_start_unix_seconds: self.window_start_unix_seconds,
+            window_end_unix_seconds: self.window_end_unix_seconds,
+            estimated: self.estimated,
+            project_id: self.project_id,
+            cpu_nanocore_seconds: self.cpu_nanocore_seconds,
+            memory_byte_seconds: self.memory_byte_seconds,
+            gpu_seconds: self.gpu_seconds,
+            ..Default::default()
+        };
+        Sample::from_event(None, &event)
+    }
+}
+
+/// A page of samples.
+#[derive(Debug, Deserialize)]
+pub struct SamplePage {
+    /// The samples.
+    pub samples: Vec<SampleRecord>,
+    /// The next page's cursor.
+    pub next: Option<String>,
+}
+
+/// One owner's usage on one day, as metering adds it up.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct OwnerDay {
+    /// The owner.
+    pub owner_user_id: OwnerId,
+    /// Nanocore-seconds.
+    pub cpu_nanocore_seconds: i64,
+    /// Byte-seconds.
+    pub memory_byte_seconds: i64,
+    /// GPU-seconds.
+    pub gpu_seconds: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct DailyOwners {
+    owners: Vec<OwnerDay>,
+}
+
+impl Metering {
+    /// A client of the API at `cfg.url`, signing with `key`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(cfg: &MeteringApiConfig, key: CallerKey) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.timeout_ms)).build()?;
+        Ok(Self { http, base: cfg.url.trim_end_matches('/').to_owned(), key, page_size: cfg.page_size })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, MeteringError> {
+        let caller = Caller::service(Service::Billing);
+        // A signature's age is a relative timer, checked against the receiver's wall clock.
+        let headers = self.key.sign("GET", path_and_query, &caller, Utc::now().timestamp());
+        let mut request = self.http.get(format!("{}{path_and_query}", self.base));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| MeteringError(format!("unreachable: {}", e.without_url())))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(MeteringError(format!("answered {status}: {body}")));
+        }
+        response.json().await.map_err(|e| MeteringError(format!("unreadable answer: {}", e.without_url())))
+    }
+
+    /// The attributed samples whose window starts in `[from, to)`, after `after`.
+    ///
+    /// # Errors
+    /// When metering does not answer.
+    pub async fn samples(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<&str>,
+    ) -> Result<SamplePage, MeteringError> {
+        let mut query = vec![
+            ("from", from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            ("to", to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            ("limit", self.page_size.to_string()),
+        ];
+        if let Some(a) = after {
+            query.push(("after", a.to_owned()));
+        }
+        let query = serde_urlencoded::to_string(&query).map_err(|e| MeteringError(e.to_string()))?;
+        self.get(&format!("/internal/samples?{query}")).await
+    }
+
+    /// Every owner's usage on `day` (windows starting that day).
+    ///
+    /// # Errors
+    /// When metering does not answer.
+    pub async fn daily(&self, day: NaiveDate) -> Result<Vec<OwnerDay>, MeteringError> {
+        let answer: DailyOwners = self.get(&format!("/internal/usage/daily?day={day}")).await?;
+        Ok(answer.owners)
+    }
+}

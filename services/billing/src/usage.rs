@@ -1,0 +1,275 @@
+//! The ledger read back for the owner (decision 0038): usage and cost per day, resource,
+//! project and member; the entries behind a day; and each day's quantities as Stripe is told
+//! them ([`day_totals`], which the reporter shares), from which the upcoming invoice is
+//! computed with [`crate::quantise`].
+
+use crate::money::Resource;
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Date, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hopsbridge_domain::OwnerId;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// One (day, member, project, mode) group of an owner's entries.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Group {
+    /// The UTC day.
+    #[diesel(sql_type = Date)]
+    pub day: NaiveDate,
+    /// The member (or the owner).
+    #[diesel(sql_type = SqlUuid)]
+    pub user_id: Uuid,
+    /// The project.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub project_id: Option<i64>,
+    /// The mode the windows were billed in.
+    #[diesel(sql_type = Text)]
+    pub billing_mode: String,
+    /// Nanocore-seconds.
+    #[diesel(sql_type = Numeric)]
+    pub cpu: Decimal,
+    /// Byte-seconds.
+    #[diesel(sql_type = Numeric)]
+    pub memory: Decimal,
+    /// GPU-seconds.
+    #[diesel(sql_type = Numeric)]
+    pub gpu: Decimal,
+    /// CPU cost.
+    #[diesel(sql_type = Numeric)]
+    pub cpu_cost: Decimal,
+    /// Memory cost.
+    #[diesel(sql_type = Numeric)]
+    pub memory_cost: Decimal,
+    /// GPU cost.
+    #[diesel(sql_type = Numeric)]
+    pub gpu_cost: Decimal,
+}
+
+/// `owner`'s entries of the days `from` to `to` (inclusive), grouped.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn groups(
+    conn: &mut AsyncPgConnection,
+    owner: OwnerId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<Vec<Group>> {
+    diesel::sql_query(
+        "SELECT day, user_id, project_id, billing_mode,
+                sum(cpu_nanocore_seconds) AS cpu, sum(memory_byte_seconds) AS memory, sum(gpu_seconds) AS gpu,
+                sum(cpu_cost) AS cpu_cost, sum(memory_cost) AS memory_cost, sum(gpu_cost) AS gpu_cost
+         FROM ledger_entries WHERE owner_id = $1 AND day BETWEEN $2 AND $3
+         GROUP BY day, user_id, project_id, billing_mode
+         ORDER BY day, user_id, project_id NULLS FIRST, billing_mode",
+    )
+    .bind::<SqlUuid, _>(owner.as_uuid())
+    .bind::<Date, _>(from)
+    .bind::<Date, _>(to)
+    .load(conn)
+    .await
+}
+
+/// What an owner's days from `from` to `to` came to, modes but free.
+#[derive(Debug, Clone, Default, QueryableByName)]
+pub struct Sums {
+    /// Cost.
+    #[diesel(sql_type = Numeric)]
+    pub cost: Decimal,
+    /// Paid with credits.
+    #[diesel(sql_type = Numeric)]
+    pub credits_paid: Decimal,
+    /// Unpaid (prepaid, no credit, no card).
+    #[diesel(sql_type = Numeric)]
+    pub unpaid: Decimal,
+}
+
+/// The cost, credits paid and unpaid of `owner`'s entries from `from` to `to`, free mode
+/// left out.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn sums(conn: &mut AsyncPgConnection, owner: OwnerId, from: NaiveDate, to: NaiveDate) -> QueryResult<Sums> {
+    diesel::sql_query(
+        "SELECT coalesce(sum(cpu_cost + memory_cost + gpu_cost), 0) AS cost,
+                coalesce(sum(credits_paid), 0) AS credits_paid, coalesce(sum(unpaid), 0) AS unpaid
+         FROM ledger_entries WHERE owner_id = $1 AND day BETWEEN $2 AND $3 AND billing_mode <> 'free'",
+    )
+    .bind::<SqlUuid, _>(owner.as_uuid())
+    .bind::<Date, _>(from)
+    .bind::<Date, _>(to)
+    .get_result(conn)
+    .await
+}
+
+/// What one day reports to Stripe for one resource at one price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayTotal {
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// The resource.
+    pub resource: Resource,
+    /// The price version.
+    pub price_id: Uuid,
+    /// Base units of the day's postpaid windows (summed, quantised once).
+    pub whole: u128,
+    /// Quanta of the day's hybrid windows' overflow.
+    pub over: u128,
+}
+
+impl DayTotal {
+    /// The day's quantity in quanta, as Stripe is told it.
+    #[must_use]
+    pub fn quanta(&self) -> u128 {
+        crate::quantise::day_quanta(self.resource, self.whole, self.over)
+    }
+}
+
+#[derive(QueryableByName)]
+struct DayRow {
+    #[diesel(sql_type = Date)]
+    day: NaiveDate,
+    #[diesel(sql_type = SqlUuid)]
+    cpu_price_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    memory_price_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    gpu_price_id: Uuid,
+    #[diesel(sql_type = Numeric)]
+    cpu: Decimal,
+    #[diesel(sql_type = Numeric)]
+    memory: Decimal,
+    #[diesel(sql_type = Numeric)]
+    gpu: Decimal,
+    #[diesel(sql_type = Numeric)]
+    cpu_over: Decimal,
+    #[diesel(sql_type = Numeric)]
+    memory_over: Decimal,
+    #[diesel(sql_type = Numeric)]
+    gpu_over: Decimal,
+}
+
+fn whole(d: Decimal) -> u128 {
+    u128::try_from(d.trunc().mantissa()).unwrap_or(0) / 10_u128.pow(d.trunc().scale())
+}
+
+/// What `owner`'s days from `from` to `to` report to Stripe, per day, resource and price:
+/// postpaid windows' integers and hybrid windows' overflow quanta (free windows and what
+/// credits paid report nothing). Days with nothing to report are left out.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn day_totals(
+    conn: &mut AsyncPgConnection,
+    owner: OwnerId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<Vec<DayTotal>> {
+    let rows: Vec<DayRow> = diesel::sql_query(
+        "SELECT day, cpu_price_id, memory_price_id, gpu_price_id,
+                coalesce(sum(cpu_nanocore_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS cpu,
+                coalesce(sum(memory_byte_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS memory,
+                coalesce(sum(gpu_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS gpu,
+                sum(cpu_over_quanta) AS cpu_over, sum(memory_over_quanta) AS memory_over,
+                sum(gpu_over_quanta) AS gpu_over
+         FROM ledger_entries WHERE owner_id = $1 AND day BETWEEN $2 AND $3 AND billing_mode <> 'free'
+         GROUP BY day, cpu_price_id, memory_price_id, gpu_price_id",
+    )
+    .bind::<SqlUuid, _>(owner.as_uuid())
+    .bind::<Date, _>(from)
+    .bind::<Date, _>(to)
+    .load(conn)
+    .await?;
+    let mut totals: BTreeMap<(NaiveDate, Resource, Uuid), (u128, u128)> = BTreeMap::new();
+    for r in rows {
+        for (resource, price, n, over) in [
+            (Resource::Cpu, r.cpu_price_id, r.cpu, r.cpu_over),
+            (Resource::Memory, r.memory_price_id, r.memory, r.memory_over),
+            (Resource::Gpu, r.gpu_price_id, r.gpu, r.gpu_over),
+        ] {
+            let t = totals.entry((r.day, resource, price)).or_default();
+            t.0 += whole(n);
+            t.1 += whole(over);
+        }
+    }
+    Ok(totals
+        .into_iter()
+        .filter(|(_, (w, o))| *w > 0 || *o > 0)
+        .map(|((day, resource, price_id), (whole, over))| DayTotal { day, resource, price_id, whole, over })
+        .collect())
+}
+
+/// One ledger entry behind an owner-day.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct EntryRow {
+    /// The sample.
+    #[diesel(sql_type = SqlUuid)]
+    pub sample_id: Uuid,
+    /// Whose pods.
+    #[diesel(sql_type = SqlUuid)]
+    pub user_id: Uuid,
+    /// The cluster.
+    #[diesel(sql_type = SqlUuid)]
+    pub cluster_id: Uuid,
+    /// The namespace.
+    #[diesel(sql_type = Text)]
+    pub namespace: String,
+    /// The project.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub project_id: Option<i64>,
+    /// The window.
+    #[diesel(sql_type = Timestamptz)]
+    pub window_start: DateTime<Utc>,
+    /// Its end.
+    #[diesel(sql_type = Timestamptz)]
+    pub window_end: DateTime<Utc>,
+    /// The mode.
+    #[diesel(sql_type = Text)]
+    pub billing_mode: String,
+    /// Nanocore-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub cpu_nanocore_seconds: i64,
+    /// Byte-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub memory_byte_seconds: i64,
+    /// GPU-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub gpu_seconds: i64,
+    /// The cost.
+    #[diesel(sql_type = Numeric)]
+    pub cost: Decimal,
+    /// Paid with credits.
+    #[diesel(sql_type = Numeric)]
+    pub credits_paid: Decimal,
+}
+
+/// The entries of `owner`'s `day`, by window and sample, `limit` after `after`.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn entries(
+    conn: &mut AsyncPgConnection,
+    owner: OwnerId,
+    day: NaiveDate,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> QueryResult<Vec<EntryRow>> {
+    let (at, id) = after.unwrap_or((DateTime::<Utc>::MIN_UTC, Uuid::nil()));
+    diesel::sql_query(
+        "SELECT sample_id, user_id, cluster_id, namespace, project_id, window_start, window_end, billing_mode,
+                cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, cpu_cost + memory_cost + gpu_cost AS cost,
+                credits_paid
+         FROM ledger_entries WHERE owner_id = $1 AND day = $2 AND (window_start, sample_id) > ($3, $4)
+         ORDER BY window_start, sample_id LIMIT $5",
+    )
+    .bind::<SqlUuid, _>(owner.as_uuid())
+    .bind::<Date, _>(day)
+    .bind::<Timestamptz, _>(at)
+    .bind::<SqlUuid, _>(id)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}

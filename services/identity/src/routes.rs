@@ -104,8 +104,8 @@ async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> R
     let (user, created) = state
         .db
         .transaction(|c| {
-            let person = person.clone();
-            Box::pin(async move { users::create_if_absent(c, &person).await })
+            let (person, now) = (person.clone(), state.clock.now());
+            Box::pin(async move { users::create_if_absent(c, &person, now).await })
         })
         .await?;
     Ok(HttpResponse::Ok().json(json!({"user_id": user.id, "created": created})))
@@ -153,7 +153,7 @@ async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, Api
                     Err(IdentityError::NotFound) => {
                         let email = email.ok_or(IdentityError::EmailRequired)?;
                         let person = NewPerson { issuer, subject, email, name: String::new() };
-                        users::create_if_absent(c, &person).await?.0
+                        users::create_if_absent(c, &person, now).await?.0
                     }
                     Err(e) => return Err(e),
                 };
@@ -385,8 +385,8 @@ async fn suspend_user(
     let user = state
         .db
         .transaction(|c| {
-            let reason = reason.clone();
-            Box::pin(async move { users::suspend(c, id, &reason).await })
+            let (reason, now) = (reason.clone(), state.clock.now());
+            Box::pin(async move { users::suspend(c, id, &reason, now).await })
         })
         .await?;
     Ok(HttpResponse::Ok().json(user))
@@ -402,7 +402,13 @@ async fn suspend_user(
 async fn reactivate_user(state: Data, caller: Caller, id: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     require_admin(&state, &caller).await?;
     let id = *id;
-    let user = state.db.transaction(|c| Box::pin(async move { users::reactivate(c, id).await })).await?;
+    let user = state
+        .db
+        .transaction(|c| {
+            let now = state.clock.now();
+            Box::pin(async move { users::reactivate(c, id, now).await })
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(user))
 }
 

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::{UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1};
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
-use hopsbridge_platform::events::enqueue;
+use hopsbridge_platform::events::enqueue_at;
 use serde::Serialize;
 
 /// A user as stored and as answered.
@@ -55,11 +55,15 @@ pub struct NewPerson {
 /// Finds the user with the person's issuer and subject, creating them (and their
 /// `UserCreatedV1`) if they do not exist yet. Safe to race: the (issuer, subject) unique key
 /// lets one insert win and the other find it. Returns the user and whether this call created
-/// them.
+/// them (at calendar time `now`, as the event says).
 ///
 /// # Errors
 /// [`IdentityError::EmailInUse`] when another account has the email.
-pub async fn create_if_absent(conn: &mut AsyncPgConnection, person: &NewPerson) -> Result<(User, bool), IdentityError> {
+pub async fn create_if_absent(
+    conn: &mut AsyncPgConnection,
+    person: &NewPerson,
+    now: DateTime<Utc>,
+) -> Result<(User, bool), IdentityError> {
     if let Some(user) = adopt(conn, &person.issuer, &person.subject).await? {
         return Ok((user, false));
     }
@@ -85,7 +89,7 @@ pub async fn create_if_absent(conn: &mut AsyncPgConnection, person: &NewPerson) 
                 email: user.email.to_string(),
                 name: user.name.clone(),
             };
-            enqueue(conn, &event, None).await?;
+            enqueue_at(conn, &event, None, now).await?;
             Ok((user, true))
         }
         None => Ok((by_identity(conn, &person.issuer, &person.subject).await?, false)),
@@ -193,41 +197,47 @@ pub async fn delete_account(
         return Err(IdentityError::Refused(IdentityCode::MemberAccount));
     }
     let user = set_status(conn, id, AccountStatus::Deleted).await?;
-    enqueue(conn, &UserDeletedV1 { user_id: id.to_string() }, None).await?;
+    enqueue_at(conn, &UserDeletedV1 { user_id: id.to_string() }, None, now).await?;
     Ok(user)
 }
 
-/// Suspends an active account and publishes `UserSuspendedV1`; suspending a suspended account
-/// changes nothing.
+/// Suspends an active account and publishes `UserSuspendedV1` (at calendar time `now`);
+/// suspending a suspended account changes nothing.
 ///
 /// # Errors
 /// [`IdentityError::Refused`] for a deleted account.
-pub async fn suspend(conn: &mut AsyncPgConnection, id: UserId, reason: &str) -> Result<User, IdentityError> {
+pub async fn suspend(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
     match user.status {
         AccountStatus::Suspended => Ok(user),
         AccountStatus::Deleted => Err(IdentityError::Refused(IdentityCode::AccountDeletedConflict)),
         AccountStatus::Active => {
             let user = set_status(conn, id, AccountStatus::Suspended).await?;
-            enqueue(conn, &UserSuspendedV1 { user_id: id.to_string(), reason: reason.to_owned() }, None).await?;
+            let event = UserSuspendedV1 { user_id: id.to_string(), reason: reason.to_owned() };
+            enqueue_at(conn, &event, None, now).await?;
             Ok(user)
         }
     }
 }
 
-/// Reactivates a suspended account and publishes `UserReactivatedV1`; an active account is left
-/// as it is.
+/// Reactivates a suspended account and publishes `UserReactivatedV1` (at calendar time `now`);
+/// an active account is left as it is.
 ///
 /// # Errors
 /// [`IdentityError::Refused`] for a deleted account.
-pub async fn reactivate(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
+pub async fn reactivate(conn: &mut AsyncPgConnection, id: UserId, now: DateTime<Utc>) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
     match user.status {
         AccountStatus::Active => Ok(user),
         AccountStatus::Deleted => Err(IdentityError::Refused(IdentityCode::AccountDeletedConflict)),
         AccountStatus::Suspended => {
             let user = set_status(conn, id, AccountStatus::Active).await?;
-            enqueue(conn, &UserReactivatedV1 { user_id: id.to_string() }, None).await?;
+            enqueue_at(conn, &UserReactivatedV1 { user_id: id.to_string() }, None, now).await?;
             Ok(user)
         }
     }

@@ -33,7 +33,7 @@ use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::UsageRecordedV1;
 use hopsbridge_domain::{Attribution, ClusterId, ClusterStatus, OwnerId, RunState, SampleId, UserId};
-use hopsbridge_platform::events::enqueue_all;
+use hopsbridge_platform::events::enqueue_all_at;
 use serde::Serialize;
 
 /// When windows are scheduled and how long they stay collectable.
@@ -312,7 +312,7 @@ pub async fn complete(
         .unzip();
     if !ids.is_empty() {
         usage_daily::add(conn, &ids).await?;
-        enqueue_all(conn, &events, None).await?;
+        enqueue_all_at(conn, &events, None, now).await?;
     }
     let stats_json = serde_json::to_value(&stats).unwrap_or_default();
     diesel::update(runs::table.find(key))

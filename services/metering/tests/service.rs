@@ -884,6 +884,11 @@ async fn a_jump_of_an_hour_leaves_gaps_only_where_it_passed_a_deadline_and_measu
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((status, gaps["total"].as_u64()), (StatusCode::OK, Some(u64::try_from(passed).unwrap())), "{gaps}");
+    // A cluster registered after the jump is measured from then on the calendar, not from the
+    // machine's time an hour before.
+    let other = sim_of("eu-2", &env.clock, workload.clone());
+    let second = env.register("eu-2", &other).await;
+    env.until("eu-2 known", &format!("SELECT count(*) AS n FROM clusters WHERE cluster_id = '{second}'")).await;
     // Then the clock runs at 60× through the next two windows.
     env.clock.set_rate(60 * REAL_TIME_RATE_MILLI);
     let after = (landed.div_euclid(QUARTER) + 2) * QUARTER;
@@ -914,5 +919,12 @@ async fn a_jump_of_an_hour_leaves_gaps_only_where_it_passed_a_deadline_and_measu
         }
     }
     assert!(runs.iter().filter(|r| r.start >= landed).count() >= 1, "measuring goes on after the jump: {runs:?}");
+    let runs = window_runs(&env, second).await;
+    assert_no_holes(&runs, (landed + QUARTER - 1).div_euclid(QUARTER) * QUARTER);
+    assert!(!runs.is_empty());
+    for r in &runs {
+        assert_eq!(r.status, "complete", "eu-2 has no gap: {r:?}");
+        assert_eq!(r.cpu, Some(own_time_cpu(&workload, r.start + QUARTER)), "{r:?}");
+    }
     env.assert_consistent().await;
 }

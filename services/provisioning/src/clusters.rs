@@ -11,7 +11,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::{ClusterRegisteredV1, ClusterUpdatedV1};
 use hopsbridge_domain::{ClusterId, ClusterStatus};
 use hopsbridge_platform::Secret;
-use hopsbridge_platform::events::enqueue;
+use hopsbridge_platform::events::enqueue_at;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -240,6 +240,7 @@ pub async fn create(
     conn: &mut AsyncPgConnection,
     vault: &Vault,
     new: &NewCluster,
+    now: DateTime<Utc>,
 ) -> Result<ClusterView, ProvisioningError> {
     let id = ClusterId::new();
     let api_key = vault.seal(id, field::API_KEY, new.api_key.expose().as_bytes())?;
@@ -269,11 +270,11 @@ pub async fn create(
         status: row.status.to_string(),
         capacity: row.capacity,
     };
-    enqueue(conn, &event, None).await?;
+    enqueue_at(conn, &event, None, now).await?;
     view(conn, row).await
 }
 
-/// Changes a cluster and announces it (without secrets).
+/// Changes a cluster and announces it (without secrets), as changed at calendar time `now`.
 ///
 /// # Errors
 /// `cluster_not_found`, `cluster_name_taken`.
@@ -282,6 +283,7 @@ pub async fn update(
     vault: &Vault,
     id: ClusterId,
     change: &ClusterChange,
+    now: DateTime<Utc>,
 ) -> Result<ClusterView, ProvisioningError> {
     let current = lock(conn, id).await?;
     let api_key = change.api_key.as_ref().map(|k| vault.seal(id, field::API_KEY, k.expose().as_bytes())).transpose()?;
@@ -314,7 +316,7 @@ pub async fn update(
         status: row.status.to_string(),
         capacity: row.capacity,
     };
-    enqueue(conn, &event, None).await?;
+    enqueue_at(conn, &event, None, now).await?;
     view(conn, row).await
 }
 

@@ -99,6 +99,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         wake: wake.clone(),
         max_num_projects,
         hopsworks: config.hopsworks.clone(),
+        clock: service.clock.clone(),
     };
     // Consumers wake the background task once their transaction has committed.
     let woken = wake.clone();

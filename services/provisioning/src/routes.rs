@@ -33,6 +33,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_domain::{AssignmentState, ClusterId, ClusterStatus, UserId};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::{Caller, Role};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub struct State {
     pub max_num_projects: i32,
     /// Calls to the clusters' Hopsworks (timeouts and retries).
     pub hopsworks: HopsworksConfig,
+    /// Calendar time: when a cluster was registered or changed, as announced.
+    pub clock: Clock,
 }
 
 /// Registers the routes.
@@ -314,8 +317,8 @@ async fn create_cluster(state: Data, caller: Caller, body: web::Bytes) -> Result
     let view = state
         .db
         .transaction(|c| {
-            let (vault, new) = (vault.clone(), new.clone());
-            Box::pin(async move { clusters::create(c, &vault, &new).await })
+            let (vault, new, now) = (vault.clone(), new.clone(), state.clock.now());
+            Box::pin(async move { clusters::create(c, &vault, &new, now).await })
         })
         .await?;
     tracing::info!(cluster_id = %view.id, name = %view.name, "cluster registered");
@@ -364,8 +367,8 @@ async fn update_cluster(
     let view = state
         .db
         .transaction(|c| {
-            let (vault, change) = (vault.clone(), change.clone());
-            Box::pin(async move { clusters::update(c, &vault, id, &change).await })
+            let (vault, change, now) = (vault.clone(), change.clone(), state.clock.now());
+            Box::pin(async move { clusters::update(c, &vault, id, &change, now).await })
         })
         .await?;
     tracing::info!(cluster_id = %view.id, status = %view.status, capacity = view.capacity, "cluster changed");

@@ -12,7 +12,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::{ClusterAssignedV1, ClusterUnassignedV1};
 use hopsbridge_domain::{AssignmentState, ClusterId, UserId};
 use hopsbridge_platform::db::DbError;
-use hopsbridge_platform::events::enqueue;
+use hopsbridge_platform::events::enqueue_at;
 use std::time::Duration;
 
 /// States with Hopsworks work to do.
@@ -107,6 +107,7 @@ pub async fn moved_off(
     conn: &mut AsyncPgConnection,
     work: &Work,
     had_account: bool,
+    now: DateTime<Utc>,
 ) -> Result<bool, diesel::result::Error> {
     if !still_current(conn, work).await? {
         return Ok(false);
@@ -120,7 +121,7 @@ pub async fn moved_off(
         .execute(conn)
         .await?;
     if let (true, Some(previous)) = (had_account, work.previous_cluster_id) {
-        announce_unassigned(conn, work.user_id, previous, "moved").await?;
+        announce_unassigned(conn, work.user_id, (previous, "moved"), now).await?;
     }
     Ok(true)
 }
@@ -165,7 +166,7 @@ pub async fn complete(
         hopsworks_username: username.to_owned(),
         hopsworks_user_id: hopsworks_id,
     };
-    enqueue(conn, &event, None).await.map_err(db_to_diesel)?;
+    enqueue_at(conn, &event, None, now).await.map_err(db_to_diesel)?;
     Ok(true)
 }
 
@@ -179,6 +180,7 @@ pub async fn released(
     conn: &mut AsyncPgConnection,
     work: &Work,
     had_account: bool,
+    now: DateTime<Utc>,
 ) -> Result<bool, diesel::result::Error> {
     if !still_current(conn, work).await? {
         return Ok(false);
@@ -197,7 +199,7 @@ pub async fn released(
         .execute(conn)
         .await?;
     if had_account {
-        announce_unassigned(conn, work.user_id, work.cluster_id, "unassigned").await?;
+        announce_unassigned(conn, work.user_id, (work.cluster_id, "unassigned"), now).await?;
     }
     Ok(true)
 }
@@ -248,16 +250,17 @@ pub async fn release_lease(conn: &mut AsyncPgConnection, user: UserId) -> Result
     Ok(())
 }
 
-/// Announces that `user` no longer has an account on `cluster` (`reason`: moved or unassigned).
+/// Announces that `user` no longer has an account on `cluster` (`reason`: moved or
+/// unassigned) since calendar time `now`.
 async fn announce_unassigned(
     conn: &mut AsyncPgConnection,
     user: UserId,
-    cluster: ClusterId,
-    reason: &str,
+    (cluster, reason): (ClusterId, &str),
+    now: DateTime<Utc>,
 ) -> Result<(), diesel::result::Error> {
     let event =
         ClusterUnassignedV1 { user_id: user.to_string(), cluster_id: cluster.to_string(), reason: reason.to_owned() };
-    enqueue(conn, &event, None).await.map_err(db_to_diesel)?;
+    enqueue_at(conn, &event, None, now).await.map_err(db_to_diesel)?;
     Ok(())
 }
 

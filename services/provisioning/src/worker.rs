@@ -273,13 +273,13 @@ impl Worker {
                     placement_lock(c).await?;
                     Tx::Ok(match step {
                         Step::Released { had } => {
-                            let written = work::released(c, &w, had).await?;
+                            let written = work::released(c, &w, had, now).await?;
                             if written {
                                 teams::settle(c, w.user_id).await?;
                             }
                             written
                         }
-                        Step::MovedOff { had } => work::moved_off(c, &w, had).await?,
+                        Step::MovedOff { had } => work::moved_off(c, &w, had, now).await?,
                         Step::Complete { username, id, projects } => {
                             let written = work::complete(c, &w, (&username, id), now).await?;
                             if written {

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
 use hopsbridge_domain::{EventId, MembershipId, OwnerId, ProjectRole, UserId};
-use hopsbridge_platform::events::enqueue;
+use hopsbridge_platform::events::enqueue_at;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -144,7 +144,7 @@ pub async fn join(conn: &mut AsyncPgConnection, j: &Joining<'_>) -> Result<Membe
         membership_id: membership.id.to_string(),
         joined_at_unix_micros: membership.joined_at.timestamp_micros(),
     };
-    enqueue(conn, &event, None).await?;
+    enqueue_at(conn, &event, None, j.at).await?;
     Ok(membership)
 }
 
@@ -173,6 +173,6 @@ pub async fn end(
         removed_at_unix_micros: at.timestamp_micros(),
         reason: reason.as_str().to_owned(),
     };
-    enqueue(conn, &event, causation).await?;
+    enqueue_at(conn, &event, causation, at).await?;
     Ok(ended)
 }

@@ -22,7 +22,7 @@ pub mod relay;
 pub use bus::{EventBus, NatsCheck};
 pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, InBatch, ReceivedEvent, parse_id, parse_uuid};
 pub use membership::{MembershipEvent, MembershipNews};
-pub use outbox::{enqueue, enqueue_all};
+pub use outbox::{enqueue, enqueue_all, enqueue_all_at, enqueue_at};
 pub use relay::{Relay, RelayHooks};
 
 use futures::future::BoxFuture;

@@ -19,7 +19,9 @@ pub fn channel(producer: hopsbridge_contracts::Service) -> String {
 
 /// Writes `event` to the outbox. Call it inside the transaction that makes the change the event
 /// describes: the event is then published if and only if the change commits. The current
-/// span's trace context travels with it. `causation` is the event being handled, if any.
+/// span's trace context travels with it. `causation` is the event being handled, if any. The
+/// envelope says it occurred now on the machine's clock; a service on a calendar clock uses
+/// [`enqueue_at`].
 ///
 /// # Errors
 /// A [`DbError`] from the insert.
@@ -28,27 +30,55 @@ pub async fn enqueue<E: Event>(
     event: &E,
     causation: Option<EventId>,
 ) -> Result<EventId, DbError> {
-    let ids = enqueue_all(conn, std::slice::from_ref(event), causation).await?;
-    ids.into_iter().next().ok_or(DbError::NotFound)
+    enqueue_at(conn, event, causation, chrono::Utc::now()).await
 }
 
-/// Writes several events of one type to the outbox in one statement (a metering window's
-/// samples, say), with the same guarantees as [`enqueue`]. Returns their ids in order.
+/// [`enqueue`], the envelope saying the event occurred at `occurred_at` (the service's calendar
+/// clock's now: consumers read it as when the change happened, e.g. since when a cluster is
+/// measured).
 ///
 /// # Errors
 /// A [`DbError`] from the insert.
-#[tracing::instrument(skip_all, err, fields(event_type = E::TYPE, count = events.len()))]
+pub async fn enqueue_at<E: Event>(
+    conn: &mut AsyncPgConnection,
+    event: &E,
+    causation: Option<EventId>,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+) -> Result<EventId, DbError> {
+    let ids = enqueue_all_at(conn, std::slice::from_ref(event), causation, occurred_at).await?;
+    ids.into_iter().next().ok_or(DbError::NotFound)
+}
+
+/// Writes several events of one type to the outbox in one statement, with the same guarantees
+/// as [`enqueue`]. Returns their ids in order.
+///
+/// # Errors
+/// A [`DbError`] from the insert.
 pub async fn enqueue_all<E: Event>(
     conn: &mut AsyncPgConnection,
     events: &[E],
     causation: Option<EventId>,
+) -> Result<Vec<EventId>, DbError> {
+    enqueue_all_at(conn, events, causation, chrono::Utc::now()).await
+}
+
+/// [`enqueue_all`] at `occurred_at` (a metering window's samples, say), as [`enqueue_at`].
+///
+/// # Errors
+/// A [`DbError`] from the insert.
+#[tracing::instrument(skip_all, err, fields(event_type = E::TYPE, count = events.len()))]
+pub async fn enqueue_all_at<E: Event>(
+    conn: &mut AsyncPgConnection,
+    events: &[E],
+    causation: Option<EventId>,
+    occurred_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<EventId>, DbError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let trace_context = telemetry::trace_context_of(&tracing::Span::current());
     let trace_json = serde_json::to_value(&trace_context).unwrap_or_default();
-    let occurred_at = chrono::Utc::now().timestamp_micros();
+    let occurred_at = occurred_at.timestamp_micros();
     let subject = E::subject_suffix();
     let version = i32::try_from(E::VERSION).unwrap_or(i32::MAX);
     let mut ids = Vec::with_capacity(events.len());

@@ -18,6 +18,7 @@ use crate::stripe::{Customer, List, Stripe, StripeError, Subscription, params};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::UserCreatedV1;
 use hopsbridge_domain::{Email, EventId, UserId};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
 use std::sync::Arc;
@@ -48,16 +49,17 @@ impl std::fmt::Debug for UserCreatedHooks {
 #[derive(Debug, Clone)]
 pub struct UserCreated {
     db: Database,
+    clock: Clock,
     stripe: Stripe,
     prices: Prices,
     hooks: UserCreatedHooks,
 }
 
 impl UserCreated {
-    /// The handler.
+    /// The handler, on calendar time `clock`.
     #[must_use]
-    pub fn new(db: Database, stripe: Stripe, prices: Prices, hooks: UserCreatedHooks) -> Self {
-        Self { db, stripe, prices, hooks }
+    pub fn new((db, clock): (Database, Clock), stripe: Stripe, prices: Prices, hooks: UserCreatedHooks) -> Self {
+        Self { db, clock, stripe, prices, hooks }
     }
 }
 
@@ -218,7 +220,7 @@ impl Handler<UserCreatedV1> for UserCreated {
                 .map_err(db_failure)?
                 .ok_or_else(|| HandlerError::Retry(anyhow::anyhow!("the account of {user} is gone")))?;
             let key = idempotency_key("subscription", event.id);
-            memberships::settle(conn, &self.stripe, &self.prices, &account, &key).await?;
+            memberships::settle(conn, (&self.stripe, &self.prices), &account, &key, self.clock.now()).await?;
         }
         Ok(())
     }

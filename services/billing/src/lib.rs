@@ -89,6 +89,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         checkout: config.checkout.clone(),
         portal: config.portal.clone(),
         webhooks,
+        clock: service.clock.clone(),
     };
     prices::seed(&mut *service.db.conn().await?, &config.rates, &config.stripe.currency).await?;
     let settings = ledger::Settings {
@@ -119,11 +120,11 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         reconciler: reconciler.clone(),
     };
     let reconcile_every = Duration::from_secs(config.reconciliation.interval_secs);
-    let teams = memberships::Memberships::new(stripe.clone(), prices.clone());
+    let teams = memberships::Memberships::new(stripe.clone(), prices.clone(), service.clock.clone());
     let joined = service.consumer::<TeamMemberJoinedV1, _>(teams.clone());
     let removed = service.consumer::<TeamMemberRemovedV1, _>(teams);
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated::new(
-        service.db.clone(),
+        (service.db.clone(), service.clock.clone()),
         stripe,
         prices.clone(),
         hooks,

@@ -18,11 +18,12 @@ use crate::accounts::{self, Account, TeamColumns};
 use crate::catalog::Prices;
 use crate::events::{db_failure, idempotency_key, open_subscription, stripe_failure, unrecorded_subscription};
 use crate::stripe::{Stripe, Subscription};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
 use hopsbridge_domain::UserId;
 use hopsbridge_domain::membership::{self, Change};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::events::{Handler, HandlerError, MembershipEvent as _, ReceivedEvent};
 
 /// Applies team changes to billing accounts.
@@ -30,13 +31,14 @@ use hopsbridge_platform::events::{Handler, HandlerError, MembershipEvent as _, R
 pub struct Memberships {
     stripe: Stripe,
     prices: Prices,
+    clock: Clock,
 }
 
 impl Memberships {
-    /// The handler.
+    /// The handler, on calendar time `clock`.
     #[must_use]
-    pub fn new(stripe: Stripe, prices: Prices) -> Self {
-        Self { stripe, prices }
+    pub fn new(stripe: Stripe, prices: Prices, clock: Clock) -> Self {
+        Self { stripe, prices, clock }
     }
 
     /// Records `change` on `member`'s account and settles Stripe with it. The event (`event`)
@@ -59,7 +61,7 @@ impl Memberships {
             account.team = TeamColumns::of(after);
             accounts::set_team(conn, member, &account.team).await.map_err(db_failure)?;
         }
-        settle(conn, &self.stripe, &self.prices, &account, event).await
+        settle(conn, (&self.stripe, &self.prices), &account, event, self.clock.now()).await
     }
 }
 
@@ -96,14 +98,14 @@ impl Handler<TeamMemberRemovedV1> for Memberships {
 /// [`HandlerError`] when Stripe or Postgres fails.
 pub(crate) async fn settle(
     conn: &mut AsyncPgConnection,
-    stripe: &Stripe,
-    prices: &Prices,
+    (stripe, prices): (&Stripe, &Prices),
     account: &Account,
     key: &str,
+    now: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
     let user = account.user_id;
     let Some(customer) = account.stripe_customer_id.as_deref() else { return Ok(()) };
-    let member = account.team_owner(Utc::now().timestamp_micros()).is_some();
+    let member = account.team_owner(now.timestamp_micros()).is_some();
     let settled = match (member, account.live_subscription()) {
         (true, Some(live)) => Some(cancel(stripe, live).await?),
         (true, None) => match unrecorded_subscription(stripe, user, customer).await? {

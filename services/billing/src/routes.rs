@@ -20,6 +20,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use hopsbridge_domain::{BillingMode, UserId};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::caller::{Caller, Role};
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
 use serde::Serialize;
@@ -45,6 +46,8 @@ pub struct State {
     pub portal: PortalConfig,
     /// Applies webhook events.
     pub webhooks: Webhooks,
+    /// Calendar time: whose team a member is in now.
+    pub clock: Clock,
 }
 
 /// Registers the routes.
@@ -76,15 +79,19 @@ fn owner(caller: &Caller) -> Result<UserId, ApiError> {
 /// The caller's account, if opened; refused when the caller is no owner, or when billing's own
 /// record makes them a team member (the gateway's roles may not know yet).
 async fn owners_account(state: &State, caller: &Caller) -> Result<Option<accounts::Account>, ApiError> {
-    owner_account(&state.db, caller).await
+    owner_account(&state.db, caller, state.clock.now()).await
 }
 
-/// The caller's account, as [`owners_account`] finds it.
-pub(crate) async fn owner_account(db: &Database, caller: &Caller) -> Result<Option<accounts::Account>, ApiError> {
+/// The caller's account, as [`owners_account`] finds it at calendar time `now`.
+pub(crate) async fn owner_account(
+    db: &Database,
+    caller: &Caller,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<accounts::Account>, ApiError> {
     let user = owner(caller)?;
     let mut conn = db.conn().await?;
     let account = accounts::get(&mut conn, user).await.map_err(ApiError::internal)?;
-    if account.as_ref().is_some_and(|a| a.team_owner(chrono::Utc::now().timestamp_micros()).is_some()) {
+    if account.as_ref().is_some_and(|a| a.team_owner(now.timestamp_micros()).is_some()) {
         return Err(BillingCode::OwnerOnly.error());
     }
     Ok(account)

@@ -11,6 +11,7 @@ use hopsbridge_billing::events::{UserCreated, UserCreatedHooks};
 use hopsbridge_billing::stripe::Stripe;
 use hopsbridge_contracts::events::UserCreatedV1;
 use hopsbridge_domain::EventId;
+use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
 use hopsbridge_sandbox::stripe::StripeSim;
@@ -124,7 +125,7 @@ async fn direct() -> Direct {
 
 impl Direct {
     fn handler(&self, hooks: UserCreatedHooks) -> UserCreated {
-        UserCreated::new(self.database.clone(), self.stripe.clone(), self.prices.clone(), hooks)
+        UserCreated::new((self.database.clone(), Clock::system()), self.stripe.clone(), self.prices.clone(), hooks)
     }
 
     async fn deliver(&self, handler: &UserCreated, event: &ReceivedEvent<UserCreatedV1>) -> Result<(), HandlerError> {

@@ -86,7 +86,9 @@ fn require_admin(caller: &Caller) -> Result<Uuid, ApiError> {
 
 /// The owner calling, with their account: members and anyone else are refused.
 async fn owner(api: &Api, caller: &Caller) -> Result<crate::accounts::Account, ApiError> {
-    crate::routes::owner_account(&api.db, caller).await?.ok_or_else(|| BillingCode::AccountNotFound.error())
+    crate::routes::owner_account(&api.db, caller, api.clock.now())
+        .await?
+        .ok_or_else(|| BillingCode::AccountNotFound.error())
 }
 
 /// The owner an admin route names, when billing has their account.
@@ -95,7 +97,7 @@ async fn named_owner(api: &Api, raw: &str) -> Result<OwnerId, ApiError> {
     let mut conn = api.db.conn().await?;
     let account = crate::accounts::get(&mut conn, id.into()).await.map_err(ApiError::internal)?;
     let account = account.ok_or_else(|| BillingCode::AccountNotFound.error())?;
-    if account.team_owner(chrono::Utc::now().timestamp_micros()).is_some() {
+    if account.team_owner(api.clock.now().timestamp_micros()).is_some() {
         return Err(BillingCode::AccountNotFound.with_message("the account is a team member's: its owner is billed"));
     }
     Ok(OwnerId::from(id))

@@ -509,7 +509,7 @@ async fn settle_prepaid(
              FROM unnest($1::uuid[], $2::numeric[]) AS u(id, remaining) WHERE g.id = u.id",
         )
         .bind::<Array<SqlUuid>, _>(changed.iter().map(|g| g.id).collect::<Vec<_>>())
-        .bind::<Array<Numeric>, _>(changed.iter().map(|g| g.remaining).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(changed.iter().map(|g| g.remaining.normalize()).collect::<Vec<_>>())
         .execute(conn)
         .await?;
         diesel::sql_query(
@@ -520,7 +520,7 @@ async fn settle_prepaid(
         .bind::<Array<Date>, _>(deductions.iter().map(|d| d.0.day).collect::<Vec<_>>())
         .bind::<Array<SqlUuid>, _>(deductions.iter().map(|d| d.1).collect::<Vec<_>>())
         .bind::<Array<SqlUuid>, _>(deductions.iter().map(|d| d.0.sample.owner.as_uuid()).collect::<Vec<_>>())
-        .bind::<Array<Numeric>, _>(deductions.iter().map(|d| d.2).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(deductions.iter().map(|d| d.2.normalize()).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(deductions.iter().map(|d| d.0.sample.window_start).collect::<Vec<_>>())
         .execute(conn)
         .await?;
@@ -582,8 +582,8 @@ async fn record_settled(conn: &mut AsyncPgConnection, settled: &[(&Entry, Settle
     )
     .bind::<Array<SqlUuid>, _>(settled.iter().map(|(e, _)| e.sample.sample_id).collect::<Vec<_>>())
     .bind::<Array<Date>, _>(settled.iter().map(|(e, _)| e.day).collect::<Vec<_>>())
-    .bind::<Array<Numeric>, _>(settled.iter().map(|(_, s)| s.credits).collect::<Vec<_>>())
-    .bind::<Array<Numeric>, _>(settled.iter().map(|(_, s)| s.unpaid).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(settled.iter().map(|(_, s)| s.credits.normalize()).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(settled.iter().map(|(_, s)| s.unpaid.normalize()).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(over(0))
     .bind::<Array<BigInt>, _>(over(1))
     .bind::<Array<BigInt>, _>(over(2))

@@ -257,7 +257,7 @@ pub async fn entries(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> QueryResult<Vec<EntryRow>> {
-    let (at, id) = after.unwrap_or((DateTime::<Utc>::MIN_UTC, Uuid::nil()));
+    let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
     diesel::sql_query(
         "SELECT sample_id, user_id, cluster_id, namespace, project_id, window_start, window_end, billing_mode,
                 cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, cpu_cost + memory_cost + gpu_cost AS cost,

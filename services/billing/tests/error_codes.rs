@@ -69,6 +69,54 @@ async fn every_code_is_answered_with_its_status() {
     let unsupported = event("customer.updated", json!({"id": "cus_x", "object": "customer"}));
     expect(BillingCode::UnsupportedEventType, billing.webhook(&unsupported).await);
 
+    // The money routes (decision 0038).
+    let admin = caller(Uuid::now_v7(), &[Role::User, Role::Admin]);
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(2)).to_rfc3339();
+    let price = |resource: &str, amount: Value, from: &str| json!({"resource": resource, "unit_amount_decimal": amount, "effective_from": from});
+    let prices = "/api/admin/prices";
+    expect(BillingCode::AdminOnly, billing.call(Method::GET, prices, Some(&owner)).await);
+    expect(
+        BillingCode::UnknownResource,
+        billing.call_with(Method::POST, prices, Some(&admin), Some(price("disk", json!("1"), &later))).await,
+    );
+    expect(
+        BillingCode::InvalidPrice,
+        billing.call_with(Method::POST, prices, Some(&admin), Some(price("cpu", json!("1e3"), &later))).await,
+    );
+    let soon = chrono::Utc::now().to_rfc3339();
+    expect(
+        BillingCode::PriceTooSoon,
+        billing.call_with(Method::POST, prices, Some(&admin), Some(price("cpu", json!("1"), &soon))).await,
+    );
+    assert_eq!(
+        billing.call_with(Method::POST, prices, Some(&admin), Some(price("gpu", json!("1"), &later))).await.0,
+        StatusCode::CREATED
+    );
+    expect(
+        BillingCode::PriceExists,
+        billing.call_with(Method::POST, prices, Some(&admin), Some(price("gpu", json!("1"), &later))).await,
+    );
+    let mode = format!("/api/admin/billing/{user}/mode");
+    expect(
+        BillingCode::InvalidMode,
+        billing.call_with(Method::PUT, &mode, Some(&admin), Some(json!({"mode": "x"}))).await,
+    );
+    expect(
+        BillingCode::InvalidAmount,
+        billing.call_with(Method::POST, "/api/credits/purchase", Some(&owner), Some(json!({"amount_minor": 1}))).await,
+    );
+    let grant = format!("/api/admin/billing/{user}/credits");
+    expect(
+        BillingCode::InvalidGrant,
+        billing.call_with(Method::POST, &grant, Some(&admin), Some(json!({"amount_minor": 1, "priority": 5000}))).await,
+    );
+    let cap = Some(json!({"monthly_cap_minor": -1}));
+    expect(BillingCode::InvalidCap, billing.call_with(Method::PUT, "/api/billing/cap", Some(&owner), cap).await);
+    expect(
+        BillingCode::InvalidRange,
+        billing.call(Method::GET, "/api/billing/usage?from=2026-12-02&to=2026-12-01", Some(&owner)).await,
+    );
+
     let every: HashSet<BillingCode> = BillingCode::ALL.iter().copied().collect();
     assert_eq!(answered, every, "each code of the catalogue is exercised here");
 

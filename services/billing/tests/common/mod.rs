@@ -68,10 +68,16 @@ pub async fn start() -> Billing {
 }
 
 pub async fn start_with(hooks: UserCreatedHooks) -> Billing {
+    start_adjusted(hooks, |s| s).await
+}
+
+/// [`start_with`], with `adjust` applied to the settings.
+pub async fn start_adjusted(hooks: UserCreatedHooks, adjust: impl FnOnce(TestSettings) -> TestSettings) -> Billing {
     let db = TestDb::new().await;
     let bus = TestBus::new().await;
     let sim = start_sim();
-    let config = config(&db, &bus, &sim);
+    let settings = adjust(settings(&db, &bus, &sim).set("http.workers", "2").layer(TEST_EVENTS));
+    let config: BillingConfig = TestSettings::load(&settings, &hopsbridge_billing::DEFAULTS);
     let app = hopsbridge_billing::build_with_hooks(config.clone(), hooks).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
@@ -183,6 +189,16 @@ pub async fn catalog_ready(sim: &StripeSim) {
 impl Billing {
     pub async fn call(&self, method: Method, path: &str, caller: Option<&Caller>) -> (StatusCode, Value) {
         hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, None).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        caller: Option<&Caller>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, body).await
     }
 
     /// Posts a webhook body with the given `Stripe-Signature` (none when `None`).

@@ -1,0 +1,586 @@
+//! Usage becomes money (decision 0038), against the running service, the real Postgres and
+//! NATS and the Stripe sandbox: the ledger, prices, modes, credits, caps, the owner's views,
+//! bad input and who may call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use common::*;
+use hopsbridge_billing::events::UserCreatedHooks;
+use hopsbridge_contracts::Event as _;
+use hopsbridge_contracts::events::{BillingModeChangedV1, Envelope, UsageRecordedV1};
+use hopsbridge_platform::caller::{Caller, Role};
+use hopsbridge_sandbox::stripe::WebhookFaults;
+use hopsbridge_testkit::{TestBus, TestDb};
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+const DAY: i64 = 86_400;
+const WINDOW: i64 = 900;
+
+struct Money {
+    billing: Billing,
+    admin: Caller,
+}
+
+impl std::ops::Deref for Money {
+    type Target = Billing;
+    fn deref(&self) -> &Billing {
+        &self.billing
+    }
+}
+
+async fn start_money() -> Money {
+    let billing = start_adjusted(UserCreatedHooks::default(), |s| {
+        s.set("mail.admin_addresses", "ops@hopsbridge.test").set("reconciliation.interval_secs", "86400")
+    })
+    .await;
+    Money { billing, admin: caller(Uuid::now_v7(), &[Role::User, Role::Admin]) }
+}
+
+fn owner_caller(user: Uuid) -> Caller {
+    caller(user, &[Role::User, Role::Owner])
+}
+
+/// A sample of `cores` cores, `gib` GiB and `gpus` GPUs for `secs` seconds from `start`.
+fn usage(owner: Uuid, user: Uuid, start: i64, secs: i64, (cores, gib, gpus): (u64, u64, u64)) -> UsageRecordedV1 {
+    let s = u64::try_from(secs).unwrap();
+    UsageRecordedV1 {
+        sample_id: Uuid::now_v7().to_string(),
+        cluster_id: Uuid::from_u128(7).to_string(),
+        namespace: "lab".into(),
+        user_id: user.to_string(),
+        owner_user_id: owner.to_string(),
+        window_start_unix_seconds: start,
+        window_end_unix_seconds: start + secs,
+        project_id: 42,
+        cpu_nanocore_seconds: cores * 1_000_000_000 * s,
+        memory_byte_seconds: (gib << 30) * s,
+        gpu_seconds: gpus * s,
+        ..Default::default()
+    }
+}
+
+/// Publishes each event as metering's relay does, with `Nats-Msg-Id` = event id.
+async fn publish(bus: &TestBus, events: &[(Uuid, UsageRecordedV1)]) {
+    let js = bus.jetstream().await;
+    let mut acks = Vec::with_capacity(events.len());
+    for (id, e) in events {
+        let envelope = Envelope {
+            event_id: id.to_string(),
+            event_type: UsageRecordedV1::TYPE.into(),
+            schema_version: 1,
+            producer: "metering".into(),
+            payload: e.encode_to_vec(),
+            occurred_at_unix_micros: chrono::Utc::now().timestamp_micros(),
+            ..Default::default()
+        };
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(envelope.encode_to_vec().into())
+            .message_id(id.to_string());
+        acks.push(js.send_publish(bus.subjects().event::<UsageRecordedV1>(), message).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+}
+
+async fn publish_new(bus: &TestBus, events: &[UsageRecordedV1]) {
+    let with_ids: Vec<_> = events.iter().map(|e| (Uuid::now_v7(), e.clone())).collect();
+    publish(bus, &with_ids).await;
+}
+
+async fn until(db: &TestDb, sql: &str, want: i64) {
+    let reached =
+        hopsbridge_testkit::eventually(Duration::from_secs(60), || async { count(db, sql).await == want }).await;
+    assert!(reached, "{sql}: {} instead of {want}", count(db, sql).await);
+}
+
+#[derive(diesel::QueryableByName, Debug)]
+struct Text {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    t: String,
+}
+
+/// The rows of `sql`, which selects one text column named `t`.
+async fn texts(db: &TestDb, sql: &str) -> Vec<String> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = db.connect("billing").await;
+    diesel::sql_query(sql).load::<Text>(&mut conn).await.unwrap().into_iter().map(|r| r.t).collect()
+}
+
+fn midnight_today() -> i64 {
+    let now = chrono::Utc::now().timestamp();
+    now - now.rem_euclid(DAY)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_is_ledgered_once_priced_and_split_at_midnight() {
+    let m = start_money().await;
+    let (owner, user) = (Uuid::now_v7(), Uuid::now_v7());
+    let today = midnight_today();
+    // 5,000 samples of 50 owners, all in today's windows.
+    let mut events = Vec::new();
+    for i in 0..5000_i64 {
+        let o = Uuid::from_u128(1000 + u128::try_from(i % 50).unwrap());
+        events.push((Uuid::now_v7(), usage(o, o, today + (i / 50) * WINDOW % DAY, WINDOW, (1, 2, 0))));
+    }
+    publish(&m.bus, &events).await;
+    until(&m.db, "ledger_entries", 5000).await;
+    // Redelivered (same event id) and republished (a new event id, the same sample): nothing changes.
+    publish(&m.bus, &events[..200]).await;
+    let again: Vec<_> = events[200..400].iter().map(|(_, e)| (Uuid::now_v7(), e.clone())).collect();
+    publish(&m.bus, &again).await;
+    let consumed = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
+        count(&m.db, "inbox WHERE event_type = 'UsageRecorded'").await >= 5200
+    })
+    .await;
+    assert!(consumed, "the republished events were consumed");
+    assert_eq!(count(&m.db, "ledger_entries").await, 5000);
+    // 1 core for 900 s at 35 = 8.75; 2 GiB at 3.5 = 1.75.
+    let sums = "SELECT (sum(cpu_cost) || ' ' || sum(memory_cost) || ' ' || sum(gpu_cost)) AS t FROM ledger_entries";
+    assert_eq!(texts(&m.db, sums).await, vec!["43750.00 8750.00 0".to_owned()]);
+
+    // A window across midnight: 300 s before, 600 s after, split by seconds.
+    let across = usage(owner, user, today + DAY - 300, WINDOW, (0, 0, 1));
+    publish_new(&m.bus, std::slice::from_ref(&across)).await;
+    until(&m.db, &format!("ledger_entries WHERE sample_id = '{}'", across.sample_id), 2).await;
+    let parts = texts(
+        &m.db,
+        &format!(
+            "SELECT (day || ' ' || gpu_seconds || ' ' || gpu_cost) AS t FROM ledger_entries WHERE sample_id = '{}' ORDER BY day",
+            across.sample_id
+        ),
+    )
+    .await;
+    let day = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap().date_naive();
+    // 350 an hour: 300 s is 29.1666…, 600 s 58.333….
+    assert_eq!(
+        parts,
+        vec![format!("{} 300 29.166666666667", day(today)), format!("{} 600 58.333333333333", day(today + DAY)),]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_takes_the_price_and_the_mode_in_force_at_its_start() {
+    let m = start_money().await;
+    let (owner, _) = m.new_owner().await;
+    // A price change at noon tomorrow: the 11:45 window keeps 35, the 12:00 one takes 40.
+    let noon = midnight_today() + DAY + DAY / 2;
+    let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339();
+    let body = json!({"resource": "cpu", "unit_amount_decimal": "40", "effective_from": at(noon)});
+    let (status, price) = m.call_with(Method::POST, "/api/admin/prices", Some(&m.admin), Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{price}");
+    assert_eq!(price["unit_amount_decimal"], "40");
+    let (status, again) = m.call_with(Method::POST, "/api/admin/prices", Some(&m.admin), Some(body)).await;
+    assert_eq!((status, again["code"].as_str()), (StatusCode::CONFLICT, Some("price_exists")));
+    let (status, pricing) = m.call(Method::GET, "/api/pricing", None).await;
+    assert_eq!(status, 200, "public: {pricing}");
+    assert_eq!(pricing["current"].as_array().unwrap().len(), 3, "{pricing}");
+    assert_eq!(pricing["scheduled"][0]["unit_amount_decimal"], "40", "{pricing}");
+    let (_, all) = m.call(Method::GET, "/api/admin/prices", Some(&m.admin)).await;
+    assert_eq!(all["prices"].as_array().unwrap().len(), 4);
+
+    let before = usage(owner, owner, noon - WINDOW, WINDOW, (1, 0, 0));
+    let after = usage(owner, owner, noon, WINDOW, (1, 0, 0));
+    publish_new(&m.bus, &[before.clone(), after.clone()]).await;
+    until(&m.db, &format!("ledger_entries WHERE owner_id = '{owner}'"), 2).await;
+    let costs = texts(
+        &m.db,
+        &format!("SELECT cpu_cost::text AS t FROM ledger_entries WHERE owner_id = '{owner}' ORDER BY window_start"),
+    )
+    .await;
+    assert_eq!(costs, vec!["8.75", "10"]);
+
+    // A mode change takes effect at the next window's start: the current window stays postpaid.
+    let (status, changed) = m
+        .call_with(
+            Method::PUT,
+            &format!("/api/admin/billing/{owner}/mode"),
+            Some(&m.admin),
+            Some(json!({"mode": "free"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    let from = chrono::DateTime::parse_from_rfc3339(changed["effective_from"].as_str().unwrap()).unwrap().timestamp();
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(from, now - now.rem_euclid(WINDOW) + WINDOW, "{changed}");
+    assert_eq!(changed["change"]["previous_mode"], "postpaid");
+    let (_, same) = m
+        .call_with(
+            Method::PUT,
+            &format!("/api/admin/billing/{owner}/mode"),
+            Some(&m.admin),
+            Some(json!({"mode": "free"})),
+        )
+        .await;
+    assert_eq!(same["change"], Value::Null, "already scheduled: {same}");
+    assert_eq!(m.outbox("BillingModeChanged").await, 1);
+    let announced = published(&m.bus, &m.bus.subjects().event::<BillingModeChangedV1>()).await;
+    let got = Envelope::decode(announced[0].payload.as_ref()).unwrap();
+    let event = BillingModeChangedV1::decode(got.payload.as_slice()).unwrap();
+    assert_eq!((event.mode.as_str(), event.effective_from_unix_seconds), ("free", from));
+    let current = usage(owner, owner, from - WINDOW, WINDOW, (1, 0, 0));
+    let next = usage(owner, owner, from, WINDOW, (1, 0, 0));
+    publish_new(&m.bus, &[current.clone(), next.clone()]).await;
+    until(&m.db, &format!("ledger_entries WHERE owner_id = '{owner}'"), 4).await;
+    let mode_of = |s: &UsageRecordedV1| {
+        format!("SELECT billing_mode AS t FROM ledger_entries WHERE sample_id = '{}'", s.sample_id)
+    };
+    assert_eq!(texts(&m.db, &mode_of(&current)).await, vec!["postpaid"]);
+    assert_eq!(texts(&m.db, &mode_of(&next)).await, vec!["free"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_bought_through_checkout_are_granted_once_and_spent_window_by_window() {
+    let m = start_money().await;
+    let (owner, account) = m.new_owner().await;
+    let me = owner_caller(owner);
+    let (status, _) = m
+        .call_with(
+            Method::PUT,
+            &format!("/api/admin/billing/{owner}/mode"),
+            Some(&m.admin),
+            Some(json!({"mode": "prepaid"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    m.deliver_webhooks();
+    m.sim.set_webhook_faults(WebhookFaults { duplicate: true, out_of_order: true, ..WebhookFaults::default() });
+    let (status, bought) =
+        m.call_with(Method::POST, "/api/credits/purchase", Some(&me), Some(json!({"amount_minor": 1000}))).await;
+    assert_eq!(status, 200, "{bought}");
+    assert!(bought["url"].as_str().unwrap().contains("/c/pay/"), "{bought}");
+    let session = m.sim.complete_checkout_session(bought["id"].as_str().unwrap()).unwrap();
+    assert_eq!((session["mode"].as_str(), session["payment_status"].as_str()), (Some("payment"), Some("paid")));
+    until(&m.db, "credit_grants", 1).await;
+    // Both deliveries of the completion were answered before anything more is looked at.
+    let delivered = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
+        m.sim.deliveries().iter().filter(|d| d.event_type == "checkout.session.completed" && d.succeeded).count() == 2
+    })
+    .await;
+    assert!(delivered);
+    // And Stripe delivering it again later changes nothing.
+    let completed = m.sim.events().into_iter().find(|e| e["type"] == "checkout.session.completed").unwrap();
+    let (status, dup) = m.webhook(&completed.to_string()).await;
+    assert_eq!((status, dup["duplicate"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(count(&m.db, "credit_grants").await, 1);
+    assert_eq!(
+        texts(&m.db, "SELECT (category || ' ' || amount || ' ' || source) AS t FROM credit_grants").await,
+        vec![format!("purchased 1000 checkout:{}", bought["id"].as_str().unwrap())]
+    );
+    // A promotional grant is spent first.
+    let (status, promo) = m
+        .call_with(
+            Method::POST,
+            &format!("/api/admin/billing/{owner}/credits"),
+            Some(&m.admin),
+            Some(json!({"amount_minor": 100})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{promo}");
+
+    // Windows of one GPU (87.5 each) from the first prepaid window on, published in order.
+    let now = chrono::Utc::now().timestamp();
+    let first = now - now.rem_euclid(WINDOW) + WINDOW;
+    let windows: Vec<_> = (0..14).map(|i| usage(owner, owner, first + i * WINDOW, WINDOW, (0, 0, 1))).collect();
+    publish_new(&m.bus, &windows).await;
+    until(&m.db, &format!("ledger_entries WHERE owner_id = '{owner}'"), 14).await;
+    let paid = texts(
+        &m.db,
+        &format!("SELECT (credits_paid || ' ' || unpaid) AS t FROM ledger_entries WHERE owner_id = '{owner}' ORDER BY window_start"),
+    )
+    .await;
+    let mut want: Vec<String> = (0..12).map(|_| "87.5 0".to_owned()).collect();
+    want.push("50 37.5".to_owned());
+    want.push("0 87.5".to_owned());
+    assert_eq!(paid, want);
+    // The promotional grant paid the first window and the start of the second.
+    let promo_paid = texts(
+        &m.db,
+        &format!(
+            "SELECT amount::text AS t FROM credit_deductions WHERE grant_id = '{}' ORDER BY window_start",
+            promo["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(promo_paid, vec!["87.5", "12.5"]);
+    assert_eq!(m.outbox("CreditsExhausted").await, 1, "exhausted once");
+    // Low balance: 1000 (at 925), 500 (at 487.5) and 0 each mailed once.
+    let mails = "SELECT dedup_key AS t FROM mail_outbox WHERE kind = 'billing.low_balance' ORDER BY dedup_key";
+    assert_eq!(
+        texts(&m.db, mails).await,
+        vec![
+            format!("billing.low_balance:{owner}:0:1"),
+            format!("billing.low_balance:{owner}:1000:1"),
+            format!("billing.low_balance:{owner}:500:1"),
+        ]
+    );
+
+    // A card and another grant: a window beyond the credit overflows to postpaid, exactly.
+    let customer = account.stripe_customer_id.unwrap();
+    let attached = json!({"id": format!("evt_{}", Uuid::new_v4().simple()), "object": "event", "type": "payment_method.attached",
+        "created": chrono::Utc::now().timestamp(), "data": {"object": {"id": "pm_money", "object": "payment_method",
+        "customer": customer, "card": {"brand": "visa", "last4": "4242", "exp_month": 1, "exp_year": 2031}}}});
+    assert_eq!(m.webhook(&attached.to_string()).await.0, 200);
+    let (status, _) = m
+        .call_with(
+            Method::POST,
+            &format!("/api/admin/billing/{owner}/credits"),
+            Some(&m.admin),
+            Some(json!({"amount_minor": 100})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let more: Vec<_> = (14..16).map(|i| usage(owner, owner, first + i * WINDOW, WINDOW, (0, 0, 1))).collect();
+    publish_new(&m.bus, &more).await;
+    until(&m.db, &format!("ledger_entries WHERE owner_id = '{owner}'"), 16).await;
+    let last = texts(
+        &m.db,
+        &format!(
+            "SELECT (credits_paid || ' ' || unpaid || ' ' || gpu_over_quanta) AS t FROM ledger_entries WHERE sample_id = '{}'",
+            more[1].sample_id
+        ),
+    )
+    .await;
+    // 12.5 left of 87.5: q_over = ceil(0.25 h × 75 / 87.5) = 0.214285715 h, billed 75.00000025.
+    assert_eq!(last, vec!["12.49999975 0 214285715"]);
+    assert_eq!(m.outbox("CreditsExhausted").await, 1, "a card on file: no exhaustion");
+    let (status, credits) = m.call(Method::GET, "/api/credits", Some(&me)).await;
+    assert_eq!(status, 200, "{credits}");
+    assert_eq!(credits["balance"], "0.00000025", "{credits}");
+    assert_eq!(credits["grants"].as_array().unwrap().len(), 3);
+    assert_eq!(credits["total_deductions"], 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_sees_usage_costs_the_upcoming_invoice_and_cap_alerts_once_a_month() {
+    let m = start_money().await;
+    let (owner, _) = m.new_owner().await;
+    let member = Uuid::now_v7();
+    let me = owner_caller(owner);
+    let (status, cap) =
+        m.call_with(Method::PUT, "/api/billing/cap", Some(&me), Some(json!({"monthly_cap_minor": 100}))).await;
+    assert_eq!((status, cap["monthly_cap_minor"].as_i64()), (StatusCode::OK, Some(100)));
+    let today = midnight_today();
+    // 87.5 (80 %), then 175 (90 and 100 %), then 262.5 (nothing new).
+    for (i, who) in [owner, member, owner].into_iter().enumerate() {
+        let w = usage(owner, who, today + i64::try_from(i).unwrap() * WINDOW, WINDOW, (0, 0, 1));
+        publish_new(&m.bus, &[w]).await;
+        until(&m.db, &format!("ledger_entries WHERE owner_id = '{owner}'"), i64::try_from(i).unwrap() + 1).await;
+    }
+    let mails =
+        texts(&m.db, "SELECT dedup_key AS t FROM mail_outbox WHERE kind = 'billing.spending_cap' ORDER BY dedup_key")
+            .await;
+    let month = chrono::DateTime::from_timestamp(today, 0).unwrap().format("%Y-%m").to_string();
+    assert_eq!(mails, [100, 80, 90].map(|p| format!("billing.cap:{owner}:{month}:{p}")).to_vec());
+    assert_eq!(count(&m.db, "mail_outbox WHERE kind = 'admin.alert'").await, 1, "admins at 100 %");
+
+    let (status, view) = m.call(Method::GET, "/api/billing/usage", Some(&me)).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["month_to_date"]["cost"], "262.5", "{view}");
+    assert_eq!(view["month_to_date"]["cost_minor"], 263);
+    let lines = view["lines"].as_array().unwrap();
+    let by_member: Vec<_> = lines.iter().filter(|l| l["user_id"] == member.to_string()).collect();
+    assert_eq!(by_member.len(), 1, "{view}");
+    assert_eq!((by_member[0]["quantity"].as_str(), by_member[0]["cost"].as_str()), (Some("0.25"), Some("87.5")));
+    // The upcoming invoice: 0.75 GPU-hours quantised once a day, times 350, rounded once.
+    let invoice = &view["upcoming_invoice"];
+    assert_eq!(invoice["lines"].as_array().unwrap().len(), 1, "{invoice}");
+    assert_eq!(invoice["lines"][0]["quantity"], "0.750000000");
+    assert_eq!(invoice["total_minor"], 263);
+    let day = chrono::DateTime::from_timestamp(today, 0).unwrap().date_naive();
+    let (status, samples) = m.call(Method::GET, &format!("/api/billing/usage/samples?day={day}"), Some(&me)).await;
+    assert_eq!(status, 200, "{samples}");
+    assert_eq!(samples["samples"].as_array().unwrap().len(), 3);
+    assert_eq!(samples["samples"][0]["gpu_hours"], "0.25");
+    // Another owner sees none of it.
+    let (other, _) = m.new_owner().await;
+    let (_, theirs) =
+        m.call(Method::GET, &format!("/api/billing/usage/samples?day={day}"), Some(&owner_caller(other))).await;
+    assert_eq!(theirs["samples"], json!([]));
+}
+
+/// Counts of every table the money routes write.
+async fn footprint(db: &TestDb) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for table in
+        ["prices", "billing_modes", "credit_purchases", "credit_grants", "spending_caps", "outbox", "backfills"]
+    {
+        counts.push(count(db, table).await);
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_code_and_changes_nothing_and_members_are_refused() {
+    let m = start_money().await;
+    let (owner, _) = m.new_owner().await;
+    let me = owner_caller(owner);
+    let before = footprint(&m.db).await;
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(60)).to_rfc3339();
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(2)).to_rfc3339();
+    let past = (chrono::Utc::now() - chrono::TimeDelta::seconds(60)).to_rfc3339();
+    let admin = Some(&m.admin);
+    let cases: Vec<(Method, String, Option<&Caller>, Value, &str)> = vec![
+        (
+            Method::POST,
+            "/api/admin/prices".into(),
+            admin,
+            json!({"resource": "disk", "unit_amount_decimal": "1", "effective_from": later}),
+            "unknown_resource",
+        ),
+        (
+            Method::POST,
+            "/api/admin/prices".into(),
+            admin,
+            json!({"resource": "cpu", "unit_amount_decimal": "-1", "effective_from": later}),
+            "invalid_price",
+        ),
+        (
+            Method::POST,
+            "/api/admin/prices".into(),
+            admin,
+            json!({"resource": "cpu", "unit_amount_decimal": 0.35, "effective_from": later}),
+            "invalid_price",
+        ),
+        (
+            Method::POST,
+            "/api/admin/prices".into(),
+            admin,
+            json!({"resource": "cpu", "unit_amount_decimal": "1e3", "effective_from": later}),
+            "invalid_price",
+        ),
+        (
+            Method::POST,
+            "/api/admin/prices".into(),
+            admin,
+            json!({"resource": "cpu", "unit_amount_decimal": "0.0000000000001", "effective_from": later}),
+            "invalid_price",
+        ),
+        (
+            Method::POST,
+            "/api/admin/prices".into(),
+            admin,
+            json!({"resource": "cpu", "unit_amount_decimal": "1", "effective_from": soon}),
+            "price_too_soon",
+        ),
+        (Method::PUT, "/api/billing/cap".into(), Some(&me), json!({"monthly_cap_minor": -5}), "invalid_cap"),
+        (Method::PUT, "/api/billing/cap".into(), Some(&me), json!({"monthly_cap_minor": 0}), "invalid_cap"),
+        (
+            Method::PUT,
+            "/api/billing/cap".into(),
+            Some(&me),
+            json!({"monthly_cap_minor": 1_000_000_000_000_i64}),
+            "invalid_cap",
+        ),
+        (Method::PUT, "/api/billing/cap".into(), Some(&me), json!({"monthly_cap_minor": 12.5}), "invalid_cap"),
+        (Method::PUT, "/api/billing/cap".into(), Some(&me), json!({"monthly_cap_minor": "100"}), "invalid_cap"),
+        (Method::POST, "/api/credits/purchase".into(), Some(&me), json!({"amount_minor": 0}), "invalid_amount"),
+        (Method::POST, "/api/credits/purchase".into(), Some(&me), json!({"amount_minor": -100}), "invalid_amount"),
+        (Method::POST, "/api/credits/purchase".into(), Some(&me), json!({"amount_minor": 499}), "invalid_amount"),
+        (Method::POST, "/api/credits/purchase".into(), Some(&me), json!({"amount_minor": 1_000_001}), "invalid_amount"),
+        (Method::POST, "/api/credits/purchase".into(), Some(&me), json!({"amount_minor": 1000.5}), "invalid_amount"),
+        (
+            Method::POST,
+            format!("/api/admin/billing/{owner}/credits"),
+            admin,
+            json!({"amount_minor": 0}),
+            "invalid_amount",
+        ),
+        (
+            Method::POST,
+            format!("/api/admin/billing/{owner}/credits"),
+            admin,
+            json!({"amount_minor": 10, "priority": -1}),
+            "invalid_grant",
+        ),
+        (
+            Method::POST,
+            format!("/api/admin/billing/{owner}/credits"),
+            admin,
+            json!({"amount_minor": 10, "expires_at": past}),
+            "invalid_grant",
+        ),
+        (Method::PUT, format!("/api/admin/billing/{owner}/mode"), admin, json!({"mode": "gratis"}), "invalid_mode"),
+        (
+            Method::PUT,
+            format!("/api/admin/billing/{}/mode", Uuid::now_v7()),
+            admin,
+            json!({"mode": "free"}),
+            "billing_account_not_found",
+        ),
+        (
+            Method::POST,
+            format!("/api/admin/billing/{}/credits", Uuid::now_v7()),
+            admin,
+            json!({"amount_minor": 10}),
+            "billing_account_not_found",
+        ),
+        (
+            Method::POST,
+            "/api/admin/billing/backfill".into(),
+            admin,
+            json!({"from": later, "to": soon}),
+            "invalid_range",
+        ),
+    ];
+    for (method, path, who, body, code) in cases {
+        let (status, answer) = m.call_with(method.clone(), &path, who, Some(body.clone())).await;
+        assert_eq!(answer["code"].as_str(), Some(code), "{method} {path} {body}: {status} {answer}");
+        assert!(status.is_client_error(), "{status}");
+    }
+    let (status, answer) = m.call(Method::GET, "/api/billing/usage?from=2026-12-09&to=2026-12-01", Some(&me)).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_range")));
+    assert_eq!(footprint(&m.db).await, before, "nothing changed");
+
+    // Members and anyone but the owner are refused every owner route; all but admins the admin routes.
+    let owner_routes = [
+        (Method::POST, "/api/credits/purchase", Some(json!({"amount_minor": 1000}))),
+        (Method::GET, "/api/credits", None),
+        (Method::PUT, "/api/billing/cap", Some(json!({"monthly_cap_minor": 100}))),
+        (Method::GET, "/api/billing/usage", None),
+        (Method::GET, "/api/billing/usage/samples?day=2026-12-01", None),
+    ];
+    let admin_routes = [
+        (Method::GET, "/api/admin/prices".to_owned()),
+        (Method::POST, "/api/admin/prices".to_owned()),
+        (Method::PUT, format!("/api/admin/billing/{owner}/mode")),
+        (Method::POST, format!("/api/admin/billing/{owner}/credits")),
+        (Method::POST, "/api/admin/billing/backfill".to_owned()),
+        (Method::GET, "/api/admin/billing/backfills".to_owned()),
+        (Method::POST, "/api/admin/billing/reconcile".to_owned()),
+        (Method::GET, "/api/admin/billing/findings".to_owned()),
+    ];
+    for roles in [vec![Role::User, Role::Member], vec![Role::User]] {
+        for (method, path, body) in &owner_routes {
+            let (status, answer) = m.call_with(method.clone(), path, Some(&caller(owner, &roles)), body.clone()).await;
+            assert_eq!(
+                (status, answer["code"].as_str()),
+                (StatusCode::FORBIDDEN, Some("owner_only")),
+                "{path} {roles:?}"
+            );
+        }
+    }
+    let bodies = [
+        None,
+        Some(json!({"resource": "cpu", "unit_amount_decimal": "1", "effective_from": later})),
+        Some(json!({"mode": "free"})),
+        Some(json!({"amount_minor": 10})),
+        Some(json!({"from": soon, "to": later})),
+        None,
+        None,
+        None,
+    ];
+    for ((method, path), body) in admin_routes.iter().zip(bodies) {
+        let (status, answer) = m.call_with(method.clone(), path, Some(&me), body).await;
+        assert_eq!((status, answer["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")), "{path}");
+        let (status, _) = m.call(method.clone(), path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    assert_eq!(footprint(&m.db).await, before, "nothing changed");
+}

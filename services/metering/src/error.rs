@@ -15,6 +15,8 @@ hopsbridge_platform::error_codes! {
         ClusterNotFound = (NOT_FOUND, "cluster_not_found", "metering knows no such cluster"),
         /// The cluster is inactive, so it is not measured.
         ClusterInactive = (CONFLICT, "cluster_inactive", "the cluster is inactive and is not measured"),
+        /// An internal route for the billing service was called by anyone else.
+        BillingOnly = (FORBIDDEN, "billing_only", "the billing service only"),
         /// The window's deadline has passed.
         WindowClosed = (CONFLICT, "window_closed", "the window can no longer be measured; it stays a gap"),
     }

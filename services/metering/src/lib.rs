@@ -11,12 +11,15 @@
 //!   people and admins.
 //! - A window that cannot be measured in time is a gap with its reason; admins see runs, gaps
 //!   and usage, and can collect a cluster now ([`routes`], answering [`error`]'s codes).
+//! - billing pages through attributed samples and reads usage per owner and day for its
+//!   backfill and reconciliation ([`internal`], signed as the billing service only).
 
 pub mod access;
 pub mod attribution;
 pub mod collect;
 pub mod config;
 pub mod error;
+pub mod internal;
 pub mod projection;
 pub mod quantity;
 pub mod routes;
@@ -76,6 +79,7 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
     let unassigned = service.consumer::<ClusterUnassignedV1, _>(projection::Accounts);
     let joined = service.consumer::<TeamMemberJoinedV1, _>(projection::Memberships);
     let removed = service.consumer::<TeamMemberRemovedV1, _>(projection::Memberships);
+    let internal = internal::Internal { db: service.db.clone() };
     let state = routes::State {
         db: service.db.clone(),
         clock: service.clock.clone(),
@@ -91,7 +95,10 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         wake,
     );
     Ok(service
-        .application(Arc::new(move |c| routes::configure(c, state.clone())))?
+        .application(Arc::new(move |c| {
+            routes::configure(c, state.clone());
+            internal::configure(c, internal.clone());
+        }))?
         .with_task("cluster-registered", move |cancel| registered.run(cancel))
         .with_task("cluster-updated", move |cancel| updated.run(cancel))
         .with_task("cluster-assigned", move |cancel| assigned.run(cancel))

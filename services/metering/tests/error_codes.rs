@@ -90,6 +90,7 @@ async fn every_code_is_answered_with_its_status() {
         (MeteringCode::ClusterNotFound, Method::POST, collect(Uuid::now_v7()), admin()),
         (MeteringCode::ClusterInactive, Method::POST, collect(inactive), admin()),
         (MeteringCode::WindowClosed, Method::POST, collect(active), admin()),
+        (MeteringCode::BillingOnly, Method::GET, "/internal/usage/daily?day=2026-12-01".into(), admin()),
     ];
     let mut exercised = HashSet::new();
     for (code, method, path, caller) in cases {

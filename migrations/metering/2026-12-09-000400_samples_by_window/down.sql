@@ -1,0 +1,1 @@
+DROP INDEX samples_window_start_id;

@@ -1,0 +1,280 @@
+//! The routes billing calls (`/internal/...`, decision 0038), signed as `service:billing` and
+//! refused to anyone else, admins included (403 `billing_only`):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /internal/samples?from=&to=&after=&limit=` | attributed samples whose window starts in `[from, to)`, paged by (window start, id), with UsageRecorded's fields |
+//! | `GET /internal/usage/daily?day=` | usage per owner on one UTC day (by window start), from `usage_daily` |
+
+use crate::error::MeteringCode;
+use crate::schema::samples;
+use crate::usage::Usage;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Date, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::Service;
+use hopsbridge_domain::{ClusterId, OwnerId, SampleId, UserId};
+use hopsbridge_platform::caller::Caller;
+use hopsbridge_platform::db::{Database, DbError};
+use hopsbridge_platform::http::{ApiError, ErrorBody, ErrorCode, PlatformCode};
+use serde::{Deserialize, Serialize};
+
+/// The most samples one page holds.
+pub const MAX_PAGE: i64 = 10_000;
+
+/// What the internal handlers share.
+#[derive(Clone, Debug)]
+pub struct Internal {
+    /// metering's schema.
+    pub db: Database,
+}
+
+/// Registers the internal routes.
+pub fn configure(c: &mut web::ServiceConfig, internal: Internal) {
+    c.app_data(web::Data::new(internal))
+        .route("/internal/samples", web::get().to(list_samples))
+        .route("/internal/usage/daily", web::get().to(usage_daily));
+}
+
+/// 401 without caller headers (the extractor), 403 for anyone but billing signing as itself.
+fn require_billing(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_service(Service::Billing) { Ok(()) } else { Err(MeteringCode::BillingOnly.error()) }
+}
+
+fn db(e: diesel::result::Error) -> ApiError {
+    ApiError::from(DbError::from(e))
+}
+
+/// Which samples a page holds.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SamplesQuery {
+    /// Windows starting at or after this instant.
+    from: DateTime<Utc>,
+    /// Windows starting before this instant.
+    to: DateTime<Utc>,
+    /// The previous page's `next`: `<window start, unix seconds>_<sample id>`.
+    after: Option<String>,
+    /// At most this many (1-10000, default 1000).
+    limit: Option<i64>,
+}
+
+/// One attributed sample, with the fields of `UsageRecordedV1`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SampleRecord {
+    sample_id: SampleId,
+    cluster_id: ClusterId,
+    namespace: String,
+    user_id: UserId,
+    owner_user_id: OwnerId,
+    window_start_unix_seconds: i64,
+    window_end_unix_seconds: i64,
+    cpu_core_hours: String,
+    memory_gib_hours: String,
+    gpu_hours: String,
+    estimated: bool,
+    hopsworks_username: String,
+    /// 0 when the namespace belongs to no known project.
+    project_id: i64,
+    cpu_nanocore_seconds: i64,
+    memory_byte_seconds: i64,
+    gpu_seconds: i64,
+    pods: i32,
+}
+
+/// A page of samples.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SamplePage {
+    samples: Vec<SampleRecord>,
+    /// The `after` of the next page; null on the last.
+    next: Option<String>,
+}
+
+type Row = (
+    SampleId,
+    ClusterId,
+    String,
+    Option<UserId>,
+    Option<OwnerId>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    bool,
+    String,
+    Option<i64>,
+    (i64, i64, i64),
+    i32,
+);
+
+#[utoipa::path(get, path = "/internal/samples", tag = "internal", params(SamplesQuery),
+    responses((status = 200, description = "attributed samples by (window start, id)", body = SamplePage),
+        (status = 400, description = "invalid_query: a bound, the cursor or the limit is malformed", body = ErrorBody),
+        (status = 401, description = "unauthenticated: not signed", body = ErrorBody),
+        (status = 403, description = "billing_only: the billing service only", body = ErrorBody)))]
+async fn list_samples(
+    state: web::Data<Internal>,
+    caller: Caller,
+    q: web::Query<SamplesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_billing(&caller)?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=MAX_PAGE).contains(&limit) || q.to < q.from {
+        return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-10000 and from not after to"));
+    }
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(cursor) => {
+            Some(parse_cursor(cursor).ok_or_else(|| PlatformCode::InvalidQuery.with_message("after is not a cursor"))?)
+        }
+    };
+    let mut conn = state.db.conn().await?;
+    let mut query = samples::table
+        .filter(samples::owner_user_id.is_not_null())
+        .filter(samples::user_id.is_not_null())
+        .filter(samples::window_start.ge(q.from))
+        .filter(samples::window_start.lt(q.to))
+        .into_boxed();
+    if let Some((at, id)) = after {
+        query = query.filter(samples::window_start.gt(at).or(samples::window_start.eq(at).and(samples::id.gt(id))));
+    }
+    let rows: Vec<Row> = query
+        .order((samples::window_start, samples::id))
+        .limit(limit)
+        .select((
+            samples::id,
+            samples::cluster_id,
+            samples::namespace,
+            samples::user_id,
+            samples::owner_user_id,
+            samples::window_start,
+            samples::window_end,
+            samples::estimated,
+            samples::hopsworks_username,
+            samples::project_id,
+            (samples::cpu_nanocore_seconds, samples::memory_byte_seconds, samples::gpu_seconds),
+            samples::pods,
+        ))
+        .load(&mut conn)
+        .await
+        .map_err(db)?;
+    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit;
+    let next = rows.last().filter(|_| full).map(|r| format!("{}_{}", r.5.timestamp(), r.0));
+    let samples = rows
+        .into_iter()
+        .filter_map(|(id, cluster, namespace, user, owner, start, end, estimated, username, project, q, pods)| {
+            let exact = |v: i64| u128::try_from(v).unwrap_or(0);
+            let u =
+                Usage { cpu_nanocore_seconds: exact(q.0), memory_byte_seconds: exact(q.1), gpu_seconds: exact(q.2) };
+            Some(SampleRecord {
+                sample_id: id,
+                cluster_id: cluster,
+                namespace,
+                user_id: user?,
+                owner_user_id: owner?,
+                window_start_unix_seconds: start.timestamp(),
+                window_end_unix_seconds: end.timestamp(),
+                cpu_core_hours: u.cpu_core_hours().to_decimal().text,
+                memory_gib_hours: u.memory_gib_hours().to_decimal().text,
+                gpu_hours: u.gpu_hours().to_decimal().text,
+                estimated,
+                hopsworks_username: username,
+                project_id: project.unwrap_or(0),
+                cpu_nanocore_seconds: q.0,
+                memory_byte_seconds: q.1,
+                gpu_seconds: q.2,
+                pods,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SamplePage { samples, next }))
+}
+
+/// `<unix seconds>_<uuid>`.
+fn parse_cursor(cursor: &str) -> Option<(DateTime<Utc>, SampleId)> {
+    let (secs, id) = cursor.split_once('_')?;
+    Some((DateTime::from_timestamp(secs.parse().ok()?, 0)?, id.parse().ok()?))
+}
+
+/// One UTC day.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DayQuery {
+    /// `YYYY-MM-DD`.
+    day: NaiveDate,
+}
+
+/// One owner's usage on one day (windows starting that day), every user and project added up.
+#[derive(Debug, Serialize, QueryableByName, utoipa::ToSchema)]
+pub struct OwnerDay {
+    #[diesel(sql_type = SqlUuid)]
+    owner_user_id: OwnerId,
+    #[diesel(sql_type = BigInt)]
+    cpu_nanocore_seconds: i64,
+    #[diesel(sql_type = BigInt)]
+    memory_byte_seconds: i64,
+    #[diesel(sql_type = BigInt)]
+    gpu_seconds: i64,
+    #[diesel(sql_type = BigInt)]
+    samples: i64,
+}
+
+/// A day's usage per owner.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DailyOwners {
+    day: NaiveDate,
+    owners: Vec<OwnerDay>,
+}
+
+#[utoipa::path(get, path = "/internal/usage/daily", tag = "internal", params(DayQuery),
+    responses((status = 200, description = "usage per owner on the day", body = DailyOwners),
+        (status = 400, description = "invalid_query: day is not YYYY-MM-DD", body = ErrorBody),
+        (status = 401, description = "unauthenticated: not signed", body = ErrorBody),
+        (status = 403, description = "billing_only: the billing service only", body = ErrorBody)))]
+async fn usage_daily(
+    state: web::Data<Internal>,
+    caller: Caller,
+    q: web::Query<DayQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_billing(&caller)?;
+    let mut conn = state.db.conn().await?;
+    // Raw SQL: sum(bigint) is numeric in Postgres; the casts keep the integers.
+    let owners: Vec<OwnerDay> = diesel::sql_query(
+        "SELECT owner_user_id, sum(cpu_nanocore_seconds)::bigint AS cpu_nanocore_seconds,
+                sum(memory_byte_seconds)::bigint AS memory_byte_seconds, sum(gpu_seconds)::bigint AS gpu_seconds,
+                sum(samples)::bigint AS samples
+         FROM usage_daily WHERE day = $1 GROUP BY owner_user_id ORDER BY owner_user_id",
+    )
+    .bind::<Date, _>(q.day)
+    .load(&mut conn)
+    .await
+    .map_err(db)?;
+    Ok(HttpResponse::Ok().json(DailyOwners { day: q.day, owners }))
+}
+
+/// The routes billing calls, kept out of the public document: the gateway never forwards them.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(list_samples, usage_daily),
+    components(schemas(SamplePage, SampleRecord, DailyOwners, OwnerDay, ErrorBody)),
+    tags((name = "internal", description = "Routes for other Hopsbridge services"))
+)]
+pub struct InternalApiDoc;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn cursors_name_a_window_start_and_a_sample() {
+        let id = SampleId::new();
+        let (at, got) = parse_cursor(&format!("1798761600_{id}")).unwrap();
+        assert_eq!((at.timestamp(), got), (1_798_761_600, id));
+        assert!(parse_cursor("yesterday").is_none());
+        assert!(parse_cursor("1_x").is_none());
+    }
+}

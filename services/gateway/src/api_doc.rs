@@ -117,7 +117,7 @@ pub fn document(services: Vec<OpenApi>) -> OpenApi {
         .description(Some(format!(
             "Every operation names its security requirement: an Auth0 access token (Authorization: Bearer) or the \
              browser session cookie. The public ones name none: an invitation's preview (GET /api/invitations/{{token}}), \
-             which its link's holder opens before signing in, the sign-in routes, and the webhooks, which carry their \
+             which its link's holder opens before signing in, the price list (GET /api/pricing), the sign-in routes, and the webhooks, which carry their \
              own signature (Stripe-Signature; the Auth0 Action's shared secret). Changes made with the cookie need the \
              x-csrf-token header. Errors are {{code, message, request_id}}.\n\n\
              Besides each operation's own answers, the gateway itself may answer any forwarded route with: {}.\n\n\
@@ -151,12 +151,13 @@ pub fn document(services: Vec<OpenApi>) -> OpenApi {
 }
 
 /// True for an operation anyone may call without a token or a session: an invitation's
-/// preview (the one public `/api/…` route the gateway forwards, `proxy`'s `is_public`), the
+/// preview and the price list (the public `/api/…` routes the gateway forwards, `proxy`'s
+/// `is_public`), the
 /// sign-in routes, and the webhooks, which carry their own signature.
 #[must_use]
 pub fn is_public(method: &str, path: &str) -> bool {
     path.starts_with("/webhooks/")
-        || (method.eq_ignore_ascii_case("get") && path == "/api/invitations/{token}")
+        || (method.eq_ignore_ascii_case("get") && matches!(path, "/api/invitations/{token}" | "/api/pricing"))
         || matches!(path, "/api/auth/login" | "/api/auth/callback" | "/api/auth/logout")
 }
 

@@ -11,11 +11,12 @@
 //! sent (no dot segments, nothing the URL parser would rewrite), so no request reaches a
 //! service's `/internal/...` routes, which are for the services themselves (decision 0026).
 //!
-//! One `/api/…` route is public: `GET /api/invitations/{token}`, an invitation's preview, which
-//! its link's holder opens before signing in (decision 0035). Exactly that method and that
-//! path shape (one segment of base64url characters, no query) is forwarded without a token,
-//! under the per-address limit only and with no caller headers; every other invitation route,
-//! accepting one included, needs a token as usual.
+//! Two `/api/…` routes are public: `GET /api/invitations/{token}`, an invitation's preview, which
+//! its link's holder opens before signing in (decision 0035), and `GET /api/pricing`, the price
+//! list (decision 0038). Exactly those methods and path shapes (for the preview one segment of
+//! base64url characters; no query) are forwarded without a token, under the per-address limit
+//! only and with no caller headers; every other route, accepting an invitation included, needs a
+//! token as usual.
 
 use crate::callers::{CallerCache, PersonKey, Resolved};
 use crate::error::GatewayCode;
@@ -75,6 +76,9 @@ impl Routes {
                 ("/api/invitations", base(&upstreams.team)?),
                 ("/api/billing", base(&upstreams.billing)?),
                 ("/api/credits", base(&upstreams.billing)?),
+                ("/api/pricing", base(&upstreams.billing)?),
+                ("/api/admin/prices", base(&upstreams.billing)?),
+                ("/api/admin/billing", base(&upstreams.billing)?),
                 ("/api/cluster", base(&upstreams.provisioning)?),
                 ("/api/admin/clusters", base(&upstreams.provisioning)?),
                 ("/api/admin/assignments", base(&upstreams.provisioning)?),
@@ -298,12 +302,17 @@ fn method_not_allowed(allowed: &[&str]) -> HttpResponse {
 /// The longest invitation token the public preview route takes (team's are 43 characters).
 const MAX_PUBLIC_TOKEN: usize = 64;
 
-/// True for the one public `/api/…` request: `GET /api/invitations/{token}`, with the token one
-/// segment of base64url characters and no query.
+/// True for the public `/api/…` requests: `GET /api/invitations/{token}`, with the token one
+/// segment of base64url characters and no query, and `GET /api/pricing` with no query.
 fn is_public(method: &actix_web::http::Method, path_and_query: &str) -> bool {
+    if method != actix_web::http::Method::GET {
+        return false;
+    }
+    if path_and_query == "/api/pricing" {
+        return true;
+    }
     let token = path_and_query.strip_prefix("/api/invitations/").unwrap_or_default();
-    method == actix_web::http::Method::GET
-        && (1..=MAX_PUBLIC_TOKEN).contains(&token.len())
+    (1..=MAX_PUBLIC_TOKEN).contains(&token.len())
         && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -519,10 +528,11 @@ mod tests {
     }
 
     #[test]
-    fn only_an_invitation_preview_is_public() {
+    fn only_an_invitation_preview_and_the_price_list_are_public() {
         use actix_web::http::Method;
         let token = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
         assert!(is_public(&Method::GET, &format!("/api/invitations/{token}")));
+        assert!(is_public(&Method::GET, "/api/pricing"));
         for (method, path) in [
             (Method::POST, format!("/api/invitations/{token}/accept")),
             (Method::GET, format!("/api/invitations/{token}/accept")),
@@ -537,6 +547,10 @@ mod tests {
             (Method::GET, format!("/api/invitations/{}", "a".repeat(65))),
             (Method::GET, format!("/api/team/invitations/{token}")),
             (Method::GET, format!("/api/me/invitations/{token}")),
+            (Method::POST, "/api/pricing".to_owned()),
+            (Method::GET, "/api/pricing?x=1".to_owned()),
+            (Method::GET, "/api/pricing/x".to_owned()),
+            (Method::GET, "/api/admin/prices".to_owned()),
         ] {
             assert!(!is_public(&method, &path), "{method} {path}");
         }

@@ -1,6 +1,7 @@
-//! The one public `/api/…` route: an invitation's preview (`GET /api/invitations/{token}`)
-//! reaches team without a token, with no caller headers, under the per-address limit; every
-//! other invitation route, accepting one included, still needs a token.
+//! The public `/api/…` routes: an invitation's preview (`GET /api/invitations/{token}`) reaches
+//! team, and the price list (`GET /api/pricing`) billing, without a token, with no caller
+//! headers, under the per-address limit; every other invitation route, accepting one included,
+//! and the admins' price routes still need a token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -117,5 +118,62 @@ async fn an_invitation_preview_is_forwarded_without_a_token_and_nothing_else_is(
         assert_eq!(response.status(), 200);
     }
     assert!(limited, "the preview is rate-limited per address");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_price_list_is_forwarded_without_a_token_and_the_price_book_needs_one() {
+    hopsbridge_testkit::init();
+    let seen: Seen = Arc::default();
+    let billing = upstream(Arc::clone(&seen));
+    let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
+    let port = hopsbridge_testkit::free_port();
+    let mut settings = TestSettings::new(Service::Gateway)
+        .set("http.port", port.to_string())
+        .set("auth0.issuer", tenant.issuer())
+        .set("limits.per_ip_per_minute", "1");
+    for name in ["identity", "team", "provisioning", "metering", "billing"] {
+        settings = settings.set(&format!("upstreams.{name}"), billing.clone());
+    }
+    let gateway = hopsbridge_gateway::build(settings.load(&hopsbridge_gateway::DEFAULTS)).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{base}/api/pricing"))
+        .header("authorization", "Bearer not-a-token")
+        .header("x-hopsbridge-roles", "user,admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!((seen[0].0.as_str(), seen[0].1.as_str()), ("GET", "/api/pricing"));
+        assert!(seen[0].2.iter().all(|h| !h.starts_with("x-hopsbridge-") && h != "authorization"), "{:?}", seen[0].2);
+    }
+    for (method, path, answer) in [
+        (reqwest::Method::POST, "/api/pricing", (405, "method_not_allowed")),
+        (reqwest::Method::GET, "/api/pricing?currency=usd", (401, "unauthenticated")),
+        (reqwest::Method::GET, "/api/admin/prices", (401, "unauthenticated")),
+        (reqwest::Method::PUT, "/api/billing/cap", (401, "unauthenticated")),
+        (reqwest::Method::GET, "/api/admin/billing/findings", (401, "unauthenticated")),
+    ] {
+        let response = client.request(method.clone(), format!("{base}{path}")).send().await.unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!((status.as_u16(), body["code"].as_str()), (answer.0, Some(answer.1)), "{method} {path}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1, "nothing else reached billing");
+    let mut limited = false;
+    for _ in 0..12 {
+        if client.get(format!("{base}/api/pricing")).send().await.unwrap().status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the price list is rate-limited per address");
     stop.cancel();
 }

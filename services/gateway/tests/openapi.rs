@@ -134,9 +134,10 @@ fn every_operation_of_the_committed_document_is_consistent() {
             "GET /api/auth/login",
             "GET /api/auth/logout",
             "GET /api/invitations/{token}",
+            "GET /api/pricing",
             "POST /webhooks/stripe"
         ],
-        "the public operations are the preview, the sign-in routes and the signed webhooks"
+        "the public operations are the preview, the price list, the sign-in routes and the signed webhooks"
     );
     let stripe = &doc["paths"]["/webhooks/stripe"]["post"];
     assert!(stripe["description"].as_str().unwrap_or_default().contains("Stripe-Signature"), "{stripe}");

@@ -160,6 +160,9 @@ start_service() {
         "${prefix}HTTP__HOST=${HOST}"
         "${prefix}HTTP__PORT=${PORT[${svc}]}"
         "${prefix}TELEMETRY__JSON_LOGS=false"
+        # Calendar time is the sandbox's clock: real time unless someone moves it
+        # (POST ${SANDBOX_CLOCK_URL} with advance_micros or rate_milli).
+        "${prefix}CLOCK__FOLLOW_URL=${SANDBOX_CLOCK_URL}"
     )
     if is_data_service "${svc}"; then
         vars+=(
@@ -317,6 +320,8 @@ done
 printf '\n  sandbox       log: .local/logs/sandbox.log, settings: .local/sandbox/sandbox.env\n'
 sed -n '/^Auth0 tenant/,/^Ready\.$/p' "${LOG_DIR}/sandbox.log" | sed '/^Ready\.$/d; s/^/    /'
 printf '\n  mail inbox    %s/api/v1/messages (every mail the services send)\n' "${SANDBOX_MAIL_INBOX_URL}"
+printf '  clock         %s (every service follows it; POST {"advance_micros": N} or {"rate_milli": N} moves it)\n' \
+    "${SANDBOX_CLOCK_URL}"
 printf '\n  database      %s\n' "${DATABASE_URL}"
 printf '  nats          %s\n' "${NATS_URL}"
 printf '\n  Every service answers GET /healthz and GET /readyz. Press Ctrl-C to stop.\n\n'

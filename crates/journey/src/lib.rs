@@ -212,10 +212,13 @@ impl Platform {
             if service == Service::Provisioning {
                 settings = journey_provisioning(&db, &bus, &world, &gateway);
             }
+            // Every service's calendar follows the sandbox's clock: real time unless a test moves
+            // it (World::advance, set_time, set_rate).
             settings = settings
                 .set("http.port", ports[service.name()].to_string())
                 .set("http.workers", options.workers.to_string())
-                .set("telemetry.log_filter", options.log_filter);
+                .set("telemetry.log_filter", options.log_filter)
+                .clock(&world.clock_url());
             settings = match service {
                 Service::Identity => settings.set("webhook.secret", WEBHOOK_SECRET).set("team.url", url(Service::Team)),
                 Service::Billing => {
@@ -510,10 +513,10 @@ impl Platform {
         membership
     }
 
-    /// metering's samples of `person`'s usage in windows starting today (UTC), as an admin
-    /// reads them (`GET /api/admin/usage/samples`).
+    /// metering's samples of `person`'s usage in windows starting today (UTC, on the sandbox's
+    /// clock), as an admin reads them (`GET /api/admin/usage/samples`).
     pub async fn samples_today(&self, person: &Person) -> Vec<Value> {
-        let today = chrono::Utc::now().date_naive();
+        let today = chrono::DateTime::from_timestamp(self.world.clock.now(), 0).unwrap_or_default().date_naive();
         let path = format!("/api/admin/usage/samples?user_id={}&day={today}", person.user_id);
         let (status, samples) = self.call("GET", &path, &self.admin_token, None).await;
         assert_eq!(status, 200, "{samples}");

@@ -34,6 +34,9 @@ async fn a_paying_persons_pods_are_measured_attributed_and_shown_to_them() {
         ..Options::default()
     };
     let platform = Platform::start(binaries!(), &options).await;
+    // Every service follows the sandbox's clock (at real time here); the gateway says so.
+    let (status, ready) = platform.call_as("GET", "/readyz", None, None).await;
+    assert_eq!((status, &ready["checks"]["clock"]), (200, &serde_json::json!("simulated")), "{ready}");
     let person = platform.sign_up("metered").await;
     platform.wait_billing_account(&person, Duration::from_secs(30)).await;
     platform.add_card(&person).await;

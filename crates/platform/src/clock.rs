@@ -182,7 +182,7 @@ impl Clock {
                 None => Duration::from_micros(left),
                 Some(f) => {
                     let rate = u64::from(f.lock().read.rate_milli);
-                    let real = if rate == 0 { f.poll } else { Duration::from_micros(left.saturating_mul(1000) / rate) };
+                    let real = left.saturating_mul(1000).checked_div(rate).map_or(f.poll, Duration::from_micros);
                     real.min(f.poll)
                 }
             };

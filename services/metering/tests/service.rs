@@ -768,13 +768,19 @@ async fn on_the_sandbox_clock(env: &mut Env, sim: &Sim) -> (Uuid, i64, String) {
     (cluster, (from + QUARTER - 1).div_euclid(QUARTER) * QUARTER, base)
 }
 
-/// Waits (in real time) until the sandbox's clock has passed `t`.
-async fn until_calendar(env: &Env, t: i64) {
+/// Runs the sandbox's clock at 60× until the deadline of the window ending at `end` has
+/// passed, stops it, and waits until that window is measured.
+async fn at_60x_until_measured(env: &Env, end: i64) {
+    env.clock.set_rate(60 * REAL_TIME_RATE_MILLI);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while env.clock.now() < t {
-        assert!(tokio::time::Instant::now() < deadline, "the sandbox clock never reached {t}");
+    while env.clock.now() < end + DEADLINE {
+        assert!(tokio::time::Instant::now() < deadline, "the sandbox clock never reached {end}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    env.clock.set_rate(0);
+    let measured =
+        format!("SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_end = to_timestamp({end})");
+    env.until(&format!("the window ending at {end} measured"), &measured).await;
 }
 
 #[derive(QueryableByName, Debug)]
@@ -822,15 +828,8 @@ async fn a_simulated_hour_at_60x_has_every_window_measured_at_its_own_time() {
 
     // An hour of calendar time in a minute of real time.
     let from = env.clock.now();
-    env.clock.set_rate(60 * REAL_TIME_RATE_MILLI);
-    until_calendar(&env, from + 3600 + DEADLINE).await;
-    env.clock.set_rate(0);
     let last_end = (from + 3600).div_euclid(QUARTER) * QUARTER;
-    env.until(
-        "the hour's last window measured",
-        &format!("SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_end = to_timestamp({last_end})"),
-    )
-    .await;
+    at_60x_until_measured(&env, last_end).await;
 
     let runs = window_runs(&env, cluster).await;
     assert_no_holes(&runs, first);
@@ -890,15 +889,8 @@ async fn a_jump_of_an_hour_leaves_gaps_only_where_it_passed_a_deadline_and_measu
     let second = env.register("eu-2", &other).await;
     env.until("eu-2 known", &format!("SELECT count(*) AS n FROM clusters WHERE cluster_id = '{second}'")).await;
     // Then the clock runs at 60× through the next two windows.
-    env.clock.set_rate(60 * REAL_TIME_RATE_MILLI);
     let after = (landed.div_euclid(QUARTER) + 2) * QUARTER;
-    until_calendar(&env, after + DEADLINE).await;
-    env.clock.set_rate(0);
-    env.until(
-        "the windows after the jump measured",
-        &format!("SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_end = to_timestamp({after})"),
-    )
-    .await;
+    at_60x_until_measured(&env, after).await;
 
     let runs = window_runs(&env, cluster).await;
     assert_no_holes(&runs, first);

@@ -129,14 +129,8 @@ async fn resend_invitation(state: Data, caller: Caller, id: web::Path<Uuid>) -> 
         (status = 404, description = answers(&[TeamCode::InvitationNotFound], &[]), body = ErrorBody)))]
 async fn cancel_invitation(state: Data, caller: Caller, id: web::Path<Uuid>) -> Result<HttpResponse, ApiError> {
     let me = caller.person()?;
-    let id = *id;
-    let cancelled = state
-        .db
-        .transaction(|c| {
-            let now = state.rules.clock.now();
-            Box::pin(async move { inviting::cancel(c, me, id, now).await })
-        })
-        .await?;
+    let (id, now) = (*id, state.rules.clock.now());
+    let cancelled = state.db.transaction(|c| Box::pin(async move { inviting::cancel(c, me, id, now).await })).await?;
     Ok(HttpResponse::Ok().json(cancelled))
 }
 
@@ -209,14 +203,8 @@ async fn get_membership(state: Data, caller: Caller) -> Result<HttpResponse, Api
         (status = 404, description = answers(&[TeamCode::MemberNotFound], &[]), body = ErrorBody)))]
 async fn remove_member(state: Data, caller: Caller, member: web::Path<UserId>) -> Result<HttpResponse, ApiError> {
     let me = caller.person()?;
-    let member = *member;
-    let ended = state
-        .db
-        .transaction(|c| {
-            let now = state.rules.clock.now();
-            Box::pin(async move { members::remove(c, me, member, now).await })
-        })
-        .await?;
+    let (member, now) = (*member, state.rules.clock.now());
+    let ended = state.db.transaction(|c| Box::pin(async move { members::remove(c, me, member, now).await })).await?;
     Ok(HttpResponse::Ok().json(ended))
 }
 
@@ -225,14 +213,8 @@ async fn remove_member(state: Data, caller: Caller, member: web::Path<UserId>) -
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 404, description = answers(&[TeamCode::NotAMember], &[]), body = ErrorBody)))]
 async fn leave_team(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let me = caller.person()?;
-    let ended = state
-        .db
-        .transaction(|c| {
-            let now = state.rules.clock.now();
-            Box::pin(async move { members::leave(c, me, now).await })
-        })
-        .await?;
+    let (me, now) = (caller.person()?, state.rules.clock.now());
+    let ended = state.db.transaction(|c| Box::pin(async move { members::leave(c, me, now).await })).await?;
     Ok(HttpResponse::Ok().json(ended))
 }
 

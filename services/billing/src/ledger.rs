@@ -250,7 +250,7 @@ pub async fn ingest(
     settings: &Settings,
     mut samples: Vec<Sample>,
 ) -> Result<usize, IngestError> {
-    samples.sort_by(|a, b| (a.window_start, a.sample_id).cmp(&(b.window_start, b.sample_id)));
+    samples.sort_by_key(|s| (s.window_start, s.sample_id));
     samples.dedup_by_key(|s| s.sample_id);
     if samples.is_empty() {
         return Ok(0);

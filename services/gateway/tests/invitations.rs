@@ -39,13 +39,13 @@ fn upstream(seen: Seen) -> String {
     url
 }
 
-const TOKEN: &str = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invitation_preview_is_forwarded_without_a_token_and_nothing_else_is() {
+/// A gateway whose every upstream is a recording stand-in, at the lowest per-address limit:
+/// its base URL, what the stand-in saw, and the token that stops it (and the Auth0 tenant,
+/// kept alive with it).
+async fn gateway() -> (String, Seen, CancellationToken, Auth0Sim) {
     hopsbridge_testkit::init();
     let seen: Seen = Arc::default();
-    let team = upstream(Arc::clone(&seen));
+    let upstream = upstream(Arc::clone(&seen));
     let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
     let port = hopsbridge_testkit::free_port();
     let mut settings = TestSettings::new(Service::Gateway)
@@ -53,12 +53,19 @@ async fn an_invitation_preview_is_forwarded_without_a_token_and_nothing_else_is(
         .set("auth0.issuer", tenant.issuer())
         .set("limits.per_ip_per_minute", "1");
     for name in ["identity", "team", "provisioning", "metering", "billing"] {
-        settings = settings.set(&format!("upstreams.{name}"), team.clone());
+        settings = settings.set(&format!("upstreams.{name}"), upstream.clone());
     }
     let gateway = hopsbridge_gateway::build(settings.load(&hopsbridge_gateway::DEFAULTS)).await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(gateway.run_until_stopped(stop.clone()));
-    let base = format!("http://127.0.0.1:{port}");
+    (format!("http://127.0.0.1:{port}"), seen, stop, tenant)
+}
+
+const TOKEN: &str = "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_preview_is_forwarded_without_a_token_and_nothing_else_is() {
+    let (base, seen, stop, _tenant) = gateway().await;
     let client = reqwest::Client::new();
 
     // Forwarded as it came, without the client's credentials or forged caller headers.
@@ -123,22 +130,7 @@ async fn an_invitation_preview_is_forwarded_without_a_token_and_nothing_else_is(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_price_list_is_forwarded_without_a_token_and_the_price_book_needs_one() {
-    hopsbridge_testkit::init();
-    let seen: Seen = Arc::default();
-    let billing = upstream(Arc::clone(&seen));
-    let tenant = Auth0Sim::start(Auth0Config::default()).unwrap();
-    let port = hopsbridge_testkit::free_port();
-    let mut settings = TestSettings::new(Service::Gateway)
-        .set("http.port", port.to_string())
-        .set("auth0.issuer", tenant.issuer())
-        .set("limits.per_ip_per_minute", "1");
-    for name in ["identity", "team", "provisioning", "metering", "billing"] {
-        settings = settings.set(&format!("upstreams.{name}"), billing.clone());
-    }
-    let gateway = hopsbridge_gateway::build(settings.load(&hopsbridge_gateway::DEFAULTS)).await.unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(gateway.run_until_stopped(stop.clone()));
-    let base = format!("http://127.0.0.1:{port}");
+    let (base, seen, stop, _tenant) = gateway().await;
     let client = reqwest::Client::new();
     let response = client
         .get(format!("{base}/api/pricing"))

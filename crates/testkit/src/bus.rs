@@ -83,6 +83,40 @@ impl TestBus {
         js.send_publish(self.subjects().event::<E>(), message).await.expect("publish").await.expect("PubAck");
         id
     }
+
+    /// Publishes `change` about `member` as the team service announces it
+    /// (TeamMemberJoinedV1 with the role Data scientist, or TeamMemberRemovedV1), and answers
+    /// the event's id.
+    pub async fn publish_membership(
+        &self,
+        member: hopsbridge_domain::UserId,
+        change: hopsbridge_domain::membership::Change,
+    ) -> String {
+        use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
+        use hopsbridge_domain::membership::Change;
+        match change {
+            Change::Joined { id, owner, at } => {
+                let event = TeamMemberJoinedV1 {
+                    owner_user_id: owner.to_string(),
+                    member_user_id: member.to_string(),
+                    project_role: "Data scientist".into(),
+                    membership_id: id.to_string(),
+                    joined_at_unix_micros: at,
+                };
+                self.publish(&event, None).await
+            }
+            Change::Removed { id, owner, at } => {
+                let event = TeamMemberRemovedV1 {
+                    owner_user_id: owner.to_string(),
+                    member_user_id: member.to_string(),
+                    membership_id: id.to_string(),
+                    removed_at_unix_micros: at,
+                    reason: "left".into(),
+                };
+                self.publish(&event, None).await
+            }
+        }
+    }
 }
 
 impl Drop for TestBus {

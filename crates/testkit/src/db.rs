@@ -91,6 +91,27 @@ fn replace_database(url: &str, db: &str) -> String {
     }
 }
 
+impl TestDb {
+    /// Waits up to `within` until `schema`'s inbox records event `id` as handled (by any
+    /// consumer); answers whether it did.
+    pub async fn handled(&self, schema: &str, id: &str, within: Duration) -> bool {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        crate::eventually(within, || async {
+            let mut conn = self.connect(schema).await;
+            diesel::sql_query("SELECT count(*) AS n FROM inbox WHERE event_id = $1::uuid")
+                .bind::<diesel::sql_types::Text, _>(id)
+                .get_result::<Count>(&mut conn)
+                .await
+                .is_ok_and(|c| c.n > 0)
+        })
+        .await
+    }
+}
+
 /// Builds `hb_tpl_<fingerprint>` once, under an advisory lock so that concurrent test
 /// processes wait for one builder; sweeps leftovers of earlier runs.
 async fn ensure_template(admin: &str) -> String {

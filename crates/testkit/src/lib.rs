@@ -46,6 +46,42 @@ pub fn init() {
     });
 }
 
+/// What [`raw_http`] read back: the status, the `Allow` header and the body as JSON (`Null` when
+/// it is not JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawAnswer {
+    /// The status code (0 when the answer was not HTTP).
+    pub status: u16,
+    /// The `Allow` header, if any.
+    pub allow: Option<String>,
+    /// The body.
+    pub body: serde_json::Value,
+}
+
+/// Sends one request exactly as written (any method, any path, raw header lines each ending in
+/// CRLF, the body bytes) to `base` (`http://host:port`) over a fresh connection, for what a
+/// client library would refuse to send or would rewrite.
+pub async fn raw_http(base: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> RawAnswer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write the head");
+    stream.write_all(body).await.expect("write the body");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    let allow = head.lines().find_map(|l| {
+        l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("allow")).map(|(_, v)| v.trim().to_owned())
+    });
+    RawAnswer { status, allow, body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null) }
+}
+
 /// The key tests sign gateway caller headers with.
 pub const GATEWAY_SIGNING_KEY: &str = "test-gateway-signing-key-0123456789abcdef";
 

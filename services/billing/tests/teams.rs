@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
 use hopsbridge_domain::membership::{self, Change};
 use hopsbridge_domain::{MembershipId, OwnerId};
 use hopsbridge_platform::caller::Role;
@@ -19,33 +18,8 @@ use uuid::Uuid;
 /// Publishes `change` about `member` as the team service would and waits until billing has
 /// handled it; answers the event's id.
 async fn publish(billing: &Billing, member: Uuid, change: Change) -> String {
-    let id = match change {
-        Change::Joined { id, owner, at } => {
-            let event = TeamMemberJoinedV1 {
-                owner_user_id: owner.to_string(),
-                member_user_id: member.to_string(),
-                project_role: "Data scientist".into(),
-                membership_id: id.to_string(),
-                joined_at_unix_micros: at,
-            };
-            billing.bus.publish(&event, None).await
-        }
-        Change::Removed { id, owner, at } => {
-            let event = TeamMemberRemovedV1 {
-                owner_user_id: owner.to_string(),
-                member_user_id: member.to_string(),
-                membership_id: id.to_string(),
-                removed_at_unix_micros: at,
-                reason: "left".into(),
-            };
-            billing.bus.publish(&event, None).await
-        }
-    };
-    let handled = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
-        count(&billing.db, &format!("inbox WHERE event_id = '{id}'")).await == 1
-    })
-    .await;
-    assert!(handled, "billing handled {change:?}");
+    let id = billing.bus.publish_membership(member.into(), change).await;
+    assert!(billing.db.handled("billing", &id, Duration::from_secs(30)).await, "billing handled {change:?}");
     id
 }
 

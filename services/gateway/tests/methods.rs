@@ -19,23 +19,8 @@ async fn send(
     headers: &str,
     body: &str,
 ) -> (u16, Option<String>, serde_json::Value) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let address = gateway.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {address}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
-    let allow = head.lines().find_map(|l| {
-        l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("allow")).map(|(_, v)| v.trim().to_owned())
-    });
-    (status, allow, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    let answer = hopsbridge_testkit::raw_http(gateway, method, path, headers, body.as_bytes()).await;
+    (answer.status, answer.allow, answer.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,6 @@
 mod common;
 
 use common::start;
-use diesel_async::RunQueryDsl;
-use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
 use hopsbridge_domain::UserId;
 use hopsbridge_domain::membership::{self, Change};
 use reqwest::Method;
@@ -18,44 +16,8 @@ use std::time::Duration;
 /// Publishes `change` about `member` as the team service would, and waits until identity has
 /// handled it, so the next change arrives after it.
 async fn publish(identity: &common::Identity, member: UserId, change: Change) {
-    let id = match change {
-        Change::Joined { id, owner, at } => {
-            let event = TeamMemberJoinedV1 {
-                owner_user_id: owner.to_string(),
-                member_user_id: member.to_string(),
-                project_role: "Data scientist".into(),
-                membership_id: id.to_string(),
-                joined_at_unix_micros: at,
-            };
-            identity.bus.publish(&event, None).await
-        }
-        Change::Removed { id, owner, at } => {
-            let event = TeamMemberRemovedV1 {
-                owner_user_id: owner.to_string(),
-                member_user_id: member.to_string(),
-                membership_id: id.to_string(),
-                removed_at_unix_micros: at,
-                reason: "removed".into(),
-            };
-            identity.bus.publish(&event, None).await
-        }
-    };
-    let handled = hopsbridge_testkit::eventually(Duration::from_secs(15), || async {
-        #[derive(diesel::QueryableByName)]
-        struct N {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut conn = identity.db.connect("identity").await;
-        diesel::sql_query(format!("SELECT count(*) AS n FROM inbox WHERE event_id = '{id}'"))
-            .get_result::<N>(&mut conn)
-            .await
-            .unwrap()
-            .n
-            == 1
-    })
-    .await;
-    assert!(handled, "identity handled {change:?}");
+    let id = identity.bus.publish_membership(member, change).await;
+    assert!(identity.db.handled("identity", &id, Duration::from_secs(15)).await, "identity handled {change:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

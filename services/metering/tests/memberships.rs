@@ -7,7 +7,6 @@
 
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
 use hopsbridge_domain::membership::{self, Change};
 use hopsbridge_domain::{ClusterId, UserId};
 use hopsbridge_metering::MeteringConfig;
@@ -15,44 +14,11 @@ use hopsbridge_testkit::{TestBus, TestDb, TestSettings};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[derive(diesel::QueryableByName)]
-struct N {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
 /// Publishes `change` about `member` as the team service would, and waits until metering has
 /// handled it, so the next change arrives after it.
 async fn publish(db: &TestDb, bus: &TestBus, member: UserId, change: Change) {
-    let id = match change {
-        Change::Joined { id, owner, at } => {
-            let event = TeamMemberJoinedV1 {
-                owner_user_id: owner.to_string(),
-                member_user_id: member.to_string(),
-                project_role: "Data scientist".into(),
-                membership_id: id.to_string(),
-                joined_at_unix_micros: at,
-            };
-            bus.publish(&event, None).await
-        }
-        Change::Removed { id, owner, at } => {
-            let event = TeamMemberRemovedV1 {
-                owner_user_id: owner.to_string(),
-                member_user_id: member.to_string(),
-                membership_id: id.to_string(),
-                removed_at_unix_micros: at,
-                reason: "left".into(),
-            };
-            bus.publish(&event, None).await
-        }
-    };
-    let handled = hopsbridge_testkit::eventually(Duration::from_secs(15), || async {
-        let mut conn = db.connect("metering").await;
-        let sql = format!("SELECT count(*) AS n FROM inbox WHERE event_id = '{id}'");
-        diesel::sql_query(sql).get_result::<N>(&mut conn).await.unwrap().n == 1
-    })
-    .await;
-    assert!(handled, "metering handled {change:?}");
+    let id = bus.publish_membership(member, change).await;
+    assert!(db.handled("metering", &id, Duration::from_secs(15)).await, "metering handled {change:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

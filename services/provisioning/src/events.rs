@@ -11,7 +11,9 @@ use hopsbridge_contracts::events::{
     UserSuspendedV1,
 };
 use hopsbridge_domain::{AccountStatus, ProjectRole, UserId};
-use hopsbridge_platform::events::{Handler, HandlerError, InBatch, MembershipEvent as _, ReceivedEvent, parse_uuid};
+use hopsbridge_platform::events::{
+    Handler, HandlerError, InBatch, MembershipEvent as _, NewPerson, ReceivedEvent, parse_uuid,
+};
 use tracing::Instrument as _;
 
 /// The `user_id` of an event.
@@ -29,16 +31,13 @@ impl Handler<UserCreatedV1> for UserCreated {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserCreatedV1>,
     ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        let user_id = user_id(&p.user_id)?;
-        if p.auth_subject.is_empty() || !p.email.contains('@') {
-            return Err(HandlerError::Reject("UserCreated without a subject or an email".into()));
-        }
+        let new = NewPerson::read(&event.payload)?;
+        let user_id = new.user;
         let person = Person {
             user_id,
-            auth_subject: p.auth_subject.clone(),
-            email: p.email.clone(),
-            name: p.name.clone(),
+            auth_subject: new.subject,
+            email: new.email.to_string(),
+            name: new.name,
             status: AccountStatus::Active,
         };
         users::upsert(conn, &person).await?;

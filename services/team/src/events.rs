@@ -11,9 +11,9 @@ use hopsbridge_contracts::events::{
     ClusterAssignedV1, ClusterUnassignedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1,
     UserSuspendedV1,
 };
-use hopsbridge_domain::{AccountStatus, ClusterId, Email, OwnerId, UserId};
+use hopsbridge_domain::{AccountStatus, ClusterId, OwnerId, UserId};
 use hopsbridge_platform::clock::Clock;
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent, parse_uuid};
+use hopsbridge_platform::events::{Handler, HandlerError, NewPerson, ReceivedEvent, parse_uuid};
 
 fn retry(e: TeamError) -> HandlerError {
     HandlerError::Retry(e.into())
@@ -33,11 +33,8 @@ impl Handler<UserCreatedV1> for UserCreated {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserCreatedV1>,
     ) -> Result<(), HandlerError> {
-        let e = &event.payload;
-        let id = user("user_id", &e.user_id)?;
-        let email =
-            Email::parse(&e.email).map_err(|_| HandlerError::Reject(format!("email is not valid: {:?}", e.email)))?;
-        people::created(conn, id, &email, &e.name).await.map_err(retry)
+        let new = NewPerson::read(&event.payload)?;
+        people::created(conn, new.user, &new.email, &new.name).await.map_err(retry)
     }
 }
 

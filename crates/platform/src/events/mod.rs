@@ -17,12 +17,14 @@ pub mod bus;
 pub mod consumer;
 pub mod membership;
 pub mod outbox;
+pub mod people;
 pub mod relay;
 
 pub use bus::{EventBus, NatsCheck};
 pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, InBatch, ReceivedEvent, parse_id, parse_uuid};
 pub use membership::{MembershipEvent, MembershipNews};
 pub use outbox::{enqueue, enqueue_all, enqueue_all_at, enqueue_at};
+pub use people::NewPerson;
 pub use relay::{Relay, RelayHooks};
 
 use futures::future::BoxFuture;

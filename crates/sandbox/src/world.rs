@@ -117,9 +117,9 @@ pub struct World {
     pub clusters: Vec<Cluster>,
     /// The mail catcher every service sends through, and the admin alert webhook.
     pub mail: MailSim,
-    /// The simulated clock: the clusters' workloads run on it and the services follow it
-    /// ([`World::clock_url`]). It starts at the wall clock's time and runs at real time until
-    /// a test moves it ([`World::set_time`], [`World::advance`], [`World::set_rate`]).
+    /// The simulated clock: the clusters' workloads and Stripe run on it and the services
+    /// follow it ([`World::clock_url`]). It starts at the wall clock's time and runs at real
+    /// time until a test moves it ([`World::set_time`], [`World::advance`], [`World::set_rate`]).
     pub clock: Arc<SimClock>,
     /// The clock served over HTTP.
     pub clock_server: ClockServer,
@@ -142,7 +142,9 @@ impl World {
             auth0.add_user(u.clone());
         }
         let client_id = Auth0Config::default().client_id;
-        let stripe = StripeSim::start(StripeConfig::default())?;
+        let clock = Arc::new(SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI));
+        // Stripe's periods, invoices and meter event windows run on the World's calendar.
+        let stripe = StripeSim::start_with_clock(StripeConfig::default(), Arc::clone(&clock))?;
         // Stripe delivers its events to the gateway, which forwards them to billing.
         let stripe_webhook_secret = format!("whsec_{}", uuid::Uuid::new_v4().simple());
         stripe.add_webhook_endpoint_for(
@@ -150,7 +152,6 @@ impl World {
             &stripe_webhook_secret,
             &STRIPE_ENDPOINT_EVENTS,
         );
-        let clock = Arc::new(SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI));
         let now = clock.now();
         let clock_server = ClockServer::start(Arc::clone(&clock))?;
         let clusters = (1..=config.clusters)

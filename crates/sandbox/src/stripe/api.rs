@@ -2,8 +2,10 @@
 //! the resources, and the hosted Checkout and portal pages.
 
 use super::params::{list, s};
-use super::state::{API_VERSION, Answer, ApiError, DAY, IdempotencyRecord, RequestCtx, State, random_id};
-use super::{Shared, catalog, checkout, customers, form, payments, subscriptions, webhooks};
+use super::state::{
+    API_VERSION, Answer, ApiError, Bucket, DAY, IdempotencyRecord, RequestCtx, State, random_id, set_livemode,
+};
+use super::{Shared, billing, catalog, checkout, customers, form, meters, payments, subscriptions, webhooks};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
@@ -14,6 +16,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, shared: Arc<Shared>) {
         .route("/c/pay/{id}", web::get().to(checkout_page))
         .route("/c/pay/{id}", web::post().to(checkout_pay))
         .route("/p/session/{id}", web::get().to(portal_page))
+        .route("/i/{id}", web::get().to(invoice_page))
         .default_service(web::to(handle));
 }
 
@@ -44,6 +47,37 @@ async fn portal_page(id: web::Path<String>, shared: web::Data<Shared>) -> HttpRe
             customer = session["customer"].as_str().unwrap_or_default(),
             back = escape_html(session["return_url"].as_str().unwrap_or_default()),
         )),
+        Err(_) => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// The hosted invoice page an invoice's `hosted_invoice_url` points at: its lines and status.
+async fn invoice_page(id: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    let mut state = shared.lock();
+    state.tick();
+    match state.get("invoice", "invoice", &id, "invoice") {
+        Ok(invoice) => {
+            let lines: String = invoice["lines"]["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    format!(
+                        "<tr><td>{}</td><td>{}</td></tr>",
+                        escape_html(l["description"].as_str().unwrap_or_default()),
+                        l["amount"]
+                    )
+                })
+                .collect();
+            HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+                "<!doctype html><title>Sandbox invoice</title><p>Invoice {number} ({status})</p><table>{lines}</table>\
+                 <p>Total {total} {currency}</p>",
+                number = invoice["number"].as_str().unwrap_or_default(),
+                status = invoice["status"].as_str().unwrap_or_default(),
+                total = invoice["total"],
+                currency = invoice["currency"].as_str().unwrap_or_default(),
+            ))
+        }
         Err(_) => HttpResponse::NotFound().finish(),
     }
 }
@@ -84,6 +118,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     let version = req.headers().get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or(API_VERSION).to_owned();
     let error = |e: &ApiError| reply(e.status, &e.body(), &request_id, &version, false);
     let mut state = shared.lock();
+    // What fell due on the clock happens before the request is seen, as it did at Stripe.
+    state.tick();
 
     let bearer = req
         .headers()
@@ -104,9 +140,10 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         }
         Some(key) if key != state.secret_key => {
             let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let prefix = if key.starts_with("sk_live_") { "sk_live_" } else { "sk_test_" };
             return error(&ApiError {
                 status: 401,
-                ..ApiError::invalid(format!("Invalid API Key provided: sk_test_****{tail}"), None)
+                ..ApiError::invalid(format!("Invalid API Key provided: {prefix}****{tail}"), None)
             });
         }
         Some(key) => key.to_owned(),
@@ -116,9 +153,17 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         return error(&injected_failure(status));
     }
 
-    if let Some(limit) = state.rate_limit {
+    // Rate limits count real seconds (decision 0037): reads and writes apart, meter events on
+    // a budget of their own.
+    let bucket = match *req.method() {
+        Method::GET => Bucket::Read,
+        Method::POST if req.path() == "/v1/billing/meter_events" => Bucket::MeterEvents,
+        _ => Bucket::Write,
+    };
+    let limit = if bucket == Bucket::MeterEvents { state.meter_event_rate_limit } else { state.rate_limit };
+    if let Some(limit) = limit {
         let second = chrono::Utc::now().timestamp();
-        let window = state.rate_window.entry(key).or_insert((second, 0));
+        let window = state.rate_window.entry((key, bucket)).or_insert((second, 0));
         if window.0 != second {
             *window = (second, 0);
         }
@@ -140,7 +185,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     }
     let method = req.method().clone();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if method == Method::POST && !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
+    let has_body = (method == Method::POST || method == Method::DELETE) && !body.is_empty();
+    if has_body && !content_type.starts_with("application/x-www-form-urlencoded") {
         return error(&ApiError::invalid(
             format!(
                 "Invalid request: unsupported Content-Type {content_type}. If error persists and you need assistance, \
@@ -149,7 +195,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
             None,
         ));
     }
-    let raw = if method == Method::POST {
+    // Parameters come in the body of a POST (and of a DELETE, as Stripe's clients send them),
+    // else in the query string.
+    let raw = if has_body || method == Method::POST {
         String::from_utf8_lossy(&body).into_owned()
     } else {
         req.query_string().to_owned()
@@ -193,10 +241,11 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         }
         Ok(value)
     });
-    let (status, answer) = match answer {
+    let (status, mut answer) = match answer {
         Ok(value) => (200, value),
         Err(e) => (e.status, e.body()),
     };
+    set_livemode(&mut answer, state.livemode);
     // Stripe saves a result only once the endpoint started executing: not for parameters that
     // failed validation, which is where every 4xx here except a card error comes from.
     if let Some(key) = idempotency_key.filter(|_| status == 200 || status == 402) {
@@ -295,7 +344,9 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
             list("/v1/billing/meters", items, p)
         }
         ["billing", "meters", id] if get => state.get("billing.meter", "billing.meter", id, "id"),
-        ["billing", "meter_events"] if post => catalog::create_meter_event(state, p),
+        ["billing", "meters", id, "event_summaries"] if get => meters::event_summaries(state, id, p),
+        ["billing", "meter_events"] if post => meters::create_meter_event(state, p),
+        ["billing", "meter_event_adjustments"] if post => meters::create_adjustment(state, p),
         ["subscriptions"] if post => subscriptions::create_subscription(state, p, ctx),
         ["subscriptions"] if get => {
             let customer = s(p, "customer");
@@ -311,7 +362,11 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
             list("/v1/subscriptions", items, p)
         }
         ["subscriptions", id] if get => state.get("subscription", "subscription", id, "id"),
-        ["subscriptions", id] if delete => subscriptions::cancel_subscription(state, id, ctx),
+        ["subscriptions", id] if delete => subscriptions::cancel_subscription(state, id, p, ctx),
+        ["subscription_items"] if post => subscriptions::create_item(state, p, ctx),
+        ["subscription_items"] if get => subscriptions::list_items(state, p),
+        ["subscription_items", id] if get => subscriptions::get_item(state, id),
+        ["subscription_items", id] if delete => subscriptions::delete_item(state, id, p, ctx),
         ["setup_intents"] if post => payments::create_setup_intent(state, p),
         ["setup_intents", id] if get => state.get("setup_intent", "setupintent", id, "intent"),
         ["setup_intents", id, "confirm"] if post => {
@@ -342,7 +397,9 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
             });
             list("/v1/invoices", items, p)
         }
+        ["invoices", "create_preview"] if post => billing::create_preview(state, p),
         ["invoices", id] if get => state.get("invoice", "invoice", id, "invoice"),
+        ["payment_intents", id] if get => state.get("payment_intent", "payment_intent", id, "intent"),
         ["billing_portal", "sessions"] if post => checkout::create_portal_session(state, p),
         ["webhook_endpoints"] if post => webhooks::create_webhook_endpoint(state, p),
         _ => Err(ApiError {

@@ -1,7 +1,8 @@
 //! Products, prices, billing meters and meter events.
 
+use super::decimal::Dec;
 use super::params::{integer, known, metadata, one_of, required, s};
-use super::state::{Answer, ApiError, DAY, State, random_id};
+use super::state::{Answer, ApiError, State};
 use serde_json::{Value, json};
 
 pub fn create_product(state: &mut State, p: &Value) -> Answer {
@@ -71,7 +72,15 @@ pub fn create_price(state: &mut State, p: &Value) -> Answer {
             ));
         }
         (Some(amount), None) if amount >= 0 => amount.to_string(),
-        (None, Some(d)) if d.parse::<f64>().is_ok_and(|x| x.is_finite() && x >= 0.0) => d.to_owned(),
+        (None, Some(d)) => match Dec::parse(d) {
+            Some(x) if !x.is_negative() && x.decimal_places() <= 12 => d.to_owned(),
+            _ => {
+                return Err(ApiError::invalid(
+                    "Invalid decimal: unit_amount_decimal must be a non-negative decimal with at most 12 decimal places.",
+                    Some("unit_amount_decimal"),
+                ));
+            }
+        },
         (None, None) => return Err(ApiError::missing_param("unit_amount")),
         _ => return Err(ApiError::invalid("Invalid unit amount: must be a non-negative number", Some("unit_amount"))),
     };
@@ -177,81 +186,4 @@ pub fn create_meter(state: &mut State, p: &Value) -> Answer {
     });
     state.put(meter.clone());
     Ok(meter)
-}
-
-pub fn create_meter_event(state: &mut State, p: &Value) -> Answer {
-    known(p, &["event_name", "identifier", "payload", "timestamp"])?;
-    let event_name = required(p, "event_name")?;
-    let payload = p.get("payload").and_then(Value::as_object).ok_or_else(|| ApiError::missing_param("payload"))?;
-    let meter = state
-        .all_where("billing.meter", |m| m["event_name"] == event_name && m["status"] == "active")
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            ApiError::invalid(format!("No active meter was found for event_name `{event_name}`."), Some("event_name"))
-        })?;
-    let customer_key = meter["customer_mapping"]["event_payload_key"].as_str().unwrap_or("stripe_customer_id");
-    let value_key = meter["value_settings"]["event_payload_key"].as_str().unwrap_or("value");
-    let customer_param = format!("payload[{customer_key}]");
-    let customer = payload
-        .get(customer_key)
-        .and_then(Value::as_str)
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| ApiError::missing_param(&customer_param))?;
-    state
-        .get("customer", "customer", customer, &customer_param)
-        .map_err(|_| ApiError::no_such_param("customer", customer, &customer_param))?;
-    let value_param = format!("payload[{value_key}]");
-    if meter["default_aggregation"]["formula"] != "count" {
-        let value =
-            payload.get(value_key).and_then(Value::as_str).ok_or_else(|| ApiError::missing_param(&value_param))?;
-        if !value.parse::<f64>().is_ok_and(f64::is_finite) {
-            return Err(ApiError::invalid(format!("The value `{value}` is not a valid number."), Some(&value_param)));
-        }
-        if significant_digits(value) > 15 {
-            return Err(ApiError::invalid(
-                format!("The value in the event payload can have at most 15 digits. Received `{value}`."),
-                Some(&value_param),
-            ));
-        }
-    }
-    let now = state.now();
-    let timestamp = integer(p, "timestamp", "timestamp")?.unwrap_or(now);
-    if timestamp < now - 35 * DAY {
-        return Err(ApiError::invalid(
-            "Timestamp must be within the past 35 days. Meter events with older timestamps are rejected.",
-            Some("timestamp"),
-        ));
-    }
-    if timestamp > now + 300 {
-        return Err(ApiError::invalid("Timestamp must not be more than 5 minutes in the future.", Some("timestamp")));
-    }
-    let identifier = s(p, "identifier").map_or_else(|| random_id("", 24), str::to_owned);
-    state.meter_identifiers.retain(|_, at| now - *at < DAY);
-    if state.meter_identifiers.contains_key(&identifier) {
-        return Err(ApiError::invalid(
-            format!("An event already exists with identifier {identifier}."),
-            Some("identifier"),
-        ));
-    }
-    state.meter_identifiers.insert(identifier.clone(), now);
-    let event = json!({
-        "object": "billing.meter_event",
-        "created": now,
-        "event_name": event_name,
-        "identifier": identifier,
-        "livemode": false,
-        "payload": payload,
-        "timestamp": timestamp,
-    });
-    state.meter_events.push(event.clone());
-    Ok(event)
-}
-
-/// Digits of a decimal number from its first non-zero digit, without trailing fractional zeros.
-fn significant_digits(value: &str) -> usize {
-    let unsigned = value.trim_start_matches(['-', '+']);
-    let (mantissa, _) = unsigned.split_once(['e', 'E']).unwrap_or((unsigned, ""));
-    let trimmed = if mantissa.contains('.') { mantissa.trim_end_matches('0') } else { mantissa };
-    trimmed.chars().filter(char::is_ascii_digit).skip_while(|c| *c == '0').count()
 }

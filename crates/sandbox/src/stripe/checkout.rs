@@ -2,7 +2,7 @@
 
 use super::customers::create_customer;
 use super::params::{integer, known, metadata, one_of, required, s};
-use super::payments::{attach, new_card, new_setup_intent};
+use super::payments::{attach, new_card, new_setup_intent, paid_intent};
 use super::state::{Answer, ApiError, DAY, RequestCtx, State, random_id};
 use serde_json::{Value, json};
 
@@ -54,8 +54,12 @@ pub fn create_checkout_session(state: &mut State, p: &Value) -> Answer {
             .ok_or_else(|| ApiError::missing_param("line_items"))?;
         let mut total = 0_i64;
         for (i, item) in items.iter().enumerate() {
-            let quantity = integer(item, "quantity", &format!("line_items[{i}][quantity]"))?
-                .ok_or_else(|| ApiError::missing_param(&format!("line_items[{i}][quantity]")))?;
+            let quantity_param = format!("line_items[{i}][quantity]");
+            let quantity =
+                integer(item, "quantity", &quantity_param)?.ok_or_else(|| ApiError::missing_param(&quantity_param))?;
+            if quantity < 1 {
+                return Err(ApiError::invalid("Quantity must be greater than 0.", Some(&quantity_param)));
+            }
             let (unit, item_currency) = if let Some(price_id) = s(item, "price") {
                 let param = format!("line_items[{i}][price]");
                 let price = state
@@ -76,18 +80,60 @@ pub fn create_checkout_session(state: &mut State, p: &Value) -> Answer {
                 if s(data, "product").is_none() && s(&data["product_data"], "name").is_none() {
                     return Err(ApiError::missing_param(&format!("{prefix}[product_data][name]")));
                 }
-                (integer(data, "unit_amount", &format!("{prefix}[unit_amount]"))?, Some(currency.to_lowercase()))
+                if data.get("recurring").is_some() {
+                    return Err(ApiError::invalid(
+                        "You specified `payment` mode but passed a recurring price. Either switch to `subscription` \
+                         mode or use only one-time prices.",
+                        Some(&format!("{prefix}[recurring]")),
+                    ));
+                }
+                let unit = integer(data, "unit_amount", &format!("{prefix}[unit_amount]"))?;
+                if unit.is_some_and(|u| u < 0) {
+                    return Err(ApiError::invalid(
+                        "Invalid non-negative integer",
+                        Some(&format!("{prefix}[unit_amount]")),
+                    ));
+                }
+                (unit, Some(currency.to_lowercase()))
             } else {
                 return Err(ApiError::missing_param(&format!("line_items[{i}][price]")));
             };
             let unit =
                 unit.ok_or_else(|| ApiError::missing_param(&format!("line_items[{i}][price_data][unit_amount]")))?;
             total = total.saturating_add(unit.saturating_mul(quantity));
+            if currency.is_some() && item_currency.is_some() && currency != item_currency {
+                return Err(ApiError::invalid(
+                    "All line items must have the same currency as the Checkout Session.",
+                    Some(&format!("line_items[{i}]")),
+                ));
+            }
             currency = currency.or(item_currency);
+        }
+        // Stripe's smallest and largest card charges (for the currencies it publishes them for).
+        let minimum = match currency.as_deref() {
+            Some("usd" | "eur" | "chf" | "cad" | "aud" | "nzd" | "sgd") => 50,
+            Some("gbp") => 30,
+            _ => 1,
+        };
+        if total < minimum {
+            return Err(ApiError::invalid(
+                format!(
+                    "The Checkout Session's total amount due must add up to at least {minimum} in the currency's minor \
+                     unit ({}).",
+                    currency.as_deref().unwrap_or_default()
+                ),
+                None,
+            ));
+        }
+        if total > 99_999_999 {
+            return Err(ApiError {
+                code: Some("amount_too_large"),
+                ..ApiError::invalid("Amount must be no more than 99999999 in the currency's minor unit.", None)
+            });
         }
         amount = Some(total);
     }
-    let id = random_id("cs_test_", 58);
+    let id = random_id(&format!("cs_{}_", state.mode()), 58);
     let now = state.now();
     let session = json!({
         "id": id,
@@ -169,7 +215,16 @@ pub fn complete_checkout_session(state: &mut State, id: &str) -> Answer {
         state.emit("setup_intent.succeeded", intent, None, &ctx);
         session["setup_intent"] = json!(intent_id);
     } else {
-        session["payment_intent"] = json!(State::new_id("pi_"));
+        // A one-off payment: a PaymentIntent paid with the card, which is not saved.
+        let amount = session["amount_total"].as_i64().unwrap_or(0);
+        let mut intent = paid_intent(state, amount, &session["currency"], &customer, &pm);
+        let succeeded = intent.clone();
+        intent["status"] = json!("requires_payment_method");
+        intent["amount_received"] = json!(0);
+        intent["latest_charge"] = Value::Null;
+        state.emit("payment_intent.created", intent, None, &ctx);
+        state.emit("payment_intent.succeeded", succeeded.clone(), None, &ctx);
+        session["payment_intent"] = succeeded["id"].clone();
         session["payment_status"] = json!("paid");
     }
     session["customer"] = json!(customer);

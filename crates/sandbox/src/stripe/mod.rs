@@ -1,16 +1,23 @@
 //! A simulated Stripe API for the parts billing uses: customers, products, prices, billing
-//! meters and meter events, subscriptions, SetupIntents, payment methods, Checkout Sessions,
-//! invoices, billing portal sessions and signed webhooks, served on loopback over plain HTTP.
+//! meters, meter events, adjustments and summaries, subscriptions and their items, invoices
+//! computed from metered usage at each period's end, SetupIntents, payment methods, Checkout
+//! Sessions, PaymentIntents, billing portal sessions and signed webhooks, served on loopback
+//! over plain HTTP.
 //!
 //! Requests are form-encoded and authenticated with a secret key; answers and errors take
 //! Stripe's JSON shapes so the real `async-stripe` client decodes them. Idempotency keys, rate
 //! limits and webhook faults (duplicates, reordering, delays, retries) behave as Stripe's do.
+//! Calendar time (periods, invoices, meter event windows, idempotency keys) is a [`SimClock`]:
+//! the World's, so a test moves Stripe's calendar with everything else.
 
 mod api;
+mod billing;
 mod catalog;
 mod checkout;
 mod customers;
+mod decimal;
 mod form;
+mod meters;
 mod params;
 mod payments;
 mod state;
@@ -20,6 +27,7 @@ mod webhooks;
 pub use state::{Attempt, Delivery, WebhookFaults};
 pub use webhooks::signature_header;
 
+use crate::clock::{REAL_TIME_RATE_MILLI, SimClock};
 use crate::server::Served;
 use serde_json::Value;
 use state::{Endpoint, RequestCtx, State};
@@ -28,16 +36,28 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// How a simulator starts.
 #[derive(Debug, Clone)]
 pub struct StripeConfig {
-    /// The secret key requests must carry (`sk_test_…`).
+    /// The secret key requests must carry: `sk_test_…` for a test-mode account, `sk_live_…`
+    /// for a live-mode one (every object's `livemode`, and meter events limited at 1,000 a
+    /// second instead of the general limit).
     pub secret_key: String,
-    /// Requests per second allowed per key; `None` for no limit. Defaults to Stripe's test-mode
-    /// limit of 25.
+    /// Reads, and writes, per second allowed per key; `None` for no limit at all (meter events
+    /// included). Stripe's are 25 in test mode and 100 in live mode.
     pub rate_limit: Option<u32>,
 }
 
 impl Default for StripeConfig {
+    /// A test-mode account with Stripe's test-mode limit of 25 reads and 25 writes a second.
     fn default() -> Self {
         Self { secret_key: state::random_id("sk_test_", 32), rate_limit: Some(25) }
+    }
+}
+
+impl StripeConfig {
+    /// A live-mode account (`sk_live_…`) with Stripe's live-mode limits: 100 reads and 100
+    /// writes a second, and 1,000 meter events a second.
+    #[must_use]
+    pub fn live() -> Self {
+        Self { secret_key: state::random_id("sk_live_", 32), rate_limit: Some(100) }
     }
 }
 
@@ -70,18 +90,24 @@ impl Drop for StripeSim {
 pub type ControlResult<T> = Result<T, String>;
 
 impl StripeSim {
-    /// Serves the simulator on `127.0.0.1:0` and starts the webhook sender; needs a Tokio runtime.
+    /// Serves the simulator on `127.0.0.1:0` on a calendar clock of its own, at the wall
+    /// clock's time and real time, and starts the webhook sender and the billing cycle; needs
+    /// a Tokio runtime.
     ///
     /// # Errors
     /// When the port cannot be bound.
     pub fn start(config: StripeConfig) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                secret_key: config.secret_key,
-                rate_limit: config.rate_limit,
-                ..State::default()
-            }),
-        });
+        let clock = SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI);
+        Self::start_with_clock(config, Arc::new(clock))
+    }
+
+    /// [`start`](Self::start) on `clock` (the World's), so Stripe's periods, invoices and
+    /// meter event windows move with everything else's calendar.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub fn start_with_clock(config: StripeConfig, clock: Arc<SimClock>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared { state: Mutex::new(State::new(config.secret_key, config.rate_limit, clock)) });
         let routes = shared.clone();
         let served = Served::start(move |cfg| api::configure(cfg, routes.clone()), None)?;
         shared.lock().base_url = served.url();
@@ -106,9 +132,21 @@ impl StripeSim {
         self.shared.lock().secret_key.clone()
     }
 
-    /// Sets the requests per second allowed per key (`None`: unlimited).
+    /// Sets the reads, and the writes, per second allowed per key (`None`: unlimited).
     pub fn set_rate_limit(&self, per_second: Option<u32>) {
         self.shared.lock().rate_limit = per_second;
+    }
+
+    /// Sets the meter events per second allowed per key (`None`: unlimited); they do not count
+    /// against [`set_rate_limit`](Self::set_rate_limit)'s.
+    pub fn set_meter_event_rate_limit(&self, per_second: Option<u32>) {
+        self.shared.lock().meter_event_rate_limit = per_second;
+    }
+
+    /// Whether this is a live-mode account (its key is `sk_live_…`).
+    #[must_use]
+    pub fn livemode(&self) -> bool {
+        self.shared.lock().livemode
     }
 
     /// Answers the next `n` authenticated API requests with `status` and changes nothing:
@@ -124,12 +162,31 @@ impl StripeSim {
         self.shared.lock().failures.len()
     }
 
-    /// Moves the simulated clock forward (or back) by `seconds`.
-    pub fn advance_clock(&self, seconds: i64) {
-        self.shared.lock().clock_offset += seconds;
+    /// The calendar clock Stripe runs on (the World's, or its own).
+    #[must_use]
+    pub fn clock(&self) -> Arc<SimClock> {
+        Arc::clone(&self.shared.lock().clock)
     }
 
-    /// The simulated clock, in unix seconds.
+    /// Moves the calendar clock forward by `seconds` (the clock it shares with the World, if it
+    /// does) and does what falls due: periods end, invoices finalise. A clock never goes back,
+    /// so zero or less changes nothing.
+    pub fn advance_clock(&self, seconds: i64) {
+        let mut state = self.shared.lock();
+        if seconds > 0 {
+            state.clock.advance(seconds);
+        }
+        state.tick();
+    }
+
+    /// Does what has fallen due on the clock: invoices at each period's end, finalisation and
+    /// payment an hour after `invoice.created`. The simulator also does it every few
+    /// milliseconds and before every request.
+    pub fn run_due(&self) {
+        self.shared.lock().tick();
+    }
+
+    /// The calendar clock, in unix seconds.
     #[must_use]
     pub fn now(&self) -> i64 {
         self.shared.lock().now()
@@ -141,10 +198,12 @@ impl StripeSim {
         self.shared.lock().all("customer")
     }
 
-    /// Subscriptions, newest first.
+    /// Subscriptions, newest first, once what fell due has been done.
     #[must_use]
     pub fn subscriptions(&self) -> Vec<Value> {
-        self.shared.lock().all("subscription")
+        let mut state = self.shared.lock();
+        state.tick();
+        state.all("subscription")
     }
 
     /// Payment methods, newest first.
@@ -153,22 +212,37 @@ impl StripeSim {
         self.shared.lock().all("payment_method")
     }
 
-    /// Invoices, newest first.
+    /// Invoices, newest first, once what fell due has been done.
     #[must_use]
     pub fn invoices(&self) -> Vec<Value> {
-        self.shared.lock().all("invoice")
+        let mut state = self.shared.lock();
+        state.tick();
+        state.all("invoice")
     }
 
-    /// Accepted meter events, in the order they arrived.
+    /// Accepted meter events, in the order they arrived (cancelled ones included).
     #[must_use]
     pub fn meter_events(&self) -> Vec<Value> {
         self.shared.lock().meter_events.clone()
     }
 
-    /// Every event emitted, in order.
+    /// Every event emitted, in order, once what fell due has been done.
     #[must_use]
     pub fn events(&self) -> Vec<Value> {
-        self.shared.lock().events.clone()
+        let mut state = self.shared.lock();
+        state.tick();
+        state.events.clone()
+    }
+
+    /// From now on, charges to payment method `id` are declined (`card_declined`), as they are
+    /// for Stripe's test card `pm_card_chargeCustomerFail`; `false` lets them succeed again.
+    pub fn decline_charges(&self, id: &str, declined: bool) {
+        let mut state = self.shared.lock();
+        if declined {
+            state.failing_cards.insert(id.to_owned());
+        } else {
+            state.failing_cards.remove(id);
+        }
     }
 
     /// Every webhook delivery with its attempts.

@@ -56,3 +56,19 @@ pub fn list(url: &str, items: Vec<Value>, p: &Value) -> Answer {
     let data: Vec<Value> = rest.into_iter().take(limit).collect();
     Ok(json!({"object": "list", "data": data, "has_more": has_more, "url": url}))
 }
+
+/// A boolean parameter (`true` or `false`, as Stripe's clients send them).
+pub fn boolean(p: &Value, key: &str) -> Result<Option<bool>, ApiError> {
+    match s(p, key) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(v) => Err(ApiError::invalid(format!("Invalid boolean: {v}"), Some(key))),
+    }
+}
+
+/// A list embedded in an object (a subscription's items, an invoice's lines): every element,
+/// with its count.
+pub fn embedded_list(url: String, items: Vec<Value>) -> Value {
+    json!({"object": "list", "total_count": items.len(), "data": items, "has_more": false, "url": url})
+}

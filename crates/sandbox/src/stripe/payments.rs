@@ -57,6 +57,15 @@ pub fn new_setup_intent(
 }
 
 pub fn new_card(state: &mut State) -> Value {
+    new_card_ending(state, "4242")
+}
+
+/// A new Visa card ending in `last4`.
+fn new_card_ending(state: &mut State, last4: &str) -> Value {
+    let exp_year = chrono::DateTime::from_timestamp(state.now(), 0).map_or(2030, |t| {
+        use chrono::Datelike;
+        i64::from(t.year())
+    }) + 3;
     let card = json!({
         "id": State::new_id("pm_"),
         "object": "payment_method",
@@ -71,11 +80,11 @@ pub fn new_card(state: &mut State) -> Value {
             "country": "US",
             "display_brand": "visa",
             "exp_month": 12,
-            "exp_year": chrono::Utc::now().format("%Y").to_string().parse::<i64>().unwrap_or(2030) + 3,
+            "exp_year": exp_year,
             "fingerprint": random_id("", 16),
             "funding": "credit",
             "generated_from": null,
-            "last4": "4242",
+            "last4": last4,
             "networks": {"available": ["visa"], "preferred": null},
             "regulated_status": "unregulated",
             "three_d_secure_usage": {"supported": true},
@@ -144,8 +153,9 @@ pub fn detach_payment_method(state: &mut State, id: &str, ctx: &RequestCtx) -> A
     Ok(method)
 }
 
-/// Stripe's test payment methods: `pm_card_visa` makes a new Visa card; a declining one is
-/// answered with Stripe's 402 card error.
+/// Stripe's test payment methods: `pm_card_visa` makes a new Visa card, and
+/// `pm_card_chargeCustomerFail` one that attaches but whose charges are declined; a declining
+/// one is answered with Stripe's 402 card error.
 const DECLINING_CARDS: [(&str, &str); 3] = [
     ("pm_card_visa_chargeDeclined", "generic_decline"),
     ("pm_card_visa_chargeDeclinedInsufficientFunds", "insufficient_funds"),
@@ -155,6 +165,11 @@ const DECLINING_CARDS: [(&str, &str); 3] = [
 pub fn resolve_test_card(state: &mut State, pm: &str, param: &str) -> Result<String, ApiError> {
     if pm == "pm_card_visa" {
         return Ok(new_card(state)["id"].as_str().unwrap_or_default().to_owned());
+    }
+    if pm == "pm_card_chargeCustomerFail" {
+        let id = new_card_ending(state, "0341")["id"].as_str().unwrap_or_default().to_owned();
+        state.failing_cards.insert(id.clone());
+        return Ok(id);
     }
     if let Some((_, decline)) = DECLINING_CARDS.iter().find(|(name, _)| *name == pm) {
         return Err(card_declined(decline));
@@ -215,4 +230,60 @@ pub fn confirm_setup_intent(state: &mut State, id: &str, pm: &str, ctx: &Request
     state.put(intent.clone());
     state.emit("setup_intent.succeeded", intent.clone(), None, ctx);
     Ok(intent)
+}
+
+/// A PaymentIntent a customer paid with `payment_method` (Checkout in payment mode).
+pub fn paid_intent(state: &mut State, amount: i64, currency: &Value, customer: &str, payment_method: &str) -> Value {
+    let id = State::new_id("pi_");
+    let intent = json!({
+        "id": id,
+        "object": "payment_intent",
+        "allowed_payment_method_types": null,
+        "amount": amount,
+        "amount_capturable": 0,
+        "amount_details": null,
+        "amount_received": amount,
+        "application": null,
+        "application_fee_amount": null,
+        "automatic_payment_methods": null,
+        "canceled_at": null,
+        "cancellation_reason": null,
+        "capture_method": "automatic",
+        "client_secret": format!("{id}_secret_{}", random_id("", 24)),
+        "confirmation_method": "automatic",
+        "created": state.now(),
+        "currency": currency,
+        "customer": customer,
+        "customer_account": null,
+        "description": null,
+        "excluded_payment_method_types": null,
+        "hooks": null,
+        "last_payment_error": null,
+        "latest_charge": State::new_id("ch_"),
+        "livemode": false,
+        "managed_payments": null,
+        "metadata": {},
+        "next_action": null,
+        "on_behalf_of": null,
+        "payment_details": null,
+        "payment_method": payment_method,
+        "payment_method_configuration_details": null,
+        "payment_method_options": null,
+        "payment_method_types": ["card"],
+        "payment_record": null,
+        "presentment_details": null,
+        "processing": null,
+        "receipt_email": null,
+        "review": null,
+        "setup_future_usage": null,
+        "shipping": null,
+        "source": null,
+        "statement_descriptor": null,
+        "statement_descriptor_suffix": null,
+        "status": "succeeded",
+        "transfer_data": null,
+        "transfer_group": null,
+    });
+    state.put(intent.clone());
+    intent
 }

@@ -1,10 +1,13 @@
 //! The simulator's state: stored objects, idempotency records, meter events, webhook endpoints,
 //! events and their deliveries, and Stripe's error answers.
 
+use super::decimal::Dec;
+use crate::clock::SimClock;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The API version events are rendered with (the one async-stripe 1.0.0-rc.10 pins).
@@ -12,6 +15,10 @@ pub const API_VERSION: &str = "2026-09-30.endive";
 
 /// Seconds in a day: idempotency keys and meter event identifiers are kept this long.
 pub const DAY: i64 = 86_400;
+
+/// How long a subscription's invoice stays a draft after `invoice.created` before Stripe
+/// finalises it and takes the payment.
+pub const FINALIZE_AFTER: i64 = 3600;
 
 /// An object in Stripe's JSON shape, or the error to answer.
 pub type Answer = Result<Value, ApiError>;
@@ -176,22 +183,121 @@ pub struct RequestCtx {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Default)]
+/// Which per-second budget a request spends: Stripe counts reads and writes apart, and meter
+/// events have a limit of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    Read,
+    Write,
+    MeterEvents,
+}
+
+/// One accepted meter event, as the invoices and summaries read it.
+#[derive(Debug, Clone)]
+pub struct MeterRecord {
+    pub meter: String,
+    pub event_name: String,
+    pub customer: String,
+    pub value: Dec,
+    pub timestamp: i64,
+    /// When Stripe received it, on the calendar clock.
+    pub received: i64,
+    pub identifier: String,
+    /// When an adjustment cancelled it.
+    pub cancelled: Option<i64>,
+}
+
+/// A subscription item over its life: items removed from a subscription leave its JSON but
+/// not this record.
+#[derive(Debug, Clone)]
+pub struct ItemRecord {
+    pub id: String,
+    pub price: Value,
+    pub quantity: Option<i64>,
+    pub added: i64,
+    pub removed: Option<i64>,
+}
+
+/// A subscription's billing cycle: the anchor its periods are counted from and the open period.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    pub anchor: i64,
+    pub interval: String,
+    pub count: u32,
+    pub period_start: i64,
+    pub period_end: i64,
+    /// `period_end` is the anchor moved on by this many intervals.
+    pub next: i64,
+}
+
+/// What one invoice line bills.
+#[derive(Debug, Clone)]
+pub enum LineSpec {
+    /// A metered item's usage with timestamps in `[from, to)`, counted when the invoice is
+    /// finalised.
+    Metered { item: String, price: Value, customer: String, from: i64, to: i64 },
+    /// A licensed item for `[from, to)` (or any item, at an amount a test chose), at a fixed
+    /// amount.
+    Fixed { item: String, price: Value, quantity: Option<i64>, from: i64, to: i64, amount: i64 },
+    /// A pending invoice item (a proration, or usage billed when its item was removed).
+    Item(PendingItem),
+}
+
+/// An invoice item waiting for the subscription's next invoice.
+#[derive(Debug, Clone)]
+pub struct PendingItem {
+    pub id: String,
+    pub subscription: String,
+    pub subscription_item: String,
+    pub price: Value,
+    pub amount: i64,
+    pub quantity_decimal: String,
+    pub proration: bool,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// A draft invoice Stripe finalises at `finalize_at`.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub invoice: String,
+    pub finalize_at: i64,
+    pub lines: Vec<LineSpec>,
+}
+
+#[derive(Debug)]
 pub struct State {
     pub secret_key: String,
     pub base_url: String,
-    /// Seconds added to the real clock.
-    pub clock_offset: i64,
+    /// Whether this is a live-mode account (`sk_live_…`): `livemode` on every object and
+    /// live-mode rate limits.
+    pub livemode: bool,
+    /// The calendar: the World's clock, or one of the simulator's own at real time.
+    pub clock: Arc<SimClock>,
+    /// While the simulator acts on its own at a scheduled time (a period's end, a
+    /// finalisation), that time: what `now()` answers.
+    pub as_of: Option<i64>,
+    /// Requests per second per key and kind (reads, writes); `None` for no limit.
     pub rate_limit: Option<u32>,
+    /// Meter events per second per key; `None` for no limit.
+    pub meter_event_rate_limit: Option<u32>,
     /// Statuses the next API requests are answered with (a test's faults), first first.
     pub failures: std::collections::VecDeque<u16>,
-    pub rate_window: HashMap<String, (i64, u32)>,
+    pub rate_window: HashMap<(String, Bucket), (i64, u32)>,
     pub objects: BTreeMap<String, Value>,
     /// The ids of each type of object (`"customer"`, …), oldest first.
     pub order: HashMap<String, Vec<String>>,
     pub idempotency: HashMap<String, IdempotencyRecord>,
     pub meter_events: Vec<Value>,
-    pub meter_identifiers: HashMap<String, i64>,
+    pub meter_records: Vec<MeterRecord>,
+    /// Each identifier seen in the last 24 hours: when it was received and its record.
+    pub meter_identifiers: HashMap<String, (i64, usize)>,
+    pub items: HashMap<String, Vec<ItemRecord>>,
+    pub cycles: HashMap<String, Cycle>,
+    pub pending_items: Vec<PendingItem>,
+    pub drafts: Vec<Draft>,
+    /// Payment methods whose charges are declined (`pm_card_chargeCustomerFail`, or a test's).
+    pub failing_cards: HashSet<String>,
     pub endpoints: Vec<Endpoint>,
     pub events: Vec<Value>,
     pub deliveries: Vec<Delivery>,
@@ -205,16 +311,75 @@ pub fn random_id(prefix: &str, len: usize) -> String {
     format!("{prefix}{tail}")
 }
 
+/// Sets every `livemode` field in `value` to `live`.
+pub fn set_livemode(value: &mut Value, live: bool) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "livemode" {
+                    *child = Value::Bool(live);
+                } else {
+                    set_livemode(child, live);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| set_livemode(item, live)),
+        _ => {}
+    }
+}
+
 impl State {
+    pub fn new(secret_key: String, rate_limit: Option<u32>, clock: Arc<SimClock>) -> Self {
+        let livemode = secret_key.starts_with("sk_live_");
+        // Stripe's v1 meter events take about 1,000 a second in live mode; test mode's is not
+        // published, so it is taken to be the general test-mode limit.
+        let meter_event_rate_limit = rate_limit.map(|general| if livemode { 1000 } else { general });
+        Self {
+            secret_key,
+            base_url: String::new(),
+            livemode,
+            clock,
+            as_of: None,
+            rate_limit,
+            meter_event_rate_limit,
+            failures: std::collections::VecDeque::new(),
+            rate_window: HashMap::new(),
+            objects: BTreeMap::new(),
+            order: HashMap::new(),
+            idempotency: HashMap::new(),
+            meter_events: Vec::new(),
+            meter_records: Vec::new(),
+            meter_identifiers: HashMap::new(),
+            items: HashMap::new(),
+            cycles: HashMap::new(),
+            pending_items: Vec::new(),
+            drafts: Vec::new(),
+            failing_cards: HashSet::new(),
+            endpoints: Vec::new(),
+            events: Vec::new(),
+            deliveries: Vec::new(),
+            pending: Vec::new(),
+            faults: WebhookFaults::default(),
+            hold_until: None,
+        }
+    }
+
+    /// The calendar time, unix seconds: the clock's, or the scheduled time being acted on.
     pub fn now(&self) -> i64 {
-        chrono::Utc::now().timestamp() + self.clock_offset
+        self.as_of.unwrap_or_else(|| self.clock.now())
+    }
+
+    /// `test` or `live`, as Stripe writes it in some ids (`cs_test_…`).
+    pub fn mode(&self) -> &'static str {
+        if self.livemode { "live" } else { "test" }
     }
 
     pub fn new_id(prefix: &str) -> String {
         random_id(prefix, 24)
     }
 
-    pub fn put(&mut self, object: Value) {
+    pub fn put(&mut self, mut object: Value) {
+        set_livemode(&mut object, self.livemode);
         if let Some(id) = object["id"].as_str() {
             if !self.objects.contains_key(id) {
                 let kind = object["object"].as_str().unwrap_or_default().to_owned();
@@ -253,7 +418,8 @@ impl State {
     }
 
     /// Records an event and queues its delivery to every endpoint.
-    pub fn emit(&mut self, kind: &str, object: Value, previous: Option<Value>, ctx: &RequestCtx) {
+    pub fn emit(&mut self, kind: &str, mut object: Value, previous: Option<Value>, ctx: &RequestCtx) {
+        set_livemode(&mut object, self.livemode);
         let mut data = json!({ "object": object });
         if let Some(previous) = previous {
             data["previous_attributes"] = previous;
@@ -264,7 +430,7 @@ impl State {
             "api_version": API_VERSION,
             "created": self.now(),
             "data": data,
-            "livemode": false,
+            "livemode": self.livemode,
             "pending_webhooks": self.endpoints.iter().filter(|e| e.events.iter().any(|t| t == "*" || t == kind)).count(),
             "request": {"id": ctx.id, "idempotency_key": ctx.idempotency_key},
             "type": kind,

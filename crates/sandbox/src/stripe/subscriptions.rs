@@ -1,7 +1,9 @@
-//! Subscriptions and their invoices.
+//! Subscriptions, their items, their cancellation (with a final invoice), and invoices a test
+//! makes.
 
-use super::params::{integer, known, metadata, one_of, required, s};
-use super::state::{Answer, ApiError, DAY, RequestCtx, State};
+use super::billing::{Finalize, boundary, interval_of, open_invoice, prorate, usage_item};
+use super::params::{boolean, embedded_list, integer, known, list, metadata, one_of, required, s};
+use super::state::{Answer, ApiError, Cycle, ItemRecord, LineSpec, PendingItem, RequestCtx, State};
 use serde_json::{Value, json};
 
 fn plan_of(price: &Value) -> Value {
@@ -28,10 +30,142 @@ fn plan_of(price: &Value) -> Value {
     })
 }
 
+/// The subscription item prices must agree on: currency and recurring interval.
+#[derive(Default)]
+struct Terms {
+    currency: Option<Value>,
+    interval: Option<(String, u32)>,
+}
+
+/// The recurring price `price_id` (parameter `param`), if it fits `terms` (which it sets when
+/// empty).
+fn item_price(state: &State, price_id: &str, param: &str, terms: &mut Terms) -> Result<Value, ApiError> {
+    let price =
+        state.get("price", "price", price_id, param).map_err(|_| ApiError::no_such_param("price", price_id, param))?;
+    if price["type"] != "recurring" {
+        return Err(ApiError::invalid(
+            format!(
+                "The price specified ({price_id}) is set to `type=one_time` but this field only accepts prices with `type=recurring`."
+            ),
+            Some(param),
+        ));
+    }
+    match &terms.currency {
+        Some(c) if *c != price["currency"] => {
+            return Err(ApiError::invalid("All prices on a subscription must have the same currency.", Some(param)));
+        }
+        _ => terms.currency = Some(price["currency"].clone()),
+    }
+    let interval = interval_of(&price);
+    match &terms.interval {
+        Some(i) if *i != interval => {
+            return Err(ApiError::invalid(
+                "Currency and interval fields must match across all plans on this subscription.",
+                Some(param),
+            ));
+        }
+        _ => terms.interval = Some(interval),
+    }
+    Ok(price)
+}
+
+/// The quantity an item of `price` takes: none for a metered price (Stripe refuses one), else
+/// the one given or 1.
+fn item_quantity(price: &Value, given: Option<i64>, param: &str, item: &str) -> Result<Option<i64>, ApiError> {
+    if price["recurring"]["usage_type"] == "metered" {
+        if given.is_some() {
+            return Err(ApiError::invalid(
+                format!(
+                    "Quantity should not be specified where usage_type is `metered`. Remove quantity from `{item}`."
+                ),
+                Some(param),
+            ));
+        }
+        return Ok(None);
+    }
+    match given {
+        Some(q) if q < 0 => Err(ApiError::invalid("Invalid positive integer", Some(param))),
+        other => Ok(Some(other.unwrap_or(1))),
+    }
+}
+
+fn item_json(
+    id: &str,
+    subscription: &str,
+    price: &Value,
+    quantity: Option<i64>,
+    meta: Value,
+    created: i64,
+    cycle: &Cycle,
+) -> Value {
+    let mut item = json!({
+        "id": id,
+        "object": "subscription_item",
+        "billing_thresholds": null,
+        "created": created,
+        "current_period_end": cycle.period_end,
+        "current_period_start": cycle.period_start,
+        "discounts": [],
+        "metadata": meta,
+        "plan": plan_of(price),
+        "price": price,
+        "subscription": subscription,
+        "tax_rates": [],
+    });
+    if let Some(quantity) = quantity {
+        item["quantity"] = json!(quantity);
+    }
+    item
+}
+
+fn set_items(subscription: &mut Value, items: Vec<Value>) {
+    let id = subscription["id"].as_str().unwrap_or_default().to_owned();
+    subscription["items"] = embedded_list(format!("/v1/subscription_items?subscription={id}"), items);
+}
+
+fn proration_behavior(p: &Value) -> Result<&str, ApiError> {
+    Ok(one_of(p, "proration_behavior", "proration_behavior", &["always_invoice", "create_prorations", "none"])?
+        .unwrap_or("create_prorations"))
+}
+
+fn licensed_amount(price: &Value, quantity: Option<i64>) -> i64 {
+    price["unit_amount"].as_i64().unwrap_or(0).saturating_mul(quantity.unwrap_or(0))
+}
+
+/// A proration invoice item for licensed `item` over `[from, to)` of the period.
+fn proration_of(subscription: &str, item: &ItemRecord, cycle: &Cycle, from: i64, credit: bool) -> PendingItem {
+    let full = licensed_amount(&item.price, item.quantity);
+    let amount = prorate(full, cycle.period_end - from, cycle.period_end - cycle.period_start);
+    PendingItem {
+        id: State::new_id("ii_"),
+        subscription: subscription.to_owned(),
+        subscription_item: item.id.clone(),
+        price: item.price.clone(),
+        amount: if credit { -amount } else { amount },
+        quantity_decimal: item.quantity.unwrap_or(0).to_string(),
+        proration: true,
+        from,
+        to: cycle.period_end,
+    }
+}
+
+/// `always_invoice`: the subscription's pending invoice items are invoiced now.
+fn invoice_pending_now(state: &mut State, subscription: &str, ctx: &RequestCtx) -> Result<(), ApiError> {
+    let specs: Vec<LineSpec> =
+        state.pending_items.iter().filter(|p| p.subscription == subscription).cloned().map(LineSpec::Item).collect();
+    if specs.is_empty() {
+        return Ok(());
+    }
+    state.pending_items.retain(|p| p.subscription != subscription);
+    let now = state.now();
+    open_invoice(state, subscription, "subscription_update", (now, now), specs, Finalize::AnHourLater, ctx).map(|_| ())
+}
+
 pub fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> Answer {
     known(
         p,
         &[
+            "billing_cycle_anchor",
             "collection_method",
             "customer",
             "days_until_due",
@@ -40,6 +174,7 @@ pub fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> An
             "items",
             "metadata",
             "payment_behavior",
+            "proration_behavior",
         ],
     )?;
     let customer_id = required(p, "customer")?;
@@ -51,81 +186,71 @@ pub fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> An
         .and_then(Value::as_array)
         .filter(|i| !i.is_empty())
         .ok_or_else(|| ApiError::missing_param("items"))?;
+    let proration = proration_behavior(p)?;
+    let anchor = integer(p, "billing_cycle_anchor", "billing_cycle_anchor")?;
     let now = state.now();
-    let period_end = chrono::DateTime::from_timestamp(now, 0)
-        .and_then(|t| t.checked_add_months(chrono::Months::new(1)))
-        .map_or(now + 30 * DAY, |t| t.timestamp());
     let id = State::new_id("sub_");
-    let mut data = Vec::new();
-    let mut currency: Option<Value> = None;
-    let mut charged_now = 0_i64;
-    let mut first_amounts = Vec::new();
+    let mut terms = Terms::default();
+    let mut chosen: Vec<(Value, Option<i64>, Value)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let param = format!("items[{i}][price]");
         let price_id = s(item, "price").ok_or_else(|| ApiError::missing_param(&param))?;
-        let price = state
-            .get("price", "price", price_id, &param)
-            .map_err(|_| ApiError::no_such_param("price", price_id, &param))?;
-        if price["type"] != "recurring" {
-            return Err(ApiError::invalid(
-                format!(
-                    "The price specified ({price_id}) is set to `type=one_time` but this field only accepts prices with `type=recurring`."
-                ),
-                Some(&param),
-            ));
-        }
-        if data.iter().any(|d: &Value| d["price"]["id"] == price_id) {
+        let price = item_price(state, price_id, &param, &mut terms)?;
+        if chosen.iter().any(|(p, ..)| p["id"] == price_id) {
             return Err(ApiError::invalid(
                 format!("Cannot add multiple subscription items with the same price: {price_id}"),
                 Some(&param),
             ));
         }
-        match &currency {
-            Some(c) if *c != price["currency"] => {
-                return Err(ApiError::invalid(
-                    "All prices on a subscription must have the same currency.",
-                    Some(&param),
-                ));
-            }
-            _ => currency = Some(price["currency"].clone()),
-        }
-        let metered = price["recurring"]["usage_type"] == "metered";
-        let quantity = integer(item, "quantity", &format!("items[{i}][quantity]"))?;
-        let mut entry = json!({
-            "id": State::new_id("si_"),
-            "object": "subscription_item",
-            "billing_thresholds": null,
-            "created": now,
-            "current_period_end": period_end,
-            "current_period_start": now,
-            "discounts": [],
-            "metadata": metadata(item),
-            "plan": plan_of(&price),
-            "price": price,
-            "subscription": id,
-            "tax_rates": [],
-        });
-        first_amounts.push(0);
-        if metered {
-            if quantity.is_some() {
-                return Err(ApiError::invalid(
-                    format!(
-                        "Quantity should not be specified where usage_type is `metered`. Remove quantity from `items[{i}]`."
-                    ),
-                    Some(&format!("items[{i}][quantity]")),
-                ));
-            }
-        } else {
-            let quantity = quantity.unwrap_or(1);
-            entry["quantity"] = json!(quantity);
-            let amount = entry["price"]["unit_amount"].as_i64().unwrap_or(0).saturating_mul(quantity);
-            charged_now += amount;
-            if let Some(last) = first_amounts.last_mut() {
-                *last = amount;
-            }
-        }
-        data.push(entry);
+        let quantity_param = format!("items[{i}][quantity]");
+        let quantity = integer(item, "quantity", &quantity_param)?;
+        let quantity = item_quantity(&price, quantity, &quantity_param, &format!("items[{i}]"))?;
+        chosen.push((price, quantity, metadata(item)));
     }
+    let (interval, count) = terms.interval.unwrap_or(("month".to_owned(), 1));
+    let natural = boundary(now, &interval, count, 1);
+    if let Some(anchor) = anchor {
+        if anchor <= now {
+            return Err(ApiError::invalid(
+                "billing_cycle_anchor cannot be in the past: it must be a future timestamp.",
+                Some("billing_cycle_anchor"),
+            ));
+        }
+        if anchor > natural {
+            return Err(ApiError::invalid(
+                format!("billing_cycle_anchor cannot be later than next natural billing date ({natural}) for plan"),
+                Some("billing_cycle_anchor"),
+            ));
+        }
+    }
+    let cycle = Cycle::new(now, anchor, interval, count);
+    let mut data = Vec::new();
+    let mut records = Vec::new();
+    let mut first = Vec::new();
+    for (price, quantity, meta) in chosen {
+        let item_id = State::new_id("si_");
+        let amount = match (quantity, anchor) {
+            (None, _) => 0,
+            (Some(_), None) => licensed_amount(&price, quantity),
+            // Up to a future anchor, a prorated share of a full period (free with `none`).
+            (Some(_), Some(anchor)) => prorate(licensed_amount(&price, quantity), anchor - now, natural - now),
+        };
+        first.push(LineSpec::Fixed {
+            item: item_id.clone(),
+            price: price.clone(),
+            quantity,
+            from: now,
+            to: if quantity.is_some() { cycle.period_end } else { now },
+            amount,
+        });
+        data.push(item_json(&item_id, &id, &price, quantity, meta, now, &cycle));
+        records.push(ItemRecord { id: item_id, price, quantity, added: now, removed: None });
+    }
+    // With a future anchor and no prorations the time up to the anchor is free and Stripe
+    // makes no invoice for it.
+    let first = if anchor.is_some() && proration == "none" { None } else { Some(first) };
+    let charged_now: i64 =
+        first.iter().flatten().map(|line| if let LineSpec::Fixed { amount, .. } = line { *amount } else { 0 }).sum();
     let default_pm = s(p, "default_payment_method").map(str::to_owned);
     let has_pm = default_pm.is_some() || !customer["invoice_settings"]["default_payment_method"].is_null();
     let collection = one_of(p, "collection_method", "collection_method", &["charge_automatically", "send_invoice"])?
@@ -145,13 +270,13 @@ pub fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> An
         });
     }
     let status = if charged_now > 0 && !has_pm { "incomplete" } else { "active" };
-    let subscription = json!({
+    let mut subscription = json!({
         "id": id,
         "object": "subscription",
         "application": null,
         "application_fee_percent": null,
         "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null},
-        "billing_cycle_anchor": now,
+        "billing_cycle_anchor": cycle.anchor,
         "billing_cycle_anchor_config": null,
         "billing_mode": {"flexible": {"proration_discounts": "included"}, "type": "flexible", "updated_at": now},
         "billing_schedules": [],
@@ -162,7 +287,7 @@ pub fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> An
         "cancellation_details": {"comment": null, "feedback": null, "reason": null},
         "collection_method": collection,
         "created": now,
-        "currency": currency,
+        "currency": terms.currency,
         "customer": customer_id,
         "days_until_due": integer(p, "days_until_due", "days_until_due")?,
         "default_payment_method": default_pm,
@@ -172,7 +297,7 @@ pub fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> An
         "discounts": [],
         "ended_at": null,
         "invoice_settings": {"account_tax_ids": null, "issuer": {"type": "self"}},
-        "items": {"object": "list", "data": data, "has_more": false, "total_count": items.len(), "url": format!("/v1/subscription_items?subscription={id}")},
+        "items": {},
         "latest_invoice": null,
         "livemode": false,
         "metadata": metadata(p),
@@ -192,46 +317,217 @@ pub fn create_subscription(state: &mut State, p: &Value, ctx: &RequestCtx) -> An
         "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
         "trial_start": null,
     });
+    set_items(&mut subscription, data);
     state.put(subscription.clone());
-    state.emit("customer.subscription.created", subscription.clone(), None, ctx);
+    state.items.insert(id.clone(), records);
+    state.emit("customer.subscription.created", subscription, None, ctx);
     if status == "active" {
-        // The first invoice: licensed items in advance, metered items at zero until usage.
-        invoice(state, &id, &first_amounts, true, "subscription_create", ctx)?;
+        state.cycles.insert(id.clone(), cycle);
+        if let Some(first) = first {
+            // The first invoice: licensed items in advance, metered items at zero until usage.
+            open_invoice(state, &id, "subscription_create", (now, now), first, Finalize::AtOnce, ctx)?;
+        }
     }
     state.get("subscription", "subscription", &id, "id")
 }
 
-pub fn cancel_subscription(state: &mut State, id: &str, ctx: &RequestCtx) -> Answer {
-    let mut subscription = state.get("subscription", "subscription", id, "id")?;
+/// `DELETE /v1/subscriptions/{id}`: cancels at once. Metered usage of the open period is
+/// discarded unless `invoice_now=true`, which drafts a final invoice for it (and the pending
+/// invoice items) finalised an hour later; `prorate=true` credits unused licensed time on it.
+pub fn cancel_subscription(state: &mut State, id: &str, p: &Value, ctx: &RequestCtx) -> Answer {
+    known(p, &["cancellation_details", "invoice_now", "prorate"])?;
+    let subscription = state.get("subscription", "subscription", id, "id")?;
     if subscription["status"] == "canceled" {
         return Err(ApiError::invalid(
             format!("A canceled subscription can only update its cancellation_details and metadata. ({id})"),
             None,
         ));
     }
+    let invoice_now = boolean(p, "invoice_now")?.unwrap_or(false);
+    let prorate_now = boolean(p, "prorate")?.unwrap_or(false);
     let now = state.now();
+    let customer = subscription["customer"].as_str().unwrap_or_default().to_owned();
+    if let Some(cycle) = state.cycles.remove(id).filter(|_| invoice_now) {
+        let mut specs = Vec::new();
+        for item in state.items.get(id).into_iter().flatten().filter(|i| i.removed.is_none()) {
+            if item.price["recurring"]["usage_type"] == "metered" {
+                specs.push(LineSpec::Metered {
+                    item: item.id.clone(),
+                    price: item.price.clone(),
+                    customer: customer.clone(),
+                    from: item.added.max(cycle.period_start),
+                    to: now,
+                });
+            } else if prorate_now {
+                specs.push(LineSpec::Item(proration_of(id, item, &cycle, now, true)));
+            }
+        }
+        specs.extend(state.pending_items.iter().filter(|p| p.subscription == id).cloned().map(LineSpec::Item));
+        open_invoice(state, id, "subscription_cycle", (cycle.period_start, now), specs, Finalize::AnHourLater, ctx)?;
+    }
+    state.pending_items.retain(|p| p.subscription != id);
+    for item in state.items.get_mut(id).into_iter().flatten().filter(|i| i.removed.is_none()) {
+        item.removed = Some(now);
+    }
+    let mut subscription = state.get("subscription", "subscription", id, "id")?;
     subscription["status"] = json!("canceled");
     subscription["canceled_at"] = json!(now);
     subscription["ended_at"] = json!(now);
     subscription["cancellation_details"]["reason"] = json!("cancellation_requested");
+    if let Some(comment) = s(&p["cancellation_details"], "comment") {
+        subscription["cancellation_details"]["comment"] = json!(comment);
+    }
     state.put(subscription.clone());
     state.emit("customer.subscription.deleted", subscription.clone(), None, ctx);
     Ok(subscription)
 }
 
-pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64], paid: bool) -> Answer {
-    invoice(state, subscription_id, amounts, paid, "subscription_cycle", &RequestCtx::default())
+/// The live subscription holding item `id`, or Stripe's 404.
+fn subscription_of_item(state: &State, id: &str) -> Result<String, ApiError> {
+    state
+        .items
+        .iter()
+        .find(|(_, items)| items.iter().any(|i| i.id == id && i.removed.is_none()))
+        .map(|(subscription, _)| subscription.clone())
+        .ok_or_else(|| ApiError::no_such("subscription_item", id, "item"))
 }
 
-fn invoice(
-    state: &mut State,
-    subscription_id: &str,
-    amounts: &[i64],
-    paid: bool,
-    reason: &str,
-    ctx: &RequestCtx,
-) -> Answer {
-    let mut subscription = state.get("subscription", "subscription", subscription_id, "subscription")?;
+/// `POST /v1/subscription_items`: adds a price to a live subscription from now on. A metered
+/// item bills the usage timestamped from now; a licensed one, with prorations, the rest of
+/// the period (on the next invoice, or at once with `always_invoice`).
+pub fn create_item(state: &mut State, p: &Value, ctx: &RequestCtx) -> Answer {
+    known(
+        p,
+        &["metadata", "payment_behavior", "price", "proration_behavior", "proration_date", "quantity", "subscription"],
+    )?;
+    let subscription_id = required(p, "subscription")?;
+    let mut subscription = state
+        .get("subscription", "subscription", subscription_id, "subscription")
+        .map_err(|_| ApiError::no_such_param("subscription", subscription_id, "subscription"))?;
+    if subscription["status"] == "canceled" {
+        return Err(ApiError::invalid(
+            format!(
+                "A canceled subscription can only update its cancellation_details and metadata. ({subscription_id})"
+            ),
+            Some("subscription"),
+        ));
+    }
+    let price_id = required(p, "price")?;
+    let current = subscription["items"]["data"].as_array().cloned().unwrap_or_default();
+    let mut terms = Terms::default();
+    if let Some(first) = current.first() {
+        terms.currency = Some(first["price"]["currency"].clone());
+        terms.interval = Some(interval_of(&first["price"]));
+    }
+    let price = item_price(state, price_id, "price", &mut terms)?;
+    if current.iter().any(|i| i["price"]["id"] == price_id) {
+        return Err(ApiError::invalid(
+            format!("Cannot add multiple subscription items with the same price: {price_id}"),
+            Some("price"),
+        ));
+    }
+    let quantity = item_quantity(&price, integer(p, "quantity", "quantity")?, "quantity", "the request")?;
+    let proration = proration_behavior(p)?;
+    let now = state.now();
+    let cycle = state.cycles.get(subscription_id).cloned().unwrap_or_else(|| Cycle::new(now, None, "month".into(), 1));
+    let id = State::new_id("si_");
+    let item = item_json(&id, subscription_id, &price, quantity, metadata(p), now, &cycle);
+    let record = ItemRecord { id: id.clone(), price, quantity, added: now, removed: None };
+    if quantity.is_some() && proration != "none" && state.cycles.contains_key(subscription_id) {
+        state.pending_items.push(proration_item(subscription_id, &record, &cycle, now));
+    }
+    state.items.entry(subscription_id.to_owned()).or_default().push(record);
+    let previous = json!({"items": subscription["items"].clone()});
+    let mut items = current;
+    items.push(item.clone());
+    set_items(&mut subscription, items);
+    state.put(subscription.clone());
+    state.emit("customer.subscription.updated", subscription, Some(previous), ctx);
+    if proration == "always_invoice" {
+        invoice_pending_now(state, subscription_id, ctx)?;
+    }
+    Ok(item)
+}
+
+fn proration_item(subscription: &str, item: &ItemRecord, cycle: &Cycle, from: i64) -> PendingItem {
+    proration_of(subscription, item, cycle, from, false)
+}
+
+/// `DELETE /v1/subscription_items/{id}`: removes an item from now on. With
+/// `proration_behavior=none` (or `clear_usage=true`) nothing more is billed for it; otherwise
+/// a metered item's usage so far in the period is billed (an invoice item on the next invoice,
+/// or at once with `always_invoice`), and a licensed item's unused time credited.
+pub fn delete_item(state: &mut State, id: &str, p: &Value, ctx: &RequestCtx) -> Answer {
+    known(p, &["clear_usage", "payment_behavior", "proration_behavior", "proration_date"])?;
+    let subscription_id = subscription_of_item(state, id)?;
+    let mut subscription = state.get("subscription", "subscription", &subscription_id, "subscription")?;
+    let current = subscription["items"]["data"].as_array().cloned().unwrap_or_default();
+    if current.len() <= 1 {
+        return Err(ApiError::invalid(
+            "A subscription must have at least one active plan. To cancel a subscription, please use the cancel API \
+             endpoint on /v1/subscriptions.",
+            None,
+        ));
+    }
+    let proration = proration_behavior(p)?;
+    let clear_usage = boolean(p, "clear_usage")?.unwrap_or(false);
+    let now = state.now();
+    let customer = subscription["customer"].as_str().unwrap_or_default().to_owned();
+    let record = state
+        .items
+        .get(&subscription_id)
+        .and_then(|items| items.iter().find(|i| i.id == id))
+        .cloned()
+        .ok_or_else(|| ApiError::no_such("subscription_item", id, "item"))?;
+    if let Some(cycle) = state.cycles.get(&subscription_id).cloned().filter(|_| proration != "none") {
+        let pending = if record.quantity.is_none() {
+            (!clear_usage).then(|| {
+                let from = record.added.max(cycle.period_start);
+                usage_item(state, &subscription_id, id, &record.price, &customer, from, now)
+            })
+        } else {
+            Some(proration_of(&subscription_id, &record, &cycle, now, true))
+        };
+        state.pending_items.extend(pending);
+    }
+    if let Some(item) = state.items.get_mut(&subscription_id).and_then(|items| items.iter_mut().find(|i| i.id == id)) {
+        item.removed = Some(now);
+    }
+    let previous = json!({"items": subscription["items"].clone()});
+    set_items(&mut subscription, current.into_iter().filter(|i| i["id"] != id).collect());
+    state.put(subscription.clone());
+    state.emit("customer.subscription.updated", subscription, Some(previous), ctx);
+    if proration == "always_invoice" {
+        invoice_pending_now(state, &subscription_id, ctx)?;
+    }
+    Ok(json!({"id": id, "object": "subscription_item", "deleted": true}))
+}
+
+/// `GET /v1/subscription_items?subscription=`.
+pub fn list_items(state: &State, p: &Value) -> Answer {
+    known(p, &["limit", "starting_after", "subscription"])?;
+    let subscription_id = required(p, "subscription")?;
+    let subscription = state
+        .get("subscription", "subscription", subscription_id, "subscription")
+        .map_err(|_| ApiError::no_such_param("subscription", subscription_id, "subscription"))?;
+    let items = subscription["items"]["data"].as_array().cloned().unwrap_or_default();
+    list("/v1/subscription_items", items, p)
+}
+
+/// `GET /v1/subscription_items/{id}`.
+pub fn get_item(state: &State, id: &str) -> Answer {
+    let subscription_id = subscription_of_item(state, id)?;
+    let subscription = state.get("subscription", "subscription", &subscription_id, "subscription")?;
+    subscription["items"]["data"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["id"] == id).cloned())
+        .ok_or_else(|| ApiError::no_such("subscription_item", id, "item"))
+}
+
+/// A test's invoice: one line per current item at the amounts given (in item order),
+/// finalised at once and paid or with a failed payment, whatever the payment method.
+pub fn create_invoice(state: &mut State, subscription_id: &str, amounts: &[i64], paid: bool) -> Answer {
+    let subscription = state.get("subscription", "subscription", subscription_id, "subscription")?;
     let items = subscription["items"]["data"].as_array().cloned().unwrap_or_default();
     if items.len() != amounts.len() {
         return Err(ApiError::invalid(
@@ -239,136 +535,29 @@ fn invoice(
             None,
         ));
     }
-    let amount_due: i64 = amounts.iter().sum();
-    let customer = subscription["customer"].as_str().unwrap_or_default().to_owned();
-    let email =
-        state.get("customer", "customer", &customer, "customer").map(|c| c["email"].clone()).unwrap_or(Value::Null);
     let now = state.now();
-    let id = State::new_id("in_");
-    let number = state.order.get("invoice").map_or(0, Vec::len) + 1;
-    let period_start = match items.first() {
-        Some(item) if reason == "subscription_cycle" => item["current_period_start"].clone(),
-        _ => json!(now),
-    };
-    let lines: Vec<Value> = items
+    let period_start = items.first().and_then(|i| i["current_period_start"].as_i64()).unwrap_or(now);
+    let specs = items
         .iter()
         .zip(amounts)
-        .map(|(item, amount)| {
-            json!({
-                "id": State::new_id("il_"),
-                "object": "line_item",
-                "amount": amount,
-                "currency": subscription["currency"],
-                "description": item["price"]["nickname"],
-                "discount_amounts": [],
-                "discountable": true,
-                "discounts": [],
-                "invoice": id,
-                "livemode": false,
-                "metadata": {},
-                "parent": {
-                    "invoice_item_details": null,
-                    "subscription_item_details": {
-                        "invoice_item": null,
-                        "proration": false,
-                        "proration_details": {"credited_items": null},
-                        "subscription": subscription_id,
-                        "subscription_item": item["id"],
-                    },
-                    "type": "subscription_item_details",
-                },
-                "period": {"end": now, "start": period_start},
-                "pretax_credit_amounts": [],
-                "pricing": {
-                    "price_details": {"price": item["price"]["id"], "product": item["price"]["product"]},
-                    "type": "price_details",
-                    "unit_amount_decimal": item["price"]["unit_amount_decimal"],
-                },
-                "quantity": item.get("quantity").cloned().unwrap_or(Value::Null),
-                "subtotal": amount,
-                "taxes": [],
-            })
+        .map(|(item, amount)| LineSpec::Fixed {
+            item: item["id"].as_str().unwrap_or_default().to_owned(),
+            price: item["price"].clone(),
+            quantity: item["quantity"].as_i64(),
+            from: period_start,
+            to: now,
+            amount: *amount,
         })
         .collect();
-    let mut invoice = json!({
-        "id": id,
-        "object": "invoice",
-        "account_country": "US",
-        "account_name": "Hopsbridge (sandbox)",
-        "amount_due": amount_due,
-        "amount_overpaid": 0,
-        "amount_paid": 0,
-        "amount_remaining": amount_due,
-        "amount_shipping": 0,
-        "attempt_count": 0,
-        "attempted": false,
-        "auto_advance": true,
-        "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null, "provider": null, "status": null},
-        "billing_reason": reason,
-        "collection_method": subscription["collection_method"],
-        "created": now,
-        "currency": subscription["currency"],
-        "customer": customer,
-        "customer_email": email,
-        "default_payment_method": null,
-        "default_source": null,
-        "default_tax_rates": [],
-        "description": null,
-        "discounts": [],
-        "due_date": null,
-        "hosted_invoice_url": null,
-        "invoice_pdf": null,
-        "issuer": {"type": "self"},
-        "last_finalization_error": null,
-        "lines": {"object": "list", "data": lines, "has_more": false, "total_count": amounts.len(), "url": format!("/v1/invoices/{id}/lines")},
-        "livemode": false,
-        "metadata": {},
-        "next_payment_attempt": null,
-        "number": null,
-        "parent": {"quote_details": null, "subscription_details": {"metadata": {}, "subscription": subscription_id}, "type": "subscription_details"},
-        "payment_settings": {"default_mandate": null, "payment_method_options": null, "payment_method_types": null},
-        "period_end": now,
-        "period_start": period_start,
-        "post_payment_credit_notes_amount": 0,
-        "pre_payment_credit_notes_amount": 0,
-        "starting_balance": 0,
-        "status": "draft",
-        "status_transitions": {"finalized_at": null, "marked_uncollectible_at": null, "paid_at": null, "voided_at": null},
-        "subtotal": amount_due,
-        "total": amount_due,
-        "total_discount_amounts": [],
-        "total_taxes": [],
-    });
-    state.emit("invoice.created", invoice.clone(), None, ctx);
-    invoice["status"] = json!("open");
-    invoice["number"] = json!(format!("SANDBOX-{number:04}"));
-    invoice["status_transitions"]["finalized_at"] = json!(now);
-    invoice["hosted_invoice_url"] = json!(format!("{}/i/{id}", state.base_url));
-    state.emit("invoice.finalized", invoice.clone(), None, ctx);
-    invoice["attempt_count"] = json!(1);
-    invoice["attempted"] = json!(true);
-    if paid {
-        invoice["status"] = json!("paid");
-        invoice["amount_paid"] = json!(amount_due);
-        invoice["amount_remaining"] = json!(0);
-        invoice["status_transitions"]["paid_at"] = json!(now);
-        state.put(invoice.clone());
-        state.emit("invoice.paid", invoice.clone(), None, ctx);
-        state.emit("invoice.payment_succeeded", invoice.clone(), None, ctx);
-    } else {
-        invoice["next_payment_attempt"] = json!(now + 3 * DAY);
-        state.put(invoice.clone());
-        state.emit("invoice.payment_failed", invoice.clone(), None, ctx);
-        if subscription["status"] == "active" {
-            subscription["status"] = json!("past_due");
-            subscription["latest_invoice"] = json!(id);
-            state.put(subscription.clone());
-            state.emit("customer.subscription.updated", subscription.clone(), Some(json!({"status": "active"})), ctx);
-        }
-    }
-    if let Ok(mut subscription) = state.get("subscription", "subscription", subscription_id, "subscription") {
-        subscription["latest_invoice"] = json!(id);
-        state.put(subscription);
-    }
-    Ok(invoice)
+    let ctx = RequestCtx::default();
+    let id = open_invoice(
+        state,
+        subscription_id,
+        "subscription_cycle",
+        (period_start, now),
+        specs,
+        Finalize::AtOnceWithOutcome(paid),
+        &ctx,
+    )?;
+    state.get("invoice", "invoice", &id, "invoice")
 }

@@ -26,11 +26,13 @@ pub fn signature_header(body: &str, secret: &str, timestamp: i64) -> String {
 /// The most deliveries in flight at once when [`super::WebhookFaults::concurrent`] is on.
 const CONCURRENT_DELIVERIES: usize = 64;
 
-/// Sends due deliveries until the simulator is dropped.
+/// Does what falls due on the calendar clock (periods ending, invoices finalising) and sends
+/// due deliveries, until the simulator is dropped.
 pub async fn run(shared: Arc<Shared>) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DELIVERIES));
     loop {
+        shared.lock().tick();
         let batch = take_due(&shared);
         if batch.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -11,6 +11,7 @@
 mod ids;
 pub mod membership;
 mod money;
+pub mod ratio;
 mod status;
 mod text;
 

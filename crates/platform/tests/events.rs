@@ -257,6 +257,7 @@ async fn a_relay_killed_between_publishing_and_marking_sent_causes_no_second_eff
     .await;
     assert!(drained);
     assert_eq!(world.stream_messages().await, 10);
+    assert_eq!(relay.totals().duplicates(), 10, "the relay saw JetStream flag every republished row");
 
     let (_c, _t) = run(world.consumer(Record::default()));
     world.assert_effects_settle_at(10).await;
@@ -367,11 +368,22 @@ async fn events_written_while_nats_is_down_are_delivered_once_it_returns() {
 async fn several_relays_publish_each_event_once() {
     let world = World::new().await;
     world.write_events(300).await;
-    let relays: Vec<_> = (0..3).map(|_| spawn_relay(world.relay())).collect();
+    let relays: Vec<_> = (0..3).map(|_| world.relay()).collect();
+    let totals: Vec<_> = relays.iter().map(Relay::totals).collect();
+    let tasks: Vec<_> = relays.into_iter().map(spawn_relay).collect();
     let drained = eventually(Duration::from_secs(20), || async { world.unpublished().await == 0 }).await;
     assert!(drained);
-    drop(relays);
-    // Each row was taken by exactly one relay, so each was published once.
+    for (cancel, task) in tasks {
+        cancel.cancel();
+        task.await.unwrap();
+    }
+    // The stream's duplicate window would hide a second publish of one row, so count what the
+    // relays themselves published: each row was taken by exactly one relay, so 300 PubAcks in
+    // all, none of them for a message id JetStream already held.
+    let published: Vec<u64> = totals.iter().map(|t| t.published()).collect();
+    let duplicates: u64 = totals.iter().map(|t| t.duplicates()).sum();
+    assert_eq!(published.iter().sum::<u64>(), 300, "PubAcks per relay: {published:?}");
+    assert_eq!(duplicates, 0, "rows published more than once");
     assert_eq!(world.stream_messages().await, 300);
 }
 

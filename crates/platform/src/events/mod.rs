@@ -25,7 +25,7 @@ pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, InBatch, Rece
 pub use membership::{MembershipEvent, MembershipNews};
 pub use outbox::{enqueue, enqueue_all, enqueue_all_at, enqueue_at};
 pub use people::NewPerson;
-pub use relay::{Relay, RelayHooks};
+pub use relay::{Relay, RelayHooks, RelayTotals};
 
 use futures::future::BoxFuture;
 use std::sync::Arc;

@@ -12,6 +12,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_domain::EventId;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,31 @@ pub struct Relay {
     producer: Service,
     cfg: EventsConfig,
     hooks: RelayHooks,
+    totals: Arc<RelayTotals>,
+}
+
+/// What a relay (and its clones) published since it was made: every PubAck it received, and
+/// those JetStream flagged as duplicates of a message id it already held. A row published
+/// once has one PubAck; a duplicate means a row was published again, by a relay that died
+/// before marking it or by two relays holding the same row.
+#[derive(Debug, Default)]
+pub struct RelayTotals {
+    published: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+impl RelayTotals {
+    /// PubAcks received, duplicates included.
+    #[must_use]
+    pub fn published(&self) -> u64 {
+        AtomicU64::load(&self.published, Ordering::Relaxed)
+    }
+
+    /// PubAcks that JetStream flagged as a duplicate.
+    #[must_use]
+    pub fn duplicates(&self) -> u64 {
+        AtomicU64::load(&self.duplicates, Ordering::Relaxed)
+    }
 }
 
 #[derive(Queryable)]
@@ -57,13 +83,21 @@ pub struct RelayPass {
     pub published: usize,
     /// Rows whose publication failed; they stay in the outbox.
     pub failed: usize,
+    /// Of the published rows, those JetStream already held (its PubAck flagged a duplicate).
+    pub duplicates: usize,
 }
 
 impl Relay {
     /// A relay for `producer`'s outbox.
     #[must_use]
     pub fn new(db: Database, db_cfg: DatabaseConfig, bus: EventBus, producer: Service, cfg: EventsConfig) -> Self {
-        Self { db, db_cfg, bus, producer, cfg, hooks: RelayHooks::default() }
+        Self { db, db_cfg, bus, producer, cfg, hooks: RelayHooks::default(), totals: Arc::default() }
+    }
+
+    /// What this relay and its clones published so far.
+    #[must_use]
+    pub fn totals(&self) -> Arc<RelayTotals> {
+        Arc::clone(&self.totals)
     }
 
     /// Installs test seams.
@@ -156,22 +190,27 @@ impl Relay {
                 if rows.is_empty() {
                     return Ok((RelayPass::default(), Vec::new()));
                 }
-                let (acked, failed) = self.publish(rows).await;
+                let (acked, duplicates, failed) = self.publish(rows).await;
                 let ids: Vec<EventId> = acked.iter().copied().map(EventId::from).collect();
                 if let Some(hook) = &self.hooks.after_publish {
                     hook(ids.clone()).await;
                 }
                 mark(c, &acked, &failed).await?;
-                Ok((RelayPass { published: acked.len(), failed: failed.len() }, ids))
+                Ok((RelayPass { published: acked.len(), failed: failed.len(), duplicates }, ids))
             })
             .await?;
         if !ids.is_empty() {
             tracing::debug!(published = pass.published, "outbox batch published");
         }
+        if pass.duplicates > 0 {
+            tracing::info!(duplicates = pass.duplicates, "JetStream already held some published outbox events");
+        }
         Ok(pass)
     }
 
-    async fn publish(&self, rows: Vec<Row>) -> (Vec<uuid::Uuid>, Vec<(uuid::Uuid, String)>) {
+    /// Publishes `rows` and waits for their PubAcks: the acknowledged ids, how many of those
+    /// JetStream flagged as duplicates, and the failures.
+    async fn publish(&self, rows: Vec<Row>) -> (Vec<uuid::Uuid>, usize, Vec<(uuid::Uuid, String)>) {
         let js = self.bus.jetstream();
         let mut pending = Vec::with_capacity(rows.len());
         let mut failed = Vec::new();
@@ -193,13 +232,21 @@ impl Relay {
         let results =
             futures::future::join_all(pending.into_iter().map(|(id, ack)| async move { (id, ack.await) })).await;
         let mut acked = Vec::with_capacity(results.len());
+        let mut duplicates = 0_usize;
         for (id, result) in results {
             match result {
-                Ok(_) => acked.push(id),
+                Ok(ack) => {
+                    self.totals.published.fetch_add(1, Ordering::Relaxed);
+                    if ack.duplicate {
+                        duplicates += 1;
+                        self.totals.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    acked.push(id);
+                }
                 Err(e) => failed.push((id, e.to_string())),
             }
         }
-        (acked, failed)
+        (acked, duplicates, failed)
     }
 
     /// Deletes published rows older than `events.retention_hours`.

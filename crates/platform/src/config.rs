@@ -373,10 +373,28 @@ impl Validate for DataServiceConfig {
         self.database.validate(service)?;
         self.nats.validate(service)?;
         self.events.validate(service)?;
+        retention_outlives_streams(&self.nats, &self.events, service)?;
         self.auth.validate(service)?;
         self.mail.validate(service)?;
         self.clock.validate(service)
     }
+}
+
+/// Inbox records must outlive the messages they recognise: a message JetStream still holds can
+/// be redelivered, and one whose inbox record was pruned would be handled a second time.
+fn retention_outlives_streams(nats: &NatsConfig, events: &EventsConfig, service: Service) -> Result<(), ConfigError> {
+    if events.retention_hours <= nats.stream_max_age_hours {
+        return Err(ConfigError::new(
+            service,
+            "events.retention_hours",
+            format!(
+                "must exceed nats.stream_max_age_hours ({}) so an event redelivered while the stream keeps it \
+                 still finds its inbox record; it is {}",
+                nats.stream_max_age_hours, events.retention_hours
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How a service recognises requests forwarded by the gateway.
@@ -493,6 +511,28 @@ mod tests {
         assert_eq!(err.key, "clock.follow_url");
         let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__CLOCK__POLL_MS", "0")]).unwrap_err();
         assert_eq!(err.key, "clock.poll_ms");
+    }
+
+    #[test]
+    fn inbox_retention_not_longer_than_the_streams_keep_events_is_refused() {
+        let url = ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x");
+        let shipped = load_billing(&[url]).unwrap();
+        assert!(shipped.events.retention_hours > shipped.nats.stream_max_age_hours);
+        for retention in ["168", "100"] {
+            let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__EVENTS__RETENTION_HOURS", retention)]).unwrap_err();
+            assert_eq!(err.key, "events.retention_hours", "{err}");
+            assert_eq!(err.env, "HOPSBRIDGE_BILLING__EVENTS__RETENTION_HOURS");
+            assert!(err.reason.contains("nats.stream_max_age_hours (168)"), "{err}");
+        }
+        let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__NATS__STREAM_MAX_AGE_HOURS", "240")]).unwrap_err();
+        assert_eq!(err.key, "events.retention_hours", "{err}");
+        let cfg = load_billing(&[
+            url,
+            ("HOPSBRIDGE_BILLING__NATS__STREAM_MAX_AGE_HOURS", "240"),
+            ("HOPSBRIDGE_BILLING__EVENTS__RETENTION_HOURS", "241"),
+        ])
+        .unwrap();
+        assert_eq!((cfg.nats.stream_max_age_hours, cfg.events.retention_hours), (240, 241));
     }
 
     #[test]

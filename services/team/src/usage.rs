@@ -10,19 +10,12 @@ use diesel::prelude::*;
 use diesel::sql_types::{Numeric, Text};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hopsbridge_domain::ratio::{
+    self, BYTE_SECONDS_PER_GIB_HOUR, GPU_SECONDS_PER_GPU_HOUR, HOURS_PLACES, NANOCORE_SECONDS_PER_CORE_HOUR, Rounding,
+};
 use hopsbridge_domain::{OwnerId, UserId};
 use serde::Serialize;
 use std::collections::HashMap;
-
-/// Nanocore-seconds in a core-hour.
-const NANOCORE_SECONDS_PER_HOUR: u128 = 1_000_000_000 * 3600;
-/// Byte-seconds in a GiB-hour.
-const BYTE_SECONDS_PER_GIB_HOUR: u128 = (1 << 30) * 3600;
-/// GPU-seconds in a GPU-hour.
-const GPU_SECONDS_PER_HOUR: u128 = 3600;
-/// Most decimal places shown; a 900 s window's GiB-hours need 32, and any sum of such windows
-/// no more.
-const MAX_PLACES: usize = 32;
 
 /// One sample's usage, as `UsageRecordedV1` carries it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,34 +58,17 @@ impl Totals {
     pub fn hours(&self, month: NaiveDate) -> Hours {
         Hours {
             month,
-            cpu_core_hours: decimal(self.cpu_nanocore_seconds, NANOCORE_SECONDS_PER_HOUR),
+            cpu_core_hours: decimal(self.cpu_nanocore_seconds, NANOCORE_SECONDS_PER_CORE_HOUR),
             memory_gib_hours: decimal(self.memory_byte_seconds, BYTE_SECONDS_PER_GIB_HOUR),
-            gpu_hours: decimal(self.gpu_seconds, GPU_SECONDS_PER_HOUR),
+            gpu_hours: decimal(self.gpu_seconds, GPU_SECONDS_PER_GPU_HOUR),
         }
     }
 }
 
-/// `numerator / per_hour` as a decimal: exact when it ends within [`MAX_PLACES`] places,
-/// otherwise cut there (truncated toward zero).
+/// `numerator / per_hour` as a decimal: exact when it ends within [`HOURS_PLACES`] places,
+/// otherwise cut there.
 fn decimal(numerator: u128, per_hour: u128) -> String {
-    let per_hour = per_hour.max(1);
-    let mut text = (numerator / per_hour).to_string();
-    let mut fraction = String::new();
-    let mut rest = numerator % per_hour;
-    for _ in 0..MAX_PLACES {
-        if rest == 0 {
-            break;
-        }
-        rest *= 10;
-        fraction.push(char::from(b'0' + u8::try_from(rest / per_hour).unwrap_or(0)));
-        rest %= per_hour;
-    }
-    let fraction = fraction.trim_end_matches('0');
-    if !fraction.is_empty() {
-        text.push('.');
-        text.push_str(fraction);
-    }
-    text
+    ratio::decimal_text(numerator, per_hour, HOURS_PLACES, Rounding::Down).text
 }
 
 /// The UTC month (its first day) that `t` falls in.
@@ -189,8 +165,8 @@ mod tests {
             (h.cpu_core_hours.as_str(), h.memory_gib_hours.as_str(), h.gpu_hours.as_str()),
             ("0.0625", "0.25", "0.25")
         );
-        assert_eq!(decimal(0, GPU_SECONDS_PER_HOUR), "0");
-        assert_eq!(decimal(7200, GPU_SECONDS_PER_HOUR), "2");
+        assert_eq!(decimal(0, GPU_SECONDS_PER_GPU_HOUR), "0");
+        assert_eq!(decimal(7200, GPU_SECONDS_PER_GPU_HOUR), "2");
         // One byte for 900 s needs all 32 places.
         assert_eq!(decimal(900, BYTE_SECONDS_PER_GIB_HOUR), "0.00000000023283064365386962890625");
         // Sums beyond 64 bits stay exact.

@@ -110,7 +110,7 @@ text_enum!(
         Maintenance = "maintenance",
         /// Marked full by an admin; is measured.
         Full = "full",
-        /// Retired: takes nobody new and is not measured.
+        /// Retired: takes nobody new; measured while its projects' namespaces have pods.
         Inactive = "inactive",
     }
 );
@@ -166,14 +166,24 @@ impl RunState {
 }
 
 text_enum!(
-    /// Whether a sample's usage could be given to a person.
+    /// Whether a sample's usage could be given to a person, and by which path.
     Attribution {
-        /// The namespace is one of our people's projects and the pod's user is ours.
+        /// The namespace is one of our people's projects and the pod's user is ours and on the
+        /// project: billed to that user's owner.
         Attributed = "attributed",
-        /// The pod's Hopsworks user is nobody of ours on the cluster.
+        /// The pod's Hopsworks user is nobody of ours on the cluster: billed to nobody (samples
+        /// measured before whole namespaces were billed; a project's pods are now `not_member`).
         UnknownUser = "unknown_user",
-        /// The namespace is no project of ours on the cluster.
+        /// The namespace is no project of ours on the cluster: billed to nobody, shown to
+        /// administrators.
         UnknownProject = "unknown_project",
+        /// Pods without the owner label in a project's namespace: billed to the project's
+        /// creator and their owner.
+        Unlabelled = "unlabelled",
+        /// Pods labelled with a user who is not on the project (no account on the cluster, or
+        /// neither its creator nor in its creator's team): billed to the project's creator and
+        /// their owner.
+        NotMember = "not_member",
     }
 );
 

@@ -1,13 +1,20 @@
 //! Who a window's usage belongs to. Pure: the caller loads what is known about the cluster.
 //!
-//! A (namespace, username) measured on a cluster is attributed when
-//! - the namespace is one of that cluster's Hopsworks projects (keyed by (cluster, namespace),
-//!   never the namespace alone) whose creator holds an account on that cluster, and
-//! - the username holds an account on that cluster.
+//! Every pod of every namespace is measured (decision 0039); a (namespace, username) measured
+//! on a cluster, the username being the pods' owner label or empty for pods without one, is
+//! - **attributed** to the user when the namespace is one of that cluster's Hopsworks projects
+//!   (keyed by (cluster, namespace), never the namespace alone) whose creator holds an account
+//!   on that cluster, and the username holds an account there and is on the project: its
+//!   creator, or in the same team as the creator (team members are added to their owner's
+//!   projects, decision 0035);
+//! - billed to the **project's creator** in that project's namespace otherwise: pods without
+//!   the label (`unlabelled`), or labelled with a user who is not on the project
+//!   (`not_member`);
+//! - kept **unattributed** when the namespace is no project of the cluster's, or its creator
+//!   holds no account there (`unknown_project`): billed to nobody, shown to administrators.
 //!
-//! Its owner is the user's account owner at the window's start: the team owner while they are
-//! a member, themselves otherwise. Anything else is kept as an unattributed sample with the reason,
-//! and billed to nobody.
+//! An owner is a user's account owner at the window's start: the team owner while they are a
+//! member, themselves otherwise.
 
 use crate::collect::OwnerUsage;
 use hopsbridge_domain::{Attribution, OwnerId, ProjectId, UserId};
@@ -35,7 +42,24 @@ pub struct Known {
     pub owners: HashMap<UserId, OwnerId>,
 }
 
-/// Whose a sample's usage is: a user's, billed to their owner, or nobody's for a reason.
+impl Known {
+    /// `user`'s account owner at the window's start.
+    fn owner_of(&self, user: UserId) -> OwnerId {
+        self.owners.get(&user).copied().unwrap_or(user.as_owner())
+    }
+}
+
+/// Why a project's pods are billed to its creator rather than to the pods' user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProjectPath {
+    /// The pods carry no owner label.
+    Unlabelled,
+    /// The pods' user is not on the project (no account on the cluster, or neither its
+    /// creator nor in the creator's team).
+    NotMember,
+}
+
+/// Whose a sample's usage is: a user's, a project's, or nobody's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Whose {
     /// To `user`, billed to `owner`.
@@ -45,8 +69,15 @@ pub enum Whose {
         /// Their account owner.
         owner: OwnerId,
     },
-    /// The username holds no account on this cluster.
-    UnknownUser,
+    /// To the project's creator, billed to the creator's owner, for the reason `path`.
+    Project {
+        /// The project's creator.
+        creator: UserId,
+        /// The creator's account owner.
+        owner: OwnerId,
+        /// Why not to the pods' user.
+        path: ProjectPath,
+    },
     /// The namespace is not a project of this cluster, or its creator is not one of ours here.
     UnknownProject,
 }
@@ -57,17 +88,18 @@ impl Whose {
     pub const fn attribution(&self) -> Attribution {
         match self {
             Self::User { .. } => Attribution::Attributed,
-            Self::UnknownUser => Attribution::UnknownUser,
+            Self::Project { path: ProjectPath::Unlabelled, .. } => Attribution::Unlabelled,
+            Self::Project { path: ProjectPath::NotMember, .. } => Attribution::NotMember,
             Self::UnknownProject => Attribution::UnknownProject,
         }
     }
 
-    /// The user and the owner billed, when the sample is attributed.
+    /// The user and the owner billed, when the sample is billed to someone.
     #[must_use]
     pub const fn billed(&self) -> Option<(UserId, OwnerId)> {
         match *self {
-            Self::User { user, owner } => Some((user, owner)),
-            Self::UnknownUser | Self::UnknownProject => None,
+            Self::User { user, owner } | Self::Project { creator: user, owner, .. } => Some((user, owner)),
+            Self::UnknownProject => None,
         }
     }
 }
@@ -77,7 +109,7 @@ impl Whose {
 pub struct Attributed {
     /// The namespace.
     pub namespace: String,
-    /// The Hopsworks username from the pods' label.
+    /// The Hopsworks username from the pods' label; empty for pods without one.
     pub username: String,
     /// Whose it is.
     pub whose: Whose,
@@ -94,15 +126,27 @@ pub fn attribute(usage: &BTreeMap<(String, String), OwnerUsage>, known: &Known) 
         .iter()
         .map(|((namespace, username), u)| {
             let project = known.projects.get(namespace).cloned();
-            let ours = project.as_ref().is_some_and(|p| known.accounts.contains_key(&p.creator_username));
-            let whose = match known.accounts.get(username) {
-                _ if !ours => Whose::UnknownProject,
-                None => Whose::UnknownUser,
-                Some(&user) => Whose::User { user, owner: known.owners.get(&user).copied().unwrap_or(user.as_owner()) },
-            };
+            let whose = whose(known, project.as_ref(), username);
             Attributed { namespace: namespace.clone(), username: username.clone(), whose, project, usage: *u }
         })
         .collect()
+}
+
+fn whose(known: &Known, project: Option<&Project>, username: &str) -> Whose {
+    let Some(creator) = project.and_then(|p| known.accounts.get(&p.creator_username)).copied() else {
+        return Whose::UnknownProject;
+    };
+    let creator_owner = known.owner_of(creator);
+    let by_project = |path| Whose::Project { creator, owner: creator_owner, path };
+    if username.is_empty() {
+        return by_project(ProjectPath::Unlabelled);
+    }
+    match known.accounts.get(username).copied() {
+        Some(user) if user == creator || known.owner_of(user) == creator_owner => {
+            Whose::User { user, owner: known.owner_of(user) }
+        }
+        _ => by_project(ProjectPath::NotMember),
+    }
 }
 
 #[cfg(test)]
@@ -119,35 +163,61 @@ mod tests {
     }
 
     #[test]
-    fn usage_goes_to_the_user_and_bills_to_their_owner_only_inside_our_projects() {
-        let (ada, bob, owner) = (UserId::new(), UserId::new(), OwnerId::new());
+    fn usage_goes_to_members_of_our_projects_else_to_the_projects_creator_else_to_nobody() {
+        let (ada, bob, eve, zoe, owner) = (UserId::new(), UserId::new(), UserId::new(), UserId::new(), OwnerId::new());
+        let ada_owner = ada.as_owner();
         let known = Known {
             projects: [
                 ("ada-lab".to_owned(), project(1, "ada000")),
                 ("foreign".to_owned(), project(2, "stranger")),
+                ("team-lab".to_owned(), project(3, "bob000")),
                 // The same name as a project of another cluster means nothing here.
             ]
             .into(),
-            accounts: [("ada000".to_owned(), ada), ("bob000".to_owned(), bob)].into(),
-            owners: [(bob, owner)].into(),
+            accounts: [
+                ("ada000".to_owned(), ada),
+                ("bob000".to_owned(), bob),
+                ("eve000".to_owned(), eve),
+                ("zoe000".to_owned(), zoe),
+            ]
+            .into(),
+            // bob is in ada's team; zoe in someone else's; eve owns her own.
+            owners: [(bob, ada_owner), (zoe, owner)].into(),
         };
         let usage: BTreeMap<_, _> = [
             (("ada-lab".to_owned(), "ada000".to_owned()), u(1)),
             (("ada-lab".to_owned(), "bob000".to_owned()), u(2)),
             (("ada-lab".to_owned(), "eve000".to_owned()), u(3)),
-            (("foreign".to_owned(), "ada000".to_owned()), u(4)),
-            (("kube-system".to_owned(), "ada000".to_owned()), u(5)),
+            (("ada-lab".to_owned(), "nobody0".to_owned()), u(4)),
+            (("ada-lab".to_owned(), String::new()), u(5)),
+            (("foreign".to_owned(), "ada000".to_owned()), u(6)),
+            (("foreign".to_owned(), String::new()), u(7)),
+            (("kube-system".to_owned(), String::new()), u(8)),
+            (("team-lab".to_owned(), "ada000".to_owned()), u(9)),
+            (("team-lab".to_owned(), "zoe000".to_owned()), u(10)),
         ]
         .into();
-        let got: Vec<_> = attribute(&usage, &known).into_iter().map(|a| (a.username, a.namespace, a.whose)).collect();
+        let got: Vec<_> = attribute(&usage, &known)
+            .into_iter()
+            .map(|a| (a.namespace, a.username, a.whose.attribution().as_str(), a.whose.billed()))
+            .collect();
+        let row = |ns: &str, user: &str, path: &'static str, billed: Option<(UserId, OwnerId)>| {
+            (ns.to_owned(), user.to_owned(), path, billed)
+        };
         assert_eq!(
             got,
             vec![
-                ("ada000".to_owned(), "ada-lab".to_owned(), Whose::User { user: ada, owner: ada.as_owner() }),
-                ("bob000".to_owned(), "ada-lab".to_owned(), Whose::User { user: bob, owner }),
-                ("eve000".to_owned(), "ada-lab".to_owned(), Whose::UnknownUser),
-                ("ada000".to_owned(), "foreign".to_owned(), Whose::UnknownProject),
-                ("ada000".to_owned(), "kube-system".to_owned(), Whose::UnknownProject),
+                row("ada-lab", "", "unlabelled", Some((ada, ada_owner))),
+                row("ada-lab", "ada000", "attributed", Some((ada, ada_owner))),
+                row("ada-lab", "bob000", "attributed", Some((bob, ada_owner))),
+                row("ada-lab", "eve000", "not_member", Some((ada, ada_owner))),
+                row("ada-lab", "nobody0", "not_member", Some((ada, ada_owner))),
+                row("foreign", "", "unknown_project", None),
+                row("foreign", "ada000", "unknown_project", None),
+                row("kube-system", "", "unknown_project", None),
+                // A project a member created (before joining) is their team's: its owner is on it.
+                row("team-lab", "ada000", "attributed", Some((ada, ada_owner))),
+                row("team-lab", "zoe000", "not_member", Some((bob, ada_owner))),
             ]
         );
     }

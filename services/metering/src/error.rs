@@ -13,8 +13,8 @@ hopsbridge_platform::error_codes! {
         InvalidRange = (BAD_REQUEST, "invalid_range", "from must not be after to, and at most 366 days before it"),
         /// metering has not heard of the cluster.
         ClusterNotFound = (NOT_FOUND, "cluster_not_found", "metering knows no such cluster"),
-        /// The cluster is inactive, so it is not measured.
-        ClusterInactive = (CONFLICT, "cluster_inactive", "the cluster is inactive and is not measured"),
+        /// The cluster is inactive and its projects have no pods left, so it is not measured.
+        ClusterInactive = (CONFLICT, "cluster_inactive", "the cluster is inactive and has no pods left to measure"),
         /// An internal route for the billing service was called by anyone else.
         BillingOnly = (FORBIDDEN, "billing_only", "the billing service only"),
         /// The window's deadline has passed.

@@ -3,7 +3,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /internal/samples?from=&to=&after=&limit=` | attributed samples whose window starts in `[from, to)`, paged by (window start, id), with UsageRecorded's fields |
+//! | `GET /internal/samples?from=&to=&after=&limit=` | billed samples (attributed, or a project's unlabelled and foreign pods) whose window starts in `[from, to)`, paged by (window start, id), with UsageRecorded's fields |
 //! | `GET /internal/usage/daily?day=` | usage per owner on one UTC day (by window start), from `usage_daily` |
 
 use crate::error::MeteringCode;
@@ -62,7 +62,7 @@ pub struct SamplesQuery {
     limit: Option<i64>,
 }
 
-/// One attributed sample, with the fields of `UsageRecordedV1`.
+/// One billed sample, with the fields of `UsageRecordedV1`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SampleRecord {
     sample_id: SampleId,
@@ -109,7 +109,7 @@ type Row = (
 );
 
 #[utoipa::path(get, path = "/internal/samples", tag = "internal", params(SamplesQuery),
-    responses((status = 200, description = "attributed samples by (window start, id)", body = SamplePage),
+    responses((status = 200, description = "billed samples by (window start, id)", body = SamplePage),
         (status = 400, description = "invalid_query: a bound, the cursor or the limit is malformed", body = ErrorBody),
         (status = 401, description = "unauthenticated: not signed", body = ErrorBody),
         (status = 403, description = "billing_only: the billing service only", body = ErrorBody)))]

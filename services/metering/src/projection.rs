@@ -71,14 +71,21 @@ async fn upsert_cluster(
          ON CONFLICT (cluster_id) DO UPDATE SET
              name = CASE WHEN excluded.updated_at >= clusters.updated_at THEN excluded.name ELSE clusters.name END,
              status = CASE WHEN excluded.updated_at >= clusters.updated_at THEN excluded.status ELSE clusters.status END,
-             -- Back from inactive: measured again from now on; the inactive time is no gap.
-             measured_from = CASE WHEN clusters.status = 'inactive' AND excluded.status <> 'inactive'
+             -- Back from inactive after it was measured no more (no pods left in its projects):
+             -- measured again from now on; the time in between is no gap.
+             measured_from = CASE WHEN clusters.status = 'inactive' AND clusters.drained_at IS NOT NULL
+                                   AND excluded.status <> 'inactive'
                                    AND excluded.updated_at >= clusters.updated_at
                               THEN excluded.measured_from
                               ELSE least(clusters.measured_from, excluded.measured_from) END,
-             scheduled_through = CASE WHEN clusters.status = 'inactive' AND excluded.status <> 'inactive'
+             scheduled_through = CASE WHEN clusters.status = 'inactive' AND clusters.drained_at IS NOT NULL
+                                      AND excluded.status <> 'inactive'
                                       AND excluded.updated_at >= clusters.updated_at
                                  THEN NULL ELSE clusters.scheduled_through END,
+             -- An inactive cluster is measured until its projects are found without pods;
+             -- any change of status starts that over.
+             drained_at = CASE WHEN excluded.status <> clusters.status AND excluded.updated_at >= clusters.updated_at
+                          THEN NULL ELSE clusters.drained_at END,
              updated_at = greatest(clusters.updated_at, excluded.updated_at)",
     )
     .bind::<SqlUuid, _>(cluster_id)

@@ -8,6 +8,7 @@
 //! | `POST /api/admin/metering/clusters/{id}/collect` | admins | collect the cluster's last window now |
 //! | `GET /api/admin/usage?user_id=&owner_user_id=&cluster_id=&from=&to=` | admins | usage per user, project and UTC day |
 //! | `GET /api/admin/usage/samples?user_id=&day=` | admins | the samples behind one user-day |
+//! | `GET /api/admin/usage/unbilled?cluster_id=&from=&to=` | admins | usage in namespaces that are no project of ours, per day |
 //! | `GET /api/usage?from=&to=` | any signed-in person | their own usage per project and day, and their team's for an owner |
 //!
 //! `from` and `to` are UTC days (`YYYY-MM-DD`, inclusive) for usage and RFC 3339 instants for
@@ -15,7 +16,7 @@
 
 use crate::error::MeteringCode;
 use crate::runs::{self, CollectNow, Run, RunFilter, RunPage};
-use crate::samples::{self, Sample};
+use crate::samples::{self, Sample, UnbilledUsage};
 use crate::usage_daily::{self, DailyUsage, UsageFilter};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -51,6 +52,7 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/metering/clusters/{id}/collect", web::post().to(collect_now))
         .route("/api/admin/usage", web::get().to(admin_usage))
         .route("/api/admin/usage/samples", web::get().to(admin_samples))
+        .route("/api/admin/usage/unbilled", web::get().to(admin_unbilled))
         .route("/api/usage", web::get().to(my_usage));
 }
 
@@ -137,7 +139,7 @@ async fn list_gaps(state: Data, caller: Caller, q: web::Query<RunQuery>) -> Resu
         (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
         (status = 403, description = NOT_ADMIN, body = ErrorBody),
         (status = 404, description = "cluster_not_found: no such cluster", body = ErrorBody),
-        (status = 409, description = "cluster_inactive: the cluster is inactive and is not measured; \
+        (status = 409, description = "cluster_inactive: the cluster is inactive and has no pods left to measure; \
             window_closed: the window's deadline has passed; nothing is scheduled and it stays a gap", body = ErrorBody),
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
 async fn collect_now(state: Data, caller: Caller, id: web::Path<ClusterId>) -> Result<HttpResponse, ApiError> {
@@ -248,6 +250,38 @@ async fn admin_samples(state: Data, caller: Caller, q: web::Query<SampleQuery>) 
     Ok(HttpResponse::Ok().json(rows))
 }
 
+/// Filters of the unbilled usage list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UnbilledQuery {
+    /// Only this cluster.
+    cluster_id: Option<ClusterId>,
+    /// First UTC day (default: 30 days before `to`).
+    from: Option<NaiveDate>,
+    /// Last UTC day, inclusive (default: today).
+    to: Option<NaiveDate>,
+}
+
+/// Rows the unbilled usage list answers at most.
+const MAX_UNBILLED_ROWS: i64 = 10_000;
+
+#[utoipa::path(get, path = "/api/admin/usage/unbilled", tag = "metering", params(UnbilledQuery),
+    responses((status = 200, description = "usage billed to nobody (namespaces that are no project of ours), \
+            per UTC day, cluster, namespace and username; at most 10,000 rows", body = Vec<UnbilledUsage>),
+        (status = 400, description = "invalid_query: a filter is malformed; \
+            invalid_range: from is after to, or more than 366 days before it", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn admin_unbilled(state: Data, caller: Caller, q: web::Query<UnbilledQuery>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let range = days(&state.clock, q.from, q.to)?;
+    let mut conn = state.db.conn().await?;
+    let rows = samples::unbilled(&mut conn, range, q.cluster_id, MAX_UNBILLED_ROWS).await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
 /// metering's catalogue in the document, the codes of routes outside it included.
 const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<MeteringCode> =
     hopsbridge_platform::http::CatalogueSchema::new(
@@ -258,8 +292,8 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<MeteringCode> =
 /// metering's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(list_runs, list_gaps, collect_now, admin_usage, admin_samples, my_usage),
-    components(schemas(Run, RunPage, DailyUsage, Sample, ErrorBody)),
+    paths(list_runs, list_gaps, collect_now, admin_usage, admin_samples, admin_unbilled, my_usage),
+    components(schemas(Run, RunPage, DailyUsage, Sample, UnbilledUsage, ErrorBody)),
     modifiers(&CATALOGUE),
     tags((name = "metering", description = "Usage measured on the clusters, collection runs and gaps"))
 )]

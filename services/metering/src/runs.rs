@@ -50,7 +50,8 @@ pub struct Timing {
 }
 
 /// Adds the runs of every window that has ended and settled at `now` (calendar Unix seconds)
-/// for every measured cluster, due at once: a window is only scheduled once its settling time
+/// for every measured cluster (every cluster but an inactive one whose projects' namespaces
+/// were found without pods), due at once: a window is only scheduled once its settling time
 /// has passed.
 ///
 /// # Errors
@@ -68,7 +69,7 @@ pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> Quer
                     greatest(coalesce(extract(epoch FROM scheduled_through)::bigint,
                                       ceil(extract(epoch FROM measured_from) / $1)::bigint * $1),
                              $3) AS first_start
-             FROM clusters WHERE status <> 'inactive'
+             FROM clusters WHERE status <> 'inactive' OR drained_at IS NULL
          ), due AS (
              SELECT m.cluster_id, s AS start
              FROM measured m, generate_series(m.first_start, $2 - $1, $1) AS s
@@ -81,7 +82,8 @@ pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> Quer
              RETURNING 1
          ), moved AS (
              UPDATE clusters SET scheduled_through = to_timestamp($2)
-             WHERE status <> 'inactive' AND (scheduled_through IS NULL OR scheduled_through < to_timestamp($2))
+             WHERE (status <> 'inactive' OR drained_at IS NULL)
+               AND (scheduled_through IS NULL OR scheduled_through < to_timestamp($2))
                AND ceil(extract(epoch FROM measured_from) / $1)::bigint * $1 < $2
              RETURNING 1
          )
@@ -263,12 +265,20 @@ pub async fn failed(
 pub struct RunStats {
     /// The collection's counters.
     pub collect: CollectStats,
-    /// Samples attributed to a user.
+    /// Samples attributed to a user on the project.
     pub attributed: u64,
-    /// Samples whose username holds no account on the cluster.
-    pub unknown_user: u64,
-    /// Samples outside the cluster's projects.
+    /// Samples of pods without the owner label in a project's namespace, billed to the
+    /// project's creator.
+    pub unlabelled: u64,
+    /// Samples of a user not on the project (or with no account on the cluster) in a project's
+    /// namespace, billed to the project's creator.
+    pub not_member: u64,
+    /// Samples outside the cluster's projects (or in a project whose creator is not ours),
+    /// billed to nobody and shown to administrators.
     pub unknown_project: u64,
+    /// Pods measured in the cluster's projects' namespaces; none on an inactive cluster ends
+    /// its measurement.
+    pub project_pods: u64,
     /// Samples this run added (the others were stored already).
     pub added: u64,
     /// Whether the project list came from an earlier listing (Hopsworks did not answer).
@@ -300,9 +310,23 @@ pub async fn complete(
     for s in &measured {
         match s.whose.attribution() {
             Attribution::Attributed => stats.attributed += 1,
-            Attribution::UnknownUser => stats.unknown_user += 1,
-            Attribution::UnknownProject => stats.unknown_project += 1,
+            Attribution::Unlabelled => stats.unlabelled += 1,
+            Attribution::NotMember => stats.not_member += 1,
+            // No longer produced: a project's pods are billed to its creator.
+            Attribution::UnknownUser | Attribution::UnknownProject => stats.unknown_project += 1,
         }
+        if s.project.is_some() {
+            stats.project_pods += s.usage.pods;
+        }
+    }
+    if stats.project_pods == 0 {
+        // An inactive cluster with no pods left in its projects is measured no more.
+        diesel::update(clusters::table.find(run.cluster_id))
+            .filter(clusters::status.eq(ClusterStatus::Inactive))
+            .filter(clusters::drained_at.is_null())
+            .set(clusters::drained_at.eq(run.window_end))
+            .execute(conn)
+            .await?;
     }
     let added = samples::insert(conn, run.cluster_id, run.window_start, run.window_end, &measured).await?;
     stats.added = u64::try_from(added.len()).unwrap_or(u64::MAX);
@@ -449,7 +473,8 @@ pub async fn list(conn: &mut AsyncPgConnection, filter: &RunFilter, limit: i64) 
 pub enum CollectNow {
     /// metering knows no such cluster.
     UnknownCluster,
-    /// The cluster is inactive and is not measured.
+    /// The cluster is inactive and its projects' namespaces were found without pods: it is
+    /// measured no more.
     Inactive,
     /// The window's deadline has passed: it stays a gap.
     Closed,
@@ -471,11 +496,11 @@ pub async fn collect_now(
     now: DateTime<Utc>,
 ) -> QueryResult<CollectNow> {
     let now_secs = now.timestamp();
-    let status: Option<ClusterStatus> =
-        clusters::table.find(cluster).select(clusters::status).first(conn).await.optional()?;
+    let status: Option<(ClusterStatus, Option<DateTime<Utc>>)> =
+        clusters::table.find(cluster).select((clusters::status, clusters::drained_at)).first(conn).await.optional()?;
     match status {
         None => return Ok(CollectNow::UnknownCluster),
-        Some(ClusterStatus::Inactive) => return Ok(CollectNow::Inactive),
+        Some((ClusterStatus::Inactive, Some(_))) => return Ok(CollectNow::Inactive),
         Some(_) => {}
     }
     let end = now_secs.div_euclid(window_secs) * window_secs;

@@ -186,3 +186,72 @@ pub async fn of_user_day(conn: &mut AsyncPgConnection, user: UserId, day: NaiveD
         .load(conn)
         .await
 }
+
+/// Usage billed to nobody (a namespace that is no project of ours on its cluster), per UTC day,
+/// cluster, namespace, username and attribution.
+#[derive(Debug, Serialize, QueryableByName, utoipa::ToSchema)]
+pub struct UnbilledUsage {
+    /// The UTC day.
+    #[diesel(sql_type = diesel::sql_types::Date)]
+    pub day: NaiveDate,
+    /// The cluster.
+    #[diesel(sql_type = SqlUuid)]
+    pub cluster_id: ClusterId,
+    /// The namespace.
+    #[diesel(sql_type = Text)]
+    pub namespace: String,
+    /// The pods' owner label; empty for pods without one.
+    #[diesel(sql_type = Text)]
+    pub hopsworks_username: String,
+    /// Why nobody is billed: `unknown_project` (or `unknown_user`, from before every pod of a
+    /// project's namespace was billed to it).
+    #[diesel(sql_type = Text)]
+    pub attribution: Attribution,
+    /// Nanocore-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub cpu_nanocore_seconds: i64,
+    /// Byte-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub memory_byte_seconds: i64,
+    /// GPU-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub gpu_seconds: i64,
+    /// Samples added up.
+    #[diesel(sql_type = BigInt)]
+    pub samples: i64,
+}
+
+/// Usage billed to nobody in windows starting on the UTC days `from` to `to` (inclusive),
+/// optionally of one cluster, at most `limit` rows, by day, cluster, namespace and username.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn unbilled(
+    conn: &mut AsyncPgConnection,
+    (from, to): (NaiveDate, NaiveDate),
+    cluster: Option<ClusterId>,
+    limit: i64,
+) -> QueryResult<Vec<UnbilledUsage>> {
+    let start = from.and_time(chrono::NaiveTime::MIN).and_utc();
+    let end = to.and_time(chrono::NaiveTime::MIN).and_utc() + chrono::TimeDelta::days(1);
+    // Raw SQL: sums cast back to bigint and a day computed in UTC, grouped, which the DSL's
+    // group_by cannot select together.
+    diesel::sql_query(
+        "SELECT (window_start AT TIME ZONE 'UTC')::date AS day, cluster_id, namespace, hopsworks_username, attribution,
+                sum(cpu_nanocore_seconds)::bigint AS cpu_nanocore_seconds,
+                sum(memory_byte_seconds)::bigint AS memory_byte_seconds,
+                sum(gpu_seconds)::bigint AS gpu_seconds, count(*) AS samples
+         FROM samples
+         WHERE owner_user_id IS NULL AND window_start >= $1 AND window_start < $2
+           AND ($3::uuid IS NULL OR cluster_id = $3)
+         GROUP BY 1, 2, 3, 4, 5
+         ORDER BY 1, 2, 3, 4, 5
+         LIMIT $4",
+    )
+    .bind::<Timestamptz, _>(start)
+    .bind::<Timestamptz, _>(end)
+    .bind::<Nullable<SqlUuid>, _>(cluster)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}

@@ -278,7 +278,7 @@ impl Meter {
         match result {
             Ok(Some(stats)) => {
                 tracing::info!(cluster_id = %run.cluster_id, window_start = %run.window_start,
-                    samples = stats.attributed + stats.unknown_user + stats.unknown_project, added = stats.added,
+                    samples = stats.attributed + stats.unlabelled + stats.not_member + stats.unknown_project, added = stats.added,
                     api_calls = stats.collect.api_calls, "window measured");
                 Ok(())
             }

@@ -20,6 +20,7 @@ diesel::table! {
         measured_from -> Timestamptz,
         scheduled_through -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        drained_at -> Nullable<Timestamptz>,
     }
 }
 

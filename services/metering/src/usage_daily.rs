@@ -1,4 +1,4 @@
-//! Usage per (UTC day, user, owner, cluster, namespace): the attributed samples added up in
+//! Usage per (UTC day, user, owner, cluster, namespace): the billed samples added up in
 //! the transaction that stores them, and read back for people and admins.
 
 use crate::schema::usage_daily;

@@ -99,7 +99,7 @@ fn sample_of(pod: &SimPod, window: Window) -> Option<Usage> {
     let scrape = now - now.rem_euclid(SCRAPE_SECS);
     let listed_running = pod.exists_at(now) && pod.running_at(now);
     let has_metrics = pod.exists_at(scrape) && pod.running_at(scrape) && pod.running_at(scrape - 1);
-    if !(listed_running && has_metrics) || pod.owner().is_none_or(str::is_empty) {
+    if !(listed_running && has_metrics) {
         return None;
     }
     let mut u = Usage::default();
@@ -145,8 +145,8 @@ fn bound_of(pod: &SimPod, window: Window) -> Usage {
 fn expected(workload: &Workload, window: Window) -> BTreeMap<(String, String), OwnerUsage> {
     let mut out: BTreeMap<(String, String), OwnerUsage> = BTreeMap::new();
     for pod in workload.pods() {
-        if let (Some(u), Some(owner)) = (sample_of(pod, window), pod.owner()) {
-            let e = out.entry((pod.namespace.clone(), owner.to_owned())).or_default();
+        if let Some(u) = sample_of(pod, window) {
+            let e = out.entry((pod.namespace.clone(), pod.owner().unwrap_or("").to_owned())).or_default();
             e.usage += u;
             e.pods += 1;
         }

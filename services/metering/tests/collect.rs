@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 /// 2027-01-01T06:00:00Z, on a scrape boundary.
 const NOW: i64 = 1_798_761_600 + 6 * 3600;
 
-/// A generated workload plus pods the collector must skip: one with an empty owner, one that
-/// started this second (Running, no metrics yet), and a hand-made GPU pod.
+/// A generated workload plus a pod with an empty owner (measured under the empty owner), one
+/// that started this second (Running, no metrics yet, skipped), and a hand-made GPU pod.
 fn workload(long_running: usize, short_lived: usize) -> Workload {
     let config = WorkloadConfig {
         seed: 7,
@@ -50,13 +50,13 @@ fn start(workload: Workload) -> (Arc<SimClock>, KubeCluster) {
     (clock, cluster)
 }
 
-/// What the collection must find, from the workload model alone: Running pods with a
-/// non-empty owner that metrics-server has a rate for, each rate held for the window.
+/// What the collection must find, from the workload model alone: Running pods that
+/// metrics-server has a rate for, with or without an owner, each rate held for the window.
 fn expected(workload: &Workload, now: i64, window: Window) -> BTreeMap<(String, String), OwnerUsage> {
     let mut out: BTreeMap<(String, String), OwnerUsage> = BTreeMap::new();
     for p in workload.pods() {
         let has_metrics = p.exists_at(now) && p.running_at(now) && p.running_at(now - 1);
-        let Some(owner) = p.owner().filter(|o| !o.is_empty()) else { continue };
+        let owner = p.owner().unwrap_or("");
         if !has_metrics {
             continue;
         }
@@ -109,6 +109,10 @@ async fn a_window_is_exactly_what_the_running_pods_used_across_many_pages() {
     let gib = zed.usage.memory_gib_hours().to_decimal();
     assert!(gib.exact);
     assert_eq!(gib.text, "0.375029325485229492187500".trim_end_matches('0'));
+    // The pod without an owner: 1m and 1 MiB for 900 s, under the empty owner.
+    let unlabelled = &got.usage[&("zz-odd".to_owned(), String::new())];
+    assert_eq!(unlabelled.pods, 1);
+    assert_eq!(unlabelled.usage, Usage::of_rates(1_000_000, 1 << 20, 0, 900));
     assert_eq!(got.total(), want.values().fold(Usage::default(), |a, u| a + u.usage));
     cluster.stop().await;
 }
@@ -285,7 +289,7 @@ async fn the_owner_label_key_is_configurable() {
     let mut want: BTreeMap<(String, String), OwnerUsage> = BTreeMap::new();
     for p in cluster.workload().pods() {
         let now = clock.now();
-        let Some(owner) = p.labels.get("hopsworks.ai/user").filter(|o| !o.is_empty()) else { continue };
+        let owner = p.labels.get("hopsworks.ai/user").cloned().unwrap_or_default();
         if !(p.exists_at(now) && p.running_at(now) && p.running_at(now - 1)) {
             continue;
         }
@@ -297,9 +301,10 @@ async fn the_owner_label_key_is_configurable() {
         e.pods += 1;
     }
     assert_eq!(got.usage, want);
-    // The default key finds nothing there.
+    // The default key finds no owner there: every pod is measured, under the empty owner.
     let none = client(&cluster, fast()).await.collect(window()).await.unwrap();
-    assert!(none.usage.is_empty());
+    assert!(none.usage.keys().all(|(_, owner)| owner.is_empty()), "{:?}", none.usage.keys());
+    assert_eq!((none.total(), none.stats.pods_without_owner), (got.total(), got.stats.pods_running));
     cluster.stop().await;
 }
 

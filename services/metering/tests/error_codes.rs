@@ -46,7 +46,7 @@ async fn every_code_is_answered_with_its_status() {
         async move { hopsbridge_testkit::signed_call(key, base, method, &path, Some(&caller), None).await }
     };
 
-    // An inactive cluster, and an active one whose last window is a gap past its deadline (the
+    // An inactive cluster with no pods left, and an active one whose last window is a gap past its deadline (the
     // scheduler may have scheduled that window already).
     let (inactive, active) = (Uuid::now_v7(), Uuid::now_v7());
     for (id, status) in [(inactive, "inactive"), (active, "active")] {
@@ -70,6 +70,13 @@ async fn every_code_is_answered_with_its_status() {
     let window = 900;
     let end = chrono::Utc::now().timestamp() / window * window;
     let mut conn = db.connect("metering").await;
+    // The inactive cluster's projects were found without pods: it is measured no more.
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(format!("UPDATE clusters SET drained_at = now() WHERE cluster_id = '{inactive}'")),
+        &mut conn,
+    )
+    .await
+    .unwrap();
     diesel_async::RunQueryDsl::execute(
         diesel::sql_query(format!(
             "INSERT INTO runs (cluster_id, window_start, window_end, status, next_attempt_at, deadline, gap_reason)

@@ -45,9 +45,19 @@ const BOB_CPU: i64 = 250_000_000;
 const BOB_MEM: i64 = 512 << 20;
 /// When the tests' pods started: long before any window measured.
 const STARTED: i64 = 1_700_000_000;
+/// A pod without the owner label in ada's project: 100m CPU, 10 MiB.
+const UNLABELLED_CPU: i64 = 100_000_000;
+const UNLABELLED_MEM: i64 = 10 << 20;
 
-/// ada's and bob's pods in ada's project, a stranger's pod there, and ada's pod in a namespace
-/// that is no project of this cluster. Usernames are what the Hopsworks sandbox generates for
+/// A pod without the owner label in `ns`.
+fn unlabelled(ns: &str, name: &str) -> hopsbridge_sandbox::workload::SimPod {
+    let mut p = pod(ns, name, "", STARTED, vec![container(100_000_000, 10 << 20, 0)]);
+    p.labels.clear();
+    p
+}
+
+/// ada's and bob's pods in ada's project, a stranger's pod and a pod without the owner label
+/// there, ada's pod in a namespace that is no project of this cluster, and a system pod. Usernames are what the Hopsworks sandbox generates for
 /// ada@… and bob@… (`ada10000`, `bob10000`).
 fn workload() -> Workload {
     let (a, b) = (u64::try_from(ADA_CPU).unwrap(), u64::try_from(BOB_CPU).unwrap());
@@ -59,6 +69,8 @@ fn workload() -> Workload {
             pod("ada-lab", "train-bob", "bob10000", STARTED, vec![container(b, bm, 1)]),
             pod("ada-lab", "miner", "eve10000", STARTED, vec![container(a, am, 0)]),
             pod("elsewhere", "side-job", "ada10000", STARTED, vec![container(a, am, 0)]),
+            unlabelled("ada-lab", "sidecar"),
+            unlabelled("kube-system", "coredns"),
         ],
     )
 }
@@ -276,17 +288,17 @@ impl Env {
                     SELECT (window_start AT TIME ZONE 'UTC')::date AS day, user_id, owner_user_id, cluster_id, namespace,
                            sum(cpu_nanocore_seconds) AS cpu, sum(memory_byte_seconds) AS mem, sum(gpu_seconds) AS gpu,
                            count(*) AS samples
-                    FROM samples WHERE attribution = 'attributed' GROUP BY 1, 2, 3, 4, 5) s
+                    FROM samples WHERE owner_user_id IS NOT NULL GROUP BY 1, 2, 3, 4, 5) s
                 USING (day, user_id, owner_user_id, cluster_id, namespace)
                 WHERE d.cpu_nanocore_seconds IS DISTINCT FROM s.cpu OR d.memory_byte_seconds IS DISTINCT FROM s.mem
                    OR d.gpu_seconds IS DISTINCT FROM s.gpu OR d.samples IS DISTINCT FROM s.samples")
             .await;
-        assert_eq!(mismatched, 0, "usage_daily is the sum of the attributed samples");
+        assert_eq!(mismatched, 0, "usage_daily is the sum of the billed samples");
         let unannounced = self
-            .n("SELECT (SELECT count(*) FROM samples WHERE attribution = 'attributed')
+            .n("SELECT (SELECT count(*) FROM samples WHERE owner_user_id IS NOT NULL)
                      - (SELECT count(*) FROM outbox WHERE event_type = 'UsageRecorded') AS n")
             .await;
-        assert_eq!(unannounced, 0, "one UsageRecorded per attributed sample");
+        assert_eq!(unannounced, 0, "one UsageRecorded per billed sample");
         let events = self.usage_events().await;
         let ids: std::collections::HashSet<_> = events.iter().map(|e| e.sample_id.clone()).collect();
         assert_eq!(ids.len(), events.len(), "no sample announced twice");
@@ -358,8 +370,9 @@ async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_annou
     };
     assert_eq!(env.n(&of("memory_byte_seconds", "ada10000")).await, ADA_MEM * WINDOW);
     assert_eq!(env.n(&of("gpu_seconds", "bob10000")).await, WINDOW);
-    // Attribution: ada's own, bob's billed to ada, the stranger and the foreign namespace kept
-    // but billed to nobody.
+    // Attribution: ada's own, bob's billed to ada; the unlabelled pod and the stranger's in
+    // ada's project billed to ada as the project's creator; the foreign and the system
+    // namespace kept but billed to nobody.
     let who = env
         .s(&format!(
             "SELECT hopsworks_username || '/' || namespace || '/' || attribution || '/' ||
@@ -370,12 +383,33 @@ async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_annou
     assert_eq!(
         who,
         vec![
+            format!("/ada-lab/unlabelled/{ada}/{ada}"),
+            "/kube-system/unknown_project/-/-".to_owned(),
             format!("ada10000/ada-lab/attributed/{ada}/{ada}"),
             "ada10000/elsewhere/unknown_project/-/-".to_owned(),
             format!("bob10000/ada-lab/attributed/{bob}/{ada}"),
-            "eve10000/ada-lab/unknown_user/-/-".to_owned(),
+            format!("eve10000/ada-lab/not_member/{ada}/{ada}"),
         ]
     );
+    // The unlabelled pod's 100m and 10 MiB, exactly, billed to ada and announced.
+    assert_eq!(env.n(&sample("", "ada-lab")).await, UNLABELLED_CPU * WINDOW);
+    assert_eq!(env.n(&of("memory_byte_seconds", "")).await, UNLABELLED_MEM * WINDOW);
+    let counted = env
+        .s(&format!(
+            "SELECT concat_ws(',', stats->>'attributed', stats->>'unlabelled', stats->>'not_member',
+                              stats->>'unknown_project', stats->>'project_pods', stats->'collect'->>'pods_without_owner') AS s
+             FROM runs WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({first})"
+        ))
+        .await;
+    assert_eq!(counted, vec!["2,1,1,2,4,2"], "each path counted in the run's stats");
+    let sidecar = env
+        .usage_events()
+        .await
+        .into_iter()
+        .find(|e| e.hopsworks_username.is_empty() && e.window_start_unix_seconds.to_string() == first)
+        .expect("the unlabelled pod's sample announced");
+    assert_eq!((sidecar.user_id, sidecar.owner_user_id), (ada.to_string(), ada.to_string()));
+    assert_eq!(sidecar.cpu_nanocore_seconds, u64::try_from(UNLABELLED_CPU * WINDOW).unwrap());
     env.assert_consistent().await;
     let event = env
         .usage_events()
@@ -412,37 +446,94 @@ async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_annou
     assert_eq!(env.n(&window_sum).await, before);
     env.assert_consistent().await;
 
-    // An inactive cluster is no longer measured: once its last runs are done, nothing changes.
+    // An inactive cluster whose projects still have pods is still measured, every window.
     env.set_cluster_status(cluster, "inactive").await;
     env.until("metering knows the cluster is inactive", "SELECT count(*) AS n FROM clusters WHERE status = 'inactive'")
         .await;
+    let inactive_from = chrono::Utc::now().timestamp();
     env.until(
-        "no run left in hand",
-        "SELECT (count(*) = 0)::int::bigint AS n FROM runs WHERE status IN ('pending', 'running')",
+        "windows of the inactive cluster measured, its pods billed",
+        &format!(
+            "SELECT (count(DISTINCT window_start) >= 2)::int::bigint AS n FROM samples
+             WHERE cluster_id = '{cluster}' AND attribution = 'unlabelled' AND window_start >= to_timestamp({inactive_from})"
+        ),
     )
     .await;
-    let settled = env.n("SELECT count(*) AS n FROM runs").await;
-    tokio::time::sleep(Duration::from_secs(u64::try_from(2 * WINDOW).unwrap())).await;
-    assert_eq!(env.n("SELECT count(*) AS n FROM runs").await, settled, "no window scheduled for an inactive cluster");
+    assert_eq!(env.n("SELECT count(*) AS n FROM clusters WHERE drained_at IS NOT NULL").await, 0);
+    assert_eq!(env.n("SELECT count(*) AS n FROM runs WHERE status = 'gap'").await, 0);
     env.assert_consistent().await;
-    // Back to active: measured again at once, and the inactive time is neither measured nor a gap.
-    let last_before = env.n("SELECT extract(epoch FROM max(window_start))::bigint AS n FROM runs").await;
+
+    // An inactive cluster without pods in its projects (only system pods) records one window
+    // without billed usage, then nothing: no run, no gap.
+    let quiet = sim_of("eu-quiet", &env.clock, Workload::new(vec![], vec![unlabelled("kube-system", "coredns")]));
+    let quiet_id = env.register("eu-quiet", &quiet).await;
+    let in_quiet = |what: &str| format!("SELECT count(*) AS n FROM runs WHERE cluster_id = '{quiet_id}' {what}");
+    env.until("the quiet cluster measured", &in_quiet("AND status = 'complete'")).await;
+    env.set_cluster_status(quiet_id, "inactive").await;
+    env.until(
+        "the inactive quiet cluster found without pods and measured no more",
+        &format!("SELECT count(*) AS n FROM clusters WHERE cluster_id = '{quiet_id}' AND drained_at IS NOT NULL"),
+    )
+    .await;
+    env.until(
+        "no run of it left in hand",
+        &format!("SELECT (({}) = 0)::int::bigint AS n", in_quiet("AND status IN ('pending', 'running')")),
+    )
+    .await;
+    let settled = env.n(&in_quiet("")).await;
+    tokio::time::sleep(Duration::from_secs(u64::try_from(2 * WINDOW).unwrap())).await;
+    assert_eq!(env.n(&in_quiet("")).await, settled, "no window scheduled for an inactive cluster without pods");
+    assert_eq!(env.n(&in_quiet("AND status = 'gap'")).await, 0, "and no gap");
+    // Back to active: measured again at once, and the time without pods is neither measured
+    // nor a gap.
+    let last_before = env
+        .n(&format!(
+            "SELECT extract(epoch FROM max(window_start))::bigint AS n FROM runs WHERE cluster_id = '{quiet_id}'"
+        ))
+        .await;
     let quiet_until = chrono::Utc::now().timestamp();
-    env.set_cluster_status(cluster, "active").await;
+    env.set_cluster_status(quiet_id, "active").await;
     let back = chrono::Utc::now().timestamp();
     env.until(
         "measured again after reactivation",
-        &format!("SELECT count(*) AS n FROM runs WHERE status = 'complete' AND window_start >= to_timestamp({back})"),
+        &in_quiet(&format!("AND status = 'complete' AND window_start >= to_timestamp({back})")),
     )
     .await;
     assert_eq!(env.n("SELECT count(*) AS n FROM runs WHERE status = 'gap'").await, 0, "no gap for the inactive time");
     let inside = env
-        .n(&format!(
-            "SELECT count(*) AS n FROM runs WHERE window_start > to_timestamp({last_before})
-             AND window_start < to_timestamp({quiet_until} - {WINDOW})"
-        ))
+        .n(&in_quiet(&format!(
+            "AND window_start > to_timestamp({last_before}) AND window_start < to_timestamp({quiet_until} - {WINDOW})"
+        )))
         .await;
     assert_eq!(inside, 0, "no window of the inactive time scheduled");
+    // Usage billed to nobody is shown to administrators: the system and the foreign namespace.
+    let (status, unbilled) = env
+        .call(&base, Method::GET, &format!("/api/admin/usage/unbilled?cluster_id={cluster}"), Some(&admin()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{unbilled}");
+    let rows: std::collections::BTreeSet<_> = unbilled
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}/{}",
+                r["namespace"].as_str().unwrap(),
+                r["hopsworks_username"].as_str().unwrap(),
+                r["attribution"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows.into_iter().collect::<Vec<_>>(),
+        ["elsewhere/ada10000/unknown_project", "kube-system//unknown_project"],
+        "{unbilled}"
+    );
+    let coredns = unbilled.as_array().unwrap().iter().find(|r| r["namespace"] == "kube-system").unwrap();
+    let windows = coredns["samples"].as_i64().unwrap();
+    assert_eq!(coredns["cpu_nanocore_seconds"].as_i64().unwrap(), UNLABELLED_CPU * WINDOW * windows);
+    let (status, _) = env.call(&base, Method::GET, "/api/admin/usage/unbilled", Some(&person(ada)), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 
     // The admin and self-service views.
     let (status, runs) = env
@@ -457,7 +548,7 @@ async fn windows_are_measured_once_attributed_by_cluster_and_namespace_and_annou
     assert_eq!(status, StatusCode::OK, "{runs}");
     assert!(runs["total"].as_i64().unwrap() >= 3);
     assert_eq!(runs["items"][0]["stats"]["attributed"], 2, "{runs}");
-    assert_eq!(runs["items"][0]["stats"]["unknown_user"], 1);
+    assert_eq!(runs["items"][0]["stats"]["not_member"], 1);
     let today = chrono::Utc::now().date_naive();
     let (status, mine) = env.call(&base, Method::GET, "/api/usage", Some(&person(ada)), None).await;
     assert_eq!(status, StatusCode::OK, "{mine}");
@@ -610,7 +701,7 @@ async fn replicas_share_windows_a_killed_one_is_taken_over_and_an_outage_is_reco
         .await;
     let ada_cpu = env
         .n(&format!(
-            "SELECT sum(cpu_nanocore_seconds)::bigint AS n FROM samples WHERE user_id = '{ada}' AND namespace = 'ada-lab'
+            "SELECT sum(cpu_nanocore_seconds)::bigint AS n FROM samples WHERE user_id = '{ada}' AND attribution = 'attributed' AND namespace = 'ada-lab'
              AND window_start >= to_timestamp({ready}) AND window_start IN (SELECT window_start FROM runs WHERE cluster_id = '{c1}' AND status = 'complete')"
         ))
         .await;

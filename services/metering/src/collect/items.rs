@@ -1,5 +1,5 @@
 //! What a collection reads from each page, and how a page is folded into it: Running pods
-//! with their owner label and GPUs, and PodMetrics with their CPU and memory rates. Items
+//! with their owner label (empty when they have none) and GPUs, and PodMetrics with their CPU and memory rates. Items
 //! borrow their strings from the page's bytes where JSON allows (no escapes), so a page costs
 //! few allocations.
 
@@ -88,7 +88,8 @@ struct UsageQuantities<'a> {
     memory: Option<Text<'a>>,
 }
 
-/// The pod list folded: Running pods with an owner, and counts.
+/// The pod list folded: Running pods with their owner (empty for pods without the label),
+/// and counts.
 #[derive(Debug, Default)]
 pub(super) struct PodFold {
     pub(super) running: HashMap<(String, String), RunningPod>,
@@ -105,7 +106,7 @@ pub(super) struct Measured {
     pub(super) memory: u128,
 }
 
-/// A running pod's owner and GPUs.
+/// A running pod's owner (empty: no owner label) and GPUs.
 #[derive(Debug)]
 pub(super) struct RunningPod {
     pub(super) owner: String,
@@ -113,8 +114,8 @@ pub(super) struct RunningPod {
     pub(super) measured: bool,
 }
 
-/// Folds one page of the pod list: Running pods with a non-empty `label_key` label, with
-/// their GPUs; returns the continue token.
+/// Folds one page of the pod list: Running pods with their `label_key` label (empty when it is
+/// missing or empty, counted in `without_owner`) and their GPUs; returns the continue token.
 pub(super) fn fold_pods(
     acc: &mut PodFold,
     label_key: &str,
@@ -128,11 +129,11 @@ pub(super) fn fold_pods(
             continue;
         }
         acc.running_count += 1;
-        let owner = pod.metadata.labels.as_ref().and_then(|l| l.get(label_key)).filter(|o| !o.is_empty());
-        let Some(owner) = owner.map(|o| o.clone().into_owned()) else {
+        let owner =
+            pod.metadata.labels.as_ref().and_then(|l| l.get(label_key)).map_or_else(String::new, |o| o.to_string());
+        if owner.is_empty() {
             acc.without_owner += 1;
-            continue;
-        };
+        }
         let gpus = gpus_of(&pod)?;
         let key = (pod.metadata.namespace.into_owned(), pod.metadata.name.into_owned());
         if acc.running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
@@ -210,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pods_page_keeps_running_owned_pods_with_their_gpus() {
+    fn a_pods_page_keeps_running_pods_with_their_owner_and_gpus() {
         let items = [
             pod_json("a", "alice", "Running", r#"{"requests":{"nvidia.com/gpu":"2"},"limits":{"nvidia.com/gpu":"2"}}"#),
             pod_json("b", "bob", "Running", r#"{"limits":{"nvidia.com/gpu":"1"}}"#),
@@ -227,7 +228,9 @@ mod tests {
         assert_eq!(get("a"), Some(("alice", 2)));
         assert_eq!(get("b"), Some(("bob", 1)), "a limit alone is the request");
         assert_eq!(get("c"), None);
+        assert_eq!(get("d"), Some(("", 0)), "an empty owner label is no owner");
         assert_eq!(get("ee"), Some(("eve", 0)), "escaped strings are decoded");
+        assert_eq!(get("f"), Some(("", 0)), "a pod without labels is kept, without an owner");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Collecting one cluster's usage for one window: PodMetrics and pods listed across all
-//! namespaces by label, page by page, joined on (namespace, name) and aggregated per
-//! (namespace, owner) as exact integers.
+//! namespaces, every pod whatever its labels, page by page, joined on (namespace, name) and
+//! aggregated per (namespace, owner label) as exact integers; pods without the label are
+//! aggregated under the empty owner.
 //!
 //! - [`client`]: the connection to the cluster's API server, each request's retries, 429s and
 //!   failures (decision 0021);
@@ -147,11 +148,12 @@ pub struct CollectStats {
     pub pods_running: u64,
     /// PodMetrics listed.
     pub metrics_listed: u64,
-    /// Running pods with an owner and metrics: the ones aggregated.
+    /// Running pods with metrics: the ones aggregated.
     pub pods_measured: u64,
-    /// Running pods with an owner but no PodMetrics (skipped).
+    /// Running pods without PodMetrics (skipped).
     pub pods_without_metrics: u64,
-    /// Running pods whose owner label is empty (skipped).
+    /// Running pods without an owner label, or with an empty one (aggregated under the empty
+    /// owner and billed by their namespace).
     pub pods_without_owner: u64,
     /// PodMetrics without a Running pod in the pod list (skipped).
     pub metrics_without_pod: u64,
@@ -186,7 +188,8 @@ impl Collection {
 
 impl ClusterClient {
     /// The usage of `window`: both lists read now, each pod's current rate held for the
-    /// window's length. Only Running pods with a non-empty owner label and PodMetrics count.
+    /// window's length. Every Running pod with PodMetrics counts, with or without an owner
+    /// label.
     ///
     /// # Errors
     /// The first failure that retries could not overcome; nothing partial is returned.

@@ -1,4 +1,4 @@
-//! Paging through one list across all namespaces: `limit` and `continue` until the last page,
+//! Paging through one list across all namespaces, every pod whatever its labels (decision 0039): `limit` and `continue` until the last page,
 //! and the whole list again from its first page when a continue token has expired (410), at
 //! most `max_restarts` times, so no item is counted twice.
 
@@ -29,7 +29,7 @@ pub(super) fn decode<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Resu
 }
 
 impl ClusterClient {
-    /// Folds every page of the list at `path` (owner label selector) into a fresh `S` with
+    /// Folds every page of the list at `path` (every namespace, no selector) into a fresh `S` with
     /// `fold`, which returns the page's continue token; when a continue token has expired the
     /// list starts again from a fresh `S`, so no item counts twice.
     pub(super) async fn list_all<S>(
@@ -45,10 +45,7 @@ impl ClusterClient {
             let mut state = fresh();
             let mut token: Option<String> = None;
             loop {
-                let mut query = vec![
-                    ("labelSelector", self.config.label_key.clone()),
-                    ("limit", self.config.page_size.to_string()),
-                ];
+                let mut query = vec![("limit", self.config.page_size.to_string())];
                 if let Some(t) = &token {
                     query.push(("continue", t.clone()));
                 }

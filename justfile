@@ -54,6 +54,16 @@ bench TARGET:
     ensure_nats
     exec cargo bench -p "${package}" --bench "${target}"
 
+# The money proof's long form (issue 17): every service as a process, 50 owners over a simulated month
+# through metering, billing and the sandbox's Stripe; prints the per-owner table (invoice, ledger, samples).
+proof-money:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    source scripts/lib/services.sh
+    ensure_postgres
+    ensure_nats
+    exec cargo test -p hopsbridge-journey --test money -- --ignored --nocapture a_simulated_month_for_fifty_owners
+
 # Regenerates each service's src/schema.rs from its migrations (`just schema --check` compares).
 schema *ARGS:
     ./scripts/schema.sh "$@"

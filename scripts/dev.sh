@@ -194,6 +194,7 @@ start_service() {
             vars+=(
                 "${prefix}ENCRYPTION__KEYS=${PROVISIONING_ENCRYPTION_KEYS}"
                 "${prefix}ENCRYPTION__ACTIVE_KEY=dev"
+                "${prefix}CLUSTERS__ALLOW_PRIVATE_ADDRESSES=true"
             )
         fi
     else

@@ -38,11 +38,13 @@ impl TestSettings {
 
     /// provisioning on the test's database and NATS prefix, sealing secrets with the test keys
     /// (`test1` active), with Hopsworks timeouts and retry delays short enough for a test to
-    /// see failures retried.
+    /// see failures retried, accepting the sandbox's clusters on 127.0.0.1
+    /// (`clusters.allow_private_addresses`).
     #[must_use]
     pub fn provisioning(db: &TestDb, bus: &TestBus) -> Self {
         Self::data_service(Service::Provisioning, db, bus)
             .set("http.workers", "2")
+            .set("clusters.allow_private_addresses", "true")
             .set("encryption.keys", crate::PROVISIONING_ENCRYPTION_KEYS)
             .set("encryption.active_key", "test1")
             .set("hopsworks.request_timeout_ms", "1000")

@@ -18,7 +18,19 @@ hopsbridge_platform::data_service_config! {
         pub hopsworks: HopsworksConfig,
         /// The background task that places waiting users and retries Hopsworks work.
         pub assignments: AssignmentsConfig,
+        /// What clusters admins may register.
+        pub clusters: ClustersConfig,
     }
+}
+
+/// What clusters admins may register.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClustersConfig {
+    /// Accept a Hopsworks URL or kubeconfig server that is, or resolves to, a loopback,
+    /// link-local, unspecified or cloud metadata address. Development and tests only, whose
+    /// simulated clusters listen on 127.0.0.1; false in production.
+    pub allow_private_addresses: bool,
 }
 
 /// Calls to a cluster's Hopsworks admin API.

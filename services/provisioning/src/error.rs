@@ -26,6 +26,11 @@ hopsbridge_platform::error_codes! {
         /// credentials.
         InvalidKubeconfig = (BAD_REQUEST, "invalid_kubeconfig",
             "kubeconfig must name an https cluster and a user with a token or a client certificate"),
+        /// A cluster's Hopsworks URL or kubeconfig server is, or resolves to, a loopback,
+        /// link-local, unspecified or cloud metadata address, or does not resolve
+        /// (`clusters.allow_private_addresses` lifts this for development).
+        ClusterAddressRefused = (BAD_REQUEST, "cluster_address_refused",
+            "the cluster's Hopsworks URL and kubeconfig server must not be loopback, link-local, unspecified or metadata addresses"),
         /// A cluster's CA bundle is missing or not PEM certificates.
         InvalidCaBundle = (BAD_REQUEST, "invalid_ca_bundle", "ca_bundle must hold PEM certificates"),
         /// A cluster's OAuth client id is missing, empty, too long or has control characters.

@@ -100,6 +100,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         max_num_projects,
         hopsworks: config.hopsworks.clone(),
         clock: service.clock.clone(),
+        allow_private_addresses: config.clusters.allow_private_addresses,
     };
     // Consumers wake the background task once their transaction has committed.
     let woken = wake.clone();

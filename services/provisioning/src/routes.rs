@@ -56,6 +56,9 @@ pub struct State {
     pub hopsworks: HopsworksConfig,
     /// Calendar time: when a cluster was registered or changed, as announced.
     pub clock: Clock,
+    /// Clusters may be registered on loopback, link-local and metadata addresses
+    /// (`clusters.allow_private_addresses`, development only).
+    pub allow_private_addresses: bool,
 }
 
 /// Registers the routes.
@@ -117,8 +120,8 @@ fn not_a_cluster_id() -> String {
 /// 400 for a cluster registration or change.
 fn invalid_cluster() -> String {
     use ProvisioningCode::{
-        InvalidApiKey, InvalidApiUrl, InvalidCaBundle, InvalidCapacity, InvalidKubeconfig, InvalidName,
-        InvalidOauthClientId, InvalidRegion, InvalidStatus,
+        ClusterAddressRefused, InvalidApiKey, InvalidApiUrl, InvalidCaBundle, InvalidCapacity, InvalidKubeconfig,
+        InvalidName, InvalidOauthClientId, InvalidRegion, InvalidStatus,
     };
     answers(
         "a field is invalid",
@@ -126,6 +129,7 @@ fn invalid_cluster() -> String {
         &[
             InvalidName,
             InvalidApiUrl,
+            ClusterAddressRefused,
             InvalidApiKey,
             InvalidKubeconfig,
             InvalidCaBundle,
@@ -310,7 +314,9 @@ fn body_of(bytes: &[u8]) -> Result<ClusterBody, ApiError> {
         (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody)))]
 async fn create_cluster(state: Data, caller: Caller, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
-    let new = parse_body(&body_of(&body)?, true)?
+    let change = parse_body(&body_of(&body)?, true)?;
+    validate::callable_addresses(&change, state.allow_private_addresses).await.map_err(refused)?;
+    let new = change
         .complete()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a registration passed its checks with a field missing")))?;
     let vault = state.vault.clone();
@@ -362,6 +368,7 @@ async fn update_cluster(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let change = parse_body(&body_of(&body)?, false)?;
+    validate::callable_addresses(&change, state.allow_private_addresses).await.map_err(refused)?;
     let id = *id;
     let vault = state.vault.clone();
     let view = state

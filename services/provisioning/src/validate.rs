@@ -1,11 +1,15 @@
 //! Checks of what an admin registers: each failure has its code of the catalogue and a message
 //! that never repeats a secret.
 
+use crate::clusters::ClusterChange;
 use crate::error::{ProvisioningCode, ProvisioningError};
 use hopsbridge_domain::ClusterStatus;
 use kube::config::Kubeconfig;
+use reqwest::Url;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 /// A rejected field: its code and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +67,7 @@ pub fn region(raw: &str) -> Result<String, Invalid> {
 /// `invalid_api_url`.
 pub fn api_url(raw: &str) -> Result<String, Invalid> {
     let bad = |m: &str| invalid(ProvisioningCode::InvalidApiUrl, m.to_owned());
-    let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("api_url is not a URL"))?;
+    let url = Url::parse(raw.trim()).map_err(|_| bad("api_url is not a URL"))?;
     if url.scheme() != "https" {
         return Err(bad("api_url must use https"));
     }
@@ -118,10 +122,11 @@ pub fn ca_bundle(raw: &str) -> Result<String, Invalid> {
 
 /// A kubeconfig (YAML) whose current context (or only context) names a cluster with an
 /// https server and a user with credentials (a token or a client certificate and key).
+/// Answers the server's URL.
 ///
 /// # Errors
 /// `invalid_kubeconfig`, with a message that never quotes the file.
-pub fn kubeconfig(raw: &str) -> Result<(), Invalid> {
+pub fn kubeconfig(raw: &str) -> Result<Url, Invalid> {
     let bad = |m: &str| invalid(ProvisioningCode::InvalidKubeconfig, m.to_owned());
     if raw.trim().is_empty() {
         return Err(bad("kubeconfig is empty"));
@@ -144,11 +149,10 @@ pub fn kubeconfig(raw: &str) -> Result<(), Invalid> {
         .find(|c| c.name == context.cluster)
         .and_then(|c| c.cluster.as_ref())
         .ok_or_else(|| bad("kubeconfig's context names a cluster that is not defined"))?;
-    let server = cluster.server.as_deref().unwrap_or_default();
-    let server_ok = reqwest::Url::parse(server).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some());
-    if !server_ok {
-        return Err(bad("kubeconfig's cluster must have an https server"));
-    }
+    let server = Url::parse(cluster.server.as_deref().unwrap_or_default())
+        .ok()
+        .filter(|u| u.scheme() == "https" && u.host_str().is_some())
+        .ok_or_else(|| bad("kubeconfig's cluster must have an https server"))?;
     if cluster.insecure_skip_tls_verify == Some(true) {
         return Err(bad("kubeconfig must not skip TLS verification"));
     }
@@ -164,6 +168,84 @@ pub fn kubeconfig(raw: &str) -> Result<(), Invalid> {
         && (user.client_key_data.is_some() || user.client_key.is_some());
     if !has_token && !has_cert {
         return Err(bad("kubeconfig's user must have a token or a client certificate and key"));
+    }
+    Ok(server)
+}
+
+/// How long resolving a cluster's host name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cloud metadata services' addresses (AWS, GCP and Azure share the IPv4 one; AWS's IPv6).
+const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// What kind of address `ip` is, when the service must never call it: loopback, link-local,
+/// unspecified (`0.0.0.0/8`, `::`) or a cloud metadata service. IPv4-mapped IPv6 addresses
+/// count as their IPv4 address. Private networks (10/8, 172.16/12, 192.168/16, fc00::/7) are
+/// allowed: clusters live on them.
+#[must_use]
+pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) if v4 == METADATA_V4 => Some("a cloud metadata address"),
+        IpAddr::V4(v4) if v4.is_loopback() => Some("a loopback address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("an unspecified address"),
+        IpAddr::V6(v6) if v6 == METADATA_V6 => Some("a cloud metadata address"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("an unspecified address"),
+        IpAddr::V4(_) | IpAddr::V6(_) => None,
+    }
+}
+
+/// Checks that `url`'s host is no address the service must never call ([`forbidden_address`]):
+/// an IP address as written, a host name every address it resolves to. A name that does not
+/// resolve is refused too, since what it would reach cannot be known.
+///
+/// # Errors
+/// `cluster_address_refused`, naming `field` and the kind of address.
+pub async fn callable_host(url: &Url, field: &str) -> Result<(), Invalid> {
+    let refuse = |m: String| invalid(ProvisioningCode::ClusterAddressRefused, m);
+    let port = url.port_or_known_default().unwrap_or(443);
+    // An IPv6 host is written in brackets.
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<IpAddr> = if let Ok(ip) = host.parse::<IpAddr>() {
+        vec![ip]
+    } else if host.is_empty() {
+        Vec::new()
+    } else {
+        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        }
+    };
+    if addresses.is_empty() {
+        return Err(refuse(format!("{field}'s host does not resolve to an address")));
+    }
+    for ip in addresses {
+        if let Some(kind) = forbidden_address(ip) {
+            return Err(refuse(format!("{field}'s host is {kind} ({ip}); clusters must be reachable elsewhere")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every address a change would make the services call: the Hopsworks URL and the
+/// kubeconfig's API server. Skipped when `allow_private_addresses` is set (development and
+/// tests, whose clusters listen on 127.0.0.1).
+///
+/// # Errors
+/// `cluster_address_refused`.
+pub async fn callable_addresses(change: &ClusterChange, allow_private_addresses: bool) -> Result<(), Invalid> {
+    if allow_private_addresses {
+        return Ok(());
+    }
+    if let Some(api_url) = &change.api_url {
+        let url = Url::parse(api_url).map_err(|_| invalid(ProvisioningCode::InvalidApiUrl, "api_url is not a URL"))?;
+        callable_host(&url, "api_url").await?;
+    }
+    if let Some(yaml) = &change.kubeconfig {
+        callable_host(&kubeconfig(yaml.expose())?, "kubeconfig's server").await?;
     }
     Ok(())
 }
@@ -220,7 +302,7 @@ users:
 
     #[test]
     fn a_complete_kubeconfig_passes_and_incomplete_ones_do_not() {
-        assert_eq!(kubeconfig(KUBECONFIG), Ok(()));
+        assert_eq!(kubeconfig(KUBECONFIG).map(String::from), Ok("https://127.0.0.1:6443/".to_owned()));
         for broken in [
             "",
             "not: [valid",
@@ -242,6 +324,87 @@ users:
         for bad in ["http://hw.example.com", "hw.example.com", "https://u:p@hw.example.com", "https://hw?x=1", ""] {
             assert!(api_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn loopback_link_local_unspecified_and_metadata_addresses_are_forbidden() {
+        let kind = |ip: &str| forbidden_address(ip.parse().unwrap());
+        for (ip, want) in [
+            ("127.0.0.1", "a loopback address"),
+            ("127.8.9.10", "a loopback address"),
+            ("::1", "a loopback address"),
+            ("::ffff:127.0.0.1", "a loopback address"),
+            ("169.254.0.1", "a link-local address"),
+            ("169.254.255.254", "a link-local address"),
+            ("fe80::1", "a link-local address"),
+            ("febf::1", "a link-local address"),
+            ("0.0.0.0", "an unspecified address"),
+            ("0.1.2.3", "an unspecified address"),
+            ("::", "an unspecified address"),
+            ("169.254.169.254", "a cloud metadata address"),
+            ("::ffff:169.254.169.254", "a cloud metadata address"),
+            ("fd00:ec2::254", "a cloud metadata address"),
+        ] {
+            assert_eq!(kind(ip), Some(want), "{ip}");
+        }
+        for ip in [
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "8.8.8.8",
+            "169.253.255.255",
+            "fec0::1",
+            "fd00:ec2::253",
+            "2001:db8::1",
+        ] {
+            assert_eq!(kind(ip), None, "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hosts_are_checked_as_written_and_as_resolved() {
+        let check = |u: &str| {
+            let url = Url::parse(u).unwrap();
+            async move { callable_host(&url, "api_url").await.map_err(|e| (e.code.code(), e.message)) }
+        };
+        assert_eq!(check("https://10.1.2.3").await, Ok(()));
+        assert_eq!(check("https://[2001:db8::1]:8181").await, Ok(()));
+        for (u, kind) in [
+            ("https://127.0.0.1:8181", "loopback"),
+            ("https://[::1]", "loopback"),
+            ("https://169.254.169.254/latest", "metadata"),
+            ("https://[fe80::1]", "link-local"),
+            ("https://0.0.0.0", "unspecified"),
+            // A name is judged by what it resolves to.
+            ("https://localhost:8181", "loopback"),
+        ] {
+            let (code, message) = check(u).await.unwrap_err();
+            assert_eq!(code, "cluster_address_refused", "{u}");
+            assert!(message.contains(kind), "{u}: {message}");
+        }
+        let (code, message) = check("https://no-such-host.invalid").await.unwrap_err();
+        assert_eq!((code, message.contains("does not resolve")), ("cluster_address_refused", true));
+    }
+
+    #[tokio::test]
+    async fn a_change_is_checked_in_its_hopsworks_url_and_kubeconfig_server_unless_allowed() {
+        use hopsbridge_platform::Secret;
+        let loopback_kubeconfig =
+            ClusterChange { kubeconfig: Some(Secret::new(KUBECONFIG.to_owned())), ..Default::default() };
+        let err = callable_addresses(&loopback_kubeconfig, false).await.unwrap_err();
+        assert_eq!(err.code.code(), "cluster_address_refused");
+        assert!(err.message.starts_with("kubeconfig's server"), "{}", err.message);
+        assert!(!err.message.contains("abc"), "the kubeconfig's token is not quoted");
+        let metadata_url = ClusterChange { api_url: Some("https://169.254.169.254".into()), ..Default::default() };
+        assert!(callable_addresses(&metadata_url, false).await.is_err());
+        let public = ClusterChange {
+            api_url: Some("https://10.0.0.7".into()),
+            kubeconfig: Some(Secret::new(KUBECONFIG.replace("127.0.0.1", "10.0.0.8"))),
+            ..Default::default()
+        };
+        assert_eq!(callable_addresses(&public, false).await, Ok(()));
+        assert_eq!(callable_addresses(&loopback_kubeconfig, true).await, Ok(()));
+        assert_eq!(callable_addresses(&metadata_url, true).await, Ok(()));
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     Bytes, CLIENT_ID, KUBECONFIG, Provisioning, admin, cluster_body, hopsworks, launch, metering, person, settings,
-    start,
+    start, start_with,
 };
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
@@ -193,6 +193,77 @@ async fn every_bad_registration_is_refused_with_its_code_and_changes_nothing() {
     assert_eq!(p.count("SELECT count(*) AS n FROM clusters").await, 1);
     assert_eq!(p.count("SELECT count(*) AS n FROM clusters WHERE capacity = 5 AND status = 'active'").await, 1);
     assert_eq!(p.count("SELECT count(*) AS n FROM outbox").await, 1, "only the one registration was announced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_on_loopback_link_local_unspecified_or_metadata_addresses_are_refused_and_nothing_stored() {
+    let p = start_with(|s| s.set("clusters.allow_private_addresses", "false")).await;
+    let sim = hopsworks("ssrf");
+    // A private-network address is where clusters live: allowed.
+    let kubeconfig_at = |server: &str| json!(KUBECONFIG.replace("https://127.0.0.1:6443", server));
+    let good = |name: &str| {
+        let mut b = cluster_body(name, &sim, 5);
+        b["api_url"] = json!("https://10.20.30.40:8181");
+        b["kubeconfig"] = kubeconfig_at("https://10.20.30.41:6443");
+        b
+    };
+    let refused_hosts = [
+        ("https://127.0.0.1:6443", "loopback"),
+        ("https://127.1.2.3", "loopback"),
+        ("https://[::1]:6443", "loopback"),
+        ("https://[::ffff:127.0.0.1]", "loopback"),
+        ("https://localhost:6443", "loopback"),
+        ("https://169.254.10.20", "link-local"),
+        ("https://[fe80::1]", "link-local"),
+        ("https://0.0.0.0:6443", "unspecified"),
+        ("https://[::]", "unspecified"),
+        ("https://169.254.169.254", "metadata"),
+        ("https://[fd00:ec2::254]", "metadata"),
+        ("https://nothing-here.invalid", "does not resolve"),
+    ];
+    let mut cases = vec![(json!({"api_url": sim.origin()}), "api_url", "loopback")];
+    for (host, kind) in refused_hosts {
+        cases.push((json!({"api_url": host}), "api_url", kind));
+        cases.push((json!({"kubeconfig": kubeconfig_at(host)}), "kubeconfig's server", kind));
+    }
+    for (change, field, kind) in &cases {
+        let mut body = good("eu-1");
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, err) = p.call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(body)).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("cluster_address_refused")),
+            "{change} → {err}"
+        );
+        let message = err["message"].as_str().unwrap();
+        assert!(message.starts_with(field) && message.contains(kind), "{change} → {message}");
+        assert!(!message.contains("kube-token-very-secret"), "{message}");
+    }
+    assert_eq!(p.count("SELECT count(*) AS n FROM clusters").await, 0, "nothing registered");
+    assert_eq!(p.count("SELECT count(*) AS n FROM outbox").await, 0, "nothing announced");
+
+    // The same cluster on allowed addresses registers; changing it to a refused one changes nothing.
+    let (status, created) = p.call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(good("eu-1"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    for (change, _, _) in &cases {
+        let (status, err) =
+            p.call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(change.clone())).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("cluster_address_refused")),
+            "{change} → {err}"
+        );
+    }
+    let (_, one) = p.call(Method::GET, &format!("/api/admin/clusters/{id}"), Some(&admin()), None).await;
+    assert_eq!(one["api_url"], "https://10.20.30.40:8181");
+    assert_eq!(p.count("SELECT count(*) AS n FROM outbox").await, 1, "only the registration was announced");
+    let (status, kubeconfig) =
+        p.call(Method::GET, &format!("/internal/clusters/{id}/kubeconfig"), Some(&metering()), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kubeconfig["kubeconfig"].as_str().unwrap().contains("https://10.20.30.41:6443"));
 }
 
 // ---------------------------------------------------------------------------------------------

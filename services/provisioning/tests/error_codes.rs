@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Provisioning, admin, cluster_body, hopsworks, metering, person, start};
+use common::{Provisioning, admin, cluster_body, hopsworks, metering, person, start, start_with};
 use diesel_async::RunQueryDsl;
 use hopsbridge_platform::caller::Caller;
 use hopsbridge_platform::http::ErrorCode as _;
@@ -93,6 +93,12 @@ async fn every_code_is_answered_by_a_request_with_its_status() {
     ] {
         seen.answered(code, p.admin(Method::POST, clusters, Some(with(field, value))).await);
     }
+    // Where clusters may not be on loopback addresses, the sandbox's (on 127.0.0.1) is refused.
+    let strict = start_with(|s| s.set("clusters.allow_private_addresses", "false")).await;
+    seen.answered(
+        ClusterAddressRefused,
+        strict.admin(Method::POST, clusters, Some(cluster_body("eu-3", &sim, 5))).await,
+    );
     seen.answered(InvalidStatus, p.admin(Method::GET, "/api/admin/assignments?status=bogus", None).await);
     seen.answered(ClusterNameTaken, p.admin(Method::POST, clusters, Some(with("name", json!("EU-1")))).await);
     seen.answered(ClusterNotFound, p.admin(Method::GET, &format!("{clusters}/{}", Uuid::now_v7()), None).await);

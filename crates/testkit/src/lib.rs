@@ -10,6 +10,7 @@
 //! - [`ServiceProcess`]: a service binary run as a real process.
 //! - [`TestSettings`]: a service's settings for a test, loaded in process or passed to a
 //!   process.
+//! - [`SecretScan`]: finds the secrets a run used in its logs, answers or events.
 //!
 //! Leftovers of crashed runs (databases and streams older than an hour) are swept away the
 //! next time a test starts, since CI reuses the same servers.
@@ -21,12 +22,14 @@ mod bus;
 mod db;
 mod process;
 mod proxy;
+mod secrets;
 mod settings;
 
 pub use bus::{NatsServer, TestBus, free_port};
 pub use db::TestDb;
 pub use process::ServiceProcess;
 pub use proxy::TcpProxy;
+pub use secrets::{Finding, SecretScan};
 pub use settings::TestSettings;
 
 use std::sync::Once;

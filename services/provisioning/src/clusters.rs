@@ -14,6 +14,7 @@ use hopsbridge_platform::Secret;
 use hopsbridge_platform::events::enqueue_at;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The field names secrets are bound to.
 pub mod field {
@@ -21,6 +22,49 @@ pub mod field {
     pub const API_KEY: &str = "api_key";
     /// The kubeconfig.
     pub const KUBECONFIG: &str = "kubeconfig";
+}
+
+/// The cloud metadata services' addresses (AWS, GCP and Azure share the IPv4 one; AWS's IPv6).
+const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// What kind of address `ip` is, when the service must never call it: loopback, link-local,
+/// unspecified (`0.0.0.0/8`, `::`) or a cloud metadata service. IPv4-mapped IPv6 addresses
+/// count as their IPv4 address. Private networks (10/8, 172.16/12, 192.168/16, fc00::/7) are
+/// allowed: clusters live on them.
+#[must_use]
+pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) if v4 == METADATA_V4 => Some("a cloud metadata address"),
+        IpAddr::V4(v4) if v4.is_loopback() => Some("a loopback address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("an unspecified address"),
+        IpAddr::V6(v6) if v6 == METADATA_V6 => Some("a cloud metadata address"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("an unspecified address"),
+        IpAddr::V4(_) | IpAddr::V6(_) => None,
+    }
+}
+
+/// A DNS resolver for the clients that call clusters: resolves as the system does and keeps
+/// only addresses a cluster may be at, so a name that came to resolve to a refused address
+/// after it was registered is not called there. A name left with no address fails to resolve.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterResolver;
+
+impl reqwest::dns::Resolve for ClusterResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let allowed: Vec<SocketAddr> = found.filter(|a| forbidden_address(a.ip()).is_none()).collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves to no address a cluster may be at").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// A cluster row.

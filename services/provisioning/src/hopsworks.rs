@@ -7,7 +7,7 @@
 //! errors; user creation is made safe to repeat by looking the email up (case-insensitively,
 //! through the list's filter) before creating and after a lost answer.
 
-use crate::clusters::ClusterAccess;
+use crate::clusters::{ClusterAccess, ClusterResolver, forbidden_address};
 use crate::config::HopsworksConfig;
 use crate::users::Person;
 use hopsbridge_platform::Secret;
@@ -170,17 +170,34 @@ pub struct Hopsworks {
 }
 
 impl Hopsworks {
-    /// A client that trusts only `access.ca_bundle`.
+    /// A client that trusts only `access.ca_bundle` and, unless `allow_private_addresses`,
+    /// connects to no loopback, link-local, unspecified or metadata address
+    /// ([`forbidden_address`]), whether written in the URL or resolved from its name.
     ///
     /// # Errors
-    /// When the CA bundle or the URL is unusable.
-    pub fn new(access: &ClusterAccess, cfg: &HopsworksConfig) -> Result<Self, CallError> {
+    /// When the CA bundle or the URL is unusable, or the URL names a refused address.
+    pub fn new(
+        access: &ClusterAccess,
+        cfg: &HopsworksConfig,
+        allow_private_addresses: bool,
+    ) -> Result<Self, CallError> {
         let certs = reqwest::Certificate::from_pem_bundle(access.ca_bundle.as_bytes())
             .map_err(|_| CallError("the cluster's CA bundle cannot be read".into()))?;
         if certs.is_empty() {
             return Err(CallError("the cluster's CA bundle holds no certificate".into()));
         }
-        let http = reqwest::Client::builder()
+        let base = Url::parse(&format!("{}{BASE_PATH}/", access.api_url.trim_end_matches('/')))
+            .map_err(|_| CallError("the cluster's API URL is not a URL".into()))?;
+        let mut builder = reqwest::Client::builder();
+        if !allow_private_addresses {
+            // An address written in the URL is not resolved, so it is checked here.
+            let host = base.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+            if let Some(kind) = host.parse().ok().and_then(forbidden_address) {
+                return Err(CallError(format!("the cluster's API URL is {kind}")));
+            }
+            builder = builder.dns_resolver(ClusterResolver);
+        }
+        let http = builder
             .tls_backend_rustls()
             .tls_certs_only(certs)
             .https_only(true)
@@ -189,8 +206,6 @@ impl Hopsworks {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CallError(format!("cannot build the HTTP client: {e}")))?;
-        let base = Url::parse(&format!("{}{BASE_PATH}/", access.api_url.trim_end_matches('/')))
-            .map_err(|_| CallError("the cluster's API URL is not a URL".into()))?;
         Ok(Self {
             http,
             base,

@@ -126,7 +126,8 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         config.hopsworks.clone(),
         config.assignments.clone(),
         wake,
-    );
+    )
+    .allowing_private_addresses(config.clusters.allow_private_addresses);
     Ok(service
         .application(Arc::new(move |c| routes::configure(c, state.clone())))?
         .with_task("user-created", move |cancel| created.run(cancel))

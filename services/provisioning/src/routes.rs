@@ -680,7 +680,8 @@ async fn cluster_projects(state: Data, caller: Caller, id: web::Path<String>) ->
     let access = row
         .access(&state.vault)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("cluster {id}: the API key does not open: {e}")))?;
-    let client = Hopsworks::new(&access, &state.hopsworks).map_err(|e| hopsworks_unavailable(&e.0))?;
+    let client = Hopsworks::new(&access, &state.hopsworks, state.allow_private_addresses)
+        .map_err(|e| hopsworks_unavailable(&e.0))?;
     let listed = client.projects(PROJECT_PAGE).await.map_err(|e| {
         tracing::warn!(cluster_id = %id, error = %e.0, "Hopsworks projects unavailable");
         hopsworks_unavailable(&e.0)

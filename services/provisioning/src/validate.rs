@@ -1,14 +1,14 @@
 //! Checks of what an admin registers: each failure has its code of the catalogue and a message
 //! that never repeats a secret.
 
-use crate::clusters::ClusterChange;
+use crate::clusters::{ClusterChange, forbidden_address};
 use crate::error::{ProvisioningCode, ProvisioningError};
 use hopsbridge_domain::ClusterStatus;
 use kube::config::Kubeconfig;
 use reqwest::Url;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// A rejected field: its code and what is wrong.
@@ -174,29 +174,6 @@ pub fn kubeconfig(raw: &str) -> Result<Url, Invalid> {
 
 /// How long resolving a cluster's host name may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The cloud metadata services' addresses (AWS, GCP and Azure share the IPv4 one; AWS's IPv6).
-const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
-const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
-
-/// What kind of address `ip` is, when the service must never call it: loopback, link-local,
-/// unspecified (`0.0.0.0/8`, `::`) or a cloud metadata service. IPv4-mapped IPv6 addresses
-/// count as their IPv4 address. Private networks (10/8, 172.16/12, 192.168/16, fc00::/7) are
-/// allowed: clusters live on them.
-#[must_use]
-pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) if v4 == METADATA_V4 => Some("a cloud metadata address"),
-        IpAddr::V4(v4) if v4.is_loopback() => Some("a loopback address"),
-        IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
-        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("an unspecified address"),
-        IpAddr::V6(v6) if v6 == METADATA_V6 => Some("a cloud metadata address"),
-        IpAddr::V6(v6) if v6.is_loopback() => Some("a loopback address"),
-        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
-        IpAddr::V6(v6) if v6.is_unspecified() => Some("an unspecified address"),
-        IpAddr::V4(_) | IpAddr::V6(_) => None,
-    }
-}
 
 /// Checks that `url`'s host is no address the service must never call ([`forbidden_address`]):
 /// an IP address as written, a host name every address it resolves to. A name that does not

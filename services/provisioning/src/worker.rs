@@ -40,6 +40,8 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// Calendar time: when an assignment completed.
     clock: Clock,
+    /// Clusters may be on loopback, link-local and metadata addresses (development).
+    allow_private_addresses: bool,
     clients: Arc<Mutex<HashMap<ClusterId, (Fingerprint, Hopsworks)>>>,
 }
 
@@ -64,7 +66,24 @@ impl Worker {
         cfg: AssignmentsConfig,
         wake: Arc<Notify>,
     ) -> Self {
-        Self { db, vault, hopsworks, cfg, wake, clock, clients: Arc::new(Mutex::new(HashMap::new())) }
+        Self {
+            db,
+            vault,
+            hopsworks,
+            cfg,
+            wake,
+            clock,
+            allow_private_addresses: false,
+            clients: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Lets the clients call clusters on loopback, link-local and metadata addresses
+    /// (`clusters.allow_private_addresses`, development).
+    #[must_use]
+    pub const fn allowing_private_addresses(mut self, allow: bool) -> Self {
+        self.allow_private_addresses = allow;
+        self
     }
 
     /// Runs until `cancel` fires; the work in hand is finished first.
@@ -192,7 +211,7 @@ impl Worker {
             return Ok(client.clone());
         }
         let access = row.access(&self.vault).map_err(|e| format!("cluster {}: API key: {e}", row.name))?;
-        let client = Hopsworks::new(&access, &self.hopsworks).map_err(|e| e.0)?;
+        let client = Hopsworks::new(&access, &self.hopsworks, self.allow_private_addresses).map_err(|e| e.0)?;
         self.clients.lock().await.insert(cluster, (made_from, client.clone()));
         Ok(client)
     }

@@ -394,7 +394,7 @@ async fn the_metering_service_lists_a_clusters_projects_with_their_namespaces_an
         max_backoff_ms: 50,
         max_num_projects_paying: 5,
     };
-    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&access, &cfg).unwrap();
+    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&access, &cfg, true).unwrap();
     for page in [1, 2, 3, 500] {
         let before = sim.requests().len();
         let listed = hw.projects(page).await.unwrap();
@@ -403,6 +403,41 @@ async fn the_metering_service_lists_a_clusters_projects_with_their_namespaces_an
         assert_eq!(ids, want, "page size {page}");
         assert_eq!(sim.requests().len() - before, usize::try_from(3_u64.div_ceil(page)).unwrap(), "page size {page}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hopsworks_client_connects_to_no_refused_address_written_or_resolved_unless_allowed() {
+    hopsbridge_testkit::init();
+    let sim = hopsworks("guarded");
+    let cfg = hopsbridge_provisioning::config::HopsworksConfig {
+        request_timeout_ms: 1000,
+        connect_timeout_ms: 1000,
+        max_attempts: 1,
+        initial_backoff_ms: 10,
+        max_backoff_ms: 50,
+        max_num_projects_paying: 5,
+    };
+    let at = |api_url: String| hopsbridge_provisioning::clusters::ClusterAccess {
+        id: ClusterId::new(),
+        api_url,
+        api_key: sim.api_key().to_owned().into(),
+        ca_bundle: sim.ca_pem().to_owned(),
+        oauth_client_id: CLIENT_ID.into(),
+    };
+    let written = at(sim.origin());
+    let err = hopsbridge_provisioning::hopsworks::Hopsworks::new(&written, &cfg, false).unwrap_err();
+    assert!(err.0.contains("loopback"), "{}", err.0);
+    // A name registered while it resolved elsewhere, now resolving to loopback: the resolver
+    // leaves it no address, so the call fails before any connection.
+    let port = sim.origin().rsplit(':').next().unwrap().to_owned();
+    let named = at(format!("https://localhost:{port}"));
+    let guarded = hopsbridge_provisioning::hopsworks::Hopsworks::new(&named, &cfg, false).unwrap();
+    assert!(guarded.projects(10).await.is_err());
+    assert!(sim.requests().is_empty(), "no request reached the cluster: {:?}", sim.requests());
+    // Allowed (development), the same client reaches it.
+    let allowed = hopsbridge_provisioning::hopsworks::Hopsworks::new(&written, &cfg, true).unwrap();
+    assert!(allowed.projects(10).await.is_ok());
+    assert_eq!(sim.requests().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,7 +607,7 @@ async fn a_creation_whose_answer_is_lost_is_not_repeated() {
         max_backoff_ms: 50,
         max_num_projects_paying: 5,
     };
-    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&access, &cfg).unwrap();
+    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&access, &cfg, true).unwrap();
     let ada = hopsbridge_provisioning::users::Person {
         user_id: UserId::new(),
         auth_subject: "auth0|lost".into(),
@@ -595,7 +630,7 @@ async fn a_creation_whose_answer_is_lost_is_not_repeated() {
     // A client trusts the cluster's CA only: another cluster's certificate is refused.
     let other = hopsworks("other");
     let wrong = hopsbridge_provisioning::clusters::ClusterAccess { ca_bundle: other.ca_pem().to_owned(), ..access };
-    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&wrong, &cfg).unwrap();
+    let hw = hopsbridge_provisioning::hopsworks::Hopsworks::new(&wrong, &cfg, true).unwrap();
     let err = hw.find_by_email("lost@example.com").await.unwrap_err();
     assert!(!err.0.contains(sim.api_key()), "{err}");
 }

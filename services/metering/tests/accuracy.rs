@@ -8,6 +8,9 @@
 //! integers (nanocore-seconds, byte-seconds, GPU-seconds); relative errors are integer parts
 //! per million.
 //!
+//! The same days are also integrated from PodMetrics read at metrics-server's resolution
+//! (every 15 s) with `collect::readings` (decision 0043), and compared beside the point samples.
+//!
 //! `cargo test -p hopsbridge-metering --test accuracy -- --nocapture` prints the report.
 
 #![allow(
@@ -22,7 +25,8 @@ mod common;
 
 use chrono::NaiveDate;
 use common::{fast, init};
-use hopsbridge_metering::collect::{ClusterClient, CollectStats, OwnerUsage};
+use hopsbridge_metering::collect::readings::Integrator;
+use hopsbridge_metering::collect::{ClusterClient, CollectConfig, CollectStats, OwnerUsage};
 use hopsbridge_metering::usage::{
     BYTE_SECONDS_PER_GIB_HOUR, GPU_SECONDS_PER_GPU_HOUR, NANOCORE_SECONDS_PER_CORE_HOUR, Usage,
 };
@@ -434,6 +438,115 @@ fn shorter_windows_err_less_on_the_same_bursty_day() {
         assert_eq!((d.sampled, d.bound), (d.truth, Usage::default()), "{owner}");
     }
     println!("{out}");
+}
+
+/// What integrating metrics-server's readings over a day took.
+#[derive(Debug, Default)]
+struct Integrated {
+    /// Reads of the PodMetrics list, and the API calls they took.
+    reads: u64,
+    api_calls: u64,
+    /// Milliseconds estimated between readings (missed ones), over every pod.
+    estimated_ms: i64,
+}
+
+/// Reads the PodMetrics list at every scrape of the day (metrics-server's resolution, at
+/// [`COLLECT_AFTER_END`] after each scrape) from a sandbox cluster serving `workload`, and
+/// integrates each 15-minute window's readings per pod (decision 0043); the user-days carry
+/// the true usage and, as `sampled`, the integrated CPU and memory (GPUs are not read from
+/// metrics).
+async fn integrate_day(workload: &Workload) -> (Days, Integrated) {
+    let clock = Arc::new(SimClock::new(DAY));
+    let cluster =
+        KubeCluster::start("eu-1", Arc::new(workload.clone()), Arc::clone(&clock), KubeOptions::default()).unwrap();
+    // Production pages: one call per read of a list of up to 1,000 pods.
+    let config = CollectConfig { page_size: 1000, ..fast() };
+    let client = ClusterClient::connect(cluster.name(), &Secret::new(cluster.kubeconfig()), config).await.unwrap();
+    let owners: BTreeMap<(String, String), String> = workload
+        .pods()
+        .iter()
+        .map(|p| ((p.namespace.clone(), p.name.clone()), p.owner().unwrap_or("").to_owned()))
+        .collect();
+    let mut done = Integrated::default();
+    let mut integrated: BTreeMap<(String, NaiveDate), Usage> = BTreeMap::new();
+    for w in windows(WindowLength::default().secs()) {
+        let mut integrator = Integrator::new(w);
+        // The scrapes whose readings end inside the window or at its end.
+        let mut scrape = w.start() + SCRAPE_SECS;
+        while scrape <= w.end() {
+            clock.set(scrape + COLLECT_AFTER_END);
+            let list = client.read_metrics().await.unwrap();
+            done.reads += 1;
+            done.api_calls += list.api_calls;
+            integrator.add(&list.readings);
+            scrape += SCRAPE_SECS;
+        }
+        for (pod, got) in integrator.finish() {
+            done.estimated_ms += got.estimated_ms;
+            *integrated.entry((owners[&pod].clone(), w.day())).or_default() += got.usage;
+        }
+    }
+    cluster.stop().await;
+    let mut days = model_days(workload, WindowLength::default().secs());
+    for (key, d) in &mut days {
+        d.sampled = integrated.remove(key).unwrap_or_default();
+    }
+    assert!(integrated.is_empty(), "usage of users the model does not know: {integrated:?}");
+    (days, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_integrated_at_metrics_server_resolution_are_within_half_a_percent() {
+    init();
+    let started = Instant::now();
+    let mut out = String::from(
+        "\nCPU and memory integrated from PodMetrics read every 15 s (decision 0043) beside 15-minute point samples\n",
+    );
+    let cases = [
+        ("steady", Workload::generate(&steady())),
+        ("bursty, long-running only", Workload::generate(&WorkloadConfig { short_lived_pods: 0, ..bursty() })),
+        ("bursty with short jobs", Workload::generate(&bursty())),
+    ];
+    for (name, workload) in &cases {
+        let (days, done) = integrate_day(workload).await;
+        let points = model_days(workload, WindowLength::default().secs());
+        let _ = writeln!(
+            out,
+            "{name}: {} reads of the PodMetrics list, {} API calls ({} per 15-minute window), {} s estimated between readings",
+            done.reads,
+            done.api_calls,
+            done.api_calls / 96,
+            done.estimated_ms / 1000
+        );
+        for (unit, quantity, _) in &RESOURCES[..2] {
+            let (i, p) = (summarise(&days, *quantity), summarise(&points, *quantity));
+            let _ = writeln!(
+                out,
+                "  {unit:<6} {:>2} user-days, integrated: worst {:>8}, mean |error| {:>7}, cluster-day {:>7} | point samples: worst {:>8}, mean |error| {:>7}",
+                i.user_days,
+                percent(i.worst),
+                percent(i.mean_abs),
+                percent(i.total),
+                percent(p.worst),
+                percent(p.mean_abs),
+            );
+        }
+        for ((owner, _), d) in &days {
+            let cpu = error_ppm(d.truth.cpu_nanocore_seconds, d.sampled.cpu_nanocore_seconds).unwrap_or(0);
+            let memory = error_ppm(d.truth.memory_byte_seconds, d.sampled.memory_byte_seconds).unwrap_or(0);
+            assert!(cpu.abs() <= 5_000, "{name}, {owner}: CPU off by {}", percent(cpu));
+            assert!(memory.abs() <= 20_000, "{name}, {owner}: memory off by {}", percent(memory));
+        }
+        if *name != "bursty with short jobs" {
+            // Pods that live through the day: readings tile it, so the integral is exact.
+            for ((owner, _), d) in &days {
+                assert_eq!(d.sampled.cpu_nanocore_seconds, d.truth.cpu_nanocore_seconds, "{name}, {owner}");
+                assert_eq!(d.sampled.memory_byte_seconds, d.truth.memory_byte_seconds, "{name}, {owner}");
+            }
+            assert_eq!(done.estimated_ms, 0, "{name}");
+        }
+    }
+    println!("{out}took {:?}", started.elapsed());
 }
 
 /// Greatest common divisor.

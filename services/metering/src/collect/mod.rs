@@ -8,6 +8,8 @@
 //! - [`limiter`]: the pacing of one cluster's requests (nothing is shared between clusters);
 //! - [`pages`]: paging through a list, and restarting it when its continue token expired;
 //! - [`items`]: what is read from each page and how a page is folded;
+//! - [`readings`]: PodMetrics readings with their timestamps and windows, integrated over time
+//!   (decision 0043);
 //! - [`config`]: the `collect` settings.
 //!
 //! This module joins the two lists into what a collection computes: usage per (namespace,
@@ -18,6 +20,7 @@ mod config;
 mod items;
 mod limiter;
 mod pages;
+pub mod readings;
 
 pub use client::ClusterClient;
 pub use config::CollectConfig;

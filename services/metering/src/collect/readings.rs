@@ -1,0 +1,361 @@
+//! CPU and memory integrated over time from metrics-server's readings (decision 0043).
+//!
+//! Each PodMetrics item is a reading: the pod's CPU rate and working set over its `window`
+//! ending at its `timestamp`, which metrics-server computes from the kubelet's cumulative
+//! counters. Read at metrics-server's own resolution, consecutive readings of a pod tile time,
+//! and the sum of rate × window over them is the counters' increase: the exact integral,
+//! however bursty the pod. [`Integrator`] adds a window's readings up per pod:
+//! - each reading counts only for the part of its window inside the metering window;
+//! - a reading whose window ends where an earlier one of the pod ended, or before, counts
+//!   nothing more (read twice, or overlapping), and the part of a window already covered
+//!   counts once;
+//! - time between two readings of a pod that no reading covers (a missed reading) is an
+//!   estimate: the mean of the two readings' rates, recorded as estimated time;
+//! - time before a pod's first reading and after its last is not counted: the pod was not
+//!   running then, or its reading is not in yet.
+//!
+//! Times are kept in milliseconds (`timestamp` has whole seconds, `window` may have fractions)
+//! and usage in nanocore-milliseconds and byte-milliseconds, truncated to whole seconds once
+//! at the end.
+
+use super::CollectError;
+use super::client::{ClusterClient, Counters};
+use super::pages::{List, decode};
+use crate::quantity;
+use crate::usage::Usage;
+use crate::window::Window;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+/// One PodMetrics reading: the pod's rates over `[end_ms - window_ms, end_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// (namespace, pod name).
+    pub key: (String, String),
+    /// The reading's `timestamp`, Unix milliseconds.
+    pub end_ms: i64,
+    /// Its `window`, milliseconds.
+    pub window_ms: i64,
+    /// CPU rate over the window, nanocores, summed over containers.
+    pub cpu: u128,
+    /// Working set, bytes, summed over containers.
+    pub memory: u128,
+}
+
+/// One list of readings and what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadingList {
+    /// The readings, one per pod.
+    pub readings: Vec<Reading>,
+    /// HTTP requests sent.
+    pub api_calls: u64,
+}
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow)]
+    metadata: Meta<'a>,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    window: Cow<'a, str>,
+    #[serde(default, borrow)]
+    containers: Vec<ContainerUsage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ContainerUsage<'a> {
+    #[serde(borrow)]
+    usage: Rates<'a>,
+}
+
+#[derive(Deserialize)]
+struct Rates<'a> {
+    #[serde(borrow)]
+    cpu: Cow<'a, str>,
+    #[serde(borrow)]
+    memory: Cow<'a, str>,
+}
+
+/// Milliseconds in a Go duration as metav1.Duration writes it (`15s`, `14.527s`, `1m0.5s`,
+/// `500ms`, `1h2m3s`); finer units are truncated to the millisecond.
+///
+/// # Errors
+/// A text that is no such duration.
+pub fn duration_ms(text: &str) -> Result<i64, String> {
+    let bad = || format!("not a duration: {text:?}");
+    if text == "0" {
+        return Ok(0);
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = text;
+    // Nanoseconds, exact.
+    let mut total: i128 = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let per: i128 = match unit {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
+            _ => return Err(bad()),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(bad());
+        }
+        let whole: i128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let mut part = whole.checked_mul(per).ok_or_else(bad)?;
+        let mut scale = per;
+        for d in fraction.chars().take(18) {
+            scale /= 10;
+            part += i128::from(d.to_digit(10).ok_or_else(bad)?) * scale;
+        }
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = tail;
+    }
+    i64::try_from(total / 1_000_000).map_err(|_| bad())
+}
+
+/// Folds one page of the PodMetrics list into readings; returns the continue token.
+pub(super) fn fold_readings(acc: &mut Vec<Reading>, what: &str, body: &[u8]) -> Result<Option<String>, CollectError> {
+    let page: List<Item<'_>> = decode(what, body)?;
+    for m in page.items {
+        let bad = |message: String| CollectError::Malformed {
+            what: format!("{what}: {}/{}", m.metadata.namespace, m.metadata.name),
+            message,
+        };
+        let end_ms = chrono::DateTime::parse_from_rfc3339(&m.timestamp)
+            .map_err(|e| bad(format!("timestamp {:?}: {e}", m.timestamp)))?
+            .timestamp_millis();
+        let window_ms = duration_ms(&m.window).map_err(bad)?;
+        let (mut cpu, mut memory) = (0_u128, 0_u128);
+        for c in &m.containers {
+            let quantity = |parsed: Result<u128, quantity::QuantityError>| {
+                parsed.map_err(|source| CollectError::Quantity {
+                    namespace: m.metadata.namespace.clone().into_owned(),
+                    name: m.metadata.name.clone().into_owned(),
+                    source,
+                })
+            };
+            cpu = cpu.saturating_add(quantity(quantity::cpu_nanocores(&c.usage.cpu))?);
+            memory = memory.saturating_add(quantity(quantity::memory_bytes(&c.usage.memory))?);
+        }
+        let key = (m.metadata.namespace.into_owned(), m.metadata.name.into_owned());
+        acc.push(Reading { key, end_ms, window_ms, cpu, memory });
+    }
+    Ok(page.metadata.continue_)
+}
+
+impl ClusterClient {
+    /// Every pod's current PodMetrics reading, with its timestamp and window.
+    ///
+    /// # Errors
+    /// The first failure that retries could not overcome.
+    pub async fn read_metrics(&self) -> Result<ReadingList, CollectError> {
+        let counters = Counters::default();
+        let readings = self.list_all(super::METRICS_PATH, &counters, Vec::new, fold_readings).await?;
+        Ok(ReadingList { readings, api_calls: counters.api_calls.load(Ordering::Relaxed) })
+    }
+}
+
+/// One pod's usage integrated over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodIntegral {
+    /// CPU and memory over the time covered (GPUs are not read from metrics).
+    pub usage: Usage,
+    /// Milliseconds of the window covered by readings.
+    pub covered_ms: i64,
+    /// Milliseconds between readings that no reading covered, estimated.
+    pub estimated_ms: i64,
+    /// Readings that counted.
+    pub readings: u32,
+    /// Readings that added nothing (read twice, or already covered).
+    pub repeated: u32,
+}
+
+#[derive(Debug, Default)]
+struct PodState {
+    /// Where the latest reading's window ended.
+    last_end_ms: Option<i64>,
+    /// Its rates.
+    last_rates: (u128, u128),
+    /// Nanocore-milliseconds and byte-milliseconds.
+    cpu_ms: u128,
+    memory_ms: u128,
+    covered_ms: i64,
+    estimated_ms: i64,
+    readings: u32,
+    repeated: u32,
+}
+
+/// Integrates one window's readings per pod.
+#[derive(Debug)]
+pub struct Integrator {
+    start_ms: i64,
+    end_ms: i64,
+    pods: HashMap<(String, String), PodState>,
+}
+
+fn millis(span: i64) -> u128 {
+    u128::try_from(span.max(0)).unwrap_or(0)
+}
+
+impl Integrator {
+    /// An integrator of `window`.
+    #[must_use]
+    pub fn new(window: Window) -> Self {
+        Self { start_ms: window.start() * 1000, end_ms: window.end() * 1000, pods: HashMap::new() }
+    }
+
+    /// Adds readings; each pod's must come in the order they were read.
+    pub fn add<'a>(&mut self, readings: impl IntoIterator<Item = &'a Reading>) {
+        for r in readings {
+            let pod = self.pods.entry(r.key.clone()).or_default();
+            let from = r.end_ms - r.window_ms;
+            if pod.last_end_ms.is_some_and(|last| r.end_ms <= last) {
+                pod.repeated += 1;
+                continue;
+            }
+            if let Some(last) = pod.last_end_ms.filter(|&last| last < from) {
+                // Missed readings: the gap at the mean of the rates around it.
+                let gap = from.min(self.end_ms) - last.max(self.start_ms);
+                if gap > 0 {
+                    let (cpu, memory) = pod.last_rates;
+                    pod.cpu_ms += (cpu + r.cpu) * millis(gap) / 2;
+                    pod.memory_ms += (memory + r.memory) * millis(gap) / 2;
+                    pod.estimated_ms += gap;
+                }
+            }
+            let counted_from = pod.last_end_ms.map_or(from, |last| last.max(from)).max(self.start_ms);
+            let counted = r.end_ms.min(self.end_ms) - counted_from;
+            if counted > 0 {
+                pod.cpu_ms += r.cpu * millis(counted);
+                pod.memory_ms += r.memory * millis(counted);
+                pod.covered_ms += counted;
+                pod.readings += 1;
+            } else {
+                pod.repeated += 1;
+            }
+            pod.last_end_ms = Some(r.end_ms);
+            pod.last_rates = (r.cpu, r.memory);
+        }
+    }
+
+    /// Each pod's usage over the window, by (namespace, name); pods with nothing counted are left
+    /// out.
+    #[must_use]
+    pub fn finish(self) -> BTreeMap<(String, String), PodIntegral> {
+        self.pods
+            .into_iter()
+            .filter(|(_, p)| p.covered_ms > 0 || p.estimated_ms > 0)
+            .map(|(key, p)| {
+                let usage = Usage {
+                    cpu_nanocore_seconds: p.cpu_ms / 1000,
+                    memory_byte_seconds: p.memory_ms / 1000,
+                    gpu_seconds: 0,
+                };
+                let integral = PodIntegral {
+                    usage,
+                    covered_ms: p.covered_ms,
+                    estimated_ms: p.estimated_ms,
+                    readings: p.readings,
+                    repeated: p.repeated,
+                };
+                (key, integral)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::window::WindowLength;
+
+    #[test]
+    fn go_durations_are_read_to_the_millisecond() {
+        for (text, ms) in [
+            ("15s", 15_000),
+            ("14.527s", 14_527),
+            ("1m0.5s", 60_500),
+            ("500ms", 500),
+            ("1h2m3s", 3_723_000),
+            ("0", 0),
+            ("10.0000019s", 10_000),
+            ("1500us", 1),
+        ] {
+            assert_eq!(duration_ms(text), Ok(ms), "{text}");
+        }
+        for bad in ["", "15", "s", "1x", "-1s", "1.2.3s", "."] {
+            assert!(duration_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn reading(pod: &str, end_s: i64, window_ms: i64, cpu: u128, memory: u128) -> Reading {
+        Reading { key: ("ns".to_owned(), pod.to_owned()), end_ms: end_s * 1000, window_ms, cpu, memory }
+    }
+
+    fn window() -> Window {
+        WindowLength::new(60).unwrap().containing(1_800_000_000)
+    }
+
+    #[test]
+    fn readings_that_tile_the_window_integrate_exactly_and_count_once() {
+        let w = window();
+        let (s, e) = (w.start(), w.end());
+        let mut i = Integrator::new(w);
+        // The reading ending at the window's start belongs to the window before.
+        i.add(&[reading("a", s, 15_000, 9, 9)]);
+        for (k, cpu) in [(1, 100), (2, 400), (3, 100), (4, 1_000)] {
+            i.add(&[reading("a", s + 15 * k, 15_000, cpu, 2 * cpu)]);
+        }
+        // Read again: nothing more.
+        i.add(&[reading("a", e, 15_000, 1_000, 2_000)]);
+        // Straddling the end: only its part inside counts.
+        i.add(&[reading("b", s + 30, 15_000, 10, 0), reading("b", e + 10, 15_000, 20, 0)]);
+        let got = i.finish();
+        let a = got[&("ns".to_owned(), "a".to_owned())];
+        assert_eq!(a.usage.cpu_nanocore_seconds, 15 * (100 + 400 + 100 + 1_000));
+        assert_eq!(a.usage.memory_byte_seconds, 2 * 15 * (100 + 400 + 100 + 1_000));
+        assert_eq!((a.covered_ms, a.estimated_ms, a.readings, a.repeated), (60_000, 0, 4, 2));
+        let b = got[&("ns".to_owned(), "b".to_owned())];
+        // [s+15, s+30) at 10, the gap [s+30, s+55) estimated at 15, then [s+55, e) at 20.
+        assert_eq!(b.usage.cpu_nanocore_seconds, 15 * 10 + 25 * 15 + 5 * 20);
+        assert_eq!((b.covered_ms, b.estimated_ms), (20_000, 25_000));
+    }
+
+    #[test]
+    fn a_missed_reading_is_estimated_from_its_neighbours_and_overlaps_count_once() {
+        let w = window();
+        let s = w.start();
+        let mut i = Integrator::new(w);
+        i.add(&[reading("a", s + 15, 15_000, 100, 0)]);
+        // s + 30 missed.
+        i.add(&[reading("a", s + 45, 15_000, 300, 0)]);
+        // Overlapping the last one by 5 s (a node's scrape moved).
+        i.add(&[reading("a", s + 55, 15_000, 400, 0)]);
+        let a = i.finish()[&("ns".to_owned(), "a".to_owned())];
+        assert_eq!(a.usage.cpu_nanocore_seconds, 15 * 100 + 15 * 200 + 15 * 300 + 10 * 400);
+        assert_eq!((a.covered_ms, a.estimated_ms, a.readings), (40_000, 15_000, 3));
+    }
+}

@@ -52,6 +52,10 @@ const WINDOW: u32 = 30;
 const RATE: u32 = 30_000;
 /// billing's mode window (`ledger.window_secs`).
 const MODE_WINDOW: i64 = 900;
+/// Seconds after the period's end by which billing has reported the period's last day: it
+/// reports a day 30 minutes after it ends (`reporting.close_after_secs`); Stripe finalises the
+/// period's invoices an hour after it ends.
+const REPORTED_BY: i64 = 40 * 60;
 /// How long an effect may take on a loaded two-core machine.
 const PATIENCE: Duration = Duration::from_secs(120);
 /// The price of a CPU core-hour from the price change on.
@@ -529,6 +533,8 @@ struct Row {
     invoice: Option<i128>,
     invoice_status: String,
     meter_events: usize,
+    /// The ledger's cost of every mode but free.
+    billable: i128,
     /// Credit left of a hybrid owner's, 10^-12 minor units.
     left: i128,
 }
@@ -552,32 +558,33 @@ async fn prove(plan: &Plan, faults: bool) {
     let owners = setup(&platform, plan).await;
     eprintln!("setup done after {:?}", started.elapsed());
 
-    // The clock runs through each phase; the first UsageRecorded is republished in the first.
+    // The clock runs through each phase; the first UsageRecorded is republished half way
+    // through the first.
     let end = plan.period_end.timestamp();
     let mut republished = !faults;
-    for (i, (from, until)) in plan.phases.iter().enumerate() {
+    for (from, until) in &plan.phases {
         world.set_time(*from);
         world.set_rate(RATE);
-        let last = i + 1 == plan.phases.len();
         let real = Duration::from_secs(u64::try_from((*until - *from).num_seconds()).unwrap() * 1000 / u64::from(RATE));
         let deadline = Instant::now() + real + Duration::from_secs(60);
         while world.clock.now() < until.timestamp() {
-            if !republished && world.clock.now() >= from.timestamp() + 600 {
+            if !republished && world.clock.now() >= from.timestamp() + (*until - *from).num_seconds() / 2 {
                 republish_first_usage(&platform).await;
                 republished = true;
             }
             assert!(Instant::now() < deadline, "the clock did not reach {until}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if !last {
-            world.set_rate(0);
-        }
+        world.set_rate(0);
     }
     eprintln!("usage done after {:?}", started.elapsed());
 
-    // The period's last day is reported while the clock runs on; billing is killed the moment
-    // Stripe has accepted the first of its reports (or after a while without any) and started
-    // again at once.
+    // billing reports a day once it has been closed for `reporting.close_after_secs` (30
+    // minutes); the clock stands 40 minutes after the period's end, before Stripe finalises its
+    // invoices (an hour after it), while billing reports what it has not. Billing is killed the
+    // moment Stripe has accepted the first report of the period's last day (or after 15 s
+    // without one) and started again at once.
+    world.set_time(at(plan.period_end, REPORTED_BY));
     let customers: HashMap<String, String> =
         rows(&platform, "billing", "SELECT user_id::text AS u, stripe_customer_id AS c FROM accounts")
             .await
@@ -597,19 +604,28 @@ async fn prove(plan: &Plan, faults: bool) {
             .filter_map(|e| e["payload"]["stripe_customer_id"].as_str().map(str::to_owned))
             .collect()
     };
+    // Every owner-day-resource at test mode's 25 meter events a second, twice over.
+    let days = u64::try_from(plan.phases.len()).unwrap();
+    let ceiling = Duration::from_secs(60 + u64::try_from(billed.len()).unwrap() * days * 4 / 12);
     let wait_start = Instant::now();
     let mut killed = !faults;
+    let (mut count, mut steady_since) = (0, Instant::now());
     loop {
-        let seen = reported(&world.stripe.meter_events());
+        let events = world.stripe.meter_events();
+        let seen = reported(&events);
+        if events.len() != count {
+            (count, steady_since) = (events.len(), Instant::now());
+        }
         if !killed && (!seen.is_empty() || wait_start.elapsed() > Duration::from_secs(15)) {
             eprintln!("billing killed with {} of {} owners' last day reported", seen.len(), billed.len());
             platform.kill_service(Service::Billing);
             platform.start_service(Service::Billing);
             killed = true;
         }
-        if billed.is_subset(&seen) || wait_start.elapsed() > Duration::from_secs(60) {
+        let done = killed && billed.is_subset(&seen) && steady_since.elapsed() > Duration::from_secs(5);
+        if done || wait_start.elapsed() > ceiling {
             eprintln!(
-                "last day reported for {} of {} owners after {:?}",
+                "last day reported for {} of {} owners, {count} meter events, after {:?}",
                 seen.len(),
                 billed.len(),
                 wait_start.elapsed()
@@ -619,7 +635,6 @@ async fn prove(plan: &Plan, faults: bool) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // An hour after invoice.created the period's invoices are finalised.
-    world.set_rate(0);
     world.set_time(at(plan.period_end, 3600 + 30));
 
     // billing has every sample of the period (the duplicate changed nothing).
@@ -733,6 +748,9 @@ async fn prove(plan: &Plan, faults: bool) {
                 let cost = half_up(s.n[r] * price.amount, per_unit(resource));
                 row.samples_cost += cost;
                 row.ledger_cost += entry.cost[r];
+                if entry.mode != "free" {
+                    row.billable += entry.cost[r];
+                }
                 if entry.price[r] != price.id || entry.cost[r] != cost {
                     problems.push(format!(
                         "{}: {} {resource}: price {} cost {} expected {} {cost}",
@@ -838,6 +856,16 @@ async fn prove(plan: &Plan, faults: bool) {
                     problems.push(format!("{}: credits deducted without credits", owner.username));
                 }
             }
+        }
+        // The owner's view of the period: the ledger's cost and credits, unrounded.
+        let path = format!("/api/billing/usage?from={}&to={}", day_of(plan.setup_at.timestamp()), day_of(end - 1));
+        let (status, view) = platform.call("GET", &path, &owner.person.token, None).await;
+        let figure = |k: &str| view["range"][k].as_str().map(|v| fixed(v, 12));
+        if status != 200 || figure("cost") != Some(row.billable) || figure("credits_paid") != Some(row.credits_paid) {
+            problems.push(format!(
+                "{}: the owner's view {status} {}, the ledger's cost {} and credits {}",
+                owner.username, view["range"], row.billable, row.credits_paid
+            ));
         }
         // Stripe's invoice for the period.
         let invoice =

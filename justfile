@@ -29,7 +29,8 @@ fmt:
 # `just bench gateway` (installs oha from crates.io when missing), `just bench journey` (every service as a
 # process, 500 people from card to cluster), `just bench metering` (one window of 200 sandbox clusters x 2,000
 # pods, and the per-user baseline), `just bench ledger` (UsageRecorded into billing's ledger: throughput and the
-# latency of a prepaid deduction).
+# latency of a prepaid deduction), `just bench reporting` (one day of 100,000 owners x 3 resources reported to the
+# sandbox's Stripe in live mode: reports/s and the ratio to Stripe's 1,000 meter events/s).
 bench TARGET:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -39,13 +40,13 @@ bench TARGET:
         outbox) package=hopsbridge-platform ;;
         podmetrics) package=hopsbridge-sandbox ;;
         journey) package=hopsbridge-journey ;;
-        ledger) package=hopsbridge-billing ;;
+        ledger|reporting) package=hopsbridge-billing ;;
         gateway)
             package=hopsbridge-gateway
             command -v oha >/dev/null 2>&1 || [ -x "${HOME}/.cargo/bin/oha" ] || cargo install oha --locked
             ;;
         *)
-            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics, gateway, journey, metering, ledger" >&2
+            echo "unknown benchmark '$1'; valid benchmarks: outbox, podmetrics, gateway, journey, metering, ledger, reporting" >&2
             exit 2
             ;;
     esac

@@ -38,7 +38,7 @@ impl Default for WorldConfig {
 /// The events the gateway's Stripe endpoint is registered for (its `enabled_events`), as an
 /// operator registers it: exactly the ones billing handles (billing's tests check the two
 /// lists agree), so Stripe does not deliver, and retry, events billing would refuse.
-pub const STRIPE_ENDPOINT_EVENTS: [&str; 9] = [
+pub const STRIPE_ENDPOINT_EVENTS: [&str; 10] = [
     "checkout.session.completed",
     "setup_intent.succeeded",
     "payment_method.attached",
@@ -46,6 +46,7 @@ pub const STRIPE_ENDPOINT_EVENTS: [&str; 9] = [
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
+    "invoice.created",
     "invoice.paid",
     "invoice.payment_failed",
 ];

@@ -30,7 +30,25 @@ hopsbridge_platform::data_service_config! {
         pub metering: MeteringApiConfig,
         /// The daily comparison of the ledger with metering.
         pub reconciliation: ReconciliationConfig,
+        /// Postpaid usage reported to Stripe as meter events.
+        pub reporting: ReportingConfig,
     }
+}
+
+/// Postpaid usage reported to Stripe as meter events (decision 0044).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportingConfig {
+    /// Seconds between two reporting passes.
+    pub interval_secs: u64,
+    /// Seconds after a UTC day's end before it is reported (metering's late windows land
+    /// first); well under the hour Stripe waits between a period's end and its invoice's
+    /// finalisation.
+    pub close_after_secs: u64,
+    /// The most meter events a second (Stripe allows 1,000 in live mode, 25 in test mode).
+    pub max_events_per_second: u32,
+    /// Meter event requests in flight at once.
+    pub in_flight: usize,
 }
 
 /// The usage ledger's windows.
@@ -49,6 +67,9 @@ pub struct PricesConfig {
     /// How far ahead a new price must start, in seconds: the Stripe catalogue must be in place
     /// before the first window it prices.
     pub min_lead_secs: u64,
+    /// Seconds between two passes that give each new version its Stripe meter and price and
+    /// each live subscription its item (well under `min_lead_secs`).
+    pub sync_interval_secs: u64,
 }
 
 /// Prepaid credits.
@@ -254,6 +275,16 @@ impl Validate for BillingConfig {
         }
         if self.reconciliation.interval_secs == 0 || self.reconciliation.days > 60 {
             return err("reconciliation.days", "days must be at most 60 and interval_secs positive");
+        }
+        if self.prices.sync_interval_secs == 0 || self.prices.sync_interval_secs >= self.prices.min_lead_secs {
+            return err("prices.sync_interval_secs", "must be positive and less than prices.min_lead_secs");
+        }
+        let r = &self.reporting;
+        if r.interval_secs == 0 || r.max_events_per_second == 0 || !(1..=1024).contains(&r.in_flight) {
+            return err("reporting", "interval_secs and max_events_per_second must be positive, in_flight 1-1024");
+        }
+        if r.close_after_secs >= 3000 {
+            return err("reporting.close_after_secs", "must leave time before Stripe finalises (under 3000 s)");
         }
         let mut names = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

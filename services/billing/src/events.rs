@@ -12,9 +12,10 @@
 //! is a [`HandlerError::Retry`]: JetStream redelivers with the consumer's backoff.
 
 use crate::accounts;
-use crate::catalog::Prices;
+use crate::catalog::{self, Prices};
 use crate::memberships;
 use crate::stripe::{Customer, List, Stripe, StripeError, Subscription, params};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::UserCreatedV1;
 use hopsbridge_domain::{Email, EventId, UserId};
@@ -168,27 +169,48 @@ pub(crate) async fn unrecorded_subscription(
 }
 
 /// A live subscription of the metered prices for `user` on `customer`: one made earlier, or a
-/// new one created with the idempotency key `key`.
+/// new one created with the idempotency key `key`, of the price versions in force at `now`,
+/// its periods calendar months (anchored at the 1st of the next UTC month, the time up to it
+/// billed then). Its items are recorded (`subscription_items`).
 ///
 /// # Errors
-/// [`HandlerError`] when Stripe fails or the prices are not ready.
+/// [`HandlerError`] when Stripe or Postgres fails or the prices are not ready.
 pub(crate) async fn open_subscription(
-    stripe: &Stripe,
-    prices: &Prices,
+    conn: &mut AsyncPgConnection,
+    (stripe, prices): (&Stripe, &Prices),
     user: UserId,
     customer: &str,
-    key: &str,
+    (key, now): (&str, DateTime<Utc>),
 ) -> Result<Subscription, HandlerError> {
     if let Some(found) = unrecorded_subscription(stripe, user, customer).await? {
+        catalog::record_items(conn, &found).await.map_err(db_failure)?;
         return Ok(found);
     }
-    let catalog = prices.get().await.map_err(|e| HandlerError::Retry(e.into()))?;
+    let versions = prices.in_force(conn, now).await.map_err(|e| HandlerError::Retry(e.into()))?;
     let user_id = user.to_string();
-    let mut form = params([("customer", customer), (&format!("metadata[{USER_ID_METADATA}]"), &user_id)]);
-    for (i, price) in catalog.prices.iter().enumerate() {
-        form.push((format!("items[{i}][price]"), price.clone()));
+    let anchor = next_month(now).timestamp().to_string();
+    let mut form = params([
+        ("customer", customer),
+        (&format!("metadata[{USER_ID_METADATA}]"), &user_id),
+        ("billing_cycle_anchor", &anchor),
+        ("proration_behavior", "none"),
+    ]);
+    for (i, version) in versions.iter().enumerate() {
+        form.push((format!("items[{i}][price]"), version.stripe_price_id.clone()));
     }
-    stripe.post("subscriptions", &form, Some(key)).await.map_err(|e| stripe_failure("creating the subscription", e))
+    let opened: Subscription = stripe
+        .post("subscriptions", &form, Some(key))
+        .await
+        .map_err(|e| stripe_failure("creating the subscription", e))?;
+    catalog::record_items(conn, &opened).await.map_err(db_failure)?;
+    Ok(opened)
+}
+
+/// The start of the UTC month after `now`'s.
+#[must_use]
+pub fn next_month(now: DateTime<Utc>) -> DateTime<Utc> {
+    let (year, month) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+    NaiveDate::from_ymd_opt(year, month, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).map_or(now, |d| d.and_utc())
 }
 
 impl Handler<UserCreatedV1> for UserCreated {

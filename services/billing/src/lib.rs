@@ -2,6 +2,8 @@
 //!
 //! - On `UserCreatedV1` ([`events::UserCreated`]): one Stripe customer and one subscription of
 //!   metered prices (CPU core-hours, RAM GiB-hours, GPU hours), safe to repeat.
+//! - On `UserDeletedV1` ([`deletion`]): the last usage reported, the subscription cancelled
+//!   with a final invoice; billing's records kept.
 //! - On `TeamMemberJoinedV1` and `TeamMemberRemovedV1` ([`memberships`]): a member's own
 //!   subscription is cancelled and billing refuses them; a removed member gets a new one.
 //! - `GET /api/billing`, `POST /api/billing/payment-method`, `POST /api/billing/portal` for the
@@ -13,6 +15,9 @@
 //!   `UsageRecordedV1` ([`ledger`]) with billing modes ([`modes`]), prepaid credits
 //!   ([`credits`]) and spending caps, the owner's views ([`usage`], [`quantise`]), backfill and
 //!   reconciliation with metering ([`reconciliation`], [`metering`]) and their routes ([`api`]).
+//! - Postpaid usage reported to Stripe as meter events, one per owner, closed day, resource
+//!   and price version, corrections as new revisions ([`reporting`], decision 0044), on a
+//!   catalogue of one meter and price per price version ([`catalog`]).
 
 pub mod accounts;
 pub mod api;
@@ -20,6 +25,7 @@ pub mod catalog;
 pub mod checkout_follow_ups;
 pub mod config;
 pub mod credits;
+pub mod deletion;
 pub mod error;
 pub mod events;
 pub mod ledger;
@@ -31,6 +37,7 @@ pub mod money;
 pub mod prices;
 pub mod quantise;
 pub mod reconciliation;
+pub mod reporting;
 pub mod routes;
 mod schema;
 pub mod stripe;
@@ -40,7 +47,9 @@ pub mod webhooks;
 pub use config::BillingConfig;
 
 use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1};
+use hopsbridge_contracts::events::{
+    TeamMemberJoinedV1, TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1,
+};
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
 use hopsbridge_platform::retry::Backoff;
@@ -108,6 +117,8 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         days: config.reconciliation.days,
         grace_secs: config.reconciliation.grace_secs,
     };
+    let reporter =
+        reporting::Reporter::new(&config, service.db.clone(), (stripe.clone(), prices.clone()), service.clock.clone())?;
     let money = api::Api {
         db: service.db.clone(),
         stripe: stripe.clone(),
@@ -118,8 +129,21 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         credits: config.credits.clone(),
         caps: config.caps.clone(),
         reconciler: reconciler.clone(),
+        reporter: reporter.clone(),
     };
     let reconcile_every = Duration::from_secs(config.reconciliation.interval_secs);
+    let report_every = Duration::from_secs(config.reporting.interval_secs);
+    let on_request = reporter.clone();
+    let stripe_reconciler = reporter.clone();
+    let reconcile_days = config.reconciliation.days;
+    let deleted = service.consumer::<UserDeletedV1, _>(deletion::UserDeleted::new(reporter.clone(), stripe.clone()));
+    let catalogue = Catalogue {
+        db: service.db.clone(),
+        stripe: stripe.clone(),
+        prices: prices.clone(),
+        clock: service.clock.clone(),
+        every: Duration::from_secs(config.prices.sync_interval_secs),
+    };
     let teams = memberships::Memberships::new(stripe.clone(), prices.clone(), service.clock.clone());
     let joined = service.consumer::<TeamMemberJoinedV1, _>(teams.clone());
     let removed = service.consumer::<TeamMemberRemovedV1, _>(teams);
@@ -135,12 +159,18 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         application = application.with_task("webhook-groups", move |cancel| writer.write_groups(i, cancel));
     }
     Ok(application
-        .with_task("stripe-catalog", move |cancel| ensure_catalog(prices, cancel))
+        .with_task("stripe-catalog", move |cancel| ensure_catalog(catalogue, cancel))
         .with_task("user-created", move |cancel| created.run(cancel))
+        .with_task("user-deleted", move |cancel| deleted.run(cancel))
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))
         .with_task("usage-ledger", move |cancel| usage.run(cancel))
         .with_task("reconciliation", move |cancel| reconciler.run(reconcile_every, cancel))
+        .with_task("stripe-report-requests", move |cancel| on_request.run_requests(cancel))
+        .with_task("stripe-reporting", move |cancel| reporter.run(report_every, cancel))
+        .with_task("stripe-reconciliation", move |cancel| {
+            stripe_reconciler.run_reconciliation(reconcile_days, reconcile_every, cancel)
+        })
         .with_task("checkout-follow-ups", move |cancel| {
             let (db, stripe, wake) = follow_ups;
             webhooks::run_follow_ups(db, stripe, wake, cancel)
@@ -150,16 +180,27 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
 /// The pauses between tries of the catalog at start: 1 s doubling to 5 minutes, with jitter.
 const CATALOG_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
-/// Finds or creates the meters and prices at start, retrying with [`CATALOG_RETRY`] while
-/// Stripe is unreachable (the service serves meanwhile; a new person's subscription waits for
-/// it).
-async fn ensure_catalog(prices: catalog::Prices, cancel: tokio_util::sync::CancellationToken) {
+/// What keeps the Stripe catalogue in step with the price book.
+struct Catalogue {
+    db: hopsbridge_platform::db::Database,
+    stripe: stripe::Stripe,
+    prices: catalog::Prices,
+    clock: hopsbridge_platform::clock::Clock,
+    every: Duration,
+}
+
+/// Finds or creates the configured meters and prices at start, retrying with
+/// [`CATALOG_RETRY`] while Stripe is unreachable (the service serves meanwhile; a new person's
+/// subscription waits for it); then, every `prices.sync_interval_secs` after, gives each price
+/// version its meter and price and each live subscription its items
+/// ([`catalog::sync_items`]).
+async fn ensure_catalog(c: Catalogue, cancel: tokio_util::sync::CancellationToken) {
     let mut pauses = CATALOG_RETRY.delays();
     loop {
-        let pause = match prices.get().await {
+        let pause = match c.prices.get().await {
             Ok(catalog) => {
                 tracing::info!(prices = ?catalog.prices, "Stripe meters and prices ready");
-                return;
+                break;
             }
             Err(e) => {
                 let pause = pauses.next().unwrap_or(CATALOG_RETRY.max);
@@ -170,6 +211,23 @@ async fn ensure_catalog(prices: catalog::Prices, cancel: tokio_util::sync::Cance
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+        }
+    }
+    loop {
+        // Subscriptions opened meanwhile get the versions in force; new ones are found here.
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(c.every) => {}
+        }
+        let synced: anyhow::Result<usize> = async {
+            let mut conn = c.db.conn().await?;
+            Ok(catalog::sync_items(&mut conn, (&c.stripe, &c.prices), c.clock.now()).await?)
+        }
+        .await;
+        match synced {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(items = n, "subscriptions given the items of new price versions"),
+            Err(e) => tracing::warn!(error = %e, "the Stripe catalogue is not in step with the price book yet"),
         }
     }
 }

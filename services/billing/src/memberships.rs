@@ -113,7 +113,7 @@ pub(crate) async fn settle(
             None => None,
         },
         (false, Some(_)) => None,
-        (false, None) => Some(open_subscription(stripe, prices, user, customer, key).await?),
+        (false, None) => Some(open_subscription(conn, (stripe, prices), user, customer, (key, now)).await?),
     };
     if let Some(s) = settled {
         accounts::replace_subscription(conn, user, &s.id, &s.status).await.map_err(db_failure)?;

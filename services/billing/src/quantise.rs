@@ -30,6 +30,24 @@ pub fn quanta_text(quanta: u128) -> String {
     format!("{}.{:0places$}", quanta / QUANTA_PER_UNIT, quanta % QUANTA_PER_UNIT)
 }
 
+/// The significant digits of [`quanta_text`]`(quanta)` as Stripe counts them: from the first
+/// non-zero digit to the last, trailing fractional zeros not counted (`1200.000000000` has 4,
+/// `0.000000005` has 1). Stripe refuses a meter event value with more than
+/// [`MAX_SIGNIFICANT_DIGITS`].
+#[must_use]
+pub fn significant_digits(quanta: u128) -> u32 {
+    let mut n = quanta;
+    let mut stripped = 0;
+    while n != 0 && n.is_multiple_of(10) && stripped < QUANTUM_SCALE {
+        n /= 10;
+        stripped += 1;
+    }
+    n.checked_ilog10().map_or(1, |d| d + 1)
+}
+
+/// The most significant digits a meter event value may have.
+pub const MAX_SIGNIFICANT_DIGITS: u32 = 15;
+
 /// An invoice line: `quanta` (the sum of the line's quantised days) times `price`, unrounded,
 /// in the minor unit.
 #[must_use]
@@ -68,6 +86,12 @@ mod tests {
         assert_eq!(day_quanta(Resource::Cpu, 3_600, 5), 6);
         assert_eq!(quanta_text(12_000_000_001), "12.000000001");
         assert_eq!(quanta_text(5), "0.000000005");
+        assert_eq!(significant_digits(5), 1);
+        assert_eq!(significant_digits(0), 1);
+        assert_eq!(significant_digits(1_200_000_000_000), 4);
+        assert_eq!(significant_digits(12_000_000_001), 11);
+        assert_eq!(significant_digits(999_999_999_999_999), 15);
+        assert_eq!(significant_digits(1_000_000_000_000_001), 16);
         let price = Decimal::from_str("3.5").unwrap();
         // 1.5 units at 1 cent: 1.5 rounds up to 2, as Stripe documents.
         assert_eq!(line_amount(1_500_000_000, Decimal::ONE), Some(2));

@@ -282,6 +282,7 @@ impl Reconciler {
             if u == t {
                 diesel::update(
                     reconciliation_findings::table
+                        .filter(reconciliation_findings::kind.eq_any(["missing", "excess"]))
                         .filter(reconciliation_findings::owner_id.eq(owner))
                         .filter(reconciliation_findings::day.eq(day))
                         .filter(reconciliation_findings::resolved_at.is_null()),

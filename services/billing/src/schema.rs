@@ -171,6 +171,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    meter_reports (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        day -> Date,
+        resource -> Text,
+        price_id -> Uuid,
+        revision -> Int4,
+        identifier -> Text,
+        delta_quanta -> Int8,
+        total_quanta -> Int8,
+        event_timestamp -> Timestamptz,
+        carried_into -> Nullable<Date>,
+        state -> Text,
+        customer_id -> Text,
+        meter_id -> Text,
+        event_name -> Text,
+        created_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     monthly_costs (owner_id, month) {
         owner_id -> Uuid,
         month -> Date,
@@ -227,6 +249,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    report_requests (customer_id, through) {
+        customer_id -> Text,
+        through -> Date,
+        reason -> Text,
+        requested_at -> Timestamptz,
+        done_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     spending_caps (owner_id) {
         owner_id -> Uuid,
         monthly_cap_minor -> Int8,
@@ -234,7 +266,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    stripe_prices (price_id) {
+        price_id -> Uuid,
+        meter_id -> Text,
+        event_name -> Text,
+        stripe_price_id -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscription_items (subscription_id, price_id) {
+        subscription_id -> Text,
+        price_id -> Uuid,
+        item_id -> Text,
+        added_at -> Timestamptz,
+        removed_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(credit_deductions -> credit_grants (grant_id));
+diesel::joinable!(meter_reports -> prices (price_id));
+diesel::joinable!(stripe_prices -> prices (price_id));
+diesel::joinable!(subscription_items -> prices (price_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
@@ -249,10 +304,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     invoices,
     ledger_entries,
     low_balance_alerts,
+    meter_reports,
     monthly_costs,
     payment_methods,
     prices,
     processed_stripe_events,
     reconciliation_findings,
+    report_requests,
     spending_caps,
+    stripe_prices,
+    subscription_items,
 );

@@ -81,7 +81,7 @@ struct ErrorObject {
 }
 
 /// A Stripe list page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct List<T> {
     /// The items.
     pub data: Vec<T>,
@@ -198,6 +198,19 @@ impl Stripe {
         self.send(self.http.delete(format!("{}/v1/{path}", self.base))).await
     }
 
+    /// `DELETE /v1/<path>` with a form body (`invoice_now=true` when cancelling a subscription).
+    ///
+    /// # Errors
+    /// [`StripeError`].
+    pub async fn delete_with<T: DeserializeOwned>(&self, path: &str, form: &Params) -> Result<T, StripeError> {
+        let request = self
+            .http
+            .delete(format!("{}/v1/{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(form)?);
+        self.send(request).await
+    }
+
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, StripeError> {
         let request = request.bearer_auth(self.key.expose()).header("stripe-version", API_VERSION);
         let mut pauses = RATE_LIMITED.delays();
@@ -265,6 +278,20 @@ pub struct Subscription {
     /// Metadata.
     #[serde(default)]
     pub metadata: std::collections::HashMap<String, String>,
+    /// The items.
+    #[serde(default)]
+    pub items: Option<List<SubscriptionItem>>,
+}
+
+/// The fields of a subscription item billing reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionItem {
+    /// `si_…`.
+    pub id: String,
+    /// When it was added (unix seconds).
+    pub created: i64,
+    /// Its price.
+    pub price: Object,
 }
 
 /// An object with an id (meters, prices, products, sessions).

@@ -130,6 +130,8 @@ impl DayTotal {
 
 #[derive(QueryableByName)]
 struct DayRow {
+    #[diesel(sql_type = SqlUuid)]
+    owner_id: Uuid,
     #[diesel(sql_type = Date)]
     day: NaiveDate,
     #[diesel(sql_type = SqlUuid)]
@@ -168,38 +170,76 @@ pub async fn day_totals(
     from: NaiveDate,
     to: NaiveDate,
 ) -> QueryResult<Vec<DayTotal>> {
-    let rows: Vec<DayRow> = diesel::sql_query(
-        "SELECT day, cpu_price_id, memory_price_id, gpu_price_id,
-                coalesce(sum(cpu_nanocore_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS cpu,
-                coalesce(sum(memory_byte_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS memory,
-                coalesce(sum(gpu_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS gpu,
-                sum(cpu_over_quanta) AS cpu_over, sum(memory_over_quanta) AS memory_over,
-                sum(gpu_over_quanta) AS gpu_over
-         FROM ledger_entries WHERE owner_id = $1 AND day BETWEEN $2 AND $3 AND billing_mode <> 'free'
-         GROUP BY day, cpu_price_id, memory_price_id, gpu_price_id",
-    )
+    let rows: Vec<DayRow> = diesel::sql_query(format!(
+        "SELECT {DAY_COLUMNS} FROM ledger_entries
+         WHERE owner_id = $1 AND day BETWEEN $2 AND $3 AND billing_mode <> 'free'
+         GROUP BY owner_id, day, cpu_price_id, memory_price_id, gpu_price_id"
+    ))
     .bind::<SqlUuid, _>(owner.as_uuid())
     .bind::<Date, _>(from)
     .bind::<Date, _>(to)
     .load(conn)
     .await?;
-    let mut totals: BTreeMap<(NaiveDate, Resource, Uuid), (u128, u128)> = BTreeMap::new();
+    Ok(fold(rows).into_values().next().unwrap_or_default())
+}
+
+/// [`day_totals`] of every owner with something to report from `from` to `to`.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn all_day_totals(
+    conn: &mut AsyncPgConnection,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<BTreeMap<OwnerId, Vec<DayTotal>>> {
+    let rows: Vec<DayRow> = diesel::sql_query(format!(
+        "SELECT {DAY_COLUMNS} FROM ledger_entries
+         WHERE day BETWEEN $1 AND $2 AND billing_mode <> 'free'
+         GROUP BY owner_id, day, cpu_price_id, memory_price_id, gpu_price_id"
+    ))
+    .bind::<Date, _>(from)
+    .bind::<Date, _>(to)
+    .load(conn)
+    .await?;
+    Ok(fold(rows))
+}
+
+const DAY_COLUMNS: &str = "owner_id, day, cpu_price_id, memory_price_id, gpu_price_id,
+    coalesce(sum(cpu_nanocore_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS cpu,
+    coalesce(sum(memory_byte_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS memory,
+    coalesce(sum(gpu_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS gpu,
+    sum(cpu_over_quanta) AS cpu_over, sum(memory_over_quanta) AS memory_over,
+    sum(gpu_over_quanta) AS gpu_over";
+
+type Key = (NaiveDate, Resource, Uuid);
+
+/// Per owner, each (day, resource, price)'s integers and overflow quanta summed, days with
+/// nothing to report left out.
+fn fold(rows: Vec<DayRow>) -> BTreeMap<OwnerId, Vec<DayTotal>> {
+    let mut totals: BTreeMap<Uuid, BTreeMap<Key, (u128, u128)>> = BTreeMap::new();
     for r in rows {
+        let owner = totals.entry(r.owner_id).or_default();
         for (resource, price, n, over) in [
             (Resource::Cpu, r.cpu_price_id, r.cpu, r.cpu_over),
             (Resource::Memory, r.memory_price_id, r.memory, r.memory_over),
             (Resource::Gpu, r.gpu_price_id, r.gpu, r.gpu_over),
         ] {
-            let t = totals.entry((r.day, resource, price)).or_default();
+            let t = owner.entry((r.day, resource, price)).or_default();
             t.0 += whole(n);
             t.1 += whole(over);
         }
     }
-    Ok(totals
+    totals
         .into_iter()
-        .filter(|(_, (w, o))| *w > 0 || *o > 0)
-        .map(|((day, resource, price_id), (whole, over))| DayTotal { day, resource, price_id, whole, over })
-        .collect())
+        .map(|(owner, days)| {
+            let days = days
+                .into_iter()
+                .filter(|(_, (w, o))| *w > 0 || *o > 0)
+                .map(|((day, resource, price_id), (whole, over))| DayTotal { day, resource, price_id, whole, over })
+                .collect();
+            (OwnerId::from_uuid(owner), days)
+        })
+        .collect()
 }
 
 /// One ledger entry behind an owner-day.

@@ -120,6 +120,8 @@ async fn direct() -> Direct {
     let database = Database::new(&db.config(), "billing").unwrap();
     let stripe = Stripe::new(&sim.url(), STRIPE_SECRET_KEY.to_owned().into(), 20).unwrap();
     let prices = Prices::new(stripe.clone(), config.rates.clone(), "usd".into());
+    // The service seeds its price book at start; subscriptions are made of its versions.
+    hopsbridge_billing::prices::seed(&mut db.connect("billing").await, &config.rates, "usd").await.unwrap();
     Direct { db, _bus: bus, sim, database, stripe, prices }
 }
 

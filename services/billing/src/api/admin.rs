@@ -1,9 +1,10 @@
-//! Admins' billing routes: modes, backfill and reconciliation.
+//! Admins' billing routes: modes, backfill, reconciliation and the reports to Stripe.
 
 use super::{Data, named_owner, require_admin};
 use crate::error::{BillingCode, describe};
 use crate::modes::{self, ModeChange};
 use crate::reconciliation::{self, Backfill, Finding};
+use crate::reporting::{self, Report};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, TimeDelta, Utc};
 use hopsbridge_domain::BillingMode;
@@ -145,4 +146,48 @@ pub(super) async fn findings(
         .await
         .map_err(|e| ApiError::from(DbError::from(e)))?;
     Ok(HttpResponse::Ok().json(FindingList { findings }))
+}
+
+/// Whose reports.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// The owner's user id.
+    owner: uuid::Uuid,
+    /// One UTC day of usage (`YYYY-MM-DD`); default every day.
+    day: Option<chrono::NaiveDate>,
+}
+
+/// Meter event reports to Stripe.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportList {
+    reports: Vec<Report>,
+}
+
+#[utoipa::path(get, path = "/api/admin/billing/reports", tag = "billing", params(ReportQuery),
+    responses((status = 200, description = "the owner's 1,000 newest meter event reports to Stripe (by usage day), each revision with what it added, its state and where it was carried", body = ReportList),
+        (status = 400, description = "the query is not an owner id and a day", body = ErrorBody),
+        (status = 403, description = describe(&[BillingCode::AdminOnly]), body = ErrorBody)))]
+pub(super) async fn reports(state: Data, caller: Caller, q: web::Query<ReportQuery>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let mut conn = state.db.conn().await?;
+    let reports =
+        reporting::reports(&mut conn, q.owner, q.day, 1000).await.map_err(|e| ApiError::from(DbError::from(e)))?;
+    Ok(HttpResponse::Ok().json(ReportList { reports }))
+}
+
+#[utoipa::path(post, path = "/api/admin/billing/reconcile/stripe", tag = "billing",
+    responses((status = 202, description = "the accepted meter event reports of the last reconciliation.days are compared with Stripe's summaries now; differences appear at GET /api/admin/billing/findings as stripe_drift"),
+        (status = 403, description = describe(&[BillingCode::AdminOnly]), body = ErrorBody)))]
+pub(super) async fn reconcile_stripe(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let reporter = state.reporter.clone();
+    let days = state.reconciler.days;
+    tokio::spawn(async move {
+        if let Err(e) = reporter.reconcile_stripe(days).await {
+            tracing::warn!(error = %e, "reconciliation with Stripe asked by an admin failed");
+        }
+    });
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"accepted": true})))
 }

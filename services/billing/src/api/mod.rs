@@ -8,6 +8,8 @@
 //! | `POST /api/admin/billing/{owner}/credits` | admins | a promotional grant |
 //! | `POST /api/admin/billing/backfill`, `GET /api/admin/billing/backfills` | admins | pull a range from metering; past backfills |
 //! | `POST /api/admin/billing/reconcile`, `GET /api/admin/billing/findings` | admins | compare the ledger with metering now; the differences |
+//! | `GET /api/admin/billing/reports?owner=&day=` | admins | the meter event reports to Stripe of an owner (a day) |
+//! | `POST /api/admin/billing/reconcile/stripe` | admins | compare the accepted reports with Stripe's summaries now |
 //! | `POST /api/credits/purchase`, `GET /api/credits` | the account owner | buy credits through Checkout; balance, grants, deductions |
 //! | `PUT /api/billing/cap` | the account owner | the monthly spending cap |
 //! | `GET /api/billing/usage`, `GET /api/billing/usage/samples` | the account owner | usage and cost per day, resource, project and member, the upcoming invoice; the entries behind a day |
@@ -53,6 +55,8 @@ pub struct Api {
     pub caps: CapsConfig,
     /// Backfill and reconciliation.
     pub reconciler: Reconciler,
+    /// The reports to Stripe.
+    pub reporter: crate::reporting::Reporter,
 }
 
 /// Registers the money routes.
@@ -65,6 +69,8 @@ pub fn configure(c: &mut web::ServiceConfig, api: Api) {
         .route("/api/admin/billing/backfills", web::get().to(admin::backfills))
         .route("/api/admin/billing/reconcile", web::post().to(admin::reconcile))
         .route("/api/admin/billing/findings", web::get().to(admin::findings))
+        .route("/api/admin/billing/reports", web::get().to(admin::reports))
+        .route("/api/admin/billing/reconcile/stripe", web::post().to(admin::reconcile_stripe))
         .route("/api/admin/billing/{owner}/mode", web::put().to(admin::set_mode))
         .route("/api/admin/billing/{owner}/credits", web::post().to(credits::grant))
         .route("/api/credits/purchase", web::post().to(credits::purchase))
@@ -120,6 +126,8 @@ fn whole_number(v: &serde_json::Value, code: BillingCode) -> Result<i64, ApiErro
         admin::backfills,
         admin::reconcile,
         admin::findings,
+        admin::reports,
+        admin::reconcile_stripe,
         credits::grant,
         credits::purchase,
         credits::get_credits,
@@ -144,6 +152,8 @@ fn whole_number(v: &serde_json::Value, code: BillingCode) -> Result<i64, ApiErro
         admin::RangeBody,
         admin::BackfillList,
         admin::FindingList,
+        admin::ReportList,
+        crate::reporting::Report,
         credits::GrantBody,
         credits::PurchaseBody,
         credits::Purchase,

@@ -65,6 +65,12 @@ pub(super) enum Effect {
         customer: String,
     },
     Invoice(InvoiceRecord),
+    /// A subscription cycle's invoice was created: its customer's usage through `through` is
+    /// to be reported before Stripe finalises it an hour later.
+    ReportThrough {
+        customer: String,
+        through: chrono::NaiveDate,
+    },
     Nothing,
 }
 
@@ -78,6 +84,7 @@ impl Effect {
             | Self::Subscription { customer, .. }
             | Self::CreditPurchase { customer, .. } => Some(customer),
             Self::Invoice(invoice) => Some(&invoice.customer),
+            Self::ReportThrough { customer, .. } => Some(customer),
             Self::Nothing => None,
         }
     }
@@ -96,6 +103,7 @@ impl Effect {
             Self::CheckoutFollowUp { event_id, .. } => Some(("checkout", event_id)),
             Self::Subscription { customer, .. } => Some(("account", customer)),
             Self::CreditPurchase { session, .. } => Some(("credits", session)),
+            Self::ReportThrough { customer, .. } => Some(("report", customer)),
             Self::Nothing => None,
         }
     }
@@ -154,6 +162,15 @@ pub(super) fn prepare(event: &Event) -> Effect {
                 _ => Effect::Nothing,
             }
         }
+        "invoice.created" => match (id_of(&o["customer"]), o["period_end"].as_i64()) {
+            (Some(customer), Some(end)) if o["billing_reason"] == "subscription_cycle" => {
+                match chrono::DateTime::from_timestamp(end - 1, 0) {
+                    Some(last) => Effect::ReportThrough { customer, through: last.date_naive() },
+                    None => Effect::Nothing,
+                }
+            }
+            _ => Effect::Nothing,
+        },
         "invoice.paid" | "invoice.payment_failed" => match (id_of(&o["id"]), id_of(&o["customer"])) {
             (Some(id), Some(customer)) => Effect::Invoice(InvoiceRecord {
                 id,
@@ -213,6 +230,12 @@ pub(super) async fn run(
 ) -> Result<Done, ApplyError> {
     match effect {
         Effect::Nothing => Ok(Done::Other),
+        Effect::ReportThrough { customer, through } => {
+            if locked.user(customer).is_some() {
+                crate::reporting::request(c, customer, *through, "invoice.created").await?;
+            }
+            Ok(Done::Other)
+        }
         Effect::Invoice(invoice) => {
             if locked.user(&invoice.customer).is_some() {
                 accounts::record_invoice(c, invoice, at).await?;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 /// The event types billing handles; any other is refused with `unsupported_event_type`.
-pub const SUPPORTED_EVENTS: [&str; 9] = [
+pub const SUPPORTED_EVENTS: [&str; 10] = [
     "checkout.session.completed",
     "setup_intent.succeeded",
     "payment_method.attached",
@@ -37,6 +37,7 @@ pub const SUPPORTED_EVENTS: [&str; 9] = [
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
+    "invoice.created",
     "invoice.paid",
     "invoice.payment_failed",
 ];

@@ -187,6 +187,19 @@ pub async fn catalog_ready(sim: &StripeSim) {
 }
 
 impl Billing {
+    /// A running service's handle from its parts (a test that starts the service itself).
+    pub fn assemble(
+        base: String,
+        db: TestDb,
+        bus: TestBus,
+        sim: StripeSim,
+        key: CallerKey,
+        config: BillingConfig,
+        stop: CancellationToken,
+    ) -> Self {
+        Self { base, db, bus, sim, key, config, stop }
+    }
+
     pub async fn call(&self, method: Method, path: &str, caller: Option<&Caller>) -> (StatusCode, Value) {
         hopsbridge_testkit::signed_call(&self.key, &self.base, method, path, caller, None).await
     }

@@ -1,0 +1,2 @@
+DROP TABLE subscription_items;
+DROP TABLE stripe_prices;

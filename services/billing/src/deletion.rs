@@ -1,0 +1,83 @@
+//! What billing does when an owner's account is deleted (`UserDeletedV1`): every unreported day
+//! of their usage is reported to Stripe at once, today's partial day included, then their
+//! subscription is cancelled with `invoice_now=true`, so Stripe makes the final invoice of the
+//! usage so far. Billing's records (ledger, reports, invoices) are kept. A redelivery finds the
+//! days reported and the subscription cancelled, and does nothing more.
+
+use crate::accounts;
+use crate::events::{db_failure, stripe_failure};
+use crate::reporting::{Reporter, Scope};
+use crate::stripe::{Stripe, Subscription, params};
+use diesel_async::AsyncPgConnection;
+use hopsbridge_contracts::events::UserDeletedV1;
+use hopsbridge_domain::{OwnerId, UserId};
+use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
+
+/// Closes the billing of a deleted account.
+#[derive(Debug, Clone)]
+pub struct UserDeleted {
+    reporter: Reporter,
+    stripe: Stripe,
+}
+
+impl UserDeleted {
+    /// The handler, reporting with `reporter`.
+    #[must_use]
+    pub fn new(reporter: Reporter, stripe: Stripe) -> Self {
+        Self { reporter, stripe }
+    }
+}
+
+impl Handler<UserDeletedV1> for UserDeleted {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserDeletedV1>,
+    ) -> Result<(), HandlerError> {
+        let user: UserId = event
+            .payload
+            .user_id
+            .parse()
+            .map_err(|_| HandlerError::Reject(format!("user_id is not a UUID: {:?}", event.payload.user_id)))?;
+        let Some(account) = accounts::lock(conn, user).await.map_err(db_failure)? else {
+            return Ok(());
+        };
+        if account.stripe_customer_id.is_none() {
+            return Ok(());
+        }
+        let today = self.reporter.settings.clock.now().date_naive();
+        let owner = OwnerId::from_uuid(user.as_uuid());
+        let outcome = self
+            .reporter
+            .pass(Scope { owner: Some(owner), through: today })
+            .await
+            .map_err(|e| HandlerError::Retry(anyhow::Error::new(e).context("reporting the last usage")))?;
+        if outcome.pending > 0 {
+            return Err(HandlerError::Retry(anyhow::anyhow!("{} reports of {user} still pending", outcome.pending)));
+        }
+        let Some(live) = account.live_subscription() else { return Ok(()) };
+        let cancelled = cancel_with_final_invoice(&self.stripe, live).await?;
+        accounts::replace_subscription(conn, user, &cancelled.id, &cancelled.status).await.map_err(db_failure)?;
+        tracing::info!(%user, subscription = %cancelled.id, "deleted account's subscription cancelled with a final invoice");
+        Ok(())
+    }
+}
+
+/// Cancels subscription `id` at once with a final invoice of the usage so far. One cancelled
+/// already (by a try whose record rolled back) is answered as it is.
+async fn cancel_with_final_invoice(stripe: &Stripe, id: &str) -> Result<Subscription, HandlerError> {
+    let path = format!("subscriptions/{id}");
+    match stripe.delete_with::<Subscription>(&path, &params([("invoice_now", "true")])).await {
+        Ok(cancelled) => Ok(cancelled),
+        Err(e) if !e.is_retryable() => {
+            let current: Subscription =
+                stripe.get(&path, &Vec::new()).await.map_err(|e| stripe_failure("reading the subscription", e))?;
+            if current.status == "canceled" {
+                Ok(current)
+            } else {
+                Err(stripe_failure("cancelling the subscription", e))
+            }
+        }
+        Err(e) => Err(stripe_failure("cancelling the subscription", e)),
+    }
+}

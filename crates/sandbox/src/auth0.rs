@@ -6,6 +6,13 @@
 //! `openid` was asked for, an array with the userinfo URL; custom claims live under a
 //! namespaced key; authorization codes are single-use and bound to the PKCE challenge and the
 //! redirect URI; unknown clients and unregistered callback URLs are refused.
+//!
+//! Machine-to-machine applications get tokens by client credentials (`POST /oauth/token` with
+//! `grant_type=client_credentials`, their id and secret, and the API's `audience`), as Auth0
+//! issues them: `sub` = `<client_id>@clients`, `azp` = the client id, `gty` =
+//! `client-credentials`, `aud` = the API, no email. Only a machine application with a grant for
+//! the API gets one: another audience, a missing audience (the tenant has no default) or the
+//! frontend application is refused with 403 `access_denied`, a wrong secret with 401.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -40,7 +47,23 @@ pub struct Auth0Config {
     pub logout_urls: Vec<String>,
     /// Access token lifetime in seconds.
     pub token_lifetime_secs: i64,
+    /// Machine-to-machine applications granted access to the API (client credentials).
+    pub machine_clients: Vec<MachineClient>,
 }
+
+/// A machine-to-machine application with a client grant for the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineClient {
+    /// Its client id.
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: String,
+}
+
+/// The machine application the sandbox's tenant has from the start, for `hopsbridge-admin`.
+pub const ADMIN_CLIENT_ID: &str = "hopsbridge-admin";
+/// Its secret.
+pub const ADMIN_CLIENT_SECRET: &str = "sandbox-admin-client-secret";
 
 impl Default for Auth0Config {
     fn default() -> Self {
@@ -51,6 +74,10 @@ impl Default for Auth0Config {
             callback_urls: Vec::new(),
             logout_urls: Vec::new(),
             token_lifetime_secs: 86_400,
+            machine_clients: vec![MachineClient {
+                client_id: ADMIN_CLIENT_ID.to_owned(),
+                client_secret: ADMIN_CLIENT_SECRET.to_owned(),
+            }],
         }
     }
 }
@@ -395,6 +422,14 @@ impl Auth0Sim {
         s.keys[s.signing].kid.clone()
     }
 
+    /// Adds a machine-to-machine application with a grant for the API.
+    pub fn add_machine_client(&self, client_id: &str, client_secret: &str) {
+        lock(&self.state)
+            .config
+            .machine_clients
+            .push(MachineClient { client_id: client_id.to_owned(), client_secret: client_secret.to_owned() });
+    }
+
     /// An RS256 access token with the given claims.
     ///
     /// # Errors
@@ -724,10 +759,25 @@ async fn token(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpRespons
     let get = |k: &str| p.get(k).cloned().unwrap_or_default();
     let base = base_url(&req);
     let mut s = lock(&state);
-    if get("client_id") != s.config.client_id || get("client_secret") != s.config.client_secret {
+    let frontend = get("client_id") == s.config.client_id;
+    let machine = s.config.machine_clients.iter().any(|m| m.client_id == get("client_id"));
+    let secret_ok = if frontend {
+        get("client_secret") == s.config.client_secret
+    } else {
+        s.config
+            .machine_clients
+            .iter()
+            .any(|m| m.client_id == get("client_id") && m.client_secret == get("client_secret"))
+    };
+    if !(frontend || machine) || !secret_ok {
         return oauth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
     }
     match get("grant_type").as_str() {
+        "authorization_code" if machine => oauth_error(
+            StatusCode::FORBIDDEN,
+            "unauthorized_client",
+            "Grant type 'authorization_code' not allowed for the client.",
+        ),
         "authorization_code" => {
             let code = get("code");
             if s.used_codes.contains(&code) {
@@ -786,11 +836,27 @@ async fn token(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpRespons
             }
         }
         "client_credentials" => {
+            let Some(audience) = p.get("audience").filter(|a| !a.is_empty()) else {
+                return oauth_error(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    "No audience parameter was provided, and no default audience has been configured",
+                );
+            };
+            if !machine || *audience != s.config.audience {
+                return oauth_error(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    &format!(
+                        "Client is not authorized to access \"{audience}\". You need to create a \"client-grant\" associated to this API. See: https://auth0.com/docs/api/v2#!/Client_Grants/post_client_grants"
+                    ),
+                );
+            }
             let iat = now();
             let claims = json!({
                 "iss": format!("{base}/"), "sub": format!("{}@clients", get("client_id")),
-                "aud": p.get("audience").cloned().unwrap_or_else(|| s.config.audience.clone()),
-                "iat": iat, "exp": iat + 86_400, "azp": get("client_id"), "gty": "client-credentials",
+                "aud": audience, "iat": iat, "exp": iat + 86_400, "azp": get("client_id"),
+                "gty": "client-credentials",
             });
             match sign(&s.keys[s.signing], TokenType::Jwt, &claims) {
                 Ok(t) => {
@@ -830,5 +896,63 @@ async fn logout(state: Shared, query: web::Query<HashMap<String, String>>) -> Ht
         Some(_) => HttpResponse::BadRequest()
             .body("Oops!, something went wrong: the returnTo URL is not in the Allowed Logout URLs"),
         None => HttpResponse::Ok().body("OK"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn client_credentials(sim: &Auth0Sim, id: &str, secret: &str, audience: Option<&str>) -> (u16, Value) {
+        let mut form = vec![("grant_type", "client_credentials"), ("client_id", id), ("client_secret", secret)];
+        if let Some(audience) = audience {
+            form.push(("audience", audience));
+        }
+        let response = reqwest::Client::new()
+            .post(format!("{}oauth/token", sim.issuer()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(&form).unwrap())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    fn claims_of(token: &str) -> Value {
+        let part = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_machine_application_gets_a_client_credentials_token_for_the_api_only() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = Auth0Sim::start(Auth0Config::default()).unwrap();
+        let api = sim.audience();
+        let (status, body) = client_credentials(&sim, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, Some(&api)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        let claims = claims_of(body["access_token"].as_str().unwrap());
+        assert_eq!(claims["sub"], format!("{ADMIN_CLIENT_ID}@clients"));
+        assert_eq!(
+            (claims["azp"].as_str(), claims["gty"].as_str()),
+            (Some(ADMIN_CLIENT_ID), Some("client-credentials"))
+        );
+        assert_eq!((claims["aud"].as_str(), claims["iss"].as_str()), (Some(api.as_str()), Some(sim.issuer().as_str())));
+        assert!(claims.get(format!("{CLAIM_NAMESPACE}email")).is_none() && claims.get("email").is_none());
+
+        let wrong_secret = client_credentials(&sim, ADMIN_CLIENT_ID, "nope", Some(&api)).await;
+        assert_eq!((wrong_secret.0, wrong_secret.1["error"].as_str()), (401, Some("access_denied")));
+        let other_api = client_credentials(&sim, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, Some("https://other")).await;
+        assert_eq!((other_api.0, other_api.1["error"].as_str()), (403, Some("access_denied")));
+        let no_audience = client_credentials(&sim, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, None).await;
+        assert_eq!((no_audience.0, no_audience.1["error"].as_str()), (403, Some("access_denied")));
+        let cfg = Auth0Config::default();
+        let frontend = client_credentials(&sim, &cfg.client_id, &cfg.client_secret, Some(&api)).await;
+        assert_eq!((frontend.0, frontend.1["error"].as_str()), (403, Some("access_denied")), "no client grant");
+
+        sim.add_machine_client("ci-robot", "ci-secret");
+        let (status, body) = client_credentials(&sim, "ci-robot", "ci-secret", Some(&api)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(claims_of(body["access_token"].as_str().unwrap())["sub"], "ci-robot@clients");
     }
 }

@@ -64,7 +64,8 @@ fn logout() {}
         (status = 401, description = "no valid token or session. unauthenticated: neither a bearer token nor a session cookie; \
             invalid_token: the token is not a valid Auth0 access token for this API", body = ErrorBody),
         (status = 403, description = "account suspended or deleted. account_suspended, account_deleted: the person's account status; \
-            csrf_failed: a change made with the session cookie without its x-csrf-token", body = ErrorBody),
+            csrf_failed: a change made with the session cookie without its x-csrf-token; \
+            machine_client_not_admin, machine_client_admin_only: a machine client's token, which speaks for no person", body = ErrorBody),
         (status = 429, description = "rate_limited: over the per-address or per-person rate; Retry-After says when to come back", body = ErrorBody),
         (status = 503, description = "auth_unavailable: the Auth0 tenant cannot be reached; \
             identity_unavailable: identity cannot say who the person is", body = ErrorBody)))]
@@ -93,6 +94,8 @@ fn forwarding_codes() -> String {
         C::CsrfFailed,
         C::AccountSuspended,
         C::AccountDeleted,
+        C::MachineClientNotAdmin,
+        C::MachineClientAdminOnly,
         C::RateLimited,
         C::UpstreamUnavailable,
         C::AuthUnavailable,
@@ -214,7 +217,8 @@ fn answer(operation: &mut Operation, status: u16, codes: &[(&'static str, &'stat
 ///   gateway) and where the path has parameters; `invalid_query` where there are query
 ///   parameters; `invalid_body` where there is a body.
 /// - 401 and 403 on every operation that needs a token: no token or a bad one; a suspended or
-///   deleted account, a cookie change without its CSRF token.
+///   deleted account, a cookie change without its CSRF token, a machine client not granted the
+///   admin role, and off the admin routes a granted one (decision 0045).
 /// - 413 where there is a body; 429 everywhere (the per-address limit, and per person).
 pub fn complete(doc: &mut OpenApi) {
     for (path, item) in &mut doc.paths.paths {
@@ -258,11 +262,16 @@ pub fn complete(doc: &mut OpenApi) {
             answer(operation, 400, &bad);
             if !public {
                 answer(operation, 401, &[of(GatewayCode::Unauthenticated), of(GatewayCode::InvalidToken)]);
-                answer(
-                    operation,
-                    403,
-                    &[of(GatewayCode::AccountSuspended), of(GatewayCode::AccountDeleted), of(GatewayCode::CsrfFailed)],
-                );
+                let mut forbidden = vec![
+                    of(GatewayCode::AccountSuspended),
+                    of(GatewayCode::AccountDeleted),
+                    of(GatewayCode::CsrfFailed),
+                    of(GatewayCode::MachineClientNotAdmin),
+                ];
+                if !path.starts_with("/api/admin/") {
+                    forbidden.push(of(GatewayCode::MachineClientAdminOnly));
+                }
+                answer(operation, 403, &forbidden);
             }
             if body {
                 answer(operation, 413, &[of(PlatformCode::PayloadTooLarge)]);

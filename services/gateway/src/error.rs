@@ -35,6 +35,14 @@ hopsbridge_platform::error_codes! {
         InvalidToken = (UNAUTHORIZED, "invalid_token", "the access token is not valid"),
         /// A change made with the session cookie lacks the session's `x-csrf-token`.
         CsrfFailed = (FORBIDDEN, "csrf_failed", "missing or wrong x-csrf-token"),
+        /// A valid client-credentials token whose client is not in `admin.machine_clients`
+        /// (decision 0045).
+        MachineClientNotAdmin = (FORBIDDEN, "machine_client_not_admin",
+            "the machine client is not granted the admin role in the gateway's configuration"),
+        /// A granted machine client asked for a route that is not an admin route: a machine has no
+        /// account, so only `/api/admin/…` is open to it.
+        MachineClientAdminOnly = (FORBIDDEN, "machine_client_admin_only",
+            "a machine client has no account and reaches only the admin routes"),
         /// The person's account is suspended.
         AccountSuspended = (FORBIDDEN, "account_suspended", "the account is suspended"),
         /// The person's account is deleted.

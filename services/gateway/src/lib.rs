@@ -74,6 +74,8 @@ pub struct GatewayConfig {
     pub auth0: Auth0Config,
     /// The key caller headers are signed with.
     pub auth: AuthConfig,
+    /// Admin access for machine clients.
+    pub admin: AdminConfig,
     /// Rate limits and caching.
     pub limits: LimitsConfig,
     /// Cross-origin requests from the frontend.
@@ -96,6 +98,23 @@ pub struct Auth0Config {
     pub audience: String,
     /// Least seconds between JWKS refetches caused by unknown key ids.
     pub jwks_refetch_interval_secs: u64,
+}
+
+/// Who may use the admin routes without being a person.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Auth0 client ids, comma-separated, whose client-credentials tokens are admin service
+    /// principals; empty grants none.
+    pub machine_clients: String,
+}
+
+impl AdminConfig {
+    /// The granted client ids.
+    #[must_use]
+    pub fn clients(&self) -> std::collections::HashSet<String> {
+        self.machine_clients.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect()
+    }
 }
 
 /// Rate limits and the caller cache.
@@ -138,6 +157,13 @@ impl Validate for GatewayConfig {
             if !(self.login.callback_url.starts_with("https://") || self.login.callback_url.starts_with("http://")) {
                 return Err(ConfigError::new(service, "login.callback_url", "must be an http(s) URL"));
             }
+        }
+        if self.admin.clients().iter().any(|c| c.chars().any(|ch| ch.is_whitespace() || ch == '@')) {
+            return Err(ConfigError::new(
+                service,
+                "admin.machine_clients",
+                "must be Auth0 client ids separated by commas (the id, not `<id>@clients`)",
+            ));
         }
         if self.limits.per_user_per_minute == 0 || self.limits.per_ip_per_minute == 0 {
             return Err(ConfigError::new(service, "limits.per_user_per_minute", "limits must be at least 1"));
@@ -242,6 +268,7 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         &config.limits,
         config.http.max_body_bytes,
         login.as_ref().map(|login| login.sealer.clone()),
+        config.admin.clients(),
     ));
     checks.push(Arc::new(TenantCheck(tokens)));
     checks.extend(hopsbridge_platform::clock::Clock::from_config(&config.clock).await?.readiness());

@@ -17,6 +17,13 @@
 //! base64url characters; no query) are forwarded without a token, under the per-address limit
 //! only and with no caller headers; every other route, accepting an invitation included, needs a
 //! token as usual.
+//!
+//! A machine client's client-credentials token (decision 0045) opens only `/api/admin/…`, and
+//! only when its client id is in `admin.machine_clients`: the request goes on signed as an admin
+//! service principal ([`machine_admin`]: subject `client:<id>`, the token's issuer, role admin,
+//! no user id, no email); nobody is resolved through identity and no account is made. Another
+//! client's token is 403 `machine_client_not_admin`, a granted one on any other route 403
+//! `machine_client_admin_only`; a token that does not verify stays 401 `invalid_token`.
 
 use crate::callers::{CallerCache, PersonKey, Resolved};
 use crate::error::GatewayCode;
@@ -30,6 +37,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_domain::AccountStatus;
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
 use hopsbridge_platform::http::{ApiError, ErrorCode as _};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,6 +152,10 @@ pub struct Proxy {
     pub max_body_bytes: usize,
     /// Opens session cookies, when browser login is configured.
     pub sessions: Option<CookieSealer>,
+    /// Requests a minute per machine client (issuer and client id), as for a person.
+    pub per_client: RateLimiter<(String, String)>,
+    /// Machine clients granted the admin role (`admin.machine_clients`).
+    pub machine_admins: HashSet<String>,
     /// Who each person is, as identity last answered.
     callers: CallerCache,
 }
@@ -158,12 +170,15 @@ impl Proxy {
         limits: &crate::LimitsConfig,
         max_body_bytes: usize,
         sessions: Option<CookieSealer>,
+        machine_admins: HashSet<String>,
     ) -> Self {
         Self {
             routes,
             tokens,
             key,
             per_user: RateLimiter::per_minute(limits.per_user_per_minute),
+            per_client: RateLimiter::per_minute(limits.per_user_per_minute),
+            machine_admins,
             per_ip: RateLimiter::per_minute(limits.per_ip_per_minute),
             max_body_bytes,
             sessions,
@@ -280,8 +295,8 @@ pub async fn forward(
         }
         return send(&proxy, &client, &req, &target, None, web::Bytes::new()).await;
     }
-    let (caller, _) = match authenticate(&proxy, &client, &req).await? {
-        Ok(who) => who,
+    let caller = match authenticate(&proxy, &client, &req, is_admin_route(path)).await? {
+        Ok(Authenticated::Person(caller, _)) | Ok(Authenticated::Machine(caller)) => caller,
         Err(limited) => return Ok(limited),
     };
     let body = read_body(&mut payload, proxy.max_body_bytes).await?;
@@ -351,8 +366,9 @@ pub async fn caller(
     client: web::Data<WorkerClient>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (caller, person) = match authenticate(&proxy, &client, &req).await? {
-        Ok(who) => who,
+    let (caller, person) = match authenticate(&proxy, &client, &req, false).await? {
+        Ok(Authenticated::Person(caller, person)) => (caller, person),
+        Ok(Authenticated::Machine(_)) => return Err(GatewayCode::MachineClientAdminOnly.error()),
         Err(limited) => return Ok(limited),
     };
     let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
@@ -366,13 +382,42 @@ pub async fn caller(
     })))
 }
 
+/// True for the admin routes, the only ones a machine client may reach.
+fn is_admin_route(path: &str) -> bool {
+    path.starts_with("/api/admin/")
+}
+
+/// Who a request comes from, once its token checked out.
+enum Authenticated {
+    /// A person, as identity knows them.
+    Person(Caller, Resolved),
+    /// A granted machine client on an admin route.
+    Machine(Caller),
+}
+
+/// The caller headers of machine client `client_id` of `issuer`, granted the admin role: an
+/// admin service principal, no person (no user id, no email), so services that check
+/// [`Role::Admin`] let it through and those that need a person find none.
+#[must_use]
+pub fn machine_admin(issuer: &str, client_id: &str) -> Caller {
+    Caller {
+        subject: format!("client:{client_id}"),
+        issuer: Some(issuer.to_owned()),
+        user_id: None,
+        roles: vec![Role::Admin],
+        email: None,
+    }
+}
+
 /// Rate limits, the token (bearer, or the session cookie with CSRF for changes), the person
-/// behind it and their roles. `Ok(Err(response))` is a rate-limit answer.
+/// behind it and their roles, or the granted machine client on an admin route.
+/// `Ok(Err(response))` is a rate-limit answer.
 async fn authenticate(
     proxy: &Proxy,
     client: &WorkerClient,
     req: &HttpRequest,
-) -> Result<Result<(Caller, Resolved), HttpResponse>, ApiError> {
+    admin_route: bool,
+) -> Result<Result<Authenticated, HttpResponse>, ApiError> {
     if let Err(wait) = proxy.per_ip.check(&req.peer_addr().map(|a| a.ip())) {
         return Ok(Err(too_many_requests(wait)));
     }
@@ -389,14 +434,30 @@ async fn authenticate(
             session.access_token
         }
     };
-    let claims = match proxy.tokens.get().await {
-        Ok(validator) => validator.validate(&token).await.map_err(|e| {
+    let bearer = match proxy.tokens.get().await {
+        Ok(validator) => validator.validate_bearer(&token).await.map_err(|e| {
             tracing::info!(reason = %e, "access token refused");
             GatewayCode::InvalidToken.error()
         })?,
         Err(e) => {
             tracing::warn!(error = %e, "Auth0 discovery unavailable");
             return Err(GatewayCode::AuthUnavailable.error());
+        }
+    };
+    let claims = match bearer {
+        crate::tokens::Bearer::Person(claims) => claims,
+        crate::tokens::Bearer::Machine(machine) => {
+            if !proxy.machine_admins.contains(&machine.client_id) {
+                tracing::info!(client_id = %machine.client_id, "machine client refused: not granted the admin role");
+                return Err(GatewayCode::MachineClientNotAdmin.error());
+            }
+            if !admin_route {
+                return Err(GatewayCode::MachineClientAdminOnly.error());
+            }
+            if let Err(wait) = proxy.per_client.check(&(machine.issuer.clone(), machine.client_id.clone())) {
+                return Ok(Err(too_many_requests(wait)));
+            }
+            return Ok(Ok(Authenticated::Machine(machine_admin(&machine.issuer, &machine.client_id))));
         }
     };
     let key = PersonKey { issuer: claims.issuer.clone(), subject: claims.subject.clone() };
@@ -416,7 +477,7 @@ async fn authenticate(
         roles: roles_of(&person),
         email: Some(person.email.clone()),
     };
-    Ok(Ok((caller, person)))
+    Ok(Ok(Authenticated::Person(caller, person)))
 }
 
 /// A person's roles: user, owner or member, and admin when identity says so. Never

@@ -14,6 +14,10 @@
 //!   a client's repeated requests cost one signature check a minute. The verdicts are held in a
 //!   moka cache (expiry per token, bounded size), and requests that bring the same token at once
 //!   share one check.
+//! - A client-credentials token (a machine client: `gty` = `client-credentials`, `sub` =
+//!   `<azp>@clients`) passes the same checks and is answered as [`Bearer::Machine`]; only the
+//!   proxy decides what it may reach (decision 0045). Every other subject must be a person's
+//!   (`provider|id`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,8 +67,8 @@ pub enum TokenError {
     /// `aud` does not contain our API.
     #[error("wrong audience")]
     WrongAudience,
-    /// `sub` is missing or not a person's Auth0 subject (`provider|id`); machine tokens
-    /// (`<client>@clients`) do not open the public API.
+    /// `sub` is missing or not a person's Auth0 subject (`provider|id`); a machine client's
+    /// token (`<client>@clients`) is no person's ([`TokenValidator::validate`]).
     #[error("invalid subject")]
     InvalidSubject,
 }
@@ -85,12 +89,41 @@ pub struct AccessClaims {
     pub expires_at: i64,
 }
 
+/// What Hopsbridge takes from a valid client-credentials token: a machine client, no person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineClaims {
+    /// The tenant that issued the token.
+    pub issuer: String,
+    /// The client id (`azp`; `sub` is `<client id>@clients`).
+    pub client_id: String,
+    /// Scopes.
+    pub scope: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// Who a valid access token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bearer {
+    /// A person (`sub` = `provider|id`).
+    Person(AccessClaims),
+    /// A machine client (client credentials).
+    Machine(MachineClaims),
+}
+
+/// The grant type Auth0 writes in `gty` for client credentials.
+const CLIENT_CREDENTIALS: &str = "client-credentials";
+
 #[derive(Deserialize)]
 struct RawClaims {
     sub: String,
     exp: i64,
     #[serde(default)]
     scope: String,
+    #[serde(default)]
+    gty: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
     #[serde(flatten)]
     rest: HashMap<String, serde_json::Value>,
 }
@@ -121,7 +154,7 @@ impl std::fmt::Debug for TokenValidator {
 /// A token that passed, and the Unix second until which it is taken on trust.
 #[derive(Clone, Debug)]
 struct Verdict {
-    claims: AccessClaims,
+    claims: Bearer,
     until: i64,
 }
 
@@ -219,12 +252,25 @@ impl TokenValidator {
         self.keys.read().await.get(kid).cloned()
     }
 
-    /// Validates `token` and returns its claims. A token verified in the last minute is not
-    /// verified again (a signature check costs tens of microseconds; requests repeat tokens).
+    /// Validates a person's `token` and returns its claims; a machine client's token is
+    /// refused as [`TokenError::InvalidSubject`].
     ///
     /// # Errors
     /// The first reason the token is refused.
     pub async fn validate(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        match self.validate_bearer(token).await? {
+            Bearer::Person(claims) => Ok(claims),
+            Bearer::Machine(_) => Err(TokenError::InvalidSubject),
+        }
+    }
+
+    /// Validates `token`, a person's or a machine client's, and says whose it is. A token
+    /// verified in the last minute is not verified again (a signature check costs tens of
+    /// microseconds; requests repeat tokens).
+    ///
+    /// # Errors
+    /// The first reason the token is refused.
+    pub async fn validate_bearer(&self, token: &str) -> Result<Bearer, TokenError> {
         use sha2::{Digest, Sha256};
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = chrono::Utc::now().timestamp();
@@ -249,7 +295,11 @@ impl TokenValidator {
     /// token's `exp` plus the leeway.
     async fn verdict(&self, token: &str, now: i64) -> Result<Verdict, TokenError> {
         let claims = self.verify(token).await?;
-        let until = (now + VERIFIED_FOR_SECS).min(claims.expires_at + 60);
+        let expires_at = match &claims {
+            Bearer::Person(c) => c.expires_at,
+            Bearer::Machine(c) => c.expires_at,
+        };
+        let until = (now + VERIFIED_FOR_SECS).min(expires_at + 60);
         Ok(Verdict { claims, until })
     }
 
@@ -277,7 +327,7 @@ impl TokenValidator {
         Ok(data.claims)
     }
 
-    async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    async fn verify(&self, token: &str) -> Result<Bearer, TokenError> {
         // The algorithm is checked on the raw header first: jsonwebtoken cannot even parse
         // `none`, and the answer to any algorithm but RS256 is the same.
         let raw_alg = token
@@ -313,19 +363,27 @@ impl TokenValidator {
             },
             decoded => decoded?,
         };
+        let scope = claims.scope.split_whitespace().map(str::to_owned).collect();
+        if claims.gty.as_deref() == Some(CLIENT_CREDENTIALS) {
+            // Auth0 writes the client id in `azp` and `sub` = `<client id>@clients`; both must agree.
+            let client_id = claims.azp.filter(|id| !id.is_empty() && !id.chars().any(char::is_whitespace));
+            return match client_id {
+                Some(client_id) if claims.sub == format!("{client_id}@clients") => Ok(Bearer::Machine(MachineClaims {
+                    issuer: self.issuer.clone(),
+                    client_id,
+                    scope,
+                    expires_at: claims.exp,
+                })),
+                _ => Err(TokenError::InvalidSubject),
+            };
+        }
         let subject = AuthSubject::parse(&claims.sub).map_err(|_| TokenError::InvalidSubject)?;
         let email = claims
             .rest
             .get(&format!("{CLAIM_NAMESPACE}email"))
             .and_then(serde_json::Value::as_str)
             .and_then(|e| Email::parse(e).ok());
-        Ok(AccessClaims {
-            issuer: self.issuer.clone(),
-            subject,
-            email,
-            scope: claims.scope.split_whitespace().map(str::to_owned).collect(),
-            expires_at: claims.exp,
-        })
+        Ok(Bearer::Person(AccessClaims { issuer: self.issuer.clone(), subject, email, scope, expires_at: claims.exp }))
     }
 }
 

@@ -11,7 +11,7 @@ use hopsbridge_gateway::error::GatewayCode;
 use hopsbridge_gateway::session::{CookieSealer, SESSION_COOKIE, Session};
 use hopsbridge_platform::Secret;
 use hopsbridge_platform::http::ErrorCode as _;
-use hopsbridge_sandbox::auth0::{BadToken, TestUser, TokenSpec};
+use hopsbridge_sandbox::auth0::{ADMIN_CLIENT_ID, BadToken, TestUser, TokenSpec};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -108,6 +108,17 @@ async fn every_code_is_answered_by_a_request_with_its_status() {
     seen.answered(
         GatewayCode::InvalidToken,
         get(&browser, api("/api/me"), &[("authorization", &format!("Bearer {expired}"))]).await,
+    );
+
+    // Machine clients: one not granted the admin role, and the granted one off the admin routes.
+    let machine = |client: &str| format!("Bearer {}", p.tenant.machine_token(client, "").unwrap());
+    seen.answered(
+        GatewayCode::MachineClientNotAdmin,
+        get(&browser, api("/api/admin/users"), &[("authorization", &machine("not-granted"))]).await,
+    );
+    seen.answered(
+        GatewayCode::MachineClientAdminOnly,
+        get(&browser, api("/api/me"), &[("authorization", &machine(ADMIN_CLIENT_ID))]).await,
     );
 
     // A valid session cookie without the session's CSRF token on a change.

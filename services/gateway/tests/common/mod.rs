@@ -4,7 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
 use hopsbridge_contracts::Service;
-use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, TestUser, TokenSpec};
+use hopsbridge_sandbox::auth0::{ADMIN_CLIENT_ID, Auth0Config, Auth0Sim, TestUser, TokenSpec};
 use hopsbridge_testkit::{TcpProxy, TestBus, TestDb, TestSettings, WEBHOOK_SECRET};
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +101,8 @@ impl Platform {
             .set("limits.per_user_per_minute", options.per_user_per_minute.to_string())
             .set("limits.per_ip_per_minute", options.per_ip_per_minute.to_string())
             .set("limits.caller_cache_secs", options.caller_cache_secs.to_string())
-            .set("cors.allowed_origin", "https://app.hopsbridge.example");
+            .set("cors.allowed_origin", "https://app.hopsbridge.example")
+            .set("admin.machine_clients", ADMIN_CLIENT_ID);
         if options.login {
             let cfg = Auth0Config::default();
             tenant.allow_urls(&format!("{gateway_url}/api/auth/callback"), &format!("{gateway_url}/"));

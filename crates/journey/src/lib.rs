@@ -21,7 +21,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::events::{ClusterAssignedV1, Envelope, PaymentMethodAddedV1};
 use hopsbridge_contracts::{Event, Service};
-use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
+use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, TestUser, TokenSpec};
 use hopsbridge_sandbox::stripe::WebhookFaults;
 use hopsbridge_sandbox::world::{World, WorldConfig};
 use hopsbridge_testkit::{ServiceProcess, TestBus, TestDb, TestSettings, WEBHOOK_SECRET, free_port};
@@ -100,6 +100,9 @@ pub struct Options {
     /// 25, and billing paces itself at 90 instead of its default 20, as a live deployment is
     /// configured.
     pub stripe_live_mode: bool,
+    /// Settings a service gets besides the harness's own (which they replace), e.g.
+    /// `(Service::Team, "mail.backoff_initial_secs", "3600")`.
+    pub settings: Vec<(Service, &'static str, String)>,
 }
 
 impl Default for Options {
@@ -112,6 +115,7 @@ impl Default for Options {
             metering_window_secs: 900,
             lab_owners: Vec::new(),
             stripe_live_mode: false,
+            settings: Vec::new(),
         }
     }
 }
@@ -228,12 +232,21 @@ impl Platform {
                         .set("stripe.webhook_secret", &world.stripe_webhook_secret)
                         .set("checkout.success_url", format!("{gateway}/billing?added=1"))
                         .set("checkout.cancel_url", format!("{gateway}/billing"))
-                        .set("portal.return_url", format!("{gateway}/billing"));
+                        .set("portal.return_url", format!("{gateway}/billing"))
+                        .set("metering.url", url(Service::Metering));
                     if options.stripe_live_mode { billing.set("stripe.max_requests_per_second", "90") } else { billing }
                 }
                 Service::Gateway => {
+                    // Browser login as scripts/dev.sh configures it, against the sandbox's
+                    // tenant (which allows this gateway's callback and logout URLs).
+                    let login = Auth0Config::default();
                     let mut gw = settings
                         .set("auth0.issuer", world.auth0.issuer())
+                        .set("login.client_id", login.client_id)
+                        .set("login.client_secret", login.client_secret)
+                        .set("login.callback_url", format!("{gateway}/api/auth/callback"))
+                        .set("login.post_logout_url", format!("{gateway}/"))
+                        .set("login.cookie_key", "the-journey-gateway-seals-session-cookies-with-this")
                         .set("limits.per_user_per_minute", "100000")
                         .set("limits.per_ip_per_minute", "10000000")
                         .set("limits.caller_cache_secs", "0");
@@ -260,6 +273,9 @@ impl Platform {
                 }
                 Service::Provisioning | Service::Team => settings,
             };
+            for (_, key, value) in options.settings.iter().filter(|(s, _, _)| *s == service) {
+                settings = settings.set(key, value.as_str());
+            }
             env.insert(service.name(), settings.env());
         }
 
@@ -339,6 +355,12 @@ impl Platform {
     /// Each running service's process id.
     pub fn service_pids(&self) -> Vec<(&'static str, u32)> {
         self.processes.lock().expect("lock").iter().map(|(name, p)| (*name, p.pid())).collect()
+    }
+
+    /// Every log line a running service's process has printed so far (empty when it is not
+    /// running), for a failing test to show what the service saw.
+    pub fn service_output(&self, service: Service) -> String {
+        self.processes.lock().expect("lock").get_mut(service.name()).map(ServiceProcess::output).unwrap_or_default()
     }
 
     /// Kills one service's process at once (SIGKILL: no graceful shutdown).

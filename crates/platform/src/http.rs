@@ -494,6 +494,8 @@ pub trait ReadinessCheck: Send + Sync {
 /// Checks run by `/readyz`.
 pub type ReadinessChecks = Arc<Vec<Arc<dyn ReadinessCheck>>>;
 
+/// How long a service keeps an idle client connection open.
+const KEEP_ALIVE: Duration = Duration::from_secs(120);
 /// How long one readiness check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -583,6 +585,10 @@ where
             .wrap(from_fn(request_id_middleware))
     })
     .workers(cfg.workers)
+    // Idle connections stay open longer than any client of ours keeps one pooled (reqwest's
+    // default is 90 s, the gateway's 30 s), so a client never sends on a connection the server
+    // is closing, which answers the request with nothing.
+    .keep_alive(KEEP_ALIVE)
     .disable_signals()
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?

@@ -327,3 +327,27 @@ async fn every_platform_code_is_answered_by_the_shared_pipeline_with_its_status(
     let all: std::collections::BTreeSet<_> = PlatformCode::ALL.iter().map(|c| c.code()).collect();
     assert_eq!(seen, all, "every platform code has a request that gets it");
 }
+
+/// A pooled client connection left idle for longer than actix's default keep-alive (5 s) is
+/// still open: clients pool idle connections for up to 90 s (reqwest's default), and a request
+/// sent on one the server has just closed gets no answer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_stays_open_longer_than_clients_keep_it_pooled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = start().await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+        }
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0_u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "round {round}: the connection answered {text:?}");
+    }
+    server.stop.cancel();
+}

@@ -121,7 +121,9 @@ impl Routes {
 pub struct WorkerClient(reqwest::Client);
 
 impl WorkerClient {
-    /// A client for the services: no redirects, a 30 s bound, a pool per worker.
+    /// A client for the services: no redirects, a 30 s bound, a pool per worker whose idle
+    /// connections are dropped after 30 s, well before a service closes them (120 s), so a
+    /// request never goes out on a connection the service is closing.
     ///
     /// # Errors
     /// When the TLS backend cannot be set up.
@@ -129,6 +131,7 @@ impl WorkerClient {
         reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map(Self)

@@ -211,6 +211,8 @@ start_service() {
             "${prefix}LOGIN__CALLBACK_URL=http://${HOST}:${PORT[gateway]}/api/auth/callback"
             "${prefix}LOGIN__POST_LOGOUT_URL=http://${HOST}:${PORT[gateway]}/"
             "${prefix}LOGIN__COOKIE_KEY=${GATEWAY_SIGNING_KEY}-cookies"
+            # The sandbox tenant's machine application, for hopsbridge-admin (decision 0045).
+            "${prefix}ADMIN__MACHINE_CLIENTS=hopsbridge-admin"
         )
     fi
     # A session of its own keeps the terminal's Ctrl-C away from the service: this script

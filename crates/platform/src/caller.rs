@@ -85,6 +85,8 @@ impl Role {
 
 /// The subject prefix of a service caller.
 pub const SERVICE_SUBJECT_PREFIX: &str = "service:";
+/// The subject prefix of a machine client granted the admin role (decision 0045).
+pub const CLIENT_SUBJECT_PREFIX: &str = "client:";
 
 /// The caller of a request, as the gateway vouched for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +126,30 @@ impl Caller {
             && self.user_id.is_none()
             && self.email.is_none()
             && self.subject.strip_prefix(SERVICE_SUBJECT_PREFIX) == Some(service.name())
+    }
+
+    /// A machine client granted the admin role, as the gateway vouches for it: subject
+    /// `client:<id>`, the token's issuer, role [`Role::Admin`] only, no user id and no email.
+    #[must_use]
+    pub fn machine_admin(issuer: &str, client_id: &str) -> Self {
+        Self {
+            subject: format!("{CLIENT_SUBJECT_PREFIX}{client_id}"),
+            issuer: Some(issuer.to_owned()),
+            user_id: None,
+            roles: vec![Role::Admin],
+            email: None,
+        }
+    }
+
+    /// True when the caller is a machine admin exactly as [`Caller::machine_admin`] makes one:
+    /// an administrator who is no person, so has no account to check or to act on.
+    #[must_use]
+    pub fn is_machine_admin(&self) -> bool {
+        self.roles == [Role::Admin]
+            && self.issuer.is_some()
+            && self.user_id.is_none()
+            && self.email.is_none()
+            && self.subject.strip_prefix(CLIENT_SUBJECT_PREFIX).is_some_and(|id| !id.is_empty())
     }
 
     /// True when the caller has `role`.
@@ -420,6 +446,28 @@ mod tests {
         ];
         for caller in variants {
             assert!(!caller.is_service(Service::Metering), "{caller:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_exact_machine_admin_shape_counts_as_a_machine_admin() {
+        let machine = Caller::machine_admin("https://tenant.example/", "ops-bot");
+        assert!(machine.is_machine_admin());
+        assert_eq!(machine.subject, "client:ops-bot");
+        let k = key(KEY);
+        let signed = headers(&k.sign("GET", "/api/admin/users", &machine, 1_000));
+        assert!(k.verify("GET", "/api/admin/users", &signed, 1_000).unwrap().is_machine_admin());
+        for not in [
+            Caller { user_id: ada().user_id, ..machine.clone() },
+            Caller { email: ada().email, ..machine.clone() },
+            Caller { issuer: None, ..machine.clone() },
+            Caller { roles: vec![Role::Admin, Role::User], ..machine.clone() },
+            Caller { roles: vec![Role::User], ..machine.clone() },
+            Caller { subject: "client:".into(), ..machine.clone() },
+            Caller { subject: "auth0|ops-bot".into(), ..machine.clone() },
+            ada(),
+        ] {
+            assert!(!not.is_machine_admin(), "{not:?}");
         }
     }
 

@@ -20,7 +20,7 @@
 //!
 //! A machine client's client-credentials token (decision 0045) opens only `/api/admin/…`, and
 //! only when its client id is in `admin.machine_clients`: the request goes on signed as an admin
-//! service principal ([`machine_admin`]: subject `client:<id>`, the token's issuer, role admin,
+//! service principal ([`Caller::machine_admin`]: subject `client:<id>`, the token's issuer, role admin,
 //! no user id, no email); nobody is resolved through identity and no account is made. Another
 //! client's token is 403 `machine_client_not_admin`, a granted one on any other route 403
 //! `machine_client_admin_only`; a token that does not verify stays 401 `invalid_token`.
@@ -398,20 +398,6 @@ enum Authenticated {
     Machine(Caller),
 }
 
-/// The caller headers of machine client `client_id` of `issuer`, granted the admin role: an
-/// admin service principal, no person (no user id, no email), so services that check
-/// [`Role::Admin`] let it through and those that need a person find none.
-#[must_use]
-pub fn machine_admin(issuer: &str, client_id: &str) -> Caller {
-    Caller {
-        subject: format!("client:{client_id}"),
-        issuer: Some(issuer.to_owned()),
-        user_id: None,
-        roles: vec![Role::Admin],
-        email: None,
-    }
-}
-
 /// Rate limits, the token (bearer, or the session cookie with CSRF for changes), the person
 /// behind it and their roles, or the granted machine client on an admin route.
 /// `Ok(Err(response))` is a rate-limit answer.
@@ -460,7 +446,7 @@ async fn authenticate(
             if let Err(wait) = proxy.per_client.check(&(machine.issuer.clone(), machine.client_id.clone())) {
                 return Ok(Err(too_many_requests(wait)));
             }
-            return Ok(Ok(Authenticated::Machine(machine_admin(&machine.issuer, &machine.client_id))));
+            return Ok(Ok(Authenticated::Machine(Caller::machine_admin(&machine.issuer, &machine.client_id))));
         }
     };
     let key = PersonKey { issuer: claims.issuer.clone(), subject: claims.subject.clone() };

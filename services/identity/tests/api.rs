@@ -255,6 +255,32 @@ async fn admins_list_view_suspend_reactivate_and_grant_and_others_cannot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_admin_the_gateway_vouches_for_manages_people_and_a_person_shaped_like_one_does_not() {
+    let identity = start().await;
+    let ada = identity.sign_in("auth0|ada", "ada@example.com").await;
+    let ada_path = format!("/api/admin/users/{}", ada.user_id.unwrap());
+    let machine = hopsbridge_platform::caller::Caller::machine_admin(&ada.issuer.clone().unwrap(), "ops-bot");
+
+    assert_eq!(identity.call(Method::GET, "/api/admin/users", Some(&machine), None).await.0, 200);
+    let (status, user) = identity
+        .call(Method::POST, &format!("{ada_path}/suspend"), Some(&machine), Some(json!({"reason": "ops"})))
+        .await;
+    assert_eq!((status, user["status"].as_str()), (StatusCode::OK, Some("suspended")));
+    assert_eq!(identity.events("UserSuspended").await, 1);
+    let (_, user) = identity.call(Method::POST, &format!("{ada_path}/reactivate"), Some(&machine), None).await;
+    assert_eq!(user["status"], "active");
+
+    // Anything more than the exact shape is a person's caller, checked against identity's
+    // records: ada with the admin role and a client subject is still not an admin.
+    let mut pretender = machine.clone();
+    pretender.user_id = ada.user_id;
+    assert_eq!(identity.call(Method::GET, "/api/admin/users", Some(&pretender), None).await.0, 403);
+    let mut no_issuer = machine;
+    no_issuer.issuer = None;
+    assert_eq!(identity.call(Method::GET, "/api/admin/users", Some(&no_issuer), None).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_events_tell_identity_whose_account_a_member_belongs_to() {
     use hopsbridge_contracts::Event;
     use hopsbridge_contracts::events::{Envelope, TeamMemberJoinedV1, TeamMemberRemovedV1};

@@ -5,19 +5,16 @@
 //! byte-seconds, GPU-seconds) are integers and add exactly, so they are what is kept; hours
 //! are a rendering of `numerator / denominator` (decision 0020). The rendering is exact
 //! whenever the quotient has a finite decimal expansion within [`MAX_SCALE`] places, which is
-//! always the case for windows whose length is a multiple of 9 s (the default 900 s among
-//! them); otherwise it is rounded half to even at [`MAX_SCALE`] places and says so.
+//! always the case for sums of 900 s windows (the default); otherwise it is rounded half to
+//! even at [`MAX_SCALE`] places and says so. The units and the long division are the domain's
+//! (`hopsbridge_domain::ratio`), shared with billing and team.
 
+pub use hopsbridge_domain::ratio::{
+    BYTE_SECONDS_PER_GIB_HOUR, DecimalText as Decimal, GPU_SECONDS_PER_GPU_HOUR, HOURS_PLACES as MAX_SCALE,
+    NANOCORE_SECONDS_PER_CORE_HOUR,
+};
+use hopsbridge_domain::ratio::{Rounding, decimal_text};
 use std::ops::{Add, AddAssign};
-
-/// Nanocore-seconds in one core-hour.
-pub const NANOCORE_SECONDS_PER_CORE_HOUR: u128 = 1_000_000_000 * 3600;
-/// Byte-seconds in one GiB-hour.
-pub const BYTE_SECONDS_PER_GIB_HOUR: u128 = (1 << 30) * 3600;
-/// GPU-seconds in one GPU-hour.
-pub const GPU_SECONDS_PER_GPU_HOUR: u128 = 3600;
-/// Decimal places a rendering carries at most (a GiB-hour of a 900 s window needs 32).
-pub const MAX_SCALE: usize = 32;
 
 /// Usage over some time, exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,15 +89,6 @@ pub struct Hours {
     denominator: u128,
 }
 
-/// A decimal rendering of [`Hours`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decimal {
-    /// The digits, `123.456` (no exponent, no trailing zeros after the point, no lone point).
-    pub text: String,
-    /// Whether `text` is the value itself (false: rounded half to even at [`MAX_SCALE`]).
-    pub exact: bool,
-}
-
 impl Hours {
     /// `numerator / denominator` hours (`denominator` is one of this module's constants).
     #[must_use]
@@ -120,50 +108,11 @@ impl Hours {
         self.denominator
     }
 
-    /// The value as a decimal string, by long division.
+    /// The value as a decimal string, by long division, rounded half to even at
+    /// [`MAX_SCALE`] places when it does not end before.
     #[must_use]
     pub fn to_decimal(&self) -> Decimal {
-        let d = self.denominator.max(1);
-        let whole = self.numerator / d;
-        let mut rem = self.numerator % d;
-        let mut digits: Vec<u8> = Vec::new();
-        while rem != 0 && digits.len() < MAX_SCALE {
-            // rem < d ≤ 2^43, so rem * 10 cannot overflow.
-            rem *= 10;
-            digits.push(u8::try_from(rem / d).unwrap_or(0));
-            rem %= d;
-        }
-        let exact = rem == 0;
-        let mut whole = whole;
-        if !exact {
-            // Round half to even on what is left: compare 2·rem with d.
-            let twice = rem.saturating_mul(2);
-            let last_odd = digits.last().is_some_and(|x| x % 2 == 1);
-            if twice > d || (twice == d && last_odd) {
-                let mut carry = true;
-                for digit in digits.iter_mut().rev() {
-                    if *digit == 9 {
-                        *digit = 0;
-                    } else {
-                        *digit += 1;
-                        carry = false;
-                        break;
-                    }
-                }
-                if carry {
-                    whole += 1;
-                }
-            }
-        }
-        while digits.last() == Some(&0) {
-            digits.pop();
-        }
-        let mut text = whole.to_string();
-        if !digits.is_empty() {
-            text.push('.');
-            text.extend(digits.iter().map(|x| char::from(b'0' + x)));
-        }
-        Decimal { text, exact }
+        decimal_text(self.numerator, self.denominator, MAX_SCALE, Rounding::HalfEven)
     }
 }
 

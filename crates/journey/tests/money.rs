@@ -10,13 +10,16 @@
 //!   `n × price / per_unit` rounded half up to 12 places (decision 0038);
 //! - the invoice's lines equal, to the cent, Σ over days of the day's quantity quantised to 9
 //!   places half up (postpaid usage, plus prepaid overflow) × the price, rounded half up once;
+//! - the owner's view of the period (`GET /api/billing/usage`) shows the ledger's cost and
+//!   credits;
 //! - prepaid credit deductions equal the cost they paid; the hybrid overflow and the credits
 //!   together pay each window's cost exactly;
 //! - Stripe counted each owner-day-resource-price once (the sum of its meter events is the
 //!   day's quantity) and no meter event identifier twice.
 //!
 //! Faults on the way: a UsageRecorded republished after later ones (a duplicate, out of order),
-//! a price change mid-day, and billing killed while the period's last day is being reported.
+//! a price change mid-day, Stripe answering 429 and 500 while the period's last day is reported,
+//! and billing killed among those reports.
 //! Bad input through the gateway (prices, caps, purchases, another owner's ids) is refused with
 //! its code and changes none of billing's rows.
 //!
@@ -120,6 +123,9 @@ struct Plan {
     phases: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     /// The end of the owners' first billing period: the 1st of a month.
     period_end: DateTime<Utc>,
+    /// Whether Stripe answers the reports of the last day slowly (2 meter events a second,
+    /// then 429) and fails three requests with 500.
+    slow_stripe: bool,
 }
 
 /// The 1st of the month after `t`'s, 00:00 UTC.
@@ -143,6 +149,7 @@ fn short_plan(now: DateTime<Utc>) -> Plan {
         price_change_at: at(period_end, -15 * 60),
         phases: vec![(at(period_end, -30 * 60), at(period_end, 2 * 60))],
         period_end,
+        slow_stripe: true,
     }
 }
 
@@ -170,6 +177,7 @@ fn long_plan(now: DateTime<Utc>) -> Plan {
         price_change_at: at(start, 14 * 86_400 + 10 * 3600 + 300),
         phases,
         period_end,
+        slow_stripe: false,
     }
 }
 
@@ -492,8 +500,15 @@ async fn stripe_list(platform: &Platform, path: &str) -> Vec<Value> {
         if let Some(a) = &after {
             let _ = write!(url, "&starting_after={a}");
         }
-        let page: Value =
-            http.get(url).bearer_auth(platform.world.stripe.secret_key()).send().await.unwrap().json().await.unwrap();
+        // Stripe may be failing requests (the faults): read until it answers.
+        let page: Value = wait_for("a page of Stripe's list", PATIENCE, || async {
+            let answer = http.get(&url).bearer_auth(platform.world.stripe.secret_key()).send().await.ok()?;
+            if !answer.status().is_success() {
+                return None;
+            }
+            answer.json().await.ok()
+        })
+        .await;
         let data = page["data"].as_array().cloned().unwrap_or_default();
         after = data.last().and_then(|d| d["id"].as_str()).map(str::to_owned);
         all.extend(data);
@@ -584,6 +599,12 @@ async fn prove(plan: &Plan, faults: bool) {
     // invoices (an hour after it), while billing reports what it has not. Billing is killed the
     // moment Stripe has accepted the first report of the period's last day (or after 15 s
     // without one) and started again at once.
+    if faults && plan.slow_stripe {
+        // Stripe takes two meter events a second, so the reports of the last day take a while
+        // and billing is killed among them, and fails its next requests with 500s.
+        world.stripe.set_meter_event_rate_limit(Some(2));
+        world.stripe.fail_next(3, 500);
+    }
     world.set_time(at(plan.period_end, REPORTED_BY));
     let customers: HashMap<String, String> =
         rows(&platform, "billing", "SELECT user_id::text AS u, stripe_customer_id AS c FROM accounts")
@@ -617,7 +638,12 @@ async fn prove(plan: &Plan, faults: bool) {
             (count, steady_since) = (events.len(), Instant::now());
         }
         if !killed && (!seen.is_empty() || wait_start.elapsed() > Duration::from_secs(15)) {
-            eprintln!("billing killed with {} of {} owners' last day reported", seen.len(), billed.len());
+            eprintln!(
+                "billing killed with {} meter events in, {} of {} owners' last day reported",
+                events.len(),
+                seen.len(),
+                billed.len()
+            );
             platform.kill_service(Service::Billing);
             platform.start_service(Service::Billing);
             killed = true;
@@ -634,6 +660,7 @@ async fn prove(plan: &Plan, faults: bool) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    world.stripe.set_meter_event_rate_limit(Some(25));
     // An hour after invoice.created the period's invoices are finalised.
     world.set_time(at(plan.period_end, 3600 + 30));
 

@@ -727,6 +727,9 @@ impl Reporter {
     }
 }
 
+/// A meter whose day differs: its id, Σ accepted quanta, Stripe's quanta.
+type Differing = (String, i64, i128);
+
 #[derive(QueryableByName)]
 struct AcceptedDay {
     #[diesel(sql_type = SqlUuid)]
@@ -789,7 +792,7 @@ impl Reporter {
                 .insert(d.day, d.quanta);
         }
         // Per owner and day, the meters whose totals differ (a finding is per owner-day).
-        let mut compared: BTreeMap<(Uuid, NaiveDate), Vec<(String, i64, i128)>> = BTreeMap::new();
+        let mut compared: BTreeMap<(Uuid, NaiveDate), Vec<Differing>> = BTreeMap::new();
         for ((customer, meter), (owner, ours)) in by_meter {
             let theirs = self.stripe_days(&customer, &meter, (from, to)).await?;
             for day in ours.keys().chain(theirs.keys()).copied().collect::<std::collections::BTreeSet<_>>() {
@@ -817,7 +820,7 @@ impl Reporter {
                 continue;
             }
             open += 1;
-            let text = |pick: &dyn Fn(&(String, i64, i128)) -> u128| {
+            let text = |pick: &dyn Fn(&Differing) -> u128| {
                 differing
                     .iter()
                     .map(|d| format!("{}: {}", d.0, quantise::quanta_text(pick(d))))

@@ -87,7 +87,15 @@ pub fn create_meter_event(state: &mut State, p: &Value) -> Answer {
     if identifier.len() > 100 {
         return Err(too_long("identifier"));
     }
-    state.meter_identifiers.retain(|_, (at, _)| now - *at < DAY);
+    while let Some((at, _)) = state.meter_identifier_order.front()
+        && now - *at >= DAY
+    {
+        if let Some((at, old)) = state.meter_identifier_order.pop_front()
+            && state.meter_identifiers.get(&old).is_some_and(|(seen, _)| *seen == at)
+        {
+            state.meter_identifiers.remove(&old);
+        }
+    }
     if state.meter_identifiers.contains_key(&identifier) {
         // Stripe refuses the repeat (and does not count it): a client that sends an identifier
         // again reads this answer as "already counted".
@@ -97,6 +105,7 @@ pub fn create_meter_event(state: &mut State, p: &Value) -> Answer {
         ));
     }
     state.meter_identifiers.insert(identifier.clone(), (now, state.meter_records.len()));
+    state.meter_identifier_order.push_back((now, identifier.clone()));
     state.meter_records.push(MeterRecord {
         meter: meter["id"].as_str().unwrap_or_default().to_owned(),
         event_name: event_name.to_owned(),

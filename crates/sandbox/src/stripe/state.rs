@@ -6,7 +6,7 @@ use crate::clock::SimClock;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -282,7 +282,7 @@ pub struct State {
     /// Meter events per second per key; `None` for no limit.
     pub meter_event_rate_limit: Option<u32>,
     /// Statuses the next API requests are answered with (a test's faults), first first.
-    pub failures: std::collections::VecDeque<u16>,
+    pub failures: VecDeque<u16>,
     pub rate_window: HashMap<(String, Bucket), (i64, u32)>,
     pub objects: BTreeMap<String, Value>,
     /// The ids of each type of object (`"customer"`, …), oldest first.
@@ -292,6 +292,9 @@ pub struct State {
     pub meter_records: Vec<MeterRecord>,
     /// Each identifier seen in the last 24 hours: when it was received and its record.
     pub meter_identifiers: HashMap<String, (i64, usize)>,
+    /// The same identifiers in the order received (the clock never goes back), so those older
+    /// than 24 hours are dropped from the front instead of by a scan of all of them.
+    pub meter_identifier_order: VecDeque<(i64, String)>,
     pub items: HashMap<String, Vec<ItemRecord>>,
     pub cycles: HashMap<String, Cycle>,
     pub pending_items: Vec<PendingItem>,
@@ -342,7 +345,7 @@ impl State {
             as_of: None,
             rate_limit,
             meter_event_rate_limit,
-            failures: std::collections::VecDeque::new(),
+            failures: VecDeque::new(),
             rate_window: HashMap::new(),
             objects: BTreeMap::new(),
             order: HashMap::new(),
@@ -350,6 +353,7 @@ impl State {
             meter_events: Vec::new(),
             meter_records: Vec::new(),
             meter_identifiers: HashMap::new(),
+            meter_identifier_order: VecDeque::new(),
             items: HashMap::new(),
             cycles: HashMap::new(),
             pending_items: Vec::new(),

@@ -81,7 +81,7 @@ pub async fn change(
     owner: OwnerId,
     mode: BillingMode,
     effective_from: DateTime<Utc>,
-    by: Uuid,
+    by: Option<Uuid>,
 ) -> Result<Option<ModeChange>, hopsbridge_platform::db::DbError> {
     let before: Option<BillingMode> = billing_modes::table
         .filter(billing_modes::owner_id.eq(owner))

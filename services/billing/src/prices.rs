@@ -137,7 +137,7 @@ pub async fn create(
     amount: Decimal,
     currency: &str,
     effective_from: DateTime<Utc>,
-    by: Uuid,
+    by: Option<Uuid>,
 ) -> QueryResult<Option<Price>> {
     diesel::insert_into(prices::table)
         .values((

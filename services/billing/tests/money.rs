@@ -166,6 +166,30 @@ async fn every_sample_is_ledgered_once_priced_and_split_at_midnight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_admin_records_prices_as_no_person_and_a_person_shaped_like_one_is_refused() {
+    let m = start_money().await;
+    let machine = Caller::machine_admin("https://tenant.example/", "ops-bot");
+    let at = chrono::DateTime::from_timestamp(midnight_today() + 2 * DAY, 0).unwrap().to_rfc3339();
+    let body = json!({"resource": "gpu", "unit_amount_decimal": "120", "effective_from": at});
+    let (status, price) = m.call_with(Method::POST, "/api/admin/prices", Some(&machine), Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{price}");
+    let by =
+        texts(&m.db, "SELECT coalesce(created_by::text, 'nobody') AS t FROM prices WHERE unit_amount_decimal = 120")
+            .await;
+    assert_eq!(by, vec!["nobody"]);
+
+    // A person's caller with the client subject and the admin role's shape, plus a user id, is
+    // a person; without the admin role it is refused and records nothing.
+    let mut pretender = Caller { roles: vec![Role::User], ..machine };
+    pretender.user_id = Some(hopsbridge_domain::UserId::from_uuid(Uuid::now_v7()));
+    let other = json!({"resource": "gpu", "unit_amount_decimal": "130", "effective_from": body["effective_from"]});
+    let (status, refused) = m.call_with(Method::POST, "/api/admin/prices", Some(&pretender), Some(other)).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")));
+    let (_, all) = m.call(Method::GET, "/api/admin/prices", Some(&m.admin)).await;
+    assert_eq!(all["prices"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_takes_the_price_and_the_mode_in_force_at_its_start() {
     let m = start_money().await;
     let (owner, _) = m.new_owner().await;

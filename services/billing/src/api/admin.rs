@@ -77,7 +77,7 @@ pub(super) async fn backfill(
         return Err(BillingCode::InvalidRange.with_message("from must be before to, at most 31 days before it"));
     }
     let mut conn = state.db.conn().await?;
-    let recorded = reconciliation::record_backfill(&mut conn, body.from, body.to, Some(admin))
+    let recorded = reconciliation::record_backfill(&mut conn, body.from, body.to, admin)
         .await
         .map_err(|e| ApiError::from(DbError::from(e)))?;
     let reconciler = state.reconciler.clone();

@@ -173,7 +173,7 @@ pub(super) async fn grant(
         priority,
         expires_at: body.expires_at,
         source: format!("admin:{}", uuid::Uuid::now_v7()),
-        by: Some(admin),
+        by: admin,
     };
     let conn = state.db.conn().await?;
     let made = credits::grant(&conn, &new)

@@ -82,12 +82,16 @@ pub fn configure(c: &mut web::ServiceConfig, api: Api) {
 
 type Data = web::Data<Api>;
 
-/// Admins only.
-fn require_admin(caller: &Caller) -> Result<Uuid, ApiError> {
+/// Admins only. An admin calling: the person's user id, or none for a machine client the gateway granted
+/// the admin role (decision 0045), recorded as no person.
+fn require_admin(caller: &Caller) -> Result<Option<Uuid>, ApiError> {
+    if caller.is_machine_admin() {
+        return Ok(None);
+    }
     if !caller.has(Role::Admin) {
         return Err(BillingCode::AdminOnly.error());
     }
-    Ok(caller.person()?.as_uuid())
+    Ok(Some(caller.person()?.as_uuid()))
 }
 
 /// The owner calling, with their account: members and anyone else are refused.

@@ -8,6 +8,7 @@
 //! decimal places of the minor unit: every stored amount (costs, credits, deductions) has at
 //! most that many places, so sums of them are exact. No float is ever involved.
 
+use hopsbridge_domain::ratio;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -71,9 +72,9 @@ impl Resource {
     #[must_use]
     pub const fn per_unit(self) -> u128 {
         match self {
-            Self::Cpu => 1_000_000_000 * 3600,
-            Self::Memory => (1 << 30) * 3600,
-            Self::Gpu => 3600,
+            Self::Cpu => ratio::NANOCORE_SECONDS_PER_CORE_HOUR,
+            Self::Memory => ratio::BYTE_SECONDS_PER_GIB_HOUR,
+            Self::Gpu => ratio::GPU_SECONDS_PER_GPU_HOUR,
         }
     }
 
@@ -262,50 +263,10 @@ pub fn overflow(costs: [Decimal; 3], prices: [Decimal; 3], available: Decimal) -
 }
 
 /// `n` base units of `resource` in billed units, as a decimal string: exact when the quotient
-/// ends within 32 places (always for windows whose length is a multiple of 9 s), otherwise
-/// rounded half up at 32 places.
+/// ends within 32 places (always for sums of 900 s windows), otherwise rounded half up there.
 #[must_use]
 pub fn quantity_text(resource: Resource, n: u128) -> String {
-    ratio_text(n, resource.per_unit(), 32)
-}
-
-/// `numerator / denominator` as a decimal string of at most `places` places, rounded half up.
-#[must_use]
-pub fn ratio_text(numerator: u128, denominator: u128, places: usize) -> String {
-    let d = denominator.max(1);
-    let mut whole = numerator / d;
-    let mut rem = numerator % d;
-    let mut digits: Vec<u8> = Vec::new();
-    while rem != 0 && digits.len() < places {
-        // rem < d, and every denominator here is far below 2^120.
-        rem *= 10;
-        digits.push(u8::try_from(rem / d).unwrap_or(0));
-        rem %= d;
-    }
-    if rem != 0 && rem >= d - rem {
-        let mut carry = true;
-        for digit in digits.iter_mut().rev() {
-            if *digit == 9 {
-                *digit = 0;
-            } else {
-                *digit += 1;
-                carry = false;
-                break;
-            }
-        }
-        if carry {
-            whole += 1;
-        }
-    }
-    while digits.last() == Some(&0) {
-        digits.pop();
-    }
-    let mut text = whole.to_string();
-    if !digits.is_empty() {
-        text.push('.');
-        text.extend(digits.iter().map(|x| char::from(b'0' + x)));
-    }
-    text
+    ratio::decimal_text(n, resource.per_unit(), ratio::HOURS_PLACES, ratio::Rounding::HalfUp).text
 }
 
 /// Splits `n` over consecutive parts lasting `secs` seconds each, pro rata by seconds with
@@ -413,8 +374,6 @@ mod tests {
         assert_eq!(quantity_text(Resource::Memory, 900 << 30), "0.25");
         assert_eq!(quantity_text(Resource::Gpu, 1), "0.00027777777777777777777777777778");
         assert_eq!(quantity_text(Resource::Gpu, 0), "0");
-        assert_eq!(ratio_text(2, 3, 2), "0.67");
-        assert_eq!(ratio_text(199, 100, 1), "2");
     }
 
     #[test]

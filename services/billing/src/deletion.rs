@@ -5,9 +5,9 @@
 //! days reported and the subscription cancelled, and does nothing more.
 
 use crate::accounts;
-use crate::events::{db_failure, stripe_failure};
+use crate::events::db_failure;
 use crate::reporting::{Reporter, Scope};
-use crate::stripe::{Stripe, Subscription, params};
+use crate::stripe::Stripe;
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::UserDeletedV1;
 use hopsbridge_domain::{OwnerId, UserId};
@@ -56,28 +56,9 @@ impl Handler<UserDeletedV1> for UserDeleted {
             return Err(HandlerError::Retry(anyhow::anyhow!("{} reports of {user} still pending", outcome.pending)));
         }
         let Some(live) = account.live_subscription() else { return Ok(()) };
-        let cancelled = cancel_with_final_invoice(&self.stripe, live).await?;
+        let cancelled = crate::memberships::cancel(&self.stripe, live, true).await?;
         accounts::replace_subscription(conn, user, &cancelled.id, &cancelled.status).await.map_err(db_failure)?;
         tracing::info!(%user, subscription = %cancelled.id, "deleted account's subscription cancelled with a final invoice");
         Ok(())
-    }
-}
-
-/// Cancels subscription `id` at once with a final invoice of the usage so far. One cancelled
-/// already (by a try whose record rolled back) is answered as it is.
-async fn cancel_with_final_invoice(stripe: &Stripe, id: &str) -> Result<Subscription, HandlerError> {
-    let path = format!("subscriptions/{id}");
-    match stripe.delete_with::<Subscription>(&path, &params([("invoice_now", "true")])).await {
-        Ok(cancelled) => Ok(cancelled),
-        Err(e) if !e.is_retryable() => {
-            let current: Subscription =
-                stripe.get(&path, &Vec::new()).await.map_err(|e| stripe_failure("reading the subscription", e))?;
-            if current.status == "canceled" {
-                Ok(current)
-            } else {
-                Err(stripe_failure("cancelling the subscription", e))
-            }
-        }
-        Err(e) => Err(stripe_failure("cancelling the subscription", e)),
     }
 }

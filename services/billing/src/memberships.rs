@@ -17,7 +17,7 @@
 use crate::accounts::{self, Account, TeamColumns};
 use crate::catalog::Prices;
 use crate::events::{db_failure, idempotency_key, open_subscription, stripe_failure, unrecorded_subscription};
-use crate::stripe::{Stripe, Subscription};
+use crate::stripe::{Stripe, Subscription, params};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
@@ -107,9 +107,9 @@ pub(crate) async fn settle(
     let Some(customer) = account.stripe_customer_id.as_deref() else { return Ok(()) };
     let member = account.team_owner(now.timestamp_micros()).is_some();
     let settled = match (member, account.live_subscription()) {
-        (true, Some(live)) => Some(cancel(stripe, live).await?),
+        (true, Some(live)) => Some(cancel(stripe, live, false).await?),
         (true, None) => match unrecorded_subscription(stripe, user, customer).await? {
-            Some(found) => Some(cancel(stripe, &found.id).await?),
+            Some(found) => Some(cancel(stripe, &found.id, false).await?),
             None => None,
         },
         (false, Some(_)) => None,
@@ -121,11 +121,18 @@ pub(crate) async fn settle(
     Ok(())
 }
 
-/// Cancels subscription `id` at once. A subscription cancelled already (by a try whose record
-/// rolled back) is answered as it is: Stripe refuses to cancel it twice.
-async fn cancel(stripe: &Stripe, id: &str) -> Result<Subscription, HandlerError> {
+/// Cancels subscription `id` at once, with a final invoice of the usage so far when
+/// `invoice_now` (else Stripe discards the open period's usage). A subscription cancelled
+/// already (by a try whose record rolled back) is answered as it is: Stripe refuses to cancel it
+/// twice.
+pub(crate) async fn cancel(stripe: &Stripe, id: &str, invoice_now: bool) -> Result<Subscription, HandlerError> {
     let path = format!("subscriptions/{id}");
-    match stripe.delete::<Subscription>(&path).await {
+    let answer = if invoice_now {
+        stripe.delete_with::<Subscription>(&path, &params([("invoice_now", "true")])).await
+    } else {
+        stripe.delete::<Subscription>(&path).await
+    };
+    match answer {
         Ok(cancelled) => Ok(cancelled),
         Err(e) if !e.is_retryable() => {
             let current: Subscription =

@@ -634,14 +634,17 @@ impl Reporter {
         record_finding(conn, &self.settings, (kind, owner, day), ours, theirs).await
     }
 
-    /// Reports closed days every `interval` until `cancel` (the first pass one interval after
-    /// start, once the catalogue and the consumers have settled).
+    /// Reports closed days every `interval` until `cancel`. The first pass comes soon after
+    /// start ([`FIRST_PASS_AFTER`], or `interval` if shorter), once the catalogue and the
+    /// consumers have settled, so a billing that was down catches up when it is back.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
+        let mut pause = interval.min(FIRST_PASS_AFTER);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(pause) => {}
             }
+            pause = interval;
             match self.report_closed().await {
                 Ok(o) => tracing::info!(?o, "postpaid usage reported to Stripe"),
                 Err(e) => tracing::warn!(error = %e, "reporting usage to Stripe failed"),
@@ -649,6 +652,9 @@ impl Reporter {
         }
     }
 }
+
+/// How soon after start the first reporting pass runs.
+const FIRST_PASS_AFTER: Duration = Duration::from_secs(30);
 
 /// Asks for `customer`'s days through `through` to be reported at once (`report_requests`);
 /// asking twice is asking once.

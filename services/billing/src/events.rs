@@ -21,7 +21,7 @@ use hopsbridge_contracts::events::UserCreatedV1;
 use hopsbridge_domain::{Email, EventId, UserId};
 use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
-use hopsbridge_platform::events::{Handler, HandlerError, ReceivedEvent};
+use hopsbridge_platform::events::{Handler, HandlerError, NewPerson, ReceivedEvent};
 use std::sync::Arc;
 
 /// The metadata key naming the Hopsbridge user on Stripe objects.
@@ -85,25 +85,6 @@ pub(crate) fn idempotency_key(object: &str, event: EventId) -> String {
     format!("hb-{object}-{event}")
 }
 
-/// A new person as billing takes them from the event: parsed once, here.
-struct Person {
-    user: UserId,
-    email: Email,
-    name: String,
-}
-
-impl Person {
-    fn parse(p: &UserCreatedV1) -> Result<Self, HandlerError> {
-        let user =
-            p.user_id.parse().map_err(|_| HandlerError::Reject(format!("user_id is not a UUID: {:?}", p.user_id)))?;
-        if p.email.is_empty() {
-            return Err(HandlerError::Reject("the person has no email".to_owned()));
-        }
-        let email = Email::parse(&p.email).map_err(|e| HandlerError::Reject(format!("email {:?}: {e}", p.email)))?;
-        Ok(Self { user, email, name: p.name.clone() })
-    }
-}
-
 impl UserCreated {
     /// The customer made for `user` earlier (found by email, then by metadata).
     async fn find_customer(&self, user: UserId, email: &Email) -> Result<Option<String>, StripeError> {
@@ -125,7 +106,7 @@ impl UserCreated {
         }
     }
 
-    async fn customer(&self, event: EventId, person: &Person) -> Result<String, HandlerError> {
+    async fn customer(&self, event: EventId, person: &NewPerson) -> Result<String, HandlerError> {
         let user = person.user;
         if let Some(found) =
             self.find_customer(user, &person.email).await.map_err(|e| stripe_failure("looking up the customer", e))?
@@ -219,7 +200,7 @@ impl Handler<UserCreatedV1> for UserCreated {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserCreatedV1>,
     ) -> Result<(), HandlerError> {
-        let person = Person::parse(&event.payload)?;
+        let person = NewPerson::read(&event.payload)?;
         let user = person.user;
         // The account and the customer commit on their own: what Stripe made is never lost
         // with a rollback.

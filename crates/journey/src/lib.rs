@@ -7,9 +7,12 @@
 //! ([`Platform::add_card`]: a Checkout Session in setup mode, completed in the sandbox, whose
 //! signed webhook reaches billing through the gateway) and is given a Hopsworks account
 //! ([`Platform::wait_assigned`]). [`Platform::audit`] checks what must hold afterwards, however
-//! many faults were on: one Stripe customer and one subscription per person, one Hopsworks user
-//! and one assignment per person, and no cluster over capacity. An owner makes a team through
-//! the team API: [`Platform::invite`], and [`Platform::join`] as the invited person does it.
+//! many faults were on: per person one Stripe customer and one subscription (cancelled ones
+//! counted too), one Hopsworks user (deactivated ones counted too), one assignment, one
+//! PaymentMethodAddedV1 and one ClusterAssignedV1 on the streams, unless a test names a person
+//! whose journey legitimately made more ([`Expected`]); and no cluster over capacity. An owner
+//! makes a team through the team API: [`Platform::invite`], and [`Platform::join`] as the
+//! invited person does it.
 //!
 //! The tests (`tests/*.rs`) and the benchmark (`benches/journey.rs`, `just bench journey`)
 //! share this harness.
@@ -174,9 +177,11 @@ pub struct Platform {
     pub cluster_ids: Vec<Uuid>,
     /// The admin's token.
     pub admin_token: String,
-    /// When each user's ClusterAssignedV1 went by on NATS.
+    /// When each user's first ClusterAssignedV1 went by on NATS (for timing; [`Platform::audit`]
+    /// counts every one on the stream).
     pub assigned_at: Arc<Mutex<HashMap<Uuid, Instant>>>,
-    /// When each user's PaymentMethodAddedV1 went by on NATS.
+    /// When each user's first PaymentMethodAddedV1 went by on NATS (for timing;
+    /// [`Platform::audit`] counts every one on the stream).
     pub card_added_at: Arc<Mutex<HashMap<Uuid, Instant>>>,
     binaries: Binaries,
     processes: Mutex<BTreeMap<&'static str, ServiceProcess>>,
@@ -561,38 +566,86 @@ impl Platform {
         counts.into_iter().filter(|(s, _)| *s == subject).map(|(_, n)| n).sum()
     }
 
-    /// Checks what must hold for `people` however the journey went.
+    /// Every message of `E` on its producer's stream, decoded from its envelope, in the
+    /// stream's order: each publish the stream kept, with none left out.
+    pub async fn published_events<E: Event>(&self) -> Vec<E> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use futures::StreamExt;
+        let expected = self.published::<E>().await;
+        if expected == 0 {
+            return Vec::new();
+        }
+        let js = self.bus.jetstream().await;
+        let stream = js.get_stream(self.bus.subjects().stream(E::PRODUCER)).await.expect("the producer's stream");
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: self.bus.subjects().event::<E>(),
+                deliver_policy: DeliverPolicy::All,
+                ..OrderedConfig::default()
+            })
+            .await
+            .expect("an ordered consumer");
+        let mut messages = consumer.messages().await.expect("the stream's messages");
+        let mut events = Vec::with_capacity(expected);
+        while events.len() < expected {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .unwrap_or_else(|_| panic!("{} of {expected} {} messages read", events.len(), E::TYPE))
+                .expect("the stream ended")
+                .expect("a message");
+            let envelope = Envelope::decode(message.payload.as_ref()).expect("an envelope");
+            events.push(E::decode(envelope.payload.as_slice()).expect("the event in its envelope"));
+        }
+        events
+    }
+
+    /// Counts, for `people`, what must exist once per person however the journey went: every
+    /// Stripe customer and subscription (cancelled ones too), every Hopsworks account with their
+    /// email on any cluster (deactivated ones too), their assignments, and every
+    /// PaymentMethodAddedV1 and ClusterAssignedV1 message about them on the streams. A
+    /// duplicate that was later undone still counts.
     pub async fn audit(&self, people: &[Person]) -> Audit {
         let mut audit = Audit::default();
         let customers = self.world.stripe.customers();
         let subscriptions = self.world.stripe.subscriptions();
         let hopsworks_users: Vec<_> = self.world.clusters.iter().flat_map(|c| c.hopsworks.users()).collect();
+        let per_person = |ids: Vec<String>| {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for id in ids {
+                *counts.entry(id).or_default() += 1;
+            }
+            counts
+        };
+        let cards =
+            per_person(self.published_events::<PaymentMethodAddedV1>().await.into_iter().map(|e| e.user_id).collect());
+        let assigned =
+            per_person(self.published_events::<ClusterAssignedV1>().await.into_iter().map(|e| e.user_id).collect());
         let mut conn = self.db.connect("provisioning").await;
         for person in people {
             let id = person.user_id.to_string();
+            audit.people.push(person.auth0.email.clone());
             let theirs: Vec<&Value> =
                 customers.iter().filter(|c| c["metadata"]["hopsbridge_user_id"] == id.as_str()).collect();
             audit.customers.push(theirs.len());
-            let subs = subscriptions
-                .iter()
-                .filter(|s| theirs.iter().any(|c| c["id"] == s["customer"]) && s["status"] != "canceled")
-                .count();
+            let subs = subscriptions.iter().filter(|s| theirs.iter().any(|c| c["id"] == s["customer"])).count();
             audit.subscriptions.push(subs);
             let accounts = hopsworks_users
                 .iter()
-                .filter(|u| u.email.eq_ignore_ascii_case(&person.auth0.email) && u.status == 2)
+                .filter(|u| u.email.eq_ignore_ascii_case(&person.auth0.email))
                 .collect::<Vec<_>>();
             audit.hopsworks_users.push(accounts.len());
-            if let Some(account) = <[_]>::first(&accounts) {
-                let expected = format!(".{}", person.auth0.sub);
-                audit.subject_matches.push(account.uuid.as_deref().is_some_and(|u| u.ends_with(&expected)));
-            }
+            let expected = format!(".{}", person.auth0.sub);
+            audit
+                .subject_matches
+                .push(accounts.iter().all(|a| a.uuid.as_deref().is_some_and(|u| u.ends_with(&expected))));
             let n: Count = diesel::sql_query("SELECT count(*) AS n FROM assignments WHERE user_id = $1")
                 .bind::<diesel::sql_types::Uuid, _>(person.user_id)
                 .get_result(&mut conn)
                 .await
                 .expect("count assignments");
             audit.assignments.push(n.n);
+            audit.cards_added.push(cards.get(&id).copied().unwrap_or(0));
+            audit.clusters_assigned.push(assigned.get(&id).copied().unwrap_or(0));
         }
         let over: Vec<Count> = diesel::sql_query(
             "SELECT count(*) AS n FROM clusters c WHERE c.capacity < \
@@ -606,31 +659,116 @@ impl Platform {
     }
 }
 
-/// What [`Platform::audit`] found, one entry per person.
+/// What [`Platform::audit`] found, one entry per person in the order they were given.
 #[derive(Debug, Default)]
 pub struct Audit {
+    /// The people's emails.
+    pub people: Vec<String>,
     /// Stripe customers carrying the person's user id.
     pub customers: Vec<usize>,
-    /// Their subscriptions that are not cancelled.
+    /// Their subscriptions, whatever their status.
     pub subscriptions: Vec<usize>,
-    /// Active Hopsworks accounts with their email, over every cluster.
+    /// Hopsworks accounts with their email over every cluster, whatever their status.
     pub hopsworks_users: Vec<usize>,
-    /// Whether their Hopsworks account's uuid ends with their Auth0 subject.
+    /// Whether every one of their Hopsworks accounts' uuid ends with their Auth0 subject.
     pub subject_matches: Vec<bool>,
     /// Their assignments in provisioning.
     pub assignments: Vec<i64>,
+    /// PaymentMethodAddedV1 messages about them on billing's stream.
+    pub cards_added: Vec<usize>,
+    /// ClusterAssignedV1 messages about them on provisioning's stream.
+    pub clusters_assigned: Vec<usize>,
     /// Clusters with more assignments than capacity.
     pub clusters_over_capacity: i64,
+}
+
+/// What [`Audit::assert_expected`] expects: one of everything per person, except where a test
+/// names a person (by their index in the audit) whose journey legitimately made more.
+#[derive(Clone, Debug, Default)]
+pub struct Expected {
+    subscriptions: HashMap<usize, usize>,
+    hopsworks_users: HashMap<usize, usize>,
+    assignments: HashMap<usize, i64>,
+    cards_added: HashMap<usize, usize>,
+    clusters_assigned: HashMap<usize, usize>,
+}
+
+impl Expected {
+    /// One customer, subscription, Hopsworks account, assignment, PaymentMethodAddedV1 and
+    /// ClusterAssignedV1 per person.
+    #[must_use]
+    pub fn once() -> Self {
+        Self::default()
+    }
+
+    /// Person `index` has `n` subscriptions (e.g. a member who left a team and got their own).
+    #[must_use]
+    pub fn subscriptions(mut self, index: usize, n: usize) -> Self {
+        self.subscriptions.insert(index, n);
+        self
+    }
+
+    /// Person `index` has `n` Hopsworks accounts (e.g. moved to another cluster).
+    #[must_use]
+    pub fn hopsworks_users(mut self, index: usize, n: usize) -> Self {
+        self.hopsworks_users.insert(index, n);
+        self
+    }
+
+    /// Person `index` has `n` assignments.
+    #[must_use]
+    pub fn assignments(mut self, index: usize, n: i64) -> Self {
+        self.assignments.insert(index, n);
+        self
+    }
+
+    /// Person `index` added a card `n` times.
+    #[must_use]
+    pub fn cards_added(mut self, index: usize, n: usize) -> Self {
+        self.cards_added.insert(index, n);
+        self
+    }
+
+    /// Person `index` was assigned a cluster `n` times.
+    #[must_use]
+    pub fn clusters_assigned(mut self, index: usize, n: usize) -> Self {
+        self.clusters_assigned.insert(index, n);
+        self
+    }
 }
 
 impl Audit {
     /// Every person has exactly one of everything and no cluster is over capacity.
     pub fn assert_exactly_once(&self) {
-        assert!(self.customers.iter().all(|n| *n == 1), "Stripe customers per person: {:?}", self.customers);
-        assert!(self.subscriptions.iter().all(|n| *n == 1), "subscriptions per person: {:?}", self.subscriptions);
-        assert!(self.hopsworks_users.iter().all(|n| *n == 1), "Hopsworks users per person: {:?}", self.hopsworks_users);
+        self.assert_expected(&Expected::once());
+    }
+
+    /// Every person has what `expected` says (one of everything unless it names them) and no
+    /// cluster is over capacity.
+    pub fn assert_expected(&self, expected: &Expected) {
+        fn check<T: PartialEq + Copy + std::fmt::Debug>(
+            what: &str,
+            people: &[String],
+            found: &[T],
+            one: T,
+            named: &HashMap<usize, T>,
+        ) {
+            let wrong: Vec<String> = found
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| **n != named.get(i).copied().unwrap_or(one))
+                .map(|(i, n)| format!("{} has {n:?}", people.get(i).map_or("?", String::as_str)))
+                .collect();
+            assert!(wrong.is_empty(), "{what} per person: {}", wrong.join(", "));
+        }
+        let people = &self.people;
+        check("Stripe customers", people, &self.customers, 1, &HashMap::new());
+        check("subscriptions", people, &self.subscriptions, 1, &expected.subscriptions);
+        check("Hopsworks users", people, &self.hopsworks_users, 1, &expected.hopsworks_users);
+        check("assignments", people, &self.assignments, 1, &expected.assignments);
+        check("PaymentMethodAddedV1 messages", people, &self.cards_added, 1, &expected.cards_added);
+        check("ClusterAssignedV1 messages", people, &self.clusters_assigned, 1, &expected.clusters_assigned);
         assert!(self.subject_matches.iter().all(|m| *m), "Hopsworks subjects: {:?}", self.subject_matches);
-        assert!(self.assignments.iter().all(|n| *n == 1), "assignments per person: {:?}", self.assignments);
         assert_eq!(self.clusters_over_capacity, 0, "clusters over capacity");
     }
 }

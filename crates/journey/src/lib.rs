@@ -12,7 +12,9 @@
 //! PaymentMethodAddedV1 and one ClusterAssignedV1 on the streams, unless a test names a person
 //! whose journey legitimately made more ([`Expected`]); and no cluster over capacity. An owner
 //! makes a team through the team API: [`Platform::invite`], and [`Platform::join`] as the
-//! invited person does it.
+//! invited person does it. [`Platform::secrets`] names every secret the run configured, to scan
+//! the services' output, the answers the test received and the events on the streams
+//! ([`Platform::transcript`]) for them.
 //!
 //! The tests (`tests/*.rs`) and the benchmark (`benches/journey.rs`, `just bench journey`)
 //! share this harness.
@@ -27,7 +29,9 @@ use hopsbridge_contracts::{Event, Service};
 use hopsbridge_sandbox::auth0::{Auth0Config, Auth0Sim, TestUser, TokenSpec};
 use hopsbridge_sandbox::stripe::WebhookFaults;
 use hopsbridge_sandbox::world::{World, WorldConfig};
-use hopsbridge_testkit::{ServiceProcess, TestBus, TestDb, TestSettings, WEBHOOK_SECRET, free_port};
+use hopsbridge_testkit::{
+    GATEWAY_SIGNING_KEY, SecretScan, ServiceProcess, TestBus, TestDb, TestSettings, WEBHOOK_SECRET, free_port,
+};
 use prost::Message;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,6 +41,9 @@ use uuid::Uuid;
 
 /// The encryption key provisioning keeps cluster secrets under (32 bytes, base64).
 pub const CLUSTER_KEY: &str = "journey:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The key the gateway seals session cookies with.
+const COOKIE_KEY: &str = "the-journey-gateway-seals-session-cookies-with-this";
 
 /// Paths of the service binaries; [`binaries!`] fills them in a test or benchmark of this
 /// package.
@@ -184,6 +191,7 @@ pub struct Platform {
     /// [`Platform::audit`] counts every one on the stream).
     pub card_added_at: Arc<Mutex<HashMap<Uuid, Instant>>>,
     binaries: Binaries,
+    answers: Mutex<Vec<(String, String)>>,
     processes: Mutex<BTreeMap<&'static str, ServiceProcess>>,
     env: BTreeMap<&'static str, Vec<(String, String)>>,
     http: reqwest::Client,
@@ -251,7 +259,7 @@ impl Platform {
                         .set("login.client_secret", login.client_secret)
                         .set("login.callback_url", format!("{gateway}/api/auth/callback"))
                         .set("login.post_logout_url", format!("{gateway}/"))
-                        .set("login.cookie_key", "the-journey-gateway-seals-session-cookies-with-this")
+                        .set("login.cookie_key", COOKIE_KEY)
                         .set("limits.per_user_per_minute", "100000")
                         .set("limits.per_ip_per_minute", "10000000")
                         .set("limits.caller_cache_secs", "0");
@@ -333,6 +341,7 @@ impl Platform {
             assigned_at,
             card_added_at,
             binaries,
+            answers: Mutex::new(Vec::new()),
             processes: Mutex::new(BTreeMap::new()),
             env,
             http,
@@ -374,6 +383,54 @@ impl Platform {
         drop(self.processes.lock().expect("lock").remove(service.name()));
     }
 
+    /// Every secret the run configured: Stripe's secret key and webhook secret, the Auth0
+    /// webhook secret, the gateway's caller signing key, its login client secret and cookie key,
+    /// provisioning's encryption key (as configured and decoded), and each sandbox cluster's
+    /// Hopsworks API key and Kubernetes token.
+    pub fn secrets(&self) -> SecretScan {
+        let (_, key) = CLUSTER_KEY.split_once(':').expect("a named key");
+        let mut scan = SecretScan::new()
+            .secret("stripe.secret_key", &self.world.stripe.secret_key())
+            .secret("stripe.webhook_secret", &self.world.stripe_webhook_secret)
+            .secret("webhook.secret (Auth0)", WEBHOOK_SECRET)
+            .secret("auth.gateway_signing_key", GATEWAY_SIGNING_KEY)
+            .secret("login.client_secret", &Auth0Config::default().client_secret)
+            .secret("login.cookie_key", COOKIE_KEY)
+            .secret("encryption key journey", key)
+            .secret("encryption key journey (decoded)", "0123456789abcdef0123456789abcdef");
+        for cluster in &self.world.clusters {
+            scan = scan
+                .secret(&format!("Hopsworks API key ({})", cluster.name), cluster.hopsworks.api_key())
+                .secret(&format!("kubeconfig token ({})", cluster.name), cluster.kubernetes.token());
+        }
+        scan
+    }
+
+    /// What the run wrote so far, labelled: every line each running service printed, the body
+    /// of every answer [`Platform::call`] received, and every event on the streams (its
+    /// envelope's bytes, in which a string field is as written).
+    pub async fn transcript(&self) -> Vec<(String, String)> {
+        let mut texts: Vec<(String, String)> = SERVICES
+            .iter()
+            .flat_map(|s| {
+                let output = self.service_output(*s);
+                output
+                    .lines()
+                    .enumerate()
+                    .map(|(i, line)| (format!("{} log line {}", s.name(), i + 1), line.to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        texts.extend(self.answers.lock().expect("lock").iter().cloned());
+        for producer in SERVICES {
+            let all = self.bus.subjects().stream_subjects(producer);
+            for (i, (subject, payload)) in self.stream_messages(producer, all).await.into_iter().enumerate() {
+                texts.push((format!("message {} on {subject}", i + 1), String::from_utf8_lossy(&payload).into_owned()));
+            }
+        }
+        texts
+    }
+
     async fn bootstrap_admin(&mut self) {
         let admin = TestUser::database("journey-admin", "admin@hopsbridge.example", "Journey Admin");
         self.world.auth0.add_user(admin.clone());
@@ -409,8 +466,8 @@ impl Platform {
     /// Calls the public API through the gateway as the holder of `token`, or without one
     /// (`None`) as someone who is not signed in; answers as [`Platform::call`] does.
     pub async fn call_as(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, format!("{}{path}", self.gateway));
+        let verb = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(verb, format!("{}{path}", self.gateway));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -420,7 +477,10 @@ impl Platform {
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
+                let text = response.text().await.unwrap_or_default();
+                let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                self.answers.lock().expect("lock").push((format!("the answer {status} to {method} {path}"), text));
+                (status, value)
             }
             // A service being restarted: the caller retries.
             Err(e) => (0, json!({ "error": e.to_string() })),
@@ -569,34 +629,52 @@ impl Platform {
     /// Every message of `E` on its producer's stream, decoded from its envelope, in the
     /// stream's order: each publish the stream kept, with none left out.
     pub async fn published_events<E: Event>(&self) -> Vec<E> {
+        self.stream_messages(E::PRODUCER, self.bus.subjects().event::<E>())
+            .await
+            .into_iter()
+            .map(|(_, payload)| {
+                let envelope = Envelope::decode(payload.as_slice()).expect("an envelope");
+                E::decode(envelope.payload.as_slice()).expect("the event in its envelope")
+            })
+            .collect()
+    }
+
+    /// Every message on `producer`'s stream whose subject matches `filter` (wildcards allowed),
+    /// in the stream's order: its subject and its raw payload (the envelope).
+    async fn stream_messages(&self, producer: Service, filter: String) -> Vec<(String, Vec<u8>)> {
         use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
         use futures::StreamExt;
-        let expected = self.published::<E>().await;
+        let js = self.bus.jetstream().await;
+        let Ok(stream) = js.get_stream(self.bus.subjects().stream(producer)).await else {
+            return Vec::new();
+        };
+        let Ok(counts) = stream.info_with_subjects(&filter).await else {
+            return Vec::new();
+        };
+        let expected: usize =
+            counts.filter_map(|r| async move { r.ok() }).map(|(_, n)| n).collect::<Vec<_>>().await.iter().sum();
         if expected == 0 {
             return Vec::new();
         }
-        let js = self.bus.jetstream().await;
-        let stream = js.get_stream(self.bus.subjects().stream(E::PRODUCER)).await.expect("the producer's stream");
         let consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: self.bus.subjects().event::<E>(),
+                filter_subject: filter.clone(),
                 deliver_policy: DeliverPolicy::All,
                 ..OrderedConfig::default()
             })
             .await
             .expect("an ordered consumer");
         let mut messages = consumer.messages().await.expect("the stream's messages");
-        let mut events = Vec::with_capacity(expected);
-        while events.len() < expected {
+        let mut read = Vec::with_capacity(expected);
+        while read.len() < expected {
             let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
                 .await
-                .unwrap_or_else(|_| panic!("{} of {expected} {} messages read", events.len(), E::TYPE))
+                .unwrap_or_else(|_| panic!("{} of {expected} messages on {filter} read", read.len()))
                 .expect("the stream ended")
                 .expect("a message");
-            let envelope = Envelope::decode(message.payload.as_ref()).expect("an envelope");
-            events.push(E::decode(envelope.payload.as_slice()).expect("the event in its envelope"));
+            read.push((message.subject.to_string(), message.payload.to_vec()));
         }
-        events
+        read
     }
 
     /// Counts, for `people`, what must exist once per person however the journey went: every

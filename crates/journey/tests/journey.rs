@@ -2,7 +2,8 @@
 //! → user → Stripe customer and subscription → Checkout completed in the sandbox → signed
 //! webhook → PaymentMethodAddedV1 → cluster assigned → the Hopsworks user exists with the
 //! person's subject and email. Then the same with the sandbox's faults on and services killed
-//! mid-journey: still exactly one of everything per person and no cluster over capacity.
+//! mid-journey: still exactly one of everything per person and no cluster over capacity. No
+//! secret the run used reaches a service's log line or an answer.
 
 use hopsbridge_contracts::Service;
 use hopsbridge_journey::{Options, Platform, binaries};
@@ -40,6 +41,16 @@ async fn a_new_owner_goes_from_signup_to_a_hopsworks_account() {
         Some(format!("{}.{}", platform.world.clusters[0].hopsworks.oauth_client_id(), person.auth0.sub).as_str())
     );
     assert!(platform.assigned_at.lock().unwrap().contains_key(&person.user_id), "ClusterAssignedV1 was published");
+
+    // No secret the run used reached a service's log, an answer the person or admin received,
+    // or an event.
+    let scan = platform.secrets();
+    assert_eq!(scan.names().len(), 12, "{:?}", scan.names());
+    let transcript = platform.transcript().await;
+    for place in ["billing log line", "gateway log line", "the answer 200 to GET /api/billing", "message 1 on "] {
+        assert!(transcript.iter().any(|(p, _)| p.starts_with(place)), "nothing read from {place}…");
+    }
+    scan.assert_clean(transcript.iter().map(|(place, text)| (place.clone(), text.as_str())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

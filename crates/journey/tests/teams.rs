@@ -236,14 +236,16 @@ async fn an_invited_person_joins_works_in_the_owners_projects_is_billed_to_the_o
     let (status, team) = platform.call("GET", "/api/team", &owner.token, None).await;
     assert_eq!((status, team["members"].clone()), (200, json!([])), "{team}");
 
-    // Their pods, still running in the owner's lab, are billed to the owner no more: every
-    // window from the removal on is someone else's or nobody's.
-    let (_, billed) = wait_for("windows measured after the removal", PATIENCE, || async {
+    // Their pods, still running in the owner's lab, are no longer a member's work: every window
+    // from the removal on is billed to the project's owner as a pod of someone not on the
+    // project (`not_member`, decision 0040), never as the member's.
+    let counts = wait_for("windows measured after the removal", PATIENCE, || async {
         let counts = after_removal(&platform, &mia_account.username, removed_at, &owner).await;
-        (counts.0 >= 2).then_some(counts)
+        (counts.measured >= 2).then_some(counts)
     })
     .await;
-    assert_eq!(billed, 0, "no window from the removal on is billed to the owner");
+    assert_eq!(counts.as_member, 0, "no window from the removal on is a member's: {counts:?}");
+    assert_eq!(counts.not_member, counts.measured, "every such window is the owner's as not_member: {counts:?}");
 
     // Once each: one join and one removal announced, one invitation mail, one subscription
     // cancelled and one opened again, one Hopsworks account.
@@ -261,25 +263,29 @@ async fn an_invited_person_joins_works_in_the_owners_projects_is_billed_to_the_o
     assert_eq!(accounts, 1, "one Hopsworks account for the member");
 }
 
-#[derive(QueryableByName)]
+#[derive(Debug, QueryableByName)]
 struct AfterRemoval {
     #[diesel(sql_type = BigInt)]
     measured: i64,
     #[diesel(sql_type = BigInt)]
-    billed: i64,
+    as_member: i64,
+    #[diesel(sql_type = BigInt)]
+    not_member: i64,
 }
 
-/// metering's samples of `username`'s pods in windows from `removed_at` on: how many, and how
-/// many of them are billed to `owner`.
+/// metering's samples of `username`'s pods in windows from `removed_at` on: how many, how many
+/// are attributed to them as a member, and how many are billed to `owner` as `not_member`.
 async fn after_removal(
     platform: &Platform,
     username: &str,
     removed_at: chrono::DateTime<chrono::Utc>,
     owner: &Person,
-) -> (i64, i64) {
+) -> AfterRemoval {
     let mut conn = platform.db.connect("metering").await;
-    let counts: AfterRemoval = diesel::sql_query(
-        "SELECT count(*) AS measured, count(*) FILTER (WHERE owner_user_id = $3) AS billed
+    diesel::sql_query(
+        "SELECT count(*) AS measured,
+                count(*) FILTER (WHERE attribution = 'attributed') AS as_member,
+                count(*) FILTER (WHERE attribution = 'not_member' AND owner_user_id = $3) AS not_member
          FROM samples WHERE hopsworks_username = $1 AND window_start >= $2",
     )
     .bind::<Text, _>(username)
@@ -287,8 +293,7 @@ async fn after_removal(
     .bind::<diesel::sql_types::Uuid, _>(owner.user_id)
     .get_result(&mut conn)
     .await
-    .unwrap();
-    (counts.measured, counts.billed)
+    .unwrap()
 }
 
 fn time(value: &Value) -> chrono::DateTime<chrono::Utc> {

@@ -245,16 +245,6 @@ enum Sent {
     Refused(Box<Report>, String),
 }
 
-#[derive(Deserialize)]
-struct Summaries {
-    data: Vec<Summary>,
-}
-
-#[derive(Deserialize)]
-struct Summary {
-    aggregated_value: serde_json::Number,
-}
-
 impl Reporter {
     /// The reporter of `config`'s Stripe account on `db`, on calendar time `clock`: reads go
     /// through `stripe` (the service's client, paced at `stripe.max_requests_per_second`),
@@ -608,16 +598,8 @@ impl Reporter {
     /// # Errors
     /// [`ReportingError`] when Stripe fails.
     pub async fn stripe_day_total(&self, customer: &str, meter: &str, day: NaiveDate) -> Result<i128, ReportingError> {
-        let start = day_start(day).timestamp().to_string();
-        let end = (day_start(day) + TimeDelta::days(1)).timestamp().to_string();
-        let query = params([
-            ("customer", customer),
-            ("start_time", start.as_str()),
-            ("end_time", end.as_str()),
-            ("value_grouping_window", "day"),
-        ]);
-        let page: Summaries = self.stripe.get(&format!("billing/meters/{meter}/event_summaries"), &query).await?;
-        Ok(page.data.iter().map(|s| to_quanta(&s.aggregated_value)).sum())
+        let days = self.stripe_days(customer, meter, (day, day + TimeDelta::days(1))).await?;
+        Ok(days.get(&day).copied().unwrap_or(0))
     }
 
     /// Records a finding (`reconciliation_findings`) and alerts the admins, once per kind,

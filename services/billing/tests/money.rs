@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use hopsbridge_billing::events::UserCreatedHooks;
-use hopsbridge_contracts::Event as _;
 use hopsbridge_contracts::events::{BillingModeChangedV1, Envelope, UsageRecordedV1};
 use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_sandbox::stripe::WebhookFaults;
@@ -46,52 +45,9 @@ fn owner_caller(user: Uuid) -> Caller {
     caller(user, &[Role::User, Role::Owner])
 }
 
-/// A sample of `cores` cores, `gib` GiB and `gpus` GPUs for `secs` seconds from `start`.
-fn usage(owner: Uuid, user: Uuid, start: i64, secs: i64, (cores, gib, gpus): (u64, u64, u64)) -> UsageRecordedV1 {
-    let s = u64::try_from(secs).unwrap();
-    UsageRecordedV1 {
-        sample_id: Uuid::now_v7().to_string(),
-        cluster_id: Uuid::from_u128(7).to_string(),
-        namespace: "lab".into(),
-        user_id: user.to_string(),
-        owner_user_id: owner.to_string(),
-        window_start_unix_seconds: start,
-        window_end_unix_seconds: start + secs,
-        project_id: 42,
-        cpu_nanocore_seconds: cores * 1_000_000_000 * s,
-        memory_byte_seconds: (gib << 30) * s,
-        gpu_seconds: gpus * s,
-        ..Default::default()
-    }
-}
-
-/// Publishes each event as metering's relay does, with `Nats-Msg-Id` = event id.
-async fn publish(bus: &TestBus, events: &[(Uuid, UsageRecordedV1)]) {
-    let js = bus.jetstream().await;
-    let mut acks = Vec::with_capacity(events.len());
-    for (id, e) in events {
-        let envelope = Envelope {
-            event_id: id.to_string(),
-            event_type: UsageRecordedV1::TYPE.into(),
-            schema_version: 1,
-            producer: "metering".into(),
-            payload: e.encode_to_vec(),
-            occurred_at_unix_micros: chrono::Utc::now().timestamp_micros(),
-            ..Default::default()
-        };
-        let message = async_nats::jetstream::message::PublishMessage::build()
-            .payload(envelope.encode_to_vec().into())
-            .message_id(id.to_string());
-        acks.push(js.send_publish(bus.subjects().event::<UsageRecordedV1>(), message).await.unwrap());
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
-}
-
 async fn publish_new(bus: &TestBus, events: &[UsageRecordedV1]) {
     let with_ids: Vec<_> = events.iter().map(|e| (Uuid::now_v7(), e.clone())).collect();
-    publish(bus, &with_ids).await;
+    publish_usage(bus, &with_ids).await;
 }
 
 async fn until(db: &TestDb, sql: &str, want: i64) {
@@ -129,12 +85,12 @@ async fn every_sample_is_ledgered_once_priced_and_split_at_midnight() {
         let o = Uuid::from_u128(1000 + u128::try_from(i % 50).unwrap());
         events.push((Uuid::now_v7(), usage(o, o, today + (i / 50) * WINDOW % DAY, WINDOW, (1, 2, 0))));
     }
-    publish(&m.bus, &events).await;
+    publish_usage(&m.bus, &events).await;
     until(&m.db, "ledger_entries", 5000).await;
     // Redelivered (same event id) and republished (a new event id, the same sample): nothing changes.
-    publish(&m.bus, &events[..200]).await;
+    publish_usage(&m.bus, &events[..200]).await;
     let again: Vec<_> = events[200..400].iter().map(|(_, e)| (Uuid::now_v7(), e.clone())).collect();
-    publish(&m.bus, &again).await;
+    publish_usage(&m.bus, &again).await;
     let consumed = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
         count(&m.db, "inbox WHERE event_type = 'UsageRecorded'").await >= 5200
     })

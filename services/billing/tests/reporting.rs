@@ -106,47 +106,8 @@ impl World {
     }
 }
 
-/// A sample of `cores` cores, `gib` GiB and `gpus` GPUs for `secs` seconds from `start`.
-fn usage(owner: Uuid, start: i64, secs: i64, (cores, gib, gpus): (u64, u64, u64)) -> UsageRecordedV1 {
-    let s = u64::try_from(secs).unwrap();
-    UsageRecordedV1 {
-        sample_id: Uuid::now_v7().to_string(),
-        cluster_id: Uuid::from_u128(7).to_string(),
-        namespace: "lab".into(),
-        user_id: owner.to_string(),
-        owner_user_id: owner.to_string(),
-        window_start_unix_seconds: start,
-        window_end_unix_seconds: start + secs,
-        project_id: 42,
-        cpu_nanocore_seconds: cores * 1_000_000_000 * s,
-        memory_byte_seconds: (gib << 30) * s,
-        gpu_seconds: gpus * s,
-        ..Default::default()
-    }
-}
-
-/// Publishes each event as metering's relay does, with `Nats-Msg-Id` = event id.
-async fn publish(bus: &TestBus, events: &[(Uuid, UsageRecordedV1)]) {
-    let js = bus.jetstream().await;
-    for (id, e) in events {
-        let envelope = Envelope {
-            event_id: id.to_string(),
-            event_type: UsageRecordedV1::TYPE.into(),
-            schema_version: 1,
-            producer: "metering".into(),
-            payload: e.encode_to_vec(),
-            occurred_at_unix_micros: chrono::Utc::now().timestamp_micros(),
-            ..Default::default()
-        };
-        let message = async_nats::jetstream::message::PublishMessage::build()
-            .payload(envelope.encode_to_vec().into())
-            .message_id(id.to_string());
-        js.send_publish(bus.subjects().event::<UsageRecordedV1>(), message).await.unwrap().await.unwrap();
-    }
-}
-
 async fn ledgered(w: &World, events: &[(Uuid, UsageRecordedV1)]) {
-    publish(&w.bus, events).await;
+    publish_usage(&w.bus, events).await;
     let want = i64::try_from(events.len()).unwrap();
     let ids: Vec<String> = events.iter().map(|(_, e)| format!("'{}'", e.sample_id)).collect();
     let sql = format!("ledger_entries WHERE sample_id IN ({})", ids.join(","));
@@ -228,10 +189,10 @@ async fn each_closed_day_is_reported_once_and_late_usage_as_a_correction_of_the_
     let customer = account.stripe_customer_id.unwrap();
     // Nov 3 after the subscription opened, and Nov 4.
     let day3 = new(vec![
-        usage(owner, NOV_3 + 11 * HOUR, WINDOW, (1, 2, 0)),
-        usage(owner, NOV_3 + 12 * HOUR, WINDOW, (1, 0, 0)),
+        usage(owner, owner, NOV_3 + 11 * HOUR, WINDOW, (1, 2, 0)),
+        usage(owner, owner, NOV_3 + 12 * HOUR, WINDOW, (1, 0, 0)),
     ]);
-    let day4 = new(vec![usage(owner, NOV_3 + DAY + 5 * HOUR, WINDOW, (2, 1, 0))]);
+    let day4 = new(vec![usage(owner, owner, NOV_3 + DAY + 5 * HOUR, WINDOW, (2, 1, 0))]);
     ledgered(&w, &day3).await;
     ledgered(&w, &day4).await;
 
@@ -263,13 +224,13 @@ async fn each_closed_day_is_reported_once_and_late_usage_as_a_correction_of_the_
     assert_eq!(events[&rows[2].identifier].2, NOV_3 + DAY, "Nov 4's event at midnight");
 
     // The same events again (redelivered): nothing new is reported.
-    publish(&w.bus, &day3).await;
+    publish_usage(&w.bus, &day3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let again = w.pass().await;
     assert_eq!(again, PassOutcome::default());
 
     // Late usage for Nov 3: one correction per resource carrying only the difference.
-    let late = new(vec![usage(owner, NOV_3 + 20 * HOUR, WINDOW, (3, 0, 0))]);
+    let late = new(vec![usage(owner, owner, NOV_3 + 20 * HOUR, WINDOW, (3, 0, 0))]);
     ledgered(&w, &late).await;
     let corrected = w.pass().await;
     assert_eq!((corrected.planned, corrected.accepted), (1, 1), "{corrected:?}");
@@ -301,7 +262,7 @@ async fn unknown_outcomes_are_settled_by_resending_inside_24_hours_and_by_stripe
     let w = world().await;
     let (owner, account) = w.new_owner().await;
     let customer = account.stripe_customer_id.unwrap();
-    ledgered(&w, &new(vec![usage(owner, NOV_3 + 11 * HOUR, WINDOW, (1, 1, 1))])).await;
+    ledgered(&w, &new(vec![usage(owner, owner, NOV_3 + 11 * HOUR, WINDOW, (1, 1, 1))])).await;
     w.at(NOV_3 + DAY + HOUR).await;
     assert_eq!(w.pass().await.accepted, 3);
     let rows = reports(&w.db, owner).await;
@@ -370,7 +331,7 @@ async fn rate_limits_and_server_errors_end_with_every_report_accepted_once() {
     let mut events = Vec::new();
     for (owner, _) in &owners {
         for d in 0..3 {
-            events.push(usage(*owner, NOV_3 + 11 * HOUR + d * DAY, WINDOW, (1, 1, 1)));
+            events.push(usage(*owner, *owner, NOV_3 + 11 * HOUR + d * DAY, WINDOW, (1, 1, 1)));
         }
     }
     ledgered(&w, &new(events)).await;
@@ -440,6 +401,7 @@ async fn the_invoice_stripe_computes_equals_the_ledger_to_the_cent_across_a_pric
     for d in 0..28 {
         let start = NOV_3 + d * DAY + 13 * HOUR + 17;
         events.push(usage(
+            owner,
             owner,
             start,
             WINDOW - 17 * (d % 5),
@@ -529,8 +491,8 @@ async fn a_deleted_account_reports_its_last_usage_and_gets_a_final_invoice_once(
     ledgered(
         &w,
         &new(vec![
-            usage(owner, NOV_3 + DAY + 8 * HOUR, WINDOW, (2, 1, 0)),
-            usage(owner, NOV_3 + 2 * DAY + 7 * HOUR, WINDOW, (1, 0, 1)),
+            usage(owner, owner, NOV_3 + DAY + 8 * HOUR, WINDOW, (2, 1, 0)),
+            usage(owner, owner, NOV_3 + 2 * DAY + 7 * HOUR, WINDOW, (1, 0, 1)),
         ]),
     )
     .await;
@@ -593,7 +555,7 @@ async fn a_deleted_account_reports_its_last_usage_and_gets_a_final_invoice_once(
 async fn a_day_stripe_counts_differently_from_the_accepted_reports_is_a_drift_finding() {
     let w = world().await;
     let (owner, _) = w.new_owner().await;
-    ledgered(&w, &new(vec![usage(owner, NOV_3 + 11 * HOUR, WINDOW, (1, 1, 0))])).await;
+    ledgered(&w, &new(vec![usage(owner, owner, NOV_3 + 11 * HOUR, WINDOW, (1, 1, 0))])).await;
     w.at(NOV_3 + DAY + HOUR).await;
     assert_eq!(w.pass().await.accepted, 2);
     assert_eq!(w.reporter.reconcile_stripe(3).await.unwrap(), 0, "Stripe and billing agree");

@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use futures::StreamExt;
 use hopsbridge_billing::BillingConfig;
 use hopsbridge_billing::events::UserCreatedHooks;
-use hopsbridge_contracts::events::{Envelope, UserCreatedV1};
+use hopsbridge_contracts::events::{Envelope, UsageRecordedV1, UserCreatedV1};
 use hopsbridge_contracts::{Event, Service};
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
 use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim, signature_header};
@@ -276,4 +276,47 @@ pub async fn published(bus: &TestBus, subject: &str) -> Vec<async_nats::jetstrea
         out.push(m.unwrap());
     }
     out
+}
+
+/// A sample of `cores` cores, `gib` GiB and `gpus` GPUs for `secs` seconds from `start`.
+pub fn usage(owner: Uuid, user: Uuid, start: i64, secs: i64, (cores, gib, gpus): (u64, u64, u64)) -> UsageRecordedV1 {
+    let s = u64::try_from(secs).unwrap();
+    UsageRecordedV1 {
+        sample_id: Uuid::now_v7().to_string(),
+        cluster_id: Uuid::from_u128(7).to_string(),
+        namespace: "lab".into(),
+        user_id: user.to_string(),
+        owner_user_id: owner.to_string(),
+        window_start_unix_seconds: start,
+        window_end_unix_seconds: start + secs,
+        project_id: 42,
+        cpu_nanocore_seconds: cores * 1_000_000_000 * s,
+        memory_byte_seconds: (gib << 30) * s,
+        gpu_seconds: gpus * s,
+        ..Default::default()
+    }
+}
+
+/// Publishes each event as metering's relay does, with `Nats-Msg-Id` = event id.
+pub async fn publish_usage(bus: &TestBus, events: &[(Uuid, UsageRecordedV1)]) {
+    let js = bus.jetstream().await;
+    let mut acks = Vec::with_capacity(events.len());
+    for (id, e) in events {
+        let envelope = Envelope {
+            event_id: id.to_string(),
+            event_type: UsageRecordedV1::TYPE.into(),
+            schema_version: 1,
+            producer: "metering".into(),
+            payload: e.encode_to_vec(),
+            occurred_at_unix_micros: chrono::Utc::now().timestamp_micros(),
+            ..Default::default()
+        };
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(envelope.encode_to_vec().into())
+            .message_id(id.to_string());
+        acks.push(js.send_publish(bus.subjects().event::<UsageRecordedV1>(), message).await.unwrap());
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
 }

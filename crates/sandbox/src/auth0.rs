@@ -29,6 +29,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::server::Served;
 
+mod login;
+pub use login::{ActionCall, SESSION_COOKIE, SESSION_INACTIVITY_SECS, SESSION_LIFETIME_SECS};
+
 /// The namespace of Hopsbridge's custom claims (`https://hopsbridge.example/email`).
 pub const CLAIM_NAMESPACE: &str = "https://hopsbridge.example/";
 
@@ -254,6 +257,17 @@ impl SigningKey {
     }
 }
 
+/// A checked `/authorize` request: what the code it ends with is bound to.
+struct Authorization {
+    client_id: String,
+    redirect_uri: String,
+    state: String,
+    challenge: Option<(String, String)>,
+    nonce: Option<String>,
+    scope: String,
+    audience: Option<String>,
+}
+
 struct PendingCode {
     user: TestUser,
     client_id: String,
@@ -275,6 +289,15 @@ struct State {
     codes: HashMap<String, PendingCode>,
     used_codes: Vec<String>,
     jwks_fetches: usize,
+    /// Database users' passwords, by `sub`.
+    passwords: HashMap<String, login::Password>,
+    /// Authorization requests waiting on the login page.
+    transactions: HashMap<String, login::Transaction>,
+    /// SSO sessions, by the `auth0` cookie's value.
+    sessions: HashMap<String, login::SsoSession>,
+    /// The post-registration Action sign-ups on the page fire.
+    action: Option<PostRegistrationAction>,
+    action_calls: Vec<ActionCall>,
 }
 
 /// A running Auth0 tenant.
@@ -315,6 +338,11 @@ impl Auth0Sim {
             codes: HashMap::new(),
             used_codes: Vec::new(),
             jwks_fetches: 0,
+            passwords: HashMap::new(),
+            transactions: HashMap::new(),
+            sessions: HashMap::new(),
+            action: None,
+            action_calls: Vec::new(),
         }));
         let shared = web::Data::new(Arc::clone(&state));
         let served = Served::start(
@@ -325,7 +353,12 @@ impl Auth0Sim {
                     .route("/authorize", web::get().to(authorize))
                     .route("/oauth/token", web::post().to(token))
                     .route("/userinfo", web::get().to(userinfo))
-                    .route("/v2/logout", web::get().to(logout));
+                    .route("/v2/logout", web::get().to(logout))
+                    .route("/u/login", web::get().to(login::login_page))
+                    .route("/u/login", web::post().to(login::login_submit))
+                    .route("/u/login/google", web::post().to(login::google_submit))
+                    .route("/u/signup", web::get().to(login::signup_page))
+                    .route("/u/signup", web::post().to(login::signup_submit));
             },
             None,
         )?;
@@ -367,6 +400,35 @@ impl Auth0Sim {
     /// Registers a user; [`Auth0Sim::sign_in_as`] or `login_hint` picks who `/authorize` signs in.
     pub fn add_user(&self, user: TestUser) {
         lock(&self.state).users.insert(user.sub.clone(), user);
+    }
+
+    /// Registers a database-connection user who logs in on the login page with `password`.
+    pub fn add_user_with_password(&self, user: TestUser, password: &str) {
+        let mut s = lock(&self.state);
+        s.passwords.insert(user.sub.clone(), login::Password::new(password));
+        s.users.insert(user.sub.clone(), user);
+    }
+
+    /// The user registered under `email` (any case) on `connection`, e.g. one who signed up on
+    /// the login page (`Username-Password-Authentication`).
+    #[must_use]
+    pub fn user_by_email(&self, connection: &str, email: &str) -> Option<TestUser> {
+        lock(&self.state)
+            .users
+            .values()
+            .find(|u| u.connection == connection && u.email.eq_ignore_ascii_case(email))
+            .cloned()
+    }
+
+    /// Sign-ups on the login page fire this post-registration Action (in the background, once).
+    pub fn set_post_registration_action(&self, action: PostRegistrationAction) {
+        lock(&self.state).action = Some(action);
+    }
+
+    /// Every firing of the post-registration Action so far, in the order they finished.
+    #[must_use]
+    pub fn action_calls(&self) -> Vec<ActionCall> {
+        lock(&self.state).action_calls.clone()
     }
 
     /// The next `/authorize` signs in this user (registering them if needed), as if they had
@@ -664,7 +726,33 @@ fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
     format!("{url}{sep}{query}")
 }
 
-async fn authorize(state: Shared, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+/// Makes the single-use code for `user` and answers where the browser goes with it.
+fn issue_code(s: &mut State, a: &Authorization, user: TestUser) -> String {
+    let code = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    s.codes.insert(
+        code.clone(),
+        PendingCode {
+            user,
+            client_id: a.client_id.clone(),
+            redirect_uri: a.redirect_uri.clone(),
+            challenge: a.challenge.clone(),
+            nonce: a.nonce.clone(),
+            scope: a.scope.clone(),
+            audience: a.audience.clone(),
+            issued_at: now(),
+        },
+    );
+    let mut pairs = vec![("code", code.as_str())];
+    if !a.state.is_empty() {
+        pairs.push(("state", a.state.as_str()));
+    }
+    with_query(&a.redirect_uri, &pairs)
+}
+
+/// `GET /authorize`: the user chosen by `sign_in_as` or `login_hint` is signed in at once (tests
+/// drive the flow without a page); otherwise the SSO session's person, unless `prompt=login`;
+/// otherwise the login page (`prompt=none` answers `login_required` instead).
+async fn authorize(state: Shared, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
     let q = query.into_inner();
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
     let mut s = lock(&state);
@@ -695,29 +783,35 @@ async fn authorize(state: Shared, query: web::Query<HashMap<String, String>>) ->
         (Some(_), Some(_)) => return fail("invalid_request", "Unsupported code_challenge_method"),
         (None, _) => None,
     };
-    let login = q.get("login_hint").filter(|h| s.users.contains_key(*h)).cloned().or_else(|| s.next_login.take());
-    let Some(user) = login.and_then(|sub| s.users.get(&sub).cloned()) else {
-        return fail("login_required", "No test user was chosen to sign in");
-    };
-    let code = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
-    s.codes.insert(
-        code.clone(),
-        PendingCode {
-            user,
-            client_id: get("client_id"),
-            redirect_uri: redirect_uri.clone(),
-            challenge,
-            nonce: q.get("nonce").cloned(),
-            scope: q.get("scope").cloned().unwrap_or_else(|| "openid".to_owned()),
-            audience: q.get("audience").cloned(),
-            issued_at: now(),
-        },
-    );
-    let mut pairs = vec![("code", code.as_str())];
-    if !state_param.is_empty() {
-        pairs.push(("state", state_param.as_str()));
+    let prompt = get("prompt");
+    if !prompt.split(' ').all(|p| matches!(p, "" | "none" | "login" | "consent" | "select_account")) {
+        return fail("invalid_request", &format!("Unsupported prompt: {prompt}"));
     }
-    redirect(&with_query(&redirect_uri, &pairs))
+    let authorization = Authorization {
+        client_id: get("client_id"),
+        redirect_uri: redirect_uri.clone(),
+        state: state_param.clone(),
+        challenge,
+        nonce: q.get("nonce").cloned(),
+        scope: q.get("scope").cloned().unwrap_or_else(|| "openid".to_owned()),
+        audience: q.get("audience").cloned(),
+    };
+    let chosen = q.get("login_hint").filter(|h| s.users.contains_key(*h)).cloned().or_else(|| s.next_login.take());
+    let forced = prompt.split(' ').any(|p| p == "login");
+    let user = match chosen.and_then(|sub| s.users.get(&sub).cloned()) {
+        Some(user) => Some(user),
+        None if forced => None,
+        None => login::session_user(&mut s, &req),
+    };
+    if let Some(user) = user {
+        return redirect(&issue_code(&mut s, &authorization, user));
+    }
+    if prompt.split(' ').any(|p| p == "none") {
+        return fail("login_required", "Login required");
+    }
+    let screen = if get("screen_hint") == "signup" { "signup" } else { "login" };
+    let transaction = login::new_transaction(&mut s, authorization);
+    redirect(&format!("/u/{screen}?{}", serde_urlencoded::to_string([("state", transaction)]).unwrap_or_default()))
 }
 
 fn token_params(req: &HttpRequest, body: &[u8]) -> HashMap<String, String> {
@@ -889,14 +983,21 @@ async fn userinfo(state: Shared, req: HttpRequest) -> HttpResponse {
     }
 }
 
-async fn logout(state: Shared, query: web::Query<HashMap<String, String>>) -> HttpResponse {
-    let s = lock(&state);
-    match query.get("returnTo") {
+/// `GET /v2/logout`: ends the SSO session and goes back to an allowed URL.
+async fn logout(state: Shared, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let mut s = lock(&state);
+    let mut response = match query.get("returnTo") {
         Some(to) if s.config.logout_urls.contains(to) => redirect(to),
-        Some(_) => HttpResponse::BadRequest()
-            .body("Oops!, something went wrong: the returnTo URL is not in the Allowed Logout URLs"),
+        Some(_) => {
+            return HttpResponse::BadRequest()
+                .body("Oops!, something went wrong: the returnTo URL is not in the Allowed Logout URLs");
+        }
         None => HttpResponse::Ok().body("OK"),
+    };
+    if let Ok(value) = login::end_session(&mut s, &req).parse() {
+        response.headers_mut().append(actix_web::http::header::SET_COOKIE, value);
     }
+    response
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use crate::workload::{MemFormat, Profile, SimContainer, SimPod, Workload, Worklo
 use std::path::Path;
 use std::sync::Arc;
 
+/// The password the demo database user (ada@) logs in with on the tenant's login page.
+pub const DEMO_PASSWORD: &str = "Sandbox-ada-1815";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct WorldConfig {
@@ -140,7 +143,11 @@ impl World {
             TestUser::google("grace", "grace@example.com", "Grace Hopper"),
         ];
         for u in &users {
-            auth0.add_user(u.clone());
+            if u.connection == "google-oauth2" {
+                auth0.add_user(u.clone());
+            } else {
+                auth0.add_user_with_password(u.clone(), DEMO_PASSWORD);
+            }
         }
         let client_id = Auth0Config::default().client_id;
         let clock = Arc::new(SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI));
@@ -314,6 +321,8 @@ impl World {
             format!("SANDBOX_AUTH0_AUDIENCE={}", self.auth0.audience()),
             format!("SANDBOX_AUTH0_CLIENT_ID={}", cfg.client_id),
             format!("SANDBOX_AUTH0_CLIENT_SECRET={}", cfg.client_secret),
+            format!("SANDBOX_AUTH0_ADMIN_CLIENT_ID={}", crate::auth0::ADMIN_CLIENT_ID),
+            format!("SANDBOX_AUTH0_ADMIN_CLIENT_SECRET={}", crate::auth0::ADMIN_CLIENT_SECRET),
             format!("SANDBOX_STRIPE_URL={}", self.stripe.url()),
             format!("SANDBOX_STRIPE_SECRET_KEY={}", self.stripe.secret_key()),
             format!("SANDBOX_STRIPE_WEBHOOK_SECRET={}", self.stripe_webhook_secret),
@@ -345,7 +354,12 @@ impl World {
             format!("  client       {} / {}", cfg.client_id, cfg.client_secret),
         ];
         for u in &self.users {
-            lines.push(format!("  user         {} <{}> ({})", u.sub, u.email, u.connection));
+            let password = if u.connection == "google-oauth2" {
+                " (Continue with Google on the login page)".to_owned()
+            } else {
+                format!(", password {DEMO_PASSWORD}")
+            };
+            lines.push(format!("  user         {} <{}> ({}){password}", u.sub, u.email, u.connection));
         }
         lines.push(format!("Stripe         {} (secret key {})", self.stripe.url(), self.stripe.secret_key()));
         lines.push(format!(

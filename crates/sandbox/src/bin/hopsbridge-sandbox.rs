@@ -1,4 +1,5 @@
-//! `hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N] [--register-clusters-at URL]`:
+//! `hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N] [--register-clusters-at URL]
+//! [--post-registration-url URL]`:
 //! starts the simulated Auth0, Stripe, Hopsworks clusters and Kubernetes API servers on
 //! loopback, seeds a demo world, writes their settings under the state directory, prints where
 //! everything is, and serves until SIGINT or SIGTERM.
@@ -6,6 +7,10 @@
 //! With `--register-clusters-at`, it also plays the operator: once provisioning answers at that
 //! URL, it registers every simulated cluster there as an admin, signing with the key in
 //! `HOPSBRIDGE_SANDBOX_SIGNING_KEY` (the services' shared `auth.gateway_signing_key`).
+//!
+//! With `--post-registration-url`, a sign-up on the tenant's login page fires the
+//! post-registration Action at that URL with the secret in `HOPSBRIDGE_SANDBOX_AUTH0_WEBHOOK_SECRET`
+//! (identity's `webhook.secret`).
 
 use hopsbridge_sandbox::world::{World, WorldConfig};
 use std::path::PathBuf;
@@ -16,10 +21,10 @@ struct Args {
     gateway_url: String,
     clusters: usize,
     register_at: Option<String>,
+    post_registration_url: Option<String>,
 }
 
-const USAGE: &str =
-    "usage: hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N] [--register-clusters-at URL]";
+const USAGE: &str = "usage: hopsbridge-sandbox [--state-dir DIR] [--gateway-url URL] [--clusters N] [--register-clusters-at URL] [--post-registration-url URL]";
 
 fn args() -> Result<Args, String> {
     let defaults = WorldConfig::default();
@@ -28,6 +33,7 @@ fn args() -> Result<Args, String> {
         gateway_url: defaults.gateway_url,
         clusters: defaults.clusters,
         register_at: None,
+        post_registration_url: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -39,6 +45,10 @@ fn args() -> Result<Args, String> {
             }
             "--register-clusters-at" => {
                 out.register_at = Some(it.next().ok_or("--register-clusters-at needs provisioning's URL")?);
+            }
+            "--post-registration-url" => {
+                out.post_registration_url =
+                    Some(it.next().ok_or("--post-registration-url needs the Action's webhook URL")?);
             }
             other => return Err(format!("unknown argument {other}; {USAGE}")),
         }
@@ -72,6 +82,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(url) = &args.post_registration_url {
+            let Ok(secret) = std::env::var("HOPSBRIDGE_SANDBOX_AUTH0_WEBHOOK_SECRET") else {
+                eprintln!("hopsbridge-sandbox: --post-registration-url needs HOPSBRIDGE_SANDBOX_AUTH0_WEBHOOK_SECRET");
+                return ExitCode::from(2);
+            };
+            world.auth0.set_post_registration_action(hopsbridge_sandbox::auth0::Auth0Sim::post_registration_action(
+                url, &secret,
+            ));
+        }
         if let Err(e) = world.write_files(&args.state_dir) {
             eprintln!("hopsbridge-sandbox: writing {}: {e:#}", args.state_dir.display());
             return ExitCode::FAILURE;

@@ -9,6 +9,17 @@ use futures::future::BoxFuture;
 use hopsbridge_contracts::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
+
+/// The arguments given after a service's own subcommand (e.g. `--email a@b.c`).
+static EXTRA_ARGS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// The arguments that followed the service's own subcommand on the command line, for its
+/// [`ExtraCommand::run`] to read (empty for `serve` and `migrate`).
+#[must_use]
+pub fn extra_args() -> &'static [String] {
+    EXTRA_ARGS.get().map_or(&[], Vec::as_slice)
+}
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -60,12 +71,22 @@ enum Chosen<C> {
 fn parse<C>(extra: &[ExtraCommand<C>]) -> (Option<PathBuf>, Chosen<C>) {
     let mut command = Cli::command();
     for e in extra {
-        command = command.subcommand(clap::Command::new(e.name).about(e.about));
+        command = command.subcommand(
+            clap::Command::new(e.name)
+                .about(e.about)
+                .arg(clap::Arg::new("args").num_args(0..).trailing_var_arg(true).allow_hyphen_values(true)),
+        );
     }
     let matches = command.get_matches();
     if let Some(name) = matches.subcommand_name()
         && let Some(e) = extra.iter().find(|e| e.name == name)
     {
+        let args = matches
+            .subcommand_matches(name)
+            .and_then(|m| m.get_many::<String>("args"))
+            .map(|values| values.cloned().collect())
+            .unwrap_or_default();
+        let _ = EXTRA_ARGS.set(args);
         return (matches.get_one::<PathBuf>("config").cloned(), Chosen::Extra(e.run));
     }
     match Cli::from_arg_matches(&matches) {

@@ -1,6 +1,8 @@
 //! `hopsbridge-identity [--config FILE] [serve|migrate|grant-admin --email ADDRESS]`
+//!
+//! The journey crate builds this file as a binary of its own, so it uses only crates that one
+//! depends on too.
 
-use hopsbridge_domain::AccountStatus;
 use hopsbridge_identity::{IdentityConfig, MIGRATIONS, users};
 use hopsbridge_platform::cli::{ExtraCommand, extra_args};
 use hopsbridge_platform::config::ServiceSettings as _;
@@ -40,7 +42,7 @@ fn grant_admin(config: IdentityConfig) -> Pin<Box<dyn Future<Output = anyhow::Re
         let mut conn = hopsbridge_platform::db::dedicated_connection(database, MIGRATIONS.schema).await?;
         let (found, _) = users::list(&mut conn, Some(&email), 100, 0).await?;
         let live: Vec<_> =
-            found.into_iter().filter(|u| u.email.to_string() == email && u.status != AccountStatus::Deleted).collect();
+            found.into_iter().filter(|u| u.email.to_string() == email && u.status.as_str() != "deleted").collect();
         let user = match live.as_slice() {
             [one] => one,
             [] => anyhow::bail!("nobody has signed up with {email}: sign up first, then run this again"),
@@ -50,7 +52,6 @@ fn grant_admin(config: IdentityConfig) -> Pin<Box<dyn Future<Output = anyhow::Re
             ),
         };
         let granted = users::set_admin(&mut conn, user.id, true).await?;
-        tracing::info!(user_id = %granted.id, email = %email, "granted admin");
         report(&format!("{email} (user {}) is an administrator", granted.id));
         Ok(())
     })

@@ -5,7 +5,9 @@
 #   ./scripts/dev.sh [--release]
 #
 # Makes sure PostgreSQL and NATS (JetStream) run locally (installing them with apt-get when
-# missing), creates the database `hopsbridge`, builds the six binaries, starts them with
+# missing), builds the six binaries, starts from a clean slate (the database `hopsbridge` is
+# dropped and made again and the `HB_…` streams are deleted, because the sandbox starts empty
+# each time: decision 0047), starts the sandbox and the services with
 # migrations applied at start and text logs in .local/logs/<service>.log, waits until each
 # answers GET /readyz, prints the URLs, and then runs until Ctrl-C or SIGTERM, which stops
 # every service gracefully.
@@ -74,6 +76,42 @@ declare -A PORT=(
 )
 # Process id of each running service.
 declare -A PID=()
+
+# Deletes the JetStream streams of the default prefix (`hb`): every producer's and the
+# dead-letter stream, with their consumers. A stream that does not exist is fine. Spoken in
+# NATS's text protocol, so no NATS client needs installing.
+delete_dev_streams() {
+    local streams=(HB_GATEWAY HB_IDENTITY HB_TEAM HB_PROVISIONING HB_METERING HB_BILLING HB_DEADLETTER)
+    local stream line payload answered=0 cr=$'\r'
+    (
+        exec 3<>"/dev/tcp/${HB_NATS_HOST}/${HB_NATS_PORT}" || exit 1
+        read -r -t 5 _ <&3 || exit 1
+        printf 'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.hbdev 1\r\n' >&3
+        for stream in "${streams[@]}"; do
+            printf 'PUB $JS.API.STREAM.DELETE.%s _INBOX.hbdev 0\r\n\r\n' "${stream}" >&3
+        done
+        while ((answered < ${#streams[@]})) && read -r -t 5 line <&3; do
+            line=${line%"${cr}"}
+            case ${line} in
+            PING) printf 'PONG\r\n' >&3 ;;
+            -ERR*)
+                printf '%s\n' "${line}" >&2
+                exit 1
+                ;;
+            MSG*)
+                read -r -t 5 payload <&3 || exit 1
+                answered=$((answered + 1))
+                # Deleted, or there was no such stream (JetStream error 10059).
+                if [[ ${payload} != *'"success":true'* && ${payload} != *'"err_code":10059'* ]]; then
+                    printf '%s\n' "${payload%"${cr}"}" >&2
+                    exit 1
+                fi
+                ;;
+            esac
+        done
+        ((answered == ${#streams[@]}))
+    )
+}
 
 is_data_service() {
     [[ $1 != gateway ]]
@@ -178,6 +216,14 @@ start_service() {
         )
         if [[ ${svc} == identity ]]; then
             vars+=("${prefix}WEBHOOK__SECRET=${AUTH0_WEBHOOK_SECRET}")
+            # The same settings, for `hopsbridge-identity grant-admin` run by hand.
+            local var
+            (
+                umask 077
+                for var in "${vars[@]}"; do
+                    printf '%s=%q\n' "${var%%=*}" "${var#*=}"
+                done >"${IDENTITY_ENV_FILE}"
+            )
         fi
         if [[ ${svc} == billing ]]; then
             # The sandbox's Stripe, which sends its webhooks to the gateway's /webhooks/stripe.
@@ -277,6 +323,20 @@ if [[ ! -s ${ENCRYPTION_KEY_FILE} ]]; then
 fi
 PROVISIONING_ENCRYPTION_KEYS="dev:$(<"${ENCRYPTION_KEY_FILE}")"
 
+# Where identity's settings are written for `hopsbridge-identity grant-admin`.
+IDENTITY_ENV_FILE="${root}/.local/identity.env"
+
+# --- Clean slate ------------------------------------------------------------------------------
+# The sandbox keeps its people, Stripe customers and Hopsworks accounts in memory only, so the
+# services' records of them go too: both start empty together, never half (decision 0047).
+
+hb_log "starting from a clean slate: database ${DATABASE} and the HB_ streams"
+psql -X -w -h "${HB_PG_HOST}" -p "${HB_PG_PORT}" -U postgres -d postgres -q \
+    -v ON_ERROR_STOP=1 -v db="${DATABASE}" <<<'DROP DATABASE IF EXISTS :"db" WITH (FORCE);' ||
+    hb_die "cannot drop database ${DATABASE}"
+ensure_database "${DATABASE}"
+delete_dev_streams || hb_die "cannot delete the HB_ streams on ${NATS_URL}"
+
 # --- Sandbox ----------------------------------------------------------------------------------
 # hopsbridge-sandbox (simulated Auth0, Stripe, Hopsworks and Kubernetes APIs) starts before the
 # services. It writes where everything is to .local/sandbox/sandbox.env, which is exported
@@ -287,9 +347,12 @@ rm -f "${SANDBOX_DIR}/sandbox.env"
 hb_log "starting the sandbox (simulated Auth0, Stripe, Hopsworks, Kubernetes)"
 # It also registers its clusters with provisioning once provisioning answers, as an operator
 # would through the admin API, so a person who signs up and adds a card is given one.
-HOPSBRIDGE_SANDBOX_SIGNING_KEY="${GATEWAY_SIGNING_KEY}" setsid "${BIN_DIR}/hopsbridge-sandbox" \
+# A sign-up on its login page fires the post-registration Action at the gateway, as Auth0's does.
+HOPSBRIDGE_SANDBOX_SIGNING_KEY="${GATEWAY_SIGNING_KEY}" HOPSBRIDGE_SANDBOX_AUTH0_WEBHOOK_SECRET="${AUTH0_WEBHOOK_SECRET}" \
+    setsid "${BIN_DIR}/hopsbridge-sandbox" \
     --state-dir "${SANDBOX_DIR}" --gateway-url "http://${HOST}:${PORT[gateway]}" \
     --register-clusters-at "http://${HOST}:${PORT[provisioning]}" \
+    --post-registration-url "http://${HOST}:${PORT[gateway]}/webhooks/auth0/post-registration" \
     >"${LOG_DIR}/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 for ((i = 0; i < READY_TIMEOUT * 4; i++)); do
@@ -325,6 +388,17 @@ sed -n '/^Auth0 tenant/,/^Ready\.$/p' "${LOG_DIR}/sandbox.log" | sed '/^Ready\.$
 printf '\n  mail inbox    %s/api/v1/messages (every mail the services send)\n' "${SANDBOX_MAIL_INBOX_URL}"
 printf '  clock         %s (every service follows it; POST {"advance_micros": N} or {"rate_milli": N} moves it)\n' \
     "${SANDBOX_CLOCK_URL}"
+gateway="http://${HOST}:${PORT[gateway]}"
+printf '\n  Sign up or log in in a browser:\n    %s/api/auth/login\n' "${gateway}"
+printf '\n  Become the first admin (after signing up with that address):\n'
+printf '    (set -a; . .local/identity.env; %s/hopsbridge-identity grant-admin --email you@example.com)\n' \
+    "${BIN_DIR#"${root}"/}"
+printf '\n  A bearer token for curl (the sandbox tenant'"'"'s admin machine client, for /api/admin/...):\n'
+printf '    TOKEN=$(curl -s %soauth/token -d grant_type=client_credentials -d client_id=%s -d client_secret=%s \\\n' \
+    "${SANDBOX_AUTH0_ISSUER}" "${SANDBOX_AUTH0_ADMIN_CLIENT_ID}" "${SANDBOX_AUTH0_ADMIN_CLIENT_SECRET}"
+printf '      --data-urlencode audience=%s | sed -E '"'"'s/.*"access_token":"([^"]+)".*/\\1/'"'"')\n' \
+    "${SANDBOX_AUTH0_AUDIENCE}"
+printf '    curl -H "authorization: Bearer $TOKEN" %s/api/admin/users\n' "${gateway}"
 printf '\n  database      %s\n' "${DATABASE_URL}"
 printf '  nats          %s\n' "${NATS_URL}"
 printf '\n  Every service answers GET /healthz and GET /readyz. Press Ctrl-C to stop.\n\n'

@@ -2,7 +2,12 @@
 //! (a subject is unique only within its tenant), created once
 //! (by the post-registration webhook or on their first authenticated call, whichever comes
 //! first), and move between active, suspended and deleted; each change is announced through
-//! the outbox (`UserCreatedV1`, `UserSuspendedV1`, `UserReactivatedV1`, `UserDeletedV1`).
+//! the outbox (`UserCreatedV1`, `UserSuspendedV1`, `UserReactivatedV1`, `UserDeletedV1`), as
+//! is each browser sign-in (`UserSignedInV1`).
+//!
+//! A suspension records who made it (an admin, billing's `AccountRestrictedV1`, or the owner's
+//! own suspension reaching their members); lifting one undoes only its author's, and an owner's
+//! suspension and reactivation reach every member of their team ([`users::suspend`]).
 //!
 //! It keeps each person's team membership as the team service announces it ([`memberships`],
 //! [`events`]) to answer whose account a person belongs to, and asks the team service before
@@ -20,7 +25,9 @@ pub mod users;
 pub use config::IdentityConfig;
 
 use hopsbridge_contracts::Service;
-use hopsbridge_contracts::events::{TeamMemberJoinedV1, TeamMemberRemovedV1};
+use hopsbridge_contracts::events::{
+    AccountRestrictedV1, AccountRestrictionLiftedV1, TeamMemberJoinedV1, TeamMemberRemovedV1,
+};
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
 use hopsbridge_platform::service::{Application, DataService};
@@ -52,10 +59,15 @@ pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
         team,
         clock: service.clock.clone(),
     };
-    let joined = service.consumer::<TeamMemberJoinedV1, _>(events::MemberJoined);
-    let removed = service.consumer::<TeamMemberRemovedV1, _>(events::MemberRemoved);
+    let clock = service.clock.clone();
+    let joined = service.consumer::<TeamMemberJoinedV1, _>(events::MemberJoined { clock: clock.clone() });
+    let removed = service.consumer::<TeamMemberRemovedV1, _>(events::MemberRemoved { clock: clock.clone() });
+    let restricted = service.consumer::<AccountRestrictedV1, _>(events::Restrictions { clock: clock.clone() });
+    let lifted = service.consumer::<AccountRestrictionLiftedV1, _>(events::Restrictions { clock });
     Ok(service
         .application(Arc::new(move |c| routes::configure(c, state.clone())))?
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
-        .with_task("team-member-removed", move |cancel| removed.run(cancel)))
+        .with_task("team-member-removed", move |cancel| removed.run(cancel))
+        .with_task("account-restricted", move |cancel| restricted.run(cancel))
+        .with_task("account-restriction-lifted", move |cancel| lifted.run(cancel)))
 }

@@ -77,6 +77,28 @@ pub async fn owner_at(
     Ok(membership::owner_at(kept(conn, member).await?, micros(at)))
 }
 
+/// The current members of `owner`'s team at `at`, by id.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn members_at(
+    conn: &mut AsyncPgConnection,
+    owner: OwnerId,
+    at: DateTime<Utc>,
+) -> Result<Vec<UserId>, IdentityError> {
+    let rows: Vec<Row> = team_members::table
+        .filter(team_members::owner_user_id.eq(owner))
+        .order(team_members::member_user_id)
+        .select(Row::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| membership::owner_at(Some(r.kept()), micros(at)) == Some(owner))
+        .map(|r| r.member_user_id)
+        .collect())
+}
+
 /// Applies what the team service announced about `member`: the row is read for update, the
 /// rule decides what to keep, and that is written back, in the caller's transaction. A first
 /// row inserted meanwhile by another transaction is read again and the rule applied to it.

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `POST /webhooks/auth0/post-registration` | Auth0's Action (shared secret) | create the person once |
 //! | `POST /internal/callers/resolve` | the gateway | find or create the caller, record the login |
+//! | `POST /internal/callers/signed-in` | the gateway's login callback | as resolve, and announce the sign-in (`UserSignedInV1`) |
 //! | `GET /api/me`, `PATCH /api/me`, `DELETE /api/me` | the signed-in person | their account (deleting it asks the team service first) |
 //! | `GET /api/admin/users`, `GET /api/admin/users/{id}` | admins | list, search, view |
 //! | `POST /api/admin/users/{id}/suspend`, `…/reactivate` | admins | lifecycle |
@@ -12,7 +13,7 @@
 use crate::error::{IdentityCode, IdentityError, answers};
 use crate::memberships;
 use crate::team::Team;
-use crate::users::{self, NewPerson, User};
+use crate::users::{self, NewPerson, Suspender, User};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
@@ -50,6 +51,7 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
     c.app_data(web::Data::new(state))
         .route("/webhooks/auth0/post-registration", web::post().to(post_registration))
         .route("/internal/callers/resolve", web::post().to(resolve_caller))
+        .route("/internal/callers/signed-in", web::post().to(signed_in))
         .route("/api/me", web::get().to(get_me))
         .route("/api/me", web::patch().to(update_me))
         .route("/api/me", web::delete().to(delete_me))
@@ -134,6 +136,17 @@ fn webhook_tenant(state: &State, req: &HttpRequest) -> Result<String, ApiError> 
 }
 
 async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(resolve(&state, &caller, false).await?))
+}
+
+/// The gateway's login callback: a person signed in through the browser. Resolved as any
+/// caller, and `UserSignedInV1` announced (once per sign-in: plain API calls use
+/// `/internal/callers/resolve`) for an account that is not deleted.
+async fn signed_in(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(resolve(&state, &caller, true).await?))
+}
+
+async fn resolve(state: &State, caller: &Caller, signing_in: bool) -> Result<UserView, ApiError> {
     let subject =
         AuthSubject::parse(&caller.subject).map_err(|e| IdentityCode::InvalidSubject.with_message(e.to_string()))?;
     let issuer = caller
@@ -160,11 +173,14 @@ async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, Api
                 if user.status == AccountStatus::Active {
                     users::touch_login(c, user.id).await?;
                 }
+                if signing_in && user.status != AccountStatus::Deleted {
+                    users::signed_in(c, user.id, now).await?;
+                }
                 view(c, user, now).await
             })
         })
         .await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(view)
 }
 
 /// The caller's own id: the gateway resolves every person before forwarding.
@@ -390,7 +406,7 @@ async fn suspend_user(
         .db
         .transaction(|c| {
             let (reason, now) = (reason.clone(), state.clock.now());
-            Box::pin(async move { users::suspend(c, id, &reason, now).await })
+            Box::pin(async move { users::suspend(c, id, Suspender::Admin, &reason, now).await })
         })
         .await?;
     Ok(HttpResponse::Ok().json(user))
@@ -410,7 +426,7 @@ async fn reactivate_user(state: Data, caller: Caller, id: web::Path<UserId>) -> 
         .db
         .transaction(|c| {
             let now = state.clock.now();
-            Box::pin(async move { users::reactivate(c, id, now).await })
+            Box::pin(async move { users::reactivate(c, id, None, now).await })
         })
         .await?;
     Ok(HttpResponse::Ok().json(user))

@@ -24,6 +24,8 @@ diesel::table! {
         last_login_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
         auth_issuer -> Text,
+        suspended_by -> Nullable<Text>,
+        suspension_reason -> Nullable<Text>,
     }
 }
 

@@ -7,7 +7,7 @@ use crate::schema::users;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use hopsbridge_contracts::events::{UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSuspendedV1};
+use hopsbridge_contracts::events::{UserCreatedV1, UserDeletedV1, UserReactivatedV1, UserSignedInV1, UserSuspendedV1};
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
 use hopsbridge_platform::events::enqueue_at;
 use serde::Serialize;
@@ -37,6 +37,11 @@ pub struct User {
     pub last_login_at: Option<DateTime<Utc>>,
     /// The last change.
     pub updated_at: DateTime<Utc>,
+    /// Who suspended a suspended account: `admin`, `billing` or `owner` (the account's owner
+    /// was suspended). Lifting a suspension undoes only its author's.
+    pub suspended_by: Option<String>,
+    /// Why, as `UserSuspendedV1` said it.
+    pub suspension_reason: Option<String>,
 }
 
 /// Someone to create: what the Action or the first token says about them.
@@ -151,6 +156,16 @@ pub async fn touch_login(conn: &mut AsyncPgConnection, id: UserId) -> Result<(),
     Ok(())
 }
 
+/// Announces that the person `id` signed in through the browser login (`UserSignedInV1`, at
+/// calendar time `now`), for each service to complete what earlier steps left undone.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn signed_in(conn: &mut AsyncPgConnection, id: UserId, now: DateTime<Utc>) -> Result<(), IdentityError> {
+    enqueue_at(conn, &UserSignedInV1 { user_id: id.to_string() }, None, now).await?;
+    Ok(())
+}
+
 /// Renames a user.
 ///
 /// # Errors
@@ -201,23 +216,81 @@ pub async fn delete_account(
     Ok(user)
 }
 
-/// Suspends an active account and publishes `UserSuspendedV1` (at calendar time `now`);
-/// suspending a suspended account changes nothing.
+/// Who suspends an account, lowest rank first: an owner's suspension reaches their members,
+/// billing suspends for a restriction, an administrator for any reason. A suspension by a
+/// higher rank takes over a lower one (an admin suspending an account billing suspended makes
+/// it the admin's), so lifting a suspension never undoes a higher one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Suspender {
+    /// The account's owner was suspended (members only).
+    Owner,
+    /// Billing: a restriction held past its deadline.
+    Billing,
+    /// An administrator.
+    Admin,
+}
+
+impl Suspender {
+    /// As stored in `users.suspended_by`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Billing => "billing",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Owner, Self::Billing, Self::Admin].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Why a member is suspended when their owner is.
+pub const OWNER_SUSPENDED: &str = "owner_suspended";
+
+/// Suspends the account `id` by `by` and publishes `UserSuspendedV1` with `reason` (at calendar
+/// time `now`). An account suspended already stays so with no new event; it becomes `by`'s
+/// when `by` outranks its current suspender.
 ///
 /// # Errors
 /// [`IdentityError::Refused`] for a deleted account.
-pub async fn suspend(
+pub async fn suspend_by(
     conn: &mut AsyncPgConnection,
     id: UserId,
+    by: Suspender,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
     match user.status {
-        AccountStatus::Suspended => Ok(user),
         AccountStatus::Deleted => Err(IdentityError::Refused(IdentityCode::AccountDeletedConflict)),
+        AccountStatus::Suspended => {
+            let current = user.suspended_by.as_deref().and_then(Suspender::parse).unwrap_or(Suspender::Admin);
+            if by <= current {
+                return Ok(user);
+            }
+            Ok(diesel::update(users::table.find(id))
+                .set((
+                    users::suspended_by.eq(by.as_str()),
+                    users::suspension_reason.eq(reason),
+                    users::updated_at.eq(diesel::dsl::now),
+                ))
+                .returning(User::as_returning())
+                .get_result(conn)
+                .await?)
+        }
         AccountStatus::Active => {
-            let user = set_status(conn, id, AccountStatus::Suspended).await?;
+            let user = diesel::update(users::table.find(id))
+                .set((
+                    users::status.eq(AccountStatus::Suspended),
+                    users::suspended_by.eq(by.as_str()),
+                    users::suspension_reason.eq(reason),
+                    users::updated_at.eq(diesel::dsl::now),
+                ))
+                .returning(User::as_returning())
+                .get_result(conn)
+                .await?;
             let event = UserSuspendedV1 { user_id: id.to_string(), reason: reason.to_owned() };
             enqueue_at(conn, &event, None, now).await?;
             Ok(user)
@@ -225,21 +298,124 @@ pub async fn suspend(
     }
 }
 
-/// Reactivates a suspended account and publishes `UserReactivatedV1` (at calendar time `now`);
-/// an active account is left as it is.
+/// Reactivates the suspended account `id` and publishes `UserReactivatedV1` (at calendar time
+/// `now`): any suspension when `by` is `None` (an administrator), only `by`'s own otherwise.
+/// An active account, or one suspended by someone else, is left as it is.
 ///
 /// # Errors
 /// [`IdentityError::Refused`] for a deleted account.
-pub async fn reactivate(conn: &mut AsyncPgConnection, id: UserId, now: DateTime<Utc>) -> Result<User, IdentityError> {
+pub async fn lift(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    by: Option<Suspender>,
+    now: DateTime<Utc>,
+) -> Result<User, IdentityError> {
     let user = lock(conn, id).await?;
     match user.status {
         AccountStatus::Active => Ok(user),
         AccountStatus::Deleted => Err(IdentityError::Refused(IdentityCode::AccountDeletedConflict)),
         AccountStatus::Suspended => {
-            let user = set_status(conn, id, AccountStatus::Active).await?;
+            if by.is_some_and(|by| user.suspended_by.as_deref() != Some(by.as_str())) {
+                return Ok(user);
+            }
+            let user = diesel::update(users::table.find(id))
+                .set((
+                    users::status.eq(AccountStatus::Active),
+                    users::suspended_by.eq(None::<String>),
+                    users::suspension_reason.eq(None::<String>),
+                    users::updated_at.eq(diesel::dsl::now),
+                ))
+                .returning(User::as_returning())
+                .get_result(conn)
+                .await?;
             enqueue_at(conn, &UserReactivatedV1 { user_id: id.to_string() }, None, now).await?;
             Ok(user)
         }
+    }
+}
+
+/// Suspends the account `id` by `by` (see [`suspend_by`]) and, unless `by` is the owner
+/// cascade itself, every current member of `id`'s team with [`Suspender::Owner`] and reason
+/// [`OWNER_SUSPENDED`], each announced once. A deleted member, or one identity does not know,
+/// is passed over.
+///
+/// # Errors
+/// [`IdentityError::Refused`] for a deleted account.
+pub async fn suspend(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    by: Suspender,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<User, IdentityError> {
+    let user = suspend_by(conn, id, by, reason, now).await?;
+    if by != Suspender::Owner {
+        for member in memberships::members_at(conn, id.as_owner(), now).await? {
+            match suspend_by(conn, member, Suspender::Owner, OWNER_SUSPENDED, now).await {
+                Ok(_) | Err(IdentityError::NotFound | IdentityError::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(user)
+}
+
+/// Lifts `by`'s suspension of the account `id` (any suspension for `None`: an administrator;
+/// see [`lift`]) and, once the account is active, reactivates every current member of its team
+/// whom the owner's suspension suspended (a member's own suspension stays).
+///
+/// # Errors
+/// [`IdentityError::Refused`] for a deleted account.
+pub async fn reactivate(
+    conn: &mut AsyncPgConnection,
+    id: UserId,
+    by: Option<Suspender>,
+    now: DateTime<Utc>,
+) -> Result<User, IdentityError> {
+    let user = lift(conn, id, by, now).await?;
+    if user.status == AccountStatus::Active {
+        for member in memberships::members_at(conn, id.as_owner(), now).await? {
+            match lift(conn, member, Some(Suspender::Owner), now).await {
+                Ok(_) | Err(IdentityError::NotFound | IdentityError::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(user)
+}
+
+/// After a membership change of `member`: a member of a suspended owner's team is suspended
+/// with them; a person no longer in the team of the owner whose suspension suspended them is
+/// reactivated. Anything else is left as it is.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn follow_owner(
+    conn: &mut AsyncPgConnection,
+    member: UserId,
+    now: DateTime<Utc>,
+) -> Result<(), IdentityError> {
+    let owner = memberships::owner_at(conn, member, now).await?;
+    let outcome = match owner {
+        Some(owner) => {
+            // The owner's row is locked first, as a suspension of the owner locks it before
+            // reading its members: whichever commits second sees the other.
+            let owner_status = match lock(conn, owner.as_user()).await {
+                Ok(owner) => Some(owner.status),
+                Err(IdentityError::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if owner_status == Some(AccountStatus::Suspended) {
+                suspend_by(conn, member, Suspender::Owner, OWNER_SUSPENDED, now).await
+            } else {
+                lift(conn, member, Some(Suspender::Owner), now).await
+            }
+        }
+        None => lift(conn, member, Some(Suspender::Owner), now).await,
+    };
+    match outcome {
+        Ok(_) | Err(IdentityError::NotFound | IdentityError::Refused(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -290,7 +466,12 @@ async fn lock(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, Identity
 
 async fn set_status(conn: &mut AsyncPgConnection, id: UserId, to: AccountStatus) -> Result<User, IdentityError> {
     Ok(diesel::update(users::table.find(id))
-        .set((users::status.eq(to), users::updated_at.eq(diesel::dsl::now)))
+        .set((
+            users::status.eq(to),
+            users::suspended_by.eq(None::<String>),
+            users::suspension_reason.eq(None::<String>),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
         .returning(User::as_returning())
         .get_result(conn)
         .await?)

@@ -239,6 +239,10 @@ async fn keep(answers: &Cache<PersonKey, Arc<Answer>>, subject: PersonKey, start
 /// The path of identity's route that finds or creates the caller.
 pub const RESOLVE_PATH: &str = "/internal/callers/resolve";
 
+/// The path of identity's route that resolves the caller of a browser sign-in and announces it
+/// (`UserSignedInV1`), called once by the login callback.
+pub const SIGNED_IN_PATH: &str = "/internal/callers/signed-in";
+
 /// identity's `POST /internal/callers/resolve` at `url`, signed for the person (their issuer
 /// and subject).
 ///
@@ -246,6 +250,22 @@ pub const RESOLVE_PATH: &str = "/internal/callers/resolve";
 /// `identity_unavailable` when identity cannot be reached or fails; identity's own refusals
 /// (no email on a first login, an address already in use) as identity worded them.
 pub async fn ask_identity(
+    client: reqwest::Client,
+    url: String,
+    key: CallerKey,
+    person: PersonKey,
+    email: Option<Email>,
+) -> Result<Resolved, ApiError> {
+    ask_identity_at(RESOLVE_PATH, client, url, key, person, email).await
+}
+
+/// identity's `POST <path>` (a route that resolves the caller: [`RESOLVE_PATH`] or
+/// [`SIGNED_IN_PATH`]) at `url`, signed for the person.
+///
+/// # Errors
+/// As [`ask_identity`].
+pub async fn ask_identity_at(
+    path: &str,
     client: reqwest::Client,
     url: String,
     key: CallerKey,
@@ -260,7 +280,7 @@ pub async fn ask_identity(
         email,
     };
     let mut request = client.post(url);
-    for (name, value) in key.sign("POST", RESOLVE_PATH, &caller, chrono::Utc::now().timestamp()) {
+    for (name, value) in key.sign("POST", path, &caller, chrono::Utc::now().timestamp()) {
         request = request.header(name, value);
     }
     if let Some(id) = hopsbridge_platform::http::current_request_id() {

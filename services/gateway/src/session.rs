@@ -20,6 +20,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hopsbridge_domain::AuthSubject;
+use hopsbridge_platform::caller::CallerKey;
 use hopsbridge_platform::http::{ApiError, ErrorCode as _};
 use hopsbridge_platform::{Secret, constant_time_eq};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
@@ -136,6 +137,9 @@ pub struct Login {
     /// Checks the access token Auth0 hands over before it becomes a session.
     tokens: Arc<LazyValidator>,
     client: tokio::sync::OnceCell<Client>,
+    /// identity's base URL and the key requests to it are signed with: each sign-in is
+    /// announced there ([`crate::callers::SIGNED_IN_PATH`]).
+    identity: Option<(String, CallerKey)>,
 }
 
 /// An HTTP failure as openidconnect's client interface wants it.
@@ -165,7 +169,15 @@ impl Login {
             sealer,
             tokens,
             client: tokio::sync::OnceCell::new(),
+            identity: None,
         })
+    }
+
+    /// Announces each sign-in to identity at `url` (its base URL), signed with `key`.
+    #[must_use]
+    pub fn announcing_to(mut self, url: &str, key: CallerKey) -> Self {
+        self.identity = Some((url.trim_end_matches('/').to_owned(), key));
+        self
     }
 
     fn http_client(
@@ -331,6 +343,7 @@ pub async fn callback(
     if access.subject.as_str() != claims.subject().as_str() {
         return Err(failed(&"the ID and access tokens name different people"));
     }
+    announce_sign_in(&state, &access).await;
     let session = Session {
         access_token,
         subject: access.subject.clone(),
@@ -344,6 +357,28 @@ pub async fn callback(
         .cookie(cookie(SESSION_COOKIE, sealed, max_age, "/"))
         .cookie(cookie(LOGIN_COOKIE, String::new(), 0, "/api/auth"))
         .finish())
+}
+
+/// Tells identity that the person of `access` signed in, once per sign-in (plain API calls
+/// resolve the caller through another route): identity announces it (`UserSignedInV1`) for
+/// each service to complete what earlier steps left undone. A failure does not stop the
+/// sign-in; it is logged, and the next sign-in announces it again.
+async fn announce_sign_in(state: &Login, access: &crate::tokens::AccessClaims) {
+    let Some((url, key)) = &state.identity else { return };
+    let person = crate::callers::PersonKey { issuer: access.issuer.clone(), subject: access.subject.clone() };
+    let url = format!("{url}{}", crate::callers::SIGNED_IN_PATH);
+    let asked = crate::callers::ask_identity_at(
+        crate::callers::SIGNED_IN_PATH,
+        state.http.clone(),
+        url,
+        key.clone(),
+        person,
+        access.email.clone(),
+    )
+    .await;
+    if let Err(e) = asked {
+        tracing::warn!(error = %e, "identity was not told of a sign-in");
+    }
 }
 
 /// The session a request's cookie carries, if it is valid and unexpired.

@@ -32,7 +32,47 @@ hopsbridge_platform::data_service_config! {
         pub reconciliation: ReconciliationConfig,
         /// Postpaid usage reported to Stripe as meter events.
         pub reporting: ReportingConfig,
+        /// The plans' limits and the terms' version.
+        pub plans: PlansConfig,
+        /// Deadlines, grace periods and the enforcer of restrictions.
+        pub lifecycle: LifecycleConfig,
     }
+}
+
+/// The plans an owner chooses from, and the terms they accept.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlansConfig {
+    /// The version of the terms an owner accepts with a plan.
+    pub terms_version: String,
+    /// The free plan.
+    pub free: PlanLimits,
+    /// Pay as you go.
+    pub payg: PlanLimits,
+    /// Prepaid.
+    pub prepaid: PlanLimits,
+}
+
+/// One plan's limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimits {
+    /// Active Hopsworks projects allowed.
+    pub max_active_projects: i32,
+}
+
+/// Deadlines and grace periods of restrictions, and the enforcer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Days an owner moved to free has to come within its project allowance.
+    pub project_deadline_days: u32,
+    /// Days after an invoice's first failed payment before suspension.
+    pub unpaid_suspend_days: u32,
+    /// Hours after credits ran out (no card) before suspension.
+    pub credits_grace_hours: u32,
+    /// Seconds between two passes of the enforcer.
+    pub enforce_interval_secs: u64,
 }
 
 /// Postpaid usage reported to Stripe as meter events (decision 0044).
@@ -285,6 +325,19 @@ impl Validate for BillingConfig {
         }
         if r.close_after_secs >= 3000 {
             return err("reporting.close_after_secs", "must leave time before Stripe finalises (under 3000 s)");
+        }
+        if self.plans.terms_version.trim().is_empty() {
+            return err("plans.terms_version", "must not be empty");
+        }
+        for (plan, limits) in [("free", &self.plans.free), ("payg", &self.plans.payg), ("prepaid", &self.plans.prepaid)]
+        {
+            if !(0..=10_000).contains(&limits.max_active_projects) {
+                return err(&format!("plans.{plan}.max_active_projects"), "must be between 0 and 10000");
+            }
+        }
+        let l = &self.lifecycle;
+        if l.enforce_interval_secs == 0 || l.project_deadline_days > 365 || l.unpaid_suspend_days > 365 {
+            return err("lifecycle", "enforce_interval_secs must be positive, the day counts at most 365");
         }
         let mut names = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

@@ -49,6 +49,16 @@ hopsbridge_platform::error_codes! {
         InvalidCap = (BAD_REQUEST, "invalid_cap", "monthly_cap_minor must be null or a whole number from 1 to caps.max_minor"),
         /// A range runs backwards or is too long.
         InvalidRange = (BAD_REQUEST, "invalid_range", "from must be before to, within 366 days (31 for a backfill)"),
+        /// A plan that does not exist.
+        InvalidPlan = (BAD_REQUEST, "invalid_plan", "plan must be free, payg or prepaid"),
+        /// A plan chosen without accepting the terms.
+        TermsNotAccepted = (BAD_REQUEST, "terms_not_accepted", "accept_terms must be true to choose a plan"),
+        /// The terms accepted are not the version in force.
+        TermsOutdated = (CONFLICT, "terms_outdated", "terms_version must be the version of the terms in force"),
+        /// Pay as you go chosen without a usable card.
+        CardRequired = (CONFLICT, "card_required", "pay as you go needs a card: add one first"),
+        /// A spending cap action that does not exist.
+        InvalidCapAction = (BAD_REQUEST, "invalid_cap_action", "cap_action must be alert or suspend"),
     }
 }
 

@@ -294,7 +294,7 @@ pub async fn ingest(
     if !prepaid.is_empty() {
         settle_prepaid(conn, settings, &prepaid, &mut mails).await?;
     }
-    track_costs(conn, &new, &mut mails).await?;
+    track_costs(conn, &new, &mut mails, settings.clock.now()).await?;
     mails.send(conn, settings).await?;
     Ok(new.len())
 }
@@ -624,8 +624,14 @@ pub fn month_of(day: NaiveDate) -> NaiveDate {
 }
 
 /// Adds the new entries' cost (every mode but free) to their owners' months, and records the
-/// spending-cap shares reached, once per owner, month and share.
-async fn track_costs(conn: &mut AsyncPgConnection, entries: &[&Entry], mails: &mut Mails) -> Result<(), IngestError> {
+/// spending-cap shares reached, once per owner, month and share; crossing 100 % of a cap whose
+/// action is `suspend` opens a `spending_cap` restriction due at once ([`crate::lifecycle`]).
+async fn track_costs(
+    conn: &mut AsyncPgConnection,
+    entries: &[&Entry],
+    mails: &mut Mails,
+    now: DateTime<Utc>,
+) -> Result<(), IngestError> {
     let mut added: BTreeMap<(OwnerId, NaiveDate), Decimal> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.mode != BillingMode::Free) {
         *added.entry((e.sample.owner, month_of(e.day))).or_default() += e.cost();
@@ -695,6 +701,23 @@ async fn track_costs(conn: &mut AsyncPgConnection, entries: &[&Entry], mails: &m
     .load(conn)
     .await?;
     let sent: HashSet<(Uuid, NaiveDate, i32)> = sent.into_iter().map(|s| (s.owner_id, s.month, s.percent)).collect();
+    let crossed: Vec<Uuid> = sent.iter().filter(|s| s.2 == 100).map(|s| s.0).collect();
+    if !crossed.is_empty() {
+        let mut suspending: Vec<OwnerId> = spending_caps::table
+            .filter(spending_caps::owner_id.eq_any(&crossed))
+            .filter(spending_caps::cap_action.eq("suspend"))
+            .select(spending_caps::owner_id)
+            .load(conn)
+            .await?;
+        // Owners in id order, so concurrent batches take their locks alike.
+        suspending.sort_unstable_by_key(|o| o.as_uuid());
+        for owner in suspending {
+            let Some(month) = sent.iter().find(|s| s.0 == owner.as_uuid() && s.2 == 100).map(|s| s.1) else { continue };
+            crate::lifecycle::lock_owner(conn, owner).await?;
+            let detail = month.format("%Y-%m").to_string();
+            crate::lifecycle::open(conn, owner, crate::lifecycle::Reason::SpendingCap, &detail, (now, now)).await?;
+        }
+    }
     mails.cap.extend(reached.into_iter().filter(|r| sent.contains(&(r.0.as_uuid(), r.1, r.2))));
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! - On `UserCreatedV1` ([`events::UserCreated`]): one Stripe customer and one subscription of
 //!   metered prices (CPU core-hours, RAM GiB-hours, GPU hours), safe to repeat.
 //! - On `UserDeletedV1` ([`deletion`]): the last usage reported, the subscription cancelled
-//!   with a final invoice; billing's records kept.
+//!   with a final invoice; billing's records kept; the owner left out of the lifecycle.
 //! - On `TeamMemberJoinedV1` and `TeamMemberRemovedV1` ([`memberships`]): a member's own
 //!   subscription is cancelled and billing refuses them; a removed member gets a new one.
 //! - `GET /api/billing`, `POST /api/billing/payment-method`, `POST /api/billing/portal` for the
@@ -15,6 +15,12 @@
 //!   `UsageRecordedV1` ([`ledger`]) with billing modes ([`modes`]), prepaid credits
 //!   ([`credits`]) and spending caps, the owner's views ([`usage`], [`quantise`]), backfill and
 //!   reconciliation with metering ([`reconciliation`], [`metering`]) and their routes ([`api`]).
+//! - Plans (free, payg, prepaid) chosen with the terms accepted ([`plans`]), and the account's
+//!   standing ([`lifecycle`], decision 0048): a lost card or subscription moves a payg owner to
+//!   free, failed payments, exhausted credits and a suspending spending cap open restrictions with
+//!   deadlines, and a scheduled enforcer announces `AccountRestrictedV1` and
+//!   `AccountRestrictionLiftedV1` once each; `ProjectsCountedV1` keeps each owner's active
+//!   projects; `UserSignedInV1` completes a missing customer or subscription (login repair).
 //! - Postpaid usage reported to Stripe as meter events, one per owner, closed day, resource
 //!   and price version, corrections as new revisions ([`reporting`], decision 0044), on a
 //!   catalogue of one meter and price per price version ([`catalog`]).
@@ -29,11 +35,13 @@ pub mod deletion;
 pub mod error;
 pub mod events;
 pub mod ledger;
+pub mod lifecycle;
 pub mod mail;
 pub mod memberships;
 pub mod metering;
 pub mod modes;
 pub mod money;
+pub mod plans;
 pub mod prices;
 pub mod quantise;
 pub mod reconciliation;
@@ -48,7 +56,8 @@ pub use config::BillingConfig;
 
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
-    TeamMemberJoinedV1, TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1,
+    CreditsExhaustedV1, PaymentMethodAddedV1, PaymentMethodRemovedV1, ProjectsCountedV1, TeamMemberJoinedV1,
+    TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserSignedInV1,
 };
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
@@ -119,6 +128,17 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
     };
     let reporter =
         reporting::Reporter::new(&config, service.db.clone(), (stripe.clone(), prices.clone()), service.clock.clone())?;
+    let lifecycle = lifecycle::Lifecycle {
+        db: service.db.clone(),
+        clock: service.clock.clone(),
+        stripe: stripe.clone(),
+        prices: prices.clone(),
+        reporter: reporter.clone(),
+        plans: config.plans.clone(),
+        config: config.lifecycle.clone(),
+        window_secs: config.ledger.window_secs,
+        mail: config.mail.clone(),
+    };
     let money = api::Api {
         db: service.db.clone(),
         stripe: stripe.clone(),
@@ -130,13 +150,25 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         caps: config.caps.clone(),
         reconciler: reconciler.clone(),
         reporter: reporter.clone(),
+        lifecycle: lifecycle.clone(),
     };
     let reconcile_every = Duration::from_secs(config.reconciliation.interval_secs);
     let report_every = Duration::from_secs(config.reporting.interval_secs);
     let on_request = reporter.clone();
     let stripe_reconciler = reporter.clone();
     let reconcile_days = config.reconciliation.days;
-    let deleted = service.consumer::<UserDeletedV1, _>(deletion::UserDeleted::new(reporter.clone(), stripe.clone()));
+    // The deleted account's billing closed by deletion's handler, then left out of the lifecycle.
+    let deleted = service.consumer::<UserDeletedV1, _>(lifecycle.clone());
+    let card_removed = service.consumer::<PaymentMethodRemovedV1, _>(lifecycle.clone());
+    let card_added = service.consumer::<PaymentMethodAddedV1, _>(lifecycle.clone());
+    let exhausted = service.consumer::<CreditsExhaustedV1, _>(lifecycle.clone());
+    let counted = service.consumer::<ProjectsCountedV1, _>(lifecycle.clone());
+    let signed_in = service.consumer::<UserSignedInV1, _>(lifecycle::SignedIn::new(
+        (service.db.clone(), service.clock.clone()),
+        stripe.clone(),
+        prices.clone(),
+    ));
+    let enforcer = lifecycle::Enforcer(lifecycle.clone());
     let catalogue = Catalogue {
         db: service.db.clone(),
         stripe: stripe.clone(),
@@ -153,8 +185,9 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         prices.clone(),
         hooks,
     ));
-    let mut application =
-        service.application(Arc::new(move |c| routes::configure_all(c, state.clone(), money.clone())))?;
+    let mut application = service.application(Arc::new(move |c| {
+        routes::configure_all(c, state.clone(), money.clone(), lifecycle.clone());
+    }))?;
     for (i, writer) in writers {
         application = application.with_task("webhook-groups", move |cancel| writer.write_groups(i, cancel));
     }
@@ -162,6 +195,12 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         .with_task("stripe-catalog", move |cancel| ensure_catalog(catalogue, cancel))
         .with_task("user-created", move |cancel| created.run(cancel))
         .with_task("user-deleted", move |cancel| deleted.run(cancel))
+        .with_task("payment-method-removed", move |cancel| card_removed.run(cancel))
+        .with_task("payment-method-added", move |cancel| card_added.run(cancel))
+        .with_task("credits-exhausted", move |cancel| exhausted.run(cancel))
+        .with_task("projects-counted", move |cancel| counted.run(cancel))
+        .with_task("user-signed-in", move |cancel| signed_in.run(cancel))
+        .with_task("lifecycle-enforcer", move |cancel| enforcer.run(cancel))
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))
         .with_task("usage-ledger", move |cancel| usage.run(cancel))

@@ -1,6 +1,7 @@
 //! The owner's billing mails, each a plain-text and an HTML part rendered by askama from typed
-//! data: a low credit balance (`billing.low_balance`) and a share of the spending cap reached
-//! (`billing.spending_cap`). Amounts are shown in the currency's major unit.
+//! data: a low credit balance (`billing.low_balance`), a share of the spending cap reached
+//! (`billing.spending_cap`), and the account's standing ([`StandingMail`]: a deadline, a failed
+//! payment, a suspension, a reactivation). Amounts are shown in the currency's major unit.
 
 use askama::Template;
 use hopsbridge_platform::mail::MailTemplate;
@@ -117,6 +118,50 @@ impl MailTemplate for CapMail {
     }
 }
 
+/// The account's standing changed: what happened and what to do, one fact per line, and the
+/// items concerned (the projects over the plan's allowance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandingMail {
+    /// `billing.over_project_limit`, `billing.payment_failed`, `billing.credits_exhausted`,
+    /// `billing.suspended` or `billing.reactivated`.
+    pub kind: &'static str,
+    /// The subject line.
+    pub subject: String,
+    /// One fact per line.
+    pub lines: Vec<String>,
+    /// Listed after the lines (may be empty).
+    pub items: Vec<String>,
+    /// The billing page.
+    pub link: String,
+}
+
+#[derive(Template)]
+#[template(path = "mail/standing.txt")]
+struct StandingText<'a> {
+    m: &'a StandingMail,
+}
+
+#[derive(Template)]
+#[template(path = "mail/standing.html")]
+struct StandingHtml<'a> {
+    m: &'a StandingMail,
+}
+
+impl StandingMail {
+    /// Every part, under the mail's own kind.
+    ///
+    /// # Errors
+    /// When a template fails to render.
+    pub fn render(&self) -> askama::Result<hopsbridge_platform::mail::Rendered> {
+        Ok(hopsbridge_platform::mail::Rendered {
+            kind: self.kind,
+            subject: self.subject.clone(),
+            text: StandingText { m: self }.render()?,
+            html: StandingHtml { m: self }.render()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -150,5 +195,16 @@ mod tests {
         let r = cap.render().unwrap();
         assert!(r.subject.contains("90 %") && r.text.contains("90.00 of 100.00 USD"), "{}", r.text);
         assert_eq!(CapMail::dedup_key("o", "2026-12", 80), "billing.cap:o:2026-12:80");
+        let standing = StandingMail {
+            kind: "billing.over_project_limit",
+            subject: "Delete projects".into(),
+            lines: vec!["Over <the> limit".into()],
+            items: vec!["alpha".into(), "beta".into()],
+            link: "https://app.example/billing".into(),
+        };
+        let r = standing.render().unwrap();
+        assert_eq!(r.kind, "billing.over_project_limit");
+        assert!(r.text.contains("- alpha\n- beta") && r.text.contains("Over <the> limit"), "{}", r.text);
+        assert!(r.html.contains("<li>beta</li>") && r.html.contains("Over &#60;the&#62; limit"), "{}", r.html);
     }
 }

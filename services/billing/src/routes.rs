@@ -60,9 +60,15 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
 }
 
 /// Registers billing's routes: these and the money routes ([`crate::api`]).
-pub fn configure_all(c: &mut web::ServiceConfig, state: State, money: crate::api::Api) {
+pub fn configure_all(
+    c: &mut web::ServiceConfig,
+    state: State,
+    money: crate::api::Api,
+    lifecycle: crate::lifecycle::Lifecycle,
+) {
     configure(c, state);
     crate::api::configure(c, money);
+    crate::api::configure_plans(c, lifecycle);
 }
 
 type Data = web::Data<State>;

@@ -17,6 +17,7 @@ diesel::table! {
         team_owner_id -> Nullable<Uuid>,
         team_joined_at -> Nullable<Timestamptz>,
         team_removed_at -> Nullable<Timestamptz>,
+        plan -> Nullable<Text>,
     }
 }
 
@@ -65,6 +66,13 @@ diesel::table! {
         last_error -> Nullable<Text>,
         done_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    closed_owners (owner_id) {
+        owner_id -> Uuid,
+        closed_at -> Timestamptz,
     }
 }
 
@@ -162,6 +170,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    lifecycle_signals (key) {
+        key -> Text,
+        owner_id -> Uuid,
+        kind -> Text,
+        subject -> Text,
+        attempt -> Int4,
+        at -> Timestamptz,
+        handled_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     low_balance_alerts (owner_id, threshold_minor) {
         owner_id -> Uuid,
         threshold_minor -> Int8,
@@ -201,6 +221,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    owner_suspensions (owner_id) {
+        owner_id -> Uuid,
+        suspended_at -> Timestamptz,
+        lifted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     payment_methods (id) {
         id -> Text,
         stripe_customer_id -> Text,
@@ -211,6 +239,18 @@ diesel::table! {
         attached_at -> Nullable<Int8>,
         detached_at -> Nullable<Int8>,
         updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    plan_changes (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        previous_plan -> Nullable<Text>,
+        plan -> Text,
+        reason -> Text,
+        changed_by -> Nullable<Uuid>,
+        changed_at -> Timestamptz,
     }
 }
 
@@ -232,6 +272,16 @@ diesel::table! {
         event_type -> Text,
         created -> Int8,
         processed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    project_counts (owner_id, cluster_id) {
+        owner_id -> Uuid,
+        cluster_id -> Uuid,
+        active_projects -> Int4,
+        project_names -> Array<Nullable<Text>>,
+        synced_at -> Timestamptz,
     }
 }
 
@@ -259,10 +309,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    restrictions (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        reason -> Text,
+        detail -> Text,
+        started_at -> Timestamptz,
+        deadline -> Timestamptz,
+        cleared_at -> Nullable<Timestamptz>,
+        suspended_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     spending_caps (owner_id) {
         owner_id -> Uuid,
         monthly_cap_minor -> Int8,
         updated_at -> Timestamptz,
+        cap_action -> Text,
     }
 }
 
@@ -286,6 +350,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    terms_acceptances (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        terms_version -> Text,
+        accepted_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(credit_deductions -> credit_grants (grant_id));
 diesel::joinable!(meter_reports -> prices (price_id));
 diesel::joinable!(stripe_prices -> prices (price_id));
@@ -297,21 +370,28 @@ diesel::allow_tables_to_appear_in_same_query!(
     billing_modes,
     cap_alerts,
     checkout_follow_ups,
+    closed_owners,
     credit_deductions,
     credit_grants,
     credit_purchases,
     credit_states,
     invoices,
     ledger_entries,
+    lifecycle_signals,
     low_balance_alerts,
     meter_reports,
     monthly_costs,
+    owner_suspensions,
     payment_methods,
+    plan_changes,
     prices,
     processed_stripe_events,
+    project_counts,
     reconciliation_findings,
     report_requests,
+    restrictions,
     spending_caps,
     stripe_prices,
     subscription_items,
+    terms_acceptances,
 );

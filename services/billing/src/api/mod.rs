@@ -11,7 +11,9 @@
 //! | `GET /api/admin/billing/reports?owner=&day=` | admins | the meter event reports to Stripe of an owner (a day) |
 //! | `POST /api/admin/billing/reconcile/stripe` | admins | compare the accepted reports with Stripe's summaries now |
 //! | `POST /api/credits/purchase`, `GET /api/credits` | the account owner | buy credits through Checkout; balance, grants, deductions |
-//! | `PUT /api/billing/cap` | the account owner | the monthly spending cap |
+//! | `PUT /api/billing/cap` | the account owner | the monthly spending cap and what crossing it does |
+//! | `GET /api/billing/plan`, `PUT /api/billing/plan` | the account owner | plan, terms, limits and restrictions; choosing a plan with the terms |
+//! | `PUT /api/admin/billing/{owner}/plan` | admins | the owner's plan |
 //! | `GET /api/billing/usage`, `GET /api/billing/usage/samples` | the account owner | usage and cost per day, resource, project and member, the upcoming invoice; the entries behind a day |
 //!
 //! Members are refused every owner route (`owner_only`), as the other billing routes refuse
@@ -19,6 +21,7 @@
 
 mod admin;
 mod credits;
+mod plans;
 mod prices;
 mod usage;
 
@@ -57,6 +60,8 @@ pub struct Api {
     pub reconciler: Reconciler,
     /// The reports to Stripe.
     pub reporter: crate::reporting::Reporter,
+    /// The account's standing (a cap's suspension).
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// Registers the money routes.
@@ -78,6 +83,14 @@ pub fn configure(c: &mut web::ServiceConfig, api: Api) {
         .route("/api/billing/cap", web::put().to(usage::set_cap))
         .route("/api/billing/usage", web::get().to(usage::get_usage))
         .route("/api/billing/usage/samples", web::get().to(usage::get_samples));
+}
+
+/// Registers the plan routes.
+pub fn configure_plans(c: &mut web::ServiceConfig, lifecycle: crate::lifecycle::Lifecycle) {
+    c.app_data(web::Data::new(lifecycle))
+        .route("/api/billing/plan", web::get().to(plans::get_plan))
+        .route("/api/billing/plan", web::put().to(plans::put_plan))
+        .route("/api/admin/billing/{owner}/plan", web::put().to(plans::admin_set_plan));
 }
 
 type Data = web::Data<Api>;
@@ -138,6 +151,9 @@ fn whole_number(v: &serde_json::Value, code: BillingCode) -> Result<i64, ApiErro
         usage::set_cap,
         usage::get_usage,
         usage::get_samples,
+        plans::get_plan,
+        plans::put_plan,
+        plans::admin_set_plan,
     ),
     components(schemas(
         crate::prices::Price,
@@ -171,6 +187,15 @@ fn whole_number(v: &serde_json::Value, code: BillingCode) -> Result<i64, ApiErro
         usage::InvoiceLine,
         usage::SamplesView,
         usage::SampleLine,
+        crate::plans::Plan,
+        crate::plans::PlanChange,
+        crate::lifecycle::Restriction,
+        plans::Limits,
+        plans::Terms,
+        plans::PlanView,
+        plans::PlanBody,
+        plans::PlanAnswer,
+        plans::AdminPlanBody,
     )),
     tags((name = "billing", description = "the account owner's billing"))
 )]

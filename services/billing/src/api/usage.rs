@@ -36,6 +36,10 @@ pub struct CapBody {
     /// Minor units a month, from 1 to `caps.max_minor`; null removes the cap.
     #[schema(value_type = Option<i64>)]
     monthly_cap_minor: serde_json::Value,
+    /// What crossing 100 % does: `alert` (the default) only mails; `suspend` also suspends the
+    /// account until the next month or a higher cap. Omitted: unchanged.
+    #[serde(default)]
+    cap_action: Option<String>,
 }
 
 /// The spending cap.
@@ -43,36 +47,81 @@ pub struct CapBody {
 pub struct Cap {
     /// Minor units a month; null when none is set.
     monthly_cap_minor: Option<i64>,
+    /// `alert` or `suspend`; null when no cap is set.
+    cap_action: Option<String>,
 }
 
 #[utoipa::path(put, path = "/api/billing/cap", tag = "billing", request_body = CapBody,
-    description = "A soft cap: reaching 80, 90 and 100 % of it in a UTC month mails the owner once each (and the admins at 100 %); nothing is stopped.",
+    description = "Reaching 80, 90 and 100 % of the cap in a UTC month mails the owner once each (and the admins at 100 %). With cap_action suspend, crossing 100 % also suspends the account until the next month or a cap above the month's cost (which clears it, as removing the cap or choosing alert does).",
     responses((status = 200, description = "the cap", body = Cap),
-        (status = 400, description = describe(&[BillingCode::InvalidCap]), body = ErrorBody),
+        (status = 400, description = describe(&[BillingCode::InvalidCap, BillingCode::InvalidCapAction]), body = ErrorBody),
         (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
         (status = 404, description = describe(&[BillingCode::AccountNotFound]), body = ErrorBody)))]
 pub(super) async fn set_cap(state: Data, caller: Caller, body: web::Json<CapBody>) -> Result<HttpResponse, ApiError> {
     let account = owner(&state, &caller).await?;
     let owner = OwnerId::of(account.user_id);
-    let mut conn = state.db.conn().await?;
-    if body.monthly_cap_minor.is_null() {
-        diesel::delete(spending_caps::table.find(owner)).execute(&mut conn).await.map_err(db)?;
-        return Ok(HttpResponse::Ok().json(Cap { monthly_cap_minor: None }));
-    }
-    let cap = whole_number(&body.monthly_cap_minor, BillingCode::InvalidCap)?;
-    if !(1..=state.caps.max_minor).contains(&cap) {
-        return Err(BillingCode::InvalidCap
-            .with_message(format!("monthly_cap_minor must be from 1 to {}", state.caps.max_minor)));
-    }
-    diesel::insert_into(spending_caps::table)
-        .values((spending_caps::owner_id.eq(owner), spending_caps::monthly_cap_minor.eq(cap)))
-        .on_conflict(spending_caps::owner_id)
-        .do_update()
-        .set((spending_caps::monthly_cap_minor.eq(cap), spending_caps::updated_at.eq(diesel::dsl::now)))
-        .execute(&mut conn)
+    let action = match body.cap_action.as_deref() {
+        None => None,
+        Some(a @ ("alert" | "suspend")) => Some(a.to_owned()),
+        Some(_) => return Err(BillingCode::InvalidCapAction.error()),
+    };
+    let cap = if body.monthly_cap_minor.is_null() {
+        None
+    } else {
+        let cap = whole_number(&body.monthly_cap_minor, BillingCode::InvalidCap)?;
+        if !(1..=state.caps.max_minor).contains(&cap) {
+            return Err(BillingCode::InvalidCap
+                .with_message(format!("monthly_cap_minor must be from 1 to {}", state.caps.max_minor)));
+        }
+        Some(cap)
+    };
+    let lifecycle = state.lifecycle.clone();
+    let answer = state
+        .db
+        .transaction(move |c| {
+            let (lifecycle, action) = (lifecycle.clone(), action.clone());
+            Box::pin(async move {
+                crate::lifecycle::lock_owner(c, owner).await?;
+                let Some(cap) = cap else {
+                    diesel::delete(spending_caps::table.find(owner)).execute(c).await?;
+                    lifecycle.clear(c, owner, crate::lifecycle::Reason::SpendingCap, lifecycle.clock.now()).await?;
+                    return Ok::<_, anyhow::Error>(Cap { monthly_cap_minor: None, cap_action: None });
+                };
+                let action: String = diesel::insert_into(spending_caps::table)
+                    .values((
+                        spending_caps::owner_id.eq(owner),
+                        spending_caps::monthly_cap_minor.eq(cap),
+                        spending_caps::cap_action.eq(action.as_deref().unwrap_or("alert")),
+                    ))
+                    .on_conflict(spending_caps::owner_id)
+                    .do_update()
+                    .set((
+                        spending_caps::monthly_cap_minor.eq(cap),
+                        spending_caps::cap_action.eq(diesel::dsl::sql::<diesel::sql_types::Text>("coalesce(")
+                            .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(action.clone())
+                            .sql(", spending_caps.cap_action)")),
+                        spending_caps::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(spending_caps::cap_action)
+                    .get_result(c)
+                    .await?;
+                // A cap above the month's cost, or one that only alerts, ends a cap suspension.
+                let now = lifecycle.clock.now();
+                let spent: Option<Decimal> = crate::schema::monthly_costs::table
+                    .find((owner, month_of(now.date_naive())))
+                    .select(crate::schema::monthly_costs::cost)
+                    .first(c)
+                    .await
+                    .optional()?;
+                if action == "alert" || spent.unwrap_or_default() < Decimal::from(cap) {
+                    lifecycle.clear(c, owner, crate::lifecycle::Reason::SpendingCap, now).await?;
+                }
+                Ok(Cap { monthly_cap_minor: Some(cap), cap_action: Some(action) })
+            })
+        })
         .await
-        .map_err(db)?;
-    Ok(HttpResponse::Ok().json(Cap { monthly_cap_minor: Some(cap) }))
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// Which days.

@@ -12,12 +12,17 @@
 //!   ([`crate::checkout_follow_ups`]), which the follow-up task does with Stripe later;
 //! - a completed and paid payment-mode Checkout Session of a credit purchase grants the
 //!   purchase's credit, once: the grant's source is the session.
+//!
+//! A subscription ended, an invoice's payment failed or paid, and credit bought are also
+//! recorded as signals for the account's standing ([`crate::lifecycle`]), in the same
+//! transaction.
 
 use super::apply::Locked;
 use super::{ApplyError, Event};
 use crate::accounts::{self, CardSummary, InvoiceRecord, PaymentMethodState};
 use crate::checkout_follow_ups;
 use crate::credits;
+use crate::lifecycle;
 use crate::stripe::{Stripe, Subscription};
 use diesel_async::AsyncPgConnection;
 use serde_json::Value;
@@ -64,7 +69,8 @@ pub(super) enum Effect {
         session: String,
         customer: String,
     },
-    Invoice(InvoiceRecord),
+    /// An invoice paid, or one of its payments failed (Stripe's attempt count).
+    Invoice(InvoiceRecord, Option<i32>),
     /// A subscription cycle's invoice was created: its customer's usage through `through` is
     /// to be reported before Stripe finalises it an hour later.
     ReportThrough {
@@ -83,7 +89,7 @@ impl Effect {
             Self::CheckoutFollowUp { customer, .. }
             | Self::Subscription { customer, .. }
             | Self::CreditPurchase { customer, .. } => Some(customer),
-            Self::Invoice(invoice) => Some(&invoice.customer),
+            Self::Invoice(invoice, _) => Some(&invoice.customer),
             Self::ReportThrough { customer, .. } => Some(customer),
             Self::Nothing => None,
         }
@@ -99,7 +105,7 @@ impl Effect {
     pub(super) fn row(&self) -> Option<(&'static str, &str)> {
         match self {
             Self::PaymentMethod(change) => Some(("pm", change.pm())),
-            Self::Invoice(invoice) => Some(("invoice", &invoice.id)),
+            Self::Invoice(invoice, _) => Some(("invoice", &invoice.id)),
             Self::CheckoutFollowUp { event_id, .. } => Some(("checkout", event_id)),
             Self::Subscription { customer, .. } => Some(("account", customer)),
             Self::CreditPurchase { session, .. } => Some(("credits", session)),
@@ -172,16 +178,20 @@ pub(super) fn prepare(event: &Event) -> Effect {
             _ => Effect::Nothing,
         },
         "invoice.paid" | "invoice.payment_failed" => match (id_of(&o["id"]), id_of(&o["customer"])) {
-            (Some(id), Some(customer)) => Effect::Invoice(InvoiceRecord {
-                id,
-                customer,
-                number: o["number"].as_str().map(str::to_owned),
-                status: o["status"].as_str().unwrap_or("open").to_owned(),
-                amount_due: o["amount_due"].as_i64().unwrap_or(0),
-                currency: o["currency"].as_str().unwrap_or_default().to_owned(),
-                hosted_invoice_url: o["hosted_invoice_url"].as_str().map(str::to_owned),
-                created: o["created"].as_i64().unwrap_or(event.created),
-            }),
+            (Some(id), Some(customer)) => Effect::Invoice(
+                InvoiceRecord {
+                    id,
+                    customer,
+                    number: o["number"].as_str().map(str::to_owned),
+                    status: o["status"].as_str().unwrap_or("open").to_owned(),
+                    amount_due: o["amount_due"].as_i64().unwrap_or(0),
+                    currency: o["currency"].as_str().unwrap_or_default().to_owned(),
+                    hosted_invoice_url: o["hosted_invoice_url"].as_str().map(str::to_owned),
+                    created: o["created"].as_i64().unwrap_or(event.created),
+                },
+                (event.kind == "invoice.payment_failed")
+                    .then(|| o["attempt_count"].as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(1)),
+            ),
             _ => Effect::Nothing,
         },
         _ => Effect::Nothing,
@@ -236,9 +246,14 @@ pub(super) async fn run(
             }
             Ok(Done::Other)
         }
-        Effect::Invoice(invoice) => {
-            if locked.user(&invoice.customer).is_some() {
+        Effect::Invoice(invoice, failed) => {
+            if let Some(user) = locked.user(&invoice.customer) {
                 accounts::record_invoice(c, invoice, at).await?;
+                let signal = match failed {
+                    Some(attempt) => lifecycle::Signal::InvoiceFailed(&invoice.id, *attempt),
+                    None => lifecycle::Signal::InvoicePaid(&invoice.id),
+                };
+                lifecycle::signal(c, user, signal, at).await?;
             }
             Ok(Done::Other)
         }
@@ -250,6 +265,9 @@ pub(super) async fn run(
             // does not matter.
             let current: Subscription = stripe.get(&format!("subscriptions/{id}"), &Vec::new()).await?;
             accounts::set_subscription_status(c, user, &current.id, &current.status).await?;
+            if accounts::ENDED.contains(&current.status.as_str()) {
+                lifecycle::signal(c, user, lifecycle::Signal::SubscriptionEnded(&current.id), at).await?;
+            }
             Ok(Done::Other)
         }
         Effect::CreditPurchase { session, customer } => {
@@ -270,7 +288,9 @@ pub(super) async fn run(
                 source,
                 by: None,
             };
-            credits::grant(c, &new).await?;
+            if credits::grant(c, &new).await?.is_some() {
+                lifecycle::signal(c, user, lifecycle::Signal::CreditsBought(session), at).await?;
+            }
             credits::complete_purchase(c, session).await?;
             Ok(Done::Other)
         }

@@ -116,6 +116,20 @@ async fn every_code_is_answered_with_its_status() {
         BillingCode::InvalidRange,
         billing.call(Method::GET, "/api/billing/usage?from=2026-12-02&to=2026-12-01", Some(&owner)).await,
     );
+    // The plan routes and the cap's action (decision 0048).
+    let plan = |body: Value| billing.call_with(Method::PUT, "/api/billing/plan", Some(&owner), Some(body));
+    expect(
+        BillingCode::InvalidPlan,
+        plan(json!({"plan": "gold", "accept_terms": true, "terms_version": "2026-12-01"})).await,
+    );
+    expect(BillingCode::TermsNotAccepted, plan(json!({"plan": "free", "terms_version": "2026-12-01"})).await);
+    expect(BillingCode::TermsOutdated, plan(json!({"plan": "free", "accept_terms": true, "terms_version": "1"})).await);
+    expect(
+        BillingCode::CardRequired,
+        plan(json!({"plan": "payg", "accept_terms": true, "terms_version": "2026-12-01"})).await,
+    );
+    let cap = Some(json!({"monthly_cap_minor": 100, "cap_action": "stop"}));
+    expect(BillingCode::InvalidCapAction, billing.call_with(Method::PUT, "/api/billing/cap", Some(&owner), cap).await);
 
     let every: HashSet<BillingCode> = BillingCode::ALL.iter().copied().collect();
     assert_eq!(answered, every, "each code of the catalogue is exercised here");

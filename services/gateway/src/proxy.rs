@@ -105,7 +105,7 @@ impl Routes {
         })
     }
 
-    fn upstream(&self, path: &str) -> Option<&Upstream> {
+    pub(crate) fn upstream(&self, path: &str) -> Option<&Upstream> {
         self.table
             .iter()
             .find(|(prefix, _)| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
@@ -118,7 +118,7 @@ impl Routes {
 /// for each forwarded request (a shared client hands a connection opened by one worker to the
 /// others, and every request on it then crosses threads twice).
 #[derive(Clone, Debug)]
-pub struct WorkerClient(reqwest::Client);
+pub struct WorkerClient(pub(crate) reqwest::Client);
 
 impl WorkerClient {
     /// A client for the services: no redirects, a 30 s bound, a pool per worker whose idle
@@ -322,7 +322,7 @@ const MAX_PUBLIC_TOKEN: usize = 64;
 
 /// True for the public `/api/…` requests: `GET /api/invitations/{token}`, with the token one
 /// segment of base64url characters and no query, and `GET /api/pricing` with no query.
-fn is_public(method: &actix_web::http::Method, path_and_query: &str) -> bool {
+pub(crate) fn is_public(method: &actix_web::http::Method, path_and_query: &str) -> bool {
     if method != actix_web::http::Method::GET {
         return false;
     }
@@ -337,10 +337,10 @@ fn is_public(method: &actix_web::http::Method, path_and_query: &str) -> bool {
 /// Where a request is forwarded: the upstream, the path and query the gateway routed on and
 /// signs, and the URL that carries exactly them.
 #[derive(Debug)]
-struct Target<'a> {
-    upstream: &'a str,
-    path_and_query: &'a str,
-    url: reqwest::Url,
+pub(crate) struct Target<'a> {
+    pub(crate) upstream: &'a str,
+    pub(crate) path_and_query: &'a str,
+    pub(crate) url: reqwest::Url,
 }
 
 impl<'a> Target<'a> {
@@ -348,7 +348,7 @@ impl<'a> Target<'a> {
     /// dot segments (`..`, `%2e%2e`, `.%2E`), reads `\` as `/` and percent-encodes some
     /// characters, so such a path would reach another route than the one the gateway chose:
     /// `/api/me/../../internal/…` would leave `/api` for a service's internal routes.
-    fn new(upstream: &'a Upstream, path_and_query: &'a str) -> Option<Self> {
+    pub(crate) fn new(upstream: &'a Upstream, path_and_query: &'a str) -> Option<Self> {
         let base_path = &upstream.path;
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
@@ -386,12 +386,12 @@ pub async fn caller(
 }
 
 /// True for the admin routes, the only ones a machine client may reach.
-fn is_admin_route(path: &str) -> bool {
+pub(crate) fn is_admin_route(path: &str) -> bool {
     path.starts_with("/api/admin/")
 }
 
 /// Who a request comes from, once its token checked out.
-enum Authenticated {
+pub(crate) enum Authenticated {
     /// A person, as identity knows them.
     Person(Caller, Resolved),
     /// A granted machine client on an admin route.
@@ -423,8 +423,20 @@ async fn authenticate(
             session.access_token
         }
     };
+    authenticate_token(proxy, client, &token, admin_route).await
+}
+
+/// [`authenticate`] once the access token is known (a bearer's, or a session's the caller has
+/// already checked): the token, the person behind it and their roles, or the granted machine
+/// client on an admin route. `Ok(Err(response))` is a rate-limit answer.
+pub(crate) async fn authenticate_token(
+    proxy: &Proxy,
+    client: &WorkerClient,
+    token: &str,
+    admin_route: bool,
+) -> Result<Result<Authenticated, HttpResponse>, ApiError> {
     let bearer = match proxy.tokens.get().await {
-        Ok(validator) => validator.validate_bearer(&token).await.map_err(|e| {
+        Ok(validator) => validator.validate_bearer(token).await.map_err(|e| {
             tracing::info!(reason = %e, "access token refused");
             GatewayCode::InvalidToken.error()
         })?,

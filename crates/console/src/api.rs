@@ -1,0 +1,449 @@
+//! The parts of the API's answers the pages show, as the OpenAPI document describes them
+//! (fields the pages do not use are ignored, so the API can grow without breaking a page).
+
+use serde::Deserialize;
+
+/// `GET /api/me`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Me {
+    /// Their user id (compared with usage lines, never shown in a URL).
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `GET /api/cluster`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MyCluster {
+    /// `complete`, `provisioning`, `waiting_for_capacity`, …
+    pub status: String,
+    /// The cluster, once chosen.
+    #[serde(default)]
+    pub cluster: Option<ClusterSummary>,
+    /// Why it is not complete yet.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The person's Hopsworks username, when the API gives it.
+    #[serde(default)]
+    pub hopsworks_username: Option<String>,
+    /// The person's Hopsworks projects, when the API gives them.
+    #[serde(default)]
+    pub projects: Option<Vec<Project>>,
+}
+
+/// A cluster as its user sees it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClusterSummary {
+    /// Its name.
+    pub name: String,
+    /// Its region.
+    #[serde(default)]
+    pub region: String,
+    /// The Hopsworks URL to open.
+    pub endpoint: String,
+}
+
+/// A Hopsworks project.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Project {
+    /// Its name.
+    pub name: String,
+}
+
+/// `GET /api/billing`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Billing {
+    /// `free`, `postpaid` or `prepaid`.
+    pub billing_mode: String,
+    /// Newest first.
+    #[serde(default)]
+    pub invoices: Vec<InvoiceSummary>,
+    /// The card, once added.
+    #[serde(default)]
+    pub payment_method: Option<Card>,
+    /// Stripe's subscription status.
+    #[serde(default)]
+    pub subscription_status: Option<String>,
+}
+
+/// An invoice.
+#[derive(Clone, Debug, Deserialize)]
+pub struct InvoiceSummary {
+    /// `open`, `paid`, …
+    pub status: String,
+    /// Minor units.
+    pub amount_due: i64,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Stripe's page.
+    #[serde(default)]
+    pub hosted_invoice_url: Option<String>,
+    /// Its number.
+    #[serde(default)]
+    pub number: Option<String>,
+}
+
+/// A card.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Card {
+    /// `visa`, …
+    #[serde(default)]
+    pub brand: Option<String>,
+    /// Expiry month.
+    #[serde(default)]
+    pub exp_month: Option<i32>,
+    /// Expiry year.
+    #[serde(default)]
+    pub exp_year: Option<i32>,
+    /// Last four digits.
+    #[serde(default)]
+    pub last4: Option<String>,
+}
+
+/// `GET /api/billing/usage`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct OwnerUsage {
+    /// Per day, resource, project, member and mode.
+    #[serde(default)]
+    pub lines: Vec<UsageLine>,
+    /// The range asked for.
+    pub range: Totals,
+    /// This UTC month so far.
+    pub month_to_date: Totals,
+    /// The spending cap, minor units a month.
+    #[serde(default)]
+    pub monthly_cap_minor: Option<i64>,
+    /// The upcoming invoice.
+    pub upcoming_invoice: UpcomingInvoice,
+}
+
+/// One day's usage of one resource in one project by one person, in one mode.
+#[derive(Clone, Debug, Deserialize)]
+pub struct UsageLine {
+    /// The UTC day.
+    pub day: chrono::NaiveDate,
+    /// `cpu`, `memory`, `gpu`.
+    pub resource: String,
+    /// Whose pods.
+    pub user_id: String,
+    /// Hopsworks' project id.
+    #[serde(default)]
+    pub project_id: Option<i64>,
+    /// Billed units, exact decimal.
+    pub quantity: String,
+    /// Cost in minor units, unrounded.
+    pub cost: String,
+}
+
+/// Costs added up.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Totals {
+    /// First day.
+    pub from: chrono::NaiveDate,
+    /// Last day.
+    pub to: chrono::NaiveDate,
+    /// Minor units, unrounded.
+    pub cost: String,
+    /// Rounded half up.
+    pub cost_minor: i64,
+    /// Paid with credits, unrounded.
+    pub credits_paid: String,
+    /// Unpaid, unrounded.
+    pub unpaid: String,
+}
+
+/// The upcoming invoice.
+#[derive(Clone, Debug, Deserialize)]
+pub struct UpcomingInvoice {
+    /// First day.
+    pub period_start: chrono::NaiveDate,
+    /// Last day.
+    pub period_end: chrono::NaiveDate,
+    /// Per resource and price.
+    #[serde(default)]
+    pub lines: Vec<InvoiceLine>,
+    /// Minor units.
+    pub total_minor: i64,
+}
+
+/// A line of the upcoming invoice.
+#[derive(Clone, Debug, Deserialize)]
+pub struct InvoiceLine {
+    /// The resource.
+    pub resource: String,
+    /// Its unit amount, minor units.
+    pub unit_amount_decimal: String,
+    /// Billed units.
+    pub quantity: String,
+    /// Rounded amount, minor units.
+    pub amount_minor: i64,
+}
+
+/// `GET /api/usage`: one person's usage in one namespace on one day.
+#[derive(Clone, Debug, Deserialize)]
+pub struct DailyUsage {
+    /// The UTC day.
+    pub day: chrono::NaiveDate,
+    /// The project's namespace.
+    pub namespace: String,
+    /// Core-hours.
+    pub cpu_core_hours: String,
+    /// GiB-hours.
+    pub memory_gib_hours: String,
+    /// GPU-hours.
+    pub gpu_hours: String,
+}
+
+/// `GET /api/billing/usage/samples`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Samples {
+    /// The day.
+    pub day: chrono::NaiveDate,
+    /// The next page's `after`.
+    #[serde(default)]
+    pub next: Option<String>,
+    /// The entries.
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+}
+
+/// One ledger entry.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Sample {
+    /// Whose pods.
+    pub user_id: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The project.
+    #[serde(default)]
+    pub project_id: Option<i64>,
+    /// Window start.
+    pub window_start: String,
+    /// Window end.
+    pub window_end: String,
+    /// The mode.
+    pub billing_mode: String,
+    /// Core-hours.
+    pub cpu_core_hours: String,
+    /// GiB-hours.
+    pub memory_gib_hours: String,
+    /// GPU-hours.
+    pub gpu_hours: String,
+    /// Cost, unrounded minor units.
+    pub cost: String,
+}
+
+/// `GET /api/credits`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Credits {
+    /// Minor units left.
+    pub balance: String,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// Newest first.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+}
+
+/// A grant of credit.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Grant {
+    /// `purchased` or `promotional`.
+    pub category: String,
+    /// Granted, minor units.
+    pub amount: String,
+    /// Left, minor units.
+    pub remaining: String,
+    /// When.
+    pub created_at: String,
+    /// Until when.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// `GET /api/pricing`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Pricing {
+    /// The prices in force.
+    #[serde(default)]
+    pub current: Vec<PublicPrice>,
+}
+
+/// A price in force.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PublicPrice {
+    /// What it prices.
+    pub resource: String,
+    /// Lowercase ISO 4217.
+    pub currency: String,
+    /// Minor units per billed unit.
+    pub unit_amount_decimal: String,
+}
+
+/// A URL to send the browser to (Checkout, the portal).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Redirect {
+    /// Where.
+    pub url: String,
+}
+
+/// `GET /api/team`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Team {
+    /// The members.
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+/// A member as the owner sees them.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Member {
+    /// Their user id (used only to call the API, never shown in a URL).
+    pub user_id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Role in the owner's projects.
+    pub project_role: String,
+    /// Their account's status.
+    pub account_status: String,
+    /// Their usage this month.
+    pub usage_this_month: Hours,
+    /// Their Hopsworks account.
+    pub hopsworks_account: HopsworksAccount,
+}
+
+/// A month's usage.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Hours {
+    /// Core-hours.
+    pub cpu_core_hours: String,
+    /// GiB-hours.
+    pub memory_gib_hours: String,
+    /// GPU-hours.
+    pub gpu_hours: String,
+}
+
+/// A member's Hopsworks account.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HopsworksAccount {
+    /// `assigned`, `unassigned`, `none`.
+    pub state: String,
+    /// Their username.
+    #[serde(default)]
+    pub hopsworks_username: Option<String>,
+}
+
+/// An invitation as its owner sees it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Invitation {
+    /// Its id (used only to call the API).
+    pub id: String,
+    /// The invited address.
+    pub email: String,
+    /// The role offered.
+    pub project_role: String,
+    /// `pending`, `accepted`, `cancelled`, `replaced`.
+    pub status: String,
+    /// Mails sent.
+    pub sends: i32,
+    /// When the link stops working.
+    pub expires_at: String,
+}
+
+/// `GET /api/team/membership`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MyMembership {
+    /// The owner's name.
+    pub owner_name: String,
+    /// The owner's address.
+    #[serde(default)]
+    pub owner_email: Option<String>,
+    /// The member's role.
+    pub project_role: String,
+    /// Since when.
+    pub joined_at: String,
+}
+
+/// `GET /api/invitations/{token}`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Preview {
+    /// Who invited.
+    pub invited_by: Inviter,
+    /// The invited address.
+    pub email: String,
+    /// The role offered.
+    pub project_role: String,
+    /// When the link stops working.
+    pub expires_at: String,
+    /// The terms to accept.
+    pub terms_version: String,
+}
+
+/// The inviting owner.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Inviter {
+    /// Their name.
+    pub name: String,
+    /// Their address.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// `GET /api/admin/users`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct UserPage {
+    /// The people found.
+    #[serde(default)]
+    pub items: Vec<AdminUser>,
+    /// How many match.
+    #[serde(default)]
+    pub total: i64,
+}
+
+/// A person as an admin sees them.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AdminUser {
+    /// Their id (used only to call the API).
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// `active`, `suspended`, `deleted`.
+    pub status: String,
+    /// Admin.
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+/// A registered cluster as an admin sees it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AdminCluster {
+    /// Name.
+    pub name: String,
+    /// Region.
+    #[serde(default)]
+    pub region: String,
+    /// Hopsworks URL.
+    #[serde(default)]
+    pub api_url: String,
+    /// `active`, …
+    #[serde(default)]
+    pub status: String,
+    /// Seats.
+    #[serde(default)]
+    pub capacity: i64,
+    /// Seats taken.
+    #[serde(default)]
+    pub used: i64,
+}

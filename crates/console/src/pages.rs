@@ -1,0 +1,1248 @@
+//! The page and form handlers. A page asks the API for its data as the signed-in person and
+//! renders it; a form checks the session's CSRF token, makes its change through the API and
+//! answers `303 See Other` back to its page with a fixed notice, or the API's error code.
+
+use crate::api;
+use crate::chart::{self, Bar};
+use crate::format;
+use crate::{Answer, Backend, Method, Viewer};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::{Datelike as _, NaiveDate};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use subtle::ConstantTimeEq as _;
+
+type Data = web::Data<dyn Backend>;
+type Form = web::Form<HashMap<String, String>>;
+
+/// The stylesheet, served by the binary.
+const CSS: &str = include_str!("../static/console.css");
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, data: Data) {
+    cfg.app_data(data)
+        .route("/", web::get().to(home))
+        .route("/console.css", web::get().to(css))
+        .route("/cluster", web::get().to(cluster))
+        .route("/usage", web::get().to(usage))
+        .route("/usage/{day}", web::get().to(usage_day))
+        .route("/billing", web::get().to(billing))
+        .route("/billing/card", web::post().to(billing_card))
+        .route("/billing/portal", web::post().to(billing_portal))
+        .route("/billing/credits", web::post().to(billing_credits))
+        .route("/billing/cap", web::post().to(billing_cap))
+        .route("/team", web::get().to(team))
+        .route("/team/invite", web::post().to(team_invite))
+        .route("/team/resend", web::post().to(team_resend))
+        .route("/team/cancel", web::post().to(team_cancel))
+        .route("/team/remove", web::post().to(team_remove))
+        .route("/team/leave", web::post().to(team_leave))
+        .route("/invitations/{token}", web::get().to(invitation))
+        .route("/invitations/{token}", web::post().to(invitation_accept))
+        .route("/settings", web::get().to(settings))
+        .route("/settings/name", web::post().to(settings_name))
+        .route("/settings/delete", web::post().to(settings_delete))
+        .route("/admin", web::get().to(admin))
+        .route("/admin/people", web::get().to(admin_people))
+        .route("/admin/people/{action}", web::post().to(admin_people_action))
+        .route("/admin/clusters", web::get().to(admin_clusters))
+        .route("/admin/clusters", web::post().to(admin_clusters_register))
+        .route("/admin/metering", web::get().to(admin_metering))
+        .route("/admin/prices", web::get().to(admin_prices));
+}
+
+async fn css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("cache-control", "public, max-age=3600"))
+        .body(CSS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layout every page shares.
+
+/// One link of the navigation.
+#[derive(Debug)]
+pub(crate) struct NavItem {
+    href: &'static str,
+    name: &'static str,
+    current: bool,
+}
+
+/// What the layout shows around a page.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    title: String,
+    viewer: Option<Viewer>,
+    login: bool,
+    nav: Vec<NavItem>,
+    notice: Option<&'static str>,
+    error: Option<String>,
+}
+
+impl Layout {
+    fn new(title: &str, viewer: Option<&Viewer>, login: bool, current: &str) -> Self {
+        let mut links: Vec<(&'static str, &'static str)> = vec![("/", "Overview"), ("/cluster", "Cluster")];
+        if let Some(v) = viewer {
+            links.push(("/usage", "Usage"));
+            if v.owner {
+                links.push(("/billing", "Billing"));
+            }
+            links.push(("/team", "Team"));
+            links.push(("/settings", "Settings"));
+            if v.admin {
+                links.push(("/admin", "Admin"));
+            }
+        }
+        let nav = if viewer.is_some() {
+            links.into_iter().map(|(href, name)| NavItem { href, name, current: href == current }).collect()
+        } else {
+            Vec::new()
+        };
+        Self { title: title.to_owned(), viewer: viewer.cloned(), login, nav, notice: None, error: None }
+    }
+}
+
+/// The notices a form's redirect may ask for (`?done=`): fixed texts, never the URL's.
+fn notice(done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "added" | "1" => "Thank you: your card is being added. It shows here once Stripe confirms it.",
+        "cap" => "Your spending cap was saved.",
+        "invited" => "The invitation was sent.",
+        "resent" => "The invitation was sent again with a new link.",
+        "cancelled" => "The invitation was cancelled.",
+        "removed" => "The member was removed from your team.",
+        "left" => "You left the team.",
+        "joined" => "Welcome to the team.",
+        "renamed" => "Your name was saved.",
+        "suspended" => "The person was suspended.",
+        "reactivated" => "The person was reactivated.",
+        "granted" => "The person is now an admin.",
+        "revoked" => "The person is no longer an admin.",
+        "registered" => "The cluster was registered.",
+        "purchased" => "Thank you: your credit is added once Stripe confirms the payment.",
+        _ => return None,
+    })
+}
+
+/// What an API error code means for a person, for the codes a form commonly meets.
+fn explain(code: &str) -> String {
+    let text = match code {
+        "csrf_failed" => "The form had expired. Please try again.",
+        "invalid_amount" => "Please enter an amount.",
+        "invalid_email" => "That is not an email address.",
+        "invalid_name" => "Please enter a name of 1 to 200 characters.",
+        "not_confirmed" => "Please type your email address to confirm.",
+        "already_invited" | "invitation_pending" => "That address already has a pending invitation.",
+        "already_member" => "That person is already in a team.",
+        "not_found" | "invitation_not_found" => "Nothing was found there.",
+        "invitation_expired" => "This invitation has expired. Ask for a new one.",
+        "has_members" | "team_not_empty" => "Remove your team's members first.",
+        "upstream_unavailable" | "stripe_error" => "A service we depend on did not answer. Please try again shortly.",
+        "rate_limited" => "Too many requests. Please wait a moment.",
+        _ => "",
+    };
+    if text.is_empty() { format!("The request was refused ({code}).") } else { text.to_owned() }
+}
+
+/// `?failed=` as a code: only snake_case, so no text of the URL's reaches the page.
+fn failed_code(query: &HashMap<String, String>) -> Option<String> {
+    query
+        .get("failed")
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(|c| explain(c))
+}
+
+fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
+    match page.render() {
+        Ok(html) => HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .insert_header(("x-frame-options", "DENY"))
+            .insert_header(("content-security-policy", "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self' https:; frame-ancestors 'none'"))
+            .body(html),
+        Err(_) => HttpResponse::InternalServerError().content_type("text/plain; charset=utf-8").body("The page could not be drawn."),
+    }
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header(("location", location)).finish()
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    l: Layout,
+    status: u16,
+    heading: String,
+    text: String,
+}
+
+fn error_page(viewer: Option<&Viewer>, login: bool, status: u16, code: &str) -> HttpResponse {
+    let (heading, text) = match status {
+        401 => ("Please sign in", "Your session has ended.".to_owned()),
+        403 => (
+            "Not available to you",
+            match code {
+                "account_suspended" => "Your account is suspended. Please contact support.".to_owned(),
+                "account_deleted" => "This account was deleted.".to_owned(),
+                "owner_only" | "" => "This page is for account owners.".to_owned(),
+                "admin_only" => "This page is for admins.".to_owned(),
+                _ => explain(code),
+            },
+        ),
+        404 => ("Not found", "There is nothing here.".to_owned()),
+        429 => ("Slow down", "Too many requests. Please wait a moment and reload.".to_owned()),
+        _ => (
+            "Something went wrong",
+            format!(
+                "A service did not answer as expected ({}). Please try again shortly.",
+                if code.is_empty() { "no code" } else { code }
+            ),
+        ),
+    };
+    let page = ErrorPage { l: Layout::new(heading, viewer, login, ""), status, heading: heading.to_owned(), text };
+    render(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), &page)
+}
+
+/// A signed-in request.
+struct Ctx<'a> {
+    backend: &'a dyn Backend,
+    req: &'a HttpRequest,
+    viewer: Viewer,
+}
+
+impl<'a> Ctx<'a> {
+    /// The signed-in person, or the answer for a visitor who is not: to sign in, coming back
+    /// here.
+    async fn new(backend: &'a Data, req: &'a HttpRequest) -> Result<Self, Refused> {
+        let backend: &dyn Backend = backend.get_ref();
+        match backend.viewer(req).await {
+            Ok(Some(viewer)) => Ok(Self { backend, req, viewer }),
+            Ok(None) if backend.login_enabled() => {
+                let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                let query = serde_urlencoded::to_string([("returnTo", here)]).unwrap_or_default();
+                Err(Box::new(see_other(&format!("/api/auth/login?{query}"))))
+            }
+            Ok(None) => Err(Box::new(error_page(None, false, 401, "unauthenticated"))),
+            Err(answer) => Err(Box::new(error_page(None, backend.login_enabled(), answer.status, &answer.code()))),
+        }
+    }
+
+    fn layout(&self, title: &str, current: &str) -> Layout {
+        let query: HashMap<String, String> = serde_urlencoded::from_str(self.req.query_string()).unwrap_or_default();
+        let mut l = Layout::new(title, Some(&self.viewer), self.backend.login_enabled(), current);
+        l.notice = notice(query.get("done").map(String::as_str));
+        l.error = failed_code(&query);
+        l
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Answer {
+        self.backend.call(self.req, method, path.to_owned(), body).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.call(Method::Get, path, None).await
+    }
+
+    /// `GET path` as `T`, or the error page for its answer.
+    async fn fetch<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refused> {
+        let answer = self.get(path).await;
+        self.read(&answer)
+    }
+
+    fn read<T: DeserializeOwned>(&self, answer: &Answer) -> Result<T, Refused> {
+        if !answer.is_success() {
+            return Err(Box::new(self.error(answer.status, &answer.code())));
+        }
+        answer.json().map_err(|_| Box::new(self.error(502, "unreadable_answer")))
+    }
+
+    fn error(&self, status: u16, code: &str) -> HttpResponse {
+        error_page(Some(&self.viewer), self.backend.login_enabled(), status, code)
+    }
+
+    /// Owners only: members see no billing at all.
+    fn owner_only(&self) -> Result<(), Refused> {
+        if self.viewer.owner { Ok(()) } else { Err(Box::new(self.error(403, "owner_only"))) }
+    }
+
+    fn admin_only(&self) -> Result<(), Refused> {
+        if self.viewer.admin { Ok(()) } else { Err(Box::new(self.error(403, "admin_only"))) }
+    }
+
+    /// A form's CSRF token matches the session's.
+    fn form_ok(&self, form: &HashMap<String, String>) -> Result<(), Refused> {
+        let sent = form.get("csrf").map(String::as_bytes).unwrap_or_default();
+        if bool::from(sent.ct_eq(self.viewer.csrf.as_bytes())) && !sent.is_empty() {
+            Ok(())
+        } else {
+            Err(Box::new(self.error(403, "csrf_failed")))
+        }
+    }
+
+    /// Where a form goes after the API answered: `to?done=done` on success, else
+    /// `to?failed=<code>`.
+    fn after(&self, answer: &Answer, to: &str, done: &str) -> HttpResponse {
+        if answer.is_success() { see_other(&format!("{to}?done={done}")) } else { self.failed(to, &answer.code()) }
+    }
+
+    fn failed(&self, to: &str, code: &str) -> HttpResponse {
+        let code = if code.is_empty() { "request_failed" } else { code };
+        let query = serde_urlencoded::to_string([("failed", code)]).unwrap_or_default();
+        see_other(&format!("{to}?{query}"))
+    }
+}
+
+/// The answer a page or form gives instead when it cannot go on (boxed: a response is large).
+type Refused = Box<HttpResponse>;
+
+macro_rules! ctx {
+    ($data:expr, $req:expr) => {
+        match Ctx::new(&$data, &$req).await {
+            Ok(ctx) => ctx,
+            Err(answer) => return *answer,
+        }
+    };
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(answer) => return *answer,
+        }
+    };
+}
+
+fn field<'f>(form: &'f HashMap<String, String>, name: &str) -> &'f str {
+    form.get(name).map_or("", |v| v.trim())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overview and the signed-out landing.
+
+#[derive(Template)]
+#[template(path = "landing.html")]
+struct Landing {
+    l: Layout,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct Home {
+    l: Layout,
+    name: String,
+    cluster: Option<api::MyCluster>,
+    card: Option<bool>,
+    month_cost: Option<String>,
+    owner: bool,
+}
+
+async fn home(data: Data, req: HttpRequest) -> HttpResponse {
+    let backend: &dyn Backend = data.get_ref();
+    let viewer = match backend.viewer(&req).await {
+        Ok(v) => v,
+        Err(answer) => return error_page(None, backend.login_enabled(), answer.status, &answer.code()),
+    };
+    if viewer.is_none() {
+        return render(StatusCode::OK, &Landing { l: Layout::new("Welcome", None, backend.login_enabled(), "/") });
+    }
+    let ctx = ctx!(data, req);
+    let me: api::Me = tri!(ctx.fetch("/api/me").await);
+    let cluster = ctx.get("/api/cluster").await;
+    let cluster = if cluster.is_success() { cluster.json().ok() } else { None };
+    let (mut card, mut month_cost) = (None, None);
+    if ctx.viewer.owner {
+        let billing = ctx.get("/api/billing").await;
+        if let Ok(b) = billing
+            .json::<api::Billing>()
+            .map_err(|_| ())
+            .and_then(|b| if billing.is_success() { Ok(b) } else { Err(()) })
+        {
+            card = Some(b.payment_method.is_some());
+        }
+        let usage = ctx.get("/api/billing/usage").await;
+        if usage.is_success()
+            && let Ok(u) = usage.json::<api::OwnerUsage>()
+        {
+            month_cost = Some(format::minor(u.month_to_date.cost_minor, &currency(&ctx).await));
+        }
+    }
+    let name = if me.name.is_empty() { me.email.clone() } else { me.name.clone() };
+    render(
+        StatusCode::OK,
+        &Home { l: ctx.layout("Overview", "/"), name, cluster, card, month_cost, owner: ctx.viewer.owner },
+    )
+}
+
+/// The currency prices are in (the price list is public), `usd` when there is none.
+async fn currency(ctx: &Ctx<'_>) -> String {
+    let answer = ctx.get("/api/pricing").await;
+    answer
+        .json::<api::Pricing>()
+        .ok()
+        .and_then(|p| p.current.first().map(|p| p.currency.clone()))
+        .unwrap_or_else(|| "usd".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster.
+
+#[derive(Template)]
+#[template(path = "cluster.html")]
+struct ClusterPage {
+    l: Layout,
+    mine: Option<api::MyCluster>,
+    owner: bool,
+}
+
+async fn cluster(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    let answer = ctx.get("/api/cluster").await;
+    let mine = if answer.status == 404 { None } else { Some(tri!(ctx.read::<api::MyCluster>(&answer))) };
+    render(StatusCode::OK, &ClusterPage { l: ctx.layout("Cluster", "/cluster"), mine, owner: ctx.viewer.owner })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage and cost.
+
+/// A row of a usage table: a project or a person, with their quantities and cost.
+#[derive(Debug, Default)]
+struct UsageRow {
+    name: String,
+    cpu: Decimal,
+    memory: Decimal,
+    gpu: Decimal,
+    cost: Decimal,
+}
+
+impl UsageRow {
+    fn add(&mut self, resource: &str, quantity: Decimal, cost: Decimal) {
+        match resource {
+            "cpu" => self.cpu += quantity,
+            "memory" => self.memory += quantity,
+            "gpu" => self.gpu += quantity,
+            _ => {}
+        }
+        self.cost += cost;
+    }
+}
+
+/// A resource's daily chart.
+#[derive(Debug)]
+struct Chart {
+    heading: String,
+    total: String,
+    svg: String,
+}
+
+/// One link of the month picker.
+#[derive(Debug)]
+struct MonthLink {
+    value: String,
+    label: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "usage.html")]
+struct UsagePage {
+    l: Layout,
+    owner: bool,
+    month_label: String,
+    months: Vec<MonthLink>,
+    charts: Vec<Chart>,
+    days: Vec<(String, String)>,
+    projects: Vec<UsageRow>,
+    members: Vec<UsageRow>,
+    currency: String,
+    month_cost: String,
+    range_cost: String,
+    credits_paid: String,
+    cap: Option<String>,
+    invoice: Option<api::UpcomingInvoice>,
+}
+
+impl UsagePage {
+    fn money(&self, minor: &i64) -> String {
+        format::minor(*minor, &self.currency)
+    }
+
+    fn cost(&self, exact: &Decimal) -> String {
+        format::minor_decimal(&exact.to_string(), &self.currency)
+    }
+
+    fn q(&self, value: &Decimal) -> String {
+        format::quantity(&value.to_string(), 3)
+    }
+
+    fn unit(&self, resource: &str) -> &'static str {
+        format::unit(resource)
+    }
+
+    fn resource(&self, resource: &str) -> &'static str {
+        format::resource_name(resource)
+    }
+}
+
+fn parse_month(value: Option<&String>) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(&format!("{}-01", value?), "%Y-%m-%d").ok()
+}
+
+fn month_end(first: NaiveDate) -> NaiveDate {
+    first.checked_add_months(chrono::Months::new(1)).and_then(|d| d.pred_opt()).unwrap_or(first)
+}
+
+/// The month picker: the twelve months up to `current` (the newest with usage possible).
+fn months(shown: NaiveDate, current: NaiveDate) -> Vec<MonthLink> {
+    (0..12)
+        .filter_map(|back| current.checked_sub_months(chrono::Months::new(back)))
+        .map(|m| MonthLink {
+            value: m.format("%Y-%m").to_string(),
+            label: m.format("%B %Y").to_string(),
+            current: m == shown,
+        })
+        .collect()
+}
+
+/// The days of `from..=to`, each with its value per resource summed from `per_day`.
+fn daily_bars(
+    resource: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    per_day: &BTreeMap<(NaiveDate, String), Decimal>,
+    link: bool,
+) -> Vec<Bar> {
+    from.iter_days()
+        .take_while(|d| *d <= to)
+        .map(|day| {
+            let value = per_day.get(&(day, resource.to_owned())).copied().unwrap_or_default();
+            Bar {
+                label: day.format("%-d").to_string(),
+                value,
+                title: format!(
+                    "{}: {} {}",
+                    day.format("%-d %B"),
+                    format::quantity(&value.to_string(), 3),
+                    format::unit(resource)
+                ),
+                href: link.then(|| format!("/usage/{day}")),
+            }
+        })
+        .collect()
+}
+
+async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    let asked = parse_month(query.get("month"));
+    let range = asked.map(|first| format!("from={first}&to={}", month_end(first)));
+    let mut per_day: BTreeMap<(NaiveDate, String), Decimal> = BTreeMap::new();
+    let mut page = UsagePage {
+        l: ctx.layout("Usage and cost", "/usage"),
+        owner: ctx.viewer.owner,
+        month_label: String::new(),
+        months: Vec::new(),
+        charts: Vec::new(),
+        days: Vec::new(),
+        projects: Vec::new(),
+        members: Vec::new(),
+        currency: String::new(),
+        month_cost: String::new(),
+        range_cost: String::new(),
+        credits_paid: String::new(),
+        cap: None,
+        invoice: None,
+    };
+    let (from, to, current);
+    if ctx.viewer.owner {
+        let path =
+            range.as_ref().map_or_else(|| "/api/billing/usage".to_owned(), |r| format!("/api/billing/usage?{r}"));
+        let usage: api::OwnerUsage = tri!(ctx.fetch(&path).await);
+        let team: Option<api::Team> = {
+            let answer = ctx.get("/api/team").await;
+            answer.is_success().then(|| answer.json().ok()).flatten()
+        };
+        let me: Option<api::Me> = ctx.get("/api/me").await.json().ok();
+        page.currency = currency(&ctx).await;
+        from = usage.range.from;
+        to = asked.map_or(usage.range.to, month_end);
+        current = usage.month_to_date.from;
+        let names: HashMap<String, String> = team
+            .map(|t| t.members)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let name = if m.name.is_empty() { m.email.clone().unwrap_or_default() } else { m.name.clone() };
+                (m.user_id, name)
+            })
+            .collect();
+        let you = me.as_ref().map_or_else(|| "You".to_owned(), |m| format!("You ({})", m.email));
+        let my_id = me.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        let (mut projects, mut members): (BTreeMap<String, UsageRow>, BTreeMap<String, UsageRow>) = Default::default();
+        for line in &usage.lines {
+            let quantity = format::parse(&line.quantity).unwrap_or_default();
+            let cost = format::parse(&line.cost).unwrap_or_default();
+            *per_day.entry((line.day, line.resource.clone())).or_default() += quantity;
+            let project =
+                line.project_id.map_or_else(|| "Outside any project".to_owned(), |id| format!("Project {id}"));
+            projects.entry(project.clone()).or_insert_with(|| UsageRow { name: project, ..UsageRow::default() }).add(
+                &line.resource,
+                quantity,
+                cost,
+            );
+            let who = if line.user_id == my_id {
+                you.clone()
+            } else {
+                names.get(&line.user_id).cloned().unwrap_or_else(|| "Former members".to_owned())
+            };
+            members.entry(who.clone()).or_insert_with(|| UsageRow { name: who, ..UsageRow::default() }).add(
+                &line.resource,
+                quantity,
+                cost,
+            );
+        }
+        page.projects = projects.into_values().collect();
+        page.members = members.into_values().collect();
+        page.month_cost = format::minor(usage.month_to_date.cost_minor, &page.currency);
+        page.range_cost = format::minor(usage.range.cost_minor, &page.currency);
+        page.credits_paid = format::minor_decimal(&usage.range.credits_paid, &page.currency);
+        page.cap = usage.monthly_cap_minor.map(|c| format::minor(c, &page.currency));
+        page.invoice = Some(usage.upcoming_invoice);
+    } else {
+        let path = range.as_ref().map_or_else(|| "/api/usage".to_owned(), |r| format!("/api/usage?{r}"));
+        let rows: Vec<api::DailyUsage> = tri!(ctx.fetch(&path).await);
+        let mut projects: BTreeMap<String, UsageRow> = BTreeMap::new();
+        for row in &rows {
+            for (resource, value) in
+                [("cpu", &row.cpu_core_hours), ("memory", &row.memory_gib_hours), ("gpu", &row.gpu_hours)]
+            {
+                let quantity = format::parse(value).unwrap_or_default();
+                *per_day.entry((row.day, resource.to_owned())).or_default() += quantity;
+                projects
+                    .entry(row.namespace.clone())
+                    .or_insert_with(|| UsageRow { name: row.namespace.clone(), ..UsageRow::default() })
+                    .add(resource, quantity, Decimal::ZERO);
+            }
+        }
+        page.projects = projects.into_values().collect();
+        let newest = rows.iter().map(|r| r.day).max();
+        to = asked.map_or_else(|| newest.unwrap_or_else(|| chrono::Utc::now().date_naive()), month_end);
+        from = asked.unwrap_or_else(|| to - chrono::TimeDelta::days(30));
+        current = to.with_day(1).unwrap_or(to);
+    }
+    page.month_label = match asked {
+        Some(first) => first.format("%B %Y").to_string(),
+        None if ctx.viewer.owner => format!("{} (this month, to {})", from.format("%B %Y"), to.format("%-d %B")),
+        None => format!("{} to {}", from.format("%-d %B %Y"), to.format("%-d %B %Y")),
+    };
+    page.months = months(asked.unwrap_or(from.with_day(1).unwrap_or(from)), current);
+    for resource in ["cpu", "memory", "gpu"] {
+        let bars = daily_bars(resource, from, to, &per_day, ctx.viewer.owner);
+        let total: Decimal = bars.iter().map(|b| b.value).sum();
+        let heading = format!("{} ({})", format::resource_name(resource), format::unit(resource));
+        page.charts.push(Chart {
+            svg: chart::bars(&format!("{heading} per day"), &bars),
+            total: format!("{} {}", format::quantity(&total.to_string(), 3), format::unit(resource)),
+            heading,
+        });
+    }
+    page.days = from
+        .iter_days()
+        .take_while(|d| *d <= to)
+        .filter(|d| {
+            ["cpu", "memory", "gpu"].iter().any(|r| per_day.get(&(*d, (*r).to_owned())).is_some_and(|v| !v.is_zero()))
+        })
+        .map(|d| {
+            let q = |r: &str| {
+                format::quantity(&per_day.get(&(d, r.to_owned())).copied().unwrap_or_default().to_string(), 3)
+            };
+            (
+                d.to_string(),
+                format!("{} · CPU {} · memory {} · GPU {}", d.format("%-d %B"), q("cpu"), q("memory"), q("gpu")),
+            )
+        })
+        .collect();
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Template)]
+#[template(path = "usage_day.html")]
+struct DayPage {
+    l: Layout,
+    day: String,
+    samples: Vec<api::Sample>,
+    next: Option<String>,
+    currency: String,
+    total_cost: String,
+}
+
+impl DayPage {
+    fn cost(&self, exact: &str) -> String {
+        format::minor_decimal(exact, &self.currency)
+    }
+
+    fn q(&self, value: &str) -> String {
+        format::quantity(value, 4)
+    }
+
+    fn window(&self, start: &str, end: &str) -> String {
+        let time = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t).map_or_else(|_| t.to_owned(), |t| t.format("%H:%M").to_string())
+        };
+        format!("{}–{}", time(start), time(end))
+    }
+}
+
+async fn usage_day(
+    data: Data,
+    req: HttpRequest,
+    day: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    let Ok(day) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
+        return ctx.error(404, "not_found");
+    };
+    let mut path = format!("/api/billing/usage/samples?day={day}&limit=1000");
+    if let Some(after) = query.get("after") {
+        path.push('&');
+        path.push_str(&serde_urlencoded::to_string([("after", after)]).unwrap_or_default());
+    }
+    let samples: api::Samples = tri!(ctx.fetch(&path).await);
+    let currency = currency(&ctx).await;
+    let total: Decimal = samples.samples.iter().filter_map(|s| format::parse(&s.cost)).sum();
+    let page = DayPage {
+        l: ctx.layout(&format!("Usage on {}", day.format("%-d %B %Y")), "/usage"),
+        day: samples.day.to_string(),
+        total_cost: format::minor_decimal(&total.to_string(), &currency),
+        next: samples.next.map(|n| serde_urlencoded::to_string([("after", n)]).unwrap_or_default()),
+        samples: samples.samples,
+        currency,
+    };
+    render(StatusCode::OK, &page)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Billing.
+
+#[derive(Template)]
+#[template(path = "billing.html")]
+struct BillingPage {
+    l: Layout,
+    csrf: String,
+    billing: api::Billing,
+    credits: Option<api::Credits>,
+    currency: String,
+    month_cost: Option<String>,
+    cap: Option<String>,
+}
+
+impl BillingPage {
+    fn money(&self, minor: &i64, currency: &str) -> String {
+        format::minor(*minor, currency)
+    }
+
+    fn exact(&self, minor: &str) -> String {
+        format::minor_decimal(minor, &self.currency)
+    }
+
+    fn date(&self, unix: &i64) -> String {
+        chrono::DateTime::from_timestamp(*unix, 0).map_or_else(String::new, |d| d.format("%-d %B %Y").to_string())
+    }
+
+    fn day(&self, instant: &str) -> String {
+        chrono::DateTime::parse_from_rfc3339(instant)
+            .map_or_else(|_| instant.to_owned(), |d| d.format("%-d %B %Y").to_string())
+    }
+}
+
+async fn billing(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    let billing: api::Billing = tri!(ctx.fetch("/api/billing").await);
+    let credits = ctx.get("/api/credits").await;
+    let credits: Option<api::Credits> = if credits.is_success() { credits.json().ok() } else { None };
+    let currency = match &credits {
+        Some(c) => c.currency.clone(),
+        None => currency(&ctx).await,
+    };
+    let usage = ctx.get("/api/billing/usage").await;
+    let usage: Option<api::OwnerUsage> = if usage.is_success() { usage.json().ok() } else { None };
+    let page = BillingPage {
+        l: ctx.layout("Billing", "/billing"),
+        csrf: ctx.viewer.csrf.clone(),
+        month_cost: usage.as_ref().map(|u| format::minor(u.month_to_date.cost_minor, &currency)),
+        cap: usage
+            .as_ref()
+            .and_then(|u| u.monthly_cap_minor)
+            .map(|c| format::quantity(&Decimal::new(c, 2).to_string(), 2)),
+        billing,
+        credits,
+        currency,
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// A form that answers with a URL to send the browser to (Checkout, the portal).
+async fn to_stripe(ctx: &Ctx<'_>, path: &str, body: Option<serde_json::Value>) -> HttpResponse {
+    let answer = ctx.call(Method::Post, path, body).await;
+    match answer.json::<api::Redirect>() {
+        Ok(r) if answer.is_success() && (r.url.starts_with("https://") || r.url.starts_with("http://")) => {
+            see_other(&r.url)
+        }
+        _ => ctx.failed("/billing", &answer.code()),
+    }
+}
+
+async fn billing_card(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    tri!(ctx.form_ok(&form));
+    to_stripe(&ctx, "/api/billing/payment-method", None).await
+}
+
+async fn billing_portal(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    tri!(ctx.form_ok(&form));
+    to_stripe(&ctx, "/api/billing/portal", None).await
+}
+
+async fn billing_credits(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    tri!(ctx.form_ok(&form));
+    let currency = currency(&ctx).await;
+    let Some(amount_minor) = format::parse_major(field(&form, "amount"), &currency) else {
+        return ctx.failed("/billing", "invalid_amount");
+    };
+    to_stripe(&ctx, "/api/credits/purchase", Some(json!({ "amount_minor": amount_minor }))).await
+}
+
+async fn billing_cap(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    tri!(ctx.form_ok(&form));
+    let typed = field(&form, "cap");
+    let cap = if typed.is_empty() {
+        None
+    } else {
+        match format::parse_major(typed, &currency(&ctx).await) {
+            Some(minor) => Some(minor),
+            None => return ctx.failed("/billing", "invalid_amount"),
+        }
+    };
+    let answer = ctx.call(Method::Put, "/api/billing/cap", Some(json!({ "monthly_cap_minor": cap }))).await;
+    ctx.after(&answer, "/billing", "cap")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Team.
+
+#[derive(Template)]
+#[template(path = "team.html")]
+struct TeamPage {
+    l: Layout,
+    csrf: String,
+    owner: bool,
+    members: Vec<api::Member>,
+    invitations: Vec<api::Invitation>,
+    membership: Option<api::MyMembership>,
+}
+
+impl TeamPage {
+    fn q(&self, value: &str) -> String {
+        format::quantity(value, 2)
+    }
+
+    fn day(&self, instant: &str) -> String {
+        chrono::DateTime::parse_from_rfc3339(instant)
+            .map_or_else(|_| instant.to_owned(), |d| d.format("%-d %B %Y").to_string())
+    }
+}
+
+async fn team(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    let mut page = TeamPage {
+        l: ctx.layout("Team", "/team"),
+        csrf: ctx.viewer.csrf.clone(),
+        owner: ctx.viewer.owner,
+        members: Vec::new(),
+        invitations: Vec::new(),
+        membership: None,
+    };
+    if ctx.viewer.owner {
+        let team: api::Team = tri!(ctx.fetch("/api/team").await);
+        let invitations: Vec<api::Invitation> = tri!(ctx.fetch("/api/team/invitations").await);
+        page.members = team.members;
+        page.invitations = invitations.into_iter().filter(|i| i.status == "pending").collect();
+    } else {
+        page.membership = Some(tri!(ctx.fetch("/api/team/membership").await));
+    }
+    render(StatusCode::OK, &page)
+}
+
+async fn team_invite(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    let body = json!({ "email": field(&form, "email"), "project_role": field(&form, "project_role") });
+    let answer = ctx.call(Method::Post, "/api/team/invitations", Some(body)).await;
+    ctx.after(&answer, "/team", "invited")
+}
+
+/// The owner's pending invitation to `email`, found by its address so no id reaches a URL.
+async fn pending_invitation(ctx: &Ctx<'_>, email: &str) -> Result<api::Invitation, Refused> {
+    let invitations: Vec<api::Invitation> = ctx.fetch("/api/team/invitations").await?;
+    invitations
+        .into_iter()
+        .find(|i| i.status == "pending" && i.email.eq_ignore_ascii_case(email))
+        .ok_or_else(|| Box::new(ctx.failed("/team", "invitation_not_found")))
+}
+
+async fn team_resend(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    let invitation = tri!(pending_invitation(&ctx, field(&form, "email")).await);
+    let answer = ctx.call(Method::Post, &format!("/api/team/invitations/{}/resend", invitation.id), None).await;
+    ctx.after(&answer, "/team", "resent")
+}
+
+async fn team_cancel(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    let invitation = tri!(pending_invitation(&ctx, field(&form, "email")).await);
+    let answer = ctx.call(Method::Delete, &format!("/api/team/invitations/{}", invitation.id), None).await;
+    ctx.after(&answer, "/team", "cancelled")
+}
+
+async fn team_remove(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    let team: api::Team = tri!(ctx.fetch("/api/team").await);
+    let email = field(&form, "email");
+    let Some(member) = team.members.iter().find(|m| m.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+    else {
+        return ctx.failed("/team", "not_found");
+    };
+    let answer = ctx.call(Method::Delete, &format!("/api/team/members/{}", member.user_id), None).await;
+    ctx.after(&answer, "/team", "removed")
+}
+
+async fn team_leave(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    let answer = ctx.call(Method::Post, "/api/team/leave", None).await;
+    ctx.after(&answer, "/team", "left")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The invitation page.
+
+#[derive(Template)]
+#[template(path = "invitation.html")]
+struct InvitationPage {
+    l: Layout,
+    token: String,
+    preview: api::Preview,
+    csrf: Option<String>,
+    signed_in_as: Option<String>,
+    sign_in: String,
+}
+
+impl InvitationPage {
+    fn day(&self, instant: &str) -> String {
+        chrono::DateTime::parse_from_rfc3339(instant)
+            .map_or_else(|_| instant.to_owned(), |d| d.format("%-d %B %Y").to_string())
+    }
+}
+
+fn token_ok(token: &str) -> bool {
+    (1..=64).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+async fn invitation(data: Data, req: HttpRequest, token: web::Path<String>) -> HttpResponse {
+    let backend: &dyn Backend = data.get_ref();
+    let login = backend.login_enabled();
+    let viewer = match backend.viewer(&req).await {
+        Ok(v) => v,
+        Err(answer) => return error_page(None, login, answer.status, &answer.code()),
+    };
+    if !token_ok(&token) {
+        return error_page(viewer.as_ref(), login, 404, "not_found");
+    }
+    let answer = backend.call(&req, Method::Get, format!("/api/invitations/{token}"), None).await;
+    if !answer.is_success() {
+        let code = answer.code();
+        let status = if answer.status == 410 { 410 } else { answer.status };
+        if status == 410 || status == 404 {
+            let page = ErrorPage {
+                l: Layout::new("Invitation", viewer.as_ref(), login, ""),
+                status,
+                heading: "This invitation cannot be used".to_owned(),
+                text: "The link has expired, was replaced by a newer one, or was cancelled. Ask the person who invited you to send it again.".to_owned(),
+            };
+            return render(StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND), &page);
+        }
+        return error_page(viewer.as_ref(), login, answer.status, &code);
+    }
+    let Ok(preview) = answer.json::<api::Preview>() else {
+        return error_page(viewer.as_ref(), login, 502, "unreadable_answer");
+    };
+    let query: HashMap<String, String> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let here = format!("/invitations/{token}");
+    let mut l = Layout::new("Invitation", viewer.as_ref(), login, "");
+    l.error = failed_code(&query);
+    let page = InvitationPage {
+        l,
+        sign_in: format!(
+            "/api/auth/login?{}",
+            serde_urlencoded::to_string([("returnTo", here.as_str())]).unwrap_or_default()
+        ),
+        token: token.into_inner(),
+        preview,
+        csrf: viewer.as_ref().map(|v| v.csrf.clone()),
+        signed_in_as: viewer.map(|v| v.email),
+    };
+    render(StatusCode::OK, &page)
+}
+
+async fn invitation_accept(data: Data, req: HttpRequest, token: web::Path<String>, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    if !token_ok(&token) {
+        return ctx.error(404, "not_found");
+    }
+    let here = format!("/invitations/{token}");
+    if field(&form, "accept_terms") != "yes" {
+        return ctx.failed(&here, "terms_not_accepted");
+    }
+    let body = json!({ "accept_terms": true, "terms_version": field(&form, "terms_version") });
+    let answer = ctx.call(Method::Post, &format!("/api/invitations/{token}/accept"), Some(body)).await;
+    if answer.is_success() { see_other("/cluster?done=joined") } else { ctx.failed(&here, &answer.code()) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings.
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    l: Layout,
+    csrf: String,
+    me: api::Me,
+    owner: bool,
+}
+
+async fn settings(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    let me: api::Me = tri!(ctx.fetch("/api/me").await);
+    render(
+        StatusCode::OK,
+        &SettingsPage {
+            l: ctx.layout("Settings", "/settings"),
+            csrf: ctx.viewer.csrf.clone(),
+            me,
+            owner: ctx.viewer.owner,
+        },
+    )
+}
+
+async fn settings_name(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    let answer = ctx.call(Method::Patch, "/api/me", Some(json!({ "name": field(&form, "name") }))).await;
+    ctx.after(&answer, "/settings", "renamed")
+}
+
+async fn settings_delete(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.form_ok(&form));
+    if !field(&form, "confirm").eq_ignore_ascii_case(&ctx.viewer.email) {
+        return ctx.failed("/settings", "not_confirmed");
+    }
+    let answer = ctx.call(Method::Delete, "/api/me", None).await;
+    if answer.is_success() { see_other("/api/auth/logout") } else { ctx.failed("/settings", &answer.code()) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin.
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    l: Layout,
+}
+
+async fn admin(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    render(StatusCode::OK, &AdminPage { l: ctx.layout("Admin", "/admin") })
+}
+
+#[derive(Template)]
+#[template(path = "admin_people.html")]
+struct PeoplePage {
+    l: Layout,
+    csrf: String,
+    q: String,
+    people: api::UserPage,
+}
+
+async fn admin_people(data: Data, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    let q = query.get("q").map_or("", |q| q.trim()).to_owned();
+    let path = format!(
+        "/api/admin/users?{}",
+        serde_urlencoded::to_string([("q", q.as_str()), ("limit", "50")]).unwrap_or_default()
+    );
+    let people: api::UserPage = tri!(ctx.fetch(&path).await);
+    render(StatusCode::OK, &PeoplePage { l: ctx.layout("People", "/admin"), csrf: ctx.viewer.csrf.clone(), q, people })
+}
+
+async fn admin_people_action(data: Data, req: HttpRequest, action: web::Path<String>, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    tri!(ctx.form_ok(&form));
+    let email = field(&form, "email");
+    let (method, suffix, done) = match action.as_str() {
+        "suspend" => (Method::Post, "suspend", "suspended"),
+        "reactivate" => (Method::Post, "reactivate", "reactivated"),
+        "grant-admin" => (Method::Put, "admin", "granted"),
+        "revoke-admin" => (Method::Delete, "admin", "revoked"),
+        _ => return ctx.error(404, "not_found"),
+    };
+    let path = format!(
+        "/api/admin/users?{}",
+        serde_urlencoded::to_string([("q", email), ("limit", "200")]).unwrap_or_default()
+    );
+    let found: api::UserPage = tri!(ctx.fetch(&path).await);
+    let Some(person) = found.items.iter().find(|u| u.email.eq_ignore_ascii_case(email)) else {
+        return ctx.failed("/admin/people", "not_found");
+    };
+    let answer = ctx.call(method, &format!("/api/admin/users/{}/{suffix}", person.id), None).await;
+    let back = format!("/admin/people?{}", serde_urlencoded::to_string([("q", email)]).unwrap_or_default());
+    if answer.is_success() {
+        see_other(&format!("{back}&done={done}"))
+    } else {
+        ctx.failed("/admin/people", &answer.code())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin_clusters.html")]
+struct ClustersPage {
+    l: Layout,
+    csrf: String,
+    clusters: Vec<api::AdminCluster>,
+}
+
+async fn admin_clusters(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    let clusters: Vec<api::AdminCluster> = tri!(ctx.fetch("/api/admin/clusters").await);
+    render(
+        StatusCode::OK,
+        &ClustersPage { l: ctx.layout("Clusters", "/admin"), csrf: ctx.viewer.csrf.clone(), clusters },
+    )
+}
+
+async fn admin_clusters_register(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    tri!(ctx.form_ok(&form));
+    let Ok(capacity) = field(&form, "capacity").parse::<i64>() else {
+        return ctx.failed("/admin/clusters", "invalid_capacity");
+    };
+    let text = |name: &str| form.get(name).map_or(String::new(), |v| v.replace("\r\n", "\n"));
+    let body = json!({
+        "name": field(&form, "name"),
+        "region": field(&form, "region"),
+        "api_url": field(&form, "api_url"),
+        "api_key": field(&form, "api_key"),
+        "oauth_client_id": field(&form, "oauth_client_id"),
+        "capacity": capacity,
+        "status": field(&form, "status"),
+        "kubeconfig": text("kubeconfig"),
+        "ca_bundle": text("ca_bundle"),
+    });
+    let answer = ctx.call(Method::Post, "/api/admin/clusters", Some(body)).await;
+    ctx.after(&answer, "/admin/clusters", "registered")
+}
+
+/// A table of whatever rows the API answered, for the admin's operational views: each row's
+/// scalar fields in the order of the first row.
+#[derive(Debug, Default)]
+struct Table {
+    heading: String,
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+fn table(heading: &str, value: &serde_json::Value) -> Table {
+    let items: Vec<&serde_json::Value> = match value {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        serde_json::Value::Object(o) => {
+            o.values().find_map(|v| v.as_array()).map(|a| a.iter().collect()).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let columns: Vec<String> = items
+        .first()
+        .and_then(|f| f.as_object())
+        .map(|o| o.iter().filter(|(_, v)| !v.is_object() && !v.is_array()).map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let rows = items
+        .iter()
+        .take(200)
+        .map(|item| {
+            columns
+                .iter()
+                .map(|c| match item.get(c) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Null) | None => String::new(),
+                    Some(v) => v.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    Table { heading: heading.to_owned(), columns, rows }
+}
+
+#[derive(Template)]
+#[template(path = "admin_tables.html")]
+struct TablesPage {
+    l: Layout,
+    tables: Vec<Table>,
+}
+
+async fn admin_metering(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    let runs: serde_json::Value = tri!(ctx.fetch("/api/admin/metering/runs?limit=100").await);
+    let gaps: serde_json::Value = tri!(ctx.fetch("/api/admin/metering/gaps?limit=100").await);
+    let page = TablesPage {
+        l: ctx.layout("Metering", "/admin"),
+        tables: vec![table("Recent runs", &runs), table("Gaps", &gaps)],
+    };
+    render(StatusCode::OK, &page)
+}
+
+async fn admin_prices(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    let prices: serde_json::Value = tri!(ctx.fetch("/api/admin/prices").await);
+    render(
+        StatusCode::OK,
+        &TablesPage { l: ctx.layout("Prices", "/admin"), tables: vec![table("Every price version", &prices)] },
+    )
+}

@@ -1,0 +1,382 @@
+//! The console's pages and forms over a fake API: what each kind of person sees, that forms
+//! need the session's CSRF token and make exactly the API call they describe, that members
+//! never reach billing, and that the API's text is escaped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use actix_web::{App, HttpRequest, test, web};
+use futures::future::LocalBoxFuture;
+use hopsbridge_console::{Answer, Backend, Method, Viewer};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Canned answers by method and path; every call recorded.
+#[derive(Default)]
+struct Fake {
+    viewer: Option<Viewer>,
+    answers: HashMap<(String, String), (u16, Value)>,
+    calls: Mutex<Vec<(String, String, Option<Value>)>>,
+}
+
+impl Fake {
+    fn as_(viewer: Option<Viewer>) -> Self {
+        Self { viewer, ..Self::default() }
+    }
+
+    fn answer(mut self, method: &str, path: &str, status: u16, body: Value) -> Self {
+        self.answers.insert((method.to_owned(), path.to_owned()), (status, body));
+        self
+    }
+
+    fn calls(&self) -> Vec<(String, String, Option<Value>)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Backend for Fake {
+    fn viewer<'a>(&'a self, _: &'a HttpRequest) -> LocalBoxFuture<'a, Result<Option<Viewer>, Answer>> {
+        Box::pin(async move { Ok(self.viewer.clone()) })
+    }
+
+    fn call<'a>(
+        &'a self,
+        _: &'a HttpRequest,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+    ) -> LocalBoxFuture<'a, Answer> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push((method.as_str().to_owned(), path.clone(), body));
+            match self.answers.get(&(method.as_str().to_owned(), path)) {
+                Some((status, body)) => Answer { status: *status, body: body.to_string().into_bytes() },
+                None => Answer::error(404, "route_not_found"),
+            }
+        })
+    }
+
+    fn login_enabled(&self) -> bool {
+        true
+    }
+}
+
+const CSRF: &str = "the-session-csrf-token";
+
+fn owner() -> Option<Viewer> {
+    Some(Viewer { email: "ada@example.com".into(), owner: true, admin: false, csrf: CSRF.into() })
+}
+
+fn member() -> Option<Viewer> {
+    Some(Viewer { email: "bob@example.com".into(), owner: false, admin: false, csrf: CSRF.into() })
+}
+
+async fn get(fake: Arc<Fake>, path: &str) -> (u16, String, Option<String>) {
+    let app = test::init_service(App::new().configure(|c| hopsbridge_console::configure(c, fake.clone()))).await;
+    let r = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
+    let status = r.status().as_u16();
+    let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+    let body = String::from_utf8(test::read_body(r).await.to_vec()).unwrap();
+    (status, body, location)
+}
+
+async fn post(fake: Arc<Fake>, path: &str, form: &[(&str, &str)]) -> (u16, Option<String>) {
+    let app = test::init_service(App::new().configure(|c| hopsbridge_console::configure(c, fake.clone()))).await;
+    let r = test::call_service(&app, test::TestRequest::post().uri(path).set_form(form).to_request()).await;
+    (r.status().as_u16(), r.headers().get("location").map(|l| l.to_str().unwrap().to_owned()))
+}
+
+fn billing_view() -> Value {
+    json!({
+        "billing_mode": "postpaid",
+        "subscription_status": "active",
+        "payment_method": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2030},
+        "invoices": [{"status": "paid", "amount_due": 1999, "currency": "usd", "created": 1_764_547_200_i64,
+                      "number": "<script>alert(1)</script>", "hosted_invoice_url": "https://invoice.example/in_1"}]
+    })
+}
+
+fn usage_view() -> Value {
+    json!({
+        "lines": [
+            {"day": "2026-12-01", "resource": "cpu", "user_id": "u-ada", "billing_mode": "postpaid", "project_id": 7,
+             "quantity": "2.5", "cost": "87.5", "cost_minor": 88},
+            {"day": "2026-12-03", "resource": "cpu", "user_id": "u-bob", "billing_mode": "postpaid", "project_id": 7,
+             "quantity": "5", "cost": "175", "cost_minor": 175},
+            {"day": "2026-12-03", "resource": "memory", "user_id": "u-bob", "billing_mode": "postpaid", "project_id": null,
+             "quantity": "10", "cost": "40", "cost_minor": 40}
+        ],
+        "range": {"from": "2026-12-01", "to": "2026-12-03", "cost": "302.5", "cost_minor": 303, "credits_paid": "0", "unpaid": "0"},
+        "month_to_date": {"from": "2026-12-01", "to": "2026-12-03", "cost": "302.5", "cost_minor": 303, "credits_paid": "0", "unpaid": "0"},
+        "monthly_cap_minor": 5000,
+        "upcoming_invoice": {"period_start": "2026-12-01", "period_end": "2026-12-31", "total_minor": 303,
+            "lines": [{"resource": "cpu", "price_id": "p1", "unit_amount_decimal": "35", "quantity": "7.5", "amount": "262.5", "amount_minor": 263},
+                      {"resource": "memory", "price_id": "p2", "unit_amount_decimal": "4", "quantity": "10", "amount": "40", "amount_minor": 40}]}
+    })
+}
+
+fn pricing() -> Value {
+    json!({"current": [{"resource": "cpu", "unit": "core-hour", "unit_amount_decimal": "35", "currency": "usd", "effective_from": "2026-01-01T00:00:00Z"}], "scheduled": []})
+}
+
+#[actix_web::test]
+async fn a_visitor_sees_the_landing_page_and_is_sent_to_sign_in_for_the_rest() {
+    let fake = Arc::new(Fake::as_(None));
+    let (status, body, _) = get(fake.clone(), "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"href="/api/auth/login?returnTo=/""#), "{body}");
+    assert!(!body.contains(r#"href="/billing""#), "no navigation for visitors");
+    for path in ["/billing", "/usage?month=2026-11", "/team", "/cluster", "/settings", "/admin"] {
+        let (status, _, location) = get(fake.clone(), path).await;
+        assert_eq!(status, 303, "{path}");
+        let expected =
+            format!("/api/auth/login?returnTo={}", serde_urlencoded::to_string([("v", path)]).unwrap()[2..].to_owned());
+        assert_eq!(location.as_deref(), Some(expected.as_str()), "{path}");
+    }
+    assert!(fake.calls().is_empty(), "nothing asked of the API for a visitor");
+    let (status, css, _) = get(fake, "/console.css").await;
+    assert_eq!(status, 200);
+    assert!(css.contains("@media"));
+}
+
+#[actix_web::test]
+async fn an_owner_sees_card_invoices_and_credits_with_the_api_text_escaped() {
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer("GET", "/api/billing", 200, billing_view())
+            .answer("GET", "/api/credits", 200, json!({"balance": "1250.5", "currency": "usd", "grants": [
+                {"id": "g", "owner_id": "o", "category": "purchased", "amount": "2000", "remaining": "1250.5",
+                 "priority": 0, "source": "checkout:cs_1", "created_at": "2026-12-02T10:00:00Z"}], "deductions": [], "total_deductions": 0}))
+            .answer("GET", "/api/billing/usage", 200, usage_view()),
+    );
+    let (status, body, _) = get(fake, "/billing").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("visa ending in 4242, expires 12/2030"), "{body}");
+    assert!(body.contains("19.99 USD") && body.contains(r#"href="https://invoice.example/in_1""#));
+    assert!(
+        !body.contains("<script>alert") && body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "escaped: {body}"
+    );
+    assert!(body.contains(r#"id="credit-balance">12.51 USD<"#), "1250.5 cents round half up: {body}");
+    assert!(body.contains(r#"value="50.00""#), "the cap in major units");
+    assert!(body.contains(&format!(r#"name="csrf" value="{CSRF}""#)));
+    assert!(body.contains(r#"aria-current="page">Billing"#));
+}
+
+#[actix_web::test]
+async fn a_member_sees_no_billing_at_all() {
+    let fake = Arc::new(Fake::as_(member()).answer("GET", "/api/billing", 200, billing_view()));
+    let (status, body, _) = get(fake.clone(), "/billing").await;
+    assert_eq!(status, 403);
+    assert!(!body.contains(r#"href="/billing""#), "no billing link for a member: {body}");
+    for path in ["/billing/card", "/billing/portal", "/billing/credits", "/billing/cap"] {
+        let (status, _) = post(fake.clone(), path, &[("csrf", CSRF), ("amount", "10"), ("cap", "10")]).await;
+        assert_eq!(status, 403, "{path}");
+    }
+    let (status, _, _) = get(fake.clone(), "/usage/2026-12-01").await;
+    assert_eq!(status, 403, "a day's billed samples are the owner's");
+    assert!(fake.calls().is_empty(), "the API was never asked: {:?}", fake.calls());
+}
+
+#[actix_web::test]
+async fn forms_need_the_session_csrf_token_and_make_exactly_their_change() {
+    let fake = Arc::new(Fake::as_(owner()).answer("POST", "/api/team/invitations", 201, json!({"link": "x"})));
+    for csrf in [None, Some(""), Some("guessed")] {
+        let mut form = vec![("email", "bob@example.com"), ("project_role", "Data scientist")];
+        if let Some(csrf) = csrf {
+            form.push(("csrf", csrf));
+        }
+        let (status, _) = post(fake.clone(), "/team/invite", &form).await;
+        assert_eq!(status, 403, "{csrf:?}");
+    }
+    assert!(fake.calls().is_empty());
+    let (status, location) = post(
+        fake.clone(),
+        "/team/invite",
+        &[("csrf", CSRF), ("email", " bob@example.com "), ("project_role", "Data scientist")],
+    )
+    .await;
+    assert_eq!((status, location.as_deref()), (303, Some("/team?done=invited")));
+    assert_eq!(
+        fake.calls(),
+        vec![(
+            "POST".into(),
+            "/api/team/invitations".into(),
+            Some(json!({"email": "bob@example.com", "project_role": "Data scientist"}))
+        )]
+    );
+}
+
+#[actix_web::test]
+async fn a_refused_change_comes_back_with_the_api_code_only() {
+    let fake = Arc::new(Fake::as_(owner()).answer(
+        "PATCH",
+        "/api/me",
+        400,
+        json!({"code": "invalid_name", "message": "<b>no</b>"}),
+    ));
+    let (status, location) = post(fake.clone(), "/settings/name", &[("csrf", CSRF), ("name", "")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/settings?failed=invalid_name")));
+    let fake = Arc::new(Fake::as_(owner()).answer(
+        "GET",
+        "/api/me",
+        200,
+        json!({"id": "u-ada", "email": "ada@example.com", "name": "Ada"}),
+    ));
+    let (_, body, _) = get(fake.clone(), "/settings?failed=invalid_name").await;
+    assert!(body.contains("Please enter a name of 1 to 200 characters."), "{body}");
+    let (_, body, _) = get(fake, "/settings?failed=%3Cscript%3E&done=%3Ci%3E").await;
+    assert!(
+        !body.contains("<script>") && !body.contains("<i>") && !body.contains("role=\"alert\""),
+        "no text of the URL's: {body}"
+    );
+}
+
+#[actix_web::test]
+async fn adding_a_card_and_buying_credit_go_to_stripe_checkout() {
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer(
+                "POST",
+                "/api/billing/payment-method",
+                200,
+                json!({"id": "cs_1", "url": "https://checkout.example/cs_1"}),
+            )
+            .answer(
+                "POST",
+                "/api/credits/purchase",
+                200,
+                json!({"id": "cs_2", "url": "https://checkout.example/cs_2", "amount_minor": 2550}),
+            )
+            .answer("GET", "/api/pricing", 200, pricing()),
+    );
+    let (status, location) = post(fake.clone(), "/billing/card", &[("csrf", CSRF)]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("https://checkout.example/cs_1")));
+    let (status, location) = post(fake.clone(), "/billing/credits", &[("csrf", CSRF), ("amount", "25.50")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("https://checkout.example/cs_2")));
+    let purchase = fake.calls().into_iter().find(|(_, p, _)| p == "/api/credits/purchase").unwrap();
+    assert_eq!(purchase.2, Some(json!({"amount_minor": 2550})));
+    let (status, location) = post(fake.clone(), "/billing/credits", &[("csrf", CSRF), ("amount", "25.505")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/billing?failed=invalid_amount")));
+    assert_eq!(
+        fake.calls().iter().filter(|(_, p, _)| p == "/api/credits/purchase").count(),
+        1,
+        "a bad amount is not sent"
+    );
+}
+
+#[actix_web::test]
+async fn usage_shows_the_api_figures_per_day_project_and_person() {
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer("GET", "/api/billing/usage?from=2026-12-01&to=2026-12-31", 200, usage_view())
+            .answer("GET", "/api/pricing", 200, pricing())
+            .answer("GET", "/api/me", 200, json!({"id": "u-ada", "email": "ada@example.com", "name": "Ada"}))
+            .answer("GET", "/api/team", 200, json!({"owner_user_id": "u-ada", "members": [{"user_id": "u-bob", "name": "Bob", "email": "bob@example.com",
+                "membership_id": "m", "project_role": "Data scientist", "joined_at": "2026-12-01T00:00:00Z", "account_status": "active",
+                "hopsworks_account": {"state": "assigned", "hopsworks_username": "bob000"},
+                "usage_this_month": {"month": "2026-12-01", "cpu_core_hours": "5", "memory_gib_hours": "10", "gpu_hours": "0"}}]})),
+    );
+    let (status, body, _) = get(fake, "/usage?month=2026-12").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"id="month-cost">3.03 USD<"#), "{body}");
+    assert!(body.contains(r#"id="invoice-total">3.03 USD<"#));
+    assert!(body.contains("2.63 USD"), "an invoice line");
+    assert_eq!(body.matches("<svg").count(), 3, "a chart per resource");
+    assert_eq!(
+        body.matches(r#"<a href="/usage/2026-12-"#).count(),
+        3 * 31 + 2,
+        "every day of each chart, and each day with usage, links to its samples"
+    );
+    assert!(body.contains(r#"<a href="/usage/2026-12-03">"#));
+    // Per project: project 7 has CPU 7.5 and 2.63 USD; the memory line is outside any project.
+    assert!(body.contains("Project 7</th><td class=\"num\">7.500</td><td class=\"num\">0.000</td><td class=\"num\">0.000</td><td class=\"num\">2.63 USD"), "{body}");
+    assert!(body.contains("Outside any project"));
+    // Per person: the owner's own line, and Bob's by name.
+    assert!(body.contains("You (ada@example.com)</th><td class=\"num\">2.500"));
+    assert!(body.contains("Bob</th><td class=\"num\">5.000</td><td class=\"num\">10.000</td><td class=\"num\">0.000</td><td class=\"num\">2.15 USD"));
+    assert!(body.contains(r#"<option value="2026-12" selected>December 2026</option>"#));
+}
+
+#[actix_web::test]
+async fn an_invitation_is_previewed_before_signing_in_and_joined_after() {
+    let token = "abcDEF123_-";
+    let preview = json!({"invited_by": {"name": "Ada", "email": "ada@example.com"}, "email": "bob@example.com",
+        "project_role": "Data scientist", "expires_at": "2026-12-14T00:00:00Z", "terms_version": "2026-01"});
+    let fake = Arc::new(Fake::as_(None).answer("GET", &format!("/api/invitations/{token}"), 200, preview.clone()));
+    let (status, body, _) = get(fake, &format!("/invitations/{token}")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Join Ada's team"), "{body}");
+    assert!(body.contains(&format!(r#"href="/api/auth/login?returnTo=%2Finvitations%2F{token}""#)), "{body}");
+    assert!(!body.contains("name=\"csrf\""));
+
+    let fake = Arc::new(Fake::as_(member()).answer("GET", &format!("/api/invitations/{token}"), 200, preview).answer(
+        "POST",
+        &format!("/api/invitations/{token}/accept"),
+        200,
+        json!({}),
+    ));
+    let (_, body, _) = get(fake.clone(), &format!("/invitations/{token}")).await;
+    assert!(body.contains(r#"name="terms_version" value="2026-01""#));
+    let (status, location) =
+        post(fake.clone(), &format!("/invitations/{token}"), &[("csrf", CSRF), ("terms_version", "2026-01")]).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some(format!("/invitations/{token}?failed=terms_not_accepted").as_str()))
+    );
+    let (status, location) = post(
+        fake.clone(),
+        &format!("/invitations/{token}"),
+        &[("csrf", CSRF), ("terms_version", "2026-01"), ("accept_terms", "yes")],
+    )
+    .await;
+    assert_eq!((status, location.as_deref()), (303, Some("/cluster?done=joined")));
+    let accepted = fake.calls().into_iter().find(|(m, _, _)| m == "POST").unwrap();
+    assert_eq!(accepted.2, Some(json!({"accept_terms": true, "terms_version": "2026-01"})));
+    let (status, _, _) = get(fake, "/invitations/not%20a%20token").await;
+    assert_eq!(status, 404);
+}
+
+#[actix_web::test]
+async fn resending_and_cancelling_find_the_invitation_by_its_address() {
+    let invitations = json!([
+        {"id": "inv-old", "email": "bob@example.com", "project_role": "Data owner", "status": "cancelled", "sends": 1, "expires_at": "2026-12-01T00:00:00Z"},
+        {"id": "inv-1", "email": "bob@example.com", "project_role": "Data owner", "status": "pending", "sends": 1, "expires_at": "2026-12-14T00:00:00Z"}
+    ]);
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer("GET", "/api/team/invitations", 200, invitations)
+            .answer("POST", "/api/team/invitations/inv-1/resend", 200, json!({}))
+            .answer("DELETE", "/api/team/invitations/inv-1", 200, json!({})),
+    );
+    let (_, location) = post(fake.clone(), "/team/resend", &[("csrf", CSRF), ("email", "Bob@Example.com")]).await;
+    assert_eq!(location.as_deref(), Some("/team?done=resent"));
+    let (_, location) = post(fake.clone(), "/team/cancel", &[("csrf", CSRF), ("email", "bob@example.com")]).await;
+    assert_eq!(location.as_deref(), Some("/team?done=cancelled"));
+    let (_, location) = post(fake.clone(), "/team/cancel", &[("csrf", CSRF), ("email", "eve@example.com")]).await;
+    assert_eq!(location.as_deref(), Some("/team?failed=invitation_not_found"));
+    let changes: Vec<_> =
+        fake.calls().into_iter().filter(|(m, _, _)| m != "GET").map(|(m, p, _)| format!("{m} {p}")).collect();
+    assert_eq!(changes, ["POST /api/team/invitations/inv-1/resend", "DELETE /api/team/invitations/inv-1"]);
+}
+
+#[actix_web::test]
+async fn admin_pages_are_for_admins() {
+    let fake = Arc::new(Fake::as_(owner()));
+    for path in ["/admin", "/admin/people", "/admin/clusters", "/admin/metering", "/admin/prices"] {
+        assert_eq!(get(fake.clone(), path).await.0, 403, "{path}");
+    }
+    assert_eq!(post(fake.clone(), "/admin/people/suspend", &[("csrf", CSRF), ("email", "x@example.com")]).await.0, 403);
+    assert!(fake.calls().is_empty());
+    let admin = Some(Viewer { admin: true, ..owner().unwrap() });
+    let fake = Arc::new(
+        Fake::as_(admin)
+            .answer("GET", "/api/admin/users?q=bob%40example.com&limit=200", 200, json!({"items": [
+                {"id": "u-bob", "email": "bob@example.com", "name": "Bob", "status": "active", "is_admin": false}], "total": 1, "limit": 200, "offset": 0}))
+            .answer("POST", "/api/admin/users/u-bob/suspend", 200, json!({})),
+    );
+    let (status, location) =
+        post(fake.clone(), "/admin/people/suspend", &[("csrf", CSRF), ("email", "bob@example.com")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/people?q=bob%40example.com&done=suspended")));
+    assert!(fake.calls().iter().any(|(m, p, _)| m == "POST" && p == "/api/admin/users/u-bob/suspend"));
+    let _ = web::Data::new(0);
+}

@@ -1,0 +1,222 @@
+//! The console in a browser's place, with every service as its own process: a person signs in
+//! through the gateway's login, adds a card with the billing page's form (Stripe Checkout in
+//! the sandbox), sees their cluster, and, once their lab's pods have been measured, sees on the
+//! usage page the cost and the upcoming invoice the API gives them, and on a day's page the cost
+//! of that day's samples; they invite someone with the team page's form, and an invited person
+//! joins through the invitation page.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use hopsbridge_console::format;
+use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A browser without JavaScript: follows no redirect by itself, keeps its cookies.
+struct Browser {
+    base: String,
+    cookies: HashMap<String, String>,
+    http: reqwest::Client,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base: base.to_owned(), cookies: HashMap::new(), http }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let r = request.header("cookie", cookie).send().await.unwrap();
+        for v in r.headers().get_all("set-cookie") {
+            let (name, value) = v.to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap();
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let status = r.status().as_u16();
+        let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        Page { status, location, body: r.text().await.unwrap() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(self.url(path));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        let request =
+            self.http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
+        self.send(request).await
+    }
+
+    /// Signs `person` in through the gateway's login and the sandbox's Auth0, starting from
+    /// `path`; answers where the login came back to.
+    async fn sign_in(&mut self, platform: &Platform, person: &Person, path: &str) -> String {
+        let page = self.get(path).await;
+        assert_eq!(page.status, 303, "a visitor is sent to sign in: {}", page.body);
+        let login = self.get(&page.location.unwrap()).await;
+        assert_eq!(login.status, 302);
+        platform.world.auth0.sign_in_as(&person.auth0);
+        let authorized = self.get(&login.location.unwrap()).await;
+        assert_eq!(authorized.status, 302, "{}", authorized.body);
+        let callback = self.get(&authorized.location.unwrap()).await;
+        assert_eq!(callback.status, 302, "{}", callback.body);
+        assert!(self.cookies.contains_key("hb_session"));
+        callback.location.unwrap()
+    }
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf(body: &str) -> String {
+    let at = body.find(r#"name="csrf" value=""#).expect("a form with the CSRF token") + r#"name="csrf" value=""#.len();
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
+/// The text of the element with `id`.
+fn by_id<'a>(body: &'a str, id: &str) -> &'a str {
+    let start = body.find(&format!(r#"id="{id}">"#)).unwrap_or_else(|| panic!("no #{id} in {body}")) + id.len() + 6;
+    body[start..].split('<').next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_uses_the_console_from_card_to_cost_and_team() {
+    let options = Options {
+        clusters: 1,
+        metering_window_secs: 2,
+        // What the Hopsworks sandbox names console@example.com's account.
+        lab_owners: vec!["con10000".to_owned()],
+        ..Options::default()
+    };
+    let platform = Platform::start(binaries!(), &options).await;
+    let person = platform.sign_up("console").await;
+    platform.wait_billing_account(&person, Duration::from_secs(30)).await;
+
+    let mut browser = Browser::new(&platform.gateway);
+    let landing = browser.get("/").await;
+    assert!(landing.body.contains("/api/auth/login?returnTo=/"), "{}", landing.body);
+    assert_eq!(browser.sign_in(&platform, &person, "/billing").await, "/billing");
+
+    // Billing: no card yet; the form goes to Stripe Checkout, completed in the sandbox.
+    let billing = browser.get("/billing").await;
+    assert_eq!(billing.status, 200, "{}", billing.body);
+    assert!(billing.body.contains("No card yet"));
+    let token = csrf(&billing.body);
+    let refused = browser.post("/billing/card", &[("csrf", "forged")]).await;
+    assert_eq!(refused.status, 403);
+    let checkout = browser.post("/billing/card", &[("csrf", &token)]).await;
+    assert_eq!(checkout.status, 303, "{}", checkout.body);
+    let checkout_url = checkout.location.unwrap();
+    let session_id = checkout_url.rsplit('/').next().unwrap();
+    platform.world.stripe.complete_checkout_session(session_id).unwrap();
+    let cluster_api = platform.wait_assigned(&person, Duration::from_secs(30)).await;
+
+    // Cluster: the API's cluster, its address and the person's Hopsworks username.
+    let cluster = browser.get("/cluster").await;
+    assert_eq!(cluster.status, 200);
+    assert!(cluster.body.contains(cluster_api["cluster"]["name"].as_str().unwrap()), "{}", cluster.body);
+    assert!(cluster.body.contains(&format!(r#"href="{}""#, cluster_api["cluster"]["endpoint"].as_str().unwrap())));
+    if let Some(username) = cluster_api["hopsworks_username"].as_str() {
+        assert!(cluster.body.contains(username));
+    }
+    let billing = browser.get("/billing").await;
+    assert!(billing.body.contains("ending in 4242"), "{}", billing.body);
+
+    // Usage and cost equal the API's, once the lab's pods have been measured and priced.
+    let (_, pricing) = platform.call_as("GET", "/api/pricing", None, None).await;
+    let currency = pricing["current"][0]["currency"].as_str().unwrap_or("usd").to_owned();
+    async fn usage(platform: &Platform, person: &Person) -> serde_json::Value {
+        platform.call("GET", "/api/billing/usage", &person.token, None).await.1
+    }
+    wait_for("priced usage", Duration::from_secs(90), || async {
+        usage(&platform, &person).await["month_to_date"]["cost_minor"].as_i64().filter(|c| *c > 0)
+    })
+    .await;
+    let (api, page) = wait_for("the page and the API agreeing while usage grows", Duration::from_secs(60), || async {
+        let before = usage(&platform, &person).await;
+        let page = Browser { cookies: browser.cookies.clone(), ..Browser::new(&platform.gateway) }.get("/usage").await;
+        let after = usage(&platform, &person).await;
+        (before["month_to_date"] == after["month_to_date"] && before["upcoming_invoice"] == after["upcoming_invoice"])
+            .then_some((after, page))
+    })
+    .await;
+    assert_eq!(page.status, 200);
+    let month_cost = format::minor(api["month_to_date"]["cost_minor"].as_i64().unwrap(), &currency);
+    assert_eq!(by_id(&page.body, "month-cost"), month_cost);
+    let invoice = format::minor(api["upcoming_invoice"]["total_minor"].as_i64().unwrap(), &currency);
+    assert_eq!(by_id(&page.body, "invoice-total"), invoice);
+    assert_eq!(page.body.matches("<svg").count(), 3, "a chart per resource");
+
+    // A day's page: the cost of its samples, as the API lists them.
+    let day = api["lines"][0]["day"].as_str().unwrap().to_owned();
+    assert!(page.body.contains(&format!(r#"href="/usage/{day}""#)));
+    let (samples_api, day_page) = wait_for("the day's page and the API agreeing", Duration::from_secs(60), || async {
+        let path = format!("/api/billing/usage/samples?day={day}&limit=1000");
+        let before = platform.call("GET", &path, &person.token, None).await.1;
+        let page = Browser { cookies: browser.cookies.clone(), ..Browser::new(&platform.gateway) }
+            .get(&format!("/usage/{day}"))
+            .await;
+        let after = platform.call("GET", &path, &person.token, None).await.1;
+        (before == after && after["next"].is_null()).then_some((after, page))
+    })
+    .await;
+    let total: rust_decimal::Decimal = samples_api["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cost"].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap())
+        .sum();
+    assert_eq!(by_id(&day_page.body, "day-cost"), format::minor_decimal(&total.to_string(), &currency));
+    assert!(!samples_api["samples"].as_array().unwrap().is_empty());
+
+    // Team: the owner invites with the form; an invited person joins through the invitation page.
+    let team = browser.get("/team").await;
+    let token = csrf(&team.body);
+    let invited = browser
+        .post("/team/invite", &[("csrf", &token), ("email", "pending@example.com"), ("project_role", "Data scientist")])
+        .await;
+    assert_eq!(invited.location.as_deref(), Some("/team?done=invited"), "{}", invited.body);
+    let team = browser.get("/team?done=invited").await;
+    assert!(
+        team.body.contains("The invitation was sent.") && team.body.contains("pending@example.com"),
+        "{}",
+        team.body
+    );
+
+    let member = platform.sign_up("joiner").await;
+    let invitation = platform.invite(&person, "joiner@example.com", "Data owner").await;
+    let mut other = Browser::new(&platform.gateway);
+    let preview = other.get(&format!("/invitations/{}", invitation.token)).await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert!(preview.body.contains("Data owner") && preview.body.contains("returnTo=%2Finvitations%2F"));
+    let back = other.sign_in(&platform, &member, "/team").await;
+    assert_eq!(back, "/team");
+    let page = other.get(&format!("/invitations/{}", invitation.token)).await;
+    let terms =
+        page.body.split(r#"name="terms_version" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let joined = other
+        .post(
+            &format!("/invitations/{}", invitation.token),
+            &[("csrf", &csrf(&page.body)), ("terms_version", &terms), ("accept_terms", "yes")],
+        )
+        .await;
+    assert_eq!(joined.location.as_deref(), Some("/cluster?done=joined"), "{}", joined.body);
+    let team = browser.get("/team").await;
+    assert!(team.body.contains("joiner@example.com"), "the owner sees the new member: {}", team.body);
+    // The member sees their membership and no billing.
+    assert_eq!(other.get("/billing").await.status, 403);
+    assert!(other.get("/team").await.body.contains("Person console"));
+}

@@ -399,6 +399,13 @@ printf '    TOKEN=$(curl -s %soauth/token -d grant_type=client_credentials -d cl
 printf '      --data-urlencode audience=%s | sed -E '"'"'s/.*"access_token":"([^"]+)".*/\\1/'"'"')\n' \
     "${SANDBOX_AUTH0_AUDIENCE}"
 printf '    curl -H "authorization: Bearer $TOKEN" %s/api/admin/users\n' "${gateway}"
+printf '\n  A person'"'"'s bearer token (the Password grant, for anyone who signed up on the page):\n'
+printf '    TOKEN=$(curl -s %soauth/token -d grant_type=password -d client_id=%s -d client_secret=%s \\\n' \
+    "${SANDBOX_AUTH0_ISSUER}" "${SANDBOX_AUTH0_CLIENT_ID}" "${SANDBOX_AUTH0_CLIENT_SECRET}"
+printf '      -d username=ada@example.com -d password=%s --data-urlencode audience=%s \\\n' \
+    "$(sed -n 's/^ *user .*<ada@example.com>.*, password //p' "${LOG_DIR}/sandbox.log")" "${SANDBOX_AUTH0_AUDIENCE}"
+printf '      | sed -E '"'"'s/.*"access_token":"([^"]+)".*/\\1/'"'"')\n'
+printf '    curl -H "authorization: Bearer $TOKEN" %s/api/me\n' "${gateway}"
 printf '\n  database      %s\n' "${DATABASE_URL}"
 printf '  nats          %s\n' "${NATS_URL}"
 printf '\n  Every service answers GET /healthz and GET /readyz. Press Ctrl-C to stop.\n\n'

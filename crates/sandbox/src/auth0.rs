@@ -52,6 +52,9 @@ pub struct Auth0Config {
     pub token_lifetime_secs: i64,
     /// Machine-to-machine applications granted access to the API (client credentials).
     pub machine_clients: Vec<MachineClient>,
+    /// Whether the frontend application has the Password grant enabled (`grant_type=password`
+    /// with a database user's email and password; off by default, as on a new application).
+    pub password_grant: bool,
 }
 
 /// A machine-to-machine application with a client grant for the API.
@@ -81,6 +84,7 @@ impl Default for Auth0Config {
                 client_id: ADMIN_CLIENT_ID.to_owned(),
                 client_secret: ADMIN_CLIENT_SECRET.to_owned(),
             }],
+            password_grant: false,
         }
     }
 }
@@ -848,6 +852,51 @@ fn token_params(req: &HttpRequest, body: &[u8]) -> HashMap<String, String> {
     params
 }
 
+/// A person's access token (and ID token) for `client_id`, as the token endpoint answers them.
+fn person_tokens(
+    s: &State,
+    base: &str,
+    user: &TestUser,
+    client_id: &str,
+    scope: &str,
+    audience: Option<&str>,
+    nonce: Option<&str>,
+    id_token: bool,
+) -> HttpResponse {
+    let lifetime = s.config.token_lifetime_secs;
+    let iat = now();
+    let issuer = format!("{base}/");
+    let api = audience.map_or_else(|| s.config.audience.clone(), str::to_owned);
+    let wants_openid = scope.split(' ').any(|x| x == "openid");
+    let mut access = json!({
+        "iss": issuer, "sub": user.sub,
+        "aud": if wants_openid { json!([api, format!("{base}/userinfo")]) } else { json!(api) },
+        "iat": iat, "exp": iat + lifetime, "scope": scope, "azp": client_id,
+    });
+    access[format!("{CLAIM_NAMESPACE}email")] = json!(user.email);
+    let mut id = json!({
+        "iss": issuer, "sub": user.sub, "aud": client_id, "iat": iat, "exp": iat + 36_000,
+        "email": user.email, "email_verified": user.email_verified, "name": user.name,
+        "sid": uuid::Uuid::new_v4().simple().to_string(),
+    });
+    if let Some(nonce) = nonce {
+        id["nonce"] = json!(nonce);
+    }
+    let key = &s.keys[s.signing];
+    match (sign(key, TokenType::Jwt, &access), sign(key, TokenType::Jwt, &id)) {
+        (Ok(access_token), Ok(signed_id)) => {
+            let mut body = json!({
+                "access_token": access_token, "scope": scope, "expires_in": lifetime, "token_type": "Bearer",
+            });
+            if id_token {
+                body["id_token"] = json!(signed_id);
+            }
+            HttpResponse::Ok().json(body)
+        }
+        _ => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed"),
+    }
+}
+
 async fn token(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let p = token_params(&req, &body);
     let get = |k: &str| p.get(k).cloned().unwrap_or_default();
@@ -898,36 +947,45 @@ async fn token(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpRespons
                     return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Failed to verify code verifier");
                 }
             }
-            let lifetime = s.config.token_lifetime_secs;
-            let iat = now();
-            let issuer = format!("{base}/");
-            let api = pending.audience.clone().unwrap_or_else(|| s.config.audience.clone());
-            let wants_openid = pending.scope.split(' ').any(|x| x == "openid");
-            let mut access = json!({
-                "iss": issuer, "sub": pending.user.sub,
-                "aud": if wants_openid { json!([api, format!("{base}/userinfo")]) } else { json!(api) },
-                "iat": iat, "exp": iat + lifetime, "scope": pending.scope, "azp": pending.client_id,
-            });
-            access[format!("{CLAIM_NAMESPACE}email")] = json!(pending.user.email);
-            let mut id = json!({
-                "iss": issuer, "sub": pending.user.sub, "aud": pending.client_id, "iat": iat, "exp": iat + 36_000,
-                "email": pending.user.email, "email_verified": pending.user.email_verified, "name": pending.user.name,
-                "sid": uuid::Uuid::new_v4().simple().to_string(),
-            });
-            if let Some(nonce) = &pending.nonce {
-                id["nonce"] = json!(nonce);
+            person_tokens(
+                &s,
+                &base,
+                &pending.user,
+                &pending.client_id,
+                &pending.scope,
+                pending.audience.as_deref(),
+                pending.nonce.as_deref(),
+                true,
+            )
+        }
+        "password" | "http://auth0.com/oauth/grant-type/password-realm" if machine || !s.config.password_grant => {
+            oauth_error(
+                StatusCode::FORBIDDEN,
+                "unauthorized_client",
+                &format!("Grant type '{}' not allowed for the client.", get("grant_type")),
+            )
+        }
+        "password" | "http://auth0.com/oauth/grant-type/password-realm" => {
+            let realm = p.get("realm").map_or(login::DATABASE_CONNECTION, String::as_str);
+            if realm != login::DATABASE_CONNECTION {
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_request", "Connection does not exist.");
             }
-            let key = &s.keys[s.signing];
-            match (sign(key, TokenType::Jwt, &access), sign(key, TokenType::Jwt, &id)) {
-                (Ok(access_token), Ok(id_token)) => HttpResponse::Ok().json(json!({
-                    "access_token": access_token,
-                    "id_token": id_token,
-                    "scope": pending.scope,
-                    "expires_in": lifetime,
-                    "token_type": "Bearer",
-                })),
-                _ => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed"),
+            let Some(audience) = p.get("audience").filter(|a| !a.is_empty()) else {
+                return oauth_error(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    "No audience parameter was provided, and no default audience has been configured",
+                );
+            };
+            if *audience != s.config.audience {
+                return oauth_error(StatusCode::FORBIDDEN, "access_denied", &format!("Service not found: {audience}"));
             }
+            let Some(user) = login::check_password(&s, &get("username"), &get("password")) else {
+                return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Wrong email or password.");
+            };
+            let scope = p.get("scope").filter(|x| !x.is_empty()).cloned().unwrap_or_else(|| "openid".to_owned());
+            let openid = scope.split(' ').any(|x| x == "openid");
+            person_tokens(&s, &base, &user, &get("client_id"), &scope, Some(audience.as_str()), None, openid)
         }
         "client_credentials" => {
             let Some(audience) = p.get("audience").filter(|a| !a.is_empty()) else {

@@ -135,7 +135,8 @@ impl World {
     /// # Errors
     /// When a simulator cannot start.
     pub fn start(config: &WorldConfig) -> anyhow::Result<Self> {
-        let auth0 = Auth0Sim::start(Auth0Config::default())?;
+        // The Password grant lets a person get a bearer token for curl in local development.
+        let auth0 = Auth0Sim::start(Auth0Config { password_grant: true, ..Auth0Config::default() })?;
         let gateway = config.gateway_url.trim_end_matches('/');
         auth0.allow_urls(&format!("{gateway}/api/auth/callback"), &format!("{gateway}/"));
         let users = vec![

@@ -279,3 +279,62 @@ async fn prompt_none_social_sign_in_and_the_test_paths_keep_auth0s_answers() {
     assert_eq!(r.status(), 400);
     assert!(sim.user_by_email("Username-Password-Authentication", "x@example.com").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_grant_gives_a_database_user_a_token_only_when_the_application_has_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = Auth0Config::default();
+    let grant = |sim: &Auth0Sim, app: (&str, &str), username: &str, password: &str, audience: Option<&str>| {
+        let mut form = vec![
+            ("grant_type", "password".to_owned()),
+            ("client_id", app.0.to_owned()),
+            ("client_secret", app.1.to_owned()),
+            ("username", username.to_owned()),
+            ("password", password.to_owned()),
+            ("scope", "openid email".to_owned()),
+        ];
+        if let Some(a) = audience {
+            form.push(("audience", a.to_owned()));
+        }
+        let url = format!("{}oauth/token", sim.issuer());
+        async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(serde_urlencoded::to_string(&form).unwrap())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let frontend = (cfg.client_id.as_str(), cfg.client_secret.as_str());
+    let ada = TestUser::database("ada", "ada@example.com", "Ada");
+
+    let off = Auth0Sim::start(Auth0Config::default()).unwrap();
+    off.add_user_with_password(ada.clone(), "Lovelace-1815");
+    let (status, body) = grant(&off, frontend, "ada@example.com", "Lovelace-1815", Some(&cfg.audience)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("unauthorized_client")), "off on a new application");
+
+    let sim = Auth0Sim::start(Auth0Config { password_grant: true, ..Auth0Config::default() }).unwrap();
+    sim.add_user_with_password(ada, "Lovelace-1815");
+    let (status, body) = grant(&sim, frontend, "ADA@example.com", "Lovelace-1815", Some(&cfg.audience)).await;
+    assert_eq!(status, 200, "{body}");
+    let part = body["access_token"].as_str().unwrap().split('.').nth(1).unwrap().to_owned();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap();
+    assert_eq!((claims["sub"].as_str(), claims["azp"].as_str()), (Some("auth0|ada"), Some(cfg.client_id.as_str())));
+    assert_eq!(claims["aud"][0], cfg.audience.as_str());
+    assert!(body["id_token"].is_string());
+
+    let wrong = grant(&sim, frontend, "ada@example.com", "Lovelace-1816", Some(&cfg.audience)).await;
+    assert_eq!((wrong.0, wrong.1["error"].as_str()), (403, Some("invalid_grant")));
+    let nobody = grant(&sim, frontend, "nobody@example.com", "Lovelace-1815", Some(&cfg.audience)).await;
+    assert_eq!((nobody.0, nobody.1["error"].as_str()), (403, Some("invalid_grant")));
+    let no_audience = grant(&sim, frontend, "ada@example.com", "Lovelace-1815", None).await;
+    assert_eq!((no_audience.0, no_audience.1["error"].as_str()), (403, Some("access_denied")));
+    let machine = (hopsbridge_sandbox::auth0::ADMIN_CLIENT_ID, hopsbridge_sandbox::auth0::ADMIN_CLIENT_SECRET);
+    let (status, body) = grant(&sim, machine, "ada@example.com", "Lovelace-1815", Some(&cfg.audience)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("unauthorized_client")));
+    let bad_secret = grant(&sim, (frontend.0, "nope"), "ada@example.com", "Lovelace-1815", Some(&cfg.audience)).await;
+    assert_eq!(bad_secret.0, 401);
+}

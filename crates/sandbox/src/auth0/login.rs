@@ -30,7 +30,7 @@ pub const SESSION_LIFETIME_SECS: i64 = 30 * 86_400;
 /// How long a login page's transaction stays usable.
 const TRANSACTION_SECS: i64 = 3600;
 /// The database connection's name.
-const DATABASE_CONNECTION: &str = "Username-Password-Authentication";
+pub(super) const DATABASE_CONNECTION: &str = "Username-Password-Authentication";
 
 /// An `/authorize` request waiting for the person to sign in on the page.
 pub(super) struct Transaction {
@@ -171,6 +171,11 @@ fn find_database_user(s: &State, email: &str) -> Option<TestUser> {
     s.users.values().find(|u| u.connection == DATABASE_CONNECTION && u.email.eq_ignore_ascii_case(email)).cloned()
 }
 
+/// The database user with this address (any case) and password, if both are right.
+pub(super) fn check_password(s: &State, email: &str, password: &str) -> Option<TestUser> {
+    find_database_user(s, email.trim()).filter(|u| s.passwords.get(&u.sub).is_some_and(|p| p.matches(password)))
+}
+
 /// `POST /u/login`: email and password.
 pub(super) async fn login_submit(
     state: Shared,
@@ -185,8 +190,7 @@ pub(super) async fn login_submit(
     if email.is_empty() || password.is_empty() {
         return html(StatusCode::BAD_REQUEST, &login_form(&query.state, email, Some("Enter your email and password.")));
     }
-    let user = find_database_user(&s, email).filter(|u| s.passwords.get(&u.sub).is_some_and(|p| p.matches(password)));
-    match user {
+    match check_password(&s, email, password) {
         Some(user) => signed_in(&mut s, &query.state, user),
         // Auth0 does not say which of the two was wrong, so addresses cannot be probed.
         None => html(StatusCode::BAD_REQUEST, &login_form(&query.state, email, Some("Wrong email or password."))),

@@ -447,3 +447,40 @@ pub struct AdminCluster {
     #[serde(default)]
     pub used: i64,
 }
+
+/// `GET /api/billing/plan`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PlanView {
+    /// `free`, `payg` or `prepaid`; none until chosen.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// The plan's limits.
+    pub limits: PlanLimits,
+    /// Active projects now.
+    #[serde(default)]
+    pub active_projects: i64,
+    /// The terms in force.
+    pub terms_version: String,
+    /// What restricts the account now.
+    #[serde(default)]
+    pub restrictions: Vec<Restriction>,
+    /// Whether billing has suspended the account.
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+/// A plan's limits.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PlanLimits {
+    /// Active Hopsworks projects allowed.
+    pub max_active_projects: i64,
+}
+
+/// A restriction on the account.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Restriction {
+    /// `over_project_limit`, `payment_failed`, `credits_exhausted` or `spending_cap`.
+    pub reason: String,
+    /// When the account is suspended if it still holds.
+    pub deadline: String,
+}

@@ -34,6 +34,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, data: Data) {
         .route("/billing/portal", web::post().to(billing_portal))
         .route("/billing/credits", web::post().to(billing_credits))
         .route("/billing/cap", web::post().to(billing_cap))
+        .route("/billing/plan", web::post().to(billing_plan))
         .route("/team", web::get().to(team))
         .route("/team/invite", web::post().to(team_invite))
         .route("/team/resend", web::post().to(team_resend))
@@ -111,6 +112,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
     Some(match done? {
         "added" | "1" => "Thank you: your card is being added. It shows here once Stripe confirms it.",
         "cap" => "Your spending cap was saved.",
+        "plan" => "Your plan was saved.",
         "invited" => "The invitation was sent.",
         "resent" => "The invitation was sent again with a new link.",
         "cancelled" => "The invitation was cancelled.",
@@ -136,6 +138,9 @@ fn explain(code: &str) -> String {
         "invalid_email" => "That is not an email address.",
         "invalid_name" => "Please enter a name of 1 to 200 characters.",
         "not_confirmed" => "Please type your email address to confirm.",
+        "terms_not_accepted" => "Please accept the terms to go on.",
+        "terms_outdated" => "The terms changed: please reload the page and accept the current ones.",
+        "card_required" => "Pay as you go needs a card: add one first.",
         "already_invited" | "invitation_pending" => "That address already has a pending invitation.",
         "already_member" => "That person is already in a team.",
         "not_found" | "invitation_not_found" => "Nothing was found there.",
@@ -744,9 +749,30 @@ struct BillingPage {
     currency: String,
     month_cost: Option<String>,
     cap: Option<String>,
+    plan: Option<api::PlanView>,
+    cluster: Option<api::MyCluster>,
 }
 
 impl BillingPage {
+    fn plan_name(&self, plan: &str) -> &'static str {
+        match plan {
+            "free" => "Free",
+            "payg" => "Pay as you go",
+            "prepaid" => "Prepaid credit",
+            _ => "Other",
+        }
+    }
+
+    fn reason(&self, reason: &str) -> &'static str {
+        match reason {
+            "over_project_limit" => "More active projects than the plan allows",
+            "payment_failed" => "A payment failed",
+            "credits_exhausted" => "Your credit is used up",
+            "spending_cap" => "The spending cap was reached",
+            _ => "A restriction",
+        }
+    }
+
     fn money(&self, minor: &i64, currency: &str) -> String {
         format::minor(*minor, currency)
     }
@@ -777,7 +803,13 @@ async fn billing(data: Data, req: HttpRequest) -> HttpResponse {
     };
     let usage = ctx.get("/api/billing/usage").await;
     let usage: Option<api::OwnerUsage> = if usage.is_success() { usage.json().ok() } else { None };
+    let plan = ctx.get("/api/billing/plan").await;
+    let plan: Option<api::PlanView> = if plan.is_success() { plan.json().ok() } else { None };
+    let cluster = ctx.get("/api/cluster").await;
+    let cluster: Option<api::MyCluster> = if cluster.is_success() { cluster.json().ok() } else { None };
     let page = BillingPage {
+        plan,
+        cluster,
         l: ctx.layout("Billing", "/billing"),
         csrf: ctx.viewer.csrf.clone(),
         month_cost: usage.as_ref().map(|u| format::minor(u.month_to_date.cost_minor, &currency)),
@@ -843,6 +875,19 @@ async fn billing_cap(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
     };
     let answer = ctx.call(Method::Put, "/api/billing/cap", Some(json!({ "monthly_cap_minor": cap }))).await;
     ctx.after(&answer, "/billing", "cap")
+}
+
+async fn billing_plan(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    tri!(ctx.form_ok(&form));
+    if field(&form, "accept_terms") != "yes" {
+        return ctx.failed("/billing", "terms_not_accepted");
+    }
+    let body =
+        json!({ "plan": field(&form, "plan"), "accept_terms": true, "terms_version": field(&form, "terms_version") });
+    let answer = ctx.call(Method::Put, "/api/billing/plan", Some(body)).await;
+    ctx.after(&answer, "/billing", "plan")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -380,3 +380,56 @@ async fn admin_pages_are_for_admins() {
     assert!(fake.calls().iter().any(|(m, p, _)| m == "POST" && p == "/api/admin/users/u-bob/suspend"));
     let _ = web::Data::new(0);
 }
+
+#[actix_web::test]
+async fn the_plan_is_chosen_with_the_terms_and_the_cluster_shows_its_hopsworks_username() {
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer("GET", "/api/billing", 200, billing_view())
+            .answer("GET", "/api/billing/plan", 200, json!({"plan": null, "limits": {"max_active_projects": 1},
+                "active_projects": 0, "terms_version": "2026-12", "restrictions": [], "suspended": false}))
+            .answer("GET", "/api/cluster", 200, json!({"status": "complete", "hopsworks_username": "ada10000",
+                "cluster": {"id": "c", "name": "north-1", "region": "eu-north", "endpoint": "https://north-1.example/hopsworks"}}))
+            .answer("PUT", "/api/billing/plan", 200, json!({})),
+    );
+    let (_, body, _) = get(fake.clone(), "/billing").await;
+    assert!(
+        body.contains("Choose a plan to start.") && body.contains(r#"name="terms_version" value="2026-12""#),
+        "{body}"
+    );
+    assert!(body.contains("Your cluster is ready."));
+    let (_, location) =
+        post(fake.clone(), "/billing/plan", &[("csrf", CSRF), ("plan", "payg"), ("terms_version", "2026-12")]).await;
+    assert_eq!(location.as_deref(), Some("/billing?failed=terms_not_accepted"));
+    assert!(!fake.calls().iter().any(|(m, _, _)| m == "PUT"), "nothing chosen without the terms");
+    let (_, location) = post(
+        fake.clone(),
+        "/billing/plan",
+        &[("csrf", CSRF), ("plan", "payg"), ("terms_version", "2026-12"), ("accept_terms", "yes")],
+    )
+    .await;
+    assert_eq!(location.as_deref(), Some("/billing?done=plan"));
+    let put = fake.calls().into_iter().find(|(m, _, _)| m == "PUT").unwrap();
+    assert_eq!(put.2, Some(json!({"plan": "payg", "accept_terms": true, "terms_version": "2026-12"})));
+
+    let (status, body, _) = get(fake, "/cluster").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<code>ada10000</code>") && body.contains(r#"href="https://north-1.example/hopsworks""#),
+        "{body}"
+    );
+}
+
+#[actix_web::test]
+async fn a_member_sees_their_own_usage_without_cost() {
+    let fake = Arc::new(Fake::as_(member()).answer("GET", "/api/usage?from=2026-11-01&to=2026-11-30", 200, json!([
+        {"day": "2026-11-02", "user_id": "u-bob", "owner_user_id": "u-ada", "cluster_id": "c", "namespace": "lab",
+         "cpu_core_hours": "1.25", "memory_gib_hours": "4", "gpu_hours": "0", "cpu_nanocore_seconds": 1, "memory_byte_seconds": 1, "gpu_seconds": 0, "samples": 4}
+    ])));
+    let (status, body, _) = get(fake.clone(), "/usage?month=2026-11").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("lab</th><td class=\"num\">1.250</td><td class=\"num\">4.000</td>"), "{body}");
+    assert!(!body.contains("Cost") && !body.contains("USD"), "no money for a member");
+    assert!(!body.contains(r#"<a href="/usage/"#), "a member's days do not link to billed samples");
+    assert_eq!(fake.calls().len(), 1, "only the member's own usage is asked for: {:?}", fake.calls());
+}

@@ -155,7 +155,7 @@ mod tests {
     use crate::usage::Usage;
 
     fn u(cpu: u128) -> OwnerUsage {
-        OwnerUsage { usage: Usage::of_rates(cpu, 0, 0, 900), pods: 1 }
+        OwnerUsage { usage: Usage::of_rates(cpu, 0, 0, 900), pods: 1, estimated_ms: 0 }
     }
 
     fn project(id: i64, creator: &str) -> Project {

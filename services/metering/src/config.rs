@@ -51,8 +51,11 @@ pub struct ScheduleConfig {
     /// How long a replica holds a run before another may take it over, in seconds. A
     /// collection that takes longer is abandoned by its replica.
     pub lease_secs: u32,
-    /// Clusters collected at once by one replica.
+    /// Clusters collected at once by one replica by `point`.
     pub clusters_in_flight: usize,
+    /// Windows read at once by one replica by `readings` (each reads its cluster every
+    /// resolution for a whole window, and sleeps in between).
+    pub readings_in_flight: usize,
     /// How often the scheduler looks for due runs, in milliseconds (it also wakes at each
     /// window's end and on "collect now").
     pub tick_ms: u64,
@@ -87,6 +90,7 @@ impl Validate for MeteringConfig {
             ("schedule.retry_delay_ms", s.retry_delay_ms),
             ("schedule.lease_secs", u64::from(s.lease_secs)),
             ("schedule.clusters_in_flight", u64::try_from(s.clusters_in_flight).unwrap_or(u64::MAX)),
+            ("schedule.readings_in_flight", u64::try_from(s.readings_in_flight).unwrap_or(u64::MAX)),
             ("schedule.tick_ms", s.tick_ms),
             ("schedule.access_ttl_secs", u64::from(s.access_ttl_secs)),
             ("provisioning.timeout_ms", self.provisioning.timeout_ms),

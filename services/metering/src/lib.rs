@@ -22,6 +22,7 @@ pub mod error;
 pub mod internal;
 pub mod projection;
 pub mod quantity;
+pub mod reading_runs;
 pub mod routes;
 pub mod runs;
 pub mod samples;

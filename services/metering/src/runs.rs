@@ -18,10 +18,10 @@
 //! `now()`, on real time (decision 0037). Queries use diesel's DSL; the raw SQL ones say why.
 
 use crate::attribution::{self, Attributed};
-use crate::collect::{CollectStats, Collection};
+use crate::collect::{CollectStats, Collection, Source};
 use crate::projection;
 use crate::samples::{self, StoreError};
-use crate::schema::{clusters, runs};
+use crate::schema::{clusters, readings, run_pods, runs};
 use crate::usage_daily;
 use chrono::{DateTime, Utc};
 use diesel::dsl;
@@ -29,7 +29,7 @@ use diesel::dsl::case_when;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_query;
-use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::events::UsageRecordedV1;
 use hopsbridge_domain::{Attribution, ClusterId, ClusterStatus, OwnerId, RunState, SampleId, UserId};
@@ -49,42 +49,64 @@ pub struct Timing {
     pub lookback_secs: i64,
 }
 
-/// Adds the runs of every window that has ended and settled at `now` (calendar Unix seconds)
-/// for every measured cluster (every cluster but an inactive one whose projects' namespaces
-/// were found without pods), due at once: a window is only scheduled once its settling time
-/// has passed.
+/// Which clusters are measured by which source when scheduling: the default, and the clusters
+/// that differ from it.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The source of every cluster not named below.
+    pub default: Source,
+    /// Clusters measured by `point` whatever the default.
+    pub point: Vec<ClusterId>,
+    /// Clusters measured by `readings` whatever the default.
+    pub readings: Vec<ClusterId>,
+}
+
+/// Adds the runs of every measured cluster (every cluster but an inactive one whose projects'
+/// namespaces were found without pods) due at once, at calendar Unix seconds `now`: for a
+/// cluster measured by `point`, every window that has ended and settled; for one measured by
+/// `readings`, every window that has started, since its run reads from the window's start to
+/// its end. Each run records its cluster's source.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> QueryResult<usize> {
+pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64, sources: &Sources) -> QueryResult<usize> {
     let len = t.window_secs;
-    // The end of the last window whose settling time has passed, and the earliest start looked at.
+    // The end of the last window whose settling time has passed, the end of the window under
+    // way, and the earliest start looked at.
     let last_end = (now - t.settle_secs).div_euclid(len) * len;
+    let current_end = now.div_euclid(len) * len + len;
     let earliest = (now - t.lookback_secs).div_euclid(len) * len;
+    let ids = |v: &[ClusterId]| v.iter().map(|c| uuid::Uuid::from(*c)).collect::<Vec<_>>();
     // Raw SQL: one statement of CTEs over generate_series schedules every cluster's windows and
     // moves its scheduled_through; the DSL has neither CTEs nor generate_series.
     sql_query(
-        "WITH measured AS (
-             SELECT cluster_id,
+        "WITH sourced AS (
+             SELECT c.*, CASE WHEN cluster_id = ANY($6) THEN 'point' WHEN cluster_id = ANY($7) THEN 'readings'
+                              ELSE $5 END AS source
+             FROM clusters c WHERE status <> 'inactive' OR drained_at IS NULL
+         ), measured AS (
+             SELECT cluster_id, source, measured_from, scheduled_through,
                     greatest(coalesce(extract(epoch FROM scheduled_through)::bigint,
                                       ceil(extract(epoch FROM measured_from) / $1)::bigint * $1),
-                             $3) AS first_start
-             FROM clusters WHERE status <> 'inactive' OR drained_at IS NULL
+                             $3) AS first_start,
+                    CASE WHEN source = 'readings' THEN $8 ELSE $2 END AS through
+             FROM sourced
          ), due AS (
-             SELECT m.cluster_id, s AS start
-             FROM measured m, generate_series(m.first_start, $2 - $1, $1) AS s
+             SELECT m.cluster_id, m.source, s AS start
+             FROM measured m, generate_series(m.first_start, m.through - $1, $1) AS s
          ), added AS (
-             INSERT INTO runs (cluster_id, window_start, window_end, status, next_attempt_at, deadline)
+             INSERT INTO runs (cluster_id, window_start, window_end, status, next_attempt_at, deadline, source)
              SELECT cluster_id, to_timestamp(start), to_timestamp(start + $1), 'pending',
-                    now(), to_timestamp(start + $1 + $4)
+                    now(), to_timestamp(start + $1 + $4), source
              FROM due
              ON CONFLICT (cluster_id, window_start) DO NOTHING
              RETURNING 1
          ), moved AS (
-             UPDATE clusters SET scheduled_through = to_timestamp($2)
-             WHERE (status <> 'inactive' OR drained_at IS NULL)
-               AND (scheduled_through IS NULL OR scheduled_through < to_timestamp($2))
-               AND ceil(extract(epoch FROM measured_from) / $1)::bigint * $1 < $2
+             UPDATE clusters c SET scheduled_through = to_timestamp(m.through)
+             FROM measured m
+             WHERE c.cluster_id = m.cluster_id
+               AND (m.scheduled_through IS NULL OR m.scheduled_through < to_timestamp(m.through))
+               AND ceil(extract(epoch FROM m.measured_from) / $1)::bigint * $1 < m.through
              RETURNING 1
          )
          SELECT (SELECT count(*) FROM added) AS count",
@@ -93,6 +115,10 @@ pub async fn schedule(conn: &mut AsyncPgConnection, t: Timing, now: i64) -> Quer
     .bind::<BigInt, _>(last_end)
     .bind::<BigInt, _>(earliest)
     .bind::<BigInt, _>(t.deadline_secs)
+    .bind::<Text, _>(sources.default.as_str())
+    .bind::<Array<SqlUuid>, _>(ids(&sources.point))
+    .bind::<Array<SqlUuid>, _>(ids(&sources.readings))
+    .bind::<BigInt, _>(current_end)
     .get_result::<Count>(conn)
     .await
     .map(|c| usize::try_from(c.count).unwrap_or(0))
@@ -151,10 +177,20 @@ pub struct Claimed {
     pub attempts: i32,
     /// After this the run is a gap.
     pub deadline: DateTime<Utc>,
+    /// How it is measured (`point` or `readings`).
+    pub source: String,
 }
 
-/// Leases up to `limit` due runs still measurable at calendar time `now` to `replica` for
-/// `lease_secs` (real time), oldest window first.
+impl Claimed {
+    /// How the run is measured.
+    #[must_use]
+    pub fn source(&self) -> Source {
+        if self.source == Source::Readings.as_str() { Source::Readings } else { Source::Point }
+    }
+}
+
+/// Leases up to `limit` due runs of `source` still measurable at calendar time `now` to
+/// `replica` for `lease_secs` (real time), oldest window first.
 ///
 /// # Errors
 /// When Postgres fails.
@@ -164,6 +200,7 @@ pub async fn claim(
     limit: i64,
     lease_secs: i64,
     now: DateTime<Utc>,
+    source: Source,
 ) -> QueryResult<Vec<Claimed>> {
     // Raw SQL: make_interval and a row-locking subquery (FOR UPDATE SKIP LOCKED) in the WHERE
     // of an UPDATE, neither of which the DSL can say. Leases and retries run on Postgres'
@@ -174,16 +211,17 @@ pub async fn claim(
          WHERE (cluster_id, window_start) IN (
              SELECT cluster_id, window_start FROM runs
              WHERE (status = 'pending' OR (status = 'running' AND lease_until < now()))
-               AND next_attempt_at <= now() AND deadline > $4
+               AND next_attempt_at <= now() AND deadline > $4 AND source = $5
              ORDER BY window_start, cluster_id
              LIMIT $2
              FOR UPDATE SKIP LOCKED)
-         RETURNING cluster_id, window_start, window_end, attempts, deadline",
+         RETURNING cluster_id, window_start, window_end, attempts, deadline, source",
     )
     .bind::<Text, _>(replica)
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(lease_secs)
     .bind::<Timestamptz, _>(now)
+    .bind::<Text, _>(source.as_str())
     .load(conn)
     .await
 }
@@ -328,7 +366,23 @@ pub async fn complete(
             .execute(conn)
             .await?;
     }
-    let added = samples::insert(conn, run.cluster_id, run.window_start, run.window_end, &measured).await?;
+    let added =
+        samples::insert(conn, (run.cluster_id, run.window_start, run.window_end), collection.method, &measured).await?;
+    // A readings run's readings and pods are integrated now: kept no longer.
+    diesel::delete(
+        readings::table
+            .filter(readings::cluster_id.eq(run.cluster_id))
+            .filter(readings::window_start.eq(run.window_start)),
+    )
+    .execute(conn)
+    .await?;
+    diesel::delete(
+        run_pods::table
+            .filter(run_pods::cluster_id.eq(run.cluster_id))
+            .filter(run_pods::window_start.eq(run.window_start)),
+    )
+    .execute(conn)
+    .await?;
     stats.added = u64::try_from(added.len()).unwrap_or(u64::MAX);
     let (ids, events): (Vec<SampleId>, Vec<UsageRecordedV1>) = added
         .iter()
@@ -368,7 +422,7 @@ fn event(id: SampleId, run: &Claimed, s: &Attributed, user: UserId, owner: Owner
         cpu_core_hours: u.cpu_core_hours().to_decimal().text,
         memory_gib_hours: u.memory_gib_hours().to_decimal().text,
         gpu_hours: u.gpu_hours().to_decimal().text,
-        estimated: false,
+        estimated: s.usage.estimated_ms > 0,
         hopsworks_username: s.username.clone(),
         project_id: s.project.as_ref().map_or(0, |p| p.id.get()),
         cpu_nanocore_seconds: u64::try_from(u.cpu_nanocore_seconds).unwrap_or(u64::MAX),

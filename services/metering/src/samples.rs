@@ -2,6 +2,7 @@
 //! stored once whatever the replays, and read back behind a user's day of usage.
 
 use crate::attribution::Attributed;
+use crate::collect::Method;
 use crate::schema::samples;
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::Pg;
@@ -57,18 +58,18 @@ struct Columns {
     memory: Vec<i64>,
     gpu: Vec<i64>,
     pods: Vec<i32>,
+    estimated_ms: Vec<i64>,
 }
 
-/// Inserts the samples of `cluster`'s window `[start, end)` not stored yet; returns the new
-/// ones with their ids.
+/// Inserts the samples of `cluster`'s window `[start, end)` not stored yet, measured by
+/// `method`; returns the new ones with their ids.
 ///
 /// # Errors
 /// When Postgres fails or a quantity does not fit a 64-bit integer.
 pub async fn insert<'a>(
     conn: &mut AsyncPgConnection,
-    cluster: ClusterId,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    (cluster, start, end): (ClusterId, DateTime<Utc>, DateTime<Utc>),
+    method: Method,
     measured: &'a [Attributed],
 ) -> Result<Vec<(SampleId, &'a Attributed)>, StoreError> {
     #[derive(QueryableByName)]
@@ -95,19 +96,22 @@ pub async fn insert<'a>(
             cols.memory.push(fit("memory byte-seconds", s.usage.usage.memory_byte_seconds, s)?);
             cols.gpu.push(fit("GPU-seconds", s.usage.usage.gpu_seconds, s)?);
             cols.pods.push(i32::try_from(s.usage.pods).unwrap_or(i32::MAX));
+            cols.estimated_ms.push(s.usage.estimated_ms.max(0));
         }
         // Raw SQL: unnest binds each column as one array, so 5,000 samples are 15 parameters
         // rather than the 75,000 of a multi-row VALUES (Postgres takes at most 65,535).
         let rows: Vec<Added> = diesel::sql_query(
             "INSERT INTO samples (id, cluster_id, window_start, window_end, namespace, hopsworks_username, attribution,
                                   user_id, owner_user_id, project_id, project_name,
-                                  cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, pods)
+                                  cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, pods,
+                                  source, cpu_basis, memory_basis, estimated_ms, estimated)
              SELECT u.id, $1, $2, $3, u.namespace, u.username, u.attribution, u.user_id, u.owner_user_id,
-                    u.project_id, u.project_name, u.cpu, u.memory, u.gpu, u.pods
+                    u.project_id, u.project_name, u.cpu, u.memory, u.gpu, u.pods,
+                    $16, $17, $18, u.estimated_ms, u.estimated_ms > 0
              FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::bigint[],
-                         $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::int[])
+                         $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $19::bigint[])
                   AS u(id, namespace, username, attribution, user_id, owner_user_id, project_id, project_name,
-                       cpu, memory, gpu, pods)
+                       cpu, memory, gpu, pods, estimated_ms)
              ON CONFLICT (cluster_id, namespace, hopsworks_username, window_start) DO NOTHING
              RETURNING id, namespace, hopsworks_username",
         )
@@ -126,6 +130,10 @@ pub async fn insert<'a>(
         .bind::<Array<BigInt>, _>(cols.memory)
         .bind::<Array<BigInt>, _>(cols.gpu)
         .bind::<Array<Integer>, _>(cols.pods)
+        .bind::<Text, _>(method.source.as_str())
+        .bind::<Text, _>(method.cpu_basis.as_str())
+        .bind::<Text, _>(method.memory_basis.as_str())
+        .bind::<Array<BigInt>, _>(cols.estimated_ms)
         .load(conn)
         .await?;
         let by_key: HashMap<(&str, &str), &Attributed> =

@@ -9,17 +9,20 @@
 //! runs out. Stopping cancels the collections in hand and gives their runs back at once.
 
 use crate::access::{AccessError, Provisioning};
-use crate::collect::{ClusterClient, CollectConfig, CollectError};
+use crate::collect::readings::{self, Reading};
+use crate::collect::{ClusterClient, CollectConfig, CollectError, CollectStats, Collection, Source};
 use crate::config::ScheduleConfig;
 use crate::projection;
-use crate::runs::{self, Claimed, RetryAt, Timing};
+use crate::reading_runs::{self, Read};
+use crate::runs::{self, Claimed, RetryAt, Sources, Timing};
 use crate::samples::StoreError;
-use crate::window::WindowLength;
+use crate::window::{Window, WindowLength};
 use hopsbridge_domain::ClusterId;
 use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::{Database, DbError};
 use hopsbridge_platform::retry::Backoff;
 use moka::future::Cache;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -32,6 +35,35 @@ type Tx<T> = Result<T, DbError>;
 /// Seconds kept between the end of a collection's time budget and its lease's end (at most a
 /// third of the lease).
 const LEASE_MARGIN_SECS: u64 = 5;
+
+/// The collections one replica runs at once: point runs (each a few requests) and readings
+/// runs (each reading for a whole window, mostly asleep).
+struct Slots {
+    point: Arc<Semaphore>,
+    readings: Arc<Semaphore>,
+}
+
+/// A run in a task's hands until the task ends, however it ends.
+struct InHand<'a> {
+    meter: &'a Meter,
+    key: (ClusterId, i64),
+}
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        self.meter.inner.in_hand.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.key);
+    }
+}
+
+/// How a readings run ended short of a failure.
+enum ReadingsEnd {
+    /// Measured and stored (or found no longer ours when storing).
+    Done,
+    /// Its lease was taken over by another replica: it stopped reading.
+    NotOurs,
+    /// Nothing was read while its window ran (metering was down): it is measured by point.
+    Unread,
+}
 
 /// Why a run failed: a stable code and a message without secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +107,9 @@ struct Inner {
     clients: Cache<ClusterId, Arc<ClusterClient>>,
     /// The pause before a failed run's next try.
     retries: Backoff,
+    /// The runs this replica's tasks are measuring: a run claimed again while in hand (its
+    /// lease had run out and nobody else took it) goes on in the task that has it.
+    in_hand: std::sync::Mutex<HashSet<(ClusterId, i64)>>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -113,6 +148,7 @@ impl Meter {
                 clock,
                 clients,
                 retries,
+                in_hand: std::sync::Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -133,9 +169,28 @@ impl Meter {
         }
     }
 
+    /// Which clusters are measured by which source (`point` for all when the window is shorter
+    /// than four resolutions).
+    fn sources(&self) -> Sources {
+        let c = &self.inner.collect;
+        let window = self.inner.window.secs();
+        let default = c.source_of(Uuid::nil(), window);
+        let named = |source: Source| {
+            c.sources
+                .iter()
+                .filter(|&(id, _)| c.source_of(*id, window) == source)
+                .map(|(id, _)| ClusterId::from(*id))
+                .collect()
+        };
+        Sources { default, point: named(Source::Point), readings: named(Source::Readings) }
+    }
+
     /// Runs until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.inner.schedule.clusters_in_flight));
+        let slots = Slots {
+            point: Arc::new(Semaphore::new(self.inner.schedule.clusters_in_flight)),
+            readings: Arc::new(Semaphore::new(self.inner.schedule.readings_in_flight)),
+        };
         let mut tasks = JoinSet::new();
         let tick = Duration::from_millis(self.inner.schedule.tick_ms);
         loop {
@@ -178,15 +233,17 @@ impl Meter {
     ///
     /// # Errors
     /// When Postgres fails.
-    async fn pass(&self, slots: &Arc<Semaphore>, tasks: &mut JoinSet<()>) -> Result<(), DbError> {
+    async fn pass(&self, slots: &Slots, tasks: &mut JoinSet<()>) -> Result<(), DbError> {
         let timing = self.timing();
         let now = self.inner.clock.now();
+        let sources = Arc::new(self.sources());
         let (added, gaps) = self
             .inner
             .db
             .transaction(|c| {
+                let sources = Arc::clone(&sources);
                 Box::pin(async move {
-                    let added = runs::schedule(c, timing, now.timestamp()).await?;
+                    let added = runs::schedule(c, timing, now.timestamp(), &sources).await?;
                     let gaps = runs::sweep(c, now).await?;
                     Tx::Ok((added, gaps))
                 })
@@ -198,34 +255,53 @@ impl Meter {
         if gaps > 0 {
             tracing::warn!(runs = gaps, "windows could not be measured in time and are recorded as gaps");
         }
-        let free = slots.available_permits();
-        if free == 0 {
-            return Ok(());
-        }
-        let limit = i64::try_from(free).unwrap_or(i64::MAX);
-        let lease = i64::from(self.inner.schedule.lease_secs);
-        let replica = self.inner.replica.clone();
-        let claimed = self
-            .inner
-            .db
-            .transaction(|c| {
-                let replica = replica.clone();
-                Box::pin(async move { Tx::Ok(runs::claim(c, &replica, limit, lease, now).await?) })
-            })
-            .await?;
-        for run in claimed {
-            let Ok(permit) = Arc::clone(slots).try_acquire_owned() else { break };
-            let meter = self.clone();
-            tasks.spawn(async move {
-                meter.process(run).await;
-                drop(permit);
-            });
+        for (source, slots) in [(Source::Point, &slots.point), (Source::Readings, &slots.readings)] {
+            let free = slots.available_permits();
+            if free == 0 {
+                continue;
+            }
+            let limit = i64::try_from(free).unwrap_or(i64::MAX);
+            let lease = i64::from(self.inner.schedule.lease_secs);
+            let replica = self.inner.replica.clone();
+            let claimed = self
+                .inner
+                .db
+                .transaction(|c| {
+                    let replica = replica.clone();
+                    Box::pin(async move { Tx::Ok(runs::claim(c, &replica, limit, lease, now, source).await?) })
+                })
+                .await?;
+            for run in claimed {
+                let key = (run.cluster_id, run.window_start.timestamp());
+                if !self.inner.in_hand.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key) {
+                    continue;
+                }
+                let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
+                    self.inner.in_hand.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+                    break;
+                };
+                let meter = self.clone();
+                tasks.spawn(async move {
+                    let _in_hand = InHand { meter: &meter, key };
+                    meter.process(run).await;
+                    drop(permit);
+                });
+            }
         }
         Ok(())
     }
 
     /// Collects and stores one run, or records why not.
     pub async fn process(&self, run: Claimed) {
+        if run.source() == Source::Readings {
+            self.process_readings(run).await;
+        } else {
+            self.process_point(run).await;
+        }
+    }
+
+    /// Collects one window by point, within the lease, and stores it, or records why not.
+    async fn process_point(&self, run: Claimed) {
         let lease = u64::from(self.inner.schedule.lease_secs);
         let budget = Duration::from_secs(lease.saturating_sub(LEASE_MARGIN_SECS.min(lease / 3)).max(1));
         let outcome = match tokio::time::timeout(budget, self.attempt(&run)).await {
@@ -241,7 +317,8 @@ impl Meter {
         }
     }
 
-    async fn attempt(&self, run: &Claimed) -> Result<(), Failure> {
+    /// The run's window, checked against the configured length.
+    fn window_of(&self, run: &Claimed) -> Result<Window, Failure> {
         let window = self.inner.window.containing(run.window_start.timestamp());
         if window.end() != run.window_end.timestamp() {
             return Err(Failure {
@@ -249,18 +326,38 @@ impl Meter {
                 message: format!("the run's window does not have the configured length of {} s", window.secs()),
             });
         }
+        Ok(window)
+    }
+
+    /// Forgets a cluster's client after a failure that rotated credentials may explain, so the
+    /// kubeconfig is asked for again next time.
+    async fn forget_client_after(&self, cluster: ClusterId, e: &CollectError) {
+        if matches!(e, CollectError::Refused { status: 401 | 403, .. } | CollectError::Tls { .. }) {
+            self.inner.clients.invalidate(&cluster).await;
+        }
+    }
+
+    async fn attempt(&self, run: &Claimed) -> Result<(), Failure> {
+        let window = self.window_of(run)?;
         let client = self.client(run.cluster_id).await?;
         let projects_from_earlier_listing = self.refresh_projects(run.cluster_id).await?;
         let collection = match client.collect(window).await {
             Ok(c) => c,
             Err(e) => {
-                // Credentials may have been rotated: ask for the kubeconfig again next time.
-                if matches!(e, CollectError::Refused { status: 401 | 403, .. } | CollectError::Tls { .. }) {
-                    self.inner.clients.invalidate(&run.cluster_id).await;
-                }
+                self.forget_client_after(run.cluster_id, &e).await;
                 return Err(e.into());
             }
         };
+        self.store(run, collection, projects_from_earlier_listing).await
+    }
+
+    /// Stores a run's measurement if the run is still ours.
+    async fn store(
+        &self,
+        run: &Claimed,
+        collection: Collection,
+        projects_from_earlier_listing: bool,
+    ) -> Result<(), Failure> {
         let replica = self.inner.replica.clone();
         let collection = Arc::new(collection);
         let result = self
@@ -277,9 +374,10 @@ impl Meter {
             .await;
         match result {
             Ok(Some(stats)) => {
-                tracing::info!(cluster_id = %run.cluster_id, window_start = %run.window_start,
+                tracing::info!(cluster_id = %run.cluster_id, window_start = %run.window_start, source = run.source,
                     samples = stats.attributed + stats.unlabelled + stats.not_member + stats.unknown_project, added = stats.added,
-                    api_calls = stats.collect.api_calls, "window measured");
+                    api_calls = stats.collect.api_calls, reads = stats.collect.reads,
+                    estimated_ms = stats.collect.estimated_ms, "window measured");
                 Ok(())
             }
             Ok(None) => {
@@ -289,6 +387,172 @@ impl Meter {
             }
             Err(StoreError::Overflow(message)) => Err(Failure { code: "usage_overflow", message }),
             Err(StoreError::Db(e)) => Err(Failure { code: "database_unavailable", message: e.to_string() }),
+        }
+    }
+
+    /// Measures one window from readings (decision 0043), or records why not: a run never read
+    /// while its window ran is measured by point instead.
+    async fn process_readings(&self, run: Claimed) {
+        match self.read_window(&run).await {
+            Ok(ReadingsEnd::Done) => {}
+            Ok(ReadingsEnd::NotOurs) => tracing::info!(cluster_id = %run.cluster_id, window_start = %run.window_start,
+                "run no longer ours (its lease ran out and another replica took it); reading stopped"),
+            Ok(ReadingsEnd::Unread) => {
+                tracing::warn!(cluster_id = %run.cluster_id, window_start = %run.window_start,
+                    "window not read while it ran (metering was down); measured by point");
+                self.process_point(run).await;
+            }
+            Err(failure) => self.record_failure(&run, failure).await,
+        }
+    }
+
+    /// Reads PodMetrics every resolution, `settle_secs` after each multiple of it, from now to
+    /// the window's end plus `settle_secs`, storing each read under the run's lease (renewed
+    /// with it and between reads); then integrates what the run read, its own and any earlier
+    /// replica's, and stores the samples. A failed read mid-window is skipped (the time it
+    /// would have covered is estimated); the last read failing fails the try.
+    async fn read_window(&self, run: &Claimed) -> Result<ReadingsEnd, Failure> {
+        let db_failure = |e: DbError| Failure { code: "database_unavailable", message: e.to_string() };
+        let window = self.window_of(run)?;
+        let (settle, resolution) =
+            (i64::from(self.inner.schedule.settle_secs), i64::from(self.inner.collect.resolution_secs));
+        let lease = i64::from(self.inner.schedule.lease_secs);
+        let (progress, pods) = {
+            let mut conn = self.inner.db.conn().await.map_err(db_failure)?;
+            let progress = reading_runs::progress(&mut conn, run.cluster_id, run.window_start)
+                .await
+                .map_err(|e| db_failure(e.into()))?;
+            let pods = reading_runs::pods(&mut conn, run.cluster_id, run.window_start)
+                .await
+                .map_err(|e| db_failure(e.into()))?;
+            (progress, pods)
+        };
+        if progress.first_read_at.is_none() && self.inner.clock.now().timestamp() >= window.end() + settle {
+            return Ok(ReadingsEnd::Unread);
+        }
+        let mut known: HashSet<(String, String)> = pods.into_keys().collect();
+        // Pods whose readings made this replica list pods once already.
+        let mut asked: HashSet<(String, String)> = HashSet::new();
+        let lease_secs = u64::from(self.inner.schedule.lease_secs);
+        let budget = Duration::from_secs(lease_secs.saturating_sub(LEASE_MARGIN_SECS.min(lease_secs / 3)).max(1));
+        loop {
+            let at = self.inner.clock.now();
+            let last = at.timestamp() >= window.end() + settle;
+            let read = match self.client(run.cluster_id).await {
+                Ok(client) => match tokio::time::timeout(budget, read_once(&client, &mut known, &mut asked)).await {
+                    Ok(Ok(read)) => Ok(read),
+                    Ok(Err(e)) => {
+                        self.forget_client_after(run.cluster_id, &e).await;
+                        Err(Failure::from(e))
+                    }
+                    Err(_) => Err(Failure {
+                        code: "collection_timeout",
+                        message: format!("a read took longer than {} s", budget.as_secs()),
+                    }),
+                },
+                Err(failure) => Err(failure),
+            };
+            let (readings, new_pods, api_calls, failure) = match read {
+                Ok((readings, new_pods, api_calls)) => (readings, new_pods, api_calls, None),
+                Err(failure) if last => return Err(failure),
+                Err(failure) => (Vec::new(), Vec::new(), 0, Some(failure)),
+            };
+            if let Some(f) = &failure {
+                tracing::warn!(cluster_id = %run.cluster_id, window_start = %run.window_start, reason = f.code,
+                    error = %f.message, "read failed; the time it would have covered is estimated from the reads around it");
+            }
+            let replica = self.inner.replica.clone();
+            let (readings, new_pods) = (Arc::new(readings), Arc::new(new_pods));
+            let ours = self
+                .inner
+                .db
+                .transaction(|c| {
+                    let (run, replica) = (run.clone(), replica.clone());
+                    let (readings, new_pods) = (Arc::clone(&readings), Arc::clone(&new_pods));
+                    let read = failure.is_none();
+                    Box::pin(async move {
+                        let r = Read { at, readings: &readings, pods: &new_pods, api_calls, read };
+                        Tx::Ok(reading_runs::store(c, &run, &replica, lease, r).await?)
+                    })
+                })
+                .await
+                .map_err(db_failure)?;
+            if !ours {
+                return Ok(ReadingsEnd::NotOurs);
+            }
+            if last {
+                break;
+            }
+            // The next read: `settle` after the next multiple of the resolution, and the last
+            // one `settle` after the window's end.
+            let next = ((at.timestamp() - settle).div_euclid(resolution) + 1) * resolution + settle;
+            let next = next.min(window.end() + settle);
+            let next = chrono::DateTime::from_timestamp(next, 0).unwrap_or_default();
+            if !self.wait_renewing(run, next).await.map_err(db_failure)? {
+                return Ok(ReadingsEnd::NotOurs);
+            }
+        }
+        let projects_from_earlier_listing = self.refresh_projects(run.cluster_id).await?;
+        let (readings, pods, progress) = {
+            let mut conn = self.inner.db.conn().await.map_err(db_failure)?;
+            let (cluster, start) = (run.cluster_id, run.window_start);
+            let lift = |e: diesel::result::Error| db_failure(e.into());
+            let readings = reading_runs::load(&mut conn, cluster, start).await.map_err(lift)?;
+            let pods = reading_runs::pods(&mut conn, cluster, start).await.map_err(lift)?;
+            let progress = reading_runs::progress(&mut conn, cluster, start).await.map_err(lift)?;
+            (readings, pods, progress)
+        };
+        let method = self.inner.collect.method(Source::Readings);
+        let integrated = readings::integrate(window, method, &readings, &pods);
+        let expected_first = (window.start() + settle) * 1000;
+        let late_first_read_ms =
+            progress.first_read_at.map_or(0, |first| (first.timestamp_millis() - expected_first).max(0));
+        let stats = CollectStats {
+            api_calls: progress.api_calls,
+            reads: progress.reads,
+            pods_listed: u64::try_from(pods.len()).unwrap_or(u64::MAX),
+            pods_running: u64::try_from(pods.len()).unwrap_or(u64::MAX),
+            metrics_listed: u64::try_from(readings.len()).unwrap_or(u64::MAX),
+            pods_measured: integrated.pods_measured,
+            metrics_without_pod: integrated.metrics_without_pod,
+            pods_without_owner: integrated
+                .usage
+                .iter()
+                .filter(|((_, owner), _)| owner.is_empty())
+                .map(|(_, u)| u.pods)
+                .sum(),
+            estimated_ms: integrated.estimated_ms,
+            late_first_read_ms,
+            ..CollectStats::default()
+        };
+        let collection = Collection { window, usage: integrated.usage, stats, method };
+        self.store(run, collection, projects_from_earlier_listing).await?;
+        Ok(ReadingsEnd::Done)
+    }
+
+    /// Sleeps until calendar time `until`, renewing the run's lease every third of it (real
+    /// time); answers false as soon as the run is no longer ours.
+    async fn wait_renewing(&self, run: &Claimed, until: chrono::DateTime<chrono::Utc>) -> Result<bool, DbError> {
+        let lease = i64::from(self.inner.schedule.lease_secs);
+        let every = Duration::from_secs(u64::from(self.inner.schedule.lease_secs / 3).max(1));
+        loop {
+            tokio::select! {
+                () = self.inner.clock.sleep_until(until) => return Ok(true),
+                () = tokio::time::sleep(every) => {
+                    let replica = self.inner.replica.clone();
+                    let ours = self
+                        .inner
+                        .db
+                        .transaction(|c| {
+                            let (run, replica) = (run.clone(), replica.clone());
+                            Box::pin(async move { Tx::Ok(reading_runs::renew(c, &run, &replica, lease).await?) })
+                        })
+                        .await?;
+                    if !ours {
+                        return Ok(false);
+                    }
+                }
+            }
         }
     }
 
@@ -364,4 +628,34 @@ impl Meter {
             Err(e) => tracing::warn!(error = %e, "could not record a failed run; its lease will run out"),
         }
     }
+}
+
+/// One read: the PodMetrics list, and the pod list when a reading is of a pod not listed yet
+/// (each such pod makes this replica list pods once). Answers the readings, the pods newly
+/// listed and the API calls taken.
+async fn read_once(
+    client: &ClusterClient,
+    known: &mut HashSet<(String, String)>,
+    asked: &mut HashSet<(String, String)>,
+) -> Result<(Vec<Reading>, Vec<((String, String), readings::PodInfo)>, u64), CollectError> {
+    let list = client.read_metrics().await?;
+    let mut api_calls = list.api_calls;
+    let unknown: Vec<(String, String)> = list
+        .readings
+        .iter()
+        .filter(|r| !known.contains(&r.key) && !asked.contains(&r.key))
+        .map(|r| r.key.clone())
+        .collect();
+    let mut new_pods = Vec::new();
+    if !unknown.is_empty() {
+        let pods = client.list_running_pods().await?;
+        api_calls += pods.api_calls;
+        asked.extend(unknown);
+        for (key, info) in pods.pods {
+            if known.insert(key.clone()) {
+                new_pods.push((key, info));
+            }
+        }
+    }
+    Ok((list.readings, new_pods, api_calls))
 }

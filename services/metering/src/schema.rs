@@ -46,6 +46,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    readings (cluster_id, window_start, namespace, pod, end_ms) {
+        cluster_id -> Uuid,
+        window_start -> Timestamptz,
+        namespace -> Text,
+        pod -> Text,
+        end_ms -> Int8,
+        window_ms -> Int8,
+        cpu_nanocores -> Int8,
+        memory_bytes -> Int8,
+    }
+}
+
+diesel::table! {
+    run_pods (cluster_id, window_start, namespace, pod) {
+        cluster_id -> Uuid,
+        window_start -> Timestamptz,
+        namespace -> Text,
+        pod -> Text,
+        owner -> Text,
+        gpus -> Int8,
+        cpu_request_nanocores -> Int8,
+        memory_request_bytes -> Int8,
+    }
+}
+
+diesel::table! {
     runs (cluster_id, window_start) {
         cluster_id -> Uuid,
         window_start -> Timestamptz,
@@ -65,6 +91,11 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        source -> Text,
+        reads -> Int4,
+        api_calls -> Int8,
+        first_read_at -> Nullable<Timestamptz>,
+        read_through -> Nullable<Timestamptz>,
     }
 }
 
@@ -87,6 +118,10 @@ diesel::table! {
         pods -> Int4,
         estimated -> Bool,
         measured_at -> Timestamptz,
+        source -> Text,
+        cpu_basis -> Text,
+        memory_basis -> Text,
+        estimated_ms -> Int8,
     }
 }
 
@@ -105,4 +140,14 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(accounts, clusters, memberships, projects, runs, samples, usage_daily,);
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    clusters,
+    memberships,
+    projects,
+    readings,
+    run_pods,
+    runs,
+    samples,
+    usage_daily,
+);

@@ -34,6 +34,7 @@ use hopsbridge_metering::window::{DAY_SECS, Window, WindowLength};
 use hopsbridge_platform::Secret;
 use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
 use hopsbridge_sandbox::workload::{Profile, SCRAPE_SECS, SimClock, SimPod, Workload, WorkloadConfig};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -621,4 +622,509 @@ fn a_point_sample_is_unbiased_over_phases_and_errs_most_in_step_with_the_windows
     // (m ≤ 4) err far more than those visited at many points.
     let mean = |class: (i64, i64)| classes[&class].3 / classes[&class].0;
     assert!(mean((1, 4)) > 3 * mean((17, 96)).max(mean((97, i64::MAX))), "{out}");
+}
+
+/// The metering service itself, in-process with provisioning, following the sandbox's clock
+/// with the production settings (900 s windows, 3 s settling, 15 s resolution, a 300 s lease;
+/// the request pacing, which is real time, raised), against the real Postgres and NATS. The test moves the
+/// clock scrape by scrape (the sandbox's clock controls, docs/sandbox.md) and waits at each
+/// step until every readings run has read, so a day takes minutes, not a day.
+mod through_the_service {
+    use super::common::admin;
+    use diesel::QueryableByName;
+    use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+    use diesel_async::RunQueryDsl;
+    use hopsbridge_contracts::Service;
+    use hopsbridge_metering::MeteringConfig;
+    use hopsbridge_platform::caller::CallerKey;
+    use hopsbridge_provisioning::ProvisioningConfig;
+    use hopsbridge_sandbox::clock::{ClockServer, SimClock};
+    use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
+    use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
+    use hopsbridge_sandbox::workload::Workload;
+    use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings};
+    use reqwest::{Method, StatusCode};
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    use uuid::Uuid;
+
+    const CLIENT_ID: &str = "hopsbridge-oauth-client";
+    /// The production settling time and resolution.
+    pub const SETTLE: i64 = 3;
+    pub const RESOLUTION: i64 = 15;
+    pub const WINDOW: i64 = 900;
+
+    /// One simulated cluster: its Hopsworks, its API server, and its id once registered.
+    pub struct Sim {
+        /// Served until the test ends.
+        _hopsworks: HopsworksSim,
+        _kube: KubeCluster,
+        pub id: Uuid,
+        /// Measured by point (else by readings).
+        pub point: bool,
+    }
+
+    pub struct Env {
+        pub db: TestDb,
+        key: CallerKey,
+        provisioning: String,
+        pub clock: Arc<SimClock>,
+        clock_server: ClockServer,
+        stops: Vec<CancellationToken>,
+        bus: TestBus,
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            for s in &self.stops {
+                s.cancel();
+            }
+        }
+    }
+
+    #[derive(QueryableByName, Debug, Clone)]
+    pub struct RunRow {
+        #[diesel(sql_type = Text)]
+        pub cluster: String,
+        #[diesel(sql_type = BigInt)]
+        pub start: i64,
+        #[diesel(sql_type = Text)]
+        pub status: String,
+        #[diesel(sql_type = Text)]
+        pub source: String,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        pub read_through: Option<i64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        pub stats: Option<String>,
+    }
+
+    #[derive(QueryableByName, Debug, Clone)]
+    pub struct SampleSum {
+        #[diesel(sql_type = Text)]
+        pub cluster: String,
+        #[diesel(sql_type = Text)]
+        pub username: String,
+        #[diesel(sql_type = Text)]
+        pub cpu: String,
+        #[diesel(sql_type = Text)]
+        pub memory: String,
+        #[diesel(sql_type = Text)]
+        pub gpu: String,
+        #[diesel(sql_type = BigInt)]
+        pub estimated_ms: i64,
+        #[diesel(sql_type = BigInt)]
+        pub samples: i64,
+        #[diesel(sql_type = Bool)]
+        pub estimated: bool,
+    }
+
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    impl Env {
+        /// Postgres, NATS, the clock standing still at `at`, and provisioning following it.
+        pub async fn start(at: i64) -> Self {
+            hopsbridge_testkit::init();
+            let db = TestDb::new().await;
+            let bus = TestBus::new().await;
+            let clock = Arc::new(SimClock::new(at));
+            let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
+            let settings = TestSettings::provisioning(&db, &bus)
+                .set("hopsworks.request_timeout_ms", "2000")
+                .clock(&clock_server.url())
+                .set("clock.poll_ms", "5");
+            let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
+            let app = hopsbridge_provisioning::build(config).await.unwrap();
+            let provisioning = format!("http://127.0.0.1:{}", app.port());
+            let stop = CancellationToken::new();
+            tokio::spawn(app.run_until_stopped(stop.clone()));
+            let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+            Self { db, key, provisioning, clock, clock_server, stops: vec![stop], bus }
+        }
+
+        /// A cluster `name` serving `workload` on the shared clock, registered with provisioning.
+        pub async fn cluster(&self, name: &str, workload: &Workload, point: bool) -> Sim {
+            let hopsworks = HopsworksSim::start(HopsworksConfig::new(
+                name,
+                &format!("hw-key-{name}-{}", Uuid::new_v4().simple()),
+                CLIENT_ID,
+            ))
+            .unwrap();
+            let kube =
+                KubeCluster::start(name, Arc::new(workload.clone()), Arc::clone(&self.clock), KubeOptions::default())
+                    .unwrap();
+            let body = json!({
+                "name": name,
+                "api_url": hopsworks.origin(),
+                "api_key": hopsworks.api_key(),
+                "kubeconfig": kube.kubeconfig(),
+                "ca_bundle": hopsworks.ca_pem(),
+                "oauth_client_id": CLIENT_ID,
+                "capacity": 10,
+                "region": "eu-north-1",
+                "status": "active",
+            });
+            let (status, body) = hopsbridge_testkit::signed_call(
+                &self.key,
+                &self.provisioning,
+                Method::POST,
+                "/api/admin/clusters",
+                Some(&admin()),
+                Some(body),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            let id = body["id"].as_str().unwrap().parse().unwrap();
+            Sim { _hopsworks: hopsworks, _kube: kube, id, point }
+        }
+
+        /// Starts a metering replica with the production settings, `sims` measured by point or
+        /// readings as each says, and `lease_secs`.
+        pub async fn metering(&mut self, sims: &[&Sim], lease_secs: u32) -> CancellationToken {
+            let mut sources = String::from("[collect.sources]\n");
+            for s in sims {
+                sources.push_str(&format!("\"{}\" = \"{}\"\n", s.id, if s.point { "point" } else { "readings" }));
+            }
+            let settings = TestSettings::data_service(Service::Metering, &self.db, &self.bus)
+                .set("http.workers", "1")
+                .set("provisioning.url", &self.provisioning)
+                .clock(&self.clock_server.url())
+                .set("clock.poll_ms", "5")
+                .set("schedule.lease_secs", lease_secs.to_string())
+                .set("schedule.tick_ms", "50")
+                // The pacing is real time and the clock is stepped: a resolution takes
+                // milliseconds here, not 15 s, so the 5 requests a second would bind.
+                .set("collect.requests_per_second", "1000")
+                .layer(&sources);
+            let config: MeteringConfig = TestSettings::load(&settings, &hopsbridge_metering::DEFAULTS);
+            assert_eq!(
+                (config.schedule.window_secs, config.schedule.settle_secs, config.collect.resolution_secs),
+                (900, 3, 15)
+            );
+            let app = hopsbridge_metering::build(config).await.unwrap();
+            let stop = CancellationToken::new();
+            tokio::spawn(app.run_until_stopped(stop.clone()));
+            self.stops.push(stop.clone());
+            stop
+        }
+
+        pub async fn n(&self, sql: &str) -> i64 {
+            let mut conn = self.db.connect("metering").await;
+            diesel::sql_query(sql).get_result::<N>(&mut conn).await.unwrap().n
+        }
+
+        pub async fn exec(&self, sql: &str) -> usize {
+            let mut conn = self.db.connect("metering").await;
+            diesel::sql_query(sql).execute(&mut conn).await.unwrap()
+        }
+
+        pub async fn until(&self, what: &str, sql: &str) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while self.n(sql).await == 0 {
+                assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        pub async fn runs(&self) -> Vec<RunRow> {
+            let mut conn = self.db.connect("metering").await;
+            diesel::sql_query(
+                "SELECT cluster_id::text AS cluster, extract(epoch FROM window_start)::bigint AS start, status, source,
+                        extract(epoch FROM read_through)::bigint AS read_through, stats::text AS stats
+                 FROM runs ORDER BY window_start, cluster_id",
+            )
+            .load(&mut conn)
+            .await
+            .unwrap()
+        }
+
+        /// Per (cluster, username): the samples' sums, as text (numeric sums).
+        pub async fn sample_sums(&self) -> Vec<SampleSum> {
+            let mut conn = self.db.connect("metering").await;
+            diesel::sql_query(
+                "SELECT cluster_id::text AS cluster, hopsworks_username AS username,
+                        sum(cpu_nanocore_seconds)::text AS cpu, sum(memory_byte_seconds)::text AS memory,
+                        sum(gpu_seconds)::text AS gpu, sum(estimated_ms)::bigint AS estimated_ms,
+                        count(*) AS samples, bool_or(estimated) AS estimated
+                 FROM samples GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .load(&mut conn)
+            .await
+            .unwrap()
+        }
+
+        /// Sets the clock to `t` and waits until metering has done what is due then: every
+        /// readings run of the window under way has read at `t`, and when `t` is a window's
+        /// end plus the settling time, that window's run of every cluster is complete.
+        pub async fn step(&self, t: i64, sims: &[&Sim], (first, until): (i64, i64)) {
+            self.clock.set(t);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let runs = self.runs().await;
+                let done = sims.iter().all(|s| step_done(&runs, s, t, (first, until)));
+                if done {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "metering never caught up with {t}: {:?}",
+                    runs.iter().filter(|r| r.start + WINDOW + SETTLE >= t).collect::<Vec<_>>()
+                );
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+
+        /// Every usage_daily row is the sum of its billed samples, one UsageRecorded per billed
+        /// sample, and no (cluster, namespace, user, window) twice.
+        pub async fn assert_consistent(&self) {
+            let mismatched = self
+                .n("SELECT count(*) AS n FROM usage_daily d FULL JOIN (
+                        SELECT (window_start AT TIME ZONE 'UTC')::date AS day, user_id, owner_user_id, cluster_id, namespace,
+                               sum(cpu_nanocore_seconds) AS cpu, sum(memory_byte_seconds) AS mem, sum(gpu_seconds) AS gpu,
+                               count(*) AS samples
+                        FROM samples WHERE owner_user_id IS NOT NULL GROUP BY 1, 2, 3, 4, 5) s
+                    USING (day, user_id, owner_user_id, cluster_id, namespace)
+                    WHERE d.cpu_nanocore_seconds IS DISTINCT FROM s.cpu OR d.memory_byte_seconds IS DISTINCT FROM s.mem
+                       OR d.gpu_seconds IS DISTINCT FROM s.gpu OR d.samples IS DISTINCT FROM s.samples")
+                .await;
+            assert_eq!(mismatched, 0, "usage_daily is the sum of the billed samples");
+            let unannounced = self
+                .n("SELECT (SELECT count(*) FROM samples WHERE owner_user_id IS NOT NULL)
+                         - (SELECT count(*) FROM outbox WHERE event_type = 'UsageRecorded') AS n")
+                .await;
+            assert_eq!(unannounced, 0, "one UsageRecorded per billed sample");
+            let twice = self
+                .n("SELECT count(*) AS n FROM (SELECT 1 FROM samples
+                        GROUP BY cluster_id, namespace, hopsworks_username, window_start HAVING count(*) > 1) x")
+                .await;
+            assert_eq!(twice, 0);
+        }
+    }
+
+    /// Whether metering has done what is due at `t` for `sim` (see [`Env::step`]) for the
+    /// windows from `first` to `until`.
+    fn step_done(runs: &[RunRow], sim: &Sim, t: i64, (first, until): (i64, i64)) -> bool {
+        let id = sim.id.to_string();
+        let run = |start: i64| runs.iter().find(|r| r.cluster == id && r.start == start);
+        let under_way = (t - SETTLE).div_euclid(WINDOW) * WINDOW;
+        let ended = under_way - WINDOW;
+        if (t - SETTLE).rem_euclid(WINDOW) == 0
+            && (first..until).contains(&ended)
+            && run(ended).is_none_or(|r| r.status != "complete")
+        {
+            return false;
+        }
+        if sim.point || !(first..until).contains(&under_way) {
+            return true;
+        }
+        run(under_way).is_some_and(|r| r.status == "complete" || r.read_through.is_some_and(|at| at >= t))
+    }
+}
+
+/// A table cell: worst / mean absolute / whole cluster-span error.
+fn cell(days: &Days, quantity: Quantity) -> String {
+    let s = summarise(days, quantity);
+    let p = |ppm: i128| if ppm == 0 { "0".to_owned() } else { percent(ppm) };
+    format!("{} / {} / {}", p(s.worst), p(s.mean_abs), p(s.total))
+}
+
+/// Mean API calls per window of a cluster's complete runs, and its reads and estimated pod
+/// time summed, from the runs' stats.
+fn run_counts(runs: &[through_the_service::RunRow], cluster: &str) -> (u64, u64, u64, i64) {
+    let mine: Vec<serde_json::Value> = runs
+        .iter()
+        .filter(|r| r.cluster == cluster && r.status == "complete")
+        .map(|r| serde_json::from_str(r.stats.as_deref().unwrap()).unwrap())
+        .collect();
+    let sum = |key: &str| mine.iter().map(|s| s["collect"][key].as_i64().unwrap()).sum::<i64>();
+    let n = u64::try_from(mine.len()).unwrap();
+    (n, u64::try_from(sum("api_calls")).unwrap() / n.max(1), u64::try_from(sum("reads")).unwrap(), sum("estimated_ms"))
+}
+
+/// Runs `windows` 15-minute windows from [`DAY`] through the metering service, each workload
+/// on two clusters (one measured by point, one by readings) on one clock, and prints the
+/// accuracy table per user over the span, beside each other. Answers the report.
+async fn through_the_service_for(windows: i64) -> String {
+    use through_the_service::{Env, RESOLUTION, SETTLE, WINDOW};
+    init();
+    let started = Instant::now();
+    let (first, until) = (DAY, DAY + windows * WINDOW);
+    let mut env = Env::start(DAY - 600).await;
+    let cases = [
+        ("steady", Workload::generate(&steady())),
+        ("bursty, long-running only", Workload::generate(&WorkloadConfig { short_lived_pods: 0, ..bursty() })),
+        ("bursty with short jobs", Workload::generate(&bursty())),
+    ];
+    let mut sims = Vec::new();
+    for (i, (_, workload)) in cases.iter().enumerate() {
+        sims.push(env.cluster(&format!("w{i}-point"), workload, true).await);
+        sims.push(env.cluster(&format!("w{i}-readings"), workload, false).await);
+    }
+    let refs: Vec<&through_the_service::Sim> = sims.iter().collect();
+    env.metering(&refs, 300).await;
+    env.until("metering knows every cluster", "SELECT (count(*) = 6)::int::bigint AS n FROM clusters").await;
+    let mut t = first + SETTLE;
+    while t <= until + SETTLE {
+        env.step(t, &refs, (first, until)).await;
+        t += RESOLUTION;
+    }
+    let runs = env.runs().await;
+    let sums = env.sample_sums().await;
+    let day = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+    let parse = |s: &str| s.parse::<u128>().unwrap();
+    let mut out = format!(
+        "\nThrough the metering service: {windows} windows of 15 minutes from 2027-01-01T00:00Z, production timing \
+         (readings every 15 s at +3 s, point samples at +3 s), one cluster per method and workload.\n\
+         Per user over the span, worst / mean absolute / whole cluster:\n\n\
+         | workload | method | CPU core-hours | memory GiB-hours | GPU-hours | API calls a window | reads | estimated pod-seconds |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    for (i, (name, workload)) in cases.iter().enumerate() {
+        let truth = workload.usage_by_owner(first, until);
+        for sim in &sims[2 * i..2 * i + 2] {
+            let id = sim.id.to_string();
+            for s in sums.iter().filter(|s| s.cluster == id) {
+                assert!(truth.contains_key(&s.username), "usage of a user the workload does not have: {s:?}");
+                assert_eq!(s.samples % windows, 0, "one sample per window and namespace: {s:?}");
+            }
+            let mut days = Days::new();
+            for (owner, u) in &truth {
+                let d = days.entry((owner.clone(), day)).or_default();
+                d.truth = from_model(*u);
+                if let Some(s) = sums.iter().find(|s| s.cluster == id && &s.username == owner) {
+                    d.sampled = Usage {
+                        cpu_nanocore_seconds: parse(&s.cpu),
+                        memory_byte_seconds: parse(&s.memory),
+                        gpu_seconds: parse(&s.gpu),
+                    };
+                }
+            }
+            let (complete, calls, reads, estimated_ms) = run_counts(&runs, &id);
+            assert_eq!(complete, u64::try_from(windows).unwrap(), "every window measured: {name}");
+            let method = if sim.point { "point" } else { "readings" };
+            let _ = writeln!(
+                out,
+                "| {name} | {method} | {} | {} | {} | {calls} | {reads} | {} |",
+                cell(&days, RESOURCES[0].1),
+                cell(&days, RESOURCES[1].1),
+                cell(&days, RESOURCES[2].1),
+                estimated_ms / 1000
+            );
+            if sim.point {
+                if *name == "steady" {
+                    for ((owner, _), d) in &days {
+                        assert_eq!(d.sampled, d.truth, "point samples of steady pods are exact: {owner}");
+                    }
+                }
+                continue;
+            }
+            // Readings: one read per resolution from the window's start to its end, none missed.
+            assert_eq!(reads, u64::try_from(windows * (WINDOW / RESOLUTION + 1)).unwrap(), "{name}");
+            assert_eq!(estimated_ms, 0, "no read missed: {name}");
+            assert!(calls <= 2 * (WINDOW / RESOLUTION + 1).unsigned_abs(), "{name}: {calls} API calls a window");
+            for ((owner, _), d) in &days {
+                let err = |q: Quantity| error_ppm(q(&d.truth), q(&d.sampled)).unwrap_or(0);
+                let (cpu, memory, gpu) = (err(RESOURCES[0].1), err(RESOURCES[1].1), err(RESOURCES[2].1));
+                assert!(cpu.abs() <= 5_000, "{name}, {owner}: CPU off by {}", percent(cpu));
+                assert!(memory.abs() <= 20_000, "{name}, {owner}: memory off by {}", percent(memory));
+                assert!(gpu.abs() <= 5_000, "{name}, {owner}: GPU off by {}", percent(gpu));
+                if *name != "bursty with short jobs" {
+                    // Pods living through the span: readings tile it, the integral is exact.
+                    assert_eq!(d.sampled, d.truth, "{name}, {owner}");
+                }
+            }
+        }
+    }
+    env.assert_consistent().await;
+    let _ = writeln!(out, "\ntook {:?}", started.elapsed());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_the_service_readings_are_within_half_a_percent_beside_point_samples_for_an_hour() {
+    println!("{}", through_the_service_for(4).await);
+}
+
+/// The whole day (96 windows, about 5,800 clock steps): `just accuracy-day`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a simulated day through the service takes minutes: just accuracy-day"]
+async fn through_the_service_readings_are_within_half_a_percent_beside_point_samples_for_a_day() {
+    println!("{}", through_the_service_for(96).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_stopped_mid_window_or_losing_its_lease_double_counts_nothing_and_estimates_what_nobody_read() {
+    use through_the_service::{Env, RESOLUTION, SETTLE, WINDOW};
+    init();
+    let workload =
+        Workload::generate(&WorkloadConfig { users: 4, long_running_pods: 20, gpu_pods_permille: 300, ..steady() });
+    let pods = i64::try_from(workload.pods().len()).unwrap();
+    let (first, until) = (DAY, DAY + WINDOW);
+    let mut env = Env::start(DAY - 600).await;
+    let sim = env.cluster("eu-1", &workload, false).await;
+    let sims = [&sim];
+    let a = env.metering(&sims, 300).await;
+    env.until("metering knows the cluster", "SELECT count(*) AS n FROM clusters").await;
+    let at = |k: i64| first + SETTLE + k * RESOLUTION;
+    for k in 0..=20 {
+        env.step(at(k), &sims, (first, until)).await;
+    }
+    // Replica A stops: it gives the run back; nobody reads for four resolutions.
+    a.cancel();
+    env.until("the run is given back", "SELECT count(*) AS n FROM runs WHERE status = 'pending'").await;
+    // Replica B starts at 25, takes the run over and reads on, with A's readings.
+    env.clock.set(at(25));
+    env.metering(&sims, 300).await;
+    for k in 25..=40 {
+        env.step(at(k), &sims, (first, until)).await;
+    }
+    // B loses its lease to a replica that then dies without reading: B's read at 41 is not
+    // stored, and B takes the run over again once that lease has run out.
+    let taken = env
+        .exec("UPDATE runs SET claimed_by = 'another-replica', lease_until = now() + interval '1 hour' WHERE status = 'running'")
+        .await;
+    assert_eq!(taken, 1);
+    env.clock.set(at(41));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let stored_through = env.n("SELECT extract(epoch FROM read_through)::bigint AS n FROM runs").await;
+    assert_eq!(stored_through, at(40), "a replica that lost its lease stores nothing");
+    env.clock.set(at(42));
+    env.exec("UPDATE runs SET lease_until = now() - interval '1 second' WHERE claimed_by = 'another-replica'").await;
+    for k in 42..=60 {
+        env.step(at(k), &sims, (first, until)).await;
+    }
+    let runs = env.runs().await;
+    let run = runs.iter().find(|r| r.start == first).unwrap();
+    assert_eq!((run.status.as_str(), run.source.as_str()), ("complete", "readings"));
+    let stats: serde_json::Value = serde_json::from_str(run.stats.as_deref().unwrap()).unwrap();
+    println!("\nstopped, taken over, lease lost: {}", stats["collect"]);
+    // Missed: reads 21–24 (A stopped; [s+300, s+360) not covered) and 41 (lease lost;
+    // [s+600, s+615)): 75 s a pod, estimated between the readings around them.
+    assert_eq!(stats["collect"]["estimated_ms"], json!(75_000 * pods), "{stats}");
+    assert_eq!(stats["collect"]["reads"], json!(21 + 16 + 19), "{stats}");
+    assert_eq!(stats["collect"]["pods_measured"], json!(pods), "{stats}");
+    // The reads and one pod list: the replicas taking over knew the pods the run had listed.
+    assert_eq!(stats["collect"]["api_calls"], json!(21 + 16 + 19 + 1), "{stats}");
+    let sums = env.sample_sums().await;
+    let truth = workload.usage_by_owner(first, until);
+    assert_eq!(sums.len(), truth.len());
+    for s in &sums {
+        // Steady rates: the estimate (the mean of the readings around a gap) is the truth.
+        let t = &truth[&s.username];
+        let got = (s.cpu.parse::<u128>().unwrap(), s.memory.parse::<u128>().unwrap(), s.gpu.parse::<u128>().unwrap());
+        assert_eq!(got, (t.cpu_nanocore_seconds, t.memory_byte_seconds, t.gpu_seconds), "{s:?}");
+        assert!(s.estimated && s.estimated_ms > 0 && s.estimated_ms % 75_000 == 0, "{s:?}");
+    }
+    assert_eq!(sums.iter().map(|s| s.estimated_ms).sum::<i64>(), 75_000 * pods);
+    let kept = env
+        .n("SELECT (SELECT count(*) FROM readings WHERE window_start = to_timestamp(1798761600))
+                           + (SELECT count(*) FROM run_pods WHERE window_start = to_timestamp(1798761600)) AS n")
+        .await;
+    assert_eq!(kept, 0, "a complete run's readings are integrated and dropped");
+    env.assert_consistent().await;
 }

@@ -46,6 +46,8 @@ async fn collecting_a_window_past_its_deadline_answers_window_closed_and_schedul
         .set("schedule.deadline_secs", DEADLINE.to_string())
         .set("schedule.lookback_secs", "1")
         .set("schedule.tick_ms", "100")
+        // By point: readings would schedule the window under way at once.
+        .set("collect.source", "point")
         .load(&hopsbridge_metering::DEFAULTS);
     let app = hopsbridge_metering::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());

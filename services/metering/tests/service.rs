@@ -846,6 +846,8 @@ async fn on_the_sandbox_clock(env: &mut Env, sim: &Sim) -> (Uuid, i64, String) {
                 ("schedule.window_secs", "900"),
                 ("schedule.settle_secs", "3"),
                 ("schedule.lookback_secs", "86400"),
+                // These tests follow point samples' timing; readings are tested in accuracy.rs.
+                ("collect.source", "point"),
             ],
         )
         .await;

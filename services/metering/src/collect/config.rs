@@ -2,7 +2,74 @@
 
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::config::ConfigError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How a cluster's CPU and memory are measured (decision 0043).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// One PodMetrics reading per window, held for the window (decision 0023).
+    Point,
+    /// PodMetrics read at metrics-server's resolution from the window's start to its end, and
+    /// integrated over the window.
+    #[default]
+    Readings,
+}
+
+impl Source {
+    /// As stored (`point`, `readings`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Point => "point",
+            Self::Readings => "readings",
+        }
+    }
+}
+
+/// What a resource is billed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// The usage measured.
+    #[default]
+    Usage,
+    /// Per pod and window, the larger of its request held for the time it ran and its usage
+    /// (as OpenCost allocates).
+    MaxRequestUsage,
+}
+
+impl Basis {
+    /// As stored (`usage`, `max_request_usage`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Usage => "usage",
+            Self::MaxRequestUsage => "max_request_usage",
+        }
+    }
+
+    /// What a pod is billed for: its `usage`, or the larger of it and `request`.
+    #[must_use]
+    pub fn billed(self, usage: u128, request: u128) -> u128 {
+        match self {
+            Self::Usage => usage,
+            Self::MaxRequestUsage => usage.max(request),
+        }
+    }
+}
+
+/// How a window's samples were measured: the source and each resource's basis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Method {
+    /// Where CPU and memory came from.
+    pub source: Source,
+    /// CPU's basis.
+    pub cpu_basis: Basis,
+    /// Memory's basis.
+    pub memory_basis: Basis,
+}
 
 /// How a cluster is collected. Every field has a default; durations are milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -35,6 +102,18 @@ pub struct CollectConfig {
     pub max_restarts: u32,
     /// Longest wait for one answer.
     pub request_timeout_ms: u64,
+    /// How clusters' CPU and memory are measured unless `sources` names them.
+    pub source: Source,
+    /// Per cluster id, its own source (e.g. `point` on a cluster measured both ways).
+    pub sources: BTreeMap<uuid::Uuid, Source>,
+    /// metrics-server's resolution, seconds: a `readings` run reads PodMetrics this often, at
+    /// `schedule.settle_secs` after each multiple of it. Windows shorter than four resolutions
+    /// (the seconds-long windows of tests) are measured by `point`.
+    pub resolution_secs: u32,
+    /// What CPU is billed on.
+    pub cpu_basis: Basis,
+    /// What memory is billed on.
+    pub memory_basis: Basis,
 }
 
 impl Default for CollectConfig {
@@ -52,6 +131,11 @@ impl Default for CollectConfig {
             max_retry_after_ms: 60_000,
             max_restarts: 3,
             request_timeout_ms: 30_000,
+            source: Source::Readings,
+            sources: BTreeMap::new(),
+            resolution_secs: 15,
+            cpu_basis: Basis::Usage,
+            memory_basis: Basis::Usage,
         }
     }
 }
@@ -88,7 +172,26 @@ impl CollectConfig {
         if self.request_timeout_ms == 0 {
             return err("request_timeout_ms", "must be at least 1");
         }
+        if self.resolution_secs == 0 || 86_400 % self.resolution_secs != 0 {
+            return err("resolution_secs", "must divide a day (86400 s), e.g. 15");
+        }
         Ok(())
+    }
+
+    /// The source of `cluster` for windows of `window_secs` seconds: its own, else the
+    /// default; `point` when the window is shorter than four resolutions.
+    #[must_use]
+    pub fn source_of(&self, cluster: uuid::Uuid, window_secs: u32) -> Source {
+        if window_secs < self.resolution_secs.saturating_mul(4) {
+            return Source::Point;
+        }
+        self.sources.get(&cluster).copied().unwrap_or(self.source)
+    }
+
+    /// How `source` measures with the configured bases.
+    #[must_use]
+    pub const fn method(&self, source: Source) -> Method {
+        Method { source, cpu_basis: self.cpu_basis, memory_basis: self.memory_basis }
     }
 }
 

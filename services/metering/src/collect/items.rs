@@ -48,16 +48,20 @@ struct Container<'a> {
 #[derive(Deserialize)]
 struct Resources<'a> {
     #[serde(default, borrow)]
-    requests: Option<Gpus<'a>>,
+    requests: Option<Requested<'a>>,
     #[serde(default, borrow)]
-    limits: Option<Gpus<'a>>,
+    limits: Option<Requested<'a>>,
 }
 
-/// The one resource of requests or limits metering reads; the others are skipped unread.
+/// The resources of requests or limits metering reads; the others are skipped unread.
 #[derive(Deserialize)]
-struct Gpus<'a> {
+struct Requested<'a> {
     #[serde(default, borrow, rename = "nvidia.com/gpu")]
     gpu: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    cpu: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    memory: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -106,11 +110,13 @@ pub(super) struct Measured {
     pub(super) memory: u128,
 }
 
-/// A running pod's owner (empty: no owner label) and GPUs.
+/// A running pod's owner (empty: no owner label), GPUs and CPU and memory requests.
 #[derive(Debug)]
 pub(super) struct RunningPod {
     pub(super) owner: String,
     pub(super) gpus: u64,
+    /// Requests summed over containers: nanocores and bytes.
+    pub(super) requests: (u128, u128),
     pub(super) measured: bool,
 }
 
@@ -135,8 +141,9 @@ pub(super) fn fold_pods(
             acc.without_owner += 1;
         }
         let gpus = gpus_of(&pod)?;
+        let requests = requests_of(&pod)?;
         let key = (pod.metadata.namespace.into_owned(), pod.metadata.name.into_owned());
-        if acc.running.insert(key, RunningPod { owner, gpus, measured: false }).is_some() {
+        if acc.running.insert(key, RunningPod { owner, gpus, requests, measured: false }).is_some() {
             acc.duplicates += 1;
         }
     }
@@ -188,6 +195,31 @@ fn gpus_of(pod: &PodItem<'_>) -> Result<u64, CollectError> {
         }
     }
     Ok(total)
+}
+
+/// CPU (nanocores) and memory (bytes) a pod requests: per container, its request, or its limit
+/// when no request is given (Kubernetes then sets the request to the limit); init containers
+/// are not counted.
+fn requests_of(pod: &PodItem<'_>) -> Result<(u128, u128), CollectError> {
+    let (mut cpu, mut memory) = (0_u128, 0_u128);
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let Some(r) = &c.resources else { continue };
+        let bad = |source| CollectError::Quantity {
+            namespace: pod.metadata.namespace.clone().into_owned(),
+            name: pod.metadata.name.clone().into_owned(),
+            source,
+        };
+        let (requests, limits) = (r.requests.as_ref(), r.limits.as_ref());
+        let cpu_text = requests.and_then(|q| q.cpu.as_ref()).or_else(|| limits.and_then(|q| q.cpu.as_ref()));
+        let memory_text = requests.and_then(|q| q.memory.as_ref()).or_else(|| limits.and_then(|q| q.memory.as_ref()));
+        if let Some(text) = cpu_text {
+            cpu = cpu.saturating_add(quantity::cpu_nanocores(text).map_err(bad)?);
+        }
+        if let Some(text) = memory_text {
+            memory = memory.saturating_add(quantity::memory_bytes(text).map_err(bad)?);
+        }
+    }
+    Ok((cpu, memory))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ mod pages;
 pub mod readings;
 
 pub use client::ClusterClient;
-pub use config::CollectConfig;
+pub use config::{Basis, CollectConfig, Method, Source};
 
 use crate::quantity::QuantityError;
 use crate::usage::Usage;
@@ -138,6 +138,8 @@ pub struct OwnerUsage {
     pub usage: Usage,
     /// Pods measured.
     pub pods: u64,
+    /// Pod time estimated between readings, milliseconds (readings only).
+    pub estimated_ms: i64,
 }
 
 /// Counters of one collection.
@@ -168,6 +170,14 @@ pub struct CollectStats {
     pub throttled: u64,
     /// Requests retried after a 5xx, timeout or connection failure.
     pub retries: u64,
+    /// Reads of the PodMetrics list (readings: one per resolution; point: one).
+    pub reads: u64,
+    /// Pod time estimated between readings, milliseconds, over every pod (readings only).
+    pub estimated_ms: i64,
+    /// Milliseconds from the window's start to the first read that served it, beyond the
+    /// expected first read (`settle_secs` after the start): time before a late first read is
+    /// not measured (readings only).
+    pub late_first_read_ms: i64,
 }
 
 /// One cluster's usage in one window.
@@ -179,6 +189,8 @@ pub struct Collection {
     pub usage: BTreeMap<(String, String), OwnerUsage>,
     /// What it took.
     pub stats: CollectStats,
+    /// How it was measured.
+    pub method: Method,
 }
 
 impl Collection {
@@ -190,13 +202,14 @@ impl Collection {
 }
 
 impl ClusterClient {
-    /// The usage of `window`: both lists read now, each pod's current rate held for the
-    /// window's length. Every Running pod with PodMetrics counts, with or without an owner
-    /// label.
+    /// The usage of `window` by point (decision 0023): both lists read now, each pod's current
+    /// rate held for the window's length, on the configured bases. Every Running pod with
+    /// PodMetrics counts, with or without an owner label.
     ///
     /// # Errors
     /// The first failure that retries could not overcome; nothing partial is returned.
     pub async fn collect(&self, window: Window) -> Result<Collection, CollectError> {
+        let method = self.config.method(Source::Point);
         let counters = Counters::default();
         let label_key = self.config.label_key.as_str();
         let pods = self
@@ -209,6 +222,7 @@ impl ClusterClient {
             throttled: counters.throttled.load(Ordering::Relaxed),
             retries: counters.retries.load(Ordering::Relaxed),
             list_restarts: counters.restarts.load(Ordering::Relaxed),
+            reads: 1,
             pods_listed: pods.listed,
             pods_running: pods.running_count,
             pods_without_owner: pods.without_owner,
@@ -230,11 +244,13 @@ impl ClusterClient {
             pod.measured = true;
             stats.pods_measured += 1;
             let entry = usage.entry((m.key.0, pod.owner.clone())).or_default();
-            entry.usage += Usage::of_rates(m.cpu, m.memory, u128::from(pod.gpus), secs);
+            let cpu = method.cpu_basis.billed(m.cpu, pod.requests.0);
+            let memory = method.memory_basis.billed(m.memory, pod.requests.1);
+            entry.usage += Usage::of_rates(cpu, memory, u128::from(pod.gpus), secs);
             entry.pods += 1;
         }
         stats.pods_without_metrics = pods.running.values().filter(|p| !p.measured).count() as u64;
         tracing::debug!(cluster = %self.name, window = %window, ?stats, "collected");
-        Ok(Collection { window, usage, stats })
+        Ok(Collection { window, usage, stats, method })
     }
 }

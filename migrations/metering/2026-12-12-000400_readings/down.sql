@@ -1,0 +1,11 @@
+ALTER TABLE samples DROP COLUMN estimated_ms;
+ALTER TABLE samples DROP COLUMN memory_basis;
+ALTER TABLE samples DROP COLUMN cpu_basis;
+ALTER TABLE samples DROP COLUMN source;
+DROP TABLE run_pods;
+DROP TABLE readings;
+ALTER TABLE runs DROP COLUMN read_through;
+ALTER TABLE runs DROP COLUMN first_read_at;
+ALTER TABLE runs DROP COLUMN api_calls;
+ALTER TABLE runs DROP COLUMN reads;
+ALTER TABLE runs DROP COLUMN source;

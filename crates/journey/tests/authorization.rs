@@ -158,6 +158,9 @@ impl Seed {
     }
 }
 
+/// The version of billing's terms (plans.terms_version) an owner accepts with a plan.
+const BILLING_TERMS: &str = "2026-12-01";
+
 /// One expectation per documented operation. The requests that succeed at a change run in
 /// this order, after every other: what one needs comes before it (a suspension before the
 /// reactivation, a move before the unassignment), and what ends a caller's part comes last
@@ -253,6 +256,21 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
         one("POST", "/api/credits/purchase", "/api/credits/purchase", Some(json!({"amount_minor": 1000})), owners),
         plain("GET", "/api/credits", owners),
         one("PUT", "/api/billing/cap", "/api/billing/cap", Some(json!({"monthly_cap_minor": 50_000})), owners),
+        plain("GET", "/api/billing/plan", owners),
+        one(
+            "PUT",
+            "/api/billing/plan",
+            "/api/billing/plan",
+            Some(json!({"plan": "free", "accept_terms": true, "terms_version": BILLING_TERMS})),
+            owners,
+        ),
+        one(
+            "PUT",
+            "/api/admin/billing/{owner}/plan",
+            format!("/api/admin/billing/{owner}/plan"),
+            Some(json!({"plan": "free"})),
+            admins,
+        ),
         one("GET", "/api/billing/usage", format!("/api/billing/usage?from={day}&to={day}"), None, owners),
         one("GET", "/api/billing/usage/samples", format!("/api/billing/usage/samples?day={day}"), None, owners),
         // metering: a person sees their own usage (an owner their team's too); the rest is for
@@ -371,7 +389,15 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
             Some(json!({"capacity": 60})),
             admins,
         ),
+        one(
+            "POST",
+            "/api/admin/clusters/{id}/projects/sync",
+            format!("/api/admin/clusters/{cluster}/projects/sync"),
+            None,
+            admins,
+        ),
         plain("GET", "/api/admin/assignments", admins),
+        plain("GET", "/api/admin/assignments/status-drift", admins),
         one("GET", "/api/admin/assignments/{user_id}", format!("/api/admin/assignments/{owner}"), None, admins),
         one(
             "GET",

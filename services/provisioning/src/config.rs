@@ -20,7 +20,21 @@ hopsbridge_platform::data_service_config! {
         pub assignments: AssignmentsConfig,
         /// What clusters admins may register.
         pub clusters: ClustersConfig,
+        /// Project syncs and the project limit.
+        pub projects: ProjectsConfig,
     }
+}
+
+/// Project syncs and the project limit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectsConfig {
+    /// How often each cluster's projects are synced, in seconds.
+    pub sync_interval_secs: u64,
+    /// How long one replica may hold a cluster's sync before another may take it, in seconds.
+    pub sync_lease_secs: u64,
+    /// Active projects an owner may have before billing announces their plan (the free plan's).
+    pub default_active_projects: i32,
 }
 
 /// What clusters admins may register.
@@ -111,6 +125,8 @@ impl Validate for ProvisioningConfig {
             ("assignments.initial_retry_delay_ms", self.assignments.initial_retry_delay_ms),
             ("assignments.max_retry_delay_ms", self.assignments.max_retry_delay_ms),
             ("assignments.lease_secs", self.assignments.lease_secs),
+            ("projects.sync_interval_secs", self.projects.sync_interval_secs),
+            ("projects.sync_lease_secs", self.projects.sync_lease_secs),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -122,6 +138,9 @@ impl Validate for ProvisioningConfig {
         }
         if h.max_num_projects_paying < 0 {
             return Err(ConfigError::new(service, "hopsworks.max_num_projects_paying", "must not be negative"));
+        }
+        if self.projects.default_active_projects < 0 {
+            return Err(ConfigError::new(service, "projects.default_active_projects", "must not be negative"));
         }
         if self.assignments.concurrency == 0 {
             return Err(ConfigError::new(service, "assignments.concurrency", "must be at least 1"));

@@ -63,6 +63,8 @@ hopsbridge_platform::error_codes! {
         NotAssigned = (NOT_FOUND, "not_assigned", "the user is not assigned to a cluster"),
         /// The cluster's Hopsworks did not answer usably, after the client's retries.
         HopsworksUnavailable = (BAD_GATEWAY, "hopsworks_unavailable", "the cluster's Hopsworks is unavailable"),
+        /// Another replica (or request) is syncing the cluster's projects now.
+        SyncInProgress = (CONFLICT, "sync_in_progress", "the cluster's projects are being synced; try again shortly"),
     }
 }
 

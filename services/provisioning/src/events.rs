@@ -3,12 +3,13 @@
 
 use crate::assignments::{self, Requested};
 use crate::error::ProvisioningCode;
+use crate::lifecycle;
 use crate::teams::{self, Announced};
 use crate::users::{self, Person};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
-    PaymentMethodAddedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1,
-    UserSuspendedV1,
+    PaymentMethodAddedV1, PlanChangedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1,
+    UserReactivatedV1, UserSuspendedV1,
 };
 use hopsbridge_domain::{AccountStatus, ProjectRole, UserId};
 use hopsbridge_platform::events::{
@@ -58,7 +59,11 @@ impl Handler<UserSuspendedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserSuspendedV1>,
     ) -> Result<(), HandlerError> {
-        users::set_status(conn, user_id(&event.payload.user_id)?, AccountStatus::Suspended).await?;
+        let user = user_id(&event.payload.user_id)?;
+        if users::set_status(conn, user, AccountStatus::Suspended).await? {
+            // The Hopsworks account is blocked by the background task, retried until it is.
+            lifecycle::mark_due(conn, user).await?;
+        }
         Ok(())
     }
 }
@@ -69,7 +74,10 @@ impl Handler<UserReactivatedV1> for UserStatus {
         conn: &mut AsyncPgConnection,
         event: &ReceivedEvent<UserReactivatedV1>,
     ) -> Result<(), HandlerError> {
-        users::set_status(conn, user_id(&event.payload.user_id)?, AccountStatus::Active).await?;
+        let user = user_id(&event.payload.user_id)?;
+        if users::set_status(conn, user, AccountStatus::Active).await? {
+            lifecycle::mark_due(conn, user).await?;
+        }
         Ok(())
     }
 }
@@ -88,6 +96,36 @@ impl Handler<UserDeletedV1> for UserStatus {
             Ok(a) => tracing::info!(%user_id, status = %a.status, "deleted user's seat released"),
             Err(e) if e.code() == Some(ProvisioningCode::NotAssigned) => {}
             Err(e) => return Err(HandlerError::Retry(e.into())),
+        }
+        Ok(())
+    }
+}
+
+/// Keeps each owner's plan (the active projects it allows) and sets their account's
+/// `maxNumProjects` again from the last project sync.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanChanged {
+    /// Active projects allowed before any plan (`projects.default_active_projects`).
+    pub default_active_projects: i32,
+}
+
+impl Handler<PlanChangedV1> for PlanChanged {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<PlanChangedV1>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let owner = user_id(&p.user_id)?;
+        if p.max_active_projects < 0 {
+            return Err(HandlerError::Reject(format!("max_active_projects is negative: {}", p.max_active_projects)));
+        }
+        let changed_at = chrono::DateTime::from_timestamp(p.changed_at_unix_seconds, 0).ok_or_else(|| {
+            HandlerError::Reject(format!("changed_at is out of range: {}", p.changed_at_unix_seconds))
+        })?;
+        if lifecycle::record_plan(conn, owner.as_owner(), &p.plan, p.max_active_projects, changed_at).await? {
+            let limit = lifecycle::plan_changed(conn, owner, self.default_active_projects).await?;
+            tracing::info!(user_id = %owner, plan = %p.plan, ?limit, "plan recorded");
         }
         Ok(())
     }

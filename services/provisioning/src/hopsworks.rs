@@ -25,6 +25,8 @@ pub const BASE_PATH: &str = "/hopsworks-api/api";
 pub const STATUS_ACTIVATED: i64 = 2;
 /// Hopsworks account status of a deactivated account.
 pub const STATUS_DEACTIVATED: i64 = 3;
+/// Hopsworks account status of a blocked account (what its admin UI's "block" sets).
+pub const STATUS_BLOCKED: i64 = 4;
 
 /// A call that did not succeed. The message names the step and the answer, never the key.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,6 +49,9 @@ pub struct HopsworksUser {
     /// Limit on projects ever created.
     #[serde(default)]
     pub max_num_projects: Option<i64>,
+    /// Projects the user ever created (what `maxNumProjects` counts), when Hopsworks says.
+    #[serde(default)]
+    pub num_created_projects: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +302,51 @@ impl Hopsworks {
                 return Ok(None);
             }
         }
+    }
+
+    /// Every user of the cluster (`GET /admin/users`, paged by 100).
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn users(&self) -> Result<Vec<HopsworksUser>, CallError> {
+        const WHAT: &str = "list the users";
+        let page = 100_u64;
+        let mut users: std::collections::BTreeMap<i64, HopsworksUser> = std::collections::BTreeMap::new();
+        let mut offset = 0_u64;
+        loop {
+            let mut url = self.url("admin/users")?;
+            url.query_pairs_mut().append_pair("offset", &offset.to_string()).append_pair("limit", &page.to_string());
+            let (status, body) = self.send(WHAT, Method::GET, url, None).await?;
+            if !status.is_success() {
+                return Err(CallError(format!("{WHAT}: {}", describe(status, &body))));
+            }
+            let list: UserList =
+                serde_json::from_slice(&body).map_err(|e| CallError(format!("{WHAT}: unexpected answer: {e}")))?;
+            let received = u64::try_from(list.items.len()).unwrap_or(u64::MAX);
+            for user in list.items {
+                users.entry(user.id).or_insert(user);
+            }
+            offset = offset.saturating_add(received);
+            if received == 0 || offset >= list.count {
+                return Ok(users.into_values().collect());
+            }
+        }
+    }
+
+    /// The user `id` (`GET /admin/users/{id}`); `None` when there is no such user.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn user(&self, id: i64) -> Result<Option<HopsworksUser>, CallError> {
+        const WHAT: &str = "read the user";
+        let (status, body) = self.send(WHAT, Method::GET, self.url(&format!("admin/users/{id}"))?, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(CallError(format!("{WHAT}: {}", describe(status, &body))));
+        }
+        serde_json::from_slice(&body).map(Some).map_err(|e| CallError(format!("{WHAT}: unexpected answer: {e}")))
     }
 
     /// Creates the OAuth user of `person` with query parameters. A 409 "user exists" (an

@@ -13,6 +13,11 @@
 //!   its capacity; or waiting for the owner's cluster) and the background task adds them to
 //!   each of the owner's Hopsworks projects; `TeamMemberRemovedV1` takes them out of those
 //!   projects, then unassigns them ([`teams`]).
+//! - `UserSuspendedV1` blocks the person's Hopsworks account and `UserReactivatedV1` activates
+//!   it, and each owner's `maxNumProjects` follows their plan (`PlanChangedV1`) and the project
+//!   sync, pushed until Hopsworks agrees ([`lifecycle`]); each cluster's projects are synced on
+//!   a schedule and on demand, and each owner's count announced (`ProjectsCountedV1`,
+//!   [`project_sync`]).
 //!
 //! Modules are layered: each imports only modules of the layers before it (the `layers` test
 //! checks this), so none is part of an import circle.
@@ -26,8 +31,8 @@
 //! | 5 | [`hopsworks`] | a cluster's Hopsworks API |
 //! | 6 | [`validate`] | checks of registrations |
 //! | 7 | [`assignments`] | placement, moves and unassignments |
-//! | 8 | [`teams`] | what joining and leaving a team do |
-//! | 9 | [`events`], [`worker`], [`rotate`] | consumers, the background task, `rotate-keys` |
+//! | 8 | [`teams`], [`lifecycle`] | what joining and leaving a team do, accounts' status and limit following ours |
+//! | 9 | [`events`], [`worker`], [`rotate`], [`project_sync`] | consumers, the background task, `rotate-keys`, project syncs |
 //! | 10 | [`routes`] | the HTTP API |
 
 pub mod assignments;
@@ -37,7 +42,9 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod hopsworks;
+pub mod lifecycle;
 pub mod project_members;
+pub mod project_sync;
 pub mod rotate;
 pub mod routes;
 /// provisioning's tables, generated from its migrations by `scripts/schema.sh`.
@@ -55,8 +62,8 @@ pub use config::ProvisioningConfig;
 
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
-    PaymentMethodAddedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1,
-    UserSuspendedV1,
+    PaymentMethodAddedV1, PlanChangedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1,
+    UserReactivatedV1, UserSuspendedV1,
 };
 use hopsbridge_platform::cli::ExtraCommand;
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
@@ -93,6 +100,14 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
     let wake = Arc::new(Notify::new());
     let max_num_projects = config.hopsworks.max_num_projects_paying;
+    let sync = project_sync::ProjectSync::new(
+        (service.db.clone(), service.clock.clone()),
+        vault.clone(),
+        (config.hopsworks.clone(), config.projects.clone()),
+        config.clusters.allow_private_addresses,
+        wake.clone(),
+    );
+    let scheduled = sync.clone();
     let state = routes::State {
         db: service.db.clone(),
         vault: vault.clone(),
@@ -101,6 +116,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         hopsworks: config.hopsworks.clone(),
         clock: service.clock.clone(),
         allow_private_addresses: config.clusters.allow_private_addresses,
+        sync,
     };
     // Consumers wake the background task once their transaction has committed.
     let woken = wake.clone();
@@ -111,8 +127,11 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         })),
     };
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated).with_hooks(hooks.clone());
-    let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus);
-    let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus);
+    let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus).with_hooks(hooks.clone());
+    let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus).with_hooks(hooks.clone());
+    let default_active_projects = config.projects.default_active_projects;
+    let plans =
+        service.consumer::<PlanChangedV1, _>(events::PlanChanged { default_active_projects }).with_hooks(hooks.clone());
     let deleted = service.consumer::<UserDeletedV1, _>(events::UserStatus).with_hooks(hooks.clone());
     let paid = service
         .consumer::<PaymentMethodAddedV1, _>(events::PaymentMethodAdded { max_num_projects })
@@ -134,6 +153,8 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         .with_task("user-suspended", move |cancel| suspended.run(cancel))
         .with_task("user-reactivated", move |cancel| reactivated.run(cancel))
         .with_task("user-deleted", move |cancel| deleted.run(cancel))
+        .with_task("plan-changed", move |cancel| plans.run(cancel))
+        .with_task("project-sync", move |cancel| scheduled.run(cancel))
         .with_task("payment-method-added", move |cancel| paid.run(cancel))
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))

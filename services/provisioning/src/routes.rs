@@ -7,7 +7,9 @@
 //! | `GET /api/admin/assignments?status=…` | admins | list, paged |
 //! | `GET`, `PUT`, `DELETE /api/admin/assignments/{user_id}` | admins | view, move, unassign |
 //! | `GET /api/admin/assignments/{user_id}/projects` | admins | a team member's membership and their place in each of the owner's projects |
-//! | `GET /api/cluster` | any signed-in person | their cluster and its state |
+//! | `POST /api/admin/clusters/{id}/projects/sync` | admins | sync the cluster's projects now |
+//! | `GET /api/admin/assignments/status-drift` | admins | accounts whose Hopsworks status disagrees with ours, read from Hopsworks |
+//! | `GET /api/cluster` | any signed-in person | their cluster, its state and their Hopsworks username |
 //! | `GET /internal/clusters/{id}/kubeconfig` | the metering service only | the cluster's kubeconfig, opened |
 //! | `GET /internal/clusters/{id}/projects` | the metering service only | the cluster's Hopsworks projects |
 //!
@@ -25,7 +27,9 @@ use crate::config::HopsworksConfig;
 use crate::crypto::Vault;
 use crate::error::{ProvisioningCode, ProvisioningError};
 use crate::hopsworks::{Hopsworks, PROJECT_PAGE};
+use crate::lifecycle;
 use crate::project_members::{self, AccessState, ProjectMember};
+use crate::project_sync::{ProjectSync, SyncError, Synced};
 use crate::team_members::{self, TeamMember, TeamState};
 use crate::validate::{self, Invalid, invalid};
 use actix_web::{HttpResponse, web};
@@ -59,6 +63,8 @@ pub struct State {
     /// Clusters may be registered on loopback, link-local and metadata addresses
     /// (`clusters.allow_private_addresses`, development only).
     pub allow_private_addresses: bool,
+    /// Syncs clusters' projects on an admin's demand.
+    pub sync: ProjectSync,
 }
 
 /// Registers the routes.
@@ -68,7 +74,9 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/clusters", web::get().to(list_clusters))
         .route("/api/admin/clusters/{id}", web::get().to(get_cluster))
         .route("/api/admin/clusters/{id}", web::patch().to(update_cluster))
+        .route("/api/admin/clusters/{id}/projects/sync", web::post().to(sync_projects))
         .route("/api/admin/assignments", web::get().to(list_assignments))
+        .route("/api/admin/assignments/status-drift", web::get().to(status_drift))
         .route("/api/admin/assignments/{user_id}", web::get().to(get_assignment))
         .route("/api/admin/assignments/{user_id}", web::put().to(move_assignment))
         .route("/api/admin/assignments/{user_id}", web::delete().to(delete_assignment))
@@ -497,6 +505,136 @@ async fn delete_assignment(state: Data, caller: Caller, user: web::Path<UserId>)
     Ok(HttpResponse::Ok().json(a))
 }
 
+#[utoipa::path(post, path = "/api/admin/clusters/{id}/projects/sync", tag = "clusters",
+    params(("id" = Uuid, Path, description = "cluster id")),
+    description = "Reads the cluster's Hopsworks projects with their creators now, as the schedule does: the \
+        projects are kept by (cluster, project id), each owner whose active projects changed is announced \
+        (ProjectsCounted), and each owner's maxNumProjects follows. A failed read changes nothing but the \
+        cluster's last sync error.",
+    responses((status = 200, description = "synced", body = Synced),
+        (status = 400, description = not_a_cluster_id(), body = ErrorBody),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody),
+        (status = 404, description = no_such_cluster(), body = ErrorBody),
+        (status = 409, description = answers("a sync of the cluster is under way", &[], &[ProvisioningCode::SyncInProgress]), body = ErrorBody),
+        (status = 502, description = answers("Hopsworks cannot answer; nothing changed", &[], &[ProvisioningCode::HopsworksUnavailable]),
+            body = ErrorBody)))]
+async fn sync_projects(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let id: ClusterId =
+        id.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the cluster id must be a UUID"))?;
+    let outcome = match state.sync.exists(id).await {
+        Ok(()) => state.sync.sync(id).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(synced) => {
+            tracing::info!(cluster_id = %id, projects = synced.projects, "projects synced by an admin");
+            Ok(HttpResponse::Ok().json(synced))
+        }
+        Err(SyncError::Busy) => Err(ProvisioningCode::SyncInProgress.error()),
+        Err(SyncError::NoCluster) => Err(ProvisioningCode::ClusterNotFound.error()),
+        Err(SyncError::Hopsworks(e)) => Err(hopsworks_unavailable(&e)),
+        Err(e @ SyncError::Db(_)) => Err(ApiError::internal(anyhow::anyhow!("{e}"))),
+    }
+}
+
+/// An account whose Hopsworks status disagrees with ours.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusDrift {
+    user_id: UserId,
+    cluster_id: ClusterId,
+    hopsworks_username: Option<String>,
+    hopsworks_user_id: i64,
+    /// The person's status in Hopsbridge: `active` or `suspended`.
+    status: String,
+    /// The Hopsworks status that follows from it: 2 activated, 4 blocked.
+    wanted_hopsworks_status: i64,
+    /// What Hopsworks answered; null when it has no such user.
+    hopsworks_status: Option<i64>,
+    /// When the background task tries again to set it, and why the last try failed.
+    sync_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    sync_error: Option<String>,
+}
+
+/// A cluster whose users could not be read.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnreadCluster {
+    cluster_id: ClusterId,
+    error: String,
+}
+
+/// The accounts whose Hopsworks status disagrees with ours.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusDriftReport {
+    items: Vec<StatusDrift>,
+    /// Accounts compared.
+    checked: usize,
+    /// Clusters whose Hopsworks did not answer: their accounts are not compared.
+    unread: Vec<UnreadCluster>,
+}
+
+#[utoipa::path(get, path = "/api/admin/assignments/status-drift", tag = "clusters",
+    description = "Reads every cluster's users from its Hopsworks and lists each account (of a complete \
+        assignment) whose status is not the one ours gives: blocked while the person is suspended, activated \
+        otherwise. The background task pushes it until Hopsworks agrees.",
+    responses((status = 200, description = "the accounts that disagree, and the clusters that could not be read", body = StatusDriftReport),
+        (status = 401, description = not_signed_in(), body = ErrorBody),
+        (status = 403, description = admins_only(), body = ErrorBody)))]
+async fn status_drift(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let (accounts, rows) = {
+        let mut conn = state.db.conn().await?;
+        let accounts = lifecycle::accounts(&mut conn).await.map_err(ProvisioningError::from)?;
+        let ids: Vec<ClusterId> = accounts.iter().map(|a| a.cluster_id).collect();
+        let rows = clusters::rows(&mut conn, &ids).await.map_err(ProvisioningError::from)?;
+        (accounts, rows)
+    };
+    let mut read: std::collections::HashMap<ClusterId, std::collections::HashMap<i64, i64>> =
+        std::collections::HashMap::new();
+    let mut unread = Vec::new();
+    let mut ids: Vec<ClusterId> = rows.keys().copied().collect();
+    ids.sort();
+    for id in ids {
+        let row = &rows[&id];
+        let users = match row.access(&state.vault) {
+            Ok(access) => match Hopsworks::new(&access, &state.hopsworks, state.allow_private_addresses) {
+                Ok(client) => client.users().await.map_err(|e| e.0),
+                Err(e) => Err(e.0),
+            },
+            Err(e) => Err(format!("API key: {e}")),
+        };
+        match users {
+            Ok(users) => {
+                read.insert(id, users.into_iter().map(|u| (u.id, u.status)).collect());
+            }
+            Err(error) => unread.push(UnreadCluster { cluster_id: id, error }),
+        }
+    }
+    let mut checked = 0;
+    let mut items = Vec::new();
+    for a in accounts {
+        let Some(users) = read.get(&a.cluster_id) else { continue };
+        checked += 1;
+        let wanted = lifecycle::wanted_status(a.status);
+        let actual = users.get(&a.hopsworks_user_id).copied();
+        if actual != Some(wanted) {
+            items.push(StatusDrift {
+                user_id: a.user_id,
+                cluster_id: a.cluster_id,
+                hopsworks_username: a.hopsworks_username,
+                hopsworks_user_id: a.hopsworks_user_id,
+                status: a.status.to_string(),
+                wanted_hopsworks_status: wanted,
+                hopsworks_status: actual,
+                sync_due_at: a.sync_due_at,
+                sync_error: a.sync_error,
+            });
+        }
+    }
+    Ok(HttpResponse::Ok().json(StatusDriftReport { items, checked, unread }))
+}
+
 /// A person's team membership as provisioning keeps it, and their place in each of their
 /// owner's projects.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -533,6 +671,8 @@ pub struct MyCluster {
     status: AssignmentState,
     /// Why it is not complete yet.
     reason: Option<String>,
+    /// The caller's own Hopsworks username on the cluster, once the account exists.
+    hopsworks_username: Option<String>,
 }
 
 /// A cluster as a user sees it.
@@ -576,7 +716,8 @@ async fn my_cluster(state: Data, caller: Caller) -> Result<HttpResponse, ApiErro
         }
         None => None,
     };
-    Ok(HttpResponse::Ok().json(MyCluster { cluster, status: a.status, reason }))
+    let hopsworks_username = a.hopsworks_username.clone();
+    Ok(HttpResponse::Ok().json(MyCluster { cluster, status: a.status, reason, hopsworks_username }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -708,10 +849,11 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<ProvisioningCode> =
 /// provisioning's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(create_cluster, list_clusters, get_cluster, update_cluster, list_assignments, get_assignment, move_assignment,
-        delete_assignment, member_projects, my_cluster),
+    paths(create_cluster, list_clusters, get_cluster, update_cluster, sync_projects, list_assignments, status_drift,
+        get_assignment, move_assignment, delete_assignment, member_projects, my_cluster),
     components(schemas(ClusterBody, ClusterRegistration, ClusterView, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
-        TeamState, ProjectMember, AccessState, MyCluster, ClusterSummary, ErrorBody)),
+        TeamState, ProjectMember, AccessState, MyCluster, ClusterSummary, Synced, StatusDrift, StatusDriftReport,
+        UnreadCluster, ErrorBody)),
     modifiers(&CATALOGUE),
     tags((name = "clusters", description = "Hopsworks clusters and who is on which"))
 )]

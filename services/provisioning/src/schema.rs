@@ -20,6 +20,12 @@ diesel::table! {
         waiting_since -> Timestamptz,
         completed_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        account_sync_due_at -> Nullable<Timestamptz>,
+        account_sync_lease_until -> Nullable<Timestamptz>,
+        account_sync_attempts -> Int4,
+        account_sync_error -> Nullable<Text>,
+        account_sync_version -> Int4,
+        hopsworks_created_projects -> Nullable<Int4>,
     }
 }
 
@@ -39,6 +45,25 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    plans (owner_id) {
+        owner_id -> Uuid,
+        plan -> Text,
+        max_active_projects -> Int4,
+        changed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    project_counts (owner_id, cluster_id) {
+        owner_id -> Uuid,
+        cluster_id -> Uuid,
+        active_projects -> Int4,
+        project_names -> Array<Nullable<Text>>,
+        synced_at -> Timestamptz,
     }
 }
 
@@ -67,6 +92,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    project_syncs (cluster_id) {
+        cluster_id -> Uuid,
+        lease_until -> Nullable<Timestamptz>,
+        next_sync_at -> Timestamptz,
+        last_attempt_at -> Nullable<Timestamptz>,
+        last_synced_at -> Nullable<Timestamptz>,
+        last_sync_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    projects (cluster_id, project_id) {
+        cluster_id -> Uuid,
+        project_id -> Int8,
+        namespace -> Text,
+        name -> Text,
+        creator_username -> Nullable<Text>,
+        creator_id -> Nullable<Uuid>,
+        owner_id -> Nullable<Uuid>,
+        first_seen_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+        gone_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     team_members (member_id) {
         member_id -> Uuid,
         membership_id -> Uuid,
@@ -91,7 +142,20 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(project_counts -> clusters (cluster_id));
 diesel::joinable!(project_members -> clusters (cluster_id));
+diesel::joinable!(project_syncs -> clusters (cluster_id));
+diesel::joinable!(projects -> clusters (cluster_id));
 diesel::joinable!(team_members -> clusters (synced_cluster_id));
 
-diesel::allow_tables_to_appear_in_same_query!(assignments, clusters, project_members, team_members, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    assignments,
+    clusters,
+    plans,
+    project_counts,
+    project_members,
+    project_syncs,
+    projects,
+    team_members,
+    users,
+);

@@ -3,7 +3,7 @@
 //! outside any transaction, and each result is written back (with its event) only if no admin
 //! changed the assignment meanwhile (`version`).
 
-use crate::schema::assignments;
+use crate::schema::{assignments, users};
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::dsl::IntervalDsl as _;
 use diesel::prelude::*;
@@ -159,6 +159,22 @@ pub async fn complete(
         .await?;
     if updated == 0 {
         return Ok(false);
+    }
+    // A person suspended meanwhile: their new account (made activated) is blocked next.
+    let suspended = users::table
+        .find(work.user_id)
+        .filter(users::status.eq(hopsbridge_domain::AccountStatus::Suspended))
+        .count()
+        .get_result::<i64>(conn)
+        .await?;
+    if suspended > 0 {
+        diesel::update(assignments::table.find(work.user_id))
+            .set((
+                assignments::account_sync_due_at.eq(diesel::dsl::now.into_sql::<Timestamptz>().nullable()),
+                assignments::account_sync_version.eq(assignments::account_sync_version + 1),
+            ))
+            .execute(conn)
+            .await?;
     }
     let event = ClusterAssignedV1 {
         user_id: work.user_id.to_string(),

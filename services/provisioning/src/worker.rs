@@ -1,7 +1,9 @@
 //! The background task: seats users waiting for capacity (longest waiting first), does the
 //! Hopsworks work of assignments (create accounts, deactivate old ones) and of team members'
 //! places in their owner's projects (add them, take them out), retrying failures with backoff.
-//! It runs every `assignments.retry_interval_ms` and whenever something changes.
+//! It also pushes each account's status and `maxNumProjects` until Hopsworks agrees
+//! ([`lifecycle`]). It runs every `assignments.retry_interval_ms` and whenever something
+//! changes.
 //!
 //! Taking a member out of a project goes through Hopsworks' members route, which only a
 //! project's Data owner may use to remove someone else: the admin key's own user is made a
@@ -14,6 +16,7 @@ use crate::clusters::{self, ClusterRow};
 use crate::config::{AssignmentsConfig, HopsworksConfig};
 use crate::crypto::Vault;
 use crate::hopsworks::{Hopsworks, HopsworksUser, MemberChange, Members, PROJECT_PAGE};
+use crate::lifecycle;
 use crate::project_members::{self, AccessState, ProjectMember};
 use crate::seats::placement_lock;
 use crate::team_members::{self, TeamMember};
@@ -128,7 +131,8 @@ impl Worker {
         }
         let more_accounts = self.account_work().await?;
         let more_projects = self.project_work().await?;
-        Ok(placed > 0 || more_accounts || more_projects)
+        let more_syncs = self.account_syncs().await?;
+        Ok(placed > 0 || more_accounts || more_projects || more_syncs)
     }
 
     fn limits(&self) -> (i64, i64) {
@@ -163,6 +167,67 @@ impl Worker {
             .for_each_concurrent(self.cfg.concurrency, |w| async move { self.process(w, pass).await })
             .await;
         Ok(i64::try_from(taken).unwrap_or(0) >= limit)
+    }
+
+    /// Pushes due account statuses and limits to Hopsworks ([`lifecycle`]); answers whether
+    /// more may be due.
+    async fn account_syncs(&self) -> Result<bool, DbError> {
+        let (limit, lease) = self.limits();
+        let work = self
+            .db
+            .transaction(|c| Box::pin(async move { Tx::Ok(lifecycle::claim_due(c, limit, lease).await?) }))
+            .await?;
+        let taken = work.len();
+        if work.is_empty() {
+            return Ok(false);
+        }
+        let clusters = {
+            let mut conn = self.db.conn().await?;
+            let ids: Vec<ClusterId> = work.iter().map(|w| w.cluster_id).collect();
+            clusters::rows(&mut conn, &ids).await?
+        };
+        let clusters = &clusters;
+        futures::stream::iter(work)
+            .for_each_concurrent(self.cfg.concurrency, |w| async move {
+                let outcome = self.push_account(&w, clusters).await;
+                if let Err(reason) = &outcome {
+                    tracing::warn!(user_id = %w.user_id, cluster_id = %w.cluster_id, attempts = w.attempts,
+                        reason = %reason, "Hopsworks account status or limit not set; will try again");
+                } else {
+                    tracing::info!(user_id = %w.user_id, cluster_id = %w.cluster_id, "Hopsworks account agrees");
+                }
+                let delay = self.retry_delay(w.attempts);
+                let recorded = self
+                    .db
+                    .transaction(|c| {
+                        let (w, outcome) = (w.clone(), outcome.clone());
+                        Box::pin(async move {
+                            Tx::Ok(
+                                lifecycle::finished(c, &w, outcome.as_ref().copied().map_err(String::as_str), delay)
+                                    .await?,
+                            )
+                        })
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "could not record an account push; the lease will run out");
+                }
+            })
+            .await;
+        Ok(i64::try_from(taken).unwrap_or(0) >= limit)
+    }
+
+    async fn push_account(
+        &self,
+        work: &lifecycle::AccountSync,
+        clusters: &HashMap<ClusterId, ClusterRow>,
+    ) -> Result<(), String> {
+        let status = {
+            let mut conn = self.db.conn().await.map_err(|e| format!("database: {e}"))?;
+            lifecycle::person_status(&mut conn, work.user_id).await.map_err(|e| format!("database: {e}"))?
+        };
+        let client = self.client(clusters, work.cluster_id).await?;
+        lifecycle::push(&client, work, status).await
     }
 
     async fn process(&self, work: Work, pass: Pass<'_>) {

@@ -141,6 +141,17 @@ async fn every_code_is_answered_by_a_request_with_its_status() {
     let projects = format!("/internal/clusters/{cluster}/projects");
     seen.answered(HopsworksUnavailable, p.as_caller(&metering(), &projects).await);
 
+    // A cluster whose projects another replica is syncing.
+    {
+        let mut conn = p.db.connect("provisioning").await;
+        diesel::sql_query("INSERT INTO project_syncs (cluster_id, lease_until) VALUES ($1, now() + interval '1 hour')")
+            .bind::<diesel::sql_types::Uuid, _>(cluster.parse::<Uuid>().unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    seen.answered(SyncInProgress, p.admin(Method::POST, &format!("{clusters}/{cluster}/projects/sync"), None).await);
+
     let all: HashSet<ProvisioningCode> = ProvisioningCode::ALL.iter().copied().collect();
     assert_eq!(seen.0, all, "every code of the catalogue is exercised here");
 }

@@ -12,8 +12,8 @@ const LAYERS: [&[&str]; 10] = [
     &["hopsworks"],
     &["validate"],
     &["assignments"],
-    &["teams"],
-    &["events", "worker", "rotate"],
+    &["teams", "lifecycle"],
+    &["events", "worker", "rotate", "project_sync"],
     &["routes"],
 ];
 

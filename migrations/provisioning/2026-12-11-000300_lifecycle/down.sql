@@ -1,0 +1,12 @@
+DROP TABLE plans;
+DROP TABLE project_counts;
+DROP TABLE project_syncs;
+DROP TABLE projects;
+DROP INDEX assignments_account_sync_due;
+ALTER TABLE assignments
+    DROP COLUMN hopsworks_created_projects,
+    DROP COLUMN account_sync_version,
+    DROP COLUMN account_sync_error,
+    DROP COLUMN account_sync_attempts,
+    DROP COLUMN account_sync_lease_until,
+    DROP COLUMN account_sync_due_at;

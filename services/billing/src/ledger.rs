@@ -624,8 +624,9 @@ pub fn month_of(day: NaiveDate) -> NaiveDate {
 }
 
 /// Adds the new entries' cost (every mode but free) to their owners' months, and records the
-/// spending-cap shares reached, once per owner, month and share; crossing 100 % of a cap whose
-/// action is `suspend` opens a `spending_cap` restriction due at once ([`crate::lifecycle`]).
+/// spending-cap shares reached, once per owner, month and share; this month's cost at or over a
+/// cap whose action is `suspend` opens a `spending_cap` restriction due at once
+/// ([`crate::lifecycle`]).
 async fn track_costs(
     conn: &mut AsyncPgConnection,
     entries: &[&Entry],
@@ -679,6 +680,13 @@ async fn track_costs(
             }
         }
     }
+    let this_month = month_of(now.date_naive());
+    let mut over: Vec<OwnerId> = reached.iter().filter(|r| r.2 == 100 && r.1 == this_month).map(|r| r.0).collect();
+    if !over.is_empty() {
+        over.sort_unstable_by_key(|o| o.as_uuid());
+        over.dedup();
+        suspend_over_caps(conn, &over, this_month, now).await?;
+    }
     if reached.is_empty() {
         return Ok(());
     }
@@ -701,24 +709,32 @@ async fn track_costs(
     .load(conn)
     .await?;
     let sent: HashSet<(Uuid, NaiveDate, i32)> = sent.into_iter().map(|s| (s.owner_id, s.month, s.percent)).collect();
-    let crossed: Vec<Uuid> = sent.iter().filter(|s| s.2 == 100).map(|s| s.0).collect();
-    if !crossed.is_empty() {
-        let mut suspending: Vec<OwnerId> = spending_caps::table
-            .filter(spending_caps::owner_id.eq_any(&crossed))
-            .filter(spending_caps::cap_action.eq("suspend"))
-            .select(spending_caps::owner_id)
-            .load(conn)
-            .await?;
-        // Owners in id order, so concurrent batches take their locks alike.
-        suspending.sort_unstable_by_key(|o| o.as_uuid());
-        for owner in suspending {
-            let Some(month) = sent.iter().find(|s| s.0 == owner.as_uuid() && s.2 == 100).map(|s| s.1) else { continue };
-            crate::lifecycle::lock_owner(conn, owner).await?;
-            let detail = month.format("%Y-%m").to_string();
-            crate::lifecycle::open(conn, owner, crate::lifecycle::Reason::SpendingCap, &detail, (now, now)).await?;
-        }
-    }
     mails.cap.extend(reached.into_iter().filter(|r| sent.contains(&(r.0.as_uuid(), r.1, r.2))));
+    Ok(())
+}
+
+/// Opens a `spending_cap` restriction, due at once, for each of `owners` (in id order, so
+/// concurrent batches take the owners' locks alike) whose cap's action is `suspend` and whose
+/// cost this month reached it; one open already stays as it is.
+async fn suspend_over_caps(
+    conn: &mut AsyncPgConnection,
+    owners: &[OwnerId],
+    month: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<(), IngestError> {
+    let suspending: HashSet<OwnerId> = spending_caps::table
+        .filter(spending_caps::owner_id.eq_any(owners))
+        .filter(spending_caps::cap_action.eq("suspend"))
+        .select(spending_caps::owner_id)
+        .load::<OwnerId>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let detail = month.format("%Y-%m").to_string();
+    for owner in owners.iter().filter(|o| suspending.contains(o)) {
+        crate::lifecycle::lock_owner(conn, *owner).await?;
+        crate::lifecycle::open(conn, *owner, crate::lifecycle::Reason::SpendingCap, &detail, (now, now)).await?;
+    }
     Ok(())
 }
 

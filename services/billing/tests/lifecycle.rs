@@ -553,3 +553,51 @@ async fn bad_plan_choices_are_refused_and_change_nothing() {
     let last = w.plan_changes_of(user).await.pop().unwrap();
     assert_eq!((last.plan.as_str(), last.reason.as_str()), ("prepaid", "admin"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspending_spending_cap_suspends_at_100_percent_until_raised_or_a_new_month() {
+    let w = world().await;
+    catalog_ready(&w.sim).await;
+    let (user, _) = w.new_owner().await;
+    let me = owner(user);
+    let cap = |body: Value| w.call_with(Method::PUT, "/api/billing/cap", Some(&me), Some(body));
+    let (status, answer) = cap(json!({"monthly_cap_minor": 100, "cap_action": "suspend"})).await;
+    assert_eq!((status, answer["cap_action"].as_str()), (StatusCode::OK, Some("suspend")), "{answer}");
+    let (_, answer) = cap(json!({"monthly_cap_minor": 150})).await;
+    assert_eq!(answer["cap_action"], "suspend", "an omitted action is kept: {answer}");
+
+    // 87.5 a window (a GPU for 15 minutes): 175 crosses the cap of 150.
+    let gpu_window = |i: i64| (Uuid::now_v7(), usage(user, user, START - 3600 + i * 900, 900, (0, 0, 1)));
+    for i in 0..2 {
+        publish_usage(&w.bus, &[gpu_window(i)]).await;
+        let entered = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
+            count(&w.db, &format!("ledger_entries WHERE owner_id = '{user}'")).await == i + 1
+        })
+        .await;
+        assert!(entered, "the ledger has the window");
+    }
+    let view = w.plan(user).await;
+    let r = restriction(&view, "spending_cap").expect("the cap's restriction");
+    assert_eq!(r["detail"], "2026-11");
+    assert_eq!(w.pass().await.suspended, 1);
+    assert_eq!(w.restricted_of(user).await.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), ["spending_cap"]);
+
+    // A cap above the month's cost lifts it once; crossing the new cap suspends again.
+    let (status, _) = cap(json!({"monthly_cap_minor": 200})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(w.lifted(user).await, 1);
+    publish_usage(&w.bus, &[gpu_window(2)]).await;
+    let reopened = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
+        restriction(&w.plan(user).await, "spending_cap").is_some()
+    })
+    .await;
+    assert!(reopened, "262.5 is over 200");
+    assert_eq!(w.pass().await.suspended, 1);
+    assert_eq!(w.restricted_of(user).await.len(), 2);
+
+    // The next month clears it.
+    w.at(START - 10 * 3600 + 28 * DAY + 60).await;
+    assert_eq!(w.pass().await.new_months, 1);
+    assert_eq!(w.lifted(user).await, 2);
+    assert_eq!(w.pass().await, Pass::default());
+}

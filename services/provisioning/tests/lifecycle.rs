@@ -255,3 +255,50 @@ async fn a_deleted_owners_account_is_deactivated_and_their_projects_stop_countin
     assert_eq!(p.count("SELECT count(*) AS n FROM projects WHERE owner_id IS NULL AND gone_at IS NULL").await, 1);
     assert!(drift(&p).await["items"].as_array().unwrap().is_empty(), "a deleted person's account is no drift");
 }
+
+/// Sets `maxNumProjects` of the sandbox's user `id` through its admin API, as a Hopsworks
+/// administrator would by hand.
+async fn set_max_by_hand(sim: &HopsworksSim, id: u64, n: u32) {
+    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let answer = client
+        .put(format!("{}/admin/users/{id}", sim.url()))
+        .header("authorization", format!("ApiKey {}", sim.api_key()))
+        .json(&serde_json::json!({"maxNumProjects": n}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_project_counts_against_their_owner() {
+    let p = start().await;
+    let sim = hopsworks("c1");
+    let owner = Uuid::now_v7();
+    let (cluster, owner_account) = owner_on_cluster(&p, &sim, owner, "olivia@example.com").await;
+    sim.create_project(&owner_account.username, "alpha").unwrap();
+    let member = Uuid::now_v7();
+    p.user_created(member, "mia@example.com", "Mia Member").await;
+    p.joined(owner, member, Uuid::now_v7(), "Data scientist", chrono::Utc::now().timestamp_micros()).await;
+    let placed = p.wait_status(member, "complete").await;
+    assert_eq!(placed["max_num_projects"], 0, "a member creates no project of their own");
+    let mia = sim.users().into_iter().find(|u| u.email == "mia@example.com").unwrap();
+    // A project the member made anyway (a Hopsworks administrator raised their limit by hand).
+    set_max_by_hand(&sim, mia.id, 1).await;
+    sim.create_project(&mia.username, "beta").unwrap();
+
+    let (status, body) = sync(&p, &cluster).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = counted(&p).await;
+    assert_eq!(events.len(), 1, "one owner, nobody else: {events:?}");
+    assert_eq!(events[0].user_id, owner.to_string());
+    assert_eq!(events[0].project_names, ["alpha", "beta"]);
+    let sql = format!("SELECT count(*) AS n FROM projects WHERE creator_id = '{member}' AND owner_id = '{owner}'");
+    assert_eq!(p.count(&sql).await, 1);
+    // The owner: one created, two active against the free plan's one: nothing more.
+    wait_account(&sim, "olivia@example.com", "got maxNumProjects 1", |u| u.max_num_projects == 1).await;
+    let member_limit =
+        p.count(&format!("SELECT max_num_projects::bigint AS n FROM assignments WHERE user_id = '{member}'")).await;
+    assert_eq!(member_limit, 0, "members stay at 0");
+}

@@ -17,7 +17,7 @@ use hopsbridge_billing::reporting::Reporter;
 use hopsbridge_billing::stripe::Stripe;
 use hopsbridge_contracts::Event;
 use hopsbridge_contracts::events::{
-    AccountRestrictedV1, CreditsExhaustedV1, Envelope, PlanChangedV1, ProjectsCountedV1,
+    AccountRestrictedV1, CreditsExhaustedV1, Envelope, PlanChangedV1, ProjectsCountedV1, UserSignedInV1,
 };
 use hopsbridge_platform::caller::Role;
 use hopsbridge_platform::clock::Clock;
@@ -600,4 +600,45 @@ async fn a_suspending_spending_cap_suspends_at_100_percent_until_raised_or_a_new
     assert_eq!(w.pass().await.new_months, 1);
     assert_eq!(w.lifted(user).await, 2);
     assert_eq!(w.pass().await, Pass::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_completes_a_lost_subscription_record_through_the_user_created_path_and_nothing_more() {
+    let w = world().await;
+    catalog_ready(&w.sim).await;
+    let (user, row) = w.new_owner().await;
+    let subscription = row.stripe_subscription_id.clone().unwrap();
+    // The record of the subscription Stripe made was lost.
+    sql(
+        &w.db,
+        &format!(
+            "UPDATE accounts SET stripe_subscription_id = NULL, subscription_status = NULL WHERE user_id = '{user}'"
+        ),
+    )
+    .await;
+    w.publish(&UserSignedInV1 { user_id: user.to_string() }, "identity").await;
+    let repaired = account(&w.db, user).await.unwrap();
+    assert_eq!(
+        repaired.stripe_subscription_id.as_deref(),
+        Some(subscription.as_str()),
+        "Stripe's subscription found again"
+    );
+    let customer = row.stripe_customer_id.unwrap();
+    assert_eq!(w.sim.subscriptions().iter().filter(|s| s["customer"] == customer.as_str()).count(), 1, "none made");
+    assert_eq!(w.sim.customers().iter().filter(|c| c["id"] == customer.as_str()).count(), 1);
+
+    // A complete account, a free owner whose subscription ended, and a person billing has no
+    // account for: nothing is done.
+    w.publish(&UserSignedInV1 { user_id: user.to_string() }, "identity").await;
+    let (free, customer, pm) = w.paying_owner(1).await;
+    w.detach_card(&customer, &pm).await;
+    w.wait_plan(free, "free").await;
+    let before = account(&w.db, free).await.unwrap();
+    assert_eq!(before.subscription_status.as_deref(), Some("canceled"));
+    w.publish(&UserSignedInV1 { user_id: free.to_string() }, "identity").await;
+    let stranger = Uuid::now_v7();
+    w.publish(&UserSignedInV1 { user_id: stranger.to_string() }, "identity").await;
+    assert_eq!(account(&w.db, free).await.unwrap(), before);
+    assert!(account(&w.db, stranger).await.is_none());
+    assert_eq!(w.sim.subscriptions().iter().filter(|s| s["customer"] == customer.as_str()).count(), 1);
 }

@@ -642,3 +642,35 @@ async fn a_sign_in_completes_a_lost_subscription_record_through_the_user_created
     assert!(account(&w.db, stranger).await.is_none());
     assert_eq!(w.sim.subscriptions().iter().filter(|s| s["customer"] == customer.as_str()).count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_deleted_at_stripe_moves_the_owner_to_free_with_a_deadline_over_the_allowance() {
+    let w = world().await;
+    catalog_ready(&w.sim).await;
+    let (user, customer, _) = w.paying_owner(2).await;
+    let subscription = account(&w.db, user).await.unwrap().stripe_subscription_id.unwrap();
+    // Cancelled at Stripe (the portal, or Stripe after its retries), then announced by webhook.
+    let cancelled: Value = w.lifecycle.stripe.delete(&format!("subscriptions/{subscription}")).await.unwrap();
+    assert_eq!(cancelled["status"], "canceled");
+    let object = json!({"id": subscription, "object": "subscription", "customer": customer, "status": "canceled"});
+    w.stripe_event("customer.subscription.deleted", object.clone(), None).await;
+    w.stripe_event("customer.subscription.deleted", object, None).await;
+    assert_eq!(w.pass().await.signals, 1, "one signal for both deliveries");
+    let last = w.plan_changes_of(user).await.pop().unwrap();
+    assert_eq!((last.plan.as_str(), last.reason.as_str()), ("free", "subscription_deleted"));
+    assert_eq!(w.plan_changes_of(user).await.len(), 2, "payg chosen, then free once");
+    let view = w.plan(user).await;
+    assert!(restriction(&view, "over_project_limit").is_some(), "{view}");
+    assert_eq!(w.mails("billing.over_project_limit").await, 1);
+
+    // A member's subscription cancelled on joining a team changes no plan.
+    let (member, row) = w.new_owner().await;
+    let sub = row.stripe_subscription_id.unwrap();
+    sql(&w.db, &format!("UPDATE accounts SET team_membership_id = '{}', team_owner_id = '{user}', team_joined_at = now() WHERE user_id = '{member}'", Uuid::now_v7())).await;
+    let _: Value = w.lifecycle.stripe.delete(&format!("subscriptions/{sub}")).await.unwrap();
+    let object =
+        json!({"id": sub, "object": "subscription", "customer": row.stripe_customer_id.unwrap(), "status": "canceled"});
+    w.stripe_event("customer.subscription.deleted", object, None).await;
+    assert_eq!(w.pass().await.signals, 1);
+    assert!(w.plan_changes_of(member).await.is_empty());
+}

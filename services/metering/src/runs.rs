@@ -131,13 +131,14 @@ struct Count {
 }
 
 /// Makes a gap of every run that can no longer be measured in time: pending past its deadline
-/// at calendar time `now`, or running past it with its lease run out. Returns how many.
+/// at calendar time `now`, or running past it with its lease run out, and drops the readings
+/// kept for gaps past their deadline. Returns how many runs became gaps.
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn sweep(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> QueryResult<usize> {
     let running = || runs::status.eq(RunState::Running);
-    diesel::update(
+    let gaps = diesel::update(
         runs::table
             .filter(runs::status.eq_any([RunState::Pending, RunState::Running]))
             .filter(runs::deadline.le(now))
@@ -160,7 +161,21 @@ pub async fn sweep(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> QueryRes
         runs::finished_at.eq(now),
     ))
     .execute(conn)
-    .await
+    .await?;
+    // Readings of runs that can no longer complete (gaps past their deadline; windows end
+    // within a day of being scheduled) are kept no longer. Raw SQL: a row-value IN over the
+    // partial index of gaps, then the readings' primary key.
+    for table in ["readings", "run_pods"] {
+        sql_query(format!(
+            "DELETE FROM {table} WHERE (cluster_id, window_start) IN (
+                 SELECT cluster_id, window_start FROM runs
+                 WHERE status = 'gap' AND window_start > $1 - interval '2 days' AND deadline <= $1)"
+        ))
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)
+        .await?;
+    }
+    Ok(gaps)
 }
 
 /// A run leased to this replica.

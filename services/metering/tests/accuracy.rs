@@ -929,7 +929,11 @@ mod through_the_service {
 /// A table cell: worst / mean absolute / whole cluster-span error.
 fn cell(days: &Days, quantity: Quantity) -> String {
     let s = summarise(days, quantity);
-    let p = |ppm: i128| if ppm == 0 { "0".to_owned() } else { percent(ppm) };
+    let p = |ppm: i128| match ppm {
+        0 => "0".to_owned(),
+        -99..=99 => "< 0.01%".to_owned(),
+        _ => percent(ppm),
+    };
     format!("{} / {} / {}", p(s.worst), p(s.mean_abs), p(s.total))
 }
 
@@ -1127,4 +1131,36 @@ async fn a_replica_stopped_mid_window_or_losing_its_lease_double_counts_nothing_
         .await;
     assert_eq!(kept, 0, "a complete run's readings are integrated and dropped");
     env.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_readings_run_nobody_finishes_by_its_deadline_is_a_gap_and_its_readings_are_dropped() {
+    use through_the_service::{Env, RESOLUTION, SETTLE, WINDOW};
+    init();
+    let workload = Workload::generate(&WorkloadConfig { users: 2, long_running_pods: 5, ..steady() });
+    let (first, until) = (DAY, DAY + WINDOW);
+    let mut env = Env::start(DAY - 600).await;
+    let sim = env.cluster("eu-1", &workload, false).await;
+    let a = env.metering(&[&sim], 300).await;
+    env.until("metering knows the cluster", "SELECT count(*) AS n FROM clusters").await;
+    for k in 0..=10 {
+        env.step(first + SETTLE + k * RESOLUTION, &[&sim], (first, until)).await;
+    }
+    a.cancel();
+    env.until("the run is given back", "SELECT count(*) AS n FROM runs WHERE status = 'pending'").await;
+    assert_eq!(env.n("SELECT count(*) AS n FROM readings").await, 11 * 5, "each read of each pod kept");
+    // Metering is down past the window's deadline (its end + 180 s).
+    env.clock.set(until + 181);
+    env.metering(&[&sim], 300).await;
+    let first_gap = format!(
+        "SELECT count(*) AS n FROM runs WHERE window_start = to_timestamp({first}) AND status = 'gap'
+           AND gap_reason = 'not_collected'"
+    );
+    env.until("the window is a gap", &first_gap).await;
+    env.until(
+        "its readings are dropped",
+        &format!("SELECT (count(*) = 0)::int::bigint AS n FROM readings WHERE window_start = to_timestamp({first})"),
+    )
+    .await;
+    assert_eq!(env.n("SELECT count(*) AS n FROM samples").await, 0, "nothing invented for the gap");
 }

@@ -340,3 +340,26 @@ async fn a_slow_cluster_does_not_hold_up_another() {
     healthy.stop().await;
     slow.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_max_basis_a_point_sample_bills_the_larger_of_request_and_usage() {
+    use hopsbridge_metering::collect::{Basis, Source};
+    init();
+    let (_clock, cluster) = start(workload(20, 0));
+    let config = CollectConfig { cpu_basis: Basis::MaxRequestUsage, memory_basis: Basis::MaxRequestUsage, ..fast() };
+    let got = client(&cluster, config).await.collect(window()).await.unwrap();
+    assert_eq!(
+        (got.method.source, got.method.cpu_basis, got.method.memory_basis),
+        (Source::Point, Basis::MaxRequestUsage, Basis::MaxRequestUsage)
+    );
+    // The GPU pod requests 1 core and 1 GiB per container (two containers) and uses 251.5m and
+    // 1.5 GiB + 123 KiB: billed its requests, 2 cores and 2 GiB for the quarter hour.
+    let zed = &got.usage[&("zz-odd".to_owned(), "zed".to_owned())];
+    assert_eq!(zed.usage.cpu_core_hours().to_string(), "0.5");
+    assert_eq!(zed.usage.memory_gib_hours().to_string(), "0.5");
+    assert_eq!(zed.usage.gpu_hours().to_string(), "0.75");
+    // On usage, the same pod is billed what it used.
+    let used = client(&cluster, fast()).await.collect(window()).await.unwrap();
+    assert_eq!(used.usage[&("zz-odd".to_owned(), "zed".to_owned())].usage.cpu_core_hours().to_string(), "0.062875");
+    cluster.stop().await;
+}

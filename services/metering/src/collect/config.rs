@@ -250,4 +250,19 @@ mod tests {
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
     }
+
+    #[test]
+    fn a_cluster_is_measured_by_its_own_source_and_short_windows_by_point() {
+        let (mine, other) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let config = CollectConfig { sources: [(mine, Source::Point)].into(), ..CollectConfig::default() };
+        assert_eq!((config.source_of(mine, 900), config.source_of(other, 900)), (Source::Point, Source::Readings));
+        assert_eq!(config.source_of(other, 60), Source::Readings, "four resolutions");
+        assert_eq!(config.source_of(other, 30), Source::Point, "too short to integrate");
+        let bad = CollectConfig { resolution_secs: 7, ..CollectConfig::default() }.validate("collect").unwrap_err();
+        assert!(bad.to_string().contains("collect.resolution_secs"), "{bad}");
+        assert_eq!(
+            (Basis::Usage.billed(5, 9), Basis::MaxRequestUsage.billed(5, 9), Basis::MaxRequestUsage.billed(9, 5)),
+            (5, 9, 9)
+        );
+    }
 }

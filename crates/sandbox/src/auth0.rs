@@ -852,17 +852,20 @@ fn token_params(req: &HttpRequest, body: &[u8]) -> HashMap<String, String> {
     params
 }
 
-/// A person's access token (and ID token) for `client_id`, as the token endpoint answers them.
-fn person_tokens(
-    s: &State,
-    base: &str,
-    user: &TestUser,
-    client_id: &str,
-    scope: &str,
-    audience: Option<&str>,
-    nonce: Option<&str>,
+/// What a person's tokens are issued for.
+struct Issue<'a> {
+    user: &'a TestUser,
+    client_id: &'a str,
+    scope: &'a str,
+    audience: Option<&'a str>,
+    nonce: Option<&'a str>,
+    /// Whether the answer carries an ID token.
     id_token: bool,
-) -> HttpResponse {
+}
+
+/// A person's access token (and ID token), as the token endpoint answers them.
+fn person_tokens(s: &State, base: &str, issue: &Issue<'_>) -> HttpResponse {
+    let Issue { user, client_id, scope, audience, nonce, id_token } = *issue;
     let lifetime = s.config.token_lifetime_secs;
     let iat = now();
     let issuer = format!("{base}/");
@@ -947,16 +950,15 @@ async fn token(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpRespons
                     return oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Failed to verify code verifier");
                 }
             }
-            person_tokens(
-                &s,
-                &base,
-                &pending.user,
-                &pending.client_id,
-                &pending.scope,
-                pending.audience.as_deref(),
-                pending.nonce.as_deref(),
-                true,
-            )
+            let issue = Issue {
+                user: &pending.user,
+                client_id: &pending.client_id,
+                scope: &pending.scope,
+                audience: pending.audience.as_deref(),
+                nonce: pending.nonce.as_deref(),
+                id_token: true,
+            };
+            person_tokens(&s, &base, &issue)
         }
         "password" | "http://auth0.com/oauth/grant-type/password-realm" if machine || !s.config.password_grant => {
             oauth_error(
@@ -985,7 +987,16 @@ async fn token(state: Shared, req: HttpRequest, body: web::Bytes) -> HttpRespons
             };
             let scope = p.get("scope").filter(|x| !x.is_empty()).cloned().unwrap_or_else(|| "openid".to_owned());
             let openid = scope.split(' ').any(|x| x == "openid");
-            person_tokens(&s, &base, &user, &get("client_id"), &scope, Some(audience.as_str()), None, openid)
+            let client_id = get("client_id");
+            let issue = Issue {
+                user: &user,
+                client_id: &client_id,
+                scope: &scope,
+                audience: Some(audience.as_str()),
+                nonce: None,
+                id_token: openid,
+            };
+            person_tokens(&s, &base, &issue)
         }
         "client_credentials" => {
             let Some(audience) = p.get("audience").filter(|a| !a.is_empty()) else {

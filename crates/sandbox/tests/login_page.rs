@@ -93,10 +93,13 @@ async fn exchange(sim: &Auth0Sim, code: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(id).unwrap()).unwrap()
 }
 
+/// What the Action posted: the secret header and the body, in order.
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// A webhook that records what the Action posts, with the secret header.
-fn action_sink() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+fn action_sink() -> (String, Seen) {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-    let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let sink = Arc::clone(&seen);
     let server = HttpServer::new(move || {
         let sink = Arc::clone(&sink);

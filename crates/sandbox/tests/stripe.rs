@@ -8,7 +8,7 @@ use chrono::TimeZone;
 use hmac::{Hmac, Mac};
 use hopsbridge_sandbox::clock::SimClock;
 use hopsbridge_sandbox::server::Served;
-use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim, WebhookFaults};
+use hopsbridge_sandbox::stripe::{HoldStatus, StripeConfig, StripeSim, WebhookFaults};
 use serde_json::Value;
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -1736,4 +1736,92 @@ async fn a_payment_checkout_with_price_data_completes_on_the_hosted_page_with_it
     let intent = RetrievePaymentIntent::new(done.payment_intent.unwrap().id().as_str()).send(&client).await.unwrap();
     assert_eq!(intent.amount, 2500);
     assert_eq!(intent.customer.unwrap().id().as_str(), customer);
+}
+
+/// A sandbox control request with JSON (`body` Some) or none.
+async fn control(sim: &StripeSim, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", sim.url())).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_applies_the_nth_matching_request_and_keeps_its_answer_until_released() {
+    let (sim, _client) = start();
+    let key = sim.secret_key();
+    // Arming through the control route: the second customer created is held.
+    let arm = serde_json::json!({ "method": "post", "path_prefix": "/v1/customers", "nth": 2 });
+    let (status, hold) = control(&sim, &key, reqwest::Method::POST, "/_sandbox/holds", Some(arm.clone())).await;
+    assert_eq!((status, hold["status"].as_str()), (200, Some("armed")), "{hold}");
+    let id = hold["id"].as_str().unwrap().to_owned();
+    let show = format!("/_sandbox/holds/{id}");
+
+    // A refused request is not applied, so it does not count; a read is another method.
+    let (status, _) = raw(&sim, reqwest::Method::POST, "/v1/customers", "unknown=1").await;
+    assert_eq!(status, 400);
+    assert_eq!(raw(&sim, reqwest::Method::GET, "/v1/customers", "").await.0, 200);
+    let (status, first) = raw(&sim, reqwest::Method::POST, "/v1/customers", "email=a%40example.com").await;
+    assert_eq!(status, 200, "the first match is answered: {first}");
+    assert_eq!(control(&sim, &key, reqwest::Method::GET, &show, None).await.1["matches_before"], 0);
+
+    let url = format!("{}/v1/customers", sim.url());
+    let held = tokio::spawn({
+        let key = key.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "held-1")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("email=b%40example.com")
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.json::<Value>().await.unwrap())
+        }
+    });
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = control(&sim, &key, reqwest::Method::GET, &show, None).await.1;
+        if seen["status"] == "held" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen["status"], "held", "{seen}");
+    assert_eq!(
+        (seen["held_path"].as_str(), seen["held_idempotency_key"].as_str()),
+        (Some("/v1/customers"), Some("held-1"))
+    );
+    assert_eq!(
+        sim.hold_status(&id),
+        Some(HoldStatus::Held { path: "/v1/customers".into(), idempotency_key: Some("held-1".into()) })
+    );
+    // Applied, its answer not out, and other requests served meanwhile.
+    assert_eq!(sim.customers().len(), 2, "the held request is applied");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "the answer waits for the release");
+    assert_eq!(raw(&sim, reqwest::Method::GET, "/v1/customers", "").await.0, 200);
+    let (status, third) = raw(&sim, reqwest::Method::POST, "/v1/customers", "email=c%40example.com").await;
+    assert_eq!(status, 200, "a hold holds one request: {third}");
+
+    let (status, released) = control(&sim, &key, reqwest::Method::POST, &format!("{show}/release"), None).await;
+    assert_eq!((status, released["status"].as_str()), (200, Some("released")));
+    let (status, customer) = tokio::time::timeout(Duration::from_secs(10), held).await.unwrap().unwrap();
+    assert_eq!((status, customer["email"].as_str()), (200, Some("b@example.com")));
+    assert_eq!(sim.customers().len(), 3);
+
+    // An armed hold released holds nothing; the control routes need the key and a hold.
+    let other = sim.hold("POST", "/v1/customers", 1);
+    sim.release(&other).unwrap();
+    assert_eq!(raw(&sim, reqwest::Method::POST, "/v1/customers", "email=d%40example.com").await.0, 200);
+    assert_eq!(sim.hold_status(&other), Some(HoldStatus::Released));
+    assert_eq!(control(&sim, "sk_test_wrong", reqwest::Method::POST, "/_sandbox/holds", Some(arm)).await.0, 401);
+    assert_eq!(control(&sim, &key, reqwest::Method::GET, "/_sandbox/holds/hold_none", None).await.0, 404);
+    let bad = serde_json::json!({ "method": "POST", "path_prefix": "v1", "nth": 0 });
+    assert_eq!(control(&sim, &key, reqwest::Method::POST, "/_sandbox/holds", Some(bad)).await.0, 400);
+    assert!(sim.release("hold_none").is_err());
 }

@@ -3,9 +3,9 @@
 
 use super::params::{list, s};
 use super::state::{
-    API_VERSION, Answer, ApiError, Bucket, DAY, IdempotencyRecord, RequestCtx, State, random_id, set_livemode,
+    API_VERSION, Answer, ApiError, Bucket, IdempotencyRecord, RequestCtx, State, random_id, set_livemode,
 };
-use super::{Shared, billing, catalog, checkout, customers, form, meters, payments, subscriptions, webhooks};
+use super::{Shared, billing, catalog, checkout, customers, form, holds, meters, payments, subscriptions, webhooks};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
@@ -17,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, shared: Arc<Shared>) {
         .route("/c/pay/{id}", web::post().to(checkout_pay))
         .route("/p/session/{id}", web::get().to(portal_page))
         .route("/i/{id}", web::get().to(invoice_page))
+        .configure(holds::configure)
         .default_service(web::to(handle));
 }
 
@@ -113,6 +114,23 @@ fn reply(status: u16, body: &Value, request_id: &str, version: &str, replayed: b
 }
 
 async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let mut held = None;
+    let response = respond(&req, &body, &shared, &mut held);
+    // A held request is applied; its answer waits for the release, other requests go on.
+    if let Some(release) = held {
+        holds::wait_released(release).await;
+    }
+    response
+}
+
+/// Answers one API request under the simulator's lock; `held` gets the release of the hold
+/// the request fell to, if any.
+fn respond(
+    req: &HttpRequest,
+    body: &web::Bytes,
+    shared: &Shared,
+    held: &mut Option<tokio::sync::watch::Receiver<bool>>,
+) -> HttpResponse {
     let request_id = random_id("req_", 14);
     // The version pinned by `Stripe-Version`, else the account's default.
     let version = req.headers().get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or(API_VERSION).to_owned();
@@ -198,7 +216,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     // Parameters come in the body of a POST (and of a DELETE, as Stripe's clients send them),
     // else in the query string.
     let raw = if has_body || method == Method::POST {
-        String::from_utf8_lossy(&body).into_owned()
+        String::from_utf8_lossy(body).into_owned()
     } else {
         req.query_string().to_owned()
     };
@@ -215,8 +233,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         if key.len() > 255 {
             return error(&ApiError::invalid("Idempotency keys may be at most 255 characters long.", None));
         }
-        let now = state.now();
-        state.idempotency.retain(|_, r| now - r.at < DAY);
+        state.expire_idempotency_keys();
         if let Some(record) = state.idempotency.get(key) {
             if record.request != fingerprint {
                 return error(&ApiError {
@@ -248,8 +265,12 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     set_livemode(&mut answer, state.livemode);
     // Stripe saves a result only once the endpoint started executing: not for parameters that
     // failed validation, which is where every 4xx here except a card error comes from.
+    if status == 200 {
+        *held = state.take_hold(method.as_str(), req.path(), idempotency_key.as_deref());
+    }
     if let Some(key) = idempotency_key.filter(|_| status == 200 || status == 402) {
         let at = state.now();
+        state.idempotency_order.push_back((at, key.clone()));
         state.idempotency.insert(key, IdempotencyRecord { request: fingerprint, status, body: answer.clone(), at });
     }
     reply(status, &answer, &request_id, &version, false)

@@ -17,6 +17,7 @@ mod checkout;
 mod customers;
 mod decimal;
 mod form;
+mod holds;
 mod meters;
 mod params;
 mod payments;
@@ -24,6 +25,7 @@ mod state;
 mod subscriptions;
 mod webhooks;
 
+pub use holds::HoldStatus;
 pub use state::{Attempt, Delivery, WebhookFaults};
 pub use webhooks::signature_header;
 
@@ -154,6 +156,29 @@ impl StripeSim {
     pub fn fail_next(&self, n: usize, status: u16) {
         let mut state = self.shared.lock();
         state.failures.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Holds the answer to the `nth` (1 = the next) request with `method` whose path starts
+    /// with `path_prefix` that Stripe applies (answers 2xx): its effect is made, its answer
+    /// waits until [`release`](Self::release). Other requests are served meanwhile. Answers the
+    /// hold's id. Also `POST /_sandbox/holds`.
+    pub fn hold(&self, method: &str, path_prefix: &str, nth: u32) -> String {
+        self.shared.lock().arm_hold(method, path_prefix, nth)
+    }
+
+    /// Where hold `id` stands (`GET /_sandbox/holds/{id}`); `None` for an unknown id.
+    #[must_use]
+    pub fn hold_status(&self, id: &str) -> Option<HoldStatus> {
+        self.shared.lock().hold_status(id)
+    }
+
+    /// Releases hold `id` (`POST /_sandbox/holds/{id}/release`): a held answer goes out (to a
+    /// client still waiting for it); an armed hold holds nothing any more.
+    ///
+    /// # Errors
+    /// When there is no hold `id`.
+    pub fn release(&self, id: &str) -> ControlResult<()> {
+        self.shared.lock().release_hold(id).map(|_| ()).map_err(|e| e.message)
     }
 
     /// How many injected failures are still to be answered.

@@ -288,6 +288,9 @@ pub struct State {
     /// The ids of each type of object (`"customer"`, …), oldest first.
     pub order: HashMap<String, Vec<String>>,
     pub idempotency: HashMap<String, IdempotencyRecord>,
+    /// The same keys in the order saved (the clock never goes back), so those older than 24
+    /// hours are dropped from the front instead of by a scan of all of them on every request.
+    pub idempotency_order: VecDeque<(i64, String)>,
     pub meter_events: Vec<Value>,
     pub meter_records: Vec<MeterRecord>,
     /// Each identifier seen in the last 24 hours: when it was received and its record.
@@ -307,6 +310,8 @@ pub struct State {
     pub pending: Vec<Pending>,
     pub faults: WebhookFaults,
     pub hold_until: Option<Instant>,
+    /// Hold controls (`holds`): requests whose answers are held back once applied.
+    pub holds: Vec<super::holds::Hold>,
 }
 
 pub fn random_id(prefix: &str, len: usize) -> String {
@@ -350,6 +355,7 @@ impl State {
             objects: BTreeMap::new(),
             order: HashMap::new(),
             idempotency: HashMap::new(),
+            idempotency_order: VecDeque::new(),
             meter_events: Vec::new(),
             meter_records: Vec::new(),
             meter_identifiers: HashMap::new(),
@@ -365,12 +371,27 @@ impl State {
             pending: Vec::new(),
             faults: WebhookFaults::default(),
             hold_until: None,
+            holds: Vec::new(),
         }
     }
 
     /// The calendar time, unix seconds: the clock's, or the scheduled time being acted on.
     pub fn now(&self) -> i64 {
         self.as_of.unwrap_or_else(|| self.clock.now())
+    }
+
+    /// Forgets the idempotency keys saved 24 hours or more ago (of the clock).
+    pub fn expire_idempotency_keys(&mut self) {
+        let now = self.now();
+        while let Some((at, _)) = self.idempotency_order.front()
+            && now - *at >= DAY
+        {
+            if let Some((at, key)) = self.idempotency_order.pop_front()
+                && self.idempotency.get(&key).is_some_and(|r| r.at == at)
+            {
+                self.idempotency.remove(&key);
+            }
+        }
     }
 
     /// `test` or `live`, as Stripe writes it in some ids (`cs_test_…`).

@@ -171,7 +171,7 @@ fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
             .content_type("text/html; charset=utf-8")
             .insert_header(("cache-control", "no-store"))
             .insert_header(("x-frame-options", "DENY"))
-            .insert_header(("content-security-policy", "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self' https:; frame-ancestors 'none'"))
+            .insert_header(("content-security-policy", "default-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'"))
             .body(html),
         Err(_) => HttpResponse::InternalServerError().content_type("text/plain; charset=utf-8").body("The page could not be drawn."),
     }

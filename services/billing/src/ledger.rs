@@ -402,7 +402,21 @@ impl Mails {
             .map_err(render)?;
             mail::enqueue(conn, &LowBalanceMail::dedup_key(owner, threshold, crossing), to, &rendered).await?;
         }
+        let cap_owners: Vec<OwnerId> = self.cap.iter().map(|m| m.0).collect();
+        let suspending: HashSet<OwnerId> = if cap_owners.is_empty() {
+            HashSet::new()
+        } else {
+            spending_caps::table
+                .filter(spending_caps::owner_id.eq_any(&cap_owners))
+                .filter(spending_caps::cap_action.eq("suspend"))
+                .select(spending_caps::owner_id)
+                .load::<OwnerId>(conn)
+                .await?
+                .into_iter()
+                .collect()
+        };
         for (owner, month, percent, spent, cap) in self.cap {
+            let suspends = suspending.contains(&owner);
             let month = month.format("%Y-%m").to_string();
             let key = CapMail::dedup_key(owner, &month, percent);
             let body = CapMail {
@@ -411,6 +425,7 @@ impl Mails {
                 spent: major(spent),
                 cap: major(Decimal::from(cap)),
                 currency: currency.clone(),
+                suspends,
                 link: link.clone(),
             };
             if let Some(to) = emails.get(&owner.as_user()) {
@@ -422,7 +437,12 @@ impl Mails {
                     lines: vec![
                         format!("Owner: {owner}"),
                         format!("Spent this month: {} of a {} {currency} cap", body.spent, body.cap),
-                        "The cap is soft: nothing was stopped.".to_owned(),
+                        if suspends {
+                            "The owner's cap suspends: the account is suspended until the next month or a higher cap."
+                        } else {
+                            "The cap is soft: nothing was stopped."
+                        }
+                        .to_owned(),
                     ],
                     link: None,
                 };

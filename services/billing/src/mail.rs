@@ -78,6 +78,8 @@ pub struct CapMail {
     pub cap: String,
     /// Uppercase ISO 4217.
     pub currency: String,
+    /// Whether reaching the cap suspends the account (`cap_action` `suspend`).
+    pub suspends: bool,
     /// The billing page.
     pub link: String,
 }
@@ -190,9 +192,13 @@ mod tests {
             spent: "90.00".into(),
             cap: "100.00".into(),
             currency: "USD".into(),
+            suspends: false,
             link: "https://app.example/billing".into(),
         };
         let r = cap.render().unwrap();
+        assert!(r.text.contains("only alerts"), "{}", r.text);
+        let suspending = CapMail { suspends: true, ..cap.clone() }.render().unwrap();
+        assert!(suspending.text.contains("suspended until the next month") && !suspending.text.contains("only alerts"));
         assert!(r.subject.contains("90 %") && r.text.contains("90.00 of 100.00 USD"), "{}", r.text);
         assert_eq!(CapMail::dedup_key("o", "2026-12", 80), "billing.cap:o:2026-12:80");
         let standing = StandingMail {

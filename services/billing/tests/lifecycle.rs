@@ -579,6 +579,11 @@ async fn a_suspending_spending_cap_suspends_at_100_percent_until_raised_or_a_new
     let view = w.plan(user).await;
     let r = restriction(&view, "spending_cap").expect("the cap's restriction");
     assert_eq!(r["detail"], "2026-11");
+    let told = count(
+        &w.db,
+        "mail_outbox WHERE kind = 'billing.spending_cap' AND text_body LIKE '%suspended until the next month%'",
+    );
+    assert_eq!(told.await, 3, "80, 90 and 100 % each say the cap suspends");
     assert_eq!(w.pass().await.suspended, 1);
     assert_eq!(w.restricted_of(user).await.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), ["spending_cap"]);
 

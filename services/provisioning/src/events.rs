@@ -9,7 +9,7 @@ use crate::users::{self, Person};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::events::{
     PaymentMethodAddedV1, PlanChangedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1,
-    UserReactivatedV1, UserSuspendedV1,
+    UserReactivatedV1, UserSignedInV1, UserSuspendedV1,
 };
 use hopsbridge_domain::{AccountStatus, ProjectRole, UserId};
 use hopsbridge_platform::events::{
@@ -97,6 +97,22 @@ impl Handler<UserDeletedV1> for UserStatus {
             Err(e) if e.code() == Some(ProvisioningCode::NotAssigned) => {}
             Err(e) => return Err(HandlerError::Retry(e.into())),
         }
+        Ok(())
+    }
+}
+
+/// A sign-in (login repair): the person's Hopsworks account is checked against ours (status and
+/// `maxNumProjects`) and set again where it differs, by the same push as a change.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedIn;
+
+impl Handler<UserSignedInV1> for SignedIn {
+    async fn handle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &ReceivedEvent<UserSignedInV1>,
+    ) -> Result<(), HandlerError> {
+        lifecycle::mark_due(conn, user_id(&event.payload.user_id)?).await?;
         Ok(())
     }
 }

@@ -15,7 +15,8 @@
 //!   projects, then unassigns them ([`teams`]).
 //! - `UserSuspendedV1` blocks the person's Hopsworks account and `UserReactivatedV1` activates
 //!   it, and each owner's `maxNumProjects` follows their plan (`PlanChangedV1`) and the project
-//!   sync, pushed until Hopsworks agrees ([`lifecycle`]); each cluster's projects are synced on
+//!   sync, pushed until Hopsworks agrees, and checked again at each sign-in
+//!   (`UserSignedInV1`) ([`lifecycle`]); each cluster's projects are synced on
 //!   a schedule and on demand, and each owner's count announced (`ProjectsCountedV1`,
 //!   [`project_sync`]).
 //!
@@ -63,7 +64,7 @@ pub use config::ProvisioningConfig;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
     PaymentMethodAddedV1, PlanChangedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1, UserDeletedV1,
-    UserReactivatedV1, UserSuspendedV1,
+    UserReactivatedV1, UserSignedInV1, UserSuspendedV1,
 };
 use hopsbridge_platform::cli::ExtraCommand;
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
@@ -129,6 +130,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated).with_hooks(hooks.clone());
     let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus).with_hooks(hooks.clone());
     let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus).with_hooks(hooks.clone());
+    let signed_in = service.consumer::<UserSignedInV1, _>(events::SignedIn).with_hooks(hooks.clone());
     let default_active_projects = config.projects.default_active_projects;
     let plans =
         service.consumer::<PlanChangedV1, _>(events::PlanChanged { default_active_projects }).with_hooks(hooks.clone());
@@ -154,6 +156,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         .with_task("user-reactivated", move |cancel| reactivated.run(cancel))
         .with_task("user-deleted", move |cancel| deleted.run(cancel))
         .with_task("plan-changed", move |cancel| plans.run(cancel))
+        .with_task("user-signed-in", move |cancel| signed_in.run(cancel))
         .with_task("project-sync", move |cancel| scheduled.run(cancel))
         .with_task("payment-method-added", move |cancel| paid.run(cancel))
         .with_task("team-member-joined", move |cancel| joined.run(cancel))

@@ -302,3 +302,27 @@ async fn a_members_project_counts_against_their_owner() {
         p.count(&format!("SELECT max_num_projects::bigint AS n FROM assignments WHERE user_id = '{member}'")).await;
     assert_eq!(member_limit, 0, "members stay at 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_repairs_an_account_whose_status_drifted() {
+    let p = start().await;
+    let sim = hopsworks("c1");
+    let owner = Uuid::now_v7();
+    let (_, account) = owner_on_cluster(&p, &sim, owner, "ada@example.com").await;
+    // Blocked by hand in Hopsworks, while the person is active here.
+    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let answer = client
+        .put(format!("{}/admin/users/{}", sim.url(), account.id))
+        .header("authorization", format!("ApiKey {}", sim.api_key()))
+        .json(&serde_json::json!({"status": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    assert_eq!(drift(&p).await["items"].as_array().unwrap().len(), 1);
+
+    let id = p.publish(&hopsbridge_contracts::events::UserSignedInV1 { user_id: owner.to_string() }, None).await;
+    p.handled(&id).await;
+    wait_account(&sim, "ada@example.com", "was activated again", |u| u.status == 2).await;
+}

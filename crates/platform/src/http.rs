@@ -399,9 +399,28 @@ pub fn has_json_nul(body: &[u8]) -> bool {
     false
 }
 
+/// Whether the request says its body is JSON (`application/json`, or a `+json` type).
+fn declares_json(req: &ServiceRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+}
+
+/// Whether a JSON body is an object, `null` or empty: every body the API takes (with POST, PUT
+/// or PATCH) is an object (a few may be `null` or left out). serde's derived structs would also read an array by
+/// position (`[null, null]` as both fields absent), so anything else is refused here.
+#[must_use]
+pub fn is_object_or_null(body: &[u8]) -> bool {
+    let text = body.trim_ascii();
+    text.is_empty() || text.first() == Some(&b'{') || text == b"null"
+}
+
 /// The refusal of a request before any handler: a method no path implements (501), a NUL
-/// character in the path, query or body (400), or a body over `max_body_bytes` (413). A body
-/// that passes is put back for the handler, unchanged.
+/// character in the path, query or body (400), a JSON body that is not an object (400), or a
+/// body over `max_body_bytes` (413). A body that passes is put back for the handler, unchanged.
 async fn input_guard(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -429,6 +448,13 @@ async fn input_guard(
     }
     if has_json_nul(&body) {
         return refuse(req, PlatformCode::NulCharacter.error());
+    }
+    let takes_body = matches!(
+        *req.method(),
+        actix_web::http::Method::POST | actix_web::http::Method::PUT | actix_web::http::Method::PATCH
+    );
+    if takes_body && declares_json(&req) && !is_object_or_null(&body) {
+        return refuse(req, PlatformCode::InvalidBody.with_message("the request body must be a JSON object"));
     }
     req.set_payload(actix_web::dev::Payload::from(body.freeze()));
     Ok(next.call(req).await?.map_into_left_body())

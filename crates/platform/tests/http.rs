@@ -298,6 +298,22 @@ async fn a_nul_in_the_path_query_or_body_is_refused_before_any_handler() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_that_is_not_an_object_is_refused_before_any_handler() {
+    let s = start().await;
+    for body in [&b"[null, null]"[..], b" [1]", b"1", b"\"text\"", b"true"] {
+        let (status, _, answer) = raw(&s.base, "POST", "/echo", body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let (status, _, answer) = raw(&s.base, "POST", "/echo", b" {\"a\": [1]} ").await;
+    assert_eq!((status, answer), (200, serde_json::json!({"a": [1]})), "an object still reaches the handler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_platform_code_is_answered_by_the_shared_pipeline_with_its_status() {
     use hopsbridge_platform::http::{ErrorCode, PlatformCode};
     let s = start().await;

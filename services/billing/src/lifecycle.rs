@@ -430,7 +430,7 @@ impl Lifecycle {
     }
 
     /// Changes `owner`'s plan (the caller holds the account's lock and the owner's), then
-    /// re-judges their projects and, with a card on a paying plan, their exhausted credits.
+    /// re-judges their projects against the new plan's allowance.
     ///
     /// # Errors
     /// When Postgres fails or a mail does not render.
@@ -534,7 +534,8 @@ impl Lifecycle {
         if acting && let Some(account) = account {
             match kind.as_str() {
                 "subscription_ended" => {
-                    let paying = !matches!(plans::current(conn, owner).await?, Some(Plan::Free));
+                    // As for a lost card: prepaid owners pay with credits and keep their plan.
+                    let paying = matches!(plans::current(conn, owner).await?, None | Some(Plan::Payg));
                     if paying && account.stripe_subscription_id.as_deref() == Some(subject.as_str()) {
                         self.change_plan(conn, owner, Plan::Free, (plans::reason::SUBSCRIPTION_DELETED, None)).await?;
                     }

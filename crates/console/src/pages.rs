@@ -171,9 +171,14 @@ fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
             .content_type("text/html; charset=utf-8")
             .insert_header(("cache-control", "no-store"))
             .insert_header(("x-frame-options", "DENY"))
-            .insert_header(("content-security-policy", "default-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'"))
+            .insert_header((
+                "content-security-policy",
+                "default-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ))
             .body(html),
-        Err(_) => HttpResponse::InternalServerError().content_type("text/plain; charset=utf-8").body("The page could not be drawn."),
+        Err(_) => HttpResponse::InternalServerError()
+            .content_type("text/plain; charset=utf-8")
+            .body("The page could not be drawn."),
     }
 }
 
@@ -232,7 +237,12 @@ impl<'a> Ctx<'a> {
         match backend.viewer(req).await {
             Ok(Some(viewer)) => Ok(Self { backend, req, viewer }),
             Ok(None) if backend.login_enabled() => {
-                let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                // A form's route has no page of its own: come back to the overview after signing in.
+                let here = if req.method() == actix_web::http::Method::GET {
+                    req.uri().path_and_query().map_or("/", |pq| pq.as_str())
+                } else {
+                    "/"
+                };
                 let query = serde_urlencoded::to_string([("returnTo", here)]).unwrap_or_default();
                 Err(Box::new(see_other(&format!("/api/auth/login?{query}"))))
             }

@@ -433,3 +433,11 @@ async fn a_member_sees_their_own_usage_without_cost() {
     assert!(!body.contains(r#"<a href="/usage/"#), "a member's days do not link to billed samples");
     assert_eq!(fake.calls().len(), 1, "only the member's own usage is asked for: {:?}", fake.calls());
 }
+
+#[actix_web::test]
+async fn a_form_posted_after_the_session_ended_changes_nothing_and_leads_to_sign_in() {
+    let fake = Arc::new(Fake::as_(None));
+    let (status, location) = post(fake.clone(), "/team/invite", &[("csrf", CSRF), ("email", "bob@example.com")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/api/auth/login?returnTo=%2F")));
+    assert!(fake.calls().is_empty());
+}

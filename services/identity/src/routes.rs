@@ -107,7 +107,15 @@ async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> R
         .db
         .transaction(|c| {
             let (person, now) = (person.clone(), state.clock.now());
-            Box::pin(async move { users::create_if_absent(c, &person, now).await })
+            Box::pin(async move {
+                let (user, created) = users::create_if_absent(c, &person, now).await?;
+                // Auth0 does not wait for the Action, so a first call can make the person from
+                // the token, which carries no name; the Action's name fills it in, once.
+                if !created && user.name.is_empty() && !person.name.is_empty() {
+                    return Ok::<_, IdentityError>((users::rename(c, user.id, &person.name).await?, false));
+                }
+                Ok((user, created))
+            })
         })
         .await?;
     Ok(HttpResponse::Ok().json(json!({"user_id": user.id, "created": created})))

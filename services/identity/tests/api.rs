@@ -77,6 +77,30 @@ async fn racing_the_webhook_against_first_calls_still_makes_one_user_and_one_eve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_arriving_after_the_first_call_fills_in_the_name_and_nothing_else() {
+    let identity = start().await;
+    let caller = identity.sign_in("auth0|ada", "ada@example.com").await;
+    let (_, before) = identity.call(Method::GET, "/api/me", Some(&caller), None).await;
+    assert_eq!(before["name"], "", "the token carries no name");
+    let action = identity.webhook(WEBHOOK_SECRET);
+    let client = reqwest::Client::new();
+    let ada = TestUser::database("ada", "ada@example.com", "Ada Lovelace");
+    assert_eq!(action.fire(&client, &ada).await.unwrap(), 200);
+    let (_, after) = identity.call(Method::GET, "/api/me", Some(&caller), None).await;
+    assert_eq!((after["id"].clone(), after["name"].as_str()), (before["id"].clone(), Some("Ada Lovelace")));
+    assert_eq!(identity.users().await, 1);
+    assert_eq!(identity.events("UserCreated").await, 1);
+    // A name the person chose since is theirs: a replayed Action does not overwrite it.
+    let (status, _) = identity
+        .call(Method::PATCH, "/api/me", Some(&caller), Some(json!({"name": "Countess"})))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(action.fire(&client, &ada).await.unwrap(), 200);
+    let (_, last) = identity.call(Method::GET, "/api/me", Some(&caller), None).await;
+    assert_eq!(last["name"], "Countess");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_social_login_is_created_on_its_first_call_and_needs_an_email() {
     let identity = start().await;
     let (status, body) =

@@ -3,12 +3,14 @@
 //! the sandbox), sees their cluster, and, once their lab's pods have been measured, sees on the
 //! usage page the cost and the upcoming invoice the API gives them, and on a day's page the cost
 //! of that day's samples; they invite someone with the team page's form, and an invited person
-//! joins through the invitation page.
+//! joins through the invitation page. An admin registers a cluster with the clusters page's form.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use hopsbridge_console::format;
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
+use hopsbridge_sandbox::auth0::TestUser;
+use hopsbridge_sandbox::world::World;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -219,4 +221,39 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     // The member sees their membership and no billing.
     assert_eq!(other.get("/billing").await.status, 403);
     assert!(other.get("/team").await.body.contains("Person console"));
+
+    // An admin registers a cluster with the clusters page's form (inactive: nobody is placed
+    // there); a person who is not an admin cannot.
+    let admin = TestUser::database("journey-admin", "admin@hopsbridge.example", "Journey Admin");
+    let admin = Person { auth0: admin, token: platform.admin_token.clone(), user_id: uuid::Uuid::nil() };
+    let mut operator = Browser::new(&platform.gateway);
+    assert_eq!(operator.sign_in(&platform, &admin, "/admin/clusters").await, "/admin/clusters");
+    let page = operator.get("/admin/clusters").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let registration = World::registration(&platform.world.clusters[0], 3, "eu-west");
+    let field = |k: &str| registration[k].as_str().unwrap().to_owned();
+    let form = [
+        ("csrf", csrf(&page.body)),
+        ("name", "eu-spare".to_owned()),
+        ("region", "eu-west".to_owned()),
+        ("api_url", field("api_url")),
+        ("api_key", field("api_key")),
+        ("oauth_client_id", field("oauth_client_id")),
+        ("capacity", "3".to_owned()),
+        ("status", "inactive".to_owned()),
+        ("kubeconfig", field("kubeconfig")),
+        ("ca_bundle", field("ca_bundle")),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut as_owner = form.clone();
+    as_owner[0].1 = &token;
+    assert_eq!(browser.post("/admin/clusters", &as_owner).await.status, 403, "an owner is no admin");
+    let registered = operator.post("/admin/clusters", &form).await;
+    assert_eq!(registered.location.as_deref(), Some("/admin/clusters?done=registered"), "{}", registered.body);
+    let (_, clusters) = platform.call("GET", "/api/admin/clusters", &platform.admin_token, None).await;
+    let spare = clusters.as_array().unwrap().iter().find(|c| c["name"] == "eu-spare").expect("the registered cluster");
+    assert_eq!((spare["capacity"].as_i64(), spare["status"].as_str()), (Some(3), Some("inactive")), "{spare}");
+    let page = operator.get("/admin/clusters?done=registered").await;
+    assert!(page.body.contains("The cluster was registered.") && page.body.contains("eu-spare"), "{}", page.body);
+    assert!(!page.body.contains(&field("api_key")), "the API key is never shown");
 }

@@ -52,7 +52,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, data: Data) {
         .route("/admin/clusters", web::get().to(admin_clusters))
         .route("/admin/clusters", web::post().to(admin_clusters_register))
         .route("/admin/metering", web::get().to(admin_metering))
-        .route("/admin/prices", web::get().to(admin_prices));
+        .route("/admin/prices", web::get().to(admin_prices))
+        .route("/admin/assignments", web::get().to(admin_assignments))
+        .route("/admin/findings", web::get().to(admin_findings));
 }
 
 async fn css() -> HttpResponse {
@@ -1300,4 +1302,20 @@ async fn admin_prices(data: Data, req: HttpRequest) -> HttpResponse {
         StatusCode::OK,
         &TablesPage { l: ctx.layout("Prices", "/admin"), tables: vec![table("Every price version", &prices)] },
     )
+}
+
+async fn admin_assignments(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    let page: serde_json::Value = tri!(ctx.fetch("/api/admin/assignments?limit=200").await);
+    let tables = vec![table("Assignments, oldest first", &page)];
+    render(StatusCode::OK, &TablesPage { l: ctx.layout("Assignments", "/admin"), tables })
+}
+
+async fn admin_findings(data: Data, req: HttpRequest) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.admin_only());
+    let findings: serde_json::Value = tri!(ctx.fetch("/api/admin/billing/findings").await);
+    let tables = vec![table("Integrity findings, newest first", &findings)];
+    render(StatusCode::OK, &TablesPage { l: ctx.layout("Integrity findings", "/admin"), tables })
 }

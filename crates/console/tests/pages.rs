@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use actix_web::{App, HttpRequest, test, web};
+use actix_web::{App, HttpRequest, test};
 use futures::future::LocalBoxFuture;
 use hopsbridge_console::{Answer, Backend, Method, Viewer};
 use serde_json::{Value, json};
@@ -362,7 +362,15 @@ async fn resending_and_cancelling_find_the_invitation_by_its_address() {
 #[actix_web::test]
 async fn admin_pages_are_for_admins() {
     let fake = Arc::new(Fake::as_(owner()));
-    for path in ["/admin", "/admin/people", "/admin/clusters", "/admin/metering", "/admin/prices"] {
+    for path in [
+        "/admin",
+        "/admin/people",
+        "/admin/clusters",
+        "/admin/metering",
+        "/admin/prices",
+        "/admin/assignments",
+        "/admin/findings",
+    ] {
         assert_eq!(get(fake.clone(), path).await.0, 403, "{path}");
     }
     assert_eq!(post(fake.clone(), "/admin/people/suspend", &[("csrf", CSRF), ("email", "x@example.com")]).await.0, 403);
@@ -378,7 +386,27 @@ async fn admin_pages_are_for_admins() {
         post(fake.clone(), "/admin/people/suspend", &[("csrf", CSRF), ("email", "bob@example.com")]).await;
     assert_eq!((status, location.as_deref()), (303, Some("/admin/people?q=bob%40example.com&done=suspended")));
     assert!(fake.calls().iter().any(|(m, p, _)| m == "POST" && p == "/api/admin/users/u-bob/suspend"));
-    let _ = web::Data::new(0);
+}
+
+#[actix_web::test]
+async fn an_admin_reads_findings_as_a_table_with_their_text_escaped() {
+    let admin = Some(Viewer { admin: true, ..owner().unwrap() });
+    let fake = Arc::new(Fake::as_(admin).answer(
+        "GET",
+        "/api/admin/billing/findings",
+        200,
+        json!({"findings": [
+        {"kind": "ledger_mismatch", "detail": "<img src=x>", "count": 2, "nested": {"skipped": true}}]}),
+    ));
+    let (status, body, _) = get(fake, "/admin/findings").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<th scope=\"col\">kind</th>")
+            && body.contains("<td>ledger_mismatch</td>")
+            && body.contains("<td>2</td>"),
+        "{body}"
+    );
+    assert!(!body.contains("<img") && !body.contains("skipped"), "escaped, nested values left out: {body}");
 }
 
 #[actix_web::test]

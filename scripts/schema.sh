@@ -98,9 +98,9 @@ generate() {
     fi
 }
 
-generate platform crates/platform/src/schema.rs --only-tables outbox inbox mail_outbox
+generate platform crates/platform/src/schema.rs --only-tables outbox inbox mail_outbox dead_letters
 for dir in migrations/*/; do
     owner=$(basename "${dir}")
     [[ ${owner} == platform ]] && continue
-    generate "${owner}" "services/${owner}/src/schema.rs" --except-tables outbox inbox mail_outbox
+    generate "${owner}" "services/${owner}/src/schema.rs" --except-tables outbox inbox mail_outbox dead_letters
 done

@@ -3,6 +3,25 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    dead_letters (id) {
+        id -> Uuid,
+        consumer -> Text,
+        message_key -> Text,
+        event_id -> Nullable<Uuid>,
+        event_type -> Nullable<Text>,
+        subject -> Text,
+        body -> Bytea,
+        reason -> Text,
+        deliveries -> Int8,
+        first_failed_at -> Timestamptz,
+        last_failed_at -> Timestamptz,
+        replays -> Int4,
+        replay_outcome -> Nullable<Text>,
+        replayed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     inbox (consumer, event_id) {
         consumer -> Text,
         event_id -> Uuid,
@@ -44,4 +63,4 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(inbox, mail_outbox, outbox,);
+diesel::allow_tables_to_appear_in_same_query!(dead_letters, inbox, mail_outbox, outbox,);

@@ -8,7 +8,7 @@ use crate::caller::CallerKey;
 use crate::clock::Clock;
 use crate::config::{DataServiceConfig, HttpConfig, ShutdownConfig};
 use crate::db::{Database, Migrations, PostgresCheck};
-use crate::events::{Consumer, EventBus, Handler, NatsCheck, Relay};
+use crate::events::{Consumer, EventBus, Handler, NatsCheck, Relay, Replayers};
 use crate::http::{self, ReadinessCheck};
 use actix_web::web;
 use futures::future::BoxFuture;
@@ -146,6 +146,8 @@ pub struct DataService {
     pub bus: EventBus,
     /// The calendar clock (`[clock]`).
     pub clock: Clock,
+    /// Its consumers' handlers, by consumer name, for replaying dead letters.
+    pub replayers: Replayers,
 }
 
 impl DataService {
@@ -163,19 +165,22 @@ impl DataService {
         let db = Database::new(&config.database, migrations.schema)?;
         let bus = EventBus::connect(&config.nats, service).await?;
         bus.ensure_streams().await?;
-        Ok(Self { service, config, db, bus, clock })
+        Ok(Self { service, config, db, bus, clock, replayers: Replayers::default() })
     }
 
-    /// A consumer of `E` for this service, named `<service>-<event token>`.
+    /// A consumer of `E` for this service, named `<service>-<event token>`; its dead letters
+    /// can be replayed through the admin routes.
     #[must_use]
     pub fn consumer<E: Event, H: Handler<E>>(&self, handler: H) -> Consumer<E, H> {
-        Consumer::new(
+        let consumer = Consumer::new(
             format!("{}-{}", self.service.name(), E::TOKEN),
             self.db.clone(),
             self.bus.clone(),
             self.config.events.clone(),
             handler,
-        )
+        );
+        self.replayers.register(&consumer);
+        consumer
     }
 
     /// The relay of this service's outbox.
@@ -192,7 +197,7 @@ impl DataService {
 
     /// The HTTP server with Postgres and NATS readiness checks (and `"clock": "simulated"` when
     /// the clock follows a simulated one), `routes` (which may extract a
-    /// gateway-signed [`crate::caller::Caller`]) and the admin mail routes, and the outbox relay,
+    /// gateway-signed [`crate::caller::Caller`]), the admin mail and dead-letter routes, and the outbox relay,
     /// the mail relay and inbox pruning running in the background. Add consumers with
     /// [`Application::with_task`].
     ///
@@ -212,10 +217,12 @@ impl DataService {
                 .map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?,
         );
         let (service, mail_db, mail_cfg) = (self.service.name(), self.db.clone(), self.config.mail.clone());
+        let replayers = self.replayers.clone();
         // Every route can take a `Caller`, verified with the gateway's key.
         let routes: Routes = Arc::new(move |c: &mut web::ServiceConfig| {
             c.app_data(key.clone());
             crate::mail::configure_routes(c, service, mail_db.clone(), &mail_cfg);
+            crate::events::configure_dead_letter_routes(c, service, mail_db.clone(), replayers.clone());
             routes(c);
         });
         Ok(Application::new(self.service, &self.config.http, &self.config.shutdown, checks, routes)?

@@ -14,7 +14,12 @@
 //! | [`HandlerError::Retry`] | nak with the configured backoff; after `max_deliver` deliveries, dead letter |
 //! | [`HandlerError::Reject`], undecodable, wrong type | dead letter with the reason, then term |
 //! | Postgres unavailable | the batch is held (in-progress acks) and tried again until it is back |
+//!
+//! A dead letter is written to the service's `dead_letters` table and published to the
+//! dead-letter subject; admins replay it through the same handler and inbox
+//! ([`super::dead_letters`]).
 
+use super::dead_letters::{self, Failure, Replayer};
 use super::{EventBus, Hook, headers};
 use crate::config::EventsConfig;
 use crate::db::{Database, DbError};
@@ -25,6 +30,7 @@ use diesel::prelude::*;
 use diesel::upsert::on_constraint;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use hopsbridge_contracts::Event;
 use hopsbridge_contracts::events::Envelope;
 use hopsbridge_domain::EventId;
@@ -264,29 +270,19 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
 
     fn decode(&self, message: async_nats::jetstream::Message) -> Delivery<E> {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-        let decoded = Envelope::decode(message.payload.as_ref())
-            .map_err(|e| format!("undecodable envelope: {e}"))
-            .and_then(|env| {
-                if env.event_type != E::TYPE || env.schema_version != E::VERSION {
-                    return Err(format!(
-                        "expected {}V{}, got {}V{}",
-                        E::TYPE,
-                        E::VERSION,
-                        env.event_type,
-                        env.schema_version
-                    ));
-                }
-                let id: EventId = env.event_id.parse().map_err(|e| format!("bad event id: {e}"))?;
-                let payload = E::decode(env.payload.as_slice()).map_err(|e| format!("undecodable payload: {e}"))?;
-                let causation = env.causation_id.parse().ok();
-                let occurred_at =
-                    chrono::DateTime::from_timestamp_micros(env.occurred_at_unix_micros).unwrap_or_default();
-                Ok((
-                    ReceivedEvent { id, causation, occurred_at, delivered, payload },
-                    env.trace_context.into_iter().collect(),
-                ))
-            });
+        let decoded = decode_envelope(message.payload.as_ref(), delivered);
         Delivery { message, delivered, decoded }
+    }
+
+    /// The consumer's name and what replays its dead letters: the same handler, through the
+    /// same inbox.
+    pub(crate) fn replayer(&self) -> (String, Arc<dyn Replayer>) {
+        let replayer = ConsumerReplayer::<E, H> {
+            name: self.name.clone(),
+            handler: Arc::clone(&self.handler),
+            _event: PhantomData,
+        };
+        (self.name.clone(), Arc::new(replayer))
     }
 
     async fn process(&self, deliveries: Vec<Delivery<E>>, cancel: &CancellationToken) {
@@ -432,9 +428,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         let Ok((event, trace_context)) = &d.decoded else {
             return tracing::Span::none();
         };
-        let span = tracing::info_span!("handle_event", consumer = %self.name, event_id = %event.id, event_type = E::TYPE, delivered = d.delivered);
-        telemetry::set_remote_parent(&span, trace_context);
-        span
+        event_span(&self.name, event, trace_context)
     }
 
     async fn after_commit(&self, ids: Vec<EventId>) {
@@ -456,12 +450,36 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         }
     }
 
-    /// Publishes the message to the dead-letter subject with its reason, then terminates it.
-    /// If the dead letter cannot be published, the message is left to be redelivered.
+    /// Records the message in the `dead_letters` table and publishes it to the dead-letter
+    /// subject with its reason, then terminates it. If either fails, the message is left to be
+    /// redelivered (a second record of it updates the first).
     async fn dead_letter(&self, d: &Delivery<E>, reason: &str) {
         let subjects = self.bus.subjects();
         let mut h = d.message.headers.clone().unwrap_or_default();
         let event_id = h.get(headers::MSG_ID).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        let header_type = h.get(headers::EVENT_TYPE).map(|v| v.as_str().to_owned());
+        let known_id = d.event().map(|e| e.id.as_uuid()).or_else(|| event_id.parse().ok());
+        let sequence = d.message.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let failure = Failure {
+            consumer: &self.name,
+            message_key: known_id.map_or_else(|| format!("stream:{sequence}"), |id| id.to_string()),
+            event_id: known_id,
+            event_type: header_type.or_else(|| d.event().map(|_| format!("{}V{}", E::TYPE, E::VERSION))),
+            subject: d.message.subject.as_str(),
+            body: d.message.payload.as_ref(),
+            reason,
+            deliveries: d.delivered,
+        };
+        let recorded = async {
+            let mut conn = self.db.conn().await?;
+            dead_letters::record(&mut conn, &failure).await
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::error!(consumer = %self.name, error = %e, "dead letter could not be recorded; will retry");
+            let _ = d.message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            return;
+        }
         h.insert(headers::MSG_ID, format!("{event_id}:{}", self.name).as_str());
         h.insert(headers::DEAD_LETTER_REASON, reason);
         h.insert(headers::ORIGINAL_SUBJECT, d.message.subject.as_str());
@@ -495,6 +513,59 @@ impl<E> Delivery<E> {
     }
 }
 
+type Decoded<E> = Result<(ReceivedEvent<E>, HashMap<String, String>), String>;
+
+/// Takes a message's envelope apart into the event and its trace context, or says why it is
+/// not an `E`.
+fn decode_envelope<E: Event>(body: &[u8], delivered: i64) -> Decoded<E> {
+    let env = Envelope::decode(body).map_err(|e| format!("undecodable envelope: {e}"))?;
+    if env.event_type != E::TYPE || env.schema_version != E::VERSION {
+        return Err(format!("expected {}V{}, got {}V{}", E::TYPE, E::VERSION, env.event_type, env.schema_version));
+    }
+    let id: EventId = env.event_id.parse().map_err(|e| format!("bad event id: {e}"))?;
+    let payload = E::decode(env.payload.as_slice()).map_err(|e| format!("undecodable payload: {e}"))?;
+    let causation = env.causation_id.parse().ok();
+    let occurred_at = chrono::DateTime::from_timestamp_micros(env.occurred_at_unix_micros).unwrap_or_default();
+    Ok((ReceivedEvent { id, causation, occurred_at, delivered, payload }, env.trace_context.into_iter().collect()))
+}
+
+/// The span an event is handled in: a child of the span that published it.
+fn event_span<E: Event>(
+    consumer: &str,
+    event: &ReceivedEvent<E>,
+    trace_context: &HashMap<String, String>,
+) -> tracing::Span {
+    let span = tracing::info_span!("handle_event", consumer = %consumer, event_id = %event.id, event_type = E::TYPE, delivered = event.delivered);
+    telemetry::set_remote_parent(&span, trace_context);
+    span
+}
+
+/// Replays a consumer's dead letters through its handler and inbox.
+struct ConsumerReplayer<E, H> {
+    name: String,
+    handler: Arc<H>,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E: Event, H: Handler<E>> Replayer for ConsumerReplayer<E, H> {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        body: &'a [u8],
+        delivered: i64,
+    ) -> BoxFuture<'a, Result<bool, HandlerError>> {
+        Box::pin(async move {
+            let (event, trace_context) = decode_envelope::<E>(body, delivered).map_err(HandlerError::Reject)?;
+            if claim(conn, &self.name, E::TYPE, std::iter::once(event.id)).await?.is_empty() {
+                return Ok(false);
+            }
+            let span = event_span(&self.name, &event, &trace_context);
+            self.handler.handle(conn, &event).instrument(span).await?;
+            Ok(true)
+        })
+    }
+}
+
 /// The growing pause while Postgres is away: 100 ms doubling to 5 s, and never longer than
 /// half of `ack_wait`, so the in-progress acks arrive before JetStream would redeliver.
 struct Outage {
@@ -514,7 +585,7 @@ impl Outage {
 }
 
 /// True when a handler failed because Postgres went away (not because of the event).
-fn is_outage(e: &anyhow::Error) -> bool {
+pub(crate) fn is_outage(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| matches!(cause.downcast_ref::<DbError>(), Some(DbError::Unavailable(_))))
 }
 

@@ -11,10 +11,13 @@
 //! 3. A [`consumer::Consumer`] pulls from a durable JetStream consumer, records the event id in
 //!    its inbox in the same transaction as the handler's effect, commits, then acks. A message
 //!    redelivered after a crash finds its id in the inbox and is acked without a second effect.
-//!    A message that can never succeed goes to the dead-letter subject with its reason.
+//!    A message that can never succeed is kept in the service's `dead_letters` table and goes
+//!    to the dead-letter subject with its reason; admins see and replay it ([`dead_letters`]).
 
 pub mod bus;
 pub mod consumer;
+mod dead_letter_routes;
+pub mod dead_letters;
 pub mod membership;
 pub mod outbox;
 pub mod people;
@@ -22,6 +25,10 @@ pub mod relay;
 
 pub use bus::{EventBus, NatsCheck};
 pub use consumer::{Consumer, ConsumerHooks, Handler, HandlerError, InBatch, ReceivedEvent, parse_id, parse_uuid};
+pub use dead_letter_routes::{
+    DeadLetterCode, configure as configure_dead_letter_routes, document as dead_letters_api_doc,
+};
+pub use dead_letters::{DeadLetter, ReplayOutcome, Replayers};
 pub use membership::{MembershipEvent, MembershipNews};
 pub use outbox::{enqueue, enqueue_all, enqueue_all_at, enqueue_at};
 pub use people::NewPerson;

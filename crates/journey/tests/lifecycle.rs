@@ -1,0 +1,298 @@
+//! The account lifecycle end to end (decisions 0048 and 0050), every service as its own
+//! process and the sandbox's clock moved forward: owners with a card, a cluster and projects
+//! made on the sandbox's Hopsworks lose their card. The one with three projects who does nothing
+//! is moved to free, mailed with the projects (the admins too), and suspended once at the
+//! deadline with their member: identity, Hopsworks (blocked) and the gateway (403) all agree.
+//! One who deletes two projects, and one who adds a card back and chooses pay as you go, are
+//! never suspended; one with a single project is free at once with no deadline. Billing is
+//! restarted mid-ladder and after the suspension, and every event and mail is counted per owner,
+//! so one done twice fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use diesel::sql_types::{Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::events::{AccountRestrictedV1, PlanChangedV1, UserSuspendedV1};
+use hopsbridge_contracts::Service;
+use hopsbridge_journey::{binaries, wait_for, Options, Person, Platform};
+use hopsbridge_sandbox::auth0::TokenSpec;
+use hopsbridge_sandbox::hopsworks::{User, STATUS_ACTIVATED, STATUS_BLOCKED};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// How long an effect may take on a loaded two-core machine.
+const PATIENCE: Duration = Duration::from_secs(90);
+/// Where the admins' alerts go (the harness's `mail.admin_addresses`).
+const ADMINS: &str = "ops@hopsbridge.test";
+
+#[derive(QueryableByName)]
+struct Json {
+    #[diesel(sql_type = Nullable<Text>)]
+    j: Option<String>,
+}
+
+/// The rows of `sql` in `schema`, as JSON objects.
+async fn rows(platform: &Platform, schema: &str, sql: &str) -> Vec<Value> {
+    let mut conn = platform.db.connect(schema).await;
+    let wrapped = format!("SELECT json_agg(t)::text AS j FROM ({sql}) t");
+    let found: Json = diesel::sql_query(wrapped).get_result(&mut conn).await.unwrap();
+    found.j.map(|j| serde_json::from_str::<Value>(&j).unwrap()).and_then(|v| v.as_array().cloned()).unwrap_or_default()
+}
+
+/// `person`'s open restrictions in billing, read from its database (the owner's own view is
+/// refused once they are suspended).
+async fn open_restrictions(platform: &Platform, person: &Person) -> Vec<Value> {
+    let sql = format!(
+        "SELECT reason, deadline, suspended_at FROM restrictions WHERE owner_id = '{}' AND cleared_at IS NULL",
+        person.user_id
+    );
+    rows(platform, "billing", &sql).await
+}
+
+/// `person`'s status in identity and who suspended them.
+async fn identity_status(platform: &Platform, person: &Person) -> (String, Option<String>) {
+    let sql = format!("SELECT status, suspended_by FROM users WHERE id = '{}'", person.user_id);
+    let row = rows(platform, "identity", &sql).await.into_iter().next().expect("the person in identity");
+    (row["status"].as_str().unwrap().to_owned(), row["suspended_by"].as_str().map(str::to_owned))
+}
+
+/// Their Hopsworks account on the (only) cluster.
+fn account(platform: &Platform, person: &Person) -> User {
+    let users = platform.world.clusters[0].hopsworks.users();
+    users.into_iter().find(|u| u.email.eq_ignore_ascii_case(&person.auth0.email)).expect("a Hopsworks account")
+}
+
+/// A token minted now (the gateway checks expiry; the clock moves days ahead).
+fn fresh_token(platform: &Platform, person: &Person) -> String {
+    let spec = TokenSpec { expires_in: 60 * 86_400, ..TokenSpec::user(&person.auth0) };
+    platform.world.auth0.access_token(&spec).expect("access token")
+}
+
+/// Syncs the cluster's projects now as an admin does (`POST /api/admin/clusters/{id}/projects/sync`),
+/// waiting out a scheduled sync under way.
+async fn sync_projects(platform: &Platform) {
+    let path = format!("/api/admin/clusters/{}/projects/sync", platform.cluster_ids[0]);
+    wait_for("a project sync", PATIENCE, || async {
+        let (status, answer) = platform.call("POST", &path, &platform.admin_token, None).await;
+        assert!(status == 200 || status == 409, "the sync answered {status}: {answer}");
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
+/// Waits until billing counts `n` active projects for `person`.
+async fn wait_counted(platform: &Platform, person: &Person, n: i64) {
+    let sql = format!(
+        "SELECT COALESCE(sum(active_projects), 0)::bigint AS n FROM project_counts WHERE owner_id = '{}'",
+        person.user_id
+    );
+    wait_for(&format!("billing counts {n} projects of {}", person.auth0.email), PATIENCE, || async {
+        let found = rows(platform, "billing", &sql).await;
+        (<[Value]>::first(&found).and_then(|r| r["n"].as_i64()) == Some(n)).then_some(())
+    })
+    .await;
+}
+
+/// Detaches every card of `person`'s Stripe customer through Stripe's API, as the billing
+/// portal does; Stripe sends `payment_method.detached`.
+async fn remove_cards(platform: &Platform, person: &Person) {
+    let stripe = &platform.world.stripe;
+    let id = person.user_id.to_string();
+    let customer = stripe
+        .customers()
+        .into_iter()
+        .find(|c| c["metadata"]["hopsbridge_user_id"] == id.as_str())
+        .expect("the person's Stripe customer");
+    let cards: Vec<String> = stripe
+        .payment_methods()
+        .into_iter()
+        .filter(|m| m["customer"] == customer["id"])
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!cards.is_empty(), "{} has a card", person.auth0.email);
+    let http = reqwest::Client::new();
+    for card in cards {
+        let response = http
+            .post(format!("{}/v1/payment_methods/{card}/detach", stripe.url()))
+            .bearer_auth(stripe.secret_key())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "detach {card}");
+    }
+}
+
+/// An owner with a card and a Hopsworks account, with `projects` made on Hopsworks as them.
+async fn owner_with_projects(platform: &Platform, handle: &str, projects: usize) -> (Person, Vec<u64>) {
+    let person = platform.sign_up(handle).await;
+    platform.wait_billing_account(&person, PATIENCE).await;
+    platform.add_card(&person).await;
+    let cluster = platform.wait_assigned(&person, PATIENCE).await;
+    let username = cluster["hopsworks_username"].as_str().expect("the Hopsworks username").to_owned();
+    let hopsworks = &platform.world.clusters[0].hopsworks;
+    let ids =
+        (0..projects).map(|i| hopsworks.create_project(&username, &format!("{handle}_p{i}")).unwrap().id).collect();
+    (person, ids)
+}
+
+/// Mails to `address` whose subject contains `about`.
+fn mails(platform: &Platform, address: &str, about: &str) -> Vec<hopsbridge_sandbox::mail::Message> {
+    platform.world.mail.messages_to(address).into_iter().filter(|m| m.subject.contains(about)).collect()
+}
+
+fn count_for<E>(events: &[E], user: &Person, id: impl Fn(&E) -> &str) -> usize {
+    let user = user.user_id.to_string();
+    events.iter().filter(|e| id(e) == user).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_removed_moves_owners_to_free_and_suspends_only_the_one_still_over_the_limit_once() {
+    let options = Options {
+        clusters: 1,
+        settings: vec![
+            (Service::Billing, "lifecycle.enforce_interval_secs", "1".to_owned()),
+            // Metering looks back an hour, not a day, after the clock's jump.
+            (Service::Metering, "schedule.lookback_secs", "3600".to_owned()),
+        ],
+        ..Options::default()
+    };
+    let platform = Platform::start(binaries!(), &options).await;
+    let hopsworks = &platform.world.clusters[0].hopsworks;
+
+    // Four owners with a card: three with three projects, one with one; the first has a member.
+    let ((ada, _), (bea, bea_projects), (cal, _), (dan, _)) = tokio::join!(
+        owner_with_projects(&platform, "ada", 3),
+        owner_with_projects(&platform, "bea", 3),
+        owner_with_projects(&platform, "cal", 3),
+        owner_with_projects(&platform, "dan", 1),
+    );
+    let owners = [&ada, &bea, &cal, &dan];
+    let invitation = platform.invite(&ada, "max@example.com", "Data scientist").await;
+    let max = platform.sign_up("max").await;
+    platform.wait_billing_account(&max, PATIENCE).await;
+    platform.join(&max, &invitation.token).await;
+    platform.wait_assigned(&max, PATIENCE).await;
+
+    // The sync counts each owner's projects.
+    sync_projects(&platform).await;
+    for (owner, n) in [(&ada, 3), (&bea, 3), (&cal, 3), (&dan, 1)] {
+        wait_counted(&platform, owner, n).await;
+    }
+
+    // Every owner loses their last card.
+    for owner in owners {
+        remove_cards(&platform, owner).await;
+    }
+    for owner in owners {
+        wait_for(&format!("{} moved to free", owner.auth0.email), PATIENCE, || async {
+            let (status, plan) = platform.call("GET", "/api/billing/plan", &owner.token, None).await;
+            assert_eq!(status, 200, "{plan}");
+            (plan["plan"] == "free").then_some(())
+        })
+        .await;
+    }
+    // Three are over the free plan's one project: a deadline seven days ahead, a mail to the
+    // owner and to the admins listing the projects. The fourth is free with no deadline.
+    let started = platform.world.clock.now();
+    for owner in [&ada, &bea, &cal] {
+        let open = open_restrictions(&platform, owner).await;
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(open[0]["reason"], "over_project_limit", "{open:?}");
+        let deadline = chrono::DateTime::parse_from_rfc3339(open[0]["deadline"].as_str().unwrap()).unwrap().timestamp();
+        assert!((deadline - started - 7 * 86_400).abs() < 600, "deadline {deadline}, now {started}");
+        let handle = owner.auth0.email.split('@').next().unwrap();
+        let names: Vec<String> = (0..3).map(|i| format!("{handle}_p{i}")).collect();
+        let mail = wait_for("the owner's mail", PATIENCE, || async {
+            let found = mails(&platform, &owner.auth0.email, "free plan");
+            found.into_iter().next()
+        })
+        .await;
+        assert!(names.iter().all(|n| mail.text.contains(n.as_str())), "{names:?} in {}", mail.text);
+        let id = owner.user_id.to_string();
+        let alert =
+            wait_for("the admins' alert", PATIENCE, || async { mails(&platform, ADMINS, &id).into_iter().next() })
+                .await;
+        assert!(names.iter().all(|n| alert.text.contains(n.as_str())), "{names:?} in {}", alert.text);
+    }
+    assert!(open_restrictions(&platform, &dan).await.is_empty(), "one project is within the free plan");
+    let changes = platform.published_events::<PlanChangedV1>().await;
+    for owner in owners {
+        let theirs: Vec<&PlanChangedV1> = changes.iter().filter(|c| c.user_id == owner.user_id.to_string()).collect();
+        assert_eq!(theirs.len(), 1, "{theirs:?}");
+        assert_eq!((theirs[0].plan.as_str(), theirs[0].reason.as_str()), ("free", "card_removed"), "{theirs:?}");
+    }
+
+    // Before the deadline: bea deletes two projects; cal adds a card and chooses pay as you go.
+    for id in &bea_projects[1..] {
+        hopsworks.delete_project(*id).unwrap();
+    }
+    sync_projects(&platform).await;
+    platform.add_card(&cal).await;
+    let terms = platform.retry_call("GET", "/api/billing/plan", &cal.token).await["terms_version"].clone();
+    let body = json!({ "plan": "payg", "accept_terms": true, "terms_version": terms });
+    wait_for("cal chooses pay as you go with the card back", PATIENCE, || async {
+        let (status, answer) = platform.call("PUT", "/api/billing/plan", &cal.token, Some(body.clone())).await;
+        assert!(status == 200 || status == 409, "{status} {answer}");
+        (status == 200).then_some(())
+    })
+    .await;
+    for owner in [&bea, &cal] {
+        wait_for(&format!("{}'s deadline cleared", owner.auth0.email), PATIENCE, || async {
+            open_restrictions(&platform, owner).await.is_empty().then_some(())
+        })
+        .await;
+    }
+
+    // Billing restarts mid-ladder; then the deadline passes.
+    platform.kill_service(Service::Billing);
+    platform.start_service(Service::Billing);
+    platform.world.advance(Duration::from_secs(7 * 86_400 + 120));
+
+    // ada and her member are suspended everywhere.
+    for person in [&ada, &max] {
+        wait_for(&format!("{} suspended in identity", person.auth0.email), PATIENCE, || async {
+            (identity_status(&platform, person).await.0 == "suspended").then_some(())
+        })
+        .await;
+        wait_for(&format!("{} blocked in Hopsworks", person.auth0.email), PATIENCE, || async {
+            (account(&platform, person).status == STATUS_BLOCKED).then_some(())
+        })
+        .await;
+        let (status, refused) = platform.call("GET", "/api/me", &fresh_token(&platform, person), None).await;
+        assert_eq!((status, refused["code"].as_str()), (403, Some("account_suspended")), "{refused}");
+    }
+    assert_eq!(identity_status(&platform, &ada).await.1.as_deref(), Some("billing"));
+    assert_eq!(identity_status(&platform, &max).await.1.as_deref(), Some("owner"));
+
+    // Billing restarts after the suspension; several enforcer passes later, everything
+    // happened once.
+    platform.kill_service(Service::Billing);
+    platform.start_service(Service::Billing);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restricted = platform.published_events::<AccountRestrictedV1>().await;
+    assert_eq!(restricted.len(), 1, "{restricted:?}");
+    assert_eq!(count_for(&restricted, &ada, |e| &e.user_id), 1);
+    assert_eq!(restricted[0].reason, "over_project_limit");
+    let suspended = platform.published_events::<UserSuspendedV1>().await;
+    assert_eq!(suspended.len(), 2, "{suspended:?}");
+    assert_eq!(count_for(&suspended, &ada, |e| &e.user_id), 1);
+    assert_eq!(count_for(&suspended, &max, |e| &e.user_id), 1);
+    let suspension_mails = wait_for("the suspension mail", PATIENCE, || async {
+        Some(mails(&platform, &ada.auth0.email, "is suspended")).filter(|m| !m.is_empty())
+    })
+    .await;
+    assert_eq!(suspension_mails.len(), 1, "one suspension mail");
+    assert_eq!(mails(&platform, &ada.auth0.email, "free plan").len(), 1, "one deadline mail");
+
+    // The others are active everywhere.
+    for owner in [&bea, &cal, &dan] {
+        assert_eq!(identity_status(&platform, owner).await, ("active".to_owned(), None));
+        assert_eq!(account(&platform, owner).status, STATUS_ACTIVATED, "{}", owner.auth0.email);
+        let (status, me) = platform.call("GET", "/api/me", &fresh_token(&platform, owner), None).await;
+        assert_eq!(status, 200, "{me}");
+        assert!(mails(&platform, &owner.auth0.email, "is suspended").is_empty());
+        assert!(mails(&platform, &owner.auth0.email, "free plan").len() <= 1);
+    }
+    assert!(mails(&platform, &dan.auth0.email, "free plan").is_empty(), "no deadline for one project");
+}

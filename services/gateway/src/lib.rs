@@ -1,10 +1,13 @@
 //! The gateway: the one public HTTP entry point. It owns no data. It validates Auth0 access
 //! tokens, resolves the person through identity, rate-limits, and forwards each `/api/…`
 //! request to the service that owns it with the caller's identity in signed headers
-//! ([`proxy`]). `/readyz` checks the tenant and every service it routes to.
+//! ([`proxy`]). It serves the console's pages on the other paths, which get their data through
+//! the same forwarding as the signed-in person ([`console`]). `/readyz` checks the tenant and
+//! every service it routes to.
 
 pub mod api_doc;
 pub mod callers;
+pub mod console;
 pub mod error;
 pub mod limits;
 pub mod proxy;
@@ -258,7 +261,10 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         None
     } else {
         let (issuer, audience) = (&config.auth0.issuer, &config.auth0.audience);
-        Some(Arc::new(session::Login::new(config.login.clone(), issuer, audience, login_client, Arc::clone(&tokens))?))
+        Some(Arc::new(
+            session::Login::new(config.login.clone(), issuer, audience, login_client, Arc::clone(&tokens))?
+                .announcing_to(&config.upstreams.identity, key.clone()),
+        ))
     };
     let proxy = Arc::new(proxy::Proxy::new(
         proxy::Routes::new(&config.upstreams)
@@ -270,6 +276,7 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         login.as_ref().map(|login| login.sealer.clone()),
         config.admin.clients(),
     ));
+    let console: Arc<dyn hopsbridge_console::Backend> = Arc::new(console::ConsoleBackend::new(Arc::clone(&proxy)));
     checks.push(Arc::new(TenantCheck(tokens)));
     checks.extend(hopsbridge_platform::clock::Clock::from_config(&config.clock).await?.readiness());
     let data = web::Data::from(proxy);
@@ -312,6 +319,8 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
                 .route("/webhooks/auth0/post-registration", web::post().to(proxy::forward_webhook))
                 .route("/webhooks/stripe", web::post().to(proxy::forward_webhook))
                 .service(api.default_service(web::to(proxy::forward)));
+            // The console's pages, on every path outside /api and /webhooks.
+            hopsbridge_console::configure(c, Arc::clone(&console));
         }),
     )
 }

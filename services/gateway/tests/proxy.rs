@@ -75,10 +75,10 @@ async fn suspended_and_deleted_accounts_are_refused_at_the_gateway() {
     let ada = TestUser::database("ada", "ada@example.com", "Ada");
     let token = p.token(&ada);
     assert_eq!(p.get("/api/me", Some(&token)).await.0, 200);
-    p.sql("UPDATE users SET status = 'suspended' WHERE auth_subject = 'auth0|ada'").await;
+    p.sql("UPDATE users SET status = 'suspended', suspended_by = 'admin' WHERE auth_subject = 'auth0|ada'").await;
     let (status, body, _) = p.get("/api/me", Some(&token)).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_suspended")));
-    p.sql("UPDATE users SET status = 'deleted' WHERE auth_subject = 'auth0|ada'").await;
+    p.sql("UPDATE users SET status = 'deleted', suspended_by = NULL WHERE auth_subject = 'auth0|ada'").await;
     let (status, body, _) = p.get("/api/me", Some(&token)).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_deleted")));
 }
@@ -91,7 +91,7 @@ async fn with_the_caller_cache_on_a_suspension_reaches_a_busy_person_within_its_
     assert_eq!(p.get("/api/me", Some(&token)).await.0, 200);
     // Requests keep coming every 50 ms, so the cached answer is refreshed in the background
     // instead of expiring; the suspension must still be seen within the 2 s.
-    p.sql("UPDATE users SET status = 'suspended' WHERE auth_subject = 'auth0|ada'").await;
+    p.sql("UPDATE users SET status = 'suspended', suspended_by = 'admin' WHERE auth_subject = 'auth0|ada'").await;
     let suspended_at = std::time::Instant::now();
     let refused_after = loop {
         let (status, body, _) = p.get("/api/me", Some(&token)).await;

@@ -376,6 +376,44 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
             }))
             .collect(),
         },
+        // each service's dead letters, for admins: the run dead-letters nothing, so an id is
+        // no dead letter and replaying all of them replays none
+        Expectation {
+            method: "GET",
+            template: "/api/admin/dead-letters/{service}",
+            cases: SCHEMAS
+                .iter()
+                .map(|service| case(format!("/api/admin/dead-letters/{service}"), None, admins))
+                .collect(),
+        },
+        Expectation {
+            method: "GET",
+            template: "/api/admin/dead-letters/{service}/{id}",
+            cases: SCHEMAS
+                .iter()
+                .map(|service| {
+                    case(format!("/api/admin/dead-letters/{service}/{owner}"), None, [401, 403, 403, 403, 404])
+                })
+                .collect(),
+        },
+        Expectation {
+            method: "POST",
+            template: "/api/admin/dead-letters/{service}/{id}/replay",
+            cases: SCHEMAS
+                .iter()
+                .map(|service| {
+                    case(format!("/api/admin/dead-letters/{service}/{owner}/replay"), None, [401, 403, 403, 403, 404])
+                })
+                .collect(),
+        },
+        Expectation {
+            method: "POST",
+            template: "/api/admin/dead-letters/{service}/replay",
+            cases: SCHEMAS
+                .iter()
+                .map(|service| case(format!("/api/admin/dead-letters/{service}/replay"), None, admins))
+                .collect(),
+        },
         // provisioning: a person sees only their own cluster (the admin has none); the registry
         // and the assignments are for admins, on the owner's cluster and the owner's place
         plain("GET", "/api/cluster", [401, 200, 200, 200, 404]),

@@ -196,8 +196,8 @@ impl DataService {
     }
 
     /// The HTTP server with Postgres and NATS readiness checks (and `"clock": "simulated"` when
-    /// the clock follows a simulated one), `routes` (which may extract a
-    /// gateway-signed [`crate::caller::Caller`]), the admin mail and dead-letter routes, and the outbox relay,
+    /// the clock follows a simulated one), `routes` (which may extract a gateway-signed
+    /// [`crate::caller::Caller`]), the admin mail and dead-letter routes, and the outbox relay,
     /// the mail relay and inbox pruning running in the background. Add consumers with
     /// [`Application::with_task`].
     ///

@@ -99,6 +99,12 @@ impl Routes {
                 ("/api/admin/mail/billing", base(&upstreams.billing)?),
                 ("/api/admin/mail/provisioning", base(&upstreams.provisioning)?),
                 ("/api/admin/mail/metering", base(&upstreams.metering)?),
+                // Each service's own dead letters (platform::events::dead_letters).
+                ("/api/admin/dead-letters/identity", base(&upstreams.identity)?),
+                ("/api/admin/dead-letters/team", base(&upstreams.team)?),
+                ("/api/admin/dead-letters/billing", base(&upstreams.billing)?),
+                ("/api/admin/dead-letters/provisioning", base(&upstreams.provisioning)?),
+                ("/api/admin/dead-letters/metering", base(&upstreams.metering)?),
             ],
             identity: base(&upstreams.identity)?,
             billing: base(&upstreams.billing)?,

@@ -106,12 +106,13 @@ async fn a_granted_machine_client_reaches_the_admin_routes_as_an_admin_service_p
         ("POST", "/api/admin/metering/clusters/0193a000-0000-7000-8000-000000000001/collect"),
         ("GET", "/api/admin/users"),
         ("GET", "/api/admin/mail/provisioning"),
+        ("POST", "/api/admin/dead-letters/billing/replay?event_type=UserCreatedV1"),
     ] {
         let (status, body) = call(&base, method, path, &token).await;
         assert_eq!((status, body["from"].as_str()), (200, Some("stand-in")), "{method} {path}: {body}");
     }
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 5, "{seen:?}");
     let expected = Caller {
         subject: format!("client:{ADMIN_CLIENT_ID}"),
         issuer: Some(tenant.issuer()),

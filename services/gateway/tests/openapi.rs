@@ -14,6 +14,7 @@ fn generated() -> String {
         <hopsbridge_metering::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         <hopsbridge_team::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         hopsbridge_platform::mail::api_doc(),
+        hopsbridge_platform::events::dead_letters_api_doc(),
     ]);
     format!("{}\n", doc.to_pretty_json().unwrap())
 }

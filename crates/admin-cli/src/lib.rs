@@ -71,6 +71,9 @@ pub enum Command {
     /// A service's mail outbox.
     #[command(subcommand)]
     Mail(Mail),
+    /// Events a service's consumers gave up on, and their replay.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
 }
 
 /// `clusters …`
@@ -215,7 +218,7 @@ pub enum Metering {
     },
 }
 
-/// The services with a mail outbox.
+/// The services with data: each has a mail outbox and dead letters.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum MailService {
     /// identity.
@@ -265,6 +268,53 @@ pub enum Mail {
         service: MailService,
         /// The mail's id.
         id: Uuid,
+    },
+}
+
+/// `dead-letters …`
+#[derive(Debug, Subcommand)]
+pub enum DeadLetters {
+    /// A service's dead letters, newest failure first.
+    List {
+        /// The service whose consumers gave up.
+        service: MailService,
+        /// Only this event type with its version (e.g. `UserCreatedV1`).
+        #[arg(long)]
+        event_type: Option<String>,
+        /// `waiting` or `replayed`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Rows to skip.
+        #[arg(long)]
+        offset: Option<u32>,
+    },
+    /// One dead letter.
+    Show {
+        /// The service.
+        service: MailService,
+        /// The dead letter's id.
+        id: Uuid,
+    },
+    /// Hands one dead letter to its consumer again (applied at most once).
+    Replay {
+        /// The service.
+        service: MailService,
+        /// The dead letter's id.
+        id: Uuid,
+    },
+    /// Replays every waiting dead letter of a service, oldest first.
+    ReplayAll {
+        /// The service.
+        service: MailService,
+        /// Only this event type with its version.
+        #[arg(long)]
+        event_type: Option<String>,
+        /// At most this many (1-1000).
+        #[arg(long)]
+        limit: Option<u32>,
     },
 }
 
@@ -373,6 +423,24 @@ impl Command {
             }
             Self::Mail(Mail::Retry { service, id }) => {
                 Call::new("POST", format!("/api/admin/mail/{}/{id}/retry", service.name()))
+            }
+            Self::DeadLetters(DeadLetters::List { service, event_type, status, limit, offset }) => {
+                Call::new("GET", format!("/api/admin/dead-letters/{}", service.name()))
+                    .with("event_type", event_type.as_ref())
+                    .with("status", status.as_ref())
+                    .with("limit", *limit)
+                    .with("offset", *offset)
+            }
+            Self::DeadLetters(DeadLetters::Show { service, id }) => {
+                Call::new("GET", format!("/api/admin/dead-letters/{}/{id}", service.name()))
+            }
+            Self::DeadLetters(DeadLetters::Replay { service, id }) => {
+                Call::new("POST", format!("/api/admin/dead-letters/{}/{id}/replay", service.name()))
+            }
+            Self::DeadLetters(DeadLetters::ReplayAll { service, event_type, limit }) => {
+                Call::new("POST", format!("/api/admin/dead-letters/{}/replay", service.name()))
+                    .with("event_type", event_type.as_ref())
+                    .with("limit", *limit)
             }
         })
     }
@@ -524,6 +592,9 @@ mod tests {
         assert_eq!(call(&["metering", "collect", id]).path, format!("/api/admin/metering/clusters/{id}/collect"));
         assert_eq!(call(&["metering", "gaps", "--cluster-id", id]).query, vec![("cluster_id", id.to_owned())]);
         assert_eq!(call(&["mail", "retry", "billing", id]).path, format!("/api/admin/mail/billing/{id}/retry"));
+        let all = call(&["dead-letters", "replay-all", "team", "--event-type", "UserCreatedV1"]);
+        assert_eq!((all.method, all.path.as_str()), ("POST", "/api/admin/dead-letters/team/replay"));
+        assert_eq!(all.query, vec![("event_type", "UserCreatedV1".to_owned())]);
     }
 
     #[test]

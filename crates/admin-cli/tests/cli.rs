@@ -191,6 +191,30 @@ async fn each_command_reaches_its_route_as_the_admin_service_principal() {
             Value::Null,
         ),
         (vec!["mail", "retry", "billing", MAIL], "POST", format!("/api/admin/mail/billing/{MAIL}/retry"), Value::Null),
+        (
+            vec!["dead-letters", "list", "billing", "--event-type", "UserCreatedV1", "--status", "waiting"],
+            "GET",
+            "/api/admin/dead-letters/billing?event_type=UserCreatedV1&status=waiting".into(),
+            Value::Null,
+        ),
+        (
+            vec!["dead-letters", "show", "team", MAIL],
+            "GET",
+            format!("/api/admin/dead-letters/team/{MAIL}"),
+            Value::Null,
+        ),
+        (
+            vec!["dead-letters", "replay", "metering", MAIL],
+            "POST",
+            format!("/api/admin/dead-letters/metering/{MAIL}/replay"),
+            Value::Null,
+        ),
+        (
+            vec!["dead-letters", "replay-all", "identity", "--limit", "10"],
+            "POST",
+            "/api/admin/dead-letters/identity/replay?limit=10".into(),
+            Value::Null,
+        ),
     ];
     for (args, method, path, body) in &expected {
         let (status, stdout, stderr) = admin(&s, granted, args).await;

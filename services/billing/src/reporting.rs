@@ -62,6 +62,10 @@ const BATCH: usize = 500;
 /// pass.
 const SEND_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).with_max_attempts(8);
 
+/// Meter events may catch up a fiftieth of a second's worth after late turns of the pace
+/// (19 at 950 a second: never more than 969 in any second, under live mode's 1,000).
+const EVENT_BURST_DIVISOR: u32 = 50;
+
 /// Stripe's answer to an identifier it has already counted.
 const DUPLICATE: &str = "An event already exists with identifier";
 
@@ -259,11 +263,9 @@ impl Reporter {
         (stripe, prices): (Stripe, Prices),
         clock: hopsbridge_platform::clock::Clock,
     ) -> anyhow::Result<Self> {
-        let events = Stripe::new(
-            &config.stripe.api_base,
-            config.stripe.secret_key.clone(),
-            config.reporting.max_events_per_second,
-        )?;
+        let rate = config.reporting.max_events_per_second;
+        let events = Stripe::new(&config.stripe.api_base, config.stripe.secret_key.clone(), rate)?
+            .with_burst(rate, rate / EVENT_BURST_DIVISOR);
         let settings = Settings {
             thresholds: config.credits.alert_thresholds_minor.clone(),
             currency: config.stripe.currency.clone(),
@@ -453,7 +455,7 @@ impl Reporter {
         }
         let mut written = Vec::with_capacity(planned.len());
         for chunk in planned.chunks(BATCH) {
-            let ids = insert_pending(&mut conn, chunk).await?;
+            let ids: std::collections::HashSet<Uuid> = insert_pending(&mut conn, chunk).await?.into_iter().collect();
             written.extend(chunk.iter().filter(|r| ids.contains(&r.id)).cloned());
         }
         Ok(written)

@@ -143,9 +143,19 @@ impl Stripe {
             http,
             base: base.trim_end_matches('/').to_owned(),
             key,
-            pace: Arc::new(pace(requests_per_second)),
+            pace: Arc::new(pace(requests_per_second, 1)),
             queue: Arc::default(),
         })
+    }
+
+    /// The same client allowing up to `burst` requests at once after a late turn (at least
+    /// one), so a pace of hundreds a second keeps its rate although a timer wakes each turn a
+    /// little late: with no burst every late wake-up is lost for good. Over any second at most
+    /// `requests_per_second + burst` go out.
+    #[must_use]
+    pub fn with_burst(mut self, requests_per_second: u32, burst: u32) -> Self {
+        self.pace = Arc::new(pace(requests_per_second, burst));
+        self
     }
 
     /// Waits for this request's turn under the pace, after the requests that came before it.
@@ -244,12 +254,13 @@ impl Stripe {
     }
 }
 
-/// One request every `1 / requests_per_second` seconds (at least one a second), with no
-/// burst: a request waits for its turn rather than going out with others.
-fn pace(requests_per_second: u32) -> DefaultDirectRateLimiter {
+/// One request every `1 / requests_per_second` seconds (at least one a second), with at most
+/// `burst` (at least 1: none) at once: a request waits for its turn rather than going out with
+/// others.
+fn pace(requests_per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
     let rate = NonZeroU32::new(requests_per_second).unwrap_or(NonZeroU32::MIN);
     let quota = Quota::with_period(Duration::from_secs(1) / rate.get()).unwrap_or_else(|| Quota::per_second(rate));
-    RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))
+    RateLimiter::direct(quota.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)))
 }
 
 fn encode(params: &Params) -> Result<String, StripeError> {

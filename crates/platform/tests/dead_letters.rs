@@ -11,6 +11,7 @@ use hopsbridge_domain::Email;
 use hopsbridge_platform::caller::{Caller, CallerKey, Role};
 use hopsbridge_platform::config::EventsConfig;
 use hopsbridge_platform::db::Database;
+use hopsbridge_platform::events::consumer::prune_inbox;
 use hopsbridge_platform::events::{
     Consumer, EventBus, Handler, HandlerError, ReceivedEvent, Replayers, configure_dead_letter_routes,
 };
@@ -122,6 +123,22 @@ impl World {
             .message_id(format!("{id}:again"));
         let js = self.bus.jetstream().await;
         js.send_publish(self.bus.subjects().event::<UserCreatedV1>(), message).await.unwrap().await.unwrap();
+    }
+
+    async fn inbox_has(&self, event_id: &str) -> bool {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.billing.conn().await.unwrap();
+        diesel::sql_query("SELECT count(*) AS n FROM inbox WHERE event_id = $1::uuid")
+            .bind::<diesel::sql_types::Text, _>(event_id)
+            .get_result::<Count>(&mut conn)
+            .await
+            .unwrap()
+            .n
+            > 0
     }
 
     async fn effects(&self) -> Vec<String> {
@@ -276,6 +293,16 @@ async fn poison_messages_are_listed_with_their_reason_and_replayed_once_after_th
     assert_eq!(again["dead_letter"]["replay_outcome"], "applied", "what resolved it is kept");
     assert_eq!(again["dead_letter"]["replayed_at"], replayed_at);
     assert_eq!(again["dead_letter"]["replays"], 3);
+    assert_eq!(w.effects().await, ["ok@example.com", "poison@example.com"]);
+
+    // Inbox records are pruned, but not those of dead-lettered events: a replay long after still
+    // applies nothing.
+    assert!(w.inbox_has(&ids[0].0).await, "ok@example.com was handled");
+    prune_inbox(&w.billing, Duration::ZERO).await.unwrap();
+    assert!(!w.inbox_has(&ids[0].0).await, "pruned");
+    assert!(w.inbox_has(&ids[1].0).await, "kept for poison@example.com's dead letter");
+    let (_, again) = w.call("POST", &replay, ADMIN()).await;
+    assert_eq!(again["outcome"], "already_applied");
     assert_eq!(w.effects().await, ["ok@example.com", "poison@example.com"]);
 
     // All the waiting ones of a type; the message that is no event fails again.

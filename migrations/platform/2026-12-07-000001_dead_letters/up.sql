@@ -31,3 +31,5 @@ CREATE TABLE dead_letters (
 -- The admin list, newest first, and the unresolved ones a bulk replay takes.
 CREATE INDEX dead_letters_last_failed_at ON dead_letters (last_failed_at DESC, id DESC);
 CREATE INDEX dead_letters_unresolved ON dead_letters (first_failed_at) WHERE replayed_at IS NULL;
+-- Inbox pruning keeps the records of dead-lettered events, so a replay at any age finds them.
+CREATE INDEX dead_letters_event ON dead_letters (consumer, event_id) WHERE event_id IS NOT NULL;

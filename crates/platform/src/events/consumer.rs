@@ -623,12 +623,24 @@ async fn claim(
     Ok(claimed.into_iter().map(EventId::from).collect())
 }
 
-/// Deletes inbox records older than `retention`.
+/// Deletes inbox records older than `retention`, except those of events the same consumer has
+/// a dead letter of: a dead letter can be replayed at any age, and its event's record is what
+/// makes a replay after the event was applied apply nothing.
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn prune_inbox(db: &Database, retention: Duration) -> Result<usize, DbError> {
+    use crate::schema::dead_letters;
     let mut conn = db.conn().await?;
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-    Ok(diesel::delete(inbox::table.filter(inbox::processed_at.lt(cutoff))).execute(&mut conn).await?)
+    let dead_lettered = dead_letters::table
+        .filter(dead_letters::consumer.eq(inbox::consumer))
+        .filter(dead_letters::event_id.eq(inbox::event_id.nullable()));
+    Ok(diesel::delete(
+        inbox::table
+            .filter(inbox::processed_at.lt(cutoff))
+            .filter(diesel::dsl::not(diesel::dsl::exists(dead_lettered))),
+    )
+    .execute(&mut conn)
+    .await?)
 }

@@ -688,6 +688,13 @@ async fn paid_and_failed_invoices_are_listed_and_announced() {
         RetrieveSubscription::new(subscription.id.as_str()).expand(["status".to_owned()]).send(&client).await,
     );
     assert_eq!((status, error.param.as_deref()), (400, Some("expand")));
+
+    // Stripe's retry of the failed payment (no card to charge): another attempt, failed again.
+    let retried = sim.retry_invoice_payment(failed["id"].as_str().unwrap()).unwrap();
+    assert_eq!((retried["status"].as_str(), retried["attempt_count"].as_i64()), (Some("open"), Some(2)));
+    assert!(sim.retry_invoice_payment(paid["id"].as_str().unwrap()).is_err(), "a paid invoice is not retried");
+    receiver.wait_for(9).await;
+    assert_eq!(receiver.types()[8], "invoice.payment_failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -472,16 +472,17 @@ fn charge_succeeds(state: &State, invoice: &Value) -> bool {
     })
 }
 
-/// Takes the payment of a finalised invoice: nothing to charge or a successful charge marks
-/// it paid (`invoice.paid`, `invoice.payment_succeeded`, and a `past_due` subscription whose
-/// latest invoice it is turns `active`); a failed one leaves it open (`invoice.payment_failed`)
-/// and the subscription `past_due`.
+/// Takes the payment of a finalised invoice (each attempt counted in `attempt_count`):
+/// nothing to charge or a successful charge marks it paid (`invoice.paid`,
+/// `invoice.payment_succeeded`, and a `past_due` subscription whose latest invoice it is turns
+/// `active`); a failed one leaves it open (`invoice.payment_failed`) and the subscription
+/// `past_due`.
 pub fn pay(state: &mut State, id: &str, forced: Option<bool>, ctx: &RequestCtx) {
     let Ok(mut invoice) = state.get("invoice", "invoice", id, "invoice") else { return };
     let now = state.now();
     let amount = invoice["amount_due"].as_i64().unwrap_or(0);
     let succeeds = forced.unwrap_or_else(|| amount <= 0 || charge_succeeds(state, &invoice));
-    invoice["attempt_count"] = json!(1);
+    invoice["attempt_count"] = json!(invoice["attempt_count"].as_i64().unwrap_or(0) + 1);
     invoice["attempted"] = json!(true);
     let subscription_id = invoice["parent"]["subscription_details"]["subscription"].as_str().map(str::to_owned);
     let subscription = subscription_id.as_deref().and_then(|s| state.get("subscription", "subscription", s, "id").ok());

@@ -320,6 +320,23 @@ impl StripeSim {
         payments::confirm_setup_intent(&mut state, id, "pm_card_visa", &RequestCtx::default()).map_err(|e| e.message)
     }
 
+    /// Retries the payment of an open invoice as Stripe's automatic retries do: another
+    /// attempt (`attempt_count` one more), charged to the default card as it is now, emitting
+    /// `invoice.paid` or `invoice.payment_failed` as [`create_invoice`](Self::create_invoice)
+    /// does. Answers the invoice.
+    ///
+    /// # Errors
+    /// When the invoice is missing or not open.
+    pub fn retry_invoice_payment(&self, id: &str) -> ControlResult<Value> {
+        let mut state = self.shared.lock();
+        let invoice = state.get("invoice", "invoice", id, "invoice").map_err(|e| e.message)?;
+        if invoice["status"] != "open" {
+            return Err(format!("invoice {id} is {}, not open", invoice["status"]));
+        }
+        billing::pay(&mut state, id, None, &RequestCtx::default());
+        state.get("invoice", "invoice", id, "invoice").map_err(|e| e.message)
+    }
+
     /// Creates a finalized invoice for a subscription with one line per subscription item
     /// (`amounts` in item order, in the minor unit), then paid or with a failed payment; emits
     /// `invoice.created`, `invoice.finalized` and `invoice.paid`, or `invoice.payment_failed` and

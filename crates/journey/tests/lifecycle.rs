@@ -10,15 +10,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use diesel::sql_types::{Nullable, Text};
 use diesel::QueryableByName;
+use diesel::sql_types::{Nullable, Text};
 use diesel_async::RunQueryDsl;
-use hopsbridge_contracts::events::{AccountRestrictedV1, PlanChangedV1, UserSuspendedV1};
 use hopsbridge_contracts::Service;
-use hopsbridge_journey::{binaries, wait_for, Options, Person, Platform};
+use hopsbridge_contracts::events::{
+    AccountRestrictedV1, AccountRestrictionLiftedV1, PlanChangedV1, UserReactivatedV1, UserSuspendedV1,
+};
+use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::TokenSpec;
-use hopsbridge_sandbox::hopsworks::{User, STATUS_ACTIVATED, STATUS_BLOCKED};
-use serde_json::{json, Value};
+use hopsbridge_sandbox::hopsworks::{STATUS_ACTIVATED, STATUS_BLOCKED, User};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 /// How long an effect may take on a loaded two-core machine.
@@ -295,4 +297,144 @@ async fn a_card_removed_moves_owners_to_free_and_suspends_only_the_one_still_ove
         assert!(mails(&platform, &owner.auth0.email, "free plan").len() <= 1);
     }
     assert!(mails(&platform, &dan.auth0.email, "free plan").is_empty(), "no deadline for one project");
+}
+
+/// `person`'s Stripe customer id.
+fn customer_of(platform: &Platform, person: &Person) -> String {
+    let id = person.user_id.to_string();
+    let customer =
+        platform.world.stripe.customers().into_iter().find(|c| c["metadata"]["hopsbridge_user_id"] == id.as_str());
+    customer.expect("the person's Stripe customer")["id"].as_str().unwrap().to_owned()
+}
+
+/// An invoice of `person`'s live subscription whose first payment fails, the card declining
+/// from now on; answers the invoice's id.
+fn failing_invoice(platform: &Platform, person: &Person) -> String {
+    let stripe = &platform.world.stripe;
+    let customer = customer_of(platform, person);
+    let subscription = stripe
+        .subscriptions()
+        .into_iter()
+        .find(|s| s["customer"] == customer.as_str() && s["status"] == "active")
+        .expect("a live subscription");
+    for card in stripe.payment_methods().into_iter().filter(|m| m["customer"] == customer.as_str()) {
+        stripe.decline_charges(card["id"].as_str().unwrap(), true);
+    }
+    let items = subscription["items"]["data"].as_array().unwrap().len();
+    let mut amounts = vec![0; items];
+    amounts[0] = 1_250;
+    let invoice = stripe.create_invoice(subscription["id"].as_str().unwrap(), &amounts, false).unwrap();
+    assert_eq!(invoice["status"], "open", "{invoice}");
+    invoice["id"].as_str().unwrap().to_owned()
+}
+
+/// `person`'s cards charge again.
+fn cards_work(platform: &Platform, person: &Person) {
+    let customer = customer_of(platform, person);
+    for card in platform.world.stripe.payment_methods().into_iter().filter(|m| m["customer"] == customer.as_str()) {
+        platform.world.stripe.decline_charges(card["id"].as_str().unwrap(), false);
+    }
+}
+
+/// Waits until `person` has `n` mails saying a payment failed.
+async fn wait_failure_mails(platform: &Platform, person: &Person, n: usize) {
+    wait_for(&format!("{n} payment failure mails to {}", person.auth0.email), PATIENCE, || async {
+        (mails(platform, &person.auth0.email, "payment to Hopsbridge failed").len() == n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_payments_mail_each_failure_and_suspend_only_past_the_days_unpaid_and_paying_reactivates() {
+    let options = Options {
+        clusters: 1,
+        settings: vec![
+            (Service::Billing, "lifecycle.enforce_interval_secs", "1".to_owned()),
+            (Service::Metering, "schedule.lookback_secs", "3600".to_owned()),
+        ],
+        ..Options::default()
+    };
+    let platform = Platform::start(binaries!(), &options).await;
+    let stripe = &platform.world.stripe;
+    let day = Duration::from_secs(86_400);
+
+    // Two paying owners with a Hopsworks account; an invoice of each fails.
+    let ((eve, _), (fay, _)) =
+        tokio::join!(owner_with_projects(&platform, "eve", 0), owner_with_projects(&platform, "fay", 0));
+    let eve_invoice = failing_invoice(&platform, &eve);
+    let fay_invoice = failing_invoice(&platform, &fay);
+    let first_failure = platform.world.clock.now();
+    wait_failure_mails(&platform, &eve, 1).await;
+    wait_failure_mails(&platform, &fay, 1).await;
+
+    // Stripe retries eve's twice more over the following days, failing: a mail each time,
+    // one restriction due fourteen days after the first failure.
+    for attempt in 2..=3 {
+        platform.world.advance(3 * day);
+        let retried = stripe.retry_invoice_payment(&eve_invoice).unwrap();
+        assert_eq!((retried["status"].as_str(), retried["attempt_count"].as_i64()), (Some("open"), Some(attempt)));
+        wait_failure_mails(&platform, &eve, usize::try_from(attempt).unwrap()).await;
+    }
+    let open = open_restrictions(&platform, &eve).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["reason"], "payment_failed", "{open:?}");
+    let deadline = chrono::DateTime::parse_from_rfc3339(open[0]["deadline"].as_str().unwrap()).unwrap().timestamp();
+    assert!((deadline - first_failure - 14 * 86_400).abs() < 600, "deadline {deadline}, first failure {first_failure}");
+
+    // The third retry is paid (the card works again): the restriction is cleared, and the
+    // fourteenth day passes with eve active.
+    platform.world.advance(3 * day);
+    cards_work(&platform, &eve);
+    let paid = stripe.retry_invoice_payment(&eve_invoice).unwrap();
+    assert_eq!((paid["status"].as_str(), paid["attempt_count"].as_i64()), (Some("paid"), Some(4)), "{paid}");
+    wait_for("eve's restriction cleared by the payment", PATIENCE, || async {
+        open_restrictions(&platform, &eve).await.is_empty().then_some(())
+    })
+    .await;
+    platform.world.advance(5 * day + Duration::from_secs(120));
+
+    // fay's invoice stays unpaid past the fourteen days: suspended in identity and Hopsworks,
+    // refused by the gateway.
+    wait_for("fay suspended in identity", PATIENCE, || async {
+        (identity_status(&platform, &fay).await == ("suspended".to_owned(), Some("billing".to_owned()))).then_some(())
+    })
+    .await;
+    wait_for("fay blocked in Hopsworks", PATIENCE, || async {
+        (account(&platform, &fay).status == STATUS_BLOCKED).then_some(())
+    })
+    .await;
+    let (status, refused) = platform.call("GET", "/api/me", &fresh_token(&platform, &fay), None).await;
+    assert_eq!((status, refused["code"].as_str()), (403, Some("account_suspended")), "{refused}");
+
+    // fay pays: reactivated in identity and Hopsworks, the gateway lets her in.
+    cards_work(&platform, &fay);
+    let paid = stripe.retry_invoice_payment(&fay_invoice).unwrap();
+    assert_eq!(paid["status"], "paid", "{paid}");
+    wait_for("fay active in identity", PATIENCE, || async {
+        (identity_status(&platform, &fay).await.0 == "active").then_some(())
+    })
+    .await;
+    wait_for("fay activated in Hopsworks", PATIENCE, || async {
+        (account(&platform, &fay).status == STATUS_ACTIVATED).then_some(())
+    })
+    .await;
+    let (status, me) = platform.call("GET", "/api/me", &fresh_token(&platform, &fay), None).await;
+    assert_eq!(status, 200, "{me}");
+
+    // eve was never suspended; each of fay's effects happened once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(identity_status(&platform, &eve).await, ("active".to_owned(), None));
+    assert_eq!(account(&platform, &eve).status, STATUS_ACTIVATED);
+    assert_eq!(mails(&platform, &eve.auth0.email, "payment to Hopsbridge failed").len(), 3);
+    assert!(mails(&platform, &eve.auth0.email, "is suspended").is_empty());
+    let restricted = platform.published_events::<AccountRestrictedV1>().await;
+    assert_eq!((restricted.len(), count_for(&restricted, &fay, |e| &e.user_id)), (1, 1), "{restricted:?}");
+    assert_eq!(restricted[0].reason, "payment_failed");
+    let lifted = platform.published_events::<AccountRestrictionLiftedV1>().await;
+    assert_eq!((lifted.len(), count_for(&lifted, &fay, |e| &e.user_id)), (1, 1), "{lifted:?}");
+    let suspended = platform.published_events::<UserSuspendedV1>().await;
+    assert_eq!((suspended.len(), count_for(&suspended, &fay, |e| &e.user_id)), (1, 1), "{suspended:?}");
+    let reactivated = platform.published_events::<UserReactivatedV1>().await;
+    assert_eq!((reactivated.len(), count_for(&reactivated, &fay, |e| &e.user_id)), (1, 1), "{reactivated:?}");
+    assert_eq!(mails(&platform, &fay.auth0.email, "is suspended").len(), 1);
 }

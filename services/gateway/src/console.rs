@@ -5,7 +5,7 @@
 //! checks its forms' CSRF token itself before it calls, so a call here needs no header for it.
 
 use crate::error::GatewayCode;
-use crate::proxy::{Authenticated, Proxy, Target, WorkerClient, authenticate_token, is_admin_route, is_public};
+use crate::proxy::{Authenticated, Proxy, Target, WorkerClient, authenticate_token, is_public};
 use crate::session::session_of;
 use actix_web::{HttpRequest, ResponseError as _, web};
 use futures::future::LocalBoxFuture;
@@ -47,7 +47,7 @@ impl ConsoleBackend {
             return Err(Answer::error(429, "rate_limited"));
         }
         let client = worker_client(req).ok_or_else(|| Answer::error(500, "internal_error"))?;
-        match authenticate_token(&self.proxy, &client, &session.access_token, is_admin_route(path)).await {
+        match authenticate_token(&self.proxy, &client, &session.access_token, path).await {
             Ok(Ok(Authenticated::Person(caller, _))) => Ok(Some((caller, session.csrf))),
             Ok(Ok(Authenticated::Machine(_))) => Err(answer_of(&GatewayCode::MachineClientAdminOnly.error())),
             Ok(Err(_limited)) => Err(Answer::error(429, "rate_limited")),

@@ -304,7 +304,7 @@ pub async fn forward(
         }
         return send(&proxy, &client, &req, &target, None, web::Bytes::new()).await;
     }
-    let caller = match authenticate(&proxy, &client, &req, is_admin_route(path)).await? {
+    let caller = match authenticate(&proxy, &client, &req, path).await? {
         Ok(Authenticated::Person(caller, _)) | Ok(Authenticated::Machine(caller)) => caller,
         Err(limited) => return Ok(limited),
     };
@@ -375,7 +375,7 @@ pub async fn caller(
     client: web::Data<WorkerClient>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (caller, person) = match authenticate(&proxy, &client, &req, false).await? {
+    let (caller, person) = match authenticate(&proxy, &client, &req, req.uri().path()).await? {
         Ok(Authenticated::Person(caller, person)) => (caller, person),
         Ok(Authenticated::Machine(_)) => return Err(GatewayCode::MachineClientAdminOnly.error()),
         Err(limited) => return Ok(limited),
@@ -396,6 +396,15 @@ pub(crate) fn is_admin_route(path: &str) -> bool {
     path.starts_with("/api/admin/")
 }
 
+/// True for the billing page's routes (`/api/billing…`, `/api/credits…`): where a suspension
+/// billing made is resolved (a card, credits, a plan, a cap), so a suspended person still
+/// reaches them; billing decides what they may do there.
+pub(crate) fn resolves_suspension(path: &str) -> bool {
+    ["/api/billing", "/api/credits"]
+        .iter()
+        .any(|prefix| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
+
 /// Who a request comes from, once its token checked out.
 pub(crate) enum Authenticated {
     /// A person, as identity knows them.
@@ -405,13 +414,13 @@ pub(crate) enum Authenticated {
 }
 
 /// Rate limits, the token (bearer, or the session cookie with CSRF for changes), the person
-/// behind it and their roles, or the granted machine client on an admin route.
-/// `Ok(Err(response))` is a rate-limit answer.
+/// behind it and their roles, or the granted machine client on an admin route, for a request
+/// to `path`. `Ok(Err(response))` is a rate-limit answer.
 async fn authenticate(
     proxy: &Proxy,
     client: &WorkerClient,
     req: &HttpRequest,
-    admin_route: bool,
+    path: &str,
 ) -> Result<Result<Authenticated, HttpResponse>, ApiError> {
     if let Err(wait) = proxy.per_ip.check(&req.peer_addr().map(|a| a.ip())) {
         return Ok(Err(too_many_requests(wait)));
@@ -429,17 +438,19 @@ async fn authenticate(
             session.access_token
         }
     };
-    authenticate_token(proxy, client, &token, admin_route).await
+    authenticate_token(proxy, client, &token, path).await
 }
 
 /// [`authenticate`] once the access token is known (a bearer's, or a session's the caller has
 /// already checked): the token, the person behind it and their roles, or the granted machine
-/// client on an admin route. `Ok(Err(response))` is a rate-limit answer.
+/// client on an admin route, for a request to `path`. A suspended person is refused except on
+/// the billing page's routes ([`resolves_suspension`]). `Ok(Err(response))` is a rate-limit
+/// answer.
 pub(crate) async fn authenticate_token(
     proxy: &Proxy,
     client: &WorkerClient,
     token: &str,
-    admin_route: bool,
+    path: &str,
 ) -> Result<Result<Authenticated, HttpResponse>, ApiError> {
     let bearer = match proxy.tokens.get().await {
         Ok(validator) => validator.validate_bearer(token).await.map_err(|e| {
@@ -458,7 +469,7 @@ pub(crate) async fn authenticate_token(
                 tracing::info!(client_id = %machine.client_id, "machine client refused: not granted the admin role");
                 return Err(GatewayCode::MachineClientNotAdmin.error());
             }
-            if !admin_route {
+            if !is_admin_route(path) {
                 return Err(GatewayCode::MachineClientAdminOnly.error());
             }
             if let Err(wait) = proxy.per_client.check(&(machine.issuer.clone(), machine.client_id.clone())) {
@@ -474,7 +485,8 @@ pub(crate) async fn authenticate_token(
     let person = resolve(proxy, client, key, claims.email.clone()).await?;
     match person.status {
         AccountStatus::Active => {}
-        AccountStatus::Suspended => return Err(GatewayCode::AccountSuspended.error()),
+        AccountStatus::Suspended if !resolves_suspension(path) => return Err(GatewayCode::AccountSuspended.error()),
+        AccountStatus::Suspended => {}
         AccountStatus::Deleted => return Err(GatewayCode::AccountDeleted.error()),
     }
     let caller = Caller {

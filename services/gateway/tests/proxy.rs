@@ -78,9 +78,17 @@ async fn suspended_and_deleted_accounts_are_refused_at_the_gateway() {
     p.sql("UPDATE users SET status = 'suspended', suspended_by = 'admin' WHERE auth_subject = 'auth0|ada'").await;
     let (status, body, _) = p.get("/api/me", Some(&token)).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_suspended")));
+    // The billing page's routes, where a suspension is resolved, are still forwarded (billing's
+    // upstream is identity here, which has no such route).
+    for path in ["/api/billing", "/api/billing/payment-method", "/api/credits", "/api/credits/purchase"] {
+        let (status, body, _) = p.get(path, Some(&token)).await;
+        assert_ne!(body["code"], "account_suspended", "{path}: {status} {body}");
+    }
     p.sql("UPDATE users SET status = 'deleted', suspended_by = NULL WHERE auth_subject = 'auth0|ada'").await;
-    let (status, body, _) = p.get("/api/me", Some(&token)).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_deleted")));
+    for path in ["/api/me", "/api/billing", "/api/credits"] {
+        let (status, body, _) = p.get(path, Some(&token)).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_deleted")), "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

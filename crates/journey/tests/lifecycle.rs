@@ -15,11 +15,13 @@ use diesel::sql_types::{Nullable, Text};
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
-    AccountRestrictedV1, AccountRestrictionLiftedV1, PlanChangedV1, UserReactivatedV1, UserSuspendedV1,
+    AccountRestrictedV1, AccountRestrictionLiftedV1, PaymentMethodRemovedV1, PlanChangedV1, UserReactivatedV1,
+    UserSuspendedV1,
 };
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::TokenSpec;
 use hopsbridge_sandbox::hopsworks::{STATUS_ACTIVATED, STATUS_BLOCKED, User};
+use hopsbridge_sandbox::world::lab_pods;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -46,7 +48,7 @@ async fn rows(platform: &Platform, schema: &str, sql: &str) -> Vec<Value> {
 /// refused once they are suspended).
 async fn open_restrictions(platform: &Platform, person: &Person) -> Vec<Value> {
     let sql = format!(
-        "SELECT reason, deadline, suspended_at FROM restrictions WHERE owner_id = '{}' AND cleared_at IS NULL",
+        "SELECT reason, started_at, deadline, suspended_at FROM restrictions WHERE owner_id = '{}' AND cleared_at IS NULL",
         person.user_id
     );
     rows(platform, "billing", &sql).await
@@ -437,4 +439,123 @@ async fn failed_payments_mail_each_failure_and_suspend_only_past_the_days_unpaid
     let reactivated = platform.published_events::<UserReactivatedV1>().await;
     assert_eq!((reactivated.len(), count_for(&reactivated, &fay, |e| &e.user_id)), (1, 1), "{reactivated:?}");
     assert_eq!(mails(&platform, &fay.auth0.email, "is suspended").len(), 1);
+}
+
+/// Buys `amount_minor` of credits through Checkout (`POST /api/credits/purchase`) as `token`'s
+/// holder and pays in the sandbox.
+async fn buy_credits(platform: &Platform, token: &str, amount_minor: i64) {
+    let body = json!({ "amount_minor": amount_minor });
+    let (status, purchase) = platform.call("POST", "/api/credits/purchase", token, Some(body)).await;
+    assert_eq!(status, 200, "{purchase}");
+    platform.world.stripe.complete_checkout_session(purchase["id"].as_str().unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_exhausted_without_a_card_suspend_after_the_grace_and_buying_credits_reactivates() {
+    // pia's lab (a GPU training pod among others) runs from the start; two-second windows.
+    let options = Options {
+        clusters: 1,
+        metering_window_secs: 2,
+        lab_owners: vec!["pia10000".to_owned()],
+        settings: vec![
+            (Service::Billing, "lifecycle.enforce_interval_secs", "1".to_owned()),
+            (Service::Billing, "ledger.window_secs", "2".to_owned()),
+            (Service::Billing, "credits.min_purchase", "50".to_owned()),
+            (Service::Metering, "schedule.lookback_secs", "60".to_owned()),
+        ],
+        ..Options::default()
+    };
+    let platform = Platform::start(binaries!(), &options).await;
+
+    // pia chooses prepaid, gets her cluster with a card, then removes the card: prepaid keeps
+    // its plan.
+    let pia = platform.sign_up("pia").await;
+    platform.wait_billing_account(&pia, PATIENCE).await;
+    let terms = platform.retry_call("GET", "/api/billing/plan", &pia.token).await["terms_version"].clone();
+    let body = json!({ "plan": "prepaid", "accept_terms": true, "terms_version": terms });
+    let (status, chosen) = platform.call("PUT", "/api/billing/plan", &pia.token, Some(body)).await;
+    assert_eq!(status, 200, "{chosen}");
+    platform.add_card(&pia).await;
+    let cluster = platform.wait_assigned(&pia, PATIENCE).await;
+    assert_eq!(cluster["hopsworks_username"], "pia10000", "{cluster}");
+    remove_cards(&platform, &pia).await;
+    wait_for("billing sees pia's card gone", PATIENCE, || async {
+        let id = pia.user_id.to_string();
+        let removed = platform.published_events::<PaymentMethodRemovedV1>().await;
+        removed.iter().any(|e| e.user_id == id).then_some(())
+    })
+    .await;
+    let (status, plan) = platform.call("GET", "/api/billing/plan", &pia.token, None).await;
+    assert_eq!((status, plan["plan"].as_str()), (200, Some("prepaid")), "{plan}");
+
+    // Fifty cents of credits (Stripe's least) and sixty more GPU pods: the lab uses them up
+    // within seconds, and with no card she is warned with a deadline 72 hours ahead.
+    let training = lab_pods("pia10000", platform.world.clock.now())
+        .into_iter()
+        .find(|p| p.name.starts_with("training"))
+        .expect("the lab's training pod");
+    let pods = (0..60)
+        .map(|k| {
+            let mut pod = training.clone();
+            pod.name = format!("training{k}-pia10000");
+            pod.uid = format!("uid-{}-training{k}", pod.namespace);
+            pod
+        })
+        .collect();
+    platform.world.clusters[0].kubernetes.run_pods(pods).unwrap();
+    let bought_at = platform.world.clock.now();
+    buy_credits(&platform, &pia.token, 50).await;
+    let restriction = wait_for("the credits_exhausted restriction", PATIENCE, || async {
+        let open = open_restrictions(&platform, &pia).await;
+        open.into_iter().find(|r| {
+            r["reason"] == "credits_exhausted"
+                && chrono::DateTime::parse_from_rfc3339(r["started_at"].as_str().unwrap()).unwrap().timestamp()
+                    >= bought_at
+        })
+    })
+    .await;
+    let deadline = chrono::DateTime::parse_from_rfc3339(restriction["deadline"].as_str().unwrap()).unwrap().timestamp();
+    let started =
+        chrono::DateTime::parse_from_rfc3339(restriction["started_at"].as_str().unwrap()).unwrap().timestamp();
+    assert_eq!(deadline - started, 72 * 3600, "{restriction}");
+    wait_for("the credits mail", PATIENCE, || async {
+        Some(mails(&platform, &pia.auth0.email, "credits ran out")).filter(|m| !m.is_empty())
+    })
+    .await;
+
+    // The grace passes: suspended in identity and Hopsworks, refused by the gateway.
+    platform.world.advance(Duration::from_secs(72 * 3600 + 120));
+    wait_for("pia suspended in identity", PATIENCE, || async {
+        (identity_status(&platform, &pia).await == ("suspended".to_owned(), Some("billing".to_owned()))).then_some(())
+    })
+    .await;
+    wait_for("pia blocked in Hopsworks", PATIENCE, || async {
+        (account(&platform, &pia).status == STATUS_BLOCKED).then_some(())
+    })
+    .await;
+    let token = fresh_token(&platform, &pia);
+    let (status, refused) = platform.call("GET", "/api/me", &token, None).await;
+    assert_eq!((status, refused["code"].as_str()), (403, Some("account_suspended")), "{refused}");
+
+    // Suspended, she still reaches the billing page and buys credits: reactivated everywhere.
+    buy_credits(&platform, &token, 1_000).await;
+    wait_for("pia active in identity", PATIENCE, || async {
+        (identity_status(&platform, &pia).await.0 == "active").then_some(())
+    })
+    .await;
+    wait_for("pia activated in Hopsworks", PATIENCE, || async {
+        (account(&platform, &pia).status == STATUS_ACTIVATED).then_some(())
+    })
+    .await;
+    let (status, me) = platform.call("GET", "/api/me", &token, None).await;
+    assert_eq!(status, 200, "{me}");
+
+    // Once each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restricted = platform.published_events::<AccountRestrictedV1>().await;
+    assert_eq!((restricted.len(), count_for(&restricted, &pia, |e| &e.user_id)), (1, 1), "{restricted:?}");
+    assert_eq!(restricted[0].reason, "credits_exhausted");
+    let lifted = platform.published_events::<AccountRestrictionLiftedV1>().await;
+    assert_eq!(count_for(&lifted, &pia, |e| &e.user_id), 1, "{lifted:?}");
+    assert_eq!(mails(&platform, &pia.auth0.email, "is suspended").len(), 1);
 }

@@ -7,8 +7,9 @@
 # The tests need PostgreSQL at postgres://postgres@127.0.0.1:5432/postgres (they create and
 # drop databases of their own), NATS with JetStream at nats://127.0.0.1:4222, and the
 # nats-server executable (some tests start, kill and restart private servers), kubectl (the
-# Kubernetes simulator is driven with it), and chromium with chromedriver (the console's browser
-# test). This script
+# Kubernetes simulator is driven with it), chromium with chromedriver (the console's browser
+# test), and python3 with venv (the OpenAPI fuzzer, crates/journey/tests/fuzz.rs, installs
+# schemathesis from PyPI into .local/schemathesis). This script
 # installs and starts whatever is missing (apt-get, as root or through sudo), then runs
 # `cargo test --workspace --locked` with the given arguments, prints the total, and exits with
 # cargo's status.
@@ -29,6 +30,9 @@ ensure_kubectl
 # Chromium through chromedriver.
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
     apt_install chromium chromium-driver
+fi
+if ! python3 -m venv --help >/dev/null 2>&1; then
+    apt_install python3-venv
 fi
 if [[ -n ${HOPSBRIDGE_TEST_DATABASE_URL:-} ]]; then
     hb_log "using the PostgreSQL server in HOPSBRIDGE_TEST_DATABASE_URL"

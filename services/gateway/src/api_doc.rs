@@ -9,7 +9,7 @@
 //! [`GatewayCode`]) are listed in the document's description, and [`document`] adds to every
 //! operation what the gateway and the platform answer before it runs ([`complete`]): its
 //! security requirement (none on the public operations, [`is_public`]), and the 400, 401, 403,
-//! 413 and 429 answers that apply to it.
+//! 413, 415 and 429 answers that apply to it.
 //!
 //! The gateway also answers from the document ([`methods_of`]): a documented path asked with a
 //! method it does not take is 405 `method_not_allowed`, with `Allow`.
@@ -219,7 +219,8 @@ fn answer(operation: &mut Operation, status: u16, codes: &[(&'static str, &'stat
 /// - 401 and 403 on every operation that needs a token: no token or a bad one; a suspended or
 ///   deleted account, a cookie change without its CSRF token, a machine client not granted the
 ///   admin role, and off the admin routes a granted one (decision 0045).
-/// - 413 where there is a body; 429 everywhere (the per-address limit, and per person).
+/// - 413 where there is a body; 415 where the body is JSON (a body of another type, or none
+///   where one is required); 429 everywhere (the per-address limit, and per person).
 pub fn complete(doc: &mut OpenApi) {
     for (path, item) in &mut doc.paths.paths {
         let operations = [
@@ -276,9 +277,17 @@ pub fn complete(doc: &mut OpenApi) {
             if body {
                 answer(operation, 413, &[of(PlatformCode::PayloadTooLarge)]);
             }
+            if takes_json(operation) {
+                answer(operation, 415, &[of(PlatformCode::UnsupportedMediaType)]);
+            }
             answer(operation, 429, &[of(GatewayCode::RateLimited)]);
         }
     }
+}
+
+/// Whether the operation's body is JSON, which the platform refuses in any other type.
+fn takes_json(operation: &Operation) -> bool {
+    matches!(&operation.request_body, Some(RefOr::T(body)) if body.content.contains_key("application/json"))
 }
 
 /// A documented path as segments (`None` for a parameter), and the methods it takes.

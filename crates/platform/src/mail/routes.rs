@@ -28,6 +28,19 @@ struct State {
     failing_after: i32,
 }
 
+/// The data services whose mail the admin routes show: the `{service}` of their paths. The
+/// gateway forwards each to that service; any other name is 404 `route_not_found`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "documents the path parameter; each service mounts its own name")]
+enum MailService {
+    Identity,
+    Team,
+    Provisioning,
+    Metering,
+    Billing,
+}
+
 /// Which mails to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -80,11 +93,12 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
 
 /// `GET /api/admin/mail/{service}`: a service's mail, newest first.
 #[utoipa::path(get, path = "/api/admin/mail/{service}", tag = "admin",
-    params(("service" = String, Path, description = "identity, team, provisioning, metering or billing"), MailQuery),
+    params(("service" = MailService, Path, description = "identity, team, provisioning, metering or billing"), MailQuery),
     responses((status = 200, description = "a page of mails", body = MailPage),
         (status = 400, description = "invalid_page: limit must be 1-200 and offset at least 0; invalid_query", body = ErrorBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
-        (status = 403, description = "admin_only: administrators only", body = ErrorBody)))]
+        (status = 403, description = "admin_only: administrators only", body = ErrorBody),
+        (status = 404, description = "route_not_found: no service of that name", body = ErrorBody)))]
 async fn list_mail(
     state: web::Data<State>,
     caller: Caller,
@@ -104,12 +118,12 @@ async fn list_mail(
 
 /// `POST /api/admin/mail/{service}/{id}/retry`: tries an unsent mail again now.
 #[utoipa::path(post, path = "/api/admin/mail/{service}/{id}/retry", tag = "admin",
-    params(("service" = String, Path, description = "the service that holds the mail"), ("id" = uuid::Uuid, Path, description = "the mail's id")),
+    params(("service" = MailService, Path, description = "the service that holds the mail"), ("id" = uuid::Uuid, Path, description = "the mail's id")),
     responses((status = 202, description = "the mail is due now", body = MailView),
         (status = 400, description = "invalid_path: the id is not a UUID", body = ErrorBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 403, description = "admin_only: administrators only", body = ErrorBody),
-        (status = 404, description = "mail_not_found: no such mail", body = ErrorBody),
+        (status = 404, description = "mail_not_found: no such mail; route_not_found: no service of that name", body = ErrorBody),
         (status = 409, description = "mail_already_sent: the mail was already sent", body = ErrorBody)))]
 async fn retry_mail(
     state: web::Data<State>,
@@ -131,7 +145,7 @@ async fn retry_mail(
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list_mail, retry_mail), components(schemas(MailPage, MailView, MailRow, MailStatus, ErrorBody)))]
+#[openapi(paths(list_mail, retry_mail), components(schemas(MailPage, MailView, MailRow, MailStatus, MailService, ErrorBody)))]
 struct MailApi;
 
 /// The admin mail routes' part of the OpenAPI document.

@@ -55,15 +55,32 @@ bench TARGET:
     ensure_nats
     exec cargo bench -p "${package}" --bench "${target}"
 
-# The money proof's long form (issue 17): every service as a process, 50 owners over a simulated month
-# through metering, billing and the sandbox's Stripe; prints the per-owner table (invoice, ledger, samples).
-proof-money:
+# The money proof's ignored forms, every service as a process: `just proof-money` runs 50 owners over a
+# simulated month through metering, billing and the sandbox's Stripe and prints the per-owner table (invoice,
+# ledger, samples); `just proof-money faults` runs billing's outages: killed after Stripe accepted a day's reports
+# and before it recorded them, then 30 hours down; and three days down, then catching up.
+proof-money WHICH="month":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "$1" in
+        month) filters=(a_simulated_month_for_fifty_owners) ;;
+        faults) filters=(reports_of_unknown_outcome_are_settled billing_down_for_three_days) ;;
+        *) echo "unknown proof '$1'; valid: month, faults" >&2; exit 2 ;;
+    esac
+    source scripts/lib/services.sh
+    ensure_postgres
+    ensure_nats
+    exec cargo test -p hopsbridge-journey --test money -- --ignored --nocapture --test-threads 1 "${filters[@]}"
+
+# Metering's accuracy over a whole simulated day through the service (96 windows, point samples beside readings
+# integrated every 15 s, production timing on the sandbox's clock; prints the table of docs/benchmarks.md).
+accuracy-day:
     #!/usr/bin/env bash
     set -euo pipefail
     source scripts/lib/services.sh
     ensure_postgres
     ensure_nats
-    exec cargo test -p hopsbridge-journey --test money -- --ignored --nocapture a_simulated_month_for_fifty_owners
+    exec cargo test -p hopsbridge-metering --test accuracy -- --ignored --nocapture through_the_service
 
 # Regenerates each service's src/schema.rs from its migrations (`just schema --check` compares).
 schema *ARGS:
@@ -80,3 +97,12 @@ ci:
 # Validates docker-compose.yml.
 compose-check:
     docker-compose -f docker-compose.yml config -q
+
+# The OpenAPI fuzzer with more examples per operation than CI's (crates/journey/tests/fuzz.rs).
+fuzz EXAMPLES="100":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    source scripts/lib/services.sh
+    ensure_postgres
+    ensure_nats
+    HOPSBRIDGE_FUZZ_EXAMPLES="$1" exec cargo test -p hopsbridge-journey --test fuzz -- --nocapture

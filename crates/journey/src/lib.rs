@@ -366,6 +366,27 @@ impl Platform {
         self.processes.lock().expect("lock").insert(service.name(), process);
     }
 
+    /// Starts another process of `service`, the same settings on a port of its own, kept as
+    /// `name` (a second replica, e.g. two billing processes at once); the gateway keeps
+    /// calling the first. [`Platform::kill_replica`] stops it. Answers its base URL.
+    pub fn start_replica(&self, service: Service, name: &'static str) -> String {
+        let port = hopsbridge_platform::config::env_var(service, "http.port");
+        let env: Vec<(String, String)> = self.env[service.name()]
+            .iter()
+            .map(|(k, v)| if *k == port { (k.clone(), free_port().to_string()) } else { (k.clone(), v.clone()) })
+            .collect();
+        let process = ServiceProcess::start(self.binaries.of(service), &env);
+        let url = process.url();
+        let replaced = self.processes.lock().expect("lock").insert(name, process);
+        assert!(replaced.is_none(), "a process named {name} was running");
+        url
+    }
+
+    /// Kills the replica `name` at once (SIGKILL).
+    pub fn kill_replica(&self, name: &'static str) {
+        drop(self.processes.lock().expect("lock").remove(name));
+    }
+
     /// Each running service's process id.
     pub fn service_pids(&self) -> Vec<(&'static str, u32)> {
         self.processes.lock().expect("lock").iter().map(|(name, p)| (*name, p.pid())).collect()

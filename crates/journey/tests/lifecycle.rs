@@ -20,7 +20,7 @@ use hopsbridge_contracts::events::{
 };
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::TokenSpec;
-use hopsbridge_sandbox::hopsworks::{STATUS_ACTIVATED, STATUS_BLOCKED, User};
+use hopsbridge_sandbox::hopsworks::{Route, STATUS_ACTIVATED, STATUS_BLOCKED, User};
 use hopsbridge_sandbox::world::lab_pods;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -85,6 +85,16 @@ async fn sync_projects(platform: &Platform) {
     .await;
 }
 
+/// The accounts whose Hopsworks status disagrees with ours, as an admin reads them
+/// (`GET /api/admin/assignments/status-drift`), every cluster read.
+async fn status_drift(platform: &Platform) -> Vec<Value> {
+    let (status, report) =
+        platform.call("GET", "/api/admin/assignments/status-drift", &platform.admin_token, None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["unread"], json!([]), "{report}");
+    report["items"].as_array().expect("the drift's items").clone()
+}
+
 /// Waits until billing counts `n` active projects for `person`.
 async fn wait_counted(platform: &Platform, person: &Person, n: i64) {
     let sql = format!(
@@ -140,6 +150,20 @@ async fn owner_with_projects(platform: &Platform, handle: &str, projects: usize)
     (person, ids)
 }
 
+/// `person` adds a card through Checkout and chooses pay as you go once billing has it.
+async fn card_back_on_payg(platform: &Platform, person: &Person) {
+    platform.add_card(person).await;
+    let terms = platform.retry_call("GET", "/api/billing/plan", &person.token).await["terms_version"].clone();
+    let body = json!({ "plan": "payg", "accept_terms": true, "terms_version": terms });
+    wait_for(&format!("{} chooses pay as you go with the card back", person.auth0.email), PATIENCE, || async {
+        let (status, answer) = platform.call("PUT", "/api/billing/plan", &person.token, Some(body.clone())).await;
+        // 409 card_required until billing has the card.
+        assert!(status == 200 || status == 409, "{status} {answer}");
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
 /// Mails to `address` whose subject contains `about`.
 fn mails(platform: &Platform, address: &str, about: &str) -> Vec<hopsbridge_sandbox::mail::Message> {
     platform.world.mail.messages_to(address).into_iter().filter(|m| m.subject.contains(about)).collect()
@@ -163,6 +187,8 @@ async fn a_card_removed_moves_owners_to_free_and_suspends_only_the_one_still_ove
     };
     let platform = Platform::start(binaries!(), &options).await;
     let hopsworks = &platform.world.clusters[0].hopsworks;
+    // Two billing processes throughout: both consume the events and run the enforcer.
+    let replica = platform.start_replica(Service::Billing, "billing-2");
 
     // Four owners with a card: three with three projects, one with one; the first has a member.
     let ((ada, _), (bea, bea_projects), (cal, _), (dan, _)) = tokio::join!(
@@ -232,15 +258,7 @@ async fn a_card_removed_moves_owners_to_free_and_suspends_only_the_one_still_ove
         hopsworks.delete_project(*id).unwrap();
     }
     sync_projects(&platform).await;
-    platform.add_card(&cal).await;
-    let terms = platform.retry_call("GET", "/api/billing/plan", &cal.token).await["terms_version"].clone();
-    let body = json!({ "plan": "payg", "accept_terms": true, "terms_version": terms });
-    wait_for("cal chooses pay as you go with the card back", PATIENCE, || async {
-        let (status, answer) = platform.call("PUT", "/api/billing/plan", &cal.token, Some(body.clone())).await;
-        assert!(status == 200 || status == 409, "{status} {answer}");
-        (status == 200).then_some(())
-    })
-    .await;
+    card_back_on_payg(&platform, &cal).await;
     for owner in [&bea, &cal] {
         wait_for(&format!("{}'s deadline cleared", owner.auth0.email), PATIENCE, || async {
             open_restrictions(&platform, owner).await.is_empty().then_some(())
@@ -248,24 +266,45 @@ async fn a_card_removed_moves_owners_to_free_and_suspends_only_the_one_still_ove
         .await;
     }
 
-    // Billing restarts mid-ladder; then the deadline passes.
+    // Billing restarts mid-ladder (its second replica runs on); Hopsworks refuses every change
+    // of a user; then the deadline passes.
     platform.kill_service(Service::Billing);
     platform.start_service(Service::Billing);
+    hopsworks.fail_next_on(Route::UpdateUser, 100_000, 503);
     platform.world.advance(Duration::from_secs(7 * 86_400 + 120));
 
-    // ada and her member are suspended everywhere.
+    // ada and her member are suspended in identity and refused by the gateway; while
+    // Hopsworks refuses, the admins' drift view lists both with the push's error.
     for person in [&ada, &max] {
         wait_for(&format!("{} suspended in identity", person.auth0.email), PATIENCE, || async {
             (identity_status(&platform, person).await.0 == "suspended").then_some(())
         })
         .await;
+        let (status, refused) = platform.call("GET", "/api/me", &fresh_token(&platform, person), None).await;
+        assert_eq!((status, refused["code"].as_str()), (403, Some("account_suspended")), "{refused}");
+    }
+    let drift = wait_for("both in the drift view with the push's error", PATIENCE, || async {
+        let items = status_drift(&platform).await;
+        let erred = |p: &Person| {
+            items.iter().any(|i| i["user_id"] == p.user_id.to_string().as_str() && i["sync_error"].is_string())
+        };
+        (erred(&ada) && erred(&max)).then_some(items)
+    })
+    .await;
+    assert_eq!(drift.len(), 2, "{drift:?}");
+    assert!(drift.iter().all(|i| i["wanted_hopsworks_status"] == 4 && i["hopsworks_status"] == 2), "{drift:?}");
+    assert_eq!(account(&platform, &ada).status, STATUS_ACTIVATED, "Hopsworks refused the block so far");
+
+    // Hopsworks answers again: both blocked, the drift view empty.
+    hopsworks.clear_faults();
+    for person in [&ada, &max] {
         wait_for(&format!("{} blocked in Hopsworks", person.auth0.email), PATIENCE, || async {
             (account(&platform, person).status == STATUS_BLOCKED).then_some(())
         })
         .await;
-        let (status, refused) = platform.call("GET", "/api/me", &fresh_token(&platform, person), None).await;
-        assert_eq!((status, refused["code"].as_str()), (403, Some("account_suspended")), "{refused}");
     }
+    wait_for("an empty drift view", PATIENCE, || async { status_drift(&platform).await.is_empty().then_some(()) })
+        .await;
     assert_eq!(identity_status(&platform, &ada).await.1.as_deref(), Some("billing"));
     assert_eq!(identity_status(&platform, &max).await.1.as_deref(), Some("owner"));
 
@@ -299,6 +338,33 @@ async fn a_card_removed_moves_owners_to_free_and_suspends_only_the_one_still_ove
         assert!(mails(&platform, &owner.auth0.email, "free plan").len() <= 1);
     }
     assert!(mails(&platform, &dan.auth0.email, "free plan").is_empty(), "no deadline for one project");
+
+    // Suspended, ada still reaches the billing page: a card back and pay as you go lift the
+    // suspension, and she and her member are active everywhere again, once.
+    card_back_on_payg(&platform, &ada).await;
+    for person in [&ada, &max] {
+        wait_for(&format!("{} active in identity", person.auth0.email), PATIENCE, || async {
+            (identity_status(&platform, person).await == ("active".to_owned(), None)).then_some(())
+        })
+        .await;
+        wait_for(&format!("{} activated in Hopsworks", person.auth0.email), PATIENCE, || async {
+            (account(&platform, person).status == STATUS_ACTIVATED).then_some(())
+        })
+        .await;
+        let (status, me) = platform.call("GET", "/api/me", &fresh_token(&platform, person), None).await;
+        assert_eq!(status, 200, "{me}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lifted = platform.published_events::<AccountRestrictionLiftedV1>().await;
+    assert_eq!((lifted.len(), count_for(&lifted, &ada, |e| &e.user_id)), (1, 1), "{lifted:?}");
+    let reactivated = platform.published_events::<UserReactivatedV1>().await;
+    assert_eq!(reactivated.len(), 2, "{reactivated:?}");
+    assert_eq!(count_for(&reactivated, &ada, |e| &e.user_id), 1);
+    assert_eq!(count_for(&reactivated, &max, |e| &e.user_id), 1);
+    assert_eq!(mails(&platform, &ada.auth0.email, "is suspended").len(), 1);
+
+    let ready = reqwest::get(format!("{replica}/readyz")).await.unwrap().status();
+    assert_eq!(ready, 200, "the second billing ran throughout");
 }
 
 /// `person`'s Stripe customer id.

@@ -1,8 +1,9 @@
 //! What billing does when an owner's account is deleted (`UserDeletedV1`): every unreported day
 //! of their usage is reported to Stripe at once, today's partial day included, then their
 //! subscription is cancelled with `invoice_now=true`, so Stripe makes the final invoice of the
-//! usage so far. Billing's records (ledger, reports, invoices) are kept. A redelivery finds the
-//! days reported and the subscription cancelled, and does nothing more.
+//! usage so far ([`close`], also used when the last card goes and when a person joins a team).
+//! Billing's records (ledger, reports, invoices) are kept. A redelivery finds the days reported
+//! and the subscription cancelled, and does nothing more.
 
 use crate::accounts;
 use crate::events::db_failure;
@@ -39,26 +40,43 @@ impl Handler<UserDeletedV1> for UserDeleted {
             .user_id
             .parse()
             .map_err(|_| HandlerError::Reject(format!("user_id is not a UUID: {:?}", event.payload.user_id)))?;
-        let Some(account) = accounts::lock(conn, user).await.map_err(db_failure)? else {
-            return Ok(());
-        };
-        if account.stripe_customer_id.is_none() {
-            return Ok(());
-        }
-        let today = self.reporter.settings.clock.now().date_naive();
-        let owner = OwnerId::from_uuid(user.as_uuid());
-        let outcome = self
-            .reporter
-            .pass(Scope { owner: Some(owner), through: today })
-            .await
-            .map_err(|e| HandlerError::Retry(anyhow::Error::new(e).context("reporting the last usage")))?;
-        if outcome.pending > 0 {
-            return Err(HandlerError::Retry(anyhow::anyhow!("{} reports of {user} still pending", outcome.pending)));
-        }
-        let Some(live) = account.live_subscription() else { return Ok(()) };
-        let cancelled = crate::memberships::cancel(&self.stripe, live, true).await?;
-        accounts::replace_subscription(conn, user, &cancelled.id, &cancelled.status).await.map_err(db_failure)?;
-        tracing::info!(%user, subscription = %cancelled.id, "deleted account's subscription cancelled with a final invoice");
-        Ok(())
+        close(conn, (&self.reporter, &self.stripe), user).await
     }
+}
+
+/// Closes `user`'s own billing (the account locked by the caller's transaction): every
+/// unreported day of the usage billed to them reported to Stripe, today's partial day included,
+/// then their live subscription cancelled with `invoice_now=true`, so Stripe makes the final
+/// invoice of the usage so far. Used when the account is deleted, when the last card goes (the
+/// lifecycle's move to free) and when the person joins a team (their usage is billed to the
+/// owner from then on). Without a Stripe customer or a live subscription there is nothing to
+/// close; done again, it finds the days reported and the subscription cancelled.
+///
+/// # Errors
+/// [`HandlerError::Retry`] while reports are pending or Stripe or Postgres fails.
+pub(crate) async fn close(
+    conn: &mut AsyncPgConnection,
+    (reporter, stripe): (&Reporter, &Stripe),
+    user: UserId,
+) -> Result<(), HandlerError> {
+    let Some(account) = accounts::lock(conn, user).await.map_err(db_failure)? else {
+        return Ok(());
+    };
+    if account.stripe_customer_id.is_none() {
+        return Ok(());
+    }
+    let today = reporter.settings.clock.now().date_naive();
+    let owner = OwnerId::from_uuid(user.as_uuid());
+    let outcome = reporter
+        .pass(Scope { owner: Some(owner), through: today })
+        .await
+        .map_err(|e| HandlerError::Retry(anyhow::Error::new(e).context("reporting the last usage")))?;
+    if outcome.pending > 0 {
+        return Err(HandlerError::Retry(anyhow::anyhow!("{} reports of {user} still pending", outcome.pending)));
+    }
+    let Some(live) = account.live_subscription() else { return Ok(()) };
+    let cancelled = crate::memberships::cancel(stripe, live, true).await?;
+    accounts::replace_subscription(conn, user, &cancelled.id, &cancelled.status).await.map_err(db_failure)?;
+    tracing::info!(%user, subscription = %cancelled.id, "subscription cancelled with a final invoice");
+    Ok(())
 }

@@ -176,7 +176,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         clock: service.clock.clone(),
         every: Duration::from_secs(config.prices.sync_interval_secs),
     };
-    let teams = memberships::Memberships::new(stripe.clone(), prices.clone(), service.clock.clone());
+    let teams = memberships::Memberships::new(stripe.clone(), prices.clone(), service.clock.clone(), reporter.clone());
     let joined = service.consumer::<TeamMemberJoinedV1, _>(teams.clone());
     let removed = service.consumer::<TeamMemberRemovedV1, _>(teams);
     let created = service.consumer::<UserCreatedV1, _>(events::UserCreated::new(

@@ -459,13 +459,7 @@ impl Lifecycle {
     /// Moves a paying `owner` to free after losing their card or subscription, the
     /// subscription ended with a final invoice; nothing for a member, a prepaid or free owner, a
     /// deleted account, or one whose card came back.
-    async fn downgrade(
-        &self,
-        conn: &mut AsyncPgConnection,
-        user: UserId,
-        reason: &str,
-        event: EventId,
-    ) -> Result<(), HandlerError> {
+    async fn downgrade(&self, conn: &mut AsyncPgConnection, user: UserId, reason: &str) -> Result<(), HandlerError> {
         let owner = OwnerId::from_uuid(user.as_uuid());
         let Some(account) = accounts::lock(conn, user).await.map_err(db_failure)? else { return Ok(()) };
         let now = self.clock.now();
@@ -484,14 +478,7 @@ impl Lifecycle {
         }
         // The usage so far reported and the subscription cancelled with a final invoice, as for
         // a deleted account.
-        let closing = ReceivedEvent {
-            id: event,
-            causation: None,
-            occurred_at: now,
-            delivered: 1,
-            payload: UserDeletedV1 { user_id: user.to_string() },
-        };
-        UserDeleted::new(self.reporter.clone(), self.stripe.clone()).handle(conn, &closing).await?;
+        crate::deletion::close(conn, (&self.reporter, &self.stripe), user).await?;
         lock_owner(conn, owner).await.map_err(db_failure)?;
         self.change_plan(conn, owner, Plan::Free, (reason, None)).await.map_err(HandlerError::Retry)?;
         Ok(())
@@ -680,8 +667,6 @@ impl Lifecycle {
     }
 }
 
-use hopsbridge_domain::EventId;
-
 /// How many of `owner`'s failed invoices have no payment recorded.
 async fn unpaid_failures(conn: &mut AsyncPgConnection, owner: OwnerId) -> QueryResult<i64> {
     #[derive(QueryableByName)]
@@ -784,7 +769,7 @@ impl Handler<PaymentMethodRemovedV1> for Lifecycle {
         event: &ReceivedEvent<PaymentMethodRemovedV1>,
     ) -> Result<(), HandlerError> {
         let user = user_of(&event.payload.user_id)?;
-        self.downgrade(conn, user, plans::reason::CARD_REMOVED, event.id).await
+        self.downgrade(conn, user, plans::reason::CARD_REMOVED).await
     }
 }
 

@@ -5,8 +5,9 @@
 //! `TeamMemberRemovedV1` may arrive in any order and more than once. After each, in the
 //! consumer's transaction and under the account's lock, billing settles Stripe with what the
 //! rule keeps ([`settle`]):
-//! - a member is billed to their owner: their own subscription is cancelled at once (a new
-//!   member has no usage: they joined before adding a card), and billing's routes refuse them;
+//! - a member is billed to their owner: their own usage so far is reported and their own
+//!   subscription cancelled with a final invoice of it ([`crate::deletion::close`]; a person may
+//!   have used their own cluster before joining), and billing's routes refuse them;
 //! - anyone else has a live subscription of the metered prices: one is opened after a removal,
 //!   as for a new person (its `Idempotency-Key` comes from the event's id).
 //!
@@ -17,6 +18,7 @@
 use crate::accounts::{self, Account, TeamColumns};
 use crate::catalog::Prices;
 use crate::events::{db_failure, idempotency_key, open_subscription, stripe_failure, unrecorded_subscription};
+use crate::reporting::Reporter;
 use crate::stripe::{Stripe, Subscription, params};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
@@ -32,13 +34,14 @@ pub struct Memberships {
     stripe: Stripe,
     prices: Prices,
     clock: Clock,
+    reporter: Reporter,
 }
 
 impl Memberships {
-    /// The handler, on calendar time `clock`.
+    /// The handler, on calendar time `clock`, reporting a new member's own usage with `reporter`.
     #[must_use]
-    pub fn new(stripe: Stripe, prices: Prices, clock: Clock) -> Self {
-        Self { stripe, prices, clock }
+    pub fn new(stripe: Stripe, prices: Prices, clock: Clock, reporter: Reporter) -> Self {
+        Self { stripe, prices, clock, reporter }
     }
 
     /// Records `change` on `member`'s account and settles Stripe with it. The event (`event`)
@@ -61,7 +64,17 @@ impl Memberships {
             account.team = TeamColumns::of(after);
             accounts::set_team(conn, member, &account.team).await.map_err(db_failure)?;
         }
-        settle(conn, (&self.stripe, &self.prices), &account, event, self.clock.now()).await
+        let now = self.clock.now();
+        if account.team_owner(now.timestamp_micros()).is_some() && account.live_subscription().is_some() {
+            // Their own usage until now is theirs to pay: reported, and invoiced as the
+            // subscription ends. What `settle` would cancel is then cancelled already.
+            crate::deletion::close(conn, (&self.reporter, &self.stripe), member).await?;
+            account = accounts::lock(conn, member)
+                .await
+                .map_err(db_failure)?
+                .ok_or_else(|| HandlerError::Retry(anyhow::anyhow!("the billing account of {member} went away")))?;
+        }
+        settle(conn, (&self.stripe, &self.prices), &account, event, now).await
     }
 }
 

@@ -165,3 +165,56 @@ async fn every_order_of_the_membership_rule_leaves_stripe_as_the_rule_says() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_reports_the_own_usage_so_far_and_invoices_it_as_the_own_subscription_ends() {
+    let billing = start().await;
+    catalog_ready(&billing.sim).await;
+    let (member, opened) = billing.new_owner().await;
+    let customer = opened.stripe_customer_id.clone().unwrap();
+    let own = opened.stripe_subscription_id.clone().unwrap();
+    // Half an hour of two cores in a window that has ended, billed to the person themselves.
+    let now_secs = chrono::Utc::now().timestamp();
+    let window = now_secs - now_secs.rem_euclid(900) - 900;
+    let sample = usage(member, member, window, 900, (2, 1, 0));
+    publish_usage(&billing.bus, &[(Uuid::now_v7(), sample.clone())]).await;
+    let sql = format!("ledger_entries WHERE sample_id = '{}'", sample.sample_id);
+    assert!(
+        hopsbridge_testkit::eventually(Duration::from_secs(30), || async { count(&billing.db, &sql).await == 1 }).await
+    );
+
+    let joined = Change::Joined { id: MembershipId::new(), owner: OwnerId::from_uuid(Uuid::now_v7()), at: now() };
+    publish(&billing, member, joined).await;
+    let cancelled = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
+        account(&billing.db, member).await.unwrap().subscription_status.as_deref() == Some("canceled")
+    })
+    .await;
+    assert!(cancelled, "the member's own subscription is cancelled");
+    // Their usage was reported before the subscription ended: 2 cores for 900 s is 0.5 core-hours.
+    let cpu: Vec<rust_decimal::Decimal> = billing
+        .sim
+        .meter_events()
+        .into_iter()
+        .filter(|e| e["payload"]["stripe_customer_id"] == customer.as_str())
+        .filter(|e| e["event_name"].as_str().is_some_and(|n| n.contains("cpu")))
+        .map(|e| e["payload"]["value"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(cpu, [rust_decimal::Decimal::new(5, 1)], "the own usage reported once");
+    // And the cancellation asked Stripe for the final invoice of the open period.
+    let finals: Vec<Value> = billing
+        .sim
+        .invoices()
+        .into_iter()
+        .filter(|i| i["parent"]["subscription_details"]["subscription"] == own.as_str())
+        .collect();
+    assert_eq!(finals.len(), 1, "a final invoice of the own subscription: {finals:?}");
+    assert_eq!(cancellations(&billing, &customer), 1);
+
+    // The same join again reports and cancels nothing more.
+    let reported = || {
+        billing.sim.meter_events().iter().filter(|e| e["payload"]["stripe_customer_id"] == customer.as_str()).count()
+    };
+    let before = reported();
+    publish(&billing, member, joined).await;
+    assert_eq!((reported(), cancellations(&billing, &customer)), (before, 1));
+}

@@ -21,6 +21,8 @@
 
 #![allow(clippy::expect_used, clippy::panic, reason = "a test harness fails the test loudly")]
 
+pub mod browser;
+
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;

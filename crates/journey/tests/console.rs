@@ -8,79 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use hopsbridge_console::format;
+use hopsbridge_journey::browser::{Browser, Page};
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::TestUser;
 use hopsbridge_sandbox::world::World;
-use std::collections::HashMap;
 use std::time::Duration;
-
-/// A browser without JavaScript: follows no redirect by itself, keeps its cookies.
-struct Browser {
-    base: String,
-    cookies: HashMap<String, String>,
-    http: reqwest::Client,
-}
-
-struct Page {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl Browser {
-    fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { base: base.to_owned(), cookies: HashMap::new(), http }
-    }
-
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-        let r = request.header("cookie", cookie).send().await.unwrap();
-        for v in r.headers().get_all("set-cookie") {
-            let (name, value) = v.to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap();
-            if value.is_empty() {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        let status = r.status().as_u16();
-        let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
-        Page { status, location, body: r.text().await.unwrap() }
-    }
-
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let request = self.http.get(self.url(path));
-        self.send(request).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let body = serde_urlencoded::to_string(form).unwrap();
-        let request =
-            self.http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
-        self.send(request).await
-    }
-
-    /// Signs `person` in through the gateway's login and the sandbox's Auth0, starting from
-    /// `path`; answers where the login came back to.
-    async fn sign_in(&mut self, platform: &Platform, person: &Person, path: &str) -> String {
-        let page = self.get(path).await;
-        assert_eq!(page.status, 303, "a visitor is sent to sign in: {}", page.body);
-        let login = self.get(&page.location.unwrap()).await;
-        assert_eq!(login.status, 302);
-        platform.world.auth0.sign_in_as(&person.auth0);
-        let authorized = self.get(&login.location.unwrap()).await;
-        assert_eq!(authorized.status, 302, "{}", authorized.body);
-        let callback = self.get(&authorized.location.unwrap()).await;
-        assert_eq!(callback.status, 302, "{}", callback.body);
-        assert!(self.cookies.contains_key("hb_session"));
-        callback.location.unwrap()
-    }
-}
 
 /// The CSRF token a page's forms carry.
 fn csrf(body: &str) -> String {
@@ -149,7 +81,7 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     .await;
     let (api, page) = wait_for("the page and the API agreeing while usage grows", Duration::from_secs(60), || async {
         let before = usage(&platform, &person).await;
-        let page = Browser { cookies: browser.cookies.clone(), ..Browser::new(&platform.gateway) }.get("/usage").await;
+        let page = browser.fork().get("/usage").await;
         let after = usage(&platform, &person).await;
         (before["month_to_date"] == after["month_to_date"] && before["upcoming_invoice"] == after["upcoming_invoice"])
             .then_some((after, page))
@@ -168,9 +100,7 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     let (samples_api, day_page) = wait_for("the day's page and the API agreeing", Duration::from_secs(60), || async {
         let path = format!("/api/billing/usage/samples?day={day}&limit=1000");
         let before = platform.call("GET", &path, &person.token, None).await.1;
-        let page = Browser { cookies: browser.cookies.clone(), ..Browser::new(&platform.gateway) }
-            .get(&format!("/usage/{day}"))
-            .await;
+        let page = browser.fork().get(&format!("/usage/{day}")).await;
         let after = platform.call("GET", &path, &person.token, None).await.1;
         (before == after && after["next"].is_null()).then_some((after, page))
     })

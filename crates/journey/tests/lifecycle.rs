@@ -18,6 +18,7 @@ use hopsbridge_contracts::events::{
     AccountRestrictedV1, AccountRestrictionLiftedV1, PaymentMethodRemovedV1, PlanChangedV1, UserReactivatedV1,
     UserSuspendedV1,
 };
+use hopsbridge_journey::browser::Browser;
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::TokenSpec;
 use hopsbridge_sandbox::hopsworks::{Route, STATUS_ACTIVATED, STATUS_BLOCKED, User};
@@ -283,6 +284,13 @@ async fn a_card_removed_moves_owners_to_free_and_suspends_only_the_one_still_ove
         let (status, refused) = platform.call("GET", "/api/me", &fresh_token(&platform, person), None).await;
         assert_eq!((status, refused["code"].as_str()), (403, Some("account_suspended")), "{refused}");
     }
+    // In the console, suspended ada still reaches her billing page (to add a card), and no other.
+    let mut browser = Browser::new(&platform.gateway);
+    let back = browser.sign_in(&platform, &ada, "/billing").await;
+    let billing = browser.get(&back).await;
+    assert_eq!(billing.status, 200, "the billing page for a suspended owner: {}", billing.body);
+    let usage = browser.get("/usage").await;
+    assert_eq!(usage.status, 403, "other pages refuse her: {}", usage.body);
     let drift = wait_for("both in the drift view with the push's error", PATIENCE, || async {
         let items = status_drift(&platform).await;
         let erred = |p: &Person| {

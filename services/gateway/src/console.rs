@@ -134,7 +134,11 @@ async fn send(
 impl Backend for ConsoleBackend {
     fn viewer<'a>(&'a self, req: &'a HttpRequest) -> LocalBoxFuture<'a, Result<Option<Viewer>, Answer>> {
         Box::pin(async move {
-            Ok(self.person(req, "/").await?.map(|(caller, csrf)| Viewer {
+            // A suspended person may still open the billing page (to add a card or buy
+            // credits, which lifts billing's suspension), as the API's billing routes let them.
+            let page = req.path();
+            let acting_on = if page == "/billing" || page.starts_with("/billing/") { "/api/billing" } else { "/" };
+            Ok(self.person(req, acting_on).await?.map(|(caller, csrf)| Viewer {
                 email: caller.email.as_ref().map(ToString::to_string).unwrap_or_default(),
                 owner: caller.roles.contains(&Role::Owner),
                 admin: caller.roles.contains(&Role::Admin),

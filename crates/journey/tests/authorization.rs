@@ -268,7 +268,7 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
             "PUT",
             "/api/admin/billing/{owner}/plan",
             format!("/api/admin/billing/{owner}/plan"),
-            Some(json!({"plan": "free"})),
+            Some(json!({"plan": "prepaid"})),
             admins,
         ),
         one("GET", "/api/billing/usage", format!("/api/billing/usage?from={day}&to={day}"), None, owners),
@@ -460,12 +460,13 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
 }
 
 /// Operations that succeed without changing anything the snapshot holds, and why.
-const WITHOUT_RECORDED_EFFECT: [(&str, &str, &str); 5] = [
+const WITHOUT_RECORDED_EFFECT: [(&str, &str, &str); 6] = [
     ("POST", "/api/billing/payment-method", "a Checkout Session at Stripe, which the sandbox does not list"),
     ("POST", "/api/billing/portal", "a portal session at Stripe, which the sandbox does not list"),
     ("POST", "/api/admin/billing/reconcile", "no day has closed since the usage began"),
     ("POST", "/api/admin/billing/reconcile/stripe", "no day has closed, so no meter event was reported to compare"),
     ("POST", "/api/admin/metering/clusters/{id}/collect", "the cluster's last window is measured already"),
+    ("POST", "/api/admin/dead-letters/{service}/replay", "nothing is dead-lettered, so nothing waits"),
 ];
 
 /// An operation as the document has it.
@@ -572,12 +573,15 @@ async fn every_operation_answers_each_kind_of_caller_as_it_should_and_a_refusal_
 
     // A mail that fails is tried again in an hour, not in seconds: team's unsent mail stays as
     // it is until the admin's retry.
-    let settings = [Service::Identity, Service::Team, Service::Billing, Service::Provisioning, Service::Metering]
-        .into_iter()
-        .flat_map(|s| {
-            [(s, "mail.backoff_initial_secs", "3600".to_owned()), (s, "mail.backoff_max_secs", "7200".to_owned())]
-        })
-        .collect();
+    let mut settings: Vec<_> =
+        [Service::Identity, Service::Team, Service::Billing, Service::Provisioning, Service::Metering]
+            .into_iter()
+            .flat_map(|s| {
+                [(s, "mail.backoff_initial_secs", "3600".to_owned()), (s, "mail.backoff_max_secs", "7200".to_owned())]
+            })
+            .collect();
+    // billing acts on Stripe's lifecycle signals every 2 s, so the platform goes idle soon.
+    settings.push((Service::Billing, "lifecycle.enforce_interval_secs", "2".to_owned()));
     let options = Options {
         metering_window_secs: 30,
         lab_owners: LABS.iter().map(|l| (*l).to_owned()).collect(),
@@ -919,6 +923,7 @@ impl<'a> Matrix<'a> {
                 ]
             })
             .collect();
+        busy.push("SELECT 'billing: lifecycle signals to act on' AS t, count(*)::text AS v FROM billing.lifecycle_signals WHERE handled_at IS NULL".to_owned());
         busy.push("SELECT 'metering: runs to measure' AS t, count(*)::text AS v FROM metering.runs WHERE status IN ('pending', 'running')".to_owned());
         busy.push("SELECT 'provisioning: accounts at work' AS t, count(*)::text AS v FROM provisioning.assignments WHERE status IN ('provisioning', 'unassigning')".to_owned());
         busy.push("SELECT 'provisioning: project places at work' AS t, count(*)::text AS v FROM provisioning.project_members WHERE state IN ('adding', 'removing')".to_owned());

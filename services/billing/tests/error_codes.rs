@@ -65,7 +65,7 @@ async fn every_code_is_answered_with_its_status() {
     expect(BillingCode::InvalidSignature, billing.webhook_raw(&body, Some(forged)).await);
     let stale = signature_header(&body, STRIPE_WEBHOOK_SECRET, now - 3600);
     expect(BillingCode::SignatureExpired, billing.webhook_raw(&body, Some(stale)).await);
-    expect(BillingCode::InvalidPayload, billing.webhook("[1, 2]").await);
+    expect(BillingCode::InvalidPayload, billing.webhook(r#"{"object": "charge"}"#).await);
     let unsupported = event("customer.updated", json!({"id": "cus_x", "object": "customer"}));
     expect(BillingCode::UnsupportedEventType, billing.webhook(&unsupported).await);
 

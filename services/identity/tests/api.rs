@@ -91,9 +91,7 @@ async fn an_action_arriving_after_the_first_call_fills_in_the_name_and_nothing_e
     assert_eq!(identity.users().await, 1);
     assert_eq!(identity.events("UserCreated").await, 1);
     // A name the person chose since is theirs: a replayed Action does not overwrite it.
-    let (status, _) = identity
-        .call(Method::PATCH, "/api/me", Some(&caller), Some(json!({"name": "Countess"})))
-        .await;
+    let (status, _) = identity.call(Method::PATCH, "/api/me", Some(&caller), Some(json!({"name": "Countess"}))).await;
     assert_eq!(status, 200);
     assert_eq!(action.fire(&client, &ada).await.unwrap(), 200);
     let (_, last) = identity.call(Method::GET, "/api/me", Some(&caller), None).await;

@@ -145,7 +145,10 @@ async fn retry_mail(
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list_mail, retry_mail), components(schemas(MailPage, MailView, MailRow, MailStatus, MailService, ErrorBody)))]
+#[openapi(
+    paths(list_mail, retry_mail),
+    components(schemas(MailPage, MailView, MailRow, MailStatus, MailService, ErrorBody))
+)]
 struct MailApi;
 
 /// The admin mail routes' part of the OpenAPI document.

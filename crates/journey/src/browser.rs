@@ -7,6 +7,7 @@ use crate::{Person, Platform};
 use std::collections::HashMap;
 
 /// A browser without JavaScript: follows no redirect by itself, keeps its cookies.
+#[derive(Debug)]
 pub struct Browser {
     /// The gateway's base URL.
     pub base: String,
@@ -16,6 +17,7 @@ pub struct Browser {
 }
 
 /// An answer as the browser saw it.
+#[derive(Debug)]
 pub struct Page {
     /// The status.
     pub status: u16,

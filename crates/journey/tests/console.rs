@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use hopsbridge_console::format;
-use hopsbridge_journey::browser::{Browser, Page};
+use hopsbridge_journey::browser::Browser;
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::TestUser;
 use hopsbridge_sandbox::world::World;

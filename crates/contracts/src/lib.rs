@@ -110,6 +110,7 @@ events! {
     ClusterUnassignedV1 => ("ClusterUnassigned", 1, "cluster_unassigned", Provisioning),
     ProjectsCountedV1 => ("ProjectsCounted", 1, "projects_counted", Provisioning),
     UsageRecordedV1 => ("UsageRecorded", 1, "usage_recorded", Metering),
+    StorageRecordedV1 => ("StorageRecorded", 1, "storage_recorded", Metering),
 }
 
 #[cfg(test)]

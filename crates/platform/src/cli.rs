@@ -52,6 +52,9 @@ pub struct ExtraCommand<C> {
     pub name: &'static str,
     /// One line for `--help`.
     pub about: &'static str,
+    /// Whether it takes arguments of its own (read with [`extra_args`]); when it does not,
+    /// anything after its name is refused as a usage error rather than ignored.
+    pub takes_arguments: bool,
     /// What it does; the process exits 0 when it returns `Ok`, 1 otherwise.
     pub run: fn(C) -> BoxFuture<'static, anyhow::Result<()>>,
 }
@@ -71,11 +74,11 @@ enum Chosen<C> {
 fn parse<C>(extra: &[ExtraCommand<C>]) -> (Option<PathBuf>, Chosen<C>) {
     let mut command = Cli::command();
     for e in extra {
-        command = command.subcommand(
-            clap::Command::new(e.name)
-                .about(e.about)
-                .arg(clap::Arg::new("args").num_args(0..).trailing_var_arg(true).allow_hyphen_values(true)),
-        );
+        let mut sub = clap::Command::new(e.name).about(e.about);
+        if e.takes_arguments {
+            sub = sub.arg(clap::Arg::new("args").num_args(0..).trailing_var_arg(true).allow_hyphen_values(true));
+        }
+        command = command.subcommand(sub);
     }
     let matches = command.get_matches();
     if let Some(name) = matches.subcommand_name()

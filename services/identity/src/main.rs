@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         &[ExtraCommand {
             name: "grant-admin",
             about: "grant-admin --email ADDRESS: make the person who signed up with ADDRESS an administrator",
+            takes_arguments: true,
             run: grant_admin,
         }],
     )

@@ -87,6 +87,7 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 pub const COMMANDS: [ExtraCommand<ProvisioningConfig>; 1] = [ExtraCommand {
     name: "rotate-keys",
     about: "Re-encrypt every cluster secret under encryption.active_key, then exit",
+    takes_arguments: false,
     run: rotate::command,
 }];
 

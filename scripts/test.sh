@@ -11,8 +11,8 @@
 # test), and python3 with venv (the OpenAPI fuzzer, crates/journey/tests/fuzz.rs, installs
 # schemathesis from PyPI into .local/schemathesis). This script
 # installs and starts whatever is missing (apt-get, as root or through sudo), then runs
-# `cargo test --workspace --locked` with the given arguments, prints the total, and exits with
-# cargo's status.
+# `cargo test --workspace --locked` (in groups side by side, below) with the given arguments,
+# prints the total, and exits with cargo's status (the first failing group's).
 #
 # HOPSBRIDGE_TEST_DATABASE_URL or HOPSBRIDGE_TEST_NATS_URL point the tests at other servers;
 # when one is set, the script leaves the matching local service alone.
@@ -47,12 +47,68 @@ fi
 
 # Doc tests are left out (the crates' examples are in their tests); the total of every test
 # binary is printed last, since cargo's own last line belongs to whichever binary ran last.
-log=$(mktemp)
-trap 'rm -f "${log}"' EXIT
+#
+# With no arguments but --no-fail-fast, every test binary is built first and then run in three
+# groups side by side: the services' and crates' own tests, and the end-to-end journeys split in
+# two (see journey_groups). Most of the suite's time is waiting (processes starting, NATS,
+# sandbox clocks, a browser), not computing, so the groups overlap well on two cores. Each group
+# is still one `cargo test`, so each binary's tests keep cargo's own threading. Any other
+# argument (a package, a test name) runs one `cargo test` as given.
+logs=$(mktemp -d)
+trap 'rm -rf "${logs}"' EXIT
+cargo_args=(--locked --lib --bins --tests)
+
+# The end-to-end binaries of crates/journey, in two groups of about equal time; a binary missing
+# from both lists runs in the first, so a new one is never left out.
+journey_groups() {
+    local second=(authorization money lifecycle browser)
+    local first=() name
+    for name in $(find crates/journey/tests -maxdepth 1 -name '*.rs' -printf '%f\n' | sed 's/\.rs$//' | sort); do
+        if [[ " ${second[*]} " != *" ${name} "* ]]; then
+            first+=("${name}")
+        fi
+    done
+    printf -- "--lib --bins "
+    printf -- "--test %s " "${first[@]}"
+    printf '\n'
+    printf -- '--test %s ' "${second[@]}"
+    printf '\n'
+}
+
+grouped=1
+for arg in "$@"; do
+    [[ ${arg} == --no-fail-fast ]] || grouped=0
+done
+
 set +e
-cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "${log}"
-status=${PIPESTATUS[0]}
+if [[ ${grouped} == 1 ]]; then
+    cargo test --workspace "${cargo_args[@]}" --no-run "$@" 2>&1 | tee "${logs}/build"
+    status=${PIPESTATUS[0]}
+    if [[ ${status} == 0 ]]; then
+        mapfile -t journeys < <(journey_groups)
+        # shellcheck disable=SC2086 # the groups are lists of words on purpose
+        {
+            cargo test --workspace --exclude hopsbridge-journey "${cargo_args[@]}" "$@" >"${logs}/1" 2>&1 &
+            pids=($!)
+            cargo test -p hopsbridge-journey --locked ${journeys[0]} "$@" >"${logs}/2" 2>&1 &
+            pids+=($!)
+            cargo test -p hopsbridge-journey --locked ${journeys[1]} "$@" >"${logs}/3" 2>&1 &
+            pids+=($!)
+        }
+        for i in 0 1 2; do
+            wait "${pids[${i}]}"
+            code=$?
+            printf '\n=== test group %d of 3 (exit %d)\n' $((i + 1)) "${code}"
+            cat "${logs}/$((i + 1))"
+            [[ ${code} == 0 ]] || status=${code}
+        done
+    fi
+    cat "${logs}"/[123] >"${logs}/all" 2>/dev/null
+else
+    cargo test --workspace "${cargo_args[@]}" "$@" 2>&1 | tee "${logs}/all"
+    status=${PIPESTATUS[0]}
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "\ntests: %d passed, %d failed\n", p, f }' "${log}"
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "${logs}/all"
 exit "${status}"

@@ -94,6 +94,7 @@ events! {
     UserSuspendedV1 => ("UserSuspended", 1, "user_suspended", Identity),
     UserReactivatedV1 => ("UserReactivated", 1, "user_reactivated", Identity),
     UserDeletedV1 => ("UserDeleted", 1, "user_deleted", Identity),
+    UserErasedV1 => ("UserErased", 1, "user_erased", Identity),
     UserSignedInV1 => ("UserSignedIn", 1, "user_signed_in", Identity),
     TeamMemberJoinedV1 => ("TeamMemberJoined", 1, "team_member_joined", Team),
     TeamMemberRemovedV1 => ("TeamMemberRemoved", 1, "team_member_removed", Team),

@@ -128,6 +128,11 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// A port of its own for `GET /metrics` (Prometheus), bound on `host`; 0 picks a free one.
+    /// Unset: a data service answers `/metrics` on `port`, and the gateway (whose `port` is the
+    /// internet's) serves no metrics at all.
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
 }
 
 /// Logs and traces.

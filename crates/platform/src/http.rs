@@ -5,6 +5,8 @@
 //!   UUIDv7. The same id is in the request's log span and in every error body.
 //! - Every error body is `{"code", "message", "request_id"}` (plus `details` where useful).
 //!   5xx bodies say nothing internal; the cause goes to the log.
+//! - `GET /metrics` answers Prometheus' text format ([`crate::metrics`]), here or on a listener
+//!   of its own (`http.metrics_port`).
 //! - `GET /healthz` answers 200 while the process runs; `GET /readyz` answers 200 when every
 //!   dependency check passes and 503 naming the ones that fail.
 //! - Before any handler runs ([`input_guard`]): a method this server does not implement for
@@ -17,6 +19,7 @@
 //!   exist answers 404 `route_not_found`.
 
 use crate::config::HttpConfig;
+use crate::metrics::Metrics;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -566,24 +569,32 @@ pub struct BoundServer {
     pub port: u16,
     /// The server; drive it to completion, stop it through its handle.
     pub server: Server,
+    /// The listener of `/metrics` alone, when `http.metrics_port` is set: its port and server.
+    pub metrics: Option<(u16, Server)>,
 }
 
 impl fmt::Debug for BoundServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundServer").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("BoundServer")
+            .field("port", &self.port)
+            .field("metrics_port", &self.metrics.as_ref().map(|(port, _)| *port))
+            .finish_non_exhaustive()
     }
 }
 
-/// Binds the HTTP server: request ids, tracing, the error envelope, `/healthz`, `/readyz`, the
-/// service's own routes from `configure`, and JSON 404s for everything else. Signals are not
-/// handled here: [`crate::shutdown`] owns them and stops the server through its handle.
+/// Binds the HTTP server: request ids, tracing, metrics, the error envelope, `/healthz`,
+/// `/readyz`, the service's own routes from `configure`, and JSON 404s for everything else.
+/// `GET /metrics` is served on a listener of its own when `http.metrics_port` is set, else on
+/// this one when `metrics` allows it ([`Metrics::on_main_listener`]). Signals are not handled
+/// here: [`crate::shutdown`] owns them and stops the server through its handle.
 ///
 /// # Errors
-/// When the address cannot be bound.
+/// When an address cannot be bound.
 pub fn bind<F>(
     cfg: &HttpConfig,
     shutdown_timeout: Duration,
     checks: ReadinessChecks,
+    metrics: Metrics,
     configure: F,
 ) -> std::io::Result<BoundServer>
 where
@@ -593,22 +604,30 @@ where
     let port = listener.local_addr()?.port();
     let max_body = cfg.max_body_bytes;
     let checks = web::Data::new(checks);
+    let metrics_here = cfg.metrics_port.is_none() && metrics.on_main_listener();
+    let data = web::Data::new(metrics.clone());
+    let recorded = metrics.clone();
     let server = HttpServer::new(move || {
         let (json, query, path) = extractor_configs(max_body);
-        App::new()
+        let recorded = recorded.clone();
+        let mut app = App::new()
             .app_data(json)
             .app_data(query)
             .app_data(path)
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(checks.clone())
             .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .configure(configure.clone())
+            .route("/readyz", web::get().to(readyz));
+        if metrics_here {
+            app = app.app_data(data.clone()).route("/metrics", web::get().to(crate::metrics::serve));
+        }
+        app.configure(configure.clone())
             .service(web::resource("/{unrouted:.*}").wrap(from_fn(unrouted)))
             .default_service(web::to(not_found_handler))
             .wrap(from_fn(move |req, next| input_guard(req, next, max_body)))
             .wrap(tracing_actix_web::TracingLogger::<RootSpan>::new())
             .wrap(from_fn(request_id_middleware))
+            .wrap(from_fn(move |req, next| crate::metrics::http::record(req, next, recorded.clone())))
     })
     .workers(cfg.workers)
     // Idle connections stay open longer than any client of ours keeps one pooled (reqwest's
@@ -619,5 +638,28 @@ where
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?
     .run();
-    Ok(BoundServer { port, server })
+    let metrics = match cfg.metrics_port {
+        Some(metrics_port) => Some(bind_metrics(&cfg.host, metrics_port, metrics, shutdown_timeout)?),
+        None => None,
+    };
+    Ok(BoundServer { port, server, metrics })
+}
+
+/// The listener that serves `GET /metrics` and nothing else (404 elsewhere).
+fn bind_metrics(host: &str, port: u16, metrics: Metrics, shutdown_timeout: Duration) -> std::io::Result<(u16, Server)> {
+    let listener = TcpListener::bind((host, port))?;
+    let port = listener.local_addr()?.port();
+    let data = web::Data::new(metrics);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(crate::metrics::serve))
+            .default_service(web::to(not_found_handler))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run();
+    Ok((port, server))
 }

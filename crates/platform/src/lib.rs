@@ -11,7 +11,8 @@
 //! - [`db`]: the Postgres pool, embedded migrations, classified errors;
 //! - [`retry`]: the one backoff policy (exponential, with jitter) every retry uses;
 //! - [`events`]: JetStream streams, the transactional outbox and relay, idempotent consumers;
-//! - [`mail`]: email and admin alerts from a mail outbox, sent over SMTP with retries.
+//! - [`mail`]: email and admin alerts from a mail outbox, sent over SMTP with retries;
+//! - [`metrics`]: Prometheus metrics on `GET /metrics`.
 
 pub mod caller;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod db;
 pub mod events;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod retry;
 pub mod schema;
 pub mod secret;

@@ -10,6 +10,7 @@ use crate::config::{DataServiceConfig, HttpConfig, ShutdownConfig};
 use crate::db::{Database, Migrations, PostgresCheck};
 use crate::events::{Consumer, EventBus, Handler, NatsCheck, Relay, Replayers};
 use crate::http::{self, ReadinessCheck};
+use crate::metrics::{ConsumerLag, Metrics};
 use actix_web::web;
 use futures::future::BoxFuture;
 use hopsbridge_contracts::{Event, Service};
@@ -28,6 +29,7 @@ pub struct Application {
     service: Service,
     port: u16,
     server: actix_web::dev::Server,
+    metrics_server: Option<(u16, actix_web::dev::Server)>,
     tasks: Vec<(String, Task)>,
     cancel: CancellationToken,
     shutdown_timeout: Duration,
@@ -40,7 +42,8 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Binds the HTTP server of `service` with `checks` behind `/readyz` and `routes`.
+    /// Binds the HTTP server of `service` with `checks` behind `/readyz` and `routes`, and a
+    /// metrics registry of its own served on `/metrics`.
     ///
     /// # Errors
     /// When the port cannot be bound.
@@ -51,11 +54,28 @@ impl Application {
         checks: Vec<Arc<dyn ReadinessCheck>>,
         routes: Routes,
     ) -> anyhow::Result<Self> {
-        let bound = http::bind(http_cfg, shutdown.timeout(), Arc::new(checks), move |c| routes(c))?;
+        Self::with_metrics(service, http_cfg, shutdown, checks, Metrics::new(), routes)
+    }
+
+    /// [`Application::new`] with the service's `metrics` (where `/metrics` is served is
+    /// `metrics`' and `http.metrics_port`'s choice, see [`http::bind`]).
+    ///
+    /// # Errors
+    /// When a port cannot be bound.
+    pub fn with_metrics(
+        service: Service,
+        http_cfg: &HttpConfig,
+        shutdown: &ShutdownConfig,
+        checks: Vec<Arc<dyn ReadinessCheck>>,
+        metrics: Metrics,
+        routes: Routes,
+    ) -> anyhow::Result<Self> {
+        let bound = http::bind(http_cfg, shutdown.timeout(), Arc::new(checks), metrics, move |c| routes(c))?;
         Ok(Self {
             service,
             port: bound.port,
             server: bound.server,
+            metrics_server: bound.metrics,
             tasks: Vec::new(),
             cancel: CancellationToken::new(),
             shutdown_timeout: shutdown.timeout(),
@@ -80,6 +100,12 @@ impl Application {
         self.port
     }
 
+    /// The port of the listener that serves `/metrics` alone, when `http.metrics_port` is set.
+    #[must_use]
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
+    }
+
     /// The token that stops the application when cancelled (also cancelled by signals when
     /// [`Application::run_until_stopped`] is given [`crate::shutdown::on_signal`]).
     #[must_use]
@@ -94,13 +120,23 @@ impl Application {
     /// # Errors
     /// When the HTTP server fails, or the tasks do not finish within the bound.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let Self { service, port, server, tasks, cancel, shutdown_timeout } = self;
+        let Self { service, port, server, metrics_server, tasks, cancel, shutdown_timeout } = self;
         let tracker = TaskTracker::new();
         for (name, task) in tasks {
             let token = cancel.child_token();
             tracker.spawn(async move {
                 task(token).await;
                 tracing::debug!(task = %name, "task stopped");
+            });
+        }
+        if let Some((_, metrics)) = metrics_server {
+            let handle = metrics.handle();
+            let stopped = cancel.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = metrics => {}
+                    () = stopped.cancelled() => handle.stop(false).await,
+                }
             });
         }
         tracker.close();
@@ -148,6 +184,9 @@ pub struct DataService {
     pub clock: Clock,
     /// Its consumers' handlers, by consumer name, for replaying dead letters.
     pub replayers: Replayers,
+    /// Its metrics registry (served on `/metrics`); a service adds its own metrics here.
+    pub metrics: Metrics,
+    lag: Arc<ConsumerLag>,
 }
 
 impl DataService {
@@ -165,20 +204,22 @@ impl DataService {
         let db = Database::new(&config.database, migrations.schema)?;
         let bus = EventBus::connect(&config.nats, service).await?;
         bus.ensure_streams().await?;
-        Ok(Self { service, config, db, bus, clock, replayers: Replayers::default() })
+        let metrics = Metrics::new();
+        let lag = Arc::new(ConsumerLag::new(bus.clone(), metrics.registry())?);
+        metrics.add_sampler(lag.clone());
+        metrics.add_sql("postgres_platform", db.clone(), crate::metrics::sql::platform_metrics())?;
+        Ok(Self { service, config, db, bus, clock, replayers: Replayers::default(), metrics, lag })
     }
 
     /// A consumer of `E` for this service, named `<service>-<event token>`; its dead letters
     /// can be replayed through the admin routes.
     #[must_use]
     pub fn consumer<E: Event, H: Handler<E>>(&self, handler: H) -> Consumer<E, H> {
-        let consumer = Consumer::new(
-            format!("{}-{}", self.service.name(), E::TOKEN),
-            self.db.clone(),
-            self.bus.clone(),
-            self.config.events.clone(),
-            handler,
-        );
+        let name = format!("{}-{}", self.service.name(), E::TOKEN);
+        self.lag.watch(&name, self.bus.subjects().stream(E::PRODUCER));
+        let metrics = self.metrics.consumer(&name);
+        let consumer = Consumer::new(name, self.db.clone(), self.bus.clone(), self.config.events.clone(), handler)
+            .with_metrics(metrics);
         self.replayers.register(&consumer);
         consumer
     }
@@ -225,10 +266,17 @@ impl DataService {
             crate::events::configure_dead_letter_routes(c, service, mail_db.clone(), replayers.clone());
             routes(c);
         });
-        Ok(Application::new(self.service, &self.config.http, &self.config.shutdown, checks, routes)?
-            .with_task("outbox-relay", move |c| relay.run(c))
-            .with_task("mail-relay", move |c| mail_relay.run(c))
-            .with_task("inbox-pruning", move |c| prune_inbox_periodically(db, retention, c)))
+        Ok(Application::with_metrics(
+            self.service,
+            &self.config.http,
+            &self.config.shutdown,
+            checks,
+            self.metrics.clone(),
+            routes,
+        )?
+        .with_task("outbox-relay", move |c| relay.run(c))
+        .with_task("mail-relay", move |c| mail_relay.run(c))
+        .with_task("inbox-pruning", move |c| prune_inbox_periodically(db, retention, c)))
     }
 }
 

@@ -86,7 +86,7 @@ struct Server {
 async fn start() -> Server {
     hopsbridge_testkit::init();
     let ledger = Arc::new(AtomicBool::new(true));
-    let http = HttpConfig { host: "127.0.0.1".into(), port: 0, workers: 1, max_body_bytes: 1024 };
+    let http = HttpConfig { host: "127.0.0.1".into(), port: 0, workers: 1, max_body_bytes: 1024, metrics_port: None };
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(Switch(Arc::clone(&ledger)))];
     let app = Application::new(
         Service::Identity,

@@ -23,6 +23,7 @@ use super::dead_letters::{self, Failure, Replayer};
 use super::{EventBus, Hook, headers};
 use crate::config::EventsConfig;
 use crate::db::{Database, DbError};
+use crate::metrics::ConsumerMetrics;
 use crate::telemetry;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -160,6 +161,7 @@ pub struct Consumer<E, H> {
     cfg: EventsConfig,
     handler: Arc<H>,
     hooks: ConsumerHooks,
+    metrics: ConsumerMetrics,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -188,8 +190,16 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
             cfg,
             handler: Arc::new(handler),
             hooks: ConsumerHooks::default(),
+            metrics: ConsumerMetrics::default(),
             _event: PhantomData,
         }
+    }
+
+    /// Counts what it does in `metrics` (processed, failed, dead-lettered, redelivered).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: ConsumerMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Installs test seams.
@@ -270,6 +280,9 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
 
     fn decode(&self, message: async_nats::jetstream::Message) -> Delivery<E> {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        if delivered > 1 {
+            self.metrics.redelivered.inc();
+        }
         let decoded = decode_envelope(message.payload.as_ref(), delivered);
         Delivery { message, delivered, decoded }
     }
@@ -299,6 +312,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         loop {
             match self.handle_together(&good).await {
                 Ok(()) => {
+                    self.metrics.processed.inc_by(u64::try_from(good.len()).unwrap_or(u64::MAX));
                     self.ack_all(&good).await;
                     return;
                 }
@@ -314,7 +328,10 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         for (i, d) in good.iter().enumerate() {
             loop {
                 match self.handle_one(d).await {
-                    Ok(()) => self.ack(d).await,
+                    Ok(()) => {
+                        self.metrics.processed.inc();
+                        self.ack(d).await;
+                    }
                     Err(HandlerError::Retry(e)) if is_outage(&e) => {
                         if !self.hold(&good[i..], &e, &mut outage, cancel).await {
                             return;
@@ -327,6 +344,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
                     }
                     Err(HandlerError::Retry(e)) => {
                         tracing::warn!(consumer = %self.name, error = format!("{e:#}"), delivered = d.delivered, "handler failed; will retry");
+                        self.metrics.failed.inc();
                         let _ = d.message.ack_with(AckKind::Nak(Some(self.backoff(d.delivered)))).await;
                     }
                 }
@@ -496,6 +514,7 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
         .await;
         match published {
             Ok(()) => {
+                self.metrics.dead_lettered.inc();
                 tracing::error!(consumer = %self.name, event_id, reason, "message dead-lettered");
                 let _ = d.message.ack_with(AckKind::Term).await;
             }

@@ -281,11 +281,13 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
     checks.extend(hopsbridge_platform::clock::Clock::from_config(&config.clock).await?.readiness());
     let data = web::Data::from(proxy);
     let origin = config.cors.allowed_origin.clone();
-    Application::new(
+    // The main listener is the internet's: `/metrics` only on `http.metrics_port`, when set.
+    Application::with_metrics(
         SERVICE,
         &config.http,
         &config.shutdown,
         checks,
+        hopsbridge_platform::metrics::Metrics::off_main_listener(),
         Arc::new(move |c: &mut web::ServiceConfig| {
             let mut cors = actix_cors::Cors::default()
                 .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -31,7 +31,7 @@ use crate::limits::{RateLimiter, too_many_requests};
 use crate::session::CookieSealer;
 use crate::tokens::LazyValidator;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::AccountStatus;
@@ -112,10 +112,15 @@ impl Routes {
     }
 
     pub(crate) fn upstream(&self, path: &str) -> Option<&Upstream> {
+        self.route(path).map(|(_, upstream)| upstream)
+    }
+
+    /// The prefix `path` is routed by, and its upstream.
+    fn route(&self, path: &str) -> Option<(&'static str, &Upstream)> {
         self.table
             .iter()
             .find(|(prefix, _)| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
-            .map(|(_, upstream)| upstream)
+            .map(|(prefix, upstream)| (*prefix, upstream))
     }
 }
 
@@ -293,9 +298,11 @@ pub async fn forward(
     {
         return Ok(method_not_allowed(&allowed));
     }
-    let Some(upstream) = proxy.routes.upstream(path) else {
+    let Some((prefix, upstream)) = proxy.routes.route(path) else {
         return Err(GatewayCode::RouteNotFound.error());
     };
+    // Metrics count forwarded requests by the prefix they were routed by (a bounded set).
+    req.extensions_mut().insert(hopsbridge_platform::metrics::http::RouteLabel(prefix));
     let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
     let target = Target::new(upstream, path_and_query).ok_or_else(|| GatewayCode::InvalidPath.error())?;
     if is_public(req.method(), path_and_query) {

@@ -1,6 +1,7 @@
 //! The HTTP metrics every service's routes get from the platform's middleware.
 
 use super::Metrics;
+use actix_web::HttpMessage as _;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -9,6 +10,12 @@ use std::time::Instant;
 
 /// The route pattern of requests no route of the service took.
 pub const UNMATCHED: &str = "unmatched";
+
+/// The route label of a request a handler serves under a default service, where actix knows
+/// no pattern (the gateway's forwarding: the routing table's prefix). Put it in the request's
+/// extensions; it must come from a bounded set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteLabel(pub &'static str);
 
 /// Requests and their latency, by route pattern.
 #[derive(Clone, Debug)]
@@ -76,8 +83,12 @@ fn method_label(method: &actix_web::http::Method) -> &'static str {
     crate::http::KNOWN_METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or("other")
 }
 
-/// The route pattern a request matched (`/api/teams/{team_id}`), or [`UNMATCHED`].
+/// The request's [`RouteLabel`], else the route pattern it matched (`/api/teams/{team_id}`),
+/// else [`UNMATCHED`].
 fn route_label(req: &actix_web::HttpRequest) -> String {
+    if let Some(RouteLabel(label)) = req.extensions().get::<RouteLabel>() {
+        return (*label).to_owned();
+    }
     match req.match_pattern() {
         Some(p) if p != "/{unrouted:.*}" => p,
         _ => UNMATCHED.to_owned(),

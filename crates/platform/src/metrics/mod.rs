@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use events::{ConsumerLag, ConsumerMetrics};
-pub use http::HttpMetrics;
+pub use http::{HttpMetrics, RouteLabel};
 pub use sql::{Kind, SqlMetric, SqlMetrics};
 
 /// How long one sampler may take when `/metrics` is scraped.

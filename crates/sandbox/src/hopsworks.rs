@@ -25,6 +25,9 @@
 //!   admin API key is that user's key; other users' keys are made with
 //!   [`HopsworksSim::create_api_key`]. A key of a user who is no administrator is refused on
 //!   `/admin` routes with 403 and `errorCode` 200014, as Hopsworks' role check does.
+//!
+//! Each project's storage, as `GET /admin/projects?expand=quotas` answers it, is in
+//! [`storage`]: set now or from a time on, on the simulated clock once given one.
 
 use crate::server::Served;
 use crate::tls::Ca;
@@ -40,9 +43,13 @@ use std::time::Duration;
 
 mod faults;
 mod members;
+mod storage;
 
 use faults::RouteFaults;
 pub use faults::{Faults, Route};
+pub use storage::{DEFAULT_QUOTA_BYTES, Directory, ProjectStorage};
+
+use crate::clock::SimClock;
 
 /// The path every route of the API is served under.
 pub const BASE_PATH: &str = "/hopsworks-api/api";
@@ -258,6 +265,8 @@ struct State {
     memberships: Vec<Membership>,
     /// API keys and the id of the user each belongs to.
     api_keys: Vec<(String, u64)>,
+    /// Each project's storage over time, by project id.
+    storage: HashMap<u64, storage::Timeline>,
 }
 
 impl State {
@@ -273,6 +282,15 @@ struct Inner {
     faults: Mutex<Faults>,
     route_faults: Mutex<HashMap<Route, RouteFaults>>,
     log: Mutex<Vec<LoggedRequest>>,
+    /// The simulated clock storage is read on; the wall clock without one.
+    clock: Mutex<Option<Arc<SimClock>>>,
+}
+
+impl Inner {
+    /// Now, Unix seconds, on the simulated clock when there is one.
+    fn now(&self) -> i64 {
+        lock(&self.clock).as_ref().map_or_else(|| Utc::now().timestamp(), |c| c.now())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -317,6 +335,7 @@ impl HopsworksSim {
             config,
             state: Mutex::new(state),
             log: Mutex::new(Vec::new()),
+            clock: Mutex::new(None),
         });
         let data = web::Data::from(Arc::clone(&inner));
         let served =
@@ -411,6 +430,7 @@ impl HopsworksSim {
             return Err(project_not_found());
         }
         state.memberships.retain(|m| m.project_id != project_id);
+        state.storage.remove(&project_id);
         Ok(())
     }
 
@@ -868,14 +888,26 @@ async fn update_user(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>)
     .await
 }
 
+/// Whether the query asks to expand `what` (`expand=creator&expand=quotas` or
+/// `expand=creator,quotas`).
+fn expands(query: &str, what: &str) -> bool {
+    web::Query::<Vec<(String, String)>>::from_query(query).is_ok_and(|params| {
+        params.iter().any(|(k, v)| k == "expand" && v.split(',').any(|e| e.trim().eq_ignore_ascii_case(what)))
+    })
+}
+
 async fn list_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner>) -> HttpResponse {
-    serve(&data, &req, &body, Some(Route::ListProjects), |inner, _| {
+    // Reading the quotas is its own target of faults, so a storage read can fail while the
+    // plain list answers.
+    let expand_quotas = expands(req.query_string(), "quotas");
+    let route = if expand_quotas { Route::ProjectQuotas } else { Route::ListProjects };
+    serve(&data, &req, &body, Some(route), |inner, _| {
         let params = query_params(&req)?;
         let offset = numeric_param::<usize>(&params, "offset")?.unwrap_or(0);
         let limit = numeric_param::<usize>(&params, "limit")?;
-        let expand_creator =
-            params.iter().any(|(k, v)| k == "expand" && v.split(',').any(|e| e.trim().eq_ignore_ascii_case("creator")));
+        let expand_creator = expands(req.query_string(), "creator");
         let base = base_url(&req);
+        let now = inner.now();
         let state = lock(&inner.state);
         let items: Vec<Value> = state
             .projects
@@ -894,14 +926,19 @@ async fn list_projects(req: HttpRequest, body: web::Bytes, data: web::Data<Inner
                     }),
                     _ => json!({ "href": href }),
                 };
-                json!({
+                let mut item = json!({
                     "href": format!("{base}/admin/projects/{}", p.id),
                     "id": p.id,
                     "name": p.name,
                     "namespace": p.namespace,
                     "created": timestamp_secs(p.created),
                     "creator": creator,
-                })
+                });
+                if expand_quotas && let Some(map) = item.as_object_mut() {
+                    let held = state.storage.get(&p.id).map_or_else(ProjectStorage::empty, |t| t.at(now));
+                    map.insert("projectQuotas".to_owned(), storage::quotas_json(&held));
+                }
+                item
             })
             .collect();
         let mut answer = json!({ "href": format!("{base}/admin/projects"), "count": state.projects.len() });

@@ -18,8 +18,10 @@ pub enum Route {
     GetUserByUuid,
     /// `PUT /admin/users/{id}`.
     UpdateUser,
-    /// `GET /admin/projects`.
+    /// `GET /admin/projects` without `expand=quotas`.
     ListProjects,
+    /// `GET /admin/projects?expand=quotas`: the projects with their storage.
+    ProjectQuotas,
     /// `POST /admin/projects/add-to-projects`.
     AddToProjects,
     /// `GET /users/profile`.
@@ -41,6 +43,7 @@ impl Route {
                 | Self::GetUserByUuid
                 | Self::UpdateUser
                 | Self::ListProjects
+                | Self::ProjectQuotas
                 | Self::AddToProjects
         )
     }

@@ -39,6 +39,25 @@ impl Ca {
         &self.cert_pem
     }
 
+    /// A self-signed certificate for `127.0.0.1` and `localhost` marked as a CA, and a server
+    /// configuration presenting it as the server's own: the hand-made certificate kubectl
+    /// accepts and rustls refuses (`CaUsedAsEndEntity`). Answers its PEM (what a client is
+    /// given to trust) and the configuration.
+    ///
+    /// # Errors
+    /// When key generation or signing fails.
+    pub fn serving_itself(name: &str) -> anyhow::Result<(String, rustls::ServerConfig)> {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, format!("{name} API server"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        let config = server_config(cert.der().clone(), &key)?;
+        Ok((cert.pem(), config))
+    }
+
     /// A rustls server configuration with a certificate for `127.0.0.1` and `localhost` signed
     /// by this CA.
     ///
@@ -49,13 +68,20 @@ impl Ca {
         params.distinguished_name.push(DnType::CommonName, "localhost");
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        let chain = vec![cert.der().clone()];
-        let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)?)
+        server_config(cert.der().clone(), &key)
     }
+}
+
+/// A server configuration presenting `cert` (and no chain) with `key`.
+fn server_config(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: &KeyPair,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key_der)?)
 }

@@ -66,7 +66,7 @@ fn not_found() -> HttpResponse {
 }
 
 /// Every request: authentication, then faults, then the route.
-pub(super) async fn dispatch(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+pub(super) async fn dispatch(req: HttpRequest, state: web::Data<State>, body: web::Bytes) -> HttpResponse {
     state.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let authorized = req
         .headers()
@@ -103,6 +103,11 @@ pub(super) async fn dispatch(req: HttpRequest, state: web::Data<State>) -> HttpR
         };
         return status(code, reason, message);
     }
+    let path = req.path().trim_end_matches('/');
+    if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && req.method() == actix_web::http::Method::POST
+    {
+        return super::access::review(&state, &body);
+    }
     if req.method() != actix_web::http::Method::GET {
         return status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -110,8 +115,11 @@ pub(super) async fn dispatch(req: HttpRequest, state: web::Data<State>) -> HttpR
             "the server does not allow this method on the requested resource",
         );
     }
-    let path = req.path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let metrics_api = state.metrics_api.load(std::sync::atomic::Ordering::SeqCst);
+    if !metrics_api && segments.get(1) == Some(&"metrics.k8s.io") {
+        return not_found();
+    }
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .unwrap_or_default();
@@ -123,7 +131,9 @@ pub(super) async fn dispatch(req: HttpRequest, state: web::Data<State>) -> HttpR
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": *state.address.lock().unwrap_or_else(PoisonError::into_inner)}],
         })),
         ["api", "v1"] => json_ok(&core_resources()),
-        ["apis"] => json_ok(&groups()),
+        ["apis"] => json_ok(&groups(metrics_api)),
+        ["apis", "authorization.k8s.io"] => json_ok(&authorization_group()),
+        ["apis", "authorization.k8s.io", "v1"] => json_ok(&authorization_resources()),
         ["apis", "metrics.k8s.io"] => json_ok(&metrics_group()),
         ["apis", "metrics.k8s.io", "v1beta1"] => json_ok(&metrics_resources()),
         ["api", "v1", "namespaces"] => json_ok(&namespaces(&state)),
@@ -183,13 +193,43 @@ fn metrics_group() -> Value {
     })
 }
 
-fn groups() -> Value {
-    let mut group = metrics_group();
-    if let Some(o) = group.as_object_mut() {
-        o.remove("kind");
-        o.remove("apiVersion");
+fn authorization_group() -> Value {
+    let version = json!({"groupVersion": "authorization.k8s.io/v1", "version": "v1"});
+    json!({
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": "authorization.k8s.io",
+        "versions": [version],
+        "preferredVersion": version,
+    })
+}
+
+fn authorization_resources() -> Value {
+    let review = |name: &str, kind: &str| json!({"name": name, "singularName": "", "namespaced": false, "kind": kind, "verbs": ["create"]});
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "authorization.k8s.io/v1",
+        "resources": [
+            review("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+            review("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
+        ],
+    })
+}
+
+/// The groups discovery lists: authorization, and metrics-server's when it is served.
+fn groups(metrics_api: bool) -> Value {
+    let mut listed = vec![authorization_group()];
+    if metrics_api {
+        listed.push(metrics_group());
     }
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})
+    for group in &mut listed {
+        if let Some(o) = group.as_object_mut() {
+            o.remove("kind");
+            o.remove("apiVersion");
+        }
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": listed})
 }
 
 fn metrics_resources() -> Value {

@@ -1,12 +1,15 @@
 //! A Kubernetes API server per simulated cluster, with metrics-server behind it: HTTPS with
 //! the cluster's own CA, bearer tokens, discovery, pods and PodMetrics with label selectors and
-//! `limit`/`continue` paging, and fault modes a test switches on.
+//! `limit`/`continue` paging, `SelfSubjectAccessReview` ([`access`]), and fault modes a test
+//! switches on: 429s, 5xx, delays, permissions denied, metrics-server absent, and a server
+//! certificate that is its own CA ([`ServerCertificate::CaAsEndEntity`]).
 //!
 //! The pods come from a [`Workload`] read at a [`SimClock`]'s current time, and from the pods
 //! a test starts while the cluster runs ([`KubeCluster::run_pods`]). Lists are serialized once
 //! per clock second (pods) or per scrape (PodMetrics) and cached, so a page is a copy of ready
 //! bytes.
 
+mod access;
 mod api;
 pub mod quantity;
 pub mod selector;
@@ -17,9 +20,11 @@ use crate::tls::Ca;
 use crate::workload::{SimPod, Workload};
 use actix_web::web;
 use base64::Engine as _;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
+
+pub use access::Permission;
 
 /// Faults a test switches on for a cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +39,18 @@ pub struct Faults {
     pub times: Option<u32>,
 }
 
+/// The certificate a simulated API server presents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServerCertificate {
+    /// A server certificate issued by the cluster's CA, as kubeadm and managed clusters make.
+    #[default]
+    IssuedByCa,
+    /// One self-signed certificate marked as a CA (`basicConstraints: CA:TRUE`), presented as
+    /// the server's own and given to clients as the CA to trust. kubectl (Go's TLS) accepts it;
+    /// rustls refuses it (`CaUsedAsEndEntity`).
+    CaAsEndEntity,
+}
+
 /// Settings of a simulated API server.
 #[derive(Debug, Clone)]
 pub struct KubeOptions {
@@ -41,11 +58,13 @@ pub struct KubeOptions {
     pub continue_ttl_secs: i64,
     /// The bearer token clients must present (a random one when `None`).
     pub token: Option<String>,
+    /// The certificate the server presents.
+    pub server_certificate: ServerCertificate,
 }
 
 impl Default for KubeOptions {
     fn default() -> Self {
-        Self { continue_ttl_secs: 300, token: None }
+        Self { continue_ttl_secs: 300, token: None, server_certificate: ServerCertificate::IssuedByCa }
     }
 }
 
@@ -72,6 +91,10 @@ struct State {
     requests: AtomicU64,
     /// Requests carrying a continue token still to be answered 410 Expired.
     expire_continues: AtomicU32,
+    /// Permissions a `SelfSubjectAccessReview` answers as not allowed.
+    denied: Mutex<Vec<Permission>>,
+    /// Whether metrics-server's API (`metrics.k8s.io`) is served.
+    metrics_api: AtomicBool,
 }
 
 impl std::fmt::Debug for State {
@@ -108,7 +131,8 @@ impl State {
 #[derive(Debug)]
 pub struct KubeCluster {
     served: Served,
-    ca: Ca,
+    /// The certificate clients are given to trust (PEM).
+    ca_pem: String,
     state: Arc<State>,
 }
 
@@ -123,7 +147,14 @@ impl KubeCluster {
         clock: Arc<SimClock>,
         options: KubeOptions,
     ) -> anyhow::Result<Self> {
-        let ca = Ca::new(name)?;
+        let (ca_pem, tls) = match options.server_certificate {
+            ServerCertificate::IssuedByCa => {
+                let ca = Ca::new(name)?;
+                let tls = ca.server_config()?;
+                (ca.cert_pem().to_owned(), tls)
+            }
+            ServerCertificate::CaAsEndEntity => Ca::serving_itself(name)?,
+        };
         let state = Arc::new(State {
             name: name.to_owned(),
             token: options.token.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
@@ -135,16 +166,18 @@ impl KubeCluster {
             address: Mutex::new(String::new()),
             requests: AtomicU64::new(0),
             expire_continues: AtomicU32::new(0),
+            denied: Mutex::new(Vec::new()),
+            metrics_api: AtomicBool::new(true),
         });
         let shared = web::Data::from(Arc::clone(&state));
         let served = Served::start(
             move |c: &mut web::ServiceConfig| {
                 c.app_data(shared.clone()).default_service(web::to(api::dispatch));
             },
-            Some(ca.server_config()?),
+            Some(tls),
         )?;
         *state.address.lock().unwrap_or_else(PoisonError::into_inner) = served.addr().to_string();
-        Ok(Self { served, ca, state })
+        Ok(Self { served, ca_pem, state })
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -162,7 +195,7 @@ impl KubeCluster {
     /// The CA certificate (PEM) clients must trust.
     #[must_use]
     pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
+        &self.ca_pem
     }
 
     /// The bearer token the server accepts.
@@ -216,6 +249,25 @@ impl KubeCluster {
         self.state.requests.load(Ordering::SeqCst)
     }
 
+    /// Answers every `SelfSubjectAccessReview` of `verb` on `resource` of API `group` (`""`
+    /// for core; `"*"` as the verb or resource matches any) as not allowed, as RBAC does for a
+    /// ServiceAccount whose ClusterRole lacks the rule. Requests themselves are still answered:
+    /// only the review says no.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str) {
+        self.state.denied.lock().unwrap_or_else(PoisonError::into_inner).push(Permission::new(verb, group, resource));
+    }
+
+    /// Allows every permission again.
+    pub fn allow_all(&self) {
+        self.state.denied.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// Serves metrics-server's API or not: without it `metrics.k8s.io` is absent from
+    /// discovery and its paths answer 404, as on a cluster without metrics-server.
+    pub fn set_metrics_api(&self, served: bool) {
+        self.state.metrics_api.store(served, Ordering::SeqCst);
+    }
+
     /// Answers the next `n` list requests that carry a continue token with 410 Expired, as a
     /// real server does once the token is older than etcd's compaction, whatever the clock.
     pub fn expire_next_continue_tokens(&self, n: u32) {
@@ -227,7 +279,7 @@ impl KubeCluster {
     #[must_use]
     pub fn kubeconfig(&self) -> String {
         let name = &self.state.name;
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca.cert_pem());
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
         format!(
             "apiVersion: v1
 kind: Config

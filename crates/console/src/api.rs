@@ -429,8 +429,14 @@ pub struct AdminUser {
 /// A registered cluster as an admin sees it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct AdminCluster {
+    /// Its id (used only to call the API, never shown in a URL).
+    #[serde(default)]
+    pub id: String,
     /// Name.
     pub name: String,
+    /// Hopsworks' OAuth client id.
+    #[serde(default)]
+    pub oauth_client_id: String,
     /// Region.
     #[serde(default)]
     pub region: String,
@@ -483,4 +489,30 @@ pub struct Restriction {
     pub reason: String,
     /// When the account is suspended if it still holds.
     pub deadline: String,
+}
+
+/// `GET /api/cluster/projects`: the person's Hopsworks projects on their cluster.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MyProjects {
+    /// The projects, by name.
+    #[serde(default)]
+    pub projects: Vec<MyProject>,
+    /// When the cluster's projects were last read from Hopsworks.
+    #[serde(default)]
+    pub synced_at: Option<String>,
+}
+
+/// One of the person's projects.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MyProject {
+    /// Its name in Hopsworks.
+    pub name: String,
+    /// `creator` (theirs) or `member` (their owner's, which they were added to).
+    pub relation: String,
+    /// Their role in it, when they are a member.
+    #[serde(default)]
+    pub project_role: Option<String>,
+    /// Hopsworks has not added them yet.
+    #[serde(default)]
+    pub pending: bool,
 }

@@ -3,17 +3,15 @@
 //! answers `303 See Other` back to its page with a fixed notice, or the API's error code.
 
 use crate::api;
-use crate::chart::{self, Bar};
 use crate::format;
 use crate::{Answer, Backend, Method, Viewer};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use chrono::{Datelike as _, NaiveDate};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use subtle::ConstantTimeEq as _;
 
 type Data = web::Data<dyn Backend>;
@@ -46,15 +44,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, data: Data) {
         .route("/settings", web::get().to(settings))
         .route("/settings/name", web::post().to(settings_name))
         .route("/settings/delete", web::post().to(settings_delete))
-        .route("/admin", web::get().to(admin))
-        .route("/admin/people", web::get().to(admin_people))
-        .route("/admin/people/{action}", web::post().to(admin_people_action))
-        .route("/admin/clusters", web::get().to(admin_clusters))
-        .route("/admin/clusters", web::post().to(admin_clusters_register))
-        .route("/admin/metering", web::get().to(admin_metering))
-        .route("/admin/prices", web::get().to(admin_prices))
-        .route("/admin/assignments", web::get().to(admin_assignments))
-        .route("/admin/findings", web::get().to(admin_findings));
+        .configure(admin::configure);
 }
 
 async fn css() -> HttpResponse {
@@ -127,6 +117,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "granted" => "The person is now an admin.",
         "revoked" => "The person is no longer an admin.",
         "registered" => "The cluster was registered.",
+        "updated" => "The cluster was saved.",
         "purchased" => "Thank you: your credit is added once Stripe confirms the payment.",
         _ => return None,
     })
@@ -419,334 +410,37 @@ struct ClusterPage {
     l: Layout,
     mine: Option<api::MyCluster>,
     owner: bool,
+    /// The person's Hopsworks projects, once the cluster is theirs (none when the API could
+    /// not tell: the page says so rather than failing).
+    projects: Option<api::MyProjects>,
+}
+
+impl ClusterPage {
+    fn synced(&self, instant: &str) -> String {
+        chrono::DateTime::parse_from_rfc3339(instant)
+            .map_or_else(|_| instant.to_owned(), |d| d.format("%-d %B %Y, %H:%M UTC").to_string())
+    }
 }
 
 async fn cluster(data: Data, req: HttpRequest) -> HttpResponse {
     let ctx = ctx!(data, req);
     let answer = ctx.get("/api/cluster").await;
     let mine = if answer.status == 404 { None } else { Some(tri!(ctx.read::<api::MyCluster>(&answer))) };
-    render(StatusCode::OK, &ClusterPage { l: ctx.layout("Cluster", "/cluster"), mine, owner: ctx.viewer.owner })
+    let projects = if mine.as_ref().is_some_and(|m| m.status == "complete") {
+        let answer = ctx.get("/api/cluster/projects").await;
+        if answer.is_success() { answer.json().ok() } else { None }
+    } else {
+        None
+    };
+    let page = ClusterPage { l: ctx.layout("Cluster", "/cluster"), mine, owner: ctx.viewer.owner, projects };
+    render(StatusCode::OK, &page)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Usage and cost.
 
-/// A row of a usage table: a project or a person, with their quantities and cost.
-#[derive(Debug, Default)]
-struct UsageRow {
-    name: String,
-    cpu: Decimal,
-    memory: Decimal,
-    gpu: Decimal,
-    cost: Decimal,
-}
-
-impl UsageRow {
-    fn add(&mut self, resource: &str, quantity: Decimal, cost: Decimal) {
-        match resource {
-            "cpu" => self.cpu += quantity,
-            "memory" => self.memory += quantity,
-            "gpu" => self.gpu += quantity,
-            _ => {}
-        }
-        self.cost += cost;
-    }
-}
-
-/// A resource's daily chart.
-#[derive(Debug)]
-struct Chart {
-    heading: String,
-    total: String,
-    svg: String,
-}
-
-/// One link of the month picker.
-#[derive(Debug)]
-struct MonthLink {
-    value: String,
-    label: String,
-    current: bool,
-}
-
-#[derive(Template)]
-#[template(path = "usage.html")]
-struct UsagePage {
-    l: Layout,
-    owner: bool,
-    month_label: String,
-    months: Vec<MonthLink>,
-    charts: Vec<Chart>,
-    days: Vec<(String, String)>,
-    projects: Vec<UsageRow>,
-    members: Vec<UsageRow>,
-    currency: String,
-    month_cost: String,
-    range_cost: String,
-    credits_paid: String,
-    cap: Option<String>,
-    invoice: Option<api::UpcomingInvoice>,
-}
-
-impl UsagePage {
-    fn money(&self, minor: &i64) -> String {
-        format::minor(*minor, &self.currency)
-    }
-
-    fn cost(&self, exact: &Decimal) -> String {
-        format::minor_decimal(&exact.to_string(), &self.currency)
-    }
-
-    fn q(&self, value: &Decimal) -> String {
-        format::quantity(&value.to_string(), 3)
-    }
-
-    fn unit(&self, resource: &str) -> &'static str {
-        format::unit(resource)
-    }
-
-    fn resource(&self, resource: &str) -> &'static str {
-        format::resource_name(resource)
-    }
-}
-
-fn parse_month(value: Option<&String>) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(&format!("{}-01", value?), "%Y-%m-%d").ok()
-}
-
-fn month_end(first: NaiveDate) -> NaiveDate {
-    first.checked_add_months(chrono::Months::new(1)).and_then(|d| d.pred_opt()).unwrap_or(first)
-}
-
-/// The month picker: the twelve months up to `current` (the newest with usage possible).
-fn months(shown: NaiveDate, current: NaiveDate) -> Vec<MonthLink> {
-    (0..12)
-        .filter_map(|back| current.checked_sub_months(chrono::Months::new(back)))
-        .map(|m| MonthLink {
-            value: m.format("%Y-%m").to_string(),
-            label: m.format("%B %Y").to_string(),
-            current: m == shown,
-        })
-        .collect()
-}
-
-/// The days of `from..=to`, each with its value per resource summed from `per_day`.
-fn daily_bars(
-    resource: &str,
-    from: NaiveDate,
-    to: NaiveDate,
-    per_day: &BTreeMap<(NaiveDate, String), Decimal>,
-    link: bool,
-) -> Vec<Bar> {
-    from.iter_days()
-        .take_while(|d| *d <= to)
-        .map(|day| {
-            let value = per_day.get(&(day, resource.to_owned())).copied().unwrap_or_default();
-            Bar {
-                label: day.format("%-d").to_string(),
-                value,
-                title: format!(
-                    "{}: {} {}",
-                    day.format("%-d %B"),
-                    format::quantity(&value.to_string(), 3),
-                    format::unit(resource)
-                ),
-                href: link.then(|| format!("/usage/{day}")),
-            }
-        })
-        .collect()
-}
-
-async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    let asked = parse_month(query.get("month"));
-    let range = asked.map(|first| format!("from={first}&to={}", month_end(first)));
-    let mut per_day: BTreeMap<(NaiveDate, String), Decimal> = BTreeMap::new();
-    let mut page = UsagePage {
-        l: ctx.layout("Usage and cost", "/usage"),
-        owner: ctx.viewer.owner,
-        month_label: String::new(),
-        months: Vec::new(),
-        charts: Vec::new(),
-        days: Vec::new(),
-        projects: Vec::new(),
-        members: Vec::new(),
-        currency: String::new(),
-        month_cost: String::new(),
-        range_cost: String::new(),
-        credits_paid: String::new(),
-        cap: None,
-        invoice: None,
-    };
-    let (from, to, current);
-    if ctx.viewer.owner {
-        let path =
-            range.as_ref().map_or_else(|| "/api/billing/usage".to_owned(), |r| format!("/api/billing/usage?{r}"));
-        let usage: api::OwnerUsage = tri!(ctx.fetch(&path).await);
-        let team: Option<api::Team> = {
-            let answer = ctx.get("/api/team").await;
-            answer.is_success().then(|| answer.json().ok()).flatten()
-        };
-        let me: Option<api::Me> = ctx.get("/api/me").await.json().ok();
-        page.currency = currency(&ctx).await;
-        from = usage.range.from;
-        to = asked.map_or(usage.range.to, month_end);
-        current = usage.month_to_date.from;
-        let names: HashMap<String, String> = team
-            .map(|t| t.members)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                let name = if m.name.is_empty() { m.email.clone().unwrap_or_default() } else { m.name.clone() };
-                (m.user_id, name)
-            })
-            .collect();
-        let you = me.as_ref().map_or_else(|| "You".to_owned(), |m| format!("You ({})", m.email));
-        let my_id = me.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-        let (mut projects, mut members): (BTreeMap<String, UsageRow>, BTreeMap<String, UsageRow>) = Default::default();
-        for line in &usage.lines {
-            let quantity = format::parse(&line.quantity).unwrap_or_default();
-            let cost = format::parse(&line.cost).unwrap_or_default();
-            *per_day.entry((line.day, line.resource.clone())).or_default() += quantity;
-            let project =
-                line.project_id.map_or_else(|| "Outside any project".to_owned(), |id| format!("Project {id}"));
-            projects.entry(project.clone()).or_insert_with(|| UsageRow { name: project, ..UsageRow::default() }).add(
-                &line.resource,
-                quantity,
-                cost,
-            );
-            let who = if line.user_id == my_id {
-                you.clone()
-            } else {
-                names.get(&line.user_id).cloned().unwrap_or_else(|| "Former members".to_owned())
-            };
-            members.entry(who.clone()).or_insert_with(|| UsageRow { name: who, ..UsageRow::default() }).add(
-                &line.resource,
-                quantity,
-                cost,
-            );
-        }
-        page.projects = projects.into_values().collect();
-        page.members = members.into_values().collect();
-        page.month_cost = format::minor(usage.month_to_date.cost_minor, &page.currency);
-        page.range_cost = format::minor(usage.range.cost_minor, &page.currency);
-        page.credits_paid = format::minor_decimal(&usage.range.credits_paid, &page.currency);
-        page.cap = usage.monthly_cap_minor.map(|c| format::minor(c, &page.currency));
-        page.invoice = Some(usage.upcoming_invoice);
-    } else {
-        let path = range.as_ref().map_or_else(|| "/api/usage".to_owned(), |r| format!("/api/usage?{r}"));
-        let rows: Vec<api::DailyUsage> = tri!(ctx.fetch(&path).await);
-        let mut projects: BTreeMap<String, UsageRow> = BTreeMap::new();
-        for row in &rows {
-            for (resource, value) in
-                [("cpu", &row.cpu_core_hours), ("memory", &row.memory_gib_hours), ("gpu", &row.gpu_hours)]
-            {
-                let quantity = format::parse(value).unwrap_or_default();
-                *per_day.entry((row.day, resource.to_owned())).or_default() += quantity;
-                projects
-                    .entry(row.namespace.clone())
-                    .or_insert_with(|| UsageRow { name: row.namespace.clone(), ..UsageRow::default() })
-                    .add(resource, quantity, Decimal::ZERO);
-            }
-        }
-        page.projects = projects.into_values().collect();
-        let newest = rows.iter().map(|r| r.day).max();
-        to = asked.map_or_else(|| newest.unwrap_or_else(|| chrono::Utc::now().date_naive()), month_end);
-        from = asked.unwrap_or_else(|| to - chrono::TimeDelta::days(30));
-        current = to.with_day(1).unwrap_or(to);
-    }
-    page.month_label = match asked {
-        Some(first) => first.format("%B %Y").to_string(),
-        None if ctx.viewer.owner => format!("{} (this month, to {})", from.format("%B %Y"), to.format("%-d %B")),
-        None => format!("{} to {}", from.format("%-d %B %Y"), to.format("%-d %B %Y")),
-    };
-    page.months = months(asked.unwrap_or(from.with_day(1).unwrap_or(from)), current);
-    for resource in ["cpu", "memory", "gpu"] {
-        let bars = daily_bars(resource, from, to, &per_day, ctx.viewer.owner);
-        let total: Decimal = bars.iter().map(|b| b.value).sum();
-        let heading = format!("{} ({})", format::resource_name(resource), format::unit(resource));
-        page.charts.push(Chart {
-            svg: chart::bars(&format!("{heading} per day"), &bars),
-            total: format!("{} {}", format::quantity(&total.to_string(), 3), format::unit(resource)),
-            heading,
-        });
-    }
-    page.days = from
-        .iter_days()
-        .take_while(|d| *d <= to)
-        .filter(|d| {
-            ["cpu", "memory", "gpu"].iter().any(|r| per_day.get(&(*d, (*r).to_owned())).is_some_and(|v| !v.is_zero()))
-        })
-        .map(|d| {
-            let q = |r: &str| {
-                format::quantity(&per_day.get(&(d, r.to_owned())).copied().unwrap_or_default().to_string(), 3)
-            };
-            (
-                d.to_string(),
-                format!("{} · CPU {} · memory {} · GPU {}", d.format("%-d %B"), q("cpu"), q("memory"), q("gpu")),
-            )
-        })
-        .collect();
-    render(StatusCode::OK, &page)
-}
-
-#[derive(Template)]
-#[template(path = "usage_day.html")]
-struct DayPage {
-    l: Layout,
-    day: String,
-    samples: Vec<api::Sample>,
-    next: Option<String>,
-    currency: String,
-    total_cost: String,
-}
-
-impl DayPage {
-    fn cost(&self, exact: &str) -> String {
-        format::minor_decimal(exact, &self.currency)
-    }
-
-    fn q(&self, value: &str) -> String {
-        format::quantity(value, 4)
-    }
-
-    fn window(&self, start: &str, end: &str) -> String {
-        let time = |t: &str| {
-            chrono::DateTime::parse_from_rfc3339(t).map_or_else(|_| t.to_owned(), |t| t.format("%H:%M").to_string())
-        };
-        format!("{}–{}", time(start), time(end))
-    }
-}
-
-async fn usage_day(
-    data: Data,
-    req: HttpRequest,
-    day: web::Path<String>,
-    query: web::Query<HashMap<String, String>>,
-) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.owner_only());
-    let Ok(day) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
-        return ctx.error(404, "not_found");
-    };
-    let mut path = format!("/api/billing/usage/samples?day={day}&limit=1000");
-    if let Some(after) = query.get("after") {
-        path.push('&');
-        path.push_str(&serde_urlencoded::to_string([("after", after)]).unwrap_or_default());
-    }
-    let samples: api::Samples = tri!(ctx.fetch(&path).await);
-    let currency = currency(&ctx).await;
-    let total: Decimal = samples.samples.iter().filter_map(|s| format::parse(&s.cost)).sum();
-    let page = DayPage {
-        l: ctx.layout(&format!("Usage on {}", day.format("%-d %B %Y")), "/usage"),
-        day: samples.day.to_string(),
-        total_cost: format::minor_decimal(&total.to_string(), &currency),
-        next: samples.next.map(|n| serde_urlencoded::to_string([("after", n)]).unwrap_or_default()),
-        samples: samples.samples,
-        currency,
-    };
-    render(StatusCode::OK, &page)
-}
+mod usage;
+use usage::{usage, usage_day};
 
 // ---------------------------------------------------------------------------------------------
 // Billing.
@@ -1133,189 +827,4 @@ async fn settings_delete(data: Data, req: HttpRequest, form: Form) -> HttpRespon
 // ---------------------------------------------------------------------------------------------
 // Admin.
 
-#[derive(Template)]
-#[template(path = "admin.html")]
-struct AdminPage {
-    l: Layout,
-}
-
-async fn admin(data: Data, req: HttpRequest) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    render(StatusCode::OK, &AdminPage { l: ctx.layout("Admin", "/admin") })
-}
-
-#[derive(Template)]
-#[template(path = "admin_people.html")]
-struct PeoplePage {
-    l: Layout,
-    csrf: String,
-    q: String,
-    people: api::UserPage,
-}
-
-async fn admin_people(data: Data, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    let q = query.get("q").map_or("", |q| q.trim()).to_owned();
-    let path = format!(
-        "/api/admin/users?{}",
-        serde_urlencoded::to_string([("q", q.as_str()), ("limit", "50")]).unwrap_or_default()
-    );
-    let people: api::UserPage = tri!(ctx.fetch(&path).await);
-    render(StatusCode::OK, &PeoplePage { l: ctx.layout("People", "/admin"), csrf: ctx.viewer.csrf.clone(), q, people })
-}
-
-async fn admin_people_action(data: Data, req: HttpRequest, action: web::Path<String>, form: Form) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    tri!(ctx.form_ok(&form));
-    let email = field(&form, "email");
-    let (method, suffix, done) = match action.as_str() {
-        "suspend" => (Method::Post, "suspend", "suspended"),
-        "reactivate" => (Method::Post, "reactivate", "reactivated"),
-        "grant-admin" => (Method::Put, "admin", "granted"),
-        "revoke-admin" => (Method::Delete, "admin", "revoked"),
-        _ => return ctx.error(404, "not_found"),
-    };
-    let path = format!(
-        "/api/admin/users?{}",
-        serde_urlencoded::to_string([("q", email), ("limit", "200")]).unwrap_or_default()
-    );
-    let found: api::UserPage = tri!(ctx.fetch(&path).await);
-    let Some(person) = found.items.iter().find(|u| u.email.eq_ignore_ascii_case(email)) else {
-        return ctx.failed("/admin/people", "not_found");
-    };
-    let answer = ctx.call(method, &format!("/api/admin/users/{}/{suffix}", person.id), None).await;
-    let back = format!("/admin/people?{}", serde_urlencoded::to_string([("q", email)]).unwrap_or_default());
-    if answer.is_success() {
-        see_other(&format!("{back}&done={done}"))
-    } else {
-        ctx.failed("/admin/people", &answer.code())
-    }
-}
-
-#[derive(Template)]
-#[template(path = "admin_clusters.html")]
-struct ClustersPage {
-    l: Layout,
-    csrf: String,
-    clusters: Vec<api::AdminCluster>,
-}
-
-async fn admin_clusters(data: Data, req: HttpRequest) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    let clusters: Vec<api::AdminCluster> = tri!(ctx.fetch("/api/admin/clusters").await);
-    render(
-        StatusCode::OK,
-        &ClustersPage { l: ctx.layout("Clusters", "/admin"), csrf: ctx.viewer.csrf.clone(), clusters },
-    )
-}
-
-async fn admin_clusters_register(data: Data, req: HttpRequest, form: Form) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    tri!(ctx.form_ok(&form));
-    let Ok(capacity) = field(&form, "capacity").parse::<i64>() else {
-        return ctx.failed("/admin/clusters", "invalid_capacity");
-    };
-    let text = |name: &str| form.get(name).map_or(String::new(), |v| v.replace("\r\n", "\n"));
-    let body = json!({
-        "name": field(&form, "name"),
-        "region": field(&form, "region"),
-        "api_url": field(&form, "api_url"),
-        "api_key": field(&form, "api_key"),
-        "oauth_client_id": field(&form, "oauth_client_id"),
-        "capacity": capacity,
-        "status": field(&form, "status"),
-        "kubeconfig": text("kubeconfig"),
-        "ca_bundle": text("ca_bundle"),
-    });
-    let answer = ctx.call(Method::Post, "/api/admin/clusters", Some(body)).await;
-    ctx.after(&answer, "/admin/clusters", "registered")
-}
-
-/// A table of whatever rows the API answered, for the admin's operational views: each row's
-/// scalar fields in the order of the first row.
-#[derive(Debug, Default)]
-struct Table {
-    heading: String,
-    columns: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-fn table(heading: &str, value: &serde_json::Value) -> Table {
-    let items: Vec<&serde_json::Value> = match value {
-        serde_json::Value::Array(items) => items.iter().collect(),
-        serde_json::Value::Object(o) => {
-            o.values().find_map(|v| v.as_array()).map(|a| a.iter().collect()).unwrap_or_default()
-        }
-        _ => Vec::new(),
-    };
-    let columns: Vec<String> = items
-        .first()
-        .and_then(|f| f.as_object())
-        .map(|o| o.iter().filter(|(_, v)| !v.is_object() && !v.is_array()).map(|(k, _)| k.clone()).collect())
-        .unwrap_or_default();
-    let rows = items
-        .iter()
-        .take(200)
-        .map(|item| {
-            columns
-                .iter()
-                .map(|c| match item.get(c) {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(serde_json::Value::Null) | None => String::new(),
-                    Some(v) => v.to_string(),
-                })
-                .collect()
-        })
-        .collect();
-    Table { heading: heading.to_owned(), columns, rows }
-}
-
-#[derive(Template)]
-#[template(path = "admin_tables.html")]
-struct TablesPage {
-    l: Layout,
-    tables: Vec<Table>,
-}
-
-async fn admin_metering(data: Data, req: HttpRequest) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    let runs: serde_json::Value = tri!(ctx.fetch("/api/admin/metering/runs?limit=100").await);
-    let gaps: serde_json::Value = tri!(ctx.fetch("/api/admin/metering/gaps?limit=100").await);
-    let page = TablesPage {
-        l: ctx.layout("Metering", "/admin"),
-        tables: vec![table("Recent runs", &runs), table("Gaps", &gaps)],
-    };
-    render(StatusCode::OK, &page)
-}
-
-async fn admin_prices(data: Data, req: HttpRequest) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    let prices: serde_json::Value = tri!(ctx.fetch("/api/admin/prices").await);
-    render(
-        StatusCode::OK,
-        &TablesPage { l: ctx.layout("Prices", "/admin"), tables: vec![table("Every price version", &prices)] },
-    )
-}
-
-async fn admin_assignments(data: Data, req: HttpRequest) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    let page: serde_json::Value = tri!(ctx.fetch("/api/admin/assignments?limit=200").await);
-    let tables = vec![table("Assignments, oldest first", &page)];
-    render(StatusCode::OK, &TablesPage { l: ctx.layout("Assignments", "/admin"), tables })
-}
-
-async fn admin_findings(data: Data, req: HttpRequest) -> HttpResponse {
-    let ctx = ctx!(data, req);
-    tri!(ctx.admin_only());
-    let findings: serde_json::Value = tri!(ctx.fetch("/api/admin/billing/findings").await);
-    let tables = vec![table("Integrity findings, newest first", &findings)];
-    render(StatusCode::OK, &TablesPage { l: ctx.layout("Integrity findings", "/admin"), tables })
-}
+mod admin;

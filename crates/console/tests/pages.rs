@@ -292,8 +292,17 @@ async fn usage_shows_the_api_figures_per_day_project_and_person() {
     assert!(body.contains("Project 7</th><td class=\"num\">7.500</td><td class=\"num\">0.000</td><td class=\"num\">0.000</td><td class=\"num\">2.63 USD"), "{body}");
     assert!(body.contains("Outside any project"));
     // Per person: the owner's own line, and Bob's by name.
-    assert!(body.contains("You (ada@example.com)</th><td class=\"num\">2.500"));
-    assert!(body.contains("Bob</th><td class=\"num\">5.000</td><td class=\"num\">10.000</td><td class=\"num\">0.000</td><td class=\"num\">2.15 USD"));
+    assert!(
+        body.contains(
+            "You (ada@example.com)<span class=\"sr\">: their days and samples</span></a></th><td class=\"num\">2.500"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("Bob<span class=\"sr\">: their days and samples</span></a></th><td class=\"num\">5.000</td><td class=\"num\">10.000</td><td class=\"num\">0.000</td><td class=\"num\">2.15 USD"));
+    assert!(
+        body.contains(r#"<a href="/usage?member=bob%40example.com&#38;month=2026-12">Bob"#),
+        "a member's row links to their usage: {body}"
+    );
     assert!(body.contains(r#"<option value="2026-12" selected>December 2026</option>"#));
 }
 
@@ -468,4 +477,257 @@ async fn a_form_posted_after_the_session_ended_changes_nothing_and_leads_to_sign
     let (status, location) = post(fake.clone(), "/team/invite", &[("csrf", CSRF), ("email", "bob@example.com")]).await;
     assert_eq!((status, location.as_deref()), (303, Some("/api/auth/login?returnTo=%2F")));
     assert!(fake.calls().is_empty());
+}
+
+fn team_view() -> Value {
+    json!({"owner_user_id": "u-ada", "members": [{"user_id": "u-bob", "name": "Bob", "email": "bob@example.com",
+        "membership_id": "m", "project_role": "Data scientist", "joined_at": "2026-12-01T00:00:00Z", "account_status": "active",
+        "hopsworks_account": {"state": "assigned", "hopsworks_username": "bob000"},
+        "usage_this_month": {"month": "2026-12-01", "cpu_core_hours": "5", "memory_gib_hours": "10", "gpu_hours": "0"}}]})
+}
+
+#[actix_web::test]
+async fn an_owner_follows_a_members_usage_down_to_the_samples_of_their_day() {
+    let sample = |user: &str, cost: &str| {
+        json!({"sample_id": "s", "user_id": user, "namespace": "lab", "project_id": 7, "window_start": "2026-12-03T10:00:00Z",
+            "window_end": "2026-12-03T10:15:00Z", "billing_mode": "postpaid", "cpu_core_hours": "0.25",
+            "memory_gib_hours": "1", "gpu_hours": "0", "cost": cost})
+    };
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer("GET", "/api/billing/usage?from=2026-12-01&to=2026-12-31", 200, usage_view())
+            .answer("GET", "/api/pricing", 200, pricing())
+            .answer("GET", "/api/me", 200, json!({"id": "u-ada", "email": "ada@example.com", "name": "Ada"}))
+            .answer("GET", "/api/team", 200, team_view())
+            .answer(
+                "GET",
+                "/api/billing/usage/samples?day=2026-12-03&limit=1000",
+                200,
+                json!({"day": "2026-12-03",
+                "next": "c1", "samples": [sample("u-bob", "8.75"), sample("u-ada", "100"), sample("u-bob", "1.25")]}),
+            ),
+    );
+    let (status, body, _) = get(fake.clone(), "/usage?month=2026-12&member=Bob%40example.com").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h1>Usage of Bob</h1>"), "{body}");
+    // Bob's lines only: 2.15 USD of the account's 3.03; his days link to his samples.
+    assert!(body.contains(r#"id="member-cost">2.15 USD<"#), "{body}");
+    assert!(!body.contains("You (ada@example.com)") && !body.contains(r#"id="month-cost""#));
+    assert!(body.contains(r#"<a href="/usage/2026-12-03?member=bob%40example.com">3 December"#), "{body}");
+    assert!(body.contains(r#"<input type="hidden" name="member" value="bob@example.com">"#));
+
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Usage of Bob on 3 December 2026"), "{body}");
+    assert!(body.contains(r#"id="day-cost">0.10 USD<"#), "Bob's two entries, not Ada's: {body}");
+    assert_eq!(body.matches("<td>lab</td>").count(), 2);
+    assert!(body.contains(r#"href="/usage/2026-12-03?member=bob%40example.com&#38;after=c1""#), "{body}");
+    assert!(body.contains(r#"href="/usage?member=bob%40example.com&#38;month=2026-12""#));
+
+    // Someone who is not in the team is nobody's usage.
+    assert_eq!(get(fake.clone(), "/usage?member=eve%40example.com").await.0, 404);
+    assert_eq!(get(fake, "/usage/2026-12-03?member=eve%40example.com").await.0, 404);
+}
+
+#[actix_web::test]
+async fn the_cluster_page_lists_the_persons_projects() {
+    let fake = Arc::new(
+        Fake::as_(member())
+            .answer("GET", "/api/cluster", 200, json!({"status": "complete", "hopsworks_username": "bob000",
+                "cluster": {"id": "c", "name": "north-1", "region": "eu-north", "endpoint": "https://north-1.example/hopsworks"}}))
+            .answer("GET", "/api/cluster/projects", 200, json!({"synced_at": "2026-12-03T10:00:00Z", "projects": [
+                {"project_id": 1, "name": "bob_lab", "relation": "creator", "project_role": null, "pending": false},
+                {"project_id": 2, "name": "<b>fraud</b>", "relation": "member", "project_role": "Data scientist", "pending": true}]})),
+    );
+    let (status, body, _) = get(fake, "/cluster").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<strong>bob_lab</strong>: yours"), "{body}");
+    assert!(
+        body.contains("<strong>&#60;b&#62;fraud&#60;/b&#62;</strong>: your team's, as Data scientist (being added)"),
+        "escaped: {body}"
+    );
+    assert!(body.contains("3 December 2026, 10:00 UTC"));
+}
+
+const BOUNDARY: &str = "----hopsbridge-test-boundary";
+
+/// A `multipart/form-data` body: text fields, then files as (field, file name, content).
+fn multipart(fields: &[(&str, &str)], files: &[(&str, &str, &str)]) -> Vec<u8> {
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"));
+    }
+    for (name, file, content) in files {
+        body.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n{content}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    body.into_bytes()
+}
+
+async fn post_multipart(fake: Arc<Fake>, path: &str, body: Vec<u8>) -> (u16, String, Option<String>) {
+    let app = test::init_service(App::new().configure(|c| hopsbridge_console::configure(c, fake.clone()))).await;
+    let request = test::TestRequest::post()
+        .uri(path)
+        .insert_header(("content-type", format!("multipart/form-data; boundary={BOUNDARY}")))
+        .set_payload(body)
+        .to_request();
+    let r = test::call_service(&app, request).await;
+    let status = r.status().as_u16();
+    let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+    (status, String::from_utf8(test::read_body(r).await.to_vec()).unwrap(), location)
+}
+
+fn cluster_fields(csrf: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("csrf", csrf),
+        ("name", "north-2"),
+        ("region", "eu-north"),
+        ("api_url", "https://north-2.example"),
+        ("api_key", "hw-secret-key"),
+        ("oauth_client_id", "hopsworks-client"),
+        ("capacity", "40"),
+        ("status", "active"),
+    ]
+}
+
+const KUBECONFIG: &str = "apiVersion: v1\r\nkind: Config\r\nclusters: []\r\n";
+
+#[actix_web::test]
+async fn an_admin_registers_a_cluster_with_an_uploaded_kubeconfig() {
+    let admin = Some(Viewer { admin: true, ..owner().unwrap() });
+    let listed = json!([{"id": "c-1", "name": "north-1", "region": "eu-north", "api_url": "https://north-1.example",
+        "oauth_client_id": "hw", "status": "active", "capacity": 50, "used": 10}]);
+    let fake = Arc::new(Fake::as_(admin.clone()).answer("GET", "/api/admin/clusters", 200, listed.clone()).answer(
+        "POST",
+        "/api/admin/clusters",
+        201,
+        json!({"id": "c-2"}),
+    ));
+    let (status, body, _) = get(fake.clone(), "/admin/clusters").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("10 of 50 seats (20 %)") && body.contains(r#"enctype="multipart/form-data""#), "{body}");
+    assert!(body.contains(r#"type="file""#) && body.contains(r#"<label for="c-kubeconfig">"#));
+    assert!(body.contains(r#"href="/admin/cluster?name=north-1""#));
+
+    // Without the session's token nothing is registered.
+    let files = [("kubeconfig", "north-2.yaml", KUBECONFIG), ("ca_bundle", "ca.pem", "-----BEGIN CERTIFICATE-----\n")];
+    let (status, _, _) =
+        post_multipart(fake.clone(), "/admin/clusters", multipart(&cluster_fields("forged"), &files)).await;
+    assert_eq!(status, 403);
+    assert!(!fake.calls().iter().any(|(m, _, _)| m == "POST"));
+
+    let (status, _, location) =
+        post_multipart(fake.clone(), "/admin/clusters", multipart(&cluster_fields(CSRF), &files)).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/clusters?done=registered")));
+    let (_, _, sent) = fake.calls().into_iter().find(|(m, _, _)| m == "POST").unwrap();
+    assert_eq!(
+        sent,
+        Some(
+            json!({"name": "north-2", "region": "eu-north", "api_url": "https://north-2.example", "api_key": "hw-secret-key",
+            "oauth_client_id": "hopsworks-client", "capacity": 40, "status": "active",
+            "kubeconfig": "apiVersion: v1\nkind: Config\nclusters: []\n", "ca_bundle": "-----BEGIN CERTIFICATE-----\n"})
+        )
+    );
+
+    // No file chosen: said next to the field, nothing sent, what was typed kept (not the key).
+    let fake = Arc::new(Fake::as_(admin.clone()).answer("GET", "/api/admin/clusters", 200, listed.clone()));
+    let (status, body, _) = post_multipart(
+        fake.clone(),
+        "/admin/clusters",
+        multipart(&cluster_fields(CSRF), &[("kubeconfig", "", ""), ("ca_bundle", "ca.pem", "pem")]),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(r#"id="c-kubeconfig-error">Choose the cluster&#39;s kubeconfig file."#), "{body}");
+    assert!(body.contains(r#"value="north-2""#) && !body.contains("hw-secret-key"), "{body}");
+    assert!(!fake.calls().iter().any(|(m, _, _)| m == "POST"));
+}
+
+#[actix_web::test]
+async fn a_refused_registration_shows_the_apis_errors_by_their_fields_and_the_checks() {
+    let admin = Some(Viewer { admin: true, ..owner().unwrap() });
+    let files = [("kubeconfig", "k.yaml", KUBECONFIG), ("ca_bundle", "ca.pem", "pem")];
+    let fake = Arc::new(Fake::as_(admin.clone()).answer("GET", "/api/admin/clusters", 200, json!([])).answer(
+        "POST",
+        "/api/admin/clusters",
+        422,
+        json!({"code": "cluster_check_failed", "message": "the cluster failed a check",
+                "request_id": "r", "details": {"checks": [
+                    {"name": "kubernetes_api", "ok": true, "detail": "v1.30 answered"},
+                    {"name": "metrics_api", "ok": false, "detail": "install <metrics-server>"}]}}),
+    ));
+    let (status, body, _) = post_multipart(fake, "/admin/clusters", multipart(&cluster_fields(CSRF), &files)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("the cluster failed a check"), "{body}");
+    assert!(
+        body.contains("Passed: <strong>The Kubernetes API server answers the kubeconfig</strong>: v1.30 answered"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Failed: <strong>metrics-server&#39;s API is served</strong>: install &#60;metrics-server&#62;"),
+        "{body}"
+    );
+
+    let fake = Arc::new(Fake::as_(admin).answer("GET", "/api/admin/clusters", 200, json!([])).answer(
+        "POST",
+        "/api/admin/clusters",
+        400,
+        json!({"code": "invalid_kubeconfig", "message": "the kubeconfig is not YAML", "request_id": "r"}),
+    ));
+    let (status, body, _) = post_multipart(fake, "/admin/clusters", multipart(&cluster_fields(CSRF), &files)).await;
+    assert_eq!(status, 422);
+    assert!(
+        body.contains(r#"<p class="field-error" id="c-kubeconfig-error">the kubeconfig is not YAML</p>"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"aria-describedby="c-kubeconfig-error""#));
+}
+
+#[actix_web::test]
+async fn an_admin_edits_a_cluster_found_by_its_name_keeping_what_is_left_empty() {
+    let admin = Some(Viewer { admin: true, ..owner().unwrap() });
+    let fake = Arc::new(
+        Fake::as_(admin)
+            .answer("GET", "/api/admin/clusters", 200, json!([{"id": "c-1", "name": "north 1", "region": "eu-north",
+                "api_url": "https://north-1.example", "oauth_client_id": "hw", "status": "active", "capacity": 50, "used": 10}]))
+            .answer("PATCH", "/api/admin/clusters/c-1", 200, json!({})),
+    );
+    let (status, body, _) = get(fake.clone(), "/admin/cluster?name=north+1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"name="capacity" type="number" min="10""#)
+            && body.contains(r#"value="https://north-1.example""#),
+        "{body}"
+    );
+    assert_eq!(get(fake.clone(), "/admin/cluster?name=south").await.0, 404);
+
+    let fields = [
+        ("csrf", CSRF),
+        ("current_name", "north 1"),
+        ("name", "north 1"),
+        ("region", "eu-north"),
+        ("api_url", "https://north-1.example"),
+        ("api_key", ""),
+        ("oauth_client_id", "hw"),
+        ("capacity", "80"),
+        ("status", "maintenance"),
+    ];
+    let (status, _, location) = post_multipart(
+        fake.clone(),
+        "/admin/cluster",
+        multipart(&fields, &[("kubeconfig", "", ""), ("ca_bundle", "", "")]),
+    )
+    .await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/cluster?name=north+1&done=updated")));
+    let (_, _, sent) = fake.calls().into_iter().find(|(m, _, _)| m == "PATCH").unwrap();
+    assert_eq!(
+        sent,
+        Some(
+            json!({"name": "north 1", "region": "eu-north", "api_url": "https://north-1.example", "oauth_client_id": "hw",
+            "capacity": 80, "status": "maintenance"})
+        ),
+        "no secret or file sent when left empty"
+    );
 }

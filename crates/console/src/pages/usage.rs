@@ -1,0 +1,409 @@
+//! Usage and cost: the month's charts and tables, for an owner their costs, upcoming invoice
+//! and each team member's share, which links down (by the member's address, never an id) to
+//! that member's days and the samples behind each.
+
+use super::{Ctx, Data, Layout, currency, render};
+use crate::chart::{self, Bar};
+use crate::{api, format};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::{Datelike as _, NaiveDate};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+
+/// A row of a usage table: a project or a person, with their quantities and cost.
+#[derive(Debug, Default)]
+struct UsageRow {
+    name: String,
+    /// Where the row's usage is shown on its own (a member's days and samples).
+    href: Option<String>,
+    cpu: Decimal,
+    memory: Decimal,
+    gpu: Decimal,
+    cost: Decimal,
+}
+
+impl UsageRow {
+    fn add(&mut self, resource: &str, quantity: Decimal, cost: Decimal) {
+        match resource {
+            "cpu" => self.cpu += quantity,
+            "memory" => self.memory += quantity,
+            "gpu" => self.gpu += quantity,
+            _ => {}
+        }
+        self.cost += cost;
+    }
+}
+
+/// A resource's daily chart.
+#[derive(Debug)]
+struct Chart {
+    heading: String,
+    total: String,
+    svg: String,
+}
+
+/// One link of the month picker.
+#[derive(Debug)]
+struct MonthLink {
+    value: String,
+    label: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "usage.html")]
+struct UsagePage {
+    l: Layout,
+    owner: bool,
+    month_label: String,
+    months: Vec<MonthLink>,
+    charts: Vec<Chart>,
+    days: Vec<(Option<String>, String)>,
+    projects: Vec<UsageRow>,
+    members: Vec<UsageRow>,
+    currency: String,
+    month_cost: String,
+    range_cost: String,
+    credits_paid: String,
+    cap: Option<String>,
+    invoice: Option<api::UpcomingInvoice>,
+    /// The one person whose usage an owner is looking at, when they picked one.
+    focus: Option<Focus>,
+}
+
+/// One person of an owner's account, as the usage pages pick them: by address.
+#[derive(Debug, Clone)]
+struct Person {
+    user_id: String,
+    email: String,
+    name: String,
+}
+
+/// The person an owner's usage page is narrowed to.
+#[derive(Debug)]
+struct Focus {
+    name: String,
+    email: String,
+    /// Their cost in the range shown.
+    cost: String,
+}
+
+/// The owner (first) and their team's members, by address.
+async fn people(ctx: &Ctx<'_>) -> Vec<Person> {
+    let mut people = Vec::new();
+    if let Ok(me) = ctx.get("/api/me").await.json::<api::Me>() {
+        let name = format!("You ({})", me.email);
+        people.push(Person { user_id: me.id, email: me.email, name });
+    }
+    let answer = ctx.get("/api/team").await;
+    if let Some(team) = answer.is_success().then(|| answer.json::<api::Team>().ok()).flatten() {
+        people.extend(team.members.into_iter().filter_map(|m| {
+            let email = m.email?;
+            let name = if m.name.is_empty() { email.clone() } else { m.name };
+            Some(Person { user_id: m.user_id, email, name })
+        }));
+    }
+    people
+}
+
+/// The person `?member=` names, when it names one of `people`; `Err` when it names nobody.
+fn focus_of<'p>(query: &HashMap<String, String>, people: &'p [Person]) -> Result<Option<&'p Person>, ()> {
+    match query.get("member").map(|m| m.trim()).filter(|m| !m.is_empty()) {
+        None => Ok(None),
+        Some(email) => people.iter().find(|p| p.email.eq_ignore_ascii_case(email)).map(Some).ok_or(()),
+    }
+}
+
+fn member_query(email: &str) -> String {
+    serde_urlencoded::to_string([("member", email)]).unwrap_or_default()
+}
+
+impl UsagePage {
+    fn money(&self, minor: &i64) -> String {
+        format::minor(*minor, &self.currency)
+    }
+
+    fn cost(&self, exact: &Decimal) -> String {
+        format::minor_decimal(&exact.to_string(), &self.currency)
+    }
+
+    fn q(&self, value: &Decimal) -> String {
+        format::quantity(&value.to_string(), 3)
+    }
+
+    fn unit(&self, resource: &str) -> &'static str {
+        format::unit(resource)
+    }
+
+    fn resource(&self, resource: &str) -> &'static str {
+        format::resource_name(resource)
+    }
+}
+
+fn parse_month(value: Option<&String>) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(&format!("{}-01", value?), "%Y-%m-%d").ok()
+}
+
+fn month_end(first: NaiveDate) -> NaiveDate {
+    first.checked_add_months(chrono::Months::new(1)).and_then(|d| d.pred_opt()).unwrap_or(first)
+}
+
+/// The month picker: the twelve months up to `current` (the newest with usage possible).
+fn months(shown: NaiveDate, current: NaiveDate) -> Vec<MonthLink> {
+    (0..12)
+        .filter_map(|back| current.checked_sub_months(chrono::Months::new(back)))
+        .map(|m| MonthLink {
+            value: m.format("%Y-%m").to_string(),
+            label: m.format("%B %Y").to_string(),
+            current: m == shown,
+        })
+        .collect()
+}
+
+/// The days of `from..=to`, each with its value per resource summed from `per_day`.
+fn daily_bars(
+    resource: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    per_day: &BTreeMap<(NaiveDate, String), Decimal>,
+    link: Option<&str>,
+) -> Vec<Bar> {
+    from.iter_days()
+        .take_while(|d| *d <= to)
+        .map(|day| {
+            let value = per_day.get(&(day, resource.to_owned())).copied().unwrap_or_default();
+            Bar {
+                label: day.format("%-d").to_string(),
+                value,
+                title: format!(
+                    "{}: {} {}",
+                    day.format("%-d %B"),
+                    format::quantity(&value.to_string(), 3),
+                    format::unit(resource)
+                ),
+                href: link.map(|suffix| format!("/usage/{day}{suffix}")),
+            }
+        })
+        .collect()
+}
+
+pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    let asked = parse_month(query.get("month"));
+    let range = asked.map(|first| format!("from={first}&to={}", month_end(first)));
+    let mut per_day: BTreeMap<(NaiveDate, String), Decimal> = BTreeMap::new();
+    let mut page = UsagePage {
+        l: ctx.layout("Usage and cost", "/usage"),
+        owner: ctx.viewer.owner,
+        month_label: String::new(),
+        months: Vec::new(),
+        charts: Vec::new(),
+        days: Vec::new(),
+        projects: Vec::new(),
+        members: Vec::new(),
+        currency: String::new(),
+        month_cost: String::new(),
+        range_cost: String::new(),
+        credits_paid: String::new(),
+        cap: None,
+        invoice: None,
+        focus: None,
+    };
+    let (from, to, current);
+    // An owner's links down to a day keep the person they are looking at.
+    let mut day_suffix = None;
+    if ctx.viewer.owner {
+        let path =
+            range.as_ref().map_or_else(|| "/api/billing/usage".to_owned(), |r| format!("/api/billing/usage?{r}"));
+        let usage: api::OwnerUsage = tri!(ctx.fetch(&path).await);
+        let people = people(&ctx).await;
+        let Ok(focus) = focus_of(&query, &people) else {
+            return ctx.error(404, "not_found");
+        };
+        page.currency = currency(&ctx).await;
+        from = usage.range.from;
+        to = asked.map_or(usage.range.to, month_end);
+        current = usage.month_to_date.from;
+        let month = asked.map(|m| format!("&month={}", m.format("%Y-%m"))).unwrap_or_default();
+        let (mut projects, mut members): (BTreeMap<String, UsageRow>, BTreeMap<String, UsageRow>) = Default::default();
+        let mut focus_cost = Decimal::ZERO;
+        for line in usage.lines.iter().filter(|l| focus.is_none_or(|f| f.user_id == l.user_id)) {
+            let quantity = format::parse(&line.quantity).unwrap_or_default();
+            let cost = format::parse(&line.cost).unwrap_or_default();
+            *per_day.entry((line.day, line.resource.clone())).or_default() += quantity;
+            let project =
+                line.project_id.map_or_else(|| "Outside any project".to_owned(), |id| format!("Project {id}"));
+            projects.entry(project.clone()).or_insert_with(|| UsageRow { name: project, ..UsageRow::default() }).add(
+                &line.resource,
+                quantity,
+                cost,
+            );
+            focus_cost += cost;
+            let who = people.iter().find(|p| p.user_id == line.user_id);
+            let name = who.map_or_else(|| "Former members".to_owned(), |p| p.name.clone());
+            let href = who.map(|p| format!("/usage?{}{month}", member_query(&p.email)));
+            members.entry(name.clone()).or_insert_with(|| UsageRow { name, href, ..UsageRow::default() }).add(
+                &line.resource,
+                quantity,
+                cost,
+            );
+        }
+        if let Some(person) = focus {
+            let query = member_query(&person.email);
+            day_suffix = Some(format!("?{query}"));
+            page.l.title = format!("Usage of {}", person.name);
+            page.focus = Some(Focus {
+                name: person.name.clone(),
+                email: person.email.clone(),
+                cost: format::minor_decimal(&focus_cost.to_string(), &page.currency),
+            });
+        } else {
+            day_suffix = Some(String::new());
+        }
+        page.projects = projects.into_values().collect();
+        page.members = members.into_values().collect();
+        page.month_cost = format::minor(usage.month_to_date.cost_minor, &page.currency);
+        page.range_cost = format::minor(usage.range.cost_minor, &page.currency);
+        page.credits_paid = format::minor_decimal(&usage.range.credits_paid, &page.currency);
+        page.cap = usage.monthly_cap_minor.map(|c| format::minor(c, &page.currency));
+        page.invoice = Some(usage.upcoming_invoice);
+    } else {
+        let path = range.as_ref().map_or_else(|| "/api/usage".to_owned(), |r| format!("/api/usage?{r}"));
+        let rows: Vec<api::DailyUsage> = tri!(ctx.fetch(&path).await);
+        let mut projects: BTreeMap<String, UsageRow> = BTreeMap::new();
+        for row in &rows {
+            for (resource, value) in
+                [("cpu", &row.cpu_core_hours), ("memory", &row.memory_gib_hours), ("gpu", &row.gpu_hours)]
+            {
+                let quantity = format::parse(value).unwrap_or_default();
+                *per_day.entry((row.day, resource.to_owned())).or_default() += quantity;
+                projects
+                    .entry(row.namespace.clone())
+                    .or_insert_with(|| UsageRow { name: row.namespace.clone(), ..UsageRow::default() })
+                    .add(resource, quantity, Decimal::ZERO);
+            }
+        }
+        page.projects = projects.into_values().collect();
+        let newest = rows.iter().map(|r| r.day).max();
+        to = asked.map_or_else(|| newest.unwrap_or_else(|| chrono::Utc::now().date_naive()), month_end);
+        from = asked.unwrap_or_else(|| to - chrono::TimeDelta::days(30));
+        current = to.with_day(1).unwrap_or(to);
+    }
+    page.month_label = match asked {
+        Some(first) => first.format("%B %Y").to_string(),
+        None if ctx.viewer.owner => format!("{} (this month, to {})", from.format("%B %Y"), to.format("%-d %B")),
+        None => format!("{} to {}", from.format("%-d %B %Y"), to.format("%-d %B %Y")),
+    };
+    page.months = months(asked.unwrap_or(from.with_day(1).unwrap_or(from)), current);
+    for resource in ["cpu", "memory", "gpu"] {
+        let bars = daily_bars(resource, from, to, &per_day, day_suffix.as_deref());
+        let total: Decimal = bars.iter().map(|b| b.value).sum();
+        let heading = format!("{} ({})", format::resource_name(resource), format::unit(resource));
+        page.charts.push(Chart {
+            svg: chart::bars(&format!("{heading} per day"), &bars),
+            total: format!("{} {}", format::quantity(&total.to_string(), 3), format::unit(resource)),
+            heading,
+        });
+    }
+    page.days = from
+        .iter_days()
+        .take_while(|d| *d <= to)
+        .filter(|d| {
+            ["cpu", "memory", "gpu"].iter().any(|r| per_day.get(&(*d, (*r).to_owned())).is_some_and(|v| !v.is_zero()))
+        })
+        .map(|d| {
+            let q = |r: &str| {
+                format::quantity(&per_day.get(&(d, r.to_owned())).copied().unwrap_or_default().to_string(), 3)
+            };
+            (
+                day_suffix.as_ref().map(|suffix| format!("/usage/{d}{suffix}")),
+                format!("{} · CPU {} · memory {} · GPU {}", d.format("%-d %B"), q("cpu"), q("memory"), q("gpu")),
+            )
+        })
+        .collect();
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Template)]
+#[template(path = "usage_day.html")]
+struct DayPage {
+    l: Layout,
+    day: String,
+    samples: Vec<api::Sample>,
+    next: Option<String>,
+    currency: String,
+    total_cost: String,
+    /// Where "back" goes: the account's usage, or the member's it came from.
+    back: String,
+    /// The person the samples are narrowed to, when an owner picked one.
+    member: Option<String>,
+}
+
+impl DayPage {
+    fn cost(&self, exact: &str) -> String {
+        format::minor_decimal(exact, &self.currency)
+    }
+
+    fn q(&self, value: &str) -> String {
+        format::quantity(value, 4)
+    }
+
+    fn window(&self, start: &str, end: &str) -> String {
+        let time = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t).map_or_else(|_| t.to_owned(), |t| t.format("%H:%M").to_string())
+        };
+        format!("{}–{}", time(start), time(end))
+    }
+}
+
+pub(super) async fn usage_day(
+    data: Data,
+    req: HttpRequest,
+    day: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let ctx = ctx!(data, req);
+    tri!(ctx.owner_only());
+    let Ok(day) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
+        return ctx.error(404, "not_found");
+    };
+    let mut path = format!("/api/billing/usage/samples?day={day}&limit=1000");
+    if let Some(after) = query.get("after") {
+        path.push('&');
+        path.push_str(&serde_urlencoded::to_string([("after", after)]).unwrap_or_default());
+    }
+    let people = if query.contains_key("member") { people(&ctx).await } else { Vec::new() };
+    let Ok(focus) = focus_of(&query, &people) else {
+        return ctx.error(404, "not_found");
+    };
+    let mut samples: api::Samples = tri!(ctx.fetch(&path).await);
+    // The route gives the whole account's day: a member's page keeps their entries only (a
+    // page may then hold fewer than its limit; "later entries" goes on where the API left off).
+    if let Some(person) = focus {
+        samples.samples.retain(|s| s.user_id == person.user_id);
+    }
+    let currency = currency(&ctx).await;
+    let total: Decimal = samples.samples.iter().filter_map(|s| format::parse(&s.cost)).sum();
+    let keep = focus.map(|p| member_query(&p.email));
+    let title = match focus {
+        Some(p) => format!("Usage of {} on {}", p.name, day.format("%-d %B %Y")),
+        None => format!("Usage on {}", day.format("%-d %B %Y")),
+    };
+    let month = format!("month={}", day.format("%Y-%m"));
+    let page = DayPage {
+        l: ctx.layout(&title, "/usage"),
+        day: samples.day.to_string(),
+        total_cost: format::minor_decimal(&total.to_string(), &currency),
+        next: samples.next.map(|n| {
+            let after = serde_urlencoded::to_string([("after", n)]).unwrap_or_default();
+            keep.as_ref().map_or_else(|| after.clone(), |k| format!("{k}&{after}"))
+        }),
+        back: keep.as_ref().map_or_else(|| format!("/usage?{month}"), |k| format!("/usage?{k}&{month}")),
+        member: focus.map(|p| p.name.clone()),
+        samples: samples.samples,
+        currency,
+    };
+    render(StatusCode::OK, &page)
+}

@@ -1,5 +1,6 @@
 //! identity's settings: the shared data-service settings plus the Auth0 webhook secret, the
-//! Auth0 tenant whose people the webhook announces, and where the team service answers.
+//! Auth0 tenant whose people the webhook announces, where the team service answers, and how long
+//! a deleted account's personal data is kept.
 
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::Secret;
@@ -7,8 +8,8 @@ use hopsbridge_platform::config::{ConfigError, Validate};
 use serde::Deserialize;
 
 hopsbridge_platform::data_service_config! {
-    /// identity's settings: the sections every data service has, plus `webhook`, `auth0` and
-    /// `team`.
+    /// identity's settings: the sections every data service has, plus `webhook`, `auth0`,
+    /// `team` and `deletion`.
     pub struct IdentityConfig {
         /// The post-registration webhook.
         pub webhook: WebhookConfig,
@@ -16,6 +17,8 @@ hopsbridge_platform::data_service_config! {
         pub auth0: TenantConfig,
         /// The team service's internal API.
         pub team: TeamApiConfig,
+        /// The retention of a deleted account's personal data.
+        pub deletion: DeletionConfig,
     }
 }
 
@@ -56,6 +59,29 @@ pub struct TeamApiConfig {
     pub timeout_ms: u64,
 }
 
+/// How long a deleted account's personal data is kept before it is erased (decision 0058).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletionConfig {
+    /// Days from an account's deletion (calendar time) until its personal data is erased and
+    /// `UserErasedV1` announces it. At least the outbox's retention (`events.retention_hours`),
+    /// so no published event carrying the person's email outlives the erasure.
+    pub retention_days: u32,
+    /// How often the eraser looks for accounts whose retention has passed, in seconds.
+    pub erase_interval_secs: u64,
+}
+
+impl DeletionConfig {
+    /// The retention period.
+    #[must_use]
+    pub fn retention(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::days(i64::from(self.retention_days))
+    }
+}
+
+/// The longest retention accepted: ten years.
+const MAX_RETENTION_DAYS: u32 = 3650;
+
 impl Validate for IdentityConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
         self.base().validate(service)?;
@@ -73,6 +99,20 @@ impl Validate for IdentityConfig {
         }
         if self.team.timeout_ms == 0 {
             return Err(ConfigError::new(service, "team.timeout_ms", "must be at least 1"));
+        }
+        let days = self.deletion.retention_days;
+        if days == 0 || days > MAX_RETENTION_DAYS {
+            return Err(ConfigError::new(service, "deletion.retention_days", "must be between 1 and 3650"));
+        }
+        if u64::from(days) * 24 < self.events.retention_hours {
+            return Err(ConfigError::new(
+                service,
+                "deletion.retention_days",
+                "must cover events.retention_hours (published events carrying the email are kept that long)",
+            ));
+        }
+        if self.deletion.erase_interval_secs == 0 || self.deletion.erase_interval_secs > 86_400 {
+            return Err(ConfigError::new(service, "deletion.erase_interval_secs", "must be between 1 and 86400"));
         }
         Ok(())
     }

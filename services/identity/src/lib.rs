@@ -12,8 +12,12 @@
 //! It keeps each person's team membership as the team service announces it ([`memberships`],
 //! [`events`]) to answer whose account a person belongs to, and asks the team service before
 //! an owner's account is deleted ([`team`]).
+//!
+//! A deleted account's personal data is erased once `deletion.retention_days` have passed,
+//! announced once with `UserErasedV1` for every service to erase its copies ([`erasure`]).
 
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod memberships;
@@ -60,6 +64,12 @@ pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
         clock: service.clock.clone(),
     };
     let clock = service.clock.clone();
+    let eraser = erasure::Eraser {
+        db: service.db.clone(),
+        clock: clock.clone(),
+        retention: config.deletion.retention(),
+        every: std::time::Duration::from_secs(config.deletion.erase_interval_secs),
+    };
     let joined = service.consumer::<TeamMemberJoinedV1, _>(events::MemberJoined { clock: clock.clone() });
     let removed = service.consumer::<TeamMemberRemovedV1, _>(events::MemberRemoved { clock: clock.clone() });
     let restricted = service.consumer::<AccountRestrictedV1, _>(events::Restrictions { clock: clock.clone() });
@@ -69,5 +79,6 @@ pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))
         .with_task("account-restricted", move |cancel| restricted.run(cancel))
-        .with_task("account-restriction-lifted", move |cancel| lifted.run(cancel)))
+        .with_task("account-restriction-lifted", move |cancel| lifted.run(cancel))
+        .with_task("eraser", move |cancel| eraser.run(cancel)))
 }

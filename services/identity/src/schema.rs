@@ -26,6 +26,8 @@ diesel::table! {
         auth_issuer -> Text,
         suspended_by -> Nullable<Text>,
         suspension_reason -> Nullable<Text>,
+        deleted_at -> Nullable<Timestamptz>,
+        erased_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -211,7 +211,19 @@ pub async fn delete_account(
     if memberships::owner_at(conn, id, now).await?.is_some() {
         return Err(IdentityError::Refused(IdentityCode::MemberAccount));
     }
-    let user = set_status(conn, id, AccountStatus::Deleted).await?;
+    // The calendar time of the deletion starts the retention of the person's data (decision
+    // 0058, [`crate::erasure`]).
+    let user = diesel::update(users::table.find(id))
+        .set((
+            users::status.eq(AccountStatus::Deleted),
+            users::deleted_at.eq(now),
+            users::suspended_by.eq(None::<String>),
+            users::suspension_reason.eq(None::<String>),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await?;
     enqueue_at(conn, &UserDeletedV1 { user_id: id.to_string() }, None, now).await?;
     Ok(user)
 }
@@ -462,17 +474,4 @@ pub async fn list(
 
 async fn lock(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, IdentityError> {
     Ok(users::table.find(id).select(User::as_select()).for_update().first(conn).await?)
-}
-
-async fn set_status(conn: &mut AsyncPgConnection, id: UserId, to: AccountStatus) -> Result<User, IdentityError> {
-    Ok(diesel::update(users::table.find(id))
-        .set((
-            users::status.eq(to),
-            users::suspended_by.eq(None::<String>),
-            users::suspension_reason.eq(None::<String>),
-            users::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(User::as_returning())
-        .get_result(conn)
-        .await?)
 }

@@ -15,9 +15,12 @@
 //! marked, is sent again after the restart: delivery is at least once, with a stable
 //! `Message-ID` (the row's id) by which a receiver can recognise the copy.
 
+mod erasure;
 mod outbox;
 mod relay;
 mod routes;
+
+pub use erasure::erase_sent;
 
 pub use outbox::{Alert, MailError, MailRow, MailStatus, enqueue, enqueue_alert, find, list};
 pub use relay::{MailRelay, RelayPass};

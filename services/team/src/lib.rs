@@ -21,9 +21,12 @@
 //! - From other services' events ([`events`]): people and their status (identity), their
 //!   Hopsworks accounts (provisioning) and their usage per UTC month (metering), for the
 //!   owner's view of the team ([`people`], [`accounts`], [`usage`]).
+//! - When a deleted person's retention period has passed (`UserErasedV1`), their address,
+//!   name and Hopsworks username are erased here ([`erasure`]).
 
 pub mod accounts;
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod invitations;
@@ -42,8 +45,8 @@ pub use config::TeamConfig;
 
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
-    ClusterAssignedV1, ClusterUnassignedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserReactivatedV1,
-    UserSuspendedV1,
+    ClusterAssignedV1, ClusterUnassignedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserErasedV1,
+    UserReactivatedV1, UserSuspendedV1,
 };
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
@@ -78,6 +81,7 @@ pub async fn build(config: TeamConfig) -> anyhow::Result<Application> {
     let suspended = service.consumer::<UserSuspendedV1, _>(events::UserStatus);
     let reactivated = service.consumer::<UserReactivatedV1, _>(events::UserStatus);
     let deleted = service.consumer::<UserDeletedV1, _>(events::UserDeleted { clock: service.clock.clone() });
+    let erased = service.consumer::<UserErasedV1, _>(erasure::UserErased { clock: service.clock.clone() });
     let assigned = service.consumer::<ClusterAssignedV1, _>(events::Accounts);
     let unassigned = service.consumer::<ClusterUnassignedV1, _>(events::Accounts);
     let usage = service.consumer::<UsageRecordedV1, _>(events::UsageRecorded);
@@ -87,6 +91,7 @@ pub async fn build(config: TeamConfig) -> anyhow::Result<Application> {
         .with_task("user-suspended", move |cancel| suspended.run(cancel))
         .with_task("user-reactivated", move |cancel| reactivated.run(cancel))
         .with_task("user-deleted", move |cancel| deleted.run(cancel))
+        .with_task("user-erased", move |cancel| erased.run(cancel))
         .with_task("cluster-assigned", move |cancel| assigned.run(cancel))
         .with_task("cluster-unassigned", move |cancel| unassigned.run(cancel))
         .with_task("usage-recorded", move |cancel| usage.run(cancel)))

@@ -33,13 +33,14 @@
 //! | 6 | [`validate`] | checks of registrations |
 //! | 7 | [`assignments`] | placement, moves and unassignments |
 //! | 8 | [`teams`], [`lifecycle`] | what joining and leaving a team do, accounts' status and limit following ours |
-//! | 9 | [`events`], [`worker`], [`rotate`], [`project_sync`] | consumers, the background task, `rotate-keys`, project syncs |
+//! | 9 | [`events`], [`erasure`], [`worker`], [`rotate`], [`project_sync`] | consumers, personal data erased, the background task, `rotate-keys`, project syncs |
 //! | 10 | [`routes`] | the HTTP API |
 
 pub mod assignments;
 pub mod clusters;
 pub mod config;
 pub mod crypto;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod hopsworks;
@@ -136,6 +137,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let plans =
         service.consumer::<PlanChangedV1, _>(events::PlanChanged { default_active_projects }).with_hooks(hooks.clone());
     let deleted = service.consumer::<UserDeletedV1, _>(events::UserStatus).with_hooks(hooks.clone());
+    let erased = service.consumer::<hopsbridge_contracts::events::UserErasedV1, _>(erasure::UserErased);
     let paid = service
         .consumer::<PaymentMethodAddedV1, _>(events::PaymentMethodAdded { max_num_projects })
         .with_hooks(hooks.clone());
@@ -152,6 +154,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     .allowing_private_addresses(config.clusters.allow_private_addresses);
     Ok(service
         .application(Arc::new(move |c| routes::configure(c, state.clone())))?
+        .with_task("user-erased", move |cancel| erased.run(cancel))
         .with_task("user-created", move |cancel| created.run(cancel))
         .with_task("user-suspended", move |cancel| suspended.run(cancel))
         .with_task("user-reactivated", move |cancel| reactivated.run(cancel))

@@ -13,7 +13,7 @@ const LAYERS: [&[&str]; 10] = [
     &["validate"],
     &["assignments"],
     &["teams", "lifecycle"],
-    &["events", "worker", "rotate", "project_sync"],
+    &["events", "erasure", "worker", "rotate", "project_sync"],
     &["routes"],
 ];
 

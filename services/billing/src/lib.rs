@@ -4,6 +4,8 @@
 //!   metered prices (CPU core-hours, RAM GiB-hours, GPU hours), safe to repeat.
 //! - On `UserDeletedV1` ([`deletion`]): the last usage reported, the subscription cancelled
 //!   with a final invoice; billing's records kept; the owner left out of the lifecycle.
+//! - On `UserErasedV1` ([`erasure`]): the person's email and name erased here and at the
+//!   Stripe customer, once their retention period has passed (decision 0058).
 //! - On `TeamMemberJoinedV1` and `TeamMemberRemovedV1` ([`memberships`]): a member's own
 //!   subscription is cancelled and billing refuses them; a removed member gets a new one.
 //! - `GET /api/billing`, `POST /api/billing/payment-method`, `POST /api/billing/portal` for the
@@ -32,6 +34,7 @@ pub mod checkout_follow_ups;
 pub mod config;
 pub mod credits;
 pub mod deletion;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod ledger;
@@ -159,6 +162,8 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
     let reconcile_days = config.reconciliation.days;
     // The deleted account's billing closed by deletion's handler, then left out of the lifecycle.
     let deleted = service.consumer::<UserDeletedV1, _>(lifecycle.clone());
+    let erased =
+        service.consumer::<hopsbridge_contracts::events::UserErasedV1, _>(erasure::UserErased::new(stripe.clone()));
     let card_removed = service.consumer::<PaymentMethodRemovedV1, _>(lifecycle.clone());
     let card_added = service.consumer::<PaymentMethodAddedV1, _>(lifecycle.clone());
     let exhausted = service.consumer::<CreditsExhaustedV1, _>(lifecycle.clone());
@@ -195,6 +200,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         .with_task("stripe-catalog", move |cancel| ensure_catalog(catalogue, cancel))
         .with_task("user-created", move |cancel| created.run(cancel))
         .with_task("user-deleted", move |cancel| deleted.run(cancel))
+        .with_task("user-erased", move |cancel| erased.run(cancel))
         .with_task("payment-method-removed", move |cancel| card_removed.run(cancel))
         .with_task("payment-method-added", move |cancel| card_added.run(cancel))
         .with_task("credits-exhausted", move |cancel| exhausted.run(cancel))

@@ -54,7 +54,7 @@ impl Application {
         checks: Vec<Arc<dyn ReadinessCheck>>,
         routes: Routes,
     ) -> anyhow::Result<Self> {
-        Self::with_metrics(service, http_cfg, shutdown, checks, Metrics::new(), routes)
+        Self::with_metrics(service, http_cfg, shutdown, checks, Metrics::of_service(service), routes)
     }
 
     /// [`Application::new`] with the service's `metrics` (where `/metrics` is served is
@@ -204,7 +204,7 @@ impl DataService {
         let db = Database::new(&config.database, migrations.schema)?;
         let bus = EventBus::connect(&config.nats, service).await?;
         bus.ensure_streams().await?;
-        let metrics = Metrics::new();
+        let metrics = Metrics::of_service(service);
         let lag = Arc::new(ConsumerLag::new(bus.clone(), metrics.registry())?);
         metrics.add_sampler(lag.clone());
         metrics.add_sql("postgres_platform", db.clone(), crate::metrics::sql::platform_metrics())?;

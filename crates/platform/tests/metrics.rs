@@ -115,7 +115,7 @@ async fn with_a_metrics_port_the_main_listener_serves_no_metrics_and_a_public_on
     stop.cancel();
 
     // The gateway's kind: nothing on the main listener, even without a metrics port.
-    let (port, metrics_port, stop) = start(Metrics::off_main_listener(), None);
+    let (port, metrics_port, stop) = start(Metrics::public(Service::Gateway), None);
     assert_eq!(metrics_port, None);
     assert_eq!(get(port, "/metrics").await.0, 404);
     stop.cancel();
@@ -165,7 +165,7 @@ async fn consumer_counters_lag_and_outboxes_move_with_what_the_consumer_does() {
     let running = tokio::spawn(consumer.run(consumer_stop.clone()));
 
     let name = "billing-user_created";
-    let series = |metric: &str| format!(r#"{metric}{{consumer="{name}"}}"#);
+    let series = |metric: &str| format!(r#"{metric}{{consumer="{name}",service="billing"}}"#);
     let scrape = || async { get(port, "/metrics").await.1 };
     let text = scrape().await;
     for metric in [
@@ -183,9 +183,13 @@ async fn consumer_counters_lag_and_outboxes_move_with_what_the_consumer_does() {
         "hopsbridge_mail_outbox_oldest_age_seconds",
         "hopsbridge_events_dead_letters",
     ] {
-        assert_eq!(value(&text, metric), Some(0.0), "{metric}: {text}");
+        assert_eq!(value(&text, &format!(r#"{metric}{{service="billing"}}"#)), Some(0.0), "{metric}: {text}");
     }
-    assert_eq!(value(&text, r#"hopsbridge_metrics_sampler_up{sampler="postgres_platform"}"#), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, r#"hopsbridge_metrics_sampler_up{sampler="postgres_platform",service="billing"}"#),
+        Some(1.0),
+        "{text}"
+    );
 
     for i in 0..3 {
         bus.publish(&user(i), None).await;
@@ -209,6 +213,10 @@ async fn consumer_counters_lag_and_outboxes_move_with_what_the_consumer_does() {
     }
     let text = scrape().await;
     assert_eq!(value(&text, &series("hopsbridge_events_consumer_lag_messages")), Some(2.0), "{text}");
-    assert_eq!(value(&text, r#"hopsbridge_metrics_sampler_up{sampler="jetstream_consumers"}"#), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, r#"hopsbridge_metrics_sampler_up{sampler="jetstream_consumers",service="billing"}"#),
+        Some(1.0),
+        "{text}"
+    );
     stop.cancel();
 }

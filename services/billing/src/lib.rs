@@ -42,6 +42,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod memberships;
 pub mod metering;
+pub mod metrics;
 pub mod modes;
 pub mod money;
 pub mod plans;
@@ -93,6 +94,7 @@ pub async fn build(config: BillingConfig) -> anyhow::Result<Application> {
 /// As [`build`].
 pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedHooks) -> anyhow::Result<Application> {
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    metrics::register(&service)?;
     let stripe = stripe::Stripe::new(
         &config.stripe.api_base,
         config.stripe.secret_key.clone(),

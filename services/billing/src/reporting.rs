@@ -967,12 +967,16 @@ async fn set_state(
     state: &str,
     at: DateTime<Utc>,
 ) -> Result<usize, ReportingError> {
-    Ok(diesel::update(
+    let changed = diesel::update(
         meter_reports::table.filter(meter_reports::id.eq_any(ids)).filter(meter_reports::state.eq("pending")),
     )
     .set((meter_reports::state.eq(state), meter_reports::sent_at.eq(at)))
     .execute(conn)
-    .await?)
+    .await?;
+    if state == "accepted" {
+        crate::metrics::STRIPE_REPORTS_SENT.inc_by(u64::try_from(changed).unwrap_or(u64::MAX));
+    }
+    Ok(changed)
 }
 
 /// The reports of `owner`, of `day` when given, newest first.

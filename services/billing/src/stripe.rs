@@ -234,6 +234,7 @@ impl Stripe {
             if response.status().as_u16() != 429 {
                 break response;
             }
+            crate::metrics::STRIPE_RATE_LIMITED.inc();
             match pauses.next() {
                 Some(pause) => tokio::time::sleep(pause).await,
                 None => break response,

@@ -287,7 +287,7 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
         &config.http,
         &config.shutdown,
         checks,
-        hopsbridge_platform::metrics::Metrics::off_main_listener(),
+        hopsbridge_platform::metrics::Metrics::public(SERVICE),
         Arc::new(move |c: &mut web::ServiceConfig| {
             let mut cors = actix_cors::Cors::default()
                 .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -53,7 +53,9 @@ async fn the_gateway_serves_its_metrics_only_on_its_metrics_port_and_forwards_no
     assert_eq!(status, 200);
     // Forwarded requests are counted by the prefix they are routed by.
     assert!(
-        own.contains(r#"hopsbridge_http_requests_total{method="GET",route="/api/me",status_class="4xx"} 1"#),
+        own.contains(
+            r#"hopsbridge_http_requests_total{method="GET",route="/api/me",status_class="4xx",service="gateway"} 1"#
+        ),
         "{own}"
     );
     stop.cancel();

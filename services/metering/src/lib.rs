@@ -20,6 +20,7 @@ pub mod collect;
 pub mod config;
 pub mod error;
 pub mod internal;
+pub mod metrics;
 pub mod projection;
 pub mod quantity;
 pub mod reading_runs;
@@ -65,6 +66,7 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key: {e}"))?;
     let provisioning = access::Provisioning::new(&config.provisioning, key)?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    metrics::register(&service)?;
     let wake = Arc::new(Notify::new());
     // A newly known cluster is scheduled at once rather than at the next tick.
     let woken = wake.clone();

@@ -45,6 +45,7 @@ pub mod error;
 pub mod events;
 pub mod hopsworks;
 pub mod lifecycle;
+pub mod metrics;
 pub mod project_members;
 pub mod project_sync;
 pub mod rotate;
@@ -101,6 +102,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
     let vault =
         crypto::Vault::from_config(&config.encryption).map_err(|(key, reason)| anyhow::anyhow!("{key}: {reason}"))?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    metrics::register(&service)?;
     let wake = Arc::new(Notify::new());
     let max_num_projects = config.hopsworks.max_num_projects_paying;
     let sync = project_sync::ProjectSync::new(

@@ -22,12 +22,15 @@ pub mod http;
 pub mod sql;
 
 use futures::future::BoxFuture;
+use hopsbridge_contracts::Service;
 use prometheus::{Encoder as _, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use events::{ConsumerLag, ConsumerMetrics};
 pub use http::{HttpMetrics, RouteLabel};
+/// The Prometheus client, for a service's own counters (registered in [`Metrics::registry`]).
+pub use prometheus;
 pub use sql::{Kind, SqlMetric, SqlMetrics};
 
 /// How long one sampler may take when `/metrics` is scraped.
@@ -74,25 +77,31 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with the HTTP and consumer metrics, served on the service's own listener
-    /// unless `http.metrics_port` gives it a listener of its own.
-    ///
-    /// # Panics
-    /// Never: the metric names are constants that register once in a new registry.
+    /// unless `http.metrics_port` gives it a listener of its own; its series carry no
+    /// `service` label (tests of the platform itself).
     #[must_use]
     pub fn new() -> Self {
-        Self::build(true)
+        Self::build(None, true)
     }
 
-    /// A registry whose `/metrics` is never served on the main listener, only on
+    /// [`Metrics::new`] for `service`: every series is labelled `service="<name>"`, so rules
+    /// and dashboards tell the services apart whatever the scrape configuration adds.
+    #[must_use]
+    pub fn of_service(service: Service) -> Self {
+        Self::build(Some(service), true)
+    }
+
+    /// [`Metrics::of_service`] whose `/metrics` is never served on the main listener, only on
     /// `http.metrics_port` when it is set: for the gateway, whose main listener is the internet's.
     #[must_use]
-    pub fn off_main_listener() -> Self {
-        Self::build(false)
+    pub fn public(service: Service) -> Self {
+        Self::build(Some(service), false)
     }
 
     #[allow(clippy::expect_used, reason = "constant names registered once in a fresh registry cannot clash")]
-    fn build(on_main_listener: bool) -> Self {
-        let registry = Registry::new();
+    fn build(service: Option<Service>, on_main_listener: bool) -> Self {
+        let labels = service.map(|s| std::iter::once(("service".to_owned(), s.name().to_owned())).collect());
+        let registry = Registry::new_custom(None, labels).expect("no prefix, valid label");
         let http = HttpMetrics::new();
         http.register(&registry).expect("HTTP metrics register in a fresh registry");
         let consumers = events::ConsumerCounters::new();
@@ -195,9 +204,9 @@ pub(crate) async fn serve(metrics: actix_web::web::Data<Metrics>) -> actix_web::
     actix_web::HttpResponse::Ok().content_type(CONTENT_TYPE).body(metrics.render().await)
 }
 
-/// The metric names (without the `_bucket`, `_sum`, `_count`, `_total` suffixes Prometheus adds
-/// to samples of histograms and counters) present in a text exposition: what tests and the
-/// drift check compare the dashboard and alerts with.
+/// The metric families (`# TYPE` lines) of a text exposition: a histogram's family is its base
+/// name (its series add `_bucket`, `_sum`, `_count`), a counter's its full `…_total` name. What
+/// tests compare the dashboard and the alert rules with.
 #[must_use]
 pub fn names_in(exposition: &str) -> std::collections::BTreeSet<String> {
     exposition

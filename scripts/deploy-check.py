@@ -87,6 +87,28 @@ def check(docs):
                    for p in by_kind.get("NetworkPolicy", [])):
             errors.append(f"{where}: no NetworkPolicy admits traffic to its pods")
 
+    # Prometheus finds each service's /metrics through its pods' annotations, on a port of its
+    # own (http.metrics_port) that no Service exposes.
+    for w in workloads:
+        if w["metadata"]["name"] not in SERVICES:
+            continue
+        where = f'{w["kind"]} {w["metadata"]["name"]}'
+        annotations = w["spec"]["template"]["metadata"].get("annotations", {})
+        port = annotations.get("prometheus.io/port")
+        c = w["spec"]["template"]["spec"]["containers"][0]
+        ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        metrics_env = f'HOPSBRIDGE_{w["metadata"]["name"].upper()}__HTTP__METRICS_PORT'
+        if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/path") != "/metrics":
+            errors.append(f"{where}: pods must carry prometheus.io/scrape \"true\" and prometheus.io/path /metrics")
+        if port is None or str(ports.get("metrics")) != port or env.get(metrics_env) != port:
+            errors.append(f"{where}: prometheus.io/port, the container port `metrics` and {metrics_env} must agree")
+        for s in by_kind.get("Service", []):
+            if s["spec"].get("selector") and labels_match(s["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"]):
+                for sp in s["spec"].get("ports", []):
+                    if sp.get("targetPort") in ("metrics", ports.get("metrics")):
+                        errors.append(f'Service {s["metadata"]["name"]}: exposes the metrics port')
+
     names = {w["metadata"]["name"] for w in workloads if w["metadata"].get("namespace") == NAMESPACE}
     for missing in sorted(SERVICES - names):
         errors.append(f"service {missing}: no Deployment in namespace {NAMESPACE}")
@@ -163,6 +185,13 @@ def self_test():
            lambda ds: workload(ds, "gateway")["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot"))
     breaks("a one-node JetStream",
            lambda ds: next(d for d in ds if d["kind"] == "StatefulSet")["spec"].update(replicas=1))
+    breaks("a service without its metrics port",
+           lambda ds: workload(ds, "metering")["spec"]["template"]["spec"]["containers"][0]["ports"].pop())
+    breaks("a service whose pods Prometheus does not scrape",
+           lambda ds: workload(ds, "team")["spec"]["template"]["metadata"].pop("annotations"))
+    breaks("a Service exposing the metrics port",
+           lambda ds: next(d for d in ds if d["kind"] == "Service" and d["metadata"]["name"] == "gateway")["spec"]["ports"]
+           .append({"name": "metrics", "port": 9090, "targetPort": "metrics"}))
     print("deploy-check self-test: every rule fails on a manifest that breaks it")
 
 

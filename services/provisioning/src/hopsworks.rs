@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
+mod quotas;
+pub use quotas::ProjectStorage;
+
 /// The path every admin route is served under.
 pub const BASE_PATH: &str = "/hopsworks-api/api";
 

@@ -12,6 +12,7 @@
 //! | `GET /api/cluster` | any signed-in person | their cluster, its state and their Hopsworks username |
 //! | `GET /internal/clusters/{id}/kubeconfig` | the metering service only | the cluster's kubeconfig, opened |
 //! | `GET /internal/clusters/{id}/projects` | the metering service only | the cluster's Hopsworks projects |
+//! | `GET /internal/clusters/{id}/storage` | the metering service only | the projects' offline storage, from Hopsworks ([`storage`]) |
 //!
 //! `/internal/...` routes are for other services, never forwarded by the gateway and absent
 //! from the public OpenAPI document ([`ApiDoc`]; they have their own, [`InternalApiDoc`]): the
@@ -83,8 +84,11 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/assignments/{user_id}/projects", web::get().to(member_projects))
         .route("/api/cluster", web::get().to(my_cluster))
         .route("/internal/clusters/{id}/kubeconfig", web::get().to(cluster_kubeconfig))
-        .route("/internal/clusters/{id}/projects", web::get().to(cluster_projects));
+        .route("/internal/clusters/{id}/projects", web::get().to(cluster_projects))
+        .route("/internal/clusters/{id}/storage", web::get().to(storage::cluster_storage));
 }
+
+mod storage;
 
 type Data = web::Data<State>;
 
@@ -863,8 +867,9 @@ pub struct ApiDoc;
 /// gateway never forwards them.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(cluster_kubeconfig, cluster_projects),
-    components(schemas(ClusterKubeconfig, ClusterProjects, ClusterProject, ErrorBody)),
+    paths(cluster_kubeconfig, cluster_projects, storage::cluster_storage),
+    components(schemas(ClusterKubeconfig, ClusterProjects, ClusterProject, storage::ClusterStorage,
+        storage::ProjectStorage, ErrorBody)),
     tags((name = "internal", description = "Routes for other Hopsbridge services"))
 )]
 pub struct InternalApiDoc;

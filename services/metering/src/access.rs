@@ -1,6 +1,6 @@
 //! What metering asks provisioning for over its internal API: a cluster's kubeconfig (held
-//! only in memory here) and its Hopsworks projects. Requests are signed with the key shared by
-//! the services, as the metering service (decision 0026).
+//! only in memory here), its Hopsworks projects and their storage (decision 0056). Requests
+//! are signed with the key shared by the services, as the metering service (decision 0026).
 
 use crate::attribution::Project;
 use crate::config::ProvisioningApiConfig;
@@ -35,6 +35,7 @@ impl AccessError {
         match self {
             Self::UnknownCluster(_) => "cluster_unknown",
             Self::Failed { what: "kubeconfig", .. } => "kubeconfig_unavailable",
+            Self::Failed { what: "storage", .. } => "storage_unavailable",
             Self::Failed { .. } => "projects_unavailable",
         }
     }
@@ -56,6 +57,36 @@ struct KubeconfigAnswer {
 #[derive(Deserialize)]
 struct ProjectsAnswer {
     projects: Vec<ProjectItem>,
+}
+
+#[derive(Deserialize)]
+struct StorageAnswer {
+    projects: Vec<StorageItem>,
+}
+
+#[derive(Deserialize)]
+struct StorageItem {
+    id: ProjectId,
+    name: String,
+    namespace: String,
+    creator_username: Option<String>,
+    offline_bytes: Option<u64>,
+    unreported: Option<String>,
+}
+
+/// One project's storage as provisioning read it from Hopsworks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectStorage {
+    /// Hopsworks project id.
+    pub id: ProjectId,
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its creator's Hopsworks username, when Hopsworks names one.
+    pub creator_username: Option<String>,
+    /// Bytes held offline, or why Hopsworks did not report them.
+    pub offline: Result<u64, String>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +141,25 @@ impl Provisioning {
     pub async fn kubeconfig(&self, cluster: ClusterId) -> Result<Secret<String>, AccessError> {
         let body: KubeconfigAnswer = self.get("kubeconfig", cluster).await?;
         Ok(Secret::new(body.kubeconfig))
+    }
+
+    /// Each of the cluster's Hopsworks projects with the storage Hopsworks reports for it now.
+    ///
+    /// # Errors
+    /// When provisioning does not know the cluster, or it or Hopsworks does not answer.
+    pub async fn storage(&self, cluster: ClusterId) -> Result<Vec<ProjectStorage>, AccessError> {
+        let body: StorageAnswer = self.get("storage", cluster).await?;
+        Ok(body
+            .projects
+            .into_iter()
+            .map(|p| ProjectStorage {
+                id: p.id,
+                name: p.name,
+                namespace: p.namespace,
+                creator_username: p.creator_username,
+                offline: p.offline_bytes.ok_or_else(|| p.unreported.unwrap_or_else(|| "not reported".to_owned())),
+            })
+            .collect())
     }
 
     /// The cluster's Hopsworks projects, by namespace.

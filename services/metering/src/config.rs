@@ -1,8 +1,9 @@
 //! metering's settings: the shared data-service settings plus how clusters are collected
-//! (`collect`), when and how runs are scheduled (`schedule`) and where provisioning answers
-//! for cluster access (`provisioning`).
+//! (`collect`), when and how runs are scheduled (`schedule`), where provisioning answers
+//! for cluster access (`provisioning`) and how storage is measured (`storage`).
 
 use crate::collect::CollectConfig;
+use crate::storage::StorageConfig;
 use crate::window::WindowLength;
 use hopsbridge_contracts::Service;
 use hopsbridge_platform::config::{ConfigError, Validate};
@@ -17,6 +18,8 @@ hopsbridge_platform::data_service_config! {
         pub schedule: ScheduleConfig,
         /// provisioning's internal API.
         pub provisioning: ProvisioningApiConfig,
+        /// How storage is measured per project (decision 0056).
+        pub storage: StorageConfig,
     }
 }
 
@@ -78,6 +81,7 @@ impl Validate for MeteringConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
         self.base().validate(service)?;
         self.collect.validate("collect")?;
+        self.storage.validate("storage").map_err(|e| StorageConfig::error(service, e))?;
         let s = &self.schedule;
         if WindowLength::new(s.window_secs).is_err() {
             return Err(ConfigError::new(service, "schedule.window_secs", "must divide a day (86400 s), e.g. 900"));

@@ -11,6 +11,9 @@
 //!   people and admins.
 //! - A window that cannot be measured in time is a gap with its reason; admins see runs, gaps
 //!   and usage, and can collect a cluster now ([`routes`], answering [`error`]'s codes).
+//! - Every storage window (hourly), each cluster's projects' storage is read through
+//!   provisioning and stored per project, with one `StorageRecordedV1` per attributed sample
+//!   ([`storage`], decision 0056).
 //! - billing pages through attributed samples and reads usage per owner and day for its
 //!   backfill and reconciliation ([`internal`], signed as the billing service only).
 
@@ -29,6 +32,7 @@ pub mod runs;
 pub mod samples;
 pub mod scheduler;
 mod schema;
+pub mod storage;
 pub mod usage;
 pub mod usage_daily;
 pub mod window;
@@ -90,6 +94,14 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         window_secs: i64::from(config.schedule.window_secs),
         deadline_secs: i64::from(config.schedule.deadline_secs),
     };
+    let storage = config.storage.enabled.then(|| {
+        storage::meter::StorageMeter::new(
+            (service.db.clone(), service.clock.clone()),
+            provisioning.clone(),
+            config.storage.clone(),
+            config.schedule.clone(),
+        )
+    });
     let meter = scheduler::Meter::new(
         (service.db.clone(), service.clock.clone()),
         provisioning,
@@ -97,7 +109,7 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         config.schedule.clone(),
         wake,
     );
-    Ok(service
+    let mut app = service
         .application(Arc::new(move |c| {
             routes::configure(c, state.clone());
             internal::configure(c, internal.clone());
@@ -108,5 +120,9 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         .with_task("cluster-unassigned", move |cancel| unassigned.run(cancel))
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))
-        .with_task("meter", move |cancel| meter.run(cancel)))
+        .with_task("meter", move |cancel| meter.run(cancel));
+    if let Some(storage) = storage {
+        app = app.with_task("storage", move |cancel| storage.run(cancel));
+    }
+    Ok(app)
 }

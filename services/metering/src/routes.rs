@@ -8,6 +8,8 @@
 //! | `POST /api/admin/metering/clusters/{id}/collect` | admins | collect the cluster's last window now |
 //! | `GET /api/admin/usage?user_id=&owner_user_id=&cluster_id=&from=&to=` | admins | usage per user, project and UTC day |
 //! | `GET /api/admin/usage/samples?user_id=&day=` | admins | the samples behind one user-day |
+//! | `GET /api/admin/usage/storage-samples?user_id=&day=` | admins | the storage samples behind one user-day |
+//! | `GET /api/admin/metering/storage-gaps?cluster_id=&from=&to=` | admins | storage windows and projects not measured |
 //! | `GET /api/admin/usage/unbilled?cluster_id=&from=&to=` | admins | usage in namespaces that are no project of ours, per day |
 //! | `GET /api/usage?from=&to=` | any signed-in person | their own usage per project and day, and their team's for an owner |
 //!
@@ -17,6 +19,7 @@
 use crate::error::MeteringCode;
 use crate::runs::{self, CollectNow, Run, RunFilter, RunPage};
 use crate::samples::{self, Sample, UnbilledUsage};
+use crate::storage::api::{self as storage_api, GapQuery, StorageGap, StorageSample};
 use crate::usage_daily::{self, DailyUsage, UsageFilter};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -52,6 +55,8 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/metering/clusters/{id}/collect", web::post().to(collect_now))
         .route("/api/admin/usage", web::get().to(admin_usage))
         .route("/api/admin/usage/samples", web::get().to(admin_samples))
+        .route("/api/admin/usage/storage-samples", web::get().to(admin_storage_samples))
+        .route("/api/admin/metering/storage-gaps", web::get().to(storage_gaps))
         .route("/api/admin/usage/unbilled", web::get().to(admin_unbilled))
         .route("/api/usage", web::get().to(my_usage));
 }
@@ -250,6 +255,43 @@ async fn admin_samples(state: Data, caller: Caller, q: web::Query<SampleQuery>) 
     Ok(HttpResponse::Ok().json(rows))
 }
 
+#[utoipa::path(get, path = "/api/admin/usage/storage-samples", tag = "metering", params(SampleQuery),
+    responses((status = 200, description = "the storage samples a user-day's storage adds up, by window (decision 0056)",
+            body = Vec<StorageSample>),
+        (status = 400, description = "invalid_query: user_id or day is missing or malformed", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn admin_storage_samples(
+    state: Data,
+    caller: Caller,
+    q: web::Query<SampleQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let mut conn = state.db.conn().await?;
+    let rows = storage_api::samples_of_user_day(&mut conn, q.user_id, q.day).await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+#[utoipa::path(get, path = "/api/admin/metering/storage-gaps", tag = "metering", params(GapQuery),
+    responses((status = 200, description = "storage windows (project_id null) and projects that could not be measured, \
+            newest first, at most 10,000", body = Vec<StorageGap>),
+        (status = 400, description = "invalid_query: a filter is malformed; invalid_range: from is not before to", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn storage_gaps(state: Data, caller: Caller, q: web::Query<GapQuery>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let to = q.to.unwrap_or_else(|| state.clock.now());
+    let from = q.from.unwrap_or(to - chrono::TimeDelta::days(7));
+    if from >= to {
+        return Err(MeteringCode::InvalidRange.with_message("from must be before to"));
+    }
+    let mut conn = state.db.conn().await?;
+    let rows = storage_api::gaps(&mut conn, q.cluster_id, (from, to)).await.map_err(db)?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
 /// Filters of the unbilled usage list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -292,8 +334,9 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<MeteringCode> =
 /// metering's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(list_runs, list_gaps, collect_now, admin_usage, admin_samples, admin_unbilled, my_usage),
-    components(schemas(Run, RunPage, DailyUsage, Sample, UnbilledUsage, ErrorBody)),
+    paths(list_runs, list_gaps, collect_now, admin_usage, admin_samples, admin_unbilled, my_usage,
+        admin_storage_samples, storage_gaps),
+    components(schemas(Run, RunPage, DailyUsage, Sample, UnbilledUsage, StorageSample, StorageGap, ErrorBody)),
     modifiers(&CATALOGUE),
     tags((name = "metering", description = "Usage measured on the clusters, collection runs and gaps"))
 )]

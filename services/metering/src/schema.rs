@@ -21,6 +21,7 @@ diesel::table! {
         scheduled_through -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
         drained_at -> Nullable<Timestamptz>,
+        storage_scheduled_through -> Nullable<Timestamptz>,
     }
 }
 
@@ -126,6 +127,60 @@ diesel::table! {
 }
 
 diesel::table! {
+    storage_gaps (cluster_id, project_id, window_start) {
+        cluster_id -> Uuid,
+        project_id -> Int8,
+        window_start -> Timestamptz,
+        namespace -> Text,
+        reason -> Text,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
+    storage_runs (cluster_id, window_start) {
+        cluster_id -> Uuid,
+        window_start -> Timestamptz,
+        window_end -> Timestamptz,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        deadline -> Timestamptz,
+        claimed_by -> Nullable<Text>,
+        lease_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        last_error_code -> Nullable<Text>,
+        gap_reason -> Nullable<Text>,
+        gap_detail -> Nullable<Text>,
+        projects -> Nullable<Int4>,
+        unreported -> Nullable<Int4>,
+        measured_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    storage_samples (id) {
+        id -> Uuid,
+        cluster_id -> Uuid,
+        project_id -> Int8,
+        window_start -> Timestamptz,
+        window_end -> Timestamptz,
+        namespace -> Text,
+        project_name -> Text,
+        creator_username -> Nullable<Text>,
+        user_id -> Nullable<Uuid>,
+        owner_user_id -> Nullable<Uuid>,
+        offline_bytes -> Int8,
+        online_bytes -> Int8,
+        offline_byte_seconds -> Int8,
+        online_byte_seconds -> Int8,
+        measured_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     usage_daily (day, user_id, owner_user_id, cluster_id, namespace) {
         day -> Date,
         user_id -> Uuid,
@@ -149,5 +204,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     run_pods,
     runs,
     samples,
+    storage_gaps,
+    storage_runs,
+    storage_samples,
     usage_daily,
 );

@@ -1,7 +1,10 @@
 //! Usage per (UTC day, user, owner, cluster, namespace): the billed samples added up in
-//! the transaction that stores them, and read back for people and admins.
+//! the transaction that stores them, and read back for people and admins with the storage
+//! billed for the same key (decision 0056; a project with storage and no pods has a row of
+//! its own).
 
 use crate::schema::usage_daily;
+use crate::storage::{self, views::StorageDay};
 use crate::usage::Usage;
 use chrono::NaiveDate;
 use diesel::pg::Pg;
@@ -10,6 +13,7 @@ use diesel::sql_types::{Array, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_domain::{ClusterId, OwnerId, SampleId, UserId};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// At most this many rows are answered.
 const MAX_ROWS: i64 = 10_000;
@@ -99,6 +103,15 @@ pub struct DailyUsage {
     pub gpu_seconds: i64,
     /// Samples added up.
     pub samples: i32,
+    /// The project's storage that day in GB-months (offline and online, over the seconds of
+    /// the month), rounded half to even at 12 places; "0" without storage samples.
+    pub storage_gb_months: String,
+    /// The exact offline storage behind it, byte-seconds.
+    pub storage_offline_byte_seconds: i64,
+    /// The exact online storage behind it, byte-seconds.
+    pub storage_online_byte_seconds: i64,
+    /// Storage samples added up.
+    pub storage_samples: i64,
 }
 
 impl From<DailyRow> for DailyUsage {
@@ -122,7 +135,37 @@ impl From<DailyRow> for DailyUsage {
             memory_byte_seconds: r.memory_byte_seconds,
             gpu_seconds: r.gpu_seconds,
             samples: r.samples,
+            storage_gb_months: "0".to_owned(),
+            storage_offline_byte_seconds: 0,
+            storage_online_byte_seconds: 0,
+            storage_samples: 0,
         }
+    }
+}
+
+impl DailyUsage {
+    /// A day with storage and no pods.
+    fn of_storage(s: &StorageDay) -> Self {
+        let mut day = Self::from(DailyRow {
+            day: s.day,
+            user_id: s.user_id,
+            owner_user_id: s.owner_user_id,
+            cluster_id: s.cluster_id,
+            namespace: s.namespace.clone(),
+            cpu_nanocore_seconds: 0,
+            memory_byte_seconds: 0,
+            gpu_seconds: 0,
+            samples: 0,
+        });
+        day.add_storage(s);
+        day
+    }
+
+    fn add_storage(&mut self, s: &StorageDay) {
+        self.storage_gb_months = s.gb_months();
+        self.storage_offline_byte_seconds = s.offline_byte_seconds;
+        self.storage_online_byte_seconds = s.online_byte_seconds;
+        self.storage_samples = s.samples;
     }
 }
 
@@ -150,5 +193,15 @@ pub async fn list(conn: &mut AsyncPgConnection, filter: &UsageFilter) -> QueryRe
         .select(DailyRow::as_select())
         .load(conn)
         .await?;
-    Ok(rows.into_iter().map(DailyUsage::from).collect())
+    let stored = storage::views::list(conn, filter, MAX_ROWS).await?;
+    let mut days: BTreeMap<(NaiveDate, UserId, ClusterId, String, OwnerId), DailyUsage> = rows
+        .into_iter()
+        .map(|r| ((r.day, r.user_id, r.cluster_id, r.namespace.clone(), r.owner_user_id), DailyUsage::from(r)))
+        .collect();
+    for s in &stored {
+        days.entry((s.day, s.user_id, s.cluster_id, s.namespace.clone(), s.owner_user_id))
+            .and_modify(|d| d.add_storage(s))
+            .or_insert_with(|| DailyUsage::of_storage(s));
+    }
+    Ok(days.into_values().take(usize::try_from(MAX_ROWS).unwrap_or(usize::MAX)).collect())
 }

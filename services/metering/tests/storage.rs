@@ -1,0 +1,450 @@
+//! Storage measured per Hopsworks project (decision 0056), by the metering service in-process
+//! with provisioning, against the real Postgres and NATS and the sandbox's Hopsworks, over a
+//! simulated day on the sandbox's clock: every hour's snapshot stored once per project and
+//! announced once, attributed by project id to its creator and their owner although no pod
+//! runs; the day's byte-seconds exactly the snapshots the sandbox answered; a failed read a gap
+//! with nothing announced; a project without a quota a gap of its own; a window read again,
+//! and an inactive cluster, measured as before; storage in the usage views.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use common::{admin, person};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Bytea};
+use diesel_async::RunQueryDsl;
+use hopsbridge_contracts::events::{
+    Envelope, PaymentMethodAddedV1, StorageRecordedV1, TeamMemberJoinedV1, UserCreatedV1,
+};
+use hopsbridge_contracts::{Event, Service};
+use hopsbridge_metering::MeteringConfig;
+use hopsbridge_platform::caller::{Caller, CallerSigner};
+use hopsbridge_provisioning::ProvisioningConfig;
+use hopsbridge_sandbox::clock::{ClockServer, SimClock};
+use hopsbridge_sandbox::hopsworks::{Directory, HopsworksConfig, HopsworksSim, ProjectStorage, Route};
+use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
+use hopsbridge_sandbox::workload::Workload;
+use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings};
+use prost::Message as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const CLIENT_ID: &str = "hopsbridge-oauth-client";
+const HOUR: i64 = 3600;
+/// Seconds into each hour the sandbox's clock is moved to: the snapshot is taken then.
+const INTO: i64 = 10;
+const WAIT: Duration = Duration::from_secs(90);
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+struct Env {
+    db: TestDb,
+    bus: TestBus,
+    key: CallerSigner,
+    provisioning: String,
+    clock: Arc<SimClock>,
+    clock_server: ClockServer,
+    hopsworks: HopsworksSim,
+    kube: KubeCluster,
+    stops: Vec<CancellationToken>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for s in &self.stops {
+            s.cancel();
+        }
+    }
+}
+
+impl Env {
+    /// provisioning following a sandbox clock standing at `at`, and one cluster's sandboxes.
+    async fn start(at: i64) -> Self {
+        hopsbridge_testkit::init();
+        let db = TestDb::new().await;
+        let bus = TestBus::new().await;
+        let clock = Arc::new(SimClock::new(at));
+        let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
+        let hopsworks = HopsworksSim::start(HopsworksConfig::new(
+            "st-1",
+            &format!("hw-key-{}", Uuid::new_v4().simple()),
+            CLIENT_ID,
+        ))
+        .unwrap();
+        hopsworks.use_clock(Arc::clone(&clock));
+        let kube = KubeCluster::start(
+            "st-1",
+            Arc::new(Workload::new(vec![], vec![])),
+            Arc::clone(&clock),
+            KubeOptions::default(),
+        )
+        .unwrap();
+        let settings = TestSettings::provisioning(&db, &bus)
+            .set("hopsworks.request_timeout_ms", "2000")
+            .clock(&clock_server.url());
+        let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
+        let app = hopsbridge_provisioning::build(config).await.unwrap();
+        let provisioning = format!("http://127.0.0.1:{}", app.port());
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(stop.clone()));
+        let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+        Self { db, bus, key, provisioning, clock, clock_server, hopsworks, kube, stops: vec![stop] }
+    }
+
+    /// A metering replica on the sandbox's clock, storage in hourly windows.
+    async fn metering(&mut self) -> String {
+        let settings = TestSettings::data_service(Service::Metering, &self.db, &self.bus)
+            .set("http.workers", "2")
+            .set("provisioning.url", &self.provisioning)
+            .set("clock.follow_url", self.clock_server.url())
+            .set("collect.source", "point")
+            .set("schedule.lookback_secs", "3600")
+            .set("schedule.max_attempts", "2")
+            .set("schedule.retry_delay_ms", "100")
+            .set("schedule.lease_secs", "20")
+            .set("schedule.tick_ms", "100")
+            .set("storage.window_secs", HOUR.to_string())
+            .set("storage.lookback_secs", "7200");
+        let config: MeteringConfig = TestSettings::load(&settings, &hopsbridge_metering::DEFAULTS);
+        let app = hopsbridge_metering::build(config).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(stop.clone()));
+        self.stops.push(stop);
+        base
+    }
+
+    async fn call(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        caller: Option<&Caller>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        hopsbridge_testkit::signed_call(&self.key, base, method, path, caller, body).await
+    }
+
+    async fn register(&self) -> Uuid {
+        let body = json!({
+            "name": "st-1",
+            "api_url": self.hopsworks.origin(),
+            "api_key": self.hopsworks.api_key(),
+            "kubeconfig": self.kube.kubeconfig(),
+            "ca_bundle": self.hopsworks.ca_pem(),
+            "oauth_client_id": CLIENT_ID,
+            "capacity": 10,
+            "region": "eu-north-1",
+            "status": "active",
+        });
+        let (status, body) =
+            self.call(&self.provisioning, Method::POST, "/api/admin/clusters", Some(&admin()), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn publish<E: Event>(&self, event: &E) {
+        self.bus.publish(event, None).await;
+    }
+
+    /// A paying person, so provisioning makes their Hopsworks account and announces it.
+    async fn paying(&self, email: &str) -> Uuid {
+        let user = Uuid::now_v7();
+        self.publish(&UserCreatedV1 {
+            user_id: user.to_string(),
+            auth_subject: format!("auth0|{user}"),
+            email: email.into(),
+            name: email.into(),
+        })
+        .await;
+        self.publish(&PaymentMethodAddedV1 {
+            user_id: user.to_string(),
+            stripe_customer_id: format!("cus_{}", user.simple()),
+        })
+        .await;
+        user
+    }
+
+    async fn n(&self, sql: &str) -> i64 {
+        let mut conn = self.db.connect("metering").await;
+        diesel::sql_query(sql).get_result::<N>(&mut conn).await.unwrap().n
+    }
+
+    async fn exec(&self, sql: &str) -> usize {
+        let mut conn = self.db.connect("metering").await;
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap()
+    }
+
+    async fn until(&self, what: &str, sql: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.n(sql).await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Moves the clock `INTO` seconds into the hour starting at `start` and waits until that
+    /// storage window is complete or a gap; answers its status.
+    async fn hour(&self, cluster: Uuid, start: i64) -> String {
+        self.clock.set(start + INTO);
+        let done = format!(
+            "SELECT count(*) AS n FROM storage_runs WHERE cluster_id = '{cluster}'
+               AND window_start = to_timestamp({start}) AND status IN ('complete', 'gap')"
+        );
+        self.until(&format!("the storage window at {start} ends"), &done).await;
+        let mut conn = self.db.connect("metering").await;
+        #[derive(QueryableByName)]
+        struct S {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            s: String,
+        }
+        diesel::sql_query(format!(
+            "SELECT status AS s FROM storage_runs WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({start})"
+        ))
+        .get_result::<S>(&mut conn)
+        .await
+        .unwrap()
+        .s
+    }
+
+    async fn events(&self) -> Vec<StorageRecordedV1> {
+        #[derive(QueryableByName)]
+        struct B {
+            #[diesel(sql_type = Bytea)]
+            b: Vec<u8>,
+        }
+        let mut conn = self.db.connect("metering").await;
+        let rows: Vec<B> = diesel::sql_query("SELECT envelope AS b FROM outbox WHERE event_type = 'StorageRecorded'")
+            .load(&mut conn)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|r| StorageRecordedV1::decode(Envelope::decode(r.b.as_slice()).unwrap().payload.as_slice()).unwrap())
+            .collect()
+    }
+}
+
+/// Byte-seconds of one project over the day's windows, from the storage the sandbox answered
+/// INTO seconds into each hour (as a client reads Hopsworks' floats back), windows in `gaps`
+/// left out.
+fn truth(sim: &HopsworksSim, project: u64, day: i64, gaps: &[i64]) -> u64 {
+    (0..24)
+        .map(|h| day + h * HOUR)
+        .filter(|start| !gaps.contains(start))
+        .map(|start| sim.storage_at(project, start + INTO).unwrap().reported_offline_bytes().unwrap() * 3600)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_simulated_day_of_storage_is_measured_hourly_per_project_once_exactly_and_a_failed_read_is_a_gap() {
+    // A UTC day well after the wall clock, so memberships joined now precede every window.
+    let day = (chrono::Utc::now().timestamp() / 86_400 + 2) * 86_400;
+    let mut env = Env::start(day - HOUR + 600).await;
+    let base = env.metering().await;
+    let cluster = env.register().await;
+    let ada = env.paying("ada@example.com").await;
+    let bob = env.paying("bob@example.com").await;
+    env.until(
+        "both accounts known",
+        "SELECT (count(*) = 2)::int::bigint AS n FROM accounts WHERE assigned_at IS NOT NULL",
+    )
+    .await;
+    let hw = &env.hopsworks;
+    // ada's lab grows through the day (no pod ever runs in it); bob's project has no feature
+    // store and shrinks; a stranger's project without a quota is never reported.
+    let lab = hw.create_project("ada10000", "ada_lab").unwrap();
+    // bob made his project before joining ada's team (members make none).
+    let bobs = hw.create_project("bob10000", "bob_nofs").unwrap();
+    hw.set_storage_at(lab.id, day, ProjectStorage::of(1 << 30, Some(5 << 20), Some(0))).unwrap();
+    hw.set_storage_at(lab.id, day + 6 * HOUR, ProjectStorage::of((3 << 30) + 12_345, Some(5 << 20), Some(777 << 20)))
+        .unwrap();
+    hw.set_storage_at(lab.id, day + 13 * HOUR + 1800, ProjectStorage::of(10_000_000_001, Some(1), Some(2))).unwrap();
+    hw.set_storage_at(bobs.id, day, ProjectStorage::of(500 << 20, Some(1 << 20), None)).unwrap();
+    hw.set_storage_at(bobs.id, day + 20 * HOUR, ProjectStorage::of(100, Some(0), None)).unwrap();
+    let admin_name = hw.admin().unwrap().username;
+    let unquoted = hw.create_project(&admin_name, "no_quota").unwrap();
+    let dir = Directory::holding(1 << 30).without_quota();
+    hw.set_storage_at(unquoted.id, day, ProjectStorage { project: dir, hive: None, featurestore: None }).unwrap();
+
+    env.publish(&TeamMemberJoinedV1 {
+        owner_user_id: ada.to_string(),
+        member_user_id: bob.to_string(),
+        project_role: "Data scientist".into(),
+        ..TeamMemberJoinedV1::default()
+    })
+    .await;
+    env.until("bob's membership known", "SELECT count(*) AS n FROM memberships").await;
+    let failed_hour = day + 12 * HOUR;
+    for h in 0..24 {
+        let start = day + h * HOUR;
+        if start == failed_hour {
+            // Every read of this hour fails: provisioning's retries and metering's tries.
+            env.hopsworks.fail_next_on(Route::ProjectQuotas, 1000, 503);
+        }
+        if h == 18 {
+            // An inactive cluster's projects keep their data: still measured.
+            let path = format!("/api/admin/clusters/{cluster}");
+            let (status, body) = env
+                .call(&env.provisioning, Method::PATCH, &path, Some(&admin()), Some(json!({"status": "inactive"})))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            env.until(
+                "the cluster inactive in metering",
+                "SELECT count(*) AS n FROM clusters WHERE status = 'inactive'",
+            )
+            .await;
+        }
+        let status = env.hour(cluster, start).await;
+        if start == failed_hour {
+            assert_eq!(status, "gap", "a failed read is a gap");
+            env.hopsworks.clear_faults();
+        } else {
+            assert_eq!(status, "complete", "hour {h}");
+        }
+    }
+
+    // The failed hour: a gap with its reason, no sample and nothing announced, never a zero.
+    let reason = env
+        .n(&format!(
+            "SELECT count(*) AS n FROM storage_runs WHERE window_start = to_timestamp({failed_hour})
+               AND gap_reason = 'storage_unavailable' AND attempts = 2"
+        ))
+        .await;
+    assert_eq!(reason, 1, "the gap says why, after schedule.max_attempts tries");
+    assert_eq!(
+        env.n(&format!("SELECT count(*) AS n FROM storage_samples WHERE window_start = to_timestamp({failed_hour})"))
+            .await,
+        0
+    );
+
+    let events = env.events().await;
+    let in_day =
+        |e: &&StorageRecordedV1| e.window_start_unix_seconds >= day && e.window_start_unix_seconds < day + 86_400;
+    let of = |project: u64| {
+        events.iter().filter(in_day).filter(|e| e.project_id == i64::try_from(project).unwrap()).collect::<Vec<_>>()
+    };
+    let (lab_events, bob_events) = (of(lab.id), of(bobs.id));
+    assert_eq!((lab_events.len(), bob_events.len()), (23, 23), "one event per project and measured hour");
+    assert!(of(unquoted.id).is_empty(), "a project whose storage is not reported is announced never");
+    assert!(events.iter().all(|e| e.window_start_unix_seconds != failed_hour), "nothing for the failed hour");
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.sample_id.clone()).collect();
+    assert_eq!(ids.len(), events.len(), "no sample announced twice");
+
+    // Exact: the day's byte-seconds are the snapshots the sandbox answered, hour by hour.
+    let lab_total: u64 = lab_events.iter().map(|e| e.offline_byte_seconds).sum();
+    let bob_total: u64 = bob_events.iter().map(|e| e.offline_byte_seconds).sum();
+    assert_eq!(lab_total, truth(&env.hopsworks, lab.id, day, &[failed_hour]));
+    assert_eq!(bob_total, truth(&env.hopsworks, bobs.id, day, &[failed_hour]));
+    assert!(lab_total > 0 && bob_total > 0);
+    // Attributed by project id: ada's project to ada; bob's to bob, billed to his owner ada.
+    for e in &lab_events {
+        assert_eq!(
+            (e.user_id.as_str(), e.owner_user_id.as_str()),
+            (ada.to_string().as_str(), ada.to_string().as_str())
+        );
+        assert_eq!((e.namespace.as_str(), e.online_bytes, e.estimated), ("ada-lab", 0, false));
+        assert!(
+            e.measured_at_unix_seconds >= e.window_start_unix_seconds
+                && e.measured_at_unix_seconds < e.window_end_unix_seconds
+        );
+        assert_eq!(e.offline_byte_seconds, e.offline_bytes * 3600);
+    }
+    assert!(bob_events.iter().all(|e| e.user_id == bob.to_string() && e.owner_user_id == ada.to_string()));
+    // The unquoted project: a storage gap per measured hour, with the reason.
+    let project_gaps = env
+        .n(&format!(
+            "SELECT count(*) AS n FROM storage_gaps WHERE project_id = {} AND reason = 'storage_unreported'
+               AND window_start >= to_timestamp({day}) AND window_start < to_timestamp({})",
+            unquoted.id,
+            day + 86_400
+        ))
+        .await;
+    assert_eq!(project_gaps, 23);
+
+    // A window read again (its run handed out anew while it is under way) adds nothing and
+    // announces nothing.
+    let last = day + 23 * HOUR;
+    let before = (env.events().await.len(), env.n("SELECT count(*) AS n FROM storage_samples").await);
+    let reset = env
+        .exec(&format!(
+            "UPDATE storage_runs SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+             WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({last})"
+        ))
+        .await;
+    assert_eq!(reset, 1);
+    env.until(
+        "the window read again",
+        &format!(
+            "SELECT count(*) AS n FROM storage_runs WHERE window_start = to_timestamp({last})
+               AND status = 'complete' AND attempts >= 2"
+        ),
+    )
+    .await;
+    let after = (env.events().await.len(), env.n("SELECT count(*) AS n FROM storage_samples").await);
+    assert_eq!(after, before, "a rerun stores and announces nothing twice");
+
+    // The usage views: storage per project and day, for the owner and for admins.
+    let today = chrono::DateTime::from_timestamp(day, 0).unwrap().date_naive();
+    let (status, mine) =
+        env.call(&base, Method::GET, &format!("/api/usage?from={today}&to={today}"), Some(&person(ada)), None).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    let row = |rows: &Value, ns: &str| rows.as_array().unwrap().iter().find(|r| r["namespace"] == ns).cloned().unwrap();
+    let lab_row = row(&mine, "ada-lab");
+    assert_eq!(lab_row["storage_offline_byte_seconds"].as_u64(), Some(lab_total));
+    assert_eq!(lab_row["storage_samples"], 23);
+    assert_eq!(lab_row["cpu_nanocore_seconds"], 0, "storage without pods has a row of its own");
+    assert!(lab_row["storage_gb_months"].as_str().unwrap().starts_with("0."), "{lab_row}");
+    assert_eq!(
+        row(&mine, "bob-nofs")["storage_offline_byte_seconds"].as_u64(),
+        Some(bob_total),
+        "the owner sees the team's"
+    );
+    let path = format!("/api/admin/usage?owner_user_id={ada}&from={today}&to={today}");
+    let (status, all) = env.call(&base, Method::GET, &path, Some(&admin()), None).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(row(&all, "ada-lab")["storage_offline_byte_seconds"].as_u64(), Some(lab_total));
+
+    // The admins' storage samples behind ada's day, and the storage gaps with their reasons.
+    let path = format!("/api/admin/usage/storage-samples?user_id={ada}&day={today}");
+    let (status, samples) = env.call(&base, Method::GET, &path, Some(&admin()), None).await;
+    assert_eq!(status, StatusCode::OK, "{samples}");
+    let samples = samples.as_array().unwrap();
+    assert_eq!(samples.len(), 23, "ada's project, every measured hour");
+    let summed: u64 = samples.iter().map(|s| s["offline_byte_seconds"].as_u64().unwrap()).sum();
+    assert_eq!(summed, lab_total);
+    let instant =
+        |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let path = format!(
+        "/api/admin/metering/storage-gaps?cluster_id={cluster}&from={}&to={}",
+        instant(day),
+        instant(day + 86_400)
+    );
+    let (status, gaps) = env.call(&base, Method::GET, &path, Some(&admin()), None).await;
+    assert_eq!(status, StatusCode::OK, "{gaps}");
+    let gaps = gaps.as_array().unwrap();
+    let whole: Vec<&Value> = gaps.iter().filter(|g| g["project_id"].is_null()).collect();
+    assert_eq!(whole.len(), 1, "{gaps:?}");
+    assert_eq!(whole[0]["reason"], "storage_unavailable");
+    assert_eq!(
+        whole[0]["window_start"].as_str().map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp()),
+        Some(failed_hour)
+    );
+    assert_eq!(
+        gaps.iter().filter(|g| g["project_id"] == unquoted.id && g["reason"] == "storage_unreported").count(),
+        23
+    );
+    let (status, body) = env.call(&base, Method::GET, &path, Some(&person(ada)), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")));
+    let backwards = format!("/api/admin/metering/storage-gaps?from={}&to={}", instant(day + 10), instant(day));
+    let (status, body) = env.call(&base, Method::GET, &backwards, Some(&admin()), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_range")));
+}

@@ -206,7 +206,10 @@ start_service() {
         vars+=(
             "${prefix}DATABASE__URL=${DATABASE_URL}"
             "${prefix}DATABASE__MIGRATE_ON_START=true"
-            "${prefix}AUTH__GATEWAY_SIGNING_KEY=${GATEWAY_SIGNING_KEY}"
+            # The gateway's public key, this service's own key, and the public keys of the
+            # services that call it (decision 0053).
+            "${prefix}AUTH__GATEWAY_PUBLIC_KEY=$(<"${KEY_DIR}/gateway.pub")"
+            "${prefix}AUTH__SERVICE_KEY=$(<"${KEY_DIR}/${svc}.seed")"
             "${prefix}NATS__URL=${NATS_URL}"
             # Mail goes to the sandbox's mail catcher; links in it point at the gateway.
             "${prefix}MAIL__SMTP_URL=${SANDBOX_SMTP_URL}"
@@ -214,6 +217,10 @@ start_service() {
             "${prefix}MAIL__ADMIN_ADDRESSES=ops@hopsbridge.local"
             "${prefix}MAIL__ADMIN_WEBHOOK_URL=${SANDBOX_ALERT_WEBHOOK_URL}"
         )
+        local caller
+        for caller in ${CALLERS[${svc}]:-}; do
+            vars+=("${prefix}AUTH__TRUSTED_SERVICES__${caller^^}=$(<"${KEY_DIR}/${caller}.pub")")
+        done
         if [[ ${svc} == identity ]]; then
             vars+=("${prefix}WEBHOOK__SECRET=${AUTH0_WEBHOOK_SECRET}")
             # The same settings, for `hopsbridge-identity grant-admin` run by hand.
@@ -303,13 +310,27 @@ cargo build --workspace --bins "${cargo_flags[@]}"
 
 mkdir -p "${LOG_DIR}"
 
-# The key the gateway signs caller headers with; made once per checkout, kept in .local/.
-GATEWAY_KEY_FILE="${root}/.local/gateway-signing-key"
-if [[ ! -s ${GATEWAY_KEY_FILE} ]]; then
-    mkdir -p "${root}/.local"
-    (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"${GATEWAY_KEY_FILE}")
-fi
-GATEWAY_SIGNING_KEY=$(<"${GATEWAY_KEY_FILE}")
+# Ed25519 key pairs (decision 0053): the gateway's, which signs the callers it vouches for, and
+# each data service's own, for its calls to other services' /internal routes. Made once per
+# checkout with openssl, kept in .local/keys/: <name>.seed is the private 32-byte seed (base64),
+# <name>.pub the public key. Each service holds only its own seed and others' public keys.
+KEY_DIR="${root}/.local/keys"
+command -v openssl >/dev/null || hb_die "openssl is needed to make the services' key pairs"
+for name in gateway "${DATA_SERVICES[@]}"; do
+    if [[ ! -s ${KEY_DIR}/${name}.seed || ! -s ${KEY_DIR}/${name}.pub ]]; then
+        mkdir -p "${KEY_DIR}"
+        (
+            umask 077
+            pem=$(openssl genpkey -algorithm ed25519) &&
+                openssl pkey -outform DER <<<"${pem}" | tail -c 32 | base64 -w0 >"${KEY_DIR}/${name}.seed" &&
+                openssl pkey -pubout -outform DER <<<"${pem}" | tail -c 32 | base64 -w0 >"${KEY_DIR}/${name}.pub"
+        ) || hb_die "cannot make the ${name} key pair with openssl"
+    fi
+done
+GATEWAY_SIGNING_KEY=$(<"${KEY_DIR}/gateway.seed")
+# Which services each service accepts calls from: each internal route names which of these it
+# serves (team's from identity, provisioning's from metering, metering's from billing).
+declare -A CALLERS=([team]=identity [provisioning]=metering [metering]=billing)
 # The secret the Auth0 Action sends to identity's webhook; made the same way.
 WEBHOOK_SECRET_FILE="${root}/.local/auth0-webhook-secret"
 if [[ ! -s ${WEBHOOK_SECRET_FILE} ]]; then

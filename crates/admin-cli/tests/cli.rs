@@ -7,10 +7,9 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::caller::{CallerKey, Role};
-use hopsbridge_platform::secret::Secret;
+use hopsbridge_platform::caller::Role;
 use hopsbridge_sandbox::auth0::{ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, Auth0Config, Auth0Sim};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestSettings};
+use hopsbridge_testkit::TestSettings;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -28,12 +27,13 @@ struct Received {
 
 type Seen = Arc<Mutex<Vec<Received>>>;
 
-/// Every service behind the gateway: verifies the caller headers with the services' key (401
-/// if they do not verify, as a service would), records the request and echoes it.
+/// Every service behind the gateway: verifies the caller headers and the body they sign with the
+/// gateway's public key (401 if they do not verify, as a service would), records the request
+/// and echoes it.
 fn stand_in(seen: Seen) -> String {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let key = CallerKey::new(&Secret::new(GATEWAY_SIGNING_KEY.to_owned())).unwrap();
+    let key = hopsbridge_testkit::caller_verifier();
     let server = actix_web::HttpServer::new(move || {
         let (seen, key) = (Arc::clone(&seen), key.clone());
         actix_web::App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
@@ -41,7 +41,8 @@ fn stand_in(seen: Seen) -> String {
             async move {
                 let path = req.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
                 let now = chrono::Utc::now().timestamp();
-                let Ok(caller) = key.verify(req.method().as_str(), &path, req.headers(), now) else {
+                let digest = hopsbridge_platform::caller::body_sha256(&body);
+                let Ok(caller) = key.verify(req.method().as_str(), &path, req.headers(), &digest, now) else {
                     return HttpResponse::Unauthorized().json(json!({"code": "unauthenticated"}));
                 };
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

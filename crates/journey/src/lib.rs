@@ -407,7 +407,8 @@ impl Platform {
     }
 
     /// Every secret the run configured: Stripe's secret key and webhook secret, the Auth0
-    /// webhook secret, the gateway's caller signing key, its login client secret and cookie key,
+    /// webhook secret, the gateway's caller signing key and each service's own key, the gateway's
+    /// login client secret and cookie key,
     /// provisioning's encryption key (as configured and decoded), and each sandbox cluster's
     /// Hopsworks API key and Kubernetes token.
     pub fn secrets(&self) -> SecretScan {
@@ -421,6 +422,9 @@ impl Platform {
             .secret("login.cookie_key", COOKIE_KEY)
             .secret("encryption key journey", key)
             .secret("encryption key journey (decoded)", "0123456789abcdef0123456789abcdef");
+        for service in Service::WITH_DATA {
+            scan = scan.secret(&format!("auth.service_key ({service})"), hopsbridge_testkit::service_key(service));
+        }
         for cluster in &self.world.clusters {
             scan = scan
                 .secret(&format!("Hopsworks API key ({})", cluster.name), cluster.hopsworks.api_key())

@@ -402,18 +402,74 @@ fn retention_outlives_streams(nats: &NatsConfig, events: &EventsConfig, service:
     Ok(())
 }
 
-/// How a service recognises requests forwarded by the gateway.
+/// How a service recognises callers, and its own credential for calling other services
+/// (decision 0053). Keys are 32 bytes as 64 hex digits or base64.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// The key the gateway signs caller headers with (at least 32 bytes), shared by the gateway
-    /// and every service. Required; comes from the environment or a secret store.
-    pub gateway_signing_key: Secret<String>,
+    /// The gateway's Ed25519 public key: requests signed with it come from the gateway.
+    pub gateway_public_key: String,
+    /// This service's own Ed25519 private key (its seed): it signs this service's calls to
+    /// other services' `/internal/...` routes. Secret; from the environment or a secret store.
+    pub service_key: Secret<String>,
+    /// The services whose calls this service accepts: service name to its public key. Each
+    /// internal route further names which of them it serves.
+    #[serde(default)]
+    pub trusted_services: std::collections::BTreeMap<String, String>,
+}
+
+impl AuthConfig {
+    /// This service's signer (`auth.service_key`).
+    ///
+    /// # Errors
+    /// When the key is not a 32-byte seed (the message names the setting, never the key).
+    pub fn service_signer(&self) -> anyhow::Result<crate::caller::CallerSigner> {
+        crate::caller::CallerSigner::new(&self.service_key).map_err(|e| anyhow::anyhow!("auth.service_key {e}"))
+    }
+
+    /// The verifier of callers (`auth.gateway_public_key`, `auth.trusted_services`).
+    ///
+    /// # Errors
+    /// When a key is wrong (the message names the setting, never the key).
+    pub fn verifier(&self) -> anyhow::Result<crate::caller::CallerVerifier> {
+        crate::caller::CallerVerifier::from_config(self).map_err(|(key, e)| anyhow::anyhow!("{key} {e}"))
+    }
 }
 
 impl Validate for AuthConfig {
     fn validate(&self, service: Service) -> Result<(), ConfigError> {
-        crate::caller::CallerKey::new(&self.gateway_signing_key)
+        crate::caller::CallerSigner::new(&self.service_key)
+            .map_err(|e| ConfigError::new(service, "auth.service_key", e))?;
+        crate::caller::CallerVerifier::from_config(self)
+            .map(|_| ())
+            .map_err(|(key, e)| ConfigError::new(service, &key, e))
+    }
+}
+
+/// The gateway's credential: the private key it signs caller headers with.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayAuthConfig {
+    /// The gateway's Ed25519 private key (its 32-byte seed as 64 hex digits or base64); only the
+    /// gateway holds it, services hold its public key. Required; from the environment or a
+    /// secret store.
+    pub gateway_signing_key: Secret<String>,
+}
+
+impl GatewayAuthConfig {
+    /// The gateway's signer.
+    ///
+    /// # Errors
+    /// When the key is not a 32-byte seed (the message names the setting, never the key).
+    pub fn signer(&self) -> anyhow::Result<crate::caller::CallerSigner> {
+        crate::caller::CallerSigner::new(&self.gateway_signing_key)
+            .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key {e}"))
+    }
+}
+
+impl Validate for GatewayAuthConfig {
+    fn validate(&self, service: Service) -> Result<(), ConfigError> {
+        crate::caller::CallerSigner::new(&self.gateway_signing_key)
             .map(|_| ())
             .map_err(|e| ConfigError::new(service, "auth.gateway_signing_key", e))
     }
@@ -450,8 +506,12 @@ mod tests {
 
     fn load_billing(pairs: &[(&str, &str)]) -> Result<DataServiceConfig, ConfigError> {
         let mut all = env(pairs);
-        if !pairs.iter().any(|(k, _)| k.ends_with("GATEWAY_SIGNING_KEY")) {
-            all.push(("HOPSBRIDGE_BILLING__AUTH__GATEWAY_SIGNING_KEY".into(), "k".repeat(32)));
+        if !pairs.iter().any(|(k, _)| k.ends_with("GATEWAY_PUBLIC_KEY")) {
+            let gateway = crate::caller::CallerSigner::from_seed(&[7; 32]).public_key().to_string();
+            all.push(("HOPSBRIDGE_BILLING__AUTH__GATEWAY_PUBLIC_KEY".into(), gateway));
+        }
+        if !pairs.iter().any(|(k, _)| k.ends_with("SERVICE_KEY")) {
+            all.push(("HOPSBRIDGE_BILLING__AUTH__SERVICE_KEY".into(), "0b".repeat(32)));
         }
         load_from(Service::Billing, &[DATA_SERVICE_DEFAULTS], None, all)
     }
@@ -494,14 +554,27 @@ mod tests {
     }
 
     #[test]
-    fn a_short_gateway_key_is_refused() {
-        let err = load_billing(&[
-            ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
-            ("HOPSBRIDGE_BILLING__AUTH__GATEWAY_SIGNING_KEY", "short"),
-        ])
-        .unwrap_err();
-        assert_eq!(err.key, "auth.gateway_signing_key");
-        assert!(!err.to_string().contains("short"), "the secret is not echoed");
+    fn a_wrong_key_names_its_setting_and_never_echoes_it() {
+        let url = ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x");
+        let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__AUTH__SERVICE_KEY", "short-secret")]).unwrap_err();
+        assert_eq!(err.key, "auth.service_key");
+        assert!(!err.to_string().contains("short-secret"), "the secret is not echoed: {err}");
+        let seed = "ab".repeat(31);
+        let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__AUTH__SERVICE_KEY", seed.as_str())]).unwrap_err();
+        assert!(err.to_string().contains("32 bytes") && !err.to_string().contains(&seed), "{err}");
+        let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__AUTH__GATEWAY_PUBLIC_KEY", "")]).unwrap_err();
+        assert_eq!(err.key, "auth.gateway_public_key", "{err}");
+        let err =
+            load_billing(&[url, ("HOPSBRIDGE_BILLING__AUTH__TRUSTED_SERVICES__METERING", "not-a-key")]).unwrap_err();
+        assert_eq!(err.key, "auth.trusted_services.metering", "{err}");
+        let metering = crate::caller::CallerSigner::from_seed(&[9; 32]).public_key().to_string();
+        let err = load_billing(&[url, ("HOPSBRIDGE_BILLING__AUTH__TRUSTED_SERVICES__STRIPE", metering.as_str())])
+            .unwrap_err();
+        assert_eq!(err.key, "auth.trusted_services.stripe", "{err}");
+        let cfg =
+            load_billing(&[url, ("HOPSBRIDGE_BILLING__AUTH__TRUSTED_SERVICES__METERING", metering.as_str())]).unwrap();
+        assert_eq!(cfg.auth.trusted_services.get("metering"), Some(&metering));
+        assert!(!format!("{cfg:?}").contains(&"0b".repeat(32)), "the service key is redacted");
     }
 
     #[test]

@@ -452,12 +452,60 @@ async fn input_guard(
     if has_json_nul(&body) {
         return refuse(req, PlatformCode::NulCharacter.error());
     }
+    if let Err(e) = record_body_digest(&req, &body) {
+        return refuse(req, e);
+    }
     let takes_body = matches!(
         *req.method(),
         actix_web::http::Method::POST | actix_web::http::Method::PUT | actix_web::http::Method::PATCH
     );
     if takes_body && declares_json(&req) && !is_object_or_null(&body) {
         return refuse(req, PlatformCode::InvalidBody.with_message("the request body must be a JSON object"));
+    }
+    req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Records the digest of the body read for the [`crate::caller::Caller`] extractor, refusing
+/// with 401 a body that is not the one the caller headers' signed digest names (decision 0053).
+fn record_body_digest(req: &ServiceRequest, body: &[u8]) -> Result<(), ApiError> {
+    let digest = crate::caller::body_sha256(body);
+    let signed = req.headers().get(crate::caller::CONTENT_SHA256).map(|v| v.as_bytes().to_vec());
+    if signed.is_some_and(|signed| !crate::secret::constant_time_eq(&signed, digest.as_bytes())) {
+        tracing::warn!("request refused: the body does not match its signed digest");
+        return Err(PlatformCode::Unauthenticated.with_message("the body does not match its signed digest"));
+    }
+    req.extensions_mut().insert(crate::caller::BodyDigest(digest));
+    Ok(())
+}
+
+/// The body hashing [`bind`]'s servers do (so a [`crate::caller::Caller`] can be verified), for
+/// an `App` assembled without [`bind`], as tests do around a service's routes:
+/// `App::new().wrap(from_fn(hash_body))`. Reads at most 1 MiB.
+///
+/// # Errors
+/// Only the inner service's.
+pub async fn hash_body(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody + 'static>>, actix_web::Error> {
+    use futures::StreamExt as _;
+    const LIMIT: usize = 1 << 20;
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let error = match chunk {
+            Ok(chunk) if body.len() + chunk.len() <= LIMIT => {
+                body.extend_from_slice(&chunk);
+                continue;
+            }
+            Ok(_) => PlatformCode::PayloadTooLarge.error(),
+            Err(_) => PlatformCode::InvalidBody.with_message("the request body could not be read"),
+        };
+        return Ok(req.into_response(error.error_response()).map_into_right_body());
+    }
+    if let Err(e) = record_body_digest(&req, &body) {
+        return Ok(req.into_response(e.error_response()).map_into_right_body());
     }
     req.set_payload(actix_web::dev::Payload::from(body.freeze()));
     Ok(next.call(req).await?.map_into_left_body())

@@ -4,7 +4,6 @@
 //! data is built with [`DataService`]: it connects Postgres and NATS, ensures the streams,
 //! starts its outbox relay, and lets the service add routes and consumers.
 
-use crate::caller::CallerKey;
 use crate::clock::Clock;
 use crate::config::{DataServiceConfig, HttpConfig, ShutdownConfig};
 use crate::db::{Database, Migrations, PostgresCheck};
@@ -253,13 +252,11 @@ impl DataService {
             crate::mail::MailRelay::new(self.db.clone(), self.config.database.clone(), self.config.mail.clone())?;
         let db = self.db.clone();
         let retention = Duration::from_secs(self.config.events.retention_hours * 3600);
-        let key = web::Data::new(
-            CallerKey::new(&self.config.auth.gateway_signing_key)
-                .map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?,
-        );
+        let key = web::Data::new(self.config.auth.verifier()?);
         let (service, mail_db, mail_cfg) = (self.service.name(), self.db.clone(), self.config.mail.clone());
         let replayers = self.replayers.clone();
-        // Every route can take a `Caller`, verified with the gateway's key.
+        // Every route can take a `Caller`, verified with the gateway's and the trusted services'
+        // public keys.
         let routes: Routes = Arc::new(move |c: &mut web::ServiceConfig| {
             c.app_data(key.clone());
             crate::mail::configure_routes(c, service, mail_db.clone(), &mail_cfg);

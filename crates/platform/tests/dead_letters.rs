@@ -8,7 +8,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::Event;
 use hopsbridge_contracts::events::{Envelope, UserCreatedV1};
 use hopsbridge_domain::Email;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_platform::config::EventsConfig;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::events::consumer::prune_inbox;
@@ -74,7 +74,7 @@ struct World {
     billing: Database,
     handler: Flaky,
     replayers: Replayers,
-    key: CallerKey,
+    key: CallerSigner,
     /// Stops the consumer with the world.
     _stop: DropGuard,
 }
@@ -97,7 +97,7 @@ impl World {
         replayers.register(&consumer);
         let stop = CancellationToken::new();
         tokio::spawn(consumer.run(stop.clone()));
-        let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+        let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
         Self { _db: db, bus, billing, handler, replayers, key, _stop: stop.drop_guard() }
     }
 
@@ -168,7 +168,8 @@ impl World {
         let (db, replayers) = (self.billing.clone(), replayers.clone());
         let app = test::init_service(
             App::new()
-                .app_data(web::Data::new(self.key.clone()))
+                .app_data(web::Data::new(hopsbridge_testkit::caller_verifier()))
+                .wrap(actix_web::middleware::from_fn(hopsbridge_platform::http::hash_body))
                 .configure(move |c| configure_dead_letter_routes(c, "billing", db.clone(), replayers.clone())),
         )
         .await;

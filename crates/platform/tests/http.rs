@@ -42,7 +42,9 @@ async fn whoami(caller: hopsbridge_platform::caller::Caller) -> HttpResponse {
     HttpResponse::Ok().body(caller.subject)
 }
 
-const CALLER_KEY: &str = "a-shared-gateway-key-of-32-bytes!";
+async fn whoami_with(caller: hopsbridge_platform::caller::Caller, body: web::Json<serde_json::Value>) -> HttpResponse {
+    HttpResponse::Ok().body(format!("{} {}", caller.subject, body.into_inner()))
+}
 
 /// Handlers that let a storage error through unmapped: the platform's fallbacks answer them.
 async fn missing() -> Result<HttpResponse, ApiError> {
@@ -100,14 +102,13 @@ async fn start() -> Server {
                 .route("/slow", web::get().to(slow))
                 .route("/trace", web::get().to(trace))
                 .route("/whoami", web::get().to(whoami))
+                .route("/whoami", web::post().to(whoami_with))
                 .route("/missing", web::get().to(missing))
                 .route("/taken", web::get().to(taken))
                 .route("/down", web::get().to(down))
                 .route("/query", web::get().to(query))
                 .route("/path/{n}", web::get().to(path))
-                .app_data(web::Data::new(
-                    hopsbridge_platform::caller::CallerKey::new(&CALLER_KEY.to_owned().into()).unwrap(),
-                ));
+                .app_data(web::Data::new(hopsbridge_testkit::caller_verifier()));
         }),
     )
     .unwrap();
@@ -220,7 +221,7 @@ async fn a_request_continues_the_callers_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_trusts_only_callers_signed_by_the_gateway() {
-    use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+    use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
     let s = start().await;
     let r =
         client().get(format!("{}/whoami", s.base)).header("x-hopsbridge-subject", "auth0|ada").send().await.unwrap();
@@ -235,14 +236,71 @@ async fn a_service_trusts_only_callers_signed_by_the_gateway() {
         roles: vec![Role::User],
         email: None,
     };
-    let key = CallerKey::new(&CALLER_KEY.to_owned().into()).unwrap();
+    let gateway = hopsbridge_testkit::gateway_signer();
     let mut request = client().get(format!("{}/whoami", s.base));
-    for (name, value) in key.sign("GET", "/whoami", &caller, chrono::Utc::now().timestamp()) {
+    for (name, value) in gateway.sign("GET", "/whoami", &caller, chrono::Utc::now().timestamp()) {
         request = request.header(name, value);
     }
     let r = request.send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "auth0|ada");
+
+    // Signed with any other key (a service's own included) the same headers vouch for no one.
+    for other in [CallerSigner::from_seed(&[42; 32]), hopsbridge_testkit::service_signer(Service::Billing)] {
+        let mut request = client().get(format!("{}/whoami", s.base));
+        for (name, value) in other.sign("GET", "/whoami", &caller, chrono::Utc::now().timestamp()) {
+            request = request.header(name, value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
+}
+
+/// Sends `body` to `path` with `headers`; answers the status and the error code or the text.
+async fn post_with(s: &Server, path: &str, headers: &[(&'static str, String)], body: &str) -> (u16, String) {
+    let mut request = client().post(format!("{}{path}", s.base)).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let r = request.body(body.to_owned()).send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let code =
+        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["code"].as_str().map(str::to_owned));
+    (status, code.unwrap_or(text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_caller_headers_open_no_other_body_or_query() {
+    use hopsbridge_platform::caller::{Caller, Role};
+    let s = start().await;
+    let caller = Caller {
+        subject: "auth0|ada".into(),
+        issuer: Some("https://tenant.hopsbridge.test/".into()),
+        user_id: None,
+        roles: vec![Role::User],
+        email: None,
+    };
+    let gateway = hopsbridge_testkit::gateway_signer();
+    let now = chrono::Utc::now().timestamp();
+    let body = r#"{"amount":100}"#;
+    let signed = gateway.sign_with_body("POST", "/whoami", body.as_bytes(), &caller, now);
+    assert_eq!(post_with(&s, "/whoami", &signed, body).await, (200, r#"auth0|ada {"amount":100}"#.to_owned()));
+    // The same headers replayed with another body, another query or no body at all: 401.
+    assert_eq!(post_with(&s, "/whoami", &signed, r#"{"amount":100000}"#).await, (401, "unauthenticated".to_owned()));
+    assert_eq!(post_with(&s, "/whoami", &signed, r#"{"amount":100} "#).await, (401, "unauthenticated".to_owned()));
+    assert_eq!(post_with(&s, "/whoami?as=admin", &signed, body).await, (401, "unauthenticated".to_owned()));
+    assert_eq!(post_with(&s, "/whoami", &signed, "").await.0, 401);
+    // Re-pointing the digest at the new body breaks the signature instead.
+    let mut rewritten = signed.clone();
+    for (name, value) in &mut rewritten {
+        if *name == hopsbridge_platform::caller::CONTENT_SHA256 {
+            *value = hopsbridge_platform::caller::body_sha256(br#"{"amount":100000}"#);
+        }
+    }
+    assert_eq!(post_with(&s, "/whoami", &rewritten, r#"{"amount":100000}"#).await, (401, "unauthenticated".to_owned()));
+    // Headers signed over a minute ago have expired.
+    let stale = gateway.sign_with_body("POST", "/whoami", body.as_bytes(), &caller, now - 120);
+    assert_eq!(post_with(&s, "/whoami", &stale, body).await, (401, "unauthenticated".to_owned()));
 }
 
 /// Sends `method path` as written, with `body`, and answers the status, the `Allow` header and

@@ -7,7 +7,7 @@
 use actix_web::{App, test, web};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hopsbridge_domain::Email;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_platform::db::{Database, DbError};
 use hopsbridge_platform::mail::{Alert, MailConfig, MailRelay, MailStatus, Rendered, enqueue, enqueue_alert, list};
 use hopsbridge_sandbox::mail::MailSim;
@@ -217,12 +217,13 @@ async fn admins_list_failing_mail_and_retry_it_and_nobody_else_may() {
     let relay = s.relay();
     assert_eq!(relay.send_due().await.unwrap().failed, 1);
 
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let cfg = s.cfg.clone();
     let pool = s.pool.clone();
     let app = test::init_service(
         App::new()
-            .app_data(web::Data::new(key.clone()))
+            .app_data(web::Data::new(hopsbridge_testkit::caller_verifier()))
+            .wrap(actix_web::middleware::from_fn(hopsbridge_platform::http::hash_body))
             .configure(move |c| hopsbridge_platform::mail::configure_routes(c, "team", pool.clone(), &cfg)),
     )
     .await;

@@ -220,7 +220,7 @@ impl World {
     pub async fn register_clusters_with(
         &self,
         provisioning: &str,
-        key: &hopsbridge_platform::caller::CallerKey,
+        key: &hopsbridge_platform::caller::CallerSigner,
         patience: std::time::Duration,
     ) -> anyhow::Result<()> {
         use hopsbridge_platform::caller::{Caller, Role};
@@ -235,11 +235,15 @@ impl World {
         let base = provisioning.trim_end_matches('/');
         let send = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
             let mut request = http.request(method.clone(), format!("{base}{path}"));
-            for (name, value) in key.sign(method.as_str(), &path, &admin, chrono::Utc::now().timestamp()) {
+            let body = body.map(|b| b.to_string().into_bytes());
+            let now = chrono::Utc::now().timestamp();
+            for (name, value) in
+                key.sign_with_body(method.as_str(), &path, body.as_deref().unwrap_or_default(), &admin, now)
+            {
                 request = request.header(name, value);
             }
             if let Some(body) = body {
-                request = request.json(&body);
+                request = request.header("content-type", "application/json").body(body);
             }
             request.send()
         };

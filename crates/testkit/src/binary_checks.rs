@@ -63,10 +63,11 @@ pub fn data_service_env(
         var(service, "database.acquire_timeout_secs", "1"),
         var(service, "nats.url", format!("nats://{}", nats.addr())),
         var(service, "nats.prefix", bus.prefix()),
-        var(service, "auth.gateway_signing_key", crate::GATEWAY_SIGNING_KEY),
         var(service, "http.port", "0"),
         var(service, "shutdown.timeout_secs", "10"),
     ];
+    // The test keys: the gateway's public key, the service's own key, every other service's.
+    env.extend(crate::TestSettings::new(service).env().into_iter().filter(|(name, _)| name.contains("__AUTH__")));
     if service == Service::Identity {
         env.push(var(service, "webhook.secret", crate::WEBHOOK_SECRET));
     }
@@ -135,6 +136,18 @@ pub fn data_service_bad_configuration(binary: &str, service: Service) {
     let (status, output) = ServiceProcess::run_to_exit(binary, &["serve"], &env);
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("http.port") && output.contains(&env_var(service, "http.port")), "{output}");
+
+    // A key that is no 32-byte seed: the setting and what is wrong are named, the key is not.
+    let seed = "ab".repeat(31);
+    let env = [
+        var(service, "database.url", "postgres://postgres@127.0.0.1:5432/x"),
+        var(service, "auth.gateway_public_key", crate::public_key(Service::Gateway)),
+        var(service, "auth.service_key", seed.as_str()),
+    ];
+    let (status, output) = ServiceProcess::run_to_exit(binary, &["serve"], &env);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains(&env_var(service, "auth.service_key")) && output.contains("32 bytes"), "{output}");
+    assert!(!output.contains(&seed), "the key is never printed: {output}");
 }
 
 /// The gateway's binary: `/readyz` follows the services it routes to.
@@ -193,6 +206,18 @@ pub fn gateway_bad_configuration(binary: &str) {
         env.push(extra);
         env
     };
+    let seed = "cd".repeat(31);
+    let (status, output) = ServiceProcess::run_to_exit(
+        binary,
+        &[],
+        &[valid[0].clone(), var(Service::Gateway, "auth.gateway_signing_key", seed.as_str())],
+    );
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("HOPSBRIDGE_GATEWAY__AUTH__GATEWAY_SIGNING_KEY") && output.contains("32 bytes"),
+        "{output}"
+    );
+    assert!(!output.contains(&seed), "the key is never printed: {output}");
     let (status, output) = ServiceProcess::run_to_exit(binary, &[], &with(var(Service::Gateway, "http.port", "99999")));
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("http.port"), "{output}");

@@ -85,8 +85,64 @@ pub async fn raw_http(base: &str, method: &str, path: &str, headers: &str, body:
     RawAnswer { status, allow, body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null) }
 }
 
-/// The key tests sign gateway caller headers with.
-pub const GATEWAY_SIGNING_KEY: &str = "test-gateway-signing-key-0123456789abcdef";
+/// The gateway's Ed25519 private key (seed) in tests; services under test hold its public key.
+pub const GATEWAY_SIGNING_KEY: &str = "b00b7f40840299c23b81e9f9705d142b2d6cb5e3a28b36514a147788c69d86a7";
+
+/// Each service's own Ed25519 private key (seed) in tests: its credential for calling other
+/// services' internal routes (the gateway's is [`GATEWAY_SIGNING_KEY`]).
+#[must_use]
+pub const fn service_key(service: hopsbridge_contracts::Service) -> &'static str {
+    use hopsbridge_contracts::Service;
+    match service {
+        Service::Gateway => GATEWAY_SIGNING_KEY,
+        Service::Identity => "035fd04fbaa16e66996b3ea8ff19a062eca2ba33b08c4ab6d508f2511ce97d29",
+        Service::Team => "881a4fae43a911cf7c5946b057ee10c71bff72abdf33784f3561c2b22fa1d2dc",
+        Service::Provisioning => "ac0f4370aa5db79bac89938c1cc3e5296a10834c9adb3147ac21a5fe055c8907",
+        Service::Metering => "301e5047129dcfa3e21ea89aaddc356174d31d053dff25465006f988d7bc5a39",
+        Service::Billing => "713a3533cbea3afa50265ffe69da219516cb15b2670873d89e96a424fb8556a6",
+    }
+}
+
+/// The gateway's signer in tests: it vouches for people and machine admins.
+#[must_use]
+pub fn gateway_signer() -> hopsbridge_platform::caller::CallerSigner {
+    service_signer(hopsbridge_contracts::Service::Gateway)
+}
+
+/// `service`'s own signer in tests (the gateway's for [`Service::Gateway`](hopsbridge_contracts::Service)).
+#[must_use]
+pub fn service_signer(service: hopsbridge_contracts::Service) -> hopsbridge_platform::caller::CallerSigner {
+    hopsbridge_platform::caller::CallerSigner::new(&service_key(service).to_owned().into()).expect("a test key")
+}
+
+/// `service`'s public key in tests, as configuration takes it.
+#[must_use]
+pub fn public_key(service: hopsbridge_contracts::Service) -> String {
+    service_signer(service).public_key().to_string()
+}
+
+/// What a service under test verifies callers with: the gateway's public key and every
+/// service's (each route still names the services it serves).
+#[must_use]
+pub fn caller_verifier() -> hopsbridge_platform::caller::CallerVerifier {
+    hopsbridge_contracts::Service::WITH_DATA
+        .into_iter()
+        .fold(hopsbridge_platform::caller::CallerVerifier::new(gateway_signer().public_key()), |verifier, service| {
+            verifier.trusting(service, service_signer(service).public_key())
+        })
+}
+
+/// The signer a caller's headers come from in production: a service signs for itself with its
+/// own key, the gateway (`gateway`, so a test may use another key) for anyone else.
+#[must_use]
+pub fn signer_for(
+    gateway: &hopsbridge_platform::caller::CallerSigner,
+    caller: &hopsbridge_platform::caller::Caller,
+) -> hopsbridge_platform::caller::CallerSigner {
+    use hopsbridge_contracts::Service;
+    let service = Service::WITH_DATA.into_iter().find(|s| caller.is_service(*s));
+    service.map_or_else(|| gateway.clone(), service_signer)
+}
 
 /// The keys tests seal provisioning's cluster secrets with (`test1` is the one to make active).
 pub const PROVISIONING_ENCRYPTION_KEYS: &str =
@@ -121,11 +177,12 @@ pub fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
 }
 
-/// Sends `method path` to the service at `base` with `caller`'s headers signed as the gateway
-/// signs them (none when `None`) and `body` as JSON; answers the status and the JSON answer
-/// (null when there is none).
+/// Sends `method path` to the service at `base` with `caller`'s headers signed as production
+/// signs them (none when `None`): by the gateway with `key` for a person, by the service
+/// itself with its test key ([`signer_for`]) for a service; `body` as JSON, its digest signed.
+/// Answers the status and the JSON answer (null when there is none).
 pub async fn signed_call(
-    key: &hopsbridge_platform::caller::CallerKey,
+    key: &hopsbridge_platform::caller::CallerSigner,
     base: &str,
     method: reqwest::Method,
     path: &str,
@@ -133,14 +190,18 @@ pub async fn signed_call(
     body: Option<serde_json::Value>,
 ) -> (reqwest::StatusCode, serde_json::Value) {
     let mut request = reqwest::Client::new().request(method.clone(), format!("{base}{path}"));
+    let body = body.map(|b| serde_json::to_vec(&b).expect("JSON serialises"));
     if let Some(caller) = caller {
         let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-        for (name, value) in key.sign(method.as_str(), path, caller, now) {
+        let signer = signer_for(key, caller);
+        for (name, value) in
+            signer.sign_with_body(method.as_str(), path, body.as_deref().unwrap_or_default(), caller, now)
+        {
             request = request.header(name, value);
         }
     }
     if let Some(body) = body {
-        request = request.json(&body);
+        request = request.header("content-type", "application/json").body(body);
     }
     let response = request.send().await.expect("the service answers");
     let status = response.status();

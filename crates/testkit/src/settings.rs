@@ -21,13 +21,22 @@ pub struct TestSettings {
 }
 
 impl TestSettings {
-    /// A service on port 0 with one HTTP worker, trusting the test signing key.
+    /// A service on port 0 with one HTTP worker and the test keys: the gateway signs with
+    /// [`GATEWAY_SIGNING_KEY`]; any other service holds its own test key
+    /// ([`crate::service_key`]), the gateway's public key and every other service's.
     #[must_use]
     pub fn new(service: Service) -> Self {
-        Self { service, values: Vec::new(), layers: Vec::new() }
-            .set("http.port", "0")
-            .set("http.workers", "1")
-            .set("auth.gateway_signing_key", GATEWAY_SIGNING_KEY)
+        let settings =
+            Self { service, values: Vec::new(), layers: Vec::new() }.set("http.port", "0").set("http.workers", "1");
+        if service == Service::Gateway {
+            return settings.set("auth.gateway_signing_key", GATEWAY_SIGNING_KEY);
+        }
+        let settings = settings
+            .set("auth.gateway_public_key", crate::public_key(Service::Gateway))
+            .set("auth.service_key", crate::service_key(service));
+        Service::WITH_DATA.into_iter().filter(|s| *s != service).fold(settings, |settings, caller| {
+            settings.set(&format!("auth.trusted_services.{}", caller.name()), crate::public_key(caller))
+        })
     }
 
     /// A data service on the test's database and NATS prefix.

@@ -377,7 +377,8 @@ mod tests {
     fn load(extra: &[(&str, &str)]) -> Result<BillingConfig, ConfigError> {
         let mut env: Vec<(String, String)> = [
             ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
-            ("HOPSBRIDGE_BILLING__AUTH__GATEWAY_SIGNING_KEY", "k".repeat(32).as_str()),
+            ("HOPSBRIDGE_BILLING__AUTH__GATEWAY_PUBLIC_KEY", hopsbridge_testkit::public_key(Service::Gateway).as_str()),
+            ("HOPSBRIDGE_BILLING__AUTH__SERVICE_KEY", hopsbridge_testkit::service_key(Service::Billing)),
             ("HOPSBRIDGE_BILLING__STRIPE__SECRET_KEY", "sk_test_123"),
             ("HOPSBRIDGE_BILLING__STRIPE__WEBHOOK_SECRET", "whsec_0123456789abcdef"),
         ]

@@ -122,8 +122,8 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         clock: service.clock.clone(),
     };
     let usage = service.consumer::<UsageRecordedV1, _>(ledger::Ledger::new(settings.clone()));
-    let key = hopsbridge_platform::caller::CallerKey::new(&config.auth.gateway_signing_key)
-        .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key: {e}"))?;
+    // This service's own credential for other services' internal routes.
+    let key = config.auth.service_signer()?;
     let reconciler = reconciliation::Reconciler {
         db: service.db.clone(),
         metering: metering::Metering::new(&config.metering, key)?,

@@ -7,7 +7,7 @@ use crate::ledger::Sample;
 use chrono::{DateTime, NaiveDate, Utc};
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::{ClusterId, OwnerId, UserId};
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{Caller, CallerSigner};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub struct MeteringError(pub String);
 pub struct Metering {
     http: reqwest::Client,
     base: String,
-    key: CallerKey,
+    key: CallerSigner,
     /// Samples asked for per page.
     pub page_size: u32,
 }
@@ -102,7 +102,7 @@ impl Metering {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(cfg: &MeteringApiConfig, key: CallerKey) -> anyhow::Result<Self> {
+    pub fn new(cfg: &MeteringApiConfig, key: CallerSigner) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.timeout_ms)).build()?;
         Ok(Self { http, base: cfg.url.trim_end_matches('/').to_owned(), key, page_size: cfg.page_size })
     }

@@ -77,7 +77,7 @@ async fn world() -> World {
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = hopsbridge_platform::caller::CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = hopsbridge_platform::caller::CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let billing = Billing::assemble(base, db, bus, sim, key, config.clone(), stop);
     let lifecycle = lifecycle_of(&billing, &config, &clock_server.url()).await;
     World { billing, clock, _clock_server: clock_server, lifecycle }

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use hopsbridge_contracts::events::PaymentMethodAddedV1;
-use hopsbridge_platform::caller::{CallerKey, Role};
+use hopsbridge_platform::caller::{CallerSigner, Role};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, STRIPE_WEBHOOK_SECRET, ServiceProcess, TestBus, TestDb};
 use std::time::Duration;
 use uuid::Uuid;
@@ -38,7 +38,7 @@ async fn the_binary_opens_an_account_and_announces_a_card_added_through_checkout
     .await;
     assert!(opened, "account opened; output:\n{}", process.output());
 
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let owner = caller(user, &[Role::User, Role::Owner]);
     let path = "/api/billing/payment-method";
     let mut request = reqwest::Client::new().post(format!("{base}{path}"));

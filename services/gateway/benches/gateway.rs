@@ -34,7 +34,7 @@
 mod common;
 
 use common::{Options, Platform};
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_sandbox::auth0::{TestUser, TokenSpec};
 use hopsbridge_testkit::GATEWAY_SIGNING_KEY;
 use std::path::PathBuf;
@@ -156,7 +156,7 @@ async fn main() {
         .await
         .unwrap();
     let user_id = me["id"].as_str().unwrap().parse().unwrap();
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let caller = Caller {
         subject: "auth0|ada".into(),
         issuer: Some("https://tenant.hopsbridge.test/".into()),

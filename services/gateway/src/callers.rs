@@ -21,7 +21,7 @@
 use crate::error::GatewayCode;
 use actix_web::http::StatusCode;
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_platform::http::{ApiError, ErrorCode as _};
 use moka::Expiry;
 use moka::future::Cache;
@@ -252,7 +252,7 @@ pub const SIGNED_IN_PATH: &str = "/internal/callers/signed-in";
 pub async fn ask_identity(
     client: reqwest::Client,
     url: String,
-    key: CallerKey,
+    key: CallerSigner,
     person: PersonKey,
     email: Option<Email>,
 ) -> Result<Resolved, ApiError> {
@@ -268,7 +268,7 @@ pub async fn ask_identity_at(
     path: &str,
     client: reqwest::Client,
     url: String,
-    key: CallerKey,
+    key: CallerSigner,
     person: PersonKey,
     email: Option<Email>,
 ) -> Result<Resolved, ApiError> {

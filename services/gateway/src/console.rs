@@ -99,9 +99,12 @@ async fn send(
 ) -> Answer {
     let verb = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut outgoing = client.0.request(verb, target.url.clone()).header("accept", "application/json");
+    let body = body.map(|b| b.to_string());
     if let Some(caller) = caller {
         let now = chrono::Utc::now().timestamp();
-        for (name, value) in proxy.key.sign(method.as_str(), target.path_and_query, caller, now) {
+        let signed_body = body.as_deref().unwrap_or_default().as_bytes();
+        for (name, value) in proxy.key.sign_with_body(method.as_str(), target.path_and_query, signed_body, caller, now)
+        {
             outgoing = outgoing.header(name, value);
         }
     }
@@ -112,7 +115,7 @@ async fn send(
         outgoing = outgoing.header(name, value);
     }
     if let Some(body) = body {
-        outgoing = outgoing.header("content-type", "application/json").body(body.to_string());
+        outgoing = outgoing.header("content-type", "application/json").body(body);
     }
     let response = match outgoing.send().await {
         Ok(response) => response,

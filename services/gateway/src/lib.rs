@@ -17,9 +17,8 @@ pub mod tokens;
 use actix_web::web;
 use futures::future::BoxFuture;
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::caller::CallerKey;
 use hopsbridge_platform::config::{
-    AuthConfig, ConfigError, HttpConfig, ServiceSettings, ShutdownConfig, TelemetryConfig, Validate,
+    ConfigError, GatewayAuthConfig, HttpConfig, ServiceSettings, ShutdownConfig, TelemetryConfig, Validate,
 };
 use hopsbridge_platform::http::ReadinessCheck;
 use hopsbridge_platform::service::Application;
@@ -75,8 +74,8 @@ pub struct GatewayConfig {
     pub upstreams: Upstreams,
     /// The Auth0 tenant whose access tokens open the API.
     pub auth0: Auth0Config,
-    /// The key caller headers are signed with.
-    pub auth: AuthConfig,
+    /// The private key caller headers are signed with (only the gateway holds it).
+    pub auth: GatewayAuthConfig,
     /// Admin access for machine clients.
     pub admin: AdminConfig,
     /// Rate limits and caching.
@@ -244,8 +243,7 @@ pub async fn build(config: GatewayConfig) -> anyhow::Result<Application> {
             }) as Arc<dyn ReadinessCheck>
         })
         .collect();
-    let key =
-        CallerKey::new(&config.auth.gateway_signing_key).map_err(|e| anyhow::anyhow!("gateway signing key: {e}"))?;
+    let key = config.auth.signer()?;
     let login_client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())

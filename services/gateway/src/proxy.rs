@@ -35,7 +35,7 @@ use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::AccountStatus;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_platform::http::{ApiError, ErrorCode as _};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -156,8 +156,8 @@ pub struct Proxy {
     pub routes: Routes,
     /// Auth0 token validation.
     pub tokens: Arc<LazyValidator>,
-    /// The key caller headers are signed with.
-    pub key: CallerKey,
+    /// The gateway's private key, that caller headers are signed with.
+    pub key: CallerSigner,
     /// Requests a minute per person (issuer and subject).
     pub per_user: RateLimiter<PersonKey>,
     /// Requests a minute per client address (requests without one share a budget).
@@ -180,7 +180,7 @@ impl Proxy {
     pub fn new(
         routes: Routes,
         tokens: Arc<LazyValidator>,
-        key: CallerKey,
+        key: CallerSigner,
         limits: &crate::LimitsConfig,
         max_body_bytes: usize,
         sessions: Option<CookieSealer>,
@@ -265,7 +265,7 @@ pub async fn forward_webhook(
     if req.uri().path() == AUTH0_WEBHOOK {
         let tenant = Caller { issuer: Some(proxy.tokens.issuer().to_owned()), ..Caller::service(Service::Gateway) };
         let now = chrono::Utc::now().timestamp();
-        for (name, value) in proxy.key.sign("POST", req.uri().path(), &tenant, now) {
+        for (name, value) in proxy.key.sign_with_body("POST", req.uri().path(), &body, &tenant, now) {
             outgoing = outgoing.header(name, value);
         }
     }
@@ -535,7 +535,8 @@ async fn send(
     }
     if let Some(caller) = caller {
         let now = chrono::Utc::now().timestamp();
-        for (name, value) in proxy.key.sign(req.method().as_str(), target.path_and_query, caller, now) {
+        for (name, value) in proxy.key.sign_with_body(req.method().as_str(), target.path_and_query, &body, caller, now)
+        {
             outgoing = outgoing.header(name, value);
         }
     }

@@ -20,7 +20,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hopsbridge_domain::AuthSubject;
-use hopsbridge_platform::caller::CallerKey;
+use hopsbridge_platform::caller::CallerSigner;
 use hopsbridge_platform::http::{ApiError, ErrorCode as _};
 use hopsbridge_platform::{Secret, constant_time_eq};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
@@ -139,7 +139,7 @@ pub struct Login {
     client: tokio::sync::OnceCell<Client>,
     /// identity's base URL and the key requests to it are signed with: each sign-in is
     /// announced there ([`crate::callers::SIGNED_IN_PATH`]).
-    identity: Option<(String, CallerKey)>,
+    identity: Option<(String, CallerSigner)>,
 }
 
 /// An HTTP failure as openidconnect's client interface wants it.
@@ -175,7 +175,7 @@ impl Login {
 
     /// Announces each sign-in to identity at `url` (its base URL), signed with `key`.
     #[must_use]
-    pub fn announcing_to(mut self, url: &str, key: CallerKey) -> Self {
+    pub fn announcing_to(mut self, url: &str, key: CallerSigner) -> Self {
         self.identity = Some((url.trim_end_matches('/').to_owned(), key));
         self
     }

@@ -10,30 +10,31 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
-use hopsbridge_platform::secret::Secret;
+use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_sandbox::auth0::{ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, Auth0Config, Auth0Sim};
-use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestSettings};
+use hopsbridge_testkit::TestSettings;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// What the stand-in received: method, path with query, and the caller its headers verify as.
 type Seen = Arc<Mutex<Vec<(String, String, Result<Caller, String>)>>>;
 
-/// A stand-in for every service behind the gateway: it verifies the caller headers with the
-/// services' key, records them and answers 200.
+/// A stand-in for every service behind the gateway: it verifies the caller headers and the body
+/// they sign with the gateway's public key, as services do, records them and answers 200.
 fn upstream(seen: Seen) -> String {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let key = CallerKey::new(&Secret::new(GATEWAY_SIGNING_KEY.to_owned())).unwrap();
+    let key = hopsbridge_testkit::caller_verifier();
     let server = actix_web::HttpServer::new(move || {
         let (seen, key) = (Arc::clone(&seen), key.clone());
-        actix_web::App::new().default_service(web::to(move |req: HttpRequest| {
+        actix_web::App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
             let (seen, key) = (Arc::clone(&seen), key.clone());
             async move {
                 let path = req.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
                 let now = chrono::Utc::now().timestamp();
-                let caller = key.verify(req.method().as_str(), &path, req.headers(), now).map_err(|e| e.to_string());
+                let digest = hopsbridge_platform::caller::body_sha256(&body);
+                let caller =
+                    key.verify(req.method().as_str(), &path, req.headers(), &digest, now).map_err(|e| e.to_string());
                 seen.lock().unwrap().push((req.method().to_string(), path, caller));
                 HttpResponse::Ok().json(serde_json::json!({"from": "stand-in"}))
             }

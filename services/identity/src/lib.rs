@@ -52,8 +52,8 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 /// # Errors
 /// When Postgres or NATS cannot be reached, a migration fails, or the port cannot be bound.
 pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
-    let key = hopsbridge_platform::caller::CallerKey::new(&config.auth.gateway_signing_key)
-        .map_err(|e| anyhow::anyhow!("auth.gateway_signing_key: {e}"))?;
+    // This service's own credential for other services' internal routes.
+    let key = config.auth.service_signer()?;
     let team = team::Team::new(&config.team, key)?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
     let state = routes::State {

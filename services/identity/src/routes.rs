@@ -14,12 +14,12 @@ use crate::error::{IdentityCode, IdentityError, answers};
 use crate::memberships;
 use crate::team::Team;
 use crate::users::{self, NewPerson, Suspender, User};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{BodyDigest, Caller, CallerVerifier};
 use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, CatalogueSchema, ErrorBody, ErrorCode, PlatformCode};
@@ -125,9 +125,10 @@ async fn post_registration(state: Data, req: HttpRequest, body: web::Bytes) -> R
 /// the gateway vouched for when it forwarded the call (signed as the gateway). When both are
 /// there they must agree.
 fn webhook_tenant(state: &State, req: &HttpRequest) -> Result<String, ApiError> {
-    let vouched = req.app_data::<web::Data<CallerKey>>().and_then(|key| {
+    let vouched = req.app_data::<web::Data<CallerVerifier>>().and_then(|verifier| {
         let path = req.uri().path_and_query().map_or_else(|| req.path().to_owned(), ToString::to_string);
-        let gateway = key.verify("POST", &path, req.headers(), Utc::now().timestamp()).ok()?;
+        let digest = req.extensions().get::<BodyDigest>()?.0.clone();
+        let gateway = verifier.verify("POST", &path, req.headers(), &digest, Utc::now().timestamp()).ok()?;
         let as_gateway = Caller { issuer: None, ..gateway.clone() };
         as_gateway.is_service(Service::Gateway).then_some(gateway.issuer).flatten()
     });

@@ -5,7 +5,7 @@
 use crate::config::TeamApiConfig;
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::OwnerId;
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{Caller, CallerSigner};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ pub struct TeamUnavailable(String);
 pub struct Team {
     http: reqwest::Client,
     base: String,
-    key: CallerKey,
+    key: CallerSigner,
 }
 
 /// `GET /internal/owners/{id}/members`: the owner's current members, counted.
@@ -33,7 +33,7 @@ impl Team {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(cfg: &TeamApiConfig, key: CallerKey) -> anyhow::Result<Self> {
+    pub fn new(cfg: &TeamApiConfig, key: CallerSigner) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.timeout_ms)).build()?;
         Ok(Self { http, base: cfg.url.trim_end_matches('/').to_owned(), key })
     }

@@ -7,7 +7,7 @@ use crate::config::ProvisioningApiConfig;
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::{ClusterId, ProjectId};
 use hopsbridge_platform::Secret;
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{Caller, CallerSigner};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -46,7 +46,7 @@ impl AccessError {
 pub struct Provisioning {
     http: reqwest::Client,
     base: String,
-    key: CallerKey,
+    key: CallerSigner,
 }
 
 #[derive(Deserialize)]
@@ -102,7 +102,7 @@ impl Provisioning {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(cfg: &ProvisioningApiConfig, key: CallerKey) -> anyhow::Result<Self> {
+    pub fn new(cfg: &ProvisioningApiConfig, key: CallerSigner) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.timeout_ms)).build()?;
         Ok(Self { http, base: cfg.url.trim_end_matches('/').to_owned(), key })
     }

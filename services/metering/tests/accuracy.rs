@@ -636,7 +636,7 @@ mod through_the_service {
     use diesel_async::RunQueryDsl;
     use hopsbridge_contracts::Service;
     use hopsbridge_metering::MeteringConfig;
-    use hopsbridge_platform::caller::CallerKey;
+    use hopsbridge_platform::caller::CallerSigner;
     use hopsbridge_provisioning::ProvisioningConfig;
     use hopsbridge_sandbox::clock::{ClockServer, SimClock};
     use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
@@ -668,7 +668,7 @@ mod through_the_service {
 
     pub struct Env {
         pub db: TestDb,
-        key: CallerKey,
+        key: CallerSigner,
         provisioning: String,
         pub clock: Arc<SimClock>,
         clock_server: ClockServer,
@@ -743,7 +743,7 @@ mod through_the_service {
             let provisioning = format!("http://127.0.0.1:{}", app.port());
             let stop = CancellationToken::new();
             tokio::spawn(app.run_until_stopped(stop.clone()));
-            let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+            let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
             Self { db, key, provisioning, clock, clock_server, stops: vec![stop], bus }
         }
 

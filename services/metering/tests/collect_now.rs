@@ -10,7 +10,7 @@ use common::admin;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::ClusterRegisteredV1;
 use hopsbridge_metering::MeteringConfig;
-use hopsbridge_platform::caller::CallerKey;
+use hopsbridge_platform::caller::CallerSigner;
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings, unix_now};
 use reqwest::Method;
 use std::time::Duration;
@@ -77,7 +77,7 @@ async fn collecting_a_window_past_its_deadline_answers_window_closed_and_schedul
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let path = format!("/api/admin/metering/clusters/{cluster}/collect");
     let (status, body) = hopsbridge_testkit::signed_call(&key, &base, Method::POST, &path, Some(&admin()), None).await;
     assert_eq!((status.as_u16(), body["code"].as_str()), (409, Some("window_closed")), "{body}");

@@ -10,7 +10,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::ClusterRegisteredV1;
 use hopsbridge_metering::MeteringConfig;
 use hopsbridge_metering::error::MeteringCode;
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{Caller, CallerSigner};
 use hopsbridge_platform::http::ErrorCode;
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings};
 use reqwest::Method;
@@ -40,7 +40,7 @@ async fn every_code_is_answered_with_its_status() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let call = |method: Method, path: String, caller: Caller| {
         let (key, base) = (&key, &base);
         async move { hopsbridge_testkit::signed_call(key, base, method, &path, Some(&caller), None).await }

@@ -8,7 +8,7 @@ mod common;
 use common::admin;
 use hopsbridge_contracts::Service;
 use hopsbridge_metering::MeteringConfig;
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{Caller, CallerSigner};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings};
 use reqwest::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ async fn billing_pages_through_samples_and_reads_usage_per_owner_and_day() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let call = |path: String, caller: Caller| {
         let (key, base) = (&key, &base);
         async move { hopsbridge_testkit::signed_call(key, base, Method::GET, &path, Some(&caller), None).await }

@@ -19,7 +19,7 @@ use hopsbridge_contracts::events::{
 };
 use hopsbridge_contracts::{Event, Service};
 use hopsbridge_metering::MeteringConfig;
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{Caller, CallerSigner};
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::clock::{ClockServer, REAL_TIME_RATE_MILLI, SimClock};
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
@@ -98,7 +98,7 @@ fn sim_of(name: &str, clock: &Arc<SimClock>, workload: Workload) -> Sim {
 struct Env {
     db: TestDb,
     bus: TestBus,
-    key: CallerKey,
+    key: CallerSigner,
     provisioning: String,
     /// The sandbox's clock, at real time unless a test moves it, and where it is served.
     clock: Arc<SimClock>,
@@ -142,7 +142,7 @@ impl Env {
         let provisioning = format!("http://127.0.0.1:{}", app.port());
         let p_stop = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(p_stop.clone()));
-        let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+        let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
         Self { db, bus, key, provisioning, clock, clock_server, stops: vec![p_stop] }
     }
 

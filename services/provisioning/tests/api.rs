@@ -14,7 +14,7 @@ use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{ClusterAssignedV1, ClusterUnassignedV1, Envelope, PaymentMethodAddedV1};
 use hopsbridge_domain::{AccountStatus, ClusterId, UserId};
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_sandbox::hopsworks::{STATUS_ACTIVATED, STATUS_DEACTIVATED};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb, eventually};
 use prost::Message as _;
@@ -293,7 +293,8 @@ async fn the_metering_service_reads_a_clusters_kubeconfig_exactly_as_registered(
         .await;
     assert_eq!(status, StatusCode::OK);
     let mut request = reqwest::Client::new().get(format!("{}{path}", p.base));
-    for (name, value) in p.key.sign("GET", &path, &metering(), chrono::Utc::now().timestamp()) {
+    let metering_key = hopsbridge_testkit::service_signer(Service::Metering);
+    for (name, value) in metering_key.sign("GET", &path, &metering(), chrono::Utc::now().timestamp()) {
         request = request.header(name, value);
     }
     let response = request.send().await.unwrap();
@@ -308,9 +309,14 @@ async fn only_the_metering_service_reaches_the_internal_routes() {
     let p = start().await;
     let sim = hopsworks("guard");
     let id = p.register("eu-1", &sim, 5).await;
-    let other_key = CallerKey::new(&"another-signing-key-of-32-bytes-or-more".to_owned().into()).unwrap();
-    let forged = [
-        Caller { roles: vec![Role::User, Role::Admin], ..metering() },
+    let other_key = CallerSigner::from_seed(&[42; 32]);
+    // Billing's own credential: provisioning trusts it (it holds billing's public key), but the
+    // internal routes are metering's only. Billing also holds metering's public key, which
+    // does not let it sign as metering.
+    let billing_key = hopsbridge_testkit::service_signer(Service::Billing);
+    let forged = [Caller { roles: vec![Role::User, Role::Admin], ..metering() }];
+    // A service's role with anything but a service's exact shape is no caller at all.
+    let malformed = [
         Caller { user_id: Some(Uuid::now_v7().into()), ..metering() },
         Caller { subject: "auth0|metering".into(), ..metering() },
     ];
@@ -350,6 +356,29 @@ async fn the_metering_service_lists_a_clusters_projects_with_their_namespaces_an
     let p = start().await;
     let sim = hopsworks("projects");
     let id = p.register("eu-1", &sim, 5).await;
+        let send = async |key: &CallerSigner, caller: &Caller| {
+            let mut request = reqwest::Client::new().get(format!("{}{path}", p.base));
+            for (name, value) in key.sign("GET", &path, caller, chrono::Utc::now().timestamp()) {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap()["code"].as_str().map(str::to_owned))
+        };
+        let billing = Caller::service(Service::Billing);
+        assert_eq!(send(&billing_key, &billing).await, (StatusCode::FORBIDDEN, Some("metering_only".to_owned())));
+        assert_eq!(
+            send(&billing_key, &metering()).await,
+            (StatusCode::UNAUTHORIZED, Some("unauthenticated".to_owned()))
+        );
+        assert_eq!(send(&p.key, &metering()).await.0, StatusCode::UNAUTHORIZED, "the gateway's key is not metering's");
+        for caller in &malformed {
+            let (status, err) = p.call(Method::GET, &path, Some(caller), None).await;
+            assert_eq!(
+                (status, err["code"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+                "{caller:?}"
+            );
+        }
     let path = format!("/internal/clusters/{id}/projects");
     let (status, body) = p.call(Method::GET, &path, Some(&metering()), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -1066,7 +1095,7 @@ async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
     vars.push(("RUST_LOG".into(), "info,hopsbridge_provisioning=debug,hopsbridge_platform=debug".into()));
     let binary = env!("CARGO_BIN_EXE_hopsbridge-provisioning");
     let mut process = hopsbridge_testkit::ServiceProcess::start(binary, &vars);
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let p = Provisioning { base: process.url(), db, bus, key, stops: Vec::new() };
     let sim = hopsworks("proc");
     let id = p.register("eu-1", &sim, 3).await;

@@ -9,7 +9,7 @@ mod common;
 
 use common::{CLIENT_ID, KUBECONFIG, Provisioning, admin, cluster_body, metering};
 use hopsbridge_contracts::events::{PaymentMethodAddedV1, UserCreatedV1};
-use hopsbridge_platform::caller::{Caller, CallerKey};
+use hopsbridge_platform::caller::{Caller, CallerSigner};
 use hopsbridge_platform::mail::{Alert, enqueue_alert};
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
@@ -44,12 +44,13 @@ async fn no_secret_reaches_a_log_line_an_answer_or_a_recorded_error() {
     let mut env = settings.env();
     env.push(("RUST_LOG".into(), "debug".into()));
     let mut process = ServiceProcess::start(BINARY, &env);
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let p = Provisioning { base: process.url(), db, bus, key, stops: Vec::new() };
 
     let (_, keys) = PROVISIONING_ENCRYPTION_KEYS.split_once(',').unwrap();
     let scan = SecretScan::new()
         .secret("auth.gateway_signing_key", GATEWAY_SIGNING_KEY)
+        .secret("auth.service_key", hopsbridge_testkit::service_key(hopsbridge_contracts::Service::Provisioning))
         .secret("encryption key test1", "test-key-one-32-bytes-long------")
         .secret("encryption key test2", keys.trim_start_matches("test2:"))
         .secret("mail.smtp_url password", SMTP_PASSWORD)
@@ -125,7 +126,7 @@ async fn no_secret_reaches_a_log_line_an_answer_or_a_recorded_error() {
     assert!(failed, "the Hopsworks work was tried and failed");
 
     // Forged caller headers: signed with another key, or not at all.
-    let forged = CallerKey::new(&"another-signing-key-0123456789abcdef-xyz".to_owned().into()).unwrap();
+    let forged = CallerSigner::from_seed(&[42; 32]);
     let (status, answer) =
         hopsbridge_testkit::signed_call(&forged, &p.base, Method::GET, "/api/admin/clusters", Some(&admin()), None)
             .await;

@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::UserCreatedV1;
 use hopsbridge_domain::{Email, UserId};
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_sandbox::mail::MailSim;
 use hopsbridge_team::TeamConfig;
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings, eventually};
@@ -56,7 +56,7 @@ async fn an_event_team_gave_up_on_is_listed_with_its_reason_and_replayed_once_af
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     let call = async |method: Method, path: &str, roles: Vec<Role>| {
         hopsbridge_testkit::signed_call(&key, &base, method, path, Some(&caller(roles)), None).await
     };

@@ -6,7 +6,8 @@
 //!
 //! With `--register-clusters-at`, it also plays the operator: once provisioning answers at that
 //! URL, it registers every simulated cluster there as an admin, signing with the key in
-//! `HOPSBRIDGE_SANDBOX_SIGNING_KEY` (the services' shared `auth.gateway_signing_key`).
+//! `HOPSBRIDGE_SANDBOX_SIGNING_KEY` (the gateway's private `auth.gateway_signing_key`: in
+//! development the sandbox vouches for its operator as the gateway would).
 //!
 //! With `--post-registration-url`, a sign-up on the tenant's login page fires the
 //! post-registration Action at that URL with the secret in `HOPSBRIDGE_SANDBOX_AUTH0_WEBHOOK_SECRET`
@@ -96,7 +97,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         let key = match args.register_at.as_ref().map(|_| std::env::var("HOPSBRIDGE_SANDBOX_SIGNING_KEY")) {
-            Some(Ok(k)) => match hopsbridge_platform::caller::CallerKey::new(&k.into()) {
+            Some(Ok(k)) => match hopsbridge_platform::caller::CallerSigner::new(&k.into()) {
                 Ok(key) => Some(key),
                 Err(e) => {
                     eprintln!("hopsbridge-sandbox: HOPSBRIDGE_SANDBOX_SIGNING_KEY {e}");

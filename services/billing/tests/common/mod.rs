@@ -9,7 +9,7 @@ use hopsbridge_billing::BillingConfig;
 use hopsbridge_billing::events::UserCreatedHooks;
 use hopsbridge_contracts::events::{Envelope, UsageRecordedV1, UserCreatedV1};
 use hopsbridge_contracts::{Event, Service};
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim, signature_header};
 use hopsbridge_testkit::{
     GATEWAY_SIGNING_KEY, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, TestBus, TestDb, TestSettings,
@@ -29,7 +29,7 @@ pub struct Billing {
     pub db: TestDb,
     pub bus: TestBus,
     pub sim: StripeSim,
-    pub key: CallerKey,
+    pub key: CallerSigner,
     pub config: BillingConfig,
     stop: CancellationToken,
 }
@@ -82,7 +82,7 @@ pub async fn start_adjusted(hooks: UserCreatedHooks, adjust: impl FnOnce(TestSet
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     Billing { base, db, bus, sim, key, config, stop }
 }
 
@@ -193,7 +193,7 @@ impl Billing {
         db: TestDb,
         bus: TestBus,
         sim: StripeSim,
-        key: CallerKey,
+        key: CallerSigner,
         config: BillingConfig,
         stop: CancellationToken,
     ) -> Self {

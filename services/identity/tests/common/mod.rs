@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::OwnerId;
 use hopsbridge_identity::IdentityConfig;
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, CallerVerifier, Role};
 use hopsbridge_sandbox::auth0::{Auth0Sim, PostRegistrationAction};
 use hopsbridge_sandbox::server::Served;
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings, WEBHOOK_SECRET};
@@ -27,7 +27,7 @@ pub struct Identity {
     pub base: String,
     pub db: TestDb,
     pub bus: TestBus,
-    pub key: CallerKey,
+    pub key: CallerSigner,
     pub team: TeamStub,
     stop: CancellationToken,
 }
@@ -51,7 +51,8 @@ pub struct TeamStub {
 impl TeamStub {
     pub fn start() -> Self {
         let state = Arc::new(TeamState::default());
-        let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+        // What team verifies with: the gateway's and every service's public key.
+        let key = hopsbridge_testkit::caller_verifier();
         let shared = Arc::clone(&state);
         let served = Served::start(
             move |c| {
@@ -89,10 +90,11 @@ async fn members(
     req: HttpRequest,
     owner: web::Path<OwnerId>,
     state: web::Data<TeamState>,
-    key: web::Data<CallerKey>,
+    key: web::Data<CallerVerifier>,
 ) -> HttpResponse {
     let path = req.uri().path_and_query().map_or_else(|| req.path().to_owned(), ToString::to_string);
-    let verified = key.verify("GET", &path, req.headers(), chrono::Utc::now().timestamp());
+    let empty = hopsbridge_platform::caller::body_sha256(b"");
+    let verified = key.verify("GET", &path, req.headers(), &empty, chrono::Utc::now().timestamp());
     if !verified.is_ok_and(|caller| caller.is_service(Service::Identity)) {
         return HttpResponse::Unauthorized().json(json!({"code": "unauthenticated"}));
     }
@@ -130,7 +132,7 @@ pub async fn start_with_team(team: TeamStub, team_url: Option<String>) -> Identi
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     Identity { base, db, bus, key, team, stop }
 }
 

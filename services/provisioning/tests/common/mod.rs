@@ -10,7 +10,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
     Envelope, PaymentMethodAddedV1, TeamMemberJoinedV1, TeamMemberRemovedV1, UserCreatedV1,
 };
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb, TestSettings};
@@ -71,7 +71,7 @@ pub struct Provisioning {
     /// Its NATS prefix.
     pub bus: TestBus,
     /// The gateway's signing key, to call it as the gateway would.
-    pub key: CallerKey,
+    pub key: CallerSigner,
     /// Stops every replica started in process.
     pub stops: Vec<CancellationToken>,
 }
@@ -118,7 +118,7 @@ pub async fn start_with(change: impl FnOnce(TestSettings) -> TestSettings) -> Pr
     let db = TestDb::new().await;
     let bus = TestBus::new().await;
     let (base, stop) = launch_with(change(settings(&db, &bus, PROVISIONING_ENCRYPTION_KEYS, "test1"))).await;
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     Provisioning { base, db, bus, key, stops: vec![stop] }
 }
 

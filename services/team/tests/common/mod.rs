@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use hopsbridge_contracts::events::{Envelope, UserCreatedV1};
 use hopsbridge_contracts::{Event, Service};
 use hopsbridge_domain::{Email, UserId};
-use hopsbridge_platform::caller::{Caller, CallerKey, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_sandbox::mail::{MailSim, Message};
 use hopsbridge_team::TeamConfig;
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings, eventually};
@@ -29,7 +29,7 @@ pub struct Team {
     pub db: TestDb,
     pub bus: TestBus,
     pub mail: MailSim,
-    pub key: CallerKey,
+    pub key: CallerSigner,
     stop: CancellationToken,
 }
 
@@ -50,7 +50,7 @@ pub async fn start_on(nats_url: &str) -> Team {
     let bus = TestBus::new().await;
     let mail = MailSim::start().unwrap();
     let (base, stop) = launch(&db, &bus, &mail, nats_url).await;
-    let key = CallerKey::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
+    let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
     Team { base, db, bus, mail, key, stop }
 }
 

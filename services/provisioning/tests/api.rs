@@ -329,6 +329,29 @@ async fn only_the_metering_service_reaches_the_internal_routes() {
             request = request.header(name, value);
         }
         assert_eq!(request.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "signed with another key");
+        let send = async |key: &CallerSigner, caller: &Caller| {
+            let mut request = reqwest::Client::new().get(format!("{}{path}", p.base));
+            for (name, value) in key.sign("GET", &path, caller, chrono::Utc::now().timestamp()) {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap()["code"].as_str().map(str::to_owned))
+        };
+        let billing = Caller::service(Service::Billing);
+        assert_eq!(send(&billing_key, &billing).await, (StatusCode::FORBIDDEN, Some("metering_only".to_owned())));
+        assert_eq!(
+            send(&billing_key, &metering()).await,
+            (StatusCode::UNAUTHORIZED, Some("unauthenticated".to_owned()))
+        );
+        assert_eq!(send(&p.key, &metering()).await.0, StatusCode::UNAUTHORIZED, "the gateway's key is not metering's");
+        for caller in &malformed {
+            let (status, err) = p.call(Method::GET, &path, Some(caller), None).await;
+            assert_eq!(
+                (status, err["code"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+                "{caller:?}"
+            );
+        }
         let refused =
             [admin(), person(Uuid::now_v7()), Caller::service(Service::Billing), Caller::service(Service::Gateway)];
         for caller in refused.iter().chain(&forged) {
@@ -356,29 +379,6 @@ async fn the_metering_service_lists_a_clusters_projects_with_their_namespaces_an
     let p = start().await;
     let sim = hopsworks("projects");
     let id = p.register("eu-1", &sim, 5).await;
-        let send = async |key: &CallerSigner, caller: &Caller| {
-            let mut request = reqwest::Client::new().get(format!("{}{path}", p.base));
-            for (name, value) in key.sign("GET", &path, caller, chrono::Utc::now().timestamp()) {
-                request = request.header(name, value);
-            }
-            let response = request.send().await.unwrap();
-            (response.status(), response.json::<Value>().await.unwrap()["code"].as_str().map(str::to_owned))
-        };
-        let billing = Caller::service(Service::Billing);
-        assert_eq!(send(&billing_key, &billing).await, (StatusCode::FORBIDDEN, Some("metering_only".to_owned())));
-        assert_eq!(
-            send(&billing_key, &metering()).await,
-            (StatusCode::UNAUTHORIZED, Some("unauthenticated".to_owned()))
-        );
-        assert_eq!(send(&p.key, &metering()).await.0, StatusCode::UNAUTHORIZED, "the gateway's key is not metering's");
-        for caller in &malformed {
-            let (status, err) = p.call(Method::GET, &path, Some(caller), None).await;
-            assert_eq!(
-                (status, err["code"].as_str()),
-                (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
-                "{caller:?}"
-            );
-        }
     let path = format!("/internal/clusters/{id}/projects");
     let (status, body) = p.call(Method::GET, &path, Some(&metering()), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -385,6 +385,12 @@ impl HopsworksSim {
         Ok(key)
     }
 
+    /// Revokes an API key, as its user does in their account settings: every call with it is
+    /// refused (401) from then on.
+    pub fn revoke_api_key(&self, key: &str) {
+        lock(&self.inner.state).api_keys.retain(|(k, _)| k != key);
+    }
+
     /// The OAuth client id registered on the cluster.
     #[must_use]
     pub fn oauth_client_id(&self) -> &str {

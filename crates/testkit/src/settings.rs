@@ -54,6 +54,7 @@ impl TestSettings {
         Self::data_service(Service::Provisioning, db, bus)
             .set("http.workers", "2")
             .set("clusters.allow_private_addresses", "true")
+            .set("clusters.check_timeout_ms", "2000")
             .set("encryption.keys", crate::PROVISIONING_ENCRYPTION_KEYS)
             .set("encryption.active_key", "test1")
             .set("hopsworks.request_timeout_ms", "1000")

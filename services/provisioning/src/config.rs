@@ -45,6 +45,20 @@ pub struct ClustersConfig {
     /// link-local, unspecified or cloud metadata address. Development and tests only, whose
     /// simulated clusters listen on 127.0.0.1; false in production.
     pub allow_private_addresses: bool,
+    /// How long one request of a cluster's checks may take (each Kubernetes request; the
+    /// Hopsworks check uses the `hopsworks` client settings), in milliseconds.
+    pub check_timeout_ms: u64,
+    /// How often each cluster's health is checked, in seconds (every check a registration
+    /// passes, run again).
+    pub health_interval_secs: u64,
+}
+
+impl ClustersConfig {
+    /// How long one replica may hold a cluster's health check before another may take it.
+    #[must_use]
+    pub fn health_lease(&self) -> Duration {
+        Duration::from_millis(self.check_timeout_ms.saturating_mul(8)).max(Duration::from_secs(60))
+    }
 }
 
 /// Calls to a cluster's Hopsworks admin API.
@@ -127,6 +141,8 @@ impl Validate for ProvisioningConfig {
             ("assignments.lease_secs", self.assignments.lease_secs),
             ("projects.sync_interval_secs", self.projects.sync_interval_secs),
             ("projects.sync_lease_secs", self.projects.sync_lease_secs),
+            ("clusters.check_timeout_ms", self.clusters.check_timeout_ms),
+            ("clusters.health_interval_secs", self.clusters.health_interval_secs),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -31,6 +31,11 @@ hopsbridge_platform::error_codes! {
         /// (`clusters.allow_private_addresses` lifts this for development).
         ClusterAddressRefused = (BAD_REQUEST, "cluster_address_refused",
             "the cluster's Hopsworks URL and kubeconfig server must not be loopback, link-local, unspecified or metadata addresses"),
+        /// A registration or change failed a check of the cluster as the services will use it
+        /// (the API server, metering's permissions, metrics-server's API, the Hopsworks admin
+        /// API with the key); `details.checks` lists every check with what to fix.
+        ClusterCheckFailed = (UNPROCESSABLE_ENTITY, "cluster_check_failed",
+            "the cluster failed its checks; details.checks says what to fix"),
         /// A cluster's CA bundle is missing or not PEM certificates.
         InvalidCaBundle = (BAD_REQUEST, "invalid_ca_bundle", "ca_bundle must hold PEM certificates"),
         /// A cluster's OAuth client id is missing, empty, too long or has control characters.

@@ -336,6 +336,23 @@ impl Hopsworks {
         }
     }
 
+    /// Asks the admin API the cheapest question the service asks it (`GET /admin/users`, one
+    /// user): the number of users when it answers, else the status and what Hopsworks said.
+    ///
+    /// # Errors
+    /// [`CallError`] when no answer came (after the client's tries).
+    pub async fn probe(&self) -> Result<Result<u64, (StatusCode, String)>, CallError> {
+        let mut url = self.url("admin/users")?;
+        url.query_pairs_mut().append_pair("offset", "0").append_pair("limit", "1");
+        let (status, body) = self.send("GET /admin/users", Method::GET, url, None).await?;
+        if !status.is_success() {
+            return Ok(Err((status, describe(status, &body))));
+        }
+        let list: UserList = serde_json::from_slice(&body)
+            .map_err(|e| CallError(format!("GET /admin/users: unexpected answer: {e}")))?;
+        Ok(Ok(list.count))
+    }
+
     /// The user `id` (`GET /admin/users/{id}`); `None` when there is no such user.
     ///
     /// # Errors
@@ -591,8 +608,20 @@ fn transport(what: &str, e: &reqwest::Error) -> CallError {
     } else {
         "connection failed"
     };
-    // reqwest's own text holds the URL (with the email in it); only the cause is kept.
-    let cause = std::error::Error::source(e).map(ToString::to_string).unwrap_or_default();
+    // reqwest's own text holds the URL (with the email in it); only the causes are kept, each
+    // once (a TLS failure is a few sources down).
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !cause.contains(&text) {
+            if !cause.is_empty() {
+                cause.push_str(": ");
+            }
+            cause.push_str(&text);
+        }
+        source = s.source();
+    }
     CallError(format!("{what}: {kind}: {cause}"))
 }
 

@@ -19,6 +19,9 @@
 //!   (`UserSignedInV1`) ([`lifecycle`]); each cluster's projects are synced on
 //!   a schedule and on demand, and each owner's count announced (`ProjectsCountedV1`,
 //!   [`project_sync`]).
+//! - A cluster is checked as the services will use it before a registration or a change of its
+//!   kubeconfig, URL, key or CA bundle is accepted, and again on a schedule, its last result
+//!   shown as its health ([`cluster_checks`], [`kube_checks`], [`cluster_health`], decision 0054).
 //!
 //! Modules are layered: each imports only modules of the layers before it (the `layers` test
 //! checks this), so none is part of an import circle.
@@ -29,14 +32,16 @@
 //! | 2 | [`config`] | settings |
 //! | 3 | [`users`], [`seats`], [`work`], [`team_members`], [`project_members`] | the people projection, seat counting and the placement lock, leased Hopsworks work, team memberships, members' places in projects |
 //! | 4 | [`clusters`] | the registry |
-//! | 5 | [`hopsworks`] | a cluster's Hopsworks API |
-//! | 6 | [`validate`] | checks of registrations |
-//! | 7 | [`assignments`] | placement, moves and unassignments |
+//! | 5 | [`hopsworks`], [`kube_checks`] | a cluster's Hopsworks API, the checks of its kubeconfig |
+//! | 6 | [`validate`], [`cluster_checks`] | checks of registrations, and of the cluster they name |
+//! | 7 | [`assignments`], [`cluster_health`] | placement, moves and unassignments; clusters' scheduled checks |
 //! | 8 | [`teams`], [`lifecycle`] | what joining and leaving a team do, accounts' status and limit following ours |
 //! | 9 | [`events`], [`erasure`], [`worker`], [`rotate`], [`project_sync`] | consumers, personal data erased, the background task, `rotate-keys`, project syncs |
 //! | 10 | [`routes`] | the HTTP API |
 
 pub mod assignments;
+pub mod cluster_checks;
+pub mod cluster_health;
 pub mod clusters;
 pub mod config;
 pub mod crypto;
@@ -44,6 +49,7 @@ pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod hopsworks;
+pub mod kube_checks;
 pub mod lifecycle;
 pub mod metrics;
 pub mod project_members;
@@ -113,6 +119,14 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         wake.clone(),
     );
     let scheduled = sync.clone();
+    let checker = cluster_checks::Checker::new(&config.hopsworks, &config.clusters);
+    let health = cluster_health::HealthChecks::new(
+        service.db.clone(),
+        vault.clone(),
+        checker.clone(),
+        std::time::Duration::from_secs(config.clusters.health_interval_secs),
+        config.clusters.health_lease(),
+    );
     let state = routes::State {
         db: service.db.clone(),
         vault: vault.clone(),
@@ -122,6 +136,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         clock: service.clock.clone(),
         allow_private_addresses: config.clusters.allow_private_addresses,
         sync,
+        checker,
     };
     // Consumers wake the background task once their transaction has committed.
     let woken = wake.clone();
@@ -164,6 +179,7 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         .with_task("plan-changed", move |cancel| plans.run(cancel))
         .with_task("user-signed-in", move |cancel| signed_in.run(cancel))
         .with_task("project-sync", move |cancel| scheduled.run(cancel))
+        .with_task("cluster-health", move |cancel| health.run(cancel))
         .with_task("payment-method-added", move |cancel| paid.run(cancel))
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))

@@ -23,6 +23,8 @@
 //! ([`ProvisioningCode`] and the platform's).
 
 use crate::assignments::{self, Assignment};
+use crate::cluster_checks::{Checker, Target};
+use crate::cluster_health::{self, ClusterWithHealth, Health};
 use crate::clusters::{self, ClusterChange, ClusterRow, ClusterView};
 use crate::config::HopsworksConfig;
 use crate::crypto::Vault;
@@ -66,6 +68,8 @@ pub struct State {
     pub allow_private_addresses: bool,
     /// Syncs clusters' projects on an admin's demand.
     pub sync: ProjectSync,
+    /// Checks a cluster before a registration or change is accepted (decision 0054).
+    pub checker: Checker,
 }
 
 /// Registers the routes.
@@ -150,6 +154,15 @@ fn invalid_cluster() -> String {
             InvalidRegion,
             InvalidStatus,
         ],
+    )
+}
+
+/// 422 for a registration or change the cluster's checks refused.
+fn check_failed() -> String {
+    answers(
+        "the cluster failed a check; details.checks lists each with what to fix",
+        &[],
+        &[ProvisioningCode::ClusterCheckFailed],
     )
 }
 
@@ -319,15 +332,24 @@ fn body_of(bytes: &[u8]) -> Result<ClusterBody, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/admin/clusters", tag = "clusters", request_body = ClusterRegistration,
-    responses((status = 201, description = "registered (ClusterRegistered announced, without secrets)", body = ClusterView),
+    description = "The addresses are checked first (no loopback, link-local or metadata address unless configured), \
+        then the cluster as the services will use it: the API server answers the kubeconfig, its user may do what \
+        metering does, metrics-server's API is served, and Hopsworks' admin API answers the key (decision 0054).",
+    responses((status = 201, description = "registered (ClusterRegistered announced, without secrets), with the checks it passed as its health", body = ClusterWithHealth),
         (status = 400, description = invalid_cluster(), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = admins_only(), body = ErrorBody),
-        (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody)))]
+        (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody),
+        (status = 422, description = check_failed(), body = ErrorBody)))]
 async fn create_cluster(state: Data, caller: Caller, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let change = parse_body(&body_of(&body)?, true)?;
     validate::callable_addresses(&change, state.allow_private_addresses).await.map_err(refused)?;
+    let report = state.checker.run(&Target::of_change(&change, None, &state.vault)?).await;
+    if !report.ok {
+        tracing::info!(name = ?change.name, "cluster registration refused by its checks");
+        return Err(report.refusal());
+    }
     let new = change
         .complete()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a registration passed its checks with a field missing")))?;
@@ -335,43 +357,54 @@ async fn create_cluster(state: Data, caller: Caller, body: web::Bytes) -> Result
     let view = state
         .db
         .transaction(|c| {
-            let (vault, new, now) = (vault.clone(), new.clone(), state.clock.now());
-            Box::pin(async move { clusters::create(c, &vault, &new, now).await })
+            let (vault, new, now, report) = (vault.clone(), new.clone(), state.clock.now(), report.clone());
+            Box::pin(async move {
+                let view = clusters::create(c, &vault, &new, now).await?;
+                cluster_health::record(c, view.id, &report).await?;
+                let health = cluster_health::of(c, &[view.id]).await?.remove(&view.id);
+                Ok::<_, ProvisioningError>(ClusterWithHealth { cluster: view, health })
+            })
         })
         .await?;
-    tracing::info!(cluster_id = %view.id, name = %view.name, "cluster registered");
+    tracing::info!(cluster_id = %view.cluster.id, name = %view.cluster.name, "cluster registered");
     state.wake.notify_one();
     Ok(HttpResponse::Created().json(view))
 }
 
 #[utoipa::path(get, path = "/api/admin/clusters", tag = "clusters",
-    responses((status = 200, description = "every cluster, by name", body = Vec<ClusterView>),
+    responses((status = 200, description = "every cluster, by name, with its last health check", body = Vec<ClusterWithHealth>),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = admins_only(), body = ErrorBody)))]
 async fn list_clusters(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let mut conn = state.db.conn().await?;
-    Ok(HttpResponse::Ok().json(clusters::list(&mut conn).await?))
+    let views = clusters::list(&mut conn).await?;
+    Ok(HttpResponse::Ok().json(cluster_health::with_health(&mut conn, views).await.map_err(ProvisioningError::from)?))
 }
 
 #[utoipa::path(get, path = "/api/admin/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path, description = "cluster id")),
-    responses((status = 200, description = "the cluster", body = ClusterView),
+    responses((status = 200, description = "the cluster, with its last health check", body = ClusterWithHealth),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = admins_only(), body = ErrorBody),
         (status = 404, description = no_such_cluster(), body = ErrorBody)))]
 async fn get_cluster(state: Data, caller: Caller, id: web::Path<ClusterId>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let mut conn = state.db.conn().await?;
-    Ok(HttpResponse::Ok().json(clusters::get(&mut conn, *id).await?))
+    let view = clusters::get(&mut conn, *id).await?;
+    let mut one = cluster_health::with_health(&mut conn, vec![view]).await.map_err(ProvisioningError::from)?;
+    Ok(HttpResponse::Ok().json(one.pop()))
 }
 
 #[utoipa::path(patch, path = "/api/admin/clusters/{id}", tag = "clusters", params(("id" = Uuid, Path, description = "cluster id")), request_body = ClusterBody,
-    responses((status = 200, description = "changed (ClusterUpdated announced, without secrets)", body = ClusterView),
+    description = "A change of the kubeconfig is checked against the API server, and one of the URL, key or CA \
+        bundle against Hopsworks, as a registration is, before it is accepted.",
+    responses((status = 200, description = "changed (ClusterUpdated announced, without secrets)", body = ClusterWithHealth),
         (status = 400, description = invalid_cluster(), body = ErrorBody),
         (status = 401, description = not_signed_in(), body = ErrorBody),
         (status = 403, description = admins_only(), body = ErrorBody),
         (status = 404, description = no_such_cluster(), body = ErrorBody),
-        (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody)))]
+        (status = 409, description = answers("name taken", &[], &[ProvisioningCode::ClusterNameTaken]), body = ErrorBody),
+        (status = 422, description = check_failed(), body = ErrorBody)))]
 async fn update_cluster(
     state: Data,
     caller: Caller,
@@ -382,15 +415,33 @@ async fn update_cluster(
     let change = parse_body(&body_of(&body)?, false)?;
     validate::callable_addresses(&change, state.allow_private_addresses).await.map_err(refused)?;
     let id = *id;
+    let current = {
+        let mut conn = state.db.conn().await?;
+        clusters::row(&mut conn, id).await?
+    };
+    let target = Target::of_change(&change, Some(&current), &state.vault)?;
+    let report = if target.is_empty() { None } else { Some(state.checker.run(&target).await) };
+    if let Some(report) = report.as_ref().filter(|r| !r.ok) {
+        tracing::info!(cluster_id = %id, "cluster change refused by its checks");
+        return Err(report.refusal());
+    }
     let vault = state.vault.clone();
     let view = state
         .db
         .transaction(|c| {
-            let (vault, change, now) = (vault.clone(), change.clone(), state.clock.now());
-            Box::pin(async move { clusters::update(c, &vault, id, &change, now).await })
+            let (vault, change, now, report) = (vault.clone(), change.clone(), state.clock.now(), report.clone());
+            Box::pin(async move {
+                let view = clusters::update(c, &vault, id, &change, now).await?;
+                if let Some(report) = &report {
+                    cluster_health::record(c, id, report).await?;
+                }
+                let health = cluster_health::of(c, &[id]).await?.remove(&id);
+                Ok::<_, ProvisioningError>(ClusterWithHealth { cluster: view, health })
+            })
         })
         .await?;
-    tracing::info!(cluster_id = %view.id, status = %view.status, capacity = view.capacity, "cluster changed");
+    let (status, capacity) = (view.cluster.status, view.cluster.capacity);
+    tracing::info!(cluster_id = %id, %status, capacity, "cluster changed");
     state.wake.notify_one();
     Ok(HttpResponse::Ok().json(view))
 }
@@ -855,7 +906,7 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<ProvisioningCode> =
 #[openapi(
     paths(create_cluster, list_clusters, get_cluster, update_cluster, sync_projects, list_assignments, status_drift,
         get_assignment, move_assignment, delete_assignment, member_projects, my_cluster),
-    components(schemas(ClusterBody, ClusterRegistration, ClusterView, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
+    components(schemas(ClusterBody, ClusterRegistration, ClusterView, ClusterWithHealth, Health, crate::kube_checks::Check, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
         TeamState, ProjectMember, AccessState, MyCluster, ClusterSummary, Synced, StatusDrift, StatusDriftReport,
         UnreadCluster, ErrorBody)),
     modifiers(&CATALOGUE),

@@ -30,6 +30,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    cluster_health (cluster_id) {
+        cluster_id -> Uuid,
+        checked_at -> Nullable<Timestamptz>,
+        ok -> Nullable<Bool>,
+        checks -> Jsonb,
+        lease_until -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     clusters (id) {
         id -> Uuid,
         name -> Text,
@@ -142,6 +152,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(cluster_health -> clusters (cluster_id));
 diesel::joinable!(project_counts -> clusters (cluster_id));
 diesel::joinable!(project_members -> clusters (cluster_id));
 diesel::joinable!(project_syncs -> clusters (cluster_id));
@@ -150,6 +161,7 @@ diesel::joinable!(team_members -> clusters (synced_cluster_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     assignments,
+    cluster_health,
     clusters,
     plans,
     project_counts,

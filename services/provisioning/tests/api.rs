@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    Bytes, CLIENT_ID, KUBECONFIG, Provisioning, admin, cluster_body, hopsworks, launch, metering, person, settings,
-    start, start_with,
+    Bytes, CLIENT_ID, KUBECONFIG, Provisioning, admin, cluster_body, hopsworks, kube_cluster, kubeconfig, launch,
+    launch_with, metering, person, settings, start, start_with,
 };
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
@@ -54,7 +54,8 @@ async fn admins_register_list_view_and_change_clusters_and_secrets_never_leave()
     assert_eq!((status, one["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
     assert!(!leaked(&one));
 
-    let new_key = format!("rotated-api-key-{}", Uuid::new_v4().simple());
+    // A new key of the cluster's admin (the change is checked against Hopsworks).
+    let new_key = sim.create_api_key(&sim.admin().unwrap().username).unwrap();
     let (status, changed) = p
         .call(
             Method::PATCH,
@@ -197,7 +198,7 @@ async fn every_bad_registration_is_refused_with_its_code_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_on_loopback_link_local_unspecified_or_metadata_addresses_are_refused_and_nothing_stored() {
-    let p = start_with(|s| s.set("clusters.allow_private_addresses", "false")).await;
+    let mut p = start_with(|s| s.set("clusters.allow_private_addresses", "false")).await;
     let sim = hopsworks("ssrf");
     // A private-network address is where clusters live: allowed.
     let kubeconfig_at = |server: &str| json!(KUBECONFIG.replace("https://127.0.0.1:6443", server));
@@ -244,8 +245,32 @@ async fn clusters_on_loopback_link_local_unspecified_or_metadata_addresses_are_r
     assert_eq!(p.count("SELECT count(*) AS n FROM clusters").await, 0, "nothing registered");
     assert_eq!(p.count("SELECT count(*) AS n FROM outbox").await, 0, "nothing announced");
 
-    // The same cluster on allowed addresses registers; changing it to a refused one changes nothing.
-    let (status, created) = p.call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(good("eu-1"))).await;
+    // On allowed addresses the cluster itself is checked: nothing answers there, so it is
+    // refused too, for that reason, and nothing is stored.
+    let (status, err) = p.call(Method::POST, "/api/admin/clusters", Some(&admin()), Some(good("eu-1"))).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("cluster_check_failed")),
+        "{err}"
+    );
+    let kube = &err["details"]["checks"][0];
+    assert_eq!((kube["name"].as_str(), kube["ok"].as_bool()), (Some("kubernetes_api"), Some(false)), "{err}");
+    assert_eq!(p.count("SELECT count(*) AS n FROM clusters").await, 0, "nothing registered");
+
+    // A cluster registered where loopback is allowed (another replica's settings, same
+    // database) cannot be changed to a refused address where it is not.
+    let lenient = settings(&p.db, &p.bus, PROVISIONING_ENCRYPTION_KEYS, "test1");
+    let (lenient, stop) = launch_with(lenient).await;
+    p.stops.push(stop);
+    let (status, created) = hopsbridge_testkit::signed_call(
+        &p.key,
+        &lenient,
+        Method::POST,
+        "/api/admin/clusters",
+        Some(&admin()),
+        Some(cluster_body("eu-1", &sim, 5)),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     for (change, _, _) in &cases {
@@ -258,12 +283,11 @@ async fn clusters_on_loopback_link_local_unspecified_or_metadata_addresses_are_r
         );
     }
     let (_, one) = p.call(Method::GET, &format!("/api/admin/clusters/{id}"), Some(&admin()), None).await;
-    assert_eq!(one["api_url"], "https://10.20.30.40:8181");
+    assert_eq!(one["api_url"], json!(sim.origin()));
     assert_eq!(p.count("SELECT count(*) AS n FROM outbox").await, 1, "only the registration was announced");
-    let (status, kubeconfig) =
+    let (status, stored) =
         p.call(Method::GET, &format!("/internal/clusters/{id}/kubeconfig"), Some(&metering()), None).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(kubeconfig["kubeconfig"].as_str().unwrap().contains("https://10.20.30.41:6443"));
+    assert_eq!((status, stored["kubeconfig"].as_str()), (StatusCode::OK, Some(kubeconfig().as_str())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,10 +303,11 @@ async fn the_metering_service_reads_a_clusters_kubeconfig_exactly_as_registered(
     let path = format!("/internal/clusters/{id}/kubeconfig");
     let (status, body) = p.call(Method::GET, &path, Some(&metering()), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({"cluster_id": id, "name": "eu-1", "status": "active", "kubeconfig": KUBECONFIG}));
+    assert_eq!(body, json!({"cluster_id": id, "name": "eu-1", "status": "active", "kubeconfig": kubeconfig()}));
 
     // A changed kubeconfig and status are answered as they now are, and the answer is not stored.
-    let changed = KUBECONFIG.replace("kube-token-very-secret-0123", "kube-token-rotated-4567");
+    let rotated = kube_cluster("rotated", Some("kube-token-rotated-4567"));
+    let changed = rotated.kubeconfig();
     let (status, _) = p
         .call(
             Method::PATCH,
@@ -309,6 +334,8 @@ async fn only_the_metering_service_reaches_the_internal_routes() {
     let p = start().await;
     let sim = hopsworks("guard");
     let id = p.register("eu-1", &sim, 5).await;
+    // The registration's check of the key is the last call the cluster's Hopsworks sees.
+    let registered = sim.requests().len();
     let other_key = CallerSigner::from_seed(&[42; 32]);
     // Billing's own credential: provisioning trusts it (it holds billing's public key), but the
     // internal routes are metering's only. Billing also holds metering's public key, which
@@ -371,7 +398,7 @@ async fn only_the_metering_service_reaches_the_internal_routes() {
         assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")), "{route}");
         assert!(err["message"].is_string() && err.get("request_id").is_some(), "the usual error shape: {err}");
     }
-    assert!(sim.requests().is_empty(), "no refused call reached the cluster's Hopsworks");
+    assert_eq!(sim.requests().len(), registered, "no refused call reached the cluster's Hopsworks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,12 +522,14 @@ async fn a_failing_hopsworks_is_answered_502_with_a_stable_code_and_no_secret() 
     assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("hopsworks_unavailable")), "{err}");
     assert!(err["message"].as_str().unwrap().contains("timed out"), "{err}");
 
-    // A key the cluster refuses: 401 is not tried again, and the message holds no key.
-    let wrong_key = format!("wrong-api-key-{}", Uuid::new_v4().simple());
+    // A key the cluster refuses (revoked in Hopsworks after it was registered): 401 is not
+    // tried again, and the message holds no key.
+    let wrong_key = sim.create_api_key(&sim.admin().unwrap().username).unwrap();
     let (status, _) = p
         .call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"api_key": wrong_key})))
         .await;
     assert_eq!(status, StatusCode::OK);
+    sim.revoke_api_key(&wrong_key);
     let before = lists();
     let (status, err) = p.call(Method::GET, &path, Some(&metering()), None).await;
     assert_eq!((status, err["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("hopsworks_unavailable")), "{err}");
@@ -524,6 +553,8 @@ async fn a_payment_method_gives_the_owner_a_hopsworks_account_once() {
     let p = start().await;
     let sim = hopsworks("pay");
     let cluster = p.register("eu-1", &sim, 10).await;
+    // The registration's check of the key lists one user; what follows looks people up only.
+    let registered = sim.requests().len();
     let ada = Uuid::now_v7();
     p.user_created(ada, "ada@example.com", "Ada Lovelace").await;
     let event = p.paid(ada).await;
@@ -537,7 +568,8 @@ async fn a_payment_method_gives_the_owner_a_hopsworks_account_once() {
     assert_eq!((hw.given_name.as_str(), hw.surname.as_str()), ("Ada", "Lovelace"));
     assert_eq!(done["hopsworks_username"], hw.username.as_str());
     assert_eq!(done["hopsworks_user_id"].as_u64(), Some(hw.id));
-    assert!(sim.requests().iter().all(|r| r.method != "GET" || r.query.contains("filter_by")), "no unfiltered listing");
+    let after: Vec<_> = sim.requests().into_iter().skip(registered).collect();
+    assert!(after.iter().all(|r| r.method != "GET" || r.query.contains("filter_by")), "no unfiltered listing");
 
     // The same event again (redelivered) and a second PaymentMethodAdded change nothing.
     p.publish(&PaymentMethodAddedV1 { user_id: ada.to_string(), stripe_customer_id: "cus_x".into() }, Some(event))
@@ -1060,7 +1092,7 @@ async fn rotate_keys_reencrypts_everything_so_the_old_key_can_be_removed() {
         .unwrap();
     let mut conn = p.db.connect("provisioning").await;
     let row = hopsbridge_provisioning::clusters::row(&mut conn, id.parse().unwrap()).await.unwrap();
-    assert_eq!(vault.open_text(row.id, "kubeconfig", &row.kubeconfig()).unwrap(), KUBECONFIG);
+    assert_eq!(vault.open_text(row.id, "kubeconfig", &row.kubeconfig()).unwrap(), kubeconfig());
     for s in &p.stops {
         s.cancel();
     }
@@ -1102,19 +1134,20 @@ async fn the_binary_provisions_an_owner_and_no_log_line_holds_a_secret() {
     // The metering service is handed the kubeconfig; no log line carries it.
     let (status, body) =
         p.call(Method::GET, &format!("/internal/clusters/{id}/kubeconfig"), Some(&metering()), None).await;
-    assert_eq!((status, body["kubeconfig"].as_str()), (StatusCode::OK, Some(KUBECONFIG)));
+    assert_eq!((status, body["kubeconfig"].as_str()), (StatusCode::OK, Some(kubeconfig().as_str())));
     // A first account while the key is right: the worker keeps this cluster's client ...
     let grace = Uuid::now_v7();
     p.user_created(grace, "grace-proc@example.com", "Grace").await;
     p.paid(grace).await;
     p.wait_status(grace, "complete").await;
     // ... until the cluster changes: the next account is made with the patched key.
-    let new_key = format!("patched-api-key-{}", Uuid::new_v4().simple());
+    let new_key = sim.create_api_key(&sim.admin().unwrap().username).unwrap();
     let (status, _) = p
         .call(Method::PATCH, &format!("/api/admin/clusters/{id}"), Some(&admin()), Some(json!({"api_key": new_key})))
         .await;
     assert_eq!(status, 200);
-    // The patched key is wrong for the cluster: the failure is reported without the key.
+    // The patched key is revoked in Hopsworks: the failure is reported without the key.
+    sim.revoke_api_key(&new_key);
     let ada = Uuid::now_v7();
     p.user_created(ada, "proc@example.com", "Ada").await;
     p.paid(ada).await;

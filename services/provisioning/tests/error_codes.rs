@@ -99,6 +99,11 @@ async fn every_code_is_answered_by_a_request_with_its_status() {
         ClusterAddressRefused,
         strict.admin(Method::POST, clusters, Some(cluster_body("eu-3", &sim, 5))).await,
     );
+    // A cluster whose Hopsworks refuses the key fails its checks.
+    seen.answered(
+        ClusterCheckFailed,
+        p.admin(Method::POST, clusters, Some(with("api_key", json!("not-the-key")))).await,
+    );
     seen.answered(InvalidStatus, p.admin(Method::GET, "/api/admin/assignments?status=bogus", None).await);
     seen.answered(ClusterNameTaken, p.admin(Method::POST, clusters, Some(with("name", json!("EU-1")))).await);
     seen.answered(ClusterNotFound, p.admin(Method::GET, &format!("{clusters}/{}", Uuid::now_v7()), None).await);

@@ -25,7 +25,6 @@ use uuid::Uuid;
 const BINARY: &str = env!("CARGO_BIN_EXE_hopsbridge-provisioning");
 const KUBE_TOKEN: &str = "kube-token-very-secret-0123";
 const SMTP_PASSWORD: &str = "smtp-pass/word@0123456789";
-const WRONG_API_KEY: &str = "hw-key-not-the-clusters-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_line_an_answer_or_a_recorded_error() {
@@ -35,6 +34,8 @@ async fn no_secret_reaches_a_log_line_an_answer_or_a_recorded_error() {
         HopsworksSim::start(HopsworksConfig::new("secrets-a", "hw-key-secrets-a-0123456789", CLIENT_ID)).unwrap();
     let refusing =
         HopsworksSim::start(HopsworksConfig::new("secrets-b", "hw-key-secrets-b-9876543210", CLIENT_ID)).unwrap();
+    // A key of the refusing cluster's admin, revoked once the cluster is registered with it.
+    let wrong_api_key = refusing.create_api_key(&refusing.admin().unwrap().username).unwrap();
     // Nothing listens on this port: every send fails.
     let smtp_url = format!("smtp://mailer:{}@127.0.0.1:{}", smtp_userinfo(SMTP_PASSWORD), free_port());
     let settings = TestSettings::provisioning(&db, &bus)
@@ -57,7 +58,7 @@ async fn no_secret_reaches_a_log_line_an_answer_or_a_recorded_error() {
         .secret("kubeconfig token", KUBE_TOKEN)
         .secret("Hopsworks API key (cluster a)", good.api_key())
         .secret("Hopsworks API key (cluster b)", refusing.api_key())
-        .secret("a wrong Hopsworks API key", WRONG_API_KEY);
+        .secret("a revoked Hopsworks API key", &wrong_api_key);
     let mut answers: Vec<(String, String)> = Vec::new();
     let mut call = async |method: Method, path: &str, caller: &Caller, body: Option<Value>| {
         let place = format!("{method} {path}");
@@ -89,9 +90,10 @@ async fn no_secret_reaches_a_log_line_an_answer_or_a_recorded_error() {
     let (status, a) = call(Method::POST, "/api/admin/clusters", &admin(), Some(cluster_body("eu-a", &good, 1))).await;
     assert_eq!(status, 201, "{a}");
     let mut b_body = cluster_body("eu-b", &refusing, 10);
-    b_body["api_key"] = json!(WRONG_API_KEY);
+    b_body["api_key"] = json!(wrong_api_key);
     let (status, b) = call(Method::POST, "/api/admin/clusters", &admin(), Some(b_body)).await;
     assert_eq!(status, 201, "{b}");
+    refusing.revoke_api_key(&wrong_api_key);
     let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
     let (status, _) =
         call(Method::PATCH, &format!("/api/admin/clusters/{b}"), &admin(), Some(json!({"api_key": "x\u{0}"}))).await;

@@ -13,10 +13,13 @@ use hopsbridge_contracts::events::{
 use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
+use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
+use hopsbridge_sandbox::workload::{SimClock, Workload};
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, PROVISIONING_ENCRYPTION_KEYS, TestBus, TestDb, TestSettings};
 use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -24,6 +27,7 @@ use uuid::Uuid;
 pub const CLIENT_ID: &str = "hopsbridge-oauth-client";
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// A kubeconfig no API server answers: for refusals decided before any request is made.
 pub const KUBECONFIG: &str = "apiVersion: v1
 kind: Config
 current-context: main
@@ -60,6 +64,42 @@ pub fn person(user_id: Uuid) -> Caller {
         roles: vec![Role::User, Role::Owner],
         email: None,
     }
+}
+
+/// The token of the test binary's Kubernetes API server ([`kubeconfig`]).
+pub const KUBE_TOKEN: &str = "kube-token-very-secret-0123";
+
+/// A kubeconfig of a sandbox Kubernetes API server that passes every check (it answers,
+/// allows what metering does, serves metrics-server's API), with the token [`KUBE_TOKEN`]:
+/// one server per test binary, on a thread and runtime of its own, since each test has its
+/// own runtime.
+pub fn kubeconfig() -> String {
+    static KUBECONFIG: LazyLock<String> = LazyLock::new(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let cluster = kube_cluster("tests", Some(KUBE_TOKEN));
+                tx.send(cluster.kubeconfig()).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().unwrap()
+    });
+    KUBECONFIG.clone()
+}
+
+/// A sandbox Kubernetes API server of its own, on the calling test's runtime, for a test that
+/// changes what it answers (permissions denied, no metrics-server).
+pub fn kube_cluster(name: &str, token: Option<&str>) -> KubeCluster {
+    let options = KubeOptions { token: token.map(str::to_owned), ..KubeOptions::default() };
+    kube_cluster_with(name, options)
+}
+
+/// [`kube_cluster`] with `options`.
+pub fn kube_cluster_with(name: &str, options: KubeOptions) -> KubeCluster {
+    let clock = Arc::new(SimClock::new(1_798_761_600));
+    KubeCluster::start(name, Arc::new(Workload::new(Vec::new(), Vec::new())), clock, options).unwrap()
 }
 
 /// A running provisioning (or several replicas of it) and what it runs against.
@@ -132,7 +172,7 @@ pub fn cluster_body(name: &str, sim: &HopsworksSim, capacity: i64) -> Value {
         "name": name,
         "api_url": sim.origin(),
         "api_key": sim.api_key(),
-        "kubeconfig": KUBECONFIG,
+        "kubeconfig": kubeconfig(),
         "ca_bundle": sim.ca_pem(),
         "oauth_client_id": CLIENT_ID,
         "capacity": capacity,

@@ -84,7 +84,10 @@ async fn suspended_and_deleted_accounts_are_refused_at_the_gateway() {
         let (status, body, _) = p.get(path, Some(&token)).await;
         assert_ne!(body["code"], "account_suspended", "{path}: {status} {body}");
     }
-    p.sql("UPDATE users SET status = 'deleted', suspended_by = NULL WHERE auth_subject = 'auth0|ada'").await;
+    p.sql(
+        "UPDATE users SET status = 'deleted', deleted_at = now(), suspended_by = NULL WHERE auth_subject = 'auth0|ada'",
+    )
+    .await;
     for path in ["/api/me", "/api/billing", "/api/credits"] {
         let (status, body, _) = p.get(path, Some(&token)).await;
         assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account_deleted")), "{path}");

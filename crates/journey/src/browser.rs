@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, reason = "a test harness: a broken step fails the test")]
 
+pub mod chromium;
+
 use crate::{Person, Platform};
 use std::collections::HashMap;
 

@@ -199,9 +199,14 @@ pub async fn list(conn: &mut AsyncPgConnection, filter: &UsageFilter) -> QueryRe
         .map(|r| ((r.day, r.user_id, r.cluster_id, r.namespace.clone(), r.owner_user_id), DailyUsage::from(r)))
         .collect();
     for s in &stored {
-        days.entry((s.day, s.user_id, s.cluster_id, s.namespace.clone(), s.owner_user_id))
-            .and_modify(|d| d.add_storage(s))
-            .or_insert_with(|| DailyUsage::of_storage(s));
+        let key = (s.day, s.user_id, s.cluster_id, s.namespace.clone(), s.owner_user_id);
+        if let Some(day) = days.get_mut(&key) {
+            day.add_storage(s);
+        } else if s.offline_byte_seconds > 0 || s.online_byte_seconds > 0 {
+            // A project holding storage and running no pods has a row of its own; an empty
+            // one has nothing to show.
+            days.insert(key, DailyUsage::of_storage(s));
+        }
     }
     Ok(days.into_values().take(usize::try_from(MAX_ROWS).unwrap_or(usize::MAX)).collect())
 }

@@ -286,6 +286,11 @@ pub async fn ask_identity_at(
     if let Some(id) = hopsbridge_platform::http::current_request_id() {
         request = request.header("x-request-id", id);
     }
+    // In the request's trace: identity creates a person here and announces it, and the
+    // services that handle the announcement continue this trace.
+    for (name, value) in hopsbridge_platform::telemetry::trace_context_of(&tracing::Span::current()) {
+        request = request.header(name, value);
+    }
     let response = request.send().await.map_err(|e| {
         tracing::warn!(error = %e, "identity unreachable");
         GatewayCode::IdentityUnavailable.error()

@@ -26,6 +26,9 @@ hopsbridge_platform::error_codes! {
         InvalidSubject = (BAD_REQUEST, "invalid_subject", "the caller's subject is not an Auth0 subject (provider|id), or comes without its issuer"),
         /// The post-registration webhook came without the shared secret, or with another one.
         InvalidWebhookSecret = (UNAUTHORIZED, "invalid_webhook_secret", "missing or wrong webhook secret"),
+        /// A caller-resolution route (`/internal/callers/...`) called by a service other than the
+        /// gateway: only the gateway vouches for people (decision 0053).
+        GatewayOnly = (FORBIDDEN, "gateway_only", "only the gateway resolves callers"),
         /// The route is for administrators, and the caller is not one in identity's records.
         AdminOnly = (FORBIDDEN, "admin_only", "administrators only"),
         /// The caller's account is suspended.

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use hopsbridge_contracts::Service;
 use hopsbridge_domain::{AccountStatus, AuthSubject, Email, OwnerId, UserId};
-use hopsbridge_platform::caller::{BodyDigest, Caller, CallerVerifier};
+use hopsbridge_platform::caller::{BodyDigest, Caller, CallerVerifier, Role};
 use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_platform::http::{ApiError, CatalogueSchema, ErrorBody, ErrorCode, PlatformCode};
@@ -145,6 +145,7 @@ fn webhook_tenant(state: &State, req: &HttpRequest) -> Result<String, ApiError> 
 }
 
 async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    gateway_only(&caller)?;
     Ok(HttpResponse::Ok().json(resolve(&state, &caller, false).await?))
 }
 
@@ -152,7 +153,14 @@ async fn resolve_caller(state: Data, caller: Caller) -> Result<HttpResponse, Api
 /// caller, and `UserSignedInV1` announced (once per sign-in: plain API calls use
 /// `/internal/callers/resolve`) for an account that is not deleted.
 async fn signed_in(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    gateway_only(&caller)?;
     Ok(HttpResponse::Ok().json(resolve(&state, &caller, true).await?))
+}
+
+/// The caller-resolution routes are the gateway's: it alone signs people (a service's key
+/// signs only that service, decision 0053), so any service caller is refused 403.
+fn gateway_only(caller: &Caller) -> Result<(), ApiError> {
+    if caller.has(Role::Service) { Err(IdentityCode::GatewayOnly.error()) } else { Ok(()) }
 }
 
 async fn resolve(state: &State, caller: &Caller, signing_in: bool) -> Result<UserView, ApiError> {

@@ -6,8 +6,10 @@
 mod common;
 
 use common::{Identity, person, start};
+use hopsbridge_contracts::Service;
 use hopsbridge_identity::error::IdentityCode;
 use hopsbridge_identity::routes::{ApiDoc, WEBHOOK_SECRET_HEADER};
+use hopsbridge_platform::caller::Caller;
 use hopsbridge_platform::http::{ErrorCode, PlatformCode};
 use hopsbridge_testkit::WEBHOOK_SECRET;
 use reqwest::{Method, StatusCode};
@@ -17,8 +19,15 @@ use utoipa::OpenApi as _;
 
 /// The codes answered only by routes the public document leaves out: the Auth0 webhook and
 /// the gateway's caller resolution (whose refusals the gateway relays on a person's first call).
-const OUTSIDE_THE_PUBLIC_ROUTES: [&str; 6] =
-    ["email_in_use", "email_required", "invalid_email", "invalid_subject", "invalid_user_id", "invalid_webhook_secret"];
+const OUTSIDE_THE_PUBLIC_ROUTES: [&str; 7] = [
+    "email_in_use",
+    "email_required",
+    "gateway_only",
+    "invalid_email",
+    "invalid_subject",
+    "invalid_user_id",
+    "invalid_webhook_secret",
+];
 
 #[test]
 fn the_openapi_document_names_every_code_under_the_status_it_is_answered_with() {
@@ -105,6 +114,13 @@ async fn every_code_of_the_catalogue_is_answered_with_its_status() {
     seen.answered(IdentityCode::InvalidName, identity.post_registration(WEBHOOK_SECRET, &body).await);
 
     seen.answered(IdentityCode::InvalidSubject, identity.resolve("ada", Some("ada@example.com")).await);
+    // A service's own key signs only that service, and the caller routes are the gateway's.
+    for service in [Service::Metering, Service::Team, Service::Billing] {
+        for path in ["/internal/callers/resolve", "/internal/callers/signed-in"] {
+            let answer = identity.call(Method::POST, path, Some(&Caller::service(service)), None).await;
+            seen.answered(IdentityCode::GatewayOnly, answer);
+        }
+    }
     seen.answered(IdentityCode::EmailRequired, identity.resolve("google-oauth2|1034", None).await);
     let admin = identity.sign_in("auth0|admin", "admin@example.com").await;
     let ada = identity.sign_in("auth0|ada", "ada@example.com").await;

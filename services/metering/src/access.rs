@@ -1,6 +1,6 @@
 //! What metering asks provisioning for over its internal API: a cluster's kubeconfig (held
 //! only in memory here), its Hopsworks projects and their storage (decision 0056). Requests
-//! are signed with the key shared by the services, as the metering service (decision 0026).
+//! are signed as the metering service with its own key, `auth.service_key` (decisions 0026, 0053).
 
 use crate::attribution::Project;
 use crate::config::ProvisioningApiConfig;

@@ -447,4 +447,28 @@ async fn a_simulated_day_of_storage_is_measured_hourly_per_project_once_exactly_
     let backwards = format!("/api/admin/metering/storage-gaps?from={}&to={}", instant(day + 10), instant(day));
     let (status, body) = env.call(&base, Method::GET, &backwards, Some(&admin()), None).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_range")));
+
+    // The calendar jumps three hours (metering saw none of them): those within the lookback
+    // (two hours here) are gaps, never zeros, and the hour under way is measured.
+    let after_jump = day + 27 * HOUR;
+    assert_eq!(env.hour(cluster, after_jump).await, "complete");
+    let missed = env
+        .n(&format!(
+            "SELECT count(*) AS n FROM storage_runs WHERE cluster_id = '{cluster}' AND status = 'gap'
+               AND gap_reason = 'not_collected' AND window_start >= to_timestamp({}) AND window_start < to_timestamp({after_jump})",
+            day + 24 * HOUR
+        ))
+        .await;
+    assert_eq!(missed, 2, "the two hours within storage.lookback_secs");
+    let unscheduled = env
+        .n(&format!("SELECT count(*) AS n FROM storage_runs WHERE window_start = to_timestamp({})", day + 24 * HOUR))
+        .await;
+    assert_eq!(unscheduled, 0, "an hour beyond the lookback is not scheduled at all");
+    let stored = env
+        .n(&format!(
+            "SELECT count(*) AS n FROM storage_samples WHERE window_start >= to_timestamp({}) AND window_start < to_timestamp({after_jump})",
+            day + 24 * HOUR
+        ))
+        .await;
+    assert_eq!(stored, 0, "nothing stored for the hours not read");
 }

@@ -27,8 +27,10 @@ struct Count {
 
 /// Adds a pending run for every cluster and every storage window of `len` seconds that has
 /// started by calendar Unix seconds `now` since the last one scheduled, going back at most
-/// `lookback` seconds (earlier windows are not scheduled at all). A cluster's first window is
-/// the one it became known in. Returns how many runs were added.
+/// `lookback` seconds (earlier windows are not scheduled at all; those missed while metering
+/// was down become gaps). A cluster's first window is the one under way when it is first
+/// scheduled, so clusters known before storage was measured get no gaps for that time.
+/// Returns how many runs were added.
 ///
 /// # Errors
 /// When Postgres fails.
@@ -39,9 +41,7 @@ pub async fn schedule(conn: &mut AsyncPgConnection, len: i64, now: i64, lookback
         "WITH due AS (
              SELECT c.cluster_id, s AS start
              FROM clusters c,
-                  generate_series(greatest(coalesce(extract(epoch FROM c.storage_scheduled_through)::bigint,
-                                                    floor(extract(epoch FROM c.measured_from) / $1)::bigint * $1),
-                                           $3),
+                  generate_series(greatest(coalesce(extract(epoch FROM c.storage_scheduled_through)::bigint, $2), $3),
                                   $2, $1) AS s
          ), added AS (
              INSERT INTO storage_runs (cluster_id, window_start, window_end, status, next_attempt_at, deadline)

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-/// The price ids of the three metered resources, in subscription item order (CPU, RAM, GPU).
+/// The price ids of the metered resources, in subscription item order (CPU, RAM, GPU, offline
+/// and online storage: [`Rates::all`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
     /// `price_…` ids.
@@ -83,10 +84,11 @@ impl Prices {
     }
 
     async fn ensure(&self) -> Result<Catalog, CatalogError> {
-        let mut prices = Vec::with_capacity(3);
-        for (_, rate) in self.rates.all() {
+        let mut prices = Vec::with_capacity(crate::money::RESOURCES);
+        for resource in Resource::ALL {
+            let rate = self.rates.of(resource);
             let meter = self.meter(rate).await?;
-            prices.push(self.price(rate, &meter).await?);
+            prices.push(self.price_of(rate, rate, &meter, resource).await?);
         }
         Ok(Catalog { prices })
     }
@@ -110,12 +112,8 @@ impl Prices {
     }
 
     /// The configured rate of `resource`.
-    fn base(&self, resource: Resource) -> &Rate {
-        match resource {
-            Resource::Cpu => &self.rates.cpu,
-            Resource::Memory => &self.rates.ram,
-            Resource::Gpu => &self.rates.gpu,
-        }
+    const fn base(&self, resource: Resource) -> &Rate {
+        self.rates.of(resource)
     }
 
     /// The meter and price names of `version`: the configured ones for a version seeded from
@@ -149,7 +147,7 @@ impl Prices {
         let rate = self.names(version);
         let base = self.base(version.resource).clone();
         let meter = self.meter(&rate).await?;
-        let price = self.price_of(&rate, &base, &meter).await?;
+        let price = self.price_of(&rate, &base, &meter, version.resource).await?;
         let row = StripePrice {
             price_id: version.id,
             meter_id: meter,
@@ -189,7 +187,7 @@ impl Prices {
         at: DateTime<Utc>,
     ) -> Result<Vec<StripePrice>, CatalogError> {
         let book = prices::book(conn).await?;
-        let mut out = Vec::with_capacity(3);
+        let mut out = Vec::with_capacity(crate::money::RESOURCES);
         for resource in Resource::ALL {
             let version = book.in_force(resource, at).ok_or(CatalogError::NoPrice(resource))?;
             out.push(self.version(conn, version).await?);
@@ -227,16 +225,18 @@ impl Prices {
         Ok(page.data.into_iter().find(|p| p.active && p.lookup_key.as_deref() == Some(lookup_key)))
     }
 
-    async fn price(&self, rate: &Rate, meter: &str) -> Result<String, CatalogError> {
-        self.price_of(rate, rate, meter).await
-    }
-
     /// The price of `rate` on `meter`, under the product of the resource's configured `base`.
-    async fn price_of(&self, rate: &Rate, base: &Rate, meter: &str) -> Result<String, CatalogError> {
+    async fn price_of(
+        &self,
+        rate: &Rate,
+        base: &Rate,
+        meter: &str,
+        resource: Resource,
+    ) -> Result<String, CatalogError> {
         if let Some(price) = self.find_price(&rate.lookup_key).await? {
             return self.check(rate, meter, &price).map(|()| price.id);
         }
-        let product = self.product(base).await?;
+        let product = self.product(base, resource).await?;
         let form = params([
             ("product", product.as_str()),
             ("currency", self.currency.as_str()),
@@ -252,15 +252,17 @@ impl Prices {
         Ok(price.id)
     }
 
-    /// The product of a resource has a fixed id, so it too is created once.
-    async fn product(&self, rate: &Rate) -> Result<String, CatalogError> {
+    /// The product of a resource has a fixed id, so it too is created once. Its unit label is
+    /// what the price is per: `hour` for the hourly units, `GB-month` for storage.
+    async fn product(&self, rate: &Rate, resource: Resource) -> Result<String, CatalogError> {
         let id = format!("hb_{}", rate.meter_event_name);
         match self.stripe.get::<Object>(&format!("products/{id}"), &Vec::new()).await {
             Ok(p) => return Ok(p.id),
             Err(e) if e.status() == Some(404) => {}
             Err(e) => return Err(e.into()),
         }
-        let form = params([("id", id.as_str()), ("name", rate.product_name.as_str()), ("unit_label", "hour")]);
+        let unit_label = if resource.is_storage() { "GB-month" } else { "hour" };
+        let form = params([("id", id.as_str()), ("name", rate.product_name.as_str()), ("unit_label", unit_label)]);
         match self.stripe.post::<Object>("products", &form, Some(&format!("hb-product-{id}"))).await {
             Ok(p) => Ok(p.id),
             Err(e) if e.code() == Some("resource_already_exists") => Ok(id),

@@ -207,13 +207,36 @@ pub struct Rates {
     pub ram: Rate,
     /// GPU hours.
     pub gpu: Rate,
+    /// Offline (HDFS) storage GB-months.
+    pub storage_offline: Rate,
+    /// Online (RonDB) storage GB-months.
+    pub storage_online: Rate,
 }
 
 impl Rates {
     /// Each resource with its configuration key.
     #[must_use]
-    pub fn all(&self) -> [(&'static str, &Rate); 3] {
-        [("cpu", &self.cpu), ("ram", &self.ram), ("gpu", &self.gpu)]
+    pub fn all(&self) -> [(&'static str, &Rate); crate::money::RESOURCES] {
+        [
+            ("cpu", &self.cpu),
+            ("ram", &self.ram),
+            ("gpu", &self.gpu),
+            ("storage_offline", &self.storage_offline),
+            ("storage_online", &self.storage_online),
+        ]
+    }
+
+    /// The configured rate of `resource`.
+    #[must_use]
+    pub const fn of(&self, resource: crate::money::Resource) -> &Rate {
+        use crate::money::Resource;
+        match resource {
+            Resource::Cpu => &self.cpu,
+            Resource::Memory => &self.ram,
+            Resource::Gpu => &self.gpu,
+            Resource::StorageOffline => &self.storage_offline,
+            Resource::StorageOnline => &self.storage_online,
+        }
     }
 }
 
@@ -400,6 +423,8 @@ mod tests {
         assert_eq!(cfg.rates.cpu.unit_amount_decimal, "35");
         assert_eq!(cfg.rates.gpu.unit_amount_decimal, "350");
         assert_eq!(cfg.rates.ram.unit_amount_decimal, "3.5");
+        assert_eq!(cfg.rates.storage_offline.unit_amount_decimal, "3.5");
+        assert_eq!(cfg.rates.storage_online.unit_amount_decimal, "35");
         assert!(!format!("{cfg:?}").contains("sk_test_123"), "the key is redacted");
     }
 
@@ -409,8 +434,10 @@ mod tests {
             ("HOPSBRIDGE_BILLING__STRIPE__API_BASE", "http://127.0.0.1:9999"),
             ("HOPSBRIDGE_BILLING__CHECKOUT__SUCCESS_URL", "https://app.example/billing?ok"),
             ("HOPSBRIDGE_BILLING__RATES__RAM__UNIT_AMOUNT_DECIMAL", "4.25"),
+            ("HOPSBRIDGE_BILLING__RATES__STORAGE_ONLINE__UNIT_AMOUNT_DECIMAL", "12.5"),
         ])
         .unwrap();
+        assert_eq!(cfg.rates.storage_online.unit_amount_decimal, "12.5");
         assert_eq!(cfg.stripe.api_base, "http://127.0.0.1:9999");
         assert_eq!(cfg.checkout.success_url, "https://app.example/billing?ok");
         assert_eq!(cfg.rates.ram.unit_amount_decimal, "4.25");

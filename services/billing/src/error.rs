@@ -32,7 +32,7 @@ hopsbridge_platform::error_codes! {
         /// The operation is for administrators.
         AdminOnly = (FORBIDDEN, "admin_only", "administrators only"),
         /// A price names no metered resource.
-        UnknownResource = (BAD_REQUEST, "unknown_resource", "resource must be cpu, memory or gpu"),
+        UnknownResource = (BAD_REQUEST, "unknown_resource", "resource must be cpu, memory, gpu, storage_offline or storage_online"),
         /// A price is not a decimal string Stripe takes.
         InvalidPrice = (BAD_REQUEST, "invalid_price", "unit_amount_decimal must be a string: a non-negative decimal in minor units with at most 12 decimal places"),
         /// A price starts too soon for the Stripe catalogue to be ready.

@@ -1,6 +1,6 @@
-//! The usage ledger (`ledger_entries`): every `UsageRecordedV1` sample, once, with the billing
-//! mode and the price of each resource in force at its window's start, and what it costs
-//! (decision 0038).
+//! The usage ledger (`ledger_entries`): every `UsageRecordedV1` and `StorageRecordedV1`
+//! sample ([`crate::storage`]), once, with the billing mode and the price of each resource in
+//! force at its window's start, and what it costs (decisions 0038 and 0057).
 //!
 //! A batch of samples is ingested in the consumer's transaction ([`ingest`]):
 //! 1. each sample becomes one entry per UTC day its window touches (a window across midnight is
@@ -19,7 +19,7 @@
 use crate::credits::{self, Grant};
 use crate::mail::{CapMail, LowBalanceMail, major};
 use crate::modes;
-use crate::money::{self, Resource};
+use crate::money::{self, RESOURCES, Resource};
 use crate::prices::{self, Price};
 use crate::schema::{accounts, spending_caps};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Utc};
@@ -43,7 +43,28 @@ pub const MAX_WINDOW_SECS: i64 = 31 * 86_400;
 /// The shares of a spending cap that alert, in percent.
 pub const CAP_ALERTS: [i32; 3] = [80, 90, 100];
 
-/// A measured sample, from a `UsageRecordedV1` or from metering's backfill route.
+/// Which event a sample came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `UsageRecordedV1` (or its backfill): CPU, memory and GPUs of one user's pods.
+    Usage,
+    /// `StorageRecordedV1`: one project's offline and online storage.
+    Storage,
+}
+
+impl Source {
+    /// The stored name (`ledger_entries.source`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Usage => "usage",
+            Self::Storage => "storage",
+        }
+    }
+}
+
+/// A measured sample, from a `UsageRecordedV1`, a `StorageRecordedV1` or metering's backfill
+/// route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     /// metering's id: the ledger's key.
@@ -64,10 +85,13 @@ pub struct Sample {
     pub window_start: DateTime<Utc>,
     /// Its end.
     pub window_end: DateTime<Utc>,
-    /// Nanocore-seconds, byte-seconds, GPU-seconds (in [`Resource::ALL`] order).
-    pub usage: [u64; 3],
+    /// Nanocore-seconds, byte-seconds, GPU-seconds, offline and online storage byte-seconds
+    /// (in [`Resource::ALL`] order).
+    pub usage: [u64; RESOURCES],
     /// Estimated rather than measured.
     pub estimated: bool,
+    /// Which event it came from.
+    pub source: Source,
 }
 
 impl Sample {
@@ -97,9 +121,21 @@ impl Sample {
                 int("cpu_nanocore_seconds", e.cpu_nanocore_seconds)?,
                 int("memory_byte_seconds", e.memory_byte_seconds)?,
                 int("gpu_seconds", e.gpu_seconds)?,
+                0,
+                0,
             ],
             estimated: e.estimated,
+            source: Source::Usage,
         };
+        sample.checked()
+    }
+
+    /// `self` when its window is one the ledger takes.
+    ///
+    /// # Errors
+    /// Why not.
+    pub(crate) fn checked(self) -> Result<Self, String> {
+        let sample = self;
         let secs = (sample.window_end - sample.window_start).num_seconds();
         if !(1..=MAX_WINDOW_SECS).contains(&secs) {
             return Err(format!("the window of sample {} lasts {secs} s", sample.sample_id));
@@ -131,15 +167,15 @@ pub struct Entry {
     /// The UTC day of this part of the window.
     pub day: NaiveDate,
     /// This day's share of the usage.
-    pub usage: [u64; 3],
+    pub usage: [u64; RESOURCES],
     /// The mode in force at the window's start.
     pub mode: BillingMode,
     /// The price ids in force at the window's start.
-    pub price_ids: [Uuid; 3],
+    pub price_ids: [Uuid; RESOURCES],
     /// The prices.
-    pub prices: [Decimal; 3],
+    pub prices: [Decimal; RESOURCES],
     /// This day's cost of each resource.
-    pub costs: [Decimal; 3],
+    pub costs: [Decimal; RESOURCES],
 }
 
 impl Entry {
@@ -213,6 +249,11 @@ impl Ledger {
     pub fn new(settings: Settings) -> Self {
         Self { settings: Arc::new(settings) }
     }
+
+    /// The settings ingestion runs with.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
 }
 
 impl Handler<UsageRecordedV1> for Ledger {
@@ -269,19 +310,18 @@ pub async fn ingest(
         let secs: Vec<u64> = days.iter().map(|(_, s)| *s).collect();
         let shares: Vec<Vec<u64>> = sample.usage.iter().map(|n| money::pro_rata(*n, &secs)).collect();
         for (i, (day, _)) in days.iter().enumerate() {
-            let usage = [shares[0][i], shares[1][i], shares[2][i]];
-            let price = |p: &Price| p.unit_amount_decimal;
-            let prices = [price(in_force[0]), price(in_force[1]), price(in_force[2])];
-            let mut costs = [Decimal::ZERO; 3];
+            let usage: [u64; RESOURCES] = std::array::from_fn(|r| shares[r][i]);
+            let prices = in_force.map(|p: &Price| p.unit_amount_decimal);
+            let mut costs = [Decimal::ZERO; RESOURCES];
             for r in Resource::ALL {
-                costs[r.index()] = money::cost(r, usage[r.index()], prices[r.index()])?;
+                costs[r.index()] = money::cost(r, *day, usage[r.index()], prices[r.index()])?;
             }
             entries.push(Entry {
                 sample: Arc::clone(&sample),
                 day: *day,
                 usage,
                 mode,
-                price_ids: [in_force[0].id, in_force[1].id, in_force[2].id],
+                price_ids: in_force.map(|p| p.id),
                 prices,
                 costs,
             });
@@ -319,11 +359,14 @@ async fn insert(conn: &mut AsyncPgConnection, entries: &[Entry]) -> Result<HashS
         let keys: Vec<Key> = diesel::sql_query(
             "INSERT INTO ledger_entries (sample_id, day, event_id, user_id, owner_id, cluster_id, namespace, project_id,
                  window_start, window_end, cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, estimated,
-                 billing_mode, cpu_price_id, memory_price_id, gpu_price_id, cpu_cost, memory_cost, gpu_cost)
+                 billing_mode, cpu_price_id, memory_price_id, gpu_price_id, cpu_cost, memory_cost, gpu_cost,
+                 storage_offline_byte_seconds, storage_online_byte_seconds, storage_offline_price_id,
+                 storage_online_price_id, storage_offline_cost, storage_online_cost, source)
              SELECT * FROM unnest($1::uuid[], $2::date[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], $7::text[],
                  $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::bigint[], $13::bigint[],
                  $14::boolean[], $15::text[], $16::uuid[], $17::uuid[], $18::uuid[], $19::numeric[], $20::numeric[],
-                 $21::numeric[])
+                 $21::numeric[], $22::bigint[], $23::bigint[], $24::uuid[], $25::uuid[], $26::numeric[],
+                 $27::numeric[], $28::text[])
              ON CONFLICT (sample_id, day) DO NOTHING
              RETURNING sample_id, day",
         )
@@ -348,6 +391,13 @@ async fn insert(conn: &mut AsyncPgConnection, entries: &[Entry]) -> Result<HashS
         .bind::<Array<Numeric>, _>(dec(0))
         .bind::<Array<Numeric>, _>(dec(1))
         .bind::<Array<Numeric>, _>(dec(2))
+        .bind::<Array<BigInt>, _>(num(&|e| signed(e.usage[3])))
+        .bind::<Array<BigInt>, _>(num(&|e| signed(e.usage[4])))
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.price_ids[3]))
+        .bind::<Array<SqlUuid>, _>(col(&|e| e.price_ids[4]))
+        .bind::<Array<Numeric>, _>(dec(3))
+        .bind::<Array<Numeric>, _>(dec(4))
+        .bind::<Array<Text>, _>(chunk.iter().map(|e| e.sample.source.as_str()).collect::<Vec<_>>())
         .load(conn)
         .await?;
         added.extend(keys.into_iter().map(|k| (k.sample_id, k.day)));
@@ -360,7 +410,7 @@ async fn insert(conn: &mut AsyncPgConnection, entries: &[Entry]) -> Result<HashS
 struct Settled {
     credits: Decimal,
     unpaid: Decimal,
-    over: [u64; 3],
+    over: [u64; RESOURCES],
 }
 
 /// Mails and announcements a batch owes, written once it is settled.
@@ -506,7 +556,7 @@ async fn settle_prepaid(
             Settled { credits: split.credits, unpaid: Decimal::ZERO, over: split.over_quanta }
         } else {
             exhausted.push(owner);
-            Settled { credits: available, unpaid: cost - available, over: [0; 3] }
+            Settled { credits: available, unpaid: cost - available, over: [0; RESOURCES] }
         };
         let mut left = outcome.credits;
         for g in owned.iter_mut().filter(|g| g.usable_at(at)) {
@@ -595,9 +645,11 @@ async fn record_settled(conn: &mut AsyncPgConnection, settled: &[(&Entry, Settle
     let over = |r: usize| settled.iter().map(|(_, s)| i64::try_from(s.over[r]).unwrap_or(i64::MAX)).collect::<Vec<_>>();
     diesel::sql_query(
         "UPDATE ledger_entries l SET credits_paid = u.credits, unpaid = u.unpaid,
-             cpu_over_quanta = u.cpu, memory_over_quanta = u.memory, gpu_over_quanta = u.gpu
-         FROM unnest($1::uuid[], $2::date[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[], $7::bigint[])
-             AS u(sample_id, day, credits, unpaid, cpu, memory, gpu)
+             cpu_over_quanta = u.cpu, memory_over_quanta = u.memory, gpu_over_quanta = u.gpu,
+             storage_offline_over_quanta = u.offline, storage_online_over_quanta = u.online
+         FROM unnest($1::uuid[], $2::date[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[], $7::bigint[],
+                     $8::bigint[], $9::bigint[])
+             AS u(sample_id, day, credits, unpaid, cpu, memory, gpu, offline, online)
          WHERE l.sample_id = u.sample_id AND l.day = u.day",
     )
     .bind::<Array<SqlUuid>, _>(settled.iter().map(|(e, _)| e.sample.sample_id).collect::<Vec<_>>())
@@ -607,6 +659,8 @@ async fn record_settled(conn: &mut AsyncPgConnection, settled: &[(&Entry, Settle
     .bind::<Array<BigInt>, _>(over(0))
     .bind::<Array<BigInt>, _>(over(1))
     .bind::<Array<BigInt>, _>(over(2))
+    .bind::<Array<BigInt>, _>(over(3))
+    .bind::<Array<BigInt>, _>(over(4))
     .execute(conn)
     .await?;
     Ok(())

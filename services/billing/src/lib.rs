@@ -14,7 +14,8 @@
 //!   publishes `PaymentMethodAddedV1`, losing the last one `PaymentMethodRemovedV1`; a paid
 //!   credit purchase grants its credit.
 //! - Usage becomes money (decision 0038): the price book ([`prices`]), the usage ledger fed by
-//!   `UsageRecordedV1` ([`ledger`]) with billing modes ([`modes`]), prepaid credits
+//!   `UsageRecordedV1` ([`ledger`]) and `StorageRecordedV1` per GB-month ([`storage`],
+//!   decision 0057) with billing modes ([`modes`]), prepaid credits
 //!   ([`credits`]) and spending caps, the owner's views ([`usage`], [`quantise`]), backfill and
 //!   reconciliation with metering ([`reconciliation`], [`metering`]) and their routes ([`api`]).
 //! - Plans (free, payg, prepaid) chosen with the terms accepted ([`plans`]), and the account's
@@ -52,6 +53,7 @@ pub mod reconciliation;
 pub mod reporting;
 pub mod routes;
 mod schema;
+pub mod storage;
 pub mod stripe;
 pub mod usage;
 pub mod webhooks;
@@ -61,7 +63,7 @@ pub use config::BillingConfig;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
     CreditsExhaustedV1, PaymentMethodAddedV1, PaymentMethodRemovedV1, ProjectsCountedV1, TeamMemberJoinedV1,
-    TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserSignedInV1,
+    StorageRecordedV1, TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserSignedInV1,
 };
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};
@@ -122,6 +124,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         clock: service.clock.clone(),
     };
     let usage = service.consumer::<UsageRecordedV1, _>(ledger::Ledger::new(settings.clone()));
+    let storage = service.consumer::<StorageRecordedV1, _>(ledger::Ledger::new(settings.clone()));
     // This service's own credential for other services' internal routes.
     let key = config.auth.service_signer()?;
     let reconciler = reconciliation::Reconciler {
@@ -212,6 +215,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))
         .with_task("usage-ledger", move |cancel| usage.run(cancel))
+        .with_task("storage-ledger", move |cancel| storage.run(cancel))
         .with_task("reconciliation", move |cancel| reconciler.run(reconcile_every, cancel))
         .with_task("stripe-report-requests", move |cancel| on_request.run_requests(cancel))
         .with_task("stripe-reporting", move |cancel| reporter.run(report_every, cancel))

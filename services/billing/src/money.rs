@@ -2,12 +2,13 @@
 //! costs in integers with one stated rounding each (decision 0038).
 //!
 //! Usage stays in the integers metering measures (nanocore-seconds, byte-seconds,
-//! GPU-seconds). Prices are [`Decimal`]s in the currency's minor unit per billed unit with at
+//! GPU-seconds, and storage's byte-seconds). Prices are [`Decimal`]s in the currency's minor unit per billed unit with at
 //! most [`PRICE_SCALE`] decimal places. A window's cost of one resource is `n × price /
-//! per_unit`, computed with a 256-bit intermediate and rounded half up to [`MONEY_SCALE`]
+//! per_unit(day)` (storage's GB-month has as many seconds as its calendar month, decision 0057), computed with a 256-bit intermediate and rounded half up to [`MONEY_SCALE`]
 //! decimal places of the minor unit: every stored amount (costs, credits, deductions) has at
 //! most that many places, so sums of them are exact. No float is ever involved.
 
+use chrono::{Datelike, Months, NaiveDate};
 use hopsbridge_domain::ratio;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,11 @@ pub const PRICE_SCALE: u32 = 12;
 pub const QUANTUM_SCALE: u32 = 9;
 /// 10^9: quanta in one billed unit.
 pub const QUANTA_PER_UNIT: u128 = 1_000_000_000;
+/// How many resources are metered: the length of [`Resource::ALL`] and of every per-resource
+/// array.
+pub const RESOURCES: usize = 5;
+/// Bytes in one GB, as storage is billed (decimal, not GiB).
+pub const BYTES_PER_GB: u128 = 1_000_000_000;
 
 /// A metered resource.
 #[derive(
@@ -38,7 +44,7 @@ pub const QUANTA_PER_UNIT: u128 = 1_000_000_000;
     diesel::deserialize::FromSqlRow,
 )]
 #[diesel(sql_type = diesel::sql_types::Text)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Resource {
     /// CPU, billed per core-hour (nanocore-seconds / 3.6e12).
     Cpu,
@@ -46,11 +52,18 @@ pub enum Resource {
     Memory,
     /// GPUs, billed per GPU-hour (GPU-seconds / 3600).
     Gpu,
+    /// Offline storage (HDFS), billed per GB-month (byte-seconds / (1e9 × the month's seconds)).
+    StorageOffline,
+    /// Online storage (RonDB), billed per GB-month like offline storage.
+    StorageOnline,
 }
 
 impl Resource {
     /// Every resource, in the order of the ledger's columns.
-    pub const ALL: [Self; 3] = [Self::Cpu, Self::Memory, Self::Gpu];
+    pub const ALL: [Self; RESOURCES] = [Self::Cpu, Self::Memory, Self::Gpu, Self::StorageOffline, Self::StorageOnline];
+
+    /// The storage resources, billed per GB-month.
+    pub const STORAGE: [Self; 2] = [Self::StorageOffline, Self::StorageOnline];
 
     /// The stored and wire name.
     #[must_use]
@@ -59,6 +72,8 @@ impl Resource {
             Self::Cpu => "cpu",
             Self::Memory => "memory",
             Self::Gpu => "gpu",
+            Self::StorageOffline => "storage_offline",
+            Self::StorageOnline => "storage_online",
         }
     }
 
@@ -68,14 +83,24 @@ impl Resource {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    /// Base units (what metering measures) in one billed unit.
+    /// Base units (what metering measures) in one billed unit of usage on `day`: fixed for the
+    /// hourly units; for storage, a GB-month is 1e9 bytes held for every second of `day`'s
+    /// calendar month, so a month of constant storage is billed its price once whatever the
+    /// month's length (decision 0057).
     #[must_use]
-    pub const fn per_unit(self) -> u128 {
+    pub fn per_unit(self, day: NaiveDate) -> u128 {
         match self {
             Self::Cpu => ratio::NANOCORE_SECONDS_PER_CORE_HOUR,
             Self::Memory => ratio::BYTE_SECONDS_PER_GIB_HOUR,
             Self::Gpu => ratio::GPU_SECONDS_PER_GPU_HOUR,
+            Self::StorageOffline | Self::StorageOnline => BYTES_PER_GB * u128::from(month_seconds(day)),
         }
+    }
+
+    /// True for the storage resources.
+    #[must_use]
+    pub const fn is_storage(self) -> bool {
+        matches!(self, Self::StorageOffline | Self::StorageOnline)
     }
 
     /// The billed unit, for people.
@@ -85,6 +110,7 @@ impl Resource {
             Self::Cpu => "core-hour",
             Self::Memory => "GiB-hour",
             Self::Gpu => "GPU-hour",
+            Self::StorageOffline | Self::StorageOnline => "GB-month",
         }
     }
 
@@ -95,8 +121,19 @@ impl Resource {
             Self::Cpu => 0,
             Self::Memory => 1,
             Self::Gpu => 2,
+            Self::StorageOffline => 3,
+            Self::StorageOnline => 4,
         }
     }
+}
+
+/// The seconds of the calendar month `day` falls in (28, 29, 30 or 31 days of 86,400 s: UTC
+/// has no leap seconds).
+#[must_use]
+pub fn month_seconds(day: NaiveDate) -> u64 {
+    let first = day.with_day(1).unwrap_or(day);
+    let next = first.checked_add_months(Months::new(1)).unwrap_or(first);
+    u64::try_from((next - first).num_days()).unwrap_or(31) * 86_400
 }
 
 impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for Resource {
@@ -197,15 +234,15 @@ pub fn from_scaled(value: u128, scale: u32) -> Option<Decimal> {
 #[error("{0}")]
 pub struct Overflow(pub String);
 
-/// The cost in minor units of `n` base units of `resource` at `price` minor units per billed
-/// unit, rounded half up to [`MONEY_SCALE`] places.
+/// The cost in minor units of `n` base units of `resource` used on `day` at `price` minor units
+/// per billed unit, rounded half up to [`MONEY_SCALE`] places.
 ///
 /// # Errors
 /// When the price has more than [`PRICE_SCALE`] places or the cost does not fit.
-pub fn cost(resource: Resource, n: u64, price: Decimal) -> Result<Decimal, Overflow> {
+pub fn cost(resource: Resource, day: NaiveDate, n: u64, price: Decimal) -> Result<Decimal, Overflow> {
     let p = to_scaled(price, PRICE_SCALE).ok_or_else(|| Overflow(format!("price {price} is not a price")))?;
     // PRICE_SCALE equals MONEY_SCALE, so the scaled price is already in money units.
-    let c = mul_div(u128::from(n), p, resource.per_unit(), Rounding::HalfUp)
+    let c = mul_div(u128::from(n), p, resource.per_unit(day), Rounding::HalfUp)
         .ok_or_else(|| Overflow(format!("{n} {resource} at {price} overflows")))?;
     from_scaled(c, MONEY_SCALE).ok_or_else(|| Overflow(format!("{n} {resource} at {price} overflows")))
 }
@@ -224,7 +261,7 @@ pub struct Overflowed {
     pub credits: Decimal,
     /// The quantity of each resource (in [`Resource::ALL`] order) billed postpaid, in quanta
     /// of 1e-9 unit.
-    pub over_quanta: [u64; 3],
+    pub over_quanta: [u64; RESOURCES],
     /// The part of the cost billed postpaid: the window's cost less `credits`.
     pub postpaid: Decimal,
 }
@@ -237,16 +274,20 @@ pub struct Overflowed {
 ///
 /// # Errors
 /// When an amount does not fit.
-pub fn overflow(costs: [Decimal; 3], prices: [Decimal; 3], available: Decimal) -> Result<Overflowed, Overflow> {
+pub fn overflow(
+    costs: [Decimal; RESOURCES],
+    prices: [Decimal; RESOURCES],
+    available: Decimal,
+) -> Result<Overflowed, Overflow> {
     let scaled = |d: Decimal| to_scaled(d, MONEY_SCALE).ok_or_else(|| Overflow(format!("{d} is not an amount")));
     let c: Vec<u128> = costs.iter().map(|c| scaled(*c)).collect::<Result<_, _>>()?;
     let p: Vec<u128> = prices.iter().map(|p| scaled(*p)).collect::<Result<_, _>>()?;
     let total: u128 = c.iter().sum();
     let left = scaled(available)?.min(total);
     let over = total - left;
-    let mut over_quanta = [0_u64; 3];
+    let mut over_quanta = [0_u64; RESOURCES];
     let mut postpaid = 0_u128;
-    for r in 0..3 {
+    for r in 0..RESOURCES {
         if c[r] == 0 || p[r] == 0 || over == 0 {
             continue;
         }
@@ -262,11 +303,12 @@ pub fn overflow(costs: [Decimal; 3], prices: [Decimal; 3], available: Decimal) -
     Ok(Overflowed { credits: amount(credits)?, over_quanta, postpaid: amount(total - credits)? })
 }
 
-/// `n` base units of `resource` in billed units, as a decimal string: exact when the quotient
-/// ends within 32 places (always for sums of 900 s windows), otherwise rounded half up there.
+/// `n` base units of `resource` used on `day` in billed units, as a decimal string: exact when
+/// the quotient ends within 32 places (always for sums of 900 s windows of the hourly units),
+/// otherwise rounded half up there.
 #[must_use]
-pub fn quantity_text(resource: Resource, n: u128) -> String {
-    ratio::decimal_text(n, resource.per_unit(), ratio::HOURS_PLACES, ratio::Rounding::HalfUp).text
+pub fn quantity_text(resource: Resource, day: NaiveDate, n: u128) -> String {
+    ratio::decimal_text(n, resource.per_unit(day), ratio::HOURS_PLACES, ratio::Rounding::HalfUp).text
 }
 
 /// Splits `n` over consecutive parts lasting `secs` seconds each, pro rata by seconds with
@@ -302,6 +344,15 @@ mod tests {
         Decimal::from_str(s).unwrap()
     }
 
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    /// Any day: the hourly units do not depend on it.
+    fn any() -> NaiveDate {
+        day(2026, 12, 9)
+    }
+
     #[test]
     fn mul_div_is_exact_past_128_bits_and_rounds_as_asked() {
         let big = u128::MAX / 3;
@@ -321,25 +372,31 @@ mod tests {
     #[test]
     fn costs_are_rounded_half_up_at_twelve_places() {
         // One core for 900 s at 35 cents a core-hour: 8.75 cents exactly.
-        assert_eq!(cost(Resource::Cpu, 900 * 1_000_000_000, dec("35")).unwrap(), dec("8.75"));
+        assert_eq!(cost(Resource::Cpu, any(), 900 * 1_000_000_000, dec("35")).unwrap(), dec("8.75"));
         // 1 GiB for 900 s at 3.5: 0.875.
-        assert_eq!(cost(Resource::Memory, 900 << 30, dec("3.5")).unwrap(), dec("0.875"));
+        assert_eq!(cost(Resource::Memory, any(), 900 << 30, dec("3.5")).unwrap(), dec("0.875"));
         // One byte-second: 3.5 / 3865470566400 = 9.05452...e-13, rounded to 1e-12.
-        assert_eq!(cost(Resource::Memory, 1, dec("3.5")).unwrap(), dec("0.000000000001"));
-        assert_eq!(cost(Resource::Gpu, 1, dec("0.000000000001")).unwrap(), Decimal::ZERO);
-        assert!(cost(Resource::Gpu, 1, dec("0.0000000000001")).is_err(), "13 places is no price");
+        assert_eq!(cost(Resource::Memory, any(), 1, dec("3.5")).unwrap(), dec("0.000000000001"));
+        assert_eq!(cost(Resource::Gpu, any(), 1, dec("0.000000000001")).unwrap(), Decimal::ZERO);
+        assert!(cost(Resource::Gpu, any(), 1, dec("0.0000000000001")).is_err(), "13 places is no price");
         assert_eq!(round_minor(dec("8.5")), 9);
         assert_eq!(round_minor(dec("8.4999999")), 8);
     }
 
     #[test]
     fn the_overflow_is_covered_exactly_and_the_credits_never_pay_more_than_is_left() {
-        let prices = [dec("35"), dec("3.5"), dec("350")];
+        let prices = [dec("35"), dec("3.5"), dec("350"), dec("10"), dec("50")];
         let costs = [
-            cost(Resource::Cpu, 1_234_567_891_234, prices[0]).unwrap(),
-            cost(Resource::Memory, 98_765_432_109_876, prices[1]).unwrap(),
-            cost(Resource::Gpu, 77, prices[2]).unwrap(),
+            cost(Resource::Cpu, any(), 1_234_567_891_234, prices[0]).unwrap(),
+            cost(Resource::Memory, any(), 98_765_432_109_876, prices[1]).unwrap(),
+            cost(Resource::Gpu, any(), 77, prices[2]).unwrap(),
+            // 1 GB for a day of November (30 days): a thirtieth of 10.
+            cost(Resource::StorageOffline, day(2026, 11, 4), 86_400 * 1_000_000_000, prices[3]).unwrap(),
+            // 2 GB for an hour of December (31 days): 50 × 7,200 / 2,678,400.
+            cost(Resource::StorageOnline, day(2026, 12, 4), 7_200 * 1_000_000_000, prices[4]).unwrap(),
         ];
+        assert_eq!(costs[3], dec("0.333333333333"));
+        assert_eq!(costs[4], dec("0.134408602151"));
         let total: Decimal = costs.iter().sum();
         for available in ["0", "0.000000000001", "1", "7.123456789012", &total.to_string()] {
             let available = dec(available);
@@ -347,7 +404,7 @@ mod tests {
             assert!(split.credits <= available, "{available}: {split:?}");
             assert_eq!(split.credits + split.postpaid, total, "{available}");
             // The quantities billed postpaid cover the overflow.
-            let billed: Decimal = (0..3)
+            let billed: Decimal = (0..RESOURCES)
                 .map(|r| Decimal::from(split.over_quanta[r]) * prices[r] / Decimal::from(1_000_000_000_u64))
                 .sum();
             assert!(billed >= total - available, "{available}: {billed} < {}", total - available);
@@ -362,18 +419,71 @@ mod tests {
             }
         }
         let all = overflow(costs, prices, total).unwrap();
-        assert_eq!((all.credits, all.over_quanta, all.postpaid), (total, [0; 3], Decimal::ZERO));
+        assert_eq!((all.credits, all.over_quanta, all.postpaid), (total, [0; RESOURCES], Decimal::ZERO));
         // Nothing left: every resource is billed in full, rounded up to the quantum.
         let none = overflow(costs, prices, Decimal::ZERO).unwrap();
-        assert_eq!(none.over_quanta, [342_935_526, 25_550_687_921, 21_388_889]);
+        assert_eq!(none.over_quanta, [342_935_526, 25_550_687_921, 21_388_889, 33_333_334, 2_688_173]);
     }
 
     #[test]
     fn quantities_render_exactly() {
-        assert_eq!(quantity_text(Resource::Cpu, 900 * 1_000_000_000), "0.25");
-        assert_eq!(quantity_text(Resource::Memory, 900 << 30), "0.25");
-        assert_eq!(quantity_text(Resource::Gpu, 1), "0.00027777777777777777777777777778");
-        assert_eq!(quantity_text(Resource::Gpu, 0), "0");
+        assert_eq!(quantity_text(Resource::Cpu, any(), 900 * 1_000_000_000), "0.25");
+        assert_eq!(quantity_text(Resource::Memory, any(), 900 << 30), "0.25");
+        assert_eq!(quantity_text(Resource::Gpu, any(), 1), "0.00027777777777777777777777777778");
+        assert_eq!(quantity_text(Resource::Gpu, any(), 0), "0");
+        // 1 GB for 7 days of February 2027 (28 days): a quarter GB-month.
+        let week = 7 * 86_400 * 1_000_000_000;
+        assert_eq!(quantity_text(Resource::StorageOffline, day(2027, 2, 10), week), "0.25");
+        assert_eq!(quantity_text(Resource::StorageOnline, day(2027, 2, 10), week * 4), "1");
+    }
+
+    #[test]
+    fn a_gb_month_has_the_seconds_of_its_calendar_month() {
+        for ((y, m), days) in [((2027, 2), 28), ((2028, 2), 29), ((2026, 11), 30), ((2026, 12), 31), ((2027, 1), 31)] {
+            for d in [1, 15, days] {
+                assert_eq!(month_seconds(day(y, m, d)), u64::from(days) * 86_400, "{y}-{m}-{d}");
+                assert_eq!(
+                    Resource::StorageOffline.per_unit(day(y, m, d)),
+                    1_000_000_000 * u128::from(days) * 86_400,
+                    "{y}-{m}-{d}"
+                );
+            }
+        }
+        // The hourly units are the same every day.
+        assert_eq!(Resource::Cpu.per_unit(day(2027, 2, 1)), Resource::Cpu.per_unit(day(2026, 12, 31)));
+        assert_eq!(Resource::parse("storage_online"), Some(Resource::StorageOnline));
+        assert_eq!(serde_json::to_string(&Resource::StorageOffline).unwrap(), "\"storage_offline\"");
+        assert!(Resource::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
+    }
+
+    /// A month of constant storage, hour by hour, costs its GB-month price: in the ledger (each
+    /// hour's cost at 12 places, summed) to well under a billionth of a minor unit, and on the
+    /// invoice (each day's quantity quantised, the line rounded once) to the minor unit exactly.
+    #[test]
+    fn a_month_of_constant_storage_costs_the_gb_month_price() {
+        let gb = 1_000_000_000_u64;
+        for ((y, m), days) in [((2027, 2), 28_u32), ((2028, 2), 29), ((2026, 11), 30), ((2026, 12), 31)] {
+            for (size_gb, price) in [(1_u64, "2.3"), (1_234, "0.017"), (1_000_000, "2.3"), (7, "99.999999999999")] {
+                let price = dec(price);
+                let mut ledger = Decimal::ZERO;
+                let mut quanta = 0_u128;
+                for d in 1..=days {
+                    let mut whole = 0_u128;
+                    for _hour in 0..24 {
+                        let n = size_gb * gb * 3_600;
+                        ledger += cost(Resource::StorageOffline, day(y, m, d), n, price).unwrap();
+                        whole += u128::from(n);
+                    }
+                    quanta += crate::quantise::quantise(Resource::StorageOffline, day(y, m, d), whole);
+                }
+                let exact = price * Decimal::from(size_gb);
+                let windows = Decimal::from(days * 24);
+                assert!((ledger - exact).abs() <= windows * dec("0.0000000000005"), "{y}-{m} {size_gb} GB at {price}");
+                assert_eq!(round_minor(ledger), round_minor(exact), "{y}-{m} {size_gb} GB at {price}");
+                let line = crate::quantise::line_amount(quanta, price).unwrap();
+                assert_eq!(line, round_minor(exact), "{y}-{m} {size_gb} GB at {price}: {quanta} quanta");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! at T applies to windows starting at or after T and never splits one.
 
 use crate::config::Rates;
-use crate::money::{PRICE_SCALE, Resource, to_scaled};
+use crate::money::{PRICE_SCALE, RESOURCES, Resource, to_scaled};
 use crate::schema::prices;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -23,7 +23,7 @@ pub struct Price {
     pub resource: Resource,
     /// Lowercase ISO 4217.
     pub currency: String,
-    /// Minor units per billed unit (core-hour, GiB-hour, GPU-hour), exact.
+    /// Minor units per billed unit (core-hour, GiB-hour, GPU-hour, GB-month), exact.
     #[schema(value_type = String, example = "3.5")]
     pub unit_amount_decimal: Decimal,
     /// Windows starting at or after this instant use it (until a later version).
@@ -49,14 +49,14 @@ pub fn parse_amount(text: &str) -> Option<Decimal> {
 #[derive(Debug, Clone, Default)]
 pub struct PriceBook {
     /// Per resource (in [`Resource::ALL`] order), oldest first.
-    versions: [Vec<Price>; 3],
+    versions: [Vec<Price>; RESOURCES],
 }
 
 impl PriceBook {
     /// The book of `prices`.
     #[must_use]
     pub fn new(prices: Vec<Price>) -> Self {
-        let mut versions: [Vec<Price>; 3] = Default::default();
+        let mut versions: [Vec<Price>; RESOURCES] = Default::default();
         for p in prices {
             versions[p.resource.index()].push(p);
         }
@@ -74,12 +74,12 @@ impl PriceBook {
 
     /// The version in force at `at` for every resource, in [`Resource::ALL`] order.
     #[must_use]
-    pub fn all_in_force(&self, at: DateTime<Utc>) -> Option<[&Price; 3]> {
-        Some([
-            self.in_force(Resource::Cpu, at)?,
-            self.in_force(Resource::Memory, at)?,
-            self.in_force(Resource::Gpu, at)?,
-        ])
+    pub fn all_in_force(&self, at: DateTime<Utc>) -> Option<[&Price; RESOURCES]> {
+        let mut found = [None; RESOURCES];
+        for r in Resource::ALL {
+            found[r.index()] = Some(self.in_force(r, at)?);
+        }
+        Some(found.map(|p| p.unwrap_or_else(|| unreachable!("every resource was found"))))
     }
 
     /// Every version, by resource then start.
@@ -97,18 +97,17 @@ pub async fn book(conn: &mut AsyncPgConnection) -> QueryResult<PriceBook> {
     Ok(PriceBook::new(rows))
 }
 
-/// Records the configured rates as the first versions (in force from the epoch) unless the
-/// book has any version: safe for every replica at once.
+/// Records the configured rate of each resource without any version as its first version (in
+/// force from the epoch): a new deployment seeds them all, and one made before a resource was
+/// metered (storage, decision 0057) seeds that resource only. Safe for every replica at once.
 ///
 /// # Errors
 /// When Postgres fails, or a configured rate is not a price (configuration is validated, so
 /// never in practice).
 pub async fn seed(conn: &mut AsyncPgConnection, rates: &Rates, currency: &str) -> anyhow::Result<()> {
-    let any: i64 = prices::table.count().get_result(conn).await?;
-    if any > 0 {
-        return Ok(());
-    }
-    for (resource, rate) in [(Resource::Cpu, &rates.cpu), (Resource::Memory, &rates.ram), (Resource::Gpu, &rates.gpu)] {
+    let priced: Vec<Resource> = prices::table.select(prices::resource).distinct().load(conn).await?;
+    for resource in Resource::ALL.into_iter().filter(|r| !priced.contains(r)) {
+        let rate = rates.of(resource);
         let amount = parse_amount(&rate.unit_amount_decimal)
             .ok_or_else(|| anyhow::anyhow!("rates.{resource}: {} is not a price", rate.unit_amount_decimal))?;
         diesel::insert_into(prices::table)
@@ -186,6 +185,12 @@ mod tests {
         assert_eq!(book.in_force(Resource::Cpu, at(1000)).unwrap().unit_amount_decimal.to_string(), "40");
         assert!(book.in_force(Resource::Gpu, at(1000)).is_none());
         assert!(book.all_in_force(at(5)).is_none());
+        let mut all: Vec<Price> = Resource::ALL.iter().map(|r| price(*r, "1", 0)).collect();
+        all.push(price(Resource::StorageOnline, "2.5", 1000));
+        let book = PriceBook::new(all);
+        let in_force = book.all_in_force(at(1000)).unwrap();
+        assert_eq!(in_force.map(|p| p.resource), Resource::ALL);
+        assert_eq!(in_force[4].unit_amount_decimal.to_string(), "2.5");
     }
 
     #[test]

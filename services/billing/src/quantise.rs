@@ -7,19 +7,21 @@
 //!   once, to the minor unit ([`line_amount`]), as Stripe rounds per line.
 
 use crate::money::{self, QUANTA_PER_UNIT, QUANTUM_SCALE, Resource, Rounding};
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-/// `n` base units of `resource` in quanta (1e-9 of a billed unit), rounded half up.
+/// `n` base units of `resource` used on `day` in quanta (1e-9 of a billed unit), rounded half
+/// up. The day matters for storage: a GB-month has its calendar month's seconds.
 #[must_use]
-pub fn quantise(resource: Resource, n: u128) -> u128 {
-    money::mul_div(n, QUANTA_PER_UNIT, resource.per_unit(), Rounding::HalfUp).unwrap_or(u128::MAX)
+pub fn quantise(resource: Resource, day: NaiveDate, n: u128) -> u128 {
+    money::mul_div(n, QUANTA_PER_UNIT, resource.per_unit(day), Rounding::HalfUp).unwrap_or(u128::MAX)
 }
 
-/// The quanta a day reports for one resource at one price: its postpaid windows' base units
+/// The quanta `day` reports for one resource at one price: its postpaid windows' base units
 /// (`whole`, summed, then quantised once) plus the hybrid windows' postpaid quanta (`over`).
 #[must_use]
-pub fn day_quanta(resource: Resource, whole: u128, over: u128) -> u128 {
-    quantise(resource, whole).saturating_add(over)
+pub fn day_quanta(resource: Resource, day: NaiveDate, whole: u128, over: u128) -> u128 {
+    quantise(resource, day, whole).saturating_add(over)
 }
 
 /// A number of quanta as Stripe's meter event value: a decimal with exactly
@@ -78,12 +80,19 @@ mod tests {
 
     #[test]
     fn days_quantise_half_up_to_nine_places_and_lines_round_once() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 4).unwrap();
         // 1 GPU-second is 0.000277777(7) h: 277,778 quanta.
-        assert_eq!(quantise(Resource::Gpu, 1), 277_778);
+        assert_eq!(quantise(Resource::Gpu, day, 1), 277_778);
         // Half a quantum of a core-hour (1,800 nanocore-seconds) rounds up.
-        assert_eq!(quantise(Resource::Cpu, 1_800), 1);
-        assert_eq!(quantise(Resource::Cpu, 1_799), 0);
-        assert_eq!(day_quanta(Resource::Cpu, 3_600, 5), 6);
+        assert_eq!(quantise(Resource::Cpu, day, 1_800), 1);
+        assert_eq!(quantise(Resource::Cpu, day, 1_799), 0);
+        assert_eq!(day_quanta(Resource::Cpu, day, 3_600, 5), 6);
+        // 1 GB for a day of November is a thirtieth of a GB-month: 0.033333333; of December a
+        // thirty-first, 0.032258065 (half up).
+        let gb_day = 86_400 * 1_000_000_000;
+        assert_eq!(quantise(Resource::StorageOffline, day, gb_day), 33_333_333);
+        let december = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+        assert_eq!(quantise(Resource::StorageOnline, december, gb_day), 32_258_065);
         assert_eq!(quanta_text(12_000_000_001), "12.000000001");
         assert_eq!(quanta_text(5), "0.000000005");
         assert_eq!(significant_digits(5), 1);

@@ -138,38 +138,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    ledger_entries (sample_id, day) {
-        sample_id -> Uuid,
-        day -> Date,
-        event_id -> Nullable<Uuid>,
-        user_id -> Uuid,
-        owner_id -> Uuid,
-        cluster_id -> Uuid,
-        namespace -> Text,
-        project_id -> Nullable<Int8>,
-        window_start -> Timestamptz,
-        window_end -> Timestamptz,
-        cpu_nanocore_seconds -> Int8,
-        memory_byte_seconds -> Int8,
-        gpu_seconds -> Int8,
-        estimated -> Bool,
-        billing_mode -> Text,
-        cpu_price_id -> Uuid,
-        memory_price_id -> Uuid,
-        gpu_price_id -> Uuid,
-        cpu_cost -> Numeric,
-        memory_cost -> Numeric,
-        gpu_cost -> Numeric,
-        credits_paid -> Numeric,
-        unpaid -> Numeric,
-        cpu_over_quanta -> Int8,
-        memory_over_quanta -> Int8,
-        gpu_over_quanta -> Int8,
-        recorded_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
     lifecycle_signals (key) {
         key -> Text,
         owner_id -> Uuid,
@@ -376,7 +344,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     credit_purchases,
     credit_states,
     invoices,
-    ledger_entries,
     lifecycle_signals,
     low_balance_alerts,
     meter_reports,

@@ -3,7 +3,7 @@
 //! them ([`day_totals`], which the reporter shares), from which the upcoming invoice is
 //! computed with [`crate::quantise`].
 
-use crate::money::Resource;
+use crate::money::{RESOURCES, Resource};
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid};
@@ -46,6 +46,32 @@ pub struct Group {
     /// GPU cost.
     #[diesel(sql_type = Numeric)]
     pub gpu_cost: Decimal,
+    /// Offline storage byte-seconds.
+    #[diesel(sql_type = Numeric)]
+    pub storage_offline: Decimal,
+    /// Online storage byte-seconds.
+    #[diesel(sql_type = Numeric)]
+    pub storage_online: Decimal,
+    /// Offline storage cost.
+    #[diesel(sql_type = Numeric)]
+    pub storage_offline_cost: Decimal,
+    /// Online storage cost.
+    #[diesel(sql_type = Numeric)]
+    pub storage_online_cost: Decimal,
+}
+
+impl Group {
+    /// Each resource's base units and cost, in [`Resource::ALL`] order.
+    #[must_use]
+    pub fn by_resource(&self) -> [(Resource, Decimal, Decimal); RESOURCES] {
+        [
+            (Resource::Cpu, self.cpu, self.cpu_cost),
+            (Resource::Memory, self.memory, self.memory_cost),
+            (Resource::Gpu, self.gpu, self.gpu_cost),
+            (Resource::StorageOffline, self.storage_offline, self.storage_offline_cost),
+            (Resource::StorageOnline, self.storage_online, self.storage_online_cost),
+        ]
+    }
 }
 
 /// `owner`'s entries of the days `from` to `to` (inclusive), grouped.
@@ -61,7 +87,9 @@ pub async fn groups(
     diesel::sql_query(
         "SELECT day, user_id, project_id, billing_mode,
                 sum(cpu_nanocore_seconds) AS cpu, sum(memory_byte_seconds) AS memory, sum(gpu_seconds) AS gpu,
-                sum(cpu_cost) AS cpu_cost, sum(memory_cost) AS memory_cost, sum(gpu_cost) AS gpu_cost
+                sum(cpu_cost) AS cpu_cost, sum(memory_cost) AS memory_cost, sum(gpu_cost) AS gpu_cost,
+                sum(storage_offline_byte_seconds) AS storage_offline, sum(storage_online_byte_seconds) AS storage_online,
+                sum(storage_offline_cost) AS storage_offline_cost, sum(storage_online_cost) AS storage_online_cost
          FROM ledger_entries WHERE owner_id = $1 AND day BETWEEN $2 AND $3
          GROUP BY day, user_id, project_id, billing_mode
          ORDER BY day, user_id, project_id NULLS FIRST, billing_mode",
@@ -94,7 +122,7 @@ pub struct Sums {
 /// When Postgres fails.
 pub async fn sums(conn: &mut AsyncPgConnection, owner: OwnerId, from: NaiveDate, to: NaiveDate) -> QueryResult<Sums> {
     diesel::sql_query(
-        "SELECT coalesce(sum(cpu_cost + memory_cost + gpu_cost), 0) AS cost,
+        "SELECT coalesce(sum(cpu_cost + memory_cost + gpu_cost + storage_offline_cost + storage_online_cost), 0) AS cost,
                 coalesce(sum(credits_paid), 0) AS credits_paid, coalesce(sum(unpaid), 0) AS unpaid
          FROM ledger_entries WHERE owner_id = $1 AND day BETWEEN $2 AND $3 AND billing_mode <> 'free'",
     )
@@ -124,7 +152,7 @@ impl DayTotal {
     /// The day's quantity in quanta, as Stripe is told it.
     #[must_use]
     pub fn quanta(&self) -> u128 {
-        crate::quantise::day_quanta(self.resource, self.whole, self.over)
+        crate::quantise::day_quanta(self.resource, self.day, self.whole, self.over)
     }
 }
 
@@ -152,6 +180,18 @@ struct DayRow {
     memory_over: Decimal,
     #[diesel(sql_type = Numeric)]
     gpu_over: Decimal,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    storage_offline_price_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    storage_online_price_id: Option<Uuid>,
+    #[diesel(sql_type = Numeric)]
+    storage_offline: Decimal,
+    #[diesel(sql_type = Numeric)]
+    storage_online: Decimal,
+    #[diesel(sql_type = Numeric)]
+    storage_offline_over: Decimal,
+    #[diesel(sql_type = Numeric)]
+    storage_online_over: Decimal,
 }
 
 fn whole(d: Decimal) -> u128 {
@@ -173,7 +213,7 @@ pub async fn day_totals(
     let rows: Vec<DayRow> = diesel::sql_query(format!(
         "SELECT {DAY_COLUMNS} FROM ledger_entries
          WHERE owner_id = $1 AND day BETWEEN $2 AND $3 AND billing_mode <> 'free'
-         GROUP BY owner_id, day, cpu_price_id, memory_price_id, gpu_price_id"
+         GROUP BY {DAY_GROUPS}"
     ))
     .bind::<SqlUuid, _>(owner.as_uuid())
     .bind::<Date, _>(from)
@@ -195,7 +235,7 @@ pub async fn all_day_totals(
     let rows: Vec<DayRow> = diesel::sql_query(format!(
         "SELECT {DAY_COLUMNS} FROM ledger_entries
          WHERE day BETWEEN $1 AND $2 AND billing_mode <> 'free'
-         GROUP BY owner_id, day, cpu_price_id, memory_price_id, gpu_price_id"
+         GROUP BY {DAY_GROUPS}"
     ))
     .bind::<Date, _>(from)
     .bind::<Date, _>(to)
@@ -209,7 +249,13 @@ const DAY_COLUMNS: &str = "owner_id, day, cpu_price_id, memory_price_id, gpu_pri
     coalesce(sum(memory_byte_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS memory,
     coalesce(sum(gpu_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS gpu,
     sum(cpu_over_quanta) AS cpu_over, sum(memory_over_quanta) AS memory_over,
-    sum(gpu_over_quanta) AS gpu_over";
+    sum(gpu_over_quanta) AS gpu_over, storage_offline_price_id, storage_online_price_id,
+    coalesce(sum(storage_offline_byte_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS storage_offline,
+    coalesce(sum(storage_online_byte_seconds) FILTER (WHERE billing_mode = 'postpaid'), 0) AS storage_online,
+    sum(storage_offline_over_quanta) AS storage_offline_over, sum(storage_online_over_quanta) AS storage_online_over";
+
+const DAY_GROUPS: &str =
+    "owner_id, day, cpu_price_id, memory_price_id, gpu_price_id, storage_offline_price_id, storage_online_price_id";
 
 type Key = (NaiveDate, Resource, Uuid);
 
@@ -220,10 +266,14 @@ fn fold(rows: Vec<DayRow>) -> BTreeMap<OwnerId, Vec<DayTotal>> {
     for r in rows {
         let owner = totals.entry(r.owner_id).or_default();
         for (resource, price, n, over) in [
-            (Resource::Cpu, r.cpu_price_id, r.cpu, r.cpu_over),
-            (Resource::Memory, r.memory_price_id, r.memory, r.memory_over),
-            (Resource::Gpu, r.gpu_price_id, r.gpu, r.gpu_over),
+            (Resource::Cpu, Some(r.cpu_price_id), r.cpu, r.cpu_over),
+            (Resource::Memory, Some(r.memory_price_id), r.memory, r.memory_over),
+            (Resource::Gpu, Some(r.gpu_price_id), r.gpu, r.gpu_over),
+            (Resource::StorageOffline, r.storage_offline_price_id, r.storage_offline, r.storage_offline_over),
+            (Resource::StorageOnline, r.storage_online_price_id, r.storage_online, r.storage_online_over),
         ] {
+            // No storage price: an entry from before storage was metered, with no storage.
+            let Some(price) = price else { continue };
             let t = owner.entry((r.day, resource, price)).or_default();
             t.0 += whole(n);
             t.1 += whole(over);
@@ -278,6 +328,18 @@ pub struct EntryRow {
     /// GPU-seconds.
     #[diesel(sql_type = BigInt)]
     pub gpu_seconds: i64,
+    /// Offline storage byte-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub storage_offline_byte_seconds: i64,
+    /// Online storage byte-seconds.
+    #[diesel(sql_type = BigInt)]
+    pub storage_online_byte_seconds: i64,
+    /// `usage` or `storage`: which of metering's events the sample came from.
+    #[diesel(sql_type = Text)]
+    pub source: String,
+    /// Whether metering estimated the sample to fill a gap.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub estimated: bool,
     /// The cost.
     #[diesel(sql_type = Numeric)]
     pub cost: Decimal,
@@ -300,8 +362,9 @@ pub async fn entries(
     let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
     diesel::sql_query(
         "SELECT sample_id, user_id, cluster_id, namespace, project_id, window_start, window_end, billing_mode,
-                cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, cpu_cost + memory_cost + gpu_cost AS cost,
-                credits_paid
+                cpu_nanocore_seconds, memory_byte_seconds, gpu_seconds, storage_offline_byte_seconds,
+                storage_online_byte_seconds, source, estimated,
+                cpu_cost + memory_cost + gpu_cost + storage_offline_cost + storage_online_cost AS cost, credits_paid
          FROM ledger_entries WHERE owner_id = $1 AND day = $2 AND (window_start, sample_id) > ($3, $4)
          ORDER BY window_start, sample_id LIMIT $5",
     )

@@ -159,8 +159,8 @@ async fn adding_a_card_through_checkout_publishes_payment_method_added_once_and_
     // Invoices: one paid, one failed (which makes the subscription past due). The subscription
     // is anchored at the 1st of next month, so it made no first invoice.
     let subscription = account.stripe_subscription_id.clone().unwrap();
-    let paid = billing.sim.create_invoice(&subscription, &[1234, 56, 0], true).unwrap();
-    let failed = billing.sim.create_invoice(&subscription, &[700, 0, 3500], false).unwrap();
+    let paid = billing.sim.create_invoice(&subscription, &[1234, 56, 0, 0, 0], true).unwrap();
+    let failed = billing.sim.create_invoice(&subscription, &[700, 0, 3500, 0, 0], false).unwrap();
     let shown = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {
         let (_, body) = billing.call(Method::GET, "/api/billing", Some(&owner)).await;
         body["invoices"].as_array().is_some_and(|i| i.len() == 2) && body["subscription_status"] == "past_due"
@@ -488,7 +488,7 @@ async fn subscription_events_out_of_order_end_in_stripes_latest_state() {
     let customer = account.stripe_customer_id.unwrap();
     let subscription = account.stripe_subscription_id.unwrap();
     // Stripe moves the subscription to past_due (a failed invoice); its events arrive newest first.
-    billing.sim.create_invoice(&subscription, &[100, 0, 0], false).unwrap();
+    billing.sim.create_invoice(&subscription, &[100, 0, 0, 0, 0], false).unwrap();
     let t = chrono::Utc::now().timestamp();
     let object =
         |status: &str| json!({"id": subscription, "object": "subscription", "customer": customer, "status": status});
@@ -538,7 +538,7 @@ async fn when_stripe_fails_routes_answer_503_and_webhooks_are_left_for_stripe_to
     assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable")));
 
     let subscription = account.stripe_subscription_id.unwrap();
-    billing.sim.create_invoice(&subscription, &[1, 0, 0], false).unwrap();
+    billing.sim.create_invoice(&subscription, &[1, 0, 0, 0, 0], false).unwrap();
     let object = json!({"id": subscription, "object": "subscription", "customer": account.stripe_customer_id, "status": "past_due"});
     let body = event("customer.subscription.updated", chrono::Utc::now().timestamp(), object, None);
     let before = footprint(&billing).await;

@@ -142,7 +142,7 @@ async fn a_machine_admin_records_prices_as_no_person_and_a_person_shaped_like_on
     let (status, refused) = m.call_with(Method::POST, "/api/admin/prices", Some(&pretender), Some(other)).await;
     assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")));
     let (_, all) = m.call(Method::GET, "/api/admin/prices", Some(&m.admin)).await;
-    assert_eq!(all["prices"].as_array().unwrap().len(), 4);
+    assert_eq!(all["prices"].as_array().unwrap().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,10 +160,10 @@ async fn a_window_takes_the_price_and_the_mode_in_force_at_its_start() {
     assert_eq!((status, again["code"].as_str()), (StatusCode::CONFLICT, Some("price_exists")));
     let (status, pricing) = m.call(Method::GET, "/api/pricing", None).await;
     assert_eq!(status, 200, "public: {pricing}");
-    assert_eq!(pricing["current"].as_array().unwrap().len(), 3, "{pricing}");
+    assert_eq!(pricing["current"].as_array().unwrap().len(), 5, "{pricing}");
     assert_eq!(pricing["scheduled"][0]["unit_amount_decimal"], "40", "{pricing}");
     let (_, all) = m.call(Method::GET, "/api/admin/prices", Some(&m.admin)).await;
-    assert_eq!(all["prices"].as_array().unwrap().len(), 4);
+    assert_eq!(all["prices"].as_array().unwrap().len(), 6);
 
     let before = usage(owner, owner, noon - WINDOW, WINDOW, (1, 0, 0));
     let after = usage(owner, owner, noon, WINDOW, (1, 0, 0));

@@ -100,7 +100,7 @@ async fn joining_cancels_the_own_subscription_once_and_leaving_opens_one_new_one
     assert_eq!(subs.len(), 2, "one new subscription");
     let new = subs.iter().find(|s| s["status"] != "canceled").unwrap();
     assert_eq!(new["metadata"]["hopsbridge_user_id"], member.to_string());
-    assert_eq!(new["items"]["data"].as_array().unwrap().len(), 3, "the metered prices");
+    assert_eq!(new["items"]["data"].as_array().unwrap().len(), 5, "the metered prices");
     let created = billing
         .sim
         .events()

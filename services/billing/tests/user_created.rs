@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Checks the sandbox holds exactly one customer and one subscription for `user`, with three
-/// metered items on the configured meters and rates; returns their ids.
+/// Checks the sandbox holds exactly one customer and one subscription for `user`, with a
+/// metered item per resource (CPU, RAM, GPU, offline and online storage) on the configured
+/// meters and rates; returns their ids.
 async fn assert_one_customer_and_subscription(sim: &StripeSim, user: Uuid) -> (String, String) {
     let user_id = user.to_string();
     let customers: Vec<Value> =
@@ -58,12 +59,14 @@ async fn assert_one_customer_and_subscription(sim: &StripeSim, user: Uuid) -> (S
         vec![
             ("hopsbridge_cpu_core_hour_v1", "35"),
             ("hopsbridge_gpu_hour_v1", "350"),
-            ("hopsbridge_ram_gib_hour_v1", "3.5")
+            ("hopsbridge_ram_gib_hour_v1", "3.5"),
+            ("hopsbridge_storage_offline_gb_month_v1", "3.5"),
+            ("hopsbridge_storage_online_gb_month_v1", "35"),
         ]
     );
     let meters = stripe_get(sim, "billing/meters?limit=100").await;
     let meters = meters["data"].as_array().unwrap();
-    assert_eq!(meters.len(), 3, "one meter per resource");
+    assert_eq!(meters.len(), 5, "one meter per resource");
     for meter in meters {
         assert_eq!(meter["default_aggregation"]["formula"], "sum");
         assert_eq!(meter["customer_mapping"]["event_payload_key"], "stripe_customer_id");
@@ -230,12 +233,12 @@ async fn bad_events_are_rejected_and_stripe_refusals_are_retried_or_rejected() {
 async fn meters_and_prices_are_found_again_after_a_restart_and_a_changed_rate_is_refused() {
     let d = direct().await;
     let first = d.prices.get().await.unwrap();
-    assert_eq!(first.prices.len(), 3);
+    assert_eq!(first.prices.len(), 5);
     // A restart (a new process) finds them instead of creating more.
     let again = Prices::new(d.stripe.clone(), direct_rates(&d), "usd".into()).get().await.unwrap();
     assert_eq!(again, first);
-    assert_eq!(stripe_get(&d.sim, "prices?limit=100").await["data"].as_array().unwrap().len(), 3);
-    assert_eq!(stripe_get(&d.sim, "billing/meters?limit=100").await["data"].as_array().unwrap().len(), 3);
+    assert_eq!(stripe_get(&d.sim, "prices?limit=100").await["data"].as_array().unwrap().len(), 5);
+    assert_eq!(stripe_get(&d.sim, "billing/meters?limit=100").await["data"].as_array().unwrap().len(), 5);
 
     // The same lookup key with a different rate would bill at the old one: refused loudly.
     let mut rates = direct_rates(&d);

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub struct PublicPrice {
     /// What it prices.
     resource: Resource,
-    /// The billed unit: `core-hour`, `GiB-hour`, `GPU-hour`.
+    /// The billed unit: `core-hour`, `GiB-hour`, `GPU-hour`, `GB-month` (1e9 bytes held for
+    /// a whole calendar month, storage).
     unit: &'static str,
     /// Minor units per billed unit, exact.
     #[schema(value_type = String, example = "3.5")]
@@ -83,7 +84,7 @@ pub(super) async fn list_prices(state: Data, caller: Caller) -> Result<HttpRespo
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
-    /// `cpu`, `memory` or `gpu`.
+    /// `cpu`, `memory`, `gpu`, `storage_offline` or `storage_online`.
     resource: String,
     /// Minor units per billed unit as a decimal string, e.g. `"0.35"`.
     #[schema(value_type = String, example = "0.35")]

@@ -144,12 +144,15 @@ pub struct UsageLine {
     resource: Resource,
     /// Hopsworks' project id; null when the namespace is no known project.
     project_id: Option<i64>,
-    /// Whose pods (the owner or a member).
+    /// Whose pods (the owner or a member); for storage, the project's creator.
     user_id: Uuid,
     /// `free` (shown, never charged), `postpaid` or `prepaid`.
     billing_mode: String,
-    /// Billed units (core-hours, GiB-hours, GPU-hours), exact decimal.
+    /// Billed units (core-hours, GiB-hours, GPU-hours, GB-months of the day's calendar month),
+    /// exact decimal (storage rounded half up at 32 places).
     quantity: String,
+    /// The billed unit: `core-hour`, `GiB-hour`, `GPU-hour` or `GB-month`.
+    unit: &'static str,
     /// The cost in minor units, unrounded.
     cost: String,
     /// The cost rounded half up to whole minor units.
@@ -259,11 +262,7 @@ pub(super) async fn get_usage(
     let mut conn = state.db.conn().await?;
     let mut lines = Vec::new();
     for g in usage::groups(&mut conn, owner, from, to).await.map_err(db)? {
-        for (resource, n, cost) in [
-            (Resource::Cpu, g.cpu, g.cpu_cost),
-            (Resource::Memory, g.memory, g.memory_cost),
-            (Resource::Gpu, g.gpu, g.gpu_cost),
-        ] {
+        for (resource, n, cost) in g.by_resource() {
             let n = u128::try_from(n.trunc().mantissa()).unwrap_or(0);
             if n == 0 {
                 continue;
@@ -274,7 +273,8 @@ pub(super) async fn get_usage(
                 project_id: g.project_id,
                 user_id: g.user_id,
                 billing_mode: g.billing_mode.clone(),
-                quantity: money::quantity_text(resource, n),
+                quantity: money::quantity_text(resource, g.day, n),
+                unit: resource.unit(),
                 cost: cost.normalize().to_string(),
                 cost_minor: round_minor(cost),
             });
@@ -337,7 +337,7 @@ pub struct SamplesQuery {
 pub struct SampleLine {
     /// metering's sample id.
     sample_id: Uuid,
-    /// Whose pods.
+    /// Whose pods; for storage, the project's creator.
     user_id: Uuid,
     /// Where.
     cluster_id: Uuid,
@@ -345,6 +345,11 @@ pub struct SampleLine {
     namespace: String,
     /// The project.
     project_id: Option<i64>,
+    /// `usage` (a `UsageRecorded` sample: CPU, memory, GPUs) or `storage` (a
+    /// `StorageRecorded` sample: the project's offline and online storage).
+    source: String,
+    /// Estimated by metering to fill a gap rather than measured.
+    estimated: bool,
     /// The window.
     window_start: DateTime<Utc>,
     /// Its end.
@@ -363,6 +368,14 @@ pub struct SampleLine {
     memory_byte_seconds: i64,
     /// GPU-seconds.
     gpu_seconds: i64,
+    /// Offline storage GB-months (of the day's calendar month), exact to 32 places.
+    storage_offline_gb_months: String,
+    /// Online storage GB-months, likewise.
+    storage_online_gb_months: String,
+    /// The byte-seconds behind them.
+    storage_offline_byte_seconds: i64,
+    /// Online storage byte-seconds.
+    storage_online_byte_seconds: i64,
     /// Its cost, unrounded minor units.
     cost: String,
     /// Paid with credits.
@@ -419,15 +432,29 @@ pub(super) async fn get_samples(
             cluster_id: r.cluster_id,
             namespace: r.namespace,
             project_id: r.project_id,
+            source: r.source,
+            estimated: r.estimated,
             window_start: r.window_start,
             window_end: r.window_end,
             billing_mode: r.billing_mode,
-            cpu_core_hours: money::quantity_text(Resource::Cpu, exact(r.cpu_nanocore_seconds)),
-            memory_gib_hours: money::quantity_text(Resource::Memory, exact(r.memory_byte_seconds)),
-            gpu_hours: money::quantity_text(Resource::Gpu, exact(r.gpu_seconds)),
+            cpu_core_hours: money::quantity_text(Resource::Cpu, q.day, exact(r.cpu_nanocore_seconds)),
+            memory_gib_hours: money::quantity_text(Resource::Memory, q.day, exact(r.memory_byte_seconds)),
+            gpu_hours: money::quantity_text(Resource::Gpu, q.day, exact(r.gpu_seconds)),
             cpu_nanocore_seconds: r.cpu_nanocore_seconds,
             memory_byte_seconds: r.memory_byte_seconds,
             gpu_seconds: r.gpu_seconds,
+            storage_offline_gb_months: money::quantity_text(
+                Resource::StorageOffline,
+                q.day,
+                exact(r.storage_offline_byte_seconds),
+            ),
+            storage_online_gb_months: money::quantity_text(
+                Resource::StorageOnline,
+                q.day,
+                exact(r.storage_online_byte_seconds),
+            ),
+            storage_offline_byte_seconds: r.storage_offline_byte_seconds,
+            storage_online_byte_seconds: r.storage_online_byte_seconds,
             cost: r.cost.normalize().to_string(),
             credits_paid: r.credits_paid.normalize().to_string(),
         })

@@ -60,6 +60,7 @@ pub fn unit(resource: &str) -> &'static str {
         "cpu" => "core-hours",
         "memory" => "GiB-hours",
         "gpu" => "GPU-hours",
+        "storage_offline" | "storage_online" => "GB-months",
         _ => "units",
     }
 }
@@ -71,6 +72,8 @@ pub fn resource_name(resource: &str) -> &'static str {
         "cpu" => "CPU",
         "memory" => "Memory",
         "gpu" => "GPU",
+        "storage_offline" => "Offline storage",
+        "storage_online" => "Online storage",
         _ => "Other",
     }
 }
@@ -94,6 +97,13 @@ pub fn parse_major(typed: &str, currency: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_is_named_and_shown_in_gb_months() {
+        assert_eq!((resource_name("storage_offline"), unit("storage_offline")), ("Offline storage", "GB-months"));
+        assert_eq!((resource_name("storage_online"), unit("storage_online")), ("Online storage", "GB-months"));
+        assert_eq!((resource_name("disk"), unit("disk")), ("Other", "units"));
+    }
 
     #[test]
     fn money_is_rounded_half_up_to_the_minor_unit() {

@@ -36,7 +36,7 @@
 //! | 6 | [`validate`], [`cluster_checks`] | checks of registrations, and of the cluster they name |
 //! | 7 | [`assignments`], [`cluster_health`] | placement, moves and unassignments; clusters' scheduled checks |
 //! | 8 | [`teams`], [`lifecycle`] | what joining and leaving a team do, accounts' status and limit following ours |
-//! | 9 | [`events`], [`erasure`], [`worker`], [`rotate`], [`project_sync`] | consumers, personal data erased, the background task, `rotate-keys`, project syncs |
+//! | 9 | [`events`], [`erasure`], [`worker`], [`rotate`], [`project_sync`], [`metrics`] | consumers, personal data erased, the background task, `rotate-keys`, project syncs, the service's own metrics |
 //! | 10 | [`routes`] | the HTTP API |
 
 pub mod assignments;

@@ -84,8 +84,10 @@ fn parse<C>(extra: &[ExtraCommand<C>]) -> (Option<PathBuf>, Chosen<C>) {
     if let Some(name) = matches.subcommand_name()
         && let Some(e) = extra.iter().find(|e| e.name == name)
     {
+        // clap panics when asked for an argument the subcommand does not define.
         let args = matches
             .subcommand_matches(name)
+            .filter(|_| e.takes_arguments)
             .and_then(|m| m.get_many::<String>("args"))
             .map(|values| values.cloned().collect())
             .unwrap_or_default();

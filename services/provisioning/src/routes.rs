@@ -10,6 +10,7 @@
 //! | `POST /api/admin/clusters/{id}/projects/sync` | admins | sync the cluster's projects now |
 //! | `GET /api/admin/assignments/status-drift` | admins | accounts whose Hopsworks status disagrees with ours, read from Hopsworks |
 //! | `GET /api/cluster` | any signed-in person | their cluster, its state and their Hopsworks username |
+//! | `GET /api/cluster/projects` | any signed-in person | their Hopsworks projects on their cluster ([`my_projects`]) |
 //! | `GET /internal/clusters/{id}/kubeconfig` | the metering service only | the cluster's kubeconfig, opened |
 //! | `GET /internal/clusters/{id}/projects` | the metering service only | the cluster's Hopsworks projects |
 //! | `GET /internal/clusters/{id}/storage` | the metering service only | the projects' offline storage, from Hopsworks ([`storage`]) |
@@ -47,6 +48,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::Notify;
+
+mod my_projects;
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -87,6 +90,7 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/assignments/{user_id}", web::delete().to(delete_assignment))
         .route("/api/admin/assignments/{user_id}/projects", web::get().to(member_projects))
         .route("/api/cluster", web::get().to(my_cluster))
+        .route("/api/cluster/projects", web::get().to(my_projects::my_projects))
         .route("/internal/clusters/{id}/kubeconfig", web::get().to(cluster_kubeconfig))
         .route("/internal/clusters/{id}/projects", web::get().to(cluster_projects))
         .route("/internal/clusters/{id}/storage", web::get().to(storage::cluster_storage));
@@ -905,10 +909,10 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<ProvisioningCode> =
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(create_cluster, list_clusters, get_cluster, update_cluster, sync_projects, list_assignments, status_drift,
-        get_assignment, move_assignment, delete_assignment, member_projects, my_cluster),
+        get_assignment, move_assignment, delete_assignment, member_projects, my_cluster, my_projects::my_projects),
     components(schemas(ClusterBody, ClusterRegistration, ClusterView, ClusterWithHealth, Health, crate::kube_checks::Check, Assignment, AssignmentPage, MoveBody, MemberProjects, TeamMember,
         TeamState, ProjectMember, AccessState, MyCluster, ClusterSummary, Synced, StatusDrift, StatusDriftReport,
-        UnreadCluster, ErrorBody)),
+        UnreadCluster, my_projects::MyProjects, my_projects::MyProject, my_projects::Relation, ErrorBody)),
     modifiers(&CATALOGUE),
     tags((name = "clusters", description = "Hopsworks clusters and who is on which"))
 )]

@@ -52,10 +52,13 @@ impl Chromium {
             status["value"]["ready"].as_bool().filter(|r| *r)
         })
         .await;
+        // Headless Chromium keeps its window at least 500 px wide: a phone's width is emulated
+        // (its viewport, as a phone's browser lays the page out), not a window's.
         let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     format!("--window-size={width},{height}")]
+                     format!("--window-size={},{}", width.max(500), height)],
+            "mobileEmulation": {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}}
         }}}});
         let created: Value = http
             .post(format!("{base}/session"))
@@ -229,7 +232,12 @@ impl Chromium {
                        && !el.getAttribute('aria-label')) problems.push('no name: ' + what);\
                  }\
                  const root = document.documentElement;\
-                 if (root.scrollWidth > root.clientWidth) problems.push('scrolls sideways: ' + root.scrollWidth + ' > ' + root.clientWidth);\
+                 if (root.scrollWidth > root.clientWidth) {\
+                   const wide = [...document.body.querySelectorAll('*')]\
+                     .filter(e => e.getBoundingClientRect().right > root.clientWidth + 1)\
+                     .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '') + (e.id ? '#' + e.id : ''));\
+                   problems.push('scrolls sideways: ' + root.scrollWidth + ' > ' + root.clientWidth + ', past the edge: ' + wide.slice(0, 8).join(' '));\
+                 }\
                  return problems;",
             )
             .await;

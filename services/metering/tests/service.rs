@@ -602,10 +602,11 @@ async fn a_failing_cluster_leaves_gaps_with_reasons_and_holds_up_no_other() {
     let mut env = Env::start().await;
     let good = sim("eu-1", &env.clock);
     let bad = sim("eu-2", &env.clock);
-    bad.kube.set_faults(Faults { server_error: Some(503), ..Faults::default() });
     let (base, _stop) = env.metering(30, &[]).await;
     let good_id = env.register("eu-1", &good).await;
+    // Provisioning checks a cluster before accepting it, so the cluster fails once registered.
     let bad_id = env.register("eu-2", &bad).await;
+    bad.kube.set_faults(Faults { server_error: Some(503), ..Faults::default() });
     env.until(
         "a gap on the failing cluster",
         &format!("SELECT count(*) AS n FROM runs WHERE cluster_id = '{bad_id}' AND status = 'gap'"),

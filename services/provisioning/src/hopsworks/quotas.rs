@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn the_three_directories_add_up_and_missing_parts_hold_nothing() {
         let q = quotas(serde_json::json!({"hdfsUsage": 1.5, "hdfsQuota": 200.0, "hiveUsage": 0.25, "hiveQuota": 200.0}));
-        assert_eq!(q.offline_bytes(), Ok(3 << 29));
+        assert_eq!(q.offline_bytes(), Ok(7 << 28), "1.5 GiB + 0.25 GiB");
         // Java prints a small float in its own notation; it is read back as that float.
         let tiny = quotas(serde_json::json!({"hdfsUsage": 9.313226e-10, "hdfsQuota": 200.0}));
         assert_eq!(tiny.offline_bytes(), Ok(1));

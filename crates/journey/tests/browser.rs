@@ -1,6 +1,5 @@
 //! The console in a real browser: Debian's headless Chromium, driven over the WebDriver protocol
-//! (plain HTTP and JSON to `chromedriver`, so a few calls below are the whole client), at a
-//! phone's width, against every service as a process and the sandbox. A new person signs in,
+//! ([`hopsbridge_journey::browser::chromium`]), at a phone's width, against every service as a process and the sandbox. A new person signs in,
 //! adds a card through the billing page and the sandbox's Checkout page, sees their cluster
 //! ready, then their usage charted; each page is written as a PNG under
 //! `$CARGO_TARGET_TMPDIR/console-screenshots/`. `scripts/test.sh` installs `chromium` and
@@ -8,96 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
-use base64::Engine as _;
+use hopsbridge_journey::browser::chromium::Chromium;
 use hopsbridge_journey::{Options, Platform, binaries, wait_for};
-use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// The WebDriver key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-/// One Chromium session through a `chromedriver` of its own.
-struct Browser {
-    http: reqwest::Client,
-    session: String,
-    driver: std::process::Child,
-    shots: PathBuf,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let port = hopsbridge_testkit::free_port();
-        let driver = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; scripts/test.sh installs it)");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        wait_for("chromedriver", Duration::from_secs(20), || async {
-            let r = http.get(format!("{base}/status")).send().await.ok()?;
-            let status: Value = r.json().await.ok()?;
-            status["value"]["ready"].as_bool().filter(|r| *r)
-        })
-        .await;
-        let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=412,915"]
-        }}}});
-        let created: Value =
-            http.post(format!("{base}/session")).json(&capabilities).send().await.unwrap().json().await.unwrap();
-        let session =
-            created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
-        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
-        Self { http, session: format!("{base}/session/{session}"), driver, shots }
-    }
-
-    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self.http.request(method, format!("{}{path}", self.session));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let answer: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(answer["value"]["error"].is_null(), "WebDriver {path}: {answer}");
-        answer["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
-    }
-
-    async fn url(&self) -> String {
-        self.command(reqwest::Method::GET, "/url", None).await.as_str().unwrap().to_owned()
-    }
-
-    async fn source(&self) -> String {
-        self.command(reqwest::Method::GET, "/source", None).await.as_str().unwrap().to_owned()
-    }
-
-    async fn click(&self, css: &str) {
-        let found =
-            self.command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await;
-        let id = found[ELEMENT].as_str().unwrap_or_else(|| panic!("{css}: {found}")).to_owned();
-        self.command(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let png = self.command(reqwest::Method::GET, "/screenshot", None).await;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
-        assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
-        std::fs::write(self.shots.join(format!("{name}.png")), bytes).unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_person_goes_from_sign_in_to_usage_in_chromium() {
@@ -111,7 +24,8 @@ async fn a_new_person_goes_from_sign_in_to_usage_in_chromium() {
     let platform = Platform::start(binaries!(), &options).await;
     let person = platform.sign_up("browser").await;
     platform.wait_billing_account(&person, Duration::from_secs(30)).await;
-    let browser = Browser::start().await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let browser = Chromium::start(&shots, 412, 915).await;
     let gateway = &platform.gateway;
 
     browser.goto(&format!("{gateway}/")).await;
@@ -126,7 +40,7 @@ async fn a_new_person_goes_from_sign_in_to_usage_in_chromium() {
     browser.screenshot("02-billing-no-card").await;
 
     // The form goes to Stripe's Checkout (the sandbox's page); paying there comes back.
-    browser.click(r#"form[action="/billing/card"] button"#).await;
+    browser.follow(r#"form[action="/billing/card"] button"#).await;
     assert!(browser.url().await.contains("/c/pay/"), "{}", browser.url().await);
     browser.screenshot("03-checkout").await;
     browser.click("button").await;
@@ -139,6 +53,14 @@ async fn a_new_person_goes_from_sign_in_to_usage_in_chromium() {
     let cluster = platform.wait_assigned(&person, Duration::from_secs(30)).await;
     browser.goto(&format!("{gateway}/cluster")).await;
     assert!(browser.source().await.contains(cluster["cluster"]["endpoint"].as_str().unwrap()));
+    // Their projects, as project sync read them from Hopsworks: the lab that came with the account.
+    wait_for("the person's project on the cluster page", Duration::from_secs(60), || async {
+        let sync = format!("/api/admin/clusters/{}/projects/sync", platform.cluster_ids[0]);
+        platform.call("POST", &sync, &platform.admin_token, None).await;
+        browser.goto(&format!("{gateway}/cluster")).await;
+        browser.text().await.contains("bro10000_lab: yours").then_some(())
+    })
+    .await;
     browser.screenshot("05-cluster").await;
     browser.goto(&format!("{gateway}/billing")).await;
     assert!(browser.source().await.contains("ending in 4242"));
@@ -154,6 +76,11 @@ async fn a_new_person_goes_from_sign_in_to_usage_in_chromium() {
     assert_eq!(usage.matches("<svg").count(), 3, "a chart per resource");
     assert!(!usage.contains(r#"id="month-cost">0.00"#), "the month's cost is shown");
     browser.screenshot("07-usage").await;
+    for page in ["/", "/cluster", "/billing", "/usage", "/team", "/settings"] {
+        browser.goto(&format!("{gateway}{page}")).await;
+        let problems = browser.accessibility_problems().await;
+        assert!(problems.is_empty(), "{page}: {problems:#?}");
+    }
     browser.goto(&format!("{gateway}/team")).await;
     browser.screenshot("08-team").await;
     browser.goto(&format!("{gateway}/settings")).await;

@@ -78,6 +78,31 @@ impl Browser {
         self.send(request).await
     }
 
+    /// POSTs a `multipart/form-data` form to `path`, as a browser sends a form with file
+    /// inputs: `fields` as text parts, `files` as (field, file name, content).
+    pub async fn post_multipart(&mut self, path: &str, fields: &[(&str, &str)], files: &[(&str, &str, &str)]) -> Page {
+        let boundary = format!("----hopsbridge{}", uuid::Uuid::new_v4().simple());
+        let mut body = String::new();
+        for (name, value) in fields {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            ));
+        }
+        for (name, file, content) in files {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n{content}\r\n"
+            ));
+        }
+        body.push_str(&format!("--{boundary}--\r\n"));
+        let request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body);
+        self.send(request).await
+    }
+
     /// Signs `person` in through the gateway's login and the sandbox's Auth0, starting from
     /// `path`; answers where the login came back to.
     pub async fn sign_in(&mut self, platform: &Platform, person: &Person, path: &str) -> String {

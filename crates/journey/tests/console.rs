@@ -171,14 +171,15 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
         ("oauth_client_id", field("oauth_client_id")),
         ("capacity", "3".to_owned()),
         ("status", "inactive".to_owned()),
-        ("kubeconfig", field("kubeconfig")),
-        ("ca_bundle", field("ca_bundle")),
     ];
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The kubeconfig and the CA bundle are uploaded as files.
+    let (kubeconfig, ca_bundle) = (field("kubeconfig"), field("ca_bundle"));
+    let files = [("kubeconfig", "eu-spare.yaml", kubeconfig.as_str()), ("ca_bundle", "ca.pem", ca_bundle.as_str())];
     let mut as_owner = form.clone();
     as_owner[0].1 = &token;
-    assert_eq!(browser.post("/admin/clusters", &as_owner).await.status, 403, "an owner is no admin");
-    let registered = operator.post("/admin/clusters", &form).await;
+    assert_eq!(browser.post_multipart("/admin/clusters", &as_owner, &files).await.status, 403, "an owner is no admin");
+    let registered = operator.post_multipart("/admin/clusters", &form, &files).await;
     assert_eq!(registered.location.as_deref(), Some("/admin/clusters?done=registered"), "{}", registered.body);
     let (_, clusters) = platform.call("GET", "/api/admin/clusters", &platform.admin_token, None).await;
     let spare = clusters.as_array().unwrap().iter().find(|c| c["name"] == "eu-spare").expect("the registered cluster");

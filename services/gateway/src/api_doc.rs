@@ -263,12 +263,17 @@ pub fn complete(doc: &mut OpenApi) {
             answer(operation, 400, &bad);
             if !public {
                 answer(operation, 401, &[of(GatewayCode::Unauthenticated), of(GatewayCode::InvalidToken)]);
-                let mut forbidden = vec![
-                    of(GatewayCode::AccountSuspended),
+                // A suspended person still reaches the billing page's routes (where a suspension
+                // is resolved); a deleted account reaches nothing.
+                let mut forbidden = Vec::new();
+                if !crate::proxy::resolves_suspension(path) {
+                    forbidden.push(of(GatewayCode::AccountSuspended));
+                }
+                forbidden.extend([
                     of(GatewayCode::AccountDeleted),
                     of(GatewayCode::CsrfFailed),
                     of(GatewayCode::MachineClientNotAdmin),
-                ];
+                ]);
                 if !path.starts_with("/api/admin/") {
                     forbidden.push(of(GatewayCode::MachineClientAdminOnly));
                 }

@@ -210,7 +210,8 @@ async fn label_selectors_of_every_form_select_what_kubernetes_would() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_continue_token_is_answered_410_gone() {
     init();
-    let (clock, cluster) = start(&WorkloadConfig::default(), KubeOptions { continue_ttl_secs: 120, ..KubeOptions::default() });
+    let (clock, cluster) =
+        start(&WorkloadConfig::default(), KubeOptions { continue_ttl_secs: 120, ..KubeOptions::default() });
     let api: Api<Pod> = Api::all(client_from(&cluster.kubeconfig()).await);
     let first = api.list(&ListParams::default().labels("owner").limit(20)).await.unwrap();
     let token = first.metadata.continue_.clone().unwrap();

@@ -62,8 +62,8 @@ pub use config::BillingConfig;
 
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::{
-    CreditsExhaustedV1, PaymentMethodAddedV1, PaymentMethodRemovedV1, ProjectsCountedV1, TeamMemberJoinedV1,
-    StorageRecordedV1, TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserSignedInV1,
+    CreditsExhaustedV1, PaymentMethodAddedV1, PaymentMethodRemovedV1, ProjectsCountedV1, StorageRecordedV1,
+    TeamMemberJoinedV1, TeamMemberRemovedV1, UsageRecordedV1, UserCreatedV1, UserDeletedV1, UserSignedInV1,
 };
 use hopsbridge_platform::config::DATA_SERVICE_DEFAULTS;
 use hopsbridge_platform::db::{Migrations, migrations_for};

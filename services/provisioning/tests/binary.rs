@@ -42,8 +42,7 @@ fn refuses_missing_or_malformed_encryption_keys_naming_the_key() {
 #[test]
 fn rotate_keys_refuses_arguments_it_does_not_take() {
     let env = hopsbridge_testkit::TestSettings::new(Service::Provisioning).env();
-    let (status, output) =
-        hopsbridge_testkit::ServiceProcess::run_to_exit(BINARY, &["rotate-keys", "--dry-run"], &env);
+    let (status, output) = hopsbridge_testkit::ServiceProcess::run_to_exit(BINARY, &["rotate-keys", "--dry-run"], &env);
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("--dry-run"), "the refused argument is named: {output}");
 }

@@ -138,10 +138,10 @@ impl Hopsworks {
                 serde_json::from_slice(&body).map_err(|e| CallError(format!("{WHAT}: unexpected answer: {e}")))?;
             let received = u64::try_from(page.items.len()).unwrap_or(u64::MAX);
             for item in page.items {
-                let offline = item
-                    .quotas
-                    .as_ref()
-                    .map_or_else(|| Err("Hopsworks answered no quotas for the project".to_owned()), Quotas::offline_bytes);
+                let offline = item.quotas.as_ref().map_or_else(
+                    || Err("Hopsworks answered no quotas for the project".to_owned()),
+                    Quotas::offline_bytes,
+                );
                 projects.entry(item.id).or_insert(ProjectStorage {
                     id: item.id,
                     name: item.name,
@@ -168,7 +168,8 @@ mod tests {
 
     #[test]
     fn the_three_directories_add_up_and_missing_parts_hold_nothing() {
-        let q = quotas(serde_json::json!({"hdfsUsage": 1.5, "hdfsQuota": 200.0, "hiveUsage": 0.25, "hiveQuota": 200.0}));
+        let q =
+            quotas(serde_json::json!({"hdfsUsage": 1.5, "hdfsQuota": 200.0, "hiveUsage": 0.25, "hiveQuota": 200.0}));
         assert_eq!(q.offline_bytes(), Ok(7 << 28), "1.5 GiB + 0.25 GiB");
         // Java prints a small float in its own notation; it is read back as that float.
         let tiny = quotas(serde_json::json!({"hdfsUsage": 9.313226e-10, "hdfsQuota": 200.0}));

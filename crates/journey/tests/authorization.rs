@@ -300,6 +300,20 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
         one("GET", "/api/admin/metering/runs", format!("/api/admin/metering/runs?cluster_id={cluster}"), None, admins),
         one("GET", "/api/admin/metering/gaps", format!("/api/admin/metering/gaps?cluster_id={cluster}"), None, admins),
         one(
+            "GET",
+            "/api/admin/usage/storage-samples",
+            format!("/api/admin/usage/storage-samples?user_id={owner}&day={day}"),
+            None,
+            admins,
+        ),
+        one(
+            "GET",
+            "/api/admin/metering/storage-gaps",
+            format!("/api/admin/metering/storage-gaps?cluster_id={cluster}"),
+            None,
+            admins,
+        ),
+        one(
             "POST",
             "/api/admin/metering/clusters/{id}/collect",
             format!("/api/admin/metering/clusters/{cluster}/collect"),
@@ -417,6 +431,7 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
         // provisioning: a person sees only their own cluster (the admin has none); the registry
         // and the assignments are for admins, on the owner's cluster and the owner's place
         plain("GET", "/api/cluster", [401, 200, 200, 200, 404]),
+        plain("GET", "/api/cluster/projects", [401, 200, 200, 200, 404]),
         plain("GET", "/api/admin/clusters", admins),
         one("POST", "/api/admin/clusters", "/api/admin/clusters", Some(s.new_cluster.clone()), admins_created),
         one("GET", "/api/admin/clusters/{id}", format!("/api/admin/clusters/{cluster}"), None, admins),

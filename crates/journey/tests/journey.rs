@@ -45,7 +45,7 @@ async fn a_new_owner_goes_from_signup_to_a_hopsworks_account() {
     // No secret the run used reached a service's log, an answer the person or admin received,
     // or an event.
     let scan = platform.secrets();
-    assert_eq!(scan.names().len(), 12, "{:?}", scan.names());
+    assert_eq!(scan.names().len(), 17, "{:?}", scan.names());
     let transcript = platform.transcript().await;
     for place in ["billing log line", "gateway log line", "the answer 200 to GET /api/billing", "message 1 on "] {
         assert!(transcript.iter().any(|(p, _)| p.starts_with(place)), "nothing read from {place}…");

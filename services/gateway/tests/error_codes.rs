@@ -143,9 +143,11 @@ async fn every_code_is_answered_by_a_request_with_its_status() {
     {
         let auth = bearer(name);
         assert_eq!(get(&browser, api("/api/me"), &[("authorization", &auth)]).await.0, 200);
-        let by = if status == "suspended" { "'admin'" } else { "NULL" };
+        // identity requires when a deleted account was deleted.
+        let (by, deleted_at) = if status == "suspended" { ("'admin'", "NULL") } else { ("NULL", "now()") };
         p.sql(&format!(
-            "UPDATE users SET status = '{status}', suspended_by = {by} WHERE auth_subject = 'auth0|{name}'"
+            "UPDATE users SET status = '{status}', suspended_by = {by}, deleted_at = {deleted_at} \
+             WHERE auth_subject = 'auth0|{name}'"
         ))
         .await;
         seen.answered(code, get(&browser, api("/api/me"), &[("authorization", &auth)]).await);

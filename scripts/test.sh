@@ -48,32 +48,16 @@ fi
 # Doc tests are left out (the crates' examples are in their tests); the total of every test
 # binary is printed last, since cargo's own last line belongs to whichever binary ran last.
 #
-# With no arguments but --no-fail-fast, every test binary is built first and then run in three
-# groups side by side: the services' and crates' own tests, and the end-to-end journeys split in
-# two (see journey_groups). Most of the suite's time is waiting (processes starting, NATS,
-# sandbox clocks, a browser), not computing, so the groups overlap well on two cores. Each group
-# is still one `cargo test`, so each binary's tests keep cargo's own threading. Any other
-# argument (a package, a test name) runs one `cargo test` as given.
+# With no arguments but --no-fail-fast, every test binary is built first and then run in two
+# groups side by side: the services' and crates' own tests, and the end-to-end journeys (about
+# equal in time). Most of the suite's time is waiting (processes starting, NATS, sandbox clocks,
+# a browser), not computing, so the groups overlap well on two cores. Two, not more: each
+# journey runs six services with their own connection pools, and Postgres' default 100
+# connections must hold both groups. Each group is one `cargo test`, so each binary keeps
+# cargo's own threading. Any other argument (a package, a test name) runs one `cargo test` as given.
 logs=$(mktemp -d)
 trap 'rm -rf "${logs}"' EXIT
 cargo_args=(--locked --lib --bins --tests)
-
-# The end-to-end binaries of crates/journey, in two groups of about equal time; a binary missing
-# from both lists runs in the first, so a new one is never left out.
-journey_groups() {
-    local second=(authorization money lifecycle browser)
-    local first=() name
-    for name in $(find crates/journey/tests -maxdepth 1 -name '*.rs' -printf '%f\n' | sed 's/\.rs$//' | sort); do
-        if [[ " ${second[*]} " != *" ${name} "* ]]; then
-            first+=("${name}")
-        fi
-    done
-    printf -- "--lib --bins "
-    printf -- "--test %s " "${first[@]}"
-    printf '\n'
-    printf -- '--test %s ' "${second[@]}"
-    printf '\n'
-}
 
 grouped=1
 for arg in "$@"; do
@@ -85,25 +69,19 @@ if [[ ${grouped} == 1 ]]; then
     cargo test --workspace "${cargo_args[@]}" --no-run "$@" 2>&1 | tee "${logs}/build"
     status=${PIPESTATUS[0]}
     if [[ ${status} == 0 ]]; then
-        mapfile -t journeys < <(journey_groups)
-        # shellcheck disable=SC2086 # the groups are lists of words on purpose
-        {
-            cargo test --workspace --exclude hopsbridge-journey "${cargo_args[@]}" "$@" >"${logs}/1" 2>&1 &
-            pids=($!)
-            cargo test -p hopsbridge-journey --locked ${journeys[0]} "$@" >"${logs}/2" 2>&1 &
-            pids+=($!)
-            cargo test -p hopsbridge-journey --locked ${journeys[1]} "$@" >"${logs}/3" 2>&1 &
-            pids+=($!)
-        }
-        for i in 0 1 2; do
+        cargo test --workspace --exclude hopsbridge-journey "${cargo_args[@]}" "$@" >"${logs}/1" 2>&1 &
+        pids=($!)
+        cargo test -p hopsbridge-journey "${cargo_args[@]}" "$@" >"${logs}/2" 2>&1 &
+        pids+=($!)
+        for i in 0 1; do
             wait "${pids[${i}]}"
             code=$?
-            printf '\n=== test group %d of 3 (exit %d)\n' $((i + 1)) "${code}"
+            printf '\n=== test group %d of 2 (exit %d)\n' $((i + 1)) "${code}"
             cat "${logs}/$((i + 1))"
             [[ ${code} == 0 ]] || status=${code}
         done
     fi
-    cat "${logs}"/[123] >"${logs}/all" 2>/dev/null
+    cat "${logs}"/[12] >"${logs}/all" 2>/dev/null
 else
     cargo test --workspace "${cargo_args[@]}" "$@" 2>&1 | tee "${logs}/all"
     status=${PIPESTATUS[0]}

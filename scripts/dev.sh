@@ -17,7 +17,11 @@
 # environment (for example HOPSBRIDGE_BILLING__TELEMETRY__OTLP_ENDPOINT) is passed on.
 #
 # Environment:
-#   HOPSBRIDGE_DEV_READY_TIMEOUT  seconds each service gets to become ready (default 90)
+#   HOPSBRIDGE_DEV_READY_TIMEOUT      seconds each service gets to become ready (default 90)
+#   HOPSBRIDGE_DEV_PREBUILT=1         use the binaries already in target/<profile> when all of
+#                                     them are there (no cargo build); build when one is missing
+#   HOPSBRIDGE_DEV_REGISTER_CLUSTERS=0  the sandbox leaves its clusters unregistered, for an
+#                                     operator to register (scripts/operator-walkthrough.sh)
 
 set -euo pipefail
 
@@ -57,6 +61,8 @@ DATABASE_URL="postgres://postgres@${HB_PG_HOST}:${HB_PG_PORT}/${DATABASE}"
 NATS_URL="nats://${HB_NATS_HOST}:${HB_NATS_PORT}"
 HOST=127.0.0.1
 READY_TIMEOUT=${HOPSBRIDGE_DEV_READY_TIMEOUT:-90}
+PREBUILT=${HOPSBRIDGE_DEV_PREBUILT:-0}
+REGISTER_CLUSTERS=${HOPSBRIDGE_DEV_REGISTER_CLUSTERS:-1}
 # Each service gets shutdown.timeout_secs (20 by default) to finish; this is the outer bound.
 STOP_TIMEOUT=30
 LOG_DIR="${root}/.local/logs"
@@ -305,8 +311,20 @@ done
 
 # --- Build ------------------------------------------------------------------------------------
 
-hb_log "building the services (cargo build --workspace --bins ${cargo_flags[*]})"
-cargo build --workspace --bins "${cargo_flags[@]}"
+# True when every binary this script starts is in BIN_DIR.
+all_built() {
+    local name
+    for name in "${SERVICES[@]}" sandbox; do
+        [[ -x ${BIN_DIR}/hopsbridge-${name} ]] || return 1
+    done
+}
+
+if [[ ${PREBUILT} == 1 ]] && all_built; then
+    hb_log "using the binaries in ${BIN_DIR} as they are (HOPSBRIDGE_DEV_PREBUILT=1)"
+else
+    hb_log "building the services (cargo build --workspace --bins ${cargo_flags[*]})"
+    cargo build --workspace --bins "${cargo_flags[@]}"
+fi
 
 mkdir -p "${LOG_DIR}"
 
@@ -365,14 +383,22 @@ delete_dev_streams || hb_die "cannot delete the HB_ streams on ${NATS_URL}"
 
 SANDBOX_DIR="${root}/.local/sandbox"
 rm -f "${SANDBOX_DIR}/sandbox.env"
+# Emptied now: the wait below reads it before the sandbox's own redirection may have truncated
+# the last run's "Ready.".
+: >"${LOG_DIR}/sandbox.log"
 hb_log "starting the sandbox (simulated Auth0, Stripe, Hopsworks, Kubernetes)"
 # It also registers its clusters with provisioning once provisioning answers, as an operator
-# would through the admin API, so a person who signs up and adds a card is given one.
+# would through the admin API, so a person who signs up and adds a card is given one (unless
+# HOPSBRIDGE_DEV_REGISTER_CLUSTERS=0: then an operator registers them with hopsbridge-admin).
 # A sign-up on its login page fires the post-registration Action at the gateway, as Auth0's does.
+register_args=(--register-clusters-at "http://${HOST}:${PORT[provisioning]}")
+if [[ ${REGISTER_CLUSTERS} == 0 ]]; then
+    register_args=()
+fi
 HOPSBRIDGE_SANDBOX_SIGNING_KEY="${GATEWAY_SIGNING_KEY}" HOPSBRIDGE_SANDBOX_AUTH0_WEBHOOK_SECRET="${AUTH0_WEBHOOK_SECRET}" \
     setsid "${BIN_DIR}/hopsbridge-sandbox" \
     --state-dir "${SANDBOX_DIR}" --gateway-url "http://${HOST}:${PORT[gateway]}" \
-    --register-clusters-at "http://${HOST}:${PORT[provisioning]}" \
+    "${register_args[@]}" \
     --post-registration-url "http://${HOST}:${PORT[gateway]}/webhooks/auth0/post-registration" \
     >"${LOG_DIR}/sandbox.log" 2>&1 &
 SANDBOX_PID=$!

@@ -59,6 +59,9 @@ hopsbridge_platform::error_codes! {
         CardRequired = (CONFLICT, "card_required", "pay as you go needs a card: add one first"),
         /// A spending cap action that does not exist.
         InvalidCapAction = (BAD_REQUEST, "invalid_cap_action", "cap_action must be alert or suspend"),
+        /// A usage filter names someone who is neither the owner nor one of their team's
+        /// members, present or past.
+        PersonNotFound = (NOT_FOUND, "person_not_found", "user_id is neither the owner nor a present or past member of their team"),
     }
 }
 

@@ -348,7 +348,17 @@ pub struct EntryRow {
     pub credits_paid: Decimal,
 }
 
-/// The entries of `owner`'s `day`, by window and sample, `limit` after `after`.
+/// Which of an owner-day's entries [`entries`] reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EntryFilter<'a> {
+    /// Only this person's (the pods' user, or the storage's project creator).
+    pub user: Option<Uuid>,
+    /// Only entries of this `source` (`usage` or `storage`).
+    pub source: Option<&'a str>,
+}
+
+/// The entries of `owner`'s `day` that `filter` keeps, by window and sample, `limit` after
+/// `after`.
 ///
 /// # Errors
 /// When Postgres fails.
@@ -356,6 +366,7 @@ pub async fn entries(
     conn: &mut AsyncPgConnection,
     owner: OwnerId,
     day: NaiveDate,
+    filter: EntryFilter<'_>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> QueryResult<Vec<EntryRow>> {
@@ -366,6 +377,7 @@ pub async fn entries(
                 storage_online_byte_seconds, source, estimated,
                 cpu_cost + memory_cost + gpu_cost + storage_offline_cost + storage_online_cost AS cost, credits_paid
          FROM ledger_entries WHERE owner_id = $1 AND day = $2 AND (window_start, sample_id) > ($3, $4)
+           AND ($6::uuid IS NULL OR user_id = $6) AND ($7::text IS NULL OR source = $7)
          ORDER BY window_start, sample_id LIMIT $5",
     )
     .bind::<SqlUuid, _>(owner.as_uuid())
@@ -373,6 +385,28 @@ pub async fn entries(
     .bind::<Timestamptz, _>(at)
     .bind::<SqlUuid, _>(id)
     .bind::<BigInt, _>(limit)
+    .bind::<Nullable<SqlUuid>, _>(filter.user)
+    .bind::<Nullable<Text>, _>(filter.source)
     .load(conn)
     .await
+}
+
+/// Whether `user` has ever had an entry billed to `owner` (a past member's usage stays in
+/// the owner's ledger after they leave).
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn has_entries_of(conn: &mut AsyncPgConnection, owner: OwnerId, user: Uuid) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let row: Found =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE owner_id = $1 AND user_id = $2) AS found")
+            .bind::<SqlUuid, _>(owner.as_uuid())
+            .bind::<SqlUuid, _>(user)
+            .get_result(conn)
+            .await?;
+    Ok(row.found)
 }

@@ -130,6 +130,8 @@ async fn every_code_is_answered_with_its_status() {
     );
     let cap = Some(json!({"monthly_cap_minor": 100, "cap_action": "stop"}));
     expect(BillingCode::InvalidCapAction, billing.call_with(Method::PUT, "/api/billing/cap", Some(&owner), cap).await);
+    let someone = format!("/api/billing/usage/samples?day=2026-12-01&user_id={}", Uuid::now_v7());
+    expect(BillingCode::PersonNotFound, billing.call(Method::GET, &someone, Some(&owner)).await);
 
     let every: HashSet<BillingCode> = BillingCode::ALL.iter().copied().collect();
     assert_eq!(answered, every, "each code of the catalogue is exercised here");

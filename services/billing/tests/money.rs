@@ -378,11 +378,36 @@ async fn the_owner_sees_usage_costs_the_upcoming_invoice_and_cap_alerts_once_a_m
     assert_eq!(status, 200, "{samples}");
     assert_eq!(samples["samples"].as_array().unwrap().len(), 3);
     assert_eq!(samples["samples"][0]["gpu_hours"], "0.25");
-    // Another owner sees none of it.
+    // Narrowed to one person of the team (the member has no billing account: their entries
+    // make them the owner's), or to one source.
+    let of = |query: String| {
+        let me = me.clone();
+        let m = &m;
+        async move { m.call(Method::GET, &format!("/api/billing/usage/samples?day={day}&{query}"), Some(&me)).await }
+    };
+    let users = |v: &Value| -> Vec<String> {
+        v["samples"].as_array().unwrap().iter().map(|s| s["user_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (status, theirs) = of(format!("user_id={member}")).await;
+    assert_eq!((status, users(&theirs)), (StatusCode::OK, vec![member.to_string()]), "{theirs}");
+    let (status, mine) = of(format!("user_id={owner}")).await;
+    assert_eq!((status, users(&mine)), (StatusCode::OK, vec![owner.to_string(); 2]), "{mine}");
+    let (status, pods) = of("source=usage".to_owned()).await;
+    assert_eq!((status, pods["samples"].as_array().unwrap().len()), (StatusCode::OK, 3));
+    let (status, stored) = of(format!("source=storage&user_id={member}")).await;
+    assert_eq!((status, stored["samples"].clone()), (StatusCode::OK, json!([])));
+    let (status, nobody) = of(format!("user_id={}", Uuid::now_v7())).await;
+    assert_eq!((status, nobody["code"].as_str()), (StatusCode::NOT_FOUND, Some("person_not_found")));
+    let (status, bad) = of("source=disk".to_owned()).await;
+    assert_eq!((status, bad["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
+    // Another owner sees none of it, and the member is not theirs.
     let (other, _) = m.new_owner().await;
     let (_, theirs) =
         m.call(Method::GET, &format!("/api/billing/usage/samples?day={day}"), Some(&owner_caller(other))).await;
     assert_eq!(theirs["samples"], json!([]));
+    let path = format!("/api/billing/usage/samples?day={day}&user_id={member}");
+    let (status, _) = m.call(Method::GET, &path, Some(&owner_caller(other))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 /// Counts of every table the money routes write.

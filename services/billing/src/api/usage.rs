@@ -330,6 +330,11 @@ pub struct SamplesQuery {
     after: Option<String>,
     /// At most this many (1-10000, default 1000).
     limit: Option<i64>,
+    /// Only this person's entries: the owner's own, or a present or past team member's (their
+    /// pods, and the storage of the projects they created).
+    user_id: Option<Uuid>,
+    /// Only entries of this source: `usage` (CPU, memory, GPUs) or `storage`.
+    source: Option<String>,
 }
 
 /// One ledger entry: a sample's share of the day.
@@ -399,9 +404,10 @@ fn parse_after(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
 }
 
 #[utoipa::path(get, path = "/api/billing/usage/samples", tag = "billing", params(SamplesQuery),
-    responses((status = 200, description = "the samples behind the owner's day", body = SamplesView),
+    responses((status = 200, description = "the samples behind the owner's day, of one person and one source when asked", body = SamplesView),
+        (status = 400, description = "invalid_query: day, after, limit, user_id or source is malformed (source must be usage or storage)", body = ErrorBody),
         (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
-        (status = 404, description = describe(&[BillingCode::AccountNotFound]), body = ErrorBody)))]
+        (status = 404, description = describe(&[BillingCode::AccountNotFound, BillingCode::PersonNotFound]), body = ErrorBody)))]
 pub(super) async fn get_samples(
     state: Data,
     caller: Caller,
@@ -419,8 +425,25 @@ pub(super) async fn get_samples(
     if !(1..=10_000).contains(&limit) {
         return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-10000"));
     }
+    let source = match q.source.as_deref() {
+        None => None,
+        Some(s @ ("usage" | "storage")) => Some(s),
+        Some(_) => return Err(PlatformCode::InvalidQuery.with_message("source must be usage or storage")),
+    };
     let mut conn = state.db.conn().await?;
-    let rows = usage::entries(&mut conn, owner, q.day, after, limit).await.map_err(db)?;
+    if let Some(user) = q.user_id.filter(|u| *u != account.user_id.as_uuid()) {
+        // The owner may see their own entries and those of anyone their team billed to them:
+        // a present or past member (the latest membership billing heard of, or entries left).
+        let member = crate::accounts::get(&mut conn, user.into())
+            .await
+            .map_err(db)?
+            .is_some_and(|a| a.team.team_owner_id == Some(owner));
+        if !member && !usage::has_entries_of(&mut conn, owner, user).await.map_err(db)? {
+            return Err(BillingCode::PersonNotFound.error());
+        }
+    }
+    let filter = usage::EntryFilter { user: q.user_id, source };
+    let rows = usage::entries(&mut conn, owner, q.day, filter, after, limit).await.map_err(db)?;
     let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit;
     let next = rows.last().filter(|_| full).map(|r| format!("{}_{}", r.window_start.timestamp(), r.sample_id));
     let exact = |v: i64| u128::try_from(v).unwrap_or(0);

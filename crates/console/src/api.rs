@@ -127,7 +127,7 @@ pub struct OwnerUsage {
 pub struct UsageLine {
     /// The UTC day.
     pub day: chrono::NaiveDate,
-    /// `cpu`, `memory`, `gpu`.
+    /// `cpu`, `memory`, `gpu`, `storage_offline`, `storage_online`.
     pub resource: String,
     /// Whose pods.
     pub user_id: String,
@@ -197,6 +197,17 @@ pub struct DailyUsage {
     pub memory_gib_hours: String,
     /// GPU-hours.
     pub gpu_hours: String,
+    /// The project's storage that day, GB-months (offline and online).
+    #[serde(default = "zero")]
+    pub storage_gb_months: String,
+}
+
+fn zero() -> String {
+    "0".to_owned()
+}
+
+fn usage_source() -> String {
+    "usage".to_owned()
 }
 
 /// `GET /api/billing/usage/samples`.
@@ -234,6 +245,15 @@ pub struct Sample {
     pub memory_gib_hours: String,
     /// GPU-hours.
     pub gpu_hours: String,
+    /// `usage` (pods: CPU, memory, GPUs) or `storage` (a project's storage).
+    #[serde(default = "usage_source")]
+    pub source: String,
+    /// Offline storage, GB-months.
+    #[serde(default = "zero")]
+    pub storage_offline_gb_months: String,
+    /// Online storage, GB-months.
+    #[serde(default = "zero")]
+    pub storage_online_gb_months: String,
     /// Cost, unrounded minor units.
     pub cost: String,
 }

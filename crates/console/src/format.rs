@@ -60,7 +60,7 @@ pub fn unit(resource: &str) -> &'static str {
         "cpu" => "core-hours",
         "memory" => "GiB-hours",
         "gpu" => "GPU-hours",
-        "storage_offline" | "storage_online" => "GB-months",
+        "storage" | "storage_offline" | "storage_online" => "GB-months",
         _ => "units",
     }
 }
@@ -74,8 +74,28 @@ pub fn resource_name(resource: &str) -> &'static str {
         "gpu" => "GPU",
         "storage_offline" => "Offline storage",
         "storage_online" => "Online storage",
+        "storage" => "Storage",
         _ => "Other",
     }
+}
+
+/// The resource a usage figure of `resource` is drawn and added up under: offline and online
+/// storage together as `storage` (one chart and column, both in GB-months), the others as
+/// they are.
+#[must_use]
+pub fn shown_as(resource: &str) -> &str {
+    match resource {
+        "storage_offline" | "storage_online" => "storage",
+        other => other,
+    }
+}
+
+/// The decimal places a quantity of `resource` is shown with: 3 for the hourly units, 9 for
+/// storage's GB-months (the quantum Stripe is told, decision 0057; an hour of a few GB is
+/// millionths of a GB-month).
+#[must_use]
+pub fn places(resource: &str) -> u32 {
+    if shown_as(resource) == "storage" { 9 } else { 3 }
 }
 
 /// A money amount typed into a form (`12.34`) in whole minor units of `currency`; `None` when
@@ -103,6 +123,12 @@ mod tests {
         assert_eq!((resource_name("storage_offline"), unit("storage_offline")), ("Offline storage", "GB-months"));
         assert_eq!((resource_name("storage_online"), unit("storage_online")), ("Online storage", "GB-months"));
         assert_eq!((resource_name("disk"), unit("disk")), ("Other", "units"));
+        assert_eq!((resource_name("storage"), unit("storage")), ("Storage", "GB-months"));
+        assert_eq!(
+            (shown_as("storage_offline"), shown_as("storage_online"), shown_as("cpu")),
+            ("storage", "storage", "cpu")
+        );
+        assert_eq!((places("storage_online"), places("gpu")), (9, 3));
     }
 
     #[test]

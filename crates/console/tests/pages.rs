@@ -103,10 +103,12 @@ fn usage_view() -> Value {
             {"day": "2026-12-03", "resource": "cpu", "user_id": "u-bob", "billing_mode": "postpaid", "project_id": 7,
              "quantity": "5", "cost": "175", "cost_minor": 175},
             {"day": "2026-12-03", "resource": "memory", "user_id": "u-bob", "billing_mode": "postpaid", "project_id": null,
-             "quantity": "10", "cost": "40", "cost_minor": 40}
+             "quantity": "10", "cost": "40", "cost_minor": 40},
+            {"day": "2026-12-03", "resource": "storage_offline", "user_id": "u-bob", "billing_mode": "postpaid", "project_id": 7,
+             "quantity": "0.5", "unit": "GB-month", "cost": "1.75", "cost_minor": 2}
         ],
-        "range": {"from": "2026-12-01", "to": "2026-12-03", "cost": "302.5", "cost_minor": 303, "credits_paid": "0", "unpaid": "0"},
-        "month_to_date": {"from": "2026-12-01", "to": "2026-12-03", "cost": "302.5", "cost_minor": 303, "credits_paid": "0", "unpaid": "0"},
+        "range": {"from": "2026-12-01", "to": "2026-12-03", "cost": "304.25", "cost_minor": 304, "credits_paid": "0", "unpaid": "0"},
+        "month_to_date": {"from": "2026-12-01", "to": "2026-12-03", "cost": "304.25", "cost_minor": 304, "credits_paid": "0", "unpaid": "0"},
         "monthly_cap_minor": 5000,
         "upcoming_invoice": {"period_start": "2026-12-01", "period_end": "2026-12-31", "total_minor": 303,
             "lines": [{"resource": "cpu", "price_id": "p1", "unit_amount_decimal": "35", "quantity": "7.5", "amount": "262.5", "amount_minor": 263},
@@ -278,18 +280,24 @@ async fn usage_shows_the_api_figures_per_day_project_and_person() {
     );
     let (status, body, _) = get(fake, "/usage?month=2026-12").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains(r#"id="month-cost">3.03 USD<"#), "{body}");
+    assert!(body.contains(r#"id="month-cost">3.04 USD<"#), "{body}");
     assert!(body.contains(r#"id="invoice-total">3.03 USD<"#));
     assert!(body.contains("2.63 USD"), "an invoice line");
-    assert_eq!(body.matches("<svg").count(), 3, "a chart per resource");
+    assert_eq!(body.matches("<svg").count(), 4, "a chart per resource, storage included");
     assert_eq!(
         body.matches(r#"<a href="/usage/2026-12-"#).count(),
-        3 * 31 + 2,
+        4 * 31 + 2,
         "every day of each chart, and each day with usage, links to its samples"
     );
     assert!(body.contains(r#"<a href="/usage/2026-12-03">"#));
-    // Per project: project 7 has CPU 7.5 and 2.63 USD; the memory line is outside any project.
-    assert!(body.contains("Project 7</th><td class=\"num\">7.500</td><td class=\"num\">0.000</td><td class=\"num\">0.000</td><td class=\"num\">2.63 USD"), "{body}");
+    // A storage day links to its storage samples.
+    assert_eq!(body.matches(r#"<a href="/usage/2026-12-03?source=storage">"#).count(), 1, "{body}");
+    assert!(body.contains("Storage (GB-months): 0.500000000 GB-months, costing 0.02 USD"), "{body}");
+    assert!(body.contains("CPU (core-hours): 7.500 core-hours, costing 2.63 USD"), "{body}");
+    assert!(body.contains("3 December · CPU 5.000 · memory 10.000 · GPU 0.000 · storage 0.500000000"), "{body}");
+    // Per project: project 7 has CPU 7.5, storage 0.5 GB-months and 2.64 USD; the memory line
+    // is outside any project.
+    assert!(body.contains("Project 7</th><td class=\"num\">7.500</td><td class=\"num\">0.000</td><td class=\"num\">0.000</td><td class=\"num\">0.500000000</td><td class=\"num\">2.64 USD"), "{body}");
     assert!(body.contains("Outside any project"));
     // Per person: the owner's own line, and Bob's by name.
     assert!(
@@ -298,7 +306,7 @@ async fn usage_shows_the_api_figures_per_day_project_and_person() {
         ),
         "{body}"
     );
-    assert!(body.contains("Bob<span class=\"sr\">: their days and samples</span></a></th><td class=\"num\">5.000</td><td class=\"num\">10.000</td><td class=\"num\">0.000</td><td class=\"num\">2.15 USD"));
+    assert!(body.contains("Bob<span class=\"sr\">: their days and samples</span></a></th><td class=\"num\">5.000</td><td class=\"num\">10.000</td><td class=\"num\">0.000</td><td class=\"num\">0.500000000</td><td class=\"num\">2.17 USD"), "{body}");
     assert!(
         body.contains(r#"<a href="/usage?member=bob%40example.com&#38;month=2026-12">Bob"#),
         "a member's row links to their usage: {body}"
@@ -461,11 +469,16 @@ async fn the_plan_is_chosen_with_the_terms_and_the_cluster_shows_its_hopsworks_u
 async fn a_member_sees_their_own_usage_without_cost() {
     let fake = Arc::new(Fake::as_(member()).answer("GET", "/api/usage?from=2026-11-01&to=2026-11-30", 200, json!([
         {"day": "2026-11-02", "user_id": "u-bob", "owner_user_id": "u-ada", "cluster_id": "c", "namespace": "lab",
-         "cpu_core_hours": "1.25", "memory_gib_hours": "4", "gpu_hours": "0", "cpu_nanocore_seconds": 1, "memory_byte_seconds": 1, "gpu_seconds": 0, "samples": 4}
+         "cpu_core_hours": "1.25", "memory_gib_hours": "4", "gpu_hours": "0", "cpu_nanocore_seconds": 1, "memory_byte_seconds": 1, "gpu_seconds": 0, "samples": 4,
+         "storage_gb_months": "0.0125", "storage_offline_byte_seconds": 1, "storage_online_byte_seconds": 0, "storage_samples": 24}
     ])));
     let (status, body, _) = get(fake.clone(), "/usage?month=2026-11").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("lab</th><td class=\"num\">1.250</td><td class=\"num\">4.000</td>"), "{body}");
+    assert!(body.contains("lab</th><td class=\"num\">1.250</td><td class=\"num\">4.000</td><td class=\"num\">0.000</td><td class=\"num\">0.012500000</td></tr>"), "{body}");
+    assert!(
+        body.contains("Storage (GB-months): 0.012500000 GB-months</figcaption>"),
+        "their storage, without cost: {body}"
+    );
     assert!(!body.contains("Cost") && !body.contains("USD"), "no money for a member");
     assert!(!body.contains(r#"<a href="/usage/"#), "a member's days do not link to billed samples");
     assert_eq!(fake.calls().len(), 1, "only the member's own usage is asked for: {:?}", fake.calls());
@@ -499,34 +512,79 @@ async fn an_owner_follows_a_members_usage_down_to_the_samples_of_their_day() {
             .answer("GET", "/api/pricing", 200, pricing())
             .answer("GET", "/api/me", 200, json!({"id": "u-ada", "email": "ada@example.com", "name": "Ada"}))
             .answer("GET", "/api/team", 200, team_view())
+            // The API narrows the day to Bob (by his id, which no console URL carries) and,
+            // for his storage, to storage samples.
             .answer(
                 "GET",
-                "/api/billing/usage/samples?day=2026-12-03&limit=1000",
+                "/api/billing/usage/samples?day=2026-12-03&limit=1000&user_id=u-bob",
                 200,
-                json!({"day": "2026-12-03",
-                "next": "c1", "samples": [sample("u-bob", "8.75"), sample("u-ada", "100"), sample("u-bob", "1.25")]}),
+                json!({"day": "2026-12-03", "next": "c1", "samples": [sample("u-bob", "8.75"), sample("u-bob", "1.25")]}),
+            )
+            .answer(
+                "GET",
+                "/api/billing/usage/samples?day=2026-12-03&limit=1000&user_id=u-bob&after=c1",
+                200,
+                json!({"day": "2026-12-03", "next": null, "samples": [sample("u-bob", "2")]}),
+            )
+            .answer(
+                "GET",
+                "/api/billing/usage/samples?day=2026-12-03&limit=1000&user_id=u-bob&source=storage",
+                200,
+                json!({"day": "2026-12-03", "next": null, "samples": [{"sample_id": "st", "user_id": "u-bob",
+                    "namespace": "lab", "project_id": 7, "source": "storage", "window_start": "2026-12-03T10:00:00Z",
+                    "window_end": "2026-12-03T11:00:00Z", "billing_mode": "postpaid", "cpu_core_hours": "0",
+                    "memory_gib_hours": "0", "gpu_hours": "0", "storage_offline_gb_months": "0.0208333333333333333333333333",
+                    "storage_online_gb_months": "0", "cost": "0.0729166666666666666666666667"}]}),
             ),
     );
     let (status, body, _) = get(fake.clone(), "/usage?month=2026-12&member=Bob%40example.com").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("<h1>Usage of Bob</h1>"), "{body}");
-    // Bob's lines only: 2.15 USD of the account's 3.03; his days link to his samples.
-    assert!(body.contains(r#"id="member-cost">2.15 USD<"#), "{body}");
+    // Bob's lines only: 2.17 USD of the account's 3.04; his days link to his samples.
+    assert!(body.contains(r#"id="member-cost">2.17 USD<"#), "{body}");
     assert!(!body.contains("You (ada@example.com)") && !body.contains(r#"id="month-cost""#));
     assert!(body.contains(r#"<a href="/usage/2026-12-03?member=bob%40example.com">3 December"#), "{body}");
     assert!(body.contains(r#"<input type="hidden" name="member" value="bob@example.com">"#));
+    assert!(
+        body.contains(r#"<a href="/usage/2026-12-03?member=bob%40example.com&amp;source=storage">"#),
+        "his storage day links to his storage samples: {body}"
+    );
 
     let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Usage of Bob on 3 December 2026"), "{body}");
-    assert!(body.contains(r#"id="day-cost">0.10 USD<"#), "Bob's two entries, not Ada's: {body}");
+    assert!(body.contains(r#"id="day-cost">0.10 USD<"#), "Bob's two entries: {body}");
     assert_eq!(body.matches("<td>lab</td>").count(), 2);
     assert!(body.contains(r#"href="/usage/2026-12-03?member=bob%40example.com&#38;after=c1""#), "{body}");
     assert!(body.contains(r#"href="/usage?member=bob%40example.com&#38;month=2026-12""#));
+    // The next page goes on from the API's cursor of Bob's entries.
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com&after=c1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"id="day-cost">0.02 USD<"#) && !body.contains("Later entries"), "{body}");
 
-    // Someone who is not in the team is nobody's usage.
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com&source=storage").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Storage of Bob on 3 December 2026"), "{body}");
+    assert!(body.contains(r#"<td class="num">0.020833333</td>"#), "the storage sample's GB-months: {body}");
+    assert!(!body.contains("CPU core-hours"), "a storage day shows storage only: {body}");
+    assert!(body.contains(r#"href="/usage?member=bob%40example.com&#38;month=2026-12""#));
+    let calls = fake.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|(_, path, _)| !path.starts_with("/api/billing/usage/samples") || path.contains("user_id=u-bob")),
+        "a member's day is always asked of the API for that member: {calls:?}"
+    );
+
+    // Someone who is not in the team is nobody's usage; a source is usage or storage.
+    let before = fake.calls().len();
     assert_eq!(get(fake.clone(), "/usage?member=eve%40example.com").await.0, 404);
-    assert_eq!(get(fake, "/usage/2026-12-03?member=eve%40example.com").await.0, 404);
+    assert_eq!(get(fake.clone(), "/usage/2026-12-03?member=eve%40example.com").await.0, 404);
+    assert_eq!(get(fake.clone(), "/usage/2026-12-03?source=disk").await.0, 404);
+    assert!(
+        fake.calls()[before..].iter().all(|(_, path, _)| !path.starts_with("/api/billing/usage/samples")),
+        "no samples are asked for a refused page"
+    );
 }
 
 #[actix_web::test]

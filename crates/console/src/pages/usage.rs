@@ -1,6 +1,7 @@
-//! Usage and cost: the month's charts and tables, for an owner their costs, upcoming invoice
-//! and each team member's share, which links down (by the member's address, never an id) to
-//! that member's days and the samples behind each.
+//! Usage and cost: the month's charts and tables per resource (CPU, memory, GPUs and storage),
+//! for an owner their costs, upcoming invoice and each team member's share, which links down
+//! (by the member's address, never an id) to that member's days and the samples behind each;
+//! a storage day links to its storage samples.
 
 use super::{Ctx, Data, Layout, currency, render};
 use crate::chart::{self, Bar};
@@ -12,6 +13,9 @@ use chrono::{Datelike as _, NaiveDate};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 
+/// The resources charted, as [`format::shown_as`] names them.
+const RESOURCES: [&str; 4] = ["cpu", "memory", "gpu", "storage"];
+
 /// A row of a usage table: a project or a person, with their quantities and cost.
 #[derive(Debug, Default)]
 struct UsageRow {
@@ -21,15 +25,18 @@ struct UsageRow {
     cpu: Decimal,
     memory: Decimal,
     gpu: Decimal,
+    /// Offline and online storage, GB-months.
+    storage: Decimal,
     cost: Decimal,
 }
 
 impl UsageRow {
     fn add(&mut self, resource: &str, quantity: Decimal, cost: Decimal) {
-        match resource {
+        match format::shown_as(resource) {
             "cpu" => self.cpu += quantity,
             "memory" => self.memory += quantity,
             "gpu" => self.gpu += quantity,
+            "storage" => self.storage += quantity,
             _ => {}
         }
         self.cost += cost;
@@ -41,6 +48,8 @@ impl UsageRow {
 struct Chart {
     heading: String,
     total: String,
+    /// The resource's cost in the range (owners only).
+    cost: Option<String>,
     svg: String,
 }
 
@@ -120,6 +129,23 @@ fn member_query(email: &str) -> String {
     serde_urlencoded::to_string([("member", email)]).unwrap_or_default()
 }
 
+/// The console's page of `day`'s samples: of one member when `member` names them, of one
+/// source (`storage`) when `source` names it.
+fn day_href(day: NaiveDate, member: Option<&str>, source: Option<&str>) -> String {
+    let query: Vec<(&str, &str)> =
+        [("member", member), ("source", source)].into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+    if query.is_empty() {
+        format!("/usage/{day}")
+    } else {
+        format!("/usage/{day}?{}", serde_urlencoded::to_string(query).unwrap_or_default())
+    }
+}
+
+/// The source of samples a storage figure links down to.
+fn source_of(resource: &str) -> Option<&'static str> {
+    (resource == "storage").then_some("storage")
+}
+
 impl UsagePage {
     fn money(&self, minor: &i64) -> String {
         format::minor(*minor, &self.currency)
@@ -131,6 +157,10 @@ impl UsagePage {
 
     fn q(&self, value: &Decimal) -> String {
         format::quantity(&value.to_string(), 3)
+    }
+
+    fn storage(&self, value: &Decimal) -> String {
+        format::quantity(&value.to_string(), format::places("storage"))
     }
 
     fn unit(&self, resource: &str) -> &'static str {
@@ -162,13 +192,20 @@ fn months(shown: NaiveDate, current: NaiveDate) -> Vec<MonthLink> {
         .collect()
 }
 
+/// Where an owner's figures link down to: the samples of a day, of the person they are
+/// looking at when they picked one. Members have no samples page (decision 0049).
+#[derive(Debug, Clone, Copy)]
+struct Links<'a> {
+    member: Option<&'a str>,
+}
+
 /// The days of `from..=to`, each with its value per resource summed from `per_day`.
 fn daily_bars(
     resource: &str,
     from: NaiveDate,
     to: NaiveDate,
     per_day: &BTreeMap<(NaiveDate, String), Decimal>,
-    link: Option<&str>,
+    links: Option<Links<'_>>,
 ) -> Vec<Bar> {
     from.iter_days()
         .take_while(|d| *d <= to)
@@ -180,10 +217,10 @@ fn daily_bars(
                 title: format!(
                     "{}: {} {}",
                     day.format("%-d %B"),
-                    format::quantity(&value.to_string(), 3),
+                    format::quantity(&value.to_string(), format::places(resource)),
                     format::unit(resource)
                 ),
-                href: link.map(|suffix| format!("/usage/{day}{suffix}")),
+                href: links.map(|l| day_href(day, l.member, source_of(resource))),
             }
         })
         .collect()
@@ -213,7 +250,8 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
     };
     let (from, to, current);
     // An owner's links down to a day keep the person they are looking at.
-    let mut day_suffix = None;
+    let mut focus_email = None;
+    let mut cost_of: Option<BTreeMap<&str, Decimal>> = None;
     if ctx.viewer.owner {
         let path =
             range.as_ref().map_or_else(|| "/api/billing/usage".to_owned(), |r| format!("/api/billing/usage?{r}"));
@@ -229,10 +267,15 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
         let month = asked.map(|m| format!("&month={}", m.format("%Y-%m"))).unwrap_or_default();
         let (mut projects, mut members): (BTreeMap<String, UsageRow>, BTreeMap<String, UsageRow>) = Default::default();
         let mut focus_cost = Decimal::ZERO;
+        let mut costs: BTreeMap<&str, Decimal> = BTreeMap::new();
         for line in usage.lines.iter().filter(|l| focus.is_none_or(|f| f.user_id == l.user_id)) {
             let quantity = format::parse(&line.quantity).unwrap_or_default();
             let cost = format::parse(&line.cost).unwrap_or_default();
-            *per_day.entry((line.day, line.resource.clone())).or_default() += quantity;
+            let shown = format::shown_as(&line.resource);
+            *per_day.entry((line.day, shown.to_owned())).or_default() += quantity;
+            if let Some(r) = RESOURCES.iter().find(|r| **r == shown) {
+                *costs.entry(r).or_default() += cost;
+            }
             let project =
                 line.project_id.map_or_else(|| "Outside any project".to_owned(), |id| format!("Project {id}"));
             projects.entry(project.clone()).or_insert_with(|| UsageRow { name: project, ..UsageRow::default() }).add(
@@ -250,17 +293,15 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
                 cost,
             );
         }
+        cost_of = Some(costs);
         if let Some(person) = focus {
-            let query = member_query(&person.email);
-            day_suffix = Some(format!("?{query}"));
+            focus_email = Some(person.email.clone());
             page.l.title = format!("Usage of {}", person.name);
             page.focus = Some(Focus {
                 name: person.name.clone(),
                 email: person.email.clone(),
                 cost: format::minor_decimal(&focus_cost.to_string(), &page.currency),
             });
-        } else {
-            day_suffix = Some(String::new());
         }
         page.projects = projects.into_values().collect();
         page.members = members.into_values().collect();
@@ -274,9 +315,12 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
         let rows: Vec<api::DailyUsage> = tri!(ctx.fetch(&path).await);
         let mut projects: BTreeMap<String, UsageRow> = BTreeMap::new();
         for row in &rows {
-            for (resource, value) in
-                [("cpu", &row.cpu_core_hours), ("memory", &row.memory_gib_hours), ("gpu", &row.gpu_hours)]
-            {
+            for (resource, value) in [
+                ("cpu", &row.cpu_core_hours),
+                ("memory", &row.memory_gib_hours),
+                ("gpu", &row.gpu_hours),
+                ("storage", &row.storage_gb_months),
+            ] {
                 let quantity = format::parse(value).unwrap_or_default();
                 *per_day.entry((row.day, resource.to_owned())).or_default() += quantity;
                 projects
@@ -297,29 +341,43 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
         None => format!("{} to {}", from.format("%-d %B %Y"), to.format("%-d %B %Y")),
     };
     page.months = months(asked.unwrap_or(from.with_day(1).unwrap_or(from)), current);
-    for resource in ["cpu", "memory", "gpu"] {
-        let bars = daily_bars(resource, from, to, &per_day, day_suffix.as_deref());
+    let links = ctx.viewer.owner.then_some(Links { member: focus_email.as_deref() });
+    for resource in RESOURCES {
+        let bars = daily_bars(resource, from, to, &per_day, links);
         let total: Decimal = bars.iter().map(|b| b.value).sum();
         let heading = format!("{} ({})", format::resource_name(resource), format::unit(resource));
         page.charts.push(Chart {
             svg: chart::bars(&format!("{heading} per day"), &bars),
-            total: format!("{} {}", format::quantity(&total.to_string(), 3), format::unit(resource)),
+            total: format!(
+                "{} {}",
+                format::quantity(&total.to_string(), format::places(resource)),
+                format::unit(resource)
+            ),
+            cost: cost_of.as_ref().map(|c| {
+                format::minor_decimal(&c.get(resource).copied().unwrap_or_default().to_string(), &page.currency)
+            }),
             heading,
         });
     }
     page.days = from
         .iter_days()
         .take_while(|d| *d <= to)
-        .filter(|d| {
-            ["cpu", "memory", "gpu"].iter().any(|r| per_day.get(&(*d, (*r).to_owned())).is_some_and(|v| !v.is_zero()))
-        })
+        .filter(|d| RESOURCES.iter().any(|r| per_day.get(&(*d, (*r).to_owned())).is_some_and(|v| !v.is_zero())))
         .map(|d| {
             let q = |r: &str| {
-                format::quantity(&per_day.get(&(d, r.to_owned())).copied().unwrap_or_default().to_string(), 3)
+                let value = per_day.get(&(d, r.to_owned())).copied().unwrap_or_default();
+                format::quantity(&value.to_string(), format::places(r))
             };
             (
-                day_suffix.as_ref().map(|suffix| format!("/usage/{d}{suffix}")),
-                format!("{} · CPU {} · memory {} · GPU {}", d.format("%-d %B"), q("cpu"), q("memory"), q("gpu")),
+                links.map(|l| day_href(d, l.member, None)),
+                format!(
+                    "{} · CPU {} · memory {} · GPU {} · storage {}",
+                    d.format("%-d %B"),
+                    q("cpu"),
+                    q("memory"),
+                    q("gpu"),
+                    q("storage")
+                ),
             )
         })
         .collect();
@@ -339,6 +397,10 @@ struct DayPage {
     back: String,
     /// The person the samples are narrowed to, when an owner picked one.
     member: Option<String>,
+    /// Pods' figures are shown (not when only storage is asked for).
+    pods: bool,
+    /// Storage figures are shown (not when only pods' usage is asked for).
+    storage: bool,
 }
 
 impl DayPage {
@@ -348,6 +410,19 @@ impl DayPage {
 
     fn q(&self, value: &str) -> String {
         format::quantity(value, 4)
+    }
+
+    /// A sample's offline and online storage together, GB-months.
+    fn stored(&self, s: &api::Sample) -> String {
+        let gb_months = [&s.storage_offline_gb_months, &s.storage_online_gb_months]
+            .into_iter()
+            .filter_map(|v| format::parse(v))
+            .sum::<Decimal>();
+        format::quantity(&gb_months.to_string(), format::places("storage"))
+    }
+
+    fn source(&self, source: &str) -> &'static str {
+        if source == "storage" { "Storage" } else { "Pods" }
     }
 
     fn window(&self, start: &str, end: &str) -> String {
@@ -369,39 +444,53 @@ pub(super) async fn usage_day(
     let Ok(day) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
         return ctx.error(404, "not_found");
     };
-    let mut path = format!("/api/billing/usage/samples?day={day}&limit=1000");
-    if let Some(after) = query.get("after") {
-        path.push('&');
-        path.push_str(&serde_urlencoded::to_string([("after", after)]).unwrap_or_default());
-    }
+    let source = match query.get("source").map(String::as_str) {
+        None => None,
+        Some(s @ ("usage" | "storage")) => Some(s),
+        Some(_) => return ctx.error(404, "not_found"),
+    };
     let people = if query.contains_key("member") { people(&ctx).await } else { Vec::new() };
     let Ok(focus) = focus_of(&query, &people) else {
         return ctx.error(404, "not_found");
     };
-    let mut samples: api::Samples = tri!(ctx.fetch(&path).await);
-    // The route gives the whole account's day: a member's page keeps their entries only (a
-    // page may then hold fewer than its limit; "later entries" goes on where the API left off).
-    if let Some(person) = focus {
-        samples.samples.retain(|s| s.user_id == person.user_id);
-    }
+    // The API narrows the day to the member and the source: its pages and cursor are theirs.
+    let day_text = day.to_string();
+    let mut api_query = vec![("day", day_text.as_str()), ("limit", "1000")];
+    api_query.extend(focus.map(|p| ("user_id", p.user_id.as_str())));
+    api_query.extend(source.map(|s| ("source", s)));
+    api_query.extend(query.get("after").map(|a| ("after", a.as_str())));
+    let path = format!("/api/billing/usage/samples?{}", serde_urlencoded::to_string(&api_query).unwrap_or_default());
+    let samples: api::Samples = tri!(ctx.fetch(&path).await);
     let currency = currency(&ctx).await;
     let total: Decimal = samples.samples.iter().filter_map(|s| format::parse(&s.cost)).sum();
-    let keep = focus.map(|p| member_query(&p.email));
-    let title = match focus {
-        Some(p) => format!("Usage of {} on {}", p.name, day.format("%-d %B %Y")),
-        None => format!("Usage on {}", day.format("%-d %B %Y")),
+    // What the page's own links keep: the member and the source.
+    let keep: Vec<(&str, &str)> =
+        focus.map(|p| ("member", p.email.as_str())).into_iter().chain(source.map(|s| ("source", s))).collect();
+    let what = match source {
+        Some("storage") => "Storage",
+        Some(_) => "Pods' usage",
+        None => "Usage",
     };
-    let month = format!("month={}", day.format("%Y-%m"));
+    let title = match focus {
+        Some(p) => format!("{what} of {} on {}", p.name, day.format("%-d %B %Y")),
+        None => format!("{what} on {}", day.format("%-d %B %Y")),
+    };
+    let month = day.format("%Y-%m").to_string();
+    let back: Vec<(&str, &str)> =
+        focus.map(|p| ("member", p.email.as_str())).into_iter().chain([("month", month.as_str())]).collect();
     let page = DayPage {
         l: ctx.layout(&title, "/usage"),
         day: samples.day.to_string(),
         total_cost: format::minor_decimal(&total.to_string(), &currency),
         next: samples.next.map(|n| {
-            let after = serde_urlencoded::to_string([("after", n)]).unwrap_or_default();
-            keep.as_ref().map_or_else(|| after.clone(), |k| format!("{k}&{after}"))
+            let mut next = keep.clone();
+            next.push(("after", n.as_str()));
+            serde_urlencoded::to_string(next).unwrap_or_default()
         }),
-        back: keep.as_ref().map_or_else(|| format!("/usage?{month}"), |k| format!("/usage?{k}&{month}")),
+        back: format!("/usage?{}", serde_urlencoded::to_string(back).unwrap_or_default()),
         member: focus.map(|p| p.name.clone()),
+        pods: source != Some("storage"),
+        storage: source != Some("usage"),
         samples: samples.samples,
         currency,
     };

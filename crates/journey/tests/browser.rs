@@ -73,7 +73,7 @@ async fn a_new_person_goes_from_sign_in_to_usage_in_chromium() {
     .await;
     browser.goto(&format!("{gateway}/usage")).await;
     let usage = browser.source().await;
-    assert_eq!(usage.matches("<svg").count(), 3, "a chart per resource");
+    assert_eq!(usage.matches("<svg").count(), 4, "a chart per resource, storage included");
     assert!(!usage.contains(r#"id="month-cost">0.00"#), "the month's cost is shown");
     browser.screenshot("07-usage").await;
     for page in ["/", "/cluster", "/billing", "/usage", "/team", "/settings"] {

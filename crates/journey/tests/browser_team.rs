@@ -235,15 +235,15 @@ async fn an_owner_runs_a_team_and_follows_a_members_usage_in_chromium() {
     browser.screenshot("team-10-member-usage").await;
     browser.follow(&format!(r#"ul.days a[href="/usage/{day}?member=mateo%40example.com"]"#)).await;
     assert!(browser.text().await.contains(&format!("Usage of {name} on")));
-    // The page's entries are the API's samples of that day whose user is the member (read
-    // again until no window was measured in between: the day is still running).
+    // The page's entries are the API's samples of that day narrowed to the member (read again
+    // until no window was measured in between: the day is still running).
     let day_page = browser.url().await;
     wait_for("the day's page to agree with the API", PATIENCE, || async {
         browser.goto(&day_page).await;
-        let (_, samples) =
-            platform.call("GET", &format!("/api/billing/usage/samples?day={day}&limit=1000"), &owner.token, None).await;
-        let theirs: Vec<&Value> =
-            samples["samples"].as_array()?.iter().filter(|s| s["user_id"] == member_id.as_str()).collect();
+        let path = format!("/api/billing/usage/samples?day={day}&limit=1000&user_id={member_id}");
+        let (_, samples) = platform.call("GET", &path, &owner.token, None).await;
+        let theirs: Vec<&Value> = samples["samples"].as_array()?.iter().collect();
+        assert!(theirs.iter().all(|s| s["user_id"] == member_id.as_str()), "the member's only: {samples}");
         let total: Decimal = theirs.iter().map(|s| Decimal::from_str(s["cost"].as_str().unwrap()).unwrap()).sum();
         let mut major =
             total.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero) / Decimal::from(100);

@@ -2,16 +2,22 @@
 //! through the gateway's login, adds a card with the billing page's form (Stripe Checkout in
 //! the sandbox), sees their cluster, and, once their lab's pods have been measured, sees on the
 //! usage page the cost and the upcoming invoice the API gives them, and on a day's page the cost
-//! of that day's samples; they invite someone with the team page's form, and an invited person
-//! joins through the invitation page. An admin registers a cluster with the clusters page's form.
+//! of that day's samples; their project's storage is measured, charted and priced as the API
+//! gives it, and a storage day links to its storage samples; the samples route narrows a day to
+//! one person of the team and refuses anyone else; they invite someone with the team page's
+//! form, and an invited person joins through the invitation page. An admin registers a cluster
+//! with the clusters page's form.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use hopsbridge_console::format;
+use hopsbridge_contracts::Service;
 use hopsbridge_journey::browser::Browser;
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::TestUser;
+use hopsbridge_sandbox::hopsworks::{Directory, ProjectStorage};
 use hopsbridge_sandbox::world::World;
+use rust_decimal::Decimal;
 use std::time::Duration;
 
 /// The CSRF token a page's forms carry.
@@ -33,6 +39,8 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
         metering_window_secs: 2,
         // What the Hopsworks sandbox names console@example.com's account.
         lab_owners: vec!["con10000".to_owned()],
+        // Storage snapshots every 10 s rather than hourly, so the lab's storage is billed soon.
+        settings: vec![(Service::Metering, "storage.window_secs", "10".to_owned())],
         ..Options::default()
     };
     let platform = Platform::start(binaries!(), &options).await;
@@ -68,6 +76,11 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     }
     let billing = browser.get("/billing").await;
     assert!(billing.body.contains("ending in 4242"), "{}", billing.body);
+    // The lab project holds 5 GiB (exact in Hopsworks' float GiB), measured every 10 s.
+    let hopsworks = &platform.world.clusters[0].hopsworks;
+    let lab = hopsworks.projects().into_iter().find(|p| p.name == "con10000_lab").expect("the person's lab project");
+    let held = ProjectStorage { project: Directory::holding(5 << 30), hive: None, featurestore: None };
+    hopsworks.set_storage(lab.id, held).unwrap();
 
     // Usage and cost equal the API's, once the lab's pods have been measured and priced.
     let (_, pricing) = platform.call_as("GET", "/api/pricing", None, None).await;
@@ -75,16 +88,23 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     async fn usage(platform: &Platform, person: &Person) -> serde_json::Value {
         platform.call("GET", "/api/billing/usage", &person.token, None).await.1
     }
-    wait_for("priced usage", Duration::from_secs(90), || async {
-        usage(&platform, &person).await["month_to_date"]["cost_minor"].as_i64().filter(|c| *c > 0)
+    fn is_storage(line: &serde_json::Value) -> bool {
+        line["resource"].as_str().is_some_and(|r| r.starts_with("storage_"))
+    }
+    fn exact(value: &serde_json::Value) -> Decimal {
+        value.as_str().unwrap().parse().unwrap()
+    }
+    wait_for("priced usage and storage", Duration::from_secs(90), || async {
+        let usage = usage(&platform, &person).await;
+        let stored = usage["lines"].as_array()?.iter().any(|l| is_storage(l) && exact(&l["cost"]) > Decimal::ZERO);
+        usage["month_to_date"]["cost_minor"].as_i64().filter(|c| *c > 0 && stored)
     })
     .await;
     let (api, page) = wait_for("the page and the API agreeing while usage grows", Duration::from_secs(60), || async {
         let before = usage(&platform, &person).await;
         let page = browser.fork().get("/usage").await;
         let after = usage(&platform, &person).await;
-        (before["month_to_date"] == after["month_to_date"] && before["upcoming_invoice"] == after["upcoming_invoice"])
-            .then_some((after, page))
+        (before == after).then_some((after, page))
     })
     .await;
     assert_eq!(page.status, 200);
@@ -92,7 +112,17 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     assert_eq!(by_id(&page.body, "month-cost"), month_cost);
     let invoice = format::minor(api["upcoming_invoice"]["total_minor"].as_i64().unwrap(), &currency);
     assert_eq!(by_id(&page.body, "invoice-total"), invoice);
-    assert_eq!(page.body.matches("<svg").count(), 3, "a chart per resource");
+    assert_eq!(page.body.matches("<svg").count(), 4, "a chart per resource, storage included");
+    // The storage chart: the API's storage lines added up, quantity and cost.
+    let storage: Vec<&serde_json::Value> = api["lines"].as_array().unwrap().iter().filter(|l| is_storage(l)).collect();
+    let gb_months: Decimal = storage.iter().map(|l| exact(&l["quantity"])).sum();
+    let cost: Decimal = storage.iter().map(|l| exact(&l["cost"])).sum();
+    let caption = format!(
+        "Storage (GB-months): {} GB-months, costing {}",
+        format::quantity(&gb_months.to_string(), 9),
+        format::minor_decimal(&cost.to_string(), &currency)
+    );
+    assert!(gb_months > Decimal::ZERO && page.body.contains(&caption), "{caption} in {}", page.body);
 
     // A day's page: the cost of its samples, as the API lists them.
     let day = api["lines"][0]["day"].as_str().unwrap().to_owned();
@@ -105,14 +135,41 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
         (before == after && after["next"].is_null()).then_some((after, page))
     })
     .await;
-    let total: rust_decimal::Decimal = samples_api["samples"]
+    let total: Decimal = samples_api["samples"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["cost"].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap())
+        .map(|s| s["cost"].as_str().unwrap().parse::<Decimal>().unwrap())
         .sum();
     assert_eq!(by_id(&day_page.body, "day-cost"), format::minor_decimal(&total.to_string(), &currency));
     assert!(!samples_api["samples"].as_array().unwrap().is_empty());
+
+    // A storage day links to its storage samples, which the API gives the owner too.
+    let storage_day = storage[0]["day"].as_str().unwrap().to_owned();
+    assert!(page.body.contains(&format!(r#"href="/usage/{storage_day}?source=storage""#)), "{}", page.body);
+    let (stored, storage_page) =
+        wait_for("the storage day's page and the API agreeing", Duration::from_secs(60), || async {
+            let path = format!("/api/billing/usage/samples?day={storage_day}&source=storage&limit=1000");
+            let before = platform.call("GET", &path, &person.token, None).await.1;
+            let page = browser.fork().get(&format!("/usage/{storage_day}?source=storage")).await;
+            let after = platform.call("GET", &path, &person.token, None).await.1;
+            (before == after && after["next"].is_null()).then_some((after, page))
+        })
+        .await;
+    let stored = stored["samples"].as_array().unwrap();
+    assert!(!stored.is_empty() && stored.iter().all(|s| s["source"] == "storage"), "{stored:?}");
+    assert!(
+        stored.iter().all(|s| s["storage_offline_byte_seconds"] == 10 * (5_i64 << 30)),
+        "5 GiB for 10 s: {stored:?}"
+    );
+    let total: Decimal = stored.iter().map(|s| exact(&s["cost"])).sum();
+    assert_eq!(by_id(&storage_page.body, "day-cost"), format::minor_decimal(&total.to_string(), &currency));
+    assert_eq!(storage_page.body.matches("<tbody>").count(), 1);
+    assert_eq!(
+        storage_page.body.split("<tbody>").nth(1).unwrap().split("</tbody>").next().unwrap().matches("<tr>").count(),
+        stored.len(),
+        "a row per storage sample"
+    );
 
     // Team: the owner invites with the form; an invited person joins through the invitation page.
     let team = browser.get("/team").await;
@@ -148,6 +205,32 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     assert_eq!(joined.location.as_deref(), Some("/cluster?done=joined"), "{}", joined.body);
     let team = browser.get("/team").await;
     assert!(team.body.contains("joiner@example.com"), "the owner sees the new member: {}", team.body);
+
+    // The samples route narrows a day to one person of the owner's team: the owner, or a
+    // member (who has none yet); anyone else is nobody's, and a member asks for none.
+    let samples_of = |user: uuid::Uuid, token: &str| {
+        let path = format!("/api/billing/usage/samples?day={day}&user_id={user}");
+        let token = token.to_owned();
+        let platform = &platform;
+        async move { platform.call("GET", &path, &token, None).await }
+    };
+    let (status, own) = samples_of(person.user_id, &person.token).await;
+    assert_eq!(status, 200, "{own}");
+    let own = own["samples"].as_array().unwrap();
+    assert!(!own.is_empty() && own.iter().all(|s| s["user_id"] == person.user_id.to_string()));
+    // Once billing has heard of the join (an event), the member is the owner's to look at.
+    let theirs = wait_for("billing to know the new member", Duration::from_secs(30), || async {
+        let (status, theirs) = samples_of(member.user_id, &person.token).await;
+        (status == 200).then_some(theirs)
+    })
+    .await;
+    assert_eq!(theirs["samples"].as_array().map(Vec::len), Some(0), "{theirs}");
+    let (status, stranger) = samples_of(uuid::Uuid::now_v7(), &person.token).await;
+    assert_eq!((status, stranger["code"].as_str()), (404, Some("person_not_found")), "{stranger}");
+    let (status, refused) = samples_of(person.user_id, &member.token).await;
+    assert_eq!((status, refused["code"].as_str()), (403, Some("owner_only")), "{refused}");
+    let path = format!("/api/billing/usage/samples?day={day}&source=disk");
+    assert_eq!(platform.call("GET", &path, &person.token, None).await.0, 400);
     // The member sees their membership and no billing.
     assert_eq!(other.get("/billing").await.status, 403);
     assert!(other.get("/team").await.body.contains("Person console"));

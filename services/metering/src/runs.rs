@@ -408,10 +408,14 @@ pub async fn complete(
         enqueue_all_at(conn, &events, None, now).await?;
     }
     let stats_json = serde_json::to_value(&stats).unwrap_or_default();
+    // A readings run has counted its calls read by read; a point run's are counted here, so
+    // the per-cluster API calls metric sees both.
+    let api_calls = i64::try_from(stats.collect.api_calls).unwrap_or(i64::MAX);
     diesel::update(runs::table.find(key))
         .set((
             runs::status.eq(RunState::Complete),
             runs::stats.eq(stats_json),
+            runs::api_calls.eq(dsl::sql::<BigInt>("greatest(api_calls, ").bind::<BigInt, _>(api_calls).sql(")")),
             runs::sample_count.eq(i32::try_from(measured.len()).unwrap_or(i32::MAX)),
             runs::finished_at.eq(now),
             runs::lease_until.eq(None::<DateTime<Utc>>),

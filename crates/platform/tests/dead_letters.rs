@@ -395,3 +395,34 @@ async fn a_dead_letter_whose_consumer_no_longer_runs_is_refused_and_left_waiting
     let (_, one) = w.call("GET", &format!("/api/admin/dead-letters/billing/{id}"), ADMIN()).await;
     assert_eq!((one["replays"].as_u64(), one["replayed_at"].is_null()), (Some(0), true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_persons_own_creation_and_messages_holding_their_address_are_deleted_and_others_stay() {
+    let w = World::new().await;
+    let (erased, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    // The erased person's own UserCreated and another person's, both rejected; a message that is
+    // no event but holds the erased person's address (in other letters' case).
+    for (user, email) in [(erased, "poison@erased.example"), (other, "poison@other.example")] {
+        let event = UserCreatedV1 { user_id: user.to_string(), email: email.to_owned(), ..Default::default() };
+        w.bus.publish(&event, None).await;
+    }
+    let js = w.bus.jetstream().await;
+    let unreadable = "not protobuf, about Mention@Erased.example".to_owned().into_bytes();
+    js.publish(w.bus.subjects().event::<UserCreatedV1>(), unreadable.into()).await.unwrap().await.unwrap();
+    let listed = eventually(Duration::from_secs(30), || async {
+        w.call("GET", "/api/admin/dead-letters/billing", MACHINE_ADMIN()).await.1["total"] == 3
+    })
+    .await;
+    assert!(listed, "three dead letters");
+
+    let mut conn = w.billing.conn().await.unwrap();
+    let erase = hopsbridge_platform::events::dead_letters::erase_carrying;
+    assert_eq!(erase(&mut conn, erased, &["mention@erased.example"]).await.unwrap(), 2);
+    assert_eq!(erase(&mut conn, erased, &["mention@erased.example"]).await.unwrap(), 0, "nothing more the second time");
+    let (_, page) = w.call("GET", "/api/admin/dead-letters/billing", ADMIN()).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!(items[0]["event_type"], TYPE);
+    // What stays is the other person's: erasing by their id alone takes it.
+    assert_eq!(erase(&mut conn, other, &[]).await.unwrap(), 1);
+}

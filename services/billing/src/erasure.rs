@@ -6,6 +6,8 @@
 //!   (`resource_missing`) holds nothing more to erase;
 //! - `accounts`: the email and name (empty); the row stays (billing mode, Stripe ids, status);
 //! - the mail outbox: every sent mail to the address or naming it.
+//! - dead letters: the person's `UserCreated` and any message holding the address, first, even
+//!   when billing has no account of theirs (decision 0068).
 //!
 //! Invoices, the ledger, meter reports, credits and payment methods' brand and last four digits
 //! stay under the user id and the Stripe customer id: they are the records billing must keep.
@@ -61,14 +63,17 @@ struct Account {
 /// [`HandlerError::Retry`] when Stripe or Postgres fails and may work later;
 /// [`HandlerError::Reject`] when Stripe refuses the request itself.
 pub async fn erase(conn: &mut AsyncPgConnection, stripe: &Stripe, id: UserId) -> Result<(), HandlerError> {
-    let Some(account) =
+    let account =
         diesel::sql_query("SELECT email, name, stripe_customer_id FROM accounts WHERE user_id = $1 FOR UPDATE")
             .bind::<SqlUuid, _>(id)
             .get_results::<Account>(conn)
             .await?
             .into_iter()
-            .next()
-    else {
+            .next();
+    // Dead letters carrying the person's data go whether or not billing has their account.
+    let address = account.as_ref().map_or("", |a| a.email.as_str());
+    hopsbridge_platform::events::dead_letters::erase_carrying(conn, id.as_uuid(), &[address]).await?;
+    let Some(account) = account else {
         return Ok(());
     };
     if account.email.is_empty() && account.name.is_empty() {

@@ -5,6 +5,7 @@
 //!   stays with its status `deleted`.
 //! - `project_members`: the Hopsworks email of each of the person's places in projects (empty).
 //! - the mail outbox: every sent mail to the address or naming it.
+//! - dead letters: the person's `UserCreated` and any message holding the address (decision 0068).
 //!
 //! It keeps the person's Hopsworks usernames and user ids (`assignments`, `project_members`,
 //! `projects.creator_username`): Hopsworks keeps the deactivated account under that username,
@@ -59,6 +60,8 @@ pub async fn erase(conn: &mut AsyncPgConnection, id: UserId) -> Result<(), DbErr
     for address in &addresses {
         hopsbridge_platform::mail::erase_sent(conn, address).await?;
     }
+    let carried: Vec<&str> = addresses.iter().map(Email::as_str).collect();
+    hopsbridge_platform::events::dead_letters::erase_carrying(conn, id.as_uuid(), &carried).await?;
     diesel::sql_query(
         "UPDATE users SET email = '', name = '', auth_subject = 'erased|' || user_id, updated_at = now()
           WHERE user_id = $1 AND auth_subject <> 'erased|' || user_id",

@@ -10,6 +10,7 @@
 //!   its owner controls and a new account with that address may accept.
 //! - `accounts`: the Hopsworks username (empty); cluster and times stay.
 //! - the mail outbox: every sent mail to the address or naming it.
+//! - dead letters: the person's `UserCreated` and any message holding the address (decision 0068).
 //!
 //! Memberships and usage stay under the user id. A redelivery finds nothing left to erase.
 
@@ -65,6 +66,8 @@ pub async fn erase(
     if let Some(address) = &address {
         hopsbridge_platform::mail::erase_sent(conn, address).await?;
     }
+    let carried: Vec<&str> = address.iter().map(Email::as_str).collect();
+    hopsbridge_platform::events::dead_letters::erase_carrying(conn, id.as_uuid(), &carried).await?;
     diesel::sql_query(
         "UPDATE invitations
             SET email = 'erased+' || id || '@erased.invalid',

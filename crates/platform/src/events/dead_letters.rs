@@ -363,3 +363,52 @@ pub async fn replay_waiting(
     summary.remaining = (left - tried).max(0);
     Ok(summary)
 }
+
+/// Deletes this service's dead letters that carry a person's personal data once it is erased
+/// (decision 0068): the person's own `UserCreated` event (found by the user id in its body; it
+/// holds their email and name) and any message whose body holds one of `addresses` (compared
+/// without case; an undecodable message among them). They are deleted, not kept redacted:
+/// replaying such an event would write the erased data back (decision 0058), and a row with
+/// its body gone could only fail. Dead letters that merely name the person's id (usage,
+/// status changes) stay, as the ids do everywhere. Returns how many went; doing it again
+/// deletes nothing more.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn erase_carrying(
+    conn: &mut AsyncPgConnection,
+    user_id: uuid::Uuid,
+    addresses: &[&str],
+) -> Result<usize, DbError> {
+    use diesel::sql_types::{Array, Text};
+    // `escape` encoding keeps ASCII as it is and spells other bytes as octal escapes, the same
+    // way for the body and the address, so the address is found in the raw protobuf bytes.
+    let addresses: Vec<String> = addresses.iter().map(|a| a.trim().to_lowercase()).filter(|a| !a.is_empty()).collect();
+    let gone: Vec<DeletedLetter> = diesel::sql_query(
+        "DELETE FROM dead_letters
+          WHERE (event_type LIKE 'UserCreated%' AND position(convert_to($1, 'UTF8') IN body) > 0)
+             OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS a
+                         WHERE strpos(lower(encode(body, 'escape')), lower(encode(convert_to(a, 'UTF8'), 'escape'))) > 0)
+          RETURNING id, consumer",
+    )
+    .bind::<Text, _>(user_id.to_string())
+    .bind::<Array<Text>, _>(&addresses)
+    .load(conn)
+    .await?;
+    for letter in &gone {
+        tracing::warn!(
+            dead_letter = %letter.id, consumer = %letter.consumer,
+            "dead letter deleted: it carried the personal data of a person now erased"
+        );
+    }
+    Ok(gone.len())
+}
+
+/// A dead letter [`erase_carrying`] deleted.
+#[derive(QueryableByName)]
+struct DeletedLetter {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: uuid::Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    consumer: String,
+}

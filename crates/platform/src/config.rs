@@ -304,6 +304,8 @@ pub struct DataServiceConfig {
     pub mail: crate::mail::MailConfig,
     /// The calendar clock: the machine's, or a simulated one to follow.
     pub clock: crate::clock::ClockConfig,
+    /// Integrity checks.
+    pub integrity: crate::integrity::IntegrityConfig,
 }
 
 /// Declares a data service's settings: the sections of [`DataServiceConfig`] followed by the
@@ -339,6 +341,8 @@ macro_rules! data_service_config {
             pub mail: $crate::mail::MailConfig,
             /// The calendar clock: the machine's, or a simulated one to follow.
             pub clock: $crate::clock::ClockConfig,
+            /// Integrity checks.
+            pub integrity: $crate::integrity::IntegrityConfig,
             $( $(#[$fdoc])* $fvis $field: $ty, )*
         }
 
@@ -356,6 +360,7 @@ macro_rules! data_service_config {
                     auth: self.auth.clone(),
                     mail: self.mail.clone(),
                     clock: self.clock.clone(),
+                    integrity: self.integrity.clone(),
                 }
             }
         }
@@ -381,7 +386,8 @@ impl Validate for DataServiceConfig {
         retention_outlives_streams(&self.nats, &self.events, service)?;
         self.auth.validate(service)?;
         self.mail.validate(service)?;
-        self.clock.validate(service)
+        self.clock.validate(service)?;
+        self.integrity.validate(service)
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`retry`]: the one backoff policy (exponential, with jitter) every retry uses;
 //! - [`events`]: JetStream streams, the transactional outbox and relay, idempotent consumers;
 //! - [`mail`]: email and admin alerts from a mail outbox, sent over SMTP with retries;
+//! - [`integrity`]: integrity checks, scheduled and on demand, their findings alerted once;
 //! - [`metrics`]: Prometheus metrics on `GET /metrics`.
 
 pub mod caller;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod http;
+pub mod integrity;
 pub mod mail;
 pub mod metrics;
 pub mod retry;

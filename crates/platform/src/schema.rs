@@ -31,6 +31,33 @@ diesel::table! {
 }
 
 diesel::table! {
+    integrity_findings (id) {
+        id -> Uuid,
+        check_name -> Text,
+        key -> Text,
+        subject -> Text,
+        detail -> Text,
+        first_seen -> Timestamptz,
+        last_seen -> Timestamptz,
+        resolved_at -> Nullable<Timestamptz>,
+        alerted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    integrity_runs (check_name) {
+        check_name -> Text,
+        lease_owner -> Nullable<Uuid>,
+        lease_until -> Nullable<Timestamptz>,
+        last_started_at -> Nullable<Timestamptz>,
+        last_finished_at -> Nullable<Timestamptz>,
+        last_ok -> Nullable<Bool>,
+        last_error -> Nullable<Text>,
+        last_found -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
     mail_outbox (id) {
         id -> Uuid,
         dedup_key -> Text,
@@ -63,4 +90,11 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(dead_letters, inbox, mail_outbox, outbox,);
+diesel::allow_tables_to_appear_in_same_query!(
+    dead_letters,
+    inbox,
+    integrity_findings,
+    integrity_runs,
+    mail_outbox,
+    outbox,
+);

@@ -9,6 +9,7 @@ use crate::config::{DataServiceConfig, HttpConfig, ShutdownConfig};
 use crate::db::{Database, Migrations, PostgresCheck};
 use crate::events::{Consumer, EventBus, Handler, NatsCheck, Relay, Replayers};
 use crate::http::{self, ReadinessCheck};
+use crate::integrity::{Integrity, IntegrityChecks, OutboxDraining};
 use crate::metrics::{ConsumerLag, Metrics};
 use actix_web::web;
 use futures::future::BoxFuture;
@@ -185,6 +186,9 @@ pub struct DataService {
     pub replayers: Replayers,
     /// Its metrics registry (served on `/metrics`); a service adds its own metrics here.
     pub metrics: Metrics,
+    /// Its integrity checks (`outbox_draining` from the start); a service registers its own
+    /// here before [`DataService::application`], which runs them on schedule and on demand.
+    pub integrity: IntegrityChecks,
     lag: Arc<ConsumerLag>,
 }
 
@@ -207,7 +211,9 @@ impl DataService {
         let lag = Arc::new(ConsumerLag::new(bus.clone(), metrics.registry())?);
         metrics.add_sampler(lag.clone());
         metrics.add_sql("postgres_platform", db.clone(), crate::metrics::sql::platform_metrics())?;
-        Ok(Self { service, config, db, bus, clock, replayers: Replayers::default(), metrics, lag })
+        let integrity = IntegrityChecks::default();
+        integrity.register(OutboxDraining { max_age_secs: config.integrity.outbox_max_age_secs })?;
+        Ok(Self { service, config, db, bus, clock, replayers: Replayers::default(), metrics, integrity, lag })
     }
 
     /// A consumer of `E` for this service, named `<service>-<event token>`; its dead letters
@@ -221,6 +227,19 @@ impl DataService {
             .with_metrics(metrics);
         self.replayers.register(&consumer);
         consumer
+    }
+
+    /// The runner of this service's integrity checks (what the admin routes and the schedule
+    /// use).
+    #[must_use]
+    pub fn integrity_runner(&self) -> Integrity {
+        Integrity::new(
+            self.service,
+            self.db.clone(),
+            self.config.mail.clone(),
+            self.config.integrity.clone(),
+            self.integrity.clone(),
+        )
     }
 
     /// The relay of this service's outbox.
@@ -237,8 +256,9 @@ impl DataService {
 
     /// The HTTP server with Postgres and NATS readiness checks (and `"clock": "simulated"` when
     /// the clock follows a simulated one), `routes` (which may extract a gateway-signed
-    /// [`crate::caller::Caller`]), the admin mail and dead-letter routes, and the outbox relay,
-    /// the mail relay and inbox pruning running in the background. Add consumers with
+    /// [`crate::caller::Caller`]), the admin mail, dead-letter and integrity routes, and the
+    /// outbox relay, the mail relay, inbox pruning and the scheduled integrity checks running in
+    /// the background. Add consumers with
     /// [`Application::with_task`].
     ///
     /// # Errors
@@ -255,12 +275,15 @@ impl DataService {
         let key = web::Data::new(self.config.auth.verifier()?);
         let (service, mail_db, mail_cfg) = (self.service.name(), self.db.clone(), self.config.mail.clone());
         let replayers = self.replayers.clone();
+        let integrity = self.integrity_runner();
+        let scheduled = integrity.clone();
         // Every route can take a `Caller`, verified with the gateway's and the trusted services'
         // public keys.
         let routes: Routes = Arc::new(move |c: &mut web::ServiceConfig| {
             c.app_data(key.clone());
             crate::mail::configure_routes(c, service, mail_db.clone(), &mail_cfg);
             crate::events::configure_dead_letter_routes(c, service, mail_db.clone(), replayers.clone());
+            crate::integrity::configure_routes(c, integrity.clone());
             routes(c);
         });
         Ok(Application::with_metrics(
@@ -273,7 +296,8 @@ impl DataService {
         )?
         .with_task("outbox-relay", move |c| relay.run(c))
         .with_task("mail-relay", move |c| mail_relay.run(c))
-        .with_task("inbox-pruning", move |c| prune_inbox_periodically(db, retention, c)))
+        .with_task("inbox-pruning", move |c| prune_inbox_periodically(db, retention, c))
+        .with_task("integrity-checks", move |c| scheduled.run(c)))
     }
 }
 

@@ -105,6 +105,12 @@ impl Routes {
                 ("/api/admin/dead-letters/billing", base(&upstreams.billing)?),
                 ("/api/admin/dead-letters/provisioning", base(&upstreams.provisioning)?),
                 ("/api/admin/dead-letters/metering", base(&upstreams.metering)?),
+                // Each service's own integrity checks (platform::integrity).
+                ("/api/admin/integrity/identity", base(&upstreams.identity)?),
+                ("/api/admin/integrity/team", base(&upstreams.team)?),
+                ("/api/admin/integrity/billing", base(&upstreams.billing)?),
+                ("/api/admin/integrity/provisioning", base(&upstreams.provisioning)?),
+                ("/api/admin/integrity/metering", base(&upstreams.metering)?),
             ],
             identity: base(&upstreams.identity)?,
             billing: base(&upstreams.billing)?,

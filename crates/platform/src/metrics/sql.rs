@@ -166,8 +166,8 @@ impl prometheus::core::Collector for Collector {
     }
 }
 
-/// The platform's own tables every data service has: the events outbox, the mail outbox and
-/// the dead letters.
+/// The platform's own tables every data service has: the events outbox, the mail outbox, the
+/// dead letters and the integrity findings.
 #[must_use]
 pub fn platform_metrics() -> Vec<SqlMetric> {
     vec![
@@ -207,6 +207,23 @@ pub fn platform_metrics() -> Vec<SqlMetric> {
             kind: Kind::Gauge,
             label: None,
             sql: "SELECT '' AS label, count(*)::float8 AS value FROM dead_letters WHERE replayed_at IS NULL",
+        },
+        SqlMetric {
+            name: "hopsbridge_integrity_open_findings",
+            help: "Open integrity findings, by check (every check that ran here, 0 when it found nothing)",
+            kind: Kind::Gauge,
+            label: Some("check"),
+            sql: "SELECT r.check_name AS label, count(f.id)::float8 AS value FROM integrity_runs r \
+                  LEFT JOIN integrity_findings f ON f.check_name = r.check_name AND f.resolved_at IS NULL \
+                  GROUP BY r.check_name",
+        },
+        SqlMetric {
+            name: "hopsbridge_integrity_check_failed",
+            help: "1 when the check's last run failed (its findings are then as an earlier run left them), else 0",
+            kind: Kind::Gauge,
+            label: Some("check"),
+            sql: "SELECT check_name AS label, (CASE WHEN last_ok = false THEN 1 ELSE 0 END)::float8 AS value \
+                  FROM integrity_runs",
         },
     ]
 }

@@ -1,0 +1,2 @@
+DROP TABLE integrity_runs;
+DROP TABLE integrity_findings;

@@ -115,6 +115,9 @@ pub struct Options {
     /// Settings a service gets besides the harness's own (which they replace), e.g.
     /// `(Service::Team, "mail.backoff_initial_secs", "3600")`.
     pub settings: Vec<(Service, &'static str, String)>,
+    /// The NATS server to use (e.g. a private one a test restarts, `testkit::NatsServer`);
+    /// the shared test server when `None`.
+    pub nats_url: Option<String>,
 }
 
 impl Default for Options {
@@ -128,6 +131,7 @@ impl Default for Options {
             lab_owners: Vec::new(),
             stripe_live_mode: false,
             settings: Vec::new(),
+            nats_url: None,
         }
     }
 }
@@ -209,7 +213,10 @@ impl Platform {
     pub async fn start(binaries: Binaries, options: &Options) -> Self {
         hopsbridge_testkit::init();
         let db = TestDb::new().await;
-        let bus = TestBus::new().await;
+        let bus = match &options.nats_url {
+            Some(url) => TestBus::on(url).await,
+            None => TestBus::new().await,
+        };
         let ports: BTreeMap<&'static str, u16> = SERVICES.iter().map(|s| (s.name(), free_port())).collect();
         let url = |s: Service| format!("http://127.0.0.1:{}", ports[s.name()]);
         let gateway = url(Service::Gateway);
@@ -366,6 +373,22 @@ impl Platform {
     pub fn start_service(&self, service: Service) {
         let process = ServiceProcess::start(self.binaries.of(service), &self.env[service.name()]);
         self.processes.lock().expect("lock").insert(service.name(), process);
+    }
+
+    /// Starts (or restarts) one service's process with `extra` environment variables besides its
+    /// settings, e.g. `("HOPSBRIDGE_KILL_POINT", "consumer_committed:provisioning-payment_method_added")`
+    /// (a kill point, decision 0065); [`Platform::start_service`] starts it without them again.
+    pub fn start_service_with(&self, service: Service, extra: &[(&str, &str)]) {
+        let mut env = self.env[service.name()].clone();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let process = ServiceProcess::start(self.binaries.of(service), &env);
+        self.processes.lock().expect("lock").insert(service.name(), process);
+    }
+
+    /// Whether `service`'s process has ended by itself (at a kill point, or crashed); its exit
+    /// status. `None` while it runs or when it is not started.
+    pub fn service_exit(&self, service: Service) -> Option<std::process::ExitStatus> {
+        self.processes.lock().expect("lock").get_mut(service.name()).and_then(ServiceProcess::exit_status)
     }
 
     /// Starts another process of `service`, the same settings on a port of its own, kept as
@@ -704,6 +727,54 @@ impl Platform {
         read
     }
 
+    /// Outbox rows not yet published, per service with data: zero everywhere once every relay
+    /// has caught up.
+    pub async fn outbox_backlog(&self) -> BTreeMap<&'static str, i64> {
+        let mut backlog = BTreeMap::new();
+        for service in Service::WITH_DATA {
+            let mut conn = self.db.connect(service.name()).await;
+            let n: Count = diesel::sql_query("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+                .get_result(&mut conn)
+                .await
+                .expect("count the outbox");
+            backlog.insert(service.name(), n.n);
+        }
+        backlog
+    }
+
+    /// Every dead letter the services kept: (service, consumer, reason, replay outcome).
+    pub async fn dead_letters(&self) -> Vec<DeadLetterRow> {
+        let mut all = Vec::new();
+        for service in Service::WITH_DATA {
+            let mut conn = self.db.connect(service.name()).await;
+            let rows: Vec<DeadLetterRow> = diesel::sql_query(format!(
+                "SELECT '{}' AS service, consumer, reason, replay_outcome FROM dead_letters ORDER BY first_failed_at",
+                service.name()
+            ))
+            .load(&mut conn)
+            .await
+            .expect("read the dead letters");
+            all.extend(rows);
+        }
+        all
+    }
+
+    /// Where the durable consumer `name` (e.g. `provisioning-payment_method_added`) of
+    /// `producer`'s stream stands, as JetStream reports it.
+    pub async fn consumer_state(&self, producer: Service, name: &str) -> ConsumerState {
+        let js = self.bus.jetstream().await;
+        let stream = js.get_stream(self.bus.subjects().stream(producer)).await.expect("the producer's stream");
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(name).await.expect("the durable consumer");
+        let info = consumer.info().await.expect("the consumer's info");
+        ConsumerState {
+            deliveries: info.delivered.consumer_sequence,
+            acknowledged: info.ack_floor.consumer_sequence,
+            ack_pending: info.num_ack_pending,
+            pending: info.num_pending,
+        }
+    }
+
     /// Counts, for `people`, what must exist once per person however the journey went: every
     /// Stripe customer and subscription (cancelled ones too), every Hopsworks account with their
     /// email on any cluster (deactivated ones too), their assignments, and every
@@ -762,6 +833,36 @@ impl Platform {
         audit.clusters_over_capacity = <[_]>::first(&over).map_or(0, |c| c.n);
         audit
     }
+}
+
+/// A dead letter as [`Platform::dead_letters`] reads it.
+#[derive(Clone, Debug, QueryableByName)]
+pub struct DeadLetterRow {
+    /// The service that kept it.
+    #[diesel(sql_type = Text)]
+    pub service: String,
+    /// The consumer that gave up.
+    #[diesel(sql_type = Text)]
+    pub consumer: String,
+    /// Why.
+    #[diesel(sql_type = Text)]
+    pub reason: String,
+    /// What its last replay did, if it was replayed.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub replay_outcome: Option<String>,
+}
+
+/// A durable consumer's position ([`Platform::consumer_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerState {
+    /// Deliveries so far, redeliveries included (JetStream's consumer sequence).
+    pub deliveries: u64,
+    /// Deliveries up to which everything is acknowledged.
+    pub acknowledged: u64,
+    /// Delivered and not acknowledged.
+    pub ack_pending: usize,
+    /// Not delivered yet.
+    pub pending: u64,
 }
 
 /// What [`Platform::audit`] found, one entry per person in the order they were given.

@@ -109,6 +109,12 @@ impl ServiceProcess {
         self.seen.join("\n")
     }
 
+    /// How it ended, if it has (without waiting): a process that stopped itself at a kill point
+    /// shows here.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Sends SIGTERM and waits (at most `timeout`) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let pid = self.child.id().to_string();

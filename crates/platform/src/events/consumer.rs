@@ -18,6 +18,16 @@
 //! A dead letter is written to the service's `dead_letters` table and published to the
 //! dead-letter subject; admins replay it through the same handler and inbox
 //! ([`super::dead_letters`]).
+//!
+//! # Kill point
+//!
+//! For tests that stop a process between a consumer's commit and its acknowledgement (decision
+//! 0065): when the environment variable `HOPSBRIDGE_KILL_POINT` is
+//! `consumer_committed:<consumer name>` (or `consumer_committed:*`), the process aborts
+//! (SIGABRT: no shutdown, no ack) right after that consumer commits a transaction that applied
+//! at least one event. JetStream then redelivers the batch after `ack_wait`, and the inbox must
+//! acknowledge it without applying it again. The variable is read once; when it is unset the
+//! point costs one comparison per commit.
 
 use super::dead_letters::{self, Failure, Replayer};
 use super::{EventBus, Hook, headers};
@@ -169,6 +179,16 @@ impl<E, H> std::fmt::Debug for Consumer<E, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer").field("name", &self.name).finish_non_exhaustive()
     }
+}
+
+/// The consumer named by `HOPSBRIDGE_KILL_POINT=consumer_committed:<name>` (`*`: any), read once.
+static KILL_POINT: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::new(|| {
+    std::env::var("HOPSBRIDGE_KILL_POINT").ok().and_then(|v| v.strip_prefix("consumer_committed:").map(str::to_owned))
+});
+
+/// Whether the kill point is set on consumer `name`.
+fn kill_point_names(name: &str) -> bool {
+    KILL_POINT.as_deref().is_some_and(|named| named == "*" || named == name)
 }
 
 /// A message taken apart: the ack handle, and the event if it decoded.
@@ -450,6 +470,16 @@ impl<E: Event, H: Handler<E>> Consumer<E, H> {
     }
 
     async fn after_commit(&self, ids: Vec<EventId>) {
+        if !ids.is_empty() && kill_point_names(&self.name) {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "{{\"message\":\"kill point consumer_committed reached; aborting\",\"consumer\":\"{}\",\"events\":{}}}",
+                self.name,
+                ids.len()
+            );
+            std::process::abort();
+        }
         if let Some(hook) = &self.hooks.after_commit {
             hook(ids).await;
         }

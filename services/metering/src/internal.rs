@@ -4,10 +4,11 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /internal/samples?from=&to=&after=&limit=` | billed samples (attributed, or a project's unlabelled and foreign pods) whose window starts in `[from, to)`, paged by (window start, id), with UsageRecorded's fields |
-//! | `GET /internal/usage/daily?day=` | usage per owner on one UTC day (by window start), from `usage_daily` |
+//! | `GET /internal/storage-samples?from=&to=&after=&limit=` | attributed storage samples whose window starts in `[from, to)`, paged by (window start, id), with StorageRecorded's fields (decision 0064) |
+//! | `GET /internal/usage/daily?day=` | usage per owner on one UTC day (by window start), from `usage_daily`, and the owner's storage byte-seconds from `storage_samples` |
 
 use crate::error::MeteringCode;
-use crate::schema::samples;
+use crate::schema::{samples, storage_samples};
 use crate::usage::Usage;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -35,6 +36,7 @@ pub struct Internal {
 pub fn configure(c: &mut web::ServiceConfig, internal: Internal) {
     c.app_data(web::Data::new(internal))
         .route("/internal/samples", web::get().to(list_samples))
+        .route("/internal/storage-samples", web::get().to(list_storage_samples))
         .route("/internal/usage/daily", web::get().to(usage_daily));
 }
 
@@ -119,16 +121,7 @@ async fn list_samples(
     q: web::Query<SamplesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     require_billing(&caller)?;
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=MAX_PAGE).contains(&limit) || q.to < q.from {
-        return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-10000 and from not after to"));
-    }
-    let after = match q.after.as_deref() {
-        None => None,
-        Some(cursor) => {
-            Some(parse_cursor(cursor).ok_or_else(|| PlatformCode::InvalidQuery.with_message("after is not a cursor"))?)
-        }
-    };
+    let (limit, after) = q.bounds()?;
     let mut conn = state.db.conn().await?;
     let mut query = samples::table
         .filter(samples::owner_user_id.is_not_null())
@@ -159,8 +152,7 @@ async fn list_samples(
         .load(&mut conn)
         .await
         .map_err(db)?;
-    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit;
-    let next = rows.last().filter(|_| full).map(|r| format!("{}_{}", r.5.timestamp(), r.0));
+    let next = next_cursor(rows.len(), limit, rows.last().map(|r| (r.5, r.0)));
     let samples = rows
         .into_iter()
         .filter_map(|(id, cluster, namespace, user, owner, start, end, estimated, username, project, q, pods)| {
@@ -191,8 +183,146 @@ async fn list_samples(
     Ok(HttpResponse::Ok().json(SamplePage { samples, next }))
 }
 
+/// A page's key: its window start and sample id.
+type Cursor = (DateTime<Utc>, SampleId);
+
+impl SamplesQuery {
+    /// The page's size and where it starts after.
+    fn bounds(&self) -> Result<(i64, Option<Cursor>), ApiError> {
+        let limit = self.limit.unwrap_or(1000);
+        if !(1..=MAX_PAGE).contains(&limit) || self.to < self.from {
+            return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-10000 and from not after to"));
+        }
+        let after = match self.after.as_deref() {
+            None => None,
+            Some(cursor) => Some(
+                parse_cursor(cursor).ok_or_else(|| PlatformCode::InvalidQuery.with_message("after is not a cursor"))?,
+            ),
+        };
+        Ok((limit, after))
+    }
+}
+
+/// The `after` of the next page: the last row's key when the page is full.
+fn next_cursor(rows: usize, limit: i64, last: Option<Cursor>) -> Option<String> {
+    let full = i64::try_from(rows).unwrap_or(i64::MAX) == limit;
+    last.filter(|_| full).map(|(at, id)| format!("{}_{id}", at.timestamp()))
+}
+
+/// One attributed storage sample, with the fields of `StorageRecordedV1` (decision 0056).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StorageSampleRecord {
+    sample_id: SampleId,
+    cluster_id: ClusterId,
+    project_id: i64,
+    namespace: String,
+    /// The project's creator.
+    user_id: UserId,
+    owner_user_id: OwnerId,
+    window_start_unix_seconds: i64,
+    window_end_unix_seconds: i64,
+    offline_bytes: i64,
+    online_bytes: i64,
+    offline_byte_seconds: i64,
+    online_byte_seconds: i64,
+    measured_at_unix_seconds: i64,
+    /// Always false: a storage sample is a snapshot read, never an estimate.
+    estimated: bool,
+}
+
+/// A page of storage samples.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StorageSamplePage {
+    samples: Vec<StorageSampleRecord>,
+    /// The `after` of the next page; null on the last.
+    next: Option<String>,
+}
+
+type StorageRow = (
+    SampleId,
+    ClusterId,
+    i64,
+    String,
+    Option<UserId>,
+    Option<OwnerId>,
+    (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
+    (i64, i64, i64, i64),
+);
+
+#[utoipa::path(get, path = "/internal/storage-samples", tag = "internal", params(SamplesQuery),
+    responses((status = 200, description = "attributed storage samples by (window start, id)", body = StorageSamplePage),
+        (status = 400, description = "invalid_query: a bound, the cursor or the limit is malformed", body = ErrorBody),
+        (status = 401, description = "unauthenticated: not signed", body = ErrorBody),
+        (status = 403, description = "billing_only: the billing service only", body = ErrorBody)))]
+async fn list_storage_samples(
+    state: web::Data<Internal>,
+    caller: Caller,
+    q: web::Query<SamplesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_billing(&caller)?;
+    let (limit, after) = q.bounds()?;
+    let mut conn = state.db.conn().await?;
+    let mut query = storage_samples::table
+        .filter(storage_samples::owner_user_id.is_not_null())
+        .filter(storage_samples::user_id.is_not_null())
+        .filter(storage_samples::window_start.ge(q.from))
+        .filter(storage_samples::window_start.lt(q.to))
+        .into_boxed();
+    if let Some((at, id)) = after {
+        query = query.filter(
+            storage_samples::window_start
+                .gt(at)
+                .or(storage_samples::window_start.eq(at).and(storage_samples::id.gt(id))),
+        );
+    }
+    let rows: Vec<StorageRow> = query
+        .order((storage_samples::window_start, storage_samples::id))
+        .limit(limit)
+        .select((
+            storage_samples::id,
+            storage_samples::cluster_id,
+            storage_samples::project_id,
+            storage_samples::namespace,
+            storage_samples::user_id,
+            storage_samples::owner_user_id,
+            (storage_samples::window_start, storage_samples::window_end, storage_samples::measured_at),
+            (
+                storage_samples::offline_bytes,
+                storage_samples::online_bytes,
+                storage_samples::offline_byte_seconds,
+                storage_samples::online_byte_seconds,
+            ),
+        ))
+        .load(&mut conn)
+        .await
+        .map_err(db)?;
+    let next = next_cursor(rows.len(), limit, rows.last().map(|r| (r.6.0, r.0)));
+    let samples = rows
+        .into_iter()
+        .filter_map(|(id, cluster, project, namespace, user, owner, (start, end, measured), bytes)| {
+            Some(StorageSampleRecord {
+                sample_id: id,
+                cluster_id: cluster,
+                project_id: project,
+                namespace,
+                user_id: user?,
+                owner_user_id: owner?,
+                window_start_unix_seconds: start.timestamp(),
+                window_end_unix_seconds: end.timestamp(),
+                offline_bytes: bytes.0,
+                online_bytes: bytes.1,
+                offline_byte_seconds: bytes.2,
+                online_byte_seconds: bytes.3,
+                measured_at_unix_seconds: measured.timestamp(),
+                estimated: false,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(StorageSamplePage { samples, next }))
+}
+
 /// `<unix seconds>_<uuid>`.
-fn parse_cursor(cursor: &str) -> Option<(DateTime<Utc>, SampleId)> {
+fn parse_cursor(cursor: &str) -> Option<Cursor> {
     let (secs, id) = cursor.split_once('_')?;
     Some((DateTime::from_timestamp(secs.parse().ok()?, 0)?, id.parse().ok()?))
 }
@@ -206,7 +336,8 @@ pub struct DayQuery {
     day: NaiveDate,
 }
 
-/// One owner's usage on one day (windows starting that day), every user and project added up.
+/// One owner's usage and storage on one day (windows starting that day), every user and
+/// project added up.
 #[derive(Debug, Serialize, QueryableByName, utoipa::ToSchema)]
 pub struct OwnerDay {
     #[diesel(sql_type = SqlUuid)]
@@ -217,8 +348,18 @@ pub struct OwnerDay {
     memory_byte_seconds: i64,
     #[diesel(sql_type = BigInt)]
     gpu_seconds: i64,
+    /// Usage samples added up.
     #[diesel(sql_type = BigInt)]
     samples: i64,
+    /// Offline storage byte-seconds of the owner's attributed storage samples.
+    #[diesel(sql_type = BigInt)]
+    storage_offline_byte_seconds: i64,
+    /// Online storage byte-seconds.
+    #[diesel(sql_type = BigInt)]
+    storage_online_byte_seconds: i64,
+    /// Storage samples added up.
+    #[diesel(sql_type = BigInt)]
+    storage_samples: i64,
 }
 
 /// A day's usage per owner.
@@ -229,7 +370,7 @@ pub struct DailyOwners {
 }
 
 #[utoipa::path(get, path = "/internal/usage/daily", tag = "internal", params(DayQuery),
-    responses((status = 200, description = "usage per owner on the day", body = DailyOwners),
+    responses((status = 200, description = "usage and storage per owner on the day", body = DailyOwners),
         (status = 400, description = "invalid_query: day is not YYYY-MM-DD", body = ErrorBody),
         (status = 401, description = "unauthenticated: not signed", body = ErrorBody),
         (status = 403, description = "billing_only: the billing service only", body = ErrorBody)))]
@@ -240,12 +381,28 @@ async fn usage_daily(
 ) -> Result<HttpResponse, ApiError> {
     require_billing(&caller)?;
     let mut conn = state.db.conn().await?;
-    // Raw SQL: sum(bigint) is numeric in Postgres; the casts keep the integers.
+    // Raw SQL: sum(bigint) is numeric in Postgres; the casts keep the integers. An owner with
+    // storage and no pods that day has a row of zero usage, and the other way round.
     let owners: Vec<OwnerDay> = diesel::sql_query(
-        "SELECT owner_user_id, sum(cpu_nanocore_seconds)::bigint AS cpu_nanocore_seconds,
-                sum(memory_byte_seconds)::bigint AS memory_byte_seconds, sum(gpu_seconds)::bigint AS gpu_seconds,
-                sum(samples)::bigint AS samples
-         FROM usage_daily WHERE day = $1 GROUP BY owner_user_id ORDER BY owner_user_id",
+        "WITH usage AS (
+             SELECT owner_user_id, sum(cpu_nanocore_seconds)::bigint AS cpu, sum(memory_byte_seconds)::bigint AS memory,
+                    sum(gpu_seconds)::bigint AS gpu, sum(samples)::bigint AS samples
+             FROM usage_daily WHERE day = $1 GROUP BY owner_user_id
+         ), storage AS (
+             SELECT owner_user_id, sum(offline_byte_seconds)::bigint AS offline,
+                    sum(online_byte_seconds)::bigint AS online, count(*) AS samples
+             FROM storage_samples
+             WHERE owner_user_id IS NOT NULL AND user_id IS NOT NULL
+               AND window_start >= $1::timestamp AT TIME ZONE 'UTC'
+               AND window_start < ($1 + 1)::timestamp AT TIME ZONE 'UTC'
+             GROUP BY owner_user_id
+         )
+         SELECT owner_user_id, coalesce(u.cpu, 0) AS cpu_nanocore_seconds, coalesce(u.memory, 0) AS memory_byte_seconds,
+                coalesce(u.gpu, 0) AS gpu_seconds, coalesce(u.samples, 0) AS samples,
+                coalesce(s.offline, 0) AS storage_offline_byte_seconds,
+                coalesce(s.online, 0) AS storage_online_byte_seconds, coalesce(s.samples, 0) AS storage_samples
+         FROM usage u FULL OUTER JOIN storage s USING (owner_user_id)
+         ORDER BY owner_user_id",
     )
     .bind::<Date, _>(q.day)
     .load(&mut conn)
@@ -257,8 +414,8 @@ async fn usage_daily(
 /// The routes billing calls, kept out of the public document: the gateway never forwards them.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(list_samples, usage_daily),
-    components(schemas(SamplePage, SampleRecord, DailyOwners, OwnerDay, ErrorBody)),
+    paths(list_samples, list_storage_samples, usage_daily),
+    components(schemas(SamplePage, SampleRecord, StorageSamplePage, StorageSampleRecord, DailyOwners, OwnerDay, ErrorBody)),
     tags((name = "internal", description = "Routes for other Hopsbridge services"))
 )]
 pub struct InternalApiDoc;

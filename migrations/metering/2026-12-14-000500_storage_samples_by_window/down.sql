@@ -1,0 +1,1 @@
+DROP INDEX storage_samples_window;

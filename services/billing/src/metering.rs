@@ -1,6 +1,7 @@
-//! What billing asks metering for over its internal API (decision 0038): attributed samples
-//! by window, for backfill, and usage per owner and day, for reconciliation. Requests are
-//! signed with the key the services share, as the billing service (decision 0026).
+//! What billing asks metering for over its internal API (decisions 0038 and 0064): attributed
+//! usage and storage samples by window, for backfill, and usage and storage per owner and day,
+//! for reconciliation. Requests are signed with billing's own key, as the billing service
+//! (decision 0053).
 
 use crate::config::MeteringApiConfig;
 use crate::ledger::Sample;
@@ -70,11 +71,87 @@ impl SampleRecord {
     }
 }
 
-/// A page of samples.
+/// One storage sample as metering's `/internal/storage-samples` answers it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageRecord {
+    sample_id: Uuid,
+    cluster_id: ClusterId,
+    project_id: i64,
+    namespace: String,
+    user_id: UserId,
+    owner_user_id: OwnerId,
+    window_start_unix_seconds: i64,
+    window_end_unix_seconds: i64,
+    offline_bytes: u64,
+    online_bytes: u64,
+    offline_byte_seconds: u64,
+    online_byte_seconds: u64,
+    measured_at_unix_seconds: i64,
+    estimated: bool,
+}
+
+impl StorageRecord {
+    /// The sample the ledger takes: the `StorageRecordedV1` metering announced for it, checked
+    /// as the consumer checks it.
+    ///
+    /// # Errors
+    /// When the record cannot be ledgered (as a bad event is rejected).
+    pub fn to_sample(&self) -> Result<Sample, String> {
+        let event = hopsbridge_contracts::events::StorageRecordedV1 {
+            sample_id: self.sample_id.to_string(),
+            cluster_id: self.cluster_id.to_string(),
+            project_id: self.project_id,
+            namespace: self.namespace.clone(),
+            owner_user_id: self.owner_user_id.to_string(),
+            user_id: self.user_id.to_string(),
+            window_start_unix_seconds: self.window_start_unix_seconds,
+            window_end_unix_seconds: self.window_end_unix_seconds,
+            offline_bytes: self.offline_bytes,
+            online_bytes: self.online_bytes,
+            offline_byte_seconds: self.offline_byte_seconds,
+            online_byte_seconds: self.online_byte_seconds,
+            measured_at_unix_seconds: self.measured_at_unix_seconds,
+            estimated: self.estimated,
+        };
+        Sample::from_storage(None, &event)
+    }
+}
+
+/// A page of metering's records.
 #[derive(Debug, Deserialize)]
+pub struct RecordPage<R> {
+    /// The records.
+    pub samples: Vec<R>,
+    /// The next page's cursor.
+    pub next: Option<String>,
+}
+
+/// Which samples a backfill pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    /// CPU, memory and GPUs (`UsageRecordedV1`).
+    Usage,
+    /// Storage per project (`StorageRecordedV1`).
+    Storage,
+}
+
+impl SampleKind {
+    /// Both, in the order a backfill pulls them.
+    pub const ALL: [Self; 2] = [Self::Usage, Self::Storage];
+
+    const fn path(self) -> &'static str {
+        match self {
+            Self::Usage => "/internal/samples",
+            Self::Storage => "/internal/storage-samples",
+        }
+    }
+}
+
+/// A page of samples, each as the ledger takes it or why it cannot.
+#[derive(Debug)]
 pub struct SamplePage {
     /// The samples.
-    pub samples: Vec<SampleRecord>,
+    pub samples: Vec<Result<Sample, String>>,
     /// The next page's cursor.
     pub next: Option<String>,
 }
@@ -90,6 +167,10 @@ pub struct OwnerDay {
     pub memory_byte_seconds: i64,
     /// GPU-seconds.
     pub gpu_seconds: i64,
+    /// Offline storage byte-seconds.
+    pub storage_offline_byte_seconds: i64,
+    /// Online storage byte-seconds.
+    pub storage_online_byte_seconds: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,12 +205,13 @@ impl Metering {
         response.json().await.map_err(|e| MeteringError(format!("unreadable answer: {}", e.without_url())))
     }
 
-    /// The attributed samples whose window starts in `[from, to)`, after `after`.
+    /// The attributed samples of `kind` whose window starts in `[from, to)`, after `after`.
     ///
     /// # Errors
     /// When metering does not answer.
     pub async fn samples(
         &self,
+        kind: SampleKind,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         after: Option<&str>,
@@ -143,10 +225,20 @@ impl Metering {
             query.push(("after", a.to_owned()));
         }
         let query = serde_urlencoded::to_string(&query).map_err(|e| MeteringError(e.to_string()))?;
-        self.get(&format!("/internal/samples?{query}")).await
+        let path = format!("{}?{query}", kind.path());
+        Ok(match kind {
+            SampleKind::Usage => {
+                let page: RecordPage<SampleRecord> = self.get(&path).await?;
+                SamplePage { samples: page.samples.iter().map(SampleRecord::to_sample).collect(), next: page.next }
+            }
+            SampleKind::Storage => {
+                let page: RecordPage<StorageRecord> = self.get(&path).await?;
+                SamplePage { samples: page.samples.iter().map(StorageRecord::to_sample).collect(), next: page.next }
+            }
+        })
     }
 
-    /// Every owner's usage on `day` (windows starting that day).
+    /// Every owner's usage and storage on `day` (windows starting that day).
     ///
     /// # Errors
     /// When metering does not answer.

@@ -1,16 +1,18 @@
-//! Backfill and reconciliation with metering (decision 0038).
+//! Backfill and reconciliation with metering (decisions 0038 and 0064).
 //!
 //! - A backfill (`backfills`) pulls every attributed sample of a range from metering, page by
-//!   page, and ingests each page through the same statements as the consumer
-//!   ([`crate::ledger::ingest`]): samples the ledger has change nothing.
+//!   page, usage samples and then storage samples, and ingests each page through the same
+//!   statements as the consumers ([`crate::ledger::ingest`], a storage record checked as a
+//!   `StorageRecordedV1` is): samples the ledger has change nothing.
 //! - Reconciliation compares, for each closed UTC day of the last `reconciliation.days`, the
-//!   ledger's usage per owner (samples whose window starts that day) with metering's
-//!   `usage_daily`. A day where the ledger lacks usage is backfilled first; a difference left
-//!   is a finding (`reconciliation_findings`), alerted to the admins once
+//!   ledger's usage and storage per owner (samples whose window starts that day) with
+//!   metering's `usage_daily` and its storage samples' byte-seconds. A day where the ledger
+//!   lacks any of them is backfilled first; a difference left is a finding
+//!   (`reconciliation_findings`), alerted to the admins once
 //!   (`billing.drift:<kind>:<owner>:<day>`) and resolved when a later run finds agreement.
 
 use crate::ledger::{self, Settings};
-use crate::metering::{Metering, OwnerDay};
+use crate::metering::{Metering, OwnerDay, SampleKind};
 use crate::schema::{backfills, reconciliation_findings};
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 use diesel::prelude::*;
@@ -79,7 +81,8 @@ pub struct Finding {
     pub owner_id: OwnerId,
     /// The UTC day (of the windows' start).
     pub day: NaiveDate,
-    /// The ledger's integers: `cpu=<ns-s> memory=<byte-s> gpu=<s>`.
+    /// The ledger's integers: `cpu=<ns-s> memory=<byte-s> gpu=<s> storage_offline=<byte-s>
+    /// storage_online=<byte-s>`.
     pub ours: String,
     /// metering's.
     pub theirs: String,
@@ -136,11 +139,11 @@ pub async fn findings(conn: &mut AsyncPgConnection, all: bool, limit: i64) -> Qu
         .await
 }
 
-/// One owner's integers on one day.
-type Totals = [i64; 3];
+/// One owner's integers on one day, in [`crate::money::Resource::ALL`] order.
+type Totals = [i64; crate::money::RESOURCES];
 
 fn text(t: Totals) -> String {
-    format!("cpu={} memory={} gpu={}", t[0], t[1], t[2])
+    format!("cpu={} memory={} gpu={} storage_offline={} storage_online={}", t[0], t[1], t[2], t[3], t[4])
 }
 
 impl Reconciler {
@@ -174,19 +177,36 @@ impl Reconciler {
         }
     }
 
-    /// Ingests every sample of `[from, to)`; answers (seen, added), or how far it got and why
-    /// it stopped.
+    /// Ingests every usage and storage sample of `[from, to)`; answers (seen, added), or how
+    /// far it got and why it stopped.
     async fn backfill(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(i64, i64), (i64, i64, String)> {
-        let (mut seen, mut added) = (0_i64, 0_i64);
+        let mut counts = (0_i64, 0_i64);
+        for kind in SampleKind::ALL {
+            counts = self.pull(kind, from, to, counts).await?;
+        }
+        Ok(counts)
+    }
+
+    /// Ingests every sample of `kind` in `[from, to)`, adding to (`seen`, `added`).
+    async fn pull(
+        &self,
+        kind: SampleKind,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        (mut seen, mut added): (i64, i64),
+    ) -> Result<(i64, i64), (i64, i64, String)> {
         let mut after: Option<String> = None;
         loop {
-            let page =
-                self.metering.samples(from, to, after.as_deref()).await.map_err(|e| (seen, added, e.to_string()))?;
+            let page = self
+                .metering
+                .samples(kind, from, to, after.as_deref())
+                .await
+                .map_err(|e| (seen, added, e.to_string()))?;
             let samples: Vec<_> = page
                 .samples
                 .iter()
                 .filter_map(|r| {
-                    r.to_sample().map_err(|e| tracing::warn!(error = %e, "a backfilled sample is refused")).ok()
+                    r.clone().map_err(|e| tracing::warn!(error = %e, ?kind, "a backfilled sample is refused")).ok()
                 })
                 .collect();
             seen += i64::try_from(page.samples.len()).unwrap_or(0);
@@ -219,19 +239,27 @@ impl Reconciler {
             memory: i64,
             #[diesel(sql_type = BigInt)]
             gpu: i64,
+            #[diesel(sql_type = BigInt)]
+            offline: i64,
+            #[diesel(sql_type = BigInt)]
+            online: i64,
         }
         let start = day.and_time(NaiveTime::MIN).and_utc();
         let mut conn = self.db.conn().await?;
         let rows: Vec<Row> = diesel::sql_query(
             "SELECT owner_id, sum(cpu_nanocore_seconds)::bigint AS cpu, sum(memory_byte_seconds)::bigint AS memory,
-                    sum(gpu_seconds)::bigint AS gpu
+                    sum(gpu_seconds)::bigint AS gpu, sum(storage_offline_byte_seconds)::bigint AS offline,
+                    sum(storage_online_byte_seconds)::bigint AS online
              FROM ledger_entries WHERE window_start >= $1 AND window_start < $2 GROUP BY owner_id",
         )
         .bind::<Timestamptz, _>(start)
         .bind::<Timestamptz, _>(start + TimeDelta::days(1))
         .load(&mut conn)
         .await?;
-        Ok(rows.into_iter().map(|r| (OwnerId::from(r.owner_id), [r.cpu, r.memory, r.gpu])).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (OwnerId::from(r.owner_id), [r.cpu, r.memory, r.gpu, r.offline, r.online]))
+            .collect())
     }
 
     /// Compares the closed days of the last `days` with metering; answers the open findings
@@ -261,10 +289,19 @@ impl Reconciler {
             .daily(day)
             .await?
             .into_iter()
-            .map(|d: OwnerDay| (d.owner_user_id, [d.cpu_nanocore_seconds, d.memory_byte_seconds, d.gpu_seconds]))
+            .map(|d: OwnerDay| {
+                let totals = [
+                    d.cpu_nanocore_seconds,
+                    d.memory_byte_seconds,
+                    d.gpu_seconds,
+                    d.storage_offline_byte_seconds,
+                    d.storage_online_byte_seconds,
+                ];
+                (d.owner_user_id, totals)
+            })
             .collect();
         let mut ours = self.ours(day).await?;
-        let lacking = theirs.iter().any(|(o, t)| ours.get(o).is_none_or(|u| (0..3).any(|r| u[r] < t[r])));
+        let lacking = theirs.iter().any(|(o, t)| ours.get(o).is_none_or(|u| u.iter().zip(t).any(|(u, t)| u < t)));
         if lacking {
             let start = day.and_time(NaiveTime::MIN).and_utc();
             let mut conn = self.db.conn().await?;
@@ -293,7 +330,7 @@ impl Reconciler {
                 continue;
             }
             open += 1;
-            let kind = if (0..3).any(|r| u[r] < t[r]) { "missing" } else { "excess" };
+            let kind = if u.iter().zip(&t).any(|(u, t)| u < t) { "missing" } else { "excess" };
             let inserted = diesel::insert_into(reconciliation_findings::table)
                 .values((
                     reconciliation_findings::id.eq(Uuid::now_v7()),

@@ -16,15 +16,13 @@ use hopsbridge_billing::money::{Resource, month_seconds};
 use hopsbridge_billing::reporting::Reporter;
 use hopsbridge_billing::stripe::Stripe;
 use hopsbridge_billing::{BillingConfig, quantise};
-use hopsbridge_contracts::Event as _;
-use hopsbridge_contracts::events::{Envelope, StorageRecordedV1};
+use hopsbridge_contracts::events::StorageRecordedV1;
 use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_sandbox::clock::{ClockServer, REAL_TIME_RATE_MILLI, SimClock};
 use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim};
 use hopsbridge_testkit::{STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, TestBus, TestDb, TestSettings};
-use prost::Message as _;
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -61,26 +59,7 @@ fn storage(owner: Uuid, start: i64, (offline, online): (u64, u64)) -> StorageRec
 
 /// Publishes each event as metering's relay does, with `Nats-Msg-Id` = event id.
 async fn publish_storage(bus: &TestBus, events: &[(Uuid, StorageRecordedV1)]) {
-    let js = bus.jetstream().await;
-    let mut acks = Vec::with_capacity(events.len());
-    for (id, e) in events {
-        let envelope = Envelope {
-            event_id: id.to_string(),
-            event_type: StorageRecordedV1::TYPE.into(),
-            schema_version: 1,
-            producer: "metering".into(),
-            payload: e.encode_to_vec(),
-            occurred_at_unix_micros: Utc::now().timestamp_micros(),
-            ..Default::default()
-        };
-        let message = async_nats::jetstream::message::PublishMessage::build()
-            .payload(envelope.encode_to_vec().into())
-            .message_id(id.to_string());
-        acks.push(js.send_publish(bus.subjects().event::<StorageRecordedV1>(), message).await.unwrap());
-    }
-    for a in acks {
-        a.await.unwrap();
-    }
+    publish_metering(bus, events).await;
 }
 
 fn with_ids(events: &[StorageRecordedV1]) -> Vec<(Uuid, StorageRecordedV1)> {

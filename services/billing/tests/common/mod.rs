@@ -299,12 +299,17 @@ pub fn usage(owner: Uuid, user: Uuid, start: i64, secs: i64, (cores, gib, gpus):
 
 /// Publishes each event as metering's relay does, with `Nats-Msg-Id` = event id.
 pub async fn publish_usage(bus: &TestBus, events: &[(Uuid, UsageRecordedV1)]) {
+    publish_metering(bus, events).await;
+}
+
+/// Publishes each of metering's events as its relay does, with `Nats-Msg-Id` = event id.
+pub async fn publish_metering<E: Event>(bus: &TestBus, events: &[(Uuid, E)]) {
     let js = bus.jetstream().await;
     let mut acks = Vec::with_capacity(events.len());
     for (id, e) in events {
         let envelope = Envelope {
             event_id: id.to_string(),
-            event_type: UsageRecordedV1::TYPE.into(),
+            event_type: E::TYPE.into(),
             schema_version: 1,
             producer: "metering".into(),
             payload: e.encode_to_vec(),
@@ -314,7 +319,7 @@ pub async fn publish_usage(bus: &TestBus, events: &[(Uuid, UsageRecordedV1)]) {
         let message = async_nats::jetstream::message::PublishMessage::build()
             .payload(envelope.encode_to_vec().into())
             .message_id(id.to_string());
-        acks.push(js.send_publish(bus.subjects().event::<UsageRecordedV1>(), message).await.unwrap());
+        acks.push(js.send_publish(bus.subjects().event::<E>(), message).await.unwrap());
     }
     for a in acks {
         a.await.unwrap();

@@ -536,3 +536,54 @@ pub struct MyProject {
     #[serde(default)]
     pub pending: bool,
 }
+
+/// `GET /api/admin/integrity/{service}`: a page of a service's findings and its checks.
+#[derive(Clone, Debug, Deserialize)]
+pub struct IntegrityPage {
+    /// The findings asked for, newest first.
+    #[serde(default)]
+    pub items: Vec<IntegrityFinding>,
+    /// How many match.
+    #[serde(default)]
+    pub total: i64,
+    /// Every check of the service with its last run.
+    #[serde(default)]
+    pub checks: Vec<CheckStatus>,
+}
+
+/// What an integrity check found.
+#[derive(Clone, Debug, Deserialize)]
+pub struct IntegrityFinding {
+    /// The check that found it.
+    pub check: String,
+    /// What it is about.
+    pub subject: String,
+    /// What is wrong and what to do.
+    pub detail: String,
+    /// When a run first found it.
+    pub first_seen: String,
+    /// When a run last found it.
+    pub last_seen: String,
+}
+
+/// An integrity check and its last run.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CheckStatus {
+    /// Its name.
+    pub check: String,
+    /// When its last run started.
+    #[serde(default)]
+    pub last_started_at: Option<String>,
+    /// Whether its last finished run worked.
+    #[serde(default)]
+    pub last_ok: Option<bool>,
+    /// Why it failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// A run holds its lease now.
+    #[serde(default)]
+    pub running: bool,
+    /// Its open findings.
+    #[serde(default)]
+    pub open: i64,
+}

@@ -119,6 +119,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "registered" => "The cluster was registered.",
         "updated" => "The cluster was saved.",
         "purchased" => "Thank you: your credit is added once Stripe confirms the payment.",
+        "checked" => "The checks ran; the findings below are what they found.",
         _ => return None,
     })
 }
@@ -141,6 +142,7 @@ fn explain(code: &str) -> String {
         "has_members" | "team_not_empty" => "Remove your team's members first.",
         "upstream_unavailable" | "stripe_error" => "A service we depend on did not answer. Please try again shortly.",
         "rate_limited" => "Too many requests. Please wait a moment.",
+        "unknown_service" => "There is no such service.",
         _ => "",
     };
     if text.is_empty() { format!("The request was refused ({code}).") } else { text.to_owned() }

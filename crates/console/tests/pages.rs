@@ -387,9 +387,11 @@ async fn admin_pages_are_for_admins() {
         "/admin/prices",
         "/admin/assignments",
         "/admin/findings",
+        "/admin/integrity",
     ] {
         assert_eq!(get(fake.clone(), path).await.0, 403, "{path}");
     }
+    assert_eq!(post(fake.clone(), "/admin/integrity/run", &[("csrf", CSRF), ("service", "billing")]).await.0, 403);
     assert_eq!(post(fake.clone(), "/admin/people/suspend", &[("csrf", CSRF), ("email", "x@example.com")]).await.0, 403);
     assert!(fake.calls().is_empty());
     let admin = Some(Viewer { admin: true, ..owner().unwrap() });
@@ -424,6 +426,63 @@ async fn an_admin_reads_findings_as_a_table_with_their_text_escaped() {
         "{body}"
     );
     assert!(!body.contains("<img") && !body.contains("skipped"), "escaped, nested values left out: {body}");
+}
+
+#[actix_web::test]
+async fn an_admin_sees_every_services_open_integrity_findings_and_runs_a_services_checks() {
+    let admin = Some(Viewer { admin: true, ..owner().unwrap() });
+    let finding = |check: &str, subject: &str, detail: &str| {
+        json!({"id": "f1", "check": check, "key": "k", "subject": subject, "detail": detail,
+            "first_seen": "2026-12-07T09:00:00Z", "last_seen": "2026-12-07T10:00:00Z", "resolved_at": null, "alerted_at": "2026-12-07T09:00:01Z"})
+    };
+    let check = |name: &str, ok: Option<bool>, error: Option<&str>, open: i64| {
+        json!({"check": name, "last_started_at": "2026-12-07T10:00:00Z", "last_finished_at": "2026-12-07T10:00:01Z",
+            "last_ok": ok, "last_error": error, "last_found": open, "running": false, "open": open})
+    };
+    let fake = Arc::new(
+        Fake::as_(admin)
+            .answer("GET", "/api/admin/integrity/identity?status=open&limit=200", 200, json!({
+                "items": [finding("outbox_draining", "outbox/UserCreatedV1", "3 events unpublished for 20 min <script>x</script>")],
+                "total": 1, "limit": 200, "offset": 0, "checks": [check("outbox_draining", Some(true), None, 1)]}))
+            .answer("GET", "/api/admin/integrity/team?status=open&limit=200", 502, json!({"code": "upstream_unavailable"}))
+            .answer("GET", "/api/admin/integrity/provisioning?status=open&limit=200", 200,
+                json!({"items": [], "total": 0, "limit": 200, "offset": 0, "checks": []}))
+            .answer("GET", "/api/admin/integrity/metering?status=open&limit=200", 200,
+                json!({"items": [], "total": 0, "limit": 200, "offset": 0, "checks": []}))
+            .answer("GET", "/api/admin/integrity/billing?status=open&limit=200", 200, json!({
+                "items": [], "total": 0, "limit": 200, "offset": 0,
+                "checks": [check("stripe_customers", Some(false), Some("stripe_unavailable"), 0)]}))
+            .answer("POST", "/api/admin/integrity/metering/run", 200, json!({"runs": []})),
+    );
+    let (status, body, _) = get(fake.clone(), "/admin/integrity").await;
+    assert_eq!(status, 200, "{body}");
+    for service in ["identity", "team", "provisioning", "metering", "billing"] {
+        assert!(
+            body.contains(&format!(r#"<input type="hidden" name="service" value="{service}">"#)),
+            "{service}: {body}"
+        );
+    }
+    assert_eq!(body.matches(&format!(r#"<input type="hidden" name="csrf" value="{CSRF}">"#)).count(), 5);
+    assert!(
+        body.contains("<td>outbox_draining</td><th scope=\"row\">outbox/UserCreatedV1</th><td>3 events unpublished for 20 min &#60;script&#62;x&#60;/script&#62;</td><td>7 December 2026 09:00 UTC</td><td>7 December 2026 10:00 UTC</td>"),
+        "check, subject, detail escaped, first and last seen: {body}"
+    );
+    assert!(body.contains("Its findings could not be read (upstream_unavailable)."), "{body}");
+    assert!(body.contains(r#"id="integrity-billing-none">No open findings."#), "{body}");
+    assert!(
+        body.contains("stripe_customers: last started 7 December 2026 10:00 UTC, failed: stripe_unavailable; 0 open")
+    );
+
+    let (status, location) =
+        post(fake.clone(), "/admin/integrity/run", &[("csrf", CSRF), ("service", "metering")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/integrity?done=checked")));
+    let (status, _) = post(fake.clone(), "/admin/integrity/run", &[("csrf", "forged"), ("service", "billing")]).await;
+    assert_eq!(status, 403);
+    let (status, location) =
+        post(fake.clone(), "/admin/integrity/run", &[("csrf", CSRF), ("service", "../users")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/integrity?failed=unknown_service")));
+    let runs: Vec<String> = fake.calls().into_iter().filter(|(m, _, _)| m == "POST").map(|(_, path, _)| path).collect();
+    assert_eq!(runs, ["/api/admin/integrity/metering/run"], "only the named service's checks ran, once");
 }
 
 #[actix_web::test]

@@ -1,6 +1,6 @@
 //! The admins' pages: people, clusters (registered with an uploaded kubeconfig, edited, their
-//! occupancy), and the operational tables (metering runs and gaps, prices, assignments,
-//! integrity findings).
+//! occupancy), the operational tables (metering runs and gaps, prices, assignments, billing's
+//! reconciliation findings) and every data service's integrity findings.
 
 use super::{Ctx, Data, Form, Layout, field, render, see_other};
 use crate::{Method, api};
@@ -20,7 +20,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/metering", web::get().to(admin_metering))
         .route("/admin/prices", web::get().to(admin_prices))
         .route("/admin/assignments", web::get().to(admin_assignments))
-        .route("/admin/findings", web::get().to(admin_findings));
+        .route("/admin/findings", web::get().to(admin_findings))
+        .route("/admin/integrity", web::get().to(admin_integrity))
+        .route("/admin/integrity/run", web::post().to(admin_integrity_run));
 }
 
 #[derive(Template)]
@@ -165,8 +167,8 @@ async fn admin_findings(data: Data, req: HttpRequest) -> HttpResponse {
     let ctx = ctx!(data, req);
     tri!(ctx.admin_only());
     let findings: serde_json::Value = tri!(ctx.fetch("/api/admin/billing/findings").await);
-    let tables = vec![table("Integrity findings, newest first", &findings)];
-    render(StatusCode::OK, &TablesPage { l: ctx.layout("Integrity findings", "/admin"), tables })
+    let tables = vec![table("Reconciliation findings, newest first", &findings)];
+    render(StatusCode::OK, &TablesPage { l: ctx.layout("Reconciliation findings", "/admin"), tables })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,3 +176,9 @@ async fn admin_findings(data: Data, req: HttpRequest) -> HttpResponse {
 
 mod clusters;
 use clusters::{admin_cluster, admin_cluster_update, admin_clusters, admin_clusters_register};
+
+// ---------------------------------------------------------------------------------------------
+// Integrity findings of every data service.
+
+mod integrity;
+use integrity::{admin_integrity, admin_integrity_run};

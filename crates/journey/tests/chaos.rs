@@ -1,0 +1,580 @@
+//! The chaos campaign (issue 20, decision 0066): every service as its own process, Postgres,
+//! a private NATS server and the sandbox; people sign up, add a card, get a cluster and run
+//! their labs over simulated days while a seeded monkey kills every service again and again
+//! (SIGKILL at random moments, and the platform's kill point: right after a consumer's commit,
+//! before its acknowledgement), restarts NATS, takes the run's database away (every connection
+//! of the run's database terminated and new ones refused for a moment, which is what a
+//! Postgres restart is to the services, without disturbing other tests on the shared server),
+//! and injects Stripe, Hopsworks and Kubernetes faults.
+//!
+//! The audit at the end counts, and the test fails unless each is zero: per person anything
+//! but exactly one Stripe customer, subscription, Hopsworks account, assignment,
+//! PaymentMethodAdded and ClusterAssigned message; metering's samples missing from billing's
+//! ledger, there more than once or with other quantities, and owners whose billed usage differs
+//! from their samples' sum; outbox rows never published; dead letters without an explanation.
+//! It prints the seed (`CHAOS_SEED=<n>` repeats a run's choices), the faults injected by kind
+//! and these counts.
+//!
+//! `cargo test -p hopsbridge-journey --test chaos` runs the short form (few people, two days,
+//! three kills of each service); `just chaos` the long form (`--ignored`): twenty people over
+//! five days, every service killed at least twenty times.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "a test; the campaign prints its seed and its counts"
+)]
+
+use chrono::{DateTime, TimeDelta};
+use diesel::QueryableByName;
+use diesel::sql_types::{Nullable, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use hopsbridge_contracts::Service;
+use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
+use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
+use hopsbridge_sandbox::hopsworks::Route;
+use hopsbridge_sandbox::kubernetes::Faults as KubeFaults;
+use hopsbridge_sandbox::stripe::WebhookFaults;
+use hopsbridge_testkit::{NatsServer, WEBHOOK_SECRET};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// metering's window, seconds of the World's clock.
+const WINDOW: u32 = 30;
+/// The World's clock while people work: 30× real time, one window a second.
+const RATE: u32 = 30_000;
+/// How long an effect may take on a loaded two-core machine with services dying around it.
+const PATIENCE: Duration = Duration::from_secs(240);
+/// Simulated minutes of work each day, from ten in the morning.
+const WORK_MINUTES: i64 = 10;
+/// The services, every one of which the monkey kills.
+const SERVICES: [Service; 6] =
+    [Service::Gateway, Service::Identity, Service::Team, Service::Billing, Service::Provisioning, Service::Metering];
+
+/// How big a campaign is.
+#[derive(Clone, Copy, Debug)]
+struct Campaign {
+    people: usize,
+    days: i64,
+    /// SIGKILLs (or kill points reached) per service, at least.
+    kills_per_service: u32,
+    nats_restarts: u32,
+    postgres_restarts: u32,
+}
+
+/// The short form, a normal test: a few people, two days, a few of every fault.
+const SHORT: Campaign = Campaign { people: 4, days: 2, kills_per_service: 3, nats_restarts: 1, postgres_restarts: 1 };
+
+/// The long form (`just chaos`).
+const LONG: Campaign = Campaign { people: 20, days: 5, kills_per_service: 20, nats_restarts: 3, postgres_restarts: 3 };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_chaos_campaign_loses_and_duplicates_nothing() {
+    run(SHORT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the long form, minutes long: `just chaos`"]
+async fn the_chaos_campaign() {
+    run(LONG).await;
+}
+
+async fn run(campaign: Campaign) {
+    let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    eprintln!("chaos campaign {campaign:?}, seed {seed} (CHAOS_SEED={seed} repeats its choices)");
+    let started = Instant::now();
+    let nats = NatsServer::start().await;
+    let handles: Vec<String> = (0..campaign.people).map(handle).collect();
+    let options = Options {
+        clusters: 2,
+        capacity: 50,
+        metering_window_secs: WINDOW,
+        lab_owners: handles.iter().map(|h| format!("{h}10000")).collect(),
+        log_filter: "warn",
+        nats_url: Some(nats.url()),
+        // A killed consumer's batch comes back after five seconds, not thirty.
+        settings: Service::WITH_DATA.iter().map(|s| (*s, "events.ack_wait_secs", "5".to_owned())).collect(),
+        ..Options::default()
+    };
+    let platform = Arc::new(Platform::start(binaries!(), &options).await);
+    let world = &platform.world;
+    // Stripe delivers twice, out of order and at once, and retries a failed delivery for
+    // minutes (as Stripe does for days), not the sandbox's default second.
+    world.stripe.set_webhook_faults(WebhookFaults {
+        duplicate: true,
+        out_of_order: true,
+        concurrent: true,
+        max_attempts: 12,
+        backoff: Duration::from_millis(250),
+        ..WebhookFaults::default()
+    });
+    eprintln!("platform up after {:?}", started.elapsed());
+
+    let done = Arc::new(AtomicBool::new(false));
+    let monkey = Monkey {
+        platform: Arc::clone(&platform),
+        nats,
+        rng: StdRng::seed_from_u64(seed),
+        campaign,
+        kills: BTreeMap::new(),
+        faults: BTreeMap::new(),
+        armed: HashSet::new(),
+    };
+    let monkey = tokio::spawn(monkey.run(Arc::clone(&done)));
+
+    let people = journey(&platform, &handles, campaign.days).await;
+    done.store(true, Ordering::SeqCst);
+    // The monkey hands NATS back: the audit reads the streams.
+    let (faults, kills, _nats) = monkey.await.expect("the monkey");
+    eprintln!("people done and the monkey stopped after {:?}", started.elapsed());
+
+    let counts = audit(&platform, &people).await;
+    eprintln!("faults injected ({} in all):", faults.values().sum::<u32>());
+    for (kind, n) in &faults {
+        eprintln!("  {kind}: {n}");
+    }
+    for (service, n) in &kills {
+        eprintln!("  {service} killed: {n}");
+    }
+    eprintln!("lost or duplicated:");
+    for (what, n) in &counts {
+        eprintln!("  {what}: {n}");
+    }
+    eprintln!("campaign took {:?}", started.elapsed());
+    for service in SERVICES {
+        assert!(
+            kills.get(service.name()).copied().unwrap_or(0) >= campaign.kills_per_service,
+            "{} killed fewer than {} times: {kills:?}",
+            service.name(),
+            campaign.kills_per_service
+        );
+    }
+    let wrong: Vec<_> = counts.iter().filter(|(_, n)| **n != 0).collect();
+    assert!(wrong.is_empty(), "lost or duplicated: {wrong:?} (seed {seed})");
+}
+
+/// Email local parts whose first three letters differ, so that the Hopsworks sandbox names
+/// each `<handle>10000`, the owner of the lab the World runs for them.
+fn handle(i: usize) -> String {
+    let letter = |k: usize| char::from(b'a' + u8::try_from(k % 26).unwrap());
+    format!("c{}{}", letter(i / 26), letter(i))
+}
+
+/// Signup, a card and a cluster for everyone, then `days` days of work on the World's clock.
+async fn journey(platform: &Platform, handles: &[String], days: i64) -> Vec<Person> {
+    let world = &platform.world;
+    let mut people = Vec::new();
+    for chunk in handles.chunks(5) {
+        people.extend(futures::future::join_all(chunk.iter().map(|h| sign_up(platform, h))).await);
+    }
+    eprintln!("{} people signed up", people.len());
+    futures::future::join_all(people.iter().map(|p| add_card(platform, p))).await;
+    futures::future::join_all(people.iter().map(|p| wait_assigned(platform, p))).await;
+    eprintln!("{} people have their cluster", people.len());
+
+    // Each day: ten minutes of work from ten in the morning, at RATE; then the next day.
+    let today = DateTime::from_timestamp(world.clock.now(), 0).unwrap().date_naive();
+    let first = today.and_hms_opt(10, 0, 0).unwrap().and_utc() + TimeDelta::days(1);
+    for day in 0..days {
+        let from = first + TimeDelta::days(day);
+        let until = from + TimeDelta::minutes(WORK_MINUTES);
+        world.set_rate(0);
+        world.set_time(from);
+        world.set_rate(RATE);
+        let real = Duration::from_secs(u64::try_from(WORK_MINUTES * 60).unwrap() * 1000 / u64::from(RATE));
+        let deadline = Instant::now() + real + Duration::from_secs(120);
+        while world.clock.now() < until.timestamp() {
+            assert!(Instant::now() < deadline, "the clock did not reach {until}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        world.set_rate(0);
+        eprintln!("day {} of work done ({from})", day + 1);
+    }
+    // The last day closes, so billing reports it.
+    world.set_time(first + TimeDelta::days(days) + TimeDelta::hours(1));
+    people
+}
+
+/// Calls until the answer is 2xx, through services being killed and restarted.
+async fn call_until_ok(platform: &Platform, method: &str, path: &str, token: &str) -> Value {
+    wait_for(&format!("{method} {path}"), PATIENCE, || async {
+        let (status, body) = platform.call(method, path, token, None).await;
+        (200..300).contains(&status).then_some(body)
+    })
+    .await
+}
+
+/// Signs `handle` up in Auth0 (its post-registration Action fired until the gateway answers),
+/// then makes their first call.
+async fn sign_up(platform: &Platform, handle: &str) -> Person {
+    let auth0 = TestUser::database(handle, &format!("{handle}@example.com"), &format!("Person {handle}"));
+    platform.world.auth0.add_user(auth0.clone());
+    let action = Auth0Sim::post_registration_action(
+        &format!("{}/webhooks/auth0/post-registration", platform.gateway),
+        WEBHOOK_SECRET,
+    );
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    wait_for("the post-registration Action", PATIENCE, || async {
+        action.fire(&http, &auth0).await.ok().filter(|s| *s == 200 || *s == 201)
+    })
+    .await;
+    let token = platform.world.auth0.access_token(&TokenSpec::user(&auth0)).unwrap();
+    let me = call_until_ok(platform, "GET", "/api/me", &token).await;
+    let user_id = me["id"].as_str().and_then(|s| s.parse().ok()).expect("user id");
+    Person { auth0, token, user_id }
+}
+
+/// A Checkout Session in setup mode, completed in the sandbox as the person would.
+async fn add_card(platform: &Platform, person: &Person) {
+    let session = call_until_ok(platform, "POST", "/api/billing/payment-method", &person.token).await;
+    let id = session["id"].as_str().expect("checkout session id");
+    platform.world.stripe.complete_checkout_session(id).expect("complete the checkout session");
+}
+
+async fn wait_assigned(platform: &Platform, person: &Person) {
+    wait_for(&format!("{}'s cluster", person.auth0.email), PATIENCE, || async {
+        let (status, body) = platform.call("GET", "/api/cluster", &person.token, None).await;
+        (status == 200 && body["status"] == "complete").then_some(())
+    })
+    .await;
+}
+
+/// Kills and faults, chosen by a seeded RNG, until the people are done and every target is met.
+struct Monkey {
+    platform: Arc<Platform>,
+    nats: NatsServer,
+    rng: StdRng,
+    campaign: Campaign,
+    /// Kills per service (SIGKILLs and kill points reached).
+    kills: BTreeMap<&'static str, u32>,
+    /// Faults injected, by kind.
+    faults: BTreeMap<String, u32>,
+    /// Services running with the kill point set.
+    armed: HashSet<Service>,
+}
+
+impl Monkey {
+    fn count(&mut self, kind: impl Into<String>) {
+        *self.faults.entry(kind.into()).or_default() += 1;
+    }
+
+    fn targets_met(&self) -> bool {
+        SERVICES.iter().all(|s| self.kills.get(s.name()).copied().unwrap_or(0) >= self.campaign.kills_per_service)
+            && self.faults.get("nats restarted").copied().unwrap_or(0) >= self.campaign.nats_restarts
+            && self.faults.get("postgres restarted").copied().unwrap_or(0) >= self.campaign.postgres_restarts
+    }
+
+    async fn run(mut self, done: Arc<AtomicBool>) -> (BTreeMap<String, u32>, BTreeMap<&'static str, u32>, NatsServer) {
+        while !(AtomicBool::load(&done, Ordering::SeqCst) && self.targets_met()) {
+            self.restart_stopped().await;
+            let roll = self.rng.gen_range(0..100);
+            match roll {
+                0..55 => self.kill().await,
+                55..60 => self.restart_nats().await,
+                60..65 => self.restart_postgres().await,
+                _ => self.sandbox_fault(),
+            }
+            let pause = self.rng.gen_range(200..1200);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        self.restart_stopped().await;
+        // The people are done: no kill point left armed and faults off, so the audit reads a
+        // settled platform.
+        for service in std::mem::take(&mut self.armed) {
+            self.platform.kill_service(service);
+            self.start(service, false).await;
+        }
+        for cluster in &self.platform.world.clusters {
+            cluster.hopsworks.clear_faults();
+            cluster.kubernetes.set_faults(KubeFaults::default());
+        }
+        (self.faults, self.kills, self.nats)
+    }
+
+    /// Restarts (without a kill point) every service that stopped by itself: at its kill point
+    /// (SIGABRT), which counts as a kill, or otherwise, which is counted apart.
+    async fn restart_stopped(&mut self) {
+        use std::os::unix::process::ExitStatusExt as _;
+        for service in SERVICES {
+            let Some(status) = self.platform.service_exit(service) else { continue };
+            if status.signal() == Some(6) {
+                *self.kills.entry(service.name()).or_default() += 1;
+                self.count(format!("kill point reached ({})", service.name()));
+            } else {
+                eprintln!("{} exited by itself ({status}):\n{}", service.name(), self.platform.service_output(service));
+                self.count(format!("exited by itself ({})", service.name()));
+            }
+            self.start(service, false).await;
+        }
+    }
+
+    async fn start(&mut self, service: Service, kill_point: bool) {
+        if kill_point {
+            self.armed.insert(service);
+        } else {
+            self.armed.remove(&service);
+        }
+        let platform = Arc::clone(&self.platform);
+        tokio::task::spawn_blocking(move || {
+            if kill_point {
+                platform.start_service_with(service, &[("HOPSBRIDGE_KILL_POINT", "consumer_committed:*")]);
+            } else {
+                platform.start_service(service);
+            }
+        })
+        .await
+        .expect("start a service");
+    }
+
+    /// SIGKILLs a service (one short of its target first), down for up to 1.5 s; a service
+    /// with consumers comes back, one time in three, with the kill point set on all of them.
+    async fn kill(&mut self) {
+        let behind: Vec<Service> = SERVICES
+            .iter()
+            .copied()
+            .filter(|s| self.kills.get(s.name()).copied().unwrap_or(0) < self.campaign.kills_per_service)
+            .collect();
+        let pool = if behind.is_empty() { SERVICES.to_vec() } else { behind };
+        let service = pool[self.rng.gen_range(0..pool.len())];
+        self.platform.kill_service(service);
+        *self.kills.entry(service.name()).or_default() += 1;
+        self.count(format!("SIGKILL ({})", service.name()));
+        let down = self.rng.gen_range(0..1500);
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        let kill_point = service != Service::Gateway && self.rng.gen_range(0..3) == 0;
+        if kill_point {
+            self.count(format!("started with the kill point ({})", service.name()));
+        }
+        self.start(service, kill_point).await;
+    }
+
+    async fn restart_nats(&mut self) {
+        self.nats.stop();
+        let down = self.rng.gen_range(500..3000);
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        self.nats.resume().await;
+        self.count("nats restarted");
+    }
+
+    /// The run's database refuses connections for a moment and every open one is terminated.
+    async fn restart_postgres(&mut self) {
+        let name = self.platform.db.name().to_owned();
+        let mut admin = AsyncPgConnection::establish(&hopsbridge_testkit::admin_database_url()).await.unwrap();
+        diesel::sql_query(format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let down = self.rng.gen_range(500..3000);
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        diesel::sql_query(format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        self.count("postgres restarted");
+    }
+
+    fn sandbox_fault(&mut self) {
+        let world = &self.platform.world;
+        let cluster = &world.clusters[self.rng.gen_range(0..world.clusters.len())];
+        match self.rng.gen_range(0..7) {
+            0 => {
+                world.stripe.fail_next(2, 500);
+                self.count("stripe 500 x2");
+            }
+            1 => {
+                world.stripe.fail_next(2, 429);
+                self.count("stripe 429 x2");
+            }
+            2 => {
+                cluster.hopsworks.fail_next(2, 503);
+                self.count("hopsworks 503 x2");
+            }
+            3 => {
+                // Past provisioning's request timeout: the change is made, the answer lost.
+                cluster.hopsworks.hold_next_on(Route::CreateUser, 1, Duration::from_secs(3));
+                self.count("hopsworks create-user answer held");
+            }
+            4 => {
+                cluster.kubernetes.set_faults(KubeFaults {
+                    server_error: Some(500),
+                    times: Some(3),
+                    ..KubeFaults::default()
+                });
+                self.count("kubernetes 500 x3");
+            }
+            5 => {
+                cluster.kubernetes.set_faults(KubeFaults {
+                    too_many_requests: Some(1),
+                    times: Some(3),
+                    ..KubeFaults::default()
+                });
+                self.count("kubernetes 429 x3");
+            }
+            _ => {
+                cluster.kubernetes.set_faults(KubeFaults {
+                    delay: Some(Duration::from_secs(2)),
+                    times: Some(2),
+                    ..KubeFaults::default()
+                });
+                self.count("kubernetes slow x2");
+            }
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Json {
+    #[diesel(sql_type = Nullable<Text>)]
+    j: Option<String>,
+}
+
+/// The rows of `sql` in `schema`, as JSON objects.
+async fn rows(platform: &Platform, schema: &str, sql: &str) -> Vec<Value> {
+    let mut conn = platform.db.connect(schema).await;
+    let wrapped = format!("SELECT json_agg(t)::text AS j FROM ({sql}) t");
+    let found: Json = diesel::sql_query(wrapped).get_result(&mut conn).await.unwrap();
+    found.j.map(|j| serde_json::from_str::<Value>(&j).unwrap()).and_then(|v| v.as_array().cloned()).unwrap_or_default()
+}
+
+/// A sample's or a ledger entry's usage: nanocore-seconds, byte-seconds, GPU-seconds, offline
+/// and online storage byte-seconds.
+type Usage = [i64; 5];
+
+fn usage(r: &Value) -> Usage {
+    ["c", "m", "g", "f", "n"].map(|k| r[k].as_i64().unwrap_or_else(|| panic!("{k} in {r}")))
+}
+
+fn text(r: &Value, k: &str) -> String {
+    r[k].as_str().unwrap_or_else(|| panic!("{k} in {r}")).to_owned()
+}
+
+/// What went wrong, counted: every count is zero when nothing was lost or duplicated.
+async fn audit(platform: &Platform, people: &[Person]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    // Settled: every outbox published, every webhook delivered, every sample in billing's ledger.
+    let owners: HashSet<String> = people.iter().map(|p| p.user_id.to_string()).collect();
+    // Usage (30 s windows) and storage (hourly, per project) samples, and the ledger's entries
+    // of both: nanocore-seconds, byte-seconds, GPU-seconds, offline and online byte-seconds.
+    let samples_sql = "SELECT id::text AS id, owner_user_id::text AS o, cpu_nanocore_seconds AS c, \
+                       memory_byte_seconds AS m, gpu_seconds AS g, 0::bigint AS f, 0::bigint AS n \
+                       FROM samples WHERE attribution = 'attributed' \
+                       UNION ALL SELECT id::text, owner_user_id::text, 0, 0, 0, offline_byte_seconds, \
+                       online_byte_seconds FROM storage_samples WHERE owner_user_id IS NOT NULL";
+    let ledger_sql = "SELECT sample_id::text AS id, owner_id::text AS o, cpu_nanocore_seconds AS c, \
+                      memory_byte_seconds AS m, gpu_seconds AS g, storage_offline_byte_seconds AS f, \
+                      storage_online_byte_seconds AS n FROM ledger_entries";
+    let deadline = Instant::now() + PATIENCE;
+    let (samples, ledger, backlog) = loop {
+        let backlog = platform.outbox_backlog().await;
+        let samples: Vec<Value> = rows(platform, "metering", samples_sql)
+            .await
+            .into_iter()
+            .filter(|s| owners.contains(&text(s, "o")))
+            .collect();
+        let ledger = rows(platform, "billing", ledger_sql).await;
+        let in_ledger: HashSet<String> = ledger.iter().map(|e| text(e, "id")).collect();
+        let delivered = platform.world.stripe.deliveries().iter().all(|d| d.succeeded);
+        let settled = backlog.values().all(|n| *n == 0)
+            && delivered
+            && samples.iter().all(|s| in_ledger.contains(&text(s, "id")));
+        if settled || Instant::now() > deadline {
+            break (samples, ledger, backlog);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+
+    // Per person: one of everything.
+    let found = platform.audit(people).await;
+    let extra = |v: &[usize]| v.iter().map(|n| n.saturating_sub(1)).sum::<usize>();
+    let missing = |v: &[usize]| v.iter().filter(|n| **n == 0).count();
+    let assignments: Vec<usize> = found.assignments.iter().map(|n| usize::try_from(*n).unwrap_or(0)).collect();
+    for (what, per_person) in [
+        ("Stripe customers", &found.customers),
+        ("subscriptions", &found.subscriptions),
+        ("Hopsworks accounts", &found.hopsworks_users),
+        ("assignments", &assignments),
+        ("PaymentMethodAdded messages", &found.cards_added),
+        ("ClusterAssigned messages", &found.clusters_assigned),
+    ] {
+        counts.insert(format!("{what} duplicated"), extra(per_person));
+        counts.insert(format!("{what} missing"), missing(per_person));
+    }
+    counts.insert(
+        "Hopsworks accounts of another subject".to_owned(),
+        found.subject_matches.iter().filter(|m| !**m).count(),
+    );
+    counts.insert(
+        "clusters over capacity".to_owned(),
+        usize::try_from(found.clusters_over_capacity).unwrap_or(usize::MAX),
+    );
+
+    // Usage: each sample in the ledger once, with its quantities; each owner billed their sum.
+    let mut entries: HashMap<String, Vec<&Value>> = HashMap::new();
+    for e in &ledger {
+        entries.entry(text(e, "id")).or_default().push(e);
+    }
+    let (mut lost, mut twice, mut differ) = (0, 0, 0);
+    let mut sampled: HashMap<String, Usage> = HashMap::new();
+    let mut billed: HashMap<String, Usage> = HashMap::new();
+    let add = |sum: &mut Usage, u: Usage| {
+        for (s, x) in sum.iter_mut().zip(u) {
+            *s += x;
+        }
+    };
+    for s in &samples {
+        add(sampled.entry(text(s, "o")).or_default(), usage(s));
+        let theirs = entries.get(&text(s, "id")).map_or(&[][..], Vec::as_slice);
+        match theirs.len() {
+            0 => lost += 1,
+            1 => {}
+            _ => twice += 1,
+        }
+        differ += theirs.iter().filter(|e| usage(e) != usage(s) || text(e, "o") != text(s, "o")).count();
+    }
+    let sample_ids: HashSet<String> = samples.iter().map(|s| text(s, "id")).collect();
+    let mut unsampled = 0;
+    for e in ledger.iter().filter(|e| owners.contains(&text(e, "o"))) {
+        add(billed.entry(text(e, "o")).or_default(), usage(e));
+        unsampled += usize::from(!sample_ids.contains(&text(e, "id")));
+    }
+    eprintln!(
+        "{} usage and storage samples of {} owners; {} ledger entries",
+        samples.len(),
+        sampled.len(),
+        ledger.len()
+    );
+    assert!(!samples.is_empty(), "the people's labs produced no samples");
+    counts.insert("samples missing from the ledger".to_owned(), lost);
+    counts.insert("samples in the ledger more than once".to_owned(), twice);
+    counts.insert("ledger entries differing from their sample".to_owned(), differ);
+    counts.insert("ledger entries of no sample".to_owned(), unsampled);
+    let owners_off = owners.iter().filter(|o| sampled.get(*o) != billed.get(*o)).count();
+    counts.insert("owners whose billed usage differs from their samples' sum".to_owned(), owners_off);
+
+    // Outboxes drained; every dead letter explained.
+    counts.insert(
+        "outbox rows never published".to_owned(),
+        backlog.values().map(|n| usize::try_from(*n).unwrap_or(0)).sum(),
+    );
+    // No event of this campaign is one a service cannot handle, so no dead letter is expected:
+    // each is printed with its reason and counted.
+    let letters = platform.dead_letters().await;
+    for letter in &letters {
+        eprintln!("dead letter in {} ({}): {}", letter.service, letter.consumer, letter.reason);
+    }
+    counts.insert("dead letters unexplained".to_owned(), letters.len());
+    counts
+}

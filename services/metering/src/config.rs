@@ -20,6 +20,8 @@ hopsbridge_platform::data_service_config! {
         pub provisioning: ProvisioningApiConfig,
         /// How storage is measured per project (decision 0056).
         pub storage: StorageConfig,
+        /// metering's integrity checks (decision 0060).
+        pub integrity_checks: crate::integrity::ChecksConfig,
     }
 }
 
@@ -82,6 +84,7 @@ impl Validate for MeteringConfig {
         self.base().validate(service)?;
         self.collect.validate("collect")?;
         self.storage.validate("storage").map_err(|e| StorageConfig::error(service, e))?;
+        self.integrity_checks.validate(service)?;
         let s = &self.schedule;
         if WindowLength::new(s.window_secs).is_err() {
             return Err(ConfigError::new(service, "schedule.window_secs", "must divide a day (86400 s), e.g. 900"));

@@ -22,6 +22,7 @@ pub mod attribution;
 pub mod collect;
 pub mod config;
 pub mod error;
+pub mod integrity;
 pub mod internal;
 pub mod metrics;
 pub mod projection;
@@ -71,6 +72,7 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
     let provisioning = access::Provisioning::new(&config.provisioning, key)?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
     metrics::register(&service)?;
+    integrity::register(&service.integrity, &service.clock, &config.integrity_checks)?;
     let wake = Arc::new(Notify::new());
     // A newly known cluster is scheduled at once rather than at the next tick.
     let woken = wake.clone();

@@ -34,7 +34,8 @@ pub use store::{CheckStatus, FindingStatus, IntegrityFinding};
 
 use crate::config::{ConfigError, Validate};
 use crate::db::Database;
-use futures::future::BoxFuture;
+/// What [`Check::run`] answers: a boxed future (re-exported so a check needs no `futures`).
+pub use futures::future::BoxFuture;
 use hopsbridge_contracts::Service;
 use serde::Deserialize;
 use std::sync::{Arc, PoisonError, RwLock};

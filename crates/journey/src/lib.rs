@@ -727,6 +727,18 @@ impl Platform {
         read
     }
 
+    /// The rows `sql` answers with `schema` as its search path, as JSON objects (none: empty).
+    pub async fn rows(&self, schema: &str, sql: &str) -> Vec<Value> {
+        let mut conn = self.db.connect(schema).await;
+        let wrapped = format!("SELECT json_agg(t)::text AS j FROM ({sql}) t");
+        let found: JsonRows = diesel::sql_query(wrapped).get_result(&mut conn).await.expect("the query's rows");
+        found
+            .j
+            .map(|j| serde_json::from_str::<Value>(&j).expect("JSON from Postgres"))
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
     /// Outbox rows not yet published, per service with data: zero everywhere once every relay
     /// has caught up.
     pub async fn outbox_backlog(&self) -> BTreeMap<&'static str, i64> {
@@ -1017,6 +1029,12 @@ fn journey_provisioning(db: &TestDb, bus: &TestBus, world: &World, gateway: &str
 struct Count {
     #[diesel(sql_type = BigInt)]
     n: i64,
+}
+
+#[derive(QueryableByName)]
+struct JsonRows {
+    #[diesel(sql_type = Nullable<Text>)]
+    j: Option<String>,
 }
 
 #[derive(QueryableByName)]

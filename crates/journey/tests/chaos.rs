@@ -28,8 +28,6 @@
 )]
 
 use chrono::{DateTime, TimeDelta};
-use diesel::QueryableByName;
-use diesel::sql_types::{Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::Service;
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
@@ -435,20 +433,6 @@ impl Monkey {
     }
 }
 
-#[derive(QueryableByName)]
-struct Json {
-    #[diesel(sql_type = Nullable<Text>)]
-    j: Option<String>,
-}
-
-/// The rows of `sql` in `schema`, as JSON objects.
-async fn rows(platform: &Platform, schema: &str, sql: &str) -> Vec<Value> {
-    let mut conn = platform.db.connect(schema).await;
-    let wrapped = format!("SELECT json_agg(t)::text AS j FROM ({sql}) t");
-    let found: Json = diesel::sql_query(wrapped).get_result(&mut conn).await.unwrap();
-    found.j.map(|j| serde_json::from_str::<Value>(&j).unwrap()).and_then(|v| v.as_array().cloned()).unwrap_or_default()
-}
-
 /// A sample's or a ledger entry's usage: nanocore-seconds, byte-seconds, GPU-seconds, offline
 /// and online storage byte-seconds.
 type Usage = [i64; 5];
@@ -479,12 +463,13 @@ async fn audit(platform: &Platform, people: &[Person]) -> BTreeMap<String, usize
     let deadline = Instant::now() + PATIENCE;
     let (samples, ledger, backlog) = loop {
         let backlog = platform.outbox_backlog().await;
-        let samples: Vec<Value> = rows(platform, "metering", samples_sql)
+        let samples: Vec<Value> = platform
+            .rows("metering", samples_sql)
             .await
             .into_iter()
             .filter(|s| owners.contains(&text(s, "o")))
             .collect();
-        let ledger = rows(platform, "billing", ledger_sql).await;
+        let ledger = platform.rows("billing", ledger_sql).await;
         let in_ledger: HashSet<String> = ledger.iter().map(|e| text(e, "id")).collect();
         let delivered = platform.world.stripe.deliveries().iter().all(|d| d.succeeded);
         let settled = backlog.values().all(|n| *n == 0)

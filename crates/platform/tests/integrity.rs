@@ -313,7 +313,7 @@ async fn admins_list_and_run_checks_and_nobody_else_does() {
         assert_eq!(status.as_u16(), 401, "{method} {path}");
     }
     assert_eq!(AtomicUsize::load(&w.check.runs, Ordering::SeqCst), 0, "a refused run runs nothing");
-    assert_eq!(w.count("SELECT count(*) AS n FROM integrity_runs").await, 0);
+    assert_eq!(w.count("SELECT count(*) AS n FROM integrity_runs WHERE last_started_at IS NOT NULL").await, 0);
 
     let (status, body) =
         signed_call(&key, &base, Method::POST, "/api/admin/integrity/billing/run", Some(&machine), None).await;
@@ -379,6 +379,13 @@ async fn checks_run_on_schedule_in_one_replica_at_a_time_and_show_in_metrics() {
         tokio::spawn(app.run_until_stopped(stop.clone()));
     }
     let _stop = stop.drop_guard();
+    // Every registered check has its series before it runs.
+    let enrolled = eventually(Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports[0])).await.unwrap().text().await.unwrap();
+        text.contains(r#"hopsbridge_integrity_open_findings{check="outbox_draining",service="billing"} 0"#)
+    })
+    .await;
+    assert!(enrolled, "outbox_draining has its gauge");
     // Nobody asked: the schedule runs it, in both replicas over time, and it still opens and
     // alerts once.
     let ran =

@@ -169,10 +169,18 @@ impl Integrity {
         Ok(runs)
     }
 
-    /// Runs the due checks every so often (at most a minute apart) until `cancel`.
+    /// Runs the due checks every so often (at most a minute apart) until `cancel`. Each
+    /// registered check gets its `integrity_runs` row first, so its gauges read 0 from the start.
     pub async fn run(self, cancel: CancellationToken) {
         let tick = Duration::from_secs(self.config.interval_secs.clamp(1, MAX_TICK_SECS));
+        let mut enrolled = false;
         loop {
+            if !enrolled {
+                enrolled = match self.db.conn().await {
+                    Ok(mut conn) => store::enroll(&mut conn, &self.checks.names()).await.is_ok(),
+                    Err(_) => false,
+                };
+            }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(tick) => {}

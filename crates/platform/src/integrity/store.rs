@@ -69,6 +69,13 @@ pub struct CheckStatus {
     pub open: i64,
 }
 
+/// Gives each of `checks` its row, so its metrics have a series (0) before it first runs.
+pub(super) async fn enroll(conn: &mut AsyncPgConnection, checks: &[String]) -> Result<(), DbError> {
+    let rows: Vec<_> = checks.iter().map(|c| integrity_runs::check_name.eq(c)).collect();
+    diesel::insert_into(integrity_runs::table).values(rows).on_conflict_do_nothing().execute(conn).await?;
+    Ok(())
+}
+
 /// Takes `check`'s lease for `owner` for `lease_secs`, when no live lease holds it and, when
 /// `due_after_secs` is given, its last run started at least that long ago. Answers whether it
 /// was taken.

@@ -204,6 +204,9 @@ pub struct Platform {
     _listener: tokio::task::JoinHandle<()>,
 }
 
+/// Each data service's pool in a journey (`database.max_connections`).
+const JOURNEY_POOL_SIZE: &str = "3";
+
 const SERVICES: [Service; 6] =
     [Service::Identity, Service::Team, Service::Billing, Service::Provisioning, Service::Metering, Service::Gateway];
 
@@ -237,6 +240,11 @@ impl Platform {
             };
             if service == Service::Provisioning {
                 settings = journey_provisioning(&db, &bus, &world, &gateway);
+            }
+            if service != Service::Gateway {
+                // Small pools: two platforms run at once beside the other crates' tests
+                // (scripts/test.sh), within Postgres' default 100 connections.
+                settings = settings.set("database.max_connections", JOURNEY_POOL_SIZE);
             }
             // Every service's calendar follows the sandbox's clock: real time unless a test moves
             // it (World::advance, set_time, set_rate).

@@ -124,6 +124,18 @@ async fn samples_since(platform: &Platform, namespace: &str, from: chrono::DateT
     .unwrap()
 }
 
+/// The time `sql` (one row, column `at`, the user id as `$1`) reads in `schema`.
+async fn time_of(
+    platform: &Platform,
+    schema: &str,
+    sql: &str,
+    user: uuid::Uuid,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut conn = platform.db.connect(schema).await;
+    let at: At = diesel::sql_query(sql).bind::<diesel::sql_types::Uuid, _>(user).get_result(&mut conn).await.unwrap();
+    at.at
+}
+
 /// Whether `schema`'s inbox records an event of `event_type` as handled.
 async fn handled(platform: &Platform, schema: &str, event_type: &str) -> bool {
     let mut conn = platform.db.connect(schema).await;
@@ -214,14 +226,8 @@ async fn a_deleted_accounts_address_is_gone_from_every_database_after_the_retent
         assert_eq!(project.owner_id, account.id, "erin is left only in projects she created: {place:?}");
     }
     // Metering hears of the unassignment and bills the lab's pods, still running, to nobody.
-    let unassigned_at = wait_for("metering records the unassignment", PATIENCE, || async {
-        let mut conn = platform.db.connect("metering").await;
-        let at: At = diesel::sql_query("SELECT unassigned_at AS at FROM accounts WHERE user_id = $1")
-            .bind::<diesel::sql_types::Uuid, _>(erin.user_id)
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        at.at
+    let unassigned_at = wait_for("metering records the unassignment", PATIENCE, || {
+        time_of(&platform, "metering", "SELECT unassigned_at AS at FROM accounts WHERE user_id = $1", erin.user_id)
     })
     .await;
     let after = wait_for("the lab measured after the unassignment", PATIENCE, || async {
@@ -270,15 +276,7 @@ async fn a_deleted_accounts_address_is_gone_from_every_database_after_the_retent
     let clock = &platform.world.clock;
     clock.set(clock.now() + DAY);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let erased_at = || async {
-        let mut conn = platform.db.connect("identity").await;
-        let at: At = diesel::sql_query("SELECT erased_at AS at FROM users WHERE id = $1")
-            .bind::<diesel::sql_types::Uuid, _>(erin.user_id)
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        at.at
-    };
+    let erased_at = || time_of(&platform, "identity", "SELECT erased_at AS at FROM users WHERE id = $1", erin.user_id);
     assert_eq!(erased_at().await, None, "kept during the retention");
 
     // Past the retention: identity erases and every service follows.

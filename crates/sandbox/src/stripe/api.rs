@@ -1,7 +1,7 @@
 //! The HTTP surface: authentication, rate limits, API versions, idempotency keys, routing to
 //! the resources, and the hosted Checkout and portal pages.
 
-use super::params::{list, s};
+use super::params::{list, list_where, s};
 use super::state::{
     API_VERSION, Answer, ApiError, Bucket, IdempotencyRecord, RequestCtx, State, random_id, set_livemode,
 };
@@ -372,15 +372,15 @@ fn route(state: &mut State, method: &Method, path: &str, p: &Value, ctx: &Reques
         ["subscriptions"] if get => {
             let customer = s(p, "customer");
             let status = s(p, "status");
-            let items = state.all_where("subscription", |x| {
+            let keep = |x: &Value| {
                 customer.is_none_or(|c| x["customer"] == c)
                     && match status {
                         Some("all") => true,
                         Some(status) => x["status"] == status,
                         None => x["status"] != "canceled",
                     }
-            });
-            list("/v1/subscriptions", items, p)
+            };
+            list_where("/v1/subscriptions", "subscription", state.all("subscription"), keep, p)
         }
         ["subscriptions", id] if get => state.get("subscription", "subscription", id, "id"),
         ["subscriptions", id] if delete => subscriptions::cancel_subscription(state, id, p, ctx),

@@ -41,6 +41,29 @@ pub fn metadata(p: &Value) -> Value {
     Value::Object(entries.into_iter().filter(|(_, v)| v.as_str().is_some_and(|v| !v.is_empty())).collect())
 }
 
+/// A page of `all` (newest first) as Stripe answers a list whose filters `keep` selects: the
+/// `starting_after` cursor is found among every object of the type, filtered or not (Stripe
+/// pages by the object's place, so an object that stopped matching between two pages still
+/// marks where the next begins), and a cursor naming no such object is refused as Stripe refuses
+/// it (400 `resource_missing`, param `starting_after`).
+pub fn list_where(url: &str, what: &str, all: Vec<Value>, keep: impl Fn(&Value) -> bool, p: &Value) -> Answer {
+    let rest: Vec<Value> = match s(p, "starting_after") {
+        Some(after) => {
+            let at = all
+                .iter()
+                .position(|x| x["id"] == after)
+                .ok_or_else(|| ApiError::no_such_param(what, after, "starting_after"))?;
+            all.into_iter().skip(at + 1).collect()
+        }
+        None => all,
+    };
+    let mut without_cursor = p.clone();
+    if let Some(map) = without_cursor.as_object_mut() {
+        map.remove("starting_after");
+    }
+    list(url, rest.into_iter().filter(|x| keep(x)).collect(), &without_cursor)
+}
+
 pub fn list(url: &str, items: Vec<Value>, p: &Value) -> Answer {
     let limit = integer(p, "limit", "limit")?.unwrap_or(10);
     if !(1..=100).contains(&limit) {
@@ -71,4 +94,35 @@ pub fn boolean(p: &Value, key: &str) -> Result<Option<bool>, ApiError> {
 /// with its count.
 pub fn embedded_list(url: String, items: Vec<Value>) -> Value {
     json!({"object": "list", "total_count": items.len(), "data": items, "has_more": false, "url": url})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list_where;
+    use serde_json::{Value, json};
+
+    fn ids(page: &Value) -> Vec<&str> {
+        page["data"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_cursor_is_found_among_every_object_and_an_unknown_one_is_refused() {
+        let all: Vec<Value> = (1..=5).rev().map(|i| json!({"id": format!("sub_{i}"), "live": i != 3})).collect();
+        let live = |x: &Value| x["live"] == true;
+        let first = list_where("/v1/subscriptions", "subscription", all.clone(), live, &json!({"limit": "2"})).unwrap();
+        assert_eq!((ids(&first), first["has_more"].as_bool()), (vec!["sub_5", "sub_4"], Some(true)));
+        // sub_3 stopped matching: a cursor on it still marks its place.
+        let after = json!({"limit": "2", "starting_after": "sub_3"});
+        let next = list_where("/v1/subscriptions", "subscription", all.clone(), live, &after).unwrap();
+        assert_eq!((ids(&next), next["has_more"].as_bool()), (vec!["sub_2", "sub_1"], Some(false)));
+        let after = json!({"limit": "2", "starting_after": "sub_4"});
+        let next = list_where("/v1/subscriptions", "subscription", all.clone(), live, &after).unwrap();
+        assert_eq!((ids(&next), next["has_more"].as_bool()), (vec!["sub_2", "sub_1"], Some(false)));
+        let unknown = json!({"starting_after": "sub_9"});
+        let refused = list_where("/v1/subscriptions", "subscription", all, live, &unknown).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code, refused.param.as_deref()),
+            (400, Some("resource_missing"), Some("starting_after"))
+        );
+    }
 }

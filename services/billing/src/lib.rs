@@ -27,6 +27,8 @@
 //! - Postpaid usage reported to Stripe as meter events, one per owner, closed day, resource
 //!   and price version, corrections as new revisions ([`reporting`], decision 0044), on a
 //!   catalogue of one meter and price per price version ([`catalog`]).
+//! - Integrity check `stripe_subscriptions` ([`integrity`], decision 0061): Stripe's
+//!   subscriptions against the accounts, scheduled and on demand with the platform's checks.
 
 pub mod accounts;
 pub mod api;
@@ -38,6 +40,7 @@ pub mod deletion;
 pub mod erasure;
 pub mod error;
 pub mod events;
+pub mod integrity;
 pub mod ledger;
 pub mod lifecycle;
 pub mod mail;
@@ -102,6 +105,7 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         config.stripe.secret_key.clone(),
         config.stripe.max_requests_per_second,
     )?;
+    service.integrity.register(integrity::StripeSubscriptions { stripe: stripe.clone(), page: integrity::PAGE })?;
     let prices = catalog::Prices::new(stripe.clone(), config.rates.clone(), config.stripe.currency.clone());
     let webhooks = webhooks::Webhooks::new(service.db.clone(), stripe.clone());
     let follow_ups = (service.db.clone(), stripe.clone(), webhooks.follow_up_signal());

@@ -477,15 +477,8 @@ async fn w_with_owner() -> (World, Uuid, String) {
 
 /// A raw form POST on the sandbox's API.
 async fn stripe_post(sim: &StripeSim, path: &str, form: &[(&str, String)]) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/{path}", sim.url()))
-        .bearer_auth(STRIPE_SECRET_KEY)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string(form).unwrap())
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    stripe_send(sim, Method::POST, path, &form).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

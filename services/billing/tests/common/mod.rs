@@ -175,6 +175,20 @@ pub async fn stripe_get(sim: &StripeSim, path_and_query: &str) -> Value {
         .unwrap()
 }
 
+/// A raw form request on the sandbox's API (a POST or DELETE the service did not make, as
+/// someone in Stripe's dashboard would act): the status and the body.
+pub async fn stripe_send(sim: &StripeSim, method: Method, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}/v1/{path}", sim.url()))
+        .bearer_auth(STRIPE_SECRET_KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
 /// Waits until the service has found or created its meters and prices.
 pub async fn catalog_ready(sim: &StripeSim) {
     let ready = hopsbridge_testkit::eventually(Duration::from_secs(20), || async {

@@ -1,13 +1,16 @@
 //! The money proof end to end (issue 17), with every service as its own process: owners of
 //! every kind (postpaid with a card; prepaid with credits bought through Checkout; hybrid,
 //! prepaid with a card whose credits run out; a team whose member's usage rolls up to the
-//! owner; free) run their labs on the sandbox's Kubernetes while the World's clock runs across
-//! a UTC day boundary and the end of a billing period. When the sandbox's Stripe has created
-//! and finalised the period's invoices, for every owner:
+//! owner; free) run their labs on the sandbox's Kubernetes, and some hold offline storage in
+//! their labs' Hopsworks projects, while the World's clock runs across a UTC day boundary and
+//! the end of a billing period. When the sandbox's Stripe has created and finalised the
+//! period's invoices, for every owner:
 //!
-//! - billing's ledger holds exactly metering's attributed samples, once each, with the mode
+//! - billing's ledger holds exactly metering's attributed usage and storage samples, once
+//!   each, with the mode
 //!   and the price in force at each window's start and each window's cost
-//!   `n × price / per_unit` rounded half up to 12 places (decision 0038);
+//!   `n × price / per_unit` rounded half up to 12 places (decisions 0038 and 0057: storage's
+//!   unit a GB-month of the day's calendar month);
 //! - the invoice's lines equal, to the cent, Σ over days of the day's quantity quantised to 9
 //!   places half up (postpaid usage, plus prepaid overflow) × the price, rounded half up once;
 //! - the owner's view of the period (`GET /api/billing/usage`) shows the ledger's cost and
@@ -35,13 +38,14 @@
 )]
 
 use async_nats::jetstream::message::PublishMessage;
-use chrono::{DateTime, Datelike, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, TimeZone, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{Nullable, Text};
 use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
 use hopsbridge_contracts::events::UsageRecordedV1;
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
+use hopsbridge_sandbox::hopsworks::{Directory, ProjectStorage};
 use hopsbridge_sandbox::stripe::HoldStatus;
 use hopsbridge_sandbox::world::lab_pods;
 use serde_json::{Value, json};
@@ -69,7 +73,16 @@ const PREPAID_CREDITS: i64 = 100_000;
 const HYBRID_CREDITS: i64 = 500;
 /// Extra one-GPU pods in the hybrid owner's lab, so that their credits run out early.
 const HYBRID_EXTRA_GPU_PODS: usize = 4;
-const RESOURCES: [&str; 3] = ["cpu", "memory", "gpu"];
+const RESOURCES: [&str; 5] = ["cpu", "memory", "gpu", "storage_offline", "storage_online"];
+/// metering's storage window in the proof (`storage.window_secs`): 10 real seconds at [`RATE`],
+/// so each snapshot is taken inside its window on a loaded machine (decision 0064).
+const STORAGE_WINDOW: u32 = 300;
+/// The storage prices of the proof: unit amounts no other price has, since invoice lines and
+/// reports are told apart by unit amount (memory's default is 3.5).
+const STORAGE_OFFLINE_PRICE: &str = "2.75";
+const STORAGE_ONLINE_PRICE: &str = "36.25";
+/// Offline bytes in a storing owner's lab: terabytes, so that half an hour is cents.
+const LAB_STORAGE_BYTES: u64 = 4_000_000_000_000;
 /// One platform at a time: two would take more Postgres connections than a test server allows.
 static ONE_PLATFORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// 10^12 and 10^9 and 10^21: money in 12 places of the minor unit, quantities in 9 places.
@@ -235,15 +248,26 @@ fn ceil_div(n: i128, d: i128) -> i128 {
     (n + d - 1).div_euclid(d)
 }
 
-/// Units of usage per billed unit: nanocore-seconds per core-hour, byte-seconds per GiB-hour,
-/// GPU-seconds per GPU-hour.
-fn per_unit(resource: &str) -> i128 {
+/// Units of usage per billed unit on the UTC day of `t`: nanocore-seconds per core-hour,
+/// byte-seconds per GiB-hour, GPU-seconds per GPU-hour, byte-seconds per GB-month of the day's
+/// calendar month.
+fn per_unit(resource: &str, t: i64) -> i128 {
     match resource {
         "cpu" => 3_600 * E9,
         "memory" => (1_i128 << 30) * 3_600,
         "gpu" => 3_600,
+        "storage_offline" | "storage_online" => {
+            let day = DateTime::from_timestamp(t, 0).unwrap();
+            let first = Utc.with_ymd_and_hms(day.year(), day.month(), 1, 0, 0, 0).unwrap();
+            E9 * i128::from((next_month(first) - first).num_seconds())
+        }
         other => panic!("no resource {other}"),
     }
+}
+
+/// The start of a day named `YYYY-MM-DD`.
+fn day_start(day: &str) -> i64 {
+    NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp()
 }
 
 /// A decimal string as an integer count of 10^-places.
@@ -287,17 +311,41 @@ fn int(v: &Value, k: &str) -> i128 {
     i128::from(v[k].as_i64().unwrap_or_else(|| panic!("{k} in {v}")))
 }
 
-/// One of metering's attributed samples.
+/// One of metering's attributed samples, of usage or of storage.
 #[derive(Clone, Debug)]
 struct Sample {
     id: String,
     user: String,
     owner: String,
     start: i64,
-    n: [i128; 3],
+    end: i64,
+    /// In [`RESOURCES`] order.
+    n: [i128; 5],
+    storage: bool,
 }
 
+/// metering's attributed usage and storage samples whose window starts before `before`.
 async fn samples(platform: &Platform, before: i64) -> Vec<Sample> {
+    let mut all = usage_samples(platform, before).await;
+    let sql = format!(
+        "SELECT id::text AS id, user_id::text AS u, owner_user_id::text AS o,
+                extract(epoch FROM window_start)::bigint AS ws, extract(epoch FROM window_end)::bigint AS we,
+                offline_byte_seconds AS so, online_byte_seconds AS sn
+         FROM storage_samples WHERE owner_user_id IS NOT NULL AND window_start < to_timestamp({before})"
+    );
+    all.extend(rows(platform, "metering", &sql).await.iter().map(|r| Sample {
+        id: text(r, "id"),
+        user: text(r, "u"),
+        owner: text(r, "o"),
+        start: r["ws"].as_i64().unwrap(),
+        end: r["we"].as_i64().unwrap(),
+        n: [0, 0, 0, int(r, "so"), int(r, "sn")],
+        storage: true,
+    }));
+    all
+}
+
+async fn usage_samples(platform: &Platform, before: i64) -> Vec<Sample> {
     let sql = format!(
         "SELECT id::text AS id, user_id::text AS u, owner_user_id::text AS o,
                 extract(epoch FROM window_start)::bigint AS ws,
@@ -312,7 +360,9 @@ async fn samples(platform: &Platform, before: i64) -> Vec<Sample> {
             user: text(r, "u"),
             owner: text(r, "o"),
             start: r["ws"].as_i64().unwrap(),
-            n: [int(r, "c"), int(r, "m"), int(r, "g")],
+            end: r["ws"].as_i64().unwrap() + i64::from(WINDOW),
+            n: [int(r, "c"), int(r, "m"), int(r, "g"), 0, 0],
+            storage: false,
         })
         .collect()
 }
@@ -324,28 +374,33 @@ struct Entry {
     owner: String,
     start: i64,
     end: i64,
-    n: [i128; 3],
+    n: [i128; 5],
     mode: String,
-    price: [String; 3],
+    price: [String; 5],
     /// 10^-12 minor units.
-    cost: [i128; 3],
+    cost: [i128; 5],
     paid: i128,
     unpaid: i128,
     /// 10^-9 billed units.
-    over: [i128; 3],
+    over: [i128; 5],
 }
 
 async fn ledger(platform: &Platform, before: i64) -> HashMap<String, Vec<Entry>> {
     let sql = format!(
         "SELECT sample_id::text AS id, day::text AS day, owner_id::text AS o,
                 extract(epoch FROM window_start)::bigint AS ws, extract(epoch FROM window_end)::bigint AS we,
-                cpu_nanocore_seconds AS c, memory_byte_seconds AS m, gpu_seconds AS g, billing_mode AS mode,
+                cpu_nanocore_seconds AS c, memory_byte_seconds AS m, gpu_seconds AS g,
+                storage_offline_byte_seconds AS so, storage_online_byte_seconds AS sn, billing_mode AS mode,
                 cpu_price_id::text AS cp, memory_price_id::text AS mp, gpu_price_id::text AS gp,
+                coalesce(storage_offline_price_id::text, '') AS sop, coalesce(storage_online_price_id::text, '') AS snp,
                 cpu_cost::text AS cc, memory_cost::text AS mc, gpu_cost::text AS gc,
+                storage_offline_cost::text AS soc, storage_online_cost::text AS snc,
                 credits_paid::text AS paid, unpaid::text AS unpaid,
-                cpu_over_quanta AS co, memory_over_quanta AS mo, gpu_over_quanta AS go
+                cpu_over_quanta AS co, memory_over_quanta AS mo, gpu_over_quanta AS go,
+                storage_offline_over_quanta AS soo, storage_online_over_quanta AS sno
          FROM ledger_entries WHERE window_start < to_timestamp({before})"
     );
+    let money = |r: &Value, k: &str| fixed(&text(r, k), 12);
     let mut by_sample: HashMap<String, Vec<Entry>> = HashMap::new();
     for r in rows(platform, "billing", &sql).await {
         by_sample.entry(text(&r, "id")).or_default().push(Entry {
@@ -353,13 +408,13 @@ async fn ledger(platform: &Platform, before: i64) -> HashMap<String, Vec<Entry>>
             owner: text(&r, "o"),
             start: r["ws"].as_i64().unwrap(),
             end: r["we"].as_i64().unwrap(),
-            n: [int(&r, "c"), int(&r, "m"), int(&r, "g")],
+            n: [int(&r, "c"), int(&r, "m"), int(&r, "g"), int(&r, "so"), int(&r, "sn")],
             mode: text(&r, "mode"),
-            price: [text(&r, "cp"), text(&r, "mp"), text(&r, "gp")],
-            cost: [fixed(&text(&r, "cc"), 12), fixed(&text(&r, "mc"), 12), fixed(&text(&r, "gc"), 12)],
-            paid: fixed(&text(&r, "paid"), 12),
-            unpaid: fixed(&text(&r, "unpaid"), 12),
-            over: [int(&r, "co"), int(&r, "mo"), int(&r, "go")],
+            price: [text(&r, "cp"), text(&r, "mp"), text(&r, "gp"), text(&r, "sop"), text(&r, "snp")],
+            cost: [money(&r, "cc"), money(&r, "mc"), money(&r, "gc"), money(&r, "soc"), money(&r, "snc")],
+            paid: money(&r, "paid"),
+            unpaid: money(&r, "unpaid"),
+            over: [int(&r, "co"), int(&r, "mo"), int(&r, "go"), int(&r, "soo"), int(&r, "sno")],
         });
     }
     by_sample
@@ -411,6 +466,48 @@ struct Owner {
     member: Option<Person>,
     /// From when their mode applies (none: postpaid from the start).
     mode_from: Option<i64>,
+    /// Whether their lab's Hopsworks project holds offline storage.
+    stores: bool,
+}
+
+/// Whether the `i`th owner's lab holds offline storage: every other owner's, and the team's
+/// (its member's work is in the owner's project).
+fn stores(i: usize, kind: Kind) -> bool {
+    i.is_multiple_of(2) || kind == Kind::TeamOwner
+}
+
+/// A lab's offline storage: `bytes` over the project's directory, its Hive database and its
+/// feature store, under quotas that hold it.
+fn lab_storage(bytes: u64) -> ProjectStorage {
+    let dir = |bytes: u64| Directory { bytes, files: 3, quota_bytes: Some(4 * LAB_STORAGE_BYTES) };
+    ProjectStorage {
+        project: dir(bytes / 2),
+        hive: Some(dir(bytes / 3)),
+        featurestore: Some(dir(bytes - bytes / 2 - bytes / 3)),
+    }
+}
+
+/// Gives the storing owners' labs offline storage from now on (on the World's clock; the labs
+/// are made when their owners get a cluster), a little different for each, and doubles the
+/// first's half way through the first phase.
+async fn store(platform: &Platform, plan: &Plan) {
+    let world = &platform.world;
+    let cluster = &world.clusters[0];
+    cluster.hopsworks.use_clock(std::sync::Arc::clone(&world.clock));
+    let (from, until) = plan.phases[0];
+    let half_way = from.timestamp() + (until - from).num_seconds() / 2;
+    for i in (0..plan.kinds.len()).filter(|i| stores(*i, plan.kinds[*i])) {
+        let lab = format!("{}10000_lab", handle(i));
+        let project = wait_for("the owner's lab", PATIENCE, || async {
+            cluster.hopsworks.projects().into_iter().find(|p| p.name == lab)
+        })
+        .await;
+        let bytes = LAB_STORAGE_BYTES + u64::try_from(i).unwrap() * 1_234_567_891;
+        cluster.hopsworks.set_storage(project.id, lab_storage(bytes)).unwrap();
+        if i == 0 {
+            cluster.hopsworks.set_storage_at(project.id, half_way, lab_storage(2 * bytes)).unwrap();
+        }
+    }
 }
 
 /// Email local parts whose first three letters differ, so that the Hopsworks sandbox names
@@ -451,7 +548,15 @@ async fn setup(platform: &Platform, plan: &Plan) -> Vec<Owner> {
             assert_eq!(from % MODE_WINDOW, 0, "a mode starts at a window: {set}");
             mode_from = Some(from);
         }
-        owners.push(Owner { kind: *kind, username: format!("{}10000", &handle[..3]), person, member: None, mode_from });
+        let i = owners.len();
+        owners.push(Owner {
+            kind: *kind,
+            username: format!("{}10000", &handle[..3]),
+            person,
+            member: None,
+            mode_from,
+            stores: stores(i, *kind),
+        });
     }
     // Every mode is in force before anyone's first window.
     let usage_from = owners.iter().filter_map(|o| o.mode_from).max().unwrap_or(plan.setup_at.timestamp());
@@ -480,6 +585,7 @@ async fn setup(platform: &Platform, plan: &Plan) -> Vec<Owner> {
         platform.add_card(&owner.person).await;
     }
     futures::future::join_all(owners.iter().map(|o| platform.wait_assigned(&o.person, PATIENCE))).await;
+    store(platform, plan).await;
 
     // The team: its owner invites a member who joins and works in the owner's lab.
     let cluster = &world.clusters[0];
@@ -597,6 +703,12 @@ async fn meter_prices(platform: &Platform) -> HashMap<String, i128> {
 #[derive(Debug, Default)]
 struct Row {
     samples: usize,
+    /// Of which storage samples.
+    storage_samples: usize,
+    /// The cost of the storage samples, 10^-12 minor units.
+    storage_cost: i128,
+    /// Whether the invoice is to have a line of offline storage.
+    storage_line: bool,
     member_samples: usize,
     entries: usize,
     /// 10^-12 minor units.
@@ -750,18 +862,22 @@ async fn prove(plan: &Plan, faults: bool) {
     let started = Instant::now();
     let kinds = plan.kinds.clone();
     let lab_owners = (0..kinds.len()).map(|i| format!("{}10000", handle(i))).collect();
+    let mut settings = vec![
+        (Service::Metering, "storage.window_secs", STORAGE_WINDOW.to_string()),
+        (Service::Billing, "rates.storage_offline.unit_amount_decimal", STORAGE_OFFLINE_PRICE.to_owned()),
+        (Service::Billing, "rates.storage_online.unit_amount_decimal", STORAGE_ONLINE_PRICE.to_owned()),
+    ];
+    if plan.outage.is_some() {
+        // A pass every five seconds: days closed during the run are reported in it.
+        settings.push((Service::Billing, "reporting.interval_secs", "5".to_owned()));
+    }
     let options = Options {
         clusters: 1,
         capacity: 200,
         metering_window_secs: WINDOW,
         lab_owners,
         log_filter: "warn",
-        // A pass every five seconds: days closed during the run are reported in it.
-        settings: if plan.outage.is_some() {
-            vec![(Service::Billing, "reporting.interval_secs", "5".to_owned())]
-        } else {
-            Vec::new()
-        },
+        settings,
         ..Options::default()
     };
     let platform = Platform::start(binaries!(), &options).await;
@@ -855,9 +971,9 @@ async fn prove(plan: &Plan, faults: bool) {
             .filter_map(|e| e["payload"]["stripe_customer_id"].as_str().map(str::to_owned))
             .collect()
     };
-    // Every owner-day-resource at test mode's 25 meter events a second, twice over.
+    // Every owner-day-resource (five resources) at test mode's 25 meter events a second, twice over.
     let days = u64::try_from(plan.phases.len()).unwrap();
-    let ceiling = Duration::from_secs(60 + u64::try_from(billed.len()).unwrap() * days * 4 / 12);
+    let ceiling = Duration::from_secs(60 + u64::try_from(billed.len()).unwrap() * days * 6 / 12);
     let wait_start = Instant::now();
     let (mut count, mut steady_since) = (0, Instant::now());
     loop {
@@ -970,6 +1086,9 @@ async fn prove(plan: &Plan, faults: bool) {
         let mut overflow: BTreeMap<(String, String), i128> = BTreeMap::new();
         for s in all_samples.iter().filter(|s| s.owner == id) {
             row.samples += 1;
+            if s.storage {
+                row.storage_samples += 1;
+            }
             if owner.member.as_ref().is_some_and(|m| m.user_id.to_string() == s.user) {
                 row.member_samples += 1;
             }
@@ -989,7 +1108,7 @@ async fn prove(plan: &Plan, faults: bool) {
             if entry.n != s.n || entry.owner != id || entry.start != s.start || entry.day != day_of(s.start) {
                 problems.push(format!("{}: entry of {} differs from its sample", owner.username, s.id));
             }
-            if entry.end - entry.start != i64::from(WINDOW) {
+            if entry.end - entry.start != s.end - s.start {
                 problems.push(format!("{}: entry of {} is not one window", owner.username, s.id));
             }
             if entry.mode != mode {
@@ -998,8 +1117,11 @@ async fn prove(plan: &Plan, faults: bool) {
             let mut over_cost = 0;
             for (r, resource) in RESOURCES.iter().enumerate() {
                 let price = in_force(&book, resource, s.start);
-                let cost = half_up(s.n[r] * price.amount, per_unit(resource));
+                let cost = half_up(s.n[r] * price.amount, per_unit(resource, s.start));
                 row.samples_cost += cost;
+                if s.storage {
+                    row.storage_cost += cost;
+                }
                 row.ledger_cost += entry.cost[r];
                 if entry.mode != "free" {
                     row.billable += entry.cost[r];
@@ -1050,12 +1172,19 @@ async fn prove(plan: &Plan, faults: bool) {
                     ));
                 }
             }
-            if mode != "prepaid" && (entry.paid != 0 || entry.over != [0, 0, 0]) {
+            if mode != "prepaid" && (entry.paid != 0 || entry.over != [0; 5]) {
                 problems.push(format!("{}: {} {mode} but paid with credits", owner.username, s.id));
             }
         }
-        if row.samples == 0 {
+        if row.samples == row.storage_samples {
             problems.push(format!("{}: no usage measured", owner.username));
+        }
+        // An empty lab is measured too: samples of zero bytes.
+        if owner.stores && row.storage_cost == 0 {
+            problems.push(format!("{}: no storage measured", owner.username));
+        }
+        if !owner.stores && row.storage_cost != 0 {
+            problems.push(format!("{}: storage billed of an empty lab", owner.username));
         }
         if owner.member.is_some() && row.member_samples == 0 {
             problems.push(format!("{}: no usage of the member rolled up", owner.username));
@@ -1064,7 +1193,8 @@ async fn prove(plan: &Plan, faults: bool) {
         let mut told: BTreeMap<(i128, String), i128> = BTreeMap::new();
         for ((price_id, day), n) in &postpaid {
             let price = prices_by_id[price_id.as_str()];
-            *told.entry((price.amount, day.clone())).or_default() += half_up(n * E9, per_unit(&price.resource));
+            *told.entry((price.amount, day.clone())).or_default() +=
+                half_up(n * E9, per_unit(&price.resource, day_start(day)));
         }
         for ((price_id, day), quanta) in &overflow {
             *told.entry((prices_by_id[price_id.as_str()].amount, day.clone())).or_default() += quanta;
@@ -1079,6 +1209,7 @@ async fn prove(plan: &Plan, faults: bool) {
             .filter(|(_, minor)| *minor != 0)
             .collect();
         row.expected_invoice = expected.values().sum();
+        row.storage_line = expected.contains_key(&fixed(STORAGE_OFFLINE_PRICE, 12));
         row.deducted = deducted.get(&id).copied().unwrap_or(0);
         match owner.kind {
             Kind::Prepaid => {
@@ -1178,6 +1309,9 @@ async fn prove(plan: &Plan, faults: bool) {
         }
         table.push((owner, row));
     }
+    if !table.iter().any(|(_, row)| row.storage_line) {
+        problems.push("no owner's storage reached an invoice".to_owned());
+    }
     let mut identifiers: HashMap<&str, usize> = HashMap::new();
     for e in &events {
         *identifiers.entry(e["identifier"].as_str().unwrap_or_default()).or_default() += 1;
@@ -1190,13 +1324,15 @@ async fn prove(plan: &Plan, faults: bool) {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<8} {:>7} {:>7} {:>6} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12} {:>9} {:>6}",
+        "{:<10} {:<8} {:>7} {:>7} {:>7} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12} {:>9} {:>6}",
         "owner",
         "kind",
         "samples",
+        "storage",
         "entries",
         "member",
         "samples ¢",
+        "storage ¢",
         "ledger ¢",
         "credits ¢",
         "deducted ¢",
@@ -1208,13 +1344,15 @@ async fn prove(plan: &Plan, faults: bool) {
     for (owner, row) in &table {
         let _ = writeln!(
             out,
-            "{:<10} {:<8} {:>7} {:>7} {:>6} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12} {:>9} {:>6}",
+            "{:<10} {:<8} {:>7} {:>7} {:>7} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10} {:>12} {:>12} {:>9} {:>6}",
             owner.username,
             owner.kind.name(),
             row.samples,
+            row.storage_samples,
             row.entries,
             row.member_samples,
             cents(row.samples_cost, 12),
+            cents(row.storage_cost, 12),
             cents(row.ledger_cost, 12),
             cents(row.credits_paid, 12),
             cents(row.deducted, 12),

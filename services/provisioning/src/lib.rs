@@ -22,6 +22,9 @@
 //! - A cluster is checked as the services will use it before a registration or a change of its
 //!   kubeconfig, URL, key or CA bundle is accepted, and again on a schedule, its last result
 //!   shown as its health ([`cluster_checks`], [`kube_checks`], [`cluster_health`], decision 0054).
+//! - Integrity checks `cluster_occupancy` (seats against capacity and cluster status) and
+//!   `hopsworks_status` (Hopsworks accounts' status against ours), scheduled and on demand with
+//!   the platform's checks ([`integrity`], decision 0061).
 //!
 //! Modules are layered: each imports only modules of the layers before it (the `layers` test
 //! checks this), so none is part of an import circle.
@@ -36,7 +39,7 @@
 //! | 6 | [`validate`], [`cluster_checks`] | checks of registrations, and of the cluster they name |
 //! | 7 | [`assignments`], [`cluster_health`] | placement, moves and unassignments; clusters' scheduled checks |
 //! | 8 | [`teams`], [`lifecycle`] | what joining and leaving a team do, accounts' status and limit following ours |
-//! | 9 | [`events`], [`erasure`], [`worker`], [`rotate`], [`project_sync`], [`metrics`] | consumers, personal data erased, the background task, `rotate-keys`, project syncs, the service's own metrics |
+//! | 9 | [`events`], [`erasure`], [`worker`], [`rotate`], [`project_sync`], [`metrics`], [`integrity`] | consumers, personal data erased, the background task, `rotate-keys`, project syncs, the service's own metrics, integrity checks and the Hopsworks status comparison |
 //! | 10 | [`routes`] | the HTTP API |
 
 pub mod assignments;
@@ -49,6 +52,7 @@ pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod hopsworks;
+pub mod integrity;
 pub mod kube_checks;
 pub mod lifecycle;
 pub mod metrics;
@@ -119,6 +123,12 @@ pub async fn build(config: ProvisioningConfig) -> anyhow::Result<Application> {
         wake.clone(),
     );
     let scheduled = sync.clone();
+    service.integrity.register(integrity::ClusterOccupancy)?;
+    service.integrity.register(integrity::HopsworksStatus(integrity::HopsworksAccess {
+        vault: vault.clone(),
+        config: config.hopsworks.clone(),
+        allow_private_addresses: config.clusters.allow_private_addresses,
+    }))?;
     let checker = cluster_checks::Checker::new(&config.hopsworks, &config.clusters);
     let health = cluster_health::HealthChecks::new(
         service.db.clone(),

@@ -31,7 +31,7 @@ use crate::config::HopsworksConfig;
 use crate::crypto::Vault;
 use crate::error::{ProvisioningCode, ProvisioningError};
 use crate::hopsworks::{Hopsworks, PROJECT_PAGE};
-use crate::lifecycle;
+use crate::integrity::{self, HopsworksAccess, StatusDrift, StatusDriftReport, UnreadCluster};
 use crate::project_members::{self, AccessState, ProjectMember};
 use crate::project_sync::{ProjectSync, SyncError, Synced};
 use crate::team_members::{self, TeamMember, TeamState};
@@ -598,41 +598,6 @@ async fn sync_projects(state: Data, caller: Caller, id: web::Path<String>) -> Re
     }
 }
 
-/// An account whose Hopsworks status disagrees with ours.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StatusDrift {
-    user_id: UserId,
-    cluster_id: ClusterId,
-    hopsworks_username: Option<String>,
-    hopsworks_user_id: i64,
-    /// The person's status in Hopsbridge: `active` or `suspended`.
-    status: String,
-    /// The Hopsworks status that follows from it: 2 activated, 4 blocked.
-    wanted_hopsworks_status: i64,
-    /// What Hopsworks answered; null when it has no such user.
-    hopsworks_status: Option<i64>,
-    /// When the background task tries again to set it, and why the last try failed.
-    sync_due_at: Option<chrono::DateTime<chrono::Utc>>,
-    sync_error: Option<String>,
-}
-
-/// A cluster whose users could not be read.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UnreadCluster {
-    cluster_id: ClusterId,
-    error: String,
-}
-
-/// The accounts whose Hopsworks status disagrees with ours.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StatusDriftReport {
-    items: Vec<StatusDrift>,
-    /// Accounts compared.
-    checked: usize,
-    /// Clusters whose Hopsworks did not answer: their accounts are not compared.
-    unread: Vec<UnreadCluster>,
-}
-
 #[utoipa::path(get, path = "/api/admin/assignments/status-drift", tag = "clusters",
     description = "Reads every cluster's users from its Hopsworks and lists each account (of a complete \
         assignment) whose status is not the one ours gives: blocked while the person is suspended, activated \
@@ -642,56 +607,13 @@ pub struct StatusDriftReport {
         (status = 403, description = admins_only(), body = ErrorBody)))]
 async fn status_drift(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
-    let (accounts, rows) = {
-        let mut conn = state.db.conn().await?;
-        let accounts = lifecycle::accounts(&mut conn).await.map_err(ProvisioningError::from)?;
-        let ids: Vec<ClusterId> = accounts.iter().map(|a| a.cluster_id).collect();
-        let rows = clusters::rows(&mut conn, &ids).await.map_err(ProvisioningError::from)?;
-        (accounts, rows)
+    let access = HopsworksAccess {
+        vault: state.vault.clone(),
+        config: state.hopsworks.clone(),
+        allow_private_addresses: state.allow_private_addresses,
     };
-    let mut read: std::collections::HashMap<ClusterId, std::collections::HashMap<i64, i64>> =
-        std::collections::HashMap::new();
-    let mut unread = Vec::new();
-    let mut ids: Vec<ClusterId> = rows.keys().copied().collect();
-    ids.sort();
-    for id in ids {
-        let row = &rows[&id];
-        let users = match row.access(&state.vault) {
-            Ok(access) => match Hopsworks::new(&access, &state.hopsworks, state.allow_private_addresses) {
-                Ok(client) => client.users().await.map_err(|e| e.0),
-                Err(e) => Err(e.0),
-            },
-            Err(e) => Err(format!("API key: {e}")),
-        };
-        match users {
-            Ok(users) => {
-                read.insert(id, users.into_iter().map(|u| (u.id, u.status)).collect());
-            }
-            Err(error) => unread.push(UnreadCluster { cluster_id: id, error }),
-        }
-    }
-    let mut checked = 0;
-    let mut items = Vec::new();
-    for a in accounts {
-        let Some(users) = read.get(&a.cluster_id) else { continue };
-        checked += 1;
-        let wanted = lifecycle::wanted_status(a.status);
-        let actual = users.get(&a.hopsworks_user_id).copied();
-        if actual != Some(wanted) {
-            items.push(StatusDrift {
-                user_id: a.user_id,
-                cluster_id: a.cluster_id,
-                hopsworks_username: a.hopsworks_username,
-                hopsworks_user_id: a.hopsworks_user_id,
-                status: a.status.to_string(),
-                wanted_hopsworks_status: wanted,
-                hopsworks_status: actual,
-                sync_due_at: a.sync_due_at,
-                sync_error: a.sync_error,
-            });
-        }
-    }
-    Ok(HttpResponse::Ok().json(StatusDriftReport { items, checked, unread }))
+    let report = integrity::status_drift(&state.db, &access).await?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 /// A person's team membership as provisioning keeps it, and their place in each of their

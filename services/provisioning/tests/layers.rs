@@ -13,7 +13,7 @@ const LAYERS: [&[&str]; 10] = [
     &["validate", "cluster_checks"],
     &["assignments", "cluster_health"],
     &["teams", "lifecycle"],
-    &["events", "erasure", "worker", "rotate", "project_sync", "metrics"],
+    &["events", "erasure", "worker", "rotate", "project_sync", "metrics", "integrity"],
     &["routes"],
 ];
 

@@ -30,6 +30,21 @@ async fn metering() -> (TestDb, TestBus, String, CancellationToken) {
     (db, bus, base, stop)
 }
 
+/// `owner`'s usage on 2026-12-01 in `usage_daily`: five samples of a quarter core-hour each.
+async fn usage_day(db: &TestDb, owner: Uuid, cluster: Uuid) {
+    let mut conn = db.connect("metering").await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "INSERT INTO usage_daily (day, user_id, owner_user_id, cluster_id, namespace, cpu_nanocore_seconds,
+                 memory_byte_seconds, gpu_seconds, samples) VALUES ('2026-12-01', '{owner}', '{owner}', '{cluster}', 'lab',
+                 4500000000000, 5120, 0, 5)"
+        )),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+}
+
 /// A GET of `path` signed for `caller` (by the gateway's key for a person, a service's own for
 /// a service).
 async fn get(base: &str, path: &str, caller: &Caller) -> (StatusCode, serde_json::Value) {
@@ -68,16 +83,7 @@ async fn billing_pages_through_samples_and_reads_usage_per_owner_and_day() {
         .await
         .unwrap();
     }
-    diesel_async::RunQueryDsl::execute(
-        diesel::sql_query(format!(
-            "INSERT INTO usage_daily (day, user_id, owner_user_id, cluster_id, namespace, cpu_nanocore_seconds,
-                 memory_byte_seconds, gpu_seconds, samples) VALUES ('2026-12-01', '{owner}', '{owner}', '{cluster}', 'lab',
-                 4500000000000, 5120, 0, 5)"
-        )),
-        &mut conn,
-    )
-    .await
-    .unwrap();
+    usage_day(&db, owner, cluster).await;
 
     let billing = Caller::service(Service::Billing);
     let range = "from=2026-12-01T00:00:00Z&to=2026-12-02T00:00:00Z";
@@ -138,18 +144,7 @@ async fn billing_pages_through_storage_samples_in_a_stable_order_and_reads_stora
     storage_sample(&db, cluster, 9, 1, None, 1_000).await;
     storage_sample(&db, cluster, 10, 3, Some(lone), 2).await;
     storage_sample(&db, cluster, 7, 24, Some(owner), 1).await;
-    let mut conn = db.connect("metering").await;
-    diesel_async::RunQueryDsl::execute(
-        diesel::sql_query(format!(
-            "INSERT INTO usage_daily (day, user_id, owner_user_id, cluster_id, namespace, cpu_nanocore_seconds,
-                 memory_byte_seconds, gpu_seconds, samples) VALUES ('2026-12-01', '{owner}', '{owner}', '{cluster}', 'lab',
-                 4500000000000, 5120, 0, 5)"
-        )),
-        &mut conn,
-    )
-    .await
-    .unwrap();
-    drop(conn);
+    usage_day(&db, owner, cluster).await;
 
     // Pages of three in (window start, id) order, each sample once, the unbilled one never.
     let billing = Caller::service(Service::Billing);

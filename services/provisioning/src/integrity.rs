@@ -166,44 +166,36 @@ pub async fn cluster_occupancy(conn: &mut AsyncPgConnection) -> Result<Vec<Findi
 /// An account whose Hopsworks status disagrees with ours.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusDrift {
-    /// The person.
-    pub user_id: UserId,
-    /// Their cluster.
-    pub cluster_id: ClusterId,
-    /// Their Hopsworks username, when recorded.
-    pub hopsworks_username: Option<String>,
-    /// Their Hopsworks account id.
-    pub hopsworks_user_id: i64,
+    user_id: UserId,
+    cluster_id: ClusterId,
+    hopsworks_username: Option<String>,
+    hopsworks_user_id: i64,
     /// The person's status in Hopsbridge: `active` or `suspended`.
-    pub status: String,
+    status: String,
     /// The Hopsworks status that follows from it: 2 activated, 4 blocked.
-    pub wanted_hopsworks_status: i64,
+    wanted_hopsworks_status: i64,
     /// What Hopsworks answered; null when it has no such user.
-    pub hopsworks_status: Option<i64>,
+    hopsworks_status: Option<i64>,
     /// When the background task tries again to set it, and why the last try failed.
-    pub sync_due_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Why the last push failed.
-    pub sync_error: Option<String>,
+    sync_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    sync_error: Option<String>,
 }
 
 /// A cluster whose users could not be read.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UnreadCluster {
-    /// The cluster.
-    pub cluster_id: ClusterId,
-    /// Why.
-    pub error: String,
+    cluster_id: ClusterId,
+    error: String,
 }
 
 /// The accounts whose Hopsworks status disagrees with ours.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusDriftReport {
-    /// The accounts that disagree.
-    pub items: Vec<StatusDrift>,
+    items: Vec<StatusDrift>,
     /// Accounts compared.
-    pub checked: usize,
+    checked: usize,
     /// Clusters whose Hopsworks did not answer: their accounts are not compared.
-    pub unread: Vec<UnreadCluster>,
+    unread: Vec<UnreadCluster>,
 }
 
 /// Reads every cluster's users from its Hopsworks and lists each account (of a complete

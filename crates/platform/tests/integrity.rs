@@ -379,13 +379,20 @@ async fn checks_run_on_schedule_in_one_replica_at_a_time_and_show_in_metrics() {
         tokio::spawn(app.run_until_stopped(stop.clone()));
     }
     let _stop = stop.drop_guard();
+    // Waits until replica `at`'s /metrics serves every one of `series`.
+    let serves = |at: usize, series: &'static [&'static str]| {
+        let url = format!("http://127.0.0.1:{}/metrics", ports[at]);
+        eventually(Duration::from_secs(30), move || {
+            let url = url.clone();
+            async move {
+                let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+                series.iter().all(|s| text.contains(s))
+            }
+        })
+    };
     // Every registered check has its series before it runs.
-    let enrolled = eventually(Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports[0])).await.unwrap().text().await.unwrap();
-        text.contains(r#"hopsbridge_integrity_open_findings{check="outbox_draining",service="billing"} 0"#)
-    })
-    .await;
-    assert!(enrolled, "outbox_draining has its gauge");
+    let enrolled = serves(0, &[r#"hopsbridge_integrity_open_findings{check="outbox_draining",service="billing"} 0"#]);
+    assert!(enrolled.await, "outbox_draining has its gauge");
     // Nobody asked: the schedule runs it, in both replicas over time, and it still opens and
     // alerts once.
     let ran =
@@ -394,19 +401,21 @@ async fn checks_run_on_schedule_in_one_replica_at_a_time_and_show_in_metrics() {
     assert!(!AtomicBool::load(&w.check.overlapped, Ordering::SeqCst), "one replica at a time runs the check");
     assert_eq!(w.findings().await.len(), 1);
     assert_eq!(w.alerts().await.len(), 1);
-    let scraped = eventually(Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports[1])).await.unwrap().text().await.unwrap();
-        text.contains(r#"hopsbridge_integrity_open_findings{check="scripted",service="billing"} 1"#)
-            && text.contains(r#"hopsbridge_integrity_check_failed{check="scripted",service="billing"} 0"#)
-    })
-    .await;
-    assert!(scraped, "the gauge counts the open finding");
+    let scraped = serves(
+        1,
+        &[
+            r#"hopsbridge_integrity_open_findings{check="scripted",service="billing"} 1"#,
+            r#"hopsbridge_integrity_check_failed{check="scripted",service="billing"} 0"#,
+        ],
+    );
+    assert!(scraped.await, "the gauge counts the open finding");
     w.check.fails("down");
-    let failing = eventually(Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports[0])).await.unwrap().text().await.unwrap();
-        text.contains(r#"hopsbridge_integrity_check_failed{check="scripted",service="billing"} 1"#)
-            && text.contains(r#"hopsbridge_integrity_open_findings{check="scripted",service="billing"} 1"#)
-    })
-    .await;
-    assert!(failing, "a failing check shows, its finding still open");
+    let failing = serves(
+        0,
+        &[
+            r#"hopsbridge_integrity_check_failed{check="scripted",service="billing"} 1"#,
+            r#"hopsbridge_integrity_open_findings{check="scripted",service="billing"} 1"#,
+        ],
+    );
+    assert!(failing.await, "a failing check shows, its finding still open");
 }

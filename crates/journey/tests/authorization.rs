@@ -272,7 +272,15 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
             admins,
         ),
         one("GET", "/api/billing/usage", format!("/api/billing/usage?from={day}&to={day}"), None, owners),
-        one("GET", "/api/billing/usage/samples", format!("/api/billing/usage/samples?day={day}"), None, owners),
+        // an owner's day narrowed to a member of theirs: anyone else's member is no person of theirs
+        Expectation {
+            method: "GET",
+            template: "/api/billing/usage/samples",
+            cases: vec![
+                case(format!("/api/billing/usage/samples?day={day}"), None, owners),
+                case(format!("/api/billing/usage/samples?day={day}&user_id={member}"), None, [401, 404, 200, 403, 404]),
+            ],
+        },
         // metering: a person sees their own usage (an owner their team's too); the rest is for
         // admins, on the owner's usage and cluster
         one("GET", "/api/usage", format!("/api/usage?from={day}&to={day}"), None, signed_in),
@@ -428,6 +436,23 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
                 .map(|service| case(format!("/api/admin/dead-letters/{service}/replay"), None, admins))
                 .collect(),
         },
+        // each service's integrity findings and an on-demand run of its checks, for admins
+        Expectation {
+            method: "GET",
+            template: "/api/admin/integrity/{service}",
+            cases: SCHEMAS
+                .iter()
+                .map(|service| case(format!("/api/admin/integrity/{service}"), None, admins))
+                .collect(),
+        },
+        Expectation {
+            method: "POST",
+            template: "/api/admin/integrity/{service}/run",
+            cases: SCHEMAS
+                .iter()
+                .map(|service| case(format!("/api/admin/integrity/{service}/run"), None, admins))
+                .collect(),
+        },
         // provisioning: a person sees only their own cluster (the admin has none); the registry
         // and the assignments are for admins, on the owner's cluster and the owner's place
         plain("GET", "/api/cluster", [401, 200, 200, 200, 404]),
@@ -475,13 +500,18 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
 }
 
 /// Operations that succeed without changing anything the snapshot holds, and why.
-const WITHOUT_RECORDED_EFFECT: [(&str, &str, &str); 6] = [
+const WITHOUT_RECORDED_EFFECT: [(&str, &str, &str); 7] = [
     ("POST", "/api/billing/payment-method", "a Checkout Session at Stripe, which the sandbox does not list"),
     ("POST", "/api/billing/portal", "a portal session at Stripe, which the sandbox does not list"),
     ("POST", "/api/admin/billing/reconcile", "no day has closed since the usage began"),
     ("POST", "/api/admin/billing/reconcile/stripe", "no day has closed, so no meter event was reported to compare"),
     ("POST", "/api/admin/metering/clusters/{id}/collect", "the cluster's last window is measured already"),
     ("POST", "/api/admin/dead-letters/{service}/replay", "nothing is dead-lettered, so nothing waits"),
+    (
+        "POST",
+        "/api/admin/integrity/{service}/run",
+        "the platform is healthy: the checks find nothing, and their runs are bookkeeping",
+    ),
 ];
 
 /// An operation as the document has it.
@@ -854,7 +884,7 @@ struct Row {
 }
 
 /// Columns a request may change without changing anything: (table, column, why).
-const IGNORED: [(&str, &str, &str); 8] = [
+const IGNORED: [(&str, &str, &str); 15] = [
     ("users", "last_login_at", "identity records each call the gateway resolves"),
     ("cluster_health", "checked_at", "provisioning's scheduled health check of each cluster"),
     ("cluster_health", "ok", "provisioning's scheduled health check of each cluster"),
@@ -863,6 +893,13 @@ const IGNORED: [(&str, &str, &str); 8] = [
     ("outbox", "published_at", "the relay's bookkeeping once the event is written"),
     ("outbox", "attempts", "the relay's bookkeeping"),
     ("outbox", "last_error", "the relay's bookkeeping"),
+    ("integrity_runs", "last_ok", "the scheduled integrity checks' bookkeeping"),
+    ("integrity_runs", "last_error", "the scheduled integrity checks' bookkeeping"),
+    ("integrity_runs", "last_found", "the scheduled integrity checks' bookkeeping"),
+    ("integrity_runs", "lease_owner", "the scheduled integrity checks' bookkeeping"),
+    ("integrity_runs", "lease_until", "the scheduled integrity checks' bookkeeping"),
+    ("integrity_runs", "last_started_at", "the scheduled integrity checks' bookkeeping"),
+    ("integrity_runs", "last_finished_at", "the scheduled integrity checks' bookkeeping"),
 ];
 
 /// Everything a request could change: each row of each table of each service's schema (as
@@ -939,6 +976,9 @@ impl<'a> Matrix<'a> {
                 [
                     format!("SELECT '{s}: unpublished events' AS t, count(*)::text AS v FROM \"{s}\".outbox WHERE published_at IS NULL"),
                     format!("SELECT '{s}: mail due' AS t, count(*)::text AS v FROM \"{s}\".mail_outbox WHERE sent_at IS NULL AND next_attempt_at <= now()"),
+                    // The scheduled integrity checks' first run (within a minute of the start)
+                    // records what the sandbox's world holds; the matrix starts after it.
+                    format!("SELECT '{s}: integrity checks not yet run' AS t, count(*)::text AS v FROM \"{s}\".integrity_runs WHERE last_finished_at IS NULL"),
                 ]
             })
             .collect();

@@ -15,6 +15,7 @@ fn generated() -> String {
         <hopsbridge_team::routes::ApiDoc as utoipa::OpenApi>::openapi(),
         hopsbridge_platform::mail::api_doc(),
         hopsbridge_platform::events::dead_letters_api_doc(),
+        hopsbridge_platform::integrity::api_doc(),
     ]);
     format!("{}\n", doc.to_pretty_json().unwrap())
 }

@@ -56,8 +56,8 @@ bench TARGET:
     exec cargo bench -p "${package}" --bench "${target}"
 
 # The money proof's ignored forms, every service as a process: `just proof-money` runs 50 owners over a
-# simulated month through metering, billing and the sandbox's Stripe and prints the per-owner table (invoice,
-# ledger, samples); `just proof-money faults` runs billing's outages: killed after Stripe accepted a day's reports
+# simulated month through metering, billing and the sandbox's Stripe, storage included, and prints the per-owner
+# table (invoice, ledger, samples, storage); `just proof-money faults` runs billing's outages: killed after Stripe accepted a day's reports
 # and before it recorded them, then 30 hours down; and three days down, then catching up.
 proof-money WHICH="month":
     #!/usr/bin/env bash
@@ -71,6 +71,23 @@ proof-money WHICH="month":
     ensure_postgres
     ensure_nats
     exec cargo test -p hopsbridge-journey --test money -- --ignored --nocapture --test-threads 1 "${filters[@]}"
+
+# The chaos campaign's long form (crates/journey/tests/chaos.rs, decision 0066): every service as a process, the
+# run's database on Postgres, a private nats-server and the sandbox; 20 people sign up, add cards, get clusters and
+# work over simulated days while every service is killed at least 20 times, NATS and the run's database are
+# restarted and Stripe, Hopsworks and Kubernetes faults are injected. Prints the seed, the faults injected and the
+# counts of anything lost or duplicated, and fails unless each is zero. `CHAOS_SEED=<n> just chaos` repeats a run.
+chaos:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    source scripts/lib/services.sh
+    ensure_postgres
+    ensure_nats
+    exec cargo test -p hopsbridge-journey --test chaos -- --ignored --nocapture --test-threads 1 the_chaos_campaign
+
+# Follows docs/operations.md against the sandbox started as scripts/dev.sh starts it (decision 0067).
+walkthrough:
+    scripts/operator-walkthrough.sh
 
 # Metering's accuracy over a whole simulated day through the service (96 windows, point samples beside readings
 # integrated every 15 s, production timing on the sandbox's clock; prints the table of docs/benchmarks.md).

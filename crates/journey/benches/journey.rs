@@ -37,6 +37,7 @@
 
 use futures::StreamExt;
 use hopsbridge_journey::{Options, Person, Platform, binaries};
+use hopsbridge_testkit::SelfChecks;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,15 +73,17 @@ async fn main() {
         "journey benchmark: {PEOPLE} people, {} clusters x {} places, every service its own process, sandbox without delay",
         options.clusters, options.capacity
     );
+    let mut checks = SelfChecks::new();
     if scenarios.contains("concurrent") {
         let live = Options { stripe_live_mode: true, ..options.clone() };
         let platform = Platform::start(binaries!(), &live).await;
-        concurrent(&platform).await;
+        concurrent(&platform, &mut checks).await;
     }
     if scenarios.contains("burst") {
         let platform = Platform::start(binaries!(), &options).await;
-        burst(&platform).await;
+        burst(&platform, &mut checks).await;
     }
+    checks.finish();
 }
 
 /// 5 people one after another, alone on the platform: webhook to ClusterAssignedV1, sorted.
@@ -100,7 +103,7 @@ async fn baseline(platform: &Platform) -> Vec<Duration> {
 }
 
 /// Scenario 1: every person runs the whole journey at once, each at their own pace.
-async fn concurrent(platform: &Platform) {
+async fn concurrent(platform: &Platform, checks: &mut SelfChecks) {
     println!();
     println!(
         "## Scenario 1: {PEOPLE} people through the whole journey concurrently (Stripe in live mode: 100 req/s, billing at 90)"
@@ -153,11 +156,11 @@ async fn concurrent(platform: &Platform) {
     row("  start -> Checkout completed (not the target)", &to_checkout, None);
     println!();
     print_cpu(&cpu_before, &cpu_after, wall, "from the first sign-up to the last ClusterAssigned");
-    conclude(platform, &people, &alone, &timings.latencies).await;
+    conclude(platform, &people, &alone, &timings.latencies, checks).await;
 }
 
 /// Scenario 2: everyone's Checkout completed in the same instant.
-async fn burst(platform: &Platform) {
+async fn burst(platform: &Platform, checks: &mut SelfChecks) {
     println!();
     println!("## Scenario 2: burst, {PEOPLE} Checkouts completed in the same instant (Stripe in test mode)");
     let alone = baseline(platform).await;
@@ -226,7 +229,7 @@ async fn burst(platform: &Platform) {
             println!("  {} / {:.0} / {}: {}", s.calls, s.total_ms, s.rows, s.query);
         }
     }
-    conclude(platform, &people, &alone, &timings.latencies).await;
+    conclude(platform, &people, &alone, &timings.latencies, checks).await;
 }
 
 /// Each person's journey from their completed Checkout, and its two halves: billing (webhook
@@ -294,9 +297,15 @@ fn print_cpu(before: &[(String, f64)], after: &[(String, f64)], wall: Duration, 
     println!("{}", spent.iter().map(|(part, s)| format!("{part} {s:.2}")).collect::<Vec<_>>().join(", "));
 }
 
-/// Prints the ratio to the baseline and the verdict, then fails unless everyone has exactly
-/// one of everything.
-async fn conclude(platform: &Platform, people: &[Person], alone: &[Duration], latencies: &[Duration]) {
+/// Prints the ratio to the baseline, records the scenario's self-checks and its target, then
+/// fails at once unless everyone has exactly one of everything.
+async fn conclude(
+    platform: &Platform,
+    people: &[Person],
+    alone: &[Duration],
+    latencies: &[Duration],
+    checks: &mut SelfChecks,
+) {
     let audit = platform.audit(people).await;
     let complete = audit.assignments.iter().filter(|n| **n == 1).count();
     let p99 = percentile(latencies, 99.0);
@@ -313,11 +322,24 @@ async fn conclude(platform: &Platform, people: &[Person], alone: &[Duration], la
         deliveries.iter().filter(|d| d.attempts.len() > 1).count()
     );
     println!("loaded p99 / baseline p50: {:.1}x", p99.as_secs_f64() / percentile(alone, 50.0).as_secs_f64());
-    println!(
-        "complete: {complete}/{PEOPLE}; clusters over capacity: {}; target p99 < 500 ms: {}",
-        audit.clusters_over_capacity,
-        if complete == PEOPLE && p99 < Duration::from_millis(500) { "met" } else { "NOT met" }
+    checks.check(
+        "every person's journey completed (exactly one assignment each)",
+        complete == PEOPLE,
+        format!("{complete} of {PEOPLE}"),
     );
+    checks.check(
+        "every person's latency sample present",
+        latencies.len() == PEOPLE,
+        format!("{} of {PEOPLE}", latencies.len()),
+    );
+    checks.check(
+        "no cluster over capacity",
+        audit.clusters_over_capacity == 0,
+        format!("{} over", audit.clusters_over_capacity),
+    );
+    checks.target("p99 under 500 ms", p99 < Duration::from_millis(500), format!("{:.1} ms", ms(p99)));
+    // Names every person with other than one customer, subscription, account, assignment and
+    // message each (a failed run: the process ends with a panic).
     audit.assert_exactly_once();
 }
 

@@ -11,6 +11,7 @@
 //! - [`TestSettings`]: a service's settings for a test, loaded in process or passed to a
 //!   process.
 //! - [`SecretScan`]: finds the secrets a run used in its logs, answers or events.
+//! - [`SelfChecks`]: a benchmark's self-checks (each fails the run) and targets (reported).
 //!
 //! Leftovers of crashed runs (databases and streams older than an hour) are swept away the
 //! next time a test starts, since CI reuses the same servers.
@@ -19,6 +20,7 @@
 
 pub mod binary_checks;
 mod bus;
+mod checks;
 mod db;
 mod process;
 mod proxy;
@@ -26,6 +28,7 @@ mod secrets;
 mod settings;
 
 pub use bus::{NatsServer, TestBus, free_port};
+pub use checks::SelfChecks;
 pub use db::TestDb;
 pub use process::ServiceProcess;
 pub use proxy::TcpProxy;

@@ -10,12 +10,12 @@
 //! at least 0.90), the time before the first meter event and after the last, and the rate at
 //! Stripe per second of arrivals.
 //!
-//! Self-checks, each failing the run: the pass planned and accepted one report per
+//! Self-checks, each failing the run (exit status 1): the pass planned and accepted one report per
 //! owner-day-resource with none pending, abandoned or found; every owner-day-resource has
 //! exactly one report and it is accepted, none is left pending, the sandbox holds exactly one
 //! meter event per report with the report's identifier, the sum of the events' values is the
-//! sum of the reports', no second at Stripe took more than its 1,000, and the ratio is at least
-//! 0.90.
+//! sum of the reports', and no second at Stripe took more than its 1,000. The goal (a ratio of
+//! at least 0.90) is a target: reported, a miss does not fail the run.
 
 #![allow(
     clippy::print_stdout,
@@ -38,7 +38,7 @@ use hopsbridge_contracts::Service;
 use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::Database;
 use hopsbridge_sandbox::stripe::{StripeConfig, StripeSim};
-use hopsbridge_testkit::{STRIPE_WEBHOOK_SECRET, TestBus, TestDb, TestSettings};
+use hopsbridge_testkit::{STRIPE_WEBHOOK_SECRET, SelfChecks, TestBus, TestDb, TestSettings};
 use rust_decimal::Decimal;
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -208,47 +208,44 @@ async fn main() {
     );
 
     // Self-checks.
-    let mut failed = Vec::new();
+    let mut checks = SelfChecks::new();
     let whole_pass = hopsbridge_billing::reporting::PassOutcome { planned: want, accepted: want, ..Default::default() };
-    if outcome != whole_pass {
-        failed.push(format!("the pass {outcome:?}; want {whole_pass:?}"));
-    }
-    if busiest > 1000 {
-        failed.push(format!("{busiest} meter events in one second at Stripe, over its 1,000"));
-    }
+    checks.check(
+        "the pass planned and accepted one report per owner-day-resource, none pending, abandoned or found",
+        outcome == whole_pass,
+        format!("{outcome:?}; want {whole_pass:?}"),
+    );
+    checks.check(
+        "no second at Stripe over its 1,000 meter events",
+        busiest <= 1000,
+        format!("busiest second {busiest}"),
+    );
     let rows = scalar(&db, "SELECT count(*) AS n FROM meter_reports").await;
     let accepted = scalar(&db, "SELECT count(*) AS n FROM meter_reports WHERE state = 'accepted'").await;
     let pending = scalar(&db, "SELECT count(*) AS n FROM meter_reports WHERE state = 'pending'").await;
     let keys = scalar(&db, "SELECT count(DISTINCT (owner_id, day, resource)) AS n FROM meter_reports").await;
     let want_i = i64::try_from(want).unwrap();
-    if (rows, accepted, keys) != (want_i, want_i, want_i) {
-        failed.push(format!("{rows} reports, {accepted} accepted, {keys} owner-day-resources; want {want} each"));
-    }
-    if pending != 0 {
-        failed.push(format!("{pending} reports left pending"));
-    }
+    checks.check(
+        "every owner-day-resource has exactly one report and it is accepted",
+        (rows, accepted, keys) == (want_i, want_i, want_i),
+        format!("{rows} reports, {accepted} accepted, {keys} owner-day-resources; want {want} each"),
+    );
+    checks.check("no report left pending", pending == 0, format!("{pending} pending"));
     let events = sim.meter_events();
     let identifiers: HashSet<&str> = events.iter().filter_map(|e| e["identifier"].as_str()).collect();
-    if events.len() != want || identifiers.len() != want {
-        failed.push(format!("{} meter events with {} identifiers; want {want}", events.len(), identifiers.len()));
-    }
+    checks.check(
+        "the sandbox holds one meter event per report, with its identifier",
+        events.len() == want && identifiers.len() == want,
+        format!("{} meter events with {} identifiers; want {want}", events.len(), identifiers.len()),
+    );
     let theirs: Decimal =
         events.iter().map(|e| Decimal::from_str(e["payload"]["value"].as_str().unwrap()).unwrap()).sum();
     let ours = Decimal::new(scalar(&db, "SELECT sum(delta_quanta)::bigint AS n FROM meter_reports").await, 9);
-    if theirs != ours {
-        failed.push(format!("Stripe's values sum to {theirs}, the reports' to {ours}"));
-    }
-    if ratio < 0.90 {
-        failed.push(format!("ratio {ratio:.3} below 0.90"));
-    }
-    if failed.is_empty() {
-        println!(
-            "self-checks: every owner-day-resource accepted once, {want} meter events = the reports (Σ {ours}), none pending"
-        );
-    } else {
-        for f in &failed {
-            eprintln!("FAILED: {f}");
-        }
-        std::process::exit(1);
-    }
+    checks.check(
+        "Stripe's meter event values sum to the reports' deltas",
+        theirs == ours,
+        format!("Stripe {theirs}, reports {ours}"),
+    );
+    checks.target("reports/s at least 0.90 of Stripe's 1,000/s", ratio >= 0.90, format!("ratio {ratio:.3}"));
+    checks.finish();
 }

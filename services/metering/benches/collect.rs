@@ -24,6 +24,12 @@
 //! (two cores busy), the phase is throughput-bound and the unbounded baseline's linear
 //! extrapolation holds; in the bounded phase they are a small part of the wall time, which is
 //! then the rate limiter's.
+//!
+//! Self-checks, each failing the run (exit status 1): both per-user runs found the same usage
+//! as the collector for what they covered; the bounded run was rate-bound (every cluster
+//! within 5 % of the bound after its burst); the per-user calls computed from the collection
+//! equal those the unbounded run made; the extrapolation agrees with the computed (calls −
+//! burst) / rate within that 5 %. The targets are reported and do not fail the run.
 
 #![allow(
     clippy::print_stdout,
@@ -43,6 +49,7 @@ use hopsbridge_metering::window::{Window, WindowLength};
 use hopsbridge_platform::Secret;
 use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
 use hopsbridge_sandbox::workload::{SimClock, Workload, WorkloadConfig};
+use hopsbridge_testkit::SelfChecks;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -234,10 +241,6 @@ fn min_max<T: PartialOrd + Copy>(values: impl IntoIterator<Item = T>) -> (T, T) 
     it.fold((first, first), |(lo, hi), v| (if v < lo { v } else { lo }, if v > hi { v } else { hi }))
 }
 
-fn met(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -375,11 +378,16 @@ async fn main() {
         cpu_base.0,
         cpu_base.1
     );
+    let mut checks = SelfChecks::new();
     let same = baseline.iter().all(|(name, usage, measured, _)| {
         let new = &results.iter().find(|(n, _)| n == name).unwrap().1;
         new.total() == *usage && new.stats.pods_measured == *measured
     });
-    println!("same usage from both methods on the baseline clusters: {}", if same { "yes" } else { "NO" });
+    checks.check(
+        "the per-user method without the rate bound found the same usage as the collector",
+        same,
+        format!("usage and pods measured compared on {baseline_clusters} clusters"),
+    );
     let ratio = extrapolated.as_secs_f64() / wall.as_secs_f64();
     println!("ratio, baseline without the rate bound (extrapolated) / new with it: {ratio:.1}x");
     // The original design held to the same per-cluster bounds as the new collector, which
@@ -428,9 +436,10 @@ async fn main() {
         cpu_bounded.1
     );
     let rate_bound = rate_lo >= 0.95 * rate && rate_hi <= rate * 1.01;
-    println!(
-        "rate-bound, not CPU-bound (every cluster within 5 % of {rate} requests/s after its burst): {}",
-        if rate_bound { "yes" } else { "NO: the figures below are disturbed" }
+    checks.check(
+        &format!("rate-bound, not CPU-bound: every cluster within 5 % of {rate} requests/s after its burst"),
+        rate_bound,
+        format!("{rate_lo:.2}-{rate_hi:.2} requests/s"),
     );
     let new_of = |name: &str| &results.iter().find(|(n, _)| n == name).unwrap().1;
     let same_bounded = bounded.iter().all(|b| {
@@ -443,9 +452,10 @@ async fn main() {
             .fold((Usage::default(), 0), |(u, p), (_, o)| (u + o.usage, p + o.pods));
         usage == b.usage && pods == b.measured
     });
-    println!(
-        "same usage as the new collector for the users the bounded baseline covered: {}",
-        if same_bounded { "yes" } else { "NO" }
+    checks.check(
+        "the per-user method under the same bounds found the same usage as the collector for the users it covered",
+        same_bounded,
+        format!("usage and pods measured compared on {bounded_clusters} clusters"),
     );
 
     // Each cluster's calls for the whole window the per-user way: one per user and one per
@@ -462,8 +472,12 @@ async fn main() {
     let (full_lo, full_hi) = min_max(targets.iter().map(full_calls));
     println!(
         "per-user calls per cluster for the whole window: {full_lo}-{full_hi} (users + Running owned pods, from the new \
-         collection; equal to the calls the unbounded baseline made on its {baseline_clusters} clusters: {})",
-        if counts_match { "yes" } else { "NO" }
+         collection)"
+    );
+    checks.check(
+        "the per-user calls computed from the collection equal the calls the unbounded baseline made",
+        counts_match,
+        format!("on its {baseline_clusters} clusters"),
     );
     // Clusters not measured take the measured clusters' mean seconds per call.
     let mean_secs_per_call = bounded.iter().map(secs_per_call).sum::<f64>() / bounded.len() as f64;
@@ -500,23 +514,31 @@ async fn main() {
             )
         }
     );
-    println!(
-        "cross-check, COMPUTED (no measurement): (calls - burst) / rate per cluster, slowest cluster: {lower_hi:.1} s \
-         (extrapolated / computed: {:.3})",
-        ext_hi / lower_hi
+    let agreement = ext_hi / lower_hi;
+    checks.check(
+        "the extrapolation agrees with the computed (calls - burst) / rate within the rate check's 5 %",
+        (0.98..=1.06).contains(&agreement),
+        format!(
+            "COMPUTED (no measurement), slowest cluster: {lower_hi:.1} s; extrapolated / computed: {agreement:.3}, \
+             within 0.98-1.06"
+        ),
     );
     let bounded_ratio = ext_hi / wall.as_secs_f64();
     println!("ratio, baseline under the same bounds (extrapolated) / new: {bounded_ratio:.1}x");
-    println!(
-        "targets: whole window <= 30 s: {}; peak <= 512 MiB: {}; <= 4 API calls per 1,000 pods: {}; >= 20x faster: {} \
-         against the baseline without the rate bound ({ratio:.1}x), {} against the baseline under the same bounds \
-         ({bounded_ratio:.1}x)",
-        met(wall <= Duration::from_secs(30)),
-        met(peak_mib <= 512.0),
-        met(per_thousand <= 4.0),
-        met(ratio >= 20.0),
-        met(bounded_ratio >= 20.0)
+    checks.target("the whole window in at most 30 s", wall <= Duration::from_secs(30), secs(wall));
+    checks.target("peak memory at most 512 MiB", peak_mib <= 512.0, format!("{peak_mib:.1} MiB"));
+    checks.target("at most 4 API calls per 1,000 pods", per_thousand <= 4.0, format!("{per_thousand:.2}"));
+    checks.target(
+        "at least 20x faster than the per-user method under the same bounds",
+        bounded_ratio >= 20.0,
+        format!("{bounded_ratio:.1}x"),
+    );
+    checks.target(
+        "at least 20x faster than the per-user method without the rate bound",
+        ratio >= 20.0,
+        format!("{ratio:.1}x"),
     );
     drop(child.stdin.take());
     let _ = child.wait();
+    checks.finish();
 }

@@ -56,7 +56,7 @@ impl TestDb {
     pub fn config(&self) -> hopsbridge_platform::config::DatabaseConfig {
         hopsbridge_platform::config::DatabaseConfig {
             url: self.url.clone().into(),
-            max_connections: 4,
+            max_connections: 3,
             acquire_timeout_secs: 5,
             migrate_on_start: false,
         }

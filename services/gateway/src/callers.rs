@@ -5,7 +5,9 @@
 //! suspension reaches every request within `ttl` (`limits.caller_cache_secs`). Within that bound:
 //! - Refresh ahead: the first request that finds an answer older than half the `ttl` still uses
 //!   it, and starts one refresh in the background. A person who keeps making requests never
-//!   waits for identity, and the cache never expires under all of their requests at once.
+//!   waits for identity, and the cache never expires under all of their requests at once. At
+//!   most a few refreshes run at once; a request that finds them all busy uses the answer and
+//!   leaves the refresh to the person's next request.
 //! - One request at a time per person: requests that find no usable answer take turns, and
 //!   those that waited use the answer the first one fetched instead of asking again. Without
 //!   it, a burst of requests arriving after the answer expired (a page loading its data after
@@ -30,6 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// Most people remembered; past it moka evicts the least likely to be asked for again.
 const CAPACITY: u64 = 100_000;
@@ -110,10 +113,17 @@ impl Expiry<PersonKey, Arc<Answer>> for FromRequestStart {
     }
 }
 
+/// Background refreshes running at once, at most. Answers fetched within the same second (a
+/// gateway's start, a crowd's first requests) fall due together half a `ttl` later; unbounded,
+/// their refreshes would reach identity as one burst and hold its connections while the
+/// requests the gateway forwards to identity wait behind them.
+const REFRESHES: usize = 4;
+
 /// Cached answers by person (issuer and subject).
 pub struct CallerCache {
     ttl: Duration,
     answers: Cache<PersonKey, Arc<Answer>>,
+    refreshes: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for CallerCache {
@@ -140,7 +150,11 @@ impl CallerCache {
     /// A cache whose answers are used for at most `ttl`.
     #[must_use]
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, answers: Cache::builder().max_capacity(CAPACITY).expire_after(FromRequestStart(ttl)).build() }
+        Self {
+            ttl,
+            answers: Cache::builder().max_capacity(CAPACITY).expire_after(FromRequestStart(ttl)).build(),
+            refreshes: Arc::new(Semaphore::new(REFRESHES)),
+        }
     }
 
     /// The person behind `subject`: from the cache when it may be used, else from `fetch`.
@@ -160,9 +174,17 @@ impl CallerCache {
         match self.judge(held.as_deref(), Instant::now()) {
             Lookup::Fresh(person) => return Ok(person),
             Lookup::RefreshDue(person) => {
+                let Ok(permit) = Arc::clone(&self.refreshes).try_acquire_owned() else {
+                    // Enough refreshes are running; a later request of this person's starts it.
+                    if let Some(due) = held {
+                        due.refresh_failed();
+                    }
+                    return Ok(person);
+                };
                 let (started, refresh) = (Instant::now(), fetch());
                 let (answers, subject) = (self.answers.clone(), subject.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match refresh.await {
                         Ok(person) => keep(&answers, subject, started, person).await,
                         Err(e) => {
@@ -406,6 +428,64 @@ mod tests {
         let answer = cache.get(&ada, &refresh).await.unwrap();
         assert_eq!(answer, person(AccountStatus::Suspended), "the refreshed answer is used");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refreshes_due_together_run_a_few_at_a_time_and_the_rest_later() {
+        let ttl = Duration::from_secs(2);
+        let cache = CallerCache::new(ttl);
+        let people: Vec<_> = (0..3 * REFRESHES).map(|i| subject(&format!("p{i}"))).collect();
+        let t0 = Instant::now();
+        for p in &people {
+            keep(&cache.answers, p.clone(), t0, person(AccountStatus::Active)).await;
+        }
+        tokio::time::sleep(ttl / 2).await;
+        let (calls, running, most) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let refresh = {
+            let (calls, running, most, release) = (calls.clone(), running.clone(), most.clone(), release.clone());
+            move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let (running, release) = (running.clone(), release.clone());
+                Box::pin(async move {
+                    release.notified().await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(person(AccountStatus::Suspended))
+                }) as std::pin::Pin<Box<dyn Future<Output = Result<Resolved, ApiError>> + Send>>
+            }
+        };
+        for p in &people {
+            assert_eq!(cache.get(p, &refresh).await.unwrap(), person(AccountStatus::Active), "answered at once");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), REFRESHES, "only as many refreshes as may run");
+        // The refreshes end; the people whose refresh was left over start theirs on their next request.
+        while running.load(Ordering::SeqCst) > 0 {
+            release.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let waiting = tokio::spawn({
+            let release = release.clone();
+            async move {
+                loop {
+                    release.notify_waiters();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        for _ in 0..3 {
+            for p in &people {
+                cache.get(p, &refresh).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        waiting.abort();
+        assert!(most.load(Ordering::SeqCst) <= REFRESHES, "at most {REFRESHES} at once: {most:?}");
+        for p in &people {
+            assert_eq!(cache.get(p, &refresh).await.unwrap(), person(AccountStatus::Suspended), "every one refreshed");
+        }
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ pub struct User {
     pub status: AccountStatus,
     /// When the account was created.
     pub created_at: DateTime<Utc>,
-    /// The last authenticated call.
+    /// The last authenticated call, to the minute.
     pub last_login_at: Option<DateTime<Utc>>,
     /// The last change.
     pub updated_at: DateTime<Utc>,
@@ -147,12 +147,18 @@ pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, Ident
     Ok(users::table.find(id).select(User::as_select()).first(conn).await?)
 }
 
-/// Records an authenticated call.
+/// Records an authenticated call, to the minute: when the last one recorded is at least a
+/// minute old. The gateway resolves every active person every few seconds (its caller cache's
+/// refreshes); recording each of those would put a commit (a WAL flush) on every resolution.
 ///
 /// # Errors
 /// When Postgres fails.
 pub async fn touch_login(conn: &mut AsyncPgConnection, id: UserId) -> Result<(), IdentityError> {
-    diesel::update(users::table.find(id)).set(users::last_login_at.eq(diesel::dsl::now)).execute(conn).await?;
+    let stale = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>("now() - interval '1 minute'");
+    diesel::update(users::table.find(id).filter(users::last_login_at.is_null().or(users::last_login_at.lt(stale))))
+        .set(users::last_login_at.eq(diesel::dsl::now))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

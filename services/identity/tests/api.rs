@@ -52,6 +52,26 @@ async fn the_webhook_creates_a_person_once_however_often_it_is_replayed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_recorded_to_the_minute_without_a_write_for_each() {
+    let identity = start().await;
+    let ada = identity.sign_in("auth0|ada", "ada@example.com").await;
+    let last_login =
+        || async { identity.call(Method::GET, "/api/me", Some(&ada), None).await.1["last_login_at"].clone() };
+    let first = last_login().await;
+    assert!(first.is_string(), "the first call is recorded: {first}");
+    identity.sign_in("auth0|ada", "ada@example.com").await;
+    assert_eq!(last_login().await, first, "a call within the minute writes nothing");
+    identity.sql("UPDATE users SET last_login_at = last_login_at - interval '61 seconds'").await;
+    let aged = last_login().await;
+    identity.sign_in("auth0|ada", "ada@example.com").await;
+    let recorded = last_login().await;
+    assert!(
+        recorded != aged && recorded.as_str() > aged.as_str(),
+        "a call a minute later is recorded: {aged} then {recorded}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_the_webhook_against_first_calls_still_makes_one_user_and_one_event() {
     let identity = start().await;
     let ada = TestUser::database("ada", "ada@example.com", "Ada");

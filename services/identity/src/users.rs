@@ -154,7 +154,8 @@ pub async fn get(conn: &mut AsyncPgConnection, id: UserId) -> Result<User, Ident
 /// # Errors
 /// When Postgres fails.
 pub async fn touch_login(conn: &mut AsyncPgConnection, id: UserId) -> Result<(), IdentityError> {
-    let stale = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>("now() - interval '1 minute'");
+    let stale =
+        diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>("now() - interval '1 minute'");
     diesel::update(users::table.find(id).filter(users::last_login_at.is_null().or(users::last_login_at.lt(stale))))
         .set(users::last_login_at.eq(diesel::dsl::now))
         .execute(conn)

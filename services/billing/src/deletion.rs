@@ -71,8 +71,11 @@ pub(crate) async fn close(
         .pass(Scope { owner: Some(owner), through: today })
         .await
         .map_err(|e| HandlerError::Retry(anyhow::Error::new(e).context("reporting the last usage")))?;
-    if outcome.pending > 0 {
-        return Err(HandlerError::Retry(anyhow::anyhow!("{} reports of {user} still pending", outcome.pending)));
+    if outcome.pending > 0 || outcome.waiting > 0 {
+        let (pending, waiting) = (outcome.pending, outcome.waiting);
+        return Err(HandlerError::Retry(anyhow::anyhow!(
+            "reports of {user} not settled: {pending} pending, {waiting} waiting for their price in Stripe"
+        )));
     }
     let Some(live) = account.live_subscription() else { return Ok(()) };
     let cancelled = crate::memberships::cancel(stripe, live, true).await?;

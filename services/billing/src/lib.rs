@@ -189,7 +189,14 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
         prices: prices.clone(),
         clock: service.clock.clone(),
         every: Duration::from_secs(config.prices.sync_interval_secs),
+        wake: Arc::new(tokio::sync::Notify::new()),
     };
+    let price_changes = (
+        service.config.database.clone(),
+        service.db.schema(),
+        format!("{}{}", prices::CHANGED, service.db.schema()),
+        Arc::clone(&catalogue.wake),
+    );
     let teams = memberships::Memberships::new(stripe.clone(), prices.clone(), service.clock.clone(), reporter.clone());
     let joined = service.consumer::<TeamMemberJoinedV1, _>(teams.clone());
     let removed = service.consumer::<TeamMemberRemovedV1, _>(teams);
@@ -207,6 +214,10 @@ pub async fn build_with_hooks(config: BillingConfig, hooks: events::UserCreatedH
     }
     Ok(application
         .with_task("stripe-catalog", move |cancel| ensure_catalog(catalogue, cancel))
+        .with_task("price-changes", move |cancel| {
+            let (db, schema, channel, wake) = price_changes;
+            hopsbridge_platform::events::relay::listen(db, schema, channel, wake, cancel)
+        })
         .with_task("user-created", move |cancel| created.run(cancel))
         .with_task("user-deleted", move |cancel| deleted.run(cancel))
         .with_task("user-erased", move |cancel| erased.run(cancel))
@@ -242,13 +253,15 @@ struct Catalogue {
     prices: catalog::Prices,
     clock: hopsbridge_platform::clock::Clock,
     every: Duration,
+    /// Notified when a price version is recorded (by any replica: [`prices::CHANGED`]).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// Finds or creates the configured meters and prices at start, retrying with
 /// [`CATALOG_RETRY`] while Stripe is unreachable (the service serves meanwhile; a new person's
-/// subscription waits for it); then, every `prices.sync_interval_secs` after, gives each price
-/// version its meter and price and each live subscription its items
-/// ([`catalog::sync_items`]).
+/// subscription waits for it); then gives each price version its meter and price and each live
+/// subscription its items ([`catalog::sync_items`]) as soon as a price version is recorded, and
+/// every `prices.sync_interval_secs` in any case.
 async fn ensure_catalog(c: Catalogue, cancel: tokio_util::sync::CancellationToken) {
     let mut pauses = CATALOG_RETRY.delays();
     loop {
@@ -269,9 +282,11 @@ async fn ensure_catalog(c: Catalogue, cancel: tokio_util::sync::CancellationToke
         }
     }
     loop {
-        // Subscriptions opened meanwhile get the versions in force; new ones are found here.
+        // A new price version wakes this at once; the tick catches what a lost notification
+        // or a failed sync left (subscriptions opened meanwhile get the versions in force).
         tokio::select! {
             () = cancel.cancelled() => return,
+            () = c.wake.notified() => {}
             () = tokio::time::sleep(c.every) => {}
         }
         let synced: anyhow::Result<usize> = async {

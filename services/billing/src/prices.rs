@@ -7,7 +7,7 @@ use crate::money::{PRICE_SCALE, RESOURCES, Resource, to_scaled};
 use crate::schema::prices;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::str::FromStr;
@@ -126,10 +126,12 @@ pub async fn seed(conn: &mut AsyncPgConnection, rates: &Rates, currency: &str) -
     Ok(())
 }
 
-/// Records a new version; `None` when `resource` already has one starting at `effective_from`.
+/// Records a new version and, when it commits, wakes every replica's catalogue sync
+/// ([`CHANGED`]), so Stripe gets its meter, price and subscription items at once; `None` when
+/// `resource` already has one starting at `effective_from`.
 ///
 /// # Errors
-/// When Postgres fails.
+/// When Postgres fails; nothing is recorded then.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     resource: Resource,
@@ -138,22 +140,34 @@ pub async fn create(
     effective_from: DateTime<Utc>,
     by: Option<Uuid>,
 ) -> QueryResult<Option<Price>> {
-    diesel::insert_into(prices::table)
-        .values((
-            prices::id.eq(Uuid::now_v7()),
-            prices::resource.eq(resource),
-            prices::currency.eq(currency),
-            prices::unit_amount_decimal.eq(amount),
-            prices::effective_from.eq(effective_from),
-            prices::created_by.eq(by),
-        ))
-        .on_conflict((prices::resource, prices::effective_from))
-        .do_nothing()
-        .returning(Price::as_returning())
-        .get_result(conn)
-        .await
-        .optional()
+    conn.transaction(async |c| {
+        let created = diesel::insert_into(prices::table)
+            .values((
+                prices::id.eq(Uuid::now_v7()),
+                prices::resource.eq(resource),
+                prices::currency.eq(currency),
+                prices::unit_amount_decimal.eq(amount),
+                prices::effective_from.eq(effective_from),
+                prices::created_by.eq(by),
+            ))
+            .on_conflict((prices::resource, prices::effective_from))
+            .do_nothing()
+            .returning(Price::as_returning())
+            .get_result(c)
+            .await
+            .optional()?;
+        if created.is_some() {
+            // The channel is named after the schema the connection works in, as the listener
+            // names it after its service's.
+            diesel::sql_query(format!("SELECT pg_notify('{CHANGED}' || current_schema(), '')")).execute(c).await?;
+        }
+        Ok(created)
+    })
+    .await
 }
+
+/// The Postgres notification channel of price changes, followed by the schema's name.
+pub const CHANGED: &str = "hopsbridge_prices_";
 
 #[cfg(test)]
 mod tests {

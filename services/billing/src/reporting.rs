@@ -13,6 +13,9 @@
 //!    `reporting.max_events_per_second` with many in flight, and marks each `accepted` when
 //!    Stripe has it.
 //!
+//! A day at a price Stripe does not have yet (its meter and price not recorded, or the item of
+//! the version in force missing from a live subscription) waits for a later pass.
+//!
 //! A report's event is timestamped at the later of its day's start and when the subscription
 //! got the price's item (Stripe bills an event by an item only from then); a correction for a
 //! day whose invoice is finalised is timestamped at the start of the open period instead and
@@ -119,6 +122,10 @@ pub struct PassOutcome {
     pub accepted: usize,
     /// Reports still pending (Stripe could not be reached).
     pub pending: usize,
+    /// Owner-days left for a later pass because Stripe does not have their price yet: the
+    /// version's meter and price are not recorded, or the live subscription lacks the item of
+    /// the version in force.
+    pub waiting: usize,
     /// Reports abandoned (Stripe does not have them; a new revision follows).
     pub abandoned: usize,
     /// Findings recorded.
@@ -130,6 +137,7 @@ impl std::ops::AddAssign for PassOutcome {
         self.planned += o.planned;
         self.accepted += o.accepted;
         self.pending += o.pending;
+        self.waiting += o.waiting;
         self.abandoned += o.abandoned;
         self.findings += o.findings;
     }
@@ -230,6 +238,8 @@ struct Billed {
     customer: String,
     #[diesel(sql_type = Nullable<Text>)]
     subscription: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    status: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -343,7 +353,8 @@ impl Reporter {
         let reported: HashMap<(Uuid, NaiveDate, Uuid), Reported> =
             reported.into_iter().map(|r| ((r.owner_id, r.day, r.price_id), r)).collect();
         let billed: Vec<Billed> = diesel::sql_query(
-            "SELECT user_id, stripe_customer_id AS customer, stripe_subscription_id AS subscription
+            "SELECT user_id, stripe_customer_id AS customer, stripe_subscription_id AS subscription,
+                    subscription_status AS status
              FROM accounts WHERE stripe_customer_id IS NOT NULL AND ($1::uuid IS NULL OR user_id = $1)",
         )
         .bind::<Nullable<SqlUuid>, _>(scope.owner.map(|o| o.as_uuid()))
@@ -360,8 +371,15 @@ impl Reporter {
         .await?;
         let items: HashMap<(String, Uuid), DateTime<Utc>> =
             items.into_iter().map(|i| ((i.subscription_id, i.price_id), i.added_at)).collect();
-        let meters: HashMap<Uuid, catalog::StripePrice> =
-            self.prices.ensure_versions(&mut conn).await?.into_iter().map(|p| (p.price_id, p)).collect();
+        // What Stripe has: the pass's sync recorded every version it could bring in step.
+        let meters: HashMap<Uuid, catalog::StripePrice> = crate::schema::stripe_prices::table
+            .select(catalog::StripePrice::as_select())
+            .load(&mut conn)
+            .await?
+            .into_iter()
+            .map(|p| (p.price_id, p))
+            .collect();
+        let book = crate::prices::book(&mut conn).await?;
 
         let open_period = month_start(now);
         let mut planned = Vec::new();
@@ -416,15 +434,24 @@ impl Reporter {
                     continue;
                 }
                 let Some(meter) = meters.get(&total.price_id) else {
-                    tracing::warn!(price = %total.price_id, "a price version without its Stripe meter");
+                    let price = total.price_id;
+                    tracing::warn!(%owner, day = %total.day, %price, "waiting for the price's Stripe meter");
+                    outcome.waiting += 1;
                     continue;
                 };
-                let added = account
-                    .subscription
-                    .as_ref()
-                    .and_then(|s| items.get(&(s.clone(), total.price_id)))
-                    .copied()
-                    .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+                let item = account.subscription.as_ref().and_then(|s| items.get(&(s.clone(), total.price_id)));
+                // The sync gives a live subscription an item of the version in force; until
+                // Stripe has it, an event would be counted by the meter and billed by no item.
+                let live = account.subscription.is_some()
+                    && !account.status.as_deref().is_some_and(|s| crate::accounts::ENDED.contains(&s));
+                let current = book.in_force(total.resource, now).is_some_and(|p| p.id == total.price_id);
+                if item.is_none() && live && current {
+                    let price = total.price_id;
+                    tracing::warn!(%owner, day = %total.day, %price, "waiting for the subscription's item");
+                    outcome.waiting += 1;
+                    continue;
+                }
+                let added = item.copied().unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
                 let period_end = next_month(day_start(total.day));
                 let (event_timestamp, carried_into) = if now >= period_end + FINALISED_AFTER {
                     (open_period.max(added), Some(open_period.date_naive()))
@@ -687,7 +714,7 @@ impl Reporter {
         for (customer, through, owner) in open {
             if let Some(owner) = owner {
                 let outcome = self.pass(Scope { owner: Some(OwnerId::from_uuid(owner)), through }).await?;
-                if outcome.pending > 0 {
+                if outcome.pending > 0 || outcome.waiting > 0 {
                     continue;
                 }
             }

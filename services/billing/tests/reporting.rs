@@ -57,6 +57,11 @@ impl std::ops::Deref for World {
 }
 
 async fn world() -> World {
+    world_with(|s| s).await
+}
+
+/// [`world`] with its settings adjusted.
+async fn world_with(adjust: impl FnOnce(TestSettings) -> TestSettings) -> World {
     hopsbridge_testkit::init();
     let clock = Arc::new(SimClock::running(START * 1_000_000, REAL_TIME_RATE_MILLI));
     let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
@@ -74,6 +79,7 @@ async fn world() -> World {
         .set("reporting.interval_secs", "86400")
         .set("reconciliation.interval_secs", "86400")
         .set("mail.admin_addresses", "ops@hopsbridge.test");
+    let settings = adjust(settings);
     let config: BillingConfig = TestSettings::load(&settings, &hopsbridge_billing::DEFAULTS);
     let app = hopsbridge_billing::build(config.clone()).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -606,4 +612,98 @@ async fn texts(db: &TestDb, sql: &str) -> Vec<String> {
     use diesel_async::RunQueryDsl;
     let mut conn = db.connect("billing").await;
     diesel::sql_query(sql).load::<Text>(&mut conn).await.unwrap().into_iter().map(|r| r.t).collect()
+}
+
+/// The id of the Stripe price of `lookup_key`, once Stripe has it.
+async fn stripe_price(sim: &StripeSim, lookup_key: &str) -> Option<String> {
+    let found = stripe_get(sim, &format!("prices?lookup_keys[0]={lookup_key}")).await;
+    found["data"][0]["id"].as_str().map(str::to_owned)
+}
+
+/// Whether Stripe's subscription `subscription` has an item of price `price`.
+fn has_item(sim: &StripeSim, subscription: &str, price: &str) -> bool {
+    sim.subscriptions().iter().any(|s| {
+        s["id"] == subscription
+            && s["items"]["data"].as_array().is_some_and(|i| i.iter().any(|i| i["price"]["id"] == price))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_change_reaches_stripe_at_once_and_a_day_waits_for_its_item() {
+    // The catalogue's tick is an hour: what reaches Stripe sooner was woken by the change (or
+    // by a reporting pass, which syncs first: the service's own first pass runs 30 s after its
+    // start, so the change is made well after it).
+    let started = tokio::time::Instant::now();
+    let w = world_with(|s| s.set("prices.sync_interval_secs", "3600").set("prices.min_lead_secs", "7200")).await;
+    let (owner, account) = w.new_owner().await;
+    let (other, other_account) = w.new_owner().await;
+    let (subscription, customer) = (account.stripe_subscription_id.unwrap(), account.stripe_customer_id.unwrap());
+    let other_customer = other_account.stripe_customer_id.unwrap();
+    // The other's subscription ends in Stripe; billing has not heard of it (no webhook yet).
+    let other_subscription = other_account.stripe_subscription_id.unwrap();
+    let (status, ended) =
+        stripe_send(&w.sim, Method::DELETE, &format!("subscriptions/{other_subscription}"), &[]).await;
+    assert_eq!(status, 200, "{ended}");
+    tokio::time::sleep_until(started + Duration::from_secs(45)).await;
+
+    // CPU at 40 from Nov 5.
+    let admin = caller(Uuid::now_v7(), &[Role::User, Role::Admin]);
+    let from = chrono::DateTime::from_timestamp(NOV_3 + 2 * DAY, 0).unwrap().to_rfc3339();
+    let body = json!({"resource": "cpu", "unit_amount_decimal": "40", "effective_from": from});
+    let (status, version) = w.call_with(Method::POST, "/api/admin/prices", Some(&admin), Some(body)).await;
+    assert_eq!(status, 201, "{version}");
+    let lookup_key = format!("hb_cpu_{}", version["id"].as_str().unwrap().replace('-', ""));
+    let in_stripe = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
+        stripe_price(&w.sim, &lookup_key).await.is_some_and(|p| has_item(&w.sim, &subscription, &p))
+    })
+    .await;
+    assert!(in_stripe, "the new price and the live subscription's item are in Stripe within seconds");
+    let price = stripe_price(&w.sim, &lookup_key).await.unwrap();
+    assert!(!has_item(&w.sim, &other_subscription, &price), "Stripe refuses items on an ended subscription");
+
+    // Nov 5 at the new CPU price: the owner's day is reported; the other's CPU waits for an
+    // item Stripe does not have, pass after pass, while their memory goes out.
+    ledgered(
+        &w,
+        &new(vec![
+            usage(owner, owner, NOV_3 + 2 * DAY + 9 * HOUR, WINDOW, (2, 1, 0)),
+            usage(other, other, NOV_3 + 2 * DAY + 9 * HOUR, WINDOW, (2, 1, 0)),
+        ]),
+    )
+    .await;
+    w.at(NOV_3 + 3 * DAY + HOUR).await;
+    let event_name = lookup_key.clone();
+    let sent_at = |customer: &str| {
+        w.sim
+            .meter_events()
+            .into_iter()
+            .filter(|e| e["event_name"] == event_name.as_str() && e["payload"]["stripe_customer_id"] == customer)
+            .count()
+    };
+    for _ in 0..2 {
+        let outcome = w.pass().await;
+        assert_eq!(outcome.waiting, 1, "{outcome:?}");
+        assert_eq!(sent_at(&other_customer), 0, "nothing sent against the price the subscription lacks");
+    }
+    assert_eq!(sent_at(&customer), 1, "the owner's day at the new price");
+    let other_rows = reports(&w.db, other).await;
+    let got: Vec<(String, &str)> = other_rows.iter().map(|r| (r.day.to_string(), r.resource.as_str())).collect();
+    assert_eq!(got, vec![("2026-11-05".to_owned(), "memory")]);
+
+    // Once billing hears the subscription ended (Stripe's webhook), no item will come: the day
+    // is reported, as any usage after a subscription ends.
+    let deleted = w.sim.events().into_iter().find(|e| e["type"] == "customer.subscription.deleted").unwrap();
+    let (status, answer) = w.webhook(&deleted.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = hopsbridge_testkit::eventually(Duration::from_secs(30), || async {
+        account(&w.db, other).await.and_then(|a| a.subscription_status).as_deref() == Some("canceled")
+    })
+    .await;
+    assert!(ended, "billing recorded the end");
+    // (The lifecycle may report it first, closing the account's billing.)
+    let outcome = w.pass().await;
+    assert_eq!(outcome.waiting, 0, "{outcome:?}");
+    assert_eq!(sent_at(&other_customer), 1);
+    let rows = reports(&w.db, other).await;
+    assert!(rows.iter().all(|r| r.state == "accepted") && rows.len() == 2, "{rows:?}");
 }

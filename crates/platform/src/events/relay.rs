@@ -289,9 +289,10 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis((100_u64 << failures.min(6)).min(5_000))
 }
 
-/// Holds a connection that LISTENs on the producer's channel and wakes the relay on every
-/// notification; reconnects when the connection drops.
-pub(crate) async fn listen(
+/// Holds a connection that LISTENs on `channel` and wakes `wake` on every notification (the
+/// outbox relay, the mail relay, billing's catalogue sync); reconnects when the connection
+/// drops, and wakes once on every (re)connect, for what was notified while nobody listened.
+pub async fn listen(
     cfg: DatabaseConfig,
     schema: &'static str,
     channel: String,

@@ -564,6 +564,9 @@ pub struct IntegrityFinding {
     pub first_seen: String,
     /// When a run last found it.
     pub last_seen: String,
+    /// When a run no longer found it; none while it is open.
+    #[serde(default)]
+    pub resolved_at: Option<String>,
 }
 
 /// An integrity check and its last run.
@@ -574,6 +577,12 @@ pub struct CheckStatus {
     /// When its last run started.
     #[serde(default)]
     pub last_started_at: Option<String>,
+    /// When its last run that ended (worked or failed) ended.
+    #[serde(default)]
+    pub last_finished_at: Option<String>,
+    /// Findings its last run that worked found.
+    #[serde(default)]
+    pub last_found: Option<i64>,
     /// Whether its last finished run worked.
     #[serde(default)]
     pub last_ok: Option<bool>,

@@ -119,7 +119,7 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "registered" => "The cluster was registered.",
         "updated" => "The cluster was saved.",
         "purchased" => "Thank you: your credit is added once Stripe confirms the payment.",
-        "checked" => "The checks ran; the findings below are what they found.",
+        "running" => "The checks were started and are running; reload to see them end.",
         _ => return None,
     })
 }
@@ -143,6 +143,7 @@ fn explain(code: &str) -> String {
         "upstream_unavailable" | "stripe_error" => "A service we depend on did not answer. Please try again shortly.",
         "rate_limited" => "Too many requests. Please wait a moment.",
         "unknown_service" => "There is no such service.",
+        "integrity_run_in_progress" => "Those checks are running already: wait for that run to end.",
         _ => "",
     };
     if text.is_empty() { format!("The request was refused ({code}).") } else { text.to_owned() }
@@ -610,11 +611,53 @@ struct TeamPage {
     members: Vec<api::Member>,
     invitations: Vec<api::Invitation>,
     membership: Option<api::MyMembership>,
+    /// Each person's storage this month, by user id, from billing's usage lines (the usage
+    /// page's figures); `None` when billing did not answer.
+    storage: Option<HashMap<String, Stored>>,
+}
+
+/// A person's storage in a month: offline and online GB-months, exact.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stored {
+    offline: Decimal,
+    online: Decimal,
+}
+
+/// Billing's usage lines' storage added up per person.
+fn stored_by_person(usage: &api::OwnerUsage) -> HashMap<String, Stored> {
+    let mut by_person: HashMap<String, Stored> = HashMap::new();
+    for line in &usage.lines {
+        let quantity = format::parse(&line.quantity).unwrap_or_default();
+        let stored = by_person.entry(line.user_id.clone()).or_default();
+        match line.resource.as_str() {
+            "storage_offline" => stored.offline += quantity,
+            "storage_online" => stored.online += quantity,
+            _ => {}
+        }
+    }
+    by_person
 }
 
 impl TeamPage {
     fn q(&self, value: &str) -> String {
         format::quantity(value, 2)
+    }
+
+    /// A member's `offline` or `online` storage this month, GB-months to the usage page's
+    /// places; a dash when billing could not tell.
+    fn stored(&self, user_id: &str, kind: &str) -> String {
+        self.storage.as_ref().map_or_else(
+            || "–".to_owned(),
+            |by_person| {
+                let s = by_person.get(user_id).copied().unwrap_or_default();
+                let gb_months = if kind == "online" { s.online } else { s.offline };
+                format::quantity(&gb_months.to_string(), format::places("storage"))
+            },
+        )
+    }
+
+    fn usage_href(&self, email: &str) -> String {
+        format!("/usage?{}", serde_urlencoded::to_string([("member", email)]).unwrap_or_default())
     }
 
     fn day(&self, instant: &str) -> String {
@@ -632,12 +675,23 @@ async fn team(data: Data, req: HttpRequest) -> HttpResponse {
         members: Vec::new(),
         invitations: Vec::new(),
         membership: None,
+        storage: None,
     };
     if ctx.viewer.owner {
         let team: api::Team = tri!(ctx.fetch("/api/team").await);
         let invitations: Vec<api::Invitation> = tri!(ctx.fetch("/api/team/invitations").await);
         page.members = team.members;
         page.invitations = invitations.into_iter().filter(|i| i.status == "pending").collect();
+        // This month's storage, as the usage page reads it: billing's lines (no range: the
+        // current UTC month to date).
+        if !page.members.is_empty() {
+            let usage = ctx.get("/api/billing/usage").await;
+            page.storage = usage
+                .is_success()
+                .then(|| usage.json::<api::OwnerUsage>().ok())
+                .flatten()
+                .map(|u| stored_by_person(&u));
+        }
     } else {
         page.membership = Some(tri!(ctx.fetch("/api/team/membership").await));
     }

@@ -441,18 +441,18 @@ async fn an_admin_sees_every_services_open_integrity_findings_and_runs_a_service
     };
     let fake = Arc::new(
         Fake::as_(admin)
-            .answer("GET", "/api/admin/integrity/identity?status=open&limit=200", 200, json!({
+            .answer("GET", "/api/admin/integrity/identity?status=open&limit=50&offset=0", 200, json!({
                 "items": [finding("outbox_draining", "outbox/UserCreatedV1", "3 events unpublished for 20 min <script>x</script>")],
                 "total": 1, "limit": 200, "offset": 0, "checks": [check("outbox_draining", Some(true), None, 1)]}))
-            .answer("GET", "/api/admin/integrity/team?status=open&limit=200", 502, json!({"code": "upstream_unavailable"}))
-            .answer("GET", "/api/admin/integrity/provisioning?status=open&limit=200", 200,
+            .answer("GET", "/api/admin/integrity/team?status=open&limit=50&offset=0", 502, json!({"code": "upstream_unavailable"}))
+            .answer("GET", "/api/admin/integrity/provisioning?status=open&limit=50&offset=0", 200,
                 json!({"items": [], "total": 0, "limit": 200, "offset": 0, "checks": []}))
-            .answer("GET", "/api/admin/integrity/metering?status=open&limit=200", 200,
+            .answer("GET", "/api/admin/integrity/metering?status=open&limit=50&offset=0", 200,
                 json!({"items": [], "total": 0, "limit": 200, "offset": 0, "checks": []}))
-            .answer("GET", "/api/admin/integrity/billing?status=open&limit=200", 200, json!({
+            .answer("GET", "/api/admin/integrity/billing?status=open&limit=50&offset=0", 200, json!({
                 "items": [], "total": 0, "limit": 200, "offset": 0,
                 "checks": [check("stripe_customers", Some(false), Some("stripe_unavailable"), 0)]}))
-            .answer("POST", "/api/admin/integrity/metering/run", 200, json!({"runs": []})),
+            .answer("POST", "/api/admin/integrity/metering/run", 202, json!({"id": "r1", "status": "running"})),
     );
     let (status, body, _) = get(fake.clone(), "/admin/integrity").await;
     assert_eq!(status, 200, "{body}");
@@ -464,25 +464,196 @@ async fn an_admin_sees_every_services_open_integrity_findings_and_runs_a_service
     }
     assert_eq!(body.matches(&format!(r#"<input type="hidden" name="csrf" value="{CSRF}">"#)).count(), 5);
     assert!(
-        body.contains("<td>outbox_draining</td><th scope=\"row\">outbox/UserCreatedV1</th><td>3 events unpublished for 20 min &#60;script&#62;x&#60;/script&#62;</td><td>7 December 2026 09:00 UTC</td><td>7 December 2026 10:00 UTC</td>"),
+        body.contains("<td>outbox_draining</td><th scope=\"row\">outbox/UserCreatedV1</th><td class=\"wrap\">3 events unpublished for 20 min &#60;script&#62;x&#60;/script&#62;</td><td>7 December 2026 09:00 UTC</td><td>7 December 2026 10:00 UTC</td>"),
         "check, subject, detail escaped, first and last seen: {body}"
     );
     assert!(body.contains("Its findings could not be read (upstream_unavailable)."), "{body}");
     assert!(body.contains(r#"id="integrity-billing-none">No open findings."#), "{body}");
+    assert!(body.contains("<caption>1 open, 1 to 1 shown, newest first</caption>"), "{body}");
+    assert!(!body.contains("<th scope=\"col\">Resolved</th>"), "open findings have no resolved column: {body}");
+    // Each check's last run: started, ended, its status, what it found and what is open now.
     assert!(
-        body.contains("stripe_customers: last started 7 December 2026 10:00 UTC, failed: stripe_unavailable; 0 open")
+        body.contains("<th scope=\"row\">stripe_customers</th><td>7 December 2026 10:00 UTC</td><td>7 December 2026 10:00 UTC</td><td class=\"wrap\">failed: stripe_unavailable</td><td class=\"num\">0</td><td class=\"num\">0</td>"),
+        "{body}"
     );
+    assert!(body.contains("<th scope=\"row\">outbox_draining</th>") && body.contains(">worked</td>"), "{body}");
+    assert!(!body.contains("Run requested"), "nothing started: {body}");
+    // The filter, as plain links.
+    assert!(body.contains(r#"<a href="/admin/integrity" aria-current="page">Open</a>"#), "{body}");
+    assert!(body.contains(r#"<a href="/admin/integrity?status=resolved">Resolved</a>"#), "{body}");
+    assert!(body.contains(r#"<a href="/admin/integrity?status=all">All</a>"#), "{body}");
+    assert!(!body.contains("Older findings") && !body.contains("Newer findings"), "one page each: {body}");
 
+    // Running: the API accepts (202, a run to poll, as it may answer), and the page says it runs.
     let (status, location) =
         post(fake.clone(), "/admin/integrity/run", &[("csrf", CSRF), ("service", "metering")]).await;
-    assert_eq!((status, location.as_deref()), (303, Some("/admin/integrity?done=checked")));
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some("/admin/integrity?started=metering&done=running#integrity-metering"))
+    );
+    let (_, body, _) = get(fake.clone(), "/admin/integrity?started=metering&done=running").await;
+    assert!(body.contains("The checks were started and are running"), "{body}");
+    assert_eq!(body.matches("Run requested: running.").count(), 1, "{body}");
+    assert!(body.contains(r#"id="integrity-metering-started""#), "in metering's section: {body}");
     let (status, _) = post(fake.clone(), "/admin/integrity/run", &[("csrf", "forged"), ("service", "billing")]).await;
     assert_eq!(status, 403);
     let (status, location) =
         post(fake.clone(), "/admin/integrity/run", &[("csrf", CSRF), ("service", "../users")]).await;
     assert_eq!((status, location.as_deref()), (303, Some("/admin/integrity?failed=unknown_service")));
+    let (_, location) =
+        post(fake.clone(), "/admin/integrity/run", &[("csrf", CSRF), ("service", "team"), ("status", "resolved")])
+            .await;
+    assert_eq!(location.as_deref(), Some("/admin/integrity?failed=route_not_found"), "a refused run says why");
     let runs: Vec<String> = fake.calls().into_iter().filter(|(m, _, _)| m == "POST").map(|(_, path, _)| path).collect();
-    assert_eq!(runs, ["/api/admin/integrity/metering/run"], "only the named service's checks ran, once");
+    assert_eq!(
+        runs,
+        ["/api/admin/integrity/metering/run", "/api/admin/integrity/team/run"],
+        "only the named service's checks were asked for, once each"
+    );
+}
+
+#[actix_web::test]
+async fn an_admin_filters_integrity_findings_by_status_and_pages_through_them_with_links() {
+    let admin = Some(Viewer { admin: true, ..owner().unwrap() });
+    let finding = |subject: &str, resolved: Option<&str>| {
+        json!({"id": "f", "check": "stripe_subscriptions", "key": subject, "subject": subject, "detail": "d",
+            "first_seen": "2026-12-01T09:00:00Z", "last_seen": "2026-12-02T09:00:00Z", "resolved_at": resolved, "alerted_at": null})
+    };
+    let empty = |total: i64| json!({"items": [], "total": total, "limit": 50, "offset": 0, "checks": []});
+    let mut fake = Fake::as_(admin)
+        // Billing's second page of resolved findings: 120 in all, so a third page follows.
+        .answer(
+            "GET",
+            "/api/admin/integrity/billing?status=resolved&limit=50&offset=50",
+            200,
+            json!({
+            "items": [finding("sub_<1>", Some("2026-12-03T08:30:00Z")), finding("sub_2", None)],
+            "total": 120, "limit": 50, "offset": 50, "checks": []}),
+        );
+    for service in ["identity", "team", "provisioning", "metering"] {
+        fake =
+            fake.answer("GET", &format!("/api/admin/integrity/{service}?status=all&limit=50&offset=0"), 200, empty(0));
+    }
+    let fake = Arc::new(fake.answer(
+        "GET",
+        "/api/admin/integrity/billing?status=all&limit=50&offset=0",
+        200,
+        json!({
+        "items": [finding("sub_9", None)], "total": 51, "limit": 50, "offset": 0, "checks": []}),
+    ));
+
+    let (status, body, _) = get(fake.clone(), "/admin/integrity?status=resolved&service=billing&page=2").await;
+    assert_eq!(status, 200, "{body}");
+    let asked: Vec<String> = fake.calls().into_iter().map(|(_, path, _)| path).collect();
+    assert_eq!(asked, ["/api/admin/integrity/billing?status=resolved&limit=50&offset=50"], "billing's page only");
+    assert_eq!(body.matches("<section ").count(), 1, "billing's section only: {body}");
+    assert!(body.contains("<caption>120 resolved, 51 to 52 shown, newest first</caption>"), "{body}");
+    assert!(body.contains("<th scope=\"col\">Resolved</th>"), "{body}");
+    assert!(body.contains("<th scope=\"row\">sub_&#60;1&#62;</th>"), "escaped: {body}");
+    assert!(
+        body.contains("<td>3 December 2026 08:30 UTC</td></tr>") && body.contains("<td>still open</td></tr>"),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<a href="/admin/integrity?status=resolved&#38;service=billing" rel="prev">Newer findings"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"<a href="/admin/integrity?status=resolved&#38;service=billing&#38;page=3" rel="next">Older findings"#
+        ),
+        "{body}"
+    );
+    // The filter keeps the service and starts again at its first page; every service is a link away.
+    assert!(body.contains(r#"<a href="/admin/integrity?status=all&#38;service=billing">All</a>"#), "{body}");
+    assert!(body.contains(r#"<a href="/admin/integrity?service=billing">Open</a>"#), "{body}");
+    assert!(body.contains(r#"<a href="/admin/integrity?status=resolved">Every service</a>"#), "{body}");
+    // The run form comes back to the same filter.
+    assert!(body.contains(r#"<input type="hidden" name="status" value="resolved">"#), "{body}");
+
+    // Every service's first page: a service with more than a page links to its next one.
+    let (status, body, _) = get(fake.clone(), "/admin/integrity?status=all").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.matches("<section ").count(), 5);
+    assert!(body.contains("<caption>51 in all, 1 to 1 shown, newest first</caption>"), "{body}");
+    assert!(body.contains(r#"href="/admin/integrity?status=all&#38;service=billing&#38;page=2" rel="next""#), "{body}");
+    assert!(body.contains(r#"id="integrity-team-none">No findings."#), "{body}");
+    assert!(!body.contains("rel=\"prev\""), "{body}");
+
+    // What the URL names is checked against fixed lists before anything is asked.
+    let before = fake.calls().len();
+    for bad in [
+        "/admin/integrity?status=closed",
+        "/admin/integrity?service=..%2Fusers",
+        "/admin/integrity?page=0",
+        "/admin/integrity?page=-1",
+        "/admin/integrity?page=99999999",
+        "/admin/integrity?page=2x",
+        "/admin/integrity?started=stripe",
+    ] {
+        assert_eq!(get(fake.clone(), bad).await.0, 404, "{bad}");
+    }
+    assert_eq!(fake.calls().len(), before, "nothing asked of the API");
+}
+
+#[actix_web::test]
+async fn the_owners_team_page_shows_each_members_storage_this_month_as_billing_gives_it() {
+    let mut usage = usage_view();
+    usage["lines"].as_array_mut().unwrap().extend([
+        json!({"day": "2026-12-02", "resource": "storage_offline", "user_id": "u-bob", "billing_mode": "postpaid", "project_id": 8,
+            "quantity": "0.000123456789", "unit": "GB-month", "cost": "0.01", "cost_minor": 0}),
+        json!({"day": "2026-12-02", "resource": "storage_online", "user_id": "u-bob", "billing_mode": "postpaid", "project_id": 8,
+            "quantity": "0.25", "unit": "GB-month", "cost": "1", "cost_minor": 1}),
+        json!({"day": "2026-12-02", "resource": "storage_offline", "user_id": "u-ada", "billing_mode": "postpaid", "project_id": 9,
+            "quantity": "7", "unit": "GB-month", "cost": "24.5", "cost_minor": 25}),
+    ]);
+    let team = || {
+        Fake::as_(owner()).answer("GET", "/api/team", 200, team_view()).answer(
+            "GET",
+            "/api/team/invitations",
+            200,
+            json!([]),
+        )
+    };
+    let fake = Arc::new(team().answer("GET", "/api/billing/usage", 200, usage));
+    let (status, body, _) = get(fake.clone(), "/team").await;
+    assert_eq!(status, 200, "{body}");
+    // Bob's offline storage is his two lines (0.5 + 0.000123456789, to 9 places), online 0.25;
+    // the owner's own storage is not a member's.
+    assert!(
+        body.contains("<td class=\"num\">5.00</td><td class=\"num\">10.00</td><td class=\"num\">0.00</td><td class=\"num\">0.500123457</td><td class=\"num\">0.250000000</td>"),
+        "{body}"
+    );
+    assert!(!body.contains("7.000000000"), "{body}");
+    assert!(
+        body.contains(
+            r#"<a href="/usage?member=bob%40example.com">Usage<span class="sr"> of bob@example.com</span></a>"#
+        ),
+        "{body}"
+    );
+    assert!(!body.contains("storage-unknown"), "{body}");
+
+    // Billing not answering leaves the rest of the page, and says so.
+    let fake = Arc::new(team().answer("GET", "/api/billing/usage", 503, json!({"code": "database_unavailable"})));
+    let (status, body, _) = get(fake, "/team").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"id="storage-unknown""#) && body.contains("<td class=\"num\">–</td><td class=\"num\">–</td>"),
+        "{body}"
+    );
+
+    // A member's team page asks billing nothing.
+    let fake = Arc::new(Fake::as_(member()).answer(
+        "GET",
+        "/api/team/membership",
+        200,
+        json!({
+        "membership_id": "m", "owner_user_id": "u-ada", "owner_name": "Ada", "owner_email": "ada@example.com",
+        "project_role": "Data scientist", "joined_at": "2026-12-01T00:00:00Z"}),
+    ));
+    let (status, body, _) = get(fake.clone(), "/team").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(fake.calls().iter().all(|(_, path, _)| !path.starts_with("/api/billing")), "{:?}", fake.calls());
 }
 
 #[actix_web::test]

@@ -4,8 +4,10 @@
 //! files (`<input type=file>`, a multipart form) with the Hopsworks address and API key; a
 //! refused upload is shown next to its field with what was typed kept; the registered cluster
 //! is listed with its occupancy and edited from its page, and the API then holds exactly what
-//! the forms said. Every page has labelled, keyboard-reachable controls and no sideways
-//! scrolling. Screenshots go to `$CARGO_TARGET_TMPDIR/console-screenshots/admin-*.png`.
+//! the forms said. The admin then reads every service's integrity findings, filters them by
+//! plain links and runs one service's checks from its form. Every page has labelled,
+//! keyboard-reachable controls and no sideways scrolling. Screenshots go to
+//! `$CARGO_TARGET_TMPDIR/console-screenshots/admin-*.png`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -151,5 +153,37 @@ async fn an_admin_registers_a_cluster_by_uploading_its_kubeconfig_and_edits_it_i
     browser.goto(&format!("{gateway}/admin/clusters")).await;
     assert!(browser.text().await.contains("0 of 8 seats (0 %)"));
     browser.screenshot("admin-05-clusters-after-edit").await;
+
+    // The integrity findings: every service's, filtered open, resolved or all by plain links,
+    // each check's last run; a service's checks run from its form, and the page says so.
+    browser.goto(&format!("{gateway}/admin/integrity")).await;
+    let text = browser.text().await;
+    assert!(text.contains("Integrity findings") && !text.contains("could not be read"), "{text}");
+    assert_eq!(browser.count(r#"form[action="/admin/integrity/run"]"#).await, 5, "a run form per service");
+    let (_, provisioning) =
+        platform.call("GET", "/api/admin/integrity/provisioning", &platform.admin_token, None).await;
+    let checks = provisioning["checks"].as_array().unwrap().len();
+    assert!(checks > 0, "{provisioning}");
+    assert_eq!(browser.count("#integrity-provisioning-runs tbody tr").await, checks, "each check's last run");
+    accessible(&browser, "the integrity page").await;
+    browser.screenshot("admin-06-integrity").await;
+    browser.follow(r#"nav.filters a[href="/admin/integrity?status=all"]"#).await;
+    assert_eq!(browser.url().await, format!("{gateway}/admin/integrity?status=all"));
+    let current =
+        browser.script(r#"return document.querySelector('nav.filters a[aria-current="page"]').textContent;"#).await;
+    assert_eq!(current.as_str(), Some("All"));
+    accessible(&browser, "every finding").await;
+    browser.follow(r#"#integrity-provisioning-section form[action="/admin/integrity/run"] button"#).await;
+    let (url, text) = (browser.url().await, browser.text().await);
+    assert_eq!(
+        url,
+        format!("{gateway}/admin/integrity?status=all&started=provisioning&done=running#integrity-provisioning"),
+        "{text}"
+    );
+    assert!(text.contains("The checks were started and are running"), "{text}");
+    assert_eq!(browser.count("#integrity-provisioning-started").await, 1, "said in provisioning's section");
+    assert_eq!(browser.count(r#"[id$="-started"]"#).await, 1, "and only there");
+    accessible(&browser, "the integrity page after a run was asked for").await;
+    browser.screenshot("admin-07-integrity-running").await;
     let _ = std::fs::remove_dir_all(&files);
 }

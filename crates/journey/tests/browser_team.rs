@@ -5,7 +5,8 @@
 //! tenant's page, comes back and joins. The owner's team page then lists them with role and
 //! status; the member sees no billing (no link, `/billing` refused with a page saying so), sees
 //! the owner's project they were added to on the cluster page, works in it, and the owner
-//! follows the member's usage down to the samples behind one day, whose cost equals the API's. Every page visited has labelled,
+//! follows the member's usage down to the samples behind one day, whose cost equals the API's;
+//! the team page's storage of the member this month equals billing's. Every page visited has labelled,
 //! keyboard-reachable controls and no sideways scrolling. Screenshots go to
 //! `$CARGO_TARGET_TMPDIR/console-screenshots/team-*.png`.
 
@@ -255,4 +256,35 @@ async fn an_owner_runs_a_team_and_follows_a_members_usage_in_chromium() {
     .await;
     accessible(&browser, "a member's day").await;
     browser.screenshot("team-11-member-day-samples").await;
+
+    // The owner's team page shows each member's storage this month, offline and online, as
+    // billing's usage lines of that member add up (the usage page's figures). A member creates no
+    // projects (their Hopsworks account may create none), so this one's is none.
+    let stored = |usage: &Value, resource: &str| -> String {
+        let gb_months: Decimal = usage["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["user_id"] == member_id.as_str() && l["resource"] == resource)
+            .map(|l| Decimal::from_str(l["quantity"].as_str().unwrap()).unwrap())
+            .sum();
+        hopsbridge_console::format::quantity(&gb_months.to_string(), 9)
+    };
+    let (expected, row) = wait_for("the team page to agree with billing", PATIENCE, || async {
+        let figures = |usage: Value| (stored(&usage, "storage_offline"), stored(&usage, "storage_online"));
+        let before = figures(platform.call("GET", "/api/billing/usage", &owner.token, None).await.1);
+        browser.goto(&format!("{gateway}/team")).await;
+        let row = browser
+            .script("return [...document.querySelectorAll('#members tbody tr')].map(r => r.innerText.replace(/\\s+/g, ' ')).find(r => r.includes('mateo@example.com'));")
+            .await;
+        let after = figures(platform.call("GET", "/api/billing/usage", &owner.token, None).await.1);
+        (before == after).then(|| (after, row.as_str().unwrap_or_default().to_owned()))
+    })
+    .await;
+    assert!(row.contains(&format!(" {} {} ", expected.0, expected.1)), "{expected:?} in {row}");
+    let headings = browser.script("return document.querySelector('#members thead').innerText;").await;
+    let headings = headings.as_str().unwrap();
+    assert!(headings.contains("Offline storage") && headings.contains("Online storage"), "{headings}");
+    accessible(&browser, "the owner's team page with storage").await;
+    browser.screenshot("team-12-owner-member-storage").await;
 }

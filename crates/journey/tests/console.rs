@@ -6,8 +6,8 @@
 //! gives it, and a storage day links to its storage samples; the samples route narrows a day to
 //! one person of the team and refuses anyone else; they invite someone with the team page's
 //! form, and an invited person joins through the invitation page. An admin registers a cluster
-//! with the clusters page's form and reads every service's integrity findings, running
-//! billing's checks from the page.
+//! with the clusters page's form and reads every service's integrity findings (open, resolved
+//! and all) and checks' last runs, running billing's checks from the page.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -32,6 +32,13 @@ fn csrf(body: &str) -> String {
 fn by_id<'a>(body: &'a str, id: &str) -> &'a str {
     let start = body.find(&format!(r#"id="{id}">"#)).unwrap_or_else(|| panic!("no #{id} in {body}")) + id.len() + 6;
     body[start..].split('<').next().unwrap()
+}
+
+/// The rows of the body of the table with `id`; none when there is no such table.
+fn body_rows(body: &str, id: &str) -> usize {
+    body.split(&format!(r#"id="{id}""#))
+        .nth(1)
+        .map_or(0, |t| t.split("<tbody>").nth(1).unwrap().split("</tbody>").next().unwrap().matches("<tr>").count())
 }
 
 /// The console's `page` and the API's answer to `api` that it shows, read until the API answered
@@ -289,20 +296,50 @@ async fn a_person_uses_the_console_from_card_to_cost_and_team() {
     for service in ["identity", "team", "provisioning", "metering", "billing"] {
         assert!(page.body.contains(&format!(r#"name="service" value="{service}""#)), "{service}");
         let open = checks_of(service).await["total"].as_i64().unwrap();
-        let shown = page
-            .body
-            .split(&format!(r#"id="integrity-{service}-findings""#))
-            .nth(1)
-            .map_or(0, |t| t.split("</tbody>").next().unwrap().matches("<tr>").count());
+        let shown = body_rows(&page.body, &format!("integrity-{service}-findings"));
         // A finding may open or resolve between the page and the API: at most one apart.
         assert!(shown.abs_diff(usize::try_from(open).unwrap()) <= 1, "{service}: {shown} shown, {open} open");
+        // Every check of the service has its last run's row.
+        let checks = checks_of(service).await["checks"].as_array().unwrap().len();
+        assert_eq!(body_rows(&page.body, &format!("integrity-{service}-runs")), checks, "{service}'s checks");
+    }
+    // Resolved and all findings are as many as the API counts (read again until no run changed
+    // them in between).
+    for status in ["resolved", "all"] {
+        let path = format!("/api/admin/integrity/billing?status={status}");
+        let (total, page) = wait_for(&format!("the {status} findings agreeing"), Duration::from_secs(60), || async {
+            let total = |answer: (u16, Value)| answer.1["total"].as_i64();
+            let before = total(platform.call("GET", &path, &platform.admin_token, None).await)?;
+            let page = operator.fork().get(&format!("/admin/integrity?status={status}&service=billing")).await;
+            let after = total(platform.call("GET", &path, &platform.admin_token, None).await)?;
+            (before == after).then_some((after, page))
+        })
+        .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let counted = if status == "all" { format!("{total} in all") } else { format!("{total} resolved") };
+        assert!(
+            page.body.contains(&format!("<caption>{counted},")) || (total == 0 && page.body.contains("billing-none")),
+            "{status}: {total} in {}",
+            page.body
+        );
     }
     let before = checks_of("billing").await["checks"].clone();
     let run = operator.post("/admin/integrity/run", &[("csrf", &csrf(&page.body)), ("service", "billing")]).await;
-    assert_eq!(run.location.as_deref(), Some("/admin/integrity?done=checked"), "{}", run.body);
-    let after = checks_of("billing").await["checks"].clone();
+    assert_eq!(
+        run.location.as_deref(),
+        Some("/admin/integrity?started=billing&done=running#integrity-billing"),
+        "{}",
+        run.body
+    );
+    let running = operator.get("/admin/integrity?started=billing&done=running").await;
+    assert!(running.body.contains(r#"id="integrity-billing-started""#), "{}", running.body);
+    // The run was accepted; its checks' last runs change once it has started (or ended).
+    let after = wait_for("billing's checks to run again", Duration::from_secs(120), || async {
+        let after = checks_of("billing").await["checks"].clone();
+        (after != before).then_some(after)
+    })
+    .await;
     assert!(!after.as_array().unwrap().is_empty(), "{after}");
-    assert_ne!(before, after, "billing's checks ran again: {before} → {after}");
     let refused = browser.post("/admin/integrity/run", &[("csrf", &token), ("service", "billing")]).await;
     assert_eq!(refused.status, 403, "an owner is no admin");
 }

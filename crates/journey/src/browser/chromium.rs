@@ -216,8 +216,10 @@ impl Chromium {
 
     /// The page's accessibility basics: every form control (but hidden inputs) has a label
     /// (`<label for>`, a wrapping label or `aria-label`), nothing that takes input is kept out of
-    /// the keyboard's reach (`tabindex="-1"`), and the page is no wider than the window (no
-    /// horizontal scrolling). Answers each problem found, empty when there is none.
+    /// the keyboard's reach (`tabindex="-1"`), the page is no wider than the window (no
+    /// horizontal scrolling), and every text outside the charts has WCAG AA contrast against
+    /// the background it is drawn on (4.5:1, 3:1 for large text). Answers each problem found,
+    /// empty when there is none.
     pub async fn accessibility_problems(&self) -> Vec<String> {
         let found = self
             .script(
@@ -237,6 +239,28 @@ impl Chromium {
                      .filter(e => e.getBoundingClientRect().right > root.clientWidth + 1)\
                      .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '') + (e.id ? '#' + e.id : ''));\
                    problems.push('scrolls sideways: ' + root.scrollWidth + ' > ' + root.clientWidth + ', past the edge: ' + wide.slice(0, 8).join(' '));\
+                 }\
+                 const rgb = c => (c.match(/[\\d.]+/g) || ['0', '0', '0', '0']).map(Number);\
+                 const channel = v => { v /= 255; return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };\
+                 const lum = c => 0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]);\
+                 const backdrop = e => {\
+                   for (let n = e; n; n = n.parentElement) {\
+                     const b = rgb(getComputedStyle(n).backgroundColor);\
+                     if (b.length < 4 || b[3] > 0) return b;\
+                   }\
+                   return [255, 255, 255];\
+                 };\
+                 for (const el of document.body.querySelectorAll('*')) {\
+                   if (el.closest('svg')) continue;\
+                   const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim() !== '');\
+                   if (!own || el.getClientRects().length === 0) continue;\
+                   const s = getComputedStyle(el);\
+                   if (s.visibility === 'hidden') continue;\
+                   const [hi, lo] = [lum(rgb(s.color)), lum(backdrop(el))].sort((a, b) => b - a);\
+                   const ratio = (hi + 0.05) / (lo + 0.05);\
+                   const size = parseFloat(s.fontSize);\
+                   const needed = size >= 24 || (parseInt(s.fontWeight, 10) >= 700 && size >= 18.66) ? 3 : 4.5;\
+                   if (ratio < needed) problems.push('contrast ' + ratio.toFixed(2) + ' below ' + needed + ': ' + el.outerHTML.slice(0, 120));\
                  }\
                  return problems;",
             )

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod hopsworks;
 pub mod kubernetes;
 pub mod mail;
+pub mod rondb;
 pub mod server;
 pub mod stripe;
 pub mod tls;

@@ -635,9 +635,9 @@ async fn a_price_change_reaches_stripe_at_once_and_a_day_waits_for_its_item() {
     // start, so the change is made well after it).
     let started = tokio::time::Instant::now();
     let w = world_with(|s| s.set("prices.sync_interval_secs", "3600").set("prices.min_lead_secs", "7200")).await;
-    let (owner, account) = w.new_owner().await;
+    let (owner, opened) = w.new_owner().await;
     let (other, other_account) = w.new_owner().await;
-    let (subscription, customer) = (account.stripe_subscription_id.unwrap(), account.stripe_customer_id.unwrap());
+    let (subscription, customer) = (opened.stripe_subscription_id.unwrap(), opened.stripe_customer_id.unwrap());
     let other_customer = other_account.stripe_customer_id.unwrap();
     // The other's subscription ends in Stripe; billing has not heard of it (no webhook yet).
     let other_subscription = other_account.stripe_subscription_id.unwrap();

@@ -6,7 +6,7 @@
 //! Addresses are checked before (`crate::validate::callable_addresses`): nothing here is
 //! called on a loopback, link-local or metadata address unless configuration allows it.
 
-use crate::clusters::{ClusterAccess, ClusterChange, ClusterRow};
+use crate::clusters::{ClusterAccess, ClusterChange, ClusterRow, RonDbAccess};
 use crate::config::{ClustersConfig, HopsworksConfig};
 use crate::crypto::Vault;
 use crate::error::{ProvisioningCode, ProvisioningError};
@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// The name of the Hopsworks check.
 pub const HOPSWORKS: &str = "hopsworks_admin_api";
+/// The name of the RonDB check: the online storage query, run with the account.
+pub const RONDB: &str = "rondb_ndbinfo";
 
 /// Every check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -55,6 +57,8 @@ pub struct Target {
     pub kubeconfig: Option<Secret<String>>,
     /// The Hopsworks access, when its check is due.
     pub hopsworks: Option<ClusterAccess>,
+    /// The RonDB account, when its check is due.
+    pub rondb: Option<RonDbAccess>,
 }
 
 impl Target {
@@ -68,7 +72,10 @@ impl Target {
             .map_err(|e| anyhow::anyhow!("cluster {}: the kubeconfig does not open: {e}", row.id))?;
         let access =
             row.access(vault).map_err(|e| anyhow::anyhow!("cluster {}: the API key does not open: {e}", row.id))?;
-        Ok(Self { kubeconfig: Some(Secret::new(kubeconfig)), hopsworks: Some(access) })
+        let rondb = row
+            .rondb(vault)
+            .map_err(|e| anyhow::anyhow!("cluster {}: the RonDB password does not open: {e}", row.id))?;
+        Ok(Self { kubeconfig: Some(Secret::new(kubeconfig)), hopsworks: Some(access), rondb })
     }
 
     /// What `change` makes due, over `current` (`None` for a registration, which sets every
@@ -105,13 +112,37 @@ impl Target {
         } else {
             None
         };
-        Ok(Self { kubeconfig, hopsworks })
+        let rondb_due =
+            change.rondb_endpoint.is_some() || change.rondb_user.is_some() || change.rondb_password.is_some();
+        let rondb = if rondb_due {
+            let stored = current
+                .map(|row| row.rondb(vault))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("the RonDB password does not open: {e}"))?
+                .flatten();
+            Some(RonDbAccess {
+                endpoint: change
+                    .rondb_endpoint
+                    .clone()
+                    .or_else(|| stored.as_ref().map(|s| s.endpoint.clone()))
+                    .unwrap_or_default(),
+                user: change.rondb_user.clone().or_else(|| stored.as_ref().map(|s| s.user.clone())).unwrap_or_default(),
+                password: change
+                    .rondb_password
+                    .clone()
+                    .or_else(|| stored.as_ref().map(|s| s.password.clone()))
+                    .unwrap_or_else(|| Secret::new(String::new())),
+            })
+        } else {
+            None
+        };
+        Ok(Self { kubeconfig, hopsworks, rondb })
     }
 
     /// Whether anything is to be checked.
     #[must_use]
     pub const fn is_empty(&self) -> bool {
-        self.kubeconfig.is_none() && self.hopsworks.is_none()
+        self.kubeconfig.is_none() && self.hopsworks.is_none() && self.rondb.is_none()
     }
 }
 
@@ -149,9 +180,33 @@ impl Checker {
                 None => None,
             }
         };
-        let (mut checks, hopsworks) = tokio::join!(kube, hopsworks);
+        let rondb = async {
+            match &target.rondb {
+                Some(access) => Some(self.rondb(access).await),
+                None => None,
+            }
+        };
+        let (mut checks, hopsworks, rondb) = tokio::join!(kube, hopsworks, rondb);
         checks.extend(hopsworks);
+        checks.extend(rondb);
         Report::of(checks)
+    }
+
+    /// The online storage query, as the storage route runs it.
+    async fn rondb(&self, access: &RonDbAccess) -> Check {
+        match crate::rondb::database_bytes(access, self.timeout).await {
+            Ok(databases) => Check {
+                name: RONDB.to_owned(),
+                ok: true,
+                detail: format!(
+                    "{} reads ndbinfo.memory_per_fragment at {} ({} databases)",
+                    access.user,
+                    access.endpoint,
+                    databases.len()
+                ),
+            },
+            Err(e) => Check { name: RONDB.to_owned(), ok: false, detail: format!("{}: {e}", e.reason()) },
+        }
     }
 
     async fn hopsworks(&self, access: &ClusterAccess) -> Check {

@@ -22,6 +22,8 @@ pub mod field {
     pub const API_KEY: &str = "api_key";
     /// The kubeconfig.
     pub const KUBECONFIG: &str = "kubeconfig";
+    /// The RonDB reader account's password.
+    pub const RONDB_PASSWORD: &str = "rondb_password";
 }
 
 /// The cloud metadata services' addresses (AWS, GCP and Azure share the IPv4 one; AWS's IPv6).
@@ -99,6 +101,14 @@ pub struct ClusterRow {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// RonDB's MySQL endpoint (`host:port`), when online storage is measured.
+    pub rondb_endpoint: Option<String>,
+    /// The RonDB reader account.
+    pub rondb_user: Option<String>,
+    /// Its sealed password.
+    pub rondb_password_ciphertext: Option<Vec<u8>>,
+    /// Its key id.
+    pub rondb_password_key_id: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterRow {
@@ -118,6 +128,32 @@ impl ClusterRow {
     #[must_use]
     pub fn kubeconfig(&self) -> Sealed {
         Sealed { key_id: self.kubeconfig_key_id.clone(), bytes: self.kubeconfig_ciphertext.clone() }
+    }
+
+    /// The sealed RonDB password, when one is registered.
+    #[must_use]
+    pub fn rondb_password(&self) -> Option<Sealed> {
+        match (&self.rondb_password_key_id, &self.rondb_password_ciphertext) {
+            (Some(key_id), Some(bytes)) => Some(Sealed { key_id: key_id.clone(), bytes: bytes.clone() }),
+            _ => None,
+        }
+    }
+
+    /// How to reach the cluster's RonDB, password opened; `None` without a RonDB endpoint.
+    ///
+    /// # Errors
+    /// When the password does not open.
+    pub fn rondb(&self, vault: &Vault) -> Result<Option<RonDbAccess>, OpenError> {
+        let (Some(endpoint), Some(user), Some(sealed)) =
+            (&self.rondb_endpoint, &self.rondb_user, self.rondb_password())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(RonDbAccess {
+            endpoint: endpoint.clone(),
+            user: user.clone(),
+            password: Secret::new(vault.open_text(self.id, field::RONDB_PASSWORD, &sealed)?),
+        }))
     }
 
     /// What the service needs to call the cluster's Hopsworks, secrets opened.
@@ -150,6 +186,17 @@ pub struct ClusterAccess {
     pub oauth_client_id: String,
 }
 
+/// How to reach one cluster's RonDB MySQL server (in memory only).
+#[derive(Clone, Debug)]
+pub struct RonDbAccess {
+    /// `host:port`.
+    pub endpoint: String,
+    /// The read-only account.
+    pub user: String,
+    /// Its password.
+    pub password: Secret<String>,
+}
+
 /// A cluster as admins see it: never a secret, at most that it has one and which key sealed it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
@@ -179,6 +226,15 @@ pub struct ClusterView {
     pub has_kubeconfig: bool,
     /// The id of the key the kubeconfig is sealed with.
     pub kubeconfig_key_id: String,
+    /// RonDB's MySQL endpoint (`host:port`) online storage is read from; null: online storage
+    /// is not measured on this cluster.
+    pub rondb_endpoint: Option<String>,
+    /// The RonDB account that reads `ndbinfo`; null without an endpoint.
+    pub rondb_user: Option<String>,
+    /// Whether a RonDB password is stored (never answered).
+    pub has_rondb_password: bool,
+    /// The id of the key the RonDB password is sealed with.
+    pub rondb_password_key_id: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -201,6 +257,10 @@ impl ClusterView {
             api_key_key_id: row.api_key_key_id,
             has_kubeconfig: true,
             kubeconfig_key_id: row.kubeconfig_key_id,
+            has_rondb_password: row.rondb_password_ciphertext.is_some(),
+            rondb_endpoint: row.rondb_endpoint,
+            rondb_user: row.rondb_user,
+            rondb_password_key_id: row.rondb_password_key_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -228,6 +288,8 @@ pub struct NewCluster {
     pub region: String,
     /// Status.
     pub status: ClusterStatus,
+    /// RonDB: endpoint, user and password, when online storage is measured.
+    pub rondb: Option<(String, String, Secret<String>)>,
 }
 
 /// A validated change; absent fields stay as they are.
@@ -251,6 +313,12 @@ pub struct ClusterChange {
     pub region: Option<String>,
     /// Status.
     pub status: Option<ClusterStatus>,
+    /// RonDB's endpoint.
+    pub rondb_endpoint: Option<String>,
+    /// RonDB's reader account.
+    pub rondb_user: Option<String>,
+    /// Its password.
+    pub rondb_password: Option<Secret<String>>,
 }
 
 async fn view(conn: &mut AsyncPgConnection, row: ClusterRow) -> Result<ClusterView, ProvisioningError> {
@@ -272,6 +340,10 @@ impl ClusterChange {
             capacity: self.capacity?,
             region: self.region?,
             status: self.status?,
+            rondb: match (self.rondb_endpoint, self.rondb_user, self.rondb_password) {
+                (Some(e), Some(u), Some(p)) => Some((e, u, p)),
+                _ => None,
+            },
         })
     }
 }
@@ -289,6 +361,8 @@ pub async fn create(
     let id = ClusterId::new();
     let api_key = vault.seal(id, field::API_KEY, new.api_key.expose().as_bytes())?;
     let kubeconfig = vault.seal(id, field::KUBECONFIG, new.kubeconfig.expose().as_bytes())?;
+    let rondb_password =
+        new.rondb.as_ref().map(|(_, _, p)| vault.seal(id, field::RONDB_PASSWORD, p.expose().as_bytes())).transpose()?;
     let row: ClusterRow = diesel::insert_into(clusters::table)
         .values((
             clusters::id.eq(id),
@@ -303,6 +377,10 @@ pub async fn create(
             clusters::capacity.eq(new.capacity),
             clusters::region.eq(&new.region),
             clusters::status.eq(new.status),
+            clusters::rondb_endpoint.eq(new.rondb.as_ref().map(|(e, _, _)| e)),
+            clusters::rondb_user.eq(new.rondb.as_ref().map(|(_, u, _)| u)),
+            clusters::rondb_password_ciphertext.eq(rondb_password.as_ref().map(|p| &p.bytes)),
+            clusters::rondb_password_key_id.eq(rondb_password.as_ref().map(|p| &p.key_id)),
         ))
         .returning(ClusterRow::as_returning())
         .get_result(conn)
@@ -335,6 +413,18 @@ pub async fn update(
         change.kubeconfig.as_ref().map(|k| vault.seal(id, field::KUBECONFIG, k.expose().as_bytes())).transpose()?;
     let api_key = api_key.unwrap_or_else(|| current.api_key());
     let kubeconfig = kubeconfig.unwrap_or_else(|| current.kubeconfig());
+    let rondb_password = match &change.rondb_password {
+        Some(p) => Some(vault.seal(id, field::RONDB_PASSWORD, p.expose().as_bytes())?),
+        None => current.rondb_password(),
+    };
+    let rondb_endpoint = change.rondb_endpoint.as_ref().or(current.rondb_endpoint.as_ref());
+    let rondb_user = change.rondb_user.as_ref().or(current.rondb_user.as_ref());
+    if rondb_endpoint.is_some() != rondb_user.is_some() || rondb_endpoint.is_some() != rondb_password.is_some() {
+        return Err(ProvisioningError::refused(
+            ProvisioningCode::InvalidRondb,
+            "the cluster has no RonDB account yet: give rondb_endpoint, rondb_user and rondb_password",
+        ));
+    }
     let row: ClusterRow = diesel::update(clusters::table.find(id))
         .set((
             clusters::name.eq(change.name.as_ref().unwrap_or(&current.name)),
@@ -348,6 +438,10 @@ pub async fn update(
             clusters::capacity.eq(change.capacity.unwrap_or(current.capacity)),
             clusters::region.eq(change.region.as_ref().unwrap_or(&current.region)),
             clusters::status.eq(change.status.unwrap_or(current.status)),
+            clusters::rondb_endpoint.eq(rondb_endpoint),
+            clusters::rondb_user.eq(rondb_user),
+            clusters::rondb_password_ciphertext.eq(rondb_password.as_ref().map(|p| &p.bytes)),
+            clusters::rondb_password_key_id.eq(rondb_password.as_ref().map(|p| &p.key_id)),
             clusters::updated_at.eq(diesel::dsl::now),
         ))
         .returning(ClusterRow::as_returning())

@@ -22,6 +22,10 @@ hopsbridge_platform::error_codes! {
         /// A cluster's API key is missing, empty, too long or has control characters.
         InvalidApiKey = (BAD_REQUEST, "invalid_api_key",
             "api_key must be 1-4096 characters without control characters"),
+        /// A cluster's RonDB endpoint (`host:port`), user or password is malformed, or only some
+        /// of the three are given where all are needed.
+        InvalidRondb = (BAD_REQUEST, "invalid_rondb",
+            "rondb_endpoint (host:port), rondb_user and rondb_password are given together, without control characters"),
         /// A cluster's kubeconfig is missing, too large, or names no https cluster and user with
         /// credentials.
         InvalidKubeconfig = (BAD_REQUEST, "invalid_kubeconfig",

@@ -58,6 +58,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod project_members;
 pub mod project_sync;
+pub mod rondb;
 pub mod rotate;
 pub mod routes;
 /// provisioning's tables, generated from its migrations by `scripts/schema.sh`.

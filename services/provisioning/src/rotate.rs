@@ -23,7 +23,8 @@ pub async fn rotate_cluster(
 ) -> Result<bool, ProvisioningError> {
     let row: ClusterRow = clusters::lock(conn, id).await?;
     let active = vault.active_key();
-    if row.api_key_key_id == active && row.kubeconfig_key_id == active {
+    let rondb_current = row.rondb_password_key_id.as_deref().is_none_or(|k| k == active);
+    if row.api_key_key_id == active && row.kubeconfig_key_id == active && rondb_current {
         return Ok(false);
     }
     let open = |f: &str, sealed: &Sealed| {
@@ -32,12 +33,20 @@ pub async fn rotate_cluster(
     let (old_key, old_kubeconfig) = (row.api_key(), row.kubeconfig());
     let api_key = vault.seal(id, field::API_KEY, &open(field::API_KEY, &old_key)?)?;
     let kubeconfig = vault.seal(id, field::KUBECONFIG, &open(field::KUBECONFIG, &old_kubeconfig)?)?;
+    let rondb_password = row
+        .rondb_password()
+        .map(|sealed| -> Result<Sealed, ProvisioningError> {
+            Ok(vault.seal(id, field::RONDB_PASSWORD, &open(field::RONDB_PASSWORD, &sealed)?)?)
+        })
+        .transpose()?;
     diesel::update(table::table.find(id))
         .set((
             table::api_key_ciphertext.eq(&api_key.bytes),
             table::api_key_key_id.eq(&api_key.key_id),
             table::kubeconfig_ciphertext.eq(&kubeconfig.bytes),
             table::kubeconfig_key_id.eq(&kubeconfig.key_id),
+            table::rondb_password_ciphertext.eq(rondb_password.as_ref().map(|p| &p.bytes)),
+            table::rondb_password_key_id.eq(rondb_password.as_ref().map(|p| &p.key_id)),
         ))
         .execute(conn)
         .await?;

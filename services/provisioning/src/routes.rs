@@ -141,7 +141,7 @@ fn not_a_cluster_id() -> String {
 fn invalid_cluster() -> String {
     use ProvisioningCode::{
         ClusterAddressRefused, InvalidApiKey, InvalidApiUrl, InvalidCaBundle, InvalidCapacity, InvalidKubeconfig,
-        InvalidName, InvalidOauthClientId, InvalidRegion, InvalidStatus,
+        InvalidName, InvalidOauthClientId, InvalidRegion, InvalidRondb, InvalidStatus,
     };
     answers(
         "a field is invalid",
@@ -157,6 +157,7 @@ fn invalid_cluster() -> String {
             InvalidCapacity,
             InvalidRegion,
             InvalidStatus,
+            InvalidRondb,
         ],
     )
 }
@@ -213,6 +214,19 @@ pub struct ClusterBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = ClusterStatus)]
     status: Option<Value>,
+    /// RonDB's MySQL endpoint, `host:port`, for online storage; with `rondb_user` and
+    /// `rondb_password` (all three to set it the first time).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, max_length = 300)]
+    rondb_endpoint: Option<Value>,
+    /// The RonDB account with `SELECT` on `ndbinfo`, 1-80 characters, no control characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 80, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    rondb_user: Option<Value>,
+    /// Its password (secret; never answered), 1-256 characters, no control characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    rondb_password: Option<Value>,
 }
 
 /// A cluster registration (`POST`): a [`ClusterBody`] with every field. Documents the body
@@ -251,6 +265,16 @@ pub struct ClusterRegistration {
     region: String,
     /// The cluster's status.
     status: ClusterStatus,
+    /// RonDB's MySQL endpoint, `host:port`, for online storage (optional; with `rondb_user`
+    /// and `rondb_password`). Without it online storage is not measured on the cluster.
+    #[schema(max_length = 300)]
+    rondb_endpoint: Option<String>,
+    /// The RonDB account with `SELECT` on `ndbinfo`, 1-80 characters, no control characters.
+    #[schema(min_length = 1, max_length = 80, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    rondb_user: Option<String>,
+    /// Its password (secret; never answered), 1-256 characters, no control characters.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    rondb_password: Option<String>,
 }
 
 /// A field that was sent, `null` included (which then fails its type check); a field left out
@@ -267,7 +291,7 @@ fn text<'a>(v: &'a Value, code: ProvisioningCode, field: &str) -> Result<&'a str
 fn parse_body(body: &ClusterBody, required: bool) -> Result<ClusterChange, ApiError> {
     use ProvisioningCode::{
         InvalidApiKey, InvalidApiUrl, InvalidCaBundle, InvalidCapacity, InvalidKubeconfig, InvalidName,
-        InvalidOauthClientId, InvalidRegion, InvalidStatus,
+        InvalidOauthClientId, InvalidRegion, InvalidRondb, InvalidStatus,
     };
     let missing = |field: &str, code: ProvisioningCode| -> Result<(), ApiError> {
         if required { Err(refused(invalid(code, format!("{field} is required")))) } else { Ok(()) }
@@ -327,6 +351,29 @@ fn parse_body(body: &ClusterBody, required: bool) -> Result<ClusterChange, ApiEr
     match &body.status {
         Some(v) => change.status = Some(validate::status(text(v, InvalidStatus, "status")?).map_err(refused)?),
         None => missing("status", InvalidStatus)?,
+    }
+    if let Some(v) = &body.rondb_endpoint {
+        change.rondb_endpoint =
+            Some(validate::rondb_endpoint(text(v, InvalidRondb, "rondb_endpoint")?).map_err(refused)?);
+    }
+    if let Some(v) = &body.rondb_user {
+        let user = text(v, InvalidRondb, "rondb_user")?;
+        change.rondb_user = Some(validate::required_text(user, "rondb_user", InvalidRondb, 80).map_err(refused)?);
+    }
+    if let Some(v) = &body.rondb_password {
+        let password = text(v, InvalidRondb, "rondb_password")?;
+        // Kept as given: a password's spaces are part of it.
+        if password.is_empty() || password.len() > 256 || password.chars().any(char::is_control) {
+            return Err(refused(invalid(
+                InvalidRondb,
+                "rondb_password must be 1-256 characters without control characters",
+            )));
+        }
+        change.rondb_password = Some(Secret::new(password.to_owned()));
+    }
+    let given = [change.rondb_endpoint.is_some(), change.rondb_user.is_some(), change.rondb_password.is_some()];
+    if required && given.contains(&true) && given.contains(&false) {
+        return Err(refused(invalid(InvalidRondb, "rondb_endpoint, rondb_user and rondb_password are given together")));
     }
     Ok(change)
 }
@@ -423,6 +470,13 @@ async fn update_cluster(
         let mut conn = state.db.conn().await?;
         clusters::row(&mut conn, id).await?
     };
+    let rondb_given = [change.rondb_endpoint.is_some(), change.rondb_user.is_some(), change.rondb_password.is_some()];
+    if current.rondb_endpoint.is_none() && rondb_given.contains(&true) && rondb_given.contains(&false) {
+        return Err(refused(invalid(
+            ProvisioningCode::InvalidRondb,
+            "the cluster has no RonDB account yet: give rondb_endpoint, rondb_user and rondb_password",
+        )));
+    }
     let target = Target::of_change(&change, Some(&current), &state.vault)?;
     let report = if target.is_empty() { None } else { Some(state.checker.run(&target).await) };
     if let Some(report) = report.as_ref().filter(|r| !r.ok) {

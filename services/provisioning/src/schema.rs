@@ -55,6 +55,10 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        rondb_endpoint -> Nullable<Text>,
+        rondb_user -> Nullable<Text>,
+        rondb_password_ciphertext -> Nullable<Bytea>,
+        rondb_password_key_id -> Nullable<Text>,
     }
 }
 

@@ -224,7 +224,24 @@ pub async fn callable_addresses(change: &ClusterChange, allow_private_addresses:
     if let Some(yaml) = &change.kubeconfig {
         callable_host(&kubeconfig(yaml.expose())?, "kubeconfig's server").await?;
     }
+    if let Some(endpoint) = &change.rondb_endpoint {
+        let url = Url::parse(&format!("mysql://{endpoint}"))
+            .map_err(|_| invalid(ProvisioningCode::InvalidRondb, "rondb_endpoint must be host:port"))?;
+        callable_host(&url, "rondb_endpoint").await?;
+    }
     Ok(())
+}
+
+/// A RonDB MySQL endpoint: `host:port` (`[v6]:port`), at most 300 characters.
+///
+/// # Errors
+/// `invalid_rondb`.
+pub fn rondb_endpoint(raw: &str) -> Result<String, Invalid> {
+    let trimmed = raw.trim();
+    if trimmed.len() > 300 || crate::rondb::split_endpoint(trimmed).is_none() {
+        return Err(invalid(ProvisioningCode::InvalidRondb, "rondb_endpoint must be host:port"));
+    }
+    Ok(trimmed.to_owned())
 }
 
 /// A capacity: an integer from 0 to 1,000,000.

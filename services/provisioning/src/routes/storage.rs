@@ -2,6 +2,12 @@
 //! offline storage Hopsworks reports for it now, for the metering service only (decision 0056).
 //! provisioning holds the cluster's admin API key, so metering reads storage through it, as it
 //! reads the projects, and never holds the key itself.
+//!
+//! Online storage comes from the cluster's RonDB when one is registered (decision 0071): each
+//! project's online feature store database (the project's name in lower case) from
+//! `ndbinfo.memory_per_fragment`. Without a RonDB endpoint every project's online part is
+//! `online_not_configured`; when RonDB cannot be read, every project's online part is
+//! unreported with the reason, and the offline figures are answered as usual.
 
 use super::{
     Data, answers, hopsworks_unavailable, metering_cluster, metering_only, no_such_cluster, not_a_cluster_id,
@@ -15,6 +21,9 @@ use hopsbridge_domain::ClusterId;
 use hopsbridge_platform::caller::Caller;
 use hopsbridge_platform::http::{ApiError, ErrorBody};
 use serde::Serialize;
+
+/// `online_unreported` of a cluster without a RonDB endpoint.
+pub const ONLINE_NOT_CONFIGURED: &str = "online_not_configured";
 
 /// One project's storage as Hopsworks reports it now.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -32,6 +41,14 @@ pub struct ProjectStorage {
     offline_bytes: Option<u64>,
     /// Why `offline_bytes` is null (a directory without a quota has no usage in Hopsworks).
     unreported: Option<String>,
+    /// Bytes RonDB holds for the project's online feature store (allocated memory of its
+    /// database's tables and indexes, each fragment once); 0 for a project without one; null
+    /// when not measured.
+    online_bytes: Option<u64>,
+    /// Why `online_bytes` is null: `online_not_configured` (the cluster has no RonDB endpoint),
+    /// or `rondb_unreachable`, `rondb_access_denied`, `rondb_no_grant`, `rondb_failed` with
+    /// what happened.
+    online_unreported: Option<String>,
 }
 
 /// A cluster's projects' storage, read at `read_at`.
@@ -71,12 +88,26 @@ pub(super) async fn cluster_storage(
         hopsworks_unavailable(&e.0)
     })?;
     let read_at = state.clock.now();
+    let online = match row.rondb(&state.vault) {
+        Ok(None) => Err(ONLINE_NOT_CONFIGURED.to_owned()),
+        Ok(Some(access)) => {
+            crate::rondb::database_bytes(&access, state.hopsworks.request_timeout()).await.map_err(|e| {
+                tracing::warn!(cluster_id = %id, error = %e, "RonDB online storage unavailable");
+                format!("{}: {e}", e.reason())
+            })
+        }
+        Err(e) => Err(format!("rondb_failed: the RonDB password does not open: {e}")),
+    };
     let projects = listed
         .into_iter()
         .map(|p| {
             let (offline_bytes, unreported) = match p.offline {
                 Ok(bytes) => (Some(bytes), None),
                 Err(why) => (None, Some(why)),
+            };
+            let (online_bytes, online_unreported) = match &online {
+                Ok(databases) => (Some(databases.get(&p.name.to_lowercase()).copied().unwrap_or(0)), None),
+                Err(why) => (None, Some(why.clone())),
             };
             ProjectStorage {
                 id: p.id,
@@ -85,6 +116,8 @@ pub(super) async fn cluster_storage(
                 creator_username: p.creator_username,
                 offline_bytes,
                 unreported,
+                online_bytes,
+                online_unreported,
             }
         })
         .collect();

@@ -142,7 +142,8 @@ async fn kube_lists_pods_by_owner_across_pages_as_the_workload_has_them() {
     assert_eq!(keys, expected(cluster.workload(), t, |p| p.owner().is_some()));
     assert_ne!(keys, expected(cluster.workload(), clock.now(), |p| p.owner().is_some()), "the workload moved");
     let fresh = api.list(&ListParams::default().labels("owner").limit(100)).await.unwrap();
-    assert_eq!(fresh.metadata.resource_version, Some(clock.now().to_string()));
+    // resourceVersions are the clock second × 1,000 (plus the pods started at that second).
+    assert_eq!(fresh.metadata.resource_version, Some((clock.now() * 1000).to_string()));
 
     // Without a selector the server says how many items remain.
     let page = api.list(&ListParams::default().limit(10)).await.unwrap();

@@ -31,7 +31,7 @@ pub(super) struct Cache {
     metrics: Mutex<Option<Arc<Snapshot>>>,
 }
 
-fn timestamp(t: i64) -> String {
+pub(super) fn timestamp(t: i64) -> String {
     DateTime::from_timestamp(t, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -39,7 +39,13 @@ fn status(code: StatusCode, reason: &str, message: &str) -> HttpResponse {
     status_with(code, reason, message, json!({}), json!({}))
 }
 
-fn status_with(code: StatusCode, reason: &str, message: &str, metadata: Value, details: Value) -> HttpResponse {
+pub(super) fn status_with(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    metadata: Value,
+    details: Value,
+) -> HttpResponse {
     let mut body = json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -280,7 +286,7 @@ enum Kind {
 struct PodJson<'a> {
     metadata: PodMeta<'a>,
     spec: PodSpecJson<'a>,
-    status: PodStatusJson,
+    status: PodStatusJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -291,6 +297,8 @@ struct PodMeta<'a> {
     uid: &'a str,
     resource_version: String,
     creation_timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletion_timestamp: Option<String>,
     labels: &'a BTreeMap<String, String>,
 }
 
@@ -317,15 +325,57 @@ struct Resources {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PodStatusJson {
+struct PodStatusJson<'a> {
     phase: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     start_time: Option<String>,
+    container_statuses: Vec<ContainerStatusJson<'a>>,
     qos_class: &'static str,
 }
 
-fn pod_json(pod: &SimPod, t: i64) -> Vec<u8> {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerStatusJson<'a> {
+    name: &'a str,
+    image: &'a str,
+    ready: bool,
+    restart_count: u32,
+    started: bool,
+    state: Value,
+}
+
+/// A pod's object at `t`; `appeared` is the resourceVersion at which a pod started by
+/// [`super::KubeCluster::run_pods`] appeared (changes before it are folded into it).
+pub(super) fn pod_json(pod: &SimPod, t: i64, appeared: Option<i64>) -> Vec<u8> {
+    pod_object(pod, t, appeared, None)
+}
+
+/// The object a DELETED event carries: the pod as it was, with its `deletionTimestamp`.
+pub(super) fn deleted_pod_json(pod: &SimPod, deleted: i64, appeared: Option<i64>) -> Vec<u8> {
+    pod_object(pod, deleted - 1, appeared, Some(deleted))
+}
+
+fn pod_object(pod: &SimPod, t: i64, appeared: Option<i64>, deleted: Option<i64>) -> Vec<u8> {
     let phase = pod.phase_at(t);
+    let state = match phase {
+        Phase::Pending => json!({"waiting": {"reason": "ContainerCreating"}}),
+        Phase::Running => json!({"running": {"startedAt": timestamp(pod.started)}}),
+        Phase::Succeeded => json!({"terminated": {"exitCode": 0, "reason": "Completed",
+            "startedAt": timestamp(pod.started), "finishedAt": timestamp(pod.finished.unwrap_or(pod.started))}}),
+    };
+    let container_statuses = pod
+        .containers
+        .iter()
+        .map(|c| ContainerStatusJson {
+            name: &c.name,
+            image: &c.image,
+            ready: phase == Phase::Running,
+            restart_count: 0,
+            started: phase == Phase::Running,
+            state: state.clone(),
+        })
+        .collect();
+    let changed = deleted.unwrap_or_else(|| pod.changed_at(t)) * super::RV_PER_SEC;
     let containers = pod
         .containers
         .iter()
@@ -348,8 +398,9 @@ fn pod_json(pod: &SimPod, t: i64) -> Vec<u8> {
             name: &pod.name,
             namespace: &pod.namespace,
             uid: &pod.uid,
-            resource_version: pod.changed_at(t).to_string(),
+            resource_version: appeared.map_or(changed, |a| a.max(changed)).to_string(),
             creation_timestamp: timestamp(pod.created),
+            deletion_timestamp: deleted.map(timestamp),
             labels: &pod.labels,
         },
         spec: PodSpecJson {
@@ -360,6 +411,7 @@ fn pod_json(pod: &SimPod, t: i64) -> Vec<u8> {
         status: PodStatusJson {
             phase: phase.as_str(),
             start_time: (phase != Phase::Pending).then(|| timestamp(pod.started)),
+            container_statuses,
             qos_class: "Guaranteed",
         },
     };
@@ -441,7 +493,7 @@ fn build(current: &Pods, kind: Kind, at: i64) -> Snapshot {
             .iter()
             .enumerate()
             .filter(|(_, p)| p.exists_at(at))
-            .map(|(i, p)| (i, pod_json(p, at).into_boxed_slice()))
+            .map(|(i, p)| (i, pod_json(p, at, current.appeared_of(p)).into_boxed_slice()))
             .collect(),
         Kind::Metrics => {
             let stamp = timestamp(at);
@@ -499,13 +551,13 @@ fn decode_continue(token: &str) -> Result<(i64, String, String), String> {
     Ok((t.rv, ns.to_owned(), name.to_owned()))
 }
 
-fn bad_request(message: &str) -> HttpResponse {
+pub(super) fn bad_request(message: &str) -> HttpResponse {
     status(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
 /// A field selector on pods: `metadata.name`, `metadata.namespace`, `spec.nodeName`,
 /// `status.phase`, with `=`, `==`, `!=`.
-fn field_filter(text: &str) -> Result<Vec<(String, bool, String)>, String> {
+pub(super) fn field_filter(text: &str) -> Result<Vec<(String, bool, String)>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -524,7 +576,7 @@ fn field_filter(text: &str) -> Result<Vec<(String, bool, String)>, String> {
     Ok(out)
 }
 
-fn field_matches(fields: &[(String, bool, String)], pod: &SimPod, at: i64) -> bool {
+pub(super) fn field_matches(fields: &[(String, bool, String)], pod: &SimPod, at: i64) -> bool {
     fields.iter().all(|(f, eq, v)| {
         let actual = match f.as_str() {
             "metadata.name" => pod.name.as_str(),
@@ -536,15 +588,22 @@ fn field_matches(fields: &[(String, bool, String)], pod: &SimPod, at: i64) -> bo
     })
 }
 
-fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>, kind: Kind) -> HttpResponse {
+fn list(
+    state: &web::Data<State>,
+    query: &HashMap<String, String>,
+    namespace: Option<&str>,
+    kind: Kind,
+) -> HttpResponse {
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        // Watches are not simulated; answering them with a list would be a shape the real
-        // server never uses.
-        return status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        );
+        return match kind {
+            Kind::Pods => super::watch::watch(web::Data::clone(state), query, namespace),
+            // metrics.k8s.io serves get and list only.
+            Kind::Metrics => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ),
+        };
     }
     let selector = match Selector::parse(query.get("labelSelector").map_or("", String::as_str)) {
         Ok(s) => s,
@@ -637,7 +696,7 @@ fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>,
     body.push(b']');
     let mut meta = serde_json::Map::new();
     if kind == Kind::Pods {
-        meta.insert("resourceVersion".to_owned(), json!(rv.to_string()));
+        meta.insert("resourceVersion".to_owned(), json!(state.resource_version_at(rv).to_string()));
     }
     if more && let Some(pod) = last.and_then(|i| pods.get(i)) {
         meta.insert("continue".to_owned(), json!(encode_continue(rv, pod)));
@@ -653,9 +712,11 @@ fn list(state: &State, query: &HashMap<String, String>, namespace: Option<&str>,
 
 fn get_pod(state: &State, ns: &str, name: &str) -> HttpResponse {
     let now = state.clock.now();
-    match state.pods().workload.pods().iter().find(|p| p.namespace == ns && p.name == name && p.exists_at(now)) {
+    let current = state.pods();
+    match current.workload.pods().iter().find(|p| p.namespace == ns && p.name == name && p.exists_at(now)) {
         Some(pod) => {
-            let mut v: Value = serde_json::from_slice(&pod_json(pod, now)).unwrap_or_default();
+            let appeared = current.appeared_of(pod);
+            let mut v: Value = serde_json::from_slice(&pod_json(pod, now, appeared)).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.insert("kind".to_owned(), json!("Pod"));
                 o.insert("apiVersion".to_owned(), json!("v1"));

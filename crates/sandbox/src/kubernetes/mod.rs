@@ -7,12 +7,17 @@
 //! The pods come from a [`Workload`] read at a [`SimClock`]'s current time, and from the pods
 //! a test starts while the cluster runs ([`KubeCluster::run_pods`]). Lists are serialized once
 //! per clock second (pods) or per scrape (PodMetrics) and cached, so a page is a copy of ready
-//! bytes.
+//! bytes. Pods are watched as well ([`watch`]): events, bookmarks and 410 Expired.
+//!
+//! A resourceVersion is the clock second of the change × 1,000, plus how many times pods were
+//! started at that second by [`KubeCluster::run_pods`] (their changes before they appeared are
+//! folded into one ADDED at the appearance), so lists and watches agree on one order.
 
 mod access;
 mod api;
 pub mod quantity;
 pub mod selector;
+mod watch;
 
 use crate::clock::SimClock;
 use crate::server::Served;
@@ -20,11 +25,15 @@ use crate::tls::Ca;
 use crate::workload::{SimPod, Workload};
 use actix_web::web;
 use base64::Engine as _;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use access::Permission;
+
+/// resourceVersions per clock second (see the module's notes).
+const RV_PER_SEC: i64 = 1000;
 
 /// Faults a test switches on for a cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,11 +69,23 @@ pub struct KubeOptions {
     pub token: Option<String>,
     /// The certificate the server presents.
     pub server_certificate: ServerCertificate,
+    /// How far back (simulated seconds) a watch may start: an older resourceVersion is
+    /// answered with an ERROR event, 410 Expired (etcd's compaction keeps 5 minutes).
+    pub watch_history_secs: i64,
+    /// Bookmarks are sent at every multiple of this many simulated seconds (the watch cache
+    /// sends one about every minute), and before a watch's timeout ends it.
+    pub bookmark_secs: i64,
 }
 
 impl Default for KubeOptions {
     fn default() -> Self {
-        Self { continue_ttl_secs: 300, token: None, server_certificate: ServerCertificate::IssuedByCa }
+        Self {
+            continue_ttl_secs: 300,
+            token: None,
+            server_certificate: ServerCertificate::IssuedByCa,
+            watch_history_secs: 300,
+            bookmark_secs: 60,
+        }
     }
 }
 
@@ -74,6 +95,19 @@ impl Default for KubeOptions {
 struct Pods {
     workload: Arc<Workload>,
     cache: api::Cache,
+    /// The resourceVersion at which each pod started by `run_pods` appeared, by (namespace, name).
+    appeared: HashMap<(String, String), i64>,
+    /// Every pod's changes in resourceVersion order, made when first watched.
+    changes: std::sync::OnceLock<Vec<watch::Change>>,
+}
+
+impl Pods {
+    fn appeared_of(&self, pod: &SimPod) -> Option<i64> {
+        if self.appeared.is_empty() {
+            return None;
+        }
+        self.appeared.get(&(pod.namespace.clone(), pod.name.clone())).copied()
+    }
 }
 
 struct State {
@@ -95,6 +129,16 @@ struct State {
     denied: Mutex<Vec<Permission>>,
     /// Whether metrics-server's API (`metrics.k8s.io`) is served.
     metrics_api: AtomicBool,
+    /// How many times pods were started at each clock second (`run_pods`).
+    starts: Mutex<BTreeMap<i64, i64>>,
+    watch_history_secs: i64,
+    bookmark_secs: i64,
+    /// resourceVersions below this are expired whatever the clock (`expire_watches`).
+    expired_below: AtomicI64,
+    /// Bumped by `expire_watches`: open watches end.
+    watch_epoch: AtomicU64,
+    /// Watches open now.
+    watches_open: AtomicU64,
 }
 
 impl std::fmt::Debug for State {
@@ -107,6 +151,18 @@ impl State {
     /// The pods now.
     fn pods(&self) -> Arc<Pods> {
         Arc::clone(&self.pods.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The resourceVersion of the state at clock second `t`: every change up to `t`, pods
+    /// started at `t` included.
+    fn resource_version_at(&self, t: i64) -> i64 {
+        let starts = self.starts.lock().unwrap_or_else(PoisonError::into_inner).get(&t).copied().unwrap_or(0);
+        t * RV_PER_SEC + starts
+    }
+
+    /// The oldest resourceVersion a watch may start from at clock second `now`.
+    fn oldest_watchable(&self, now: i64) -> i64 {
+        ((now - self.watch_history_secs) * RV_PER_SEC).max(self.expired_below.load(Ordering::SeqCst))
     }
 
     /// Whether this continue token is to be treated as expired (counting it).
@@ -159,7 +215,12 @@ impl KubeCluster {
             name: name.to_owned(),
             token: options.token.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             clock,
-            pods: RwLock::new(Arc::new(Pods { workload: Arc::clone(&workload), cache: api::Cache::default() })),
+            pods: RwLock::new(Arc::new(Pods {
+                workload: Arc::clone(&workload),
+                cache: api::Cache::default(),
+                appeared: HashMap::new(),
+                changes: std::sync::OnceLock::new(),
+            })),
             started_with: workload,
             continue_ttl_secs: options.continue_ttl_secs,
             faults: Mutex::new(Faults::default()),
@@ -168,6 +229,12 @@ impl KubeCluster {
             expire_continues: AtomicU32::new(0),
             denied: Mutex::new(Vec::new()),
             metrics_api: AtomicBool::new(true),
+            starts: Mutex::new(BTreeMap::new()),
+            watch_history_secs: options.watch_history_secs,
+            bookmark_secs: options.bookmark_secs.max(1),
+            expired_below: AtomicI64::new(0),
+            watch_epoch: AtomicU64::new(0),
+            watches_open: AtomicU64::new(0),
         });
         let shared = web::Data::from(Arc::clone(&state));
         let served = Served::start(
@@ -218,12 +285,16 @@ impl KubeCluster {
 
     /// Starts `pods` on the running cluster, as a person starting a notebook or a job does:
     /// every request answered from now on sees them, as their times say at the clock's time.
+    /// Watches see each as one ADDED at a new resourceVersion (when it exists by then), then
+    /// its later changes.
     ///
     /// # Errors
     /// When a pod has the namespace and name of one the cluster has, or of another of `pods`.
     pub fn run_pods(&self, pods: Vec<SimPod>) -> anyhow::Result<()> {
         let mut current = self.state.pods.write().unwrap_or_else(PoisonError::into_inner);
         let mut all = current.workload.pods().to_vec();
+        let mut appeared = current.appeared.clone();
+        let mut keys = Vec::new();
         for pod in pods {
             anyhow::ensure!(
                 !all.iter().any(|p| p.namespace == pod.namespace && p.name == pod.name),
@@ -231,10 +302,20 @@ impl KubeCluster {
                 pod.namespace,
                 pod.name
             );
+            keys.push((pod.namespace.clone(), pod.name.clone()));
             all.push(pod);
         }
+        let now = self.state.clock.now();
+        let rv = {
+            let mut starts = self.state.starts.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = starts.entry(now).or_insert(0);
+            *n = (*n + 1).min(RV_PER_SEC - 1);
+            now * RV_PER_SEC + *n
+        };
+        appeared.extend(keys.into_iter().map(|k| (k, rv)));
         let workload = Arc::new(Workload::new(current.workload.projects().to_vec(), all));
-        *current = Arc::new(Pods { workload, cache: api::Cache::default() });
+        *current =
+            Arc::new(Pods { workload, cache: api::Cache::default(), appeared, changes: std::sync::OnceLock::new() });
         Ok(())
     }
 
@@ -272,6 +353,28 @@ impl KubeCluster {
     /// real server does once the token is older than etcd's compaction, whatever the clock.
     pub fn expire_next_continue_tokens(&self, n: u32) {
         self.state.expire_continues.store(n, Ordering::SeqCst);
+    }
+
+    /// Expires every watch now, as an API server does when its watch cache is re-initialised or
+    /// etcd compacted past a watcher: open watches end, and a watch from any resourceVersion
+    /// given out so far is answered with an ERROR event, 410 Expired. A fresh list's
+    /// resourceVersion works again.
+    pub fn expire_watches(&self) {
+        let now = self.state.clock.now();
+        let rv = {
+            let mut starts = self.state.starts.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = starts.entry(now).or_insert(0);
+            *n = (*n + 1).min(RV_PER_SEC - 1);
+            now * RV_PER_SEC + *n
+        };
+        self.state.expired_below.fetch_max(rv, Ordering::SeqCst);
+        self.state.watch_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many watches are open now.
+    #[must_use]
+    pub fn watches_open(&self) -> u64 {
+        self.state.watches_open.load(Ordering::SeqCst)
     }
 
     /// A kubeconfig with one cluster, one token user and one context, all named after the

@@ -36,6 +36,7 @@ mod schema;
 pub mod storage;
 pub mod usage;
 pub mod usage_daily;
+pub mod watch;
 pub mod window;
 
 pub use config::MeteringConfig;
@@ -104,6 +105,7 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
             config.schedule.clone(),
         )
     });
+    let watch_access = provisioning.clone();
     let meter = scheduler::Meter::new(
         (service.db.clone(), service.clock.clone()),
         provisioning,
@@ -111,6 +113,16 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         config.schedule.clone(),
         wake,
     );
+    // Each cluster's pods kept by a watch (decision 0070), when switched on.
+    let watchers = config.collect.watch.enabled.then(|| {
+        watch::Watchers::new(
+            (service.db.clone(), service.clock.clone()),
+            watch_access,
+            config.collect.clone(),
+            config.collect.watch.clone(),
+            meter.replica().to_owned(),
+        )
+    });
     let mut app = service
         .application(Arc::new(move |c| {
             routes::configure(c, state.clone());
@@ -123,6 +135,9 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         .with_task("team-member-joined", move |cancel| joined.run(cancel))
         .with_task("team-member-removed", move |cancel| removed.run(cancel))
         .with_task("meter", move |cancel| meter.run(cancel));
+    if let Some(watchers) = watchers {
+        app = app.with_task("pod-watch", move |cancel| watchers.run(cancel));
+    }
     if let Some(storage) = storage {
         app = app.with_task("storage", move |cancel| storage.run(cancel));
     }

@@ -503,7 +503,9 @@ impl Meter {
             (readings, pods, progress)
         };
         let method = self.inner.collect.method(Source::Readings);
-        let integrated = readings::integrate(window, method, &readings, &pods);
+        let lifetimes =
+            crate::watch::lifetimes_for(&self.inner.db, &self.inner.collect.watch, run.cluster_id, window).await;
+        let integrated = readings::integrate_with(window, method, &readings, &pods, lifetimes.as_deref());
         let expected_first = (window.start() + settle) * 1000;
         let late_first_read_ms =
             progress.first_read_at.map_or(0, |first| (first.timestamp_millis() - expected_first).max(0));
@@ -527,6 +529,9 @@ impl Meter {
         };
         let collection = Collection { window, usage: integrated.usage, stats, method };
         self.store(run, collection, projects_from_earlier_listing).await?;
+        if lifetimes.is_some() {
+            crate::watch::mark_samples(&self.inner.db, run.cluster_id, window).await;
+        }
         Ok(ReadingsEnd::Done)
     }
 

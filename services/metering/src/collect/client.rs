@@ -18,10 +18,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The longest quiet spell on a watch before it counts as broken: longer than any
+/// `timeoutSeconds` metering asks for, and than the API server's bookmark interval.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A connection to one cluster's API server.
 pub struct ClusterClient {
     pub(super) name: String,
     client: kube::Client,
+    /// The same connection settings with a read timeout long enough for a watch's quiet spells.
+    watch_client: kube::Client,
     pub(super) config: CollectConfig,
     limiter: Limiter,
     backoff: Backoff,
@@ -87,8 +93,11 @@ impl ClusterClient {
             ));
         }
         cfg.default_retry = false;
+        let mut watch_cfg = cfg.clone();
+        watch_cfg.read_timeout = Some(WATCH_READ_TIMEOUT);
         cfg.read_timeout = Some(Duration::from_millis(config.request_timeout_ms));
         let client = kube::Client::try_from(cfg).map_err(|e| CollectError::Kubeconfig(e.to_string()))?;
+        let watch_client = kube::Client::try_from(watch_cfg).map_err(|e| CollectError::Kubeconfig(e.to_string()))?;
         let limiter = Limiter::new(&config);
         let retries = usize::try_from(config.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
         let backoff = Backoff::new(
@@ -96,7 +105,7 @@ impl ClusterClient {
             Duration::from_millis(config.backoff_max_ms),
         )
         .with_max_attempts(retries);
-        Ok(Self { name: name.to_owned(), client, config, limiter, backoff })
+        Ok(Self { name: name.to_owned(), client, watch_client, config, limiter, backoff })
     }
 
     /// The cluster's name.
@@ -191,6 +200,59 @@ impl ClusterClient {
             counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::info!(cluster = %self.name, what, failures, last, "request failed; retrying");
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Opens a watch at `path` (with its query) within the cluster's bounds (one request: no
+    /// retries, the watcher reconnects): its events as they come, each object as JSON. A 410
+    /// comes back as [`Failure::Gone`].
+    pub(super) async fn open_watch(
+        &self,
+        path: &str,
+        counters: &Counters,
+    ) -> Result<
+        impl futures::Stream<Item = Result<kube::core::WatchEvent<serde_json::Value>, kube::Error>> + use<>,
+        Failure,
+    > {
+        let what = format!("WATCH {}", path.split('?').next().unwrap_or(path));
+        let Some(permit) = self.limiter.acquire().await else {
+            return Err(Failure::Fatal(CollectError::Exhausted {
+                what,
+                attempts: 0,
+                last: "the client was shut down".to_owned(),
+            }));
+        };
+        counters.api_calls.fetch_add(1, Ordering::Relaxed);
+        let request = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| Failure::Fatal(CollectError::Malformed { what: what.clone(), message: e.to_string() }))?;
+        let opened = tokio::time::timeout(
+            Duration::from_millis(self.config.request_timeout_ms),
+            self.watch_client.request_events::<serde_json::Value>(request),
+        )
+        .await;
+        drop(permit);
+        match opened {
+            Ok(Ok(events)) => Ok(events),
+            Ok(Err(kube::Error::Api(status))) if status.code == 410 => Err(Failure::Gone),
+            Ok(Err(kube::Error::Api(status))) if status.code == 429 || status.code >= 500 => {
+                Err(Failure::Fatal(CollectError::Exhausted { what, attempts: 1, last: status.message.clone() }))
+            }
+            Ok(Err(kube::Error::Api(status))) => Err(Failure::Fatal(CollectError::Refused {
+                what,
+                status: status.code,
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+            })),
+            Ok(Err(e)) => match is_tls_failure(&e) {
+                Some(message) => Err(Failure::Fatal(CollectError::Tls { what, message })),
+                None => Err(Failure::Fatal(CollectError::Exhausted { what, attempts: 1, last: chain(&e) })),
+            },
+            Err(_) => Err(Failure::Fatal(CollectError::Exhausted {
+                what,
+                attempts: 1,
+                last: format!("no answer within {} ms", self.config.request_timeout_ms),
+            })),
         }
     }
 

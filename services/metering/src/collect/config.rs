@@ -114,6 +114,8 @@ pub struct CollectConfig {
     pub cpu_basis: Basis,
     /// What memory is billed on.
     pub memory_basis: Basis,
+    /// Pod lifetimes from a watch (decision 0070), `[collect.watch]`.
+    pub watch: crate::watch::WatchConfig,
 }
 
 impl Default for CollectConfig {
@@ -136,6 +138,7 @@ impl Default for CollectConfig {
             resolution_secs: 15,
             cpu_basis: Basis::Usage,
             memory_basis: Basis::Usage,
+            watch: crate::watch::WatchConfig::default(),
         }
     }
 }
@@ -174,6 +177,9 @@ impl CollectConfig {
         }
         if self.resolution_secs == 0 || 86_400 % self.resolution_secs != 0 {
             return err("resolution_secs", "must divide a day (86400 s), e.g. 15");
+        }
+        if let Some((key, reason)) = self.watch.invalid() {
+            return err(key, reason);
         }
         Ok(())
     }

@@ -33,8 +33,9 @@ struct PodItem<'a> {
     status: Option<PodStatus<'a>>,
 }
 
+/// A pod's spec: its containers' resources.
 #[derive(Deserialize)]
-struct PodSpec<'a> {
+pub(super) struct PodSpec<'a> {
     #[serde(default, borrow)]
     containers: Vec<Container<'a>>,
 }
@@ -140,8 +141,9 @@ pub(super) fn fold_pods(
         if owner.is_empty() {
             acc.without_owner += 1;
         }
-        let gpus = gpus_of(&pod)?;
-        let requests = requests_of(&pod)?;
+        let (ns, name) = (&pod.metadata.namespace, &pod.metadata.name);
+        let gpus = gpus_of(pod.spec.as_ref(), ns, name)?;
+        let requests = requests_of(pod.spec.as_ref(), ns, name)?;
         let key = (pod.metadata.namespace.into_owned(), pod.metadata.name.into_owned());
         if acc.running.insert(key, RunningPod { owner, gpus, requests, measured: false }).is_some() {
             acc.duplicates += 1;
@@ -179,16 +181,16 @@ pub(super) fn fold_metrics(acc: &mut Vec<Measured>, what: &str, body: &[u8]) -> 
 
 /// GPUs a pod holds: per container, its `nvidia.com/gpu` request, or its limit when no request
 /// is given (Kubernetes then sets the request to the limit).
-fn gpus_of(pod: &PodItem<'_>) -> Result<u64, CollectError> {
+pub(super) fn gpus_of(spec: Option<&PodSpec<'_>>, namespace: &str, name: &str) -> Result<u64, CollectError> {
     let mut total = 0_u64;
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+    for c in spec.iter().flat_map(|s| &s.containers) {
         let Some(r) = &c.resources else { continue };
         let text =
             r.requests.as_ref().and_then(|m| m.gpu.as_ref()).or_else(|| r.limits.as_ref().and_then(|m| m.gpu.as_ref()));
         if let Some(text) = text {
             let n = quantity::count(text).map_err(|source| CollectError::Quantity {
-                namespace: pod.metadata.namespace.clone().into_owned(),
-                name: pod.metadata.name.clone().into_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
                 source,
             })?;
             total = total.saturating_add(n);
@@ -200,15 +202,15 @@ fn gpus_of(pod: &PodItem<'_>) -> Result<u64, CollectError> {
 /// CPU (nanocores) and memory (bytes) a pod requests: per container, its request, or its limit
 /// when no request is given (Kubernetes then sets the request to the limit); init containers
 /// are not counted.
-fn requests_of(pod: &PodItem<'_>) -> Result<(u128, u128), CollectError> {
+pub(super) fn requests_of(
+    spec: Option<&PodSpec<'_>>,
+    namespace: &str,
+    name: &str,
+) -> Result<(u128, u128), CollectError> {
     let (mut cpu, mut memory) = (0_u128, 0_u128);
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+    for c in spec.iter().flat_map(|s| &s.containers) {
         let Some(r) = &c.resources else { continue };
-        let bad = |source| CollectError::Quantity {
-            namespace: pod.metadata.namespace.clone().into_owned(),
-            name: pod.metadata.name.clone().into_owned(),
-            source,
-        };
+        let bad = |source| CollectError::Quantity { namespace: namespace.to_owned(), name: name.to_owned(), source };
         let (requests, limits) = (r.requests.as_ref(), r.limits.as_ref());
         let cpu_text = requests.and_then(|q| q.cpu.as_ref()).or_else(|| limits.and_then(|q| q.cpu.as_ref()));
         let memory_text = requests.and_then(|q| q.memory.as_ref()).or_else(|| limits.and_then(|q| q.memory.as_ref()));

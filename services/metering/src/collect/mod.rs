@@ -10,6 +10,7 @@
 //! - [`items`]: what is read from each page and how a page is folded;
 //! - [`readings`]: PodMetrics readings with their timestamps and windows, integrated over time
 //!   (decision 0043);
+//! - [`watch`]: the pod list with its resourceVersion and a pod watch from it (decision 0070);
 //! - [`config`]: the `collect` settings.
 //!
 //! This module joins the two lists into what a collection computes: usage per (namespace,
@@ -21,6 +22,7 @@ mod items;
 mod limiter;
 mod pages;
 pub mod readings;
+pub mod watch;
 
 pub use client::ClusterClient;
 pub use config::{Basis, CollectConfig, Method, Source};

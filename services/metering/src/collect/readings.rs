@@ -223,6 +223,34 @@ impl ClusterClient {
     }
 }
 
+/// A pod's lifetime as its watch recorded it (decision 0070).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifetime {
+    /// (namespace, pod name).
+    pub key: (String, String),
+    /// The owner label's value.
+    pub owner: String,
+    /// GPUs held.
+    pub gpus: u64,
+    /// CPU requested, nanocores.
+    pub cpu_request: u128,
+    /// Memory requested, bytes.
+    pub memory_request: u128,
+    /// Its start, Unix milliseconds.
+    pub start_ms: i64,
+    /// Its end, Unix milliseconds (`None`: running).
+    pub end_ms: Option<i64>,
+}
+
+impl Lifetime {
+    /// Milliseconds of `window` it ran.
+    #[must_use]
+    pub fn overlap_ms(&self, window: Window) -> i64 {
+        let end = self.end_ms.unwrap_or(i64::MAX).min(window.end() * 1000);
+        (end - self.start_ms.max(window.start() * 1000)).max(0)
+    }
+}
+
 /// A window's readings integrated and joined with the pods they are of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Integrated {
@@ -234,6 +262,8 @@ pub struct Integrated {
     pub metrics_without_pod: u64,
     /// Pod time estimated between readings, milliseconds, over the pods aggregated.
     pub estimated_ms: i64,
+    /// Pods billed from their lifetime alone (no reading in the window).
+    pub pods_from_lifetimes: u64,
 }
 
 /// Integrates `window`'s `readings` (each pod's in the order read) per pod and aggregates them
@@ -247,22 +277,61 @@ pub fn integrate(
     readings: &[Reading],
     pods: &HashMap<(String, String), PodInfo>,
 ) -> Integrated {
+    integrate_with(window, method, readings, pods, None)
+}
+
+/// As [`integrate`]; with `lifetimes` (every pod that ran in the window, from a watch that covered it whole,
+/// decision 0070), GPUs and requests are held for each pod's time in the window instead, and
+/// pods that ran without a reading in the window are billed their GPUs and, on
+/// `max_request_usage`, their requests.
+#[must_use]
+pub fn integrate_with(
+    window: Window,
+    method: Method,
+    readings: &[Reading],
+    pods: &HashMap<(String, String), PodInfo>,
+    lifetimes: Option<&[Lifetime]>,
+) -> Integrated {
     let mut integrator = Integrator::new(window);
     integrator.add(readings);
     let mut out = Integrated::default();
+    // Per pod name: its lifetimes' time in the window, and whether a reading used them.
+    let mut lived: HashMap<&(String, String), (Vec<&Lifetime>, bool)> = HashMap::new();
+    for l in lifetimes.unwrap_or_default() {
+        lived.entry(&l.key).or_default().0.push(l);
+    }
+    let bill = |cpu_used: u128, memory_used: u128, held: &[(u128, &Lifetime)]| Usage {
+        cpu_nanocore_seconds: method
+            .cpu_basis
+            .billed(cpu_used, held.iter().map(|(ms, l)| l.cpu_request * ms / 1000).sum()),
+        memory_byte_seconds: method
+            .memory_basis
+            .billed(memory_used, held.iter().map(|(ms, l)| l.memory_request * ms / 1000).sum()),
+        gpu_seconds: held.iter().map(|(ms, l)| u128::from(l.gpus) * ms / 1000).sum(),
+    };
     for (key, got) in integrator.finish() {
         let Some(pod) = pods.get(&key) else {
             out.metrics_without_pod += 1;
             continue;
         };
-        let time_ms = millis(got.covered_ms + got.estimated_ms);
-        let requested = |rate: u128| rate * time_ms / 1000;
-        let usage = Usage {
-            cpu_nanocore_seconds: method.cpu_basis.billed(got.usage.cpu_nanocore_seconds, requested(pod.cpu_request)),
-            memory_byte_seconds: method
-                .memory_basis
-                .billed(got.usage.memory_byte_seconds, requested(pod.memory_request)),
-            gpu_seconds: requested(u128::from(pod.gpus)),
+        let usage = if lifetimes.is_some() {
+            let held: Vec<(u128, &Lifetime)> = lived.get_mut(&key).map_or_else(Vec::new, |(ls, used)| {
+                *used = true;
+                ls.iter().map(|l| (millis(l.overlap_ms(window)), *l)).collect()
+            });
+            bill(got.usage.cpu_nanocore_seconds, got.usage.memory_byte_seconds, &held)
+        } else {
+            let time_ms = millis(got.covered_ms + got.estimated_ms);
+            let requested = |rate: u128| rate * time_ms / 1000;
+            Usage {
+                cpu_nanocore_seconds: method
+                    .cpu_basis
+                    .billed(got.usage.cpu_nanocore_seconds, requested(pod.cpu_request)),
+                memory_byte_seconds: method
+                    .memory_basis
+                    .billed(got.usage.memory_byte_seconds, requested(pod.memory_request)),
+                gpu_seconds: requested(u128::from(pod.gpus)),
+            }
         };
         let entry = out.usage.entry((key.0, pod.owner.clone())).or_default();
         entry.usage += usage;
@@ -270,6 +339,15 @@ pub fn integrate(
         entry.estimated_ms += got.estimated_ms;
         out.pods_measured += 1;
         out.estimated_ms += got.estimated_ms;
+    }
+    for (key, (ls, used)) in lived {
+        let held: Vec<(u128, &Lifetime)> =
+            ls.iter().map(|l| (millis(l.overlap_ms(window)), *l)).filter(|(ms, _)| *ms > 0).collect();
+        let Some((_, first)) = held.first().filter(|_| !used) else { continue };
+        let entry = out.usage.entry((key.0.clone(), first.owner.clone())).or_default();
+        entry.usage += bill(0, 0, &held);
+        entry.pods += 1;
+        out.pods_from_lifetimes += 1;
     }
     out
 }

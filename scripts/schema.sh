@@ -98,11 +98,11 @@ generate() {
     fi
 }
 
-generate platform crates/platform/src/schema.rs --only-tables outbox inbox mail_outbox dead_letters integrity_findings integrity_runs
+generate platform crates/platform/src/schema.rs --only-tables outbox inbox mail_outbox dead_letters integrity_findings integrity_runs integrity_requests
 for dir in migrations/*/; do
     owner=$(basename "${dir}")
     [[ ${owner} == platform ]] && continue
-    except=(outbox inbox mail_outbox dead_letters integrity_findings integrity_runs)
+    except=(outbox inbox mail_outbox dead_letters integrity_findings integrity_runs integrity_requests)
     # billing's ledger has more columns than diesel's table! takes (32); it is only read and
     # written with SQL (decision 0057).
     [[ ${owner} == billing ]] && except+=(ledger_entries)

@@ -5,7 +5,8 @@
 //! and calls the gateway's `/api/admin/…` routes. Each command prints the gateway's JSON answer on
 //! standard output. Exit status: 0 on a 2xx answer; 1 when the gateway answered an error (its
 //! body is still printed, and `HTTP <status> <code>: <message>` goes to standard error); 2 for a
-//! wrong command line; 3 when no token could be had or the gateway could not be reached.
+//! wrong command line; 3 when no token could be had, the gateway could not be reached, or an
+//! integrity run was still running when `integrity run` stopped waiting (`--wait-secs`).
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -74,6 +75,9 @@ pub enum Command {
     /// Events a service's consumers gave up on, and their replay.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// A service's integrity checks: their findings, and running them now.
+    #[command(subcommand)]
+    Integrity(Integrity),
 }
 
 /// `clusters …`
@@ -318,6 +322,37 @@ pub enum DeadLetters {
     },
 }
 
+/// `integrity …`
+#[derive(Debug, Subcommand)]
+pub enum Integrity {
+    /// A service's open findings, newest first, and every check's last run.
+    List {
+        /// The service.
+        service: MailService,
+        /// Resolved findings too.
+        #[arg(long, conflicts_with = "status")]
+        all: bool,
+        /// `open` (the default), `resolved` or `all`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Rows to skip.
+        #[arg(long)]
+        offset: Option<u32>,
+    },
+    /// Runs every check of a service now and waits for the run to end (it runs in the
+    /// background; this polls it); prints each check's run with its open findings.
+    Run {
+        /// The service.
+        service: MailService,
+        /// Seconds to wait for the run to end before giving up (it goes on running).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
+}
+
 /// One call of the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -442,6 +477,16 @@ impl Command {
                     .with("event_type", event_type.as_ref())
                     .with("limit", *limit)
             }
+            Self::Integrity(Integrity::List { service, all, status, limit, offset }) => {
+                let status = if *all { Some("all".to_owned()) } else { status.clone() };
+                Call::new("GET", format!("/api/admin/integrity/{}", service.name()))
+                    .with("status", status)
+                    .with("limit", *limit)
+                    .with("offset", *offset)
+            }
+            Self::Integrity(Integrity::Run { service, .. }) => {
+                Call::new("POST", format!("/api/admin/integrity/{}/run", service.name()))
+            }
         })
     }
 }
@@ -551,7 +596,49 @@ pub async fn send(gateway: &str, token: &str, call: &Call) -> anyhow::Result<Ans
 pub async fn run(cli: &Cli) -> anyhow::Result<Answer> {
     let call = cli.command.call()?;
     let token = token(&cli.connection).await?;
-    send(&cli.connection.gateway, &token, &call).await
+    let answer = send(&cli.connection.gateway, &token, &call).await?;
+    match &cli.command {
+        Command::Integrity(Integrity::Run { service, wait_secs }) if answer.status == 202 => {
+            let ceiling = Duration::from_secs(*wait_secs);
+            wait_for_run(&cli.connection.gateway, &token, service.name(), &answer.body, ceiling, POLL).await
+        }
+        _ => Ok(answer),
+    }
+}
+
+/// How often `integrity run` asks whether the run has ended.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Polls the integrity run `started` (as `POST …/run` answered it) of `service` every `poll`
+/// until it is no longer `running`, for at most `ceiling`; answers the last `GET …/runs/{id}`.
+///
+/// # Errors
+/// When the gateway cannot be reached, or the run is still running after `ceiling`.
+pub async fn wait_for_run(
+    gateway: &str,
+    token: &str,
+    service: &str,
+    started: &Value,
+    ceiling: Duration,
+    poll: Duration,
+) -> anyhow::Result<Answer> {
+    let id = started["id"].as_str().ok_or_else(|| anyhow::anyhow!("the gateway answered a run without an id"))?;
+    let poll_call = Call::new("GET", format!("/api/admin/integrity/{service}/runs/{id}"));
+    let deadline = tokio::time::Instant::now() + ceiling;
+    loop {
+        let answer = send(gateway, token, &poll_call).await?;
+        if !answer.is_success() || answer.body["status"] != "running" {
+            return Ok(answer);
+        }
+        if tokio::time::Instant::now() + poll > deadline {
+            anyhow::bail!(
+                "integrity run {id} of {service} still running after {} s; it goes on: \
+                 GET /api/admin/integrity/{service}/runs/{id} says when it ends",
+                ceiling.as_secs()
+            );
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 #[cfg(test)]
@@ -595,6 +682,12 @@ mod tests {
         let all = call(&["dead-letters", "replay-all", "team", "--event-type", "UserCreatedV1"]);
         assert_eq!((all.method, all.path.as_str()), ("POST", "/api/admin/dead-letters/team/replay"));
         assert_eq!(all.query, vec![("event_type", "UserCreatedV1".to_owned())]);
+        let findings = call(&["integrity", "list", "provisioning", "--all", "--limit", "5"]);
+        assert_eq!((findings.method, findings.path.as_str()), ("GET", "/api/admin/integrity/provisioning"));
+        assert_eq!(findings.query, vec![("status", "all".to_owned()), ("limit", "5".to_owned())]);
+        assert!(call(&["integrity", "list", "billing"]).query.is_empty(), "open findings by default");
+        let run = call(&["integrity", "run", "metering"]);
+        assert_eq!((run.method, run.path.as_str()), ("POST", "/api/admin/integrity/metering/run"));
     }
 
     #[test]

@@ -54,7 +54,24 @@ fn stand_in(seen: Seen) -> String {
                     roles: caller.roles,
                     user_id: caller.user_id.is_some(),
                 };
-                seen.lock().unwrap().push(received);
+                let polls = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(received);
+                    seen.iter().filter(|r| r.path.contains("/runs/")).count()
+                };
+                // An integrity run: started (202), then running until billing's second poll;
+                // team's never ends.
+                if let Some(service) = path.strip_prefix("/api/admin/integrity/").and_then(|p| p.strip_suffix("/run")) {
+                    return HttpResponse::Accepted()
+                        .json(json!({"id": RUN, "status": "running", "service": service, "runs": []}));
+                }
+                if path == format!("/api/admin/integrity/billing/runs/{RUN}") && polls >= 2 {
+                    return HttpResponse::Ok()
+                        .json(json!({"id": RUN, "status": "done", "runs": [{"check": "outbox_draining"}]}));
+                }
+                if path.ends_with(&format!("/runs/{RUN}")) {
+                    return HttpResponse::Ok().json(json!({"id": RUN, "status": "running", "runs": []}));
+                }
                 HttpResponse::Ok().json(json!({"method": req.method().as_str(), "path": path, "body": body}))
             }
         }))
@@ -116,6 +133,7 @@ async fn admin(s: &Setup, client: (&str, &str), args: &[&str]) -> (i32, String, 
 const CLUSTER: &str = "0193a000-0000-7000-8000-0000000000c1";
 const USER: &str = "0193a000-0000-7000-8000-0000000000a1";
 const MAIL: &str = "0193a000-0000-7000-8000-0000000000e1";
+const RUN: &str = "0193a000-0000-7000-8000-0000000000f1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_command_reaches_its_route_as_the_admin_service_principal() {
@@ -216,6 +234,13 @@ async fn each_command_reaches_its_route_as_the_admin_service_principal() {
             "/api/admin/dead-letters/identity/replay?limit=10".into(),
             Value::Null,
         ),
+        (
+            vec!["integrity", "list", "provisioning", "--all"],
+            "GET",
+            "/api/admin/integrity/provisioning?status=all".into(),
+            Value::Null,
+        ),
+        (vec!["integrity", "list", "metering"], "GET", "/api/admin/integrity/metering".into(), Value::Null),
     ];
     for (args, method, path, body) in &expected {
         let (status, stdout, stderr) = admin(&s, granted, args).await;
@@ -231,6 +256,38 @@ async fn each_command_reaches_its_route_as_the_admin_service_principal() {
         assert_eq!((received.roles.as_slice(), received.user_id), ([Role::Admin].as_slice(), false), "{args:?}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrity_run_starts_the_run_and_polls_it_until_it_ends_within_its_ceiling() {
+    let s = setup().await;
+    let granted = (ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET);
+    let (status, stdout, stderr) = admin(&s, granted, &["integrity", "run", "billing"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(
+        (printed["status"].as_str(), printed["runs"][0]["check"].as_str()),
+        (Some("done"), Some("outbox_draining"))
+    );
+    let seen: Vec<(String, String)> =
+        s.seen.lock().unwrap().iter().map(|r| (r.method.clone(), r.path.clone())).collect();
+    let poll = format!("/api/admin/integrity/billing/runs/{RUN}");
+    assert_eq!(
+        seen,
+        vec![
+            ("POST".to_owned(), "/api/admin/integrity/billing/run".to_owned()),
+            ("GET".to_owned(), poll.clone()),
+            ("GET".to_owned(), poll),
+        ],
+        "started once, polled until done"
+    );
+
+    // A run that does not end within the ceiling: the command gives up and says how to poll.
+    let (status, stdout, stderr) = admin(&s, granted, &["integrity", "run", "team", "--wait-secs", "2"]).await;
+    assert_eq!((status, stdout.as_str()), (3, ""), "{stderr}");
+    assert!(stderr.contains(&format!("integrity run {RUN} of team still running after 2 s")), "{stderr}");
+    assert!(stderr.contains(&format!("GET /api/admin/integrity/team/runs/{RUN}")), "{stderr}");
     s.stop.cancel();
 }
 

@@ -267,6 +267,45 @@ error_codes! {
     }
 }
 
+/// What an admin route refuses with: the codes of its own catalogue, so each route's document
+/// names them.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRefusals<C> {
+    /// The caller is no administrator (403 `admin_only`).
+    pub not_admin: C,
+    /// `limit` or `offset` is out of range (400 `invalid_page`).
+    pub invalid_page: C,
+}
+
+impl<C: ErrorCode> AdminRefusals<C> {
+    /// `Ok` when `caller` has the admin role (a person or a granted machine client).
+    ///
+    /// # Errors
+    /// `not_admin` otherwise.
+    pub fn admin(&self, caller: &crate::caller::Caller) -> Result<(), ApiError> {
+        if caller.has(crate::caller::Role::Admin) { Ok(()) } else { Err(self.not_admin.error()) }
+    }
+
+    /// For an admin, the page asked for: `limit` 1-200 (50 when absent) and `offset` at least
+    /// 0 (0), as `(limit, offset)`.
+    ///
+    /// # Errors
+    /// `not_admin` for anyone else, first; then `invalid_page`.
+    pub fn page(
+        &self,
+        caller: &crate::caller::Caller,
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> Result<(i64, i64), ApiError> {
+        self.admin(caller)?;
+        let (limit, offset) = (limit.unwrap_or(50), offset.unwrap_or(0));
+        if !(1..=200).contains(&limit) || offset < 0 {
+            return Err(self.invalid_page.error());
+        }
+        Ok((limit, offset))
+    }
+}
+
 /// Describes error responses in the OpenAPI document: each code with its description
 /// (`code: description; …`), so the document says what the catalogues say.
 #[must_use]

@@ -45,6 +45,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    integrity_requests (id) {
+        id -> Uuid,
+        started_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        runs -> Nullable<Jsonb>,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     integrity_runs (check_name) {
         check_name -> Text,
         lease_owner -> Nullable<Uuid>,
@@ -94,6 +105,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     dead_letters,
     inbox,
     integrity_findings,
+    integrity_requests,
     integrity_runs,
     mail_outbox,
     outbox,

@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use hopsbridge_contracts::Service;
-use hopsbridge_platform::caller::{Caller, Role};
+use hopsbridge_platform::caller::{Caller, CallerSigner, Role};
 use hopsbridge_platform::config::{DATA_SERVICE_DEFAULTS, DataServiceConfig};
 use hopsbridge_platform::db::{Database, migrations_for};
 use hopsbridge_platform::integrity::{Check, CheckRun, Finding, RunOutcome};
@@ -17,7 +17,7 @@ use hopsbridge_platform::service::DataService;
 use hopsbridge_testkit::{TestBus, TestDb, TestSettings, eventually, gateway_signer, signed_call};
 use reqwest::Method;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,8 @@ struct Scripted {
     runs: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
     overlapped: Arc<AtomicBool>,
+    /// How long each run takes, in milliseconds.
+    takes_ms: Arc<AtomicU64>,
 }
 
 impl Scripted {
@@ -39,6 +41,7 @@ impl Scripted {
             runs: Arc::default(),
             running: Arc::default(),
             overlapped: Arc::default(),
+            takes_ms: Arc::new(AtomicU64::new(200)),
         }
     }
 
@@ -60,11 +63,12 @@ impl Check for Scripted {
     fn run<'a>(&'a self, _: &'a Database) -> BoxFuture<'a, anyhow::Result<Vec<Finding>>> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let answer = self.answer.lock().unwrap().clone();
+        let takes = Duration::from_millis(AtomicU64::load(&self.takes_ms, Ordering::SeqCst));
         Box::pin(async move {
             if self.running.fetch_add(1, Ordering::SeqCst) > 0 {
                 self.overlapped.store(true, Ordering::SeqCst);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(takes).await;
             self.running.fetch_sub(1, Ordering::SeqCst);
             answer.map_err(|e| anyhow::anyhow!(e))
         })
@@ -280,6 +284,26 @@ async fn outbox_draining_finds_stuck_events_and_mails_and_not_fresh_ones() {
     assert_eq!((keys, run.resolved), (vec!["mail_outbox/team.invitation"], 1));
 }
 
+/// Starts every check through `POST …/run` (202, `running`) and polls `GET …/runs/{id}` until
+/// it is no longer running; answers the run.
+async fn run_now(key: &CallerSigner, base: &str, who: &Caller) -> Value {
+    let (status, started) =
+        signed_call(key, base, Method::POST, "/api/admin/integrity/billing/run", Some(who), None).await;
+    assert_eq!((status.as_u16(), started["status"].as_str()), (202, Some("running")), "{started}");
+    let path = format!("/api/admin/integrity/billing/runs/{}", started["id"].as_str().unwrap());
+    let mut last = Value::Null;
+    for _ in 0..240 {
+        let (status, run) = signed_call(key, base, Method::GET, &path, Some(who), None).await;
+        assert_eq!(status.as_u16(), 200, "{run}");
+        if run["status"] != "running" {
+            return run;
+        }
+        last = run;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the run did not end within a minute: {last}");
+}
+
 fn caller(roles: Vec<Role>, person: bool) -> Caller {
     Caller {
         subject: if person { "auth0|ada".into() } else { "automation@clients".into() },
@@ -304,9 +328,12 @@ async fn admins_list_and_run_checks_and_nobody_else_does() {
     let admin = caller(vec![Role::User, Role::Admin], true);
     let machine = caller(vec![Role::Admin], false);
 
-    for (method, path) in
-        [(Method::POST, "/api/admin/integrity/billing/run"), (Method::GET, "/api/admin/integrity/billing")]
-    {
+    let unknown = format!("/api/admin/integrity/billing/runs/{}", uuid::Uuid::now_v7());
+    for (method, path) in [
+        (Method::POST, "/api/admin/integrity/billing/run"),
+        (Method::GET, "/api/admin/integrity/billing"),
+        (Method::GET, unknown.as_str()),
+    ] {
         let (status, body) = signed_call(&key, &base, method.clone(), path, Some(&person), None).await;
         assert_eq!((status.as_u16(), body["code"].as_str()), (403, Some("admin_only")), "{method} {path}");
         let (status, _) = signed_call(&key, &base, method.clone(), path, None, None).await;
@@ -314,10 +341,15 @@ async fn admins_list_and_run_checks_and_nobody_else_does() {
     }
     assert_eq!(AtomicUsize::load(&w.check.runs, Ordering::SeqCst), 0, "a refused run runs nothing");
     assert_eq!(w.count("SELECT count(*) AS n FROM integrity_runs WHERE last_started_at IS NOT NULL").await, 0);
-
+    assert_eq!(w.count("SELECT count(*) AS n FROM integrity_requests").await, 0, "nor starts one");
+    let (status, body) = signed_call(&key, &base, Method::GET, &unknown, Some(&admin), None).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (404, Some("integrity_run_not_found")), "{body}");
     let (status, body) =
-        signed_call(&key, &base, Method::POST, "/api/admin/integrity/billing/run", Some(&machine), None).await;
-    assert_eq!(status.as_u16(), 200, "{body}");
+        signed_call(&key, &base, Method::GET, "/api/admin/integrity/billing/runs/nope", Some(&admin), None).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("invalid_path")), "{body}");
+
+    let body = run_now(&key, &base, &machine).await;
+    assert_eq!((body["status"].as_str(), body["error"].as_str()), (Some("done"), None), "{body}");
     let runs = body["runs"].as_array().unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r["check"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["outbox_draining", "scripted"]);
@@ -341,7 +373,7 @@ async fn admins_list_and_run_checks_and_nobody_else_does() {
 
     // Resolved ones are listed on request, not by default.
     w.check.finds(&[]);
-    signed_call(&key, &base, Method::POST, "/api/admin/integrity/billing/run", Some(&admin), None).await;
+    assert_eq!(run_now(&key, &base, &admin).await["status"], "done");
     let list = |q: &'static str| {
         let (key, base, admin) = (key.clone(), base.clone(), admin.clone());
         async move {
@@ -365,6 +397,80 @@ async fn admins_list_and_run_checks_and_nobody_else_does() {
         let (status, body) = list(q).await;
         assert_eq!((status, body["code"].as_str()), (400, Some(code)), "{q}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_run_answers_at_once_runs_in_the_background_and_one_at_a_time() {
+    let w = World::new(3600).await;
+    w.check.finds(&["cluster-4"]);
+    // Longer than a caller would wait on one request.
+    w.check.takes_ms.store(4000, Ordering::SeqCst);
+    let app = w.replicas[0].application(Arc::new(|_: &mut actix_web::web::ServiceConfig| {})).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let other = w.replicas[1].application(Arc::new(|_: &mut actix_web::web::ServiceConfig| {})).unwrap();
+    let other_base = format!("http://127.0.0.1:{}", other.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    tokio::spawn(other.run_until_stopped(stop.clone()));
+    let _stop = stop.drop_guard();
+    let key = gateway_signer();
+    let admin = caller(vec![Role::User, Role::Admin], true);
+
+    let asked = std::time::Instant::now();
+    let (status, started) =
+        signed_call(&key, &base, Method::POST, "/api/admin/integrity/billing/run", Some(&admin), None).await;
+    assert!(asked.elapsed() < Duration::from_secs(4), "answered before the check ended: {:?}", asked.elapsed());
+    assert_eq!((status.as_u16(), started["status"].as_str()), (202, Some("running")), "{started}");
+    assert_eq!(started["runs"], serde_json::json!([]), "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+
+    // Another request, to either replica, while it runs: 409 naming the run to poll.
+    for at in [&base, &other_base] {
+        let (status, busy) =
+            signed_call(&key, at, Method::POST, "/api/admin/integrity/billing/run", Some(&admin), None).await;
+        assert_eq!((status.as_u16(), busy["code"].as_str()), (409, Some("integrity_run_in_progress")), "{busy}");
+        assert_eq!(busy["details"]["run"]["id"].as_str(), Some(id.as_str()), "{busy}");
+    }
+    // Either replica answers the run, from the table.
+    let path = format!("/api/admin/integrity/billing/runs/{id}");
+    let (status, polled) = signed_call(&key, &other_base, Method::GET, &path, Some(&admin), None).await;
+    assert_eq!((status.as_u16(), polled["status"].as_str()), (200, Some("running")), "{polled}");
+
+    let ended = eventually(Duration::from_secs(60), || {
+        let (key, base, admin, path) = (key.clone(), base.clone(), admin.clone(), path.clone());
+        async move { signed_call(&key, &base, Method::GET, &path, Some(&admin), None).await.1["status"] == "done" }
+    })
+    .await;
+    assert!(ended, "the run ends");
+    let (_, done) = signed_call(&key, &base, Method::GET, &path, Some(&admin), None).await;
+    assert!(done["finished_at"].is_string(), "{done}");
+    let scripted = done["runs"].as_array().unwrap().iter().find(|r| r["check"] == "scripted").cloned().unwrap();
+    assert_eq!((scripted["outcome"].as_str(), scripted["opened"].as_u64()), (Some("ok"), Some(1)), "{scripted}");
+    assert_eq!(scripted["findings"][0]["key"], "cluster-4");
+    assert_eq!(AtomicUsize::load(&w.check.runs, Ordering::SeqCst), 1, "the refused requests ran nothing");
+    assert_eq!(w.alerts().await.len(), 1);
+
+    // Once it ended, the next one starts.
+    w.check.takes_ms.store(10, Ordering::SeqCst);
+    let next = run_now(&key, &other_base, &admin).await;
+    assert_eq!(next["status"], "done", "{next}");
+    assert_ne!(next["id"].as_str(), Some(id.as_str()));
+
+    // A run whose replica stopped before it ended does not hold the next one back past its
+    // expiry: it reads as failed, and a new one starts.
+    let mut conn = w.conn().await;
+    diesel::sql_query(
+        "INSERT INTO integrity_requests (id, started_at, expires_at) VALUES (gen_random_uuid(), now() - interval '1 hour', now() - interval '1 second')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let after = run_now(&key, &base, &admin).await;
+    assert_eq!(after["status"], "done", "{after}");
+    assert_eq!(
+        w.count("SELECT count(*) AS n FROM integrity_requests WHERE finished_at IS NOT NULL AND error LIKE 'the replica running it stopped%'").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

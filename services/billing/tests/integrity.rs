@@ -18,11 +18,24 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-/// Runs every check of billing now, as an admin; answers the run of `stripe_subscriptions`.
+/// Runs every check of billing now, as an admin (202, then polled until done); answers the run
+/// of `stripe_subscriptions`.
 async fn run(b: &Billing) -> Value {
     let admin = caller(Uuid::now_v7(), &[Role::User, Role::Admin]);
-    let (status, body) = b.call(Method::POST, "/api/admin/integrity/billing/run", Some(&admin)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, started) = b.call(Method::POST, "/api/admin/integrity/billing/run", Some(&admin)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let path = format!("/api/admin/integrity/billing/runs/{}", started["id"].as_str().unwrap());
+    let mut body = started;
+    for _ in 0..600 {
+        let (status, polled) = b.call(Method::GET, &path, Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK, "{polled}");
+        body = polled;
+        if body["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(body["status"], "done", "{body}");
     body["runs"].as_array().unwrap().iter().find(|r| r["check"] == STRIPE_SUBSCRIPTIONS).cloned().unwrap()
 }
 

@@ -10,8 +10,11 @@
 //! - `hopsworks_status`: each complete assignment's Hopsworks account against the person's
 //!   status here ([`status_drift`], also `GET /api/admin/assignments/status-drift`): blocked
 //!   while suspended, activated otherwise, and present (`status:<user>`). An account whose push
-//!   is due and has not failed yet is on its way and not a finding; a cluster whose Hopsworks
-//!   cannot be read fails the run, so no finding is resolved on no evidence.
+//!   is due and has not failed yet is on its way and not a finding. Each cluster is read on its
+//!   own (decision 0072): one whose Hopsworks cannot be read is a finding of its own
+//!   (`hopsworks_unreachable:<cluster>`, with the error) and its accounts' open findings are
+//!   answered again as they were, so none is resolved on no evidence, while the other clusters'
+//!   accounts are compared.
 
 use crate::clusters::{self, ClusterRow};
 use crate::config::HopsworksConfig;
@@ -258,15 +261,40 @@ async fn users_of(cluster: &ClusterRow, access: &HopsworksAccess) -> Result<Hash
 /// Runs `hopsworks_status`: the findings as they are now.
 ///
 /// # Errors
-/// When Postgres fails or a cluster's Hopsworks cannot be read.
+/// When Postgres fails.
 pub async fn hopsworks_status(db: &Database, access: &HopsworksAccess) -> anyhow::Result<Vec<Finding>> {
     let report = status_drift(db, access).await?;
-    if !report.unread.is_empty() {
-        let unread: Vec<String> =
-            report.unread.iter().map(|u| format!("cluster {}: {}", u.cluster_id, u.error)).collect();
-        anyhow::bail!("Hopsworks could not be read: {}", unread.join("; "));
+    let mut findings: Vec<Finding> = report.items.iter().filter_map(drift_finding).collect();
+    if report.unread.is_empty() {
+        return Ok(findings);
     }
-    Ok(report.items.iter().filter_map(drift_finding).collect())
+    // The accounts of the clusters not read: their open findings stay as they are.
+    let unread: HashSet<ClusterId> = report.unread.iter().map(|u| u.cluster_id).collect();
+    let unseen: HashSet<String> = {
+        let mut conn = db.conn().await?;
+        lifecycle::accounts(&mut conn)
+            .await?
+            .into_iter()
+            .filter(|a| unread.contains(&a.cluster_id))
+            .map(|a| format!("status:{}", a.user_id))
+            .collect()
+    };
+    findings.extend(
+        hopsbridge_platform::integrity::open_findings(db, HOPSWORKS_STATUS)
+            .await?
+            .into_iter()
+            .filter(|f| unseen.contains(&f.key)),
+    );
+    findings.extend(report.unread.iter().map(|u| Finding {
+        key: format!("hopsworks_unreachable:{}", u.cluster_id),
+        subject: format!("cluster {}", u.cluster_id),
+        detail: format!(
+            "cluster {}'s Hopsworks could not be read ({}), so its accounts were not compared and their findings \
+             stay as they were: check the cluster's health (GET /api/admin/clusters/{}), its address and API key",
+            u.cluster_id, u.error, u.cluster_id
+        ),
+    }));
+    Ok(findings)
 }
 
 /// The finding of one disagreement, unless the background task is about to settle it.

@@ -2,8 +2,9 @@
 //! `cluster_occupancy` finds an owner seat moved onto a full cluster in SQL, a person seated on a
 //! retired cluster and a deleted person's seat, and nothing while team members fill a cluster
 //! past its capacity; `hopsworks_status` finds accounts blocked in Hopsworks while active here,
-//! activated there while suspended here, and missing there, nothing while they agree, and fails
-//! without resolving anything while Hopsworks answers 503.
+//! activated there while suspended here, and missing there, nothing while they agree; with one
+//! of two clusters' Hopsworks answering 503 the other's accounts are compared, the unreachable
+//! one is a finding and its accounts' findings stay open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -18,10 +19,23 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-/// Runs every check of provisioning now; answers the run of `check`.
+/// Runs every check of provisioning now (202, then polled until done); answers the run of
+/// `check`.
 async fn run(p: &Provisioning, check: &str) -> Value {
-    let (status, body) = p.call(Method::POST, "/api/admin/integrity/provisioning/run", Some(&admin()), None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, started) = p.call(Method::POST, "/api/admin/integrity/provisioning/run", Some(&admin()), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let path = format!("/api/admin/integrity/provisioning/runs/{}", started["id"].as_str().unwrap());
+    let mut body = started;
+    for _ in 0..600 {
+        let (status, polled) = p.call(Method::GET, &path, Some(&admin()), None).await;
+        assert_eq!(status, StatusCode::OK, "{polled}");
+        body = polled;
+        if body["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(body["status"], "done", "{body}");
     body["runs"].as_array().unwrap().iter().find(|r| r["check"] == check).cloned().unwrap()
 }
 
@@ -131,7 +145,7 @@ async fn owner(p: &Provisioning, sim: &hopsbridge_sandbox::hopsworks::HopsworksS
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hopsworks_status_finds_each_disagreement_and_a_failed_read_resolves_nothing() {
+async fn hopsworks_status_finds_each_disagreement_and_an_unreachable_cluster_resolves_nothing_of_its_own() {
     let p = start().await;
     let sim = hopsworks("c1");
     p.register("c1", &sim, 10).await;
@@ -144,16 +158,7 @@ async fn hopsworks_status_finds_each_disagreement_and_a_failed_read_resolves_not
     assert_eq!((healthy["outcome"].as_str(), &healthy["findings"]), (Some("ok"), &json!([])), "{healthy}");
 
     // Blocked by hand in Hopsworks while active here.
-    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap();
-    let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-    let answer = client
-        .put(format!("{}/admin/users/{}", sim.url(), accounts[0]))
-        .header("authorization", format!("ApiKey {}", sim.api_key()))
-        .json(&json!({"status": 4}))
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success());
+    block(&sim, accounts[0], 4).await;
     // Suspended here with nothing pushing it, and an account id Hopsworks does not have.
     sql(&p, &format!("UPDATE users SET status = 'suspended' WHERE user_id = '{}'", people[1])).await;
     sql(&p, &format!("UPDATE assignments SET hopsworks_user_id = 987654 WHERE user_id = '{}'", people[2])).await;
@@ -178,11 +183,47 @@ async fn hopsworks_status_finds_each_disagreement_and_a_failed_read_resolves_not
     assert_eq!(status, StatusCode::OK, "{drift}");
     assert_eq!((drift["items"].as_array().unwrap().len(), drift["checked"].as_u64()), (3, Some(3)), "{drift}");
 
-    // Hopsworks down: the run fails and all three stay open.
+    // A second cluster, where the next owner is placed (it has the most room), whose account is
+    // blocked by hand.
+    let sim2 = hopsworks("c2");
+    let c2 = p.register("c2", &sim2, 10).await;
+    let fourth = Uuid::now_v7();
+    let account4 = owner(&p, &sim2, fourth).await;
+    assert_eq!(p.assignment(fourth).await["cluster_id"].as_str(), Some(c2.as_str()));
+    block(&sim2, account4, 4).await;
+    let both = run(&p, HOPSWORKS_STATUS).await;
+    assert_eq!((both["outcome"].as_str(), both["opened"].as_u64()), (Some("ok"), Some(1)), "{both}");
+
+    // c2's Hopsworks down while the first person is put right on c1: c1's accounts are compared
+    // (one resolved, two still found), c2 is a finding, and its account's finding stays open.
+    sim2.fail_next_on(Route::ListUsers, 1_000_000, 503);
+    block(&sim, accounts[0], 2).await;
+    let partial = run(&p, HOPSWORKS_STATUS).await;
+    assert_eq!((partial["outcome"].as_str(), partial["resolved"].as_u64()), (Some("ok"), Some(1)), "{partial}");
+    let unreachable = format!("hopsworks_unreachable:{c2}");
+    let expected: BTreeSet<String> = [
+        format!("status:{}", people[1]),
+        format!("status:{}", people[2]),
+        format!("status:{fourth}"),
+        unreachable.clone(),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys(&partial["findings"]), expected, "{partial}");
+    assert!(finding(&partial, &unreachable)["detail"].as_str().unwrap().contains("503"), "{partial}");
+    assert!(
+        finding(&partial, &format!("status:{fourth}"))["detail"].as_str().unwrap().contains("blocked (4)"),
+        "kept as it was: {partial}"
+    );
+
+    // Both down: nothing is resolved, each cluster is a finding.
     sim.fail_next_on(Route::ListUsers, 1_000_000, 503);
-    let failed = run(&p, HOPSWORKS_STATUS).await;
-    assert_eq!((failed["outcome"].as_str(), failed["resolved"].as_u64()), (Some("failed"), Some(0)), "{failed}");
-    assert!(failed["error"].as_str().unwrap().contains("503"), "{failed}");
+    let down = run(&p, HOPSWORKS_STATUS).await;
+    assert_eq!((down["outcome"].as_str(), down["resolved"].as_u64()), (Some("ok"), Some(0)), "{down}");
+    let c1 = p.assignment(people[1]).await["cluster_id"].as_str().unwrap().to_owned();
+    let mut all = expected;
+    all.insert(format!("hopsworks_unreachable:{c1}"));
+    assert_eq!(keys(&down["findings"]), all, "{down}");
     let (status, open) =
         p.call(Method::GET, "/api/admin/integrity/provisioning?status=open&limit=200", Some(&admin()), None).await;
     assert_eq!(status, StatusCode::OK, "{open}");
@@ -193,5 +234,19 @@ async fn hopsworks_status_finds_each_disagreement_and_a_failed_read_resolves_not
         .filter(|f| f["check"] == HOPSWORKS_STATUS)
         .map(|f| f["key"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(open, expected, "nothing resolved by a failed run");
+    assert_eq!(open, all, "nothing resolved on no evidence");
+}
+
+/// Sets account `id`'s status in `sim`'s Hopsworks by hand, as its admin would.
+async fn block(sim: &hopsbridge_sandbox::hopsworks::HopsworksSim, id: u64, status: i64) {
+    let ca = reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let answer = client
+        .put(format!("{}/admin/users/{id}", sim.url()))
+        .header("authorization", format!("ApiKey {}", sim.api_key()))
+        .json(&json!({"status": status}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
 }

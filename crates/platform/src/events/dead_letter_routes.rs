@@ -2,9 +2,9 @@
 //! their replay.
 
 use super::dead_letters::{self, DeadLetter, DeadLetterStatus, ReplayError, ReplayOutcome, ReplaySummary, Replayers};
-use crate::caller::{Caller, Role};
+use crate::caller::Caller;
 use crate::db::{Database, DbError};
-use crate::http::{ApiError, ErrorBody, ErrorCode};
+use crate::http::{AdminRefusals, ApiError, ErrorBody, ErrorCode};
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -105,9 +105,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, service: &'static str, db: Databa
     );
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.has(Role::Admin) { Ok(()) } else { Err(DeadLetterCode::AdminOnly.error()) }
-}
+const ADMIN: AdminRefusals<DeadLetterCode> =
+    AdminRefusals { not_admin: DeadLetterCode::AdminOnly, invalid_page: DeadLetterCode::InvalidPage };
 
 fn missing(e: DbError) -> ApiError {
     match e {
@@ -129,12 +128,7 @@ async fn list_dead_letters(
     caller: Caller,
     query: web::Query<DeadLetterQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
-    let limit = query.limit.unwrap_or(50);
-    let offset = query.offset.unwrap_or(0);
-    if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(DeadLetterCode::InvalidPage.error());
-    }
+    let (limit, offset) = ADMIN.page(&caller, query.limit, query.offset)?;
     let mut conn = state.db.conn().await?;
     let (items, total) =
         dead_letters::list(&mut conn, query.event_type.as_deref(), query.status, limit, offset).await?;
@@ -154,7 +148,7 @@ async fn get_dead_letter(
     caller: Caller,
     id: web::Path<uuid::Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
+    ADMIN.admin(&caller)?;
     let mut conn = state.db.conn().await?;
     let letter = dead_letters::find(&mut conn, id.into_inner()).await.map_err(missing)?;
     Ok(HttpResponse::Ok().json(letter))
@@ -177,7 +171,7 @@ async fn replay_dead_letter(
     caller: Caller,
     id: web::Path<uuid::Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
+    ADMIN.admin(&caller)?;
     match dead_letters::replay(&state.db, &state.replayers, id.into_inner()).await {
         Ok((dead_letter, outcome)) => Ok(HttpResponse::Ok().json(ReplayAnswer { outcome, dead_letter })),
         Err(ReplayError::NotFound) => Err(DeadLetterCode::DeadLetterNotFound.error()),
@@ -201,7 +195,7 @@ async fn replay_dead_letters(
     caller: Caller,
     query: web::Query<ReplayQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
+    ADMIN.admin(&caller)?;
     let limit = query.limit.unwrap_or(1000);
     if !(1..=1000).contains(&limit) {
         return Err(DeadLetterCode::InvalidReplayLimit.error());

@@ -17,17 +17,21 @@
 //!   per check, so the lease also tells every replica when the check last started, and a
 //!   scheduled run happens once per `integrity.interval_secs` across replicas).
 //! - Admins see the findings and each check's last run at `GET /api/admin/integrity/<service>`
-//!   and run every check now with `POST /api/admin/integrity/<service>/run`.
+//!   and run every check now with `POST /api/admin/integrity/<service>/run`, which answers at
+//!   once (202) while the checks run in the background, one such run per service at a time;
+//!   `GET /api/admin/integrity/<service>/runs/{id}` says how it went (decision 0072).
 //!
 //! [`DataService::integrity`]: crate::service::DataService::integrity
 //! [`DataService::application`]: crate::service::DataService::application
 
 mod outbox;
+mod requests;
 mod routes;
 mod runner;
 mod store;
 
 pub use outbox::OutboxDraining;
+pub use requests::{IntegrityRequest, RequestStatus};
 pub use routes::{IntegrityCode, configure as configure_routes, document as api_doc};
 pub use runner::{CheckRun, Integrity, RunOutcome};
 pub use store::{CheckStatus, FindingStatus, IntegrityFinding};
@@ -90,6 +94,17 @@ impl Finding {
     pub fn new(key: impl Into<String>, subject: impl Into<String>, detail: impl Into<String>) -> Self {
         Self { key: key.into(), subject: subject.into(), detail: detail.into() }
     }
+}
+
+/// The open findings of `check`, as findings. A check that could look at only part of what it
+/// covers (one of several clusters did not answer) answers again those of the part it could not
+/// see, so they are neither resolved nor changed on no evidence.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn open_findings(db: &Database, check: &str) -> Result<Vec<Finding>, crate::db::DbError> {
+    let open = store::open_of(&mut *db.conn().await?, check).await?;
+    Ok(open.into_iter().map(|f| Finding { key: f.key, subject: f.subject, detail: f.detail }).collect())
 }
 
 /// An integrity check of one service.

@@ -1,10 +1,12 @@
-//! The admin view of a service's integrity findings, `GET /api/admin/integrity/<service>`, and
-//! `POST /api/admin/integrity/<service>/run`.
+//! The admin view of a service's integrity findings, `GET /api/admin/integrity/<service>`,
+//! `POST /api/admin/integrity/<service>/run` and `GET /api/admin/integrity/<service>/runs/{id}`.
 
+use super::requests::{self, IntegrityRequest, RequestStatus};
 use super::runner::{CheckRun, Integrity, RunOutcome};
 use super::store::{self, CheckStatus, FindingStatus, IntegrityFinding};
-use crate::caller::{Caller, Role};
-use crate::http::{ApiError, ErrorBody, ErrorCode};
+use crate::caller::Caller;
+use crate::db::DbError;
+use crate::http::{AdminRefusals, ApiError, ErrorBody, ErrorCode};
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +17,15 @@ crate::error_codes! {
         AdminOnly = (FORBIDDEN, "admin_only", "administrators only"),
         /// `limit` or `offset` is out of range.
         InvalidPage = (BAD_REQUEST, "invalid_page", "limit must be 1-200 and offset at least 0"),
+        /// An on-demand run of the service's checks is still running: poll it (`details.run`).
+        RunInProgress = (CONFLICT, "integrity_run_in_progress", "a run of these checks is in progress; poll it"),
+        /// No on-demand run of this service has the id.
+        RunNotFound = (NOT_FOUND, "integrity_run_not_found", "no such integrity run"),
     }
 }
+
+const ADMIN: AdminRefusals<IntegrityCode> =
+    AdminRefusals { not_admin: IntegrityCode::AdminOnly, invalid_page: IntegrityCode::InvalidPage };
 
 /// The data services whose integrity checks the admin routes show: the `{service}` of their
 /// paths. The gateway forwards each to that service; any other name is 404 `route_not_found`.
@@ -59,13 +68,6 @@ pub struct FindingPage {
     checks: Vec<CheckStatus>,
 }
 
-/// What running every check now did.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RunAnswer {
-    /// One run per check, in the order they ran.
-    runs: Vec<CheckRun>,
-}
-
 /// Mounts the admin integrity routes of `integrity`'s service.
 pub fn configure(cfg: &mut web::ServiceConfig, integrity: Integrity) {
     let service = integrity.service();
@@ -73,12 +75,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, integrity: Integrity) {
         web::scope(&format!("/api/admin/integrity/{service}"))
             .app_data(web::Data::new(integrity))
             .route("", web::get().to(list_findings))
-            .route("/run", web::post().to(run_checks)),
+            .route("/run", web::post().to(run_checks))
+            .route("/runs/{id}", web::get().to(get_run)),
     );
-}
-
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.has(Role::Admin) { Ok(()) } else { Err(IntegrityCode::AdminOnly.error()) }
 }
 
 /// `GET /api/admin/integrity/{service}`: a service's integrity findings and its checks' last
@@ -96,42 +95,67 @@ async fn list_findings(
     caller: Caller,
     query: web::Query<FindingQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
-    let limit = query.limit.unwrap_or(50);
-    let offset = query.offset.unwrap_or(0);
-    if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(IntegrityCode::InvalidPage.error());
-    }
+    let (limit, offset) = ADMIN.page(&caller, query.limit, query.offset)?;
     let mut conn = integrity.db().conn().await?;
     let (items, total) = store::list(&mut conn, query.status.unwrap_or_default(), limit, offset).await?;
     let checks = store::statuses(&mut conn, &integrity.checks().names()).await?;
     Ok(HttpResponse::Ok().json(FindingPage { items, total, limit, offset, checks }))
 }
 
-/// `POST /api/admin/integrity/{service}/run`: runs every check of the service now (a check
-/// another replica is running is run after that run) and answers what each found.
+/// `POST /api/admin/integrity/{service}/run`: starts running every check of the service now,
+/// in the background (a check another replica is running is run after that run), and answers
+/// the run to poll at once.
 #[utoipa::path(post, path = "/api/admin/integrity/{service}/run", tag = "admin",
     params(("service" = IntegrityService, Path, description = "identity, team, provisioning, metering or billing")),
-    responses((status = 200, description = "each check's run: ok with its open findings, failed (its findings left as they were) or busy", body = RunAnswer),
+    responses((status = 202, description = "started: the run, `running`, to poll at runs/{id}", body = IntegrityRequest),
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 403, description = "admin_only: administrators only", body = ErrorBody),
         (status = 404, description = "route_not_found: no service of that name", body = ErrorBody),
-        (status = 503, description = "database_unavailable: the checks run before stay recorded", body = ErrorBody)))]
+        (status = 409, description = "integrity_run_in_progress: a run of these checks is in progress; details.run is it, to poll", body = ErrorBody),
+        (status = 503, description = "database_unavailable: nothing was started", body = ErrorBody)))]
 async fn run_checks(integrity: web::Data<Integrity>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
-    let runs = integrity.run_all().await?;
-    Ok(HttpResponse::Ok().json(RunAnswer { runs }))
+    ADMIN.admin(&caller)?;
+    match integrity.start().await? {
+        Ok(started) => Ok(HttpResponse::Accepted().json(started)),
+        Err(running) => Err(IntegrityCode::RunInProgress.error().with_details(serde_json::json!({ "run": running }))),
+    }
+}
+
+/// `GET /api/admin/integrity/{service}/runs/{id}`: an on-demand run: `running`, or `done` with
+/// each check's run and its open findings, or `failed`.
+#[utoipa::path(get, path = "/api/admin/integrity/{service}/runs/{id}", tag = "admin",
+    params(("service" = IntegrityService, Path, description = "identity, team, provisioning, metering or billing"),
+        ("id" = uuid::Uuid, Path, description = "the run's id, as POST …/run answered it")),
+    responses((status = 200, description = "the run", body = IntegrityRequest),
+        (status = 400, description = "invalid_path: the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "unauthenticated", body = ErrorBody),
+        (status = 403, description = "admin_only: administrators only", body = ErrorBody),
+        (status = 404, description = "integrity_run_not_found: no such integrity run; route_not_found: no service of that name", body = ErrorBody),
+        (status = 503, description = "database_unavailable", body = ErrorBody)))]
+async fn get_run(
+    integrity: web::Data<Integrity>,
+    caller: Caller,
+    id: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    ADMIN.admin(&caller)?;
+    let mut conn = integrity.db().conn().await?;
+    match requests::find(&mut conn, id.into_inner()).await {
+        Ok(run) => Ok(HttpResponse::Ok().json(run)),
+        Err(DbError::NotFound) => Err(IntegrityCode::RunNotFound.error()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list_findings, run_checks),
+    paths(list_findings, run_checks, get_run),
     components(schemas(
         FindingPage,
         IntegrityFinding,
         FindingStatus,
         CheckStatus,
-        RunAnswer,
+        IntegrityRequest,
+        RequestStatus,
         CheckRun,
         RunOutcome,
         IntegrityService,

@@ -1,5 +1,6 @@
 //! Running a service's checks: on schedule, in one replica at a time, and on demand.
 
+use super::requests::{self, IntegrityRequest};
 use super::store::{self, IntegrityFinding};
 use super::{Check, Finding, IntegrityChecks, IntegrityConfig};
 use crate::db::{Database, DbError};
@@ -149,6 +150,40 @@ impl Integrity {
             });
         }
         Ok(runs)
+    }
+
+    /// Starts running every check now in the background (a task of this process), under the
+    /// same leases as [`run_all`](Self::run_all): `Ok` with the started request to poll, or
+    /// `Err` with the one still running.
+    ///
+    /// # Errors
+    /// When Postgres fails.
+    pub async fn start(&self) -> Result<Result<IntegrityRequest, IntegrityRequest>, DbError> {
+        let id = uuid::Uuid::now_v7();
+        // Each check may wait for another run's lease and then run for as long.
+        let per_check = 2 * self.lease_secs() + 5;
+        let checks = i64::try_from(self.checks.all().len()).unwrap_or(1).max(1);
+        let started = requests::begin(&mut *self.db.conn().await?, id, per_check.saturating_mul(checks)).await?;
+        if started.is_ok() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let ran = this.run_all().await;
+                let outcome = match &ran {
+                    Ok(runs) => Ok(runs.as_slice()),
+                    Err(e) => Err(format!("the checks could not be run: {e}")),
+                };
+                let finished = match this.db.conn().await {
+                    Ok(mut conn) => {
+                        requests::finish(&mut conn, id, outcome.as_ref().map_err(String::as_str).copied()).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = finished {
+                    tracing::warn!(request = %id, error = %e, "on-demand integrity run could not be recorded; it lapses");
+                }
+            });
+        }
+        Ok(started)
     }
 
     /// Runs the checks that are due (none of their runs started within

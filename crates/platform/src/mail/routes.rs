@@ -2,9 +2,9 @@
 
 use super::MailConfig;
 use super::outbox::{self, MailRow, MailStatus};
-use crate::caller::{Caller, Role};
+use crate::caller::Caller;
 use crate::db::Database;
-use crate::http::{ApiError, ErrorBody, ErrorCode};
+use crate::http::{AdminRefusals, ApiError, ErrorBody, ErrorCode};
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -87,9 +87,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, service: &'static str, db: Databa
     );
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.has(Role::Admin) { Ok(()) } else { Err(MailCode::AdminOnly.error()) }
-}
+const ADMIN: AdminRefusals<MailCode> =
+    AdminRefusals { not_admin: MailCode::AdminOnly, invalid_page: MailCode::InvalidPage };
 
 /// `GET /api/admin/mail/{service}`: a service's mail, newest first.
 #[utoipa::path(get, path = "/api/admin/mail/{service}", tag = "admin",
@@ -104,12 +103,7 @@ async fn list_mail(
     caller: Caller,
     query: web::Query<MailQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
-    let limit = query.limit.unwrap_or(50);
-    let offset = query.offset.unwrap_or(0);
-    if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(MailCode::InvalidPage.error());
-    }
+    let (limit, offset) = ADMIN.page(&caller, query.limit, query.offset)?;
     let mut conn = state.db.conn().await?;
     let (rows, total) = outbox::list(&mut conn, query.status, state.failing_after, limit, offset).await?;
     let items = rows.into_iter().map(|mail| MailView { status: mail.status(state.failing_after), mail }).collect();
@@ -130,7 +124,7 @@ async fn retry_mail(
     caller: Caller,
     id: web::Path<uuid::Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&caller)?;
+    ADMIN.admin(&caller)?;
     let id = id.into_inner();
     let mut conn = state.db.conn().await?;
     let missing = |e: crate::db::DbError| match e {

@@ -86,6 +86,9 @@ pub fn load_from<T: DeserializeOwned + Validate>(
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true)
+        // The one list a deployment sets from the environment: `..._EVENTS__BACKOFF_SECS=1,5,30`.
+        .list_separator(",")
+        .with_list_parse_key("events.backoff_secs")
         .source(Some(env.into_iter().collect()));
     let mut builder = config::Config::builder();
     for layer in defaults {
@@ -617,6 +620,17 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((cfg.nats.stream_max_age_hours, cfg.events.retention_hours), (240, 241));
+    }
+
+    #[test]
+    fn the_backoff_is_a_comma_separated_list_in_the_environment() {
+        let cfg = load_billing(&[
+            ("HOPSBRIDGE_BILLING__DATABASE__URL", "postgres://postgres@127.0.0.1/x"),
+            ("HOPSBRIDGE_BILLING__EVENTS__MAX_DELIVER", "3"),
+            ("HOPSBRIDGE_BILLING__EVENTS__BACKOFF_SECS", "1,2"),
+        ])
+        .unwrap();
+        assert_eq!((cfg.events.max_deliver, cfg.events.backoff_secs.clone()), (3, vec![1, 2]));
     }
 
     #[test]

@@ -1832,3 +1832,38 @@ async fn a_hold_applies_the_nth_matching_request_and_keeps_its_answer_until_rele
     assert_eq!(control(&sim, &key, reqwest::Method::POST, "/_sandbox/holds", Some(bad)).await.0, 400);
     assert!(sim.release("hold_none").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_answers_every_request_with_its_status_until_cleared_and_changes_nothing() {
+    let (sim, _client) = start();
+    let key = sim.secret_key();
+    let outage = serde_json::json!({ "status": 503 });
+    assert_eq!(
+        control(&sim, "sk_test_wrong", reqwest::Method::PUT, "/_sandbox/outage", Some(outage.clone())).await.0,
+        401
+    );
+    for bad in [serde_json::json!({ "status": 404 }), serde_json::json!({ "status": 200 }), serde_json::json!({})] {
+        let (status, body) = control(&sim, &key, reqwest::Method::PUT, "/_sandbox/outage", Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    assert_eq!(raw(&sim, reqwest::Method::GET, "/v1/customers", "").await.0, 200, "a refused control starts nothing");
+
+    let (status, started) = control(&sim, &key, reqwest::Method::PUT, "/_sandbox/outage", Some(outage)).await;
+    assert_eq!((status, started["status"].as_u64()), (200, Some(503)), "{started}");
+    // However many requests come, each is answered 503 api_error and creates nothing.
+    for i in 0..30 {
+        let (status, body) =
+            raw(&sim, reqwest::Method::POST, "/v1/customers", &format!("email=c{i}%40example.com")).await;
+        assert_eq!((status, body["error"]["type"].as_str()), (503, Some("api_error")), "{body}");
+    }
+    assert_eq!(sim.failures_left(), 0, "an outage is not a count of failures");
+
+    let (status, _) = control(&sim, &key, reqwest::Method::DELETE, "/_sandbox/outage", None).await;
+    assert_eq!(status, 200);
+    let (status, listed) = raw(&sim, reqwest::Method::GET, "/v1/customers", "").await;
+    assert_eq!((status, listed["data"].as_array().map(Vec::len)), (200, Some(0)), "nothing was created: {listed}");
+    sim.set_outage(Some(429));
+    assert_eq!(raw(&sim, reqwest::Method::GET, "/v1/customers", "").await.0, 429);
+    sim.set_outage(None);
+    assert_eq!(raw(&sim, reqwest::Method::GET, "/v1/customers", "").await.0, 200);
+}

@@ -5,7 +5,9 @@ use super::params::{list, list_where, s};
 use super::state::{
     API_VERSION, Answer, ApiError, Bucket, IdempotencyRecord, RequestCtx, State, random_id, set_livemode,
 };
-use super::{Shared, billing, catalog, checkout, customers, form, holds, meters, payments, subscriptions, webhooks};
+use super::{
+    Shared, billing, catalog, checkout, customers, form, holds, meters, outage, payments, subscriptions, webhooks,
+};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
@@ -18,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, shared: Arc<Shared>) {
         .route("/p/session/{id}", web::get().to(portal_page))
         .route("/i/{id}", web::get().to(invoice_page))
         .configure(holds::configure)
+        .configure(outage::configure)
         .default_service(web::to(handle));
 }
 
@@ -167,7 +170,7 @@ fn respond(
         Some(key) => key.to_owned(),
     };
 
-    if let Some(status) = state.failures.pop_front() {
+    if let Some(status) = state.failures.pop_front().or(state.outage) {
         return error(&injected_failure(status));
     }
 
@@ -278,7 +281,7 @@ fn respond(
 
 /// The answer to a request a test made fail: Stripe's 429 `rate_limit`, or its `api_error` for
 /// a 5xx. Nothing is changed.
-fn injected_failure(status: u16) -> ApiError {
+pub(super) fn injected_failure(status: u16) -> ApiError {
     if status == 429 {
         ApiError {
             status: 429,

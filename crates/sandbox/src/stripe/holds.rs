@@ -149,7 +149,7 @@ const fn one() -> u32 {
 }
 
 /// The control routes take the account's secret key, as the API does: the refusal otherwise.
-fn unauthorised(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
+pub(super) fn unauthorised(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
     let bearer = req
         .headers()
         .get("authorization")
@@ -164,7 +164,7 @@ fn unauthorised(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
     })
 }
 
-fn answer_error(e: &ApiError) -> HttpResponse {
+pub(super) fn answer_error(e: &ApiError) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(e.status).unwrap_or_default()).json(e.body())
 }
 

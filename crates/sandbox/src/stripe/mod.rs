@@ -19,6 +19,7 @@ mod decimal;
 mod form;
 mod holds;
 mod meters;
+mod outage;
 mod params;
 mod payments;
 mod state;
@@ -156,6 +157,14 @@ impl StripeSim {
     pub fn fail_next(&self, n: usize, status: u16) {
         let mut state = self.shared.lock();
         state.failures.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Answers every authenticated API request with `status` (429 `rate_limit` or a 5xx
+    /// `api_error`, changing nothing) until it is set to `None`: an outage that lasts as long as
+    /// a test or an operator's walkthrough needs, however many requests come meanwhile. Also
+    /// `PUT /_sandbox/outage` with JSON `{status}` and `DELETE /_sandbox/outage`.
+    pub fn set_outage(&self, status: Option<u16>) {
+        self.shared.lock().outage = status;
     }
 
     /// Holds the answer to the `nth` (1 = the next) request with `method` whose path starts

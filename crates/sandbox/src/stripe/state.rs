@@ -283,6 +283,8 @@ pub struct State {
     pub meter_event_rate_limit: Option<u32>,
     /// Statuses the next API requests are answered with (a test's faults), first first.
     pub failures: VecDeque<u16>,
+    /// While set, every API request is answered with this status (an outage), until cleared.
+    pub outage: Option<u16>,
     pub rate_window: HashMap<(String, Bucket), (i64, u32)>,
     pub objects: BTreeMap<String, Value>,
     /// The ids of each type of object (`"customer"`, …), oldest first.
@@ -351,6 +353,7 @@ impl State {
             rate_limit,
             meter_event_rate_limit,
             failures: VecDeque::new(),
+            outage: None,
             rate_window: HashMap::new(),
             objects: BTreeMap::new(),
             order: HashMap::new(),

@@ -16,12 +16,16 @@
 //! the services' output, the answers the test received and the events on the streams
 //! ([`Platform::transcript`]) for them.
 //!
+//! [`money`] is the money proof's period close and audit, in the library so that other
+//! end-to-end runs (the chaos campaign) can check their invoices with it.
+//!
 //! The tests (`tests/*.rs`) and the benchmark (`benches/journey.rs`, `just bench journey`)
 //! share this harness.
 
 #![allow(clippy::expect_used, clippy::panic, reason = "a test harness fails the test loudly")]
 
 pub mod browser;
+pub mod money;
 
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Nullable, Text};

@@ -23,11 +23,11 @@
 //!
 //! For tests that stop a process between a consumer's commit and its acknowledgement (decision
 //! 0065): when the environment variable `HOPSBRIDGE_KILL_POINT` is
-//! `consumer_committed:<consumer name>` (or `consumer_committed:*`), the process aborts
-//! (SIGABRT: no shutdown, no ack) right after that consumer commits a transaction that applied
-//! at least one event. JetStream then redelivers the batch after `ack_wait`, and the inbox must
+//! `consumer_committed:<consumer name>[,<consumer name>…]` (or `consumer_committed:*`), the
+//! process aborts (SIGABRT: no shutdown, no ack) right after a consumer it names commits a
+//! transaction that applied at least one event. JetStream then redelivers the batch after `ack_wait`, and the inbox must
 //! acknowledge it without applying it again. The variable is read once; when it is unset the
-//! point costs one comparison per commit.
+//! point costs one emptiness check per commit.
 
 use super::dead_letters::{self, Failure, Replayer};
 use super::{EventBus, Hook, headers};
@@ -181,14 +181,26 @@ impl<E, H> std::fmt::Debug for Consumer<E, H> {
     }
 }
 
-/// The consumer named by `HOPSBRIDGE_KILL_POINT=consumer_committed:<name>` (`*`: any), read once.
-static KILL_POINT: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::new(|| {
-    std::env::var("HOPSBRIDGE_KILL_POINT").ok().and_then(|v| v.strip_prefix("consumer_committed:").map(str::to_owned))
-});
+/// The consumers named by `HOPSBRIDGE_KILL_POINT=consumer_committed:<name>[,<name>…]` (`*`:
+/// any), read once.
+static KILL_POINT: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| kill_point_consumers(std::env::var("HOPSBRIDGE_KILL_POINT").ok().as_deref()));
+
+/// The consumers a `HOPSBRIDGE_KILL_POINT` value names (none unless it is `consumer_committed:…`).
+fn kill_point_consumers(value: Option<&str>) -> Vec<String> {
+    value
+        .and_then(|v| v.strip_prefix("consumer_committed:"))
+        .map(|names| names.split(',').filter(|n| !n.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
 
 /// Whether the kill point is set on consumer `name`.
 fn kill_point_names(name: &str) -> bool {
-    KILL_POINT.as_deref().is_some_and(|named| named == "*" || named == name)
+    !KILL_POINT.is_empty() && names_consumer(&KILL_POINT, name)
+}
+
+fn names_consumer(named: &[String], name: &str) -> bool {
+    named.iter().any(|n| n == "*" || n == name)
 }
 
 /// A message taken apart: the ack handle, and the event if it decoded.
@@ -692,4 +704,23 @@ pub async fn prune_inbox(db: &Database, retention: Duration) -> Result<usize, Db
     )
     .execute(&mut conn)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{kill_point_consumers, names_consumer};
+
+    #[test]
+    fn the_kill_point_names_one_consumer_several_or_every_one() {
+        let one = kill_point_consumers(Some("consumer_committed:billing-usage_recorded"));
+        assert!(names_consumer(&one, "billing-usage_recorded"));
+        assert!(!names_consumer(&one, "billing-storage_recorded"));
+        let two = kill_point_consumers(Some("consumer_committed:billing-usage_recorded,billing-storage_recorded"));
+        assert!(names_consumer(&two, "billing-usage_recorded") && names_consumer(&two, "billing-storage_recorded"));
+        assert!(!names_consumer(&two, "billing-user_created"));
+        assert!(names_consumer(&kill_point_consumers(Some("consumer_committed:*")), "team-user_created"));
+        for unset in [None, Some(""), Some("billing-usage_recorded"), Some("consumer_committed:")] {
+            assert!(kill_point_consumers(unset).is_empty(), "{unset:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! metering's settings: the shared data-service settings plus how clusters are collected
 //! (`collect`), when and how runs are scheduled (`schedule`), where provisioning answers
-//! for cluster access (`provisioning`) and how storage is measured (`storage`).
+//! for cluster access (`provisioning`), how storage is measured (`storage`) and what becomes of
+//! windows that could not be measured (`gaps`).
 
 use crate::collect::CollectConfig;
 use crate::storage::StorageConfig;
@@ -22,6 +23,8 @@ hopsbridge_platform::data_service_config! {
         pub storage: StorageConfig,
         /// metering's integrity checks (decision 0060).
         pub integrity_checks: crate::integrity::ChecksConfig,
+        /// What becomes of windows that could not be measured (decision 0069).
+        pub gaps: crate::gaps::GapsConfig,
     }
 }
 
@@ -85,6 +88,7 @@ impl Validate for MeteringConfig {
         self.collect.validate("collect")?;
         self.storage.validate("storage").map_err(|e| StorageConfig::error(service, e))?;
         self.integrity_checks.validate(service)?;
+        self.gaps.validate(service)?;
         let s = &self.schedule;
         if WindowLength::new(s.window_secs).is_err() {
             return Err(ConfigError::new(service, "schedule.window_secs", "must divide a day (86400 s), e.g. 900"));

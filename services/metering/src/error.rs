@@ -17,6 +17,12 @@ hopsbridge_platform::error_codes! {
         ClusterInactive = (CONFLICT, "cluster_inactive", "the cluster is inactive and has no pods left to measure"),
         /// An internal route for the billing service was called by anyone else.
         BillingOnly = (FORBIDDEN, "billing_only", "the billing service only"),
+        /// No gap estimate has this id.
+        EstimateNotFound = (NOT_FOUND, "estimate_not_found", "no gap estimate has this id"),
+        /// The estimate was published, rejected, or had nothing to estimate.
+        EstimateDecided = (CONFLICT, "estimate_decided", "the estimate is no longer pending: it was published or rejected, or nothing was estimated"),
+        /// An estimates filter names no estimate status.
+        InvalidEstimateStatus = (BAD_REQUEST, "invalid_estimate_status", "status must be one of pending, published, rejected, none"),
         /// The window's deadline has passed.
         WindowClosed = (CONFLICT, "window_closed", "the window can no longer be measured; it stays a gap"),
     }

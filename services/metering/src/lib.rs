@@ -10,7 +10,8 @@
 //! - The samples ([`samples`]) and the usage per day ([`usage_daily`]) are read back for
 //!   people and admins.
 //! - A window that cannot be measured in time is a gap with its reason; admins see runs, gaps
-//!   and usage, and can collect a cluster now ([`routes`], answering [`error`]'s codes).
+//!   and usage, and can collect a cluster now ([`routes`], answering [`error`]'s codes). The
+//!   gap policy may fill gaps with estimates, published at once or after review ([`gaps`]).
 //! - Every storage window (hourly), each cluster's projects' storage is read through
 //!   provisioning and stored per project, with one `StorageRecordedV1` per attributed sample
 //!   ([`storage`], decision 0056).
@@ -22,6 +23,7 @@ pub mod attribution;
 pub mod collect;
 pub mod config;
 pub mod error;
+pub mod gaps;
 pub mod integrity;
 pub mod internal;
 pub mod metrics;
@@ -105,6 +107,14 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
             config.schedule.clone(),
         )
     });
+    let estimator = gaps::Estimator {
+        policy: config.gaps.policy(),
+        window: config.window(),
+        deadline_secs: i64::from(config.schedule.deadline_secs),
+        lookback_secs: i64::from(config.schedule.lookback_secs),
+        neighbour_windows: i64::from(config.gaps.neighbour_windows),
+        bases: (config.collect.cpu_basis, config.collect.memory_basis),
+    };
     let watch_access = provisioning.clone();
     let meter = scheduler::Meter::new(
         (service.db.clone(), service.clock.clone()),
@@ -112,7 +122,8 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
         config.collect.clone(),
         config.schedule.clone(),
         wake,
-    );
+    )
+    .with_estimator(estimator);
     // Each cluster's pods kept by a watch (decision 0070), when switched on.
     let watchers = config.collect.watch.enabled.then(|| {
         watch::Watchers::new(

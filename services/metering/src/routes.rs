@@ -6,6 +6,9 @@
 //! | `GET /api/admin/metering/runs?cluster_id=&status=&from=&to=&limit=` | admins | collection runs, newest first |
 //! | `GET /api/admin/metering/gaps?cluster_id=&from=&to=&limit=` | admins | windows that could not be measured |
 //! | `POST /api/admin/metering/clusters/{id}/collect` | admins | collect the cluster's last window now |
+//! | `GET /api/admin/metering/estimates?cluster_id=&status=&from=&to=&limit=` | admins | gap estimates and what each was based on |
+//! | `POST /api/admin/metering/estimates/{id}/approve` | admins | publish a pending estimate |
+//! | `POST /api/admin/metering/estimates/{id}/reject` | admins | reject a pending estimate: the window stays a gap |
 //! | `GET /api/admin/usage?user_id=&owner_user_id=&cluster_id=&from=&to=` | admins | usage per user, project and UTC day |
 //! | `GET /api/admin/usage/samples?user_id=&day=` | admins | the samples behind one user-day |
 //! | `GET /api/admin/usage/storage-samples?user_id=&day=` | admins | the storage samples behind one user-day |
@@ -17,7 +20,9 @@
 //! runs. Quantities are exact decimal strings next to the integers they come from.
 
 use crate::error::MeteringCode;
+use crate::gaps::{self, Decided, Estimate, EstimateFilter, EstimateLine, EstimatePage};
 use crate::runs::{self, CollectNow, Run, RunFilter, RunPage};
+use crate::samples::StoreError;
 use crate::samples::{self, Sample, UnbilledUsage};
 use crate::storage::api::{self as storage_api, GapQuery, StorageGap, StorageSample};
 use crate::usage_daily::{self, DailyUsage, UsageFilter};
@@ -53,6 +58,9 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/metering/runs", web::get().to(list_runs))
         .route("/api/admin/metering/gaps", web::get().to(list_gaps))
         .route("/api/admin/metering/clusters/{id}/collect", web::post().to(collect_now))
+        .route("/api/admin/metering/estimates", web::get().to(list_estimates))
+        .route("/api/admin/metering/estimates/{id}/approve", web::post().to(approve_estimate))
+        .route("/api/admin/metering/estimates/{id}/reject", web::post().to(reject_estimate))
         .route("/api/admin/usage", web::get().to(admin_usage))
         .route("/api/admin/usage/samples", web::get().to(admin_samples))
         .route("/api/admin/usage/storage-samples", web::get().to(admin_storage_samples))
@@ -160,6 +168,95 @@ async fn collect_now(state: Data, caller: Caller, id: web::Path<ClusterId>) -> R
             Ok(HttpResponse::Accepted().json(run))
         }
     }
+}
+
+/// Filters of the estimates list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EstimateQuery {
+    /// Only this cluster.
+    cluster_id: Option<ClusterId>,
+    /// Only this status: pending, published, rejected or none.
+    status: Option<String>,
+    /// Windows starting at or after this instant.
+    from: Option<DateTime<Utc>>,
+    /// Windows starting before this instant.
+    to: Option<DateTime<Utc>>,
+    /// At most this many (1-1000, default 100).
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/admin/metering/estimates", tag = "metering", params(EstimateQuery),
+    responses((status = 200, description = "gap estimates under every policy, newest window first, each with its basis \
+            (readings or neighbours), the windows it was based on and its lines", body = EstimatePage),
+        (status = 400, description = "invalid_query: limit is not 1-1000, or a filter is malformed; \
+            invalid_estimate_status: status names no estimate status", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn list_estimates(state: Data, caller: Caller, q: web::Query<EstimateQuery>) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-1000"));
+    }
+    let status = q.status.clone().filter(|s| !s.is_empty());
+    if status.as_deref().is_some_and(|s| !gaps::STATUSES.contains(&s)) {
+        return Err(MeteringCode::InvalidEstimateStatus.error());
+    }
+    let filter = EstimateFilter { id: None, cluster: q.cluster_id, status, from: q.from, to: q.to };
+    let mut conn = state.db.conn().await?;
+    Ok(HttpResponse::Ok().json(gaps::list(&mut conn, &filter, limit).await.map_err(db)?))
+}
+
+async fn decide(state: &State, caller: &Caller, id: uuid::Uuid, approve: bool) -> Result<HttpResponse, ApiError> {
+    require_admin(caller)?;
+    let now = state.clock.now();
+    let by = caller.subject.clone();
+    let decided = state
+        .db
+        .transaction(|c| {
+            let by = by.clone();
+            Box::pin(async move { gaps::decide(c, id, approve, &by, now).await })
+        })
+        .await;
+    match decided {
+        Ok(Decided::NotFound) => Err(MeteringCode::EstimateNotFound.error()),
+        Ok(Decided::Already(status)) => {
+            Err(MeteringCode::EstimateDecided.with_message(format!("the estimate is {status}, no longer pending")))
+        }
+        Ok(Decided::Done(estimate)) => Ok(HttpResponse::Ok().json(estimate)),
+        Err(StoreError::Db(e)) => Err(e.into()),
+        Err(StoreError::Overflow(message)) => Err(ApiError::internal(anyhow::anyhow!(message))),
+    }
+}
+
+#[utoipa::path(post, path = "/api/admin/metering/estimates/{id}/approve", tag = "metering",
+    params(("id" = Uuid, Path, description = "estimate id")),
+    responses((status = 200, description = "published: its samples are written marked estimated, added to the day's usage \
+            and announced", body = Estimate),
+        (status = 400, description = "invalid_path: the id is not a UUID", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 404, description = "estimate_not_found: no such estimate", body = ErrorBody),
+        (status = 409, description = "estimate_decided: it is not pending; nothing changes", body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn approve_estimate(state: Data, caller: Caller, id: web::Path<uuid::Uuid>) -> Result<HttpResponse, ApiError> {
+    decide(&state, &caller, *id, true).await
+}
+
+#[utoipa::path(post, path = "/api/admin/metering/estimates/{id}/reject", tag = "metering",
+    params(("id" = Uuid, Path, description = "estimate id")),
+    responses((status = 200, description = "rejected: nothing is written and the window stays a gap", body = Estimate),
+        (status = 400, description = "invalid_path: the id is not a UUID", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 404, description = "estimate_not_found: no such estimate", body = ErrorBody),
+        (status = 409, description = "estimate_decided: it is not pending; nothing changes", body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn reject_estimate(state: Data, caller: Caller, id: web::Path<uuid::Uuid>) -> Result<HttpResponse, ApiError> {
+    decide(&state, &caller, *id, false).await
 }
 
 /// Filters of the admin usage list.
@@ -334,9 +431,9 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<MeteringCode> =
 /// metering's part of the public API's OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(list_runs, list_gaps, collect_now, admin_usage, admin_samples, admin_unbilled, my_usage,
+    paths(list_runs, list_gaps, collect_now, list_estimates, approve_estimate, reject_estimate, admin_usage, admin_samples, admin_unbilled, my_usage,
         admin_storage_samples, storage_gaps),
-    components(schemas(Run, RunPage, DailyUsage, Sample, UnbilledUsage, StorageSample, StorageGap, ErrorBody)),
+    components(schemas(Run, RunPage, Estimate, EstimateLine, EstimatePage, DailyUsage, Sample, UnbilledUsage, StorageSample, StorageGap, ErrorBody)),
     modifiers(&CATALOGUE),
     tags((name = "metering", description = "Usage measured on the clusters, collection runs and gaps"))
 )]

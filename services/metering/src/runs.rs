@@ -132,11 +132,13 @@ struct Count {
 
 /// Makes a gap of every run that can no longer be measured in time: pending past its deadline
 /// at calendar time `now`, or running past it with its lease run out, and drops the readings
-/// kept for gaps past their deadline. Returns how many runs became gaps.
+/// kept for gaps past their deadline. When `keep_secs` is given (a gap policy estimates from
+/// readings, decision 0069), a gap's readings are kept that many seconds past its deadline
+/// unless it has its estimate already. Returns how many runs became gaps.
 ///
 /// # Errors
 /// When Postgres fails.
-pub async fn sweep(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> QueryResult<usize> {
+pub async fn sweep(conn: &mut AsyncPgConnection, now: DateTime<Utc>, keep_secs: Option<i64>) -> QueryResult<usize> {
     let running = || runs::status.eq(RunState::Running);
     let gaps = diesel::update(
         runs::table
@@ -163,15 +165,20 @@ pub async fn sweep(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> QueryRes
     .execute(conn)
     .await?;
     // Readings of runs that can no longer complete (gaps past their deadline; windows end
-    // within a day of being scheduled) are kept no longer. Raw SQL: a row-value IN over the
-    // partial index of gaps, then the readings' primary key.
+    // within a day of being scheduled) are kept no longer, unless an estimate may still be
+    // made from them. Raw SQL: a row-value IN over the partial index of gaps, then the
+    // readings' primary key.
     for table in ["readings", "run_pods"] {
         sql_query(format!(
             "DELETE FROM {table} WHERE (cluster_id, window_start) IN (
-                 SELECT cluster_id, window_start FROM runs
-                 WHERE status = 'gap' AND window_start > $1 - interval '2 days' AND deadline <= $1)"
+                 SELECT r.cluster_id, r.window_start FROM runs r
+                 WHERE r.status = 'gap' AND r.window_start > $1 - interval '2 days' AND r.deadline <= $1
+                   AND ($2::bigint IS NULL OR r.deadline <= $1 - make_interval(secs => $2)
+                        OR EXISTS (SELECT 1 FROM gap_estimates e
+                                   WHERE e.cluster_id = r.cluster_id AND e.window_start = r.window_start)))"
         ))
         .bind::<Timestamptz, _>(now)
+        .bind::<Nullable<BigInt>, _>(keep_secs)
         .execute(conn)
         .await?;
     }
@@ -381,8 +388,13 @@ pub async fn complete(
             .execute(conn)
             .await?;
     }
-    let added =
-        samples::insert(conn, (run.cluster_id, run.window_start, run.window_end), collection.method, &measured).await?;
+    let added = samples::insert(
+        conn,
+        (run.cluster_id, run.window_start, run.window_end),
+        (collection.method, false),
+        &measured,
+    )
+    .await?;
     // A readings run's readings and pods are integrated now: kept no longer.
     diesel::delete(
         readings::table
@@ -401,7 +413,10 @@ pub async fn complete(
     stats.added = u64::try_from(added.len()).unwrap_or(u64::MAX);
     let (ids, events): (Vec<SampleId>, Vec<UsageRecordedV1>) = added
         .iter()
-        .filter_map(|(id, s)| s.whose.billed().map(|(user, owner)| (*id, event(*id, run, s, user, owner))))
+        .filter_map(|(id, s)| {
+            let window = (run.cluster_id, run.window_start, run.window_end);
+            s.whose.billed().map(|(user, owner)| (*id, event(*id, window, s, (user, owner), false)))
+        })
         .unzip();
     if !ids.is_empty() {
         usage_daily::add(conn, &ids).await?;
@@ -427,21 +442,29 @@ pub async fn complete(
     Ok(Some(stats))
 }
 
-/// The UsageRecorded announcing a sample attributed to `user`, billed to `owner`.
-fn event(id: SampleId, run: &Claimed, s: &Attributed, user: UserId, owner: OwnerId) -> UsageRecordedV1 {
+/// The UsageRecorded announcing a sample of `cluster`'s window `[start, end)` attributed to
+/// `user`, billed to `owner`; estimated when some of its pod time was, or when `estimate`
+/// says the whole sample is.
+pub(crate) fn event(
+    id: SampleId,
+    (cluster, start, end): (ClusterId, DateTime<Utc>, DateTime<Utc>),
+    s: &Attributed,
+    (user, owner): (UserId, OwnerId),
+    estimate: bool,
+) -> UsageRecordedV1 {
     let u = s.usage.usage;
     UsageRecordedV1 {
         sample_id: id.to_string(),
-        cluster_id: run.cluster_id.to_string(),
+        cluster_id: cluster.to_string(),
         namespace: s.namespace.clone(),
         user_id: user.to_string(),
         owner_user_id: owner.to_string(),
-        window_start_unix_seconds: run.window_start.timestamp(),
-        window_end_unix_seconds: run.window_end.timestamp(),
+        window_start_unix_seconds: start.timestamp(),
+        window_end_unix_seconds: end.timestamp(),
         cpu_core_hours: u.cpu_core_hours().to_decimal().text,
         memory_gib_hours: u.memory_gib_hours().to_decimal().text,
         gpu_hours: u.gpu_hours().to_decimal().text,
-        estimated: s.usage.estimated_ms > 0,
+        estimated: estimate || s.usage.estimated_ms > 0,
         hopsworks_username: s.username.clone(),
         project_id: s.project.as_ref().map_or(0, |p| p.id.get()),
         cpu_nanocore_seconds: u64::try_from(u.cpu_nanocore_seconds).unwrap_or(u64::MAX),

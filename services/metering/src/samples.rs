@@ -62,14 +62,16 @@ struct Columns {
 }
 
 /// Inserts the samples of `cluster`'s window `[start, end)` not stored yet, measured by
-/// `method`; returns the new ones with their ids.
+/// `method`; returns the new ones with their ids. A sample is marked estimated when some of
+/// its pod time was, or when `estimate` says the whole sample is (a gap's estimate, decision
+/// 0069).
 ///
 /// # Errors
 /// When Postgres fails or a quantity does not fit a 64-bit integer.
 pub async fn insert<'a>(
     conn: &mut AsyncPgConnection,
     (cluster, start, end): (ClusterId, DateTime<Utc>, DateTime<Utc>),
-    method: Method,
+    (method, estimate): (Method, bool),
     measured: &'a [Attributed],
 ) -> Result<Vec<(SampleId, &'a Attributed)>, StoreError> {
     #[derive(QueryableByName)]
@@ -107,7 +109,7 @@ pub async fn insert<'a>(
                                   source, cpu_basis, memory_basis, estimated_ms, estimated)
              SELECT u.id, $1, $2, $3, u.namespace, u.username, u.attribution, u.user_id, u.owner_user_id,
                     u.project_id, u.project_name, u.cpu, u.memory, u.gpu, u.pods,
-                    $16, $17, $18, u.estimated_ms, u.estimated_ms > 0
+                    $16, $17, $18, u.estimated_ms, u.estimated_ms > 0 OR $20
              FROM unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::uuid[], $10::bigint[],
                          $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $19::bigint[])
                   AS u(id, namespace, username, attribution, user_id, owner_user_id, project_id, project_name,
@@ -134,6 +136,7 @@ pub async fn insert<'a>(
         .bind::<Text, _>(method.cpu_basis.as_str())
         .bind::<Text, _>(method.memory_basis.as_str())
         .bind::<Array<BigInt>, _>(cols.estimated_ms)
+        .bind::<diesel::sql_types::Bool, _>(estimate)
         .load(conn)
         .await?;
         let by_key: HashMap<(&str, &str), &Attributed> =

@@ -12,6 +12,7 @@ use crate::access::{AccessError, Provisioning};
 use crate::collect::readings::{self, Reading};
 use crate::collect::{ClusterClient, CollectConfig, CollectError, CollectStats, Collection, Source};
 use crate::config::ScheduleConfig;
+use crate::gaps;
 use crate::projection;
 use crate::reading_runs::{self, Read};
 use crate::runs::{self, Claimed, RetryAt, Sources, Timing};
@@ -107,6 +108,8 @@ struct Inner {
     clients: Cache<ClusterId, Arc<ClusterClient>>,
     /// The pause before a failed run's next try.
     retries: Backoff,
+    /// The gap policy's estimates (decision 0069).
+    estimator: Option<gaps::Estimator>,
     /// The runs this replica's tasks are measuring: a run claimed again while in hand (its
     /// lease had run out and nobody else took it) goes on in the task that has it.
     in_hand: std::sync::Mutex<HashSet<(ClusterId, i64)>>,
@@ -148,9 +151,20 @@ impl Meter {
                 clock,
                 clients,
                 retries,
+                estimator: None,
                 in_hand: std::sync::Mutex::new(HashSet::new()),
             }),
         }
+    }
+
+    /// This loop estimating gaps as `estimator` says (without one, gaps stay gaps); called on
+    /// a new loop, before it is cloned (on a clone it changes nothing).
+    #[must_use]
+    pub fn with_estimator(mut self, estimator: gaps::Estimator) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.estimator = (estimator.policy != gaps::Policy::Record).then_some(estimator);
+        }
+        self
     }
 
     /// This replica's name, as runs record it while it holds them.
@@ -237,6 +251,7 @@ impl Meter {
         let timing = self.timing();
         let now = self.inner.clock.now();
         let sources = Arc::new(self.sources());
+        let keep = self.inner.estimator.and_then(|e| e.keep_readings_secs());
         let (added, gaps) = self
             .inner
             .db
@@ -244,7 +259,7 @@ impl Meter {
                 let sources = Arc::clone(&sources);
                 Box::pin(async move {
                     let added = runs::schedule(c, timing, now.timestamp(), &sources).await?;
-                    let gaps = runs::sweep(c, now).await?;
+                    let gaps = runs::sweep(c, now, keep).await?;
                     Tx::Ok((added, gaps))
                 })
             })
@@ -254,6 +269,9 @@ impl Meter {
         }
         if gaps > 0 {
             tracing::warn!(runs = gaps, "windows could not be measured in time and are recorded as gaps");
+        }
+        if let Some(estimator) = self.inner.estimator {
+            self.estimate_gaps(estimator, now).await;
         }
         for (source, slots) in [(Source::Point, &slots.point), (Source::Readings, &slots.readings)] {
             let free = slots.available_permits();
@@ -289,6 +307,33 @@ impl Meter {
             }
         }
         Ok(())
+    }
+
+    /// Makes the estimates due at calendar time `now`, each in its own transaction; a failure is
+    /// logged and the gap tried again next pass.
+    async fn estimate_gaps(&self, estimator: gaps::Estimator, now: chrono::DateTime<chrono::Utc>) {
+        let due = match self.inner.db.conn().await {
+            Ok(mut conn) => estimator.due(&mut conn, now, 100).await.map_err(DbError::from),
+            Err(e) => Err(e),
+        };
+        let due = match due {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for gaps to estimate");
+                return;
+            }
+        };
+        for gap in due {
+            let made =
+                self.inner.db.transaction(|c| Box::pin(async move { estimator.estimate(c, gap, now).await })).await;
+            match made {
+                Ok(Some(status)) => tracing::info!(cluster_id = %gap.0, window_start = %gap.1, status,
+                    policy = estimator.policy.as_str(), "gap estimated"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(cluster_id = %gap.0, window_start = %gap.1, error = %e,
+                    "could not estimate a gap; tried again next pass"),
+            }
+        }
     }
 
     /// Collects and stores one run, or records why not.

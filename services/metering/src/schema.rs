@@ -26,6 +26,42 @@ diesel::table! {
 }
 
 diesel::table! {
+    gap_estimate_lines (estimate_id, namespace, hopsworks_username) {
+        estimate_id -> Uuid,
+        namespace -> Text,
+        hopsworks_username -> Text,
+        cpu_nanocore_seconds -> Int8,
+        memory_byte_seconds -> Int8,
+        gpu_seconds -> Int8,
+        pods -> Int4,
+        estimated_ms -> Int8,
+        sample_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    gap_estimates (id) {
+        id -> Uuid,
+        cluster_id -> Uuid,
+        window_start -> Timestamptz,
+        window_end -> Timestamptz,
+        policy -> Text,
+        status -> Text,
+        basis -> Nullable<Text>,
+        before_window -> Nullable<Timestamptz>,
+        after_window -> Nullable<Timestamptz>,
+        readings -> Nullable<Int4>,
+        source -> Text,
+        cpu_basis -> Text,
+        memory_basis -> Text,
+        detail -> Text,
+        created_at -> Timestamptz,
+        decided_at -> Nullable<Timestamptz>,
+        decided_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     memberships (member_user_id) {
         member_user_id -> Uuid,
         owner_user_id -> Uuid,
@@ -195,9 +231,13 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(gap_estimate_lines -> gap_estimates (estimate_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     clusters,
+    gap_estimate_lines,
+    gap_estimates,
     memberships,
     projects,
     readings,

@@ -2,7 +2,8 @@
 //! the sandbox's Hopsworks and Kubernetes: windows measured once, attributed by (cluster,
 //! namespace) to the right user and owner, announced once; replays, a second replica and a
 //! replica killed mid-window add nothing twice; failing clusters and a metering outage leave
-//! gaps with reasons; the admin API. Following the sandbox's clock, metering measures every
+//! gaps with reasons, which the gap policy leaves (`record`), fills with the neighbours' mean
+//! (`estimate`) or holds for review (`review`); the admin API. Following the sandbox's clock, metering measures every
 //! window of a simulated hour run at 60× at its own time, and after a jump of an hour leaves
 //! gaps only where the jump passed a deadline.
 
@@ -629,6 +630,11 @@ async fn a_failing_cluster_leaves_gaps_with_reasons_and_holds_up_no_other() {
         0,
         "nothing invented"
     );
+    assert_eq!(
+        env.n("SELECT count(*) AS n FROM gap_estimates").await,
+        0,
+        "the default gap policy, record, estimates nothing"
+    );
     let tries = env
         .n(&format!("SELECT min(attempts)::bigint AS n FROM runs WHERE cluster_id = '{bad_id}' AND status = 'gap'"))
         .await;
@@ -1012,5 +1018,267 @@ async fn a_jump_of_an_hour_leaves_gaps_only_where_it_passed_a_deadline_and_measu
         assert_eq!(r.status, "complete", "eu-2 has no gap: {r:?}");
         assert_eq!(r.cpu, Some(own_time_cpu(&workload, r.start + QUARTER)), "{r:?}");
     }
+    env.assert_consistent().await;
+}
+
+/// Starts `replicas` metering replicas under gap policy `policy` on one populated cluster, lets
+/// it measure a window, fails its API server until `gaps` windows after setup are gaps, then
+/// heals it and waits until every gap after setup has its estimate. Answers the sandbox, the
+/// first replica's URL, the cluster, when setup was done and the gaps' window starts.
+async fn gaps_estimated(env: &mut Env, policy: &str, replicas: usize, gaps: i64) -> (Sim, String, Uuid, i64, Vec<i64>) {
+    let sim = sim("eu-1", &env.clock);
+    let extra = [("gaps.policy", policy), ("gaps.neighbour_windows", "4")];
+    let mut bases = Vec::new();
+    for _ in 0..replicas {
+        bases.push(env.metering(1, &extra).await.0);
+    }
+    let (_ada, _bob, cluster, ready) = populated(env, &sim).await;
+    let after_ready = format!("cluster_id = '{cluster}' AND window_start >= to_timestamp({ready})");
+    env.until(
+        "a window measured after setup",
+        &format!("SELECT count(*) AS n FROM runs WHERE {after_ready} AND status = 'complete'"),
+    )
+    .await;
+    sim.kube.set_faults(Faults { server_error: Some(503), ..Faults::default() });
+    env.until(
+        "gaps while the cluster fails",
+        &format!("SELECT (count(*) >= {gaps})::int::bigint AS n FROM runs WHERE {after_ready} AND status = 'gap'"),
+    )
+    .await;
+    sim.kube.set_faults(Faults::default());
+    env.until(
+        "every gap after setup estimated",
+        &format!(
+            "SELECT (count(*) >= {gaps} AND count(*) = count(e.id))::int::bigint AS n
+             FROM runs r LEFT JOIN gap_estimates e USING (cluster_id, window_start)
+             WHERE r.{after_ready} AND r.status = 'gap'"
+        ),
+    )
+    .await;
+    let starts = env
+        .s(&format!(
+            "SELECT extract(epoch FROM window_start)::bigint::text AS s FROM runs WHERE {after_ready} AND status = 'gap'
+             ORDER BY window_start"
+        ))
+        .await
+        .into_iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (sim, bases.remove(0), cluster, ready, starts)
+}
+
+/// Estimated samples of `cluster` whose quantities are not the neighbours' formula: per key
+/// `(before + after) / 2` truncated (a key missing from a window counts zero there), pods the
+/// larger, `estimated_ms` the pods times the window, marked estimated; and keys of the
+/// neighbours with usage that have no estimated sample.
+const NOT_THE_FORMULA: &str = "
+    WITH e AS (SELECT * FROM gap_estimates WHERE cluster_id = $1 AND status = 'published'),
+    keys AS (
+        SELECT DISTINCT e.id, s.namespace, s.hopsworks_username FROM e
+        JOIN samples s ON s.cluster_id = e.cluster_id AND s.window_start IN (e.before_window, e.after_window)
+        WHERE s.cpu_nanocore_seconds + s.memory_byte_seconds + s.gpu_seconds > 0)
+    SELECT count(*) AS n FROM keys k JOIN e ON e.id = k.id
+    LEFT JOIN samples g ON g.cluster_id = e.cluster_id AND g.window_start = e.window_start
+        AND (g.namespace, g.hopsworks_username) = (k.namespace, k.hopsworks_username)
+    LEFT JOIN samples b ON b.cluster_id = e.cluster_id AND b.window_start = e.before_window
+        AND (b.namespace, b.hopsworks_username) = (k.namespace, k.hopsworks_username)
+    LEFT JOIN samples a ON a.cluster_id = e.cluster_id AND a.window_start = e.after_window
+        AND (a.namespace, a.hopsworks_username) = (k.namespace, k.hopsworks_username)
+    WHERE g.id IS NULL OR NOT g.estimated
+       OR g.cpu_nanocore_seconds <> (coalesce(b.cpu_nanocore_seconds, 0) + coalesce(a.cpu_nanocore_seconds, 0)) / 2
+       OR g.memory_byte_seconds <> (coalesce(b.memory_byte_seconds, 0) + coalesce(a.memory_byte_seconds, 0)) / 2
+       OR g.gpu_seconds <> (coalesce(b.gpu_seconds, 0) + coalesce(a.gpu_seconds, 0)) / 2
+       OR g.pods <> greatest(coalesce(b.pods, 0), coalesce(a.pods, 0))
+       OR g.estimated_ms <> g.pods::bigint * 1000 * (extract(epoch FROM g.window_end - g.window_start))::bigint";
+
+impl Env {
+    /// [`NOT_THE_FORMULA`] for `cluster`.
+    async fn not_the_formula(&self, cluster: Uuid) -> i64 {
+        let mut conn = self.db.connect("metering").await;
+        diesel::sql_query(NOT_THE_FORMULA)
+            .bind::<diesel::sql_types::Uuid, _>(cluster)
+            .get_result::<N>(&mut conn)
+            .await
+            .unwrap()
+            .n
+    }
+
+    /// The UsageRecorded events of windows starting at `start`.
+    async fn events_of(&self, start: i64) -> Vec<UsageRecordedV1> {
+        self.usage_events().await.into_iter().filter(|e| e.window_start_unix_seconds == start).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_estimate_a_gap_is_filled_once_with_the_mean_of_its_neighbours_marked_estimated() {
+    let mut env = Env::start().await;
+    // Two replicas, both estimating.
+    let (_sim, base, cluster, _ready, starts) = gaps_estimated(&mut env, "estimate", 2, 1).await;
+    let published = env
+        .n(&format!(
+            "SELECT count(*) AS n FROM gap_estimates WHERE cluster_id = '{cluster}' AND status = 'published'
+             AND basis = 'neighbours' AND before_window IS NOT NULL AND after_window IS NOT NULL AND decided_by IS NULL"
+        ))
+        .await;
+    assert_eq!(published, i64::try_from(starts.len()).unwrap(), "one published estimate per gap, from both neighbours");
+    assert_eq!(env.not_the_formula(cluster).await, 0, "every estimated sample is the neighbours' mean");
+    for &start in &starts {
+        // The steady pods' neighbours are equal: the mean is ada's rate over the window, exactly.
+        let ada = env
+            .n(&format!(
+                "SELECT cpu_nanocore_seconds AS n FROM samples WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({start})
+                 AND hopsworks_username = 'ada10000' AND namespace = 'ada-lab' AND estimated"
+            ))
+            .await;
+        assert_eq!(ada, ADA_CPU * WINDOW);
+        let samples = env
+            .n(&format!("SELECT count(*) AS n FROM samples WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({start})"))
+            .await;
+        assert_eq!(samples, 6, "one sample per (namespace, username) of the workload");
+        let events = env.events_of(start).await;
+        assert_eq!(
+            events.len(),
+            4,
+            "one UsageRecorded per billed sample (ada, bob, the stranger's and the unlabelled pod)"
+        );
+        assert!(events.iter().all(|e| e.estimated), "every event is marked estimated: {events:?}");
+        let run = env
+            .s(&format!(
+                "SELECT status AS s FROM runs WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({start})"
+            ))
+            .await;
+        assert_eq!(run, vec!["gap"], "the window stays a gap: it was not measured");
+    }
+    env.assert_consistent().await;
+
+    // Made again from scratch (its record lost): the samples exist, so nothing is added or
+    // announced twice.
+    let first = starts[0];
+    let sums = format!(
+        "SELECT sum(cpu_nanocore_seconds)::bigint AS n FROM samples WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({first})"
+    );
+    let before = (env.n(&sums).await, env.events_of(first).await.len());
+    env.exec(&format!(
+        "DELETE FROM gap_estimates WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({first})"
+    ))
+    .await;
+    env.until(
+        "the gap estimated again",
+        &format!(
+            "SELECT count(*) AS n FROM gap_estimates WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({first})
+             AND status = 'published'"
+        ),
+    )
+    .await;
+    assert_eq!((env.n(&sums).await, env.events_of(first).await.len()), before, "nothing counted twice");
+    let linked = env
+        .n(&format!(
+            "SELECT count(sample_id) AS n FROM gap_estimate_lines l JOIN gap_estimates e ON e.id = l.estimate_id
+             WHERE e.cluster_id = '{cluster}' AND e.window_start = to_timestamp({first})"
+        ))
+        .await;
+    assert_eq!(linked, 0, "the second estimate wrote no sample");
+    env.assert_consistent().await;
+
+    // The admin API shows every estimate and its basis.
+    let (status, page) = env
+        .call(&base, Method::GET, &format!("/api/admin/metering/estimates?cluster_id={cluster}"), Some(&admin()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"].as_u64(), Some(u64::try_from(starts.len()).unwrap()), "{page}");
+    let item = &page["items"][0];
+    assert_eq!((item["status"].as_str(), item["basis"].as_str()), (Some("published"), Some("neighbours")), "{item}");
+    assert_eq!(item["lines"].as_array().map(Vec::len), Some(6), "{item}");
+    // Under `estimate` there is nothing to decide.
+    let id = item["id"].as_str().unwrap();
+    let path = format!("/api/admin/metering/estimates/{id}/approve");
+    let (status, body) = env.call(&base, Method::POST, &path, Some(&admin()), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("estimate_decided")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_review_estimates_wait_for_an_admin_who_approves_or_rejects_each_once() {
+    let mut env = Env::start().await;
+    let (_sim, base, cluster, _ready, starts) = gaps_estimated(&mut env, "review", 1, 2).await;
+    let (first, second) = (starts[0], starts[1]);
+    let pending = env
+        .n(&format!("SELECT count(*) AS n FROM gap_estimates WHERE cluster_id = '{cluster}' AND status = 'pending'"))
+        .await;
+    assert_eq!(pending, i64::try_from(starts.len()).unwrap(), "every gap's estimate waits");
+    let in_gaps = format!(
+        "SELECT count(*) AS n FROM samples WHERE cluster_id = '{cluster}' AND window_start IN (SELECT window_start FROM runs
+         WHERE cluster_id = '{cluster}' AND status = 'gap')"
+    );
+    assert_eq!(env.n(&in_gaps).await, 0, "nothing published before review");
+    assert!(env.events_of(first).await.is_empty());
+
+    let list = |query: &str| format!("/api/admin/metering/estimates?cluster_id={cluster}{query}");
+    let (status, page) = env.call(&base, Method::GET, &list("&status=pending"), Some(&admin()), None).await;
+    assert_eq!(
+        (status, page["total"].as_u64()),
+        (StatusCode::OK, Some(u64::try_from(starts.len()).unwrap())),
+        "{page}"
+    );
+    let id_of = |start: i64| {
+        let at = chrono::DateTime::from_timestamp(start, 0).unwrap();
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["window_start"].as_str().and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok()) == Some(at)
+            })
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let (a, b) = (id_of(first), id_of(second));
+    for (query, code) in
+        [("&status=lost", "invalid_estimate_status"), ("&limit=0", "invalid_query"), ("&colour=red", "invalid_query")]
+    {
+        let (status, body) = env.call(&base, Method::GET, &list(query), Some(&admin()), None).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{query}: {body}");
+    }
+    let stranger = person(Uuid::now_v7());
+    let (status, body) = env.call(&base, Method::GET, &list(""), Some(&stranger), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")));
+    let decide = |id: &str, what: &str| format!("/api/admin/metering/estimates/{id}/{what}");
+    for what in ["approve", "reject"] {
+        let (status, body) = env.call(&base, Method::POST, &decide(&a, what), Some(&stranger), None).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("admin_only")), "{body}");
+        let (status, body) =
+            env.call(&base, Method::POST, &decide(&Uuid::now_v7().to_string(), what), Some(&admin()), None).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("estimate_not_found")), "{body}");
+        let (status, _) = env.call(&base, Method::POST, &decide("not-a-uuid", what), Some(&admin()), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(env.n(&in_gaps).await, 0, "refusals change nothing");
+
+    // Approved: published exactly as under `estimate`.
+    let (status, approved) = env.call(&base, Method::POST, &decide(&a, "approve"), Some(&admin()), None).await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(
+        (approved["status"].as_str(), approved["decided_by"].as_str()),
+        (Some("published"), Some("auth0|admin"))
+    );
+    assert_eq!(env.not_the_formula(cluster).await, 0, "the approved estimate is the neighbours' mean");
+    let events = env.events_of(first).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(events.iter().all(|e| e.estimated));
+    // Rejected: the window stays a gap, nothing written.
+    let (status, rejected) = env.call(&base, Method::POST, &decide(&b, "reject"), Some(&admin()), None).await;
+    assert_eq!((status, rejected["status"].as_str()), (StatusCode::OK, Some("rejected")), "{rejected}");
+    let second_samples = format!(
+        "SELECT count(*) AS n FROM samples WHERE cluster_id = '{cluster}' AND window_start = to_timestamp({second})"
+    );
+    assert_eq!(env.n(&second_samples).await, 0);
+    assert!(env.events_of(second).await.is_empty());
+    // Each is decided once.
+    let totals = (env.n(&in_gaps).await, env.events_of(first).await.len() + env.events_of(second).await.len());
+    for (id, what) in [(&a, "approve"), (&a, "reject"), (&b, "approve"), (&b, "reject")] {
+        let (status, body) = env.call(&base, Method::POST, &decide(id, what), Some(&admin()), None).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("estimate_decided")), "{what}: {body}");
+    }
+    let after = (env.n(&in_gaps).await, env.events_of(first).await.len() + env.events_of(second).await.len());
+    assert_eq!(after, totals, "409s change nothing");
     env.assert_consistent().await;
 }

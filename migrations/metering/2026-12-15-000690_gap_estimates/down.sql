@@ -1,0 +1,2 @@
+DROP TABLE gap_estimate_lines;
+DROP TABLE gap_estimates;

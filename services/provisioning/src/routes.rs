@@ -267,13 +267,13 @@ pub struct ClusterRegistration {
     status: ClusterStatus,
     /// RonDB's MySQL endpoint, `host:port`, for online storage (optional; with `rondb_user`
     /// and `rondb_password`). Without it online storage is not measured on the cluster.
-    #[schema(max_length = 300)]
+    #[schema(value_type = String, required = false, max_length = 300)]
     rondb_endpoint: Option<String>,
     /// The RonDB account with `SELECT` on `ndbinfo`, 1-80 characters, no control characters.
-    #[schema(min_length = 1, max_length = 80, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 80, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     rondb_user: Option<String>,
     /// Its password (secret; never answered), 1-256 characters, no control characters.
-    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     rondb_password: Option<String>,
 }
 

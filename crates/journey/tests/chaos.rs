@@ -11,7 +11,9 @@
 //! but exactly one Stripe customer, subscription, Hopsworks account, assignment,
 //! PaymentMethodAdded and ClusterAssigned message; metering's samples missing from billing's
 //! ledger, there more than once or with other quantities, and owners whose billed usage differs
-//! from their samples' sum; outbox rows never published; dead letters without an explanation.
+//! from their samples' sum; outbox rows never published; dead letters without an explanation;
+//! person-days of work on which metering attributed no CPU of the person's lab to them on their
+//! cluster (so the ledger's checks cannot pass against no usage).
 //! It prints the seed (`CHAOS_SEED=<n>` repeats a run's choices), the faults injected by kind
 //! and these counts.
 //!
@@ -27,7 +29,7 @@
     reason = "a test; the campaign prints its seed and its counts"
 )]
 
-use chrono::{DateTime, TimeDelta};
+use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use hopsbridge_contracts::Service;
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
@@ -127,13 +129,19 @@ async fn run(campaign: Campaign) {
     };
     let monkey = tokio::spawn(monkey.run(Arc::clone(&done)));
 
-    let people = journey(&platform, &handles, campaign.days).await;
+    // The people work ten minutes from ten in the morning on each of `days` days from tomorrow.
+    let today = DateTime::from_timestamp(world.clock.now(), 0).unwrap().date_naive();
+    let first = today.and_hms_opt(10, 0, 0).unwrap().and_utc() + TimeDelta::days(1);
+    let work: Vec<(DateTime<Utc>, DateTime<Utc>)> = (0..campaign.days)
+        .map(|d| (first + TimeDelta::days(d), first + TimeDelta::days(d) + TimeDelta::minutes(WORK_MINUTES)))
+        .collect();
+    let people = journey(&platform, &handles, &work).await;
     done.store(true, Ordering::SeqCst);
     // The monkey hands NATS back: the audit reads the streams.
     let (faults, kills, _nats) = monkey.await.expect("the monkey");
     eprintln!("people done and the monkey stopped after {:?}", started.elapsed());
 
-    let counts = audit(&platform, &people).await;
+    let counts = audit(&platform, &people, &work).await;
     eprintln!("faults injected ({} in all):", faults.values().sum::<u32>());
     for (kind, n) in &faults {
         eprintln!("  {kind}: {n}");
@@ -165,8 +173,8 @@ fn handle(i: usize) -> String {
     format!("c{}{}", letter(i / 26), letter(i))
 }
 
-/// Signup, a card and a cluster for everyone, then `days` days of work on the World's clock.
-async fn journey(platform: &Platform, handles: &[String], days: i64) -> Vec<Person> {
+/// Signup, a card and a cluster for everyone, then the days of `work` on the World's clock.
+async fn journey(platform: &Platform, handles: &[String], work: &[(DateTime<Utc>, DateTime<Utc>)]) -> Vec<Person> {
     let world = &platform.world;
     let mut people = Vec::new();
     for chunk in handles.chunks(5) {
@@ -177,14 +185,10 @@ async fn journey(platform: &Platform, handles: &[String], days: i64) -> Vec<Pers
     futures::future::join_all(people.iter().map(|p| wait_assigned(platform, p))).await;
     eprintln!("{} people have their cluster", people.len());
 
-    // Each day: ten minutes of work from ten in the morning, at RATE; then the next day.
-    let today = DateTime::from_timestamp(world.clock.now(), 0).unwrap().date_naive();
-    let first = today.and_hms_opt(10, 0, 0).unwrap().and_utc() + TimeDelta::days(1);
-    for day in 0..days {
-        let from = first + TimeDelta::days(day);
-        let until = from + TimeDelta::minutes(WORK_MINUTES);
+    // Each day: its work at RATE; then the next day.
+    for (day, (from, until)) in work.iter().enumerate() {
         world.set_rate(0);
-        world.set_time(from);
+        world.set_time(*from);
         world.set_rate(RATE);
         let real = Duration::from_secs(u64::try_from(WORK_MINUTES * 60).unwrap() * 1000 / u64::from(RATE));
         let deadline = Instant::now() + real + Duration::from_secs(120);
@@ -196,7 +200,8 @@ async fn journey(platform: &Platform, handles: &[String], days: i64) -> Vec<Pers
         eprintln!("day {} of work done ({from})", day + 1);
     }
     // The last day closes, so billing reports it.
-    world.set_time(first + TimeDelta::days(days) + TimeDelta::hours(1));
+    let (last, _) = work.last().expect("a day of work");
+    world.set_time(*last + TimeDelta::days(1) + TimeDelta::hours(1));
     people
 }
 
@@ -445,8 +450,13 @@ fn text(r: &Value, k: &str) -> String {
     r[k].as_str().unwrap_or_else(|| panic!("{k} in {r}")).to_owned()
 }
 
-/// What went wrong, counted: every count is zero when nothing was lost or duplicated.
-async fn audit(platform: &Platform, people: &[Person]) -> BTreeMap<String, usize> {
+/// What went wrong, counted: every count is zero when nothing was lost or duplicated and every
+/// person's lab was measured on every day of `work`.
+async fn audit(
+    platform: &Platform,
+    people: &[Person],
+    work: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     // Settled: every outbox published, every webhook delivered, every sample in billing's ledger.
     let owners: HashSet<String> = people.iter().map(|p| p.user_id.to_string()).collect();
@@ -541,7 +551,10 @@ async fn audit(platform: &Platform, people: &[Person]) -> BTreeMap<String, usize
         sampled.len(),
         ledger.len()
     );
-    assert!(!samples.is_empty(), "the people's labs produced no samples");
+    counts.insert(
+        "person-days of work without usage measured on their cluster".to_owned(),
+        unmeasured(platform, people, work).await,
+    );
     counts.insert("samples missing from the ledger".to_owned(), lost);
     counts.insert("samples in the ledger more than once".to_owned(), twice);
     counts.insert("ledger entries differing from their sample".to_owned(), differ);
@@ -562,4 +575,44 @@ async fn audit(platform: &Platform, people: &[Person]) -> BTreeMap<String, usize
     }
     counts.insert("dead letters unexplained".to_owned(), letters.len());
     counts
+}
+
+/// The person-days of `work` on which metering attributed no CPU to the person on the cluster
+/// provisioning assigned them: the labs run all day, so each day of work has usage windows
+/// unless metering measured nothing (every window a gap) or attributed it to nobody.
+async fn unmeasured(platform: &Platform, people: &[Person], work: &[(DateTime<Utc>, DateTime<Utc>)]) -> usize {
+    let assigned: HashMap<String, String> = platform
+        .rows("provisioning", "SELECT user_id::text AS u, cluster_id::text AS c FROM assignments")
+        .await
+        .iter()
+        .map(|r| (text(r, "u"), text(r, "c")))
+        .collect();
+    let measured: HashSet<(String, String, i64)> = platform
+        .rows(
+            "metering",
+            "SELECT user_id::text AS u, cluster_id::text AS c, extract(epoch FROM window_start)::bigint AS w \
+             FROM samples WHERE attribution = 'attributed' AND cpu_nanocore_seconds > 0",
+        )
+        .await
+        .iter()
+        .map(|r| (text(r, "u"), text(r, "c"), r["w"].as_i64().unwrap_or_else(|| panic!("w in {r}"))))
+        .collect();
+    let mut missing = 0;
+    for person in people {
+        let user = person.user_id.to_string();
+        let cluster = assigned.get(&user).cloned().unwrap_or_default();
+        for (from, until) in work {
+            let on_day = measured
+                .iter()
+                .any(|(u, c, t)| *u == user && *c == cluster && (from.timestamp()..until.timestamp()).contains(t));
+            if !on_day {
+                eprintln!(
+                    "no usage of {} measured on their cluster {cluster} from {from} to {until}",
+                    person.auth0.email
+                );
+                missing += 1;
+            }
+        }
+    }
+    missing
 }

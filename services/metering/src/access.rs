@@ -72,7 +72,14 @@ struct StorageItem {
     creator_username: Option<String>,
     offline_bytes: Option<u64>,
     unreported: Option<String>,
+    #[serde(default)]
+    online_bytes: Option<u64>,
+    #[serde(default)]
+    online_unreported: Option<String>,
 }
+
+/// `online_unreported` of a cluster without a RonDB endpoint (decision 0071).
+pub const ONLINE_NOT_CONFIGURED: &str = "online_not_configured";
 
 /// One project's storage as provisioning read it from Hopsworks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +94,9 @@ pub struct ProjectStorage {
     pub creator_username: Option<String>,
     /// Bytes held offline, or why Hopsworks did not report them.
     pub offline: Result<u64, String>,
+    /// Bytes held online (RonDB), or why not measured ([`ONLINE_NOT_CONFIGURED`] when the
+    /// cluster has no RonDB endpoint).
+    pub online: Result<u64, String>,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +168,9 @@ impl Provisioning {
                 namespace: p.namespace,
                 creator_username: p.creator_username,
                 offline: p.offline_bytes.ok_or_else(|| p.unreported.unwrap_or_else(|| "not reported".to_owned())),
+                online: p
+                    .online_bytes
+                    .ok_or_else(|| p.online_unreported.unwrap_or_else(|| ONLINE_NOT_CONFIGURED.to_owned())),
             })
             .collect())
     }

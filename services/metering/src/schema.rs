@@ -72,6 +72,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    pod_lifetimes (cluster_id, uid) {
+        cluster_id -> Uuid,
+        uid -> Text,
+        namespace -> Text,
+        pod -> Text,
+        owner -> Text,
+        gpus -> Int8,
+        cpu_request_nanocores -> Int8,
+        memory_request_bytes -> Int8,
+        created_at -> Nullable<Timestamptz>,
+        started_at -> Nullable<Timestamptz>,
+        ended_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    pod_watch_spans (cluster_id, synced_from) {
+        cluster_id -> Uuid,
+        synced_from -> Timestamptz,
+        replica -> Text,
+        synced_through -> Timestamptz,
+        resource_version -> Text,
+    }
+}
+
+diesel::table! {
     projects (cluster_id, namespace) {
         cluster_id -> Uuid,
         namespace -> Text,
@@ -159,6 +185,7 @@ diesel::table! {
         cpu_basis -> Text,
         memory_basis -> Text,
         estimated_ms -> Int8,
+        lifetimes -> Bool,
     }
 }
 
@@ -193,6 +220,7 @@ diesel::table! {
         measured_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        online -> Nullable<Text>,
     }
 }
 
@@ -239,6 +267,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     gap_estimate_lines,
     gap_estimates,
     memberships,
+    pod_lifetimes,
+    pod_watch_spans,
     projects,
     readings,
     run_pods,

@@ -4,7 +4,9 @@
 //! announced once, attributed by project id to its creator and their owner although no pod
 //! runs; the day's byte-seconds exactly the snapshots the sandbox answered; a failed read a gap
 //! with nothing announced; a project without a quota a gap of its own; a window read again,
-//! and an inactive cluster, measured as before; storage in the usage views.
+//! and an inactive cluster, measured as before; storage in the usage views. Online storage from
+//! the cluster's RonDB (decision 0071): stored and announced per project, a failed RonDB read a
+//! gap of each project's online part, a cluster without RonDB recorded as not configured.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -24,6 +26,7 @@ use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::clock::{ClockServer, SimClock};
 use hopsbridge_sandbox::hopsworks::{Directory, HopsworksConfig, HopsworksSim, ProjectStorage, Route};
 use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
+use hopsbridge_sandbox::rondb::{Grant, READER_USER, RonDbSim, Table};
 use hopsbridge_sandbox::workload::Workload;
 use hopsbridge_testkit::{GATEWAY_SIGNING_KEY, TestBus, TestDb, TestSettings};
 use prost::Message as _;
@@ -135,7 +138,12 @@ impl Env {
     }
 
     async fn register(&self) -> Uuid {
-        let body = json!({
+        self.register_with(json!({})).await
+    }
+
+    /// Registers the cluster with `extra` fields too.
+    async fn register_with(&self, extra: Value) -> Uuid {
+        let mut body = json!({
             "name": "st-1",
             "api_url": self.hopsworks.origin(),
             "api_key": self.hopsworks.api_key(),
@@ -146,6 +154,9 @@ impl Env {
             "region": "eu-north-1",
             "status": "active",
         });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
         let (status, body) =
             self.call(&self.provisioning, Method::POST, "/api/admin/clusters", Some(&admin()), Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -325,6 +336,16 @@ async fn a_simulated_day_of_storage_is_measured_hourly_per_project_once_exactly_
             .await,
         0
     );
+    // Without a RonDB endpoint online storage is not configured: recorded so in every run.
+    assert_eq!(
+        env.n(&format!(
+            "SELECT count(*) AS n FROM storage_runs WHERE status = 'complete' AND window_start >= to_timestamp({day})
+               AND online IS DISTINCT FROM 'online_not_configured'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(env.n("SELECT count(*) AS n FROM storage_samples WHERE online_bytes <> 0").await, 0);
 
     let events = env.events().await;
     let in_day =
@@ -471,4 +492,77 @@ async fn a_simulated_day_of_storage_is_measured_hourly_per_project_once_exactly_
         ))
         .await;
     assert_eq!(stored, 0, "nothing stored for the hours not read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn online_storage_is_read_from_rondb_stored_announced_and_a_failed_read_is_a_gap_of_the_online_part() {
+    let day = (chrono::Utc::now().timestamp() / 86_400 + 2) * 86_400;
+    let mut env = Env::start(day - HOUR + 600).await;
+    let _base = env.metering().await;
+    let rondb = RonDbSim::start().unwrap();
+    let cluster = env
+        .register_with(json!({
+            "rondb_endpoint": rondb.endpoint(),
+            "rondb_user": READER_USER,
+            "rondb_password": rondb.password(),
+        }))
+        .await;
+    let ada = env.paying("ada@example.com").await;
+    env.until("ada's account known", "SELECT count(*) AS n FROM accounts WHERE assigned_at IS NOT NULL").await;
+    let lab = env.hopsworks.create_project("ada10000", "Ada_Lab").unwrap();
+    env.hopsworks.set_storage_at(lab.id, day, ProjectStorage::of(1 << 30, Some(0), Some(0))).unwrap();
+    // Hopsworks' online database of the project is its name in lower case.
+    rondb.set_database(
+        "ada_lab",
+        vec![Table::holding("fg_1", 123_456_789, 4, 65_536), Table::holding("fg_2", 11, 1, 0)],
+    );
+    let online = 123_456_789 + 65_536 + 11_u64;
+
+    assert_eq!(env.hour(cluster, day).await, "complete");
+    let sample = format!(
+        "SELECT count(*) AS n FROM storage_samples WHERE project_id = {} AND window_start = to_timestamp({day})
+           AND online_bytes = {online} AND online_byte_seconds = {} AND offline_bytes = {}",
+        lab.id,
+        online * 3600,
+        1_u64 << 30
+    );
+    assert_eq!(env.n(&sample).await, 1, "the sample holds the project's RonDB bytes");
+    assert_eq!(
+        env.n(&format!(
+            "SELECT count(*) AS n FROM storage_runs WHERE window_start = to_timestamp({day}) AND online = 'measured'"
+        ))
+        .await,
+        1
+    );
+    let events = env.events().await;
+    let event = events.iter().find(|e| u64::try_from(e.project_id) == Ok(lab.id)).unwrap();
+    assert_eq!((event.online_bytes, event.online_byte_seconds), (online, online * 3600));
+    assert_eq!(event.user_id, ada.to_string());
+
+    // RonDB refuses the account: the window is complete, offline measured, online a gap.
+    rondb.add_account(READER_USER, "rotated-elsewhere", vec![Grant::Database("ndbinfo".into())]);
+    let next = day + HOUR;
+    assert_eq!(env.hour(cluster, next).await, "complete");
+    let gap = format!(
+        "SELECT count(*) AS n FROM storage_gaps WHERE project_id = {} AND window_start = to_timestamp({next})
+           AND reason = 'online_unreported' AND detail LIKE 'rondb_access_denied%1045%'",
+        lab.id
+    );
+    assert_eq!(env.n(&gap).await, 1, "the online part's gap says why");
+    assert_eq!(
+        env.n(&format!(
+            "SELECT count(*) AS n FROM storage_runs WHERE window_start = to_timestamp({next}) AND online = 'online_unreported'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        env.n(&format!(
+            "SELECT count(*) AS n FROM storage_samples WHERE window_start = to_timestamp({next})
+               AND offline_bytes = {} AND online_bytes = 0",
+            1_u64 << 30
+        ))
+        .await,
+        1
+    );
 }

@@ -183,7 +183,8 @@ impl StorageMeter {
         match result {
             Ok(Some(stored)) => {
                 tracing::info!(cluster_id = %run.cluster_id, window_start = %run.window_start,
-                    projects = stored.projects, unreported = stored.unreported, added = stored.added,
+                    projects = stored.projects, unreported = stored.unreported,
+                    online_unreported = stored.online_unreported, added = stored.added,
                     announced = stored.announced, "storage measured");
                 Ok(())
             }

@@ -6,7 +6,7 @@
 //! (decision 0037). Raw SQL where the statement needs CTEs, `generate_series` or row values.
 
 use super::sample_id;
-use crate::access::ProjectStorage;
+use crate::access::{ONLINE_NOT_CONFIGURED, ProjectStorage};
 use crate::projection;
 use crate::samples::StoreError;
 use crate::schema::{storage_gaps, storage_runs, storage_samples};
@@ -197,6 +197,9 @@ pub struct Stored {
     pub projects: usize,
     /// Projects Hopsworks did not report (each a storage gap).
     pub unreported: usize,
+    /// Projects stored whose online part RonDB did not report (each a storage gap
+    /// `online_unreported`, the sample's online bytes 0).
+    pub online_unreported: usize,
     /// Samples this run added (the others were stored already).
     pub added: usize,
     /// Of those, attributed to someone and announced.
@@ -209,7 +212,43 @@ struct Row {
     project: ProjectStorage,
     bytes: i64,
     byte_seconds: i64,
+    online_bytes: i64,
+    online_byte_seconds: i64,
     billed: Option<(UserId, OwnerId)>,
+}
+
+/// How a run measured online storage, kept in `storage_runs.online`: `measured`,
+/// `online_not_configured` (the cluster has no RonDB endpoint: online storage is not billed
+/// there) or `online_unreported` (RonDB could not be read: each project a gap); null for a run
+/// without projects.
+fn online_status(snapshot: &[ProjectStorage]) -> Option<&'static str> {
+    let first = snapshot.first()?;
+    Some(match &first.online {
+        Ok(_) => "measured",
+        Err(why) if why == ONLINE_NOT_CONFIGURED => ONLINE_NOT_CONFIGURED,
+        Err(_) => "online_unreported",
+    })
+}
+
+async fn gap(
+    conn: &mut AsyncPgConnection,
+    run: &Claimed,
+    p: &ProjectStorage,
+    reason: &str,
+    detail: &str,
+) -> QueryResult<usize> {
+    diesel::insert_into(storage_gaps::table)
+        .values((
+            storage_gaps::cluster_id.eq(run.cluster_id),
+            storage_gaps::project_id.eq(p.id),
+            storage_gaps::window_start.eq(run.window_start),
+            storage_gaps::namespace.eq(&p.namespace),
+            storage_gaps::reason.eq(reason),
+            storage_gaps::detail.eq(detail),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await
 }
 
 /// Stores a run's snapshot taken at calendar `measured_at`, if the run is still leased to
@@ -240,29 +279,35 @@ pub async fn complete(
     let mut rows = Vec::new();
     let mut stored = Stored::default();
     for p in snapshot {
+        // One gap per project and window: the offline part's, which also names the online
+        // part's failure when both failed.
+        let online_failure = p.online.as_ref().err().filter(|why| *why != ONLINE_NOT_CONFIGURED);
         let bytes = match &p.offline {
             Ok(bytes) => *bytes,
             Err(why) => {
                 stored.unreported += 1;
-                diesel::insert_into(storage_gaps::table)
-                    .values((
-                        storage_gaps::cluster_id.eq(run.cluster_id),
-                        storage_gaps::project_id.eq(p.id),
-                        storage_gaps::window_start.eq(run.window_start),
-                        storage_gaps::namespace.eq(&p.namespace),
-                        storage_gaps::reason.eq("storage_unreported"),
-                        storage_gaps::detail.eq(why),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
+                let detail = online_failure.map_or_else(|| why.clone(), |online| format!("{why}; online: {online}"));
+                gap(conn, run, p, "storage_unreported", &detail).await?;
                 continue;
             }
         };
         stored.projects += 1;
+        let online = match (&p.online, online_failure) {
+            (Ok(bytes), _) => *bytes,
+            (Err(_), None) => 0,
+            (Err(_), Some(why)) => {
+                stored.online_unreported += 1;
+                gap(conn, run, p, "online_unreported", why).await?;
+                0
+            }
+        };
         let overflow = || StoreError::Overflow(format!("project {} holds {bytes} bytes: too many to count", p.id));
         let fitted = i64::try_from(bytes).map_err(|_| overflow())?;
         let byte_seconds = fitted.checked_mul(secs).ok_or_else(overflow)?;
+        let online_overflow =
+            || StoreError::Overflow(format!("project {} holds {online} bytes online: too many to count", p.id));
+        let online_fitted = i64::try_from(online).map_err(|_| online_overflow())?;
+        let online_byte_seconds = online_fitted.checked_mul(secs).ok_or_else(online_overflow)?;
         let user = p.creator_username.as_ref().and_then(|name| known.accounts.get(name)).copied();
         let billed = user.map(|u| (u, known.owners.get(&u).copied().unwrap_or_else(|| u.as_owner())));
         rows.push(Row {
@@ -270,6 +315,8 @@ pub async fn complete(
             project: p.clone(),
             bytes: fitted,
             byte_seconds,
+            online_bytes: online_fitted,
+            online_byte_seconds,
             billed,
         });
     }
@@ -291,9 +338,9 @@ pub async fn complete(
                     storage_samples::user_id.eq(r.billed.map(|(u, _)| u)),
                     storage_samples::owner_user_id.eq(r.billed.map(|(_, o)| o)),
                     storage_samples::offline_bytes.eq(r.bytes),
-                    storage_samples::online_bytes.eq(0_i64),
+                    storage_samples::online_bytes.eq(r.online_bytes),
                     storage_samples::offline_byte_seconds.eq(r.byte_seconds),
-                    storage_samples::online_byte_seconds.eq(0_i64),
+                    storage_samples::online_byte_seconds.eq(r.online_byte_seconds),
                     storage_samples::measured_at.eq(measured_at),
                 )
             })
@@ -317,7 +364,8 @@ pub async fn complete(
     enqueue_all_at(conn, &events, None, measured_at).await?;
     sql_query(
         "UPDATE storage_runs SET status = 'complete', projects = $3, unreported = $4, measured_at = $5,
-             finished_at = $5, claimed_by = NULL, lease_until = NULL, last_error = NULL, last_error_code = NULL
+             finished_at = $5, claimed_by = NULL, lease_until = NULL, last_error = NULL, last_error_code = NULL,
+             online = $6
          WHERE cluster_id = $1 AND window_start = $2",
     )
     .bind::<SqlUuid, _>(run.cluster_id)
@@ -325,6 +373,7 @@ pub async fn complete(
     .bind::<Integer, _>(i32::try_from(stored.projects).unwrap_or(i32::MAX))
     .bind::<Integer, _>(i32::try_from(stored.unreported).unwrap_or(i32::MAX))
     .bind::<Timestamptz, _>(measured_at)
+    .bind::<diesel::sql_types::Nullable<Text>, _>(online_status(snapshot))
     .execute(conn)
     .await?;
     Ok(Some(stored))
@@ -343,9 +392,9 @@ fn event(run: &Claimed, r: &Row, user: UserId, owner: OwnerId, measured_at: Date
         window_start_unix_seconds: run.window_start.timestamp(),
         window_end_unix_seconds: run.window_end.timestamp(),
         offline_bytes: non_negative(r.bytes),
-        online_bytes: 0,
+        online_bytes: non_negative(r.online_bytes),
         offline_byte_seconds: non_negative(r.byte_seconds),
-        online_byte_seconds: 0,
+        online_byte_seconds: non_negative(r.online_byte_seconds),
         measured_at_unix_seconds: measured_at.timestamp(),
         estimated: false,
     }

@@ -1,0 +1,1 @@
+ALTER TABLE storage_runs DROP COLUMN online;

@@ -1,21 +1,28 @@
 //! The chaos campaign (issue 20, decision 0066): every service as its own process, Postgres,
 //! a private NATS server and the sandbox; people sign up, add a card, get a cluster and run
-//! their labs over simulated days while a seeded monkey kills every service again and again
-//! (SIGKILL at random moments, and the platform's kill point: right after a consumer's commit,
-//! before its acknowledgement), restarts NATS, takes the run's database away (every connection
-//! of the run's database terminated and new ones refused for a moment, which is what a
-//! Postgres restart is to the services, without disturbing other tests on the shared server),
-//! and injects Stripe, Hopsworks and Kubernetes faults.
+//! their labs over the last simulated days of a month while a seeded monkey kills every service
+//! again and again (SIGKILL at random moments), restarts NATS, takes the run's database away
+//! (every connection of the run's database terminated and new ones refused for a moment, which
+//! is what a Postgres restart is to the services, without disturbing other tests on the shared
+//! server), and injects Stripe, Hopsworks and Kubernetes faults. Every named kill point (the
+//! platform's `consumer_committed:<consumer>`, right after a consumer's commit and before its
+//! acknowledgement, decision 0065) of every consumer the campaign's traffic reaches is armed
+//! from the start, through every restart, until the process is seen to abort there.
 //!
 //! The audit at the end counts, and the test fails unless each is zero: per person anything
 //! but exactly one Stripe customer, subscription, Hopsworks account, assignment,
 //! PaymentMethodAdded and ClusterAssigned message; metering's samples missing from billing's
 //! ledger, there more than once or with other quantities, and owners whose billed usage differs
 //! from their samples' sum; outbox rows never published; dead letters without an explanation;
-//! person-days of work on which metering attributed no CPU of the person's lab to them on their
-//! cluster (so the ledger's checks cannot pass against no usage).
-//! It prints the seed (`CHAOS_SEED=<n>` repeats a run's choices), the faults injected by kind
-//! and these counts.
+//! kill points never reached, and consumers the traffic reached that have none. Then the
+//! people's billing period closes in the sandbox's Stripe and the money audit
+//! (`hopsbridge_journey::money`) counts invoices differing, to the cent, from the ledger's cost
+//! and from the samples × the prices in force, and owner-days reported twice or missed
+//! (billing's reports, Stripe's meter events and its meter event summaries); person-days of
+//! work on which metering attributed no CPU of the person's lab to them on their cluster (so
+//! the ledger's checks cannot pass against no usage).
+//! It prints the seed (`CHAOS_SEED=<n>` repeats a run's choices), the faults injected by kind,
+//! the kill points reached and these counts.
 //!
 //! `cargo test -p hopsbridge-journey --test chaos` runs the short form (few people, two days,
 //! three kills of each service); `just chaos` the long form (`--ignored`): twenty people over
@@ -31,7 +38,12 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use hopsbridge_contracts::Service;
+use futures::TryStreamExt as _;
+use hopsbridge_contracts::events::{
+    ClusterAssignedV1, PaymentMethodAddedV1, ProjectsCountedV1, StorageRecordedV1, UsageRecordedV1, UserCreatedV1,
+};
+use hopsbridge_contracts::{Event, Service};
+use hopsbridge_journey::money::{self, Kind, Owner, Period};
 use hopsbridge_journey::{Options, Person, Platform, binaries, wait_for};
 use hopsbridge_sandbox::auth0::{Auth0Sim, TestUser, TokenSpec};
 use hopsbridge_sandbox::hopsworks::Route;
@@ -57,6 +69,31 @@ const WORK_MINUTES: i64 = 10;
 /// The services, every one of which the monkey kills.
 const SERVICES: [Service; 6] =
     [Service::Gateway, Service::Identity, Service::Team, Service::Billing, Service::Provisioning, Service::Metering];
+
+/// metering's storage window (`storage.window_secs`): two in each day's work.
+const STORAGE_WINDOW: u32 = 300;
+
+/// The named kill points the campaign arms, `consumer_committed:<consumer>` (decision 0065):
+/// every consumer of an event the campaign's traffic makes (signups, cards, clusters, labs at
+/// work), by service.
+fn kill_points() -> Vec<(Service, String)> {
+    fn point<E: Event>(service: Service) -> (Service, String) {
+        (service, format!("{}-{}", service.name(), E::TOKEN))
+    }
+    vec![
+        point::<UserCreatedV1>(Service::Billing),
+        point::<UserCreatedV1>(Service::Provisioning),
+        point::<UserCreatedV1>(Service::Team),
+        point::<PaymentMethodAddedV1>(Service::Billing),
+        point::<PaymentMethodAddedV1>(Service::Provisioning),
+        point::<ClusterAssignedV1>(Service::Metering),
+        point::<ClusterAssignedV1>(Service::Team),
+        point::<ProjectsCountedV1>(Service::Billing),
+        point::<UsageRecordedV1>(Service::Billing),
+        point::<UsageRecordedV1>(Service::Team),
+        point::<StorageRecordedV1>(Service::Billing),
+    ]
+}
 
 /// How big a campaign is.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +129,12 @@ async fn run(campaign: Campaign) {
     let started = Instant::now();
     let nats = NatsServer::start().await;
     let handles: Vec<String> = (0..campaign.people).map(handle).collect();
+    let mut settings: Vec<_> =
+        Service::WITH_DATA.iter().map(|s| (*s, "events.ack_wait_secs", "5".to_owned())).collect();
+    // A killed consumer's batch comes back after five seconds, not thirty; storage prices of
+    // their own (the money audit tells invoice lines apart by unit amount).
+    settings.extend(money::settings());
+    settings.push((Service::Metering, "storage.window_secs", STORAGE_WINDOW.to_string()));
     let options = Options {
         clusters: 2,
         capacity: 50,
@@ -99,12 +142,18 @@ async fn run(campaign: Campaign) {
         lab_owners: handles.iter().map(|h| format!("{h}10000")).collect(),
         log_filter: "warn",
         nats_url: Some(nats.url()),
-        // A killed consumer's batch comes back after five seconds, not thirty.
-        settings: Service::WITH_DATA.iter().map(|s| (*s, "events.ack_wait_secs", "5".to_owned())).collect(),
+        settings,
         ..Options::default()
     };
     let platform = Arc::new(Platform::start(binaries!(), &options).await);
     let world = &platform.world;
+    // The people work on the last `days` days of a month, which ends their first billing
+    // period (subscriptions are anchored at the 1st of the next month); they sign up the day
+    // before, with the clock at real time.
+    let period_end = money::next_month(Utc::now() + TimeDelta::days(campaign.days + 2));
+    let first = period_end - TimeDelta::days(campaign.days) + TimeDelta::hours(10);
+    let setup_at = first - TimeDelta::days(1);
+    world.set_time(setup_at);
     // Stripe delivers twice, out of order and at once, and retries a failed delivery for
     // minutes (as Stripe does for days), not the sandbox's default second.
     world.stripe.set_webhook_faults(WebhookFaults {
@@ -115,9 +164,25 @@ async fn run(campaign: Campaign) {
         backoff: Duration::from_millis(250),
         ..WebhookFaults::default()
     });
+    // What the consumers had delivered when the platform settled after its start (clusters
+    // registered, the admin made): traffic before the campaign's.
+    let mut delivered_before = deliveries(&platform).await;
+    let settle = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = deliveries(&platform).await;
+        if now == delivered_before || Instant::now() > settle {
+            break;
+        }
+        delivered_before = now;
+    }
     eprintln!("platform up after {:?}", started.elapsed());
 
     let done = Arc::new(AtomicBool::new(false));
+    let mut pending: HashMap<Service, Vec<String>> = HashMap::new();
+    for (service, consumer) in kill_points() {
+        pending.entry(service).or_default().push(consumer);
+    }
     let monkey = Monkey {
         platform: Arc::clone(&platform),
         nats,
@@ -126,22 +191,58 @@ async fn run(campaign: Campaign) {
         kills: BTreeMap::new(),
         faults: BTreeMap::new(),
         armed: HashSet::new(),
+        pending,
+        reached: kill_points().into_iter().map(|(_, c)| (c, 0)).collect(),
     };
-    let monkey = tokio::spawn(monkey.run(Arc::clone(&done)));
+    let armed = Arc::new(AtomicBool::new(false));
+    let monkey = tokio::spawn(monkey.run(Arc::clone(&done), Arc::clone(&armed)));
+    // The people come once every named kill point is armed: the traffic reaching each is theirs.
+    wait_for("every named kill point armed", PATIENCE, || async {
+        AtomicBool::load(&armed, Ordering::SeqCst).then_some(())
+    })
+    .await;
 
-    // The people work ten minutes from ten in the morning on each of `days` days from tomorrow.
-    let today = DateTime::from_timestamp(world.clock.now(), 0).unwrap().date_naive();
-    let first = today.and_hms_opt(10, 0, 0).unwrap().and_utc() + TimeDelta::days(1);
     let work: Vec<(DateTime<Utc>, DateTime<Utc>)> = (0..campaign.days)
         .map(|d| (first + TimeDelta::days(d), first + TimeDelta::days(d) + TimeDelta::minutes(WORK_MINUTES)))
         .collect();
     let people = journey(&platform, &handles, &work).await;
     done.store(true, Ordering::SeqCst);
     // The monkey hands NATS back: the audit reads the streams.
-    let (faults, kills, _nats) = monkey.await.expect("the monkey");
+    let (faults, kills, reached, _nats) = monkey.await.expect("the monkey");
     eprintln!("people done and the monkey stopped after {:?}", started.elapsed());
 
-    let counts = audit(&platform, &people, &work).await;
+    let mut counts = audit(&platform, &people, &work).await;
+    // Consumers the campaign's traffic reached: each must have its kill point on the list.
+    let delivered_after = deliveries(&platform).await;
+    let unarmed: Vec<&String> = delivered_after
+        .iter()
+        .filter(|(name, n)| **n > delivered_before.get(*name).copied().unwrap_or(0) && !reached.contains_key(*name))
+        .map(|(name, _)| name)
+        .collect();
+    counts.insert("consumers reached by the traffic with no kill point armed".to_owned(), unarmed.len());
+    counts.insert("kill points never reached".to_owned(), reached.values().filter(|n| **n == 0).count());
+
+    // The people's billing period ends: the last day reported, Stripe's invoices finalised.
+    let owners: Vec<Owner> = people
+        .iter()
+        .zip(&handles)
+        .map(|(person, handle)| Owner {
+            kind: Kind::Postpaid,
+            username: format!("{handle}10000"),
+            person: person.clone(),
+            member: None,
+            mode_from: None,
+            stores: false,
+        })
+        .collect();
+    let days = u64::try_from(campaign.days).unwrap();
+    money::close_period(&platform, &owners, period_end, days, None).await;
+    let findings = money::audit(&platform, &owners, &Period { from: setup_at, end: period_end }).await;
+    eprintln!("{}", findings.table);
+    for (kind, what) in &findings.problems {
+        eprintln!("money audit: {kind}: {what}");
+    }
+
     eprintln!("faults injected ({} in all):", faults.values().sum::<u32>());
     for (kind, n) in &faults {
         eprintln!("  {kind}: {n}");
@@ -149,8 +250,19 @@ async fn run(campaign: Campaign) {
     for (service, n) in &kills {
         eprintln!("  {service} killed: {n}");
     }
+    eprintln!("kill points reached ({} of {}):", reached.values().filter(|n| **n > 0).count(), reached.len());
+    for (point, n) in &reached {
+        eprintln!("  consumer_committed:{point}: {n}");
+    }
+    for name in &unarmed {
+        eprintln!("  {name} reached by the campaign's traffic with no kill point armed");
+    }
     eprintln!("lost or duplicated:");
     for (what, n) in &counts {
+        eprintln!("  {what}: {n}");
+    }
+    eprintln!("invoices and reports (money audit):");
+    for (what, n) in findings.counts() {
         eprintln!("  {what}: {n}");
     }
     eprintln!("campaign took {:?}", started.elapsed());
@@ -164,6 +276,24 @@ async fn run(campaign: Campaign) {
     }
     let wrong: Vec<_> = counts.iter().filter(|(_, n)| **n != 0).collect();
     assert!(wrong.is_empty(), "lost or duplicated: {wrong:?} (seed {seed})");
+    let money_wrong: Vec<_> = findings.counts().into_iter().filter(|(_, n)| *n != 0).collect();
+    assert!(money_wrong.is_empty(), "invoices and reports: {money_wrong:?} (seed {seed})");
+}
+
+/// Deliveries so far (redeliveries included) of every service's consumer on every stream.
+async fn deliveries(platform: &Platform) -> BTreeMap<String, u64> {
+    let js = platform.bus.jetstream().await;
+    let mut all = BTreeMap::new();
+    for producer in SERVICES {
+        let Ok(stream) = js.get_stream(platform.bus.subjects().stream(producer)).await else { continue };
+        let infos: Vec<_> = stream.consumers().try_collect().await.expect("the stream's consumers");
+        // The services' durable consumers (`<service>-<event>`), not the harness's ordered ones.
+        for info in infos.into_iter().filter(|i| SERVICES.iter().any(|s| i.name.starts_with(&format!("{}-", s.name()))))
+        {
+            all.insert(info.name, info.delivered.consumer_sequence);
+        }
+    }
+    all
 }
 
 /// Email local parts whose first three letters differ, so that the Hopsworks sandbox names
@@ -184,6 +314,13 @@ async fn journey(platform: &Platform, handles: &[String], work: &[(DateTime<Utc>
     futures::future::join_all(people.iter().map(|p| add_card(platform, p))).await;
     futures::future::join_all(people.iter().map(|p| wait_assigned(platform, p))).await;
     eprintln!("{} people have their cluster", people.len());
+    // Their labs' projects synced now, as an admin can, rather than at provisioning's schedule
+    // (every ten minutes, longer than the short form): metering attributes the labs' usage
+    // through them, and the sync announces each owner's projects (ProjectsCounted).
+    for cluster in &platform.cluster_ids {
+        let path = format!("/api/admin/clusters/{cluster}/projects/sync");
+        call_until_ok(platform, "POST", &path, &platform.admin_token).await;
+    }
 
     // Each day: its work at RATE; then the next day.
     for (day, (from, until)) in work.iter().enumerate() {
@@ -199,19 +336,20 @@ async fn journey(platform: &Platform, handles: &[String], work: &[(DateTime<Utc>
         world.set_rate(0);
         eprintln!("day {} of work done ({from})", day + 1);
     }
-    // The last day closes, so billing reports it.
-    let (last, _) = work.last().expect("a day of work");
-    world.set_time(*last + TimeDelta::days(1) + TimeDelta::hours(1));
     people
 }
 
 /// Calls until the answer is 2xx, through services being killed and restarted.
 async fn call_until_ok(platform: &Platform, method: &str, path: &str, token: &str) -> Value {
-    wait_for(&format!("{method} {path}"), PATIENCE, || async {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
         let (status, body) = platform.call(method, path, token, None).await;
-        (200..300).contains(&status).then_some(body)
-    })
-    .await
+        if (200..300).contains(&status) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{method} {path}: not within {PATIENCE:?}, last answered {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Signs `handle` up in Auth0 (its post-registration Action fired until the gateway answers),
@@ -259,8 +397,12 @@ struct Monkey {
     kills: BTreeMap<&'static str, u32>,
     /// Faults injected, by kind.
     faults: BTreeMap<String, u32>,
-    /// Services running with the kill point set.
+    /// Services running with a kill point set.
     armed: HashSet<Service>,
+    /// Named kill points not reached yet, by service: a service runs with all of its armed.
+    pending: HashMap<Service, Vec<String>>,
+    /// Named kill points (consumers) and how often a process was seen to abort there.
+    reached: BTreeMap<String, u32>,
 }
 
 impl Monkey {
@@ -274,7 +416,21 @@ impl Monkey {
             && self.faults.get("postgres restarted").copied().unwrap_or(0) >= self.campaign.postgres_restarts
     }
 
-    async fn run(mut self, done: Arc<AtomicBool>) -> (BTreeMap<String, u32>, BTreeMap<&'static str, u32>, NatsServer) {
+    async fn run(
+        mut self,
+        done: Arc<AtomicBool>,
+        armed: Arc<AtomicBool>,
+    ) -> (BTreeMap<String, u32>, BTreeMap<&'static str, u32>, BTreeMap<String, u32>, NatsServer) {
+        // Every named kill point armed before the people come.
+        let mut services: Vec<Service> = self.pending.keys().copied().collect();
+        services.sort_by_key(|s| s.name());
+        for service in services {
+            self.platform.kill_service(service);
+            *self.kills.entry(service.name()).or_default() += 1;
+            self.count(format!("SIGKILL ({})", service.name()));
+            self.start(service, false).await;
+        }
+        armed.store(true, Ordering::SeqCst);
         while !(AtomicBool::load(&done, Ordering::SeqCst) && self.targets_met()) {
             self.restart_stopped().await;
             let roll = self.rng.gen_range(0..100);
@@ -289,7 +445,8 @@ impl Monkey {
         }
         self.restart_stopped().await;
         // The people are done: no kill point left armed and faults off, so the audit reads a
-        // settled platform.
+        // settled platform. A named point not reached by now never will be: the audit counts it.
+        self.pending.clear();
         for service in std::mem::take(&mut self.armed) {
             self.platform.kill_service(service);
             self.start(service, false).await;
@@ -298,18 +455,27 @@ impl Monkey {
             cluster.hopsworks.clear_faults();
             cluster.kubernetes.set_faults(KubeFaults::default());
         }
-        (self.faults, self.kills, self.nats)
+        (self.faults, self.kills, self.reached, self.nats)
     }
 
-    /// Restarts (without a kill point) every service that stopped by itself: at its kill point
-    /// (SIGABRT), which counts as a kill, or otherwise, which is counted apart.
+    /// Restarts every service that stopped by itself (with its named kill points not reached
+    /// yet): at a kill point (SIGABRT after the point's line), which counts as a kill and
+    /// marks a named point reached, or otherwise, which is counted apart.
     async fn restart_stopped(&mut self) {
         use std::os::unix::process::ExitStatusExt as _;
         for service in SERVICES {
             let Some(status) = self.platform.service_exit(service) else { continue };
-            if status.signal() == Some(6) {
+            let at = kill_point_in(&self.platform.service_output(service));
+            if let (Some(6), Some(consumer)) = (status.signal(), at) {
                 *self.kills.entry(service.name()).or_default() += 1;
-                self.count(format!("kill point reached ({})", service.name()));
+                let pending = self.pending.entry(service).or_default();
+                if let Some(i) = pending.iter().position(|c| *c == consumer) {
+                    pending.remove(i);
+                    *self.reached.entry(consumer).or_default() += 1;
+                    self.count(format!("named kill point reached ({})", service.name()));
+                } else {
+                    self.count(format!("kill point reached ({})", service.name()));
+                }
             } else {
                 eprintln!("{} exited by itself ({status}):\n{}", service.name(), self.platform.service_output(service));
                 self.count(format!("exited by itself ({})", service.name()));
@@ -318,26 +484,31 @@ impl Monkey {
         }
     }
 
-    async fn start(&mut self, service: Service, kill_point: bool) {
-        if kill_point {
+    /// Starts `service` with its named kill points not reached yet armed; with none left, with
+    /// the kill point on every consumer when `every_consumer`.
+    async fn start(&mut self, service: Service, every_consumer: bool) {
+        let named = self.pending.get(&service).filter(|p| !p.is_empty()).map(|p| p.join(","));
+        let point = named.or_else(|| every_consumer.then(|| "*".to_owned()));
+        if point.is_some() {
             self.armed.insert(service);
         } else {
             self.armed.remove(&service);
         }
         let platform = Arc::clone(&self.platform);
-        tokio::task::spawn_blocking(move || {
-            if kill_point {
-                platform.start_service_with(service, &[("HOPSBRIDGE_KILL_POINT", "consumer_committed:*")]);
-            } else {
-                platform.start_service(service);
+        tokio::task::spawn_blocking(move || match point {
+            Some(point) => {
+                let value = format!("consumer_committed:{point}");
+                platform.start_service_with(service, &[("HOPSBRIDGE_KILL_POINT", value.as_str())]);
             }
+            None => platform.start_service(service),
         })
         .await
         .expect("start a service");
     }
 
-    /// SIGKILLs a service (one short of its target first), down for up to 1.5 s; a service
-    /// with consumers comes back, one time in three, with the kill point set on all of them.
+    /// SIGKILLs a service (one short of its target first), down for up to 1.5 s; it comes back
+    /// with its named kill points not reached yet, or (a service with consumers, one time in
+    /// three) with the kill point set on all of them.
     async fn kill(&mut self) {
         let behind: Vec<Service> = SERVICES
             .iter()
@@ -351,11 +522,11 @@ impl Monkey {
         self.count(format!("SIGKILL ({})", service.name()));
         let down = self.rng.gen_range(0..1500);
         tokio::time::sleep(Duration::from_millis(down)).await;
-        let kill_point = service != Service::Gateway && self.rng.gen_range(0..3) == 0;
-        if kill_point {
-            self.count(format!("started with the kill point ({})", service.name()));
+        let every_consumer = service != Service::Gateway && self.rng.gen_range(0..3) == 0;
+        if every_consumer && self.pending.get(&service).is_none_or(Vec::is_empty) {
+            self.count(format!("started with the kill point on every consumer ({})", service.name()));
         }
-        self.start(service, kill_point).await;
+        self.start(service, every_consumer).await;
     }
 
     async fn restart_nats(&mut self) {
@@ -436,6 +607,16 @@ impl Monkey {
             }
         }
     }
+}
+
+/// The consumer whose kill point a process's output says it aborted at (its last such line).
+fn kill_point_in(output: &str) -> Option<String> {
+    output
+        .lines()
+        .rev()
+        .filter(|l| l.contains("kill point consumer_committed reached"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|l| l["consumer"].as_str().map(str::to_owned))
 }
 
 /// A sample's or a ledger entry's usage: nanocore-seconds, byte-seconds, GPU-seconds, offline

@@ -322,10 +322,15 @@ async fn journey(platform: &Platform, handles: &[String], work: &[(DateTime<Utc>
         call_until_ok(platform, "POST", &path, &platform.admin_token).await;
     }
 
-    // Each day: its work at RATE; then the next day.
+    // Each day: its work at RATE; then the next day. The clock first stands a few windows before
+    // the day's work until metering has caught up with the jump (a day of windows scheduled and
+    // settled as gaps), so that the day's windows do not wait behind that backlog past their
+    // deadlines (six windows: six real seconds at RATE).
     for (day, (from, until)) in work.iter().enumerate() {
         world.set_rate(0);
-        world.set_time(*from);
+        let lead = *from - TimeDelta::seconds(i64::from(WINDOW) * 4);
+        world.set_time(lead);
+        metering_caught_up(platform, lead).await;
         world.set_rate(RATE);
         let real = Duration::from_secs(u64::try_from(WORK_MINUTES * 60).unwrap() * 1000 / u64::from(RATE));
         let deadline = Instant::now() + real + Duration::from_secs(120);
@@ -337,6 +342,23 @@ async fn journey(platform: &Platform, handles: &[String], work: &[(DateTime<Utc>
         eprintln!("day {} of work done ({from})", day + 1);
     }
     people
+}
+
+/// Waits until metering has scheduled every active cluster's windows through `now` and has none
+/// ending by then still pending (runs held by a killed replica wait for their lease, real
+/// minutes, and are not waited for).
+async fn metering_caught_up(platform: &Platform, now: DateTime<Utc>) {
+    let at = now.timestamp();
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM clusters WHERE status = 'active' \
+                 AND (scheduled_through IS NULL OR scheduled_through < to_timestamp({at})))::bigint AS behind, \
+                (SELECT count(*) FROM runs WHERE status = 'pending' AND window_end <= to_timestamp({at}))::bigint AS pending"
+    );
+    wait_for(&format!("metering caught up with {now}"), PATIENCE, || async {
+        let rows = platform.rows("metering", &sql).await;
+        (rows[0]["behind"].as_i64() == Some(0) && rows[0]["pending"].as_i64() == Some(0)).then_some(())
+    })
+    .await;
 }
 
 /// Calls until the answer is 2xx, through services being killed and restarted.

@@ -35,7 +35,7 @@
 //! | 2 | [`config`] | settings |
 //! | 3 | [`users`], [`seats`], [`work`], [`team_members`], [`project_members`] | the people projection, seat counting and the placement lock, leased Hopsworks work, team memberships, members' places in projects |
 //! | 4 | [`clusters`] | the registry |
-//! | 5 | [`hopsworks`], [`kube_checks`] | a cluster's Hopsworks API, the checks of its kubeconfig |
+//! | 5 | [`hopsworks`], [`kube_checks`], [`rondb`] | a cluster's Hopsworks API, the checks of its kubeconfig, its online storage read from RonDB |
 //! | 6 | [`validate`], [`cluster_checks`] | checks of registrations, and of the cluster they name |
 //! | 7 | [`assignments`], [`cluster_health`] | placement, moves and unassignments; clusters' scheduled checks |
 //! | 8 | [`teams`], [`lifecycle`] | what joining and leaving a team do, accounts' status and limit following ours |

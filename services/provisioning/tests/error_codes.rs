@@ -90,6 +90,7 @@ async fn every_code_is_answered_by_a_request_with_its_status() {
         (InvalidCapacity, "capacity", json!(-1)),
         (InvalidRegion, "region", json!("")),
         (InvalidStatus, "status", json!("broken")),
+        (InvalidRondb, "rondb_endpoint", json!("rondb.example.com")),
     ] {
         seen.answered(code, p.admin(Method::POST, clusters, Some(with(field, value))).await);
     }

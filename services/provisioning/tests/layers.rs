@@ -9,7 +9,7 @@ const LAYERS: [&[&str]; 10] = [
     &["config"],
     &["users", "seats", "work", "team_members", "project_members"],
     &["clusters"],
-    &["hopsworks", "kube_checks"],
+    &["hopsworks", "kube_checks", "rondb"],
     &["validate", "cluster_checks"],
     &["assignments", "cluster_health"],
     &["teams", "lifecycle"],

@@ -90,6 +90,21 @@ async fn every_code_is_answered_with_its_status() {
     .await
     .unwrap();
 
+    // The gap was looked at and nothing was found to estimate: the estimate is decided already.
+    let decided = Uuid::now_v7();
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "INSERT INTO gap_estimates (id, cluster_id, window_start, window_end, policy, status, source, cpu_basis,
+                 memory_basis, detail)
+             VALUES ('{decided}', '{active}', to_timestamp({end} - {window}), to_timestamp({end}), 'review', 'none',
+                     'point', 'usage', 'usage', 'no neighbouring window was measured')"
+        )),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    let estimate = |id: Uuid| format!("/api/admin/metering/estimates/{id}/approve");
+
     let cases: Vec<(MeteringCode, Method, String, Caller)> = vec![
         (MeteringCode::AdminOnly, Method::GET, "/api/admin/metering/runs".into(), person(Uuid::now_v7())),
         (MeteringCode::InvalidStatus, Method::GET, "/api/admin/metering/runs?status=lost".into(), admin()),
@@ -98,6 +113,9 @@ async fn every_code_is_answered_with_its_status() {
         (MeteringCode::ClusterInactive, Method::POST, collect(inactive), admin()),
         (MeteringCode::WindowClosed, Method::POST, collect(active), admin()),
         (MeteringCode::BillingOnly, Method::GET, "/internal/usage/daily?day=2026-12-01".into(), admin()),
+        (MeteringCode::EstimateNotFound, Method::POST, estimate(Uuid::now_v7()), admin()),
+        (MeteringCode::EstimateDecided, Method::POST, estimate(decided), admin()),
+        (MeteringCode::InvalidEstimateStatus, Method::GET, "/api/admin/metering/estimates?status=lost".into(), admin()),
     ];
     let mut exercised = HashSet::new();
     for (code, method, path, caller) in cases {

@@ -226,26 +226,31 @@ pub(super) fn watch(state: web::Data<State>, query: &HashMap<String, String>, na
     let state = state.into_inner();
     state.watches_open.fetch_add(1, Ordering::SeqCst);
     let open = Open(Arc::clone(&state));
+    // The watch starts when its request is answered, not when the task sending it first runs:
+    // a clock moved (or watches expired) in between is seen by it, as by the API server's.
+    let start =
+        Start { at: state.clock.now(), epoch: state.watch_epoch.load(Ordering::SeqCst), from, timeout, bookmarks };
     let (tx, rx) = mpsc::channel(64);
     actix_web::rt::spawn(async move {
         let _open = open;
-        stream(&state, &filter, from, timeout, bookmarks, &tx).await;
+        stream(&state, &filter, start, &tx).await;
     });
     HttpResponse::Ok().content_type("application/json").body(Stream(rx))
 }
 
-/// Sends the watch's lines until its timeout, an expiry, or the client going away.
-async fn stream(
-    state: &State,
-    filter: &Filter,
+/// How a watch was asked for, and the clock second and expiry epoch of its request.
+struct Start {
+    at: i64,
+    epoch: u64,
     from: Option<i64>,
     timeout: i64,
     bookmarks: bool,
-    tx: &mpsc::Sender<Bytes>,
-) {
-    let started = state.clock.now();
+}
+
+/// Sends the watch's lines until its timeout, an expiry, or the client going away.
+async fn stream(state: &State, filter: &Filter, start: Start, tx: &mpsc::Sender<Bytes>) {
+    let Start { at: started, epoch, from, timeout, bookmarks } = start;
     let end = started.saturating_add(timeout);
-    let epoch = state.watch_epoch.load(Ordering::SeqCst);
     let mut cursor = match from {
         Some(rv) => {
             let oldest = state.oldest_watchable(started);

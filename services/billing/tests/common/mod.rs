@@ -32,6 +32,10 @@ pub struct Billing {
     pub key: CallerSigner,
     pub config: BillingConfig,
     stop: CancellationToken,
+    /// One client for every webhook, as Stripe keeps its connections: a client built per
+    /// request (its TLS roots loaded each time) made a burst of 48 slow enough under load that
+    /// a connection sat unwritten past the server's 5 s request timeout.
+    http: reqwest::Client,
 }
 
 impl Drop for Billing {
@@ -83,7 +87,7 @@ pub async fn start_adjusted(hooks: UserCreatedHooks, adjust: impl FnOnce(TestSet
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
     let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
-    Billing { base, db, bus, sim, key, config, stop }
+    Billing { base, db, bus, sim, key, config, stop, http: reqwest::Client::new() }
 }
 
 pub fn caller(user: Uuid, roles: &[Role]) -> Caller {
@@ -211,7 +215,7 @@ impl Billing {
         config: BillingConfig,
         stop: CancellationToken,
     ) -> Self {
-        Self { base, db, bus, sim, key, config, stop }
+        Self { base, db, bus, sim, key, config, stop, http: reqwest::Client::new() }
     }
 
     pub async fn call(&self, method: Method, path: &str, caller: Option<&Caller>) -> (StatusCode, Value) {
@@ -230,7 +234,8 @@ impl Billing {
 
     /// Posts a webhook body with the given `Stripe-Signature` (none when `None`).
     pub async fn webhook_raw(&self, body: &str, signature: Option<String>) -> (StatusCode, Value) {
-        let mut request = reqwest::Client::new()
+        let mut request = self
+            .http
             .post(format!("{}/webhooks/stripe", self.base))
             .header("content-type", "application/json")
             .body(body.to_owned());

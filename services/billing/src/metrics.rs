@@ -1,5 +1,5 @@
-//! billing's metrics: the Stripe reporting backlog (read from its tables when `/metrics` is
-//! scraped), and the rate-limited answers Stripe gave and the meter reports it accepted
+//! billing's metrics: the Stripe reporting backlog and the subscription items Stripe lacks (read
+//! from its tables when `/metrics` is scraped), and the rate-limited answers Stripe gave and the meter reports it accepted
 //! (counted as they happen, per process).
 
 use hopsbridge_platform::metrics::prometheus::{IntCounter, Opts};
@@ -39,6 +39,20 @@ pub fn all() -> Vec<SqlMetric> {
             label: None,
             sql: "SELECT '' AS label, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS value \
                   FROM meter_reports WHERE state = 'pending'",
+        },
+        SqlMetric {
+            name: "hopsbridge_billing_subscription_items_missing",
+            help: "Prices in force that a live subscription has no Stripe item of yet (its usage waits to be reported)",
+            kind: Kind::Gauge,
+            label: None,
+            sql: "SELECT '' AS label, count(*)::float8 AS value FROM accounts a CROSS JOIN prices p \
+                  WHERE a.stripe_subscription_id IS NOT NULL \
+                    AND coalesce(a.subscription_status, '') NOT IN ('canceled', 'incomplete_expired') \
+                    AND p.effective_from <= now() \
+                    AND NOT EXISTS (SELECT 1 FROM prices q WHERE q.resource = p.resource \
+                                    AND q.effective_from > p.effective_from AND q.effective_from <= now()) \
+                    AND NOT EXISTS (SELECT 1 FROM subscription_items i \
+                                    WHERE i.subscription_id = a.stripe_subscription_id AND i.price_id = p.id)",
         },
     ]
 }

@@ -308,7 +308,8 @@ impl<'a> Ctx<'a> {
     fn failed(&self, to: &str, code: &str) -> HttpResponse {
         let code = if code.is_empty() { "request_failed" } else { code };
         let query = serde_urlencoded::to_string([("failed", code)]).unwrap_or_default();
-        see_other(&format!("{to}?{query}"))
+        let sep = if to.contains('?') { '&' } else { '?' };
+        see_other(&format!("{to}{sep}{query}"))
     }
 }
 

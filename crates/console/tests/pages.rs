@@ -503,7 +503,11 @@ async fn an_admin_sees_every_services_open_integrity_findings_and_runs_a_service
     let (_, location) =
         post(fake.clone(), "/admin/integrity/run", &[("csrf", CSRF), ("service", "team"), ("status", "resolved")])
             .await;
-    assert_eq!(location.as_deref(), Some("/admin/integrity?failed=route_not_found"), "a refused run says why");
+    assert_eq!(
+        location.as_deref(),
+        Some("/admin/integrity?status=resolved&failed=route_not_found"),
+        "a refused run says why, on the filter it was asked from"
+    );
     let runs: Vec<String> = fake.calls().into_iter().filter(|(m, _, _)| m == "POST").map(|(_, path, _)| path).collect();
     assert_eq!(
         runs,

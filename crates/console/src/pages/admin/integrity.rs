@@ -232,15 +232,16 @@ pub(super) async fn admin_integrity_run(data: Data, req: HttpRequest, form: Form
     let ctx = ctx!(data, req);
     tri!(ctx.admin_only());
     tri!(ctx.form_ok(&form));
-    let Some(service) = SERVICES.iter().find(|s| **s == field(&form, "service")) else {
-        return ctx.failed("/admin/integrity", "unknown_service");
-    };
+    // Back to the filter the form was sent from, whatever the answer.
     let status = STATUSES.iter().find(|(s, _)| *s == field(&form, "status")).map_or("open", |(s, _)| *s);
+    let back = href(status, None, 1);
+    let Some(service) = SERVICES.iter().find(|s| **s == field(&form, "service")) else {
+        return ctx.failed(&back, "unknown_service");
+    };
     let answer = ctx.call(Method::Post, &format!("/api/admin/integrity/{service}/run"), None).await;
     if !answer.is_success() {
-        return ctx.failed("/admin/integrity", &answer.code());
+        return ctx.failed(&back, &answer.code());
     }
-    let back = href(status, None, 1);
     let sep = if back.contains('?') { '&' } else { '?' };
     see_other(&format!("{back}{sep}started={service}&done=running#integrity-{service}"))
 }

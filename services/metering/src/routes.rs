@@ -79,14 +79,15 @@ fn db(e: diesel::result::Error) -> ApiError {
     ApiError::from(DbError::from(e))
 }
 
-/// Filters of the runs and gaps lists.
+/// Filters of the runs, gaps and estimates lists.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct RunQuery {
+pub struct WindowQuery {
     /// Only this cluster.
     cluster_id: Option<ClusterId>,
-    /// Only this status (runs only).
+    /// Only this status: of runs pending, running, complete or gap (not of gaps); of estimates
+    /// pending, published, rejected or none.
     status: Option<String>,
     /// Windows starting at or after this instant.
     from: Option<DateTime<Utc>>,
@@ -96,7 +97,7 @@ pub struct RunQuery {
     limit: Option<i64>,
 }
 
-async fn runs_page(state: &State, q: &RunQuery, status: Option<RunState>) -> Result<RunPage, ApiError> {
+async fn runs_page(state: &State, q: &WindowQuery, status: Option<RunState>) -> Result<RunPage, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-1000"));
@@ -112,13 +113,13 @@ const NOT_SIGNED_IN: &str = "unauthenticated: not signed in";
 const NOT_ADMIN: &str = "admin_only: administrators only";
 const NO_DATABASE: &str = "database_unavailable: Postgres cannot be reached; try again shortly";
 
-#[utoipa::path(get, path = "/api/admin/metering/runs", tag = "metering", params(RunQuery),
+#[utoipa::path(get, path = "/api/admin/metering/runs", tag = "metering", params(WindowQuery),
     responses((status = 200, description = "collection runs, newest window first", body = RunPage),
         (status = 400, description = BAD_RUN_FILTER, body = ErrorBody),
         (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
         (status = 403, description = NOT_ADMIN, body = ErrorBody),
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
-async fn list_runs(state: Data, caller: Caller, q: web::Query<RunQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_runs(state: Data, caller: Caller, q: web::Query<WindowQuery>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -130,14 +131,14 @@ async fn list_runs(state: Data, caller: Caller, q: web::Query<RunQuery>) -> Resu
     Ok(HttpResponse::Ok().json(runs_page(&state, &q, status).await?))
 }
 
-#[utoipa::path(get, path = "/api/admin/metering/gaps", tag = "metering", params(RunQuery),
+#[utoipa::path(get, path = "/api/admin/metering/gaps", tag = "metering", params(WindowQuery),
     responses((status = 200, description = "windows that could not be measured, with their reasons", body = RunPage),
         (status = 400, description = "invalid_query: limit is not 1-1000, a status is given, or a filter is malformed",
             body = ErrorBody),
         (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
         (status = 403, description = NOT_ADMIN, body = ErrorBody),
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
-async fn list_gaps(state: Data, caller: Caller, q: web::Query<RunQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_gaps(state: Data, caller: Caller, q: web::Query<WindowQuery>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     if q.status.is_some() {
         return Err(PlatformCode::InvalidQuery.with_message("gaps take no status filter"));
@@ -170,24 +171,7 @@ async fn collect_now(state: Data, caller: Caller, id: web::Path<ClusterId>) -> R
     }
 }
 
-/// Filters of the estimates list.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct EstimateQuery {
-    /// Only this cluster.
-    cluster_id: Option<ClusterId>,
-    /// Only this status: pending, published, rejected or none.
-    status: Option<String>,
-    /// Windows starting at or after this instant.
-    from: Option<DateTime<Utc>>,
-    /// Windows starting before this instant.
-    to: Option<DateTime<Utc>>,
-    /// At most this many (1-1000, default 100).
-    limit: Option<i64>,
-}
-
-#[utoipa::path(get, path = "/api/admin/metering/estimates", tag = "metering", params(EstimateQuery),
+#[utoipa::path(get, path = "/api/admin/metering/estimates", tag = "metering", params(WindowQuery),
     responses((status = 200, description = "gap estimates under every policy, newest window first, each with its basis \
             (readings or neighbours), the windows it was based on and its lines", body = EstimatePage),
         (status = 400, description = "invalid_query: limit is not 1-1000, or a filter is malformed; \
@@ -195,7 +179,7 @@ pub struct EstimateQuery {
         (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
         (status = 403, description = NOT_ADMIN, body = ErrorBody),
         (status = 503, description = NO_DATABASE, body = ErrorBody)))]
-async fn list_estimates(state: Data, caller: Caller, q: web::Query<EstimateQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_estimates(state: Data, caller: Caller, q: web::Query<WindowQuery>) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

@@ -393,7 +393,7 @@ impl Meter {
                 return Err(e.into());
             }
         };
-        self.store(run, collection, projects_from_earlier_listing).await
+        self.store(run, collection, projects_from_earlier_listing, false).await
     }
 
     /// Stores a run's measurement if the run is still ours.
@@ -402,6 +402,7 @@ impl Meter {
         run: &Claimed,
         collection: Collection,
         projects_from_earlier_listing: bool,
+        from_lifetimes: bool,
     ) -> Result<(), Failure> {
         let replica = self.inner.replica.clone();
         let collection = Arc::new(collection);
@@ -413,7 +414,12 @@ impl Meter {
                 let clock = self.inner.clock.clone();
                 Box::pin(async move {
                     let measured = (&*collection, projects_from_earlier_listing);
-                    runs::complete(c, &run, &replica, measured, clock.now()).await
+                    let stats = runs::complete(c, &run, &replica, measured, clock.now()).await?;
+                    // The samples and their mark are written together (`samples.lifetimes`).
+                    if stats.is_some() && from_lifetimes {
+                        crate::watch::store::mark_samples(c, run.cluster_id, collection.window).await?;
+                    }
+                    Ok(stats)
                 })
             })
             .await;
@@ -573,10 +579,7 @@ impl Meter {
             ..CollectStats::default()
         };
         let collection = Collection { window, usage: integrated.usage, stats, method };
-        self.store(run, collection, projects_from_earlier_listing).await?;
-        if lifetimes.is_some() {
-            crate::watch::mark_samples(&self.inner.db, run.cluster_id, window).await;
-        }
+        self.store(run, collection, projects_from_earlier_listing, lifetimes.is_some()).await?;
         Ok(ReadingsEnd::Done)
     }
 

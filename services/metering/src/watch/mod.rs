@@ -439,18 +439,6 @@ pub async fn lifetimes_for(
     }
 }
 
-/// Marks `cluster`'s samples of `window` as billed from lifetimes (`samples.lifetimes`).
-pub async fn mark_samples(db: &Database, cluster: ClusterId, window: crate::window::Window) {
-    let marked = async {
-        let mut conn = db.conn().await?;
-        store::mark_samples(&mut conn, cluster, window).await?;
-        Ok::<_, DbError>(())
-    };
-    if let Err(e) = marked.await {
-        tracing::warn!(cluster_id = %cluster, error = %e, "could not mark samples as billed from lifetimes");
-    }
-}
-
 /// Adds `pod` to the batch, keeping the earliest start and end known for its uid.
 fn merge(batch: &mut HashMap<String, PodLife>, pod: PodLife) {
     match batch.get_mut(&pod.uid) {

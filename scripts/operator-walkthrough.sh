@@ -9,9 +9,11 @@
 #      ("Connecting a cluster", step 4), and its health (`clusters show`: every check passed);
 #   3. its measurement (`metering collect`, `metering gaps`, step 5) and the metrics metering
 #      serves for it on GET /metrics ("Metrics and alerts");
-#   4. a dead letter: a message no consumer can read, published on the subject billing's
-#      `billing-user_created` consumer reads; listed, shown and replayed with
-#      `hopsbridge-admin dead-letters` ("Dead letters").
+#   4. a dead letter as one happens: Stripe down (the sandbox's outage control) while a person
+#      signs in for the first time, so billing's `billing-user_created` consumer gives up on
+#      their UserCreated; listed and shown with `hopsbridge-admin dead-letters`, replayed once
+#      Stripe answers again, and the person then has one Stripe customer and one subscription
+#      ("Dead letters").
 #
 #   ./scripts/operator-walkthrough.sh
 #
@@ -98,10 +100,12 @@ hb_log "starting the platform (scripts/dev.sh; log: ${DEV_LOG#"${root}"/})"
 : >"${DEV_LOG}"
 # The scheduled health check is made frequent, so the walkthrough also sees a check made after
 # the registration's; metering's windows are ten seconds, so the last complete window is still
-# within its deadline when `metering collect` asks for it.
+# within its deadline when `metering collect` asks for it; billing's consumers give up after
+# three deliveries a second apart, so a dead letter comes within seconds.
 HOPSBRIDGE_DEV_PREBUILT=1 HOPSBRIDGE_DEV_REGISTER_CLUSTERS=0 \
     HOPSBRIDGE_PROVISIONING__CLUSTERS__HEALTH_INTERVAL_SECS=2 \
     HOPSBRIDGE_METERING__SCHEDULE__WINDOW_SECS=10 HOPSBRIDGE_METERING__SCHEDULE__LOOKBACK_SECS=60 \
+    HOPSBRIDGE_BILLING__EVENTS__MAX_DELIVER=4 HOPSBRIDGE_BILLING__EVENTS__BACKOFF_SECS=1,1,1 \
     scripts/dev.sh >"${DEV_LOG}" 2>&1 </dev/null &
 DEV_PID=$!
 dev_running() {
@@ -196,44 +200,57 @@ jq '{total}' <<<"${gaps}"
 grep -E '^hopsbridge_http_requests_total\{[^}]*route="/api/admin/metering/clusters/\{id\}/collect"' \
     "${WORK_DIR}/metering.metrics" || fail "metering's metrics do not count the collect request"
 
-# --- 4. A dead letter, replayed ------------------------------------------------------------------
+# --- 4. A dead letter, replayed after the fault is fixed ------------------------------------------
 
-step "4. A dead letter: listed with its reason, shown, replayed (Dead letters)"
-# A message that is no event, published on identity's UserCreated subject (prefix hb), in NATS's
-# text protocol (no NATS client needed): each consumer of the subject gives up on it at once.
-body="not an event: walkthrough $(date -u +%Y%m%dT%H%M%SZ)"
-(
-    exec 3<>"/dev/tcp/${HB_NATS_HOST}/${HB_NATS_PORT}"
-    read -r -t 5 _ <&3
-    printf 'CONNECT {"verbose":false,"pedantic":false}\r\nPUB hb.identity.user_created.v1 %d\r\n%s\r\nPING\r\n' \
-        "${#body}" "${body}" >&3
-    # PONG says the server has processed the PUB.
-    while read -r -t 5 line <&3; do
-        [[ ${line} == PONG* ]] && exit 0
-        [[ ${line} == -ERR* ]] && exit 1
-    done
-    exit 1
-) || fail "could not publish to NATS on ${HB_NATS_HOST}:${HB_NATS_PORT}"
+step "4. A dead letter: Stripe down past the consumer's deliveries, listed, fixed, replayed once (Dead letters)"
+stripe() {
+    local method=$1 path=$2
+    shift 2
+    curl -fsS -X "${method}" "${SANDBOX_STRIPE_URL}${path}" -H "authorization: Bearer ${SANDBOX_STRIPE_SECRET_KEY}" "$@"
+}
+# Stripe answers every request 503 until the outage is cleared (the sandbox's fault control).
+stripe PUT /_sandbox/outage -H 'content-type: application/json' -d '{"status": 503}' | jq -c .
+# Ada's first call makes her at identity, which announces UserCreated; billing's
+# billing-user_created consumer needs Stripe for her customer and subscription, fails, and gives
+# up after events.max_deliver - 1 deliveries (3 here, through HOPSBRIDGE_BILLING__EVENTS__*).
+ada_password=$(sed -n 's/^ *user .*<ada@example.com>.*, password //p' "${LOG_DIR}/sandbox.log")
+[[ -n ${ada_password} ]] || fail "the sandbox printed no password for ada@example.com"
+ada_token=$(curl -fsS "${SANDBOX_AUTH0_ISSUER}oauth/token" -d grant_type=password \
+    -d client_id="${SANDBOX_AUTH0_CLIENT_ID}" -d client_secret="${SANDBOX_AUTH0_CLIENT_SECRET}" \
+    -d username=ada@example.com -d password="${ada_password}" --data-urlencode audience="${SANDBOX_AUTH0_AUDIENCE}" |
+    jq -r .access_token)
+ada=$(curl -fsS -H "authorization: Bearer ${ada_token}" "${GATEWAY}/api/me")
+ada_id=$(jq -r '.id // .user_id' <<<"${ada}")
+echo "ada@example.com signed in: user ${ada_id}"
 waiting() {
-    letters=$(admin dead-letters list billing --status waiting 2>/dev/null) || return 1
+    letters=$(admin dead-letters list billing --status waiting --event-type UserCreatedV1 2>/dev/null) || return 1
     [[ $(jq '[.items[] | select(.consumer == "billing-user_created")] | length' <<<"${letters}") -ge 1 ]]
 }
-eventually "billing's dead letter" waiting
+eventually "billing's dead letter of Ada's UserCreated" waiting
 letter_id=$(jq -r '[.items[] | select(.consumer == "billing-user_created")][0].id' <<<"${letters}")
 shown=$(admin dead-letters show billing "${letter_id}")
-jq '{id, consumer, subject, event_type, reason, deliveries, replays}' <<<"${shown}"
-[[ $(jq -r .reason <<<"${shown}") == *"undecodable envelope"* ]] || fail "unexpected reason: ${shown}"
-# Such a message fails on every replay and keeps waiting with the new failure.
-replayed=$(admin dead-letters replay billing "${letter_id}")
-jq . <<<"${replayed}"
-[[ $(jq -r .outcome <<<"${replayed}") == failed ]] || fail "the replay of a message that is no event: ${replayed}"
-again=$(admin dead-letters show billing "${letter_id}")
-[[ $(jq .replays <<<"${again}") == 1 && $(jq -r .replayed_at <<<"${again}") == null ]] ||
-    fail "the replay is not recorded: ${again}"
-summary=$(admin dead-letters replay-all billing)
-jq . <<<"${summary}"
-[[ $(jq '.failed | length' <<<"${summary}") -ge 1 ]] || fail "replay-all did not take the waiting dead letter: ${summary}"
+jq '{id, consumer, event_type, reason, deliveries, replays}' <<<"${shown}"
+[[ $(jq -r .reason <<<"${shown}") == *"gave up after"*"503"* ]] || fail "unexpected reason: ${shown}"
+customers() { stripe GET "/v1/customers?email=ada%40example.com&limit=100" | jq '.data | length'; }
 curl -fsS "${BILLING}/metrics" | grep -E '^hopsbridge_events_(dead_letters|consumer_dead_lettered_total\{[^}]*consumer="billing-user_created")' ||
     fail "billing's metrics do not show the dead letter"
+
+# The cause fixed: Stripe answers again. The replay applies the event once.
+stripe DELETE /_sandbox/outage | jq -c .
+[[ $(customers) == 0 ]] || fail "Stripe has a customer for Ada although billing gave up on her"
+replayed=$(admin dead-letters replay billing "${letter_id}")
+jq '{outcome, dead_letter: {replayed_at: .dead_letter.replayed_at, replays: .dead_letter.replays}}' <<<"${replayed}"
+[[ $(jq -r .outcome <<<"${replayed}") == applied ]] || fail "the replay after the fix: ${replayed}"
+[[ $(jq -r .dead_letter.replayed_at <<<"${replayed}") != null ]] || fail "the dead letter is not marked replayed"
+again=$(admin dead-letters replay billing "${letter_id}")
+[[ $(jq -r .outcome <<<"${again}") == already_applied ]] || fail "a second replay: ${again}"
+echo "a second replay: $(jq -r .outcome <<<"${again}")"
+[[ $(customers) == 1 ]] || fail "Ada's Stripe customers: $(customers), not 1"
+customer=$(stripe GET "/v1/customers?email=ada%40example.com" | jq -r '.data[0].id')
+subscriptions=$(stripe GET "/v1/subscriptions?customer=${customer}" | jq '[.data[] | select(.metadata.hopsbridge_user_id == "'"${ada_id}"'")] | length')
+[[ ${subscriptions} == 1 ]] || fail "Ada's subscriptions: ${subscriptions}, not 1"
+echo "Stripe: one customer (${customer}) and one subscription for Ada"
+left=$(admin dead-letters list billing --status waiting)
+[[ $(jq .total <<<"${left}") == 0 ]] || fail "dead letters still waiting: ${left}"
 
 printf '\nThe walkthrough passed in %d s.\n' "$((SECONDS - started))"

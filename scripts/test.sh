@@ -121,5 +121,8 @@ cat "${log}/journeys.out"
 total "${log}/crates.out" "${log}/journeys.out"
 if [[ ${crates_status} -ne 0 || ${journeys_status} -ne 0 ]]; then
     grep -h -- '^--- .*FAILED' "${log}/crates.out" "${log}/journeys.out" >&2
+    # Each failure's reason again, at the end where a truncated log still shows it.
+    printf '\nwhy:\n' >&2
+    grep -h -A3 -- "panicked at" "${log}/crates.out" "${log}/journeys.out" | head -n 120 >&2 || true
     exit 1
 fi

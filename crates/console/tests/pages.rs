@@ -297,7 +297,7 @@ async fn usage_shows_the_api_figures_per_day_project_and_person() {
     assert!(body.contains("3 December · CPU 5.000 · memory 10.000 · GPU 0.000 · storage 0.500000000"), "{body}");
     // Per project: project 7 has CPU 7.5, storage 0.5 GB-months and 2.64 USD; the memory line
     // is outside any project.
-    assert!(body.contains("Project 7</th><td class=\"num\">7.500</td><td class=\"num\">0.000</td><td class=\"num\">0.000</td><td class=\"num\">0.500000000</td><td class=\"num\">2.64 USD"), "{body}");
+    assert!(body.contains("Project 7<span class=\"sr\">: its days, people and costs</span></a></th><td class=\"num\">7.500</td><td class=\"num\">0.000</td><td class=\"num\">0.000</td><td class=\"num\">0.500000000</td><td class=\"num\">2.64 USD"), "{body}");
     assert!(body.contains("Outside any project"));
     // Per person: the owner's own line, and Bob's by name.
     assert!(
@@ -708,7 +708,7 @@ async fn a_member_sees_their_own_usage_without_cost() {
     ])));
     let (status, body, _) = get(fake.clone(), "/usage?month=2026-11").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("lab</th><td class=\"num\">1.250</td><td class=\"num\">4.000</td><td class=\"num\">0.000</td><td class=\"num\">0.012500000</td></tr>"), "{body}");
+    assert!(body.contains("lab<span class=\"sr\">: its days</span></a></th><td class=\"num\">1.250</td><td class=\"num\">4.000</td><td class=\"num\">0.000</td><td class=\"num\">0.012500000</td></tr>"), "{body}");
     assert!(
         body.contains("Storage (GB-months): 0.012500000 GB-months</figcaption>"),
         "their storage, without cost: {body}"
@@ -818,6 +818,196 @@ async fn an_owner_follows_a_members_usage_down_to_the_samples_of_their_day() {
     assert!(
         fake.calls()[before..].iter().all(|(_, path, _)| !path.starts_with("/api/billing/usage/samples")),
         "no samples are asked for a refused page"
+    );
+}
+
+/// `usage_view` with a third project: Bob's core-hour in project 9 on 3 December.
+fn usage_of_three_projects() -> Value {
+    let mut usage = usage_view();
+    usage["lines"].as_array_mut().unwrap().push(json!({"day": "2026-12-03", "resource": "cpu", "user_id": "u-bob",
+        "billing_mode": "postpaid", "project_id": 9, "quantity": "1", "cost": "35", "cost_minor": 35}));
+    usage
+}
+
+#[actix_web::test]
+async fn an_owner_narrows_usage_to_one_project_keeping_the_month_and_the_member() {
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer("GET", "/api/billing/usage?from=2026-12-01&to=2026-12-31", 200, usage_of_three_projects())
+            .answer("GET", "/api/billing/usage", 200, usage_of_three_projects())
+            .answer("GET", "/api/pricing", 200, pricing())
+            .answer("GET", "/api/me", 200, json!({"id": "u-ada", "email": "ada@example.com", "name": "Ada"}))
+            .answer("GET", "/api/team", 200, team_view()),
+    );
+    // The whole account: 8.5 core-hours (2.98 USD), 10 GiB-hours outside any project; each
+    // project's row links to its page by the name shown, keeping the month.
+    let (status, body, _) = get(fake.clone(), "/usage?month=2026-12").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("CPU (core-hours): 8.500 core-hours, costing 2.98 USD"), "{body}");
+    assert!(body.contains("3 December · CPU 6.000 · memory 10.000 · GPU 0.000 · storage 0.500000000"), "{body}");
+    for (query, name) in
+        [("Project+7", "Project 7"), ("Project+9", "Project 9"), ("Outside+any+project", "Outside any project")]
+    {
+        assert!(
+            body.contains(&format!(
+                r#"<a href="/usage?project={query}&#38;month=2026-12">{name}<span class="sr">: its days, people and costs</span></a></th>"#
+            )),
+            "{name}: {body}"
+        );
+    }
+
+    // Project 7 alone: its lines only (no memory, one core-hour less), its cost instead of the
+    // account's, its people's share of it, and a way back to every project.
+    let (status, body, _) = get(fake.clone(), "/usage?project=Project+7&month=2026-12").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<title>Usage in Project 7"), "{body}");
+    assert!(body.contains("<h1>Usage in Project 7</h1>"), "{body}");
+    assert!(body.contains(r#"<a href="/usage?month=2026-12">Back to all projects</a>"#), "{body}");
+    assert!(!body.contains("Back to the whole account"), "no person was picked");
+    assert!(body.contains(r#"<input type="hidden" name="project" value="Project 7">"#), "{body}");
+    assert!(body.contains(r#"This project's cost in the month shown: <strong id="project-cost">2.64 USD<"#), "{body}");
+    assert!(!body.contains(r#"id="month-cost""#) && !body.contains(r#"id="invoice-total""#), "not the account's cost");
+    assert!(body.contains("CPU (core-hours): 7.500 core-hours, costing 2.63 USD"), "{body}");
+    assert!(body.contains("Memory (GiB-hours): 0.000 GiB-hours, costing 0.00 USD"), "{body}");
+    assert!(body.contains("Storage (GB-months): 0.500000000 GB-months, costing 0.02 USD"), "{body}");
+    assert!(body.contains(r#"aria-label="CPU (core-hours) per day in Project 7""#), "the chart says whose: {body}");
+    assert!(body.contains("1 December · CPU 2.500 · memory 0.000 · GPU 0.000 · storage 0.000000000"), "{body}");
+    assert!(body.contains("3 December · CPU 5.000 · memory 0.000 · GPU 0.000 · storage 0.500000000"), "{body}");
+    // Its days still link to the day's samples, which billing cannot narrow to a project: the
+    // page says so next to them.
+    assert_eq!(body.matches(r#"<a href="/usage/2026-12-"#).count(), 4 * 31 + 2, "{body}");
+    assert!(body.contains(r#"<a href="/usage/2026-12-03" aria-describedby="days-note">3 December"#), "{body}");
+    assert!(body.contains("Billing cannot narrow a day's samples to one project"), "{body}");
+    assert!(body.contains(r#"id="days-note">Each day links to the samples of every project that day"#), "{body}");
+    // The projects table is this project's row alone, not a link to itself.
+    assert!(body.contains(r#"<th scope="row">Project 7</th><td class="num">7.500</td><td class="num">0.000</td><td class="num">0.000</td><td class="num">0.500000000</td><td class="num">2.64 USD"#), "{body}");
+    assert!(!body.contains("Project 9") && !body.contains("Outside any project"), "{body}");
+    // Each person's share of the project, linking to their usage in it.
+    assert!(body.contains(r#"<a href="/usage?member=bob%40example.com&#38;project=Project+7&#38;month=2026-12">Bob<span class="sr">: their days in this project</span></a></th><td class="num">5.000</td><td class="num">0.000</td><td class="num">0.000</td><td class="num">0.500000000</td><td class="num">1.77 USD"#), "{body}");
+    assert!(body.contains(r#"<a href="/usage?member=ada%40example.com&#38;project=Project+7&#38;month=2026-12">You (ada@example.com)<span class="sr">: their days in this project</span></a></th><td class="num">2.500</td>"#), "{body}");
+
+    // Bob's page links to his projects keeping him; his usage in project 7 is his lines in it.
+    let (status, body, _) = get(fake.clone(), "/usage?member=bob%40example.com&month=2026-12").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"<a href="/usage?member=bob%40example.com&#38;project=Project+9&#38;month=2026-12">Project 9<span class="sr">"#), "{body}");
+    let (status, body, _) = get(fake.clone(), "/usage?member=bob%40example.com&project=Project+7&month=2026-12").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h1>Usage of Bob in Project 7</h1>"), "{body}");
+    assert!(
+        body.contains(r#"Their cost in this project in the month shown: <strong id="project-cost">1.77 USD<"#),
+        "{body}"
+    );
+    assert!(body.contains("CPU (core-hours): 5.000 core-hours, costing 1.75 USD"), "{body}");
+    assert!(body.contains("3 December · CPU 5.000 · memory 0.000 · GPU 0.000 · storage 0.500000000"), "{body}");
+    assert!(!body.contains("1 December ·"), "Ada's day is not Bob's: {body}");
+    assert!(
+        body.contains(
+            r#"<a href="/usage/2026-12-03?member=bob%40example.com" aria-describedby="days-note">3 December"#
+        ),
+        "{body}"
+    );
+    assert!(body.contains(r#"<a href="/usage?member=bob%40example.com&#38;month=2026-12">Back to all projects<span class="sr"> of Bob</span></a>"#), "{body}");
+    assert!(body.contains(r#"<a href="/usage">Back to the whole account</a>"#));
+    assert!(body.contains(r#"<input type="hidden" name="member" value="bob@example.com">"#));
+    assert!(body.contains(r#"<input type="hidden" name="project" value="Project 7">"#));
+
+    // Lines of no known project are a row, and a page, of their own.
+    let (status, body, _) = get(fake.clone(), "/usage?project=Outside%20any%20project&month=2026-12").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h1>Usage outside any project</h1>"), "{body}");
+    assert!(body.contains(r#"id="project-cost">0.40 USD<"#), "{body}");
+    assert!(body.contains("3 December · CPU 0.000 · memory 10.000 · GPU 0.000 · storage 0.000000000"), "{body}");
+
+    // Without a month, the links keep none.
+    let (status, body, _) = get(fake.clone(), "/usage?project=Project+9").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"<a href="/usage">Back to all projects</a>"#), "{body}");
+    assert!(body.contains(r#"id="project-cost">0.35 USD<"#), "{body}");
+    assert!(body.contains(r#"<a href="/usage?member=bob%40example.com&#38;project=Project+9">Bob"#), "{body}");
+
+    // A project the month has no usage of, or any other name, is not found; so is a project
+    // of someone outside the team.
+    for path in [
+        "/usage?project=Project+8&month=2026-12",
+        "/usage?project=7&month=2026-12",
+        "/usage?project=project+7&month=2026-12",
+        "/usage?project=%3Cscript%3Ealert(1)%3C%2Fscript%3E&month=2026-12",
+        "/usage?member=eve%40example.com&project=Project+7&month=2026-12",
+    ] {
+        let (status, body, _) = get(fake.clone(), path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("<script>alert"), "{body}");
+    }
+    let calls = fake.calls();
+    assert!(
+        calls.iter().all(|(_, path, _)| !path.contains("project") && !path.starts_with("/api/billing/usage/samples")),
+        "the project is the console's filter, never sent to the API: {calls:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_member_narrows_their_usage_to_one_project_with_its_name_escaped() {
+    let row = |day: &str, namespace: &str, cpu: &str, memory: &str, storage: &str| {
+        json!({"day": day, "user_id": "u-bob", "owner_user_id": "u-ada", "cluster_id": "c", "namespace": namespace,
+            "cpu_core_hours": cpu, "memory_gib_hours": memory, "gpu_hours": "0", "cpu_nanocore_seconds": 1,
+            "memory_byte_seconds": 1, "gpu_seconds": 0, "samples": 4, "storage_gb_months": storage,
+            "storage_offline_byte_seconds": 1, "storage_online_byte_seconds": 0, "storage_samples": 24})
+    };
+    let hostile = r#"<em>x</em>&"co""#;
+    let fake = Arc::new(Fake::as_(member()).answer(
+        "GET",
+        "/api/usage?from=2026-11-01&to=2026-11-30",
+        200,
+        json!([
+            row("2026-11-02", "lab", "1.25", "4", "0.0125"),
+            row("2026-11-02", hostile, "2", "1", "0"),
+            row("2026-11-05", hostile, "0.5", "0", "0"),
+        ]),
+    ));
+    let (status, body, _) = get(fake.clone(), "/usage?month=2026-11").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("2 November · CPU 3.250 · memory 5.000 · GPU 0.000 · storage 0.012500000"), "{body}");
+    assert!(
+        body.contains(r#"<a href="/usage?project=lab&#38;month=2026-11">lab<span class="sr">: its days</span></a>"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<a href="/usage?project=%3Cem%3Ex%3C%2Fem%3E%26%22co%22&#38;month=2026-11">&#60;em&#62;x&#60;/em&#62;&#38;&#34;co&#34;<span class="sr">"#),
+        "the name is encoded in the link and escaped in its text: {body}"
+    );
+
+    let (status, body, _) = get(fake.clone(), "/usage?project=lab&month=2026-11").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h1>Usage in project lab</h1>"), "{body}");
+    assert!(body.contains(r#"<a href="/usage?month=2026-11">Back to all projects</a>"#), "{body}");
+    assert!(body.contains(r#"<input type="hidden" name="project" value="lab">"#), "{body}");
+    assert!(body.contains("CPU (core-hours): 1.250 core-hours</figcaption>"), "{body}");
+    assert!(body.contains(r#"aria-label="CPU (core-hours) per day in project lab""#), "{body}");
+    assert!(body.contains("2 November · CPU 1.250 · memory 4.000 · GPU 0.000 · storage 0.012500000"), "{body}");
+    assert!(!body.contains("5 November ·"), "the other project's day: {body}");
+    assert!(body.contains(r#"<th scope="row">lab</th><td class="num">1.250</td>"#), "{body}");
+    assert!(!body.contains("&#60;em&#62;"), "no other project: {body}");
+    assert!(!body.contains("USD") && !body.contains(r#"<a href="/usage/"#), "no money, no samples for a member");
+
+    let (status, body, _) = get(fake.clone(), "/usage?project=%3Cem%3Ex%3C%2Fem%3E%26%22co%22&month=2026-11").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("<em>x"), "escaped everywhere: {body}");
+    assert!(body.contains("<h1>Usage in project &#60;em&#62;x&#60;/em&#62;&#38;&#34;co&#34;</h1>"), "{body}");
+    assert!(body.contains(r#"name="project" value="&#60;em&#62;x&#60;/em&#62;&#38;&#34;co&#34;">"#), "{body}");
+    assert!(
+        body.contains(r#"aria-label="CPU (core-hours) per day in project &lt;em&gt;x&lt;/em&gt;&amp;&quot;co&quot;""#),
+        "{body}"
+    );
+    assert!(body.contains("CPU (core-hours): 2.500 core-hours</figcaption>"), "{body}");
+    assert!(body.contains("5 November · CPU 0.500 · memory 0.000"), "{body}");
+
+    for path in ["/usage?project=nope&month=2026-11", "/usage?project=Lab&month=2026-11"] {
+        assert_eq!(get(fake.clone(), path).await.0, 404, "{path}");
+    }
+    assert!(
+        fake.calls().iter().all(|(_, path, _)| path == "/api/usage?from=2026-11-01&to=2026-11-30"),
+        "only the member's own usage is asked for: {:?}",
+        fake.calls()
     );
 }
 

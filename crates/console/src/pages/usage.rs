@@ -2,6 +2,15 @@
 //! for an owner their costs, upcoming invoice and each team member's share, which links down
 //! (by the member's address, never an id) to that member's days and the samples behind each;
 //! a storage day links to its storage samples.
+//!
+//! Each row of the projects table links to the page narrowed to that project
+//! (`?project=<its name as the table shows it>`, keeping `member` and `month`): the same charts,
+//! days, people and (owners) costs, of that project's usage only. Billing's lines name a project
+//! by Hopsworks' numeric id alone, so an owner's projects are "Project <id>" (and "Outside any
+//! project" for namespaces of no known project); a member's are the namespaces of
+//! `GET /api/usage`. A project is known when the month shown has usage in it; any other is 404.
+//! Billing's samples cannot be narrowed to a project, so a narrowed day links to the samples of
+//! every project that day (or of the member picked), and the page says so.
 
 use super::{Ctx, Data, Layout, currency, render};
 use crate::chart::{self, Bar};
@@ -80,6 +89,19 @@ struct UsagePage {
     invoice: Option<api::UpcomingInvoice>,
     /// The one person whose usage an owner is looking at, when they picked one.
     focus: Option<Focus>,
+    /// The one project the page is narrowed to, when one was picked.
+    project: Option<ProjectFocus>,
+}
+
+/// The project a usage page is narrowed to.
+#[derive(Debug)]
+struct ProjectFocus {
+    /// Its name as the projects table shows it (and `?project=` gives it).
+    name: String,
+    /// The page of every project, keeping the person and the month.
+    all: String,
+    /// Its cost in the range shown, of the person picked when one was (owners only).
+    cost: Option<String>,
 }
 
 /// One person of an owner's account, as the usage pages pick them: by address.
@@ -125,8 +147,40 @@ fn focus_of<'p>(query: &HashMap<String, String>, people: &'p [Person]) -> Result
     }
 }
 
-fn member_query(email: &str) -> String {
-    serde_urlencoded::to_string([("member", email)]).unwrap_or_default()
+/// The project `?project=` names (trimmed), when it names one.
+fn project_of(query: &HashMap<String, String>) -> Option<&str> {
+    query.get("project").map(|p| p.trim()).filter(|p| !p.is_empty())
+}
+
+/// An owner's project as the projects table names it: billing's lines carry Hopsworks'
+/// numeric project id only.
+fn project_name(project_id: Option<i64>) -> String {
+    project_id.map_or_else(|| "Outside any project".to_owned(), |id| format!("Project {id}"))
+}
+
+/// Where a page narrowed to `project` is, in words after "Usage": "in Project 7", "outside any
+/// project" (an owner's), "in project lab" (a member's namespace).
+fn in_project(project: &str, owner: bool) -> String {
+    if owner && project == project_name(None) {
+        "outside any project".to_owned()
+    } else if owner {
+        format!("in {project}")
+    } else {
+        format!("in project {project}")
+    }
+}
+
+/// The usage page narrowed to `member` and `project` when given, of `month` when given.
+fn usage_href(member: Option<&str>, project: Option<&str>, month: Option<&str>) -> String {
+    let query: Vec<(&str, &str)> = [("member", member), ("project", project), ("month", month)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    if query.is_empty() {
+        "/usage".to_owned()
+    } else {
+        format!("/usage?{}", serde_urlencoded::to_string(query).unwrap_or_default())
+    }
 }
 
 /// The console's page of `day`'s samples: of one member when `member` names them, of one
@@ -229,7 +283,9 @@ fn daily_bars(
 pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMap<String, String>>) -> HttpResponse {
     let ctx = ctx!(data, req);
     let asked = parse_month(query.get("month"));
+    let month = asked.map(|m| m.format("%Y-%m").to_string());
     let range = asked.map(|first| format!("from={first}&to={}", month_end(first)));
+    let project = project_of(&query);
     let mut per_day: BTreeMap<(NaiveDate, String), Decimal> = BTreeMap::new();
     let mut page = UsagePage {
         l: ctx.layout("Usage and cost", "/usage"),
@@ -247,6 +303,7 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
         cap: None,
         invoice: None,
         focus: None,
+        project: None,
     };
     let (from, to, current);
     // An owner's links down to a day keep the person they are looking at.
@@ -260,15 +317,24 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
         let Ok(focus) = focus_of(&query, &people) else {
             return ctx.error(404, "not_found");
         };
+        // A project is one the account used in the month shown (whoever used it).
+        if project.is_some_and(|p| !usage.lines.iter().any(|l| project_name(l.project_id) == p)) {
+            return ctx.error(404, "not_found");
+        }
         page.currency = currency(&ctx).await;
         from = usage.range.from;
         to = asked.map_or(usage.range.to, month_end);
         current = usage.month_to_date.from;
-        let month = asked.map(|m| format!("&month={}", m.format("%Y-%m"))).unwrap_or_default();
         let (mut projects, mut members): (BTreeMap<String, UsageRow>, BTreeMap<String, UsageRow>) = Default::default();
-        let mut focus_cost = Decimal::ZERO;
+        let mut narrowed_cost = Decimal::ZERO;
         let mut costs: BTreeMap<&str, Decimal> = BTreeMap::new();
-        for line in usage.lines.iter().filter(|l| focus.is_none_or(|f| f.user_id == l.user_id)) {
+        let email = focus.map(|p| p.email.as_str());
+        for (line, name) in usage
+            .lines
+            .iter()
+            .map(|l| (l, project_name(l.project_id)))
+            .filter(|(l, name)| focus.is_none_or(|f| f.user_id == l.user_id) && project.is_none_or(|p| p == name))
+        {
             let quantity = format::parse(&line.quantity).unwrap_or_default();
             let cost = format::parse(&line.cost).unwrap_or_default();
             let shown = format::shown_as(&line.resource);
@@ -276,17 +342,19 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
             if let Some(r) = RESOURCES.iter().find(|r| **r == shown) {
                 *costs.entry(r).or_default() += cost;
             }
-            let project =
-                line.project_id.map_or_else(|| "Outside any project".to_owned(), |id| format!("Project {id}"));
-            projects.entry(project.clone()).or_insert_with(|| UsageRow { name: project, ..UsageRow::default() }).add(
-                &line.resource,
-                quantity,
-                cost,
-            );
-            focus_cost += cost;
+            projects
+                .entry(name.clone())
+                .or_insert_with(|| UsageRow {
+                    // A project's row links to its page, unless this is that page.
+                    href: project.is_none().then(|| usage_href(email, Some(&name), month.as_deref())),
+                    name,
+                    ..UsageRow::default()
+                })
+                .add(&line.resource, quantity, cost);
+            narrowed_cost += cost;
             let who = people.iter().find(|p| p.user_id == line.user_id);
             let name = who.map_or_else(|| "Former members".to_owned(), |p| p.name.clone());
-            let href = who.map(|p| format!("/usage?{}{month}", member_query(&p.email)));
+            let href = who.map(|p| usage_href(Some(&p.email), project, month.as_deref()));
             members.entry(name.clone()).or_insert_with(|| UsageRow { name, href, ..UsageRow::default() }).add(
                 &line.resource,
                 quantity,
@@ -294,13 +362,22 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
             );
         }
         cost_of = Some(costs);
+        let narrowed_cost = format::minor_decimal(&narrowed_cost.to_string(), &page.currency);
         if let Some(person) = focus {
             focus_email = Some(person.email.clone());
             page.l.title = format!("Usage of {}", person.name);
-            page.focus = Some(Focus {
-                name: person.name.clone(),
-                email: person.email.clone(),
-                cost: format::minor_decimal(&focus_cost.to_string(), &page.currency),
+            page.focus =
+                Some(Focus { name: person.name.clone(), email: person.email.clone(), cost: narrowed_cost.clone() });
+        }
+        if let Some(p) = project {
+            page.l.title = match focus {
+                Some(person) => format!("Usage of {} {}", person.name, in_project(p, true)),
+                None => format!("Usage {}", in_project(p, true)),
+            };
+            page.project = Some(ProjectFocus {
+                name: p.to_owned(),
+                all: usage_href(email, None, month.as_deref()),
+                cost: Some(narrowed_cost),
             });
         }
         page.projects = projects.into_values().collect();
@@ -313,8 +390,12 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
     } else {
         let path = range.as_ref().map_or_else(|| "/api/usage".to_owned(), |r| format!("/api/usage?{r}"));
         let rows: Vec<api::DailyUsage> = tri!(ctx.fetch(&path).await);
+        // A member's project is a namespace they used in the range shown.
+        if project.is_some_and(|p| !rows.iter().any(|r| r.namespace == p)) {
+            return ctx.error(404, "not_found");
+        }
         let mut projects: BTreeMap<String, UsageRow> = BTreeMap::new();
-        for row in &rows {
+        for row in rows.iter().filter(|r| project.is_none_or(|p| p == r.namespace)) {
             for (resource, value) in [
                 ("cpu", &row.cpu_core_hours),
                 ("memory", &row.memory_gib_hours),
@@ -325,11 +406,22 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
                 *per_day.entry((row.day, resource.to_owned())).or_default() += quantity;
                 projects
                     .entry(row.namespace.clone())
-                    .or_insert_with(|| UsageRow { name: row.namespace.clone(), ..UsageRow::default() })
+                    .or_insert_with(|| UsageRow {
+                        name: row.namespace.clone(),
+                        href: project.is_none().then(|| usage_href(None, Some(&row.namespace), month.as_deref())),
+                        ..UsageRow::default()
+                    })
                     .add(resource, quantity, Decimal::ZERO);
             }
         }
+        if let Some(p) = project {
+            page.l.title = format!("Usage {}", in_project(p, false));
+            page.project =
+                Some(ProjectFocus { name: p.to_owned(), all: usage_href(None, None, month.as_deref()), cost: None });
+        }
         page.projects = projects.into_values().collect();
+        // The range is the month asked for, or the 30 days up to their newest usage (of any
+        // project, so that a project's page shows the days the whole page would).
         let newest = rows.iter().map(|r| r.day).max();
         to = asked.map_or_else(|| newest.unwrap_or_else(|| chrono::Utc::now().date_naive()), month_end);
         from = asked.unwrap_or_else(|| to - chrono::TimeDelta::days(30));
@@ -342,12 +434,15 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
     };
     page.months = months(asked.unwrap_or(from.with_day(1).unwrap_or(from)), current);
     let links = ctx.viewer.owner.then_some(Links { member: focus_email.as_deref() });
+    // What a chart is of, for its label: the whole page's or one project's days.
+    let scope =
+        page.project.as_ref().map(|p| format!(" {}", in_project(&p.name, ctx.viewer.owner))).unwrap_or_default();
     for resource in RESOURCES {
         let bars = daily_bars(resource, from, to, &per_day, links);
         let total: Decimal = bars.iter().map(|b| b.value).sum();
         let heading = format!("{} ({})", format::resource_name(resource), format::unit(resource));
         page.charts.push(Chart {
-            svg: chart::bars(&format!("{heading} per day"), &bars),
+            svg: chart::bars(&format!("{heading} per day{scope}"), &bars),
             total: format!(
                 "{} {}",
                 format::quantity(&total.to_string(), format::places(resource)),

@@ -193,6 +193,7 @@ async fn run(campaign: Campaign) {
         armed: HashSet::new(),
         pending,
         reached: kill_points().into_iter().map(|(_, c)| (c, 0)).collect(),
+        stripe_hold: None,
     };
     let armed = Arc::new(AtomicBool::new(false));
     let monkey = tokio::spawn(monkey.run(Arc::clone(&done), Arc::clone(&armed)));
@@ -210,6 +211,13 @@ async fn run(campaign: Campaign) {
     // The monkey hands NATS back: the audit reads the streams.
     let (faults, kills, reached, _nats) = monkey.await.expect("the monkey");
     eprintln!("people done and the monkey stopped after {:?}", started.elapsed());
+    // Every window measured before the audit, and so before the period closes: a
+    // window measured after its day was reported would be billed in the next period, and the
+    // period's invoice would lack it (the audit compares it with the whole ledger).
+    // (The labs run on: every window that has ended on the stopped clock.)
+    let window = i64::from(WINDOW);
+    let stopped = DateTime::from_timestamp(world.clock.now() / window * window, 0).expect("the clock");
+    metering_measured_through(&platform, stopped).await;
 
     let mut counts = audit(&platform, &people, &work).await;
     // Consumers the campaign's traffic reached: each must have its kill point on the list.
@@ -361,6 +369,23 @@ async fn metering_caught_up(platform: &Platform, now: DateTime<Utc>) {
     .await;
 }
 
+/// Waits until every active cluster's windows are scheduled through `at` and none ending by then
+/// is still to be measured, pending or running (a run held by a killed replica comes back when
+/// its lease, seconds here, runs out).
+async fn metering_measured_through(platform: &Platform, at: DateTime<Utc>) {
+    let at_sql = format!("to_timestamp({})", at.timestamp());
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM clusters WHERE status = 'active' \
+                 AND (scheduled_through IS NULL OR scheduled_through < {at_sql})) \
+              + (SELECT count(*) FROM runs WHERE status IN ('pending', 'running') AND window_end <= {at_sql}) \
+              AS open"
+    );
+    wait_for(&format!("every window through {at} measured"), PATIENCE, || async {
+        (platform.rows("metering", &sql).await[0]["open"].as_i64() == Some(0)).then_some(())
+    })
+    .await;
+}
+
 /// Calls until the answer is 2xx, through services being killed and restarted.
 async fn call_until_ok(platform: &Platform, method: &str, path: &str, token: &str) -> Value {
     let deadline = Instant::now() + PATIENCE;
@@ -425,7 +450,14 @@ struct Monkey {
     pending: HashMap<Service, Vec<String>>,
     /// Named kill points (consumers) and how often a process was seen to abort there.
     reached: BTreeMap<String, u32>,
+    /// A Stripe hold armed on one of billing's writes (its id and path): once Stripe has applied
+    /// the request and holds its answer, billing is killed before it learns the outcome.
+    stripe_hold: Option<(String, &'static str)>,
 }
+
+/// billing's Stripe writes a hold may catch: a person's customer and subscription, a day's
+/// meter events, a card's Checkout Session.
+const HELD_WRITES: [&str; 4] = ["/v1/customers", "/v1/subscriptions", money::METER_EVENTS, "/v1/checkout/sessions"];
 
 impl Monkey {
     fn count(&mut self, kind: impl Into<String>) {
@@ -455,6 +487,7 @@ impl Monkey {
         armed.store(true, Ordering::SeqCst);
         while !(AtomicBool::load(&done, Ordering::SeqCst) && self.targets_met()) {
             self.restart_stopped().await;
+            self.kill_when_held().await;
             let roll = self.rng.gen_range(0..100);
             match roll {
                 0..55 => self.kill().await,
@@ -466,6 +499,11 @@ impl Monkey {
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         self.restart_stopped().await;
+        if let Some((id, path)) = self.stripe_hold.take() {
+            // Armed and never reached: it holds nothing any more.
+            let _ = self.platform.world.stripe.release(&id);
+            self.count(format!("stripe hold not reached ({path})"));
+        }
         // The people are done: no kill point left armed and faults off, so the audit reads a
         // settled platform. A named point not reached by now never will be: the audit counts it.
         self.pending.clear();
@@ -551,6 +589,30 @@ impl Monkey {
         self.start(service, every_consumer).await;
     }
 
+    /// When Stripe holds the answer to the write its hold was armed on, SIGKILLs billing, lets
+    /// the answer go (to nobody) and starts billing again: Stripe made the change and billing
+    /// never learned it, so its retry must find the change (an idempotency key, a lookup) and
+    /// not make it twice.
+    async fn kill_when_held(&mut self) {
+        use hopsbridge_sandbox::stripe::HoldStatus;
+        let Some((id, path)) = self.stripe_hold.clone() else { return };
+        let platform = Arc::clone(&self.platform);
+        let stripe = &platform.world.stripe;
+        match stripe.hold_status(&id) {
+            Some(HoldStatus::Armed { .. }) => return,
+            Some(HoldStatus::Held { .. }) => {
+                self.platform.kill_service(Service::Billing);
+                *self.kills.entry(Service::Billing.name()).or_default() += 1;
+                self.count(format!("billing killed while Stripe held its answer ({path})"));
+                let _ = stripe.release(&id);
+                self.start(Service::Billing, false).await;
+            }
+            // Released or gone: nothing held.
+            _ => {}
+        }
+        self.stripe_hold = None;
+    }
+
     async fn restart_nats(&mut self) {
         self.nats.stop();
         let down = self.rng.gen_range(500..3000);
@@ -585,7 +647,12 @@ impl Monkey {
     fn sandbox_fault(&mut self) {
         let world = &self.platform.world;
         let cluster = &world.clusters[self.rng.gen_range(0..world.clusters.len())];
-        match self.rng.gen_range(0..7) {
+        match self.rng.gen_range(0..8) {
+            7 if self.stripe_hold.is_none() => {
+                let path = HELD_WRITES[self.rng.gen_range(0..HELD_WRITES.len())];
+                self.stripe_hold = Some((world.stripe.hold("POST", path, 1), path));
+                self.count(format!("stripe hold armed ({path})"));
+            }
             0 => {
                 world.stripe.fail_next(2, 500);
                 self.count("stripe 500 x2");

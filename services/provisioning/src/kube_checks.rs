@@ -19,7 +19,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
     /// Stable name: `kubernetes_api`, `kubernetes_can_list_pods`,
-    /// `kubernetes_can_list_pod_metrics`, `metrics_api`, `hopsworks_admin_api`.
+    /// `kubernetes_can_list_pod_metrics`, `kubernetes_can_watch_pods`, `metrics_api`,
+    /// `hopsworks_admin_api`.
     pub name: String,
     /// Whether it passed.
     pub ok: bool,
@@ -52,10 +53,10 @@ pub struct Permission {
     pub why: &'static str,
 }
 
-/// Every permission metering uses (its two lists each window, across all namespaces), and
-/// nothing more: deploy/k8s/cluster-access/10-metering.yaml grants exactly these.
-/// provisioning itself never calls Kubernetes.
-pub const PERMISSIONS: [Permission; 2] = [
+/// Every permission metering uses (its two lists each window and its watch of pods, across all
+/// namespaces), and nothing more: deploy/k8s/cluster-access/10-metering.yaml grants exactly
+/// these. provisioning itself never calls Kubernetes.
+pub const PERMISSIONS: [Permission; 3] = [
     Permission {
         check: "kubernetes_can_list_pods",
         verb: "list",
@@ -70,10 +71,21 @@ pub const PERMISSIONS: [Permission; 2] = [
         resource: "pods",
         why: "metering lists PodMetrics (GET /apis/metrics.k8s.io/v1beta1/pods) each window",
     },
+    Permission {
+        check: "kubernetes_can_watch_pods",
+        verb: "watch",
+        group: "",
+        resource: "pods",
+        why: "metering watches pods (GET /api/v1/pods?watch=1) for their lifetimes (decision 0070)",
+    },
 ];
 
 /// The names of the Kubernetes checks, in the order they are reported.
-pub const NAMES: [&str; 4] = ["kubernetes_api", PERMISSIONS[0].check, PERMISSIONS[1].check, "metrics_api"];
+pub const NAMES: [&str; 5] =
+    ["kubernetes_api", PERMISSIONS[0].check, PERMISSIONS[1].check, PERMISSIONS[2].check, METRICS_API];
+
+/// The check that metrics-server's API is served.
+const METRICS_API: &str = "metrics_api";
 
 /// What a failed TLS handshake means and what to do, when `text` (an error chain) is one:
 /// `trusted` names where the trusted CA comes from.
@@ -253,25 +265,25 @@ pub async fn check(kubeconfig: &Secret<String>, timeout: Duration) -> Vec<Check>
     }
     let metrics = match within(timeout, client.list_api_group_resources("metrics.k8s.io/v1beta1")).await {
         Ok(list) if list.resources.iter().any(|r| r.name == "pods") => {
-            Check::pass(NAMES[3], "metrics.k8s.io/v1beta1 serves PodMetrics")
+            Check::pass(METRICS_API, "metrics.k8s.io/v1beta1 serves PodMetrics")
         }
         Ok(_) => Check::fail(
-            NAMES[3],
+            METRICS_API,
             "metrics.k8s.io/v1beta1 does not serve pods: install metrics-server (`kubectl top pods -A` must answer)",
         ),
         Err(Ok(kube::Error::Api(s))) if s.code == 404 => Check::fail(
-            NAMES[3],
+            METRICS_API,
             "metrics.k8s.io/v1beta1 is not served (404): install metrics-server (`kubectl top pods -A` must answer)",
         ),
         Err(Ok(kube::Error::Api(s))) if s.code == 503 => Check::fail(
-            NAMES[3],
+            METRICS_API,
             format!(
                 "metrics.k8s.io/v1beta1 is registered but metrics-server does not answer (503 {}): check its pods \
                  (`kubectl -n kube-system get pods -l k8s-app=metrics-server`)",
                 s.message
             ),
         ),
-        Err(e) => Check::fail(NAMES[3], failed(e, "GET /apis/metrics.k8s.io/v1beta1", &server)),
+        Err(e) => Check::fail(METRICS_API, failed(e, "GET /apis/metrics.k8s.io/v1beta1", &server)),
     };
     out.push(metrics);
     out

@@ -12,10 +12,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "kubernetes_api",
     "kubernetes_can_list_pods",
     "kubernetes_can_list_pod_metrics",
+    "kubernetes_can_watch_pods",
     "metrics_api",
     "hopsworks_admin_api",
 ];
@@ -96,6 +97,15 @@ async fn each_way_a_cluster_can_be_wrong_is_refused_with_what_to_fix_and_nothing
     assert!(detail.contains("may not list pods.metrics.k8s.io") && detail.contains("10-metering.yaml"), "{detail}");
     assert!(checks.iter().filter(|(_, ok, _)| !ok).count() == 1, "only that check fails: {checks:?}");
     assert!(err["message"].as_str().unwrap().contains("kubernetes_can_list_pod_metrics"), "{err}");
+
+    // A role of an older release, without the watch of pods.
+    kube.allow_all();
+    kube.deny("watch", "", "pods");
+    let (status, err) = register(&p, body_with("eu-1", &sim, &kube)).await;
+    let checks = refused_checks(status, &err);
+    let detail = failed(&checks, "kubernetes_can_watch_pods");
+    assert!(detail.contains("may not watch pods in all namespaces"), "{detail}");
+    assert!(checks.iter().filter(|(_, ok, _)| !ok).count() == 1, "only that check fails: {checks:?}");
 
     // Without metrics-server.
     kube.allow_all();

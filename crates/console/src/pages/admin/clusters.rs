@@ -180,6 +180,7 @@ fn check_of(value: &Value) -> Check {
         "kubernetes_api" => "The Kubernetes API server answers the kubeconfig".to_owned(),
         "kubernetes_can_list_pods" => "The kubeconfig's user may list pods".to_owned(),
         "kubernetes_can_list_pod_metrics" => "The kubeconfig's user may read pod metrics".to_owned(),
+        "kubernetes_can_watch_pods" => "The kubeconfig's user may watch pods".to_owned(),
         "metrics_api" => "metrics-server's API is served".to_owned(),
         "hopsworks_admin_api" => "Hopsworks' admin API answers the API key".to_owned(),
         "" => value.as_str().unwrap_or("A check").to_owned(),

@@ -56,7 +56,7 @@ pub struct WatchConfig {
 impl Default for WatchConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             timeout_secs: 290,
             flush_ms: 1000,
             batch_rows: 500,

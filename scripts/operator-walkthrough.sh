@@ -13,7 +13,10 @@
 #      signs in for the first time, so billing's `billing-user_created` consumer gives up on
 #      their UserCreated; listed and shown with `hopsbridge-admin dead-letters`, replayed once
 #      Stripe answers again, and the person then has one Stripe customer and one subscription
-#      ("Dead letters").
+#      ("Dead letters");
+#   5. an integrity finding: a subscription made in Stripe directly is found by billing's
+#      `stripe_subscriptions` (`integrity run`, `integrity list`), cancelled there, and resolved
+#      by the next run ("Integrity checks").
 #
 #   ./scripts/operator-walkthrough.sh
 #
@@ -252,5 +255,31 @@ subscriptions=$(stripe GET "/v1/subscriptions?customer=${customer}" | jq '[.data
 echo "Stripe: one customer (${customer}) and one subscription for Ada"
 left=$(admin dead-letters list billing --status waiting)
 [[ $(jq .total <<<"${left}") == 0 ]] || fail "dead letters still waiting: ${left}"
+
+# --- 5. An integrity finding, opened and resolved ----------------------------------------------
+
+step "5. Integrity: a subscription made in Stripe's dashboard is found, cancelled, resolved (Integrity checks)"
+# Someone makes a customer and a subscription in Stripe directly, outside Hopsbridge: an orphan.
+price=$(stripe GET "/v1/prices?active=true&limit=1" | jq -r '.data[0].id')
+[[ -n ${price} && ${price} != null ]] || fail "no price in Stripe"
+stray=$(stripe POST /v1/customers -d email=stray@example.com | jq -r .id)
+orphan=$(stripe POST /v1/subscriptions -d customer="${stray}" -d "items[0][price]=${price}" | jq -r .id)
+echo "made in Stripe: customer ${stray}, subscription ${orphan}"
+finding() { jq --arg key "orphan:${orphan}" '[.runs[] | select(.check == "stripe_subscriptions") | .findings[]
+    | select(.key == $key)] | length'; }
+ran=$(admin integrity run billing)
+jq '{status, runs: [.runs[] | {check, outcome, opened, resolved}]}' <<<"${ran}"
+[[ $(jq -r .status <<<"${ran}") == done ]] || fail "billing's integrity run: ${ran}"
+[[ $(finding <<<"${ran}") == 1 ]] || fail "the orphan subscription is not found: ${ran}"
+open=$(admin integrity list billing)
+jq --arg key "orphan:${orphan}" '.items[] | select(.key == $key) | {check, key, detail}' <<<"${open}"
+# Fixed where it was made: cancelled in Stripe. The next run resolves the finding.
+stripe DELETE "/v1/subscriptions/${orphan}" | jq -c '{id, status}'
+ran=$(admin integrity run billing)
+[[ $(finding <<<"${ran}") == 0 ]] || fail "the finding is still open after the cancellation: ${ran}"
+[[ $(jq '[.runs[] | select(.check == "stripe_subscriptions")][0].resolved' <<<"${ran}") -ge 1 ]] ||
+    fail "the run resolved nothing: ${ran}"
+resolved=$(admin integrity list billing --all)
+jq --arg key "orphan:${orphan}" '.items[] | select(.key == $key) | {key, resolved_at}' <<<"${resolved}"
 
 printf '\nThe walkthrough passed in %d s.\n' "$((SECONDS - started))"

@@ -62,11 +62,24 @@ impl TestDb {
         }
     }
 
-    /// A connection whose `search_path` is `schema`.
+    /// A connection whose `search_path` is `schema`. While a test has made its database refuse
+    /// connections (a simulated Postgres restart, `ALLOW_CONNECTIONS false`), it waits for the
+    /// database to take them again, up to 30 s.
     pub async fn connect(&self, schema: &str) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&hopsbridge_platform::db::url_for_schema(&self.url, schema))
-            .await
-            .expect("connect to the test database")
+        let url = hopsbridge_platform::db::url_for_schema(&self.url, schema);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match AsyncPgConnection::establish(&url).await {
+                Ok(conn) => return conn,
+                Err(e)
+                    if e.to_string().contains("is not currently accepting connections")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("connect to the test database: {e:?}"),
+            }
+        }
     }
 }
 

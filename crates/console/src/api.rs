@@ -303,6 +303,48 @@ pub struct PublicPrice {
     pub currency: String,
     /// Minor units per billed unit.
     pub unit_amount_decimal: String,
+    /// From when (RFC 3339).
+    #[serde(default)]
+    pub effective_from: Option<String>,
+}
+
+/// `GET /api/admin/prices`: every version of every resource's price.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PriceList {
+    /// By resource, then start.
+    #[serde(default)]
+    pub prices: Vec<AdminPrice>,
+}
+
+/// One version of a resource's price, as admins see it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AdminPrice {
+    /// What it prices: `cpu`, `memory`, `gpu`, `storage_offline`, `storage_online`.
+    pub resource: String,
+    /// Lowercase ISO 4217.
+    #[serde(default)]
+    pub currency: String,
+    /// Minor units per billed unit, exact (a decimal string; a JSON number is read as one).
+    #[serde(deserialize_with = "decimal_text")]
+    pub unit_amount_decimal: String,
+    /// Windows starting at or after this instant use it (RFC 3339).
+    pub effective_from: String,
+    /// When it was recorded.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// The admin who recorded it (used only to find their email); none for the version
+    /// from configuration.
+    #[serde(default)]
+    pub created_by: Option<String>,
+}
+
+/// A decimal the API writes as a string, read as its text also when it came as a number.
+fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!("not a decimal: {other}"))),
+    }
 }
 
 /// A URL to send the browser to (Checkout, the portal).
@@ -444,6 +486,51 @@ pub struct AdminUser {
     /// Admin.
     #[serde(default)]
     pub is_admin: bool,
+}
+
+/// `GET /api/admin/assignments`: a page of assignments, oldest first.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AssignmentPage {
+    /// The assignments.
+    #[serde(default)]
+    pub items: Vec<Assignment>,
+    /// How many match.
+    #[serde(default)]
+    pub total: i64,
+}
+
+/// Where a person's cluster assignment is, as an admin sees it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Assignment {
+    /// The person (used only to call the API and find their email, never shown in a URL).
+    pub user_id: String,
+    /// The cluster holding (or releasing) their seat.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// `waiting_for_user`, `waiting_for_capacity`, `waiting_for_owner`, `provisioning`,
+    /// `complete`, `unassigning`, `unassigned`.
+    pub status: String,
+    /// Their Hopsworks username, once the account exists.
+    #[serde(default)]
+    pub hopsworks_username: Option<String>,
+    /// For a move: the cluster whose account is still to be deactivated.
+    #[serde(default)]
+    pub previous_cluster_id: Option<String>,
+    /// Background attempts so far.
+    #[serde(default)]
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When the next attempt is due.
+    #[serde(default)]
+    pub next_attempt_at: Option<String>,
+    /// When the person asked (or last asked again) for a cluster.
+    #[serde(default)]
+    pub waiting_since: Option<String>,
+    /// Last change.
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 /// A registered cluster as an admin sees it.

@@ -65,6 +65,35 @@ pub fn unit(resource: &str) -> &'static str {
     }
 }
 
+/// One billed unit of a resource, as a price is quoted per it: `cpu` → `core-hour`.
+#[must_use]
+pub fn per_unit(resource: &str) -> &'static str {
+    match resource {
+        "cpu" => "core-hour",
+        "memory" => "GiB-hour",
+        "gpu" => "GPU-hour",
+        "storage" | "storage_offline" | "storage_online" => "GB-month",
+        _ => "unit",
+    }
+}
+
+/// A price's exact minor units per unit (a decimal string of the API's) in the currency's
+/// major unit, exactly, with at least the currency's places: `"3.5"`, `usd` → `0.035 USD`,
+/// `"40"`, `usd` → `0.40 USD`. An unreadable figure is shown as it came.
+#[must_use]
+pub fn unit_price(minor_units: &str, currency: &str) -> String {
+    let places = exponent(currency);
+    parse(minor_units).and_then(|d| d.normalize().checked_mul(Decimal::new(1, places))).map_or_else(
+        || minor_units.to_owned(),
+        |mut major| {
+            if major.scale() < places {
+                major.rescale(places);
+            }
+            format!("{major} {}", currency.to_ascii_uppercase())
+        },
+    )
+}
+
 /// A resource's name for people.
 #[must_use]
 pub fn resource_name(resource: &str) -> &'static str {
@@ -141,6 +170,17 @@ mod tests {
         assert_eq!(minor_decimal("1234.4999999", "eur"), "12.34 EUR");
         assert_eq!(minor_decimal("0", "eur"), "0.00 EUR");
         assert_eq!(minor_decimal("n/a", "eur"), "n/a");
+    }
+
+    #[test]
+    fn unit_prices_are_exact_in_major_units() {
+        assert_eq!(unit_price("3.5", "usd"), "0.035 USD");
+        assert_eq!(unit_price("40", "usd"), "0.40 USD");
+        assert_eq!(unit_price("0.000001", "eur"), "0.00000001 EUR");
+        assert_eq!(unit_price("1.50", "jpy"), "1.5 JPY");
+        assert_eq!(unit_price("12", "jpy"), "12 JPY");
+        assert_eq!(unit_price("n/a", "usd"), "n/a");
+        assert_eq!((per_unit("cpu"), per_unit("storage_online"), per_unit("disk")), ("core-hour", "GB-month", "unit"));
     }
 
     #[test]

@@ -120,6 +120,13 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "updated" => "The cluster was saved.",
         "purchased" => "Thank you: your credit is added once Stripe confirms the payment.",
         "running" => "The checks were started and are running; reload to see them end.",
+        "scheduled" => "The new price was scheduled.",
+        "moved" => {
+            "The person was placed on the cluster you chose: their Hopsworks account there is made in the background, and any previous one deactivated."
+        }
+        "unassigned" => {
+            "The person was unassigned: their seat is released, and any Hopsworks account of theirs is deactivated in the background."
+        }
         _ => return None,
     })
 }
@@ -144,6 +151,27 @@ fn explain(code: &str) -> String {
         "rate_limited" => "Too many requests. Please wait a moment.",
         "unknown_service" => "There is no such service.",
         "integrity_run_in_progress" => "Those checks are running already: wait for that run to end.",
+        "unknown_resource" => "There is no such resource to price.",
+        "invalid_price" => {
+            "Please enter the unit amount as a decimal number of minor units (for example 3.5), with at most 12 decimal places."
+        }
+        "invalid_effective_from" => "Please enter when the price starts: a date and a time, in UTC.",
+        "price_too_soon" => {
+            "A new price must start further ahead, so that Stripe's catalogue is ready for it: at least the configured lead time (prices.min_lead_secs) from now."
+        }
+        "price_exists" => "That resource already has a price starting at that instant.",
+        "unknown_person" => "Nobody has that email address.",
+        "unknown_cluster" => "There is no cluster of that name.",
+        "unassign_not_confirmed" => "Tick the box to confirm the unassignment.",
+        "user_not_found" => "Provisioning does not know this person yet.",
+        "user_deleted" => "That person's account is deleted.",
+        "cluster_not_found" => "There is no such cluster.",
+        "cluster_not_active" => "That cluster is not active: it takes nobody now.",
+        "cluster_full" => "That cluster has no free seat.",
+        "assignment_busy" => {
+            "The person's previous Hopsworks account is still being deactivated. Please try again shortly."
+        }
+        "not_assigned" | "assignment_not_found" => "That person holds no seat and waits for none.",
         _ => "",
     };
     if text.is_empty() { format!("The request was refused ({code}).") } else { text.to_owned() }

@@ -1213,3 +1213,484 @@ async fn an_admin_edits_a_cluster_found_by_its_name_keeping_what_is_left_empty()
         "no secret or file sent when left empty"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The price book and assignments, for admins.
+
+fn admin() -> Option<Viewer> {
+    Some(Viewer { admin: true, ..owner().unwrap() })
+}
+
+/// The changes a fake was asked for (every call but a GET).
+fn changes(fake: &Fake) -> Vec<(String, String, Option<Value>)> {
+    fake.calls().into_iter().filter(|(m, _, _)| m != "GET").collect()
+}
+
+fn price_book() -> Value {
+    let version = |resource: &str, amount: &str, from: &str, by: Option<&str>| {
+        json!({"id": format!("p-{resource}-{amount}"), "resource": resource, "currency": "usd", "unit_amount_decimal": amount,
+            "effective_from": from, "created_at": "2026-12-01T08:00:00Z", "created_by": by})
+    };
+    json!({"prices": [
+        version("cpu", "35", "1970-01-01T00:00:00Z", None),
+        version("cpu", "40", "2030-01-01T00:00:00Z", Some("u-opal")),
+        version("memory", "3.5", "1970-01-01T00:00:00Z", None),
+        version("memory", "4.25", "2030-02-01T09:30:00Z", Some("u-opal")),
+        version("gpu", "900", "2031-06-01T12:30:15Z", Some("u-gone")),
+        version("storage_offline", "0.5", "2030-03-01T00:00:00Z", None),
+        version("<img src=x>", "1", "1970-01-01T00:00:00Z", None),
+    ]})
+}
+
+/// Billing's prices in force: cpu's and memory's first versions (gpu has none yet).
+fn prices_in_force() -> Value {
+    json!({"current": [
+        {"resource": "cpu", "unit": "core-hour", "unit_amount_decimal": "35", "currency": "usd", "effective_from": "1970-01-01T00:00:00Z"},
+        {"resource": "memory", "unit": "GiB-hour", "unit_amount_decimal": "3.5", "currency": "usd", "effective_from": "1970-01-01T00:00:00Z"},
+        {"resource": "<img src=x>", "unit": "x", "unit_amount_decimal": "1", "currency": "usd", "effective_from": "1970-01-01T00:00:00Z"}
+    ], "scheduled": []})
+}
+
+fn people() -> Value {
+    json!({"items": [
+        {"id": "u-opal", "email": "opal@example.com", "name": "Opal", "status": "active", "is_admin": true},
+        {"id": "u-bob", "email": "bob@example.com", "name": "Bob", "status": "active", "is_admin": false},
+        {"id": "u-eve", "email": "eve@example.com", "name": "Eve", "status": "active", "is_admin": false}
+    ], "total": 3, "limit": 200, "offset": 0})
+}
+
+#[actix_web::test]
+async fn an_admin_reads_the_price_book_by_resource_and_schedules_a_new_version() {
+    let fake = Arc::new(
+        Fake::as_(admin())
+            .answer("GET", "/api/admin/prices", 200, price_book())
+            .answer("GET", "/api/pricing", 200, prices_in_force())
+            .answer("GET", "/api/admin/users?limit=200&offset=0", 200, people())
+            .answer("POST", "/api/admin/prices", 201, json!({"id": "p-new", "resource": "memory", "currency": "usd",
+                "unit_amount_decimal": "4.25", "effective_from": "2030-02-01T09:30:00Z", "created_at": "2026-12-07T10:00:00Z",
+                "created_by": "u-opal"})),
+    );
+    let (status, body, _) = get(fake.clone(), "/admin/prices").await;
+    assert_eq!(status, 200, "{body}");
+    // In force now, per resource, with its next change: as billing's list of prices in force says.
+    assert!(
+        body.contains("<tr><th scope=\"row\">CPU <span class=\"muted\">(cpu)</span></th>\n<td>35 minor units of usd per core-hour (0.35 USD)</td>\n<td><time datetime=\"1970-01-01T00:00:00Z\">1 January 1970 00:00 UTC</time></td>\n<td>40 minor units (0.40 USD) from <time datetime=\"2030-01-01T00:00:00Z\">1 January 2030 00:00 UTC</time></td></tr>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<th scope=\"row\">GPU <span class=\"muted\">(gpu)</span></th>\n<td>none yet</td>\n<td></td>\n<td>900 minor units (9.00 USD) from <time datetime=\"2031-06-01T12:30:15Z\">1 June 2031 12:30:15 UTC</time></td>"),
+        "{body}"
+    );
+    // Every version, latest start first, with who set it (an unknown admin's id is not shown).
+    assert!(body.contains("<caption>CPU: 2 versions, latest start first</caption>"), "{body}");
+    assert!(
+        body.contains("<tr><th scope=\"row\"><time datetime=\"2030-01-01T00:00:00Z\">1 January 2030 00:00 UTC</time></th><td>Scheduled</td><td class=\"num\">40</td><td>usd</td><td class=\"num\">0.40 USD</td><td>1 December 2026 08:00 UTC</td><td class=\"wrap\">opal@example.com</td></tr>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<td>In force</td><td class=\"num\">35</td><td>usd</td><td class=\"num\">0.35 USD</td><td>1 December 2026 08:00 UTC</td><td class=\"wrap\">configuration</td>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<td>Scheduled</td><td class=\"num\">4.25</td><td>usd</td><td class=\"num\">0.0425 USD</td>"),
+        "{body}"
+    );
+    assert!(body.contains("<td class=\"wrap\">an admin</td>") && !body.contains("u-gone") && !body.contains("u-opal"));
+    assert!(
+        body.contains("<td>Scheduled</td><td class=\"num\">0.5</td><td>usd</td><td class=\"num\">0.005 USD</td><td>1 December 2026 08:00 UTC</td><td class=\"wrap\">a machine client</td>"),
+        "no person recorded, and not the configuration's first version: {body}"
+    );
+    // The API's text is escaped, in the tables and the form.
+    assert!(!body.contains("<img") && body.contains("&#60;img src=x&#62;"), "{body}");
+    assert!(body.contains(r#"<option value="&#60;img src=x&#62;">"#), "{body}");
+    assert!(!body.contains("price-clock"), "billing's word on what is in force was read");
+    // The form: the API's resources, the amount, the start in UTC, each labelled.
+    assert!(body.contains(&format!(r#"<input type="hidden" name="csrf" value="{CSRF}">"#)));
+    for (id, text) in [
+        ("p-resource", "Resource"),
+        ("p-amount", "Unit amount, in minor units of usd per billed unit"),
+        ("p-from", "Starts at (UTC)"),
+    ] {
+        assert!(body.contains(&format!(r#"<label for="{id}">{text}</label>"#)), "{id}: {body}");
+    }
+    assert!(body.contains(r#"<option value="cpu">CPU (per core-hour)</option>"#), "{body}");
+    assert!(body.contains(r#"name="effective_from" type="datetime-local" required"#), "{body}");
+    assert!(body.contains("3.5 means 0.035 USD"), "{body}");
+
+    // Scheduling: exactly the one call, the start typed in UTC sent as an instant.
+    let before = fake.calls().len();
+    let (status, location) = post(
+        fake.clone(),
+        "/admin/prices",
+        &[
+            ("csrf", CSRF),
+            ("resource", "memory"),
+            ("unit_amount_decimal", " 4.25 "),
+            ("effective_from", "2030-02-01T09:30"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some("/admin/prices?done=scheduled&resource=memory&from=2030-02-01T09%3A30%3A00Z"))
+    );
+    assert_eq!(
+        fake.calls()[before..],
+        [(
+            "POST".to_owned(),
+            "/api/admin/prices".to_owned(),
+            Some(
+                json!({"resource": "memory", "unit_amount_decimal": "4.25", "effective_from": "2030-02-01T09:30:00Z"})
+            )
+        )]
+    );
+    // Back on the page, it says what was scheduled, from the book.
+    let (_, body, _) =
+        get(fake.clone(), "/admin/prices?done=scheduled&resource=memory&from=2030-02-01T09%3A30%3A00Z").await;
+    assert!(
+        body.contains(r#"<p class="notice" role="status" id="price-scheduled">Scheduled: Memory (memory) at 4.25 minor units of usd per GiB-hour (0.0425 USD), from 1 February 2030 09:30 UTC.</p>"#),
+        "{body}"
+    );
+    assert_eq!(body.matches("role=\"status\"").count(), 1, "one notice: {body}");
+    // A start that is no version's says only that a price was scheduled; the URL's text is not shown.
+    let (_, body, _) =
+        get(fake.clone(), "/admin/prices?done=scheduled&resource=%3Cscript%3E&from=2030-02-01T09%3A30%3A00Z").await;
+    assert!(body.contains("The new price was scheduled.") && !body.contains("price-scheduled"), "{body}");
+    assert!(!body.contains("<script>"), "{body}");
+}
+
+#[actix_web::test]
+async fn a_refused_forged_or_unreadable_price_form_changes_nothing() {
+    let form = |csrf: &'static str, from: &'static str| {
+        [("csrf", csrf), ("resource", "cpu"), ("unit_amount_decimal", "36"), ("effective_from", from)]
+    };
+    // Not an admin: the admin-only answer, for the page and the form, and no call.
+    let fake = Arc::new(Fake::as_(owner()).answer("POST", "/api/admin/prices", 201, json!({})));
+    let (status, body, _) = get(fake.clone(), "/admin/prices").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("This page is for admins."), "{body}");
+    assert_eq!(post(fake.clone(), "/admin/prices", &form(CSRF, "2030-01-01T00:00")).await.0, 403);
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+
+    let fake = Arc::new(
+        Fake::as_(admin())
+            .answer(
+                "POST",
+                "/api/admin/prices",
+                400,
+                json!({"code": "price_too_soon", "message": "effective_from must be at least 3600 s ahead"}),
+            )
+            .answer("GET", "/api/admin/prices", 200, price_book())
+            .answer("GET", "/api/pricing", 502, json!({"code": "upstream_unavailable"}))
+            .answer("GET", "/api/admin/users?limit=200&offset=0", 200, people()),
+    );
+    // A forged token: 403, nothing asked.
+    for csrf in ["", "forged"] {
+        assert_eq!(post(fake.clone(), "/admin/prices", &form(csrf, "2030-01-01T00:00")).await.0, 403, "{csrf:?}");
+    }
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    // A start that is no date: the form's error, no call.
+    let (status, location) = post(fake.clone(), "/admin/prices", &form(CSRF, "next tuesday")).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/prices?failed=invalid_effective_from")));
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    // Billing refuses: back with its code, explained.
+    let (status, location) = post(fake.clone(), "/admin/prices", &form(CSRF, "2026-12-07T10:00")).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/prices?failed=price_too_soon")));
+    assert_eq!(changes(&fake).len(), 1);
+    let (status, body, _) = get(fake.clone(), "/admin/prices?failed=price_too_soon").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"<p class="error" role="alert">A new price must start further ahead, so that Stripe&#39;s catalogue is ready for it"#),
+        "{body}"
+    );
+    // Billing's list of prices in force could not be read: the page says it judged by its clock.
+    assert!(body.contains(r#"id="price-clock""#), "{body}");
+    let (_, body, _) = get(fake.clone(), "/admin/prices?failed=invalid_effective_from").await;
+    assert!(body.contains("Please enter when the price starts: a date and a time, in UTC."), "{body}");
+    assert_eq!(changes(&fake).len(), 1, "only the one refused call: {:?}", changes(&fake));
+}
+
+fn clusters() -> Value {
+    json!([
+        {"id": "c-north", "name": "north-1", "region": "eu-north", "api_url": "https://north.example", "status": "active", "capacity": 10, "used": 3},
+        {"id": "c-south", "name": "south <2>", "region": "eu-south", "api_url": "https://south.example", "status": "maintenance", "capacity": 5, "used": 5}
+    ])
+}
+
+fn assignment(user: &str, cluster: Option<&str>, status: &str) -> Value {
+    json!({"user_id": user, "cluster_id": cluster, "status": status, "hopsworks_username": null, "hopsworks_user_id": null,
+        "max_num_projects": 10, "previous_cluster_id": null, "attempts": 0, "last_error": null, "next_attempt_at": null,
+        "waiting_since": "2026-12-01T10:00:00Z", "completed_at": null, "updated_at": "2026-12-01T10:05:00Z"})
+}
+
+#[actix_web::test]
+async fn an_admin_sees_assignments_with_emails_and_cluster_names_and_moves_a_person_to_a_cluster_by_its_name() {
+    let mut bob = assignment("u-bob", Some("c-north"), "complete");
+    bob["hopsworks_username"] = json!("bob001");
+    let mut eve = assignment("u-eve", Some("c-south"), "provisioning");
+    eve["previous_cluster_id"] = json!("c-north");
+    eve["attempts"] = json!(3);
+    eve["last_error"] = json!("<script>x</script> Hopsworks answered 500");
+    eve["next_attempt_at"] = json!("2026-12-07T10:00:00Z");
+    let fake = Arc::new(
+        Fake::as_(admin())
+            .answer("GET", "/api/admin/clusters", 200, clusters())
+            .answer("GET", "/api/admin/assignments?limit=50&offset=0", 200, json!({"items": [
+                bob.clone(), eve, assignment("u-gone", None, "waiting_for_capacity"), assignment("u-opal", None, "waiting_for_owner")],
+                "total": 4, "limit": 50, "offset": 0}))
+            .answer("GET", "/api/admin/users?limit=200&offset=0", 200, people())
+            .answer("GET", "/api/admin/users?q=bob%40example.com&limit=200", 200, people())
+            .answer("GET", "/api/admin/users?q=Bob%40Example.com&limit=200", 200, people())
+            .answer("GET", "/api/admin/assignments/u-bob", 200, bob.clone())
+            .answer("PUT", "/api/admin/assignments/u-bob", 200, bob),
+    );
+    let (status, body, _) = get(fake.clone(), "/admin/assignments").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<caption>4 assignments, 1 to 4 shown, oldest first</caption>"), "{body}");
+    assert!(
+        body.contains("<th scope=\"row\" class=\"wrap\">bob@example.com</th>\n<td>north-1</td>\n<td>Complete</td>\n<td>bob001</td>\n<td class=\"wrap\">none</td>\n<td>1 December 2026 10:00 UTC</td>\n<td>1 December 2026 10:05 UTC</td>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<th scope=\"row\" class=\"wrap\">eve@example.com</th>\n<td>south &#60;2&#62; <span class=\"muted\">(moving from north-1)</span></td>\n<td>Provisioning: the account is being made</td>\n<td>not made yet</td>\n<td class=\"wrap\">&#60;script&#62;x&#60;/script&#62; Hopsworks answered 500 <span class=\"muted\">(attempt 3; next at 7 December 2026 10:00 UTC)</span></td>"),
+        "{body}"
+    );
+    assert!(body.contains("Unknown person <span class=\"muted\">(identity does not know u-gone)</span></th>\n<td>none</td>\n<td>Waiting for a free seat</td>"), "{body}");
+    assert!(
+        !body.contains("<script>") && !body.contains("c-north") && !body.contains("u-bob"),
+        "no id but the unknown one's: {body}"
+    );
+    // Forms per row: bob and opal may move (eve's move is still deactivating her old account;
+    // the unknown person has no email to name), bob, eve and opal may be unassigned.
+    assert_eq!(body.matches(r#"action="/admin/assignments/move""#).count(), 2, "{body}");
+    assert_eq!(body.matches(r#"action="/admin/assignments/unassign""#).count(), 3, "{body}");
+    assert_eq!(body.matches("No move until the previous Hopsworks account is deactivated.").count(), 1, "{body}");
+    assert!(
+        body.contains(r#"<label for="unassign-4">Yes, take opal@example.com off the waiting list</label>"#),
+        "opal holds no seat: {body}"
+    );
+    assert!(
+        body.contains(
+            r#"<input type="hidden" name="email" value="bob@example.com">
+<label for="move-1">Move <span class="sr">bob@example.com </span>to</label>
+<select id="move-1" name="cluster" required>"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"<option value="south &#60;2&#62;">south &#60;2&#62; (maintenance, 5 of 5 seats taken)</option>"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"<input type="checkbox" id="unassign-2" name="confirm" value="yes" required>
+<label for="unassign-2">Yes, release the seat of eve@example.com and deactivate their Hopsworks account</label>"#
+        ),
+        "{body}"
+    );
+    assert_eq!(body.matches(&format!(r#"<input type="hidden" name="csrf" value="{CSRF}">"#)).count(), 5);
+    assert!(
+        body.contains(r#"<label for="a-email">Person's email</label>"#)
+            && body.contains(r#"<label for="a-status">Status</label>"#)
+    );
+    assert!(!body.contains("rel=\"next\"") && !body.contains("rel=\"prev\""), "one page: {body}");
+
+    // Moving bob to a cluster named in the form: its id looked up, then exactly the one change.
+    let before = fake.calls().len();
+    let (status, location) = post(
+        fake.clone(),
+        "/admin/assignments/move",
+        &[("csrf", CSRF), ("email", "Bob@Example.com"), ("cluster", "south <2>")],
+    )
+    .await;
+    assert_eq!((status, location.as_deref()), (303, Some("/admin/assignments?email=bob%40example.com&done=moved")));
+    assert_eq!(
+        fake.calls()[before..],
+        [
+            ("GET".to_owned(), "/api/admin/users?q=Bob%40Example.com&limit=200".to_owned(), None),
+            ("GET".to_owned(), "/api/admin/clusters".to_owned(), None),
+            ("PUT".to_owned(), "/api/admin/assignments/u-bob".to_owned(), Some(json!({"cluster_id": "c-south"}))),
+        ],
+        "{:?}",
+        fake.calls()
+    );
+    let (status, body, _) = get(fake.clone(), "/admin/assignments?email=bob%40example.com&done=moved").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("The person was placed on the cluster you chose"), "{body}");
+    assert!(body.contains("<caption>The assignment of bob@example.com</caption>"), "{body}");
+    assert!(body.contains(r#"<input id="a-email" name="email" type="email" value="bob@example.com""#), "{body}");
+    assert!(body.contains(r#"<a href="/admin/assignments">Every assignment</a>"#), "{body}");
+}
+
+#[actix_web::test]
+async fn assignment_forms_name_people_and_clusters_that_exist_need_the_token_and_a_ticked_box() {
+    // Not an admin: the admin-only answer, for the page and both forms, and no call.
+    let fake = Arc::new(Fake::as_(owner()));
+    let (status, body, _) = get(fake.clone(), "/admin/assignments").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("This page is for admins."), "{body}");
+    for path in ["/admin/assignments/move", "/admin/assignments/unassign"] {
+        let form = [("csrf", CSRF), ("email", "bob@example.com"), ("cluster", "north-1"), ("confirm", "yes")];
+        assert_eq!(post(fake.clone(), path, &form).await.0, 403, "{path}");
+    }
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+
+    let fake = Arc::new(
+        Fake::as_(admin())
+            .answer("GET", "/api/admin/clusters", 200, clusters())
+            .answer("GET", "/api/admin/users?q=bob%40example.com&limit=200", 200, people())
+            .answer("GET", "/api/admin/users?q=nobody%40example.com&limit=200", 200, json!({"items": [], "total": 0}))
+            // A search finds addresses containing the one typed: only the exact one is taken.
+            .answer("GET", "/api/admin/users?q=bob%40example.co&limit=200", 200, people())
+            .answer(
+                "PUT",
+                "/api/admin/assignments/u-bob",
+                409,
+                json!({"code": "cluster_full", "message": "<b>full</b>"}),
+            )
+            .answer("DELETE", "/api/admin/assignments/u-bob", 200, assignment("u-bob", Some("c-north"), "unassigning")),
+    );
+    // A forged token: 403, nothing asked.
+    for csrf in ["", "forged"] {
+        let form = [("csrf", csrf), ("email", "bob@example.com"), ("cluster", "north-1"), ("confirm", "yes")];
+        assert_eq!(post(fake.clone(), "/admin/assignments/move", &form).await.0, 403, "{csrf:?}");
+        assert_eq!(post(fake.clone(), "/admin/assignments/unassign", &form).await.0, 403, "{csrf:?}");
+    }
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    // Nobody has the email, or no cluster has the name: the form's error, and no change.
+    for email in ["nobody@example.com", "bob@example.co", ""] {
+        let (status, location) =
+            post(fake.clone(), "/admin/assignments/move", &[("csrf", CSRF), ("email", email), ("cluster", "north-1")])
+                .await;
+        assert_eq!((status, location.as_deref()), (303, Some("/admin/assignments?failed=unknown_person")), "{email}");
+        let (_, location) =
+            post(fake.clone(), "/admin/assignments/unassign", &[("csrf", CSRF), ("email", email), ("confirm", "yes")])
+                .await;
+        assert_eq!(location.as_deref(), Some("/admin/assignments?failed=unknown_person"), "{email}");
+    }
+    for cluster in ["north", "", "c-north"] {
+        let (_, location) = post(
+            fake.clone(),
+            "/admin/assignments/move",
+            &[("csrf", CSRF), ("email", "bob@example.com"), ("cluster", cluster)],
+        )
+        .await;
+        assert_eq!(
+            location.as_deref(),
+            Some("/admin/assignments?email=bob%40example.com&failed=unknown_cluster"),
+            "{cluster:?}"
+        );
+    }
+    // Unassigning needs its box ticked: else nothing is asked at all.
+    let before = fake.calls().len();
+    let (_, location) =
+        post(fake.clone(), "/admin/assignments/unassign", &[("csrf", CSRF), ("email", "bob@example.com")]).await;
+    assert_eq!(location.as_deref(), Some("/admin/assignments?email=bob%40example.com&failed=unassign_not_confirmed"));
+    assert_eq!(fake.calls().len(), before);
+    assert!(changes(&fake).is_empty(), "no change yet: {:?}", changes(&fake));
+    // Provisioning refuses the move: back with its code, nothing else changed.
+    let (_, location) = post(
+        fake.clone(),
+        "/admin/assignments/move",
+        &[("csrf", CSRF), ("email", "bob@example.com"), ("cluster", "north-1")],
+    )
+    .await;
+    assert_eq!(location.as_deref(), Some("/admin/assignments?email=bob%40example.com&failed=cluster_full"));
+    assert_eq!(
+        changes(&fake),
+        [("PUT".to_owned(), "/api/admin/assignments/u-bob".to_owned(), Some(json!({"cluster_id": "c-north"})))]
+    );
+    // A ticked box: exactly the one unassignment.
+    let before = fake.calls().len();
+    let (_, location) = post(
+        fake.clone(),
+        "/admin/assignments/unassign",
+        &[("csrf", CSRF), ("email", "bob@example.com"), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(location.as_deref(), Some("/admin/assignments?email=bob%40example.com&done=unassigned"));
+    assert_eq!(
+        fake.calls()[before..],
+        [
+            ("GET".to_owned(), "/api/admin/users?q=bob%40example.com&limit=200".to_owned(), None),
+            ("DELETE".to_owned(), "/api/admin/assignments/u-bob".to_owned(), None),
+        ]
+    );
+    // The codes are explained on the page.
+    let fake = Arc::new(
+        Fake::as_(admin())
+            .answer("GET", "/api/admin/clusters", 200, clusters())
+            .answer("GET", "/api/admin/users?q=bob%40example.com&limit=200", 200, people())
+            .answer("GET", "/api/admin/assignments/u-bob", 200, assignment("u-bob", Some("c-north"), "unassigning")),
+    );
+    for (code, text) in [
+        ("cluster_full", "That cluster has no free seat."),
+        ("unknown_cluster", "There is no cluster of that name."),
+        ("unknown_person", "Nobody has that email address."),
+        ("unassign_not_confirmed", "Tick the box to confirm the unassignment."),
+        ("assignment_busy", "still being deactivated"),
+    ] {
+        let (status, body, _) =
+            get(fake.clone(), &format!("/admin/assignments?email=bob%40example.com&failed={code}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(text), "{code}: {body}");
+    }
+    let (_, body, _) = get(fake.clone(), "/admin/assignments?email=bob%40example.com&done=unassigned").await;
+    assert!(body.contains("The person was unassigned"), "{body}");
+    assert!(body.contains("<td>Unassigning: the account is being deactivated</td>"), "{body}");
+    assert!(!body.contains("action=\"/admin/assignments/"), "nothing to do while unassigning: {body}");
+}
+
+#[actix_web::test]
+async fn an_admin_finds_one_persons_assignment_by_email_and_pages_through_a_status() {
+    let mut fake = Fake::as_(admin())
+        .answer("GET", "/api/admin/clusters", 200, clusters())
+        .answer("GET", "/api/admin/users?q=nobody%40example.com&limit=200", 200, json!({"items": [], "total": 0}))
+        .answer("GET", "/api/admin/users?q=eve%40example.com&limit=200", 200, people())
+        .answer("GET", "/api/admin/users?q=%3Cb%3E&limit=200", 200, json!({"items": [], "total": 0}))
+        .answer("GET", "/api/admin/assignments/u-eve", 404, json!({"code": "assignment_not_found"}))
+        .answer(
+            "GET",
+            "/api/admin/assignments?limit=50&offset=50&status=complete",
+            200,
+            json!({
+            "items": [assignment("u-zed", Some("c-north"), "complete")], "total": 51, "limit": 50, "offset": 50}),
+        );
+    // The person is past the pages of people read in one go (25 of 200): asked for by id.
+    for page in 0..25 {
+        let other = json!({"items": [{"id": format!("u-{page}"), "email": format!("p{page}@example.com"), "status": "active"}],
+            "total": 100_000, "limit": 200, "offset": page * 200});
+        fake = fake.answer("GET", &format!("/api/admin/users?limit=200&offset={}", page * 200), 200, other);
+    }
+    let fake = Arc::new(fake.answer("GET", "/api/admin/users/u-zed", 200, json!({
+        "id": "u-zed", "email": "zed@example.com", "name": "Zed", "status": "active", "is_admin": false, "account_owner_id": "u-zed"})));
+
+    let (status, body, _) = get(fake.clone(), "/admin/assignments?status=complete&page=2").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<caption>51 assignments complete, 51 to 51 shown, oldest first</caption>"), "{body}");
+    assert!(body.contains("<th scope=\"row\" class=\"wrap\">zed@example.com</th>"), "{body}");
+    assert!(
+        body.contains(r#"<a href="/admin/assignments?status=complete" rel="prev">Earlier assignments</a>"#),
+        "{body}"
+    );
+    assert!(!body.contains("rel=\"next\""), "the last page: {body}");
+    assert!(body.contains(r#"<option value="complete" selected>Complete</option>"#), "{body}");
+    let asked: Vec<String> = fake.calls().into_iter().map(|(_, p, _)| p).filter(|p| p.contains("/users")).collect();
+    assert_eq!(asked.len(), 26, "25 pages, then the one missing by id: {asked:?}");
+    assert_eq!(asked.last().map(String::as_str), Some("/api/admin/users/u-zed"));
+
+    let (status, body, _) = get(fake.clone(), "/admin/assignments?email=nobody%40example.com").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"<p id="assignment-nobody">Nobody has the address nobody@example.com.</p>"#), "{body}");
+    let (_, body, _) = get(fake.clone(), "/admin/assignments?email=%3Cb%3E").await;
+    assert!(!body.contains("<b>") && body.contains("&#60;b&#62;"), "the typed address is escaped: {body}");
+    let (status, body, _) = get(fake.clone(), "/admin/assignments?email=eve%40example.com").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"<p id="assignment-none">eve@example.com has no assignment"#), "{body}");
+    for path in ["/admin/assignments?status=done", "/admin/assignments?page=0", "/admin/assignments?page=x"] {
+        assert_eq!(get(fake.clone(), path).await.0, 404, "{path}");
+    }
+    assert!(changes(&fake).is_empty());
+}

@@ -35,6 +35,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Each in-process service's pool (10 by default): two tests at once, each with provisioning and
+/// its metering replicas, stay well under Postgres' 100 connections while a journey runs beside
+/// them.
+const POOL: &str = "4";
+
 const CLIENT_ID: &str = "hopsbridge-oauth-client";
 /// Window length of these tests, seconds.
 const WINDOW: i64 = 2;
@@ -135,6 +140,7 @@ impl Env {
         let clock = Arc::new(SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI));
         let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
         let settings = TestSettings::provisioning(&db, &bus)
+            .set("database.max_connections", POOL)
             .set("hopsworks.request_timeout_ms", "2000")
             .clock(&clock_server.url());
         // TestSettings::load by name: diesel_async's RunQueryDsl::load is in scope too.
@@ -150,6 +156,7 @@ impl Env {
     /// Starts a metering replica; `deadline` is seconds after a window's end it may be measured.
     async fn metering(&mut self, deadline: u32, extra: &[(&str, &str)]) -> (String, CancellationToken) {
         let mut settings = TestSettings::data_service(Service::Metering, &self.db, &self.bus)
+            .set("database.max_connections", POOL)
             .set("http.workers", "2")
             .set("provisioning.url", &self.provisioning)
             .set("schedule.window_secs", WINDOW.to_string())

@@ -7,6 +7,7 @@
 use crate::wait_for;
 use base64::Engine as _;
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +29,12 @@ pub struct Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
+        // chromedriver leads a process group of its own, which its Chromium and Chromium's
+        // helpers join: killing chromedriver alone left them running after every test.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -40,6 +47,7 @@ impl Chromium {
         let port = hopsbridge_testkit::free_port();
         let driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

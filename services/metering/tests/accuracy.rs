@@ -637,7 +637,6 @@ mod through_the_service {
     use hopsbridge_contracts::Service;
     use hopsbridge_metering::MeteringConfig;
     use hopsbridge_platform::caller::CallerSigner;
-    use hopsbridge_provisioning::ProvisioningConfig;
     use hopsbridge_sandbox::clock::{ClockServer, SimClock};
     use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
     use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
@@ -734,15 +733,8 @@ mod through_the_service {
             let bus = TestBus::new().await;
             let clock = Arc::new(SimClock::new(at));
             let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
-            let settings = TestSettings::provisioning(&db, &bus)
-                .set("hopsworks.request_timeout_ms", "2000")
-                .clock(&clock_server.url())
-                .set("clock.poll_ms", "5");
-            let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
-            let app = hopsbridge_provisioning::build(config).await.unwrap();
-            let provisioning = format!("http://127.0.0.1:{}", app.port());
-            let stop = CancellationToken::new();
-            tokio::spawn(app.run_until_stopped(stop.clone()));
+            let (provisioning, stop) =
+                super::common::provisioning(&db, &bus, &clock_server.url(), &[("clock.poll_ms", "5")]).await;
             let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
             Self { db, key, provisioning, clock, clock_server, stops: vec![stop], bus }
         }

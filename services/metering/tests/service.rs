@@ -21,7 +21,6 @@ use hopsbridge_contracts::events::{
 use hopsbridge_contracts::{Event, Service};
 use hopsbridge_metering::MeteringConfig;
 use hopsbridge_platform::caller::{Caller, CallerSigner};
-use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::clock::{ClockServer, REAL_TIME_RATE_MILLI, SimClock};
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{Faults, KubeCluster, KubeOptions};
@@ -139,16 +138,8 @@ impl Env {
         let bus = TestBus::new().await;
         let clock = Arc::new(SimClock::running(chrono::Utc::now().timestamp_micros(), REAL_TIME_RATE_MILLI));
         let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
-        let settings = TestSettings::provisioning(&db, &bus)
-            .set("database.max_connections", POOL)
-            .set("hopsworks.request_timeout_ms", "2000")
-            .clock(&clock_server.url());
-        // TestSettings::load by name: diesel_async's RunQueryDsl::load is in scope too.
-        let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
-        let app = hopsbridge_provisioning::build(config).await.unwrap();
-        let provisioning = format!("http://127.0.0.1:{}", app.port());
-        let p_stop = CancellationToken::new();
-        tokio::spawn(app.run_until_stopped(p_stop.clone()));
+        let (provisioning, p_stop) =
+            common::provisioning(&db, &bus, &clock_server.url(), &[("database.max_connections", POOL)]).await;
         let key = CallerSigner::new(&GATEWAY_SIGNING_KEY.to_owned().into()).unwrap();
         Self { db, bus, key, provisioning, clock, clock_server, stops: vec![p_stop] }
     }

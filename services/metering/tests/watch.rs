@@ -24,7 +24,6 @@ use diesel_async::RunQueryDsl;
 use hopsbridge_contracts::Service;
 use hopsbridge_metering::MeteringConfig;
 use hopsbridge_platform::caller::CallerSigner;
-use hopsbridge_provisioning::ProvisioningConfig;
 use hopsbridge_sandbox::clock::{ClockServer, SimClock};
 use hopsbridge_sandbox::hopsworks::{HopsworksConfig, HopsworksSim};
 use hopsbridge_sandbox::kubernetes::{KubeCluster, KubeOptions};
@@ -149,15 +148,8 @@ impl Env {
         let bus = TestBus::new().await;
         let clock = Arc::new(SimClock::new(START));
         let clock_server = ClockServer::start(Arc::clone(&clock)).unwrap();
-        let settings = TestSettings::provisioning(&db, &bus)
-            .set("hopsworks.request_timeout_ms", "2000")
-            .clock(&clock_server.url())
-            .set("clock.poll_ms", "5");
-        let config: ProvisioningConfig = TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
-        let app = hopsbridge_provisioning::build(config).await.unwrap();
-        let provisioning = format!("http://127.0.0.1:{}", app.port());
-        let stop = CancellationToken::new();
-        tokio::spawn(app.run_until_stopped(stop.clone()));
+        let (provisioning, stop) =
+            common::provisioning(&db, &bus, &clock_server.url(), &[("clock.poll_ms", "5")]).await;
 
         let name = "eu-1";
         let hopsworks =

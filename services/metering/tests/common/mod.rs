@@ -1,5 +1,6 @@
 //! What the metering test files share: the crypto provider, a collection configuration without
-//! waiting, and the steady pods the tests run on the sandbox's Kubernetes.
+//! waiting, the steady pods the tests run on the sandbox's Kubernetes, and provisioning run in
+//! the test's process on the sandbox's clock.
 
 #![allow(dead_code, reason = "each test file uses part of it")]
 
@@ -73,4 +74,27 @@ pub fn pod(ns: &str, name: &str, owner: &str, started: i64, containers: Vec<SimC
         deleted: None,
         containers,
     }
+}
+
+/// provisioning in this process on the test's database and NATS, following the sandbox clock
+/// served at `clock_url`, with `extra` settings; answers its base URL and what stops it.
+pub async fn provisioning(
+    db: &hopsbridge_testkit::TestDb,
+    bus: &hopsbridge_testkit::TestBus,
+    clock_url: &str,
+    extra: &[(&str, &str)],
+) -> (String, tokio_util::sync::CancellationToken) {
+    let mut settings = hopsbridge_testkit::TestSettings::provisioning(db, bus)
+        .set("hopsworks.request_timeout_ms", "2000")
+        .clock(clock_url);
+    for (key, value) in extra {
+        settings = settings.set(key, *value);
+    }
+    let config: hopsbridge_provisioning::ProvisioningConfig =
+        hopsbridge_testkit::TestSettings::load(&settings, &hopsbridge_provisioning::DEFAULTS);
+    let app = hopsbridge_provisioning::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    (base, stop)
 }

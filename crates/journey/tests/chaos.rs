@@ -217,7 +217,7 @@ async fn run(campaign: Campaign) {
     // (The labs run on: every window that has ended on the stopped clock.)
     let window = i64::from(WINDOW);
     let stopped = DateTime::from_timestamp(world.clock.now() / window * window, 0).expect("the clock");
-    metering_measured_through(&platform, stopped).await;
+    metering_caught_up(&platform, stopped, true).await;
 
     let mut counts = audit(&platform, &people, &work).await;
     // Consumers the campaign's traffic reached: each must have its kill point on the list.
@@ -338,7 +338,7 @@ async fn journey(platform: &Platform, handles: &[String], work: &[(DateTime<Utc>
         world.set_rate(0);
         let lead = *from - TimeDelta::seconds(i64::from(WINDOW) * 4);
         world.set_time(lead);
-        metering_caught_up(platform, lead).await;
+        metering_caught_up(platform, lead, false).await;
         world.set_rate(RATE);
         let real = Duration::from_secs(u64::try_from(WORK_MINUTES * 60).unwrap() * 1000 / u64::from(RATE));
         let deadline = Instant::now() + real + Duration::from_secs(120);
@@ -352,35 +352,20 @@ async fn journey(platform: &Platform, handles: &[String], work: &[(DateTime<Utc>
     people
 }
 
-/// Waits until metering has scheduled every active cluster's windows through `now` and has none
-/// ending by then still pending (runs held by a killed replica wait for their lease, real
-/// minutes, and are not waited for).
-async fn metering_caught_up(platform: &Platform, now: DateTime<Utc>) {
-    let at = now.timestamp();
-    let sql = format!(
-        "SELECT (SELECT count(*) FROM clusters WHERE status = 'active' \
-                 AND (scheduled_through IS NULL OR scheduled_through < to_timestamp({at})))::bigint AS behind, \
-                (SELECT count(*) FROM runs WHERE status = 'pending' AND window_end <= to_timestamp({at}))::bigint AS pending"
-    );
-    wait_for(&format!("metering caught up with {now}"), PATIENCE, || async {
-        let rows = platform.rows("metering", &sql).await;
-        (rows[0]["behind"].as_i64() == Some(0) && rows[0]["pending"].as_i64() == Some(0)).then_some(())
-    })
-    .await;
-}
-
-/// Waits until every active cluster's windows are scheduled through `at` and none ending by then
-/// is still to be measured, pending or running (a run held by a killed replica comes back when
-/// its lease, seconds here, runs out).
-async fn metering_measured_through(platform: &Platform, at: DateTime<Utc>) {
+/// Waits until metering has scheduled every active cluster's windows through `at` and has none
+/// ending by then still pending, and, with `running`, none running either. Between days the
+/// running ones are not waited for (the monkey's kills leave some held until their lease runs
+/// out); before the audit they are (leases are seconds here).
+async fn metering_caught_up(platform: &Platform, at: DateTime<Utc>, running: bool) {
     let at_sql = format!("to_timestamp({})", at.timestamp());
+    let states = if running { "'pending', 'running'" } else { "'pending'" };
     let sql = format!(
         "SELECT (SELECT count(*) FROM clusters WHERE status = 'active' \
                  AND (scheduled_through IS NULL OR scheduled_through < {at_sql})) \
-              + (SELECT count(*) FROM runs WHERE status IN ('pending', 'running') AND window_end <= {at_sql}) \
+              + (SELECT count(*) FROM runs WHERE status IN ({states}) AND window_end <= {at_sql}) \
               AS open"
     );
-    wait_for(&format!("every window through {at} measured"), PATIENCE, || async {
+    wait_for(&format!("metering caught up with {at}"), PATIENCE, || async {
         (platform.rows("metering", &sql).await[0]["open"].as_i64() == Some(0)).then_some(())
     })
     .await;

@@ -32,9 +32,10 @@ pub struct Billing {
     pub key: CallerSigner,
     pub config: BillingConfig,
     stop: CancellationToken,
-    /// One client for every webhook, as Stripe keeps its connections: a client built per
-    /// request (its TLS roots loaded each time) made a burst of 48 slow enough under load that
-    /// a connection sat unwritten past the server's 5 s request timeout.
+    /// One client for every webhook, as Stripe keeps its connections. (A client built per
+    /// request loads its TLS roots each time; a burst of 48 failed once under load with hyper's
+    /// `UnexpectedMessage`, likely a connection left unwritten past the server's 5 s request
+    /// timeout, though not reproduced.)
     http: reqwest::Client,
 }
 

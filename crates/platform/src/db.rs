@@ -73,11 +73,30 @@ impl From<DieselError> for DbError {
     }
 }
 
-/// A connection URL whose every session uses `schema` as its `search_path`.
+/// How long a checkout waits before asking a full Postgres again.
+const SERVER_FULL_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whether a refused connection was refused because a connection limit is reached: the
+/// server's, the database's or the role's (SQLSTATE 53300; the connection error carries only
+/// Postgres' message).
+fn server_full(error: &str) -> bool {
+    ["too many clients already", "remaining connection slots are reserved", "too many connections for"]
+        .iter()
+        .any(|m| error.contains(m))
+}
+
+/// A connection URL whose every session uses `schema` as its `search_path` and, unless the URL
+/// names one, `hopsbridge-<schema>` as its `application_name` (so `pg_stat_activity` says which
+/// service holds each connection).
 #[must_use]
 pub fn url_for_schema(url: &str, schema: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+    let name = if url.contains("application_name=") {
+        String::new()
+    } else {
+        format!("&application_name=hopsbridge-{schema}")
+    };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}{name}")
 }
 
 /// The service's pool and schema.
@@ -138,15 +157,24 @@ impl Database {
         self.schema
     }
 
-    /// A connection, waiting at most `database.acquire_timeout_secs`.
+    /// A connection, waiting at most `database.acquire_timeout_secs`: for one of the pool's to
+    /// be free, and for a slot on Postgres when a new connection is refused because every one of
+    /// its `max_connections` is taken (a moment's crowd, which passes; any other refusal is
+    /// answered at once).
     ///
     /// # Errors
     /// [`DbError::Unavailable`] when none can be had in time.
     pub async fn conn(&self) -> Result<PooledConnection, DbError> {
-        match tokio::time::timeout(self.acquire_timeout, self.pool.get()).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(DbError::Unavailable(e.to_string())),
-            Err(_) => Err(DbError::Unavailable("timed out waiting for a connection".to_owned())),
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.pool.get()).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) if server_full(&e.to_string()) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(SERVER_FULL_PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(DbError::Unavailable(e.to_string())),
+                Err(_) => return Err(DbError::Unavailable("timed out waiting for a connection".to_owned())),
+            }
         }
     }
 
@@ -342,5 +370,31 @@ impl crate::http::ReadinessCheck for PostgresCheck {
             let mut conn = self.0.conn().await.map_err(|_| "unreachable".to_owned())?;
             diesel::sql_query("SELECT 1").execute(&mut conn).await.map(|_| ()).map_err(|_| "query failed".to_owned())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{server_full, url_for_schema};
+
+    #[test]
+    fn only_a_full_server_is_waited_for() {
+        assert!(server_full("Error occurred while creating a new object: FATAL:  sorry, too many clients already"));
+        assert!(server_full("FATAL: remaining connection slots are reserved for roles with the SUPERUSER attribute"));
+        assert!(server_full("FATAL: too many connections for role \"hb_full\""));
+        assert!(!server_full("FATAL: password authentication failed for user \"postgres\""));
+        assert!(!server_full("FATAL: database \"t_1\" does not exist"));
+    }
+
+    #[test]
+    fn a_schemas_url_sets_its_search_path_and_names_the_service_unless_the_url_does() {
+        assert_eq!(
+            url_for_schema("postgres://db/hb", "billing"),
+            "postgres://db/hb?options=-c%20search_path%3Dbilling&application_name=hopsbridge-billing"
+        );
+        assert_eq!(
+            url_for_schema("postgres://db/hb?sslmode=require&application_name=ops", "team"),
+            "postgres://db/hb?sslmode=require&application_name=ops&options=-c%20search_path%3Dteam"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Postgres plumbing: migrations apply and revert, errors are classified, and serialization
-//! failures are retried.
+//! Postgres plumbing: migrations apply and revert, errors are classified, serialization
+//! failures are retried, and a checkout waits for a Postgres whose connections are all taken.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -216,4 +216,32 @@ async fn connections_whose_sessions_ended_are_never_handed_out_again() {
         assert!(!ended.contains(&pid), "{pid} was handed out again");
         taken.push(conn);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_waits_for_a_connection_slot_when_postgres_has_none_free() {
+    // A role allowed one connection stands for a server whose every connection is taken (the
+    // same refusal, SQLSTATE 53300); superusers, which the tests are, are not limited.
+    let db = TestDb::new().await;
+    let mut admin = db.connect("billing").await;
+    let role = format!("hb_full_{}", hopsbridge_testkit::random_suffix());
+    diesel::sql_query(format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")).execute(&mut admin).await.unwrap();
+    let mut url = url::Url::parse(db.url()).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(None).unwrap();
+    let held = AsyncPgConnection::establish(url.as_str()).await.unwrap();
+    let mut cfg = db.config();
+    cfg.url = url.to_string().into();
+    cfg.acquire_timeout_secs = 10;
+    let database = Database::new(&cfg, "billing").unwrap();
+
+    let waiting = tokio::spawn(async move { database.conn().await.map(drop) });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the checkout waits instead of failing at once");
+    drop(held);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert!(got.is_ok(), "{got:?}");
+    drop(admin);
+    let mut admin = db.connect("billing").await;
+    diesel::sql_query(format!("DROP ROLE {role}")).execute(&mut admin).await.unwrap();
 }

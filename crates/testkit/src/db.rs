@@ -20,7 +20,7 @@ impl TestDb {
         let admin = crate::admin_database_url();
         let template = ensure_template(&admin).await;
         let name = format!("t_{}_{}", crate::unix_now(), crate::random_suffix());
-        let mut conn = AsyncPgConnection::establish(&admin).await.expect("connect to the test Postgres");
+        let mut conn = establish(&admin).await;
         // CREATE DATABASE ... TEMPLATE fails while another session is connected to the template
         // (a concurrent clone); a short retry covers it.
         let mut attempt = 0;
@@ -62,25 +62,31 @@ impl TestDb {
         }
     }
 
-    /// A connection whose `search_path` is `schema`. While a test has made its database refuse
-    /// connections (a simulated Postgres restart, `ALLOW_CONNECTIONS false`), it waits for the
-    /// database to take them again, up to 30 s.
+    /// A connection whose `search_path` is `schema` (waiting as [`establish`] does).
     pub async fn connect(&self, schema: &str) -> AsyncPgConnection {
-        let url = hopsbridge_platform::db::url_for_schema(&self.url, schema);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match AsyncPgConnection::establish(&url).await {
-                Ok(conn) => return conn,
-                Err(e)
-                    if e.to_string().contains("is not currently accepting connections")
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("connect to the test database: {e:?}"),
+        establish(&hopsbridge_platform::db::url_for_schema(&self.url, schema)).await
+    }
+}
+
+/// A connection to `url`. While Postgres has no connection slot free (tests running side by
+/// side, each with its services' pools) or a test has made the database refuse connections (a
+/// simulated Postgres restart, `ALLOW_CONNECTIONS false`), it waits, up to 30 s.
+async fn establish(url: &str) -> AsyncPgConnection {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match AsyncPgConnection::establish(url).await {
+            Ok(conn) => return conn,
+            Err(e) if passing(&e.to_string()) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Err(e) => panic!("connect to the test Postgres (is it running?): {e:?}"),
         }
     }
+}
+
+/// Whether a connection error is one that passes by itself.
+fn passing(error: &str) -> bool {
+    error.contains("too many clients already") || error.contains("is not currently accepting connections")
 }
 
 impl Drop for TestDb {
@@ -131,7 +137,7 @@ async fn ensure_template(admin: &str) -> String {
     // Named after the migrations this binary embeds: a binary built before a migration changed
     // builds (or uses) its own template, never one named after files it does not apply.
     let name = format!("hb_tpl_{}", hopsbridge_platform::db::MIGRATIONS_FINGERPRINT);
-    let mut conn = AsyncPgConnection::establish(admin).await.expect("connect to the test Postgres (is it running?)");
+    let mut conn = establish(admin).await;
     diesel::sql_query("SELECT pg_advisory_lock(727274)").execute(&mut conn).await.expect("advisory lock");
     let exists = database_exists(&mut conn, &name).await;
     if !exists {

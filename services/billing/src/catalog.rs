@@ -377,6 +377,27 @@ struct Missing {
     price_id: Uuid,
 }
 
+/// The SQL (`FROM … WHERE …`, aliases `a` for the account and `p` for the price version) of
+/// the pairs of a live subscription and a price version in force at `$at` or later that the
+/// subscription has no Stripe item of: what [`sync_items`] adds, and what billing's metric
+/// `hopsbridge_billing_subscription_items_missing` counts (among versions in force now).
+macro_rules! missing_items {
+    ($at:literal) => {
+        concat!(
+            "FROM accounts a CROSS JOIN prices p
+             WHERE a.stripe_subscription_id IS NOT NULL
+               AND coalesce(a.subscription_status, '') NOT IN ('canceled', 'incomplete_expired')
+               AND NOT EXISTS (SELECT 1 FROM prices q WHERE q.resource = p.resource
+                               AND q.effective_from > p.effective_from AND q.effective_from <= ",
+            $at,
+            ")
+               AND NOT EXISTS (SELECT 1 FROM subscription_items i
+                               WHERE i.subscription_id = a.stripe_subscription_id AND i.price_id = p.id)"
+        )
+    };
+}
+pub(crate) use missing_items;
+
 /// Gives every live subscription an item of each price version in force at `now` or later
 /// that it lacks (`POST /v1/subscription_items`, `proration_behavior=none`, an
 /// `Idempotency-Key` per subscription and version; an item Stripe has already is found and
@@ -390,17 +411,11 @@ pub async fn sync_items(
     now: DateTime<Utc>,
 ) -> Result<usize, CatalogError> {
     catalogue.ensure_versions(conn).await?;
-    let missing: Vec<Missing> = diesel::sql_query(
-        "SELECT a.stripe_subscription_id AS subscription_id, p.id AS price_id
-         FROM accounts a CROSS JOIN prices p
-         WHERE a.stripe_subscription_id IS NOT NULL
-           AND coalesce(a.subscription_status, '') NOT IN ('canceled', 'incomplete_expired')
-           AND NOT EXISTS (SELECT 1 FROM prices q WHERE q.resource = p.resource
-                           AND q.effective_from > p.effective_from AND q.effective_from <= $1)
-           AND NOT EXISTS (SELECT 1 FROM subscription_items i
-                           WHERE i.subscription_id = a.stripe_subscription_id AND i.price_id = p.id)
-         ORDER BY 1, 2",
-    )
+    let missing: Vec<Missing> = diesel::sql_query(concat!(
+        "SELECT a.stripe_subscription_id AS subscription_id, p.id AS price_id ",
+        missing_items!("$1"),
+        " ORDER BY 1, 2"
+    ))
     .bind::<diesel::sql_types::Timestamptz, _>(now)
     .load(conn)
     .await?;

@@ -45,14 +45,11 @@ pub fn all() -> Vec<SqlMetric> {
             help: "Prices in force that a live subscription has no Stripe item of yet (its usage waits to be reported)",
             kind: Kind::Gauge,
             label: None,
-            sql: "SELECT '' AS label, count(*)::float8 AS value FROM accounts a CROSS JOIN prices p \
-                  WHERE a.stripe_subscription_id IS NOT NULL \
-                    AND coalesce(a.subscription_status, '') NOT IN ('canceled', 'incomplete_expired') \
-                    AND p.effective_from <= now() \
-                    AND NOT EXISTS (SELECT 1 FROM prices q WHERE q.resource = p.resource \
-                                    AND q.effective_from > p.effective_from AND q.effective_from <= now()) \
-                    AND NOT EXISTS (SELECT 1 FROM subscription_items i \
-                                    WHERE i.subscription_id = a.stripe_subscription_id AND i.price_id = p.id)",
+            sql: concat!(
+                "SELECT '' AS label, count(*)::float8 AS value ",
+                crate::catalog::missing_items!("now()"),
+                " AND p.effective_from <= now()"
+            ),
         },
     ]
 }

@@ -821,6 +821,11 @@ async fn an_owner_follows_a_members_usage_down_to_the_samples_of_their_day() {
     );
 }
 
+/// The targets of a page's links to December's days (chart bars and the days list).
+fn day_links(body: &str) -> Vec<&str> {
+    body.split(r#"<a href="/usage/2026-12-"#).skip(1).map(|rest| rest.split('"').next().unwrap()).collect()
+}
+
 /// `usage_view` with a third project: Bob's core-hour in project 9 on 3 December.
 fn usage_of_three_projects() -> Value {
     let mut usage = usage_view();
@@ -873,12 +878,14 @@ async fn an_owner_narrows_usage_to_one_project_keeping_the_month_and_the_member(
     assert!(body.contains(r#"aria-label="CPU (core-hours) per day in Project 7""#), "the chart says whose: {body}");
     assert!(body.contains("1 December · CPU 2.500 · memory 0.000 · GPU 0.000 · storage 0.000000000"), "{body}");
     assert!(body.contains("3 December · CPU 5.000 · memory 0.000 · GPU 0.000 · storage 0.500000000"), "{body}");
-    // Its days still link to the day's samples, which billing cannot narrow to a project: the
-    // page says so next to them.
-    assert_eq!(body.matches(r#"<a href="/usage/2026-12-"#).count(), 4 * 31 + 2, "{body}");
-    assert!(body.contains(r#"<a href="/usage/2026-12-03" aria-describedby="days-note">3 December"#), "{body}");
-    assert!(body.contains("Billing cannot narrow a day's samples to one project"), "{body}");
-    assert!(body.contains(r#"id="days-note">Each day links to the samples of every project that day"#), "{body}");
+    // Its days link to the day's samples of this project: every chart's bars and every day.
+    let days = day_links(&body);
+    assert_eq!(days.len(), 4 * 31 + 2, "{body}");
+    assert!(days.iter().all(|h| h.contains("?project=Project+7")), "{days:?}");
+    assert!(body.contains(r#"<a href="/usage/2026-12-03?project=Project+7">3 December"#), "{body}");
+    assert!(body.contains(r#"<a href="/usage/2026-12-03?project=Project+7&amp;source=storage">"#), "{body}");
+    assert!(body.contains("(for storage, the storage samples), in this project only."), "{body}");
+    assert!(!body.contains("cannot narrow") && !body.contains("days-note"), "{body}");
     // The projects table is this project's row alone, not a link to itself.
     assert!(body.contains(r#"<th scope="row">Project 7</th><td class="num">7.500</td><td class="num">0.000</td><td class="num">0.000</td><td class="num">0.500000000</td><td class="num">2.64 USD"#), "{body}");
     assert!(!body.contains("Project 9") && !body.contains("Outside any project"), "{body}");
@@ -901,11 +908,11 @@ async fn an_owner_narrows_usage_to_one_project_keeping_the_month_and_the_member(
     assert!(body.contains("3 December · CPU 5.000 · memory 0.000 · GPU 0.000 · storage 0.500000000"), "{body}");
     assert!(!body.contains("1 December ·"), "Ada's day is not Bob's: {body}");
     assert!(
-        body.contains(
-            r#"<a href="/usage/2026-12-03?member=bob%40example.com" aria-describedby="days-note">3 December"#
-        ),
+        body.contains(r#"<a href="/usage/2026-12-03?member=bob%40example.com&#38;project=Project+7">3 December"#),
         "{body}"
     );
+    assert!(day_links(&body).iter().all(|h| h.contains("?member=bob%40example.com&")), "{body}");
+    assert!(body.contains("the storage samples), this person's in this project only."), "{body}");
     assert!(body.contains(r#"<a href="/usage?member=bob%40example.com&#38;month=2026-12">Back to all projects<span class="sr"> of Bob</span></a>"#), "{body}");
     assert!(body.contains(r#"<a href="/usage">Back to the whole account</a>"#));
     assert!(body.contains(r#"<input type="hidden" name="member" value="bob@example.com">"#));
@@ -917,6 +924,7 @@ async fn an_owner_narrows_usage_to_one_project_keeping_the_month_and_the_member(
     assert!(body.contains("<h1>Usage outside any project</h1>"), "{body}");
     assert!(body.contains(r#"id="project-cost">0.40 USD<"#), "{body}");
     assert!(body.contains("3 December · CPU 0.000 · memory 10.000 · GPU 0.000 · storage 0.000000000"), "{body}");
+    assert!(body.contains(r#"<a href="/usage/2026-12-03?project=Outside+any+project">3 December"#), "{body}");
 
     // Without a month, the links keep none.
     let (status, body, _) = get(fake.clone(), "/usage?project=Project+9").await;
@@ -943,6 +951,123 @@ async fn an_owner_narrows_usage_to_one_project_keeping_the_month_and_the_member(
         calls.iter().all(|(_, path, _)| !path.contains("project") && !path.starts_with("/api/billing/usage/samples")),
         "the project is the console's filter, never sent to the API: {calls:?}"
     );
+}
+
+#[actix_web::test]
+async fn an_owners_project_day_shows_the_samples_billing_gives_for_that_project_only() {
+    let sample = |user: &str, project: Value, source: &str, cost: &str| {
+        json!({"sample_id": "s", "user_id": user, "namespace": "lab", "project_id": project, "source": source,
+            "window_start": "2026-12-03T10:00:00Z", "window_end": "2026-12-03T10:15:00Z", "billing_mode": "postpaid",
+            "cpu_core_hours": "0.25", "memory_gib_hours": "1", "gpu_hours": "0", "cost": cost})
+    };
+    let samples = "/api/billing/usage/samples?day=2026-12-03&limit=1000";
+    let month = "/api/billing/usage?from=2026-12-01&to=2026-12-31";
+    let fake = Arc::new(
+        Fake::as_(owner())
+            .answer("GET", month, 200, usage_of_three_projects())
+            .answer("GET", "/api/pricing", 200, pricing())
+            .answer("GET", "/api/me", 200, json!({"id": "u-ada", "email": "ada@example.com", "name": "Ada"}))
+            .answer("GET", "/api/team", 200, team_view())
+            // Billing narrows the day to the project by its id ("none": of no known project).
+            .answer(
+                "GET",
+                &format!("{samples}&project_id=7"),
+                200,
+                json!({"day": "2026-12-03", "next": "c1",
+                    "samples": [sample("u-ada", json!(7), "usage", "8.75"), sample("u-bob", json!(7), "usage", "1.25")]}),
+            )
+            .answer(
+                "GET",
+                &format!("{samples}&project_id=7&after=c1"),
+                200,
+                json!({"day": "2026-12-03", "next": null, "samples": [sample("u-bob", json!(7), "usage", "2")]}),
+            )
+            .answer(
+                "GET",
+                &format!("{samples}&project_id=none"),
+                200,
+                json!({"day": "2026-12-03", "next": null, "samples": [sample("u-bob", Value::Null, "usage", "40")]}),
+            )
+            .answer(
+                "GET",
+                &format!("{samples}&user_id=u-bob&project_id=7&source=storage"),
+                200,
+                json!({"day": "2026-12-03", "next": null, "samples": [sample("u-bob", json!(7), "storage", "1.75")]}),
+            ),
+    );
+    let paths = |from: usize| -> Vec<String> { fake.calls()[from..].iter().map(|(_, p, _)| p.clone()).collect() };
+
+    // Project 7's day: the project is checked against the month's usage, then its samples
+    // asked for by id; the page's links keep the project.
+    let before = fake.calls().len();
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?project=Project+7").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(paths(before), [month.to_owned(), format!("{samples}&project_id=7"), "/api/pricing".to_owned()]);
+    assert!(body.contains("<h1>Usage in Project 7 on 3 December 2026</h1>"), "{body}");
+    assert!(body.contains(r#"id="day-cost">0.10 USD<"#), "the page's two entries: {body}");
+    assert!(body.contains(r#"<a href="/usage/2026-12-03?project=Project+7&#38;after=c1">Later entries</a>"#), "{body}");
+    assert!(
+        body.contains(r#"<a href="/usage?project=Project+7&#38;month=2026-12">Back to the usage in Project 7</a>"#),
+        "{body}"
+    );
+    let before = fake.calls().len();
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?project=Project+7&after=c1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(paths(before)[1], format!("{samples}&project_id=7&after=c1"));
+    assert!(body.contains(r#"id="day-cost">0.02 USD<"#) && !body.contains("Later entries"), "{body}");
+
+    // Outside any project: the entries of no known project.
+    let before = fake.calls().len();
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?project=Outside+any+project").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(paths(before)[1], format!("{samples}&project_id=none"));
+    assert!(body.contains("<h1>Usage outside any project on 3 December 2026</h1>"), "{body}");
+    assert!(body.contains(r#"id="day-cost">0.40 USD<"#), "{body}");
+    assert!(
+        body.contains(r#"<a href="/usage?project=Outside+any+project&#38;month=2026-12">Back to the usage outside any project</a>"#),
+        "{body}"
+    );
+
+    // With a member and a source too, billing is asked for all three.
+    let before = fake.calls().len();
+    let (status, body, _) =
+        get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com&project=Project+7&source=storage").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        paths(before).contains(&format!("{samples}&user_id=u-bob&project_id=7&source=storage")),
+        "{:?}",
+        paths(before)
+    );
+    assert!(body.contains("<h1>Storage of Bob in Project 7 on 3 December 2026</h1>"), "{body}");
+    assert!(
+        body.contains(r#"<a href="/usage?member=bob%40example.com&#38;project=Project+7&#38;month=2026-12">Back to the usage of Bob in Project 7</a>"#),
+        "{body}"
+    );
+
+    // A name the usage page would not show, or a project the month has no usage in, is not
+    // found, and no samples are asked for; a member has no samples page at all.
+    let before = fake.calls().len();
+    for path in [
+        "/usage/2026-12-03?project=Project+8",
+        "/usage/2026-12-03?project=7",
+        "/usage/2026-12-03?project=project+7",
+        "/usage/2026-12-03?project=Project+07",
+        "/usage/2026-12-03?project=Project+%2B7",
+        "/usage/2026-12-03?project=Project+0",
+        "/usage/2026-12-03?project=Project+-7",
+        "/usage/2026-12-03?project=none",
+        "/usage/2026-12-03?project=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "/usage/2026-12-03?member=eve%40example.com&project=Project+7",
+    ] {
+        let (status, body, _) = get(fake.clone(), path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("<script>alert"), "{body}");
+    }
+    assert!(paths(before).iter().all(|p| !p.starts_with("/api/billing/usage/samples")), "{:?}", paths(before));
+    let fake = Arc::new(Fake::as_(member()));
+    let (status, _, _) = get(fake.clone(), "/usage/2026-12-03?project=lab").await;
+    assert_eq!(status, 403);
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
 }
 
 #[actix_web::test]

@@ -355,6 +355,9 @@ pub struct EntryFilter<'a> {
     pub user: Option<Uuid>,
     /// Only entries of this `source` (`usage` or `storage`).
     pub source: Option<&'a str>,
+    /// Only entries of this project: `Some(Some(id))` of Hopsworks' project `id`, `Some(None)`
+    /// of no known project (`project_id` null).
+    pub project: Option<Option<i64>>,
 }
 
 /// The entries of `owner`'s `day` that `filter` keeps, by window and sample, `limit` after
@@ -378,6 +381,7 @@ pub async fn entries(
                 cpu_cost + memory_cost + gpu_cost + storage_offline_cost + storage_online_cost AS cost, credits_paid
          FROM ledger_entries WHERE owner_id = $1 AND day = $2 AND (window_start, sample_id) > ($3, $4)
            AND ($6::uuid IS NULL OR user_id = $6) AND ($7::text IS NULL OR source = $7)
+           AND (NOT $8 OR project_id IS NOT DISTINCT FROM $9)
          ORDER BY window_start, sample_id LIMIT $5",
     )
     .bind::<SqlUuid, _>(owner.as_uuid())
@@ -387,6 +391,8 @@ pub async fn entries(
     .bind::<BigInt, _>(limit)
     .bind::<Nullable<SqlUuid>, _>(filter.user)
     .bind::<Nullable<Text>, _>(filter.source)
+    .bind::<diesel::sql_types::Bool, _>(filter.project.is_some())
+    .bind::<Nullable<BigInt>, _>(filter.project.flatten())
     .load(conn)
     .await
 }

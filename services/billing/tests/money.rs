@@ -410,6 +410,86 @@ async fn the_owner_sees_usage_costs_the_upcoming_invoice_and_cap_alerts_once_a_m
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_samples_narrow_to_one_project_or_to_none_and_page_under_it() {
+    let m = start_money().await;
+    let (owner, _) = m.new_owner().await;
+    let me = owner_caller(owner);
+    let today = midnight_today();
+    // One day's windows, interleaved: project 7 three times, project 8 once, and twice a
+    // namespace of no known project (metering's project id 0).
+    let projects = [7, 8, 0, 7, 0, 7];
+    let events: Vec<_> = projects
+        .iter()
+        .enumerate()
+        .map(|(i, project)| {
+            let mut e = usage(owner, owner, today + i64::try_from(i).unwrap() * WINDOW, WINDOW, (1, 0, 0));
+            e.project_id = *project;
+            e
+        })
+        .collect();
+    publish_new(&m.bus, &events).await;
+    until(&m.db, &format!("ledger_entries WHERE owner_id = '{owner}'"), 6).await;
+    let of = |project: i64| -> Vec<String> {
+        events.iter().filter(|e| e.project_id == project).map(|e| e.sample_id.clone()).collect()
+    };
+    let day = chrono::DateTime::from_timestamp(today, 0).unwrap().date_naive();
+    let get = |query: String| {
+        let me = me.clone();
+        let m = &m;
+        async move { m.call(Method::GET, &format!("/api/billing/usage/samples?day={day}&{query}"), Some(&me)).await }
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["samples"].as_array().unwrap().iter().map(|s| s["sample_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (status, all) = get("limit=1000".to_owned()).await;
+    assert_eq!((status, ids(&all).len()), (StatusCode::OK, 6), "{all}");
+    // One project's entries, exactly; those of no known project, exactly.
+    let (status, seven) = get("project_id=7".to_owned()).await;
+    assert_eq!((status, ids(&seven)), (StatusCode::OK, of(7)), "{seven}");
+    assert_eq!(of(7).len(), 3);
+    assert!(seven["samples"].as_array().unwrap().iter().all(|s| s["project_id"] == 7), "{seven}");
+    let (status, eight) = get("project_id=8".to_owned()).await;
+    assert_eq!((status, ids(&eight)), (StatusCode::OK, of(8)), "{eight}");
+    let (status, none) = get("project_id=none".to_owned()).await;
+    assert_eq!((status, ids(&none)), (StatusCode::OK, of(0)), "{none}");
+    assert_eq!(of(0).len(), 2);
+    assert!(none["samples"].as_array().unwrap().iter().all(|s| s["project_id"].is_null()), "{none}");
+    let (status, unused) = get("project_id=9".to_owned()).await;
+    assert_eq!((status, unused["samples"].clone(), unused["next"].clone()), (StatusCode::OK, json!([]), Value::Null));
+    // The filter goes with the others: project 7's storage is none of it.
+    let (status, stored) = get("project_id=7&source=storage".to_owned()).await;
+    assert_eq!((status, stored["samples"].clone()), (StatusCode::OK, json!([])), "{stored}");
+    let (status, mine) = get(format!("project_id=7&user_id={owner}&source=usage")).await;
+    assert_eq!((status, ids(&mine)), (StatusCode::OK, of(7)), "{mine}");
+
+    // One at a time under the filter, the cursor goes through the same entries and no others.
+    for (query, want) in [("project_id=7", of(7)), ("project_id=none", of(0))] {
+        let (mut paged, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let cursor = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+            let (status, page) = get(format!("{query}&limit=1{cursor}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert!(ids(&page).len() <= 1, "{page}");
+            paged.extend(ids(&page));
+            pages += 1;
+            assert!(pages <= 10, "{query}: the cursor does not end: {paged:?}");
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(paged, want, "{query}");
+    }
+
+    // Anything but a positive integer or `none` is refused, saying what is expected.
+    for bad in ["seven", "", "0", "-7", "None", "7.0", "null"] {
+        let (status, body) = get(format!("project_id={bad}")).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{bad}: {body}");
+        assert!(body["message"].as_str().unwrap_or_default().contains("project_id"), "{bad}: {body}");
+    }
+}
+
 /// Counts of every table the money routes write.
 async fn footprint(db: &TestDb) -> Vec<i64> {
     let mut counts = Vec::new();

@@ -9,8 +9,9 @@
 //! by Hopsworks' numeric id alone, so an owner's projects are "Project <id>" (and "Outside any
 //! project" for namespaces of no known project); a member's are the namespaces of
 //! `GET /api/usage`. A project is known when the month shown has usage in it; any other is 404.
-//! Billing's samples cannot be narrowed to a project, so a narrowed day links to the samples of
-//! every project that day (or of the member picked), and the page says so.
+//! An owner's narrowed day links to that day's samples of the project (and of the member picked):
+//! `/usage/{day}?project=<name>` asks billing for them by `project_id` (the id of "Project 7", or
+//! `none` for "Outside any project"), and keeps the project in its next-page and back links.
 
 use super::{Ctx, Data, Layout, currency, render};
 use crate::chart::{self, Bar};
@@ -158,6 +159,17 @@ fn project_name(project_id: Option<i64>) -> String {
     project_id.map_or_else(|| "Outside any project".to_owned(), |id| format!("Project {id}"))
 }
 
+/// The project an owner's `name` is ([`project_name`]'s inverse): `Some(None)` for "Outside any
+/// project", `Some(Some(id))` for "Project <id>" exactly as the page writes it, `None` for any
+/// other name.
+fn project_id_of(name: &str) -> Option<Option<i64>> {
+    if name == project_name(None) {
+        return Some(None);
+    }
+    let id = name.strip_prefix("Project ")?.parse::<i64>().ok().filter(|id| *id > 0)?;
+    (project_name(Some(id)) == name).then_some(Some(id))
+}
+
 /// Where a page narrowed to `project` is, in words after "Usage": "in Project 7", "outside any
 /// project" (an owner's), "in project lab" (a member's namespace).
 fn in_project(project: &str, owner: bool) -> String {
@@ -184,10 +196,13 @@ fn usage_href(member: Option<&str>, project: Option<&str>, month: Option<&str>) 
 }
 
 /// The console's page of `day`'s samples: of one member when `member` names them, of one
-/// source (`storage`) when `source` names it.
-fn day_href(day: NaiveDate, member: Option<&str>, source: Option<&str>) -> String {
-    let query: Vec<(&str, &str)> =
-        [("member", member), ("source", source)].into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+/// project when `project` names it (as the usage page does), of one source (`storage`) when
+/// `source` names it.
+fn day_href(day: NaiveDate, member: Option<&str>, project: Option<&str>, source: Option<&str>) -> String {
+    let query: Vec<(&str, &str)> = [("member", member), ("project", project), ("source", source)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
     if query.is_empty() {
         format!("/usage/{day}")
     } else {
@@ -246,11 +261,12 @@ fn months(shown: NaiveDate, current: NaiveDate) -> Vec<MonthLink> {
         .collect()
 }
 
-/// Where an owner's figures link down to: the samples of a day, of the person they are
-/// looking at when they picked one. Members have no samples page (decision 0049).
+/// Where an owner's figures link down to: the samples of a day, of the person and the project
+/// they are looking at when they picked them. Members have no samples page (decision 0049).
 #[derive(Debug, Clone, Copy)]
 struct Links<'a> {
     member: Option<&'a str>,
+    project: Option<&'a str>,
 }
 
 /// The days of `from..=to`, each with its value per resource summed from `per_day`.
@@ -274,7 +290,7 @@ fn daily_bars(
                     format::quantity(&value.to_string(), format::places(resource)),
                     format::unit(resource)
                 ),
-                href: links.map(|l| day_href(day, l.member, source_of(resource))),
+                href: links.map(|l| day_href(day, l.member, l.project, source_of(resource))),
             }
         })
         .collect()
@@ -433,7 +449,7 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
         None => format!("{} to {}", from.format("%-d %B %Y"), to.format("%-d %B %Y")),
     };
     page.months = months(asked.unwrap_or(from.with_day(1).unwrap_or(from)), current);
-    let links = ctx.viewer.owner.then_some(Links { member: focus_email.as_deref() });
+    let links = ctx.viewer.owner.then_some(Links { member: focus_email.as_deref(), project });
     // What a chart is of, for its label: the whole page's or one project's days.
     let scope =
         page.project.as_ref().map(|p| format!(" {}", in_project(&p.name, ctx.viewer.owner))).unwrap_or_default();
@@ -464,7 +480,7 @@ pub(super) async fn usage(data: Data, req: HttpRequest, query: web::Query<HashMa
                 format::quantity(&value.to_string(), format::places(r))
             };
             (
-                links.map(|l| day_href(d, l.member, None)),
+                links.map(|l| day_href(d, l.member, l.project, None)),
                 format!(
                     "{} · CPU {} · memory {} · GPU {} · storage {}",
                     d.format("%-d %B"),
@@ -492,6 +508,9 @@ struct DayPage {
     back: String,
     /// The person the samples are narrowed to, when an owner picked one.
     member: Option<String>,
+    /// Where the samples are, in words ("in Project 7", "outside any project"), when they are
+    /// narrowed to a project.
+    project: Option<String>,
     /// Pods' figures are shown (not when only storage is asked for).
     pods: bool,
     /// Storage figures are shown (not when only pods' usage is asked for).
@@ -544,35 +563,59 @@ pub(super) async fn usage_day(
         Some(s @ ("usage" | "storage")) => Some(s),
         Some(_) => return ctx.error(404, "not_found"),
     };
+    // A project is named as the usage page names it, and is one the day's month has usage in
+    // (as the usage page it came from, and goes back to, knows it).
+    let project = project_of(&query);
+    let project_id = match project {
+        None => None,
+        Some(name) => {
+            let Some(id) = project_id_of(name) else {
+                return ctx.error(404, "not_found");
+            };
+            let month = day.with_day(1).unwrap_or(day);
+            let path = format!("/api/billing/usage?from={month}&to={}", month_end(month));
+            let usage: api::OwnerUsage = tri!(ctx.fetch(&path).await);
+            if !usage.lines.iter().any(|l| l.project_id == id) {
+                return ctx.error(404, "not_found");
+            }
+            Some(id.map_or_else(|| "none".to_owned(), |id| id.to_string()))
+        }
+    };
     let people = if query.contains_key("member") { people(&ctx).await } else { Vec::new() };
     let Ok(focus) = focus_of(&query, &people) else {
         return ctx.error(404, "not_found");
     };
-    // The API narrows the day to the member and the source: its pages and cursor are theirs.
+    // The API narrows the day to the member, the project and the source: its pages and cursor
+    // are theirs.
     let day_text = day.to_string();
     let mut api_query = vec![("day", day_text.as_str()), ("limit", "1000")];
     api_query.extend(focus.map(|p| ("user_id", p.user_id.as_str())));
+    api_query.extend(project_id.as_deref().map(|p| ("project_id", p)));
     api_query.extend(source.map(|s| ("source", s)));
     api_query.extend(query.get("after").map(|a| ("after", a.as_str())));
     let path = format!("/api/billing/usage/samples?{}", serde_urlencoded::to_string(&api_query).unwrap_or_default());
     let samples: api::Samples = tri!(ctx.fetch(&path).await);
     let currency = currency(&ctx).await;
     let total: Decimal = samples.samples.iter().filter_map(|s| format::parse(&s.cost)).sum();
-    // What the page's own links keep: the member and the source.
+    // What the page's own links keep: the member, the project and the source.
     let keep: Vec<(&str, &str)> =
-        focus.map(|p| ("member", p.email.as_str())).into_iter().chain(source.map(|s| ("source", s))).collect();
+        [("member", focus.map(|p| p.email.as_str())), ("project", project), ("source", source)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
     let what = match source {
         Some("storage") => "Storage",
         Some(_) => "Pods' usage",
         None => "Usage",
     };
-    let title = match focus {
-        Some(p) => format!("{what} of {} on {}", p.name, day.format("%-d %B %Y")),
-        None => format!("{what} on {}", day.format("%-d %B %Y")),
-    };
+    let where_ = project.map(|p| in_project(p, true));
+    let title = format!(
+        "{what}{}{} on {}",
+        focus.map(|p| format!(" of {}", p.name)).unwrap_or_default(),
+        where_.as_ref().map(|w| format!(" {w}")).unwrap_or_default(),
+        day.format("%-d %B %Y")
+    );
     let month = day.format("%Y-%m").to_string();
-    let back: Vec<(&str, &str)> =
-        focus.map(|p| ("member", p.email.as_str())).into_iter().chain([("month", month.as_str())]).collect();
     let page = DayPage {
         l: ctx.layout(&title, "/usage"),
         day: samples.day.to_string(),
@@ -582,8 +625,9 @@ pub(super) async fn usage_day(
             next.push(("after", n.as_str()));
             serde_urlencoded::to_string(next).unwrap_or_default()
         }),
-        back: format!("/usage?{}", serde_urlencoded::to_string(back).unwrap_or_default()),
+        back: usage_href(focus.map(|p| p.email.as_str()), project, Some(&month)),
         member: focus.map(|p| p.name.clone()),
+        project: where_,
         pods: source != Some("storage"),
         storage: source != Some("usage"),
         samples: samples.samples,

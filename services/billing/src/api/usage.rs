@@ -212,7 +212,8 @@ pub struct Invoice {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageView {
     /// Per day, resource, project, member and mode; every figure links to its samples at
-    /// `GET /api/billing/usage/samples?day=`.
+    /// `GET /api/billing/usage/samples?day=` (narrowed as the line is by `user_id` and
+    /// `project_id`, `none` for a null project).
     lines: Vec<UsageLine>,
     /// The range asked for.
     range: Totals,
@@ -335,6 +336,9 @@ pub struct SamplesQuery {
     user_id: Option<Uuid>,
     /// Only entries of this source: `usage` (CPU, memory, GPUs) or `storage`.
     source: Option<String>,
+    /// Only entries of this project: Hopsworks' project id (a positive integer), or `none` for
+    /// the entries of no known project (whose `project_id` is null).
+    project_id: Option<String>,
 }
 
 /// One ledger entry: a sample's share of the day.
@@ -404,8 +408,8 @@ fn parse_after(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
 }
 
 #[utoipa::path(get, path = "/api/billing/usage/samples", tag = "billing", params(SamplesQuery),
-    responses((status = 200, description = "the samples behind the owner's day, of one person and one source when asked", body = SamplesView),
-        (status = 400, description = "invalid_query: day, after, limit, user_id or source is malformed (source must be usage or storage)", body = ErrorBody),
+    responses((status = 200, description = "the samples behind the owner's day, of one person, one source and one project when asked", body = SamplesView),
+        (status = 400, description = "invalid_query: day, after, limit, user_id, source or project_id is malformed (source must be usage or storage; project_id a positive integer or none)", body = ErrorBody),
         (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
         (status = 404, description = describe(&[BillingCode::AccountNotFound, BillingCode::PersonNotFound]), body = ErrorBody)))]
 pub(super) async fn get_samples(
@@ -430,6 +434,17 @@ pub(super) async fn get_samples(
         Some(s @ ("usage" | "storage")) => Some(s),
         Some(_) => return Err(PlatformCode::InvalidQuery.with_message("source must be usage or storage")),
     };
+    let project = match q.project_id.as_deref() {
+        None => None,
+        Some("none") => Some(None),
+        Some(p) => match p.parse::<i64>() {
+            Ok(id) if id > 0 => Some(Some(id)),
+            _ => {
+                return Err(PlatformCode::InvalidQuery
+                    .with_message("project_id must be a project id (a positive integer) or none"));
+            }
+        },
+    };
     let mut conn = state.db.conn().await?;
     if let Some(user) = q.user_id.filter(|u| *u != account.user_id.as_uuid()) {
         // The owner may see their own entries and those of anyone their team billed to them:
@@ -442,7 +457,7 @@ pub(super) async fn get_samples(
             return Err(BillingCode::PersonNotFound.error());
         }
     }
-    let filter = usage::EntryFilter { user: q.user_id, source };
+    let filter = usage::EntryFilter { user: q.user_id, source, project };
     let rows = usage::entries(&mut conn, owner, q.day, filter, after, limit).await.map_err(db)?;
     let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit;
     let next = rows.last().filter(|_| full).map(|r| format!("{}_{}", r.window_start.timestamp(), r.sample_id));

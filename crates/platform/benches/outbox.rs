@@ -47,12 +47,51 @@ const EVENTS: usize = 100_000;
 const PER_TRANSACTION: usize = 100;
 const STEADY_RATE: u64 = 1_000;
 const STEADY_SECONDS: u64 = 20;
+/// A writer notes its commit once the transaction returns, and a relay woken by the commit's
+/// NOTIFY can have the effect committed before that: whichever of the two comes second makes
+/// the latency sample (zero when the effect was first, since the commit was then a moment
+/// earlier than the writer could note).
+#[derive(Default)]
+struct Pending {
+    committed: HashMap<EventId, Instant>,
+    effected: HashMap<EventId, Instant>,
+}
+
+impl Clock {
+    fn committed(&self, ids: impl IntoIterator<Item = EventId>, at: Instant) {
+        let mut pending = self.pending.lock().unwrap();
+        let mut latencies = self.latencies.lock().unwrap();
+        for id in ids {
+            match pending.effected.remove(&id) {
+                Some(effect) => latencies.push(effect.saturating_duration_since(at)),
+                None => {
+                    pending.committed.insert(id, at);
+                }
+            }
+        }
+    }
+
+    fn effected(&self, ids: impl IntoIterator<Item = EventId>, at: Instant) {
+        let mut pending = self.pending.lock().unwrap();
+        let mut latencies = self.latencies.lock().unwrap();
+        for id in ids {
+            match pending.committed.remove(&id) {
+                Some(commit) => latencies.push(at.saturating_duration_since(commit)),
+                None => {
+                    pending.effected.insert(id, at);
+                }
+            }
+        }
+    }
+}
+
 /// How long the consumer may take to commit every effect after the last event was written.
 const DRAIN_CEILING: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Clock {
-    committed: Mutex<HashMap<EventId, Instant>>,
+    /// The instants of events whose commit or effect was seen and not yet the other.
+    pending: Mutex<Pending>,
     latencies: Mutex<Vec<Duration>>,
     last_handled: Mutex<Option<Instant>>,
     transactions: std::sync::atomic::AtomicUsize,
@@ -188,13 +227,7 @@ async fn main() {
         Arc::new(move |ids: Vec<EventId>| -> BoxFuture<'static, ()> {
             let now = Instant::now();
             clock.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut committed = clock.committed.lock().unwrap();
-            let mut latencies = clock.latencies.lock().unwrap();
-            for id in ids {
-                if let Some(at) = committed.remove(&id) {
-                    latencies.push(now.saturating_duration_since(at));
-                }
-            }
+            clock.effected(ids, now);
             *clock.last_handled.lock().unwrap() = Some(now);
             Box::pin(async {})
         })
@@ -231,9 +264,7 @@ async fn main() {
                 i = batch.last().map_or(EVENTS, |last| last + producers);
                 let events: Vec<UserCreatedV1> = batch.iter().map(|n| event(*n)).collect();
                 let ids = conn.transaction(async |c| enqueue_all(c, &events, None).await).await.unwrap();
-                let now = Instant::now();
-                let mut committed = clock.committed.lock().unwrap();
-                committed.extend(ids.into_iter().map(|id| (id, now)));
+                clock.committed(ids, Instant::now());
             }
         }));
     }
@@ -299,7 +330,7 @@ async fn main() {
                 tick.tick().await;
                 let e = event(EVENTS + (w + n * writers) as usize);
                 let id = conn.transaction(async |c| enqueue(c, &e, None).await).await.unwrap();
-                clock.committed.lock().unwrap().insert(id, Instant::now());
+                clock.committed([id], Instant::now());
             }
         }));
     }

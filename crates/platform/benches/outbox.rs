@@ -47,38 +47,28 @@ const EVENTS: usize = 100_000;
 const PER_TRANSACTION: usize = 100;
 const STEADY_RATE: u64 = 1_000;
 const STEADY_SECONDS: u64 = 20;
-/// A writer notes its commit once the transaction returns, and a relay woken by the commit's
-/// NOTIFY can have the effect committed before that: whichever of the two comes second makes
-/// the latency sample (zero when the effect was first, since the commit was then a moment
-/// earlier than the writer could note).
-#[derive(Default)]
-struct Pending {
-    committed: HashMap<EventId, Instant>,
-    effected: HashMap<EventId, Instant>,
+/// Which of an event's two instants was seen.
+#[derive(Clone, Copy)]
+enum Seen {
+    Commit,
+    Effect,
 }
 
 impl Clock {
-    fn committed(&self, ids: impl IntoIterator<Item = EventId>, at: Instant) {
-        let mut pending = self.pending.lock().unwrap();
+    /// Notes that the events `ids` were committed, or had their effect committed, at `at`. A
+    /// writer notes its commit once the transaction returns, and a relay woken by the commit's
+    /// NOTIFY can have the effect committed before that: whichever of the two comes second makes
+    /// the latency sample (zero when the effect was first, since the commit was then a moment
+    /// earlier than the writer could note).
+    fn seen(&self, seen: Seen, ids: impl IntoIterator<Item = EventId>, at: Instant) {
+        let mut first = self.first_seen.lock().unwrap();
         let mut latencies = self.latencies.lock().unwrap();
         for id in ids {
-            match pending.effected.remove(&id) {
-                Some(effect) => latencies.push(effect.saturating_duration_since(at)),
-                None => {
-                    pending.committed.insert(id, at);
-                }
-            }
-        }
-    }
-
-    fn effected(&self, ids: impl IntoIterator<Item = EventId>, at: Instant) {
-        let mut pending = self.pending.lock().unwrap();
-        let mut latencies = self.latencies.lock().unwrap();
-        for id in ids {
-            match pending.committed.remove(&id) {
-                Some(commit) => latencies.push(at.saturating_duration_since(commit)),
-                None => {
-                    pending.effected.insert(id, at);
+            match (first.remove(&id), seen) {
+                (Some(commit), Seen::Effect) => latencies.push(at.saturating_duration_since(commit)),
+                (Some(effect), Seen::Commit) => latencies.push(effect.saturating_duration_since(at)),
+                (None, _) => {
+                    first.insert(id, at);
                 }
             }
         }
@@ -90,8 +80,8 @@ const DRAIN_CEILING: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Clock {
-    /// The instants of events whose commit or effect was seen and not yet the other.
-    pending: Mutex<Pending>,
+    /// The instant of each event whose commit or effect was seen and not yet the other.
+    first_seen: Mutex<HashMap<EventId, Instant>>,
     latencies: Mutex<Vec<Duration>>,
     last_handled: Mutex<Option<Instant>>,
     transactions: std::sync::atomic::AtomicUsize,
@@ -227,7 +217,7 @@ async fn main() {
         Arc::new(move |ids: Vec<EventId>| -> BoxFuture<'static, ()> {
             let now = Instant::now();
             clock.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            clock.effected(ids, now);
+            clock.seen(Seen::Effect, ids, now);
             *clock.last_handled.lock().unwrap() = Some(now);
             Box::pin(async {})
         })
@@ -264,7 +254,7 @@ async fn main() {
                 i = batch.last().map_or(EVENTS, |last| last + producers);
                 let events: Vec<UserCreatedV1> = batch.iter().map(|n| event(*n)).collect();
                 let ids = conn.transaction(async |c| enqueue_all(c, &events, None).await).await.unwrap();
-                clock.committed(ids, Instant::now());
+                clock.seen(Seen::Commit, ids, Instant::now());
             }
         }));
     }
@@ -330,7 +320,7 @@ async fn main() {
                 tick.tick().await;
                 let e = event(EVENTS + (w + n * writers) as usize);
                 let id = conn.transaction(async |c| enqueue(c, &e, None).await).await.unwrap();
-                clock.committed([id], Instant::now());
+                clock.seen(Seen::Commit, [id], Instant::now());
             }
         }));
     }

@@ -79,7 +79,8 @@ const SERVER_FULL_PAUSE: Duration = Duration::from_millis(50);
 /// Whether a refused connection was refused because a connection limit is reached: the
 /// server's, the database's or the role's (SQLSTATE 53300; the connection error carries only
 /// Postgres' message).
-fn server_full(error: &str) -> bool {
+#[must_use]
+pub fn server_full(error: &str) -> bool {
     ["too many clients already", "remaining connection slots are reserved", "too many connections for"]
         .iter()
         .any(|m| error.contains(m))

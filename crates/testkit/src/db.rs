@@ -86,7 +86,7 @@ async fn establish(url: &str) -> AsyncPgConnection {
 
 /// Whether a connection error is one that passes by itself.
 fn passing(error: &str) -> bool {
-    error.contains("too many clients already") || error.contains("is not currently accepting connections")
+    hopsbridge_platform::db::server_full(error) || error.contains("is not currently accepting connections")
 }
 
 impl Drop for TestDb {

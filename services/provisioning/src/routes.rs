@@ -51,7 +51,7 @@ use tokio::sync::Notify;
 
 mod internal;
 mod my_projects;
-use internal::{cluster_kubeconfig, cluster_projects, hopsworks_unavailable, metering_cluster, metering_only};
+use internal::{cluster_kubeconfig, cluster_projects, hopsworks_unavailable, metering_hopsworks, metering_only};
 
 /// What the handlers share.
 #[derive(Clone, Debug)]

@@ -182,32 +182,31 @@ fn in_project(project: &str, owner: bool) -> String {
     }
 }
 
+/// The pairs of `pairs` whose value is given.
+fn given<'a>(pairs: &[(&'a str, Option<&'a str>)]) -> Vec<(&'a str, &'a str)> {
+    pairs.iter().filter_map(|&(k, v)| Some((k, v?))).collect()
+}
+
+/// `path` with the pairs of `pairs` whose value is given as its query.
+fn with_given(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    let query = given(pairs);
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", serde_urlencoded::to_string(query).unwrap_or_default())
+    }
+}
+
 /// The usage page narrowed to `member` and `project` when given, of `month` when given.
 fn usage_href(member: Option<&str>, project: Option<&str>, month: Option<&str>) -> String {
-    let query: Vec<(&str, &str)> = [("member", member), ("project", project), ("month", month)]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect();
-    if query.is_empty() {
-        "/usage".to_owned()
-    } else {
-        format!("/usage?{}", serde_urlencoded::to_string(query).unwrap_or_default())
-    }
+    with_given("/usage", &[("member", member), ("project", project), ("month", month)])
 }
 
 /// The console's page of `day`'s samples: of one member when `member` names them, of one
 /// project when `project` names it (as the usage page does), of one source (`storage`) when
 /// `source` names it.
 fn day_href(day: NaiveDate, member: Option<&str>, project: Option<&str>, source: Option<&str>) -> String {
-    let query: Vec<(&str, &str)> = [("member", member), ("project", project), ("source", source)]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect();
-    if query.is_empty() {
-        format!("/usage/{day}")
-    } else {
-        format!("/usage/{day}?{}", serde_urlencoded::to_string(query).unwrap_or_default())
-    }
+    with_given(&format!("/usage/{day}"), &[("member", member), ("project", project), ("source", source)])
 }
 
 /// The source of samples a storage figure links down to.
@@ -598,11 +597,7 @@ pub(super) async fn usage_day(
     let currency = currency(&ctx).await;
     let total: Decimal = samples.samples.iter().filter_map(|s| format::parse(&s.cost)).sum();
     // What the page's own links keep: the member, the project and the source.
-    let keep: Vec<(&str, &str)> =
-        [("member", focus.map(|p| p.email.as_str())), ("project", project), ("source", source)]
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .collect();
+    let keep = given(&[("member", focus.map(|p| p.email.as_str())), ("project", project), ("source", source)]);
     let what = match source {
         Some("storage") => "Storage",
         Some(_) => "Pods' usage",

@@ -11,7 +11,7 @@ pub(super) fn require_metering(caller: &Caller) -> Result<(), ApiError> {
 
 /// The cluster of an internal route, for the metering service only. The id is read after the
 /// caller is known to be allowed, so a refused caller learns nothing from how it is judged.
-pub(super) async fn metering_cluster(state: &State, caller: &Caller, raw: &str) -> Result<ClusterRow, ApiError> {
+async fn metering_cluster(state: &State, caller: &Caller, raw: &str) -> Result<ClusterRow, ApiError> {
     require_metering(caller)?;
     let id: ClusterId =
         raw.parse().map_err(|_| PlatformCode::InvalidPath.with_message("the cluster id must be a UUID"))?;
@@ -88,6 +88,22 @@ pub(super) fn hopsworks_unavailable(detail: &str) -> ApiError {
     ProvisioningCode::HopsworksUnavailable.with_message(format!("the cluster's Hopsworks is unavailable: {detail}"))
 }
 
+/// The cluster of an internal route (as [`metering_cluster`]) and the service's usual client of
+/// its Hopsworks (the cluster's CA only, its API key, timeouts and retries).
+pub(super) async fn metering_hopsworks(
+    state: &State,
+    caller: &Caller,
+    raw: &str,
+) -> Result<(ClusterRow, Hopsworks), ApiError> {
+    let row = metering_cluster(state, caller, raw).await?;
+    let access = row
+        .access(&state.vault)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("cluster {}: the API key does not open: {e}", row.id)))?;
+    let client = Hopsworks::new(&access, &state.hopsworks, state.allow_private_addresses)
+        .map_err(|e| hopsworks_unavailable(&e.0))?;
+    Ok((row, client))
+}
+
 /// The projects the cluster's Hopsworks admin API lists now, with the service's usual client
 /// (the cluster's CA only, its API key, timeouts and retries).
 #[utoipa::path(get, path = "/internal/clusters/{id}/projects", tag = "internal",
@@ -104,13 +120,8 @@ pub(super) async fn cluster_projects(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = metering_cluster(&state, &caller, &id).await?;
+    let (row, client) = metering_hopsworks(&state, &caller, &id).await?;
     let id = row.id;
-    let access = row
-        .access(&state.vault)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("cluster {id}: the API key does not open: {e}")))?;
-    let client = Hopsworks::new(&access, &state.hopsworks, state.allow_private_addresses)
-        .map_err(|e| hopsworks_unavailable(&e.0))?;
     let listed = client.projects(PROJECT_PAGE).await.map_err(|e| {
         tracing::warn!(cluster_id = %id, error = %e.0, "Hopsworks projects unavailable");
         hopsworks_unavailable(&e.0)

@@ -10,11 +10,11 @@
 //! unreported with the reason, and the offline figures are answered as usual.
 
 use super::{
-    Data, answers, hopsworks_unavailable, metering_cluster, metering_only, no_such_cluster, not_a_cluster_id,
+    Data, answers, hopsworks_unavailable, metering_hopsworks, metering_only, no_such_cluster, not_a_cluster_id,
     not_signed_in,
 };
 use crate::error::ProvisioningCode;
-use crate::hopsworks::{Hopsworks, PROJECT_PAGE};
+use crate::hopsworks::PROJECT_PAGE;
 use actix_web::HttpResponse;
 use actix_web::web;
 use hopsbridge_domain::ClusterId;
@@ -76,13 +76,8 @@ pub(super) async fn cluster_storage(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = metering_cluster(&state, &caller, &id).await?;
+    let (row, client) = metering_hopsworks(&state, &caller, &id).await?;
     let id = row.id;
-    let access = row
-        .access(&state.vault)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("cluster {id}: the API key does not open: {e}")))?;
-    let client = Hopsworks::new(&access, &state.hopsworks, state.allow_private_addresses)
-        .map_err(|e| hopsworks_unavailable(&e.0))?;
     let listed = client.project_storage(PROJECT_PAGE).await.map_err(|e| {
         tracing::warn!(cluster_id = %id, error = %e.0, "Hopsworks project storage unavailable");
         hopsworks_unavailable(&e.0)

@@ -21,6 +21,7 @@ pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod memberships;
+pub mod metrics;
 pub mod routes;
 mod schema;
 pub mod team;
@@ -56,6 +57,7 @@ pub async fn build(config: IdentityConfig) -> anyhow::Result<Application> {
     let key = config.auth.service_signer()?;
     let team = team::Team::new(&config.team, key)?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    metrics::register(&service, config.deletion.retention())?;
     let state = routes::State {
         db: service.db.clone(),
         webhook_secret: config.webhook.secret.clone(),

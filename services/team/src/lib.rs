@@ -34,6 +34,7 @@ pub mod inviting;
 pub mod mail;
 pub mod members;
 pub mod memberships;
+pub mod metrics;
 pub mod people;
 pub mod routes;
 mod schema;
@@ -70,6 +71,7 @@ pub const MIGRATIONS: Migrations = migrations_for(SERVICE);
 pub async fn build(config: TeamConfig) -> anyhow::Result<Application> {
     let links = config.mail.links().map_err(|e| anyhow::anyhow!("mail.public_base_url: {e}"))?;
     let service = DataService::connect(SERVICE, config.base(), MIGRATIONS).await?;
+    metrics::register(&service)?;
     let rules = inviting::Rules {
         ttl: config.invitations.ttl(),
         terms_version: config.terms.version.clone(),

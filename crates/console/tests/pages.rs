@@ -756,7 +756,7 @@ async fn an_owner_follows_a_members_usage_down_to_the_samples_of_their_day() {
             )
             .answer(
                 "GET",
-                "/api/billing/usage/samples?day=2026-12-03&limit=1000&user_id=u-bob&after=c1",
+                "/api/billing/usage/samples?day=2026-12-03&limit=1000&user_id=u-bob&offset=1000",
                 200,
                 json!({"day": "2026-12-03", "next": null, "samples": [sample("u-bob", "2")]}),
             )
@@ -789,12 +789,22 @@ async fn an_owner_follows_a_members_usage_down_to_the_samples_of_their_day() {
     assert!(body.contains("Usage of Bob on 3 December 2026"), "{body}");
     assert!(body.contains(r#"id="day-cost">0.10 USD<"#), "Bob's two entries: {body}");
     assert_eq!(body.matches("<td>lab</td>").count(), 2);
-    assert!(body.contains(r#"href="/usage/2026-12-03?member=bob%40example.com&#38;after=c1""#), "{body}");
+    assert!(body.contains(r#"href="/usage/2026-12-03?member=bob%40example.com&#38;page=2" rel="next""#), "{body}");
+    assert!(!body.contains("rel=\"prev\""), "the first page: {body}");
     assert!(body.contains(r#"href="/usage?member=bob%40example.com&#38;month=2026-12""#));
-    // The next page goes on from the API's cursor of Bob's entries.
-    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com&after=c1").await;
+    // The next page is the next thousand of Bob's entries; it links back to the first.
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com&page=2").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#"id="day-cost">0.02 USD<"#) && !body.contains("Later entries"), "{body}");
+    assert!(
+        body.contains(r#"<a href="/usage/2026-12-03?member=bob%40example.com" rel="prev">Earlier entries</a>"#),
+        "{body}"
+    );
+    // A page that is not a number from 1 to 1001 is no page.
+    for bad in ["0", "-1", "two", "1002", ""] {
+        let (status, _, _) = get(fake.clone(), &format!("/usage/2026-12-03?member=bob%40example.com&page={bad}")).await;
+        assert_eq!(status, 404, "page={bad}");
+    }
 
     let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?member=bob%40example.com&source=storage").await;
     assert_eq!(status, 200, "{body}");
@@ -978,7 +988,7 @@ async fn an_owners_project_day_shows_the_samples_billing_gives_for_that_project_
             )
             .answer(
                 "GET",
-                &format!("{samples}&project_id=7&after=c1"),
+                &format!("{samples}&project_id=7&offset=1000"),
                 200,
                 json!({"day": "2026-12-03", "next": null, "samples": [sample("u-bob", json!(7), "usage", "2")]}),
             )
@@ -1005,15 +1015,18 @@ async fn an_owners_project_day_shows_the_samples_billing_gives_for_that_project_
     assert_eq!(paths(before), [month.to_owned(), format!("{samples}&project_id=7"), "/api/pricing".to_owned()]);
     assert!(body.contains("<h1>Usage in Project 7 on 3 December 2026</h1>"), "{body}");
     assert!(body.contains(r#"id="day-cost">0.10 USD<"#), "the page's two entries: {body}");
-    assert!(body.contains(r#"<a href="/usage/2026-12-03?project=Project+7&#38;after=c1">Later entries</a>"#), "{body}");
+    assert!(
+        body.contains(r#"<a href="/usage/2026-12-03?project=Project+7&#38;page=2" rel="next">Later entries</a>"#),
+        "{body}"
+    );
     assert!(
         body.contains(r#"<a href="/usage?project=Project+7&#38;month=2026-12">Back to the usage in Project 7</a>"#),
         "{body}"
     );
     let before = fake.calls().len();
-    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?project=Project+7&after=c1").await;
+    let (status, body, _) = get(fake.clone(), "/usage/2026-12-03?project=Project+7&page=2").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(paths(before)[1], format!("{samples}&project_id=7&after=c1"));
+    assert_eq!(paths(before)[1], format!("{samples}&project_id=7&offset=1000"));
     assert!(body.contains(r#"id="day-cost">0.02 USD<"#) && !body.contains("Later entries"), "{body}");
 
     // Outside any project: the entries of no known project.

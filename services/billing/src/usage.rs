@@ -360,8 +360,8 @@ pub struct EntryFilter<'a> {
     pub project: Option<Option<i64>>,
 }
 
-/// The entries of `owner`'s `day` that `filter` keeps, by window and sample, `limit` after
-/// `after`.
+/// The entries of `owner`'s `day` that `filter` keeps, by window and sample: `limit` of them
+/// after `after`, skipping the first `offset` of those.
 ///
 /// # Errors
 /// When Postgres fails.
@@ -371,6 +371,7 @@ pub async fn entries(
     day: NaiveDate,
     filter: EntryFilter<'_>,
     after: Option<(DateTime<Utc>, Uuid)>,
+    offset: i64,
     limit: i64,
 ) -> QueryResult<Vec<EntryRow>> {
     let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
@@ -382,7 +383,7 @@ pub async fn entries(
          FROM ledger_entries WHERE owner_id = $1 AND day = $2 AND (window_start, sample_id) > ($3, $4)
            AND ($6::uuid IS NULL OR user_id = $6) AND ($7::text IS NULL OR source = $7)
            AND (NOT $8 OR project_id IS NOT DISTINCT FROM $9)
-         ORDER BY window_start, sample_id LIMIT $5",
+         ORDER BY window_start, sample_id LIMIT $5 OFFSET $10",
     )
     .bind::<SqlUuid, _>(owner.as_uuid())
     .bind::<Date, _>(day)
@@ -393,6 +394,7 @@ pub async fn entries(
     .bind::<Nullable<Text>, _>(filter.source)
     .bind::<diesel::sql_types::Bool, _>(filter.project.is_some())
     .bind::<Nullable<BigInt>, _>(filter.project.flatten())
+    .bind::<BigInt, _>(offset)
     .load(conn)
     .await
 }

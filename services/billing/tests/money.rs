@@ -480,6 +480,23 @@ async fn the_owners_samples_narrow_to_one_project_or_to_none_and_page_under_it()
             }
         }
         assert_eq!(paged, want, "{query}");
+        // By page number (`offset`), the same entries in the same order, and then none.
+        let mut numbered = Vec::new();
+        for offset in 0..=want.len() {
+            let (status, page) = get(format!("{query}&limit=1&offset={offset}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            numbered.extend(ids(&page));
+        }
+        assert_eq!(numbered, want, "{query} by offset");
+    }
+    // An offset out of range, or with a cursor, is refused.
+    let (_, first) = get("limit=1".to_owned()).await;
+    let cursor = first["next"].as_str().unwrap().to_owned();
+    for bad in
+        ["offset=-1".to_owned(), "offset=1000001".to_owned(), "offset=x".to_owned(), format!("offset=0&after={cursor}")]
+    {
+        let (status, body) = get(bad.clone()).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")), "{bad}: {body}");
     }
 
     // Anything but a positive integer or `none` is refused, saying what is expected.

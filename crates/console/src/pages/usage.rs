@@ -12,6 +12,8 @@
 //! An owner's narrowed day links to that day's samples of the project (and of the member picked):
 //! `/usage/{day}?project=<name>` asks billing for them by `project_id` (the id of "Project 7", or
 //! `none` for "Outside any project"), and keeps the project in its next-page and back links.
+//! A day's samples come a thousand to a page, numbered (`?page=2`), so that a page's address
+//! holds nothing but the day, the member's address, the project's name and the page.
 
 use super::{Ctx, Data, Layout, currency, render};
 use crate::chart::{self, Bar};
@@ -22,6 +24,12 @@ use askama::Template;
 use chrono::{Datelike as _, NaiveDate};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
+
+/// Samples on a page of a day.
+const DAY_PAGE: u32 = 1000;
+
+/// The last page of a day that can be asked for (billing skips at most a million entries).
+const LAST_DAY_PAGE: u32 = 1001;
 
 /// The resources charted, as [`format::shown_as`] names them.
 const RESOURCES: [&str; 4] = ["cpu", "memory", "gpu", "storage"];
@@ -500,6 +508,9 @@ struct DayPage {
     l: Layout,
     day: String,
     samples: Vec<api::Sample>,
+    /// Where the previous page is, on any page but the first.
+    previous: Option<String>,
+    /// Where the next page is, when there are more samples.
     next: Option<String>,
     currency: String,
     total_cost: String,
@@ -580,6 +591,11 @@ pub(super) async fn usage_day(
             Some(id.map_or_else(|| "none".to_owned(), |id| id.to_string()))
         }
     };
+    let page_number = match query.get("page").map(|p| p.parse::<u32>()) {
+        None => 1,
+        Some(Ok(n)) if (1..=LAST_DAY_PAGE).contains(&n) => n,
+        Some(_) => return ctx.error(404, "not_found"),
+    };
     let people = if query.contains_key("member") { people(&ctx).await } else { Vec::new() };
     let Ok(focus) = focus_of(&query, &people) else {
         return ctx.error(404, "not_found");
@@ -587,11 +603,12 @@ pub(super) async fn usage_day(
     // The API narrows the day to the member, the project and the source: its pages and cursor
     // are theirs.
     let day_text = day.to_string();
-    let mut api_query = vec![("day", day_text.as_str()), ("limit", "1000")];
+    let (limit, offset) = (DAY_PAGE.to_string(), ((page_number - 1) * DAY_PAGE).to_string());
+    let mut api_query = vec![("day", day_text.as_str()), ("limit", limit.as_str())];
     api_query.extend(focus.map(|p| ("user_id", p.user_id.as_str())));
     api_query.extend(project_id.as_deref().map(|p| ("project_id", p)));
     api_query.extend(source.map(|s| ("source", s)));
-    api_query.extend(query.get("after").map(|a| ("after", a.as_str())));
+    api_query.extend((page_number > 1).then_some(("offset", offset.as_str())));
     let path = format!("/api/billing/usage/samples?{}", serde_urlencoded::to_string(&api_query).unwrap_or_default());
     let samples: api::Samples = tri!(ctx.fetch(&path).await);
     let currency = currency(&ctx).await;
@@ -615,11 +632,8 @@ pub(super) async fn usage_day(
         l: ctx.layout(&title, "/usage"),
         day: samples.day.to_string(),
         total_cost: format::minor_decimal(&total.to_string(), &currency),
-        next: samples.next.map(|n| {
-            let mut next = keep.clone();
-            next.push(("after", n.as_str()));
-            serde_urlencoded::to_string(next).unwrap_or_default()
-        }),
+        previous: (page_number > 1).then(|| page_href(day, &keep, page_number - 1)),
+        next: (samples.next.is_some() && page_number < LAST_DAY_PAGE).then(|| page_href(day, &keep, page_number + 1)),
         back: usage_href(focus.map(|p| p.email.as_str()), project, Some(&month)),
         member: focus.map(|p| p.name.clone()),
         project: where_,
@@ -629,4 +643,13 @@ pub(super) async fn usage_day(
         currency,
     };
     render(StatusCode::OK, &page)
+}
+
+/// Where page `n` of `day` is: with what the page keeps, and the page's number unless it is the
+/// first.
+fn page_href(day: NaiveDate, keep: &[(&str, &str)], n: u32) -> String {
+    let number = n.to_string();
+    let mut pairs: Vec<(&str, Option<&str>)> = keep.iter().map(|&(k, v)| (k, Some(v))).collect();
+    pairs.push(("page", (n > 1).then_some(number.as_str())));
+    with_given(&format!("/usage/{day}"), &pairs)
 }

@@ -329,6 +329,8 @@ pub struct SamplesQuery {
     day: NaiveDate,
     /// The previous page's `next`.
     after: Option<String>,
+    /// Skip this many entries first (0-1000000, default 0; not with `after`).
+    offset: Option<i64>,
     /// At most this many (1-10000, default 1000).
     limit: Option<i64>,
     /// Only this person's entries: the owner's own, or a present or past team member's (their
@@ -402,6 +404,10 @@ pub struct SamplesView {
     next: Option<String>,
 }
 
+/// The largest `offset`: a day's entries are read from the start to skip them, so this bounds
+/// that read.
+const MAX_OFFSET: i64 = 1_000_000;
+
 fn parse_after(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (secs, id) = raw.split_once('_')?;
     Some((DateTime::from_timestamp(secs.parse().ok()?, 0)?, id.parse().ok()?))
@@ -409,7 +415,7 @@ fn parse_after(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
 
 #[utoipa::path(get, path = "/api/billing/usage/samples", tag = "billing", params(SamplesQuery),
     responses((status = 200, description = "the samples behind the owner's day, of one person, one source and one project when asked", body = SamplesView),
-        (status = 400, description = "invalid_query: day, after, limit, user_id, source or project_id is malformed (source must be usage or storage; project_id a positive integer or none)", body = ErrorBody),
+        (status = 400, description = "invalid_query: day, after, offset, limit, user_id, source or project_id is malformed (source must be usage or storage; project_id a positive integer or none; after and offset not together)", body = ErrorBody),
         (status = 403, description = describe(&[BillingCode::OwnerOnly]), body = ErrorBody),
         (status = 404, description = describe(&[BillingCode::AccountNotFound, BillingCode::PersonNotFound]), body = ErrorBody)))]
 pub(super) async fn get_samples(
@@ -428,6 +434,13 @@ pub(super) async fn get_samples(
     };
     if !(1..=10_000).contains(&limit) {
         return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-10000"));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if !(0..=MAX_OFFSET).contains(&offset) {
+        return Err(PlatformCode::InvalidQuery.with_message("offset must be 0-1000000"));
+    }
+    if q.offset.is_some() && after.is_some() {
+        return Err(PlatformCode::InvalidQuery.with_message("after and offset cannot be given together"));
     }
     let source = match q.source.as_deref() {
         None => None,
@@ -458,7 +471,7 @@ pub(super) async fn get_samples(
         }
     }
     let filter = usage::EntryFilter { user: q.user_id, source, project };
-    let rows = usage::entries(&mut conn, owner, q.day, filter, after, limit).await.map_err(db)?;
+    let rows = usage::entries(&mut conn, owner, q.day, filter, after, offset, limit).await.map_err(db)?;
     let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit;
     let next = rows.last().filter(|_| full).map(|r| format!("{}_{}", r.window_start.timestamp(), r.sample_id));
     let exact = |v: i64| u128::try_from(v).unwrap_or(0);

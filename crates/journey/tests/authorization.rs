@@ -343,6 +343,28 @@ fn matrix(s: &Seed) -> Vec<Expectation> {
             None,
             [401, 403, 403, 403, 404],
         ),
+        // storage gap estimates (decision 0076): the same, per project and storage window
+        one(
+            "GET",
+            "/api/admin/metering/storage-estimates",
+            format!("/api/admin/metering/storage-estimates?cluster_id={cluster}"),
+            None,
+            admins,
+        ),
+        one(
+            "POST",
+            "/api/admin/metering/storage-estimates/{id}/approve",
+            format!("/api/admin/metering/storage-estimates/{}/approve", Uuid::now_v7()),
+            None,
+            [401, 403, 403, 403, 404],
+        ),
+        one(
+            "POST",
+            "/api/admin/metering/storage-estimates/{id}/reject",
+            format!("/api/admin/metering/storage-estimates/{}/reject", Uuid::now_v7()),
+            None,
+            [401, 403, 403, 403, 404],
+        ),
         one(
             "POST",
             "/api/admin/metering/clusters/{id}/collect",

@@ -226,7 +226,7 @@ pub struct StorageSampleRecord {
     offline_byte_seconds: i64,
     online_byte_seconds: i64,
     measured_at_unix_seconds: i64,
-    /// Always false: a storage sample is a snapshot read, never an estimate.
+    /// Whether the sample was estimated under the gap policy rather than read (decision 0076).
     estimated: bool,
 }
 
@@ -247,6 +247,7 @@ type StorageRow = (
     Option<OwnerId>,
     (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
     (i64, i64, i64, i64),
+    bool,
 );
 
 #[utoipa::path(get, path = "/internal/storage-samples", tag = "internal", params(SamplesQuery),
@@ -292,6 +293,7 @@ async fn list_storage_samples(
                 storage_samples::offline_byte_seconds,
                 storage_samples::online_byte_seconds,
             ),
+            storage_samples::estimated,
         ))
         .load(&mut conn)
         .await
@@ -299,7 +301,7 @@ async fn list_storage_samples(
     let next = next_cursor(rows.len(), limit, rows.last().map(|r| (r.6.0, r.0)));
     let samples = rows
         .into_iter()
-        .filter_map(|(id, cluster, project, namespace, user, owner, (start, end, measured), bytes)| {
+        .filter_map(|(id, cluster, project, namespace, user, owner, (start, end, measured), bytes, estimated)| {
             Some(StorageSampleRecord {
                 sample_id: id,
                 cluster_id: cluster,
@@ -314,7 +316,7 @@ async fn list_storage_samples(
                 offline_byte_seconds: bytes.2,
                 online_byte_seconds: bytes.3,
                 measured_at_unix_seconds: measured.timestamp(),
-                estimated: false,
+                estimated,
             })
         })
         .collect();

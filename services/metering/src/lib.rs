@@ -14,7 +14,7 @@
 //!   gap policy may fill gaps with estimates, published at once or after review ([`gaps`]).
 //! - Every storage window (hourly), each cluster's projects' storage is read through
 //!   provisioning and stored per project, with one `StorageRecordedV1` per attributed sample
-//!   ([`storage`], decision 0056).
+//!   ([`storage`], decision 0056); the gap policy may fill storage gaps too (decision 0076).
 //! - billing pages through attributed samples and reads usage per owner and day for its
 //!   backfill and reconciliation ([`internal`], signed as the billing service only).
 
@@ -106,6 +106,12 @@ pub async fn build(config: MeteringConfig) -> anyhow::Result<Application> {
             config.storage.clone(),
             config.schedule.clone(),
         )
+        .with_estimator(storage::estimates::StorageEstimator {
+            policy: config.gaps.policy(),
+            window_secs: i64::from(config.storage.window_secs),
+            lookback_secs: i64::from(config.storage.lookback_secs),
+            neighbour_windows: i64::from(config.gaps.neighbour_windows),
+        })
     });
     let estimator = gaps::Estimator {
         policy: config.gaps.policy(),

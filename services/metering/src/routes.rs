@@ -13,6 +13,9 @@
 //! | `GET /api/admin/usage/samples?user_id=&day=` | admins | the samples behind one user-day |
 //! | `GET /api/admin/usage/storage-samples?user_id=&day=` | admins | the storage samples behind one user-day |
 //! | `GET /api/admin/metering/storage-gaps?cluster_id=&from=&to=` | admins | storage windows and projects not measured |
+//! | `GET /api/admin/metering/storage-estimates?cluster_id=&project_id=&status=&from=&to=&limit=` | admins | storage gap estimates and what each was based on |
+//! | `POST /api/admin/metering/storage-estimates/{id}/approve` | admins | publish a pending storage estimate |
+//! | `POST /api/admin/metering/storage-estimates/{id}/reject` | admins | reject a pending storage estimate: it stays a gap |
 //! | `GET /api/admin/usage/unbilled?cluster_id=&from=&to=` | admins | usage in namespaces that are no project of ours, per day |
 //! | `GET /api/usage?from=&to=` | any signed-in person | their own usage per project and day, and their team's for an owner |
 //!
@@ -25,10 +28,13 @@ use crate::runs::{self, CollectNow, Run, RunFilter, RunPage};
 use crate::samples::StoreError;
 use crate::samples::{self, Sample, UnbilledUsage};
 use crate::storage::api::{self as storage_api, GapQuery, StorageGap, StorageSample};
+use crate::storage::estimates::{
+    self as storage_estimates, StorageEstimate, StorageEstimateFilter, StorageEstimatePage,
+};
 use crate::usage_daily::{self, DailyUsage, UsageFilter};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
-use hopsbridge_domain::{ClusterId, OwnerId, RunState, UserId};
+use hopsbridge_domain::{ClusterId, OwnerId, ProjectId, RunState, UserId};
 use hopsbridge_platform::caller::{Caller, Role};
 use hopsbridge_platform::clock::Clock;
 use hopsbridge_platform::db::{Database, DbError};
@@ -65,6 +71,9 @@ pub fn configure(c: &mut web::ServiceConfig, state: State) {
         .route("/api/admin/usage/samples", web::get().to(admin_samples))
         .route("/api/admin/usage/storage-samples", web::get().to(admin_storage_samples))
         .route("/api/admin/metering/storage-gaps", web::get().to(storage_gaps))
+        .route("/api/admin/metering/storage-estimates", web::get().to(list_storage_estimates))
+        .route("/api/admin/metering/storage-estimates/{id}/approve", web::post().to(approve_storage_estimate))
+        .route("/api/admin/metering/storage-estimates/{id}/reject", web::post().to(reject_storage_estimate))
         .route("/api/admin/usage/unbilled", web::get().to(admin_unbilled))
         .route("/api/usage", web::get().to(my_usage));
 }
@@ -373,6 +382,122 @@ async fn storage_gaps(state: Data, caller: Caller, q: web::Query<GapQuery>) -> R
     Ok(HttpResponse::Ok().json(rows))
 }
 
+/// Filters of the storage estimates list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StorageEstimateQuery {
+    /// Only this cluster.
+    cluster_id: Option<ClusterId>,
+    /// Only this Hopsworks project.
+    project_id: Option<ProjectId>,
+    /// Only this status: pending, published, rejected or none.
+    status: Option<String>,
+    /// Windows starting at or after this instant.
+    from: Option<DateTime<Utc>>,
+    /// Windows starting before this instant.
+    to: Option<DateTime<Utc>>,
+    /// At most this many (1-1000, default 100).
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/admin/metering/storage-estimates", tag = "metering", params(StorageEstimateQuery),
+    responses((status = 200, description = "storage gap estimates under every policy (decision 0076), newest window first, \
+            one per cluster, project and storage window, each with its basis, the windows it was based on and its bytes",
+            body = StorageEstimatePage),
+        (status = 400, description = "invalid_query: limit is not 1-1000, or a filter is malformed; \
+            invalid_estimate_status: status names no estimate status", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn list_storage_estimates(
+    state: Data,
+    caller: Caller,
+    q: web::Query<StorageEstimateQuery>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&caller)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(PlatformCode::InvalidQuery.with_message("limit must be 1-1000"));
+    }
+    let status = q.status.clone().filter(|s| !s.is_empty());
+    if status.as_deref().is_some_and(|s| !gaps::STATUSES.contains(&s)) {
+        return Err(MeteringCode::InvalidEstimateStatus.error());
+    }
+    let filter = StorageEstimateFilter {
+        id: None,
+        cluster: q.cluster_id,
+        project: q.project_id,
+        status,
+        from: q.from,
+        to: q.to,
+    };
+    let mut conn = state.db.conn().await?;
+    Ok(HttpResponse::Ok().json(storage_estimates::list(&mut conn, &filter, limit).await.map_err(db)?))
+}
+
+async fn decide_storage(
+    state: &State,
+    caller: &Caller,
+    id: uuid::Uuid,
+    approve: bool,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(caller)?;
+    let now = state.clock.now();
+    let by = caller.subject.clone();
+    let decided = state
+        .db
+        .transaction(|c| {
+            let by = by.clone();
+            Box::pin(async move { storage_estimates::decide(c, id, approve, &by, now).await })
+        })
+        .await;
+    match decided {
+        Ok(storage_estimates::Decided::NotFound) => Err(MeteringCode::EstimateNotFound.error()),
+        Ok(storage_estimates::Decided::Already(status)) => {
+            Err(MeteringCode::EstimateDecided.with_message(format!("the estimate is {status}, no longer pending")))
+        }
+        Ok(storage_estimates::Decided::Done(estimate)) => Ok(HttpResponse::Ok().json(estimate)),
+        Err(StoreError::Db(e)) => Err(e.into()),
+        Err(StoreError::Overflow(message)) => Err(ApiError::internal(anyhow::anyhow!(message))),
+    }
+}
+
+#[utoipa::path(post, path = "/api/admin/metering/storage-estimates/{id}/approve", tag = "metering",
+    params(("id" = Uuid, Path, description = "storage estimate id")),
+    responses((status = 200, description = "published: its storage sample is written marked estimated and announced",
+            body = StorageEstimate),
+        (status = 400, description = "invalid_path: the id is not a UUID", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 404, description = "estimate_not_found: no such estimate", body = ErrorBody),
+        (status = 409, description = "estimate_decided: it is not pending; nothing changes", body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn approve_storage_estimate(
+    state: Data,
+    caller: Caller,
+    id: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    decide_storage(&state, &caller, *id, true).await
+}
+
+#[utoipa::path(post, path = "/api/admin/metering/storage-estimates/{id}/reject", tag = "metering",
+    params(("id" = Uuid, Path, description = "storage estimate id")),
+    responses((status = 200, description = "rejected: nothing is written and the window stays a gap", body = StorageEstimate),
+        (status = 400, description = "invalid_path: the id is not a UUID", body = ErrorBody),
+        (status = 401, description = NOT_SIGNED_IN, body = ErrorBody),
+        (status = 403, description = NOT_ADMIN, body = ErrorBody),
+        (status = 404, description = "estimate_not_found: no such estimate", body = ErrorBody),
+        (status = 409, description = "estimate_decided: it is not pending; nothing changes", body = ErrorBody),
+        (status = 503, description = NO_DATABASE, body = ErrorBody)))]
+async fn reject_storage_estimate(
+    state: Data,
+    caller: Caller,
+    id: web::Path<uuid::Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    decide_storage(&state, &caller, *id, false).await
+}
+
 /// Filters of the unbilled usage list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -416,8 +541,9 @@ const CATALOGUE: hopsbridge_platform::http::CatalogueSchema<MeteringCode> =
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(list_runs, list_gaps, collect_now, list_estimates, approve_estimate, reject_estimate, admin_usage, admin_samples, admin_unbilled, my_usage,
-        admin_storage_samples, storage_gaps),
-    components(schemas(Run, RunPage, Estimate, EstimateLine, EstimatePage, DailyUsage, Sample, UnbilledUsage, StorageSample, StorageGap, ErrorBody)),
+        admin_storage_samples, storage_gaps, list_storage_estimates, approve_storage_estimate, reject_storage_estimate),
+    components(schemas(Run, RunPage, Estimate, EstimateLine, EstimatePage, DailyUsage, Sample, UnbilledUsage, StorageSample, StorageGap,
+        StorageEstimate, StorageEstimatePage, ErrorBody)),
     modifiers(&CATALOGUE),
     tags((name = "metering", description = "Usage measured on the clusters, collection runs and gaps"))
 )]

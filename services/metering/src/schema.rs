@@ -190,6 +190,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    storage_gap_estimates (id) {
+        id -> Uuid,
+        cluster_id -> Uuid,
+        project_id -> Int8,
+        window_start -> Timestamptz,
+        window_end -> Timestamptz,
+        gap -> Text,
+        namespace -> Text,
+        project_name -> Nullable<Text>,
+        creator_username -> Nullable<Text>,
+        policy -> Text,
+        status -> Text,
+        basis -> Nullable<Text>,
+        before_window -> Nullable<Timestamptz>,
+        after_window -> Nullable<Timestamptz>,
+        offline_bytes -> Nullable<Int8>,
+        online_bytes -> Nullable<Int8>,
+        detail -> Text,
+        sample_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        decided_at -> Nullable<Timestamptz>,
+        decided_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     storage_gaps (cluster_id, project_id, window_start) {
         cluster_id -> Uuid,
         project_id -> Int8,
@@ -241,6 +267,7 @@ diesel::table! {
         offline_byte_seconds -> Int8,
         online_byte_seconds -> Int8,
         measured_at -> Timestamptz,
+        estimated -> Bool,
     }
 }
 
@@ -274,6 +301,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     run_pods,
     runs,
     samples,
+    storage_gap_estimates,
     storage_gaps,
     storage_runs,
     storage_samples,

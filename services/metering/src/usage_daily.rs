@@ -112,6 +112,8 @@ pub struct DailyUsage {
     pub storage_online_byte_seconds: i64,
     /// Storage samples added up.
     pub storage_samples: i64,
+    /// Of those, estimated under the gap policy (decision 0076).
+    pub storage_estimated_samples: i64,
 }
 
 impl From<DailyRow> for DailyUsage {
@@ -139,6 +141,7 @@ impl From<DailyRow> for DailyUsage {
             storage_offline_byte_seconds: 0,
             storage_online_byte_seconds: 0,
             storage_samples: 0,
+            storage_estimated_samples: 0,
         }
     }
 }
@@ -166,6 +169,7 @@ impl DailyUsage {
         self.storage_offline_byte_seconds = s.offline_byte_seconds;
         self.storage_online_byte_seconds = s.online_byte_seconds;
         self.storage_samples = s.samples;
+        self.storage_estimated_samples = s.estimated_samples;
     }
 }
 

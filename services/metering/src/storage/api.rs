@@ -48,8 +48,11 @@ pub struct StorageSample {
     pub offline_byte_seconds: i64,
     /// Online bytes times the window's seconds.
     pub online_byte_seconds: i64,
-    /// When the snapshot was taken, inside the window.
+    /// When the snapshot was taken, inside the window (an estimate's: the window's start).
     pub measured_at: DateTime<Utc>,
+    /// Estimated under the gap policy from the project's measured samples around the window,
+    /// not read from the cluster (decision 0076).
+    pub estimated: bool,
 }
 
 /// The storage samples billed to `user` in windows starting on the UTC `day`, by window.

@@ -3,6 +3,7 @@
 //! provisioning on a task of its own.
 
 use super::StorageConfig;
+use super::estimates::StorageEstimator;
 use super::runs::{self, Claimed};
 use crate::access::Provisioning;
 use crate::config::ScheduleConfig;
@@ -31,6 +32,8 @@ struct Inner {
     schedule: ScheduleConfig,
     replica: String,
     retries: Backoff,
+    /// The gap policy's storage estimates (decision 0076).
+    estimator: Option<StorageEstimator>,
 }
 
 impl std::fmt::Debug for StorageMeter {
@@ -59,7 +62,20 @@ impl StorageMeter {
         let replica = format!("{host}-storage-{}", uuid::Uuid::new_v4().simple());
         let first = Duration::from_millis(schedule.retry_delay_ms);
         let retries = Backoff::new(first, first.saturating_mul(1 << 16));
-        Self { inner: Arc::new(Inner { db, clock, provisioning, storage, schedule, replica, retries }) }
+        Self {
+            inner: Arc::new(Inner { db, clock, provisioning, storage, schedule, replica, retries, estimator: None }),
+        }
+    }
+
+    /// This loop estimating storage gaps as `estimator` says (without one, or under `record`,
+    /// gaps stay gaps); called on a new loop, before it is cloned (on a clone it changes
+    /// nothing).
+    #[must_use]
+    pub fn with_estimator(mut self, estimator: StorageEstimator) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.estimator = (estimator.policy != crate::gaps::Policy::Record).then_some(estimator);
+        }
+        self
     }
 
     /// Runs until `cancel` fires.
@@ -118,6 +134,9 @@ impl StorageMeter {
         if gaps > 0 {
             tracing::warn!(runs = gaps, "storage windows ended unmeasured and are recorded as gaps");
         }
+        if let Some(estimator) = self.inner.estimator {
+            self.estimate_gaps(estimator, now).await;
+        }
         let free = self.inner.storage.clusters_in_flight.saturating_sub(tasks.len());
         if free == 0 {
             return Ok(());
@@ -138,6 +157,33 @@ impl StorageMeter {
             tasks.spawn(async move { meter.process(run).await });
         }
         Ok(())
+    }
+
+    /// Makes the storage estimates due at calendar time `now`, each in its own transaction; a
+    /// failure is logged and the estimate tried again next pass.
+    async fn estimate_gaps(&self, estimator: StorageEstimator, now: chrono::DateTime<chrono::Utc>) {
+        let due = match self.inner.db.conn().await {
+            Ok(mut conn) => estimator.due(&mut conn, now, 500).await.map_err(DbError::from),
+            Err(e) => Err(e),
+        };
+        let due = match due {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for storage gaps to estimate");
+                return;
+            }
+        };
+        for gap in due {
+            let made =
+                self.inner.db.transaction(|c| Box::pin(async move { estimator.estimate(c, gap, now).await })).await;
+            match made {
+                Ok(Some(status)) => tracing::info!(cluster_id = %gap.cluster_id, project_id = %gap.project_id,
+                    window_start = %gap.window_start, status, policy = estimator.policy.as_str(), "storage gap estimated"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(cluster_id = %gap.cluster_id, project_id = %gap.project_id,
+                    window_start = %gap.window_start, error = %e, "could not estimate a storage gap; tried again next pass"),
+            }
+        }
     }
 
     /// Reads one cluster's storage and stores it, or records why not.

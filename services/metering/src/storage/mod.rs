@@ -21,8 +21,12 @@
 //!
 //! Online (RonDB) storage is not reported by Hopsworks' admin API; the samples carry it as 0
 //! until it has a source (decision 0056).
+//!
+//! Under the gap policy `estimate` or `review` the windows and projects not measured are
+//! estimated from each project's measured samples around them ([`estimates`], decision 0076).
 
 pub mod api;
+pub mod estimates;
 pub mod meter;
 pub mod runs;
 pub mod views;

@@ -7,6 +7,7 @@
 
 use super::sample_id;
 use crate::access::{ONLINE_NOT_CONFIGURED, ProjectStorage};
+use crate::attribution::Known;
 use crate::projection;
 use crate::samples::StoreError;
 use crate::schema::{storage_gaps, storage_runs, storage_samples};
@@ -206,8 +207,12 @@ pub struct Stored {
     pub announced: usize,
 }
 
-/// One sample to store.
-struct Row {
+/// A storage window: the cluster, the window's start and its end.
+pub type StorageWindow = (ClusterId, DateTime<Utc>, DateTime<Utc>);
+
+/// One sample to store: a project's bytes held over a whole window, and who is billed.
+#[derive(Debug)]
+pub struct Row {
     id: SampleId,
     project: ProjectStorage,
     bytes: i64,
@@ -215,6 +220,108 @@ struct Row {
     online_bytes: i64,
     online_byte_seconds: i64,
     billed: Option<(UserId, OwnerId)>,
+}
+
+impl Row {
+    /// Project `p` holding `offline` and `online` bytes for the whole of `window`, attributed by
+    /// `known` (the projection at the window's start) to its creator and their owner, or to
+    /// nobody when the creator holds no account on the cluster.
+    ///
+    /// # Errors
+    /// When the bytes or their byte-seconds do not fit 64 bits.
+    pub fn held(
+        window: StorageWindow,
+        p: &ProjectStorage,
+        (offline, online): (u64, u64),
+        known: &Known,
+    ) -> Result<Self, StoreError> {
+        let (cluster, start, end) = window;
+        let secs = (end - start).num_seconds();
+        let fit = |what: &str, bytes: u64| {
+            let overflow =
+                || StoreError::Overflow(format!("project {} holds {bytes} bytes{what}: too many to count", p.id));
+            let fitted = i64::try_from(bytes).map_err(|_| overflow())?;
+            Ok::<_, StoreError>((fitted, fitted.checked_mul(secs).ok_or_else(overflow)?))
+        };
+        let (bytes, byte_seconds) = fit("", offline)?;
+        let (online_bytes, online_byte_seconds) = fit(" online", online)?;
+        let user = p.creator_username.as_ref().and_then(|name| known.accounts.get(name)).copied();
+        let billed = user.map(|u| (u, known.owners.get(&u).copied().unwrap_or_else(|| u.as_owner())));
+        Ok(Self {
+            id: sample_id(cluster, p.id, start.timestamp()),
+            project: p.clone(),
+            bytes,
+            byte_seconds,
+            online_bytes,
+            online_byte_seconds,
+            billed,
+        })
+    }
+
+    /// The sample's id.
+    #[must_use]
+    pub const fn id(&self) -> SampleId {
+        self.id
+    }
+}
+
+/// Inserts `rows` of `window` (a row whose key is stored already is left as it is), taken at
+/// calendar `measured_at` and marked `estimated` or not, and enqueues one `StorageRecordedV1`
+/// per new attributed sample occurring at `occurred_at`, in the caller's transaction. Answers
+/// the samples added and how many were announced.
+///
+/// # Errors
+/// When Postgres fails.
+pub async fn store(
+    conn: &mut AsyncPgConnection,
+    window: StorageWindow,
+    rows: &[Row],
+    (measured_at, estimated): (DateTime<Utc>, bool),
+    occurred_at: DateTime<Utc>,
+) -> Result<(Vec<SampleId>, usize), StoreError> {
+    let (cluster, start, end) = window;
+    let mut added: Vec<SampleId> = Vec::new();
+    // 16 parameters a row, well inside Postgres' 65,535 per statement.
+    for chunk in rows.chunks(2000) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|r| {
+                (
+                    storage_samples::id.eq(r.id),
+                    storage_samples::cluster_id.eq(cluster),
+                    storage_samples::project_id.eq(r.project.id),
+                    storage_samples::window_start.eq(start),
+                    storage_samples::window_end.eq(end),
+                    storage_samples::namespace.eq(&r.project.namespace),
+                    storage_samples::project_name.eq(&r.project.name),
+                    storage_samples::creator_username.eq(r.project.creator_username.as_deref()),
+                    storage_samples::user_id.eq(r.billed.map(|(u, _)| u)),
+                    storage_samples::owner_user_id.eq(r.billed.map(|(_, o)| o)),
+                    storage_samples::offline_bytes.eq(r.bytes),
+                    storage_samples::online_bytes.eq(r.online_bytes),
+                    storage_samples::offline_byte_seconds.eq(r.byte_seconds),
+                    storage_samples::online_byte_seconds.eq(r.online_byte_seconds),
+                    storage_samples::measured_at.eq(measured_at),
+                    storage_samples::estimated.eq(estimated),
+                )
+            })
+            .collect();
+        let ids: Vec<SampleId> = diesel::insert_into(storage_samples::table)
+            .values(values)
+            .on_conflict((storage_samples::cluster_id, storage_samples::project_id, storage_samples::window_start))
+            .do_nothing()
+            .returning(storage_samples::id)
+            .get_results(conn)
+            .await?;
+        added.extend(ids);
+    }
+    let events: Vec<StorageRecordedV1> = rows
+        .iter()
+        .filter(|r| added.contains(&r.id))
+        .filter_map(|r| r.billed.map(|billed| event(window, r, billed, (measured_at, estimated))))
+        .collect();
+    enqueue_all_at(conn, &events, None, occurred_at).await?;
+    Ok((added, events.len()))
 }
 
 /// How a run measured online storage, kept in `storage_runs.online`: `measured`,
@@ -274,7 +381,7 @@ pub async fn complete(
     if !held.is_some_and(|(status, by)| status == "running" && by.as_deref() == Some(replica)) {
         return Ok(None);
     }
-    let secs = (run.window_end - run.window_start).num_seconds();
+    let window = (run.cluster_id, run.window_start, run.window_end);
     let known = projection::known(conn, run.cluster_id, run.window_start).await?;
     let mut rows = Vec::new();
     let mut stored = Stored::default();
@@ -301,67 +408,11 @@ pub async fn complete(
                 0
             }
         };
-        let overflow = || StoreError::Overflow(format!("project {} holds {bytes} bytes: too many to count", p.id));
-        let fitted = i64::try_from(bytes).map_err(|_| overflow())?;
-        let byte_seconds = fitted.checked_mul(secs).ok_or_else(overflow)?;
-        let online_overflow =
-            || StoreError::Overflow(format!("project {} holds {online} bytes online: too many to count", p.id));
-        let online_fitted = i64::try_from(online).map_err(|_| online_overflow())?;
-        let online_byte_seconds = online_fitted.checked_mul(secs).ok_or_else(online_overflow)?;
-        let user = p.creator_username.as_ref().and_then(|name| known.accounts.get(name)).copied();
-        let billed = user.map(|u| (u, known.owners.get(&u).copied().unwrap_or_else(|| u.as_owner())));
-        rows.push(Row {
-            id: sample_id(run.cluster_id, p.id, run.window_start.timestamp()),
-            project: p.clone(),
-            bytes: fitted,
-            byte_seconds,
-            online_bytes: online_fitted,
-            online_byte_seconds,
-            billed,
-        });
+        rows.push(Row::held(window, p, (bytes, online), &known)?);
     }
-    let mut added: Vec<SampleId> = Vec::new();
-    // 15 parameters a row, well inside Postgres' 65,535 per statement.
-    for chunk in rows.chunks(2000) {
-        let values: Vec<_> = chunk
-            .iter()
-            .map(|r| {
-                (
-                    storage_samples::id.eq(r.id),
-                    storage_samples::cluster_id.eq(run.cluster_id),
-                    storage_samples::project_id.eq(r.project.id),
-                    storage_samples::window_start.eq(run.window_start),
-                    storage_samples::window_end.eq(run.window_end),
-                    storage_samples::namespace.eq(&r.project.namespace),
-                    storage_samples::project_name.eq(&r.project.name),
-                    storage_samples::creator_username.eq(r.project.creator_username.as_deref()),
-                    storage_samples::user_id.eq(r.billed.map(|(u, _)| u)),
-                    storage_samples::owner_user_id.eq(r.billed.map(|(_, o)| o)),
-                    storage_samples::offline_bytes.eq(r.bytes),
-                    storage_samples::online_bytes.eq(r.online_bytes),
-                    storage_samples::offline_byte_seconds.eq(r.byte_seconds),
-                    storage_samples::online_byte_seconds.eq(r.online_byte_seconds),
-                    storage_samples::measured_at.eq(measured_at),
-                )
-            })
-            .collect();
-        let ids: Vec<SampleId> = diesel::insert_into(storage_samples::table)
-            .values(values)
-            .on_conflict((storage_samples::cluster_id, storage_samples::project_id, storage_samples::window_start))
-            .do_nothing()
-            .returning(storage_samples::id)
-            .get_results(conn)
-            .await?;
-        added.extend(ids);
-    }
+    let (added, announced) = store(conn, window, &rows, (measured_at, false), measured_at).await?;
     stored.added = added.len();
-    let events: Vec<StorageRecordedV1> = rows
-        .iter()
-        .filter(|r| added.contains(&r.id))
-        .filter_map(|r| r.billed.map(|(user, owner)| event(run, r, user, owner, measured_at)))
-        .collect();
-    stored.announced = events.len();
-    enqueue_all_at(conn, &events, None, measured_at).await?;
+    stored.announced = announced;
     sql_query(
         "UPDATE storage_runs SET status = 'complete', projects = $3, unreported = $4, measured_at = $5,
              finished_at = $5, claimed_by = NULL, lease_until = NULL, last_error = NULL, last_error_code = NULL,
@@ -379,23 +430,29 @@ pub async fn complete(
     Ok(Some(stored))
 }
 
-/// The StorageRecorded announcing a sample billed to `owner` for `user`'s project.
-fn event(run: &Claimed, r: &Row, user: UserId, owner: OwnerId, measured_at: DateTime<Utc>) -> StorageRecordedV1 {
+/// The StorageRecorded announcing a sample of `window` billed to `owner` for `user`'s project.
+fn event(
+    window: StorageWindow,
+    r: &Row,
+    (user, owner): (UserId, OwnerId),
+    (measured_at, estimated): (DateTime<Utc>, bool),
+) -> StorageRecordedV1 {
     let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+    let (cluster, start, end) = window;
     StorageRecordedV1 {
         sample_id: r.id.to_string(),
-        cluster_id: run.cluster_id.to_string(),
+        cluster_id: cluster.to_string(),
         project_id: r.project.id.get(),
         namespace: r.project.namespace.clone(),
         owner_user_id: owner.to_string(),
         user_id: user.to_string(),
-        window_start_unix_seconds: run.window_start.timestamp(),
-        window_end_unix_seconds: run.window_end.timestamp(),
+        window_start_unix_seconds: start.timestamp(),
+        window_end_unix_seconds: end.timestamp(),
         offline_bytes: non_negative(r.bytes),
         online_bytes: non_negative(r.online_bytes),
         offline_byte_seconds: non_negative(r.byte_seconds),
         online_byte_seconds: non_negative(r.online_byte_seconds),
         measured_at_unix_seconds: measured_at.timestamp(),
-        estimated: false,
+        estimated,
     }
 }

@@ -40,6 +40,9 @@ pub struct StorageDay {
     /// Storage samples added up.
     #[diesel(sql_type = BigInt)]
     pub samples: i64,
+    /// Of those, estimated under the gap policy (decision 0076).
+    #[diesel(sql_type = BigInt)]
+    pub estimated_samples: i64,
 }
 
 impl StorageDay {
@@ -74,7 +77,8 @@ pub async fn list(
     diesel::sql_query(
         "SELECT (window_start AT TIME ZONE 'UTC')::date AS day, user_id, owner_user_id, cluster_id, namespace,
                 sum(offline_byte_seconds)::bigint AS offline_byte_seconds,
-                sum(online_byte_seconds)::bigint AS online_byte_seconds, count(*) AS samples
+                sum(online_byte_seconds)::bigint AS online_byte_seconds, count(*) AS samples,
+                count(*) FILTER (WHERE estimated) AS estimated_samples
          FROM storage_samples
          WHERE owner_user_id IS NOT NULL
            AND window_start >= $1::date AND window_start < $2::date + 1
@@ -114,6 +118,7 @@ mod tests {
             offline_byte_seconds: 1_000_000_000 * 28 * 86_400,
             online_byte_seconds: 0,
             samples: 1,
+            estimated_samples: 0,
         };
         assert_eq!(whole_month.gb_months(), "1");
     }

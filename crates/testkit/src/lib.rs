@@ -211,6 +211,25 @@ pub async fn signed_call(
     (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// The Prometheus text the service at `base` serves at `/metrics`.
+pub async fn scrape_metrics(base: &str) -> String {
+    let answer = reqwest::get(format!("{base}/metrics")).await.expect("the service answers /metrics");
+    answer.text().await.expect("a text answer")
+}
+
+/// The value of `series` (its name and labels as rendered, `service` last) in `exposition`.
+///
+/// # Panics
+/// When no such series is there, or its value is no number.
+#[must_use]
+pub fn metric_value(exposition: &str, series: &str) -> f64 {
+    let line = exposition
+        .lines()
+        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no series {series} in\n{exposition}"));
+    line[series.len()..].trim().parse().expect("a number")
+}
+
 /// Seconds since the Unix epoch.
 #[must_use]
 pub fn unix_now() -> u64 {

@@ -6,21 +6,9 @@
 mod common;
 
 use common::start;
+use hopsbridge_testkit::{metric_value, scrape_metrics};
 use reqwest::Method;
 use serde_json::json;
-
-async fn scrape(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
-}
-
-/// The value of the series `name{labels}` (labels as rendered, `service` last).
-fn value(text: &str, series: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
-        .unwrap_or_else(|| panic!("no series {series} in\n{text}"));
-    line[series.len()..].trim().parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_are_counted_by_status_suspender_and_admin_rights_and_erasures_beside_their_retention() {
@@ -33,12 +21,15 @@ async fn people_are_counted_by_status_suspender_and_admin_rights_and_erasures_be
     let oldest = r#"hopsbridge_identity_erasure_oldest_pending_seconds{service="identity"}"#;
     let retention = r#"hopsbridge_identity_erasure_retention_seconds{service="identity"}"#;
 
-    let text = scrape(&identity.base).await;
+    let text = scrape_metrics(&identity.base).await;
     for status in ["active", "suspended", "deleted"] {
-        assert!(value(&text, &people(status)).abs() < f64::EPSILON, "{status}: every state is served, 0 when empty");
+        assert!(
+            metric_value(&text, &people(status)).abs() < f64::EPSILON,
+            "{status}: every state is served, 0 when empty"
+        );
     }
-    assert!(value(&text, admins).abs() < f64::EPSILON);
-    assert!((value(&text, retention) - 30.0 * 86_400.0).abs() < f64::EPSILON, "deletion.retention_days = 30");
+    assert!(metric_value(&text, admins).abs() < f64::EPSILON);
+    assert!((metric_value(&text, retention) - 30.0 * 86_400.0).abs() < f64::EPSILON, "deletion.retention_days = 30");
 
     let admin = identity.sign_in("auth0|admin", "admin@example.com").await;
     identity.sql(&format!("UPDATE users SET is_admin = true WHERE id = '{}'", admin.user_id.unwrap())).await;
@@ -61,23 +52,23 @@ async fn people_are_counted_by_status_suspender_and_admin_rights_and_erasures_be
     // The deletion happened two hours ago.
     identity.sql("UPDATE users SET deleted_at = now() - interval '2 hours' WHERE email = 'grace@example.com'").await;
 
-    let text = scrape(&identity.base).await;
-    assert!((value(&text, &people("active")) - 2.0).abs() < f64::EPSILON, "admin and lin: {text}");
-    assert!((value(&text, &people("suspended")) - 1.0).abs() < f64::EPSILON);
-    assert!((value(&text, &people("deleted")) - 1.0).abs() < f64::EPSILON);
-    assert!((value(&text, &suspended("admin")) - 1.0).abs() < f64::EPSILON);
-    assert!(value(&text, &suspended("billing")).abs() < f64::EPSILON);
-    assert!(value(&text, &suspended("owner")).abs() < f64::EPSILON);
-    assert!((value(&text, admins) - 1.0).abs() < f64::EPSILON);
-    assert!((value(&text, recent) - 1.0).abs() < f64::EPSILON, "only the admin signed in within a day: {text}");
-    assert!((value(&text, pending) - 1.0).abs() < f64::EPSILON);
-    let age = value(&text, oldest);
+    let text = scrape_metrics(&identity.base).await;
+    assert!((metric_value(&text, &people("active")) - 2.0).abs() < f64::EPSILON, "admin and lin: {text}");
+    assert!((metric_value(&text, &people("suspended")) - 1.0).abs() < f64::EPSILON);
+    assert!((metric_value(&text, &people("deleted")) - 1.0).abs() < f64::EPSILON);
+    assert!((metric_value(&text, &suspended("admin")) - 1.0).abs() < f64::EPSILON);
+    assert!(metric_value(&text, &suspended("billing")).abs() < f64::EPSILON);
+    assert!(metric_value(&text, &suspended("owner")).abs() < f64::EPSILON);
+    assert!((metric_value(&text, admins) - 1.0).abs() < f64::EPSILON);
+    assert!((metric_value(&text, recent) - 1.0).abs() < f64::EPSILON, "only the admin signed in within a day: {text}");
+    assert!((metric_value(&text, pending) - 1.0).abs() < f64::EPSILON);
+    let age = metric_value(&text, oldest);
     assert!((7_200.0..7_300.0).contains(&age), "deleted two hours ago: {age}");
 
     // Erased: nothing waits any more.
     identity.sql("UPDATE users SET erased_at = now() WHERE email = 'grace@example.com'").await;
-    let text = scrape(&identity.base).await;
-    assert!(value(&text, pending).abs() < f64::EPSILON);
-    assert!(value(&text, oldest).abs() < f64::EPSILON);
-    assert!((value(&text, &people("deleted")) - 1.0).abs() < f64::EPSILON, "an erased account stays deleted");
+    let text = scrape_metrics(&identity.base).await;
+    assert!(metric_value(&text, pending).abs() < f64::EPSILON);
+    assert!(metric_value(&text, oldest).abs() < f64::EPSILON);
+    assert!((metric_value(&text, &people("deleted")) - 1.0).abs() < f64::EPSILON, "an erased account stays deleted");
 }

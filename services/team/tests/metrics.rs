@@ -6,20 +6,8 @@
 mod common;
 
 use common::start;
+use hopsbridge_testkit::{metric_value, scrape_metrics};
 use reqwest::Method;
-
-async fn scrape(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
-}
-
-/// The value of the series `name{labels}` (labels as rendered, `service` last).
-fn value(text: &str, series: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
-        .unwrap_or_else(|| panic!("no series {series} in\n{text}"));
-    line[series.len()..].trim().parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_invitations_members_and_teams_are_counted() {
@@ -27,9 +15,9 @@ async fn open_invitations_members_and_teams_are_counted() {
     let open = |state: &str| format!(r#"hopsbridge_team_invitations_open{{state="{state}",service="team"}}"#);
     let members = r#"hopsbridge_team_members{service="team"}"#;
     let teams = r#"hopsbridge_team_teams{service="team"}"#;
-    let text = scrape(&team.base).await;
+    let text = scrape_metrics(&team.base).await;
     for series in [open("waiting"), open("expired"), members.to_owned(), teams.to_owned()] {
-        assert!(value(&text, &series).abs() < f64::EPSILON, "{series} is served, 0 when empty");
+        assert!(metric_value(&text, &series).abs() < f64::EPSILON, "{series} is served, 0 when empty");
     }
 
     let ada = team.person("Ada", "ada@example.com").await;
@@ -47,9 +35,9 @@ async fn open_invitations_members_and_teams_are_counted() {
     let (status, body) = team.call(Method::POST, "/api/team/leave", Some(&carol), None).await;
     assert_eq!(status, 200, "{body}");
 
-    let text = scrape(&team.base).await;
-    assert!((value(&text, &open("waiting")) - 1.0).abs() < f64::EPSILON, "Dan's: {text}");
-    assert!((value(&text, &open("expired")) - 1.0).abs() < f64::EPSILON, "Eve's");
-    assert!((value(&text, members) - 2.0).abs() < f64::EPSILON, "Grace and Lin");
-    assert!((value(&text, teams) - 1.0).abs() < f64::EPSILON, "Ada's");
+    let text = scrape_metrics(&team.base).await;
+    assert!((metric_value(&text, &open("waiting")) - 1.0).abs() < f64::EPSILON, "Dan's: {text}");
+    assert!((metric_value(&text, &open("expired")) - 1.0).abs() < f64::EPSILON, "Eve's");
+    assert!((metric_value(&text, members) - 2.0).abs() < f64::EPSILON, "Grace and Lin");
+    assert!((metric_value(&text, teams) - 1.0).abs() < f64::EPSILON, "Ada's");
 }
